@@ -1,0 +1,106 @@
+"""Herald configuration: `HERALD_*` environment variables and an optional `.env` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CONFIG_DIR = Path(__file__).resolve().parent
+
+_DB_SCHEMES = {"sqlite", "postgres", "postgresql", "asyncpg"}
+
+
+class ConfigError(Exception):
+    """Configuration is unusable; the message is one line a person can act on."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = "sqlite://herald.db"
+    host: str = "0.0.0.0"
+    port: int = Field(default=3978, ge=1, le=65535)
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    teams_app_id: str | None = None
+    teams_app_password: SecretStr | None = None
+    teams_tenant_id: str | None = None
+
+    topics_file: Path = CONFIG_DIR / "topics.yaml"
+
+    # Outbox worker: how many messages are in flight per workspace, how many rows a claim takes,
+    # how long a claim is leased before another worker may take the row over.
+    delivery_concurrency: int = Field(default=16, ge=1, le=256)
+    delivery_batch_size: int = Field(default=200, ge=1, le=5000)
+    delivery_lease_seconds: int = Field(default=120, ge=5)
+    delivery_max_attempts: int = Field(default=6, ge=1)
+    outbox_poll_seconds: float = Field(default=5.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in _DB_SCHEMES:
+            raise ValueError(
+                f"HERALD_DATABASE_URL must start with sqlite:// or postgres://, got {value.split(':', 1)[0]!r}"
+            )
+        if parts.scheme == "sqlite":
+            if not value.startswith("sqlite://") or value in ("sqlite://", "sqlite:///"):
+                raise ValueError("HERALD_DATABASE_URL: sqlite URL needs a file path, e.g. sqlite://herald.db")
+        elif not parts.hostname or not parts.path.strip("/"):
+            raise ValueError("HERALD_DATABASE_URL: postgres URL needs a host and a database name")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _check_api_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("HERALD_SLACK_API_URL must be an http(s) URL")
+        return value if value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _check_slack_pair(self) -> "Settings":
+        if self.slack_bot_token and not self.slack_signing_secret:
+            raise ValueError("HERALD_SLACK_SIGNING_SECRET is required when HERALD_SLACK_BOT_TOKEN is set")
+        return self
+
+    @property
+    def tortoise_db_url(self) -> str:
+        """The URL in the form tortoise-orm expects (it spells PostgreSQL `postgres://`)."""
+        scheme, rest = self.database_url.split("://", 1)
+        if scheme in ("postgresql", "asyncpg"):
+            return "postgres://" + rest
+        return self.database_url
+
+    @property
+    def slack_enabled(self) -> bool:
+        return self.slack_signing_secret is not None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning validation errors into one readable `ConfigError` line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        field = ".".join(str(p) for p in first.get("loc", ()))
+        if field and not message.startswith("HERALD_"):
+            message = f"HERALD_{field.upper()}: {message}"
+        raise ConfigError(f"invalid configuration: {message}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,59 @@
+"""Database connection and schema migrations (tortoise-orm's own migration engine)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tortoise import Tortoise, connections
+from tortoise.migrations.api import migrate
+
+log = logging.getLogger(__name__)
+
+MODELS_MODULE = "storage.models"
+MIGRATIONS_MODULE = "storage.migrations"
+
+
+def tortoise_config(db_url: str) -> dict[str, Any]:
+    return {
+        "connections": {"default": db_url},
+        "apps": {
+            "models": {
+                "models": [MODELS_MODULE],
+                "default_connection": "default",
+                "migrations": MIGRATIONS_MODULE,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+async def upgrade(db_url: str) -> None:
+    """Apply every pending migration. Safe to run on every start and on every replica."""
+    await migrate(config=tortoise_config(db_url))
+    await Tortoise.close_connections()
+
+
+async def connect(db_url: str, *, run_migrations: bool = True) -> None:
+    if run_migrations:
+        await upgrade(db_url)
+    await Tortoise.init(config=tortoise_config(db_url))
+
+
+async def close() -> None:
+    await Tortoise.close_connections()
+
+
+def dialect() -> str:
+    """'sqlite' or 'postgres' for the default connection."""
+    return connections.get("default").capabilities.dialect
+
+
+async def ping() -> bool:
+    try:
+        await connections.get("default").execute_query("SELECT 1")
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+        log.warning("database ping failed", exc_info=True)
+        return False

@@ -1,0 +1,63 @@
+"""Shared fixtures: a fresh database per test, on SQLite and (when configured) PostgreSQL.
+
+Set HERALD_TEST_POSTGRES_URL=postgres://user@host:port/postgres to run every `db` test on
+PostgreSQL as well; `.ci/run` starts a throwaway cluster and sets it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from storage import db as storage_db
+
+POSTGRES_URL = os.environ.get("HERALD_TEST_POSTGRES_URL", "")
+BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+async def _admin_execute(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_URL.replace("postgres://", "postgresql://", 1))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def db_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
+    """A migrated, empty database URL (not connected)."""
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'herald.db'}"
+        await storage_db.upgrade(url)
+        yield url
+        return
+    name = "herald_test_" + uuid.uuid4().hex[:12]
+    await _admin_execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(POSTGRES_URL, name)
+    await storage_db.upgrade(url)
+    try:
+        yield url
+    finally:
+        await storage_db.close()
+        await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[str]:
+    """A connected, migrated, empty database; yields its URL."""
+    await storage_db.connect(db_url, run_migrations=False)
+    try:
+        yield db_url
+    finally:
+        await storage_db.close()
