@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from tortoise import Tortoise, connections
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.api import migrate
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,19 @@ def tortoise_config(db_url: str) -> dict[str, Any]:
 
 async def upgrade(db_url: str) -> None:
     """Apply every pending migration. Safe to run on every start and on every replica."""
+    _forget_compiled_sql()
     await migrate(config=tortoise_config(db_url))
     await Tortoise.close_connections()
 
 
+def _forget_compiled_sql() -> None:
+    """tortoise caches compiled SQL per table name, not per dialect; one process that talks to
+    SQLite and then PostgreSQL (tests, `herald` tools) must not reuse the other's placeholders."""
+    EXECUTOR_CACHE.clear()
+
+
 async def connect(db_url: str, *, run_migrations: bool = True) -> None:
+    _forget_compiled_sql()
     if run_migrations:
         await upgrade(db_url)
     await Tortoise.init(config=tortoise_config(db_url))
@@ -43,6 +52,7 @@ async def connect(db_url: str, *, run_migrations: bool = True) -> None:
 
 async def close() -> None:
     await Tortoise.close_connections()
+    _forget_compiled_sql()
 
 
 def dialect() -> str:

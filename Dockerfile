@@ -1,0 +1,22 @@
+FROM python:3.12-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN useradd --create-home --uid 10001 herald
+
+COPY . /src
+RUN pip install --no-cache-dir /src && rm -rf /src
+
+# The default HERALD_DATABASE_URL (sqlite://herald.db) is relative, so the file lands in /data.
+RUN install -d -o herald -g herald /data
+WORKDIR /data
+VOLUME /data
+USER herald
+
+EXPOSE 3978
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('HERALD_PORT', '3978'), timeout=4)"]
+
+CMD ["herald", "serve"]

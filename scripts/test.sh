@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Run the test suite in .venv (created with Python 3.12 if absent). Extra args go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYENV_VERSION=${PYENV_VERSION:-3.12.1}  # only matters where pyenv is in use
+[ -x .venv/bin/python ] || "${PYTHON:-python3.12}" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+exec .venv/bin/python -m pytest -q "$@"

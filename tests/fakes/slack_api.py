@@ -1,0 +1,717 @@
+"""A fake Slack Web API: a real aiohttp HTTP server on 127.0.0.1.
+
+Point ``slack_sdk.web.async_client.AsyncWebClient(token=..., base_url=fake.url)`` at it.
+
+It mirrors how Slack answers the requests ``AsyncWebClient`` sends:
+
+* parameters arrive as a query string (``params=``, e.g. ``conversations.open``, GET
+  methods), a form body (``data=``) or a JSON body (``json=``, e.g. ``chat.postMessage``);
+  all three are merged. JSON-valued fields (``blocks``, ``metadata``, ``view`` ...) that
+  arrive as JSON strings are decoded before they are recorded or stored.
+* the token comes from ``Authorization: Bearer <token>`` (or a ``token`` parameter); an
+  unknown token answers ``invalid_auth``, a revoked one ``token_revoked`` -- with HTTP 200
+  and ``{"ok": false, ...}`` exactly like Slack.
+* injected rate limits answer HTTP 429 with ``Retry-After`` and ``{"ok": false, "error":
+  "ratelimited"}``; injected server errors answer HTTP 5xx with a JSON error body.
+
+Every request, including failed ones, is recorded in ``fake.calls``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiohttp import web
+
+__all__ = ["Call", "FakeSlackAPI"]
+
+# Fields Slack accepts as JSON documents; form bodies carry them as JSON strings.
+_JSON_FIELDS = frozenset(
+    {"blocks", "attachments", "metadata", "view", "unfurls", "user_auth_blocks", "private_metadata_json"}
+)
+_JSON_CT = "application/json"
+_TS_BASE = 1_700_000_000
+
+
+@dataclass(slots=True)
+class Call:
+    """One request the fake received."""
+
+    method: str
+    """Web API method (``chat.postMessage``) or ``"response_url"``."""
+    team_id: str | None
+    """Team of the token used; ``None`` when the token was missing/unknown (or for response_url)."""
+    args: dict[str, Any]
+    """Merged query/form/JSON parameters (JSON strings in known fields decoded)."""
+    key: str | None = None
+    """For ``response_url`` calls: the key passed to :meth:`FakeSlackAPI.response_url`."""
+    status: int = 200
+    """HTTP status the fake answered with."""
+    error: str | None = None
+    """Slack ``error`` code the fake answered with (``None`` when ``ok`` was true)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and self.error is None
+
+
+@dataclass(slots=True)
+class _Workspace:
+    team_id: str
+    token: str
+    bot_user_id: str
+    bot_id: str
+    revoked: bool = False
+
+
+@dataclass(slots=True)
+class _Fault:
+    status: int
+    error: str | None
+    retry_after: float | int | None
+    remaining: int
+
+
+@dataclass(slots=True)
+class _Channel:
+    messages: list[dict[str, Any]] = field(default_factory=list)  # oldest first (ts increasing)
+    by_ts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class _SlackError(Exception):
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _ts_key(ts: Any) -> tuple[int, int]:
+    s = str(ts)
+    sec, _, frac = s.partition(".")
+    try:
+        return int(sec or 0), int((frac + "000000")[:6])
+    except ValueError:
+        return 0, 0
+
+
+def _normalise(args: dict[str, Any]) -> dict[str, Any]:
+    for name in _JSON_FIELDS.intersection(args):
+        value = args[name]
+        if isinstance(value, str) and value[:1] in ("[", "{"):
+            try:
+                args[name] = json.loads(value)
+            except ValueError:
+                pass
+    return args
+
+
+def _json(data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=json.dumps(data).encode(), status=status, headers=headers, content_type=_JSON_CT)
+
+
+class FakeSlackAPI:
+    """A fake Slack Web API served over real HTTP on 127.0.0.1 (random free port).
+
+    Usage::
+
+        async with FakeSlackAPI() as fake:
+            fake.add_workspace("T1", "xoxb-1")
+            fake.add_user("T1", "U1", email="a@example.com")
+            client = AsyncWebClient(token="xoxb-1", base_url=fake.url)
+    """
+
+    def __init__(self, *, record_calls: bool = True) -> None:
+        self.record_calls = record_calls
+        """Set to ``False`` (e.g. in benchmarks) to stop appending to :attr:`calls`."""
+        self.calls: list[Call] = []
+        self._call_counts: Counter[str] = Counter()
+        self._workspaces: dict[str, _Workspace] = {}  # token -> workspace
+        self._users: dict[str, dict[str, dict[str, Any]]] = {}  # team -> user id -> user
+        self._emails: dict[str, dict[str, str]] = {}  # team -> lower(email) -> user id
+        self._channels: dict[str, _Channel] = {}
+        self._ephemeral: dict[str, list[dict[str, Any]]] = {}
+        self.views: dict[str, dict[str, Any]] = {}
+        """Views opened/updated/published, by view id."""
+        self._faults: dict[str, deque[_Fault]] = {}
+        self._delays: dict[str, float] = {}
+        self._ts_counter = 0
+        self._view_counter = 0
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._methods: dict[str, Callable[[_Workspace, dict[str, Any]], dict[str, Any]]] = {
+            "auth.test": self._auth_test,
+            "conversations.open": self._conversations_open,
+            "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
+            "chat.postMessage": self._chat_post_message,
+            "chat.update": self._chat_update,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "views.open": self._views_open,
+            "views.update": self._views_update,
+            "views.publish": self._views_publish,
+            "users.info": self._users_info,
+            "users.lookupByEmail": self._users_lookup_by_email,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_post("/response/{key}", self._handle_response_url)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> FakeSlackAPI:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("FakeSlackAPI is not started")
+        return self._port
+
+    @property
+    def base(self) -> str:
+        """``http://127.0.0.1:PORT`` (no trailing slash)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """Web API base URL for ``AsyncWebClient(base_url=...)``, ending with ``/api/``."""
+        return f"{self.base}/api/"
+
+    def response_url(self, key: str) -> str:
+        """A response_url on this server; POSTs to it are recorded as method ``response_url``."""
+        return f"{self.base}/response/{key}"
+
+    # ------------------------------------------------------------------ registry
+
+    def add_workspace(self, team_id: str, token: str, bot_user_id: str = "UBOT") -> None:
+        self._workspaces[token] = _Workspace(
+            team_id=team_id, token=token, bot_user_id=bot_user_id, bot_id="B" + team_id.lstrip("T")
+        )
+        self._users.setdefault(team_id, {})
+        self._emails.setdefault(team_id, {})
+
+    def revoke(self, token: str) -> None:
+        """Later calls with ``token`` answer ``token_revoked``."""
+        self._workspaces[token].revoked = True
+
+    def add_user(self, team_id: str, user_id: str, email: str | None = None, name: str | None = None) -> None:
+        name = name or user_id.lower()
+        user: dict[str, Any] = {
+            "id": user_id,
+            "team_id": team_id,
+            "name": name,
+            "real_name": name,
+            "deleted": False,
+            "is_bot": False,
+            "tz": "UTC",
+            "profile": {"real_name": name, "display_name": name, "team": team_id},
+        }
+        if email:
+            user["profile"]["email"] = email
+            self._emails.setdefault(team_id, {})[email.lower()] = user_id
+        self._users.setdefault(team_id, {})[user_id] = user
+
+    # ------------------------------------------------------------------ faults
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        retry_after: float | int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Make the next ``times`` calls of ``method`` fail.
+
+        * ``status=429`` (implied by ``retry_after``): HTTP 429, ``Retry-After`` header when
+          ``retry_after`` is given, body ``{"ok": false, "error": "ratelimited"}``.
+        * ``status>=400``: that HTTP status, body ``{"ok": false, "error": error or "internal_error"}``.
+        * ``status=200, error="..."``: HTTP 200 with ``{"ok": false, "error": error}``.
+
+        Faults queue up: several ``fail_next`` calls for one method apply in order.
+        ``method`` may be ``"response_url"``.
+        """
+        if retry_after is not None and status == 200:
+            status = 429
+        if status == 200 and error is None:
+            raise ValueError("fail_next needs a non-200 status, an error code or retry_after")
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        self._faults.setdefault(method, deque()).append(_Fault(status, error, retry_after, times))
+
+    def delay(self, method: str, seconds: float) -> None:
+        """Answer every later ``method`` call after ``seconds`` (0 removes the delay)."""
+        if seconds and seconds > 0:
+            self._delays[method] = seconds
+        else:
+            self._delays.pop(method, None)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+        self._delays.clear()
+
+    # ------------------------------------------------------------------ inspection
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def call_count(self, method: str) -> int:
+        """Requests received for ``method`` (counted even when ``record_calls`` is off)."""
+        return self._call_counts[method]
+
+    def clear_calls(self) -> None:
+        self.calls.clear()
+        self._call_counts.clear()
+
+    def messages(self, channel: str) -> list[dict[str, Any]]:
+        """Current messages in ``channel``, oldest first (the stored dicts; don't mutate)."""
+        ch = self._channels.get(channel)
+        return list(ch.messages) if ch is not None else []
+
+    def message(self, channel: str, ts: str) -> dict[str, Any] | None:
+        ch = self._channels.get(channel)
+        return ch.by_ts.get(ts) if ch is not None else None
+
+    def ephemeral_messages(self, channel: str) -> list[dict[str, Any]]:
+        return list(self._ephemeral.get(channel, ()))
+
+    def dm_channel_id(self, user_id: str) -> str:
+        """The DM channel id ``conversations.open(users=user_id)`` answers."""
+        return "D" + user_id
+
+    # ------------------------------------------------------------------ HTTP plumbing
+
+    async def _read_args(self, request: web.Request) -> dict[str, Any]:
+        args: dict[str, Any] = dict(request.query) if request.query_string else {}
+        if request.can_read_body:
+            ctype = request.content_type
+            if ctype == _JSON_CT:
+                raw = await request.read()
+                if raw:
+                    body = json.loads(raw)
+                    if isinstance(body, dict):
+                        args.update(body)
+            elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+                form = await request.post()
+                for k, v in form.items():
+                    args[k] = v if isinstance(v, str) else getattr(v, "filename", None) or "(file)"
+        return _normalise(args)
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        queue = self._faults.get(method)
+        if not queue:
+            return None
+        fault = queue[0]
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            queue.popleft()
+        return fault
+
+    @staticmethod
+    def _fault_response(fault: _Fault) -> tuple[web.Response, str]:
+        if fault.status == 429:
+            error = fault.error or "ratelimited"
+            headers = None
+            if fault.retry_after is not None:
+                ra = fault.retry_after
+                headers = {"Retry-After": str(int(ra) if float(ra).is_integer() else ra)}
+            return _json({"ok": False, "error": error}, status=429, headers=headers), error
+        if fault.status != 200:
+            error = fault.error or "internal_error"
+            return _json({"ok": False, "error": error}, status=fault.status), error
+        error = fault.error or "unknown_error"
+        return _json({"ok": False, "error": error}), error
+
+    def _record(self, call: Call) -> None:
+        self._call_counts[call.method] += 1
+        if self.record_calls:
+            self.calls.append(call)
+
+    async def _handle_api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        try:
+            args = await self._read_args(request)
+        except ValueError:
+            args = {}
+            call = Call(method, None, args, status=200, error="invalid_json")
+            self._record(call)
+            return _json({"ok": False, "error": "invalid_json"})
+
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else args.pop("token", None)
+        args.pop("token", None)
+        ws = self._workspaces.get(token) if token else None
+        call = Call(method, ws.team_id if ws is not None else None, args)
+        self._record(call)
+
+        if self._delays:
+            seconds = self._delays.get(method)
+            if seconds:
+                await asyncio.sleep(seconds)
+
+        if self._faults:
+            fault = self._take_fault(method)
+            if fault is not None:
+                response, call.error = self._fault_response(fault)
+                call.status = response.status
+                return response
+
+        handler = self._methods.get(method)
+        if handler is None:
+            call.error = "unknown_method"
+            return _json({"ok": False, "error": "unknown_method"})
+        if not token:
+            call.error = "not_authed"
+            return _json({"ok": False, "error": "not_authed"})
+        if ws is None:
+            call.error = "invalid_auth"
+            return _json({"ok": False, "error": "invalid_auth"})
+        if ws.revoked:
+            call.error = "token_revoked"
+            return _json({"ok": False, "error": "token_revoked"})
+        try:
+            result = handler(ws, args)
+        except _SlackError as exc:
+            call.error = exc.error
+            return _json({"ok": False, "error": exc.error})
+        return _json(result)
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        try:
+            args = await self._read_args(request)
+        except ValueError:
+            args = {}
+        if "payload" in args and isinstance(args["payload"], str):
+            try:
+                args = _normalise(json.loads(args["payload"]))
+            except ValueError:
+                pass
+        call = Call("response_url", None, args, key=key)
+        self._record(call)
+        if self._delays:
+            seconds = self._delays.get("response_url")
+            if seconds:
+                await asyncio.sleep(seconds)
+        if self._faults:
+            fault = self._take_fault("response_url")
+            if fault is not None:
+                response, call.error = self._fault_response(fault)
+                call.status = response.status
+                return response
+        return _json({"ok": True})
+
+    # ------------------------------------------------------------------ helpers
+
+    def _next_ts(self) -> str:
+        self._ts_counter += 1
+        n = self._ts_counter
+        return f"{_TS_BASE + n // 1_000_000}.{n % 1_000_000:06d}"
+
+    def _require_user(self, ws: _Workspace, user_id: str) -> dict[str, Any]:
+        if user_id == ws.bot_user_id:
+            return {"id": user_id, "team_id": ws.team_id, "name": "herald", "is_bot": True, "profile": {}}
+        user = self._users.get(ws.team_id, {}).get(user_id)
+        if user is None:
+            raise _SlackError("user_not_found")
+        return user
+
+    @staticmethod
+    def _require(args: dict[str, Any], name: str, error: str | None = None) -> Any:
+        value = args.get(name)
+        if value is None or value == "":
+            raise _SlackError(error or "invalid_arguments")
+        return value
+
+    # ------------------------------------------------------------------ methods
+
+    def _auth_test(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "url": f"https://{ws.team_id.lower()}.slack.com/",
+            "team": f"Team {ws.team_id}",
+            "user": "herald",
+            "team_id": ws.team_id,
+            "user_id": ws.bot_user_id,
+            "bot_id": ws.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _conversations_open(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        channel = args.get("channel")
+        if channel:
+            return {"ok": True, "no_op": True, "already_open": True, "channel": {"id": channel}}
+        users = self._require(args, "users", "users_list_not_supplied")
+        if isinstance(users, (list, tuple)):
+            ids = [str(u) for u in users]
+        else:
+            ids = [u.strip() for u in str(users).split(",") if u.strip()]
+        if not ids:
+            raise _SlackError("users_list_not_supplied")
+        for uid in ids:
+            self._require_user(ws, uid)
+        if len(ids) == 1:
+            channel_id = "D" + ids[0]
+            extra: dict[str, Any] = {"is_im": True, "user": ids[0]}
+        else:
+            digest = hashlib.sha1(",".join(sorted(ids)).encode()).hexdigest()[:10].upper()
+            channel_id = "G" + digest
+            extra = {"is_mpim": True}
+        already = channel_id in self._channels
+        if not already:
+            self._channels[channel_id] = _Channel()
+        return {
+            "ok": True,
+            "no_op": already,
+            "already_open": already,
+            "channel": {"id": channel_id, **extra},
+        }
+
+    def _channel_for_post(self, args: dict[str, Any]) -> tuple[str, _Channel]:
+        channel_id = args.get("channel")
+        if not channel_id:
+            raise _SlackError("channel_not_found")
+        ch = self._channels.get(channel_id)
+        if ch is None:
+            ch = self._channels[channel_id] = _Channel()
+        return channel_id, ch
+
+    def _chat_post_message(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        channel_id, ch = self._channel_for_post(args)
+        text = args.get("text")
+        blocks = args.get("blocks")
+        attachments = args.get("attachments")
+        if not text and not blocks and not attachments:
+            raise _SlackError("no_text")
+        ts = self._next_ts()
+        message: dict[str, Any] = {
+            "type": "message",
+            "user": ws.bot_user_id,
+            "bot_id": ws.bot_id,
+            "team": ws.team_id,
+            "text": text or "",
+            "ts": ts,
+        }
+        if blocks is not None:
+            message["blocks"] = blocks
+        if attachments is not None:
+            message["attachments"] = attachments
+        metadata = args.get("metadata")
+        if metadata is not None:
+            message["metadata"] = metadata
+        thread_ts = args.get("thread_ts")
+        if thread_ts:
+            parent = ch.by_ts.get(thread_ts)
+            if parent is None:
+                raise _SlackError("thread_not_found")
+            message["thread_ts"] = thread_ts
+            parent["thread_ts"] = thread_ts
+            parent["reply_count"] = parent.get("reply_count", 0) + 1
+        ch.messages.append(message)
+        ch.by_ts[ts] = message
+        return {"ok": True, "channel": channel_id, "ts": ts, "message": message}
+
+    def _chat_update(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        channel_id = args.get("channel")
+        ts = args.get("ts")
+        ch = self._channels.get(channel_id) if channel_id else None
+        message = ch.by_ts.get(ts) if (ch is not None and ts) else None
+        if message is None:
+            raise _SlackError("message_not_found")
+        if "text" not in args and "blocks" not in args and "attachments" not in args:
+            raise _SlackError("no_text")
+        if "text" in args:
+            message["text"] = args["text"] or ""
+        for name in ("blocks", "attachments", "metadata"):
+            if name in args:
+                if args[name] is None or args[name] == "":
+                    message.pop(name, None)
+                else:
+                    message[name] = args[name]
+        message["edited"] = {"user": ws.bot_user_id, "ts": self._next_ts()}
+        return {"ok": True, "channel": channel_id, "ts": ts, "text": message["text"], "message": message}
+
+    def _chat_post_ephemeral(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        channel_id = args.get("channel")
+        if not channel_id:
+            raise _SlackError("channel_not_found")
+        user = self._require(args, "user", "user_not_found")
+        self._require_user(ws, user)
+        if not args.get("text") and not args.get("blocks") and not args.get("attachments"):
+            raise _SlackError("no_text")
+        ts = self._next_ts()
+        message = {"type": "message", "user": user, "text": args.get("text") or "", "ts": ts}
+        if args.get("blocks") is not None:
+            message["blocks"] = args["blocks"]
+        self._ephemeral.setdefault(channel_id, []).append(message)
+        return {"ok": True, "message_ts": ts}
+
+    @staticmethod
+    def _shape(message: dict[str, Any], include_metadata: bool) -> dict[str, Any]:
+        if include_metadata or "metadata" not in message:
+            return message
+        return {k: v for k, v in message.items() if k != "metadata"}
+
+    def _paginate(
+        self, messages: list[dict[str, Any]], args: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``messages`` are already in answer order; apply cursor/limit."""
+        try:
+            limit = int(args.get("limit") or 100)
+        except ValueError:
+            raise _SlackError("invalid_limit") from None
+        limit = max(1, min(limit, 1000))
+        cursor = args.get("cursor") or ""
+        start = 0
+        if cursor:
+            if not str(cursor).startswith("off:"):
+                raise _SlackError("invalid_cursor")
+            start = int(str(cursor)[4:])
+        page = messages[start : start + limit]
+        has_more = start + limit < len(messages)
+        return {
+            "page": page,
+            "has_more": has_more,
+            "response_metadata": {"next_cursor": f"off:{start + limit}" if has_more else ""},
+        }
+
+    def _conversations_history(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        channel_id = self._require(args, "channel", "channel_not_found")
+        ch = self._channels.get(channel_id)
+        include_metadata = _truthy(args.get("include_all_metadata"))
+        stored = ch.messages if ch is not None else []
+        oldest, latest = args.get("oldest"), args.get("latest")
+        inclusive = _truthy(args.get("inclusive"))
+        lo = _ts_key(oldest) if oldest else None
+        hi = _ts_key(latest) if latest else None
+        selected = []
+        for m in reversed(stored):
+            if "thread_ts" in m and m["thread_ts"] != m["ts"]:
+                continue  # thread replies are not in history
+            if lo is not None or hi is not None:
+                key = _ts_key(m["ts"])
+                if lo is not None and (key < lo or (key == lo and not inclusive)):
+                    continue
+                if hi is not None and (key > hi or (key == hi and not inclusive)):
+                    continue
+            selected.append(m)
+        paged = self._paginate(selected, args)
+        return {
+            "ok": True,
+            "messages": [self._shape(m, include_metadata) for m in paged["page"]],
+            "has_more": paged["has_more"],
+            "pin_count": 0,
+            "response_metadata": paged["response_metadata"],
+        }
+
+    def _conversations_replies(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        channel_id = self._require(args, "channel", "channel_not_found")
+        ts = self._require(args, "ts", "thread_not_found")
+        ch = self._channels.get(channel_id)
+        if ch is None or ts not in ch.by_ts:
+            raise _SlackError("thread_not_found")
+        include_metadata = _truthy(args.get("include_all_metadata"))
+        thread = [m for m in ch.messages if m["ts"] == ts or m.get("thread_ts") == ts]
+        paged = self._paginate(thread, args)
+        return {
+            "ok": True,
+            "messages": [self._shape(m, include_metadata) for m in paged["page"]],
+            "has_more": paged["has_more"],
+            "response_metadata": paged["response_metadata"],
+        }
+
+    def _store_view(self, ws: _Workspace, view: Any, view_id: str | None = None, **extra: Any) -> dict[str, Any]:
+        if not isinstance(view, dict):
+            raise _SlackError("invalid_arguments")
+        if view_id is None:
+            self._view_counter += 1
+            view_id = f"V{self._view_counter:08d}"
+        stored = {
+            **view,
+            "id": view_id,
+            "team_id": ws.team_id,
+            "app_id": "AHERALD",
+            "bot_id": ws.bot_id,
+            "hash": f"{self._view_counter}.{view_id}",
+            "state": {"values": {}},
+            **extra,
+        }
+        self.views[view_id] = stored
+        return stored
+
+    def _views_open(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        self._require(args, "trigger_id", "invalid_trigger_id")
+        view = self._require(args, "view")
+        return {"ok": True, "view": self._store_view(ws, view)}
+
+    def _views_update(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        view = self._require(args, "view")
+        view_id = args.get("view_id")
+        if not view_id:
+            external_id = args.get("external_id")
+            if not external_id:
+                raise _SlackError("invalid_arguments")
+            view_id = next(
+                (vid for vid, v in self.views.items() if v.get("external_id") == external_id), None
+            )
+        if view_id is None or view_id not in self.views:
+            raise _SlackError("not_found")
+        previous = self.views[view_id]
+        if args.get("hash") and args["hash"] != previous.get("hash"):
+            raise _SlackError("hash_conflict")
+        extra = {k: previous[k] for k in ("user_id",) if k in previous}
+        return {"ok": True, "view": self._store_view(ws, view, view_id, **extra)}
+
+    def _views_publish(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        user_id = self._require(args, "user_id", "user_not_found")
+        self._require_user(ws, user_id)
+        view = self._require(args, "view")
+        existing = next(
+            (vid for vid, v in self.views.items() if v.get("type") == "home" and v.get("user_id") == user_id
+             and v.get("team_id") == ws.team_id),
+            None,
+        )
+        return {"ok": True, "view": self._store_view(ws, view, existing, user_id=user_id)}
+
+    def _users_info(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        user_id = self._require(args, "user", "user_not_found")
+        return {"ok": True, "user": self._require_user(ws, user_id)}
+
+    def _users_lookup_by_email(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        email = self._require(args, "email", "users_not_found")
+        user_id = self._emails.get(ws.team_id, {}).get(str(email).lower())
+        if user_id is None:
+            raise _SlackError("users_not_found")
+        return {"ok": True, "user": self._users[ws.team_id][user_id]}
