@@ -1,0 +1,79 @@
+"""The topic catalog, loaded from `config/topics.yaml`."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from bot.core.errors import UserError
+
+
+@dataclass(frozen=True)
+class Topic:
+    key: str
+    title: str
+    description: str
+    roles: frozenset[str]  # empty = every role
+    opt_out: bool
+
+    def routes_to(self, role: str) -> bool:
+        return not self.roles or role in self.roles
+
+
+@dataclass(frozen=True)
+class TopicCatalog:
+    topics: dict[str, Topic]
+    roles: tuple[str, ...]  # every partner role the directory may use
+
+    def get(self, key: str) -> Topic:
+        topic = self.topics.get(key.strip().lower())
+        if topic is None:
+            hint = difflib.get_close_matches(key.lower(), self.topics, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise UserError(
+                f"unknown topic '{key}'{suggestion}; topics: {', '.join(self.topics)}"
+            )
+        return topic
+
+
+class CatalogError(Exception):
+    """The topics file is malformed (an operator problem, reported at start-up)."""
+
+
+def parse_catalog(data: dict) -> TopicCatalog:
+    roles = tuple(str(r).lower() for r in data.get("roles") or ())
+    if not roles:
+        raise CatalogError("topics file: 'roles' must list the partner roles")
+    topics: dict[str, Topic] = {}
+    for key, spec in (data.get("topics") or {}).items():
+        spec = spec or {}
+        topic_roles = {str(r).lower() for r in spec.get("roles") or ["all"]}
+        unknown = topic_roles - set(roles) - {"all"}
+        if unknown:
+            raise CatalogError(f"topics file: topic '{key}' names unknown roles {sorted(unknown)}")
+        topics[str(key).lower()] = Topic(
+            key=str(key).lower(),
+            title=str(spec.get("title") or key),
+            description=str(spec.get("description") or ""),
+            roles=frozenset() if "all" in topic_roles else frozenset(topic_roles),
+            opt_out=bool(spec.get("opt_out", False)),
+        )
+    if not topics:
+        raise CatalogError("topics file: no topics defined")
+    return TopicCatalog(topics=topics, roles=roles)
+
+
+@lru_cache(maxsize=8)
+def load_catalog(path: Path | None = None) -> TopicCatalog:
+    from config.settings import CONFIG_DIR
+
+    source = path or CONFIG_DIR / "topics.yaml"
+    try:
+        data = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CatalogError(f"cannot read topics file {source}: {exc}") from None
+    return parse_catalog(data)
