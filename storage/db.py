@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -60,9 +61,9 @@ def dialect() -> str:
     return connections.get("default").capabilities.dialect
 
 
-async def ping() -> bool:
+async def ping(timeout: float = 3.0) -> bool:
     try:
-        await connections.get("default").execute_query("SELECT 1")
+        await asyncio.wait_for(connections.get("default").execute_query("SELECT 1"), timeout)
         return True
     except Exception:  # noqa: BLE001 - any failure means "not reachable"
         log.warning("database ping failed", exc_info=True)

@@ -1,0 +1,68 @@
+"""The one aiohttp application: routes, and start-up/shut-down of database, worker and clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.core.clock import Clock
+from bot.service import Herald
+from config.settings import Settings
+from storage import db as storage_db
+
+log = logging.getLogger(__name__)
+
+HERALD_KEY = web.AppKey("herald", Herald)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ok = await storage_db.ping()
+    return web.json_response({"status": "ok" if ok else "unavailable", "database": "ok" if ok else "unreachable"},
+                             status=200 if ok else 503)
+
+
+def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: bool = True,
+              manage_database: bool = True) -> web.Application:
+    """Build the server. Tests pass their own clock, and may run the outbox by hand."""
+    herald = Herald(settings, clock=clock)
+    app = web.Application()
+    app[HERALD_KEY] = herald
+    app.router.add_get("/healthz", healthz)
+    if settings.slack_enabled:
+        from bot.handlers.slack import build_slack_app, slack_route
+
+        app.router.add_post("/slack/events", slack_route(build_slack_app(herald)))
+    else:
+        log.warning("Slack is not configured (HERALD_SLACK_SIGNING_SECRET unset): /slack/events is off")
+    app.cleanup_ctx.append(_lifecycle(herald, manage_database, run_worker))
+    return app
+
+
+def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
+    async def lifecycle(app: web.Application):
+        if manage_database:
+            await storage_db.connect(herald.settings.tortoise_db_url)
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        worker = None
+        if run_worker:
+            worker = asyncio.create_task(herald.outbox.run_forever(), name="herald-outbox")
+            # The database is the truth; the scheduler is only the clock that wakes the worker
+            # for retries that come due and for rows other replicas wrote.
+            scheduler.add_job(herald.outbox.wake, "interval", seconds=herald.settings.outbox_poll_seconds,
+                              id="outbox-wake", max_instances=1, coalesce=True)
+            scheduler.start()
+        yield
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+        herald.outbox.stop()
+        if worker is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(worker, timeout=30)
+        await herald.close()
+        if manage_database:
+            await storage_db.close()
+    return lifecycle

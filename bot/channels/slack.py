@@ -1,0 +1,146 @@
+"""Outbound Slack: open DMs, post notices, update them in place. Web API calls go to
+`HERALD_SLACK_API_URL` (a local fake in tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.channels.base import MessageRef, Outcome, Recipient
+from bot.channels.slack_blocks import notice_blocks, notice_fallback_text
+from bot.core.views import NoticeView
+from storage.models import Platform, Workspace
+
+log = logging.getLogger(__name__)
+
+METADATA_EVENT = "herald_notice"
+_TOKEN_TTL_SECONDS = 30.0
+
+_PERMANENT_ERRORS = {
+    "user_not_found": "Slack user {user} does not exist in workspace {team} (check the directory)",
+    "user_disabled": "the member's Slack account {user} is deactivated",
+    "account_inactive": "Herald's Slack token for workspace {team} is inactive; reconnect the workspace",
+    "invalid_auth": "Herald's Slack token for workspace {team} is invalid; reconnect the workspace",
+    "not_authed": "Herald has no Slack token for workspace {team}",
+    "token_revoked": "Herald was removed from Slack workspace {team}; reconnect the workspace",
+    "cannot_dm_bot": "Slack user {user} is a bot and cannot receive direct messages",
+    "channel_not_found": "the direct-message channel for {user} no longer exists",
+    "is_archived": "the direct-message channel for {user} is archived",
+    "missing_scope": "Herald's Slack app lacks a permission (scope) in workspace {team}; reinstall it",
+}
+
+
+class SlackWorkspaces:
+    """Bot tokens per Slack workspace, read from the database; the env token is the fallback
+    for a single-workspace install."""
+
+    def __init__(self, api_url: str, default_token: str | None = None) -> None:
+        self.api_url = api_url
+        self.default_token = default_token
+        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._clients: dict[str, AsyncWebClient] = {}
+
+    async def token_for(self, team_id: str) -> str | None:
+        cached = self._cache.get(team_id)
+        if cached and time.monotonic() - cached[0] < _TOKEN_TTL_SECONDS:
+            return cached[1]
+        workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
+        if workspace is not None:
+            token = workspace.bot_token if workspace.active else None
+        else:
+            token = self.default_token
+        self._cache[team_id] = (time.monotonic(), token)
+        return token
+
+    def forget(self, team_id: str) -> None:
+        self._cache.pop(team_id, None)
+
+    async def client_for(self, team_id: str) -> AsyncWebClient | None:
+        token = await self.token_for(team_id)
+        if not token:
+            return None
+        client = self._clients.get(token)
+        if client is None:
+            if self._session is None or self._session.closed:
+                self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+            client = AsyncWebClient(token=token, base_url=self.api_url, session=self._session, timeout=20)
+            self._clients[token] = client
+        return client
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        self._clients.clear()
+
+
+class SlackChannel:
+    platform = Platform.SLACK.value
+
+    def __init__(self, workspaces: SlackWorkspaces) -> None:
+        self.workspaces = workspaces
+
+    async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
+                      maybe_sent: bool) -> Outcome:
+        client = await self.workspaces.client_for(recipient.workspace_id)
+        if client is None:
+            return Outcome.failed(f"Herald is not installed in Slack workspace {recipient.workspace_id}")
+        opened = ""
+        try:
+            channel = recipient.dm_channel
+            if not channel:
+                response = await client.conversations_open(users=recipient.user_id)
+                channel = opened = response["channel"]["id"]
+            if maybe_sent:
+                earlier = await self._find_earlier_send(client, channel, delivery_id)
+                if earlier is not None:
+                    return Outcome.delivered(earlier, dm_channel=opened)
+            response = await client.chat_postMessage(
+                channel=channel, text=notice_fallback_text(view), blocks=notice_blocks(view),
+                unfurl_links=False, unfurl_media=False,
+                metadata={"event_type": METADATA_EVENT,
+                          "event_payload": {"notice_id": view.notice_id, "delivery_id": delivery_id}},
+            )
+            return Outcome.delivered(MessageRef(response["channel"], response["ts"]), dm_channel=opened)
+        except SlackApiError as exc:
+            return _classify(exc, recipient, opened)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return Outcome.retry(f"network error talking to Slack ({type(exc).__name__})", dm_channel=opened)
+
+    async def _find_earlier_send(self, client: AsyncWebClient, channel: str, delivery_id: int) -> MessageRef | None:
+        """Look for a message an interrupted earlier attempt posted (by its metadata)."""
+        response = await client.conversations_history(channel=channel, limit=50, include_all_metadata=True)
+        for message in response.get("messages", []):
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("delivery_id") == delivery_id:
+                return MessageRef(channel, message["ts"])
+        return None
+
+    async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
+        client = await self.workspaces.client_for(workspace_id)
+        if client is None:
+            log.warning("cannot update message %s: no token for workspace %s", ref, workspace_id)
+            return
+        await client.chat_update(channel=ref.channel_id, ts=ref.message_id,
+                                 text=notice_fallback_text(view), blocks=notice_blocks(view))
+
+    async def close(self) -> None:
+        await self.workspaces.close()
+
+
+def _classify(exc: SlackApiError, recipient: Recipient, opened: str) -> Outcome:
+    status = exc.response.status_code
+    error = str(exc.response.get("error", "")) if exc.response is not None else ""
+    if status == 429 or error == "ratelimited":
+        retry_after = float(exc.response.headers.get("Retry-After", 1) or 1)
+        return Outcome.retry("Slack rate limit", retry_after=retry_after, throttled=True, dm_channel=opened)
+    if status >= 500 or error in ("internal_error", "fatal_error", "service_unavailable", "request_timeout"):
+        return Outcome.retry(f"Slack answered HTTP {status} {error}".strip(), dm_channel=opened)
+    template = _PERMANENT_ERRORS.get(error, "Slack refused the message ({error})")
+    return Outcome.failed(template.format(user=recipient.user_id, team=recipient.workspace_id, error=error),
+                          dm_channel=opened)

@@ -1,0 +1,167 @@
+"""Block Kit rendering. Every piece of user text goes through `escape` first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.core.commands import HELP_TEXT
+from bot.core.status import NoticeStatusReport
+from bot.core.views import ACK_ACTION, NoticeView, format_time
+from bot.topics import IMPORTANCE, TopicCatalog
+from bot.topics.importance import Importance
+from storage.models import Notice
+
+SEND_ACTION = "herald_send"
+CANCEL_ACTION = "herald_cancel"
+COMPOSE_CALLBACK = "herald_compose"
+PREVIEW_CALLBACK = "herald_preview"
+
+_EMOJI = {Importance.MUST: ":rotating_light:", Importance.NEED: ":large_orange_diamond:",
+          Importance.NICE: ":information_source:"}
+
+Blocks = list[dict[str, Any]]
+
+
+def escape(text: str) -> str:
+    """Escape mrkdwn control characters so user text cannot mention, link or inject markup.
+
+    Slack turns `<!channel>`, `<@U123>` and `<http://x|label>` into pings and links only when
+    the angle brackets reach it unescaped.
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _plain(text: str, limit: int = 150) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text[:limit], "emoji": True}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text[:3000]}
+
+
+def notice_fallback_text(view: NoticeView) -> str:
+    return escape(f"[{view.policy.label}] {view.title}")
+
+
+def notice_blocks(view: NoticeView) -> Blocks:
+    policy = view.policy
+    emoji = _EMOJI[policy.level]
+    heading = f"{policy.badge}: {view.title}" if policy.critical else view.title
+    context = [f"{emoji} *{policy.label}*", escape(view.topic_title), f"Notice #{view.notice_id}"]
+    if view.deadline:
+        context.append(f"Acknowledge by *{format_time(view.deadline)}*")
+    blocks: Blocks = [
+        {"type": "header", "text": _plain(heading)},
+        {"type": "context", "elements": [_mrkdwn("  ·  ".join(context))]},
+        {"type": "section", "text": _mrkdwn(escape(view.body))},
+    ]
+    if view.link:
+        blocks.append({"type": "section", "text": _mrkdwn(f":link: <{view.link}|Open the details>")})
+    if view.acknowledged:
+        blocks.append({"type": "context", "elements": [_mrkdwn(
+            f":white_check_mark: Acknowledged by *{escape(view.acknowledged.by)}* at {format_time(view.acknowledged.at)}")]})
+    elif view.shows_ack_button:
+        blocks.append({"type": "actions", "block_id": f"ack-{view.notice_id}", "elements": [{
+            "type": "button", "action_id": ACK_ACTION, "style": "danger", "value": str(view.notice_id),
+            "text": _plain("Acknowledge"),
+        }]})
+    return blocks
+
+
+def preview_summary(notice: Notice, topic_title: str, recipients: int, warnings: list[str]) -> str:
+    policy = IMPORTANCE[Importance(notice.importance)]
+    lines = [
+        f"*Preview of notice #{notice.id}*",
+        f"{_EMOJI[policy.level]} *{policy.label}* · {escape(topic_title)}",
+        f"*{escape(notice.title)}*",
+        f"Audience `{escape(notice.audience)}` → *{recipients} recipient{'s' if recipients != 1 else ''}*",
+    ]
+    if notice.deadline:
+        lines.append(f"Deadline: {format_time(notice.deadline)}")
+    lines += [f":warning: {escape(w)}" for w in warnings]
+    if recipients == 0:
+        lines.append(":warning: Nobody matches this audience; sending would reach no one.")
+    return "\n".join(lines)
+
+
+def preview_blocks(notice: Notice, topic_title: str, recipients: int, warnings: list[str]) -> Blocks:
+    return [
+        {"type": "section", "text": _mrkdwn(preview_summary(notice, topic_title, recipients, warnings))},
+        {"type": "section", "text": _mrkdwn(escape(notice.body))},
+        {"type": "actions", "block_id": f"preview-{notice.id}", "elements": [
+            {"type": "button", "action_id": SEND_ACTION, "style": "primary", "value": str(notice.id),
+             "text": _plain("Send")},
+            {"type": "button", "action_id": CANCEL_ACTION, "value": str(notice.id), "text": _plain("Cancel")},
+        ]},
+    ]
+
+
+def status_text(report: NoticeStatusReport) -> str:
+    n = report.notice
+    lines = [
+        f"*Notice #{n.id}: {escape(n.title)}* ({n.importance}, {escape(n.topic)}, {n.status})",
+        f"Recipients: *{report.recipients}* · Delivered: *{report.delivered}* · Failed: *{report.failed}* · Pending: *{report.pending}*",
+    ]
+    if n.importance == Importance.MUST.value:
+        lines.append(f"Acknowledged: *{report.acknowledged}* of {report.delivered} delivered")
+    if report.digest:
+        lines.append(f"Waiting for the digest: *{report.digest}*")
+    for reason, count in report.failure_reasons:
+        lines.append(f"• {count} × {escape(reason)}")
+    return "\n".join(lines)
+
+
+def help_text(unknown: str = "") -> str:
+    prefix = f"I don't know the command `{escape(unknown)}`.\n" if unknown else ""
+    return prefix + HELP_TEXT
+
+
+def _select(action_id: str, options: list[tuple[str, str]], initial: str | None = None) -> dict[str, Any]:
+    element: dict[str, Any] = {"type": "static_select", "action_id": action_id,
+                               "options": [{"text": _plain(label), "value": value} for value, label in options]}
+    if initial:
+        element["initial_option"] = next(o for o in element["options"] if o["value"] == initial)
+    return element
+
+
+def _input(block_id: str, label: str, element: dict[str, Any], *, optional: bool = False, hint: str = "") -> dict[str, Any]:
+    block = {"type": "input", "block_id": block_id, "label": _plain(label), "element": element, "optional": optional}
+    if hint:
+        block["hint"] = _plain(hint)
+    return block
+
+
+def compose_modal(catalog: TopicCatalog) -> dict[str, Any]:
+    topics = [(t.key, t.title) for t in catalog.topics.values()]
+    levels = [(p.level.value, p.label) for p in IMPORTANCE.values()]
+    text = {"type": "plain_text_input"}
+    return {
+        "type": "modal", "callback_id": COMPOSE_CALLBACK,
+        "title": _plain("New notice", 24), "submit": _plain("Preview", 24), "close": _plain("Cancel", 24),
+        "blocks": [
+            _input("topic", "Topic", _select("value", topics)),
+            _input("importance", "Importance", _select("value", levels, Importance.NEED.value)),
+            _input("audience", "Audience", {**text, "action_id": "value", "placeholder": _plain("tier:gold region:emea role:support")},
+                   hint="comma = any of, space = and; or all"),
+            _input("title", "Title", {**text, "action_id": "value", "max_length": 150}),
+            _input("body", "Message", {**text, "action_id": "value", "multiline": True, "max_length": 2800}),
+            _input("link", "Link", {**text, "action_id": "value", "placeholder": _plain("https://...")}, optional=True),
+            _input("deadline", "Deadline (must-know only)", {**text, "action_id": "value",
+                   "placeholder": _plain("2026-12-01 or 2026-12-01T17:00Z")}, optional=True),
+        ],
+    }
+
+
+def preview_modal(notice: Notice, topic_title: str, recipients: int, warnings: list[str]) -> dict[str, Any]:
+    return {
+        "type": "modal", "callback_id": PREVIEW_CALLBACK, "private_metadata": str(notice.id),
+        "notify_on_close": True,
+        "title": _plain("Preview", 24), "submit": _plain("Send", 24), "close": _plain("Cancel", 24),
+        "blocks": [{"type": "section", "text": _mrkdwn(preview_summary(notice, topic_title, recipients, warnings))},
+                   {"type": "section", "text": _mrkdwn(escape(notice.body))}],
+    }
+
+
+def message_modal(title: str, text: str) -> dict[str, Any]:
+    return {"type": "modal", "title": _plain(title, 24), "close": _plain("Close", 24),
+            "blocks": [{"type": "section", "text": _mrkdwn(text)}]}

@@ -1,0 +1,270 @@
+"""The `herald` command-line program."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from bot.core.clock import SystemClock
+from bot.core.errors import UserError
+from config.settings import ConfigError, Settings, load_settings
+
+T = TypeVar("T")
+CLOCK = SystemClock()
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        click.echo(f"herald: {exc}", err=True)
+        sys.exit(2)
+
+
+def _run(work: Callable[[], Awaitable[T]], *, migrate: bool = True) -> T:
+    """Connect to the database, run `work`, disconnect; person-facing errors become one line."""
+    from storage import db as storage_db
+
+    settings = _settings()
+
+    async def runner() -> T:
+        await storage_db.connect(settings.tortoise_db_url, run_migrations=migrate)
+        try:
+            return await work()
+        finally:
+            await storage_db.close()
+
+    try:
+        return asyncio.run(runner())
+    except UserError as exc:
+        click.echo(f"herald: {exc}", err=True)
+        sys.exit(1)
+    except (OSError, ConnectionError) as exc:
+        click.echo(f"herald: cannot reach the database ({exc})", err=True)
+        sys.exit(2)
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "cli"
+
+
+@click.group(help="Herald: partner notices with acknowledgement, in Slack and Microsoft Teams.")
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+# ---- server & database ----------------------------------------------------------------------
+
+@main.command(help="Run the HTTP server (Slack, Teams, health, API). Migrates the database first.")
+@click.option("--host", default=None, help="Interface to listen on (default HERALD_HOST or 0.0.0.0).")
+@click.option("--port", default=None, type=int, help="Port (default HERALD_PORT or 3978).")
+def serve(host: str | None, port: int | None) -> None:
+    from aiohttp import web
+
+    from bot.app import build_app
+
+    settings = _settings()
+    logging.getLogger().setLevel(settings.log_level.upper())
+    try:
+        web.run_app(build_app(settings), host=host or settings.host, port=port or settings.port,
+                    print=lambda msg: click.echo(f"herald: {msg}"))
+    except (OSError, ConnectionError) as exc:
+        click.echo(f"herald: cannot start: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.group(help="Database schema.")
+def db() -> None:
+    pass
+
+
+@db.command("upgrade", help="Apply pending schema migrations.")
+def db_upgrade() -> None:
+    from storage import db as storage_db
+
+    settings = _settings()
+    try:
+        asyncio.run(storage_db.upgrade(settings.tortoise_db_url))
+    except (OSError, ConnectionError) as exc:
+        click.echo(f"herald: cannot reach the database ({exc})", err=True)
+        sys.exit(2)
+    click.echo("database is up to date")
+
+
+# ---- directory & staff ----------------------------------------------------------------------
+
+@main.group(help="The partner directory.")
+def directory() -> None:
+    pass
+
+
+@directory.command("import", help="Import partner organisations and members from a CSV file.")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Validate and count, write nothing.")
+@click.option("--deactivate-missing", is_flag=True, help="Mark members absent from the file inactive.")
+def directory_import(file: Path, dry_run: bool, deactivate_missing: bool) -> None:
+    from bot.core.directory import import_directory
+
+    text = file.read_text(encoding="utf-8-sig")
+    result = _run(lambda: import_directory(text, now=CLOCK.now(), actor=f"operator:{_operator()}",
+                                           dry_run=dry_run, deactivate_missing=deactivate_missing))
+    for error in result.rejected:
+        click.echo(f"line {error.line}: {error.reason}", err=True)
+    prefix = "dry run: would have " if dry_run else ""
+    click.echo(f"{prefix}created {result.created}, updated {result.updated}, unchanged {result.unchanged}, "
+               f"deactivated {result.deactivated}, rejected {len(result.rejected)}")
+
+
+@main.group(help="Vendor staff and their roles.")
+def staff() -> None:
+    pass
+
+
+@staff.command("add", help="Add or update a staff member (cam, compliance or admin).")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice(["cam", "compliance", "admin"]))
+@click.option("--name", default="")
+@click.option("--slack-user", default="", help="Their Slack user id (U...).")
+@click.option("--slack-team", default="", help="Their Slack workspace id (T...).")
+def staff_add(email: str, role: str, name: str, slack_user: str, slack_team: str) -> None:
+    from bot.core.staff import add_staff
+
+    person, created = _run(lambda: add_staff(email, role, name=name, slack_user=slack_user,
+                                             slack_team=slack_team, now=CLOCK.now(),
+                                             actor=f"operator:{_operator()}"))
+    click.echo(f"{'added' if created else 'updated'} {person.email} as {person.role}")
+
+
+@staff.command("list", help="List staff.")
+def staff_list() -> None:
+    from bot.core.staff import list_staff
+
+    for person in _run(list_staff):
+        slack = f"{person.slack_team_id}/{person.slack_user_id}" if person.slack_user_id else "-"
+        state = "" if person.active else " (inactive)"
+        click.echo(f"{person.email:40} {person.role:11} {person.name or '-':24} slack:{slack}{state}")
+
+
+# ---- workspaces -----------------------------------------------------------------------------
+
+@main.group(help="Slack workspaces.")
+def slack() -> None:
+    pass
+
+
+@slack.command("add-workspace", help="Store the bot token of another Slack workspace.")
+@click.argument("team_id")
+@click.option("--token", required=True, help="The workspace's bot token (xoxb-...).")
+@click.option("--name", default="")
+def slack_add_workspace(team_id: str, token: str, name: str) -> None:
+    from bot.core.workspaces import add_slack_workspace
+
+    if not token.startswith("xoxb-"):
+        click.echo("herald: a Slack bot token starts with xoxb-", err=True)
+        sys.exit(1)
+    created = _run(lambda: add_slack_workspace(team_id, token, name=name, now=CLOCK.now(),
+                                               actor=f"operator:{_operator()}"))
+    click.echo(f"{'added' if created else 'updated'} Slack workspace {team_id}")
+
+
+# ---- notices --------------------------------------------------------------------------------
+
+@main.command(help="Send a notice from a script.")
+@click.option("--topic", required=True)
+@click.option("--importance", required=True, help="nice-to-know, need-to-know or must-know")
+@click.option("--audience", required=True, help='Segment, e.g. "tier:gold region:emea" or "all".')
+@click.option("--title", required=True)
+@click.option("--body", required=True)
+@click.option("--link", default="")
+@click.option("--deadline", default="", help="ISO-8601 date or time (must-know only).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def send(topic: str, importance: str, audience: str, title: str, body: str, link: str, deadline: str,
+         yes: bool) -> None:
+    from bot.core import notices
+    from bot.core.commands import SendCommand, parse_deadline, parse_link
+    from bot.topics import load_catalog
+
+    settings = _settings()
+    catalog = load_catalog(settings.topics_file)
+    operator = _operator()
+
+    async def work() -> tuple[int, int, bool]:
+        command = SendCommand(importance=importance, topic=topic, audience=audience, title=title, body=body,
+                              link=parse_link(link) if link else "",
+                              deadline=parse_deadline(deadline) if deadline else None)
+        preview = await notices.create_draft(None, command, catalog, now=CLOCK.now(), operator=operator)
+        for warning in preview.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        question = (f"Send {preview.policy.level.value} notice #{preview.notice.id} "
+                    f"'{preview.notice.title}' to {preview.recipients} recipients?")
+        if not yes and not await asyncio.to_thread(click.confirm, question):
+            await notices.cancel_draft(preview.notice.id, None, now=CLOCK.now(), operator=operator)
+            return preview.notice.id, 0, False
+        result = await notices.send_draft(preview.notice.id, None, catalog, now=CLOCK.now(), operator=operator)
+        return result.notice.id, result.recipients, True
+
+    notice_id, recipients, sent = _run(work)
+    if not sent:
+        click.echo(f"notice {notice_id} cancelled")
+        sys.exit(1)
+    click.echo(f"notice {notice_id} queued for {recipients} recipients")
+
+
+@main.group(help="Notices.")
+def notices() -> None:
+    pass
+
+
+@notices.command("list", help="List notices, newest first.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=50, show_default=True)
+def notices_list(as_json: bool, limit: int) -> None:
+    from storage.models import Notice
+
+    async def work() -> list[dict[str, Any]]:
+        rows = await Notice.all().order_by("-id").limit(limit)
+        return [{"id": n.id, "status": n.status, "importance": n.importance, "topic": n.topic,
+                 "title": n.title, "audience": n.audience, "recipients": n.recipient_count,
+                 "created_at": n.created_at.isoformat(), "sent_at": n.sent_at.isoformat() if n.sent_at else None}
+                for n in rows]
+
+    rows = _run(work)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['id']:>6}  {r['status']:9}  {r['importance']:12}  {r['topic']:16}  "
+                   f"{r['recipients']:>6}  {r['title']}")
+
+
+@main.command(help="Delivery and acknowledgement counts for a notice.")
+@click.argument("notice_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def status(notice_id: int, as_json: bool) -> None:
+    from bot.core.status import notice_status
+
+    report = _run(lambda: notice_status(notice_id))
+    data = report.as_dict()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"notice {data['notice_id']}: {data['title']} ({data['importance']}, {data['topic']}, {data['status']})")
+    click.echo("recipients {recipients}  delivered {delivered}  failed {failed}  pending {pending}  "
+               "acknowledged {acknowledged}  digest {digest}".format(**data))
+    for reason in data["failure_reasons"]:
+        click.echo(f"  {reason['count']} x {reason['reason']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Composing, previewing, sending and cancelling notices.
+
+A preview is a stored draft; **Send** turns the draft into one delivery row per recipient (the
+outbox) in the same transaction, so nothing is lost if the process dies right after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tortoise.transactions import in_transaction
+
+from bot.core.audiences import (
+    Audience,
+    count_recipients,
+    parse_audience,
+    recipient_ids,
+    unmatched_value_warnings,
+)
+from bot.core.audit import audit_event, record
+from bot.core.commands import SendCommand
+from bot.core.errors import NotFound, PermissionDenied, UserError
+from bot.core.permissions import require_sender
+from bot.topics import ImportancePolicy, Topic, TopicCatalog, parse_importance
+from bot.topics.importance import Importance
+from storage.models import (
+    Delivery,
+    DeliveryStatus,
+    Notice,
+    NoticeStatus,
+    PlatformAccount,
+    Staff,
+    StaffRole,
+)
+
+MAX_TITLE = 150
+MAX_BODY = 2800  # Slack section text allows 3,000 characters; leave room for markup
+NO_ACCOUNT = "no Slack or Teams account on file for this member (add their ids to the directory)"
+PLATFORM_PREFERENCE = ("slack", "teams")
+
+
+@dataclass(frozen=True)
+class Preview:
+    notice: Notice
+    topic: Topic
+    policy: ImportancePolicy
+    recipients: int
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    notice: Notice
+    recipients: int
+    already: bool  # the draft had been sent (or cancelled) before: nothing new was written
+
+
+def validate(command: SendCommand, catalog: TopicCatalog, *, now: datetime) -> tuple[Topic, ImportancePolicy, Audience]:
+    policy = parse_importance(command.importance)
+    topic = catalog.get(command.topic)
+    audience = parse_audience(command.audience, roles=catalog.roles)
+    if not command.title.strip():
+        raise UserError("the title is empty")
+    if len(command.title) > MAX_TITLE:
+        raise UserError(f"the title is {len(command.title)} characters; keep it under {MAX_TITLE}")
+    if not command.body.strip():
+        raise UserError("the body is empty")
+    if len(command.body) > MAX_BODY:
+        raise UserError(f"the body is {len(command.body)} characters; keep it under {MAX_BODY}")
+    if command.deadline is not None:
+        if policy.level is not Importance.MUST:
+            raise UserError("only must-know notices take a deadline")
+        if command.deadline <= now:
+            raise UserError("the deadline is in the past")
+    return topic, policy, audience
+
+
+async def create_draft(author: Staff | None, command: SendCommand, catalog: TopicCatalog, *, now: datetime,
+                       operator: str = "") -> Preview:
+    """Validate, resolve the audience and store a draft the author can send or cancel.
+
+    `operator` names a trusted command-line operator (shell access to the server) acting
+    without a staff record; chat users always need the cam or admin role.
+    """
+    if not operator:
+        author = require_sender(author)
+    topic, policy, audience = validate(command, catalog, now=now)
+    recipients = await count_recipients(audience, topic)
+    warnings = await unmatched_value_warnings(audience)
+    async with in_transaction() as conn:
+        notice = await Notice.create(
+            topic=topic.key, importance=policy.level.value, title=command.title.strip(),
+            body=command.body.strip(), link=command.link, deadline=command.deadline,
+            audience=audience.describe(), author=author, status=NoticeStatus.DRAFT.value,
+            recipient_count=recipients, created_at=now, using_db=conn,
+        )
+        await record([audit_event("notice.created", now=now, actor=_actor(author, operator), notice_id=notice.id,
+                                  topic=topic.key, importance=policy.level.value,
+                                  audience=notice.audience, title=notice.title,
+                                  recipients_previewed=recipients)], using_db=conn)
+    return Preview(notice, topic, policy, recipients, warnings)
+
+
+def _actor(staff: Staff | None, operator: str) -> str:
+    return staff.email if staff is not None else f"operator:{operator}"
+
+
+async def _own_draft(notice_id: int, actor: Staff | None) -> Notice:
+    notice = await Notice.get_or_none(id=notice_id)
+    if notice is None:
+        raise NotFound(f"notice {notice_id} does not exist")
+    if actor is not None and notice.author_id != actor.id and actor.role != StaffRole.ADMIN.value:  # type: ignore[attr-defined]
+        raise PermissionDenied("only the notice's author or an admin can send or cancel it")
+    return notice
+
+
+async def send_draft(notice_id: int, actor: Staff | None, catalog: TopicCatalog, *, now: datetime,
+                     operator: str = "") -> SendResult:
+    """Write the outbox for a draft. Idempotent: a second click finds the draft already sent."""
+    if not operator:
+        actor = require_sender(actor)
+    notice = await _own_draft(notice_id, actor)
+    topic = catalog.get(notice.topic)
+    policy = parse_importance(notice.importance)
+    audience = parse_audience(notice.audience, roles=catalog.roles)
+    async with in_transaction() as conn:
+        claimed = await Notice.filter(id=notice.id, status=NoticeStatus.DRAFT.value).using_db(conn).update(
+            status=NoticeStatus.SENDING.value, sent_at=now)
+        if not claimed:
+            current = await Notice.get(id=notice.id).using_db(conn)
+            return SendResult(current, current.recipient_count, already=True)
+        member_ids = await recipient_ids(audience, topic)
+        deliveries, events = await _outbox_rows(notice, policy, member_ids, now=now)
+        await Delivery.bulk_create(deliveries, batch_size=1000, using_db=conn)
+        await Notice.filter(id=notice.id).using_db(conn).update(recipient_count=len(member_ids))
+        events.append(audit_event("notice.sent", now=now, actor=_actor(actor, operator), notice_id=notice.id,
+                                  recipients=len(member_ids), importance=policy.level.value))
+        await record(events, using_db=conn)
+    notice = await Notice.get(id=notice.id)
+    return SendResult(notice, len(member_ids), already=False)
+
+
+async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: list[int], *, now: datetime):
+    accounts = await _preferred_accounts(member_ids)
+    deliveries: list[Delivery] = []
+    events = []
+    for member_id in member_ids:
+        account = accounts.get(member_id)
+        if account is None:
+            deliveries.append(Delivery(notice_id=notice.id, member_id=member_id, platform="none",
+                                       status=DeliveryStatus.FAILED.value, error=NO_ACCOUNT,
+                                       next_attempt_at=now, created_at=now))
+            events.append(audit_event("delivery.failed", now=now, notice_id=notice.id,
+                                      member_id=member_id, reason=NO_ACCOUNT))
+            continue
+        status = DeliveryStatus.PENDING if policy.dm_now else DeliveryStatus.DIGEST
+        deliveries.append(Delivery(notice_id=notice.id, member_id=member_id, platform=account.platform,
+                                   account_id=account.id, workspace_external_id=account.workspace_external_id,
+                                   status=status.value, next_attempt_at=now, created_at=now))
+    return deliveries, events
+
+
+async def _preferred_accounts(member_ids: list[int]) -> dict[int, PlatformAccount]:
+    """Each member's account on the preferred platform (Slack first, then Teams)."""
+    chosen: dict[int, PlatformAccount] = {}
+    rank = {p: i for i, p in enumerate(PLATFORM_PREFERENCE)}
+    for start in range(0, len(member_ids), 5000):
+        chunk = member_ids[start:start + 5000]
+        for account in await PlatformAccount.filter(member_id__in=chunk):
+            current = chosen.get(account.member_id)  # type: ignore[attr-defined]
+            if current is None or rank.get(account.platform, 99) < rank.get(current.platform, 99):
+                chosen[account.member_id] = account  # type: ignore[attr-defined]
+    return chosen
+
+
+async def cancel_draft(notice_id: int, actor: Staff | None, *, now: datetime, operator: str = "") -> Notice:
+    if not operator:
+        actor = require_sender(actor)
+    notice = await _own_draft(notice_id, actor)
+    async with in_transaction() as conn:
+        changed = await Notice.filter(id=notice.id, status=NoticeStatus.DRAFT.value).using_db(conn).update(
+            status=NoticeStatus.CANCELLED.value)
+        if changed:
+            await record([audit_event("notice.cancelled", now=now, actor=_actor(actor, operator), notice_id=notice.id)],
+                         using_db=conn)
+    return await Notice.get(id=notice.id)
+
+
+async def latest_notice_of(staff: Staff) -> Notice | None:
+    return await Notice.filter(author_id=staff.id).exclude(
+        status__in=[NoticeStatus.DRAFT.value, NoticeStatus.CANCELLED.value]).order_by("-id").first()

@@ -1,0 +1,243 @@
+"""Inbound Slack: slash command, buttons and modals, turned into core calls.
+
+Bolt verifies every request's signature (bad or stale → 401, nothing runs). Each listener acks
+first (Slack wants an answer within 3 s) and does the work afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.channels.slack_blocks import (
+    CANCEL_ACTION, COMPOSE_CALLBACK, PREVIEW_CALLBACK, SEND_ACTION, compose_modal, escape, help_text,
+    message_modal, preview_blocks, preview_modal, status_text,
+)
+from bot.core import acks, notices
+from bot.core.commands import (
+    ComposeCommand, HelpCommand, SendCommand, StatusCommand, parse_command, parse_deadline, parse_link,
+)
+from bot.core.errors import NotFound, UserError
+from bot.core.permissions import require_sender, require_viewer
+from bot.core.staff import staff_for_slack
+from bot.core.status import notice_status
+from bot.core.views import ACK_ACTION
+from bot.service import Herald
+from storage.models import Platform
+
+log = logging.getLogger(__name__)
+
+SORRY = "Sorry, something went wrong on Herald's side. The details are in its log."
+
+
+def build_slack_app(herald: Herald) -> AsyncApp:
+    settings = herald.settings
+    workspaces = herald.slack_workspaces
+
+    async def authorize(enterprise_id: str | None, team_id: str | None, **_: Any) -> AuthorizeResult | None:
+        token = await workspaces.token_for(team_id or "")
+        if not token:
+            return None
+        return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)
+
+    app = AsyncApp(
+        signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else "",
+        authorize=authorize,
+        client=AsyncWebClient(base_url=settings.slack_api_url),
+        process_before_response=False,
+        user_facing_authorize_error_message="Herald is not connected to this Slack workspace yet.",
+    )
+    _register(app, herald)
+    return app
+
+
+def slack_route(app: AsyncApp):
+    async def handle(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
+    return handle
+
+
+def _register(app: AsyncApp, herald: Herald) -> None:
+    catalog = herald.catalog
+
+    @app.command("/herald")
+    async def on_command(ack, body, respond, client) -> None:  # noqa: ANN001 - bolt injects these
+        try:
+            command = parse_command(body.get("text", ""))
+        except UserError as exc:
+            await ack(text=f":warning: {exc}")
+            return
+        if isinstance(command, HelpCommand):
+            await ack(text=help_text(command.unknown))
+            return
+        staff = await staff_for_slack(body["team_id"], body["user_id"])
+        if isinstance(command, ComposeCommand):
+            try:
+                require_sender(staff)
+            except UserError as exc:
+                await ack(text=f":no_entry: {exc}")
+                return
+            await ack()
+            await client.views_open(trigger_id=body["trigger_id"], view=compose_modal(catalog))
+            return
+        await ack()
+        await _respond_or_explain(respond, _run_command(command, staff))
+
+    async def _run_command(command, staff):  # noqa: ANN001, ANN202
+        if isinstance(command, SendCommand):
+            preview = await notices.create_draft(staff, command, catalog, now=herald.clock.now())
+            return {"blocks": preview_blocks(preview.notice, preview.topic.title, preview.recipients, preview.warnings),
+                    "text": f"Preview of notice #{preview.notice.id}"}
+        if isinstance(command, StatusCommand):
+            return {"text": status_text(await _status_for(staff, command.notice_id))}
+        raise UserError("unsupported command")
+
+    async def _status_for(staff, notice_id):  # noqa: ANN001, ANN202
+        require_viewer(staff)
+        if notice_id is None:
+            latest = await notices.latest_notice_of(staff)
+            if latest is None:
+                raise NotFound("you have not sent a notice yet; give a notice id: `/herald status 42`")
+            notice_id = latest.id
+        return await notice_status(notice_id)
+
+    @app.action(SEND_ACTION)
+    async def on_send(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            staff = await staff_for_slack(body["team"]["id"], body["user"]["id"])
+            result = await notices.send_draft(int(body["actions"][0]["value"]), staff, catalog, now=herald.clock.now())
+            herald.outbox.wake()
+            return {"replace_original": True, "text": _sent_text(result)}
+        await _respond_or_explain(respond, work())
+
+    @app.action(CANCEL_ACTION)
+    async def on_cancel(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            staff = await staff_for_slack(body["team"]["id"], body["user"]["id"])
+            notice = await notices.cancel_draft(int(body["actions"][0]["value"]), staff, now=herald.clock.now())
+            verb = "cancelled" if notice.status == "cancelled" else f"already {notice.status}"
+            return {"replace_original": True, "text": f"Notice #{notice.id} {verb}."}
+        await _respond_or_explain(respond, work())
+
+    @app.action(ACK_ACTION)
+    async def on_acknowledge(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+        try:
+            result = await acks.acknowledge(int(body["actions"][0]["value"]), platform=Platform.SLACK.value,
+                                            workspace_id=body["team"]["id"], user_id=body["user"]["id"],
+                                            now=herald.clock.now())
+        except UserError as exc:
+            await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+            return
+        await herald.update_acknowledged_copies(result)
+
+    @app.view(COMPOSE_CALLBACK)
+    async def on_compose(ack, body, view) -> None:  # noqa: ANN001
+        values = view["state"]["values"]
+        try:
+            command = _command_from_form(values)
+        except _FieldError as exc:
+            await ack(response_action="errors", errors={exc.field: str(exc)})
+            return
+        staff = await staff_for_slack(body["team"]["id"], body["user"]["id"])
+        try:
+            preview = await notices.create_draft(staff, command, catalog, now=herald.clock.now())
+        except UserError as exc:
+            await ack(response_action="errors", errors={_field_of(str(exc)): str(exc)})
+            return
+        await ack(response_action="update", view=preview_modal(
+            preview.notice, preview.topic.title, preview.recipients, preview.warnings))
+
+    @app.view(PREVIEW_CALLBACK)
+    async def on_preview_send(ack, body, view) -> None:  # noqa: ANN001
+        staff = await staff_for_slack(body["team"]["id"], body["user"]["id"])
+        try:
+            result = await notices.send_draft(int(view["private_metadata"]), staff, catalog, now=herald.clock.now())
+        except UserError as exc:
+            await ack(response_action="update", view=message_modal("Not sent", f":warning: {exc}"))
+            return
+        herald.outbox.wake()
+        await ack(response_action="update", view=message_modal("Sending", _sent_text(result)))
+
+    @app.view_closed(PREVIEW_CALLBACK)
+    async def on_preview_closed(ack, body, view) -> None:  # noqa: ANN001
+        await ack()
+        staff = await staff_for_slack(body["team"]["id"], body["user"]["id"])
+        try:
+            await notices.cancel_draft(int(view["private_metadata"]), staff, now=herald.clock.now())
+        except UserError:
+            log.info("preview closed for a notice the user cannot cancel")
+
+    @app.error
+    async def on_error(error: Exception, body: dict) -> None:
+        log.error("unhandled Slack listener error", exc_info=error)
+
+
+async def _respond_or_explain(respond, work) -> None:  # noqa: ANN001
+    """Await `work` (a coroutine producing respond() kwargs); errors become a short message."""
+    try:
+        payload = await work
+    except UserError as exc:
+        await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+        return
+    except Exception:
+        log.exception("Slack command failed")
+        await respond(text=SORRY, response_type="ephemeral", replace_original=False)
+        return
+    await respond(response_type="ephemeral", **payload)
+
+
+def _sent_text(result: notices.SendResult) -> str:
+    n = result.notice
+    if result.already:
+        return f"Notice #{n.id} is already {n.status}; nothing new was sent. `/herald status {n.id}`"
+    return (f":outbox_tray: Sending notice #{n.id} *{escape(n.title)}* to {result.recipients} recipients. "
+            f"Follow it with `/herald status {n.id}`.")
+
+
+class _FieldError(UserError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _form_value(values: dict, block: str) -> str:
+    element = values.get(block, {}).get("value", {})
+    if element.get("type") == "static_select":
+        return (element.get("selected_option") or {}).get("value", "")
+    return (element.get("value") or "").strip()
+
+
+def _command_from_form(values: dict) -> SendCommand:
+    link, deadline = _form_value(values, "link"), _form_value(values, "deadline")
+    try:
+        link = parse_link(link) if link else ""
+    except UserError as exc:
+        raise _FieldError("link", str(exc)) from None
+    try:
+        parsed_deadline = parse_deadline(deadline) if deadline else None
+    except UserError as exc:
+        raise _FieldError("deadline", str(exc)) from None
+    return SendCommand(importance=_form_value(values, "importance"), topic=_form_value(values, "topic"),
+                       audience=_form_value(values, "audience"), title=_form_value(values, "title"),
+                       body=_form_value(values, "body"), link=link, deadline=parsed_deadline)
+
+
+def _field_of(message: str) -> str:
+    """Which form field a validation message is about (so Slack shows it under that input)."""
+    for field, words in (("deadline", ("deadline",)), ("title", ("title",)), ("body", ("body",)),
+                         ("topic", ("topic",)), ("importance", ("importance",))):
+        if any(w in message for w in words):
+            return field
+    return "audience"
+
