@@ -1,0 +1,152 @@
+"""End-to-end harness: the real Herald app on a local port, a fake Slack Web API, signed requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bot.app import HERALD_KEY, build_app
+from bot.core.clock import ManualClock
+from bot.core.directory import import_directory
+from bot.core.staff import add_staff
+from bot.core.workspaces import add_slack_workspace
+from bot.service import Herald
+from config.settings import load_settings
+from tests.fakes.slack_api import Call, FakeSlackAPI
+from tests.fakes.slack_signing import interaction_body, signed_headers, slash_command_body
+
+SIGNING_SECRET = "test-signing-secret"
+TEAM = "T0PARTNER"
+TOKEN = "xoxb-partner-token"
+CAM_USER = "UCAM1"
+
+DIRECTORY_HEADER = ("org_id,org_name,tier,region,country,industry,size,partner_type,cam_email,member_email,"
+                    "member_name,role,timezone,locale,slack_team_id,slack_user_id,teams_tenant_id,teams_aad_object_id")
+
+
+def directory_csv(rows: list[str]) -> str:
+    return "\n".join([DIRECTORY_HEADER, *rows]) + "\n"
+
+
+SAMPLE_DIRECTORY = directory_csv([
+    f"acme,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example,anna@acme.example,Anna Berg,sales,Europe/Berlin,de,{TEAM},UANNA,,",
+    f"acme,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example,bo@acme.example,Bo Chen,support,Europe/Berlin,en,{TEAM},UBO,,",
+    f"bolt,Bolt Supply,silver,amer,us,retail,small,reseller,cam@vendor.example,cy@bolt.example,Cy Diaz,operations,America/Chicago,en,{TEAM},UCY,,",
+    f"keys,Keys & Co,gold,apac,au,retail,medium,reseller,cam@vendor.example,di@keys.example,Di Evans,executive,Australia/Sydney,en,{TEAM},UDI,,",
+    "keys,Keys & Co,gold,apac,au,retail,medium,reseller,cam@vendor.example,ed@keys.example,Ed Fox,sales,Australia/Sydney,en,,,,",
+])
+
+
+async def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll a condition that background work (bolt listeners, the worker) will make true.
+
+    This waits on an event, not on wall-clock time passing: it returns as soon as the condition holds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class SlackHarness:
+    fake: FakeSlackAPI
+    server: TestServer
+    app: web.Application
+    clock: ManualClock
+    session: aiohttp.ClientSession
+
+    @property
+    def herald(self) -> Herald:
+        return self.app[HERALD_KEY]
+
+    @property
+    def events_url(self) -> str:
+        return str(self.server.make_url("/slack/events"))
+
+    async def post_signed(self, body: str, *, timestamp: int | None = None, secret: str = SIGNING_SECRET,
+                          headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+        all_headers = signed_headers(secret, body, timestamp)
+        all_headers.update(headers or {})
+        async with self.session.post(self.events_url, data=body.encode(), headers=all_headers) as response:
+            await response.read()
+            return response
+
+    async def command(self, text: str, *, user: str = CAM_USER, team: str = TEAM) -> tuple[aiohttp.ClientResponse, str, str]:
+        """Run `/herald <text>`; returns (HTTP response, its body, the response_url key)."""
+        key = f"cmd-{len(self.fake.calls)}-{time.monotonic_ns()}"
+        body = slash_command_body(text=text, user_id=user, team_id=team, response_url=self.fake.response_url(key),
+                                  channel_id="CCAMDM")
+        headers = signed_headers(SIGNING_SECRET, body)
+        async with self.session.post(self.events_url, data=body.encode(), headers=headers) as response:
+            return response, await response.text(), key
+
+    async def responses(self, key: str, count: int = 1) -> list[Call]:
+        return await wait_until(lambda: (c := [x for x in self.fake.calls_to("response_url") if x.key == key])
+                                and len(c) >= count and c, what=f"response_url {key}")
+
+    async def click(self, action_id: str, value: str, *, user: str, team: str = TEAM,
+                    message: dict | None = None, key: str | None = None) -> aiohttp.ClientResponse:
+        key = key or f"click-{time.monotonic_ns()}"
+        payload = {
+            "type": "block_actions", "team": {"id": team}, "user": {"id": user},
+            "api_app_id": "AHERALD", "trigger_id": "trig", "response_url": self.fake.response_url(key),
+            "container": {"type": "message"}, "message": message or {},
+            "actions": [{"action_id": action_id, "value": value, "type": "button", "block_id": "b"}],
+        }
+        self.last_click_key = key
+        return await self.post_signed(interaction_body(payload))
+
+    async def submit_view(self, view: dict, *, user: str = CAM_USER, team: str = TEAM,
+                          kind: str = "view_submission") -> dict:
+        payload = {"type": kind, "team": {"id": team}, "user": {"id": user}, "api_app_id": "AHERALD",
+                   "view": {"type": "modal", "id": "VTEST", **view}}
+        body = interaction_body(payload)
+        async with self.session.post(self.events_url, data=body.encode(), headers=signed_headers(SIGNING_SECRET, body)) as r:
+            text = await r.text()
+            assert r.status == 200, text
+            return json.loads(text) if text else {}
+
+
+async def start_harness(db_url: str, *, run_worker: bool = False) -> SlackHarness:
+    fake = FakeSlackAPI()
+    await fake.start()
+    fake.add_workspace(TEAM, TOKEN)
+    for user in ("UANNA", "UBO", "UCY", "UDI", CAM_USER, "UOUTSIDER"):
+        fake.add_user(TEAM, user)
+    settings = load_settings(database_url=db_url, slack_signing_secret=SIGNING_SECRET, slack_api_url=fake.url,
+                             outbox_poll_seconds=3600)
+    clock = ManualClock()
+    app = build_app(settings, clock=clock, run_worker=run_worker, manage_database=False)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    session = aiohttp.ClientSession()
+    return SlackHarness(fake, server, app, clock, session)
+
+
+async def stop_harness(h: SlackHarness) -> None:
+    await h.session.close()
+    await h.server.close()
+    await h.fake.stop()
+
+
+async def seed_directory(clock: ManualClock, *, csv_text: str = SAMPLE_DIRECTORY) -> None:
+    result = await import_directory(csv_text, now=clock.now(), actor="test")
+    assert not result.rejected, result.rejected
+    await add_slack_workspace(TEAM, TOKEN, now=clock.now(), actor="test")
+    await add_staff("cam@vendor.example", "cam", name="Casey CAM", slack_user=CAM_USER, slack_team=TEAM,
+                    now=clock.now(), actor="test")

@@ -1,0 +1,112 @@
+"""Configuration errors, the `herald` command line, and /healthz."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from click.testing import CliRunner
+from tortoise import Tortoise
+
+from bot.app import build_app
+from bot.cli import main
+from config.settings import ConfigError, load_settings
+from storage import db as storage_db
+from storage.models import AuditEvent, Delivery, Notice
+from tests.support import SAMPLE_DIRECTORY
+
+
+def _herald(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True,
+                          env={**clean, **env}, timeout=60)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"HERALD_DATABASE_URL": "mysql://x/y"}, "must start with sqlite:// or postgres://"),
+    ({"HERALD_DATABASE_URL": "postgres://"}, "needs a host and a database name"),
+    ({"HERALD_SLACK_BOT_TOKEN": "xoxb-1"}, "HERALD_SLACK_SIGNING_SECRET is required"),
+    ({"HERALD_PORT": "lots"}, "HERALD_PORT"),
+])
+def test_invalid_configuration_is_one_line_and_exit_2(env: dict, message: str) -> None:
+    result = _herald("notices", "list", **env)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_settings_defaults_and_postgres_spelling() -> None:
+    settings = load_settings(database_url="postgresql://u:p@db:5432/herald")
+    assert settings.port == 3978 and settings.tortoise_db_url == "postgres://u:p@db:5432/herald"
+    assert settings.slack_api_url == "https://slack.com/api/"
+    with pytest.raises(ConfigError):
+        load_settings(database_url="sqlite://")
+
+
+@pytest.fixture
+def cli_env(db_url: str, tmp_path, monkeypatch) -> CliRunner:
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    return CliRunner()
+
+
+def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> None:
+    csv = tmp_path / "partners.csv"
+    csv.write_text(SAMPLE_DIRECTORY + "zed,Zed,gold,emea,de,x,s,reseller,,bad-email,Zed,sales,UTC,en,,,,\n")
+    dry = cli_env.invoke(main, ["directory", "import", str(csv), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "dry run: would have created 5" in dry.output and "rejected 1" in dry.output
+    assert "line 7:" in dry.output
+    real = cli_env.invoke(main, ["directory", "import", str(csv)])
+    assert "created 5, updated 0, unchanged 0" in real.output
+    again = cli_env.invoke(main, ["directory", "import", str(csv)])
+    assert "created 0, updated 0, unchanged 5" in again.output
+
+    added = cli_env.invoke(main, ["staff", "add", "Cam@Vendor.example", "--role", "cam", "--name", "Casey",
+                                  "--slack-user", "UCAM1", "--slack-team", "T0PARTNER"])
+    assert added.exit_code == 0 and "added cam@vendor.example as cam" in added.output
+    listed = cli_env.invoke(main, ["staff", "list"])
+    assert "cam@vendor.example" in listed.output and "T0PARTNER/UCAM1" in listed.output
+    bad_role = cli_env.invoke(main, ["staff", "add", "x@vendor.example", "--role", "boss"])
+    assert bad_role.exit_code == 2
+
+    ws = cli_env.invoke(main, ["slack", "add-workspace", "T0PARTNER", "--token", "xoxb-abc"])
+    assert ws.exit_code == 0 and "added Slack workspace T0PARTNER" in ws.output
+
+    declined = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "must-know", "--audience",
+                                     "tier:gold", "--title", "Recall", "--body", "Stop"], input="n\n")
+    assert declined.exit_code == 1 and "to 4 recipients?" in declined.output and "cancelled" in declined.output
+    sent = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "must-know", "--audience",
+                                 "tier:gold", "--title", "Recall", "--body", "Stop", "--deadline", "2099-01-01", "--yes"])
+    assert sent.exit_code == 0, sent.output
+    assert "queued for 4 recipients" in sent.output
+    notice_id = int(sent.output.split()[1])
+
+    bad = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "must-know", "--audience",
+                                "teir:gold", "--title", "T", "--body", "B", "--yes"])
+    assert bad.exit_code == 1 and "did you mean 'tier'?" in bad.output
+
+    listing = json.loads(cli_env.invoke(main, ["notices", "list", "--json"]).output)
+    assert [(n["id"], n["status"]) for n in listing][:2] == [(notice_id, "sending"), (notice_id - 1, "cancelled")]
+    status = json.loads(cli_env.invoke(main, ["status", str(notice_id), "--json"]).output)
+    assert status["recipients"] == 4 and status["pending"] == 3 and status["failed"] == 1
+    missing = cli_env.invoke(main, ["status", "9999"])
+    assert missing.exit_code == 1 and "notice 9999 does not exist" in missing.output
+
+
+async def test_healthz_reports_database_reachability(db: str) -> None:
+    app = build_app(load_settings(database_url=db), run_worker=False, manage_database=False)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/healthz")
+        assert response.status == 200 and (await response.json())["database"] == "ok"
+    await storage_db.close()
+    await Tortoise.init(config=storage_db.tortoise_config("postgres://herald@127.0.0.1:1/gone"))
+    app = build_app(load_settings(database_url=db), run_worker=False, manage_database=False)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/healthz")
+        assert response.status == 503 and (await response.json())["database"] == "unreachable"

@@ -1,0 +1,179 @@
+"""The outbox engine against the fake Slack API: throttling, retries, failures, crash recovery,
+and several workers draining the same outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from bot.core import notices
+from bot.core.clock import ManualClock
+from bot.core.commands import SendCommand
+from bot.service import Herald
+from config.settings import load_settings
+from storage.models import AuditEvent, Delivery, Notice
+from tests.fakes.slack_api import FakeSlackAPI
+from tests.support import TEAM, TOKEN, directory_csv, seed_directory
+
+
+class Rig:
+    def __init__(self, fake: FakeSlackAPI, herald: Herald, clock: ManualClock) -> None:
+        self.fake, self.herald, self.clock = fake, herald, clock
+
+    async def broadcast(self, audience: str = "all", importance: str = "must-know") -> int:
+        command = SendCommand(importance=importance, topic="announcements", audience=audience,
+                              title="Recall", body="Stop selling LX-200")
+        preview = await notices.create_draft(None, command, self.herald.catalog, now=self.clock.now(), operator="test")
+        await notices.send_draft(preview.notice.id, None, self.herald.catalog, now=self.clock.now(), operator="test")
+        return preview.notice.id
+
+    def another_worker(self) -> Herald:
+        return Herald(self.herald.settings, clock=self.clock, catalog=self.herald.catalog)
+
+
+@pytest.fixture
+async def rig(db: str) -> AsyncIterator[Rig]:
+    async with FakeSlackAPI() as fake:
+        fake.add_workspace(TEAM, TOKEN)
+        for user in ("UANNA", "UBO", "UCY", "UDI"):
+            fake.add_user(TEAM, user)
+        clock = ManualClock()
+        settings = load_settings(database_url=db, slack_signing_secret="s", slack_api_url=fake.url,
+                                 delivery_batch_size=50)
+        herald = Herald(settings, clock=clock)
+        await seed_directory(clock)
+        try:
+            yield Rig(fake, herald, clock)
+        finally:
+            await herald.close()
+
+
+async def _statuses(notice_id: int) -> dict[str, str]:
+    rows = await Delivery.filter(notice_id=notice_id).values("member__email", "status")
+    return {r["member__email"]: r["status"] for r in rows}
+
+
+async def test_rate_limit_pauses_the_workspace_and_honours_retry_after(rig: Rig) -> None:
+    notice_id = await rig.broadcast()
+    rig.fake.fail_next("chat.postMessage", status=429, retry_after=30)
+    await rig.herald.outbox.drain()
+    pending = await Delivery.filter(notice_id=notice_id, status="pending").order_by("id")
+    # one message hit the limit; the rest of the workspace's queue waited instead of hammering on
+    assert len(pending) >= 1
+    assert rig.fake.call_count("chat.postMessage") < 4 + len(pending)
+    for row in pending:
+        assert row.next_attempt_at >= rig.clock.now() + timedelta(seconds=29)
+    await rig.herald.outbox.drain()  # nothing is due yet
+    assert await Delivery.filter(notice_id=notice_id, status="pending").count() == len(pending)
+    rig.clock.advance(seconds=31)
+    await rig.herald.outbox.drain()
+    assert set((await _statuses(notice_id)).values()) == {"delivered", "failed"}  # Ed has no account
+    assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 4
+    channels = [c.args["channel"] for c in rig.fake.calls_to("chat.postMessage") if c.ok]
+    assert sorted(channels) == ["DUANNA", "DUBO", "DUCY", "DUDI"]  # each exactly once
+
+
+async def test_server_errors_are_retried_with_backoff(rig: Rig) -> None:
+    notice_id = await rig.broadcast(audience="member:anna@acme.example")
+    rig.fake.fail_next("chat.postMessage", status=500, times=2)
+    await rig.herald.outbox.drain()
+    row = await Delivery.get(notice_id=notice_id)
+    assert row.status == "pending" and row.attempts == 1 and "HTTP 500" in row.error
+    first_wait = row.next_attempt_at - rig.clock.now()
+    rig.clock.advance(seconds=first_wait.total_seconds())
+    await rig.herald.outbox.drain()
+    row = await Delivery.get(notice_id=notice_id)
+    assert row.status == "pending" and row.attempts == 2
+    assert row.next_attempt_at - rig.clock.now() > first_wait  # backing off
+    rig.clock.advance(hours=1)
+    await rig.herald.outbox.drain()
+    row = await Delivery.get(notice_id=notice_id)
+    assert row.status == "delivered" and row.attempts == 3 and row.error == ""
+
+
+async def test_gives_up_after_max_attempts_with_a_reason(rig: Rig) -> None:
+    notice_id = await rig.broadcast(audience="member:bo@acme.example")
+    rig.fake.fail_next("chat.postMessage", status=503, times=50)
+    for _ in range(10):
+        await rig.herald.outbox.drain()
+        rig.clock.advance(hours=1)
+    row = await Delivery.get(notice_id=notice_id)
+    assert row.status == "failed" and row.attempts == rig.herald.settings.delivery_max_attempts
+    assert row.error.startswith("gave up after 6 attempts") and "503" in row.error
+    assert await AuditEvent.filter(notice_id=notice_id, kind="delivery.failed", member_id=row.member_id).count() == 1  # type: ignore[attr-defined]
+    assert (await Notice.get(id=notice_id)).status == "sent"
+
+
+async def test_permanent_errors_fail_with_an_actionable_reason(rig: Rig) -> None:
+    rig.fake.fail_next("conversations.open", error="user_not_found")
+    notice_id = await rig.broadcast(audience="member:cy@bolt.example")
+    await rig.herald.outbox.drain()
+    row = await Delivery.get(notice_id=notice_id)
+    assert row.status == "failed" and "UCY does not exist in workspace T0PARTNER" in row.error
+    assert row.attempts == 1
+
+
+async def test_revoked_token_fails_with_reconnect_advice(rig: Rig) -> None:
+    rig.fake.revoke(TOKEN)
+    notice_id = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    row = await Delivery.get(notice_id=notice_id)
+    assert row.status == "failed" and "reconnect the workspace" in row.error
+
+
+async def test_dm_channel_is_opened_once_and_cached(rig: Rig) -> None:
+    await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    assert rig.fake.call_count("conversations.open") == 1
+    assert rig.fake.call_count("chat.postMessage") == 2
+
+
+async def test_crash_after_send_is_not_sent_twice(rig: Rig) -> None:
+    """A worker posted the message and died before recording it; the lease expires and another
+    worker finds the message by its metadata instead of posting it again."""
+    notice_id = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    row = await Delivery.get(notice_id=notice_id)
+    posted_ts = row.message_id
+    await Delivery.filter(id=row.id).update(status="sending", message_id="", delivered_at=None,
+                                            claimed_by="dead-worker", claimed_until=rig.clock.now() + timedelta(seconds=60))
+    await rig.herald.outbox.drain()
+    assert (await Delivery.get(id=row.id)).status == "sending"  # lease still held by the dead worker
+    rig.clock.advance(seconds=61)
+    await rig.another_worker().outbox.drain()
+    row = await Delivery.get(id=row.id)
+    assert row.status == "delivered" and row.message_id == posted_ts
+    assert rig.fake.call_count("chat.postMessage") == 1
+    assert rig.fake.call_count("conversations.history") == 1
+
+
+async def test_crash_before_send_is_sent_after_the_lease(rig: Rig) -> None:
+    notice_id = await rig.broadcast(audience="member:bo@acme.example")
+    await Delivery.filter(notice_id=notice_id).update(status="sending", claimed_by="dead-worker",
+                                                      claimed_until=rig.clock.now() - timedelta(seconds=1))
+    await rig.herald.outbox.drain()
+    assert (await Delivery.get(notice_id=notice_id)).status == "delivered"
+    assert rig.fake.call_count("chat.postMessage") == 1
+
+
+async def test_two_workers_never_send_the_same_row(rig: Rig) -> None:
+    rows = [f"big,Big Co,gold,emea,de,retail,large,reseller,cam@vendor.example,m{i}@big.example,M {i},sales,UTC,en,{TEAM},UM{i},,"
+            for i in range(120)]
+    for i in range(120):
+        rig.fake.add_user(TEAM, f"UM{i}")
+    from bot.core.directory import import_directory
+
+    await import_directory(directory_csv(rows), now=rig.clock.now(), actor="test")
+    notice_id = await rig.broadcast(audience="org:big")
+    workers = [rig.herald, rig.another_worker(), rig.another_worker()]
+    await asyncio.gather(*(w.outbox.drain() for w in workers))
+    assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 120
+    posted = [c.args["channel"] for c in rig.fake.calls_to("chat.postMessage")]
+    assert len(posted) == 120 and len(set(posted)) == 120
+    for worker in workers[1:]:
+        await worker.close()

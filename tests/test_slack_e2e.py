@@ -1,0 +1,229 @@
+"""The foundation story in Slack, over real HTTP: directory → /herald send → preview → Send →
+DMs at the fake → Acknowledge → chat.update → status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.core.views import ACK_ACTION
+from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION
+from storage.models import Acknowledgement, AuditEvent, Delivery, Notice
+from tests.fakes.slack_signing import slash_command_body
+from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
+
+
+@pytest.fixture
+async def slack(db: str) -> AsyncIterator[SlackHarness]:
+    harness = await start_harness(db)
+    await seed_directory(harness.clock)
+    try:
+        yield harness
+    finally:
+        await stop_harness(harness)
+
+
+def _texts(blocks: list[dict]) -> str:
+    out = []
+    for block in blocks:
+        if "text" in block:
+            out.append(block["text"]["text"])
+        for element in block.get("elements", []):
+            out.append(element.get("text", {}).get("text", "") if isinstance(element.get("text"), dict) else element.get("text", ""))
+    return "\n".join(out)
+
+
+async def _preview(slack: SlackHarness, text: str) -> int:
+    response, _, key = await slack.command(text)
+    assert response.status == 200
+    (call,) = await slack.responses(key)
+    send_button = next(e for b in call.args["blocks"] if b["type"] == "actions" for e in b["elements"]
+                       if e["action_id"] == SEND_ACTION)
+    return int(send_button["value"])
+
+
+async def test_must_know_broadcast_acknowledged_end_to_end(slack: SlackHarness) -> None:
+    started = time.monotonic()
+    response, _, key = await slack.command(
+        "send must-know operations tier:gold deadline:2026-02-01 | Recall of LX-200 | Stop selling LX-200 now <!channel> <@U999> <http://evil.example|click>")
+    assert response.status == 200 and time.monotonic() - started < 3
+    (preview,) = await slack.responses(key)
+    summary = _texts(preview.args["blocks"])
+    assert "4 recipients" in summary and "Must know" in summary and "Recall of LX-200" in summary
+    notice_id = int(next(e["value"] for b in preview.args["blocks"] if b["type"] == "actions" for e in b["elements"]
+                         if e["action_id"] == SEND_ACTION))
+    assert slack.fake.call_count("chat.postMessage") == 0  # a preview sends nothing
+
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    (sent,) = await slack.responses(slack.last_click_key)
+    assert sent.args["replace_original"] is True and "4 recipients" in sent.args["text"]
+    assert await Delivery.filter(notice_id=notice_id).count() == 4  # the outbox, written before sending
+
+    await slack.herald.outbox.drain()
+    posts = slack.fake.calls_to("chat.postMessage")
+    assert sorted(c.args["channel"] for c in posts) == ["DUANNA", "DUBO", "DUDI"]
+    blocks = posts[0].args["blocks"]
+    rendered = _texts(blocks)
+    assert "&lt;!channel&gt;" in rendered and "<!channel>" not in rendered
+    assert "&lt;@U999&gt;" in rendered and "<http://evil.example|click>" not in rendered
+    assert "CRITICAL" in blocks[0]["text"]["text"]
+    assert any(e.get("action_id") == ACK_ACTION for b in blocks if b["type"] == "actions" for e in b["elements"])
+    assert posts[0].args["metadata"]["event_payload"]["notice_id"] == notice_id
+
+    ed = await Delivery.get(notice_id=notice_id, member__email="ed@keys.example")
+    assert ed.status == "failed" and "no Slack or Teams account" in ed.error
+    anna = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example")
+    assert anna.status == "delivered" and anna.channel_id == "DUANNA" and anna.message_id
+
+    for _ in range(3):  # double clicks and Slack retries
+        response = await slack.click(ACK_ACTION, str(notice_id), user="UANNA")
+        assert response.status == 200
+    await wait_until(lambda: slack.fake.call_count("chat.update") >= 3, what="chat.update")
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
+    assert await AuditEvent.filter(notice_id=notice_id, kind="notice.acknowledged").count() == 1
+    update = slack.fake.calls_to("chat.update")[0]
+    assert update.args["channel"] == "DUANNA" and update.args["ts"] == anna.message_id
+    updated = _texts(update.args["blocks"])
+    assert "Acknowledged by *Anna Berg*" in updated
+    assert not any(b["type"] == "actions" for b in update.args["blocks"])
+
+    await slack.click(ACK_ACTION, str(notice_id), user="UOUTSIDER")
+    (refusal,) = await slack.responses(slack.last_click_key)
+    assert "not sent to you" in refusal.args["text"] and refusal.args["replace_original"] is False
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
+
+    response, _, key = await slack.command("status")
+    (status,) = await slack.responses(key)
+    text = status.args["text"]
+    assert "Recipients: *4*" in text and "Delivered: *3*" in text and "Failed: *1*" in text
+    assert "Pending: *0*" in text and "Acknowledged: *1*" in text and "no Slack or Teams account" in text
+    assert (await Notice.get(id=notice_id)).status == "sent"
+    kinds = set(await AuditEvent.filter(notice_id=notice_id).values_list("kind", flat=True))
+    assert {"notice.created", "notice.sent", "delivery.delivered", "delivery.failed", "notice.acknowledged"} <= kinds
+
+
+async def test_send_click_twice_writes_one_outbox(slack: SlackHarness) -> None:
+    notice_id = await _preview(slack, "send need-to-know announcements all | Hello | Welcome")
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    first_key = slack.last_click_key
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    await slack.responses(first_key)
+    (second,) = await slack.responses(slack.last_click_key)
+    assert "already" in second.args["text"]
+    assert await Delivery.filter(notice_id=notice_id).count() == 5
+    await slack.herald.outbox.drain()
+    posts = slack.fake.calls_to("chat.postMessage")
+    assert len(posts) == 4  # Ed has no Slack account
+    assert not any(b["type"] == "actions" for b in posts[0].args["blocks"])  # need-to-know: no button
+
+
+async def test_cancel_sends_nothing(slack: SlackHarness) -> None:
+    notice_id = await _preview(slack, "send must-know operations all | Drill | Ignore")
+    await slack.click(CANCEL_ACTION, str(notice_id), user=CAM_USER)
+    (reply,) = await slack.responses(slack.last_click_key)
+    assert "cancelled" in reply.args["text"]
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    (late,) = await slack.responses(slack.last_click_key)
+    assert "already cancelled" in late.args["text"]
+    assert await Delivery.filter(notice_id=notice_id).count() == 0
+
+
+async def test_nice_to_know_is_kept_for_the_digest_not_sent(slack: SlackHarness) -> None:
+    notice_id = await _preview(slack, "send nice-to-know announcements all | Newsletter | Read at leisure")
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    await slack.responses(slack.last_click_key)
+    await slack.herald.outbox.drain()
+    assert slack.fake.call_count("chat.postMessage") == 0
+    assert await Delivery.filter(notice_id=notice_id, status="digest").count() == 4
+
+
+async def test_forged_or_stale_signature_is_rejected_and_nothing_happens(slack: SlackHarness) -> None:
+    body = slash_command_body(text="send must-know operations all | X | Y", user_id=CAM_USER, team_id=TEAM,
+                              response_url=slack.fake.response_url("forged"))
+    forged = await slack.post_signed(body, secret="not-the-secret")
+    stale = await slack.post_signed(body, timestamp=int(time.time()) - 600)
+    assert forged.status == 401 and stale.status == 401
+    assert await Notice.all().count() == 0 and slack.fake.calls_to("response_url") == []
+
+
+async def test_non_staff_cannot_send(slack: SlackHarness) -> None:
+    response, _, key = await slack.command("send must-know operations all | X | Y", user="UANNA")
+    (reply,) = await slack.responses(key)
+    assert "Only channel account managers and admins" in reply.args["text"]
+    response, text, _ = await slack.command("send", user="UANNA")
+    assert "Only channel account managers and admins" in text
+    assert slack.fake.call_count("views.open") == 0
+    assert await Notice.all().count() == 0
+
+
+async def test_bad_audience_gets_a_precise_error(slack: SlackHarness) -> None:
+    response, _, key = await slack.command("send must-know operations teir:gold | X | Y")
+    (reply,) = await slack.responses(key)
+    assert "unknown attribute 'teir' (did you mean 'tier'?)" in reply.args["text"]
+    response, _, key = await slack.command("status abc")
+    assert "not a notice id" in await response.text()
+
+
+async def test_help_and_unknown_subcommands(slack: SlackHarness) -> None:
+    _, text, _ = await slack.command("help")
+    assert "send <importance> <topic> <audience>" in text
+    _, text, _ = await slack.command("frobnicate now")
+    assert "I don't know the command `frobnicate`" in text and "status [notice-id]" in text
+
+
+async def test_compose_modal_preview_and_send(slack: SlackHarness) -> None:
+    response, _, _ = await slack.command("send")
+    assert response.status == 200
+    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="views.open")
+    view = opened.args["view"]
+    block_ids = [b.get("block_id") for b in view["blocks"]]
+    assert block_ids == ["topic", "importance", "audience", "title", "body", "link", "deadline"]
+
+    def state(**values: str) -> dict:
+        out = {}
+        for block, value in values.items():
+            if block in ("topic", "importance"):
+                out[block] = {"value": {"type": "static_select", "selected_option": {"value": value}}}
+            else:
+                out[block] = {"value": {"type": "plain_text_input", "value": value}}
+        return out
+
+    base = dict(topic="incentives", importance="must-know", audience="region:emea", title="Q3 rebate",
+                body="New rebate tiers", link="", deadline="")
+    answer = await slack.submit_view({"callback_id": view["callback_id"],
+                                      "state": {"values": state(**{**base, "audience": "regoin:emea"})}})
+    assert answer["response_action"] == "errors" and "did you mean 'region'" in answer["errors"]["audience"]
+    answer = await slack.submit_view({"callback_id": view["callback_id"],
+                                      "state": {"values": state(**{**base, "deadline": "soon"})}})
+    assert answer["response_action"] == "errors" and "deadline" in answer["errors"]
+
+    answer = await slack.submit_view({"callback_id": view["callback_id"], "state": {"values": state(**base)}})
+    assert answer["response_action"] == "update"
+    preview = answer["view"]
+    assert "1 recipient*" in preview["blocks"][0]["text"]["text"]  # incentives → sales in EMEA: Anna
+    answer = await slack.submit_view({"callback_id": preview["callback_id"],
+                                      "private_metadata": preview["private_metadata"], "state": {"values": {}}})
+    assert "Sending notice" in answer["view"]["blocks"][0]["text"]["text"]
+    await slack.herald.outbox.drain()
+    assert [c.args["channel"] for c in slack.fake.calls_to("chat.postMessage")] == ["DUANNA"]
+
+
+async def test_closing_the_preview_cancels_the_draft(slack: SlackHarness) -> None:
+    notice_id = await _preview(slack, "send must-know operations all | Drill | Ignore")
+    await slack.submit_view({"callback_id": "herald_preview", "private_metadata": str(notice_id)},
+                            kind="view_closed")
+    await wait_until(lambda: Notice.filter(id=notice_id, status="cancelled").exists(), what="cancel")
+
+
+async def test_background_worker_delivers_without_help(db: str) -> None:
+    harness = await start_harness(db, run_worker=True)
+    try:
+        await seed_directory(harness.clock)
+        notice_id = await _preview(harness, "send need-to-know operations all | Heads up | Depot closed Friday")
+        await harness.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+        await wait_until(lambda: harness.fake.call_count("chat.postMessage") == 4, what="background delivery")
+        await wait_until(lambda: Notice.filter(id=notice_id, status="sent").exists(), what="notice sent")
+    finally:
+        await stop_harness(harness)
