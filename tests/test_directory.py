@@ -1,0 +1,563 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.core.directory import COLUMNS, import_directory, read_directory_csv
+from bot.core.errors import UserError
+from storage.models import AuditEvent, Member, Organisation, PlatformAccount
+
+NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+HEADER = ",".join(COLUMNS)
+ROLES = ("sales", "support", "marketing", "technical", "executive", "operations")
+
+
+def row(**overrides: str) -> str:
+    values = {
+        "org_id": "acme",
+        "org_name": "Acme Corp",
+        "tier": "Gold",
+        "region": "EMEA",
+        "country": "GB",
+        "industry": "Retail",
+        "size": "Large",
+        "partner_type": "Reseller",
+        "cam_email": "Carla.Cam@Vendor.com",
+        "member_email": "alice@acme.com",
+        "member_name": "Alice Smith",
+        "role": "sales",
+        "timezone": "Europe/London",
+        "locale": "en-GB",
+        "slack_team_id": "",
+        "slack_user_id": "",
+        "teams_tenant_id": "",
+        "teams_aad_object_id": "",
+    }
+    unknown = set(overrides) - set(values)
+    assert not unknown, unknown
+    values.update(overrides)
+    return ",".join(values[c] for c in COLUMNS)
+
+
+def csv_text(*rows: str, header: str = HEADER) -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+GLOBEX = {"org_id": "globex", "org_name": "Globex", "tier": "Silver", "cam_email": ""}
+
+ALICE = {"slack_team_id": "T1", "slack_user_id": "U1"}
+BOB = {"member_email": "Bob@Acme.com", "member_name": "Bob", "role": "Support", "timezone": "",
+       "teams_tenant_id": "TENANT-1", "teams_aad_object_id": "AAD-BOB"}
+CAROL = {**GLOBEX, "member_email": "carol@globex.com", "member_name": "Carol",
+         "role": "executive", "slack_team_id": "T2", "slack_user_id": "U9"}
+
+
+def base(alice: dict | None = None, bob: dict | None = None, carol: dict | None = None) -> str:
+    """The three-member file (lines 2, 3, 4), with per-member overrides."""
+    return csv_text(
+        row(**{**ALICE, **(alice or {})}),
+        row(**{**BOB, **(bob or {})}),
+        row(**{**CAROL, **(carol or {})}),
+    )
+
+
+BASE = base()
+
+
+async def members_by_email() -> dict[str, Member]:
+    return {m.email: m for m in await Member.all()}
+
+
+def counts(result) -> tuple[int, int, int, int, int]:
+    return (result.created, result.updated, result.unchanged, result.deactivated,
+            len(result.rejected))
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+async def test_import_creates_organisations_members_and_accounts(db: str) -> None:
+    result = await import_directory(BASE, now=NOW, actor="admin@vendor.com")
+
+    assert counts(result) == (3, 0, 0, 0, 0)
+    assert result.dry_run is False
+    assert (result.organisations_created, result.organisations_updated) == (2, 0)
+
+    acme = await Organisation.get(external_id="acme")
+    assert acme.name == "Acme Corp"  # kept as typed
+    assert (acme.tier, acme.region, acme.country, acme.industry, acme.size, acme.partner_type) == (
+        "gold", "emea", "gb", "retail", "large", "reseller"
+    )
+    assert acme.cam_email == "carla.cam@vendor.com"
+    assert (await Organisation.get(external_id="globex")).cam_email == ""
+
+    members = await members_by_email()
+    assert set(members) == {"alice@acme.com", "bob@acme.com", "carol@globex.com"}
+    bob = members["bob@acme.com"]
+    assert (bob.name, bob.role, bob.timezone, bob.locale, bob.active) == (
+        "Bob", "support", "UTC", "en-GB", True
+    )
+    assert members["alice@acme.com"].timezone == "Europe/London"
+
+    accounts = {
+        (a.platform, a.workspace_external_id, a.user_id): a.member_id
+        for a in await PlatformAccount.all()
+    }
+    assert accounts == {
+        ("slack", "T1", "U1"): members["alice@acme.com"].id,
+        ("teams", "tenant-1", "aad-bob"): bob.id,
+        ("slack", "T2", "U9"): members["carol@globex.com"].id,
+    }
+
+    event = await AuditEvent.get(kind="directory.imported")
+    assert event.actor == "admin@vendor.com"
+    assert event.occurred_at == NOW
+    assert event.data["created"] == 3 and event.data["rejected"] == 0
+
+
+async def test_reimporting_the_same_file_changes_nothing(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    before = [(m.id, m.updated_at) for m in await Member.all().order_by("id")]
+
+    again = await import_directory(BASE, now=NOW)
+
+    assert counts(again) == (0, 0, 3, 0, 0)
+    assert (again.organisations_created, again.organisations_updated) == (0, 0)
+    assert [(m.id, m.updated_at) for m in await Member.all().order_by("id")] == before
+    assert await PlatformAccount.all().count() == 3
+    assert await AuditEvent.filter(kind="directory.imported").count() == 2
+
+
+async def test_columns_may_come_in_any_order(db: str) -> None:
+    columns = list(reversed(COLUMNS))
+    line = row()
+    cells = dict(zip(COLUMNS, line.split(","), strict=True))
+    text = ",".join(columns) + "\n" + ",".join(cells[c] for c in columns) + "\n"
+
+    result = await import_directory(text, now=NOW)
+
+    assert counts(result) == (1, 0, 0, 0, 0)
+    assert (await Member.get()).name == "Alice Smith"
+
+
+async def test_one_changed_member_counts_as_one_update(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    changed = BASE.replace("Alice Smith", "Alice Jones")
+
+    result = await import_directory(changed, now=NOW)
+
+    assert counts(result) == (0, 1, 2, 0, 0)
+    assert (await Member.get(email="alice@acme.com")).name == "Alice Jones"
+
+
+async def test_changed_organisation_attributes_are_updated(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    changed = BASE.replace("Silver", "Platinum")
+
+    result = await import_directory(changed, now=NOW)
+
+    assert counts(result) == (0, 0, 3, 0, 0)
+    assert (result.organisations_created, result.organisations_updated) == (0, 1)
+    assert (await Organisation.get(external_id="globex")).tier == "platinum"
+
+
+async def test_new_member_in_existing_organisation_is_created(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    text = BASE + row(member_email="dave@acme.com", member_name="Dave") + "\n"
+
+    result = await import_directory(text, now=NOW)
+
+    assert counts(result) == (1, 0, 3, 0, 0)
+    assert await Member.filter(organisation__external_id="acme").count() == 3
+
+
+async def test_quoted_cells_and_byte_order_mark(db: str) -> None:
+    text = "\ufeff" + csv_text(row(org_name='"Acme, Inc."', member_name='"Smith, Alice"'))
+
+    result = await import_directory(text, now=NOW)
+
+    assert counts(result) == (1, 0, 0, 0, 0)
+    assert (await Organisation.get()).name == "Acme, Inc."
+    assert (await Member.get()).name == "Smith, Alice"
+
+
+async def test_role_and_time_zone_are_case_insensitive(db: str) -> None:
+    text = csv_text(row(role="SALES", timezone="america/new_york"))
+
+    result = await import_directory(text, now=NOW)
+
+    assert counts(result) == (1, 0, 0, 0, 0)
+    member = await Member.get()
+    assert (member.role, member.timezone) == ("sales", "America/New_York")
+
+
+# --------------------------------------------------------------------------- rejections
+
+
+REJECTION_CASES = [
+    (row(member_email="dave@acme.com", role="janitor"), "unknown role 'janitor'"),
+    (row(member_email="not-an-email"), "member_email 'not-an-email' is not valid"),
+    (row(member_email="erin@acme.com", timezone="Mars/Olympus"),
+     "unknown time zone 'Mars/Olympus'"),
+    (row(member_email="frank@acme.com", cam_email="cam@"), "cam_email 'cam@' is not valid"),
+    (row(member_email="gina@acme.com", org_name=""), "org_name is empty"),
+    (row(org_id=""), "org_id is empty"),
+    (row(member_email=""), "member_email is empty"),
+    (row(member_email="hank@acme.com", role=""), "role is empty"),
+    (row(member_email="ivy@acme.com", slack_user_id="U7"),
+     "slack_user_id is set but slack_team_id is empty"),
+    (row(member_email="jack@acme.com", slack_team_id="T7"),
+     "slack_team_id is set but slack_user_id is empty"),
+    (row(member_email="kim@acme.com", teams_aad_object_id="aad-kim"),
+     "teams_aad_object_id is set but teams_tenant_id is empty"),
+    (row(member_email="lee@acme.com", locale="x" * 21), "locale is longer than 20 characters"),
+    (row(member_email="ALICE@acme.com", member_name="Alice again"),
+     "duplicate member alice@acme.com in organisation acme (already on line 2)"),
+    (row(member_email="mo@acme.com", tier="Bronze"),
+     "organisation acme conflicts with an earlier row: tier 'bronze' (line 2 says 'gold')"),
+    (row(member_email="ned@acme.com", org_name="ACME"),
+     "org_name 'ACME' (line 2 says 'Acme Corp')"),
+    (row(member_email="oz@acme.com", slack_team_id="T1", slack_user_id="U1"),
+     "slack user T1/U1 is already used on line 2"),
+    (HEADER.replace(",", ";"), "expected 18 cells, found 1"),
+]
+
+
+@pytest.mark.parametrize(("bad_row", "reason"), REJECTION_CASES)
+async def test_each_rejection_names_its_line_and_good_rows_still_import(
+    db: str, bad_row: str, reason: str
+) -> None:
+    text = csv_text(
+        row(slack_team_id="T1", slack_user_id="U1"),  # line 2
+        bad_row,  # line 3
+        row(member_email="zed@acme.com", member_name="Zed"),  # line 4
+    )
+
+    result = await import_directory(text, now=NOW)
+
+    assert [e.line for e in result.rejected] == [3]
+    assert reason in result.rejected[0].reason
+    assert counts(result)[:3] == (2, 0, 0)
+    assert set(await members_by_email()) == {"alice@acme.com", "zed@acme.com"}
+
+
+async def test_unknown_role_message_lists_the_allowed_roles(db: str) -> None:
+    result = await import_directory(csv_text(row(role="janitor")), now=NOW)
+
+    assert "allowed roles: " + ", ".join(ROLES) in result.rejected[0].reason
+
+
+async def test_several_problems_in_one_row_are_reported_together(db: str) -> None:
+    rows, errors = read_directory_csv(
+        csv_text(row(role="janitor", timezone="Nowhere", member_email="x")), roles=ROLES
+    )
+
+    assert rows == []
+    assert [e.line for e in errors] == [2]
+    for part in ("unknown role", "unknown time zone", "member_email 'x' is not valid"):
+        assert part in errors[0].reason
+
+
+def test_line_numbers_count_blank_lines_and_multi_line_cells() -> None:
+    text = "\n".join([
+        HEADER,
+        row(member_name='"Alice\nSmith"'),  # lines 2-3
+        "",  # line 4, skipped
+        row(member_email="bob@acme.com", role="nope"),  # line 5
+    ])
+
+    rows, errors = read_directory_csv(text, roles=ROLES)
+
+    assert [(r.line, r.member_name) for r in rows] == [(2, "Alice\nSmith")]
+    assert [e.line for e in errors] == [5]
+
+
+def test_read_directory_csv_normalises_values() -> None:
+    rows, errors = read_directory_csv(
+        csv_text(row(member_email=" Alice@ACME.com ", member_name=" Alice ", role="Sales",
+                     teams_tenant_id="ABC", teams_aad_object_id="DEF")),
+        roles=ROLES,
+    )
+
+    assert errors == []
+    [r] = rows
+    assert (r.member_email, r.member_name, r.role) == ("alice@acme.com", "Alice", "sales")
+    assert (r.tier, r.partner_type, r.cam_email) == ("gold", "reseller", "carla.cam@vendor.com")
+    assert (r.teams_tenant_id, r.teams_aad_object_id) == ("abc", "def")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("  \n\n", "empty"),
+        (HEADER + "\n", "no member rows"),
+        (HEADER.replace(",locale", "") + "\n" + row(), "missing column(s): locale"),
+        (HEADER + ",notes\n" + row() + ",x", "unknown column(s): 'notes'"),
+        (
+            HEADER.replace("role,timezone", "rank,timezone") + "\n" + row(),
+            "missing column(s): role; unknown column(s): 'rank'",
+        ),
+        (HEADER + ",role\n" + row() + ",sales", "repeated column(s): role"),
+    ],
+)
+def test_whole_file_problems_raise_user_error(text: str, message: str) -> None:
+    with pytest.raises(UserError) as excinfo:
+        read_directory_csv(text, roles=ROLES)
+    assert message in str(excinfo.value)
+
+
+async def test_whole_file_problem_writes_nothing(db: str) -> None:
+    with pytest.raises(UserError):
+        await import_directory("org_id,member_email\nacme,a@acme.com\n", now=NOW)
+    assert await AuditEvent.all().count() == 0
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+async def test_dry_run_reports_the_same_counts_and_writes_nothing(db: str) -> None:
+    text = BASE + row(member_email="bad", member_name="Bad") + "\n"
+
+    dry = await import_directory(text, now=NOW, dry_run=True)
+
+    assert dry.dry_run is True
+    assert counts(dry) == (3, 0, 0, 0, 1)
+    assert await Organisation.all().count() == 0
+    assert await Member.all().count() == 0
+    assert await PlatformAccount.all().count() == 0
+    assert await AuditEvent.all().count() == 0
+
+    real = await import_directory(text, now=NOW)
+    assert counts(real) == counts(dry)
+    assert real.rejected == dry.rejected
+    assert (real.organisations_created, real.organisations_updated) == (
+        dry.organisations_created, dry.organisations_updated
+    )
+
+
+async def test_dry_run_against_existing_data(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    text = csv_text(
+        row(member_name="Alice Jones", slack_team_id="T1", slack_user_id="U1"),
+        row(member_email="new@acme.com", member_name="New"),
+    )
+
+    dry = await import_directory(text, now=NOW, dry_run=True, deactivate_missing=True)
+
+    assert counts(dry) == (1, 1, 0, 2, 0)
+    members = await members_by_email()
+    assert members["alice@acme.com"].name == "Alice Smith"
+    assert all(m.active for m in members.values()) and len(members) == 3
+    assert await AuditEvent.all().count() == 1
+
+    real = await import_directory(text, now=NOW, deactivate_missing=True)
+    assert counts(real) == counts(dry)
+
+
+# --------------------------------------------------------------------------- deactivation
+
+
+async def test_deactivate_missing_members_and_reactivate_them(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    without_bob = csv_text(row(**ALICE), row(**CAROL))
+
+    kept = await import_directory(without_bob, now=NOW)
+    assert counts(kept) == (0, 0, 2, 0, 0)
+    assert (await Member.get(email="bob@acme.com")).active is True
+
+    result = await import_directory(without_bob, now=NOW, deactivate_missing=True)
+    assert counts(result) == (0, 0, 2, 1, 0)
+    assert (await Member.get(email="bob@acme.com")).active is False
+
+    again = await import_directory(without_bob, now=NOW, deactivate_missing=True)
+    assert counts(again) == (0, 0, 2, 0, 0)  # already inactive: not counted twice
+
+    back = await import_directory(BASE, now=NOW)
+    assert counts(back) == (0, 1, 2, 0, 0)
+    assert (await Member.get(email="bob@acme.com")).active is True
+
+
+async def test_deactivate_missing_spares_members_whose_row_was_rejected(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    text = base(alice={"timezone": "Europe/Londn"})  # Alice's row now fails
+
+    result = await import_directory(text, now=NOW, deactivate_missing=True)
+
+    assert [e.line for e in result.rejected] == [2]
+    assert result.deactivated == 0
+    assert (await Member.get(email="alice@acme.com")).active is True
+
+
+async def test_deactivate_missing_covers_every_organisation(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    only_globex = csv_text(row(**CAROL))
+
+    result = await import_directory(only_globex, now=NOW, deactivate_missing=True)
+
+    assert counts(result) == (0, 0, 1, 2, 0)
+    assert await Member.filter(active=True).count() == 1
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+async def test_unchanged_ids_keep_the_cached_conversation(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    await PlatformAccount.filter(platform="slack", user_id="U1").update(dm_channel="D1")
+    await PlatformAccount.filter(platform="teams").update(
+        dm_channel="a:conv", service_url="https://smba.example/emea/"
+    )
+
+    result = await import_directory(BASE.replace("Alice Smith", "Alice Jones"), now=NOW)
+
+    assert counts(result) == (0, 1, 2, 0, 0)
+    assert (await PlatformAccount.get(platform="slack", user_id="U1")).dm_channel == "D1"
+    teams = await PlatformAccount.get(platform="teams")
+    assert (teams.dm_channel, teams.service_url) == ("a:conv", "https://smba.example/emea/")
+
+
+async def test_changed_slack_ids_update_the_members_account(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    alice = await Member.get(email="alice@acme.com")
+    account = await PlatformAccount.get(member_id=alice.id, platform="slack")
+    account.dm_channel = "D1"
+    await account.save()
+
+    result = await import_directory(base(alice={"slack_user_id": "U2"}), now=NOW)
+
+    assert counts(result) == (0, 1, 2, 0, 0)
+    [updated] = await PlatformAccount.filter(member_id=alice.id, platform="slack")
+    assert updated.id == account.id
+    assert (updated.workspace_external_id, updated.user_id, updated.dm_channel) == ("T1", "U2", "")
+    again = await import_directory(base(alice={"slack_user_id": "U2"}), now=NOW)
+    assert counts(again) == (0, 0, 3, 0, 0)
+
+
+async def test_changed_teams_user_keeps_service_url_of_same_tenant(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    await PlatformAccount.filter(platform="teams").update(
+        dm_channel="a:conv", service_url="https://smba.example/emea/"
+    )
+
+    result = await import_directory(base(bob={"teams_aad_object_id": "AAD-BOB2"}), now=NOW)
+
+    assert counts(result) == (0, 1, 2, 0, 0)
+    teams = await PlatformAccount.get(platform="teams")
+    assert (teams.user_id, teams.dm_channel, teams.service_url) == (
+        "aad-bob2", "", "https://smba.example/emea/"
+    )
+
+
+async def test_adding_an_account_to_an_existing_member_is_an_update(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    text = base(alice={"teams_tenant_id": "tenant-1", "teams_aad_object_id": "aad-alice"})
+
+    result = await import_directory(text, now=NOW)
+
+    assert counts(result) == (0, 1, 2, 0, 0)
+    alice = await Member.get(email="alice@acme.com")
+    assert await PlatformAccount.filter(member_id=alice.id).count() == 2
+
+
+async def test_empty_id_cells_leave_existing_accounts_alone(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    text = base(alice={"slack_team_id": "", "slack_user_id": ""})
+
+    result = await import_directory(text, now=NOW)
+
+    assert counts(result) == (0, 0, 3, 0, 0)
+    assert await PlatformAccount.filter(platform="slack", user_id="U1").exists()
+
+
+async def test_account_linked_to_an_active_member_elsewhere_is_rejected(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    text = csv_text(row(**GLOBEX, member_email="alice@globex.com", slack_team_id="T1",
+                        slack_user_id="U1"))
+
+    result = await import_directory(text, now=NOW)
+
+    assert [(e.line, e.reason) for e in result.rejected] == [
+        (2, "slack user T1/U1 is already linked to alice@acme.com in organisation acme")
+    ]
+    assert not await Member.filter(email="alice@globex.com").exists()
+
+
+async def test_account_moves_to_new_member_when_the_old_one_is_deactivated(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    await PlatformAccount.filter(user_id="U1").update(dm_channel="D1")
+    moved = base(alice={**GLOBEX, "member_email": "alice@globex.com"})
+
+    result = await import_directory(moved, now=NOW, deactivate_missing=True)
+
+    assert result.rejected == [], result.rejected
+    assert counts(result) == (1, 0, 2, 1, 0)
+    new = await Member.get(email="alice@globex.com")
+    account = await PlatformAccount.get(user_id="U1")
+    assert (account.member_id, account.dm_channel) == (new.id, "D1")
+    assert (await Member.get(email="alice@acme.com")).active is False
+    again = await import_directory(moved, now=NOW, deactivate_missing=True)
+    assert counts(again) == (0, 0, 3, 0, 0)
+
+
+async def test_large_file_imports_in_bulk(db: str) -> None:
+    rows = [
+        row(org_id=f"org{i // 10}", org_name=f"Org {i // 10}", member_email=f"m{i}@p{i // 10}.com",
+            slack_team_id=f"T{i // 10}", slack_user_id=f"U{i}")
+        for i in range(1200)
+    ]
+    text = csv_text(*rows)
+
+    first = await import_directory(text, now=NOW)
+    assert counts(first) == (1200, 0, 0, 0, 0)
+    assert await PlatformAccount.all().count() == 1200
+
+    changed = text.replace("Alice Smith", "Alice S.")
+    second = await import_directory(changed, now=NOW)
+    assert counts(second) == (0, 1200, 0, 0, 0)
+    assert await Member.filter(name="Alice S.").count() == 1200
+
+
+async def test_a_failure_while_writing_rolls_everything_back(db: str, monkeypatch) -> None:
+    async def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(AuditEvent, "create", broken)
+
+    with pytest.raises(RuntimeError):
+        await import_directory(BASE, now=NOW)
+
+    assert await Organisation.all().count() == 0
+    assert await Member.all().count() == 0
+    assert await PlatformAccount.all().count() == 0
+
+
+async def test_taking_over_an_account_replaces_the_members_stale_one(db: str) -> None:
+    await import_directory(BASE, now=NOW)
+    old = await Member.create(organisation=await Organisation.get(external_id="globex"),
+                              email="alice@globex.com", role="sales", active=False)
+    held = await PlatformAccount.create(member=old, platform="slack", workspace_external_id="T1",
+                                        user_id="U5", dm_channel="D5")
+    alice = await Member.get(email="alice@acme.com")
+
+    result = await import_directory(base(alice={"slack_user_id": "U5"}), now=NOW)
+
+    assert counts(result) == (0, 1, 2, 0, 0)
+    [account] = await PlatformAccount.filter(member_id=alice.id, platform="slack")
+    assert (account.id, account.user_id, account.dm_channel) == (held.id, "U5", "D5")
+    assert not await PlatformAccount.filter(user_id="U1").exists()
+
+
+def test_windows_line_endings_and_header_case_are_accepted() -> None:
+    text = HEADER.upper() + "\r\n" + row() + "\r\n" + row(member_email="x", role="sales") + "\r\n"
+
+    rows, errors = read_directory_csv(text, roles=ROLES)
+
+    assert [r.line for r in rows] == [2]
+    assert [e.line for e in errors] == [3]
+
+
+def test_blank_cells_only_file_is_empty() -> None:
+    with pytest.raises(UserError, match="empty"):
+        read_directory_csv(",,,\n , \n", roles=ROLES)
