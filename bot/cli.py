@@ -61,7 +61,8 @@ def _operator() -> str:
 
 @click.group(help="Herald: partner notices with acknowledgement, in Slack and Microsoft Teams.")
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every tick at INFO
 
 
 # ---- server & database ----------------------------------------------------------------------
