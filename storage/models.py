@@ -22,8 +22,15 @@ class StaffRole(StrEnum):
 class NoticeStatus(StrEnum):
     DRAFT = "draft"
     CANCELLED = "cancelled"
+    SCHEDULED = "scheduled"
     SENDING = "sending"
     SENT = "sent"
+    RETRACTED = "retracted"
+
+
+class DeliveryKind(StrEnum):
+    NOTICE = "notice"      # the notice itself
+    REMINDER = "reminder"  # a reminder to acknowledge it (sequence 1, 2, ...)
 
 
 class DeliveryStatus(StrEnum):
@@ -45,6 +52,10 @@ class Organisation(Model):
     size = fields.CharField(max_length=50, default="")
     partner_type = fields.CharField(max_length=50, default="")
     cam_email = fields.CharField(max_length=254, default="")
+    # A CAM may pause automated reminders and nudges while the partner handles an emergency.
+    paused_until = fields.DatetimeField(null=True)
+    pause_reason = fields.CharField(max_length=500, default="")
+    paused_by = fields.CharField(max_length=254, default="")
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -62,6 +73,9 @@ class Member(Model):
     role = fields.CharField(max_length=50)
     timezone = fields.CharField(max_length=64, default="UTC")
     locale = fields.CharField(max_length=20, default="")
+    # Quiet hours in the member's time zone, as hours of the day; None = the defaults.
+    quiet_start_hour = fields.SmallIntField(null=True)
+    quiet_end_hour = fields.SmallIntField(null=True)
     active = fields.BooleanField(default=True)
     joined_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -141,13 +155,42 @@ class Notice(Model):
     )
     status = fields.CharField(max_length=20, default=NoticeStatus.DRAFT.value)
     revision = fields.IntField(default=1)
+    # The revision whose acknowledgement counts: raised by a material edit of a must-know notice.
+    ack_revision = fields.IntField(default=1)
     recipient_count = fields.IntField(default=0)
+    reminder_hours = fields.JSONField(null=True)  # per-notice override of the topic's schedule
+    scheduled_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField()
     sent_at = fields.DatetimeField(null=True)
     completed_at = fields.DatetimeField(null=True)
+    escalated_at = fields.DatetimeField(null=True)
+    retracted_at = fields.DatetimeField(null=True)
+    retract_reason = fields.CharField(max_length=500, default="")
 
     class Meta:
         table = "notice"
+        indexes = (("status", "scheduled_at"),)
+
+
+class NoticeRevision(Model):
+    """Each edit of a sent notice: who, when, what changed."""
+
+    id = fields.IntField(primary_key=True)
+    notice: fields.ForeignKeyRelation[Notice] = fields.ForeignKeyField(
+        "models.Notice", related_name="revisions", on_delete=fields.CASCADE
+    )
+    revision = fields.IntField()
+    title = fields.CharField(max_length=200)
+    body = fields.TextField()
+    link = fields.CharField(max_length=1000, default="")
+    material = fields.BooleanField(default=False)
+    edited_by = fields.CharField(max_length=254, default="")
+    edited_at = fields.DatetimeField()
+    diff = fields.TextField(default="")
+
+    class Meta:
+        table = "notice_revision"
+        unique_together = (("notice", "revision"),)
 
 
 class Delivery(Model):
@@ -161,6 +204,8 @@ class Delivery(Model):
         "models.Member", related_name="deliveries", on_delete=fields.CASCADE
     )
     platform = fields.CharField(max_length=10)
+    kind = fields.CharField(max_length=10, default=DeliveryKind.NOTICE.value)
+    sequence = fields.IntField(default=0)  # reminders: 1, 2, ...
     account: fields.ForeignKeyNullableRelation[PlatformAccount] = fields.ForeignKeyField(
         "models.PlatformAccount", related_name="deliveries", null=True, on_delete=fields.SET_NULL
     )
@@ -174,13 +219,18 @@ class Delivery(Model):
     message_id = fields.CharField(max_length=200, default="")  # Slack ts / Teams activity id
     error = fields.TextField(default="")
     delivered_at = fields.DatetimeField(null=True)
+    # The notice revision the delivered message shows; lower than the notice's = update pending.
+    rendered_revision = fields.IntField(default=1)
+    # Original must-know deliveries: when the next reminder is due (None = none due).
+    next_reminder_at = fields.DatetimeField(null=True)
+    reminders_sent = fields.IntField(default=0)
     created_at = fields.DatetimeField()
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
         table = "delivery"
-        unique_together = (("notice", "member", "platform"),)
-        indexes = (("status", "next_attempt_at"),)
+        unique_together = (("notice", "member", "platform", "kind", "sequence"),)
+        indexes = (("status", "next_attempt_at"), ("next_reminder_at",))
 
 
 class Acknowledgement(Model):
@@ -200,7 +250,64 @@ class Acknowledgement(Model):
 
     class Meta:
         table = "acknowledgement"
-        unique_together = (("notice", "member"),)
+        unique_together = (("notice", "member", "revision"),)
+
+
+class Escalation(Model):
+    """One per notice per organisation once the deadline passes: the CAM is told who has not
+    acknowledged. Written before the DM is sent."""
+
+    id = fields.IntField(primary_key=True)
+    notice: fields.ForeignKeyRelation[Notice] = fields.ForeignKeyField(
+        "models.Notice", related_name="escalations", on_delete=fields.CASCADE
+    )
+    organisation: fields.ForeignKeyRelation[Organisation] = fields.ForeignKeyField(
+        "models.Organisation", related_name="escalations", on_delete=fields.CASCADE
+    )
+    staff: fields.ForeignKeyNullableRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="escalations", null=True, on_delete=fields.SET_NULL
+    )
+    member_ids = fields.JSONField(default=list)  # members who had not acknowledged
+    status = fields.CharField(max_length=20, default=DeliveryStatus.PENDING.value)
+    attempts = fields.IntField(default=0)
+    channel_id = fields.CharField(max_length=200, default="")
+    message_id = fields.CharField(max_length=200, default="")
+    error = fields.TextField(default="")
+    created_at = fields.DatetimeField()
+    sent_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "escalation"
+        unique_together = (("notice", "organisation"),)
+
+
+class ApiToken(Model):
+    """Bearer tokens for the reports API (only a SHA-256 of each token is stored)."""
+
+    id = fields.IntField(primary_key=True)
+    staff: fields.ForeignKeyRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="api_tokens", on_delete=fields.CASCADE
+    )
+    token_hash = fields.CharField(max_length=64, unique=True)
+    name = fields.CharField(max_length=100, default="")
+    created_at = fields.DatetimeField()
+    last_used_at = fields.DatetimeField(null=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "api_token"
+
+
+class AuditChainHead(Model):
+    """A single row holding the last appended event's sequence and hash. Appends lock it, which
+    serialises them across replicas (PostgreSQL) and lets `verify` notice a truncated tail."""
+
+    id = fields.IntField(primary_key=True)
+    seq = fields.BigIntField(default=0)
+    hash = fields.CharField(max_length=64, default="")
+
+    class Meta:
+        table = "audit_chain_head"
 
 
 class AuditEvent(Model):
@@ -213,6 +320,7 @@ class AuditEvent(Model):
     notice_id = fields.IntField(null=True, db_index=True)
     member_id = fields.IntField(null=True)
     data = fields.JSONField(default=dict)
+    seq = fields.BigIntField(null=True, unique=True)  # position in the chain: 1, 2, 3, ...
     prev_hash = fields.CharField(max_length=64, null=True)
     hash = fields.CharField(max_length=64, null=True)
 
