@@ -39,6 +39,7 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"  # the platform accepted it; message ref stored
     FAILED = "failed"        # gave up; `error` says why in words a person can act on
     DIGEST = "digest"        # nice-to-know: kept for the member's digest, never DM'd alone
+    CANCELLED = "cancelled"  # not sent: the notice was retracted or the reminder became moot
 
 
 class Organisation(Model):
@@ -53,7 +54,8 @@ class Organisation(Model):
     partner_type = fields.CharField(max_length=50, default="")
     cam_email = fields.CharField(max_length=254, default="")
     # A CAM may pause automated reminders and nudges while the partner handles an emergency.
-    paused_until = fields.DatetimeField(null=True)
+    paused_at = fields.DatetimeField(null=True)  # set while paused
+    paused_until = fields.DatetimeField(null=True)  # None while paused = until resumed
     pause_reason = fields.CharField(max_length=500, default="")
     paused_by = fields.CharField(max_length=254, default="")
     created_at = fields.DatetimeField(auto_now_add=True)
@@ -221,6 +223,9 @@ class Delivery(Model):
     delivered_at = fields.DatetimeField(null=True)
     # The notice revision the delivered message shows; lower than the notice's = update pending.
     rendered_revision = fields.IntField(default=1)
+    # The delivered message must be re-rendered (edit, retraction, acknowledgement): the intent is
+    # written with the state change; the outbox pushes the update and clears the flag.
+    update_pending = fields.BooleanField(default=False, db_index=True)
     # Original must-know deliveries: when the next reminder is due (None = none due).
     next_reminder_at = fields.DatetimeField(null=True)
     reminders_sent = fields.IntField(default=0)
@@ -270,6 +275,7 @@ class Escalation(Model):
     member_ids = fields.JSONField(default=list)  # members who had not acknowledged
     status = fields.CharField(max_length=20, default=DeliveryStatus.PENDING.value)
     attempts = fields.IntField(default=0)
+    claimed_until = fields.DatetimeField(null=True)
     channel_id = fields.CharField(max_length=200, default="")
     message_id = fields.CharField(max_length=200, default="")
     error = fields.TextField(default="")
