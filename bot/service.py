@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 
-from bot.channels.base import Channel, MessageRef
+from bot.channels.base import Channel
 from bot.channels.slack import SlackChannel, SlackWorkspaces
 from bot.core.acks import AckResult
 from bot.core.clock import Clock, SystemClock
 from bot.core.delivery import Outbox
+from bot.core.escalations import plan_escalations, send_escalations
+from bot.core.notices import publish_due
+from bot.core.reminders import plan_reminders
 from bot.core.retry import RetryPolicy
-from bot.core.views import notice_view
 from bot.topics import TopicCatalog, load_catalog
 from config.settings import Settings
 
@@ -38,17 +40,28 @@ class Herald:
         )
 
     async def update_acknowledged_copies(self, result: AckResult) -> None:
-        """Turn every delivered copy of the notice for this member into its acknowledged form."""
-        view = notice_view(result.notice, self.catalog).with_ack(
-            result.member.name or result.member.email, result.acknowledgement.acknowledged_at)
-        for copy in result.copies:
-            channel = self.channels.get(copy.platform)
-            if channel is None or not copy.message_id:
-                continue
-            try:
-                await channel.update(copy.workspace_external_id, MessageRef(copy.channel_id, copy.message_id), view)
-            except Exception:  # noqa: BLE001 - the acknowledgement is recorded; the cosmetic update may fail
-                log.exception("could not update delivery %s after acknowledgement", copy.id)
+        """Turn every delivered copy (original and reminders) into its acknowledged form now.
+
+        The acknowledgement already flagged the copies for update in its transaction, so if this
+        fast path fails the outbox worker retries it.
+        """
+        try:
+            await self.outbox.push_updates(result.copy_ids)
+        except Exception:  # noqa: BLE001 - recorded and flagged; the worker will retry
+            log.exception("could not update copies of notice %s right away", result.notice.id)
+
+    async def tick(self) -> dict[str, int]:
+        """The periodic work: publish scheduled notices, plan reminders and escalations, send
+        escalation DMs, then wake the outbox. Safe to run on every replica at once."""
+        now = self.clock.now()
+        counts = {
+            "published": await publish_due(self.catalog, now=now),
+            "reminders": await plan_reminders(now, self.catalog),
+            "escalations": await plan_escalations(now),
+            "escalation_messages": await send_escalations(self.channels, now),
+        }
+        self.outbox.wake()
+        return counts
 
     async def close(self) -> None:
         self.outbox.stop()

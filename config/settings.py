@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     delivery_lease_seconds: int = Field(default=120, ge=5)
     delivery_max_attempts: int = Field(default=6, ge=1)
     outbox_poll_seconds: float = Field(default=5.0, gt=0)
+    # How often scheduled notices, reminders and escalations are looked at.
+    tick_seconds: float = Field(default=60.0, gt=0)
 
     log_level: str = "INFO"
 

@@ -61,6 +61,23 @@ class Outcome:
         return cls(OutcomeKind.FAILED, reason=reason, dm_channel=dm_channel)
 
 
+@dataclass(frozen=True)
+class Button:
+    label: str
+    action_id: str
+    value: str
+    style: str = ""  # "primary" / "danger" / ""
+
+
+@dataclass(frozen=True)
+class DirectMessage:
+    """A plain message to one person (escalations, hand-offs): renderers escape every line."""
+
+    title: str
+    lines: tuple[str, ...]
+    buttons: tuple[Button, ...] = ()
+
+
 class Channel(Protocol):
     platform: str
 
@@ -71,5 +88,8 @@ class Channel(Protocol):
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
         """Replace a delivered message in place (e.g. after an acknowledgement)."""
+
+    async def send_message(self, recipient: Recipient, message: DirectMessage) -> Outcome:
+        """Send a plain direct message (no notice) to one person."""
 
     async def close(self) -> None: ...

@@ -11,8 +11,8 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channels.base import MessageRef, Outcome, Recipient
-from bot.channels.slack_blocks import notice_blocks, notice_fallback_text
+from bot.channels.base import DirectMessage, MessageRef, Outcome, Recipient
+from bot.channels.slack_blocks import direct_message_blocks, escape, notice_blocks, notice_fallback_text
 from bot.core.views import NoticeView
 from storage.models import Platform, Workspace
 
@@ -100,9 +100,13 @@ class SlackChannel:
                 earlier = await self._find_earlier_send(client, channel, delivery_id)
                 if earlier is not None:
                     return Outcome.delivered(earlier, dm_channel=opened)
+            thread = {}
+            if view.original_ref and view.original_ref[0] == channel and view.original_ref[1]:
+                # a reminder is a reply to the original, also shown in the DM: it links back to it
+                thread = {"thread_ts": view.original_ref[1], "reply_broadcast": True}
             response = await client.chat_postMessage(
                 channel=channel, text=notice_fallback_text(view), blocks=notice_blocks(view),
-                unfurl_links=False, unfurl_media=False,
+                unfurl_links=False, unfurl_media=False, **thread,
                 metadata={"event_type": METADATA_EVENT,
                           "event_payload": {"notice_id": view.notice_id, "delivery_id": delivery_id}},
             )
@@ -120,6 +124,22 @@ class SlackChannel:
             if payload.get("delivery_id") == delivery_id:
                 return MessageRef(channel, message["ts"])
         return None
+
+    async def send_message(self, recipient: Recipient, message: DirectMessage) -> Outcome:
+        client = await self.workspaces.client_for(recipient.workspace_id)
+        if client is None:
+            return Outcome.failed(f"Herald is not installed in Slack workspace {recipient.workspace_id}")
+        try:
+            channel = recipient.dm_channel
+            if not channel:
+                channel = (await client.conversations_open(users=recipient.user_id))["channel"]["id"]
+            response = await client.chat_postMessage(channel=channel, text=escape(message.title),
+                                                     blocks=direct_message_blocks(message), unfurl_links=False)
+            return Outcome.delivered(MessageRef(response["channel"], response["ts"]))
+        except SlackApiError as exc:
+            return _classify(exc, recipient, "")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return Outcome.retry(f"network error talking to Slack ({type(exc).__name__})")
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
         client = await self.workspaces.client_for(workspace_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.channels.base import DirectMessage
 from bot.core.commands import HELP_TEXT
 from bot.core.status import NoticeStatusReport
 from bot.core.views import ACK_ACTION, NoticeView, format_time
@@ -15,6 +16,7 @@ SEND_ACTION = "herald_send"
 CANCEL_ACTION = "herald_cancel"
 COMPOSE_CALLBACK = "herald_compose"
 PREVIEW_CALLBACK = "herald_preview"
+EDIT_CALLBACK = "herald_edit"
 
 _EMOJI = {Importance.MUST: ":rotating_light:", Importance.NEED: ":large_orange_diamond:",
           Importance.NICE: ":information_source:"}
@@ -40,21 +42,45 @@ def _mrkdwn(text: str) -> dict[str, Any]:
 
 
 def notice_fallback_text(view: NoticeView) -> str:
-    return escape(f"[{view.policy.label}] {view.title}")
+    if view.retracted_reason is not None:
+        return escape(f"Retracted: {view.retracted_reason}")
+    prefix = "Reminder: please acknowledge" if view.reminder_number else view.policy.label
+    return escape(f"[{prefix}] {view.title}")
+
+
+def _heading(view: NoticeView) -> str:
+    if view.reminder_number:
+        return f"Reminder: {view.title}"
+    return f"{view.policy.badge}: {view.title}" if view.policy.critical else view.title
+
+
+def _context(view: NoticeView) -> str:
+    parts = [f"{_EMOJI[view.policy.level]} *{view.policy.label}*", escape(view.topic_title), f"Notice #{view.notice_id}"]
+    if view.revision > 1:
+        parts.append(f"edited (revision {view.revision})")
+    if view.deadline:
+        parts.append(f"Acknowledge by *{format_time(view.deadline)}*")
+    return "  ·  ".join(parts)
+
+
+def retracted_blocks(view: NoticeView) -> Blocks:
+    return [
+        {"type": "header", "text": _plain(f"Retracted: {view.retracted_reason}")},
+        {"type": "context", "elements": [_mrkdwn(
+            f"Notice #{view.notice_id} ({escape(view.title)}) was withdrawn by the sender. Please disregard it.")]},
+    ]
 
 
 def notice_blocks(view: NoticeView) -> Blocks:
-    policy = view.policy
-    emoji = _EMOJI[policy.level]
-    heading = f"{policy.badge}: {view.title}" if policy.critical else view.title
-    context = [f"{emoji} *{policy.label}*", escape(view.topic_title), f"Notice #{view.notice_id}"]
-    if view.deadline:
-        context.append(f"Acknowledge by *{format_time(view.deadline)}*")
-    blocks: Blocks = [
-        {"type": "header", "text": _plain(heading)},
-        {"type": "context", "elements": [_mrkdwn("  ·  ".join(context))]},
-        {"type": "section", "text": _mrkdwn(escape(view.body))},
-    ]
+    if view.retracted_reason is not None:
+        return retracted_blocks(view)
+    blocks: Blocks = [{"type": "header", "text": _plain(_heading(view))},
+                      {"type": "context", "elements": [_mrkdwn(_context(view))]}]
+    if view.reminder_number:
+        sent = f" sent {format_time(view.sent_at)}" if view.sent_at else ""
+        blocks.append({"type": "section", "text": _mrkdwn(
+            f"You have not acknowledged notice #{view.notice_id}{sent} yet (reminder {view.reminder_number}).")})
+    blocks.append({"type": "section", "text": _mrkdwn(escape(view.body))})
     if view.link:
         blocks.append({"type": "section", "text": _mrkdwn(f":link: <{view.link}|Open the details>")})
     if view.acknowledged:
@@ -66,6 +92,18 @@ def notice_blocks(view: NoticeView) -> Blocks:
             "text": _plain("Acknowledge"),
         }]})
     return blocks
+
+
+def direct_message_blocks(message: DirectMessage) -> Blocks:
+    blocks: Blocks = [{"type": "header", "text": _plain(message.title)}]
+    text = "\n".join(escape(line) for line in message.lines)
+    for start in range(0, len(text), 2900):  # long lists: several sections, each under the limit
+        blocks.append({"type": "section", "text": _mrkdwn(text[start:start + 2900])})
+    if message.buttons:
+        blocks.append({"type": "actions", "elements": [
+            {"type": "button", "action_id": b.action_id, "value": b.value, "text": _plain(b.label),
+             **({"style": b.style} if b.style else {})} for b in message.buttons]})
+    return blocks[:50]
 
 
 def preview_summary(notice: Notice, topic_title: str, recipients: int, warnings: list[str]) -> str:
@@ -102,8 +140,16 @@ def status_text(report: NoticeStatusReport) -> str:
         f"*Notice #{n.id}: {escape(n.title)}* ({n.importance}, {escape(n.topic)}, {n.status})",
         f"Recipients: *{report.recipients}* · Delivered: *{report.delivered}* · Failed: *{report.failed}* · Pending: *{report.pending}*",
     ]
+    if n.scheduled_at and n.status == "scheduled":
+        lines.append(f"Scheduled for {format_time(n.scheduled_at)}")
+    if n.retract_reason:
+        lines.append(f"Retracted: {escape(n.retract_reason)}")
     if n.importance == Importance.MUST.value:
-        lines.append(f"Acknowledged: *{report.acknowledged}* of {report.delivered} delivered")
+        revision = f" (revision {n.ack_revision})" if n.ack_revision > 1 else ""
+        lines.append(f"Acknowledged{revision}: *{report.acknowledged}* of {report.delivered} delivered"
+                     f" · reminders sent: {report.reminders_sent} · escalations: {report.escalations}")
+    if report.paused_organisations:
+        lines.append("Reminders paused for: " + ", ".join(escape(o) for o in report.paused_organisations))
     if report.digest:
         lines.append(f"Waiting for the digest: *{report.digest}*")
     for reason, count in report.failure_reasons:
@@ -149,6 +195,27 @@ def compose_modal(catalog: TopicCatalog) -> dict[str, Any]:
             _input("deadline", "Deadline (must-know only)", {**text, "action_id": "value",
                    "placeholder": _plain("2026-12-01 or 2026-12-01T17:00Z")}, optional=True),
         ],
+    }
+
+
+def edit_modal(notice: Notice, *, material: bool = False) -> dict[str, Any]:
+    text = {"type": "plain_text_input", "action_id": "value"}
+    blocks = [
+        _input("title", "Title", {**text, "max_length": 150, "initial_value": notice.title}),
+        _input("body", "Message", {**text, "multiline": True, "max_length": 2800, "initial_value": notice.body}),
+        _input("link", "Link", {**text, **({"initial_value": notice.link} if notice.link else {})}, optional=True),
+    ]
+    if notice.importance == Importance.MUST.value:
+        option = {"text": _plain("Material change: ask everyone to acknowledge again"), "value": "material"}
+        element: dict[str, Any] = {"type": "checkboxes", "action_id": "value", "options": [option]}
+        if material:
+            element["initial_options"] = [option]
+        blocks.append(_input("material", "Re-acknowledgement", element, optional=True))
+    return {
+        "type": "modal", "callback_id": EDIT_CALLBACK, "private_metadata": str(notice.id),
+        "title": _plain(f"Edit notice #{notice.id}", 24), "submit": _plain("Update", 24), "close": _plain("Cancel", 24),
+        "blocks": [{"type": "context", "elements": [_mrkdwn(
+            "Every delivered copy is updated in place and the change is kept as a new revision.")]}, *blocks],
     }
 
 

@@ -1,4 +1,5 @@
-"""The delivery engine: claims outbox rows under a lease, sends them, records the result.
+"""The delivery engine: claims outbox rows under a lease, sends them, records the result; and
+pushes in-place updates (edits, retractions, acknowledgements) to messages already delivered.
 
 Correctness lives in the database: a row is claimed by a conditional UPDATE (and, on PostgreSQL,
 `FOR UPDATE SKIP LOCKED`), so any number of workers and replicas can run at once. A crashed
@@ -12,25 +13,37 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from bot.channels.base import Channel, Outcome, OutcomeKind, Recipient
+from bot.channels.base import Channel, MessageRef, Outcome, OutcomeKind, Recipient
 from bot.core.audit import audit_event, record
 from bot.core.clock import Clock
+from bot.core.reminders import schedule_for
 from bot.core.retry import RetryPolicy
 from bot.core.views import NoticeView, notice_view
 from bot.topics import TopicCatalog
 from storage import db as storage_db
-from storage.models import Delivery, DeliveryStatus, Notice, NoticeStatus, PlatformAccount
+from storage.models import (
+    Acknowledgement,
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Notice,
+    NoticeStatus,
+    PlatformAccount,
+)
 
 log = logging.getLogger(__name__)
 
-_RESULT_FIELDS = ["status", "attempts", "next_attempt_at", "claimed_by", "claimed_until",
-                  "channel_id", "message_id", "error", "delivered_at"]
+_RESULT_FIELDS = ["status", "attempts", "next_attempt_at", "claimed_by", "claimed_until", "channel_id",
+                  "message_id", "error", "delivered_at", "rendered_revision", "next_reminder_at"]
+_UPDATE_FIELDS = ["update_pending", "rendered_revision", "claimed_by", "claimed_until", "error"]
+UPDATE_RETRY = timedelta(minutes=1)
 
 
 @dataclass
@@ -85,20 +98,15 @@ class Outbox:
 
     async def run_once(self) -> int:
         async with self._lock:
-            jobs = await self._claim()
-            if not jobs:
-                return 0
-            outcomes = await self._send_all(jobs)
-            await self._store(jobs, outcomes)
-            await self._complete_notices({job.delivery.notice_id for job in jobs})  # type: ignore[attr-defined]
-            return len(jobs)
+            sent = await self._send_batch()
+            updated = await self.push_updates()
+            return sent + updated
 
     # ---- claiming -------------------------------------------------------------------------
 
-    async def _claim(self) -> list[Job]:
+    async def _claim(self, due: Q, status: DeliveryStatus) -> tuple[list[Delivery], dict[int, str]]:
+        """Lease up to a batch of rows matching `due`; returns them and each row's prior status."""
         now = self.clock.now()
-        due = Q(status=DeliveryStatus.PENDING.value, next_attempt_at__lte=now) | Q(
-            status=DeliveryStatus.SENDING.value, claimed_until__lt=now)
         token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
         async with in_transaction():
             query = Delivery.filter(due).order_by("id").limit(self.batch_size)
@@ -106,60 +114,72 @@ class Outbox:
                 query = query.select_for_update(skip_locked=True)
             candidates = await query.values("id", "status")
             if not candidates:
-                return []
+                return [], {}
             ids = [row["id"] for row in candidates]
             await Delivery.filter(due, id__in=ids).update(
-                status=DeliveryStatus.SENDING.value, claimed_by=token, claimed_until=now + self.lease)
+                status=status.value, claimed_by=token, claimed_until=now + self.lease)
         prior = {row["id"]: row["status"] for row in candidates}
-        claimed = await Delivery.filter(claimed_by=token, status=DeliveryStatus.SENDING.value).select_related(
-            "account", "member").order_by("id")
-        return [Job(d, maybe_sent=prior.get(d.id) == DeliveryStatus.SENDING.value) for d in claimed]
+        claimed = await Delivery.filter(claimed_by=token).select_related("account", "member").order_by("id")
+        return claimed, prior
 
     # ---- sending --------------------------------------------------------------------------
 
-    async def _send_all(self, jobs: list[Job]) -> dict[int, Outcome]:
-        views = await self._views({job.delivery.notice_id for job in jobs})  # type: ignore[attr-defined]
+    async def _send_batch(self) -> int:
+        now = self.clock.now()
+        due = Q(status=DeliveryStatus.PENDING.value, next_attempt_at__lte=now) | Q(
+            status=DeliveryStatus.SENDING.value, claimed_until__lt=now)
+        rows, prior = await self._claim(due, DeliveryStatus.SENDING)
+        if not rows:
+            return 0
+        jobs = [Job(d, maybe_sent=prior.get(d.id) == DeliveryStatus.SENDING.value) for d in rows]
+        notices, views = await self._views(rows)
+        outcomes = await self._fan_out(jobs, views)
+        await self._store(jobs, outcomes, notices)
+        await self._complete_notices(set(notices))
+        return len(jobs)
+
+    async def _fan_out(self, jobs: list[Job], views: dict[int, NoticeView]) -> dict[int, Outcome]:
         groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
         for job in jobs:
             groups[(job.delivery.platform, job.delivery.workspace_external_id)].append(job)
         outcomes: dict[int, Outcome] = {}
-        await asyncio.gather(*(self._send_group(key, group, views, outcomes) for key, group in groups.items()))
+
+        async def send(channel: Channel, job: Job) -> Outcome:
+            return await channel.deliver(_recipient(job.delivery), views[job.delivery.id],
+                                         delivery_id=job.delivery.id, maybe_sent=job.maybe_sent)
+
+        await asyncio.gather(*(self._run_group(key, [(j.delivery, lambda c, j=j: send(c, j)) for j in group], outcomes)
+                               for key, group in groups.items()))
         return outcomes
 
-    async def _send_group(self, key: tuple[str, str], jobs: list[Job], views: dict[int, NoticeView],
-                          outcomes: dict[int, Outcome]) -> None:
-        """Send one workspace's jobs with bounded concurrency; stop early if it gets throttled."""
+    async def _run_group(self, key: tuple[str, str], work: list[tuple[Delivery, Callable[[Channel], Awaitable[Outcome]]]],
+                         outcomes: dict[int, Outcome]) -> None:
+        """Run one workspace's calls with bounded concurrency; pause it when it is throttled."""
         channel = self.channels.get(key[0])
         semaphore = asyncio.Semaphore(self.concurrency)
 
-        async def one(job: Job) -> None:
+        async def one(delivery: Delivery, call: Callable[[Channel], Awaitable[Outcome]]) -> None:
             async with semaphore:
                 blocked = self._blocked_for(key)
                 if blocked is not None:
-                    outcomes[job.delivery.id] = Outcome.deferred(blocked)
+                    outcomes[delivery.id] = Outcome.deferred(blocked)
                     return
                 if channel is None:
-                    outcomes[job.delivery.id] = Outcome.failed(f"{key[0].title()} is not configured in Herald")
+                    outcomes[delivery.id] = Outcome.failed(f"{key[0].title()} is not configured in Herald")
                     return
-                outcome = await self._deliver_one(channel, job, views[job.delivery.notice_id])  # type: ignore[attr-defined]
+                if delivery.account is None:
+                    outcomes[delivery.id] = Outcome.failed("the member's platform account was removed")
+                    return
+                try:
+                    outcome = await call(channel)
+                except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the row
+                    log.exception("delivery %s raised", delivery.id)
+                    outcome = Outcome.retry(f"internal error ({type(exc).__name__})")
                 if outcome.throttled and outcome.retry_after:
                     self._blocked_until[key] = self.clock.now() + timedelta(seconds=outcome.retry_after)
-                outcomes[job.delivery.id] = outcome
+                outcomes[delivery.id] = outcome
 
-        await asyncio.gather(*(one(job) for job in jobs))
-
-    async def _deliver_one(self, channel: Channel, job: Job, view: NoticeView) -> Outcome:
-        account: PlatformAccount | None = job.delivery.account
-        if account is None:
-            return Outcome.failed("the member's platform account was removed")
-        recipient = Recipient(workspace_id=account.workspace_external_id, user_id=account.user_id,
-                              dm_channel=account.dm_channel, service_url=account.service_url,
-                              display_name=job.delivery.member.name)
-        try:
-            return await channel.deliver(recipient, view, delivery_id=job.delivery.id, maybe_sent=job.maybe_sent)
-        except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the row
-            log.exception("delivery %s raised", job.delivery.id)
-            return Outcome.retry(f"internal error ({type(exc).__name__})")
+        await asyncio.gather(*(one(delivery, call) for delivery, call in work))
 
     def _blocked_for(self, key: tuple[str, str]) -> float | None:
         until = self._blocked_until.get(key)
@@ -171,13 +191,39 @@ class Outbox:
             return None
         return remaining
 
-    async def _views(self, notice_ids: set[int]) -> dict[int, NoticeView]:
-        notices = await Notice.filter(id__in=list(notice_ids))
-        return {n.id: notice_view(n, self.catalog) for n in notices}
+    # ---- rendering ------------------------------------------------------------------------
+
+    async def _views(self, rows: list[Delivery]) -> tuple[dict[int, Notice], dict[int, NoticeView]]:
+        """The current view of each row's message: revision, retraction, the member's
+        acknowledgement, and for reminders a pointer to the original."""
+        notice_ids = {d.notice_id for d in rows}  # type: ignore[attr-defined]
+        member_ids = {d.member_id for d in rows}  # type: ignore[attr-defined]
+        notices = {n.id: n for n in await Notice.filter(id__in=list(notice_ids))}
+        base = {nid: notice_view(n, self.catalog) for nid, n in notices.items()}
+        acks = {}
+        for ack in await Acknowledgement.filter(notice_id__in=list(notice_ids), member_id__in=list(member_ids)):
+            if ack.revision == notices[ack.notice_id].ack_revision:  # type: ignore[attr-defined]
+                acks[(ack.notice_id, ack.member_id)] = ack  # type: ignore[attr-defined]
+        originals = {}
+        if any(d.kind == DeliveryKind.REMINDER.value for d in rows):
+            for o in await Delivery.filter(notice_id__in=list(notice_ids), member_id__in=list(member_ids),
+                                           kind=DeliveryKind.NOTICE.value).values(
+                                               "notice_id", "member_id", "platform", "channel_id", "message_id"):
+                originals[(o["notice_id"], o["member_id"], o["platform"])] = (o["channel_id"], o["message_id"])
+        views = {}
+        for d in rows:
+            key = (d.notice_id, d.member_id)  # type: ignore[attr-defined]
+            view = base[d.notice_id]  # type: ignore[attr-defined]
+            if key in acks:
+                view = view.with_ack(d.member.name or d.member.email, acks[key].acknowledged_at)
+            if d.kind == DeliveryKind.REMINDER.value:
+                view = view.as_reminder(d.sequence, originals.get((*key, d.platform)))
+            views[d.id] = view
+        return notices, views
 
     # ---- recording ------------------------------------------------------------------------
 
-    async def _store(self, jobs: list[Job], outcomes: dict[int, Outcome]) -> None:
+    async def _store(self, jobs: list[Job], outcomes: dict[int, Outcome], notices: dict[int, Notice]) -> None:
         now = self.clock.now()
         deliveries, events, dm_cache = [], [], {}
         for job in jobs:
@@ -185,16 +231,12 @@ class Outbox:
             outcome = outcomes.get(d.id) or Outcome.retry("no outcome recorded")
             if outcome.dm_channel and d.account is not None:
                 dm_cache[d.account.id] = outcome.dm_channel
-            self._apply(d, outcome, now)
+            notice = notices[d.notice_id]  # type: ignore[attr-defined]
+            self._apply(d, outcome, now, notice)
             deliveries.append(d)
-            if d.status == DeliveryStatus.DELIVERED.value:
-                events.append(audit_event("delivery.delivered", now=now, notice_id=d.notice_id,  # type: ignore[attr-defined]
-                                          member_id=d.member_id, platform=d.platform,  # type: ignore[attr-defined]
-                                          channel=d.channel_id, message_id=d.message_id, delivery_id=d.id))
-            elif d.status == DeliveryStatus.FAILED.value:
-                events.append(audit_event("delivery.failed", now=now, notice_id=d.notice_id,  # type: ignore[attr-defined]
-                                          member_id=d.member_id, platform=d.platform,  # type: ignore[attr-defined]
-                                          reason=d.error, attempts=d.attempts, delivery_id=d.id))
+            event = _result_event(d, now)
+            if event is not None:
+                events.append(event)
         # The lease (minutes) is far longer than a batch (bounded by the channels' HTTP timeouts),
         # so a claim is still ours when its results are written.
         async with in_transaction() as conn:
@@ -203,12 +245,15 @@ class Outbox:
                 await PlatformAccount.filter(id=account_id).using_db(conn).update(dm_channel=channel_id)
             await record(events, using_db=conn)
 
-    def _apply(self, d: Delivery, outcome: Outcome, now: datetime) -> None:
+    def _apply(self, d: Delivery, outcome: Outcome, now: datetime, notice: Notice) -> None:
         d.claimed_by, d.claimed_until = "", None
         if outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None:
             d.attempts += 1
             d.status, d.delivered_at, d.error = DeliveryStatus.DELIVERED.value, now, ""
             d.channel_id, d.message_id = outcome.ref.channel_id, outcome.ref.message_id
+            d.rendered_revision = notice.revision
+            if d.kind == DeliveryKind.NOTICE.value and notice.importance == "must-know":
+                d.next_reminder_at = schedule_for(notice, self.catalog).due_at(now, 1, notice.deadline)
             return
         if outcome.kind is OutcomeKind.DEFERRED:
             d.status = DeliveryStatus.PENDING.value
@@ -230,8 +275,69 @@ class Outbox:
     async def _complete_notices(self, notice_ids: set[int]) -> None:
         now = self.clock.now()
         for notice_id in notice_ids:
-            open_rows = await Delivery.filter(notice_id=notice_id, status__in=[
+            open_rows = await Delivery.filter(notice_id=notice_id, kind=DeliveryKind.NOTICE.value, status__in=[
                 DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]).exists()
             if not open_rows:
                 await Notice.filter(id=notice_id, status=NoticeStatus.SENDING.value).update(
                     status=NoticeStatus.SENT.value, completed_at=now)
+
+    # ---- in-place updates -----------------------------------------------------------------
+
+    async def push_updates(self, only_ids: list[int] | None = None) -> int:
+        """Re-render delivered messages whose `update_pending` flag is set. Returns rows handled.
+
+        Called by the loop, and directly after an acknowledgement so the clicker sees the change
+        at once; a failed update stays pending and is retried a minute later.
+        """
+        now = self.clock.now()
+        due = Q(status=DeliveryStatus.DELIVERED.value, update_pending=True) & (
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        if only_ids is not None:
+            due &= Q(id__in=only_ids)
+        rows, _ = await self._claim(due, DeliveryStatus.DELIVERED)
+        if not rows:
+            return 0
+        notices, views = await self._views(rows)
+        outcomes: dict[int, Outcome] = {}
+
+        async def update(channel: Channel, d: Delivery) -> Outcome:
+            await channel.update(d.workspace_external_id, MessageRef(d.channel_id, d.message_id), views[d.id])
+            return Outcome.delivered(MessageRef(d.channel_id, d.message_id))
+
+        groups: dict[tuple[str, str], list[Delivery]] = defaultdict(list)
+        for d in rows:
+            groups[(d.platform, d.workspace_external_id)].append(d)
+        await asyncio.gather(*(self._run_group(key, [(d, lambda c, d=d: update(c, d)) for d in group], outcomes)
+                               for key, group in groups.items()))
+        for d in rows:
+            outcome = outcomes.get(d.id)
+            d.claimed_by = ""
+            if outcome is not None and outcome.kind is OutcomeKind.DELIVERED:
+                d.update_pending, d.claimed_until, d.error = False, None, ""
+                d.rendered_revision = notices[d.notice_id].revision  # type: ignore[attr-defined]
+            else:  # keep the intent; try again later
+                d.claimed_until = now + UPDATE_RETRY
+                d.error = f"update pending: {outcome.reason if outcome else 'not attempted'}"
+        await Delivery.bulk_update(rows, fields=_UPDATE_FIELDS, batch_size=500)
+        return len(rows)
+
+
+def _recipient(d: Delivery) -> Recipient:
+    account: PlatformAccount = d.account  # type: ignore[assignment]
+    return Recipient(workspace_id=account.workspace_external_id, user_id=account.user_id,
+                     dm_channel=account.dm_channel, service_url=account.service_url,
+                     display_name=d.member.name)
+
+
+def _result_event(d: Delivery, now: datetime):  # noqa: ANN202
+    common = dict(now=now, notice_id=d.notice_id, member_id=d.member_id, platform=d.platform,  # type: ignore[attr-defined]
+                  delivery_id=d.id)
+    if d.status == DeliveryStatus.DELIVERED.value:
+        if d.kind == DeliveryKind.REMINDER.value:
+            return audit_event("notice.reminded", reminder=d.sequence, channel=d.channel_id,
+                               message_id=d.message_id, **common)
+        return audit_event("delivery.delivered", channel=d.channel_id, message_id=d.message_id, **common)
+    if d.status == DeliveryStatus.FAILED.value:
+        kind = "reminder.failed" if d.kind == DeliveryKind.REMINDER.value else "delivery.failed"
+        return audit_event(kind, reason=d.error, attempts=d.attempts, **common)
+    return None

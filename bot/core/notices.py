@@ -68,11 +68,14 @@ def validate(command: SendCommand, catalog: TopicCatalog, *, now: datetime) -> t
         raise UserError("the body is empty")
     if len(command.body) > MAX_BODY:
         raise UserError(f"the body is {len(command.body)} characters; keep it under {MAX_BODY}")
+    if command.scheduled_at is not None and command.scheduled_at <= now:
+        raise UserError("the send time is in the past")
     if command.deadline is not None:
         if policy.level is not Importance.MUST:
             raise UserError("only must-know notices take a deadline")
-        if command.deadline <= now:
-            raise UserError("the deadline is in the past")
+        if command.deadline <= (command.scheduled_at or now):
+            raise UserError("the deadline is in the past" if command.scheduled_at is None
+                            else "the deadline is before the send time")
     return topic, policy, audience
 
 
@@ -93,7 +96,7 @@ async def create_draft(author: Staff | None, command: SendCommand, catalog: Topi
             topic=topic.key, importance=policy.level.value, title=command.title.strip(),
             body=command.body.strip(), link=command.link, deadline=command.deadline,
             audience=audience.describe(), author=author, status=NoticeStatus.DRAFT.value,
-            recipient_count=recipients, created_at=now, using_db=conn,
+            recipient_count=recipients, scheduled_at=command.scheduled_at, created_at=now, using_db=conn,
         )
         await record([audit_event("notice.created", now=now, actor=_actor(author, operator), notice_id=notice.id,
                                   topic=topic.key, importance=policy.level.value,
@@ -117,15 +120,37 @@ async def _own_draft(notice_id: int, actor: Staff | None) -> Notice:
 
 async def send_draft(notice_id: int, actor: Staff | None, catalog: TopicCatalog, *, now: datetime,
                      operator: str = "") -> SendResult:
-    """Write the outbox for a draft. Idempotent: a second click finds the draft already sent."""
+    """Write the outbox for a draft (or schedule it). Idempotent: a second click finds it done."""
     if not operator:
         actor = require_sender(actor)
     notice = await _own_draft(notice_id, actor)
+    if notice.scheduled_at is not None and notice.scheduled_at > now:
+        return await _schedule(notice, _actor(actor, operator), now=now)
+    return await publish(notice, catalog, actor=_actor(actor, operator), now=now, from_status=NoticeStatus.DRAFT)
+
+
+async def _schedule(notice: Notice, actor: str, *, now: datetime) -> SendResult:
+    async with in_transaction() as conn:
+        claimed = await Notice.filter(id=notice.id, status=NoticeStatus.DRAFT.value).using_db(conn).update(
+            status=NoticeStatus.SCHEDULED.value)
+        if claimed:
+            await record([audit_event("notice.scheduled", now=now, actor=actor, notice_id=notice.id,
+                                      scheduled_at=notice.scheduled_at)], using_db=conn)
+    current = await Notice.get(id=notice.id)
+    return SendResult(current, current.recipient_count, already=not claimed)
+
+
+async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: datetime,
+                  from_status: NoticeStatus) -> SendResult:
+    """Resolve the audience now and write one outbox row per recipient, in one transaction.
+
+    The conditional status change makes this happen once, whichever replica or click gets here first.
+    """
     topic = catalog.get(notice.topic)
     policy = parse_importance(notice.importance)
     audience = parse_audience(notice.audience, roles=catalog.roles)
     async with in_transaction() as conn:
-        claimed = await Notice.filter(id=notice.id, status=NoticeStatus.DRAFT.value).using_db(conn).update(
+        claimed = await Notice.filter(id=notice.id, status=from_status.value).using_db(conn).update(
             status=NoticeStatus.SENDING.value, sent_at=now)
         if not claimed:
             current = await Notice.get(id=notice.id).using_db(conn)
@@ -134,11 +159,30 @@ async def send_draft(notice_id: int, actor: Staff | None, catalog: TopicCatalog,
         deliveries, events = await _outbox_rows(notice, policy, member_ids, now=now)
         await Delivery.bulk_create(deliveries, batch_size=1000, using_db=conn)
         await Notice.filter(id=notice.id).using_db(conn).update(recipient_count=len(member_ids))
-        events.append(audit_event("notice.sent", now=now, actor=_actor(actor, operator), notice_id=notice.id,
+        events.append(audit_event("notice.sent", now=now, actor=actor, notice_id=notice.id,
                                   recipients=len(member_ids), importance=policy.level.value))
         await record(events, using_db=conn)
     notice = await Notice.get(id=notice.id)
     return SendResult(notice, len(member_ids), already=False)
+
+
+async def publish_due(catalog: TopicCatalog, *, now: datetime) -> int:
+    """Send every scheduled notice whose time has come. Safe on every replica at once."""
+    published = 0
+    for notice in await Notice.filter(status=NoticeStatus.SCHEDULED.value, scheduled_at__lte=now).order_by("scheduled_at"):
+        result = await publish(notice, catalog, actor="scheduler", now=now, from_status=NoticeStatus.SCHEDULED)
+        published += 0 if result.already else 1
+    return published
+
+
+async def scheduled_notices(staff: Staff | None) -> list[Notice]:
+    """Scheduled notices the person may see: a CAM their own, admins and compliance all."""
+    if staff is None or not staff.active:
+        raise PermissionDenied("Only Herald staff can list scheduled notices.")
+    query = Notice.filter(status=NoticeStatus.SCHEDULED.value)
+    if staff.role == StaffRole.CAM.value:
+        query = query.filter(author_id=staff.id)
+    return await query.order_by("scheduled_at")
 
 
 async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: list[int], *, now: datetime):
@@ -175,11 +219,13 @@ async def _preferred_accounts(member_ids: list[int]) -> dict[int, PlatformAccoun
 
 
 async def cancel_draft(notice_id: int, actor: Staff | None, *, now: datetime, operator: str = "") -> Notice:
+    """Cancel a draft or a scheduled notice that has not gone out yet."""
     if not operator:
         actor = require_sender(actor)
     notice = await _own_draft(notice_id, actor)
     async with in_transaction() as conn:
-        changed = await Notice.filter(id=notice.id, status=NoticeStatus.DRAFT.value).using_db(conn).update(
+        changed = await Notice.filter(id=notice.id, status__in=[
+            NoticeStatus.DRAFT.value, NoticeStatus.SCHEDULED.value]).using_db(conn).update(
             status=NoticeStatus.CANCELLED.value)
         if changed:
             await record([audit_event("notice.cancelled", now=now, actor=_actor(actor, operator), notice_id=notice.id)],

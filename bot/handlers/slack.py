@@ -16,18 +16,19 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack_blocks import (
-    CANCEL_ACTION, COMPOSE_CALLBACK, PREVIEW_CALLBACK, SEND_ACTION, compose_modal, escape, help_text,
-    message_modal, preview_blocks, preview_modal, status_text,
+    CANCEL_ACTION, COMPOSE_CALLBACK, EDIT_CALLBACK, PREVIEW_CALLBACK, SEND_ACTION, compose_modal, edit_modal,
+    escape, help_text, message_modal, preview_modal,
 )
-from bot.core import acks, notices
+from bot.core import acks, notices, revisions
 from bot.core.commands import (
-    ComposeCommand, HelpCommand, SendCommand, StatusCommand, parse_command, parse_deadline, parse_link,
+    ComposeCommand, EditCommand, HelpCommand, SendCommand, parse_command, parse_deadline, parse_link,
 )
-from bot.core.errors import NotFound, UserError
-from bot.core.permissions import require_sender, require_viewer
+from bot.core.errors import UserError
+from bot.core.escalations import OPEN_REPORT_ACTION, REMIND_NOW_ACTION, remind_organisation_now
+from bot.core.permissions import require_sender
 from bot.core.staff import staff_for_slack
-from bot.core.status import notice_status
 from bot.core.views import ACK_ACTION
+from bot.handlers.slack_commands import SlackCommands
 from bot.service import Herald
 from storage.models import Platform
 
@@ -65,6 +66,7 @@ def slack_route(app: AsyncApp):
 
 def _register(app: AsyncApp, herald: Herald) -> None:
     catalog = herald.catalog
+    commands = SlackCommands(herald)
 
     @app.command("/herald")
     async def on_command(ack, body, respond, client) -> None:  # noqa: ANN001 - bolt injects these
@@ -77,35 +79,26 @@ def _register(app: AsyncApp, herald: Herald) -> None:
             await ack(text=help_text(command.unknown))
             return
         staff = await staff_for_slack(body["team_id"], body["user_id"])
-        if isinstance(command, ComposeCommand):
-            try:
-                require_sender(staff)
-            except UserError as exc:
-                await ack(text=f":no_entry: {exc}")
-                return
-            await ack()
-            await client.views_open(trigger_id=body["trigger_id"], view=compose_modal(catalog))
+        if isinstance(command, ComposeCommand) or (isinstance(command, EditCommand) and not command.inline):
+            await _open_form(ack, client, body["trigger_id"], staff, command)
             return
         await ack()
-        await _respond_or_explain(respond, _run_command(command, staff))
+        await _respond_or_explain(respond, commands.run(command, staff, client=client, user_id=body["user_id"]))
 
-    async def _run_command(command, staff):  # noqa: ANN001, ANN202
-        if isinstance(command, SendCommand):
-            preview = await notices.create_draft(staff, command, catalog, now=herald.clock.now())
-            return {"blocks": preview_blocks(preview.notice, preview.topic.title, preview.recipients, preview.warnings),
-                    "text": f"Preview of notice #{preview.notice.id}"}
-        if isinstance(command, StatusCommand):
-            return {"text": status_text(await _status_for(staff, command.notice_id))}
-        raise UserError("unsupported command")
-
-    async def _status_for(staff, notice_id):  # noqa: ANN001, ANN202
-        require_viewer(staff)
-        if notice_id is None:
-            latest = await notices.latest_notice_of(staff)
-            if latest is None:
-                raise NotFound("you have not sent a notice yet; give a notice id: `/herald status 42`")
-            notice_id = latest.id
-        return await notice_status(notice_id)
+    async def _open_form(ack, client, trigger_id, staff, command) -> None:  # noqa: ANN001
+        """Modals need the trigger id within 3 s, so the checks run before the ack."""
+        try:
+            require_sender(staff)
+            if isinstance(command, EditCommand):
+                notice = await revisions.editable_notice(command.notice_id, staff)
+                view = edit_modal(notice, material=command.material)
+            else:
+                view = compose_modal(catalog)
+        except UserError as exc:
+            await ack(text=f":no_entry: {exc}")
+            return
+        await ack()
+        await client.views_open(trigger_id=trigger_id, view=view)
 
     @app.action(SEND_ACTION)
     async def on_send(ack, body, respond) -> None:  # noqa: ANN001
@@ -140,6 +133,48 @@ def _register(app: AsyncApp, herald: Herald) -> None:
             await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
             return
         await herald.update_acknowledged_copies(result)
+
+    @app.action(REMIND_NOW_ACTION)
+    async def on_remind_now(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            staff = await staff_for_slack(body["team"]["id"], body["user"]["id"])
+            notice_id, _, org_id = body["actions"][0]["value"].partition(":")
+            queued = await remind_organisation_now(int(notice_id), org_id, staff, now=herald.clock.now())
+            herald.outbox.wake()
+            return {"replace_original": False,
+                    "text": f":bell: Queued {queued} reminder{'s' if queued != 1 else ''} for notice #{notice_id}."}
+        await _respond_or_explain(respond, work())
+
+    @app.action(OPEN_REPORT_ACTION)
+    async def on_open_report(ack, body, respond, client) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            staff = await staff_for_slack(body["team"]["id"], body["user"]["id"])
+            reply = await commands.report(int(body["actions"][0]["value"]), staff, client=client,
+                                          user_id=body["user"]["id"])
+            return {"replace_original": False, **reply}
+        await _respond_or_explain(respond, work())
+
+    @app.view(EDIT_CALLBACK)
+    async def on_edit(ack, body, view) -> None:  # noqa: ANN001
+        values = view["state"]["values"]
+        staff = await staff_for_slack(body["team"]["id"], body["user"]["id"])
+        material = bool(values.get("material", {}).get("value", {}).get("selected_options"))
+        try:
+            link = _form_value(values, "link")
+            result = await revisions.edit_notice(int(view["private_metadata"]), staff, catalog, now=herald.clock.now(),
+                                                 title=_form_value(values, "title"), body=_form_value(values, "body"),
+                                                 link=link, material=material)
+        except UserError as exc:
+            await ack(response_action="errors", errors={_field_of(str(exc), default="body"): str(exc)})
+            return
+        herald.outbox.wake()
+        await ack(response_action="update", view=message_modal(
+            "Edited", f"Notice #{result.notice.id} is now revision {result.revision.revision}; "
+                      f"updating {result.copies_to_update} delivered copies."))
 
     @app.view(COMPOSE_CALLBACK)
     async def on_compose(ack, body, view) -> None:  # noqa: ANN001
@@ -233,11 +268,11 @@ def _command_from_form(values: dict) -> SendCommand:
                        body=_form_value(values, "body"), link=link, deadline=parsed_deadline)
 
 
-def _field_of(message: str) -> str:
+def _field_of(message: str, default: str = "audience") -> str:
     """Which form field a validation message is about (so Slack shows it under that input)."""
     for field, words in (("deadline", ("deadline",)), ("title", ("title",)), ("body", ("body",)),
-                         ("topic", ("topic",)), ("importance", ("importance",))):
+                         ("topic", ("topic",)), ("importance", ("importance",)), ("link", ("link",))):
         if any(w in message for w in words):
             return field
-    return "audience"
+    return default
 

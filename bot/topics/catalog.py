@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from bot.core.errors import UserError
+from bot.core.schedule import ReminderSchedule
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class Topic:
     description: str
     roles: frozenset[str]  # empty = every role
     opt_out: bool
+    reminders: ReminderSchedule = ReminderSchedule()
 
     def routes_to(self, role: str) -> bool:
         return not self.roles or role in self.roles
@@ -48,6 +50,7 @@ def parse_catalog(data: dict) -> TopicCatalog:
     roles = tuple(str(r).lower() for r in data.get("roles") or ())
     if not roles:
         raise CatalogError("topics file: 'roles' must list the partner roles")
+    default_reminders = _reminders(data.get("reminders"), ReminderSchedule(), "the file")
     topics: dict[str, Topic] = {}
     for key, spec in (data.get("topics") or {}).items():
         spec = spec or {}
@@ -61,10 +64,18 @@ def parse_catalog(data: dict) -> TopicCatalog:
             description=str(spec.get("description") or ""),
             roles=frozenset() if "all" in topic_roles else frozenset(topic_roles),
             opt_out=bool(spec.get("opt_out", False)),
+            reminders=_reminders(spec.get("reminders"), default_reminders, f"topic '{key}'"),
         )
     if not topics:
         raise CatalogError("topics file: no topics defined")
     return TopicCatalog(topics=topics, roles=roles)
+
+
+def _reminders(data: dict | None, fallback: ReminderSchedule, where: str) -> ReminderSchedule:
+    try:
+        return ReminderSchedule.parse(data, fallback)
+    except (TypeError, ValueError) as exc:
+        raise CatalogError(f"topics file: {where}: {exc}") from None
 
 
 @lru_cache(maxsize=8)
