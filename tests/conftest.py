@@ -61,3 +61,15 @@ async def db(db_url: str) -> AsyncIterator[str]:
         yield db_url
     finally:
         await storage_db.close()
+
+
+@pytest.fixture
+async def rig(db: str):
+    """The Herald service (no HTTP server) with a seeded directory and a fake Slack API."""
+    from tests.support import start_rig, stop_rig
+
+    harness = await start_rig(db)
+    try:
+        yield harness
+    finally:
+        await stop_rig(harness)

@@ -14,7 +14,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bot.app import HERALD_KEY, build_app
+from bot.core import notices
 from bot.core.clock import ManualClock
+from bot.core.commands import SendCommand
 from bot.core.directory import import_directory
 from bot.core.staff import add_staff
 from bot.core.workspaces import add_slack_workspace
@@ -150,3 +152,38 @@ async def seed_directory(clock: ManualClock, *, csv_text: str = SAMPLE_DIRECTORY
     await add_slack_workspace(TEAM, TOKEN, now=clock.now(), actor="test")
     await add_staff("cam@vendor.example", "cam", name="Casey CAM", slack_user=CAM_USER, slack_team=TEAM,
                     now=clock.now(), actor="test")
+
+
+class Rig:
+    def __init__(self, fake: FakeSlackAPI, herald: Herald, clock: ManualClock) -> None:
+        self.fake, self.herald, self.clock = fake, herald, clock
+
+    async def broadcast(self, audience: str = "all", importance: str = "must-know", *, topic: str = "announcements",
+                        deadline=None, scheduled_at=None) -> int:  # noqa: ANN001
+        command = SendCommand(importance=importance, topic=topic, audience=audience, title="Recall",
+                              body="Stop selling LX-200", deadline=deadline, scheduled_at=scheduled_at)
+        preview = await notices.create_draft(None, command, self.herald.catalog, now=self.clock.now(), operator="test")
+        await notices.send_draft(preview.notice.id, None, self.herald.catalog, now=self.clock.now(), operator="test")
+        return preview.notice.id
+
+    def another_worker(self) -> Herald:
+        return Herald(self.herald.settings, clock=self.clock, catalog=self.herald.catalog)
+
+
+async def start_rig(db_url: str) -> Rig:
+    fake = FakeSlackAPI()
+    await fake.start()
+    fake.add_workspace(TEAM, TOKEN)
+    for user in ("UANNA", "UBO", "UCY", "UDI", CAM_USER):
+        fake.add_user(TEAM, user)
+    clock = ManualClock()
+    settings = load_settings(database_url=db_url, slack_signing_secret="s", slack_api_url=fake.url,
+                             delivery_batch_size=50)
+    herald = Herald(settings, clock=clock)
+    await seed_directory(clock)
+    return Rig(fake, herald, clock)
+
+
+async def stop_rig(rig: Rig) -> None:
+    await rig.herald.close()
+    await rig.fake.stop()

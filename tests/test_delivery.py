@@ -4,51 +4,10 @@ and several workers draining the same outbox."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
-
-from bot.core import notices
-from bot.core.clock import ManualClock
-from bot.core.commands import SendCommand
-from bot.service import Herald
-from config.settings import load_settings
 from storage.models import AuditEvent, Delivery, Notice
-from tests.fakes.slack_api import FakeSlackAPI
-from tests.support import TEAM, TOKEN, directory_csv, seed_directory
-
-
-class Rig:
-    def __init__(self, fake: FakeSlackAPI, herald: Herald, clock: ManualClock) -> None:
-        self.fake, self.herald, self.clock = fake, herald, clock
-
-    async def broadcast(self, audience: str = "all", importance: str = "must-know") -> int:
-        command = SendCommand(importance=importance, topic="announcements", audience=audience,
-                              title="Recall", body="Stop selling LX-200")
-        preview = await notices.create_draft(None, command, self.herald.catalog, now=self.clock.now(), operator="test")
-        await notices.send_draft(preview.notice.id, None, self.herald.catalog, now=self.clock.now(), operator="test")
-        return preview.notice.id
-
-    def another_worker(self) -> Herald:
-        return Herald(self.herald.settings, clock=self.clock, catalog=self.herald.catalog)
-
-
-@pytest.fixture
-async def rig(db: str) -> AsyncIterator[Rig]:
-    async with FakeSlackAPI() as fake:
-        fake.add_workspace(TEAM, TOKEN)
-        for user in ("UANNA", "UBO", "UCY", "UDI"):
-            fake.add_user(TEAM, user)
-        clock = ManualClock()
-        settings = load_settings(database_url=db, slack_signing_secret="s", slack_api_url=fake.url,
-                                 delivery_batch_size=50)
-        herald = Herald(settings, clock=clock)
-        await seed_directory(clock)
-        try:
-            yield Rig(fake, herald, clock)
-        finally:
-            await herald.close()
+from tests.support import TEAM, TOKEN, Rig, directory_csv
 
 
 async def _statuses(notice_id: int) -> dict[str, str]:

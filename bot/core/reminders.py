@@ -57,7 +57,8 @@ async def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog) ->
     member = original.member
     organisation = member.organisation
     moved_from = original.next_reminder_at
-    if notice.status not in LIVE or not member.active or await _acknowledged(notice, member.id):
+    past_deadline = notice.deadline is not None and now >= notice.deadline  # escalation takes over
+    if notice.status not in LIVE or not member.active or past_deadline or await _acknowledged(notice, member.id):
         await _move(original, moved_from, None)
         return 0
     if is_paused(organisation, now):

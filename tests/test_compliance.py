@@ -1,0 +1,309 @@
+"""Reminders, escalation, pauses, scheduled sends, edits and retractions, with an injected clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from bot.core import acks, notices
+from bot.core.clock import ManualClock
+from bot.core.escalations import remind_organisation_now
+from bot.core.pauses import pause_organisation, resume_organisation
+from bot.core.revisions import edit_notice, retract_notice
+from bot.core.staff import add_staff
+from bot.core.status import notice_status
+from bot.core.errors import PermissionDenied, UserError
+from storage.models import (
+    Acknowledgement,
+    AuditEvent,
+    Delivery,
+    Escalation,
+    Notice,
+    NoticeRevision,
+    Organisation,
+    Staff,
+)
+from tests.support import CAM_USER, TEAM, Rig
+
+import pytest
+
+MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
+
+
+async def _ack(rig: Rig, notice_id: int, user: str):  # noqa: ANN202
+    result = await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id=user, now=rig.clock.now())
+    await rig.herald.update_acknowledged_copies(result)
+    return result
+
+
+def _posts_to(rig: Rig, channel: str) -> list:
+    return [c for c in rig.fake.calls_to("chat.postMessage") if c.args["channel"] == channel and c.ok]
+
+
+async def _reminders(notice_id: int, email: str) -> list[Delivery]:
+    return await Delivery.filter(notice_id=notice_id, member__email=email, kind="reminder").order_by("sequence")
+
+
+async def test_reminders_follow_the_schedule_and_stop_after_acknowledgement(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    notice_id = await rig.broadcast("member:anna@acme.example", deadline=MONDAY_9_UTC + timedelta(days=10))
+    await rig.herald.outbox.drain()
+    (original,) = _posts_to(rig, "DUANNA")
+
+    rig.clock.advance(hours=23, minutes=59)
+    assert (await rig.herald.tick())["reminders"] == 0
+    rig.clock.advance(minutes=1)  # 24 h after delivery, Tuesday 10:00 in Berlin
+    assert (await rig.herald.tick())["reminders"] == 1
+    assert (await rig.herald.tick())["reminders"] == 0  # planned once
+    await rig.herald.outbox.drain()
+    reminder = _posts_to(rig, "DUANNA")[-1]
+    assert reminder.args["thread_ts"] == original.args.get("ts", reminder.args["thread_ts"])
+    assert reminder.args["reply_broadcast"] is True
+    assert "Reminder" in reminder.args["blocks"][0]["text"]["text"]
+    assert any(b["type"] == "actions" for b in reminder.args["blocks"])
+    assert await AuditEvent.filter(notice_id=notice_id, kind="notice.reminded").count() == 1
+
+    rig.clock.advance(hours=48)  # 72 h: the second reminder
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    assert [r.sequence for r in await _reminders(notice_id, "anna@acme.example")] == [1, 2]
+
+    await _ack(rig, notice_id, "UANNA")  # from a reminder or the original: one acknowledgement
+    updates = rig.fake.calls_to("chat.update")
+    assert len(updates) == 3 and all("Acknowledged by" in str(u.args["blocks"]) for u in updates)
+    rig.clock.advance(days=3)
+    assert (await rig.herald.tick())["reminders"] == 0
+    original_row = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example", kind="notice")
+    assert original_row.next_reminder_at is None and original_row.reminders_sent == 2
+
+
+async def test_daily_reminders_until_the_deadline_then_none(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    notice_id = await rig.broadcast("member:bo@acme.example", deadline=MONDAY_9_UTC + timedelta(days=5, hours=1))
+    await rig.herald.outbox.drain()
+    for _ in range(8 * 24):
+        rig.clock.advance(hours=1)
+        await rig.herald.tick()
+        await rig.herald.outbox.drain()
+    sent = [r.delivered_at for r in await _reminders(notice_id, "bo@acme.example")]
+    # 24 h, 72 h, then daily while before the deadline (Saturday 10:00); none at the weekend
+    assert [round((t - MONDAY_9_UTC).total_seconds() / 3600) for t in sent] == [24, 72, 96]
+
+
+async def test_reminders_wait_for_working_hours(rig: Rig) -> None:
+    rig.clock.set(datetime(2026, 1, 5, 20, 30, tzinfo=UTC))  # Monday 21:30 in Berlin
+    notice_id = await rig.broadcast("member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    rig.clock.advance(hours=24)  # Tuesday 21:30 Berlin: quiet hours
+    assert (await rig.herald.tick())["reminders"] == 0
+    row = await Delivery.get(notice_id=notice_id, kind="notice")
+    assert row.next_reminder_at == datetime(2026, 1, 7, 7, 0, tzinfo=UTC)  # Wednesday 08:00 Berlin
+    rig.clock.set(datetime(2026, 1, 7, 6, 59, tzinfo=UTC))
+    assert (await rig.herald.tick())["reminders"] == 0
+    rig.clock.set(datetime(2026, 1, 7, 7, 0, tzinfo=UTC))
+    assert (await rig.herald.tick())["reminders"] == 1
+
+
+async def test_reminders_skip_the_weekend(rig: Rig) -> None:
+    rig.clock.set(datetime(2026, 1, 9, 10, 0, tzinfo=UTC))  # Friday
+    notice_id = await rig.broadcast("member:cy@bolt.example")  # Chicago
+    await rig.herald.outbox.drain()
+    rig.clock.advance(hours=24)  # Saturday
+    await rig.herald.tick()
+    row = await Delivery.get(notice_id=notice_id, kind="notice")
+    assert row.next_reminder_at == datetime(2026, 1, 12, 14, 0, tzinfo=UTC)  # Monday 08:00 Chicago
+
+
+async def test_escalation_tells_the_cam_once_who_has_not_acknowledged(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    deadline = MONDAY_9_UTC + timedelta(days=2)
+    notice_id = await rig.broadcast("tier:gold", deadline=deadline)
+    await rig.herald.outbox.drain()
+    await _ack(rig, notice_id, "UBO")
+    rig.clock.set(deadline - timedelta(minutes=1))
+    assert (await rig.herald.tick())["escalations"] == 0
+    rig.clock.set(deadline)
+    counts = await rig.herald.tick()
+    assert counts["escalations"] == 2 and counts["escalation_messages"] == 2  # Acme and Keys & Co
+    assert (await rig.herald.tick())["escalations"] == 0
+    messages = _posts_to(rig, "DUCAM1")
+    assert len(messages) == 2
+    acme = next(m for m in messages if "Acme Locks" in str(m.args["blocks"]))
+    text = str(acme.args["blocks"])
+    assert "Anna Berg" in text and "Bo Chen" not in text and "1 member has not acknowledged" in text
+    buttons = [e["action_id"] for b in acme.args["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert buttons == ["herald_remind_now", "herald_open_report"]
+    keys = next(m for m in messages if "Keys" in str(m.args["blocks"]))
+    assert "Di Evans" in str(keys.args["blocks"]) and "Ed Fox" in str(keys.args["blocks"])  # Ed never got it
+    rows = await Escalation.filter(notice_id=notice_id).order_by("id")
+    assert all(r.status == "delivered" and r.sent_at == deadline for r in rows)
+    assert await AuditEvent.filter(notice_id=notice_id, kind="notice.escalated").count() == 2
+
+    cam = await Staff.get(email="cam@vendor.example")
+    queued = await remind_organisation_now(notice_id, "acme", cam, now=rig.clock.now())
+    assert queued == 1
+    await rig.herald.outbox.drain()
+    assert "Reminder" in str(_posts_to(rig, "DUANNA")[-1].args["blocks"])
+    outsider, _ = await add_staff("other@vendor.example", "cam", now=rig.clock.now())
+    with pytest.raises(PermissionDenied):
+        await remind_organisation_now(notice_id, "acme", outsider, now=rig.clock.now())
+
+
+async def test_escalation_goes_to_the_author_when_no_cam_is_on_file(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await Organisation.filter(external_id="bolt").update(cam_email="")
+    author, _ = await add_staff("author@vendor.example", "cam", slack_user="UAUTHOR", slack_team=TEAM,
+                                now=rig.clock.now())
+    rig.fake.add_user(TEAM, "UAUTHOR")
+    from bot.core.commands import SendCommand
+
+    command = SendCommand(importance="must-know", topic="operations", audience="org:bolt", title="Stock check",
+                          body="Count LX-200 units", deadline=MONDAY_9_UTC + timedelta(hours=30))
+    preview = await notices.create_draft(author, command, rig.herald.catalog, now=rig.clock.now())
+    await notices.send_draft(preview.notice.id, author, rig.herald.catalog, now=rig.clock.now())
+    await rig.herald.outbox.drain()
+    rig.clock.advance(hours=31)
+    await rig.herald.tick()
+    (message,) = _posts_to(rig, "DUAUTHOR")
+    assert "Cy Diaz" in str(message.args["blocks"])
+
+
+async def test_pause_stops_reminders_but_not_delivery(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    cam = await Staff.get(email="cam@vendor.example")
+    await pause_organisation(cam, "acme", until=None, reason="site fire", now=rig.clock.now())
+    notice_id = await rig.broadcast("tier:gold,silver")
+    await rig.herald.outbox.drain()
+    assert {c.args["channel"] for c in rig.fake.calls_to("chat.postMessage")} == {"DUANNA", "DUBO", "DUCY", "DUDI"}
+    status = await notice_status(notice_id)
+    assert status.paused_organisations == ["Acme Locks"]
+
+    for _ in range(48):  # two days, so every time zone has had its working hours
+        rig.clock.advance(hours=1)
+        await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    reminded = {r["member__email"] for r in await Delivery.filter(notice_id=notice_id, kind="reminder").values("member__email")}
+    assert reminded == {"cy@bolt.example", "di@keys.example"}
+
+    await resume_organisation(cam, "acme", now=rig.clock.now())
+    for _ in range(24):
+        rig.clock.advance(hours=1)
+        await rig.herald.tick()
+    reminded = {r["member__email"] for r in await Delivery.filter(notice_id=notice_id, kind="reminder").values("member__email")}
+    assert {"anna@acme.example", "bo@acme.example"} <= reminded
+    kinds = await AuditEvent.filter(kind__in=["organisation.paused", "organisation.resumed"]).values_list("kind", flat=True)
+    assert list(kinds) == ["organisation.paused", "organisation.resumed"]
+
+
+async def test_only_the_organisations_cam_or_an_admin_can_pause(rig: Rig) -> None:
+    other, _ = await add_staff("other@vendor.example", "cam", now=rig.clock.now())
+    with pytest.raises(PermissionDenied):
+        await pause_organisation(other, "acme", until=None, reason="", now=rig.clock.now())
+    admin, _ = await add_staff("admin@vendor.example", "admin", now=rig.clock.now())
+    org = await pause_organisation(admin, "acme", until=rig.clock.now() + timedelta(days=3), reason="x",
+                                   now=rig.clock.now())
+    assert org.paused_at == rig.clock.now() and org.paused_by == "admin@vendor.example"
+
+
+async def test_scheduled_notice_goes_out_once_at_its_time(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    at = MONDAY_9_UTC + timedelta(hours=3)
+    notice_id = await rig.broadcast("tier:gold", scheduled_at=at, deadline=at + timedelta(days=1))
+    notice = await Notice.get(id=notice_id)
+    assert notice.status == "scheduled" and await Delivery.filter(notice_id=notice_id).count() == 0
+    cam = await Staff.get(email="cam@vendor.example")
+    assert [n.id for n in await notices.scheduled_notices(cam)] == []  # not hers: sent by the operator
+    rig.clock.set(at - timedelta(seconds=1))
+    assert (await rig.herald.tick())["published"] == 0
+    rig.clock.set(at)
+    replicas = [rig.herald, rig.another_worker(), rig.another_worker()]
+    import asyncio
+
+    results = await asyncio.gather(*(r.tick() for r in replicas))
+    assert sum(r["published"] for r in results) == 1
+    await rig.herald.outbox.drain()
+    assert rig.fake.call_count("chat.postMessage") == 3
+    assert (await Notice.get(id=notice_id)).sent_at == at
+    for replica in replicas[1:]:
+        await replica.close()
+
+
+async def test_cancelled_scheduled_notice_never_goes_out(rig: Rig) -> None:
+    notice_id = await rig.broadcast("all", scheduled_at=rig.clock.now() + timedelta(hours=1))
+    await notices.cancel_draft(notice_id, None, now=rig.clock.now(), operator="test")
+    rig.clock.advance(hours=2)
+    assert (await rig.herald.tick())["published"] == 0
+    assert await Delivery.filter(notice_id=notice_id).count() == 0
+
+
+async def test_edit_updates_every_copy_and_material_edit_asks_for_acknowledgement_again(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    notice_id = await rig.broadcast("member:anna@acme.example,bo@acme.example")
+    await rig.herald.outbox.drain()
+    await _ack(rig, notice_id, "UANNA")
+    rig.fake.clear_calls()
+
+    rig.clock.advance(hours=1)
+    cam = await Staff.get(email="cam@vendor.example")
+    with pytest.raises(PermissionDenied):  # sent by the operator, not by this CAM
+        await edit_notice(notice_id, cam, rig.herald.catalog, now=rig.clock.now(), title="x")
+    result = await edit_notice(notice_id, None, rig.herald.catalog, now=rig.clock.now(), operator="test",
+                               body="Stop selling LX-200 and LX-210", material=True)
+    assert result.reacknowledge and result.copies_to_update == 2
+    await rig.herald.outbox.drain()
+    updates = rig.fake.calls_to("chat.update")
+    assert {u.args["channel"] for u in updates} == {"DUANNA", "DUBO"}
+    for update in updates:
+        text = str(update.args["blocks"])
+        assert "LX-210" in text and "revision 2" in text and "Acknowledged by" not in text  # re-ack needed
+    revisions = await NoticeRevision.filter(notice_id=notice_id).order_by("revision")
+    assert [(r.revision, r.material) for r in revisions] == [(1, False), (2, True)]
+    assert "+Stop selling LX-200 and LX-210" in revisions[1].diff and revisions[0].body == "Stop selling LX-200"
+    assert (await notice_status(notice_id)).acknowledged == 0
+
+    await _ack(rig, notice_id, "UANNA")
+    acks_kept = await Acknowledgement.filter(notice_id=notice_id).order_by("revision").values_list("revision", flat=True)
+    assert list(acks_kept) == [1, 2]  # the earlier acknowledgement stays in the record
+
+
+async def test_retract_replaces_copies_and_cancels_what_is_pending(rig: Rig) -> None:
+    notice_id = await rig.broadcast("tier:gold")
+    rig.fake.fail_next("chat.postMessage", status=500)
+    await rig.herald.outbox.drain()
+    pending = await Delivery.filter(notice_id=notice_id, status="pending").count()
+    assert pending >= 1
+    notice, flagged, cancelled = await retract_notice(notice_id, None, reason="wrong model number",
+                                                      now=rig.clock.now(), operator="test")
+    assert notice.status == "retracted" and cancelled == pending and flagged == 3 - pending
+    await rig.herald.outbox.drain()
+    updates = rig.fake.calls_to("chat.update")
+    assert len(updates) == flagged
+    assert all("Retracted: wrong model number" in str(u.args["blocks"]) for u in updates)
+    rig.clock.advance(hours=1)
+    await rig.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == flagged  # nothing more sent
+    delivered_user = (await Delivery.filter(notice_id=notice_id, status="delivered").first().values(
+        "account__user_id"))["account__user_id"]
+    with pytest.raises(UserError, match="retracted"):
+        await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id=delivered_user,
+                               now=rig.clock.now())
+    rig.clock.advance(days=2)
+    assert (await rig.herald.tick())["reminders"] == 0
+    assert await AuditEvent.filter(notice_id=notice_id, kind="notice.retracted").count() == 1
+
+
+async def test_failed_message_updates_are_retried(rig: Rig) -> None:
+    notice_id = await rig.broadcast("member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    rig.fake.fail_next("chat.update", status=500)
+    await _ack(rig, notice_id, "UANNA")
+    row = await Delivery.get(notice_id=notice_id)
+    assert row.update_pending and "update pending" in row.error
+    rig.clock.advance(minutes=2)
+    await rig.herald.outbox.drain()
+    row = await Delivery.get(notice_id=notice_id)
+    assert not row.update_pending and rig.fake.calls_to("chat.update")[-1].ok
+
+
+def test_clock_type() -> None:
+    assert isinstance(ManualClock().now(), datetime)
+    assert CAM_USER == "UCAM1"
