@@ -229,3 +229,69 @@ async def test_background_worker_delivers_without_help(db: str) -> None:
         await wait_until(lambda: Notice.filter(id=notice_id, status="sent").exists(), what="notice sent")
     finally:
         await stop_harness(harness)
+
+
+async def _sent_notice(slack: SlackHarness, text: str) -> int:
+    notice_id = await _preview(slack, text)
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    await slack.responses(slack.last_click_key)
+    await slack.herald.outbox.drain()
+    return notice_id
+
+
+async def _reply(slack: SlackHarness, text: str, user: str = CAM_USER) -> str:
+    response, body, key = await slack.command(text, user=user)
+    if body:  # answered in the acknowledgement itself
+        return body
+    (call,) = await slack.responses(key)
+    return call.args.get("text", "")
+
+
+async def test_edit_retract_pause_schedule_by_slash_command(slack: SlackHarness) -> None:
+    notice_id = await _sent_notice(slack, "send must-know operations tier:gold | Recall LX-200 | Stop selling")
+    reply = await _reply(slack, f"edit {notice_id} material | Recall LX-200 and LX-210 |")
+    assert f"Notice #{notice_id} is now revision 2" in reply and "updating 3 delivered copies" in reply
+    assert "acknowledge it again" in reply
+    await slack.herald.outbox.drain()
+    assert all("LX-210" in str(u.args["blocks"]) for u in slack.fake.calls_to("chat.update"))
+    assert "Stop selling" in str(slack.fake.calls_to("chat.update")[0].args["blocks"])  # empty part kept the body
+
+    assert "Only the notice's author or an admin" in await _reply(slack, f"edit {notice_id} | x |", user="UANNA")
+
+    reply = await _reply(slack, f"retract {notice_id} wrong model number")
+    assert "retracted" in reply and "Retracted: wrong model number" in reply
+    await slack.herald.outbox.drain()
+    assert "Retracted: wrong model number" in str(slack.fake.calls_to("chat.update")[-1].args["blocks"])
+    assert "Retracted: wrong model number" in await _reply(slack, f"status {notice_id}")
+
+    assert "paused until 2026-02-01" in await _reply(slack, "pause acme until 2026-02-01 flood at the depot")
+    assert "Only Herald staff can pause" in await _reply(slack, "pause acme", user="UANNA")
+    assert "back on" in await _reply(slack, "resume acme")
+    assert "no partner organisation has the id 'nope'" in await _reply(slack, "pause nope")
+
+    scheduled_id = await _preview(slack, "send need-to-know announcements all at:2026-03-01T09:00Z | Webinar | Join us")
+    await slack.click(SEND_ACTION, str(scheduled_id), user=CAM_USER)
+    (confirmation,) = await slack.responses(slack.last_click_key)
+    assert "is scheduled for 2026-03-01 09:00 UTC" in confirmation.args["text"]
+    assert (await Notice.get(id=scheduled_id)).status == "scheduled"
+    listing = await _reply(slack, "scheduled")
+    assert f"#{scheduled_id} 2026-03-01 09:00 UTC" in listing and "Webinar" in listing
+    assert "cancelled" in await _reply(slack, f"cancel {scheduled_id}")
+    assert "No notices are scheduled." == await _reply(slack, "scheduled")
+
+
+async def test_edit_form_opens_prefilled_and_updates(slack: SlackHarness) -> None:
+    notice_id = await _sent_notice(slack, "send need-to-know support all | Portal down | Use the phone line")
+    response, _, _ = await slack.command(f"edit {notice_id}")
+    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="edit form")
+    view = opened.args["view"]
+    assert view["private_metadata"] == str(notice_id)
+    assert view["blocks"][1]["element"]["initial_value"] == "Portal down"
+    values = {"title": {"value": {"type": "plain_text_input", "value": "Portal back"}},
+              "body": {"value": {"type": "plain_text_input", "value": "All fixed"}},
+              "link": {"value": {"type": "plain_text_input", "value": None}}}
+    answer = await slack.submit_view({"callback_id": view["callback_id"], "private_metadata": view["private_metadata"],
+                                      "state": {"values": values}})
+    assert answer["response_action"] == "update" and "revision 2" in str(answer["view"])
+    await slack.herald.outbox.drain()
+    assert all("Portal back" in str(u.args["blocks"]) for u in slack.fake.calls_to("chat.update"))

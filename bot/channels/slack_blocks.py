@@ -114,6 +114,8 @@ def preview_summary(notice: Notice, topic_title: str, recipients: int, warnings:
         f"*{escape(notice.title)}*",
         f"Audience `{escape(notice.audience)}` → *{recipients} recipient{'s' if recipients != 1 else ''}*",
     ]
+    if notice.scheduled_at:
+        lines.append(f"Goes out at {format_time(notice.scheduled_at)} (the audience is resolved again then)")
     if notice.deadline:
         lines.append(f"Deadline: {format_time(notice.deadline)}")
     lines += [f":warning: {escape(w)}" for w in warnings]

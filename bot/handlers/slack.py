@@ -27,7 +27,7 @@ from bot.core.errors import UserError
 from bot.core.escalations import OPEN_REPORT_ACTION, REMIND_NOW_ACTION, remind_organisation_now
 from bot.core.permissions import require_sender
 from bot.core.staff import staff_for_slack
-from bot.core.views import ACK_ACTION
+from bot.core.views import ACK_ACTION, format_time
 from bot.handlers.slack_commands import SlackCommands
 from bot.service import Herald
 from storage.models import Platform
@@ -236,6 +236,9 @@ def _sent_text(result: notices.SendResult) -> str:
     n = result.notice
     if result.already:
         return f"Notice #{n.id} is already {n.status}; nothing new was sent. `/herald status {n.id}`"
+    if n.status == "scheduled" and n.scheduled_at:
+        return (f":calendar: Notice #{n.id} *{escape(n.title)}* is scheduled for {format_time(n.scheduled_at)}. "
+                f"`/herald scheduled` lists it; `/herald cancel {n.id}` cancels it.")
     return (f":outbox_tray: Sending notice #{n.id} *{escape(n.title)}* to {result.recipients} recipients. "
             f"Follow it with `/herald status {n.id}`.")
 

@@ -163,16 +163,22 @@ class FakeSlackAPI:
             "views.publish": self._views_publish,
             "users.info": self._users_info,
             "users.lookupByEmail": self._users_lookup_by_email,
+            "files.getUploadURLExternal": self._files_get_upload_url,
+            "files.completeUploadExternal": self._files_complete_upload,
         }
+        self._uploads: dict[str, dict[str, Any]] = {}  # file id -> {filename, content, ...}
+        self.shared_files: list[dict[str, Any]] = []
+        """Files shared by files.completeUploadExternal: {id, title, filename, content, channel_id, initial_comment}."""
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         if self._runner is not None:
             return
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/response/{key}", self._handle_response_url)
+        app.router.add_post("/upload/{file_id}", self._handle_upload)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
@@ -432,6 +438,36 @@ class FakeSlackAPI:
                 call.status = response.status
                 return response
         return _json({"ok": True})
+
+    async def _handle_upload(self, request: web.Request) -> web.Response:
+        """The upload URL files.getUploadURLExternal hands out (Slack's files.slack.com step)."""
+        upload = self._uploads.get(request.match_info["file_id"])
+        if upload is None:
+            return web.Response(status=404, text="unknown upload")
+        upload["content"] = await request.read()
+        return web.Response(text="OK - " + str(len(upload["content"])))
+
+    def _files_get_upload_url(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        filename = self._require(args, "filename", "invalid_arguments")
+        file_id = f"F{len(self._uploads) + 1:08d}"
+        self._uploads[file_id] = {"id": file_id, "filename": filename, "length": int(args.get("length", 0)),
+                                  "team_id": ws.team_id, "content": None}
+        return {"ok": True, "upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
+
+    def _files_complete_upload(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        files = args.get("files")
+        if isinstance(files, str):
+            files = json.loads(files)
+        shared = []
+        for entry in files or []:
+            upload = self._uploads.get(entry.get("id", ""))
+            if upload is None or upload["content"] is None:
+                raise _SlackError("file_not_found")
+            record = {**upload, "title": entry.get("title", upload["filename"]),
+                      "channel_id": args.get("channel_id"), "initial_comment": args.get("initial_comment")}
+            self.shared_files.append(record)
+            shared.append({"id": upload["id"], "title": record["title"], "name": upload["filename"]})
+        return {"ok": True, "files": shared}
 
     # ------------------------------------------------------------------ helpers
 
