@@ -289,6 +289,9 @@ async def test_retract_replaces_copies_and_cancels_what_is_pending(rig: Rig) -> 
     rig.clock.advance(days=2)
     assert (await rig.herald.tick())["reminders"] == 0
     assert await AuditEvent.filter(notice_id=notice_id, kind="notice.retracted").count() == 1
+    from bot.core.audit_verify import verify_chain
+
+    assert (await verify_chain()).ok  # every step above went through the chain
 
 
 async def test_failed_message_updates_are_retried(rig: Rig) -> None:

@@ -523,7 +523,7 @@ async def test_a_failure_while_writing_rolls_everything_back(db: str, monkeypatc
     async def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(AuditEvent, "create", broken)
+    monkeypatch.setattr(AuditEvent, "bulk_create", broken)  # the audit append is the last write
 
     with pytest.raises(RuntimeError):
         await import_directory(BASE, now=NOW)

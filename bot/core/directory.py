@@ -31,7 +31,8 @@ from email_validator import EmailNotValidError, validate_email
 from tortoise.transactions import in_transaction
 
 from bot.core.errors import UserError
-from storage.models import AuditEvent, Member, Organisation, Platform, PlatformAccount
+from bot.core.audit import audit_event, record
+from storage.models import Member, Organisation, Platform, PlatformAccount
 
 COLUMNS: tuple[str, ...] = (
     "org_id",
@@ -731,20 +732,9 @@ async def import_directory(
         plan = await _make_plan(parsed, deactivate_missing=deactivate_missing)
         await _apply(plan, now=now)
         outcome = result(plan)
-        await AuditEvent.create(
-            occurred_at=now,
-            kind="directory.imported",
-            actor=actor,
-            data={
-                "rows": parsed.data_rows,
-                "created": outcome.created,
-                "updated": outcome.updated,
-                "unchanged": outcome.unchanged,
-                "deactivated": outcome.deactivated,
-                "rejected": len(outcome.rejected),
-                "organisations_created": outcome.organisations_created,
-                "organisations_updated": outcome.organisations_updated,
-                "deactivate_missing": deactivate_missing,
-            },
-        )
+        await record([audit_event(
+            "directory.imported", now=now, actor=actor, rows=parsed.data_rows, created=outcome.created,
+            updated=outcome.updated, unchanged=outcome.unchanged, deactivated=outcome.deactivated,
+            rejected=len(outcome.rejected), organisations_created=outcome.organisations_created,
+            organisations_updated=outcome.organisations_updated, deactivate_missing=deactivate_missing)])
     return outcome

@@ -8,7 +8,8 @@ from tortoise.transactions import in_transaction
 
 from bot.core.directory import normalise_email
 from bot.core.errors import UserError
-from storage.models import AuditEvent, Organisation, Staff, StaffRole
+from bot.core.audit import audit_event, record
+from storage.models import Organisation, Staff, StaffRole
 
 _ROLES = tuple(role.value for role in StaffRole)
 
@@ -62,12 +63,8 @@ async def add_staff(
                 for key in changed:
                     setattr(staff, key, wanted[key])
                 await staff.save(update_fields=[*changed, "updated_at"])
-        await AuditEvent.create(
-            occurred_at=now,
-            kind="staff.added" if created else "staff.updated",
-            actor=actor,
-            data={"staff_id": staff.id, "email": address, "role": role_value, "changed": changed},
-        )
+        await record([audit_event("staff.added" if created else "staff.updated", now=now, actor=actor,
+                                  staff_id=staff.id, email=address, role=role_value, changed=changed)])
     return staff, created
 
 

@@ -1,0 +1,342 @@
+"""The tamper-evident audit chain: appends, verification, tampering of every kind, concurrency, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import json
+import os
+import uuid
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from click.testing import CliRunner
+from tortoise.transactions import in_transaction
+
+from bot.cli import main
+from bot.core.audit import GENESIS_HASH, audit_event, canonical_encoding, chain_hash, record
+from bot.core.audit_verify import verify_chain
+from bot.core.directory import import_directory
+from bot.core.staff import add_staff
+from storage import db as storage_db
+from storage.models import AuditChainHead, AuditEvent
+from tests.support import SAMPLE_DIRECTORY
+
+T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+
+
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+def _event(i: int, kind: str = "delivery.delivered", **data):
+    return audit_event(kind, now=T0 + timedelta(seconds=i, microseconds=i), actor=f"user{i}@example.com",
+                       notice_id=i % 7 or None, member_id=i, index=i, **data)
+
+
+async def _append(n: int, *, per_call: int = 1) -> None:
+    for start in range(1, n + 1, per_call):
+        async with in_transaction() as conn:
+            await record([_event(i) for i in range(start, min(start + per_call, n + 1))], using_db=conn)
+
+
+async def _broken(seq: int | None, *words: str) -> str:
+    result = await verify_chain(chunk=4)  # small chunks: problems at page boundaries too
+    assert not result.ok, result
+    assert result.first_broken_seq == seq, result
+    for word in words:
+        assert word in result.reason, result.reason
+    return result.reason
+
+
+# ---- appending ----------------------------------------------------------------------------------
+
+async def test_appends_form_a_contiguous_chain_that_verifies(db: str) -> None:
+    empty = await verify_chain()
+    assert empty.ok and empty.events == 0 and empty.head_seq == 0
+
+    await _append(5)
+    await _append(12, per_call=5)  # 17 events in all
+    rows = await AuditEvent.all().order_by("seq")
+    assert [r.seq for r in rows] == list(range(1, 18))
+    assert rows[0].prev_hash == GENESIS_HASH
+    for before, after in zip(rows, rows[1:]):
+        assert after.prev_hash == before.hash
+    for row in rows:
+        assert row.hash == hashlib.sha256((row.prev_hash + canonical_encoding(row)).encode()).hexdigest()
+    head = await AuditChainHead.get(id=1)
+    assert (head.seq, head.hash) == (17, rows[-1].hash)
+
+    for chunk in (1, 4, 17, 5000):
+        result = await verify_chain(chunk=chunk)
+        assert result.ok and result.reason == "", result
+        assert (result.events, result.head_seq, result.head_hash) == (17, 17, rows[-1].hash)
+        assert result.first_broken_seq is None
+
+
+async def test_canonical_encoding_is_sorted_compact_json() -> None:
+    event = audit_event("notice.sent", now=datetime(2024, 3, 1, 10, 0, tzinfo=timezone(timedelta(hours=1))),
+                        actor="cam@vendor.example", notice_id=4, recipients=2, title="Zürich")
+    event.seq = 1
+    assert canonical_encoding(event) == (
+        '{"actor":"cam@vendor.example","data":{"recipients":2,"title":"Zürich"},"kind":"notice.sent",'
+        '"member_id":null,"notice_id":4,"occurred_at":"2024-03-01T09:00:00.000000+00:00","seq":1}')
+    assert chain_hash(GENESIS_HASH, event) == hashlib.sha256(
+        (GENESIS_HASH + canonical_encoding(event)).encode("utf-8")).hexdigest()
+
+
+async def test_data_is_normalised_so_stored_rows_hash_the_same(db: str) -> None:
+    berlin = timezone(timedelta(hours=2))
+    awkward = {
+        "when": datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=berlin),
+        "naive": datetime(2024, 5, 6, 7, 8, 9),
+        "day": date(2024, 5, 6),
+        "colour": Colour.RED, "level": Level.HIGH,
+        "ids": {3, 1, 2}, "pair": (1, "a"), "nested": {1: [Colour.RED, (2.5, None)], "k": {"x": True}},
+        "big": 1e16, "huge": 1e300, "tiny": 1e-7, "neg_zero": -0.0, "third": 1 / 3, "one": 1.0,
+        "nan": float("nan"), "inf": float("inf"), "money": Decimal("12.30"), "uid": uuid.UUID(int=7),
+        "text": "é ✓ \u2028 \"quoted\" \\ back", "large_int": 2**70,
+    }
+    event = audit_event("test.awkward", now=datetime(2024, 5, 6, 9, 8, 9, 123456, tzinfo=berlin),
+                        actor="a", notice_id=Level.HIGH, **awkward)
+    assert event.occurred_at == datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    assert event.data["when"] == "2024-05-06T05:08:09.123456+00:00"
+    assert event.data["naive"] == "2024-05-06T07:08:09.000000+00:00"
+    assert event.data["ids"] == [1, 2, 3] and event.data["pair"] == [1, "a"]
+    assert event.data["nested"] == {"1": ["red", [2.5, None]], "k": {"x": True}}
+    assert event.data["colour"] == "red" and type(event.data["colour"]) is str and event.data["level"] == 3
+    assert event.data["big"] == 10**16 and isinstance(event.data["big"], int)
+    assert event.data["nan"] == "nan" and event.data["money"] == "12.30" and event.notice_id == 3
+    naive = audit_event("test.naive", now=datetime(2024, 5, 6, 7, 8, 9))
+    await record([event, naive, AuditEvent(kind="test.direct", occurred_at=T0, data={"at": T0})])
+
+    stored = await AuditEvent.get(seq=1)
+    assert stored.data == event.data
+    assert stored.hash == chain_hash(stored.prev_hash, stored)
+    assert (await AuditEvent.get(seq=3)).data == {"at": "2024-03-01T09:00:00.000000+00:00"}
+    assert (await verify_chain()).ok
+
+    with pytest.raises(TypeError, match="cannot hold a object"):
+        audit_event("test.bad", now=T0, thing=object())
+    with pytest.raises(TypeError):
+        audit_event("test.bad", now="2024-01-01")  # type: ignore[arg-type]
+
+
+async def test_record_is_part_of_the_callers_transaction(db: str) -> None:
+    await _append(2)
+    with pytest.raises(RuntimeError):
+        async with in_transaction() as conn:
+            await record([_event(3), _event(4)], using_db=conn)
+            raise RuntimeError("the state change failed")
+    assert await AuditEvent.all().count() == 2
+    assert (await AuditChainHead.get(id=1)).seq == 2
+    async with in_transaction():
+        await record([_event(3)])  # no using_db: joins the surrounding transaction
+    assert (await verify_chain()).head_seq == 3
+    await record([])  # nothing to do, no head lock taken
+    event = _event(4)
+    await record([event])
+    with pytest.raises(ValueError, match="only once"):
+        await record([event])
+    assert (await verify_chain()).ok
+
+
+async def test_concurrent_appends_make_one_gap_free_chain(db: str) -> None:
+    # Starts with no head row: the first appenders also race to create it.
+    async def appender(worker: int) -> None:
+        for round_ in range(3):
+            events = [_event(worker * 100 + round_ * 10 + k, kind=f"test.w{worker}") for k in range(worker % 4 + 1)]
+            if worker % 2:
+                async with in_transaction():
+                    await record(events)
+            else:
+                async with in_transaction() as conn:
+                    await AuditEvent.filter(seq=-1).using_db(conn).count()  # some work first
+                    await asyncio.sleep(0)
+                    await record(events, using_db=conn)
+
+    await asyncio.gather(*(appender(w) for w in range(30)))
+    expected = sum(3 * (w % 4 + 1) for w in range(30))
+    seqs = await AuditEvent.all().order_by("seq").values_list("seq", flat=True)
+    assert list(seqs) == list(range(1, expected + 1))
+    # Each call's events are adjacent and in order.
+    rows = await AuditEvent.all().order_by("seq")
+    runs = {}
+    for row in rows:
+        runs.setdefault((row.kind, row.data["index"] // 10), []).append(row.seq)
+    assert all(seq == list(range(seq[0], seq[0] + len(seq))) for seq in runs.values())
+    result = await verify_chain(chunk=50)
+    assert result.ok and result.events == expected, result
+
+
+async def test_ten_thousand_events_in_one_record_call(db: str) -> None:
+    await _append(1)
+    async with in_transaction() as conn:
+        await record([_event(i, kind="delivery.failed", reason="no Slack account") for i in range(2, 10_002)],
+                     using_db=conn)
+    head = await AuditChainHead.get(id=1)
+    assert head.seq == 10_001
+    result = await verify_chain()
+    assert result.ok and result.events == 10_001, result
+    assert (await verify_chain(chunk=999)).ok
+
+
+# ---- tampering ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change", [
+    {"kind": "notice.acknowledged"},
+    {"data": {"index": 5, "channel": "D999"}},
+    {"occurred_at": T0 + timedelta(seconds=5, microseconds=6)},  # one microsecond later
+    {"actor": "someone.else@example.com"},
+    {"notice_id": None},
+    {"member_id": 99},
+    {"prev_hash": "f" * 64},
+    {"hash": "0" * 64},
+])
+async def test_altering_any_field_is_detected_at_that_event(db: str, change: dict) -> None:
+    await _append(9)
+    await AuditEvent.filter(seq=5).update(**change)
+    kind = change.get("kind", "delivery.delivered")
+    assert await _broken(5, f"event 5 ({kind}) was altered") == f"event 5 ({kind}) was altered"
+
+
+async def test_altered_and_rehashed_event_breaks_the_next_link(db: str) -> None:
+    await _append(9)
+    row = await AuditEvent.get(seq=5)
+    row.data = {**row.data, "channel": "forged"}
+    row.hash = chain_hash(row.prev_hash, row)
+    await row.save()
+    await _broken(5, "event 5 (delivery.delivered) was altered or replaced", "event 6 no longer links to it")
+
+
+async def test_altered_and_rehashed_newest_event_is_caught_by_the_head(db: str) -> None:
+    await _append(6)
+    row = await AuditEvent.get(seq=6)
+    row.actor = "forger"
+    row.hash = chain_hash(row.prev_hash, row)
+    await row.save()
+    await _broken(6, "event 6 (delivery.delivered) was replaced: the chain head records another hash")
+
+
+async def test_deleting_a_middle_event_is_detected(db: str) -> None:
+    await _append(10)
+    await AuditEvent.filter(seq=5).delete()
+    assert await _broken(5) == "event 5 is missing (deleted)"
+    await AuditEvent.filter(seq__in=[6, 7]).delete()
+    assert await _broken(5) == "events 5 to 7 are missing (deleted)"
+
+
+async def test_deleting_the_first_event_is_detected(db: str) -> None:
+    await _append(3)
+    await AuditEvent.filter(seq=1).delete()
+    assert await _broken(1) == "event 1 is missing (deleted)"
+
+
+async def test_deleting_the_tail_is_detected_through_the_head(db: str) -> None:
+    await _append(10)
+    await AuditEvent.filter(seq__gte=8).delete()
+    reason = await _broken(8, "the last 3 events were deleted")
+    assert "head is at event 10" in reason and "ends at event 7" in reason
+    await AuditEvent.all().delete()
+    await _broken(1, "the last 10 events were deleted")
+
+
+async def test_deleting_the_head_is_detected(db: str) -> None:
+    await _append(3)
+    await AuditChainHead.all().delete()
+    await _broken(1, "chain head is missing")
+
+
+@pytest.mark.parametrize("columns", [
+    ["occurred_at", "kind", "actor", "notice_id", "member_id", "data"],  # the contents
+    ["occurred_at", "kind", "actor", "notice_id", "member_id", "data", "prev_hash", "hash"],  # all but seq
+])
+async def test_swapping_two_events_is_detected_at_the_first(db: str, columns: list[str]) -> None:
+    await _append(10)
+    a, b = await AuditEvent.get(seq=4), await AuditEvent.get(seq=8)
+    await AuditEvent.filter(id=a.id).update(**{c: getattr(b, c) for c in columns})
+    await AuditEvent.filter(id=b.id).update(**{c: getattr(a, c) for c in columns})
+    assert (await AuditEvent.get(seq=4)).data["index"] == 8
+    await _broken(4, "event 4 (delivery.delivered) was altered")
+
+
+async def test_swapping_adjacent_events_is_detected_at_the_first(db: str) -> None:
+    await _append(6)
+    a, b = await AuditEvent.get(seq=3), await AuditEvent.get(seq=4)
+    columns = ["occurred_at", "kind", "actor", "notice_id", "member_id", "data", "prev_hash", "hash"]
+    await AuditEvent.filter(id=a.id).update(**{c: getattr(b, c) for c in columns})
+    await AuditEvent.filter(id=b.id).update(**{c: getattr(a, c) for c in columns})
+    await _broken(3, "event 3")
+
+
+async def test_event_written_without_seq_is_detected(db: str) -> None:
+    await _append(4)
+    await AuditEvent.create(kind="notice.sent", occurred_at=T0, actor="forger", data={})
+    reason = await _broken(None, "no seq", "notice.sent", "outside the chain")
+    assert reason.startswith("an event with no seq (id ")
+    await AuditEvent.create(kind="notice.sent", occurred_at=T0, actor="forger", data={})
+    await _broken(None, "and 1 more")
+
+
+async def test_event_with_a_seq_beyond_the_head_is_detected(db: str) -> None:
+    await _append(4)
+    forged = audit_event("notice.sent", now=T0)
+    forged.seq, forged.prev_hash = 5, (await AuditEvent.get(seq=4)).hash
+    forged.hash = chain_hash(forged.prev_hash, forged)
+    await forged.save()
+    await _broken(5, "event 5 (notice.sent) was added outside the chain (the chain head is at event 4)")
+
+
+async def test_events_recorded_by_every_operation_stay_in_the_chain(db: str) -> None:
+    await add_staff("cam@vendor.example", "cam", now=T0, actor="test")
+    await import_directory(SAMPLE_DIRECTORY, now=T0, actor="test")
+    result = await verify_chain()
+    assert result.ok, result.reason
+    assert await AuditEvent.filter(seq__isnull=True).count() == 0
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+@pytest.fixture
+def cli_env(db_url: str, monkeypatch) -> CliRunner:
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    return CliRunner()
+
+
+def test_cli_audit_verify(cli_env: CliRunner, db_url: str) -> None:
+    empty = cli_env.invoke(main, ["audit", "verify"])
+    assert empty.exit_code == 0 and "audit trail intact: 0 events" in empty.output, empty.output
+    for team in ("T01", "T02", "T01"):
+        added = cli_env.invoke(main, ["slack", "add-workspace", team, "--token", "xoxb-x"])
+        assert added.exit_code == 0, added.output
+
+    intact = cli_env.invoke(main, ["audit", "verify"])
+    assert intact.exit_code == 0, intact.output
+    report = json.loads(cli_env.invoke(main, ["audit", "verify", "--json"]).output)
+    assert report["ok"] and report["events"] == 3 and report["first_broken_seq"] is None
+    assert intact.output.strip() == f"audit trail intact: 3 events, head {report['head_hash']}"
+
+    async def tamper() -> None:
+        await storage_db.connect(db_url, run_migrations=False)
+        try:
+            await AuditEvent.filter(seq=2).update(actor="someone-else")
+        finally:
+            await storage_db.close()
+
+    asyncio.run(tamper())
+    broken = cli_env.invoke(main, ["audit", "verify"])
+    assert broken.exit_code == 1
+    assert broken.output.strip() == "audit trail broken: event 2 (workspace.added) was altered"
+    as_json = cli_env.invoke(main, ["audit", "verify", "--json"])
+    assert as_json.exit_code == 1
+    assert json.loads(as_json.output) == {
+        "ok": False, "events": 1, "head_seq": 3, "head_hash": report["head_hash"],
+        "first_broken_seq": 2, "reason": "event 2 (workspace.added) was altered"}
