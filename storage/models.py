@@ -135,6 +135,10 @@ class Staff(Model):
     slack_team_id = fields.CharField(max_length=100, default="")
     slack_user_id = fields.CharField(max_length=100, default="")
     teams_aad_object_id = fields.CharField(max_length=100, default="")
+    # Stored when the staff member first talks to Herald in Teams, for escalations and hand-offs.
+    teams_tenant_id = fields.CharField(max_length=100, default="")
+    teams_conversation_id = fields.CharField(max_length=200, default="")
+    teams_service_url = fields.CharField(max_length=500, default="")
     active = fields.BooleanField(default=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
