@@ -55,7 +55,7 @@ class Herald:
         escalation DMs, then wake the outbox. Safe to run on every replica at once."""
         now = self.clock.now()
         counts = {
-            "published": await publish_due(self.catalog, now=now),
+            "published": await publish_due(self.catalog, now=now, platform_policy=self.settings.platform_policy),
             "reminders": await plan_reminders(now, self.catalog),
             "escalations": await plan_escalations(now),
             "escalation_messages": await send_escalations(self.channels, now),

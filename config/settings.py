@@ -30,12 +30,23 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # "Add to Slack" (OAuth v2) installs: /slack/install and /slack/oauth_redirect.
+    slack_client_id: str | None = None
+    slack_client_secret: SecretStr | None = None
+    slack_oauth_base_url: str = "https://slack.com"
+    public_url: str | None = None  # e.g. https://herald.example.com; the OAuth redirect_uri is built from it
+    # Encrypts bot tokens at rest and signs install links; required with a Slack client secret.
+    secret_key: SecretStr | None = None
 
     teams_app_id: str | None = None
     teams_app_password: SecretStr | None = None
     teams_tenant_id: str | None = None
 
     topics_file: Path = CONFIG_DIR / "topics.yaml"
+
+    # A member on both Slack and Teams gets one copy on their preferred platform ("preferred"),
+    # or one copy on each ("all"); one acknowledgement settles every copy.
+    platform_policy: str = Field(default="preferred", pattern="^(preferred|all)$")
 
     # Outbox worker: how many messages are in flight per workspace, how many rows a claim takes,
     # how long a claim is leased before another worker may take the row over.
@@ -71,6 +82,42 @@ class Settings(BaseSettings):
             raise ValueError("HERALD_SLACK_API_URL must be an http(s) URL")
         return value if value.endswith("/") else value + "/"
 
+    @field_validator("slack_oauth_base_url", "public_url")
+    @classmethod
+    def _check_public_urls(cls, value: str | None, info) -> str | None:  # noqa: ANN001
+        if value is None or not value.strip():
+            return None if info.field_name == "public_url" else "https://slack.com"
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"HERALD_{info.field_name.upper()} must be an http(s) URL without a query, "
+                             "e.g. https://herald.example.com")
+        return value.strip().rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("HERALD_SECRET_KEY must be at least 32 characters "
+                             "(e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_slack_oauth(self) -> "Settings":
+        if self.slack_client_id is not None and not self.slack_client_id.strip():
+            self.slack_client_id = None
+        if self.slack_client_secret is not None and not self.slack_client_secret.get_secret_value():
+            self.slack_client_secret = None
+        if bool(self.slack_client_id) != bool(self.slack_client_secret):
+            raise ValueError("HERALD_SLACK_CLIENT_ID and HERALD_SLACK_CLIENT_SECRET must be set together")
+        if self.slack_client_secret and not self.secret_key:
+            raise ValueError("HERALD_SECRET_KEY is required when HERALD_SLACK_CLIENT_SECRET is set "
+                             "(it encrypts bot tokens and signs install links)")
+        if self.slack_client_id and not self.slack_signing_secret:
+            raise ValueError("HERALD_SLACK_SIGNING_SECRET is required when HERALD_SLACK_CLIENT_ID is set")
+        return self
+
     @model_validator(mode="after")
     def _check_slack_pair(self) -> "Settings":
         if self.slack_bot_token and not self.slack_signing_secret:
@@ -88,6 +135,10 @@ class Settings(BaseSettings):
     @property
     def slack_enabled(self) -> bool:
         return self.slack_signing_secret is not None
+
+    @property
+    def slack_oauth_enabled(self) -> bool:
+        return bool(self.slack_client_id and self.slack_client_secret)
 
 
 def load_settings(**overrides: object) -> Settings:

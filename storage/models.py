@@ -78,6 +78,7 @@ class Member(Model):
     # Quiet hours in the member's time zone, as hours of the day; None = the defaults.
     quiet_start_hour = fields.SmallIntField(null=True)
     quiet_end_hour = fields.SmallIntField(null=True)
+    preferred_platform = fields.CharField(max_length=10, default="")  # "" = the first one on file
     active = fields.BooleanField(default=True)
     joined_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)

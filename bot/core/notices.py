@@ -26,6 +26,7 @@ from bot.topics import ImportancePolicy, Topic, TopicCatalog, parse_importance
 from bot.topics.importance import Importance
 from storage.models import (
     Delivery,
+    Member,
     DeliveryStatus,
     Notice,
     NoticeStatus,
@@ -119,14 +120,15 @@ async def _own_draft(notice_id: int, actor: Staff | None) -> Notice:
 
 
 async def send_draft(notice_id: int, actor: Staff | None, catalog: TopicCatalog, *, now: datetime,
-                     operator: str = "") -> SendResult:
+                     operator: str = "", platform_policy: str = "preferred") -> SendResult:
     """Write the outbox for a draft (or schedule it). Idempotent: a second click finds it done."""
     if not operator:
         actor = require_sender(actor)
     notice = await _own_draft(notice_id, actor)
     if notice.scheduled_at is not None and notice.scheduled_at > now:
         return await _schedule(notice, _actor(actor, operator), now=now)
-    return await publish(notice, catalog, actor=_actor(actor, operator), now=now, from_status=NoticeStatus.DRAFT)
+    return await publish(notice, catalog, actor=_actor(actor, operator), now=now, from_status=NoticeStatus.DRAFT,
+                         platform_policy=platform_policy)
 
 
 async def _schedule(notice: Notice, actor: str, *, now: datetime) -> SendResult:
@@ -141,7 +143,7 @@ async def _schedule(notice: Notice, actor: str, *, now: datetime) -> SendResult:
 
 
 async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: datetime,
-                  from_status: NoticeStatus) -> SendResult:
+                  from_status: NoticeStatus, platform_policy: str = "preferred") -> SendResult:
     """Resolve the audience now and write one outbox row per recipient, in one transaction.
 
     The conditional status change makes this happen once, whichever replica or click gets here first.
@@ -156,7 +158,7 @@ async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: dat
             current = await Notice.get(id=notice.id).using_db(conn)
             return SendResult(current, current.recipient_count, already=True)
         member_ids = await recipient_ids(audience, topic)
-        deliveries, events = await _outbox_rows(notice, policy, member_ids, now=now)
+        deliveries, events = await _outbox_rows(notice, policy, member_ids, now=now, platform_policy=platform_policy)
         await Delivery.bulk_create(deliveries, batch_size=1000, using_db=conn)
         await Notice.filter(id=notice.id).using_db(conn).update(recipient_count=len(member_ids))
         events.append(audit_event("notice.sent", now=now, actor=actor, notice_id=notice.id,
@@ -166,11 +168,12 @@ async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: dat
     return SendResult(notice, len(member_ids), already=False)
 
 
-async def publish_due(catalog: TopicCatalog, *, now: datetime) -> int:
+async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: str = "preferred") -> int:
     """Send every scheduled notice whose time has come. Safe on every replica at once."""
     published = 0
     for notice in await Notice.filter(status=NoticeStatus.SCHEDULED.value, scheduled_at__lte=now).order_by("scheduled_at"):
-        result = await publish(notice, catalog, actor="scheduler", now=now, from_status=NoticeStatus.SCHEDULED)
+        result = await publish(notice, catalog, actor="scheduler", now=now, from_status=NoticeStatus.SCHEDULED,
+                               platform_policy=platform_policy)
         published += 0 if result.already else 1
     return published
 
@@ -185,36 +188,45 @@ async def scheduled_notices(staff: Staff | None) -> list[Notice]:
     return await query.order_by("scheduled_at")
 
 
-async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: list[int], *, now: datetime):
-    accounts = await _preferred_accounts(member_ids)
+async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: list[int], *, now: datetime,
+                       platform_policy: str = "preferred"):
+    accounts = await _target_accounts(member_ids, every_platform=platform_policy == "all")
     deliveries: list[Delivery] = []
     events = []
+    status = DeliveryStatus.PENDING if policy.dm_now else DeliveryStatus.DIGEST
     for member_id in member_ids:
-        account = accounts.get(member_id)
-        if account is None:
+        targets = accounts.get(member_id)
+        if not targets:
             deliveries.append(Delivery(notice_id=notice.id, member_id=member_id, platform="none",
                                        status=DeliveryStatus.FAILED.value, error=NO_ACCOUNT,
                                        next_attempt_at=now, created_at=now))
             events.append(audit_event("delivery.failed", now=now, notice_id=notice.id,
                                       member_id=member_id, reason=NO_ACCOUNT))
             continue
-        status = DeliveryStatus.PENDING if policy.dm_now else DeliveryStatus.DIGEST
-        deliveries.append(Delivery(notice_id=notice.id, member_id=member_id, platform=account.platform,
-                                   account_id=account.id, workspace_external_id=account.workspace_external_id,
-                                   status=status.value, next_attempt_at=now, created_at=now))
+        for account in targets:
+            deliveries.append(Delivery(notice_id=notice.id, member_id=member_id, platform=account.platform,
+                                       account_id=account.id, workspace_external_id=account.workspace_external_id,
+                                       status=status.value, next_attempt_at=now, created_at=now))
     return deliveries, events
 
 
-async def _preferred_accounts(member_ids: list[int]) -> dict[int, PlatformAccount]:
-    """Each member's account on the preferred platform (Slack first, then Teams)."""
-    chosen: dict[int, PlatformAccount] = {}
-    rank = {p: i for i, p in enumerate(PLATFORM_PREFERENCE)}
+async def _target_accounts(member_ids: list[int], *, every_platform: bool) -> dict[int, list[PlatformAccount]]:
+    """The accounts each member gets the notice on: their preferred platform's (else Slack, then
+    Teams), or one per platform when `every_platform`."""
+    found: dict[int, list[PlatformAccount]] = {}
+    preferred: dict[int, str] = {}
     for start in range(0, len(member_ids), 5000):
         chunk = member_ids[start:start + 5000]
-        for account in await PlatformAccount.filter(member_id__in=chunk):
-            current = chosen.get(account.member_id)  # type: ignore[attr-defined]
-            if current is None or rank.get(account.platform, 99) < rank.get(current.platform, 99):
-                chosen[account.member_id] = account  # type: ignore[attr-defined]
+        preferred.update(dict(await Member.filter(id__in=chunk).exclude(preferred_platform="").values_list(
+            "id", "preferred_platform")))
+        for account in await PlatformAccount.filter(member_id__in=chunk).order_by("id"):
+            found.setdefault(account.member_id, []).append(account)  # type: ignore[attr-defined]
+    if every_platform:
+        return found
+    chosen = {}
+    for member_id, accounts in found.items():
+        rank = {p: i for i, p in enumerate((preferred.get(member_id, ""), *PLATFORM_PREFERENCE))}
+        chosen[member_id] = [min(accounts, key=lambda a: rank.get(a.platform, 99))]
     return chosen
 
 

@@ -106,7 +106,8 @@ def _register(app: AsyncApp, herald: Herald) -> None:
 
         async def work():
             staff = await staff_for_slack(body["team"]["id"], body["user"]["id"])
-            result = await notices.send_draft(int(body["actions"][0]["value"]), staff, catalog, now=herald.clock.now())
+            result = await notices.send_draft(int(body["actions"][0]["value"]), staff, catalog, now=herald.clock.now(),
+                                               platform_policy=herald.settings.platform_policy)
             herald.outbox.wake()
             return {"replace_original": True, "text": _sent_text(result)}
         await _respond_or_explain(respond, work())
@@ -197,7 +198,8 @@ def _register(app: AsyncApp, herald: Herald) -> None:
     async def on_preview_send(ack, body, view) -> None:  # noqa: ANN001
         staff = await staff_for_slack(body["team"]["id"], body["user"]["id"])
         try:
-            result = await notices.send_draft(int(view["private_metadata"]), staff, catalog, now=herald.clock.now())
+            result = await notices.send_draft(int(view["private_metadata"]), staff, catalog, now=herald.clock.now(),
+                                               platform_policy=herald.settings.platform_policy)
         except UserError as exc:
             await ack(response_action="update", view=message_modal("Not sent", f":warning: {exc}"))
             return

@@ -72,6 +72,7 @@ class Migration(migrations.Migration):
                 ('locale', fields.CharField(default='', max_length=20)),
                 ('quiet_start_hour', fields.SmallIntField(null=True)),
                 ('quiet_end_hour', fields.SmallIntField(null=True)),
+                ('preferred_platform', fields.CharField(default='', max_length=10)),
                 ('active', fields.BooleanField(default=True)),
                 ('joined_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
