@@ -1,0 +1,518 @@
+#!/usr/bin/env python
+"""Fan-out benchmark: one must-know notice to N Slack members through the real Herald path.
+
+    python bench/fanout.py [--recipients 10000] [--concurrency 16] [--batch-size 200]
+                           [--database-url sqlite:///tmp/x.db | postgres://user@host:port/db] [--keep]
+                           [--latency-ms 0]
+
+What it does:
+
+1. Starts the fake Slack Web API (tests/fakes/slack_api.py, ``record_calls=False``) in a child
+   process (``multiprocessing`` spawn), with workspace T0BENCH, its bot token and N users. The
+   fake gets its own interpreter and core, so the numbers below are Herald's alone (CPU and
+   memory), and Herald and the baseline compete for the same one core on a 2-core machine.
+2. Creates a fresh database (a temporary SQLite file by default; a given ``sqlite://`` path must
+   not exist yet; for a ``postgres://`` URL a uniquely named database is created next to the one
+   named and dropped at the end) and migrates it (``storage.db.connect``).
+3. Seeds N members of one organisation through ``import_directory`` (the real path; its time is
+   ``seed_seconds``), stores the workspace token and adds a CAM.
+4. Baseline: a bare ``aiohttp.ClientSession`` doing what SlackChannel does on a fresh directory
+   -- ``conversations.open`` then ``chat.postMessage`` with the same JSON body (channel, text,
+   blocks, unfurl flags, metadata) and the same headers -- for every recipient, with
+   ``asyncio.Semaphore(concurrency)``. It runs once before and once after the Herald run; the
+   mean is reported. It posts a separate (never sent) draft's view so its messages are told
+   apart from Herald's.
+5. Herald: ``create_draft`` (untimed), then ``send_draft`` + ``herald.outbox.drain()`` timed
+   together as ``seconds``.
+6. Verifies: every delivery row delivered exactly once (one attempt), the fake saw exactly N
+   ``chat.postMessage`` calls during the Herald run, every DM channel holds exactly one copy of
+   the notice, and the (channel, ts) the database recorded are exactly the messages the fake
+   holds. Exits 1 if anything is off.
+
+Without --latency-ms the fake answers as fast as it can, so the run is CPU-bound and measures
+Herald's cost per delivery; --latency-ms N delays the fake's answers to look like Slack's round trip.
+
+Prints one JSON object on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `tests.fakes` is not part of the installed package
+
+TEAM = "T0BENCH"
+TOKEN = "xoxb-bench-token"
+CAM_EMAIL = "cam@vendor.example"
+CAM_USER = "UCAMBENCH"
+METADATA_EVENT = "herald_notice"
+
+_T0 = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    print(f"[fanout {time.perf_counter() - _T0:7.2f}s] {message}", file=sys.stderr, flush=True)
+
+
+def user_id(i: int) -> str:
+    return f"UB{i:07d}"
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+# --------------------------------------------------------------------------- the fake, in a child
+
+
+def _fake_process(conn: Any, recipients: int) -> None:
+    """Child process: serve the fake Slack API until told to stop; answer questions over `conn`."""
+    from tests.fakes.slack_api import FakeSlackAPI
+
+    users = [user_id(i) for i in range(recipients)]
+
+    def answer(fake: FakeSlackAPI, command: str, arg: Any) -> Any:
+        if command == "counts":
+            return {m: fake.call_count(m) for m in ("conversations.open", "chat.postMessage",
+                                                    "conversations.history")}
+        if command == "copies":  # every (channel, ts) carrying notice `arg`, and per-channel counts
+            copies: list[tuple[str, str]] = []
+            per_channel: dict[int, int] = {}
+            for uid in users:
+                channel = fake.dm_channel_id(uid)
+                found = [m["ts"] for m in fake.messages(channel)
+                         if ((m.get("metadata") or {}).get("event_payload") or {}).get("notice_id") == arg]
+                per_channel[len(found)] = per_channel.get(len(found), 0) + 1
+                copies.extend((channel, ts) for ts in found)
+            return {"copies": copies, "channels_by_copy_count": per_channel}
+        if command == "latency":  # answer the two hot methods after `arg` seconds (0 = at once)
+            for method in ("conversations.open", "chat.postMessage"):
+                fake.delay(method, arg)
+            return None
+        raise ValueError(f"unknown command {command!r}")
+
+    async def serve() -> None:
+        fake = FakeSlackAPI(record_calls=False)
+        await fake.start()
+        fake.add_workspace(TEAM, TOKEN)
+        fake.add_user(TEAM, CAM_USER)
+        for uid in users:
+            fake.add_user(TEAM, uid)
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def on_readable() -> None:
+            try:
+                while conn.poll():
+                    command, arg = conn.recv()
+                    if command == "stop":
+                        done.set()
+                        return
+                    try:
+                        conn.send(("ok", answer(fake, command, arg)))
+                    except Exception as exc:  # noqa: BLE001 - report to the parent, keep serving
+                        conn.send(("error", repr(exc)))
+            except (EOFError, OSError):  # the parent went away
+                done.set()
+
+        loop.add_reader(conn.fileno(), on_readable)
+        conn.send(("ready", fake.url))
+        await done.wait()
+        loop.remove_reader(conn.fileno())
+        await fake.stop()
+
+    asyncio.run(serve())
+
+
+class FakeHandle:
+    def __init__(self, recipients: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child_conn = ctx.Pipe()
+        self.process = ctx.Process(target=_fake_process, args=(child_conn, recipients), daemon=True,
+                                   name="fake-slack")
+        self.process.start()
+        child_conn.close()
+        try:
+            if not self.conn.poll(120):
+                raise RuntimeError("the fake Slack API did not start within 120 s")
+            status, self.url = self.conn.recv()
+        except EOFError:
+            raise RuntimeError("the fake Slack API process exited during start-up (see its traceback above)") from None
+        if status != "ready":
+            raise RuntimeError(f"the fake Slack API failed to start: {self.url}")
+
+    def ask(self, command: str, arg: Any = None) -> Any:
+        self.conn.send((command, arg))
+        status, value = self.conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"fake Slack API: {value}")
+        return value
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(("stop", None))
+        except OSError:
+            pass
+        self.process.join(30)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+
+
+# --------------------------------------------------------------------------- databases
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url
+
+
+class Database:
+    """A fresh database for one run; `url` is what Herald connects to."""
+
+    def __init__(self, given: str | None, keep: bool) -> None:
+        self.given = given
+        self.keep = keep
+        self.url = ""
+        self.kind = ""
+        self._tmpdir: str | None = None
+        self._sqlite_path: Path | None = None
+        self._pg_admin_url = ""
+        self._pg_name = ""
+
+    async def create(self) -> str:
+        if not self.given:
+            self.kind = "sqlite"
+            self._tmpdir = tempfile.mkdtemp(prefix="herald-bench-")
+            self._sqlite_path = Path(self._tmpdir) / "bench.db"
+            self.url = f"sqlite://{self._sqlite_path}"
+            return self.url
+        scheme = urlsplit(self.given).scheme
+        if scheme == "sqlite":
+            self.kind = "sqlite"
+            path = Path(self.given[len("sqlite://"):])
+            if path.exists():
+                raise SystemExit(f"fanout: {path} exists; give a path that does not exist yet (the run needs "
+                                 "an empty database)")
+            self._sqlite_path = path
+            self.url = self.given
+            return self.url
+        if scheme in ("postgres", "postgresql", "asyncpg"):
+            import asyncpg
+
+            self.kind = "postgres"
+            parts = urlsplit(self.given)
+            self._pg_admin_url = urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, ""))
+            self._pg_name = "herald_bench_" + uuid.uuid4().hex[:12]
+            conn = await asyncpg.connect(self._pg_admin_url)
+            try:
+                await conn.execute(f'CREATE DATABASE "{self._pg_name}"')
+            finally:
+                await conn.close()
+            self.url = urlunsplit(("postgres", parts.netloc, "/" + self._pg_name, parts.query, ""))
+            return self.url
+        raise SystemExit(f"fanout: unsupported database URL scheme {scheme!r}")
+
+    async def drop(self) -> None:
+        if self.keep:
+            progress(f"kept the database: {_redact(self.url)}")
+            return
+        if self.kind == "postgres" and self._pg_name:
+            import asyncpg
+
+            conn = await asyncpg.connect(self._pg_admin_url)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{self._pg_name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+        elif self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+        elif self._sqlite_path is not None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(str(self._sqlite_path) + suffix).unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+def directory_csv(recipients: int) -> str:
+    from bot.core.directory import COLUMNS
+
+    lines = [",".join(COLUMNS)]
+    for i in range(recipients):
+        lines.append(
+            f"bench,Bench Partner Ltd,gold,emea,de,security,large,distributor,{CAM_EMAIL},"
+            f"member{i:07d}@bench-partner.example,Member {i},sales,Europe/Berlin,en,{TEAM},{user_id(i)},,"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- the baseline
+
+
+async def baseline_run(api_url: str, view: Any, recipients: int, concurrency: int) -> tuple[float, float]:
+    """conversations.open + chat.postMessage per recipient with a bare aiohttp session: what
+    SlackChannel.deliver puts on the wire for a member without a stored DM channel.
+    Returns (wall seconds, this process's CPU seconds)."""
+    import aiohttp
+
+    from bot.channels.slack_blocks import notice_blocks, notice_fallback_text
+
+    text, blocks = notice_fallback_text(view), notice_blocks(view)
+    # The headers slack_sdk sends: form content type for params-only calls, JSON for json= calls.
+    form_headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-www-form-urlencoded"}
+    json_headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json;charset=utf-8"}
+    open_url, post_url = api_url + "conversations.open", api_url + "chat.postMessage"
+    semaphore = asyncio.Semaphore(concurrency)
+    failures: list[str] = []
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
+                                     timeout=aiohttp.ClientTimeout(total=20)) as session:
+        async def one(i: int) -> None:
+            async with semaphore:
+                async with session.post(open_url, params={"users": user_id(i)}, headers=form_headers) as r:
+                    opened = await r.json()
+                if not opened.get("ok"):
+                    failures.append(str(opened.get("error")))
+                    return
+                body = {"channel": opened["channel"]["id"], "text": text, "blocks": blocks,
+                        "unfurl_links": False, "unfurl_media": False,
+                        "metadata": {"event_type": METADATA_EVENT,
+                                     "event_payload": {"notice_id": view.notice_id, "delivery_id": i}}}
+                async with session.post(post_url, json=body, headers=json_headers) as r:
+                    posted = await r.json()
+                if not posted.get("ok"):
+                    failures.append(str(posted.get("error")))
+
+        started, cpu_started = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(one(i) for i in range(recipients)))
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    if failures:
+        raise RuntimeError(f"baseline: {len(failures)} calls failed, e.g. {failures[:3]}")
+    return elapsed, cpu
+
+
+# --------------------------------------------------------------------------- the run
+
+
+async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
+    from bot.core.commands import SendCommand
+    from bot.core.directory import import_directory
+    from bot.core.notices import create_draft, send_draft
+    from bot.core.staff import add_staff
+    from bot.core.views import notice_view
+    from bot.core.workspaces import add_slack_workspace
+    from bot.service import Herald
+    from config.settings import load_settings
+    from storage import db as storage_db
+    from storage.models import Delivery, DeliveryStatus, Notice, NoticeStatus
+
+    n = args.recipients
+    database = Database(args.database_url, args.keep)
+    await database.create()
+    result: dict[str, Any] = {}
+    problems: list[str] = []
+    herald = None
+    try:
+        settings = load_settings(database_url=database.url, slack_api_url=fake.url,
+                                 slack_signing_secret="bench-signing-secret",
+                                 delivery_concurrency=args.concurrency, delivery_batch_size=args.batch_size,
+                                 outbox_poll_seconds=3600)
+        progress(f"migrating {database.kind} database {_redact(database.url)}")
+        await storage_db.connect(settings.tortoise_db_url)
+        herald = Herald(settings)
+        now = herald.clock.now()
+
+        progress(f"seeding {n} members through import_directory")
+        csv_text = directory_csv(n)
+        started = time.perf_counter()
+        imported = await import_directory(csv_text, now=now, actor="bench")
+        seed_seconds = time.perf_counter() - started
+        del csv_text
+        if imported.rejected or imported.created != n:
+            raise RuntimeError(f"directory import: created {imported.created}, rejected {imported.rejected[:3]}")
+        await add_slack_workspace(TEAM, TOKEN, name="Bench", now=now, actor="bench")
+        cam, _ = await add_staff(CAM_EMAIL, "cam", name="Bench CAM", slack_user=CAM_USER, slack_team=TEAM,
+                                 now=now, actor="bench")
+        progress(f"seeded in {seed_seconds:.2f}s")
+
+        command = SendCommand(
+            importance="must-know", topic="announcements", audience="all",
+            title="Scheduled maintenance of the partner portal",
+            body=("The partner portal will be unavailable on Saturday from 02:00 to 04:00 UTC while we "
+                  "upgrade the ordering backend. Orders placed during the window are queued and processed "
+                  "afterwards. Please acknowledge that you have read this notice."),
+            link="https://partners.example/maintenance",
+        )
+        # The baseline posts a never-sent draft's view: the same payload, a different notice id.
+        baseline_view = notice_view((await create_draft(cam, command, herald.catalog, now=now)).notice,
+                                    herald.catalog)
+
+        baseline_seconds_runs: list[float] = []
+        baseline_cpu_runs: list[float] = []
+
+        async def baseline(label: str) -> None:
+            progress(f"baseline ({label}): {n} x conversations.open + chat.postMessage, "
+                     f"concurrency {args.concurrency}")
+            wall, cpu = await baseline_run(fake.url, baseline_view, n, args.concurrency)
+            baseline_seconds_runs.append(wall)
+            baseline_cpu_runs.append(cpu)
+            progress(f"baseline ({label}): {wall:.2f}s")
+
+        await baseline("before")
+
+        preview = await create_draft(cam, command, herald.catalog, now=herald.clock.now())
+        if preview.recipients != n:
+            problems.append(f"the draft previews {preview.recipients} recipients, expected {n}")
+        counts_before = fake.ask("counts")
+        rss_before_send = peak_rss_mb()
+        progress(f"Herald: send_draft + outbox.drain (concurrency {args.concurrency}, batch {args.batch_size})")
+        started, cpu_started = time.perf_counter(), time.process_time()
+        sent = await send_draft(preview.notice.id, cam, herald.catalog, now=herald.clock.now())
+        send_seconds = time.perf_counter() - started
+        handled = await herald.outbox.drain()
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        counts_after = fake.ask("counts")
+        progress(f"Herald: {seconds:.2f}s (send_draft {send_seconds:.2f}s, drain {seconds - send_seconds:.2f}s)")
+
+        await baseline("after")
+
+        # ---- verification ----
+        progress("verifying")
+        notice_id = preview.notice.id
+        if sent.already or sent.recipients != n:
+            problems.append(f"send_draft: already={sent.already} recipients={sent.recipients}")
+        if handled != n:
+            problems.append(f"outbox.drain handled {handled} rows, expected {n}")
+        by_status: dict[str, int] = {}
+        for status in DeliveryStatus:
+            count = await Delivery.filter(notice_id=notice_id, status=status.value).count()
+            if count:
+                by_status[status.value] = count
+        if by_status != {DeliveryStatus.DELIVERED.value: n}:
+            problems.append(f"delivery rows by status: {by_status}, expected {{'delivered': {n}}}")
+        retried = await Delivery.filter(notice_id=notice_id).exclude(attempts=1).count()
+        if retried:
+            problems.append(f"{retried} delivery rows took other than exactly one attempt")
+        notice = await Notice.get(id=notice_id)
+        if notice.status != NoticeStatus.SENT.value:
+            problems.append(f"notice status is {notice.status!r}, expected 'sent'")
+        delta = {m: counts_after[m] - counts_before[m] for m in counts_after}
+        if delta["chat.postMessage"] != n:
+            problems.append(f"the fake saw {delta['chat.postMessage']} chat.postMessage calls, expected {n}")
+        if delta["conversations.open"] != n:
+            problems.append(f"the fake saw {delta['conversations.open']} conversations.open calls, expected {n}")
+        copies = fake.ask("copies", notice_id)
+        by_count = {int(k): v for k, v in copies["channels_by_copy_count"].items()}
+        if by_count != {1: n}:
+            problems.append(f"DM channels by number of copies of the notice: {by_count}, expected {{1: {n}}}")
+        recorded = set(await Delivery.filter(notice_id=notice_id).values_list("channel_id", "message_id"))
+        held = {tuple(c) for c in copies["copies"]}
+        if recorded != held or len(held) != n:
+            problems.append(f"(channel, ts) recorded in the database ({len(recorded)}) differ from the "
+                            f"messages the fake holds ({len(held)}): {len(recorded ^ held)} mismatches")
+
+        baseline_seconds = sum(baseline_seconds_runs) / len(baseline_seconds_runs)
+        deliveries_per_s = n / seconds
+        baseline_per_s = n / baseline_seconds
+        result = {
+            "recipients": n,
+            "seconds": round(seconds, 3),
+            "deliveries_per_s": round(deliveries_per_s, 1),
+            "baseline_seconds": round(baseline_seconds, 3),
+            "baseline_per_s": round(baseline_per_s, 1),
+            "ratio": round(deliveries_per_s / baseline_per_s, 3),
+            "peak_rss_mb": peak_rss_mb(),
+            "seed_seconds": round(seed_seconds, 3),
+            "concurrency": args.concurrency,
+            "batch_size": args.batch_size,
+            "database": database.kind,
+            "verified": not problems,
+            "latency_ms": args.latency_ms,
+            "send_draft_seconds": round(send_seconds, 3),
+            "drain_seconds": round(seconds - send_seconds, 3),
+            "baseline_runs_seconds": [round(s, 3) for s in baseline_seconds_runs],
+            "baseline_mode": "mean of one run before and one run after the Herald run",
+            "rss_mb_before_send": rss_before_send,
+            "herald_cpu_seconds": round(cpu_seconds, 3),
+            "baseline_cpu_seconds": round(sum(baseline_cpu_runs) / len(baseline_cpu_runs), 3),
+            "fake_calls_during_herald_run": delta,
+            "notes": ("the fake Slack API runs in a child process (multiprocessing spawn), so peak_rss_mb is "
+                      "this process only: Herald plus the seeding and the baseline client; rss_mb_before_send "
+                      "is the peak before send_draft; seconds = send_draft + outbox.drain; *_cpu_seconds are this "
+                      "process's CPU time (all threads, aiosqlite's included) over the same interval"),
+        }
+        if problems:
+            result["problems"] = problems
+        return result
+    finally:
+        if herald is not None:
+            await herald.close()
+        await storage_db.close()
+        await database.drop()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipients", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=16, help="delivery_concurrency (and the baseline's)")
+    parser.add_argument("--batch-size", type=int, default=200,
+                        help="delivery_batch_size (default 200, as in production)")
+    parser.add_argument("--database-url", default=None,
+                        help="sqlite://PATH (must not exist) or postgres://... (a fresh database is created "
+                             "beside it); default: a temporary SQLite file")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="make the fake answer conversations.open and chat.postMessage after this many ms "
+                             "(simulates Slack's round trip; default 0 = as fast as the fake can)")
+    args = parser.parse_args(argv)
+    if args.recipients < 1:
+        parser.error("--recipients must be at least 1")
+    if args.concurrency < 1 or args.batch_size < 1 or args.latency_ms < 0:
+        parser.error("--concurrency and --batch-size must be at least 1, --latency-ms at least 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.chdir(ROOT)  # config/.env lookups behave as in the service
+    progress(f"starting the fake Slack API (child process) with {args.recipients} users")
+    fake = FakeHandle(args.recipients)
+    try:
+        if args.latency_ms:
+            fake.ask("latency", args.latency_ms / 1000)
+        result = asyncio.run(run(args, fake))
+    finally:
+        fake.stop()
+    result["fake_peak_rss_mb"] = peak_rss_mb(resource.RUSAGE_CHILDREN)
+    print(json.dumps(result))
+    if not result.get("verified"):
+        progress("VERIFICATION FAILED: " + "; ".join(result.get("problems", [])))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
