@@ -1,0 +1,441 @@
+"""Outbound Teams: open 1:1 conversations, post notice cards, update them in place, over the
+Bot Connector REST API (`{serviceUrl}/v3/conversations/...`).
+
+Why a small client of our own rather than the Agents SDK: the adapter's proactive paths
+(`continue_conversation`, `create_conversation`) ask MSAL for a token even in anonymous mode, and
+its `ConnectorClient` is bound to one service URL *and one bearer token* for its life (it writes
+`Authorization` into the session's default headers), so it would need a client per region per
+token lifetime; its failures arrive as a bare `ClientResponseError` (for `create_conversation`
+without the connector's error code) after being logged at ERROR level, while we need the code and
+`Retry-After` to classify them as `SlackChannel` does. Four REST calls with aiohttp are simpler.
+
+Auth: with a `token_provider` (e.g. `MsalTokenProvider` for an app id + password) every call
+carries `Authorization: Bearer <token>`; without one (local/anonymous mode, the fake connector)
+no `Authorization` header is sent at all.
+
+SSRF: `serviceUrl` arrives in inbound activities and is stored per member. With
+`allowed_service_hosts` set, Herald only calls https URLs whose host is one of those domains
+(or below one), never follows redirects, and so never hands its token to anyone else. Pass
+`DEFAULT_ALLOWED_SERVICE_HOSTS` in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from bot.channels.base import DirectMessage, MessageRef, Outcome, Recipient
+from bot.channels.teams_cards import direct_message_activity, notice_activity
+from bot.core.views import NoticeView
+from storage.models import Platform, PlatformAccount
+
+log = logging.getLogger(__name__)
+
+TokenProvider = Callable[[], Awaitable[str | None]]
+ServiceUrlLookup = Callable[[str], Awaitable[str | None]]
+
+# The hosts Teams and the Bot Framework use for serviceUrl (public cloud, GCC High/DoD). Not the
+# whole of trafficmanager.net: any Azure customer can name a profile <anything>.trafficmanager.net.
+DEFAULT_ALLOWED_SERVICE_HOSTS = ("botframework.com", "smba.trafficmanager.net", "teams.microsoft.com",
+                                 "teams.microsoft.us", "botframework.azure.us")
+BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
+NO_CONVERSATION = "no Teams conversation yet: the member must install Herald in Teams or message it once"
+REMOVED = "the member removed Herald in Teams or blocked it"
+_RETRYABLE = {412, 429, 502, 503, 504}
+_MEMO_SIZE = 50_000
+
+
+class TeamsError(Exception):
+    """Base of the errors this module raises (update() lets them reach the engine)."""
+
+
+class TeamsAuthError(TeamsError):
+    """No bearer token could be obtained for the Bot Connector."""
+
+
+class UntrustedServiceUrl(TeamsError):
+    """A serviceUrl outside the allow-list (or not https)."""
+
+
+class TeamsApiError(TeamsError):
+    """The Bot Connector answered with an error status."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"Bot Connector HTTP {status} {code}: {message}".strip())
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
+# ---- tokens -------------------------------------------------------------------------------
+
+class MsalTokenProvider:
+    """App-only tokens for the Bot Connector from Entra ID (client credentials), cached until
+    shortly before they expire. MSAL is synchronous, so it runs in a worker thread.
+
+    `tenant_id` is the bot's home tenant for a single-tenant app registration; without it the
+    multi-tenant authority `botframework.com` is used.
+    """
+
+    def __init__(self, app_id: str, password: str, tenant_id: str | None = None, *,
+                 authority_host: str = "https://login.microsoftonline.com", refresh_margin: float = 300.0) -> None:
+        self.app_id = app_id
+        self._password = password
+        self.authority = f"{authority_host.rstrip('/')}/{tenant_id or 'botframework.com'}"
+        self.refresh_margin = refresh_margin
+        self._app: Any = None
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"MsalTokenProvider(app_id={self.app_id!r}, authority={self.authority!r})"
+
+    async def __call__(self) -> str:
+        if self._token and time.monotonic() < self._expires_at:
+            return self._token
+        async with self._lock:
+            if self._token and time.monotonic() < self._expires_at:
+                return self._token
+            result = await asyncio.to_thread(self._acquire)
+            if not isinstance(result, dict):
+                result = {"error": "no_answer"}
+            token = result.get("access_token")
+            if not token:
+                error = result.get("error") or "unknown_error"
+                # the first line of MSAL's description ("AADSTS7000215: Invalid client secret ...")
+                detail = (str(result.get("error_description") or "").splitlines() or [""])[0][:200]
+                raise TeamsAuthError(f"Entra ID refused Herald's Teams credentials ({error}) {detail}".strip())
+            lifetime = float(result.get("expires_in") or 3600)
+            self._token = token
+            self._expires_at = time.monotonic() + max(lifetime - self.refresh_margin, 60.0)
+            return token
+
+    def _acquire(self) -> dict[str, Any]:
+        import msal  # ships with microsoft-agents-authentication-msal; only needed with credentials
+
+        if self._app is None:
+            self._app = msal.ConfidentialClientApplication(
+                self.app_id, client_credential=self._password, authority=self.authority)
+        return self._app.acquire_token_for_client(scopes=[BOT_FRAMEWORK_SCOPE])
+
+    def invalidate(self) -> None:
+        """Forget the cached token (after a 401); a new MSAL app also drops MSAL's own cache."""
+        self._token, self._expires_at, self._app = None, 0.0, None
+
+
+# ---- the channel --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: Any
+    retry_after: float | None
+
+
+class TeamsChannel:
+    """The Channel protocol over the Bot Connector.
+
+    Duplicate sends: the connector cannot list a conversation's messages, so after a crash
+    (`maybe_sent`) there is no way to ask Teams whether the earlier attempt landed. The channel
+    remembers, in memory, the message of every delivery it sent successfully and answers a
+    `maybe_sent` retry from that memory, which covers a failed database write after a send in
+    the same process; a send interrupted by a process crash, or a request that timed out after
+    the connector had accepted it, can still show up twice in Teams. Each activity carries its
+    `delivery_id` in `channelData.herald` so such duplicates can be traced.
+    """
+
+    platform = Platform.TEAMS.value
+
+    def __init__(self, app_id: str | None = None, token_provider: TokenProvider | None = None, *,
+                 allowed_service_hosts: list[str] | tuple[str, ...] | None = None, bot_id: str | None = None,
+                 service_url_for: ServiceUrlLookup | None = None, default_service_url: str | None = None,
+                 timeout: float = 20.0, max_connections: int = 256) -> None:
+        self.app_id = app_id
+        self.token_provider = token_provider
+        self.allowed_service_hosts = (
+            tuple(h.strip().lower().lstrip("*.").rstrip(".") for h in allowed_service_hosts if h.strip())
+            if allowed_service_hosts is not None else None)
+        self.bot_id = bot_id or (f"28:{app_id}" if app_id else "herald-bot")
+        self.service_url_for = service_url_for or service_url_from_storage
+        self.default_service_url = default_service_url
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._service_urls: OrderedDict[str, str] = OrderedDict()  # conversation id -> serviceUrl
+        self._sent: OrderedDict[int, MessageRef] = OrderedDict()  # delivery id -> message
+        if token_provider is not None and self.allowed_service_hosts is None:
+            log.warning("Teams credentials are configured without allowed_service_hosts: Herald will send "
+                        "its Bot Connector token to any serviceUrl it is given")
+
+    # ---- Channel protocol -------------------------------------------------------------
+
+    async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
+                      maybe_sent: bool) -> Outcome:
+        if maybe_sent and delivery_id in self._sent:
+            ref = self._sent[delivery_id]
+            return Outcome.delivered(ref, dm_channel="" if recipient.dm_channel else ref.channel_id)
+        reply_to = None
+        if view.original_ref and view.original_ref[0] == recipient.dm_channel and view.original_ref[1]:
+            reply_to = view.original_ref[1]  # a reminder answers the original message
+        return await self._send(recipient, notice_activity(view, delivery_id=delivery_id),
+                                delivery_id=delivery_id, reply_to=reply_to)
+
+    async def send_message(self, recipient: Recipient, message: DirectMessage) -> Outcome:
+        return await self._send(recipient, direct_message_activity(message))
+
+    async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
+        """PUT the re-rendered card over the delivered one. Raises on any failure so the
+        engine keeps the update pending and tries again later."""
+        service_url = self._service_urls.get(ref.channel_id) or await self.service_url_for(ref.channel_id)
+        if not service_url:
+            raise TeamsError(f"no Teams service URL is known for conversation {ref.channel_id}")
+        self._check_service_url(service_url)
+        activity = notice_activity(view)
+        activity.get("channelData", {}).pop("notification", None)  # an edit must not alert again
+        activity["id"] = ref.message_id
+        answer = await self._call("PUT", _activity_url(service_url, ref.channel_id, ref.message_id), activity)
+        if not 200 <= answer.status < 300:
+            raise _api_error(answer)
+        self._remember_url(ref.channel_id, service_url)
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    # ---- sending ----------------------------------------------------------------------
+
+    async def _send(self, recipient: Recipient, activity: dict[str, Any], *, delivery_id: int | None = None,
+                    reply_to: str | None = None) -> Outcome:
+        service_url = recipient.service_url or self.default_service_url
+        if not service_url:
+            return Outcome.failed(NO_CONVERSATION)
+        try:
+            self._check_service_url(service_url)
+        except UntrustedServiceUrl as exc:
+            return Outcome.failed(str(exc))
+        opened = ""
+        try:
+            conversation = recipient.dm_channel
+            if not conversation:
+                if not (recipient.user_id and recipient.workspace_id):
+                    return Outcome.failed(NO_CONVERSATION)
+                conversation = opened = await self._create_conversation(service_url, recipient)
+            self._remember_url(conversation, service_url)
+            activity_id = await self._post(service_url, conversation, activity, reply_to)
+            ref = MessageRef(conversation, activity_id)
+            if delivery_id is not None:
+                _remember(self._sent, delivery_id, ref)
+            return Outcome.delivered(ref, dm_channel=opened)
+        except TeamsApiError as exc:
+            return _classify(exc, recipient, opened)
+        except TeamsAuthError as exc:
+            return Outcome.retry(f"could not get a Bot Connector token: {exc}", dm_channel=opened)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return Outcome.retry(f"network error talking to Teams ({type(exc).__name__})", dm_channel=opened)
+
+    async def _create_conversation(self, service_url: str, recipient: Recipient) -> str:
+        body = {
+            "bot": {"id": self.bot_id},
+            "members": [{"id": recipient.user_id}],
+            "isGroup": False,
+            "tenantId": recipient.workspace_id,
+            "channelData": {"tenant": {"id": recipient.workspace_id}},
+        }
+        answer = await self._call("POST", _base(service_url) + "v3/conversations", body)
+        if not 200 <= answer.status < 300:
+            raise _api_error(answer)
+        conversation = answer.body.get("id") if isinstance(answer.body, dict) else None
+        if not conversation:
+            raise TeamsApiError(502, "BadResponse", "the connector created a conversation but sent no id")
+        return str(conversation)
+
+    async def _post(self, service_url: str, conversation: str, activity: dict[str, Any], reply_to: str | None) -> str:
+        if reply_to:
+            answer = await self._call("POST", _activity_url(service_url, conversation, reply_to), activity)
+            error = _api_error(answer) if not 200 <= answer.status < 300 else None
+            if error is not None and not (error.status == 404 and error.code != "ConversationNotFound"):
+                raise error
+            if error is None:
+                return _activity_id(answer)
+            # the original message is gone: send the reminder as a new message instead
+        answer = await self._call("POST", _activity_url(service_url, conversation), activity)
+        if not 200 <= answer.status < 300:
+            raise _api_error(answer)
+        return _activity_id(answer)
+
+    # ---- HTTP -------------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+                headers={"Accept": "application/json"},
+            )
+        return self._session
+
+    async def _token(self) -> str | None:
+        if self.token_provider is None:
+            return None
+        try:
+            return await self.token_provider()
+        except TeamsAuthError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - MSAL network/config failures: retry later
+            raise TeamsAuthError(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+    async def _call(self, method: str, url: str, body: dict[str, Any]) -> _Answer:
+        answer = await self._call_once(method, url, body)
+        invalidate = getattr(self.token_provider, "invalidate", None)
+        if answer.status == 401 and callable(invalidate):
+            invalidate()  # a token revoked or rotated early: one more try with a fresh one
+            answer = await self._call_once(method, url, body)
+        return answer
+
+    async def _call_once(self, method: str, url: str, body: dict[str, Any]) -> _Answer:
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        token = await self._token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        async with self._http().request(method, url, data=data, headers=headers, allow_redirects=False) as resp:
+            raw = await resp.read()
+            try:
+                parsed = json.loads(raw) if raw else None
+            except ValueError:
+                parsed = raw[:300].decode("utf-8", "replace")
+            return _Answer(resp.status, parsed, _retry_after(resp.headers.get("Retry-After")))
+
+    # ---- guards and memory -------------------------------------------------------------
+
+    def _check_service_url(self, service_url: str) -> None:
+        if self.allowed_service_hosts is None:
+            return
+        reason = _untrusted(service_url, self.allowed_service_hosts)
+        if reason:
+            raise UntrustedServiceUrl(f"refusing to send to untrusted service URL {service_url[:200]!r}: {reason}")
+
+    def _remember_url(self, conversation: str, service_url: str) -> None:
+        _remember(self._service_urls, conversation, service_url)
+
+
+async def service_url_from_storage(conversation_id: str) -> str | None:
+    """The serviceUrl stored with the member whose 1:1 conversation this is."""
+    account = await PlatformAccount.filter(platform=Platform.TEAMS.value, dm_channel=conversation_id) \
+        .exclude(service_url="").first()
+    return account.service_url if account is not None else None
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+def _untrusted(service_url: str, allowed: tuple[str, ...]) -> str:
+    try:
+        parts = urlsplit(service_url)
+        host = (parts.hostname or "").rstrip(".").lower()
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme.lower() != "https":
+        return "not https"
+    if parts.username is not None or parts.password is not None:
+        return "credentials in the URL"
+    if not host:
+        return "no host"
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return "an IP address, not a Microsoft host"
+    except ValueError:
+        pass
+    if any(host == domain or host.endswith("." + domain) for domain in allowed):
+        return ""
+    return "host not in the allowed list"
+
+
+def _base(service_url: str) -> str:
+    return service_url if service_url.endswith("/") else service_url + "/"
+
+
+def _activity_url(service_url: str, conversation: str, activity_id: str | None = None) -> str:
+    url = f"{_base(service_url)}v3/conversations/{quote(conversation, safe=':@;=')}/activities"
+    return f"{url}/{quote(activity_id, safe=':@;=')}" if activity_id else url
+
+
+def _activity_id(answer: _Answer) -> str:
+    activity_id = answer.body.get("id") if isinstance(answer.body, dict) else None
+    if not activity_id:
+        # delivered, but Teams gave no id to update it by later
+        log.warning("Bot Connector accepted an activity without returning its id")
+    return str(activity_id or "")
+
+
+def _api_error(answer: _Answer) -> TeamsApiError:
+    code, message = "", ""
+    if isinstance(answer.body, dict):
+        error = answer.body.get("error")
+        if isinstance(error, dict):
+            code, message = str(error.get("code") or ""), str(error.get("message") or "")
+        elif answer.body.get("message"):
+            message = str(answer.body["message"])
+    elif isinstance(answer.body, str):
+        message = answer.body
+    if 300 <= answer.status < 400:
+        code = code or "Redirect"
+        message = "the connector answered with a redirect, which Herald does not follow"
+    return TeamsApiError(answer.status, code, message[:200], answer.retry_after)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max((moment - datetime.now(timezone.utc)).total_seconds(), 0.0)
+
+
+def _remember(memo: OrderedDict, key: Any, value: Any) -> None:
+    memo[key] = value
+    memo.move_to_end(key)
+    while len(memo) > _MEMO_SIZE:
+        memo.popitem(last=False)
+
+
+def _classify(exc: TeamsApiError, recipient: Recipient, opened: str) -> Outcome:
+    status, code = exc.status, exc.code
+    if status in _RETRYABLE or status >= 500:
+        label = "Teams rate limit" if status == 429 else f"Teams answered HTTP {status} {code}".strip()
+        return Outcome.retry(label, retry_after=exc.retry_after, throttled=status == 429, dm_channel=opened)
+    if status == 401:
+        return Outcome.failed("the Bot Connector rejected Herald's credentials (check the Teams app id and "
+                              "password)", dm_channel=opened)
+    if status == 403:
+        if code == "BotDisabledByAdmin":
+            reason = f"a Teams admin disabled Herald in tenant {recipient.workspace_id}"
+        else:
+            reason = REMOVED
+        return Outcome.failed(reason, dm_channel=opened)
+    if status == 404:
+        return Outcome.failed("the Teams conversation no longer exists", dm_channel=opened)
+    if status == 413:
+        return Outcome.failed("the message is too large for Teams", dm_channel=opened)
+    detail = f"{code}: {exc.message}" if code and exc.message else (code or exc.message or f"HTTP {status}")
+    return Outcome.failed(f"Teams refused the message ({detail})", dm_channel=opened)

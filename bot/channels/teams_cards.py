@@ -1,0 +1,224 @@
+"""Adaptive Card (schema 1.5) rendering for Teams, the counterpart of `slack_blocks`.
+
+Every card is built as plain dicts, never from string templates, so user text can only ever be
+the value of a `text` field. TextBlocks interpret a Markdown subset (bold, italic, lists, links),
+so every piece of user text also goes through `escape` first: a title such as
+`[click](http://evil)` is shown literally instead of becoming a disguised link.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from bot.channels.base import DirectMessage
+from bot.core.views import NoticeView, format_time
+from bot.topics.importance import Importance
+
+ACK_VERB = "herald.ack"
+CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+SCHEMA_URL = "http://adaptivecards.io/schemas/adaptive-card.json"
+CARD_VERSION = "1.5"
+# Teams refuses bot messages over ~100 KB with 413 MessageSizeTooBig, and it measures the whole
+# activity encoded as UTF-16 (earlier tenants saw 40 KB). Keep well under it, counted the same way.
+MAX_ACTIVITY_BYTES = 80_000
+
+_COLOR = {Importance.MUST: "Attention", Importance.NEED: "Warning", Importance.NICE: "Accent"}
+_BUTTON_STYLE = {"primary": "positive", "danger": "destructive"}
+_ELLIPSIS = "…"
+_MAX_LINE = 4_000
+_MAX_TITLE = 1_000
+
+Card = dict[str, Any]
+
+# Markdown control characters Adaptive Card hosts act on anywhere in a line, the backslash
+# included; one regex pass, so the backslashes it adds are not escaped again.
+_INLINE = re.compile(r"([\\\[\]()*_~`#<>])")
+# Block syntax that only counts at the start of a line: bullets, rules and setext underlines,
+# numbered lists.
+_LIST_BULLET = re.compile(r"^(\s*)([-+=])", re.MULTILINE)
+_NUMBERED = re.compile(r"^(\s*\d+)([.)])(?=\s|$)", re.MULTILINE)
+
+
+def escape(text: str) -> str:
+    """Backslash-escape Markdown so user text renders literally in a TextBlock.
+
+    Teams (desktop, web and current mobile clients) honour CommonMark-style backslash escapes.
+    Line breaks are doubled because a TextBlock, being Markdown, joins single newlines.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _INLINE.sub(r"\\\1", text)
+    text = _LIST_BULLET.sub(r"\1\\\2", text)
+    text = _NUMBERED.sub(r"\1\\\2", text)
+    return text.replace("\n", "\n\n")
+
+
+def _text(text: str, **style: Any) -> dict[str, Any]:
+    """A wrapping TextBlock; `text` must already be escaped (or be our own fixed wording)."""
+    return {"type": "TextBlock", "text": text, "wrap": True, **style}
+
+
+def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]], fallback: str) -> Card:
+    card: Card = {"type": "AdaptiveCard", "$schema": SCHEMA_URL, "version": CARD_VERSION,
+                  "fallbackText": fallback, "msteams": {"width": "Full"}, "body": body}
+    if actions:
+        card["actions"] = actions
+    return card
+
+
+def _safe_url(link: str) -> str | None:
+    """Only http(s) links become buttons; anything else (javascript:, data:, ...) is dropped."""
+    try:
+        parts = urlsplit(link.strip())
+    except ValueError:
+        return None
+    if parts.scheme.lower() in ("http", "https") and parts.netloc:
+        return link.strip()
+    return None
+
+
+# ---- notices ------------------------------------------------------------------------------
+
+def notice_summary(view: NoticeView) -> str:
+    """Plain text for notifications and clients that cannot draw the card (never Markdown)."""
+    if view.retracted_reason is not None:
+        return f"Retracted: {view.retracted_reason}"[:500]
+    prefix = "Reminder: please acknowledge" if view.reminder_number else view.policy.label
+    return f"[{prefix}] {view.title}"[:500]
+
+
+def _heading(view: NoticeView) -> str:
+    title = escape(view.title[:_MAX_TITLE])
+    if view.reminder_number:
+        return f"Reminder: {title}"
+    return f"{view.policy.badge}: {title}" if view.policy.critical else title
+
+
+def _badge_line(view: NoticeView) -> str:
+    parts = [f"**{view.policy.label}**", escape(view.topic_title), f"Notice #{view.notice_id}"]
+    if view.revision > 1:
+        parts.append(f"edited (revision {view.revision})")
+    return "  ·  ".join(parts)
+
+
+def _retracted_card(view: NoticeView) -> Card:
+    body = [
+        {"type": "Container", "style": "warning", "items": [
+            _text(f"Retracted: {escape(view.retracted_reason or '')}", size="Large", weight="Bolder")]},
+        _text(f"Notice #{view.notice_id} ({escape(view.title)}) was withdrawn by the sender. "
+              "Please disregard it.", isSubtle=True),
+    ]
+    return _card(body, [], notice_summary(view))
+
+
+def _notice_card(view: NoticeView, body_text: str) -> Card:
+    if view.retracted_reason is not None:
+        return _retracted_card(view)
+    color = _COLOR[view.policy.level]
+    header_items = [
+        _text(_badge_line(view), color=color, size="Small", spacing="None"),
+        _text(_heading(view), size="Large", weight="Bolder", color=color if view.policy.critical else "Default"),
+    ]
+    header: dict[str, Any] = {"type": "Container", "items": header_items, "bleed": True}
+    if view.policy.critical:
+        header["style"] = "attention"
+    body: list[dict[str, Any]] = [header]
+    if view.deadline:
+        body.append(_text(f"Acknowledge by **{format_time(view.deadline)}**", color=color, spacing="Small"))
+    if view.reminder_number:
+        sent = f" sent {format_time(view.sent_at)}" if view.sent_at else ""
+        body.append(_text(f"You have not acknowledged notice #{view.notice_id}{sent} yet "
+                          f"(reminder {view.reminder_number}).", weight="Bolder"))
+    body.append(_text(escape(body_text), spacing="Medium"))
+    actions: list[dict[str, Any]] = []
+    url = _safe_url(view.link) if view.link else None
+    if url:
+        actions.append({"type": "Action.OpenUrl", "title": "Open the details", "url": url})
+    elif view.link:
+        body.append(_text(f"Link: {escape(view.link)}", isSubtle=True))
+    if view.acknowledged:
+        body.append({"type": "Container", "style": "good", "items": [_text(
+            f"✅ Acknowledged by **{escape(view.acknowledged.by)}** at {format_time(view.acknowledged.at)}",
+            color="Good")]})
+    elif view.shows_ack_button:
+        actions.insert(0, {"type": "Action.Execute", "title": "Acknowledge", "verb": ACK_VERB,
+                           "data": {"notice_id": view.notice_id}, "style": "positive"})
+    return _card(body, actions, notice_summary(view))
+
+
+def notice_card(view: NoticeView) -> Card:
+    """The notice as an Adaptive Card; the body is shortened if the card would be too large."""
+    return _fit(lambda body: _notice_card(view, body), view.body)
+
+
+def notice_activity(view: NoticeView, *, delivery_id: int | None = None) -> dict[str, Any]:
+    """A Bot Connector message activity carrying the notice card.
+
+    `summary` is the plain-text fallback Teams shows in notifications and the chat list; a
+    `text` would be drawn above the card as a second copy of the title, so it is left out.
+    `channelData.herald` tags the message with its delivery for logs and support; the connector
+    has no read-back API, so it cannot be used to find an earlier send (see TeamsChannel).
+    """
+    channel_data: dict[str, Any] = {"herald": {"notice_id": view.notice_id}}
+    if delivery_id is not None:
+        channel_data["herald"]["delivery_id"] = delivery_id
+    if view.policy.critical and view.retracted_reason is None and view.acknowledged is None:
+        channel_data["notification"] = {"alert": True}  # also raise it in the activity feed
+    return _activity(notice_card(view), notice_summary(view), channel_data)
+
+
+def _activity(card: Card, summary: str, channel_data: dict[str, Any] | None = None) -> dict[str, Any]:
+    activity: dict[str, Any] = {"type": "message", "summary": summary,
+                                "attachments": [{"contentType": CARD_CONTENT_TYPE, "content": card}]}
+    if channel_data:
+        activity["channelData"] = channel_data
+    return activity
+
+
+# ---- direct messages ----------------------------------------------------------------------
+
+def _direct_card(message: DirectMessage, lines: list[str]) -> Card:
+    body = [_text(escape(message.title[:_MAX_TITLE]), size="Medium", weight="Bolder")]
+    body += [_text(escape(line), spacing="Small") for line in lines]
+    actions = [{"type": "Action.Execute", "title": b.label, "verb": b.action_id, "data": {"value": b.value},
+                **({"style": _BUTTON_STYLE[b.style]} if b.style in _BUTTON_STYLE else {})}
+               for b in message.buttons]
+    return _card(body, actions, message.title[:500])
+
+
+def direct_message_card(message: DirectMessage) -> Card:
+    """A plain message (escalations, hand-offs) with Action.Execute buttons (verb = action id).
+
+    A list too long for one card keeps its first lines and says how many were left out.
+    """
+    lines = [line[:_MAX_LINE] for line in message.lines]
+    card = _direct_card(message, lines)
+    kept = len(lines)
+    while kept and _size(card) > MAX_ACTIVITY_BYTES:
+        kept //= 2
+        card = _direct_card(message, [*lines[:kept], f"{_ELLIPSIS} and {len(lines) - kept} more lines"])
+    return card
+
+
+def direct_message_activity(message: DirectMessage) -> dict[str, Any]:
+    return _activity(direct_message_card(message), message.title[:500])
+
+
+# ---- size ---------------------------------------------------------------------------------
+
+def _size(card: Card) -> int:
+    """Bytes as Teams counts them: the JSON encoded as UTF-16, plus room for the activity wrapper."""
+    return len(json.dumps(card, ensure_ascii=False).encode("utf-16-le")) + 2_000
+
+
+def _fit(render: Callable[[str], Card], text: str) -> Card:
+    card, shown = render(text), text
+    while shown and _size(card) > MAX_ACTIVITY_BYTES:
+        # a raw character costs at least 2 UTF-16 bytes, so dropping excess/2 of them is enough
+        excess = _size(card) - MAX_ACTIVITY_BYTES
+        shown = shown[: max(len(shown) - excess // 2 - 64, 0)].rstrip()
+        card = render(shown + _ELLIPSIS)
+    return card

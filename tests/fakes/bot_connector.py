@@ -1,0 +1,394 @@
+"""A fake Bot Connector service (the Teams side of the Bot Framework): a real aiohttp HTTP
+server on 127.0.0.1.
+
+Put ``fake.url`` where a real activity carries its ``serviceUrl``
+(``https://smba.trafficmanager.net/emea/`` in production). It mirrors the REST calls Herald makes:
+
+* ``POST /v3/conversations`` -- create (or find) the 1:1 conversation between the bot and one
+  member; answers ``{"id": "a:conv-<user>"}`` (deterministic per user, like Teams, which answers
+  the same id for the same bot and user).
+* ``POST /v3/conversations/{id}/activities`` -- send; answers ``{"id": "<activity id>"}``.
+* ``POST /v3/conversations/{id}/activities/{activityId}`` -- reply (stored with ``replyToId``).
+* ``PUT /v3/conversations/{id}/activities/{activityId}`` -- update in place.
+* ``DELETE /v3/conversations/{id}/activities/{activityId}`` -- delete.
+
+Errors look like the real connector's: ``{"error": {"code": "...", "message": "..."}}`` with the
+HTTP status (404 ``ConversationNotFound``, 403 ``BotNotInConversationRoster``, 413
+``MessageSizeTooBig``, 429 with ``Retry-After`` ...). Every request, failed ones included, is
+recorded in ``fake.calls`` with its ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["BotConnectorCall", "FakeBotConnector", "ROUTES"]
+
+ROUTES = ("create_conversation", "send_activity", "reply_activity", "update_activity", "delete_activity")
+# Teams refuses bot messages over ~100 KB, counting the payload encoded as UTF-16.
+MAX_MESSAGE_BYTES = 100 * 1024
+
+_DEFAULT_CODES = {
+    400: "BadArgument", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+    412: "PreconditionFailed", 413: "MessageSizeTooBig", 429: "TooManyRequests", 500: "InternalServerError",
+    502: "BadGateway", 503: "ServiceUnavailable", 504: "GatewayTimeout",
+}
+
+
+@dataclass(slots=True)
+class BotConnectorCall:
+    """One request the fake received."""
+
+    route: str
+    """One of :data:`ROUTES` (or ``"unknown"``)."""
+    method: str
+    path: str
+    conversation_id: str | None
+    activity_id: str | None
+    body: Any
+    authorization: str | None
+    """The ``Authorization`` header as sent (``None`` when absent)."""
+    status: int = 200
+    error_code: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def bearer(self) -> str | None:
+        if self.authorization and self.authorization[:7].lower() == "bearer ":
+            return self.authorization[7:].strip()
+        return None
+
+
+@dataclass(slots=True)
+class _Fault:
+    status: int
+    code: str | None
+    message: str | None
+    retry_after: float | int | None
+    remaining: int
+
+
+@dataclass(slots=True)
+class _Conversation:
+    id: str
+    tenant_id: str
+    user_id: str
+    bot_id: str
+    activities: list[dict[str, Any]] = field(default_factory=list)
+    by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class _ConnectorError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+class FakeBotConnector:
+    """A fake Bot Connector served over real HTTP on 127.0.0.1 (random free port).
+
+    Usage::
+
+        async with FakeBotConnector() as fake:
+            recipient = Recipient(workspace_id="tenant-1", user_id="aad-1", service_url=fake.url)
+            ...
+            card = fake.activities(fake.conversation_id("aad-1"))[0]["attachments"][0]["content"]
+    """
+
+    def __init__(self, *, record_calls: bool = True) -> None:
+        self.record_calls = record_calls
+        self.calls: list[BotConnectorCall] = []
+        self._conversations: dict[str, _Conversation] = {}
+        self._faults: dict[str, deque[_Fault]] = {}
+        self._delays: dict[str, float] = {}
+        self._blocked: set[str] = set()
+        self._expected_token: str | None = None
+        self._activity_counter = 0
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/v3/conversations", self._handle_create)
+        app.router.add_post("/v3/conversations/{conversation}/activities", self._handle_send)
+        app.router.add_post("/v3/conversations/{conversation}/activities/{activity}", self._handle_reply)
+        app.router.add_put("/v3/conversations/{conversation}/activities/{activity}", self._handle_update)
+        app.router.add_delete("/v3/conversations/{conversation}/activities/{activity}", self._handle_delete)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> FakeBotConnector:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("FakeBotConnector is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The service URL to put in activities and PlatformAccount.service_url (ends with ``/``)."""
+        return f"http://127.0.0.1:{self.port}/"
+
+    # ------------------------------------------------------------------ set-up
+
+    def expect_token(self, token: str | None) -> None:
+        """Require ``Authorization: Bearer <token>``; other requests get 401 like the real
+        connector. ``None`` (the default) accepts anything, as a local emulator does."""
+        self._expected_token = token
+
+    def open_conversation(self, user_id: str, tenant_id: str = "tenant-1", bot_id: str = "herald-bot") -> str:
+        """Create the 1:1 conversation directly (as if the member had installed the bot)."""
+        conversation_id = self.conversation_id(user_id)
+        if conversation_id not in self._conversations:
+            self._conversations[conversation_id] = _Conversation(conversation_id, tenant_id, user_id, bot_id)
+        return conversation_id
+
+    def remove_conversation(self, conversation_id: str) -> None:
+        """Later calls on this conversation answer 404 ConversationNotFound."""
+        self._conversations.pop(conversation_id, None)
+
+    def block(self, user_id: str) -> None:
+        """The member uninstalled or blocked the bot: calls for them answer 403
+        BotNotInConversationRoster."""
+        self._blocked.add(user_id)
+
+    @staticmethod
+    def conversation_id(user_id: str) -> str:
+        """The conversation id ``POST /v3/conversations`` answers for ``user_id``."""
+        return f"a:conv-{user_id}"
+
+    # ------------------------------------------------------------------ faults
+
+    def fail_next(self, route: str, status: int = 429, *, retry_after: float | int | None = None,
+                  times: int = 1, code: str | None = None, message: str | None = None) -> None:
+        """Make the next ``times`` calls of ``route`` (one of :data:`ROUTES`) fail with ``status``
+        and the connector's error JSON; a 429 carries ``Retry-After`` when ``retry_after`` is given.
+        Faults queue up in order."""
+        if route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}; use one of {ROUTES}")
+        if status < 400:
+            raise ValueError("fail_next needs an error status (4xx/5xx)")
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        self._faults.setdefault(route, deque()).append(_Fault(status, code, message, retry_after, times))
+
+    def delay(self, route: str, seconds: float) -> None:
+        """Answer every later ``route`` call after ``seconds`` (0 removes the delay)."""
+        if seconds and seconds > 0:
+            self._delays[route] = seconds
+        else:
+            self._delays.pop(route, None)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+        self._delays.clear()
+
+    # ------------------------------------------------------------------ inspection
+
+    def calls_to(self, route: str) -> list[BotConnectorCall]:
+        return [c for c in self.calls if c.route == route]
+
+    def clear_calls(self) -> None:
+        self.calls.clear()
+
+    def conversations(self) -> list[str]:
+        return list(self._conversations)
+
+    def activities(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Current activities in the conversation, oldest first (the stored dicts; don't mutate)."""
+        conv = self._conversations.get(conversation_id)
+        return list(conv.activities) if conv is not None else []
+
+    def activity(self, conversation_id: str, activity_id: str) -> dict[str, Any] | None:
+        conv = self._conversations.get(conversation_id)
+        return conv.by_id.get(activity_id) if conv is not None else None
+
+    @staticmethod
+    def card_of(activity: dict[str, Any]) -> dict[str, Any] | None:
+        """The Adaptive Card content of an activity, if it carries one."""
+        for attachment in activity.get("attachments") or []:
+            if attachment.get("contentType") == "application/vnd.microsoft.card.adaptive":
+                return attachment.get("content")
+        return None
+
+    # ------------------------------------------------------------------ HTTP plumbing
+
+    async def _handle(self, request: web.Request, route: str, handler: Any) -> web.Response:
+        conversation_id = request.match_info.get("conversation")
+        activity_id = request.match_info.get("activity")
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        call = BotConnectorCall(route, request.method, request.path, conversation_id, activity_id, body,
+                                request.headers.get("Authorization"))
+        if self.record_calls:
+            self.calls.append(call)
+        if self._delays.get(route):
+            await asyncio.sleep(self._delays[route])
+        try:
+            self._check_auth(call)
+            fault = self._take_fault(route)
+            if fault is not None:
+                return self._fault_response(call, fault)
+            if not isinstance(body, dict) and request.method != "DELETE":
+                raise _ConnectorError(400, "BadSyntax", "The request body is not a JSON object.")
+            if len(raw.decode("utf-8", "replace").encode("utf-16-le")) > MAX_MESSAGE_BYTES:
+                raise _ConnectorError(413, "MessageSizeTooBig", "Message size too big.")
+            result = handler(call)
+        except _ConnectorError as exc:
+            call.status, call.error_code = exc.status, exc.code
+            return web.json_response(_error_body(exc.code, exc.message), status=exc.status)
+        call.status = 201 if route in ("create_conversation", "send_activity", "reply_activity") else 200
+        return web.json_response(result, status=call.status)
+
+    def _check_auth(self, call: BotConnectorCall) -> None:
+        if self._expected_token is not None and call.bearer != self._expected_token:
+            raise _ConnectorError(401, "Unauthorized", "Authorization has been denied for this request.")
+
+    def _take_fault(self, route: str) -> _Fault | None:
+        queue = self._faults.get(route)
+        if not queue:
+            return None
+        fault = queue[0]
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            queue.popleft()
+        return fault
+
+    @staticmethod
+    def _fault_response(call: BotConnectorCall, fault: _Fault) -> web.Response:
+        code = fault.code or _DEFAULT_CODES.get(fault.status, "ServiceError")
+        headers = {}
+        if fault.retry_after is not None:
+            ra = fault.retry_after
+            headers["Retry-After"] = str(int(ra) if float(ra).is_integer() else ra)
+        call.status, call.error_code = fault.status, code
+        return web.json_response(_error_body(code, fault.message or f"Injected {fault.status} {code}."),
+                                 status=fault.status, headers=headers)
+
+    async def _handle_create(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "create_conversation", self._create)
+
+    async def _handle_send(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "send_activity", self._send)
+
+    async def _handle_reply(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "reply_activity", self._reply)
+
+    async def _handle_update(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "update_activity", self._update)
+
+    async def _handle_delete(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "delete_activity", self._delete)
+
+    # ------------------------------------------------------------------ the API
+
+    def _conversation(self, conversation_id: str | None) -> _Conversation:
+        conv = self._conversations.get(conversation_id or "")
+        if conv is None:
+            raise _ConnectorError(404, "ConversationNotFound", "Conversation not found.")
+        if conv.user_id in self._blocked:
+            raise _ConnectorError(403, "BotNotInConversationRoster", "The bot is not part of the conversation roster.")
+        return conv
+
+    def _create(self, call: BotConnectorCall) -> dict[str, Any]:
+        body = call.body
+        members = body.get("members")
+        if not isinstance(members, list) or len(members) != 1 or not isinstance(members[0], dict) \
+                or not members[0].get("id"):
+            raise _ConnectorError(400, "BadArgument", "Exactly one member with an id is required.")
+        if body.get("isGroup"):
+            raise _ConnectorError(400, "BadArgument", "Only 1:1 conversations are supported here.")
+        tenant = body.get("tenantId") or ((body.get("channelData") or {}).get("tenant") or {}).get("id")
+        if not tenant:
+            raise _ConnectorError(400, "BadArgument", "A tenant id is required.")
+        if not (body.get("bot") or {}).get("id"):
+            raise _ConnectorError(400, "BadArgument", "The bot account is required.")
+        user_id = str(members[0]["id"])
+        if user_id in self._blocked:
+            raise _ConnectorError(403, "BotNotInConversationRoster", "The bot is not part of the conversation roster.")
+        conversation_id = self.open_conversation(user_id, tenant, body["bot"]["id"])
+        return {"id": conversation_id}
+
+    def _next_activity_id(self) -> str:
+        self._activity_counter += 1
+        return f"1:{1_700_000_000_000 + self._activity_counter}"
+
+    @staticmethod
+    def _check_activity(body: dict[str, Any]) -> None:
+        if body.get("type") != "message":
+            raise _ConnectorError(400, "BadArgument", "Only message activities are supported here.")
+        if not body.get("text") and not body.get("attachments"):
+            raise _ConnectorError(400, "BadArgument", "The message has no text and no attachments.")
+
+    def _store(self, conv: _Conversation, body: dict[str, Any], reply_to: str | None = None) -> dict[str, Any]:
+        self._check_activity(body)
+        activity_id = self._next_activity_id()
+        stored = {**body, "id": activity_id, "conversation": {"id": conv.id}}
+        if reply_to:
+            stored["replyToId"] = reply_to
+        conv.activities.append(stored)
+        conv.by_id[activity_id] = stored
+        return {"id": activity_id}
+
+    def _send(self, call: BotConnectorCall) -> dict[str, Any]:
+        return self._store(self._conversation(call.conversation_id), call.body)
+
+    def _existing(self, call: BotConnectorCall) -> tuple[_Conversation, dict[str, Any]]:
+        conv = self._conversation(call.conversation_id)
+        activity = conv.by_id.get(call.activity_id or "")
+        if activity is None:
+            raise _ConnectorError(404, "ActivityNotFound", "The activity was not found.")
+        return conv, activity
+
+    def _reply(self, call: BotConnectorCall) -> dict[str, Any]:
+        conv, _ = self._existing(call)
+        return self._store(conv, call.body, reply_to=call.activity_id)
+
+    def _update(self, call: BotConnectorCall) -> dict[str, Any]:
+        conv, activity = self._existing(call)
+        self._check_activity(call.body)
+        kept = {k: activity[k] for k in ("id", "conversation", "replyToId") if k in activity}
+        activity.clear()
+        activity.update({**call.body, **kept, "edited": True})
+        return {"id": call.activity_id}
+
+    def _delete(self, call: BotConnectorCall) -> dict[str, Any]:
+        conv, activity = self._existing(call)
+        conv.activities.remove(activity)
+        del conv.by_id[call.activity_id]  # type: ignore[arg-type]
+        return {}

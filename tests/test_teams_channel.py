@@ -1,0 +1,619 @@
+"""TeamsChannel against the fake Bot Connector, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from bot.channels.base import Button, DirectMessage, MessageRef, OutcomeKind, Recipient
+from bot.channels.teams import (
+    DEFAULT_ALLOWED_SERVICE_HOSTS,
+    NO_CONVERSATION,
+    REMOVED,
+    MsalTokenProvider,
+    TeamsApiError,
+    TeamsAuthError,
+    TeamsChannel,
+    UntrustedServiceUrl,
+    _untrusted,
+)
+from bot.channels.teams_cards import ACK_VERB, CARD_CONTENT_TYPE, MAX_ACTIVITY_BYTES, escape, notice_card
+from bot.core.views import NoticeView
+from bot.topics.importance import IMPORTANCE, Importance
+from tests.fakes.bot_connector import FakeBotConnector
+
+TENANT = "tenant-1"
+USER = "aad-anna"
+SENT = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
+DEADLINE = datetime(2026, 3, 9, 17, 0, tzinfo=timezone.utc)
+
+
+def view(level: Importance = Importance.MUST, **changes: Any) -> NoticeView:
+    fields: dict[str, Any] = dict(
+        notice_id=7, topic_key="security", topic_title="Security advisories", policy=IMPORTANCE[level],
+        title="Rotate the master keys", body="All distributors must rotate keys by Friday.",
+        link="https://vendor.example/advisory/7", deadline=DEADLINE if level is Importance.MUST else None,
+        sent_at=SENT,
+    )
+    fields.update(changes)
+    return NoticeView(**fields)
+
+
+def texts(card: dict[str, Any]) -> list[str]:
+    """Every TextBlock text in the card, depth first."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "TextBlock":
+                found.append(node["text"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(card.get("body", []))
+    return found
+
+
+def execute_actions(card: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for a in card.get("actions", []) if a["type"] == "Action.Execute"]
+
+
+class Lookup:
+    """The service-URL lookup update() uses (test input in place of the database)."""
+
+    def __init__(self, urls: dict[str, str] | None = None) -> None:
+        self.urls = urls or {}
+        self.asked: list[str] = []
+
+    async def __call__(self, conversation_id: str) -> str | None:
+        self.asked.append(conversation_id)
+        return self.urls.get(conversation_id)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBotConnector]:
+    async with FakeBotConnector() as connector:
+        yield connector
+
+
+@pytest.fixture
+async def channel() -> AsyncIterator[TeamsChannel]:
+    teams = TeamsChannel(None, None, service_url_for=Lookup())
+    try:
+        yield teams
+    finally:
+        await teams.close()
+
+
+def recipient(fake: FakeBotConnector, **changes: Any) -> Recipient:
+    fields = dict(workspace_id=TENANT, user_id=USER, service_url=fake.url, display_name="Anna Berg")
+    fields.update(changes)
+    return Recipient(**fields)
+
+
+def current_card(fake: FakeBotConnector, ref: MessageRef) -> dict[str, Any]:
+    activity = fake.activity(ref.channel_id, ref.message_id)
+    assert activity is not None
+    card = fake.card_of(activity)
+    assert card is not None
+    return card
+
+
+# ---- sending ------------------------------------------------------------------------------
+
+async def test_first_delivery_creates_the_conversation_then_posts_the_card(
+        fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=11, maybe_sent=False)
+
+    conversation = fake.conversation_id(USER)
+    assert outcome.kind is OutcomeKind.DELIVERED
+    assert outcome.dm_channel == conversation  # for the engine to cache
+    assert outcome.ref is not None and outcome.ref.channel_id == conversation
+    [create] = fake.calls_to("create_conversation")
+    assert create.body == {"bot": {"id": "herald-bot"}, "members": [{"id": USER}], "isGroup": False,
+                           "tenantId": TENANT, "channelData": {"tenant": {"id": TENANT}}}
+    [send] = fake.calls_to("send_activity")
+    assert send.conversation_id == conversation
+    assert [c.route for c in fake.calls] == ["create_conversation", "send_activity"]
+
+    [activity] = fake.activities(conversation)
+    assert activity["id"] == outcome.ref.message_id
+    assert activity["type"] == "message"
+    assert activity["summary"] == "[Must know] Rotate the master keys"
+    assert activity["channelData"]["herald"] == {"notice_id": 7, "delivery_id": 11}
+    assert activity["channelData"]["notification"] == {"alert": True}
+    [attachment] = activity["attachments"]
+    assert attachment["contentType"] == CARD_CONTENT_TYPE == "application/vnd.microsoft.card.adaptive"
+    card = attachment["content"]
+    assert card["type"] == "AdaptiveCard" and card["version"] == "1.5"
+    assert card["$schema"] == "http://adaptivecards.io/schemas/adaptive-card.json"
+
+    [ack] = execute_actions(card)
+    assert ack["verb"] == ACK_VERB == "herald.ack"
+    assert ack["data"] == {"notice_id": 7} and ack["title"] == "Acknowledge"
+    [link] = [a for a in card["actions"] if a["type"] == "Action.OpenUrl"]
+    assert link["url"] == "https://vendor.example/advisory/7"
+
+    header = card["body"][0]
+    assert header["type"] == "Container" and header["style"] == "attention"  # critical: visibly marked
+    assert header["items"][1]["text"] == "CRITICAL: Rotate the master keys"
+    assert header["items"][1]["color"] == "Attention"
+    assert "Security advisories" in header["items"][0]["text"]
+    all_text = texts(card)
+    assert "Acknowledge by **2026-03-09 17:00 UTC**" in all_text
+    assert "All distributors must rotate keys by Friday." in all_text
+    assert all(block["wrap"] is True for block in _blocks(card))
+
+
+def _blocks(card: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for item in card["body"]:
+        out += item["items"] if item["type"] == "Container" else [item]
+    return out
+
+
+async def test_a_cached_conversation_is_used_without_creating_one(
+        fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    conversation = fake.open_conversation(USER, TENANT)
+    outcome = await channel.deliver(recipient(fake, dm_channel=conversation), view(), delivery_id=1,
+                                    maybe_sent=False)
+    assert outcome.kind is OutcomeKind.DELIVERED and outcome.dm_channel == ""
+    assert fake.calls_to("create_conversation") == []
+    assert len(fake.activities(conversation)) == 1
+
+
+async def test_need_to_know_has_no_button_and_no_critical_styling(
+        fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    outcome = await channel.deliver(recipient(fake), view(Importance.NEED), delivery_id=2, maybe_sent=False)
+    assert outcome.ref is not None
+    card = current_card(fake, outcome.ref)
+    assert execute_actions(card) == []
+    assert [a["type"] for a in card["actions"]] == ["Action.OpenUrl"]
+    assert "style" not in card["body"][0]
+    assert card["body"][0]["items"][1]["text"] == "Rotate the master keys"
+    assert "notification" not in fake.activity(outcome.ref.channel_id, outcome.ref.message_id)["channelData"]
+
+
+async def test_no_service_url_means_no_conversation_yet(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    outcome = await channel.deliver(recipient(fake, service_url=""), view(), delivery_id=3, maybe_sent=False)
+    assert outcome.kind is OutcomeKind.FAILED and outcome.reason == NO_CONVERSATION
+    assert fake.calls == []
+
+
+async def test_a_default_service_url_reaches_members_who_never_wrote(fake: FakeBotConnector) -> None:
+    teams = TeamsChannel(default_service_url=fake.url)
+    try:
+        outcome = await teams.deliver(recipient(fake, service_url=""), view(), delivery_id=4, maybe_sent=False)
+    finally:
+        await teams.close()
+    assert outcome.kind is OutcomeKind.DELIVERED and outcome.dm_channel == fake.conversation_id(USER)
+
+
+async def test_maybe_sent_is_answered_from_memory_without_a_second_post(
+        fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    first = await channel.deliver(recipient(fake), view(), delivery_id=21, maybe_sent=False)
+    again = await channel.deliver(recipient(fake), view(), delivery_id=21, maybe_sent=True)
+    assert again.kind is OutcomeKind.DELIVERED and again.ref == first.ref
+    assert again.dm_channel == first.dm_channel  # the engine may not have cached it yet
+    assert len(fake.calls_to("send_activity")) == 1
+
+
+# ---- updates ------------------------------------------------------------------------------
+
+async def test_update_puts_the_acknowledged_card_without_the_button(
+        fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=5, maybe_sent=False)
+    assert outcome.ref is not None
+    acked = view().with_ack("Anna Berg", datetime(2026, 3, 3, 8, 15, tzinfo=timezone.utc))
+
+    await channel.update(TENANT, outcome.ref, acked)
+
+    [put] = fake.calls_to("update_activity")
+    assert put.method == "PUT"
+    assert (put.conversation_id, put.activity_id) == (outcome.ref.channel_id, outcome.ref.message_id)
+    assert put.body["id"] == outcome.ref.message_id
+    assert "notification" not in put.body["channelData"]  # an edit does not alert again
+    card = current_card(fake, outcome.ref)
+    assert execute_actions(card) == []
+    assert "✅ Acknowledged by **Anna Berg** at 2026-03-03 08:15 UTC" in texts(card)
+    assert len(fake.activities(outcome.ref.channel_id)) == 1  # replaced in place
+
+
+async def test_update_looks_up_the_service_url_when_it_does_not_know_it(fake: FakeBotConnector) -> None:
+    conversation = fake.open_conversation(USER, TENANT)
+    sender = TeamsChannel()
+    try:
+        outcome = await sender.deliver(recipient(fake, dm_channel=conversation), view(), delivery_id=6,
+                                       maybe_sent=False)
+    finally:
+        await sender.close()
+    assert outcome.ref is not None
+    lookup = Lookup({conversation: fake.url})
+    fresh = TeamsChannel(service_url_for=lookup)  # e.g. another replica
+    try:
+        await fresh.update(TENANT, outcome.ref, view(revision=2, title="Rotate the master keys today"))
+        await fresh.update(TENANT, outcome.ref, view(revision=3))
+    finally:
+        await fresh.close()
+    assert lookup.asked == [conversation]  # remembered after the first look-up
+    card = current_card(fake, outcome.ref)
+    assert "edited (revision 3)" in card["body"][0]["items"][0]["text"]
+
+
+async def test_update_of_an_unknown_message_raises(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=7, maybe_sent=False)
+    assert outcome.ref is not None
+    with pytest.raises(TeamsApiError) as raised:
+        await channel.update(TENANT, MessageRef(outcome.ref.channel_id, "1:missing"), view())
+    assert raised.value.status == 404 and raised.value.code == "ActivityNotFound"
+
+
+async def test_update_without_a_known_service_url_raises(channel: TeamsChannel) -> None:
+    with pytest.raises(Exception, match="no Teams service URL"):
+        await channel.update(TENANT, MessageRef("a:unknown", "1:1"), view())
+
+
+async def test_update_that_is_rate_limited_raises_so_it_stays_pending(
+        fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=8, maybe_sent=False)
+    assert outcome.ref is not None
+    fake.fail_next("update_activity", 429, retry_after=3)
+    with pytest.raises(TeamsApiError) as raised:
+        await channel.update(TENANT, outcome.ref, view(revision=2))
+    assert raised.value.status == 429 and raised.value.retry_after == 3.0
+
+
+async def test_retracted_card(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=9, maybe_sent=False)
+    assert outcome.ref is not None
+    await channel.update(TENANT, outcome.ref, view(retracted_reason="wrong date"))
+    card = current_card(fake, outcome.ref)
+    assert "actions" not in card
+    assert texts(card)[0] == "Retracted: wrong date"
+    assert "Notice #7 (Rotate the master keys) was withdrawn by the sender. Please disregard it." in texts(card)
+    assert fake.activity(outcome.ref.channel_id, outcome.ref.message_id)["summary"] == "Retracted: wrong date"
+
+
+# ---- reminders ----------------------------------------------------------------------------
+
+async def test_reminder_replies_to_the_original(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    original = await channel.deliver(recipient(fake), view(), delivery_id=10, maybe_sent=False)
+    assert original.ref is not None
+    conversation = original.ref.channel_id
+    reminder = view().as_reminder(2, (conversation, original.ref.message_id))
+
+    outcome = await channel.deliver(recipient(fake, dm_channel=conversation), reminder, delivery_id=12,
+                                    maybe_sent=False)
+
+    assert outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None
+    [reply] = fake.calls_to("reply_activity")
+    assert reply.activity_id == original.ref.message_id
+    stored = fake.activity(conversation, outcome.ref.message_id)
+    assert stored["replyToId"] == original.ref.message_id
+    assert stored["summary"] == "[Reminder: please acknowledge] Rotate the master keys"
+    card = fake.card_of(stored)
+    assert card["body"][0]["items"][1]["text"] == "Reminder: Rotate the master keys"
+    assert ("You have not acknowledged notice #7 sent 2026-03-02 09:30 UTC yet (reminder 2)."
+            in texts(card))
+    assert [a["verb"] for a in execute_actions(card)] == [ACK_VERB]
+
+
+async def test_reminder_whose_original_is_gone_is_sent_as_a_new_message(
+        fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    conversation = fake.open_conversation(USER, TENANT)
+    reminder = view().as_reminder(1, (conversation, "1:deleted"))
+    outcome = await channel.deliver(recipient(fake, dm_channel=conversation), reminder, delivery_id=13,
+                                    maybe_sent=False)
+    assert outcome.kind is OutcomeKind.DELIVERED
+    assert [c.route for c in fake.calls] == ["reply_activity", "send_activity"]
+    assert len(fake.activities(conversation)) == 1
+
+
+# ---- escaping -----------------------------------------------------------------------------
+
+async def test_markdown_in_user_text_is_escaped(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    hostile = view(
+        title="[click](http://evil.example) **now**",
+        body="Hi _there_\n- not a list\n1. not numbered\n# not a heading\n> not a quote\n<at>all</at> `code` ~x~",
+        topic_title="Sec [x](http://evil)",
+        link="javascript:alert(1)",
+    )
+    outcome = await channel.deliver(recipient(fake), hostile, delivery_id=14, maybe_sent=False)
+    assert outcome.ref is not None
+    card = current_card(fake, outcome.ref)
+    heading = card["body"][0]["items"][1]["text"]
+    assert heading == r"CRITICAL: \[click\]\(http://evil.example\) \*\*now\*\*"
+    body = next(t for t in texts(card) if t.startswith("Hi "))
+    assert body == ("Hi \\_there\\_\n\n\\- not a list\n\n1\\. not numbered\n\n\\# not a heading\n\n"
+                    "\\> not a quote\n\n\\<at\\>all\\</at\\> \\`code\\` \\~x\\~")
+    assert r"Sec \[x\]\(http://evil\)" in card["body"][0]["items"][0]["text"]
+    for text in texts(card):
+        assert "[click](" not in text and "](http" not in text
+    # a non-http link never becomes a button; it is shown as escaped text
+    assert [a["type"] for a in card["actions"]] == ["Action.Execute"]
+    assert "Link: javascript:alert\\(1\\)" in texts(card)
+
+
+def test_user_text_never_becomes_card_structure() -> None:
+    breakout = '"}]}, {"type": "Action.OpenUrl", "url": "http://evil"} \\'
+    card = notice_card(view(title=breakout, body=breakout))
+    assert [a["type"] for a in card["actions"]] == ["Action.Execute", "Action.OpenUrl"]
+    assert card["actions"][1]["url"] == "https://vendor.example/advisory/7"
+    assert json.loads(json.dumps(card)) == card
+    assert escape("a\\b") == "a\\\\b"  # a trailing backslash cannot escape our own markup
+
+
+async def test_a_huge_body_is_shortened_to_fit(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    outcome = await channel.deliver(recipient(fake), view(body="é" * 120_000), delivery_id=15,
+                                    maybe_sent=False)
+    assert outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None
+    [send] = fake.calls_to("send_activity")
+    assert len(json.dumps(send.body, ensure_ascii=False).encode("utf-16-le")) <= MAX_ACTIVITY_BYTES
+    body = next(t for t in texts(current_card(fake, outcome.ref)) if t.startswith("éé"))
+    assert body.endswith("…")
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+async def test_429_with_retry_after_is_a_throttled_retry(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    conversation = fake.open_conversation(USER, TENANT)
+    fake.fail_next("send_activity", 429, retry_after=2)
+    outcome = await channel.deliver(recipient(fake, dm_channel=conversation), view(), delivery_id=16,
+                                    maybe_sent=False)
+    assert outcome.kind is OutcomeKind.RETRY
+    assert outcome.throttled is True and outcome.retry_after == 2.0
+    assert outcome.reason == "Teams rate limit"
+    assert fake.activities(conversation) == []
+
+
+async def test_429_while_creating_the_conversation(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    fake.fail_next("create_conversation", 429, retry_after=5)
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=17, maybe_sent=False)
+    assert outcome.kind is OutcomeKind.RETRY and outcome.throttled and outcome.retry_after == 5.0
+    assert outcome.dm_channel == ""
+
+
+async def test_created_conversation_is_reported_even_when_the_send_fails(
+        fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    fake.fail_next("send_activity", 503)
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=18, maybe_sent=False)
+    assert outcome.kind is OutcomeKind.RETRY
+    assert outcome.throttled is False and outcome.retry_after is None
+    assert outcome.reason == "Teams answered HTTP 503 ServiceUnavailable"
+    assert outcome.dm_channel == fake.conversation_id(USER)  # cached, so the retry does not create again
+
+
+@pytest.mark.parametrize("status", [412, 500, 502, 504])
+async def test_transient_statuses_are_retried(fake: FakeBotConnector, channel: TeamsChannel, status: int) -> None:
+    fake.fail_next("send_activity", status, retry_after=1 if status == 412 else None)
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=19, maybe_sent=False)
+    assert outcome.kind is OutcomeKind.RETRY and outcome.throttled is False
+    assert outcome.retry_after == (1.0 if status == 412 else None)
+
+
+async def test_403_member_removed_or_blocked_herald(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    conversation = fake.open_conversation(USER, TENANT)
+    fake.block(USER)
+    outcome = await channel.deliver(recipient(fake, dm_channel=conversation), view(), delivery_id=20,
+                                    maybe_sent=False)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.reason == REMOVED == "the member removed Herald in Teams or blocked it"
+    assert fake.calls_to("send_activity")[0].error_code == "BotNotInConversationRoster"
+
+
+async def test_403_bot_disabled_by_admin(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    fake.fail_next("create_conversation", 403, code="BotDisabledByAdmin")
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=22, maybe_sent=False)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.reason == f"a Teams admin disabled Herald in tenant {TENANT}"
+
+
+async def test_404_conversation_gone(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    conversation = fake.open_conversation(USER, TENANT)
+    fake.remove_conversation(conversation)
+    outcome = await channel.deliver(recipient(fake, dm_channel=conversation), view(), delivery_id=23,
+                                    maybe_sent=False)
+    assert outcome.kind is OutcomeKind.FAILED and outcome.reason == "the Teams conversation no longer exists"
+
+
+async def test_400_is_a_failure_naming_the_code(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    fake.fail_next("send_activity", 400, code="BadArgument", message="Unknown attachment type")
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=24, maybe_sent=False)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.reason == "Teams refused the message (BadArgument: Unknown attachment type)"
+
+
+async def test_network_errors_are_retried(fake: FakeBotConnector) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    teams = TeamsChannel()
+    try:
+        outcome = await teams.deliver(recipient(fake, service_url=dead), view(), delivery_id=25, maybe_sent=False)
+    finally:
+        await teams.close()
+    assert outcome.kind is OutcomeKind.RETRY and outcome.reason.startswith("network error talking to Teams")
+
+
+async def test_timeouts_are_retried(fake: FakeBotConnector) -> None:
+    fake.delay("create_conversation", 1.0)
+    teams = TeamsChannel(timeout=0.2)
+    try:
+        outcome = await teams.deliver(recipient(fake), view(), delivery_id=26, maybe_sent=False)
+    finally:
+        await teams.close()
+    assert outcome.kind is OutcomeKind.RETRY and "Timeout" in outcome.reason
+
+
+# ---- SSRF guard ---------------------------------------------------------------------------
+
+async def test_untrusted_service_url_is_refused_when_the_allow_list_is_set(fake: FakeBotConnector) -> None:
+    teams = TeamsChannel(allowed_service_hosts=list(DEFAULT_ALLOWED_SERVICE_HOSTS),
+                         service_url_for=Lookup({"a:conv-x": fake.url}))
+    try:
+        outcome = await teams.deliver(recipient(fake), view(), delivery_id=27, maybe_sent=False)
+        with pytest.raises(UntrustedServiceUrl):
+            await teams.update(TENANT, MessageRef("a:conv-x", "1:1"), view())
+    finally:
+        await teams.close()
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.reason.startswith("refusing to send to untrusted service URL")
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize(("url", "trusted"), [
+    ("https://smba.trafficmanager.net/emea/", True),
+    ("https://smba.trafficmanager.net/amer/", True),
+    ("https://SMBA.trafficmanager.net./teams/", True),
+    ("https://europe.webchat.botframework.com/", True),
+    ("https://smba.infra.gov.teams.microsoft.us/", True),
+    ("http://smba.trafficmanager.net/emea/", False),
+    ("https://evil.trafficmanager.net/", False),
+    ("https://smba.trafficmanager.net.evil.example/", False),
+    ("https://evilbotframework.com/", False),
+    ("https://user:pw@smba.trafficmanager.net/", False),
+    ("https://10.0.0.5/", False),
+    ("https://[::1]/", False),
+    ("https://smba.trafficmanager.net:bad/", False),
+    ("file:///etc/passwd", False),
+])
+def test_service_url_allow_list(url: str, trusted: bool) -> None:
+    assert (_untrusted(url, DEFAULT_ALLOWED_SERVICE_HOSTS) == "") is trusted
+
+
+# ---- auth ---------------------------------------------------------------------------------
+
+async def test_anonymous_mode_sends_no_authorization_header(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=28, maybe_sent=False)
+    assert outcome.ref is not None
+    await channel.update(TENANT, outcome.ref, view(revision=2))
+    assert len(fake.calls) == 3
+    assert all(call.authorization is None for call in fake.calls)
+
+
+async def test_bearer_token_from_the_provider(fake: FakeBotConnector) -> None:
+    asked = []
+
+    async def provider() -> str:
+        asked.append(1)
+        return "token-abc"
+
+    fake.expect_token("token-abc")
+    teams = TeamsChannel("app-123", provider)
+    try:
+        outcome = await teams.deliver(recipient(fake), view(), delivery_id=29, maybe_sent=False)
+    finally:
+        await teams.close()
+    assert outcome.kind is OutcomeKind.DELIVERED
+    assert [call.authorization for call in fake.calls] == ["Bearer token-abc"] * 2
+    assert fake.calls_to("create_conversation")[0].body["bot"] == {"id": "28:app-123"}
+
+
+async def test_a_rejected_token_is_refreshed_once(fake: FakeBotConnector) -> None:
+    class Rotating:
+        def __init__(self) -> None:
+            self.token = "stale"
+
+        async def __call__(self) -> str:
+            return self.token
+
+        def invalidate(self) -> None:
+            self.token = "fresh"
+
+    fake.expect_token("fresh")
+    teams = TeamsChannel("app-123", Rotating())
+    try:
+        outcome = await teams.deliver(recipient(fake), view(), delivery_id=30, maybe_sent=False)
+    finally:
+        await teams.close()
+    assert outcome.kind is OutcomeKind.DELIVERED
+    assert [(c.route, c.status) for c in fake.calls] == [
+        ("create_conversation", 401), ("create_conversation", 201), ("send_activity", 201)]
+
+
+async def test_wrong_credentials_fail_with_a_reason(fake: FakeBotConnector) -> None:
+    async def provider() -> str:
+        return "not-the-token"
+
+    fake.expect_token("right")
+    teams = TeamsChannel("app-123", provider)
+    try:
+        outcome = await teams.deliver(recipient(fake), view(), delivery_id=31, maybe_sent=False)
+    finally:
+        await teams.close()
+    assert outcome.kind is OutcomeKind.FAILED
+    assert "rejected Herald's credentials" in outcome.reason
+
+
+async def test_a_token_provider_failure_is_retried(fake: FakeBotConnector) -> None:
+    async def provider() -> str:
+        raise OSError("login.microsoftonline.com unreachable")
+
+    teams = TeamsChannel("app-123", provider)
+    try:
+        outcome = await teams.deliver(recipient(fake), view(), delivery_id=32, maybe_sent=False)
+    finally:
+        await teams.close()
+    assert outcome.kind is OutcomeKind.RETRY and "Bot Connector token" in outcome.reason
+    assert fake.calls == []
+
+
+# ---- direct messages ----------------------------------------------------------------------
+
+async def test_send_message_card_with_buttons(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    message = DirectMessage(
+        title="Escalation: notice #7",
+        lines=("Anna Berg has not acknowledged *Rotate the master keys*.", "[call](http://evil)"),
+        buttons=(Button("Take it", "herald_take", "7:3", "primary"), Button("Dismiss", "herald_dismiss", "7:3")),
+    )
+    outcome = await channel.send_message(recipient(fake), message)
+    assert outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None
+    card = current_card(fake, outcome.ref)
+    assert card["version"] == "1.5"
+    assert texts(card) == ["Escalation: notice \\#7",
+                           "Anna Berg has not acknowledged \\*Rotate the master keys\\*.",
+                           "\\[call\\]\\(http://evil\\)"]
+    assert card["actions"] == [
+        {"type": "Action.Execute", "title": "Take it", "verb": "herald_take", "data": {"value": "7:3"},
+         "style": "positive"},
+        {"type": "Action.Execute", "title": "Dismiss", "verb": "herald_dismiss", "data": {"value": "7:3"}},
+    ]
+
+
+# ---- MSAL token provider ------------------------------------------------------------------
+
+class _ScriptedEntra(MsalTokenProvider):
+    """Replaces only the MSAL network call (Entra ID is not reachable from tests) with scripted
+    answers in MSAL's result format; the caching and error handling under test are the real ones."""
+
+    def __init__(self, answers: list[dict[str, Any]]) -> None:
+        super().__init__("app-123", "secret", "tenant-1")
+        self.answers = answers
+        self.acquired = 0
+
+    def _acquire(self) -> dict[str, Any]:
+        self.acquired += 1
+        return self.answers.pop(0)
+
+
+async def test_msal_provider_caches_until_expiry_and_reports_errors() -> None:
+    provider = _ScriptedEntra([{"access_token": "t1", "expires_in": 3599}, {"access_token": "t2", "expires_in": 3599},
+                               {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client "
+                                "secret provided.\nTrace ID: x"}])
+    assert provider.authority == "https://login.microsoftonline.com/tenant-1"
+    assert MsalTokenProvider("a", "p").authority == "https://login.microsoftonline.com/botframework.com"
+    assert "secret" not in repr(provider)
+    assert [await provider(), await provider()] == ["t1", "t1"] and provider.acquired == 1
+    provider.invalidate()
+    assert await provider() == "t2"
+    provider.invalidate()
+    with pytest.raises(TeamsAuthError, match=r"\(invalid_client\) AADSTS7000215: Invalid client secret provided.$"):
+        await provider()
