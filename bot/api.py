@@ -1,0 +1,483 @@
+"""The reports HTTP API under /api/v1: notices, acknowledgement reports, summaries, audit check.
+
+Every endpoint but /api/v1/openapi.json needs `Authorization: Bearer <token>` (tokens come from
+`herald token create`). Compliance officers and admins read every notice; a CAM reads only the
+notices they authored. Errors are JSON objects `{"error": code, "message": text}`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from bot.core.api_tokens import authenticate
+from bot.core.clock import Clock
+from bot.core.errors import NotFound, PermissionDenied, UserError
+from bot.core.reports import (
+    FORMATS,
+    can_read_notice,
+    load_notice,
+    notice_document,
+    notice_revisions,
+    notice_summary,
+    parse_window,
+    report_chunks,
+    summary_report,
+)
+from bot.topics.importance import Importance
+from storage.models import Notice, Staff, StaffRole
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+AUDITORS = {StaffRole.COMPLIANCE.value, StaffRole.ADMIN.value}
+NO_STORE = {"Cache-Control": "no-store"}
+LIST_FIELDS = ("id", "title", "topic", "importance", "status", "audience", "author", "created_at", "sent_at",
+               "deadline")
+
+Handler = Callable[[web.Request, Staff], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status,
+                             headers={**NO_STORE, **(headers or {})})
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, headers=NO_STORE)
+
+
+def _unauthorized(message: str, *, invalid_token: bool = False) -> ApiError:
+    challenge = 'Bearer realm="herald", error="invalid_token"' if invalid_token else 'Bearer realm="herald"'
+    return ApiError(401, "unauthorized", message, {"WWW-Authenticate": challenge})
+
+
+def _bad_request(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def _int_param(request: web.Request, name: str, *, default: int | None, low: int, high: int | None = None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit() or not raw.strip().isascii() or len(raw.strip()) > 12:
+        raise _bad_request(f"{name} must be a whole number")
+    value = int(raw.strip())
+    if value < low or (high is not None and value > high):
+        raise _bad_request(f"{name} must be between {low} and {high}" if high else f"{name} must be at least {low}")
+    return value
+
+
+def _notice_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+        raise _bad_request("the notice id must be a positive whole number")
+    return int(raw)
+
+
+def add_api_routes(app: web.Application, clock: Clock) -> None:
+    """Register the /api/v1 routes on `app`; `clock` stamps audit events and token use."""
+
+    async def current_staff(request: web.Request) -> Staff:
+        header = request.headers.get("Authorization", "")
+        scheme, _, credentials = header.partition(" ")
+        if not header:
+            raise _unauthorized("an API token is required: send `Authorization: Bearer <token>`")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise _unauthorized("invalid Authorization header: use `Authorization: Bearer <token>`")
+        staff = await authenticate(credentials.strip(), now=clock.now())
+        if staff is None:
+            raise _unauthorized("invalid or revoked API token", invalid_token=True)
+        return staff
+
+    def endpoint(handler: Handler, *, roles: set[str] | None = None) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                staff = await current_staff(request)
+                if roles is not None and staff.role not in roles:
+                    raise ApiError(403, "forbidden", "only compliance officers and admins may do this")
+                return await handler(request, staff)
+            except ApiError as exc:
+                return _error(exc.status, exc.code, exc.message, exc.headers)
+            except NotFound as exc:
+                return _error(404, "not_found", str(exc))
+            except PermissionDenied as exc:
+                return _error(403, "forbidden", str(exc))
+            except UserError as exc:
+                return _error(400, "bad_request", str(exc))
+            except web.HTTPException:
+                raise
+            except Exception:  # noqa: BLE001 - logged in full, answered without internals
+                log.exception("API request %s %s failed", request.method, request.path_qs)
+                return _error(500, "internal_error", "something went wrong on our side; it has been logged")
+        return wrapped
+
+    async def readable_notice(notice_id: int, staff: Staff) -> Notice:
+        notice = await load_notice(notice_id)
+        if not can_read_notice(staff, notice):
+            raise ApiError(403, "forbidden", f"you may not read notice {notice_id}")
+        return notice
+
+    # ---- handlers ----------------------------------------------------------------------------
+
+    async def list_notices(request: web.Request, staff: Staff) -> web.StreamResponse:
+        limit = _int_param(request, "limit", default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
+        before = _int_param(request, "before", default=None, low=1, high=MAX_ID)
+        query = Notice.all()
+        if staff.role not in AUDITORS:
+            query = query.filter(author_id=staff.id)
+        if before is not None:
+            query = query.filter(id__lt=before)
+        notices = await query.select_related("author").order_by("-id").limit((limit or DEFAULT_LIMIT) + 1)
+        page = notices[:limit]
+        items = []
+        for n in page:
+            doc = notice_document(n)
+            items.append({key: doc[key] for key in LIST_FIELDS}
+                         | {"recipients": n.recipient_count, "report": f"{PREFIX}/notices/{n.id}/report"})
+        more = len(notices) > len(page)
+        return _json({"notices": items, "next_before": page[-1].id if more and page else None})
+
+    async def get_notice(request: web.Request, staff: Staff) -> web.StreamResponse:
+        notice = await readable_notice(_notice_id(request), staff)
+        return _json({"notice": notice_document(notice), "revisions": await notice_revisions(notice),
+                      "summary": await notice_summary(notice.id)})
+
+    async def get_report(request: web.Request, staff: Staff) -> web.StreamResponse:
+        notice_id = _notice_id(request)
+        fmt = request.query.get("format", "csv").strip().lower()
+        if fmt not in FORMATS:
+            raise _bad_request("format must be csv or json")
+        notice = await readable_notice(notice_id, staff)
+        chunks = report_chunks(notice.id, fmt, now=clock.now(), actor=f"api:{staff.email}")  # type: ignore[arg-type]
+        try:
+            first = await anext(chunks)  # errors before any byte is sent still get a JSON answer
+        except BaseException:
+            await chunks.aclose()
+            raise
+        response = web.StreamResponse(headers={
+            **NO_STORE,
+            "Content-Disposition": f'attachment; filename="notice-{notice.id}-report.{fmt}"',
+        })
+        response.content_type = "text/csv" if fmt == "csv" else "application/json"
+        response.charset = "utf-8"
+        try:
+            await response.prepare(request)
+            await response.write(first.encode("utf-8"))
+            async for chunk in chunks:
+                await response.write(chunk.encode("utf-8"))
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            log.info("report of notice %s: the client went away", notice.id)
+        except Exception:  # noqa: BLE001 - headers are gone; cut the stream so the file is visibly incomplete
+            log.exception("report of notice %s failed while streaming", notice.id)
+            if request.transport is not None:
+                request.transport.close()
+        finally:
+            await chunks.aclose()
+        return response
+
+    async def get_summary(request: web.Request, staff: Staff) -> web.StreamResponse:
+        since_raw, until_raw = request.query.get("since", ""), request.query.get("until", "")
+        if not since_raw or not until_raw:
+            raise _bad_request("since and until are required (YYYY-MM-DD or ISO-8601 times)")
+        since, until = parse_window(since_raw, until_raw)
+        topic = request.query.get("topic", "").strip() or None
+        if topic is not None and len(topic) > 50:
+            raise _bad_request("topic is too long")
+        importance = request.query.get("importance", "").strip().lower() or None
+        if importance is not None and importance not in {i.value for i in Importance}:
+            raise _bad_request("importance must be nice-to-know, need-to-know or must-know")
+        rows = await summary_report(since=since, until=until, topic=topic, importance=importance,
+                                    author_id=None if staff.role in AUDITORS else staff.id)
+        return _json({"since": since.isoformat().replace("+00:00", "Z"),
+                      "until": until.isoformat().replace("+00:00", "Z"),
+                      "topic": topic, "importance": importance, "notices": rows})
+
+    async def audit_verify(request: web.Request, staff: Staff) -> web.StreamResponse:
+        import importlib
+
+        verify = None
+        for module in ("bot.core.audit", "bot.core.audit_verify"):  # wherever the chain check lives
+            try:
+                verify = getattr(importlib.import_module(module), "verify_chain", None)
+            except ImportError:
+                verify = None
+            if verify is not None:
+                break
+        if verify is None:
+            return _error(501, "not_implemented", "audit chain verification is not available in this version")
+        result = verify()
+        if inspect.isawaitable(result):
+            result = await result
+        return _json(_verification(result))
+
+    async def openapi(request: web.Request) -> web.StreamResponse:
+        return web.json_response(OPENAPI)
+
+    app.router.add_get(f"{PREFIX}/openapi.json", openapi)
+    app.router.add_get(f"{PREFIX}/notices", endpoint(list_notices))
+    app.router.add_get(f"{PREFIX}/notices/{{id}}", endpoint(get_notice))
+    # No automatic HEAD: every GET of a report is an export, written to the audit trail.
+    app.router.add_get(f"{PREFIX}/notices/{{id}}/report", endpoint(get_report), allow_head=False)
+    app.router.add_get(f"{PREFIX}/reports/summary", endpoint(get_summary))
+    app.router.add_get(f"{PREFIX}/audit/verify", endpoint(audit_verify, roles=AUDITORS))
+
+
+VERIFY_FIELDS = ("ok", "events", "head_seq", "head_hash", "first_broken_seq", "reason")
+
+
+def _verification(result: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        data = dataclasses.asdict(result)
+    elif isinstance(result, dict):
+        data = dict(result)
+    elif hasattr(result, "_asdict"):
+        data = result._asdict()
+    else:
+        data = {name: getattr(result, name, None) for name in VERIFY_FIELDS}
+    out = {name: data.get(name) for name in VERIFY_FIELDS}
+    for key, value in data.items():  # anything else the verifier reports, if it is plain JSON
+        if key not in out and isinstance(value, (str, int, float, bool, type(None))):
+            out[key] = value
+    return out
+
+
+# ---- OpenAPI --------------------------------------------------------------------------------
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+_NOTICE_ID = {"name": "id", "in": "path", "required": True, "description": "Notice id.",
+              "schema": {"type": "integer", "minimum": 1}}
+_COMMON_ERRORS = {"401": {"$ref": "#/components/responses/Unauthorized"},
+                  "403": {"$ref": "#/components/responses/Forbidden"}}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_COUNTS = {
+    "recipients": {"type": "integer", "description": "Original deliveries (one per recipient and platform)."},
+    "delivered": {"type": "integer"},
+    "failed": {"type": "integer"},
+    "pending": {"type": "integer", "description": "Pending or being sent."},
+    "digest": {"type": "integer", "description": "Nice-to-know notices kept for the digest."},
+    "cancelled": {"type": "integer", "description": "Not sent: the notice was retracted first."},
+    "acknowledged": {"type": "integer", "description": "Members who acknowledged the current ack revision."},
+    "rate": {"type": ["number", "null"], "description": "acknowledged / delivered; null when nothing was delivered."},
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Herald reports API",
+        "version": "1.0.0",
+        "description": ("Acknowledgement reports for compliance. Authenticate with a bearer token from "
+                        "`herald token create EMAIL`. Compliance officers and admins read every notice; "
+                        "a CAM reads only the notices they authored."),
+    },
+    "servers": [{"url": "/"}],
+    "security": [{"bearerAuth": []}],
+    "paths": {
+        f"{PREFIX}/notices": {
+            "get": {
+                "operationId": "listNotices",
+                "summary": "Notices the caller may read, newest first.",
+                "parameters": [
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
+                    {"name": "before", "in": "query", "required": False,
+                     "description": "Only notices with a smaller id (pass the previous page's next_before).",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
+                ],
+                "responses": {
+                    "200": {"description": "A page of notices.", "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["notices", "next_before"],
+                        "properties": {
+                            "notices": {"type": "array", "items": {"$ref": "#/components/schemas/NoticeListItem"}},
+                            "next_before": {"type": ["integer", "null"]},
+                        }}}}},
+                    "400": {"$ref": "#/components/responses/BadRequest"},
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                },
+            },
+        },
+        f"{PREFIX}/notices/{{id}}": {
+            "get": {
+                "operationId": "getNotice",
+                "summary": "A notice, its revisions and its delivery and acknowledgement summary.",
+                "parameters": [_NOTICE_ID],
+                "responses": {
+                    "200": {"description": "The notice.", "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["notice", "revisions", "summary"],
+                        "properties": {
+                            "notice": {"$ref": "#/components/schemas/Notice"},
+                            "revisions": {"type": "array", "items": {"$ref": "#/components/schemas/Revision"}},
+                            "summary": {"$ref": "#/components/schemas/Summary"},
+                        }}}}},
+                    "400": {"$ref": "#/components/responses/BadRequest"},
+                    **_COMMON_ERRORS,
+                    "404": {"$ref": "#/components/responses/NotFound"},
+                },
+            },
+        },
+        f"{PREFIX}/notices/{{id}}/report": {
+            "get": {
+                "operationId": "getNoticeReport",
+                "summary": "The acknowledgement report: one row per recipient, streamed.",
+                "description": ("Writes a `report.exported` audit event. CSV: `# key: value` metadata lines, "
+                                "then a header row and one row per recipient. JSON: one object with notice, "
+                                "revisions, produced_at, audit_chain_head, summary and rows."),
+                "parameters": [_NOTICE_ID,
+                               {"name": "format", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": list(FORMATS), "default": "csv"}}],
+                "responses": {
+                    "200": {
+                        "description": "The report, as an attachment `notice-<id>-report.<format>`.",
+                        "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                        "content": {
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Report"}},
+                        },
+                    },
+                    "400": {"$ref": "#/components/responses/BadRequest"},
+                    **_COMMON_ERRORS,
+                    "404": {"$ref": "#/components/responses/NotFound"},
+                },
+            },
+        },
+        f"{PREFIX}/reports/summary": {
+            "get": {
+                "operationId": "getSummaryReport",
+                "summary": "Counts and acknowledgement rate of every notice sent in a window.",
+                "parameters": [
+                    {"name": "since", "in": "query", "required": True,
+                     "description": "Start (inclusive): YYYY-MM-DD or an ISO-8601 time (UTC if no offset).",
+                     "schema": {"type": "string"}},
+                    {"name": "until", "in": "query", "required": True,
+                     "description": "End (exclusive); a bare date includes that whole day.",
+                     "schema": {"type": "string"}},
+                    {"name": "topic", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "importance", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": [i.value for i in Importance]}},
+                ],
+                "responses": {
+                    "200": {"description": "One entry per notice, by sent time.", "content": {"application/json": {
+                        "schema": {"type": "object", "required": ["since", "until", "notices"], "properties": {
+                            "since": {"type": "string", "format": "date-time"},
+                            "until": {"type": "string", "format": "date-time"},
+                            "topic": {"type": ["string", "null"]},
+                            "importance": {"type": ["string", "null"]},
+                            "notices": {"type": "array", "items": {"$ref": "#/components/schemas/SummaryItem"}},
+                        }}}}},
+                    "400": {"$ref": "#/components/responses/BadRequest"},
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                },
+            },
+        },
+        f"{PREFIX}/audit/verify": {
+            "get": {
+                "operationId": "verifyAuditChain",
+                "summary": "Check the tamper-evident audit chain (compliance and admins only).",
+                "responses": {
+                    "200": {"description": "The verification result.", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Verification"}}}},
+                    **_COMMON_ERRORS,
+                    "501": {"description": "Verification is not available in this version.",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                },
+            },
+        },
+        f"{PREFIX}/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "summary": "This document.",
+                "security": [],
+                "responses": {"200": {"description": "The OpenAPI 3.1 description of this API.",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}}},
+            },
+        },
+    },
+    "components": {
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer",
+                           "description": "A token from `herald token create EMAIL` (starts with hrld_)."},
+        },
+        "responses": {
+            "BadRequest": _error_response("A parameter is missing or invalid."),
+            "Unauthorized": {
+                "description": "No token, or an invalid or revoked one.",
+                "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
+            "Forbidden": _error_response("The caller's role does not allow this, or the notice is not theirs."),
+            "NotFound": _error_response("No such notice."),
+        },
+        "schemas": {
+            "Error": {"type": "object", "required": ["error", "message"], "properties": {
+                "error": {"type": "string", "examples": ["unauthorized"]},
+                "message": {"type": "string"}}},
+            "NoticeListItem": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "title": {"type": "string"}, "topic": {"type": "string"},
+                "importance": {"type": "string"}, "status": {"type": "string"}, "audience": {"type": "string"},
+                "author": {"type": ["string", "null"]}, "created_at": {"type": "string", "format": "date-time"},
+                "sent_at": _NULLABLE_TIME, "deadline": _NULLABLE_TIME, "recipients": {"type": "integer"},
+                "report": {"type": "string"}}},
+            "Notice": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "title": {"type": "string"}, "topic": {"type": "string"},
+                "importance": {"type": "string"}, "status": {"type": "string"}, "audience": {"type": "string"},
+                "author": {"type": ["string", "null"]}, "body": {"type": "string"}, "link": {"type": "string"},
+                "created_at": {"type": "string", "format": "date-time"}, "sent_at": _NULLABLE_TIME,
+                "deadline": _NULLABLE_TIME, "completed_at": _NULLABLE_TIME, "escalated_at": _NULLABLE_TIME,
+                "retracted_at": _NULLABLE_TIME, "retract_reason": {"type": ["string", "null"]},
+                "revision": {"type": "integer"}, "ack_revision": {"type": "integer"},
+                "recipient_count": {"type": "integer"}}},
+            "Revision": {"type": "object", "properties": {
+                "revision": {"type": "integer"}, "title": {"type": ["string", "null"]},
+                "edited_at": _NULLABLE_TIME, "edited_by": {"type": "string"}, "material": {"type": "boolean"},
+                "original": {"type": "boolean"}}},
+            "OrganisationSummary": {"type": "object", "properties": {
+                "organisation_id": {"type": "string"}, "organisation": {"type": "string"}, **_COUNTS}},
+            "Summary": {"type": "object", "properties": {
+                "notice_id": {"type": "integer"}, "ack_revision": {"type": "integer"}, **_COUNTS,
+                "organisations": {"type": "array", "items": {"$ref": "#/components/schemas/OrganisationSummary"}}}},
+            "SummaryItem": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "title": {"type": "string"}, "topic": {"type": "string"},
+                "importance": {"type": "string"}, "status": {"type": "string"}, "sent_at": _NULLABLE_TIME,
+                **_COUNTS}},
+            "ReportRow": {"type": "object", "properties": {
+                "organisation_id": {"type": "string"}, "organisation": {"type": "string"},
+                "member": {"type": "string"}, "email": {"type": "string"}, "role": {"type": "string"},
+                "platform": {"type": "string"}, "delivered_at": _NULLABLE_TIME,
+                "failure_reason": {"type": "string"}, "reminders_sent": {"type": "integer"},
+                "acknowledged_at": _NULLABLE_TIME, "acknowledged_revision": {"type": ["integer", "null"]},
+                "escalated_at": _NULLABLE_TIME}},
+            "Report": {"type": "object",
+                       "required": ["notice", "revisions", "produced_at", "audit_chain_head", "summary", "rows"],
+                       "properties": {
+                           "notice": {"$ref": "#/components/schemas/Notice"},
+                           "revisions": {"type": "array", "items": {"$ref": "#/components/schemas/Revision"}},
+                           "produced_at": {"type": "string", "format": "date-time"},
+                           "audit_chain_head": {"type": "object", "properties": {
+                               "seq": {"type": "integer"}, "hash": {"type": "string"}}},
+                           "summary": {"$ref": "#/components/schemas/Summary"},
+                           "rows": {"type": "array", "items": {"$ref": "#/components/schemas/ReportRow"}}}},
+            "Verification": {"type": "object", "properties": {
+                "ok": {"type": "boolean"}, "events": {"type": "integer"}, "head_seq": {"type": "integer"},
+                "head_hash": {"type": "string"}, "first_broken_seq": {"type": ["integer", "null"]},
+                "reason": {"type": ["string", "null"]}}},
+        },
+    },
+}

@@ -1,0 +1,277 @@
+"""The reports HTTP API over real HTTP: authentication, roles, streaming reports, errors, OpenAPI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.app import build_app
+from bot.core.api_tokens import create_token, revoke_token
+from bot.core.clock import ManualClock
+from config.settings import load_settings
+from storage.models import ApiToken, AuditEvent
+from tests.test_reports import (
+    EXPECTED_HEADER,
+    EXPECTED_ROWS,
+    NOW,
+    Fixture,
+    expected_json_rows,
+    expected_summary,
+    seed_reports,
+    split_csv,
+)
+
+API = "/api/v1"
+
+
+@dataclass
+class Api:
+    client: TestClient
+    clock: ManualClock
+    fx: Fixture
+    tokens: dict[str, str]
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    async def get(self, path: str, who: str | None = None, **kwargs):
+        return await self.client.get(path, headers=self.auth(who) if who else kwargs.pop("headers", None), **kwargs)
+
+
+@pytest.fixture
+async def api(db: str) -> AsyncIterator[Api]:
+    fx = await seed_reports()
+    clock = ManualClock(NOW)
+    tokens = {}
+    for who, email in [("compliance", "audit@vendor.example"), ("admin", "admin@vendor.example"),
+                       ("cam", "cam@vendor.example"), ("other_cam", "other@vendor.example")]:
+        tokens[who] = (await create_token(email, now=clock.now()))[1]
+    app = build_app(load_settings(database_url=db), clock=clock, run_worker=False, manage_database=False)
+    async with TestClient(TestServer(app)) as client:
+        yield Api(client, clock, fx, tokens)
+
+
+async def assert_error(response, status: int, code: str, text: str = "") -> dict:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert body["error"] == code and isinstance(body["message"], str) and text in body["message"]
+    return body
+
+
+# ---- authentication -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", [f"{API}/notices", f"{API}/notices/1", f"{API}/notices/1/report",
+                                  f"{API}/reports/summary?since=2026-01-01&until=2026-01-31", f"{API}/audit/verify"])
+async def test_every_endpoint_needs_a_token(api: Api, path: str) -> None:
+    response = await api.client.get(path)
+    await assert_error(response, 401, "unauthorized", "Authorization: Bearer")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    for header in ({"Authorization": "Bearer hrld_not-a-real-token"}, {"Authorization": "Basic dXNlcjpwYXNz"},
+                   {"Authorization": "Bearer"}, {"Authorization": "Bearer " + "x" * 5000}):
+        response = await api.client.get(path, headers=header)
+        await assert_error(response, 401, "unauthorized")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_revoked_token_and_inactive_staff_are_refused(api: Api) -> None:
+    assert (await api.get(f"{API}/notices", "cam")).status == 200
+    row = await ApiToken.filter(staff_id=api.fx.cam.id).first()
+    await revoke_token(row.id, now=NOW)
+    response = await api.get(f"{API}/notices", "cam")
+    await assert_error(response, 401, "unauthorized", "revoked")
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+    api.fx.compliance.active = False
+    await api.fx.compliance.save()
+    await assert_error(await api.get(f"{API}/notices", "compliance"), 401, "unauthorized")
+
+
+async def test_token_use_is_recorded(api: Api) -> None:
+    await api.get(f"{API}/notices", "admin")
+    row = await ApiToken.get(staff_id=api.fx.admin.id)
+    assert row.last_used_at == NOW
+
+
+# ---- notices ------------------------------------------------------------------------------------
+
+async def test_list_is_filtered_by_role_and_paged(api: Api) -> None:
+    fx = api.fx
+    everything = await (await api.get(f"{API}/notices", "compliance")).json()
+    assert [n["id"] for n in everything["notices"]] == [fx.draft.id, fx.other.id, fx.notice.id]
+    assert everything["next_before"] is None
+    first = everything["notices"][2]
+    assert first == {"id": fx.notice.id, "title": "Recall of LX-200", "topic": "operations",
+                     "importance": "must-know", "status": "sent", "audience": "tier:gold tier:silver",
+                     "author": "cam@vendor.example", "created_at": "2026-01-05T09:00:00Z",
+                     "sent_at": "2026-01-05T09:01:00Z", "deadline": "2026-01-10T17:00:00Z", "recipients": 5,
+                     "report": f"{API}/notices/{fx.notice.id}/report"}
+
+    mine = await (await api.get(f"{API}/notices", "cam")).json()
+    assert [n["id"] for n in mine["notices"]] == [fx.draft.id, fx.notice.id]  # not the other CAM's notice
+    theirs = await (await api.get(f"{API}/notices", "other_cam")).json()
+    assert [n["id"] for n in theirs["notices"]] == [fx.other.id]
+
+    page = await (await api.get(f"{API}/notices?limit=2", "admin")).json()
+    assert [n["id"] for n in page["notices"]] == [fx.draft.id, fx.other.id] and page["next_before"] == fx.other.id
+    rest = await (await api.get(f"{API}/notices?limit=2&before={page['next_before']}", "admin")).json()
+    assert [n["id"] for n in rest["notices"]] == [fx.notice.id] and rest["next_before"] is None
+
+
+async def test_notice_detail_and_access(api: Api) -> None:
+    fx = api.fx
+    for who in ("compliance", "admin", "cam"):
+        response = await api.get(f"{API}/notices/{fx.notice.id}", who)
+        assert response.status == 200, await response.text()
+        data = await response.json()
+        assert data["notice"]["id"] == fx.notice.id and data["notice"]["author"] == "cam@vendor.example"
+        assert data["summary"] == expected_summary(fx.notice.id)
+        assert [r["revision"] for r in data["revisions"]] == [1, 2]
+    await assert_error(await api.get(f"{API}/notices/{fx.notice.id}", "other_cam"), 403, "forbidden")
+    await assert_error(await api.get(f"{API}/notices/{fx.other.id}", "cam"), 403, "forbidden")
+    await assert_error(await api.get(f"{API}/notices/999", "compliance"), 404, "not_found", "notice 999 does not exist")
+
+
+# ---- reports ------------------------------------------------------------------------------------
+
+async def test_csv_report_streams_with_headers(api: Api) -> None:
+    fx = api.fx
+    response = await api.get(f"{API}/notices/{fx.notice.id}/report?format=csv", "compliance")
+    assert response.status == 200
+    assert response.content_type == "text/csv" and response.charset == "utf-8"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="notice-{fx.notice.id}-report.csv"'
+    assert response.headers.get("Transfer-Encoding") == "chunked"
+    meta, table = split_csv(await response.text())
+    assert table == [EXPECTED_HEADER, *EXPECTED_ROWS]
+    assert meta["produced_at"] == "2026-01-12T08:00:00Z" and meta["notice_id"] == str(fx.notice.id)
+    event = await AuditEvent.get(kind="report.exported", notice_id=fx.notice.id)
+    assert event.actor == "api:audit@vendor.example" and event.data == {"format": "csv"}
+
+    default = await api.get(f"{API}/notices/{fx.notice.id}/report", "cam")  # csv by default; the author may read
+    assert default.status == 200 and default.content_type == "text/csv"
+    assert list(csv.reader(io.StringIO((await default.text()).split("\norganisation_id,", 1)[1])))[1:] == EXPECTED_ROWS
+
+
+async def test_json_report(api: Api) -> None:
+    fx = api.fx
+    response = await api.get(f"{API}/notices/{fx.notice.id}/report?format=json", "admin")
+    assert response.status == 200 and response.content_type == "application/json"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="notice-{fx.notice.id}-report.json"'
+    data = json.loads(await response.text())
+    assert data["rows"] == expected_json_rows() and data["summary"] == expected_summary(fx.notice.id)
+    event = await AuditEvent.get(kind="report.exported", notice_id=fx.notice.id)
+    assert data["audit_chain_head"] == {"seq": event.seq, "hash": event.hash}
+
+
+async def test_report_errors(api: Api) -> None:
+    fx = api.fx
+    await assert_error(await api.get(f"{API}/notices/{fx.other.id}/report", "cam"), 403, "forbidden")
+    await assert_error(await api.get(f"{API}/notices/999/report", "compliance"), 404, "not_found")
+    await assert_error(await api.get(f"{API}/notices/{fx.notice.id}/report?format=xml", "compliance"),
+                       400, "bad_request", "format must be csv or json")
+    await assert_error(await api.get(f"{API}/notices/abc/report", "compliance"), 400, "bad_request")
+    await assert_error(await api.get(f"{API}/notices/99999999999999999999", "compliance"), 400, "bad_request")
+    await assert_error(await api.get(f"{API}/notices/0/report", "compliance"), 400, "bad_request")
+    head = await api.client.head(f"{API}/notices/{fx.notice.id}/report", headers=api.auth("compliance"))
+    assert head.status == 405  # a HEAD would be an export nobody receives
+    assert await AuditEvent.filter(kind="report.exported").count() == 0  # refused exports are not exports
+
+
+@pytest.mark.parametrize("query, message", [
+    ("limit=abc", "limit must be a whole number"), ("limit=0", "limit must be between 1 and 200"),
+    ("limit=201", "limit must be between"), ("before=-1", "before must be a whole number"),
+    ("before=0", "before must be between 1 and"), ("before=99999999999", "before must be between"),
+    ("limit=%D9%A3", "limit must be a whole number"), ("limit=1e3", "whole number"),
+])
+async def test_list_bad_parameters(api: Api, query: str, message: str) -> None:
+    await assert_error(await api.get(f"{API}/notices?{query}", "compliance"), 400, "bad_request", message)
+
+
+# ---- summary and audit --------------------------------------------------------------------------
+
+async def test_summary_endpoint(api: Api) -> None:
+    fx = api.fx
+    response = await api.get(f"{API}/reports/summary?since=2026-01-01&until=2026-01-31", "compliance")
+    assert response.status == 200
+    data = await response.json()
+    assert data["since"] == "2026-01-01T00:00:00Z" and data["until"] == "2026-02-01T00:00:00Z"
+    assert [(n["id"], n["recipients"], n["acknowledged"], n["rate"]) for n in data["notices"]] == [
+        (fx.notice.id, 5, 1, 0.3333), (fx.other.id, 1, 0, 0.0)]
+    mine = await (await api.get(f"{API}/reports/summary?since=2026-01-01&until=2026-01-31", "cam")).json()
+    assert [n["id"] for n in mine["notices"]] == [fx.notice.id]
+    filtered = await (await api.get(
+        f"{API}/reports/summary?since=2026-01-01&until=2026-01-31&importance=need-to-know&topic=announcements",
+        "admin")).json()
+    assert [n["id"] for n in filtered["notices"]] == [fx.other.id]
+    assert filtered["topic"] == "announcements" and filtered["importance"] == "need-to-know"
+
+
+@pytest.mark.parametrize("query, message", [
+    ("", "since and until are required"), ("since=2026-01-01", "required"),
+    ("since=nope&until=2026-01-02", "is not a date"), ("since=2026-02-01&until=2026-01-01", "until must be after"),
+    ("since=2026-01-01&until=2026-01-31&importance=urgent", "importance must be"),
+    ("since=9999-12-31&until=9999-12-31", "out of range"), ("since=2026-01-01T25:00&until=2026-01-02", "not a date"),
+    ("since=%00&until=2026-01-02", "not a date"), ("since=2026-01-01&until=" + "9" * 300, "not a date"),
+])
+async def test_summary_bad_parameters(api: Api, query: str, message: str) -> None:
+    await assert_error(await api.get(f"{API}/reports/summary?{query}", "compliance"), 400, "bad_request", message)
+
+
+async def test_audit_verify_is_for_compliance_and_admins(api: Api) -> None:
+    await assert_error(await api.get(f"{API}/audit/verify", "cam"), 403, "forbidden")
+    await api.get(f"{API}/notices/{api.fx.notice.id}/report", "compliance")
+    for who in ("compliance", "admin"):
+        response = await api.get(f"{API}/audit/verify", who)
+        assert response.status == 200, await response.text()
+        data = await response.json()
+        assert set(data) >= {"ok", "events", "head_seq", "head_hash", "first_broken_seq", "reason"}
+        event = await AuditEvent.get(kind="report.exported")
+        assert data["ok"] is True and data["head_seq"] == event.seq and data["head_hash"] == event.hash
+        assert data["events"] == event.seq and data["first_broken_seq"] is None
+
+
+# ---- OpenAPI ------------------------------------------------------------------------------------
+
+async def test_openapi_document_is_public_and_complete(api: Api) -> None:
+    response = await api.client.get(f"{API}/openapi.json")
+    assert response.status == 200 and response.content_type == "application/json"
+    doc = json.loads(await response.text())
+    assert doc["openapi"].startswith("3.1")
+    assert set(doc["paths"]) == {f"{API}/notices", f"{API}/notices/{{id}}", f"{API}/notices/{{id}}/report",
+                                 f"{API}/reports/summary", f"{API}/audit/verify", f"{API}/openapi.json"}
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http", "scheme": "bearer", "description": doc["components"]["securitySchemes"]["bearerAuth"]["description"]}
+    assert doc["security"] == [{"bearerAuth": []}] and doc["paths"][f"{API}/openapi.json"]["get"]["security"] == []
+    report = doc["paths"][f"{API}/notices/{{id}}/report"]["get"]
+    assert {p["name"] for p in report["parameters"]} == {"id", "format"}
+    assert set(report["responses"]["200"]["content"]) == {"text/csv", "application/json"}
+    assert {"400", "401", "403", "404"} <= set(report["responses"])
+
+    # every $ref resolves
+    def refs(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "$ref":
+                    yield value
+                else:
+                    yield from refs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from refs(value)
+
+    for ref in refs(doc):
+        target = doc
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]
+        assert isinstance(target, dict)
+
+    # routes registered on the app are exactly the documented ones
+    registered = {r.resource.canonical for r in api.client.server.app.router.routes()
+                  if r.resource is not None and r.resource.canonical.startswith(API)}
+    assert registered == set(doc["paths"])

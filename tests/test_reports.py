@@ -1,0 +1,518 @@
+"""Acknowledgement reports: exact contents on a small fixture, summaries, audit, API tokens, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+from bot.core import api_tokens, reports
+from bot.core.errors import NotFound, UserError
+from storage import db as storage_db
+from storage.models import (
+    Acknowledgement,
+    ApiToken,
+    AuditEvent,
+    Delivery,
+    Escalation,
+    Member,
+    Notice,
+    NoticeRevision,
+    Organisation,
+    Staff,
+)
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+NOW = datetime(2026, 1, 12, 8, 0, tzinfo=UTC)
+
+
+def at(minutes: float = 0, **delta: float) -> datetime:
+    return T0 + timedelta(minutes=minutes, **delta)
+
+
+@dataclass
+class Fixture:
+    cam: Staff
+    other_cam: Staff
+    compliance: Staff
+    admin: Staff
+    retired: Staff
+    notice: Notice  # must-know, by `cam`, five recipients in two organisations
+    other: Notice  # need-to-know, by `other_cam`
+    draft: Notice  # a draft by `cam`: listed, never in a summary
+    members: dict[str, Member]
+
+
+async def seed_reports() -> Fixture:
+    """Two organisations, five members, one must-know notice with every kind of outcome:
+
+    anna  delivered, acknowledged revision 1 and then the current revision 2
+    bo    delivered, acknowledged only revision 1 (before the material edit), one reminder
+          delivered (and one that failed), escalated to the CAM (not yet sent: created_at counts)
+    cy    delivered (with microseconds), never acknowledged, escalated (sent)
+    di    failed, with a reason
+    ed    still pending; named in the escalation; a name a spreadsheet would run as a formula
+    """
+    cam = await Staff.create(email="cam@vendor.example", name="Casey CAM", role="cam")
+    other_cam = await Staff.create(email="other@vendor.example", name="Olga CAM", role="cam")
+    compliance = await Staff.create(email="audit@vendor.example", name="Avery Audit", role="compliance")
+    admin = await Staff.create(email="admin@vendor.example", role="admin")
+    retired = await Staff.create(email="gone@vendor.example", role="compliance", active=False)
+    acme = await Organisation.create(external_id="acme", name="Acme Locks", tier="gold")
+    bolt = await Organisation.create(external_id="bolt", name="Bolt Supply, Inc.", tier="silver")
+    members = {}
+    for key, org, name, role in [("anna", acme, "Anna Berg", "sales"), ("bo", acme, "Bo Chen", "support"),
+                                 ("cy", bolt, "Cy Diaz", "operations"), ("di", bolt, "Di Evans", "executive"),
+                                 ("ed", bolt, "=Ed Fox", "sales")]:
+        members[key] = await Member.create(organisation=org, email=f"{key}@{org.external_id}.example", name=name,
+                                           role=role)
+    notice = await Notice.create(topic="operations", importance="must-know", title="Recall of LX-200",
+                                 body="Stop selling LX-200.\nReturn stock.", audience="tier:gold tier:silver",
+                                 author=cam, status="sent", revision=2, ack_revision=2, recipient_count=5,
+                                 created_at=at(0), sent_at=at(1), deadline=datetime(2026, 1, 10, 17, 0, tzinfo=UTC))
+    await NoticeRevision.create(notice=notice, revision=1, title="Recall of LX-200", body="Stop selling LX-200.",
+                                edited_by="", edited_at=at(1))  # the original, as bot.core.revisions keeps it
+    await NoticeRevision.create(notice=notice, revision=2, title="Recall of LX-200 and LX-210", body="b",
+                                material=True, edited_by="cam@vendor.example", edited_at=at(days=1, hours=1))
+
+    def delivery(member: Member, status: str, **extra) -> Delivery:
+        return Delivery(notice=notice, member=member, platform="slack", status=status, next_attempt_at=at(1),
+                        created_at=at(1), **extra)
+
+    rows = {
+        "anna": delivery(members["anna"], "delivered", delivered_at=at(2)),
+        "bo": delivery(members["bo"], "delivered", delivered_at=at(2), reminders_sent=7),  # the count column is authoritative
+        "cy": delivery(members["cy"], "delivered", delivered_at=at(3, microseconds=500000)),
+        "di": delivery(members["di"], "failed", error="UDI does not exist in workspace T0PARTNER", attempts=1),
+        "ed": delivery(members["ed"], "pending", error="HTTP 500 from Slack; retrying"),
+    }
+    for row in rows.values():
+        await row.save()
+    await Delivery.create(notice=notice, member=members["bo"], platform="slack", kind="reminder", sequence=1,
+                          status="delivered", delivered_at=at(days=1), next_attempt_at=at(days=1), created_at=at(days=1))
+    await Delivery.create(notice=notice, member=members["bo"], platform="slack", kind="reminder", sequence=2,
+                          status="failed", error="x", next_attempt_at=at(days=2), created_at=at(days=2))
+    await Acknowledgement.create(notice=notice, member=members["anna"], delivery=rows["anna"], platform="slack",
+                                 revision=1, acknowledged_at=at(30))
+    await Acknowledgement.create(notice=notice, member=members["anna"], delivery=rows["anna"], platform="slack",
+                                 revision=2, acknowledged_at=at(days=1, hours=2))
+    await Acknowledgement.create(notice=notice, member=members["bo"], delivery=rows["bo"], platform="slack",
+                                 revision=1, acknowledged_at=at(40))
+    deadline = datetime(2026, 1, 10, 17, 5, tzinfo=UTC)
+    await Escalation.create(notice=notice, organisation=acme, staff=cam, member_ids=[members["bo"].id],
+                            status="pending", created_at=deadline)
+    await Escalation.create(notice=notice, organisation=bolt, staff=cam,
+                            member_ids=[members["cy"].id, members["ed"].id], status="delivered",
+                            created_at=deadline, sent_at=deadline + timedelta(minutes=1))
+
+    other = await Notice.create(topic="announcements", importance="need-to-know", title="Price list", body="New prices",
+                                audience="all", author=other_cam, status="sent", created_at=at(days=2),
+                                sent_at=at(days=2), recipient_count=1)
+    await Delivery.create(notice=other, member=members["anna"], platform="slack", status="delivered",
+                          delivered_at=at(days=2), next_attempt_at=at(days=2), created_at=at(days=2))
+    draft = await Notice.create(topic="operations", importance="must-know", title="Draft", body="d", audience="all",
+                                author=cam, status="draft", created_at=at(days=3))
+    return Fixture(cam, other_cam, compliance, admin, retired, notice, other, draft, members)
+
+
+EXPECTED_HEADER = ["organisation_id", "organisation", "member", "email", "role", "platform", "delivered_at",
+                   "failure_reason", "reminders_sent", "acknowledged_at", "acknowledged_revision", "escalated_at"]
+EXPECTED_ROWS = [
+    ["acme", "Acme Locks", "Anna Berg", "anna@acme.example", "sales", "slack", "2026-01-05T09:02:00Z", "", "0",
+     "2026-01-06T11:00:00Z", "2", ""],
+    ["acme", "Acme Locks", "Bo Chen", "bo@acme.example", "support", "slack", "2026-01-05T09:02:00Z", "", "1",
+     "2026-01-05T09:40:00Z", "1", "2026-01-10T17:05:00Z"],
+    ["bolt", "Bolt Supply, Inc.", "Cy Diaz", "cy@bolt.example", "operations", "slack",
+     "2026-01-05T09:03:00.500000Z", "", "0", "", "", "2026-01-10T17:06:00Z"],
+    ["bolt", "Bolt Supply, Inc.", "Di Evans", "di@bolt.example", "executive", "slack", "",
+     "UDI does not exist in workspace T0PARTNER", "0", "", "", ""],
+    ["bolt", "Bolt Supply, Inc.", "'=Ed Fox", "ed@bolt.example", "sales", "slack", "", "", "0", "", "",
+     "2026-01-10T17:06:00Z"],
+]
+EXPECTED_ORGS = [
+    {"organisation_id": "acme", "organisation": "Acme Locks", "recipients": 2, "delivered": 2, "failed": 0,
+     "pending": 0, "digest": 0, "cancelled": 0, "acknowledged": 1, "rate": 0.5},
+    {"organisation_id": "bolt", "organisation": "Bolt Supply, Inc.", "recipients": 3, "delivered": 1, "failed": 1,
+     "pending": 1, "digest": 0, "cancelled": 0, "acknowledged": 0, "rate": 0.0},
+]
+
+
+def expected_summary(notice_id: int) -> dict:
+    return {"notice_id": notice_id, "ack_revision": 2, "recipients": 5, "delivered": 3, "failed": 1, "pending": 1,
+            "digest": 0, "cancelled": 0, "acknowledged": 1, "rate": 0.3333, "organisations": EXPECTED_ORGS}
+
+
+def expected_json_rows() -> list[dict]:
+    out = []
+    for row in EXPECTED_ROWS:
+        item = dict(zip(EXPECTED_HEADER, row, strict=True))
+        for key in ("delivered_at", "acknowledged_at", "escalated_at"):
+            item[key] = item[key] or None
+        item["member"] = item["member"].removeprefix("'")  # the apostrophe guards spreadsheets only
+        item["reminders_sent"] = int(item["reminders_sent"])
+        item["acknowledged_revision"] = int(item["acknowledged_revision"]) if item["acknowledged_revision"] else None
+        out.append(item)
+    return out
+
+
+async def collect(notice_id: int, fmt: str, **kwargs) -> str:
+    return "".join([chunk async for chunk in reports.report_chunks(notice_id, fmt, now=NOW, actor="audit@vendor.example",
+                                                                   **kwargs)])
+
+
+def split_csv(text: str) -> tuple[dict[str, str], list[list[str]]]:
+    lines = text.splitlines(keepends=True)
+    meta_lines = [line for line in lines if line.startswith("#")]
+    assert lines[:len(meta_lines)] == meta_lines, "metadata comes first"
+    meta: dict[str, str] = {}
+    for line in meta_lines:
+        key, _, value = line[2:].rstrip("\n").partition(": ")
+        meta[key] = value if key not in meta else meta[key] + "\n" + value
+    table = list(csv.reader(io.StringIO("".join(lines[len(meta_lines):]))))
+    return meta, table
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+async def test_csv_report_cells_metadata_and_summary(db: str) -> None:
+    fx = await seed_reports()
+    text = await collect(fx.notice.id, "csv")
+    meta, table = split_csv(text)
+    assert table[0] == EXPECTED_HEADER
+    assert table[1:] == EXPECTED_ROWS
+
+    event = await AuditEvent.get(kind="report.exported", notice_id=fx.notice.id)
+    assert event.actor == "audit@vendor.example" and event.data["format"] == "csv"
+    assert meta["notice_id"] == str(fx.notice.id)
+    assert meta["title"] == "Recall of LX-200" and meta["topic"] == "operations"
+    assert meta["importance"] == "must-know" and meta["status"] == "sent"
+    assert meta["audience"] == "tier:gold tier:silver" and meta["author"] == "cam@vendor.example"
+    assert meta["created_at"] == "2026-01-05T09:00:00Z" and meta["sent_at"] == "2026-01-05T09:01:00Z"
+    assert meta["deadline"] == "2026-01-10T17:00:00Z"
+    assert meta["revision"] == "2" and meta["ack_revision"] == "2"
+    assert meta["revision_1"] == "edited_at=2026-01-05T09:01:00Z edited_by=cam@vendor.example material=no original"
+    assert meta["revision_2"] == "edited_at=2026-01-06T10:00:00Z edited_by=cam@vendor.example material=yes"
+    assert meta["produced_at"] == "2026-01-12T08:00:00Z"
+    # The chain head is read right after the export's own audit event was appended.
+    assert meta["audit_chain_head_seq"] == str(event.seq) and int(meta["audit_chain_head_seq"]) >= 1
+    assert meta["audit_chain_head_hash"] == event.hash and len(event.hash) == 64
+    assert (meta["recipients"], meta["delivered"], meta["failed"], meta["pending"], meta["acknowledged"]) == \
+        ("5", "3", "1", "1", "1")
+    assert meta["acknowledgement_rate"] == "0.3333"
+    assert meta["organisation"].splitlines() == [
+        'id="acme" name="Acme Locks" recipients=2 delivered=2 failed=0 pending=0 digest=0 cancelled=0 '
+        'acknowledged=1 rate=0.5',
+        'id="bolt" name="Bolt Supply, Inc." recipients=3 delivered=1 failed=1 pending=1 digest=0 cancelled=0 '
+        'acknowledged=0 rate=0.0',
+    ]
+
+
+async def test_json_report_is_one_valid_object(db: str) -> None:
+    fx = await seed_reports()
+    chunks = [c async for c in reports.report_chunks(fx.notice.id, "json", now=NOW, actor="x", page_size=2)]
+    assert len(chunks) == 1 + 3 + 1  # opening, three pages of rows (2 + 2 + 1), closing
+    data = json.loads("".join(chunks))
+    assert list(data) == ["notice", "revisions", "produced_at", "audit_chain_head", "summary", "rows"]
+    assert data["notice"] == {
+        "id": fx.notice.id, "title": "Recall of LX-200", "topic": "operations", "importance": "must-know",
+        "status": "sent", "audience": "tier:gold tier:silver", "author": "cam@vendor.example",
+        "body": "Stop selling LX-200.\nReturn stock.", "link": "",
+        "created_at": "2026-01-05T09:00:00Z", "sent_at": "2026-01-05T09:01:00Z", "deadline": "2026-01-10T17:00:00Z",
+        "completed_at": None, "escalated_at": None, "retracted_at": None, "retract_reason": None,
+        "revision": 2, "ack_revision": 2, "recipient_count": 5,
+    }
+    assert data["revisions"] == [
+        {"revision": 1, "title": "Recall of LX-200", "edited_at": "2026-01-05T09:01:00Z", "edited_by": "cam@vendor.example",
+         "material": False, "original": True},
+        {"revision": 2, "title": "Recall of LX-200 and LX-210", "edited_at": "2026-01-06T10:00:00Z",
+         "edited_by": "cam@vendor.example", "material": True, "original": False},
+    ]
+    assert data["produced_at"] == "2026-01-12T08:00:00Z"
+    event = await AuditEvent.get(kind="report.exported", notice_id=fx.notice.id)
+    assert event.data == {"format": "json"}
+    assert data["audit_chain_head"] == {"seq": event.seq, "hash": event.hash}
+    assert data["summary"] == expected_summary(fx.notice.id)
+    assert data["rows"] == expected_json_rows()
+
+
+async def test_pagination_gives_the_same_rows_and_each_export_is_audited(db: str) -> None:
+    fx = await seed_reports()
+    one_page = split_csv(await collect(fx.notice.id, "csv"))[1]
+    for size in (1, 2, 4, 5):
+        assert split_csv(await collect(fx.notice.id, "csv", page_size=size))[1] == one_page
+    assert await AuditEvent.filter(kind="report.exported", notice_id=fx.notice.id).count() == 5
+    heads = [e.seq for e in await AuditEvent.filter(kind="report.exported").order_by("seq")]
+    assert heads == sorted(set(heads))
+
+
+async def test_empty_and_never_edited_notice(db: str) -> None:
+    fx = await seed_reports()
+    data = json.loads(await collect(fx.draft.id, "json"))
+    assert data["rows"] == []
+    assert data["revisions"] == [{"revision": 1, "title": "Draft", "edited_at": "2026-01-08T09:00:00Z",
+                                  "edited_by": "cam@vendor.example", "material": False, "original": True}]
+    assert data["summary"]["recipients"] == 0 and data["summary"]["rate"] is None
+    assert data["summary"]["organisations"] == []
+    await NoticeRevision.create(notice=fx.other, revision=2, title="Price list v2", body="b", edited_by="x@y",
+                                edited_at=at(days=4))  # revision 1 was never kept: its title is unknown
+    assert [(r["revision"], r["title"], r["edited_by"]) for r in await reports.notice_revisions(
+        await reports.load_notice(fx.other.id))] == [(1, None, "other@vendor.example"), (2, "Price list v2", "x@y")]
+    meta, table = split_csv(await collect(fx.draft.id, "csv"))
+    assert table == [EXPECTED_HEADER] and meta["acknowledgement_rate"] == ""
+
+
+async def test_unknown_notice_and_format(db: str) -> None:
+    await seed_reports()
+    with pytest.raises(NotFound, match="notice 999 does not exist"):
+        await collect(999, "csv")
+    with pytest.raises(UserError, match="unknown report format"):
+        await collect(1, "xml")
+    assert await AuditEvent.filter(kind="report.exported").count() == 0
+
+
+async def test_notice_summary_and_cross_notice_summary(db: str) -> None:
+    fx = await seed_reports()
+    assert await reports.notice_summary(fx.notice.id) == expected_summary(fx.notice.id)
+    with pytest.raises(NotFound):
+        await reports.notice_summary(12345)
+
+    since, until = reports.parse_window("2026-01-01", "2026-01-31")
+    assert (since, until) == (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
+    rows = await reports.summary_report(since=since, until=until)
+    assert rows == [
+        {"id": fx.notice.id, "title": "Recall of LX-200", "topic": "operations", "importance": "must-know",
+         "status": "sent", "sent_at": "2026-01-05T09:01:00Z", "recipients": 5, "delivered": 3, "failed": 1,
+         "pending": 1, "digest": 0, "cancelled": 0, "acknowledged": 1, "rate": 0.3333},
+        {"id": fx.other.id, "title": "Price list", "topic": "announcements", "importance": "need-to-know",
+         "status": "sent", "sent_at": "2026-01-07T09:00:00Z", "recipients": 1, "delivered": 1, "failed": 0,
+         "pending": 0, "digest": 0, "cancelled": 0, "acknowledged": 0, "rate": 0.0},
+    ]
+    assert [r["id"] for r in await reports.summary_report(since=since, until=until, topic="operations")] == [fx.notice.id]
+    assert [r["id"] for r in await reports.summary_report(since=since, until=until, importance="need-to-know")] \
+        == [fx.other.id]
+    assert [r["id"] for r in await reports.summary_report(since=since, until=until, author_id=fx.cam.id)] \
+        == [fx.notice.id]
+    # the window is half-open: a notice sent exactly at `until` belongs to the next one
+    assert [r["id"] for r in await reports.summary_report(since=since, until=at(1))] == []
+    assert [r["id"] for r in await reports.summary_report(since=at(1), until=at(2))] == [fx.notice.id]
+
+
+def test_window_parsing() -> None:
+    assert reports.parse_window("2026-01-05T10:00:00+02:00", "2026-01-05T12:00Z") == (
+        datetime(2026, 1, 5, 8, tzinfo=UTC), datetime(2026, 1, 5, 12, tzinfo=UTC))
+    assert reports.parse_moment("2026-01-05T10:00:00", what="x") == datetime(2026, 1, 5, 10, tzinfo=UTC)
+    for since, until, message in [("2026-13-01", "2026-01-02", "is not a date"), ("", "2026-01-02", "required"),
+                                  ("2026-01-05", "2026-01-04", "until must be after since"),
+                                  ("yesterday", "2026-01-02", "is not a date")]:
+        with pytest.raises(UserError, match=message):
+            reports.parse_window(since, until)
+
+
+async def test_access_rule(db: str) -> None:
+    fx = await seed_reports()
+    assert reports.can_read_notice(fx.compliance, fx.other) and reports.can_read_notice(fx.admin, fx.notice)
+    assert reports.can_read_notice(fx.cam, fx.notice) and reports.can_read_notice(fx.cam, fx.draft)
+    assert not reports.can_read_notice(fx.cam, fx.other) and not reports.can_read_notice(fx.other_cam, fx.notice)
+    assert not reports.can_read_notice(fx.retired, fx.notice)
+    assert not reports.can_read_notice(None, fx.notice)
+    stranger = Staff(id=999, email="x@y", role="intern", active=True)
+    assert not reports.can_read_notice(stranger, fx.notice)
+    authorless = Notice(id=77, author_id=None)
+    assert not reports.can_read_notice(fx.cam, authorless) and reports.can_read_notice(fx.compliance, authorless)
+
+
+# ---- API tokens ---------------------------------------------------------------------------------
+
+async def test_tokens_are_stored_hashed_and_authenticate(db: str) -> None:
+    fx = await seed_reports()
+    token, plaintext = await api_tokens.create_token("Audit@Vendor.example", name="dashboard", now=T0)
+    assert plaintext.startswith("hrld_") and len(plaintext) > 40
+    row = await ApiToken.get(id=token.id)
+    assert row.token_hash == hashlib.sha256(plaintext.encode()).hexdigest() and row.name == "dashboard"
+    assert plaintext not in json.dumps([e.data for e in await AuditEvent.all()])
+    created = await AuditEvent.get(kind="token.created")
+    assert created.data["token_id"] == token.id and created.data["staff_email"] == "audit@vendor.example"
+
+    assert (await api_tokens.authenticate(plaintext, now=T0)).id == fx.compliance.id
+    assert (await ApiToken.get(id=token.id)).last_used_at == T0
+    await api_tokens.authenticate(plaintext, now=T0 + timedelta(seconds=59))
+    assert (await ApiToken.get(id=token.id)).last_used_at == T0  # at most once a minute
+    await api_tokens.authenticate(plaintext, now=T0 + timedelta(seconds=61))
+    assert (await ApiToken.get(id=token.id)).last_used_at == T0 + timedelta(seconds=61)
+    assert await api_tokens.authenticate(plaintext + "x", now=T0) is None
+    assert await api_tokens.authenticate("", now=T0) is None
+    assert await api_tokens.authenticate(None, now=T0) is None
+
+    revoked, newly = await api_tokens.revoke_token(str(token.id), now=T0, actor="test")
+    assert newly and revoked.revoked_at == T0 and revoked.staff.email == "audit@vendor.example"
+    assert await api_tokens.authenticate(plaintext, now=T0) is None
+    assert (await api_tokens.revoke_token(token.id))[1] is False
+    assert await AuditEvent.filter(kind="token.revoked").count() == 1
+
+    second, secret = await api_tokens.create_token("cam@vendor.example", now=T0)
+    assert (await api_tokens.revoke_token(api_tokens.fingerprint(second)))[0].id == second.id
+    third, secret = await api_tokens.create_token("cam@vendor.example", now=T0)
+    assert (await api_tokens.revoke_token(secret))[0].id == third.id
+    assert [t.id for t in await api_tokens.list_tokens()] == [token.id, second.id, third.id]
+    assert [t.staff.email for t in await api_tokens.list_tokens()] == ["audit@vendor.example", "cam@vendor.example",
+                                                                      "cam@vendor.example"]
+
+
+async def test_token_errors(db: str) -> None:
+    fx = await seed_reports()
+    with pytest.raises(UserError, match="no staff member"):
+        await api_tokens.create_token("nobody@vendor.example", now=T0)
+    with pytest.raises(UserError, match="inactive"):
+        await api_tokens.create_token("gone@vendor.example", now=T0)
+    with pytest.raises(NotFound):
+        await api_tokens.revoke_token("424242")
+    with pytest.raises(NotFound):
+        await api_tokens.revoke_token("abcdef0123")
+    with pytest.raises(UserError, match="not a token id"):
+        await api_tokens.revoke_token("zz")
+    _, plaintext = await api_tokens.create_token("cam@vendor.example", now=T0)
+    fx.cam.active = False
+    await fx.cam.save()
+    assert await api_tokens.authenticate(plaintext, now=T0) is None  # inactive staff: the token stops working
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def cli(db_url: str, monkeypatch) -> tuple[CliRunner, Fixture]:
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+
+    async def seed() -> Fixture:
+        await storage_db.connect(db_url, run_migrations=False)
+        try:
+            return await seed_reports()
+        finally:
+            await storage_db.close()
+
+    return CliRunner(), asyncio.run(seed())
+
+
+def test_cli_report_csv_json_and_file(cli: tuple[CliRunner, Fixture], tmp_path) -> None:
+    runner, fx = cli
+    result = runner.invoke(main, ["report", str(fx.notice.id)])
+    assert result.exit_code == 0, result.output
+    meta, table = split_csv(result.stdout)
+    assert table == [EXPECTED_HEADER, *EXPECTED_ROWS] and meta["recipients"] == "5"
+
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    out = outdir / "r.json"
+    result = runner.invoke(main, ["report", str(fx.notice.id), "--format", "json", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and f"written to {out}" in result.stderr
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["rows"] == expected_json_rows() and data["summary"] == expected_summary(fx.notice.id)
+    assert list(outdir.iterdir()) == [out]  # no .partial left behind
+
+    missing = outdir / "missing.csv"
+    result = runner.invoke(main, ["report", "9999", "--output", str(missing)])
+    assert result.exit_code == 1 and "notice 9999 does not exist" in result.output
+    assert list(outdir.iterdir()) == [out]
+
+    async def exported() -> list[tuple[str, dict]]:
+        await storage_db.connect(os.environ["HERALD_DATABASE_URL"], run_migrations=False)
+        try:
+            return [(e.actor, e.data) for e in await AuditEvent.filter(kind="report.exported").order_by("seq")]
+        finally:
+            await storage_db.close()
+
+    events = asyncio.run(exported())
+    assert [d for _, d in events] == [{"format": "csv"}, {"format": "json"}]
+    assert all(actor.startswith("operator:") for actor, _ in events)
+
+
+def test_cli_summary_and_usage_errors(cli: tuple[CliRunner, Fixture]) -> None:
+    runner, fx = cli
+    result = runner.invoke(main, ["report", "--since", "2026-01-01", "--until", "2026-01-31", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["since"] == "2026-01-01T00:00:00Z" and data["until"] == "2026-02-01T00:00:00Z"
+    assert [(n["id"], n["acknowledged"], n["rate"]) for n in data["notices"]] == [(fx.notice.id, 1, 0.3333),
+                                                                                (fx.other.id, 0, 0.0)]
+    result = runner.invoke(main, ["report", "--since", "2026-01-01", "--until", "2026-01-31", "--topic", "operations"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == list(reports.SUMMARY_COLUMNS)
+    assert rows[1:] == [[str(fx.notice.id), "Recall of LX-200", "operations", "must-know", "sent",
+                         "2026-01-05T09:01:00Z", "5", "3", "1", "1", "0", "0", "1", "0.3333"]]
+
+    assert runner.invoke(main, ["report"]).exit_code == 2
+    assert runner.invoke(main, ["report", str(fx.notice.id), "--since", "2026-01-01"]).exit_code == 2
+    bad = runner.invoke(main, ["report", "--since", "2026-01-31", "--until", "2026-01-01"])
+    assert bad.exit_code == 1 and "until must be after since" in bad.output
+    assert runner.invoke(main, ["report", "--since", "x", "--until", "2026-01-01"]).exit_code == 1
+
+
+def test_cli_tokens(cli: tuple[CliRunner, Fixture]) -> None:
+    runner, fx = cli
+    created = runner.invoke(main, ["token", "create", "audit@vendor.example", "--name", "dashboard"])
+    assert created.exit_code == 0, created.output
+    plaintext = created.stdout.strip()
+    assert plaintext.startswith("hrld_") and "\n" not in plaintext
+    assert "cannot be shown again" in created.stderr and "created token 1 for audit@vendor.example" in created.stderr
+
+    listing = runner.invoke(main, ["token", "list"])
+    assert listing.exit_code == 0 and "audit@vendor.example" in listing.output and "dashboard" in listing.output
+    assert plaintext not in listing.output and "never used" in listing.output and "active" in listing.output
+    as_json = json.loads(runner.invoke(main, ["token", "list", "--json"]).output)
+    assert as_json[0]["id"] == 1 and as_json[0]["revoked_at"] is None
+    assert as_json[0]["fingerprint"] == hashlib.sha256(plaintext.encode()).hexdigest()[:12]
+
+    revoked = runner.invoke(main, ["token", "revoke", "1"])
+    assert revoked.exit_code == 0 and "revoked token 1 of audit@vendor.example ('dashboard')" in revoked.output
+    again = runner.invoke(main, ["token", "revoke", as_json[0]["fingerprint"]])
+    assert again.exit_code == 0 and "was already revoked" in again.output
+    assert "revoked 2026" in runner.invoke(main, ["token", "list"]).output
+
+    unknown = runner.invoke(main, ["token", "revoke", "77"])
+    assert unknown.exit_code == 1 and "no API token with id 77" in unknown.output
+    nobody = runner.invoke(main, ["token", "create", "nobody@vendor.example"])
+    assert nobody.exit_code == 1 and "no staff member" in nobody.output
+    assert runner.invoke(main, ["token", "list"]).exit_code == 0
+
+
+async def test_escalations_are_read_in_batches(db: str) -> None:
+    fx = await seed_reports()
+    escalations = await reports._escalations(fx.notice.id, batch=1)
+    assert len(escalations) == 2
+    rows = [r async for page in reports.iter_report_rows(fx.notice, page_size=3, escalations=escalations)
+            for r in page]
+    assert rows == expected_json_rows()
+    acme = escalations[fx.members["bo"].organisation_id]
+    assert acme.names(fx.members["bo"].id) and not acme.names(fx.members["anna"].id)
+
+
+async def test_retracted_notice_counts_cancelled_deliveries(db: str) -> None:
+    fx = await seed_reports()
+    retracted = await Notice.create(topic="operations", importance="must-know", title="Oops", body="b", audience="all",
+                                    author=fx.cam, status="retracted", created_at=at(days=1), sent_at=at(days=1),
+                                    retracted_at=at(days=1, minutes=5), retract_reason="wrong product")
+    await Delivery.create(notice=retracted, member=fx.members["anna"], platform="slack", status="delivered",
+                          delivered_at=at(days=1), next_attempt_at=at(days=1), created_at=at(days=1))
+    await Delivery.create(notice=retracted, member=fx.members["cy"], platform="teams", status="cancelled",
+                          error="retracted: wrong product", next_attempt_at=at(days=1), created_at=at(days=1))
+    summary = await reports.notice_summary(retracted.id)
+    assert (summary["recipients"], summary["delivered"], summary["cancelled"], summary["pending"]) == (2, 1, 1, 0)
+    data = json.loads(await collect(retracted.id, "json"))
+    assert [(r["email"], r["platform"], r["delivered_at"], r["failure_reason"]) for r in data["rows"]] == [
+        ("anna@acme.example", "slack", "2026-01-06T09:00:00Z", ""),
+        ("cy@bolt.example", "teams", None, "retracted: wrong product")]
+    assert data["notice"]["status"] == "retracted" and data["notice"]["retract_reason"] == "wrong product"
+    meta, _ = split_csv(await collect(retracted.id, "csv"))
+    assert meta["retracted_at"] == "2026-01-06T09:05:00Z" and meta["cancelled"] == "1"
