@@ -124,14 +124,15 @@ class SlackHarness:
             return json.loads(text) if text else {}
 
 
-async def start_harness(db_url: str, *, run_worker: bool = False) -> SlackHarness:
+async def start_harness(db_url: str, *, run_worker: bool = False,
+                        extra_settings: dict | None = None) -> SlackHarness:
     fake = FakeSlackAPI()
     await fake.start()
     fake.add_workspace(TEAM, TOKEN)
     for user in ("UANNA", "UBO", "UCY", "UDI", CAM_USER, "UOUTSIDER"):
         fake.add_user(TEAM, user)
     settings = load_settings(database_url=db_url, slack_signing_secret=SIGNING_SECRET, slack_api_url=fake.url,
-                             outbox_poll_seconds=3600)
+                             outbox_poll_seconds=3600, **(extra_settings or {}))
     clock = ManualClock()
     app = build_app(settings, clock=clock, run_worker=run_worker, manage_database=False)
     server = TestServer(app, host="127.0.0.1")

@@ -13,6 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.base import DirectMessage, MessageRef, Outcome, Recipient
 from bot.channels.slack_blocks import direct_message_blocks, escape, notice_blocks, notice_fallback_text
+from bot.core.secrets import TokenCipher, TokenDecryptError, environment_cipher, is_sealed
 from bot.core.views import NoticeView
 from storage.models import Platform, Workspace
 
@@ -36,12 +37,15 @@ _PERMANENT_ERRORS = {
 
 
 class SlackWorkspaces:
-    """Bot tokens per Slack workspace, read from the database; the env token is the fallback
-    for a single-workspace install."""
+    """Bot tokens per Slack workspace, read from the database (and decrypted); the env token is
+    the fallback for a single-workspace install."""
 
-    def __init__(self, api_url: str, default_token: str | None = None) -> None:
+    def __init__(self, api_url: str, default_token: str | None = None, cipher: TokenCipher | None = None) -> None:
         self.api_url = api_url
         self.default_token = default_token
+        # Opens sealed tokens; None = HERALD_SECRET_KEY from the environment. The server sets it
+        # from its settings (bot.handlers.slack_oauth.add_slack_oauth_routes).
+        self.cipher = cipher
         self._cache: dict[str, tuple[float, str | None]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, AsyncWebClient] = {}
@@ -52,11 +56,20 @@ class SlackWorkspaces:
             return cached[1]
         workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
         if workspace is not None:
-            token = workspace.bot_token if workspace.active else None
+            token = self._open(workspace) if workspace.active else None
         else:
             token = self.default_token
         self._cache[team_id] = (time.monotonic(), token)
         return token
+
+    def _open(self, workspace: Workspace) -> str | None:
+        if not is_sealed(workspace.bot_token):
+            return workspace.bot_token or None  # stored before encryption, or without HERALD_SECRET_KEY
+        try:
+            return (self.cipher or environment_cipher()).open(workspace.bot_token) or None
+        except TokenDecryptError as exc:
+            log.error("Slack workspace %s: %s", workspace.external_id, exc)
+            return None
 
     def forget(self, team_id: str) -> None:
         self._cache.pop(team_id, None)

@@ -176,6 +176,7 @@ class FakeSlackAPI:
         if self._runner is not None:
             return
         app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/api/oauth.v2.access", self._handle_oauth_v2_access)  # no bot token
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/response/{key}", self._handle_response_url)
         app.router.add_post("/upload/{file_id}", self._handle_upload)
@@ -751,3 +752,70 @@ class FakeSlackAPI:
         if user_id is None:
             raise _SlackError("users_not_found")
         return {"ok": True, "user": self._users[ws.team_id][user_id]}
+
+    # ------------------------------------------------------------------ OAuth v2 (oauth.v2.access)
+
+    def add_oauth_app(self, client_id: str, client_secret: str) -> None:
+        """Credentials oauth.v2.access accepts (HTTP Basic auth, or client_id/client_secret fields)."""
+        self._oauth_apps = {**getattr(self, "_oauth_apps", {}), client_id: client_secret}
+
+    def add_oauth_code(self, code: str, *, team_id: str, token: str, team_name: str = "",
+                       bot_user_id: str = "UBOT", installer: str = "UINSTALLER",
+                       scope: str = "commands,chat:write", redirect_uri: str | None = None,
+                       enterprise_install: bool = False) -> None:
+        """A code Slack would hand to the redirect URL after someone approved the install.
+
+        Exchanging it (once) answers with `token` for `team_id`, which is registered as a
+        workspace of this fake. `redirect_uri`, when given, must match the one sent."""
+        self.add_workspace(team_id, token, bot_user_id=bot_user_id)
+        codes = getattr(self, "_oauth_codes", {})
+        codes[code] = {"team_id": team_id, "token": token, "team_name": team_name or f"Team {team_id}",
+                       "bot_user_id": bot_user_id, "installer": installer, "scope": scope,
+                       "redirect_uri": redirect_uri, "enterprise_install": enterprise_install, "used": False}
+        self._oauth_codes = codes
+
+    async def _handle_oauth_v2_access(self, request: web.Request) -> web.Response:
+        method = "oauth.v2.access"
+        try:
+            args = await self._read_args(request)
+        except ValueError:
+            args = {}
+        client_id, client_secret = args.pop("client_id", None), args.pop("client_secret", None)
+        auth = request.headers.get("Authorization", "")
+        if auth[:6].lower() == "basic ":
+            import base64
+
+            try:
+                client_id, _, client_secret = base64.b64decode(auth[6:].strip()).decode().partition(":")
+            except (ValueError, UnicodeError):
+                client_id = client_secret = None
+        call = Call(method, None, {**args, "client_id": client_id})
+        self._record(call)
+        if self._faults:
+            fault = self._take_fault(method)
+            if fault is not None:
+                response, call.error = self._fault_response(fault)
+                call.status = response.status
+                return response
+        apps: dict[str, str] = getattr(self, "_oauth_apps", {})
+        codes: dict[str, dict[str, Any]] = getattr(self, "_oauth_codes", {})
+        grant = codes.get(str(args.get("code") or ""))
+        if not client_id or client_id not in apps:
+            call.error = "invalid_client_id"
+        elif client_secret != apps[client_id]:
+            call.error = "bad_client_secret"
+        elif grant is None or grant["used"]:
+            call.error = "invalid_code"
+        elif grant["redirect_uri"] is not None and args.get("redirect_uri") != grant["redirect_uri"]:
+            call.error = "bad_redirect_uri"
+        if call.error is not None:
+            return _json({"ok": False, "error": call.error})
+        grant["used"] = True
+        ws = next(w for w in self._workspaces.values() if w.token == grant["token"])
+        team = None if grant["enterprise_install"] else {"id": grant["team_id"], "name": grant["team_name"]}
+        return _json({
+            "ok": True, "access_token": grant["token"], "token_type": "bot", "scope": grant["scope"],
+            "bot_user_id": ws.bot_user_id, "app_id": "AHERALD", "team": team,
+            "enterprise": {"id": "E0ORG", "name": "Org"} if grant["enterprise_install"] else None,
+            "authed_user": {"id": grant["installer"]}, "is_enterprise_install": grant["enterprise_install"],
+        })

@@ -1,0 +1,504 @@
+"""Connecting Slack workspaces ("Add to Slack", OAuth v2), tokens encrypted at rest, Herald being
+removed from a workspace (app_uninstalled / tokens_revoked), `herald workspaces list` and
+`herald slack manifest`: over real HTTP against the fake Slack API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from click.testing import CliRunner
+from tortoise import connections
+
+from bot.cli import main
+from bot.core import workspaces as workspace_core
+from bot.core.audit_verify import verify_chain
+from bot.core.directory import import_directory
+from bot.core.secrets import PREFIX, TokenCipher, TokenDecryptError
+from bot.core.workspaces import add_slack_workspace, deactivate_workspace
+from bot.handlers.slack_oauth import make_state
+from config.settings import ConfigError, load_settings
+from storage import db as storage_db
+from storage.models import AuditEvent, Delivery, Notice, Workspace
+from tests.fakes.slack_signing import event_body
+from tests.support import (
+    TEAM, Rig, SlackHarness, directory_csv, seed_directory, start_harness, stop_harness, wait_until,
+)
+
+SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
+CLIENT_ID = "1111.2222"
+CLIENT_SECRET = "test-client-secret"
+PUBLIC_URL = "https://herald.example.com"
+REDIRECT_URI = PUBLIC_URL + "/slack/oauth_redirect"
+OAUTH_SETTINGS = {"slack_client_id": CLIENT_ID, "slack_client_secret": CLIENT_SECRET, "secret_key": SECRET_KEY,
+                  "public_url": PUBLIC_URL, "slack_oauth_base_url": "https://slack.example"}
+COOKIE = "__Host-herald_slack_install"
+SCOPES = {"commands", "chat:write", "im:write", "im:history", "users:read", "users:read.email", "files:write"}
+NEW_TEAM, NEW_TOKEN, NEW_USER = "T0NEWCO", "xoxb-newco-very-secret", "UNEW1"
+NEWCO_MEMBER = (f"newco,New Co,gold,emea,de,security,small,reseller,cam@vendor.example,nia@newco.example,Nia Ng,"
+                f"sales,UTC,en,{NEW_TEAM},{NEW_USER},,")
+
+
+@pytest.fixture
+async def slack(db: str) -> AsyncIterator[SlackHarness]:
+    harness = await start_harness(db, extra_settings=OAUTH_SETTINGS)
+    harness.fake.add_oauth_app(CLIENT_ID, CLIENT_SECRET)
+    await seed_directory(harness.clock)
+    try:
+        yield harness
+    finally:
+        await stop_harness(harness)
+
+
+@pytest.fixture
+def removals(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Finished deactivate_workspace calls (the event listeners run after the HTTP answer)."""
+    done: list = []
+    real = workspace_core.deactivate_workspace
+
+    async def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        result = await real(*args, **kwargs)
+        done.append(result)
+        return result
+
+    monkeypatch.setattr(workspace_core, "deactivate_workspace", counted)
+    return done
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+async def _start(slack: SlackHarness) -> tuple[str, str, dict[str, list[str]]]:
+    """GET /slack/install: (state, the Cookie header to send back, the authorize URL's query)."""
+    async with slack.session.get(slack.server.make_url("/slack/install"), allow_redirects=False) as response:
+        assert response.status == 302, await response.text()
+        location = response.headers["Location"]
+        morsel = response.cookies[COOKIE]
+    assert location.startswith("https://slack.example/oauth/v2/authorize?")
+    query = parse_qs(urlsplit(location).query)
+    return query["state"][0], f"{COOKIE}={morsel.value}", query
+
+
+async def _finish(slack: SlackHarness, *, state: str, code: str = "", cookie: str | None = None,
+                  **extra: str) -> tuple[int, str, str]:
+    """GET /slack/oauth_redirect as the browser Slack sends back: (status, page, Set-Cookie)."""
+    params = {k: v for k, v in {"code": code, "state": state, **extra}.items() if v}
+    headers = {"Cookie": cookie} if cookie else {}
+    url = slack.server.make_url("/slack/oauth_redirect").with_query(params)
+    async with slack.session.get(url, headers=headers, allow_redirects=False) as response:
+        return response.status, await response.text(), response.headers.get("Set-Cookie", "")
+
+
+async def _raw_token(team_id: str) -> str:
+    rows = await connections.get("default").execute_query_dict(
+        f"SELECT bot_token FROM workspace WHERE external_id = '{team_id}'")
+    return rows[0]["bot_token"]
+
+
+def _newco_code(slack: SlackHarness, code: str = "code-ok", token: str = NEW_TOKEN) -> None:
+    slack.fake.add_oauth_code(code, team_id=NEW_TEAM, token=token, team_name="New <Co> & Sons",
+                              bot_user_id="UBOTNEW", installer="UINSTALLER", scope=",".join(sorted(SCOPES)),
+                              redirect_uri=REDIRECT_URI)
+    slack.fake.add_user(NEW_TEAM, NEW_USER)
+
+
+async def _install_newco(slack: SlackHarness, code: str = "code-ok", token: str = NEW_TOKEN) -> None:
+    _newco_code(slack, code, token)
+    state, cookie, _ = await _start(slack)
+    status, page, _ = await _finish(slack, state=state, code=code, cookie=cookie)
+    assert status == 200, page
+
+
+async def _signed_event(slack: SlackHarness, body: str, **headers: str) -> None:
+    response = await slack.post_signed(body, headers=headers)
+    assert response.status == 200
+
+
+# ---- the install flow -----------------------------------------------------------------------
+
+async def test_install_redirects_to_slack_with_a_signed_state_bound_to_a_cookie(slack: SlackHarness) -> None:
+    async with slack.session.get(slack.server.make_url("/slack/install"), allow_redirects=False) as response:
+        assert response.status == 302
+        assert response.headers["Cache-Control"] == "no-store"
+        morsel = response.cookies[COOKIE]
+        query = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert query["client_id"] == [CLIENT_ID]
+    assert set(query["scope"][0].split(",")) == SCOPES
+    assert query["redirect_uri"] == [REDIRECT_URI]
+    state = query["state"][0]
+    version, nonce, expires, signature = state.split(".")
+    assert version == "v1" and nonce == morsel.value and signature
+    assert int(expires) == int(slack.clock.now().timestamp()) + 600
+    assert morsel["httponly"] and morsel["secure"] and morsel["samesite"] == "Lax"
+    assert morsel["path"] == "/" and morsel["max-age"] == "600"
+    second, _, _ = await _start(slack)
+    assert second != state  # a fresh nonce per install
+
+
+async def test_good_state_and_code_store_the_workspace_with_an_encrypted_token(slack: SlackHarness) -> None:
+    _newco_code(slack)
+    state, cookie, _ = await _start(slack)
+    status, page, set_cookie = await _finish(slack, state=state, code="code-ok", cookie=cookie)
+    assert status == 200, page
+    assert "New &lt;Co&gt; &amp; Sons" in page and "<Co>" not in page
+    assert set_cookie.startswith(f"{COOKIE}=") and "Max-Age=0" in set_cookie  # single-use: cookie cleared
+
+    (exchange,) = slack.fake.calls_to("oauth.v2.access")
+    assert exchange.ok and exchange.args["client_id"] == CLIENT_ID and exchange.args["code"] == "code-ok"
+    assert exchange.args["redirect_uri"] == REDIRECT_URI and "client_secret" not in exchange.args
+
+    workspace = await Workspace.get(platform="slack", external_id=NEW_TEAM)
+    assert workspace.active and workspace.name == "New <Co> & Sons" and workspace.bot_user_id == "UBOTNEW"
+    raw = await _raw_token(NEW_TEAM)
+    assert raw.startswith(PREFIX) and NEW_TOKEN not in raw and "newco" not in raw
+    assert TokenCipher(SECRET_KEY).open(raw) == NEW_TOKEN
+    with pytest.raises(TokenDecryptError):
+        TokenCipher("another-secret-key-of-sufficient-length-xyz").open(raw)
+    assert await slack.herald.slack_workspaces.token_for(NEW_TEAM) == NEW_TOKEN
+
+    (event,) = await AuditEvent.filter(kind="workspace.installed")
+    assert event.actor == f"slack:{NEW_TEAM}/UINSTALLER"
+    assert event.data["workspace"] == NEW_TEAM and event.data["reinstalled"] is False
+    assert event.data["token_encrypted"] is True and event.data["install_id"]
+    assert NEW_TOKEN not in json.dumps(event.data)
+
+    # deliveries to the new workspace use the decrypted token
+    await import_directory(directory_csv([NEWCO_MEMBER]), now=slack.clock.now(), actor="test")
+    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast("org:newco")
+    await slack.herald.outbox.drain()
+    delivery = await Delivery.get(notice_id=notice_id, member__email="nia@newco.example")
+    assert delivery.status == "delivered", delivery.error
+    (post,) = [c for c in slack.fake.calls_to("chat.postMessage") if c.args["channel"] == "D" + NEW_USER]
+    assert post.ok and post.team_id == NEW_TEAM  # the fake resolved the bearer token to the new team
+    assert (await verify_chain()).ok
+
+
+async def test_forged_expired_and_foreign_states_are_refused_and_store_nothing(slack: SlackHarness) -> None:
+    _newco_code(slack)
+    state, cookie, _ = await _start(slack)
+    version, nonce, expires, signature = state.split(".")
+    tampered_sig = f"{version}.{nonce}.{expires}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    longer = f"{version}.{nonce}.{int(expires) + 3600}.{signature}"
+    other_key = make_state("some-other-secret-key-of-enough-length!!", nonce, int(expires))
+    _, other_cookie, _ = await _start(slack)  # a different install (another browser's nonce)
+    cases = [
+        ("tampered signature", tampered_sig, cookie),
+        ("tampered expiry", longer, cookie),
+        ("signed with another key", other_key, cookie),
+        ("garbage", "not-a-state", cookie),
+        ("no state", "", cookie),
+        ("no cookie (another browser)", state, None),
+        ("cookie of another install", state, other_cookie),
+    ]
+    for label, bad_state, bad_cookie in cases:
+        status, page, _ = await _finish(slack, state=bad_state, code="code-ok", cookie=bad_cookie)
+        assert status == 400, label
+        assert "Start the installation again" in page, label
+    status, page, _ = await _finish(slack, state=state, cookie=cookie, error="access_denied")
+    assert status == 400 and "access_denied" in page
+
+    slack.clock.advance(minutes=10, seconds=1)
+    status, page, _ = await _finish(slack, state=state, code="code-ok", cookie=cookie)
+    assert status == 400 and "expired" in page
+
+    assert slack.fake.call_count("oauth.v2.access") == 0  # Slack was never asked
+    assert not await Workspace.filter(external_id=NEW_TEAM).exists()
+    assert not await AuditEvent.filter(kind="workspace.installed").exists()
+
+
+async def test_a_used_state_is_refused_even_with_its_cookie(slack: SlackHarness) -> None:
+    _newco_code(slack)
+    slack.fake.add_oauth_code("code-other", team_id="T0OTHER", token="xoxb-other", team_name="Other")
+    state, cookie, _ = await _start(slack)
+    status, _, _ = await _finish(slack, state=state, code="code-ok", cookie=cookie)
+    assert status == 200
+
+    status, page, _ = await _finish(slack, state=state, code="code-other")  # the browser dropped the cookie
+    assert status == 400
+    status, page, _ = await _finish(slack, state=state, code="code-other", cookie=cookie)  # a replayed cookie
+    assert status == 400 and "already used" in page
+    assert slack.fake.call_count("oauth.v2.access") == 1
+    assert not await Workspace.filter(external_id="T0OTHER").exists()
+    assert await AuditEvent.filter(kind="workspace.installed").count() == 1
+
+
+async def test_slack_refusing_the_code_is_a_502_page(slack: SlackHarness) -> None:
+    state, cookie, _ = await _start(slack)
+    status, page, _ = await _finish(slack, state=state, code="code-nobody-issued", cookie=cookie)
+    assert status == 502 and "invalid_code" in page and "Start the installation again" in page
+
+    _newco_code(slack)
+    slack.fake.fail_next("oauth.v2.access", status=500)
+    state, cookie, _ = await _start(slack)
+    status, page, _ = await _finish(slack, state=state, code="code-ok", cookie=cookie)
+    assert status == 502
+    assert not await Workspace.filter(external_id=NEW_TEAM).exists()
+    assert not await AuditEvent.filter(kind="workspace.installed").exists()
+
+
+async def test_enterprise_wide_installs_are_refused(slack: SlackHarness) -> None:
+    slack.fake.add_oauth_code("code-org", team_id="T0ORG", token="xoxb-org", enterprise_install=True)
+    state, cookie, _ = await _start(slack)
+    status, page, _ = await _finish(slack, state=state, code="code-org", cookie=cookie)
+    assert status == 400 and "one workspace" in page
+    assert not await Workspace.filter(external_id="T0ORG").exists()
+
+
+async def test_install_is_404_without_client_credentials(db: str) -> None:
+    harness = await start_harness(db)
+    try:
+        for path in ("/slack/install", "/slack/oauth_redirect?code=x&state=y"):
+            async with harness.session.get(harness.server.make_url(path), allow_redirects=False) as response:
+                text = await response.text()
+                assert response.status == 404
+                assert "HERALD_SLACK_CLIENT_ID" in text and len(text.strip().splitlines()) == 1
+    finally:
+        await stop_harness(harness)
+
+
+# ---- Herald removed from a workspace ----------------------------------------------------------
+
+async def test_app_uninstalled_deactivates_and_fails_waiting_deliveries_once(slack: SlackHarness,
+                                                                             removals: list) -> None:
+    # the seeded workspace was stored without a key: a plaintext row from before encryption, still read
+    assert not (await _raw_token(TEAM)).startswith(PREFIX)
+    assert await slack.herald.slack_workspaces.token_for(TEAM) == "xoxb-partner-token"
+    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast()
+    waiting = await Delivery.filter(notice_id=notice_id, workspace_external_id=TEAM).order_by("id")
+    assert len(waiting) == 4 and {d.status for d in waiting} == {"pending"}
+    await Delivery.filter(id=waiting[0].id).update(status="sending", claimed_by="worker-x",
+                                                   claimed_until=slack.clock.now())
+    ed_before = await Delivery.get(notice_id=notice_id, member__email="ed@keys.example")
+    events_before = await AuditEvent.all().count()
+
+    body = event_body({"type": "app_uninstalled"}, TEAM, event_id="EvUNINSTALL1")
+    await _signed_event(slack, body)
+    await wait_until(lambda: len(removals) == 1, what="the uninstall listener")
+
+    reason = f"Herald was removed from Slack workspace {TEAM}; reconnect it to deliver"
+    workspace = await Workspace.get(platform="slack", external_id=TEAM)
+    assert workspace.active is False and workspace.bot_token == ""
+    assert await slack.herald.slack_workspaces.token_for(TEAM) is None  # the cache was dropped
+    after = await Delivery.filter(notice_id=notice_id, workspace_external_id=TEAM).order_by("id")
+    assert [(d.status, d.error, d.claimed_by) for d in after] == [("failed", reason, "")] * 4
+    ed_after = await Delivery.get(id=ed_before.id)
+    assert (ed_after.status, ed_after.error) == (ed_before.status, ed_before.error)
+    notice = await Notice.get(id=notice_id)
+    assert notice.status == "sent" and notice.completed_at is not None
+
+    (uninstalled,) = await AuditEvent.filter(kind="workspace.uninstalled")
+    assert uninstalled.data == {"platform": "slack", "workspace": TEAM, "reason": "app_uninstalled",
+                                "failed_deliveries": 4}
+    failed = [e for e in await AuditEvent.filter(kind="delivery.failed").order_by("seq")
+              if e.data.get("reason") == reason]
+    assert sorted(e.data["delivery_id"] for e in failed) == [d.id for d in after]
+    assert all(e.notice_id == notice_id for e in failed)
+    assert uninstalled.seq < min(e.seq for e in failed)  # one transaction, one append
+    events_after = await AuditEvent.all().count()
+    assert events_after == events_before + 5
+
+    # Slack retries the event (we answered, but it may not have seen it): nothing changes
+    snapshot = [(d.id, d.status, d.error, d.updated_at) for d in after]
+    await _signed_event(slack, body, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    await wait_until(lambda: len(removals) == 2, what="the retried listener")
+    assert removals[1].changed is False
+    assert await AuditEvent.all().count() == events_after
+    again = await Delivery.filter(notice_id=notice_id, workspace_external_id=TEAM).order_by("id")
+    assert [(d.id, d.status, d.error, d.updated_at) for d in again] == snapshot
+    assert (await verify_chain()).ok
+
+    await slack.herald.outbox.drain()
+    assert not [c for c in slack.fake.calls_to("chat.postMessage") if c.team_id == TEAM]
+
+
+async def test_tokens_revoked_deactivates_and_a_reinstall_reconnects(slack: SlackHarness, removals: list) -> None:
+    await _install_newco(slack)
+    await import_directory(directory_csv([NEWCO_MEMBER]), now=slack.clock.now(), actor="test")
+    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast("org:newco")
+    (waiting,) = await Delivery.filter(notice_id=notice_id, workspace_external_id=NEW_TEAM)
+    assert waiting.status == "pending"
+
+    # only a user's token revoked: Herald's bot token still works
+    await _signed_event(slack, event_body({"type": "tokens_revoked", "tokens": {"oauth": ["UX1"]}}, NEW_TEAM))
+    revoked = event_body({"type": "tokens_revoked", "tokens": {"oauth": ["UX1"], "bot": ["UBOTNEW"]}}, NEW_TEAM)
+    await _signed_event(slack, revoked)
+    await wait_until(lambda: len(removals) == 1, what="the tokens_revoked listener")
+    assert len(removals) == 1
+
+    workspace = await Workspace.get(external_id=NEW_TEAM)
+    assert workspace.active is False and workspace.bot_token == ""
+    failed = await Delivery.get(id=waiting.id)
+    assert failed.status == "failed"
+    assert failed.error == f"Herald was removed from Slack workspace {NEW_TEAM}; reconnect it to deliver"
+    (uninstalled,) = await AuditEvent.filter(kind="workspace.uninstalled")
+    assert uninstalled.data["reason"] == "tokens_revoked" and uninstalled.data["failed_deliveries"] == 1
+    assert await AuditEvent.filter(kind="delivery.failed", notice_id=notice_id).count() == 1
+
+    await _signed_event(slack, revoked, **{"X-Slack-Retry-Num": "2", "X-Slack-Retry-Reason": "http_error"})
+    await wait_until(lambda: len(removals) == 2, what="the retried listener")
+    assert removals[1].changed is False and await AuditEvent.filter(kind="workspace.uninstalled").count() == 1
+
+    # "Add to Slack" again: active with the new (encrypted) token
+    await _install_newco(slack, code="code-again", token="xoxb-newco-second")
+    workspace = await Workspace.get(external_id=NEW_TEAM)
+    assert workspace.active and workspace.bot_token.startswith(PREFIX)
+    assert await slack.herald.slack_workspaces.token_for(NEW_TEAM) == "xoxb-newco-second"
+    reinstall = await AuditEvent.filter(kind="workspace.installed").order_by("-seq").first()
+    assert reinstall is not None and reinstall.data["reinstalled"] is True
+
+
+async def test_deactivating_a_workspace_known_only_from_the_env_token(db: str) -> None:
+    from bot.core.clock import ManualClock
+
+    now = ManualClock().now()
+    first = await deactivate_workspace("slack", "T0ENVONLY", reason="app_uninstalled", now=now)
+    assert first.changed and first.failed_deliveries == 0
+    row = await Workspace.get(external_id="T0ENVONLY")
+    assert row.active is False and row.bot_token == ""  # the revoked env token is no longer the fallback
+    second = await deactivate_workspace("slack", "T0ENVONLY", reason="app_uninstalled", now=now)
+    assert second.changed is False
+    assert await AuditEvent.filter(kind="workspace.uninstalled").count() == 1
+
+
+async def test_a_sealed_token_without_the_key_is_not_used(db: str, caplog: pytest.LogCaptureFixture) -> None:
+    from bot.channels.slack import SlackWorkspaces
+    from bot.core.clock import ManualClock
+
+    await add_slack_workspace("T0SEALED", "xoxb-sealed", now=ManualClock().now(), actor="test",
+                              cipher=TokenCipher(SECRET_KEY))
+    assert (await _raw_token("T0SEALED")).startswith(PREFIX)
+    with_key = SlackWorkspaces("http://unused/", cipher=TokenCipher(SECRET_KEY))
+    assert await with_key.token_for("T0SEALED") == "xoxb-sealed"
+    assert await SlackWorkspaces("http://unused/", cipher=TokenCipher(None)).token_for("T0SEALED") is None
+    assert "HERALD_SECRET_KEY is not set" in caplog.text
+
+
+def test_token_cipher_round_trip_and_plaintext_passthrough() -> None:
+    cipher = TokenCipher(SECRET_KEY)
+    sealed = cipher.seal("xoxb-1")
+    assert sealed.startswith(PREFIX) and sealed != cipher.seal("xoxb-1")  # random IV
+    assert cipher.open(sealed) == "xoxb-1" and cipher.seal(sealed) == sealed
+    assert cipher.open("xoxb-plain") == "xoxb-plain"  # rows from before encryption
+    plain = TokenCipher(None)
+    assert plain.seal("xoxb-2") == "xoxb-2" and not plain.encrypts
+    with pytest.raises(TokenDecryptError):
+        plain.open(sealed)
+
+
+# ---- configuration ----------------------------------------------------------------------------
+
+def test_client_secret_needs_a_secret_key() -> None:
+    with pytest.raises(ConfigError, match="HERALD_SECRET_KEY is required when HERALD_SLACK_CLIENT_SECRET is set"):
+        load_settings(slack_signing_secret="s", slack_client_id=CLIENT_ID, slack_client_secret=CLIENT_SECRET)
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        load_settings(slack_signing_secret="s", slack_client_id=CLIENT_ID, slack_client_secret=CLIENT_SECRET,
+                      secret_key="short")
+    with pytest.raises(ConfigError, match="must be set together"):
+        load_settings(slack_signing_secret="s", slack_client_id=CLIENT_ID, secret_key=SECRET_KEY)
+    with pytest.raises(ConfigError, match="HERALD_PUBLIC_URL"):
+        load_settings(public_url="herald.example.com")
+    ok = load_settings(slack_signing_secret="s", **OAUTH_SETTINGS, slack_api_url="https://slack.com/api/")
+    assert ok.slack_oauth_enabled and ok.public_url == PUBLIC_URL
+
+
+def test_missing_secret_key_is_one_line_and_exit_2() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env = {**clean, "HERALD_SLACK_SIGNING_SECRET": "s", "HERALD_SLACK_CLIENT_ID": CLIENT_ID,
+           "HERALD_SLACK_CLIENT_SECRET": CLIENT_SECRET}
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "workspaces", "list"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 2
+    assert "HERALD_SECRET_KEY is required" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# ---- command line -----------------------------------------------------------------------------
+
+@pytest.fixture
+def cli(db_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    return CliRunner()
+
+
+def _raw_tokens(db_url: str) -> dict[str, str]:
+    async def read() -> dict[str, str]:
+        await storage_db.connect(db_url, run_migrations=False)
+        try:
+            return {w.external_id: w.bot_token for w in await Workspace.all()}
+        finally:
+            await storage_db.close()
+    return asyncio.run(read())
+
+
+def test_workspaces_list_and_cli_added_tokens_encrypted(cli: CliRunner, db_url: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = cli.invoke(main, ["workspaces", "list"])
+    assert empty.exit_code == 0 and "no workspaces connected" in empty.output
+
+    # zero-config: no HERALD_SECRET_KEY, the token is stored as it is
+    added = cli.invoke(main, ["slack", "add-workspace", "T0PLAIN", "--token", "xoxb-plain-token"])
+    assert added.exit_code == 0, added.output
+    monkeypatch.setenv("HERALD_SECRET_KEY", SECRET_KEY)
+    added = cli.invoke(main, ["slack", "add-workspace", "T0CLI", "--token", "xoxb-cli-token", "--name", "CLI Co"])
+    assert added.exit_code == 0, added.output
+
+    raw = _raw_tokens(db_url)
+    assert raw["T0PLAIN"] == "xoxb-plain-token"
+    assert raw["T0CLI"].startswith(PREFIX) and "xoxb-cli-token" not in raw["T0CLI"]
+    assert TokenCipher(SECRET_KEY).open(raw["T0CLI"]) == "xoxb-cli-token"
+
+    listed = cli.invoke(main, ["workspaces", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "xoxb-" not in listed.output and PREFIX not in listed.output
+    lines = {line.split()[1]: line for line in listed.output.splitlines()}
+    assert set(lines) == {"T0CLI", "T0PLAIN"}
+    assert lines["T0CLI"].split()[:5] == ["slack", "T0CLI", "CLI", "Co", "active"]
+    assert "token:encrypted" in lines["T0CLI"] and "token:plaintext" in lines["T0PLAIN"]
+    assert "installed 20" in lines["T0CLI"] and "updated 20" in lines["T0CLI"]
+
+    as_json = cli.invoke(main, ["workspaces", "list", "--json"])
+    rows = {r["id"]: r for r in json.loads(as_json.output)}
+    assert rows["T0CLI"]["name"] == "CLI Co" and rows["T0CLI"]["active"] is True
+    assert rows["T0CLI"]["token"] == "encrypted" and rows["T0CLI"]["installed_at"]
+    assert "xoxb-" not in as_json.output
+
+
+def test_slack_manifest() -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["slack", "manifest", "--url", "https://herald.example.com/"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.output)
+    events_url = "https://herald.example.com/slack/events"
+    features, settings = manifest["features"], manifest["settings"]
+    assert manifest["display_information"]["name"] == "Herald"
+    assert features["bot_user"]["display_name"] == "Herald"
+    (command,) = features["slash_commands"]
+    assert command["command"] == "/herald" and command["url"] == events_url
+    assert features["app_home"]["messages_tab_enabled"] and features["app_home"]["home_tab_enabled"]
+    assert settings["interactivity"] == {"is_enabled": True, "request_url": events_url}
+    assert settings["event_subscriptions"]["request_url"] == events_url
+    assert set(settings["event_subscriptions"]["bot_events"]) == {
+        "app_home_opened", "message.im", "app_uninstalled", "tokens_revoked"}
+    assert manifest["oauth_config"]["redirect_urls"] == ["https://herald.example.com/slack/oauth_redirect"]
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == SCOPES
+
+    yaml_out = runner.invoke(main, ["slack", "manifest", "--url", "https://h.example.com", "--format", "yaml"])
+    import yaml
+
+    interactivity = yaml.safe_load(yaml_out.output)["settings"]["interactivity"]
+    assert interactivity["request_url"] == "https://h.example.com/slack/events"
+
+    local = runner.invoke(main, ["slack", "manifest", "--url", "http://localhost:3978"])
+    assert local.exit_code == 0 and "http://localhost:3978/slack/events" in local.output
+    for bad in ("http://herald.example.com", "ftp://herald.example.com", "herald.example.com",
+                "https://herald.example.com/?x=1"):
+        refused = runner.invoke(main, ["slack", "manifest", "--url", bad])
+        assert refused.exit_code == 2, bad
+        assert "--url" in refused.output
