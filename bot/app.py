@@ -9,7 +9,10 @@ import logging
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.api import add_api_routes
 from bot.core.clock import Clock
+from bot.handlers.downloads import add_download_routes
+from bot.handlers.teams import add_teams_routes
 from bot.service import Herald
 from config.settings import Settings
 from storage import db as storage_db
@@ -32,14 +35,27 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
     app = web.Application()
     app[HERALD_KEY] = herald
     app.router.add_get("/healthz", healthz)
+    add_api_routes(app, herald.clock)
+    add_teams_routes(app, herald)
+    add_download_routes(app, herald)
     if settings.slack_enabled:
         from bot.handlers.slack import build_slack_app, slack_route
 
         app.router.add_post("/slack/events", slack_route(build_slack_app(herald)))
+        from bot.handlers.slack_oauth import add_slack_oauth_routes; add_slack_oauth_routes(app, herald)  # noqa: E702
     else:
         log.warning("Slack is not configured (HERALD_SLACK_SIGNING_SECRET unset): /slack/events is off")
     app.cleanup_ctx.append(_lifecycle(herald, manage_database, run_worker))
     return app
+
+
+def _safely(job):  # noqa: ANN001, ANN202
+    async def run() -> None:
+        try:
+            await job()
+        except Exception:  # noqa: BLE001 - a failed tick must not stop the clock
+            log.exception("scheduled job %s failed", getattr(job, "__name__", job))
+    return run
 
 
 def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
@@ -54,6 +70,8 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
             # for retries that come due and for rows other replicas wrote.
             scheduler.add_job(herald.outbox.wake, "interval", seconds=herald.settings.outbox_poll_seconds,
                               id="outbox-wake", max_instances=1, coalesce=True)
+            scheduler.add_job(_safely(herald.tick), "interval", seconds=herald.settings.tick_seconds,
+                              id="tick", max_instances=1, coalesce=True)
             scheduler.start()
         yield
         if scheduler.running:

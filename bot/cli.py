@@ -138,11 +138,12 @@ def staff() -> None:
 @click.option("--name", default="")
 @click.option("--slack-user", default="", help="Their Slack user id (U...).")
 @click.option("--slack-team", default="", help="Their Slack workspace id (T...).")
-def staff_add(email: str, role: str, name: str, slack_user: str, slack_team: str) -> None:
+@click.option("--teams-aad", default="", help="Their Microsoft Entra (AAD) object id, for Teams.")
+def staff_add(email: str, role: str, name: str, slack_user: str, slack_team: str, teams_aad: str) -> None:
     from bot.core.staff import add_staff
 
     person, created = _run(lambda: add_staff(email, role, name=name, slack_user=slack_user,
-                                             slack_team=slack_team, now=CLOCK.now(),
+                                             slack_team=slack_team, teams_aad=teams_aad, now=CLOCK.now(),
                                              actor=f"operator:{_operator()}"))
     click.echo(f"{'added' if created else 'updated'} {person.email} as {person.role}")
 
@@ -265,6 +266,48 @@ def status(notice_id: int, as_json: bool) -> None:
                "acknowledged {acknowledged}  digest {digest}".format(**data))
     for reason in data["failure_reasons"]:
         click.echo(f"  {reason['count']} x {reason['reason']}")
+
+
+from bot.cli_audit import audit  # noqa: E402
+main.add_command(audit)
+
+
+from bot.cli_reports import report, token  # noqa: E402
+
+main.add_command(report)
+main.add_command(token)
+
+
+from bot.cli_workspaces import manifest, workspaces  # noqa: E402
+
+slack.add_command(manifest)
+main.add_command(workspaces)
+
+
+@main.group(help="Microsoft Teams.")
+def teams() -> None:
+    pass
+
+
+@teams.command("package", help="Write the Teams app package (manifest + icons) to upload in Teams.")
+@click.option("--url", "public_url", required=True, help="Herald's public https URL.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("herald-teams.zip"),
+              show_default=True)
+@click.option("--app-id", default="", help="The bot's Microsoft app id (default HERALD_TEAMS_APP_ID).")
+@click.option("--version", "app_version", default="1.0.0", show_default=True)
+def teams_package(public_url: str, out: Path, app_id: str, app_version: str) -> None:
+    from bot.teams_package import write_package
+
+    app_id = app_id or _settings().teams_app_id or ""
+    if not app_id:
+        click.echo("herald: give --app-id or set HERALD_TEAMS_APP_ID (the bot's Microsoft app id)", err=True)
+        sys.exit(2)
+    try:
+        write_package(out, app_id=app_id, public_url=public_url, version=app_version)
+    except UserError as exc:
+        click.echo(f"herald: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote {out} (manifest {app_version}, validated against the Teams 1.17 schema)")
 
 
 if __name__ == "__main__":

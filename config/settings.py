@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     teams_app_id: str | None = None
     teams_app_password: SecretStr | None = None
     teams_tenant_id: str | None = None
+    # Only send to Microsoft's Bot Connector hosts over https (an SSRF guard). Turn off only to
+    # test against a local connector.
+    teams_check_service_url: bool = True
+    # Where to open a 1:1 chat with a member Herald has never talked to (their AAD id is known
+    # from the directory). Every later reply uses the serviceUrl Teams sends with activities.
+    teams_service_url: str = "https://smba.trafficmanager.net/teams/"
 
     topics_file: Path = CONFIG_DIR / "topics.yaml"
 
@@ -84,7 +90,7 @@ class Settings(BaseSettings):
 
     @field_validator("slack_oauth_base_url", "public_url")
     @classmethod
-    def _check_public_urls(cls, value: str | None, info) -> str | None:  # noqa: ANN001
+    def _check_public_urls(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or not value.strip():
             return None if info.field_name == "public_url" else "https://slack.com"
         parts = urlsplit(value.strip())

@@ -295,3 +295,14 @@ async def test_edit_form_opens_prefilled_and_updates(slack: SlackHarness) -> Non
     assert answer["response_action"] == "update" and "revision 2" in str(answer["view"])
     await slack.herald.outbox.drain()
     assert all("Portal back" in str(u.args["blocks"]) for u in slack.fake.calls_to("chat.update"))
+
+
+async def test_a_partners_direct_message_gets_an_honest_answer(slack: SlackHarness) -> None:
+    from tests.fakes.slack_signing import event_body
+
+    event = {"type": "message", "channel_type": "im", "channel": "DUANNA", "user": "UANNA", "text": "how do I register a deal?",
+             "ts": "1700000000.000100"}
+    response = await slack.post_signed(event_body(event, TEAM))
+    assert response.status == 200
+    (reply,) = await wait_until(lambda: slack.fake.calls_to("chat.postMessage"), what="reply")
+    assert reply.args["channel"] == "DUANNA" and "can't answer questions yet" in reply.args["text"]

@@ -209,6 +209,28 @@ class TeamsChannel:
             raise _api_error(answer)
         self._remember_url(ref.channel_id, service_url)
 
+    async def send_activity(self, recipient: Recipient, activity: dict[str, Any]) -> Outcome:
+        """Send any activity (a command's reply, a preview card) to the recipient's conversation."""
+        return await self._send(recipient, activity)
+
+    async def member_email(self, service_url: str, conversation_id: str, user_id: str) -> str:
+        """The member's e-mail from the conversation roster, or "" when the connector will not say."""
+        try:
+            self._check_service_url(service_url)
+            headers = {}
+            token = await self._token()
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            url = f"{_base(service_url)}v3/conversations/{quote(conversation_id, safe='')}/members/{quote(user_id, safe='')}"
+            async with self._http().get(url, headers=headers, allow_redirects=False) as resp:
+                if resp.status != 200:
+                    return ""
+                body = await resp.json(content_type=None)
+        except (UntrustedServiceUrl, TeamsAuthError, aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            log.warning("could not read the Teams roster entry of %s", user_id)
+            return ""
+        return str(body.get("email") or body.get("userPrincipalName") or "") if isinstance(body, dict) else ""
+
     async def close(self) -> None:
         session, self._session = self._session, None
         if session is not None and not session.closed:

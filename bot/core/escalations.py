@@ -107,18 +107,28 @@ async def send_escalations(channels: dict[str, Channel], now: datetime, *, batch
 
 async def _send_one(escalation_id: int, channels: dict[str, Channel], now: datetime) -> None:
     row = await Escalation.get(id=escalation_id).select_related("notice", "organisation", "staff")
-    staff: Staff | None = row.staff
-    channel = channels.get("slack")
-    if staff is None or not staff.slack_user_id or channel is None:
-        return await _finish(row, now, failed="the escalation recipient has no Slack account on file")
-    outcome = await channel.send_message(Recipient(workspace_id=staff.slack_team_id, user_id=staff.slack_user_id),
-                                         await escalation_message(row))
+    target = staff_recipient(row.staff, channels) if row.staff is not None else None
+    if target is None:
+        return await _finish(row, now, failed="the escalation recipient has no Slack or Teams account on file")
+    channel, recipient = target
+    outcome = await channel.send_message(recipient, await escalation_message(row))
     if outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None:
         return await _finish(row, now, ref=(outcome.ref.channel_id, outcome.ref.message_id))
     if outcome.kind is OutcomeKind.FAILED or row.attempts >= MAX_ATTEMPTS:
         return await _finish(row, now, failed=outcome.reason)
     await Escalation.filter(id=row.id).update(status=DeliveryStatus.PENDING.value, error=outcome.reason,
                                               claimed_until=now + timedelta(seconds=outcome.retry_after or 60))
+
+
+def staff_recipient(staff: Staff, channels: dict[str, Channel]) -> tuple[Channel, Recipient] | None:
+    """Where to reach a staff member: Slack if they have an account there, else Teams."""
+    if staff.slack_user_id and "slack" in channels:
+        return channels["slack"], Recipient(workspace_id=staff.slack_team_id, user_id=staff.slack_user_id)
+    if staff.teams_aad_object_id and staff.teams_tenant_id and "teams" in channels:
+        return channels["teams"], Recipient(workspace_id=staff.teams_tenant_id, user_id=staff.teams_aad_object_id,
+                                            dm_channel=staff.teams_conversation_id,
+                                            service_url=staff.teams_service_url)
+    return None
 
 
 async def _finish(row: Escalation, now: datetime, *, ref: tuple[str, str] | None = None, failed: str = "") -> None:

@@ -219,6 +219,38 @@ def _register(app: AsyncApp, herald: Herald) -> None:
     async def on_error(error: Exception, body: dict) -> None:
         log.error("unhandled Slack listener error", exc_info=error)
 
+    # Herald removed from a workspace: deactivate it and fail what waits for it (bolt runs these
+    # without authorizing, since the token is gone). Slack retries land here again; harmless.
+    from bot.core import workspaces as workspace_core
+
+    async def on_removed(body: dict, event: dict, context, request) -> None:  # noqa: ANN001
+        team_id, kind = context.team_id or body.get("team_id") or "", event.get("type", "")
+        if not team_id or (kind == "tokens_revoked" and not (event.get("tokens") or {}).get("bot")):
+            return  # no workspace (org-wide event), or only users' tokens: Herald uses the bot token
+        retry = (request.headers.get("x-slack-retry-num") or [""])[0]
+        result = await workspace_core.deactivate_workspace(Platform.SLACK.value, team_id, reason=kind,
+                                                           now=herald.clock.now(), actor=f"slack:{team_id}")
+        herald.slack_workspaces.forget(team_id)
+        log.warning("Slack %s for workspace %s%s: %s", kind, team_id, f" (retry {retry})" if retry else "",
+                    f"deactivated, {result.failed_deliveries} deliveries failed" if result.changed
+                    else "already inactive")
+
+    app.event("app_uninstalled")(on_removed)
+    app.event("tokens_revoked")(on_removed)
+
+    @app.event("message")
+    async def on_direct_message(event: dict, say) -> None:  # noqa: ANN001
+        """A partner's DM to the bot. Answering questions from the knowledge base is not built yet,
+        so say so plainly instead of leaving them unanswered."""
+        if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
+            return
+        await say("I deliver your vendor's partner notices here. I can't answer questions yet; "
+                  "please ask your channel account manager.")
+
+    @app.event("app_home_opened")
+    async def on_home_opened() -> None:
+        """Subscribed in the manifest for the preferences page, which is not built yet."""
+
 
 async def _respond_or_explain(respond, work) -> None:  # noqa: ANN001
     """Await `work` (a coroutine producing respond() kwargs); errors become a short message."""

@@ -116,6 +116,7 @@ class FakeBotConnector:
         self._delays: dict[str, float] = {}
         self._blocked: set[str] = set()
         self._expected_token: str | None = None
+        self._roster: dict[str, dict[str, str]] = {}  # user id -> {email, name, ...}
         self._activity_counter = 0
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -131,6 +132,7 @@ class FakeBotConnector:
         app.router.add_post("/v3/conversations/{conversation}/activities/{activity}", self._handle_reply)
         app.router.add_put("/v3/conversations/{conversation}/activities/{activity}", self._handle_update)
         app.router.add_delete("/v3/conversations/{conversation}/activities/{activity}", self._handle_delete)
+        app.router.add_get("/v3/conversations/{conversation}/members/{member}", self._handle_member)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
@@ -174,6 +176,20 @@ class FakeBotConnector:
         if conversation_id not in self._conversations:
             self._conversations[conversation_id] = _Conversation(conversation_id, tenant_id, user_id, bot_id)
         return conversation_id
+
+    def add_roster_member(self, user_id: str, *, email: str, name: str = "", aad_object_id: str = "") -> None:
+        """What `GET /v3/conversations/{id}/members/{userId}` answers for this user."""
+        self._roster[user_id] = {"id": user_id, "email": email, "userPrincipalName": email, "name": name,
+                                 "aadObjectId": aad_object_id or user_id}
+
+    async def _handle_member(self, request: web.Request) -> web.Response:
+        member = self._roster.get(request.match_info["member"])
+        self.calls.append(BotConnectorCall("get_member", "GET", request.path, request.match_info["conversation"],
+                                           None, {}, request.headers.get("Authorization")))
+        if member is None:
+            return web.json_response({"error": {"code": "MemberNotFoundInConversation", "message": "no such member"}},
+                                     status=404)
+        return web.json_response(member)
 
     def remove_conversation(self, conversation_id: str) -> None:
         """Later calls on this conversation answer 404 ConversationNotFound."""

@@ -1,0 +1,187 @@
+"""Teams renderings of command results: preview and compose cards, and Markdown text replies.
+
+Mirrors `bot/handlers/slack_commands.py` + `slack_blocks.py`; user text always goes through
+`escape` and cards are built as dicts, never from string templates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.channels.teams_cards import CARD_CONTENT_TYPE, CARD_VERSION, SCHEMA_URL, escape
+from bot.core.commands import HELP_TEXT
+from bot.core.notices import Preview
+from bot.core.revisions import EditResult
+from bot.core.staff_commands import Cancelled, Paused, ReportReady, Resumed, Retracted, Scheduled
+from bot.core.status import NoticeStatusReport
+from bot.core.views import format_time
+from bot.topics import IMPORTANCE, TopicCatalog
+from bot.topics.importance import Importance
+from storage.models import Notice
+
+SEND_VERB = "herald.send"
+CANCEL_VERB = "herald.cancel"
+COMPOSE_VERB = "herald.compose"
+
+Card = dict[str, Any]
+
+
+def _text(text: str, **style: Any) -> dict[str, Any]:
+    return {"type": "TextBlock", "text": text, "wrap": True, **style}
+
+
+def card(body: list[dict[str, Any]], actions: list[dict[str, Any]] | None = None, fallback: str = "Herald") -> Card:
+    result: Card = {"type": "AdaptiveCard", "$schema": SCHEMA_URL, "version": CARD_VERSION,
+                    "fallbackText": fallback, "body": body}
+    if actions:
+        result["actions"] = actions
+    return result
+
+
+def card_activity(content: Card, summary: str = "") -> dict[str, Any]:
+    return {"type": "message", "summary": summary[:500],
+            "attachments": [{"contentType": CARD_CONTENT_TYPE, "content": content}]}
+
+
+def text_activity(markdown: str) -> dict[str, Any]:
+    return {"type": "message", "textFormat": "markdown", "text": markdown}
+
+
+def help_markdown(unknown: str = "") -> str:
+    prefix = f"I don't know the command `{escape(unknown)}`.\n\n" if unknown else ""
+    # the help text is our own wording; Slack's *bold* becomes Markdown **bold**
+    body = HELP_TEXT.replace("*Herald commands*", "**Herald commands**").replace("/herald ", "")
+    return prefix + body.replace("\n", "\n\n")
+
+
+def preview_card(preview: Preview) -> Card:
+    notice = preview.notice
+    policy = IMPORTANCE[Importance(notice.importance)]
+    recipients = preview.recipients
+    body = [
+        _text(f"Preview of notice #{notice.id}", weight="Bolder", size="Medium"),
+        _text(f"**{policy.label}** · {escape(preview.topic.title)}"),
+        _text(f"**{escape(notice.title)}**"),
+        _text(escape(notice.body)),
+        _text(f"Audience {escape(notice.audience)} → **{recipients} recipient{'s' if recipients != 1 else ''}**"),
+    ]
+    if notice.scheduled_at:
+        body.append(_text(f"Goes out at {format_time(notice.scheduled_at)}"))
+    if notice.deadline:
+        body.append(_text(f"Deadline: {format_time(notice.deadline)}"))
+    body += [_text(f"⚠ {escape(w)}", color="Warning") for w in preview.warnings]
+    if recipients == 0:
+        body.append(_text("⚠ Nobody matches this audience; sending would reach no one.", color="Warning"))
+    data = {"notice_id": notice.id}
+    return card(body, [
+        {"type": "Action.Execute", "title": "Send", "verb": SEND_VERB, "data": data, "style": "positive"},
+        {"type": "Action.Execute", "title": "Cancel", "verb": CANCEL_VERB, "data": data},
+    ], f"Preview of notice #{notice.id}")
+
+
+def compose_card(catalog: TopicCatalog, *, error: str = "", values: dict[str, str] | None = None) -> Card:
+    values = values or {}
+
+    def choice(id_: str, label: str, options: list[tuple[str, str]], default: str) -> dict[str, Any]:
+        return {"type": "Input.ChoiceSet", "id": id_, "label": label, "isRequired": True,
+                "value": values.get(id_) or default,
+                "choices": [{"title": title, "value": value} for value, title in options]}
+
+    def text(id_: str, label: str, *, required: bool = True, multiline: bool = False, placeholder: str = "") -> dict:
+        field = {"type": "Input.Text", "id": id_, "label": label, "isRequired": required, "isMultiline": multiline,
+                 "placeholder": placeholder}
+        if values.get(id_):
+            field["value"] = values[id_]
+        return field
+
+    body: list[dict[str, Any]] = [_text("New notice", weight="Bolder", size="Medium")]
+    if error:
+        body.append(_text(f"⚠ {escape(error)}", color="Attention"))
+    body += [
+        choice("topic", "Topic", [(t.key, t.title) for t in catalog.topics.values()], next(iter(catalog.topics))),
+        choice("importance", "Importance", [(p.level.value, p.label) for p in IMPORTANCE.values()],
+               Importance.NEED.value),
+        text("audience", "Audience", placeholder="tier:gold region:emea role:support"),
+        text("title", "Title"),
+        text("body", "Message", multiline=True),
+        text("link", "Link", required=False, placeholder="https://..."),
+        text("deadline", "Deadline (must-know only)", required=False, placeholder="2026-12-01 or 2026-12-01T17:00Z"),
+    ]
+    return card(body, [{"type": "Action.Execute", "title": "Preview", "verb": COMPOSE_VERB, "data": {}}], "New notice")
+
+
+def note_card(text: str) -> Card:
+    """A small card that replaces a preview after Send/Cancel."""
+    return card([_text(text)], None, text[:200])
+
+
+def status_markdown(report: NoticeStatusReport) -> str:
+    n = report.notice
+    lines = [
+        f"**Notice #{n.id}: {escape(n.title)}** ({n.importance}, {escape(n.topic)}, {n.status})",
+        f"Recipients: **{report.recipients}** · Delivered: **{report.delivered}** · Failed: **{report.failed}** · "
+        f"Pending: **{report.pending}**",
+    ]
+    if n.scheduled_at and n.status == "scheduled":
+        lines.append(f"Scheduled for {format_time(n.scheduled_at)}")
+    if n.retract_reason:
+        lines.append(f"Retracted: {escape(n.retract_reason)}")
+    if n.importance == Importance.MUST.value:
+        lines.append(f"Acknowledged: **{report.acknowledged}** of {report.delivered} delivered · reminders sent: "
+                     f"{report.reminders_sent} · escalations: {report.escalations}")
+    if report.paused_organisations:
+        lines.append("Reminders paused for: " + ", ".join(escape(o) for o in report.paused_organisations))
+    lines += [f"- {count} × {escape(reason)}" for reason, count in report.failure_reasons]
+    return "\n\n".join(lines)
+
+
+def result_markdown(result: Any) -> str:  # noqa: PLR0911 - one branch per result type
+    if isinstance(result, NoticeStatusReport):
+        return status_markdown(result)
+    if isinstance(result, Scheduled):
+        if not result.notices:
+            return "No notices are scheduled."
+        lines = ["**Scheduled notices**"]
+        lines += [f"- #{n.id} {format_time(n.scheduled_at)} · {n.importance} · {escape(n.topic)} · "  # type: ignore[arg-type]
+                  f"**{escape(n.title)}** → {escape(n.audience)}" for n in result.notices]
+        return "\n\n".join(lines)
+    if isinstance(result, Cancelled):
+        n = result.notice
+        return f"Notice #{n.id} " + ("cancelled." if n.status == "cancelled" else f"is already {n.status}; nothing to cancel.")
+    if isinstance(result, EditResult):
+        extra = " Everyone is asked to acknowledge it again." if result.reacknowledge else ""
+        return (f"Notice #{result.notice.id} is now revision {result.revision.revision}; updating "
+                f"{result.copies_to_update} delivered copies.{extra}")
+    if isinstance(result, Retracted):
+        return (f"Notice #{result.notice.id} retracted: {result.copies} delivered copies will show "
+                f"\"Retracted: {escape(result.reason)}\"; {result.cancelled} pending messages cancelled.")
+    if isinstance(result, Paused):
+        org = result.organisation
+        until = f" until {format_time(org.paused_until)}" if org.paused_until else " until you resume it"
+        return (f"Reminders and nudges for **{escape(org.name)}** are paused{until}. "
+                "Must-know notices are still delivered.")
+    if isinstance(result, Resumed):
+        return f"Reminders and nudges for **{escape(result.organisation.name)}** are back on."
+    if isinstance(result, ReportReady):
+        return report_markdown(result)
+    raise TypeError(f"no Teams rendering for {type(result).__name__}")
+
+
+def report_markdown(ready: ReportReady, download_url: str = "") -> str:
+    totals = ready.summary.get("totals", ready.summary)
+    lines = [f"**Report for notice #{ready.notice.id}: {escape(ready.notice.title)}**",
+             "Recipients {recipients} · delivered {delivered} · failed {failed} · acknowledged {acknowledged}".format(
+                 **{k: totals.get(k, 0) for k in ("recipients", "delivered", "failed", "acknowledged")})]
+    if download_url:
+        lines.append(f"[Download the CSV report]({download_url}) (the link works for 15 minutes)")
+    else:
+        lines.append("The full CSV: `herald report <id>` or the reports API.")
+    return "\n\n".join(lines)
+
+
+def sent_markdown(notice: Notice, recipients: int, already: bool) -> str:
+    if already:
+        return f"Notice #{notice.id} is already {notice.status}; nothing new was sent."
+    if notice.status == "scheduled" and notice.scheduled_at:
+        return f"Notice #{notice.id} **{escape(notice.title)}** is scheduled for {format_time(notice.scheduled_at)}."
+    return f"Sending notice #{notice.id} **{escape(notice.title)}** to {recipients} recipients. Follow it with `status {notice.id}`."

@@ -1,0 +1,58 @@
+"""`herald teams package`: a Teams app package whose manifest validates against the pinned schema."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+
+from click.testing import CliRunner
+
+from bot.cli import main
+from bot.teams_package import build_manifest, validate_manifest
+
+APP_ID = "6f1c2a4e-8d2b-4c1a-9e3f-0a1b2c3d4e5f"
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_package_contains_a_valid_manifest_and_two_icons(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("HERALD_TEAMS_APP_ID", raising=False)
+    out = tmp_path / "herald-teams.zip"
+    result = CliRunner().invoke(main, ["teams", "package", "--url", "https://herald.example.com", "--out", str(out),
+                                       "--app-id", APP_ID])
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(out) as package:
+        assert sorted(package.namelist()) == ["color.png", "manifest.json", "outline.png"]
+        manifest = json.loads(package.read("manifest.json"))
+        assert _png_size(package.read("color.png")) == (192, 192)
+        assert _png_size(package.read("outline.png")) == (32, 32)
+    assert validate_manifest(manifest) == []
+    (bot,) = manifest["bots"]
+    assert bot["botId"] == APP_ID and bot["scopes"] == ["personal"]
+    assert {c["title"] for c in bot["commandLists"][0]["commands"]} >= {"send", "status", "report", "help"}
+    assert manifest["validDomains"] == ["herald.example.com"]
+
+
+def test_the_schema_rejects_a_broken_manifest() -> None:
+    manifest = build_manifest(app_id=APP_ID, public_url="https://herald.example.com")
+    manifest["bots"][0]["scopes"] = ["galaxy"]
+    del manifest["name"]
+    errors = validate_manifest(manifest)
+    assert any("name" in e for e in errors) and any("galaxy" in e for e in errors)
+
+
+def test_bad_inputs_are_refused_with_one_line(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("HERALD_TEAMS_APP_ID", raising=False)
+    runner = CliRunner()
+    no_https = runner.invoke(main, ["teams", "package", "--url", "http://herald.example.com", "--app-id", APP_ID,
+                                    "--out", str(tmp_path / "x.zip")])
+    assert no_https.exit_code == 1 and "public https URL" in no_https.output
+    bad_id = runner.invoke(main, ["teams", "package", "--url", "https://h.example.com", "--app-id", "herald",
+                                  "--out", str(tmp_path / "x.zip")])
+    assert bad_id.exit_code == 1 and "GUID" in bad_id.output
+    missing = runner.invoke(main, ["teams", "package", "--url", "https://h.example.com"])
+    assert missing.exit_code == 2 and "HERALD_TEAMS_APP_ID" in missing.output
