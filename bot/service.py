@@ -50,6 +50,7 @@ class Herald:
             concurrency=settings.delivery_concurrency, batch_size=settings.delivery_batch_size,
             lease_seconds=settings.delivery_lease_seconds,
             retry=RetryPolicy(max_attempts=settings.delivery_max_attempts),
+            rate_limits={"teams": settings.teams_max_per_second, "slack": settings.slack_max_per_second},
         )
 
     async def update_acknowledged_copies(self, result: AckResult) -> None:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     delivery_lease_seconds: int = Field(default=120, ge=5)
     delivery_max_attempts: int = Field(default=6, ge=1)
     outbox_poll_seconds: float = Field(default=5.0, gt=0)
+    # Requests per second per workspace/tenant (0 = no pacing; Slack's 429 + Retry-After still apply).
+    teams_max_per_second: float = Field(default=50.0, ge=0)
+    slack_max_per_second: float = Field(default=0.0, ge=0)
     # How often scheduled notices, reminders and escalations are looked at.
     tick_seconds: float = Field(default=60.0, gt=0)
 

@@ -253,3 +253,24 @@ async def test_escalation_reaches_a_cam_who_only_uses_teams(teams: TeamsRig) -> 
     assert "Eve Moreau" in str(card) and [a["verb"] for a in _actions(card)] == ["herald_remind_now", "herald_open_report"]
     answer = await teams.invoke("aad-cam", "herald_remind_now", _actions(card)[0]["data"])
     assert "Queued 3 reminders" in answer["value"]
+
+
+async def test_a_slow_tenant_does_not_hold_up_other_workspaces(teams: TeamsRig) -> None:
+    import asyncio
+
+    from tests.support import wait_until
+
+    preview = await teams.say("aad-cam", "send need-to-know operations org:teamsco | Depot closed | Friday")
+    notice_id = _actions(_card(preview))[0]["data"]["notice_id"]
+    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    teams.connector.delay("send_activity", 1.0)
+    teams.connector.delay("create_conversation", 1.0)
+    draining = asyncio.create_task(teams.herald.outbox.drain())
+    try:
+        await wait_until(lambda: Delivery.filter(notice_id=notice_id, platform="slack", status="delivered").exists(),
+                         what="the Slack delivery")
+        assert not draining.done()
+        assert await Delivery.filter(notice_id=notice_id, platform="teams", status="delivered").count() == 0
+    finally:
+        await draining
+    assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 3

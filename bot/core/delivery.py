@@ -60,7 +60,8 @@ class Job:
 class Outbox:
     def __init__(self, channels: dict[str, Channel], catalog: TopicCatalog, clock: Clock, *,
                  concurrency: int = 16, batch_size: int = 200, lease_seconds: int = 120,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, parallel_workspaces: int = 32,
+                 rate_limits: dict[str, float] | None = None) -> None:
         self.channels = channels
         self.catalog = catalog
         self.clock = clock
@@ -68,6 +69,9 @@ class Outbox:
         self.batch_size = batch_size
         self.lease = timedelta(seconds=lease_seconds)
         self.retry = retry or RetryPolicy()
+        self.parallel_workspaces = parallel_workspaces
+        self.rate_limits = rate_limits or {}  # platform -> requests per second per workspace/tenant
+        self._next_slot: dict[tuple[str, str], float] = {}
         self.worker_id = uuid.uuid4().hex[:16]
         self._blocked_until: dict[tuple[str, str], datetime] = {}
         self._wake = asyncio.Event()
@@ -103,9 +107,25 @@ class Outbox:
 
     async def run_once(self) -> int:
         async with self._lock:
-            sent = await self._send_batch()
+            sent = await self._send_due()
             updated = await self.push_updates()
             return sent + updated
+
+    async def _send_due(self) -> int:
+        """Drain every workspace/tenant with due rows, each in its own task (at most
+        `parallel_workspaces` at once), so a slow or throttled one never holds up the others."""
+        now = self.clock.now()
+        keys = await Delivery.filter(_due(now)).distinct().limit(1000).values_list("platform", "workspace_external_id")
+        gate = asyncio.Semaphore(self.parallel_workspaces)
+
+        async def drain(key: tuple[str, str]) -> int:
+            async with gate:
+                total = 0
+                while handled := await self._send_batch(key):
+                    total += handled
+                return total
+
+        return sum(await asyncio.gather(*(drain(tuple(key)) for key in keys)))
 
     # ---- claiming -------------------------------------------------------------------------
 
@@ -129,10 +149,8 @@ class Outbox:
 
     # ---- sending --------------------------------------------------------------------------
 
-    async def _send_batch(self) -> int:
-        now = self.clock.now()
-        due = Q(status=DeliveryStatus.PENDING.value, next_attempt_at__lte=now) | Q(
-            status=DeliveryStatus.SENDING.value, claimed_until__lt=now)
+    async def _send_batch(self, key: tuple[str, str]) -> int:
+        due = _due(self.clock.now()) & Q(platform=key[0], workspace_external_id=key[1])
         rows, prior = await self._claim(due, DeliveryStatus.SENDING)
         if not rows:
             return 0
@@ -165,6 +183,7 @@ class Outbox:
 
         async def one(delivery: Delivery, call: Callable[[Channel], Awaitable[Outcome]]) -> None:
             async with semaphore:
+                await self._pace(key)
                 blocked = self._blocked_for(key)
                 if blocked is not None:
                     outcomes[delivery.id] = Outcome.deferred(blocked)
@@ -185,6 +204,19 @@ class Outbox:
                 outcomes[delivery.id] = outcome
 
         await asyncio.gather(*(one(delivery, call) for delivery, call in work))
+
+    async def _pace(self, key: tuple[str, str]) -> None:
+        """Stay under the platform's documented request rate per workspace/tenant (e.g. Teams:
+        about 50 per second per bot per tenant). This is throughput control, not business time,
+        so it uses the monotonic clock."""
+        rate = self.rate_limits.get(key[0], 0.0)
+        if rate <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        slot = max(loop.time(), self._next_slot.get(key, 0.0))
+        self._next_slot[key] = slot + 1.0 / rate
+        if slot > loop.time():
+            await asyncio.sleep(slot - loop.time())
 
     def _blocked_for(self, key: tuple[str, str]) -> float | None:
         until = self._blocked_until.get(key)
@@ -331,6 +363,12 @@ class Outbox:
                 d.error = f"update pending: {outcome.reason if outcome else 'not attempted'}"
         await Delivery.bulk_update(rows, fields=_UPDATE_FIELDS, batch_size=500)
         return len(rows)
+
+
+def _due(now: datetime) -> Q:
+    """Rows to send now: pending and due, or claimed by a worker whose lease has run out."""
+    return Q(status=DeliveryStatus.PENDING.value, next_attempt_at__lte=now) | Q(
+        status=DeliveryStatus.SENDING.value, claimed_until__lt=now)
 
 
 def _sql(query: str) -> str:
