@@ -111,16 +111,20 @@ async def _start(db_url: str, **settings: Any) -> TeamsRig:
     return TeamsRig(connector, slack, server, aiohttp.ClientSession(), clock, app[HERALD_KEY])
 
 
+async def _stop(rig: TeamsRig) -> None:
+    await rig.session.close()
+    await rig.server.close()
+    await rig.connector.stop()
+    await rig.slack.stop()
+
+
 @pytest.fixture
 async def teams(db: str) -> AsyncIterator[TeamsRig]:
     rig = await _start(db)
     try:
         yield rig
     finally:
-        await rig.session.close()
-        await rig.server.close()
-        await rig.connector.stop()
-        await rig.slack.stop()
+        await _stop(rig)
 
 
 async def test_install_send_acknowledge_in_teams(teams: TeamsRig) -> None:
@@ -185,10 +189,7 @@ async def test_one_acknowledgement_settles_both_platforms(db: str) -> None:
         assert "Acknowledged by *Gus Petit*" in str(slack_update.args["blocks"])
         assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
     finally:
-        await rig.session.close()
-        await rig.server.close()
-        await rig.connector.stop()
-        await rig.slack.stop()
+        await _stop(rig)
 
 
 async def test_commands_are_refused_for_partner_staff_and_help_works(teams: TeamsRig) -> None:
@@ -222,10 +223,7 @@ async def test_unauthenticated_requests_are_refused_when_an_app_id_is_set(db: st
         assert rig.connector.activities("a:conv-aad-cam") == []
         assert (await Staff.get(email="cam@vendor.example")).teams_conversation_id == ""
     finally:
-        await rig.session.close()
-        await rig.server.close()
-        await rig.connector.stop()
-        await rig.slack.stop()
+        await _stop(rig)
 
 
 async def test_untrusted_service_url_is_refused_in_production_mode(db: str) -> None:
@@ -234,10 +232,7 @@ async def test_untrusted_service_url_is_refused_in_production_mode(db: str) -> N
         status, _ = await rig.post(rig.activity("message", "aad-cam", text="help"))
         assert status == 403 and rig.connector.activities("a:conv-aad-cam") == []
     finally:
-        await rig.session.close()
-        await rig.server.close()
-        await rig.connector.stop()
-        await rig.slack.stop()
+        await _stop(rig)
 
 
 async def test_escalation_reaches_a_cam_who_only_uses_teams(teams: TeamsRig) -> None:
