@@ -79,6 +79,8 @@ class Member(Model):
     quiet_start_hour = fields.SmallIntField(null=True)
     quiet_end_hour = fields.SmallIntField(null=True)
     preferred_platform = fields.CharField(max_length=10, default="")  # "" = the first one on file
+    digest_frequency = fields.CharField(max_length=10, default="daily")  # daily | weekly
+    topic_opt_outs = fields.JSONField(default=list)  # topic keys (only topics that allow opting out)
     active = fields.BooleanField(default=True)
     joined_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -337,3 +339,81 @@ class AuditEvent(Model):
 
     class Meta:
         table = "audit_event"
+
+
+class Question(Model):
+    """A partner's question to the onboarding assistant, its answer, feedback and any hand-off."""
+
+    id = fields.IntField(primary_key=True)
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
+        "models.Member", related_name="questions", on_delete=fields.CASCADE
+    )
+    platform = fields.CharField(max_length=10)
+    text = fields.TextField()
+    asked_at = fields.DatetimeField()
+    entry_id = fields.CharField(max_length=100, default="")  # the knowledge-base entry given, if any
+    score = fields.FloatField(default=0.0)
+    abstained = fields.BooleanField(default=False)
+    feedback = fields.CharField(max_length=20, default="")  # "" | helpful | not_helpful
+    handoff_status = fields.CharField(max_length=20, default="")  # "" | open | answered | failed
+    handed_off_at = fields.DatetimeField(null=True)
+    cam: fields.ForeignKeyNullableRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="questions", null=True, on_delete=fields.SET_NULL
+    )
+    reply_text = fields.TextField(default="")
+    replied_at = fields.DatetimeField(null=True)
+    replied_by = fields.CharField(max_length=254, default="")
+    # where the member asked (to relay the CAM's reply into the same conversation)
+    channel_id = fields.CharField(max_length=200, default="")
+    answer_message_id = fields.CharField(max_length=200, default="")
+
+    class Meta:
+        table = "question"
+        indexes = (("handoff_status", "cam"),)
+
+
+class JourneyStep(Model):
+    """One member's progress on one onboarding step: sent, nudged, done."""
+
+    id = fields.IntField(primary_key=True)
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
+        "models.Member", related_name="journey_steps", on_delete=fields.CASCADE
+    )
+    journey = fields.CharField(max_length=50)
+    step_key = fields.CharField(max_length=100)
+    position = fields.IntField()  # 1-based order in the journey
+    status = fields.CharField(max_length=20, default="pending")  # pending | sent | failed | done
+    platform = fields.CharField(max_length=10, default="")
+    channel_id = fields.CharField(max_length=200, default="")
+    message_id = fields.CharField(max_length=200, default="")
+    error = fields.TextField(default="")
+    created_at = fields.DatetimeField()
+    sent_at = fields.DatetimeField(null=True)
+    nudged_at = fields.DatetimeField(null=True)
+    done_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "journey_step"
+        unique_together = (("member", "step_key"),)
+
+
+class DigestRun(Model):
+    """One digest message per member per period (written before it is sent)."""
+
+    id = fields.IntField(primary_key=True)
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
+        "models.Member", related_name="digests", on_delete=fields.CASCADE
+    )
+    period = fields.CharField(max_length=20)  # 2026-01-05 (daily) or 2026-W02 (weekly)
+    notice_ids = fields.JSONField(default=list)
+    status = fields.CharField(max_length=20, default="pending")  # pending | sent | failed | empty
+    platform = fields.CharField(max_length=10, default="")
+    channel_id = fields.CharField(max_length=200, default="")
+    message_id = fields.CharField(max_length=200, default="")
+    error = fields.TextField(default="")
+    created_at = fields.DatetimeField()
+    sent_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "digest_run"
+        unique_together = (("member", "period"),)
