@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import logging
 
-from bot.channels.base import Channel
+from bot.channels.base import Channel, Recipient
 from bot.channels.slack import SlackChannel, SlackWorkspaces
 from bot.channels.teams import DEFAULT_ALLOWED_SERVICE_HOSTS, MsalTokenProvider, TeamsChannel
 from bot.core.acks import AckResult
 from bot.core.clock import Clock, SystemClock
 from bot.core.delivery import Outbox
+from bot.core.digests import run_digests
 from bot.core.escalations import plan_escalations, send_escalations
 from bot.core.notices import publish_due
+from bot.core.onboarding.journeys import run_journeys
 from bot.core.reminders import plan_reminders
 from bot.core.retry import RetryPolicy
 from bot.core.staff_commands import ReportReady
 from bot.topics import TopicCatalog, load_catalog
+from bot.core.errors import UserError
 from config.settings import Settings
+from storage.models import PlatformAccount, Question
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class Herald:
         self.slack_workspaces = SlackWorkspaces(settings.slack_api_url, default_token=token)
         self.channels: dict[str, Channel] = {"slack": SlackChannel(self.slack_workspaces),
                                              "teams": _teams_channel(settings)}
+        self._kb = None
         self.outbox = Outbox(
             self.channels, self.catalog, self.clock,
             concurrency=settings.delivery_concurrency, batch_size=settings.delivery_batch_size,
@@ -64,6 +69,60 @@ class Herald:
         except Exception:  # noqa: BLE001 - recorded and flagged; the worker will retry
             log.exception("could not update copies of notice %s right away", result.notice.id)
 
+    # ---- onboarding assistant ----------------------------------------------------------------
+
+    @property
+    def knowledge_base(self):  # noqa: ANN201 - loaded on first use (it builds a search index)
+        if self._kb is None:
+            from bot.core.onboarding.qa import KnowledgeBase
+
+            self._kb = KnowledgeBase.load(self.settings.kb_dir)
+        return self._kb
+
+    async def answer_question(self, member, text: str, *, platform: str, recipient: Recipient):  # noqa: ANN001, ANN201
+        """Answer a partner's question in the conversation they asked it in."""
+        from bot.core.onboarding.assistant import ask
+
+        asked = await ask(member, text, self.knowledge_base, platform=platform, channel_id=recipient.dm_channel,
+                          now=self.clock.now())
+        outcome = await self.channels[platform].send_message(recipient, asked.message)
+        if outcome.ref is not None:
+            await Question.filter(id=asked.question.id).update(answer_message_id=outcome.ref.message_id)
+        return asked
+
+    async def hand_off_question(self, question_id: int, member) -> str:  # noqa: ANN001
+        """Send the question to the member's CAM; returns what to tell the member."""
+        from bot.core.escalations import staff_recipient
+        from bot.core.onboarding.assistant import hand_off
+
+        handoff = await hand_off(question_id, member, now=self.clock.now())
+        name = handoff.cam.name or handoff.cam.email
+        if handoff.already:
+            return f"Your question is already with {name}; their answer will appear here."
+        target = staff_recipient(handoff.cam, self.channels)
+        if target is None:
+            log.warning("CAM %s has no Slack or Teams account for hand-offs", handoff.cam.email)
+            return f"I've noted your question for {name}, who will get back to you."
+        outcome = await target[0].send_message(target[1], handoff.message)
+        if outcome.kind.value != "delivered":
+            log.warning("hand-off to %s not delivered: %s", handoff.cam.email, outcome.reason)
+        return f"I've passed your question to {name}; their answer will appear here."
+
+    async def relay_reply(self, question_id: int, staff, text: str) -> Question:  # noqa: ANN001
+        """Record the CAM's reply and send it to the member where they asked."""
+        from bot.core.onboarding.assistant import reply_to_question
+
+        question, relay = await reply_to_question(question_id, staff, text, now=self.clock.now())
+        account = await PlatformAccount.filter(member_id=question.member_id, platform=question.platform).first()  # type: ignore[attr-defined]
+        if account is None:
+            raise UserError("the partner's chat account is gone, so the reply could not be delivered")
+        recipient = Recipient(workspace_id=account.workspace_external_id, user_id=account.user_id,
+                              dm_channel=question.channel_id or account.dm_channel, service_url=account.service_url)
+        outcome = await self.channels[question.platform].send_message(recipient, relay)
+        if outcome.kind.value != "delivered":
+            raise UserError(f"the reply was saved but could not be delivered: {outcome.reason}")
+        return question
+
     async def report_link(self, ready: "ReportReady") -> str:
         """A short-lived signed link to a report's CSV, or "" when links are not configured."""
         from bot.core.report_links import signed_report_url
@@ -79,6 +138,8 @@ class Herald:
             "reminders": await plan_reminders(now, self.catalog),
             "escalations": await plan_escalations(now),
             "escalation_messages": await send_escalations(self.channels, now),
+            "digests": (await run_digests(self.channels, self.catalog, now))["sent"],
+            "journeys": sum((await run_journeys(self.channels, now)).values()),
         }
         self.outbox.wake()
         return counts

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     teams_service_url: str = "https://smba.trafficmanager.net/teams/"
 
     topics_file: Path = CONFIG_DIR / "topics.yaml"
+    kb_dir: Path = CONFIG_DIR / "kb"  # the onboarding assistant's knowledge base (*.yaml)
 
     # A member on both Slack and Teams gets one copy on their preferred platform ("preferred"),
     # or one copy on each ("all"); one acknowledgement settles every copy.

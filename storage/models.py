@@ -369,7 +369,7 @@ class Question(Model):
 
     class Meta:
         table = "question"
-        indexes = (("handoff_status", "cam"),)
+        indexes = (("handoff_status", "cam_id"),)
 
 
 class JourneyStep(Model):

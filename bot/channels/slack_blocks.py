@@ -17,6 +17,7 @@ CANCEL_ACTION = "herald_cancel"
 COMPOSE_CALLBACK = "herald_compose"
 PREVIEW_CALLBACK = "herald_preview"
 EDIT_CALLBACK = "herald_edit"
+REPLY_CALLBACK = "herald_qa_reply_submit"
 
 _EMOJI = {Importance.MUST: ":rotating_light:", Importance.NEED: ":large_orange_diamond:",
           Importance.NICE: ":information_source:"}
@@ -231,6 +232,61 @@ def preview_modal(notice: Notice, topic_title: str, recipients: int, warnings: l
     }
 
 
+def reply_modal(question_id: int) -> dict[str, Any]:
+    return {
+        "type": "modal", "callback_id": REPLY_CALLBACK, "private_metadata": str(question_id),
+        "title": _plain("Answer a partner", 24), "submit": _plain("Send", 24), "close": _plain("Cancel", 24),
+        "blocks": [_input("reply", "Your answer", {"type": "plain_text_input", "action_id": "value",
+                                                   "multiline": True, "max_length": 2800})],
+    }
+
+
 def message_modal(title: str, text: str) -> dict[str, Any]:
     return {"type": "modal", "title": _plain(title, 24), "close": _plain("Close", 24),
             "blocks": [{"type": "section", "text": _mrkdwn(text)}]}
+
+
+# ---- App Home: the member's preferences ----------------------------------------------------
+
+PREF_TOPICS_ACTION = "herald_pref_topics"
+PREF_DIGEST_ACTION = "herald_pref_digest"
+PREF_QUIET_START_ACTION = "herald_pref_quiet_start"
+PREF_QUIET_END_ACTION = "herald_pref_quiet_end"
+PREF_TIMEZONE_ACTION = "herald_pref_timezone"
+
+
+def home_view(prefs, catalog: TopicCatalog, *, note: str = "") -> dict[str, Any]:  # noqa: ANN001
+    """The App Home tab: each control saves as soon as it changes."""
+    hours = [(str(h), f"{h:02d}:00") for h in range(24)]
+    topic_options = [{"text": _plain(catalog.topics[k].title), "value": k} for k in prefs.subscribed]
+    checked = [o for o in topic_options if prefs.subscribed[o["value"]]]
+    topics_element: dict[str, Any] = {"type": "checkboxes", "action_id": PREF_TOPICS_ACTION, "options": topic_options}
+    if checked:
+        topics_element["initial_options"] = checked
+    fixed = ", ".join(catalog.topics[k].title for k in prefs.fixed_topics) or "none"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _plain("Your Herald preferences")},
+        {"type": "section", "text": _mrkdwn("*Optional topics* (must-know notices always reach you)"),
+         "accessory": topics_element} if topic_options else
+        {"type": "section", "text": _mrkdwn("No topics can be switched off.")},
+        {"type": "context", "elements": [_mrkdwn(f"Always on: {escape(fixed)}")]},
+        {"type": "section", "text": _mrkdwn("*Digest* of nice-to-know notices"),
+         "accessory": _select(PREF_DIGEST_ACTION, [("daily", "Daily"), ("weekly", "Weekly")], prefs.digest_frequency)},
+        {"type": "section", "text": _mrkdwn("*Quiet hours start*"),
+         "accessory": _select(PREF_QUIET_START_ACTION, hours, str(prefs.quiet_start))},
+        {"type": "section", "text": _mrkdwn("*Quiet hours end*"),
+         "accessory": _select(PREF_QUIET_END_ACTION, hours, str(prefs.quiet_end))},
+        {"type": "input", "block_id": "timezone", "dispatch_action": True, "label": _plain("Time zone"),
+         "element": {"type": "plain_text_input", "action_id": PREF_TIMEZONE_ACTION, "initial_value": prefs.timezone,
+                     "dispatch_action_config": {"trigger_actions_on": ["on_enter_pressed"]}},
+         "hint": _plain("e.g. Europe/Berlin or America/Chicago, then press Enter")},
+    ]
+    if note:
+        blocks.append({"type": "context", "elements": [_mrkdwn(escape(note))]})
+    return {"type": "home", "blocks": blocks}
+
+
+def not_a_member_home() -> dict[str, Any]:
+    return {"type": "home", "blocks": [{"type": "section", "text": _mrkdwn(
+        "Herald delivers your vendor's partner notices. Preferences appear here once your channel account "
+        "manager has added you to the partner directory.")}]}

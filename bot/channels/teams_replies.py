@@ -12,7 +12,9 @@ from bot.channels.teams_cards import CARD_CONTENT_TYPE, CARD_VERSION, SCHEMA_URL
 from bot.core.commands import HELP_TEXT
 from bot.core.notices import Preview
 from bot.core.revisions import EditResult
-from bot.core.staff_commands import Cancelled, Paused, ReportReady, Resumed, Retracted, Scheduled
+from bot.core.staff_commands import (
+    Cancelled, Handoffs, Paused, Progress, ReportReady, Resumed, Retracted, Scheduled, handoffs_text, progress_text,
+)
 from bot.core.status import NoticeStatusReport
 from bot.core.views import format_time
 from bot.topics import IMPORTANCE, TopicCatalog
@@ -22,6 +24,7 @@ from storage.models import Notice
 SEND_VERB = "herald.send"
 CANCEL_VERB = "herald.cancel"
 COMPOSE_VERB = "herald.compose"
+REPLY_SUBMIT_VERB = "herald.qa_reply_submit"
 
 Card = dict[str, Any]
 
@@ -110,6 +113,15 @@ def compose_card(catalog: TopicCatalog, *, error: str = "", values: dict[str, st
     return card(body, [{"type": "Action.Execute", "title": "Preview", "verb": COMPOSE_VERB, "data": {}}], "New notice")
 
 
+def reply_card(question_id: int) -> Card:
+    """The CAM's answer form, replacing the hand-off card's Reply button."""
+    return card([_text("Your answer to the partner", weight="Bolder"),
+                 {"type": "Input.Text", "id": "reply", "isMultiline": True, "isRequired": True, "maxLength": 2800,
+                  "label": "Answer"}],
+                [{"type": "Action.Execute", "title": "Send", "verb": REPLY_SUBMIT_VERB,
+                  "data": {"question_id": question_id}, "style": "positive"}], "Answer a partner")
+
+
 def note_card(text: str) -> Card:
     """A small card that replaces a preview after Send/Cancel."""
     return card([_text(text)], None, text[:200])
@@ -164,6 +176,10 @@ def result_markdown(result: Any) -> str:  # noqa: PLR0911 - one branch per resul
         return f"Reminders and nudges for **{escape(result.organisation.name)}** are back on."
     if isinstance(result, ReportReady):
         return report_markdown(result)
+    if isinstance(result, Handoffs):
+        return handoffs_text(result, bold="**", escape=escape).replace("\n", "\n\n")
+    if isinstance(result, Progress):
+        return progress_text(result, bold="**", escape=escape).replace("\n", "\n\n")
     raise TypeError(f"no Teams rendering for {type(result).__name__}")
 
 
@@ -185,3 +201,29 @@ def sent_markdown(notice: Notice, recipients: int, already: bool) -> str:
     if notice.status == "scheduled" and notice.scheduled_at:
         return f"Notice #{notice.id} **{escape(notice.title)}** is scheduled for {format_time(notice.scheduled_at)}."
     return f"Sending notice #{notice.id} **{escape(notice.title)}** to {recipients} recipients. Follow it with `status {notice.id}`."
+
+
+PREFERENCES_VERB = "herald.preferences_save"
+
+
+def preferences_card(prefs, catalog: TopicCatalog, *, note: str = "") -> Card:  # noqa: ANN001
+    hours = [{"title": f"{h:02d}:00", "value": str(h)} for h in range(24)]
+    body: list[dict[str, Any]] = [_text("Your Herald preferences", weight="Bolder", size="Medium")]
+    if note:
+        body.append(_text(escape(note), color="Attention" if note.startswith("⚠") else "Good"))
+    body.append(_text("Optional topics (must-know notices always reach you)", weight="Bolder"))
+    body += [{"type": "Input.Toggle", "id": f"topic:{key}", "title": catalog.topics[key].title,
+              "value": "true" if on else "false", "valueOn": "true", "valueOff": "false"}
+             for key, on in prefs.subscribed.items()]
+    body += [
+        {"type": "Input.ChoiceSet", "id": "digest_frequency", "label": "Digest of nice-to-know notices",
+         "value": prefs.digest_frequency, "choices": [{"title": "Daily", "value": "daily"},
+                                                      {"title": "Weekly", "value": "weekly"}]},
+        {"type": "Input.ChoiceSet", "id": "quiet_start", "label": "Quiet hours start", "value": str(prefs.quiet_start),
+         "choices": hours},
+        {"type": "Input.ChoiceSet", "id": "quiet_end", "label": "Quiet hours end", "value": str(prefs.quiet_end),
+         "choices": hours},
+        {"type": "Input.Text", "id": "timezone", "label": "Time zone (e.g. Europe/Paris)", "value": prefs.timezone},
+    ]
+    return card(body, [{"type": "Action.Execute", "title": "Save", "verb": PREFERENCES_VERB, "data": {},
+                        "style": "positive"}], "Your Herald preferences")

@@ -27,6 +27,7 @@ HELP_TEXT = """\
 • `retract <notice-id> <reason>` — withdraw a notice everywhere
 • `report <notice-id>` — acknowledgement report (summary here, CSV in your DM)
 • `pause <org-id> [until YYYY-MM-DD] [reason]` · `resume <org-id>` — stop or restart reminders for a partner
+• `questions` — partners' questions handed off to you · `progress [org-id]` — onboarding progress
 • `help` — this message"""
 
 
@@ -98,12 +99,23 @@ class ResumeCommand:
 
 
 @dataclass(frozen=True)
+class QuestionsCommand:
+    """Open hand-offs for the CAM."""
+
+
+@dataclass(frozen=True)
+class ProgressCommand:
+    org_id: str | None = None
+
+
+@dataclass(frozen=True)
 class HelpCommand:
     unknown: str = ""  # the word we did not understand, if any
 
 
 Command = (ComposeCommand | SendCommand | StatusCommand | ScheduledCommand | CancelCommand | EditCommand
-           | RetractCommand | ReportCommand | PauseCommand | ResumeCommand | HelpCommand)
+           | RetractCommand | ReportCommand | PauseCommand | ResumeCommand | QuestionsCommand | ProgressCommand
+           | HelpCommand)
 
 
 def parse_command(text: str) -> Command:
@@ -135,6 +147,10 @@ def parse_command(text: str) -> Command:
         if not rest.strip():
             raise UserError("which partner? `resume <org-id>`")
         return ResumeCommand(rest.split()[0])
+    if verb == "questions":
+        return QuestionsCommand()
+    if verb == "progress":
+        return ProgressCommand(rest.split()[0] if rest.strip() else None)
     return HelpCommand(unknown=word)
 
 

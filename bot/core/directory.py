@@ -474,7 +474,7 @@ async def _load_holders(member_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     return holders
 
 
-async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool) -> _Plan:
+async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime) -> _Plan:
     plan = _Plan()
     rows = parsed.rows
 
@@ -573,7 +573,8 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool) -> _Plan:
             "active": True,
         }
         if member is None:
-            plan.member_create.append((row.org_id, Member(**desired_member)))
+            # joining Herald is what onboarding journeys count from: the import's (injected) time
+            plan.member_create.append((row.org_id, Member(**desired_member, joined_at=now)))
             plan.created += 1
         else:
             changed = bool(actions)
@@ -726,10 +727,10 @@ async def import_directory(
         )
 
     if dry_run:
-        return result(await _make_plan(parsed, deactivate_missing=deactivate_missing))
+        return result(await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now))
 
     async with in_transaction():
-        plan = await _make_plan(parsed, deactivate_missing=deactivate_missing)
+        plan = await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now)
         await _apply(plan, now=now)
         outcome = result(plan)
         await record([audit_event(

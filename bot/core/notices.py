@@ -22,6 +22,7 @@ from bot.core.audit import audit_event, record
 from bot.core.commands import SendCommand
 from bot.core.errors import NotFound, PermissionDenied, UserError
 from bot.core.permissions import require_sender
+from bot.core.schedule import next_working_moment
 from bot.topics import ImportancePolicy, Topic, TopicCatalog, parse_importance
 from bot.topics.importance import Importance
 from storage.models import (
@@ -158,11 +159,16 @@ async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: dat
             current = await Notice.get(id=notice.id).using_db(conn)
             return SendResult(current, current.recipient_count, already=True)
         member_ids = await recipient_ids(audience, topic)
+        opted_out = await _opted_out(member_ids, topic, policy)
+        if opted_out:  # they get no delivery row at all (must-know ignores opt-outs)
+            member_ids = [m for m in member_ids if m not in opted_out]
         deliveries, events = await _outbox_rows(notice, policy, member_ids, now=now, platform_policy=platform_policy)
         await Delivery.bulk_create(deliveries, batch_size=1000, using_db=conn)
         await Notice.filter(id=notice.id).using_db(conn).update(recipient_count=len(member_ids))
         events.append(audit_event("notice.sent", now=now, actor=actor, notice_id=notice.id,
-                                  recipients=len(member_ids), importance=policy.level.value))
+                                  recipients=len(member_ids), importance=policy.level.value,
+                                  opted_out=len(opted_out),
+                                  held_for_quiet_hours=sum(1 for d in deliveries if d.next_attempt_at > now)))
         await record(events, using_db=conn)
     notice = await Notice.get(id=notice.id)
     return SendResult(notice, len(member_ids), already=False)
@@ -194,6 +200,8 @@ async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: lis
     deliveries: list[Delivery] = []
     events = []
     status = DeliveryStatus.PENDING if policy.dm_now else DeliveryStatus.DIGEST
+    # need-to-know: held until the member's quiet hours end (the outbox sends rows when next_attempt_at comes)
+    held = await _quiet_hours_ends(member_ids, now) if policy.dm_now and policy.respects_quiet_hours else {}
     for member_id in member_ids:
         targets = accounts.get(member_id)
         if not targets:
@@ -206,8 +214,36 @@ async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: lis
         for account in targets:
             deliveries.append(Delivery(notice_id=notice.id, member_id=member_id, platform=account.platform,
                                        account_id=account.id, workspace_external_id=account.workspace_external_id,
-                                       status=status.value, next_attempt_at=now, created_at=now))
+                                       status=status.value, next_attempt_at=held.get(member_id, now),
+                                       created_at=now))
     return deliveries, events
+
+
+async def _opted_out(member_ids: list[int], topic: Topic, policy: ImportancePolicy) -> set[int]:
+    """Members who left the topic, when the importance and the topic's catalog entry allow it."""
+    if not (policy.respects_opt_outs and topic.opt_out):
+        return set()
+    found: set[int] = set()
+    for start in range(0, len(member_ids), 5000):
+        chunk = member_ids[start:start + 5000]
+        for member_id, opt_outs in await Member.filter(id__in=chunk).values_list("id", "topic_opt_outs"):
+            if topic.key in (opt_outs or []):
+                found.add(member_id)
+    return found
+
+
+async def _quiet_hours_ends(member_ids: list[int], now: datetime) -> dict[int, datetime]:
+    """member id -> when their quiet hours end, for members in quiet hours now (weekends do not count)."""
+    ends: dict[int, datetime] = {}
+    for start in range(0, len(member_ids), 5000):
+        chunk = member_ids[start:start + 5000]
+        for member_id, zone, quiet_start, quiet_end in await Member.filter(id__in=chunk).values_list(
+                "id", "timezone", "quiet_start_hour", "quiet_end_hour"):
+            moment = next_working_moment(now, zone, quiet_start=quiet_start, quiet_end=quiet_end,
+                                         skip_weekends=False)
+            if moment > now:
+                ends[member_id] = moment
+    return ends
 
 
 async def _target_accounts(member_ids: list[int], *, every_platform: bool) -> dict[int, list[PlatformAccount]]:

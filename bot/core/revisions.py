@@ -33,6 +33,16 @@ EDITABLE = [NoticeStatus.SCHEDULED.value, NoticeStatus.SENDING.value, NoticeStat
 _LIVE_COPIES = [DeliveryStatus.DELIVERED.value, DeliveryStatus.SENDING.value]
 
 
+async def _flag_copies(notice: Notice, conn) -> int:  # noqa: ANN001
+    """Flag the delivered messages that show this notice on their own for an in-place update.
+    A nice-to-know notice only reaches people inside a digest, which lists many notices: that
+    message is left as it was."""
+    if notice.importance == "nice-to-know":
+        return 0
+    return await Delivery.filter(notice_id=notice.id, status__in=_LIVE_COPIES).using_db(conn).update(
+        update_pending=True)
+
+
 @dataclass(frozen=True)
 class EditResult:
     notice: Notice
@@ -100,8 +110,7 @@ async def edit_notice(notice_id: int, staff: Staff | None, catalog: TopicCatalog
         if reack:
             changes["ack_revision"] = revision.revision
         await Notice.filter(id=notice.id).using_db(conn).update(**changes)
-        copies = Delivery.filter(notice_id=notice.id, status__in=_LIVE_COPIES)
-        flagged = await copies.using_db(conn).update(update_pending=True)
+        flagged = await _flag_copies(notice, conn)
         if reack:
             first = schedule_for(notice, catalog).due_at(now, 1, notice.deadline)
             await Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value,
@@ -132,7 +141,7 @@ async def retract_notice(notice_id: int, staff: Staff | None, *, reason: str, no
         mine = Delivery.filter(notice_id=notice.id)
         cancelled = await mine.filter(status=DeliveryStatus.PENDING.value).using_db(conn).update(
             status=DeliveryStatus.CANCELLED.value, error=f"retracted: {reason[:200]}")
-        flagged = await mine.filter(status__in=_LIVE_COPIES).using_db(conn).update(update_pending=True)
+        flagged = await _flag_copies(notice, conn)
         await mine.using_db(conn).update(next_reminder_at=None)
         await record([audit_event("notice.retracted", now=now, actor=actor, notice_id=notice.id, reason=reason,
                                   copies=flagged, cancelled=cancelled)], using_db=conn)

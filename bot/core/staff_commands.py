@@ -13,15 +13,15 @@ from typing import Any
 from bot.core import notices, revisions
 from bot.core.clock import Clock
 from bot.core.commands import (
-    CancelCommand, Command, EditCommand, PauseCommand, ReportCommand, ResumeCommand, RetractCommand,
-    ScheduledCommand, SendCommand, StatusCommand,
+    CancelCommand, Command, EditCommand, PauseCommand, ProgressCommand, QuestionsCommand, ReportCommand,
+    ResumeCommand, RetractCommand, ScheduledCommand, SendCommand, StatusCommand,
 )
 from bot.core.errors import NotFound, PermissionDenied, UserError
 from bot.core.pauses import pause_organisation, resume_organisation
 from bot.core.permissions import require_viewer
 from bot.core.status import NoticeStatusReport, notice_status
 from bot.topics import TopicCatalog
-from storage.models import Notice, Organisation, Staff
+from storage.models import Notice, Organisation, Question, Staff
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,18 @@ class Resumed:
     organisation: Organisation
 
 
+@dataclass(frozen=True)
+class Handoffs:
+    questions: list[Question]
+
+
+@dataclass(frozen=True)
+class Progress:
+    rows: list[dict[str, Any]]
+
+
 Result = (notices.Preview | NoticeStatusReport | Scheduled | Cancelled | revisions.EditResult | Retracted
-          | ReportReady | Paused | Resumed)
+          | ReportReady | Paused | Resumed | Handoffs | Progress)
 
 
 class StaffCommands:
@@ -100,6 +110,14 @@ class StaffCommands:
                                                    now=now))
         if isinstance(command, ResumeCommand):
             return Resumed(await resume_organisation(staff, command.org_id, now=now))
+        if isinstance(command, QuestionsCommand):
+            from bot.core.onboarding.assistant import open_handoffs
+
+            return Handoffs(await open_handoffs(staff))
+        if isinstance(command, ProgressCommand):
+            from bot.core.onboarding.journeys import progress
+
+            return Progress(await progress(staff, command.org_id))
         raise UserError("that command is not available here")
 
     async def status(self, staff: Staff | None, notice_id: int | None) -> NoticeStatusReport:
@@ -120,3 +138,34 @@ class StaffCommands:
         if staff is None or not staff.active or not can_read_notice(staff, notice):
             raise PermissionDenied("Only compliance, admins and the notice's CAM can pull its report.")
         return ReportReady(notice, await notice_summary(notice_id), staff)
+
+
+def handoffs_text(result: Handoffs, *, bold: str, escape: Callable[[str], str] | None = None) -> str:
+    """The open hand-offs as lines; `bold` is the platform's bold marker (`*` Slack, `**` Teams)."""
+    esc = escape or _slack_escape
+    if not result.questions:
+        return "No partner questions are waiting for you."
+    lines = [f"{bold}Questions waiting for your answer{bold}"]
+    for q in result.questions:
+        member = q.member
+        lines.append(f"• #{q.id} {esc(member.name or member.email)} ({esc(member.organisation.name)}): "
+                     f"\"{esc(q.text[:200])}\"")
+    lines.append("Answer from the Reply button on the hand-off message.")
+    return "\n".join(lines)
+
+
+def progress_text(result: Progress, *, bold: str, escape: Callable[[str], str] | None = None) -> str:
+    esc = escape or _slack_escape
+    if not result.rows:
+        return "No onboarding progress to show yet."
+    lines = [f"{bold}Onboarding progress{bold}"]
+    for row in result.rows:
+        done, total = row.get("done", 0), row.get("total", 0)
+        state = "complete" if row.get("completed_at") else f"{done}/{total} steps"
+        lines.append(f"• {esc(str(row.get('organisation', '')))} · {esc(str(row.get('member', '')))} "
+                     f"({esc(str(row.get('role', '')))}): {state}")
+    return "\n".join(lines)
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -15,9 +15,12 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.channels.base import Recipient
 from bot.channels.slack_blocks import (
-    CANCEL_ACTION, COMPOSE_CALLBACK, EDIT_CALLBACK, PREVIEW_CALLBACK, SEND_ACTION, compose_modal, edit_modal,
-    escape, help_text, message_modal, preview_modal,
+    CANCEL_ACTION, COMPOSE_CALLBACK, EDIT_CALLBACK, PREF_DIGEST_ACTION, PREF_QUIET_END_ACTION,
+    PREF_QUIET_START_ACTION, PREF_TIMEZONE_ACTION, PREF_TOPICS_ACTION, PREVIEW_CALLBACK, REPLY_CALLBACK, SEND_ACTION,
+    compose_modal, edit_modal, escape, help_text, home_view, message_modal, not_a_member_home, preview_modal,
+    reply_modal,
 )
 from bot.core import acks, notices, revisions
 from bot.core.commands import (
@@ -26,8 +29,14 @@ from bot.core.commands import (
 from bot.core.errors import UserError
 from bot.core.escalations import OPEN_REPORT_ACTION, REMIND_NOW_ACTION, remind_organisation_now
 from bot.core.permissions import require_sender
+from bot.core.preferences import preferences_for, update_preferences
 from bot.core.staff import staff_for_slack
+from bot.core.onboarding.assistant import (
+    ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION, give_feedback, member_for,
+)
 from bot.core.views import ACK_ACTION, format_time
+
+JOURNEY_DONE_ACTION = "herald_journey_done"  # bot.core.onboarding.journeys.DONE_ACTION
 from bot.handlers.slack_commands import SlackCommands
 from bot.service import Herald
 from storage.models import Platform
@@ -35,6 +44,8 @@ from storage.models import Platform
 log = logging.getLogger(__name__)
 
 SORRY = "Sorry, something went wrong on Herald's side. The details are in its log."
+NOT_A_MEMBER = ("I deliver your vendor's partner notices here. I don't recognise you as a partner contact yet; "
+                "ask your channel account manager to add you to the partner directory.")
 
 
 def build_slack_app(herald: Herald) -> AsyncApp:
@@ -239,17 +250,123 @@ def _register(app: AsyncApp, herald: Herald) -> None:
     app.event("tokens_revoked")(on_removed)
 
     @app.event("message")
-    async def on_direct_message(event: dict, say) -> None:  # noqa: ANN001
-        """A partner's DM to the bot. Answering questions from the knowledge base is not built yet,
-        so say so plainly instead of leaving them unanswered."""
+    async def on_direct_message(event: dict, context, client) -> None:  # noqa: ANN001
+        """A direct message to the bot: a partner's question for the onboarding assistant."""
         if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
             return
-        await say("I deliver your vendor's partner notices here. I can't answer questions yet; "
-                  "please ask your channel account manager.")
+        team, user, channel = context.team_id or "", event.get("user", ""), event.get("channel", "")
+        recipient = Recipient(workspace_id=team, user_id=user, dm_channel=channel)
+        member = await member_for(Platform.SLACK.value, team, user)
+        if member is None:
+            await client.chat_postMessage(channel=channel, text=NOT_A_MEMBER)
+            return
+        await herald.answer_question(member, event.get("text", ""), platform=Platform.SLACK.value, recipient=recipient)
+
+    async def _asker(body: dict):  # noqa: ANN202
+        return await member_for(Platform.SLACK.value, body["team"]["id"], body["user"]["id"])
+
+    @app.action(HELPFUL_ACTION)
+    @app.action(NOT_HELPFUL_ACTION)
+    async def on_feedback(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+        action = body["actions"][0]
+
+        async def work():
+            helpful = action["action_id"] == HELPFUL_ACTION
+            await give_feedback(int(action["value"]), await _asker(body), helpful=helpful, now=herald.clock.now())
+            text = "Thanks, glad it helped." if helpful else \
+                "Thanks for telling me. Press *Ask my CAM* if you'd like a person to answer."
+            return {"replace_original": False, "text": text}
+        await _respond_or_explain(respond, work())
+
+    @app.action(ASK_CAM_ACTION)
+    async def on_ask_cam(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            text = await herald.hand_off_question(int(body["actions"][0]["value"]), await _asker(body))
+            return {"replace_original": False, "text": escape(text)}
+        await _respond_or_explain(respond, work())
+
+    @app.action(JOURNEY_DONE_ACTION)
+    async def on_journey_done(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            from bot.core.onboarding.journeys import complete_step
+
+            step = await complete_step(int(body["actions"][0]["value"]), platform=Platform.SLACK.value,
+                                       workspace_id=body["team"]["id"], user_id=body["user"]["id"],
+                                       now=herald.clock.now())
+            return {"replace_original": False, "text": f":white_check_mark: Marked done: {escape(step.step_key)}."}
+        await _respond_or_explain(respond, work())
+
+    @app.action(REPLY_ACTION)
+    async def on_reply_button(ack, body, client) -> None:  # noqa: ANN001
+        await ack()
+        question_id = int(body["actions"][0]["value"])
+        await client.views_open(trigger_id=body["trigger_id"], view=reply_modal(question_id))
+
+    @app.view(REPLY_CALLBACK)
+    async def on_reply(ack, body, view) -> None:  # noqa: ANN001
+        staff = await staff_for_slack(body["team"]["id"], body["user"]["id"])
+        text = _form_value(view["state"]["values"], "reply")
+        try:
+            await herald.relay_reply(int(view["private_metadata"]), staff, text)
+        except UserError as exc:
+            await ack(response_action="errors", errors={"reply": str(exc)})
+            return
+        await ack(response_action="update", view=message_modal("Sent", "Your answer was sent to the partner."))
 
     @app.event("app_home_opened")
-    async def on_home_opened() -> None:
-        """Subscribed in the manifest for the preferences page, which is not built yet."""
+    async def on_home_opened(event: dict, context, client) -> None:  # noqa: ANN001
+        if event.get("tab") not in (None, "home"):
+            return
+        await _publish_home(client, context.team_id or "", event["user"])
+
+    async def _publish_home(client, team: str, user: str, note: str = "") -> None:  # noqa: ANN001
+        member = await member_for(Platform.SLACK.value, team, user)
+        if member is None:
+            await client.views_publish(user_id=user, view=not_a_member_home())
+            return
+        prefs = await preferences_for(member.id, catalog)
+        await client.views_publish(user_id=user, view=home_view(prefs, catalog, note=note))
+
+    async def _save_preference(ack, body, client, **change) -> None:  # noqa: ANN001
+        await ack()
+        team, user = body["team"]["id"], body["user"]["id"]
+        member = await member_for(Platform.SLACK.value, team, user)
+        note = ""
+        if member is not None:
+            try:
+                await update_preferences(member.id, catalog, now=herald.clock.now(), **change)
+                note = "Saved."
+            except UserError as exc:
+                note = f"Not saved: {exc}"
+        await _publish_home(client, team, user, note)
+
+    @app.action(PREF_TOPICS_ACTION)
+    async def on_pref_topics(ack, body, client) -> None:  # noqa: ANN001
+        chosen = {o["value"] for o in body["actions"][0].get("selected_options", [])}
+        offered = [b for b in body.get("view", {}).get("blocks", []) if b.get("accessory", {}).get("action_id") == PREF_TOPICS_ACTION]
+        keys = [o["value"] for o in offered[0]["accessory"]["options"]] if offered else sorted(chosen)
+        await _save_preference(ack, body, client, subscriptions={k: k in chosen for k in keys})
+
+    @app.action(PREF_DIGEST_ACTION)
+    async def on_pref_digest(ack, body, client) -> None:  # noqa: ANN001
+        await _save_preference(ack, body, client, digest_frequency=body["actions"][0]["selected_option"]["value"])
+
+    @app.action(PREF_QUIET_START_ACTION)
+    async def on_pref_quiet_start(ack, body, client) -> None:  # noqa: ANN001
+        await _save_preference(ack, body, client, quiet_start=int(body["actions"][0]["selected_option"]["value"]))
+
+    @app.action(PREF_QUIET_END_ACTION)
+    async def on_pref_quiet_end(ack, body, client) -> None:  # noqa: ANN001
+        await _save_preference(ack, body, client, quiet_end=int(body["actions"][0]["selected_option"]["value"]))
+
+    @app.action(PREF_TIMEZONE_ACTION)
+    async def on_pref_timezone(ack, body, client) -> None:  # noqa: ANN001
+        await _save_preference(ack, body, client, timezone=(body["actions"][0].get("value") or "").strip())
 
 
 async def _respond_or_explain(respond, work) -> None:  # noqa: ANN001

@@ -12,7 +12,8 @@ from bot.core.commands import Command
 from bot.core.notices import Preview
 from bot.core.revisions import EditResult
 from bot.core.staff_commands import (
-    Cancelled, Paused, ReportReady, Resumed, Retracted, Scheduled, StaffCommands,
+    Cancelled, Handoffs, Paused, Progress, ReportReady, Resumed, Retracted, Scheduled, StaffCommands,
+    handoffs_text, progress_text,
 )
 from bot.core.status import NoticeStatusReport
 from bot.core.views import format_time
@@ -82,6 +83,10 @@ def render(result: Any) -> Reply:  # noqa: PLR0911 - one branch per result type
                         "Must-know notices are still delivered."}
     if isinstance(result, Resumed):
         return {"text": f":arrow_forward: Reminders and nudges for *{escape(result.organisation.name)}* are back on."}
+    if isinstance(result, Handoffs):
+        return {"text": handoffs_text(result, bold="*")}
+    if isinstance(result, Progress):
+        return {"text": progress_text(result, bold="*")}
     raise TypeError(f"no Slack rendering for {type(result).__name__}")
 
 

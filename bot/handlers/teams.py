@@ -23,15 +23,20 @@ from bot.channels.base import Recipient
 from bot.channels.teams import TeamsChannel, UntrustedServiceUrl
 from bot.channels.teams_cards import ACK_VERB, notice_card
 from bot.channels.teams_replies import (
-    CANCEL_VERB, COMPOSE_VERB, SEND_VERB, card_activity, compose_card, help_markdown, note_card, preview_card,
-    report_markdown, result_markdown, sent_markdown, text_activity,
+    CANCEL_VERB, COMPOSE_VERB, PREFERENCES_VERB, REPLY_SUBMIT_VERB, SEND_VERB, card_activity, compose_card,
+    help_markdown, note_card, preferences_card, preview_card, reply_card, report_markdown, result_markdown,
+    sent_markdown, text_activity,
 )
 from bot.core import acks, notices
 from bot.core.commands import ComposeCommand, HelpCommand, SendCommand, parse_command, parse_deadline, parse_link
 from bot.core.errors import UserError
 from bot.core.escalations import OPEN_REPORT_ACTION, REMIND_NOW_ACTION, remind_organisation_now
 from bot.core.linking import TeamsIdentity, link_teams_identity, staff_for_teams
+from bot.core.onboarding.assistant import (
+    ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION, give_feedback, member_for,
+)
 from bot.core.permissions import require_sender
+from bot.core.preferences import preferences_for, update_preferences
 from bot.core.staff_commands import ReportReady, StaffCommands
 from bot.core.views import notice_view
 from bot.service import Herald
@@ -40,6 +45,8 @@ from storage.models import Platform, PlatformAccount, Staff
 log = logging.getLogger(__name__)
 
 SORRY = "Sorry, something went wrong on Herald's side. The details are in its log."
+NOT_A_MEMBER = ("I deliver your vendor's partner notices here. I don't recognise you as a partner contact yet; "
+                "ask your channel account manager to add you to the partner directory.")
 WELCOME = ("Hi, I'm Herald. Notices from your vendor's partner team will arrive here; critical ones have an "
            "**Acknowledge** button.")
 CARD_RESPONSE = "application/vnd.microsoft.card.adaptive"
@@ -145,14 +152,20 @@ class TeamsHandler:
         await self.reply(turn, text_activity(WELCOME))
 
     async def on_message(self, turn: Turn) -> None:
-        staff, _ = await self.link(turn)
+        staff, is_member = await self.link(turn)
         text = _plain_text(turn.activity.text or "")
-        if staff is None:
-            await self.reply(turn, text_activity(
-                "I deliver your vendor's partner notices here. I can't answer questions yet; "
-                "please ask your channel account manager."))
+        if staff is not None:
+            await self.reply(turn, await self.command_reply(text, staff))
             return
-        await self.reply(turn, await self.command_reply(text, staff))
+        member = await member_for(Platform.TEAMS.value, turn.tenant_id, turn.aad_object_id) if is_member else None
+        if member is None:
+            await self.reply(turn, text_activity(NOT_A_MEMBER))
+            return
+        if text.lower() in ("preferences", "settings"):
+            prefs = await preferences_for(member.id, self.herald.catalog)
+            await self.reply(turn, card_activity(preferences_card(prefs, self.herald.catalog), "Your preferences"))
+        elif text:
+            await self.herald.answer_question(member, text, platform=Platform.TEAMS.value, recipient=turn.recipient)
 
     async def command_reply(self, text: str, staff: Staff) -> dict[str, Any]:
         try:
@@ -204,6 +217,22 @@ class TeamsHandler:
                 queued = await remind_organisation_now(int(notice_id or 0), org_id, staff, now=self.herald.clock.now())
                 self.herald.outbox.wake()
                 return _invoke_message(f"Queued {queued} reminders for notice #{notice_id}.")
+            if verb in (HELPFUL_ACTION, NOT_HELPFUL_ACTION, ASK_CAM_ACTION):
+                return await self.question_feedback(turn, verb, int(data.get("value", 0)))
+            if verb == "herald_journey_done":
+                from bot.core.onboarding.journeys import complete_step
+
+                step = await complete_step(int(data.get("value", 0)), platform=Platform.TEAMS.value,
+                                           workspace_id=turn.tenant_id, user_id=turn.aad_object_id,
+                                           now=self.herald.clock.now())
+                return _invoke_message(f"Marked done: {step.step_key}.")
+            if verb == PREFERENCES_VERB:
+                return await self.save_preferences(turn, data)
+            if verb == REPLY_ACTION:
+                return _invoke_card(reply_card(int(data.get("value", 0))))
+            if verb == REPLY_SUBMIT_VERB:
+                await self.herald.relay_reply(int(data.get("question_id", 0)), staff, str(data.get("reply", "")))
+                return _invoke_card(note_card("Your answer was sent to the partner."))
             if verb == OPEN_REPORT_ACTION:
                 ready = await self.commands.report(int(data.get("value", 0)), staff)
                 await self.reply(turn, text_activity(report_markdown(ready, await self.herald.report_link(ready))))
@@ -213,6 +242,34 @@ class TeamsHandler:
         except ValueError:
             return _invoke_message("That button's data is not valid any more.")
         return _invoke_message("This button is not supported.")
+
+    async def save_preferences(self, turn: Turn, data: dict[str, Any]) -> web.Response:
+        member = await member_for(Platform.TEAMS.value, turn.tenant_id, turn.aad_object_id)
+        if member is None:
+            return _invoke_message(NOT_A_MEMBER)
+        catalog = self.herald.catalog
+        subscriptions = {key.removeprefix("topic:"): str(value).lower() == "true"
+                         for key, value in data.items() if key.startswith("topic:")}
+        try:
+            prefs = await update_preferences(
+                member.id, catalog, now=self.herald.clock.now(), subscriptions=subscriptions or None,
+                timezone=str(data["timezone"]).strip() if data.get("timezone") else None,
+                quiet_start=int(data["quiet_start"]) if str(data.get("quiet_start", "")).isdigit() else None,
+                quiet_end=int(data["quiet_end"]) if str(data.get("quiet_end", "")).isdigit() else None,
+                digest_frequency=str(data["digest_frequency"]) if data.get("digest_frequency") else None)
+            note = "Saved."
+        except UserError as exc:
+            prefs, note = await preferences_for(member.id, catalog), f"⚠ Not saved: {exc}"
+        return _invoke_card(preferences_card(prefs, catalog, note=note))
+
+    async def question_feedback(self, turn: Turn, verb: str, question_id: int) -> web.Response:
+        member = await member_for(Platform.TEAMS.value, turn.tenant_id, turn.aad_object_id)
+        if verb == ASK_CAM_ACTION:
+            return _invoke_message(await self.herald.hand_off_question(question_id, member))
+        helpful = verb == HELPFUL_ACTION
+        await give_feedback(question_id, member, helpful=helpful, now=self.herald.clock.now())
+        return _invoke_message("Thanks, glad it helped." if helpful else
+                               "Thanks for telling me. Press Ask my CAM if you'd like a person to answer.")
 
     async def acknowledge(self, turn: Turn, data: dict[str, Any]) -> web.Response:
         result = await acks.acknowledge(int(data.get("notice_id", 0)), platform=Platform.TEAMS.value,

@@ -301,7 +301,7 @@ class Migration(migrations.Migration):
                 ('channel_id', fields.CharField(default='', max_length=200)),
                 ('answer_message_id', fields.CharField(default='', max_length=200)),
             ],
-            options={'table': 'question', 'app': 'models', 'indexes': [Index(fields=['handoff_status', 'cam'])], 'pk_attr': 'id', 'table_description': "A partner's question to the onboarding assistant, its answer, feedback and any hand-off."},
+            options={'table': 'question', 'app': 'models', 'indexes': [Index(fields=['handoff_status', 'cam_id'])], 'pk_attr': 'id', 'table_description': "A partner's question to the onboarding assistant, its answer, feedback and any hand-off."},
             bases=['Model'],
         ),
         ops.CreateModel(

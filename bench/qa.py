@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Quality and latency of the onboarding assistant's answers.
+
+    python bench/qa.py [QUESTIONS.yaml] [--kb DIR] [--lexical-only]
+
+QUESTIONS.yaml (default: the shared dev set, ../shared/kb/dev-questions.yaml next to the project)
+has ``questions: [{q: "...", expect: <entry id or null>}]``; ``expect: null`` means the knowledge
+base has no answer and the assistant should say it does not know. Questions are asked with no role
+or tier filter (the whole knowledge base).
+
+Prints one JSON object on stdout:
+
+* ``answerable``: questions with an expected entry; ``top1_accuracy``: the share of them answered
+  (not abstained) with exactly that entry;
+* ``null_questions``: questions with ``expect: null``; ``abstain_recall``: the share of them the
+  assistant abstained on; ``abstain_precision``: of all abstentions, the share that were on such a
+  question (1.0 when it never abstained);
+* ``p50_ms``/``p95_ms``: answer latency per question (after load; each question asked 5 times);
+* ``load_s`` and ``threshold`` for context.
+
+Each miss goes to stderr with the top candidates, for diagnosis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bot.core.onboarding.qa import ANY, KnowledgeBase, default_directory  # noqa: E402
+
+DEFAULT_QUESTIONS = ROOT.parent / "shared" / "kb" / "dev-questions.yaml"
+REPEATS = 5
+
+
+def load_questions(path: Path) -> list[dict]:
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    questions = document.get("questions") if isinstance(document, dict) else None
+    if not isinstance(questions, list) or not all(isinstance(q, dict) and "q" in q for q in questions):
+        raise SystemExit(f"{path}: expected 'questions: [{{q: ..., expect: <entry id or null>}}]'")
+    return questions
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * pct / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("questions", nargs="?", type=Path, default=DEFAULT_QUESTIONS)
+    parser.add_argument("--kb", type=Path, default=None, help="knowledge base directory (default: config/kb)")
+    parser.add_argument("--lexical-only", action="store_true", help="BM25 alone, without the embedding model")
+    args = parser.parse_args(argv)
+
+    questions = load_questions(args.questions)
+    started = time.perf_counter()
+    kb = KnowledgeBase.load(args.kb or default_directory(), semantic=not args.lexical_only)
+    load_s = time.perf_counter() - started
+    unknown = sorted({q["expect"] for q in questions if q.get("expect") and q["expect"] not in kb.entries})
+    if unknown:
+        raise SystemExit(f"{args.questions}: expected entries not in the knowledge base: {', '.join(unknown)}")
+
+    kb.answer("warm up", role=ANY, tier=ANY)
+    latencies: list[float] = []
+    correct = answerable = nulls = abstained_on_null = abstentions = 0
+    for item in questions:
+        text, expect = str(item["q"]), item.get("expect")
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            answer = kb.answer(text, role=ANY, tier=ANY)
+            latencies.append((time.perf_counter() - t0) * 1000)
+        got = answer.entry.id if answer.entry else None
+        abstentions += answer.abstained
+        if expect:
+            answerable += 1
+            correct += got == expect
+        else:
+            nulls += 1
+            abstained_on_null += answer.abstained
+        if got != expect:
+            shown = ", ".join(f"{i} {s:.3f}" for i, s in answer.candidates)
+            print(f"MISS expected {expect or 'abstain'}, got {got or 'abstain'} (score {answer.score:.3f}, "
+                  f"threshold {kb.threshold:.3f}; {shown}): {text}", file=sys.stderr)
+
+    result = {
+        "answerable": answerable,
+        "top1_accuracy": round(correct / answerable, 4) if answerable else None,
+        "null_questions": nulls,
+        "abstain_precision": round(abstained_on_null / abstentions, 4) if abstentions else 1.0,
+        "abstain_recall": round(abstained_on_null / nulls, 4) if nulls else None,
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p95_ms": round(percentile(latencies, 95), 2),
+        "load_s": round(load_s, 2),
+        "threshold": round(kb.threshold, 4),
+        "semantic": kb.semantic,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""The onboarding assistant's conversation: a partner's question, the knowledge base's answer,
+their feedback, and the hand-off to their CAM with the reply relayed back.
+
+Platform-neutral: messages are `DirectMessage`s (title, lines, buttons) that the Slack and Teams
+channels render; every step is stored and audited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tortoise.transactions import in_transaction
+
+from bot.channels.base import Button, DirectMessage
+from bot.core.audit import audit_event, record
+from bot.core.errors import NotFound, PermissionDenied, UserError
+from bot.core.onboarding.qa import Answer, KnowledgeBase
+from bot.core.staff import cam_for_organisation
+from storage.models import Member, PlatformAccount, Question, Staff, StaffRole
+
+HELPFUL_ACTION = "herald_qa_helpful"
+NOT_HELPFUL_ACTION = "herald_qa_not_helpful"
+ASK_CAM_ACTION = "herald_qa_ask_cam"
+REPLY_ACTION = "herald_qa_reply"
+MAX_QUESTION = 2000
+MAX_REPLY = 2800
+
+
+@dataclass(frozen=True)
+class Asked:
+    question: Question
+    answer: Answer
+    message: DirectMessage
+
+
+async def member_for(platform: str, workspace_id: str, user_id: str) -> Member | None:
+    account = await PlatformAccount.filter(platform=platform, workspace_external_id=workspace_id.lower()
+                                           if platform == "teams" else workspace_id,
+                                           user_id=user_id.lower() if platform == "teams" else user_id,
+                                           member__active=True).select_related("member__organisation").first()
+    return account.member if account else None
+
+
+async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, channel_id: str,
+              now: datetime) -> Asked:
+    """Answer a question from the knowledge base (only entries meant for this member), or say
+    plainly that we do not know and offer the CAM."""
+    text = text.strip()[:MAX_QUESTION]
+    organisation = member.organisation
+    answer = kb.answer(text, role=member.role, tier=organisation.tier or None)
+    async with in_transaction() as conn:
+        question = await Question.create(
+            member=member, platform=platform, text=text, asked_at=now, channel_id=channel_id,
+            entry_id=answer.entry.id if answer.entry else "", score=answer.score, abstained=answer.abstained,
+            using_db=conn)
+        await record([audit_event("question.asked", now=now, actor=member.email, member_id=member.id,
+                                  question_id=question.id, entry=question.entry_id or None,
+                                  abstained=answer.abstained, score=round(answer.score, 4))], using_db=conn)
+    return Asked(question, answer, answer_message(question, answer))
+
+
+def answer_message(question: Question, answer: Answer) -> DirectMessage:
+    qid = str(question.id)
+    if answer.entry is None:
+        return DirectMessage(
+            title="I don't know that one yet",
+            lines=("I couldn't find an answer to your question in the partner knowledge base.",
+                   "Your channel account manager can help: press Ask my CAM and I'll pass it on."),
+            buttons=(Button("Ask my CAM", ASK_CAM_ACTION, qid, "primary"),))
+    entry = answer.entry
+    lines = [entry.answer.strip()]
+    if entry.link:
+        lines.append(f"More: {entry.link}")
+    return DirectMessage(title=entry.title, lines=tuple(lines), buttons=(
+        Button("Helpful", HELPFUL_ACTION, qid), Button("Not helpful", NOT_HELPFUL_ACTION, qid),
+        Button("Ask my CAM", ASK_CAM_ACTION, qid)))
+
+
+async def _own_question(question_id: int, member: Member | None) -> Question:
+    question = await Question.get_or_none(id=question_id).select_related("member__organisation")
+    if question is None:
+        raise NotFound("that question no longer exists")
+    if member is None or question.member_id != member.id:  # type: ignore[attr-defined]
+        raise PermissionDenied("Only the person who asked can use these buttons.")
+    return question
+
+
+async def give_feedback(question_id: int, member: Member | None, *, helpful: bool, now: datetime) -> Question:
+    question = await _own_question(question_id, member)
+    value = "helpful" if helpful else "not_helpful"
+    async with in_transaction() as conn:
+        await Question.filter(id=question.id).using_db(conn).update(feedback=value)
+        await record([audit_event("question.feedback", now=now, actor=question.member.email,
+                                  member_id=question.member.id, question_id=question.id, feedback=value)],
+                     using_db=conn)
+    question.feedback = value
+    return question
+
+
+@dataclass(frozen=True)
+class HandOff:
+    question: Question
+    cam: Staff
+    message: DirectMessage
+    already: bool
+
+
+async def hand_off(question_id: int, member: Member | None, *, now: datetime) -> HandOff:
+    """Pass the question to the member's CAM (once; a second click says it is on its way)."""
+    question = await _own_question(question_id, member)
+    organisation = question.member.organisation
+    cam = await cam_for_organisation(organisation)
+    if cam is None:
+        raise UserError("Your organisation has no channel account manager on file yet; "
+                        "please contact the partner team directly.")
+    already = question.handoff_status in ("open", "answered")
+    if not already:
+        async with in_transaction() as conn:
+            changed = await Question.filter(id=question.id, handoff_status="").using_db(conn).update(
+                handoff_status="open", handed_off_at=now, cam=cam)
+            if changed:
+                await record([audit_event("question.handed_off", now=now, actor=question.member.email,
+                                          member_id=question.member.id, question_id=question.id,
+                                          cam=cam.email)], using_db=conn)
+            already = not changed
+    member_ = question.member
+    lines = (f"From {member_.name or member_.email} <{member_.email}> ({member_.role}), "
+             f"{organisation.name} ({organisation.tier or 'no tier'}):",
+             f"\"{question.text}\"",
+             "The knowledge base had no answer." if question.abstained else
+             f"The knowledge base suggested: {question.entry_id}.")
+    message = DirectMessage(title="A partner asked you a question", lines=lines,
+                            buttons=(Button("Reply", REPLY_ACTION, str(question.id), "primary"),))
+    return HandOff(question, cam, message, already)
+
+
+async def reply_to_question(question_id: int, staff: Staff | None, text: str, *, now: datetime) -> tuple[Question, DirectMessage]:
+    """Record the CAM's reply; returns the message to relay to the member."""
+    question = await Question.get_or_none(id=question_id).select_related("member__organisation", "cam")
+    if question is None:
+        raise NotFound("that question no longer exists")
+    allowed = staff is not None and staff.active and (
+        staff.role == StaffRole.ADMIN.value or question.cam_id == staff.id  # type: ignore[attr-defined]
+        or question.member.organisation.cam_email.lower() == staff.email.lower())
+    if not allowed:
+        raise PermissionDenied("Only the partner's CAM or an admin can answer this question.")
+    text = text.strip()
+    if not text:
+        raise UserError("the reply is empty")
+    text = text[:MAX_REPLY]
+    async with in_transaction() as conn:
+        await Question.filter(id=question.id).using_db(conn).update(
+            handoff_status="answered", reply_text=text, replied_at=now, replied_by=staff.email)  # type: ignore[union-attr]
+        await record([audit_event("question.answered", now=now, actor=staff.email, member_id=question.member_id,  # type: ignore[union-attr, attr-defined]
+                                  question_id=question.id, reply=text)], using_db=conn)
+    relay = DirectMessage(title=f"{staff.name or staff.email} answered your question",  # type: ignore[union-attr]
+                          lines=(f"You asked: \"{question.text}\"", text))
+    return await Question.get(id=question.id).select_related("member"), relay
+
+
+async def open_handoffs(staff: Staff | None) -> list[Question]:
+    if staff is None or not staff.active or staff.role not in (StaffRole.CAM.value, StaffRole.ADMIN.value):
+        raise PermissionDenied("Only CAMs and admins have hand-offs.")
+    query = Question.filter(handoff_status="open")
+    if staff.role == StaffRole.CAM.value:
+        query = query.filter(cam_id=staff.id)
+    return await query.select_related("member__organisation").order_by("handed_off_at")
+
+
+async def unanswered_questions(limit: int = 200) -> list[Question]:
+    """Questions the knowledge base could not answer or answered unhelpfully, newest first."""
+    from tortoise.expressions import Q
+
+    return await Question.filter(Q(abstained=True) | Q(feedback="not_helpful")).select_related(
+        "member__organisation").order_by("-asked_at").limit(limit)

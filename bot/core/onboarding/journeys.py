@@ -1,0 +1,750 @@
+"""Onboarding journeys: small steps Herald sends a new partner member, one a day, with a Done button.
+
+`config/journeys.yaml` (see the comments there) names a journey per partner role plus a `default`,
+each an ordered list of steps due `after_days` after the member joined Herald (`Member.joined_at`,
+so a member who joins late starts at step one), a nudge delay and recognition milestones.
+
+Every message is a `JourneyStep` row, written before anything is sent (an outbox):
+
+* the steps themselves: `step_key` is the step's key, `position` its 1-based place in the journey;
+* milestone messages to the member: `step_key` "milestone:half", "milestone:complete", "milestone:25%";
+* the note to the member's CAM when the member completes: `step_key` "cam:complete".
+
+Milestone and CAM rows have `position` 0 and never count as steps. The unique (member, step_key)
+key makes each of them happen once, however many replicas run `run_journeys` at the same moment.
+
+Sending claims a row with a conditional update (pending -> sending, `sent_at` = when the attempt
+started) so only one replica sends it. A row still `sending` after `LEASE` was interrupted by a
+crash: it may or may not have gone out, so it is never sent again. An interrupted step counts as
+sent (the nudge follows up if the member never saw it); an interrupted milestone or CAM note is
+recorded as failed.
+
+Nudges: a step not done `nudge_after_days` after it was sent gets exactly one nudge (`nudged_at`,
+claimed with a conditional update), in the member's working hours, at most one nudge per member a
+day. Paused organisations get no nudges while the pause lasts; steps keep being sent to them
+(they are the journey itself, not reminders), and a nudge that fell due is sent after the pause.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from bot.channels.base import Button, Channel, DirectMessage, Outcome, OutcomeKind, Recipient
+from bot.core.audit import audit_event, record
+from bot.core.errors import NotFound, PermissionDenied, UserError
+from bot.core.escalations import staff_recipient
+from bot.core.reminders import is_paused
+from bot.core.schedule import member_zone, next_working_moment
+from bot.core.staff import cam_for_organisation
+from storage.models import JourneyStep, Member, Organisation, PlatformAccount, Staff, StaffRole
+
+log = logging.getLogger(__name__)
+
+DONE_ACTION = "herald_journey_done"
+DEFAULT_JOURNEY = "default"
+DEFAULT_NUDGE_AFTER_DAYS = 3
+MILESTONE_PREFIX = "milestone:"
+CAM_COMPLETE_KEY = "cam:complete"
+PLATFORM_PREFERENCE = ("slack", "teams")
+
+LEASE = timedelta(minutes=5)  # a row `sending` for longer than this was interrupted
+GIVE_UP_AFTER = timedelta(days=1)  # retryable failures (rate limits, 5xx) are retried this long
+SEND_BATCH = 200  # messages one run sends at most; the rest wait for the next tick
+
+# row statuses
+PENDING, SENDING, SENT, FAILED, DONE = "pending", "sending", "sent", "failed", "done"
+
+_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
+_MAX_TITLE, _MAX_MESSAGE, _MAX_LINK, _MAX_STEPS = 120, 1500, 500, 30
+_TOP_FIELDS = ("nudge_after_days", "milestones", "journeys", "enrol_joined_after")
+_JOURNEY_FIELDS = ("steps",)
+_STEP_FIELDS = ("key", "title", "message", "link", "after_days")
+_MILESTONE_FIELDS = ("at", "message")
+_NAMED_MILESTONES = {"half": 50, "complete": 100}
+
+
+# ---- the configuration ------------------------------------------------------------------------
+
+class JourneyConfigError(Exception):
+    """The journeys file is malformed (an operator problem); the message says where and how."""
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    title: str
+    message: str
+    after_days: int
+    position: int  # 1-based
+    link: str = ""
+
+
+@dataclass(frozen=True)
+class Journey:
+    name: str
+    steps: tuple[Step, ...]
+
+    def step(self, key: str) -> Step | None:
+        return next((s for s in self.steps if s.key == key), None)
+
+
+@dataclass(frozen=True)
+class Milestone:
+    at: str  # "half", "complete" or "NN%"
+    percent: int
+    message: str
+
+    @property
+    def key(self) -> str:
+        return MILESTONE_PREFIX + self.at
+
+
+@dataclass(frozen=True)
+class JourneyCatalog:
+    journeys: dict[str, Journey]
+    nudge_after_days: float = DEFAULT_NUDGE_AFTER_DAYS
+    milestones: tuple[Milestone, ...] = ()
+    enrol_joined_after: datetime | None = None  # only members who joined on or after this take part
+
+    def for_role(self, role: str) -> Journey:
+        return self.journeys.get((role or "").strip().lower()) or self.journeys[DEFAULT_JOURNEY]
+
+    def find_step(self, key: str, journey: str = "") -> Step | None:
+        """The step with this key: from the named journey if it has it, else from any journey."""
+        preferred = self.journeys.get(journey)
+        found = preferred.step(key) if preferred else None
+        if found is None:
+            found = next((j.step(key) for j in self.journeys.values() if j.step(key)), None)
+        return found
+
+    def enrolled(self, member: Member) -> bool:
+        return self.enrol_joined_after is None or member.joined_at >= self.enrol_joined_after
+
+
+def milestone_percent(label: str) -> int | None:
+    """50 for "half", 100 for "complete", NN for "NN%"; None when the label is not one of those."""
+    label = label.strip().lower()
+    if label in _NAMED_MILESTONES:
+        return _NAMED_MILESTONES[label]
+    match = re.fullmatch(r"(\d{1,3})\s*%", label)
+    if match and 1 <= int(match.group(1)) <= 100:
+        return int(match.group(1))
+    return None
+
+
+def parse_journeys(data: Any, *, source: str = "journeys file") -> JourneyCatalog:
+    """Validate the parsed YAML; raises JourneyConfigError naming the journey, step and field."""
+
+    def fail(where: str, problem: str) -> JourneyConfigError:
+        return JourneyConfigError(f"{source}: {where}: {problem}" if where else f"{source}: {problem}")
+
+    def check_fields(spec: Any, allowed: tuple[str, ...], where: str) -> dict:
+        if not isinstance(spec, dict):
+            raise fail(where, f"expected a mapping with {', '.join(allowed)}, got {_kind(spec)}")
+        for name in spec:
+            if name not in allowed:
+                hint = difflib.get_close_matches(str(name), allowed, n=1)
+                raise fail(where, f"unknown field '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                           + f"; allowed: {', '.join(allowed)}")
+        return spec
+
+    def text(spec: dict, name: str, where: str, *, limit: int, required: bool = True) -> str:
+        value = spec.get(name)
+        if value is None and not required:
+            return ""
+        if not isinstance(value, str) or not value.strip():
+            raise fail(where, f"'{name}' must be non-empty text")
+        value = " ".join(value.split()) if name == "title" else value.strip()
+        if len(value) > limit:
+            raise fail(where, f"'{name}' is {len(value)} characters long; at most {limit}")
+        return value
+
+    data = check_fields(data, _TOP_FIELDS, "")
+
+    nudge = data.get("nudge_after_days", DEFAULT_NUDGE_AFTER_DAYS)
+    if isinstance(nudge, bool) or not isinstance(nudge, (int, float)) or not 0 < nudge <= 365:
+        raise fail("nudge_after_days", f"must be a number of days between 1 and 365, got {nudge!r}")
+
+    enrol = data.get("enrol_joined_after")
+    enrol_after = _as_datetime(enrol) if enrol is not None else None
+    if enrol is not None and enrol_after is None:
+        raise fail("enrol_joined_after", f"must be a date such as 2026-01-01, got {enrol!r}")
+
+    raw_milestones = data.get("milestones") or []
+    if not isinstance(raw_milestones, list):
+        raise fail("milestones", f"must be a list of {{at, message}}, got {_kind(raw_milestones)}")
+    milestones: list[Milestone] = []
+    for number, spec in enumerate(raw_milestones, 1):
+        where = f"milestone {number}"
+        spec = check_fields(spec, _MILESTONE_FIELDS, where)
+        at = str(spec.get("at", "")).strip().lower()
+        percent = milestone_percent(at)
+        if percent is None:
+            raise fail(where, f"'at' must be half, complete or a percentage such as 25%, got {spec.get('at')!r}")
+        at = at.replace(" ", "")
+        if any(m.percent == percent for m in milestones):
+            raise fail(where, f"two milestones are at {percent}%")
+        milestones.append(Milestone(at=at, percent=percent, message=text(spec, "message", where, limit=_MAX_MESSAGE)))
+
+    raw_journeys = data.get("journeys")
+    if not isinstance(raw_journeys, dict) or not raw_journeys:
+        raise fail("journeys", "must map role names (and 'default') to journeys")
+    journeys: dict[str, Journey] = {}
+    for raw_name, spec in raw_journeys.items():
+        name = str(raw_name).strip().lower()
+        if not _NAME.match(name):
+            raise fail(f"journey '{raw_name}'", "the name must be a role: lower-case letters, digits, '-' or '_'")
+        if name in journeys:
+            raise fail(f"journey '{raw_name}'", "is defined twice")
+        spec = check_fields(spec, _JOURNEY_FIELDS, f"journey '{name}'")
+        raw_steps = spec.get("steps")
+        if not isinstance(raw_steps, list) or not raw_steps:
+            raise fail(f"journey '{name}'", "'steps' must be a non-empty list")
+        if len(raw_steps) > _MAX_STEPS:
+            raise fail(f"journey '{name}'", f"has {len(raw_steps)} steps; at most {_MAX_STEPS}")
+        steps: list[Step] = []
+        for position, step_spec in enumerate(raw_steps, 1):
+            key_hint = f" ('{step_spec.get('key')}')" if isinstance(step_spec, dict) and step_spec.get("key") else ""
+            where = f"journey '{name}', step {position}{key_hint}"
+            step_spec = check_fields(step_spec, _STEP_FIELDS, where)
+            key = step_spec.get("key")
+            if not isinstance(key, str) or not _KEY.match(key):
+                raise fail(where, "'key' must be lower-case letters, digits, '-' or '_' (at most 60 characters)")
+            if any(s.key == key for s in steps):
+                raise fail(where, f"the key '{key}' is used twice in this journey")
+            after = step_spec.get("after_days")
+            if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= 3650:
+                raise fail(where, f"'after_days' must be a whole number of days (0 or more), got {after!r}")
+            if steps and after < steps[-1].after_days:
+                raise fail(where, f"'after_days' ({after}) is lower than the step before's "
+                                  f"({steps[-1].after_days}); list steps in the order they fall due")
+            link = text(step_spec, "link", where, limit=_MAX_LINK, required=False)
+            if link and (not re.match(r"^https?://\S+$", link)):
+                raise fail(where, f"'link' must be an http(s):// address without spaces, got {link!r}")
+            steps.append(Step(key=key, title=text(step_spec, "title", where, limit=_MAX_TITLE),
+                              message=text(step_spec, "message", where, limit=_MAX_MESSAGE),
+                              after_days=after, position=position, link=link))
+        journeys[name] = Journey(name=name, steps=tuple(steps))
+    if DEFAULT_JOURNEY not in journeys:
+        raise fail("journeys", f"a '{DEFAULT_JOURNEY}' journey is required (for roles without their own)")
+    return JourneyCatalog(journeys=journeys, nudge_after_days=nudge, milestones=tuple(milestones),
+                          enrol_joined_after=enrol_after)
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            return _as_datetime(datetime.fromisoformat(value.strip()))
+        except ValueError:
+            return None
+    return None
+
+
+def default_journeys_path() -> Path:
+    from config.settings import CONFIG_DIR
+
+    return CONFIG_DIR / "journeys.yaml"
+
+
+@lru_cache(maxsize=8)
+def load_journeys(path: Path | None = None) -> JourneyCatalog:
+    """Read and validate the journeys file (default `config/journeys.yaml`)."""
+    source = Path(path or default_journeys_path())
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise JourneyConfigError(f"cannot read journeys file {source}: {exc}") from None
+    return parse_journeys(data, source=f"journeys file {source}")
+
+
+_reported: set[str] = set()
+
+
+def _catalog_or_none(catalog: JourneyCatalog | None) -> JourneyCatalog | None:
+    if catalog is not None:
+        return catalog
+    try:
+        return load_journeys()
+    except JourneyConfigError as exc:
+        if str(exc) not in _reported:  # once per problem, not every tick
+            _reported.add(str(exc))
+            log.error("onboarding journeys are off: %s", exc)
+        return None
+
+
+# ---- the periodic run -------------------------------------------------------------------------
+
+def _counts() -> dict[str, int]:
+    return {"steps": 0, "nudges": 0, "milestones": 0, "cam": 0, "failed": 0}
+
+
+async def run_journeys(channels: dict[str, Channel], now: datetime, *,
+                       catalog: JourneyCatalog | None = None) -> dict[str, int]:
+    """Plan and send what is due now: new steps (one a day per member, in working hours), nudges,
+    milestone messages and completion notes to CAMs. Safe to run on every replica at once.
+
+    Returns messages handled by kind: steps, nudges, milestones, cam (delivered) and failed.
+    """
+    counts = _counts()
+    catalog = _catalog_or_none(catalog)
+    if catalog is None:
+        return counts
+    await _recover_interrupted(now)
+    await _plan(channels, catalog, now)
+    await _send_pending(channels, catalog, now, counts)
+    await _send_nudges(channels, catalog, now, counts)
+    return counts
+
+
+def _working(member: Member | dict, now: datetime) -> bool:
+    get = member.get if isinstance(member, dict) else lambda name: getattr(member, name)
+    moment = next_working_moment(now, get("timezone"), quiet_start=get("quiet_start_hour"),
+                                 quiet_end=get("quiet_end_hour"))
+    return moment <= now
+
+
+def _local_day(moment: datetime, zone: str) -> date:
+    return moment.astimezone(member_zone(zone)).date()
+
+
+async def _plan(channels: dict[str, Channel], catalog: JourneyCatalog, now: datetime) -> None:
+    """Create the pending rows for steps due now, and any milestone rows a sweep finds missing."""
+    members = Member.filter(active=True, joined_at__lte=now)
+    if catalog.enrol_joined_after is not None:
+        members = members.filter(joined_at__gte=catalog.enrol_joined_after)
+    rows = await members.order_by("id").values("id", "role", "timezone", "quiet_start_hour", "quiet_end_hour",
+                                               "joined_at")
+    reachable = set(await PlatformAccount.filter(platform__in=list(channels)).values_list("member_id", flat=True))
+    for start in range(0, len(rows), 1000):
+        chunk = rows[start:start + 1000]
+        steps: dict[int, list[dict]] = defaultdict(list)
+        for row in await JourneyStep.filter(member_id__in=[m["id"] for m in chunk]).values(
+                "member_id", "step_key", "position", "status", "created_at", "sent_at", "done_at"):
+            steps[row["member_id"]].append(row)
+        for member in chunk:
+            journey = catalog.for_role(member["role"])
+            mine = steps.get(member["id"], [])
+            await _plan_milestones(member["id"], journey, mine, catalog, now)
+            if member["id"] in reachable:
+                await _plan_next_step(member, journey, mine, now)
+
+
+async def _plan_next_step(member: dict, journey: Journey, rows: list[dict], now: datetime) -> None:
+    today = _local_day(now, member["timezone"])
+    for row in rows:
+        if row["position"] >= 1 and any(
+                t is not None and _local_day(t, member["timezone"]) == today for t in (row["created_at"], row["sent_at"])):
+            return  # trickle: one step a day
+    have = {row["step_key"] for row in rows}
+    step = next((s for s in journey.steps if s.key not in have), None)
+    if step is None or member["joined_at"] + timedelta(days=step.after_days) > now or not _working(member, now):
+        return
+    await _create_row(member["id"], journey.name, step.key, step.position, now)
+
+
+async def _plan_milestones(member_id: int, journey: Journey, rows: list[dict], catalog: JourneyCatalog,
+                           now: datetime) -> None:
+    """Create the milestone row (the highest newly reached one only) and, on completion, the CAM
+    note and the journey.completed event. Idempotent: the unique key keeps each to one row."""
+    done_keys = {r["step_key"] for r in rows if r["position"] >= 1 and r["done_at"] is not None}
+    total = len(journey.steps)
+    done = sum(1 for s in journey.steps if s.key in done_keys)
+    if not total or not done:
+        return
+    have = {r["step_key"] for r in rows}
+    top = max((milestone_percent(k[len(MILESTONE_PREFIX):]) or 0 for k in have if k.startswith(MILESTONE_PREFIX)),
+              default=0)
+    reached = [m for m in catalog.milestones if done * 100 >= m.percent * total and m.percent > top]
+    if reached:
+        milestone = max(reached, key=lambda m: m.percent)
+        await _create_row(member_id, journey.name, milestone.key, 0, now)
+    if done == total and CAM_COMPLETE_KEY not in have:
+        await _create_row(member_id, journey.name, CAM_COMPLETE_KEY, 0, now, events=[
+            audit_event("journey.completed", now=now, member_id=member_id, journey=journey.name, steps=total)])
+
+
+async def _create_row(member_id: int, journey: str, key: str, position: int, now: datetime, *,
+                      events: list | None = None) -> bool:
+    try:
+        async with in_transaction() as conn:
+            await JourneyStep.create(member_id=member_id, journey=journey, step_key=key, position=position,
+                                     status=PENDING, created_at=now, using_db=conn)
+            await record(events or [], using_db=conn)
+    except IntegrityError:
+        return False  # another replica (or an earlier run) created it
+    return True
+
+
+# ---- sending ----------------------------------------------------------------------------------
+
+def _row_kind(key: str) -> str:
+    if key.startswith(MILESTONE_PREFIX):
+        return "milestone"
+    if key == CAM_COMPLETE_KEY:
+        return "cam"
+    return "step"
+
+
+async def _send_pending(channels: dict[str, Channel], catalog: JourneyCatalog, now: datetime,
+                        counts: dict[str, int], *, member_id: int | None = None) -> None:
+    query = JourneyStep.filter(status=PENDING)
+    if member_id is not None:
+        query = query.filter(member_id=member_id)
+    sent = 0
+    for row in await query.order_by("id").limit(5000).select_related("member__organisation"):
+        if sent >= SEND_BATCH:
+            break
+        sent += await _send_row(row, channels, catalog, now, counts)
+
+
+async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: JourneyCatalog, now: datetime,
+                    counts: dict[str, int]) -> int:
+    member: Member = row.member
+    kind = _row_kind(row.step_key)
+    journey = catalog.journeys.get(row.journey) or catalog.for_role(member.role)
+    if kind == "step":
+        step = catalog.find_step(row.step_key, row.journey)
+        if step is None:
+            await _settle(row, kind, now, failed="the step is no longer in the journeys file", expect=PENDING)
+            counts["failed"] += 1
+            return 0
+        if not member.active or not _working(member, now):
+            return 0  # a retry waiting for working hours (or a member who left)
+        message = step_message(row, step, journey)
+    elif kind == "milestone":
+        milestone = next((m for m in catalog.milestones if m.key == row.step_key), None)
+        if milestone is None:
+            await _settle(row, kind, now, failed="the milestone is no longer in the journeys file", expect=PENDING)
+            counts["failed"] += 1
+            return 0
+        message = await milestone_message(member, milestone, journey)
+    else:
+        message = await completion_message(member, journey)
+
+    claimed = await JourneyStep.filter(id=row.id, status=PENDING).update(status=SENDING, sent_at=now)
+    if not claimed:
+        return 0  # another replica has it
+    if kind == "cam":
+        cam = await cam_for_organisation(member.organisation)
+        target = staff_recipient(cam, channels) if cam is not None else None
+        account, platform = None, (target[0].platform if target else "")
+        problem = ("the organisation has no active CAM on file" if cam is None
+                   else "the CAM has no Slack or Teams account on file")
+        extra: dict[str, Any] = {"cam": cam.email if cam else None}
+    else:
+        found = await _member_target(member.id, channels, prefer=row.platform or member.preferred_platform)
+        target = (channels[found[1].platform], found[0]) if found else None
+        account, platform = (found[1], found[1].platform) if found else (None, "")
+        problem, extra = "the member has no Slack or Teams account Herald can reach", {}
+    if target is None:
+        await _settle(row, kind, now, failed=problem, **extra)
+        counts["failed"] += 1
+        return 1
+    try:
+        outcome = await target[0].send_message(target[1], message)
+    except Exception:  # noqa: BLE001 - unknown whether it went out: treat it as interrupted
+        log.exception("sending journey row %s failed unexpectedly", row.id)
+        await _interrupted(row, now)
+        counts["failed"] += 1
+        return 1
+    if outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None:
+        await _settle(row, kind, now, outcome=outcome, platform=platform, account=account, **extra)
+        counts[{"step": "steps", "milestone": "milestones", "cam": "cam"}[kind]] += 1
+    elif outcome.kind is OutcomeKind.FAILED or now - row.created_at >= GIVE_UP_AFTER:
+        await _settle(row, kind, now, failed=outcome.reason or "the platform refused the message",
+                      platform=platform, **extra)
+        counts["failed"] += 1
+    else:  # retry / deferred: back to pending, tried again on a later run
+        await JourneyStep.filter(id=row.id, status=SENDING).update(status=PENDING, sent_at=None,
+                                                                     error=outcome.reason[:2000])
+    return 1
+
+
+_EVENTS = {"step": ("journey.step_sent", "journey.step_failed"),
+           "milestone": ("journey.milestone_sent", "journey.milestone_failed"),
+           "cam": ("journey.cam_told", "journey.cam_not_told")}
+
+
+async def _settle(row: JourneyStep, kind: str, now: datetime, *, outcome: Outcome | None = None, failed: str = "",
+                  platform: str = "", account: PlatformAccount | None = None, expect: str = SENDING,
+                  **extra: Any) -> None:
+    """Store a send's result and its audit event in one transaction."""
+    ref = outcome.ref if outcome is not None else None
+    async with in_transaction() as conn:
+        if ref is not None:
+            values = dict(platform=platform, channel_id=ref.channel_id, message_id=ref.message_id, sent_at=now, error="")
+            moved = await JourneyStep.filter(id=row.id, status=expect).using_db(conn).update(status=SENT, **values)
+            if not moved:  # marked done while we were sending: keep `done`, store where it went
+                await JourneyStep.filter(id=row.id).using_db(conn).update(**values)
+            if account is not None and outcome.dm_channel and outcome.dm_channel != account.dm_channel:  # type: ignore[union-attr]
+                await PlatformAccount.filter(id=account.id).using_db(conn).update(dm_channel=outcome.dm_channel)  # type: ignore[union-attr]
+        else:
+            moved = await JourneyStep.filter(id=row.id, status=expect).using_db(conn).update(
+                status=FAILED, platform=platform, error=failed[:2000])
+            if not moved:
+                return
+        name = _EVENTS[kind][0 if ref is not None else 1]
+        await record([audit_event(name, now=now, member_id=row.member_id, journey=row.journey,  # type: ignore[attr-defined]
+                                  step=row.step_key, step_id=row.id, platform=platform or None,
+                                  channel=ref.channel_id if ref else None, message_id=ref.message_id if ref else None,
+                                  reason=failed or None, **extra)], using_db=conn)
+
+
+async def _recover_interrupted(now: datetime) -> None:
+    for row in await JourneyStep.filter(status=SENDING, sent_at__lt=now - LEASE):
+        await _interrupted(row, now)
+
+
+async def _interrupted(row: JourneyStep, now: datetime) -> None:
+    """A send that may or may not have gone out: never send it again. A step counts as sent (its
+    nudge follows up); a milestone or CAM note is recorded as failed."""
+    kind = _row_kind(row.step_key)
+    reason = "Herald stopped while sending this; it may not have arrived and is not sent again"
+    async with in_transaction() as conn:
+        if kind == "step":
+            moved = await JourneyStep.filter(id=row.id, status=SENDING).using_db(conn).update(status=SENT, error=reason)
+        else:
+            moved = await JourneyStep.filter(id=row.id, status=SENDING).using_db(conn).update(status=FAILED, error=reason)
+        if moved:
+            await record([audit_event("journey.send_interrupted", now=now, member_id=row.member_id,  # type: ignore[attr-defined]
+                                      journey=row.journey, step=row.step_key, step_id=row.id)], using_db=conn)
+
+
+async def _member_target(member_id: int, channels: dict[str, Channel], *,
+                         prefer: str = "") -> tuple[Recipient, PlatformAccount] | None:
+    """The member's account to write to: the preferred platform's, else Slack, else Teams."""
+    accounts = [a for a in await PlatformAccount.filter(member_id=member_id).order_by("id") if a.platform in channels]
+    if not accounts:
+        return None
+    rank = {p: i for i, p in enumerate(dict.fromkeys((prefer, *PLATFORM_PREFERENCE)))}
+    account = min(accounts, key=lambda a: rank.get(a.platform, 99))
+    return Recipient(workspace_id=account.workspace_external_id, user_id=account.user_id,
+                     dm_channel=account.dm_channel, service_url=account.service_url), account
+
+
+# ---- nudges -----------------------------------------------------------------------------------
+
+async def _send_nudges(channels: dict[str, Channel], catalog: JourneyCatalog, now: datetime,
+                       counts: dict[str, int]) -> None:
+    after = timedelta(days=catalog.nudge_after_days)
+    not_paused = Q(member__organisation__paused_at__isnull=True) | Q(member__organisation__paused_until__lte=now)
+    due = await JourneyStep.filter(not_paused, position__gte=1, status=SENT, done_at__isnull=True,
+                                   nudged_at__isnull=True, sent_at__lte=now - after, member__active=True,
+                                   ).select_related("member__organisation").order_by("sent_at", "id")
+    if not due:
+        return
+    recent = await JourneyStep.filter(member_id__in=list({r.member_id for r in due}),  # type: ignore[attr-defined]
+                                      nudged_at__gte=now - timedelta(days=2)).values("member_id", "nudged_at")
+    zones = {r.member_id: r.member.timezone for r in due}  # type: ignore[attr-defined]
+    nudged_days = {(r["member_id"], _local_day(r["nudged_at"], zones[r["member_id"]])) for r in recent}
+    for row in due:
+        member: Member = row.member
+        today = _local_day(now, member.timezone)
+        if (member.id, today) in nudged_days or is_paused(member.organisation, now) or not _working(member, now):
+            continue
+        step = catalog.find_step(row.step_key, row.journey)
+        if step is None:
+            continue
+        claimed = await JourneyStep.filter(id=row.id, nudged_at__isnull=True, done_at__isnull=True).update(nudged_at=now)
+        if not claimed:
+            continue
+        nudged_days.add((member.id, today))
+        found = await _member_target(member.id, channels, prefer=row.platform or member.preferred_platform)
+        if found is None:
+            await _nudge_result(row, now, failed="the member has no Slack or Teams account Herald can reach")
+            counts["failed"] += 1
+            continue
+        recipient, account = found
+        try:
+            outcome = await channels[account.platform].send_message(recipient, nudge_message(row, step))
+        except Exception:  # noqa: BLE001 - it may have gone out: keep it nudged (at most once)
+            log.exception("nudging journey row %s failed unexpectedly", row.id)
+            counts["failed"] += 1
+            continue
+        if outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None:
+            await _nudge_result(row, now, platform=account.platform, ref=(outcome.ref.channel_id, outcome.ref.message_id))
+            counts["nudges"] += 1
+        elif outcome.kind is OutcomeKind.FAILED or now - row.sent_at >= after + GIVE_UP_AFTER:  # type: ignore[operator]
+            await _nudge_result(row, now, platform=account.platform, failed=outcome.reason or "refused")
+            counts["failed"] += 1
+        else:  # not sent (rate limit, outage): release the claim so a later run tries again
+            await JourneyStep.filter(id=row.id, nudged_at=now).update(nudged_at=None)
+            nudged_days.discard((member.id, today))
+
+
+async def _nudge_result(row: JourneyStep, now: datetime, *, platform: str = "", ref: tuple[str, str] | None = None,
+                        failed: str = "") -> None:
+    async with in_transaction() as conn:
+        await record([audit_event("journey.nudged" if ref else "journey.nudge_failed", now=now,
+                                  member_id=row.member_id, journey=row.journey, step=row.step_key,  # type: ignore[attr-defined]
+                                  step_id=row.id, platform=platform or None, channel=ref[0] if ref else None,
+                                  message_id=ref[1] if ref else None, reason=failed or None)], using_db=conn)
+
+
+# ---- messages ---------------------------------------------------------------------------------
+
+def done_button(row: JourneyStep) -> Button:
+    return Button("Done", DONE_ACTION, str(row.id), "primary")
+
+
+def step_message(row: JourneyStep, step: Step, journey: Journey) -> DirectMessage:
+    total = len(journey.steps)
+    position = row.position if row.position >= 1 else step.position
+    lines = [step.message]
+    if step.link:
+        lines.append(f"Start here: {step.link}")
+    lines.append("Press Done when you have finished it.")
+    return DirectMessage(title=f"Onboarding {position}/{total}: {step.title}"[:150], lines=tuple(lines),
+                         buttons=(done_button(row),))
+
+
+def nudge_message(row: JourneyStep, step: Step) -> DirectMessage:
+    lines = [f"A few days ago I sent you the onboarding step \"{step.title}\"; it is still open."]
+    if step.link:
+        lines.append(f"Start here: {step.link}")
+    lines.append("Already done? Press Done and I'll stop asking.")
+    return DirectMessage(title=f"Reminder: {step.title}"[:150], lines=tuple(lines), buttons=(done_button(row),))
+
+
+async def _done_count(member_id: int, journey: Journey) -> int:
+    keys = {s.key for s in journey.steps}
+    done = await JourneyStep.filter(member_id=member_id, done_at__isnull=False, position__gte=1).values_list(
+        "step_key", flat=True)
+    return len(keys & set(done))
+
+
+async def milestone_message(member: Member, milestone: Milestone, journey: Journey) -> DirectMessage:
+    done, total = await _done_count(member.id, journey), len(journey.steps)
+    title = {"half": "Onboarding: halfway there", "complete": "Onboarding complete"}.get(
+        milestone.at, f"Onboarding: {milestone.percent}% done")
+    return DirectMessage(title=title, lines=(milestone.message, f"{done} of {total} steps done."))
+
+
+async def completion_message(member: Member, journey: Journey) -> DirectMessage:
+    organisation: Organisation = member.organisation
+    name = member.name or member.email
+    joined = member.joined_at.astimezone(UTC).strftime("%Y-%m-%d")
+    return DirectMessage(
+        title=f"{name} completed onboarding"[:150],
+        lines=(f"{name} <{member.email}> ({member.role}) at {organisation.name} has done all "
+               f"{len(journey.steps)} steps of the {journey.name} onboarding journey.",
+               f"Joined Herald on {joined}.",
+               f"`/herald progress {organisation.external_id}` shows everyone at {organisation.name}."))
+
+
+# ---- the Done button --------------------------------------------------------------------------
+
+async def complete_step(step_id: int, *, platform: str, workspace_id: str, user_id: str, now: datetime,
+                        channels: dict[str, Channel] | None = None,
+                        catalog: JourneyCatalog | None = None) -> JourneyStep:
+    """The member pressed **Done** on a step (or its nudge). Only the member the step belongs to
+    may (PermissionDenied otherwise); pressing it again changes nothing.
+
+    Reaching a milestone or completing the journey queues the recognition message and the CAM's
+    note; they go out on the next `run_journeys`, or right away when `channels` is given.
+    """
+    row = await JourneyStep.get_or_none(id=step_id)
+    if row is None or row.position < 1:
+        raise NotFound("That onboarding step no longer exists.")
+    if platform == "teams":  # Teams ids arrive in either case; they are stored lower-case
+        workspace_id, user_id = workspace_id.lower(), user_id.lower()
+    owner = await PlatformAccount.filter(platform=platform, workspace_external_id=workspace_id, user_id=user_id,
+                                         member_id=row.member_id).exists()  # type: ignore[attr-defined]
+    if not owner:
+        raise PermissionDenied("This onboarding step belongs to someone else.")
+    if row.done_at is not None:
+        return row
+    async with in_transaction() as conn:
+        changed = await JourneyStep.filter(id=row.id, done_at__isnull=True).using_db(conn).update(status=DONE, done_at=now)
+        if changed:
+            await record([audit_event("journey.step_done", now=now, actor=f"{platform}:{user_id}",
+                                      member_id=row.member_id, journey=row.journey, step=row.step_key,  # type: ignore[attr-defined]
+                                      step_id=row.id)], using_db=conn)
+    if changed:
+        journeys = _catalog_or_none(catalog)
+        member = await Member.get(id=row.member_id)  # type: ignore[attr-defined]
+        if journeys is not None:
+            rows = await JourneyStep.filter(member_id=member.id).values("step_key", "position", "done_at")
+            await _plan_milestones(member.id, journeys.for_role(member.role), rows, journeys, now)
+            if channels:
+                await _send_pending(channels, journeys, now, _counts(), member_id=member.id)
+    return await JourneyStep.get(id=row.id)
+
+
+# ---- progress for CAMs ------------------------------------------------------------------------
+
+async def progress(staff: Staff | None, org_id: str | None = None, *,
+                   catalog: JourneyCatalog | None = None) -> list[dict[str, Any]]:
+    """Onboarding progress per member: a CAM sees their own organisations, an admin every one.
+
+    Rows (by organisation, then member): organisation (name), org_id, member (name), email, role,
+    journey, done, total, last_step (title of the latest step sent, or None), last_step_status,
+    last_sent_at, completed_at (None until every step is done), enrolled.
+    """
+    if staff is None or not staff.active or staff.role not in (StaffRole.CAM.value, StaffRole.ADMIN.value):
+        raise PermissionDenied("Only CAMs and admins can see onboarding progress.")
+    admin = staff.role == StaffRole.ADMIN.value
+    if org_id:
+        organisation = await Organisation.get_or_none(external_id=org_id.strip())
+        if organisation is None:
+            raise NotFound(f"no partner organisation has the id '{org_id.strip()}'")
+        if not admin and organisation.cam_email.strip().lower() != staff.email.lower():
+            raise PermissionDenied(f"Only {organisation.name}'s CAM or an admin can see its onboarding progress.")
+        organisations = [organisation]
+    elif admin:
+        organisations = await Organisation.all().order_by("name")
+    else:
+        organisations = [o for o in await Organisation.all().order_by("name")
+                         if o.cam_email.strip().lower() == staff.email.lower()]
+    try:
+        journeys = catalog or load_journeys()
+    except JourneyConfigError as exc:
+        raise UserError(f"onboarding journeys are not available: {exc}") from None
+    by_org = {o.id: o for o in organisations}
+    members = await Member.filter(organisation_id__in=list(by_org), active=True).order_by("name", "email")
+    steps: dict[int, list[JourneyStep]] = defaultdict(list)
+    for step in await JourneyStep.filter(member_id__in=[m.id for m in members], position__gte=1):
+        steps[step.member_id].append(step)  # type: ignore[attr-defined]
+    result = []
+    for organisation in organisations:
+        for member in (m for m in members if m.organisation_id == organisation.id):  # type: ignore[attr-defined]
+            journey = journeys.for_role(member.role)
+            mine = steps.get(member.id, [])
+            done_at = {s.step_key: s.done_at for s in mine if s.done_at is not None}
+            done = sum(1 for s in journey.steps if s.key in done_at)
+            last = max(mine, key=lambda s: (s.sent_at or s.created_at, s.id), default=None)
+            last_step = journeys.find_step(last.step_key, last.journey) if last else None
+            complete = done == len(journey.steps)
+            result.append({
+                "organisation": organisation.name, "org_id": organisation.external_id,
+                "member": member.name or member.email, "email": member.email, "role": member.role,
+                "journey": journey.name, "done": done, "total": len(journey.steps),
+                "last_step": (last_step.title if last_step else last.step_key) if last else None,
+                "last_step_status": last.status if last else None,
+                "last_sent_at": last.sent_at if last else None,
+                "completed_at": max(done_at[s.key] for s in journey.steps) if complete else None,
+                "enrolled": journeys.enrolled(member),
+            })
+    return result

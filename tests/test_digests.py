@@ -1,0 +1,210 @@
+"""Digests: nice-to-know notices arrive as one message per member per period, in their morning."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.core import notices
+from bot.core.commands import SendCommand
+from bot.core.digests import digest_period, run_digests
+from bot.core.preferences import update_preferences
+from bot.core.revisions import edit_notice, retract_notice
+from storage.models import AuditEvent, Delivery, DigestRun, Member
+from tests.support import Rig
+
+MONDAY_10_UTC = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)  # 11:00 Berlin
+TUESDAY_8_UTC = datetime(2026, 1, 6, 8, 0, tzinfo=UTC)  # 09:00 Berlin: Anna's and Bo's digest hour
+
+
+async def _nice(rig: Rig, topic: str, title: str, audience: str = "member:anna@acme.example", link: str = "") -> int:
+    command = SendCommand(importance="nice-to-know", topic=topic, audience=audience, title=title,
+                          body="Read at leisure", link=link)
+    preview = await notices.create_draft(None, command, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    await notices.send_draft(preview.notice.id, None, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    return preview.notice.id
+
+
+def _digests(rig: Rig, channel: str | None = None) -> list:
+    return [c for c in rig.fake.calls_to("chat.postMessage")
+            if c.ok and "Your Herald digest" in c.args["text"] and (channel is None or c.args["channel"] == channel)]
+
+
+def _text(call) -> str:  # noqa: ANN001
+    return "\n".join(b["text"]["text"] for b in call.args["blocks"] if b["type"] == "section")
+
+
+async def _tick_at(rig: Rig, moment: datetime) -> int:
+    rig.clock.set(moment)
+    return (await rig.herald.tick())["digests"]
+
+
+def test_digest_periods() -> None:
+    monday_7 = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
+    daily = digest_period(monday_7, "Europe/Berlin", "daily")
+    assert daily.key == "2026-01-05" and daily.due_at == datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+    weekly = digest_period(datetime(2026, 1, 8, 12, 0, tzinfo=UTC), "Europe/Berlin", "weekly")  # a Thursday
+    assert weekly.key == "2026-W02" and weekly.due_at == datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+    sydney = digest_period(monday_7, "Australia/Sydney", "daily")  # already Monday evening there
+    assert sydney.key == "2026-01-05" and sydney.due_at == datetime(2026, 1, 4, 22, 0, tzinfo=UTC)
+    late_riser = digest_period(monday_7, "Europe/Berlin", "daily", quiet_start=22, quiet_end=10)
+    assert late_riser.due_at == datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00: after the quiet hours
+
+
+async def test_daily_digest_lists_the_notices_by_topic_once_in_the_morning(rig: Rig) -> None:
+    rig.clock.set(MONDAY_10_UTC)
+    rebates = await _nice(rig, "incentives", "Q1 rebates", link="https://partners.example/rebates?q=1&x=<2>")
+    lx300 = await _nice(rig, "product-updates", "LX-300 released")
+    news = await _nice(rig, "announcements", "New office in Lyon")
+    spiff = await _nice(rig, "incentives", "Spring SPIFF")
+    assert await rig.herald.outbox.drain() == 0  # nice-to-know is never sent on its own
+    assert (await rig.herald.tick())["digests"] == 0  # written after this morning's digest moment
+    assert await _tick_at(rig, TUESDAY_8_UTC - timedelta(minutes=1)) == 0
+
+    assert await _tick_at(rig, TUESDAY_8_UTC) == 1
+    (digest,) = _digests(rig)
+    assert digest.args["channel"] == "DUANNA"
+    assert digest.args["blocks"][0]["text"]["text"] == "Your Herald digest"
+    assert _text(digest).splitlines() == [
+        "4 nice-to-know notices since your last digest:",
+        "Announcements:",
+        f"• New office in Lyon (notice #{news})",
+        "Incentives:",
+        f"• Q1 rebates (notice #{rebates})",
+        "  https://partners.example/rebates?q=1&amp;x=&lt;2&gt;",  # plain text, escaped by the renderer
+        f"• Spring SPIFF (notice #{spiff})",
+        "Product updates:",
+        f"• LX-300 released (notice #{lx300})",
+        "You can choose your topics and how often this digest comes in your Herald preferences.",
+    ]
+
+    rows = await Delivery.filter(member__email="anna@acme.example").order_by("notice_id")
+    assert {r.status for r in rows} == {"delivered"}
+    assert all(r.delivered_at == TUESDAY_8_UTC and r.channel_id == "DUANNA" and r.message_id == digest.args.get(
+        "ts", r.message_id) and r.message_id for r in rows)
+    (run,) = await DigestRun.all()
+    assert (run.period, run.status, run.platform, run.notice_ids) == ("2026-01-06", "sent", "slack",
+                                                                      sorted([rebates, lx300, news, spiff]))
+    assert (run.channel_id, run.message_id, run.sent_at) == ("DUANNA", rows[0].message_id, TUESDAY_8_UTC)
+    (event,) = await AuditEvent.filter(kind="digest.sent")
+    assert event.data["notices"] == run.notice_ids and event.data["period"] == "2026-01-06"
+
+    assert await _tick_at(rig, TUESDAY_8_UTC + timedelta(hours=1)) == 0  # once per period
+    assert await _tick_at(rig, TUESDAY_8_UTC + timedelta(days=1)) == 0  # nothing new: nothing sent
+    assert len(rig.fake.calls_to("chat.postMessage")) == 1
+    assert await DigestRun.all().count() == 1
+
+
+async def test_weekly_digest_goes_out_on_monday_only(rig: Rig) -> None:
+    anna = await Member.get(email="anna@acme.example")
+    await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), digest_frequency="weekly")
+    rig.clock.set(TUESDAY_8_UTC + timedelta(hours=2))
+    notice_id = await _nice(rig, "incentives", "Q1 rebates")
+    for day in range(1, 6):  # Wednesday to Sunday mornings
+        assert await _tick_at(rig, TUESDAY_8_UTC + timedelta(days=day)) == 0
+    monday = datetime(2026, 1, 12, 8, 0, tzinfo=UTC)
+    assert await _tick_at(rig, monday - timedelta(minutes=1)) == 0
+    assert await _tick_at(rig, monday) == 1
+    assert f"Q1 rebates (notice #{notice_id})" in _text(_digests(rig, "DUANNA")[0])
+    assert (await DigestRun.get(member_id=anna.id)).period == "2026-W03"
+
+    rig.clock.set(monday + timedelta(hours=2))
+    await _nice(rig, "incentives", "Q2 rebates")
+    for day in range(1, 7):
+        assert await _tick_at(rig, monday + timedelta(days=day)) == 0
+    assert await _tick_at(rig, monday + timedelta(days=7)) == 1
+    assert "Q2 rebates" in _text(_digests(rig, "DUANNA")[-1])
+
+
+async def test_several_replicas_send_one_digest_per_member_in_each_time_zone(rig: Rig) -> None:
+    rig.clock.set(datetime(2026, 1, 4, 12, 0, tzinfo=UTC))  # Sunday
+    await _nice(rig, "announcements", "Holiday hours", audience="all")
+    rig.clock.set(datetime(2026, 1, 5, 15, 0, tzinfo=UTC))  # 16:00 Berlin, 09:00 Chicago, Tue 02:00 Sydney
+    replicas = [rig.herald, rig.another_worker(), rig.another_worker()]
+    try:
+        results = await asyncio.gather(*(r.tick() for r in replicas), *(r.tick() for r in replicas))
+    finally:
+        for replica in replicas[1:]:
+            await replica.close()
+    assert sum(r["digests"] for r in results) == 3
+    assert sorted(c.args["channel"] for c in _digests(rig)) == ["DUANNA", "DUBO", "DUCY"]
+    assert (await rig.herald.tick())["digests"] == 0
+
+    assert await _tick_at(rig, datetime(2026, 1, 5, 22, 0, tzinfo=UTC)) == 1  # Tuesday 09:00 in Sydney
+    assert _digests(rig)[-1].args["channel"] == "DUDI"
+    assert await DigestRun.filter(status="sent").count() == 4 and await AuditEvent.filter(kind="digest.sent").count() == 4
+    # Ed has no chat account: his row failed when the notice was sent and is in no digest
+    assert await Delivery.filter(member__email="ed@keys.example", status="failed").count() == 1
+
+
+async def test_a_failed_digest_is_recorded_and_its_notices_roll_into_the_next(rig: Rig) -> None:
+    rig.clock.set(MONDAY_10_UTC)
+    first = await _nice(rig, "incentives", "Q1 rebates")
+    rig.fake.fail_next("chat.postMessage", error="account_inactive")
+    assert await _tick_at(rig, TUESDAY_8_UTC) == 0
+    run = await DigestRun.get(period="2026-01-06")
+    assert run.status == "failed" and run.error
+    (failure,) = await AuditEvent.filter(kind="digest.failed")
+    assert failure.data["reason"] == run.error and failure.data["notices"] == [first]
+    assert (await Delivery.get(notice_id=first)).status == "digest"
+    assert await _tick_at(rig, TUESDAY_8_UTC + timedelta(hours=1)) == 0  # the period is closed
+
+    rig.clock.set(TUESDAY_8_UTC + timedelta(hours=2))
+    second = await _nice(rig, "incentives", "Q2 rebates")
+    assert await _tick_at(rig, TUESDAY_8_UTC + timedelta(days=1)) == 1
+    text = _text(_digests(rig, "DUANNA")[-1])
+    assert f"#{first}" in text and f"#{second}" in text
+    assert {d.status for d in await Delivery.filter(notice_id__in=[first, second])} == {"delivered"}
+
+
+async def test_a_rate_limited_digest_is_tried_again(rig: Rig) -> None:
+    rig.clock.set(MONDAY_10_UTC)
+    await _nice(rig, "incentives", "Q1 rebates")
+    rig.fake.fail_next("chat.postMessage", retry_after=1)
+    rig.clock.set(TUESDAY_8_UTC)
+    counts = await run_digests(rig.herald.channels, rig.herald.catalog, rig.clock.now())
+    assert counts["deferred"] == 1 and counts["sent"] == 0
+    assert await DigestRun.all().count() == 0  # the period was given back
+    assert await _tick_at(rig, TUESDAY_8_UTC + timedelta(minutes=1)) == 1
+
+
+async def test_retracted_notices_are_left_out(rig: Rig) -> None:
+    rig.clock.set(MONDAY_10_UTC)
+    kept = await _nice(rig, "incentives", "Q1 rebates")
+    withdrawn = await _nice(rig, "incentives", "Wrong rebates")
+    await retract_notice(withdrawn, None, reason="wrong numbers", now=rig.clock.now(), operator="test")
+    assert await _tick_at(rig, TUESDAY_8_UTC) == 1
+    text = _text(_digests(rig)[0])
+    assert "Q1 rebates" in text and "Wrong rebates" not in text
+    assert (await DigestRun.get()).notice_ids == [kept]
+    assert (await Delivery.get(notice_id=withdrawn)).status == "cancelled"
+
+
+async def test_only_retracted_notices_means_no_digest(rig: Rig) -> None:
+    rig.clock.set(MONDAY_10_UTC)
+    withdrawn = await _nice(rig, "incentives", "Wrong rebates")
+    await retract_notice(withdrawn, None, reason="wrong numbers", now=rig.clock.now(), operator="test")
+    assert await _tick_at(rig, TUESDAY_8_UTC) == 0
+    assert _digests(rig) == []
+    assert (await DigestRun.get()).status == "empty"
+
+
+async def test_digest_waits_for_the_end_of_the_members_quiet_hours(rig: Rig) -> None:
+    anna = await Member.get(email="anna@acme.example")
+    await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), quiet_start=22, quiet_end=10)
+    rig.clock.set(MONDAY_10_UTC)
+    await _nice(rig, "incentives", "Q1 rebates")
+    assert await _tick_at(rig, TUESDAY_8_UTC) == 0  # 09:00 Berlin is still quiet for Anna
+    assert await _tick_at(rig, datetime(2026, 1, 6, 9, 0, tzinfo=UTC)) == 1  # 10:00 Berlin
+
+
+async def test_editing_a_notice_after_its_digest_leaves_the_digest_alone(rig: Rig) -> None:
+    rig.clock.set(MONDAY_10_UTC)
+    notice_id = await _nice(rig, "incentives", "Q1 rebates")
+    assert await _tick_at(rig, TUESDAY_8_UTC) == 1
+    await edit_notice(notice_id, None, rig.herald.catalog, now=rig.clock.now(), title="Q1 rebates (final)",
+                      operator="test")
+    await rig.herald.outbox.drain()
+    assert rig.fake.calls_to("chat.update") == []

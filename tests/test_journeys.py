@@ -1,0 +1,444 @@
+"""Onboarding journeys: trickled steps in working hours, Done, nudges, milestones, CAM progress."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.core.errors import NotFound, PermissionDenied
+from bot.core.onboarding.journeys import (
+    DONE_ACTION,
+    JourneyCatalog,
+    JourneyConfigError,
+    complete_step,
+    load_journeys,
+    parse_journeys,
+    progress,
+    run_journeys,
+)
+from bot.core.pauses import pause_organisation, resume_organisation
+from bot.core.staff import add_staff
+from bot.topics import load_catalog
+from storage.models import AuditEvent, JourneyStep, Member, Organisation, Staff
+from tests.support import TEAM, Rig
+
+MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin (Anna, Bo)
+NOT_YET = datetime(2030, 1, 1, tzinfo=UTC)  # members who should stay out of a test
+
+
+def _catalog(steps: list[tuple[str, int]], *, nudge_after_days: float = 3, milestones: bool = True) -> JourneyCatalog:
+    journey = {"steps": [{"key": key, "after_days": days, "title": f"Do {key}", "message": f"Please do {key}.",
+                          "link": f"https://partners.example.com/{key}"} for key, days in steps]}
+    data: dict = {"nudge_after_days": nudge_after_days, "journeys": {"default": journey}}
+    if milestones:
+        data["milestones"] = [{"at": "half", "message": "Halfway, well done."},
+                              {"at": "complete", "message": "All done, thank you!"}]
+    return parse_journeys(data, source="test")
+
+
+FOUR = _catalog([("portal", 0), ("prefs", 1), ("deals", 2), ("cert", 3)])
+
+
+async def _only(joined: dict[str, datetime]) -> None:
+    """Give the listed members these join dates; everyone else joins in the far future."""
+    await Member.all().update(joined_at=NOT_YET)
+    for email, when in joined.items():
+        await Member.filter(email=email).update(joined_at=when)
+
+
+def _posts(rig: Rig, channel: str, prefix: str = "") -> list:
+    """Journey messages posted to a DM channel (header text starting with `prefix`)."""
+    found = []
+    for call in rig.fake.calls_to("chat.postMessage"):
+        if call.args.get("channel") != channel or not call.ok:
+            continue
+        header = call.args["blocks"][0]["text"]["text"]
+        if header.startswith(("Onboarding", "Reminder:")) or "completed onboarding" in header:
+            if header.startswith(prefix):
+                found.append(call)
+    return found
+
+
+def _header(call) -> str:  # noqa: ANN001
+    return call.args["blocks"][0]["text"]["text"]
+
+
+def _buttons(call) -> list[tuple[str, str]]:  # noqa: ANN001
+    return [(e["action_id"], e["value"]) for b in call.args["blocks"] if b["type"] == "actions" for e in b["elements"]]
+
+
+async def _run(rig: Rig, catalog: JourneyCatalog = FOUR) -> dict[str, int]:
+    return await run_journeys(rig.herald.channels, rig.clock.now(), catalog=catalog)
+
+
+async def _hourly(rig: Rig, hours: int, catalog: JourneyCatalog = FOUR) -> None:
+    for _ in range(hours):
+        rig.clock.advance(hours=1)
+        await _run(rig, catalog)
+
+
+async def _done(rig: Rig, step: JourneyStep, user: str, **kwargs) -> JourneyStep:  # noqa: ANN003
+    return await complete_step(step.id, platform="slack", workspace_id=TEAM, user_id=user, now=rig.clock.now(),
+                               **kwargs)
+
+
+async def _steps(email: str) -> list[JourneyStep]:
+    return await JourneyStep.filter(member__email=email, position__gte=1).order_by("position")
+
+
+async def _events(kind: str) -> int:
+    return await AuditEvent.filter(kind=kind).count()
+
+
+# ---- the configuration ------------------------------------------------------------------------
+
+def test_the_shipped_journeys_file_is_valid() -> None:
+    catalog = load_journeys()
+    assert {"default", "sales", "support", "technical"} <= set(catalog.journeys)
+    assert set(catalog.journeys) - {"default"} <= set(load_catalog().roles)  # journeys are named after real roles
+    for journey in catalog.journeys.values():
+        assert 5 <= len(journey.steps) <= 7
+        assert journey.steps[0].after_days == 0
+    assert catalog.nudge_after_days == 3
+    assert {m.at for m in catalog.milestones} == {"half", "complete"}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d["journeys"].update(sales=d["journeys"].pop("default")), "a 'default' journey is required"),
+    (lambda d: d["journeys"]["default"]["steps"][1].update(afterdays=2),
+     "journey 'default', step 2 ('b'): unknown field 'afterdays' (did you mean 'after_days'?)"),
+    (lambda d: d["journeys"]["default"]["steps"][1].update(after_days=-1), "'after_days' must be a whole number"),
+    (lambda d: d["journeys"]["default"]["steps"][0].update(after_days=5), "lower than the step before's"),
+    (lambda d: d["journeys"]["default"]["steps"][1].update(key="a"), "the key 'a' is used twice"),
+    (lambda d: d["journeys"]["default"]["steps"][1].update(key="Step B"), "'key' must be lower-case"),
+    (lambda d: d["journeys"]["default"]["steps"][0].update(link="portal.example.com"), "'link' must be an http"),
+    (lambda d: d["journeys"]["default"]["steps"][0].pop("title"), "'title' must be non-empty text"),
+    (lambda d: d["journeys"]["default"].update(steps=[]), "'steps' must be a non-empty list"),
+    (lambda d: d.update(nudge_after_days="soon"), "nudge_after_days: must be a number of days"),
+    (lambda d: d.update(milestones=[{"at": "third", "message": "x"}]), "'at' must be half, complete or a percentage"),
+    (lambda d: d.update(milestones=[{"at": "half", "message": "x"}, {"at": "50%", "message": "y"}]),
+     "two milestones are at 50%"),
+    (lambda d: d.update(nudge_after=3), "unknown field 'nudge_after' (did you mean 'nudge_after_days'?)"),
+])
+def test_a_bad_journeys_file_is_reported_clearly(change, message: str) -> None:  # noqa: ANN001
+    data = {"journeys": {"default": {"steps": [
+        {"key": "a", "after_days": 0, "title": "A", "message": "Do A."},
+        {"key": "b", "after_days": 1, "title": "B", "message": "Do B."}]}}}
+    parse_journeys(data)  # valid as it stands
+    change(data)
+    with pytest.raises(JourneyConfigError, match="^test: ") as raised:
+        parse_journeys(data, source="test")
+    assert message in str(raised.value)
+
+
+def test_an_unreadable_journeys_file_is_reported_clearly(tmp_path: Path) -> None:
+    broken = tmp_path / "journeys.yaml"
+    broken.write_text("journeys: [unclosed\n")
+    with pytest.raises(JourneyConfigError, match="cannot read journeys file"):
+        load_journeys(broken)
+    with pytest.raises(JourneyConfigError, match="cannot read journeys file"):
+        load_journeys(tmp_path / "missing.yaml")
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"journeys": {"sales": {"steps": [
+        {"key": "a", "after_days": 0, "title": "A", "message": "Do A."}]}}}))
+    with pytest.raises(JourneyConfigError, match="a 'default' journey is required"):
+        load_journeys(other)
+
+
+# ---- sending steps ----------------------------------------------------------------------------
+
+async def test_steps_trickle_one_a_day_from_step_one_through_the_tick(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC - timedelta(days=30), "ed@keys.example": MONDAY_9_UTC})
+    counts = await rig.herald.tick()  # the real tick with the shipped journeys file
+    assert counts["journeys"] == 1
+    (first,) = _posts(rig, "DUANNA")
+    sales = load_journeys().journeys["sales"]
+    assert _header(first) == f"Onboarding 1/{len(sales.steps)}: {sales.steps[0].title}"
+    (row,) = await _steps("anna@acme.example")
+    assert row.status == "sent" and row.channel_id == "DUANNA" and row.message_id and row.sent_at == MONDAY_9_UTC
+    assert _buttons(first) == [(DONE_ACTION, str(row.id))]
+    assert sales.steps[0].link in str(first.args["blocks"])
+
+    for _ in range(8 * 24):  # everything is overdue, yet one step a working day (none at the weekend)
+        rig.clock.advance(hours=1)
+        await rig.herald.tick()
+    rows = await _steps("anna@acme.example")
+    assert [r.step_key for r in rows] == [s.key for s in sales.steps]
+    days = [r.sent_at.astimezone(UTC).date().isoformat() for r in rows]
+    assert days == ["2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08", "2026-01-09", "2026-01-12"]
+    assert all(8 <= r.sent_at.hour + 1 < 20 for r in rows)  # Berlin working hours
+    assert len(_posts(rig, "DUANNA", "Onboarding")) == 6
+    assert await JourneyStep.filter(member__email="ed@keys.example").count() == 0  # no chat account: nothing
+    assert await _events("journey.step_sent") == 6
+
+
+async def test_a_step_due_late_in_the_evening_waits_for_working_hours(rig: Rig) -> None:
+    joined = datetime(2026, 1, 5, 22, 0, tzinfo=UTC)  # Monday 23:00 in Berlin
+    rig.clock.set(joined)
+    await _only({"bo@acme.example": joined})
+    assert (await _run(rig))["steps"] == 0
+    rig.clock.set(datetime(2026, 1, 6, 6, 59, tzinfo=UTC))  # 07:59 Berlin
+    assert (await _run(rig))["steps"] == 0
+    rig.clock.set(datetime(2026, 1, 6, 7, 0, tzinfo=UTC))  # 08:00 Berlin
+    assert (await _run(rig))["steps"] == 1
+    assert _header(_posts(rig, "DUBO")[0]).startswith("Onboarding 1/4: Do portal")
+    # the second step falls due 24 h after joining (Tuesday 23:00): it waits for Wednesday 08:00
+    rig.clock.set(datetime(2026, 1, 6, 22, 30, tzinfo=UTC))
+    assert (await _run(rig))["steps"] == 0
+    rig.clock.set(datetime(2026, 1, 7, 7, 0, tzinfo=UTC))
+    assert (await _run(rig))["steps"] == 1
+
+
+async def test_a_late_joiner_starts_at_step_one_on_their_own_dates(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    late = datetime(2026, 1, 8, 9, 0, tzinfo=UTC)  # Thursday
+    await _only({"anna@acme.example": MONDAY_9_UTC, "bo@acme.example": late})
+    await _run(rig)
+    await _hourly(rig, 3 * 24 - 1)  # to Thursday 08:00
+    assert [r.step_key for r in await _steps("anna@acme.example")] == ["portal", "prefs", "deals"]
+    assert await _steps("bo@acme.example") == []
+    await _hourly(rig, 1)  # Thursday 09:00: Bo joins and gets step one, not where the calendar is
+    assert [r.step_key for r in await _steps("anna@acme.example")] == ["portal", "prefs", "deals", "cert"]
+    (first,) = await _steps("bo@acme.example")
+    assert (first.step_key, first.position, first.sent_at) == ("portal", 1, late)
+    await _hourly(rig, 24)  # Friday: after_days 1
+    await _hourly(rig, 3 * 24)  # step 3 (after_days 2) falls on Saturday: Monday instead
+    sent = [(r.step_key, r.sent_at.date().isoformat()) for r in await _steps("bo@acme.example")]
+    assert sent == [("portal", "2026-01-08"), ("prefs", "2026-01-09"), ("deals", "2026-01-12")]
+
+
+async def test_two_replicas_at_once_send_each_step_once(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC, "bo@acme.example": MONDAY_9_UTC})
+    other = rig.another_worker()
+    try:
+        results = await asyncio.gather(run_journeys(rig.herald.channels, rig.clock.now(), catalog=FOUR),
+                                       run_journeys(other.channels, rig.clock.now(), catalog=FOUR))
+    finally:
+        await other.close()
+    assert sum(r["steps"] for r in results) == 2
+    assert len(_posts(rig, "DUANNA")) == 1 and len(_posts(rig, "DUBO")) == 1
+
+
+async def test_a_crash_after_writing_or_claiming_never_sends_twice(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC, "bo@acme.example": MONDAY_9_UTC})
+    anna = await Member.get(email="anna@acme.example")
+    bo = await Member.get(email="bo@acme.example")
+    # Anna's row was written, then the replica died before claiming it: it is simply sent.
+    await JourneyStep.create(member=anna, journey="default", step_key="portal", position=1, created_at=MONDAY_9_UTC)
+    # Bo's row was claimed (maybe sent) before the crash: it must not go out again.
+    await JourneyStep.create(member=bo, journey="default", step_key="portal", position=1, status="sending",
+                             sent_at=MONDAY_9_UTC, created_at=MONDAY_9_UTC)
+    await _run(rig)
+    assert len(_posts(rig, "DUANNA")) == 1 and _posts(rig, "DUBO") == []
+    rig.clock.advance(minutes=10)  # the claim's lease runs out
+    await _run(rig)
+    (row,) = await _steps("bo@acme.example")
+    assert row.status == "sent" and "may not have arrived" in row.error
+    assert _posts(rig, "DUBO") == [] and await _events("journey.send_interrupted") == 1
+    assert (await JourneyStep.get(member=anna, step_key="portal")).status == "sent"
+
+
+async def test_refused_and_rate_limited_steps(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC, "bo@acme.example": MONDAY_9_UTC})
+    rig.fake.fail_next("chat.postMessage", status=429, retry_after=1)  # the first send is throttled
+    await _run(rig)
+    rows = {r.member_id: r for r in await JourneyStep.all()}  # type: ignore[attr-defined]
+    assert sorted(r.status for r in rows.values()) == ["pending", "sent"]
+    rig.clock.advance(minutes=1)
+    await _run(rig)  # retried, still one step each
+    assert {r.status for r in await JourneyStep.all()} == {"sent"}
+    assert len(_posts(rig, "DUANNA")) == 1 and len(_posts(rig, "DUBO")) == 1
+
+    rig.clock.advance(days=1)
+    rig.fake.fail_next("chat.postMessage", error="user_disabled", times=2)
+    await _run(rig)
+    failed = await JourneyStep.filter(step_key="prefs").order_by("id")
+    assert [r.status for r in failed] == ["failed", "failed"] and "deactivated" in failed[0].error
+    assert await _events("journey.step_failed") == 2
+    rig.clock.advance(days=1)
+    await _run(rig)  # the journey carries on the next day
+    assert await JourneyStep.filter(step_key="deals", status="sent").count() == 2
+
+
+# ---- Done -------------------------------------------------------------------------------------
+
+async def test_done_marks_the_step_once_and_only_for_its_member(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    await _run(rig)
+    (row,) = await _steps("anna@acme.example")
+    with pytest.raises(PermissionDenied):
+        await _done(rig, row, "UBO")  # a colleague in the same workspace
+    with pytest.raises(PermissionDenied):
+        await _done(rig, row, "UNOBODY")  # not in the directory at all
+    with pytest.raises(NotFound):
+        await complete_step(row.id + 1000, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+    rig.clock.advance(minutes=5)
+    done = await _done(rig, row, "UANNA", catalog=FOUR)
+    assert done.status == "done" and done.done_at == MONDAY_9_UTC + timedelta(minutes=5)
+    rig.clock.advance(minutes=5)
+    again = await _done(rig, row, "UANNA", catalog=FOUR)
+    assert again.done_at == done.done_at
+    events = await AuditEvent.filter(kind="journey.step_done")
+    assert len(events) == 1 and events[0].member_id == row.member_id and events[0].data["step"] == "portal"  # type: ignore[attr-defined]
+
+
+# ---- nudges -----------------------------------------------------------------------------------
+
+ONE_NOW = _catalog([("portal", 0), ("later", 30)], nudge_after_days=2)
+
+
+async def test_a_step_not_done_gets_exactly_one_nudge(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    await _run(rig, ONE_NOW)
+    (row,) = await _steps("anna@acme.example")
+    rig.clock.set(MONDAY_9_UTC + timedelta(days=2, seconds=-1))
+    assert (await _run(rig, ONE_NOW))["nudges"] == 0
+    rig.clock.set(MONDAY_9_UTC + timedelta(days=2))
+    assert (await _run(rig, ONE_NOW))["nudges"] == 1
+    await _hourly(rig, 5 * 24, ONE_NOW)
+    (nudge,) = _posts(rig, "DUANNA", "Reminder:")
+    assert _header(nudge) == "Reminder: Do portal" and _buttons(nudge) == [(DONE_ACTION, str(row.id))]
+    assert (await JourneyStep.get(id=row.id)).nudged_at == MONDAY_9_UTC + timedelta(days=2)
+    assert await _events("journey.nudged") == 1
+    assert (await _done(rig, row, "UANNA", catalog=ONE_NOW)).status == "done"  # the nudge's button works
+
+
+async def test_done_steps_are_not_nudged(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    await _run(rig, ONE_NOW)
+    (row,) = await _steps("anna@acme.example")
+    await _done(rig, row, "UANNA", catalog=ONE_NOW)
+    await _hourly(rig, 5 * 24, ONE_NOW)
+    assert _posts(rig, "DUANNA", "Reminder:") == []
+
+
+async def test_paused_organisations_get_steps_but_no_nudges(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC, "cy@bolt.example": MONDAY_9_UTC})
+    cam = await Staff.get(email="cam@vendor.example")
+    await pause_organisation(cam, "acme", until=None, reason="site fire", now=rig.clock.now())
+    catalog = _catalog([("portal", 0), ("prefs", 1)], nudge_after_days=2)
+    await _run(rig, catalog)
+    await _hourly(rig, 4 * 24, catalog)  # to Friday 09:00
+    assert [r.status for r in await _steps("anna@acme.example")] == ["sent", "sent"]  # steps keep coming
+    assert _posts(rig, "DUANNA", "Reminder:") == []  # but no nudges while paused
+    assert len(_posts(rig, "DUCY", "Reminder:")) == 2  # Bolt is not paused: one nudge a day
+
+    await resume_organisation(cam, "acme", now=rig.clock.now())
+    await _run(rig, catalog)
+    assert [_header(c) for c in _posts(rig, "DUANNA", "Reminder:")] == ["Reminder: Do portal"]  # one a day
+    await _hourly(rig, 4 * 24, catalog)
+    assert [_header(c) for c in _posts(rig, "DUANNA", "Reminder:")] == ["Reminder: Do portal", "Reminder: Do prefs"]
+
+
+# ---- milestones and completion ----------------------------------------------------------------
+
+async def test_halfway_and_completion_messages_and_the_cam_is_told(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    await _run(rig)
+    await _hourly(rig, 3 * 24)  # Thursday: all four steps sent
+    rows = await _steps("anna@acme.example")
+    assert len(rows) == 4
+    await _done(rig, rows[0], "UANNA", catalog=FOUR)
+    await _run(rig)
+    assert _posts(rig, "DUANNA", "Onboarding: halfway") == []
+    await _done(rig, rows[1], "UANNA", catalog=FOUR)  # 2 of 4: halfway, sent by the next run
+    assert (await _run(rig))["milestones"] == 1
+    (half,) = _posts(rig, "DUANNA", "Onboarding: halfway")
+    assert "Halfway, well done." in str(half.args["blocks"]) and "2 of 4 steps done." in str(half.args["blocks"])
+
+    await _done(rig, rows[2], "UANNA", catalog=FOUR)
+    await _done(rig, rows[3], "UANNA", catalog=FOUR, channels=rig.herald.channels)  # sent right away
+    (complete,) = _posts(rig, "DUANNA", "Onboarding complete")
+    assert "All done, thank you!" in str(complete.args["blocks"])
+    (told,) = _posts(rig, "DUCAM1")
+    assert _header(told) == "Anna Berg completed onboarding"
+    assert "anna@acme.example" in str(told.args["blocks"]) and "Acme Locks" in str(told.args["blocks"])
+    await _hourly(rig, 48)
+    await _done(rig, rows[3], "UANNA", catalog=FOUR, channels=rig.herald.channels)
+    assert len(_posts(rig, "DUANNA", "Onboarding complete")) == 1 and len(_posts(rig, "DUCAM1")) == 1
+    assert await _events("journey.completed") == 1 and await _events("journey.cam_told") == 1
+    assert await _events("journey.milestone_sent") == 2
+
+
+async def test_milestones_reached_together_send_only_the_highest(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"bo@acme.example": MONDAY_9_UTC})
+    single = _catalog([("portal", 0)])
+    await _run(rig, single)
+    (row,) = await _steps("bo@acme.example")
+    await complete_step(row.id, platform="slack", workspace_id=TEAM, user_id="UBO", now=rig.clock.now(),
+                        catalog=single)
+    await _run(rig, single)
+    assert [_header(c) for c in _posts(rig, "DUBO")] == ["Onboarding 1/1: Do portal", "Onboarding complete"]
+    assert len(_posts(rig, "DUCAM1")) == 1
+
+
+async def test_the_cam_note_fails_cleanly_without_a_cam(rig: Rig) -> None:
+    chicago_morning = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)  # 09:00 in Chicago (Cy)
+    rig.clock.set(chicago_morning)
+    await _only({"cy@bolt.example": chicago_morning})
+    await Organisation.filter(external_id="bolt").update(cam_email="")
+    single = _catalog([("portal", 0)], milestones=False)
+    await _run(rig, single)
+    (row,) = await _steps("cy@bolt.example")
+    await complete_step(row.id, platform="slack", workspace_id=TEAM, user_id="UCY", now=rig.clock.now(),
+                        catalog=single, channels=rig.herald.channels)
+    note = await JourneyStep.get(step_key="cam:complete")
+    assert note.status == "failed" and "no active CAM" in note.error
+    assert await _events("journey.completed") == 1 and await _events("journey.cam_not_told") == 1
+
+
+# ---- progress ---------------------------------------------------------------------------------
+
+async def test_progress_rows_and_who_may_see_them(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC, "bo@acme.example": MONDAY_9_UTC})
+    await _run(rig)
+    await _hourly(rig, 3 * 24)
+    for row in await _steps("anna@acme.example"):
+        await _done(rig, row, "UANNA", catalog=FOUR)
+    (bo_first, *_) = await _steps("bo@acme.example")
+    await complete_step(bo_first.id, platform="slack", workspace_id=TEAM, user_id="UBO", now=rig.clock.now(),
+                        catalog=FOUR)
+
+    cam = await Staff.get(email="cam@vendor.example")
+    rows = await progress(cam, "acme", catalog=FOUR)
+    assert [r["email"] for r in rows] == ["anna@acme.example", "bo@acme.example"]
+    anna, bo = rows
+    assert anna["organisation"] == "Acme Locks" and anna["org_id"] == "acme" and anna["member"] == "Anna Berg"
+    assert (anna["role"], anna["done"], anna["total"], anna["completed_at"]) == ("sales", 4, 4, rig.clock.now())
+    assert anna["last_step"] == "Do cert"
+    assert (bo["done"], bo["total"], bo["completed_at"], bo["last_step"], bo["last_step_status"]) == (
+        1, 4, None, "Do cert", "sent")
+    everyone = await progress(cam, None, catalog=FOUR)  # the CAM of every seeded organisation
+    assert {r["org_id"] for r in everyone} == {"acme", "bolt", "keys"} and len(everyone) == 5
+
+    other, _ = await add_staff("other@vendor.example", "cam", now=rig.clock.now())
+    assert await progress(other, None, catalog=FOUR) == []
+    with pytest.raises(PermissionDenied):
+        await progress(other, "acme", catalog=FOUR)
+    await Organisation.filter(external_id="bolt").update(cam_email="other@vendor.example")
+    assert [r["email"] for r in await progress(other, None, catalog=FOUR)] == ["cy@bolt.example"]
+
+    admin, _ = await add_staff("admin@vendor.example", "admin", now=rig.clock.now())
+    assert len(await progress(admin, None, catalog=FOUR)) == 5
+    compliance, _ = await add_staff("officer@vendor.example", "compliance", now=rig.clock.now())
+    with pytest.raises(PermissionDenied):
+        await progress(compliance, None, catalog=FOUR)
+    with pytest.raises(PermissionDenied):
+        await progress(None, None, catalog=FOUR)
+    with pytest.raises(NotFound):
+        await progress(admin, "nope", catalog=FOUR)

@@ -1,0 +1,207 @@
+"""Member preferences (topics, digest frequency, quiet hours, time zone) and how delivery honours them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.core import notices
+from bot.core.commands import SendCommand
+from bot.core.errors import NotFound, UserError
+from bot.core.preferences import member_for_platform_user, preferences_for, update_preferences
+from bot.topics import TopicCatalog
+from storage.models import AuditEvent, Delivery, Member
+from tests.support import TEAM, Rig
+
+MONDAY_8_UTC = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # 09:00 Berlin, 02:00 Chicago, 19:00 Sydney
+MONDAY_2030_UTC = datetime(2026, 1, 5, 20, 30, tzinfo=UTC)  # 21:30 Berlin, 14:30 Chicago, Tue 07:30 Sydney
+
+
+async def _member(email: str) -> Member:
+    return await Member.get(email=email)
+
+
+def _posts_to(rig: Rig, channel: str) -> list:
+    return [c for c in rig.fake.calls_to("chat.postMessage") if c.args["channel"] == channel and c.ok]
+
+
+async def _send(rig: Rig, importance: str, topic: str, audience: str = "all", *,
+                catalog: TopicCatalog | None = None) -> int:
+    catalog = catalog or rig.herald.catalog
+    command = SendCommand(importance=importance, topic=topic, audience=audience, title=f"{importance} {topic}",
+                          body="Details inside")
+    preview = await notices.create_draft(None, command, catalog, now=rig.clock.now(), operator="test")
+    await notices.send_draft(preview.notice.id, None, catalog, now=rig.clock.now(), operator="test")
+    return preview.notice.id
+
+
+async def _sent_event(notice_id: int) -> dict:
+    return (await AuditEvent.get(notice_id=notice_id, kind="notice.sent")).data
+
+
+# ---- reading and changing preferences ------------------------------------------------------------
+
+async def test_preferences_read_and_update(rig: Rig) -> None:
+    anna = await _member("anna@acme.example")
+    prefs = await preferences_for(anna.id, rig.herald.catalog)
+    assert (prefs.timezone, prefs.quiet_start, prefs.quiet_end, prefs.digest_frequency) == ("Europe/Berlin", 20, 8, "daily")
+    assert prefs.subscribed == {"incentives": True, "product-updates": True, "support": True}
+    assert prefs.fixed_topics == ["announcements", "operations"]
+
+    rig.clock.set(MONDAY_8_UTC)
+    updated = await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), timezone=" Europe/Paris ",
+                                       quiet_start=21, quiet_end=7, digest_frequency="Weekly",
+                                       subscriptions={"incentives": False, "announcements": True})
+    assert (updated.timezone, updated.quiet_start, updated.quiet_end, updated.digest_frequency) == (
+        "Europe/Paris", 21, 7, "weekly")
+    assert updated.subscribed == {"incentives": False, "product-updates": True, "support": True}
+    assert updated == await preferences_for(anna.id, rig.herald.catalog)
+    stored = await _member("anna@acme.example")
+    assert (stored.quiet_start_hour, stored.quiet_end_hour, stored.topic_opt_outs) == (21, 7, ["incentives"])
+    (event,) = await AuditEvent.filter(kind="preferences.updated")
+    assert event.member_id == anna.id and event.actor == "anna@acme.example"
+    assert event.data == {"changes": {
+        "timezone": {"from": "Europe/Berlin", "to": "Europe/Paris"},
+        "quiet_hours": {"from": [20, 8], "to": [21, 7]},
+        "digest_frequency": {"from": "daily", "to": "weekly"},
+        "unsubscribed": ["incentives"]}}
+
+    # only the end of the quiet hours; back into a topic
+    again = await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), quiet_end=6,
+                                     subscriptions={"incentives": True, "support": True})
+    assert (again.quiet_start, again.quiet_end, again.subscribed["incentives"]) == (21, 6, True)
+    latest = await AuditEvent.filter(kind="preferences.updated").order_by("-id").first()
+    assert latest.data == {"changes": {"quiet_hours": {"from": [21, 7], "to": [21, 6]}, "subscribed": ["incentives"]}}
+
+    # nothing changed: nothing recorded
+    await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), timezone="Europe/Paris",
+                             digest_frequency="weekly", subscriptions={"support": True})
+    assert await AuditEvent.filter(kind="preferences.updated").count() == 2
+
+
+async def test_member_for_platform_user(rig: Rig) -> None:
+    anna = await member_for_platform_user("slack", TEAM, "UANNA")
+    assert anna is not None and anna.email == "anna@acme.example"
+    assert await member_for_platform_user("slack", TEAM, "UNOBODY") is None
+    assert await member_for_platform_user("teams", TEAM, "UANNA") is None
+    await Member.filter(id=anna.id).update(active=False)
+    assert await member_for_platform_user("slack", TEAM, "UANNA") is None
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"timezone": "Europe/Berln"}, "unknown time zone 'Europe/Berln' (did you mean 'Europe/Berlin'?)"),
+    ({"timezone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
+    ({"timezone": "  "}, "the time zone is empty"),
+    ({"quiet_start": 25}, "quiet hours start must be an hour from 0 to 23, not 25"),
+    ({"quiet_end": -1}, "quiet hours end must be an hour from 0 to 23, not -1"),
+    ({"quiet_end": True}, "quiet hours end must be a whole hour from 0 to 23"),
+    ({"digest_frequency": "monthly"}, "unknown digest frequency 'monthly': use daily or weekly"),
+    ({"subscriptions": {"announcements": False}}, "you cannot unsubscribe from 'announcements' (Announcements)"),
+    ({"subscriptions": {"incentive": False}}, "unknown topic 'incentive' (did you mean 'incentives'?)"),
+    ({"subscriptions": {"incentives": "no"}}, "subscription to 'incentives' must be true or false"),
+])
+async def test_invalid_preferences_are_refused_and_change_nothing(rig: Rig, change: dict, message: str) -> None:
+    anna = await _member("anna@acme.example")
+    before = await preferences_for(anna.id, rig.herald.catalog)
+    # a valid change alongside the invalid one is not applied either
+    with pytest.raises(UserError) as error:
+        await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(),
+                                 **{"digest_frequency": "weekly", **change})
+    assert message in str(error.value)
+    assert await preferences_for(anna.id, rig.herald.catalog) == before
+    assert not await AuditEvent.filter(kind="preferences.updated").exists()
+
+
+async def test_unknown_member(rig: Rig) -> None:
+    with pytest.raises(NotFound):
+        await preferences_for(999_999, rig.herald.catalog)
+    with pytest.raises(NotFound):
+        await update_preferences(999_999, rig.herald.catalog, now=rig.clock.now(), digest_frequency="weekly")
+
+
+# ---- opt-outs --------------------------------------------------------------------------------------
+
+async def test_opt_outs_apply_to_need_and_nice_to_know_but_not_must_know(rig: Rig) -> None:
+    rig.clock.set(MONDAY_8_UTC)  # working hours in Berlin and Sydney
+    anna = await _member("anna@acme.example")
+    await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), subscriptions={"incentives": False})
+    # incentives go to sales and executives: Anna (opted out), Di, and Ed (no chat account)
+
+    need = await _send(rig, "need-to-know", "incentives")
+    assert not await Delivery.filter(notice_id=need, member_id=anna.id).exists()
+    assert await Delivery.filter(notice_id=need).count() == 2
+    assert (await _sent_event(need))["opted_out"] == 1 and (await _sent_event(need))["recipients"] == 2
+
+    nice = await _send(rig, "nice-to-know", "incentives")
+    assert not await Delivery.filter(notice_id=nice, member_id=anna.id).exists()
+    assert await Delivery.filter(notice_id=nice, status="digest").count() == 1  # Di's
+    assert (await _sent_event(nice))["opted_out"] == 1
+
+    must = await _send(rig, "must-know", "incentives")
+    assert await Delivery.filter(notice_id=must, member_id=anna.id).count() == 1
+    assert (await _sent_event(must))["opted_out"] == 0 and (await _sent_event(must))["recipients"] == 3
+
+    other_topic = await _send(rig, "need-to-know", "product-updates")  # Anna still follows this one
+    assert await Delivery.filter(notice_id=other_topic, member_id=anna.id).count() == 1
+
+    await rig.herald.outbox.drain()
+    assert len(_posts_to(rig, "DUANNA")) == 2  # the must-know and the product update
+    assert len(_posts_to(rig, "DUDI")) == 2  # the need-to-know and the must-know incentive (nice: digest)
+
+    # the catalog stops allowing opt-outs for the topic: stored opt-outs no longer apply
+    catalog = rig.herald.catalog
+    fixed = replace(catalog, topics={**catalog.topics, "incentives": replace(catalog.topics["incentives"], opt_out=False)})
+    later = await _send(rig, "need-to-know", "incentives", catalog=fixed)
+    assert await Delivery.filter(notice_id=later, member_id=anna.id).count() == 1
+
+
+# ---- quiet hours -----------------------------------------------------------------------------------
+
+async def test_need_to_know_waits_for_the_end_of_quiet_hours(rig: Rig) -> None:
+    rig.clock.set(MONDAY_2030_UTC)
+    cy = await _member("cy@bolt.example")
+    await update_preferences(cy.id, rig.herald.catalog, now=rig.clock.now(), quiet_start=14, quiet_end=16)
+    notice_id = await _send(rig, "need-to-know", "announcements")
+    assert (await _sent_event(notice_id))["held_for_quiet_hours"] == 4
+
+    held = {d.member.email: d.next_attempt_at for d in
+            await Delivery.filter(notice_id=notice_id, status="pending").select_related("member")}
+    assert held == {
+        "anna@acme.example": datetime(2026, 1, 6, 7, 0, tzinfo=UTC),  # Tuesday 08:00 Berlin
+        "bo@acme.example": datetime(2026, 1, 6, 7, 0, tzinfo=UTC),
+        "cy@bolt.example": datetime(2026, 1, 5, 22, 0, tzinfo=UTC),  # 16:00 Chicago, her own quiet hours
+        "di@keys.example": datetime(2026, 1, 5, 21, 0, tzinfo=UTC),  # Tuesday 08:00 Sydney
+    }
+    assert await rig.herald.outbox.drain() == 0
+    assert rig.fake.calls_to("chat.postMessage") == []
+
+    rig.clock.set(datetime(2026, 1, 5, 21, 0, tzinfo=UTC))
+    await rig.herald.outbox.drain()
+    assert [c.args["channel"] for c in rig.fake.calls_to("chat.postMessage")] == ["DUDI"]
+    rig.clock.set(datetime(2026, 1, 5, 22, 0, tzinfo=UTC))
+    await rig.herald.outbox.drain()
+    rig.clock.set(datetime(2026, 1, 6, 6, 59, tzinfo=UTC))
+    await rig.herald.outbox.drain()
+    assert [c.args["channel"] for c in rig.fake.calls_to("chat.postMessage")] == ["DUDI", "DUCY"]
+    rig.clock.set(datetime(2026, 1, 6, 7, 0, tzinfo=UTC))
+    await rig.herald.outbox.drain()
+    assert sorted(c.args["channel"] for c in rig.fake.calls_to("chat.postMessage")) == ["DUANNA", "DUBO", "DUCY", "DUDI"]
+    delivered = await Delivery.filter(notice_id=notice_id, status="delivered").values_list("member__email", "delivered_at")
+    assert dict(delivered)["anna@acme.example"] == datetime(2026, 1, 6, 7, 0, tzinfo=UTC)
+
+
+async def test_must_know_is_not_held_by_quiet_hours(rig: Rig) -> None:
+    rig.clock.set(MONDAY_2030_UTC)
+    notice_id = await _send(rig, "must-know", "announcements")
+    assert (await _sent_event(notice_id))["held_for_quiet_hours"] == 0
+    await rig.herald.outbox.drain()
+    assert len(rig.fake.calls_to("chat.postMessage")) == 4
+
+
+async def test_quiet_hours_do_not_hold_need_to_know_over_the_weekend(rig: Rig) -> None:
+    rig.clock.set(datetime(2026, 1, 10, 9, 0, tzinfo=UTC))  # Saturday 10:00 Berlin
+    notice_id = await _send(rig, "need-to-know", "announcements", "org:acme")
+    await rig.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 2
