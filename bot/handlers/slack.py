@@ -31,12 +31,13 @@ from bot.core.escalations import OPEN_REPORT_ACTION, REMIND_NOW_ACTION, remind_o
 from bot.core.permissions import require_sender
 from bot.core.preferences import preferences_for, update_preferences
 from bot.core.staff import staff_for_slack
+from bot.core.onboarding.journeys import DONE_ACTION as JOURNEY_DONE_ACTION
+from bot.core.onboarding.journeys import complete_step
 from bot.core.onboarding.assistant import (
     ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION, give_feedback, member_for,
 )
 from bot.core.views import ACK_ACTION, format_time
 
-JOURNEY_DONE_ACTION = "herald_journey_done"  # bot.core.onboarding.journeys.DONE_ACTION
 from bot.handlers.slack_commands import SlackCommands
 from bot.service import Herald
 from storage.models import Platform
@@ -293,11 +294,9 @@ def _register(app: AsyncApp, herald: Herald) -> None:
         await ack()
 
         async def work():
-            from bot.core.onboarding.journeys import complete_step
-
             step = await complete_step(int(body["actions"][0]["value"]), platform=Platform.SLACK.value,
                                        workspace_id=body["team"]["id"], user_id=body["user"]["id"],
-                                       now=herald.clock.now())
+                                       now=herald.clock.now(), channels=herald.channels)
             return {"replace_original": False, "text": f":white_check_mark: Marked done: {escape(step.step_key)}."}
         await _respond_or_explain(respond, work())
 

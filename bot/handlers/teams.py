@@ -32,6 +32,8 @@ from bot.core.commands import ComposeCommand, HelpCommand, SendCommand, parse_co
 from bot.core.errors import UserError
 from bot.core.escalations import OPEN_REPORT_ACTION, REMIND_NOW_ACTION, remind_organisation_now
 from bot.core.linking import TeamsIdentity, link_teams_identity, staff_for_teams
+from bot.core.onboarding.journeys import DONE_ACTION as JOURNEY_DONE_ACTION
+from bot.core.onboarding.journeys import complete_step
 from bot.core.onboarding.assistant import (
     ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION, give_feedback, member_for,
 )
@@ -219,12 +221,10 @@ class TeamsHandler:
                 return _invoke_message(f"Queued {queued} reminders for notice #{notice_id}.")
             if verb in (HELPFUL_ACTION, NOT_HELPFUL_ACTION, ASK_CAM_ACTION):
                 return await self.question_feedback(turn, verb, int(data.get("value", 0)))
-            if verb == "herald_journey_done":
-                from bot.core.onboarding.journeys import complete_step
-
+            if verb == JOURNEY_DONE_ACTION:
                 step = await complete_step(int(data.get("value", 0)), platform=Platform.TEAMS.value,
                                            workspace_id=turn.tenant_id, user_id=turn.aad_object_id,
-                                           now=self.herald.clock.now())
+                                           now=self.herald.clock.now(), channels=self.herald.channels)
                 return _invoke_message(f"Marked done: {step.step_key}.")
             if verb == PREFERENCES_VERB:
                 return await self.save_preferences(turn, data)
