@@ -190,11 +190,13 @@ def slack_add_workspace(team_id: str, token: str, name: str) -> None:
 @click.option("--body", required=True)
 @click.option("--link", default="")
 @click.option("--deadline", default="", help="ISO-8601 date or time (must-know only).")
+@click.option("--at", "send_at", default="", help="Send later: ISO-8601 time (e.g. 2026-12-01T09:00Z).")
+@click.option("--reminders", default="", help="Reminder hours after delivery, e.g. 8,24 (default: the topic's).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def send(topic: str, importance: str, audience: str, title: str, body: str, link: str, deadline: str,
-         yes: bool) -> None:
+         send_at: str, reminders: str, yes: bool) -> None:
     from bot.core import notices
-    from bot.core.commands import SendCommand, parse_deadline, parse_link
+    from bot.core.commands import SendCommand, parse_deadline, parse_link, parse_reminders, parse_time
     from bot.topics import load_catalog
 
     settings = _settings()
@@ -204,7 +206,9 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
     async def work() -> tuple[int, int, bool]:
         command = SendCommand(importance=importance, topic=topic, audience=audience, title=title, body=body,
                               link=parse_link(link) if link else "",
-                              deadline=parse_deadline(deadline) if deadline else None)
+                              deadline=parse_deadline(deadline) if deadline else None,
+                              scheduled_at=parse_time(send_at, what="send time") if send_at else None,
+                              reminder_hours=parse_reminders(reminders) if reminders else None)
         preview = await notices.create_draft(None, command, catalog, now=CLOCK.now(), operator=operator)
         for warning in preview.warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -220,7 +224,39 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
     if not sent:
         click.echo(f"notice {notice_id} cancelled")
         sys.exit(1)
+    if send_at:
+        click.echo(f"notice {notice_id} scheduled for {send_at}")
+        return
     click.echo(f"notice {notice_id} queued for {recipients} recipients")
+
+
+@main.command(help="Correct a sent notice: every delivered copy is updated in place.")
+@click.argument("notice_id", type=int)
+@click.option("--title", default=None)
+@click.option("--body", default=None)
+@click.option("--link", default=None, help="New link ('' removes it).")
+@click.option("--material", is_flag=True, help="Must-know: ask everyone to acknowledge again.")
+def edit(notice_id: int, title: str | None, body: str | None, link: str | None, material: bool) -> None:
+    from bot.core.revisions import edit_notice
+    from bot.topics import load_catalog
+
+    catalog = load_catalog(_settings().topics_file)
+    result = _run(lambda: edit_notice(notice_id, None, catalog, now=CLOCK.now(), title=title, body=body, link=link,
+                                      material=material, operator=_operator()))
+    extra = "; everyone is asked to acknowledge it again" if result.reacknowledge else ""
+    click.echo(f"notice {notice_id} is now revision {result.revision.revision}; "
+               f"{result.copies_to_update} delivered copies will be updated{extra}")
+
+
+@main.command(help="Withdraw a notice: every copy becomes 'Retracted: <reason>'.")
+@click.argument("notice_id", type=int)
+@click.option("--reason", required=True)
+def retract(notice_id: int, reason: str) -> None:
+    from bot.core.revisions import retract_notice
+
+    notice, copies, cancelled = _run(lambda: retract_notice(notice_id, None, reason=reason, now=CLOCK.now(),
+                                                            operator=_operator()))
+    click.echo(f"notice {notice.id} retracted: {copies} copies will be updated, {cancelled} pending sends cancelled")
 
 
 @main.group(help="Notices.")

@@ -312,3 +312,40 @@ async def test_failed_message_updates_are_retried(rig: Rig) -> None:
 def test_clock_type() -> None:
     assert isinstance(ManualClock().now(), datetime)
     assert CAM_USER == "UCAM1"
+
+
+async def test_a_notice_can_carry_its_own_reminder_schedule(rig: Rig) -> None:
+    from bot.core.commands import parse_command
+
+    rig.clock.set(MONDAY_9_UTC)
+    command = parse_command("send must-know announcements member:anna@acme.example reminders:2,5 | Recall | Stop")
+    preview = await notices.create_draft(None, command, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    await notices.send_draft(preview.notice.id, None, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    await rig.herald.outbox.drain()
+    for _ in range(8):
+        rig.clock.advance(hours=1)
+        await rig.herald.tick()
+        await rig.herald.outbox.drain()
+    sent = [r.delivered_at for r in await _reminders(preview.notice.id, "anna@acme.example")]
+    assert [round((t - MONDAY_9_UTC).total_seconds() / 3600) for t in sent] == [2, 5]  # not the topic's 24 h
+    with pytest.raises(UserError, match="only must-know notices have reminders"):
+        await notices.create_draft(None, parse_command("send need-to-know announcements all reminders:2 | a | b"),
+                                   rig.herald.catalog, now=rig.clock.now(), operator="test")
+
+
+async def test_a_pause_is_part_of_the_report(rig: Rig) -> None:
+    import json
+
+    from bot.core.reports import report_chunks
+
+    cam = await Staff.get(email="cam@vendor.example")
+    await pause_organisation(cam, "acme", until=None, reason="site fire", now=rig.clock.now())
+    notice_id = await rig.broadcast("tier:gold")
+    await rig.herald.outbox.drain()
+    document = json.loads("".join([c async for c in report_chunks(notice_id, "json", now=rig.clock.now(), actor="t")]))
+    acme = next(o for o in document["summary"]["organisations"] if o["organisation_id"] == "acme")
+    assert acme["reminders_paused"]["reason"] == "site fire"
+    keys = next(o for o in document["summary"]["organisations"] if o["organisation_id"] == "keys")
+    assert "reminders_paused" not in keys
+    csv_text = "".join([c async for c in report_chunks(notice_id, "csv", now=rig.clock.now(), actor="t")])
+    assert 'reminders_paused_since=' in csv_text and 'reason="site fire"' in csv_text

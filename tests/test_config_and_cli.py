@@ -98,6 +98,16 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
     missing = cli_env.invoke(main, ["status", "9999"])
     assert missing.exit_code == 1 and "notice 9999 does not exist" in missing.output
 
+    edited = cli_env.invoke(main, ["edit", str(notice_id), "--body", "Stop selling LX-200 and LX-210", "--material"])
+    assert edited.exit_code == 0 and "revision 2" in edited.output and "acknowledge it again" in edited.output
+    retracted = cli_env.invoke(main, ["retract", str(notice_id), "--reason", "wrong model"])
+    assert retracted.exit_code == 0 and "retracted" in retracted.output and "3 pending sends cancelled" in retracted.output
+    again = cli_env.invoke(main, ["retract", str(notice_id), "--reason", "again"])
+    assert again.exit_code == 1 and "is retracted and cannot be retracted" in again.output
+    later = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "need-to-know", "--audience", "all",
+                                  "--title", "Depot", "--body", "Closed", "--at", "2099-01-01T09:00Z", "--yes"])
+    assert later.exit_code == 0 and "scheduled for 2099-01-01T09:00Z" in later.output
+
 
 async def test_healthz_reports_database_reachability(db: str) -> None:
     app = build_app(load_settings(database_url=db), run_worker=False, manage_database=False)

@@ -16,7 +16,8 @@ HELP_TEXT = """\
 • `send` — open the compose form
 • `send <importance> <topic> <audience> | <title> | <body>` — compose inline, e.g.
   `send must-know operations tier:gold region:emea deadline:2026-12-01 | Recall of LX-200 | Stop selling ...`
-  importance: nice-to-know, need-to-know, must-know · optional `link:https://...` and `deadline:YYYY-MM-DD[THH:MM]`
+  importance: nice-to-know, need-to-know, must-know · optional `link:https://...`, `deadline:YYYY-MM-DD[THH:MM]`
+  and `reminders:8,24` (hours after delivery; default: the topic's schedule)
   audience: `all`, or terms like `tier:gold,platinum region:emea role:support org:<id> member:<email>`
   (comma = any of, space = and)
   add `at:2026-12-01T09:00Z` to schedule it
@@ -46,6 +47,7 @@ class SendCommand:
     link: str = ""
     deadline: datetime | None = None
     scheduled_at: datetime | None = None
+    reminder_hours: tuple[float, ...] | None = None  # overrides the topic's reminder schedule
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ def parse_send(text: str) -> SendCommand:
         raise UserError("before the first | give the importance, the topic and the audience, "
                         "e.g. `must-know operations tier:gold`")
     importance, topic, *terms = words
-    link, deadline, scheduled_at, audience_terms = "", None, None, []
+    link, deadline, scheduled_at, reminder_hours, audience_terms = "", None, None, None, []
     for term in terms:
         key, _, value = term.partition(":")
         if key.lower() == "link" and value:
@@ -207,12 +209,15 @@ def parse_send(text: str) -> SendCommand:
             deadline = parse_deadline(value)
         elif key.lower() == "at" and value:
             scheduled_at = parse_time(value, what="send time")
+        elif key.lower() == "reminders" and value:
+            reminder_hours = parse_reminders(value)
         else:
             audience_terms.append(term)
     if not audience_terms:
         raise UserError("the audience is missing: add terms like tier:gold, or all")
     return SendCommand(importance=importance, topic=topic, audience=" ".join(audience_terms),
-                       title=title, body=body, link=link, deadline=deadline, scheduled_at=scheduled_at)
+                       title=title, body=body, link=link, deadline=deadline, scheduled_at=scheduled_at,
+                       reminder_hours=reminder_hours)
 
 
 def parse_notice_id(text: str) -> int:
@@ -228,6 +233,17 @@ def parse_link(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc or any(c in value for c in " <>\"'"):
         raise UserError(f"link '{value}' must be a plain http(s) URL")
     return value
+
+
+def parse_reminders(value: str) -> tuple[float, ...]:
+    """`8,24,72`: reminder hours after delivery, increasing (then daily until the deadline)."""
+    try:
+        hours = tuple(float(h) for h in value.split(",") if h.strip())
+    except ValueError:
+        raise UserError(f"reminders '{value}' must be hours after delivery, e.g. reminders:8,24") from None
+    if not hours or any(h <= 0 for h in hours) or list(hours) != sorted(set(hours)):
+        raise UserError(f"reminders '{value}' must be increasing positive hours, e.g. reminders:8,24")
+    return hours
 
 
 def parse_deadline(value: str) -> datetime:

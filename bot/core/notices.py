@@ -72,6 +72,8 @@ def validate(command: SendCommand, catalog: TopicCatalog, *, now: datetime) -> t
         raise UserError(f"the body is {len(command.body)} characters; keep it under {MAX_BODY}")
     if command.scheduled_at is not None and command.scheduled_at <= now:
         raise UserError("the send time is in the past")
+    if command.reminder_hours and policy.level is not Importance.MUST:
+        raise UserError("only must-know notices have reminders")
     if command.deadline is not None:
         if policy.level is not Importance.MUST:
             raise UserError("only must-know notices take a deadline")
@@ -98,7 +100,9 @@ async def create_draft(author: Staff | None, command: SendCommand, catalog: Topi
             topic=topic.key, importance=policy.level.value, title=command.title.strip(),
             body=command.body.strip(), link=command.link, deadline=command.deadline,
             audience=audience.describe(), author=author, status=NoticeStatus.DRAFT.value,
-            recipient_count=recipients, scheduled_at=command.scheduled_at, created_at=now, using_db=conn,
+            recipient_count=recipients, scheduled_at=command.scheduled_at, created_at=now,
+            reminder_hours={"after_hours": list(command.reminder_hours)} if command.reminder_hours else None,
+            using_db=conn,
         )
         await record([audit_event("notice.created", now=now, actor=_actor(author, operator), notice_id=notice.id,
                                   topic=topic.key, importance=policy.level.value,

@@ -226,9 +226,14 @@ async def _notice_summary(notice: Notice) -> dict[str, Any]:
         by_org.setdefault(row["member__organisation_id"], _counts())["acknowledged"] += row["n"]
 
     names: dict[int, tuple[str, str]] = {}
+    paused: dict[int, dict[str, Any]] = {}  # reminders paused by the CAM: part of the record
     for batch in _batches(sorted(by_org)):
-        for org in await Organisation.filter(id__in=batch).values("id", "external_id", "name"):
+        for org in await Organisation.filter(id__in=batch).values("id", "external_id", "name", "paused_at",
+                                                                   "paused_until", "pause_reason"):
             names[org["id"]] = (org["external_id"], org["name"])
+            if org["paused_at"] is not None:
+                paused[org["id"]] = {"since": iso(org["paused_at"]), "until": iso(org["paused_until"]),
+                                     "reason": org["pause_reason"]}
     total = _counts()
     organisations = []
     for org_id, counts in by_org.items():
@@ -236,7 +241,8 @@ async def _notice_summary(notice: Notice) -> dict[str, Any]:
             total[key] += value
         external_id, name = names.get(org_id, ("", ""))
         organisations.append({"organisation_id": external_id, "organisation": name, **counts,
-                              "rate": rate(counts["acknowledged"], counts["delivered"])})
+                              "rate": rate(counts["acknowledged"], counts["delivered"]),
+                              **({"reminders_paused": paused[org_id]} if org_id in paused else {})})
     organisations.sort(key=lambda o: (o["organisation_id"], o["organisation"]))
     return {"notice_id": notice.id, "ack_revision": notice.ack_revision, **total,
             "rate": rate(total["acknowledged"], total["delivered"]), "organisations": organisations}
@@ -415,7 +421,11 @@ def _csv_preamble(notice: dict[str, Any], revisions: list[dict[str, Any]], produ
                       f"recipients={org['recipients']} delivered={org['delivered']} failed={org['failed']} "
                       f"pending={org['pending']} digest={org['digest']} cancelled={org['cancelled']} "
                       f"acknowledged={org['acknowledged']} "
-                      f"rate={'' if org['rate'] is None else org['rate']}"))
+                      f"rate={'' if org['rate'] is None else org['rate']}"
+                      + (" reminders_paused_since={since} until={until} reason={reason}".format(
+                          since=org["reminders_paused"]["since"], until=org["reminders_paused"]["until"] or "",
+                          reason=json.dumps(org["reminders_paused"]["reason"], ensure_ascii=False))
+                         if "reminders_paused" in org else "")))
     out = [f"# {key}: {_one_line('' if value is None else value)}\n" for key, value in lines]
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(COLUMNS)
