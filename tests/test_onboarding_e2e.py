@@ -170,3 +170,33 @@ async def test_journey_step_done_button_and_progress_command(slack: SlackHarness
     _, _, key = await slack.command("progress acme")
     (listing,) = await slack.responses(key)
     assert "Anna Berg" in listing.args["text"] and "1/" in listing.args["text"]
+
+
+async def test_teams_journey_step_and_digest(db: str) -> None:
+    from datetime import UTC, datetime
+
+    from tests.test_teams_e2e import _actions, _card, _start, _stop
+
+    teams = await _start(db)
+    try:
+        await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+        await teams.post(teams.activity("conversationUpdate", "aad-eve", membersAdded=[{"id": "29:aad-eve"}]))
+        preview = await teams.say("aad-cam", "send nice-to-know announcements member:eve@teamsco.example | Newsletter | Read it")
+        notice_id = _actions(_card(preview))[0]["data"]["notice_id"]
+        await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+        await teams.herald.outbox.drain()
+
+        teams.clock.set(datetime(2026, 1, 6, 9, 30, tzinfo=UTC))  # Tuesday 10:30 in Paris
+        counts = await teams.herald.tick()
+        assert counts["digests"] == 1
+        cards = [_card(a) for a in teams.connector.activities("a:conv-aad-eve") if a.get("attachments")]
+        digest = next(c for c in cards if "Your Herald digest" in str(c))
+        assert "Newsletter" in str(digest)
+        step = next(c for c in cards if any(a.get("verb") == "herald_journey_done" for a in _actions(c)))
+        done = next(a for a in _actions(step) if a["verb"] == "herald_journey_done")
+        answer = await teams.invoke("aad-eve", done["verb"], done["data"])
+        assert "Marked done" in answer["value"]
+        refused = await teams.invoke("aad-fay", done["verb"], done["data"])
+        assert "Marked done" not in refused["value"]
+    finally:
+        await _stop(teams)
