@@ -3,7 +3,6 @@ Teams manifest schema pinned in `config/teams/`."""
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import uuid

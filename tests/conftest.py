@@ -73,3 +73,16 @@ async def rig(db: str):
         yield harness
     finally:
         await stop_rig(harness)
+
+
+@pytest.fixture
+async def slack(db: str):
+    """The real app on a local port with a seeded directory, a fake Slack API and signed requests."""
+    from tests.support import seed_directory, start_harness, stop_harness
+
+    harness = await start_harness(db)
+    await seed_directory(harness.clock)
+    try:
+        yield harness
+    finally:
+        await stop_harness(harness)

@@ -16,7 +16,6 @@ from bot.app import build_app
 from bot.cli import main
 from config.settings import ConfigError, load_settings
 from storage import db as storage_db
-from storage.models import AuditEvent, Delivery, Notice
 from tests.support import SAMPLE_DIRECTORY
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import pytest
 
 from bot.core import notices
 from bot.core.commands import SendCommand

@@ -3,24 +3,11 @@ base (or honestly not), feedback, hand-off to the CAM and the reply relayed; pre
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from bot.core.onboarding.assistant import ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION
 from storage.models import Member, Question
 from tests.fakes.slack_signing import event_body
-from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
+from tests.support import CAM_USER, TEAM, SlackHarness, wait_until
 
-
-@pytest.fixture
-async def slack(db: str) -> AsyncIterator[SlackHarness]:
-    harness = await start_harness(db)
-    await seed_directory(harness.clock)
-    try:
-        yield harness
-    finally:
-        await stop_harness(harness)
 
 
 def _buttons(blocks: list[dict]) -> list[tuple[str, str]]:

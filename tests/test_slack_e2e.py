@@ -4,9 +4,7 @@ DMs at the fake → Acknowledge → chat.update → status."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 
 from bot.core.views import ACK_ACTION
 from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION
@@ -14,15 +12,6 @@ from storage.models import Acknowledgement, AuditEvent, Delivery, Notice
 from tests.fakes.slack_signing import slash_command_body
 from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
 
-
-@pytest.fixture
-async def slack(db: str) -> AsyncIterator[SlackHarness]:
-    harness = await start_harness(db)
-    await seed_directory(harness.clock)
-    try:
-        yield harness
-    finally:
-        await stop_harness(harness)
 
 
 def _texts(blocks: list[dict]) -> str:
