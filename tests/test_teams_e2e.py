@@ -271,3 +271,9 @@ async def test_a_slow_tenant_does_not_hold_up_other_workspaces(teams: TeamsRig) 
     finally:
         await draining
     assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 3
+
+
+async def test_a_body_that_is_not_an_activity_gets_400(teams: TeamsRig) -> None:
+    for body in ({}, [], {"type": 7}):
+        status, answer = await teams.post(body)  # type: ignore[arg-type]
+        assert status == 400 and "not a Bot Framework activity" in answer["error"]

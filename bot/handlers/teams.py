@@ -101,10 +101,17 @@ class TeamsHandler:
         self.commands = StaffCommands(herald.catalog, herald.clock, wake_outbox=herald.outbox.wake)
 
     async def handle(self, request: web.Request) -> web.Response:
+        not_an_activity = web.json_response({"error": "the body is not a Bot Framework activity"}, status=400)
         try:
-            activity = Activity.model_validate(await request.json())
+            body = await request.json()
+        except ValueError:
+            return not_an_activity
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            return not_an_activity  # checked first: the SDK logs a traceback for bodies it cannot read
+        try:
+            activity = Activity.model_validate(body)
         except (ValueError, ValidationError):
-            return web.json_response({"error": "the body is not a Bot Framework activity"}, status=400)
+            return not_an_activity
         turn = _turn(activity)
         if turn is None:
             return web.Response(status=202)  # nothing we act on (no user, conversation or service URL)
