@@ -10,6 +10,7 @@ from textwrap import dedent
 
 import pytest
 
+from bot.core.onboarding import qa
 from bot.core.onboarding.qa import ANY, Answer, KBEntry, KnowledgeBase, KnowledgeBaseError, load_default
 
 
@@ -44,7 +45,10 @@ def test_paraphrase_finds_the_entry(kb: KnowledgeBase, question: str, expected: 
     assert not answer.abstained and answer.entry is not None
     assert answer.entry.id == expected, answer.candidates
     assert answer.score >= kb.threshold
-    assert answer.candidates[0] == (expected, pytest.approx(answer.score, abs=1e-3))
+    assert answer.candidates[0][0] == expected
+    # the confidence is the best fused score plus its lead over the runner-up
+    (_, best), (_, second) = answer.candidates[:2]
+    assert answer.score == pytest.approx(best + qa._MARGIN_WEIGHT * (best - max(second, 0.0)), abs=1e-3)
 
 
 @pytest.mark.parametrize(("question", "expected"), [
