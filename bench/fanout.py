@@ -44,18 +44,16 @@ import logging
 import multiprocessing as mp
 import os
 import resource
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `tests.fakes` is not part of the installed package
+
+from bench.scratch_db import ScratchDatabase, redact  # noqa: E402
 
 TEAM = "T0BENCH"
 TOKEN = "xoxb-bench-token"
@@ -178,79 +176,6 @@ class FakeHandle:
 # --------------------------------------------------------------------------- databases
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return url
-
-
-class Database:
-    """A fresh database for one run; `url` is what Herald connects to."""
-
-    def __init__(self, given: str | None, keep: bool) -> None:
-        self.given = given
-        self.keep = keep
-        self.url = ""
-        self.kind = ""
-        self._tmpdir: str | None = None
-        self._sqlite_path: Path | None = None
-        self._pg_admin_url = ""
-        self._pg_name = ""
-
-    async def create(self) -> str:
-        if not self.given:
-            self.kind = "sqlite"
-            self._tmpdir = tempfile.mkdtemp(prefix="herald-bench-")
-            self._sqlite_path = Path(self._tmpdir) / "bench.db"
-            self.url = f"sqlite://{self._sqlite_path}"
-            return self.url
-        scheme = urlsplit(self.given).scheme
-        if scheme == "sqlite":
-            self.kind = "sqlite"
-            path = Path(self.given[len("sqlite://"):])
-            if path.exists():
-                raise SystemExit(f"fanout: {path} exists; give a path that does not exist yet (the run needs "
-                                 "an empty database)")
-            self._sqlite_path = path
-            self.url = self.given
-            return self.url
-        if scheme in ("postgres", "postgresql", "asyncpg"):
-            import asyncpg
-
-            self.kind = "postgres"
-            parts = urlsplit(self.given)
-            self._pg_admin_url = urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, ""))
-            self._pg_name = "herald_bench_" + uuid.uuid4().hex[:12]
-            conn = await asyncpg.connect(self._pg_admin_url)
-            try:
-                await conn.execute(f'CREATE DATABASE "{self._pg_name}"')
-            finally:
-                await conn.close()
-            self.url = urlunsplit(("postgres", parts.netloc, "/" + self._pg_name, parts.query, ""))
-            return self.url
-        raise SystemExit(f"fanout: unsupported database URL scheme {scheme!r}")
-
-    async def drop(self) -> None:
-        if self.keep:
-            progress(f"kept the database: {_redact(self.url)}")
-            return
-        if self.kind == "postgres" and self._pg_name:
-            import asyncpg
-
-            conn = await asyncpg.connect(self._pg_admin_url)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{self._pg_name}" WITH (FORCE)')
-            finally:
-                await conn.close()
-        elif self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-        elif self._sqlite_path is not None:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(str(self._sqlite_path) + suffix).unlink(missing_ok=True)
-
-
 # --------------------------------------------------------------------------- seeding
 
 
@@ -327,7 +252,7 @@ async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
     from storage.models import Delivery, DeliveryStatus, Notice, NoticeStatus
 
     n = args.recipients
-    database = Database(args.database_url, args.keep)
+    database = ScratchDatabase(args.database_url, args.keep, name="fanout")
     await database.create()
     result: dict[str, Any] = {}
     problems: list[str] = []
@@ -337,7 +262,7 @@ async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
                                  slack_signing_secret="bench-signing-secret",
                                  delivery_concurrency=args.concurrency, delivery_batch_size=args.batch_size,
                                  outbox_poll_seconds=3600)
-        progress(f"migrating {database.kind} database {_redact(database.url)}")
+        progress(f"migrating {database.kind} database {redact(database.url)}")
         await storage_db.connect(settings.tortoise_db_url)
         herald = Herald(settings)
         now = herald.clock.now()

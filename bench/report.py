@@ -45,15 +45,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.scratch_db import ScratchDatabase  # noqa: E402
 
 COMPLIANCE_EMAIL = "compliance@vendor.example"
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -69,66 +69,6 @@ def mib(kib: float) -> float:
 
 
 # --------------------------------------------------------------------------- databases
-
-
-class Database:
-    def __init__(self, given: str | None, keep: bool) -> None:
-        self.given, self.keep = given, keep
-        self.url = self.kind = ""
-        self._tmpdir: str | None = None
-        self._sqlite_path: Path | None = None
-        self._pg_admin_url = self._pg_name = ""
-
-    async def create(self) -> str:
-        if not self.given:
-            self.kind = "sqlite"
-            self._tmpdir = tempfile.mkdtemp(prefix="herald-report-bench-")
-            self._sqlite_path = Path(self._tmpdir) / "bench.db"
-            self.url = f"sqlite://{self._sqlite_path}"
-            return self.url
-        scheme = urlsplit(self.given).scheme
-        if scheme == "sqlite":
-            path = Path(self.given[len("sqlite://"):])
-            if path.exists():
-                raise SystemExit(f"report bench: {path} exists; give a path that does not exist yet")
-            self.kind, self._sqlite_path, self.url = "sqlite", path, self.given
-            return self.url
-        if scheme in ("postgres", "postgresql", "asyncpg"):
-            import asyncpg
-
-            parts = urlsplit(self.given)
-            self.kind = "postgres"
-            self._pg_admin_url = urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, ""))
-            self._pg_name = "herald_report_bench_" + uuid.uuid4().hex[:12]
-            conn = await asyncpg.connect(self._pg_admin_url)
-            try:
-                await conn.execute(f'CREATE DATABASE "{self._pg_name}"')
-            finally:
-                await conn.close()
-            self.url = urlunsplit(("postgres", parts.netloc, "/" + self._pg_name, parts.query, ""))
-            return self.url
-        raise SystemExit(f"report bench: unsupported database URL scheme {scheme!r}")
-
-    async def drop(self) -> None:
-        if self.keep:
-            progress(f"kept the database: {self.url}")
-            return
-        if self.kind == "postgres" and self._pg_name:
-            import asyncpg
-
-            conn = await asyncpg.connect(self._pg_admin_url)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{self._pg_name}" WITH (FORCE)')
-            finally:
-                await conn.close()
-        elif self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-        elif self._sqlite_path is not None:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(str(self._sqlite_path) + suffix).unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------------- seeding
 
 
 async def seed(n: int, orgs: int, small: int) -> dict[str, Any]:
@@ -377,7 +317,7 @@ async def measure_http(database_url: str, notice_id: int, small_id: int, token: 
 # --------------------------------------------------------------------------- the run
 
 
-async def prepare(args: argparse.Namespace, database: Database) -> dict[str, Any]:
+async def prepare(args: argparse.Namespace, database: ScratchDatabase) -> dict[str, Any]:
     from storage import db as storage_db
 
     await database.create()
@@ -405,7 +345,7 @@ def main() -> int:
     if args.recipients < 1 or args.orgs < 1 or not 1 <= args.small <= args.recipients:
         parser.error("need recipients >= 1, orgs >= 1 and 1 <= small <= recipients")
 
-    database = Database(args.database_url, args.keep)
+    database = ScratchDatabase(args.database_url, args.keep, name="report_bench")
     workdir = Path(tempfile.mkdtemp(prefix="herald-report-out-"))
     problems: list[str] = []
     try:
