@@ -6,6 +6,7 @@ matters for correctness (the database does).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from bot.channels.base import Channel, Recipient
@@ -50,6 +51,7 @@ class Herald:
         self.channels: dict[str, Channel] = {"slack": SlackChannel(self.slack_workspaces),
                                              "teams": _teams_channel(settings)}
         self._kb = None
+        self._kb_lock = asyncio.Lock()
         self.outbox = Outbox(
             self.channels, self.catalog, self.clock,
             concurrency=settings.delivery_concurrency, batch_size=settings.delivery_batch_size,
@@ -71,20 +73,23 @@ class Herald:
 
     # ---- onboarding assistant ----------------------------------------------------------------
 
-    @property
-    def knowledge_base(self):  # noqa: ANN201 - loaded on first use (it builds a search index)
+    async def knowledge_base(self):  # noqa: ANN201
+        """The knowledge base, loaded on first use in a worker thread: building its index and
+        loading the embedding model takes a second or two, which must not block the event loop."""
         if self._kb is None:
             from bot.core.onboarding.qa import KnowledgeBase
 
-            self._kb = KnowledgeBase.load(self.settings.kb_dir)
+            async with self._kb_lock:
+                if self._kb is None:
+                    self._kb = await asyncio.to_thread(KnowledgeBase.load, self.settings.kb_dir)
         return self._kb
 
     async def answer_question(self, member, text: str, *, platform: str, recipient: Recipient):  # noqa: ANN001, ANN201
         """Answer a partner's question in the conversation they asked it in."""
         from bot.core.onboarding.assistant import ask
 
-        asked = await ask(member, text, self.knowledge_base, platform=platform, channel_id=recipient.dm_channel,
-                          now=self.clock.now())
+        asked = await ask(member, text, await self.knowledge_base(), platform=platform,
+                          channel_id=recipient.dm_channel, now=self.clock.now())
         outcome = await self.channels[platform].send_message(recipient, asked.message)
         if outcome.ref is not None:
             await Question.filter(id=asked.question.id).update(answer_message_id=outcome.ref.message_id)
