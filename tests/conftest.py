@@ -86,3 +86,16 @@ async def slack(db: str):
         yield harness
     finally:
         await stop_harness(harness)
+
+
+@pytest.fixture(scope="session")
+def warm_knowledge_base():
+    """The sample knowledge base, built once per test session.
+
+    Building it embeds some 1,350 texts (about 20 s of CPU); every service a test starts rebuilds
+    it, but finds those vectors in the model's cache, so a test's first question waits about a
+    second rather than longer than the test's own time-outs.
+    """
+    from bot.core.onboarding.qa import load_default
+
+    return load_default()

@@ -3,11 +3,14 @@ base (or honestly not), feedback, hand-off to the CAM and the reply relayed; pre
 
 from __future__ import annotations
 
+import pytest
+
 from bot.core.onboarding.assistant import ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION
 from storage.models import Member, Question
 from tests.fakes.slack_signing import event_body
 from tests.support import CAM_USER, TEAM, SlackHarness, wait_until
 
+pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
 
 
 def _buttons(blocks: list[dict]) -> list[tuple[str, str]]:

@@ -22,6 +22,8 @@ from tests.fakes.bot_connector import FakeBotConnector
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.support import SIGNING_SECRET, TEAM, TOKEN, directory_csv
 
+pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
+
 TENANT = "tenant-1"
 DIRECTORY = directory_csv([
     f"teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,eve@teamsco.example,Eve Moreau,"
