@@ -63,7 +63,7 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
         if manage_database:
             await storage_db.connect(herald.settings.tortoise_db_url)
         scheduler = AsyncIOScheduler(timezone="UTC")
-        worker = None
+        worker = warm_up = None
         if run_worker:
             worker = asyncio.create_task(herald.outbox.run_forever(), name="herald-outbox")
             # The database is the truth; the scheduler is only the clock that wakes the worker
@@ -73,10 +73,13 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
             scheduler.add_job(_safely(herald.tick), "interval", seconds=herald.settings.tick_seconds,
                               id="tick", max_instances=1, coalesce=True)
             scheduler.start()
+            warm_up = asyncio.create_task(_safely(herald.knowledge_base)(), name="herald-kb-warm-up")
         yield
         if scheduler.running:
             scheduler.shutdown(wait=False)
         herald.outbox.stop()
+        if warm_up is not None and not warm_up.done():
+            warm_up.cancel()  # the index build in its thread finishes on its own; nobody waits for it
         if worker is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(worker, timeout=30)

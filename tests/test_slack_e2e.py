@@ -216,6 +216,8 @@ async def test_background_worker_delivers_without_help(db: str) -> None:
         await harness.click(SEND_ACTION, str(notice_id), user=CAM_USER)
         await wait_until(lambda: harness.fake.call_count("chat.postMessage") == 4, what="background delivery")
         await wait_until(lambda: Notice.filter(id=notice_id, status="sent").exists(), what="notice sent")
+        # the assistant's knowledge base is built at start-up, so the first question does not wait for it
+        await wait_until(lambda: harness.herald._kb is not None, timeout=300, what="knowledge base warmed up")
     finally:
         await stop_harness(harness)
 
