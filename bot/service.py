@@ -81,7 +81,8 @@ class Herald:
 
             async with self._kb_lock:
                 if self._kb is None:
-                    self._kb = await asyncio.to_thread(KnowledgeBase.load, self.settings.kb_dir)
+                    self._kb = await asyncio.to_thread(KnowledgeBase.load, self.settings.kb_dir,
+                                                       semantic=self.settings.kb_semantic)
         return self._kb
 
     async def answer_question(self, member, text: str, *, platform: str, recipient: Recipient):  # noqa: ANN001, ANN201

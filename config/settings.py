@@ -50,6 +50,9 @@ class Settings(BaseSettings):
 
     topics_file: Path = CONFIG_DIR / "topics.yaml"
     kb_dir: Path = CONFIG_DIR / "kb"  # the onboarding assistant's knowledge base (*.yaml)
+    # The assistant's embedding model (about 0.5 GB of memory, 30-40 ms of CPU per question). Off:
+    # keyword search alone, which answers far fewer indirectly phrased questions.
+    kb_semantic: bool = True
 
     # A member on both Slack and Teams gets one copy on their preferred platform ("preferred"),
     # or one copy on each ("all"); one acknowledgement settles every copy.

@@ -321,3 +321,17 @@ def test_keyword_search_alone_still_answers(tmp_path: Path) -> None:
     assert kb.answer("how long is the inverter warranty", role=ANY, tier=ANY).entry.id == "inverter-warranty"
     assert kb.answer("how oftn should panels be cleand", role=ANY, tier=ANY).entry.id == "panel-cleaning"
     assert kb.answer("what's a good recipe for banana bread", role=ANY, tier=ANY).abstained
+
+
+async def test_the_embedding_model_can_be_switched_off_by_configuration(tmp_path: Path) -> None:
+    from bot.service import Herald
+    from config.settings import load_settings
+
+    write(tmp_path, "solar.yaml", SOLAR_KB)
+    herald = Herald(load_settings(database_url="sqlite://:memory:", kb_dir=tmp_path, kb_semantic=False))
+    try:
+        kb = await herald.knowledge_base()
+        assert not kb.semantic and await herald.knowledge_base() is kb
+        assert kb.answer("how long is the inverter warranty", role=ANY, tier=ANY).entry.id == "inverter-warranty"
+    finally:
+        await herald.close()
