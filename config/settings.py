@@ -50,7 +50,7 @@ class Settings(BaseSettings):
 
     topics_file: Path = CONFIG_DIR / "topics.yaml"
     kb_dir: Path = CONFIG_DIR / "kb"  # the onboarding assistant's knowledge base (*.yaml)
-    # The assistant's embedding model (about 0.5 GB of memory, 30-40 ms of CPU per question). Off:
+    # The assistant's embedding model (about 0.6 GB of memory, 30-40 ms of CPU per question). Off:
     # keyword search alone, which answers far fewer indirectly phrased questions.
     kb_semantic: bool = True
 
