@@ -81,8 +81,9 @@ class Herald:
 
             async with self._kb_lock:
                 if self._kb is None:
-                    self._kb = await asyncio.to_thread(KnowledgeBase.load, self.settings.kb_dir,
-                                                       semantic=self.settings.kb_semantic)
+                    self._kb = await asyncio.to_thread(
+                        KnowledgeBase.load, self.settings.kb_dir, semantic=self.settings.kb_semantic,
+                        vector_store=self.settings.cache_dir / "vectors")
         return self._kb
 
     async def answer_question(self, member, text: str, *, platform: str, recipient: Recipient):  # noqa: ANN001, ANN201

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # The assistant's embedding model (about 0.6 GB of memory, 30-40 ms of CPU per question). Off:
     # keyword search alone, which answers far fewer indirectly phrased questions.
     kb_semantic: bool = True
+    # Keeps the knowledge base's embedded vectors between restarts (about 4 MB per version of the
+    # knowledge base), so start-up does not spend 20 s of CPU embedding the same texts again.
+    cache_dir: Path = Path("herald-cache")
 
     # A member on both Slack and Teams gets one copy on their preferred platform ("preferred"),
     # or one copy on each ("all"); one acknowledgement settles every copy.

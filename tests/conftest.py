@@ -7,6 +7,7 @@ PostgreSQL as well; `.ci/run` starts a throwaway cluster and sets it.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
@@ -16,6 +17,8 @@ import pytest
 from storage import db as storage_db
 
 POSTGRES_URL = os.environ.get("HERALD_TEST_POSTGRES_URL", "")
+# Services that tests start keep their vector cache here, not in the working directory.
+os.environ["HERALD_CACHE_DIR"] = tempfile.mkdtemp(prefix="herald-test-cache-")
 BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
 
 

@@ -335,3 +335,14 @@ async def test_the_embedding_model_can_be_switched_off_by_configuration(tmp_path
         assert kb.answer("how long is the inverter warranty", role=ANY, tier=ANY).entry.id == "inverter-warranty"
     finally:
         await herald.close()
+
+
+def test_a_knowledge_base_rebuilt_from_its_vector_store_is_the_same(tmp_path: Path) -> None:
+    write(tmp_path, "solar.yaml", SOLAR_KB)
+    store = tmp_path / "vectors"
+    first = KnowledgeBase.load(tmp_path, vector_store=store)
+    assert len(list(store.glob("*.npy"))) == 2  # the entries' texts, and the calibration questions
+    again = KnowledgeBase.load(tmp_path, vector_store=store)
+    assert again.threshold == first.threshold
+    question = "how oftn do the pannels need washing"
+    assert again.answer(question, role=ANY, tier=ANY) == first.answer(question, role=ANY, tier=ANY)

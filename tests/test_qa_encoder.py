@@ -100,3 +100,46 @@ def test_missing_model_packages_are_named(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(encoder, "_PART_DISTRIBUTIONS", ("herald-no-such-model-part",) * 5)
     with pytest.raises(FileNotFoundError, match="herald-no-such-model-part package"):
         encoder._part_paths()
+
+
+def test_vector_store_serves_a_restarted_process(model: MPNetEncoder, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = ["how long is the warranty", "where are the wiring diagrams", "how long is the warranty"]
+    first = model.encode_cached(texts, tmp_path)
+    (stored,) = tmp_path.glob("*.npy")
+    model._cache.clear()  # as after a restart: only the file is left
+
+    def no_model(*_: object, **__: object) -> np.ndarray:
+        raise AssertionError("the stored vectors should have been used")
+
+    monkeypatch.setattr(model, "encode", no_model)
+    np.testing.assert_array_equal(model.encode_cached(texts, tmp_path), first)
+    assert "where are the wiring diagrams" in model._cache  # and they are in memory again
+    monkeypatch.undo()
+    other = model.encode_cached(texts[:2], tmp_path)  # another list of texts: another file
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+    np.testing.assert_allclose(other, first[:2], atol=1e-6)
+    assert stored.is_file()
+
+
+def test_damaged_vector_store_is_rebuilt(model: MPNetEncoder, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    texts = ["how do I open a support case", "what does the SLA promise"]
+    expected = model.encode(texts)
+    model.encode_cached(texts, tmp_path)
+    (stored,) = tmp_path.glob("*.npy")
+    stored.write_bytes(b"not a numpy file")
+    np.testing.assert_allclose(model.encode_cached(texts, tmp_path), expected, atol=1e-6)
+    assert "ignoring unreadable vector cache" in caplog.text
+    np.save(stored, np.zeros((5, 3), dtype=np.float32))  # readable, but not these texts' vectors
+    np.testing.assert_allclose(model.encode_cached(texts, tmp_path), expected, atol=1e-6)
+    np.testing.assert_allclose(np.load(stored), expected, atol=1e-6)  # written again, whole
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_unwritable_vector_store_only_costs_time(model: MPNetEncoder, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    vectors = model.encode_cached(["where is the price list"], blocker / "vectors")
+    assert vectors.shape == (1, encoder.DIMENSION)
+    assert "could not store vectors" in caplog.text

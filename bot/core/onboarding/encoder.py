@@ -15,10 +15,13 @@ marketing-funds entry), at about 30-40 ms per short question on two cores.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import logging
 import math
+import os
 import struct
 import threading
 import zipfile
@@ -279,26 +282,77 @@ class MPNetEncoder:
             out[chunk] = self._forward(ids, mask)
         return out
 
-    def encode_cached(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_cached(self, texts: Sequence[str], store: Path | None = None) -> np.ndarray:
         """``encode``, remembering each text's vector: indexing a knowledge base costs about 20 ms
-        of CPU per text, and the same texts come back whenever a knowledge base is rebuilt."""
+        of CPU per text, and the same texts come back whenever a knowledge base is rebuilt.
+
+        With ``store`` (a directory), the vectors of this exact list of texts are also kept on disk,
+        so a restarted process does not embed them again.
+        """
+        path = _stored_path(store, texts) if store is not None else None
+        stored = _read_stored(path, len(texts)) if path is not None else None
+        if stored is not None:
+            self._remember(dict(zip(texts, stored, strict=True)))
+            return stored
         with self._cache_lock:
             known = {t: v for t in dict.fromkeys(texts) if (v := self._cache.get(t)) is not None}
             for text in known:
                 self._cache.move_to_end(text)
         missing = [t for t in dict.fromkeys(texts) if t not in known]
         if missing:
-            known.update(zip(missing, self.encode(missing), strict=True))
-            with self._cache_lock:
-                for text in missing:
-                    self._cache[text] = known[text]
-                while len(self._cache) > _CACHE_SIZE:
-                    self._cache.popitem(last=False)
+            fresh = dict(zip(missing, self.encode(missing), strict=True))
+            self._remember(fresh)
+            known.update(fresh)
         out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
         for row, text in enumerate(texts):
             out[row] = known[text]
+        if path is not None:
+            _write_stored(path, out)
         return out
 
+    def _remember(self, vectors: Mapping[str, np.ndarray]) -> None:
+        with self._cache_lock:
+            for text, vector in vectors.items():
+                self._cache[text] = vector
+                self._cache.move_to_end(text)
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+
+
+def _stored_path(store: Path, texts: Sequence[str]) -> Path:
+    digest = hashlib.sha256(MODEL_NAME.encode())
+    for text in texts:
+        digest.update(b"\0" + text.encode("utf-8"))
+    return Path(store) / f"{MODEL_NAME}-{digest.hexdigest()[:32]}.npy"
+
+
+def _read_stored(path: Path, count: int) -> np.ndarray | None:
+    """The stored vectors, or None when absent or unusable (then they are computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable vector cache %s: %s", path, exc)
+        return None
+    if vectors.shape != (count, DIMENSION) or vectors.dtype != np.float32 or not np.isfinite(vectors).all():
+        log.warning("ignoring vector cache %s: shape %s, dtype %s", path, vectors.shape, vectors.dtype)
+        return None
+    return vectors
+
+
+def _write_stored(path: Path, vectors: np.ndarray) -> None:
+    """Written to a temporary file and renamed, so a crash never leaves half a file behind."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as handle:
+            np.save(handle, vectors, allow_pickle=False)
+        os.replace(partial, path)
+    except OSError as exc:  # a read-only or full disk costs only the next start-up's time
+        log.warning("could not store vectors in %s: %s", path.parent, exc)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
 
 _LOCK = threading.Lock()
 _ENCODER: MPNetEncoder | None = None

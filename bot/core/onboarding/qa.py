@@ -292,12 +292,14 @@ class KnowledgeBase:
     threshold: float  # fused score below which the assistant abstains
     semantic: bool  # whether the embedding model is in use
 
-    def __init__(self, vendor: str, entries: Sequence[KBEntry], *, semantic: bool = True) -> None:
+    def __init__(self, vendor: str, entries: Sequence[KBEntry], *, semantic: bool = True,
+                 vector_store: Path | None = None) -> None:
         self.vendor = vendor
         self.entries = {e.id: e for e in entries}
         self._list = list(entries)
         self._encoder = shared_encoder() if semantic else None
         self._vendor_re: re.Pattern[str] | None = None
+        self._vector_store = vector_store  # a directory keeping the embedded texts' vectors between runs
         self.semantic = self._encoder is not None
         self._build_vocabulary()
         self._build_lexical()
@@ -306,10 +308,10 @@ class KnowledgeBase:
         self.threshold = self._calibrate()
 
     @classmethod
-    def load(cls, directory: Path, *, semantic: bool = True) -> KnowledgeBase:
+    def load(cls, directory: Path, *, semantic: bool = True, vector_store: Path | None = None) -> KnowledgeBase:
         """Read, validate and index every ``*.yaml`` in ``directory``."""
         vendor, entries = _read(Path(directory))
-        return cls(vendor, entries, semantic=semantic)
+        return cls(vendor, entries, semantic=semantic, vector_store=vector_store)
 
     # -- building ------------------------------------------------------------------------------------
 
@@ -375,7 +377,7 @@ class KnowledgeBase:
             for text in (entry.title, *entry.alt_questions, *sentences, passage):
                 texts.append(self._for_embedding(text))
                 owners.append(i)
-        self._doc_vectors = self._encoder.encode_cached(texts)
+        self._doc_vectors = self._encoder.encode_cached(texts, self._vector_store)
         # entries x documents index table (padded with -1) for the per-entry best/second best
         per_entry: list[list[int]] = [[] for _ in self._list]
         for d, owner in enumerate(owners):
@@ -394,7 +396,7 @@ class KnowledgeBase:
         common = _common_words(self._encoder)
         nulls = [[w if w in _STOPWORDS else rng.choice(common) for w in templates[k % len(templates)]]
                  for k in range(_NULL_COUNT)]
-        vectors = self._encoder.encode_cached([self._for_embedding(" ".join(q)) for q in nulls])
+        vectors = self._encoder.encode_cached([self._for_embedding(" ".join(q)) for q in nulls], self._vector_store)
         confidences = [self._confidence(self._fused(q, vector=v)) for q, v in zip(nulls, vectors, strict=True)]
         return float(np.percentile(confidences, _NULL_PERCENTILE))
 
