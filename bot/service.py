@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from bot.channels.base import Channel, Recipient
 from bot.channels.slack import SlackChannel, SlackWorkspaces
@@ -74,16 +75,23 @@ class Herald:
     # ---- onboarding assistant ----------------------------------------------------------------
 
     async def knowledge_base(self):  # noqa: ANN201
-        """The knowledge base, loaded on first use in a worker thread: building its index and
-        loading the embedding model takes a second or two, which must not block the event loop."""
+        """The knowledge base, loaded once in a worker thread (``serve`` starts this at start-up):
+        loading the embedding model and building the index take seconds of CPU, which must not
+        block the event loop."""
         if self._kb is None:
             from bot.core.onboarding.qa import KnowledgeBase
 
             async with self._kb_lock:
                 if self._kb is None:
-                    self._kb = await asyncio.to_thread(
+                    started = time.monotonic()
+                    kb = await asyncio.to_thread(
                         KnowledgeBase.load, self.settings.kb_dir, semantic=self.settings.kb_semantic,
                         vector_store=self.settings.cache_dir / "vectors")
+                    log.info("onboarding assistant ready: %d entries from %s, %s, threshold %.3f, in %.1f s",
+                             len(kb.entries), self.settings.kb_dir,
+                             "embedding model + keywords" if kb.semantic else "keywords only",
+                             kb.threshold, time.monotonic() - started)
+                    self._kb = kb
         return self._kb
 
     async def answer_question(self, member, text: str, *, platform: str, recipient: Recipient):  # noqa: ANN001, ANN201
