@@ -143,3 +143,11 @@ def test_unwritable_vector_store_only_costs_time(model: MPNetEncoder, tmp_path: 
     vectors = model.encode_cached(["where is the price list"], blocker / "vectors")
     assert vectors.shape == (1, encoder.DIMENSION)
     assert "could not store vectors" in caplog.text
+
+
+def test_model_files_must_match_their_pinned_digests(model: MPNetEncoder) -> None:
+    assert encoder._ERROR is None  # the installed files passed the check when the model loaded
+    with pytest.raises(ValueError, match=r"tokenizer\.json has SHA-256 .* not the pinned .*reinstall"):
+        encoder.check_digest(encoder._TOKENIZER_MEMBER, b'{"tampered": true}')
+    with pytest.raises(ValueError, match=r"model\.safetensors has SHA-256"):
+        encoder.check_digest(encoder._WEIGHTS_MEMBER, b"")

