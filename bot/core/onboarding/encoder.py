@@ -388,5 +388,5 @@ def shared_encoder() -> MPNetEncoder | None:
             except Exception as exc:  # noqa: BLE001 - any failure means: lexical search only
                 _ERROR = str(exc)
                 log.error("onboarding assistant: no embedding model (%s); answering with keyword "
-                            "search only", exc)
+                          "search only", exc)
     return _ENCODER
