@@ -54,7 +54,7 @@ def _safely(job):  # noqa: ANN001, ANN202
         try:
             await job()
         except Exception:  # noqa: BLE001 - a failed tick must not stop the clock
-            log.exception("scheduled job %s failed", getattr(job, "__name__", job))
+            log.exception("background job %s failed", getattr(job, "__name__", job))
     return run
 
 

@@ -6,7 +6,9 @@ PostgreSQL as well; `.ci/run` starts a throwaway cluster and sets it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -18,7 +20,8 @@ from storage import db as storage_db
 
 POSTGRES_URL = os.environ.get("HERALD_TEST_POSTGRES_URL", "")
 # Services that tests start keep their vector cache here, not in the working directory.
-os.environ["HERALD_CACHE_DIR"] = tempfile.mkdtemp(prefix="herald-test-cache-")
+os.environ["HERALD_CACHE_DIR"] = _CACHE_DIR = tempfile.mkdtemp(prefix="herald-test-cache-")
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
 
 

@@ -311,11 +311,12 @@ class MPNetEncoder:
         if stored is not None:
             self._remember(dict(zip(texts, stored, strict=True)))
             return stored
+        unique = list(dict.fromkeys(texts))
         with self._cache_lock:
-            known = {t: v for t in dict.fromkeys(texts) if (v := self._cache.get(t)) is not None}
+            known = {t: v for t in unique if (v := self._cache.get(t)) is not None}
             for text in known:
                 self._cache.move_to_end(text)
-        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        missing = [t for t in unique if t not in known]
         if missing:
             fresh = dict(zip(missing, self.encode(missing), strict=True))
             self._remember(fresh)
