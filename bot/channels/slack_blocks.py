@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.channels.base import DirectMessage
+from bot.channels.status_lines import status_lines
 from bot.core.commands import HELP_TEXT
 from bot.core.status import NoticeStatusReport
 from bot.core.views import ACK_ACTION, NoticeView, format_time
@@ -138,26 +139,7 @@ def preview_blocks(notice: Notice, topic_title: str, recipients: int, warnings: 
 
 
 def status_text(report: NoticeStatusReport) -> str:
-    n = report.notice
-    lines = [
-        f"*Notice #{n.id}: {escape(n.title)}* ({n.importance}, {escape(n.topic)}, {n.status})",
-        f"Recipients: *{report.recipients}* · Delivered: *{report.delivered}* · Failed: *{report.failed}* · Pending: *{report.pending}*",
-    ]
-    if n.scheduled_at and n.status == "scheduled":
-        lines.append(f"Scheduled for {format_time(n.scheduled_at)}")
-    if n.retract_reason:
-        lines.append(f"Retracted: {escape(n.retract_reason)}")
-    if n.importance == Importance.MUST.value:
-        revision = f" (revision {n.ack_revision})" if n.ack_revision > 1 else ""
-        lines.append(f"Acknowledged{revision}: *{report.acknowledged}* of {report.delivered} delivered"
-                     f" · reminders sent: {report.reminders_sent} · escalations: {report.escalations}")
-    if report.paused_organisations:
-        lines.append("Reminders paused for: " + ", ".join(escape(o) for o in report.paused_organisations))
-    if report.digest:
-        lines.append(f"Waiting for the digest: *{report.digest}*")
-    for reason, count in report.failure_reasons:
-        lines.append(f"• {count} × {escape(reason)}")
-    return "\n".join(lines)
+    return "\n".join(status_lines(report, bold=lambda text: f"*{text}*", escape=escape, bullet="•"))
 
 
 def help_text(unknown: str = "") -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.channels.status_lines import status_lines
 from bot.channels.teams_cards import CARD_CONTENT_TYPE, CARD_VERSION, SCHEMA_URL, escape
 from bot.core.commands import HELP_TEXT
 from bot.core.notices import Preview
@@ -128,23 +129,7 @@ def note_card(text: str) -> Card:
 
 
 def status_markdown(report: NoticeStatusReport) -> str:
-    n = report.notice
-    lines = [
-        f"**Notice #{n.id}: {escape(n.title)}** ({n.importance}, {escape(n.topic)}, {n.status})",
-        f"Recipients: **{report.recipients}** · Delivered: **{report.delivered}** · Failed: **{report.failed}** · "
-        f"Pending: **{report.pending}**",
-    ]
-    if n.scheduled_at and n.status == "scheduled":
-        lines.append(f"Scheduled for {format_time(n.scheduled_at)}")
-    if n.retract_reason:
-        lines.append(f"Retracted: {escape(n.retract_reason)}")
-    if n.importance == Importance.MUST.value:
-        lines.append(f"Acknowledged: **{report.acknowledged}** of {report.delivered} delivered · reminders sent: "
-                     f"{report.reminders_sent} · escalations: {report.escalations}")
-    if report.paused_organisations:
-        lines.append("Reminders paused for: " + ", ".join(escape(o) for o in report.paused_organisations))
-    lines += [f"- {count} × {escape(reason)}" for reason, count in report.failure_reasons]
-    return "\n\n".join(lines)
+    return "\n\n".join(status_lines(report, bold=lambda text: f"**{text}**", escape=escape, bullet="-"))
 
 
 def result_markdown(result: Any) -> str:  # noqa: PLR0911 - one branch per result type

@@ -1,0 +1,37 @@
+"""A notice's status as lines of text, shared by the Slack and Teams renderers.
+
+The platforms differ only in markup (``*bold*`` vs ``**bold**``), in how user text is escaped and
+in how a list item starts, so those are parameters; what the lines say is decided once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bot.core.status import NoticeStatusReport
+from bot.core.views import format_time
+from bot.topics.importance import Importance
+
+
+def status_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], escape: Callable[[str], str],
+                 bullet: str) -> list[str]:
+    n = report.notice
+    lines = [
+        f"{bold(f'Notice #{n.id}: {escape(n.title)}')} ({n.importance}, {escape(n.topic)}, {n.status})",
+        f"Recipients: {bold(str(report.recipients))} · Delivered: {bold(str(report.delivered))} · "
+        f"Failed: {bold(str(report.failed))} · Pending: {bold(str(report.pending))}",
+    ]
+    if n.scheduled_at and n.status == "scheduled":
+        lines.append(f"Scheduled for {format_time(n.scheduled_at)}")
+    if n.retract_reason:
+        lines.append(f"Retracted: {escape(n.retract_reason)}")
+    if n.importance == Importance.MUST.value:
+        revision = f" (revision {n.ack_revision})" if n.ack_revision > 1 else ""
+        lines.append(f"Acknowledged{revision}: {bold(str(report.acknowledged))} of {report.delivered} delivered"
+                     f" · reminders sent: {report.reminders_sent} · escalations: {report.escalations}")
+    if report.paused_organisations:
+        lines.append("Reminders paused for: " + ", ".join(escape(o) for o in report.paused_organisations))
+    if report.digest:
+        lines.append(f"Waiting for the digest: {bold(str(report.digest))}")
+    lines += [f"{bullet} {count} × {escape(reason)}" for reason, count in report.failure_reasons]
+    return lines
