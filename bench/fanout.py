@@ -180,7 +180,7 @@ class FakeHandle:
 
 
 def directory_csv(recipients: int) -> str:
-    from bot.core.directory import COLUMNS
+    from bot.core.directory.importer import COLUMNS
 
     lines = [",".join(COLUMNS)]
     for i in range(recipients):
@@ -240,12 +240,12 @@ async def baseline_run(api_url: str, view: Any, recipients: int, concurrency: in
 
 
 async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
-    from bot.core.commands import SendCommand
-    from bot.core.directory import import_directory
-    from bot.core.notices import create_draft, send_draft
-    from bot.core.staff import add_staff
-    from bot.core.views import notice_view
-    from bot.core.workspaces import add_slack_workspace
+    from bot.core.commands.parser import SendCommand
+    from bot.core.directory.importer import import_directory
+    from bot.core.notices.sending import create_draft, send_draft
+    from bot.core.directory.staff import add_staff
+    from bot.core.notices.views import notice_view
+    from bot.core.directory.workspaces import add_slack_workspace
     from bot.service import Herald
     from config.settings import load_settings
     from storage import db as storage_db

@@ -15,7 +15,7 @@ What it does:
    members acknowledged, a delivered reminder for 1 % of the members, and an escalation per
    organisation naming its members who had not acknowledged. A second notice goes to the first
    ``--small`` members only: the same export at a hundredth of the size, for comparison.
-   A compliance officer and an API token are created through ``bot.core.api_tokens``.
+   A compliance officer and an API token are created through ``bot.core.compliance.api_tokens``.
 3. CLI: runs ``herald report ID --format csv --output FILE`` (``python -m bot.cli``) in a child
    process; its peak RSS comes from ``/usr/bin/time -v`` (else from polling its VmHWM). Baselines: the
    same for ``herald notices list --limit 1`` (start-up, database connection, one query) and
@@ -73,7 +73,7 @@ def mib(kib: float) -> float:
 
 async def seed(n: int, orgs: int, small: int) -> dict[str, Any]:
     """Bulk-insert the directory, the notices and their outcomes; returns what to expect."""
-    from bot.core.api_tokens import create_token
+    from bot.core.compliance.api_tokens import create_token
     from storage.models import (
         Acknowledgement,
         Delivery,

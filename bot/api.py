@@ -15,10 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.core.api_tokens import authenticate
-from bot.core.clock import Clock
-from bot.core.errors import NotFound, PermissionDenied, UserError
-from bot.core.reports import (
+from bot.common.clock import Clock
+from bot.common.errors import NotFound, PermissionDenied, UserError
+from bot.core.compliance.api_tokens import authenticate
+from bot.core.compliance.reports import (
     FORMATS,
     can_read_notice,
     load_notice,
@@ -212,7 +212,7 @@ def add_api_routes(app: web.Application, clock: Clock) -> None:
         import importlib
 
         verify = None
-        for module in ("bot.core.audit", "bot.core.audit_verify"):  # wherever the chain check lives
+        for module in ("bot.core.compliance.audit", "bot.core.compliance.verify"):  # wherever the chain check lives
             try:
                 verify = getattr(importlib.import_module(module), "verify_chain", None)
             except ImportError:

@@ -10,9 +10,9 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.api import add_api_routes
-from bot.core.clock import Clock
+from bot.common.clock import Clock
 from bot.handlers.downloads import add_download_routes
-from bot.handlers.teams import add_teams_routes
+from bot.handlers.teams.route import add_teams_routes
 from bot.service import Herald
 from config.settings import Settings
 from storage import db as storage_db
@@ -39,10 +39,12 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
     add_teams_routes(app, herald)
     add_download_routes(app, herald)
     if settings.slack_enabled:
-        from bot.handlers.slack import build_slack_app, slack_route
+        from bot.handlers.slack.app import build_slack_app, slack_route
 
         app.router.add_post("/slack/events", slack_route(build_slack_app(herald)))
-        from bot.handlers.slack_oauth import add_slack_oauth_routes; add_slack_oauth_routes(app, herald)  # noqa: E702
+        from bot.handlers.slack.oauth import add_slack_oauth_routes
+
+        add_slack_oauth_routes(app, herald)
     else:
         log.warning("Slack is not configured (HERALD_SLACK_SIGNING_SECRET unset): /slack/events is off")
     app.cleanup_ctx.append(_lifecycle(herald, manage_database, run_worker))

@@ -10,21 +10,25 @@ import asyncio
 import logging
 import time
 
-from bot.channels.base import Channel, Recipient
 from bot.channels.slack import SlackChannel, SlackWorkspaces
-from bot.channels.teams import DEFAULT_ALLOWED_SERVICE_HOSTS, MsalTokenProvider, TeamsChannel
-from bot.core.acks import AckResult
-from bot.core.clock import Clock, SystemClock
-from bot.core.delivery import Outbox
-from bot.core.digests import run_digests
-from bot.core.escalations import plan_escalations, send_escalations
-from bot.core.notices import publish_due
+from bot.channels.teams import (
+    DEFAULT_ALLOWED_SERVICE_HOSTS,
+    MsalTokenProvider,
+    TeamsChannel,
+)
+from bot.common.clock import Clock, SystemClock
+from bot.common.errors import UserError
+from bot.core.commands.runner import ReportReady
+from bot.core.delivery.outbox import Outbox
+from bot.core.delivery.retry import RetryPolicy
+from bot.core.notices.acks import AckResult
+from bot.core.notices.digests import run_digests
+from bot.core.notices.escalations import plan_escalations, send_escalations
+from bot.core.notices.reminders import plan_reminders
+from bot.core.notices.sending import publish_due
 from bot.core.onboarding.journeys import run_journeys
-from bot.core.reminders import plan_reminders
-from bot.core.retry import RetryPolicy
-from bot.core.staff_commands import ReportReady
+from bot.core.ports import Channel, Recipient
 from bot.topics import TopicCatalog, load_catalog
-from bot.core.errors import UserError
 from config.settings import Settings
 from storage.models import PlatformAccount, Question
 
@@ -107,7 +111,7 @@ class Herald:
 
     async def hand_off_question(self, question_id: int, member) -> str:  # noqa: ANN001
         """Send the question to the member's CAM; returns what to tell the member."""
-        from bot.core.escalations import staff_recipient
+        from bot.core.notices.escalations import staff_recipient
         from bot.core.onboarding.assistant import hand_off
 
         handoff = await hand_off(question_id, member, now=self.clock.now())
@@ -140,7 +144,7 @@ class Herald:
 
     async def report_link(self, ready: "ReportReady") -> str:
         """A short-lived signed link to a report's CSV, or "" when links are not configured."""
-        from bot.core.report_links import signed_report_url
+        from bot.core.compliance.report_links import signed_report_url
 
         return signed_report_url(self.settings, ready.notice.id, ready.staff.id, now=self.clock.now())
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from jsonschema import Draft4Validator
 
-from bot.core.errors import UserError
+from bot.common.errors import UserError
 from config.settings import CONFIG_DIR
 
 SCHEMA_FILE = CONFIG_DIR / "teams" / "MicrosoftTeams.v1.17.schema.json"

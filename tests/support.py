@@ -14,12 +14,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bot.app import HERALD_KEY, build_app
-from bot.core import notices
-from bot.core.clock import ManualClock
-from bot.core.commands import SendCommand
-from bot.core.directory import import_directory
-from bot.core.staff import add_staff
-from bot.core.workspaces import add_slack_workspace
+from bot.core.notices import sending as notices
+from bot.common.clock import ManualClock
+from bot.core.commands.parser import SendCommand
+from bot.core.directory.importer import import_directory
+from bot.core.directory.staff import add_staff
+from bot.core.directory.workspaces import add_slack_workspace
 from bot.service import Herald
 from config.settings import load_settings
 from tests.fakes.slack_api import Call, FakeSlackAPI

@@ -12,8 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import build_app
-from bot.core.api_tokens import create_token, revoke_token
-from bot.core.clock import ManualClock
+from bot.core.compliance.api_tokens import create_token, revoke_token
+from bot.common.clock import ManualClock
 from config.settings import load_settings
 from storage.models import ApiToken, AuditEvent
 from tests.test_reports import (

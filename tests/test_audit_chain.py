@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from tortoise.transactions import in_transaction
 
 from bot.cli import main
-from bot.core.audit import GENESIS_HASH, audit_event, canonical_encoding, chain_hash, record
-from bot.core.audit_verify import verify_chain
-from bot.core.directory import import_directory
-from bot.core.staff import add_staff
+from bot.core.compliance.audit import GENESIS_HASH, audit_event, canonical_encoding, chain_hash, record
+from bot.core.compliance.verify import verify_chain
+from bot.core.directory.importer import import_directory
+from bot.core.directory.staff import add_staff
 from storage import db as storage_db
 from storage.models import AuditChainHead, AuditEvent
 from tests.support import SAMPLE_DIRECTORY

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.core import acks, notices
-from bot.core.clock import ManualClock
-from bot.core.escalations import remind_organisation_now
-from bot.core.pauses import pause_organisation, resume_organisation
-from bot.core.revisions import edit_notice, retract_notice
-from bot.core.staff import add_staff
-from bot.core.status import notice_status
-from bot.core.errors import PermissionDenied, UserError
+from bot.core.notices import acks
+from bot.core.notices import sending as notices
+from bot.common.clock import ManualClock
+from bot.core.notices.escalations import remind_organisation_now
+from bot.core.directory.pauses import pause_organisation, resume_organisation
+from bot.core.notices.revisions import edit_notice, retract_notice
+from bot.core.directory.staff import add_staff
+from bot.core.notices.status import notice_status
+from bot.common.errors import PermissionDenied, UserError
 from storage.models import (
     Acknowledgement,
     AuditEvent,
@@ -154,7 +155,7 @@ async def test_escalation_goes_to_the_author_when_no_cam_is_on_file(rig: Rig) ->
     author, _ = await add_staff("author@vendor.example", "cam", slack_user="UAUTHOR", slack_team=TEAM,
                                 now=rig.clock.now())
     rig.fake.add_user(TEAM, "UAUTHOR")
-    from bot.core.commands import SendCommand
+    from bot.core.commands.parser import SendCommand
 
     command = SendCommand(importance="must-know", topic="operations", audience="org:bolt", title="Stock check",
                           body="Count LX-200 units", deadline=MONDAY_9_UTC + timedelta(hours=30))
@@ -291,7 +292,7 @@ async def test_retract_replaces_copies_and_cancels_what_is_pending(rig: Rig) -> 
     rig.clock.advance(days=2)
     assert (await rig.herald.tick())["reminders"] == 0
     assert await AuditEvent.filter(notice_id=notice_id, kind="notice.retracted").count() == 1
-    from bot.core.audit_verify import verify_chain
+    from bot.core.compliance.verify import verify_chain
 
     assert (await verify_chain()).ok  # every step above went through the chain
 
@@ -315,7 +316,7 @@ def test_clock_type() -> None:
 
 
 async def test_a_notice_can_carry_its_own_reminder_schedule(rig: Rig) -> None:
-    from bot.core.commands import parse_command
+    from bot.core.commands.parser import parse_command
 
     rig.clock.set(MONDAY_9_UTC)
     command = parse_command("send must-know announcements member:anna@acme.example reminders:2,5 | Recall | Stop")
@@ -336,7 +337,7 @@ async def test_a_notice_can_carry_its_own_reminder_schedule(rig: Rig) -> None:
 async def test_a_pause_is_part_of_the_report(rig: Rig) -> None:
     import json
 
-    from bot.core.reports import report_chunks
+    from bot.core.compliance.reports import report_chunks
 
     cam = await Staff.get(email="cam@vendor.example")
     await pause_organisation(cam, "acme", until=None, reason="site fire", now=rig.clock.now())

@@ -125,7 +125,7 @@ async def test_two_workers_never_send_the_same_row(rig: Rig) -> None:
             for i in range(120)]
     for i in range(120):
         rig.fake.add_user(TEAM, f"UM{i}")
-    from bot.core.directory import import_directory
+    from bot.core.directory.importer import import_directory
 
     await import_directory(directory_csv(rows), now=rig.clock.now(), actor="test")
     notice_id = await rig.broadcast(audience="org:big")

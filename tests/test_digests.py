@@ -6,11 +6,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 
-from bot.core import notices
-from bot.core.commands import SendCommand
-from bot.core.digests import digest_period, run_digests
-from bot.core.preferences import update_preferences
-from bot.core.revisions import edit_notice, retract_notice
+from bot.core.notices import sending as notices
+from bot.core.commands.parser import SendCommand
+from bot.core.notices.digests import digest_period, run_digests
+from bot.core.directory.preferences import update_preferences
+from bot.core.notices.revisions import edit_notice, retract_notice
 from storage.models import AuditEvent, Delivery, DigestRun, Member
 from tests.support import Rig
 

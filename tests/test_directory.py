@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.core.directory import COLUMNS, import_directory, read_directory_csv
-from bot.core.errors import UserError
+from bot.core.directory.importer import COLUMNS, import_directory, read_directory_csv
+from bot.common.errors import UserError
 from storage.models import AuditEvent, Member, Organisation, PlatformAccount
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.core.errors import NotFound, PermissionDenied
+from bot.common.errors import NotFound, PermissionDenied
 from bot.core.onboarding.journeys import (
     DONE_ACTION,
     JourneyCatalog,
@@ -20,8 +20,8 @@ from bot.core.onboarding.journeys import (
     progress,
     run_journeys,
 )
-from bot.core.pauses import pause_organisation, resume_organisation
-from bot.core.staff import add_staff
+from bot.core.directory.pauses import pause_organisation, resume_organisation
+from bot.core.directory.staff import add_staff
 from bot.topics import load_catalog
 from storage.models import AuditEvent, JourneyStep, Member, Organisation, Staff
 from tests.support import TEAM, Rig

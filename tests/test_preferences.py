@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.core import notices
-from bot.core.commands import SendCommand
-from bot.core.errors import NotFound, UserError
-from bot.core.preferences import member_for_platform_user, preferences_for, update_preferences
+from bot.core.notices import sending as notices
+from bot.core.commands.parser import SendCommand
+from bot.common.errors import NotFound, UserError
+from bot.core.directory.preferences import member_for_platform_user, preferences_for, update_preferences
 from bot.topics import TopicCatalog
 from storage.models import AuditEvent, Delivery, Member
 from tests.support import TEAM, Rig

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from bot.core import api_tokens, reports
-from bot.core.errors import NotFound, UserError
+from bot.core.compliance import api_tokens, reports
+from bot.common.errors import NotFound, UserError
 from storage import db as storage_db
 from storage.models import (
     Acknowledgement,
@@ -80,7 +80,7 @@ async def seed_reports() -> Fixture:
                                  author=cam, status="sent", revision=2, ack_revision=2, recipient_count=5,
                                  created_at=at(0), sent_at=at(1), deadline=datetime(2026, 1, 10, 17, 0, tzinfo=UTC))
     await NoticeRevision.create(notice=notice, revision=1, title="Recall of LX-200", body="Stop selling LX-200.",
-                                edited_by="", edited_at=at(1))  # the original, as bot.core.revisions keeps it
+                                edited_by="", edited_at=at(1))  # the original, as bot.core.notices.revisions keeps it
     await NoticeRevision.create(notice=notice, revision=2, title="Recall of LX-200 and LX-210", body="b",
                                 material=True, edited_by="cam@vendor.example", edited_at=at(days=1, hours=1))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 
-from bot.core.views import ACK_ACTION
+from bot.core.notices.views import ACK_ACTION
 from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION
 from storage.models import Acknowledgement, AuditEvent, Delivery, Notice
 from tests.fakes.slack_signing import slash_command_body

@@ -17,12 +17,12 @@ from click.testing import CliRunner
 from tortoise import connections
 
 from bot.cli import main
-from bot.core import workspaces as workspace_core
-from bot.core.audit_verify import verify_chain
-from bot.core.directory import import_directory
-from bot.core.secrets import PREFIX, TokenCipher, TokenDecryptError
-from bot.core.workspaces import add_slack_workspace, deactivate_workspace
-from bot.handlers.slack_oauth import make_state
+from bot.core.directory import workspaces as workspace_core
+from bot.core.compliance.verify import verify_chain
+from bot.core.directory.importer import import_directory
+from bot.common.secrets import PREFIX, TokenCipher, TokenDecryptError
+from bot.core.directory.workspaces import add_slack_workspace, deactivate_workspace
+from bot.handlers.slack.oauth import make_state
 from config.settings import ConfigError, load_settings
 from storage import db as storage_db
 from storage.models import AuditEvent, Delivery, Notice, Workspace
@@ -353,7 +353,7 @@ async def test_tokens_revoked_deactivates_and_a_reinstall_reconnects(slack: Slac
 
 
 async def test_deactivating_a_workspace_known_only_from_the_env_token(db: str) -> None:
-    from bot.core.clock import ManualClock
+    from bot.common.clock import ManualClock
 
     now = ManualClock().now()
     first = await deactivate_workspace("slack", "T0ENVONLY", reason="app_uninstalled", now=now)
@@ -367,7 +367,7 @@ async def test_deactivating_a_workspace_known_only_from_the_env_token(db: str) -
 
 async def test_a_sealed_token_without_the_key_is_not_used(db: str, caplog: pytest.LogCaptureFixture) -> None:
     from bot.channels.slack import SlackWorkspaces
-    from bot.core.clock import ManualClock
+    from bot.common.clock import ManualClock
 
     await add_slack_workspace("T0SEALED", "xoxb-sealed", now=ManualClock().now(), actor="test",
                               cipher=TokenCipher(SECRET_KEY))

@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.core.errors import UserError
-from bot.core.staff import add_staff, cam_for_organisation, list_staff, staff_for_slack
+from bot.common.errors import UserError
+from bot.core.directory.staff import add_staff, cam_for_organisation, list_staff, staff_for_slack
 from storage.models import AuditEvent, Organisation, Staff
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

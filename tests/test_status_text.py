@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.channels.slack_blocks import status_text
 from bot.channels.teams_replies import status_markdown
-from bot.core.status import NoticeStatusReport
+from bot.core.notices.status import NoticeStatusReport
 from storage.models import Notice
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.channels.base import Button, DirectMessage, MessageRef, OutcomeKind, Recipient
+from bot.core.ports import Button, DirectMessage, MessageRef, OutcomeKind, Recipient
 from bot.channels.teams import (
     DEFAULT_ALLOWED_SERVICE_HOSTS,
     NO_CONVERSATION,
@@ -23,7 +23,7 @@ from bot.channels.teams import (
     _untrusted,
 )
 from bot.channels.teams_cards import ACK_VERB, CARD_CONTENT_TYPE, MAX_ACTIVITY_BYTES, escape, notice_card
-from bot.core.views import NoticeView
+from bot.core.notices.views import NoticeView
 from bot.topics.importance import IMPORTANCE, Importance
 from tests.fakes.bot_connector import FakeBotConnector
 

@@ -12,9 +12,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bot.app import HERALD_KEY, build_app
-from bot.core.clock import ManualClock
-from bot.core.directory import import_directory
-from bot.core.staff import add_staff
+from bot.common.clock import ManualClock
+from bot.core.directory.importer import import_directory
+from bot.core.directory.staff import add_staff
 from bot.service import Herald
 from config.settings import load_settings
 from storage.models import Acknowledgement, Delivery, PlatformAccount, Staff

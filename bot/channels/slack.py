@@ -11,10 +11,20 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channels.base import DirectMessage, MessageRef, Outcome, Recipient
-from bot.channels.slack_blocks import direct_message_blocks, escape, notice_blocks, notice_fallback_text
-from bot.core.secrets import TokenCipher, TokenDecryptError, environment_cipher, is_sealed
-from bot.core.views import NoticeView
+from bot.channels.slack_blocks import (
+    direct_message_blocks,
+    escape,
+    notice_blocks,
+    notice_fallback_text,
+)
+from bot.common.secrets import (
+    TokenCipher,
+    TokenDecryptError,
+    environment_cipher,
+    is_sealed,
+)
+from bot.core.notices.views import NoticeView
+from bot.core.ports import DirectMessage, MessageRef, Outcome, Recipient
 from storage.models import Platform, Workspace
 
 log = logging.getLogger(__name__)
@@ -44,7 +54,7 @@ class SlackWorkspaces:
         self.api_url = api_url
         self.default_token = default_token
         # Opens sealed tokens; None = HERALD_SECRET_KEY from the environment. The server sets it
-        # from its settings (bot.handlers.slack_oauth.add_slack_oauth_routes).
+        # from its settings (bot.handlers.slack.oauth.add_slack_oauth_routes).
         self.cipher = cipher
         self._cache: dict[str, tuple[float, str | None]] = {}
         self._session: aiohttp.ClientSession | None = None

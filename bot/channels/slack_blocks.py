@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.channels.base import DirectMessage
 from bot.channels.status_lines import status_lines
-from bot.core.commands import HELP_TEXT
-from bot.core.status import NoticeStatusReport
-from bot.core.views import ACK_ACTION, NoticeView, format_time
+from bot.core.commands.parser import HELP_TEXT
+from bot.core.notices.status import NoticeStatusReport
+from bot.core.notices.views import ACK_ACTION, NoticeView, format_time
+from bot.core.ports import DirectMessage
 from bot.topics import IMPORTANCE, TopicCatalog
 from bot.topics.importance import Importance
 from storage.models import Notice

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.core.status import NoticeStatusReport
-from bot.core.views import format_time
+from bot.core.notices.status import NoticeStatusReport
+from bot.core.notices.views import format_time
 from bot.topics.importance import Importance
 
 

@@ -36,9 +36,9 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from bot.channels.base import DirectMessage, MessageRef, Outcome, Recipient
 from bot.channels.teams_cards import direct_message_activity, notice_activity
-from bot.core.views import NoticeView
+from bot.core.notices.views import NoticeView
+from bot.core.ports import DirectMessage, MessageRef, Outcome, Recipient
 from storage.models import Platform, PlatformAccount
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.channels.base import DirectMessage
-from bot.core.views import NoticeView, format_time
+from bot.core.notices.views import NoticeView, format_time
+from bot.core.ports import DirectMessage
 from bot.topics.importance import Importance
 
 ACK_VERB = "herald.ack"

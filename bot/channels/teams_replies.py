@@ -1,6 +1,6 @@
 """Teams renderings of command results: preview and compose cards, and Markdown text replies.
 
-Mirrors `bot/handlers/slack_commands.py` + `slack_blocks.py`; user text always goes through
+Mirrors `bot/handlers/slack/replies.py` + `slack_blocks.py`; user text always goes through
 `escape` and cards are built as dicts, never from string templates.
 """
 
@@ -10,14 +10,23 @@ from typing import Any
 
 from bot.channels.status_lines import status_lines
 from bot.channels.teams_cards import CARD_CONTENT_TYPE, CARD_VERSION, SCHEMA_URL, escape
-from bot.core.commands import HELP_TEXT
-from bot.core.notices import Preview
-from bot.core.revisions import EditResult
-from bot.core.staff_commands import (
-    Cancelled, Handoffs, Paused, Progress, ReportReady, Resumed, Retracted, Scheduled, handoffs_text, progress_text,
+from bot.core.commands.parser import HELP_TEXT
+from bot.core.commands.runner import (
+    Cancelled,
+    Handoffs,
+    Paused,
+    Progress,
+    ReportReady,
+    Resumed,
+    Retracted,
+    Scheduled,
+    handoffs_text,
+    progress_text,
 )
-from bot.core.status import NoticeStatusReport
-from bot.core.views import format_time
+from bot.core.notices.revisions import EditResult
+from bot.core.notices.sending import Preview
+from bot.core.notices.status import NoticeStatusReport
+from bot.core.notices.views import format_time
 from bot.topics import IMPORTANCE, TopicCatalog
 from bot.topics.importance import Importance
 from storage.models import Notice

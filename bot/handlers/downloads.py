@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.core.report_links import verify
-from bot.core.reports import can_read_notice, report_chunks
+from bot.core.compliance.report_links import verify
+from bot.core.compliance.reports import can_read_notice, report_chunks
 from bot.service import Herald
 from storage.models import Notice, Staff
 

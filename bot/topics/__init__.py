@@ -1,7 +1,12 @@
 """Topic catalog and importance policy."""
 
 from bot.topics.catalog import Topic, TopicCatalog, load_catalog
-from bot.topics.importance import IMPORTANCE, Importance, ImportancePolicy, parse_importance
+from bot.topics.importance import (
+    IMPORTANCE,
+    Importance,
+    ImportancePolicy,
+    parse_importance,
+)
 
 __all__ = [
     "IMPORTANCE",

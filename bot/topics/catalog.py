@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from bot.core.errors import UserError
-from bot.core.schedule import ReminderSchedule
+from bot.common.errors import UserError
+from bot.common.schedule import ReminderSchedule
 
 
 @dataclass(frozen=True)

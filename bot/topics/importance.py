@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.core.errors import UserError
+from bot.common.errors import UserError
 
 
 class Importance(StrEnum):

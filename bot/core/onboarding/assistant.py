@@ -12,11 +12,11 @@ from datetime import datetime
 
 from tortoise.transactions import in_transaction
 
-from bot.channels.base import Button, DirectMessage
-from bot.core.audit import audit_event, record
-from bot.core.errors import NotFound, PermissionDenied, UserError
+from bot.common.errors import NotFound, PermissionDenied, UserError
+from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.staff import cam_for_organisation
 from bot.core.onboarding.qa import Answer, KnowledgeBase
-from bot.core.staff import cam_for_organisation
+from bot.core.ports import Button, DirectMessage
 from storage.models import Member, PlatformAccount, Question, Staff, StaffRole
 
 HELPFUL_ACTION = "herald_qa_helpful"

@@ -42,14 +42,28 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from bot.channels.base import Button, Channel, DirectMessage, Outcome, OutcomeKind, Recipient
-from bot.core.audit import audit_event, record
-from bot.core.errors import NotFound, PermissionDenied, UserError
-from bot.core.escalations import staff_recipient
-from bot.core.reminders import is_paused
-from bot.core.schedule import member_zone, next_working_moment
-from bot.core.staff import cam_for_organisation
-from storage.models import JourneyStep, Member, Organisation, PlatformAccount, Staff, StaffRole
+from bot.common.errors import NotFound, PermissionDenied, UserError
+from bot.common.schedule import member_zone, next_working_moment
+from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.staff import cam_for_organisation
+from bot.core.notices.escalations import staff_recipient
+from bot.core.notices.reminders import is_paused
+from bot.core.ports import (
+    Button,
+    Channel,
+    DirectMessage,
+    Outcome,
+    OutcomeKind,
+    Recipient,
+)
+from storage.models import (
+    JourneyStep,
+    Member,
+    Organisation,
+    PlatformAccount,
+    Staff,
+    StaffRole,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,16 @@
+"""The `herald` command-line program: one module per command group, all registered on the group
+defined in `bot.cli.base`."""
+
+from bot.cli import (  # noqa: F401
+    audit,
+    directory,
+    notices,
+    onboarding,
+    reports,
+    server,
+    teams,
+    workspaces,
+)
+from bot.cli.base import main
+
+__all__ = ["main"]

@@ -1,0 +1,64 @@
+"""The `herald` group and what every sub-command shares: settings, a database session around a
+command, the operator's login name and the clock."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import click
+
+from bot.common.clock import SystemClock
+from bot.common.errors import UserError
+from config.settings import ConfigError, Settings, load_settings
+
+T = TypeVar("T")
+CLOCK = SystemClock()
+
+
+def get_settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        click.echo(f"herald: {exc}", err=True)
+        sys.exit(2)
+
+
+def run(work: Callable[[], Awaitable[T]], *, migrate: bool = True) -> T:
+    """Connect to the database, run `work`, disconnect; person-facing errors become one line."""
+    from storage import db as storage_db
+
+    settings = get_settings()
+
+    async def runner() -> T:
+        await storage_db.connect(settings.tortoise_db_url, run_migrations=migrate)
+        try:
+            return await work()
+        finally:
+            await storage_db.close()
+
+    try:
+        return asyncio.run(runner())
+    except UserError as exc:
+        click.echo(f"herald: {exc}", err=True)
+        sys.exit(1)
+    except (OSError, ConnectionError) as exc:
+        click.echo(f"herald: cannot reach the database ({exc})", err=True)
+        sys.exit(2)
+
+
+def operator_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "cli"
+
+
+@click.group(help="Herald: partner notices with acknowledgement, in Slack and Microsoft Teams.")
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every tick at INFO

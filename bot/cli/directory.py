@@ -1,0 +1,62 @@
+"""`herald directory import` and `herald staff ...`: the partner directory and vendor staff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bot.cli.base import CLOCK, main, operator_name, run
+
+
+@main.group(help="The partner directory.")
+def directory() -> None:
+    pass
+
+
+@directory.command("import", help="Import partner organisations and members from a CSV file.")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Validate and count, write nothing.")
+@click.option("--deactivate-missing", is_flag=True, help="Mark members absent from the file inactive.")
+def directory_import(file: Path, dry_run: bool, deactivate_missing: bool) -> None:
+    from bot.core.directory.importer import import_directory
+
+    text = file.read_text(encoding="utf-8-sig")
+    result = run(lambda: import_directory(text, now=CLOCK.now(), actor=f"operator:{operator_name()}",
+                                           dry_run=dry_run, deactivate_missing=deactivate_missing))
+    for error in result.rejected:
+        click.echo(f"line {error.line}: {error.reason}", err=True)
+    prefix = "dry run: would have " if dry_run else ""
+    click.echo(f"{prefix}created {result.created}, updated {result.updated}, unchanged {result.unchanged}, "
+               f"deactivated {result.deactivated}, rejected {len(result.rejected)}")
+
+
+@main.group(help="Vendor staff and their roles.")
+def staff() -> None:
+    pass
+
+
+@staff.command("add", help="Add or update a staff member (cam, compliance or admin).")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice(["cam", "compliance", "admin"]))
+@click.option("--name", default="")
+@click.option("--slack-user", default="", help="Their Slack user id (U...).")
+@click.option("--slack-team", default="", help="Their Slack workspace id (T...).")
+@click.option("--teams-aad", default="", help="Their Microsoft Entra (AAD) object id, for Teams.")
+def staff_add(email: str, role: str, name: str, slack_user: str, slack_team: str, teams_aad: str) -> None:
+    from bot.core.directory.staff import add_staff
+
+    person, created = run(lambda: add_staff(email, role, name=name, slack_user=slack_user,
+                                             slack_team=slack_team, teams_aad=teams_aad, now=CLOCK.now(),
+                                             actor=f"operator:{operator_name()}"))
+    click.echo(f"{'added' if created else 'updated'} {person.email} as {person.role}")
+
+
+@staff.command("list", help="List staff.")
+def staff_list() -> None:
+    from bot.core.directory.staff import list_staff
+
+    for person in run(list_staff):
+        slack = f"{person.slack_team_id}/{person.slack_user_id}" if person.slack_user_id else "-"
+        state = "" if person.active else " (inactive)"
+        click.echo(f"{person.email:40} {person.role:11} {person.name or '-':24} slack:{slack}{state}")

@@ -1,0 +1,180 @@
+"""`herald report` (acknowledgement reports, streamed) and `herald token` (API tokens).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from bot.cli.base import CLOCK, main, operator_name, run
+
+
+@main.command(help="Acknowledgement report of one notice (streamed), or with --since/--until and no "
+                    "NOTICE_ID a summary of every notice sent in that window.")
+@click.argument("notice_id", type=int, required=False)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+              help="Write to this file instead of standard output.")
+@click.option("--since", default=None, help="Summary: first day (YYYY-MM-DD, UTC), inclusive.")
+@click.option("--until", default=None, help="Summary: last day (YYYY-MM-DD, UTC), inclusive.")
+@click.option("--topic", default=None, help="Summary: only notices on this topic.")
+@click.option("--importance", default=None, type=click.Choice(["nice-to-know", "need-to-know", "must-know"]),
+              help="Summary: only notices of this importance.")
+def report(notice_id: int | None, fmt: str, output: Path | None, since: str | None, until: str | None,
+           topic: str | None, importance: str | None) -> None:
+    if notice_id is not None:
+        if since or until or topic or importance:
+            raise click.UsageError("--since, --until, --topic and --importance are for the summary; "
+                                   "leave out NOTICE_ID to get it")
+        _notice_report(notice_id, fmt, output)
+        return
+    if not since or not until:
+        raise click.UsageError("give a NOTICE_ID, or --since and --until for the summary of a period")
+    _summary(since, until, topic, importance, fmt, output)
+
+
+class _Sink:
+    """Standard output, or a file written next to its destination and moved into place only when
+    the report is complete (a failed export leaves no half file behind)."""
+
+    def __init__(self, output: Path | None) -> None:
+        self.output = output
+        self.partial = output.with_name(output.name + ".partial") if output else None
+        self.handle: IO[str] | None = None
+        self.bytes = 0
+
+    def write(self, text: str) -> None:
+        if self.output is None:
+            click.echo(text, nl=False)
+            return
+        if self.handle is None:
+            assert self.partial is not None
+            self.handle = self.partial.open("w", encoding="utf-8", newline="")
+        self.handle.write(text)
+        self.bytes += len(text)
+
+    def commit(self) -> None:
+        if self.output is None:
+            sys.stdout.flush()
+            return
+        if self.handle is None:  # nothing was written at all: still produce the (empty) file
+            self.write("")
+        assert self.handle is not None and self.partial is not None
+        self.handle.close()
+        os.replace(self.partial, self.output)
+
+    def discard(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        if self.partial is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.partial.unlink()
+
+
+def _notice_report(notice_id: int, fmt: str, output: Path | None) -> None:
+    from bot.core.compliance.reports import report_chunks
+
+    sink = _Sink(output)
+    actor = f"operator:{operator_name()}"
+
+    async def work() -> None:
+        chunks = report_chunks(notice_id, fmt, now=CLOCK.now(), actor=actor)  # type: ignore[arg-type]
+        try:
+            async for chunk in chunks:
+                sink.write(chunk)
+        finally:
+            await chunks.aclose()
+
+    try:
+        run(work)
+        sink.commit()
+    except BaseException:
+        sink.discard()
+        raise
+    if output is not None:
+        click.echo(f"report of notice {notice_id} written to {output}", err=True)
+
+
+def _summary(since: str, until: str, topic: str | None, importance: str | None, fmt: str,
+             output: Path | None) -> None:
+    from bot.core.compliance.reports import parse_window, summary_csv, summary_report
+
+    async def work() -> tuple[Any, Any, list[dict[str, Any]]]:
+        start, end = parse_window(since, until)
+        return start, end, await summary_report(since=start, until=end, topic=topic, importance=importance)
+
+    start, end, rows = run(work)
+    if fmt == "csv":
+        text = summary_csv(rows)
+    else:
+        text = json.dumps({"since": start.isoformat().replace("+00:00", "Z"),
+                           "until": end.isoformat().replace("+00:00", "Z"),
+                           "topic": topic, "importance": importance, "notices": rows}, indent=2) + "\n"
+    sink = _Sink(output)
+    try:
+        sink.write(text)
+        sink.commit()
+    except BaseException:
+        sink.discard()
+        raise
+    if output is not None:
+        click.echo(f"summary of {len(rows)} notices written to {output}", err=True)
+
+
+# ---- tokens ---------------------------------------------------------------------------------
+
+@main.group(help="Bearer tokens for the reports API (/api/v1).")
+def token() -> None:
+    pass
+
+
+@token.command("create", help="Create an API token for a staff member; it is shown once.")
+@click.argument("email")
+@click.option("--name", default="", help="What the token is for, e.g. 'compliance dashboard'.")
+def token_create(email: str, name: str) -> None:
+    from bot.core.compliance.api_tokens import create_token
+
+    row, plaintext = run(lambda: create_token(email, name=name, now=CLOCK.now(),
+                                                   actor=f"operator:{operator_name()}"))
+    click.echo(f"created token {row.id} for {row.staff.email} ({row.staff.role})"
+               + (f" named '{row.name}'" if row.name else ""), err=True)
+    click.echo(plaintext)
+    click.echo("warning: store this token now; it cannot be shown again (only its hash is kept).", err=True)
+
+
+@token.command("list", help="List API tokens (never the tokens themselves).")
+@click.option("--json", "as_json", is_flag=True)
+def token_list(as_json: bool) -> None:
+    from bot.core.compliance.api_tokens import fingerprint, list_tokens
+    from bot.core.compliance.reports import iso
+
+    rows = [{"id": t.id, "fingerprint": fingerprint(t), "staff": t.staff.email, "role": t.staff.role,
+             "name": t.name, "created_at": iso(t.created_at), "last_used_at": iso(t.last_used_at),
+             "revoked_at": iso(t.revoked_at)} for t in run(list_tokens)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no API tokens")
+        return
+    for r in rows:
+        state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
+        used = r["last_used_at"] or "never used"
+        click.echo(f"{r['id']:>5}  {r['fingerprint']}  {r['staff']:32} {r['role']:11} {r['name'] or '-':24} "
+                   f"created {r['created_at']}  {used}  {state}")
+
+
+@token.command("revoke", help="Revoke a token by its id, its fingerprint (from `token list`) or the token itself.")
+@click.argument("token_ref", metavar="ID")
+def token_revoke(token_ref: str) -> None:
+    from bot.core.compliance.api_tokens import revoke_token
+
+    row, newly = run(lambda: revoke_token(token_ref, now=CLOCK.now(), actor=f"operator:{operator_name()}"))
+    label = f"token {row.id} of {row.staff.email}" + (f" ('{row.name}')" if row.name else "")
+    click.echo(f"revoked {label}" if newly else f"{label} was already revoked")

@@ -1,0 +1,181 @@
+"""Running a staff member's command, whatever platform it was typed on.
+
+Returns plain result objects; the Slack and Teams handlers render them in their own way. Every
+command is authorised here (by the core calls it makes), never in a handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.common.clock import Clock
+from bot.common.errors import NotFound, PermissionDenied, UserError
+from bot.core.commands.parser import (
+    CancelCommand,
+    Command,
+    EditCommand,
+    PauseCommand,
+    ProgressCommand,
+    QuestionsCommand,
+    ReportCommand,
+    ResumeCommand,
+    RetractCommand,
+    ScheduledCommand,
+    SendCommand,
+    StatusCommand,
+)
+from bot.core.directory.pauses import pause_organisation, resume_organisation
+from bot.core.directory.permissions import require_viewer
+from bot.core.notices import revisions, sending
+from bot.core.notices.status import NoticeStatusReport, notice_status
+from bot.topics import TopicCatalog
+from storage.models import Notice, Organisation, Question, Staff
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    notices: list[Notice]
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    notice: Notice
+
+
+@dataclass(frozen=True)
+class Retracted:
+    notice: Notice
+    copies: int
+    cancelled: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReportReady:
+    """The person may read the report; the platform decides how to hand it over."""
+
+    notice: Notice
+    summary: dict[str, Any]
+    staff: Staff
+
+
+@dataclass(frozen=True)
+class Paused:
+    organisation: Organisation
+
+
+@dataclass(frozen=True)
+class Resumed:
+    organisation: Organisation
+
+
+@dataclass(frozen=True)
+class Handoffs:
+    questions: list[Question]
+
+
+@dataclass(frozen=True)
+class Progress:
+    rows: list[dict[str, Any]]
+
+
+Result = (sending.Preview | NoticeStatusReport | Scheduled | Cancelled | revisions.EditResult | Retracted
+          | ReportReady | Paused | Resumed | Handoffs | Progress)
+
+
+class StaffCommands:
+    def __init__(self, catalog: TopicCatalog, clock: Clock, *, wake_outbox: Callable[[], None]) -> None:
+        self.catalog = catalog
+        self.clock = clock
+        self.wake_outbox = wake_outbox
+
+    async def run(self, command: Command, staff: Staff | None) -> Result:  # noqa: PLR0911 - one branch per command
+        now = self.clock.now()
+        if isinstance(command, SendCommand):
+            return await sending.create_draft(staff, command, self.catalog, now=now)
+        if isinstance(command, StatusCommand):
+            return await self.status(staff, command.notice_id)
+        if isinstance(command, ScheduledCommand):
+            return Scheduled(await sending.scheduled_notices(staff))
+        if isinstance(command, CancelCommand):
+            return Cancelled(await sending.cancel_draft(command.notice_id, staff, now=now))
+        if isinstance(command, EditCommand):
+            if not command.inline:
+                raise UserError(f"give the new text: `edit {command.notice_id} [material] | <title> | <body>`")
+            result = await revisions.edit_notice(command.notice_id, staff, self.catalog, now=now, title=command.title,
+                                                 body=command.body, material=command.material)
+            self.wake_outbox()
+            return result
+        if isinstance(command, RetractCommand):
+            notice, copies, cancelled = await revisions.retract_notice(command.notice_id, staff, reason=command.reason,
+                                                                       now=now)
+            self.wake_outbox()
+            return Retracted(notice, copies, cancelled, command.reason)
+        if isinstance(command, ReportCommand):
+            return await self.report(command.notice_id, staff)
+        if isinstance(command, PauseCommand):
+            return Paused(await pause_organisation(staff, command.org_id, until=command.until, reason=command.reason,
+                                                   now=now))
+        if isinstance(command, ResumeCommand):
+            return Resumed(await resume_organisation(staff, command.org_id, now=now))
+        if isinstance(command, QuestionsCommand):
+            from bot.core.onboarding.assistant import open_handoffs
+
+            return Handoffs(await open_handoffs(staff))
+        if isinstance(command, ProgressCommand):
+            from bot.core.onboarding.journeys import progress
+
+            return Progress(await progress(staff, command.org_id))
+        raise UserError("that command is not available here")
+
+    async def status(self, staff: Staff | None, notice_id: int | None) -> NoticeStatusReport:
+        require_viewer(staff)
+        if notice_id is None:
+            latest = await sending.latest_notice_of(staff)  # type: ignore[arg-type]
+            if latest is None:
+                raise NotFound("you have not sent a notice yet; give a notice id, e.g. `status 42`")
+            notice_id = latest.id
+        return await notice_status(notice_id)
+
+    async def report(self, notice_id: int, staff: Staff | None) -> ReportReady:
+        from bot.core.compliance.reports import can_read_notice, notice_summary
+
+        notice = await Notice.get_or_none(id=notice_id)
+        if notice is None:
+            raise NotFound(f"notice {notice_id} does not exist")
+        if staff is None or not staff.active or not can_read_notice(staff, notice):
+            raise PermissionDenied("Only compliance, admins and the notice's CAM can pull its report.")
+        return ReportReady(notice, await notice_summary(notice_id), staff)
+
+
+def handoffs_text(result: Handoffs, *, bold: str, escape: Callable[[str], str] | None = None) -> str:
+    """The open hand-offs as lines; `bold` is the platform's bold marker (`*` Slack, `**` Teams)."""
+    esc = escape or _slack_escape
+    if not result.questions:
+        return "No partner questions are waiting for you."
+    lines = [f"{bold}Questions waiting for your answer{bold}"]
+    for q in result.questions:
+        member = q.member
+        lines.append(f"• #{q.id} {esc(member.name or member.email)} ({esc(member.organisation.name)}): "
+                     f"\"{esc(q.text[:200])}\"")
+    lines.append("Answer from the Reply button on the hand-off message.")
+    return "\n".join(lines)
+
+
+def progress_text(result: Progress, *, bold: str, escape: Callable[[str], str] | None = None) -> str:
+    esc = escape or _slack_escape
+    if not result.rows:
+        return "No onboarding progress to show yet."
+    lines = [f"{bold}Onboarding progress{bold}"]
+    for row in result.rows:
+        done, total = row.get("done", 0), row.get("total", 0)
+        state = "complete" if row.get("completed_at") else f"{done}/{total} steps"
+        lines.append(f"• {esc(str(row.get('organisation', '')))} · {esc(str(row.get('member', '')))} "
+                     f"({esc(str(row.get('role', '')))}): {state}")
+    return "\n".join(lines)
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

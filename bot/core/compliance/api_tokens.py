@@ -1,0 +1,124 @@
+"""Bearer tokens for the reports API.
+
+A token is shown once, when it is created; the database keeps only its SHA-256 (hex), so a
+leaked database does not leak usable tokens. A token acts as the staff member it belongs to and
+stops working when it is revoked or the staff member is made inactive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from tortoise.transactions import in_transaction
+
+from bot.common.errors import NotFound, UserError
+from bot.core.compliance.audit import audit_event, record
+from storage.models import ApiToken, Staff
+
+TOKEN_PREFIX = "hrld_"
+MAX_NAME = 100
+MAX_TOKEN_LENGTH = 200
+LAST_USED_RESOLUTION = timedelta(minutes=1)  # last_used_at is written at most once a minute
+MIN_FINGERPRINT = 8
+
+
+def hash_token(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
+
+def fingerprint(token: ApiToken) -> str:
+    """A short, non-secret handle for a token (the start of its hash), shown by `token list`."""
+    return token.token_hash[:12]
+
+
+async def create_token(email: str, *, name: str = "", now: datetime, actor: str = "") -> tuple[ApiToken, str]:
+    """A new token for the active staff member with this e-mail; returns (row, plaintext).
+
+    The plaintext is not stored anywhere: the caller must show it now or never."""
+    address = (email or "").strip().lower()
+    name = (name or "").strip()
+    if len(name) > MAX_NAME:
+        raise UserError(f"the token name is {len(name)} characters; keep it under {MAX_NAME}")
+    staff = await Staff.get_or_none(email=address)
+    if staff is None:
+        raise UserError(f"no staff member with e-mail '{address}'; add them with `herald staff add` first")
+    if not staff.active:
+        raise UserError(f"staff member {address} is inactive; reactivate them before creating a token")
+    plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    async with in_transaction() as conn:
+        token = await ApiToken.create(staff=staff, token_hash=hash_token(plaintext), name=name,
+                                      created_at=now, using_db=conn)
+        await record([audit_event("token.created", now=now, actor=actor or address, token_id=token.id,
+                                  staff_id=staff.id, staff_email=address, role=staff.role, name=name,
+                                  fingerprint=fingerprint(token))], using_db=conn)
+    token.staff = staff
+    return token, plaintext
+
+
+async def authenticate(plaintext: str | None, *, now: datetime) -> Staff | None:
+    """The active staff member a valid, unrevoked token belongs to; None for anything else."""
+    if not plaintext or len(plaintext) > MAX_TOKEN_LENGTH:
+        return None
+    token = await ApiToken.filter(token_hash=hash_token(plaintext)).select_related("staff").first()
+    if token is None or token.revoked_at is not None:
+        return None
+    staff = token.staff
+    if staff is None or not staff.active:
+        return None
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+        await ApiToken.filter(id=token.id).update(last_used_at=now)
+    return staff
+
+
+async def _find(token_id_or_prefix: str | int) -> ApiToken:
+    ref = str(token_id_or_prefix).strip()
+    if not ref:
+        raise UserError("name the token to revoke: its id, its fingerprint (from `herald token list`) or the token")
+    if ref.isdigit():
+        token = await ApiToken.get_or_none(id=int(ref))
+        if token is None:
+            raise NotFound(f"no API token with id {ref}")
+        return token
+    if ref.startswith(TOKEN_PREFIX):
+        token = await ApiToken.get_or_none(token_hash=hash_token(ref))
+        if token is None:
+            raise NotFound("no API token matches that token")
+        return token
+    lowered = ref.lower()
+    if len(lowered) < MIN_FINGERPRINT or any(c not in "0123456789abcdef" for c in lowered):
+        raise UserError(f"'{ref[:20]}' is not a token id, a fingerprint of at least {MIN_FINGERPRINT} "
+                        "hex digits, or a token")
+    matches = await ApiToken.filter(token_hash__startswith=lowered).limit(2)
+    if not matches:
+        raise NotFound(f"no API token with fingerprint {lowered}")
+    if len(matches) > 1:
+        raise UserError(f"fingerprint {lowered} matches more than one token; give more digits or the id")
+    return matches[0]
+
+
+async def revoke_token(token_id_or_prefix: str | int, *, now: datetime | None = None,
+                       actor: str = "") -> tuple[ApiToken, bool]:
+    """Revoke a token by id, fingerprint (hash prefix) or plaintext; returns (token, newly revoked).
+
+    Revoking an already revoked token changes nothing."""
+    now = now or datetime.now(UTC)
+    token = await _find(token_id_or_prefix)
+    if token.revoked_at is not None:
+        await token.fetch_related("staff")
+        return token, False
+    async with in_transaction() as conn:
+        updated = await ApiToken.filter(id=token.id, revoked_at__isnull=True).using_db(conn).update(revoked_at=now)
+        if updated:
+            await record([audit_event("token.revoked", now=now, actor=actor, token_id=token.id,
+                                      staff_id=token.staff_id, name=token.name,  # type: ignore[attr-defined]
+                                      fingerprint=fingerprint(token))], using_db=conn)
+    token = await ApiToken.filter(id=token.id).select_related("staff").first()
+    assert token is not None
+    return token, bool(updated)
+
+
+async def list_tokens() -> list[ApiToken]:
+    """Every token, revoked or not, oldest first, with its staff member loaded."""
+    return await ApiToken.all().select_related("staff").order_by("id")

@@ -1,0 +1,483 @@
+"""Acknowledgement reports: what compliance pulls as proof that partners were told.
+
+A report streams from the database page by page (keyset pagination over ``Delivery.id``), so an
+export of a notice with 100,000 recipients runs in the same memory as one with five:
+
+* one query per page for the original deliveries with their member and organisation,
+* one for those members' acknowledgements of the notice,
+* one for their delivered reminders (grouped by member),
+* escalations once per notice, the summary with GROUP BY queries before the first row.
+
+The report does not hold a database transaction open while it streams (a slow HTTP client would
+otherwise block SQLite writers and hold back PostgreSQL's vacuum); the summary and the rows are
+each consistent with the database at the moment they were read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from array import array
+from bisect import bisect_left
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+
+from tortoise.functions import Count
+from tortoise.transactions import in_transaction
+
+from bot.common.errors import NotFound, UserError
+from bot.core.compliance.audit import audit_event, record
+from storage.models import (
+    Acknowledgement,
+    AuditChainHead,
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Escalation,
+    Notice,
+    NoticeRevision,
+    Organisation,
+    Staff,
+    StaffRole,
+)
+
+PAGE_SIZE = 2000
+ID_BATCH = 500  # ids per `IN (...)` list in the cross-notice summary
+FORMATS = ("csv", "json")
+
+COLUMNS = (
+    "organisation_id", "organisation", "member", "email", "role", "platform", "delivered_at",
+    "failure_reason", "reminders_sent", "acknowledged_at", "acknowledged_revision", "escalated_at",
+)
+
+Format = Literal["csv", "json"]
+
+_PENDING = (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+# ---- access ---------------------------------------------------------------------------------
+
+def can_read_notice(staff: Staff | None, notice: Notice) -> bool:
+    """Compliance and admins read every notice; a CAM only the notices they authored."""
+    if staff is None or not staff.active:
+        return False
+    if staff.role in (StaffRole.COMPLIANCE.value, StaffRole.ADMIN.value):
+        return True
+    if staff.role == StaffRole.CAM.value:
+        return notice.author_id is not None and notice.author_id == staff.id  # type: ignore[attr-defined]
+    return False
+
+
+# ---- small helpers --------------------------------------------------------------------------
+
+def iso(moment: datetime | None) -> str | None:
+    """UTC ISO-8601 with a `Z` suffix (microseconds only when there are any); None stays None."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def rate(acknowledged: int, delivered: int) -> float | None:
+    """Acknowledged / delivered, rounded to 4 places; None when nothing was delivered."""
+    return round(acknowledged / delivered, 4) if delivered else None
+
+
+def parse_moment(value: str, *, what: str, end_of_day: bool = False) -> datetime:
+    """`YYYY-MM-DD` or an ISO-8601 time (naive = UTC). A bare date as an upper bound means the
+    end of that day (the next midnight, exclusive)."""
+    text = (value or "").strip()
+    if not text:
+        raise UserError(f"{what} is required (YYYY-MM-DD or an ISO-8601 time)")
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day, time(0), tzinfo=UTC)
+            return moment + timedelta(days=1) if end_of_day else moment
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except ValueError:
+        raise UserError(f"{what} '{text[:40]}' is not a date (YYYY-MM-DD) or an ISO-8601 time") from None
+    except OverflowError:
+        raise UserError(f"{what} '{text[:40]}' is out of range") from None
+
+
+def parse_window(since: str, until: str) -> tuple[datetime, datetime]:
+    """The half-open window [since, until) for `summary_report`; a date `until` includes that day."""
+    start = parse_moment(since, what="since")
+    end = parse_moment(until, what="until", end_of_day=True)
+    if end <= start:
+        raise UserError("until must be after since")
+    return start, end
+
+
+def _one_line(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: None is empty; text that a spreadsheet would run as a formula gets a leading
+    apostrophe (OWASP CSV-injection advice; names and errors come from outside Herald)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _batches(ids: list[int], size: int = ID_BATCH) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+# ---- the notice, its revisions, the chain head ------------------------------------------------
+
+async def load_notice(notice_id: int) -> Notice:
+    notice = await Notice.filter(id=notice_id).select_related("author").first()
+    if notice is None:
+        raise NotFound(f"notice {notice_id} does not exist")
+    return notice
+
+
+def _author_email(notice: Notice) -> str | None:
+    if notice.author_id is None:  # type: ignore[attr-defined]
+        return None
+    author = notice.author
+    return getattr(author, "email", None)
+
+
+def notice_document(notice: Notice) -> dict[str, Any]:
+    """The notice's metadata as JSON-ready values (load it with `load_notice` for the author)."""
+    return {
+        "id": notice.id, "title": notice.title, "topic": notice.topic, "importance": notice.importance,
+        "status": notice.status, "audience": notice.audience, "author": _author_email(notice),
+        "body": notice.body, "link": notice.link,
+        "created_at": iso(notice.created_at), "sent_at": iso(notice.sent_at), "deadline": iso(notice.deadline),
+        "completed_at": iso(notice.completed_at), "escalated_at": iso(notice.escalated_at),
+        "retracted_at": iso(notice.retracted_at), "retract_reason": notice.retract_reason or None,
+        "revision": notice.revision, "ack_revision": notice.ack_revision,
+        "recipient_count": notice.recipient_count,
+    }
+
+
+async def notice_revisions(notice: Notice) -> list[dict[str, Any]]:
+    """Every revision, oldest first; revision 1 is the original as sent."""
+    stored = await NoticeRevision.filter(notice_id=notice.id).order_by("revision").values(
+        "revision", "title", "material", "edited_by", "edited_at")
+    author = _author_email(notice) or ""
+    # The first edit stores the original as revision 1 with no editor: its author wrote it.
+    revisions = [{"revision": r["revision"], "title": r["title"], "edited_at": iso(r["edited_at"]),
+                  "edited_by": r["edited_by"] or (author if r["revision"] == 1 else ""),
+                  "material": bool(r["material"]), "original": r["revision"] == 1}
+                 for r in stored]
+    if not any(r["revision"] == 1 for r in revisions):
+        # Never edited (or edited before revision 1 was kept): the original is the notice as
+        # sent; its title is known only while it has never been edited.
+        revisions.insert(0, {"revision": 1, "title": None if stored else notice.title,
+                             "edited_at": iso(notice.sent_at or notice.created_at),
+                             "edited_by": author, "material": False, "original": True})
+    return revisions
+
+
+async def chain_head(using_db: Any = None) -> dict[str, Any]:
+    head = await AuditChainHead.get_or_none(id=1, using_db=using_db)
+    return {"seq": int(head.seq) if head else 0, "hash": (head.hash or "") if head else ""}
+
+
+# ---- the summary (GROUP BY queries only) -------------------------------------------------------
+
+def _counts() -> dict[str, int]:
+    return {"recipients": 0, "delivered": 0, "failed": 0, "pending": 0, "digest": 0, "cancelled": 0,
+            "acknowledged": 0}
+
+
+def _add_status(counts: dict[str, int], status: str, n: int) -> None:
+    counts["recipients"] += n
+    if status == DeliveryStatus.DELIVERED.value:
+        counts["delivered"] += n
+    elif status == DeliveryStatus.FAILED.value:
+        counts["failed"] += n
+    elif status in _PENDING:
+        counts["pending"] += n
+    elif status == DeliveryStatus.DIGEST.value:
+        counts["digest"] += n
+    elif status == DeliveryStatus.CANCELLED.value:
+        counts["cancelled"] += n
+
+
+async def _notice_summary(notice: Notice) -> dict[str, Any]:
+    by_org: dict[int, dict[str, int]] = {}
+    status_rows = await (Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value)
+                         .annotate(n=Count("id")).group_by("member__organisation_id", "status")
+                         .values("member__organisation_id", "status", "n"))
+    for row in status_rows:
+        _add_status(by_org.setdefault(row["member__organisation_id"], _counts()), row["status"], row["n"])
+    # A member counts as acknowledged once, for any acknowledgement of the revision that counts
+    # (the notice's ack_revision) or a later one.
+    ack_rows = await (Acknowledgement.filter(notice_id=notice.id, revision__gte=notice.ack_revision)
+                      .annotate(n=Count("member_id", distinct=True)).group_by("member__organisation_id")
+                      .values("member__organisation_id", "n"))
+    for row in ack_rows:
+        by_org.setdefault(row["member__organisation_id"], _counts())["acknowledged"] += row["n"]
+
+    names: dict[int, tuple[str, str]] = {}
+    paused: dict[int, dict[str, Any]] = {}  # reminders paused by the CAM: part of the record
+    for batch in _batches(sorted(by_org)):
+        for org in await Organisation.filter(id__in=batch).values("id", "external_id", "name", "paused_at",
+                                                                   "paused_until", "pause_reason"):
+            names[org["id"]] = (org["external_id"], org["name"])
+            if org["paused_at"] is not None:
+                paused[org["id"]] = {"since": iso(org["paused_at"]), "until": iso(org["paused_until"]),
+                                     "reason": org["pause_reason"]}
+    total = _counts()
+    organisations = []
+    for org_id, counts in by_org.items():
+        for key, value in counts.items():
+            total[key] += value
+        external_id, name = names.get(org_id, ("", ""))
+        organisations.append({"organisation_id": external_id, "organisation": name, **counts,
+                              "rate": rate(counts["acknowledged"], counts["delivered"]),
+                              **({"reminders_paused": paused[org_id]} if org_id in paused else {})})
+    organisations.sort(key=lambda o: (o["organisation_id"], o["organisation"]))
+    return {"notice_id": notice.id, "ack_revision": notice.ack_revision, **total,
+            "rate": rate(total["acknowledged"], total["delivered"]), "organisations": organisations}
+
+
+async def notice_summary(notice_id: int) -> dict[str, Any]:
+    """Recipients, delivered, failed, pending, digest, cancelled and acknowledged (of the current
+    ack_revision) with the acknowledgement rate, in total and per organisation."""
+    return await _notice_summary(await load_notice(notice_id))
+
+
+async def summary_report(*, since: datetime, until: datetime, topic: str | None = None,
+                         importance: str | None = None, author_id: int | None = None) -> list[dict[str, Any]]:
+    """One line per notice sent in [since, until): counts and acknowledgement rate.
+
+    `author_id` limits it to one CAM's notices."""
+    query = Notice.filter(sent_at__gte=since, sent_at__lt=until)
+    if topic:
+        query = query.filter(topic=topic)
+    if importance:
+        query = query.filter(importance=importance)
+    if author_id is not None:
+        query = query.filter(author_id=author_id)
+    notices = await query.order_by("sent_at", "id").values(
+        "id", "title", "topic", "importance", "status", "sent_at", "ack_revision")
+    counts: dict[int, dict[str, int]] = {n["id"]: _counts() for n in notices}
+    for batch in _batches([n["id"] for n in notices]):
+        rows = await (Delivery.filter(notice_id__in=batch, kind=DeliveryKind.NOTICE.value)
+                      .annotate(n=Count("id")).group_by("notice_id", "status").values("notice_id", "status", "n"))
+        for row in rows:
+            _add_status(counts[row["notice_id"]], row["status"], row["n"])
+        by_ack_revision: dict[int, list[int]] = {}
+        for n in notices:
+            if n["id"] in batch:
+                by_ack_revision.setdefault(n["ack_revision"], []).append(n["id"])
+        for ack_revision, ids in by_ack_revision.items():
+            acked = await (Acknowledgement.filter(notice_id__in=ids, revision__gte=ack_revision)
+                           .annotate(n=Count("member_id", distinct=True)).group_by("notice_id")
+                           .values("notice_id", "n"))
+            for row in acked:
+                counts[row["notice_id"]]["acknowledged"] = row["n"]
+    out = []
+    for n in notices:
+        c = counts[n["id"]]
+        out.append({"id": n["id"], "title": n["title"], "topic": n["topic"], "importance": n["importance"],
+                     "status": n["status"], "sent_at": iso(n["sent_at"]), **c,
+                     "rate": rate(c["acknowledged"], c["delivered"])})
+    return out
+
+
+SUMMARY_COLUMNS = ("id", "title", "topic", "importance", "status", "sent_at", "recipients", "delivered",
+                   "failed", "pending", "digest", "cancelled", "acknowledged", "rate")
+
+
+def summary_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(SUMMARY_COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(row[c]) for c in SUMMARY_COLUMNS])
+    return out.getvalue()
+
+
+# ---- the rows (keyset pagination) -----------------------------------------------------------
+
+class _Escalated:
+    """Per organisation: when its CAM was told, and the members named (a sorted array of ids:
+    8 bytes a member, the only part of a report that grows with the notice's size)."""
+
+    __slots__ = ("at", "members")
+
+    def __init__(self, at: str | None, members: Iterable[int]) -> None:
+        self.at = at
+        self.members = array("q", sorted(set(members)))
+
+    def names(self, member_id: int) -> bool:
+        i = bisect_left(self.members, member_id)
+        return i < len(self.members) and self.members[i] == member_id
+
+
+async def _escalations(notice_id: int, *, batch: int = 100) -> dict[int, _Escalated]:
+    """organisation id -> its escalation, read `batch` escalations at a time."""
+    result: dict[int, _Escalated] = {}
+    last_id = 0
+    while True:
+        rows = await (Escalation.filter(notice_id=notice_id, id__gt=last_id).order_by("id").limit(batch)
+                      .values("id", "organisation_id", "member_ids", "sent_at", "created_at"))
+        for esc in rows:
+            members = esc["member_ids"] or []
+            if isinstance(members, str):  # defensive: a JSON column read back as text
+                members = json.loads(members)
+            ids = (int(m) for m in members if isinstance(m, int) or str(m).lstrip("-").isdigit())
+            result[esc["organisation_id"]] = _Escalated(iso(esc["sent_at"] or esc["created_at"]), ids)
+        if len(rows) < batch:
+            return result
+        last_id = rows[-1]["id"]
+
+
+async def iter_report_rows(notice: Notice, *, page_size: int = PAGE_SIZE,
+                           escalations: dict[int, _Escalated] | None = None,
+                           ) -> AsyncIterator[list[dict[str, Any]]]:
+    """Pages of report rows (dicts keyed by COLUMNS), one per original delivery, by delivery id."""
+    if escalations is None:
+        escalations = await _escalations(notice.id)
+    last_id = 0
+    while True:
+        page = await (Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value, id__gt=last_id)
+                      .order_by("id").limit(page_size)
+                      .values("id", "member_id", "platform", "status", "delivered_at", "error",
+                              "member__name", "member__email", "member__role", "member__organisation_id",
+                              "member__organisation__external_id", "member__organisation__name"))
+        if not page:
+            return
+        last_id = page[-1]["id"]
+        member_ids = sorted({r["member_id"] for r in page})
+        latest: dict[int, tuple[int, datetime]] = {}
+        for ack in await Acknowledgement.filter(notice_id=notice.id, member_id__in=member_ids).values(
+                "member_id", "revision", "acknowledged_at"):
+            seen = latest.get(ack["member_id"])
+            if seen is None or ack["revision"] > seen[0]:
+                latest[ack["member_id"]] = (ack["revision"], ack["acknowledged_at"])
+        reminders = {r["member_id"]: r["n"] for r in await (
+            Delivery.filter(notice_id=notice.id, kind=DeliveryKind.REMINDER.value,
+                            status=DeliveryStatus.DELIVERED.value, member_id__in=member_ids)
+            .annotate(n=Count("id")).group_by("member_id").values("member_id", "n"))}
+        rows = []
+        for r in page:
+            member_id = r["member_id"]
+            ack = latest.get(member_id)
+            escalated = escalations.get(r["member__organisation_id"])
+            failure = ""
+            if r["status"] == DeliveryStatus.FAILED.value:
+                failure = r["error"] or "failed (no reason recorded)"
+            elif r["status"] == DeliveryStatus.CANCELLED.value:  # e.g. retracted before it was sent
+                failure = r["error"] or "cancelled before it was sent"
+            rows.append({
+                "organisation_id": r["member__organisation__external_id"],
+                "organisation": r["member__organisation__name"],
+                "member": r["member__name"],
+                "email": r["member__email"],
+                "role": r["member__role"],
+                "platform": r["platform"],
+                "delivered_at": iso(r["delivered_at"]) if r["status"] == DeliveryStatus.DELIVERED.value else None,
+                "failure_reason": failure,
+                "reminders_sent": reminders.get(member_id, 0),
+                "acknowledged_at": iso(ack[1]) if ack else None,
+                "acknowledged_revision": ack[0] if ack else None,
+                "escalated_at": escalated.at if escalated is not None and escalated.names(member_id) else None,
+            })
+        yield rows
+        if len(page) < page_size:
+            return
+
+
+# ---- the export -----------------------------------------------------------------------------
+
+def _csv_preamble(notice: dict[str, Any], revisions: list[dict[str, Any]], produced_at: str | None,
+                  head: dict[str, Any], summary: dict[str, Any]) -> str:
+    lines: list[tuple[str, Any]] = [("report", "herald acknowledgement report")]
+    for key in ("id", "title", "topic", "importance", "status", "audience", "author", "created_at", "sent_at",
+                "deadline", "retracted_at", "retract_reason", "revision", "ack_revision"):
+        lines.append(("notice_id" if key == "id" else key, notice[key]))
+    for rev in revisions:
+        lines.append((f"revision_{rev['revision']}",
+                      f"edited_at={rev['edited_at'] or ''} edited_by={rev['edited_by'] or ''} "
+                      f"material={'yes' if rev['material'] else 'no'}{' original' if rev['original'] else ''}"))
+    lines += [("produced_at", produced_at), ("audit_chain_head_seq", head["seq"]),
+              ("audit_chain_head_hash", head["hash"])]
+    for key in ("recipients", "delivered", "failed", "pending", "digest", "cancelled", "acknowledged"):
+        lines.append((key, summary[key]))
+    lines.append(("acknowledgement_rate", summary["rate"]))
+    for org in summary["organisations"]:
+        lines.append(("organisation",
+                      f"id={json.dumps(org['organisation_id'], ensure_ascii=False)} "
+                      f"name={json.dumps(org['organisation'], ensure_ascii=False)} "
+                      f"recipients={org['recipients']} delivered={org['delivered']} failed={org['failed']} "
+                      f"pending={org['pending']} digest={org['digest']} cancelled={org['cancelled']} "
+                      f"acknowledged={org['acknowledged']} "
+                      f"rate={'' if org['rate'] is None else org['rate']}"
+                      + (" reminders_paused_since={since} until={until} reason={reason}".format(
+                          since=org["reminders_paused"]["since"], until=org["reminders_paused"]["until"] or "",
+                          reason=json.dumps(org["reminders_paused"]["reason"], ensure_ascii=False))
+                         if "reminders_paused" in org else "")))
+    out = [f"# {key}: {_one_line('' if value is None else value)}\n" for key, value in lines]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(COLUMNS)
+    out.append(buffer.getvalue())
+    return "".join(out)
+
+
+def _csv_rows(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for row in rows:
+        writer.writerow([_cell(row[c]) for c in COLUMNS])
+    return buffer.getvalue()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+async def report_chunks(notice_id: int, fmt: Format, *, now: datetime, actor: str,
+                        page_size: int = PAGE_SIZE) -> AsyncIterator[str]:
+    """The acknowledgement report of one notice as text chunks (one per page of rows).
+
+    Writes one `report.exported` audit event when the export starts; the audit chain head is
+    read right after it, so the head the report names includes its own export."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown report format '{fmt}'; use csv or json")
+    notice = await load_notice(notice_id)
+    async with in_transaction() as conn:
+        await record([audit_event("report.exported", now=now, actor=actor, notice_id=notice.id, format=fmt)],
+                     using_db=conn)
+        head = await chain_head(conn)
+    produced_at = iso(now)
+    document = notice_document(notice)
+    revisions = await notice_revisions(notice)
+    summary = await _notice_summary(notice)
+    escalations = await _escalations(notice.id)
+
+    if fmt == "csv":
+        yield _csv_preamble(document, revisions, produced_at, head, summary)
+        async for rows in iter_report_rows(notice, page_size=page_size, escalations=escalations):
+            yield _csv_rows(rows)
+        return
+
+    yield ('{"notice":' + _json(document) + ',"revisions":' + _json(revisions)
+           + ',"produced_at":' + _json(produced_at) + ',"audit_chain_head":' + _json(head)
+           + ',"summary":' + _json(summary) + ',"rows":[')
+    first = True
+    async for rows in iter_report_rows(notice, page_size=page_size, escalations=escalations):
+        parts = []
+        for row in rows:
+            parts.append(("\n" if first else ",\n") + _json(row))
+            first = False
+        yield "".join(parts)
+    yield "\n]}\n"

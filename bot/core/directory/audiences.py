@@ -1,0 +1,130 @@
+"""Audience segment expressions: `tier:gold,platinum region:emea role:support`.
+
+A space separates terms that must all hold (AND); a comma separates values of which any may
+match (OR). Repeating an attribute adds values to it. `all` selects every active member.
+Topic role routing then narrows the audience unless it names roles or members explicitly.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from email_validator import EmailNotValidError, validate_email
+from tortoise.expressions import Q
+
+from bot.common.errors import UserError
+from bot.topics import Topic
+from storage.models import Member, Organisation
+
+ORG_ATTRIBUTES = ("tier", "region", "country", "industry", "size", "partner_type")
+ATTRIBUTES = (*ORG_ATTRIBUTES, "role", "org", "member")
+_SPELLINGS = {"partner-type": "partner_type", "partnertype": "partner_type", "organisation": "org",
+              "organization": "org", "roles": "role", "email": "member"}
+
+
+@dataclass(frozen=True)
+class Audience:
+    """A parsed expression: attribute -> accepted values (lower-case). Empty = everyone."""
+
+    terms: dict[str, frozenset[str]] = field(default_factory=dict)
+    everyone: bool = False
+
+    def describe(self) -> str:
+        if self.everyone or not self.terms:
+            return "all"
+        return " ".join(f"{attr}:{','.join(sorted(values))}" for attr, values in self.terms.items())
+
+
+def parse_audience(expression: str, *, roles: tuple[str, ...] = ()) -> Audience:
+    """Parse an expression, raising `UserError` with a precise message on any mistake."""
+    words = expression.split()
+    if not words:
+        raise UserError("the audience is empty: give terms like tier:gold region:emea, or all")
+    if [w.lower() for w in words] == ["all"]:
+        return Audience(everyone=True)
+    terms: dict[str, set[str]] = {}
+    for word in words:
+        attribute, values = _parse_term(word, roles)
+        terms.setdefault(attribute, set()).update(values)
+    return Audience(terms={k: frozenset(v) for k, v in terms.items()})
+
+
+def _parse_term(word: str, roles: tuple[str, ...]) -> tuple[str, set[str]]:
+    if word.lower() == "all":
+        raise UserError("'all' cannot be combined with other audience terms")
+    if ":" not in word:
+        raise UserError(f"audience term '{word}' needs the form attribute:value (e.g. tier:gold)")
+    raw_attribute, _, raw_values = word.partition(":")
+    attribute = _SPELLINGS.get(raw_attribute.lower(), raw_attribute.lower())
+    if attribute not in ATTRIBUTES:
+        raise UserError(f"unknown attribute '{raw_attribute}'{_did_you_mean(raw_attribute, ATTRIBUTES)}"
+                        f"; attributes: {', '.join(ATTRIBUTES)}")
+    values = {v.strip().lower() for v in raw_values.split(",")}
+    if not raw_values or "" in values:
+        raise UserError(f"audience term '{word}' has an empty value")
+    if attribute == "role" and roles:
+        for value in values:
+            if value not in roles:
+                raise UserError(f"unknown role '{value}'{_did_you_mean(value, roles)}; roles: {', '.join(roles)}")
+    if attribute == "member":
+        values = {_normalise_email(v) for v in values}
+    return attribute, values
+
+
+def _normalise_email(value: str) -> str:
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        raise UserError(f"member:{value} is not a valid e-mail address") from None
+
+
+def _did_you_mean(word: str, options: tuple[str, ...] | list[str]) -> str:
+    match = difflib.get_close_matches(word.lower(), list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def audience_filter(audience: Audience, topic: Topic) -> Q:
+    """The member filter for an audience after topic role routing (active members only)."""
+    query = Q(active=True)
+    for attribute, values in audience.terms.items():
+        if attribute in ORG_ATTRIBUTES:
+            query &= Q(**{f"organisation__{attribute}__in": sorted(values)})
+        elif attribute == "org":
+            query &= Q(organisation__external_id__in=sorted(values))
+        elif attribute == "member":
+            query &= Q(email__in=sorted(values))
+        elif attribute == "role":
+            query &= Q(role__in=sorted(values))
+    explicit = "role" in audience.terms or "member" in audience.terms
+    if topic.roles and not explicit:
+        query &= Q(role__in=sorted(topic.roles))
+    return query
+
+
+async def count_recipients(audience: Audience, topic: Topic) -> int:
+    return await Member.filter(audience_filter(audience, topic)).count()
+
+
+async def recipient_ids(audience: Audience, topic: Topic) -> list[int]:
+    return list(
+        await Member.filter(audience_filter(audience, topic)).order_by("id").values_list("id", flat=True)
+    )
+
+
+async def unmatched_value_warnings(audience: Audience) -> list[str]:
+    """Warn about values nothing in the directory has, e.g. a misspelt tier."""
+    warnings: list[str] = []
+    for attribute, values in audience.terms.items():
+        if attribute in ORG_ATTRIBUTES:
+            known = set(await Organisation.all().distinct().values_list(attribute, flat=True))
+        elif attribute == "org":
+            known = set(await Organisation.all().values_list("external_id", flat=True))
+        elif attribute == "member":
+            known = set(await Member.filter(email__in=sorted(values)).values_list("email", flat=True))
+        else:
+            continue
+        for value in sorted(values - {str(k).lower() for k in known}):
+            hint = _did_you_mean(value, sorted(str(k).lower() for k in known if k)) if attribute != "member" else ""
+            warnings.append(f"no partner matches {attribute}:{value}{hint}")
+    return warnings

@@ -1,0 +1,741 @@
+"""Partner directory import: one CSV row per (organisation, member), upserted in bulk.
+
+The file is the source of truth for the organisations and members it names:
+
+* organisations are matched by ``org_id`` (``Organisation.external_id``), members by
+  (organisation, e-mail), platform accounts by (platform, workspace id, user id);
+* empty Slack/Teams cells leave a member's existing accounts alone (they may have been linked
+  by other means); changed ids update the member's existing account of that platform;
+* good rows are imported even when other rows are rejected; every rejection names its CSV line
+  (the header is line 1) and why;
+* everything is written in one transaction together with one ``directory.imported`` audit event,
+  and re-importing the same file changes nothing.
+
+Work is done in a handful of bulk queries (load what the file touches, compute a plan, apply it)
+so that tens of thousands of rows import in seconds. A dry run computes the same plan and stops
+before writing, so its counts are exactly those of a real import.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from email_validator import EmailNotValidError, validate_email
+from tortoise.transactions import in_transaction
+
+from bot.common.errors import UserError
+from bot.core.compliance.audit import audit_event, record
+from storage.models import Member, Organisation, Platform, PlatformAccount
+
+COLUMNS: tuple[str, ...] = (
+    "org_id",
+    "org_name",
+    "tier",
+    "region",
+    "country",
+    "industry",
+    "size",
+    "partner_type",
+    "cam_email",
+    "member_email",
+    "member_name",
+    "role",
+    "timezone",
+    "locale",
+    "slack_team_id",
+    "slack_user_id",
+    "teams_tenant_id",
+    "teams_aad_object_id",
+)
+REQUIRED: tuple[str, ...] = ("org_id", "org_name", "member_email", "role")
+
+# Organisation attributes the audience matcher compares lower-case.
+_LOWERED_ORG_COLUMNS = ("tier", "region", "country", "industry", "size", "partner_type")
+# Every per-organisation column, CSV name -> Organisation field.
+_ORG_COLUMNS: dict[str, str] = {
+    "org_name": "name",
+    **{c: c for c in _LOWERED_ORG_COLUMNS},
+    "cam_email": "cam_email",
+}
+_MEMBER_FIELDS = ("email", "name", "role", "timezone", "locale", "active")
+_MEMBER_COLUMNS = ("id", "organisation_id", *_MEMBER_FIELDS)
+_ACCOUNT_COLUMNS = (
+    "id",
+    "member_id",
+    "platform",
+    "workspace_external_id",
+    "user_id",
+    "dm_channel",
+    "service_url",
+)
+
+# Column -> (model, field) whose max_length bounds the cell (PostgreSQL would refuse longer).
+_LENGTH_SOURCES: dict[str, tuple[type, str]] = {
+    "org_id": (Organisation, "external_id"),
+    **{column: (Organisation, name) for column, name in _ORG_COLUMNS.items()},
+    "member_email": (Member, "email"),
+    "member_name": (Member, "name"),
+    "role": (Member, "role"),
+    "timezone": (Member, "timezone"),
+    "locale": (Member, "locale"),
+    "slack_team_id": (PlatformAccount, "workspace_external_id"),
+    "slack_user_id": (PlatformAccount, "user_id"),
+    "teams_tenant_id": (PlatformAccount, "workspace_external_id"),
+    "teams_aad_object_id": (PlatformAccount, "user_id"),
+}
+
+_CHUNK = 500  # ids per IN (...) query / rows per bulk UPDATE
+
+
+@dataclass
+class RowError:
+    line: int
+    reason: str
+
+
+@dataclass
+class ImportResult:
+    created: int
+    updated: int
+    unchanged: int
+    deactivated: int
+    rejected: list[RowError]
+    dry_run: bool
+    organisations_created: int = 0
+    organisations_updated: int = 0
+
+
+@dataclass(frozen=True)
+class DirectoryRow:
+    """One validated, normalised CSV row."""
+
+    line: int
+    org_id: str
+    org_name: str
+    tier: str
+    region: str
+    country: str
+    industry: str
+    size: str
+    partner_type: str
+    cam_email: str
+    member_email: str
+    member_name: str
+    role: str
+    timezone: str
+    locale: str
+    slack_team_id: str
+    slack_user_id: str
+    teams_tenant_id: str
+    teams_aad_object_id: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.org_id, self.member_email)
+
+    def organisation_fields(self) -> dict[str, str]:
+        """The Organisation field values this row states."""
+        return {name: getattr(self, column) for column, name in _ORG_COLUMNS.items()}
+
+    def accounts(self) -> list[tuple[str, str, str]]:
+        """(platform, workspace id, user id) for each platform this row names a user on."""
+        out = []
+        if self.slack_user_id:
+            out.append((Platform.SLACK.value, self.slack_team_id, self.slack_user_id))
+        if self.teams_aad_object_id:
+            out.append((Platform.TEAMS.value, self.teams_tenant_id, self.teams_aad_object_id))
+        return out
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def normalise_email(value: str) -> str:
+    """The normalised, lower-cased address; ValueError with a readable reason if invalid."""
+    try:
+        return validate_email(value.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _email_key(value: str) -> str:
+    """How a possibly invalid address compares with stored (normalised) ones."""
+    try:
+        return normalise_email(value)
+    except ValueError:
+        return value.strip().lower()
+
+
+# A CAM's address repeats on every row of their organisations.
+_normalise_repeated_email = lru_cache(maxsize=4096)(normalise_email)
+
+
+@lru_cache(maxsize=1)
+def _timezones_by_lower_name() -> dict[str, str]:
+    return {name.lower(): name for name in available_timezones()}
+
+
+@lru_cache(maxsize=1024)
+def canonical_timezone(value: str) -> str | None:
+    """The IANA name for `value` (case-insensitive), or None if there is no such zone."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        ZoneInfo(value)
+        return value
+    except (ZoneInfoNotFoundError, ValueError):
+        pass
+    return _timezones_by_lower_name().get(value.lower())
+
+
+@lru_cache(maxsize=1)
+def _max_lengths() -> dict[str, int]:
+    return {
+        column: model._meta.fields_map[name].max_length
+        for column, (model, name) in _LENGTH_SOURCES.items()
+    }
+
+
+@dataclass
+class _Parsed:
+    rows: list[DirectoryRow]
+    errors: list[RowError]
+    # (org_id, e-mail) of every row in the file, rejected ones included: these members are
+    # "present" and never deactivated because of a typo elsewhere in their row.
+    mentioned: set[tuple[str, str]] = field(default_factory=set)
+    data_rows: int = 0
+
+
+def _records(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, cells) for each non-blank CSV record."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise UserError(f"the directory file is not valid CSV (line {start}): {exc}") from None
+        if any(cell.strip() for cell in cells):
+            yield start, cells
+
+
+def _read_header(cells: list[str]) -> list[str]:
+    header = [cell.strip().lower() for cell in cells]
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    missing = [c for c in COLUMNS if c not in header]
+    unknown = [c for c in header if c not in COLUMNS]
+    problems = []
+    if missing:
+        problems.append("missing column(s): " + ", ".join(missing))
+    if unknown:
+        problems.append("unknown column(s): " + ", ".join(repr(c) for c in unknown))
+    if duplicated:
+        problems.append("repeated column(s): " + ", ".join(duplicated))
+    if problems:
+        raise UserError(
+            "the directory file's header is wrong: "
+            + "; ".join(problems)
+            + ". Expected exactly these columns (any order): "
+            + ",".join(COLUMNS)
+        )
+    return header
+
+
+def _validate_row(
+    line: int, raw: dict[str, str], roles: Sequence[str]
+) -> tuple[DirectoryRow | None, list[str]]:
+    problems: list[str] = []
+    values = {column: raw[column].strip() for column in COLUMNS}
+
+    for column in REQUIRED:
+        if not values[column]:
+            problems.append(f"{column} is empty")
+    limits = _max_lengths()
+    for column, value in values.items():
+        if len(value) > limits[column]:
+            problems.append(f"{column} is longer than {limits[column]} characters")
+
+    if values["member_email"]:
+        try:
+            values["member_email"] = normalise_email(values["member_email"])
+        except ValueError as exc:
+            problems.append(f"member_email '{values['member_email']}' is not valid: {exc}")
+    if values["cam_email"]:
+        try:
+            values["cam_email"] = _normalise_repeated_email(values["cam_email"])
+        except ValueError as exc:
+            problems.append(f"cam_email '{values['cam_email']}' is not valid: {exc}")
+
+    if values["role"]:
+        role = values["role"].lower()
+        if role in roles:
+            values["role"] = role
+        else:
+            problems.append(f"unknown role '{values['role']}'; allowed roles: {', '.join(roles)}")
+
+    if values["timezone"]:
+        zone = canonical_timezone(values["timezone"])
+        if zone is None:
+            problems.append(
+                f"unknown time zone '{values['timezone']}' (use an IANA name such as "
+                "'Europe/London' or 'America/New_York')"
+            )
+        else:
+            values["timezone"] = zone
+    else:
+        values["timezone"] = "UTC"
+
+    for column in _LOWERED_ORG_COLUMNS:
+        values[column] = values[column].lower()
+    # Teams sends tenant and AAD object ids as lower-case GUIDs.
+    values["teams_tenant_id"] = values["teams_tenant_id"].lower()
+    values["teams_aad_object_id"] = values["teams_aad_object_id"].lower()
+
+    if values["slack_user_id"] and not values["slack_team_id"]:
+        problems.append("slack_user_id is set but slack_team_id is empty")
+    if values["slack_team_id"] and not values["slack_user_id"]:
+        problems.append("slack_team_id is set but slack_user_id is empty")
+    if values["teams_aad_object_id"] and not values["teams_tenant_id"]:
+        problems.append("teams_aad_object_id is set but teams_tenant_id is empty")
+
+    if problems:
+        return None, problems
+    return DirectoryRow(line=line, **values), []
+
+
+def _parse(text: str, roles: Sequence[str] | None = None) -> _Parsed:
+    if roles is None:
+        from bot.topics.catalog import load_catalog
+
+        roles = load_catalog().roles
+    roles = tuple(r.lower() for r in roles)
+
+    if text.startswith("\ufeff"):  # Excel's UTF-8 byte order mark
+        text = text[1:]
+    if not text.strip():
+        raise UserError("the directory file is empty")
+    records = _records(text)
+    first_record = next(records, None)
+    if first_record is None:
+        raise UserError("the directory file is empty")
+    header = _read_header(first_record[1])
+
+    parsed = _Parsed(rows=[], errors=[])
+    seen_members: dict[tuple[str, str], int] = {}
+    org_first: dict[str, DirectoryRow] = {}
+    seen_accounts: dict[tuple[str, str, str], int] = {}
+
+    for line, cells in records:
+        parsed.data_rows += 1
+        if len(cells) != len(header):
+            parsed.errors.append(
+                RowError(line, f"expected {len(header)} cells, found {len(cells)}")
+            )
+            continue
+        raw = dict(zip(header, cells, strict=True))
+        row, problems = _validate_row(line, raw, roles)
+        if row is not None:
+            parsed.mentioned.add(row.key)
+        else:
+            parsed.mentioned.add((raw["org_id"].strip(), _email_key(raw["member_email"])))
+            parsed.errors.append(RowError(line, "; ".join(problems)))
+            continue
+
+        if row.key in seen_members:
+            parsed.errors.append(
+                RowError(
+                    line,
+                    f"duplicate member {row.member_email} in organisation {row.org_id} "
+                    f"(already on line {seen_members[row.key]})",
+                )
+            )
+            continue
+        first = org_first.get(row.org_id)
+        if first is not None:
+            conflicts = [
+                column
+                for column in _ORG_COLUMNS
+                if getattr(row, column) != getattr(first, column)
+            ]
+            if conflicts:
+                detail = ", ".join(
+                    f"{c} '{getattr(row, c)}' (line {first.line} says '{getattr(first, c)}')"
+                    for c in conflicts
+                )
+                reason = f"organisation {row.org_id} conflicts with an earlier row: {detail}"
+                parsed.errors.append(RowError(line, reason))
+                continue
+        duplicate_account = next(
+            ((acc, seen_accounts[acc]) for acc in row.accounts() if acc in seen_accounts), None
+        )
+        if duplicate_account is not None:
+            (platform, workspace, user), other = duplicate_account
+            reason = f"{platform} user {workspace}/{user} is already used on line {other}"
+            parsed.errors.append(RowError(line, reason))
+            continue
+
+        seen_members[row.key] = line
+        org_first.setdefault(row.org_id, row)
+        for acc in row.accounts():
+            seen_accounts[acc] = line
+        parsed.rows.append(row)
+
+    if parsed.data_rows == 0:
+        raise UserError("the directory file has a header but no member rows")
+    return parsed
+
+
+def read_directory_csv(
+    text: str, *, roles: Sequence[str] | None = None
+) -> tuple[list[DirectoryRow], list[RowError]]:
+    """Parse and validate a directory CSV (no database access).
+
+    Returns the good rows and one RowError per rejected line. Whole-file problems (empty file,
+    wrong header, unreadable CSV) raise UserError. `roles` defaults to the topic catalog's roles.
+    """
+    parsed = _parse(text, roles)
+    return parsed.rows, parsed.errors
+
+
+# --------------------------------------------------------------------------- planning
+
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+async def _filter_in(
+    model: Any, column: str, values: Iterable[Any], *, only: Sequence[str] = (), **extra: Any
+) -> list[Any]:
+    """model.filter(column__in=values, **extra), chunked; dicts of `only` columns if given."""
+    unique = sorted(set(values))
+    out: list[Any] = []
+    for part in _chunks(unique):
+        query = model.filter(**{f"{column}__in": part}, **extra)
+        out.extend(await (query.values(*only) if only else query))
+    return out
+
+
+MemberKey = tuple[str, str]  # (org_id, normalised e-mail)
+
+_ORG_UPDATE_FIELDS = [*_ORG_COLUMNS.values(), "updated_at"]
+_MEMBER_UPDATE_FIELDS = [*_MEMBER_FIELDS, "updated_at"]
+_ACCOUNT_UPDATE_FIELDS = [
+    "member_id",
+    "workspace_external_id",
+    "user_id",
+    "dm_channel",
+    "service_url",
+    "updated_at",
+]
+
+
+@dataclass
+class _Plan:
+    """Everything an import would write, computed from one read of the database."""
+
+    orgs: dict[str, Organisation] = field(default_factory=dict)  # org_id -> (possibly new) org
+    org_create: list[Organisation] = field(default_factory=list)
+    org_update: list[Organisation] = field(default_factory=list)
+    member_ids: dict[MemberKey, int] = field(default_factory=dict)  # existing members
+    member_create: list[tuple[str, Member]] = field(default_factory=list)  # (org_id, member)
+    member_update: list[Member] = field(default_factory=list)
+    account_delete: list[int] = field(default_factory=list)
+    account_update: list[PlatformAccount] = field(default_factory=list)
+    account_transfer: list[tuple[PlatformAccount, MemberKey]] = field(default_factory=list)
+    account_create: list[tuple[MemberKey, tuple[str, str, str]]] = field(default_factory=list)
+    deactivate: list[int] = field(default_factory=list)
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[RowError] = field(default_factory=list)
+
+
+async def _load_holders(member_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    holders: dict[int, dict[str, Any]] = {}
+    for part in _chunks(sorted(set(member_ids))):
+        for m in await Member.filter(id__in=part).values(
+            "id", "email", "active", "organisation__external_id"
+        ):
+            holders[m["id"]] = m
+    return holders
+
+
+async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime) -> _Plan:
+    plan = _Plan()
+    rows = parsed.rows
+
+    # -- load what the file touches, in a few bulk queries
+    existing_orgs = await _filter_in(Organisation, "external_id", (r.org_id for r in rows))
+    plan.orgs = {o.external_id: o for o in existing_orgs}
+    org_external = {o.id: o.external_id for o in existing_orgs}
+    # Members and accounts are loaded as dicts (no model instances, no timestamp parsing);
+    # model instances are built only for the rows that change.
+    members: dict[MemberKey, dict[str, Any]] = {}
+    for m in sorted(
+        await _filter_in(Member, "organisation_id", org_external, only=_MEMBER_COLUMNS),
+        key=lambda m: m["id"],
+    ):
+        members.setdefault((org_external[m["organisation_id"]], m["email"].lower()), m)
+    plan.member_ids = {key: m["id"] for key, m in members.items()}
+
+    accounts_by_member: dict[int, dict[str, dict[str, Any]]] = {}  # first account per platform
+    account_by_ids: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def remember(accounts: list[dict[str, Any]]) -> None:
+        for acc in sorted(accounts, key=lambda a: a["id"]):
+            account_by_ids.setdefault(
+                (acc["platform"], acc["workspace_external_id"], acc["user_id"]), acc
+            )
+            accounts_by_member.setdefault(acc["member_id"], {}).setdefault(acc["platform"], acc)
+
+    remember(
+        await _filter_in(
+            PlatformAccount, "member_id", plan.member_ids.values(), only=_ACCOUNT_COLUMNS
+        )
+    )
+    wanted = {ids for r in rows for ids in r.accounts()}
+    for platform in (Platform.SLACK.value, Platform.TEAMS.value):
+        # Accounts the file names that are linked to members outside its organisations.
+        users = [u for (p, w, u) in wanted if p == platform and (p, w, u) not in account_by_ids]
+        remember(
+            await _filter_in(
+                PlatformAccount, "user_id", users, only=_ACCOUNT_COLUMNS, platform=platform
+            )
+        )
+
+    # Members other than the row's own who hold an account the row names.
+    holder_ids = set()
+    for row in rows:
+        member = members.get(row.key)
+        for ids in row.accounts():
+            current = account_by_ids.get(ids)
+            if current is not None and (member is None or current["member_id"] != member["id"]):
+                holder_ids.add(current["member_id"])
+    holders = await _load_holders(holder_ids)
+
+    def may_take_over(holder: dict[str, Any]) -> bool:
+        """An account may move off a member who is not in the file and is (about to be) inactive."""
+        key = (holder["organisation__external_id"], holder["email"].lower())
+        if key in parsed.mentioned:
+            return False
+        return not holder["active"] or deactivate_missing
+
+    # -- members and their accounts
+    accepted: list[DirectoryRow] = []
+    for row in rows:
+        member = members.get(row.key)
+        own = accounts_by_member.get(member["id"], {}) if member is not None else {}
+        actions: list[tuple[str, Any]] = []
+        problem = None
+        for ids in row.accounts():
+            platform, workspace, user = ids
+            current = account_by_ids.get(ids)
+            if current is not None and member is not None and current["member_id"] == member["id"]:
+                continue  # already linked
+            if current is not None:
+                holder = holders[current["member_id"]]
+                if not may_take_over(holder):
+                    problem = (
+                        f"{platform} user {workspace}/{user} is already linked to "
+                        f"{holder['email']} in organisation {holder['organisation__external_id']}"
+                    )
+                    break
+                actions.append(("transfer", (current, own.get(platform))))
+            elif platform in own:
+                actions.append(("retarget", (own[platform], ids)))
+            else:
+                actions.append(("create", ids))
+        if problem is not None:
+            plan.rejected.append(RowError(row.line, problem))
+            continue
+
+        accepted.append(row)
+        desired_member = {
+            "email": row.member_email,
+            "name": row.member_name,
+            "role": row.role,
+            "timezone": row.timezone,
+            "locale": row.locale,
+            "active": True,
+        }
+        if member is None:
+            # joining Herald is what onboarding journeys count from: the import's (injected) time
+            plan.member_create.append((row.org_id, Member(**desired_member, joined_at=now)))
+            plan.created += 1
+        else:
+            changed = bool(actions)
+            if any(member[k] != v for k, v in desired_member.items()):
+                plan.member_update.append(Member(id=member["id"], **desired_member))
+                changed = True
+            if changed:
+                plan.updated += 1
+            else:
+                plan.unchanged += 1
+
+        for kind, detail in actions:
+            if kind == "create":
+                plan.account_create.append((row.key, detail))
+            elif kind == "retarget":
+                acc, (_, workspace, user) = detail
+                plan.account_update.append(
+                    PlatformAccount(
+                        id=acc["id"],
+                        member_id=acc["member_id"],
+                        platform=acc["platform"],
+                        workspace_external_id=workspace,
+                        user_id=user,
+                        dm_channel="",  # the cached conversation was with the old user
+                        # Teams service URLs belong to the tenant
+                        service_url=(
+                            acc["service_url"] if acc["workspace_external_id"] == workspace else ""
+                        ),
+                    )
+                )
+            else:
+                # The ids are unchanged, so the cached conversation stays valid: move the row.
+                acc, stale = detail
+                if stale is not None:
+                    plan.account_delete.append(stale["id"])
+                plan.account_transfer.append((PlatformAccount(**acc), row.key))
+
+    # -- organisations of the accepted rows: the first row of each org_id states its attributes
+    seen_orgs: set[str] = set()
+    for row in accepted:
+        if row.org_id in seen_orgs:
+            continue
+        seen_orgs.add(row.org_id)
+        desired = row.organisation_fields()
+        org = plan.orgs.get(row.org_id)
+        if org is None:
+            org = Organisation(external_id=row.org_id, **desired)
+            plan.orgs[row.org_id] = org
+            plan.org_create.append(org)
+        elif any(getattr(org, name) != value for name, value in desired.items()):
+            for name, value in desired.items():
+                setattr(org, name, value)
+            plan.org_update.append(org)
+
+    # -- deactivation: active members the file does not mention at all
+    if deactivate_missing:
+        active = Member.filter(active=True).values("id", "email", "organisation__external_id")
+        for m in await active:
+            if (m["organisation__external_id"], m["email"].lower()) not in parsed.mentioned:
+                plan.deactivate.append(m["id"])
+    return plan
+
+
+async def _apply(plan: _Plan, *, now: datetime) -> None:
+    if plan.org_create:
+        await Organisation.bulk_create(plan.org_create, batch_size=_CHUNK)
+        for org in await _filter_in(
+            Organisation, "external_id", (o.external_id for o in plan.org_create)
+        ):
+            plan.orgs[org.external_id] = org
+    if plan.org_update:
+        await Organisation.bulk_update(
+            plan.org_update, fields=_ORG_UPDATE_FIELDS, batch_size=_CHUNK
+        )
+
+    member_ids = dict(plan.member_ids)
+    if plan.member_create:
+        for org_id, member in plan.member_create:
+            member.organisation_id = plan.orgs[org_id].id
+        await Member.bulk_create([m for _, m in plan.member_create], batch_size=_CHUNK)
+        org_external = {plan.orgs[org_id].id: org_id for org_id, _ in plan.member_create}
+        for part in _chunks(sorted(org_external)):
+            for m in await Member.filter(organisation_id__in=part).values(
+                "id", "organisation_id", "email"
+            ):
+                key = (org_external[m["organisation_id"]], m["email"].lower())
+                member_ids.setdefault(key, m["id"])
+    if plan.member_update:
+        await Member.bulk_update(
+            plan.member_update, fields=_MEMBER_UPDATE_FIELDS, batch_size=_CHUNK
+        )
+
+    for part in _chunks(plan.account_delete):
+        await PlatformAccount.filter(id__in=part).delete()
+    for acc, key in plan.account_transfer:
+        acc.member_id = member_ids[key]
+    changed_accounts = plan.account_update + [acc for acc, _ in plan.account_transfer]
+    if changed_accounts:
+        await PlatformAccount.bulk_update(
+            changed_accounts, fields=_ACCOUNT_UPDATE_FIELDS, batch_size=_CHUNK
+        )
+    if plan.account_create:
+        await PlatformAccount.bulk_create(
+            [
+                PlatformAccount(
+                    member_id=member_ids[key],
+                    platform=platform,
+                    workspace_external_id=workspace,
+                    user_id=user,
+                )
+                for key, (platform, workspace, user) in plan.account_create
+            ],
+            batch_size=_CHUNK,
+        )
+
+    for part in _chunks(plan.deactivate):
+        await Member.filter(id__in=part).update(active=False, updated_at=now)
+
+
+# --------------------------------------------------------------------------- import
+
+
+async def import_directory(
+    text: str,
+    *,
+    now: datetime,
+    actor: str = "cli",
+    dry_run: bool = False,
+    deactivate_missing: bool = False,
+    roles: Sequence[str] | None = None,
+) -> ImportResult:
+    """Upsert the organisations, members and platform accounts of a directory CSV.
+
+    Rejected rows are reported (by CSV line) and skipped; the rest import in one transaction
+    with a `directory.imported` audit event. `dry_run` reports the same counts without writing.
+    `deactivate_missing` deactivates every active member the file does not mention.
+    """
+    parsed = _parse(text, roles)
+
+    def result(plan: _Plan) -> ImportResult:
+        return ImportResult(
+            created=plan.created,
+            updated=plan.updated,
+            unchanged=plan.unchanged,
+            deactivated=len(plan.deactivate),
+            rejected=sorted(parsed.errors + plan.rejected, key=lambda e: e.line),
+            dry_run=dry_run,
+            organisations_created=len(plan.org_create),
+            organisations_updated=len(plan.org_update),
+        )
+
+    if dry_run:
+        return result(await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now))
+
+    async with in_transaction():
+        plan = await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now)
+        await _apply(plan, now=now)
+        outcome = result(plan)
+        await record([audit_event(
+            "directory.imported", now=now, actor=actor, rows=parsed.data_rows, created=outcome.created,
+            updated=outcome.updated, unchanged=outcome.unchanged, deactivated=outcome.deactivated,
+            rejected=len(outcome.rejected), organisations_created=outcome.organisations_created,
+            organisations_updated=outcome.organisations_updated, deactivate_missing=deactivate_missing)])
+    return outcome

@@ -1,0 +1,252 @@
+"""Digests: nice-to-know notices are kept (Delivery status "digest") and sent as one message per
+member per period, in the member's morning: daily, or weekly on Mondays.
+
+A period's digest lists the member's digest rows written before that period's digest moment
+(09:00 local, moved to the end of the member's quiet hours if they cover it); rows written later
+wait for the next period. Nothing is sent when there is nothing to list.
+
+Once per member per period, across replicas: the `DigestRun` row (unique per member and period)
+is written before the message is sent. A digest that could not be sent is marked failed with the
+reason and its notices roll into the member's next digest; so do the notices of a run that was
+interrupted between writing its row and recording the result (it is marked failed after an hour).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from tortoise.exceptions import IntegrityError
+from tortoise.functions import Min
+from tortoise.transactions import in_transaction
+
+from bot.common.schedule import member_zone, next_working_moment
+from bot.core.compliance.audit import audit_event, record
+from bot.core.ports import Channel, DirectMessage, Outcome, OutcomeKind, Recipient
+from bot.topics import TopicCatalog
+from storage.models import (
+    Delivery,
+    DeliveryStatus,
+    DigestRun,
+    Member,
+    Notice,
+    NoticeStatus,
+    PlatformAccount,
+)
+
+log = logging.getLogger(__name__)
+
+DIGEST_HOUR = 9  # local time
+TITLE = "Your Herald digest"
+MAX_LISTED = 100  # notices in one digest; any more wait for the next one
+BATCH = 200  # digests sent per run; the rest on the next tick
+STALE_AFTER = timedelta(hours=1)  # a run still pending this long was interrupted
+PLATFORM_PREFERENCE = ("slack", "teams")
+_LIVE = (NoticeStatus.SENDING.value, NoticeStatus.SENT.value)
+
+
+@dataclass(frozen=True)
+class DigestPeriod:
+    key: str  # 2026-01-05 (daily) or 2026-W02 (weekly): DigestRun.period
+    due_at: datetime  # when this period's digest goes out (aware, in the member's zone)
+
+
+def digest_period(now: datetime, zone: str, frequency: str, *, quiet_start: int | None = None,
+                  quiet_end: int | None = None) -> DigestPeriod:
+    """The member's current digest period at `now` and when its digest is due."""
+    tz = member_zone(zone)
+    local = now.astimezone(tz)
+    if frequency == "weekly":
+        year, week, _ = local.isocalendar()
+        day, key = date.fromisocalendar(year, week, 1), f"{year}-W{week:02d}"
+    else:
+        day = local.date()
+        key = day.isoformat()
+    morning = datetime.combine(day, time(DIGEST_HOUR), tzinfo=tz)
+    due = next_working_moment(morning, zone, quiet_start=quiet_start, quiet_end=quiet_end, skip_weekends=False)
+    return DigestPeriod(key, due)
+
+
+async def run_digests(channels: dict[str, Channel], catalog: TopicCatalog, now: datetime) -> dict[str, int]:
+    """Send every digest that is due now. Safe on every replica at once.
+
+    Returns counts: sent, failed, empty (only retracted notices were waiting), deferred (the
+    workspace is rate-limited; tried again on the next run), interrupted (stale runs closed).
+    """
+    counts = {"sent": 0, "failed": 0, "empty": 0, "deferred": 0, "interrupted": await _close_interrupted(now)}
+    due = await _due_members(now)
+    throttled: set[tuple[str, str]] = set()
+    for member, period in due[:BATCH]:
+        try:
+            result = await _digest_one(member, period, channels, catalog, now, throttled)
+        except Exception:  # noqa: BLE001 - one member's problem must not hold up everyone's digest
+            log.exception("digest for member %s (%s) failed", member.id, period.key)
+            continue
+        if result in counts:
+            counts[result] += 1
+    return counts
+
+
+# ---- who is due --------------------------------------------------------------------------------
+
+async def _due_members(now: datetime) -> list[tuple[Member, DigestPeriod]]:
+    """Members with digest rows written before their current period's digest moment, past that
+    moment, outside their quiet hours, and without a run for the period."""
+    oldest = {row["member_id"]: row["oldest"] for row in await Delivery.filter(
+        status=DeliveryStatus.DIGEST.value, member__active=True).annotate(oldest=Min("created_at")).group_by(
+        "member_id").values("member_id", "oldest")}
+    candidates: list[tuple[Member, DigestPeriod]] = []
+    ids = sorted(oldest)
+    for start in range(0, len(ids), 5000):
+        for member in await Member.filter(id__in=ids[start:start + 5000], active=True).order_by("id"):
+            period = digest_period(now, member.timezone, member.digest_frequency,
+                                   quiet_start=member.quiet_start_hour, quiet_end=member.quiet_end_hour)
+            quiet_now = next_working_moment(now, member.timezone, quiet_start=member.quiet_start_hour,
+                                            quiet_end=member.quiet_end_hour, skip_weekends=False) > now
+            if now >= period.due_at and not quiet_now and _as_aware(oldest[member.id]) < period.due_at:
+                candidates.append((member, period))
+    if not candidates:
+        return []
+    done: set[tuple[int, str]] = set()
+    for start in range(0, len(candidates), 5000):
+        part = candidates[start:start + 5000]
+        runs = DigestRun.filter(member_id__in=[m.id for m, _ in part], period__in=sorted({p.key for _, p in part}))
+        done.update(await runs.values_list("member_id", "period"))
+    return [(m, p) for m, p in candidates if (m.id, p.key) not in done]
+
+
+def _as_aware(value: datetime | str) -> datetime:
+    """An aggregate's datetime (SQLite may hand back the stored text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+# ---- one member's digest -----------------------------------------------------------------------
+
+async def _digest_one(member: Member, period: DigestPeriod, channels: dict[str, Channel], catalog: TopicCatalog,
+                      now: datetime, throttled: set[tuple[str, str]]) -> str:
+    rows = await Delivery.filter(member_id=member.id, status=DeliveryStatus.DIGEST.value,
+                                 created_at__lt=period.due_at).select_related("notice", "account").order_by(
+        "notice_id", "id")
+    if not rows:
+        return "raced"  # another replica sent them meanwhile
+    withdrawn = [d.id for d in rows if d.notice.status not in _LIVE]
+    notices: dict[int, Notice] = {}
+    for d in rows:
+        if d.notice.status in _LIVE and len(notices) < MAX_LISTED:
+            notices.setdefault(d.notice.id, d.notice)
+    account = _choose_account([d.account for d in rows if d.notice.id in notices and d.account is not None],
+                              member.preferred_platform)
+    if account is not None and (account.platform, account.workspace_external_id) in throttled:
+        return "deferred"
+    try:
+        async with in_transaction() as conn:
+            run = await DigestRun.create(
+                member_id=member.id, period=period.key, notice_ids=sorted(notices),
+                status="pending" if notices else "empty", platform=account.platform if account else "",
+                created_at=now, using_db=conn)
+            if withdrawn:
+                await Delivery.filter(id__in=withdrawn, status=DeliveryStatus.DIGEST.value).using_db(conn).update(
+                    status=DeliveryStatus.CANCELLED.value, error="retracted before the digest went out")
+    except IntegrityError:
+        return "raced"  # another replica (or tick) has this period
+    if not notices:
+        return "empty"
+    if account is None:
+        return await _finish(run, member, now, failed="no Slack or Teams account on file for this member")
+    channel = channels.get(account.platform)
+    if channel is None:
+        return await _finish(run, member, now, failed=f"{account.platform.title()} is not configured in Herald")
+    recipient = Recipient(workspace_id=account.workspace_external_id, user_id=account.user_id,
+                          dm_channel=account.dm_channel, service_url=account.service_url,
+                          display_name=member.name)
+    try:
+        outcome = await channel.send_message(recipient, digest_message(list(notices.values()), catalog))
+    except Exception as exc:  # noqa: BLE001 - a channel bug must not leave the run pending
+        log.exception("digest %s raised", run.id)
+        outcome = Outcome.failed(f"internal error ({type(exc).__name__})")
+    if outcome.dm_channel and outcome.dm_channel != account.dm_channel:
+        await PlatformAccount.filter(id=account.id).update(dm_channel=outcome.dm_channel, updated_at=now)
+    if outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None:
+        return await _finish(run, member, now, ref=(outcome.ref.channel_id, outcome.ref.message_id),
+                             platform=account.platform)
+    if outcome.kind is OutcomeKind.DEFERRED or (outcome.kind is OutcomeKind.RETRY and outcome.throttled):
+        # nothing was sent: give the period back so a later run tries again
+        throttled.add((account.platform, account.workspace_external_id))
+        await DigestRun.filter(id=run.id, status="pending").delete()
+        return "deferred"
+    return await _finish(run, member, now, failed=outcome.reason or "unknown error")
+
+
+def _choose_account(accounts: list[PlatformAccount], preferred: str) -> PlatformAccount | None:
+    """The member's preferred platform's account, else Slack's, then Teams'."""
+    if not accounts:
+        return None
+    rank = {p: i for i, p in enumerate((preferred, *PLATFORM_PREFERENCE)) if p}
+    return min(accounts, key=lambda a: (rank.get(a.platform, 99), a.id))
+
+
+async def _finish(run: DigestRun, member: Member, now: datetime, *, ref: tuple[str, str] | None = None,
+                  platform: str = "", failed: str = "") -> str:
+    common = dict(now=now, member_id=member.id, period=run.period, digest_run_id=run.id, notices=run.notice_ids)
+    async with in_transaction() as conn:
+        if ref is not None:
+            await DigestRun.filter(id=run.id).using_db(conn).update(
+                status="sent", channel_id=ref[0], message_id=ref[1], sent_at=now, error="")
+            listed = Delivery.filter(member_id=member.id, notice_id__in=run.notice_ids,
+                                     status=DeliveryStatus.DIGEST.value)
+            await listed.filter(platform=platform).using_db(conn).update(
+                status=DeliveryStatus.DELIVERED.value, delivered_at=now, channel_id=ref[0], message_id=ref[1],
+                attempts=1, error="", updated_at=now)
+            # the member's copies on other platforms (platform policy "all"): the one digest covers them
+            await listed.using_db(conn).update(status=DeliveryStatus.CANCELLED.value,
+                                               error=f"included in the member's digest on {platform.title()}",
+                                               updated_at=now)
+            event = audit_event("digest.sent", platform=platform, channel=ref[0], message_id=ref[1], **common)
+        else:
+            await DigestRun.filter(id=run.id).using_db(conn).update(status="failed", error=failed)
+            event = audit_event("digest.failed", reason=failed, **common)
+        await record([event], using_db=conn)
+    return "sent" if ref is not None else "failed"
+
+
+async def _close_interrupted(now: datetime) -> int:
+    """Mark runs left pending by a crash as failed; their notices go into the next digest."""
+    reason = "interrupted before the result was recorded; its notices will be in the next digest"
+    closed = 0
+    for run in await DigestRun.filter(status="pending", created_at__lt=now - STALE_AFTER).order_by("id").limit(BATCH):
+        async with in_transaction() as conn:
+            closing = DigestRun.filter(id=run.id, status="pending").using_db(conn)
+            if await closing.update(status="failed", error=reason):
+                await record([audit_event("digest.failed", now=now, member_id=run.member_id,  # type: ignore[attr-defined]
+                                          period=run.period, digest_run_id=run.id, notices=run.notice_ids,
+                                          reason=reason)], using_db=conn)
+                closed += 1
+    return closed
+
+
+# ---- the message -------------------------------------------------------------------------------
+
+def digest_message(notices: list[Notice], catalog: TopicCatalog) -> DirectMessage:
+    """One line per topic, then each notice (title and id) with its link on a line of its own.
+    Lines are plain text: the renderers escape them."""
+    by_topic: dict[str, list[Notice]] = defaultdict(list)
+    for notice in sorted(notices, key=lambda n: n.id):
+        by_topic[notice.topic].append(notice)
+    order = [k for k in catalog.topics if k in by_topic] + sorted(k for k in by_topic if k not in catalog.topics)
+    count = len(notices)
+    lines = [f"{count} nice-to-know notice{'s' if count != 1 else ''} since your last digest:"]
+    for key in order:
+        topic = catalog.topics.get(key)
+        lines.append(f"{topic.title if topic else key}:")
+        for notice in by_topic[key]:
+            lines.append(f"• {notice.title} (notice #{notice.id})")
+            if notice.link:
+                lines.append(f"  {notice.link}")
+    lines.append("You can choose your topics and how often this digest comes in your Herald preferences.")
+    return DirectMessage(title=TITLE, lines=tuple(lines))

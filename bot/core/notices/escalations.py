@@ -1,0 +1,191 @@
+"""Escalation: when a must-know notice's deadline passes, each organisation's CAM gets one DM
+listing that organisation's members who have not acknowledged.
+
+Planning (deciding who is told about whom) and sending are separate steps with the intent in
+between stored as `Escalation` rows, so a crash between them loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from bot.common.errors import NotFound, PermissionDenied, UserError
+from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.staff import cam_for_organisation
+from bot.core.notices.reminders import remind_now
+from bot.core.notices.views import format_time
+from bot.core.ports import Button, Channel, DirectMessage, OutcomeKind, Recipient
+from storage.models import (
+    Acknowledgement,
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Escalation,
+    Member,
+    Notice,
+    NoticeStatus,
+    Organisation,
+    Staff,
+    StaffRole,
+)
+
+log = logging.getLogger(__name__)
+
+REMIND_NOW_ACTION = "herald_remind_now"
+OPEN_REPORT_ACTION = "herald_open_report"
+LEASE = timedelta(minutes=2)
+MAX_ATTEMPTS = 5
+_LISTED = 40  # members named in one message; the report has the rest
+
+
+async def plan_escalations(now: datetime) -> int:
+    """Create escalation rows for notices whose deadline has passed. Returns rows created."""
+    due = await Notice.filter(importance="must-know", deadline__lte=now, escalated_at__isnull=True,
+                              status__in=[NoticeStatus.SENDING.value, NoticeStatus.SENT.value])
+    created = 0
+    for notice in due:
+        created += await _escalate(notice, now)
+    return created
+
+
+async def unacknowledged_by_organisation(notice: Notice) -> dict[int, list[int]]:
+    """organisation id -> member ids who received the notice (or were meant to) and have not acknowledged."""
+    acked = set(await Acknowledgement.filter(notice_id=notice.id, revision=notice.ack_revision)
+                .values_list("member_id", flat=True))
+    rows = await Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value).exclude(
+        status=DeliveryStatus.CANCELLED.value).values("member_id", "member__organisation_id")
+    missing: dict[int, list[int]] = defaultdict(list)
+    for row in rows:
+        if row["member_id"] not in acked and row["member_id"] not in missing[row["member__organisation_id"]]:
+            missing[row["member__organisation_id"]].append(row["member_id"])
+    return {org: members for org, members in missing.items() if members}
+
+
+async def _escalate(notice: Notice, now: datetime) -> int:
+    missing = await unacknowledged_by_organisation(notice)
+    organisations = {o.id: o for o in await Organisation.filter(id__in=list(missing))}
+    author = await Staff.get_or_none(id=notice.author_id) if notice.author_id else None  # type: ignore[attr-defined]
+    async with in_transaction() as conn:
+        claimed = await Notice.filter(id=notice.id, escalated_at__isnull=True).using_db(conn).update(escalated_at=now)
+        if not claimed:
+            return 0  # another replica escalated it
+        rows, events = [], []
+        for org_id, member_ids in missing.items():
+            organisation = organisations[org_id]
+            staff = await cam_for_organisation(organisation) or author
+            row = Escalation(notice_id=notice.id, organisation_id=org_id, staff=staff, member_ids=member_ids,
+                             created_at=now)
+            if staff is None:
+                row.status, row.error = DeliveryStatus.FAILED.value, "no CAM on file and the notice has no author"
+            rows.append(row)
+            events.append(audit_event("notice.escalated", now=now, notice_id=notice.id, organisation=organisation.external_id,
+                                      escalated_to=staff.email if staff else None, unacknowledged=len(member_ids)))
+        await Escalation.bulk_create(rows, using_db=conn)
+        await record(events, using_db=conn)
+    return len(rows)
+
+
+async def send_escalations(channels: dict[str, Channel], now: datetime, *, batch: int = 50) -> int:
+    """Deliver pending escalation DMs. Returns rows handled."""
+    due = Escalation.filter(Q(status__in=[DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value])
+                            & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)))
+    handled = 0
+    for row in await due.order_by("id").limit(batch):
+        same_claim = {"claimed_until__isnull": True} if row.claimed_until is None else {"claimed_until": row.claimed_until}
+        claimed = await Escalation.filter(id=row.id, attempts=row.attempts, **same_claim).update(
+            status=DeliveryStatus.SENDING.value, claimed_until=now + LEASE, attempts=row.attempts + 1)
+        if claimed:
+            await _send_one(row.id, channels, now)
+            handled += 1
+    return handled
+
+
+async def _send_one(escalation_id: int, channels: dict[str, Channel], now: datetime) -> None:
+    row = await Escalation.get(id=escalation_id).select_related("notice", "organisation", "staff")
+    target = staff_recipient(row.staff, channels) if row.staff is not None else None
+    if target is None:
+        return await _finish(row, now, failed="the escalation recipient has no Slack or Teams account on file")
+    channel, recipient = target
+    outcome = await channel.send_message(recipient, await escalation_message(row))
+    if outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None:
+        return await _finish(row, now, ref=(outcome.ref.channel_id, outcome.ref.message_id))
+    if outcome.kind is OutcomeKind.FAILED or row.attempts >= MAX_ATTEMPTS:
+        return await _finish(row, now, failed=outcome.reason)
+    await Escalation.filter(id=row.id).update(status=DeliveryStatus.PENDING.value, error=outcome.reason,
+                                              claimed_until=now + timedelta(seconds=outcome.retry_after or 60))
+
+
+def staff_recipient(staff: Staff, channels: dict[str, Channel]) -> tuple[Channel, Recipient] | None:
+    """Where to reach a staff member: Slack if they have an account there, else Teams."""
+    if staff.slack_user_id and "slack" in channels:
+        return channels["slack"], Recipient(workspace_id=staff.slack_team_id, user_id=staff.slack_user_id)
+    if staff.teams_aad_object_id and staff.teams_tenant_id and "teams" in channels:
+        return channels["teams"], Recipient(workspace_id=staff.teams_tenant_id, user_id=staff.teams_aad_object_id,
+                                            dm_channel=staff.teams_conversation_id,
+                                            service_url=staff.teams_service_url)
+    return None
+
+
+async def _finish(row: Escalation, now: datetime, *, ref: tuple[str, str] | None = None, failed: str = "") -> None:
+    async with in_transaction() as conn:
+        if ref is not None:
+            await Escalation.filter(id=row.id).using_db(conn).update(
+                status=DeliveryStatus.DELIVERED.value, channel_id=ref[0], message_id=ref[1], sent_at=now,
+                claimed_until=None, error="")
+        else:
+            await Escalation.filter(id=row.id).using_db(conn).update(
+                status=DeliveryStatus.FAILED.value, error=failed, claimed_until=None)
+        await record([audit_event("escalation.delivered" if ref else "escalation.failed", now=now,
+                                  notice_id=row.notice_id, organisation=row.organisation.external_id,  # type: ignore[attr-defined]
+                                  escalated_to=row.staff.email if row.staff else None, reason=failed or None)],
+                     using_db=conn)
+
+
+async def remind_organisation_now(notice_id: int, org_id: str, staff: Staff | None, *, now: datetime) -> int:
+    """The escalation's **Remind now**: an immediate reminder to every member of the organisation
+    who has not acknowledged. Allowed for the organisation's CAM, the notice's author and admins."""
+    notice = await Notice.get_or_none(id=notice_id)
+    organisation = await Organisation.get_or_none(external_id=org_id)
+    if notice is None or organisation is None:
+        raise NotFound("that notice or organisation no longer exists")
+    allowed = staff is not None and staff.active and (
+        staff.role == StaffRole.ADMIN.value or notice.author_id == staff.id  # type: ignore[attr-defined]
+        or organisation.cam_email.lower() == staff.email.lower())
+    if not allowed:
+        raise PermissionDenied("Only the partner's CAM, the notice's author or an admin can send reminders.")
+    if notice.status not in (NoticeStatus.SENDING.value, NoticeStatus.SENT.value):
+        raise UserError(f"notice #{notice.id} is {notice.status}; there is nothing to remind about")
+    missing = (await unacknowledged_by_organisation(notice)).get(organisation.id, [])
+    queued = await remind_now(notice, missing, now=now)
+    async with in_transaction() as conn:
+        await record([audit_event("notice.remind_requested", now=now, actor=staff.email, notice_id=notice.id,  # type: ignore[union-attr]
+                                  organisation=organisation.external_id, reminders=queued)], using_db=conn)
+    return queued
+
+
+async def escalation_message(row: Escalation) -> DirectMessage:
+    notice: Notice = row.notice
+    organisation: Organisation = row.organisation
+    members = await Member.filter(id__in=row.member_ids).order_by("name", "email")
+    lines = [
+        f"The deadline of notice #{notice.id} \"{notice.title}\" passed at {format_time(notice.deadline)}"
+        if notice.deadline else f"Notice #{notice.id} \"{notice.title}\" needs attention.",
+        f"{organisation.name} ({organisation.tier or 'no tier'}): {len(members)} "
+        f"member{'s have' if len(members) != 1 else ' has'} not acknowledged it:",
+    ]
+    lines += [f"• {m.name or m.email} <{m.email}> ({m.role})" for m in members[:_LISTED]]
+    if len(members) > _LISTED:
+        lines.append(f"… and {len(members) - _LISTED} more (see the report).")
+    if organisation.paused_at is not None:
+        lines.append(f"Automated reminders for {organisation.name} are paused: {organisation.pause_reason or 'no reason given'}.")
+    value = f"{notice.id}:{organisation.external_id}"
+    return DirectMessage(
+        title=f"Escalation: {notice.title}"[:150], lines=tuple(lines),
+        buttons=(Button("Remind now", REMIND_NOW_ACTION, value, "primary"),
+                 Button("Open report", OPEN_REPORT_ACTION, str(notice.id))),
+    )

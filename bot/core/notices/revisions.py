@@ -1,0 +1,148 @@
+"""Editing and retracting a notice after it went out.
+
+Both write their intent with the state change: every delivered copy is flagged `update_pending`
+in the same transaction, and the outbox pushes the new rendering to Slack/Teams.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from datetime import datetime
+
+from tortoise.transactions import in_transaction
+
+from bot.common.errors import NotFound, PermissionDenied, UserError
+from bot.core.commands.parser import parse_link
+from bot.core.compliance.audit import audit_event, record
+from bot.core.notices.reminders import schedule_for
+from bot.core.notices.sending import MAX_BODY, MAX_TITLE
+from bot.topics import TopicCatalog
+from storage.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Notice,
+    NoticeRevision,
+    NoticeStatus,
+    Staff,
+    StaffRole,
+)
+
+EDITABLE = [NoticeStatus.SCHEDULED.value, NoticeStatus.SENDING.value, NoticeStatus.SENT.value]
+_LIVE_COPIES = [DeliveryStatus.DELIVERED.value, DeliveryStatus.SENDING.value]
+
+
+async def _flag_copies(notice: Notice, conn) -> int:  # noqa: ANN001
+    """Flag the delivered messages that show this notice on their own for an in-place update.
+    A nice-to-know notice only reaches people inside a digest, which lists many notices: that
+    message is left as it was."""
+    if notice.importance == "nice-to-know":
+        return 0
+    return await Delivery.filter(notice_id=notice.id, status__in=_LIVE_COPIES).using_db(conn).update(
+        update_pending=True)
+
+
+@dataclass(frozen=True)
+class EditResult:
+    notice: Notice
+    revision: NoticeRevision
+    copies_to_update: int
+    reacknowledge: bool
+
+
+async def _authorised(notice_id: int, staff: Staff | None, operator: str) -> tuple[Notice, str]:
+    notice = await Notice.get_or_none(id=notice_id)
+    if notice is None:
+        raise NotFound(f"notice {notice_id} does not exist")
+    if operator:
+        return notice, f"operator:{operator}"
+    if staff is None or not staff.active or staff.role not in (StaffRole.CAM.value, StaffRole.ADMIN.value):
+        raise PermissionDenied("Only the notice's author or an admin can change it.")
+    if staff.role != StaffRole.ADMIN.value and notice.author_id != staff.id:  # type: ignore[attr-defined]
+        raise PermissionDenied("Only the notice's author or an admin can change it.")
+    return notice, staff.email
+
+
+async def editable_notice(notice_id: int, staff: Staff | None) -> Notice:
+    """The notice, if this person may edit it now (for opening an edit form)."""
+    notice, _ = await _authorised(notice_id, staff, "")
+    if notice.status not in EDITABLE:
+        raise UserError(f"notice #{notice.id} is {notice.status} and cannot be edited")
+    return notice
+
+
+def _diff(notice: Notice, title: str, body: str, link: str) -> str:
+    before = [f"title: {notice.title}", *notice.body.splitlines(), f"link: {notice.link}"]
+    after = [f"title: {title}", *body.splitlines(), f"link: {link}"]
+    return "\n".join(difflib.unified_diff(before, after, f"revision {notice.revision}",
+                                          f"revision {notice.revision + 1}", lineterm=""))
+
+
+async def edit_notice(notice_id: int, staff: Staff | None, catalog: TopicCatalog, *, now: datetime,
+                      title: str | None = None, body: str | None = None, link: str | None = None,
+                      material: bool = False, operator: str = "") -> EditResult:
+    """Record a new revision and flag every delivered copy for an in-place update. A material
+    edit of a must-know notice asks everyone to acknowledge again (earlier acks are kept)."""
+    notice, actor = await _authorised(notice_id, staff, operator)
+    if notice.status not in EDITABLE:
+        raise UserError(f"notice #{notice.id} is {notice.status} and cannot be edited")
+    new_title = (title if title is not None else notice.title).strip()
+    new_body = (body if body is not None else notice.body).strip()
+    new_link = parse_link(link) if link else ("" if link == "" else notice.link)
+    if not new_title or not new_body:
+        raise UserError("the title and the body cannot be empty")
+    if len(new_title) > MAX_TITLE or len(new_body) > MAX_BODY:
+        raise UserError(f"keep the title under {MAX_TITLE} and the body under {MAX_BODY} characters")
+    diff = _diff(notice, new_title, new_body, new_link)
+    if not diff:
+        raise UserError("nothing changed")
+    reack = material and notice.importance == "must-know"
+    async with in_transaction() as conn:
+        if not await NoticeRevision.filter(notice_id=notice.id).using_db(conn).exists():
+            await NoticeRevision.create(  # keep the original wording: revision 1
+                notice_id=notice.id, revision=1, title=notice.title, body=notice.body, link=notice.link,
+                edited_by="", edited_at=notice.sent_at or notice.created_at, using_db=conn)
+        revision = await NoticeRevision.create(
+            notice_id=notice.id, revision=notice.revision + 1, title=new_title, body=new_body, link=new_link,
+            material=material, edited_by=actor, edited_at=now, diff=diff, using_db=conn)
+        changes = dict(title=new_title, body=new_body, link=new_link, revision=revision.revision)
+        if reack:
+            changes["ack_revision"] = revision.revision
+        await Notice.filter(id=notice.id).using_db(conn).update(**changes)
+        flagged = await _flag_copies(notice, conn)
+        if reack:
+            first = schedule_for(notice, catalog).due_at(now, 1, notice.deadline)
+            await Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value,
+                                  status=DeliveryStatus.DELIVERED.value).using_db(conn).update(next_reminder_at=first)
+        await record([audit_event("notice.edited", now=now, actor=actor, notice_id=notice.id,
+                                  revision=revision.revision, material=material, reacknowledge=reack, diff=diff,
+                                  copies=flagged)], using_db=conn)
+    return EditResult(await Notice.get(id=notice.id), revision, flagged, reack)
+
+
+async def retract_notice(notice_id: int, staff: Staff | None, *, reason: str, now: datetime,
+                         operator: str = "") -> tuple[Notice, int, int]:
+    """Withdraw a notice: copies become "Retracted: <reason>", nothing more is sent.
+
+    Returns (notice, copies to update, deliveries and reminders cancelled).
+    """
+    notice, actor = await _authorised(notice_id, staff, operator)
+    reason = reason.strip()
+    if not reason:
+        raise UserError("say why the notice is retracted: `retract <notice-id> <reason>`")
+    if notice.status not in EDITABLE:
+        raise UserError(f"notice #{notice.id} is {notice.status} and cannot be retracted")
+    async with in_transaction() as conn:
+        changed = await Notice.filter(id=notice.id, status__in=EDITABLE).using_db(conn).update(
+            status=NoticeStatus.RETRACTED.value, retracted_at=now, retract_reason=reason[:500])
+        if not changed:
+            raise UserError(f"notice #{notice.id} changed meanwhile; try again")
+        mine = Delivery.filter(notice_id=notice.id)
+        cancelled = await mine.filter(status=DeliveryStatus.PENDING.value).using_db(conn).update(
+            status=DeliveryStatus.CANCELLED.value, error=f"retracted: {reason[:200]}")
+        flagged = await _flag_copies(notice, conn)
+        await mine.using_db(conn).update(next_reminder_at=None)
+        await record([audit_event("notice.retracted", now=now, actor=actor, notice_id=notice.id, reason=reason,
+                                  copies=flagged, cancelled=cancelled)], using_db=conn)
+    return await Notice.get(id=notice.id), flagged, cancelled

@@ -1,0 +1,290 @@
+"""Composing, previewing, sending and cancelling notices.
+
+A preview is a stored draft; **Send** turns the draft into one delivery row per recipient (the
+outbox) in the same transaction, so nothing is lost if the process dies right after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tortoise.transactions import in_transaction
+
+from bot.common.errors import NotFound, PermissionDenied, UserError
+from bot.common.schedule import next_working_moment
+from bot.core.commands.parser import SendCommand
+from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.audiences import (
+    Audience,
+    count_recipients,
+    parse_audience,
+    recipient_ids,
+    unmatched_value_warnings,
+)
+from bot.core.directory.permissions import require_sender
+from bot.topics import ImportancePolicy, Topic, TopicCatalog, parse_importance
+from bot.topics.importance import Importance
+from storage.models import (
+    Delivery,
+    DeliveryStatus,
+    Member,
+    Notice,
+    NoticeStatus,
+    PlatformAccount,
+    Staff,
+    StaffRole,
+)
+
+MAX_TITLE = 150
+MAX_BODY = 2800  # Slack section text allows 3,000 characters; leave room for markup
+NO_ACCOUNT = "no Slack or Teams account on file for this member (add their ids to the directory)"
+PLATFORM_PREFERENCE = ("slack", "teams")
+
+
+@dataclass(frozen=True)
+class Preview:
+    notice: Notice
+    topic: Topic
+    policy: ImportancePolicy
+    recipients: int
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    notice: Notice
+    recipients: int
+    already: bool  # the draft had been sent (or cancelled) before: nothing new was written
+
+
+def validate(command: SendCommand, catalog: TopicCatalog, *, now: datetime) -> tuple[Topic, ImportancePolicy, Audience]:
+    policy = parse_importance(command.importance)
+    topic = catalog.get(command.topic)
+    audience = parse_audience(command.audience, roles=catalog.roles)
+    if not command.title.strip():
+        raise UserError("the title is empty")
+    if len(command.title) > MAX_TITLE:
+        raise UserError(f"the title is {len(command.title)} characters; keep it under {MAX_TITLE}")
+    if not command.body.strip():
+        raise UserError("the body is empty")
+    if len(command.body) > MAX_BODY:
+        raise UserError(f"the body is {len(command.body)} characters; keep it under {MAX_BODY}")
+    if command.scheduled_at is not None and command.scheduled_at <= now:
+        raise UserError("the send time is in the past")
+    if command.reminder_hours and policy.level is not Importance.MUST:
+        raise UserError("only must-know notices have reminders")
+    if command.deadline is not None:
+        if policy.level is not Importance.MUST:
+            raise UserError("only must-know notices take a deadline")
+        if command.deadline <= (command.scheduled_at or now):
+            raise UserError("the deadline is in the past" if command.scheduled_at is None
+                            else "the deadline is before the send time")
+    return topic, policy, audience
+
+
+async def create_draft(author: Staff | None, command: SendCommand, catalog: TopicCatalog, *, now: datetime,
+                       operator: str = "") -> Preview:
+    """Validate, resolve the audience and store a draft the author can send or cancel.
+
+    `operator` names a trusted command-line operator (shell access to the server) acting
+    without a staff record; chat users always need the cam or admin role.
+    """
+    if not operator:
+        author = require_sender(author)
+    topic, policy, audience = validate(command, catalog, now=now)
+    recipients = await count_recipients(audience, topic)
+    warnings = await unmatched_value_warnings(audience)
+    async with in_transaction() as conn:
+        notice = await Notice.create(
+            topic=topic.key, importance=policy.level.value, title=command.title.strip(),
+            body=command.body.strip(), link=command.link, deadline=command.deadline,
+            audience=audience.describe(), author=author, status=NoticeStatus.DRAFT.value,
+            recipient_count=recipients, scheduled_at=command.scheduled_at, created_at=now,
+            reminder_hours={"after_hours": list(command.reminder_hours)} if command.reminder_hours else None,
+            using_db=conn,
+        )
+        await record([audit_event("notice.created", now=now, actor=_actor(author, operator), notice_id=notice.id,
+                                  topic=topic.key, importance=policy.level.value,
+                                  audience=notice.audience, title=notice.title,
+                                  recipients_previewed=recipients)], using_db=conn)
+    return Preview(notice, topic, policy, recipients, warnings)
+
+
+def _actor(staff: Staff | None, operator: str) -> str:
+    return staff.email if staff is not None else f"operator:{operator}"
+
+
+async def _own_draft(notice_id: int, actor: Staff | None) -> Notice:
+    notice = await Notice.get_or_none(id=notice_id)
+    if notice is None:
+        raise NotFound(f"notice {notice_id} does not exist")
+    if actor is not None and notice.author_id != actor.id and actor.role != StaffRole.ADMIN.value:  # type: ignore[attr-defined]
+        raise PermissionDenied("only the notice's author or an admin can send or cancel it")
+    return notice
+
+
+async def send_draft(notice_id: int, actor: Staff | None, catalog: TopicCatalog, *, now: datetime,
+                     operator: str = "", platform_policy: str = "preferred") -> SendResult:
+    """Write the outbox for a draft (or schedule it). Idempotent: a second click finds it done."""
+    if not operator:
+        actor = require_sender(actor)
+    notice = await _own_draft(notice_id, actor)
+    if notice.scheduled_at is not None and notice.scheduled_at > now:
+        return await _schedule(notice, _actor(actor, operator), now=now)
+    return await publish(notice, catalog, actor=_actor(actor, operator), now=now, from_status=NoticeStatus.DRAFT,
+                         platform_policy=platform_policy)
+
+
+async def _schedule(notice: Notice, actor: str, *, now: datetime) -> SendResult:
+    async with in_transaction() as conn:
+        claimed = await Notice.filter(id=notice.id, status=NoticeStatus.DRAFT.value).using_db(conn).update(
+            status=NoticeStatus.SCHEDULED.value)
+        if claimed:
+            await record([audit_event("notice.scheduled", now=now, actor=actor, notice_id=notice.id,
+                                      scheduled_at=notice.scheduled_at)], using_db=conn)
+    current = await Notice.get(id=notice.id)
+    return SendResult(current, current.recipient_count, already=not claimed)
+
+
+async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: datetime,
+                  from_status: NoticeStatus, platform_policy: str = "preferred") -> SendResult:
+    """Resolve the audience now and write one outbox row per recipient, in one transaction.
+
+    The conditional status change makes this happen once, whichever replica or click gets here first.
+    """
+    topic = catalog.get(notice.topic)
+    policy = parse_importance(notice.importance)
+    audience = parse_audience(notice.audience, roles=catalog.roles)
+    async with in_transaction() as conn:
+        claimed = await Notice.filter(id=notice.id, status=from_status.value).using_db(conn).update(
+            status=NoticeStatus.SENDING.value, sent_at=now)
+        if not claimed:
+            current = await Notice.get(id=notice.id).using_db(conn)
+            return SendResult(current, current.recipient_count, already=True)
+        member_ids = await recipient_ids(audience, topic)
+        opted_out = await _opted_out(member_ids, topic, policy)
+        if opted_out:  # they get no delivery row at all (must-know ignores opt-outs)
+            member_ids = [m for m in member_ids if m not in opted_out]
+        deliveries, events = await _outbox_rows(notice, policy, member_ids, now=now, platform_policy=platform_policy)
+        await Delivery.bulk_create(deliveries, batch_size=1000, using_db=conn)
+        await Notice.filter(id=notice.id).using_db(conn).update(recipient_count=len(member_ids))
+        events.append(audit_event("notice.sent", now=now, actor=actor, notice_id=notice.id,
+                                  recipients=len(member_ids), importance=policy.level.value,
+                                  opted_out=len(opted_out),
+                                  held_for_quiet_hours=sum(1 for d in deliveries if d.next_attempt_at > now)))
+        await record(events, using_db=conn)
+    notice = await Notice.get(id=notice.id)
+    return SendResult(notice, len(member_ids), already=False)
+
+
+async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: str = "preferred") -> int:
+    """Send every scheduled notice whose time has come. Safe on every replica at once."""
+    published = 0
+    for notice in await Notice.filter(status=NoticeStatus.SCHEDULED.value, scheduled_at__lte=now).order_by("scheduled_at"):
+        result = await publish(notice, catalog, actor="scheduler", now=now, from_status=NoticeStatus.SCHEDULED,
+                               platform_policy=platform_policy)
+        published += 0 if result.already else 1
+    return published
+
+
+async def scheduled_notices(staff: Staff | None) -> list[Notice]:
+    """Scheduled notices the person may see: a CAM their own, admins and compliance all."""
+    if staff is None or not staff.active:
+        raise PermissionDenied("Only Herald staff can list scheduled notices.")
+    query = Notice.filter(status=NoticeStatus.SCHEDULED.value)
+    if staff.role == StaffRole.CAM.value:
+        query = query.filter(author_id=staff.id)
+    return await query.order_by("scheduled_at")
+
+
+async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: list[int], *, now: datetime,
+                       platform_policy: str = "preferred"):
+    accounts = await _target_accounts(member_ids, every_platform=platform_policy == "all")
+    deliveries: list[Delivery] = []
+    events = []
+    status = DeliveryStatus.PENDING if policy.dm_now else DeliveryStatus.DIGEST
+    # need-to-know: held until the member's quiet hours end (the outbox sends rows when next_attempt_at comes)
+    held = await _quiet_hours_ends(member_ids, now) if policy.dm_now and policy.respects_quiet_hours else {}
+    for member_id in member_ids:
+        targets = accounts.get(member_id)
+        if not targets:
+            deliveries.append(Delivery(notice_id=notice.id, member_id=member_id, platform="none",
+                                       status=DeliveryStatus.FAILED.value, error=NO_ACCOUNT,
+                                       next_attempt_at=now, created_at=now))
+            events.append(audit_event("delivery.failed", now=now, notice_id=notice.id,
+                                      member_id=member_id, reason=NO_ACCOUNT))
+            continue
+        for account in targets:
+            deliveries.append(Delivery(notice_id=notice.id, member_id=member_id, platform=account.platform,
+                                       account_id=account.id, workspace_external_id=account.workspace_external_id,
+                                       status=status.value, next_attempt_at=held.get(member_id, now),
+                                       created_at=now))
+    return deliveries, events
+
+
+async def _opted_out(member_ids: list[int], topic: Topic, policy: ImportancePolicy) -> set[int]:
+    """Members who left the topic, when the importance and the topic's catalog entry allow it."""
+    if not (policy.respects_opt_outs and topic.opt_out):
+        return set()
+    found: set[int] = set()
+    for start in range(0, len(member_ids), 5000):
+        chunk = member_ids[start:start + 5000]
+        for member_id, opt_outs in await Member.filter(id__in=chunk).values_list("id", "topic_opt_outs"):
+            if topic.key in (opt_outs or []):
+                found.add(member_id)
+    return found
+
+
+async def _quiet_hours_ends(member_ids: list[int], now: datetime) -> dict[int, datetime]:
+    """member id -> when their quiet hours end, for members in quiet hours now (weekends do not count)."""
+    ends: dict[int, datetime] = {}
+    for start in range(0, len(member_ids), 5000):
+        chunk = member_ids[start:start + 5000]
+        for member_id, zone, quiet_start, quiet_end in await Member.filter(id__in=chunk).values_list(
+                "id", "timezone", "quiet_start_hour", "quiet_end_hour"):
+            moment = next_working_moment(now, zone, quiet_start=quiet_start, quiet_end=quiet_end,
+                                         skip_weekends=False)
+            if moment > now:
+                ends[member_id] = moment
+    return ends
+
+
+async def _target_accounts(member_ids: list[int], *, every_platform: bool) -> dict[int, list[PlatformAccount]]:
+    """The accounts each member gets the notice on: their preferred platform's (else Slack, then
+    Teams), or one per platform when `every_platform`."""
+    found: dict[int, list[PlatformAccount]] = {}
+    preferred: dict[int, str] = {}
+    for start in range(0, len(member_ids), 5000):
+        chunk = member_ids[start:start + 5000]
+        preferred.update(dict(await Member.filter(id__in=chunk).exclude(preferred_platform="").values_list(
+            "id", "preferred_platform")))
+        for account in await PlatformAccount.filter(member_id__in=chunk).order_by("id"):
+            found.setdefault(account.member_id, []).append(account)  # type: ignore[attr-defined]
+    if every_platform:
+        return found
+    chosen = {}
+    for member_id, accounts in found.items():
+        rank = {p: i for i, p in enumerate((preferred.get(member_id, ""), *PLATFORM_PREFERENCE))}
+        chosen[member_id] = [min(accounts, key=lambda a: rank.get(a.platform, 99))]
+    return chosen
+
+
+async def cancel_draft(notice_id: int, actor: Staff | None, *, now: datetime, operator: str = "") -> Notice:
+    """Cancel a draft or a scheduled notice that has not gone out yet."""
+    if not operator:
+        actor = require_sender(actor)
+    notice = await _own_draft(notice_id, actor)
+    async with in_transaction() as conn:
+        changed = await Notice.filter(id=notice.id, status__in=[
+            NoticeStatus.DRAFT.value, NoticeStatus.SCHEDULED.value]).using_db(conn).update(
+            status=NoticeStatus.CANCELLED.value)
+        if changed:
+            await record([audit_event("notice.cancelled", now=now, actor=_actor(actor, operator), notice_id=notice.id)],
+                         using_db=conn)
+    return await Notice.get(id=notice.id)
+
+
+async def latest_notice_of(staff: Staff) -> Notice | None:
+    return await Notice.filter(author_id=staff.id).exclude(
+        status__in=[NoticeStatus.DRAFT.value, NoticeStatus.CANCELLED.value]).order_by("-id").first()

@@ -1,0 +1,76 @@
+"""Delivery and acknowledgement counts for a notice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from tortoise.functions import Count
+
+from bot.common.errors import NotFound
+from storage.models import (
+    Acknowledgement,
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Escalation,
+    Notice,
+    Organisation,
+)
+
+
+@dataclass
+class NoticeStatusReport:
+    notice: Notice
+    recipients: int = 0
+    delivered: int = 0
+    failed: int = 0
+    pending: int = 0
+    digest: int = 0
+    acknowledged: int = 0
+    failure_reasons: list[tuple[str, int]] = field(default_factory=list)
+    reminders_sent: int = 0
+    escalations: int = 0
+    paused_organisations: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        n = self.notice
+        return {
+            "notice_id": n.id, "title": n.title, "topic": n.topic, "importance": n.importance,
+            "status": n.status, "audience": n.audience,
+            "sent_at": n.sent_at.isoformat() if n.sent_at else None,
+            "deadline": n.deadline.isoformat() if n.deadline else None,
+            "recipients": self.recipients, "delivered": self.delivered, "failed": self.failed,
+            "pending": self.pending, "digest": self.digest, "acknowledged": self.acknowledged,
+            "failure_reasons": [{"reason": r, "count": c} for r, c in self.failure_reasons],
+            "revision": n.revision, "scheduled_at": n.scheduled_at.isoformat() if n.scheduled_at else None,
+            "retract_reason": n.retract_reason or None, "reminders_sent": self.reminders_sent,
+            "escalations": self.escalations, "paused_organisations": self.paused_organisations,
+        }
+
+
+async def notice_status(notice_id: int) -> NoticeStatusReport:
+    notice = await Notice.get_or_none(id=notice_id)
+    if notice is None:
+        raise NotFound(f"notice {notice_id} does not exist")
+    report = NoticeStatusReport(notice)
+    rows = await Delivery.filter(notice_id=notice_id, kind=DeliveryKind.NOTICE.value).annotate(
+        n=Count("id")).group_by("status").values("status", "n")
+    counts = {row["status"]: row["n"] for row in rows}
+    report.delivered = counts.get(DeliveryStatus.DELIVERED.value, 0)
+    report.failed = counts.get(DeliveryStatus.FAILED.value, 0)
+    report.digest = counts.get(DeliveryStatus.DIGEST.value, 0)
+    report.pending = counts.get(DeliveryStatus.PENDING.value, 0) + counts.get(DeliveryStatus.SENDING.value, 0)
+    report.recipients = sum(counts.values()) if counts else notice.recipient_count
+    report.acknowledged = await Acknowledgement.filter(notice_id=notice_id, revision=notice.ack_revision).count()
+    report.reminders_sent = await Delivery.filter(notice_id=notice_id, kind=DeliveryKind.REMINDER.value,
+                                                  status=DeliveryStatus.DELIVERED.value).count()
+    report.escalations = await Escalation.filter(notice_id=notice_id).count()
+    report.paused_organisations = sorted(set(await Organisation.filter(
+        paused_at__isnull=False, members__deliveries__notice_id=notice_id).values_list("name", flat=True)))
+    if report.failed:
+        reasons = await Delivery.filter(notice_id=notice_id, kind=DeliveryKind.NOTICE.value,
+                                        status=DeliveryStatus.FAILED.value).annotate(
+            n=Count("id")).group_by("error").values("error", "n")
+        report.failure_reasons = Counter({r["error"]: r["n"] for r in reasons}).most_common(5)
+    return report

@@ -1,0 +1,95 @@
+"""The outbound channel protocol: what the delivery engine needs from Slack or Teams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from bot.core.notices.views import NoticeView
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Where a member is reached on one platform (from their PlatformAccount)."""
+
+    workspace_id: str  # Slack team id / Teams tenant id
+    user_id: str  # Slack user id / Teams AAD object id
+    dm_channel: str = ""  # cached DM conversation, if known
+    service_url: str = ""  # Teams only
+    display_name: str = ""
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    channel_id: str
+    message_id: str
+
+
+class OutcomeKind(StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    FAILED = "failed"
+    DEFERRED = "deferred"  # not attempted (the workspace is paused by a rate limit); no attempt counted
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    ref: MessageRef | None = None
+    dm_channel: str = ""  # a newly opened DM conversation for the engine to cache
+    reason: str = ""
+    retry_after: float | None = None  # seconds the platform asked us to wait
+    throttled: bool = False  # the whole workspace/tenant is rate-limited, not just this message
+
+    @classmethod
+    def delivered(cls, ref: MessageRef, dm_channel: str = "") -> "Outcome":
+        return cls(OutcomeKind.DELIVERED, ref=ref, dm_channel=dm_channel)
+
+    @classmethod
+    def retry(cls, reason: str, *, retry_after: float | None = None, throttled: bool = False,
+              dm_channel: str = "") -> "Outcome":
+        return cls(OutcomeKind.RETRY, reason=reason, retry_after=retry_after, throttled=throttled,
+                   dm_channel=dm_channel)
+
+    @classmethod
+    def deferred(cls, seconds: float) -> "Outcome":
+        return cls(OutcomeKind.DEFERRED, reason="waiting for the workspace's rate limit", retry_after=seconds)
+
+    @classmethod
+    def failed(cls, reason: str, dm_channel: str = "") -> "Outcome":
+        return cls(OutcomeKind.FAILED, reason=reason, dm_channel=dm_channel)
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    action_id: str
+    value: str
+    style: str = ""  # "primary" / "danger" / ""
+
+
+@dataclass(frozen=True)
+class DirectMessage:
+    """A plain message to one person (escalations, hand-offs): renderers escape every line."""
+
+    title: str
+    lines: tuple[str, ...]
+    buttons: tuple[Button, ...] = ()
+
+
+class Channel(Protocol):
+    platform: str
+
+    async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
+                      maybe_sent: bool) -> Outcome:
+        """Send one notice to one person. `maybe_sent`: an earlier attempt may have gone out
+        before a crash; the channel must look for it before sending again."""
+
+    async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
+        """Replace a delivered message in place (e.g. after an acknowledgement)."""
+
+    async def send_message(self, recipient: Recipient, message: DirectMessage) -> Outcome:
+        """Send a plain direct message (no notice) to one person."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,24 @@
+"""The Done button under an onboarding journey step."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.channels.slack_blocks import escape
+from bot.core.onboarding.journeys import DONE_ACTION, complete_step
+from bot.handlers.slack.common import respond_or_explain
+from bot.service import Herald
+from storage.models import Platform
+
+
+def register(app: AsyncApp, herald: Herald) -> None:
+    @app.action(DONE_ACTION)
+    async def on_journey_done(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            step = await complete_step(int(body["actions"][0]["value"]), platform=Platform.SLACK.value,
+                                       workspace_id=body["team"]["id"], user_id=body["user"]["id"],
+                                       now=herald.clock.now(), channels=herald.channels)
+            return {"replace_original": False, "text": f":white_check_mark: Marked done: {escape(step.step_key)}."}
+        await respond_or_explain(respond, work())

@@ -1,0 +1,80 @@
+"""Notice buttons: Send / Cancel on a preview, Acknowledge on a must-know notice, and the
+escalation's Remind now / Open report."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION
+from bot.common.errors import UserError
+from bot.core.notices import acks, sending
+from bot.core.notices.escalations import (
+    OPEN_REPORT_ACTION,
+    REMIND_NOW_ACTION,
+    remind_organisation_now,
+)
+from bot.core.notices.views import ACK_ACTION
+from bot.handlers.slack.common import respond_or_explain, sent_text, staff_of
+from bot.handlers.slack.replies import SlackCommands
+from bot.service import Herald
+from storage.models import Platform
+
+
+def register(app: AsyncApp, herald: Herald) -> None:
+    commands = SlackCommands(herald)
+
+    @app.action(SEND_ACTION)
+    async def on_send(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            result = await sending.send_draft(int(body["actions"][0]["value"]), await staff_of(body), herald.catalog,
+                                              now=herald.clock.now(), platform_policy=herald.settings.platform_policy)
+            herald.outbox.wake()
+            return {"replace_original": True, "text": sent_text(result)}
+        await respond_or_explain(respond, work())
+
+    @app.action(CANCEL_ACTION)
+    async def on_cancel(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            notice = await sending.cancel_draft(int(body["actions"][0]["value"]), await staff_of(body),
+                                                now=herald.clock.now())
+            verb = "cancelled" if notice.status == "cancelled" else f"already {notice.status}"
+            return {"replace_original": True, "text": f"Notice #{notice.id} {verb}."}
+        await respond_or_explain(respond, work())
+
+    @app.action(ACK_ACTION)
+    async def on_acknowledge(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+        try:
+            result = await acks.acknowledge(int(body["actions"][0]["value"]), platform=Platform.SLACK.value,
+                                            workspace_id=body["team"]["id"], user_id=body["user"]["id"],
+                                            now=herald.clock.now())
+        except UserError as exc:
+            await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+            return
+        await herald.update_acknowledged_copies(result)
+
+    @app.action(REMIND_NOW_ACTION)
+    async def on_remind_now(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            notice_id, _, org_id = body["actions"][0]["value"].partition(":")
+            queued = await remind_organisation_now(int(notice_id), org_id, await staff_of(body), now=herald.clock.now())
+            herald.outbox.wake()
+            return {"replace_original": False,
+                    "text": f":bell: Queued {queued} reminder{'s' if queued != 1 else ''} for notice #{notice_id}."}
+        await respond_or_explain(respond, work())
+
+    @app.action(OPEN_REPORT_ACTION)
+    async def on_open_report(ack, body, respond, client) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            reply = await commands.report(int(body["actions"][0]["value"]), await staff_of(body), client=client,
+                                          user_id=body["user"]["id"])
+            return {"replace_original": False, **reply}
+        await respond_or_explain(respond, work())

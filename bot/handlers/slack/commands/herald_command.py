@@ -1,0 +1,56 @@
+"""`/herald <words>`: parsed by the platform-neutral command language, run with the sender's role."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.channels.slack_blocks import compose_modal, edit_modal, help_text
+from bot.common.errors import UserError
+from bot.core.commands.parser import (
+    ComposeCommand,
+    EditCommand,
+    HelpCommand,
+    parse_command,
+)
+from bot.core.directory.permissions import require_sender
+from bot.core.directory.staff import staff_for_slack
+from bot.core.notices import revisions
+from bot.handlers.slack.common import respond_or_explain
+from bot.handlers.slack.replies import SlackCommands
+from bot.service import Herald
+
+
+def register(app: AsyncApp, herald: Herald) -> None:
+    commands = SlackCommands(herald)
+
+    @app.command("/herald")
+    async def on_command(ack, body, respond, client) -> None:  # noqa: ANN001 - bolt injects these
+        try:
+            command = parse_command(body.get("text", ""))
+        except UserError as exc:
+            await ack(text=f":warning: {exc}")
+            return
+        if isinstance(command, HelpCommand):
+            await ack(text=help_text(command.unknown))
+            return
+        staff = await staff_for_slack(body["team_id"], body["user_id"])
+        if isinstance(command, ComposeCommand) or (isinstance(command, EditCommand) and not command.inline):
+            await _open_form(ack, client, body["trigger_id"], staff, command)
+            return
+        await ack()
+        await respond_or_explain(respond, commands.run(command, staff, client=client, user_id=body["user_id"]))
+
+    async def _open_form(ack, client, trigger_id, staff, command) -> None:  # noqa: ANN001
+        """Modals need the trigger id within 3 s, so the checks run before the ack."""
+        try:
+            require_sender(staff)
+            if isinstance(command, EditCommand):
+                notice = await revisions.editable_notice(command.notice_id, staff)
+                view = edit_modal(notice, material=command.material)
+            else:
+                view = compose_modal(herald.catalog)
+        except UserError as exc:
+            await ack(text=f":no_entry: {exc}")
+            return
+        await ack()
+        await client.views_open(trigger_id=trigger_id, view=view)

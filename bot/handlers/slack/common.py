@@ -1,0 +1,97 @@
+"""What Slack listeners of every kind share: the apology, form reading, and turning a piece of work
+into a short ephemeral reply (a person's mistake in words, anything else as an apology + log)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from bot.channels.slack_blocks import escape
+from bot.common.errors import UserError
+from bot.core.commands.parser import SendCommand, parse_deadline, parse_link
+from bot.core.directory.staff import staff_for_slack
+from bot.core.notices import sending
+from bot.core.notices.views import format_time
+from bot.core.onboarding.assistant import member_for
+from storage.models import Member, Platform, Staff
+
+log = logging.getLogger(__name__)
+
+SORRY = "Sorry, something went wrong on Herald's side. The details are in its log."
+NOT_A_MEMBER = ("I deliver your vendor's partner notices here. I don't recognise you as a partner contact yet; "
+                "ask your channel account manager to add you to the partner directory.")
+
+
+async def staff_of(body: dict[str, Any]) -> Staff | None:
+    """The staff member who clicked or submitted (None for anyone else)."""
+    return await staff_for_slack(body["team"]["id"], body["user"]["id"])
+
+
+async def member_of(body: dict[str, Any]) -> Member | None:
+    """The partner member who clicked (None for anyone else)."""
+    return await member_for(Platform.SLACK.value, body["team"]["id"], body["user"]["id"])
+
+
+async def respond_or_explain(respond, work: Awaitable[dict[str, Any]]) -> None:  # noqa: ANN001
+    """Await `work` (a coroutine producing respond() kwargs); errors become a short message."""
+    try:
+        payload = await work
+    except UserError as exc:
+        await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+        return
+    except Exception:
+        log.exception("Slack command failed")
+        await respond(text=SORRY, response_type="ephemeral", replace_original=False)
+        return
+    await respond(response_type="ephemeral", **payload)
+
+
+def sent_text(result: sending.SendResult) -> str:
+    n = result.notice
+    if result.already:
+        return f"Notice #{n.id} is already {n.status}; nothing new was sent. `/herald status {n.id}`"
+    if n.status == "scheduled" and n.scheduled_at:
+        return (f":calendar: Notice #{n.id} *{escape(n.title)}* is scheduled for {format_time(n.scheduled_at)}. "
+                f"`/herald scheduled` lists it; `/herald cancel {n.id}` cancels it.")
+    return (f":outbox_tray: Sending notice #{n.id} *{escape(n.title)}* to {result.recipients} recipients. "
+            f"Follow it with `/herald status {n.id}`.")
+
+
+class FieldError(UserError):
+    """A modal input's value is wrong: Slack shows the message under that input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def form_value(values: dict, block: str) -> str:
+    element = values.get(block, {}).get("value", {})
+    if element.get("type") == "static_select":
+        return (element.get("selected_option") or {}).get("value", "")
+    return (element.get("value") or "").strip()
+
+
+def command_from_form(values: dict) -> SendCommand:
+    link, deadline = form_value(values, "link"), form_value(values, "deadline")
+    try:
+        link = parse_link(link) if link else ""
+    except UserError as exc:
+        raise FieldError("link", str(exc)) from None
+    try:
+        parsed_deadline = parse_deadline(deadline) if deadline else None
+    except UserError as exc:
+        raise FieldError("deadline", str(exc)) from None
+    return SendCommand(importance=form_value(values, "importance"), topic=form_value(values, "topic"),
+                       audience=form_value(values, "audience"), title=form_value(values, "title"),
+                       body=form_value(values, "body"), link=link, deadline=parsed_deadline)
+
+
+def field_of(message: str, default: str = "audience") -> str:
+    """Which form field a validation message is about (so Slack shows it under that input)."""
+    for field, words in (("deadline", ("deadline",)), ("title", ("title",)), ("body", ("body",)),
+                         ("topic", ("topic",)), ("importance", ("importance",)), ("link", ("link",))):
+        if any(w in message for w in words):
+            return field
+    return default

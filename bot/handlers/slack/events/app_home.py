@@ -1,0 +1,16 @@
+"""`app_home_opened`: show the member their preferences."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.handlers.slack.home import publish_home
+from bot.service import Herald
+
+
+def register(app: AsyncApp, herald: Herald) -> None:
+    @app.event("app_home_opened")
+    async def on_home_opened(event: dict, context, client) -> None:  # noqa: ANN001
+        if event.get("tab") not in (None, "home"):
+            return
+        await publish_home(client, herald.catalog, context.team_id or "", event["user"])

@@ -1,0 +1,25 @@
+"""A direct message to the bot: a partner's question for the onboarding assistant."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.core.onboarding.assistant import member_for
+from bot.core.ports import Recipient
+from bot.handlers.slack.common import NOT_A_MEMBER
+from bot.service import Herald
+from storage.models import Platform
+
+
+def register(app: AsyncApp, herald: Herald) -> None:
+    @app.event("message")
+    async def on_direct_message(event: dict, context, client) -> None:  # noqa: ANN001
+        if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
+            return
+        team, user, channel = context.team_id or "", event.get("user", ""), event.get("channel", "")
+        recipient = Recipient(workspace_id=team, user_id=user, dm_channel=channel)
+        member = await member_for(Platform.SLACK.value, team, user)
+        if member is None:
+            await client.chat_postMessage(channel=channel, text=NOT_A_MEMBER)
+            return
+        await herald.answer_question(member, event.get("text", ""), platform=Platform.SLACK.value, recipient=recipient)

@@ -1,0 +1,259 @@
+"""Connecting Slack workspaces with "Add to Slack" (OAuth v2).
+
+    GET /slack/install          302 to Slack's authorize page, with a signed `state`
+    GET /slack/oauth_redirect   Slack sends the browser back with `code` and `state`; the code is
+                                exchanged (oauth.v2.access) and the workspace stored
+
+The `state` (CSRF protection, survives restarts, no server-side session):
+
+* `/slack/install` draws a random nonce and answers with `state = v1.<nonce>.<expiry>.<HMAC>`
+  (HMAC-SHA256 with a key derived from HERALD_SECRET_KEY; expiry 10 minutes) and sets the nonce
+  in an HttpOnly, SameSite=Lax cookie (Secure and `__Host-` prefixed when the public URL is https).
+* `/slack/oauth_redirect` accepts the state only when the HMAC is right, it has not expired, and
+  it carries the same nonce as the cookie: the browser that comes back must be the one that
+  started the install, so a link crafted by someone else (login CSRF, "install my workspace into
+  your Herald") fails. The cookie is cleared on every answer, and the nonce (hashed) is kept in
+  the `workspace.installed` audit event, so a state that was used once is refused even when the
+  cookie is presented again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import logging
+import secrets
+import time
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.common.errors import UserError
+from bot.common.secrets import cipher_for, sign, signing_key, verify, warn_if_plaintext
+from bot.core.directory.workspaces import (
+    InstallReused,
+    install_slack_workspace,
+    install_used,
+)
+from bot.service import Herald
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INSTALL_PATH = "/slack/install"
+REDIRECT_PATH = "/slack/oauth_redirect"
+STATE_TTL = timedelta(minutes=10)
+STATE_VERSION = "v1"
+_STATE_PURPOSE = "slack-oauth-state/v1"
+
+# What the Slack app needs; the manifest (`herald slack manifest`) lists the same.
+BOT_SCOPES = ("commands", "chat:write", "im:write", "im:history", "users:read", "users:read.email", "files:write")
+BOT_EVENTS = ("app_home_opened", "message.im", "app_uninstalled", "tokens_revoked")
+
+NOT_CONFIGURED = ("Installing Herald into Slack workspaces is not configured here: "
+                  "set HERALD_SLACK_CLIENT_ID and HERALD_SLACK_CLIENT_SECRET.")
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+
+class StateError(Exception):
+    """The `state` coming back from Slack is not acceptable; the message says why."""
+
+
+def make_state(secret_key: str, nonce: str, expires: int) -> str:
+    body = f"{STATE_VERSION}.{nonce}.{expires}"
+    return f"{body}.{sign(signing_key(secret_key, _STATE_PURPOSE), body)}"
+
+
+def check_state(secret_key: str, state: str, cookie_nonce: str | None, now: datetime) -> tuple[str, int]:
+    """The state's (nonce, expiry) when it is genuine, unexpired and bound to this browser."""
+    parts = state.split(".")
+    if len(parts) != 4 or parts[0] != STATE_VERSION or not parts[2].isdigit():
+        raise StateError("the install link is not valid")
+    version, nonce, expires, signature = parts
+    if not verify(signing_key(secret_key, _STATE_PURPOSE), f"{version}.{nonce}.{expires}", signature):
+        raise StateError("the install link is not valid")
+    if now.timestamp() > int(expires):
+        raise StateError("the install link has expired (they last 10 minutes)")
+    if not cookie_nonce or not secrets.compare_digest(cookie_nonce.encode(), nonce.encode()):
+        raise StateError("the install was not started from this browser (or it was already completed)")
+    return nonce, int(expires)
+
+
+def install_id(nonce: str) -> str:
+    """What the audit log keeps of a state's nonce (enough to refuse its reuse)."""
+    return hashlib.sha256(nonce.encode()).hexdigest()[:32]
+
+
+def _page(status: int, title: str, message: str) -> web.Response:
+    body = (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>Herald: {html.escape(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;"
+        "line-height:1.5}</style></head>\n"
+        f"<body><h1>{html.escape(title)}</h1>\n<p>{message}</p></body></html>\n"
+    )
+    return web.Response(status=status, text=body, content_type="text/html", headers=_SECURITY_HEADERS)
+
+
+def _start_again(text: str) -> str:
+    return f"{html.escape(text)}. <a href=\"{INSTALL_PATH}\">Start the installation again</a>."
+
+
+class _Installer:
+    def __init__(self, herald: Herald) -> None:
+        self.herald = herald
+        self.settings: Settings = herald.settings
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    @property
+    def _secret(self) -> str:
+        assert self.settings.secret_key is not None  # required by the settings with a client secret
+        return self.settings.secret_key.get_secret_value()
+
+    def _base_url(self, request: web.Request) -> str:
+        if self.settings.public_url:
+            return self.settings.public_url
+        return f"{request.scheme}://{request.host}"
+
+    def _cookie(self, request: web.Request) -> tuple[str, str, bool]:
+        """(name, path, secure) of the state cookie."""
+        secure = self._base_url(request).startswith("https://")
+        return ("__Host-herald_slack_install", "/", True) if secure else ("herald_slack_install", "/slack/", False)
+
+    def _not_configured(self) -> web.Response:
+        return web.Response(status=404, text=NOT_CONFIGURED + "\n", headers={"Cache-Control": "no-store"})
+
+    # ---- GET /slack/install -----------------------------------------------------------------
+
+    async def install(self, request: web.Request) -> web.Response:
+        if not self.settings.slack_oauth_enabled:
+            return self._not_configured()
+        nonce = secrets.token_urlsafe(24)
+        expires = int((self.herald.clock.now() + STATE_TTL).timestamp())
+        query = urlencode({
+            "client_id": self.settings.slack_client_id,
+            "scope": ",".join(BOT_SCOPES),
+            "state": make_state(self._secret, nonce, expires),
+            "redirect_uri": self._base_url(request) + REDIRECT_PATH,
+        })
+        location = f"{self.settings.slack_oauth_base_url}/oauth/v2/authorize?{query}"
+        response = web.Response(status=302, headers={**_SECURITY_HEADERS, "Location": location})
+        name, path, secure = self._cookie(request)
+        response.set_cookie(name, nonce, max_age=int(STATE_TTL.total_seconds()), path=path, secure=secure,
+                            httponly=True, samesite="Lax")
+        return response
+
+    # ---- GET /slack/oauth_redirect ----------------------------------------------------------
+
+    async def redirect(self, request: web.Request) -> web.Response:
+        if not self.settings.slack_oauth_enabled:
+            return self._not_configured()
+        response = await self._complete(request)
+        name, path, secure = self._cookie(request)
+        # the state is single-use: whatever happened, this browser must start again
+        response.del_cookie(name, path=path, secure=secure, httponly=True, samesite="Lax")
+        return response
+
+    async def _complete(self, request: web.Request) -> web.Response:
+        query = request.query
+        now = self.herald.clock.now()
+        if query.get("error"):
+            return _page(400, "Installation cancelled",
+                         _start_again(f"Slack did not install Herald ({query['error']})"))
+        name, _, _ = self._cookie(request)
+        try:
+            nonce, expires = check_state(self._secret, query.get("state", ""), request.cookies.get(name), now)
+        except StateError as exc:
+            log.warning("Slack install refused: %s", exc)
+            return _page(400, "Installation link not valid", _start_again(str(exc).capitalize()))
+        code = query.get("code", "")
+        if not code:
+            return _page(400, "Installation link not valid", _start_again("Slack sent no authorisation code"))
+        issued_at = datetime.fromtimestamp(expires, now.tzinfo) - STATE_TTL
+        if await install_used(install_id(nonce), since=issued_at):
+            log.warning("Slack install refused: the state was already used")
+            return _page(400, "Installation link already used",
+                         _start_again("This install link was already used"))
+
+        try:
+            answer = await self._exchange(code, self._base_url(request) + REDIRECT_PATH)
+        except _Refused as exc:
+            return _page(502, "Slack refused the installation", _start_again(str(exc)))
+
+        team = answer.get("team") or {}
+        team_id, team_name = str(team.get("id") or ""), str(team.get("name") or "")[:200]
+        token, bot_user_id = str(answer.get("access_token") or ""), str(answer.get("bot_user_id") or "")
+        if answer.get("is_enterprise_install") or not team_id:
+            return _page(400, "Installation not supported",
+                         _start_again("Herald is installed per workspace; install it into one workspace, "
+                                      "not a whole Enterprise Grid organisation"))
+        if answer.get("token_type", "bot") != "bot" or not token.startswith("xoxb-"):
+            log.warning("oauth.v2.access for %s returned no bot token", team_id)
+            return _page(502, "Slack refused the installation", _start_again("Slack's answer had no bot token"))
+        installer = str((answer.get("authed_user") or {}).get("id") or "")
+        try:
+            created = await install_slack_workspace(
+                team_id, token, name=team_name, bot_user_id=bot_user_id, now=now,
+                actor=f"slack:{team_id}/{installer}" if installer else f"slack:{team_id}",
+                cipher=self.herald.slack_workspaces.cipher or cipher_for(self.settings.secret_key),
+                install_id=install_id(nonce), issued_at=issued_at,
+                scopes=str(answer.get("scope") or ""), app_id=str(answer.get("app_id") or ""))
+        except InstallReused as exc:
+            return _page(400, "Installation link already used", _start_again(str(exc)))
+        except UserError as exc:
+            return _page(502, "Slack refused the installation", _start_again(str(exc)))
+        self.herald.slack_workspaces.forget(team_id)
+        log.info("Slack workspace %s (%s) %s", team_id, team_name, "installed" if created else "reinstalled")
+        label = html.escape(team_name or team_id)
+        return _page(200, "Herald is installed",
+                     f"Herald is now connected to the Slack workspace <strong>{label}</strong>. "
+                     "You can close this page; notices will reach its members as direct messages.")
+
+    async def _exchange(self, code: str, redirect_uri: str) -> dict:
+        assert self.settings.slack_client_secret is not None and self.settings.slack_client_id
+        client = AsyncWebClient(base_url=self.settings.slack_api_url, timeout=20)
+        started = time.monotonic()
+        try:
+            response = await client.oauth_v2_access(
+                client_id=self.settings.slack_client_id,
+                client_secret=self.settings.slack_client_secret.get_secret_value(),
+                code=code, redirect_uri=redirect_uri)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "")) if exc.response is not None else ""
+            log.warning("oauth.v2.access refused (%s, HTTP %s)", error or "no error code",
+                        exc.response.status_code if exc.response is not None else "?")
+            raise _Refused(f"Slack did not accept the authorisation code ({error or 'unknown error'})") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("oauth.v2.access failed after %.1fs: %s", time.monotonic() - started, type(exc).__name__)
+            raise _Refused(f"Herald could not reach Slack ({type(exc).__name__})") from None
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
+
+class _Refused(Exception):
+    pass
+
+
+def add_slack_oauth_routes(app: web.Application, herald: Herald) -> None:
+    """The install routes; also gives the Slack token store the cipher for HERALD_SECRET_KEY."""
+    settings = herald.settings
+    cipher = cipher_for(settings.secret_key)
+    herald.slack_workspaces.cipher = cipher
+    warn_if_plaintext(cipher)
+    if settings.slack_oauth_enabled and not settings.public_url:
+        log.warning("HERALD_PUBLIC_URL is not set: the Slack OAuth redirect URL is taken from each request's "
+                    "host; set it to the URL Slack knows (e.g. https://herald.example.com)")
+    installer = _Installer(herald)
+    app.router.add_get(INSTALL_PATH, installer.install)
+    app.router.add_get(REDIRECT_PATH, installer.redirect)

@@ -1,0 +1,124 @@
+"""Slack replies for `/herald` sub-commands: runs them through the platform-neutral
+`StaffCommands` and renders the result as the keyword arguments of `respond(...)`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.channels.slack_blocks import escape, preview_blocks, status_text
+from bot.core.commands.parser import Command
+from bot.core.commands.runner import (
+    Cancelled,
+    Handoffs,
+    Paused,
+    Progress,
+    ReportReady,
+    Resumed,
+    Retracted,
+    Scheduled,
+    StaffCommands,
+    handoffs_text,
+    progress_text,
+)
+from bot.core.notices.revisions import EditResult
+from bot.core.notices.sending import Preview
+from bot.core.notices.status import NoticeStatusReport
+from bot.core.notices.views import format_time
+from bot.service import Herald
+from storage.models import Staff
+
+Reply = dict[str, Any]
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return one if count == 1 else many
+
+
+class SlackCommands:
+    def __init__(self, herald: Herald) -> None:
+        self.herald = herald
+        self.core = StaffCommands(herald.catalog, herald.clock, wake_outbox=herald.outbox.wake)
+
+    async def run(self, command: Command, staff: Staff | None, *, client: AsyncWebClient, user_id: str) -> Reply:
+        result = await self.core.run(command, staff)
+        if isinstance(result, ReportReady):
+            return await self.deliver_report(result, client=client, user_id=user_id)
+        return render(result)
+
+    async def report(self, notice_id: int, staff: Staff | None, *, client: AsyncWebClient, user_id: str) -> Reply:
+        return await self.deliver_report(await self.core.report(notice_id, staff), client=client, user_id=user_id)
+
+    async def deliver_report(self, ready: ReportReady, *, client: AsyncWebClient, user_id: str) -> Reply:
+        """The summary in the reply, the CSV as a file in the requester's DM (Slack's external upload)."""
+        from bot.core.compliance.reports import report_chunks
+
+        notice_id = ready.notice.id
+        csv_text = "".join([c async for c in report_chunks(notice_id, "csv", now=self.herald.clock.now(),
+                                                            actor=ready.staff.email)])
+        dm = (await client.conversations_open(users=user_id))["channel"]["id"]
+        await client.files_upload_v2(channel=dm, content=csv_text, filename=f"notice-{notice_id}-report.csv",
+                                     title=f"Acknowledgement report, notice #{notice_id}",
+                                     initial_comment=f"Acknowledgement report for notice #{notice_id}")
+        return {"text": summary_text(ready) + "\nThe full CSV report is in your direct messages with Herald."}
+
+
+def render(result: Any) -> Reply:  # noqa: PLR0911 - one branch per result type
+    if isinstance(result, Preview):
+        return {"blocks": preview_blocks(result.notice, result.topic.title, result.recipients, result.warnings),
+                "text": f"Preview of notice #{result.notice.id}"}
+    if isinstance(result, NoticeStatusReport):
+        return {"text": status_text(result)}
+    if isinstance(result, Scheduled):
+        return {"text": scheduled_text(result)}
+    if isinstance(result, Cancelled):
+        n = result.notice
+        verb = "cancelled" if n.status == "cancelled" else f"already {n.status}; nothing to cancel"
+        return {"text": f"Notice #{n.id} {verb}."}
+    if isinstance(result, EditResult):
+        extra = " Everyone is asked to acknowledge it again." if result.reacknowledge else ""
+        count = result.copies_to_update
+        return {"text": f":pencil2: Notice #{result.notice.id} is now revision {result.revision.revision}; "
+                        f"updating {count} delivered {_plural(count, 'copy', 'copies')}.{extra}"}
+    if isinstance(result, Retracted):
+        return {"text": f":no_entry_sign: Notice #{result.notice.id} retracted: {result.copies} delivered "
+                        f"{_plural(result.copies, 'copy', 'copies')} will show \"Retracted: {escape(result.reason)}\"; "
+                        f"{result.cancelled} pending {_plural(result.cancelled, 'message', 'messages')} cancelled."}
+    if isinstance(result, Paused):
+        org = result.organisation
+        until = f" until {format_time(org.paused_until)}" if org.paused_until else " until you resume it"
+        return {"text": f":double_vertical_bar: Reminders and nudges for *{escape(org.name)}* are paused{until}. "
+                        "Must-know notices are still delivered."}
+    if isinstance(result, Resumed):
+        return {"text": f":arrow_forward: Reminders and nudges for *{escape(result.organisation.name)}* are back on."}
+    if isinstance(result, Handoffs):
+        return {"text": handoffs_text(result, bold="*")}
+    if isinstance(result, Progress):
+        return {"text": progress_text(result, bold="*")}
+    raise TypeError(f"no Slack rendering for {type(result).__name__}")
+
+
+def scheduled_text(result: Scheduled) -> str:
+    if not result.notices:
+        return "No notices are scheduled."
+    lines = ["*Scheduled notices*"]
+    lines += [f"• #{n.id} {format_time(n.scheduled_at)} · {n.importance} · {escape(n.topic)} · *{escape(n.title)}*"  # type: ignore[arg-type]
+              f" → `{escape(n.audience)}`" for n in result.notices]
+    lines.append("Cancel one with `/herald cancel <notice-id>`.")
+    return "\n".join(lines)
+
+
+def summary_text(ready: ReportReady) -> str:
+    notice, summary = ready.notice, ready.summary
+    totals = summary.get("totals", summary)
+    rate = totals.get("acknowledgement_rate")
+    lines = [f"*Report for notice #{notice.id}: {escape(notice.title)}*",
+             "Recipients {recipients} · delivered {delivered} · failed {failed} · acknowledged {acknowledged}".format(
+                 **{k: totals.get(k, 0) for k in ("recipients", "delivered", "failed", "acknowledged")})
+             + (f" ({rate:.0%})" if isinstance(rate, (int, float)) else "")]
+    for org in summary.get("organisations", [])[:20]:
+        org_rate = org.get("acknowledgement_rate")
+        lines.append(f"• {escape(str(org.get('organisation', '')))}: {org.get('acknowledged', 0)}/{org.get('delivered', 0)}"
+                     + (f" ({org_rate:.0%})" if isinstance(org_rate, (int, float)) else ""))
+    return "\n".join(lines)

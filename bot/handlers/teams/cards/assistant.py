@@ -1,0 +1,48 @@
+"""The onboarding assistant's buttons: Helpful / Not helpful / Ask my CAM under an answer; the CAM's
+Reply (opens the reply card) and its Send."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bot.channels.teams_replies import REPLY_SUBMIT_VERB, note_card, reply_card
+from bot.core.onboarding.assistant import (
+    ASK_CAM_ACTION,
+    HELPFUL_ACTION,
+    NOT_HELPFUL_ACTION,
+    REPLY_ACTION,
+    give_feedback,
+    member_for,
+)
+from bot.handlers.teams.turn import Invoke, VerbHandler, card_response, message_response
+from storage.models import Platform
+
+
+async def _asker(invoke: Invoke):  # noqa: ANN202
+    return await member_for(Platform.TEAMS.value, invoke.turn.tenant_id, invoke.turn.aad_object_id)
+
+
+async def feedback(invoke: Invoke) -> web.Response:
+    helpful = invoke.verb == HELPFUL_ACTION
+    await give_feedback(invoke.number("value"), await _asker(invoke), helpful=helpful, now=invoke.herald.clock.now())
+    return message_response("Thanks, glad it helped." if helpful else
+                            "Thanks for telling me. Press Ask my CAM if you'd like a person to answer.")
+
+
+async def ask_cam(invoke: Invoke) -> web.Response:
+    return message_response(await invoke.herald.hand_off_question(invoke.number("value"), await _asker(invoke)))
+
+
+async def open_reply(invoke: Invoke) -> web.Response:
+    return card_response(reply_card(invoke.number("value")))
+
+
+async def submit_reply(invoke: Invoke) -> web.Response:
+    await invoke.herald.relay_reply(invoke.number("question_id"), invoke.staff, str(invoke.data.get("reply", "")))
+    return card_response(note_card("Your answer was sent to the partner."))
+
+
+VERBS: dict[str, VerbHandler] = {
+    HELPFUL_ACTION: feedback, NOT_HELPFUL_ACTION: feedback, ASK_CAM_ACTION: ask_cam,
+    REPLY_ACTION: open_reply, REPLY_SUBMIT_VERB: submit_reply,
+}

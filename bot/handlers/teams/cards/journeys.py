@@ -1,0 +1,19 @@
+"""The Done button under an onboarding journey step."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bot.core.onboarding.journeys import DONE_ACTION, complete_step
+from bot.handlers.teams.turn import Invoke, VerbHandler, message_response
+from storage.models import Platform
+
+
+async def done(invoke: Invoke) -> web.Response:
+    herald, turn = invoke.herald, invoke.turn
+    step = await complete_step(invoke.number("value"), platform=Platform.TEAMS.value, workspace_id=turn.tenant_id,
+                               user_id=turn.aad_object_id, now=herald.clock.now(), channels=herald.channels)
+    return message_response(f"Marked done: {step.step_key}.")
+
+
+VERBS: dict[str, VerbHandler] = {DONE_ACTION: done}

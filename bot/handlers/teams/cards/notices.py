@@ -1,0 +1,91 @@
+"""Notice cards: Acknowledge, the compose card's Preview, the preview's Send / Cancel, and the
+escalation's Remind now / Open report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from bot.channels.teams_cards import ACK_VERB, notice_card
+from bot.channels.teams_replies import (
+    CANCEL_VERB,
+    COMPOSE_VERB,
+    SEND_VERB,
+    compose_card,
+    note_card,
+    preview_card,
+    report_markdown,
+    sent_markdown,
+    text_activity,
+)
+from bot.common.errors import UserError
+from bot.core.commands.parser import SendCommand, parse_deadline, parse_link
+from bot.core.notices import acks, sending
+from bot.core.notices.escalations import (
+    OPEN_REPORT_ACTION,
+    REMIND_NOW_ACTION,
+    remind_organisation_now,
+)
+from bot.core.notices.views import notice_view
+from bot.handlers.teams.turn import Invoke, VerbHandler, card_response, message_response
+from storage.models import Platform
+
+
+async def acknowledge(invoke: Invoke) -> web.Response:
+    herald, turn = invoke.herald, invoke.turn
+    result = await acks.acknowledge(invoke.number("notice_id"), platform=Platform.TEAMS.value,
+                                    workspace_id=turn.tenant_id, user_id=turn.aad_object_id, now=herald.clock.now())
+    await herald.update_acknowledged_copies(result)  # every copy, here and in Slack
+    view = notice_view(result.notice, herald.catalog).with_ack(
+        result.member.name or result.member.email, result.acknowledgement.acknowledged_at)
+    return card_response(notice_card(view))
+
+
+async def send(invoke: Invoke) -> web.Response:
+    herald = invoke.herald
+    result = await sending.send_draft(invoke.number("notice_id"), invoke.staff, herald.catalog,
+                                      now=herald.clock.now(), platform_policy=herald.settings.platform_policy)
+    herald.outbox.wake()
+    return card_response(note_card(sent_markdown(result.notice, result.recipients, result.already)))
+
+
+async def cancel(invoke: Invoke) -> web.Response:
+    notice = await sending.cancel_draft(invoke.number("notice_id"), invoke.staff, now=invoke.herald.clock.now())
+    return card_response(note_card(f"Notice #{notice.id} {notice.status}."))
+
+
+async def compose(invoke: Invoke) -> web.Response:
+    """The compose card's Preview: a stored draft and its preview card, or the card again with the error."""
+    herald, staff = invoke.herald, invoke.staff
+    values: dict[str, Any] = {k: str(v).strip() for k, v in invoke.data.items() if isinstance(v, (str, int))}
+    try:
+        command = SendCommand(
+            importance=values.get("importance", ""), topic=values.get("topic", ""),
+            audience=values.get("audience", ""), title=values.get("title", ""), body=values.get("body", ""),
+            link=parse_link(values["link"]) if values.get("link") else "",
+            deadline=parse_deadline(values["deadline"]) if values.get("deadline") else None)
+        preview = await sending.create_draft(staff, command, herald.catalog, now=herald.clock.now())
+    except UserError as exc:
+        return card_response(compose_card(herald.catalog, error=str(exc), values=values))
+    return card_response(preview_card(preview))
+
+
+async def remind_now(invoke: Invoke) -> web.Response:
+    herald, staff = invoke.herald, invoke.staff
+    notice_id, _, org_id = str(invoke.data.get("value", "")).partition(":")
+    queued = await remind_organisation_now(int(notice_id or 0), org_id, staff, now=herald.clock.now())
+    herald.outbox.wake()
+    return message_response(f"Queued {queued} reminders for notice #{notice_id}.")
+
+
+async def open_report(invoke: Invoke) -> web.Response:
+    ready = await invoke.commands.report(invoke.number("value"), invoke.staff)
+    await invoke.reply(text_activity(report_markdown(ready, await invoke.herald.report_link(ready))))
+    return message_response("The report is in this chat.")
+
+
+VERBS: dict[str, VerbHandler] = {
+    ACK_VERB: acknowledge, SEND_VERB: send, CANCEL_VERB: cancel, COMPOSE_VERB: compose,
+    REMIND_NOW_ACTION: remind_now, OPEN_REPORT_ACTION: open_report,
+}

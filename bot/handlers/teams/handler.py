@@ -1,0 +1,176 @@
+"""Teams activities: installs, messages (staff commands, partner questions, preferences) and card
+actions, dispatched to the core; replies go out through `TeamsChannel`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from microsoft_agents.activity import Activity
+from pydantic import ValidationError
+
+from bot.channels.teams import TeamsChannel, UntrustedServiceUrl
+from bot.channels.teams_cards import ACK_VERB
+from bot.channels.teams_replies import (
+    card_activity,
+    compose_card,
+    help_markdown,
+    preferences_card,
+    preview_card,
+    report_markdown,
+    result_markdown,
+    text_activity,
+)
+from bot.common.errors import UserError
+from bot.core.commands.parser import ComposeCommand, HelpCommand, parse_command
+from bot.core.commands.runner import ReportReady, StaffCommands
+from bot.core.directory.linking import (
+    TeamsIdentity,
+    link_teams_identity,
+    staff_for_teams,
+)
+from bot.core.directory.permissions import require_sender
+from bot.core.directory.preferences import preferences_for
+from bot.core.notices import sending
+from bot.core.onboarding.assistant import member_for
+from bot.handlers.teams.cards import VERBS
+from bot.handlers.teams.texts import NOT_A_MEMBER, SORRY, WELCOME
+from bot.handlers.teams.turn import Invoke, Turn, message_response, plain_text, turn_of
+from bot.service import Herald
+from storage.models import Platform, PlatformAccount, Staff
+
+log = logging.getLogger(__name__)
+
+
+class TeamsHandler:
+    def __init__(self, herald: Herald) -> None:
+        self.herald = herald
+        channel = herald.channels.get(Platform.TEAMS.value)
+        if not isinstance(channel, TeamsChannel):
+            raise RuntimeError("the Teams channel is not configured")
+        self.channel = channel
+        self.commands = StaffCommands(herald.catalog, herald.clock, wake_outbox=herald.outbox.wake)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        not_an_activity = web.json_response({"error": "the body is not a Bot Framework activity"}, status=400)
+        try:
+            body = await request.json()
+        except ValueError:
+            return not_an_activity
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            return not_an_activity  # checked first: the SDK logs a traceback for bodies it cannot read
+        try:
+            activity = Activity.model_validate(body)
+        except (ValueError, ValidationError):
+            return not_an_activity
+        turn = turn_of(activity)
+        if turn is None:
+            return web.Response(status=202)  # nothing we act on (no user, conversation or service URL)
+        if self.channel.allowed_service_hosts is not None:
+            try:
+                self.channel._check_service_url(turn.service_url)
+            except UntrustedServiceUrl:
+                log.warning("refused an activity with an untrusted serviceUrl")
+                return web.json_response({"error": "untrusted serviceUrl"}, status=403)
+        try:
+            if activity.type == "invoke":
+                return await self.on_invoke(turn)
+            if activity.type in ("conversationUpdate", "installationUpdate"):
+                await self.on_install(turn)
+            elif activity.type == "message":
+                await self.on_message(turn)
+        except Exception:  # noqa: BLE001 - never a 500 with a trace to the connector
+            log.exception("Teams %s activity failed", activity.type)
+            if activity.type == "invoke":
+                return message_response(SORRY)
+            await self.reply(turn, text_activity(SORRY))
+        return web.Response(status=200)
+
+    # ---- conversation lifecycle -------------------------------------------------------------
+
+    async def link(self, turn: Turn) -> tuple[Staff | None, bool]:
+        """Store the conversation reference; returns (staff if the sender is staff, member linked)."""
+        known = await PlatformAccount.filter(platform=Platform.TEAMS.value, workspace_external_id=turn.tenant_id,
+                                             user_id=turn.aad_object_id).exists()
+        staff = await staff_for_teams(turn.tenant_id, turn.aad_object_id)
+        email = ""
+        if not known and staff is None:
+            email = await self.channel.member_email(turn.service_url, turn.conversation_id, turn.user_id)
+        result = await link_teams_identity(TeamsIdentity(
+            tenant_id=turn.tenant_id, aad_object_id=turn.aad_object_id, conversation_id=turn.conversation_id,
+            service_url=turn.service_url, email=email, name=turn.name), now=self.herald.clock.now())
+        return result.staff, result.member is not None
+
+    async def on_install(self, turn: Turn) -> None:
+        activity = turn.activity
+        if activity.type == "installationUpdate" and (activity.action or "").startswith("remove"):
+            return  # uninstalled: deliveries to this person will fail with a clear reason from now on
+        added = [m.id for m in (activity.members_added or [])]
+        if activity.type == "conversationUpdate" and added and turn.user_id not in added:
+            return  # the bot itself was added; the user's own update carries their id
+        await self.link(turn)
+        await self.reply(turn, text_activity(WELCOME))
+
+    # ---- messages ---------------------------------------------------------------------------
+
+    async def on_message(self, turn: Turn) -> None:
+        staff, is_member = await self.link(turn)
+        text = plain_text(turn.activity.text or "")
+        if staff is not None:
+            await self.reply(turn, await self.command_reply(text, staff))
+            return
+        member = await member_for(Platform.TEAMS.value, turn.tenant_id, turn.aad_object_id) if is_member else None
+        if member is None:
+            await self.reply(turn, text_activity(NOT_A_MEMBER))
+            return
+        if text.lower() in ("preferences", "settings"):
+            prefs = await preferences_for(member.id, self.herald.catalog)
+            await self.reply(turn, card_activity(preferences_card(prefs, self.herald.catalog), "Your preferences"))
+        elif text:
+            await self.herald.answer_question(member, text, platform=Platform.TEAMS.value, recipient=turn.recipient)
+
+    async def command_reply(self, text: str, staff: Staff) -> dict[str, Any]:
+        try:
+            command = parse_command(text)
+            if isinstance(command, HelpCommand):
+                return text_activity(help_markdown(command.unknown))
+            if isinstance(command, ComposeCommand):
+                require_sender(staff)
+                return card_activity(compose_card(self.herald.catalog), "New notice")
+            result = await self.commands.run(command, staff)
+        except UserError as exc:
+            return text_activity(f"⚠ {exc}")
+        if isinstance(result, sending.Preview):
+            return card_activity(preview_card(result), f"Preview of notice #{result.notice.id}")
+        if isinstance(result, ReportReady):
+            return text_activity(report_markdown(result, await self.herald.report_link(result)))
+        return text_activity(result_markdown(result))
+
+    async def reply(self, turn: Turn, activity: dict[str, Any]) -> None:
+        outcome = await self.channel.send_activity(turn.recipient, activity)
+        if outcome.kind.value != "delivered":
+            log.warning("could not reply in Teams: %s", outcome.reason)
+
+    # ---- card actions (Action.Execute) ------------------------------------------------------
+
+    async def on_invoke(self, turn: Turn) -> web.Response:
+        activity = turn.activity
+        if activity.name != "adaptiveCard/action":
+            return web.json_response({}, status=200)
+        action = (activity.value or {}).get("action", {}) if isinstance(activity.value, dict) else {}
+        verb, data = action.get("verb", ""), action.get("data") or {}
+        handler = VERBS.get(verb)
+        if handler is None:
+            return message_response("This button is not supported.")
+
+        try:
+            # every press refreshes the stored conversation, except Acknowledge (the hot path)
+            staff = None if verb == ACK_VERB else (await self.link(turn))[0]
+            invoke = Invoke(self.herald, turn, verb, data, self.commands, staff,
+                            lambda activity: self.reply(turn, activity))
+            return await handler(invoke)
+        except UserError as exc:
+            return message_response(str(exc))
+        except ValueError:
+            return message_response("That button's data is not valid any more.")

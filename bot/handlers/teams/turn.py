@@ -1,0 +1,86 @@
+"""One inbound Teams activity as Herald sees it (`Turn`), and the context a card action runs in
+(`Invoke`) with the two ways it can answer (a card in place, or a short message)."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from microsoft_agents.activity import Activity
+
+from bot.core.commands.runner import StaffCommands
+from bot.core.ports import Recipient
+from bot.service import Herald
+from storage.models import Staff
+
+CARD_RESPONSE = "application/vnd.microsoft.card.adaptive"
+MESSAGE_RESPONSE = "application/vnd.microsoft.activity.message"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The parts of an inbound activity Herald uses."""
+
+    activity: Activity
+    tenant_id: str
+    aad_object_id: str
+    user_id: str
+    conversation_id: str
+    service_url: str
+    name: str
+
+    @property
+    def recipient(self) -> Recipient:
+        return Recipient(workspace_id=self.tenant_id, user_id=self.aad_object_id, dm_channel=self.conversation_id,
+                         service_url=self.service_url)
+
+
+def turn_of(activity: Activity) -> Turn | None:
+    sender, conversation = activity.from_property, activity.conversation
+    if sender is None or conversation is None or not activity.service_url:
+        return None
+    channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+    tenant = ((channel_data.get("tenant") or {}).get("id") or conversation.tenant_id or "").lower()
+    aad = (sender.aad_object_id or "").lower()
+    if not tenant or not aad:
+        return None
+    return Turn(activity, tenant, aad, sender.id or "", conversation.id or "", activity.service_url, sender.name or "")
+
+
+def plain_text(text: str) -> str:
+    """Teams wraps mentions as <at>Herald</at> and may send HTML entities; keep the words."""
+    return html.unescape(re.sub(r"<at>.*?</at>", "", text)).strip()
+
+
+@dataclass
+class Invoke:
+    """An `Action.Execute` press: who pressed it, the button's data, and how to talk back."""
+
+    herald: Herald
+    turn: Turn
+    verb: str
+    data: dict[str, Any]
+    commands: StaffCommands
+    staff: Staff | None  # the presser, if they are vendor staff
+    reply: Callable[[dict[str, Any]], Awaitable[None]]  # a new message in the same chat
+
+    def number(self, key: str) -> int:
+        """An integer field of the button's data (ValueError → "not valid any more")."""
+        return int(self.data.get(key, 0) or 0)
+
+
+VerbHandler = Callable[[Invoke], Awaitable[web.Response]]
+
+
+def card_response(content: dict[str, Any]) -> web.Response:
+    """Replace the pressed card with `content`."""
+    return web.json_response({"statusCode": 200, "type": CARD_RESPONSE, "value": content})
+
+
+def message_response(text: str) -> web.Response:
+    """Leave the card as it is and show `text` to the presser."""
+    return web.json_response({"statusCode": 200, "type": MESSAGE_RESPONSE, "value": text})
