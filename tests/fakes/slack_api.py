@@ -267,41 +267,6 @@ class FakeSlackAPI:
         else:
             self._non_marketplace.discard(team_id)
 
-    # ------------------------------------------------------------------ limits mode
-
-    def set_limits(self, limits: SlackLimits | None) -> None:
-        """Turn limits mode on with ``limits`` (Slack's figures: ``SlackLimits()``), or off with
-        ``None``. Buckets start full; counters are kept (see :meth:`reset_limits_stats`)."""
-        self.limits = limits
-        self._limiter = SlackLimiter(limits, self.clock) if limits is not None else None
-
-    def limits_stats(self) -> dict[str, Any]:
-        """Requests let through and 429s sent, per method and workspace, why each 429 was sent
-        (a tier, ``channel``, ``workspace``, ``non_marketplace`` or ``injected``), and a histogram of
-        the Retry-After values given per method. Also served at ``GET /_fake/stats``."""
-        return {"limits": None if self.limits is None else self.limits.as_dict(), **self.stats.snapshot()}
-
-    def reset_limits_stats(self) -> None:
-        self.stats.reset()
-
-    def _rate_limit(self, ws: _Workspace, method: str, args: dict[str, Any], call: Call) -> web.Response | None:
-        """The 429 Slack would answer for this call in limits mode, else ``None``."""
-        assert self._limiter is not None
-        channel = ""
-        if method == "chat.postMessage":
-            channel = str(args.get("channel") or "")
-            if channel[:1] in ("U", "W"):
-                channel = self.dm_channel_id(channel)
-        verdict = self._limiter.check(ws.team_id, method, channel=channel,
-                                      non_marketplace=ws.team_id in self._non_marketplace)
-        if verdict is None:
-            return None
-        wait, reason = verdict
-        retry_after = retry_after_seconds(wait)
-        self.stats.throttle(ws.team_id, method, reason, retry_after)
-        call.status, call.error = 429, "ratelimited"
-        return _json({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)})
-
     def revoke(self, token: str) -> None:
         """Later calls with ``token`` answer ``token_revoked``."""
         self._workspaces[token].revoked = True
@@ -342,6 +307,41 @@ class FakeSlackAPI:
         if user_id is None:
             user_id = next((u for r in self._user_ranges.get(team_id, ()) if (u := r.user_for_email(email))), None)
         return user_id
+
+    # ------------------------------------------------------------------ limits mode
+
+    def set_limits(self, limits: SlackLimits | None) -> None:
+        """Turn limits mode on with ``limits`` (Slack's figures: ``SlackLimits()``), or off with
+        ``None``. Buckets start full; counters are kept (see :meth:`reset_limits_stats`)."""
+        self.limits = limits
+        self._limiter = SlackLimiter(limits, self.clock) if limits is not None else None
+
+    def limits_stats(self) -> dict[str, Any]:
+        """Requests let through and 429s sent, per method and workspace, why each 429 was sent
+        (a tier, ``channel``, ``workspace``, ``non_marketplace`` or ``injected``), and a histogram of
+        the Retry-After values given per method. Also served at ``GET /_fake/stats``."""
+        return {"limits": None if self.limits is None else self.limits.as_dict(), **self.stats.snapshot()}
+
+    def reset_limits_stats(self) -> None:
+        self.stats.reset()
+
+    def _rate_limit(self, ws: _Workspace, method: str, args: dict[str, Any], call: Call) -> web.Response | None:
+        """The 429 Slack would answer for this call in limits mode, else ``None``."""
+        assert self._limiter is not None
+        channel = ""
+        if method == "chat.postMessage":
+            channel = str(args.get("channel") or "")
+            if channel[:1] in ("U", "W"):
+                channel = self.dm_channel_id(channel)
+        verdict = self._limiter.check(ws.team_id, method, channel=channel,
+                                      non_marketplace=ws.team_id in self._non_marketplace)
+        if verdict is None:
+            return None
+        wait, reason = verdict
+        retry_after = retry_after_seconds(wait)
+        self.stats.throttle(ws.team_id, method, reason, retry_after)
+        call.status, call.error = 429, "ratelimited"
+        return _json({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)})
 
     # ------------------------------------------------------------------ faults
 
@@ -417,7 +417,7 @@ class FakeSlackAPI:
         return list(self._ephemeral.get(channel, ()))
 
     def dm_channel_id(self, user_id: str) -> str:
-        """The DM channel id ``conversations.open(users=user_id)`` answers."""
+        """The DM channel id ``conversations.open(users=user_id)`` and ``chat.postMessage(channel=user_id)`` answer."""
         return "D" + user_id
 
     # ------------------------------------------------------------------ HTTP plumbing
