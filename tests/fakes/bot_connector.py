@@ -36,6 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.control import add_connector_routes
 from tests.fakes.rate_limits import Clock, LimitStats, retry_after_seconds
 from tests.fakes.teams_limits import TeamsLimiter, TeamsLimits
 
@@ -152,8 +153,6 @@ class FakeBotConnector:
         app.router.add_put("/v3/conversations/{conversation}/activities/{activity}", self._handle_update)
         app.router.add_delete("/v3/conversations/{conversation}/activities/{activity}", self._handle_delete)
         app.router.add_get("/v3/conversations/{conversation}/members/{member}", self._handle_member)
-        from tests.fakes.control import add_connector_routes
-
         add_connector_routes(app, self)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from tests.fakes.control import add_slack_routes
 from tests.fakes.rate_limits import Clock, LimitStats, retry_after_seconds
 from tests.fakes.seeding import UserRange
 from tests.fakes.slack_limits import SlackLimiter, SlackLimits
@@ -202,8 +203,6 @@ class FakeSlackAPI:
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/response/{key}", self._handle_response_url)
         app.router.add_post("/upload/{file_id}", self._handle_upload)
-        from tests.fakes.control import add_slack_routes
-
         add_slack_routes(app, self)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
