@@ -234,3 +234,260 @@ def test_signed_headers_verify_with_slack_sdk() -> None:
     assert sign(secret, example_body, 1531420618) == (
         "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
     )
+
+
+# ---- limits mode ---------------------------------------------------------------------------
+
+from tests.fakes.rate_limits import ManualMonotonic, Rate  # noqa: E402
+from tests.fakes.seeding import generated_workspace  # noqa: E402
+from tests.fakes.slack_limits import SlackLimits  # noqa: E402
+
+
+@pytest.fixture
+def clock() -> ManualMonotonic:
+    return ManualMonotonic()
+
+
+@pytest.fixture
+async def limited(clock: ManualMonotonic) -> AsyncIterator[FakeSlackAPI]:
+    async with FakeSlackAPI(limits=SlackLimits(), clock=clock) as api:
+        api.add_workspace("T1", TOKEN, bot_user_id="UBOT1")
+        api.add_workspace("T2", "xoxb-t2", bot_user_id="UBOT2")
+        for team in ("T1", "T2"):
+            for user in ("U1", "U2", "U3"):
+                api.add_user(team, user)
+        yield api
+
+
+def raw_client(token: str, fake: FakeSlackAPI) -> AsyncWebClient:
+    """A client that surfaces every 429 (no retry handlers)."""
+    client = AsyncWebClient(token=token, base_url=fake.url)
+    client.retry_handlers.clear()
+    return client
+
+
+async def ratelimited(call) -> SlackApiError:  # noqa: ANN001
+    with pytest.raises(SlackApiError) as exc:
+        await call
+    assert exc.value.response.status_code == 429
+    assert exc.value.response.data == {"ok": False, "error": "ratelimited"}
+    return exc.value
+
+
+async def test_slack_sdk_sees_a_tier_3_burst_end_in_429_with_retry_after(
+        limited: FakeSlackAPI, clock: ManualMonotonic) -> None:
+    client = raw_client(TOKEN, limited)
+    for _ in range(50):  # Tier 3: 50 a minute, a minute's worth at once
+        await client.conversations_open(users="U1")
+    error = await ratelimited(client.conversations_open(users="U1"))
+    # one token comes back every 60/50 = 1.2 s; Slack gives whole seconds, rounded up
+    assert error.response.headers["Retry-After"] == "2"
+    assert isinstance(error, SlackApiError) and error.response["error"] == "ratelimited"
+
+    # other methods of the workspace, and the same method elsewhere, are not restricted
+    assert (await client.users_info(user="U1"))["ok"]
+    assert (await raw_client("xoxb-t2", limited).conversations_open(users="U1"))["ok"]
+
+    clock.advance(1.2)
+    assert (await client.conversations_open(users="U1"))["ok"]  # exactly one token refilled
+    await ratelimited(client.conversations_open(users="U1"))
+    clock.advance(2)  # what the Retry-After said
+    assert (await client.conversations_open(users="U1"))["ok"]
+
+
+async def test_post_message_one_a_second_per_channel_with_a_short_burst(
+        limited: FakeSlackAPI, clock: ManualMonotonic) -> None:
+    client = raw_client(TOKEN, limited)
+    for _ in range(3):
+        await client.chat_postMessage(channel="DU1", text="x")
+    error = await ratelimited(client.chat_postMessage(channel="DU1", text="x"))
+    assert error.response.headers["Retry-After"] == "1"
+    # the user id means the same DM: it shares the channel's allowance
+    await ratelimited(client.chat_postMessage(channel="U1", text="x"))
+    # other channels have their own
+    for channel in ("DU2", "U3", "C1"):
+        assert (await client.chat_postMessage(channel=channel, text="x"))["ok"]
+    clock.advance(1)
+    assert (await client.chat_postMessage(channel="U1", text="x"))["channel"] == "DU1"
+    await ratelimited(client.chat_postMessage(channel="DU1", text="x"))
+    assert len(limited.messages("DU1")) == 4
+    assert limited.limits_stats()["throttled"]["by_reason"] == {"channel": 3}
+
+
+async def test_post_message_workspace_wide_cap(clock: ManualMonotonic) -> None:
+    limits = SlackLimits(post_per_workspace=Rate(5, 60.0))
+    async with FakeSlackAPI(limits=limits, clock=clock) as fake:
+        fake.add_workspace("T1", TOKEN)
+        fake.add_workspace("T2", "xoxb-t2")
+        client = raw_client(TOKEN, fake)
+        for n in range(5):
+            await client.chat_postMessage(channel=f"C{n}", text="x")
+        error = await ratelimited(client.chat_postMessage(channel="C9", text="x"))
+        assert error.response.headers["Retry-After"] == "12"  # 5 a minute: one every 12 s
+        assert (await raw_client("xoxb-t2", fake).chat_postMessage(channel="C9", text="x"))["ok"]
+        clock.advance(12)
+        assert (await client.chat_postMessage(channel="C9", text="x"))["ok"]
+        stats = fake.limits_stats()
+        assert stats["throttled"]["by_reason"] == {"workspace": 1}
+        assert stats["accepted"]["by_workspace"] == {"T1": {"chat.postMessage": 6}, "T2": {"chat.postMessage": 1}}
+
+
+async def test_history_is_tightened_only_for_distributed_non_marketplace_installs(clock: ManualMonotonic) -> None:
+    async with FakeSlackAPI(clock=clock) as fake:
+        fake.add_workspace("T1", TOKEN)
+        fake.add_workspace("T2", "xoxb-t2", non_marketplace=True)
+        internal, distributed = raw_client(TOKEN, fake), raw_client("xoxb-t2", fake)
+        for client, channel in ((internal, "C1"), (distributed, "C2")):
+            first = await client.chat_postMessage(channel=channel, text="parent")
+            for n in range(20):
+                await client.chat_postMessage(channel=channel, text=f"m{n}")
+                await client.chat_postMessage(channel=channel, text=f"r{n}", thread_ts=first["ts"])
+        fake.set_limits(SlackLimits())
+        # a page of 15 objects at most, and 15 by default
+        page = await distributed.conversations_history(channel="C2", limit=100)
+        assert len(page["messages"]) == 15 and page["has_more"] is True
+        replies = await distributed.conversations_replies(channel="C2", ts=first["ts"])
+        assert len(replies["messages"]) == 15
+        # then one request a minute, per method
+        error = await ratelimited(distributed.conversations_history(channel="C2"))
+        assert error.response.headers["Retry-After"] == "60"
+        await ratelimited(distributed.conversations_replies(channel="C2", ts=first["ts"]))
+        clock.advance(60)
+        assert len((await distributed.conversations_history(channel="C2"))["messages"]) == 15
+
+        # an internal app (or a Marketplace one) keeps Tier 3 and full pages
+        for _ in range(3):
+            assert len((await internal.conversations_history(channel="C1"))["messages"]) == 21
+        assert fake.limits_stats()["throttled"]["by_reason"] == {"non_marketplace": 2}
+
+        fake.set_non_marketplace("T2", False)
+        assert len((await distributed.conversations_history(channel="C2"))["messages"]) == 21
+
+
+async def test_post_to_a_user_id_posts_into_the_bots_dm_and_names_it(fake: FakeSlackAPI, client: AsyncWebClient) -> None:
+    posted = await client.chat_postMessage(channel="U1", text="hello")
+    assert posted["channel"] == "DU1" == fake.dm_channel_id("U1")
+    assert [m["text"] for m in fake.messages("DU1")] == ["hello"]
+    assert fake.messages("U1") == []
+    # the DM now exists, and conversations.open names the same one
+    opened = await client.conversations_open(users="U1")
+    assert opened["channel"]["id"] == "DU1" and opened["already_open"] is True
+    again = await client.chat_postMessage(channel="DU1", text="again")
+    assert [m["ts"] for m in fake.messages("DU1")] == [posted["ts"], again["ts"]]
+    assert fake.calls_to("chat.postMessage")[0].args["channel"] == "U1"  # recorded as sent
+    for nobody in ("UNOPE", "UBOT1"):  # a stranger, or the bot itself: no DM to open
+        with pytest.raises(SlackApiError) as exc:
+            await client.chat_postMessage(channel=nobody, text="x")
+        assert exc.value.response["error"] == "channel_not_found"
+
+
+async def test_limits_stats_count_every_429_and_the_retry_after_given(
+        limited: FakeSlackAPI, clock: ManualMonotonic) -> None:
+    client = raw_client(TOKEN, limited)
+    for _ in range(4):
+        try:
+            await client.chat_postMessage(channel="DU1", text="x")
+        except SlackApiError:
+            pass
+    limited.fail_next("users.info", retry_after=7)
+    await ratelimited(client.users_info(user="U1"))
+    stats = limited.limits_stats()
+    assert stats["limits"]["post_per_channel"] == {"count": 1, "per": 1.0, "burst": 3.0}
+    assert stats["accepted"]["total"] == 3 and stats["accepted"]["by_method"] == {"chat.postMessage": 3}
+    assert stats["throttled"]["total"] == 2
+    assert stats["throttled"]["by_workspace"] == {"T1": {"chat.postMessage": 1, "users.info": 1}}
+    assert stats["throttled"]["by_reason"] == {"channel": 1, "injected": 1}
+    assert stats["retry_after"] == {"chat.postMessage": {"1": 1}, "users.info": {"7": 1}}
+    limited.reset_limits_stats()
+    assert limited.limits_stats()["throttled"]["total"] == 0
+
+
+async def test_limits_are_off_by_default(fake: FakeSlackAPI, client: AsyncWebClient) -> None:
+    for _ in range(60):
+        await client.conversations_open(users="U1")
+    for _ in range(10):
+        await client.chat_postMessage(channel="DU1", text="x")
+    stats = fake.limits_stats()
+    assert stats["limits"] is None and stats["throttled"]["total"] == 0 and stats["accepted"]["total"] == 70
+
+
+async def test_scale_runs_the_same_shape_faster(clock: ManualMonotonic) -> None:
+    async with FakeSlackAPI(limits=SlackLimits(scale=60), clock=clock) as fake:
+        fake.add_workspace("T1", TOKEN)
+        fake.add_user("T1", "U1")
+        client = raw_client(TOKEN, fake)
+        for _ in range(50):  # the burst is unchanged ...
+            await client.conversations_open(users="U1")
+        error = await ratelimited(client.conversations_open(users="U1"))
+        assert error.response.headers["Retry-After"] == "1"  # whole seconds, at least 1
+        clock.advance(0.02)  # ... the rate is 60 times higher: 50 a second
+        assert (await client.conversations_open(users="U1"))["ok"]
+
+
+async def test_limits_profile_overrides() -> None:
+    limits = SlackLimits.from_dict({"scale": 2, "tiers": {"tier3": [10, 60]}, "post_per_channel": {"count": 2, "per": 1},
+                                    "method_tiers": {"users.info": "tier3"}})
+    assert limits.scale == 2.0 and limits.tiers["tier3"] == Rate(10, 60) and limits.tiers["tier4"] == Rate(100)
+    assert limits.method_tiers["users.info"] == "tier3" and limits.post_per_channel.capacity == 2
+    with pytest.raises(ValueError):
+        SlackLimits.from_dict({"tier9": 1})
+    with pytest.raises(ValueError):
+        SlackLimits.from_dict({"method_tiers": {"users.info": "tier9"}})
+
+
+async def test_control_routes_seed_switch_limits_and_report_over_http(clock: ManualMonotonic) -> None:
+    async with FakeSlackAPI(clock=clock, record_calls=False) as fake, aiohttp.ClientSession() as http:
+        spec = {"workspaces": [generated_workspace(0, 100_000), generated_workspace(1, 3, non_marketplace=True)]}
+        async with http.post(f"{fake.base}/_fake/seed", json=spec) as r:
+            assert (await r.json())["seeded"] == {"workspaces": 2, "users": 100_003}
+        async with http.post(f"{fake.base}/_fake/limits", json={"scale": 1, "tiers": {"tier3": [2, 60]}}) as r:
+            assert (await r.json())["limits"]["tiers"]["tier3"] == {"count": 2, "per": 60.0, "burst": 2.0}
+
+        client = raw_client(spec["workspaces"][0]["token"], fake)
+        member = "U0000N099999"
+        found = await client.users_lookupByEmail(email=f"{member.lower()}@ws0000.example")
+        assert found["user"]["id"] == member
+        assert (await client.conversations_open(users=member))["channel"]["id"] == "D" + member
+        assert (await client.chat_postMessage(channel="U0000N000007", text="x",
+                                              metadata={"event_type": "herald_notice", "event_payload": {"n": 1}}))["ok"]
+        assert (await client.users_lookupByEmail(email="u0000n000001@ws0000.example"))["user"]["id"] == "U0000N000001"
+        await ratelimited(client.users_lookupByEmail(email="u0000n000002@ws0000.example"))  # Tier 3 set to 2/min
+        with pytest.raises(SlackApiError) as exc:
+            await client.conversations_open(users="U0000N100000")  # outside the range
+        assert exc.value.response.status_code == 200 and exc.value.response["error"] == "user_not_found"
+
+        async with http.get(f"{fake.base}/_fake/stats") as r:
+            stats = await r.json()
+        assert stats["throttled"]["by_workspace"] == {"T0000BENCH": {"users.lookupByEmail": 1}}
+        assert stats["retry_after"] == {"users.lookupByEmail": {"30": 1}}
+        assert stats["requests"]["conversations.open"] == 2
+        async with http.get(f"{fake.base}/_fake/messages", params={"event_type": "herald_notice"}) as r:
+            [message] = (await r.json())["messages"]
+        assert message["channel"] == "DU0000N000007" and message["metadata"]["event_payload"] == {"n": 1}
+        async with http.post(f"{fake.base}/_fake/limits", json={"enabled": False}) as r:
+            assert (await r.json())["limits"] is None
+        async with http.post(f"{fake.base}/_fake/seed", json={"workspaces": [{"team_id": "T9"}]}) as r:
+            assert r.status == 400 and "token" in (await r.json())["error"]
+
+
+async def test_standalone_fake_prints_its_url_and_serves(tmp_path) -> None:  # noqa: ANN001
+    import asyncio
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.fakes.slack_api", "--limits", "on", "--workspaces", "2",
+        "--users-per-workspace", "10", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        url = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/api/")
+        client = AsyncWebClient(token="xoxb-bench-0001", base_url=url)
+        assert (await client.auth_test())["team_id"] == "T0001BENCH"
+        assert (await client.chat_postMessage(channel="U0001N000009", text="x"))["channel"] == "DU0001N000009"
+        async with aiohttp.ClientSession() as http, http.get(url.removesuffix("api/") + "_fake/stats") as r:
+            stats = await r.json()
+        assert stats["limits"]["scale"] == 1.0
+        assert stats["accepted"]["by_workspace"] == {"T0001BENCH": {"auth.test": 1, "chat.postMessage": 1}}
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0

@@ -16,19 +16,31 @@ Errors look like the real connector's: ``{"error": {"code": "...", "message": ".
 HTTP status (404 ``ConversationNotFound``, 403 ``BotNotInConversationRoster``, 413
 ``MessageSizeTooBig``, 429 with ``Retry-After`` ...). Every request, failed ones included, is
 recorded in ``fake.calls`` with its ``Authorization`` header.
+
+Limits mode (``FakeBotConnector(limits=TeamsLimits())``, off by default) keeps Microsoft's
+documented limits (tests/fakes/teams_limits.py): 50 requests a second per tenant and the per-bot
+per-conversation windows; over a limit, ``429`` with ``Retry-After: <whole seconds>``. It can also
+inject the transient 412/502/504 answers callers must retry. ``limits_stats()`` counts what got
+through and every 429 and transient failure sent. ``/_fake/...`` routes (tests/fakes/control.py)
+seed, inspect and count over HTTP; ``python -m tests.fakes.bot_connector --help`` runs one standalone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["BotConnectorCall", "FakeBotConnector", "ROUTES"]
+from tests.fakes.control import add_connector_routes
+from tests.fakes.rate_limits import Clock, LimitStats, retry_after_seconds
+from tests.fakes.teams_limits import TeamsLimiter, TeamsLimits
+
+__all__ = ["BotConnectorCall", "FakeBotConnector", "ROUTES", "TeamsLimits"]
 
 ROUTES = ("create_conversation", "send_activity", "reply_activity", "update_activity", "delete_activity")
 # Teams refuses bot messages over ~100 KB, counting the payload encoded as UTF-16.
@@ -108,9 +120,17 @@ class FakeBotConnector:
             card = fake.activities(fake.conversation_id("aad-1"))[0]["attachments"][0]["content"]
     """
 
-    def __init__(self, *, record_calls: bool = True) -> None:
+    def __init__(self, *, record_calls: bool = True, limits: TeamsLimits | None = None,
+                 clock: Clock = time.monotonic, host: str = "127.0.0.1", port: int = 0) -> None:
         self.record_calls = record_calls
         self.calls: list[BotConnectorCall] = []
+        self.route_counts: Counter[str] = Counter()
+        """Requests received per route (counted even when ``record_calls`` is off)."""
+        self.clock = clock
+        self.stats = LimitStats("tenant")
+        self._limiter: TeamsLimiter | None = None
+        self.set_limits(limits)
+        self._host, self._bind_port = host, port
         self._conversations: dict[str, _Conversation] = {}
         self._faults: dict[str, deque[_Fault]] = {}
         self._delays: dict[str, float] = {}
@@ -133,9 +153,10 @@ class FakeBotConnector:
         app.router.add_put("/v3/conversations/{conversation}/activities/{activity}", self._handle_update)
         app.router.add_delete("/v3/conversations/{conversation}/activities/{activity}", self._handle_delete)
         app.router.add_get("/v3/conversations/{conversation}/members/{member}", self._handle_member)
+        add_connector_routes(app, self)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        site = web.TCPSite(runner, self._host, self._bind_port, backlog=4096)
         await site.start()
         self._runner = runner
         self._port = runner.addresses[0][1]
@@ -161,7 +182,7 @@ class FakeBotConnector:
     @property
     def url(self) -> str:
         """The service URL to put in activities and PlatformAccount.service_url (ends with ``/``)."""
-        return f"http://127.0.0.1:{self.port}/"
+        return f"http://{self._host}:{self.port}/"
 
     # ------------------------------------------------------------------ set-up
 
@@ -184,12 +205,65 @@ class FakeBotConnector:
 
     async def _handle_member(self, request: web.Request) -> web.Response:
         member = self._roster.get(request.match_info["member"])
-        self.calls.append(BotConnectorCall("get_member", "GET", request.path, request.match_info["conversation"],
-                                           None, {}, request.headers.get("Authorization")))
+        call = BotConnectorCall("get_member", "GET", request.path, request.match_info["conversation"],
+                                None, {}, request.headers.get("Authorization"))
+        self.route_counts[call.route] += 1
+        if self.record_calls:
+            self.calls.append(call)
+        limited = self._rate_limit(call)
+        if limited is not None:
+            return limited
         if member is None:
             return web.json_response({"error": {"code": "MemberNotFoundInConversation", "message": "no such member"}},
                                      status=404)
         return web.json_response(member)
+
+    # ------------------------------------------------------------------ limits mode
+
+    def set_limits(self, limits: TeamsLimits | None) -> None:
+        """Turn limits mode on with ``limits`` (Microsoft's figures: ``TeamsLimits()``), or off
+        with ``None``. Buckets and windows start empty; counters are kept."""
+        self.limits = limits
+        self._limiter = TeamsLimiter(limits, self.clock) if limits is not None else None
+
+    def limits_stats(self) -> dict[str, Any]:
+        """Requests let through and 429s sent, per route and tenant, why each 429 was sent
+        (``tenant``, ``conversation`` or ``injected``), the Retry-After values given per route, and
+        the transient failures injected. Also served at ``GET /_fake/stats``."""
+        return {"limits": None if self.limits is None else self.limits.as_dict(), **self.stats.snapshot()}
+
+    def reset_limits_stats(self) -> None:
+        self.stats.reset()
+
+    def _scope(self, call: BotConnectorCall) -> tuple[str | None, str | None]:
+        """(tenant, conversation) a request counts against; ``None`` where the fake cannot tell
+        (a malformed create, an unknown conversation): such requests fail on their own."""
+        if call.route == "create_conversation":
+            body = call.body if isinstance(call.body, dict) else {}
+            members = body.get("members")
+            tenant = body.get("tenantId") or ((body.get("channelData") or {}).get("tenant") or {}).get("id")
+            if isinstance(members, list) and members and isinstance(members[0], dict) and members[0].get("id"):
+                return tenant or None, self.conversation_id(str(members[0]["id"]))
+            return tenant or None, None
+        conv = self._conversations.get(call.conversation_id or "")
+        return (conv.tenant_id, conv.id) if conv is not None else (None, None)
+
+    def _rate_limit(self, call: BotConnectorCall) -> web.Response | None:
+        """The 429 the connector would answer in limits mode, else ``None`` (and the request is
+        counted as accepted)."""
+        tenant, conversation = self._scope(call)
+        if self._limiter is not None:
+            verdict = self._limiter.check(call.route, tenant, conversation)
+            if verdict is not None:
+                wait, reason = verdict
+                retry_after = retry_after_seconds(wait)
+                headers = {"Retry-After": str(retry_after)} if self._limiter.limits.retry_after else {}
+                self.stats.throttle(tenant or "", call.route, reason, retry_after if headers else None)
+                call.status, call.error_code = 429, _DEFAULT_CODES[429]
+                return web.json_response(_error_body(call.error_code, "Too many requests."), status=429,
+                                         headers=headers)
+        self.stats.accept(tenant or "", call.route)
+        return None
 
     def remove_conversation(self, conversation_id: str) -> None:
         """Later calls on this conversation answer 404 ConversationNotFound."""
@@ -242,6 +316,11 @@ class FakeBotConnector:
     def conversations(self) -> list[str]:
         return list(self._conversations)
 
+    def conversation_party(self, conversation_id: str) -> tuple[str, str] | None:
+        """``(tenant id, member's user id)`` of a conversation, ``None`` when there is none."""
+        conv = self._conversations.get(conversation_id)
+        return (conv.tenant_id, conv.user_id) if conv is not None else None
+
     def activities(self, conversation_id: str) -> list[dict[str, Any]]:
         """Current activities in the conversation, oldest first (the stored dicts; don't mutate)."""
         conv = self._conversations.get(conversation_id)
@@ -271,15 +350,23 @@ class FakeBotConnector:
             body = raw.decode("utf-8", "replace")
         call = BotConnectorCall(route, request.method, request.path, conversation_id, activity_id, body,
                                 request.headers.get("Authorization"))
+        self.route_counts[route] += 1
         if self.record_calls:
             self.calls.append(call)
         if self._delays.get(route):
             await asyncio.sleep(self._delays[route])
+        transient = None
         try:
             self._check_auth(call)
             fault = self._take_fault(route)
             if fault is not None:
-                return self._fault_response(call, fault)
+                return self._injected(call, fault)
+            limited = self._rate_limit(call)
+            if limited is not None:
+                return limited
+            transient = self._limiter.transient() if self._limiter is not None else None
+            if transient is not None and not transient[1]:
+                return self._transient_response(call, transient[0])
             if not isinstance(body, dict) and request.method != "DELETE":
                 raise _ConnectorError(400, "BadSyntax", "The request body is not a JSON object.")
             if len(raw.decode("utf-8", "replace").encode("utf-16-le")) > MAX_MESSAGE_BYTES:
@@ -288,8 +375,26 @@ class FakeBotConnector:
         except _ConnectorError as exc:
             call.status, call.error_code = exc.status, exc.code
             return web.json_response(_error_body(exc.code, exc.message), status=exc.status)
+        if transient is not None:  # carried out, yet the caller hears a gateway failure
+            return self._transient_response(call, transient[0])
         call.status = 201 if route in ("create_conversation", "send_activity", "reply_activity") else 200
         return web.json_response(result, status=call.status)
+
+    def _transient_response(self, call: BotConnectorCall, status: int) -> web.Response:
+        self.stats.fail(call.route, status)
+        call.status, call.error_code = status, _DEFAULT_CODES.get(status, "ServiceError")
+        return web.json_response(_error_body(call.error_code, f"Transient {status} {call.error_code}."), status=status)
+
+    def _injected(self, call: BotConnectorCall, fault: _Fault) -> web.Response:
+        """Answer an injected fault; injected 429s and 5xx/412 answers are counted like the limits'."""
+        response = self._fault_response(call, fault)
+        tenant, _ = self._scope(call)
+        if fault.status == 429:
+            header = response.headers.get("Retry-After")
+            self.stats.throttle(tenant or "", call.route, "injected", int(float(header)) if header else None)
+        elif fault.status >= 500 or fault.status == 412:
+            self.stats.fail(call.route, fault.status)
+        return response
 
     def _check_auth(self, call: BotConnectorCall) -> None:
         if self._expected_token is not None and call.bearer != self._expected_token:
@@ -408,3 +513,11 @@ class FakeBotConnector:
         conv.activities.remove(activity)
         del conv.by_id[call.activity_id]  # type: ignore[arg-type]
         return {}
+
+
+if __name__ == "__main__":  # python -m tests.fakes.bot_connector --help
+    import sys
+
+    from tests.fakes.cli import main
+
+    sys.exit(main("teams"))

@@ -13,8 +13,17 @@ It mirrors how Slack answers the requests ``AsyncWebClient`` sends:
   and ``{"ok": false, ...}`` exactly like Slack.
 * injected rate limits answer HTTP 429 with ``Retry-After`` and ``{"ok": false, "error":
   "ratelimited"}``; injected server errors answer HTTP 5xx with a JSON error body.
+* limits mode (``FakeSlackAPI(limits=SlackLimits())``, off by default) keeps Slack's own rate
+  limits (tests/fakes/slack_limits.py): over a limit, HTTP 429, ``Retry-After: <whole seconds>``
+  and ``{"ok": false, "error": "ratelimited"}``; ``limits_stats()`` counts what got through and
+  every 429 sent.
+* ``chat.postMessage`` to a user id (``U...``/``W...``) posts into the bot's DM with that user,
+  opening it if needed, and answers with the DM's ``D...`` id in ``channel``, as Slack does for a
+  bot token.
 
-Every request, including failed ones, is recorded in ``fake.calls``.
+Every request, including failed ones, is recorded in ``fake.calls``. ``/_fake/...`` routes
+(tests/fakes/control.py) seed, inspect and count over HTTP for a fake in another process;
+``python -m tests.fakes.slack_api --help`` runs one standalone.
 """
 
 from __future__ import annotations
@@ -22,13 +31,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from aiohttp import web
 
-__all__ = ["Call", "FakeSlackAPI"]
+from tests.fakes.control import add_slack_routes
+from tests.fakes.rate_limits import Clock, LimitStats, retry_after_seconds
+from tests.fakes.seeding import UserRange
+from tests.fakes.slack_limits import SlackLimiter, SlackLimits
+
+__all__ = ["Call", "FakeSlackAPI", "SlackLimits"]
 
 # Fields Slack accepts as JSON documents; form bodies carry them as JSON strings.
 _JSON_FIELDS = frozenset(
@@ -132,7 +147,8 @@ class FakeSlackAPI:
             client = AsyncWebClient(token="xoxb-1", base_url=fake.url)
     """
 
-    def __init__(self, *, record_calls: bool = True) -> None:
+    def __init__(self, *, record_calls: bool = True, limits: SlackLimits | None = None,
+                 clock: Clock = time.monotonic, host: str = "127.0.0.1", port: int = 0) -> None:
         self.record_calls = record_calls
         """Set to ``False`` (e.g. in benchmarks) to stop appending to :attr:`calls`."""
         self.calls: list[Call] = []
@@ -140,6 +156,7 @@ class FakeSlackAPI:
         self._workspaces: dict[str, _Workspace] = {}  # token -> workspace
         self._users: dict[str, dict[str, dict[str, Any]]] = {}  # team -> user id -> user
         self._emails: dict[str, dict[str, str]] = {}  # team -> lower(email) -> user id
+        self._user_ranges: dict[str, list[UserRange]] = {}  # team -> users stored on first look-up
         self._channels: dict[str, _Channel] = {}
         self._ephemeral: dict[str, list[dict[str, Any]]] = {}
         self.views: dict[str, dict[str, Any]] = {}
@@ -149,7 +166,13 @@ class FakeSlackAPI:
         self._ts_counter = 0
         self._view_counter = 0
         self._runner: web.AppRunner | None = None
+        self._host, self._bind_port = host, port
         self._port: int | None = None
+        self.clock = clock
+        self._limiter: SlackLimiter | None = None
+        self.stats = LimitStats("workspace")
+        self._non_marketplace: set[str] = set()  # team ids of distributed non-Marketplace installs
+        self.set_limits(limits)
         self._methods: dict[str, Callable[[_Workspace, dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
             "conversations.open": self._conversations_open,
@@ -180,9 +203,10 @@ class FakeSlackAPI:
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/response/{key}", self._handle_response_url)
         app.router.add_post("/upload/{file_id}", self._handle_upload)
+        add_slack_routes(app, self)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        site = web.TCPSite(runner, self._host, self._bind_port, backlog=4096)
         await site.start()
         self._runner = runner
         self._port = runner.addresses[0][1]
@@ -207,8 +231,8 @@ class FakeSlackAPI:
 
     @property
     def base(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash)."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://HOST:PORT`` (no trailing slash)."""
+        return f"http://{self._host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -221,12 +245,26 @@ class FakeSlackAPI:
 
     # ------------------------------------------------------------------ registry
 
-    def add_workspace(self, team_id: str, token: str, bot_user_id: str = "UBOT") -> None:
+    def add_workspace(self, team_id: str, token: str, bot_user_id: str = "UBOT", *,
+                      non_marketplace: bool = False) -> None:
+        """``non_marketplace``: the app reached this workspace as a commercially distributed app
+        outside the Slack Marketplace (a partner's "Add to Slack"), so conversations.history and
+        conversations.replies get Slack's tightened limits (see :meth:`set_non_marketplace`)."""
         self._workspaces[token] = _Workspace(
             team_id=team_id, token=token, bot_user_id=bot_user_id, bot_id="B" + team_id.lstrip("T")
         )
         self._users.setdefault(team_id, {})
         self._emails.setdefault(team_id, {})
+        self.set_non_marketplace(team_id, non_marketplace)
+
+    def set_non_marketplace(self, team_id: str, value: bool = True) -> None:
+        """Mark (or unmark) a workspace as a distributed non-Marketplace install: its
+        conversations.history/replies pages default to and are capped at 15 objects and, in limits
+        mode, it may call each of them once a minute."""
+        if value:
+            self._non_marketplace.add(team_id)
+        else:
+            self._non_marketplace.discard(team_id)
 
     def revoke(self, token: str) -> None:
         """Later calls with ``token`` answer ``token_revoked``."""
@@ -248,6 +286,61 @@ class FakeSlackAPI:
             user["profile"]["email"] = email
             self._emails.setdefault(team_id, {})[email.lower()] = user_id
         self._users.setdefault(team_id, {})[user_id] = user
+
+    def add_user_range(self, team_id: str, users: UserRange) -> None:
+        """Many users at once (``users.ids()``, e-mails from ``users.email``), each stored only when
+        first looked up: a benchmark's 100,000 members cost nothing until used."""
+        self._user_ranges.setdefault(team_id, []).append(users)
+
+    def _find_user(self, team_id: str, user_id: str) -> dict[str, Any] | None:
+        user = self._users.get(team_id, {}).get(user_id)
+        if user is None:
+            for users in self._user_ranges.get(team_id, ()):
+                if user_id in users:
+                    self.add_user(team_id, user_id, email=users.email(user_id))
+                    return self._users[team_id][user_id]
+        return user
+
+    def _find_email(self, team_id: str, email: str) -> str | None:
+        user_id = self._emails.get(team_id, {}).get(email.lower())
+        if user_id is None:
+            user_id = next((u for r in self._user_ranges.get(team_id, ()) if (u := r.user_for_email(email))), None)
+        return user_id
+
+    # ------------------------------------------------------------------ limits mode
+
+    def set_limits(self, limits: SlackLimits | None) -> None:
+        """Turn limits mode on with ``limits`` (Slack's figures: ``SlackLimits()``), or off with
+        ``None``. Buckets start full; counters are kept (see :meth:`reset_limits_stats`)."""
+        self.limits = limits
+        self._limiter = SlackLimiter(limits, self.clock) if limits is not None else None
+
+    def limits_stats(self) -> dict[str, Any]:
+        """Requests let through and 429s sent, per method and workspace, why each 429 was sent
+        (a tier, ``channel``, ``workspace``, ``non_marketplace`` or ``injected``), and a histogram of
+        the Retry-After values given per method. Also served at ``GET /_fake/stats``."""
+        return {"limits": None if self.limits is None else self.limits.as_dict(), **self.stats.snapshot()}
+
+    def reset_limits_stats(self) -> None:
+        self.stats.reset()
+
+    def _rate_limit(self, ws: _Workspace, method: str, args: dict[str, Any], call: Call) -> web.Response | None:
+        """The 429 Slack would answer for this call in limits mode, else ``None``."""
+        assert self._limiter is not None
+        channel = ""
+        if method == "chat.postMessage":
+            channel = str(args.get("channel") or "")
+            if channel[:1] in ("U", "W"):
+                channel = self.dm_channel_id(channel)
+        verdict = self._limiter.check(ws.team_id, method, channel=channel,
+                                      non_marketplace=ws.team_id in self._non_marketplace)
+        if verdict is None:
+            return None
+        wait, reason = verdict
+        retry_after = retry_after_seconds(wait)
+        self.stats.throttle(ws.team_id, method, reason, retry_after)
+        call.status, call.error = 429, "ratelimited"
+        return _json({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)})
 
     # ------------------------------------------------------------------ faults
 
@@ -302,6 +395,14 @@ class FakeSlackAPI:
         self.calls.clear()
         self._call_counts.clear()
 
+    def request_counts(self) -> dict[str, int]:
+        """Requests received per method (counted even when ``record_calls`` is off)."""
+        return dict(self._call_counts)
+
+    def channels(self) -> list[str]:
+        """Ids of the channels holding messages (DMs, channels posted to)."""
+        return list(self._channels)
+
     def messages(self, channel: str) -> list[dict[str, Any]]:
         """Current messages in ``channel``, oldest first (the stored dicts; don't mutate)."""
         ch = self._channels.get(channel)
@@ -315,7 +416,7 @@ class FakeSlackAPI:
         return list(self._ephemeral.get(channel, ()))
 
     def dm_channel_id(self, user_id: str) -> str:
-        """The DM channel id ``conversations.open(users=user_id)`` answers."""
+        """The DM channel id ``conversations.open(users=user_id)`` and ``chat.postMessage(channel=user_id)`` answer."""
         return "D" + user_id
 
     # ------------------------------------------------------------------ HTTP plumbing
@@ -361,6 +462,18 @@ class FakeSlackAPI:
         error = fault.error or "unknown_error"
         return _json({"ok": False, "error": error}), error
 
+    def _injected(self, fault: _Fault, call: Call) -> web.Response:
+        """Answer an injected fault; an injected 429 is counted like any other 429 sent."""
+        response, call.error = self._fault_response(fault)
+        call.status = response.status
+        if response.status == 429:
+            header = response.headers.get("Retry-After")
+            retry_after = int(float(header)) if header else None
+            self.stats.throttle(call.team_id or "", call.method, "injected", retry_after)
+        elif response.status >= 500:
+            self.stats.fail(call.method, response.status)
+        return response
+
     def _record(self, call: Call) -> None:
         self._call_counts[call.method] += 1
         if self.record_calls:
@@ -391,9 +504,7 @@ class FakeSlackAPI:
         if self._faults:
             fault = self._take_fault(method)
             if fault is not None:
-                response, call.error = self._fault_response(fault)
-                call.status = response.status
-                return response
+                return self._injected(fault, call)
 
         handler = self._methods.get(method)
         if handler is None:
@@ -408,6 +519,11 @@ class FakeSlackAPI:
         if ws.revoked:
             call.error = "token_revoked"
             return _json({"ok": False, "error": "token_revoked"})
+        if self._limiter is not None:
+            limited = self._rate_limit(ws, method, args, call)
+            if limited is not None:
+                return limited
+        self.stats.accept(ws.team_id, method)
         try:
             result = handler(ws, args)
         except _SlackError as exc:
@@ -435,9 +551,7 @@ class FakeSlackAPI:
         if self._faults:
             fault = self._take_fault("response_url")
             if fault is not None:
-                response, call.error = self._fault_response(fault)
-                call.status = response.status
-                return response
+                return self._injected(fault, call)
         return _json({"ok": True})
 
     async def _handle_upload(self, request: web.Request) -> web.Response:
@@ -480,7 +594,7 @@ class FakeSlackAPI:
     def _require_user(self, ws: _Workspace, user_id: str) -> dict[str, Any]:
         if user_id == ws.bot_user_id:
             return {"id": user_id, "team_id": ws.team_id, "name": "herald", "is_bot": True, "profile": {}}
-        user = self._users.get(ws.team_id, {}).get(user_id)
+        user = self._find_user(ws.team_id, user_id)
         if user is None:
             raise _SlackError("user_not_found")
         return user
@@ -536,17 +650,26 @@ class FakeSlackAPI:
             "channel": {"id": channel_id, **extra},
         }
 
-    def _channel_for_post(self, args: dict[str, Any]) -> tuple[str, _Channel]:
-        channel_id = args.get("channel")
+    def _channel_for_post(self, ws: _Workspace, args: dict[str, Any]) -> tuple[str, _Channel]:
+        """The channel a post goes to. A user id (``U...``/``W...``) means the bot's DM with that
+        user, opened if need be: Slack's chat.postMessage reference ("provide the user's ID as the
+        channel value and a direct message conversation will be opened if it isn't open already";
+        the response names the DM's ``D...`` id). A user Slack does not know, or the bot itself,
+        gives ``channel_not_found``, as when the app may not DM that user."""
+        channel_id = str(args.get("channel") or "")
         if not channel_id:
             raise _SlackError("channel_not_found")
+        if channel_id[0] in ("U", "W"):
+            if channel_id == ws.bot_user_id or self._find_user(ws.team_id, channel_id) is None:
+                raise _SlackError("channel_not_found")
+            channel_id = self.dm_channel_id(channel_id)
         ch = self._channels.get(channel_id)
         if ch is None:
             ch = self._channels[channel_id] = _Channel()
         return channel_id, ch
 
     def _chat_post_message(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
-        channel_id, ch = self._channel_for_post(args)
+        channel_id, ch = self._channel_for_post(ws, args)
         text = args.get("text")
         blocks = args.get("blocks")
         attachments = args.get("attachments")
@@ -622,14 +745,18 @@ class FakeSlackAPI:
         return {k: v for k, v in message.items() if k != "metadata"}
 
     def _paginate(
-        self, messages: list[dict[str, Any]], args: dict[str, Any]
+        self, ws: _Workspace, messages: list[dict[str, Any]], args: dict[str, Any]
     ) -> dict[str, Any]:
-        """``messages`` are already in answer order; apply cursor/limit."""
+        """``messages`` are already in answer order; apply cursor/limit. A distributed
+        non-Marketplace install gets pages of at most (and by default) 15 objects."""
+        default, maximum = 100, 1000
+        if ws.team_id in self._non_marketplace:
+            default = maximum = self.limits.non_marketplace_page_size if self.limits else 15
         try:
-            limit = int(args.get("limit") or 100)
+            limit = int(args.get("limit") or default)
         except ValueError:
             raise _SlackError("invalid_limit") from None
-        limit = max(1, min(limit, 1000))
+        limit = max(1, min(limit, maximum))
         cursor = args.get("cursor") or ""
         start = 0
         if cursor:
@@ -664,7 +791,7 @@ class FakeSlackAPI:
                 if hi is not None and (key > hi or (key == hi and not inclusive)):
                     continue
             selected.append(m)
-        paged = self._paginate(selected, args)
+        paged = self._paginate(ws, selected, args)
         return {
             "ok": True,
             "messages": [self._shape(m, include_metadata) for m in paged["page"]],
@@ -681,7 +808,7 @@ class FakeSlackAPI:
             raise _SlackError("thread_not_found")
         include_metadata = _truthy(args.get("include_all_metadata"))
         thread = [m for m in ch.messages if m["ts"] == ts or m.get("thread_ts") == ts]
-        paged = self._paginate(thread, args)
+        paged = self._paginate(ws, thread, args)
         return {
             "ok": True,
             "messages": [self._shape(m, include_metadata) for m in paged["page"]],
@@ -748,10 +875,11 @@ class FakeSlackAPI:
 
     def _users_lookup_by_email(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
         email = self._require(args, "email", "users_not_found")
-        user_id = self._emails.get(ws.team_id, {}).get(str(email).lower())
-        if user_id is None:
+        user_id = self._find_email(ws.team_id, str(email))
+        user = self._find_user(ws.team_id, user_id) if user_id is not None else None
+        if user is None:
             raise _SlackError("users_not_found")
-        return {"ok": True, "user": self._users[ws.team_id][user_id]}
+        return {"ok": True, "user": user}
 
     # ------------------------------------------------------------------ OAuth v2 (oauth.v2.access)
 
@@ -794,9 +922,7 @@ class FakeSlackAPI:
         if self._faults:
             fault = self._take_fault(method)
             if fault is not None:
-                response, call.error = self._fault_response(fault)
-                call.status = response.status
-                return response
+                return self._injected(fault, call)
         apps: dict[str, str] = getattr(self, "_oauth_apps", {})
         codes: dict[str, dict[str, Any]] = getattr(self, "_oauth_codes", {})
         grant = codes.get(str(args.get("code") or ""))
@@ -819,3 +945,11 @@ class FakeSlackAPI:
             "enterprise": {"id": "E0ORG", "name": "Org"} if grant["enterprise_install"] else None,
             "authed_user": {"id": grant["installer"]}, "is_enterprise_install": grant["enterprise_install"],
         })
+
+
+if __name__ == "__main__":  # python -m tests.fakes.slack_api --help
+    import sys
+
+    from tests.fakes.cli import main
+
+    sys.exit(main("slack"))
