@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.channels.base import OutcomeKind, Recipient
+from bot.core.ports import OutcomeKind, Recipient
 from bot.channels.teams import TeamsChannel
 from tests.fakes.bot_connector import FakeBotConnector
 from tests.fakes.rate_limits import ManualMonotonic, Rate, WindowLog
