@@ -56,6 +56,28 @@ async def close() -> None:
     _forget_compiled_sql()
 
 
+class SchemaNotCurrent(RuntimeError):
+    """The database lacks migrations this version of Herald needs; the message names them."""
+
+
+async def pending_migrations() -> list[str]:
+    """Names of the migrations not yet applied to the connected database, in the order they run."""
+    from tortoise.migrations.executor import MigrationExecutor
+
+    apps = tortoise_config("sqlite://:memory:")["apps"]
+    executor = MigrationExecutor(connections.get("default"), apps)
+    steps = await executor.plan()
+    return [f"{step.migration.name}" for step in steps if not step.backward]
+
+
+async def require_current_schema() -> None:
+    """Refuse to serve on a database that `herald db upgrade` has not brought up to date."""
+    pending = await pending_migrations()
+    if pending:
+        raise SchemaNotCurrent(f"the database is not up to date ({len(pending)} pending migrations: "
+                               f"{', '.join(pending)}); run `herald db upgrade` first")
+
+
 def dialect() -> str:
     """'sqlite' or 'postgres' for the default connection."""
     return connections.get("default").capabilities.dialect
