@@ -76,9 +76,15 @@ def register_secrets(values: Iterable[str | None]) -> None:
 
 
 def bind_context(**fields: Any) -> Token[dict[str, Any]]:
-    """Add fields to the log context until `reset_context(token)`; empty values are left out."""
-    current = _CONTEXT.get()
-    return _CONTEXT.set({**current, **{k: v for k, v in fields.items() if v not in (None, "")}})
+    """Set fields of the log context (an empty value removes the field) for the rest of the
+    current task and the tasks it starts, or until `reset_context(token)`."""
+    context = dict(_CONTEXT.get())
+    for key, value in fields.items():
+        if value in (None, ""):
+            context.pop(key, None)
+        else:
+            context[key] = value
+    return _CONTEXT.set(context)
 
 
 def reset_context(token: Token[dict[str, Any]]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,7 @@ from tortoise.functions import Count, Min
 
 from bot.common import metrics
 from bot.common.clock import Clock
+from bot.common.logs import bind_context
 from config.settings import Settings
 from storage.models import AuditChainHead, Delivery, DeliveryStatus
 
@@ -138,6 +140,7 @@ async def observe_requests(request: web.Request, handler: Callable[[web.Request]
                            ) -> web.StreamResponse:
     started = time.perf_counter()
     status = 500
+    bind_context(request_id=uuid.uuid4().hex[:16])  # each request runs in its own task: no reset needed
     try:
         response = await handler(request)
         status = response.status
