@@ -39,7 +39,7 @@ def _teams_channel(settings: Settings) -> TeamsChannel:
     provider = None
     if settings.teams_app_id and settings.teams_app_password:
         provider = MsalTokenProvider(settings.teams_app_id, settings.teams_app_password.get_secret_value(),
-                                     settings.teams_tenant_id)
+                                     settings.teams_tenant_id, authority_host=settings.teams_authority_url)
     hosts = DEFAULT_ALLOWED_SERVICE_HOSTS if settings.teams_check_service_url else None
     return TeamsChannel(settings.teams_app_id, provider, allowed_service_hosts=hosts,
                         default_service_url=settings.teams_service_url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise import Tortoise, connections
@@ -76,6 +77,18 @@ async def require_current_schema() -> None:
     if pending:
         raise SchemaNotCurrent(f"the database is not up to date ({len(pending)} pending migrations: "
                                f"{', '.join(pending)}); run `herald db upgrade` first")
+
+
+async def database_now() -> datetime:
+    """The database server's clock (UTC), to compare with this machine's."""
+    if dialect() == "postgres":
+        rows = await connections.get("default").execute_query_dict("SELECT now() AS now")
+        value = rows[0]["now"]
+    else:
+        rows = await connections.get("default").execute_query_dict(
+            "SELECT strftime('%Y-%m-%dT%H:%M:%f', 'now') AS now")
+        value = datetime.fromisoformat(rows[0]["now"])
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def dialect() -> str:

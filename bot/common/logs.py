@@ -176,6 +176,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text", *, stream: IO[str]
             root.removeHandler(handler)
     handler = logging.StreamHandler(stream or _CurrentStderr())  # type: ignore[arg-type]
     handler.herald = True  # type: ignore[attr-defined]
+    handler.setLevel(level.upper())  # some libraries set their own loggers to DEBUG
     handler.setFormatter(make_formatter(fmt))
     handler.addFilter(ContextFilter())
     root.addHandler(handler)

@@ -51,6 +51,9 @@ _JSON_FIELDS = frozenset(
 )
 _JSON_CT = "application/json"
 _TS_BASE = 1_700_000_000
+# What an app installed from Herald's manifest is granted; Slack names a token's scopes in the
+# X-OAuth-Scopes header of every Web API answer.
+DEFAULT_SCOPES = ("commands", "chat:write", "im:write", "im:history", "users:read", "users:read.email", "files:write")
 
 
 @dataclass(slots=True)
@@ -82,6 +85,7 @@ class _Workspace:
     bot_user_id: str
     bot_id: str
     revoked: bool = False
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -246,12 +250,13 @@ class FakeSlackAPI:
     # ------------------------------------------------------------------ registry
 
     def add_workspace(self, team_id: str, token: str, bot_user_id: str = "UBOT", *,
-                      non_marketplace: bool = False) -> None:
+                      non_marketplace: bool = False, scopes: tuple[str, ...] = DEFAULT_SCOPES) -> None:
         """``non_marketplace``: the app reached this workspace as a commercially distributed app
         outside the Slack Marketplace (a partner's "Add to Slack"), so conversations.history and
         conversations.replies get Slack's tightened limits (see :meth:`set_non_marketplace`)."""
         self._workspaces[token] = _Workspace(
-            team_id=team_id, token=token, bot_user_id=bot_user_id, bot_id="B" + team_id.lstrip("T")
+            team_id=team_id, token=token, bot_user_id=bot_user_id, bot_id="B" + team_id.lstrip("T"),
+            scopes=tuple(scopes),
         )
         self._users.setdefault(team_id, {})
         self._emails.setdefault(team_id, {})
@@ -265,6 +270,10 @@ class FakeSlackAPI:
             self._non_marketplace.add(team_id)
         else:
             self._non_marketplace.discard(team_id)
+
+    def set_scopes(self, token: str, scopes: tuple[str, ...]) -> None:
+        """The scopes ``token`` was granted (answered in ``X-OAuth-Scopes``)."""
+        self._workspaces[token].scopes = tuple(scopes)
 
     def revoke(self, token: str) -> None:
         """Later calls with ``token`` answer ``token_revoked``."""
@@ -528,8 +537,8 @@ class FakeSlackAPI:
             result = handler(ws, args)
         except _SlackError as exc:
             call.error = exc.error
-            return _json({"ok": False, "error": exc.error})
-        return _json(result)
+            return _json({"ok": False, "error": exc.error}, headers={"X-OAuth-Scopes": ",".join(ws.scopes)})
+        return _json(result, headers={"X-OAuth-Scopes": ",".join(ws.scopes)})
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
         key = request.match_info["key"]
@@ -895,7 +904,7 @@ class FakeSlackAPI:
 
         Exchanging it (once) answers with `token` for `team_id`, which is registered as a
         workspace of this fake. `redirect_uri`, when given, must match the one sent."""
-        self.add_workspace(team_id, token, bot_user_id=bot_user_id)
+        self.add_workspace(team_id, token, bot_user_id=bot_user_id, scopes=tuple(scope.split(",")))
         codes = getattr(self, "_oauth_codes", {})
         codes[code] = {"team_id": team_id, "token": token, "team_name": team_name or f"Team {team_id}",
                        "bot_user_id": bot_user_id, "installer": installer, "scope": scope,
