@@ -93,7 +93,11 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
             await storage_db.connect(herald.settings.tortoise_db_url,
                                      run_migrations=herald.settings.migrate_on_start)
             if not herald.settings.migrate_on_start:
-                await storage_db.require_current_schema()
+                try:
+                    await storage_db.require_current_schema()
+                except storage_db.SchemaNotCurrent:
+                    await storage_db.close()  # its connection thread would keep the process alive
+                    raise
         scheduler = AsyncIOScheduler(timezone="UTC")
         worker = warm_up = None
         if run_worker:
