@@ -176,10 +176,9 @@ def _granted_scopes(headers: dict) -> set[str] | None:
 
 async def _check_app_token(settings: Settings) -> Check:
     assert settings.slack_app_token is not None
-    client = AsyncWebClient(token=settings.slack_app_token.get_secret_value(), base_url=settings.slack_api_url,
-                            timeout=_TIMEOUT)
+    client = AsyncWebClient(base_url=settings.slack_api_url, timeout=_TIMEOUT)
     try:
-        await client.apps_connections_open()
+        await client.apps_connections_open(app_token=settings.slack_app_token.get_secret_value())
     except SlackApiError as exc:
         error = str(exc.response.get("error", "")) if exc.response is not None else "unknown_error"
         return Check("slack socket mode", FAIL, f"apps.connections.open refused the app token ({error})",

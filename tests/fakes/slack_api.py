@@ -176,6 +176,7 @@ class FakeSlackAPI:
         self._limiter: SlackLimiter | None = None
         self.stats = LimitStats("workspace")
         self._non_marketplace: set[str] = set()  # team ids of distributed non-Marketplace installs
+        self._app_tokens: dict[str, Any] = {}  # app-level token -> Socket Mode server
         self.set_limits(limits)
         self._methods: dict[str, Callable[[_Workspace, dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
@@ -274,6 +275,11 @@ class FakeSlackAPI:
     def set_scopes(self, token: str, scopes: tuple[str, ...]) -> None:
         """The scopes ``token`` was granted (answered in ``X-OAuth-Scopes``)."""
         self._workspaces[token].scopes = tuple(scopes)
+
+    def enable_socket_mode(self, app_token: str, server: Any) -> None:
+        """``apps.connections.open`` with ``app_token`` (an app-level ``xapp-`` token with
+        connections:write) answers ``server.new_url()`` (tests/fakes/slack_socket_mode.py)."""
+        self._app_tokens[app_token] = server
 
     def revoke(self, token: str) -> None:
         """Later calls with ``token`` answer ``token_revoked``."""
@@ -504,6 +510,8 @@ class FakeSlackAPI:
         ws = self._workspaces.get(token) if token else None
         call = Call(method, ws.team_id if ws is not None else None, args)
         self._record(call)
+        if method == "apps.connections.open" or (token or "").startswith("xapp-"):
+            return self._app_level(method, token, call)
 
         if self._delays:
             seconds = self._delays.get(method)
@@ -539,6 +547,18 @@ class FakeSlackAPI:
             call.error = exc.error
             return _json({"ok": False, "error": exc.error}, headers={"X-OAuth-Scopes": ",".join(ws.scopes)})
         return _json(result, headers={"X-OAuth-Scopes": ",".join(ws.scopes)})
+
+    def _app_level(self, method: str, token: str | None, call: Call) -> web.Response:
+        """App-level tokens (xapp-) may only open Socket Mode connections, and only they may."""
+        if not token:
+            call.error = "not_authed"
+        elif method != "apps.connections.open" or not token.startswith("xapp-"):
+            call.error = "not_allowed_token_type"
+        elif token not in self._app_tokens:
+            call.error = "invalid_auth"
+        if call.error is not None:
+            return _json({"ok": False, "error": call.error})
+        return _json({"ok": True, "url": self._app_tokens[token].new_url()})
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
         key = request.match_info["key"]
