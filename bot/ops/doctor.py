@@ -16,7 +16,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.common.clock import Clock
+from bot.common.clock import Clock, SystemClock
 from bot.common.secrets import cipher_for
 from config.settings import Settings
 from storage import db as storage_db
@@ -100,7 +100,14 @@ async def check_slack(settings: Settings, migrated: bool) -> list[Check]:
     if not settings.slack_enabled:
         return [Check("slack", SKIP, "not configured (no HERALD_SLACK_SIGNING_SECRET or HERALD_SLACK_APP_TOKEN)")]
     default = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    workspaces = SlackWorkspaces(settings.slack_api_url, default_token=default, cipher=cipher_for(settings.secret_key))
+    rotator = None
+    if settings.slack_client_id and settings.slack_client_secret:  # expiring tokens are refreshed as the server would
+        from bot.channels.slack_tokens import TokenRotator
+
+        rotator = TokenRotator(settings.slack_api_url, settings.slack_client_id,
+                               settings.slack_client_secret.get_secret_value(), clock=SystemClock())
+    workspaces = SlackWorkspaces(settings.slack_api_url, default_token=default, cipher=cipher_for(settings.secret_key),
+                                 rotator=rotator)
     teams: list[tuple[str, str]] = []
     if migrated:
         rows = await Workspace.filter(platform=Platform.SLACK.value, active=True).order_by("external_id")

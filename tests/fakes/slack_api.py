@@ -86,6 +86,7 @@ class _Workspace:
     bot_id: str
     revoked: bool = False
     scopes: tuple[str, ...] = ()
+    expires_at: float | None = None  # token rotation: the token's expiry on `token_clock`
 
 
 @dataclass(slots=True)
@@ -177,6 +178,11 @@ class FakeSlackAPI:
         self.stats = LimitStats("workspace")
         self._non_marketplace: set[str] = set()  # team ids of distributed non-Marketplace installs
         self._app_tokens: dict[str, Any] = {}  # app-level token -> Socket Mode server
+        self.token_clock: Callable[[], float] = time.time
+        """Seconds since the epoch, for expiring tokens (token rotation); tests set a manual clock."""
+        self._refresh_tokens: dict[str, dict[str, Any]] = {}  # live refresh token -> grant
+        self.refreshes = 0
+        """Successful refresh-token exchanges (oauth.v2.access with grant_type=refresh_token)."""
         self.set_limits(limits)
         self._methods: dict[str, Callable[[_Workspace, dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
@@ -536,6 +542,9 @@ class FakeSlackAPI:
         if ws.revoked:
             call.error = "token_revoked"
             return _json({"ok": False, "error": "token_revoked"})
+        if ws.expires_at is not None and self.token_clock() >= ws.expires_at:
+            call.error = "token_expired"
+            return _json({"ok": False, "error": "token_expired"})
         if self._limiter is not None:
             limited = self._rate_limit(ws, method, args, call)
             if limited is not None:
@@ -919,16 +928,20 @@ class FakeSlackAPI:
     def add_oauth_code(self, code: str, *, team_id: str, token: str, team_name: str = "",
                        bot_user_id: str = "UBOT", installer: str = "UINSTALLER",
                        scope: str = "commands,chat:write", redirect_uri: str | None = None,
-                       enterprise_install: bool = False) -> None:
+                       enterprise_install: bool = False, rotation: bool = False,
+                       expires_in: int = 43200) -> None:
         """A code Slack would hand to the redirect URL after someone approved the install.
 
         Exchanging it (once) answers with `token` for `team_id`, which is registered as a
-        workspace of this fake. `redirect_uri`, when given, must match the one sent."""
+        workspace of this fake. `redirect_uri`, when given, must match the one sent. `rotation`:
+        the app has token rotation on, so `token` (make it ``xoxe.xoxb-...``) expires `expires_in`
+        seconds after the exchange (on `token_clock`) and comes with a refresh token."""
         self.add_workspace(team_id, token, bot_user_id=bot_user_id, scopes=tuple(scope.split(",")))
         codes = getattr(self, "_oauth_codes", {})
         codes[code] = {"team_id": team_id, "token": token, "team_name": team_name or f"Team {team_id}",
                        "bot_user_id": bot_user_id, "installer": installer, "scope": scope,
-                       "redirect_uri": redirect_uri, "enterprise_install": enterprise_install, "used": False}
+                       "redirect_uri": redirect_uri, "enterprise_install": enterprise_install, "used": False,
+                       "rotation": rotation, "expires_in": expires_in}
         self._oauth_codes = codes
 
     async def _handle_oauth_v2_access(self, request: web.Request) -> web.Response:
@@ -948,6 +961,8 @@ class FakeSlackAPI:
                 client_id = client_secret = None
         call = Call(method, None, {**args, "client_id": client_id})
         self._record(call)
+        if self._delays.get(method):
+            await asyncio.sleep(self._delays[method])
         if self._faults:
             fault = self._take_fault(method)
             if fault is not None:
@@ -959,6 +974,8 @@ class FakeSlackAPI:
             call.error = "invalid_client_id"
         elif client_secret != apps[client_id]:
             call.error = "bad_client_secret"
+        elif args.get("grant_type") == "refresh_token":
+            return self._refresh(str(args.get("refresh_token") or ""), call)
         elif grant is None or grant["used"]:
             call.error = "invalid_code"
         elif grant["redirect_uri"] is not None and args.get("redirect_uri") != grant["redirect_uri"]:
@@ -968,12 +985,38 @@ class FakeSlackAPI:
         grant["used"] = True
         ws = next(w for w in self._workspaces.values() if w.token == grant["token"])
         team = None if grant["enterprise_install"] else {"id": grant["team_id"], "name": grant["team_name"]}
-        return _json({
+        answer = {
             "ok": True, "access_token": grant["token"], "token_type": "bot", "scope": grant["scope"],
             "bot_user_id": ws.bot_user_id, "app_id": "AHERALD", "team": team,
             "enterprise": {"id": "E0ORG", "name": "Org"} if grant["enterprise_install"] else None,
             "authed_user": {"id": grant["installer"]}, "is_enterprise_install": grant["enterprise_install"],
-        })
+        }
+        if grant["rotation"]:
+            answer.update(self._rotating_pair(ws, grant))
+        return _json(answer)
+
+    def _rotating_pair(self, ws: _Workspace, grant: dict[str, Any]) -> dict[str, Any]:
+        """Make `ws`'s token expire and issue the refresh token that renews it."""
+        ws.expires_at = self.token_clock() + grant["expires_in"]
+        refresh = "xoxe-1-" + hashlib.sha256(f"{ws.token}:{time.monotonic_ns()}".encode()).hexdigest()[:40]
+        self._refresh_tokens[refresh] = {**grant, "bot_user_id": ws.bot_user_id, "scopes": ws.scopes}
+        return {"refresh_token": refresh, "expires_in": grant["expires_in"]}
+
+    def _refresh(self, refresh_token: str, call: Call) -> web.Response:
+        """oauth.v2.access with grant_type=refresh_token: a new expiring token and a new refresh
+        token; the one used is revoked (Slack's token rotation)."""
+        grant = self._refresh_tokens.pop(refresh_token, None)
+        if grant is None:
+            call.error = "invalid_refresh_token"
+            return _json({"ok": False, "error": call.error})
+        self.refreshes += 1
+        token = "xoxe.xoxb-1-" + hashlib.sha256(f"{refresh_token}:{self.refreshes}".encode()).hexdigest()[:40]
+        self.add_workspace(grant["team_id"], token, bot_user_id=grant["bot_user_id"], scopes=grant["scopes"])
+        ws = self._workspaces[token]
+        return _json({"ok": True, "access_token": token, "token_type": "bot", "scope": ",".join(ws.scopes),
+                      "bot_user_id": ws.bot_user_id, "app_id": "AHERALD",
+                      "team": {"id": grant["team_id"], "name": grant["team_name"]}, "enterprise": None,
+                      "is_enterprise_install": False, **self._rotating_pair(ws, grant)})
 
 
 if __name__ == "__main__":  # python -m tests.fakes.slack_api --help
