@@ -13,6 +13,7 @@ from bot.api import add_api_routes
 from bot.common.clock import Clock
 from bot.handlers.downloads import add_download_routes
 from bot.handlers.teams.route import add_teams_routes
+from bot.ops.metrics_http import add_metrics
 from bot.service import Herald
 from config.settings import Settings
 from storage import db as storage_db
@@ -35,20 +36,46 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
     app = web.Application()
     app[HERALD_KEY] = herald
     app.router.add_get("/healthz", healthz)
+    metrics_app = add_metrics(app, settings, herald.clock)
     add_api_routes(app, herald.clock)
     add_teams_routes(app, herald)
     add_download_routes(app, herald)
+    socket_mode = None
     if settings.slack_enabled:
         from bot.handlers.slack.app import build_slack_app, slack_route
-
-        app.router.add_post("/slack/events", slack_route(build_slack_app(herald)))
         from bot.handlers.slack.oauth import add_slack_oauth_routes
 
+        slack_app = build_slack_app(herald)
+        if settings.slack_http_enabled:
+            app.router.add_post("/slack/events", slack_route(slack_app))
+        if settings.slack_app_token is not None:
+            from bot.handlers.slack.socket_mode import SocketModeRunner
+
+            socket_mode = SocketModeRunner(slack_app, settings.slack_app_token.get_secret_value(),
+                                           api_url=settings.slack_api_url)
         add_slack_oauth_routes(app, herald)
     else:
-        log.warning("Slack is not configured (HERALD_SLACK_SIGNING_SECRET unset): /slack/events is off")
+        log.warning("Slack is not configured (neither HERALD_SLACK_SIGNING_SECRET nor HERALD_SLACK_APP_TOKEN): "
+                    "/slack/events is off")
     app.cleanup_ctx.append(_lifecycle(herald, manage_database, run_worker))
+    if metrics_app is not None:
+        app.cleanup_ctx.append(_metrics_listener(metrics_app, settings))
+    if socket_mode is not None:
+        app.cleanup_ctx.append(socket_mode.lifecycle)
     return app
+
+
+def _metrics_listener(metrics_app: web.Application, settings: Settings):
+    """Serve /metrics on HERALD_METRICS_HOST:HERALD_METRICS_PORT beside the main server."""
+    async def listener(app: web.Application):
+        runner = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port)
+        await site.start()
+        log.info("metrics served on http://%s:%s/metrics", settings.metrics_host, settings.metrics_port)
+        yield
+        await runner.cleanup()
+    return listener
 
 
 def _safely(job):  # noqa: ANN001, ANN202
@@ -63,7 +90,14 @@ def _safely(job):  # noqa: ANN001, ANN202
 def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
     async def lifecycle(app: web.Application):
         if manage_database:
-            await storage_db.connect(herald.settings.tortoise_db_url)
+            await storage_db.connect(herald.settings.tortoise_db_url,
+                                     run_migrations=herald.settings.migrate_on_start)
+            if not herald.settings.migrate_on_start:
+                try:
+                    await storage_db.require_current_schema()
+                except storage_db.SchemaNotCurrent:
+                    await storage_db.close()  # its connection thread would keep the process alive
+                    raise
         scheduler = AsyncIOScheduler(timezone="UTC")
         worker = warm_up = None
         if run_worker:

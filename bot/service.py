@@ -11,6 +11,7 @@ import logging
 import time
 
 from bot.channels.slack import SlackChannel, SlackWorkspaces
+from bot.channels.slack_tokens import TokenRotator
 from bot.channels.teams import (
     DEFAULT_ALLOWED_SERVICE_HOSTS,
     MsalTokenProvider,
@@ -39,7 +40,7 @@ def _teams_channel(settings: Settings) -> TeamsChannel:
     provider = None
     if settings.teams_app_id and settings.teams_app_password:
         provider = MsalTokenProvider(settings.teams_app_id, settings.teams_app_password.get_secret_value(),
-                                     settings.teams_tenant_id)
+                                     settings.teams_tenant_id, authority_host=settings.teams_authority_url)
     hosts = DEFAULT_ALLOWED_SERVICE_HOSTS if settings.teams_check_service_url else None
     return TeamsChannel(settings.teams_app_id, provider, allowed_service_hosts=hosts,
                         default_service_url=settings.teams_service_url)
@@ -52,7 +53,11 @@ class Herald:
         self.clock = clock or SystemClock()
         self.catalog = catalog or load_catalog(settings.topics_file)
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-        self.slack_workspaces = SlackWorkspaces(settings.slack_api_url, default_token=token)
+        rotator = None
+        if settings.slack_client_id and settings.slack_client_secret:
+            rotator = TokenRotator(settings.slack_api_url, settings.slack_client_id,
+                                   settings.slack_client_secret.get_secret_value(), clock=self.clock)
+        self.slack_workspaces = SlackWorkspaces(settings.slack_api_url, default_token=token, rotator=rotator)
         self.channels: dict[str, Channel] = {"slack": SlackChannel(self.slack_workspaces),
                                              "teams": _teams_channel(settings)}
         self._kb = None

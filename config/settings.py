@@ -74,7 +74,25 @@ class Settings(BaseSettings):
     # How often scheduled notices, reminders and escalations are looked at.
     tick_seconds: float = Field(default=60.0, gt=0)
 
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", pattern="(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    # "text": one human-readable line per record; "json": one JSON object per line for log shippers.
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+
+    # Prometheus metrics (GET /metrics): off unless a bearer token is set, or a separate port for a
+    # private network is given (then served only there).
+    metrics_token: SecretStr | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "0.0.0.0"
+
+    # `herald serve` applies pending migrations before it serves. Turn off when a separate step runs
+    # `herald db upgrade` (docker-compose.yml does), so replicas never migrate at once; the server
+    # then refuses to start on a database that is not up to date.
+    migrate_on_start: bool = True
+
+    # Slack over Socket Mode (an app-level token, xapp-...): no public URL needed for Slack.
+    slack_app_token: SecretStr | None = None
+    # Microsoft Entra ID, where Teams credentials get their tokens (a sovereign cloud differs).
+    teams_authority_url: str = "https://login.microsoftonline.com"
 
     @field_validator("database_url")
     @classmethod
@@ -97,6 +115,29 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("HERALD_SLACK_API_URL must be an http(s) URL")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("metrics_token", "slack_app_token")
+    @classmethod
+    def _empty_secret_is_none(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if info.field_name == "slack_app_token" and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("HERALD_SLACK_APP_TOKEN must be an app-level token (xapp-...) with connections:write")
+        if info.field_name == "metrics_token" and len(value.get_secret_value()) < 16:
+            raise ValueError("HERALD_METRICS_TOKEN must be at least 16 characters")
+        return value
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_port_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("teams_authority_url")
+    @classmethod
+    def _check_authority(cls, value: str) -> str:
+        if urlsplit(value).scheme != "https" or not urlsplit(value).hostname:
+            raise ValueError("HERALD_TEAMS_AUTHORITY_URL must be an https URL, e.g. https://login.microsoftonline.com")
+        return value.rstrip("/")
 
     @field_validator("slack_oauth_base_url", "public_url")
     @classmethod
@@ -136,8 +177,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_slack_pair(self) -> "Settings":
-        if self.slack_bot_token and not self.slack_signing_secret:
-            raise ValueError("HERALD_SLACK_SIGNING_SECRET is required when HERALD_SLACK_BOT_TOKEN is set")
+        if self.slack_bot_token and not (self.slack_signing_secret or self.slack_app_token):
+            raise ValueError("HERALD_SLACK_SIGNING_SECRET is required when HERALD_SLACK_BOT_TOKEN is set "
+                             "(or HERALD_SLACK_APP_TOKEN for Socket Mode)")
         return self
 
     @property
@@ -150,6 +192,11 @@ class Settings(BaseSettings):
 
     @property
     def slack_enabled(self) -> bool:
+        """Slack's listeners run: over HTTP (a signing secret) and/or Socket Mode (an app token)."""
+        return self.slack_signing_secret is not None or self.slack_app_token is not None
+
+    @property
+    def slack_http_enabled(self) -> bool:
         return self.slack_signing_secret is not None
 
     @property

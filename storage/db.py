@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise import Tortoise, connections
@@ -54,6 +55,40 @@ async def connect(db_url: str, *, run_migrations: bool = True) -> None:
 async def close() -> None:
     await Tortoise.close_connections()
     _forget_compiled_sql()
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database lacks migrations this version of Herald needs; the message names them."""
+
+
+async def pending_migrations() -> list[str]:
+    """Names of the migrations not yet applied to the connected database, in the order they run."""
+    from tortoise.migrations.executor import MigrationExecutor
+
+    apps = tortoise_config("sqlite://:memory:")["apps"]
+    executor = MigrationExecutor(connections.get("default"), apps)
+    steps = await executor.plan()
+    return [f"{step.migration.name}" for step in steps if not step.backward]
+
+
+async def require_current_schema() -> None:
+    """Refuse to serve on a database that `herald db upgrade` has not brought up to date."""
+    pending = await pending_migrations()
+    if pending:
+        raise SchemaNotCurrent(f"the database is not up to date ({len(pending)} pending migrations: "
+                               f"{', '.join(pending)}); run `herald db upgrade` first")
+
+
+async def database_now() -> datetime:
+    """The database server's clock (UTC), to compare with this machine's."""
+    if dialect() == "postgres":
+        rows = await connections.get("default").execute_query_dict("SELECT now() AS now")
+        value = rows[0]["now"]
+    else:
+        rows = await connections.get("default").execute_query_dict(
+            "SELECT strftime('%Y-%m-%dT%H:%M:%f', 'now') AS now")
+        value = datetime.fromisoformat(rows[0]["now"])
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def dialect() -> str:

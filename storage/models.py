@@ -100,6 +100,12 @@ class Workspace(Model):
     bot_token = fields.TextField(default="")
     bot_user_id = fields.CharField(max_length=50, default="")
     active = fields.BooleanField(default=True)
+    # Slack token rotation: the bot token expires then; the refresh token (sealed like the bot
+    # token) gets the next pair; one replica at a time refreshes, holding the lease below.
+    token_expires_at = fields.DatetimeField(null=True)
+    refresh_token = fields.TextField(default="")
+    refresh_claimed_by = fields.CharField(max_length=64, default="")
+    refresh_claimed_until = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -81,12 +81,13 @@ async def rig(db: str):
         await stop_rig(harness)
 
 
-@pytest.fixture
-async def slack(db: str):
-    """The real app on a local port with a seeded directory, a fake Slack API and signed requests."""
+@pytest.fixture(params=["http", "socket"])
+async def slack(db: str, request: pytest.FixtureRequest):
+    """The real app on a local port with a seeded directory and a fake Slack API; Slack's requests
+    arrive signed over HTTP, or as envelopes over Socket Mode (every scenario runs both ways)."""
     from tests.support import seed_directory, start_harness, stop_harness
 
-    harness = await start_harness(db)
+    harness = await start_harness(db, transport=request.param)
     await seed_directory(harness.clock)
     try:
         yield harness

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 import aiohttp
 from aiohttp import web
@@ -24,8 +25,11 @@ from bot.service import Herald
 from config.settings import load_settings
 from tests.fakes.slack_api import Call, FakeSlackAPI
 from tests.fakes.slack_signing import interaction_body, signed_headers, slash_command_body
+from tests.fakes.slack_socket_mode import FakeSocketMode
 
 SIGNING_SECRET = "test-signing-secret"
+APP_TOKEN = "xapp-1-AHERALD-1-test-app-level-token"
+TRANSPORTS = ("http", "socket")  # Slack's two ways in: signed requests to /slack/events, or Socket Mode
 TEAM = "T0PARTNER"
 TOKEN = "xoxb-partner-token"
 CAM_USER = "UCAM1"
@@ -65,12 +69,26 @@ async def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, wha
 
 
 @dataclass
+class Reply:
+    """What Slack got back for a request: the HTTP answer, or a Socket Mode acknowledgement
+    (status 200 with the acknowledgement's payload as the body; 504 when none came)."""
+
+    status: int
+    body: str
+
+    async def text(self) -> str:
+        return self.body
+
+
+@dataclass
 class SlackHarness:
     fake: FakeSlackAPI
     server: TestServer
     app: web.Application
     clock: ManualClock
     session: aiohttp.ClientSession
+    transport: str = "http"
+    socket: FakeSocketMode | None = None
 
     @property
     def herald(self) -> Herald:
@@ -81,28 +99,43 @@ class SlackHarness:
         return str(self.server.make_url("/slack/events"))
 
     async def post_signed(self, body: str, *, timestamp: int | None = None, secret: str = SIGNING_SECRET,
-                          headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+                          headers: dict[str, str] | None = None) -> Reply:
+        """Deliver a request as Slack would: signed to /slack/events, or as a Socket Mode envelope."""
+        if self.transport == "socket":
+            return await self._envelope(body)
         all_headers = signed_headers(secret, body, timestamp)
         all_headers.update(headers or {})
         async with self.session.post(self.events_url, data=body.encode(), headers=all_headers) as response:
-            await response.read()
-            return response
+            return Reply(response.status, await response.text())
 
-    async def command(self, text: str, *, user: str = CAM_USER, team: str = TEAM) -> tuple[aiohttp.ClientResponse, str, str]:
-        """Run `/herald <text>`; returns (HTTP response, its body, the response_url key)."""
+    async def _envelope(self, body: str) -> Reply:
+        """The Socket Mode envelope Slack sends instead of the HTTP request with this body."""
+        assert self.socket is not None
+        if body.startswith("{"):
+            kind, payload = "events_api", json.loads(body)
+        else:
+            form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+            kind, payload = ("interactive", json.loads(form["payload"])) if "payload" in form else ("slash_commands", form)
+        try:
+            acknowledged = await self.socket.send(kind, payload)
+        except TimeoutError:
+            return Reply(504, "")
+        return Reply(200, json.dumps(acknowledged) if acknowledged else "")
+
+    async def command(self, text: str, *, user: str = CAM_USER, team: str = TEAM) -> tuple[Reply, str, str]:
+        """Run `/herald <text>`; returns (the answer, its body, the response_url key)."""
         key = f"cmd-{len(self.fake.calls)}-{time.monotonic_ns()}"
         body = slash_command_body(text=text, user_id=user, team_id=team, response_url=self.fake.response_url(key),
                                   channel_id="CCAMDM")
-        headers = signed_headers(SIGNING_SECRET, body)
-        async with self.session.post(self.events_url, data=body.encode(), headers=headers) as response:
-            return response, await response.text(), key
+        response = await self.post_signed(body)
+        return response, response.body, key
 
     async def responses(self, key: str, count: int = 1) -> list[Call]:
         return await wait_until(lambda: (c := [x for x in self.fake.calls_to("response_url") if x.key == key])
                                 and len(c) >= count and c, what=f"response_url {key}")
 
     async def click(self, action_id: str, value: str, *, user: str, team: str = TEAM,
-                    message: dict | None = None, key: str | None = None) -> aiohttp.ClientResponse:
+                    message: dict | None = None, key: str | None = None) -> Reply:
         key = key or f"click-{time.monotonic_ns()}"
         payload = {
             "type": "block_actions", "team": {"id": team}, "user": {"id": user},
@@ -117,33 +150,44 @@ class SlackHarness:
                           kind: str = "view_submission") -> dict:
         payload = {"type": kind, "team": {"id": team}, "user": {"id": user}, "api_app_id": "AHERALD",
                    "view": {"type": "modal", "id": "VTEST", **view}}
-        body = interaction_body(payload)
-        async with self.session.post(self.events_url, data=body.encode(), headers=signed_headers(SIGNING_SECRET, body)) as r:
-            text = await r.text()
-            assert r.status == 200, text
-            return json.loads(text) if text else {}
+        response = await self.post_signed(interaction_body(payload))
+        assert response.status == 200, response.body
+        return json.loads(response.body) if response.body else {}
 
 
-async def start_harness(db_url: str, *, run_worker: bool = False,
-                        extra_settings: dict | None = None) -> SlackHarness:
+async def start_harness(db_url: str, *, run_worker: bool = False, extra_settings: dict | None = None,
+                        transport: str = "http") -> SlackHarness:
+    """The real app on a local port. `transport` "socket": Slack over Socket Mode only (an app
+    token and no signing secret, so /slack/events does not exist), through a fake Socket Mode server."""
     fake = FakeSlackAPI()
     await fake.start()
     fake.add_workspace(TEAM, TOKEN)
     for user in ("UANNA", "UBO", "UCY", "UDI", CAM_USER, "UOUTSIDER"):
         fake.add_user(TEAM, user)
-    settings = load_settings(database_url=db_url, slack_signing_secret=SIGNING_SECRET, slack_api_url=fake.url,
-                             outbox_poll_seconds=3600, **(extra_settings or {}))
+    socket = None
+    slack_settings: dict[str, Any] = {"slack_signing_secret": SIGNING_SECRET}
+    if transport == "socket":
+        socket = FakeSocketMode()
+        await socket.start()
+        fake.enable_socket_mode(APP_TOKEN, socket)
+        slack_settings = {"slack_app_token": APP_TOKEN}
+    settings = load_settings(database_url=db_url, slack_api_url=fake.url, outbox_poll_seconds=3600,
+                             **{**slack_settings, **(extra_settings or {})})
     clock = ManualClock()
     app = build_app(settings, clock=clock, run_worker=run_worker, manage_database=False)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     session = aiohttp.ClientSession()
-    return SlackHarness(fake, server, app, clock, session)
+    if socket is not None:
+        await asyncio.wait_for(socket.connected.wait(), 30)
+    return SlackHarness(fake, server, app, clock, session, transport, socket)
 
 
 async def stop_harness(h: SlackHarness) -> None:
     await h.session.close()
     await h.server.close()
+    if h.socket is not None:
+        await h.socket.stop()
     await h.fake.stop()
 
 

@@ -322,7 +322,7 @@ def test_cli_audit_verify(cli_env: CliRunner, db_url: str) -> None:
     assert intact.exit_code == 0, intact.output
     report = json.loads(cli_env.invoke(main, ["audit", "verify", "--json"]).output)
     assert report["ok"] and report["events"] == 3 and report["first_broken_seq"] is None
-    assert intact.output.strip() == f"audit trail intact: 3 events, head {report['head_hash']}"
+    assert intact.stdout.strip() == f"audit trail intact: 3 events, head {report['head_hash']}"
 
     async def tamper() -> None:
         await storage_db.connect(db_url, run_migrations=False)
@@ -334,7 +334,7 @@ def test_cli_audit_verify(cli_env: CliRunner, db_url: str) -> None:
     asyncio.run(tamper())
     broken = cli_env.invoke(main, ["audit", "verify"])
     assert broken.exit_code == 1
-    assert broken.output.strip() == "audit trail broken: event 2 (workspace.added) was altered"
+    assert broken.stdout.strip() == "audit trail broken: event 2 (workspace.added) was altered"
     as_json = cli_env.invoke(main, ["audit", "verify", "--json"])
     assert as_json.exit_code == 1
     assert json.loads(as_json.output) == {

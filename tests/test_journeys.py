@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bot.common import metrics
 from bot.common.errors import NotFound, PermissionDenied
 from bot.core.onboarding.journeys import (
     DONE_ACTION,
@@ -154,6 +155,7 @@ def test_an_unreadable_journeys_file_is_reported_clearly(tmp_path: Path) -> None
 async def test_steps_trickle_one_a_day_from_step_one_through_the_tick(rig: Rig) -> None:
     rig.clock.set(MONDAY_9_UTC)
     await _only({"anna@acme.example": MONDAY_9_UTC - timedelta(days=30), "ed@keys.example": MONDAY_9_UTC})
+    steps_metric = metrics.sample("herald_journey_messages_sent_total", {"kind": "step"})
     counts = await rig.herald.tick()  # the real tick with the shipped journeys file
     assert counts["journeys"] == 1
     (first,) = _posts(rig, "DUANNA")
@@ -175,6 +177,7 @@ async def test_steps_trickle_one_a_day_from_step_one_through_the_tick(rig: Rig) 
     assert len(_posts(rig, "DUANNA", "Onboarding")) == 6
     assert await JourneyStep.filter(member__email="ed@keys.example").count() == 0  # no chat account: nothing
     assert await _events("journey.step_sent") == 6
+    assert metrics.sample("herald_journey_messages_sent_total", {"kind": "step"}) - steps_metric == 6
 
 
 async def test_a_step_due_late_in_the_evening_waits_for_working_hours(rig: Rig) -> None:

@@ -17,6 +17,7 @@ from bot.channels.slack_blocks import (
     notice_blocks,
     notice_fallback_text,
 )
+from bot.channels.slack_tokens import TokenRotator
 from bot.common.secrets import (
     TokenCipher,
     TokenDecryptError,
@@ -50,9 +51,12 @@ class SlackWorkspaces:
     """Bot tokens per Slack workspace, read from the database (and decrypted); the env token is
     the fallback for a single-workspace install."""
 
-    def __init__(self, api_url: str, default_token: str | None = None, cipher: TokenCipher | None = None) -> None:
+    def __init__(self, api_url: str, default_token: str | None = None, cipher: TokenCipher | None = None,
+                 rotator: TokenRotator | None = None) -> None:
         self.api_url = api_url
         self.default_token = default_token
+        # Renews expiring tokens (Slack token rotation); None when "Add to Slack" is not configured.
+        self.rotator = rotator
         # Opens sealed tokens; None = HERALD_SECRET_KEY from the environment. The server sets it
         # from its settings (bot.handlers.slack.oauth.add_slack_oauth_routes).
         self.cipher = cipher
@@ -65,12 +69,34 @@ class SlackWorkspaces:
         if cached and time.monotonic() - cached[0] < _TOKEN_TTL_SECONDS:
             return cached[1]
         workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
+        if workspace is not None and workspace.active and self.rotator is not None and workspace.token_expires_at:
+            return await self._rotating(workspace)
         if workspace is not None:
             token = self._open(workspace) if workspace.active else None
         else:
             token = self.default_token
         self._cache[team_id] = (time.monotonic(), token)
         return token
+
+    async def _rotating(self, workspace: Workspace, *, expired: bool = False) -> str | None:
+        """An expiring token, refreshed when due; cached only until it is due again."""
+        assert self.rotator is not None
+        try:
+            token = await self.rotator.fresh_token(workspace.external_id, self.cipher or environment_cipher(),
+                                                   expired=expired)
+        except TokenDecryptError as exc:
+            log.error("Slack workspace %s: %s", workspace.external_id, exc)
+            return None
+        if token and not expired and not self.rotator.due(workspace, self.rotator.clock.now()):
+            self._cache[workspace.external_id] = (time.monotonic(), token)
+        return token
+
+    async def token_expired(self, team_id: str) -> None:
+        """Slack answered `token_expired`: refresh now (before the retry), whatever the clock says."""
+        self.forget(team_id)
+        workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
+        if workspace is not None and workspace.active and self.rotator is not None and workspace.refresh_token:
+            await self._rotating(workspace, expired=True)
 
     def _open(self, workspace: Workspace) -> str | None:
         if not is_sealed(workspace.bot_token):
@@ -135,6 +161,8 @@ class SlackChannel:
             )
             return Outcome.delivered(MessageRef(response["channel"], response["ts"]), dm_channel=opened)
         except SlackApiError as exc:
+            if exc.response is not None and exc.response.get("error") == "token_expired":
+                await self.workspaces.token_expired(recipient.workspace_id)
             return _classify(exc, recipient, opened)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return Outcome.retry(f"network error talking to Slack ({type(exc).__name__})", dm_channel=opened)
@@ -182,7 +210,8 @@ def _classify(exc: SlackApiError, recipient: Recipient, opened: str) -> Outcome:
     if status == 429 or error == "ratelimited":
         retry_after = float(exc.response.headers.get("Retry-After", 1) or 1)
         return Outcome.retry("Slack rate limit", retry_after=retry_after, throttled=True, dm_channel=opened)
-    if status >= 500 or error in ("internal_error", "fatal_error", "service_unavailable", "request_timeout"):
+    if status >= 500 or error in ("internal_error", "fatal_error", "service_unavailable", "request_timeout",
+                                  "token_expired"):  # an expired rotating token is refreshed before the retry
         return Outcome.retry(f"Slack answered HTTP {status} {error}".strip(), dm_channel=opened)
     template = _PERMANENT_ERRORS.get(error, "Slack refused the message ({error})")
     return Outcome.failed(template.format(user=recipient.user_id, team=recipient.workspace_id, error=error),

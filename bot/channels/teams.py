@@ -79,6 +79,9 @@ class TeamsApiError(TeamsError):
 
 # ---- tokens -------------------------------------------------------------------------------
 
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+
+
 class MsalTokenProvider:
     """App-only tokens for the Bot Connector from Entra ID (client credentials), cached until
     shortly before they expire. MSAL is synchronous, so it runs in a worker thread.
@@ -88,7 +91,7 @@ class MsalTokenProvider:
     """
 
     def __init__(self, app_id: str, password: str, tenant_id: str | None = None, *,
-                 authority_host: str = "https://login.microsoftonline.com", refresh_margin: float = 300.0) -> None:
+                 authority_host: str = DEFAULT_AUTHORITY_HOST, refresh_margin: float = 300.0) -> None:
         self.app_id = app_id
         self._password = password
         self.authority = f"{authority_host.rstrip('/')}/{tenant_id or 'botframework.com'}"
@@ -125,8 +128,12 @@ class MsalTokenProvider:
         import msal  # ships with microsoft-agents-authentication-msal; only needed with credentials
 
         if self._app is None:
+            # Instance discovery asks login.microsoftonline.com whether the authority is a Microsoft
+            # one; an authority configured on purpose (a sovereign cloud) is trusted as it is.
+            discovery = None if self.authority.startswith(DEFAULT_AUTHORITY_HOST + "/") else False
             self._app = msal.ConfidentialClientApplication(
-                self.app_id, client_credential=self._password, authority=self.authority)
+                self.app_id, client_credential=self._password, authority=self.authority,
+                instance_discovery=discovery)
         return self._app.acquire_token_for_client(scopes=[BOT_FRAMEWORK_SCOPE])
 
     def invalidate(self) -> None:

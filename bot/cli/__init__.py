@@ -4,6 +4,7 @@ defined in `bot.cli.base`."""
 from bot.cli import (  # noqa: F401
     audit,
     directory,
+    doctor,
     notices,
     onboarding,
     reports,

@@ -18,10 +18,12 @@ def audit() -> None:
 @audit.command("verify", help="Recompute the audit trail's hash chain; exit 1 if it was altered.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def audit_verify(as_json: bool) -> None:
+    from bot.cli.progress import Reporter
     from bot.core.compliance.verify import verify_chain
 
     # A check must not change what it checks: no migrations.
-    result = run(verify_chain, migrate=False)
+    with Reporter("audit trail", enabled=not as_json) as progress:
+        result = run(lambda: verify_chain(progress=progress), migrate=False)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     elif result.ok:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -14,6 +13,7 @@ import click
 
 from bot.common.clock import SystemClock
 from bot.common.errors import UserError
+from bot.common.logs import configure_logging
 from config.settings import ConfigError, Settings, load_settings
 
 T = TypeVar("T")
@@ -26,6 +26,24 @@ def get_settings() -> Settings:
     except ConfigError as exc:
         click.echo(f"herald: {exc}", err=True)
         sys.exit(2)
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """Every secret in the settings, for the log redactor."""
+    values = [settings.slack_bot_token, settings.slack_signing_secret, settings.slack_client_secret,
+              settings.secret_key, settings.teams_app_password, settings.metrics_token, settings.slack_app_token]
+    return [v.get_secret_value() for v in values if v is not None]
+
+
+def setup_logging(level: str, settings: Settings | None = None) -> None:
+    """Logging for a command: `HERALD_LOG_FORMAT` (text or json), secrets redacted."""
+    if settings is None:
+        try:
+            settings = load_settings()
+        except ConfigError:
+            configure_logging(level, "text")  # the command itself reports the configuration error
+            return
+    configure_logging(level, settings.log_format, secrets=settings_secrets(settings))
 
 
 def run(work: Callable[[], Awaitable[T]], *, migrate: bool = True) -> T:
@@ -60,5 +78,4 @@ def operator_name() -> str:
 
 @click.group(help="Herald: partner notices with acknowledgement, in Slack and Microsoft Teams.")
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every tick at INFO
+    setup_logging("WARNING")

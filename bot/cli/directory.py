@@ -18,12 +18,16 @@ def directory() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Validate and count, write nothing.")
 @click.option("--deactivate-missing", is_flag=True, help="Mark members absent from the file inactive.")
-def directory_import(file: Path, dry_run: bool, deactivate_missing: bool) -> None:
+@click.option("--quiet", is_flag=True, help="No progress on standard error.")
+def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, quiet: bool) -> None:
+    from bot.cli.progress import Reporter
     from bot.core.directory.importer import import_directory
 
     text = file.read_text(encoding="utf-8-sig")
-    result = run(lambda: import_directory(text, now=CLOCK.now(), actor=f"operator:{operator_name()}",
-                                           dry_run=dry_run, deactivate_missing=deactivate_missing))
+    with Reporter("import", enabled=not quiet) as progress:
+        result = run(lambda: import_directory(text, now=CLOCK.now(), actor=f"operator:{operator_name()}",
+                                               dry_run=dry_run, deactivate_missing=deactivate_missing,
+                                               progress=progress))
     for error in result.rejected:
         click.echo(f"line {error.line}: {error.reason}", err=True)
     prefix = "dry run: would have " if dry_run else ""

@@ -122,14 +122,22 @@ def notices_list(as_json: bool, limit: int) -> None:
                    f"{r['recipients']:>6}  {r['title']}")
 
 
-@main.command(help="Delivery and acknowledgement counts for a notice.")
+@main.command(help="Delivery and acknowledgement counts for a notice; --follow watches them until every "
+                   "delivery is settled.")
 @click.argument("notice_id", type=int)
 @click.option("--json", "as_json", is_flag=True)
-def status(notice_id: int, as_json: bool) -> None:
+@click.option("--follow", is_flag=True, help="Show delivered and acknowledged counts live until delivery completes.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between looks with --follow.")
+def status(notice_id: int, as_json: bool, follow: bool, interval: float) -> None:
+    from bot.cli.progress import Reporter
     from bot.core.notices.status import notice_status
 
-    report = run(lambda: notice_status(notice_id))
-    data = report.as_dict()
+    if follow:
+        with Reporter(f"notice {notice_id}", enabled=not as_json) as progress:
+            data = run(lambda: _follow(notice_id, interval, progress))
+    else:
+        data = run(lambda: notice_status(notice_id)).as_dict()
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -138,3 +146,27 @@ def status(notice_id: int, as_json: bool) -> None:
                "acknowledged {acknowledged}  digest {digest}".format(**data))
     for reason in data["failure_reasons"]:
         click.echo(f"  {reason['count']} x {reason['reason']}")
+
+
+async def follow_sleep(seconds: float) -> None:
+    """The pause between looks (a seam for tests, which let deliveries happen in it)."""
+    await asyncio.sleep(seconds)
+
+
+def _settled(data: dict[str, Any]) -> bool:
+    return data["pending"] == 0 and data["status"] not in ("draft", "scheduled", "sending")
+
+
+async def _follow(notice_id: int, interval: float, progress: Any) -> dict[str, Any]:
+    """Look at the notice every `interval` seconds until nothing is pending; report each look."""
+    from bot.core.notices.status import notice_status
+
+    while True:
+        data = (await notice_status(notice_id)).as_dict()
+        to_send = max(data["recipients"] - data["digest"], 0)
+        progress("settled", data["delivered"] + data["failed"], to_send)
+        if data["importance"] == "must-know":
+            progress("acknowledged", data["acknowledged"], data["delivered"])
+        if _settled(data):
+            return data
+        await follow_sleep(interval)

@@ -78,13 +78,15 @@ class _Sink:
 
 
 def _notice_report(notice_id: int, fmt: str, output: Path | None) -> None:
+    from bot.cli.progress import Reporter
     from bot.core.compliance.reports import report_chunks
 
     sink = _Sink(output)
     actor = f"operator:{operator_name()}"
 
-    async def work() -> None:
-        chunks = report_chunks(notice_id, fmt, now=CLOCK.now(), actor=actor)  # type: ignore[arg-type]
+    async def work(progress: Reporter) -> None:
+        chunks = report_chunks(notice_id, fmt, now=CLOCK.now(), actor=actor,  # type: ignore[arg-type]
+                               progress=progress)
         try:
             async for chunk in chunks:
                 sink.write(chunk)
@@ -92,7 +94,9 @@ def _notice_report(notice_id: int, fmt: str, output: Path | None) -> None:
             await chunks.aclose()
 
     try:
-        run(work)
+        # progress only when the report goes to a file: standard output is the report itself
+        with Reporter(f"report of notice {notice_id}", enabled=output is not None) as progress:
+            run(lambda: work(progress))
         sink.commit()
     except BaseException:
         sink.discard()

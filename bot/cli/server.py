@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 
 import click
 
-from bot.cli.base import get_settings, main
+from bot.cli.base import get_settings, main, setup_logging
 
 
 @main.command(help="Run the HTTP server (Slack, Teams, health, API). Migrates the database first.")
@@ -19,12 +18,17 @@ def serve(host: str | None, port: int | None) -> None:
 
     from bot.app import build_app
 
+    from storage.db import SchemaNotCurrent
+
     settings = get_settings()
-    logging.getLogger().setLevel(settings.log_level.upper())
+    setup_logging(settings.log_level, settings)
     try:
         web.run_app(build_app(settings), host=host or settings.host, port=port or settings.port,
                     print=lambda msg: click.echo(f"herald: {msg}"))
     except (OSError, ConnectionError) as exc:
+        click.echo(f"herald: cannot start: {exc}", err=True)
+        sys.exit(2)
+    except SchemaNotCurrent as exc:
         click.echo(f"herald: cannot start: {exc}", err=True)
         sys.exit(2)
 

@@ -64,7 +64,9 @@ def slack_add_workspace(team_id: str, token: str, name: str) -> None:
     click.echo(f"{'added' if created else 'updated'} Slack workspace {team_id}")
 
 
-def _public_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def _public_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
     parts = urlsplit(value.strip())
     host = parts.hostname or ""
     if not host or parts.query or parts.fragment or parts.username or parts.password:
@@ -74,10 +76,14 @@ def _public_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value.strip().rstrip("/")
 
 
-def slack_manifest(url: str, *, name: str = "Herald") -> dict[str, Any]:
-    """The Slack app manifest for a Herald reachable at `url`."""
+def slack_manifest(url: str | None, *, name: str = "Herald", socket_mode: bool = False) -> dict[str, Any]:
+    """The Slack app manifest for a Herald reachable at `url`, or, with `socket_mode`, for one that
+    opens a Socket Mode connection itself (no Request URLs; `url` then only names the OAuth redirect
+    for "Add to Slack" and may be None)."""
     from bot.handlers.slack.oauth import BOT_EVENTS, BOT_SCOPES, REDIRECT_PATH
 
+    if socket_mode:
+        return _socket_mode_manifest(slack_manifest(url or "https://unused.invalid", name=name), url, REDIRECT_PATH)
     events_url = f"{url}/slack/events"
     return {
         "_metadata": {"major_version": 1, "minor_version": 1},
@@ -106,13 +112,31 @@ def slack_manifest(url: str, *, name: str = "Herald") -> dict[str, Any]:
     }
 
 
+def _socket_mode_manifest(data: dict[str, Any], url: str | None, redirect_path: str) -> dict[str, Any]:
+    """The HTTP manifest without Request URLs, with Socket Mode on."""
+    for command in data["features"]["slash_commands"]:
+        command.pop("url", None)
+    data["settings"]["event_subscriptions"].pop("request_url", None)
+    data["settings"]["interactivity"].pop("request_url", None)
+    data["settings"]["socket_mode_enabled"] = True
+    if url:
+        data["oauth_config"]["redirect_urls"] = [url + redirect_path]
+    else:
+        data["oauth_config"].pop("redirect_urls", None)
+    return data
+
+
 @slack.command("manifest", help="Print the Slack app manifest (paste it at api.slack.com/apps → Create New App).")
-@click.option("--url", required=True, callback=_public_url,
-              help="Herald's public base URL, e.g. https://herald.example.com.")
+@click.option("--url", default=None, callback=_public_url,
+              help="Herald's public base URL, e.g. https://herald.example.com (optional with --socket-mode: "
+                   "only for the \"Add to Slack\" redirect).")
+@click.option("--socket-mode", is_flag=True, help="Slack over Socket Mode (HERALD_SLACK_APP_TOKEN): no Request URLs.")
 @click.option("--name", default="Herald", show_default=True, help="The app's and bot user's display name.")
 @click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), default="json", show_default=True)
-def manifest(url: str, name: str, fmt: str) -> None:
-    data = slack_manifest(url, name=name)
+def manifest(url: str | None, socket_mode: bool, name: str, fmt: str) -> None:
+    if url is None and not socket_mode:
+        raise click.UsageError("give --url (Herald's public URL), or --socket-mode for a host without one")
+    data = slack_manifest(url, name=name, socket_mode=socket_mode)
     if fmt == "yaml":
         import yaml
 

@@ -51,6 +51,9 @@ _JSON_FIELDS = frozenset(
 )
 _JSON_CT = "application/json"
 _TS_BASE = 1_700_000_000
+# What an app installed from Herald's manifest is granted; Slack names a token's scopes in the
+# X-OAuth-Scopes header of every Web API answer.
+DEFAULT_SCOPES = ("commands", "chat:write", "im:write", "im:history", "users:read", "users:read.email", "files:write")
 
 
 @dataclass(slots=True)
@@ -82,6 +85,8 @@ class _Workspace:
     bot_user_id: str
     bot_id: str
     revoked: bool = False
+    scopes: tuple[str, ...] = ()
+    expires_at: float | None = None  # token rotation: the token's expiry on `token_clock`
 
 
 @dataclass(slots=True)
@@ -172,6 +177,12 @@ class FakeSlackAPI:
         self._limiter: SlackLimiter | None = None
         self.stats = LimitStats("workspace")
         self._non_marketplace: set[str] = set()  # team ids of distributed non-Marketplace installs
+        self._app_tokens: dict[str, Any] = {}  # app-level token -> Socket Mode server
+        self.token_clock: Callable[[], float] = time.time
+        """Seconds since the epoch, for expiring tokens (token rotation); tests set a manual clock."""
+        self._refresh_tokens: dict[str, dict[str, Any]] = {}  # live refresh token -> grant
+        self.refreshes = 0
+        """Successful refresh-token exchanges (oauth.v2.access with grant_type=refresh_token)."""
         self.set_limits(limits)
         self._methods: dict[str, Callable[[_Workspace, dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
@@ -246,12 +257,13 @@ class FakeSlackAPI:
     # ------------------------------------------------------------------ registry
 
     def add_workspace(self, team_id: str, token: str, bot_user_id: str = "UBOT", *,
-                      non_marketplace: bool = False) -> None:
+                      non_marketplace: bool = False, scopes: tuple[str, ...] = DEFAULT_SCOPES) -> None:
         """``non_marketplace``: the app reached this workspace as a commercially distributed app
         outside the Slack Marketplace (a partner's "Add to Slack"), so conversations.history and
         conversations.replies get Slack's tightened limits (see :meth:`set_non_marketplace`)."""
         self._workspaces[token] = _Workspace(
-            team_id=team_id, token=token, bot_user_id=bot_user_id, bot_id="B" + team_id.lstrip("T")
+            team_id=team_id, token=token, bot_user_id=bot_user_id, bot_id="B" + team_id.lstrip("T"),
+            scopes=tuple(scopes),
         )
         self._users.setdefault(team_id, {})
         self._emails.setdefault(team_id, {})
@@ -265,6 +277,15 @@ class FakeSlackAPI:
             self._non_marketplace.add(team_id)
         else:
             self._non_marketplace.discard(team_id)
+
+    def set_scopes(self, token: str, scopes: tuple[str, ...]) -> None:
+        """The scopes ``token`` was granted (answered in ``X-OAuth-Scopes``)."""
+        self._workspaces[token].scopes = tuple(scopes)
+
+    def enable_socket_mode(self, app_token: str, server: Any) -> None:
+        """``apps.connections.open`` with ``app_token`` (an app-level ``xapp-`` token with
+        connections:write) answers ``server.new_url()`` (tests/fakes/slack_socket_mode.py)."""
+        self._app_tokens[app_token] = server
 
     def revoke(self, token: str) -> None:
         """Later calls with ``token`` answer ``token_revoked``."""
@@ -495,6 +516,8 @@ class FakeSlackAPI:
         ws = self._workspaces.get(token) if token else None
         call = Call(method, ws.team_id if ws is not None else None, args)
         self._record(call)
+        if method == "apps.connections.open" or (token or "").startswith("xapp-"):
+            return self._app_level(method, token, call)
 
         if self._delays:
             seconds = self._delays.get(method)
@@ -519,6 +542,9 @@ class FakeSlackAPI:
         if ws.revoked:
             call.error = "token_revoked"
             return _json({"ok": False, "error": "token_revoked"})
+        if ws.expires_at is not None and self.token_clock() >= ws.expires_at:
+            call.error = "token_expired"
+            return _json({"ok": False, "error": "token_expired"})
         if self._limiter is not None:
             limited = self._rate_limit(ws, method, args, call)
             if limited is not None:
@@ -528,8 +554,20 @@ class FakeSlackAPI:
             result = handler(ws, args)
         except _SlackError as exc:
             call.error = exc.error
-            return _json({"ok": False, "error": exc.error})
-        return _json(result)
+            return _json({"ok": False, "error": exc.error}, headers={"X-OAuth-Scopes": ",".join(ws.scopes)})
+        return _json(result, headers={"X-OAuth-Scopes": ",".join(ws.scopes)})
+
+    def _app_level(self, method: str, token: str | None, call: Call) -> web.Response:
+        """App-level tokens (xapp-) may only open Socket Mode connections, and only they may."""
+        if not token:
+            call.error = "not_authed"
+        elif method != "apps.connections.open" or not token.startswith("xapp-"):
+            call.error = "not_allowed_token_type"
+        elif token not in self._app_tokens:
+            call.error = "invalid_auth"
+        if call.error is not None:
+            return _json({"ok": False, "error": call.error})
+        return _json({"ok": True, "url": self._app_tokens[token].new_url()})
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
         key = request.match_info["key"]
@@ -890,16 +928,20 @@ class FakeSlackAPI:
     def add_oauth_code(self, code: str, *, team_id: str, token: str, team_name: str = "",
                        bot_user_id: str = "UBOT", installer: str = "UINSTALLER",
                        scope: str = "commands,chat:write", redirect_uri: str | None = None,
-                       enterprise_install: bool = False) -> None:
+                       enterprise_install: bool = False, rotation: bool = False,
+                       expires_in: int = 43200) -> None:
         """A code Slack would hand to the redirect URL after someone approved the install.
 
         Exchanging it (once) answers with `token` for `team_id`, which is registered as a
-        workspace of this fake. `redirect_uri`, when given, must match the one sent."""
-        self.add_workspace(team_id, token, bot_user_id=bot_user_id)
+        workspace of this fake. `redirect_uri`, when given, must match the one sent. `rotation`:
+        the app has token rotation on, so `token` (make it ``xoxe.xoxb-...``) expires `expires_in`
+        seconds after the exchange (on `token_clock`) and comes with a refresh token."""
+        self.add_workspace(team_id, token, bot_user_id=bot_user_id, scopes=tuple(scope.split(",")))
         codes = getattr(self, "_oauth_codes", {})
         codes[code] = {"team_id": team_id, "token": token, "team_name": team_name or f"Team {team_id}",
                        "bot_user_id": bot_user_id, "installer": installer, "scope": scope,
-                       "redirect_uri": redirect_uri, "enterprise_install": enterprise_install, "used": False}
+                       "redirect_uri": redirect_uri, "enterprise_install": enterprise_install, "used": False,
+                       "rotation": rotation, "expires_in": expires_in}
         self._oauth_codes = codes
 
     async def _handle_oauth_v2_access(self, request: web.Request) -> web.Response:
@@ -919,6 +961,8 @@ class FakeSlackAPI:
                 client_id = client_secret = None
         call = Call(method, None, {**args, "client_id": client_id})
         self._record(call)
+        if self._delays.get(method):
+            await asyncio.sleep(self._delays[method])
         if self._faults:
             fault = self._take_fault(method)
             if fault is not None:
@@ -930,6 +974,8 @@ class FakeSlackAPI:
             call.error = "invalid_client_id"
         elif client_secret != apps[client_id]:
             call.error = "bad_client_secret"
+        elif args.get("grant_type") == "refresh_token":
+            return self._refresh(str(args.get("refresh_token") or ""), call)
         elif grant is None or grant["used"]:
             call.error = "invalid_code"
         elif grant["redirect_uri"] is not None and args.get("redirect_uri") != grant["redirect_uri"]:
@@ -939,12 +985,38 @@ class FakeSlackAPI:
         grant["used"] = True
         ws = next(w for w in self._workspaces.values() if w.token == grant["token"])
         team = None if grant["enterprise_install"] else {"id": grant["team_id"], "name": grant["team_name"]}
-        return _json({
+        answer = {
             "ok": True, "access_token": grant["token"], "token_type": "bot", "scope": grant["scope"],
             "bot_user_id": ws.bot_user_id, "app_id": "AHERALD", "team": team,
             "enterprise": {"id": "E0ORG", "name": "Org"} if grant["enterprise_install"] else None,
             "authed_user": {"id": grant["installer"]}, "is_enterprise_install": grant["enterprise_install"],
-        })
+        }
+        if grant["rotation"]:
+            answer.update(self._rotating_pair(ws, grant))
+        return _json(answer)
+
+    def _rotating_pair(self, ws: _Workspace, grant: dict[str, Any]) -> dict[str, Any]:
+        """Make `ws`'s token expire and issue the refresh token that renews it."""
+        ws.expires_at = self.token_clock() + grant["expires_in"]
+        refresh = "xoxe-1-" + hashlib.sha256(f"{ws.token}:{time.monotonic_ns()}".encode()).hexdigest()[:40]
+        self._refresh_tokens[refresh] = {**grant, "bot_user_id": ws.bot_user_id, "scopes": ws.scopes}
+        return {"refresh_token": refresh, "expires_in": grant["expires_in"]}
+
+    def _refresh(self, refresh_token: str, call: Call) -> web.Response:
+        """oauth.v2.access with grant_type=refresh_token: a new expiring token and a new refresh
+        token; the one used is revoked (Slack's token rotation)."""
+        grant = self._refresh_tokens.pop(refresh_token, None)
+        if grant is None:
+            call.error = "invalid_refresh_token"
+            return _json({"ok": False, "error": call.error})
+        self.refreshes += 1
+        token = "xoxe.xoxb-1-" + hashlib.sha256(f"{refresh_token}:{self.refreshes}".encode()).hexdigest()[:40]
+        self.add_workspace(grant["team_id"], token, bot_user_id=grant["bot_user_id"], scopes=grant["scopes"])
+        ws = self._workspaces[token]
+        return _json({"ok": True, "access_token": token, "token_type": "bot", "scope": ",".join(ws.scopes),
+                      "bot_user_id": ws.bot_user_id, "app_id": "AHERALD",
+                      "team": {"id": grant["team_id"], "name": grant["team_name"]}, "enterprise": None,
+                      "is_enterprise_install": False, **self._rotating_pair(ws, grant)})
 
 
 if __name__ == "__main__":  # python -m tests.fakes.slack_api --help

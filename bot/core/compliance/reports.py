@@ -28,6 +28,7 @@ from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, UserError
+from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import audit_event, record
 from storage.models import (
     Acknowledgement,
@@ -446,7 +447,7 @@ def _json(value: Any) -> str:
 
 
 async def report_chunks(notice_id: int, fmt: Format, *, now: datetime, actor: str,
-                        page_size: int = PAGE_SIZE) -> AsyncIterator[str]:
+                        page_size: int = PAGE_SIZE, progress: Progress = no_progress) -> AsyncIterator[str]:
     """The acknowledgement report of one notice as text chunks (one per page of rows).
 
     Writes one `report.exported` audit event when the export starts; the audit chain head is
@@ -464,10 +465,14 @@ async def report_chunks(notice_id: int, fmt: Format, *, now: datetime, actor: st
     summary = await _notice_summary(notice)
     escalations = await _escalations(notice.id)
 
+    total = int(summary.get("recipients") or 0)
+    written = 0
     if fmt == "csv":
         yield _csv_preamble(document, revisions, produced_at, head, summary)
         async for rows in iter_report_rows(notice, page_size=page_size, escalations=escalations):
             yield _csv_rows(rows)
+            written += len(rows)
+            progress("rows", written, max(total, written))
         return
 
     yield ('{"notice":' + _json(document) + ',"revisions":' + _json(revisions)
@@ -480,4 +485,6 @@ async def report_chunks(notice_id: int, fmt: Format, *, now: datetime, actor: st
             parts.append(("\n" if first else ",\n") + _json(row))
             first = False
         yield "".join(parts)
+        written += len(rows)
+        progress("rows", written, max(total, written))
     yield "\n]}\n"

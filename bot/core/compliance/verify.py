@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import GENESIS_HASH, HEAD_ID, chain_hash
 from storage.models import AuditChainHead, AuditEvent
 
@@ -40,7 +41,7 @@ def _describe(event: AuditEvent) -> str:
     return f"event {event.seq} ({event.kind})"
 
 
-async def verify_chain(*, chunk: int = 5000) -> VerifyResult:
+async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress) -> VerifyResult:
     if chunk < 1:
         raise ValueError("chunk must be at least 1")
     head = await AuditChainHead.get_or_none(id=HEAD_ID)
@@ -79,6 +80,7 @@ async def verify_chain(*, chunk: int = 5000) -> VerifyResult:
                                         f"event {event.seq} no longer links to it")
             checked += 1
             expected, prev_hash, last = event.seq + 1, event.hash, event
+        progress("verifying", checked, head_seq)
         if len(rows) < chunk:
             break
         cursor = rows[-1].seq

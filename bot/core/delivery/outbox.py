@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from bot.common import metrics
 from bot.common.clock import Clock
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.retry import RetryPolicy
@@ -199,6 +200,8 @@ class Outbox:
                 except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the row
                     log.exception("delivery %s raised", delivery.id)
                     outcome = Outcome.retry(f"internal error ({type(exc).__name__})")
+                if outcome.throttled:
+                    metrics.throttled(key[0], outcome.retry_after)
                 if outcome.throttled and outcome.retry_after:
                     self._blocked_until[key] = self.clock.now() + timedelta(seconds=outcome.retry_after)
                 outcomes[delivery.id] = outcome
@@ -271,6 +274,7 @@ class Outbox:
                 dm_cache[d.account.id] = outcome.dm_channel
             claim = d.claimed_by
             self._apply(d, outcome, now, notices[d.notice_id], first_reminders)  # type: ignore[attr-defined]
+            metrics.delivery_recorded(d.platform, d.status, outcome.kind.value)
             rows.append((d.status, d.attempts, d.next_attempt_at, d.channel_id, d.message_id, d.error,
                          d.delivered_at, d.rendered_revision, d.next_reminder_at, now, d.id, claim))
             event = _result_event(d, now)

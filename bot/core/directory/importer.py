@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -31,6 +31,7 @@ from email_validator import EmailNotValidError, validate_email
 from tortoise.transactions import in_transaction
 
 from bot.common.errors import UserError
+from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import audit_event, record
 from storage.models import Member, Organisation, Platform, PlatformAccount
 
@@ -313,7 +314,7 @@ def _validate_row(
     return DirectoryRow(line=line, **values), []
 
 
-def _parse(text: str, roles: Sequence[str] | None = None) -> _Parsed:
+def _parse(text: str, roles: Sequence[str] | None = None, progress: Progress = no_progress) -> _Parsed:
     if roles is None:
         from bot.topics.catalog import load_catalog
 
@@ -335,8 +336,11 @@ def _parse(text: str, roles: Sequence[str] | None = None) -> _Parsed:
     org_first: dict[str, DirectoryRow] = {}
     seen_accounts: dict[tuple[str, str, str], int] = {}
 
+    expected = max(text.count("\n") - 1, 1)  # about a line per row after the header (a quoted cell may hold a newline)
     for line, cells in records:
         parsed.data_rows += 1
+        if parsed.data_rows % 1000 == 0:
+            progress("checking rows", parsed.data_rows, max(expected, parsed.data_rows))
         if len(cells) != len(header):
             parsed.errors.append(
                 RowError(line, f"expected {len(header)} cells, found {len(cells)}")
@@ -638,23 +642,32 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
     return plan
 
 
-async def _apply(plan: _Plan, *, now: datetime) -> None:
+async def _apply(plan: _Plan, *, now: datetime, progress: Progress = no_progress) -> None:
+    changed_accounts = plan.account_update + [acc for acc, _ in plan.account_transfer]
+    total = (len(plan.org_create) + len(plan.org_update) + len(plan.member_create) + len(plan.member_update)
+             + len(plan.account_delete) + len(changed_accounts) + len(plan.account_create) + len(plan.deactivate))
+    done = 0
+
+    async def in_chunks(items: Sequence[T], write: Callable[[Sequence[T]], Awaitable[object]]) -> None:
+        nonlocal done
+        for part in _chunks(items):
+            await write(part)
+            done += len(part)
+            progress("writing", done, total)
+
     if plan.org_create:
-        await Organisation.bulk_create(plan.org_create, batch_size=_CHUNK)
+        await in_chunks(plan.org_create, Organisation.bulk_create)
         for org in await _filter_in(
             Organisation, "external_id", (o.external_id for o in plan.org_create)
         ):
             plan.orgs[org.external_id] = org
-    if plan.org_update:
-        await Organisation.bulk_update(
-            plan.org_update, fields=_ORG_UPDATE_FIELDS, batch_size=_CHUNK
-        )
+    await in_chunks(plan.org_update, lambda part: Organisation.bulk_update(part, fields=_ORG_UPDATE_FIELDS))
 
     member_ids = dict(plan.member_ids)
     if plan.member_create:
         for org_id, member in plan.member_create:
             member.organisation_id = plan.orgs[org_id].id
-        await Member.bulk_create([m for _, m in plan.member_create], batch_size=_CHUNK)
+        await in_chunks([m for _, m in plan.member_create], Member.bulk_create)
         org_external = {plan.orgs[org_id].id: org_id for org_id, _ in plan.member_create}
         for part in _chunks(sorted(org_external)):
             for m in await Member.filter(organisation_id__in=part).values(
@@ -662,36 +675,27 @@ async def _apply(plan: _Plan, *, now: datetime) -> None:
             ):
                 key = (org_external[m["organisation_id"]], m["email"].lower())
                 member_ids.setdefault(key, m["id"])
-    if plan.member_update:
-        await Member.bulk_update(
-            plan.member_update, fields=_MEMBER_UPDATE_FIELDS, batch_size=_CHUNK
-        )
+    await in_chunks(plan.member_update, lambda part: Member.bulk_update(part, fields=_MEMBER_UPDATE_FIELDS))
 
-    for part in _chunks(plan.account_delete):
-        await PlatformAccount.filter(id__in=part).delete()
+    await in_chunks(plan.account_delete, lambda part: PlatformAccount.filter(id__in=part).delete())
     for acc, key in plan.account_transfer:
         acc.member_id = member_ids[key]
-    changed_accounts = plan.account_update + [acc for acc, _ in plan.account_transfer]
-    if changed_accounts:
-        await PlatformAccount.bulk_update(
-            changed_accounts, fields=_ACCOUNT_UPDATE_FIELDS, batch_size=_CHUNK
-        )
-    if plan.account_create:
-        await PlatformAccount.bulk_create(
-            [
-                PlatformAccount(
-                    member_id=member_ids[key],
-                    platform=platform,
-                    workspace_external_id=workspace,
-                    user_id=user,
-                )
-                for key, (platform, workspace, user) in plan.account_create
-            ],
-            batch_size=_CHUNK,
-        )
-
-    for part in _chunks(plan.deactivate):
-        await Member.filter(id__in=part).update(active=False, updated_at=now)
+    await in_chunks(changed_accounts, lambda part: PlatformAccount.bulk_update(part, fields=_ACCOUNT_UPDATE_FIELDS))
+    await in_chunks(
+        [
+            PlatformAccount(
+                member_id=member_ids[key],
+                platform=platform,
+                workspace_external_id=workspace,
+                user_id=user,
+            )
+            for key, (platform, workspace, user) in plan.account_create
+        ],
+        PlatformAccount.bulk_create,
+    )
+    await in_chunks(plan.deactivate, lambda part: Member.filter(id__in=part).update(active=False, updated_at=now))
+    if total == 0:
+        progress("writing", 0, 0)
 
 
 # --------------------------------------------------------------------------- import
@@ -705,6 +709,7 @@ async def import_directory(
     dry_run: bool = False,
     deactivate_missing: bool = False,
     roles: Sequence[str] | None = None,
+    progress: Progress = no_progress,
 ) -> ImportResult:
     """Upsert the organisations, members and platform accounts of a directory CSV.
 
@@ -712,7 +717,8 @@ async def import_directory(
     with a `directory.imported` audit event. `dry_run` reports the same counts without writing.
     `deactivate_missing` deactivates every active member the file does not mention.
     """
-    parsed = _parse(text, roles)
+    parsed = _parse(text, roles, progress)
+    progress("checking rows", parsed.data_rows, parsed.data_rows)
 
     def result(plan: _Plan) -> ImportResult:
         return ImportResult(
@@ -731,7 +737,7 @@ async def import_directory(
 
     async with in_transaction():
         plan = await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now)
-        await _apply(plan, now=now)
+        await _apply(plan, now=now, progress=progress)
         outcome = result(plan)
         await record([audit_event(
             "directory.imported", now=now, actor=actor, rows=parsed.data_rows, created=outcome.created,

@@ -47,7 +47,8 @@ def _check_team_id(team_id: str) -> str:
 
 
 async def _store_slack_workspace(conn: BaseDBAsyncClient, team_id: str, token: str, *, name: str,
-                                 bot_user_id: str, cipher: TokenCipher) -> bool:
+                                 bot_user_id: str, cipher: TokenCipher, refresh_token: str = "",
+                                 expires_at: datetime | None = None) -> bool:
     """Insert or reactivate the workspace with the sealed token; True when the row is new."""
     query = Workspace.filter(platform=Platform.SLACK.value, external_id=team_id).using_db(conn)
     if storage_db.dialect() == "postgres":
@@ -57,6 +58,10 @@ async def _store_slack_workspace(conn: BaseDBAsyncClient, team_id: str, token: s
     if workspace is None:
         workspace = Workspace(platform=Platform.SLACK.value, external_id=team_id)
     workspace.bot_token, workspace.active = cipher.seal(token), True
+    # token rotation: an expiring token comes with its refresh token (both sealed); none otherwise
+    workspace.refresh_token = cipher.seal(refresh_token) if refresh_token else ""
+    workspace.token_expires_at = expires_at if refresh_token else None
+    workspace.refresh_claimed_by, workspace.refresh_claimed_until = "", None
     workspace.name = name or workspace.name
     workspace.bot_user_id = bot_user_id or workspace.bot_user_id
     await workspace.save(using_db=conn)
@@ -91,7 +96,8 @@ async def install_used(install_id: str, *, since: datetime, using_db: BaseDBAsyn
 
 async def install_slack_workspace(team_id: str, token: str, *, name: str, bot_user_id: str, now: datetime,
                                   actor: str, cipher: TokenCipher, install_id: str, issued_at: datetime,
-                                  scopes: str = "", app_id: str = "") -> bool:
+                                  scopes: str = "", app_id: str = "", refresh_token: str = "",
+                                  expires_at: datetime | None = None) -> bool:
     """Store a workspace connected through "Add to Slack" (audit `workspace.installed`).
 
     `install_id` identifies the install link, issued at `issued_at`; when an installation with it
@@ -102,11 +108,12 @@ async def install_slack_workspace(team_id: str, token: str, *, name: str, bot_us
         if await install_used(install_id, since=issued_at, using_db=conn):
             raise InstallReused("this install link was already used; start again from /slack/install")
         created = await _store_slack_workspace(conn, team_id, token, name=name, bot_user_id=bot_user_id,
-                                               cipher=cipher)
+                                               cipher=cipher, refresh_token=refresh_token, expires_at=expires_at)
         await record([audit_event(INSTALLED, now=now, actor=actor, platform="slack", workspace=team_id,
                                   name=name, bot_user_id=bot_user_id, reinstalled=not created,
                                   install_id=install_id, scopes=scopes, app_id=app_id,
-                                  token_encrypted=cipher.encrypts)], using_db=conn)
+                                  token_encrypted=cipher.encrypts, token_rotation=bool(refresh_token))],
+                     using_db=conn)
     return created
 
 

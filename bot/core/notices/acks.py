@@ -8,6 +8,7 @@ from datetime import datetime
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from bot.common import metrics
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from storage.models import (
@@ -70,6 +71,7 @@ async def _record_once(notice: Notice, member: Member, delivery: Delivery, platf
             await record([audit_event("notice.acknowledged", now=now, actor=member.email, notice_id=notice.id,
                                       member_id=member.id, platform=platform, revision=revision,
                                       delivery_id=delivery.id, via=delivery.kind)], using_db=conn)
+        metrics.acknowledged(platform, (now - (delivery.delivered_at or now)).total_seconds())
         return ack, True
     except IntegrityError:  # a concurrent click won the race; the unique constraint kept one
         return await Acknowledgement.get(notice_id=notice.id, member_id=member.id, revision=revision), False

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from tortoise.transactions import in_transaction
 
+from bot.common import metrics
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.staff import cam_for_organisation
@@ -57,6 +58,7 @@ async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, ch
         await record([audit_event("question.asked", now=now, actor=member.email, member_id=member.id,
                                   question_id=question.id, entry=question.entry_id or None,
                                   abstained=answer.abstained, score=round(answer.score, 4))], using_db=conn)
+    metrics.question_answered(answer.abstained)
     return Asked(question, answer, answer_message(question, answer))
 
 
@@ -124,6 +126,8 @@ async def hand_off(question_id: int, member: Member | None, *, now: datetime) ->
                                           member_id=question.member.id, question_id=question.id,
                                           cam=cam.email)], using_db=conn)
             already = not changed
+        if changed:
+            metrics.question_handed_off()
     member_ = question.member
     lines = (f"From {member_.name or member_.email} <{member_.email}> ({member_.role}), "
              f"{organisation.name} ({organisation.tier or 'no tier'}):",

@@ -42,6 +42,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from bot.common import metrics
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.common.schedule import member_zone, next_working_moment
 from bot.core.compliance.audit import audit_event, record
@@ -524,6 +525,8 @@ async def _settle(row: JourneyStep, kind: str, now: datetime, *, outcome: Outcom
                                   step=row.step_key, step_id=row.id, platform=platform or None,
                                   channel=ref.channel_id if ref else None, message_id=ref.message_id if ref else None,
                                   reason=failed or None, **extra)], using_db=conn)
+    if ref is not None:
+        metrics.journey_message_sent(kind)
 
 
 async def _recover_interrupted(now: datetime) -> None:
@@ -615,6 +618,8 @@ async def _nudge_result(row: JourneyStep, now: datetime, *, platform: str = "", 
                                   member_id=row.member_id, journey=row.journey, step=row.step_key,  # type: ignore[attr-defined]
                                   step_id=row.id, platform=platform or None, channel=ref[0] if ref else None,
                                   message_id=ref[1] if ref else None, reason=failed or None)], using_db=conn)
+    if ref:
+        metrics.journey_message_sent("nudge")
 
 
 # ---- messages ---------------------------------------------------------------------------------

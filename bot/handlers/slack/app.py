@@ -7,14 +7,16 @@ first (Slack wants an answer within 3 s) and does the work afterwards.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.common.logs import bind_context
 from bot.handlers.slack import actions, commands, events, messages, views
 from bot.service import Herald
 
@@ -38,6 +40,14 @@ def build_slack_app(herald: Herald) -> AsyncApp:
         process_before_response=False,
         user_facing_authorize_error_message="Herald is not connected to this Slack workspace yet.",
     )
+    @app.middleware
+    async def with_log_context(context: AsyncBoltContext, next: Callable[[], Awaitable[Any]]) -> Any:  # noqa: A002
+        """Every record logged while handling this request (and by the listeners it starts) names
+        the workspace and user. Bolt runs the listeners after the middleware has returned, in
+        the same task, so the fields are bound for the rest of the task, not in a `with`."""
+        bind_context(platform="slack", workspace=context.team_id, user=context.user_id)
+        return await next()
+
     for kind in (commands, actions, views, events, messages):
         kind.register(app, herald)
 

@@ -199,7 +199,8 @@ class _Installer:
             return _page(400, "Installation not supported",
                          _start_again("Herald is installed per workspace; install it into one workspace, "
                                       "not a whole Enterprise Grid organisation"))
-        if answer.get("token_type", "bot") != "bot" or not token.startswith("xoxb-"):
+        # xoxe.xoxb-: an expiring bot token (token rotation), which comes with a refresh token
+        if answer.get("token_type", "bot") != "bot" or not token.startswith(("xoxb-", "xoxe.xoxb-")):
             log.warning("oauth.v2.access for %s returned no bot token", team_id)
             return _page(502, "Slack refused the installation", _start_again("Slack's answer had no bot token"))
         installer = str((answer.get("authed_user") or {}).get("id") or "")
@@ -209,7 +210,9 @@ class _Installer:
                 actor=f"slack:{team_id}/{installer}" if installer else f"slack:{team_id}",
                 cipher=self.herald.slack_workspaces.cipher or cipher_for(self.settings.secret_key),
                 install_id=install_id(nonce), issued_at=issued_at,
-                scopes=str(answer.get("scope") or ""), app_id=str(answer.get("app_id") or ""))
+                scopes=str(answer.get("scope") or ""), app_id=str(answer.get("app_id") or ""),
+                refresh_token=str(answer.get("refresh_token") or ""),
+                expires_at=now + timedelta(seconds=int(answer["expires_in"])) if answer.get("expires_in") else None)
         except InstallReused as exc:
             return _page(400, "Installation link already used", _start_again(str(exc)))
         except UserError as exc:

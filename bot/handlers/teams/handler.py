@@ -23,6 +23,7 @@ from bot.channels.teams_replies import (
     text_activity,
 )
 from bot.common.errors import UserError
+from bot.common.logs import bind_context
 from bot.core.commands.parser import ComposeCommand, HelpCommand, parse_command
 from bot.core.commands.runner import ReportReady, StaffCommands
 from bot.core.directory.linking import (
@@ -67,6 +68,7 @@ class TeamsHandler:
         turn = turn_of(activity)
         if turn is None:
             return web.Response(status=202)  # nothing we act on (no user, conversation or service URL)
+        bind_context(platform="teams", workspace=turn.tenant_id, user=turn.aad_object_id)
         if self.channel.allowed_service_hosts is not None:
             try:
                 self.channel._check_service_url(turn.service_url)

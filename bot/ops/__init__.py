@@ -1,0 +1,1 @@
+"""Operating Herald: the /metrics endpoint, inbound request metrics and `herald doctor`'s checks."""

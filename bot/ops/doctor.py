@@ -1,0 +1,307 @@
+"""`herald doctor`'s checks: each says what it found and, when something is wrong, how to fix it.
+
+The checks talk to the real services the way the server does (Slack's `auth.test`, MSAL for
+Teams, the public URL's `/healthz`), read the database without changing it (no migrations are
+applied, no events appended), and load the configuration files the server would load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.common.clock import Clock, SystemClock
+from bot.common.secrets import cipher_for
+from config.settings import Settings
+from storage import db as storage_db
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+MAX_SKEW_SECONDS = 5.0
+_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok, warn (works, but mind it), fail, skip (not configured / could not be checked)
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def failed(checks: list[Check]) -> bool:
+    return any(c.status == FAIL for c in checks)
+
+
+async def run_checks(settings: Settings, clock: Clock) -> list[Check]:
+    """Every check, in order; the configuration itself was valid (the settings exist)."""
+    checks = [Check("configuration", OK, "valid")]
+    database = await check_database(settings)
+    checks.extend(database)
+    connected = database[0].status == OK
+    migrated = connected and database[1].status == OK
+    try:
+        checks.extend(await check_slack(settings, migrated))
+        checks.append(await check_teams(settings))
+        checks.append(await check_public_url(settings))
+        checks.extend(check_files(settings))
+        if migrated:
+            checks.append(await check_audit_chain())
+        else:
+            checks.append(Check("audit chain", SKIP, "the database is not reachable or not migrated"))
+        if connected:
+            checks.append(await check_clock_skew(clock))
+        else:
+            checks.append(Check("clock", SKIP, "the database is not reachable"))
+    finally:
+        if connected:
+            await storage_db.close()
+    return checks
+
+
+# ---- database -------------------------------------------------------------------------------
+
+async def check_database(settings: Settings) -> list[Check]:
+    try:
+        await asyncio.wait_for(storage_db.connect(settings.tortoise_db_url, run_migrations=False), _TIMEOUT)
+        await asyncio.wait_for(storage_db.database_now(), _TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - whatever the driver raises, the database is not usable
+        await storage_db.close()
+        return [Check("database", FAIL, f"cannot connect ({_reason(exc)})",
+                      "check HERALD_DATABASE_URL, that the server runs and accepts this user")]
+    reachable = Check("database", OK, f"reachable ({storage_db.dialect()})")
+    pending = await storage_db.pending_migrations()
+    if pending:
+        return [reachable, Check("schema", FAIL, f"{len(pending)} migrations not applied: {', '.join(pending)}",
+                                 "run `herald db upgrade` (before the new version serves)")]
+    return [reachable, Check("schema", OK, "every migration applied")]
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+
+
+# ---- Slack ----------------------------------------------------------------------------------
+
+async def check_slack(settings: Settings, migrated: bool) -> list[Check]:
+    from bot.channels.slack import SlackWorkspaces
+    from bot.handlers.slack.oauth import BOT_SCOPES
+    from storage.models import Platform, Workspace
+
+    if not settings.slack_enabled:
+        return [Check("slack", SKIP, "not configured (no HERALD_SLACK_SIGNING_SECRET or HERALD_SLACK_APP_TOKEN)")]
+    default = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    rotator = None
+    if settings.slack_client_id and settings.slack_client_secret:  # expiring tokens are refreshed as the server would
+        from bot.channels.slack_tokens import TokenRotator
+
+        rotator = TokenRotator(settings.slack_api_url, settings.slack_client_id,
+                               settings.slack_client_secret.get_secret_value(), clock=SystemClock())
+    workspaces = SlackWorkspaces(settings.slack_api_url, default_token=default, cipher=cipher_for(settings.secret_key),
+                                 rotator=rotator)
+    teams: list[tuple[str, str]] = []
+    if migrated:
+        rows = await Workspace.filter(platform=Platform.SLACK.value, active=True).order_by("external_id")
+        teams = [(w.external_id, w.name) for w in rows]
+    checks = []
+    try:
+        for team_id, name in teams:
+            checks.append(await _check_slack_token(workspaces, team_id, name, BOT_SCOPES))
+        if default:
+            checks.append(await _check_token(settings.slack_api_url, default, "slack HERALD_SLACK_BOT_TOKEN",
+                                             None, BOT_SCOPES))
+        if settings.slack_app_token is not None:
+            checks.append(await _check_app_token(settings))
+    finally:
+        await workspaces.close()
+    if not checks:
+        checks.append(Check("slack", WARN, "no workspace connected yet",
+                            "install the app (\"Add to Slack\" at /slack/install) or `herald slack add-workspace`"))
+    return checks
+
+
+async def _check_slack_token(workspaces, team_id: str, name: str, scopes: tuple[str, ...]) -> Check:  # noqa: ANN001
+    label = f"slack {team_id}" + (f" ({name})" if name else "")
+    try:
+        token = await workspaces.token_for(team_id)
+    except Exception as exc:  # noqa: BLE001 - e.g. a refresh that Slack refused
+        return Check(label, FAIL, f"no usable token ({_reason(exc)})", "reconnect the workspace (Add to Slack)")
+    if not token:
+        return Check(label, FAIL, "the stored token cannot be read (HERALD_SECRET_KEY differs from the one it "
+                                  "was stored with, or it is empty)",
+                     "restore the original HERALD_SECRET_KEY, or reconnect the workspace")
+    return await _check_token(workspaces.api_url, token, label, team_id, scopes)
+
+
+async def _check_token(api_url: str, token: str, label: str, team_id: str | None, scopes: tuple[str, ...]) -> Check:
+    client = AsyncWebClient(token=token, base_url=api_url, timeout=_TIMEOUT)
+    try:
+        response = await client.auth_test()
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", "")) if exc.response is not None else "unknown_error"
+        fixes = {"token_revoked": "the app was removed or its token revoked: reconnect the workspace (Add to Slack)",
+                 "invalid_auth": "the token is not valid: reconnect the workspace (Add to Slack)",
+                 "account_inactive": "the workspace or bot user is deactivated: reconnect the workspace",
+                 "token_expired": "the rotating token expired and could not be refreshed: reconnect the workspace",
+                 "ratelimited": "Slack is rate-limiting this app: run the check again in a minute"}
+        return Check(label, FAIL, f"auth.test refused the token ({error})",
+                     fixes.get(error, "reconnect the workspace (Add to Slack)"))
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return Check(label, FAIL, f"cannot reach Slack ({_reason(exc)})",
+                     "check HERALD_SLACK_API_URL and outbound https access to slack.com")
+    if team_id and response.get("team_id") != team_id:
+        return Check(label, FAIL, f"the stored token belongs to workspace {response.get('team_id')}",
+                     "reconnect the workspace so its own token is stored")
+    granted = _granted_scopes(response.headers)
+    missing = [s for s in scopes if s not in granted]
+    if granted is not None and missing:
+        return Check(label, FAIL, f"token valid, but missing scopes: {', '.join(missing)}",
+                     "add them under OAuth & Permissions (or re-create the app from `herald slack manifest`) "
+                     "and reinstall the app in this workspace")
+    what = f"token valid for {response.get('team') or response.get('team_id')}"
+    if granted is None:
+        return Check(label, WARN, what + ", but Slack did not say which scopes it has")
+    return Check(label, OK, what + f", {len(scopes)} scopes granted")
+
+
+def _granted_scopes(headers: dict) -> set[str] | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == "x-oauth-scopes":
+            text = value if isinstance(value, str) else ",".join(value)
+            return {s.strip() for s in text.split(",") if s.strip()}
+    return None
+
+
+async def _check_app_token(settings: Settings) -> Check:
+    assert settings.slack_app_token is not None
+    client = AsyncWebClient(base_url=settings.slack_api_url, timeout=_TIMEOUT)
+    try:
+        await client.apps_connections_open(app_token=settings.slack_app_token.get_secret_value())
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", "")) if exc.response is not None else "unknown_error"
+        return Check("slack socket mode", FAIL, f"apps.connections.open refused the app token ({error})",
+                     "create an app-level token with connections:write (Basic Information → App-Level Tokens) "
+                     "and turn Socket Mode on")
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return Check("slack socket mode", FAIL, f"cannot reach Slack ({_reason(exc)})",
+                     "check outbound https access to slack.com")
+    return Check("slack socket mode", OK, "the app-level token opens Socket Mode connections")
+
+
+# ---- Teams ----------------------------------------------------------------------------------
+
+async def check_teams(settings: Settings) -> Check:
+    from bot.channels.teams import MsalTokenProvider, TeamsAuthError
+
+    if not settings.teams_app_id:
+        return Check("teams", WARN, "no HERALD_TEAMS_APP_ID: /api/messages accepts unauthenticated requests",
+                     "set HERALD_TEAMS_APP_ID and HERALD_TEAMS_APP_PASSWORD before Teams users rely on it")
+    if not settings.teams_app_password:
+        return Check("teams", FAIL, "HERALD_TEAMS_APP_ID is set without HERALD_TEAMS_APP_PASSWORD",
+                     "set the app registration's client secret as HERALD_TEAMS_APP_PASSWORD")
+    provider = MsalTokenProvider(settings.teams_app_id, settings.teams_app_password.get_secret_value(),
+                                 settings.teams_tenant_id, authority_host=settings.teams_authority_url)
+    try:
+        await asyncio.wait_for(provider(), _TIMEOUT * 3)
+    except TeamsAuthError as exc:
+        return Check("teams", FAIL, str(exc),
+                     "check HERALD_TEAMS_APP_ID, HERALD_TEAMS_APP_PASSWORD (not expired) and HERALD_TEAMS_TENANT_ID "
+                     "against the Entra app registration")
+    except Exception as exc:  # noqa: BLE001 - MSAL raises many kinds for an unreachable authority
+        return Check("teams", FAIL, f"cannot get a token from {provider.authority} ({_reason(exc)})",
+                     "check outbound https access to Entra ID and HERALD_TEAMS_AUTHORITY_URL")
+    return Check("teams", OK, f"credentials obtain a Bot Connector token from {provider.authority}")
+
+
+# ---- the public URL -------------------------------------------------------------------------
+
+async def check_public_url(settings: Settings) -> Check:
+    if not settings.public_url:
+        if settings.slack_oauth_enabled:
+            return Check("public url", FAIL, "HERALD_PUBLIC_URL is not set but Add to Slack is configured",
+                         "set HERALD_PUBLIC_URL to the https URL Slack redirects to")
+        return Check("public url", SKIP, "HERALD_PUBLIC_URL is not set (no install or report links)")
+    url = settings.public_url + "/healthz"
+    started = time.monotonic()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_TIMEOUT)) as session:
+            async with session.get(url, allow_redirects=False) as response:
+                body = await response.json(content_type=None) if response.status in (200, 503) else {}
+                status = response.status
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        return Check("public url", FAIL, f"{url} did not answer ({_reason(exc)})",
+                     "start `herald serve` and check DNS, TLS and the reverse proxy in front of it")
+    took = time.monotonic() - started
+    if status == 200 and isinstance(body, dict) and body.get("status") == "ok":
+        return Check("public url", OK, f"{url} answers ({took * 1000:.0f} ms)")
+    if status == 503:
+        return Check("public url", FAIL, f"{url}: Herald runs but cannot reach its database",
+                     "check the server's HERALD_DATABASE_URL and the database")
+    return Check("public url", FAIL, f"{url} answered HTTP {status}, not Herald's health check",
+                 "point the reverse proxy (or HERALD_PUBLIC_URL) at `herald serve`")
+
+
+# ---- configuration files --------------------------------------------------------------------
+
+def check_files(settings: Settings) -> list[Check]:
+    from bot.core.onboarding.journeys import JourneyConfigError, default_journeys_path, load_journeys
+    from bot.core.onboarding.qa import KnowledgeBase
+    from bot.topics import load_catalog
+
+    def attempt(name: str, load: Callable[[], str], fix: str) -> Check:
+        try:
+            return Check(name, OK, load())
+        except (OSError, ValueError, JourneyConfigError) as exc:
+            return Check(name, FAIL, _reason(exc), fix)
+        except Exception as exc:  # noqa: BLE001 - a loader's own error type
+            return Check(name, FAIL, _reason(exc), fix)
+
+    def topics() -> str:
+        catalog = load_catalog(settings.topics_file)
+        return f"{len(catalog.topics)} topics from {settings.topics_file}"
+
+    def journeys() -> str:
+        catalog = load_journeys()
+        return f"{len(catalog.journeys)} journeys from {default_journeys_path()}"
+
+    def knowledge_base() -> str:
+        kb = KnowledgeBase.load(settings.kb_dir, semantic=False)
+        return f"{len(kb.entries)} entries from {settings.kb_dir} (checked with keyword search)"
+
+    return [attempt("topics", topics, "fix HERALD_TOPICS_FILE (see config/topics.yaml)"),
+            attempt("journeys", journeys, "fix config/journeys.yaml"),
+            attempt("knowledge base", knowledge_base, "fix the YAML files in HERALD_KB_DIR")]
+
+
+# ---- audit and clock ------------------------------------------------------------------------
+
+async def check_audit_chain() -> Check:
+    from bot.core.compliance.verify import verify_chain
+
+    result = await verify_chain()
+    if result.ok:
+        return Check("audit chain", OK, f"intact, {result.events} events")
+    return Check("audit chain", FAIL, f"broken: {result.reason}",
+                 "the audit trail was altered: keep the database as it is, compare with a backup "
+                 "(`herald audit verify --json`) and report it")
+
+
+async def check_clock_skew(clock: Clock) -> Check:
+    before = clock.now()
+    database_now = await storage_db.database_now()
+    after = clock.now()
+    local = before + (after - before) / 2
+    skew = (database_now - local).total_seconds()
+    if abs(skew) > MAX_SKEW_SECONDS:
+        return Check("clock", FAIL, f"this machine's clock is {abs(skew):.1f} s {'behind' if skew > 0 else 'ahead of'} "
+                                    "the database's", "synchronise both clocks (NTP: chrony or systemd-timesyncd)")
+    return Check("clock", OK, f"within {abs(skew):.2f} s of the database's")

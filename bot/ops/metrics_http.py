@@ -1,0 +1,168 @@
+"""`GET /metrics` in Prometheus' text format, the inbound request middleware, and the gauges read
+from the database at scrape time.
+
+Where metrics are served (`HERALD_METRICS_*`):
+
+- neither a token nor a port: nowhere (`/metrics` answers 404);
+- `HERALD_METRICS_TOKEN`: on the main port, only with `Authorization: Bearer <token>`;
+- `HERALD_METRICS_PORT`: on a listener of their own (`HERALD_METRICS_HOST:PORT`) meant for a private
+  network, and not on the main port; with a token as well, that listener checks it too.
+
+The outbox depth, the age of the oldest undelivered due row and the audit chain's length are
+computed at scrape time from the database (one aggregate query each), so they are right whichever
+replica's engine did the work; every replica exports the same value (aggregate with `max`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from tortoise.functions import Count, Min
+
+from bot.common import metrics
+from bot.common.clock import Clock
+from bot.common.logs import bind_context
+from config.settings import Settings
+from storage.models import AuditChainHead, Delivery, DeliveryStatus
+
+log = logging.getLogger(__name__)
+
+METRICS_PATH = "/metrics"
+OPEN_STATUSES = [DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+class DatabaseGauges(Collector):
+    """Gauges whose truth is the database. `refresh()` (async) reads them; `collect()` (called by
+    prometheus_client while rendering, synchronously) reports the last reading."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._outbox: dict[str, tuple[int, float]] = {}
+        self._chain_length: int | None = None
+        self._ok = False
+
+    async def refresh(self) -> None:
+        try:
+            now = self.clock.now()
+            rows = await (Delivery.filter(status__in=OPEN_STATUSES)
+                          .annotate(depth=Count("id"), oldest=Min("next_attempt_at"))
+                          .group_by("platform").values("platform", "depth", "oldest"))
+            outbox = {}
+            for row in rows:
+                oldest = _as_datetime(row["oldest"])
+                age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+                outbox[row["platform"]] = (int(row["depth"]), age)
+            head = await AuditChainHead.all().order_by("id").values_list("seq", flat=True)
+            self._outbox, self._chain_length, self._ok = outbox, int(head[0]) if head else 0, True
+        except Exception:  # noqa: BLE001 - a scrape must answer even when the database does not
+            log.warning("metrics: could not read the outbox and audit gauges", exc_info=True)
+            self._ok = False
+
+    def collect(self):  # noqa: ANN201 - prometheus_client's protocol
+        up = GaugeMetricFamily("herald_database_up", "1 when the last scrape could read the database")
+        up.add_metric([], 1 if self._ok else 0)
+        yield up
+        if not self._ok:
+            return
+        depth = GaugeMetricFamily("herald_outbox_depth", "Outbox rows not yet delivered or failed (pending or "
+                                  "in flight), by platform; the same on every replica", labels=["platform"])
+        age = GaugeMetricFamily("herald_outbox_oldest_due_age_seconds", "How long the oldest undelivered outbox "
+                                "row has been due, by platform (0 when none is due)", labels=["platform"])
+        for platform in sorted(set(metrics.PLATFORMS) | set(self._outbox)):
+            rows, seconds = self._outbox.get(platform, (0, 0.0))
+            label = platform if platform in metrics.PLATFORMS else metrics.OTHER
+            depth.add_metric([label], rows)
+            age.add_metric([label], seconds)
+        yield depth
+        yield age
+        chain = GaugeMetricFamily("herald_audit_chain_length", "Events in the audit trail's hash chain")
+        chain.add_metric([], self._chain_length or 0)
+        yield chain
+
+
+def metrics_handler(gauges: DatabaseGauges, token: str | None) -> Callable[[web.Request], Awaitable[web.Response]]:
+    expected = f"Bearer {token}".encode() if token else None
+
+    async def handle(request: web.Request) -> web.Response:
+        if expected is not None:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return web.Response(status=401, text="metrics need Authorization: Bearer <HERALD_METRICS_TOKEN>\n",
+                                    headers={"WWW-Authenticate": 'Bearer realm="herald-metrics"',
+                                             "Cache-Control": "no-store"})
+        await gauges.refresh()
+        body = generate_latest(metrics.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+
+    return handle
+
+
+def register_gauges(clock: Clock) -> DatabaseGauges:
+    """The database gauges, registered once per process (several apps in one test process share them)."""
+    global _GAUGES
+    if _GAUGES is None:
+        _GAUGES = DatabaseGauges(clock)
+        metrics.REGISTRY.register(_GAUGES)
+    _GAUGES.clock = clock
+    return _GAUGES
+
+
+_GAUGES: DatabaseGauges | None = None
+
+
+def route_label(request: web.Request) -> str:
+    """The matched route's template (`/api/v1/notices/{notice_id}`), never the raw path."""
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    if resource is None:
+        return metrics.OTHER
+    return resource.canonical
+
+
+@web.middleware
+async def observe_requests(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    bind_context(request_id=uuid.uuid4().hex[:16])  # each request runs in its own task: no reset needed
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.request_observed(route_label(request), request.method, status, time.perf_counter() - started)
+
+
+def add_metrics(app: web.Application, settings: Settings, clock: Clock) -> web.Application | None:
+    """Add the request middleware; serve /metrics on `app`, or return the separate metrics app
+    to run on `HERALD_METRICS_PORT` (None when it is not configured)."""
+    metrics.set_build_info()
+    app.middlewares.append(observe_requests)
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    gauges = register_gauges(clock)
+    if settings.metrics_port:
+        private = web.Application()
+        private.router.add_get(METRICS_PATH, metrics_handler(gauges, token))
+        return private
+    if token:
+        app.router.add_get(METRICS_PATH, metrics_handler(gauges, token))
+    return None

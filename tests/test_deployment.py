@@ -1,0 +1,164 @@
+"""What can be checked of the deployment without a Docker engine: docker-compose.yml against the
+Compose Specification's JSON schema and Herald's own expectations, the Caddyfile with Caddy when
+it is installed, .env.example against the settings, and the image's entry point and HEALTHCHECK
+run as they are written, in this virtualenv, against a real server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from config.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_ONLY = {"HERALD_PUBLISHED_PORT"}  # read by docker-compose.yml, not by Herald
+
+
+def _compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    schema = json.loads((resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(_compose()), key=lambda e: list(e.path))
+    assert not errors, [f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors]
+    broken = {**_compose(), "services": {"db": {"image": "postgres:17", "healthcheck": {"test": 5}}}}
+    assert list(validator.iter_errors(broken))  # the schema does catch mistakes
+
+
+def test_compose_runs_postgres_then_one_migration_then_two_replicas_behind_one_port() -> None:
+    services = _compose()["services"]
+    db, migrate, herald, proxy = (services[n] for n in ("db", "migrate", "herald", "proxy"))
+    assert db["image"].startswith("postgres:") and "pg_isready" in " ".join(db["healthcheck"]["test"])
+    assert "pgdata:/var/lib/postgresql/data" in db["volumes"] and "pgdata" in _compose()["volumes"]
+    for service in (migrate, herald):
+        assert service["build"] == "." and service["depends_on"]["db"]["condition"] == "service_healthy"
+        assert service["environment"]["HERALD_DATABASE_URL"].startswith("postgres://")
+        assert service["environment"]["HERALD_MIGRATE_ON_START"] == "false"
+    assert migrate["command"] == ["herald", "db", "upgrade"] and migrate["restart"] == "no"
+    assert herald["command"] == ["herald", "serve"] and herald["deploy"]["replicas"] == 2
+    assert herald["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "ports" not in herald  # only the proxy publishes a port
+    (published,) = proxy["ports"]
+    assert published.endswith(":3978")
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert "dynamic a herald 3978" in caddyfile and "health_uri /healthz" in caddyfile
+    assert str(Settings().port) == "3978"
+
+
+@pytest.mark.skipif(shutil.which("caddy") is None, reason="Caddy is not installed (apt-get install caddy)")
+def test_the_caddyfile_is_valid_for_caddy(tmp_path: Path) -> None:
+    ok = subprocess.run(["caddy", "validate", "--config", str(ROOT / "deploy" / "Caddyfile"), "--adapter",
+                         "caddyfile"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    broken = tmp_path / "Caddyfile"
+    broken.write_text((ROOT / "deploy" / "Caddyfile").read_text().replace("lb_policy round_robin", "lb_policy nope"))
+    bad = subprocess.run(["caddy", "validate", "--config", str(broken), "--adapter", "caddyfile"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0
+
+
+def test_env_example_lists_every_setting_and_loads() -> None:
+    text = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^#?\s*(HERALD_[A-Z0-9_]+)=", text, flags=re.M))
+    settings = {f"HERALD_{name.upper()}" for name in Settings.model_fields}
+    assert settings - listed == set(), "settings missing from .env.example"
+    assert listed - settings - COMPOSE_ONLY == set(), ".env.example lists settings that do not exist"
+    loaded = Settings(_env_file=ROOT / ".env.example")  # the uncommented lines are valid as they stand
+    assert loaded.database_url == "sqlite://herald.db"
+
+
+# ---- the image's entry point and HEALTHCHECK, run without Docker -------------------------------
+
+def _dockerfile_json(instruction: str) -> list[str]:
+    """The JSON (exec form) array of the Dockerfile's CMD, or of its HEALTHCHECK's CMD."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith(instruction + " "))
+    return json.loads(line[line.index("CMD") + 3:].strip() if instruction == "HEALTHCHECK" else line[len("CMD"):])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _environment(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    bin_dir = str(Path(sys.executable).parent)
+    env.update({"PATH": bin_dir + os.pathsep + env.get("PATH", ""), "HERALD_PORT": str(port),
+                "HERALD_HOST": "127.0.0.1", "HERALD_DATABASE_URL": f"sqlite://{tmp_path / 'herald.db'}",
+                "HERALD_KB_SEMANTIC": "false", "HERALD_CACHE_DIR": str(tmp_path / "cache"), **extra})
+    return env
+
+
+def _healthcheck(env: dict[str, str]) -> int:
+    return subprocess.run(_dockerfile_json("HEALTHCHECK"), env=env, capture_output=True, timeout=30).returncode
+
+
+def _wait_healthy(env: dict[str, str], process: subprocess.Popen, timeout: float = 90) -> None:
+    """Run the HEALTHCHECK command until it passes, as Docker does during the start period."""
+    deadline = time.monotonic() + timeout
+    while _healthcheck(env) != 0:
+        assert process.poll() is None, process.stderr.read() if process.stderr else "the server exited"
+        assert time.monotonic() < deadline, "the server never became healthy"
+        time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=30)
+
+
+def test_the_image_command_serves_and_its_healthcheck_passes_then_fails(tmp_path: Path) -> None:
+    command = _dockerfile_json("CMD")
+    assert command == ["herald", "serve"]
+    env = _environment(tmp_path, _free_port())
+    assert _healthcheck(env) != 0  # nothing listens yet
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        _wait_healthy(env, process)
+    finally:
+        code = _stop(process)
+    assert code == 0
+    assert _healthcheck(env) != 0  # and it fails once the server is gone
+
+
+def test_compose_order_migrate_once_then_serve_without_migrating(tmp_path: Path) -> None:
+    """The compose file's sequence: serving a database nobody migrated is refused; `herald db
+    upgrade` (the migrate service) then lets the replicas start with HERALD_MIGRATE_ON_START=false."""
+    env = _environment(tmp_path, _free_port(), HERALD_MIGRATE_ON_START="false")
+    refused = subprocess.run(["herald", "serve"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "run `herald db upgrade` first" in refused.stderr and "Traceback" not in refused.stderr
+    migrate = subprocess.run(shlex.split("herald db upgrade"), env=env, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60)
+    assert migrate.returncode == 0 and "up to date" in migrate.stdout
+    replicas = []
+    for _ in range(2):
+        replica_env = {**env, "HERALD_PORT": str(_free_port())}
+        replicas.append((replica_env, subprocess.Popen(["herald", "serve"], env=replica_env, cwd=tmp_path,
+                                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    try:
+        for replica_env, process in replicas:
+            _wait_healthy(replica_env, process)
+    finally:
+        codes = [_stop(process) for _, process in replicas]
+    assert codes == [0, 0]

@@ -1,0 +1,166 @@
+"""`herald doctor` run as an operator runs it (its own process), against the fake Slack API, a
+fake Entra ID token service, and a running Herald for the public URL: everything well, then a
+revoked token, a missing scope, a wrong Teams secret, a dead public URL and an altered audit
+trail; a database that was never migrated; and an invalid configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bot.app import build_app
+from bot.common.clock import ManualClock
+from bot.common.secrets import TokenCipher
+from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.workspaces import add_slack_workspace
+from config.settings import load_settings
+from storage.models import AuditEvent, Workspace
+from tests.fakes.entra import FakeEntraID
+from tests.fakes.slack_api import DEFAULT_SCOPES, FakeSlackAPI
+
+SECRET_KEY = "doctor-secret-key-0123456789-abcdefghijkl"
+APP_ID, APP_PASSWORD = "00000000-1111-2222-3333-444444444444", "teams-app-password-value"
+
+
+@dataclass
+class Scene:
+    db_url: str
+    slack: FakeSlackAPI
+    entra: FakeEntraID
+    server: TestServer
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        env.update({
+            "HERALD_DATABASE_URL": self.db_url, "HERALD_SECRET_KEY": SECRET_KEY,
+            "HERALD_SLACK_SIGNING_SECRET": "doctor-signing-secret", "HERALD_SLACK_API_URL": self.slack.url,
+            "HERALD_TEAMS_APP_ID": APP_ID, "HERALD_TEAMS_APP_PASSWORD": APP_PASSWORD,
+            "HERALD_TEAMS_TENANT_ID": "tenant-doctor", "HERALD_TEAMS_AUTHORITY_URL": self.entra.url,
+            "HERALD_PUBLIC_URL": str(self.server.make_url("")).rstrip("/"),
+            "REQUESTS_CA_BUNDLE": self.entra.ca_file,  # MSAL (requests) trusts the fake's certificate
+        })
+        env.update(overrides)
+        return env
+
+
+async def doctor(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "doctor", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    return process.returncode, out.decode(), err.decode()
+
+
+def _by_name(report: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in report["checks"]}
+
+
+@pytest.fixture
+async def scene(db: str) -> AsyncIterator[Scene]:
+    slack, entra = FakeSlackAPI(), FakeEntraID()
+    await slack.start()
+    await entra.start()
+    entra.add_app(APP_ID, APP_PASSWORD)
+    cipher, clock = TokenCipher(SECRET_KEY), ManualClock()
+    for team, token in (("T0GOOD", "xoxb-good-token"), ("T0GONE", "xoxb-revoked-token"),
+                        ("T0NARROW", "xoxb-narrow-token")):
+        slack.add_workspace(team, token)
+        await add_slack_workspace(team, token, name=team.title(), now=clock.now(), actor="test", cipher=cipher)
+    settings = load_settings(database_url=db, slack_signing_secret="doctor-signing-secret", slack_api_url=slack.url)
+    server = TestServer(build_app(settings, clock=clock, run_worker=False, manage_database=False), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield Scene(db, slack, entra, server)
+    finally:
+        await server.close()
+        await entra.stop()
+        await slack.stop()
+
+
+async def test_everything_well_exits_0(scene: Scene) -> None:
+    await Workspace.filter(external_id__in=["T0GONE", "T0NARROW"]).delete()
+    code, out, err = await doctor(scene.env(), "--json")
+    assert code == 0, out + err
+    report = json.loads(out)
+    checks = _by_name(report)
+    assert report["ok"] is True
+    assert checks["slack T0GOOD (T0Good)"]["status"] == "ok"
+    assert checks["teams"]["status"] == "ok" and "tenant-doctor" in checks["teams"]["detail"]
+    assert checks["public url"]["status"] == "ok"
+    assert checks["schema"]["status"] == "ok" and checks["database"]["status"] == "ok"
+    assert checks["clock"]["status"] == "ok"
+    assert {checks[n]["status"] for n in ("topics", "journeys", "knowledge base")} == {"ok"}
+    assert scene.entra.token_requests[-1]["client_id"] == APP_ID
+
+    code, out, _ = await doctor(scene.env())
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == len(report["checks"])  # one line per check
+    assert all(line.split()[0] in ("ok", "warn", "skip") for line in lines)
+
+
+async def test_failures_are_named_with_a_fix_and_exit_1(scene: Scene) -> None:
+    scene.slack.revoke("xoxb-revoked-token")
+    scene.slack.set_scopes("xoxb-narrow-token", tuple(s for s in DEFAULT_SCOPES if s != "im:history"))
+    await record([audit_event("notice.created", now=ManualClock().now(), actor="test", notice_id=1)])
+    await AuditEvent.filter(kind="notice.created").update(actor="someone else")  # tampering
+    dead = _closed_port()
+    env = scene.env(HERALD_TEAMS_APP_PASSWORD="an-expired-secret-value", HERALD_PUBLIC_URL=f"http://127.0.0.1:{dead}")
+    code, out, err = await doctor(env, "--json")
+    assert code == 1, out + err
+    checks = _by_name(json.loads(out))
+    assert checks["slack T0GOOD (T0Good)"]["status"] == "ok"
+    gone = checks["slack T0GONE (T0Gone)"]
+    assert gone["status"] == "fail" and "token_revoked" in gone["detail"] and "reconnect" in gone["fix"]
+    narrow = checks["slack T0NARROW (T0Narrow)"]
+    assert narrow["status"] == "fail" and narrow["detail"].endswith("missing scopes: im:history")
+    assert "reinstall" in narrow["fix"]
+    assert checks["teams"]["status"] == "fail" and "AADSTS7000215" in checks["teams"]["detail"]
+    assert checks["public url"]["status"] == "fail" and str(dead) in checks["public url"]["detail"]
+    audit = checks["audit chain"]
+    assert audit["status"] == "fail" and "altered" in audit["detail"]
+    assert all(c["fix"] for c in checks.values() if c["status"] == "fail")
+    assert APP_PASSWORD not in out and "an-expired-secret-value" not in out + err
+
+    code, text, _ = await doctor(env)
+    assert code == 1
+    (line,) = [x for x in text.splitlines() if "T0NARROW" in x]
+    assert line.startswith("FAIL") and "im:history" in line and "fix:" in line
+
+
+async def test_a_database_never_migrated_is_reported(tmp_path) -> None:  # noqa: ANN001
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env["HERALD_DATABASE_URL"] = f"sqlite://{tmp_path / 'fresh.db'}"
+    code, out, _ = await doctor(env, "--json")
+    checks = _by_name(json.loads(out))
+    assert code == 1 and checks["database"]["status"] == "ok"
+    assert checks["schema"]["status"] == "fail" and "0001_initial" in checks["schema"]["detail"]
+    assert checks["schema"]["fix"].startswith("run `herald db upgrade`")
+    assert checks["audit chain"]["status"] == "skip"
+    code, out, _ = await doctor(env, "--json")  # the check migrated nothing
+    assert _by_name(json.loads(out))["schema"]["status"] == "fail"
+
+
+async def test_an_unreachable_database_and_a_bad_configuration() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    code, out, _ = await doctor({**env, "HERALD_DATABASE_URL": f"postgres://herald@127.0.0.1:{_closed_port()}/herald"},
+                                "--json")
+    checks = _by_name(json.loads(out))
+    assert code == 1 and checks["database"]["status"] == "fail" and checks["clock"]["status"] == "skip"
+    code, out, err = await doctor({**env, "HERALD_DATABASE_URL": "mysql://x/y"})
+    assert code == 1 and "Traceback" not in out + err
+    (line,) = out.strip().splitlines()
+    assert line.startswith("FAIL") and "configuration" in line and "sqlite://" in line
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

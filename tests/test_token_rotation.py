@@ -1,0 +1,153 @@
+"""Slack token rotation against the fake: a workspace installed with rotation gets an expiring
+token and a refresh token (stored sealed); the token is refreshed before it expires and after
+Slack answers `token_expired`; two replicas never refresh at once; a refused refresh says so."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from bot.channels.slack import SlackWorkspaces
+from bot.channels.slack_tokens import TokenRotator
+from bot.common import metrics
+from bot.common.secrets import PREFIX, TokenCipher
+from bot.core.commands.parser import SendCommand
+from bot.core.directory.importer import import_directory
+from bot.core.notices import sending
+from storage.models import AuditEvent, Delivery, Workspace
+from tests.support import SlackHarness, directory_csv, start_harness, stop_harness
+from tests.test_slack_install import (
+    CLIENT_ID, CLIENT_SECRET, NEW_TEAM, NEW_USER, NEWCO_MEMBER, OAUTH_SETTINGS, SECRET_KEY, _finish, _newco_code,
+    _start,
+)
+
+FIRST_TOKEN = "xoxe.xoxb-1-first-expiring-token"
+TWELVE_HOURS = timedelta(hours=12)
+
+
+@pytest.fixture
+async def rotating(db: str) -> AsyncIterator[SlackHarness]:
+    h = await start_harness(db, extra_settings=OAUTH_SETTINGS)
+    h.fake.add_oauth_app(CLIENT_ID, CLIENT_SECRET)
+    h.fake.token_clock = lambda: h.clock.now().timestamp()
+    h.fake.add_oauth_code("code-rotation", team_id=NEW_TEAM, token=FIRST_TOKEN, team_name="New Co", rotation=True)
+    h.fake.add_user(NEW_TEAM, NEW_USER)
+    state, cookie, _ = await _start(h)
+    status, page, _ = await _finish(h, state=state, code="code-rotation", cookie=cookie)
+    assert status == 200, page
+    result = await import_directory(directory_csv([NEWCO_MEMBER]), now=h.clock.now(), actor="test")
+    assert not result.rejected
+    try:
+        yield h
+    finally:
+        await stop_harness(h)
+
+
+async def _send(h: SlackHarness) -> int:
+    command = SendCommand(importance="must-know", topic="operations", audience="org:newco", title="Recall",
+                          body="Stop selling LX-200")
+    preview = await sending.create_draft(None, command, h.herald.catalog, now=h.clock.now(), operator="test")
+    await sending.send_draft(preview.notice.id, None, h.herald.catalog, now=h.clock.now(), operator="test")
+    return preview.notice.id
+
+
+def _posts_with(h: SlackHarness, ok: bool = True) -> list:
+    return [c for c in h.fake.calls_to("chat.postMessage") if c.ok == ok]
+
+
+async def test_installed_with_rotation_the_pair_is_stored_sealed(rotating: SlackHarness) -> None:
+    workspace = await Workspace.get(external_id=NEW_TEAM)
+    assert workspace.bot_token.startswith(PREFIX) and workspace.refresh_token.startswith(PREFIX)
+    assert TokenCipher(SECRET_KEY).open(workspace.bot_token) == FIRST_TOKEN
+    assert TokenCipher(SECRET_KEY).open(workspace.refresh_token).startswith("xoxe-1-")
+    assert workspace.token_expires_at == rotating.clock.now() + TWELVE_HOURS
+    installed = await AuditEvent.get(kind="workspace.installed")
+    assert installed.data["token_rotation"] is True
+
+
+async def test_the_token_is_refreshed_before_it_expires(rotating: SlackHarness) -> None:
+    h = rotating
+    before = metrics.sample("herald_slack_token_refreshes_total", {"outcome": "refreshed"})
+    first = await _send(h)
+    await h.herald.outbox.drain()
+    assert h.fake.refreshes == 0 and len(_posts_with(h)) == 1  # a fresh token is simply used
+
+    h.clock.advance(hours=11, minutes=50)  # within the refresh margin, still valid
+    h.herald.slack_workspaces.forget(NEW_TEAM)
+    await _send(h)
+    await h.herald.outbox.drain()
+    assert h.fake.refreshes == 1
+    assert not _posts_with(h, ok=False) and len(_posts_with(h)) == 2  # nothing was refused on the way
+    workspace = await Workspace.get(external_id=NEW_TEAM)
+    assert TokenCipher(SECRET_KEY).open(workspace.bot_token) != FIRST_TOKEN
+    assert workspace.token_expires_at == h.clock.now() + TWELVE_HOURS
+    assert workspace.refresh_claimed_by == "" and workspace.refresh_claimed_until is None
+    assert await AuditEvent.filter(kind="workspace.token_refreshed").count() == 1
+    assert metrics.sample("herald_slack_token_refreshes_total", {"outcome": "refreshed"}) - before == 1
+    assert await Delivery.filter(notice_id=first, status="delivered").count() == 1
+
+
+async def test_token_expired_from_slack_refreshes_and_the_retry_delivers(rotating: SlackHarness) -> None:
+    h = rotating
+    # Herald's record says the token is good for hours (a clock that drifted); Slack says expired.
+    await Workspace.filter(external_id=NEW_TEAM).update(token_expires_at=h.clock.now() + timedelta(days=1))
+    h.clock.advance(hours=13)
+    notice_id = await _send(h)
+    await h.herald.outbox.run_once()
+    refused = [c for c in h.fake.calls if c.error == "token_expired"]
+    assert len(refused) == 1 and not _posts_with(h)  # the first call of the send (opening the DM) was refused
+    assert h.fake.refreshes == 1  # refreshed at once, before the retry
+    delivery = await Delivery.get(notice_id=notice_id)
+    assert delivery.status == "pending" and "token_expired" in delivery.error
+    h.clock.advance(minutes=5)
+    await h.herald.outbox.drain()
+    assert (await Delivery.get(notice_id=notice_id)).status == "delivered"
+    assert h.fake.refreshes == 1
+
+
+def _replica(h: SlackHarness, *, sleep=None) -> SlackWorkspaces:  # noqa: ANN001
+    rotator = TokenRotator(h.fake.url, CLIENT_ID, CLIENT_SECRET, clock=h.clock,
+                           **({"sleep": sleep} if sleep else {}))
+    return SlackWorkspaces(h.fake.url, cipher=TokenCipher(SECRET_KEY), rotator=rotator)
+
+
+@pytest.mark.parametrize("hours", [11.9, 13], ids=["due", "expired"])
+async def test_two_replicas_never_refresh_at_once(rotating: SlackHarness, hours: float) -> None:
+    h = rotating
+    h.fake.delay("oauth.v2.access", 0.3)  # the refresh is slow, so the second replica arrives during it
+    h.clock.advance(hours=hours)
+    looks = 0
+
+    async def look_again(seconds: float) -> None:
+        nonlocal looks
+        looks += 1
+        await asyncio.sleep(0.02)
+
+    first, second = _replica(h), _replica(h, sleep=look_again)
+    try:
+        tokens = await asyncio.gather(first.token_for(NEW_TEAM), second.token_for(NEW_TEAM))
+    finally:
+        await first.close()
+        await second.close()
+    assert h.fake.refreshes == 1  # Slack revokes a used refresh token: a second refresh would have failed
+    assert not [c for c in h.fake.calls if c.method == "oauth.v2.access" and c.error]
+    stored = TokenCipher(SECRET_KEY).open((await Workspace.get(external_id=NEW_TEAM)).bot_token)
+    if hours > 12:  # the old token is dead: the second replica waited for the new one
+        assert tokens == [stored, stored] and looks > 0
+    else:  # the old token still works: the second replica used it rather than wait
+        assert stored in tokens and FIRST_TOKEN in tokens and looks == 0
+
+
+async def test_a_refused_refresh_gives_no_token_and_says_why(rotating: SlackHarness, caplog) -> None:  # noqa: ANN001
+    h = rotating
+    h.fake._refresh_tokens.clear()  # the refresh token was revoked (the app was reinstalled elsewhere)
+    h.clock.advance(hours=13)
+    before = metrics.sample("herald_slack_token_refreshes_total", {"outcome": "failed"})
+    assert await h.herald.slack_workspaces.token_for(NEW_TEAM) is None
+    assert metrics.sample("herald_slack_token_refreshes_total", {"outcome": "failed"}) - before == 1
+    assert any("reconnect the workspace" in r.getMessage() for r in caplog.records)
+    workspace = await Workspace.get(external_id=NEW_TEAM)
+    assert workspace.refresh_claimed_by == ""  # the lease is released for a later attempt
