@@ -27,6 +27,7 @@ from bot.core.notices.escalations import plan_escalations, send_escalations
 from bot.core.notices.reminders import plan_reminders
 from bot.core.notices.sending import publish_due
 from bot.core.onboarding.journeys import run_journeys
+from bot.core.surveys.answers import close_due_surveys
 from bot.core.ports import Channel, Recipient
 from bot.topics import TopicCatalog, load_catalog
 from config.settings import Settings
@@ -150,7 +151,7 @@ class Herald:
 
     async def tick(self) -> dict[str, int]:
         """The periodic work: publish scheduled notices, plan reminders and escalations, send
-        escalation DMs, then wake the outbox. Safe to run on every replica at once."""
+        escalation DMs, close surveys whose date has passed, then wake the outbox. Safe to run on every replica at once."""
         now = self.clock.now()
         counts = {
             "published": await publish_due(self.catalog, now=now, platform_policy=self.settings.platform_policy),
@@ -159,6 +160,7 @@ class Herald:
             "escalation_messages": await send_escalations(self.channels, now),
             "digests": (await run_digests(self.channels, self.catalog, now))["sent"],
             "journeys": sum((await run_journeys(self.channels, now)).values()),
+            "surveys_closed": await close_due_surveys(now),
         }
         self.outbox.wake()
         return counts

@@ -181,7 +181,19 @@ def direct_message_blocks(message: DirectMessage) -> Blocks:
     return blocks[:50]
 
 
-def preview_summary(notice: Notice, topic_title: str, recipients: int, warnings: list[str]) -> str:
+def variant_preview_lines(variants: tuple[tuple[str, str, str], ...], share: int | None) -> list[str]:
+    """An A/B test's preview: who gets what first, then each variant's title and start of its body."""
+    if not variants:
+        return []
+    split = f"first to {share}% of them (the rest wait for `rollout`)" if share else "to all of them"
+    lines = [f"*A/B test:* {len(variants)} variants, split evenly within each partner, {split}"]
+    lines += [f"• *{label}* {escape(title)}: {escape(body[:120])}{'…' if len(body) > 120 else ''}"
+              for label, title, body in variants]
+    return lines
+
+
+def preview_summary(notice: Notice, topic_title: str, recipients: int, warnings: list[str], *,
+                    variants: tuple[tuple[str, str, str], ...] = (), share: int | None = None) -> str:
     policy = IMPORTANCE[Importance(notice.importance)]
     lines = [
         f"*Preview of notice #{notice.id}*",
@@ -193,15 +205,18 @@ def preview_summary(notice: Notice, topic_title: str, recipients: int, warnings:
         lines.append(f"Goes out at {format_time(notice.scheduled_at)} (the audience is resolved again then)")
     if notice.deadline:
         lines.append(f"Deadline: {format_time(notice.deadline)}")
+    lines += variant_preview_lines(variants, share)
     lines += [f":warning: {escape(w)}" for w in warnings]
     if recipients == 0:
         lines.append(":warning: Nobody matches this audience; sending would reach no one.")
     return "\n".join(lines)
 
 
-def preview_blocks(notice: Notice, topic_title: str, recipients: int, warnings: list[str]) -> Blocks:
+def preview_blocks(notice: Notice, topic_title: str, recipients: int, warnings: list[str], *,
+                   variants: tuple[tuple[str, str, str], ...] = (), share: int | None = None) -> Blocks:
     return [
-        {"type": "section", "text": _mrkdwn(preview_summary(notice, topic_title, recipients, warnings))},
+        {"type": "section", "text": _mrkdwn(preview_summary(notice, topic_title, recipients, warnings,
+                                                            variants=variants, share=share))},
         {"type": "section", "text": _mrkdwn(escape(notice.body))},
         {"type": "actions", "block_id": f"preview-{notice.id}", "elements": [
             {"type": "button", "action_id": SEND_ACTION, "style": "primary", "value": str(notice.id),

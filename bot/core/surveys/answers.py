@@ -129,6 +129,18 @@ async def comment_on_survey(notice_id: int, text: str, *, platform: str, workspa
                          now=now)
 
 
+async def comment_form(notice_id: int, *, platform: str, workspace_id: str, user_id: str,
+                       now: datetime) -> tuple[str, str]:
+    """(follow-up question, the member's current comment) for the comment form, after the checks an
+    answer gets: the survey was sent to them, is open and asks a follow-up."""
+    survey, _, delivery = await _recipient(notice_id, platform, workspace_id, user_id)
+    _ensure_open(survey, now)
+    if not survey.follow_up:
+        raise UserError("This survey has no follow-up question.")
+    current = await SurveyAnswer.get_or_none(survey_id=survey.id, respondent=respondent_code(survey, delivery.member.id))
+    return survey.follow_up, current.comment if current else ""
+
+
 def _clean(comment: str | None, survey: Survey) -> str | None:
     if comment is None:
         return None

@@ -19,7 +19,7 @@ from tortoise.transactions import in_transaction
 
 from bot.common.errors import UserError
 from bot.common.secrets import environment_cipher
-from bot.core.commands.parser import SurveyCommand
+from bot.core.commands.parser import SurveyCommand, parse_deadline
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.audiences import count_recipients, parse_audience, unmatched_value_warnings
 from bot.core.directory.permissions import require_sender
@@ -85,6 +85,20 @@ async def create_survey_draft(author: Staff | None, command: SurveyCommand, cata
                                   follow_up=spec.follow_up or None, anonymous=spec.anonymous,
                                   closes_at=command.closes_at)], using_db=conn)
     return SurveyPreview(notice, survey, spec, topic, recipients, warnings)
+
+
+def survey_from_form(values: dict[str, str]) -> SurveyCommand:
+    """The survey form (Slack modal, Teams card) as a command: `kind` is `scale:1-5`, `scale:0-10`
+    or `options` (then `options` holds one answer per line); `anonymous` is "true"/"anonymous"."""
+    kind = (values.get("kind") or "").strip()
+    answers = tuple(line for line in (values.get("options") or "").splitlines() if line.strip()) \
+        if kind == "options" else (kind,)
+    closes = (values.get("closes") or "").strip()
+    return SurveyCommand(topic=(values.get("topic") or "").strip(), audience=(values.get("audience") or "").strip(),
+                         question=values.get("question") or "", answers=answers,
+                         follow_up=values.get("follow_up") or "",
+                         anonymous=(values.get("anonymous") or "").strip().lower() in ("true", "anonymous"),
+                         closes_at=parse_deadline(closes) if closes else None)
 
 
 # ---- journey surveys ---------------------------------------------------------------------------
