@@ -227,3 +227,17 @@ async def test_a_cam_sees_their_own_surveys_only(srig: SurveyRig) -> None:
     assert (await survey_results(survey_id, await Staff.get(email="audit@vendor.example")))["scope"] == "all"
     srig.clock.advance(hours=1)
     assert srig.clock.now() - now == timedelta(hours=1)
+
+
+async def test_surveys_wait_for_quiet_hours_and_honour_opt_outs(srig: SurveyRig) -> None:
+    from storage.models import Member
+
+    await Member.filter(email="m1@bolt.example").update(topic_opt_outs=["product-updates"])
+    await Member.filter(email="m2@bolt.example").update(timezone="Australia/Sydney")  # 20:00 there: quiet hours
+    survey_id = await srig.survey("product-updates org:bolt | Did the release notes help? | Yes | No")
+    rows = {r["member__email"]: r for r in await Delivery.filter(notice_id=survey_id).values(
+        "member__email", "next_attempt_at")}
+    assert "m1@bolt.example" not in rows  # opted out of the topic: no row at all
+    assert rows["m2@bolt.example"]["next_attempt_at"] > srig.clock.now()  # held until their morning
+    await srig.herald.outbox.drain()
+    assert srig.fake.call_count("chat.postMessage") == len(rows) - 1

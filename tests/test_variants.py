@@ -202,3 +202,19 @@ def test_rate_comparisons_pick_the_right_test() -> None:
     three = compare_times({"A": [1, 2, 3, 4, 5], "B": [2, 3, 4, 5, 6], "C": [3, 4, 5, 6, 7]})
     assert three["test"] == "Kruskal-Wallis H test" and not three["significant"]
     assert not compare_times({"A": [1, 2], "B": [1, 2, 3, 4, 5]})["enough_data"]
+
+
+async def test_reminders_show_the_members_own_variant(srig: SurveyRig) -> None:
+    from bot.core.notices.reminders import plan_reminders
+
+    notice_id = await srig.notice("must-know announcements all | Recall A | Stop A || Recall B | Stop B")
+    await srig.herald.outbox.drain()
+    srig.clock.advance(hours=25)
+    assert await plan_reminders(srig.clock.now(), srig.herald.catalog) == 12
+    await srig.herald.outbox.drain()
+    variant_of = dict(await Delivery.filter(notice_id=notice_id, kind="notice").values_list("member_id", "variant"))
+    reminders = await Delivery.filter(notice_id=notice_id, kind="reminder").values("member_id", "variant", "channel_id")
+    assert len(reminders) == 12 and all(r["variant"] == variant_of[r["member_id"]] for r in reminders)
+    texts = {c.args["channel"]: str(c.args["blocks"]) for c in srig.fake.calls_to("chat.postMessage")
+             if "Reminder" in c.args["blocks"][0]["text"]["text"]}
+    assert all(f"Stop {r['variant']}" in texts[r["channel_id"]] for r in reminders)

@@ -29,14 +29,13 @@ HELP_TEXT = """\
 • `report <notice-id>` — acknowledgement report (summary here, CSV in your DM)
 • `pause <org-id> [until YYYY-MM-DD] [reason]` · `resume <org-id>` — stop or restart reminders for a partner
 • `questions` — partners' questions handed off to you · `progress [org-id]` — onboarding progress
-*A/B variants* — add `|| <title B> | <body B>` (up to 4 variants, A to D) to an inline `send`, e.g.
+• A/B test: add `|| <title B> | <body B>` (up to 4 variants, A to D) to an inline `send`, e.g.
   `send need-to-know incentives tier:gold share:20% | Q3 rebate | Details ... || Earn more in Q3 | Details ...`
-  members are split evenly within each partner; `share:20%` sends to 20% first and holds the rest
+  members are split evenly within each partner; `share:20%` sends to 20% first and holds the rest back
 • `variants <notice-id>` — compare the variants: acknowledgement rate, button presses, time to acknowledge
 • `rollout <notice-id> <variant>` — send the chosen variant to everyone held back
-*Pulse surveys*
-• `survey` — open the survey form
-• `survey <topic> <audience> [anonymous] [closes:YYYY-MM-DD] | <question> | <answers> [| follow-up: <question>]`
+• `survey` — open the survey form; inline:
+  `survey <topic> <audience> [anonymous] [closes:YYYY-MM-DD] | <question> | <answers> [| follow-up: <question>]`
   answers: `scale:1-5`, `scale:0-10`, or 2 to 5 options each after a `|`, e.g.
   `survey support tier:gold anonymous closes:2026-12-01 | How satisfied are you with onboarding? | scale:1-5 | follow-up: What could be better?`
   `survey announcements all | Which format do you prefer? | Webinar | Workshop | E-learning`
