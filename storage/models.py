@@ -550,4 +550,4 @@ class SurveyAnswerChange(Model):
 
     class Meta:
         table = "survey_answer_change"
-        indexes = (("survey", "respondent"),)
+        indexes = (("survey_id", "respondent"),)

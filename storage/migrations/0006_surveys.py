@@ -121,7 +121,7 @@ class Migration(migrations.Migration):
                 ('platform', fields.CharField(max_length=10)),
                 ('changed_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'survey_answer_change', 'app': 'models', 'indexes': [Index(fields=['survey', 'respondent'])], 'pk_attr': 'id', 'table_description': 'The history of answers: the first answer and every change of answer or comment.'},
+            options={'table': 'survey_answer_change', 'app': 'models', 'indexes': [Index(fields=['survey_id', 'respondent'])], 'pk_attr': 'id', 'table_description': 'The history of answers: the first answer and every change of answer or comment.'},
             bases=['Model'],
         ),
         _AddColumn(
