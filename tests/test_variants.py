@@ -21,6 +21,7 @@ from bot.core.notices.revisions import retract_notice
 from bot.core.notices.rollout import roll_out
 from bot.core.notices.status import notice_status
 from bot.core.notices.variants import assign
+from bot.service import Herald
 from storage.models import AuditEvent, Delivery, Notice, Staff
 from tests.support import TEAM
 from tests.survey_support import SurveyRig, members, start_survey_rig, stop_survey_rig
@@ -137,7 +138,6 @@ async def test_share_holds_the_rest_until_the_rollout_and_nobody_gets_two(srig: 
 
 async def test_two_replicas_rolling_out_at_once_release_each_member_once(srig: SurveyRig) -> None:
     notice_id = await srig.notice("need-to-know announcements all share:25% | A | Body A || B | Body B || C | Body C")
-    other = srig.herald  # a second replica shares nothing with the first but the database
     results = await asyncio.gather(
         roll_out(notice_id, "B", None, now=srig.clock.now(), operator="replica-1"),
         roll_out(notice_id, "B", None, now=srig.clock.now(), operator="replica-2"),
@@ -146,7 +146,11 @@ async def test_two_replicas_rolling_out_at_once_release_each_member_once(srig: S
     winners = [r for r in results if not isinstance(r, BaseException) and not r.already]
     assert len(winners) == 1 and winners[0].released == 9
     assert all(isinstance(r, UserError) or r.already for r in results if r is not winners[0])
-    await other.outbox.drain()
+    other = Herald(srig.herald.settings, clock=srig.clock, catalog=srig.herald.catalog)  # a second replica
+    try:
+        await asyncio.gather(srig.herald.outbox.drain(), other.outbox.drain())
+    finally:
+        await other.close()
     per_channel = Counter(c.args["channel"] for c in srig.fake.calls_to("chat.postMessage"))
     assert len(per_channel) == 12 and set(per_channel.values()) == {1}
     assert await Delivery.filter(notice_id=notice_id).count() == 12

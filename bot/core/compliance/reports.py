@@ -131,6 +131,9 @@ def _cell(value: Any) -> Any:
     return value
 
 
+csv_cell = _cell  # for other CSV exports (survey results)
+
+
 def _batches(ids: list[int], size: int = ID_BATCH) -> Iterable[list[int]]:
     for start in range(0, len(ids), size):
         yield ids[start:start + size]

@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from bot.common.errors import NotFound, PermissionDenied
-from bot.core.compliance.reports import _cell, iso
+from bot.core.compliance.reports import csv_cell, iso
 from bot.core.surveys.spec import SurveySpec, spec_of
 from storage.models import (
     Delivery,
@@ -231,7 +231,7 @@ def results_csv(results: dict[str, Any]) -> str:
     writer.writerow(row("total", results["total"]))
     for dim, rows in results["breakdowns"].items():
         for r in rows:
-            writer.writerow([_cell(v) for v in row(dim, r)])
+            writer.writerow([csv_cell(v) for v in row(dim, r)])
     return out.getvalue()
 
 
