@@ -171,7 +171,7 @@ async def test_variant_results_count_acks_and_say_when_there_is_too_little_data(
     await srig.herald.outbox.drain()
     rows = await Delivery.filter(notice_id=notice_id).values("member__email", "variant")
     variant_of = {r["member__email"]: r["variant"] for r in rows}
-    for _, email, user in members()[:5]:
+    for _, _, user in members()[:5]:
         srig.clock.advance(minutes=10)
         await acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id=user, now=srig.clock.now())
     await add_staff("audit@vendor.example", "compliance", now=srig.clock.now(), actor="test")

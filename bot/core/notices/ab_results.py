@@ -141,7 +141,7 @@ async def _gather(notice: Notice, by_label: dict[str, VariantStats]) -> int:
             if row["status"] == DeliveryStatus.DELIVERED.value and row["delivered_at"] is not None:
                 first = delivered_at.get(member)
                 delivered_at[member] = row["delivered_at"] if first is None else min(first, row["delivered_at"])
-    for member, label in variant_of.items():
+    for label in variant_of.values():
         by_label[label].assigned += 1
     acked: dict[int, Any] = {}
     for ack in await Acknowledgement.filter(notice_id=notice.id, revision__gte=notice.ack_revision).values(

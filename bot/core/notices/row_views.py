@@ -34,7 +34,7 @@ class RowExtras:
     surveys: dict[int, SurveyView] = field(default_factory=dict)  # notice id -> survey part
 
     @classmethod
-    async def load(cls, notice_ids: Iterable[int], *, now: datetime) -> "RowExtras":
+    async def load(cls, notice_ids: Iterable[int], *, now: datetime) -> RowExtras:
         ids = sorted(set(notice_ids))
         extras = cls()
         if not ids:
