@@ -104,6 +104,8 @@ async def test_survey_answers_changes_comments_and_anonymous_results(slack: Slac
     assert "Fewer &lt;b&gt;pings&lt;/b&gt;" in results
     assert "UACME" not in results and "m1@acme" not in results
 
+    status = (await _reply(slack, f"status {survey_id}"))["text"]
+    assert "Answered: *6* of 12 delivered" in status and "Acknowledged" not in status
     refused = await _click(slack, "herald_survey_answer_3", f"{survey_id}:3", "UOUTSIDER")
     assert "not sent to you" in refused["text"] and refused["replace_original"] is False
     closed = await _reply(slack, f"survey close {survey_id}")

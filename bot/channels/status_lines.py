@@ -31,6 +31,9 @@ def status_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], esca
                      f" · reminders sent: {report.reminders_sent} · escalations: {report.escalations}")
     if report.paused_organisations:
         lines.append("Reminders paused for: " + ", ".join(escape(o) for o in report.paused_organisations))
+    if report.survey_answers is not None:
+        lines.append(f"Answered: {bold(str(report.survey_answers))} of {report.delivered} delivered "
+                     f"(`survey results {n.id}`)")
     if report.variants:
         lines.append("Delivered by variant: " + " · ".join(f"{v} {bold(str(n))}" for v, n in sorted(report.variants.items())))
     if report.held:
