@@ -12,6 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.api import add_api_routes
 from bot.common.clock import Clock
 from bot.handlers.downloads import add_download_routes
+from bot.handlers.links import add_link_routes
 from bot.handlers.teams.route import add_teams_routes
 from bot.service import Herald
 from config.settings import Settings
@@ -38,6 +39,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
     add_api_routes(app, herald.clock)
     add_teams_routes(app, herald)
     add_download_routes(app, herald)
+    add_link_routes(app, herald)
     if settings.slack_enabled:
         from bot.handlers.slack.app import build_slack_app, slack_route
 

@@ -24,6 +24,7 @@ from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.acks import AckResult
 from bot.core.notices.digests import run_digests
 from bot.core.notices.escalations import plan_escalations, send_escalations
+from bot.core.notices.interactions import link_tracker
 from bot.core.notices.reminders import plan_reminders
 from bot.core.notices.sending import publish_due
 from bot.core.onboarding.journeys import run_journeys
@@ -65,6 +66,7 @@ class Herald:
             retry=RetryPolicy(max_attempts=settings.delivery_max_attempts),
             rate_limits={"teams": settings.teams_max_per_second, "slack": settings.slack_max_per_second},
         )
+        self.outbox.link_tracker = link_tracker(settings.public_url, settings.secret_key)
 
     async def update_acknowledged_copies(self, result: AckResult) -> None:
         """Turn every delivered copy (original and reminders) into its acknowledged form now.

@@ -16,7 +16,8 @@ from bot.common.clock import ManualClock
 from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from config.settings import load_settings
-from storage.models import Delivery, SurveyAnswer, SurveyAnswerChange
+from bot.core.notices.interactions import link_tracker
+from storage.models import Delivery, NoticeInteraction, SurveyAnswer, SurveyAnswerChange
 from tests.fakes.bot_connector import FakeBotConnector
 from tests.support import SIGNING_SECRET, directory_csv
 from tests.test_teams_e2e import TENANT, TeamsRig, _actions, _card, _texts
@@ -139,3 +140,25 @@ async def test_variants_and_rollout_in_teams(teams: TeamsRig) -> None:
     assert Counter(await Delivery.filter(notice_id=notice_id).values_list("variant", flat=True)) == {"A": 5, "B": 1}
     results = (await teams.say("aad-cam", f"variants {notice_id}"))["text"]
     assert "A/B test of notice" in results and "variant A rolled out" in results
+
+
+async def test_a_b_link_presses_are_counted_in_teams_through_herald(teams: TeamsRig) -> None:
+    teams.herald.outbox.link_tracker = link_tracker("https://herald.example.com", "k" * 40)
+    notice_id = await _send_preview(teams, "send need-to-know announcements all link:https://partners.example.com/q3 "
+                                           "| Plan A | Body A || Plan B | Body B")
+    card = _last_card(teams, "aad-north-1")
+    (open_url,) = [a for a in _actions(card) if a["type"] == "Action.OpenUrl"]
+    assert open_url["url"].startswith("https://herald.example.com/go/")
+    path = open_url["url"].removeprefix("https://herald.example.com")
+    async with teams.session.get(teams.server.make_url(path), allow_redirects=False) as response:
+        assert response.status == 302 and response.headers["Location"] == "https://partners.example.com/q3"
+    async with teams.session.get(teams.server.make_url(path), allow_redirects=False) as response:
+        assert response.status == 302
+    (pressed,) = await NoticeInteraction.filter(notice_id=notice_id).values("platform", "presses", "member__email")
+    assert pressed == {"platform": "teams", "presses": 2, "member__email": "p1@north.example"}
+    forged = path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")
+    for bad in (forged, f"/go/{notice_id}.1", "/go/../../etc"):
+        async with teams.session.get(teams.server.make_url(bad), allow_redirects=False) as response:
+            assert response.status == 404
+    results = (await teams.say("aad-cam", f"variants {notice_id}"))["text"]
+    assert "pressed a button 1" in results

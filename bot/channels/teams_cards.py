@@ -140,7 +140,7 @@ def _notice_card(view: NoticeView, body_text: str) -> Card:
                           f"(reminder {view.reminder_number}).", weight="Bolder"))
     body.append(_text(escape(body_text), spacing="Medium"))
     actions: list[dict[str, Any]] = []
-    url = _safe_url(view.link) if view.link else None
+    url = _safe_url(view.tracked_link or view.link) if view.link else None
     if url:
         actions.append({"type": "Action.OpenUrl", "title": "Open the details", "url": url})
     elif view.link:

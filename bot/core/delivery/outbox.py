@@ -59,6 +59,8 @@ class Job:
 
 
 class Outbox:
+    link_tracker = None  # A/B tests' counted links (bot.core.notices.interactions.LinkTracker), set by Herald
+
     def __init__(self, channels: dict[str, Channel], catalog: TopicCatalog, clock: Clock, *,
                  concurrency: int = 16, batch_size: int = 200, lease_seconds: int = 120,
                  retry: RetryPolicy | None = None, parallel_workspaces: int = 32,
@@ -252,7 +254,8 @@ class Outbox:
         views = {}
         for d in rows:
             key = (d.notice_id, d.member_id)  # type: ignore[attr-defined]
-            view = extras.apply(base[d.notice_id], d.notice_id, d.variant)  # type: ignore[attr-defined]
+            view = extras.apply(base[d.notice_id], d.notice_id, d.variant, member_id=d.member_id,  # type: ignore[attr-defined]
+                                tracker=self.link_tracker)
             if key in acks:
                 view = view.with_ack(d.member.name or d.member.email, acks[key].acknowledged_at)
             if d.kind == DeliveryKind.REMINDER.value:

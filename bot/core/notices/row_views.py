@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bot.core.notices.interactions import LinkTracker
 from bot.core.notices.views import NoticeView, SurveyView
 from bot.core.surveys.spec import spec_of
 from storage.models import NoticeVariant, Survey
@@ -46,10 +47,13 @@ class RowExtras:
             extras.surveys[survey.notice_id] = survey_view(survey, now=now)  # type: ignore[attr-defined]
         return extras
 
-    def apply(self, view: NoticeView, notice_id: int, variant: str) -> NoticeView:
-        """`view` (the notice's shared view) as this row shows it."""
+    def apply(self, view: NoticeView, notice_id: int, variant: str, *, member_id: int | None = None,
+              tracker: LinkTracker | None = None) -> NoticeView:
+        """`view` (the notice's shared view) as this row shows it; with a tracker, an A/B test's
+        link goes through Herald so that a press is counted on every platform."""
         if variant and (notice_id, variant) in self.variants:
             title, body = self.variants[(notice_id, variant)]
-            view = view.with_variant(variant, title, body)
+            link = tracker.url(notice_id, member_id) if tracker is not None and member_id is not None else ""
+            view = view.with_variant(variant, title, body, link)
         survey = self.surveys.get(notice_id)
         return view.with_survey(survey) if survey is not None else view

@@ -61,6 +61,7 @@ class NoticeView:
     reminder_number: int = 0  # > 0: this message is the n-th reminder about the notice
     original_ref: tuple[str, str] | None = None  # (channel, message id) of the original, for reminders
     variant: str = ""  # A/B test: the variant this message shows ("" = no variants)
+    tracked_link: str = ""  # A/B test: the link through Herald, which counts the press (Teams)
     survey: SurveyView | None = None  # a pulse survey's question and answer buttons
 
     @property
@@ -73,8 +74,8 @@ class NoticeView:
     def as_reminder(self, number: int, original_ref: tuple[str, str] | None) -> "NoticeView":
         return replace(self, reminder_number=number, original_ref=original_ref)
 
-    def with_variant(self, label: str, title: str, body: str) -> "NoticeView":
-        return replace(self, variant=label, title=title, body=body)
+    def with_variant(self, label: str, title: str, body: str, tracked_link: str = "") -> "NoticeView":
+        return replace(self, variant=label, title=title, body=body, tracked_link=tracked_link if self.link else "")
 
     def with_survey(self, survey: SurveyView) -> "NoticeView":
         return replace(self, survey=survey)
