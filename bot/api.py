@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot import api_surveys
 from bot.common.clock import Clock
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.api_tokens import authenticate
@@ -236,6 +237,8 @@ def add_api_routes(app: web.Application, clock: Clock) -> None:
     app.router.add_get(f"{PREFIX}/notices/{{id}}/report", endpoint(get_report), allow_head=False)
     app.router.add_get(f"{PREFIX}/reports/summary", endpoint(get_summary))
     app.router.add_get(f"{PREFIX}/audit/verify", endpoint(audit_verify, roles=AUDITORS))
+    for path, handler in api_surveys.ROUTES:  # surveys and A/B tests
+        app.router.add_get(f"{PREFIX}{path}", endpoint(handler))
 
 
 VERIFY_FIELDS = ("ok", "events", "head_seq", "head_hash", "first_broken_seq", "reason")
@@ -275,6 +278,7 @@ _COUNTS = {
     "pending": {"type": "integer", "description": "Pending or being sent."},
     "digest": {"type": "integer", "description": "Nice-to-know notices kept for the digest."},
     "cancelled": {"type": "integer", "description": "Not sent: the notice was retracted first."},
+    "held": {"type": "integer", "description": "A/B tests: held back until a variant is rolled out."},
     "acknowledged": {"type": "integer", "description": "Members who acknowledged the current ack revision."},
     "rate": {"type": ["number", "null"], "description": "acknowledged / delivered; null when nothing was delivered."},
 }
@@ -284,7 +288,7 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "Herald reports API",
         "version": "1.0.0",
-        "description": ("Acknowledgement reports for compliance. Authenticate with a bearer token from "
+        "description": ("Acknowledgement reports for compliance, survey results and A/B tests. Authenticate with a bearer token from "
                         "`herald token create EMAIL`. Compliance officers and admins read every notice; "
                         "a CAM reads only the notices they authored."),
     },
@@ -452,7 +456,10 @@ OPENAPI: dict[str, Any] = {
                 "organisation_id": {"type": "string"}, "organisation": {"type": "string"}, **_COUNTS}},
             "Summary": {"type": "object", "properties": {
                 "notice_id": {"type": "integer"}, "ack_revision": {"type": "integer"}, **_COUNTS,
-                "organisations": {"type": "array", "items": {"$ref": "#/components/schemas/OrganisationSummary"}}}},
+                "organisations": {"type": "array", "items": {"$ref": "#/components/schemas/OrganisationSummary"}},
+                "variants": {"type": "array", "description": "A/B tests only: the counts per variant.",
+                             "items": {"type": "object", "properties": {
+                                 "variant": {"type": ["string", "null"]}, **_COUNTS}}}}},
             "SummaryItem": {"type": "object", "properties": {
                 "id": {"type": "integer"}, "title": {"type": "string"}, "topic": {"type": "string"},
                 "importance": {"type": "string"}, "status": {"type": "string"}, "sent_at": _NULLABLE_TIME,
@@ -463,7 +470,8 @@ OPENAPI: dict[str, Any] = {
                 "platform": {"type": "string"}, "delivered_at": _NULLABLE_TIME,
                 "failure_reason": {"type": "string"}, "reminders_sent": {"type": "integer"},
                 "acknowledged_at": _NULLABLE_TIME, "acknowledged_revision": {"type": ["integer", "null"]},
-                "escalated_at": _NULLABLE_TIME}},
+                "escalated_at": _NULLABLE_TIME,
+                "variant": {"type": ["string", "null"], "description": "A/B tests: the variant this member got."}}},
             "Report": {"type": "object",
                        "required": ["notice", "revisions", "produced_at", "audit_chain_head", "summary", "rows"],
                        "properties": {
@@ -481,3 +489,7 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+OPENAPI["paths"].update(api_surveys.PATHS)
+OPENAPI["components"]["schemas"].update(api_surveys.SCHEMAS)

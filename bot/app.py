@@ -12,6 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.api import add_api_routes
 from bot.common.clock import Clock
 from bot.handlers.downloads import add_download_routes
+from bot.handlers.links import add_link_routes
 from bot.handlers.teams.route import add_teams_routes
 from bot.ops.metrics_http import add_metrics
 from bot.service import Herald
@@ -41,6 +42,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
     add_teams_routes(app, herald)
     add_download_routes(app, herald)
     socket_mode = None
+    add_link_routes(app, herald)
     if settings.slack_enabled:
         from bot.handlers.slack.app import build_slack_app, slack_route
         from bot.handlers.slack.oauth import add_slack_oauth_routes

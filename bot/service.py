@@ -25,9 +25,11 @@ from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.acks import AckResult
 from bot.core.notices.digests import run_digests
 from bot.core.notices.escalations import plan_escalations, send_escalations
+from bot.core.notices.interactions import link_tracker
 from bot.core.notices.reminders import plan_reminders
 from bot.core.notices.sending import publish_due
 from bot.core.onboarding.journeys import run_journeys
+from bot.core.surveys.answers import close_due_surveys
 from bot.core.ports import Channel, Recipient
 from bot.topics import TopicCatalog, load_catalog
 from config.settings import Settings
@@ -69,6 +71,7 @@ class Herald:
             retry=RetryPolicy(max_attempts=settings.delivery_max_attempts),
             rate_limits={"teams": settings.teams_max_per_second, "slack": settings.slack_max_per_second},
         )
+        self.outbox.link_tracker = link_tracker(settings.public_url, settings.secret_key)
 
     async def update_acknowledged_copies(self, result: AckResult) -> None:
         """Turn every delivered copy (original and reminders) into its acknowledged form now.
@@ -155,7 +158,7 @@ class Herald:
 
     async def tick(self) -> dict[str, int]:
         """The periodic work: publish scheduled notices, plan reminders and escalations, send
-        escalation DMs, then wake the outbox. Safe to run on every replica at once."""
+        escalation DMs, close surveys whose date has passed, then wake the outbox. Safe to run on every replica at once."""
         now = self.clock.now()
         counts = {
             "published": await publish_due(self.catalog, now=now, platform_policy=self.settings.platform_policy),
@@ -164,6 +167,7 @@ class Herald:
             "escalation_messages": await send_escalations(self.channels, now),
             "digests": (await run_digests(self.channels, self.catalog, now))["sent"],
             "journeys": sum((await run_journeys(self.channels, now)).values()),
+            "surveys_closed": await close_due_surveys(now),
         }
         self.outbox.wake()
         return counts

@@ -40,6 +40,7 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"        # gave up; `error` says why in words a person can act on
     DIGEST = "digest"        # nice-to-know: kept for the member's digest, never DM'd alone
     CANCELLED = "cancelled"  # not sent: the notice was retracted or the reminder became moot
+    HELD = "held"            # A/B test: kept back from the first share until a variant is rolled out
 
 
 class Organisation(Model):
@@ -242,6 +243,9 @@ class Delivery(Model):
     # Original must-know deliveries: when the next reminder is due (None = none due).
     next_reminder_at = fields.DatetimeField(null=True)
     reminders_sent = fields.IntField(default=0)
+    # A/B test: the variant ("A" to "D") this member sees; "" = the notice has no variants. One
+    # delivery row per member and platform (the unique key below), so nobody sees two variants.
+    variant = fields.CharField(max_length=1, default="")
     created_at = fields.DatetimeField()
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -423,3 +427,133 @@ class DigestRun(Model):
     class Meta:
         table = "digest_run"
         unique_together = (("member", "period"),)
+
+
+class NoticeVariant(Model):
+    """One version (title and body) of a notice in an A/B test. Variant A is the notice's own text."""
+
+    id = fields.IntField(primary_key=True)
+    notice: fields.ForeignKeyRelation[Notice] = fields.ForeignKeyField(
+        "models.Notice", related_name="variants", on_delete=fields.CASCADE
+    )
+    label = fields.CharField(max_length=1)  # A, B, C or D
+    title = fields.CharField(max_length=200)
+    body = fields.TextField()
+
+    class Meta:
+        table = "notice_variant"
+        unique_together = (("notice", "label"),)
+
+
+class NoticeExperiment(Model):
+    """A notice's A/B test: the share of the audience sent first, and the variant rolled out to the
+    rest once chosen (set once, by a conditional update, whichever replica or command comes first)."""
+
+    id = fields.IntField(primary_key=True)
+    notice: fields.OneToOneRelation[Notice] = fields.OneToOneField(
+        "models.Notice", related_name="experiment", on_delete=fields.CASCADE
+    )
+    share_percent = fields.SmallIntField(null=True)  # None = every recipient at once
+    winner = fields.CharField(max_length=1, default="")
+    rolled_out_at = fields.DatetimeField(null=True)
+    rolled_out_by = fields.CharField(max_length=254, default="")
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "notice_experiment"
+
+
+class NoticeInteraction(Model):
+    """A member's press of a button on a notice other than Acknowledge (e.g. its link): the first
+    press and how many, for comparing variants."""
+
+    id = fields.IntField(primary_key=True)
+    notice: fields.ForeignKeyRelation[Notice] = fields.ForeignKeyField(
+        "models.Notice", related_name="interactions", on_delete=fields.CASCADE
+    )
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
+        "models.Member", related_name="interactions", on_delete=fields.CASCADE
+    )
+    kind = fields.CharField(max_length=20)  # link
+    platform = fields.CharField(max_length=10)
+    first_at = fields.DatetimeField()
+    presses = fields.IntField(default=1)
+
+    class Meta:
+        table = "notice_interaction"
+        unique_together = (("notice", "member", "kind"),)
+
+
+class Survey(Model):
+    """A pulse survey: what its notice asks and how it may be answered. Journey surveys are standing
+    surveys (`key` set) that members receive one by one as they reach a journey step."""
+
+    id = fields.IntField(primary_key=True)
+    notice: fields.OneToOneRelation[Notice] = fields.OneToOneField(
+        "models.Notice", related_name="survey", on_delete=fields.CASCADE
+    )
+    key = fields.CharField(max_length=120, null=True, unique=True)  # journey:<step>:<definition hash>
+    question = fields.CharField(max_length=300)
+    kind = fields.CharField(max_length=10)  # options | scale
+    options = fields.JSONField(default=list)  # option labels, in order (kind options)
+    scale_min = fields.SmallIntField(null=True)
+    scale_max = fields.SmallIntField(null=True)
+    follow_up = fields.CharField(max_length=300, default="")  # the free-text question, "" = none
+    anonymous = fields.BooleanField(default=False)
+    # Anonymous surveys: the key that turns a member into their answer's respondent code (sealed with
+    # HERALD_SECRET_KEY when set). Erased when the survey closes: from then on no stored value
+    # links an answer to a member.
+    respondent_key = fields.TextField(default="")
+    closes_at = fields.DatetimeField(null=True)
+    closed_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "survey"
+
+
+class SurveyAnswer(Model):
+    """A respondent's current answer: one per survey and respondent, the latest wins (every change is
+    kept in SurveyAnswerChange). Anonymous surveys store no member, only the respondent code and
+    the segment (organisation, role) that breakdowns need."""
+
+    id = fields.IntField(primary_key=True)
+    survey: fields.ForeignKeyRelation[Survey] = fields.ForeignKeyField(
+        "models.Survey", related_name="answers", on_delete=fields.CASCADE
+    )
+    respondent = fields.CharField(max_length=64)
+    member: fields.ForeignKeyNullableRelation[Member] = fields.ForeignKeyField(
+        "models.Member", related_name="survey_answers", null=True, on_delete=fields.SET_NULL
+    )
+    organisation: fields.ForeignKeyNullableRelation[Organisation] = fields.ForeignKeyField(
+        "models.Organisation", related_name="survey_answers", null=True, on_delete=fields.SET_NULL
+    )
+    role = fields.CharField(max_length=50, default="")
+    value = fields.SmallIntField()  # the option's index (from 0) or the scale value
+    comment = fields.TextField(default="")
+    platform = fields.CharField(max_length=10)
+    answered_at = fields.DatetimeField()
+    changed_at = fields.DatetimeField()
+    changes = fields.IntField(default=0)
+
+    class Meta:
+        table = "survey_answer"
+        unique_together = (("survey", "respondent"),)
+
+
+class SurveyAnswerChange(Model):
+    """The history of answers: the first answer and every change of answer or comment."""
+
+    id = fields.IntField(primary_key=True)
+    survey: fields.ForeignKeyRelation[Survey] = fields.ForeignKeyField(
+        "models.Survey", related_name="answer_changes", on_delete=fields.CASCADE
+    )
+    respondent = fields.CharField(max_length=64)
+    value = fields.SmallIntField()
+    comment = fields.TextField(default="")
+    platform = fields.CharField(max_length=10)
+    changed_at = fields.DatetimeField()
+
+    class Meta:
+        table = "survey_answer_change"
+        indexes = (("survey_id", "respondent"),)

@@ -244,7 +244,9 @@ async def test_openapi_document_is_public_and_complete(api: Api) -> None:
     doc = json.loads(await response.text())
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {f"{API}/notices", f"{API}/notices/{{id}}", f"{API}/notices/{{id}}/report",
-                                 f"{API}/reports/summary", f"{API}/audit/verify", f"{API}/openapi.json"}
+                                 f"{API}/reports/summary", f"{API}/audit/verify", f"{API}/openapi.json",
+                                 f"{API}/surveys", f"{API}/surveys/stages", f"{API}/surveys/{{id}}",
+                                 f"{API}/notices/{{id}}/variants"}
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http", "scheme": "bearer", "description": doc["components"]["securitySchemes"]["bearerAuth"]["description"]}
     assert doc["security"] == [{"bearerAuth": []}] and doc["paths"][f"{API}/openapi.json"]["get"]["security"] == []

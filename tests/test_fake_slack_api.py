@@ -491,3 +491,24 @@ async def test_standalone_fake_prints_its_url_and_serves(tmp_path) -> None:  # n
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 30)
     assert proc.returncode == 0
+
+
+async def test_messages_must_keep_block_kit_limits() -> None:
+    async with FakeSlackAPI() as fake:
+        fake.add_workspace("T1", "xoxb-1")
+        fake.add_user("T1", "U1")
+        client = AsyncWebClient(token="xoxb-1", base_url=fake.url)
+        button = {"type": "button", "action_id": "a", "text": {"type": "plain_text", "text": "ok"}, "value": "1"}
+        await client.chat_postMessage(channel="U1", text="t", blocks=[{"type": "actions", "elements": [
+            {**button, "action_id": f"a{n}"} for n in range(25)]}])
+        for blocks, problem in (
+                ([{"type": "actions", "elements": [button, button]}], "already exists in the block"),
+                ([{"type": "actions", "elements": [{**button, "action_id": f"a{n}"} for n in range(26)]}], "1 to 25"),
+                ([{"type": "actions", "elements": [{**button, "text": {"type": "plain_text", "text": "x" * 76}}]}],
+                 "button text"),
+                ([{"type": "header", "text": {"type": "plain_text", "text": "x" * 151}}], "header text"),
+                ([{"type": "divider"}] * 51, "more than 50 blocks")):
+            with pytest.raises(SlackApiError) as raised:
+                await client.chat_postMessage(channel="U1", text="t", blocks=blocks)
+            assert raised.value.response["error"] == "invalid_blocks"
+            assert any(problem in p for p in raised.value.response["errors"])

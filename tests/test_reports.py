@@ -125,37 +125,38 @@ async def seed_reports() -> Fixture:
 
 
 EXPECTED_HEADER = ["organisation_id", "organisation", "member", "email", "role", "platform", "delivered_at",
-                   "failure_reason", "reminders_sent", "acknowledged_at", "acknowledged_revision", "escalated_at"]
+                   "failure_reason", "reminders_sent", "acknowledged_at", "acknowledged_revision", "escalated_at",
+                   "variant"]
 EXPECTED_ROWS = [
     ["acme", "Acme Locks", "Anna Berg", "anna@acme.example", "sales", "slack", "2026-01-05T09:02:00Z", "", "0",
-     "2026-01-06T11:00:00Z", "2", ""],
+     "2026-01-06T11:00:00Z", "2", "", ""],
     ["acme", "Acme Locks", "Bo Chen", "bo@acme.example", "support", "slack", "2026-01-05T09:02:00Z", "", "1",
-     "2026-01-05T09:40:00Z", "1", "2026-01-10T17:05:00Z"],
+     "2026-01-05T09:40:00Z", "1", "2026-01-10T17:05:00Z", ""],
     ["bolt", "Bolt Supply, Inc.", "Cy Diaz", "cy@bolt.example", "operations", "slack",
-     "2026-01-05T09:03:00.500000Z", "", "0", "", "", "2026-01-10T17:06:00Z"],
+     "2026-01-05T09:03:00.500000Z", "", "0", "", "", "2026-01-10T17:06:00Z", ""],
     ["bolt", "Bolt Supply, Inc.", "Di Evans", "di@bolt.example", "executive", "slack", "",
-     "UDI does not exist in workspace T0PARTNER", "0", "", "", ""],
+     "UDI does not exist in workspace T0PARTNER", "0", "", "", "", ""],
     ["bolt", "Bolt Supply, Inc.", "'=Ed Fox", "ed@bolt.example", "sales", "slack", "", "", "0", "", "",
-     "2026-01-10T17:06:00Z"],
+     "2026-01-10T17:06:00Z", ""],
 ]
 EXPECTED_ORGS = [
     {"organisation_id": "acme", "organisation": "Acme Locks", "recipients": 2, "delivered": 2, "failed": 0,
-     "pending": 0, "digest": 0, "cancelled": 0, "acknowledged": 1, "rate": 0.5},
+     "pending": 0, "digest": 0, "cancelled": 0, "held": 0, "acknowledged": 1, "rate": 0.5},
     {"organisation_id": "bolt", "organisation": "Bolt Supply, Inc.", "recipients": 3, "delivered": 1, "failed": 1,
-     "pending": 1, "digest": 0, "cancelled": 0, "acknowledged": 0, "rate": 0.0},
+     "pending": 1, "digest": 0, "cancelled": 0, "held": 0, "acknowledged": 0, "rate": 0.0},
 ]
 
 
 def expected_summary(notice_id: int) -> dict:
     return {"notice_id": notice_id, "ack_revision": 2, "recipients": 5, "delivered": 3, "failed": 1, "pending": 1,
-            "digest": 0, "cancelled": 0, "acknowledged": 1, "rate": 0.3333, "organisations": EXPECTED_ORGS}
+            "digest": 0, "cancelled": 0, "held": 0, "acknowledged": 1, "rate": 0.3333, "organisations": EXPECTED_ORGS}
 
 
 def expected_json_rows() -> list[dict]:
     out = []
     for row in EXPECTED_ROWS:
         item = dict(zip(EXPECTED_HEADER, row, strict=True))
-        for key in ("delivered_at", "acknowledged_at", "escalated_at"):
+        for key in ("delivered_at", "acknowledged_at", "escalated_at", "variant"):
             item[key] = item[key] or None
         item["member"] = item["member"].removeprefix("'")  # the apostrophe guards spreadsheets only
         item["reminders_sent"] = int(item["reminders_sent"])
@@ -291,10 +292,10 @@ async def test_notice_summary_and_cross_notice_summary(db: str) -> None:
     assert rows == [
         {"id": fx.notice.id, "title": "Recall of LX-200", "topic": "operations", "importance": "must-know",
          "status": "sent", "sent_at": "2026-01-05T09:01:00Z", "recipients": 5, "delivered": 3, "failed": 1,
-         "pending": 1, "digest": 0, "cancelled": 0, "acknowledged": 1, "rate": 0.3333},
+         "pending": 1, "digest": 0, "cancelled": 0, "held": 0, "acknowledged": 1, "rate": 0.3333},
         {"id": fx.other.id, "title": "Price list", "topic": "announcements", "importance": "need-to-know",
          "status": "sent", "sent_at": "2026-01-07T09:00:00Z", "recipients": 1, "delivered": 1, "failed": 0,
-         "pending": 0, "digest": 0, "cancelled": 0, "acknowledged": 0, "rate": 0.0},
+         "pending": 0, "digest": 0, "cancelled": 0, "held": 0, "acknowledged": 0, "rate": 0.0},
     ]
     assert [r["id"] for r in await reports.summary_report(since=since, until=until, topic="operations")] == [fx.notice.id]
     assert [r["id"] for r in await reports.summary_report(since=since, until=until, importance="need-to-know")] \

@@ -7,7 +7,15 @@ from typing import Any
 from bot.channels.status_lines import status_lines
 from bot.core.commands.parser import HELP_TEXT
 from bot.core.notices.status import NoticeStatusReport
-from bot.core.notices.views import ACK_ACTION, NoticeView, format_time
+from bot.core.notices.views import (
+    ACK_ACTION,
+    LINK_ACTION,
+    SURVEY_ANSWER_ACTION,
+    SURVEY_COMMENT_ACTION,
+    NoticeView,
+    SurveyView,
+    format_time,
+)
 from bot.core.ports import DirectMessage
 from bot.topics import IMPORTANCE, TopicCatalog
 from bot.topics.importance import Importance
@@ -46,6 +54,8 @@ def _mrkdwn(text: str) -> dict[str, Any]:
 def notice_fallback_text(view: NoticeView) -> str:
     if view.retracted_reason is not None:
         return escape(f"Retracted: {view.retracted_reason}")
+    if view.survey is not None:
+        return escape(f"[Survey] {view.title}")
     prefix = "Reminder: please acknowledge" if view.reminder_number else view.policy.label
     return escape(f"[{prefix}] {view.title}")
 
@@ -76,6 +86,8 @@ def retracted_blocks(view: NoticeView) -> Blocks:
 def notice_blocks(view: NoticeView) -> Blocks:
     if view.retracted_reason is not None:
         return retracted_blocks(view)
+    if view.survey is not None:
+        return survey_blocks(view)
     blocks: Blocks = [{"type": "header", "text": _plain(_heading(view))},
                       {"type": "context", "elements": [_mrkdwn(_context(view))]}]
     if view.reminder_number:
@@ -83,8 +95,10 @@ def notice_blocks(view: NoticeView) -> Blocks:
         blocks.append({"type": "section", "text": _mrkdwn(
             f"You have not acknowledged notice #{view.notice_id}{sent} yet (reminder {view.reminder_number}).")})
     blocks.append({"type": "section", "text": _mrkdwn(escape(view.body))})
-    if view.link:
-        blocks.append({"type": "section", "text": _mrkdwn(f":link: <{view.link}|Open the details>")})
+    if view.link:  # a link button: Slack tells Herald about the press (counted for A/B tests)
+        blocks.append({"type": "actions", "block_id": f"link-{view.notice_id}", "elements": [{
+            "type": "button", "action_id": LINK_ACTION, "value": str(view.notice_id), "url": view.link,
+            "text": _plain("Open the details")}]})
     if view.acknowledged:
         blocks.append({"type": "context", "elements": [_mrkdwn(
             f":white_check_mark: Acknowledged by *{escape(view.acknowledged.by)}* at {format_time(view.acknowledged.at)}")]})
@@ -93,6 +107,65 @@ def notice_blocks(view: NoticeView) -> Blocks:
             "type": "button", "action_id": ACK_ACTION, "style": "danger", "value": str(view.notice_id),
             "text": _plain("Acknowledge"),
         }]})
+    return blocks
+
+
+# ---- pulse surveys ---------------------------------------------------------------------------
+
+def answer_action_id(value: int) -> str:
+    return f"{SURVEY_ANSWER_ACTION}_{value}"
+
+
+def scale_caption(survey: SurveyView) -> str:
+    if not survey.scale:
+        return ""
+    low, high = survey.scale
+    return f"{low} = lowest · {high} = highest"
+
+
+def _state_line(view: NoticeView, survey: SurveyView) -> str:
+    parts = [":bar_chart: *Survey*", escape(view.topic_title), f"Survey #{view.notice_id}"]
+    if survey.anonymous:
+        parts.append("anonymous")
+    if survey.open and survey.closes_at:
+        parts.append(f"open until *{format_time(survey.closes_at)}*")
+    return "  ·  ".join(parts)
+
+
+def survey_blocks(view: NoticeView) -> Blocks:
+    """A survey message; `view.survey.answered` marks the member's answer (their click's reply)."""
+    survey = view.survey
+    assert survey is not None
+    blocks: Blocks = [{"type": "header", "text": _plain(view.title, 150)},
+                      {"type": "context", "elements": [_mrkdwn(_state_line(view, survey))]}]
+    chosen = survey.label(survey.answered)
+    if not survey.open:
+        closed = f"This survey closed at {format_time(survey.closed_at)}. Thank you for taking part."  # type: ignore[arg-type]
+        if chosen:
+            closed += f" Your answer: *{escape(chosen)}*"
+        blocks.append({"type": "section", "text": _mrkdwn(closed)})
+        return blocks
+    if chosen:
+        until = f"until {format_time(survey.closes_at)}" if survey.closes_at else "until the survey closes"
+        blocks.append({"type": "section", "text": _mrkdwn(
+            f":white_check_mark: Your answer: *{escape(chosen)}*. You can change it {until}.")})
+    blocks.append({"type": "actions", "block_id": f"survey-{view.notice_id}", "elements": [
+        {"type": "button", "action_id": answer_action_id(value), "value": f"{view.notice_id}:{value}",
+         "text": _plain(label, 75), **({"style": "primary"} if value == survey.answered else {})}
+        for value, label in survey.choices]})
+    caption = scale_caption(survey)
+    if caption:
+        blocks.append({"type": "context", "elements": [_mrkdwn(caption)]})
+    if survey.follow_up:
+        text = f"*{escape(survey.follow_up)}*"
+        if survey.comment:
+            text += f"\nYour comment: {escape(survey.comment[:2500])}"
+        blocks.append({"type": "section", "text": _mrkdwn(text), "accessory": {
+            "type": "button", "action_id": SURVEY_COMMENT_ACTION, "value": str(view.notice_id),
+            "text": _plain("Change your comment" if survey.comment else "Add a comment", 75)}})
+    if survey.anonymous:
+        blocks.append({"type": "context", "elements": [_mrkdwn(
+            "Anonymous: results never show who answered, nor any group of fewer than 5 people.")]})
     return blocks
 
 
@@ -108,7 +181,19 @@ def direct_message_blocks(message: DirectMessage) -> Blocks:
     return blocks[:50]
 
 
-def preview_summary(notice: Notice, topic_title: str, recipients: int, warnings: list[str]) -> str:
+def variant_preview_lines(variants: tuple[tuple[str, str, str], ...], share: int | None) -> list[str]:
+    """An A/B test's preview: who gets what first, then each variant's title and start of its body."""
+    if not variants:
+        return []
+    split = f"first to {share}% of them (the rest wait for `rollout`)" if share else "to all of them"
+    lines = [f"*A/B test:* {len(variants)} variants, split evenly within each partner, {split}"]
+    lines += [f"• *{label}* {escape(title)}: {escape(body[:120])}{'…' if len(body) > 120 else ''}"
+              for label, title, body in variants]
+    return lines
+
+
+def preview_summary(notice: Notice, topic_title: str, recipients: int, warnings: list[str], *,
+                    variants: tuple[tuple[str, str, str], ...] = (), share: int | None = None) -> str:
     policy = IMPORTANCE[Importance(notice.importance)]
     lines = [
         f"*Preview of notice #{notice.id}*",
@@ -120,15 +205,18 @@ def preview_summary(notice: Notice, topic_title: str, recipients: int, warnings:
         lines.append(f"Goes out at {format_time(notice.scheduled_at)} (the audience is resolved again then)")
     if notice.deadline:
         lines.append(f"Deadline: {format_time(notice.deadline)}")
+    lines += variant_preview_lines(variants, share)
     lines += [f":warning: {escape(w)}" for w in warnings]
     if recipients == 0:
         lines.append(":warning: Nobody matches this audience; sending would reach no one.")
     return "\n".join(lines)
 
 
-def preview_blocks(notice: Notice, topic_title: str, recipients: int, warnings: list[str]) -> Blocks:
+def preview_blocks(notice: Notice, topic_title: str, recipients: int, warnings: list[str], *,
+                   variants: tuple[tuple[str, str, str], ...] = (), share: int | None = None) -> Blocks:
     return [
-        {"type": "section", "text": _mrkdwn(preview_summary(notice, topic_title, recipients, warnings))},
+        {"type": "section", "text": _mrkdwn(preview_summary(notice, topic_title, recipients, warnings,
+                                                            variants=variants, share=share))},
         {"type": "section", "text": _mrkdwn(escape(notice.body))},
         {"type": "actions", "block_id": f"preview-{notice.id}", "elements": [
             {"type": "button", "action_id": SEND_ACTION, "style": "primary", "value": str(notice.id),

@@ -31,6 +31,13 @@ def status_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], esca
                      f" · reminders sent: {report.reminders_sent} · escalations: {report.escalations}")
     if report.paused_organisations:
         lines.append("Reminders paused for: " + ", ".join(escape(o) for o in report.paused_organisations))
+    if report.survey_answers is not None:
+        lines.append(f"Answered: {bold(str(report.survey_answers))} of {report.delivered} delivered "
+                     f"(`survey results {n.id}`)")
+    if report.variants:
+        lines.append("Delivered by variant: " + " · ".join(f"{v} {bold(str(n))}" for v, n in sorted(report.variants.items())))
+    if report.held:
+        lines.append(f"Held back for the A/B rollout: {bold(str(report.held))} (`rollout {n.id} <variant>`)")
     if report.digest:
         lines.append(f"Waiting for the digest: {bold(str(report.digest))}")
     lines += [f"{bullet} {count} × {escape(reason)}" for reason, count in report.failure_reasons]

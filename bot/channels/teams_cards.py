@@ -14,11 +14,15 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.core.notices.views import NoticeView, format_time
+from bot.core.notices.views import NoticeView, SurveyView, format_time
 from bot.core.ports import DirectMessage
 from bot.topics.importance import Importance
 
 ACK_VERB = "herald.ack"
+SURVEY_ANSWER_VERB = "herald.survey_answer"
+SURVEY_COMMENT_VERB = "herald.survey_comment"
+COMMENT_INPUT = "comment"
+MAX_ACTIONS_PER_SET = 6  # Teams draws at most six actions in a row (its host config's maxActions)
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 SCHEMA_URL = "http://adaptivecards.io/schemas/adaptive-card.json"
 CARD_VERSION = "1.5"
@@ -86,6 +90,8 @@ def notice_summary(view: NoticeView) -> str:
     """Plain text for notifications and clients that cannot draw the card (never Markdown)."""
     if view.retracted_reason is not None:
         return f"Retracted: {view.retracted_reason}"[:500]
+    if view.survey is not None:
+        return f"[Survey] {view.title}"[:500]
     prefix = "Reminder: please acknowledge" if view.reminder_number else view.policy.label
     return f"[{prefix}] {view.title}"[:500]
 
@@ -134,7 +140,7 @@ def _notice_card(view: NoticeView, body_text: str) -> Card:
                           f"(reminder {view.reminder_number}).", weight="Bolder"))
     body.append(_text(escape(body_text), spacing="Medium"))
     actions: list[dict[str, Any]] = []
-    url = _safe_url(view.link) if view.link else None
+    url = _safe_url(view.tracked_link or view.link) if view.link else None
     if url:
         actions.append({"type": "Action.OpenUrl", "title": "Open the details", "url": url})
     elif view.link:
@@ -151,7 +157,60 @@ def _notice_card(view: NoticeView, body_text: str) -> Card:
 
 def notice_card(view: NoticeView) -> Card:
     """The notice as an Adaptive Card; the body is shortened if the card would be too large."""
+    if view.survey is not None and view.retracted_reason is None:
+        return survey_card(view)
     return _fit(lambda body: _notice_card(view, body), view.body)
+
+
+# ---- pulse surveys ------------------------------------------------------------------------
+
+def _answer_sets(view: NoticeView, survey: SurveyView) -> list[dict[str, Any]]:
+    """One Action.Execute per answer, in rows of at most six (0-10 is two rows: 0-5 and 6-10)."""
+    actions = [{"type": "Action.Execute", "title": label, "verb": SURVEY_ANSWER_VERB,
+                "data": {"notice_id": view.notice_id, "value": value},
+                **({"style": "positive"} if value == survey.answered else {})}
+               for value, label in survey.choices]
+    return [{"type": "ActionSet", "actions": actions[start:start + MAX_ACTIONS_PER_SET]}
+            for start in range(0, len(actions), MAX_ACTIONS_PER_SET)]
+
+
+def survey_card(view: NoticeView) -> Card:
+    """A survey: the question, one button per answer and, if asked, a text box for the follow-up.
+    `view.survey.answered` marks the member's answer (the card returned for their click)."""
+    survey = view.survey
+    assert survey is not None
+    badge = ["**Survey**", escape(view.topic_title), f"Survey #{view.notice_id}"]
+    if survey.anonymous:
+        badge.append("anonymous")
+    if survey.open and survey.closes_at:
+        badge.append(f"open until **{format_time(survey.closes_at)}**")
+    body: list[dict[str, Any]] = [{"type": "Container", "bleed": True, "items": [
+        _text("  ·  ".join(badge), color="Accent", size="Small", spacing="None"),
+        _text(escape(view.title[:_MAX_TITLE]), size="Large", weight="Bolder")]}]
+    chosen = survey.label(survey.answered)
+    if not survey.open:
+        closed = f"This survey closed at {format_time(survey.closed_at)}. Thank you for taking part."  # type: ignore[arg-type]
+        body.append(_text(closed + (f" Your answer: **{escape(chosen)}**" if chosen else ""), isSubtle=True))
+        return _card(body, [], notice_summary(view))
+    if chosen:
+        until = f"until {format_time(survey.closes_at)}" if survey.closes_at else "until the survey closes"
+        body.append({"type": "Container", "style": "good", "items": [_text(
+            f"✅ Your answer: **{escape(chosen)}**. You can change it {until}.", color="Good")]})
+    body += _answer_sets(view, survey)
+    if survey.scale:
+        body.append(_text(f"{survey.scale[0]} = lowest · {survey.scale[1]} = highest", isSubtle=True, size="Small"))
+    if survey.follow_up:
+        comment: dict[str, Any] = {"type": "Input.Text", "id": COMMENT_INPUT, "label": survey.follow_up,
+                                   "isMultiline": True, "maxLength": 2000}
+        if survey.comment:
+            comment["value"] = survey.comment[:2000]
+        body += [comment, {"type": "ActionSet", "actions": [{
+            "type": "Action.Execute", "title": "Send comment", "verb": SURVEY_COMMENT_VERB,
+            "data": {"notice_id": view.notice_id}}]}]
+    if survey.anonymous:
+        body.append(_text("Anonymous: results never show who answered, nor any group of fewer than 5 people.",
+                          isSubtle=True, size="Small"))
+    return _card(body, [], notice_summary(view))
 
 
 def notice_activity(view: NoticeView, *, delivery_id: int | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.channels.status_lines import status_lines
+from bot.channels.survey_lines import experiment_text
 from bot.channels.teams_cards import CARD_CONTENT_TYPE, CARD_VERSION, SCHEMA_URL, escape
 from bot.core.commands.parser import HELP_TEXT
 from bot.core.commands.runner import (
@@ -82,6 +83,12 @@ def preview_card(preview: Preview) -> Card:
         body.append(_text(f"Goes out at {format_time(notice.scheduled_at)}"))
     if notice.deadline:
         body.append(_text(f"Deadline: {format_time(notice.deadline)}"))
+    if preview.variants:
+        split = (f"first to {preview.share}% of them (the rest wait for rollout)" if preview.share
+                 else "to all of them")
+        body.append(_text(f"**A/B test:** {len(preview.variants)} variants, split evenly within each partner, {split}"))
+        body += [_text(f"- **{label}** {escape(title)}: {escape(text[:120])}{'…' if len(text) > 120 else ''}")
+                 for label, title, text in preview.variants]
     body += [_text(f"⚠ {escape(w)}", color="Warning") for w in preview.warnings]
     if recipients == 0:
         body.append(_text("⚠ Nobody matches this audience; sending would reach no one.", color="Warning"))
@@ -142,6 +149,9 @@ def status_markdown(report: NoticeStatusReport) -> str:
 
 
 def result_markdown(result: Any) -> str:  # noqa: PLR0911 - one branch per result type
+    text = experiment_text(result, bold=lambda t: f"**{t}**", escape=escape, bullet="-", join="\n\n")
+    if text is not None:
+        return text
     if isinstance(result, NoticeStatusReport):
         return status_markdown(result)
     if isinstance(result, Scheduled):

@@ -9,6 +9,7 @@ from bot.cli import (  # noqa: F401
     onboarding,
     reports,
     server,
+    surveys,
     teams,
     workspaces,
 )

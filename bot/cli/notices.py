@@ -22,9 +22,13 @@ from bot.cli.base import CLOCK, get_settings, main, operator_name, run
 @click.option("--deadline", default="", help="ISO-8601 date or time (must-know only).")
 @click.option("--at", "send_at", default="", help="Send later: ISO-8601 time (e.g. 2026-12-01T09:00Z).")
 @click.option("--reminders", default="", help="Reminder hours after delivery, e.g. 8,24 (default: the topic's).")
+@click.option("--variant", "variants", multiple=True, metavar="'TITLE | BODY'",
+              help="A/B test: another variant (B, C, D in order); --title/--body are variant A.")
+@click.option("--share", type=click.IntRange(1, 99), default=None,
+              help="A/B test: percent of the audience sent first; the rest waits for `herald rollout`.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def send(topic: str, importance: str, audience: str, title: str, body: str, link: str, deadline: str,
-         send_at: str, reminders: str, yes: bool) -> None:
+         send_at: str, reminders: str, variants: tuple[str, ...], share: int | None, yes: bool) -> None:
     from bot.core.commands.parser import (
         SendCommand,
         parse_deadline,
@@ -38,13 +42,20 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
     settings = get_settings()
     catalog = load_catalog(settings.topics_file)
     operator = operator_name()
+    texts = []
+    for variant in variants:
+        variant_title, bar, variant_body = variant.partition("|")
+        if not bar or not variant_title.strip() or not variant_body.strip():
+            raise click.UsageError("--variant takes 'TITLE | BODY'")
+        texts.append((variant_title.strip(), variant_body.strip()))
 
     async def work() -> tuple[int, int, bool]:
         command = SendCommand(importance=importance, topic=topic, audience=audience, title=title, body=body,
                               link=parse_link(link) if link else "",
                               deadline=parse_deadline(deadline) if deadline else None,
                               scheduled_at=parse_time(send_at, what="send time") if send_at else None,
-                              reminder_hours=parse_reminders(reminders) if reminders else None)
+                              reminder_hours=parse_reminders(reminders) if reminders else None,
+                              variants=tuple(texts), share=share)
         preview = await sending.create_draft(None, command, catalog, now=CLOCK.now(), operator=operator)
         for warning in preview.warnings:
             click.echo(f"warning: {warning}", err=True)

@@ -17,6 +17,8 @@ It mirrors how Slack answers the requests ``AsyncWebClient`` sends:
   limits (tests/fakes/slack_limits.py): over a limit, HTTP 429, ``Retry-After: <whole seconds>``
   and ``{"ok": false, "error": "ratelimited"}``; ``limits_stats()`` counts what got through and
   every 429 sent.
+* messages (``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``, response_url) must keep
+  Block Kit's documented limits (tests/fakes/block_kit.py), or they answer ``invalid_blocks``.
 * ``chat.postMessage`` to a user id (``U...``/``W...``) posts into the bot's DM with that user,
   opening it if needed, and answers with the DM's ``D...`` id in ``channel``, as Slack does for a
   bot token.
@@ -38,6 +40,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from tests.fakes.block_kit import block_problems
 from tests.fakes.control import add_slack_routes
 from tests.fakes.rate_limits import Clock, LimitStats, retry_after_seconds
 from tests.fakes.seeding import UserRange
@@ -550,6 +553,11 @@ class FakeSlackAPI:
             if limited is not None:
                 return limited
         self.stats.accept(ws.team_id, method)
+        if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
+            problems = block_problems(args.get("blocks"))
+            if problems:
+                call.error = "invalid_blocks"
+                return _json({"ok": False, "error": "invalid_blocks", "errors": problems})
         try:
             result = handler(ws, args)
         except _SlackError as exc:
@@ -590,6 +598,10 @@ class FakeSlackAPI:
             fault = self._take_fault("response_url")
             if fault is not None:
                 return self._injected(fault, call)
+        problems = block_problems(args.get("blocks"))
+        if problems:
+            call.error = "invalid_blocks"
+            return _json({"ok": False, "error": "invalid_blocks", "errors": problems}, status=400)
         return _json({"ok": True})
 
     async def _handle_upload(self, request: web.Request) -> web.Response:

@@ -5,7 +5,7 @@ Parsing only; no database access. Handlers turn a parsed command into core calls
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time
 from urllib.parse import urlsplit
 
@@ -29,6 +29,19 @@ HELP_TEXT = """\
 • `report <notice-id>` — acknowledgement report (summary here, CSV in your DM)
 • `pause <org-id> [until YYYY-MM-DD] [reason]` · `resume <org-id>` — stop or restart reminders for a partner
 • `questions` — partners' questions handed off to you · `progress [org-id]` — onboarding progress
+• A/B test: add `|| <title B> | <body B>` (up to 4 variants, A to D) to an inline `send`, e.g.
+  `send need-to-know incentives tier:gold share:20% | Q3 rebate | Details ... || Earn more in Q3 | Details ...`
+  members are split evenly within each partner; `share:20%` sends to 20% first and holds the rest back
+• `variants <notice-id>` — compare the variants: acknowledgement rate, button presses, time to acknowledge
+• `rollout <notice-id> <variant>` — send the chosen variant to everyone held back
+• `survey` — open the survey form; inline:
+  `survey <topic> <audience> [anonymous] [closes:YYYY-MM-DD] | <question> | <answers> [| follow-up: <question>]`
+  answers: `scale:1-5`, `scale:0-10`, or 2 to 5 options each after a `|`, e.g.
+  `survey support tier:gold anonymous closes:2026-12-01 | How satisfied are you with onboarding? | scale:1-5 | follow-up: What could be better?`
+  `survey announcements all | Which format do you prefer? | Webinar | Workshop | E-learning`
+  members answer with one click and may change their answer until it closes
+• `survey results <id>` — response rate, distribution, NPS (0-10), breakdown by tier, region, role, partner
+• `survey close <id>` — stop taking answers · `survey stages` — results of the journeys' surveys
 • `help` — this message"""
 
 
@@ -48,6 +61,8 @@ class SendCommand:
     deadline: datetime | None = None
     scheduled_at: datetime | None = None
     reminder_hours: tuple[float, ...] | None = None  # overrides the topic's reminder schedule
+    variants: tuple[tuple[str, str], ...] = ()  # A/B: (title, body) of variants B, C, D; A is title/body
+    share: int | None = None  # A/B: percent of the audience sent first; the rest is held for the rollout
 
 
 @dataclass(frozen=True)
@@ -111,13 +126,58 @@ class ProgressCommand:
 
 
 @dataclass(frozen=True)
+class RolloutCommand:
+    notice_id: int
+    variant: str
+
+
+@dataclass(frozen=True)
+class VariantsCommand:
+    notice_id: int
+
+
+@dataclass(frozen=True)
+class SurveyComposeCommand:
+    """`survey` with no arguments: open the survey form."""
+
+
+@dataclass(frozen=True)
+class SurveyCommand:
+    topic: str
+    audience: str
+    question: str
+    answers: tuple[str, ...]  # one `scale:...` term or the option labels
+    follow_up: str = ""
+    anonymous: bool = False
+    closes_at: datetime | None = None
+    scheduled_at: datetime | None = None
+    importance: str = "need-to-know"
+
+
+@dataclass(frozen=True)
+class SurveyResultsCommand:
+    notice_id: int
+
+
+@dataclass(frozen=True)
+class SurveyCloseCommand:
+    notice_id: int
+
+
+@dataclass(frozen=True)
+class SurveyStagesCommand:
+    """Results of the surveys journeys send, per journey stage."""
+
+
+@dataclass(frozen=True)
 class HelpCommand:
     unknown: str = ""  # the word we did not understand, if any
 
 
 Command = (ComposeCommand | SendCommand | StatusCommand | ScheduledCommand | CancelCommand | EditCommand
            | RetractCommand | ReportCommand | PauseCommand | ResumeCommand | QuestionsCommand | ProgressCommand
-           | HelpCommand)
+           | RolloutCommand | VariantsCommand | SurveyComposeCommand | SurveyCommand | SurveyResultsCommand
+           | SurveyCloseCommand | SurveyStagesCommand | HelpCommand)
 
 
 def parse_command(text: str) -> Command:
@@ -153,6 +213,12 @@ def parse_command(text: str) -> Command:
         return QuestionsCommand()
     if verb == "progress":
         return ProgressCommand(rest.split()[0] if rest.strip() else None)
+    if verb == "survey":
+        return parse_survey(rest)
+    if verb == "rollout":
+        return parse_rollout(rest)
+    if verb == "variants":
+        return VariantsCommand(_required_id(rest, "variants"))
     return HelpCommand(unknown=word)
 
 
@@ -188,6 +254,91 @@ def parse_pause(text: str) -> PauseCommand:
 
 
 def parse_send(text: str) -> SendCommand:
+    first, *others = text.split("||")
+    command = _parse_one_send(first)
+    share = command.share
+    if share is not None and not others:
+        raise UserError("share: holds part of the audience back for a winning variant; add variants with "
+                        "`|| <title B> | <body B>`")
+    if not others:
+        return command
+    variants = []
+    for number, other in enumerate(others, 2):
+        title, bar, body = other.partition("|")
+        if not bar or not title.strip() or not body.strip():
+            raise UserError(f"variant {'ABCD'[min(number, 4) - 1]} needs a title and a body: `|| <title> | <body>`")
+        variants.append((title.strip(), body.strip()))
+    return replace(command, variants=tuple(variants))
+
+
+def parse_share(value: str) -> int:
+    """`share:20%` (or `share:20`): the percent of the audience an A/B test is sent to first."""
+    cleaned = value.strip().rstrip("%").strip()
+    if not cleaned.isdigit() or not 1 <= int(cleaned) <= 99:
+        raise UserError(f"share '{value}' must be a percentage between 1% and 99%, e.g. share:20%")
+    return int(cleaned)
+
+
+def parse_rollout(text: str) -> RolloutCommand:
+    words = text.split()
+    if len(words) != 2:
+        raise UserError("which notice and variant? `rollout <notice-id> <variant>`, e.g. `rollout 42 B`")
+    variant = words[1].strip().upper()
+    if variant not in ("A", "B", "C", "D"):
+        raise UserError(f"'{words[1]}' is not a variant; variants are A, B, C and D")
+    return RolloutCommand(parse_notice_id(words[0]), variant)
+
+
+_IMPORTANCE_WORDS = ("nice-to-know", "need-to-know", "must-know")
+
+
+def parse_survey(text: str) -> Command:
+    """`survey`, `survey results|close <id>`, `survey stages`, or an inline survey."""
+    word, _, rest = text.strip().partition(" ")
+    sub = word.lower()
+    if not sub:
+        return SurveyComposeCommand()
+    if sub == "results":
+        return SurveyResultsCommand(_required_id(rest, "survey results"))
+    if sub == "close":
+        return SurveyCloseCommand(_required_id(rest, "survey close"))
+    if sub == "stages":
+        return SurveyStagesCommand()
+    parts = [p.strip() for p in text.split("|")]
+    if len(parts) < 3:
+        raise UserError("an inline survey needs parts separated by |: "
+                        "`survey <topic> <audience> | <question> | <answers>`")
+    words = parts[0].split()
+    importance = words.pop(0).lower() if words and words[0].lower() in _IMPORTANCE_WORDS else "need-to-know"
+    if len(words) < 2:
+        raise UserError("before the first | give the topic and the audience, e.g. `survey support tier:gold`")
+    topic, *terms = words
+    anonymous, closes_at, scheduled_at, audience = False, None, None, []
+    for term in terms:
+        key, _, value = term.partition(":")
+        if term.lower() == "anonymous":
+            anonymous = True
+        elif key.lower() == "closes" and value:
+            closes_at = parse_deadline(value)
+        elif key.lower() == "at" and value:
+            scheduled_at = parse_time(value, what="send time")
+        else:
+            audience.append(term)
+    if not audience:
+        raise UserError("the audience is missing: add terms like tier:gold, or all")
+    follow_up, answers = "", []
+    for part in parts[2:]:
+        key, colon, value = part.partition(":")
+        if colon and key.strip().lower().replace(" ", "-") in ("follow-up", "followup"):
+            follow_up = value.strip()
+        else:
+            answers.append(part)
+    return SurveyCommand(topic=topic, audience=" ".join(audience), question=parts[1], answers=tuple(answers),
+                         follow_up=follow_up, anonymous=anonymous, closes_at=closes_at, scheduled_at=scheduled_at,
+                         importance=importance)
+
+
+def _parse_one_send(text: str) -> SendCommand:
     parts = [p.strip() for p in text.split("|")]
     if len(parts) < 3:
         raise UserError(
@@ -200,10 +351,12 @@ def parse_send(text: str) -> SendCommand:
         raise UserError("before the first | give the importance, the topic and the audience, "
                         "e.g. `must-know operations tier:gold`")
     importance, topic, *terms = words
-    link, deadline, scheduled_at, reminder_hours, audience_terms = "", None, None, None, []
+    link, deadline, scheduled_at, reminder_hours, share, audience_terms = "", None, None, None, None, []
     for term in terms:
         key, _, value = term.partition(":")
-        if key.lower() == "link" and value:
+        if key.lower() == "share" and value:
+            share = parse_share(value)
+        elif key.lower() == "link" and value:
             link = parse_link(value)
         elif key.lower() == "deadline" and value:
             deadline = parse_deadline(value)
@@ -217,7 +370,7 @@ def parse_send(text: str) -> SendCommand:
         raise UserError("the audience is missing: add terms like tier:gold, or all")
     return SendCommand(importance=importance, topic=topic, audience=" ".join(audience_terms),
                        title=title, body=body, link=link, deadline=deadline, scheduled_at=scheduled_at,
-                       reminder_hours=reminder_hours)
+                       reminder_hours=reminder_hours, share=share)
 
 
 def parse_notice_id(text: str) -> int:

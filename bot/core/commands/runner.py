@@ -22,14 +22,23 @@ from bot.core.commands.parser import (
     ReportCommand,
     ResumeCommand,
     RetractCommand,
+    RolloutCommand,
     ScheduledCommand,
     SendCommand,
     StatusCommand,
+    SurveyCloseCommand,
+    SurveyCommand,
+    SurveyResultsCommand,
+    SurveyStagesCommand,
+    VariantsCommand,
 )
 from bot.core.directory.pauses import pause_organisation, resume_organisation
 from bot.core.directory.permissions import require_viewer
 from bot.core.notices import revisions, sending
+from bot.core.notices.rollout import RolloutResult, roll_out
 from bot.core.notices.status import NoticeStatusReport, notice_status
+from bot.core.surveys.answers import CloseResult, close_survey
+from bot.core.surveys.creating import SurveyPreview, create_survey_draft
 from bot.topics import TopicCatalog
 from storage.models import Notice, Organisation, Question, Staff
 
@@ -81,8 +90,24 @@ class Progress:
     rows: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class SurveyResults:
+    results: dict[str, Any]  # from bot.core.surveys.results.survey_results (anonymity already applied)
+
+
+@dataclass(frozen=True)
+class SurveyStages:
+    stages: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class VariantResults:
+    results: dict[str, Any]  # from bot.core.notices.ab_results.variant_results
+
+
 Result = (sending.Preview | NoticeStatusReport | Scheduled | Cancelled | revisions.EditResult | Retracted
-          | ReportReady | Paused | Resumed | Handoffs | Progress)
+          | ReportReady | Paused | Resumed | Handoffs | Progress | SurveyPreview | SurveyResults | CloseResult
+          | SurveyStages | RolloutResult | VariantResults)
 
 
 class StaffCommands:
@@ -128,6 +153,33 @@ class StaffCommands:
             from bot.core.onboarding.journeys import progress
 
             return Progress(await progress(staff, command.org_id))
+        return await self.run_experiments(command, staff)
+
+    async def run_experiments(self, command: Command, staff: Staff | None) -> Result:  # noqa: PLR0911
+        """Surveys and A/B tests; returns the core's own result objects, rendered per platform."""
+        now = self.clock.now()
+        if isinstance(command, SurveyCommand):
+            return await create_survey_draft(staff, command, self.catalog, now=now)
+        if isinstance(command, SurveyResultsCommand):
+            from bot.core.surveys.results import survey_results
+
+            return SurveyResults(await survey_results(command.notice_id, staff))
+        if isinstance(command, SurveyCloseCommand):
+            closed = await close_survey(command.notice_id, staff, now=now)
+            self.wake_outbox()
+            return closed
+        if isinstance(command, SurveyStagesCommand):
+            from bot.core.surveys.stages import survey_stages
+
+            return SurveyStages(await survey_stages(staff))
+        if isinstance(command, RolloutCommand):
+            rolled = await roll_out(command.notice_id, command.variant, staff, now=now)
+            self.wake_outbox()
+            return rolled
+        if isinstance(command, VariantsCommand):
+            from bot.core.notices.ab_results import variant_results
+
+            return VariantResults(await variant_results(command.notice_id, staff))
         raise UserError("that command is not available here")
 
     async def status(self, staff: Staff | None, notice_id: int | None) -> NoticeStatusReport:

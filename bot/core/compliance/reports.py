@@ -39,6 +39,7 @@ from storage.models import (
     Escalation,
     Notice,
     NoticeRevision,
+    NoticeVariant,
     Organisation,
     Staff,
     StaffRole,
@@ -50,7 +51,7 @@ FORMATS = ("csv", "json")
 
 COLUMNS = (
     "organisation_id", "organisation", "member", "email", "role", "platform", "delivered_at",
-    "failure_reason", "reminders_sent", "acknowledged_at", "acknowledged_revision", "escalated_at",
+    "failure_reason", "reminders_sent", "acknowledged_at", "acknowledged_revision", "escalated_at", "variant",
 )
 
 Format = Literal["csv", "json"]
@@ -131,6 +132,9 @@ def _cell(value: Any) -> Any:
     return value
 
 
+csv_cell = _cell  # for other CSV exports (survey results)
+
+
 def _batches(ids: list[int], size: int = ID_BATCH) -> Iterable[list[int]]:
     for start in range(0, len(ids), size):
         yield ids[start:start + size]
@@ -194,7 +198,7 @@ async def chain_head(using_db: Any = None) -> dict[str, Any]:
 
 def _counts() -> dict[str, int]:
     return {"recipients": 0, "delivered": 0, "failed": 0, "pending": 0, "digest": 0, "cancelled": 0,
-            "acknowledged": 0}
+            "held": 0, "acknowledged": 0}
 
 
 def _add_status(counts: dict[str, int], status: str, n: int) -> None:
@@ -209,6 +213,24 @@ def _add_status(counts: dict[str, int], status: str, n: int) -> None:
         counts["digest"] += n
     elif status == DeliveryStatus.CANCELLED.value:
         counts["cancelled"] += n
+    elif status == DeliveryStatus.HELD.value:
+        counts["held"] += n
+
+
+async def _variant_summary(notice: Notice) -> list[dict[str, Any]]:
+    """A/B tests: recipients, delivered, held and acknowledged per variant ("" = held, none yet)."""
+    if not await NoticeVariant.filter(notice_id=notice.id).exists():
+        return []
+    by_variant: dict[str, dict[str, int]] = {}
+    for row in await (Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value)
+                      .annotate(n=Count("id")).group_by("variant", "status").values("variant", "status", "n")):
+        _add_status(by_variant.setdefault(row["variant"], _counts()), row["status"], row["n"])
+    for row in await (Acknowledgement.filter(notice_id=notice.id, revision__gte=notice.ack_revision)
+                      .annotate(n=Count("member_id", distinct=True)).group_by("delivery__variant")
+                      .values("delivery__variant", "n")):
+        by_variant.setdefault(row["delivery__variant"] or "", _counts())["acknowledged"] += row["n"]
+    return [{"variant": variant or None, **counts, "rate": rate(counts["acknowledged"], counts["delivered"])}
+            for variant, counts in sorted(by_variant.items(), key=lambda item: (not item[0], item[0]))]
 
 
 async def _notice_summary(notice: Notice) -> dict[str, Any]:
@@ -245,8 +267,12 @@ async def _notice_summary(notice: Notice) -> dict[str, Any]:
                               "rate": rate(counts["acknowledged"], counts["delivered"]),
                               **({"reminders_paused": paused[org_id]} if org_id in paused else {})})
     organisations.sort(key=lambda o: (o["organisation_id"], o["organisation"]))
-    return {"notice_id": notice.id, "ack_revision": notice.ack_revision, **total,
-            "rate": rate(total["acknowledged"], total["delivered"]), "organisations": organisations}
+    summary = {"notice_id": notice.id, "ack_revision": notice.ack_revision, **total,
+               "rate": rate(total["acknowledged"], total["delivered"]), "organisations": organisations}
+    variants = await _variant_summary(notice)
+    if variants:
+        summary["variants"] = variants
+    return summary
 
 
 async def notice_summary(notice_id: int) -> dict[str, Any]:
@@ -352,7 +378,7 @@ async def iter_report_rows(notice: Notice, *, page_size: int = PAGE_SIZE,
     while True:
         page = await (Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value, id__gt=last_id)
                       .order_by("id").limit(page_size)
-                      .values("id", "member_id", "platform", "status", "delivered_at", "error",
+                      .values("id", "member_id", "platform", "status", "delivered_at", "error", "variant",
                               "member__name", "member__email", "member__role", "member__organisation_id",
                               "member__organisation__external_id", "member__organisation__name"))
         if not page:
@@ -379,6 +405,8 @@ async def iter_report_rows(notice: Notice, *, page_size: int = PAGE_SIZE,
                 failure = r["error"] or "failed (no reason recorded)"
             elif r["status"] == DeliveryStatus.CANCELLED.value:  # e.g. retracted before it was sent
                 failure = r["error"] or "cancelled before it was sent"
+            elif r["status"] == DeliveryStatus.HELD.value:
+                failure = "held back for the A/B test's winning variant"
             rows.append({
                 "organisation_id": r["member__organisation__external_id"],
                 "organisation": r["member__organisation__name"],
@@ -392,6 +420,7 @@ async def iter_report_rows(notice: Notice, *, page_size: int = PAGE_SIZE,
                 "acknowledged_at": iso(ack[1]) if ack else None,
                 "acknowledged_revision": ack[0] if ack else None,
                 "escalated_at": escalated.at if escalated is not None and escalated.names(member_id) else None,
+                "variant": r["variant"] or None,
             })
         yield rows
         if len(page) < page_size:
@@ -412,9 +441,13 @@ def _csv_preamble(notice: dict[str, Any], revisions: list[dict[str, Any]], produ
                       f"material={'yes' if rev['material'] else 'no'}{' original' if rev['original'] else ''}"))
     lines += [("produced_at", produced_at), ("audit_chain_head_seq", head["seq"]),
               ("audit_chain_head_hash", head["hash"])]
-    for key in ("recipients", "delivered", "failed", "pending", "digest", "cancelled", "acknowledged"):
+    for key in ("recipients", "delivered", "failed", "pending", "digest", "cancelled", "held", "acknowledged"):
         lines.append((key, summary[key]))
     lines.append(("acknowledgement_rate", summary["rate"]))
+    for v in summary.get("variants", []):
+        lines.append(("variant", f"variant={v['variant'] or 'held'} recipients={v['recipients']} "
+                                 f"delivered={v['delivered']} held={v['held']} acknowledged={v['acknowledged']} "
+                                 f"rate={'' if v['rate'] is None else v['rate']}"))
     for org in summary["organisations"]:
         lines.append(("organisation",
                       f"id={json.dumps(org['organisation_id'], ensure_ascii=False)} "

@@ -25,6 +25,7 @@ from bot.common.clock import Clock
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.reminders import schedule_for
+from bot.core.notices.row_views import RowExtras
 from bot.core.notices.views import NoticeView, notice_view
 from bot.core.ports import Channel, MessageRef, Outcome, OutcomeKind, Recipient
 from bot.topics import TopicCatalog
@@ -59,6 +60,8 @@ class Job:
 
 
 class Outbox:
+    link_tracker = None  # A/B tests' counted links (bot.core.notices.interactions.LinkTracker), set by Herald
+
     def __init__(self, channels: dict[str, Channel], catalog: TopicCatalog, clock: Clock, *,
                  concurrency: int = 16, batch_size: int = 200, lease_seconds: int = 120,
                  retry: RetryPolicy | None = None, parallel_workspaces: int = 32,
@@ -240,6 +243,7 @@ class Outbox:
         member_ids = {d.member_id for d in rows}  # type: ignore[attr-defined]
         notices = {n.id: n for n in await Notice.filter(id__in=list(notice_ids))}
         base = {nid: notice_view(n, self.catalog) for nid, n in notices.items()}
+        extras = await RowExtras.load(notice_ids, now=self.clock.now())  # A/B variants, surveys
         acks = {}
         for ack in await Acknowledgement.filter(notice_id__in=list(notice_ids), member_id__in=list(member_ids)):
             if ack.revision == notices[ack.notice_id].ack_revision:  # type: ignore[attr-defined]
@@ -253,7 +257,8 @@ class Outbox:
         views = {}
         for d in rows:
             key = (d.notice_id, d.member_id)  # type: ignore[attr-defined]
-            view = base[d.notice_id]  # type: ignore[attr-defined]
+            view = extras.apply(base[d.notice_id], d.notice_id, d.variant, member_id=d.member_id,  # type: ignore[attr-defined]
+                                tracker=self.link_tracker)
             if key in acks:
                 view = view.with_ack(d.member.name or d.member.email, acks[key].acknowledged_at)
             if d.kind == DeliveryKind.REMINDER.value:

@@ -87,7 +87,8 @@ async def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog) ->
             await Delivery.create(
                 notice_id=notice.id, member_id=member.id, platform=original.platform, kind=DeliveryKind.REMINDER.value,
                 sequence=number, account_id=original.account_id, workspace_external_id=original.workspace_external_id,  # type: ignore[attr-defined]
-                status=DeliveryStatus.PENDING.value, next_attempt_at=now, created_at=now, using_db=conn)
+                status=DeliveryStatus.PENDING.value, next_attempt_at=now, created_at=now,
+                    variant=original.variant, using_db=conn)
     except IntegrityError:
         return 0
     return 1
@@ -125,7 +126,8 @@ async def remind_now(notice: Notice, member_ids: list[int], *, now: datetime) ->
                     notice_id=notice.id, member_id=original.member_id, platform=original.platform,  # type: ignore[attr-defined]
                     kind=DeliveryKind.REMINDER.value, sequence=original.reminders_sent + 1,
                     account_id=original.account_id, workspace_external_id=original.workspace_external_id,  # type: ignore[attr-defined]
-                    status=DeliveryStatus.PENDING.value, next_attempt_at=now, created_at=now, using_db=conn)
+                    status=DeliveryStatus.PENDING.value, next_attempt_at=now, created_at=now,
+                    variant=original.variant, using_db=conn)
             created += 1
         except IntegrityError:
             continue

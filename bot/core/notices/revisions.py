@@ -25,8 +25,10 @@ from storage.models import (
     Notice,
     NoticeRevision,
     NoticeStatus,
+    NoticeVariant,
     Staff,
     StaffRole,
+    Survey,
 )
 
 EDITABLE = [NoticeStatus.SCHEDULED.value, NoticeStatus.SENDING.value, NoticeStatus.SENT.value]
@@ -64,11 +66,25 @@ async def _authorised(notice_id: int, staff: Staff | None, operator: str) -> tup
     return notice, staff.email
 
 
+authorise_change = _authorised  # for other changes to a sent notice (A/B rollout, closing a survey)
+
+
+async def _refuse_fixed_text(notice: Notice) -> None:
+    """Surveys and A/B tests keep their text: answers and comparisons refer to what was sent."""
+    if await Survey.filter(notice_id=notice.id).exists():
+        raise UserError(f"survey #{notice.id} cannot be edited: the answers given refer to its question. "
+                        "Retract it and send a new one.")
+    if await NoticeVariant.filter(notice_id=notice.id).exists():
+        raise UserError(f"notice #{notice.id} is an A/B test and its variants cannot be edited. "
+                        "Retract it and send a corrected one.")
+
+
 async def editable_notice(notice_id: int, staff: Staff | None) -> Notice:
     """The notice, if this person may edit it now (for opening an edit form)."""
     notice, _ = await _authorised(notice_id, staff, "")
     if notice.status not in EDITABLE:
         raise UserError(f"notice #{notice.id} is {notice.status} and cannot be edited")
+    await _refuse_fixed_text(notice)
     return notice
 
 
@@ -87,6 +103,7 @@ async def edit_notice(notice_id: int, staff: Staff | None, catalog: TopicCatalog
     notice, actor = await _authorised(notice_id, staff, operator)
     if notice.status not in EDITABLE:
         raise UserError(f"notice #{notice.id} is {notice.status} and cannot be edited")
+    await _refuse_fixed_text(notice)
     new_title = (title if title is not None else notice.title).strip()
     new_body = (body if body is not None else notice.body).strip()
     new_link = parse_link(link) if link else ("" if link == "" else notice.link)
@@ -139,7 +156,8 @@ async def retract_notice(notice_id: int, staff: Staff | None, *, reason: str, no
         if not changed:
             raise UserError(f"notice #{notice.id} changed meanwhile; try again")
         mine = Delivery.filter(notice_id=notice.id)
-        cancelled = await mine.filter(status=DeliveryStatus.PENDING.value).using_db(conn).update(
+        cancelled = await mine.filter(status__in=[DeliveryStatus.PENDING.value, DeliveryStatus.HELD.value]).using_db(
+            conn).update(
             status=DeliveryStatus.CANCELLED.value, error=f"retracted: {reason[:200]}")
         flagged = await _flag_copies(notice, conn)
         await mine.using_db(conn).update(next_reminder_at=None)

@@ -23,6 +23,7 @@ from bot.core.directory.audiences import (
     unmatched_value_warnings,
 )
 from bot.core.directory.permissions import require_sender
+from bot.core.notices import variants as ab_variants
 from bot.topics import ImportancePolicy, Topic, TopicCatalog, parse_importance
 from bot.topics.importance import Importance
 from storage.models import (
@@ -49,6 +50,8 @@ class Preview:
     policy: ImportancePolicy
     recipients: int
     warnings: list[str]
+    variants: tuple[tuple[str, str, str], ...] = ()  # A/B: (label, title, body), A first
+    share: int | None = None  # A/B: percent of the audience sent first
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ def validate(command: SendCommand, catalog: TopicCatalog, *, now: datetime) -> t
         if command.deadline <= (command.scheduled_at or now):
             raise UserError("the deadline is in the past" if command.scheduled_at is None
                             else "the deadline is before the send time")
+    ab_variants.validate_variants(command, policy, max_title=MAX_TITLE, max_body=MAX_BODY)
     return topic, policy, audience
 
 
@@ -104,11 +108,18 @@ async def create_draft(author: Staff | None, command: SendCommand, catalog: Topi
             reminder_hours={"after_hours": list(command.reminder_hours)} if command.reminder_hours else None,
             using_db=conn,
         )
+        variant_count = await ab_variants.store_variants(notice, command, now=now, using_db=conn)
+        extra = {"variants": variant_count, "share_percent": command.share} if variant_count else {}
         await record([audit_event("notice.created", now=now, actor=_actor(author, operator), notice_id=notice.id,
                                   topic=topic.key, importance=policy.level.value,
                                   audience=notice.audience, title=notice.title,
-                                  recipients_previewed=recipients)], using_db=conn)
-    return Preview(notice, topic, policy, recipients, warnings)
+                                  recipients_previewed=recipients, **extra)], using_db=conn)
+    texts = [(notice.title, notice.body), *command.variants] if command.variants else []
+    if texts and command.share is not None and recipients * command.share // 100 < len(texts):
+        warnings.append(f"share:{command.share}% of {recipients} recipients is fewer than one per variant")
+    return Preview(notice, topic, policy, recipients, warnings,
+                   tuple((label, t, b) for label, (t, b) in zip(ab_variants.LABELS, texts, strict=False)),
+                   command.share if texts else None)
 
 
 def _actor(staff: Staff | None, operator: str) -> str:
@@ -167,15 +178,23 @@ async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: dat
         if opted_out:  # they get no delivery row at all (must-know ignores opt-outs)
             member_ids = [m for m in member_ids if m not in opted_out]
         deliveries, events = await _outbox_rows(notice, policy, member_ids, now=now, platform_policy=platform_policy)
+        events += await ab_variants.assign_rows(notice, deliveries, now=now, using_db=conn)
         await Delivery.bulk_create(deliveries, batch_size=1000, using_db=conn)
         await Notice.filter(id=notice.id).using_db(conn).update(recipient_count=len(member_ids))
         events.append(audit_event("notice.sent", now=now, actor=actor, notice_id=notice.id,
                                   recipients=len(member_ids), importance=policy.level.value,
                                   opted_out=len(opted_out),
-                                  held_for_quiet_hours=sum(1 for d in deliveries if d.next_attempt_at > now)))
+                                  held_for_quiet_hours=sum(1 for d in deliveries if d.next_attempt_at > now
+                                                           and d.status != DeliveryStatus.HELD.value),
+                                  **_held_for_rollout(deliveries)))
         await record(events, using_db=conn)
     notice = await Notice.get(id=notice.id)
     return SendResult(notice, len(member_ids), already=False)
+
+
+def _held_for_rollout(deliveries: list[Delivery]) -> dict[str, int]:
+    held = sum(1 for d in deliveries if d.status == DeliveryStatus.HELD.value)
+    return {"held_for_rollout": held} if held else {}
 
 
 async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: str = "preferred") -> int:

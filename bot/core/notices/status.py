@@ -16,6 +16,8 @@ from storage.models import (
     Escalation,
     Notice,
     Organisation,
+    Survey,
+    SurveyAnswer,
 )
 
 
@@ -32,6 +34,9 @@ class NoticeStatusReport:
     reminders_sent: int = 0
     escalations: int = 0
     paused_organisations: list[str] = field(default_factory=list)
+    held: int = 0  # A/B test: held back until a variant is rolled out
+    variants: dict[str, int] = field(default_factory=dict)  # A/B test: variant -> delivered
+    survey_answers: int | None = None  # surveys: members who answered (details: `survey results`)
 
     def as_dict(self) -> dict:
         n = self.notice
@@ -46,6 +51,7 @@ class NoticeStatusReport:
             "revision": n.revision, "scheduled_at": n.scheduled_at.isoformat() if n.scheduled_at else None,
             "retract_reason": n.retract_reason or None, "reminders_sent": self.reminders_sent,
             "escalations": self.escalations, "paused_organisations": self.paused_organisations,
+            "held": self.held, "variants": self.variants, "survey_answers": self.survey_answers,
         }
 
 
@@ -61,11 +67,18 @@ async def notice_status(notice_id: int) -> NoticeStatusReport:
     report.failed = counts.get(DeliveryStatus.FAILED.value, 0)
     report.digest = counts.get(DeliveryStatus.DIGEST.value, 0)
     report.pending = counts.get(DeliveryStatus.PENDING.value, 0) + counts.get(DeliveryStatus.SENDING.value, 0)
+    report.held = counts.get(DeliveryStatus.HELD.value, 0)
     report.recipients = sum(counts.values()) if counts else notice.recipient_count
+    report.variants = {row["variant"]: row["n"] for row in await Delivery.filter(
+        notice_id=notice_id, kind=DeliveryKind.NOTICE.value, status=DeliveryStatus.DELIVERED.value).exclude(
+        variant="").annotate(n=Count("id")).group_by("variant").values("variant", "n")}
     report.acknowledged = await Acknowledgement.filter(notice_id=notice_id, revision=notice.ack_revision).count()
     report.reminders_sent = await Delivery.filter(notice_id=notice_id, kind=DeliveryKind.REMINDER.value,
                                                   status=DeliveryStatus.DELIVERED.value).count()
     report.escalations = await Escalation.filter(notice_id=notice_id).count()
+    survey = await Survey.get_or_none(notice_id=notice_id)
+    if survey is not None:
+        report.survey_answers = await SurveyAnswer.filter(survey_id=survey.id).count()
     report.paused_organisations = sorted(set(await Organisation.filter(
         paused_at__isnull=False, members__deliveries__notice_id=notice_id).values_list("name", flat=True)))
     if report.failed:

@@ -9,12 +9,39 @@ from bot.topics import ImportancePolicy, TopicCatalog, parse_importance
 from storage.models import Notice, NoticeStatus
 
 ACK_ACTION = "herald_ack"
+# Pulse surveys: one button per answer (the action id ends with the answer's value, as Slack wants
+# every action id in a block to differ), the follow-up comment, and a notice's tracked link button.
+SURVEY_ANSWER_ACTION = "herald_survey_answer"
+SURVEY_COMMENT_ACTION = "herald_survey_comment"
+LINK_ACTION = "herald_open_link"
 
 
 @dataclass(frozen=True)
 class Acknowledged:
     by: str
     at: datetime
+
+
+@dataclass(frozen=True)
+class SurveyView:
+    """The survey part of a survey notice's message: the question and its one-click answers."""
+
+    question: str
+    choices: tuple[tuple[int, str], ...]  # (stored value, button label)
+    scale: tuple[int, int] | None = None
+    follow_up: str = ""
+    anonymous: bool = False
+    closes_at: datetime | None = None
+    closed_at: datetime | None = None  # set once the survey no longer takes answers
+    answered: int | None = None  # the member's current answer (inline replies to their click only)
+    comment: str = ""
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None
+
+    def label(self, value: int | None) -> str:
+        return dict(self.choices).get(value, "") if value is not None else ""
 
 
 @dataclass(frozen=True)
@@ -33,6 +60,9 @@ class NoticeView:
     retracted_reason: str | None = None
     reminder_number: int = 0  # > 0: this message is the n-th reminder about the notice
     original_ref: tuple[str, str] | None = None  # (channel, message id) of the original, for reminders
+    variant: str = ""  # A/B test: the variant this message shows ("" = no variants)
+    tracked_link: str = ""  # A/B test: the link through Herald, which counts the press (Teams)
+    survey: SurveyView | None = None  # a pulse survey's question and answer buttons
 
     @property
     def shows_ack_button(self) -> bool:
@@ -43,6 +73,12 @@ class NoticeView:
 
     def as_reminder(self, number: int, original_ref: tuple[str, str] | None) -> "NoticeView":
         return replace(self, reminder_number=number, original_ref=original_ref)
+
+    def with_variant(self, label: str, title: str, body: str, tracked_link: str = "") -> "NoticeView":
+        return replace(self, variant=label, title=title, body=body, tracked_link=tracked_link if self.link else "")
+
+    def with_survey(self, survey: SurveyView) -> "NoticeView":
+        return replace(self, survey=survey)
 
 
 def notice_view(notice: Notice, catalog: TopicCatalog) -> NoticeView:

@@ -49,6 +49,8 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.notices.escalations import staff_recipient
 from bot.core.notices.reminders import is_paused
+from bot.core.surveys.creating import enqueue_journey_survey, journey_survey
+from bot.core.surveys.spec import SurveySpec, spec_from_config
 from bot.core.ports import (
     Button,
     Channel,
@@ -85,9 +87,9 @@ PENDING, SENDING, SENT, FAILED, DONE = "pending", "sending", "sent", "failed", "
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 _MAX_TITLE, _MAX_MESSAGE, _MAX_LINK, _MAX_STEPS = 120, 1500, 500, 30
-_TOP_FIELDS = ("nudge_after_days", "milestones", "journeys", "enrol_joined_after")
+_TOP_FIELDS = ("nudge_after_days", "milestones", "journeys", "enrol_joined_after", "surveys")
 _JOURNEY_FIELDS = ("steps",)
-_STEP_FIELDS = ("key", "title", "message", "link", "after_days")
+_STEP_FIELDS = ("key", "title", "message", "link", "after_days", "survey")
 _MILESTONE_FIELDS = ("at", "message")
 _NAMED_MILESTONES = {"half": 50, "complete": 100}
 
@@ -106,6 +108,7 @@ class Step:
     after_days: int
     position: int  # 1-based
     link: str = ""
+    survey: SurveySpec | None = None  # a pulse survey sent when the member reaches this step
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,7 @@ def parse_journeys(data: Any, *, source: str = "journeys file") -> JourneyCatalo
             raise fail(where, f"two milestones are at {percent}%")
         milestones.append(Milestone(at=at, percent=percent, message=text(spec, "message", where, limit=_MAX_MESSAGE)))
 
+    surveys = _parse_surveys(data.get("surveys"), fail)
     raw_journeys = data.get("journeys")
     if not isinstance(raw_journeys, dict) or not raw_journeys:
         raise fail("journeys", "must map role names (and 'default') to journeys")
@@ -252,12 +256,56 @@ def parse_journeys(data: Any, *, source: str = "journeys file") -> JourneyCatalo
                 raise fail(where, f"'link' must be an http(s):// address without spaces, got {link!r}")
             steps.append(Step(key=key, title=text(step_spec, "title", where, limit=_MAX_TITLE),
                               message=text(step_spec, "message", where, limit=_MAX_MESSAGE),
-                              after_days=after, position=position, link=link))
+                              after_days=after, position=position, link=link,
+                              survey=_step_survey(step_spec.get("survey"), surveys, where, fail)))
         journeys[name] = Journey(name=name, steps=tuple(steps))
     if DEFAULT_JOURNEY not in journeys:
         raise fail("journeys", f"a '{DEFAULT_JOURNEY}' journey is required (for roles without their own)")
+    _check_shared_steps(journeys, fail)
     return JourneyCatalog(journeys=journeys, nudge_after_days=nudge, milestones=tuple(milestones),
                           enrol_joined_after=enrol_after)
+
+
+def _parse_surveys(raw: Any, fail: Any) -> dict[str, SurveySpec]:
+    """The `surveys:` map (name -> survey) that steps may name with `survey: <name>`."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise fail("surveys", f"must map survey names to surveys, got {_kind(raw)}")
+    found = {}
+    for name, spec in raw.items():
+        try:
+            found[str(name)] = spec_from_config(spec)
+        except ValueError as exc:
+            raise fail(f"survey '{name}'", str(exc)) from None
+    return found
+
+
+def _step_survey(raw: Any, surveys: dict[str, SurveySpec], where: str, fail: Any) -> SurveySpec | None:
+    """A step's `survey`: the name of one in `surveys:`, or a survey written inline."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        if raw not in surveys:
+            hint = difflib.get_close_matches(raw, list(surveys), n=1)
+            raise fail(where, f"'survey' names '{raw}', which is not under surveys:"
+                       + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        return surveys[raw]
+    try:
+        return spec_from_config(raw)
+    except ValueError as exc:
+        raise fail(where, str(exc)) from None
+
+
+def _check_shared_steps(journeys: dict[str, Journey], fail: Any) -> None:
+    """A step key in several journeys is one task, so it carries one survey (or none) everywhere."""
+    seen: dict[str, tuple[str, SurveySpec | None]] = {}
+    for journey in journeys.values():
+        for step in journey.steps:
+            if step.key in seen and seen[step.key][1] != step.survey:
+                raise fail(f"journey '{journey.name}', step '{step.key}'",
+                           f"asks a different survey than the same step in journey '{seen[step.key][0]}'")
+            seen.setdefault(step.key, (journey.name, step.survey))
 
 
 def _kind(value: Any) -> str:
@@ -376,7 +424,8 @@ async def _plan_next_step(member: dict, journey: Journey, rows: list[dict], now:
     step = next((s for s in journey.steps if s.key not in have), None)
     if step is None or member["joined_at"] + timedelta(days=step.after_days) > now or not _working(member, now):
         return
-    await _create_row(member["id"], journey.name, step.key, step.position, now)
+    survey = await journey_survey(step.key, step.survey, now=now) if step.survey is not None else None
+    await _create_row(member["id"], journey.name, step.key, step.position, now, survey=survey)
 
 
 async def _plan_milestones(member_id: int, journey: Journey, rows: list[dict], catalog: JourneyCatalog,
@@ -401,11 +450,14 @@ async def _plan_milestones(member_id: int, journey: Journey, rows: list[dict], c
 
 
 async def _create_row(member_id: int, journey: str, key: str, position: int, now: datetime, *,
-                      events: list | None = None) -> bool:
+                      events: list | None = None, survey: Any = None) -> bool:
+    """The row, and with a step that asks a survey the member's outbox row for it, in one transaction."""
     try:
         async with in_transaction() as conn:
             await JourneyStep.create(member_id=member_id, journey=journey, step_key=key, position=position,
                                      status=PENDING, created_at=now, using_db=conn)
+            if survey is not None:
+                events = [*(events or []), *await enqueue_journey_survey(survey, member_id, now=now, using_db=conn)]
             await record(events or [], using_db=conn)
     except IntegrityError:
         return False  # another replica (or an earlier run) created it

@@ -8,6 +8,8 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack_blocks import escape, preview_blocks, status_text
+from bot.channels.slack_surveys import survey_preview_blocks
+from bot.channels.survey_lines import experiment_text
 from bot.core.commands.parser import Command
 from bot.core.commands.runner import (
     Cancelled,
@@ -26,6 +28,7 @@ from bot.core.notices.revisions import EditResult
 from bot.core.notices.sending import Preview
 from bot.core.notices.status import NoticeStatusReport
 from bot.core.notices.views import format_time
+from bot.core.surveys.creating import SurveyPreview
 from bot.service import Herald
 from storage.models import Staff
 
@@ -66,8 +69,14 @@ class SlackCommands:
 
 def render(result: Any) -> Reply:  # noqa: PLR0911 - one branch per result type
     if isinstance(result, Preview):
-        return {"blocks": preview_blocks(result.notice, result.topic.title, result.recipients, result.warnings),
+        return {"blocks": preview_blocks(result.notice, result.topic.title, result.recipients, result.warnings,
+                                         variants=result.variants, share=result.share),
                 "text": f"Preview of notice #{result.notice.id}"}
+    if isinstance(result, SurveyPreview):
+        return {"blocks": survey_preview_blocks(result), "text": f"Preview of survey #{result.notice.id}"}
+    text = experiment_text(result, bold=lambda t: f"*{t}*", escape=escape, bullet="•")
+    if text is not None:
+        return {"text": text}
     if isinstance(result, NoticeStatusReport):
         return {"text": status_text(result)}
     if isinstance(result, Scheduled):

@@ -22,9 +22,15 @@ from bot.channels.teams_replies import (
     result_markdown,
     text_activity,
 )
+from bot.channels.teams_surveys import survey_compose_card, survey_preview_card
 from bot.common.errors import UserError
 from bot.common.logs import bind_context
-from bot.core.commands.parser import ComposeCommand, HelpCommand, parse_command
+from bot.core.commands.parser import (
+    ComposeCommand,
+    HelpCommand,
+    SurveyComposeCommand,
+    parse_command,
+)
 from bot.core.commands.runner import ReportReady, StaffCommands
 from bot.core.directory.linking import (
     TeamsIdentity,
@@ -35,6 +41,7 @@ from bot.core.directory.permissions import require_sender
 from bot.core.directory.preferences import preferences_for
 from bot.core.notices import sending
 from bot.core.onboarding.assistant import member_for
+from bot.core.surveys.creating import SurveyPreview
 from bot.handlers.teams.cards import VERBS
 from bot.handlers.teams.texts import NOT_A_MEMBER, SORRY, WELCOME
 from bot.handlers.teams.turn import Invoke, Turn, message_response, plain_text, turn_of
@@ -140,11 +147,16 @@ class TeamsHandler:
             if isinstance(command, ComposeCommand):
                 require_sender(staff)
                 return card_activity(compose_card(self.herald.catalog), "New notice")
+            if isinstance(command, SurveyComposeCommand):
+                require_sender(staff)
+                return card_activity(survey_compose_card(self.herald.catalog), "New survey")
             result = await self.commands.run(command, staff)
         except UserError as exc:
             return text_activity(f"⚠ {exc}")
         if isinstance(result, sending.Preview):
             return card_activity(preview_card(result), f"Preview of notice #{result.notice.id}")
+        if isinstance(result, SurveyPreview):
+            return card_activity(survey_preview_card(result), f"Preview of survey #{result.notice.id}")
         if isinstance(result, ReportReady):
             return text_activity(report_markdown(result, await self.herald.report_link(result)))
         return text_activity(result_markdown(result))

@@ -2,10 +2,10 @@
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.handlers.slack.actions import assistant, journeys, notices, preferences
+from bot.handlers.slack.actions import assistant, journeys, notices, preferences, surveys
 from bot.service import Herald
 
 
 def register(app: AsyncApp, herald: Herald) -> None:
-    for module in (notices, assistant, journeys, preferences):
+    for module in (notices, assistant, journeys, preferences, surveys):
         module.register(app, herald)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.channels.slack_blocks import compose_modal, edit_modal, help_text
+from bot.channels.slack_surveys import survey_compose_modal
 from bot.common.errors import UserError
 from bot.core.commands.parser import (
     ComposeCommand,
     EditCommand,
     HelpCommand,
+    SurveyComposeCommand,
     parse_command,
 )
 from bot.core.directory.permissions import require_sender
@@ -34,7 +36,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
             await ack(text=help_text(command.unknown))
             return
         staff = await staff_for_slack(body["team_id"], body["user_id"])
-        if isinstance(command, ComposeCommand) or (isinstance(command, EditCommand) and not command.inline):
+        if isinstance(command, (ComposeCommand, SurveyComposeCommand)) or (
+                isinstance(command, EditCommand) and not command.inline):
             await _open_form(ack, client, body["trigger_id"], staff, command)
             return
         await ack()
@@ -47,6 +50,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
             if isinstance(command, EditCommand):
                 notice = await revisions.editable_notice(command.notice_id, staff)
                 view = edit_modal(notice, material=command.material)
+            elif isinstance(command, SurveyComposeCommand):
+                view = survey_compose_modal(herald.catalog)
             else:
                 view = compose_modal(herald.catalog)
         except UserError as exc:

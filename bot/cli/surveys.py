@@ -1,0 +1,157 @@
+"""`herald survey ...` (send, results, close, list, stages), `herald variants` and `herald rollout`:
+pulse surveys and A/B tests from scripts. The operator at the server's shell acts as an admin."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import click
+
+from bot.cli.base import CLOCK, get_settings, main, operator_name, run
+
+
+@main.group(help="Pulse surveys: send one, read its results, close it.")
+def survey() -> None:
+    pass
+
+
+@survey.command("send", help="Send a survey: a question with 2 to 5 --option answers or a --scale.")
+@click.option("--topic", required=True)
+@click.option("--audience", required=True, help='Segment, e.g. "tier:gold region:emea" or "all".')
+@click.option("--question", required=True)
+@click.option("--option", "options", multiple=True, help="An answer (repeat 2 to 5 times).")
+@click.option("--scale", type=click.Choice(["1-5", "0-10"]), default=None, help="A scale instead of options.")
+@click.option("--follow-up", "follow_up", default="", help="An optional free-text question.")
+@click.option("--anonymous", is_flag=True, help="No names in the results; no group under 5 answers.")
+@click.option("--closes", default="", help="Stop taking answers then: ISO-8601 date or time.")
+@click.option("--at", "send_at", default="", help="Send later: ISO-8601 time.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def survey_send(topic: str, audience: str, question: str, options: tuple[str, ...], scale: str | None,
+                follow_up: str, anonymous: bool, closes: str, send_at: str, yes: bool) -> None:
+    from bot.core.commands.parser import SurveyCommand, parse_deadline, parse_time
+    from bot.core.notices import sending
+    from bot.core.surveys.creating import create_survey_draft
+    from bot.topics import load_catalog
+
+    if bool(options) == bool(scale):
+        raise click.UsageError("give either --scale or 2 to 5 --option answers")
+    catalog = load_catalog(get_settings().topics_file)
+    operator = operator_name()
+
+    async def work() -> tuple[int, int, bool]:
+        command = SurveyCommand(topic=topic, audience=audience, question=question,
+                                answers=(f"scale:{scale}",) if scale else options, follow_up=follow_up,
+                                anonymous=anonymous, closes_at=parse_deadline(closes) if closes else None,
+                                scheduled_at=parse_time(send_at, what="send time") if send_at else None)
+        preview = await create_survey_draft(None, command, catalog, now=CLOCK.now(), operator=operator)
+        for warning in preview.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        ask = f"Send survey #{preview.notice.id} '{preview.spec.question}' to {preview.recipients} recipients?"
+        if not yes and not await asyncio.to_thread(click.confirm, ask):
+            await sending.cancel_draft(preview.notice.id, None, now=CLOCK.now(), operator=operator)
+            return preview.notice.id, 0, False
+        result = await sending.send_draft(preview.notice.id, None, catalog, now=CLOCK.now(), operator=operator)
+        return result.notice.id, result.recipients, True
+
+    survey_id, recipients, sent = run(work)
+    if not sent:
+        click.echo(f"survey {survey_id} cancelled")
+        sys.exit(1)
+    click.echo(f"survey {survey_id} {'scheduled' if send_at else 'queued'} for {recipients} recipients")
+
+
+@survey.command("results", help="Response rate, distribution, NPS and breakdowns (anonymity rules applied).")
+@click.argument("survey_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+def survey_results_command(survey_id: int, as_json: bool, fmt: str) -> None:
+    from bot.core.surveys.results import results_csv, survey_results
+
+    results = run(lambda: survey_results(survey_id, None, operator=True))
+    fmt = "json" if as_json else fmt
+    if fmt == "json":
+        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        click.echo(results_csv(results), nl=False)
+    else:
+        click.echo(_plain(results))
+
+
+def _plain(results: dict[str, Any]) -> str:
+    from bot.channels.survey_lines import survey_result_lines
+
+    lines = survey_result_lines(results, bold=lambda t: t, escape=lambda t: t, bullet="-")
+    return "\n".join(lines).replace("\u2026", "...")
+
+
+@survey.command("close", help="Stop taking answers now.")
+@click.argument("survey_id", type=int)
+def survey_close(survey_id: int) -> None:
+    from bot.core.surveys.answers import close_survey
+
+    result = run(lambda: close_survey(survey_id, None, now=CLOCK.now(), operator=operator_name()))
+    click.echo(f"survey {survey_id} {'was already closed' if result.already else 'closed'}")
+
+
+@survey.command("list", help="Surveys, newest first.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=50, show_default=True)
+def survey_list(as_json: bool, limit: int) -> None:
+    from storage.models import Survey
+
+    async def work() -> list[dict[str, Any]]:
+        rows = await Survey.all().select_related("notice").order_by("-id").limit(limit)
+        return [{"id": s.notice.id, "question": s.question, "kind": s.kind, "anonymous": s.anonymous,
+                 "status": s.notice.status, "open": s.closed_at is None, "journey_step": s.key.split(":")[1] if s.key else None,
+                 "recipients": s.notice.recipient_count} for s in rows]
+
+    rows = run(work)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        state = "open" if r["open"] else "closed"
+        click.echo(f"{r['id']:>6}  {state:6}  {r['status']:9}  {r['recipients']:>6}  {r['question']}")
+
+
+@survey.command("stages", help="Results of the journeys' surveys, per journey stage.")
+@click.option("--json", "as_json", is_flag=True)
+def survey_stages_command(as_json: bool) -> None:
+    from bot.channels.survey_lines import stages_lines
+    from bot.core.surveys.stages import survey_stages
+
+    stages = run(lambda: survey_stages(None, operator=True))
+    if as_json:
+        click.echo(json.dumps(stages, indent=2, ensure_ascii=False))
+        return
+    click.echo("\n".join(stages_lines(stages, bold=lambda t: t, escape=lambda t: t, bullet="-")))
+
+
+@main.command(help="Compare an A/B test's variants: acknowledgement rate, button presses, time to acknowledge.")
+@click.argument("notice_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def variants(notice_id: int, as_json: bool) -> None:
+    from bot.channels.survey_lines import variant_lines
+    from bot.core.notices.ab_results import variant_results
+
+    results = run(lambda: variant_results(notice_id, None, operator=True))
+    if as_json:
+        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
+        return
+    click.echo("\n".join(variant_lines(results, bold=lambda t: t, escape=lambda t: t, bullet="-")))
+
+
+@main.command(help="Send the chosen variant of an A/B test to everyone held back by its share.")
+@click.argument("notice_id", type=int)
+@click.argument("variant", type=click.Choice(["A", "B", "C", "D"], case_sensitive=False))
+def rollout(notice_id: int, variant: str) -> None:
+    from bot.core.notices.rollout import roll_out
+
+    result = run(lambda: roll_out(notice_id, variant, None, now=CLOCK.now(), operator=operator_name()))
+    if result.already:
+        click.echo(f"variant {result.variant} of notice {notice_id} was already rolled out; nothing new was queued")
+        return
+    click.echo(f"variant {result.variant} of notice {notice_id} queued for {result.released} held-back recipients")

@@ -1,0 +1,96 @@
+"""Rolling out the winning variant of an A/B test to the recipients held back by `share:`.
+
+One conditional update sets the experiment's winner, and the held rows turn into pending rows of
+that variant in the same transaction; so a replayed command, or two replicas running it at once,
+release each held row once, and a second, different winner is refused. The held row is the
+member's only delivery row on that platform (a unique key), so nobody ever gets two variants.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from tortoise.transactions import in_transaction
+
+from bot.common.errors import NotFound, UserError
+from bot.core.compliance.audit import audit_event, record
+from bot.core.notices.revisions import authorise_change
+from bot.core.notices.sending import _quiet_hours_ends
+from bot.core.notices.variants import labels_of
+from bot.core.notices.views import format_time
+from bot.topics import parse_importance
+from storage.models import (
+    Delivery,
+    DeliveryStatus,
+    Notice,
+    NoticeExperiment,
+    NoticeStatus,
+    Staff,
+)
+
+_LIVE = (NoticeStatus.SENDING.value, NoticeStatus.SENT.value)
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    notice: Notice
+    variant: str
+    released: int  # held rows now on their way with the chosen variant
+    already: bool  # this variant had been rolled out before: nothing new was released
+
+
+async def roll_out(notice_id: int, variant: str, staff: Staff | None, *, now: datetime,
+                   operator: str = "") -> RolloutResult:
+    """Send `variant` to everyone held back from the notice's first share."""
+    notice, actor = await authorise_change(notice_id, staff, operator)
+    variant = variant.strip().upper()
+    labels = await labels_of(notice.id)
+    if not labels:
+        raise UserError(f"notice #{notice.id} has no variants to roll out")
+    if variant not in labels:
+        raise UserError(f"notice #{notice.id} has variants {', '.join(labels)}, not {variant}")
+    experiment = await NoticeExperiment.get_or_none(notice_id=notice.id)
+    if experiment is None:
+        raise NotFound(f"notice #{notice.id} has no A/B test")
+    if notice.status not in _LIVE:
+        raise UserError(f"notice #{notice.id} is {notice.status}; only a sent notice can be rolled out")
+    async with in_transaction() as conn:
+        claimed = await NoticeExperiment.filter(id=experiment.id, winner="").using_db(conn).update(
+            winner=variant, rolled_out_at=now, rolled_out_by=actor)
+        if not claimed:
+            current = await NoticeExperiment.get(id=experiment.id).using_db(conn)
+            if current.winner != variant:
+                when = format_time(current.rolled_out_at) if current.rolled_out_at else "earlier"
+                raise UserError(f"notice #{notice.id} rolled out variant {current.winner} at {when}; "
+                                "a second variant would reach people who already have one")
+            return RolloutResult(notice, variant, 0, already=True)
+        held = await Delivery.filter(notice_id=notice.id, status=DeliveryStatus.HELD.value).using_db(conn).values(
+            "id", "member_id")
+        released = await _release(notice, held, variant, now=now, using_db=conn)
+        if released and notice.status == NoticeStatus.SENT.value:
+            await Notice.filter(id=notice.id, status=NoticeStatus.SENT.value).using_db(conn).update(
+                status=NoticeStatus.SENDING.value, completed_at=None)
+        members = sorted({row["member_id"] for row in held})
+        await record([audit_event("notice.rolled_out", now=now, actor=actor, notice_id=notice.id, variant=variant,
+                                  released=released, members=len(members)),
+                      *(audit_event("notice.variant_assigned", now=now, notice_id=notice.id, member_id=m,
+                                    variant=variant, held=False, rollout=True) for m in members)], using_db=conn)
+    return RolloutResult(await Notice.get(id=notice.id), variant, released, already=False)
+
+
+async def _release(notice: Notice, held: list[dict], variant: str, *, now: datetime, using_db: object) -> int:
+    """Held rows -> pending rows of `variant`, due now or when the member's quiet hours end."""
+    policy = parse_importance(notice.importance)
+    member_ids = sorted({row["member_id"] for row in held})
+    ends = await _quiet_hours_ends(member_ids, now) if policy.respects_quiet_hours else {}
+    by_moment: dict[datetime, list[int]] = defaultdict(list)
+    for row in held:
+        by_moment[ends.get(row["member_id"], now)].append(row["id"])
+    released = 0
+    for moment, ids in by_moment.items():
+        for start in range(0, len(ids), 1000):
+            released += await Delivery.filter(id__in=ids[start:start + 1000], status=DeliveryStatus.HELD.value).using_db(
+                using_db).update(status=DeliveryStatus.PENDING.value, variant=variant, next_attempt_at=moment)
+    return released

@@ -1,0 +1,63 @@
+"""Survey buttons: an answer (one click, changeable until the survey closes), **Add a comment**
+(opens the follow-up modal), and a notice's link button (counted for A/B tests)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.channels.slack_blocks import escape, notice_blocks, notice_fallback_text
+from bot.channels.slack_surveys import comment_modal
+from bot.common.errors import UserError
+from bot.core.notices.interactions import LINK, record_press
+from bot.core.notices.views import LINK_ACTION, SURVEY_ANSWER_ACTION, SURVEY_COMMENT_ACTION
+from bot.core.surveys.answers import answer_survey, comment_form
+from bot.service import Herald
+from storage.models import Platform
+
+log = logging.getLogger(__name__)
+ANSWER = re.compile(rf"^{SURVEY_ANSWER_ACTION}_\d+$")
+
+
+def register(app: AsyncApp, herald: Herald) -> None:
+    @app.action(ANSWER)
+    async def on_answer(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+        notice_id, _, value = body["actions"][0]["value"].partition(":")
+        try:
+            result = await answer_survey(int(notice_id), int(value), platform=Platform.SLACK.value,
+                                         workspace_id=body["team"]["id"], user_id=body["user"]["id"],
+                                         now=herald.clock.now())
+        except (UserError, ValueError) as exc:
+            text = str(exc) if isinstance(exc, UserError) else "That button's data is not valid any more."
+            await respond(text=f":warning: {escape(text)}", response_type="ephemeral", replace_original=False)
+            return
+        # The clicked message shows the answer at once, through response_url (no chat.update budget).
+        view = result.view(herald.catalog, now=herald.clock.now())
+        await respond(replace_original=True, text=notice_fallback_text(view), blocks=notice_blocks(view))
+
+    @app.action(SURVEY_COMMENT_ACTION)
+    async def on_comment(ack, body, client, respond) -> None:  # noqa: ANN001
+        try:  # the modal needs the trigger id within 3 s, so the checks run before the ack
+            follow_up, current = await comment_form(int(body["actions"][0]["value"]), platform=Platform.SLACK.value,
+                                                    workspace_id=body["team"]["id"], user_id=body["user"]["id"],
+                                                    now=herald.clock.now())
+        except (UserError, ValueError) as exc:
+            await ack()
+            text = str(exc) if isinstance(exc, UserError) else "That button's data is not valid any more."
+            await respond(text=f":warning: {escape(text)}", response_type="ephemeral", replace_original=False)
+            return
+        await ack()
+        await client.views_open(trigger_id=body["trigger_id"],
+                                view=comment_modal(int(body["actions"][0]["value"]), follow_up, current))
+
+    @app.action(LINK_ACTION)
+    async def on_link(ack, body) -> None:  # noqa: ANN001
+        await ack()  # Slack opens the link itself; Herald only counts the press
+        try:
+            await record_press(int(body["actions"][0]["value"]), LINK, platform=Platform.SLACK.value,
+                               workspace_id=body["team"]["id"], user_id=body["user"]["id"], now=herald.clock.now())
+        except Exception:  # noqa: BLE001 - counting must never bother the person
+            log.exception("could not count a link press")

@@ -1,0 +1,243 @@
+"""Pulse surveys in the core: sent through the outbox, one-click answers, changed answers kept as
+history and audited, anonymity (what is stored, what results show), NPS, closing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from bot.channels.slack_blocks import notice_blocks
+from bot.common.errors import PermissionDenied, UserError
+from bot.core.commands.parser import SurveyCommand, parse_command
+from bot.core.compliance.verify import verify_chain
+from bot.core.directory.staff import add_staff
+from bot.core.notices.revisions import edit_notice, retract_notice
+from bot.core.surveys.answers import close_due_surveys, close_survey, comment_on_survey
+from bot.core.surveys.creating import create_survey_draft
+from bot.core.surveys.results import OTHER, _suppress, results_csv, summarise, survey_results
+from bot.core.surveys.spec import SurveySpec, build_spec
+from storage.models import AuditEvent, Delivery, Staff, Survey, SurveyAnswer, SurveyAnswerChange
+from tests.support import TEAM
+from tests.survey_support import SurveyRig, members, start_survey_rig, stop_survey_rig
+
+
+@pytest.fixture
+async def srig(db: str):
+    rig = await start_survey_rig(db)
+    try:
+        yield rig
+    finally:
+        await stop_survey_rig(rig)
+
+
+def _buttons(blocks: list[dict]) -> list[dict]:
+    return [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
+
+
+# ---- the survey definition ---------------------------------------------------------------------
+
+def test_survey_spec_validation() -> None:
+    assert build_spec("How satisfied?", ["scale:1-5"]).choices() == [(v, str(v)) for v in range(1, 6)]
+    assert build_spec("NPS?", ["scale:0-10"]).is_nps
+    assert build_spec("Format?", ["Webinar", "Workshop"]).choices() == [(0, "Webinar"), (1, "Workshop")]
+    for answers, message in ((["Only one"], "2 to 5 options"), (["a", "b", "c", "d", "e", "f"], "got 6"),
+                             (["scale:1-7"], "not a scale"), (["scale:1-5", "Yes"], "not both"),
+                             (["Yes", "yes"], "same text")):
+        with pytest.raises(UserError, match=message):
+            build_spec("Q?", answers)
+    with pytest.raises(UserError, match="keep it under 150"):
+        build_spec("x" * 151, ["scale:1-5"])
+
+
+def test_inline_survey_syntax() -> None:
+    command = parse_command("survey need-to-know support tier:gold anonymous closes:2026-12-01 | "
+                            "How satisfied are you with onboarding? | scale:1-5 | follow-up: What could be better?")
+    assert isinstance(command, SurveyCommand)
+    assert (command.topic, command.audience, command.anonymous) == ("support", "tier:gold", True)
+    assert command.answers == ("scale:1-5",) and command.follow_up == "What could be better?"
+    assert command.closes_at is not None and command.closes_at.isoformat().startswith("2026-12-01T23:59")
+    options = parse_command("survey announcements all | Which format? | Webinar | Workshop | E-learning")
+    assert isinstance(options, SurveyCommand) and options.answers == ("Webinar", "Workshop", "E-learning")
+    with pytest.raises(UserError, match="topic and the audience"):
+        parse_command("survey support | Q? | scale:1-5")
+
+
+def test_nps_and_distribution() -> None:
+    spec = SurveySpec("NPS?", scale=(0, 10))
+    summary = summarise(spec, [10, 9, 9, 8, 7, 6, 0, 10])
+    assert summary["nps"] == {"score": 25, "promoters": 4, "passives": 2, "detractors": 2}  # (4 - 2) / 8
+    assert summary["mean"] == 7.38
+    assert [c["count"] for c in summary["distribution"]][9:] == [2, 2]
+
+
+def test_small_segments_are_pooled_so_nothing_can_be_subtracted() -> None:
+    spec = SurveySpec("Q?", options=("Yes", "No"))
+    values = {"a": [0] * 7, "b": [1] * 6, "c": [0, 1, 0], "d": [1]}
+    rows = [{"segment": k, "recipients": len(v), "answered": len(v)} for k, v in values.items()]
+    shown = _suppress(spec, rows, values)
+    # c and d (4 answers together) would be total minus a minus b: b (the smallest shown) joins the pool
+    assert [r["segment"] for r in shown] == ["a", OTHER]
+    assert shown[1]["answered"] == 10 and shown[1]["segments"] == 3
+    assert all(r["answered"] >= 5 for r in shown)
+    lone = _suppress(spec, rows[:1] + rows[3:], {"a": values["a"], "d": values["d"]})
+    # a small segment next to one big one: both pooled, or the big one would give the small one away
+    assert [(r["segment"], r["answered"]) for r in lone] == [(OTHER, 8)]
+
+
+# ---- sending and answering ---------------------------------------------------------------------
+
+async def test_survey_goes_through_the_outbox_and_answers_can_change(srig: SurveyRig) -> None:
+    survey_id = await srig.survey("announcements org:acme | Which format do you prefer? | Webinar | "
+                                  "Workshop <!channel> | E-learning | follow-up: Anything else?")
+    assert await Delivery.filter(notice_id=survey_id).count() == 6  # written before anything is sent
+    await srig.herald.outbox.drain()
+    posts = srig.fake.calls_to("chat.postMessage")
+    assert len(posts) == 6
+    blocks = posts[0].args["blocks"]
+    labels = [b["text"]["text"] for b in _buttons(blocks) if b["action_id"].startswith("herald_survey_answer")]
+    assert labels == ["Webinar", "Workshop <!channel>", "E-learning"]  # plain_text: Slack never pings from it
+    assert posts[0].args["text"] == "[Survey] Which format do you prefer?"
+    assert "Anything else?" in str(blocks)
+
+    first = await srig.answer(survey_id, "UACME1", 1)
+    again = await srig.answer(survey_id, "UACME1", 1)  # a double click
+    changed = await srig.answer(survey_id, "UACME1", 2)
+    assert first.recorded and first.first and not again.recorded and changed.recorded and not changed.first
+    answer = await SurveyAnswer.get(survey__notice_id=survey_id)
+    assert (answer.value, answer.changes) == (2, 1) and answer.member_id is not None  # type: ignore[attr-defined]
+    history = await SurveyAnswerChange.filter(survey_id=answer.survey_id).order_by("id").values_list(  # type: ignore[attr-defined]
+        "value", flat=True)
+    assert history == [1, 2]
+    kinds = await AuditEvent.filter(notice_id=survey_id, kind__startswith="survey.").order_by("seq").values_list(
+        "kind", flat=True)
+    assert kinds == ["survey.answered", "survey.answer_changed"]
+    commented = await comment_on_survey(survey_id, "More <b>demos</b>", platform="slack", workspace_id=TEAM,
+                                        user_id="UACME1", now=srig.clock.now())
+    assert commented.comment == "More <b>demos</b>" and commented.value == 2
+    redrawn = notice_blocks(commented.view(srig.herald.catalog, now=srig.clock.now()))
+    assert "Your comment: More &lt;b&gt;demos&lt;/b&gt;" in str(redrawn)  # escaped for Slack
+    chosen = [b for b in _buttons(redrawn) if b.get("style") == "primary"]
+    assert [b["text"]["text"] for b in chosen] == ["E-learning"]
+    assert (await verify_chain()).ok
+
+    with pytest.raises(PermissionDenied, match="not sent to you"):
+        await srig.answer(survey_id, "UBOLT1", 0)  # bolt was not in the audience
+    with pytest.raises(UserError, match="not one of"):
+        await srig.answer(survey_id, "UACME2", 7)
+
+
+async def test_closing_stops_answers_and_redraws_the_messages(srig: SurveyRig) -> None:
+    survey_id = await srig.survey("announcements org:bolt closes:2026-01-06 | Ready for Q1? | Yes | No")
+    await srig.herald.outbox.drain()
+    await srig.answer(survey_id, "UBOLT1", 0)
+    srig.clock.advance(days=2)
+    with pytest.raises(UserError, match="closed"):
+        await srig.answer(survey_id, "UBOLT2", 0)  # the date passed: refused before the tick ran
+    assert await close_due_surveys(srig.clock.now()) == 1
+    assert await close_due_surveys(srig.clock.now()) == 0  # once
+    await srig.herald.outbox.drain()
+    updates = srig.fake.calls_to("chat.update")
+    assert len(updates) == 4 and all("This survey closed" in str(u.args["blocks"]) for u in updates)
+    assert not any(_buttons(u.args["blocks"]) for u in updates)
+
+
+async def test_only_the_author_or_an_admin_closes_and_surveys_cannot_be_edited(srig: SurveyRig) -> None:
+    now = srig.clock.now()
+    await add_staff("other@vendor.example", "cam", now=now, actor="test")
+    other = await Staff.get(email="other@vendor.example")
+    survey_id = await srig.survey("announcements all | Ready? | Yes | No")
+    with pytest.raises(PermissionDenied):
+        await close_survey(survey_id, other, now=now)
+    with pytest.raises(UserError, match="cannot be edited"):
+        await edit_notice(survey_id, None, srig.herald.catalog, now=now, title="Changed?", operator="test")
+    closed = await close_survey(survey_id, None, now=now, operator="test")
+    assert not closed.already and (await close_survey(survey_id, None, now=now, operator="test")).already
+
+
+async def test_retracted_survey_takes_no_answers_and_is_closed(srig: SurveyRig) -> None:
+    survey_id = await srig.survey("announcements org:keys | Still there? | Yes | No")
+    await srig.herald.outbox.drain()
+    await retract_notice(survey_id, None, reason="sent by mistake", now=srig.clock.now(), operator="test")
+    with pytest.raises(UserError, match="withdrawn"):
+        await srig.answer(survey_id, "UKEYS1", 0)
+    assert await close_due_surveys(srig.clock.now()) == 1
+
+
+async def test_only_need_to_know(srig: SurveyRig) -> None:
+    command = parse_command("survey must-know announcements all | Q? | Yes | No")
+    with pytest.raises(UserError, match="need-to-know"):
+        await create_survey_draft(None, command, srig.herald.catalog, now=srig.clock.now(), operator="t")  # type: ignore[arg-type]
+
+
+# ---- anonymity ----------------------------------------------------------------------------------
+
+async def test_anonymous_answers_store_no_member_and_unlink_at_close(srig: SurveyRig) -> None:
+    survey_id = await srig.survey("announcements all anonymous | How useful is Herald? | scale:0-10")
+    await srig.herald.outbox.drain()
+    await srig.answer(survey_id, "UACME1", 9)
+    await srig.answer(survey_id, "UACME1", 10)  # changed: the same respondent code finds the row
+    rows = await SurveyAnswer.all().values("member_id", "respondent", "value", "changes")
+    assert rows == [{"member_id": None, "respondent": rows[0]["respondent"], "value": 10, "changes": 1}]
+    assert len(rows[0]["respondent"]) == 64 and "member" not in rows[0]["respondent"]
+    events = await AuditEvent.filter(notice_id=survey_id, kind__startswith="survey.answer").values("member_id", "actor")
+    assert events and all(e["member_id"] is None and e["actor"] == "" for e in events)
+
+    results = await survey_results(survey_id, None, operator=True)
+    assert results["suppressed"] and results["total"]["distribution"] is None and results["answers"] is None
+    assert results["total"]["answered"] == 1 and results["breakdowns"]["organisation"] == []
+
+    for _, _, user in members()[1:6]:  # five more answers: six in all, all from acme
+        await srig.answer(survey_id, user, 7)
+    results = await survey_results(survey_id, None, operator=True)
+    assert not results["suppressed"] and results["total"]["nps"]["score"] == 17  # 1 promoter of 6, 0 detractors
+    by_org = results["breakdowns"]["organisation"]
+    assert [r["segment"] for r in by_org] == ["Acme Locks (acme)"] and by_org[0]["answered"] == 6
+    assert all(r["answered"] >= 5 for dim in results["breakdowns"].values() for r in dim)
+    assert "m1@acme.example" not in str(results) and "Member" not in str(results)
+
+    await close_survey(survey_id, None, now=srig.clock.now(), operator="test")
+    survey = await Survey.get(notice_id=survey_id)
+    assert survey.respondent_key == ""  # nothing can turn a member into their code any more
+    with pytest.raises(UserError, match="closed"):
+        await srig.answer(survey_id, "UACME1", 3)
+
+
+async def test_results_csv_and_named_answers(srig: SurveyRig) -> None:
+    survey_id = await srig.survey("announcements org:bolt | Ready? | Yes | No | follow-up: Why?")
+    await srig.herald.outbox.drain()
+    await srig.answer(survey_id, "UBOLT1", 0, comment="Stock is =in")
+    await srig.answer(survey_id, "UBOLT2", 1)
+    results = await survey_results(survey_id, None, operator=True)
+    assert results["total"]["response_rate"] == 0.5
+    assert [a["email"] for a in results["answers"]] == ["m1@bolt.example", "m2@bolt.example"]
+    assert results["comments"] == [{"member": "Member UBOLT1", "email": "m1@bolt.example", "comment": "Stock is =in"}]
+    text = results_csv(results)
+    assert "dimension,segment,recipients,answered,response_rate,mean,nps,Yes,No" in text
+    assert "total,all,4,2,0.5,,,1,1" in text and "tier,silver,4,2,0.5,,,1,1" in text
+
+
+async def test_a_cam_sees_their_own_surveys_only(srig: SurveyRig) -> None:
+    now = srig.clock.now()
+    await add_staff("other@vendor.example", "cam", now=now, actor="test")
+    survey_id = await srig.survey("announcements all | Ready? | Yes | No")
+    with pytest.raises(PermissionDenied):
+        await survey_results(survey_id, await Staff.get(email="other@vendor.example"))
+    await add_staff("audit@vendor.example", "compliance", now=now, actor="test")
+    assert (await survey_results(survey_id, await Staff.get(email="audit@vendor.example")))["scope"] == "all"
+    srig.clock.advance(hours=1)
+    assert srig.clock.now() - now == timedelta(hours=1)
+
+
+async def test_surveys_wait_for_quiet_hours_and_honour_opt_outs(srig: SurveyRig) -> None:
+    from storage.models import Member
+
+    await Member.filter(email="m1@bolt.example").update(topic_opt_outs=["product-updates"])
+    await Member.filter(email="m2@bolt.example").update(timezone="Australia/Sydney")  # 20:00 there: quiet hours
+    survey_id = await srig.survey("product-updates org:bolt | Did the release notes help? | Yes | No")
+    rows = {r["member__email"]: r for r in await Delivery.filter(notice_id=survey_id).values(
+        "member__email", "next_attempt_at")}
+    assert "m1@bolt.example" not in rows  # opted out of the topic: no row at all
+    assert rows["m2@bolt.example"]["next_attempt_at"] > srig.clock.now()  # held until their morning
+    await srig.herald.outbox.drain()
+    assert srig.fake.call_count("chat.postMessage") == len(rows) - 1

@@ -1,0 +1,97 @@
+"""`herald survey ...`, `herald send --variant --share`, `herald rollout` and `herald variants`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+from bot.core.surveys.answers import answer_survey
+from storage import db as storage_db
+from storage.models import Delivery
+from tests.support import TEAM
+from tests.survey_support import big_directory, members
+
+
+@pytest.fixture
+def cli(db_url: str, tmp_path, monkeypatch) -> tuple[CliRunner, str]:
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    runner = CliRunner()
+    directory = tmp_path / "partners.csv"
+    directory.write_text(big_directory())
+    assert runner.invoke(main, ["directory", "import", str(directory)]).exit_code == 0
+    return runner, db_url
+
+
+def _in_db(db_url: str, work) -> object:  # noqa: ANN001
+    async def run() -> object:
+        await storage_db.connect(db_url, run_migrations=False)
+        try:
+            return await work()
+        finally:
+            await storage_db.close()
+    return asyncio.run(run())
+
+
+def test_survey_from_the_command_line(cli: tuple[CliRunner, str]) -> None:
+    runner, db_url = cli
+    usage = runner.invoke(main, ["survey", "send", "--topic", "announcements", "--audience", "all", "--question",
+                                 "Q?", "--yes"])
+    assert usage.exit_code == 2 and "--scale or 2 to 5 --option" in usage.output
+    sent = runner.invoke(main, ["survey", "send", "--topic", "announcements", "--audience", "org:acme", "--question",
+                                "Which format?", "--option", "Webinar", "--option", "Workshop", "--yes"])
+    assert sent.exit_code == 0, sent.output
+    assert "queued for 6 recipients" in sent.output
+    survey_id = int(sent.output.split()[1])
+
+    async def deliver_and_answer() -> None:
+        await Delivery.filter(notice_id=survey_id).update(status="delivered", channel_id="D", message_id="1")
+        for index, (_, _, user) in enumerate(members()[:4]):
+            await answer_survey(survey_id, index % 2, platform="slack", workspace_id=TEAM, user_id=user,
+                                now=datetime.now(UTC))
+    _in_db(db_url, deliver_and_answer)
+
+    data = json.loads(runner.invoke(main, ["survey", "results", str(survey_id), "--json"]).output)
+    assert data["total"]["answered"] == 4 and [c["count"] for c in data["total"]["distribution"]] == [2, 2]
+    assert [a["email"] for a in data["answers"]] == [f"m{n}@acme.example" for n in range(1, 5)]
+    table = runner.invoke(main, ["survey", "results", str(survey_id), "--format", "csv"]).output
+    assert "total,all,6,4,0.6667,,,2,2" in table
+    text = runner.invoke(main, ["survey", "results", str(survey_id)]).output
+    assert "answered 4 of 6 delivered (67%)" in text and "- Webinar: 2 (50%)" in text
+    listed = json.loads(runner.invoke(main, ["survey", "list", "--json"]).output)
+    assert [(s["id"], s["open"]) for s in listed] == [(survey_id, True)]
+    assert "closed" in runner.invoke(main, ["survey", "close", str(survey_id)]).output
+    assert "already closed" in runner.invoke(main, ["survey", "close", str(survey_id)]).output
+    assert "No journey surveys" in runner.invoke(main, ["survey", "stages"]).output
+    missing = runner.invoke(main, ["survey", "results", "999"])
+    assert missing.exit_code == 1 and "survey #999 does not exist" in missing.output
+
+
+def test_variants_and_rollout_from_the_command_line(cli: tuple[CliRunner, str]) -> None:
+    runner, db_url = cli
+    bad = runner.invoke(main, ["send", "--topic", "announcements", "--importance", "need-to-know", "--audience", "all",
+                               "--title", "A", "--body", "a", "--variant", "no bar", "--yes"])
+    assert bad.exit_code == 2 and "TITLE | BODY" in bad.output
+    sent = runner.invoke(main, ["send", "--topic", "announcements", "--importance", "need-to-know", "--audience", "all",
+                                "--title", "Title A", "--body", "Body A", "--variant", "Title B | Body B",
+                                "--share", "25", "--yes"])
+    assert sent.exit_code == 0, sent.output
+    notice_id = int(sent.output.split()[1])
+    rows = _in_db(db_url, lambda: Delivery.filter(notice_id=notice_id).values_list("status", "variant"))
+    assert sorted(rows) == sorted([("pending", "A")] * 2 + [("pending", "B")] + [("held", "")] * 9)  # type: ignore[arg-type]
+    compared = json.loads(runner.invoke(main, ["variants", str(notice_id), "--json"]).output)
+    assert compared["held"] == 9 and compared["share_percent"] == 25
+    out = runner.invoke(main, ["rollout", str(notice_id), "b"])
+    assert out.exit_code == 0 and "queued for 9 held-back recipients" in out.output
+    assert "already rolled out" in runner.invoke(main, ["rollout", str(notice_id), "B"]).output
+    refused = runner.invoke(main, ["rollout", str(notice_id), "A"])
+    assert refused.exit_code == 1 and "rolled out variant B" in refused.output
+    text = runner.invoke(main, ["variants", str(notice_id)]).output
+    assert "variant B rolled out" in text and "not enough data yet" in text

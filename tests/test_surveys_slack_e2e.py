@@ -1,0 +1,186 @@
+"""Pulse surveys and A/B variants in Slack, over real HTTP with signed requests: `/herald survey`,
+one-click answers and changed answers, the comment modal, anonymous thresholds in the results,
+variant balance, the winner's rollout with no double sends, and escaped user text."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from bot.channels.slack_blocks import SEND_ACTION
+from bot.core.notices.views import LINK_ACTION, SURVEY_COMMENT_ACTION
+from storage.models import AuditEvent, Delivery, NoticeInteraction, SurveyAnswer, SurveyAnswerChange
+from tests.support import CAM_USER, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
+from tests.survey_support import big_directory, members
+
+
+@pytest.fixture
+async def slack(db: str):
+    harness = await start_harness(db)
+    for _, _, user in members():
+        harness.fake.add_user("T0PARTNER", user)
+    await seed_directory(harness.clock, csv_text=big_directory())
+    try:
+        yield harness
+    finally:
+        await stop_harness(harness)
+
+
+def _elements(blocks: list[dict]) -> list[dict]:
+    found = []
+    for block in blocks:
+        found += block.get("elements", []) if block["type"] == "actions" else []
+        if block.get("accessory"):
+            found.append(block["accessory"])
+    return found
+
+
+async def _reply(slack: SlackHarness, text: str) -> dict:
+    _, body, key = await slack.command(text)
+    if body:
+        return {"text": body}
+    (call,) = await slack.responses(key)
+    return call.args
+
+
+async def _send_from_preview(slack: SlackHarness, preview: dict) -> int:
+    (button,) = [e for e in _elements(preview["blocks"]) if e["action_id"] == SEND_ACTION]
+    await slack.click(SEND_ACTION, button["value"], user=CAM_USER)
+    (sent,) = await slack.responses(slack.last_click_key)
+    assert "Sending notice" in sent.args["text"]
+    await slack.herald.outbox.drain()
+    return int(button["value"])
+
+
+async def _click(slack: SlackHarness, action_id: str, value: str, user: str) -> dict:
+    await slack.click(action_id, value, user=user)
+    (reply,) = await slack.responses(slack.last_click_key)
+    return reply.args
+
+
+async def test_survey_answers_changes_comments_and_anonymous_results(slack: SlackHarness) -> None:
+    preview = await _reply(slack, "survey announcements all anonymous | How useful is Herald? <!channel> | scale:0-10 "
+                                  "| follow-up: What would you change?")
+    summary = preview["blocks"][0]["text"]["text"]
+    assert "12 recipients" in summary and "Net Promoter Score" in summary and "&lt;!channel&gt;" in summary
+    survey_id = await _send_from_preview(slack, preview)
+
+    posts = slack.fake.calls_to("chat.postMessage")
+    assert len(posts) == 12 and len({p.args["channel"] for p in posts}) == 12
+    buttons = [e for e in _elements(posts[0].args["blocks"]) if e["action_id"].startswith("herald_survey_answer")]
+    assert [b["text"]["text"] for b in buttons] == [str(n) for n in range(11)]
+    assert len({b["action_id"] for b in buttons}) == 11  # Slack wants distinct action ids in a block
+    assert posts[0].args["text"] == "[Survey] How useful is Herald? &lt;!channel&gt;"
+
+    answered = await _click(slack, "herald_survey_answer_9", f"{survey_id}:9", "UACME1")
+    assert answered["replace_original"] is True and "Your answer: *9*" in str(answered["blocks"])
+    for _ in range(2):  # a double click and a Slack retry of the same click
+        await _click(slack, "herald_survey_answer_9", f"{survey_id}:9", "UACME1")
+    changed = await _click(slack, "herald_survey_answer_4", f"{survey_id}:4", "UACME1")
+    assert "Your answer: *4*" in str(changed["blocks"])
+    assert await SurveyAnswer.all().count() == 1 and await SurveyAnswerChange.all().count() == 2
+    assert (await SurveyAnswer.get()).member_id is None  # type: ignore[attr-defined]
+
+    await slack.click(SURVEY_COMMENT_ACTION, str(survey_id), user="UACME1")
+    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="the comment form")
+    modal = opened.args["view"]
+    assert modal["blocks"][0]["label"]["text"] == "What would you change?"
+    done = await slack.submit_view({"callback_id": modal["callback_id"], "private_metadata": modal["private_metadata"],
+                                    "state": {"values": {"comment": {"value": {"type": "plain_text_input",
+                                                                               "value": "Fewer <b>pings</b>"}}}}},
+                                   user="UACME1")
+    assert done["response_action"] == "update" and "comment is saved" in str(done["view"])
+    assert (await SurveyAnswer.get()).comment == "Fewer <b>pings</b>"
+
+    results = await _reply(slack, f"survey results {survey_id}")
+    assert "answered *1* of 12" in results["text"] and "results appear once 5 people have answered" in results["text"]
+    assert "Fewer" not in results["text"]  # comments stay hidden under the threshold as well
+    for _, _, user in members()[1:6]:  # five more, all from acme
+        await _click(slack, "herald_survey_answer_10", f"{survey_id}:10", user)
+    results = (await _reply(slack, f"survey results {survey_id}"))["text"]
+    assert "answered *6* of 12" in results and "NPS: *+67*" in results  # 5 promoters, 1 detractor of 6
+    assert "Acme Locks (acme): 6/6" in results and "Bolt" not in results and "Keys" not in results
+    assert "Fewer &lt;b&gt;pings&lt;/b&gt;" in results
+    assert "UACME" not in results and "m1@acme" not in results
+
+    status = (await _reply(slack, f"status {survey_id}"))["text"]
+    assert "Answered: *6* of 12 delivered" in status and "Acknowledged" not in status
+    refused = await _click(slack, "herald_survey_answer_3", f"{survey_id}:3", "UOUTSIDER")
+    assert "not sent to you" in refused["text"] and refused["replace_original"] is False
+    closed = await _reply(slack, f"survey close {survey_id}")
+    assert f"Survey #{survey_id} is closed" in closed["text"]
+    late = await _click(slack, "herald_survey_answer_3", f"{survey_id}:3", "UKEYS1")
+    assert "closed" in late["text"]
+    await slack.herald.outbox.drain()
+    assert slack.fake.call_count("chat.update") == 12  # every copy lost its buttons
+    kinds = Counter(await AuditEvent.filter(notice_id=survey_id).values_list("kind", flat=True))
+    assert kinds["survey.answered"] == 6 and kinds["survey.answer_changed"] == 2 and kinds["survey.closed"] == 1
+
+
+async def test_survey_form_preview_and_send(slack: SlackHarness) -> None:
+    await slack.command("survey")
+    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="the survey form")
+    form = opened.args["view"]
+
+    def state(**values: str) -> dict:
+        out: dict = {}
+        for block, value in values.items():
+            if block in ("topic", "kind"):
+                out[block] = {"value": {"type": "static_select", "selected_option": {"value": value}}}
+            else:
+                out[block] = {"value": {"type": "plain_text_input", "value": value}}
+        return out
+
+    base = dict(topic="announcements", audience="org:bolt", question="Which format?", kind="options",
+                options="Webinar", follow_up="", closes="")
+    answer = await slack.submit_view({"callback_id": form["callback_id"], "state": {"values": state(**base)}})
+    assert answer["response_action"] == "errors" and "2 to 5 options" in answer["errors"]["options"]
+    answer = await slack.submit_view({"callback_id": form["callback_id"],
+                                      "state": {"values": state(**{**base, "options": "Webinar\nWorkshop"})}})
+    preview = answer["view"]
+    assert "4 recipients" in preview["blocks"][0]["text"]["text"]
+    sent = await slack.submit_view({"callback_id": preview["callback_id"], "private_metadata": preview["private_metadata"],
+                                    "state": {"values": {}}})
+    assert "Sending notice" in str(sent["view"])
+    await slack.herald.outbox.drain()
+    assert slack.fake.call_count("chat.postMessage") == 4
+
+
+async def test_variants_balanced_then_the_winner_rolled_out_once(slack: SlackHarness) -> None:
+    preview = await _reply(slack, "send need-to-know announcements all share:50% link:https://partners.example.com/q3 "
+                                  "| Q3 rebate | Details <@U999> || Earn more in Q3 | The same, shorter")
+    summary = preview["blocks"][0]["text"]["text"]
+    assert "A/B test:* 2 variants" in summary and "first to 50%" in summary and "&lt;@U999&gt;" in summary
+    notice_id = await _send_from_preview(slack, preview)
+    first = slack.fake.calls_to("chat.postMessage")
+    assert len(first) == 6
+    assert Counter(p.args["blocks"][0]["text"]["text"] for p in first) == {"Q3 rebate": 3, "Earn more in Q3": 3}
+    rows = await Delivery.filter(notice_id=notice_id).values("member__organisation__external_id", "variant", "status")
+    sent = Counter((r["member__organisation__external_id"], r["variant"]) for r in rows if r["status"] == "delivered")
+    assert sum(sent.values()) == 6  # half of 12, spread over the partners in proportion (3, 2, 1)
+    assert {org: sent[(org, "A")] + sent[(org, "B")] for org in ("acme", "bolt", "keys")} == {"acme": 3, "bolt": 2,
+                                                                                             "keys": 1}
+    assert all(abs(sent[(org, "A")] - sent[(org, "B")]) <= 1 for org in ("acme", "bolt", "keys"))
+
+    link = next(e for e in _elements(first[0].args["blocks"]) if e["action_id"] == LINK_ACTION)
+    assert link["url"] == "https://partners.example.com/q3"
+    reader = next(p.args["channel"] for p in first).replace("D", "", 1)
+    await slack.click(LINK_ACTION, str(notice_id), user=reader)
+    await wait_until(lambda: NoticeInteraction.filter(notice_id=notice_id).exists(), what="the press counted")
+
+    status = (await _reply(slack, f"status {notice_id}"))["text"]
+    assert "Held back for the A/B rollout: *6*" in status
+    variants = (await _reply(slack, f"variants {notice_id}"))["text"]
+    assert "not enough data yet" in variants and "pressed a button 1" in variants
+
+    rollout = (await _reply(slack, f"rollout {notice_id} B"))["text"]
+    assert "Rolling out variant B" in rollout and "6 held-back recipients" in rollout
+    assert "already rolled out" in (await _reply(slack, f"rollout {notice_id} B"))["text"]
+    assert "rolled out variant B" in (await _reply(slack, f"rollout {notice_id} A"))["text"]
+    await slack.herald.outbox.drain()
+    await slack.herald.outbox.drain()
+    posts = slack.fake.calls_to("chat.postMessage")
+    assert len(posts) == 12 and set(Counter(p.args["channel"] for p in posts).values()) == {1}
+    assert Counter(p.args["blocks"][0]["text"]["text"] for p in posts) == {"Q3 rebate": 3, "Earn more in Q3": 9}
+    assert "Held back" not in (await _reply(slack, f"status {notice_id}"))["text"]

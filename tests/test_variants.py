@@ -1,0 +1,224 @@
+"""A/B variants in the core: deterministic balanced assignment, held shares, rolling out the winner
+exactly once (replays, concurrent commands), the database's one-row-per-member guarantee, the
+comparison's tests and minimums, and the reports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tortoise.exceptions import IntegrityError
+
+from bot.common.errors import UserError
+from bot.core.compliance.reports import notice_summary, report_chunks
+from bot.core.directory.staff import add_staff
+from bot.core.notices.ab_results import MIN_DELIVERED, compare_rates, compare_times, variant_results
+from bot.core.notices.acks import acknowledge
+from bot.core.notices.revisions import retract_notice
+from bot.core.notices.rollout import roll_out
+from bot.core.notices.status import notice_status
+from bot.core.notices.variants import assign
+from bot.service import Herald
+from storage.models import AuditEvent, Delivery, Notice, Staff
+from tests.support import TEAM
+from tests.survey_support import SurveyRig, members, start_survey_rig, stop_survey_rig
+
+AB = "need-to-know announcements all | Title A | Body A || Title B | Body B"
+
+
+@pytest.fixture
+async def srig(db: str):
+    rig = await start_survey_rig(db)
+    try:
+        yield rig
+    finally:
+        await stop_survey_rig(rig)
+
+
+# ---- assignment --------------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=8),
+       k=st.integers(min_value=2, max_value=4), notice=st.integers(min_value=1, max_value=10**6),
+       share=st.one_of(st.none(), st.integers(min_value=1, max_value=99)))
+def test_assignment_is_balanced_within_every_organisation(sizes: list[int], k: int, notice: int,
+                                                           share: int | None) -> None:
+    people = [(org * 1000 + n, org) for org, size in enumerate(sizes) for n in range(size)]
+    labels = "ABCD"[:k]
+    plan = assign(notice, people, labels, share)
+    assert plan == assign(notice, list(reversed(people)), labels, share)  # deterministic, order-free
+    first = [m for m, a in plan.items() if not a.held]
+    if share is None:
+        assert len(first) == len(people)
+    else:
+        assert len(first) == len(people) * share // 100  # exactly the share, rounded down
+    assert all(plan[m].variant in labels for m in first) and all(a.variant == "" for a in plan.values() if a.held)
+    overall = Counter(plan[m].variant for m in first)
+    assert max(overall.values(), default=0) - min((overall.get(label, 0) for label in labels), default=0) <= 1
+    for org in range(len(sizes)):
+        mine = Counter(plan[m].variant for m, o in people if o == org and not plan[m].held)
+        counts = [mine.get(label, 0) for label in labels]
+        assert max(counts) - min(counts) <= 1, (org, counts)
+
+
+# ---- sending ------------------------------------------------------------------------------------
+
+async def test_each_member_sees_one_variant_and_it_is_audited(srig: SurveyRig) -> None:
+    notice_id = await srig.notice(AB)
+    rows = await Delivery.filter(notice_id=notice_id).values("member__organisation__external_id", "variant")
+    assert len(rows) == 12 and Counter(r["variant"] for r in rows) == {"A": 6, "B": 6}
+    by_org = Counter((r["member__organisation__external_id"], r["variant"]) for r in rows)
+    assert by_org == {("acme", "A"): 3, ("acme", "B"): 3, ("bolt", "A"): 2, ("bolt", "B"): 2,
+                      ("keys", "A"): 1, ("keys", "B"): 1}
+    assert await AuditEvent.filter(notice_id=notice_id, kind="notice.variant_assigned").count() == 12
+    await srig.herald.outbox.drain()
+    shown = Counter(c.args["blocks"][0]["text"]["text"] for c in srig.fake.calls_to("chat.postMessage"))
+    assert shown == {"Title A": 6, "Title B": 6}
+    bodies = {c.args["channel"]: str(c.args["blocks"]) for c in srig.fake.calls_to("chat.postMessage")}
+    for row in await Delivery.filter(notice_id=notice_id).values("channel_id", "variant"):
+        assert f"Body {row['variant']}" in bodies[row["channel_id"]]
+    status = await notice_status(notice_id)
+    assert status.variants == {"A": 6, "B": 6} and status.held == 0
+
+
+async def test_the_database_allows_one_row_per_member_and_platform(srig: SurveyRig) -> None:
+    notice_id = await srig.notice(AB)
+    row = await Delivery.filter(notice_id=notice_id).first()
+    assert row is not None
+    with pytest.raises(IntegrityError):
+        await Delivery.create(notice_id=notice_id, member_id=row.member_id, platform=row.platform,  # type: ignore[attr-defined]
+                              variant="B" if row.variant == "A" else "A", next_attempt_at=row.next_attempt_at,
+                              created_at=row.created_at)
+
+
+async def test_variants_need_a_direct_message() -> None:
+    from bot.core.commands.parser import parse_command
+
+    with pytest.raises(UserError, match="share:"):
+        parse_command("send need-to-know announcements all share:20% | T | B")
+    with pytest.raises(UserError, match="variant C needs a title and a body"):
+        parse_command("send need-to-know announcements all | T | B || T2 | B2 || only a title")
+
+
+async def test_nice_to_know_cannot_have_variants(srig: SurveyRig) -> None:
+    with pytest.raises(UserError, match="direct message"):
+        await srig.notice("nice-to-know announcements all | T | B || T2 | B2")
+
+
+# ---- share and rollout --------------------------------------------------------------------------
+
+async def test_share_holds_the_rest_until_the_rollout_and_nobody_gets_two(srig: SurveyRig) -> None:
+    notice_id = await srig.notice("need-to-know announcements all share:50% | Title A | Body A || Title B | Body B")
+    statuses = Counter(await Delivery.filter(notice_id=notice_id).values_list("status", flat=True))
+    assert statuses == {"pending": 6, "held": 6}
+    await srig.herald.outbox.drain()
+    assert srig.fake.call_count("chat.postMessage") == 6
+    assert (await Notice.get(id=notice_id)).status == "sent"
+    summary = await notice_summary(notice_id)
+    assert summary["held"] == 6 and [v["variant"] for v in summary["variants"]] == ["A", "B", None]
+
+    first = await roll_out(notice_id, "b", None, now=srig.clock.now(), operator="test")
+    assert (first.variant, first.released, first.already) == ("B", 6, False)
+    replay = await roll_out(notice_id, "B", None, now=srig.clock.now(), operator="test")
+    assert replay.already and replay.released == 0
+    with pytest.raises(UserError, match="rolled out variant B"):
+        await roll_out(notice_id, "A", None, now=srig.clock.now(), operator="test")
+    await srig.herald.outbox.drain()
+    posts = srig.fake.calls_to("chat.postMessage")
+    per_channel = Counter(c.args["channel"] for c in posts)
+    assert len(per_channel) == 12 and set(per_channel.values()) == {1}  # everyone exactly once
+    assert Counter(c.args["blocks"][0]["text"]["text"] for c in posts) == {"Title A": 3, "Title B": 9}
+    assert (await Notice.get(id=notice_id)).status == "sent"
+    kinds = Counter(await AuditEvent.filter(notice_id=notice_id).values_list("kind", flat=True))
+    assert kinds["notice.rolled_out"] == 1 and kinds["notice.variant_assigned"] == 12 + 6
+
+
+async def test_two_replicas_rolling_out_at_once_release_each_member_once(srig: SurveyRig) -> None:
+    notice_id = await srig.notice("need-to-know announcements all share:25% | A | Body A || B | Body B || C | Body C")
+    results = await asyncio.gather(
+        roll_out(notice_id, "B", None, now=srig.clock.now(), operator="replica-1"),
+        roll_out(notice_id, "B", None, now=srig.clock.now(), operator="replica-2"),
+        roll_out(notice_id, "C", None, now=srig.clock.now(), operator="replica-3"),
+        return_exceptions=True)
+    winners = [r for r in results if not isinstance(r, BaseException) and not r.already]
+    assert len(winners) == 1 and winners[0].released == 9
+    assert all(isinstance(r, UserError) or r.already for r in results if r is not winners[0])
+    other = Herald(srig.herald.settings, clock=srig.clock, catalog=srig.herald.catalog)  # a second replica
+    try:
+        await asyncio.gather(srig.herald.outbox.drain(), other.outbox.drain())
+    finally:
+        await other.close()
+    per_channel = Counter(c.args["channel"] for c in srig.fake.calls_to("chat.postMessage"))
+    assert len(per_channel) == 12 and set(per_channel.values()) == {1}
+    assert await Delivery.filter(notice_id=notice_id).count() == 12
+
+
+async def test_retraction_cancels_the_held_rows(srig: SurveyRig) -> None:
+    notice_id = await srig.notice("need-to-know announcements all share:50% | A | Body A || B | Body B")
+    await retract_notice(notice_id, None, reason="wrong prices", now=srig.clock.now(), operator="test")
+    assert await Delivery.filter(notice_id=notice_id, status="held").count() == 0
+    with pytest.raises(UserError, match="retracted"):
+        await roll_out(notice_id, "A", None, now=srig.clock.now(), operator="test")
+
+
+# ---- results ------------------------------------------------------------------------------------
+
+async def test_variant_results_count_acks_and_say_when_there_is_too_little_data(srig: SurveyRig) -> None:
+    notice_id = await srig.notice("must-know announcements all | Recall A | Stop A || Recall B | Stop B")
+    await srig.herald.outbox.drain()
+    rows = await Delivery.filter(notice_id=notice_id).values("member__email", "variant")
+    variant_of = {r["member__email"]: r["variant"] for r in rows}
+    for _, _, user in members()[:5]:
+        srig.clock.advance(minutes=10)
+        await acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id=user, now=srig.clock.now())
+    await add_staff("audit@vendor.example", "compliance", now=srig.clock.now(), actor="test")
+    results = await variant_results(notice_id, await Staff.get(email="audit@vendor.example"))
+    by_label = {v["variant"]: v for v in results["variants"]}
+    acked = Counter(variant_of[email] for _, email, _ in members()[:5])
+    assert {k: v["acknowledged"] for k, v in by_label.items()} == {"A": acked["A"], "B": acked["B"]}
+    assert all(v["delivered"] == 6 for v in by_label.values())
+    assert by_label["A"]["median_seconds_to_ack"] is not None
+    notes = {c["metric"]: c for c in results["comparisons"]}
+    assert set(notes) == {"ack_rate", "interaction_rate", "time_to_acknowledge"}
+    assert not notes["ack_rate"]["enough_data"] and f"at least {MIN_DELIVERED}" in notes["ack_rate"]["note"]
+    report = "".join([c async for c in report_chunks(notice_id, "csv", now=srig.clock.now(), actor="t")])
+    assert ",variant\n" in report.splitlines(keepends=True)[[i for i, line in enumerate(report.splitlines())
+                                                             if line.startswith("organisation_id")][0]]
+    assert "# variant: variant=A" in report
+
+
+def test_rate_comparisons_pick_the_right_test() -> None:
+    big = compare_rates("ack_rate", {"A": (15, 30), "B": (25, 30)})
+    assert big["test"] == "Pearson's chi-square test" and big["significant"] and big["leader"] == "B"
+    small = compare_rates("ack_rate", {"A": (2, 30), "B": (9, 30), "C": (1, 25)})
+    assert small["test"] == "Fisher's exact test" and small["leader"] == "B" and 0.01 < small["p_value"] < 0.05
+    same = compare_rates("ack_rate", {"A": (10, 25), "B": (10, 25)})
+    assert not same["significant"] and same["p_value"] == 1.0
+    none = compare_rates("interaction_rate", {"A": (0, 25), "B": (0, 25)})
+    assert none["test"] is None and "nobody responded" in none["note"]
+    short = compare_rates("ack_rate", {"A": (5, 19), "B": (9, 30)})
+    assert not short["enough_data"] and "A 19" in short["note"]
+    times = compare_times({"A": [60, 120, 180, 240, 300, 360], "B": [600, 1200, 1800, 2400, 3000]})
+    assert times["test"] == "Mann-Whitney U test" and times["leader"] == "A" and times["significant"]
+    three = compare_times({"A": [1, 2, 3, 4, 5], "B": [2, 3, 4, 5, 6], "C": [3, 4, 5, 6, 7]})
+    assert three["test"] == "Kruskal-Wallis H test" and not three["significant"]
+    assert not compare_times({"A": [1, 2], "B": [1, 2, 3, 4, 5]})["enough_data"]
+
+
+async def test_reminders_show_the_members_own_variant(srig: SurveyRig) -> None:
+    from bot.core.notices.reminders import plan_reminders
+
+    notice_id = await srig.notice("must-know announcements all | Recall A | Stop A || Recall B | Stop B")
+    await srig.herald.outbox.drain()
+    srig.clock.advance(hours=25)
+    assert await plan_reminders(srig.clock.now(), srig.herald.catalog) == 12
+    await srig.herald.outbox.drain()
+    variant_of = dict(await Delivery.filter(notice_id=notice_id, kind="notice").values_list("member_id", "variant"))
+    reminders = await Delivery.filter(notice_id=notice_id, kind="reminder").values("member_id", "variant", "channel_id")
+    assert len(reminders) == 12 and all(r["variant"] == variant_of[r["member_id"]] for r in reminders)
+    texts = {c.args["channel"]: str(c.args["blocks"]) for c in srig.fake.calls_to("chat.postMessage")
+             if "Reminder" in c.args["blocks"][0]["text"]["text"]}
+    assert all(f"Stop {r['variant']}" in texts[r["channel_id"]] for r in reminders)
