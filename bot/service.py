@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 
+from bot.channels.sandbox import SandboxChannel
 from bot.channels.slack import SlackChannel, SlackWorkspaces
 from bot.channels.teams import (
     DEFAULT_ALLOWED_SERVICE_HOSTS,
@@ -47,14 +48,17 @@ def _teams_channel(settings: Settings) -> TeamsChannel:
 
 class Herald:
     def __init__(self, settings: Settings, *, clock: Clock | None = None,
-                 catalog: TopicCatalog | None = None) -> None:
+                 catalog: TopicCatalog | None = None, sandbox: bool = False) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.catalog = catalog or load_catalog(settings.topics_file)
+        self.sandbox = sandbox  # the sandbox platform is on (its inbox pages in the console)
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         self.slack_workspaces = SlackWorkspaces(settings.slack_api_url, default_token=token)
         self.channels: dict[str, Channel] = {"slack": SlackChannel(self.slack_workspaces),
                                              "teams": _teams_channel(settings)}
+        if sandbox:
+            self.channels[SandboxChannel.platform] = SandboxChannel(self.clock)
         self._kb = None
         self._kb_lock = asyncio.Lock()
         self.outbox = Outbox(
@@ -141,6 +145,10 @@ class Herald:
         if outcome.kind.value != "delivered":
             raise UserError(f"the reply was saved but could not be delivered: {outcome.reason}")
         return question
+
+    def sign_in_url(self, token: str) -> str:
+        """The console link a sign-in token opens (HERALD_PUBLIC_URL, else the local address)."""
+        return f"{self.settings.console_url}sign-in?token={token}"
 
     async def report_link(self, ready: "ReportReady") -> str:
         """A short-lived signed link to a report's CSV, or "" when links are not configured."""
