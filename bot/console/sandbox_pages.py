@@ -96,7 +96,7 @@ def add_sandbox_routes(app: web.Application, herald: Herald) -> None:
         items = []
         for who, moment, _, row in timeline:
             if who == "me":
-                items.append({"who": who, "at": moment, "text": row.text})
+                items.append({"who": who, "at": moment, "text": row.text, "message": None})
             elif look == "slack":
                 items.append({"who": who, "at": moment, "html": blocks_html(row.blocks, button=render),
                               "message": row})
