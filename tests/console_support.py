@@ -96,11 +96,12 @@ class ConsoleHarness:
         return browser
 
 
-async def start_console(db_url: str, *, sandbox: bool = True, **settings: Any) -> ConsoleHarness:
+async def start_console(db_url: str, *, sandbox: bool = True, run_worker: bool = False,
+                        **settings: Any) -> ConsoleHarness:
     clock = ManualClock()
     announced: list[str] = []
     config = load_settings(database_url=db_url, kb_semantic=False, outbox_poll_seconds=3600, **settings)
-    app = build_app(config, clock=clock, run_worker=False, manage_database=False, sandbox=sandbox,
+    app = build_app(config, clock=clock, run_worker=run_worker, manage_database=False, sandbox=sandbox,
                     announce=announced.append)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
