@@ -243,7 +243,9 @@ class Delivery(Model):
     class Meta:
         table = "delivery"
         unique_together = (("notice", "member", "platform", "kind", "sequence"),)
-        indexes = (("status", "next_attempt_at"), ("next_reminder_at",))
+        # the last one covers the console's per-notice counts and timeline (bench/console.py)
+        indexes = (("status", "next_attempt_at"), ("next_reminder_at",),
+                   ("notice_id", "kind", "status", "delivered_at", "member_id"))
 
 
 class Acknowledgement(Model):
@@ -264,6 +266,7 @@ class Acknowledgement(Model):
     class Meta:
         table = "acknowledgement"
         unique_together = (("notice", "member", "revision"),)
+        indexes = (("notice_id", "revision", "acknowledged_at", "member_id"),)  # the console's counts and timeline
 
 
 class Escalation(Model):
@@ -340,6 +343,7 @@ class AuditEvent(Model):
 
     class Meta:
         table = "audit_event"
+        indexes = (("notice_id", "kind"),)  # a notice's events by kind, read from the index alone
 
 
 class Question(Model):

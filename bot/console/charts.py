@@ -28,13 +28,13 @@ def _path(values: list[int], top: int) -> str:
     return "M" + " L".join(points)
 
 
-def timeline_svg(line: Timeline, *, recipients: int) -> Markup:
-    """Delivered and acknowledged (cumulative) since the send."""
-    top = max(recipients, max(line.delivered, default=0), 1)
+def timeline_svg(line: Timeline, *, recipients: int, delivered: int) -> Markup:
+    """Acknowledgements since the send (cumulative), against the delivered total."""
+    top = max(recipients, delivered, max(line.acknowledged, default=0), 1)
     last_ack = line.acknowledged[-1] if line.acknowledged else 0
-    last_delivered = line.delivered[-1] if line.delivered else 0
-    description = (f"From {when(line.start)} to {when(line.moment(len(line.delivered) - 1))}: "
-                   f"{last_delivered} of {recipients} delivered, {last_ack} acknowledged.")
+    end = line.moment(len(line.acknowledged) - 1)
+    description = (f"From {when(line.start)} to {when(end)}: {last_ack} of {delivered} delivered "
+                   f"acknowledged ({recipients} recipients).")
     ticks = []
     for fraction in (0, 0.5, 1):
         value = round(top * fraction)
@@ -42,17 +42,18 @@ def timeline_svg(line: Timeline, *, recipients: int) -> Markup:
         ticks.append(Markup('<line class="grid" x1="{}" x2="{}" y1="{:.1f}" y2="{:.1f}"/>'
                             '<text class="axis" x="{}" y="{:.1f}" text-anchor="end">{}</text>').format(
             LEFT, WIDTH - RIGHT, y, y, LEFT - 6, y + 4, value))
+    delivered_y = _scale(delivered, top)
     return Markup(
         '<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-labelledby="chart-title chart-desc">'
-        '<title id="chart-title">Delivered and acknowledged since the send</title>'
+        '<title id="chart-title">Acknowledged since the send, against the delivered total</title>'
         '<desc id="chart-desc">{desc}</desc>{ticks}'
-        '<path class="line delivered" d="{delivered}"/><path class="line acknowledged" d="{acknowledged}"/>'
+        '<line class="line delivered" x1="{left}" x2="{right}" y1="{dy:.1f}" y2="{dy:.1f}"/>'
+        '<path class="line acknowledged" d="{acknowledged}"/>'
         '<text class="axis" x="{left}" y="{base}">{start}</text>'
         '<text class="axis" x="{right}" y="{base}" text-anchor="end">{end}</text></svg>').format(
-        w=WIDTH, h=HEIGHT, desc=description, ticks=Markup("").join(ticks),
-        delivered=_path(line.delivered, top), acknowledged=_path(line.acknowledged, top),
-        left=LEFT, right=WIDTH - RIGHT, base=HEIGHT - 8, start=when(line.start),
-        end=when(line.moment(len(line.delivered) - 1)))
+        w=WIDTH, h=HEIGHT, desc=description, ticks=Markup("").join(ticks), dy=delivered_y,
+        acknowledged=_path(line.acknowledged, top), left=LEFT, right=WIDTH - RIGHT, base=HEIGHT - 8,
+        start=when(line.start), end=when(end))
 
 
 def bar_svg(value: int, whole: int, *, label: str, css: str = "") -> Markup:

@@ -35,7 +35,7 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
         days = _int(current.request.query.get("days", ""), 90)
         days = days if days in WINDOWS else 90
         since = herald.clock.now() - timedelta(days=days)
-        tables = {by: await engagement.breakdown(current.me, by, since=since) for by in engagement.GROUPS}
+        tables = await engagement.breakdowns(current.me, since=since)
         try:
             journeys = load_journeys()
         except JourneyConfigError:

@@ -15,7 +15,7 @@ from bot.channels.teams_cards import notice_card
 from bot.console.blockkit import blocks_html
 from bot.console.charts import bar_svg, timeline_svg
 from bot.console.web import HEADERS, Page, page
-from bot.core.compliance.reports import FORMATS, notice_summary, parse_moment, report_chunks
+from bot.core.compliance.reports import FORMATS, parse_moment, report_chunks
 from bot.core.compliance.verify import verify_chain
 from bot.core.directory.audiences import parse_audience, unmatched_value_warnings
 from bot.core.insights import notices as insights
@@ -89,16 +89,16 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
         overview = await insights.overview(notice)
         line = await insights.timeline(notice, now=now)
         context.update(overview=overview, timeline=line,
-                       chart=timeline_svg(line, recipients=overview.summary["recipients"]) if line else None,
+                       chart=timeline_svg(line, recipients=overview.summary["recipients"],
+                                          delivered=overview.summary["delivered"]) if line else None,
                        is_auditor=current.me.role in (StaffRole.COMPLIANCE.value, StaffRole.ADMIN.value))
         return current.render("notice.html", **context)
 
     async def live(current: Page) -> web.StreamResponse:
         notice = await insights.readable_notice(notice_id(current), current.me)
-        summary = await notice_summary(notice.id)
-        keys = ("recipients", "delivered", "failed", "pending", "acknowledged")
-        return current.json({"status": notice.status, **{k: summary[k] for k in keys},
-                             "outstanding": max(summary["delivered"] - summary["acknowledged"], 0)})
+        counts = await insights.live_counts(notice)
+        return current.json({"status": notice.status, **counts,
+                             "outstanding": max(counts["delivered"] - counts["acknowledged"], 0)})
 
     async def people(current: Page) -> web.StreamResponse:
         notice = await insights.readable_notice(notice_id(current), current.me)
@@ -106,7 +106,7 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
         wanted = insights.PeopleFilter(organisation=q.get("org", "")[:100], tier=q.get("tier", "")[:50],
                                        region=q.get("region", "")[:50],
                                        state=q.get("state", "") if q.get("state", "") in STATES else "")
-        result = await insights.not_acknowledged(notice, wanted, after=_int(q.get("after", "")))
+        result = await insights.not_acknowledged(notice, wanted, after=q.get("after", "")[:40])
         reasons = await insights.failure_reasons(notice.id) if wanted.state == "failed" else []
         return current.render("people.html", notice=notice, wanted=wanted, result=result, states=STATES,
                               reasons=reasons)

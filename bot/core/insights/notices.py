@@ -234,10 +234,31 @@ async def _escalations(notice_id: int) -> list[dict[str, Any]]:
 
 
 async def audit_state(notice_id: int) -> dict[str, Any]:
-    """The notice's events by kind (with their positions in the chain) and the chain's head."""
-    kinds = await rows("SELECT kind, COUNT(*) AS n, MIN(seq) AS first_seq, MAX(seq) AS last_seq "
-                       "FROM audit_event WHERE notice_id = ? GROUP BY kind ORDER BY MIN(seq)", [notice_id])
-    return {"kinds": kinds, "events": sum(k["n"] for k in kinds), "head": await chain_head()}
+    """The notice's events by kind, its latest event, and the chain's head (indexes only)."""
+    kinds = await rows("SELECT kind, COUNT(*) AS n FROM audit_event WHERE notice_id = ? GROUP BY kind "
+                       "ORDER BY n DESC, kind", [notice_id])
+    latest = await rows("SELECT seq, kind, occurred_at FROM audit_event WHERE notice_id = ? ORDER BY id DESC "
+                        "LIMIT 1", [notice_id])
+    last = latest[0] if latest else None
+    if last is not None:
+        last["occurred_at"] = as_datetime(last["occurred_at"])
+    return {"kinds": kinds, "events": sum(k["n"] for k in kinds), "last": last, "head": await chain_head()}
+
+
+async def live_counts(notice: Notice) -> dict[str, int]:
+    """The funnel's numbers for the page's refresh: two index-only queries (the same definitions
+    as `compliance.reports.notice_summary`)."""
+    counts = {"recipients": 0, "delivered": 0, "failed": 0, "pending": 0, "acknowledged": 0}
+    for r in await rows("SELECT status, COUNT(*) AS n FROM delivery WHERE notice_id = ? AND kind = 'notice' "
+                        "GROUP BY status", [notice.id]):
+        counts["recipients"] += r["n"]
+        key = "pending" if r["status"] in ("pending", "sending") else r["status"]
+        if key in counts:
+            counts[key] += r["n"]
+    acked = await rows("SELECT COUNT(DISTINCT member_id) AS n FROM acknowledgement WHERE notice_id = ? "
+                       "AND revision >= ?", [notice.id, notice.ack_revision])
+    counts["acknowledged"] = acked[0]["n"] if acked else 0
+    return counts
 
 
 # ---- acknowledgements over time ---------------------------------------------------------------
@@ -246,8 +267,7 @@ async def audit_state(notice_id: int) -> dict[str, Any]:
 class Timeline:
     start: datetime
     bucket: timedelta
-    delivered: list[int]  # cumulative, per bucket
-    acknowledged: list[int]
+    acknowledged: list[int]  # cumulative, per bucket
 
     def moment(self, index: int) -> datetime:
         return self.start + self.bucket * (index + 1)
@@ -261,36 +281,26 @@ def _bucket_for(span: timedelta) -> timedelta:
 
 
 async def timeline(notice: Notice, *, now: datetime, max_points: int = 120) -> Timeline | None:
-    """Delivered and acknowledged, cumulative, from the send to now (or the last event)."""
+    """Acknowledgements (of the revision that counts), cumulative, from the send to now: one
+    GROUP BY over the acknowledgement index."""
     if notice.sent_at is None:
         return None
     start = notice.sent_at
-    last = await rows("SELECT MAX(acknowledged_at) AS a FROM acknowledgement WHERE notice_id = ?", [notice.id])
-    end = max(now, as_datetime(last[0]["a"]) or start) if last else now
+    end = max(now, start)
     width = _bucket_for(end - start)
     count = min(int((end - start) / width) + 1, max_points)
-    width = max(width, (end - start) / count)
-    seconds = max(width.total_seconds(), 1.0)
-
-    async def series(query: str) -> list[int]:
-        buckets = [0] * count
-        for r in await rows(query, [start, seconds, notice.id]):
-            index = min(max(int(r["b"] or 0), 0), count - 1)
-            buckets[index] += r["n"]
-        total, out = 0, []
-        for n in buckets:
-            total += n
-            out.append(total)
-        return out
-
-    delivered = await series(
-        f"SELECT CAST({seconds_between('delivered_at', '?')} / ? AS INTEGER) AS b, COUNT(*) AS n FROM delivery "
-        "WHERE notice_id = ? AND kind = 'notice' AND status = 'delivered' GROUP BY b")
-    acknowledged = await series(
-        f"SELECT CAST({seconds_between('a.acknowledged_at', '?')} / ? AS INTEGER) AS b, COUNT(*) AS n "
-        "FROM acknowledgement a JOIN notice n ON n.id = a.notice_id "
-        "WHERE a.notice_id = ? AND a.revision = n.ack_revision GROUP BY b")
-    return Timeline(start, timedelta(seconds=seconds), delivered, acknowledged)
+    seconds = max(max(width, (end - start) / count).total_seconds(), 1.0)
+    buckets = [0] * count
+    for r in await rows(
+            f"SELECT CAST({seconds_between('acknowledged_at', '?')} / ? AS INTEGER) AS b, COUNT(*) AS n "
+            "FROM acknowledgement WHERE notice_id = ? AND revision = ? GROUP BY b",
+            [start, seconds, notice.id, notice.ack_revision]):
+        buckets[min(max(int(r["b"] or 0), 0), count - 1)] += r["n"]
+    total, cumulative = 0, []
+    for n in buckets:
+        total += n
+        cumulative.append(total)
+    return Timeline(start, timedelta(seconds=seconds), cumulative)
 
 
 # ---- the people who have not acknowledged ------------------------------------------------------
@@ -306,16 +316,23 @@ class PeopleFilter:
 @dataclass
 class PeoplePage:
     rows: list[dict[str, Any]]
-    next_after: int | None
+    next_after: str | None  # "<member id>-<platform>" of the last row, for the next page
 
 
-async def not_acknowledged(notice: Notice, wanted: PeopleFilter, *, after: int = 0,
+def _after(value: str) -> tuple[int, str]:
+    member, _, platform = (value or "").partition("-")
+    return (int(member), platform[:10]) if member.isascii() and member.isdigit() and len(member) < 10 else (0, "")
+
+
+async def not_acknowledged(notice: Notice, wanted: PeopleFilter, *, after: str = "",
                            limit: int = PEOPLE_PAGE) -> PeoplePage:
-    """Recipients without an acknowledgement of the revision that counts, by delivery id."""
-    where = ["d.notice_id = ?", "d.kind = 'notice'", "d.id > ?",
+    """Recipients without an acknowledgement of the revision that counts, by member (keyset on
+    member and platform, the delivery table's own order, so a page stops after `limit` rows)."""
+    member_after, platform_after = _after(after)
+    where = ["d.notice_id = ?", "d.kind = 'notice'", "(d.member_id > ? OR (d.member_id = ? AND d.platform > ?))",
              "NOT EXISTS (SELECT 1 FROM acknowledgement a WHERE a.notice_id = d.notice_id "
              "AND a.member_id = d.member_id AND a.revision >= ?)"]
-    params: list[Any] = [notice.id, after, notice.ack_revision]
+    params: list[Any] = [notice.id, member_after, member_after, platform_after, notice.ack_revision]
     for column, value in (("o.external_id", wanted.organisation), ("o.tier", wanted.tier),
                           ("o.region", wanted.region)):
         if value:
@@ -327,12 +344,12 @@ async def not_acknowledged(notice: Notice, wanted: PeopleFilter, *, after: int =
         where.append("d.status = ?")
         params.append(wanted.state)
     found = await rows(
-        "SELECT d.id, d.platform, d.status, d.error, d.delivered_at, d.reminders_sent, d.attempts, "
+        "SELECT d.id, d.member_id, d.platform, d.status, d.error, d.delivered_at, d.reminders_sent, d.attempts, "
         "m.name, m.email, m.role, o.external_id AS org_id, o.name AS organisation, o.tier, o.region "
         "FROM delivery d JOIN member m ON m.id = d.member_id JOIN organisation o ON o.id = m.organisation_id "
-        f"WHERE {' AND '.join(where)} ORDER BY d.id LIMIT ?", [*params, limit + 1])
+        f"WHERE {' AND '.join(where)} ORDER BY d.member_id, d.platform LIMIT ?", [*params, limit + 1])
     page = found[:limit]
     for r in page:
         r["delivered_at"] = as_datetime(r["delivered_at"])
-    return PeoplePage(page, page[-1]["id"] if len(found) > limit else None)
-
+    last = page[-1] if page else None
+    return PeoplePage(page, f"{last['member_id']}-{last['platform']}" if last and len(found) > limit else None)

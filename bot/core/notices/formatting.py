@@ -125,9 +125,8 @@ def parse_inline(text: str, depth: int = 0, *, in_link: bool = False) -> Line:
             out.append(Text(text[position:match.start()]))
         out.append(_inline(match, depth, in_link))
         position = match.end()
-        if kind == "url":  # trailing punctuation belongs to the sentence, not the link
-            inline = out[-1]
-            assert isinstance(inline, Link)
+        inline = out[-1]
+        if kind == "url" and isinstance(inline, Link):  # trailing punctuation ends the sentence, not the link
             kept = inline.url.rstrip(_TRAILING_PUNCTUATION)
             if kept != inline.url and _safe_url(kept):
                 out[-1] = Link(kept, (Text(kept),))
