@@ -7,8 +7,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from bot.console.charts import bar_svg
-from bot.console.notice_pages import _int
-from bot.console.web import Page, page
+from bot.console.web import Page, page, whole_number
 from bot.core.insights import directory, engagement
 from bot.core.onboarding.assistant import open_handoffs
 from bot.core.onboarding.journeys import JourneyConfigError, load_journeys
@@ -22,17 +21,17 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
         q = current.request.query
         wanted = directory.DirectoryFilter(text=q.get("q", "")[:100].strip(), tier=q.get("tier", "")[:50],
                                            region=q.get("region", "")[:50])
-        result = await directory.organisations(current.me, wanted, offset=_int(q.get("offset", "")))
+        result = await directory.organisations(current.me, wanted, offset=whole_number(q.get("offset", "")))
         return current.render("directory.html", result=result, wanted=wanted)
 
     async def organisation_page(current: Page) -> web.StreamResponse:
-        offset = _int(current.request.query.get("offset", ""))
+        offset = whole_number(current.request.query.get("offset", ""))
         org, members, next_offset = await directory.organisation(
             current.me, current.request.match_info["org"][:100], offset=offset)
         return current.render("organisation.html", org=org, members=members, next_offset=next_offset)
 
     async def engagement_page(current: Page) -> web.StreamResponse:
-        days = _int(current.request.query.get("days", ""), 90)
+        days = whole_number(current.request.query.get("days", ""), 90)
         days = days if days in WINDOWS else 90
         since = herald.clock.now() - timedelta(days=days)
         tables = await engagement.breakdowns(current.me, since=since)
@@ -51,7 +50,7 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
 
     async def reply(current: Page) -> web.StreamResponse:
         form = await current.form()
-        question_id = _int(current.request.match_info["id"])
+        question_id = whole_number(current.request.match_info["id"])
         await herald.relay_reply(question_id, current.me, form.get("reply", ""))
         return current.redirect("/console/questions")
 

@@ -14,7 +14,7 @@ from bot.channels.slack_blocks import notice_blocks
 from bot.channels.teams_cards import notice_card
 from bot.console.blockkit import blocks_html
 from bot.console.charts import bar_svg, timeline_svg
-from bot.console.web import HEADERS, Page, page
+from bot.console.web import HEADERS, Page, page, whole_number
 from bot.core.compliance.reports import FORMATS, parse_moment, report_chunks
 from bot.core.compliance.verify import verify_chain
 from bot.core.directory.audiences import parse_audience, unmatched_value_warnings
@@ -37,11 +37,6 @@ def notice_id(current: Page) -> int:
     if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
         raise UserError("A notice id is a number, e.g. /console/notices/42.")
     return int(raw)
-
-
-def _int(value: str, default: int = 0) -> int:
-    value = (value or "").strip()
-    return int(value) if value.isascii() and value.isdigit() and len(value) < 10 else default
 
 
 def previews(herald: Herald, notice) -> dict[str, Any]:  # noqa: ANN001
@@ -70,7 +65,7 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
             author=q.get("author", "")[:254],
             since=parse_moment(q["since"], what="from") if q.get("since") else None,
             until=parse_moment(q["until"], what="to", end_of_day=True) if q.get("until") else None)
-        result = await insights.list_notices(current.me, filters, before=_int(q.get("before", "")) or None)
+        result = await insights.list_notices(current.me, filters, before=whole_number(q.get("before", "")) or None)
         return current.render("notices.html", page=result, filters=filters, topics=herald.catalog.topics,
                               importances=[p.level.value for p in IMPORTANCE.values()], statuses=STATUSES,
                               bar=bar_svg)
@@ -138,7 +133,7 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
         if current.me.role not in (StaffRole.COMPLIANCE.value, StaffRole.ADMIN.value):
             raise PermissionDenied("Only compliance officers and admins check the whole audit chain.")
         result = await verify_chain()
-        back = _int((await current.form()).get("notice", ""))
+        back = whole_number((await current.form()).get("notice", ""))
         return current.render("verify.html", result=result, back=back)
 
     app.router.add_get("/console/notices", page(herald, list_page))

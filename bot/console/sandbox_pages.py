@@ -14,13 +14,13 @@ import json
 from typing import Any
 
 from aiohttp import web
+from tortoise.functions import Count
 from markupsafe import Markup
 
 from bot.channels.teams_cards import ACK_VERB
 from bot.common.errors import NotFound, UserError
 from bot.console.blockkit import blocks_html
-from bot.console.notice_pages import _int
-from bot.console.web import CSRF_FIELD, Page, page
+from bot.console.web import CSRF_FIELD, Page, page, whole_number
 from bot.core.notices import acks
 from bot.core.notices.views import ACK_ACTION
 from bot.core.onboarding.assistant import ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, give_feedback
@@ -85,7 +85,7 @@ def add_sandbox_routes(app: web.Application, herald: Herald) -> None:
         return current.render("sandbox.html", accounts=accounts, counts=counts)
 
     async def inbox(current: Page) -> web.StreamResponse:
-        account = await _account(_int(current.request.match_info["member"]))
+        account = await _account(whole_number(current.request.match_info["member"]))
         look = current.request.query.get("look", "slack")
         look = look if look in LOOKS else "slack"
         messages = await SandboxMessage.filter(user_id=account.user_id).order_by("-id").limit(INBOX_PAGE)
@@ -108,7 +108,7 @@ def add_sandbox_routes(app: web.Application, herald: Herald) -> None:
                               note=note)
 
     async def act(current: Page) -> web.StreamResponse:
-        member_id = _int(current.request.match_info["member"])
+        member_id = whole_number(current.request.match_info["member"])
         account = await _account(member_id)
         form = await current.form()
         look = form.get("look", "slack") if form.get("look") in LOOKS else "slack"
@@ -143,7 +143,7 @@ def add_sandbox_routes(app: web.Application, herald: Herald) -> None:
         return "done"
 
     async def ask(current: Page) -> web.StreamResponse:
-        member_id = _int(current.request.match_info["member"])
+        member_id = whole_number(current.request.match_info["member"])
         account = await _account(member_id)
         form = await current.form()
         text = form.get("question", "").strip()
@@ -160,7 +160,5 @@ def add_sandbox_routes(app: web.Application, herald: Herald) -> None:
 
 
 async def _message_counts() -> list[dict[str, Any]]:
-    from tortoise.functions import Count
-
     return await SandboxMessage.all().annotate(n=Count("id")).group_by("user_id").values("user_id", "n")
 

@@ -176,5 +176,11 @@ def page(herald: Herald, handler: Handler, *, signed_in: bool = True, json: bool
     return wrapped
 
 
+def whole_number(value: str, default: int = 0) -> int:
+    """A query or form value as a small non-negative integer, else `default`."""
+    value = (value or "").strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 10 else default
+
+
 def new_pre_token() -> str:
     return secrets.token_urlsafe(24)

@@ -10,6 +10,7 @@ can never disagree.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -224,9 +225,7 @@ async def _escalations(notice_id: int) -> list[dict[str, Any]]:
     out = []
     for r in found:
         members = r.pop("member_ids")
-        if isinstance(members, str):
-            import json
-
+        if isinstance(members, str):  # a JSON column read back as text (SQLite)
             members = json.loads(members)
         out.append({**r, "members": len(members or []), "created_at": as_datetime(r["created_at"]),
                     "sent_at": as_datetime(r["sent_at"])})
