@@ -122,11 +122,14 @@ def test_sign_in_watch_the_count_rise_drill_down_and_download(live: LiveConsole,
     _wait(driver, lambda d: not _css(d, ".live-note").get_attribute("hidden"), "the live counts")
     for expected, email in ((1, "lena.fischer@contoso.example"), (2, "jonas.weber@contoso.example"),
                             (3, "ruby.walsh@tailspin.example")):
+        live.harness.clock.advance(minutes=25)  # the clicks come in over an hour and a quarter
         _click_as_partner(live, email)
         _wait(driver, lambda d, n=expected: _css(d, "#acknowledged-count").text == str(n),
               f"the count to reach {expected} without a reload")
     assert "38%" in _css(driver, "[data-rate]").text
     _no_script_errors(driver)
+    driver.refresh()  # the chart and the tables are drawn by the server
+    assert "3 of 8 delivered acknowledged" in driver.page_source
     _shot(driver, "notice")
     _shot(driver, "notice-phone", width=390)
 
@@ -144,6 +147,13 @@ def test_sign_in_watch_the_count_rise_drill_down_and_download(live: LiveConsole,
     text = report.read_text(encoding="utf-8")
     assert "# acknowledged: 3" in text and "mia.schulz@contoso.example" in text
     report.unlink()
+
+    for page, name in (("/console/directory", "directory"), ("/console/directory/contoso", "organisation"),
+                       ("/console/engagement", "engagement")):
+        driver.get(live.url(page))
+        _shot(driver, name)
+    assert "Acknowledged" in driver.page_source and "Onboarding journeys" in driver.page_source
+    _no_script_errors(driver)
 
 
 def test_compose_with_a_preview_drawn_by_microsofts_renderer(live: LiveConsole, driver) -> None:  # noqa: ANN001

@@ -36,7 +36,7 @@ def duration(seconds: float | None) -> str:
         return "–"
     span = timedelta(seconds=round(seconds))
     if span < timedelta(minutes=1):
-        return f"{span.seconds} s"
+        return "under 1 min"
     if span < timedelta(hours=1):
         return f"{span.seconds // 60} min"
     if span < timedelta(days=1):
