@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.api import add_api_routes
 from bot.common.clock import Clock
+from bot.console import add_console_routes
 from bot.handlers.downloads import add_download_routes
 from bot.handlers.links import add_link_routes
 from bot.handlers.teams.route import add_teams_routes
@@ -22,6 +25,19 @@ from storage import db as storage_db
 log = logging.getLogger(__name__)
 
 HERALD_KEY = web.AppKey("herald", Herald)
+_SECRET_PARAMS = {"token", "code", "state"}  # sign-in and report links, OAuth callbacks
+
+
+class RedactingAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log without secrets: console sign-in links, report download links and
+    OAuth callbacks carry credentials in their query strings, which the default format logs."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        query = "&".join(f"{k}=[redacted]" if k.lower() in _SECRET_PARAMS else f"{k}={v}"
+                         for k, v in request.query.items())
+        target = request.path + (f"?{query}" if query else "")
+        self.logger.info('%s "%s %s" %s %.1f ms', request.remote, request.method, target, response.status,
+                         time * 1000)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -31,9 +47,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: bool = True,
-              manage_database: bool = True) -> web.Application:
-    """Build the server. Tests pass their own clock, and may run the outbox by hand."""
-    herald = Herald(settings, clock=clock)
+              manage_database: bool = True, sandbox: bool = False,
+              announce: Callable[[str], None] | None = None) -> web.Application:
+    """Build the server. Tests pass their own clock, and may run the outbox by hand.
+
+    `sandbox`: add the sandbox platform and its inboxes, and seed the sample world on start-up
+    (`herald serve` decides, from `settings.sandbox_active`, and gives it its own database).
+    """
+    herald = Herald(settings, clock=clock, sandbox=sandbox)
     app = web.Application()
     app[HERALD_KEY] = herald
     app.router.add_get("/healthz", healthz)
@@ -64,6 +85,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
         app.cleanup_ctx.append(_metrics_listener(metrics_app, settings))
     if socket_mode is not None:
         app.cleanup_ctx.append(socket_mode.lifecycle)
+    add_console_routes(app, herald, announce=announce)  # after the lifecycle: the sandbox seeds on start-up
     return app
 
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 
+from bot.channels.sandbox import SandboxChannel
 from bot.channels.slack import SlackChannel, SlackWorkspaces
 from bot.channels.slack_tokens import TokenRotator
 from bot.channels.teams import (
@@ -29,8 +30,8 @@ from bot.core.notices.interactions import link_tracker
 from bot.core.notices.reminders import plan_reminders
 from bot.core.notices.sending import publish_due
 from bot.core.onboarding.journeys import run_journeys
-from bot.core.surveys.answers import close_due_surveys
 from bot.core.ports import Channel, Recipient
+from bot.core.surveys.answers import close_due_surveys
 from bot.topics import TopicCatalog, load_catalog
 from config.settings import Settings
 from storage.models import PlatformAccount, Question
@@ -50,10 +51,11 @@ def _teams_channel(settings: Settings) -> TeamsChannel:
 
 class Herald:
     def __init__(self, settings: Settings, *, clock: Clock | None = None,
-                 catalog: TopicCatalog | None = None) -> None:
+                 catalog: TopicCatalog | None = None, sandbox: bool = False) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.catalog = catalog or load_catalog(settings.topics_file)
+        self.sandbox = sandbox  # the sandbox platform is on (its inbox pages in the console)
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         rotator = None
         if settings.slack_client_id and settings.slack_client_secret:
@@ -62,6 +64,8 @@ class Herald:
         self.slack_workspaces = SlackWorkspaces(settings.slack_api_url, default_token=token, rotator=rotator)
         self.channels: dict[str, Channel] = {"slack": SlackChannel(self.slack_workspaces),
                                              "teams": _teams_channel(settings)}
+        if sandbox:
+            self.channels[SandboxChannel.platform] = SandboxChannel(self.clock)
         self._kb = None
         self._kb_lock = asyncio.Lock()
         self.outbox = Outbox(
@@ -149,6 +153,10 @@ class Herald:
         if outcome.kind.value != "delivered":
             raise UserError(f"the reply was saved but could not be delivered: {outcome.reason}")
         return question
+
+    def sign_in_url(self, token: str) -> str:
+        """The console link a sign-in token opens (HERALD_PUBLIC_URL, else the local address)."""
+        return f"{self.settings.console_url}sign-in?token={token}"
 
     async def report_link(self, ready: "ReportReady") -> str:
         """A short-lived signed link to a report's CSV, or "" when links are not configured."""

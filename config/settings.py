@@ -94,19 +94,24 @@ class Settings(BaseSettings):
     # Microsoft Entra ID, where Teams credentials get their tokens (a sovereign cloud differs).
     teams_authority_url: str = "https://login.microsoftonline.com"
 
-    @field_validator("database_url")
+    # The sandbox (the console's try-it-in-a-browser mode): `auto` = on when neither Slack
+    # (HERALD_SLACK_SIGNING_SECRET) nor Teams (HERALD_TEAMS_APP_ID) is configured; `on`, `off`.
+    # It runs on its own database, seeded with a sample directory on first start.
+    sandbox: str = Field(default="auto", pattern="^(auto|on|off)$")
+    sandbox_database_url: str = "sqlite://herald-sandbox.db"
+
+    @field_validator("database_url", "sandbox_database_url")
     @classmethod
-    def _check_database_url(cls, value: str) -> str:
+    def _check_database_url(cls, value: str, info: ValidationInfo) -> str:
+        name = f"HERALD_{(info.field_name or 'database_url').upper()}"
         parts = urlsplit(value)
         if parts.scheme not in _DB_SCHEMES:
-            raise ValueError(
-                f"HERALD_DATABASE_URL must start with sqlite:// or postgres://, got {value.split(':', 1)[0]!r}"
-            )
+            raise ValueError(f"{name} must start with sqlite:// or postgres://, got {value.split(':', 1)[0]!r}")
         if parts.scheme == "sqlite":
             if not value.startswith("sqlite://") or value in ("sqlite://", "sqlite:///"):
-                raise ValueError("HERALD_DATABASE_URL: sqlite URL needs a file path, e.g. sqlite://herald.db")
+                raise ValueError(f"{name}: sqlite URL needs a file path, e.g. sqlite://herald.db")
         elif not parts.hostname or not parts.path.strip("/"):
-            raise ValueError("HERALD_DATABASE_URL: postgres URL needs a host and a database name")
+            raise ValueError(f"{name}: postgres URL needs a host and a database name")
         return value
 
     @field_validator("slack_api_url")
@@ -198,6 +203,27 @@ class Settings(BaseSettings):
     @property
     def slack_http_enabled(self) -> bool:
         return self.slack_signing_secret is not None
+
+    @property
+    def sandbox_active(self) -> bool:
+        """Whether `herald serve` runs the sandbox (see `sandbox`)."""
+        if self.sandbox != "auto":
+            return self.sandbox == "on"
+        return self.slack_signing_secret is None and not self.teams_app_id
+
+    def for_sandbox(self) -> "Settings":
+        """These settings as the sandbox runs them: its own database, a quicker clock."""
+        return self.model_copy(update={"database_url": self.sandbox_database_url,
+                                       "tick_seconds": min(self.tick_seconds, 10.0)})
+
+    @property
+    def console_url(self) -> str:
+        """Where the console is: HERALD_PUBLIC_URL's, else the local address `serve` listens on."""
+        if self.public_url:
+            return self.public_url + "/console/"
+        host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/console/"
 
     @property
     def slack_oauth_enabled(self) -> bool:

@@ -11,6 +11,7 @@ from tortoise.models import Model
 class Platform(StrEnum):
     SLACK = "slack"
     TEAMS = "teams"
+    SANDBOX = "sandbox"  # the console's sandbox: messages shown in a browser inbox, nothing leaves Herald
 
 
 class StaffRole(StrEnum):
@@ -252,7 +253,9 @@ class Delivery(Model):
     class Meta:
         table = "delivery"
         unique_together = (("notice", "member", "platform", "kind", "sequence"),)
-        indexes = (("status", "next_attempt_at"), ("next_reminder_at",))
+        # the last one covers the console's per-notice counts and timeline (bench/console.py)
+        indexes = (("status", "next_attempt_at"), ("next_reminder_at",),
+                   ("notice_id", "kind", "status", "delivered_at", "member_id"))
 
 
 class Acknowledgement(Model):
@@ -273,6 +276,7 @@ class Acknowledgement(Model):
     class Meta:
         table = "acknowledgement"
         unique_together = (("notice", "member", "revision"),)
+        indexes = (("notice_id", "revision", "acknowledged_at", "member_id"),)  # the console's counts and timeline
 
 
 class Escalation(Model):
@@ -349,6 +353,7 @@ class AuditEvent(Model):
 
     class Meta:
         table = "audit_event"
+        indexes = (("notice_id", "kind"),)  # a notice's events by kind, read from the index alone
 
 
 class Question(Model):
@@ -557,3 +562,55 @@ class SurveyAnswerChange(Model):
     class Meta:
         table = "survey_answer_change"
         indexes = (("survey_id", "respondent"),)
+class ConsoleSignIn(Model):
+    """A single-use sign-in link to the console, handed out in chat or by the CLI. Only a SHA-256
+    of the link's token is stored."""
+
+    id = fields.IntField(primary_key=True)
+    staff: fields.ForeignKeyRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="console_sign_ins", on_delete=fields.CASCADE
+    )
+    token_hash = fields.CharField(max_length=64, unique=True)
+    issued_via = fields.CharField(max_length=20, default="")  # slack | teams | cli | sandbox
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "console_sign_in"
+
+
+class ConsoleSession(Model):
+    """A signed-in console session (the browser holds the token in an HttpOnly cookie, the
+    database only its SHA-256)."""
+
+    id = fields.IntField(primary_key=True)
+    staff: fields.ForeignKeyRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="console_sessions", on_delete=fields.CASCADE
+    )
+    token_hash = fields.CharField(max_length=64, unique=True)
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+    ended_at = fields.DatetimeField(null=True)  # signed out
+
+    class Meta:
+        table = "console_session"
+
+
+class SandboxMessage(Model):
+    """What Herald "sent" a member on the sandbox platform, as Slack and as Teams would show it:
+    the Block Kit blocks and the Adaptive Card, rendered by the same code as for those platforms."""
+
+    id = fields.IntField(primary_key=True)
+    user_id = fields.CharField(max_length=100, db_index=True)  # the member's sandbox account
+    delivery_id = fields.IntField(null=True, unique=True)  # a notice delivery: at most one message
+    notice_id = fields.IntField(null=True)
+    title = fields.CharField(max_length=300, default="")  # the plain-text summary
+    blocks = fields.JSONField(default=list)  # Slack Block Kit
+    card = fields.JSONField(default=dict)  # Adaptive Card
+    version = fields.IntField(default=1)  # 1 + in-place updates
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "sandbox_message"

@@ -106,3 +106,15 @@ def warm_knowledge_base():
     from bot.core.onboarding.qa import load_default
 
     return load_default()
+
+
+@pytest.fixture
+async def console(db: str):
+    """The real app in sandbox mode: sample directory and notice, the sandbox platform, a clock."""
+    from tests.console_support import start_console, stop_console
+
+    harness = await start_console(db)
+    try:
+        yield harness
+    finally:
+        await stop_console(harness)

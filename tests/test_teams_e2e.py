@@ -154,7 +154,9 @@ async def test_install_send_acknowledge_in_teams(teams: TeamsRig) -> None:
     (ack_button,) = [a for a in _actions(eve_card) if a["type"] == "Action.Execute"]
     assert ack_button["verb"] == "herald.ack" and ack_button["data"] == {"notice_id": notice_id}
     texts = " ".join(_texts(eve_card))
-    assert "[now](http://evil)" not in texts and "\\[now\\]\\(http://evil\\)" in texts  # no link injection
+    # a CAM's [text](url) is a link in Herald's formatting language, in Slack and Teams alike;
+    # raw HTML and every other markup stays escaped
+    assert "[now](http://evil)" in texts and "\\<b\\>selling\\</b\\>" in texts
     # Fay never talked to Herald: a 1:1 conversation was created for her from the directory's AAD id
     assert any(c.route == "create_conversation" for c in teams.connector.calls)
     assert _card(teams.connector.activities("a:conv-aad-fay")[-1])["version"] == "1.5"
@@ -279,3 +281,18 @@ async def test_a_body_that_is_not_an_activity_gets_400(teams: TeamsRig) -> None:
     for body in ({}, [], {"type": 7}):
         status, answer = await teams.post(body)  # type: ignore[arg-type]
         assert status == 400 and "not a Bot Framework activity" in answer["error"]
+
+
+async def test_console_in_teams_answers_staff_with_a_sign_in_link(teams: TeamsRig) -> None:
+    import re
+    from urllib.parse import parse_qs, urlsplit
+
+    from bot.core.directory.console_access import redeem_link
+
+    reply = await teams.say("aad-cam", "console")
+    assert reply["textFormat"] == "markdown"
+    url = re.search(r"\]\((http[^)]+)\)", reply["text"]).group(1)
+    opened = await redeem_link(parse_qs(urlsplit(url).query)["token"][0], now=teams.clock.now())
+    assert opened.staff.email == "cam@vendor.example" and urlsplit(url).path == "/console/sign-in"
+    stranger = await teams.say("aad-outsider", "console")  # neither staff nor in the directory
+    assert "sign-in" not in stranger.get("text", "")

@@ -6,6 +6,7 @@ from typing import Any
 
 from bot.channels.status_lines import status_lines
 from bot.core.commands.parser import HELP_TEXT
+from bot.core.notices import formatting
 from bot.core.notices.status import NoticeStatusReport
 from bot.core.notices.views import (
     ACK_ACTION,
@@ -41,6 +42,46 @@ def escape(text: str) -> str:
     the angle brackets reach it unescaped.
     """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def formatted(text: str) -> str:
+    """A CAM's text (Herald's formatting language, `bot.core.notices.formatting`) as mrkdwn:
+    bold, italics, bullets and links become Slack's own; every other character is escaped."""
+    return "\n\n".join(_mrkdwn_block(block) for block in formatting.parse(text))
+
+
+def _mrkdwn_block(block: formatting.Block) -> str:
+    if isinstance(block, formatting.Paragraph):
+        return "\n".join(_mrkdwn_line(line) for line in block.lines)
+    return "\n".join("• " + _mrkdwn_line(item) for item in block.items)
+
+
+def _mrkdwn_line(parts: formatting.Line) -> str:
+    return "".join(_mrkdwn_inline(part) for part in parts)
+
+
+def _mrkdwn_inline(part: formatting.Inline) -> str:
+    if isinstance(part, formatting.Text):
+        return escape(part.text)
+    inner = _mrkdwn_line(part.children)
+    if isinstance(part, formatting.Strong):
+        return f"*{inner}*"
+    if isinstance(part, formatting.Emphasis):
+        return f"_{inner}_"
+    return f"<{escape(part.url)}|{inner}>"
+
+
+def formatted_sections(text: str) -> Blocks:
+    """A CAM's text as section blocks: one, or several when the mrkdwn exceeds a section's
+    3,000 characters (split between paragraphs, so no link or bold is cut in half)."""
+    sections: list[str] = []
+    for block in formatting.parse(text) or (formatting.Paragraph(((formatting.Text(""),),)),):
+        piece = _mrkdwn_block(block)
+        if sections and len(sections[-1]) + 2 + len(piece) <= 3000:
+            sections[-1] += "\n\n" + piece
+        else:
+            sections.append(piece)
+    return [{"type": "section", "text": _mrkdwn(piece)} for piece in sections]
 
 
 def _plain(text: str, limit: int = 150) -> dict[str, Any]:
@@ -94,7 +135,7 @@ def notice_blocks(view: NoticeView) -> Blocks:
         sent = f" sent {format_time(view.sent_at)}" if view.sent_at else ""
         blocks.append({"type": "section", "text": _mrkdwn(
             f"You have not acknowledged notice #{view.notice_id}{sent} yet (reminder {view.reminder_number}).")})
-    blocks.append({"type": "section", "text": _mrkdwn(escape(view.body))})
+    blocks += formatted_sections(view.body)
     if view.link:  # a link button: Slack tells Herald about the press (counted for A/B tests)
         blocks.append({"type": "actions", "block_id": f"link-{view.notice_id}", "elements": [{
             "type": "button", "action_id": LINK_ACTION, "value": str(view.notice_id), "url": view.link,
@@ -217,7 +258,7 @@ def preview_blocks(notice: Notice, topic_title: str, recipients: int, warnings: 
     return [
         {"type": "section", "text": _mrkdwn(preview_summary(notice, topic_title, recipients, warnings,
                                                             variants=variants, share=share))},
-        {"type": "section", "text": _mrkdwn(escape(notice.body))},
+        *formatted_sections(notice.body),
         {"type": "actions", "block_id": f"preview-{notice.id}", "elements": [
             {"type": "button", "action_id": SEND_ACTION, "style": "primary", "value": str(notice.id),
              "text": _plain("Send")},
@@ -263,7 +304,8 @@ def compose_modal(catalog: TopicCatalog) -> dict[str, Any]:
             _input("audience", "Audience", {**text, "action_id": "value", "placeholder": _plain("tier:gold region:emea role:support")},
                    hint="comma = any of, space = and; or all"),
             _input("title", "Title", {**text, "action_id": "value", "max_length": 150}),
-            _input("body", "Message", {**text, "action_id": "value", "multiline": True, "max_length": 2800}),
+            _input("body", "Message", {**text, "action_id": "value", "multiline": True, "max_length": 2800},
+                   hint=f"Formatting: {formatting.FORMAT_HELP}"),
             _input("link", "Link", {**text, "action_id": "value", "placeholder": _plain("https://...")}, optional=True),
             _input("deadline", "Deadline (must-know only)", {**text, "action_id": "value",
                    "placeholder": _plain("2026-12-01 or 2026-12-01T17:00Z")}, optional=True),
@@ -298,7 +340,7 @@ def preview_modal(notice: Notice, topic_title: str, recipients: int, warnings: l
         "notify_on_close": True,
         "title": _plain("Preview", 24), "submit": _plain("Send", 24), "close": _plain("Cancel", 24),
         "blocks": [{"type": "section", "text": _mrkdwn(preview_summary(notice, topic_title, recipients, warnings))},
-                   {"type": "section", "text": _mrkdwn(escape(notice.body))}],
+                   *formatted_sections(notice.body)],
     }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.core.notices import formatting
 from bot.core.notices.views import NoticeView, SurveyView, format_time
 from bot.core.ports import DirectMessage
 from bot.topics.importance import Importance
@@ -58,6 +59,40 @@ def escape(text: str) -> str:
     text = _LIST_BULLET.sub(r"\1\\\2", text)
     text = _NUMBERED.sub(r"\1\\\2", text)
     return text.replace("\n", "\n\n")
+
+
+def formatted(text: str) -> str:
+    """A CAM's text (Herald's formatting language, `bot.core.notices.formatting`) as TextBlock
+    Markdown: bold, italics, bullets and links become Markdown; every other character is
+    backslash-escaped, so nothing else a CAM types turns into markup."""
+    return "\n\n".join(_markdown_block(block) for block in formatting.parse(text))
+
+
+def _markdown_block(block: formatting.Block) -> str:
+    if isinstance(block, formatting.Paragraph):
+        # a TextBlock joins single newlines, so a line break is a new paragraph (as in `escape`)
+        return "\n\n".join(_markdown_line(line) for line in block.lines)
+    return "\n".join("- " + _markdown_line(item) for item in block.items)
+
+
+def _markdown_line(parts: formatting.Line) -> str:
+    return "".join(_markdown_inline(part) for part in parts)
+
+
+def _markdown_inline(part: formatting.Inline) -> str:
+    if isinstance(part, formatting.Text):
+        return escape(part.text)
+    inner = _markdown_line(part.children)
+    if isinstance(part, formatting.Strong):
+        return f"**{inner}**"
+    if isinstance(part, formatting.Emphasis):
+        return f"_{inner}_"
+    return f"[{inner}]({_link_target(part.url)})"
+
+
+def _link_target(url: str) -> str:
+    """A URL safe inside `(...)`: the parser admits no spaces or brackets; encode them anyway."""
+    return url.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
 
 
 def _text(text: str, **style: Any) -> dict[str, Any]:
@@ -138,7 +173,7 @@ def _notice_card(view: NoticeView, body_text: str) -> Card:
         sent = f" sent {format_time(view.sent_at)}" if view.sent_at else ""
         body.append(_text(f"You have not acknowledged notice #{view.notice_id}{sent} yet "
                           f"(reminder {view.reminder_number}).", weight="Bolder"))
-    body.append(_text(escape(body_text), spacing="Medium"))
+    body.append(_text(formatted(body_text), spacing="Medium"))
     actions: list[dict[str, Any]] = []
     url = _safe_url(view.tracked_link or view.link) if view.link else None
     if url:

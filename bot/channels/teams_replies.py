@@ -10,7 +10,13 @@ from typing import Any
 
 from bot.channels.status_lines import status_lines
 from bot.channels.survey_lines import experiment_text
-from bot.channels.teams_cards import CARD_CONTENT_TYPE, CARD_VERSION, SCHEMA_URL, escape
+from bot.channels.teams_cards import (
+    CARD_CONTENT_TYPE,
+    CARD_VERSION,
+    SCHEMA_URL,
+    escape,
+    formatted,
+)
 from bot.core.commands.parser import HELP_TEXT
 from bot.core.commands.runner import (
     Cancelled,
@@ -76,7 +82,7 @@ def preview_card(preview: Preview) -> Card:
         _text(f"Preview of notice #{notice.id}", weight="Bolder", size="Medium"),
         _text(f"**{policy.label}** · {escape(preview.topic.title)}"),
         _text(f"**{escape(notice.title)}**"),
-        _text(escape(notice.body)),
+        _text(formatted(notice.body)),
         _text(f"Audience {escape(notice.audience)} → **{recipients} recipient{'s' if recipients != 1 else ''}**"),
     ]
     if notice.scheduled_at:
@@ -197,6 +203,12 @@ def report_markdown(ready: ReportReady, download_url: str = "") -> str:
     else:
         lines.append("The full CSV: `herald report <id>` or the reports API.")
     return "\n\n".join(lines)
+
+
+def console_link_markdown(url: str) -> str:
+    """The link is a credential: a 1:1 chat shows it to the person who asked only."""
+    return (f"[Open the Herald console]({url})\n\n"
+            "The link works once, for 10 minutes, and signs **you** in: do not forward it.")
 
 
 def sent_markdown(notice: Notice, recipients: int, already: bool) -> str:

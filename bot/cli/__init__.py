@@ -3,6 +3,7 @@ defined in `bot.cli.base`."""
 
 from bot.cli import (  # noqa: F401
     audit,
+    console,
     directory,
     doctor,
     notices,

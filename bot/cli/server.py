@@ -8,22 +8,37 @@ import sys
 import click
 
 from bot.cli.base import get_settings, main, setup_logging
+from config.settings import Settings
 
 
-@main.command(help="Run the HTTP server (Slack, Teams, health, API). Migrates the database first.")
+def serving_settings(*, host: str | None = None, port: int | None = None) -> Settings:
+    """The settings `serve` runs with: in sandbox mode, the sandbox's own database. `console-link`
+    uses them too, so its link opens the console of the server `serve` starts."""
+    settings = get_settings()
+    if host or port:
+        settings = settings.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v})
+    return settings.for_sandbox() if settings.sandbox_active else settings
+
+
+@main.command(help="Run the HTTP server (Slack, Teams, console, health, API). Migrates the database first. "
+                   "With neither Slack nor Teams configured it runs the sandbox (HERALD_SANDBOX).")
 @click.option("--host", default=None, help="Interface to listen on (default HERALD_HOST or 0.0.0.0).")
 @click.option("--port", default=None, type=int, help="Port (default HERALD_PORT or 3978).")
 def serve(host: str | None, port: int | None) -> None:
     from aiohttp import web
 
-    from bot.app import build_app
-
+    from bot.app import RedactingAccessLogger, build_app
     from storage.db import SchemaNotCurrent
 
-    settings = get_settings()
+    settings = serving_settings(host=host, port=port)
     setup_logging(settings.log_level, settings)
+    if settings.sandbox_active:
+        click.echo(f"herald: SANDBOX MODE (no Slack or Teams configured; HERALD_SANDBOX={settings.sandbox}): "
+                   f"database {settings.database_url}", err=True)
     try:
-        web.run_app(build_app(settings), host=host or settings.host, port=port or settings.port,
+        web.run_app(build_app(settings, sandbox=settings.sandbox_active,
+                              announce=lambda msg: click.echo(f"herald: {msg}")),
+                    host=settings.host, port=settings.port, access_log_class=RedactingAccessLogger,
                     print=lambda msg: click.echo(f"herald: {msg}"))
     except (OSError, ConnectionError) as exc:
         click.echo(f"herald: cannot start: {exc}", err=True)

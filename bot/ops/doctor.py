@@ -253,7 +253,11 @@ async def check_public_url(settings: Settings) -> Check:
 # ---- configuration files --------------------------------------------------------------------
 
 def check_files(settings: Settings) -> list[Check]:
-    from bot.core.onboarding.journeys import JourneyConfigError, default_journeys_path, load_journeys
+    from bot.core.onboarding.journeys import (
+        JourneyConfigError,
+        default_journeys_path,
+        load_journeys,
+    )
     from bot.core.onboarding.qa import KnowledgeBase
     from bot.topics import load_catalog
 

@@ -21,6 +21,7 @@ HELP_TEXT = """\
   audience: `all`, or terms like `tier:gold,platinum region:emea role:support org:<id> member:<email>`
   (comma = any of, space = and)
   add `at:2026-12-01T09:00Z` to schedule it
+  formatting in the body: `**bold**`, `_italics_`, lines starting with `- ` for a list, `[text](https://...)`
 • `status [notice-id]` — delivery and acknowledgement counts (default: your latest notice)
 • `scheduled` — notices waiting for their send time · `cancel <notice-id>` — cancel one
 • `edit <notice-id>` — correct a sent notice (form); inline: `edit <id> [material] | <title> | <body>`
@@ -28,6 +29,7 @@ HELP_TEXT = """\
 • `retract <notice-id> <reason>` — withdraw a notice everywhere
 • `report <notice-id>` — acknowledgement report (summary here, CSV in your DM)
 • `pause <org-id> [until YYYY-MM-DD] [reason]` · `resume <org-id>` — stop or restart reminders for a partner
+• `console` — a sign-in link to the web console (notices, reports, compose; works once, for 10 minutes)
 • `questions` — partners' questions handed off to you · `progress [org-id]` — onboarding progress
 • A/B test: add `|| <title B> | <body B>` (up to 4 variants, A to D) to an inline `send`, e.g.
   `send need-to-know incentives tier:gold share:20% | Q3 rebate | Details ... || Earn more in Q3 | Details ...`
@@ -167,6 +169,8 @@ class SurveyCloseCommand:
 @dataclass(frozen=True)
 class SurveyStagesCommand:
     """Results of the surveys journeys send, per journey stage."""
+class ConsoleCommand:
+    """A single-use sign-in link to the web console."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,7 @@ class HelpCommand:
 Command = (ComposeCommand | SendCommand | StatusCommand | ScheduledCommand | CancelCommand | EditCommand
            | RetractCommand | ReportCommand | PauseCommand | ResumeCommand | QuestionsCommand | ProgressCommand
            | RolloutCommand | VariantsCommand | SurveyComposeCommand | SurveyCommand | SurveyResultsCommand
-           | SurveyCloseCommand | SurveyStagesCommand | HelpCommand)
+           | SurveyCloseCommand | SurveyStagesCommand | ConsoleCommand | HelpCommand)
 
 
 def parse_command(text: str) -> Command:
@@ -211,6 +215,8 @@ def parse_command(text: str) -> Command:
         return ResumeCommand(rest.split()[0])
     if verb == "questions":
         return QuestionsCommand()
+    if verb == "console":
+        return ConsoleCommand()
     if verb == "progress":
         return ProgressCommand(rest.split()[0] if rest.strip() else None)
     if verb == "survey":

@@ -15,6 +15,7 @@ from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.commands.parser import (
     CancelCommand,
     Command,
+    ConsoleCommand,
     EditCommand,
     PauseCommand,
     ProgressCommand,
@@ -32,6 +33,7 @@ from bot.core.commands.parser import (
     SurveyStagesCommand,
     VariantsCommand,
 )
+from bot.core.directory.console_access import SignInLink, issue_link
 from bot.core.directory.pauses import pause_organisation, resume_organisation
 from bot.core.directory.permissions import require_viewer
 from bot.core.notices import revisions, sending
@@ -107,14 +109,17 @@ class VariantResults:
 
 Result = (sending.Preview | NoticeStatusReport | Scheduled | Cancelled | revisions.EditResult | Retracted
           | ReportReady | Paused | Resumed | Handoffs | Progress | SurveyPreview | SurveyResults | CloseResult
-          | SurveyStages | RolloutResult | VariantResults)
+          | SurveyStages | RolloutResult | VariantResults
+          | SignInLink)
 
 
 class StaffCommands:
-    def __init__(self, catalog: TopicCatalog, clock: Clock, *, wake_outbox: Callable[[], None]) -> None:
+    def __init__(self, catalog: TopicCatalog, clock: Clock, *, wake_outbox: Callable[[], None],
+                 platform: str = "") -> None:
         self.catalog = catalog
         self.clock = clock
         self.wake_outbox = wake_outbox
+        self.platform = platform  # where the commands are typed (recorded with console links)
 
     async def run(self, command: Command, staff: Staff | None) -> Result:  # noqa: PLR0911 - one branch per command
         now = self.clock.now()
@@ -153,6 +158,8 @@ class StaffCommands:
             from bot.core.onboarding.journeys import progress
 
             return Progress(await progress(staff, command.org_id))
+        if isinstance(command, ConsoleCommand):
+            return await issue_link(staff, via=self.platform or "chat", now=now)
         return await self.run_experiments(command, staff)
 
     async def run_experiments(self, command: Command, staff: Staff | None) -> Result:  # noqa: PLR0911

@@ -21,7 +21,13 @@ from tortoise.transactions import in_transaction
 
 from bot.common.secrets import sign, signing_key, verify
 from bot.core.compliance.audit import audit_event, record
-from storage.models import Delivery, DeliveryStatus, Notice, NoticeInteraction, NoticeStatus
+from storage.models import (
+    Delivery,
+    DeliveryStatus,
+    Notice,
+    NoticeInteraction,
+    NoticeStatus,
+)
 
 LINK = "link"
 _PURPOSE = "notice-link/v1"

@@ -49,8 +49,6 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.notices.escalations import staff_recipient
 from bot.core.notices.reminders import is_paused
-from bot.core.surveys.creating import enqueue_journey_survey, journey_survey
-from bot.core.surveys.spec import SurveySpec, spec_from_config
 from bot.core.ports import (
     Button,
     Channel,
@@ -59,6 +57,8 @@ from bot.core.ports import (
     OutcomeKind,
     Recipient,
 )
+from bot.core.surveys.creating import enqueue_journey_survey, journey_survey
+from bot.core.surveys.spec import SurveySpec, spec_from_config
 from storage.models import (
     JourneyStep,
     Member,

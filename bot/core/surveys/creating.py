@@ -21,13 +21,25 @@ from bot.common.errors import UserError
 from bot.common.secrets import environment_cipher
 from bot.core.commands.parser import SurveyCommand, parse_deadline
 from bot.core.compliance.audit import audit_event, record
-from bot.core.directory.audiences import count_recipients, parse_audience, unmatched_value_warnings
+from bot.core.directory.audiences import (
+    count_recipients,
+    parse_audience,
+    unmatched_value_warnings,
+)
 from bot.core.directory.permissions import require_sender
 from bot.core.notices.sending import _target_accounts
 from bot.core.surveys.spec import SurveySpec, build_spec
 from bot.topics import Topic, TopicCatalog, parse_importance
 from bot.topics.importance import Importance
-from storage.models import AuditEvent, Delivery, DeliveryStatus, Notice, NoticeStatus, Staff, Survey
+from storage.models import (
+    AuditEvent,
+    Delivery,
+    DeliveryStatus,
+    Notice,
+    NoticeStatus,
+    Staff,
+    Survey,
+)
 
 JOURNEY_TOPIC = "onboarding"  # the topic journey surveys are filed under (shown on the message)
 

@@ -7,7 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from bot.common.errors import UserError
-from bot.core.onboarding.journeys import JourneyCatalog, JourneyConfigError, load_journeys
+from bot.core.onboarding.journeys import (
+    JourneyCatalog,
+    JourneyConfigError,
+    load_journeys,
+)
 from bot.core.surveys.results import survey_results
 from storage.models import Staff, Survey
 

@@ -24,6 +24,7 @@ from bot.core.commands.runner import (
     handoffs_text,
     progress_text,
 )
+from bot.core.directory.console_access import SignInLink
 from bot.core.notices.revisions import EditResult
 from bot.core.notices.sending import Preview
 from bot.core.notices.status import NoticeStatusReport
@@ -42,12 +43,14 @@ def _plural(count: int, one: str, many: str) -> str:
 class SlackCommands:
     def __init__(self, herald: Herald) -> None:
         self.herald = herald
-        self.core = StaffCommands(herald.catalog, herald.clock, wake_outbox=herald.outbox.wake)
+        self.core = StaffCommands(herald.catalog, herald.clock, wake_outbox=herald.outbox.wake, platform="slack")
 
     async def run(self, command: Command, staff: Staff | None, *, client: AsyncWebClient, user_id: str) -> Reply:
         result = await self.core.run(command, staff)
         if isinstance(result, ReportReady):
             return await self.deliver_report(result, client=client, user_id=user_id)
+        if isinstance(result, SignInLink):
+            return {"text": console_link_text(self.herald.sign_in_url(result.token))}
         return render(result)
 
     async def report(self, notice_id: int, staff: Staff | None, *, client: AsyncWebClient, user_id: str) -> Reply:
@@ -106,6 +109,12 @@ def render(result: Any) -> Reply:  # noqa: PLR0911 - one branch per result type
     if isinstance(result, Progress):
         return {"text": progress_text(result, bold="*")}
     raise TypeError(f"no Slack rendering for {type(result).__name__}")
+
+
+def console_link_text(url: str) -> str:
+    """Only the person who asked sees it (the reply is ephemeral); the link is a credential."""
+    return (f":key: <{escape(url)}|Open the Herald console>\n"
+            "The link works once, for 10 minutes, and signs *you* in: do not forward it.")
 
 
 def scheduled_text(result: Scheduled) -> str:

@@ -15,6 +15,7 @@ from bot.channels.teams_cards import ACK_VERB
 from bot.channels.teams_replies import (
     card_activity,
     compose_card,
+    console_link_markdown,
     help_markdown,
     preferences_card,
     preview_card,
@@ -32,6 +33,7 @@ from bot.core.commands.parser import (
     parse_command,
 )
 from bot.core.commands.runner import ReportReady, StaffCommands
+from bot.core.directory.console_access import SignInLink
 from bot.core.directory.linking import (
     TeamsIdentity,
     link_teams_identity,
@@ -58,7 +60,7 @@ class TeamsHandler:
         if not isinstance(channel, TeamsChannel):
             raise RuntimeError("the Teams channel is not configured")
         self.channel = channel
-        self.commands = StaffCommands(herald.catalog, herald.clock, wake_outbox=herald.outbox.wake)
+        self.commands = StaffCommands(herald.catalog, herald.clock, wake_outbox=herald.outbox.wake, platform="teams")
 
     async def handle(self, request: web.Request) -> web.Response:
         not_an_activity = web.json_response({"error": "the body is not a Bot Framework activity"}, status=400)
@@ -159,6 +161,8 @@ class TeamsHandler:
             return card_activity(survey_preview_card(result), f"Preview of survey #{result.notice.id}")
         if isinstance(result, ReportReady):
             return text_activity(report_markdown(result, await self.herald.report_link(result)))
+        if isinstance(result, SignInLink):
+            return text_activity(console_link_markdown(self.herald.sign_in_url(result.token)))
         return text_activity(result_markdown(result))
 
     async def reply(self, turn: Turn, activity: dict[str, Any]) -> None:

@@ -2,7 +2,13 @@
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.handlers.slack.actions import assistant, journeys, notices, preferences, surveys
+from bot.handlers.slack.actions import (
+    assistant,
+    journeys,
+    notices,
+    preferences,
+    surveys,
+)
 from bot.service import Herald
 
 

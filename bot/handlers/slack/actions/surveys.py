@@ -12,7 +12,11 @@ from bot.channels.slack_blocks import escape, notice_blocks, notice_fallback_tex
 from bot.channels.slack_surveys import comment_modal
 from bot.common.errors import UserError
 from bot.core.notices.interactions import LINK, record_press
-from bot.core.notices.views import LINK_ACTION, SURVEY_ANSWER_ACTION, SURVEY_COMMENT_ACTION
+from bot.core.notices.views import (
+    LINK_ACTION,
+    SURVEY_ANSWER_ACTION,
+    SURVEY_COMMENT_ACTION,
+)
 from bot.core.surveys.answers import answer_survey, comment_form
 from bot.service import Herald
 from storage.models import Platform

@@ -6,7 +6,11 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.channels.slack_blocks import message_modal
-from bot.channels.slack_surveys import SURVEY_COMMENT_CALLBACK, SURVEY_COMPOSE_CALLBACK, survey_preview_modal
+from bot.channels.slack_surveys import (
+    SURVEY_COMMENT_CALLBACK,
+    SURVEY_COMPOSE_CALLBACK,
+    survey_preview_modal,
+)
 from bot.common.errors import UserError
 from bot.core.surveys.answers import comment_on_survey
 from bot.core.surveys.creating import create_survey_draft, survey_from_form

@@ -7,8 +7,17 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.channels.teams_cards import COMMENT_INPUT, SURVEY_ANSWER_VERB, SURVEY_COMMENT_VERB, notice_card
-from bot.channels.teams_surveys import SURVEY_COMPOSE_VERB, survey_compose_card, survey_preview_card
+from bot.channels.teams_cards import (
+    COMMENT_INPUT,
+    SURVEY_ANSWER_VERB,
+    SURVEY_COMMENT_VERB,
+    notice_card,
+)
+from bot.channels.teams_surveys import (
+    SURVEY_COMPOSE_VERB,
+    survey_compose_card,
+    survey_preview_card,
+)
 from bot.common.errors import UserError
 from bot.core.surveys.answers import answer_survey, comment_on_survey
 from bot.core.surveys.creating import create_survey_draft, survey_from_form

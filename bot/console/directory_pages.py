@@ -1,0 +1,76 @@
+"""The directory, engagement and hand-off pages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from aiohttp import web
+
+from bot.console.charts import bar_svg
+from bot.console.web import Page, page, whole_number
+from bot.core.insights import directory, engagement
+from bot.core.onboarding.assistant import open_handoffs
+from bot.core.onboarding.journeys import JourneyConfigError, load_journeys
+from bot.service import Herald
+
+WINDOWS = (30, 90, 365)
+
+
+def add_directory_routes(app: web.Application, herald: Herald) -> None:
+    async def directory_page(current: Page) -> web.StreamResponse:
+        q = current.request.query
+        wanted = directory.DirectoryFilter(text=q.get("q", "")[:100].strip(), tier=q.get("tier", "")[:50],
+                                           region=q.get("region", "")[:50])
+        result = await directory.organisations(current.me, wanted, offset=whole_number(q.get("offset", "")))
+        return current.render("directory.html", result=result, wanted=wanted)
+
+    async def organisation_page(current: Page) -> web.StreamResponse:
+        offset = whole_number(current.request.query.get("offset", ""))
+        org, members, next_offset = await directory.organisation(
+            current.me, current.request.match_info["org"][:100], offset=offset)
+        return current.render("organisation.html", org=org, members=members, next_offset=next_offset)
+
+    async def engagement_page(current: Page) -> web.StreamResponse:
+        days = whole_number(current.request.query.get("days", ""), 90)
+        days = days if days in WINDOWS else 90
+        since = herald.clock.now() - timedelta(days=days)
+        tables = await engagement.breakdowns(current.me, since=since)
+        try:
+            journeys = load_journeys()
+        except JourneyConfigError:
+            journeys = None
+        stages = _stages(await engagement.journey_stages(current.me), journeys)
+        return current.render("engagement.html", days=days, windows=WINDOWS, tables=tables, stages=stages,
+                              questions=await engagement.questions(current.me, since=since),
+                              unanswered=await engagement.unanswered(current.me, since=since),
+                              topics=herald.catalog.topics, bar=bar_svg)
+
+    async def questions_page(current: Page) -> web.StreamResponse:
+        return current.render("questions.html", questions=await open_handoffs(current.me))
+
+    async def reply(current: Page) -> web.StreamResponse:
+        form = await current.form()
+        question_id = whole_number(current.request.match_info["id"])
+        await herald.relay_reply(question_id, current.me, form.get("reply", ""))
+        return current.redirect("/console/questions")
+
+    app.router.add_get("/console/directory", page(herald, directory_page))
+    app.router.add_get("/console/directory/{org}", page(herald, organisation_page))
+    app.router.add_get("/console/engagement", page(herald, engagement_page))
+    app.router.add_get("/console/questions", page(herald, questions_page))
+    app.router.add_post("/console/questions/{id}/reply", page(herald, reply))
+
+
+def _stages(rows: list[dict], journeys) -> list[dict]:  # noqa: ANN001
+    """Members per journey at each number of steps done; the last stage is 'complete'."""
+    by_journey: dict[str, dict] = {}
+    for row in rows:
+        journey = journeys.for_role(row["role"]) if journeys is not None else None
+        name = journey.name if journey is not None else "(journeys are off)"
+        total = len(journey.steps) if journey is not None else 0
+        entry = by_journey.setdefault(name, {"journey": name, "total": total, "counts": [0] * (total + 1),
+                                             "members": 0})
+        done = min(int(row["done"]), total)
+        entry["counts"][done] += row["n"]
+        entry["members"] += row["n"]
+    return sorted(by_journey.values(), key=lambda e: e["journey"])

@@ -1,0 +1,58 @@
+"""Jinja filters for the console's templates: times, rates and counts as people read them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+
+def when(moment: datetime | None) -> str:
+    if moment is None:
+        return "–"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def iso(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.0f}%"
+
+
+def ratio(part: int, whole: int) -> str:
+    return "–" if not whole else f"{part / whole * 100:.0f}%"
+
+
+def number(value: int | float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}".replace(",", "\u202f")  # a narrow no-break space groups thousands
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    span = timedelta(seconds=round(seconds))
+    if span < timedelta(minutes=1):
+        return "under 1 min"
+    if span < timedelta(hours=1):
+        return f"{span.seconds // 60} min"
+    if span < timedelta(days=1):
+        return f"{span.seconds // 3600} h {span.seconds % 3600 // 60} min"
+    return f"{span.days} d {span.seconds // 3600} h"
+
+
+def query(params: dict[str, Any], **changes: Any) -> str:
+    """The current query string with some parameters changed (None drops one)."""
+    merged = {k: v for k, v in params.items()}
+    for key, value in changes.items():
+        if value is None or value == "":
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return ("?" + urlencode(merged)) if merged else "?"
+
+
+FILTERS = {"when": when, "iso": iso, "percent": percent, "ratio": ratio, "number": number, "duration": duration}

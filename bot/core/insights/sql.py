@@ -1,0 +1,52 @@
+"""Small helpers for the raw SQL the read models need: placeholders, time arithmetic and
+timestamps that differ between SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise import connections
+
+from storage import db as storage_db
+
+
+def postgres() -> bool:
+    return storage_db.dialect() == "postgres"
+
+
+def placeholders(query: str) -> str:
+    """Queries are written with `?`; PostgreSQL (asyncpg) numbers them `$1, $2, ...`."""
+    if not postgres():
+        return query
+    parts = query.split("?")
+    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+async def rows(query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    return await connections.get("default").execute_query_dict(placeholders(query), [_param(p) for p in params])
+
+
+def _param(value: Any) -> Any:
+    """SQLite compares the text tortoise stores ("2026-01-05 09:00:00+00:00"); PostgreSQL wants
+    a datetime."""
+    if isinstance(value, datetime) and not postgres():
+        return value.astimezone(UTC).isoformat(sep=" ")
+    return value
+
+
+def seconds_between(later: str, earlier: str) -> str:
+    """SQL for the seconds from `earlier` to `later` (both column expressions or `?`)."""
+    if postgres():
+        return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
+    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
+
+
+def as_datetime(value: Any) -> datetime | None:
+    """A timestamp read by raw SQL (text on SQLite, datetime on PostgreSQL) as aware UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,253 @@
+"""The console in a real browser (headless Chromium): sign in through a link, watch a notice's
+count rise as clicks arrive, drill down to a non-acknowledger, download a report, compose with a
+preview drawn by Microsoft's Adaptive Cards renderer, a CAM refused another CAM's notice, a forged
+form refused, an expired link refused, and the sandbox from inbox to acknowledgement.
+
+Screenshots of the main pages are kept in tests/artifacts/ (git-ignored) to be looked at.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.browser_support import ARTIFACTS, LiveConsole, chromium, close_chromium, require_browser
+from tests.console_support import CAM, OTHER_CAM
+
+pytestmark = pytest.mark.browser
+
+WAIT = 15  # seconds the browser may take to show what the server already did
+
+
+@pytest.fixture(scope="session")
+def downloads() -> Iterator[Path]:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="herald-downloads-"))
+    yield path
+
+
+@pytest.fixture(scope="session")
+def driver(downloads: Path):  # noqa: ANN201
+    require_browser()
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser = chromium(downloads)
+    yield browser
+    close_chromium(browser)
+
+
+@pytest.fixture
+def live(tmp_path: Path, driver) -> Iterator[LiveConsole]:  # noqa: ANN001
+    console = LiveConsole(tmp_path / "console.db").start()
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    driver.get_log("browser")  # start each test with an empty console log
+    try:
+        yield console
+    finally:
+        console.stop()
+
+
+def _wait(driver, condition, what: str):  # noqa: ANN001, ANN202
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(condition, message=f"waited for {what}")
+
+
+def _css(driver, selector: str):  # noqa: ANN001, ANN202
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def _all(driver, selector: str):  # noqa: ANN001, ANN202
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def _sign_in(driver, url: str) -> None:  # noqa: ANN001
+    driver.get(url)
+    _css(driver, "#continue").click()
+    _wait(driver, lambda d: d.current_url.endswith("/console/notices"), "the notice list")
+
+
+def _shot(driver, name: str, *, width: int = 1280) -> None:  # noqa: ANN001
+    """A full-page screenshot at this width (Chromium's capture beyond the viewport)."""
+    import base64
+
+    driver.set_window_size(width, 900)
+    height = driver.execute_script("return Math.min(document.documentElement.scrollHeight, 8000)")
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+    (ARTIFACTS / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
+    driver.set_window_size(1280, 900)
+
+
+def _no_script_errors(driver) -> None:  # noqa: ANN001
+    """No JavaScript errors and no Content-Security-Policy violations on the page."""
+    severe = [entry["message"] for entry in driver.get_log("browser")
+              if entry["level"] == "SEVERE" and "favicon.ico" not in entry["message"]]
+    assert not severe, severe
+
+
+def _click_as_partner(live: LiveConsole, email: str, notice_id: int = 1) -> None:
+    """A partner presses Acknowledge in their sandbox inbox: a real POST to the sandbox adapter."""
+    async def click() -> None:
+        from storage.models import Member
+
+        member = await Member.get(email=email)
+        partner = await live.harness.signed_in(CAM)  # the sandbox's inboxes are for signed-in staff
+        await partner.get(f"/console/sandbox/{member.id}")
+        response, _ = await partner.post(f"/console/sandbox/{member.id}/action",
+                                         {"action_id": "herald_ack", "value": str(notice_id)})
+        assert response.status == 200
+    live.run(click())
+
+
+def test_sign_in_watch_the_count_rise_drill_down_and_download(live: LiveConsole, driver, downloads: Path) -> None:  # noqa: ANN001
+    from selenium.webdriver.common.by import By
+
+    token = re.search(r"token=(hcl_\S+)", live.harness.announced[0]).group(1)  # the start-up link
+    _sign_in(driver, live.url(f"/console/sign-in?token={token}"))
+    assert "Recall of NW-200 firmware 4.2" in driver.page_source
+    _shot(driver, "notices")
+
+    driver.find_element(By.LINK_TEXT, "Recall of NW-200 firmware 4.2").click()
+    count = _css(driver, "#acknowledged-count")
+    assert count.text == "0"
+    _wait(driver, lambda d: not _css(d, ".live-note").get_attribute("hidden"), "the live counts")
+    for expected, email in ((1, "lena.fischer@contoso.example"), (2, "jonas.weber@contoso.example"),
+                            (3, "ruby.walsh@tailspin.example")):
+        live.harness.clock.advance(minutes=25)  # the clicks come in over an hour and a quarter
+        _click_as_partner(live, email)
+        _wait(driver, lambda d, n=expected: _css(d, "#acknowledged-count").text == str(n),
+              f"the count to reach {expected} without a reload")
+    assert "38%" in _css(driver, "[data-rate]").text
+    _no_script_errors(driver)
+    driver.refresh()  # the chart and the tables are drawn by the server
+    assert "3 of 8 delivered acknowledged" in driver.page_source
+    _shot(driver, "notice")
+    _shot(driver, "notice-phone", width=390)
+
+    # drill down: Contoso's outstanding → the people who have not acknowledged
+    row = next(r for r in _all(driver, "table.breakdown tr") if "Contoso Security" in r.text)
+    row.find_element(By.CSS_SELECTOR, "td:last-child a").click()
+    _wait(driver, lambda d: "/people" in d.current_url, "the people page")
+    assert "Mia Schulz" in driver.page_source and "Lena Fischer" not in driver.page_source
+    _shot(driver, "people")
+
+    driver.back()
+    _css(driver, "#download-csv").click()
+    report = downloads / "notice-1-report.csv"
+    _wait(driver, lambda d: report.exists() and report.stat().st_size > 0, "the CSV download")
+    text = report.read_text(encoding="utf-8")
+    assert "# acknowledged: 3" in text and "mia.schulz@contoso.example" in text
+    report.unlink()
+
+    for page, name in (("/console/directory", "directory"), ("/console/directory/contoso", "organisation"),
+                       ("/console/engagement", "engagement")):
+        driver.get(live.url(page))
+        _shot(driver, name)
+    assert "Acknowledged" in driver.page_source and "Onboarding journeys" in driver.page_source
+    _no_script_errors(driver)
+
+
+def test_compose_with_a_preview_drawn_by_microsofts_renderer(live: LiveConsole, driver) -> None:  # noqa: ANN001
+    _sign_in(driver, live.sign_in_url(CAM))
+    driver.get(live.url("/console/compose"))
+    _css(driver, "#importance").send_keys("Must know")
+    _css(driver, "#audience").clear()
+    _css(driver, "#audience").send_keys("tier:gold")
+    _wait(driver, lambda d: _css(d, "#recipient-count").text.startswith("5 recipients"), "the live recipient count")
+    _css(driver, "#title").send_keys("Hold shipments")
+    _css(driver, "#body").send_keys("Please **stop** shipping _today_:\n- check pallets\n- call the depot\n\n"
+                                    "Details: [the list](https://partners.northwind.example/list) <!channel>")
+    _shot(driver, "compose")
+    _css(driver, "#preview").click()
+    _wait(driver, lambda d: _css(d, ".ac-host").get_attribute("data-rendered") == "yes", "the Adaptive Card")
+
+    card = _css(driver, ".ac-host")
+    assert card.get_attribute("data-validation-failures") == "0"  # the card validates cleanly
+    items = [li.text for li in card.find_elements("css selector", "ul li")]
+    assert items == ["check pallets", "call the depot"]
+    assert "stop" in [strong.text for strong in card.find_elements("css selector", "strong")]
+    assert card.find_element("css selector", "em").text == "today"
+    link = card.find_element("css selector", "a[href='https://partners.northwind.example/list']")
+    assert link.text == "the list" and "<!channel>" in card.text
+    assert card.find_element("css selector", "button").text == "Acknowledge"
+    slack = _css(driver, ".slack-frame")
+    assert "stop" in [s.text for s in slack.find_elements("css selector", "strong")] and "• check pallets" in slack.text
+    assert slack.find_element("css selector", "a").get_attribute("href") == "https://partners.northwind.example/list"
+    _no_script_errors(driver)
+    _shot(driver, "preview")
+    _shot(driver, "preview-phone", width=390)
+
+    _css(driver, "#send").click()
+    _wait(driver, lambda d: "/console/notices/2" in d.current_url and "notice-status" in d.page_source, "the notice")
+    assert "Hold shipments" in driver.page_source
+
+
+def test_a_cam_is_refused_another_cams_notice_and_forged_forms_and_expired_links(live: LiveConsole, driver) -> None:  # noqa: ANN001
+    _sign_in(driver, live.sign_in_url(OTHER_CAM))
+    driver.get(live.url("/console/notices/1"))
+    assert "it is another CAM's" in driver.page_source and "Lena" not in driver.page_source
+    _shot(driver, "refused")
+
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    _sign_in(driver, live.sign_in_url(CAM))
+    driver.get(live.url("/console/notices/1"))
+    _css(driver, "details.change:nth-of-type(2) summary").click()
+    _css(driver, "#retract-reason").send_keys("forged")
+    driver.execute_script(  # what a page on another site cannot know: the session's CSRF token
+        "document.querySelector('form[action$=\"/retract\"] input[name=_csrf]').value = 'forged';")
+    _css(driver, "form[action$='/retract'] button").click()
+    _wait(driver, lambda d: "CSRF check failed" in d.page_source, "the refusal")
+    assert live.run(_status(1)) == "sent"
+
+    url = live.sign_in_url(CAM)
+    live.harness.clock.advance(minutes=11)
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    driver.get(url)
+    _css(driver, "#continue").click()
+    _wait(driver, lambda d: "has expired" in d.page_source, "the expired link")
+    _shot(driver, "expired-link")
+
+
+async def _status(notice_id: int) -> str:
+    from storage.models import Notice
+
+    return (await Notice.get(id=notice_id)).status
+
+
+def test_the_sandbox_from_inbox_to_acknowledgement(live: LiveConsole, driver) -> None:  # noqa: ANN001
+    from selenium.webdriver.common.by import By
+
+    _sign_in(driver, live.sign_in_url(CAM))
+    driver.get(live.url("/console/sandbox"))
+    _shot(driver, "inboxes")
+    driver.find_element(By.LINK_TEXT, "Lena Fischer").click()
+    _wait(driver, lambda d: "Recall of NW-200" in d.page_source, "Lena's inbox")
+    _shot(driver, "inbox-slack")
+    _css(driver, "button.sk-button.danger").click()  # Acknowledge, as Slack draws it
+    _wait(driver, lambda d: "Acknowledged by" in d.page_source, "the acknowledged message")
+    assert "Acknowledged. The notice now shows" in _css(driver, "#inbox-note").text
+
+    # Jonas uses the Teams look: the button is drawn by Microsoft's renderer and posts an Action.Execute
+    driver.get(live.url("/console/sandbox"))
+    driver.find_element(By.LINK_TEXT, "Jonas Weber").click()
+    driver.find_element(By.LINK_TEXT, "as Teams").click()
+    _wait(driver, lambda d: _css(d, ".ac-host").get_attribute("data-rendered") == "yes", "the Teams card")
+    _shot(driver, "inbox-teams")
+    _shot(driver, "inbox-teams-phone", width=390)
+    acknowledge = next(b for b in _all(driver, ".ac-host button") if b.text == "Acknowledge")
+    acknowledge.click()
+    _wait(driver, lambda d: "note=acknowledged" in d.current_url, "the acknowledgement")
+    _wait(driver, lambda d: "Acknowledged by" in _css(d, ".ac-host").text, "the updated card")
+    _no_script_errors(driver)
+
+    driver.get(live.url("/console/notices/1"))
+    assert _css(driver, "#acknowledged-count").text == "2"

@@ -1,0 +1,364 @@
+"""The console over real HTTP: sign-in, cookies and headers, CSRF, roles as in chat, the notice
+pages' numbers, compose → preview → send → edit → retract with the core's audit events, report
+downloads, the directory and engagement views."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from bot.core.directory.console_access import issue_link_for_email
+from bot.core.insights import engagement
+from bot.core.notices import acks
+from storage.models import (
+    Acknowledgement,
+    AuditEvent,
+    Delivery,
+    Member,
+    Notice,
+    NoticeRevision,
+    PlatformAccount,
+    SandboxMessage,
+    Staff,
+)
+from tests.console_support import ADMIN, CAM, COMPLIANCE, OTHER_CAM, ConsoleHarness
+
+pytestmark = pytest.mark.storage
+
+SAMPLE = 1  # the sandbox's sample notice: must-know, operations, to all (8 recipients)
+
+
+async def _ack(console: ConsoleHarness, email: str, notice_id: int = SAMPLE) -> None:
+    result = await acks.acknowledge(notice_id, platform="sandbox", workspace_id="sandbox", user_id=email,
+                                    now=console.clock.now())
+    await console.herald.update_acknowledged_copies(result)
+
+
+def _cookie(response, name: str = "herald_console") -> str:  # noqa: ANN001
+    return next(h for h in response.headers.getall("Set-Cookie") if h.startswith(name + "="))
+
+
+# ---- signing in -----------------------------------------------------------------------------------
+
+async def test_opening_the_link_does_not_use_it_and_the_session_cookie_is_safe(console: ConsoleHarness) -> None:
+    browser = console.browser()
+    token = await console.link(CAM)
+    for _ in range(2):  # chat clients and scanners fetch links to preview them: GET must not use it up
+        response, page = await browser.get(f"/console/sign-in?token={token}")
+        assert response.status == 200 and "Continue" in page
+    pre = re.search(r'name="pre" value="([^"]+)"', page).group(1)
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'self'; script-src 'self'")
+    assert response.headers["Referrer-Policy"] == "same-origin"  # keeps the Origin header on our own POSTs
+
+    response, _ = await browser.post("/console/sign-in", {"token": token, "pre": "forged"}, csrf="")
+    assert response.status == 403  # the double-submit cookie must match
+    async with browser.session.post(console.url("/console/sign-in"), data={"token": token, "pre": pre},
+                                    allow_redirects=False) as response:
+        assert response.status == 303 and response.headers["Location"] == "/console/notices"
+        cookie = _cookie(response).lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie and "path=/console" in cookie
+    assert "secure" not in cookie and "max-age=28800" in cookie  # plain http here
+    response, page = await browser.get("/console/notices")
+    assert response.status == 200 and "Recall of NW-200" in page
+
+    other = console.browser()
+    _, page = await other.get(f"/console/sign-in?token={token}")
+    response, page = await other.post("/console/sign-in", {"token": token, "pre": re.search(
+        r'name="pre" value="([^"]+)"', page).group(1)}, csrf="")
+    assert response.status == 403 and "already used" in page
+
+
+async def test_an_expired_link_is_refused_with_a_way_forward(console: ConsoleHarness) -> None:
+    browser = console.browser()
+    token = await console.link(CAM)
+    _, page = await browser.get(f"/console/sign-in?token={token}")
+    console.clock.advance(minutes=11)
+    response, page = await browser.post("/console/sign-in", {"token": token, "pre": re.search(
+        r'name="pre" value="([^"]+)"', page).group(1)}, csrf="")
+    assert response.status == 403 and "expired" in page and "/herald console" in page
+    response, _ = await browser.get("/console/notices")
+    assert response.status == 401
+
+
+async def test_the_cookie_is_secure_behind_https(db: str) -> None:
+    from tests.console_support import start_console, stop_console
+
+    console = await start_console(db, public_url="https://herald.example.com")
+    try:
+        browser = console.browser()
+        token = await console.link(CAM)
+        async with browser.session.get(console.url(f"/console/sign-in?token={token}")) as response:
+            assert "secure" in _cookie(response, "herald_console_signin").lower()
+            pre = re.search(r'name="pre" value="([^"]+)"', await response.text()).group(1)
+        # the jar keeps Secure cookies from plain http: send the sign-in form's cookie by hand
+        async with browser.session.post(console.url("/console/sign-in"), data={"token": token, "pre": pre},
+                                        headers={"Cookie": f"herald_console_signin={pre}"},
+                                        allow_redirects=False) as response:
+            assert response.status == 303 and "secure" in _cookie(response).lower()
+        assert "https://herald.example.com/console/sign-in?token=hcl_" in console.announced[0]
+    finally:
+        await stop_console(console)
+
+
+async def test_without_a_session_nothing_is_shown_or_done(console: ConsoleHarness) -> None:
+    stranger = console.browser()
+    for path in ("/console/notices", f"/console/notices/{SAMPLE}", "/console/directory", "/console/sandbox/1"):
+        response, page = await stranger.get(path)
+        assert response.status == 401 and "Sign in with a link from Herald" in page and "NW-200" not in page
+    response, _ = await stranger.get(f"/console/notices/{SAMPLE}/live.json")
+    assert response.status == 401
+    response, _ = await stranger.post(f"/console/notices/{SAMPLE}/retract", {"reason": "x"})
+    assert response.status == 401
+    assert (await Notice.get(id=SAMPLE)).status != "retracted"
+
+
+async def test_signing_out_ends_the_session(console: ConsoleHarness) -> None:
+    browser = await console.signed_in(CAM)
+    response, page = await browser.post("/console/sign-out")
+    assert response.status == 200 and "You are signed out" in page
+    response, _ = await browser.get("/console/notices")
+    assert response.status == 401
+
+
+# ---- CSRF -------------------------------------------------------------------------------------------
+
+async def test_forged_forms_are_refused(console: ConsoleHarness) -> None:
+    browser = await console.signed_in(CAM)
+    other = await console.signed_in(ADMIN)
+    await browser.get("/console/compose")
+    form = {"topic": "operations", "importance": "need-to-know", "audience": "all", "title": "T", "body": "B"}
+    for csrf, headers in (("", {}), ("0" * 64, {}), (other.csrf, {}),
+                          (browser.csrf, {"Origin": "https://evil.example"}), (browser.csrf, {"Origin": "null"})):
+        response, page = await browser.post("/console/compose", form, csrf=csrf, headers=headers)
+        assert response.status == 403, (csrf, headers)
+        assert "refused" in page or "CSRF" in page
+    assert await Notice.filter(title="T").count() == 0
+    response, _ = await browser.post("/console/compose", form, headers={"Origin": console.url("/").rstrip("/")})
+    assert response.status == 200 and await Notice.filter(title="T").count() == 1
+
+
+# ---- roles -------------------------------------------------------------------------------------------
+
+async def test_a_cam_is_refused_another_cams_notice(console: ConsoleHarness) -> None:
+    jordan = await console.signed_in(OTHER_CAM)
+    _, page = await jordan.get("/console/notices")
+    assert "Recall of NW-200" not in page and "No notices match" in page
+    for path in (f"/console/notices/{SAMPLE}", f"/console/notices/{SAMPLE}/people",
+                 f"/console/notices/{SAMPLE}/report.csv", f"/console/notices/{SAMPLE}/live.json"):
+        response, page = await jordan.get(path)
+        assert response.status == 403 and "another CAM" in page and "Lena" not in page, path
+    for action, data in (("retract", {"reason": "mine now"}), ("edit", {"title": "Hijack", "body": "x"})):
+        response, page = await jordan.post(f"/console/notices/{SAMPLE}/{action}", data)
+        assert response.status == 403 and "author or an admin" in page
+    notice = await Notice.get(id=SAMPLE)
+    assert notice.status == "sent" and notice.title == "Recall of NW-200 firmware 4.2"
+    assert not await AuditEvent.filter(kind="report.exported").exists()
+
+
+async def test_compliance_reads_everything_and_changes_nothing(console: ConsoleHarness) -> None:
+    robin = await console.signed_in(COMPLIANCE)
+    response, page = await robin.get(f"/console/notices/{SAMPLE}")
+    assert response.status == 200 and "Check the whole chain" in page and "Retract the notice" not in page
+    response, _ = await robin.get("/console/compose")
+    assert response.status == 403
+    response, page = await robin.post(f"/console/notices/{SAMPLE}/retract", {"reason": "no"})
+    assert response.status == 403
+    response, page = await robin.post("/console/audit/verify", {"notice": str(SAMPLE)})
+    assert response.status == 200 and "Intact" in page
+    casey = await console.signed_in(CAM)
+    response, _ = await casey.post("/console/audit/verify", {})
+    assert response.status == 403
+
+
+async def test_partners_have_no_access(console: ConsoleHarness) -> None:
+    from bot.common.errors import UserError
+
+    with pytest.raises(UserError):  # members of partner organisations are not staff
+        await issue_link_for_email("lena.fischer@contoso.example", via="cli", now=console.clock.now(), actor="t")
+
+
+# ---- the notice page ------------------------------------------------------------------------------------
+
+async def test_the_notice_page_shows_the_funnel_breakdown_and_people_who_have_not_acknowledged(
+        console: ConsoleHarness) -> None:
+    console.clock.advance(minutes=30)
+    await _ack(console, "lena.fischer@contoso.example")
+    console.clock.advance(minutes=30)
+    await _ack(console, "emma.roy@litware.example")
+    casey = await console.signed_in(CAM)
+    response, page = await casey.get(f"/console/notices/{SAMPLE}")
+    assert response.status == 200
+    assert re.search(r'data-count="recipients">8<', page) and re.search(r'data-count="delivered">8<', page)
+    assert re.search(r'data-count="acknowledged"[^>]*>2<', page) and "25%" in page
+    assert "<svg class=\"chart\"" in page and "2 of 8 delivered acknowledged" in page  # its text alternative
+    assert "Contoso Security" in page and ">gold<" in page and ">emea<" in page
+    assert "notice.acknowledged" in page and "delivery.delivered" in page  # the audit events by kind
+    _, live = await casey.get(f"/console/notices/{SAMPLE}/live.json")
+    assert '"acknowledged": 2' in live and '"outstanding": 6' in live
+
+    _, people = await casey.get(f"/console/notices/{SAMPLE}/people?org=contoso")
+    assert "Jonas Weber" in people and "Mia Schulz" in people and "Lena Fischer" not in people
+    assert "Emma Roy" not in people and "Sam Carter" not in people
+    _, people = await casey.get(f"/console/notices/{SAMPLE}/people?tier=platinum")
+    assert "Ruby Walsh" in people and "Noah Kim" in people and "Jonas" not in people
+
+
+async def test_failed_deliveries_say_why(console: ConsoleHarness) -> None:
+    lena = await Member.get(email="lena.fischer@contoso.example")
+    await PlatformAccount.filter(member_id=lena.id).delete()
+    casey = await console.signed_in(CAM)
+    await casey.get("/console/compose")
+    response, _ = await casey.post("/console/compose", {
+        "topic": "operations", "importance": "must-know", "audience": "org:contoso", "title": "Second",
+        "body": "Check the stock"}, allow_redirects=False)
+    notice_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    await casey.post(f"/console/notices/{notice_id}/send")
+    await console.herald.outbox.drain()
+    _, page = await casey.get(f"/console/notices/{notice_id}")
+    assert re.search(r'data-count="failed">1<', page) and "no Slack or Teams account on file" in page
+    _, people = await casey.get(f"/console/notices/{notice_id}/people?state=failed")
+    assert "Lena Fischer" in people and "Jonas Weber" not in people and "no Slack or Teams account" in people
+
+
+async def test_report_downloads_stream_the_same_report_and_are_audited(console: ConsoleHarness) -> None:
+    await _ack(console, "lena.fischer@contoso.example")
+    robin = await console.signed_in(COMPLIANCE)
+    async with robin.session.get(console.url(f"/console/notices/{SAMPLE}/report.csv")) as response:
+        assert response.status == 200
+        assert response.headers["Content-Disposition"] == 'attachment; filename="notice-1-report.csv"'
+        text = await response.text()
+    assert "# acknowledged: 1" in text and "lena.fischer@contoso.example" in text
+    async with robin.session.get(console.url(f"/console/notices/{SAMPLE}/report.json")) as response:
+        report = await response.json()
+    assert report["summary"]["acknowledged"] == 1 and len(report["rows"]) == 8
+    exports = await AuditEvent.filter(kind="report.exported").values_list("actor", flat=True)
+    assert exports == [f"console:{COMPLIANCE}", f"console:{COMPLIANCE}"]
+
+
+# ---- compose, send, edit, retract -------------------------------------------------------------------
+
+async def test_compose_preview_send_edit_and_retract_go_through_the_core(console: ConsoleHarness) -> None:
+    casey = await console.signed_in(CAM)
+    _, page = await casey.get("/console/compose")
+    assert 'name="audience"' in page and "**bold**" in page  # the formatting help
+    response, count = await casey.get("/console/audience-count?audience=tier:gold&topic=operations")
+    assert response.status == 200 and '"count": 5' in count
+    _, count = await casey.get("/console/audience-count?audience=tier:gould&topic=operations")
+    assert '"count": 0' in count and "did you mean" in count
+    _, count = await casey.get("/console/audience-count?audience=colour:red&topic=operations")
+    assert "unknown attribute" in count
+
+    response, page = await casey.post("/console/compose", {"topic": "operations", "importance": "must-know",
+                                                           "audience": "tier:gold", "title": "", "body": "x"})
+    assert response.status == 400 and "the title is empty" in page and 'value="tier:gold"' in page
+
+    body = "Please **stop** shipping:\n- check pallets\n- [the list](https://partners.northwind.example/l)"
+    response, _ = await casey.post("/console/compose", {
+        "topic": "operations", "importance": "must-know", "audience": "tier:gold", "title": "Hold shipments",
+        "body": body, "deadline": "2026-02-01"}, allow_redirects=False)
+    assert response.status == 303
+    notice_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    _, draft = await casey.get(f"/console/notices/{notice_id}")
+    assert 'id="draft-recipients">5<' in draft and 'data-card="' in draft and "&#34;AdaptiveCard&#34;" in draft
+    assert "<strong>stop</strong>" in draft and "• check pallets" in draft  # Slack's drawing
+
+    await casey.post(f"/console/notices/{notice_id}/send")
+    await console.herald.outbox.drain()
+    notice = await Notice.get(id=notice_id)
+    assert notice.status == "sent" and notice.recipient_count == 5
+    events = await AuditEvent.filter(notice_id=notice_id, kind__startswith="notice.").values_list("kind", "actor")
+    assert ("notice.created", CAM) in events and ("notice.sent", CAM) in events
+    message = await SandboxMessage.get(notice_id=notice_id, user_id="lena.fischer@contoso.example")
+    assert any("*stop*" in b.get("text", {}).get("text", "") for b in message.blocks if b["type"] == "section")
+
+    await casey.post(f"/console/notices/{notice_id}/edit", {"title": "Hold shipments now", "body": body,
+                                                            "link": "", "material": "yes"})
+    await console.herald.outbox.drain()
+    assert (await Notice.get(id=notice_id)).revision == 2 and await NoticeRevision.filter(notice_id=notice_id).count() == 2
+    message = await SandboxMessage.get(id=message.id)
+    assert message.version == 2 and "Hold shipments now" in str(message.blocks)
+
+    response, page = await casey.post(f"/console/notices/{notice_id}/retract", {"reason": ""})
+    assert response.status == 400 and "say why" in page
+    await casey.post(f"/console/notices/{notice_id}/retract", {"reason": "sent too early"})
+    await console.herald.outbox.drain()
+    assert (await Notice.get(id=notice_id)).status == "retracted"
+    assert "Retracted: sent too early" in str((await SandboxMessage.get(id=message.id)).blocks)
+    kinds = await AuditEvent.filter(notice_id=notice_id).values_list("kind", flat=True)
+    assert "notice.edited" in kinds and "notice.retracted" in kinds
+
+
+async def test_a_scheduled_notice_waits_and_can_be_cancelled(console: ConsoleHarness) -> None:
+    casey = await console.signed_in(CAM)
+    await casey.get("/console/compose")
+    at = (console.clock.now() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%MZ")
+    response, _ = await casey.post("/console/compose", {
+        "topic": "announcements", "importance": "need-to-know", "audience": "all", "title": "Tomorrow",
+        "body": "Later", "at": at}, allow_redirects=False)
+    notice_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    _, page = await casey.post(f"/console/notices/{notice_id}/send")
+    assert (await Notice.get(id=notice_id)).status == "scheduled" and "scheduled for" in page
+    await casey.post(f"/console/notices/{notice_id}/cancel")
+    assert (await Notice.get(id=notice_id)).status == "cancelled"
+    assert not await Delivery.filter(notice_id=notice_id).exists()
+
+
+async def test_bad_addresses_get_a_short_answer(console: ConsoleHarness) -> None:
+    casey = await console.signed_in(CAM)
+    response, page = await casey.get("/console/notices/abc")
+    assert response.status == 400 and "is a number" in page
+    response, page = await casey.get("/console/notices/999")
+    assert response.status == 404 and "does not exist" in page and "Traceback" not in page
+
+
+# ---- directory and engagement -----------------------------------------------------------------------
+
+async def test_the_directory_is_scoped_like_chat(console: ConsoleHarness) -> None:
+    jordan = await console.signed_in(OTHER_CAM)
+    _, page = await jordan.get("/console/directory")
+    assert "Litware Distribution" in page and "Contoso" not in page
+    response, _ = await jordan.get("/console/directory/contoso")
+    assert response.status == 403
+    robin = await console.signed_in(COMPLIANCE)
+    _, page = await robin.get("/console/directory?tier=gold")
+    assert "Litware Distribution" in page and "Contoso Security" in page and "Tailspin" not in page
+    _, page = await robin.get("/console/directory/contoso")
+    assert "Lena Fischer" in page and "sandbox" in page and "casey.morgan@northwind.example" in page
+
+
+async def test_engagement_is_aggregated_per_topic_and_segment(console: ConsoleHarness) -> None:
+    casey_staff = await Staff.get(email=CAM)
+    sent = (await Notice.get(id=SAMPLE)).sent_at
+    for minutes, email in ((10, "lena.fischer@contoso.example"), (30, "jonas.weber@contoso.example"),
+                           (90, "sam.carter@fabrikam.example")):
+        console.clock.set(sent + timedelta(minutes=minutes))
+        await _ack(console, email)
+    await Member.filter(email="noah.kim@tailspin.example").update(topic_opt_outs=["incentives"])
+    since = sent - timedelta(days=1)
+    by_topic = {r.key: r for r in await engagement.breakdown(casey_staff, "topic", since=since)}
+    operations = by_topic["operations"]
+    # Casey's partners: Contoso, Fabrikam, Tailspin (6 recipients of the sample notice; Litware is Jordan's)
+    assert (operations.delivered, operations.must_delivered, operations.acknowledged) == (6, 6, 3)
+    assert operations.median_seconds == pytest.approx(30 * 60, abs=60)  # to within the minute
+    assert by_topic["incentives"].opt_outs == 1
+    by_tier = {r.key: r for r in await engagement.breakdown(casey_staff, "tier", since=since)}
+    assert by_tier["gold"].acknowledged == 2 and by_tier["gold"].median_seconds == pytest.approx(20 * 60, abs=60)
+    assert by_tier["platinum"].opt_outs == 1
+    robin = await Staff.get(email=COMPLIANCE)
+    everyone = {r.key: r for r in await engagement.breakdown(robin, "region", since=since)}
+    assert everyone["amer"].delivered == 3  # Sam (Fabrikam) + Emma and Liam (Litware)
+
+    casey = await console.signed_in(CAM)
+    response, page = await casey.get("/console/engagement?days=30")
+    assert response.status == 200 and "By topic" in page and "30 min" in page and "Onboarding journeys" in page
+
+
+async def test_acknowledgements_are_counted_once_whatever_the_revision(console: ConsoleHarness) -> None:
+    await _ack(console, "lena.fischer@contoso.example")
+    await _ack(console, "lena.fischer@contoso.example")  # a second click changes nothing
+    assert await Acknowledgement.filter(notice_id=SAMPLE).count() == 1
+    casey = await console.signed_in(CAM)
+    _, live = await casey.get(f"/console/notices/{SAMPLE}/live.json")
+    assert '"acknowledged": 1' in live

@@ -1,0 +1,140 @@
+"""One formatting language for a CAM's notice text, rendered the same in Slack and Teams.
+
+Golden examples go through both renderers (and the console's Block Kit HTML, which draws what
+Slack would); the browser test renders the Teams side with Microsoft's own renderer. Fuzzing
+checks that nothing a CAM types escapes the language: no Slack mention or link syntax, no card
+structure, no Markdown beyond bold, italics, bullets and links.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.channels.slack_blocks import direct_message_blocks, formatted_sections, notice_blocks
+from bot.channels.slack_blocks import formatted as mrkdwn
+from bot.channels.teams_cards import direct_message_card, notice_card
+from bot.channels.teams_cards import formatted as card_markdown
+from bot.console.blockkit import mrkdwn as slack_html
+from bot.core.notices.formatting import BulletList, Emphasis, Link, Paragraph, Strong, Text, parse, plain_text
+from bot.core.notices.views import NoticeView
+from bot.core.ports import DirectMessage
+from bot.topics import IMPORTANCE
+from bot.topics.importance import Importance
+
+# (CAM text, Slack mrkdwn, Teams TextBlock Markdown)
+GOLDEN = [
+    ("Please **stop** selling _LX-200_ now.",
+     "Please *stop* selling _LX-200_ now.",
+     "Please **stop** selling _LX-200_ now."),
+    ("*bold* as in Slack",
+     "*bold* as in Slack",
+     "**bold** as in Slack"),
+    ("Do this:\n- return stock\n* tell customers\n• update firmware",
+     "Do this:\n\n• return stock\n• tell customers\n• update firmware",
+     "Do this:\n\n- return stock\n- tell customers\n- update firmware"),
+    ("Read the [recall page](https://x.example/r?a=1&b=2).",
+     "Read the <https://x.example/r?a=1&amp;b=2|recall page>.",
+     "Read the [recall page](https://x.example/r?a=1&b=2)."),
+    ("See https://x.example/faq.",
+     "See <https://x.example/faq|https://x.example/faq>.",
+     "See [https://x.example/faq](https://x.example/faq)."),
+    ("line one\nline two\n\nnew paragraph",
+     "line one\nline two\n\nnew paragraph",
+     "line one\n\nline two\n\nnew paragraph"),
+    ("**_both_** and [**bold link**](https://x.example)",
+     "*_both_* and <https://x.example|*bold link*>",
+     "**_both_** and [**bold link**](https://x.example)"),
+    # not the language: shown as typed, escaped for each platform
+    # (Slack's own link syntax is not the language; the bare URL inside it still becomes a plain link)
+    ("<!channel> <@U1> <https://evil.example|x> 5 * 3 * 2 snake_case_name # h\n> quote",
+     "&lt;!channel&gt; &lt;@U1&gt; &lt;<https://evil.example|https://evil.example>|x&gt; 5 * 3 * 2 "
+     "snake_case_name # h\n&gt; quote",
+     "\\<!channel\\> \\<@U1\\> \\<[https://evil.example](https://evil.example)|x\\> 5 \\* 3 \\* 2 "
+     "snake\\_case\\_name \\# h\n\n\\> quote"),
+    ("[click](javascript:alert(1)) [x](ftp://a) 1. not a list",
+     "[click](javascript:alert(1)) [x](ftp://a) 1. not a list",
+     "\\[click\\]\\(javascript:alert\\(1\\)\\) \\[x\\]\\(ftp://a\\) 1. not a list"),
+    ("1. numbered lists are not the language\n2. so they stay text",
+     "1. numbered lists are not the language\n2. so they stay text",
+     "1\\. numbered lists are not the language\n\n2\\. so they stay text"),
+]
+
+
+@pytest.mark.parametrize("text, slack, teams", GOLDEN)
+def test_golden_examples_render_alike_in_slack_and_teams(text: str, slack: str, teams: str) -> None:
+    assert mrkdwn(text) == slack
+    assert card_markdown(text) == teams
+
+
+def test_the_parse_tree() -> None:
+    assert parse("Hi **you**\n- a [b](https://b.example)\n\n_end_") == (
+        Paragraph(((Text("Hi "), Strong((Text("you"),))),)),
+        BulletList(((Text("a "), Link("https://b.example", (Text("b"),))),)),
+        Paragraph(((Emphasis((Text("end"),)),),)),
+    )
+    assert plain_text(parse("**Stop** now\n- a [b](https://b.example)")) == "Stop now\n\n• a b (https://b.example)"
+
+
+def test_slacks_drawing_of_the_golden_examples_has_the_same_structure() -> None:
+    """What the console shows for Slack (the mrkdwn drawn as Slack draws it) carries the formatting."""
+    html = str(slack_html(mrkdwn("Please **stop** _now_:\n- one\n- [two](https://x.example)")))
+    assert "<strong>stop</strong>" in html and "<em>now</em>" in html
+    assert "• one<br>• <a href=\"https://x.example\"" in html
+
+
+def _view(body: str) -> NoticeView:
+    return NoticeView(notice_id=7, topic_key="operations", topic_title="Operations",
+                      policy=IMPORTANCE[Importance.MUST], title="Recall", body=body, link="", deadline=None)
+
+
+def test_notices_use_the_language_on_both_platforms() -> None:
+    body = "Please **stop**:\n- return stock"
+    slack_text = [b["text"]["text"] for b in notice_blocks(_view(body)) if b["type"] == "section"]
+    assert "Please *stop*:\n\n• return stock" in slack_text
+    card_texts = [t["text"] for t in notice_card(_view(body))["body"] if t.get("type") == "TextBlock"]
+    assert "Please **stop**:\n\n- return stock" in card_texts
+
+
+def test_a_long_body_is_split_between_paragraphs_never_inside_a_link() -> None:
+    body = "\n\n".join(f"Paragraph {i} with a [link](https://x.example/{i}) & more " + "x" * 300 for i in range(12))
+    sections = formatted_sections(body)
+    assert len(sections) > 1
+    for section in sections:
+        text = section["text"]["text"]
+        assert len(text) <= 3000
+        assert text.count("<https://") == text.count("|link>")
+
+
+def test_text_partners_typed_stays_escaped_everywhere() -> None:
+    """Questions and relayed replies are DirectMessages: no formatting language, fully escaped."""
+    message = DirectMessage(title="A partner asked", lines=("**bold** _it_ - x [a](https://evil.example) <!channel>",))
+    slack = json.dumps(direct_message_blocks(message))
+    assert "&lt;!channel&gt;" in slack and "<https://evil.example|a>" not in slack
+    card_text = direct_message_card(message)["body"][1]["text"]
+    assert card_text == "\\*\\*bold\\*\\* \\_it\\_ - x \\[a\\]\\(https://evil.example\\) \\<!channel\\>"
+
+
+_ALPHABET = st.sampled_from(list("ab _*-•[]()<>!@#&|~`\\\n:/.") + ["https://x.example", "<!channel>", "\r\n"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ALPHABET, max_size=60).map("".join))
+def test_fuzz_nothing_a_cam_types_escapes_the_language(text: str) -> None:
+    slack = mrkdwn(text)
+    # Slack acts on <...> only for links and mentions: every < that reaches it opens one of our links
+    assert all(m.startswith("<http") for m in re.findall(r"<[^>]*>?", slack)), slack
+    assert "<!" not in slack and "<@" not in slack
+    teams = card_markdown(text)
+    # the card stays one TextBlock with this text: JSON can carry any string, nothing breaks out
+    card = notice_card(_view(text or "x"))
+    assert json.loads(json.dumps(card)) == card
+    # raw HTML never survives: every < in the Markdown is backslash-escaped
+    assert not re.search(r"(?<!\\)<", teams), teams
+    # the Slack drawing in the console is HTML-escaped apart from our own tags
+    html = str(slack_html(slack))
+    assert not re.search(r"<(?!/?(strong|em|del|code|br|a |/a|span|/span)\b)", html), html

@@ -1,0 +1,88 @@
+"""`herald serve` with nothing configured, as the README's first command runs it: sandbox mode on
+its own database, a sign-in link printed at start-up, and a sample notice a newcomer can open and
+acknowledge from a sample member's inbox."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_link(process: subprocess.Popen, seen: list[str], timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        match = re.search(r"(http://\S+/console/sign-in\?token=hcl_\S+)", line)
+        if match:
+            return match.group(1)
+    raise AssertionError("no sign-in link printed:\n" + "".join(seen))
+
+
+async def test_serve_starts_the_sandbox_and_a_newcomer_acknowledges_a_notice(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env.update(PYTHONUNBUFFERED="1", HERALD_KB_SEMANTIC="false", HERALD_CACHE_DIR=str(tmp_path / "cache"),
+               HERALD_HOST="127.0.0.1", PYTHONPATH=str(ROOT))
+    process = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], cwd=tmp_path,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    try:
+        link = _wait_for_link(process, seen)
+        assert link.startswith(f"http://127.0.0.1:{port}/console/sign-in?token=")
+        assert any("SANDBOX MODE" in line for line in seen)
+        assert (tmp_path / "herald-sandbox.db").exists() and not (tmp_path / "herald.db").exists()
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            async with session.get(link) as response:
+                page = await response.text()
+            pre = re.search(r'name="pre" value="([^"]+)"', page).group(1)
+            token = link.split("token=")[1]
+            async with session.post(f"http://127.0.0.1:{port}/console/sign-in",
+                                    data={"token": token, "pre": pre}) as response:
+                assert response.status == 200 and "Recall of NW-200" in await response.text()
+            async with session.get(f"http://127.0.0.1:{port}/console/sandbox") as response:
+                page = await response.text()
+            member = re.search(r'href="/console/sandbox/(\d+)">Lena Fischer', page).group(1)
+            csrf = re.search(r'<meta name="csrf-token" content="([^"]+)">', page).group(1)
+            for _ in range(100):  # the outbox delivers the sample notice right after start-up
+                async with session.get(f"http://127.0.0.1:{port}/console/sandbox/{member}") as response:
+                    inbox = await response.text()
+                if 'value="herald_ack"' in inbox:
+                    break
+                time.sleep(0.1)  # noqa: ASYNC251 - waiting on another process's worker, not on a clock
+            async with session.post(f"http://127.0.0.1:{port}/console/sandbox/{member}/action",
+                                    data={"_csrf": csrf, "action_id": "herald_ack", "value": "1"}) as response:
+                assert response.status == 200 and "Acknowledged by" in await response.text()
+    finally:
+        process.terminate()
+        process.wait(30)
+    output = "".join(seen) + (process.stdout.read() if process.stdout else "")
+    assert "Traceback" not in output
+    assert token not in re.sub(r"sign-in\?token=hcl_\S+", "", output)  # the access log never shows it
+
+
+@pytest.mark.parametrize("setting", ["HERALD_SLACK_SIGNING_SECRET", "HERALD_TEAMS_APP_ID"])
+def test_a_configured_platform_turns_the_sandbox_off(setting: str) -> None:
+    from config.settings import load_settings
+
+    assert not load_settings(**{setting.removeprefix("HERALD_").lower(): "x"}).sandbox_active
