@@ -169,6 +169,9 @@ class SurveyCloseCommand:
 @dataclass(frozen=True)
 class SurveyStagesCommand:
     """Results of the surveys journeys send, per journey stage."""
+
+
+@dataclass(frozen=True)
 class ConsoleCommand:
     """A single-use sign-in link to the web console."""
 
