@@ -104,7 +104,8 @@ def _environment(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     env.update({"PATH": bin_dir + os.pathsep + env.get("PATH", ""), "HERALD_PORT": str(port),
                 "HERALD_HOST": "127.0.0.1", "HERALD_DATABASE_URL": f"sqlite://{tmp_path / 'herald.db'}",
-                "HERALD_KB_SEMANTIC": "false", "HERALD_CACHE_DIR": str(tmp_path / "cache"), **extra})
+                "HERALD_KB_SEMANTIC": "false", "HERALD_CACHE_DIR": str(tmp_path / "cache"),
+                "HERALD_SANDBOX": "off", **extra})  # as docker-compose.yml sets it
     return env
 
 
