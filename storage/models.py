@@ -614,3 +614,55 @@ class SandboxMessage(Model):
 
     class Meta:
         table = "sandbox_message"
+
+
+class MessagePurpose(StrEnum):
+    JOURNEY_STEP = "journey_step"  # a journey step or milestone message to the member
+    JOURNEY_CAM = "journey_cam"  # the note to the CAM that a member completed their journey
+    JOURNEY_NUDGE = "journey_nudge"
+    DIGEST = "digest"
+    ESCALATION = "escalation"
+    HANDOFF = "handoff"  # a partner's question passed to their CAM
+    RELAY = "relay"  # the CAM's answer relayed to the partner
+    STAFF_NOTE = "staff_note"  # a note to staff about another message (e.g. a relay that failed)
+
+
+class OutboundMessage(Model):
+    """A direct message (not a notice) waiting for, or sent by, the outbox: everything Herald sends
+    apart from notice deliveries. Written in the same transaction as the state change that causes
+    it; the outbox sends it in its workspace's lane, under the same pacing and rate-limit pauses as
+    the notices, then calls the purpose's completion hook (bot.core.delivery.messages)."""
+
+    id = fields.IntField(primary_key=True)
+    key = fields.CharField(max_length=200, unique=True)  # idempotency key: purpose:reference[:...]
+    purpose = fields.CharField(max_length=20)
+    reference = fields.IntField(default=0)  # the row it belongs to (JourneyStep, DigestRun, Escalation, Question)
+    priority = fields.SmallIntField(default=3)  # lower first within a lane
+    member: fields.ForeignKeyNullableRelation[Member] = fields.ForeignKeyField(
+        "models.Member", related_name="outbound_messages", null=True, on_delete=fields.CASCADE
+    )
+    staff: fields.ForeignKeyNullableRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="outbound_messages", null=True, on_delete=fields.SET_NULL
+    )
+    account: fields.ForeignKeyNullableRelation[PlatformAccount] = fields.ForeignKeyField(
+        "models.PlatformAccount", related_name="outbound_messages", null=True, on_delete=fields.SET_NULL
+    )
+    platform = fields.CharField(max_length=10)
+    workspace_external_id = fields.CharField(max_length=100, default="")  # the lane
+    recipient = fields.JSONField(default=dict)  # user_id, dm_channel, service_url, display_name
+    message = fields.JSONField(default=dict)  # the rendered DirectMessage
+    status = fields.CharField(max_length=20, default=DeliveryStatus.PENDING.value)
+    attempts = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField()
+    claimed_by = fields.CharField(max_length=64, default="")
+    claimed_until = fields.DatetimeField(null=True)
+    channel_id = fields.CharField(max_length=200, default="")
+    message_id = fields.CharField(max_length=200, default="")
+    error = fields.TextField(default="")
+    sent_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "outbound_message"
+        indexes = (("status", "next_attempt_at"), ("purpose", "reference"))

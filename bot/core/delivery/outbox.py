@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
@@ -23,6 +24,7 @@ from tortoise.transactions import in_transaction
 from bot.common import metrics
 from bot.common.clock import Clock
 from bot.core.compliance.audit import audit_event, record
+from bot.core.delivery.messages import Claimed, MessageSource
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import RowExtras
@@ -81,6 +83,8 @@ class Outbox:
         self._wake = asyncio.Event()
         self._stopping = False
         self._lock = asyncio.Lock()
+        # everything else Herald sends (journeys, digests, escalations, hand-offs): same lanes
+        self.messages = MessageSource(channels, worker_id=self.worker_id, lease=self.lease, retry=self.retry)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -117,9 +121,11 @@ class Outbox:
 
     async def _send_due(self) -> int:
         """Drain every workspace/tenant with due rows, each in its own task (at most
-        `parallel_workspaces` at once), so a slow or throttled one never holds up the others."""
+        `parallel_workspaces` at once), so a slow or throttled one never holds up the others.
+        Within a workspace the notices go first, then the direct messages, most urgent first."""
         now = self.clock.now()
         keys = await Delivery.filter(_due(now)).distinct().limit(1000).values_list("platform", "workspace_external_id")
+        lanes = list(dict.fromkeys([tuple(k) for k in keys] + await self.messages.due_lanes(now)))
         gate = asyncio.Semaphore(self.parallel_workspaces)
 
         async def drain(key: tuple[str, str]) -> int:
@@ -127,9 +133,26 @@ class Outbox:
                 total = 0
                 while handled := await self._send_batch(key):
                     total += handled
+                while handled := await self._send_messages(key):
+                    total += handled
                 return total
 
-        return sum(await asyncio.gather(*(drain(tuple(key)) for key in keys)))
+        return sum(await asyncio.gather(*(drain(key) for key in lanes)))
+
+    async def _send_messages(self, key: tuple[str, str]) -> int:
+        """One batch of a lane's direct messages, under the lane's pacing and rate-limit pause.
+        Rows taken back from an expired claim are not sent again (at most once)."""
+        batch = await self.messages.claim(key, self.clock.now(), self.batch_size)
+        if not batch:
+            return 0
+        outcomes: dict[int, Outcome] = {}
+
+        def call(claimed: Claimed) -> Callable[[Channel], Awaitable[Outcome]]:
+            return lambda channel: self.messages.send(channel, claimed)
+
+        await self._run_group(key, [(c.row, call(c)) for c in batch if not c.maybe_sent], outcomes)
+        await self.messages.record(batch, outcomes, self.clock.now())
+        return len(batch)
 
     # ---- claiming -------------------------------------------------------------------------
 
@@ -179,7 +202,7 @@ class Outbox:
                                for key, group in groups.items()))
         return outcomes
 
-    async def _run_group(self, key: tuple[str, str], work: list[tuple[Delivery, Callable[[Channel], Awaitable[Outcome]]]],
+    async def _run_group(self, key: tuple[str, str], work: list[tuple[Any, Callable[[Channel], Awaitable[Outcome]]]],
                          outcomes: dict[int, Outcome]) -> None:
         """Run one workspace's calls with bounded concurrency; pause it when it is throttled."""
         channel = self.channels.get(key[0])
@@ -195,7 +218,7 @@ class Outbox:
                 if channel is None:
                     outcomes[delivery.id] = Outcome.failed(f"{key[0].title()} is not configured in Herald")
                     return
-                if delivery.account is None:
+                if isinstance(delivery, Delivery) and delivery.account is None:
                     outcomes[delivery.id] = Outcome.failed("the member's platform account was removed")
                     return
                 try:

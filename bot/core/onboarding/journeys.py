@@ -13,11 +13,12 @@ Every message is a `JourneyStep` row, written before anything is sent (an outbox
 Milestone and CAM rows have `position` 0 and never count as steps. The unique (member, step_key)
 key makes each of them happen once, however many replicas run `run_journeys` at the same moment.
 
-Sending claims a row with a conditional update (pending -> sending, `sent_at` = when the attempt
-started) so only one replica sends it. A row still `sending` after `LEASE` was interrupted by a
-crash: it may or may not have gone out, so it is never sent again. An interrupted step counts as
-sent (the nudge follows up if the member never saw it); an interrupted milestone or CAM note is
-recorded as failed.
+Sending claims a row with a conditional update (pending -> sending, `sent_at` = when it was queued)
+and, in the same transaction, queues its message in the outbox (bot.core.delivery.messages), which
+sends it in the workspace's lane after any notices, under the platform's limits, and records the
+result through `_message_result`. A message interrupted by a crash may or may not have gone out,
+so it is never sent again: an interrupted step counts as sent (the nudge follows up if the member
+never saw it); an interrupted milestone or CAM note is recorded as failed.
 
 Nudges: a step not done `nudge_after_days` after it was sent gets exactly one nudge (`nudged_at`,
 claimed with a conditional update), in the member's working hours, at most one nudge per member a
@@ -49,20 +50,16 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.notices.escalations import staff_recipient
 from bot.core.notices.reminders import is_paused
-from bot.core.ports import (
-    Button,
-    Channel,
-    DirectMessage,
-    Outcome,
-    OutcomeKind,
-    Recipient,
-)
+from bot.core.delivery.messages import MessageResult, ResultKind, Target, enqueue, on_result
+from bot.core.ports import Button, Channel, DirectMessage, MessageRef
 from bot.core.surveys.creating import enqueue_journey_survey, journey_survey
 from bot.core.surveys.spec import SurveySpec, spec_from_config
 from storage.models import (
     JourneyStep,
     Member,
+    MessagePurpose,
     Organisation,
+    OutboundMessage,
     PlatformAccount,
     Staff,
     StaffRole,
@@ -365,10 +362,11 @@ def _counts() -> dict[str, int]:
 
 async def run_journeys(channels: dict[str, Channel], now: datetime, *,
                        catalog: JourneyCatalog | None = None) -> dict[str, int]:
-    """Plan and send what is due now: new steps (one a day per member, in working hours), nudges,
-    milestone messages and completion notes to CAMs. Safe to run on every replica at once.
+    """Plan and queue what is due now: new steps (one a day per member, in working hours), nudges,
+    milestone messages and completion notes to CAMs; the outbox sends them. Safe to run on every
+    replica at once.
 
-    Returns messages handled by kind: steps, nudges, milestones, cam (delivered) and failed.
+    Returns messages handled by kind: steps, nudges, milestones, cam (queued) and failed.
     """
     counts = _counts()
     catalog = _catalog_or_none(catalog)
@@ -488,6 +486,8 @@ async def _send_pending(channels: dict[str, Channel], catalog: JourneyCatalog, n
 
 async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: JourneyCatalog, now: datetime,
                     counts: dict[str, int]) -> int:
+    """Render the row's message and queue it for the outbox, in the transaction that claims the
+    row (pending -> sending). Returns 1 when the row was handled (queued or failed)."""
     member: Member = row.member
     kind = _row_kind(row.step_key)
     journey = catalog.journeys.get(row.journey) or catalog.for_role(member.role)
@@ -510,43 +510,54 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
     else:
         message = await completion_message(member, journey)
 
-    claimed = await JourneyStep.filter(id=row.id, status=PENDING).update(status=SENDING, sent_at=now)
-    if not claimed:
-        return 0  # another replica has it
+    extra: dict[str, Any] = {}
     if kind == "cam":
         cam = await cam_for_organisation(member.organisation)
-        target = staff_recipient(cam, channels) if cam is not None else None
-        account, platform = None, (target[0].platform if target else "")
+        found = staff_recipient(cam, channels) if cam is not None else None
+        target = Target(found[0].platform, found[1]) if found else None
         problem = ("the organisation has no active CAM on file" if cam is None
                    else "the CAM has no Slack or Teams account on file")
-        extra: dict[str, Any] = {"cam": cam.email if cam else None}
+        extra = {"cam": cam.email if cam else None}
+        purpose, staff_id, member_id = MessagePurpose.JOURNEY_CAM, cam.id if cam else None, None
     else:
-        found = await _member_target(member.id, channels, prefer=row.platform or member.preferred_platform)
-        target = (channels[found[1].platform], found[0]) if found else None
-        account, platform = (found[1], found[1].platform) if found else (None, "")
-        problem, extra = "the member has no Slack or Teams account Herald can reach", {}
+        account = await _member_target(member.id, channels, prefer=row.platform or member.preferred_platform)
+        target = Target.of_account(account, display_name=member.name) if account else None
+        problem = "the member has no Slack or Teams account Herald can reach"
+        purpose, staff_id, member_id = MessagePurpose.JOURNEY_STEP, None, member.id
     if target is None:
-        await _settle(row, kind, now, failed=problem, **extra)
+        await _settle(row, kind, now, failed=problem, expect=PENDING, **extra)
         counts["failed"] += 1
         return 1
-    try:
-        outcome = await target[0].send_message(target[1], message)
-    except Exception:  # noqa: BLE001 - unknown whether it went out: treat it as interrupted
-        log.exception("sending journey row %s failed unexpectedly", row.id)
-        await _interrupted(row, now)
-        counts["failed"] += 1
-        return 1
-    if outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None:
-        await _settle(row, kind, now, outcome=outcome, platform=platform, account=account, **extra)
-        counts[{"step": "steps", "milestone": "milestones", "cam": "cam"}[kind]] += 1
-    elif outcome.kind is OutcomeKind.FAILED or now - row.created_at >= GIVE_UP_AFTER:
-        await _settle(row, kind, now, failed=outcome.reason or "the platform refused the message",
-                      platform=platform, **extra)
-        counts["failed"] += 1
-    else:  # retry / deferred: back to pending, tried again on a later run
-        await JourneyStep.filter(id=row.id, status=SENDING).update(status=PENDING, sent_at=None,
-                                                                     error=outcome.reason[:2000])
+    async with in_transaction() as conn:
+        claimed = await JourneyStep.filter(id=row.id, status=PENDING).using_db(conn).update(
+            status=SENDING, sent_at=now, platform=target.platform)
+        if not claimed:
+            return 0  # another replica has it
+        await enqueue(key=f"{purpose.value}:{row.id}", purpose=purpose, reference=row.id, target=target,
+                      message=message, now=now, member_id=member_id, staff_id=staff_id, using_db=conn)
+    counts[{"step": "steps", "milestone": "milestones", "cam": "cam"}[kind]] += 1
     return 1
+
+
+@on_result(MessagePurpose.JOURNEY_STEP)
+@on_result(MessagePurpose.JOURNEY_CAM)
+async def _message_result(message: OutboundMessage, result: MessageResult) -> None:
+    """The outbox's outcome for a step, milestone or CAM note (the journey row's status and event)."""
+    row = await JourneyStep.get_or_none(id=message.reference)
+    if row is None:
+        return
+    kind = _row_kind(row.step_key)
+    extra: dict[str, Any] = {}
+    if kind == "cam":
+        staff = await Staff.get_or_none(id=message.staff_id) if message.staff_id else None  # type: ignore[attr-defined]
+        extra = {"cam": staff.email if staff else None}
+    if result.kind is ResultKind.INTERRUPTED:
+        await _interrupted(row, result.now)
+    elif result.sent:
+        await _settle(row, kind, result.now, ref=result.ref, platform=message.platform, **extra)
+    else:
+        await _settle(row, kind, result.now, failed=result.reason or "the platform refused the message",
+                      platform=message.platform, **extra)
 
 
 _EVENTS = {"step": ("journey.step_sent", "journey.step_failed"),
@@ -554,19 +565,15 @@ _EVENTS = {"step": ("journey.step_sent", "journey.step_failed"),
            "cam": ("journey.cam_told", "journey.cam_not_told")}
 
 
-async def _settle(row: JourneyStep, kind: str, now: datetime, *, outcome: Outcome | None = None, failed: str = "",
-                  platform: str = "", account: PlatformAccount | None = None, expect: str = SENDING,
-                  **extra: Any) -> None:
+async def _settle(row: JourneyStep, kind: str, now: datetime, *, ref: MessageRef | None = None, failed: str = "",
+                  platform: str = "", expect: str = SENDING, **extra: Any) -> None:
     """Store a send's result and its audit event in one transaction."""
-    ref = outcome.ref if outcome is not None else None
     async with in_transaction() as conn:
         if ref is not None:
             values = dict(platform=platform, channel_id=ref.channel_id, message_id=ref.message_id, sent_at=now, error="")
             moved = await JourneyStep.filter(id=row.id, status=expect).using_db(conn).update(status=SENT, **values)
             if not moved:  # marked done while we were sending: keep `done`, store where it went
                 await JourneyStep.filter(id=row.id).using_db(conn).update(**values)
-            if account is not None and outcome.dm_channel and outcome.dm_channel != account.dm_channel:  # type: ignore[union-attr]
-                await PlatformAccount.filter(id=account.id).using_db(conn).update(dm_channel=outcome.dm_channel)  # type: ignore[union-attr]
         else:
             moved = await JourneyStep.filter(id=row.id, status=expect).using_db(conn).update(
                 status=FAILED, platform=platform, error=failed[:2000])
@@ -582,7 +589,14 @@ async def _settle(row: JourneyStep, kind: str, now: datetime, *, outcome: Outcom
 
 
 async def _recover_interrupted(now: datetime) -> None:
-    for row in await JourneyStep.filter(status=SENDING, sent_at__lt=now - LEASE):
+    """Rows claimed for a direct send before Herald queued journey messages in the outbox (an
+    upgrade mid-send): `sending` without an outbound message."""
+    stale = await JourneyStep.filter(status=SENDING, sent_at__lt=now - LEASE).values_list("id", flat=True)
+    if not stale:
+        return
+    queued_ids = set(await OutboundMessage.filter(reference__in=stale, purpose__in=[
+        MessagePurpose.JOURNEY_STEP.value, MessagePurpose.JOURNEY_CAM.value]).values_list("reference", flat=True))
+    for row in await JourneyStep.filter(id__in=[i for i in stale if i not in queued_ids]):
         await _interrupted(row, now)
 
 
@@ -601,16 +615,13 @@ async def _interrupted(row: JourneyStep, now: datetime) -> None:
                                       journey=row.journey, step=row.step_key, step_id=row.id)], using_db=conn)
 
 
-async def _member_target(member_id: int, channels: dict[str, Channel], *,
-                         prefer: str = "") -> tuple[Recipient, PlatformAccount] | None:
+async def _member_target(member_id: int, channels: dict[str, Channel], *, prefer: str = "") -> PlatformAccount | None:
     """The member's account to write to: the preferred platform's, else Slack, else Teams."""
     accounts = [a for a in await PlatformAccount.filter(member_id=member_id).order_by("id") if a.platform in channels]
     if not accounts:
         return None
     rank = {p: i for i, p in enumerate(dict.fromkeys((prefer, *PLATFORM_PREFERENCE)))}
-    account = min(accounts, key=lambda a: rank.get(a.platform, 99))
-    return Recipient(workspace_id=account.workspace_external_id, user_id=account.user_id,
-                     dm_channel=account.dm_channel, service_url=account.service_url), account
+    return min(accounts, key=lambda a: rank.get(a.platform, 99))
 
 
 # ---- nudges -----------------------------------------------------------------------------------
@@ -636,31 +647,36 @@ async def _send_nudges(channels: dict[str, Channel], catalog: JourneyCatalog, no
         step = catalog.find_step(row.step_key, row.journey)
         if step is None:
             continue
-        claimed = await JourneyStep.filter(id=row.id, nudged_at__isnull=True, done_at__isnull=True).update(nudged_at=now)
+        account = await _member_target(member.id, channels, prefer=row.platform or member.preferred_platform)
+        async with in_transaction() as conn:  # the claim (one nudge per step) and the message together
+            claimed = await JourneyStep.filter(id=row.id, nudged_at__isnull=True, done_at__isnull=True).using_db(
+                conn).update(nudged_at=now)
+            if claimed and account is not None:
+                await enqueue(key=f"{MessagePurpose.JOURNEY_NUDGE.value}:{row.id}", purpose=MessagePurpose.JOURNEY_NUDGE,
+                              reference=row.id, target=Target.of_account(account, display_name=member.name),
+                              message=nudge_message(row, step), now=now, member_id=member.id, using_db=conn)
         if not claimed:
             continue
         nudged_days.add((member.id, today))
-        found = await _member_target(member.id, channels, prefer=row.platform or member.preferred_platform)
-        if found is None:
+        if account is None:
             await _nudge_result(row, now, failed="the member has no Slack or Teams account Herald can reach")
             counts["failed"] += 1
             continue
-        recipient, account = found
-        try:
-            outcome = await channels[account.platform].send_message(recipient, nudge_message(row, step))
-        except Exception:  # noqa: BLE001 - it may have gone out: keep it nudged (at most once)
-            log.exception("nudging journey row %s failed unexpectedly", row.id)
-            counts["failed"] += 1
-            continue
-        if outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None:
-            await _nudge_result(row, now, platform=account.platform, ref=(outcome.ref.channel_id, outcome.ref.message_id))
-            counts["nudges"] += 1
-        elif outcome.kind is OutcomeKind.FAILED or now - row.sent_at >= after + GIVE_UP_AFTER:  # type: ignore[operator]
-            await _nudge_result(row, now, platform=account.platform, failed=outcome.reason or "refused")
-            counts["failed"] += 1
-        else:  # not sent (rate limit, outage): release the claim so a later run tries again
-            await JourneyStep.filter(id=row.id, nudged_at=now).update(nudged_at=None)
-            nudged_days.discard((member.id, today))
+        counts["nudges"] += 1
+
+
+@on_result(MessagePurpose.JOURNEY_NUDGE)
+async def _nudge_sent(message: OutboundMessage, result: MessageResult) -> None:
+    """A nudge stays claimed (`nudged_at`) whatever happened: at most one per step."""
+    row = await JourneyStep.get_or_none(id=message.reference)
+    if row is None:
+        return
+    if result.kind is ResultKind.INTERRUPTED:
+        log.warning("nudge for journey row %s was interrupted; it is not sent again", row.id)
+        return
+    ref = (result.ref.channel_id, result.ref.message_id) if result.ref is not None else None
+    await _nudge_result(row, result.now, platform=message.platform, ref=ref,
+                        failed="" if ref else result.reason or "refused")
 
 
 async def _nudge_result(row: JourneyStep, now: datetime, *, platform: str = "", ref: tuple[str, str] | None = None,
@@ -733,8 +749,9 @@ async def complete_step(step_id: int, *, platform: str, workspace_id: str, user_
     """The member pressed **Done** on a step (or its nudge). Only the member the step belongs to
     may (PermissionDenied otherwise); pressing it again changes nothing.
 
-    Reaching a milestone or completing the journey queues the recognition message and the CAM's
-    note; they go out on the next `run_journeys`, or right away when `channels` is given.
+    Reaching a milestone or completing the journey plans the recognition message and the CAM's
+    note; they are queued on the next `run_journeys`, or right away when `channels` is given (the
+    caller then wakes the outbox).
     """
     row = await JourneyStep.get_or_none(id=step_id)
     if row is None or row.position < 1:
