@@ -24,7 +24,7 @@ from bot.core.onboarding.journeys import (
 from bot.core.directory.pauses import pause_organisation, resume_organisation
 from bot.core.directory.staff import add_staff
 from bot.topics import load_catalog
-from storage.models import AuditEvent, JourneyStep, Member, Organisation, Staff
+from storage.models import AuditEvent, JourneyStep, Member, Organisation, OutboundMessage, Staff
 from tests.support import TEAM, Rig
 
 MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin (Anna, Bo)
@@ -73,7 +73,10 @@ def _buttons(call) -> list[tuple[str, str]]:  # noqa: ANN001
 
 
 async def _run(rig: Rig, catalog: JourneyCatalog = FOUR) -> dict[str, int]:
-    return await run_journeys(rig.herald.channels, rig.clock.now(), catalog=catalog)
+    """The journeys' part of the tick, then the outbox that sends what it queued."""
+    counts = await run_journeys(rig.herald.channels, rig.clock.now(), catalog=catalog)
+    await rig.herald.outbox.drain()
+    return counts
 
 
 async def _hourly(rig: Rig, hours: int, catalog: JourneyCatalog = FOUR) -> None:
@@ -83,8 +86,11 @@ async def _hourly(rig: Rig, hours: int, catalog: JourneyCatalog = FOUR) -> None:
 
 
 async def _done(rig: Rig, step: JourneyStep, user: str, **kwargs) -> JourneyStep:  # noqa: ANN003
-    return await complete_step(step.id, platform="slack", workspace_id=TEAM, user_id=user, now=rig.clock.now(),
+    done = await complete_step(step.id, platform="slack", workspace_id=TEAM, user_id=user, now=rig.clock.now(),
                                **kwargs)
+    if kwargs.get("channels"):  # queued right away: what the handler's outbox.wake() sends
+        await rig.herald.outbox.drain()
+    return done
 
 
 async def _steps(email: str) -> list[JourneyStep]:
@@ -157,6 +163,7 @@ async def test_steps_trickle_one_a_day_from_step_one_through_the_tick(rig: Rig) 
     await _only({"anna@acme.example": MONDAY_9_UTC - timedelta(days=30), "ed@keys.example": MONDAY_9_UTC})
     steps_metric = metrics.sample("herald_journey_messages_sent_total", {"kind": "step"})
     counts = await rig.herald.tick()  # the real tick with the shipped journeys file
+    await rig.herald.outbox.drain()  # the worker the tick wakes
     assert counts["journeys"] == 1
     (first,) = _posts(rig, "DUANNA")
     sales = load_journeys().journeys["sales"]
@@ -169,6 +176,7 @@ async def test_steps_trickle_one_a_day_from_step_one_through_the_tick(rig: Rig) 
     for _ in range(8 * 24):  # everything is overdue, yet one step a working day (none at the weekend)
         rig.clock.advance(hours=1)
         await rig.herald.tick()
+        await rig.herald.outbox.drain()
     rows = await _steps("anna@acme.example")
     assert [r.step_key for r in rows] == [s.key for s in sales.steps]
     days = [r.sent_at.astimezone(UTC).date().isoformat() for r in rows]
@@ -222,6 +230,7 @@ async def test_two_replicas_at_once_send_each_step_once(rig: Rig) -> None:
     try:
         results = await asyncio.gather(run_journeys(rig.herald.channels, rig.clock.now(), catalog=FOUR),
                                        run_journeys(other.channels, rig.clock.now(), catalog=FOUR))
+        await asyncio.gather(rig.herald.outbox.drain(), other.outbox.drain())
     finally:
         await other.close()
     assert sum(r["steps"] for r in results) == 2
@@ -254,7 +263,9 @@ async def test_refused_and_rate_limited_steps(rig: Rig) -> None:
     rig.fake.fail_next("chat.postMessage", status=429, retry_after=1)  # the first send is throttled
     await _run(rig)
     rows = {r.member_id: r for r in await JourneyStep.all()}  # type: ignore[attr-defined]
-    assert sorted(r.status for r in rows.values()) == ["pending", "sent"]
+    assert sorted(r.status for r in rows.values()) == ["sending", "sent"]  # one still queued in the outbox
+    (waiting,) = await OutboundMessage.filter(status="pending")
+    assert waiting.purpose == "journey_step" and "rate limit" in waiting.error
     rig.clock.advance(minutes=1)
     await _run(rig)  # retried, still one step each
     assert {r.status for r in await JourneyStep.all()} == {"sent"}
@@ -399,6 +410,7 @@ async def test_the_cam_note_fails_cleanly_without_a_cam(rig: Rig) -> None:
     (row,) = await _steps("cy@bolt.example")
     await complete_step(row.id, platform="slack", workspace_id=TEAM, user_id="UCY", now=rig.clock.now(),
                         catalog=single, channels=rig.herald.channels)
+    await rig.herald.outbox.drain()
     note = await JourneyStep.get(step_key="cam:complete")
     assert note.status == "failed" and "no active CAM" in note.error
     assert await _events("journey.completed") == 1 and await _events("journey.cam_not_told") == 1
