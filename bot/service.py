@@ -173,7 +173,7 @@ class Herald:
             "reminders": await plan_reminders(now, self.catalog),
             "escalations": await plan_escalations(now),
             "escalation_messages": await send_escalations(self.channels, now),
-            "digests": (await run_digests(self.channels, self.catalog, now))["sent"],
+            "digests": (await run_digests(self.channels, self.catalog, now))["queued"],
             "journeys": sum((await run_journeys(self.channels, now)).values()),
             "surveys_closed": await close_due_surveys(now),
         }

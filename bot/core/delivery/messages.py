@@ -19,8 +19,7 @@ sent and its nudge follows up; a digest's notices roll into the next digest; ...
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -29,6 +28,7 @@ from typing import Any
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from bot.core.delivery.lanes import Lane
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef, Outcome, OutcomeKind, Recipient
 from storage import db as storage_db
@@ -166,66 +166,110 @@ def _due(now: datetime) -> Q:
 
 
 class MessageSource:
-    """The outbox's source of direct messages, lane by lane ((platform, workspace or tenant))."""
+    """The outbox's source of direct messages, lane by lane ((platform, workspace or tenant)); a
+    `bot.core.delivery.lanes.LaneSource`."""
 
-    def __init__(self, channels: dict[str, Channel], *, worker_id: str = "", lease: timedelta = timedelta(minutes=2),
-                 retry: RetryPolicy | None = None) -> None:
+    name = "messages"
+    priority = 20  # after the notices (10) within a lane
+
+    def __init__(self, channels: dict[str, Channel], *, retry: RetryPolicy | None = None) -> None:
         self.channels = channels
-        self.worker_id = worker_id or uuid.uuid4().hex[:16]
-        self.lease = lease
         self.retry = retry or RetryPolicy()
 
-    async def due_lanes(self, now: datetime, limit: int = 1000) -> list[tuple[str, str]]:
-        rows = await OutboundMessage.filter(_due(now)).distinct().limit(limit).values_list(
+    async def due_lanes(self, now: datetime) -> set[Lane]:
+        rows = await OutboundMessage.filter(_due(now)).distinct().limit(10_000).values_list(
             "platform", "workspace_external_id")
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return {(platform, workspace) for platform, workspace in rows}
 
-    async def claim(self, lane: tuple[str, str], now: datetime, limit: int) -> list[Claimed]:
-        """Lease up to `limit` due rows of one lane, most urgent first."""
+    async def claim(self, lane: Lane, limit: int, token: str, now: datetime, lease_until: datetime) -> list[Claimed]:
+        """Lease up to `limit` due rows of one lane, most urgent first. Rows taken back from an
+        expired claim ("maybe sent") are settled as interrupted here and not returned: a plain
+        direct message cannot be looked for afterwards, so it is sent at most once."""
+        while True:
+            fresh, claimed_any = await self._claim_once(lane, limit, token, now, lease_until)
+            if fresh or not claimed_any:
+                return fresh
+
+    async def _claim_once(self, lane: Lane, limit: int, token: str, now: datetime,
+                          lease_until: datetime) -> tuple[list[Claimed], bool]:
         due = _due(now) & Q(platform=lane[0], workspace_external_id=lane[1])
-        token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
         async with in_transaction():
             query = OutboundMessage.filter(due).order_by("priority", "id").limit(limit)
             if storage_db.dialect() == "postgres":
                 query = query.select_for_update(skip_locked=True)
             candidates = await query.values("id", "status")
             if not candidates:
-                return []
+                return [], False
             await OutboundMessage.filter(due, id__in=[c["id"] for c in candidates]).update(
-                status=DeliveryStatus.SENDING.value, claimed_by=token, claimed_until=now + self.lease)
+                status=DeliveryStatus.SENDING.value, claimed_by=token, claimed_until=lease_until)
         prior = {c["id"]: c["status"] for c in candidates}
-        rows = await OutboundMessage.filter(claimed_by=token).select_related("account").order_by("priority", "id")
-        return [Claimed(r, prior.get(r.id) == DeliveryStatus.SENDING.value) for r in rows]
+        rows = await OutboundMessage.filter(claimed_by=token, id__in=list(prior)).select_related(
+            "account").order_by("priority", "id")
+        fresh = []
+        for row in rows:
+            if prior.get(row.id) == DeliveryStatus.SENDING.value:
+                await self._settle(row, MessageResult(ResultKind.INTERRUPTED, now, reason=INTERRUPTED,
+                                                      channels=self.channels), now, outcome=None)
+            else:
+                fresh.append(Claimed(row, maybe_sent=False))
+        return fresh, True
 
-    async def send(self, channel: Channel, claimed: Claimed) -> Outcome:
-        """One platform call. Never for a `maybe_sent` row (at most once, see the module doc)."""
-        row = claimed.row
+    async def send(self, item: Claimed, channel: Channel | None) -> Outcome:
+        """The message's one platform call."""
+        row = item.row
+        if channel is None:
+            return Outcome.failed(f"{row.platform.title()} is not configured in Herald")
         data = dict(row.recipient)
         account: PlatformAccount | None = row.account
         if account is not None and not data.get("dm_channel"):
             data["dm_channel"] = account.dm_channel
-        return await channel.send_message(Recipient(**data), message_from_json(row.message))
+        try:
+            return await channel.send_message(Recipient(**data), message_from_json(row.message))
+        except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the row
+            log.exception("outbound message %s raised", row.id)
+            return Outcome.retry(f"internal error ({type(exc).__name__})")
 
-    async def record(self, batch: list[Claimed], outcomes: dict[int, Outcome], now: datetime) -> int:
-        """Store each row's outcome; a final one (sent, failed, interrupted) runs the purpose's hook
-        in the same transaction. Returns how many rows reached a final outcome."""
-        final = 0
-        for claimed in batch:
-            final += await self._record_one(claimed, outcomes.get(claimed.id), now)
-        return final
+    async def record(self, results: list[tuple[Claimed, Outcome]], now: datetime) -> None:
+        """Store the outcomes in one transaction; a final one (sent, failed) runs the purpose's
+        hook in it, each row in its own savepoint so one failing hook cannot undo the others (its
+        row stays claimed and is settled as interrupted when the claim runs out)."""
+        async with in_transaction():
+            for item, outcome in results:
+                try:
+                    async with in_transaction():
+                        await self._record_one(item, outcome, now)
+                except Exception:  # noqa: BLE001 - logged; the row is settled when its claim expires
+                    log.exception("recording outbound message %s failed", item.id)
 
-    async def _record_one(self, claimed: Claimed, outcome: Outcome | None, now: datetime) -> int:
-        row = claimed.row
-        if claimed.maybe_sent:
-            return await self._settle(row, MessageResult(ResultKind.INTERRUPTED, now, reason=INTERRUPTED,
-                                                         channels=self.channels), now, outcome=None)
+    async def next_due(self, lanes: Iterable[Lane] | None, now: datetime) -> datetime | None:
+        query = OutboundMessage.filter(status=DeliveryStatus.PENDING.value, next_attempt_at__gt=now)
+        held = OutboundMessage.filter(status=DeliveryStatus.SENDING.value, claimed_until__gte=now)
+        if lanes is not None:
+            lanes = list(lanes)
+            if not lanes:
+                return None
+            in_lanes = Q(*[Q(platform=p, workspace_external_id=w) for p, w in lanes], join_type="OR")
+            query, held = query.filter(in_lanes), held.filter(in_lanes)
+        times = [await query.order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first(),
+                 await held.order_by("claimed_until").values_list("claimed_until", flat=True).first()]
+        found = [t for t in times if t is not None]
+        return min(found) if found else None
+
+    async def renew(self, token_prefix: str, until: datetime) -> None:
+        """Extend the claims of rows held by the scheduler's tokens (the lane heartbeat)."""
+        await OutboundMessage.filter(status=DeliveryStatus.SENDING.value, claimed_by__startswith=token_prefix).update(
+            claimed_until=until)
+
+    async def _record_one(self, item: Claimed, outcome: Outcome | None, now: datetime) -> None:
+        row = item.row
         outcome = outcome or Outcome.retry("no outcome recorded")
         if outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None:
-            return await self._settle(row, MessageResult(ResultKind.SENT, now, ref=outcome.ref,
-                                                         channels=self.channels), now, outcome=outcome)
+            await self._settle(row, MessageResult(ResultKind.SENT, now, ref=outcome.ref, channels=self.channels),
+                               now, outcome=outcome)
+            return
         if outcome.kind is OutcomeKind.DEFERRED:  # not attempted: the lane is paused
-            await self._release(row, now + timedelta(seconds=outcome.retry_after or 1), row.attempts, outcome)
-            return 0
+            await self._release(row, now, now + timedelta(seconds=outcome.retry_after or 1), row.attempts, outcome)
+            return
         attempts = row.attempts + 1
         delay = self.retry.delay(attempts, retry_after=outcome.retry_after, key=row.id) \
             if outcome.kind is OutcomeKind.RETRY else None
@@ -234,17 +278,19 @@ class MessageSource:
             if outcome.kind is OutcomeKind.RETRY:
                 reason = f"gave up after {attempts} attempts: {reason}"
             row.attempts = attempts
-            return await self._settle(row, MessageResult(ResultKind.FAILED, now, reason=reason,
-                                                         channels=self.channels), now, outcome=outcome)
-        await self._release(row, now + timedelta(seconds=delay), attempts, outcome)
-        return 0
+            await self._settle(row, MessageResult(ResultKind.FAILED, now, reason=reason, channels=self.channels),
+                               now, outcome=outcome)
+            return
+        await self._release(row, now, now + timedelta(seconds=delay), attempts, outcome)
 
-    async def _release(self, row: OutboundMessage, when: datetime, attempts: int, outcome: Outcome) -> None:
+    async def _release(self, row: OutboundMessage, now: datetime, when: datetime, attempts: int,
+                       outcome: Outcome) -> None:
+        """Back to pending, due at `when` (a retry, or a lane paused before it was tried)."""
         async with in_transaction():
             await OutboundMessage.filter(id=row.id, claimed_by=row.claimed_by).update(
                 status=DeliveryStatus.PENDING.value, next_attempt_at=when, attempts=attempts, claimed_by="",
                 claimed_until=None, error=outcome.reason[:2000])
-            await _cache_dm(row, outcome, now=when)
+            await _cache_dm(row, outcome, now=now)
 
     async def _settle(self, row: OutboundMessage, result: MessageResult, now: datetime, *,
                       outcome: Outcome | None) -> int:

@@ -84,7 +84,7 @@ class Outbox:
         self._stopping = False
         self._lock = asyncio.Lock()
         # everything else Herald sends (journeys, digests, escalations, hand-offs): same lanes
-        self.messages = MessageSource(channels, worker_id=self.worker_id, lease=self.lease, retry=self.retry)
+        self.messages = MessageSource(channels, retry=self.retry)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -125,7 +125,7 @@ class Outbox:
         Within a workspace the notices go first, then the direct messages, most urgent first."""
         now = self.clock.now()
         keys = await Delivery.filter(_due(now)).distinct().limit(1000).values_list("platform", "workspace_external_id")
-        lanes = list(dict.fromkeys([tuple(k) for k in keys] + await self.messages.due_lanes(now)))
+        lanes = list(dict.fromkeys([tuple(k) for k in keys] + sorted(await self.messages.due_lanes(now))))
         gate = asyncio.Semaphore(self.parallel_workspaces)
 
         async def drain(key: tuple[str, str]) -> int:
@@ -140,18 +140,21 @@ class Outbox:
         return sum(await asyncio.gather(*(drain(key) for key in lanes)))
 
     async def _send_messages(self, key: tuple[str, str]) -> int:
-        """One batch of a lane's direct messages, under the lane's pacing and rate-limit pause.
-        Rows taken back from an expired claim are not sent again (at most once)."""
-        batch = await self.messages.claim(key, self.clock.now(), self.batch_size)
+        """One batch of a lane's direct messages (a `LaneSource`), under the lane's pacing and
+        rate-limit pause, after the lane's notices."""
+        now = self.clock.now()
+        token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
+        batch = await self.messages.claim(key, self.batch_size, token, now, now + self.lease)
         if not batch:
             return 0
         outcomes: dict[int, Outcome] = {}
 
         def call(claimed: Claimed) -> Callable[[Channel], Awaitable[Outcome]]:
-            return lambda channel: self.messages.send(channel, claimed)
+            return lambda channel: self.messages.send(claimed, channel)
 
-        await self._run_group(key, [(c.row, call(c)) for c in batch if not c.maybe_sent], outcomes)
-        await self.messages.record(batch, outcomes, self.clock.now())
+        await self._run_group(key, [(c.row, call(c)) for c in batch], outcomes)
+        await self.messages.record([(c, outcomes.get(c.id) or Outcome.retry("no outcome recorded")) for c in batch],
+                                   self.clock.now())
         return len(batch)
 
     # ---- claiming -------------------------------------------------------------------------

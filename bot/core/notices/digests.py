@@ -6,9 +6,11 @@ A period's digest lists the member's digest rows written before that period's di
 wait for the next period. Nothing is sent when there is nothing to list.
 
 Once per member per period, across replicas: the `DigestRun` row (unique per member and period)
-is written before the message is sent. A digest that could not be sent is marked failed with the
-reason and its notices roll into the member's next digest; so do the notices of a run that was
-interrupted between writing its row and recording the result (it is marked failed after an hour).
+is written, with the digest's message queued in the outbox (bot.core.delivery.messages) in the same
+transaction; the outbox sends it in the workspace's lane after any notices, under the platform's
+limits, and `_digest_result` records the outcome. A digest that could not be sent is marked
+failed with the reason and its notices roll into the member's next digest; so do the notices of a
+digest interrupted by a crash (sent at most once), or of a run left pending without a message.
 """
 
 from __future__ import annotations
@@ -24,15 +26,18 @@ from tortoise.transactions import in_transaction
 
 from bot.common.schedule import member_zone, next_working_moment
 from bot.core.compliance.audit import audit_event, record
-from bot.core.ports import Channel, DirectMessage, Outcome, OutcomeKind, Recipient
+from bot.core.delivery.messages import MessageResult, ResultKind, Target, enqueue, on_result
+from bot.core.ports import Channel, DirectMessage
 from bot.topics import TopicCatalog
 from storage.models import (
     Delivery,
     DeliveryStatus,
     DigestRun,
     Member,
+    MessagePurpose,
     Notice,
     NoticeStatus,
+    OutboundMessage,
     PlatformAccount,
 )
 
@@ -70,17 +75,16 @@ def digest_period(now: datetime, zone: str, frequency: str, *, quiet_start: int 
 
 
 async def run_digests(channels: dict[str, Channel], catalog: TopicCatalog, now: datetime) -> dict[str, int]:
-    """Send every digest that is due now. Safe on every replica at once.
+    """Queue every digest that is due now; the outbox sends them. Safe on every replica at once.
 
-    Returns counts: sent, failed, empty (only retracted notices were waiting), deferred (the
-    workspace is rate-limited; tried again on the next run), interrupted (stale runs closed).
+    Returns counts: queued, failed (nowhere to send it), empty (only retracted notices were
+    waiting), interrupted (stale runs closed).
     """
-    counts = {"sent": 0, "failed": 0, "empty": 0, "deferred": 0, "interrupted": await _close_interrupted(now)}
+    counts = {"queued": 0, "failed": 0, "empty": 0, "interrupted": await _close_interrupted(now)}
     due = await _due_members(now)
-    throttled: set[tuple[str, str]] = set()
     for member, period in due[:BATCH]:
         try:
-            result = await _digest_one(member, period, channels, catalog, now, throttled)
+            result = await _digest_one(member, period, channels, catalog, now)
         except Exception:  # noqa: BLE001 - one member's problem must not hold up everyone's digest
             log.exception("digest for member %s (%s) failed", member.id, period.key)
             continue
@@ -129,7 +133,7 @@ def _as_aware(value: datetime | str) -> datetime:
 # ---- one member's digest -----------------------------------------------------------------------
 
 async def _digest_one(member: Member, period: DigestPeriod, channels: dict[str, Channel], catalog: TopicCatalog,
-                      now: datetime, throttled: set[tuple[str, str]]) -> str:
+                      now: datetime) -> str:
     rows = await Delivery.filter(member_id=member.id, status=DeliveryStatus.DIGEST.value,
                                  created_at__lt=period.due_at).select_related("notice", "account").order_by(
         "notice_id", "id")
@@ -142,8 +146,11 @@ async def _digest_one(member: Member, period: DigestPeriod, channels: dict[str, 
             notices.setdefault(d.notice.id, d.notice)
     account = _choose_account([d.account for d in rows if d.notice.id in notices and d.account is not None],
                               member.preferred_platform)
-    if account is not None and (account.platform, account.workspace_external_id) in throttled:
-        return "deferred"
+    problem = ""
+    if account is None:
+        problem = "no Slack or Teams account on file for this member"
+    elif account.platform not in channels:
+        problem = f"{account.platform.title()} is not configured in Herald"
     try:
         async with in_transaction() as conn:
             run = await DigestRun.create(
@@ -153,34 +160,35 @@ async def _digest_one(member: Member, period: DigestPeriod, channels: dict[str, 
             if withdrawn:
                 await Delivery.filter(id__in=withdrawn, status=DeliveryStatus.DIGEST.value).using_db(conn).update(
                     status=DeliveryStatus.CANCELLED.value, error="retracted before the digest went out")
+            if notices and not problem:
+                await enqueue(key=f"{MessagePurpose.DIGEST.value}:{run.id}", purpose=MessagePurpose.DIGEST,
+                              reference=run.id, target=Target.of_account(account, display_name=member.name),  # type: ignore[arg-type]
+                              message=digest_message(list(notices.values()), catalog), now=now, member_id=member.id,
+                              using_db=conn)
     except IntegrityError:
         return "raced"  # another replica (or tick) has this period
     if not notices:
         return "empty"
-    if account is None:
-        return await _finish(run, member, now, failed="no Slack or Teams account on file for this member")
-    channel = channels.get(account.platform)
-    if channel is None:
-        return await _finish(run, member, now, failed=f"{account.platform.title()} is not configured in Herald")
-    recipient = Recipient(workspace_id=account.workspace_external_id, user_id=account.user_id,
-                          dm_channel=account.dm_channel, service_url=account.service_url,
-                          display_name=member.name)
-    try:
-        outcome = await channel.send_message(recipient, digest_message(list(notices.values()), catalog))
-    except Exception as exc:  # noqa: BLE001 - a channel bug must not leave the run pending
-        log.exception("digest %s raised", run.id)
-        outcome = Outcome.failed(f"internal error ({type(exc).__name__})")
-    if outcome.dm_channel and outcome.dm_channel != account.dm_channel:
-        await PlatformAccount.filter(id=account.id).update(dm_channel=outcome.dm_channel, updated_at=now)
-    if outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None:
-        return await _finish(run, member, now, ref=(outcome.ref.channel_id, outcome.ref.message_id),
-                             platform=account.platform)
-    if outcome.kind is OutcomeKind.DEFERRED or (outcome.kind is OutcomeKind.RETRY and outcome.throttled):
-        # nothing was sent: give the period back so a later run tries again
-        throttled.add((account.platform, account.workspace_external_id))
-        await DigestRun.filter(id=run.id, status="pending").delete()
-        return "deferred"
-    return await _finish(run, member, now, failed=outcome.reason or "unknown error")
+    if problem:
+        return await _finish(run, member, now, failed=problem)
+    return "queued"
+
+
+@on_result(MessagePurpose.DIGEST)
+async def _digest_result(message: OutboundMessage, result: MessageResult) -> None:
+    """The outbox's outcome: the run and its notices' rows (delivered, or back into the next digest)."""
+    run = await DigestRun.get_or_none(id=message.reference)
+    member = await Member.get_or_none(id=run.member_id) if run is not None else None  # type: ignore[attr-defined]
+    if run is None or member is None or run.status != "pending":
+        return
+    if result.kind is ResultKind.SENT and result.ref is not None:
+        await _finish(run, member, result.now, ref=(result.ref.channel_id, result.ref.message_id),
+                      platform=message.platform)
+    else:
+        reason = result.reason
+        if result.kind is ResultKind.INTERRUPTED:
+            reason = "interrupted before the result was recorded; its notices will be in the next digest"
+        await _finish(run, member, result.now, failed=reason or "unknown error")
 
 
 def _choose_account(accounts: list[PlatformAccount], preferred: str) -> PlatformAccount | None:
@@ -216,10 +224,14 @@ async def _finish(run: DigestRun, member: Member, now: datetime, *, ref: tuple[s
 
 
 async def _close_interrupted(now: datetime) -> int:
-    """Mark runs left pending by a crash as failed; their notices go into the next digest."""
+    """Mark runs left pending without a message in the outbox (written before Herald queued
+    digests there) as failed; their notices go into the next digest."""
     reason = "interrupted before the result was recorded; its notices will be in the next digest"
     closed = 0
-    for run in await DigestRun.filter(status="pending", created_at__lt=now - STALE_AFTER).order_by("id").limit(BATCH):
+    stale = await DigestRun.filter(status="pending", created_at__lt=now - STALE_AFTER).order_by("id").limit(BATCH)
+    queued = set(await OutboundMessage.filter(purpose=MessagePurpose.DIGEST.value, reference__in=[
+        r.id for r in stale]).values_list("reference", flat=True)) if stale else set()
+    for run in (r for r in stale if r.id not in queued):
         async with in_transaction() as conn:
             closing = DigestRun.filter(id=run.id, status="pending").using_db(conn)
             if await closing.update(status="failed", error=reason):
