@@ -126,6 +126,7 @@ async def test_escalation_tells_the_cam_once_who_has_not_acknowledged(rig: Rig) 
     counts = await rig.herald.tick()
     assert counts["escalations"] == 2 and counts["escalation_messages"] == 2  # Acme and Keys & Co
     assert (await rig.herald.tick())["escalations"] == 0
+    await rig.herald.outbox.drain()  # the worker the tick wakes
     messages = _posts_to(rig, "DUCAM1")
     assert len(messages) == 2
     acme = next(m for m in messages if "Acme Locks" in str(m.args["blocks"]))
@@ -164,6 +165,7 @@ async def test_escalation_goes_to_the_author_when_no_cam_is_on_file(rig: Rig) ->
     await rig.herald.outbox.drain()
     rig.clock.advance(hours=31)
     await rig.herald.tick()
+    await rig.herald.outbox.drain()
     (message,) = _posts_to(rig, "DUAUTHOR")
     assert "Cy Diaz" in str(message.args["blocks"])
 

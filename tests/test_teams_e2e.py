@@ -250,6 +250,7 @@ async def test_escalation_reaches_a_cam_who_only_uses_teams(teams: TeamsRig) -> 
     teams.clock.advance(days=2)
     counts = await teams.herald.tick()
     assert counts["escalations"] == 1 and counts["escalation_messages"] == 1
+    await teams.herald.outbox.drain()  # the worker the tick wakes
     card = _card(teams.connector.activities("a:conv-aad-cam")[-1])
     assert "Eve Moreau" in str(card) and [a["verb"] for a in _actions(card)] == ["herald_remind_now", "herald_open_report"]
     answer = await teams.invoke("aad-cam", "herald_remind_now", _actions(card)[0]["data"])

@@ -2,7 +2,9 @@
 listing that organisation's members who have not acknowledged.
 
 Planning (deciding who is told about whom) and sending are separate steps with the intent in
-between stored as `Escalation` rows, so a crash between them loses nothing.
+between stored as `Escalation` rows, so a crash between them loses nothing. Sending queues the DM
+in the outbox (bot.core.delivery.messages): it goes out in the CAM's workspace lane under the
+platform's limits, ahead of journey steps and digests, at most once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.notices.reminders import remind_now
 from bot.core.notices.views import format_time
-from bot.core.ports import Button, Channel, DirectMessage, OutcomeKind, Recipient
+from bot.core.delivery.messages import MessageResult, Target, enqueue, on_result
+from bot.core.ports import Button, Channel, DirectMessage, Recipient
 from storage.models import (
     Acknowledgement,
     Delivery,
@@ -27,9 +30,11 @@ from storage.models import (
     DeliveryStatus,
     Escalation,
     Member,
+    MessagePurpose,
     Notice,
     NoticeStatus,
     Organisation,
+    OutboundMessage,
     Staff,
     StaffRole,
 )
@@ -38,8 +43,6 @@ log = logging.getLogger(__name__)
 
 REMIND_NOW_ACTION = "herald_remind_now"
 OPEN_REPORT_ACTION = "herald_open_report"
-LEASE = timedelta(minutes=2)
-MAX_ATTEMPTS = 5
 _LISTED = 40  # members named in one message; the report has the rest
 
 
@@ -91,33 +94,44 @@ async def _escalate(notice: Notice, now: datetime) -> int:
 
 
 async def send_escalations(channels: dict[str, Channel], now: datetime, *, batch: int = 50) -> int:
-    """Deliver pending escalation DMs. Returns rows handled."""
-    due = Escalation.filter(Q(status__in=[DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value])
-                            & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)))
+    """Queue pending escalation DMs in the outbox, each in the transaction that claims its row
+    (pending -> sending); `_escalation_result` records the outcome. Returns rows handled."""
+    due = Escalation.filter(Q(status=DeliveryStatus.PENDING.value) & (
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)) | Q(  # a row claimed for a direct send before
+        status=DeliveryStatus.SENDING.value, claimed_until__lt=now))  # the upgrade: its lease ran out
     handled = 0
-    for row in await due.order_by("id").limit(batch):
+    for row in await due.order_by("id").limit(batch).select_related("notice", "organisation", "staff"):
+        if await OutboundMessage.filter(key=_key(row)).exists():
+            continue  # already with the outbox
+        target = staff_recipient(row.staff, channels) if row.staff is not None else None
         same_claim = {"claimed_until__isnull": True} if row.claimed_until is None else {"claimed_until": row.claimed_until}
-        claimed = await Escalation.filter(id=row.id, attempts=row.attempts, **same_claim).update(
-            status=DeliveryStatus.SENDING.value, claimed_until=now + LEASE, attempts=row.attempts + 1)
-        if claimed:
-            await _send_one(row.id, channels, now)
-            handled += 1
+        async with in_transaction() as conn:
+            claimed = await Escalation.filter(id=row.id, status=row.status, attempts=row.attempts, **same_claim).using_db(
+                conn).update(status=DeliveryStatus.SENDING.value, claimed_until=None, attempts=row.attempts + 1)
+            if claimed and target is not None:
+                await enqueue(key=_key(row), purpose=MessagePurpose.ESCALATION, reference=row.id,
+                              target=Target(target[0].platform, target[1]), message=await escalation_message(row),
+                              now=now, staff_id=row.staff.id, using_db=conn)  # type: ignore[union-attr]
+        if claimed and target is None:
+            await _finish(row, now, failed="the escalation recipient has no Slack or Teams account on file")
+        handled += bool(claimed)
     return handled
 
 
-async def _send_one(escalation_id: int, channels: dict[str, Channel], now: datetime) -> None:
-    row = await Escalation.get(id=escalation_id).select_related("notice", "organisation", "staff")
-    target = staff_recipient(row.staff, channels) if row.staff is not None else None
-    if target is None:
-        return await _finish(row, now, failed="the escalation recipient has no Slack or Teams account on file")
-    channel, recipient = target
-    outcome = await channel.send_message(recipient, await escalation_message(row))
-    if outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None:
-        return await _finish(row, now, ref=(outcome.ref.channel_id, outcome.ref.message_id))
-    if outcome.kind is OutcomeKind.FAILED or row.attempts >= MAX_ATTEMPTS:
-        return await _finish(row, now, failed=outcome.reason)
-    await Escalation.filter(id=row.id).update(status=DeliveryStatus.PENDING.value, error=outcome.reason,
-                                              claimed_until=now + timedelta(seconds=outcome.retry_after or 60))
+def _key(row: Escalation) -> str:
+    return f"{MessagePurpose.ESCALATION.value}:{row.id}"
+
+
+@on_result(MessagePurpose.ESCALATION)
+async def _escalation_result(message: OutboundMessage, result: MessageResult) -> None:
+    """The outbox's outcome for an escalation DM: the row and its audit event, as before."""
+    row = await Escalation.get_or_none(id=message.reference).select_related("notice", "organisation", "staff")
+    if row is None:
+        return
+    if result.sent and result.ref is not None:
+        await _finish(row, result.now, ref=(result.ref.channel_id, result.ref.message_id))
+    else:
+        await _finish(row, result.now, failed=result.reason)
 
 
 def staff_recipient(staff: Staff, channels: dict[str, Channel]) -> tuple[Channel, Recipient] | None:
