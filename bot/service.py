@@ -19,7 +19,6 @@ from bot.channels.teams import (
     TeamsChannel,
 )
 from bot.common.clock import Clock, SystemClock
-from bot.common.errors import UserError
 from bot.core.commands.runner import ReportReady
 from bot.core.delivery.outbox import Outbox
 from bot.core.delivery.retry import RetryPolicy
@@ -29,12 +28,13 @@ from bot.core.notices.escalations import plan_escalations, send_escalations
 from bot.core.notices.interactions import link_tracker
 from bot.core.notices.reminders import plan_reminders
 from bot.core.notices.sending import publish_due
+from bot.core.onboarding import handoffs as _handoffs  # noqa: F401 - registers the outbox hooks
 from bot.core.onboarding.journeys import run_journeys
 from bot.core.ports import Channel, Recipient
 from bot.core.surveys.answers import close_due_surveys
 from bot.topics import TopicCatalog, load_catalog
 from config.settings import Settings
-from storage.models import PlatformAccount, Question
+from storage.models import Question
 
 log = logging.getLogger(__name__)
 
@@ -122,36 +122,27 @@ class Herald:
         return asked
 
     async def hand_off_question(self, question_id: int, member) -> str:  # noqa: ANN001
-        """Send the question to the member's CAM; returns what to tell the member."""
-        from bot.core.notices.escalations import staff_recipient
+        """Queue the question for the member's CAM; returns what to tell the member."""
         from bot.core.onboarding.assistant import hand_off
 
-        handoff = await hand_off(question_id, member, now=self.clock.now())
+        handoff = await hand_off(question_id, member, now=self.clock.now(), channels=self.channels)
         name = handoff.cam.name or handoff.cam.email
         if handoff.already:
             return f"Your question is already with {name}; their answer will appear here."
-        target = staff_recipient(handoff.cam, self.channels)
-        if target is None:
+        if not handoff.queued:
             log.warning("CAM %s has no Slack or Teams account for hand-offs", handoff.cam.email)
             return f"I've noted your question for {name}, who will get back to you."
-        outcome = await target[0].send_message(target[1], handoff.message)
-        if outcome.kind.value != "delivered":
-            log.warning("hand-off to %s not delivered: %s", handoff.cam.email, outcome.reason)
+        self.outbox.wake()  # a person is waiting: it leaves at once, ahead of journeys and digests
         return f"I've passed your question to {name}; their answer will appear here."
 
     async def relay_reply(self, question_id: int, staff, text: str) -> Question:  # noqa: ANN001
-        """Record the CAM's reply and send it to the member where they asked."""
+        """Record the CAM's reply and queue it for the member where they asked; it leaves at once.
+        If it finally cannot be delivered the CAM is told in a DM and the question goes back into
+        their list (bot.core.onboarding.handoffs)."""
         from bot.core.onboarding.assistant import reply_to_question
 
-        question, relay = await reply_to_question(question_id, staff, text, now=self.clock.now())
-        account = await PlatformAccount.filter(member_id=question.member_id, platform=question.platform).first()  # type: ignore[attr-defined]
-        if account is None:
-            raise UserError("the partner's chat account is gone, so the reply could not be delivered")
-        recipient = Recipient(workspace_id=account.workspace_external_id, user_id=account.user_id,
-                              dm_channel=question.channel_id or account.dm_channel, service_url=account.service_url)
-        outcome = await self.channels[question.platform].send_message(recipient, relay)
-        if outcome.kind.value != "delivered":
-            raise UserError(f"the reply was saved but could not be delivered: {outcome.reason}")
+        question, _ = await reply_to_question(question_id, staff, text, now=self.clock.now())
+        self.outbox.wake()
         return question
 
     def sign_in_url(self, token: str) -> str:

@@ -56,6 +56,7 @@ async def test_unknown_question_says_so_and_hands_off_to_the_cam(slack: SlackHar
     await slack.click(ASK_CAM_ACTION, str(question.id), user="UANNA")
     (passed,) = await slack.responses(slack.last_click_key)
     assert "passed your question to Casey CAM" in passed.args["text"]
+    await slack.herald.outbox.drain()  # the worker the hand-off wakes
     handoff = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage") if c.args["channel"] == "DUCAM1"],
                                what="the CAM's DM")
     text = str(handoff[0].args["blocks"])
@@ -72,7 +73,8 @@ async def test_unknown_question_says_so_and_hands_off_to_the_cam(slack: SlackHar
     answer = await slack.submit_view({"callback_id": view["callback_id"], "private_metadata": view["private_metadata"],
                                       "state": {"values": {"reply": {"value": {"type": "plain_text_input",
                                                                                "value": "Sunny, 24 degrees <!channel>"}}}}})
-    assert answer["response_action"] == "update"
+    assert answer["response_action"] == "update" and "on its way" in str(answer["view"])
+    assert await slack.herald.outbox.drain() == 1  # the worker the reply wakes: the relay alone
     relay = [c for c in slack.fake.calls_to("chat.postMessage") if c.args["channel"] == "DUANNA"][-1]
     relayed = str(relay.args["blocks"])
     assert "Casey CAM answered your question" in relayed and "Sunny, 24 degrees &lt;!channel&gt;" in relayed
@@ -123,12 +125,14 @@ async def test_teams_question_hand_off_reply_and_preferences(db: str) -> None:
 
         told = await teams.invoke("aad-fay", ASK_CAM_ACTION, {"value": str(question_id)})
         assert "passed your question to Casey CAM" in told["value"]
+        await teams.herald.outbox.drain()  # the worker the hand-off wakes
         handoff = _card(teams.connector.activities("a:conv-aad-cam")[-1])
         assert "Fay Roux" in str(handoff) and [a["verb"] for a in _actions(handoff)] == [REPLY_ACTION]
         form = await teams.invoke("aad-cam", REPLY_ACTION, _actions(handoff)[0]["data"])
         submit = _actions(form["value"])[0]
         done = await teams.invoke("aad-cam", submit["verb"], {**submit["data"], "reply": "Use the portal, I'll call you"})
         assert "sent to the partner" in str(done["value"])
+        assert await teams.herald.outbox.drain() == 1  # the worker the reply wakes: the relay alone
         relay = _card(teams.connector.activities("a:conv-aad-fay")[-1])
         assert "Casey CAM answered your question" in str(relay) and "I'll call you" in str(relay)
 
@@ -148,6 +152,7 @@ async def test_teams_question_hand_off_reply_and_preferences(db: str) -> None:
 async def test_journey_step_done_button_and_progress_command(slack: SlackHarness) -> None:
     slack.clock.advance(days=1)
     await slack.herald.tick()
+    await slack.herald.outbox.drain()  # the worker the tick wakes
     step_messages = [c for c in slack.fake.calls_to("chat.postMessage") if c.args["channel"] == "DUANNA"]
     assert step_messages, "Anna's first onboarding step"
     ((action, step_id),) = [(a, v) for a, v in _buttons(step_messages[-1].args["blocks"]) if a == "herald_journey_done"]
@@ -179,6 +184,7 @@ async def test_teams_journey_step_and_digest(db: str) -> None:
         teams.clock.set(datetime(2026, 1, 6, 9, 30, tzinfo=UTC))  # Tuesday 10:30 in Paris
         counts = await teams.herald.tick()
         assert counts["digests"] == 1
+        await teams.herald.outbox.drain()  # the worker the tick wakes
         cards = [_card(a) for a in teams.connector.activities("a:conv-aad-eve") if a.get("attachments")]
         digest = next(c for c in cards if "Your Herald digest" in str(c))
         assert "Newsletter" in str(digest)

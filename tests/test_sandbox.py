@@ -132,6 +132,7 @@ async def test_questions_feedback_and_a_hand_off_answered_from_the_console(conso
     assert "How do I register a deal?" in waiting and "Jonas Weber" in waiting
     await casey.post(f"/console/questions/{question.id}/reply", {"reply": "Use the portal, **Sales** tab."})
     assert (await Question.get(id=question.id)).handoff_status == "answered"
+    await console.herald.outbox.drain()  # the worker the reply wakes
     _, inbox = await casey.get(f"/console/sandbox/{lena.id}")
     assert "Casey Morgan answered your question" in inbox and "**Sales**" in inbox  # partner-facing text, escaped
     assert await AuditEvent.filter(kind="question.answered").count() == 1
@@ -143,6 +144,7 @@ async def test_a_journey_step_is_marked_done_from_the_inbox(console: ConsoleHarn
     await Member.filter(id=lena.id).update(joined_at=monday - timedelta(days=1))
     console.clock.set(monday)
     await console.herald.tick()
+    await console.herald.outbox.drain()  # the worker the tick wakes
     step = await JourneyStep.get(member_id=lena.id, position=1)
     casey = await console.signed_in(CAM)
     _, inbox = await casey.get(f"/console/sandbox/{lena.id}")

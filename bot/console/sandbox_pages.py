@@ -145,6 +145,7 @@ def add_sandbox_routes(app: web.Application, herald: Herald) -> None:
             return "handed-off"
         await complete_step(value, platform=PLATFORM, workspace_id=account.workspace_external_id,
                             user_id=account.user_id, now=now, channels=herald.channels)
+        herald.outbox.wake()
         return "done"
 
     async def ask(current: Page) -> web.StreamResponse:

@@ -18,6 +18,7 @@ sent and its nudge follows up; a digest's notices roll into the next digest; ...
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -146,6 +147,19 @@ def on_result(purpose: MessagePurpose) -> Callable[[Hook], Hook]:
         _HOOKS[purpose.value] = hook
         return hook
     return register
+
+
+# the modules that register hooks: imported before a result is recorded, so a worker that has not
+# imported them yet (e.g. a replica that only sends) still runs them
+_HOOK_MODULES = ("bot.core.onboarding.journeys", "bot.core.notices.digests", "bot.core.notices.escalations",
+                 "bot.core.onboarding.handoffs")
+
+
+def _hook(purpose: str) -> Hook | None:
+    if purpose not in _HOOKS:
+        for module in _HOOK_MODULES:
+            importlib.import_module(module)
+    return _HOOKS.get(purpose)
 
 
 # ---- the lane source ---------------------------------------------------------------------------
@@ -307,7 +321,7 @@ class MessageSource:
                 return 0  # our claim was taken over: the other worker records it
             if outcome is not None:
                 await _cache_dm(row, outcome, now=now)
-            hook = _HOOKS.get(row.purpose)
+            hook = _hook(row.purpose)
             if hook is None:
                 log.error("no completion hook for outbound messages of purpose %r (row %s)", row.purpose, row.id)
             else:

@@ -17,7 +17,8 @@ from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.onboarding.qa import Answer, KnowledgeBase
-from bot.core.ports import Button, DirectMessage
+from bot.core.onboarding.handoffs import cam_target, queue_handoff, queue_relay
+from bot.core.ports import Button, Channel, DirectMessage
 from storage.models import Member, PlatformAccount, Question, Staff, StaffRole
 
 HELPFUL_ACTION = "herald_qa_helpful"
@@ -26,6 +27,8 @@ ASK_CAM_ACTION = "herald_qa_ask_cam"
 REPLY_ACTION = "herald_qa_reply"
 MAX_QUESTION = 2000
 MAX_REPLY = 2800
+ON_ITS_WAY = ("Your answer is on its way and will be sent to the partner in a moment. If it cannot be "
+              "delivered, I'll tell you here and put the question back in your list.")
 
 
 @dataclass(frozen=True)
@@ -106,16 +109,22 @@ class HandOff:
     cam: Staff
     message: DirectMessage
     already: bool
+    queued: bool = False  # the DM to the CAM is in the outbox (False: the CAM has no chat account)
 
 
-async def hand_off(question_id: int, member: Member | None, *, now: datetime) -> HandOff:
-    """Pass the question to the member's CAM (once; a second click says it is on its way)."""
+async def hand_off(question_id: int, member: Member | None, *, now: datetime,
+                   channels: dict[str, Channel] | None = None) -> HandOff:
+    """Pass the question to the member's CAM (once; a second click says it is on its way). With
+    `channels`, the DM to the CAM is queued in the outbox in the same transaction (the caller
+    wakes the outbox)."""
     question = await _own_question(question_id, member)
     organisation = question.member.organisation
     cam = await cam_for_organisation(organisation)
     if cam is None:
         raise UserError("Your organisation has no channel account manager on file yet; "
                         "please contact the partner team directly.")
+    message = _handoff_message(question)
+    target = cam_target(cam, channels) if channels else None
     already = question.handoff_status in ("open", "answered")
     if not already:
         async with in_transaction() as conn:
@@ -125,22 +134,31 @@ async def hand_off(question_id: int, member: Member | None, *, now: datetime) ->
                 await record([audit_event("question.handed_off", now=now, actor=question.member.email,
                                           member_id=question.member.id, question_id=question.id,
                                           cam=cam.email)], using_db=conn)
+                if target is not None:
+                    await queue_handoff(question, cam, message, target, now=now, using_db=conn)
             already = not changed
         if changed:
             metrics.question_handed_off()
+    return HandOff(question, cam, message, already, queued=target is not None)
+
+
+def _handoff_message(question: Question) -> DirectMessage:
+    organisation = question.member.organisation
     member_ = question.member
     lines = (f"From {member_.name or member_.email} <{member_.email}> ({member_.role}), "
              f"{organisation.name} ({organisation.tier or 'no tier'}):",
              f"\"{question.text}\"",
              "The knowledge base had no answer." if question.abstained else
              f"The knowledge base suggested: {question.entry_id}.")
-    message = DirectMessage(title="A partner asked you a question", lines=lines,
-                            buttons=(Button("Reply", REPLY_ACTION, str(question.id), "primary"),))
-    return HandOff(question, cam, message, already)
+    return DirectMessage(title="A partner asked you a question", lines=lines,
+                         buttons=(Button("Reply", REPLY_ACTION, str(question.id), "primary"),))
 
 
-async def reply_to_question(question_id: int, staff: Staff | None, text: str, *, now: datetime) -> tuple[Question, DirectMessage]:
-    """Record the CAM's reply; returns the message to relay to the member."""
+async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,
+                            now: datetime) -> tuple[Question, DirectMessage]:
+    """Record the CAM's reply and, in the same transaction, queue it in the outbox for the member
+    in the conversation they asked in (the caller wakes the outbox). Returns the question and the
+    relayed message."""
     question = await Question.get_or_none(id=question_id).select_related("member__organisation", "cam")
     if question is None:
         raise NotFound("that question no longer exists")
@@ -153,13 +171,17 @@ async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,
     if not text:
         raise UserError("the reply is empty")
     text = text[:MAX_REPLY]
+    account = await PlatformAccount.filter(member_id=question.member_id, platform=question.platform).first()  # type: ignore[attr-defined]
+    if account is None:
+        raise UserError("the partner's chat account is gone, so the reply could not be delivered")
+    relay = DirectMessage(title=f"{staff.name or staff.email} answered your question",  # type: ignore[union-attr]
+                          lines=(f"You asked: \"{question.text}\"", text))
     async with in_transaction() as conn:
         await Question.filter(id=question.id).using_db(conn).update(
             handoff_status="answered", reply_text=text, replied_at=now, replied_by=staff.email)  # type: ignore[union-attr]
         await record([audit_event("question.answered", now=now, actor=staff.email, member_id=question.member_id,  # type: ignore[union-attr, attr-defined]
                                   question_id=question.id, reply=text)], using_db=conn)
-    relay = DirectMessage(title=f"{staff.name or staff.email} answered your question",  # type: ignore[union-attr]
-                          lines=(f"You asked: \"{question.text}\"", text))
+        await queue_relay(question, staff, account, relay, text, now=now, using_db=conn)  # type: ignore[arg-type]
     return await Question.get(id=question.id).select_related("member"), relay
 
 

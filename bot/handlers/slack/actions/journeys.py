@@ -20,5 +20,6 @@ def register(app: AsyncApp, herald: Herald) -> None:
             step = await complete_step(int(body["actions"][0]["value"]), platform=Platform.SLACK.value,
                                        workspace_id=body["team"]["id"], user_id=body["user"]["id"],
                                        now=herald.clock.now(), channels=herald.channels)
+            herald.outbox.wake()  # a milestone or the CAM's note may have been queued
             return {"replace_original": False, "text": f":white_check_mark: Marked done: {escape(step.step_key)}."}
         await respond_or_explain(respond, work())

@@ -6,6 +6,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.channels.slack_blocks import REPLY_CALLBACK, message_modal
 from bot.common.errors import UserError
+from bot.core.onboarding.assistant import ON_ITS_WAY
 from bot.handlers.slack.common import form_value, staff_of
 from bot.service import Herald
 
@@ -20,4 +21,4 @@ def register(app: AsyncApp, herald: Herald) -> None:
         except UserError as exc:
             await ack(response_action="errors", errors={"reply": str(exc)})
             return
-        await ack(response_action="update", view=message_modal("Sent", "Your answer was sent to the partner."))
+        await ack(response_action="update", view=message_modal("Sent", ON_ITS_WAY))

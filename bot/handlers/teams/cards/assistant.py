@@ -10,6 +10,7 @@ from bot.core.onboarding.assistant import (
     ASK_CAM_ACTION,
     HELPFUL_ACTION,
     NOT_HELPFUL_ACTION,
+    ON_ITS_WAY,
     REPLY_ACTION,
     give_feedback,
     member_for,
@@ -39,7 +40,7 @@ async def open_reply(invoke: Invoke) -> web.Response:
 
 async def submit_reply(invoke: Invoke) -> web.Response:
     await invoke.herald.relay_reply(invoke.number("question_id"), invoke.staff, str(invoke.data.get("reply", "")))
-    return card_response(note_card("Your answer was sent to the partner."))
+    return card_response(note_card(ON_ITS_WAY))
 
 
 VERBS: dict[str, VerbHandler] = {

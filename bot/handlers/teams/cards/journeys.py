@@ -13,6 +13,7 @@ async def done(invoke: Invoke) -> web.Response:
     herald, turn = invoke.herald, invoke.turn
     step = await complete_step(invoke.number("value"), platform=Platform.TEAMS.value, workspace_id=turn.tenant_id,
                                user_id=turn.aad_object_id, now=herald.clock.now(), channels=herald.channels)
+    herald.outbox.wake()  # a milestone or the CAM's note may have been queued
     return message_response(f"Marked done: {step.step_key}.")
 
 

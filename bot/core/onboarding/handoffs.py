@@ -1,0 +1,101 @@
+"""Hand-offs and relayed answers through the outbox (bot.core.delivery.messages).
+
+A partner's question passed to their CAM, and the CAM's answer relayed to the partner, are queued
+in the transaction that records them and leave at once (the caller wakes the outbox), ahead of
+journey steps and digests in the workspace's lane. The person who acted is told it is on its way;
+what happens when it cannot be delivered:
+
+* a hand-off: the question stays open in the CAM's `/herald questions` list and console page
+  (where it also is when the CAM has no chat account), and the failure is audited;
+* a relayed answer: the question goes back to open in the CAM's list, and the CAM gets a DM saying
+  the partner did not get the answer and why (audited too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+from typing import Any
+
+from bot.core.compliance.audit import audit_event, record
+from bot.core.delivery.messages import MessageResult, ResultKind, Target, enqueue, on_result
+from bot.core.notices.escalations import staff_recipient
+from bot.core.ports import Channel, DirectMessage
+from storage.models import Member, MessagePurpose, OutboundMessage, PlatformAccount, Question, Staff
+
+log = logging.getLogger(__name__)
+
+
+def cam_target(cam: Staff, channels: dict[str, Channel]) -> Target | None:
+    found = staff_recipient(cam, channels)
+    return Target(found[0].platform, found[1]) if found else None
+
+
+async def queue_handoff(question: Question, cam: Staff, message: DirectMessage, target: Target, *, now: datetime,
+                        using_db: Any = None) -> bool:
+    return await enqueue(key=f"{MessagePurpose.HANDOFF.value}:{question.id}", purpose=MessagePurpose.HANDOFF,
+                         reference=question.id, target=target, message=message, now=now, staff_id=cam.id,
+                         using_db=using_db)
+
+
+async def queue_relay(question: Question, staff: Staff, account: PlatformAccount, relay: DirectMessage, text: str, *,
+                      now: datetime, using_db: Any = None) -> bool:
+    """The answer to the partner, in the conversation they asked in. Keyed by the answer's text:
+    a replayed submission is not relayed twice; a different answer is a new message."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    target = Target.of_account(account, dm_channel=question.channel_id)
+    return await enqueue(key=f"{MessagePurpose.RELAY.value}:{question.id}:{digest}", purpose=MessagePurpose.RELAY,
+                         reference=question.id, target=target, message=relay, now=now,
+                         member_id=question.member_id, staff_id=staff.id, using_db=using_db)  # type: ignore[attr-defined]
+
+
+@on_result(MessagePurpose.HANDOFF)
+async def _handoff_result(message: OutboundMessage, result: MessageResult) -> None:
+    if result.sent:
+        return
+    question = await Question.get_or_none(id=message.reference).select_related("member", "cam")
+    if question is None:
+        return
+    log.warning("hand-off of question %s not delivered: %s", question.id, result.reason)
+    await record([audit_event("question.handoff_not_delivered", now=result.now, member_id=question.member_id,  # type: ignore[attr-defined]
+                              question_id=question.id, cam=question.cam.email if question.cam else None,
+                              reason=result.reason)])
+
+
+@on_result(MessagePurpose.RELAY)
+async def _relay_result(message: OutboundMessage, result: MessageResult) -> None:
+    if result.sent:
+        return
+    question = await Question.get_or_none(id=message.reference).select_related("member")
+    staff = await Staff.get_or_none(id=message.staff_id) if message.staff_id else None  # type: ignore[attr-defined]
+    if question is None:
+        return
+    log.warning("answer to question %s not delivered: %s", question.id, result.reason)
+    await Question.filter(id=question.id, handoff_status="answered").update(handoff_status="open")
+    await record([audit_event("question.reply_not_delivered", now=result.now, member_id=question.member_id,  # type: ignore[attr-defined]
+                              question_id=question.id, actor=staff.email if staff else "", reason=result.reason)])
+    target = cam_target(staff, result.channels) if staff is not None else None
+    if target is None:
+        return  # the question is back in their console list
+    await enqueue(key=f"{MessagePurpose.STAFF_NOTE.value}:{message.id}", purpose=MessagePurpose.STAFF_NOTE,
+                  reference=message.id, target=target, message=_not_delivered(question, result), now=result.now,
+                  staff_id=staff.id)  # type: ignore[union-attr]
+
+
+def _not_delivered(question: Question, result: MessageResult) -> DirectMessage:
+    member: Member = question.member
+    why = ("Herald stopped while sending it, so it may not have arrived" if result.kind is ResultKind.INTERRUPTED
+           else result.reason or "the platform refused it")
+    return DirectMessage(
+        title="Your answer was not delivered"[:150],
+        lines=(f"{member.name or member.email} <{member.email}> did not get your answer to \"{question.text[:200]}\": "
+               f"{why}.",
+               "The question is back in your list (`/herald questions`); please reach them another way or reply "
+               "again."))
+
+
+@on_result(MessagePurpose.STAFF_NOTE)
+async def _note_result(message: OutboundMessage, result: MessageResult) -> None:
+    if not result.sent:
+        log.warning("note to staff (outbound message %s) not delivered: %s", message.id, result.reason)
