@@ -71,7 +71,9 @@ class Herald:
         self.outbox = Outbox(
             self.channels, self.catalog, self.clock,
             concurrency=settings.delivery_concurrency, batch_size=settings.delivery_batch_size,
-            lease_seconds=settings.delivery_lease_seconds,
+            lease_seconds=settings.delivery_lease_seconds, lane_inflight=settings.delivery_lane_inflight,
+            parallel_workspaces=settings.delivery_max_lanes, heartbeat_seconds=settings.delivery_heartbeat_seconds,
+            poll_seconds=settings.outbox_poll_seconds,
             retry=RetryPolicy(max_attempts=settings.delivery_max_attempts),
             rate_limits={"teams": settings.teams_max_per_second, "slack": settings.slack_max_per_second},
         )
