@@ -72,6 +72,7 @@ class LaneSettings:
     lane_inflight: int = 8  # in-flight requests per lane (and items claimed ahead)
     max_lanes: int = 128  # lanes one replica works at once
     flush_ms: float = 5.0  # outcomes are written in groups gathered for this long
+    quantum: int = 200  # items a lane sends per turn before it goes to the back of the queue
 
 
 class LaneStore:

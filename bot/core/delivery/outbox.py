@@ -353,7 +353,7 @@ class Outbox:
         self.clock = clock
         self.settings = LaneSettings(lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
                                      concurrency=concurrency, lane_inflight=max(1, min(lane_inflight, batch_size)),
-                                     max_lanes=parallel_workspaces, flush_ms=flush_ms)
+                                     max_lanes=parallel_workspaces, flush_ms=flush_ms, quantum=batch_size)
         self.poll_seconds = poll_seconds
         self.retry = retry or RetryPolicy()
         self.rate_limits = rate_limits or {}  # platform -> requests per second per workspace/tenant
@@ -514,7 +514,9 @@ class Outbox:
         return not self._stopping and lane in self._held and self._paused_for(lane) is None
 
     async def _work_lane(self, lane: Lane) -> int:
-        """Keep the lane's in-flight window full while it has due work and we hold it."""
+        """Keep the lane's in-flight window full while it has due work and we hold it, for one turn
+        (`quantum` items): then the lane goes back in the queue behind lanes served less recently,
+        so with more lanes than `max_lanes` a big one never starves a small one."""
         token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
         cap = self.settings.lane_inflight
         inflight: set[asyncio.Task] = set()
@@ -522,8 +524,9 @@ class Outbox:
         try:
             while True:
                 room = cap - len(inflight)
-                if room > 0 and (not inflight or room * 2 >= cap) and self._may_claim(lane):
-                    items = await self._claim(lane, room, token)
+                if room > 0 and (not inflight or room * 2 >= cap) and handled < self.settings.quantum \
+                        and self._may_claim(lane):
+                    items = await self._claim(lane, min(room, self.settings.quantum - handled), token)
                     handled += len(items)
                     inflight |= {asyncio.create_task(self._send_one(lane, source, item)) for source, item in items}
                 if not inflight:
