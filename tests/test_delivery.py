@@ -31,8 +31,8 @@ async def test_rate_limit_pauses_the_workspace_and_honours_retry_after(rig: Rig)
     await rig.herald.outbox.drain()
     assert set((await _statuses(notice_id)).values()) == {"delivered", "failed"}  # Ed has no account
     assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 4
-    channels = [c.args["channel"] for c in rig.fake.calls_to("chat.postMessage") if c.ok]
-    assert sorted(channels) == ["UANNA", "UBO", "UCY", "UDI"]  # each exactly once (first post: to the user id)
+    channels = [c.channel for c in rig.fake.calls_to("chat.postMessage") if c.ok]
+    assert sorted(channels) == ["DUANNA", "DUBO", "DUCY", "DUDI"]  # each exactly once
     assert sorted(len(rig.fake.messages(f"D{u}")) for u in ("UANNA", "UBO", "UCY", "UDI")) == [1, 1, 1, 1]
 
 
@@ -137,7 +137,7 @@ async def test_two_workers_never_send_the_same_row(rig: Rig) -> None:
     workers = [rig.herald, rig.another_worker(), rig.another_worker()]
     await asyncio.gather(*(w.outbox.drain() for w in workers))
     assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 120
-    posted = [c.args["channel"] for c in rig.fake.calls_to("chat.postMessage")]
+    posted = [c.channel for c in rig.fake.calls_to("chat.postMessage")]
     assert len(posted) == 120 and len(set(posted)) == 120
     for worker in workers[1:]:
         await worker.close()
