@@ -5,12 +5,17 @@ Herald services in one process sharing the database, against the fake Slack API.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+
+import pytest
 
 from bot.core.directory.importer import import_directory
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.service import Herald
+from storage import db as storage_db
 from storage.models import Delivery, DeliveryLane
+from storage.wakeups import PgWakeups
 from tests.fakes.rate_limits import ManualMonotonic, Rate
 from tests.fakes.slack_limits import SlackLimits
 from tests.support import TEAM, Rig, directory_csv
@@ -169,3 +174,21 @@ async def test_a_storm_of_429s_then_5xx_is_delivered_exactly_once(rig: Rig) -> N
         assert stats["throttled"]["total"] <= throttled_rounds * rig.herald.settings.delivery_lane_inflight
     finally:
         await other.close()
+
+
+async def test_a_send_accepted_on_one_replica_wakes_the_others_at_once(rig: Rig) -> None:
+    """PostgreSQL: LISTEN/NOTIFY on a dedicated connection, not the next poll."""
+    if storage_db.dialect() != "postgres":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite has one process and the in-process wake")
+    woken = asyncio.Event()
+    listener = PgWakeups(rig.herald.settings.tortoise_db_url, woken.set)
+    listener.start()
+    try:
+        await asyncio.wait_for(listener.listening.wait(), 30)
+        woken.clear()  # the wake-up on connecting (for anything missed while not listening)
+        rig.herald.outbox.notify = PgWakeups(rig.herald.settings.tortoise_db_url, lambda: None).notify
+        await rig.broadcast()
+        rig.herald.outbox.wake()
+        await asyncio.wait_for(woken.wait(), 30)
+    finally:
+        await listener.stop()
