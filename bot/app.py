@@ -124,12 +124,20 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
                     raise
         scheduler = AsyncIOScheduler(timezone="UTC")
         worker = warm_up = None
+        wakeups = None
         if run_worker:
+            if storage_db.dialect() == "postgres":  # a send accepted here wakes the other replicas at once
+                from storage.wakeups import PgWakeups
+
+                wakeups = PgWakeups(herald.settings.tortoise_db_url, lambda: herald.outbox.wake(broadcast=False))
+                wakeups.start()
+                herald.outbox.notify = wakeups.notify
             worker = asyncio.create_task(herald.outbox.run_forever(), name="herald-outbox")
             # The database is the truth; the scheduler is only the clock that wakes the worker
             # for retries that come due and for rows other replicas wrote.
-            scheduler.add_job(herald.outbox.wake, "interval", seconds=herald.settings.outbox_poll_seconds,
-                              id="outbox-wake", max_instances=1, coalesce=True)
+            scheduler.add_job(lambda: herald.outbox.wake(broadcast=False), "interval",
+                              seconds=herald.settings.outbox_poll_seconds, id="outbox-wake", max_instances=1,
+                              coalesce=True)
             scheduler.add_job(_safely(herald.tick), "interval", seconds=herald.settings.tick_seconds,
                               id="tick", max_instances=1, coalesce=True)
             scheduler.start()
@@ -140,9 +148,11 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
         herald.outbox.stop()
         if warm_up is not None and not warm_up.done():
             warm_up.cancel()  # the index build in its thread finishes on its own; nobody waits for it
-        if worker is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(worker, timeout=30)
+        if worker is not None:  # in-flight requests finish and are recorded, leases released
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(worker, timeout=herald.settings.delivery_lease_seconds)
+        if wakeups is not None:
+            await wakeups.stop()
         await herald.close()
         if manage_database:
             await storage_db.close()

@@ -20,6 +20,7 @@ from bot.channels.teams import (
 )
 from bot.common.clock import Clock, SystemClock
 from bot.core.commands.runner import ReportReady
+from bot.core.delivery.messages import MessageSource
 from bot.core.delivery.outbox import Outbox
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.acks import AckResult
@@ -71,11 +72,15 @@ class Herald:
         self.outbox = Outbox(
             self.channels, self.catalog, self.clock,
             concurrency=settings.delivery_concurrency, batch_size=settings.delivery_batch_size,
-            lease_seconds=settings.delivery_lease_seconds,
+            lease_seconds=settings.delivery_lease_seconds, lane_inflight=settings.delivery_lane_inflight,
+            parallel_workspaces=settings.delivery_max_lanes, heartbeat_seconds=settings.delivery_heartbeat_seconds,
+            poll_seconds=settings.outbox_poll_seconds,
             retry=RetryPolicy(max_attempts=settings.delivery_max_attempts),
             rate_limits={"teams": settings.teams_max_per_second, "slack": settings.slack_max_per_second},
         )
         self.outbox.link_tracker = link_tracker(settings.public_url, settings.secret_key)
+        # everything else Herald sends (journeys, digests, escalations, hand-offs): the same lanes
+        self.outbox.add_source(MessageSource(self.channels, retry=self.outbox.retry))
 
     async def update_acknowledged_copies(self, result: AckResult) -> None:
         """Turn every delivered copy (original and reminders) into its acknowledged form now.

@@ -61,11 +61,16 @@ class Settings(BaseSettings):
     # or one copy on each ("all"); one acknowledgement settles every copy.
     platform_policy: str = Field(default="preferred", pattern="^(preferred|all)$")
 
-    # Outbox worker: how many messages are in flight per workspace, how many rows a claim takes,
-    # how long a claim is leased before another worker may take the row over.
-    delivery_concurrency: int = Field(default=16, ge=1, le=256)
+    # Delivery engine (bot/core/delivery): requests in flight per replica (all lanes together);
+    # per lane (one workspace/tenant) in flight and claimed ahead; lanes one replica works at once;
+    # a lane's lease (a dead replica's lanes move to another after it) and its heartbeat;
+    # delivery_batch_size: an upper bound on the rows one claim takes (the lane cap is lower).
+    delivery_concurrency: int = Field(default=64, ge=1, le=1024)
+    delivery_lane_inflight: int = Field(default=8, ge=1, le=256)
+    delivery_max_lanes: int = Field(default=128, ge=1, le=10000)
     delivery_batch_size: int = Field(default=200, ge=1, le=5000)
-    delivery_lease_seconds: int = Field(default=120, ge=5)
+    delivery_lease_seconds: int = Field(default=10, ge=3)
+    delivery_heartbeat_seconds: float = Field(default=3.0, gt=0)
     delivery_max_attempts: int = Field(default=6, ge=1)
     outbox_poll_seconds: float = Field(default=5.0, gt=0)
     # Requests per second per workspace/tenant (0 = no pacing; Slack's 429 + Retry-After still apply).

@@ -255,7 +255,25 @@ class Delivery(Model):
         unique_together = (("notice", "member", "platform", "kind", "sequence"),)
         # the last one covers the console's per-notice counts and timeline (bench/console.py)
         indexes = (("status", "next_attempt_at"), ("next_reminder_at",),
-                   ("notice_id", "kind", "status", "delivered_at", "member_id"))
+                   ("notice_id", "kind", "status", "delivered_at", "member_id"), ("status", "claimed_until"))
+
+
+class DeliveryLane(Model):
+    """One (platform, workspace/tenant) queue of outbound requests: its lease (one replica works a
+    lane at a time, so that replica's pacer is the lane's only one) and its shared 429 pause."""
+
+    id = fields.IntField(primary_key=True)
+    platform = fields.CharField(max_length=10)
+    workspace_external_id = fields.CharField(max_length=100)
+    leased_by = fields.CharField(max_length=64, default="")
+    lease_until = fields.DatetimeField(null=True)
+    paused_until = fields.DatetimeField(null=True)  # a 429's Retry-After, honoured by every replica
+    last_served_at = fields.DatetimeField(null=True)  # least recently served lanes are picked first
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "delivery_lane"
+        unique_together = (("platform", "workspace_external_id"),)
 
 
 class Acknowledgement(Model):

@@ -37,7 +37,7 @@ async def _ack(rig: Rig, notice_id: int, user: str):  # noqa: ANN202
 
 
 def _posts_to(rig: Rig, channel: str) -> list:
-    return [c for c in rig.fake.calls_to("chat.postMessage") if c.args["channel"] == channel and c.ok]
+    return [c for c in rig.fake.calls_to("chat.postMessage") if c.channel == channel and c.ok]
 
 
 async def _reminders(notice_id: int, email: str) -> list[Delivery]:
@@ -176,7 +176,7 @@ async def test_pause_stops_reminders_but_not_delivery(rig: Rig) -> None:
     await pause_organisation(cam, "acme", until=None, reason="site fire", now=rig.clock.now())
     notice_id = await rig.broadcast("tier:gold,silver")
     await rig.herald.outbox.drain()
-    assert {c.args["channel"] for c in rig.fake.calls_to("chat.postMessage")} == {"DUANNA", "DUBO", "DUCY", "DUDI"}
+    assert {c.channel for c in rig.fake.calls_to("chat.postMessage")} == {"DUANNA", "DUBO", "DUCY", "DUDI"}
     status = await notice_status(notice_id)
     assert status.paused_organisations == ["Acme Locks"]
 
@@ -256,7 +256,7 @@ async def test_edit_updates_every_copy_and_material_edit_asks_for_acknowledgemen
     assert result.reacknowledge and result.copies_to_update == 2
     await rig.herald.outbox.drain()
     updates = rig.fake.calls_to("chat.update")
-    assert {u.args["channel"] for u in updates} == {"DUANNA", "DUBO"}
+    assert {u.channel for u in updates} == {"DUANNA", "DUBO"}
     for update in updates:
         text = str(update.args["blocks"])
         assert "LX-210" in text and "revision 2" in text and "Acknowledged by" not in text  # re-ack needed

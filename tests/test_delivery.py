@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from storage.models import AuditEvent, Delivery, Notice
+from storage.models import AuditEvent, Delivery, Notice, PlatformAccount
 from tests.support import TEAM, TOKEN, Rig, directory_csv
 
 
@@ -31,8 +31,9 @@ async def test_rate_limit_pauses_the_workspace_and_honours_retry_after(rig: Rig)
     await rig.herald.outbox.drain()
     assert set((await _statuses(notice_id)).values()) == {"delivered", "failed"}  # Ed has no account
     assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 4
-    channels = [c.args["channel"] for c in rig.fake.calls_to("chat.postMessage") if c.ok]
+    channels = [c.channel for c in rig.fake.calls_to("chat.postMessage") if c.ok]
     assert sorted(channels) == ["DUANNA", "DUBO", "DUCY", "DUDI"]  # each exactly once
+    assert sorted(len(rig.fake.messages(f"D{u}")) for u in ("UANNA", "UBO", "UCY", "UDI")) == [1, 1, 1, 1]
 
 
 async def test_server_errors_are_retried_with_backoff(rig: Rig) -> None:
@@ -67,7 +68,7 @@ async def test_gives_up_after_max_attempts_with_a_reason(rig: Rig) -> None:
 
 
 async def test_permanent_errors_fail_with_an_actionable_reason(rig: Rig) -> None:
-    rig.fake.fail_next("conversations.open", error="user_not_found")
+    rig.fake.fail_next("chat.postMessage", error="channel_not_found")  # Slack's answer for a user id it will not DM
     notice_id = await rig.broadcast(audience="member:cy@bolt.example")
     await rig.herald.outbox.drain()
     row = await Delivery.get(notice_id=notice_id)
@@ -83,13 +84,17 @@ async def test_revoked_token_fails_with_reconnect_advice(rig: Rig) -> None:
     assert row.status == "failed" and "reconnect the workspace" in row.error
 
 
-async def test_dm_channel_is_opened_once_and_cached(rig: Rig) -> None:
+async def test_first_message_posts_to_the_user_id_and_caches_the_dm_channel(rig: Rig) -> None:
+    """No conversations.open on the hot path: the first post goes to the user id, Slack answers
+    with the DM's D... id, which is cached and used from then on."""
     await rig.broadcast(audience="member:anna@acme.example")
     await rig.herald.outbox.drain()
+    assert (await PlatformAccount.get(user_id="UANNA")).dm_channel == "DUANNA"
     await rig.broadcast(audience="member:anna@acme.example")
     await rig.herald.outbox.drain()
-    assert rig.fake.call_count("conversations.open") == 1
-    assert rig.fake.call_count("chat.postMessage") == 2
+    assert rig.fake.call_count("conversations.open") == 0
+    assert [c.args["channel"] for c in rig.fake.calls_to("chat.postMessage")] == ["UANNA", "DUANNA"]
+    assert [r.channel_id for r in await Delivery.filter(member__email="anna@acme.example")] == ["DUANNA", "DUANNA"]
 
 
 async def test_crash_after_send_is_not_sent_twice(rig: Rig) -> None:
@@ -132,7 +137,7 @@ async def test_two_workers_never_send_the_same_row(rig: Rig) -> None:
     workers = [rig.herald, rig.another_worker(), rig.another_worker()]
     await asyncio.gather(*(w.outbox.drain() for w in workers))
     assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 120
-    posted = [c.args["channel"] for c in rig.fake.calls_to("chat.postMessage")]
+    posted = [c.channel for c in rig.fake.calls_to("chat.postMessage")]
     assert len(posted) == 120 and len(set(posted)) == 120
     for worker in workers[1:]:
         await worker.close()

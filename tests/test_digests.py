@@ -28,7 +28,7 @@ async def _nice(rig: Rig, topic: str, title: str, audience: str = "member:anna@a
 
 def _digests(rig: Rig, channel: str | None = None) -> list:
     return [c for c in rig.fake.calls_to("chat.postMessage")
-            if c.ok and "Your Herald digest" in c.args["text"] and (channel is None or c.args["channel"] == channel)]
+            if c.ok and "Your Herald digest" in c.args["text"] and (channel is None or c.channel == channel)]
 
 
 def _text(call) -> str:  # noqa: ANN001
@@ -68,7 +68,7 @@ async def test_daily_digest_lists_the_notices_by_topic_once_in_the_morning(rig: 
 
     assert await _tick_at(rig, TUESDAY_8_UTC) == 1
     (digest,) = _digests(rig)
-    assert digest.args["channel"] == "DUANNA"
+    assert digest.channel == "DUANNA"
     assert digest.args["blocks"][0]["text"]["text"] == "Your Herald digest"
     assert _text(digest).splitlines() == [
         "4 nice-to-know notices since your last digest:",
@@ -133,11 +133,11 @@ async def test_several_replicas_send_one_digest_per_member_in_each_time_zone(rig
         for replica in replicas[1:]:
             await replica.close()
     assert sum(r["digests"] for r in results) == 3
-    assert sorted(c.args["channel"] for c in _digests(rig)) == ["DUANNA", "DUBO", "DUCY"]
+    assert sorted(c.channel for c in _digests(rig)) == ["DUANNA", "DUBO", "DUCY"]
     assert (await rig.herald.tick())["digests"] == 0
 
     assert await _tick_at(rig, datetime(2026, 1, 5, 22, 0, tzinfo=UTC)) == 1  # Tuesday 09:00 in Sydney
-    assert _digests(rig)[-1].args["channel"] == "DUDI"
+    assert _digests(rig)[-1].channel == "DUDI"
     assert await DigestRun.filter(status="sent").count() == 4 and await AuditEvent.filter(kind="digest.sent").count() == 4
     # Ed has no chat account: his row failed when the notice was sent and is in no digest
     assert await Delivery.filter(member__email="ed@keys.example", status="failed").count() == 1

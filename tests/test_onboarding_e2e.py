@@ -57,7 +57,7 @@ async def test_unknown_question_says_so_and_hands_off_to_the_cam(slack: SlackHar
     (passed,) = await slack.responses(slack.last_click_key)
     assert "passed your question to Casey CAM" in passed.args["text"]
     await slack.herald.outbox.drain()  # the worker the hand-off wakes
-    handoff = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage") if c.args["channel"] == "DUCAM1"],
+    handoff = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "DUCAM1"],
                                what="the CAM's DM")
     text = str(handoff[0].args["blocks"])
     assert "lisbon" in text and "Anna Berg" in text and "Acme Locks (gold)" in text
@@ -75,7 +75,7 @@ async def test_unknown_question_says_so_and_hands_off_to_the_cam(slack: SlackHar
                                                                                "value": "Sunny, 24 degrees <!channel>"}}}}})
     assert answer["response_action"] == "update" and "on its way" in str(answer["view"])
     assert await slack.herald.outbox.drain() == 1  # the worker the reply wakes: the relay alone
-    relay = [c for c in slack.fake.calls_to("chat.postMessage") if c.args["channel"] == "DUANNA"][-1]
+    relay = [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "DUANNA"][-1]
     relayed = str(relay.args["blocks"])
     assert "Casey CAM answered your question" in relayed and "Sunny, 24 degrees &lt;!channel&gt;" in relayed
     stored = await Question.get(id=question.id)
@@ -153,7 +153,7 @@ async def test_journey_step_done_button_and_progress_command(slack: SlackHarness
     slack.clock.advance(days=1)
     await slack.herald.tick()
     await slack.herald.outbox.drain()  # the worker the tick wakes
-    step_messages = [c for c in slack.fake.calls_to("chat.postMessage") if c.args["channel"] == "DUANNA"]
+    step_messages = [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "DUANNA"]
     assert step_messages, "Anna's first onboarding step"
     ((action, step_id),) = [(a, v) for a, v in _buttons(step_messages[-1].args["blocks"]) if a == "herald_journey_done"]
     await slack.click(action, step_id, user="UBO")  # someone else's step

@@ -24,7 +24,7 @@ async def _member(email: str) -> Member:
 
 
 def _posts_to(rig: Rig, channel: str) -> list:
-    return [c for c in rig.fake.calls_to("chat.postMessage") if c.args["channel"] == channel and c.ok]
+    return [c for c in rig.fake.calls_to("chat.postMessage") if c.channel == channel and c.ok]
 
 
 async def _send(rig: Rig, importance: str, topic: str, audience: str = "all", *,
@@ -179,15 +179,15 @@ async def test_need_to_know_waits_for_the_end_of_quiet_hours(rig: Rig) -> None:
 
     rig.clock.set(datetime(2026, 1, 5, 21, 0, tzinfo=UTC))
     await rig.herald.outbox.drain()
-    assert [c.args["channel"] for c in rig.fake.calls_to("chat.postMessage")] == ["DUDI"]
+    assert [c.channel for c in rig.fake.calls_to("chat.postMessage")] == ["DUDI"]
     rig.clock.set(datetime(2026, 1, 5, 22, 0, tzinfo=UTC))
     await rig.herald.outbox.drain()
     rig.clock.set(datetime(2026, 1, 6, 6, 59, tzinfo=UTC))
     await rig.herald.outbox.drain()
-    assert [c.args["channel"] for c in rig.fake.calls_to("chat.postMessage")] == ["DUDI", "DUCY"]
+    assert [c.channel for c in rig.fake.calls_to("chat.postMessage")] == ["DUDI", "DUCY"]
     rig.clock.set(datetime(2026, 1, 6, 7, 0, tzinfo=UTC))
     await rig.herald.outbox.drain()
-    assert sorted(c.args["channel"] for c in rig.fake.calls_to("chat.postMessage")) == ["DUANNA", "DUBO", "DUCY", "DUDI"]
+    assert sorted(c.channel for c in rig.fake.calls_to("chat.postMessage")) == ["DUANNA", "DUBO", "DUCY", "DUDI"]
     delivered = await Delivery.filter(notice_id=notice_id, status="delivered").values_list("member__email", "delivered_at")
     assert dict(delivered)["anna@acme.example"] == datetime(2026, 1, 6, 7, 0, tzinfo=UTC)
 

@@ -54,7 +54,7 @@ async def test_must_know_broadcast_acknowledged_end_to_end(slack: SlackHarness) 
 
     await slack.herald.outbox.drain()
     posts = slack.fake.calls_to("chat.postMessage")
-    assert sorted(c.args["channel"] for c in posts) == ["DUANNA", "DUBO", "DUDI"]
+    assert sorted(c.channel for c in posts) == ["DUANNA", "DUBO", "DUDI"]
     blocks = posts[0].args["blocks"]
     rendered = _texts(blocks)
     assert "&lt;!channel&gt;" in rendered and "<!channel>" not in rendered
@@ -77,7 +77,7 @@ async def test_must_know_broadcast_acknowledged_end_to_end(slack: SlackHarness) 
     assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
     assert await AuditEvent.filter(notice_id=notice_id, kind="notice.acknowledged").count() == 1
     update = slack.fake.calls_to("chat.update")[0]
-    assert update.args["channel"] == "DUANNA" and update.args["ts"] == anna.message_id
+    assert update.channel == "DUANNA" and update.args["ts"] == anna.message_id
     updated = _texts(update.args["blocks"])
     assert "Acknowledged by *Anna Berg*" in updated
     assert not any(b["type"] == "actions" for b in update.args["blocks"])
@@ -202,7 +202,7 @@ async def test_compose_modal_preview_and_send(slack: SlackHarness) -> None:
                                       "private_metadata": preview["private_metadata"], "state": {"values": {}}})
     assert "Sending notice" in answer["view"]["blocks"][0]["text"]["text"]
     await slack.herald.outbox.drain()
-    assert [c.args["channel"] for c in slack.fake.calls_to("chat.postMessage")] == ["DUANNA"]
+    assert [c.channel for c in slack.fake.calls_to("chat.postMessage")] == ["DUANNA"]
 
 
 async def test_closing_the_preview_cancels_the_draft(slack: SlackHarness) -> None:
@@ -300,4 +300,4 @@ async def test_a_stranger_is_told_how_to_get_added(slack: SlackHarness) -> None:
     response = await slack.post_signed(event_body(event, TEAM))
     assert response.status == 200
     (reply,) = await wait_until(lambda: slack.fake.calls_to("chat.postMessage"), what="reply")
-    assert reply.args["channel"] == "DUOUTSIDER" and "don't recognise you as a partner contact" in reply.args["text"]
+    assert reply.channel == "DUOUTSIDER" and "don't recognise you as a partner contact" in reply.args["text"]

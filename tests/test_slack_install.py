@@ -173,7 +173,7 @@ async def test_good_state_and_code_store_the_workspace_with_an_encrypted_token(s
     await slack.herald.outbox.drain()
     delivery = await Delivery.get(notice_id=notice_id, member__email="nia@newco.example")
     assert delivery.status == "delivered", delivery.error
-    (post,) = [c for c in slack.fake.calls_to("chat.postMessage") if c.args["channel"] == "D" + NEW_USER]
+    (post,) = [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "D" + NEW_USER]
     assert post.ok and post.team_id == NEW_TEAM  # the fake resolved the bearer token to the new team
     assert (await verify_chain()).ok
 

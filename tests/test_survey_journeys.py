@@ -57,7 +57,7 @@ async def test_reaching_a_step_sends_its_survey_once_and_results_come_per_stage(
     survey_row = await Delivery.get(notice_id=survey.notice_id, member__email="anna@acme.example")  # type: ignore[attr-defined]
     assert survey_row.created_at == anna_step.created_at  # sales: day 3, queued with the step itself
     posts = [c for c in rig.fake.calls_to("chat.postMessage") if c.args["text"].startswith("[Survey]")]
-    assert sorted(c.args["channel"] for c in posts) == ["DUANNA", "DUBO"]
+    assert sorted(c.channel for c in posts) == ["DUANNA", "DUBO"]
 
     await answer_survey(survey.notice_id, 4, platform="slack", workspace_id=TEAM, user_id="UANNA",  # type: ignore[attr-defined]
                         now=rig.clock.now())

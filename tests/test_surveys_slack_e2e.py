@@ -67,7 +67,7 @@ async def test_survey_answers_changes_comments_and_anonymous_results(slack: Slac
     survey_id = await _send_from_preview(slack, preview)
 
     posts = slack.fake.calls_to("chat.postMessage")
-    assert len(posts) == 12 and len({p.args["channel"] for p in posts}) == 12
+    assert len(posts) == 12 and len({p.channel for p in posts}) == 12
     buttons = [e for e in _elements(posts[0].args["blocks"]) if e["action_id"].startswith("herald_survey_answer")]
     assert [b["text"]["text"] for b in buttons] == [str(n) for n in range(11)]
     assert len({b["action_id"] for b in buttons}) == 11  # Slack wants distinct action ids in a block
@@ -165,7 +165,7 @@ async def test_variants_balanced_then_the_winner_rolled_out_once(slack: SlackHar
 
     link = next(e for e in _elements(first[0].args["blocks"]) if e["action_id"] == LINK_ACTION)
     assert link["url"] == "https://partners.example.com/q3"
-    reader = next(p.args["channel"] for p in first).replace("D", "", 1)
+    reader = next(p.channel for p in first).replace("D", "", 1)
     await slack.click(LINK_ACTION, str(notice_id), user=reader)
     await wait_until(lambda: NoticeInteraction.filter(notice_id=notice_id).exists(), what="the press counted")
 
@@ -181,6 +181,6 @@ async def test_variants_balanced_then_the_winner_rolled_out_once(slack: SlackHar
     await slack.herald.outbox.drain()
     await slack.herald.outbox.drain()
     posts = slack.fake.calls_to("chat.postMessage")
-    assert len(posts) == 12 and set(Counter(p.args["channel"] for p in posts).values()) == {1}
+    assert len(posts) == 12 and set(Counter(p.channel for p in posts).values()) == {1}
     assert Counter(p.args["blocks"][0]["text"]["text"] for p in posts) == {"Q3 rebate": 3, "Earn more in Q3": 9}
     assert "Held back" not in (await _reply(slack, f"status {notice_id}"))["text"]

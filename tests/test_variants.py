@@ -77,7 +77,7 @@ async def test_each_member_sees_one_variant_and_it_is_audited(srig: SurveyRig) -
     await srig.herald.outbox.drain()
     shown = Counter(c.args["blocks"][0]["text"]["text"] for c in srig.fake.calls_to("chat.postMessage"))
     assert shown == {"Title A": 6, "Title B": 6}
-    bodies = {c.args["channel"]: str(c.args["blocks"]) for c in srig.fake.calls_to("chat.postMessage")}
+    bodies = {c.channel: str(c.args["blocks"]) for c in srig.fake.calls_to("chat.postMessage")}
     for row in await Delivery.filter(notice_id=notice_id).values("channel_id", "variant"):
         assert f"Body {row['variant']}" in bodies[row["channel_id"]]
     status = await notice_status(notice_id)
@@ -128,7 +128,7 @@ async def test_share_holds_the_rest_until_the_rollout_and_nobody_gets_two(srig: 
         await roll_out(notice_id, "A", None, now=srig.clock.now(), operator="test")
     await srig.herald.outbox.drain()
     posts = srig.fake.calls_to("chat.postMessage")
-    per_channel = Counter(c.args["channel"] for c in posts)
+    per_channel = Counter(c.channel for c in posts)
     assert len(per_channel) == 12 and set(per_channel.values()) == {1}  # everyone exactly once
     assert Counter(c.args["blocks"][0]["text"]["text"] for c in posts) == {"Title A": 3, "Title B": 9}
     assert (await Notice.get(id=notice_id)).status == "sent"
@@ -151,7 +151,7 @@ async def test_two_replicas_rolling_out_at_once_release_each_member_once(srig: S
         await asyncio.gather(srig.herald.outbox.drain(), other.outbox.drain())
     finally:
         await other.close()
-    per_channel = Counter(c.args["channel"] for c in srig.fake.calls_to("chat.postMessage"))
+    per_channel = Counter(c.channel for c in srig.fake.calls_to("chat.postMessage"))
     assert len(per_channel) == 12 and set(per_channel.values()) == {1}
     assert await Delivery.filter(notice_id=notice_id).count() == 12
 
@@ -219,6 +219,6 @@ async def test_reminders_show_the_members_own_variant(srig: SurveyRig) -> None:
     variant_of = dict(await Delivery.filter(notice_id=notice_id, kind="notice").values_list("member_id", "variant"))
     reminders = await Delivery.filter(notice_id=notice_id, kind="reminder").values("member_id", "variant", "channel_id")
     assert len(reminders) == 12 and all(r["variant"] == variant_of[r["member_id"]] for r in reminders)
-    texts = {c.args["channel"]: str(c.args["blocks"]) for c in srig.fake.calls_to("chat.postMessage")
+    texts = {c.channel: str(c.args["blocks"]) for c in srig.fake.calls_to("chat.postMessage")
              if "Reminder" in c.args["blocks"][0]["text"]["text"]}
     assert all(f"Stop {r['variant']}" in texts[r["channel_id"]] for r in reminders)

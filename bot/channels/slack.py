@@ -141,11 +141,17 @@ class SlackChannel:
             return Outcome.failed(f"Herald is not installed in Slack workspace {recipient.workspace_id}")
         opened = ""
         try:
-            channel = recipient.dm_channel
-            if not channel:
-                response = await client.conversations_open(users=recipient.user_id)
-                channel = opened = response["channel"]["id"]
+            # No conversations.open on the hot path (Tier 3, ~50 a minute per workspace): a bot
+            # token may post to a user id, which lands in the app's DM with that user; the answer's
+            # `channel` is that DM's D... id, cached by the engine (PlatformAccount.dm_channel).
+            # Slack's chat.postMessage reference (https://docs.slack.dev/reference/methods/chat.postMessage/,
+            # on the `channel` argument and direct messages): "provide the user's ID as the channel
+            # value and a direct message conversation will be opened if it isn't open already".
+            channel = recipient.dm_channel or recipient.user_id
             if maybe_sent:
+                if not recipient.dm_channel:  # in doubt and no DM known: its history needs the D... id
+                    response = await client.conversations_open(users=recipient.user_id)
+                    channel = opened = response["channel"]["id"]
                 earlier = await self._find_earlier_send(client, channel, delivery_id)
                 if earlier is not None:
                     return Outcome.delivered(earlier, dm_channel=opened)
@@ -159,11 +165,12 @@ class SlackChannel:
                 metadata={"event_type": METADATA_EVENT,
                           "event_payload": {"notice_id": view.notice_id, "delivery_id": delivery_id}},
             )
-            return Outcome.delivered(MessageRef(response["channel"], response["ts"]), dm_channel=opened)
+            dm_channel = "" if recipient.dm_channel else str(response["channel"])
+            return Outcome.delivered(MessageRef(response["channel"], response["ts"]), dm_channel=dm_channel)
         except SlackApiError as exc:
             if exc.response is not None and exc.response.get("error") == "token_expired":
                 await self.workspaces.token_expired(recipient.workspace_id)
-            return _classify(exc, recipient, opened)
+            return _classify(exc, recipient, opened, to_user=not recipient.dm_channel)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return Outcome.retry(f"network error talking to Slack ({type(exc).__name__})", dm_channel=opened)
 
@@ -181,14 +188,13 @@ class SlackChannel:
         if client is None:
             return Outcome.failed(f"Herald is not installed in Slack workspace {recipient.workspace_id}")
         try:
-            channel = recipient.dm_channel
-            if not channel:
-                channel = (await client.conversations_open(users=recipient.user_id))["channel"]["id"]
+            channel = recipient.dm_channel or recipient.user_id  # posting to a user id: see deliver()
             response = await client.chat_postMessage(channel=channel, text=escape(message.title),
                                                      blocks=direct_message_blocks(message), unfurl_links=False)
-            return Outcome.delivered(MessageRef(response["channel"], response["ts"]))
+            dm_channel = "" if recipient.dm_channel else str(response["channel"])
+            return Outcome.delivered(MessageRef(response["channel"], response["ts"]), dm_channel=dm_channel)
         except SlackApiError as exc:
-            return _classify(exc, recipient, "")
+            return _classify(exc, recipient, "", to_user=not recipient.dm_channel)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return Outcome.retry(f"network error talking to Slack ({type(exc).__name__})")
 
@@ -204,9 +210,11 @@ class SlackChannel:
         await self.workspaces.close()
 
 
-def _classify(exc: SlackApiError, recipient: Recipient, opened: str) -> Outcome:
+def _classify(exc: SlackApiError, recipient: Recipient, opened: str, *, to_user: bool = False) -> Outcome:
     status = exc.response.status_code
     error = str(exc.response.get("error", "")) if exc.response is not None else ""
+    if to_user and error == "channel_not_found":  # posted to a user id Slack will not DM
+        error = "user_not_found"
     if status == 429 or error == "ratelimited":
         retry_after = float(exc.response.headers.get("Retry-After", 1) or 1)
         return Outcome.retry("Slack rate limit", retry_after=retry_after, throttled=True, dm_channel=opened)

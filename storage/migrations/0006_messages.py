@@ -12,7 +12,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0004_console')]
+    dependencies = [('models', '0005_lanes')]
 
     initial = False
 

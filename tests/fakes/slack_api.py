@@ -80,6 +80,13 @@ class Call:
     def ok(self) -> bool:
         return self.status == 200 and self.error is None
 
+    @property
+    def channel(self) -> str:
+        """The conversation the call names: a user id (``U...``/``W...``) posted to means the
+        bot's DM with that user, ``D`` + the user id, as ``chat.postMessage`` answers."""
+        channel = str(self.args.get("channel") or "")
+        return "D" + channel if channel[:1] in ("U", "W") else channel
+
 
 @dataclass(slots=True)
 class _Workspace:

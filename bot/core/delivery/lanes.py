@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from tortoise.expressions import Q
+
 from bot.core.ports import Channel, Outcome
+from storage.models import DeliveryLane
 
 Lane = tuple[str, str]  # (platform, workspace/tenant external id)
 
@@ -63,9 +66,93 @@ class LaneSource(Protocol):
 class LaneSettings:
     """How the scheduler shares a replica between lanes."""
 
-    lease_seconds: float = 15.0  # a lane's lease; a dead replica's lanes move after this
-    heartbeat_seconds: float = 5.0  # how often held leases are renewed
+    lease_seconds: float = 10.0  # a lane's lease; a dead replica's lanes move after this
+    heartbeat_seconds: float = 3.0  # how often held leases are renewed
     concurrency: int = 64  # in-flight requests per replica, all lanes together
     lane_inflight: int = 8  # in-flight requests per lane (and items claimed ahead)
     max_lanes: int = 128  # lanes one replica works at once
     flush_ms: float = 5.0  # outcomes are written in groups gathered for this long
+    quantum: int = 200  # items a lane sends per turn before it goes to the back of the queue
+
+
+class LaneStore:
+    """The `delivery_lane` rows: leases, heartbeats and shared pauses (conditional UPDATEs, so two
+    replicas never both hold a lane)."""
+
+    def __init__(self, worker_id: str, lease: timedelta) -> None:
+        self.worker_id = worker_id
+        self.lease = lease
+        self._known: set[Lane] = set()
+
+    async def ensure(self, lanes: Iterable[Lane]) -> None:
+        missing = [lane for lane in lanes if lane not in self._known]
+        if not missing:
+            return
+        existing = {(r[0], r[1]) for r in await DeliveryLane.filter(
+            platform__in=list({p for p, _ in missing})).values_list("platform", "workspace_external_id")}
+        new = [DeliveryLane(platform=p, workspace_external_id=w) for p, w in missing if (p, w) not in existing]
+        if new:
+            await DeliveryLane.bulk_create(new, ignore_conflicts=True)
+        self._known.update(missing)
+
+    async def candidates(self, lanes: set[Lane], now: datetime) -> list[Lane]:
+        """Of `lanes`, those free to take (lease free or ours, not paused), least recently served first."""
+        rows = await DeliveryLane.filter(platform__in=list({p for p, _ in lanes})).values(
+            "platform", "workspace_external_id", "leased_by", "lease_until", "paused_until", "last_served_at")
+        free = []
+        for r in rows:
+            lane = (r["platform"], r["workspace_external_id"])
+            if lane not in lanes:
+                continue
+            if r["paused_until"] is not None and r["paused_until"] > now:
+                continue
+            if r["leased_by"] and r["leased_by"] != self.worker_id and r["lease_until"] is not None \
+                    and r["lease_until"] >= now:
+                continue
+            free.append((r["last_served_at"] or datetime.min.replace(tzinfo=now.tzinfo), lane))
+        free.sort(key=lambda pair: pair[0])
+        return [lane for _, lane in free]
+
+    async def acquire(self, lane: Lane, now: datetime) -> datetime | None:
+        """Take the lane's lease if it is free (or already ours) and the lane is not paused;
+        returns the lease's end, or None."""
+        until = now + self.lease
+        taken = await DeliveryLane.filter(
+            Q(platform=lane[0], workspace_external_id=lane[1]),
+            Q(leased_by=self.worker_id) | Q(leased_by="") | Q(lease_until__isnull=True) | Q(lease_until__lt=now),
+            Q(paused_until__isnull=True) | Q(paused_until__lte=now),
+        ).update(leased_by=self.worker_id, lease_until=until)
+        return until if taken else None
+
+    async def renew(self, lanes: Iterable[Lane], now: datetime) -> set[Lane]:
+        """Extend our leases; returns the lanes we still hold."""
+        until = now + self.lease
+        await DeliveryLane.filter(leased_by=self.worker_id, lease_until__gte=now).update(lease_until=until)
+        held = {(r[0], r[1]) for r in await DeliveryLane.filter(leased_by=self.worker_id).values_list(
+            "platform", "workspace_external_id")}
+        return held & set(lanes)
+
+    async def release(self, lane: Lane, now: datetime) -> None:
+        await DeliveryLane.filter(platform=lane[0], workspace_external_id=lane[1], leased_by=self.worker_id).update(
+            leased_by="", lease_until=None, last_served_at=now)
+
+    async def release_all(self, now: datetime) -> None:
+        await DeliveryLane.filter(leased_by=self.worker_id).update(leased_by="", lease_until=None, last_served_at=now)
+
+    async def pause(self, lane: Lane, until: datetime) -> None:
+        """A 429: every replica leaves the lane alone until `until`."""
+        await DeliveryLane.filter(Q(platform=lane[0], workspace_external_id=lane[1]),
+                                  Q(paused_until__isnull=True) | Q(paused_until__lt=until)).update(paused_until=until)
+
+    async def next_change(self, lanes: set[Lane], now: datetime) -> datetime | None:
+        """When one of `lanes` (with due work) next becomes free: a pause or another's lease ends."""
+        times = []
+        for r in await DeliveryLane.filter(platform__in=list({p for p, _ in lanes})).values(
+                "platform", "workspace_external_id", "leased_by", "lease_until", "paused_until"):
+            if (r["platform"], r["workspace_external_id"]) not in lanes:
+                continue
+            if r["paused_until"] is not None and r["paused_until"] > now:
+                times.append(r["paused_until"])
+            elif r["leased_by"] and r["leased_by"] != self.worker_id and r["lease_until"] is not None:
+                times.append(r["lease_until"])
+        return min(times) if times else None

@@ -1,10 +1,14 @@
-"""The delivery engine: claims outbox rows under a lease, sends them, records the result; and
-pushes in-place updates (edits, retractions, acknowledgements) to messages already delivered.
+"""The delivery engine: a lane scheduler (bot.core.delivery.lanes) that sends every outbound
+request of Herald's sources, paced per workspace/tenant, and records each outcome as it returns.
 
-Correctness lives in the database: a row is claimed by a conditional UPDATE (and, on PostgreSQL,
-`FOR UPDATE SKIP LOCKED`), so any number of workers and replicas can run at once. A crashed
-worker's rows come back when their lease expires and are re-sent only after the channel has
-checked that the earlier attempt did not in fact arrive.
+Correctness lives in the database:
+- a lane (platform, workspace/tenant) is worked by one replica at a time, under a short lease
+  renewed by a heartbeat; a 429's Retry-After pauses the lane in the database for every replica;
+- a row is claimed by a conditional UPDATE (and, on PostgreSQL, `FOR UPDATE SKIP LOCKED`) a few
+  at a time (no more than the lane's in-flight cap), its claim tied to the lane's lease;
+- outcomes are written as they return, grouped a few milliseconds at a time, so after a crash
+  only the rows that were in flight are in doubt: they come back when the lease runs out and are
+  re-sent only after the channel has checked that the earlier attempt did not land.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +28,7 @@ from tortoise.transactions import in_transaction
 from bot.common import metrics
 from bot.common.clock import Clock
 from bot.core.compliance.audit import audit_event, record
-from bot.core.delivery.messages import Claimed, MessageSource
+from bot.core.delivery.lanes import Lane, LaneSettings, LaneSource, LaneStore
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import RowExtras
@@ -44,232 +48,160 @@ from storage.models import (
 
 log = logging.getLogger(__name__)
 
-# One parameterised statement per batch (executemany) instead of an ORM bulk update: the ORM
-# builds a CASE expression per column per row, which cost more than the sends (bench/fanout.py).
-# `claimed_by` in the WHERE clause: a row whose lease was taken over is no longer ours to write.
+# One parameterised statement per group of outcomes (executemany) instead of an ORM bulk update:
+# the ORM builds a CASE expression per column per row, which cost more than the sends
+# (bench/fanout.py). `claimed_by` in the WHERE clause: a row whose claim was taken over is no
+# longer ours to write.
 _STORE_SQL = ("UPDATE delivery SET status=?, attempts=?, next_attempt_at=?, claimed_by='', claimed_until=NULL, "
               "channel_id=?, message_id=?, error=?, delivered_at=?, rendered_revision=?, next_reminder_at=?, "
               "updated_at=? WHERE id=? AND claimed_by=?")
+_UPDATE_SQL = ("UPDATE delivery SET update_pending=?, rendered_revision=?, claimed_by='', claimed_until=?, error=?, "
+               "updated_at=? WHERE id=? AND claimed_by=?")
 _DM_CACHE_SQL = "UPDATE platform_account SET dm_channel=?, updated_at=? WHERE id=?"
-_UPDATE_FIELDS = ["update_pending", "rendered_revision", "claimed_by", "claimed_until", "error"]
 UPDATE_RETRY = timedelta(minutes=1)
 
 
 @dataclass
 class Job:
+    """One claimed row: a send (notice or reminder) or an in-place update of a delivered message."""
+
     delivery: Delivery
-    maybe_sent: bool  # claimed back from an expired lease: an earlier send may have landed
+    maybe_sent: bool  # claimed back from an expired claim: an earlier send may have landed
+    token: str
+    view: NoticeView
+    notice: Notice
+    update: bool = False
 
 
-class Outbox:
-    link_tracker = None  # A/B tests' counted links (bot.core.notices.interactions.LinkTracker), set by Herald
+def _due(now: datetime) -> Q:
+    """Rows to send now: pending and due, or claimed by a worker whose claim has run out."""
+    return Q(status=DeliveryStatus.PENDING.value, next_attempt_at__lte=now) | Q(
+        status=DeliveryStatus.SENDING.value, claimed_until__lt=now)
 
-    def __init__(self, channels: dict[str, Channel], catalog: TopicCatalog, clock: Clock, *,
-                 concurrency: int = 16, batch_size: int = 200, lease_seconds: int = 120,
-                 retry: RetryPolicy | None = None, parallel_workspaces: int = 32,
-                 rate_limits: dict[str, float] | None = None) -> None:
-        self.channels = channels
-        self.catalog = catalog
-        self.clock = clock
-        self.concurrency = concurrency
-        self.batch_size = batch_size
-        self.lease = timedelta(seconds=lease_seconds)
-        self.retry = retry or RetryPolicy()
-        self.parallel_workspaces = parallel_workspaces
-        self.rate_limits = rate_limits or {}  # platform -> requests per second per workspace/tenant
-        self._next_slot: dict[tuple[str, str], float] = {}
-        self.worker_id = uuid.uuid4().hex[:16]
-        self._blocked_until: dict[tuple[str, str], datetime] = {}
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._lock = asyncio.Lock()
-        # everything else Herald sends (journeys, digests, escalations, hand-offs): same lanes
-        self.messages = MessageSource(channels, retry=self.retry)
 
-    # ---- the loop -------------------------------------------------------------------------
+def _update_due(now: datetime) -> Q:
+    return Q(status=DeliveryStatus.DELIVERED.value, update_pending=True) & (
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
 
-    def wake(self) -> None:
-        self._wake.set()
 
-    async def run_forever(self) -> None:
-        while not self._stopping:
-            try:
-                handled = await self.run_once()
-            except Exception:  # noqa: BLE001 - the loop must survive a bad batch or a db blip
-                log.exception("outbox batch failed")
-                handled = 0
-            if not handled and not self._stopping:
-                await self._wake.wait()
-                self._wake.clear()
+def _lane_q(lane: Lane) -> Q:
+    return Q(platform=lane[0], workspace_external_id=lane[1])
 
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
 
-    async def drain(self) -> int:
-        """Run batches until nothing is due now. Returns the number of rows handled."""
-        total = 0
-        while handled := await self.run_once():
-            total += handled
-        return total
+class NoticeSource:
+    """Notice deliveries, reminders and in-place updates (edits, retractions, acknowledgements)."""
 
-    async def run_once(self) -> int:
-        async with self._lock:
-            sent = await self._send_due()
-            updated = await self.push_updates()
-            return sent + updated
+    name = "notices"
+    priority = 10
 
-    async def _send_due(self) -> int:
-        """Drain every workspace/tenant with due rows, each in its own task (at most
-        `parallel_workspaces` at once), so a slow or throttled one never holds up the others.
-        Within a workspace the notices go first, then the direct messages, most urgent first."""
-        now = self.clock.now()
-        keys = await Delivery.filter(_due(now)).distinct().limit(1000).values_list("platform", "workspace_external_id")
-        lanes = list(dict.fromkeys([tuple(k) for k in keys] + sorted(await self.messages.due_lanes(now))))
-        gate = asyncio.Semaphore(self.parallel_workspaces)
+    def __init__(self, outbox: "Outbox") -> None:
+        self.outbox = outbox
 
-        async def drain(key: tuple[str, str]) -> int:
-            async with gate:
-                total = 0
-                while handled := await self._send_batch(key):
-                    total += handled
-                while handled := await self._send_messages(key):
-                    total += handled
-                return total
+    # ---- LaneSource -----------------------------------------------------------------------
 
-        return sum(await asyncio.gather(*(drain(key) for key in lanes)))
+    async def due_lanes(self, now: datetime) -> set[Lane]:
+        sends = await Delivery.filter(_due(now)).distinct().limit(5000).values_list("platform", "workspace_external_id")
+        updates = await Delivery.filter(_update_due(now)).distinct().limit(5000).values_list(
+            "platform", "workspace_external_id")
+        return {(p, w) for p, w in [*sends, *updates]}
 
-    async def _send_messages(self, key: tuple[str, str]) -> int:
-        """One batch of a lane's direct messages (a `LaneSource`), under the lane's pacing and
-        rate-limit pause, after the lane's notices."""
-        now = self.clock.now()
-        token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
-        batch = await self.messages.claim(key, self.batch_size, token, now, now + self.lease)
-        if not batch:
-            return 0
-        outcomes: dict[int, Outcome] = {}
+    async def claim(self, lane: Lane, limit: int, token: str, now: datetime, lease_until: datetime,
+                    *, only_ids: list[int] | None = None) -> list[Job]:
+        """In-place updates first (few, and someone is looking at them), then sends."""
+        due = _update_due(now) & _lane_q(lane)
+        if only_ids is not None:
+            due &= Q(id__in=only_ids)
+        rows, prior = await self._claim_rows(due, DeliveryStatus.DELIVERED, limit, token, lease_until)
+        jobs = await self._jobs(rows, prior, token, update=True)
+        room = limit - len(jobs)
+        if only_ids is None and room > 0:
+            rows, prior = await self._claim_rows(_due(now) & _lane_q(lane), DeliveryStatus.SENDING, room, token,
+                                                 lease_until)
+            jobs += await self._jobs(rows, prior, token, update=False)
+        return jobs
 
-        def call(claimed: Claimed) -> Callable[[Channel], Awaitable[Outcome]]:
-            return lambda channel: self.messages.send(claimed, channel)
+    def cost(self, job: Job) -> int:
+        """Requests the job makes against the lane's budget: a Teams member never messaged before
+        needs a 1:1 conversation created first (Slack posts to the user id: one request)."""
+        if not job.update and job.delivery.platform == "teams" and job.delivery.account is not None \
+                and not job.delivery.account.dm_channel:
+            return 2
+        return 1
 
-        await self._run_group(key, [(c.row, call(c)) for c in batch], outcomes)
-        await self.messages.record([(c, outcomes.get(c.id) or Outcome.retry("no outcome recorded")) for c in batch],
-                                   self.clock.now())
-        return len(batch)
+    async def send(self, job: Job, channel: Channel | None) -> Outcome:
+        d = job.delivery
+        if channel is None:
+            return Outcome.failed(f"{d.platform.title()} is not configured in Herald")
+        if job.update:
+            ref = MessageRef(d.channel_id, d.message_id)
+            await channel.update(d.workspace_external_id, ref, job.view)
+            return Outcome.delivered(ref)
+        if d.account is None:
+            return Outcome.failed("the member's platform account was removed")
+        return await channel.deliver(_recipient(d), job.view, delivery_id=d.id, maybe_sent=job.maybe_sent)
+
+    async def record(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
+        sends = [(j, o) for j, o in results if not j.update]
+        updates = [(j, o) for j, o in results if j.update]
+        if sends:
+            await self._store(sends, now)
+            await self._complete_notices({j.notice.id for j, _ in sends}, now)
+        if updates:
+            await self._store_updates(updates, now)
+
+    async def renew(self, token_prefix: str, until: datetime) -> None:
+        await Delivery.filter(claimed_by__startswith=token_prefix).update(claimed_until=until)
+
+    async def next_due(self, lanes: Iterable[Lane] | None, now: datetime) -> datetime | None:
+        times = [
+            await Delivery.filter(status=DeliveryStatus.PENDING.value, next_attempt_at__gt=now).order_by(
+                "next_attempt_at").first().values_list("next_attempt_at", flat=True),
+            await Delivery.filter(status=DeliveryStatus.SENDING.value, claimed_until__gte=now).order_by(
+                "claimed_until").first().values_list("claimed_until", flat=True),
+            await Delivery.filter(status=DeliveryStatus.DELIVERED.value, update_pending=True,
+                                  claimed_until__gte=now).order_by("claimed_until").first().values_list(
+                                      "claimed_until", flat=True),
+        ]
+        times = [t for t in times if t is not None]
+        return min(times) if times else None
 
     # ---- claiming -------------------------------------------------------------------------
 
-    async def _claim(self, due: Q, status: DeliveryStatus) -> tuple[list[Delivery], dict[int, str]]:
-        """Lease up to a batch of rows matching `due`; returns them and each row's prior status."""
-        now = self.clock.now()
-        token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
+    async def _claim_rows(self, due: Q, status: DeliveryStatus, limit: int, token: str,
+                          lease_until: datetime) -> tuple[list[Delivery], dict[int, str]]:
+        """Lease up to `limit` rows matching `due`; returns them and each row's prior status."""
         async with in_transaction():
-            query = Delivery.filter(due).order_by("id").limit(self.batch_size)
+            query = Delivery.filter(due).order_by("id").limit(limit)
             if storage_db.dialect() == "postgres":
                 query = query.select_for_update(skip_locked=True)
             candidates = await query.values("id", "status")
             if not candidates:
                 return [], {}
             ids = [row["id"] for row in candidates]
-            await Delivery.filter(due, id__in=ids).update(
-                status=status.value, claimed_by=token, claimed_until=now + self.lease)
+            await Delivery.filter(due, id__in=ids).update(status=status.value, claimed_by=token,
+                                                          claimed_until=lease_until)
         prior = {row["id"]: row["status"] for row in candidates}
-        claimed = await Delivery.filter(claimed_by=token).select_related("account", "member").order_by("id")
+        claimed = await Delivery.filter(claimed_by=token, id__in=ids).select_related("account", "member").order_by("id")
         return claimed, prior
 
-    # ---- sending --------------------------------------------------------------------------
-
-    async def _send_batch(self, key: tuple[str, str]) -> int:
-        due = _due(self.clock.now()) & Q(platform=key[0], workspace_external_id=key[1])
-        rows, prior = await self._claim(due, DeliveryStatus.SENDING)
+    async def _jobs(self, rows: list[Delivery], prior: dict[int, str], token: str, *, update: bool) -> list[Job]:
         if not rows:
-            return 0
-        jobs = [Job(d, maybe_sent=prior.get(d.id) == DeliveryStatus.SENDING.value) for d in rows]
+            return []
         notices, views = await self._views(rows)
-        outcomes = await self._fan_out(jobs, views)
-        await self._store(jobs, outcomes, notices)
-        await self._complete_notices(set(notices))
-        return len(jobs)
-
-    async def _fan_out(self, jobs: list[Job], views: dict[int, NoticeView]) -> dict[int, Outcome]:
-        groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
-        for job in jobs:
-            groups[(job.delivery.platform, job.delivery.workspace_external_id)].append(job)
-        outcomes: dict[int, Outcome] = {}
-
-        async def send(channel: Channel, job: Job) -> Outcome:
-            return await channel.deliver(_recipient(job.delivery), views[job.delivery.id],
-                                         delivery_id=job.delivery.id, maybe_sent=job.maybe_sent)
-
-        await asyncio.gather(*(self._run_group(key, [(j.delivery, lambda c, j=j: send(c, j)) for j in group], outcomes)
-                               for key, group in groups.items()))
-        return outcomes
-
-    async def _run_group(self, key: tuple[str, str], work: list[tuple[Any, Callable[[Channel], Awaitable[Outcome]]]],
-                         outcomes: dict[int, Outcome]) -> None:
-        """Run one workspace's calls with bounded concurrency; pause it when it is throttled."""
-        channel = self.channels.get(key[0])
-        semaphore = asyncio.Semaphore(self.concurrency)
-
-        async def one(delivery: Delivery, call: Callable[[Channel], Awaitable[Outcome]]) -> None:
-            async with semaphore:
-                await self._pace(key)
-                blocked = self._blocked_for(key)
-                if blocked is not None:
-                    outcomes[delivery.id] = Outcome.deferred(blocked)
-                    return
-                if channel is None:
-                    outcomes[delivery.id] = Outcome.failed(f"{key[0].title()} is not configured in Herald")
-                    return
-                if isinstance(delivery, Delivery) and delivery.account is None:
-                    outcomes[delivery.id] = Outcome.failed("the member's platform account was removed")
-                    return
-                try:
-                    outcome = await call(channel)
-                except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the row
-                    log.exception("delivery %s raised", delivery.id)
-                    outcome = Outcome.retry(f"internal error ({type(exc).__name__})")
-                if outcome.throttled:
-                    metrics.throttled(key[0], outcome.retry_after)
-                if outcome.throttled and outcome.retry_after:
-                    self._blocked_until[key] = self.clock.now() + timedelta(seconds=outcome.retry_after)
-                outcomes[delivery.id] = outcome
-
-        await asyncio.gather(*(one(delivery, call) for delivery, call in work))
-
-    async def _pace(self, key: tuple[str, str]) -> None:
-        """Stay under the platform's documented request rate per workspace/tenant (e.g. Teams:
-        about 50 per second per bot per tenant). This is throughput control, not business time,
-        so it uses the monotonic clock."""
-        rate = self.rate_limits.get(key[0], 0.0)
-        if rate <= 0:
-            return
-        loop = asyncio.get_running_loop()
-        slot = max(loop.time(), self._next_slot.get(key, 0.0))
-        self._next_slot[key] = slot + 1.0 / rate
-        if slot > loop.time():
-            await asyncio.sleep(slot - loop.time())
-
-    def _blocked_for(self, key: tuple[str, str]) -> float | None:
-        until = self._blocked_until.get(key)
-        if until is None:
-            return None
-        remaining = (until - self.clock.now()).total_seconds()
-        if remaining <= 0:
-            del self._blocked_until[key]
-            return None
-        return remaining
+        return [Job(d, maybe_sent=prior.get(d.id) == DeliveryStatus.SENDING.value, token=token, view=views[d.id],
+                    notice=notices[d.notice_id], update=update) for d in rows]  # type: ignore[attr-defined]
 
     # ---- rendering ------------------------------------------------------------------------
 
     async def _views(self, rows: list[Delivery]) -> tuple[dict[int, Notice], dict[int, NoticeView]]:
         """The current view of each row's message: revision, retraction, the member's
         acknowledgement, and for reminders a pointer to the original."""
+        catalog, now = self.outbox.catalog, self.outbox.clock.now()
         notice_ids = {d.notice_id for d in rows}  # type: ignore[attr-defined]
         member_ids = {d.member_id for d in rows}  # type: ignore[attr-defined]
         notices = {n.id: n for n in await Notice.filter(id__in=list(notice_ids))}
-        base = {nid: notice_view(n, self.catalog) for nid, n in notices.items()}
-        extras = await RowExtras.load(notice_ids, now=self.clock.now())  # A/B variants, surveys
+        base = {nid: notice_view(n, catalog) for nid, n in notices.items()}
+        extras = await RowExtras.load(notice_ids, now=now)  # A/B variants, surveys
         acks = {}
         for ack in await Acknowledgement.filter(notice_id__in=list(notice_ids), member_id__in=list(member_ids)):
             if ack.revision == notices[ack.notice_id].ack_revision:  # type: ignore[attr-defined]
@@ -284,7 +216,7 @@ class Outbox:
         for d in rows:
             key = (d.notice_id, d.member_id)  # type: ignore[attr-defined]
             view = extras.apply(base[d.notice_id], d.notice_id, d.variant, member_id=d.member_id,  # type: ignore[attr-defined]
-                                tracker=self.link_tracker)
+                                tracker=self.outbox.link_tracker)
             if key in acks:
                 view = view.with_ack(d.member.name or d.member.email, acks[key].acknowledged_at)
             if d.kind == DeliveryKind.REMINDER.value:
@@ -294,20 +226,17 @@ class Outbox:
 
     # ---- recording ------------------------------------------------------------------------
 
-    async def _store(self, jobs: list[Job], outcomes: dict[int, Outcome], notices: dict[int, Notice]) -> None:
-        now = self.clock.now()
+    async def _store(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
         rows, events, dm_cache = [], [], {}
-        first_reminders = self._first_reminders(notices, now)
-        for job in jobs:
+        first_reminders = self._first_reminders({j.notice.id: j.notice for j, _ in results}, now)
+        for job, outcome in results:
             d = job.delivery
-            outcome = outcomes.get(d.id) or Outcome.retry("no outcome recorded")
             if outcome.dm_channel and d.account is not None:
                 dm_cache[d.account.id] = outcome.dm_channel
-            claim = d.claimed_by
-            self._apply(d, outcome, now, notices[d.notice_id], first_reminders)  # type: ignore[attr-defined]
+            self._apply(d, outcome, now, job.notice, first_reminders)
             metrics.delivery_recorded(d.platform, d.status, outcome.kind.value)
             rows.append((d.status, d.attempts, d.next_attempt_at, d.channel_id, d.message_id, d.error,
-                         d.delivered_at, d.rendered_revision, d.next_reminder_at, now, d.id, claim))
+                         d.delivered_at, d.rendered_revision, d.next_reminder_at, now, d.id, job.token))
             event = _result_event(d, now)
             if event is not None:
                 events.append(event)
@@ -317,9 +246,26 @@ class Outbox:
                 await conn.execute_many(_sql(_DM_CACHE_SQL), [(c, now, a) for a, c in dm_cache.items()])
             await record(events, using_db=conn)
 
+    async def _store_updates(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
+        rows = []
+        for job, outcome in results:
+            d = job.delivery
+            if outcome.kind is OutcomeKind.DELIVERED:
+                d.update_pending, d.claimed_until, d.error = False, None, ""
+                d.rendered_revision = job.notice.revision
+            elif outcome.kind is OutcomeKind.DEFERRED:  # not attempted: due again when the pause ends
+                d.claimed_until = now + timedelta(seconds=outcome.retry_after or 1)
+            else:  # keep the intent; try again later
+                d.claimed_until = now + max(UPDATE_RETRY, timedelta(seconds=outcome.retry_after or 0))
+                d.error = f"update pending: {outcome.reason or 'not attempted'}"
+            d.claimed_by = ""
+            rows.append((d.update_pending, d.rendered_revision, d.claimed_until, d.error, now, d.id, job.token))
+        async with in_transaction() as conn:
+            await conn.execute_many(_sql(_UPDATE_SQL), rows)
+
     def _first_reminders(self, notices: dict[int, Notice], now: datetime) -> dict[int, datetime | None]:
         """When the first reminder falls due for a must-know notice delivered now."""
-        return {nid: schedule_for(n, self.catalog).due_at(now, 1, n.deadline)
+        return {nid: schedule_for(n, self.outbox.catalog).due_at(now, 1, n.deadline)
                 for nid, n in notices.items() if n.importance == "must-know"}
 
     def _apply(self, d: Delivery, outcome: Outcome, now: datetime, notice: Notice,
@@ -340,7 +286,7 @@ class Outbox:
         d.attempts += 1
         delay = None
         if outcome.kind is OutcomeKind.RETRY:
-            delay = self.retry.delay(d.attempts, retry_after=outcome.retry_after, key=d.id)
+            delay = self.outbox.retry.delay(d.attempts, retry_after=outcome.retry_after, key=d.id)
         if delay is None:
             reason = outcome.reason or "unknown error"
             if outcome.kind is OutcomeKind.RETRY:
@@ -350,8 +296,7 @@ class Outbox:
         d.status, d.error = DeliveryStatus.PENDING.value, outcome.reason
         d.next_attempt_at = now + timedelta(seconds=delay)
 
-    async def _complete_notices(self, notice_ids: set[int]) -> None:
-        now = self.clock.now()
+    async def _complete_notices(self, notice_ids: set[int], now: datetime) -> None:
         for notice_id in notice_ids:
             open_rows = await Delivery.filter(notice_id=notice_id, kind=DeliveryKind.NOTICE.value, status__in=[
                 DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]).exists()
@@ -359,51 +304,354 @@ class Outbox:
                 await Notice.filter(id=notice_id, status=NoticeStatus.SENDING.value).update(
                     status=NoticeStatus.SENT.value, completed_at=now)
 
-    # ---- in-place updates -----------------------------------------------------------------
+class _Recorder:
+    """One source's outcomes, written in groups gathered for a few milliseconds (one grouped
+    write each), so every send is recorded moments after it returns."""
+
+    def __init__(self, source: LaneSource, clock: Clock, flush_seconds: float) -> None:
+        self.source, self.clock, self.flush_seconds = source, clock, flush_seconds
+        self._pending: list[tuple[Any, Outcome, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def put(self, item: Any, outcome: Outcome) -> None:
+        """Queue an outcome; returns once it is written (or the write failed and was logged:
+        the row stays claimed and comes back, in doubt, when its claim runs out)."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((item, outcome, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush_soon())
+        await asyncio.shield(future)
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.flush_seconds)
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self.source.record([(item, outcome) for item, outcome, _ in batch], self.clock.now())
+            except Exception:  # noqa: BLE001 - the rows stay claimed; they come back after the claim
+                log.exception("could not record %d outcomes of %s", len(batch), self.source.name)
+            for *_, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+
+class Outbox:
+    """The lane scheduler: takes the leases of lanes with due work (least recently served
+    first, at most `parallel_workspaces` at once), drains each held lane's sources in priority
+    order with at most `lane_inflight` requests in flight per lane and `concurrency` per replica,
+    paced per lane; pauses a lane for every replica on a 429."""
+
+    link_tracker = None  # A/B tests' counted links (bot.core.notices.interactions.LinkTracker), set by Herald
+
+    def __init__(self, channels: dict[str, Channel], catalog: TopicCatalog, clock: Clock, *,
+                 concurrency: int = 64, batch_size: int = 200, lease_seconds: float = 10,
+                 retry: RetryPolicy | None = None, parallel_workspaces: int = 128,
+                 rate_limits: dict[str, float] | None = None, lane_inflight: int = 8,
+                 heartbeat_seconds: float = 3.0, poll_seconds: float = 5.0, flush_ms: float = 5.0) -> None:
+        self.channels = channels
+        self.catalog = catalog
+        self.clock = clock
+        self.settings = LaneSettings(lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
+                                     concurrency=concurrency, lane_inflight=max(1, min(lane_inflight, batch_size)),
+                                     max_lanes=parallel_workspaces, flush_ms=flush_ms, quantum=batch_size)
+        self.poll_seconds = poll_seconds
+        self.retry = retry or RetryPolicy()
+        self.rate_limits = rate_limits or {}  # platform -> requests per second per workspace/tenant
+        self.worker_id = uuid.uuid4().hex[:16]
+        self.lanes = LaneStore(self.worker_id, timedelta(seconds=lease_seconds))
+        self.sources: list[LaneSource] = []
+        self._recorders: dict[str, _Recorder] = {}
+        self.notices = NoticeSource(self)
+        self.add_source(self.notices)
+        self._workers: dict[Lane, asyncio.Task] = {}
+        self._held: dict[Lane, datetime] = {}  # lane -> our lease's end
+        self._paused: dict[Lane, datetime] = {}
+        self._next_slot: dict[Lane, float] = {}
+        self._gate: asyncio.Semaphore | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.notify: Any = None  # async callable telling the other replicas to wake (PostgreSQL NOTIFY)
+
+    def add_source(self, source: LaneSource) -> None:
+        """Register a source of outbound requests (see /work/briefs/engine-seam.md)."""
+        self.sources = sorted([*self.sources, source], key=lambda s: s.priority)
+        self._recorders[source.name] = _Recorder(source, self.clock, self.settings.flush_ms / 1000)
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def wake(self, *, broadcast: bool = True) -> None:
+        """New work may be due: look now, and (on PostgreSQL) tell the other replicas."""
+        self._wake.set()
+        if broadcast and self.notify is not None:
+            try:
+                asyncio.get_running_loop().create_task(self.notify())
+            except RuntimeError:  # no running loop (a synchronous caller): the poll will see it
+                pass
+
+    async def run_forever(self) -> None:
+        heartbeat = asyncio.create_task(self._heartbeats(), name="herald-lane-heartbeat")
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    await self._schedule()
+                    timeout = await self._idle_seconds()
+                except Exception:  # noqa: BLE001 - the loop must survive a db blip
+                    log.exception("outbox round failed")
+                    timeout = self.poll_seconds
+                if self._stopping:
+                    break
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+        finally:
+            heartbeat.cancel()
+            await self._shut_down()
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight requests finish and are recorded, leases are released."""
+        self._stopping = True
+        self._wake.set()
+
+    async def _shut_down(self) -> None:
+        workers = list(self._workers.values())
+        if workers:
+            await asyncio.wait(workers, timeout=max(1.0, self.settings.lease_seconds - 2))
+        try:
+            await self.lanes.release_all(self.clock.now())
+        except Exception:  # noqa: BLE001 - the leases run out on their own
+            log.warning("could not release delivery lanes on shutdown", exc_info=True)
+
+    async def drain(self) -> int:
+        """Run rounds until nothing is due now that this replica may take. Returns items handled."""
+        total = 0
+        while handled := await self.run_once():
+            total += handled
+        return total
+
+    async def run_once(self) -> int:
+        """One round: take the lanes with due work, drain them, wait for them to finish."""
+        await self._schedule()
+        workers = list(self._workers.values())
+        if not workers:
+            return 0
+        results = await asyncio.gather(*workers, return_exceptions=True)
+        return sum(r for r in results if isinstance(r, int))
+
+    async def _schedule(self) -> int:
+        """Start a worker for each due lane we can lease (fairly, up to the lane cap)."""
+        if self._stopping:
+            return 0
+        now = self.clock.now()
+        due = await self._due_lanes(now)
+        room = self.settings.max_lanes - len(self._workers)
+        if not due or room <= 0:
+            return 0
+        await self.lanes.ensure(due)
+        started = 0
+        for lane in await self.lanes.candidates(due, now):
+            if started >= room:
+                break
+            until = await self.lanes.acquire(lane, now)
+            if until is None:
+                continue
+            self._held[lane] = until
+            self._workers[lane] = asyncio.create_task(self._work_lane(lane), name=f"herald-lane-{lane[0]}-{lane[1]}")
+            started += 1
+        return started
+
+    async def _due_lanes(self, now: datetime) -> set[Lane]:
+        due: set[Lane] = set()
+        for source in self.sources:
+            due |= await source.due_lanes(now)
+        return due - set(self._workers)
+
+    async def _idle_seconds(self) -> float:
+        """How long the loop may sleep: until the earliest retry, pause end or lease end (capped
+        by the poll interval), so a replica whose lanes are all paused stays idle."""
+        now = self.clock.now()
+        times = []
+        for source in self.sources:
+            times.append(await source.next_due(None, now))
+        waiting = await self._due_lanes(now)
+        if waiting:
+            times.append(await self.lanes.next_change(waiting, now))
+        times = [t for t in times if t is not None]
+        if not times:
+            return self.poll_seconds
+        return min(self.poll_seconds, max(0.05, (min(times) - now).total_seconds()))
+
+    async def _heartbeats(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            try:
+                await self.heartbeat()
+            except Exception:  # noqa: BLE001 - the next beat tries again
+                log.warning("delivery lane heartbeat failed", exc_info=True)
+
+    async def heartbeat(self) -> None:
+        """Renew our lanes' leases and our rows' claims; a lane whose lease we lost stops claiming."""
+        if not self._held:
+            return
+        now = self.clock.now()
+        held = await self.lanes.renew(list(self._held), now)
+        until = now + self.lanes.lease
+        for lane in list(self._held):
+            if lane in held:
+                self._held[lane] = until
+            else:
+                log.warning("lost the lease of delivery lane %s/%s", *lane)
+                self._held.pop(lane, None)
+        for source in self.sources:
+            renew = getattr(source, "renew", None)
+            if renew is not None:
+                await renew(f"{self.worker_id}:", until)
+
+    # ---- one lane -------------------------------------------------------------------------
+
+    def _may_claim(self, lane: Lane) -> bool:
+        return not self._stopping and lane in self._held and self._paused_for(lane) is None
+
+    async def _work_lane(self, lane: Lane) -> int:
+        """Keep the lane's in-flight window full while it has due work and we hold it, for one turn
+        (`quantum` items): then the lane goes back in the queue behind lanes served less recently,
+        so with more lanes than `max_lanes` a big one never starves a small one."""
+        token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
+        cap = self.settings.lane_inflight
+        inflight: set[asyncio.Task] = set()
+        handled = 0
+        try:
+            while True:
+                room = cap - len(inflight)
+                if room > 0 and (not inflight or room * 2 >= cap) and handled < self.settings.quantum \
+                        and self._may_claim(lane):
+                    items = await self._claim(lane, min(room, self.settings.quantum - handled), token)
+                    handled += len(items)
+                    inflight |= {asyncio.create_task(self._send_one(lane, source, item)) for source, item in items}
+                if not inflight:
+                    break
+                _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+            self._held.pop(lane, None)
+            if self._workers.get(lane) is asyncio.current_task():
+                del self._workers[lane]
+            try:
+                await self.lanes.release(lane, self.clock.now())
+            except Exception:  # noqa: BLE001 - the lease runs out on its own
+                log.warning("could not release delivery lane %s/%s", *lane, exc_info=True)
+            self._wake.set()
+        return handled
+
+    async def _claim(self, lane: Lane, limit: int, token: str, sources: list[LaneSource] | None = None,
+                     ) -> list[tuple[LaneSource, Any]]:
+        now, until = self.clock.now(), self._held.get(lane)
+        if until is None:
+            return []
+        items: list[tuple[LaneSource, Any]] = []
+        for source in sources or self.sources:
+            room = limit - len(items)
+            if room <= 0:
+                break
+            try:
+                claimed = await source.claim(lane, room, token, now, until)
+            except Exception:  # noqa: BLE001 - one source's bad row must not stop the others
+                log.exception("claiming from %s in lane %s/%s failed", source.name, *lane)
+                continue
+            items += [(source, item) for item in claimed]
+        return items
+
+    async def _send_one(self, lane: Lane, source: LaneSource, item: Any) -> None:
+        cost = getattr(source, "cost", None)
+        await self._pace(lane, cost(item) if cost is not None else 1)
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.settings.concurrency)
+        async with self._gate:
+            blocked = self._paused_for(lane)
+            if self._stopping:
+                outcome = Outcome.deferred(0)  # shutting down: released, not attempted
+            elif blocked is not None:
+                outcome = Outcome.deferred(blocked)
+            else:
+                try:
+                    outcome = await source.send(item, self.channels.get(lane[0]))
+                except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the row
+                    log.exception("%s item in lane %s/%s raised", source.name, *lane)
+                    outcome = Outcome.retry(f"internal error ({type(exc).__name__})")
+        if outcome.throttled:
+            metrics.throttled(lane[0], outcome.retry_after)
+            if outcome.retry_after:
+                await self._pause(lane, outcome.retry_after)
+        await self._recorders[source.name].put(item, outcome)
+
+    async def _pause(self, lane: Lane, seconds: float) -> None:
+        until = self.clock.now() + timedelta(seconds=seconds)
+        if until > self._paused.get(lane, until - timedelta(seconds=1)):
+            self._paused[lane] = until
+        try:
+            await self.lanes.pause(lane, until)
+        except Exception:  # noqa: BLE001 - this replica still honours it
+            log.warning("could not share the pause of lane %s/%s", *lane, exc_info=True)
+
+    async def _pace(self, lane: Lane, cost: int = 1) -> None:
+        """Stay under the platform's documented request rate per workspace/tenant (e.g. Teams:
+        about 50 per second per bot per tenant). Only the lane's lease holder sends in it, so this
+        in-memory schedule is the lane's only one. Throughput control, not business time: it uses
+        the monotonic clock."""
+        rate = self.rate_limits.get(lane[0], 0.0)
+        if rate <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        slot = max(loop.time(), self._next_slot.get(lane, 0.0))
+        self._next_slot[lane] = slot + cost / rate
+        if slot > loop.time():
+            await asyncio.sleep(slot - loop.time())
+
+    def _paused_for(self, lane: Lane) -> float | None:
+        until = self._paused.get(lane)
+        if until is None:
+            return None
+        remaining = (until - self.clock.now()).total_seconds()
+        if remaining <= 0:
+            del self._paused[lane]
+            return None
+        return remaining
+
+    # ---- in-place updates right away ------------------------------------------------------
 
     async def push_updates(self, only_ids: list[int] | None = None) -> int:
-        """Re-render delivered messages whose `update_pending` flag is set. Returns rows handled.
-
-        Called by the loop, and directly after an acknowledgement so the clicker sees the change
-        at once; a failed update stays pending and is retried a minute later.
-        """
+        """Push the pending in-place updates of these rows now (after an acknowledgement, so the
+        clicker sees the change at once), through their lanes' leases and pacing. A lane another
+        replica holds gets them from that replica. Without ids: a normal round."""
+        if only_ids is None:
+            return await self.run_once()
         now = self.clock.now()
-        due = Q(status=DeliveryStatus.DELIVERED.value, update_pending=True) & (
-            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        if only_ids is not None:
-            due &= Q(id__in=only_ids)
-        rows, _ = await self._claim(due, DeliveryStatus.DELIVERED)
-        if not rows:
-            return 0
-        notices, views = await self._views(rows)
-        outcomes: dict[int, Outcome] = {}
-
-        async def update(channel: Channel, d: Delivery) -> Outcome:
-            await channel.update(d.workspace_external_id, MessageRef(d.channel_id, d.message_id), views[d.id])
-            return Outcome.delivered(MessageRef(d.channel_id, d.message_id))
-
-        groups: dict[tuple[str, str], list[Delivery]] = defaultdict(list)
-        for d in rows:
-            groups[(d.platform, d.workspace_external_id)].append(d)
-        await asyncio.gather(*(self._run_group(key, [(d, lambda c, d=d: update(c, d)) for d in group], outcomes)
-                               for key, group in groups.items()))
-        for d in rows:
-            outcome = outcomes.get(d.id)
-            d.claimed_by = ""
-            if outcome is not None and outcome.kind is OutcomeKind.DELIVERED:
-                d.update_pending, d.claimed_until, d.error = False, None, ""
-                d.rendered_revision = notices[d.notice_id].revision  # type: ignore[attr-defined]
-            else:  # keep the intent; try again later
-                d.claimed_until = now + UPDATE_RETRY
-                d.error = f"update pending: {outcome.reason if outcome else 'not attempted'}"
-        await Delivery.bulk_update(rows, fields=_UPDATE_FIELDS, batch_size=500)
-        return len(rows)
-
-
-def _due(now: datetime) -> Q:
-    """Rows to send now: pending and due, or claimed by a worker whose lease has run out."""
-    return Q(status=DeliveryStatus.PENDING.value, next_attempt_at__lte=now) | Q(
-        status=DeliveryStatus.SENDING.value, claimed_until__lt=now)
+        lanes = {(p, w) for p, w in await Delivery.filter(_update_due(now), id__in=only_ids).distinct().values_list(
+            "platform", "workspace_external_id")}
+        handled = 0
+        for lane in lanes:
+            if lane in self._workers:  # our worker is draining it: updates are claimed first
+                continue
+            await self.lanes.ensure([lane])
+            until = await self.lanes.acquire(lane, now)
+            if until is None:
+                self.wake()
+                continue
+            self._workers[lane] = asyncio.current_task()  # type: ignore[assignment]
+            self._held[lane] = until
+            token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
+            try:
+                jobs = await self.notices.claim(lane, len(only_ids), token, now, until, only_ids=only_ids)
+                await asyncio.gather(*(self._send_one(lane, self.notices, job) for job in jobs))
+                handled += len(jobs)
+            finally:
+                self._held.pop(lane, None)
+                if self._workers.get(lane) is asyncio.current_task():
+                    del self._workers[lane]
+                await self.lanes.release(lane, self.clock.now())
+        return handled
 
 
 def _sql(query: str) -> str:

@@ -1,0 +1,121 @@
+"""The kill -9 drill (issue 12): `herald serve` in its own process sends a must-know notice to a
+few hundred members of a fake Slack workspace; it is SIGKILLed mid-broadcast and started again.
+Nothing is lost, nothing is sent twice, only the requests that were in flight are looked for in
+the conversation history, and the restarted replica resumes within 15 s (the lane lease)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bot.core.commands.parser import SendCommand
+from bot.core.directory.importer import import_directory
+from bot.core.directory.workspaces import add_slack_workspace
+from bot.core.notices import sending as notices
+from bot.topics import load_catalog
+from config.settings import load_settings
+from storage import db as storage_db
+from storage.models import Delivery
+from tests.fakes.slack_api import FakeSlackAPI
+from tests.support import TEAM, TOKEN, directory_csv, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+MEMBERS = 300
+RATE = 100  # HERALD_SLACK_MAX_PER_SECOND: the broadcast takes about 3 s
+LANE_INFLIGHT = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def _seed(db_url: str, users: list[str]) -> int:
+    """The directory, the workspace and a must-know notice to everyone (its outbox rows written)."""
+    now = datetime.now(timezone.utc)
+    await storage_db.connect(db_url, run_migrations=False)
+    try:
+        rows = [f"acme,Acme,gold,emea,de,retail,large,reseller,cam@vendor.example,m{i}@acme.example,M {i},sales,UTC,en,"
+                f"{TEAM},{user},," for i, user in enumerate(users)]
+        result = await import_directory(directory_csv(rows), now=now, actor="test")
+        assert not result.rejected, result.rejected
+        await add_slack_workspace(TEAM, TOKEN, now=now, actor="test")
+        catalog = load_catalog(load_settings(database_url=db_url).topics_file)
+        command = SendCommand(importance="must-know", topic="announcements", audience="all", title="Recall",
+                              body="Stop selling LX-200")
+        preview = await notices.create_draft(None, command, catalog, now=now, operator="test")
+        await notices.send_draft(preview.notice.id, None, catalog, now=now, operator="test")
+        return preview.notice.id
+    finally:
+        await storage_db.close()
+
+
+def _serve(db_url: str, fake: FakeSlackAPI, tmp_path: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT), HERALD_DATABASE_URL=db_url, HERALD_SLACK_API_URL=fake.url,
+               HERALD_SLACK_SIGNING_SECRET="drill", HERALD_SLACK_MAX_PER_SECOND=str(RATE),
+               HERALD_DELIVERY_LANE_INFLIGHT=str(LANE_INFLIGHT), HERALD_OUTBOX_POLL_SECONDS="1",
+               HERALD_KB_SEMANTIC="false", HERALD_CACHE_DIR=str(tmp_path / "cache"), HERALD_HOST="127.0.0.1")
+    log = open(tmp_path / "serve.log", "a")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(_free_port())], cwd=tmp_path,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def test_kill_9_mid_broadcast_loses_and_duplicates_nothing(db_url: str, tmp_path: Path) -> None:
+    users = [f"UK{i}" for i in range(MEMBERS)]
+    async with FakeSlackAPI() as fake:
+        fake.add_workspace(TEAM, TOKEN)
+        for user in users:
+            fake.add_user(TEAM, user)
+        notice_id = await _seed(db_url, users)
+        first = _serve(db_url, fake, tmp_path)
+        try:
+            await wait_until(lambda: fake.call_count("chat.postMessage") >= MEMBERS // 3, timeout=60,
+                             what="the first replica half-way through the broadcast")
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        at_kill = fake.call_count("chat.postMessage")
+        assert at_kill < MEMBERS, "killed too late: the broadcast had finished"
+
+        started = time.monotonic()
+        second = _serve(db_url, fake, tmp_path)
+        try:
+            await wait_until(lambda: fake.call_count("chat.postMessage") > at_kill, timeout=60, what="resuming")
+            resumed_after = time.monotonic() - started
+            await wait_until(lambda: all(fake.messages(fake.dm_channel_id(u)) for u in users), timeout=60,
+                             what="every member reached")
+            second.send_signal(signal.SIGTERM)
+            stopping = time.monotonic()
+            second.wait(15)
+            stopped_after = time.monotonic() - stopping
+        finally:
+            if second.poll() is None:
+                second.kill()
+        output = (tmp_path / "serve.log").read_text()
+
+    print(f"drill: killed after {at_kill} posts, resumed after {resumed_after:.1f} s, history calls "
+          f"{fake.call_count('conversations.history')}, SIGTERM stop {stopped_after:.1f} s")
+    counts = [len(fake.messages(fake.dm_channel_id(u))) for u in users]
+    assert counts.count(0) == 0, "missing"
+    assert max(counts) == 1, f"{sum(c - 1 for c in counts if c > 1)} duplicates"
+    # only the in-flight requests were in doubt, and only they were looked for
+    assert fake.call_count("conversations.history") <= LANE_INFLIGHT
+    assert resumed_after < 15, f"resumed after {resumed_after:.1f} s"
+    assert stopped_after < 10, f"SIGTERM took {stopped_after:.1f} s"
+    assert "Traceback" not in output, output[-3000:]
+    await storage_db.connect(db_url, run_migrations=False)
+    try:
+        statuses = await Delivery.filter(notice_id=notice_id).values_list("status", flat=True)
+    finally:
+        await storage_db.close()
+    assert len(statuses) == MEMBERS and set(statuses) == {"delivered"}

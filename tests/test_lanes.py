@@ -1,0 +1,194 @@
+"""Delivery lanes (issue 12): one replica per workspace at a time under a lease with heartbeats,
+429 pauses shared by every replica, fair turns between workspaces, only in-flight rows in doubt
+after a crash, and storms of 429 and 5xx delivered exactly once. Two "replicas" here are two
+Herald services in one process sharing the database, against the fake Slack API."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from bot.core.directory.importer import import_directory
+from bot.core.directory.workspaces import add_slack_workspace
+from bot.service import Herald
+from storage import db as storage_db
+from storage.models import Delivery, DeliveryLane
+from storage.wakeups import PgWakeups
+from tests.fakes.rate_limits import ManualMonotonic, Rate
+from tests.fakes.slack_limits import SlackLimits
+from tests.support import TEAM, Rig, directory_csv
+
+LANE = ("slack", TEAM)
+SMALL_TEAM, SMALL_TOKEN = "T0SMALL", "xoxb-small-token"
+
+
+def _replica(rig: Rig, **settings: object) -> Herald:
+    return Herald(rig.herald.settings.model_copy(update=settings), clock=rig.clock, catalog=rig.herald.catalog)
+
+
+async def _add_members(rig: Rig, count: int, *, team: str = TEAM, org: str = "big") -> list[str]:
+    users = [f"U{org.upper()}{i}" for i in range(count)]
+    for user in users:
+        rig.fake.add_user(team, user)
+    rows = [f"{org},{org.title()} Co,gold,emea,de,retail,large,reseller,cam@vendor.example,m{i}@{org}.example,"
+            f"M {i},sales,UTC,en,{team},{user},," for i, user in enumerate(users)]
+    result = await import_directory(directory_csv(rows), now=rig.clock.now(), actor="test")
+    assert not result.rejected, result.rejected
+    return users
+
+
+def _dm_counts(rig: Rig, users: list[str]) -> list[int]:
+    return [len(rig.fake.messages(rig.fake.dm_channel_id(u))) for u in users]
+
+
+async def test_a_429_pauses_the_workspace_for_every_replica(rig: Rig) -> None:
+    other = _replica(rig)
+    try:
+        await rig.broadcast()
+        rig.fake.fail_next("chat.postMessage", status=429, retry_after=30)
+        await rig.herald.outbox.drain()
+        lane = await DeliveryLane.get(platform="slack", workspace_external_id=TEAM)
+        assert lane.paused_until >= rig.clock.now() + timedelta(seconds=29) and lane.leased_by == ""
+        # new work, due now, for the same workspace: the other replica never saw the 429 but honours it
+        notice_id = await rig.broadcast(audience="member:anna@acme.example")
+        posts = rig.fake.call_count("chat.postMessage")
+        assert await other.outbox.drain() == 0
+        assert rig.fake.call_count("chat.postMessage") == posts
+        rig.clock.advance(seconds=31)
+        await other.outbox.drain()
+        assert (await Delivery.get(notice_id=notice_id)).status == "delivered"
+        assert await Delivery.filter(status="pending").count() == 0
+        assert _dm_counts(rig, ["UANNA", "UBO", "UCY", "UDI"]) == [2, 1, 1, 1]  # exactly once each
+    finally:
+        await other.close()
+
+
+async def test_a_dead_replicas_lane_is_taken_over_after_its_lease(rig: Rig) -> None:
+    await rig.broadcast()
+    started = rig.clock.now()
+    dead = _replica(rig)
+    # the dead replica leased the lane and claimed two rows, then was killed: nothing released
+    await dead.outbox.lanes.ensure([LANE])
+    until = await dead.outbox.lanes.acquire(LANE, rig.clock.now())
+    assert until is not None
+    claimed = await dead.outbox.notices.claim(LANE, 2, f"{dead.outbox.worker_id}:gone", rig.clock.now(), until)
+    assert len(claimed) == 2
+    assert await rig.herald.outbox.drain() == 0  # its lease still runs
+    assert rig.fake.call_count("chat.postMessage") == 0
+    rig.clock.advance(seconds=rig.herald.settings.delivery_lease_seconds + 0.5)
+    await rig.herald.outbox.drain()
+    assert rig.clock.now() - started <= timedelta(seconds=15)
+    assert await Delivery.filter(status="delivered").count() == 4
+    assert _dm_counts(rig, ["UANNA", "UBO", "UCY", "UDI"]) == [1, 1, 1, 1]
+    # only the two rows that were in flight were in doubt, and only they were looked for
+    assert rig.fake.call_count("conversations.history") == 2
+    await dead.close()
+
+
+async def test_a_heartbeat_keeps_the_lease_and_a_lost_lease_stops_claiming(rig: Rig) -> None:
+    await rig.broadcast()
+    holder, other = _replica(rig), _replica(rig)
+    try:
+        await holder.outbox.lanes.ensure([LANE])
+        holder.outbox._held[LANE] = await holder.outbox.lanes.acquire(LANE, rig.clock.now())
+        for _ in range(3):  # 3 x 6 s > the 10 s lease, renewed by the heartbeat each time
+            rig.clock.advance(seconds=6)
+            await holder.outbox.heartbeat()
+            assert await other.outbox.drain() == 0
+        rig.clock.advance(seconds=11)  # the holder stops beating (killed)
+        assert await other.outbox.drain() == 4
+        await holder.outbox.heartbeat()  # it wakes up: the lane is no longer its
+        assert LANE not in holder.outbox._held
+    finally:
+        await holder.close()
+        await other.close()
+
+
+async def test_a_small_workspace_is_not_held_up_by_a_big_one(rig: Rig) -> None:
+    """With more lanes than a replica works at once, lanes take turns (least recently served
+    first), so 3 members in a small workspace are not queued behind 40 in a big one."""
+    big = await _add_members(rig, 40)
+    rig.fake.add_workspace(SMALL_TEAM, SMALL_TOKEN)
+    await add_slack_workspace(SMALL_TEAM, SMALL_TOKEN, now=rig.clock.now(), actor="test")
+    small = await _add_members(rig, 3, team=SMALL_TEAM, org="tiny")
+    replica = _replica(rig, delivery_max_lanes=1, delivery_batch_size=5, delivery_lane_inflight=2)
+    try:
+        await rig.broadcast(audience="org:big")
+        await rig.broadcast(audience="org:tiny")
+        await replica.outbox.drain()
+        teams = [c.team_id for c in rig.fake.calls_to("chat.postMessage")]
+        assert teams.count(TEAM) == 40 and teams.count(SMALL_TEAM) == 3
+        last_small = max(i for i, team in enumerate(teams) if team == SMALL_TEAM)
+        assert last_small < 5 + 3  # at most one turn of the big workspace before the small one is done
+        assert _dm_counts(rig, big) == [1] * 40 and _dm_counts(rig, small) == [1] * 3
+    finally:
+        await replica.close()
+
+
+async def test_a_storm_of_429s_then_5xx_is_delivered_exactly_once(rig: Rig) -> None:
+    """The fake keeps a tight workspace limit (10 posts per 10 s) on its own clock: every drain
+    gets some through, then a 429 pauses the lane for everyone until its Retry-After has passed."""
+    users = await _add_members(rig, 30)
+    fake_clock = ManualMonotonic()
+    rig.fake.clock = fake_clock
+    rig.fake.set_limits(SlackLimits(post_per_workspace=Rate(10, 10.0), post_per_channel=Rate(100, 1.0)))
+    other = _replica(rig)
+    try:
+        await rig.broadcast(audience="org:big")
+        throttled_rounds = 0
+        for round_ in range(40):
+            replica = (rig.herald, other)[round_ % 2]
+            before = rig.fake.call_count("chat.postMessage")
+            await replica.outbox.drain()
+            lane = await DeliveryLane.get(platform="slack", workspace_external_id=TEAM)
+            if lane.paused_until and lane.paused_until > rig.clock.now():
+                throttled_rounds += 1
+                # while paused neither replica calls Slack at all (no busy loop, no hammering)
+                calls = rig.fake.call_count("chat.postMessage")
+                assert await rig.herald.outbox.drain() == 0 and await other.outbox.drain() == 0
+                assert rig.fake.call_count("chat.postMessage") == calls
+                # and the loop sleeps until the pause ends or a retry falls due, whichever is first
+                wait = (lane.paused_until - rig.clock.now()).total_seconds()
+                retry = await Delivery.filter(status="pending", next_attempt_at__gt=rig.clock.now()).order_by(
+                    "next_attempt_at").first()
+                soonest = min([wait] + ([(retry.next_attempt_at - rig.clock.now()).total_seconds()] if retry else []))
+                assert await rig.herald.outbox._idle_seconds() >= min(soonest, 5.0) - 0.001
+                wait = (lane.paused_until - rig.clock.now()).total_seconds()
+                rig.clock.advance(seconds=wait)
+                fake_clock.advance(wait)
+            elif round_ == 3:
+                rig.fake.fail_next("chat.postMessage", status=503, times=4)  # then a burst of 5xx
+            else:
+                rig.clock.advance(seconds=30)
+                fake_clock.advance(30)
+            if await Delivery.filter(status__in=["pending", "sending"]).count() == 0:
+                break
+            assert rig.fake.call_count("chat.postMessage") >= before
+        stats = rig.fake.limits_stats()
+        assert throttled_rounds >= 2 and stats["throttled"]["total"] >= 2
+        assert await Delivery.filter(member__email__endswith="@big.example", status="delivered").count() == 30
+        assert _dm_counts(rig, users) == [1] * 30
+        # every 429 paused the lane at once: at most one window of in-flight calls per pause was refused
+        assert stats["throttled"]["total"] <= throttled_rounds * rig.herald.settings.delivery_lane_inflight
+    finally:
+        await other.close()
+
+
+async def test_a_send_accepted_on_one_replica_wakes_the_others_at_once(rig: Rig) -> None:
+    """PostgreSQL: LISTEN/NOTIFY on a dedicated connection, not the next poll."""
+    if storage_db.dialect() != "postgres":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite has one process and the in-process wake")
+    woken = asyncio.Event()
+    listener = PgWakeups(rig.herald.settings.tortoise_db_url, woken.set)
+    listener.start()
+    try:
+        await asyncio.wait_for(listener.listening.wait(), 30)
+        woken.clear()  # the wake-up on connecting (for anything missed while not listening)
+        rig.herald.outbox.notify = PgWakeups(rig.herald.settings.tortoise_db_url, lambda: None).notify
+        await rig.broadcast()
+        rig.herald.outbox.wake()
+        await asyncio.wait_for(woken.wait(), 30)
+    finally:
+        await listener.stop()
