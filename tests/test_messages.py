@@ -1,0 +1,155 @@
+"""One engine for everything Herald sends (issue 12, item 4): journey steps, nudges, digests,
+escalations, hand-offs and relayed answers go through the outbox's lanes, under the platforms'
+limits, after the notices, at most once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from bot.core.delivery.messages import INTERRUPTED, MessageSource
+from bot.core.onboarding.journeys import parse_journeys, run_journeys
+from bot.service import Herald
+from storage.models import AuditEvent, Delivery, JourneyStep, Member, OutboundMessage, Question, Staff
+from tests.fakes.rate_limits import Rate
+from tests.fakes.slack_limits import SlackLimits
+from tests.support import TEAM, Rig, directory_csv, seed_directory
+
+MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
+STEPS = parse_journeys({"journeys": {"default": {"steps": [
+    {"key": "portal", "after_days": 0, "title": "Open the portal", "message": "Sign in once."},
+    {"key": "prefs", "after_days": 1, "title": "Set preferences", "message": "Pick your topics."}]}}}, source="test")
+
+
+def _limit_slack(rig: Rig, per_minute: int) -> None:
+    """Slack's documented limits, with a workspace-wide chat.postMessage budget of `per_minute`,
+    on the rig's clock (so Retry-After passes when the test moves the clock)."""
+    rig.fake.clock = lambda: rig.clock.now().timestamp()
+    rig.fake.set_limits(SlackLimits(post_per_workspace=Rate(per_minute, 60.0)))
+
+
+async def _import_members(rig: Rig, count: int) -> list[str]:
+    """A partner's directory import: `count` new members in the rig's Slack workspace."""
+    users = [f"UNEW{i:03d}" for i in range(count)]
+    rows = [f"newco,New Co,silver,emea,de,retail,large,reseller,cam@vendor.example,m{i}@newco.example,Member {i},"
+            f"sales,Europe/Berlin,de,{TEAM},{user},," for i, user in enumerate(users)]
+    for user in users:
+        rig.fake.add_user(TEAM, user)
+    await seed_directory(rig.clock, csv_text=directory_csv(rows))
+    await Member.filter(email__endswith="@newco.example").update(joined_at=rig.clock.now())
+    await Member.exclude(email__endswith="@newco.example").update(joined_at=datetime(2030, 1, 1, tzinfo=UTC))
+    return users
+
+
+def _ok_posts(rig: Rig) -> list:
+    return [c for c in rig.fake.calls_to("chat.postMessage") if c.ok]
+
+
+def _throttled(rig: Rig) -> int:
+    return sum(1 for c in rig.fake.calls_to("chat.postMessage") if c.status == 429)
+
+
+async def test_journey_steps_after_a_directory_import_keep_to_slacks_limits(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    users = await _import_members(rig, 24)
+    _limit_slack(rig, per_minute=10)
+    counts = await run_journeys(rig.herald.channels, rig.clock.now(), catalog=STEPS)
+    assert counts["steps"] == 24 and _ok_posts(rig) == []  # queued, not sent from the tick
+    await rig.herald.outbox.drain()
+    assert len(_ok_posts(rig)) == 10 and _throttled(rig) >= 1  # the budget, then a 429 paused the lane
+    assert await JourneyStep.filter(status="sent").count() == 10
+    rounds = 0
+    while await JourneyStep.filter(status="sending").exists():
+        rounds += 1
+        assert rounds <= 5, "the steps should be through in three more minutes"
+        rig.clock.advance(minutes=1)  # Retry-After has passed: the budget is back
+        await rig.herald.outbox.drain()
+    per_member = Counter(c.channel for c in _ok_posts(rig))
+    assert per_member == Counter({f"D{u}": 1 for u in users})  # nothing lost, nothing twice
+    assert await JourneyStep.filter(status="sent").count() == 24
+    assert await AuditEvent.filter(kind="journey.step_sent").count() == 24
+    assert await OutboundMessage.filter(status="delivered").count() == 24
+    assert await OutboundMessage.exclude(status="delivered").count() == 0
+
+
+async def test_a_must_know_broadcast_goes_before_journey_steps_when_the_budget_is_short(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _import_members(rig, 6)
+    herald = Herald(rig.herald.settings.model_copy(update={"delivery_lane_inflight": 1}), clock=rig.clock,
+                    catalog=rig.herald.catalog)  # one request at a time: the order is the lane's order
+    try:
+        await run_journeys(herald.channels, rig.clock.now(), catalog=STEPS)  # the steps are queued first
+        notice_id = await rig.broadcast("all")  # 10 members with Slack accounts
+        _limit_slack(rig, per_minute=10)
+        await herald.outbox.drain()
+        posts = _ok_posts(rig)
+        assert len(posts) == 10 and all(p.args["text"].startswith("Recall") or "Recall" in str(p.args["blocks"])
+                                        for p in posts)
+        assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 10
+        assert await JourneyStep.filter(status="sent").count() == 0  # waiting for the budget
+        for _ in range(3):
+            rig.clock.advance(minutes=1)
+            await herald.outbox.drain()
+        steps = [p for p in _ok_posts(rig) if "Onboarding" in str(p.args["blocks"])]
+        assert len(steps) == 6 and len({p.channel for p in steps}) == 6
+        assert await JourneyStep.filter(status="sent").count() == 6
+    finally:
+        await herald.close()
+
+
+async def test_a_crash_mid_send_sends_each_message_at_most_once(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    await _import_members(rig, 3)
+    await run_journeys(rig.herald.channels, rig.clock.now(), catalog=STEPS)
+    # A replica claims the three messages, sends the first, and is killed before recording anything.
+    dead = MessageSource(rig.herald.channels)
+    now = rig.clock.now()
+    claimed = await dead.claim(("slack", TEAM), 10, "deadbeef:1", now, now + timedelta(seconds=10))
+    assert len(claimed) == 3
+    await dead.send(claimed[0], rig.herald.channels["slack"])
+    assert len(_ok_posts(rig)) == 1
+    await rig.herald.outbox.drain()  # their claim has not run out: nobody touches them
+    assert len(_ok_posts(rig)) == 1 and await OutboundMessage.filter(status="sending").count() == 3
+    rig.clock.advance(seconds=11)
+    await rig.herald.outbox.drain()
+    assert len(_ok_posts(rig)) == 1  # in doubt: never sent again
+    rows = await OutboundMessage.all()
+    assert {(r.status, r.error) for r in rows} == {("failed", INTERRUPTED)}
+    steps = await JourneyStep.all()
+    assert all(s.status == "sent" and "may not have arrived" in s.error for s in steps)  # the nudge follows up
+    assert await AuditEvent.filter(kind="journey.send_interrupted").count() == 3
+    rig.clock.advance(minutes=10)
+    await run_journeys(rig.herald.channels, rig.clock.now(), catalog=STEPS)
+    await rig.herald.outbox.drain()
+    assert len(_ok_posts(rig)) == 1
+
+
+async def test_hand_off_and_relay_go_once_and_a_failed_relay_is_reported_to_the_cam(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    anna = await Member.get(email="anna@acme.example")
+    cam = await Staff.get(email="cam@vendor.example")
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
+    told = [await rig.herald.hand_off_question(question.id, anna) for _ in range(2)]  # a double click
+    assert "passed your question" in told[0] and "already with" in told[1]
+    assert await rig.herald.outbox.drain() == 1
+    (handoff,) = [c for c in _ok_posts(rig) if c.channel == "DUCAM1"]
+    assert "Where is the price list?" in str(handoff.args["blocks"])
+
+    for _ in range(2):  # a replayed submission relays once
+        await rig.herald.relay_reply(question.id, cam, "Page 4 of the portal.")
+    assert await rig.herald.outbox.drain() == 1
+    (relay,) = [c for c in _ok_posts(rig) if c.channel == "DUANNA"]
+    assert "Page 4 of the portal." in str(relay.args["blocks"])
+    assert (await Question.get(id=question.id)).handoff_status == "answered"
+
+    rig.fake.fail_next("chat.postMessage", error="account_inactive")  # Anna's account was deactivated
+    await rig.herald.relay_reply(question.id, cam, "Also: page 5.")
+    await rig.herald.outbox.drain()
+    assert [c for c in _ok_posts(rig) if c.channel == "DUANNA"] == [relay]
+    (note,) = [c for c in _ok_posts(rig) if c.channel == "DUCAM1" and c is not handoff]
+    assert "Your answer was not delivered" in str(note.args["blocks"]) and "Anna Berg" in str(note.args["blocks"])
+    assert (await Question.get(id=question.id)).handoff_status == "open"  # back in the CAM's list
+    (event,) = await AuditEvent.filter(kind="question.reply_not_delivered")
+    assert event.data["question_id"] == question.id and event.data["reason"]
+    assert await AuditEvent.filter(kind="question.answered").count() == 3
