@@ -153,3 +153,32 @@ async def test_hand_off_and_relay_go_once_and_a_failed_relay_is_reported_to_the_
     (event,) = await AuditEvent.filter(kind="question.reply_not_delivered")
     assert event.data["question_id"] == question.id and event.data["reason"]
     assert await AuditEvent.filter(kind="question.answered").count() == 3
+
+
+async def test_journey_steps_to_teams_keep_to_the_bot_connectors_limits(db: str) -> None:
+    from tests.fakes.teams_limits import TeamsLimits
+    from tests.test_teams_e2e import _start, _stop
+
+    teams = await _start(db)
+    try:
+        monday_paris = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Paris
+        teams.clock.set(monday_paris)
+        await Member.all().update(joined_at=monday_paris)
+        await Member.filter(email="gus@teamsco.example").update(joined_at=datetime(2030, 1, 1, tzinfo=UTC))
+        teams.connector.clock = lambda: teams.clock.now().timestamp()
+        teams.connector.set_limits(TeamsLimits(per_tenant=Rate(3, 60.0)))  # a tenant budget of 3 a minute
+        counts = await run_journeys(teams.herald.channels, teams.clock.now(), catalog=STEPS)
+        assert counts["steps"] == 2
+        await teams.herald.outbox.drain()
+        throttled = [c for c in teams.connector.calls if c.status == 429]
+        assert throttled and await JourneyStep.filter(status="sent").count() < 2  # paused by Retry-After
+        for _ in range(5):
+            teams.clock.advance(minutes=1)
+            await teams.herald.outbox.drain()
+        for aad in ("aad-eve", "aad-fay"):
+            cards = [a for a in teams.connector.activities(f"a:conv-{aad}") if "Onboarding 1/2" in str(a)]
+            assert len(cards) == 1, aad  # once each, nothing lost
+        assert await JourneyStep.filter(status="sent").count() == 2
+        assert await OutboundMessage.filter(status="delivered", platform="teams").count() == 2
+    finally:
+        await _stop(teams)
