@@ -58,6 +58,10 @@ async def test_journey_steps_after_a_directory_import_keep_to_slacks_limits(rig:
     await rig.herald.outbox.drain()
     assert len(_ok_posts(rig)) == 10 and _throttled(rig) >= 1  # the budget, then a 429 paused the lane
     assert await JourneyStep.filter(status="sent").count() == 10
+    source = MessageSource(rig.herald.channels)  # the scheduler sleeps until the lane's next due message
+    due = await source.next_due([("slack", TEAM)], rig.clock.now())
+    assert due is not None and rig.clock.now() < due <= rig.clock.now() + timedelta(minutes=1)
+    assert await source.next_due([("teams", "elsewhere")], rig.clock.now()) is None
     rounds = 0
     while await JourneyStep.filter(status="sending").exists():
         rounds += 1

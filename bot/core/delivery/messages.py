@@ -264,9 +264,8 @@ class MessageSource:
                 return None
             in_lanes = Q(*[Q(platform=p, workspace_external_id=w) for p, w in lanes], join_type="OR")
             query, held = query.filter(in_lanes), held.filter(in_lanes)
-        times = [await query.order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first(),
-                 await held.order_by("claimed_until").values_list("claimed_until", flat=True).first()]
-        found = [t for t in times if t is not None]
+        found = [*await query.order_by("next_attempt_at").limit(1).values_list("next_attempt_at", flat=True),
+                 *await held.order_by("claimed_until").limit(1).values_list("claimed_until", flat=True)]
         return min(found) if found else None
 
     async def renew(self, token_prefix: str, until: datetime) -> None:

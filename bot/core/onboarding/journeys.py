@@ -74,9 +74,8 @@ MILESTONE_PREFIX = "milestone:"
 CAM_COMPLETE_KEY = "cam:complete"
 PLATFORM_PREFERENCE = ("slack", "teams")
 
-LEASE = timedelta(minutes=5)  # a row `sending` for longer than this was interrupted
-GIVE_UP_AFTER = timedelta(days=1)  # retryable failures (rate limits, 5xx) are retried this long
-SEND_BATCH = 200  # messages one run sends at most; the rest wait for the next tick
+LEASE = timedelta(minutes=5)  # a row `sending` this long without an outbound message was interrupted
+SEND_BATCH = 200  # messages one run queues at most; the rest wait for the next tick
 
 # row statuses
 PENDING, SENDING, SENT, FAILED, DONE = "pending", "sending", "sent", "failed", "done"
