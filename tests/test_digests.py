@@ -132,7 +132,7 @@ async def test_several_replicas_send_one_digest_per_member_in_each_time_zone(rig
     assert (await rig.herald.tick())["digests"] == 0
 
     assert await _tick_at(rig, datetime(2026, 1, 5, 22, 0, tzinfo=UTC)) == 1  # Tuesday 09:00 in Sydney
-    assert _digests(rig)[-1].args["channel"] == "DUDI"
+    assert _digests(rig)[-1].channel == "DUDI"
     assert await DigestRun.filter(status="sent").count() == 4 and await AuditEvent.filter(kind="digest.sent").count() == 4
     # Ed has no chat account: his row failed when the notice was sent and is in no digest
     assert await Delivery.filter(member__email="ed@keys.example", status="failed").count() == 1
