@@ -436,7 +436,8 @@ class Outbox:
     async def run_once(self) -> int:
         """One round: take the lanes with due work, drain them, wait for them to finish."""
         await self._schedule()
-        workers = list(self._workers.values())
+        # lane workers only (push_updates() marks a lane it works inline with its caller's task)
+        workers = [t for t in self._workers.values() if t.get_name().startswith("herald-lane-")]
         if not workers:
             return 0
         results = await asyncio.gather(*workers, return_exceptions=True)
