@@ -17,7 +17,7 @@ What it does:
 3. Seeds N members of one organisation through ``import_directory`` (the real path; its time is
    ``seed_seconds``), stores the workspace token and adds a CAM.
 4. Baseline: a bare ``aiohttp.ClientSession`` doing what SlackChannel does on a fresh directory
-   -- ``conversations.open`` then ``chat.postMessage`` with the same JSON body (channel, text,
+   -- ``chat.postMessage`` to the member's user id with the same JSON body (channel, text,
    blocks, unfurl flags, metadata) and the same headers -- for every recipient, with
    ``asyncio.Semaphore(concurrency)``. It runs once before and once after the Herald run; the
    mean is reported. It posts a separate (never sent) draft's view so its messages are told
@@ -195,18 +195,18 @@ def directory_csv(recipients: int) -> str:
 
 
 async def baseline_run(api_url: str, view: Any, recipients: int, concurrency: int) -> tuple[float, float]:
-    """conversations.open + chat.postMessage per recipient with a bare aiohttp session: what
-    SlackChannel.deliver puts on the wire for a member without a stored DM channel.
+    """chat.postMessage to the recipient's user id with a bare aiohttp session: what
+    SlackChannel.deliver puts on the wire for a member without a stored DM channel (Slack opens
+    the DM and answers with its id; no conversations.open since issue 12).
     Returns (wall seconds, this process's CPU seconds)."""
     import aiohttp
 
     from bot.channels.slack_blocks import notice_blocks, notice_fallback_text
 
     text, blocks = notice_fallback_text(view), notice_blocks(view)
-    # The headers slack_sdk sends: form content type for params-only calls, JSON for json= calls.
-    form_headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-www-form-urlencoded"}
+    # The headers slack_sdk sends for json= calls.
     json_headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json;charset=utf-8"}
-    open_url, post_url = api_url + "conversations.open", api_url + "chat.postMessage"
+    post_url = api_url + "chat.postMessage"
     semaphore = asyncio.Semaphore(concurrency)
     failures: list[str] = []
 
@@ -214,12 +214,7 @@ async def baseline_run(api_url: str, view: Any, recipients: int, concurrency: in
                                      timeout=aiohttp.ClientTimeout(total=20)) as session:
         async def one(i: int) -> None:
             async with semaphore:
-                async with session.post(open_url, params={"users": user_id(i)}, headers=form_headers) as r:
-                    opened = await r.json()
-                if not opened.get("ok"):
-                    failures.append(str(opened.get("error")))
-                    return
-                body = {"channel": opened["channel"]["id"], "text": text, "blocks": blocks,
+                body = {"channel": user_id(i), "text": text, "blocks": blocks,
                         "unfurl_links": False, "unfurl_media": False,
                         "metadata": {"event_type": METADATA_EVENT,
                                      "event_payload": {"notice_id": view.notice_id, "delivery_id": i}}}
@@ -261,7 +256,7 @@ async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
         settings = load_settings(database_url=database.url, slack_api_url=fake.url,
                                  slack_signing_secret="bench-signing-secret",
                                  delivery_concurrency=args.concurrency, delivery_batch_size=args.batch_size,
-                                 outbox_poll_seconds=3600)
+                                 delivery_lane_inflight=args.concurrency, outbox_poll_seconds=3600)
         progress(f"migrating {database.kind} database {redact(database.url)}")
         await storage_db.connect(settings.tortoise_db_url)
         herald = Herald(settings)
@@ -296,7 +291,7 @@ async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
         baseline_cpu_runs: list[float] = []
 
         async def baseline(label: str) -> None:
-            progress(f"baseline ({label}): {n} x conversations.open + chat.postMessage, "
+            progress(f"baseline ({label}): {n} x chat.postMessage to the user id, "
                      f"concurrency {args.concurrency}")
             wall, cpu = await baseline_run(fake.url, baseline_view, n, args.concurrency)
             baseline_seconds_runs.append(wall)
@@ -344,8 +339,8 @@ async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
         delta = {m: counts_after[m] - counts_before[m] for m in counts_after}
         if delta["chat.postMessage"] != n:
             problems.append(f"the fake saw {delta['chat.postMessage']} chat.postMessage calls, expected {n}")
-        if delta["conversations.open"] != n:
-            problems.append(f"the fake saw {delta['conversations.open']} conversations.open calls, expected {n}")
+        if delta["conversations.open"] != 0:  # posts go to the user id (issue 12)
+            problems.append(f"the fake saw {delta['conversations.open']} conversations.open calls, expected 0")
         copies = fake.ask("copies", notice_id)
         by_count = {int(k): v for k, v in copies["channels_by_copy_count"].items()}
         if by_count != {1: n}:

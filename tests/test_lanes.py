@@ -192,3 +192,20 @@ async def test_a_send_accepted_on_one_replica_wakes_the_others_at_once(rig: Rig)
         await asyncio.wait_for(woken.wait(), 30)
     finally:
         await listener.stop()
+
+
+async def test_an_update_that_gets_429_pauses_the_lane_and_stays_pending(rig: Rig) -> None:
+    notice_id = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    await Delivery.filter(notice_id=notice_id).update(update_pending=True)
+    rig.fake.fail_next("chat.update", status=429, retry_after=20)
+    await rig.herald.outbox.drain()
+    lane = await DeliveryLane.get(platform="slack", workspace_external_id=TEAM)
+    assert lane.paused_until >= rig.clock.now() + timedelta(seconds=19)
+    assert (await Delivery.get(notice_id=notice_id)).update_pending
+    rig.clock.advance(seconds=21)
+    await rig.herald.outbox.drain()  # an update's retry waits at least a minute
+    rig.clock.advance(seconds=60)
+    await rig.herald.outbox.drain()
+    assert not (await Delivery.get(notice_id=notice_id)).update_pending
+    assert [c.status for c in rig.fake.calls_to("chat.update")] == [429, 200]

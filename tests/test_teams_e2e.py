@@ -297,3 +297,32 @@ async def test_console_in_teams_answers_staff_with_a_sign_in_link(teams: TeamsRi
     assert opened.staff.email == "cam@vendor.example" and urlsplit(url).path == "/console/sign-in"
     stranger = await teams.say("aad-outsider", "console")  # neither staff nor in the directory
     assert "sign-in" not in stranger.get("text", "")
+
+
+async def test_new_members_conversations_are_created_within_the_tenants_budget(db: str) -> None:
+    """Twelve members Herald never talked to: each needs a 1:1 conversation created, then the
+    notice sent, two requests against the tenant's limit; the pacing (5 a second) counts both, so a
+    tenant allowing 8 a second, 2 at once, never answers 429 (counting one would mean 10 a second)."""
+    from bot.core.commands.parser import SendCommand
+    from bot.core.notices import sending as notices
+    from tests.fakes.rate_limits import Rate
+    from tests.fakes.teams_limits import TeamsLimits
+
+    rig = await _start(db, teams_max_per_second=5.0)
+    try:
+        rig.connector.set_limits(TeamsLimits(per_tenant=Rate(8, 1.0, burst=2)))
+        await import_directory(directory_csv([
+            f"newco,New Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,n{i}@newco.example,N {i},"
+            f"sales,Europe/Paris,fr,,,{TENANT},aad-new{i}" for i in range(12)]), now=rig.clock.now(), actor="test")
+        command = SendCommand(importance="need-to-know", topic="operations", audience="org:newco", title="Depot",
+                              body="Closed on Friday")
+        preview = await notices.create_draft(None, command, rig.herald.catalog, now=rig.clock.now(), operator="test")
+        await notices.send_draft(preview.notice.id, None, rig.herald.catalog, now=rig.clock.now(), operator="test")
+        await rig.herald.outbox.drain()
+        rows = await Delivery.filter(notice_id=preview.notice.id).values_list("status", "error")
+        assert [status for status, _ in rows] == ["delivered"] * 12, rows
+        stats = rig.connector.limits_stats()
+        assert stats["accepted"]["by_method"]["create_conversation"] == 12
+        assert stats["throttled"]["total"] == 0
+    finally:
+        await _stop(rig)

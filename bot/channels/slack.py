@@ -25,7 +25,7 @@ from bot.common.secrets import (
     is_sealed,
 )
 from bot.core.notices.views import NoticeView
-from bot.core.ports import DirectMessage, MessageRef, Outcome, Recipient
+from bot.core.ports import DirectMessage, MessageRef, Outcome, RateLimited, Recipient
 from storage.models import Platform, Workspace
 
 log = logging.getLogger(__name__)
@@ -203,8 +203,14 @@ class SlackChannel:
         if client is None:
             log.warning("cannot update message %s: no token for workspace %s", ref, workspace_id)
             return
-        await client.chat_update(channel=ref.channel_id, ts=ref.message_id,
-                                 text=notice_fallback_text(view), blocks=notice_blocks(view))
+        try:
+            await client.chat_update(channel=ref.channel_id, ts=ref.message_id,
+                                     text=notice_fallback_text(view), blocks=notice_blocks(view))
+        except SlackApiError as exc:
+            if exc.response is not None and (exc.response.status_code == 429
+                                             or exc.response.get("error") == "ratelimited"):
+                raise RateLimited(float(exc.response.headers.get("Retry-After", 1) or 1), "Slack rate limit") from exc
+            raise
 
     async def close(self) -> None:
         await self.workspaces.close()

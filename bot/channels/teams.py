@@ -38,7 +38,7 @@ import aiohttp
 
 from bot.channels.teams_cards import direct_message_activity, notice_activity
 from bot.core.notices.views import NoticeView
-from bot.core.ports import DirectMessage, MessageRef, Outcome, Recipient
+from bot.core.ports import DirectMessage, MessageRef, Outcome, RateLimited, Recipient
 from storage.models import Platform, PlatformAccount
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,8 @@ class TeamsChannel:
         activity.get("channelData", {}).pop("notification", None)  # an edit must not alert again
         activity["id"] = ref.message_id
         answer = await self._call("PUT", _activity_url(service_url, ref.channel_id, ref.message_id), activity)
+        if answer.status == 429:
+            raise RateLimited(answer.retry_after, "Teams rate limit")
         if not 200 <= answer.status < 300:
             raise _api_error(answer)
         self._remember_url(ref.channel_id, service_url)

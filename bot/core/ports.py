@@ -78,6 +78,15 @@ class DirectMessage:
     buttons: tuple[Button, ...] = ()
 
 
+class RateLimited(Exception):
+    """A channel's `update` hit the workspace/tenant's rate limit (HTTP 429): the engine pauses the
+    lane for `retry_after` seconds and keeps the update pending."""
+
+    def __init__(self, retry_after: float | None, reason: str = "rate limited") -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
 class Channel(Protocol):
     platform: str
 

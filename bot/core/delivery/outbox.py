@@ -33,7 +33,7 @@ from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import RowExtras
 from bot.core.notices.views import NoticeView, notice_view
-from bot.core.ports import Channel, MessageRef, Outcome, OutcomeKind, Recipient
+from bot.core.ports import Channel, MessageRef, Outcome, OutcomeKind, RateLimited, Recipient
 from bot.topics import TopicCatalog
 from storage import db as storage_db
 from storage.models import (
@@ -134,7 +134,10 @@ class NoticeSource:
             return Outcome.failed(f"{d.platform.title()} is not configured in Herald")
         if job.update:
             ref = MessageRef(d.channel_id, d.message_id)
-            await channel.update(d.workspace_external_id, ref, job.view)
+            try:
+                await channel.update(d.workspace_external_id, ref, job.view)
+            except RateLimited as exc:  # pauses the lane like a send's 429
+                return Outcome.retry(str(exc), retry_after=exc.retry_after, throttled=True)
             return Outcome.delivered(ref)
         if d.account is None:
             return Outcome.failed("the member's platform account was removed")
@@ -433,7 +436,8 @@ class Outbox:
     async def run_once(self) -> int:
         """One round: take the lanes with due work, drain them, wait for them to finish."""
         await self._schedule()
-        workers = list(self._workers.values())
+        # lane workers only (push_updates() marks a lane it works inline with its caller's task)
+        workers = [t for t in self._workers.values() if t.get_name().startswith("herald-lane-")]
         if not workers:
             return 0
         results = await asyncio.gather(*workers, return_exceptions=True)
