@@ -228,6 +228,13 @@ class MessageSource:
                 fresh.append(Claimed(row, maybe_sent=False))
         return fresh, True
 
+    def cost(self, item: Claimed) -> int:
+        """Requests against the lane's budget: a Teams recipient without a known conversation
+        needs one created first (Slack posts to the user id: one request)."""
+        row = item.row
+        known = row.recipient.get("dm_channel") or (row.account is not None and row.account.dm_channel)
+        return 2 if row.platform == "teams" and not known else 1
+
     async def send(self, item: Claimed, channel: Channel | None) -> Outcome:
         """The message's one platform call."""
         row = item.row
