@@ -55,7 +55,7 @@ def _posts(rig: Rig, channel: str, prefix: str = "") -> list:
     """Journey messages posted to a DM channel (header text starting with `prefix`)."""
     found = []
     for call in rig.fake.calls_to("chat.postMessage"):
-        if call.args.get("channel") != channel or not call.ok:
+        if call.channel != channel or not call.ok:
             continue
         header = call.args["blocks"][0]["text"]["text"]
         if header.startswith(("Onboarding", "Reminder:")) or "completed onboarding" in header:
