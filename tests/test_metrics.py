@@ -97,8 +97,13 @@ async def test_a_broadcast_shows_in_outbox_delivery_and_audit_metrics(served: Sl
     served.clock.advance(minutes=10)
     await served.click(ACK_ACTION, str(notice_id), user="UANNA")
     await wait_until(lambda: Acknowledgement.filter(notice_id=notice_id).exists(), what="the acknowledgement")
-    acked = await _scrape(served)
     count = ("herald_acknowledgement_latency_seconds_count", {"platform": "slack"})
+
+    async def observed() -> bool:  # recorded by the click's handler just after its transaction
+        return _value(await _scrape(served), *count[:1], **count[1]) > _value(before, *count[:1], **count[1])
+
+    await wait_until(observed, what="the acknowledgement's latency")
+    acked = await _scrape(served)
     total = ("herald_acknowledgement_latency_seconds_sum", {"platform": "slack"})
     assert _value(acked, *count[:1], **count[1]) - _value(before, *count[:1], **count[1]) == 1
     assert _value(acked, *total[:1], **total[1]) - _value(before, *total[:1], **total[1]) == 600

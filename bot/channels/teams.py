@@ -77,6 +77,15 @@ class TeamsApiError(TeamsError):
         self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
 
+class TeamsRateLimited(TeamsApiError, RateLimited):
+    """HTTP 429 from the Bot Connector on an update: a TeamsApiError that the delivery engine
+    also recognises as the tenant's rate limit (bot.core.ports.RateLimited)."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
+        TeamsApiError.__init__(self, status, code, message, retry_after)
+        self.args = (f"Bot Connector HTTP {status} {code}: {message}".strip(),)  # RateLimited's init ran via super()
+
+
 # ---- tokens -------------------------------------------------------------------------------
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
@@ -212,10 +221,11 @@ class TeamsChannel:
         activity.get("channelData", {}).pop("notification", None)  # an edit must not alert again
         activity["id"] = ref.message_id
         answer = await self._call("PUT", _activity_url(service_url, ref.channel_id, ref.message_id), activity)
-        if answer.status == 429:
-            raise RateLimited(answer.retry_after, "Teams rate limit")
         if not 200 <= answer.status < 300:
-            raise _api_error(answer)
+            error = _api_error(answer)
+            if error.status == 429:  # the engine pauses the tenant's lane
+                raise TeamsRateLimited(error.status, error.code, error.message, error.retry_after)
+            raise error
         self._remember_url(ref.channel_id, service_url)
 
     async def send_activity(self, recipient: Recipient, activity: dict[str, Any]) -> Outcome:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -59,6 +60,7 @@ _UPDATE_SQL = ("UPDATE delivery SET update_pending=?, rendered_revision=?, claim
                "updated_at=? WHERE id=? AND claimed_by=?")
 _DM_CACHE_SQL = "UPDATE platform_account SET dm_channel=?, updated_at=? WHERE id=?"
 UPDATE_RETRY = timedelta(minutes=1)
+UPDATE_LOOK_SECONDS = 0.5
 
 
 @dataclass
@@ -96,6 +98,10 @@ class NoticeSource:
 
     def __init__(self, outbox: "Outbox") -> None:
         self.outbox = outbox
+        self._updates_looked: dict[str, float] = {}  # claim token (one lane turn) -> when updates were looked for
+
+    def turn_ended(self, token: str) -> None:
+        self._updates_looked.pop(token, None)
 
     # ---- LaneSource -----------------------------------------------------------------------
 
@@ -107,12 +113,17 @@ class NoticeSource:
 
     async def claim(self, lane: Lane, limit: int, token: str, now: datetime, lease_until: datetime,
                     *, only_ids: list[int] | None = None) -> list[Job]:
-        """In-place updates first (few, and someone is looking at them), then sends."""
-        due = _update_due(now) & _lane_q(lane)
-        if only_ids is not None:
-            due &= Q(id__in=only_ids)
-        rows, prior = await self._claim_rows(due, DeliveryStatus.DELIVERED, limit, token, lease_until)
-        jobs = await self._jobs(rows, prior, token, update=True)
+        """In-place updates first (few, and someone is looking at them), then sends. Updates are
+        looked for at the start of a lane's turn and then at most every UPDATE_LOOK_SECONDS."""
+        jobs: list[Job] = []
+        looked = self._updates_looked.get(token)
+        if only_ids is not None or looked is None or time.monotonic() - looked >= UPDATE_LOOK_SECONDS:
+            self._updates_looked[token] = time.monotonic()
+            due = _update_due(now) & _lane_q(lane)
+            if only_ids is not None:
+                due &= Q(id__in=only_ids)
+            rows, prior = await self._claim_rows(due, DeliveryStatus.DELIVERED, limit, token, lease_until)
+            jobs = await self._jobs(rows, prior, token, update=True)
         room = limit - len(jobs)
         if only_ids is None and room > 0:
             rows, prior = await self._claim_rows(_due(now) & _lane_q(lane), DeliveryStatus.SENDING, room, token,
@@ -539,6 +550,10 @@ class Outbox:
         finally:
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
+            for source in self.sources:
+                ended = getattr(source, "turn_ended", None)
+                if ended is not None:
+                    ended(token)
             self._held.pop(lane, None)
             if self._workers.get(lane) is asyncio.current_task():
                 del self._workers[lane]
@@ -651,6 +666,7 @@ class Outbox:
                 await asyncio.gather(*(self._send_one(lane, self.notices, job) for job in jobs))
                 handled += len(jobs)
             finally:
+                self.notices.turn_ended(token)
                 self._held.pop(lane, None)
                 if self._workers.get(lane) is asyncio.current_task():
                     del self._workers[lane]
