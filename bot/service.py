@@ -71,6 +71,7 @@ class Herald:
         self._keyword_kb = None  # answers while the semantic index is being built
         self._keyword_lock = asyncio.Lock()
         self._kb_build: asyncio.Task | None = None
+        self._overlay: list[dict] | None = None  # the approved learned items the knowledge base has
         self.kb_build_gate: asyncio.Event | None = None  # if set, the switch-over waits for it (tests)
         self.outbox = Outbox(
             self.channels, self.catalog, self.clock,
@@ -106,8 +107,11 @@ class Herald:
         from bot.core.onboarding.qa import KnowledgeBase
 
         kb_dir = self.settings.kb_dir
+        if self._overlay is None:
+            self._overlay = await self._read_overlay()
+        overlay = self._overlay
         if self.settings.kb_semantic and self._kb_build is None:
-            loaded = index.already_loaded(kb_dir)
+            loaded = index.already_loaded(kb_dir, overlay)
             if loaded is not None:  # another service in this process (tests, the CLI) built it
                 self._kb = loaded
                 return loaded
@@ -115,7 +119,8 @@ class Herald:
         if self._keyword_kb is None:
             async with self._keyword_lock:  # about 0.1 s of CPU: in a thread, and only once
                 if self._keyword_kb is None:
-                    self._keyword_kb = await asyncio.to_thread(KnowledgeBase.load, kb_dir, semantic=False)
+                    self._keyword_kb = await asyncio.to_thread(KnowledgeBase.load, kb_dir, semantic=False,
+                                                               overlay=overlay)
                     if not self.settings.kb_semantic:
                         log.info("onboarding assistant ready: %d entries from %s, keywords only "
                                  "(HERALD_KB_SEMANTIC=false)", len(self._keyword_kb.entries), kb_dir)
@@ -139,19 +144,51 @@ class Herald:
             await asyncio.shield(self.start_index_build())
         return await self.knowledge_base()
 
+    async def _read_overlay(self) -> list[dict]:
+        """The approved learned phrasings and entries (``kb_proposal``); none if the database fails."""
+        from bot.core.onboarding.learning import approved_overlay
+
+        try:
+            return await approved_overlay()
+        except Exception as exc:  # noqa: BLE001 - the files alone still answer
+            log.warning("could not read the learned knowledge-base items, using the files alone: %s", exc)
+            return []
+
+    async def reload_knowledge_base(self) -> bool:
+        """Pick up approved learned items without a restart (every tick): if they changed since the
+        knowledge base was loaded, rebuild it; the current one answers until the new one is ready."""
+        if self._overlay is None:  # not loaded yet: the first load reads them
+            return False
+        overlay = await self._read_overlay()
+        if overlay == self._overlay:
+            return False
+        log.info("learned knowledge-base items changed (%d approved): rebuilding the index", len(overlay))
+        self._overlay = overlay
+        self._keyword_kb = None
+        if not self.settings.kb_semantic:
+            self._kb = None
+            return True
+        if self._kb_build is not None and not self._kb_build.done():
+            self._kb_build.cancel()
+        self._kb_build = None
+        self.start_index_build()
+        return True
+
     async def _build_index(self):  # noqa: ANN202
         from bot.core.onboarding import index
 
         kb_dir, store = self.settings.kb_dir, self.settings.cache_dir / "vectors"
+        overlay = self._overlay or []
         started = time.monotonic()
         how = "from stored vectors"
         try:
-            if not await asyncio.to_thread(index.vectors_ready, kb_dir, store):
-                await self._run_index_child(kb_dir, store)
+            if not await asyncio.to_thread(index.vectors_ready, kb_dir, store, overlay):
+                overlay_file = await asyncio.to_thread(index.write_overlay, store, overlay) if overlay else None
+                await self._run_index_child(kb_dir, store, overlay_file)
                 how = "built in a child process"
             if self.kb_build_gate is not None:  # tests hold the switch-over here
                 await self.kb_build_gate.wait()
-            kb = await asyncio.to_thread(index.load_semantic, kb_dir, store)
+            kb = await asyncio.to_thread(index.load_semantic, kb_dir, store, overlay)
         except asyncio.CancelledError:
             raise
         except RuntimeError as exc:  # the child failed; its last lines say why
@@ -167,11 +204,11 @@ class Herald:
                  kb.threshold, how, time.monotonic() - started)
         return kb
 
-    async def _run_index_child(self, kb_dir, store) -> None:  # noqa: ANN001
+    async def _run_index_child(self, kb_dir, store, overlay_file) -> None:  # noqa: ANN001
         from bot.core.onboarding import index
 
         log.info("building the semantic index in a child process (%s -> %s)", kb_dir, store)
-        child = await asyncio.create_subprocess_exec(*index.child_command(kb_dir, store),
+        child = await asyncio.create_subprocess_exec(*index.child_command(kb_dir, store, overlay_file),
                                                      env=index.child_environment(),
                                                      stdout=asyncio.subprocess.DEVNULL,
                                                      stderr=asyncio.subprocess.PIPE)
@@ -252,6 +289,7 @@ class Herald:
             "digests": (await run_digests(self.channels, self.catalog, now))["sent"],
             "journeys": sum((await run_journeys(self.channels, now)).values()),
             "surveys_closed": await close_due_surveys(now),
+            "kb_reloaded": int(await self.reload_knowledge_base()),
         }
         self.outbox.wake()
         return counts

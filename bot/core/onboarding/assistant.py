@@ -16,6 +16,7 @@ from bot.common import metrics
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.staff import cam_for_organisation
+from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
 from bot.core.onboarding.qa import Answer, KnowledgeBase
 from bot.core.ports import Button, DirectMessage
 from storage.models import Member, PlatformAccount, Question, Staff, StaffRole
@@ -134,9 +135,22 @@ async def hand_off(question_id: int, member: Member | None, *, now: datetime) ->
              f"\"{question.text}\"",
              "The knowledge base had no answer." if question.abstained else
              f"The knowledge base suggested: {question.entry_id}.")
+    if question.feedback == "not_helpful":
+        lines = (*lines, "The partner marked that answer as not helpful.")
     message = DirectMessage(title="A partner asked you a question", lines=lines,
-                            buttons=(Button("Reply", REPLY_ACTION, str(question.id), "primary"),))
+                            buttons=handoff_buttons(question))
     return HandOff(question, cam, message, already)
+
+
+def handoff_buttons(question: Question) -> tuple[Button, ...]:
+    """Reply, and the one-click "add to the knowledge base" (issue 16): as a phrasing of the entry
+    the assistant suggested (when it suggested one), or the CAM's reply as a new entry (once replied)."""
+    qid = str(question.id)
+    buttons = [Button("Reply", REPLY_ACTION, qid, "primary")]
+    if question.entry_id:
+        buttons.append(Button("Add question to the suggested entry", LEARN_PHRASING_ACTION, qid))
+    buttons.append(Button("Add my reply as a KB entry", LEARN_ENTRY_ACTION, qid))
+    return tuple(buttons)
 
 
 async def reply_to_question(question_id: int, staff: Staff | None, text: str, *, now: datetime) -> tuple[Question, DirectMessage]:

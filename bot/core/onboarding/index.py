@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bot.core.onboarding.encoder import MODEL_NAME
 
@@ -40,12 +43,15 @@ _LOADED: dict[str, object] = {}  # fingerprint -> KnowledgeBase, semantic ones l
 _LOADED_LOCK = threading.Lock()
 
 
-def fingerprint(directory: Path) -> str:
-    """A hash of the knowledge base's files (names and bytes), the model and the index version."""
+def fingerprint(directory: Path, overlay: Sequence[dict[str, Any]] = ()) -> str:
+    """A hash of the knowledge base's files (names and bytes), the learned overlay, the model and
+    the index version."""
     digest = hashlib.sha256(f"{MODEL_NAME}\0{INDEX_VERSION}".encode())
     for path in sorted(Path(directory).glob("*.yaml")):
         digest.update(b"\0" + path.name.encode() + b"\0")
         digest.update(path.read_bytes())
+    if overlay:
+        digest.update(b"\0overlay\0" + json.dumps(list(overlay), sort_keys=True).encode())
     return digest.hexdigest()[:32]
 
 
@@ -53,24 +59,24 @@ def marker(store: Path, print_: str) -> Path:
     return Path(store) / f"index-{print_}{_MARKER_SUFFIX}"
 
 
-def vectors_ready(directory: Path, store: Path) -> bool:
+def vectors_ready(directory: Path, store: Path, overlay: Sequence[dict[str, Any]] = ()) -> bool:
     """Whether a build already stored every vector this exact knowledge base needs."""
-    return marker(store, fingerprint(directory)).is_file()
+    return marker(store, fingerprint(directory, overlay)).is_file()
 
 
-def already_loaded(directory: Path):  # noqa: ANN201 - KnowledgeBase | None (qa imports the model lazily)
+def already_loaded(directory: Path, overlay: Sequence[dict[str, Any]] = ()):  # noqa: ANN201 - KnowledgeBase | None
     """The semantic knowledge base of these files if this process already has it, else None."""
     with _LOADED_LOCK:
-        return _LOADED.get(fingerprint(directory))
+        return _LOADED.get(fingerprint(directory, overlay))
 
 
-def load_semantic(directory: Path, store: Path | None):  # noqa: ANN201 - KnowledgeBase
+def load_semantic(directory: Path, store: Path | None, overlay: Sequence[dict[str, Any]] = ()):  # noqa: ANN201
     """Load (and index) the knowledge base with the embedding model; vectors come from / go to
     ``store``. Marks the store ready for these files and remembers the result in this process."""
     from bot.core.onboarding.qa import KnowledgeBase
 
-    print_ = fingerprint(directory)
-    kb = KnowledgeBase.load(directory, semantic=True, vector_store=store)
+    print_ = fingerprint(directory, overlay)
+    kb = KnowledgeBase.load(directory, semantic=True, vector_store=store, overlay=overlay)
     if kb.semantic:
         if store is not None:
             _write_marker(marker(store, print_))
@@ -87,9 +93,18 @@ def _write_marker(path: Path) -> None:
         log.warning("could not mark the vector store %s ready: %s", path.parent, exc)
 
 
-def child_command(directory: Path, store: Path) -> list[str]:
+def child_command(directory: Path, store: Path, overlay_file: Path | None = None) -> list[str]:
     """The command that builds the vectors in a child process."""
-    return [sys.executable, "-m", "bot.core.onboarding.index", "--kb-dir", str(directory), "--store", str(store)]
+    command = [sys.executable, "-m", "bot.core.onboarding.index", "--kb-dir", str(directory), "--store", str(store)]
+    return command + (["--overlay", str(overlay_file)] if overlay_file is not None else [])
+
+
+def write_overlay(store: Path, overlay: Sequence[dict[str, Any]]) -> Path:
+    """The overlay as a JSON file beside the vectors, for the child process."""
+    path = Path(store) / f"overlay-{fingerprint(Path('/nonexistent'), overlay)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(list(overlay)), encoding="utf-8")
+    return path
 
 
 def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -104,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Compute and store the knowledge base's vectors.")
     parser.add_argument("--kb-dir", type=Path, required=True)
     parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--overlay", type=Path, default=None, help="approved learned items (JSON list)")
     parser.add_argument("--niceness", type=int, default=10, help="CPU priority decrease (default 10)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
@@ -120,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot write the vector store %s (HERALD_CACHE_DIR): %s", args.store, exc)
         return 3
-    kb = load_semantic(args.kb_dir, args.store)
+    overlay = json.loads(args.overlay.read_text(encoding="utf-8")) if args.overlay else []
+    kb = load_semantic(args.kb_dir, args.store, overlay)
     if not kb.semantic:
         log.error("no embedding model: nothing to build")
         return 2

@@ -61,7 +61,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +281,27 @@ def _read(directory: Path) -> tuple[str, list[KBEntry]]:
     return vendor, entries
 
 
+def apply_overlay(entries: Sequence[KBEntry], overlay: Sequence[dict[str, Any]]) -> list[KBEntry]:
+    """The entries with the approved learned items: a ``phrasing`` joins its entry's alternative
+    questions, an ``entry`` is added (everyone may see it). Items whose entry is gone are skipped."""
+    out = {e.id: e for e in entries}
+    for item in overlay:
+        kind, entry_id, question = item.get("kind"), str(item.get("entry_id", "")), str(item.get("question", "")).strip()
+        if not question:
+            continue
+        if kind == "phrasing":
+            entry = out.get(entry_id)
+            if entry is None:
+                log.warning("learned phrasing %s: entry %r is no longer in the knowledge base", item.get("id"), entry_id)
+                continue
+            if question not in entry.alt_questions:
+                out[entry_id] = replace(entry, alt_questions=(*entry.alt_questions, question))
+        elif kind == "entry" and entry_id not in out and str(item.get("answer", "")).strip():
+            out[entry_id] = KBEntry(id=entry_id, title=question, topic="", roles=frozenset(), tiers=frozenset(),
+                                    answer=str(item["answer"]).strip(), link="", alt_questions=())
+    return list(out.values())
+
+
 # ---- the knowledge base ----------------------------------------------------------------------------
 
 
@@ -308,10 +329,12 @@ class KnowledgeBase:
         self.threshold = self._calibrate()
 
     @classmethod
-    def load(cls, directory: Path, *, semantic: bool = True, vector_store: Path | None = None) -> KnowledgeBase:
-        """Read, validate and index every ``*.yaml`` in ``directory``."""
+    def load(cls, directory: Path, *, semantic: bool = True, vector_store: Path | None = None,
+             overlay: Sequence[dict[str, Any]] = ()) -> KnowledgeBase:
+        """Read, validate and index every ``*.yaml`` in ``directory``, plus the approved learned
+        phrasings and entries in ``overlay`` (``learning.approved_overlay``)."""
         vendor, entries = _read(Path(directory))
-        return cls(vendor, entries, semantic=semantic, vector_store=vector_store)
+        return cls(vendor, apply_overlay(entries, overlay), semantic=semantic, vector_store=vector_store)
 
     # -- building ------------------------------------------------------------------------------------
 

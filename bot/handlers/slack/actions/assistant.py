@@ -1,5 +1,6 @@
 """The onboarding assistant's buttons: Helpful / Not helpful / Ask my CAM under an answer, and the
-CAM's Reply under a handed-off question (opens the reply modal)."""
+CAM's Reply under a handed-off question (opens the reply modal) and its "add to the knowledge base"
+buttons."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from bot.core.onboarding.assistant import (
     REPLY_ACTION,
     give_feedback,
 )
-from bot.handlers.slack.common import member_of, respond_or_explain
+from bot.core.onboarding.learning import (
+    ENTRY,
+    LEARN_ENTRY_ACTION,
+    LEARN_PHRASING_ACTION,
+    PHRASING,
+    propose,
+    proposal_note,
+)
+from bot.handlers.slack.common import member_of, respond_or_explain, staff_of
 from bot.service import Herald
 
 
@@ -46,3 +55,15 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await ack()
         question_id = int(body["actions"][0]["value"])
         await client.views_open(trigger_id=body["trigger_id"], view=reply_modal(question_id))
+
+    @app.action(LEARN_PHRASING_ACTION)
+    @app.action(LEARN_ENTRY_ACTION)
+    async def on_learn(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+        action = body["actions"][0]
+
+        async def work():
+            kind = PHRASING if action["action_id"] == LEARN_PHRASING_ACTION else ENTRY
+            proposal, created = await propose(int(action["value"]), await staff_of(body), kind, now=herald.clock.now())
+            return {"replace_original": False, "text": escape(proposal_note(proposal, created))}
+        await respond_or_explain(respond, work())

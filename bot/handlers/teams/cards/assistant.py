@@ -14,6 +14,14 @@ from bot.core.onboarding.assistant import (
     give_feedback,
     member_for,
 )
+from bot.core.onboarding.learning import (
+    ENTRY,
+    LEARN_ENTRY_ACTION,
+    LEARN_PHRASING_ACTION,
+    PHRASING,
+    propose,
+    proposal_note,
+)
 from bot.handlers.teams.turn import Invoke, VerbHandler, card_response, message_response
 from storage.models import Platform
 
@@ -42,7 +50,14 @@ async def submit_reply(invoke: Invoke) -> web.Response:
     return card_response(note_card("Your answer was sent to the partner."))
 
 
+async def learn(invoke: Invoke) -> web.Response:
+    kind = PHRASING if invoke.verb == LEARN_PHRASING_ACTION else ENTRY
+    proposal, created = await propose(invoke.number("value"), invoke.staff, kind, now=invoke.herald.clock.now())
+    return message_response(proposal_note(proposal, created))
+
+
 VERBS: dict[str, VerbHandler] = {
     HELPFUL_ACTION: feedback, NOT_HELPFUL_ACTION: feedback, ASK_CAM_ACTION: ask_cam,
     REPLY_ACTION: open_reply, REPLY_SUBMIT_VERB: submit_reply,
+    LEARN_PHRASING_ACTION: learn, LEARN_ENTRY_ACTION: learn,
 }
