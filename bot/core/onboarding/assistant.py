@@ -17,7 +17,7 @@ from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
-from bot.core.onboarding.qa import Answer, KnowledgeBase
+from bot.core.onboarding.qa import Answer, KBEntry, KnowledgeBase
 from bot.core.ports import Button, DirectMessage
 from storage.models import Member, PlatformAccount, Question, Staff, StaffRole
 
@@ -25,6 +25,7 @@ HELPFUL_ACTION = "herald_qa_helpful"
 NOT_HELPFUL_ACTION = "herald_qa_not_helpful"
 ASK_CAM_ACTION = "herald_qa_ask_cam"
 REPLY_ACTION = "herald_qa_reply"
+DID_YOU_MEAN_ACTION = "herald_qa_did_you_mean"  # value: "<question id>:<entry id>"
 MAX_QUESTION = 2000
 MAX_REPLY = 2800
 
@@ -72,10 +73,44 @@ def answer_message(question: Question, answer: Answer) -> DirectMessage:
                    "Your channel account manager can help: press Ask my CAM and I'll pass it on."),
             buttons=(Button("Ask my CAM", ASK_CAM_ACTION, qid, "primary"),))
     entry = answer.entry
+    buttons = [Button("Helpful", HELPFUL_ACTION, qid), Button("Not helpful", NOT_HELPFUL_ACTION, qid),
+               Button("Ask my CAM", ASK_CAM_ACTION, qid)]
+    if answer.runner_up is not None:  # two entries fit about equally: ask instead of guessing
+        buttons.append(Button(_did_you_mean_label(answer.runner_up.title), DID_YOU_MEAN_ACTION,
+                              f"{qid}:{answer.runner_up.id}"))
+    return DirectMessage(title=entry.title, lines=_entry_lines(entry), buttons=tuple(buttons))
+
+
+def _entry_lines(entry: KBEntry) -> tuple[str, ...]:
     lines = [entry.answer.strip()]
     if entry.link:
         lines.append(f"More: {entry.link}")
-    return DirectMessage(title=entry.title, lines=tuple(lines), buttons=(
+    return tuple(lines)
+
+
+def _did_you_mean_label(title: str, limit: int = 75) -> str:
+    """Slack allows 75 characters on a button."""
+    title = title.rstrip("?")
+    label = f"Did you mean: {title}?"
+    return label if len(label) <= limit else f"Did you mean: {title[:limit - 16]}…?"
+
+
+async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase, *, now: datetime) -> DirectMessage:
+    """The member pressed "Did you mean: ...?": give them that entry, and remember it was the one."""
+    question_id, _, entry_id = value.partition(":")
+    if not question_id.isdigit() or not entry_id:
+        raise UserError("that button is out of date; please ask again")
+    question = await _own_question(int(question_id), member)
+    entry = kb.entries.get(entry_id)
+    if entry is None or not entry.offered_to(question.member.role, question.member.organisation.tier or None):
+        raise UserError("that answer is no longer in the knowledge base; please ask again")
+    async with in_transaction() as conn:
+        await Question.filter(id=question.id).using_db(conn).update(entry_id=entry.id)
+        await record([audit_event("question.runner_up_chosen", now=now, actor=question.member.email,
+                                  member_id=question.member.id, question_id=question.id, entry=entry.id,
+                                  first_answer=question.entry_id or None)], using_db=conn)
+    qid = str(question.id)
+    return DirectMessage(title=entry.title, lines=_entry_lines(entry), buttons=(
         Button("Helpful", HELPFUL_ACTION, qid), Button("Not helpful", NOT_HELPFUL_ACTION, qid),
         Button("Ask my CAM", ASK_CAM_ACTION, qid)))
 

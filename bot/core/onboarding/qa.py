@@ -93,6 +93,9 @@ _NULL_SEED = 20240601  # fixed: the same knowledge base always gets the same thr
 _COMMON_WORDS = (2000, 12000)  # WordPiece ids of whole words, roughly by frequency
 _LEXICAL_ONLY_THRESHOLD = 0.15  # without the embedding model: about one informative word of a question matched
 _CANDIDATES = 3
+# "Did you mean" (issue 16): the runner-up is offered when its fused score is within this of the best's.
+# Ranking and abstention do not depend on it; it only adds a button.
+_RUNNER_UP_GAP = 0.05
 _SUFFIXES = ("s", "es", "ies", "ed", "ied", "d", "ing", "er", "ers", "ly")
 
 _ENTRY_KEYS = {"id", "title", "topic", "roles", "tiers", "answer", "link", "alt_questions"}
@@ -149,6 +152,7 @@ class Answer:
     score: float  # margin-aware confidence in the best entry the member may see (compared to the threshold)
     abstained: bool
     candidates: list[tuple[str, float]]  # the top few (entry id, score), for logging
+    runner_up: KBEntry | None = None  # a close second entry, offered as "Did you mean: ...?"
 
 
 # ---- text ---------------------------------------------------------------------------------------
@@ -511,7 +515,11 @@ class KnowledgeBase:
         confidence = self._confidence(scores)
         if confidence < self.threshold:
             return Answer(entry=None, score=confidence, abstained=True, candidates=candidates)
-        return Answer(entry=self._list[ranked[0]], score=confidence, abstained=False, candidates=candidates)
+        runner_up = None
+        if len(ranked) > 1 and scores[ranked[0]] - scores[ranked[1]] <= _RUNNER_UP_GAP:
+            runner_up = self._list[ranked[1]]
+        return Answer(entry=self._list[ranked[0]], score=confidence, abstained=False, candidates=candidates,
+                      runner_up=runner_up)
 
 
 def default_directory() -> Path:

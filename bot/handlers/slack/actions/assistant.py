@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.channels.slack_blocks import escape, reply_modal
+from bot.channels.slack_blocks import direct_message_blocks, escape, reply_modal
 from bot.core.onboarding.assistant import (
     ASK_CAM_ACTION,
+    DID_YOU_MEAN_ACTION,
     HELPFUL_ACTION,
     NOT_HELPFUL_ACTION,
     REPLY_ACTION,
+    choose_runner_up,
     give_feedback,
 )
 from bot.core.onboarding.learning import (
@@ -66,4 +68,15 @@ def register(app: AsyncApp, herald: Herald) -> None:
             kind = PHRASING if action["action_id"] == LEARN_PHRASING_ACTION else ENTRY
             proposal, created = await propose(int(action["value"]), await staff_of(body), kind, now=herald.clock.now())
             return {"replace_original": False, "text": escape(proposal_note(proposal, created))}
+        await respond_or_explain(respond, work())
+
+    @app.action(DID_YOU_MEAN_ACTION)
+    async def on_did_you_mean(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            message = await choose_runner_up(body["actions"][0]["value"], await member_of(body),
+                                             await herald.knowledge_base(), now=herald.clock.now())
+            return {"replace_original": False, "text": escape(message.title),
+                    "blocks": direct_message_blocks(message)}
         await respond_or_explain(respond, work())
