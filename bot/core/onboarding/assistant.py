@@ -61,10 +61,10 @@ async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, ch
                                   question_id=question.id, entry=question.entry_id or None,
                                   abstained=answer.abstained, score=round(answer.score, 4))], using_db=conn)
     metrics.question_answered(answer.abstained)
-    return Asked(question, answer, answer_message(question, answer))
+    return Asked(question, answer, answer_message(question, answer, locale=member.locale))
 
 
-def answer_message(question: Question, answer: Answer) -> DirectMessage:
+def answer_message(question: Question, answer: Answer, *, locale: str = "") -> DirectMessage:
     qid = str(question.id)
     if answer.entry is None:
         return DirectMessage(
@@ -78,14 +78,21 @@ def answer_message(question: Question, answer: Answer) -> DirectMessage:
     if answer.runner_up is not None:  # two entries fit about equally: ask instead of guessing
         buttons.append(Button(_did_you_mean_label(answer.runner_up.title), DID_YOU_MEAN_ACTION,
                               f"{qid}:{answer.runner_up.id}"))
-    return DirectMessage(title=entry.title, lines=_entry_lines(entry), buttons=tuple(buttons))
+    title, lines = _entry_text(entry, locale)
+    return DirectMessage(title=title, lines=lines, buttons=tuple(buttons))
 
 
-def _entry_lines(entry: KBEntry) -> tuple[str, ...]:
-    lines = [entry.answer.strip()]
+def _entry_text(entry: KBEntry, locale: str) -> tuple[str, tuple[str, ...]]:
+    """The entry's title and lines in the member's locale where the knowledge base has a
+    translation; otherwise in English, saying so to a member whose locale is another language."""
+    translated = entry.translated(locale)
+    title, answer = translated or (entry.title, entry.answer)
+    lines = [answer.strip()]
+    if translated is None and locale and not locale.strip().lower().startswith("en"):
+        lines.append("(This answer is only available in English.)")
     if entry.link:
         lines.append(f"More: {entry.link}")
-    return tuple(lines)
+    return title, tuple(lines)
 
 
 def _did_you_mean_label(title: str, limit: int = 75) -> str:
@@ -110,7 +117,8 @@ async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase,
                                   member_id=question.member.id, question_id=question.id, entry=entry.id,
                                   first_answer=question.entry_id or None)], using_db=conn)
     qid = str(question.id)
-    return DirectMessage(title=entry.title, lines=_entry_lines(entry), buttons=(
+    title, lines = _entry_text(entry, question.member.locale)
+    return DirectMessage(title=title, lines=lines, buttons=(
         Button("Helpful", HELPFUL_ACTION, qid), Button("Not helpful", NOT_HELPFUL_ACTION, qid),
         Button("Ask my CAM", ASK_CAM_ACTION, qid)))
 

@@ -98,7 +98,8 @@ _CANDIDATES = 3
 _RUNNER_UP_GAP = 0.05
 _SUFFIXES = ("s", "es", "ies", "ed", "ied", "d", "ing", "er", "ers", "ly")
 
-_ENTRY_KEYS = {"id", "title", "topic", "roles", "tiers", "answer", "link", "alt_questions"}
+_ENTRY_KEYS = {"id", "title", "topic", "roles", "tiers", "answer", "link", "alt_questions", "translations"}
+_LOCALE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{2,8})*$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+")
@@ -133,6 +134,16 @@ class KBEntry:
     answer: str
     link: str
     alt_questions: tuple[str, ...]
+    # (locale, title, answer) per translation: the answer shown to members with that locale (issue 16)
+    translations: tuple[tuple[str, str, str], ...] = ()
+
+    def translated(self, locale: str | None) -> tuple[str, str] | None:
+        """(title, answer) in the member's locale ("de-AT" falls back to "de"), or None."""
+        if not locale:
+            return None
+        wanted = locale.strip().lower().replace("_", "-")
+        by_locale = {loc: (title or self.title, answer) for loc, title, answer in self.translations}
+        return by_locale.get(wanted) or by_locale.get(wanted.split("-")[0])
 
     def offered_to(self, role: str | None, tier: str | None) -> bool:
         """Whether a member with this role and tier may be given this entry (None = unknown: only
@@ -241,6 +252,7 @@ def _entry(raw: Any, where: str) -> KBEntry:
     if not isinstance(alts, list):
         raise KnowledgeBaseError(f"{where}: 'alt_questions' must be a list of questions")
     return KBEntry(
+        translations=_translations(raw.get("translations"), where),
         id=entry_id,
         title=_text(raw.get("title"), "title", where, required=True),
         topic=_text(raw.get("topic"), "topic", where, required=False),
@@ -250,6 +262,24 @@ def _entry(raw: Any, where: str) -> KBEntry:
         link=_text(raw.get("link"), "link", where, required=False),
         alt_questions=tuple(t for a in alts if (t := _text(a, "alt_questions", where, required=False))),
     )
+
+
+def _translations(value: Any, where: str) -> tuple[tuple[str, str, str], ...]:
+    """``translations: {de: {title: ..., answer: ...}, ...}`` (the title is optional)."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise KnowledgeBaseError(f"{where}: 'translations' must map a locale (e.g. de) to a title and an answer")
+    out = []
+    for locale, body in value.items():
+        code = str(locale).strip().lower().replace("_", "-")
+        if not _LOCALE.match(code):
+            raise KnowledgeBaseError(f"{where}: translations: {locale!r} is not a locale such as de or pt-br")
+        if not isinstance(body, dict) or set(map(str, body)) - {"title", "answer"}:
+            raise KnowledgeBaseError(f"{where}: translations: {code} must have an 'answer' and may have a 'title'")
+        out.append((code, _text(body.get("title"), "title", f"{where} {code}", required=False),
+                    _text(body.get("answer"), "answer", f"{where} translations {code}", required=True)))
+    return tuple(out)
 
 
 def _read(directory: Path) -> tuple[str, list[KBEntry]]:
