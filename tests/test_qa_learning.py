@@ -188,3 +188,31 @@ def test_cli_lists_approves_and_rejects_proposals(db_url: str, monkeypatch: pyte
 
     (approved,) = asyncio.run(audit())
     assert approved["via"] == "cli" and approved["os_user"]
+
+
+async def test_console_lists_proposals_and_an_admin_decides_there(console) -> None:  # noqa: ANN001
+    from bot.core.onboarding.learning import propose
+    from tests.console_support import ADMIN, CAM
+
+    member = await Member.filter(active=True).first()
+    admin = await Staff.get(email=ADMIN)
+    question = await Question.create(member=member, platform="slack", text="can we resell refurbished locks",
+                                     asked_at=console.clock.now(), handoff_status="answered",
+                                     reply_text="Only units refurbished by Northwind, with a 1-year warranty.")
+    proposal, _ = await propose(question.id, admin, "entry", now=console.clock.now())
+
+    cam = await console.signed_in(CAM)
+    response, page = await cam.get("/console/kb-proposals")
+    assert response.status == 200 and "can we resell refurbished locks" in page and "1-year warranty" in page
+    assert f"/console/kb-proposals/{proposal.id}/approve" not in page  # only admins decide
+    response, _ = await cam.post(f"/console/kb-proposals/{proposal.id}/approve")
+    assert response.status == 403 and (await KBProposal.get(id=proposal.id)).status == "pending"
+
+    browser = await console.signed_in(ADMIN)
+    response, page = await browser.get("/console/kb-proposals")
+    assert f"/console/kb-proposals/{proposal.id}/approve" in page
+    response, page = await browser.post(f"/console/kb-proposals/{proposal.id}/approve")
+    assert response.status == 200 and response.url.path == "/console/kb-proposals" and "No proposals are waiting" in page
+    assert (await KBProposal.get(id=proposal.id)).status == "approved"
+    (event,) = await AuditEvent.filter(kind="kb.approved")
+    assert event.actor == ADMIN and event.data["via"] == "console"
