@@ -3,7 +3,7 @@
 
     python bench/fanout.py [--recipients 10000] [--concurrency 16] [--batch-size 200]
                            [--database-url sqlite:///tmp/x.db | postgres://user@host:port/db] [--keep]
-                           [--latency-ms 0]
+                           [--latency-ms 0] [--cold-start]
 
 What it does:
 
@@ -32,6 +32,10 @@ What it does:
 Without --latency-ms the fake answers as fast as it can, so the run is CPU-bound and measures
 Herald's cost per delivery; --latency-ms N delays the fake's answers to look like Slack's round trip.
 
+--cold-start adds ``cold_start``: delivery throughput while the knowledge base's semantic index is
+built on a first start (issue 10: it must stay within 10% of a warm start), see
+``cold_start_comparison``.
+
 Prints one JSON object on stdout; progress goes to stderr.
 """
 
@@ -44,7 +48,9 @@ import logging
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -252,11 +258,14 @@ async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
     result: dict[str, Any] = {}
     problems: list[str] = []
     herald = None
+    extra: dict[str, Any] = {}
     try:
+        if args.cold_start:  # an empty vector store: the index build is a first start's
+            extra["cache_dir"] = Path(tempfile.mkdtemp(prefix="herald-fanout-cold-"))
         settings = load_settings(database_url=database.url, slack_api_url=fake.url,
                                  slack_signing_secret="bench-signing-secret",
                                  delivery_concurrency=args.concurrency, delivery_batch_size=args.batch_size,
-                                 delivery_lane_inflight=args.concurrency, outbox_poll_seconds=3600)
+                                 delivery_lane_inflight=args.concurrency, outbox_poll_seconds=3600, **extra)
         progress(f"migrating {database.kind} database {redact(database.url)}")
         await storage_db.connect(settings.tortoise_db_url)
         herald = Herald(settings)
@@ -381,14 +390,78 @@ async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
                       "is the peak before send_draft; seconds = send_draft + outbox.drain; *_cpu_seconds are this "
                       "process's CPU time (all threads, aiosqlite's included) over the same interval"),
         }
+        if args.cold_start:
+            result["cold_start"] = await cold_start_comparison(herald, cam, command, n, problems)
+            result["verified"] = not problems
         if problems:
             result["problems"] = problems
         return result
     finally:
         if herald is not None:
             await herald.close()
+        if "cache_dir" in extra:
+            shutil.rmtree(extra["cache_dir"], ignore_errors=True)
         await storage_db.close()
         await database.drop()
+
+
+async def cold_start_comparison(herald: Any, cam: Any, command: Any, n: int, problems: list[str]) -> dict[str, Any]:
+    """Deliveries while the knowledge base's semantic index is built on a first start, against the same
+    deliveries with no build running.
+
+    The build starts (empty vector store) as the first cold notice is sent; notices of n recipients
+    follow one another until the build is done and the service has switched over. Then as many
+    notices are sent with nothing else running (warm). Every notice goes to the same n members,
+    who all have a DM channel by then, so cold and warm notices cost the same work."""
+    from bot.core.notices.sending import create_draft, send_draft
+    from storage.models import Delivery, DeliveryStatus
+
+    async def one_notice() -> tuple[float, float]:
+        preview = await create_draft(cam, command, herald.catalog, now=herald.clock.now())
+        started, cpu_started = time.perf_counter(), time.process_time()
+        await send_draft(preview.notice.id, cam, herald.catalog, now=herald.clock.now())
+        handled = await herald.outbox.drain()
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        delivered = await Delivery.filter(notice_id=preview.notice.id, status=DeliveryStatus.DELIVERED.value,
+                                          attempts=1).count()
+        if handled != n or delivered != n:
+            problems.append(f"notice {preview.notice.id}: handled {handled}, delivered at the first attempt "
+                            f"{delivered}, expected {n}")
+        return wall, cpu
+
+    progress("cold start: building the semantic index (empty cache) while sending notices")
+    build_started = time.perf_counter()
+    build = herald.start_index_build()
+    cold: list[tuple[float, float]] = []
+    while not build.done() or not cold:
+        cold.append(await one_notice())
+        progress(f"cold notice {len(cold)}: {n / cold[-1][0]:.0f} deliveries/s, build done: {build.done()}")
+        if len(cold) >= 500:
+            problems.append("the index build did not finish within 500 notices")
+            break
+    kb = await build if build.done() else None
+    build_seconds = time.perf_counter() - build_started
+    if kb is None or not kb.semantic:
+        problems.append("the index build failed (see the log)")
+    progress(f"warm: {len(cold)} notices with no build running")
+    warm = [await one_notice() for _ in cold]
+    cold_rate = n * len(cold) / sum(w for w, _ in cold)
+    warm_rate = n * len(warm) / sum(w for w, _ in warm)
+    return {
+        "notices_each": len(cold),
+        "cold_deliveries_per_s": round(cold_rate, 1),
+        "warm_deliveries_per_s": round(warm_rate, 1),
+        "cold_over_warm": round(cold_rate / warm_rate, 3),
+        "cold_notice_seconds": [round(w, 3) for w, _ in cold],
+        "warm_notice_seconds": [round(w, 3) for w, _ in warm],
+        "cold_cpu_seconds": round(sum(c for _, c in cold), 3),
+        "warm_cpu_seconds": round(sum(c for _, c in warm), 3),
+        "index_build_seconds": round(build_seconds, 2),
+        "semantic_after_build": bool(kb is not None and kb.semantic),
+        "notes": ("cold = notices sent back to back from the start of a first-start index build (child "
+                  "process, empty vector store) until the service switched to the semantic index; warm = "
+                  "the same number of notices afterwards; *_cpu_seconds are this process's"),
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -405,6 +478,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=0.0,
                         help="make the fake answer conversations.open and chat.postMessage after this many ms "
                              "(simulates Slack's round trip; default 0 = as fast as the fake can)")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="also measure deliveries while the knowledge base's semantic index is built on a "
+                             "first start (empty cache) against the same deliveries warm; both in the output "
+                             "under cold_start")
     args = parser.parse_args(argv)
     if args.recipients < 1:
         parser.error("--recipients must be at least 1")

@@ -15,6 +15,11 @@ Prints one JSON object on stdout:
 * ``null_questions``: questions with ``expect: null``; ``abstain_recall``: the share of them the
   assistant abstained on; ``abstain_precision``: of all abstentions, the share that were on such a
   question (1.0 when it never abstained);
+* ``did_you_mean``: the "Did you mean: ...?" outcome, counted on its own (issue 16): when two
+  entries are close the answer carries the runner-up as a button. ``offered``: answers that carried
+  one; ``rescued``: answerable questions whose top-1 was wrong but whose runner-up button was the
+  expected entry (not counted in ``top1_accuracy``); ``top1_or_runner_up``: the share of
+  answerable questions answered right or offered the right runner-up;
 * ``p50_ms``/``p95_ms``: answer latency per question (after load; each question asked 5 times);
 * ``load_s`` and ``threshold`` for context.
 
@@ -62,11 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("questions", nargs="?", type=Path, default=DEFAULT_QUESTIONS)
     parser.add_argument("--kb", type=Path, default=None, help="knowledge base directory (default: config/kb)")
     parser.add_argument("--lexical-only", action="store_true", help="BM25 alone, without the embedding model")
+    parser.add_argument("--vector-store", type=Path, default=None,
+                        help="keep the embedded vectors here between runs (as HERALD_CACHE_DIR/vectors does)")
     args = parser.parse_args(argv)
 
     questions = load_questions(args.questions)
     started = time.perf_counter()
-    kb = KnowledgeBase.load(args.kb or default_directory(), semantic=not args.lexical_only)
+    kb = KnowledgeBase.load(args.kb or default_directory(), semantic=not args.lexical_only,
+                            vector_store=args.vector_store)
     load_s = time.perf_counter() - started
     unknown = sorted({q["expect"] for q in questions if q.get("expect") and q["expect"] not in kb.entries})
     if unknown:
@@ -75,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     kb.answer("warm up", role=ANY, tier=ANY)
     latencies: list[float] = []
     correct = answerable = nulls = abstained_on_null = abstentions = 0
+    offered = rescued = 0
     for item in questions:
         text, expect = str(item["q"]), item.get("expect")
         for _ in range(REPEATS):
@@ -83,15 +92,19 @@ def main(argv: list[str] | None = None) -> int:
             latencies.append((time.perf_counter() - t0) * 1000)
         got = answer.entry.id if answer.entry else None
         abstentions += answer.abstained
+        runner_up = answer.runner_up.id if answer.runner_up else None
+        offered += runner_up is not None
         if expect:
             answerable += 1
             correct += got == expect
+            rescued += got is not None and got != expect and runner_up == expect
         else:
             nulls += 1
             abstained_on_null += answer.abstained
         if got != expect:
             shown = ", ".join(f"{i} {s:.3f}" for i, s in answer.candidates)
-            print(f"MISS expected {expect or 'abstain'}, got {got or 'abstain'} (score {answer.score:.3f}, "
+            also = f", did you mean {runner_up}" if runner_up else ""
+            print(f"MISS expected {expect or 'abstain'}, got {got or 'abstain'}{also} (score {answer.score:.3f}, "
                   f"threshold {kb.threshold:.3f}; {shown}): {text}", file=sys.stderr)
 
     result = {
@@ -100,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         "null_questions": nulls,
         "abstain_precision": round(abstained_on_null / abstentions, 4) if abstentions else 1.0,
         "abstain_recall": round(abstained_on_null / nulls, 4) if nulls else None,
+        "did_you_mean": {
+            "offered": offered,
+            "rescued": rescued,
+            "top1_or_runner_up": round((correct + rescued) / answerable, 4) if answerable else None,
+        },
         "p50_ms": round(statistics.median(latencies), 2),
         "p95_ms": round(percentile(latencies, 95), 2),
         "load_s": round(load_s, 2),

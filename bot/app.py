@@ -147,7 +147,7 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
             scheduler.shutdown(wait=False)
         herald.outbox.stop()
         if warm_up is not None and not warm_up.done():
-            warm_up.cancel()  # the index build in its thread finishes on its own; nobody waits for it
+            warm_up.cancel()  # herald.close() stops the index build (and its child process)
         if worker is not None:  # in-flight requests finish and are recorded, leases released
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(worker, timeout=herald.settings.delivery_lease_seconds)

@@ -7,6 +7,7 @@ matters for correctness (the database does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -67,8 +68,12 @@ class Herald:
                                              "teams": _teams_channel(settings)}
         if sandbox:
             self.channels[SandboxChannel.platform] = SandboxChannel(self.clock)
-        self._kb = None
-        self._kb_lock = asyncio.Lock()
+        self._kb = None  # the knowledge base answering questions, once settled (semantic or keywords by choice)
+        self._keyword_kb = None  # answers while the semantic index is being built
+        self._keyword_lock = asyncio.Lock()
+        self._kb_build: asyncio.Task | None = None
+        self._overlay: list[dict] | None = None  # the approved learned items the knowledge base has
+        self.kb_build_gate: asyncio.Event | None = None  # if set, the switch-over waits for it (tests)
         self.outbox = Outbox(
             self.channels, self.catalog, self.clock,
             concurrency=settings.delivery_concurrency, batch_size=settings.delivery_batch_size,
@@ -96,24 +101,132 @@ class Herald:
     # ---- onboarding assistant ----------------------------------------------------------------
 
     async def knowledge_base(self):  # noqa: ANN201
-        """The knowledge base, loaded once in a worker thread (``serve`` starts this at start-up):
-        loading the embedding model and building the index take seconds of CPU, which must not
-        block the event loop."""
-        if self._kb is None:
-            from bot.core.onboarding.qa import KnowledgeBase
+        """The knowledge base to answer from right now; never waits for the semantic index.
 
-            async with self._kb_lock:
-                if self._kb is None:
-                    started = time.monotonic()
-                    kb = await asyncio.to_thread(
-                        KnowledgeBase.load, self.settings.kb_dir, semantic=self.settings.kb_semantic,
-                        vector_store=self.settings.cache_dir / "vectors")
-                    log.info("onboarding assistant ready: %d entries from %s, %s, threshold %.3f, in %.1f s",
-                             len(kb.entries), self.settings.kb_dir,
-                             "embedding model + keywords" if kb.semantic else "keywords only",
-                             kb.threshold, time.monotonic() - started)
-                    self._kb = kb
-        return self._kb
+        Until the semantic index is ready (built in a child process, see
+        ``bot.core.onboarding.index``) this is a keyword-only knowledge base, built in milliseconds;
+        the first call starts the build (``serve`` makes it at start-up)."""
+        if self._kb is not None:
+            return self._kb
+        from bot.core.onboarding import index
+        from bot.core.onboarding.qa import KnowledgeBase
+
+        kb_dir = self.settings.kb_dir
+        if self._overlay is None:
+            self._overlay = await self._read_overlay()
+        overlay = self._overlay
+        if self.settings.kb_semantic and self._kb_build is None:
+            loaded = index.already_loaded(kb_dir, overlay)
+            if loaded is not None:  # another service in this process (tests, the CLI) built it
+                self._kb = loaded
+                return loaded
+            self.start_index_build()
+        if self._keyword_kb is None:
+            async with self._keyword_lock:  # about 0.1 s of CPU: in a thread, and only once
+                if self._keyword_kb is None:
+                    self._keyword_kb = await asyncio.to_thread(KnowledgeBase.load, kb_dir, semantic=False,
+                                                               overlay=overlay)
+                    if not self.settings.kb_semantic:
+                        log.info("onboarding assistant ready: %d entries from %s, keywords only "
+                                 "(HERALD_KB_SEMANTIC=false)", len(self._keyword_kb.entries), kb_dir)
+        if not self.settings.kb_semantic:
+            self._kb = self._keyword_kb
+            return self._kb
+        if self._kb is not None:  # the switch-over happened meanwhile
+            return self._kb
+        log.info("semantic index not ready, answering from keywords")
+        return self._keyword_kb
+
+    def start_index_build(self) -> asyncio.Task:
+        """Start building the semantic index (once); the task's result is the semantic knowledge base."""
+        if self._kb_build is None:
+            self._kb_build = asyncio.create_task(self._build_index(), name="herald-kb-index")
+        return self._kb_build
+
+    async def semantic_ready(self):  # noqa: ANN201
+        """Wait for the semantic index (tests, benchmarks); the knowledge base in use afterwards."""
+        if self._kb is None and self.settings.kb_semantic:
+            await asyncio.shield(self.start_index_build())
+        return await self.knowledge_base()
+
+    async def _read_overlay(self) -> list[dict]:
+        """The approved learned phrasings and entries (``kb_proposal``); none if the database fails."""
+        from bot.core.onboarding.learning import approved_overlay
+
+        try:
+            return await approved_overlay()
+        except Exception as exc:  # noqa: BLE001 - the files alone still answer
+            log.warning("could not read the learned knowledge-base items, using the files alone: %s", exc)
+            return []
+
+    async def reload_knowledge_base(self) -> bool:
+        """Pick up approved learned items without a restart (every tick): if they changed since the
+        knowledge base was loaded, rebuild it; the current one answers until the new one is ready."""
+        if self._overlay is None:  # not loaded yet: the first load reads them
+            return False
+        overlay = await self._read_overlay()
+        if overlay == self._overlay:
+            return False
+        log.info("learned knowledge-base items changed (%d approved): rebuilding the index", len(overlay))
+        self._overlay = overlay
+        self._keyword_kb = None
+        if not self.settings.kb_semantic:
+            self._kb = None
+            return True
+        if self._kb_build is not None and not self._kb_build.done():
+            self._kb_build.cancel()
+        self._kb_build = None
+        self.start_index_build()
+        return True
+
+    async def _build_index(self):  # noqa: ANN202
+        from bot.core.onboarding import index
+
+        kb_dir, store = self.settings.kb_dir, self.settings.cache_dir / "vectors"
+        overlay = self._overlay or []
+        started = time.monotonic()
+        how = "from stored vectors"
+        try:
+            if not await asyncio.to_thread(index.vectors_ready, kb_dir, store, overlay):
+                overlay_file = await asyncio.to_thread(index.write_overlay, store, overlay) if overlay else None
+                await self._run_index_child(kb_dir, store, overlay_file)
+                how = "built in a child process"
+            if self.kb_build_gate is not None:  # tests hold the switch-over here
+                await self.kb_build_gate.wait()
+            kb = await asyncio.to_thread(index.load_semantic, kb_dir, store, overlay)
+        except asyncio.CancelledError:
+            raise
+        except RuntimeError as exc:  # the child failed; its last lines say why
+            log.error("semantic index build failed, answering from keywords until restart: %s", exc)
+            return None
+        except Exception:
+            log.exception("semantic index build failed, answering from keywords until restart")
+            return None
+        self._kb = kb
+        log.info("semantic index ready, switching from keywords: %d entries from %s, %s, threshold %.3f, "
+                 "%s, in %.1f s", len(kb.entries), kb_dir,
+                 "embedding model + keywords" if kb.semantic else "keywords only (no embedding model)",
+                 kb.threshold, how, time.monotonic() - started)
+        return kb
+
+    async def _run_index_child(self, kb_dir, store, overlay_file) -> None:  # noqa: ANN001
+        from bot.core.onboarding import index
+
+        log.info("building the semantic index in a child process (%s -> %s)", kb_dir, store)
+        child = await asyncio.create_subprocess_exec(*index.child_command(kb_dir, store, overlay_file),
+                                                     env=index.child_environment(),
+                                                     stdout=asyncio.subprocess.DEVNULL,
+                                                     stderr=asyncio.subprocess.PIPE)
+        try:
+            _, errors = await child.communicate()
+        except asyncio.CancelledError:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+            raise
+        if child.returncode != 0:
+            tail = errors.decode("utf-8", "replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"index build exited with {child.returncode}: {' | '.join(tail)}")
 
     async def answer_question(self, member, text: str, *, platform: str, recipient: Recipient):  # noqa: ANN001, ANN201
         """Answer a partner's question in the conversation they asked it in."""
@@ -172,11 +285,16 @@ class Herald:
             "digests": (await run_digests(self.channels, self.catalog, now))["queued"],
             "journeys": sum((await run_journeys(self.channels, now)).values()),
             "surveys_closed": await close_due_surveys(now),
+            "kb_reloaded": int(await self.reload_knowledge_base()),
         }
         self.outbox.wake()
         return counts
 
     async def close(self) -> None:
         self.outbox.stop()
+        if self._kb_build is not None and not self._kb_build.done():
+            self._kb_build.cancel()  # kills the child process if one is running
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._kb_build
         for channel in self.channels.values():
             await channel.close()

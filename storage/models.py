@@ -405,6 +405,32 @@ class Question(Model):
         indexes = (("handoff_status", "cam_id"),)
 
 
+class KBProposal(Model):
+    """A CAM's proposal to teach the assistant a handed-off question (issue 16): as another phrasing
+    of an existing entry, or as a new entry whose answer is the CAM's reply. Once an admin approves
+    it, it is part of the knowledge base (an overlay on the ``HERALD_KB_DIR`` files)."""
+
+    id = fields.IntField(primary_key=True)
+    question: fields.ForeignKeyNullableRelation[Question] = fields.ForeignKeyField(
+        "models.Question", related_name="kb_proposals", null=True, on_delete=fields.SET_NULL
+    )
+    kind = fields.CharField(max_length=20)  # phrasing | entry
+    entry_id = fields.CharField(max_length=100)  # the entry a phrasing joins, or the new entry's id
+    question_text = fields.TextField()
+    answer = fields.TextField(default="")  # a new entry's answer (the CAM's reply)
+    source = fields.CharField(max_length=20, default="")  # reply | not_helpful
+    status = fields.CharField(max_length=20, default="pending")  # pending | approved | rejected
+    proposed_by = fields.CharField(max_length=254)
+    proposed_at = fields.DatetimeField()
+    decided_by = fields.CharField(max_length=254, default="")
+    decided_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "kb_proposal"
+        unique_together = (("question", "kind"),)
+        indexes = (("status",),)
+
+
 class JourneyStep(Model):
     """One member's progress on one onboarding step: sent, nudged, done."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bot.core.onboarding.assistant import ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION
+from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
 from storage.models import Member, Question
 from tests.fakes.slack_signing import event_body
 from tests.support import CAM_USER, TEAM, SlackHarness, wait_until
@@ -61,7 +62,8 @@ async def test_unknown_question_says_so_and_hands_off_to_the_cam(slack: SlackHar
                                what="the CAM's DM")
     text = str(handoff[0].args["blocks"])
     assert "lisbon" in text and "Anna Berg" in text and "Acme Locks (gold)" in text
-    assert _buttons(handoff[0].args["blocks"]) == [(REPLY_ACTION, str(question.id))]
+    assert _buttons(handoff[0].args["blocks"]) == [(REPLY_ACTION, str(question.id)),
+                                                   (LEARN_ENTRY_ACTION, str(question.id))]  # test_qa_learning.py
 
     _, _, key = await slack.command("questions")
     (reply,) = await slack.responses(key)
@@ -127,7 +129,8 @@ async def test_teams_question_hand_off_reply_and_preferences(db: str) -> None:
         assert "passed your question to Casey CAM" in told["value"]
         await teams.herald.outbox.drain()  # the worker the hand-off wakes
         handoff = _card(teams.connector.activities("a:conv-aad-cam")[-1])
-        assert "Fay Roux" in str(handoff) and [a["verb"] for a in _actions(handoff)] == [REPLY_ACTION]
+        assert "Fay Roux" in str(handoff) and [a["verb"] for a in _actions(handoff)] == [
+            REPLY_ACTION, LEARN_PHRASING_ACTION, LEARN_ENTRY_ACTION]
         form = await teams.invoke("aad-cam", REPLY_ACTION, _actions(handoff)[0]["data"])
         submit = _actions(form["value"])[0]
         done = await teams.invoke("aad-cam", submit["verb"], {**submit["data"], "reply": "Use the portal, I'll call you"})
@@ -135,6 +138,8 @@ async def test_teams_question_hand_off_reply_and_preferences(db: str) -> None:
         assert await teams.herald.outbox.drain() == 1  # the worker the reply wakes: the relay alone
         relay = _card(teams.connector.activities("a:conv-aad-fay")[-1])
         assert "Casey CAM answered your question" in str(relay) and "I'll call you" in str(relay)
+        learned = await teams.invoke("aad-cam", LEARN_ENTRY_ACTION, _actions(handoff)[2]["data"])
+        assert "Proposed #" in str(learned["value"]) and "new entry with your reply" in str(learned["value"])
 
         prefs = _card(await teams.say("aad-fay", "preferences"))
         assert "Your Herald preferences" in str(prefs)

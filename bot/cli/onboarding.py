@@ -32,3 +32,63 @@ def qa_unanswered(as_json: bool, limit: int) -> None:
         click.echo("no unanswered questions")
     for r in rows:
         click.echo(f"{r['asked_at'][:16]}  {r['why']:11}  {r['role']:10}  {r['question']}")
+
+
+async def _admin(email: str):  # noqa: ANN202
+    from storage.models import Staff
+
+    staff = await Staff.get_or_none(email=email.strip().lower())
+    if staff is None:
+        from bot.common.errors import NotFound
+
+        raise NotFound(f"no staff member {email}")
+    return staff
+
+
+@qa.command("pending", help="Knowledge-base proposals from CAMs waiting for an admin's approval.")
+@click.option("--json", "as_json", is_flag=True)
+def qa_pending(as_json: bool) -> None:
+    from bot.core.onboarding.learning import one_line, pending
+
+    proposals = run(pending)
+    rows = [{"id": p.id, "kind": p.kind, "entry": p.entry_id, "question": p.question_text, "answer": p.answer or None,
+             "source": p.source, "proposed_by": p.proposed_by, "proposed_at": p.proposed_at.isoformat()}
+            for p in proposals]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no pending proposals")
+    for r in rows:
+        what = f"phrasing of {r['entry']}" if r["kind"] == "phrasing" else f"new entry {r['entry']}"
+        click.echo(f"#{r['id']:<5} {what:40}  {r['proposed_by']:28}  {one_line(r['question'], 60)}")
+        if r["answer"]:
+            click.echo(f"       answer: {one_line(r['answer'], 100)}")
+
+
+def _decide(proposal_id: int, email: str, approve: bool) -> None:
+    from bot.cli.base import operator_name
+    from bot.common.clock import SystemClock
+    from bot.core.onboarding.learning import decide
+
+    async def work():  # noqa: ANN202
+        return await decide(proposal_id, await _admin(email), approve=approve, now=SystemClock().now(),
+                            origin={"via": "cli", "os_user": operator_name()})
+
+    proposal = run(work)
+    click.echo(f"#{proposal.id} {proposal.status}: {proposal.kind} {proposal.entry_id}"
+               + ("; the running service picks it up at its next tick" if approve else ""))
+
+
+@qa.command("approve", help="Approve a knowledge-base proposal (admins).")
+@click.argument("proposal_id", type=int)
+@click.option("--as", "email", required=True, help="the approving admin's email")
+def qa_approve(proposal_id: int, email: str) -> None:
+    _decide(proposal_id, email, True)
+
+
+@qa.command("reject", help="Reject a knowledge-base proposal (admins).")
+@click.argument("proposal_id", type=int)
+@click.option("--as", "email", required=True, help="the rejecting admin's email")
+def qa_reject(proposal_id: int, email: str) -> None:
+    _decide(proposal_id, email, False)

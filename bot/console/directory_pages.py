@@ -9,9 +9,11 @@ from aiohttp import web
 from bot.console.charts import bar_svg
 from bot.console.web import Page, page, whole_number
 from bot.core.insights import directory, engagement
+from bot.core.onboarding import learning
 from bot.core.onboarding.assistant import open_handoffs
 from bot.core.onboarding.journeys import JourneyConfigError, load_journeys
 from bot.service import Herald
+from storage.models import StaffRole
 
 WINDOWS = (30, 90, 365)
 
@@ -54,6 +56,20 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
         await herald.relay_reply(question_id, current.me, form.get("reply", ""))
         return current.redirect("/console/questions")
 
+    async def proposals_page(current: Page) -> web.StreamResponse:
+        return current.render("kb_proposals.html", proposals=await learning.pending(),
+                              may_decide=current.me.role == StaffRole.ADMIN.value)
+
+    def decision(approve: bool):  # noqa: ANN202
+        async def decide(current: Page) -> web.StreamResponse:
+            await learning.decide(whole_number(current.request.match_info["id"]), current.me, approve=approve,
+                                  now=herald.clock.now(), origin={"via": "console"})
+            return current.redirect("/console/kb-proposals")
+        return decide
+
+    app.router.add_get("/console/kb-proposals", page(herald, proposals_page))
+    app.router.add_post("/console/kb-proposals/{id}/approve", page(herald, decision(True)))
+    app.router.add_post("/console/kb-proposals/{id}/reject", page(herald, decision(False)))
     app.router.add_get("/console/directory", page(herald, directory_page))
     app.router.add_get("/console/directory/{org}", page(herald, organisation_page))
     app.router.add_get("/console/engagement", page(herald, engagement_page))

@@ -16,8 +16,9 @@ from bot.common import metrics
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.staff import cam_for_organisation
-from bot.core.onboarding.qa import Answer, KnowledgeBase
 from bot.core.onboarding.handoffs import cam_target, queue_handoff, queue_relay
+from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
+from bot.core.onboarding.qa import Answer, KBEntry, KnowledgeBase
 from bot.core.ports import Button, Channel, DirectMessage
 from storage.models import Member, PlatformAccount, Question, Staff, StaffRole
 
@@ -25,6 +26,7 @@ HELPFUL_ACTION = "herald_qa_helpful"
 NOT_HELPFUL_ACTION = "herald_qa_not_helpful"
 ASK_CAM_ACTION = "herald_qa_ask_cam"
 REPLY_ACTION = "herald_qa_reply"
+DID_YOU_MEAN_ACTION = "herald_qa_did_you_mean"  # value: "<question id>:<entry id>"
 MAX_QUESTION = 2000
 MAX_REPLY = 2800
 ON_ITS_WAY = ("Your answer is on its way and will be sent to the partner in a moment. If it cannot be "
@@ -62,10 +64,10 @@ async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, ch
                                   question_id=question.id, entry=question.entry_id or None,
                                   abstained=answer.abstained, score=round(answer.score, 4))], using_db=conn)
     metrics.question_answered(answer.abstained)
-    return Asked(question, answer, answer_message(question, answer))
+    return Asked(question, answer, answer_message(question, answer, locale=member.locale))
 
 
-def answer_message(question: Question, answer: Answer) -> DirectMessage:
+def answer_message(question: Question, answer: Answer, *, locale: str = "") -> DirectMessage:
     qid = str(question.id)
     if answer.entry is None:
         return DirectMessage(
@@ -74,10 +76,52 @@ def answer_message(question: Question, answer: Answer) -> DirectMessage:
                    "Your channel account manager can help: press Ask my CAM and I'll pass it on."),
             buttons=(Button("Ask my CAM", ASK_CAM_ACTION, qid, "primary"),))
     entry = answer.entry
-    lines = [entry.answer.strip()]
+    buttons = [Button("Helpful", HELPFUL_ACTION, qid), Button("Not helpful", NOT_HELPFUL_ACTION, qid),
+               Button("Ask my CAM", ASK_CAM_ACTION, qid)]
+    if answer.runner_up is not None:  # two entries fit about equally: ask instead of guessing
+        buttons.append(Button(_did_you_mean_label(answer.runner_up.title), DID_YOU_MEAN_ACTION,
+                              f"{qid}:{answer.runner_up.id}"))
+    title, lines = _entry_text(entry, locale)
+    return DirectMessage(title=title, lines=lines, buttons=tuple(buttons))
+
+
+def _entry_text(entry: KBEntry, locale: str) -> tuple[str, tuple[str, ...]]:
+    """The entry's title and lines in the member's locale where the knowledge base has a
+    translation; otherwise in English, saying so to a member whose locale is another language."""
+    translated = entry.translated(locale)
+    title, answer = translated or (entry.title, entry.answer)
+    lines = [answer.strip()]
+    if translated is None and locale and not locale.strip().lower().startswith("en"):
+        lines.append("(This answer is only available in English.)")
     if entry.link:
         lines.append(f"More: {entry.link}")
-    return DirectMessage(title=entry.title, lines=tuple(lines), buttons=(
+    return title, tuple(lines)
+
+
+def _did_you_mean_label(title: str, limit: int = 75) -> str:
+    """Slack allows 75 characters on a button."""
+    title = title.rstrip("?")
+    label = f"Did you mean: {title}?"
+    return label if len(label) <= limit else f"Did you mean: {title[:limit - 16]}…?"
+
+
+async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase, *, now: datetime) -> DirectMessage:
+    """The member pressed "Did you mean: ...?": give them that entry, and remember it was the one."""
+    question_id, _, entry_id = value.partition(":")
+    if not question_id.isdigit() or not entry_id:
+        raise UserError("that button is out of date; please ask again")
+    question = await _own_question(int(question_id), member)
+    entry = kb.entries.get(entry_id)
+    if entry is None or not entry.offered_to(question.member.role, question.member.organisation.tier or None):
+        raise UserError("that answer is no longer in the knowledge base; please ask again")
+    async with in_transaction() as conn:
+        await Question.filter(id=question.id).using_db(conn).update(entry_id=entry.id)
+        await record([audit_event("question.runner_up_chosen", now=now, actor=question.member.email,
+                                  member_id=question.member.id, question_id=question.id, entry=entry.id,
+                                  first_answer=question.entry_id or None)], using_db=conn)
+    qid = str(question.id)
+    title, lines = _entry_text(entry, question.member.locale)
+    return DirectMessage(title=title, lines=lines, buttons=(
         Button("Helpful", HELPFUL_ACTION, qid), Button("Not helpful", NOT_HELPFUL_ACTION, qid),
         Button("Ask my CAM", ASK_CAM_ACTION, qid)))
 
@@ -150,8 +194,21 @@ def _handoff_message(question: Question) -> DirectMessage:
              f"\"{question.text}\"",
              "The knowledge base had no answer." if question.abstained else
              f"The knowledge base suggested: {question.entry_id}.")
+    if question.feedback == "not_helpful":
+        lines = (*lines, "The partner marked that answer as not helpful.")
     return DirectMessage(title="A partner asked you a question", lines=lines,
-                         buttons=(Button("Reply", REPLY_ACTION, str(question.id), "primary"),))
+                         buttons=handoff_buttons(question))
+
+
+def handoff_buttons(question: Question) -> tuple[Button, ...]:
+    """Reply, and the one-click "add to the knowledge base" (issue 16): as a phrasing of the entry
+    the assistant suggested (when it suggested one), or the CAM's reply as a new entry (once replied)."""
+    qid = str(question.id)
+    buttons = [Button("Reply", REPLY_ACTION, qid, "primary")]
+    if question.entry_id:
+        buttons.append(Button("Add question to the suggested entry", LEARN_PHRASING_ACTION, qid))
+    buttons.append(Button("Add my reply as a KB entry", LEARN_ENTRY_ACTION, qid))
+    return tuple(buttons)
 
 
 async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,

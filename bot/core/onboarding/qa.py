@@ -61,7 +61,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +93,13 @@ _NULL_SEED = 20240601  # fixed: the same knowledge base always gets the same thr
 _COMMON_WORDS = (2000, 12000)  # WordPiece ids of whole words, roughly by frequency
 _LEXICAL_ONLY_THRESHOLD = 0.15  # without the embedding model: about one informative word of a question matched
 _CANDIDATES = 3
+# "Did you mean" (issue 16): the runner-up is offered when its fused score is within this of the best's.
+# Ranking and abstention do not depend on it; it only adds a button.
+_RUNNER_UP_GAP = 0.05
 _SUFFIXES = ("s", "es", "ies", "ed", "ied", "d", "ing", "er", "ers", "ly")
 
-_ENTRY_KEYS = {"id", "title", "topic", "roles", "tiers", "answer", "link", "alt_questions"}
+_ENTRY_KEYS = {"id", "title", "topic", "roles", "tiers", "answer", "link", "alt_questions", "translations"}
+_LOCALE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{2,8})*$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+")
@@ -130,6 +134,16 @@ class KBEntry:
     answer: str
     link: str
     alt_questions: tuple[str, ...]
+    # (locale, title, answer) per translation: the answer shown to members with that locale (issue 16)
+    translations: tuple[tuple[str, str, str], ...] = ()
+
+    def translated(self, locale: str | None) -> tuple[str, str] | None:
+        """(title, answer) in the member's locale ("de-AT" falls back to "de"), or None."""
+        if not locale:
+            return None
+        wanted = locale.strip().lower().replace("_", "-")
+        by_locale = {loc: (title or self.title, answer) for loc, title, answer in self.translations}
+        return by_locale.get(wanted) or by_locale.get(wanted.split("-")[0])
 
     def offered_to(self, role: str | None, tier: str | None) -> bool:
         """Whether a member with this role and tier may be given this entry (None = unknown: only
@@ -149,6 +163,7 @@ class Answer:
     score: float  # margin-aware confidence in the best entry the member may see (compared to the threshold)
     abstained: bool
     candidates: list[tuple[str, float]]  # the top few (entry id, score), for logging
+    runner_up: KBEntry | None = None  # a close second entry, offered as "Did you mean: ...?"
 
 
 # ---- text ---------------------------------------------------------------------------------------
@@ -237,6 +252,7 @@ def _entry(raw: Any, where: str) -> KBEntry:
     if not isinstance(alts, list):
         raise KnowledgeBaseError(f"{where}: 'alt_questions' must be a list of questions")
     return KBEntry(
+        translations=_translations(raw.get("translations"), where),
         id=entry_id,
         title=_text(raw.get("title"), "title", where, required=True),
         topic=_text(raw.get("topic"), "topic", where, required=False),
@@ -246,6 +262,24 @@ def _entry(raw: Any, where: str) -> KBEntry:
         link=_text(raw.get("link"), "link", where, required=False),
         alt_questions=tuple(t for a in alts if (t := _text(a, "alt_questions", where, required=False))),
     )
+
+
+def _translations(value: Any, where: str) -> tuple[tuple[str, str, str], ...]:
+    """``translations: {de: {title: ..., answer: ...}, ...}`` (the title is optional)."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise KnowledgeBaseError(f"{where}: 'translations' must map a locale (e.g. de) to a title and an answer")
+    out = []
+    for locale, body in value.items():
+        code = str(locale).strip().lower().replace("_", "-")
+        if not _LOCALE.match(code):
+            raise KnowledgeBaseError(f"{where}: translations: {locale!r} is not a locale such as de or pt-br")
+        if not isinstance(body, dict) or set(map(str, body)) - {"title", "answer"}:
+            raise KnowledgeBaseError(f"{where}: translations: {code} must have an 'answer' and may have a 'title'")
+        out.append((code, _text(body.get("title"), "title", f"{where} {code}", required=False),
+                    _text(body.get("answer"), "answer", f"{where} translations {code}", required=True)))
+    return tuple(out)
 
 
 def _read(directory: Path) -> tuple[str, list[KBEntry]]:
@@ -281,6 +315,27 @@ def _read(directory: Path) -> tuple[str, list[KBEntry]]:
     return vendor, entries
 
 
+def apply_overlay(entries: Sequence[KBEntry], overlay: Sequence[dict[str, Any]]) -> list[KBEntry]:
+    """The entries with the approved learned items: a ``phrasing`` joins its entry's alternative
+    questions, an ``entry`` is added (everyone may see it). Items whose entry is gone are skipped."""
+    out = {e.id: e for e in entries}
+    for item in overlay:
+        kind, entry_id, question = item.get("kind"), str(item.get("entry_id", "")), str(item.get("question", "")).strip()
+        if not question:
+            continue
+        if kind == "phrasing":
+            entry = out.get(entry_id)
+            if entry is None:
+                log.warning("learned phrasing %s: entry %r is no longer in the knowledge base", item.get("id"), entry_id)
+                continue
+            if question not in entry.alt_questions:
+                out[entry_id] = replace(entry, alt_questions=(*entry.alt_questions, question))
+        elif kind == "entry" and entry_id not in out and str(item.get("answer", "")).strip():
+            out[entry_id] = KBEntry(id=entry_id, title=question, topic="", roles=frozenset(), tiers=frozenset(),
+                                    answer=str(item["answer"]).strip(), link="", alt_questions=())
+    return list(out.values())
+
+
 # ---- the knowledge base ----------------------------------------------------------------------------
 
 
@@ -308,10 +363,12 @@ class KnowledgeBase:
         self.threshold = self._calibrate()
 
     @classmethod
-    def load(cls, directory: Path, *, semantic: bool = True, vector_store: Path | None = None) -> KnowledgeBase:
-        """Read, validate and index every ``*.yaml`` in ``directory``."""
+    def load(cls, directory: Path, *, semantic: bool = True, vector_store: Path | None = None,
+             overlay: Sequence[dict[str, Any]] = ()) -> KnowledgeBase:
+        """Read, validate and index every ``*.yaml`` in ``directory``, plus the approved learned
+        phrasings and entries in ``overlay`` (``learning.approved_overlay``)."""
         vendor, entries = _read(Path(directory))
-        return cls(vendor, entries, semantic=semantic, vector_store=vector_store)
+        return cls(vendor, apply_overlay(entries, overlay), semantic=semantic, vector_store=vector_store)
 
     # -- building ------------------------------------------------------------------------------------
 
@@ -488,7 +545,11 @@ class KnowledgeBase:
         confidence = self._confidence(scores)
         if confidence < self.threshold:
             return Answer(entry=None, score=confidence, abstained=True, candidates=candidates)
-        return Answer(entry=self._list[ranked[0]], score=confidence, abstained=False, candidates=candidates)
+        runner_up = None
+        if len(ranked) > 1 and scores[ranked[0]] - scores[ranked[1]] <= _RUNNER_UP_GAP:
+            runner_up = self._list[ranked[1]]
+        return Answer(entry=self._list[ranked[0]], score=confidence, abstained=False, candidates=candidates,
+                      runner_up=runner_up)
 
 
 def default_directory() -> Path:

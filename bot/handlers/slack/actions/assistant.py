@@ -1,19 +1,30 @@
 """The onboarding assistant's buttons: Helpful / Not helpful / Ask my CAM under an answer, and the
-CAM's Reply under a handed-off question (opens the reply modal)."""
+CAM's Reply under a handed-off question (opens the reply modal) and its "add to the knowledge base"
+buttons."""
 
 from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.channels.slack_blocks import escape, reply_modal
+from bot.channels.slack_blocks import direct_message_blocks, escape, reply_modal
 from bot.core.onboarding.assistant import (
     ASK_CAM_ACTION,
+    DID_YOU_MEAN_ACTION,
     HELPFUL_ACTION,
     NOT_HELPFUL_ACTION,
     REPLY_ACTION,
+    choose_runner_up,
     give_feedback,
 )
-from bot.handlers.slack.common import member_of, respond_or_explain
+from bot.core.onboarding.learning import (
+    ENTRY,
+    LEARN_ENTRY_ACTION,
+    LEARN_PHRASING_ACTION,
+    PHRASING,
+    propose,
+    proposal_note,
+)
+from bot.handlers.slack.common import member_of, respond_or_explain, staff_of
 from bot.service import Herald
 
 
@@ -46,3 +57,26 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await ack()
         question_id = int(body["actions"][0]["value"])
         await client.views_open(trigger_id=body["trigger_id"], view=reply_modal(question_id))
+
+    @app.action(LEARN_PHRASING_ACTION)
+    @app.action(LEARN_ENTRY_ACTION)
+    async def on_learn(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+        action = body["actions"][0]
+
+        async def work():
+            kind = PHRASING if action["action_id"] == LEARN_PHRASING_ACTION else ENTRY
+            proposal, created = await propose(int(action["value"]), await staff_of(body), kind, now=herald.clock.now())
+            return {"replace_original": False, "text": escape(proposal_note(proposal, created))}
+        await respond_or_explain(respond, work())
+
+    @app.action(DID_YOU_MEAN_ACTION)
+    async def on_did_you_mean(ack, body, respond) -> None:  # noqa: ANN001
+        await ack()
+
+        async def work():
+            message = await choose_runner_up(body["actions"][0]["value"], await member_of(body),
+                                             await herald.knowledge_base(), now=herald.clock.now())
+            return {"replace_original": False, "text": escape(message.title),
+                    "blocks": direct_message_blocks(message)}
+        await respond_or_explain(respond, work())

@@ -6,14 +6,25 @@ from __future__ import annotations
 from aiohttp import web
 
 from bot.channels.teams_replies import REPLY_SUBMIT_VERB, note_card, reply_card
+from bot.channels.teams_cards import direct_message_card
 from bot.core.onboarding.assistant import (
     ASK_CAM_ACTION,
+    DID_YOU_MEAN_ACTION,
     HELPFUL_ACTION,
     NOT_HELPFUL_ACTION,
     ON_ITS_WAY,
     REPLY_ACTION,
+    choose_runner_up,
     give_feedback,
     member_for,
+)
+from bot.core.onboarding.learning import (
+    ENTRY,
+    LEARN_ENTRY_ACTION,
+    LEARN_PHRASING_ACTION,
+    PHRASING,
+    propose,
+    proposal_note,
 )
 from bot.handlers.teams.turn import Invoke, VerbHandler, card_response, message_response
 from storage.models import Platform
@@ -43,7 +54,20 @@ async def submit_reply(invoke: Invoke) -> web.Response:
     return card_response(note_card(ON_ITS_WAY))
 
 
+async def did_you_mean(invoke: Invoke) -> web.Response:
+    message = await choose_runner_up(str(invoke.data.get("value", "")), await _asker(invoke),
+                                     await invoke.herald.knowledge_base(), now=invoke.herald.clock.now())
+    return card_response(direct_message_card(message))
+
+
+async def learn(invoke: Invoke) -> web.Response:
+    kind = PHRASING if invoke.verb == LEARN_PHRASING_ACTION else ENTRY
+    proposal, created = await propose(invoke.number("value"), invoke.staff, kind, now=invoke.herald.clock.now())
+    return message_response(proposal_note(proposal, created))
+
+
 VERBS: dict[str, VerbHandler] = {
     HELPFUL_ACTION: feedback, NOT_HELPFUL_ACTION: feedback, ASK_CAM_ACTION: ask_cam,
     REPLY_ACTION: open_reply, REPLY_SUBMIT_VERB: submit_reply,
+    LEARN_PHRASING_ACTION: learn, LEARN_ENTRY_ACTION: learn, DID_YOU_MEAN_ACTION: did_you_mean,
 }

@@ -1,0 +1,131 @@
+"""Learning from hand-offs (issue 16): a CAM adds a handed-off question to the knowledge base with
+one click, an admin approves it, and the assistant picks it up without a restart.
+
+A proposal is either a new **phrasing** of the entry the assistant suggested (the question becomes
+one of its ``alt_questions``) or a new **entry** whose title is the question and whose answer is the
+CAM's reply. Approved proposals are an overlay on the ``HERALD_KB_DIR`` files: the files stay the
+source an operator edits; the overlay lives in the database (``kb_proposal``) and every step is in
+the audit trail. The service compares the overlay with the one its index was built from on every
+tick and rebuilds the index (in a child process, see ``index.py``) when it changed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from bot.common.errors import NotFound, PermissionDenied, UserError
+from bot.core.compliance.audit import audit_event, record
+from storage.models import KBProposal, Question, Staff, StaffRole
+
+PHRASING = "phrasing"
+ENTRY = "entry"
+PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+#: Button action ids (value = the question id): offered to the CAM under a handed-off question.
+LEARN_PHRASING_ACTION = "herald_qa_learn_phrasing"
+LEARN_ENTRY_ACTION = "herald_qa_learn_entry"
+NEW_ENTRY_PREFIX = "learned-"
+
+
+def _may_teach(staff: Staff | None, question: Question) -> bool:
+    if staff is None or not staff.active:
+        return False
+    if staff.role == StaffRole.ADMIN.value:
+        return True
+    return staff.role == StaffRole.CAM.value and (
+        question.cam_id == staff.id  # type: ignore[attr-defined]
+        or question.member.organisation.cam_email.lower() == staff.email.lower())
+
+
+async def propose(question_id: int, staff: Staff | None, kind: str, *, now: datetime) -> tuple[KBProposal, bool]:
+    """The CAM's one click: propose the question for the knowledge base. Returns (proposal, created);
+    a second click returns the first proposal."""
+    if kind not in (PHRASING, ENTRY):
+        raise UserError(f"unknown kind of proposal {kind!r}")
+    question = await Question.get_or_none(id=question_id).select_related("member__organisation")
+    if question is None:
+        raise NotFound("that question no longer exists")
+    if not _may_teach(staff, question):
+        raise PermissionDenied("Only the partner's CAM or an admin can add this question to the knowledge base.")
+    assert staff is not None
+    existing = await KBProposal.get_or_none(question_id=question.id, kind=kind)
+    if existing is not None:
+        return existing, False
+    if kind == PHRASING:
+        if not question.entry_id:
+            raise UserError("The assistant suggested no entry for this question; add your reply as a new entry instead.")
+        entry_id, answer = question.entry_id, ""
+    else:
+        if not question.reply_text:
+            raise UserError("Reply to the partner first; your reply becomes the new entry's answer.")
+        entry_id, answer = "", question.reply_text
+    source = "not_helpful" if question.feedback == "not_helpful" else "reply"
+    try:
+        async with in_transaction() as conn:
+            proposal = await KBProposal.create(
+                question=question, kind=kind, entry_id=entry_id, question_text=question.text, answer=answer,
+                source=source, proposed_by=staff.email, proposed_at=now, using_db=conn)
+            if kind == ENTRY:
+                proposal.entry_id = f"{NEW_ENTRY_PREFIX}{proposal.id}"
+                await proposal.save(update_fields=["entry_id"], using_db=conn)
+            await record([audit_event("kb.proposed", now=now, actor=staff.email, member_id=question.member_id,  # type: ignore[attr-defined]
+                                      proposal_id=proposal.id, question_id=question.id, proposal_kind=kind,
+                                      entry=proposal.entry_id, question=question.text, answer=answer or None,
+                                      source=source)], using_db=conn)
+    except IntegrityError:  # a concurrent click won
+        return await KBProposal.get(question_id=question.id, kind=kind), False
+    return proposal, True
+
+
+def proposal_note(proposal: KBProposal, created: bool) -> str:
+    """What the CAM is told after the click."""
+    what = (f"as another phrasing of entry {proposal.entry_id}" if proposal.kind == PHRASING
+            else "as a new entry with your reply as its answer")
+    if not created:
+        return f"Already proposed (#{proposal.id}, {proposal.status}): \"{one_line(proposal.question_text)}\" {what}."
+    return (f"Proposed #{proposal.id}: \"{one_line(proposal.question_text)}\" {what}. An admin approves it "
+            f"with `herald qa approve {proposal.id}`; the assistant then uses it without a restart.")
+
+
+async def pending() -> list[KBProposal]:
+    return await KBProposal.filter(status=PENDING).order_by("proposed_at", "id")
+
+
+async def decide(proposal_id: int, staff: Staff | None, *, approve: bool, now: datetime,
+                 origin: dict[str, str] | None = None) -> KBProposal:
+    """An admin approves or rejects a pending proposal (once). ``origin``: where the decision came
+    from, for the audit trail (e.g. ``{"via": "cli", "os_user": "ops"}``)."""
+    if staff is None or not staff.active or staff.role != StaffRole.ADMIN.value:
+        raise PermissionDenied("Only an admin can approve or reject knowledge-base proposals.")
+    status = APPROVED if approve else REJECTED
+    async with in_transaction() as conn:
+        changed = await KBProposal.filter(id=proposal_id, status=PENDING).using_db(conn).update(
+            status=status, decided_by=staff.email, decided_at=now)
+        proposal = await KBProposal.get_or_none(id=proposal_id).using_db(conn)
+        if proposal is None:
+            raise NotFound(f"there is no knowledge-base proposal {proposal_id}")
+        if not changed:
+            raise UserError(f"proposal {proposal_id} was already {proposal.status} by {proposal.decided_by}")
+        await record([audit_event(f"kb.{status}", now=now, actor=staff.email, proposal_id=proposal.id,
+                                  proposal_kind=proposal.kind, entry=proposal.entry_id, question=proposal.question_text,
+                                  answer=proposal.answer or None, **(origin or {}))], using_db=conn)
+    return proposal
+
+
+async def approved_overlay() -> list[dict[str, Any]]:
+    """The approved proposals as plain data, oldest first: what ``KnowledgeBase.load`` applies."""
+    rows = await KBProposal.filter(status=APPROVED).order_by("id")
+    return [{"id": p.id, "kind": p.kind, "entry_id": p.entry_id, "question": p.question_text,
+             "answer": p.answer} for p in rows]
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def one_line(text: str, limit: int = 80) -> str:
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= limit else text[:limit - 1] + "…"

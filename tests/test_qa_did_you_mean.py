@@ -1,0 +1,99 @@
+"""Ask instead of guessing (issue 16 item 2): when two entries fit about equally well, the answer
+carries the runner-up as a "Did you mean: ...?" button; pressing it gives that entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.core.onboarding.assistant import ASK_CAM_ACTION, DID_YOU_MEAN_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION
+from bot.core.onboarding.qa import ANY, KnowledgeBase
+from storage.models import AuditEvent, Question
+from tests.fakes.slack_signing import event_body
+from tests.support import TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
+
+PORTAL_KB = """\
+vendor: Acme
+entries:
+  - id: portal-password
+    title: How do I reset my partner portal password?
+    answer: Use "Forgot password" on the sign-in page of the partner portal.
+  - id: portal-username
+    title: How do I recover my partner portal username?
+    answer: Your username is your work email address; ask your CAM if it changed.
+  - id: price-list
+    title: Where is the current price list?
+    answer: The price list is in the portal under Sales > Prices.
+"""
+AMBIGUOUS = "I can't get into the partner portal"
+
+
+@pytest.fixture
+def portal_kb(tmp_path: Path) -> Path:
+    directory = tmp_path / "kb"
+    directory.mkdir()
+    (directory / "portal.yaml").write_text(PORTAL_KB, encoding="utf-8")
+    return directory
+
+
+def test_a_close_runner_up_is_offered_and_a_clear_winner_has_none(portal_kb: Path) -> None:
+    kb = KnowledgeBase.load(portal_kb, semantic=False)
+    close = kb.answer(AMBIGUOUS, role=ANY, tier=ANY)
+    assert not close.abstained and {close.entry.id, close.runner_up.id} == {"portal-password", "portal-username"}
+    clear = kb.answer("reset partner portal password", role=ANY, tier=ANY)
+    assert clear.entry.id == "portal-password" and clear.runner_up is None
+    assert kb.answer("what's a good recipe for banana bread", role=ANY, tier=ANY).runner_up is None
+
+
+async def test_the_member_presses_did_you_mean_and_gets_the_runner_up(db: str, portal_kb: Path) -> None:
+    slack: SlackHarness = await start_harness(db, extra_settings={"kb_dir": portal_kb, "kb_semantic": False})
+    await seed_directory(slack.clock)
+    try:
+        event = {"type": "message", "channel_type": "im", "channel": "DUANNA", "user": "UANNA", "text": AMBIGUOUS,
+                 "ts": "1700000000.000400"}
+        assert (await slack.post_signed(event_body(event, TEAM))).status == 200
+        (answer,) = await wait_until(lambda: slack.fake.calls_to("chat.postMessage"), what="the answer")
+        question = await Question.get()
+        buttons = [(e["action_id"], e["value"]) for b in answer.args["blocks"] if b["type"] == "actions"
+                   for e in b["elements"]]
+        assert [a for a, _ in buttons] == [HELPFUL_ACTION, NOT_HELPFUL_ACTION, ASK_CAM_ACTION, DID_YOU_MEAN_ACTION]
+        other = {"portal-password", "portal-username"} - {question.entry_id}
+        (value,) = [v for a, v in buttons if a == DID_YOU_MEAN_ACTION]
+        assert value == f"{question.id}:{other.pop()}"
+        label = [e["text"]["text"] for b in answer.args["blocks"] if b["type"] == "actions" for e in b["elements"]][-1]
+        assert label.startswith("Did you mean: How do I ") and label.endswith("?")
+
+        await slack.click(DID_YOU_MEAN_ACTION, value, user="UBO")  # not Bo's question
+        (refused,) = await slack.responses(slack.last_click_key)
+        assert "Only the person who asked" in refused.args["text"]
+
+        first = question.entry_id
+        await slack.click(DID_YOU_MEAN_ACTION, value, user="UANNA")
+        (given,) = await slack.responses(slack.last_click_key)
+        chosen = value.split(":")[1]
+        assert chosen != first and ("username" in str(given.args["blocks"]) or "Forgot password" in str(given.args["blocks"]))
+        assert (await Question.get(id=question.id)).entry_id == chosen  # the entry that answered it
+        event = await AuditEvent.get(kind="question.runner_up_chosen")
+        assert event.data["entry"] == chosen and event.data["first_answer"] == first
+    finally:
+        await stop_harness(slack)
+
+
+async def test_did_you_mean_in_teams_replaces_the_card_with_the_runner_up(db: str, portal_kb: Path) -> None:
+    from tests.test_teams_e2e import _actions, _card, _start, _stop
+
+    teams = await _start(db, kb_dir=portal_kb, kb_semantic=False)
+    try:
+        answer = _card(await teams.say("aad-fay", AMBIGUOUS))
+        actions = _actions(answer)
+        assert [a["verb"] for a in actions] == [HELPFUL_ACTION, NOT_HELPFUL_ACTION, ASK_CAM_ACTION, DID_YOU_MEAN_ACTION]
+        question = await Question.get()
+        chosen = actions[3]["data"]["value"].split(":")[1]
+        assert chosen != question.entry_id
+        replaced = await teams.invoke("aad-fay", DID_YOU_MEAN_ACTION, actions[3]["data"])
+        assert "Did you mean" not in str(replaced["value"])
+        assert "username" in str(replaced["value"]) or "Forgot password" in str(replaced["value"])
+        assert (await Question.get(id=question.id)).entry_id == chosen
+    finally:
+        await _stop(teams)

@@ -1,0 +1,115 @@
+"""The knowledge base's semantic index is built without holding up questions or deliveries
+(issue 10 items 2 and 3): questions are answered from keywords until the index is ready, the
+vectors are computed in a child process, and the service switches over when they are there."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bot.core.onboarding import index
+from bot.core.onboarding.qa import default_directory
+from storage.models import Question
+from tests.fakes.slack_signing import event_body
+from tests.support import TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
+
+pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # its vectors make the child's build quick
+
+
+@pytest.fixture
+def edited_kb(tmp_path: Path) -> Path:
+    """The sample knowledge base with a comment added: the same texts, a knowledge base no process
+    or store has seen as such, so the service has to build its index."""
+    directory = tmp_path / "kb"
+    shutil.copytree(default_directory(), directory)
+    (path,) = directory.glob("*.yaml")
+    path.write_text(path.read_text(encoding="utf-8") + f"\n# edited for {tmp_path.name}\n", encoding="utf-8")
+    return directory
+
+
+async def _dm(slack: SlackHarness, user: str, text: str) -> dict:
+    before = slack.fake.call_count("chat.postMessage")
+    event = {"type": "message", "channel_type": "im", "channel": f"D{user}", "user": user, "text": text,
+             "ts": "1700000000.000200"}
+    response = await slack.post_signed(event_body(event, TEAM))
+    assert response.status == 200
+    await wait_until(lambda: slack.fake.call_count("chat.postMessage") > before, what="the answer")
+    return slack.fake.calls_to("chat.postMessage")[-1].args
+
+
+async def test_questions_during_the_index_build_are_answered_from_keywords_then_it_switches(
+        db: str, edited_kb: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    slack = await start_harness(db, extra_settings={"kb_dir": edited_kb})
+    await seed_directory(slack.clock)
+    herald = slack.herald
+    herald.kb_build_gate = hold = asyncio.Event()  # the build cannot finish until the test says so
+    store = herald.settings.cache_dir / "vectors"
+    try:
+        assert not index.vectors_ready(edited_kb, store)
+        # Asked while the build is held: answered (so it did not wait for the build), from keywords.
+        answer = await _dm(slack, "UANNA", "how do i register a deal")
+        assert "How do I register a deal?" in str(answer["blocks"])
+        assert (await Question.get()).entry_id == "deal-registration-how"
+        assert "semantic index not ready, answering from keywords" in caplog.text
+        # Keywords alone cannot answer an indirect question
+        indirect = "can you chip in for the seminar"
+        answer = await _dm(slack, "UDI", indirect)
+        assert "I don't know that one yet" in str(answer["blocks"])
+        assert not hold.is_set() and not (await herald.knowledge_base()).semantic
+
+        hold.set()
+        kb = await herald.semantic_ready()
+        assert kb.semantic and await herald.knowledge_base() is kb
+        assert "semantic index ready, switching from keywords" in caplog.text
+        assert "built in a child process" in caplog.text
+        assert index.vectors_ready(edited_kb, store)  # the next start skips the child
+
+        answer = await _dm(slack, "UDI", indirect)
+        assert "I don't know that one yet" not in str(answer["blocks"])
+        question = await Question.filter(text=indirect).order_by("-id").first()
+        assert question is not None and question.entry_id == "training-cost" and not question.abstained
+    finally:
+        await stop_harness(slack)
+
+
+async def test_a_warm_start_loads_the_stored_vectors_without_a_child(
+        db: str, edited_kb: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    slack = await start_harness(db, extra_settings={"kb_dir": edited_kb})
+    try:
+        store = slack.herald.settings.cache_dir / "vectors"
+        await asyncio.to_thread(index.load_semantic, edited_kb, store)  # e.g. `python -m ...index` at image build
+        assert index.vectors_ready(edited_kb, store)
+        kb = await slack.herald.semantic_ready()
+        assert kb.semantic
+        assert "from stored vectors" in caplog.text and "building the semantic index in a child" not in caplog.text
+    finally:
+        await stop_harness(slack)
+
+
+def test_an_edited_knowledge_base_does_not_use_the_vectors_of_the_old_one(edited_kb: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    index._write_marker(index.marker(store, index.fingerprint(edited_kb)))
+    assert index.vectors_ready(edited_kb, store)
+    (path,) = edited_kb.glob("*.yaml")
+    path.write_text(path.read_text(encoding="utf-8").replace("deal", "Deal", 1), encoding="utf-8")
+    assert not index.vectors_ready(edited_kb, store)
+
+
+async def test_a_failed_build_keeps_answering_from_keywords(db: str, edited_kb: Path, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the cache directory should be")
+    slack = await start_harness(db, extra_settings={"kb_dir": edited_kb, "cache_dir": blocked})
+    try:
+        kb = await slack.herald.semantic_ready()
+        assert not kb.semantic
+        assert "semantic index build failed, answering from keywords until restart" in caplog.text
+        assert "cannot write the vector store" in caplog.text  # the child's reason, in the service's log
+    finally:
+        await stop_harness(slack)

@@ -1,0 +1,218 @@
+"""Learning from hand-offs (issue 16 item 3): the CAM adds a handed-off question to the knowledge base
+with one click, an admin approves it, the assistant answers from it without a restart; audited."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+from bot.core.directory.staff import add_staff
+from bot.core.onboarding import index
+from bot.core.onboarding.assistant import ASK_CAM_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION
+from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION, decide
+from bot.core.onboarding.qa import KBEntry, apply_overlay, default_directory
+from storage import db as storage_db
+from storage.models import AuditEvent, KBProposal, Member, Question, Staff
+from tests.fakes.slack_signing import event_body
+from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
+
+PARKING = "is there parking for visitors at your headquarters"
+
+
+def _buttons(blocks: list[dict]) -> list[tuple[str, str]]:
+    return [(e["action_id"], e["value"]) for b in blocks if b["type"] == "actions" for e in b["elements"]]
+
+
+async def _dm(slack: SlackHarness, user: str, text: str) -> dict:
+    before = slack.fake.call_count("chat.postMessage")
+    event = {"type": "message", "channel_type": "im", "channel": f"D{user}", "user": user, "text": text,
+             "ts": "1700000000.000300"}
+    assert (await slack.post_signed(event_body(event, TEAM))).status == 200
+    await wait_until(lambda: slack.fake.call_count("chat.postMessage") > before, what="the answer")
+    return slack.fake.calls_to("chat.postMessage")[-1].args
+
+
+async def _click(slack: SlackHarness, action: str, value: str, user: str) -> str:
+    await slack.click(action, value, user=user)
+    (response,) = await slack.responses(slack.last_click_key)
+    return response.args["text"]
+
+
+async def _hand_off(slack: SlackHarness, user: str, question: Question) -> list[tuple[str, str]]:
+    await _click(slack, ASK_CAM_ACTION, str(question.id), user)
+    handoff = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage")
+                                        if c.args["channel"] == f"D{CAM_USER}"], what="the CAM's DM")
+    return _buttons(handoff[-1].args["blocks"])
+
+
+@pytest.fixture
+async def slack(db: str):
+    """Keyword search only (the flow is the same with the embedding model; its index build is
+    tested in test_qa_index.py)."""
+    harness = await start_harness(db, extra_settings={"kb_semantic": False})
+    await seed_directory(harness.clock)
+    await add_staff("admin@vendor.example", "admin", name="Ada Admin", now=harness.clock.now(), actor="test")
+    try:
+        yield harness
+    finally:
+        await stop_harness(harness)
+
+
+async def test_a_cams_reply_becomes_an_entry_once_an_admin_approves_it(slack: SlackHarness) -> None:
+    answer = await _dm(slack, "UANNA", PARKING)
+    assert "I don't know that one yet" in str(answer["blocks"])
+    question = await Question.get()
+    qid = str(question.id)
+    # nothing suggested, so only "reply as a new entry" is offered next to Reply
+    assert await _hand_off(slack, "UANNA", question) == [(REPLY_ACTION, qid), (LEARN_ENTRY_ACTION, qid)]
+
+    assert "Reply to the partner first" in await _click(slack, LEARN_ENTRY_ACTION, qid, CAM_USER)
+    assert "Only the partner's CAM or an admin" in await _click(slack, LEARN_ENTRY_ACTION, qid, "UANNA")
+    assert await KBProposal.all().count() == 0
+
+    await slack.click(REPLY_ACTION, qid, user=CAM_USER)
+    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="the reply form")
+    view = opened.args["view"]
+    reply = "Yes: free visitor parking behind building B; register your plate at reception."
+    await slack.submit_view({"callback_id": view["callback_id"], "private_metadata": view["private_metadata"],
+                             "state": {"values": {"reply": {"value": {"type": "plain_text_input", "value": reply}}}}})
+
+    told = await _click(slack, LEARN_ENTRY_ACTION, qid, CAM_USER)
+    proposal = await KBProposal.get()
+    assert f"Proposed #{proposal.id}" in told and f"herald qa approve {proposal.id}" in told
+    assert (proposal.kind, proposal.status, proposal.answer, proposal.proposed_by) == (
+        "entry", "pending", reply, "cam@vendor.example")
+    assert "Already proposed" in await _click(slack, LEARN_ENTRY_ACTION, qid, CAM_USER)  # one proposal per click kind
+    assert await KBProposal.all().count() == 1
+
+    # pending: the assistant does not know it yet, and the service does not reload
+    assert (await slack.herald.tick())["kb_reloaded"] == 0
+    with pytest.raises(Exception, match="Only an admin"):
+        await decide(proposal.id, await Staff.get(email="cam@vendor.example"), approve=True, now=slack.clock.now())
+    await decide(proposal.id, await Staff.get(email="admin@vendor.example"), approve=True, now=slack.clock.now())
+
+    assert (await slack.herald.tick())["kb_reloaded"] == 1  # no restart
+    assert (await slack.herald.tick())["kb_reloaded"] == 0
+    answer = await _dm(slack, "UBO", "can visitors park at the headquarters?")
+    assert "free visitor parking behind building B" in str(answer["blocks"])
+    assert (await Question.filter(member__email="bo@acme.example").first()).entry_id == proposal.entry_id
+
+    kinds = await AuditEvent.filter(kind__startswith="kb.").order_by("id").values_list("kind", "actor")
+    assert kinds == [("kb.proposed", "cam@vendor.example"), ("kb.approved", "admin@vendor.example")]
+
+
+async def test_a_not_helpful_answer_is_offered_to_the_cam_as_a_phrasing(slack: SlackHarness) -> None:
+    await _dm(slack, "UANNA", "how do i register a deal")
+    question = await Question.get()
+    assert question.entry_id == "deal-registration-how"
+    await _click(slack, NOT_HELPFUL_ACTION, str(question.id), "UANNA")
+    qid = str(question.id)
+    buttons = await _hand_off(slack, "UANNA", question)
+    assert buttons == [(REPLY_ACTION, qid), (LEARN_PHRASING_ACTION, qid), (LEARN_ENTRY_ACTION, qid)]
+    handoff = [c for c in slack.fake.calls_to("chat.postMessage") if c.args["channel"] == f"D{CAM_USER}"][-1]
+    assert "not helpful" in str(handoff.args["blocks"])
+
+    assert "another phrasing of entry deal-registration-how" in await _click(slack, LEARN_PHRASING_ACTION, qid, CAM_USER)
+    proposal = await KBProposal.get()
+    assert (proposal.kind, proposal.entry_id, proposal.source) == ("phrasing", "deal-registration-how", "not_helpful")
+    admin = await Staff.get(email="admin@vendor.example")
+    await decide(proposal.id, admin, approve=False, now=slack.clock.now())
+    with pytest.raises(Exception, match="already rejected"):
+        await decide(proposal.id, admin, approve=True, now=slack.clock.now())
+    assert (await slack.herald.tick())["kb_reloaded"] == 0  # a rejection changes nothing
+    assert await AuditEvent.filter(kind="kb.rejected").count() == 1
+
+
+def test_an_approved_phrasing_joins_its_entry_and_changes_the_index_fingerprint(tmp_path: Path) -> None:
+    entry = KBEntry(id="a", title="T", topic="", roles=frozenset(), tiers=frozenset(), answer="A.", link="",
+                    alt_questions=("q1",))
+    overlay = [{"id": 1, "kind": "phrasing", "entry_id": "a", "question": "q2", "answer": ""},
+               {"id": 2, "kind": "phrasing", "entry_id": "gone", "question": "q3", "answer": ""},
+               {"id": 3, "kind": "entry", "entry_id": "learned-3", "question": "new?", "answer": "Yes."}]
+    (a, new) = apply_overlay([entry], overlay)
+    assert a.alt_questions == ("q1", "q2") and (new.id, new.title, new.answer) == ("learned-3", "new?", "Yes.")
+    directory = default_directory()
+    assert index.fingerprint(directory, overlay) != index.fingerprint(directory)
+    store = tmp_path / "store"
+    index._write_marker(index.marker(store, index.fingerprint(directory)))
+    assert index.vectors_ready(directory, store) and not index.vectors_ready(directory, store, overlay)
+
+
+def test_cli_lists_approves_and_rejects_proposals(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.common.clock import ManualClock
+    from bot.core.onboarding.learning import propose
+    from tests.support import seed_directory as seed
+
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+
+    async def prepare() -> list[int]:
+        await storage_db.connect(db_url, run_migrations=False)
+        try:
+            clock = ManualClock()
+            await seed(clock)
+            await add_staff("admin@vendor.example", "admin", now=clock.now(), actor="test")
+            cam = await Staff.get(email="cam@vendor.example")
+            anna = await Member.get(email="anna@acme.example")
+            ids = []
+            for text in ("how do i register a deal", "where is the price list"):
+                q = await Question.create(member=anna, platform="slack", text=text, asked_at=clock.now(),
+                                          entry_id="deal-registration-how", handoff_status="open", cam=cam)
+                ids.append((await propose(q.id, cam, "phrasing", now=clock.now()))[0].id)
+            return ids
+        finally:
+            await storage_db.close()
+
+    first, second = asyncio.run(prepare())
+    runner = CliRunner()
+    listed = runner.invoke(main, ["qa", "pending"])
+    assert listed.exit_code == 0 and f"#{first}" in listed.output and "where is the price list" in listed.output
+    refused = runner.invoke(main, ["qa", "approve", str(first), "--as", "cam@vendor.example"])
+    assert refused.exit_code == 1 and "Only an admin" in refused.output
+    assert runner.invoke(main, ["qa", "approve", str(first), "--as", "admin@vendor.example"]).exit_code == 0
+    assert runner.invoke(main, ["qa", "reject", str(second), "--as", "admin@vendor.example"]).exit_code == 0
+    assert "no pending proposals" in runner.invoke(main, ["qa", "pending"]).output
+
+    async def audit() -> list[dict]:
+        await storage_db.connect(db_url, run_migrations=False)
+        try:
+            return [e.data for e in await AuditEvent.filter(kind="kb.approved")]
+        finally:
+            await storage_db.close()
+
+    (approved,) = asyncio.run(audit())
+    assert approved["via"] == "cli" and approved["os_user"]
+
+
+async def test_console_lists_proposals_and_an_admin_decides_there(console) -> None:  # noqa: ANN001
+    from bot.core.onboarding.learning import propose
+    from tests.console_support import ADMIN, CAM
+
+    member = await Member.filter(active=True).first()
+    admin = await Staff.get(email=ADMIN)
+    question = await Question.create(member=member, platform="slack", text="can we resell refurbished locks",
+                                     asked_at=console.clock.now(), handoff_status="answered",
+                                     reply_text="Only units refurbished by Northwind, with a 1-year warranty.")
+    proposal, _ = await propose(question.id, admin, "entry", now=console.clock.now())
+
+    cam = await console.signed_in(CAM)
+    response, page = await cam.get("/console/kb-proposals")
+    assert response.status == 200 and "can we resell refurbished locks" in page and "1-year warranty" in page
+    assert f"/console/kb-proposals/{proposal.id}/approve" not in page  # only admins decide
+    response, _ = await cam.post(f"/console/kb-proposals/{proposal.id}/approve")
+    assert response.status == 403 and (await KBProposal.get(id=proposal.id)).status == "pending"
+
+    browser = await console.signed_in(ADMIN)
+    response, page = await browser.get("/console/kb-proposals")
+    assert f"/console/kb-proposals/{proposal.id}/approve" in page
+    response, page = await browser.post(f"/console/kb-proposals/{proposal.id}/approve")
+    assert response.status == 200 and response.url.path == "/console/kb-proposals" and "No proposals are waiting" in page
+    assert (await KBProposal.get(id=proposal.id)).status == "approved"
+    (event,) = await AuditEvent.filter(kind="kb.approved")
+    assert event.actor == ADMIN and event.data["via"] == "console"

@@ -1,0 +1,91 @@
+"""Answers in the member's language (issue 16 item 5): an entry's optional ``translations:`` are shown
+to members whose directory ``locale`` matches; others get the English answer, told it is English."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.core.onboarding.qa import ANY, KnowledgeBase, KnowledgeBaseError, default_directory
+from storage.models import Question
+from tests.fakes.slack_signing import event_body
+from tests.support import TEAM, directory_csv, seed_directory, start_harness, stop_harness, wait_until
+
+ENTRY = """\
+vendor: Acme
+entries:
+  - id: warranty
+    title: How long is the warranty?
+    answer: Three years.
+    translations:
+      de: {title: "Wie lange gilt die Garantie?", answer: Drei Jahre.}
+      pt-br: {answer: Três anos.}
+"""
+
+
+def _load(tmp_path: Path, text: str) -> KnowledgeBase:
+    (tmp_path / "kb.yaml").write_text(text, encoding="utf-8")
+    return KnowledgeBase.load(tmp_path, semantic=False)
+
+
+def test_translations_are_chosen_by_locale_with_the_language_as_fallback(tmp_path: Path) -> None:
+    entry = _load(tmp_path, ENTRY).entries["warranty"]
+    assert entry.translated("de") == ("Wie lange gilt die Garantie?", "Drei Jahre.")
+    assert entry.translated("de-AT") == entry.translated("DE_at") == entry.translated("de")
+    assert entry.translated("pt-BR") == ("How long is the warranty?", "Três anos.")  # no title: the English one
+    assert entry.translated("pt") is None and entry.translated("fr") is None and entry.translated("") is None
+
+
+@pytest.mark.parametrize(("translations", "message"), [
+    ("translations: [de]", "must map a locale"),
+    ("translations: {deutsch!: {answer: x}}", "is not a locale"),
+    ("translations: {de: {title: x}}", "'answer' is required"),
+    ("translations: {de: {answer: x, link: y}}", "must have an 'answer'"),
+])
+def test_malformed_translations_are_refused_with_the_entry_named(tmp_path: Path, translations: str, message: str) -> None:
+    text = ENTRY.split("    translations:")[0] + "    " + translations + "\n"
+    with pytest.raises(KnowledgeBaseError, match=message) as raised:
+        _load(tmp_path, text)
+    assert "(warranty)" in str(raised.value)
+
+
+def test_the_sample_knowledge_base_has_translations_and_they_do_not_change_retrieval() -> None:
+    kb = KnowledgeBase.load(default_directory(), semantic=False)
+    assert kb.entries["warranty-terms"].translated("de")[0] == "Was deckt die Hardware-Garantie ab?"
+    assert kb.answer("is water damage covered", role=ANY, tier=ANY).entry.id == "warranty-terms"
+
+
+async def test_each_member_gets_the_answer_in_their_language_or_is_told_it_is_english(db: str) -> None:
+    slack = await start_harness(db, extra_settings={"kb_semantic": False})
+    try:
+        await _seed(slack)
+        await _ask_all(slack)
+    finally:
+        await stop_harness(slack)
+
+
+async def _seed(slack) -> None:  # noqa: ANN001
+    await seed_directory(slack.clock, csv_text=directory_csv([
+        f"acme,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example,anna@acme.example,Anna Berg,sales,Europe/Berlin,de-DE,{TEAM},UANNA,,",
+        f"acme,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example,eva@acme.example,Eva Ruiz,sales,Europe/Madrid,es,{TEAM},UEVA,,",
+        f"acme,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example,ian@acme.example,Ian Lee,sales,Europe/London,en-GB,{TEAM},UIAN,,",
+    ]))
+    slack.fake.add_user(TEAM, "UEVA")
+    slack.fake.add_user(TEAM, "UIAN")
+
+
+async def _ask_all(slack) -> None:  # noqa: ANN001
+    answers = {}
+    for user in ("UANNA", "UEVA", "UIAN"):
+        before = slack.fake.call_count("chat.postMessage")
+        event = {"type": "message", "channel_type": "im", "channel": f"D{user}", "user": user,
+                 "text": "is water damage covered", "ts": "1700000000.000500"}
+        assert (await slack.post_signed(event_body(event, TEAM))).status == 200
+        await wait_until(lambda: slack.fake.call_count("chat.postMessage") > before, what="the answer")
+        answers[user] = str(slack.fake.calls_to("chat.postMessage")[-1].args["blocks"])
+    assert "Was deckt die Hardware-Garantie ab?" in answers["UANNA"] and "Garantie" in answers["UANNA"]
+    assert "only available in English" not in answers["UANNA"]
+    assert "What does the hardware warranty cover?" in answers["UEVA"] and "only available in English" in answers["UEVA"]
+    assert "What does the hardware warranty cover?" in answers["UIAN"] and "only available in English" not in answers["UIAN"]
+    assert {q.entry_id for q in await Question.all()} == {"warranty-terms"}
