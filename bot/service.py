@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 
+from bot.core.replays import forget_expired
 from bot.channels.sandbox import SandboxChannel
 from bot.channels.slack import SlackChannel, SlackWorkspaces
 from bot.channels.slack_tokens import TokenRotator
@@ -177,6 +178,7 @@ class Herald:
             "journeys": sum((await run_journeys(self.channels, now)).values()),
             "surveys_closed": await close_due_surveys(now),
         }
+        await forget_expired(now)
         self.outbox.wake()
         return counts
 

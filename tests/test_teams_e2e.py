@@ -3,6 +3,7 @@ Send → Adaptive Card at the fake Bot Connector → Action.Execute acknowledge 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from tests.support import SIGNING_SECRET, TEAM, TOKEN, directory_csv
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
 
 TENANT = "tenant-1"
+_activity_ids = itertools.count(1)  # Teams gives every activity its own id
 DIRECTORY = directory_csv([
     f"teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,eve@teamsco.example,Eve Moreau,"
     f"operations,Europe/Paris,fr,,,{TENANT},aad-eve",
@@ -53,7 +55,7 @@ class TeamsRig:
                 return r.status, text
 
     def activity(self, kind: str, aad: str, **extra: Any) -> dict[str, Any]:
-        return {"type": kind, "id": "act-1", "channelId": "msteams", "serviceUrl": self.connector.url,
+        return {"type": kind, "id": f"act-{next(_activity_ids)}", "channelId": "msteams", "serviceUrl": self.connector.url,
                 "from": {"id": f"29:{aad}", "aadObjectId": aad, "name": aad},
                 "recipient": {"id": "28:herald", "name": "Herald"},
                 "conversation": {"id": f"a:conv-{aad}", "conversationType": "personal", "tenantId": TENANT},
