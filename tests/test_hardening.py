@@ -171,3 +171,30 @@ async def test_malformed_teams_activities_are_answered_without_a_crash(
         status, _ = await teams.post(body)  # type: ignore[arg-type]
         assert status < 500, name
         assert not _errors(caplog), (name, [r.getMessage() for r in _errors(caplog)])
+
+
+# ---- 4: staff commands typed by partners ------------------------------------------------------
+
+async def test_a_partner_typing_a_staff_command_in_teams_is_refused_like_in_slack(teams: TeamsRig) -> None:
+    from storage.models import Notice
+
+    for text, rule in (("send must-know support all | Recall | Stop", "Only channel account managers and admins"),
+                       ("send must-know nosuchtopic all | Recall | Stop", "Only channel account managers and admins"),
+                       ("send", "Only channel account managers and admins"),
+                       ("pause teamsco", "Only Herald staff")):
+        reply = await teams.say("aad-eve", text)
+        assert f"You tried `{text.split()[0]}`" in reply["text"] and rule in reply["text"], reply
+        assert "attachments" not in reply
+    assert await Notice.all().count() == 0
+
+
+async def test_a_partner_typing_a_staff_command_in_a_slack_dm_is_refused(http_slack: SlackHarness) -> None:
+    from storage.models import Notice
+    from tests.support import wait_until
+
+    body = event_body({"type": "message", "channel_type": "im", "user": "UANNA", "channel": "DUANNA",
+                       "text": "send must-know support all | Recall | Stop", "ts": "1.1"}, TEAM)
+    assert (await http_slack.post_signed(body)).status == 200
+    (post,) = await wait_until(lambda: http_slack.fake.calls_to("chat.postMessage"), what="the refusal")
+    assert "You tried `send`" in post.args["text"] and "Only channel account managers and admins" in post.args["text"]
+    assert await Notice.all().count() == 0

@@ -201,8 +201,8 @@ async def test_one_acknowledgement_settles_both_platforms(db: str) -> None:
 async def test_commands_are_refused_for_partner_staff_and_help_works(teams: TeamsRig) -> None:
     reply = await teams.say("aad-outsider", "send must-know operations all | X | Y")
     assert "don't recognise you as a partner contact" in reply["text"]
-    answer = await teams.say("aad-eve", "send must-know operations all | X | Y")  # a partner: a question, no command
-    assert "attachments" in answer
+    answer = await teams.say("aad-eve", "send must-know operations all | X | Y")  # a partner: refused, as in Slack
+    assert "You tried `send`" in answer["text"] and "Only channel account managers and admins" in answer["text"]
     reply = await teams.say("aad-cam", "frobnicate")
     assert "I don't know the command `frobnicate`" in reply["text"] and "status [notice-id]" in reply["text"]
     reply = await teams.say("aad-cam", "send must-know operations teir:gold | X | Y")

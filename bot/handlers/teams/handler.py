@@ -31,6 +31,7 @@ from bot.core.commands.parser import (
     SurveyComposeCommand,
     parse_command,
 )
+from bot.core.commands.refusals import refusal, staff_command_verb
 from bot.core.commands.runner import ReportReady, StaffCommands
 from bot.core.directory.console_access import SignInLink
 from bot.core.directory.linking import (
@@ -140,6 +141,9 @@ class TeamsHandler:
         member = await member_for(Platform.TEAMS.value, turn.tenant_id, turn.aad_object_id) if is_member else None
         if member is None:
             await self.reply(turn, text_activity(NOT_A_MEMBER))
+            return
+        if staff_command_verb(text):
+            await self.reply(turn, text_activity(f"⚠ {await refusal(text, self.commands)}"))
             return
         if text.lower() in ("preferences", "settings"):
             prefs = await preferences_for(member.id, self.herald.catalog)
