@@ -198,3 +198,70 @@ async def test_a_partner_typing_a_staff_command_in_a_slack_dm_is_refused(http_sl
     (post,) = await wait_until(lambda: http_slack.fake.calls_to("chat.postMessage"), what="the refusal")
     assert "You tried `send`" in post.args["text"] and "Only channel account managers and admins" in post.args["text"]
     assert await Notice.all().count() == 0
+
+
+# ---- 8: replays -------------------------------------------------------------------------------
+
+async def _replayed(h: SlackHarness, body: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Send `body` twice with the same signature (an attacker's replay inside the window);
+    (calls to the fake Slack, audit events) after the first and after the replay."""
+    import time as _time
+
+    from storage.models import AuditEvent
+
+    from tests.support import wait_until
+
+    stamp, calls = int(_time.time()), len(h.fake.calls)
+    first = await h.post_signed(body, timestamp=stamp)
+    await wait_until(lambda: len(h.fake.calls) > calls, what="the first request's answer")
+    await _listeners_done(h)
+    once = (len(h.fake.calls), await AuditEvent.all().count())
+    again = await h.post_signed(body, timestamp=stamp)
+    await _listeners_done(h)
+    assert first.status == 200 and again.status == 200 and again.body == ""
+    return once, (len(h.fake.calls), await AuditEvent.all().count())
+
+
+async def test_a_replayed_slack_request_has_no_second_effect(http_slack: SlackHarness) -> None:
+    from bot.channels.slack_blocks import CANCEL_ACTION, PREF_DIGEST_ACTION, SEND_ACTION
+    from storage.models import AuditEvent, Delivery, Notice
+
+    h = http_slack  # (edit, reply, hand-off and journey Done are requests like these: the guard is per request)
+    for text in ("send must-know operations all | Recall | Stop", "send need-to-know operations all | Other | Text"):
+        await h.command(text)
+    await _listeners_done(h)
+    first, second = await Notice.all().order_by("id").values_list("id", flat=True)
+
+    def click(action: str, value: str, user: str = CAM_USER, **extra) -> str:  # noqa: ANN003
+        return _interaction("block_actions", user={"id": user}, trigger_id="t1", response_url=h.fake.response_url("k"),
+                            actions=[{"action_id": action, "value": value, "type": "button", **extra}])
+
+    before, after = await _replayed(h, click(SEND_ACTION, str(first)))  # Send
+    assert before == after and await Delivery.filter(notice_id=first).count() == 5
+    before, after = await _replayed(h, click(CANCEL_ACTION, str(second)))  # Cancel
+    assert before == after and (await Notice.get(id=second)).status == "cancelled"
+    body = slash_command_body(text=f"retract {first} wrong price", user_id=CAM_USER, team_id=TEAM,
+                              response_url=h.fake.response_url("r"))
+    before, after = await _replayed(h, body)  # retract
+    assert before == after and await AuditEvent.filter(kind__contains="retract").count() == 1
+    pref = _interaction("block_actions", user={"id": "UANNA"}, trigger_id="t2", actions=[
+        {"action_id": PREF_DIGEST_ACTION, "selected_option": {"value": "weekly"}}])
+    before, after = await _replayed(h, pref)  # preferences: one views.publish, not two
+    assert before == after
+
+
+async def test_a_repeated_teams_activity_id_has_no_second_effect(teams: TeamsRig) -> None:
+    from storage.models import Notice
+
+    activity = teams.activity("message", "aad-cam", text="send must-know operations all | Recall | Stop")
+    for _ in range(2):
+        status, _ = await teams.post(activity)
+        assert status == 200
+    assert await Notice.all().count() == 1 and len(teams.connector.activities("a:conv-aad-cam")) == 1
+    notice_id = (await Notice.first()).id
+    send = teams.activity("invoke", "aad-cam", name="adaptiveCard/action",
+                          value={"action": {"type": "Action.Execute", "verb": "herald.send", "data": {"notice_id": notice_id}}})
+    statuses = [(await teams.post(send))[0] for _ in range(2)]
+    assert statuses == [200, 200]
+    from storage.models import AuditEvent
+    assert await AuditEvent.filter(notice_id=notice_id, kind="notice.sent").count() <= 1
