@@ -222,6 +222,12 @@ async def _replayed(h: SlackHarness, body: str) -> tuple[tuple[int, int], tuple[
     return once, (len(h.fake.calls), await AuditEvent.all().count())
 
 
+async def _two_notices() -> bool:
+    from storage.models import Notice
+
+    return await Notice.all().count() >= 2
+
+
 async def test_a_replayed_slack_request_has_no_second_effect(http_slack: SlackHarness) -> None:
     from bot.channels.slack_blocks import CANCEL_ACTION, PREF_DIGEST_ACTION, SEND_ACTION
     from storage.models import AuditEvent, Delivery, Notice
@@ -229,7 +235,9 @@ async def test_a_replayed_slack_request_has_no_second_effect(http_slack: SlackHa
     h = http_slack  # (edit, reply, hand-off and journey Done are requests like these: the guard is per request)
     for text in ("send must-know operations all | Recall | Stop", "send need-to-know operations all | Other | Text"):
         await h.command(text)
-    await _listeners_done(h)
+    from tests.support import wait_until
+
+    await wait_until(_two_notices, what="two drafts")
     first, second = await Notice.all().order_by("id").values_list("id", flat=True)
 
     def click(action: str, value: str, user: str = CAM_USER, **extra) -> str:  # noqa: ANN003
