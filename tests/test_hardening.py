@@ -273,3 +273,86 @@ async def test_a_repeated_teams_activity_id_has_no_second_effect(teams: TeamsRig
     assert statuses == [200, 200]
     from storage.models import AuditEvent
     assert await AuditEvent.filter(notice_id=notice_id, kind="notice.sent").count() <= 1
+
+
+# ---- 5: the CLI acts --as a staff member ------------------------------------------------------
+
+@pytest.fixture
+def cli_db(db_url: str, tmp_path, monkeypatch):  # noqa: ANN001, ANN201
+    import os
+
+    from click.testing import CliRunner
+
+    from bot.cli import main
+    from tests.support import SAMPLE_DIRECTORY
+
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    runner = CliRunner()
+    csv = tmp_path / "partners.csv"
+    csv.write_text(SAMPLE_DIRECTORY)
+    assert runner.invoke(main, ["directory", "import", str(csv)]).exit_code == 0
+    for email, role in (("cam@vendor.example", "cam"), ("audit@vendor.example", "compliance")):
+        assert runner.invoke(main, ["staff", "add", email, "--role", role]).exit_code == 0
+    return runner, main, db_url
+
+
+def _rows(db_url: str, work):  # noqa: ANN001, ANN202
+    import asyncio
+
+    from storage import db as storage_db
+
+    async def run():  # noqa: ANN202
+        await storage_db.connect(db_url, run_migrations=False)
+        try:
+            return await work()
+        finally:
+            await storage_db.close()
+    return asyncio.run(run())
+
+
+def test_cli_changes_need_an_accountable_staff_member(cli_db) -> None:  # noqa: ANN001
+    import getpass
+
+    from storage.models import AuditEvent, Notice
+
+    runner, main, db_url = cli_db
+    send = ["send", "--topic", "operations", "--importance", "must-know", "--audience", "all", "--title", "Recall",
+            "--body", "Stop", "--yes"]
+    missing = runner.invoke(main, send)
+    assert missing.exit_code == 2 and "--as" in missing.output
+    nobody = runner.invoke(main, [*send, "--as", "ghost@vendor.example"])
+    assert nobody.exit_code == 1 and "no active staff member" in nobody.output and "Traceback" not in nobody.output
+    wrong_role = runner.invoke(main, [*send, "--as", "audit@vendor.example"])
+    assert wrong_role.exit_code == 1 and "Only channel account managers and admins" in wrong_role.output
+    assert _rows(db_url, lambda: Notice.all().count()) == 0
+
+    sent = runner.invoke(main, [*send, "--as", "CAM@vendor.example"])
+    assert sent.exit_code == 0, sent.output
+    notice_id = int(sent.output.split()[1])
+    notice = _rows(db_url, lambda: Notice.get(id=notice_id).prefetch_related("author"))
+    assert notice.author.email == "cam@vendor.example"
+    events = _rows(db_url, lambda: AuditEvent.filter(notice_id=notice_id).order_by("id"))
+    assert events and all(e.actor == "cam@vendor.example" and e.data.get("source") == "cli"
+                          and e.data.get("os_user") == getpass.getuser() for e in events if e.kind.startswith("notice."))
+
+    refused = runner.invoke(main, ["retract", str(notice_id), "--reason", "x", "--as", "audit@vendor.example"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    for args in (["edit", str(notice_id), "--body", "Stop now"], ["retract", str(notice_id), "--reason", "wrong"]):
+        assert runner.invoke(main, args).exit_code == 2  # --as is required
+        done = runner.invoke(main, [*args, "--as", "cam@vendor.example"])
+        assert done.exit_code == 0, done.output
+
+    later = runner.invoke(main, [*send[:-1], "--at", "2099-01-01T09:00Z", "--yes", "--as", "cam@vendor.example"])
+    later_id = int(later.output.split()[1])
+    assert runner.invoke(main, ["cancel", str(later_id)]).exit_code == 2
+    cancelled = runner.invoke(main, ["cancel", str(later_id), "--as", "cam@vendor.example"])
+    assert cancelled.exit_code == 0 and "cancelled" in cancelled.output
+    assert runner.invoke(main, ["pause", "acme", "--as", "audit@vendor.example"]).exit_code == 1
+    paused = runner.invoke(main, ["pause", "acme", "--reason", "stocktake", "--as", "cam@vendor.example"])
+    assert paused.exit_code == 0 and "paused" in paused.output, paused.output
+    resumed = runner.invoke(main, ["resume", "acme", "--as", "cam@vendor.example"])
+    assert resumed.exit_code == 0 and "resumed" in resumed.output
+    pause_events = _rows(db_url, lambda: AuditEvent.filter(kind__startswith="organisation."))
+    assert pause_events and all(e.data.get("source") == "cli" for e in pause_events)
