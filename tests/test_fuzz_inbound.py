@@ -187,3 +187,97 @@ async def test_fuzz_http_paths_and_queries(slack_http: SlackHarness, caplog: pyt
     async with slack_http.session.get(url, params=query, allow_redirects=False) as response:
         assert response.status < 500
     assert not _crashes(caplog), _crashes(caplog)
+
+
+# ---- `herald directory import` files ------------------------------------------------------------
+
+def _directory_cli(db_url: str, monkeypatch):  # noqa: ANN001, ANN202
+    from click.testing import CliRunner
+
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    return CliRunner()
+
+
+def _directory_rows(db_url: str) -> tuple[int, int, int]:
+    import asyncio
+
+    from storage import db as storage_db
+    from storage.models import Member, Organisation, PlatformAccount
+
+    async def count() -> tuple[int, int, int]:
+        await storage_db.connect(db_url, run_migrations=False)
+        try:
+            return (await Organisation.all().count(), await Member.all().count(), await PlatformAccount.all().count())
+        finally:
+            await storage_db.close()
+    return asyncio.run(count())
+
+
+def _import(runner, path, data: bytes) -> object:  # noqa: ANN001
+    from bot.cli import main
+
+    path.write_bytes(data)
+    return runner.invoke(main, ["directory", "import", str(path), "--quiet"])
+
+
+def _assert_clean(result, before: tuple[int, int, int], after: tuple[int, int, int]) -> None:  # noqa: ANN001
+    assert result.exception is None or isinstance(result.exception, SystemExit), type(result.exception).__name__
+    assert "Traceback" not in result.output
+    assert result.exit_code in (0, 1), result.output
+    if result.exit_code == 1:
+        assert before == after, "a refused file wrote rows"
+        assert len(result.output.strip().splitlines()[-1]) < 1000  # one line, not the file echoed back
+
+
+from tests.support import DIRECTORY_HEADER, SAMPLE_DIRECTORY  # noqa: E402
+
+GOOD_ROW = SAMPLE_DIRECTORY.splitlines()[1]
+FILES = {
+    "utf-8 BOM": ("\ufeff" + SAMPLE_DIRECTORY).encode("utf-8"),
+    "latin-1": SAMPLE_DIRECTORY.replace("Anna Berg", "Anna Bérg Ødegård").encode("latin-1"),
+    "utf-16 with BOM": SAMPLE_DIRECTORY.replace("Anna Berg", "Anna Bérg").encode("utf-16"),
+    "utf-16-le no BOM": SAMPLE_DIRECTORY.encode("utf-16-le"),
+    "CRLF": SAMPLE_DIRECTORY.replace("\n", "\r\n").encode(),
+    "quoted newline": SAMPLE_DIRECTORY.replace("Anna Berg", '"Anna\nBerg"').encode(),
+    "10 MB cell": (DIRECTORY_HEADER + "\n" + GOOD_ROW.replace("Anna Berg", "A" * 10_000_000) + "\n").encode(),
+    "duplicate headers": (DIRECTORY_HEADER + ",tier\n" + GOOD_ROW + ",gold\n").encode(),
+    "binary junk": bytes(range(256)) * 40,
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_directory_import_odd_files(db_url: str, tmp_path, monkeypatch, name: str) -> None:  # noqa: ANN001
+    runner = _directory_cli(db_url, monkeypatch)
+    before = _directory_rows(db_url)
+    result = _import(runner, tmp_path / "partners.csv", FILES[name])
+    _assert_clean(result, before, _directory_rows(db_url))
+
+
+def test_directory_import_of_100000_rows(db_url: str, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """One explicit big example (not one per Hypothesis example): 100,000 rows, every 1,000th
+    one invalid; the valid ones import, the invalid ones are reported by line."""
+    runner = _directory_cli(db_url, monkeypatch)
+    rows = [f"org{i // 50},Org {i // 50},gold,emea,de,retail,large,reseller,cam@vendor.example,"
+            f"m{i}@org{i // 50}.example,Member {i},sales,{'Mars/Olympus' if i % 1000 == 7 else 'Europe/Berlin'},"
+            f"en,,,," for i in range(100_000)]
+    result = _import(runner, tmp_path / "big.csv", (DIRECTORY_HEADER + "\n" + "\n".join(rows) + "\n").encode())
+    assert result.exit_code == 0, result.output
+    assert "created 99900" in result.output and "rejected 100" in result.output
+    assert _directory_rows(db_url)[1] == 99_900
+
+
+@FUZZ
+@given(data=st.one_of(
+    st.binary(max_size=2000),
+    st.lists(st.lists(st.text(max_size=20), min_size=1, max_size=20), max_size=10).map(
+        lambda rows: (DIRECTORY_HEADER + "\n" + "\n".join(",".join(r) for r in rows)).encode()),
+    st.builds(lambda head, tail, enc: (head + SAMPLE_DIRECTORY[len(head):] + tail).encode(enc, "replace"),
+              st.text(max_size=30), st.text(max_size=50), st.sampled_from(["utf-8", "utf-16", "latin-1"]))))
+def test_fuzz_directory_import(db_url: str, tmp_path, monkeypatch, data: bytes) -> None:  # noqa: ANN001
+    runner = _directory_cli(db_url, monkeypatch)
+    before = _directory_rows(db_url)
+    result = _import(runner, tmp_path / "fuzz.csv", data)
+    _assert_clean(result, before, _directory_rows(db_url))
