@@ -356,3 +356,49 @@ def test_cli_changes_need_an_accountable_staff_member(cli_db) -> None:  # noqa: 
     assert resumed.exit_code == 0 and "resumed" in resumed.output
     pause_events = _rows(db_url, lambda: AuditEvent.filter(kind__startswith="organisation."))
     assert pause_events and all(e.data.get("source") == "cli" for e in pause_events)
+
+
+async def test_replayed_edit_hand_off_and_reply_have_no_second_effect(http_slack: SlackHarness) -> None:
+    from bot.channels.slack_blocks import EDIT_CALLBACK, REPLY_CALLBACK, SEND_ACTION
+    from bot.core.onboarding.assistant import ASK_CAM_ACTION
+    from storage.models import Member, NoticeRevision, Question
+
+    h = http_slack
+    await h.command("send need-to-know operations all | Depot | Closed Friday")
+    await wait_for_notice()
+    from storage.models import Notice
+
+    notice_id = (await Notice.first()).id
+    click = _interaction("block_actions", trigger_id="t0", response_url=h.fake.response_url("s"),
+                         actions=[{"action_id": SEND_ACTION, "value": str(notice_id), "type": "button"}])
+    await _replayed(h, click)
+    edit = _interaction("view_submission", trigger_id="t1", view={
+        "type": "modal", "id": "V1", "callback_id": EDIT_CALLBACK, "private_metadata": str(notice_id),
+        "state": {"values": {"title": {"value": {"type": "plain_text_input", "value": "Depot"}},
+                             "body": {"value": {"type": "plain_text_input", "value": "Closed Friday and Monday"}}}}})
+    first = await h.post_signed(edit, timestamp=(stamp := __import__("time").time().__int__()))
+    await _listeners_done(h)
+    again = await h.post_signed(edit, timestamp=stamp)
+    assert first.status == again.status == 200 and again.body == ""
+    assert await NoticeRevision.filter(notice_id=notice_id).count() == 2  # the original and one edit
+
+    anna = await Member.get(email="anna@acme.example")
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=h.clock.now(), channel_id="DUANNA")
+    ask = _interaction("block_actions", user={"id": "UANNA"}, trigger_id="t2", response_url=h.fake.response_url("q"),
+                       actions=[{"action_id": ASK_CAM_ACTION, "value": str(question.id), "type": "button"}])
+    before, after = await _replayed(h, ask)  # hand-off: the CAM gets one DM, not two
+    assert before == after and (await Question.get(id=question.id)).handoff_status == "open"
+    reply = _interaction("view_submission", trigger_id="t3", view={
+        "type": "modal", "id": "V2", "callback_id": REPLY_CALLBACK, "private_metadata": str(question.id),
+        "state": {"values": {"reply": {"value": {"type": "plain_text_input", "value": "On the portal."}}}}})
+    posts = len(h.fake.calls_to("chat.postMessage"))
+    before, after = await _replayed(h, reply)  # the partner gets the answer once
+    assert before == after and len(h.fake.calls_to("chat.postMessage")) == posts + 1
+
+
+async def wait_for_notice() -> None:
+    from storage.models import Notice
+    from tests.support import wait_until
+
+    await wait_until(lambda: Notice.all().exists(), what="the draft")
