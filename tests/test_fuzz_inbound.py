@@ -281,3 +281,26 @@ def test_fuzz_directory_import(db_url: str, tmp_path, monkeypatch, data: bytes) 
     before = _directory_rows(db_url)
     result = _import(runner, tmp_path / "fuzz.csv", data)
     _assert_clean(result, before, _directory_rows(db_url))
+
+
+@FUZZ
+@given(code=st.one_of(st.none(), st.text(max_size=80)), state=st.one_of(st.none(), st.one_of(st.text(max_size=120), st.builds(
+           lambda a, b, c, d: f"{a}.{b}.{c}.{d}", st.text(max_size=10), st.text(max_size=20),
+           st.sampled_from(["0", "-1", "99999999999999999999", "x"]), st.text(max_size=20)))),
+       error=st.one_of(st.none(), st.text(max_size=20)),
+       cookie=st.one_of(st.none(), st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126,
+                                                                  exclude_characters=";,"), max_size=40)),
+       token=st.text(max_size=200))
+async def test_fuzz_oauth_callback_and_link_tokens(slack_http: SlackHarness, caplog: pytest.LogCaptureFixture,
+                                                   code, state, error, cookie, token: str) -> None:  # noqa: ANN001
+    from urllib.parse import quote
+
+    caplog.clear()
+    params = _drop_none({"code": code, "state": state, "error": error})
+    headers = {"Cookie": f"slack-app-oauth-state={cookie}"} if cookie else {}
+    for url, query in ((slack_http.server.make_url("/slack/oauth_redirect"), params),
+                       (slack_http.server.make_url("/reports/download"), {"token": token}),
+                       (slack_http.server.make_url("/go/" + quote(token, safe="")), {})):
+        async with slack_http.session.get(url, params=query, headers=headers, allow_redirects=False) as response:
+            assert response.status < 500, (str(url), response.status)
+    assert not _crashes(caplog), _crashes(caplog)
