@@ -405,3 +405,17 @@ async def wait_for_notice() -> None:
     from tests.support import wait_until
 
     await wait_until(lambda: Notice.all().exists(), what="the draft")
+
+
+async def test_a_replayed_journey_done_has_no_second_effect(http_slack: SlackHarness) -> None:
+    from bot.core.onboarding.journeys import DONE_ACTION
+    from storage.models import JourneyStep, Member
+
+    h = http_slack
+    anna = await Member.get(email="anna@acme.example")
+    step = await JourneyStep.create(member=anna, journey="default", step_key="portal", position=1, status="sent",
+                                    platform="slack", created_at=h.clock.now())
+    done = _interaction("block_actions", user={"id": "UANNA"}, trigger_id="t4", response_url=h.fake.response_url("d"),
+                        actions=[{"action_id": DONE_ACTION, "value": str(step.id), "type": "button"}])
+    before, after = await _replayed(h, done)  # one "Marked done" reply, one audit event
+    assert before == after and (await JourneyStep.get(id=step.id)).status == "done"
