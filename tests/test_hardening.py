@@ -106,6 +106,8 @@ MALFORMED_SLACK = {
                                          response_url="https://hooks.slack.com/x"),
     "action-value-not-a-number": _interaction("block_actions", actions=[
         {"action_id": "herald_cancel", "type": "button", "value": "abc"}], response_url="https://hooks.slack.com/x"),
+    "reply-button-value-not-a-number": _interaction("block_actions", trigger_id="t", actions=[
+        {"action_id": "herald_qa_reply", "type": "button", "value": "x"}], response_url="https://hooks.slack.com/x"),
     "action-actions-empty": _interaction("block_actions", actions=[], response_url="https://hooks.slack.com/x"),
     "action-user-missing": interaction_body({"type": "block_actions", "team": {"id": TEAM}, "api_app_id": "AHERALD",
                                              "actions": [{"action_id": "herald_ack", "value": "1"}]}),
