@@ -42,8 +42,8 @@ from bot.core.directory.linking import (
 from bot.core.directory.permissions import require_sender
 from bot.core.directory.preferences import preferences_for
 from bot.core.notices import sending
-from bot.core.replays import TEAMS_WINDOW, first_sighting, request_key
 from bot.core.onboarding.assistant import member_for
+from bot.core.replays import TEAMS_WINDOW, first_sighting, request_key
 from bot.core.surveys.creating import SurveyPreview
 from bot.handlers.teams.cards import VERBS
 from bot.handlers.teams.texts import NOT_A_MEMBER, SORRY, WELCOME

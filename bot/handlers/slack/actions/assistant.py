@@ -13,7 +13,7 @@ from bot.core.onboarding.assistant import (
     REPLY_ACTION,
     give_feedback,
 )
-from bot.handlers.slack.common import record_id, member_of, respond_or_explain
+from bot.handlers.slack.common import member_of, record_id, respond_or_explain
 from bot.service import Herald
 
 

@@ -13,7 +13,7 @@ from bot.channels.slack_blocks import (
 )
 from bot.common.errors import UserError
 from bot.core.directory.preferences import update_preferences
-from bot.handlers.slack.common import record_id, member_of
+from bot.handlers.slack.common import member_of, record_id
 from bot.handlers.slack.home import publish_home
 from bot.service import Herald
 

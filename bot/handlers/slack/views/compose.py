@@ -15,10 +15,10 @@ from bot.channels.slack_blocks import (
 from bot.common.errors import UserError
 from bot.core.notices import sending
 from bot.handlers.slack.common import (
-    record_id,
     FieldError,
     command_from_form,
     field_of,
+    record_id,
     sent_text,
     staff_of,
 )

@@ -7,7 +7,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.channels.slack_blocks import EDIT_CALLBACK, message_modal
 from bot.common.errors import UserError
 from bot.core.notices import revisions
-from bot.handlers.slack.common import record_id, field_of, form_value, staff_of
+from bot.handlers.slack.common import field_of, form_value, record_id, staff_of
 from bot.service import Herald
 
 

@@ -6,7 +6,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.channels.slack_blocks import REPLY_CALLBACK, message_modal
 from bot.common.errors import UserError
-from bot.handlers.slack.common import record_id, form_value, staff_of
+from bot.handlers.slack.common import form_value, record_id, staff_of
 from bot.service import Herald
 
 

@@ -14,7 +14,7 @@ from bot.channels.slack_surveys import (
 from bot.common.errors import UserError
 from bot.core.surveys.answers import comment_on_survey
 from bot.core.surveys.creating import create_survey_draft, survey_from_form
-from bot.handlers.slack.common import record_id, form_value, staff_of
+from bot.handlers.slack.common import form_value, record_id, staff_of
 from bot.service import Herald
 from storage.models import Platform
 
