@@ -40,7 +40,6 @@ _VIEW = {
             "values": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": _ELEMENT}},
         }, "required": ["values"]},
     },
-    "required": ["callback_id", "type"],
 }
 _EVENT = {
     "type": "object",
@@ -81,10 +80,10 @@ PAYLOAD_SCHEMA: dict[str, Any] = {
         {"if": {"required": ["command"]}, "then": {"required": ["team_id", "user_id", "trigger_id", "response_url"]}},
         _requires("block_actions", "team", "user", "actions",
                   extra={"properties": {"team": _ID_OBJECT, "user": _ID_OBJECT}}),
-        _requires("view_submission", "team", "user", "view",
-                  extra={"properties": {"team": _ID_OBJECT, "user": _ID_OBJECT, "view": {"required": ["state"]}}}),
-        _requires("view_closed", "team", "user", "view",
-                  extra={"properties": {"team": _ID_OBJECT, "user": _ID_OBJECT}}),
+        _requires("view_submission", "team", "user", "view", extra={"properties": {
+            "team": _ID_OBJECT, "user": _ID_OBJECT, "view": {"required": ["callback_id", "type", "state"]}}}),
+        _requires("view_closed", "team", "user", "view", extra={"properties": {
+            "team": _ID_OBJECT, "user": _ID_OBJECT, "view": {"required": ["callback_id", "type"]}}}),
         _requires("event_callback", "event", "team_id"),
     ],
 }
