@@ -70,7 +70,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
 
         slack_app = build_slack_app(herald)
         if settings.slack_http_enabled:
-            app.router.add_post("/slack/events", slack_route(slack_app))
+            app.router.add_post("/slack/events", slack_route(slack_app, herald))
         if settings.slack_app_token is not None:
             from bot.handlers.slack.socket_mode import SocketModeRunner
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 
+from bot.core.replays import forget_expired
 from bot.channels.sandbox import SandboxChannel
 from bot.channels.slack import SlackChannel, SlackWorkspaces
 from bot.channels.slack_tokens import TokenRotator
@@ -287,6 +288,7 @@ class Herald:
             "surveys_closed": await close_due_surveys(now),
             "kb_reloaded": int(await self.reload_knowledge_base()),
         }
+        await forget_expired(now)
         self.outbox.wake()
         return counts
 

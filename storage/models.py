@@ -710,3 +710,17 @@ class OutboundMessage(Model):
     class Meta:
         table = "outbound_message"
         indexes = (("status", "next_attempt_at"), ("purpose", "reference"))
+
+
+class SeenRequest(Model):
+    """An inbound request Herald has acted on, remembered until a replay of it could no longer
+    pass the platform's check (Slack: the five-minute signature window). A replayed request
+    finds its key here and has no second effect."""
+
+    id = fields.IntField(primary_key=True)
+    key = fields.CharField(max_length=100, unique=True)  # "slack:<sha256 of the signature>", "teams:<sha256>"
+    seen_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField(db_index=True)
+
+    class Meta:
+        table = "seen_request"

@@ -18,6 +18,8 @@ from config.settings import ConfigError, load_settings
 from storage import db as storage_db
 from tests.support import SAMPLE_DIRECTORY
 
+AS_CAM = "cam@vendor.example"
+
 
 def _herald(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
@@ -78,16 +80,16 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
     assert ws.exit_code == 0 and "added Slack workspace T0PARTNER" in ws.output
 
     declined = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "must-know", "--audience",
-                                     "tier:gold", "--title", "Recall", "--body", "Stop"], input="n\n")
+                                     "tier:gold", "--title", "Recall", "--body", "Stop", "--as", AS_CAM], input="n\n")
     assert declined.exit_code == 1 and "to 4 recipients?" in declined.output and "cancelled" in declined.output
     sent = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "must-know", "--audience",
-                                 "tier:gold", "--title", "Recall", "--body", "Stop", "--deadline", "2099-01-01", "--yes"])
+                                 "tier:gold", "--title", "Recall", "--body", "Stop", "--deadline", "2099-01-01", "--yes", "--as", AS_CAM])
     assert sent.exit_code == 0, sent.output
     assert "queued for 4 recipients" in sent.output
     notice_id = int(sent.output.split()[1])
 
     bad = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "must-know", "--audience",
-                                "teir:gold", "--title", "T", "--body", "B", "--yes"])
+                                "teir:gold", "--title", "T", "--body", "B", "--yes", "--as", AS_CAM])
     assert bad.exit_code == 1 and "did you mean 'tier'?" in bad.output
 
     listing = json.loads(cli_env.invoke(main, ["notices", "list", "--json"]).output)
@@ -97,14 +99,16 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
     missing = cli_env.invoke(main, ["status", "9999"])
     assert missing.exit_code == 1 and "notice 9999 does not exist" in missing.output
 
-    edited = cli_env.invoke(main, ["edit", str(notice_id), "--body", "Stop selling LX-200 and LX-210", "--material"])
+    edited = cli_env.invoke(main, ["edit", str(notice_id), "--body", "Stop selling LX-200 and LX-210", "--material",
+                                   "--as", AS_CAM])
     assert edited.exit_code == 0 and "revision 2" in edited.output and "acknowledge it again" in edited.output
-    retracted = cli_env.invoke(main, ["retract", str(notice_id), "--reason", "wrong model"])
+    retracted = cli_env.invoke(main, ["retract", str(notice_id), "--reason", "wrong model", "--as", AS_CAM])
     assert retracted.exit_code == 0 and "retracted" in retracted.output and "3 pending sends cancelled" in retracted.output
-    again = cli_env.invoke(main, ["retract", str(notice_id), "--reason", "again"])
+    again = cli_env.invoke(main, ["retract", str(notice_id), "--reason", "again", "--as", AS_CAM])
     assert again.exit_code == 1 and "is retracted and cannot be retracted" in again.output
     later = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "need-to-know", "--audience", "all",
-                                  "--title", "Depot", "--body", "Closed", "--at", "2099-01-01T09:00Z", "--yes"])
+                                  "--title", "Depot", "--body", "Closed", "--at", "2099-01-01T09:00Z", "--yes",
+                                  "--as", AS_CAM])
     assert later.exit_code == 0 and "scheduled for 2099-01-01T09:00Z" in later.output
 
 

@@ -86,8 +86,9 @@ def _send(cli: CliRunner, tmp_path) -> int:  # noqa: ANN001
     csv.write_text(SAMPLE_DIRECTORY)
     assert cli.invoke(main, ["directory", "import", str(csv)]).exit_code == 0
     cli.invoke(main, ["slack", "add-workspace", "T0PARTNER", "--token", "xoxb-abc"])
+    cli.invoke(main, ["staff", "add", "cam@vendor.example", "--role", "cam"])
     sent = cli.invoke(main, ["send", "--topic", "operations", "--importance", "must-know", "--audience", "all",
-                             "--title", "Recall", "--body", "Stop", "--yes"])
+                             "--title", "Recall", "--body", "Stop", "--yes", "--as", "cam@vendor.example"])
     assert sent.exit_code == 0, sent.output
     return int(sent.stdout.split()[1])
 

@@ -27,6 +27,7 @@ def cli(db_url: str, tmp_path, monkeypatch) -> tuple[CliRunner, str]:
     directory = tmp_path / "partners.csv"
     directory.write_text(big_directory())
     assert runner.invoke(main, ["directory", "import", str(directory)]).exit_code == 0
+    assert runner.invoke(main, ["staff", "add", "admin@vendor.example", "--role", "admin"]).exit_code == 0
     return runner, db_url
 
 
@@ -77,11 +78,12 @@ def test_survey_from_the_command_line(cli: tuple[CliRunner, str]) -> None:
 def test_variants_and_rollout_from_the_command_line(cli: tuple[CliRunner, str]) -> None:
     runner, db_url = cli
     bad = runner.invoke(main, ["send", "--topic", "announcements", "--importance", "need-to-know", "--audience", "all",
-                               "--title", "A", "--body", "a", "--variant", "no bar", "--yes"])
+                               "--title", "A", "--body", "a", "--variant", "no bar", "--yes",
+                               "--as", "admin@vendor.example"])
     assert bad.exit_code == 2 and "TITLE | BODY" in bad.output
     sent = runner.invoke(main, ["send", "--topic", "announcements", "--importance", "need-to-know", "--audience", "all",
                                 "--title", "Title A", "--body", "Body A", "--variant", "Title B | Body B",
-                                "--share", "25", "--yes"])
+                                "--share", "25", "--yes", "--as", "admin@vendor.example"])
     assert sent.exit_code == 0, sent.output
     notice_id = int(sent.output.split()[1])
     rows = _in_db(db_url, lambda: Delivery.filter(notice_id=notice_id).values_list("status", "variant"))

@@ -3,6 +3,7 @@ Send → Adaptive Card at the fake Bot Connector → Action.Execute acknowledge 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from tests.support import SIGNING_SECRET, TEAM, TOKEN, directory_csv
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
 
 TENANT = "tenant-1"
+_activity_ids = itertools.count(1)  # Teams gives every activity its own id
 DIRECTORY = directory_csv([
     f"teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,eve@teamsco.example,Eve Moreau,"
     f"operations,Europe/Paris,fr,,,{TENANT},aad-eve",
@@ -53,7 +55,7 @@ class TeamsRig:
                 return r.status, text
 
     def activity(self, kind: str, aad: str, **extra: Any) -> dict[str, Any]:
-        return {"type": kind, "id": "act-1", "channelId": "msteams", "serviceUrl": self.connector.url,
+        return {"type": kind, "id": f"act-{next(_activity_ids)}", "channelId": "msteams", "serviceUrl": self.connector.url,
                 "from": {"id": f"29:{aad}", "aadObjectId": aad, "name": aad},
                 "recipient": {"id": "28:herald", "name": "Herald"},
                 "conversation": {"id": f"a:conv-{aad}", "conversationType": "personal", "tenantId": TENANT},
@@ -199,8 +201,8 @@ async def test_one_acknowledgement_settles_both_platforms(db: str) -> None:
 async def test_commands_are_refused_for_partner_staff_and_help_works(teams: TeamsRig) -> None:
     reply = await teams.say("aad-outsider", "send must-know operations all | X | Y")
     assert "don't recognise you as a partner contact" in reply["text"]
-    answer = await teams.say("aad-eve", "send must-know operations all | X | Y")  # a partner: a question, no command
-    assert "attachments" in answer
+    answer = await teams.say("aad-eve", "send must-know operations all | X | Y")  # a partner: refused, as in Slack
+    assert "You tried `send`" in answer["text"] and "Only channel account managers and admins" in answer["text"]
     reply = await teams.say("aad-cam", "frobnicate")
     assert "I don't know the command `frobnicate`" in reply["text"] and "status [notice-id]" in reply["text"]
     reply = await teams.say("aad-cam", "send must-know operations teir:gold | X | Y")

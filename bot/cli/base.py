@@ -76,6 +76,27 @@ def operator_name() -> str:
         return "cli"
 
 
+def as_option(func):  # noqa: ANN001, ANN201 - a click decorator
+    """`--as EMAIL`: the staff member a command acts for. Required: a notice, an edit, a
+    retraction, a cancellation or a pause needs an accountable person, and the shell user alone
+    is not one (there is deliberately no default in the environment)."""
+    return click.option("--as", "as_email", required=True, metavar="EMAIL",
+                        help="The staff member acting (their role must allow it); recorded as the author.")(func)
+
+
+async def acting_staff(email: str):  # noqa: ANN201 - a Staff row
+    """The active staff member `--as` names; the audit events of the rest of the command also
+    record that it came from the CLI and which operating-system user ran it."""
+    from bot.core.compliance.audit import set_audit_origin
+    from storage.models import Staff
+
+    staff = await Staff.get_or_none(email=email.strip().lower())
+    if staff is None or not staff.active:
+        raise UserError(f"--as {email}: no active staff member with that e-mail (see `herald staff list`)")
+    set_audit_origin(source="cli", os_user=operator_name())
+    return staff
+
+
 @click.group(help="Herald: partner notices with acknowledgement, in Slack and Microsoft Teams.")
 def main() -> None:
     setup_logging("WARNING")

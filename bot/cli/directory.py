@@ -21,9 +21,11 @@ def directory() -> None:
 @click.option("--quiet", is_flag=True, help="No progress on standard error.")
 def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, quiet: bool) -> None:
     from bot.cli.progress import Reporter
-    from bot.core.directory.importer import import_directory
+    from bot.core.directory.importer import decode_directory_file, import_directory
 
-    text = file.read_text(encoding="utf-8-sig")
+    text, encoding = decode_directory_file(file.read_bytes())
+    if encoding not in ("utf-8", "utf-8-sig"):
+        click.echo(f"note: {file.name} is not UTF-8; read it as {encoding}", err=True)
     with Reporter("import", enabled=not quiet) as progress:
         result = run(lambda: import_directory(text, now=CLOCK.now(), actor=f"operator:{operator_name()}",
                                                dry_run=dry_run, deactivate_missing=deactivate_missing,

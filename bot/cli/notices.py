@@ -1,4 +1,5 @@
-"""`herald send`, `edit`, `retract`, `notices list` and `status`: notices from scripts."""
+"""`herald send`, `edit`, `retract`, `cancel`, `pause`, `resume`, `notices list` and `status`: notices from
+scripts. The six that change something act `--as` a staff member (see `as_option`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import click
 
-from bot.cli.base import CLOCK, get_settings, main, operator_name, run
+from bot.cli.base import CLOCK, acting_staff, as_option, get_settings, main, run
 
 
 @main.command(help="Send a notice from a script.")
@@ -27,8 +28,9 @@ from bot.cli.base import CLOCK, get_settings, main, operator_name, run
 @click.option("--share", type=click.IntRange(1, 99), default=None,
               help="A/B test: percent of the audience sent first; the rest waits for `herald rollout`.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@as_option
 def send(topic: str, importance: str, audience: str, title: str, body: str, link: str, deadline: str,
-         send_at: str, reminders: str, variants: tuple[str, ...], share: int | None, yes: bool) -> None:
+         send_at: str, reminders: str, variants: tuple[str, ...], share: int | None, yes: bool, as_email: str) -> None:
     from bot.core.commands.parser import (
         SendCommand,
         parse_deadline,
@@ -41,7 +43,6 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
 
     settings = get_settings()
     catalog = load_catalog(settings.topics_file)
-    operator = operator_name()
     texts = []
     for variant in variants:
         variant_title, bar, variant_body = variant.partition("|")
@@ -50,21 +51,22 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
         texts.append((variant_title.strip(), variant_body.strip()))
 
     async def work() -> tuple[int, int, bool]:
+        staff = await acting_staff(as_email)
         command = SendCommand(importance=importance, topic=topic, audience=audience, title=title, body=body,
                               link=parse_link(link) if link else "",
                               deadline=parse_deadline(deadline) if deadline else None,
                               scheduled_at=parse_time(send_at, what="send time") if send_at else None,
                               reminder_hours=parse_reminders(reminders) if reminders else None,
                               variants=tuple(texts), share=share)
-        preview = await sending.create_draft(None, command, catalog, now=CLOCK.now(), operator=operator)
+        preview = await sending.create_draft(staff, command, catalog, now=CLOCK.now())
         for warning in preview.warnings:
             click.echo(f"warning: {warning}", err=True)
         question = (f"Send {preview.policy.level.value} notice #{preview.notice.id} "
                     f"'{preview.notice.title}' to {preview.recipients} recipients?")
         if not yes and not await asyncio.to_thread(click.confirm, question):
-            await sending.cancel_draft(preview.notice.id, None, now=CLOCK.now(), operator=operator)
+            await sending.cancel_draft(preview.notice.id, staff, now=CLOCK.now())
             return preview.notice.id, 0, False
-        result = await sending.send_draft(preview.notice.id, None, catalog, now=CLOCK.now(), operator=operator)
+        result = await sending.send_draft(preview.notice.id, staff, catalog, now=CLOCK.now())
         return result.notice.id, result.recipients, True
 
     notice_id, recipients, sent = run(work)
@@ -83,13 +85,18 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
 @click.option("--body", default=None)
 @click.option("--link", default=None, help="New link ('' removes it).")
 @click.option("--material", is_flag=True, help="Must-know: ask everyone to acknowledge again.")
-def edit(notice_id: int, title: str | None, body: str | None, link: str | None, material: bool) -> None:
+@as_option
+def edit(notice_id: int, title: str | None, body: str | None, link: str | None, material: bool, as_email: str) -> None:
     from bot.core.notices.revisions import edit_notice
     from bot.topics import load_catalog
 
     catalog = load_catalog(get_settings().topics_file)
-    result = run(lambda: edit_notice(notice_id, None, catalog, now=CLOCK.now(), title=title, body=body, link=link,
-                                      material=material, operator=operator_name()))
+
+    async def work():  # noqa: ANN202
+        return await edit_notice(notice_id, await acting_staff(as_email), catalog, now=CLOCK.now(), title=title,
+                                 body=body, link=link, material=material)
+
+    result = run(work)
     extra = "; everyone is asked to acknowledge it again" if result.reacknowledge else ""
     click.echo(f"notice {notice_id} is now revision {result.revision.revision}; "
                f"{result.copies_to_update} delivered copies will be updated{extra}")
@@ -98,12 +105,60 @@ def edit(notice_id: int, title: str | None, body: str | None, link: str | None, 
 @main.command(help="Withdraw a notice: every copy becomes 'Retracted: <reason>'.")
 @click.argument("notice_id", type=int)
 @click.option("--reason", required=True)
-def retract(notice_id: int, reason: str) -> None:
+@as_option
+def retract(notice_id: int, reason: str, as_email: str) -> None:
     from bot.core.notices.revisions import retract_notice
 
-    notice, copies, cancelled = run(lambda: retract_notice(notice_id, None, reason=reason, now=CLOCK.now(),
-                                                            operator=operator_name()))
+    async def work():  # noqa: ANN202
+        return await retract_notice(notice_id, await acting_staff(as_email), reason=reason, now=CLOCK.now())
+
+    notice, copies, cancelled = run(work)
     click.echo(f"notice {notice.id} retracted: {copies} copies will be updated, {cancelled} pending sends cancelled")
+
+
+@main.command(help="Cancel a draft or scheduled notice before it is sent.")
+@click.argument("notice_id", type=int)
+@as_option
+def cancel(notice_id: int, as_email: str) -> None:
+    from bot.core.notices.sending import cancel_draft
+
+    async def work():  # noqa: ANN202
+        return await cancel_draft(notice_id, await acting_staff(as_email), now=CLOCK.now())
+
+    notice = run(work)
+    verb = "cancelled" if notice.status == "cancelled" else f"already {notice.status}"
+    click.echo(f"notice {notice.id} {verb}")
+
+
+@main.command(help="Stop reminders and escalations for a partner organisation (until a date, or until resumed).")
+@click.argument("org_id")
+@click.option("--until", "until", default="", help="ISO-8601 date or time the pause ends.")
+@click.option("--reason", default="")
+@as_option
+def pause(org_id: str, until: str, reason: str, as_email: str) -> None:
+    from bot.core.commands.parser import parse_time
+    from bot.core.directory.pauses import pause_organisation
+
+    async def work():  # noqa: ANN202
+        staff = await acting_staff(as_email)
+        end = parse_time(until, what="pause end") if until else None
+        return await pause_organisation(staff, org_id, until=end, reason=reason, now=CLOCK.now())
+
+    organisation = run(work)
+    click.echo(f"{organisation.name} paused" + (f" until {until}" if until else ""))
+
+
+@main.command(help="Restart reminders and escalations for a paused partner organisation.")
+@click.argument("org_id")
+@as_option
+def resume(org_id: str, as_email: str) -> None:
+    from bot.core.directory.pauses import resume_organisation
+
+    async def work():  # noqa: ANN202
+        return await resume_organisation(await acting_staff(as_email), org_id, now=CLOCK.now())
+
+    organisation = run(work)
+    click.echo(f"{organisation.name} resumed")
 
 
 @main.group(help="Notices.")

@@ -25,7 +25,9 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -62,7 +64,27 @@ def audit_event(
     """
     return AuditEvent(kind=kind, occurred_at=utc_instant(now), actor=actor,
                       notice_id=_optional_int(notice_id), member_id=_optional_int(member_id),
-                      data=json_safe(data))
+                      data=json_safe({**_origin.get(), **data}))
+
+
+_origin: ContextVar[dict[str, str]] = ContextVar("audit_origin", default={})
+
+
+def set_audit_origin(**origin: str) -> None:
+    """Like `audit_origin`, for the rest of the current task (a CLI command's `asyncio.run`)."""
+    _origin.set({**_origin.get(), **origin})
+
+
+@contextmanager
+def audit_origin(**origin: str) -> Iterator[None]:
+    """Every audit event made inside the block also records where the action came from, e.g.
+    `audit_origin(source="cli", os_user="alice")` around a `herald send --as ...` (the staff
+    member is the actor; the operating-system user is who typed it)."""
+    token = _origin.set({**_origin.get(), **origin})
+    try:
+        yield
+    finally:
+        _origin.reset(token)
 
 
 def utc_instant(value: datetime) -> datetime:

@@ -18,6 +18,7 @@ before writing, so its counts are exactly those of a real import.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -239,7 +240,8 @@ def _read_header(cells: list[str]) -> list[str]:
     if missing:
         problems.append("missing column(s): " + ", ".join(missing))
     if unknown:
-        problems.append("unknown column(s): " + ", ".join(repr(c) for c in unknown))
+        shown = [repr(c if len(c) <= 40 else c[:40] + "…") for c in unknown[:5]]
+        problems.append("unknown column(s): " + ", ".join(shown) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
     if duplicated:
         problems.append("repeated column(s): " + ", ".join(duplicated))
     if problems:
@@ -397,6 +399,34 @@ def _parse(text: str, roles: Sequence[str] | None = None, progress: Progress = n
     if parsed.data_rows == 0:
         raise UserError("the directory file has a header but no member rows")
     return parsed
+
+
+def decode_directory_file(data: bytes) -> tuple[str, str]:
+    """(text, encoding) of a directory file as spreadsheets save them: UTF-8 (with or without a
+    BOM), UTF-16 (with a BOM, or little/big-endian text without one), else Windows-1252, the
+    "CSV" Excel writes on Windows (Latin-1 for the few bytes it leaves undefined)."""
+    for bom, encoding in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                          (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding), encoding
+            except UnicodeDecodeError:
+                break
+    sample = data[:4096]
+    if len(sample) >= 4 and sample.count(0) >= len(sample) // 3:  # ASCII-range text in UTF-16
+        encoding = "utf-16-le" if sample[1::2].count(0) > sample[0::2].count(0) else "utf-16-be"
+        try:
+            return data.decode(encoding), encoding
+        except UnicodeDecodeError:
+            pass
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252"), "windows-1252"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
 
 
 def read_directory_csv(

@@ -11,13 +11,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.common.logs import bind_context
-from bot.handlers.slack import actions, commands, events, messages, views
+from bot.common.errors import UserError
+from bot.core.replays import SLACK_WINDOW, first_sighting, request_key
+from bot.handlers.slack import actions, commands, events, messages, shape, views
 from bot.service import Herald
 
 log = logging.getLogger(__name__)
@@ -52,13 +56,44 @@ def build_slack_app(herald: Herald) -> AsyncApp:
         kind.register(app, herald)
 
     @app.error
-    async def on_error(error: Exception, body: dict) -> None:
+    async def on_error(error: Exception, body: dict, respond) -> None:  # noqa: ANN001
+        if isinstance(error, UserError):  # e.g. a button whose value is not one of Herald's ids
+            log.warning("Slack request refused: %s", error)
+            if respond is not None and body.get("response_url"):
+                await respond(text=f":warning: {error}", response_type="ephemeral", replace_original=False)
+            return
         log.error("unhandled Slack listener error", exc_info=error)
 
     return app
 
 
-def slack_route(app: AsyncApp):  # noqa: ANN201 - an aiohttp handler
+def slack_route(app: AsyncApp, herald: Herald):  # noqa: ANN201 - an aiohttp handler
+    """`POST /slack/events`. Before bolt sees a correctly signed request: a body Slack would never
+    send is a 400 with a short reason (bolt and the listeners index fields freely), and a replay
+    of a request already acted on is acknowledged with no second effect."""
+    secret = herald.settings.slack_signing_secret
+    verifier = SignatureVerifier(secret.get_secret_value() if secret else "")
+
     async def handle(request: web.Request) -> web.Response:
-        return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
+        try:
+            text = (await request.read()).decode("utf-8")
+        except UnicodeDecodeError:
+            log.warning("refused a Slack request whose body is not UTF-8")
+            return web.json_response({"error": "the body is not UTF-8"}, status=400)
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not verifier.is_valid(text, timestamp, signature):
+            log.warning("refused a Slack request with a bad or stale signature")
+            return web.json_response({"error": "invalid request"}, status=401)
+        try:
+            shape.parse(text, request.content_type)
+        except shape.Malformed as exc:
+            log.warning("refused a signed Slack request Herald cannot read: %s", exc)
+            return web.json_response({"error": f"Herald cannot read this request ({exc})"}, status=400)
+        if not await first_sighting(request_key("slack", timestamp, signature), now=herald.clock.now(),
+                                    window=SLACK_WINDOW):
+            log.warning("ignored a replayed Slack request (signed at %s)", timestamp)
+            return web.Response(status=200)
+        bolt_request = AsyncBoltRequest(body=text, query=request.query_string, headers=request.headers)
+        return await to_aiohttp_response(await app.async_dispatch(bolt_request))
     return handle

@@ -23,6 +23,22 @@ NOT_A_MEMBER = ("I deliver your vendor's partner notices here. I don't recognise
                 "ask your channel account manager to add you to the partner directory.")
 
 
+class StaleData(UserError):
+    """A button's value or a modal's metadata that is not one of Herald's ids (crafted, or from an
+    old message): the person gets this sentence, the log one warning line."""
+
+    def __init__(self) -> None:
+        super().__init__("That button's data is not valid any more.")
+
+
+def record_id(value: object) -> int:
+    """A database id carried by a button or a modal (StaleData for anything else)."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text.isascii() or not text.isdigit() or len(text) > 18:  # 18 digits always fit a bigint
+        raise StaleData()
+    return int(text)
+
+
 async def staff_of(body: dict[str, Any]) -> Staff | None:
     """The staff member who clicked or submitted (None for anyone else)."""
     return await staff_for_slack(body["team"]["id"], body["user"]["id"])

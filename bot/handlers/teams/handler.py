@@ -8,7 +8,6 @@ from typing import Any
 
 from aiohttp import web
 from microsoft_agents.activity import Activity
-from pydantic import ValidationError
 
 from bot.channels.teams import TeamsChannel, UntrustedServiceUrl
 from bot.channels.teams_cards import ACK_VERB
@@ -32,6 +31,7 @@ from bot.core.commands.parser import (
     SurveyComposeCommand,
     parse_command,
 )
+from bot.core.commands.refusals import refusal, staff_command_verb
 from bot.core.commands.runner import ReportReady, StaffCommands
 from bot.core.directory.console_access import SignInLink
 from bot.core.directory.linking import (
@@ -43,6 +43,7 @@ from bot.core.directory.permissions import require_sender
 from bot.core.directory.preferences import preferences_for
 from bot.core.notices import sending
 from bot.core.onboarding.assistant import member_for
+from bot.core.replays import TEAMS_WINDOW, first_sighting, request_key
 from bot.core.surveys.creating import SurveyPreview
 from bot.handlers.teams.cards import VERBS
 from bot.handlers.teams.texts import NOT_A_MEMBER, SORRY, WELCOME
@@ -72,7 +73,8 @@ class TeamsHandler:
             return not_an_activity  # checked first: the SDK logs a traceback for bodies it cannot read
         try:
             activity = Activity.model_validate(body)
-        except (ValueError, ValidationError):
+        except Exception as exc:  # noqa: BLE001 - ValidationError, or the SDK's own bare Exception
+            log.warning("refused a Teams body that is not a valid activity (%s)", type(exc).__name__)
             return not_an_activity
         turn = turn_of(activity)
         if turn is None:
@@ -84,6 +86,11 @@ class TeamsHandler:
             except UntrustedServiceUrl:
                 log.warning("refused an activity with an untrusted serviceUrl")
                 return web.json_response({"error": "untrusted serviceUrl"}, status=403)
+        if activity.type in ("message", "invoke") and activity.id and not await first_sighting(
+                request_key("teams", turn.tenant_id, turn.conversation_id, activity.id),
+                now=self.herald.clock.now(), window=TEAMS_WINDOW):
+            log.warning("ignored a repeated Teams activity")
+            return web.Response(status=200)
         try:
             if activity.type == "invoke":
                 return await self.on_invoke(turn)
@@ -135,6 +142,9 @@ class TeamsHandler:
         if member is None:
             await self.reply(turn, text_activity(NOT_A_MEMBER))
             return
+        if staff_command_verb(text):
+            await self.reply(turn, text_activity(f"⚠ {await refusal(text, self.commands)}"))
+            return
         if text.lower() in ("preferences", "settings"):
             prefs = await preferences_for(member.id, self.herald.catalog)
             await self.reply(turn, card_activity(preferences_card(prefs, self.herald.catalog), "Your preferences"))
@@ -176,11 +186,14 @@ class TeamsHandler:
         activity = turn.activity
         if activity.name != "adaptiveCard/action":
             return web.json_response({}, status=200)
-        action = (activity.value or {}).get("action", {}) if isinstance(activity.value, dict) else {}
-        verb, data = action.get("verb", ""), action.get("data") or {}
-        handler = VERBS.get(verb)
+        action = activity.value.get("action") if isinstance(activity.value, dict) else None
+        action = action if isinstance(action, dict) else {}
+        verb, data = action.get("verb"), action.get("data") or {}
+        handler = VERBS.get(verb) if isinstance(verb, str) else None
         if handler is None:
             return message_response("This button is not supported.")
+        if not isinstance(data, dict):
+            return message_response("That button's data is not valid any more.")
 
         try:
             # every press refreshes the stored conversation, except Acknowledge (the hot path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from microsoft_agents.hosting.aiohttp import jwt_authorization_decorator
@@ -19,6 +20,7 @@ from bot.handlers.teams.handler import TeamsHandler
 from bot.service import Herald
 
 log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def auth_configuration(herald: Herald) -> AgentAuthConfiguration:
@@ -31,9 +33,46 @@ def auth_configuration(herald: Herald) -> AgentAuthConfiguration:
                                   anonymous_allowed=False)
 
 
+_AUTHORISED = web.Response(status=204)  # a marker: the SDK's check passed and called through
+_REFUSED = {"error": "Invalid token or authentication failed."}
+
+
+def guarded_jwt_check(handler: Handler) -> Handler:
+    """The SDK's JWT check, made total: whatever a crafted token makes the validator raise
+    (it raised `KeyError: 'kid'` for a token whose header has no key id) is a 401 with one
+    warning line that names the exception type only, never the token."""
+    sdk_check = jwt_authorization_decorator(_authorised)
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        try:
+            outcome = await sdk_check(request)
+        except Exception as exc:  # noqa: BLE001 - any validator failure means "not authenticated"
+            log.warning("refused a Teams request: its token could not be validated (%s)", type(exc).__name__)
+            return web.json_response(_REFUSED, status=401)
+        if outcome is not _AUTHORISED:
+            return outcome  # the SDK's own 401 (it logged one warning, without the token)
+        return await handler(request)
+    return checked
+
+
+async def _authorised(request: web.Request) -> web.Response:
+    return _AUTHORISED
+
+
+class _DropSdkValidationTraceback(logging.Filter):
+    """The Activity model logs a traceback at ERROR for any body it cannot read, before raising;
+    Herald answers such a body with 400 and one warning of its own, so that record is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Validation error for Activity")
+
+
 def add_teams_routes(app: web.Application, herald: Herald) -> None:
     with warnings.catch_warnings():  # the SDK's JWT check reads this plain string key
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
         app["agent_configuration"] = auth_configuration(herald)
     handler = TeamsHandler(herald)
-    app.router.add_post("/api/messages", jwt_authorization_decorator(handler.handle))
+    activity_log = logging.getLogger("microsoft_agents.activity.activity")
+    if not any(isinstance(f, _DropSdkValidationTraceback) for f in activity_log.filters):
+        activity_log.addFilter(_DropSdkValidationTraceback())
+    app.router.add_post("/api/messages", guarded_jwt_check(handler.handle))

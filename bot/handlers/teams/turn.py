@@ -44,8 +44,11 @@ def turn_of(activity: Activity) -> Turn | None:
     if sender is None or conversation is None or not activity.service_url:
         return None
     channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
-    tenant = ((channel_data.get("tenant") or {}).get("id") or conversation.tenant_id or "").lower()
+    tenant_data = channel_data.get("tenant")
+    tenant = tenant_data.get("id") if isinstance(tenant_data, dict) else None
+    tenant = tenant if isinstance(tenant, str) and tenant else (conversation.tenant_id or "")
     aad = (sender.aad_object_id or "").lower()
+    tenant = tenant.lower()
     if not tenant or not aad:
         return None
     return Turn(activity, tenant, aad, sender.id or "", conversation.id or "", activity.service_url, sender.name or "")
@@ -70,7 +73,13 @@ class Invoke:
 
     def number(self, key: str) -> int:
         """An integer field of the button's data (ValueError → "not valid any more")."""
-        return int(self.data.get(key, 0) or 0)
+        value = self.data.get(key, 0) or 0
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"{key} is not a number")
+        number = int(value)
+        if not 0 <= number < 2**63:  # a database id; a larger one would overflow a bigint column
+            raise ValueError(f"{key} is out of range")
+        return number
 
 
 VerbHandler = Callable[[Invoke], Awaitable[web.Response]]

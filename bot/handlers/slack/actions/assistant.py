@@ -24,7 +24,7 @@ from bot.core.onboarding.learning import (
     propose,
     proposal_note,
 )
-from bot.handlers.slack.common import member_of, respond_or_explain, staff_of
+from bot.handlers.slack.common import member_of, record_id, respond_or_explain, staff_of
 from bot.service import Herald
 
 
@@ -37,7 +37,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
 
         async def work():
             helpful = action["action_id"] == HELPFUL_ACTION
-            await give_feedback(int(action["value"]), await member_of(body), helpful=helpful, now=herald.clock.now())
+            await give_feedback(record_id(action.get("value")), await member_of(body), helpful=helpful, now=herald.clock.now())
             text = "Thanks, glad it helped." if helpful else \
                 "Thanks for telling me. Press *Ask my CAM* if you'd like a person to answer."
             return {"replace_original": False, "text": text}
@@ -48,14 +48,14 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await ack()
 
         async def work():
-            text = await herald.hand_off_question(int(body["actions"][0]["value"]), await member_of(body))
+            text = await herald.hand_off_question(record_id(body["actions"][0].get("value")), await member_of(body))
             return {"replace_original": False, "text": escape(text)}
         await respond_or_explain(respond, work())
 
     @app.action(REPLY_ACTION)
     async def on_reply_button(ack, body, client) -> None:  # noqa: ANN001
         await ack()
-        question_id = int(body["actions"][0]["value"])
+        question_id = record_id(body["actions"][0].get("value"))
         await client.views_open(trigger_id=body["trigger_id"], view=reply_modal(question_id))
 
     @app.action(LEARN_PHRASING_ACTION)
@@ -66,7 +66,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
 
         async def work():
             kind = PHRASING if action["action_id"] == LEARN_PHRASING_ACTION else ENTRY
-            proposal, created = await propose(int(action["value"]), await staff_of(body), kind, now=herald.clock.now())
+            proposal, created = await propose(record_id(action.get("value")), await staff_of(body), kind, now=herald.clock.now())
             return {"replace_original": False, "text": escape(proposal_note(proposal, created))}
         await respond_or_explain(respond, work())
 

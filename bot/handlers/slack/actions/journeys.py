@@ -6,7 +6,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.channels.slack_blocks import escape
 from bot.core.onboarding.journeys import DONE_ACTION, complete_step
-from bot.handlers.slack.common import respond_or_explain
+from bot.handlers.slack.common import record_id, respond_or_explain
 from bot.service import Herald
 from storage.models import Platform
 
@@ -17,7 +17,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await ack()
 
         async def work():
-            step = await complete_step(int(body["actions"][0]["value"]), platform=Platform.SLACK.value,
+            step = await complete_step(record_id(body["actions"][0].get("value")), platform=Platform.SLACK.value,
                                        workspace_id=body["team"]["id"], user_id=body["user"]["id"],
                                        now=herald.clock.now(), channels=herald.channels)
             herald.outbox.wake()  # a milestone or the CAM's note may have been queued

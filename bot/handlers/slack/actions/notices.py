@@ -14,7 +14,7 @@ from bot.core.notices.escalations import (
     remind_organisation_now,
 )
 from bot.core.notices.views import ACK_ACTION
-from bot.handlers.slack.common import respond_or_explain, sent_text, staff_of
+from bot.handlers.slack.common import record_id, respond_or_explain, sent_text, staff_of
 from bot.handlers.slack.replies import SlackCommands
 from bot.service import Herald
 from storage.models import Platform
@@ -28,7 +28,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await ack()
 
         async def work():
-            result = await sending.send_draft(int(body["actions"][0]["value"]), await staff_of(body), herald.catalog,
+            result = await sending.send_draft(record_id(body["actions"][0].get("value")), await staff_of(body), herald.catalog,
                                               now=herald.clock.now(), platform_policy=herald.settings.platform_policy)
             herald.outbox.wake()
             return {"replace_original": True, "text": sent_text(result)}
@@ -39,7 +39,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await ack()
 
         async def work():
-            notice = await sending.cancel_draft(int(body["actions"][0]["value"]), await staff_of(body),
+            notice = await sending.cancel_draft(record_id(body["actions"][0].get("value")), await staff_of(body),
                                                 now=herald.clock.now())
             verb = "cancelled" if notice.status == "cancelled" else f"already {notice.status}"
             return {"replace_original": True, "text": f"Notice #{notice.id} {verb}."}
@@ -49,7 +49,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
     async def on_acknowledge(ack, body, respond) -> None:  # noqa: ANN001
         await ack()
         try:
-            result = await acks.acknowledge(int(body["actions"][0]["value"]), platform=Platform.SLACK.value,
+            result = await acks.acknowledge(record_id(body["actions"][0].get("value")), platform=Platform.SLACK.value,
                                             workspace_id=body["team"]["id"], user_id=body["user"]["id"],
                                             now=herald.clock.now())
         except UserError as exc:
@@ -62,8 +62,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await ack()
 
         async def work():
-            notice_id, _, org_id = body["actions"][0]["value"].partition(":")
-            queued = await remind_organisation_now(int(notice_id), org_id, await staff_of(body), now=herald.clock.now())
+            notice_id, _, org_id = (body["actions"][0].get("value") or "").partition(":")
+            queued = await remind_organisation_now(record_id(notice_id), org_id, await staff_of(body), now=herald.clock.now())
             herald.outbox.wake()
             return {"replace_original": False,
                     "text": f":bell: Queued {queued} reminder{'s' if queued != 1 else ''} for notice #{notice_id}."}
@@ -74,7 +74,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await ack()
 
         async def work():
-            reply = await commands.report(int(body["actions"][0]["value"]), await staff_of(body), client=client,
+            reply = await commands.report(record_id(body["actions"][0].get("value")), await staff_of(body), client=client,
                                           user_id=body["user"]["id"])
             return {"replace_original": False, **reply}
         await respond_or_explain(respond, work())

@@ -13,14 +13,13 @@ from bot.channels.slack_blocks import (
 )
 from bot.common.errors import UserError
 from bot.core.directory.preferences import update_preferences
-from bot.handlers.slack.common import member_of
+from bot.handlers.slack.common import member_of, record_id
 from bot.handlers.slack.home import publish_home
 from bot.service import Herald
 
 
 def register(app: AsyncApp, herald: Herald) -> None:
-    async def save(ack, body, client, **change) -> None:  # noqa: ANN001
-        await ack()
+    async def save(body, client, **change) -> None:  # noqa: ANN001
         member = await member_of(body)
         note = ""
         if member is not None:
@@ -33,24 +32,29 @@ def register(app: AsyncApp, herald: Herald) -> None:
 
     @app.action(PREF_TOPICS_ACTION)
     async def on_pref_topics(ack, body, client) -> None:  # noqa: ANN001
+        await ack()
         chosen = {o["value"] for o in body["actions"][0].get("selected_options", [])}
         offered = [b for b in body.get("view", {}).get("blocks", [])
                    if b.get("accessory", {}).get("action_id") == PREF_TOPICS_ACTION]
         keys = [o["value"] for o in offered[0]["accessory"]["options"]] if offered else sorted(chosen)
-        await save(ack, body, client, subscriptions={k: k in chosen for k in keys})
+        await save(body, client, subscriptions={k: k in chosen for k in keys})
 
     @app.action(PREF_DIGEST_ACTION)
     async def on_pref_digest(ack, body, client) -> None:  # noqa: ANN001
-        await save(ack, body, client, digest_frequency=body["actions"][0]["selected_option"]["value"])
+        await ack()
+        await save(body, client, digest_frequency=str((body["actions"][0].get("selected_option") or {}).get("value") or ""))
 
     @app.action(PREF_QUIET_START_ACTION)
     async def on_pref_quiet_start(ack, body, client) -> None:  # noqa: ANN001
-        await save(ack, body, client, quiet_start=int(body["actions"][0]["selected_option"]["value"]))
+        await ack()
+        await save(body, client, quiet_start=record_id((body["actions"][0].get("selected_option") or {}).get("value")))
 
     @app.action(PREF_QUIET_END_ACTION)
     async def on_pref_quiet_end(ack, body, client) -> None:  # noqa: ANN001
-        await save(ack, body, client, quiet_end=int(body["actions"][0]["selected_option"]["value"]))
+        await ack()
+        await save(body, client, quiet_end=record_id((body["actions"][0].get("selected_option") or {}).get("value")))
 
     @app.action(PREF_TIMEZONE_ACTION)
     async def on_pref_timezone(ack, body, client) -> None:  # noqa: ANN001
-        await save(ack, body, client, timezone=(body["actions"][0].get("value") or "").strip())
+        await ack()
+        await save(body, client, timezone=(body["actions"][0].get("value") or "").strip())

@@ -18,6 +18,7 @@ from bot.core.notices.views import (
     SURVEY_COMMENT_ACTION,
 )
 from bot.core.surveys.answers import answer_survey, comment_form
+from bot.handlers.slack.common import record_id
 from bot.service import Herald
 from storage.models import Platform
 
@@ -29,9 +30,9 @@ def register(app: AsyncApp, herald: Herald) -> None:
     @app.action(ANSWER)
     async def on_answer(ack, body, respond) -> None:  # noqa: ANN001
         await ack()
-        notice_id, _, value = body["actions"][0]["value"].partition(":")
+        notice_id, _, value = (body["actions"][0].get("value") or "").partition(":")
         try:
-            result = await answer_survey(int(notice_id), int(value), platform=Platform.SLACK.value,
+            result = await answer_survey(record_id(notice_id), int(value), platform=Platform.SLACK.value,
                                          workspace_id=body["team"]["id"], user_id=body["user"]["id"],
                                          now=herald.clock.now())
         except (UserError, ValueError) as exc:
@@ -45,7 +46,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
     @app.action(SURVEY_COMMENT_ACTION)
     async def on_comment(ack, body, client, respond) -> None:  # noqa: ANN001
         try:  # the modal needs the trigger id within 3 s, so the checks run before the ack
-            follow_up, current = await comment_form(int(body["actions"][0]["value"]), platform=Platform.SLACK.value,
+            follow_up, current = await comment_form(record_id(body["actions"][0].get("value")), platform=Platform.SLACK.value,
                                                     workspace_id=body["team"]["id"], user_id=body["user"]["id"],
                                                     now=herald.clock.now())
         except (UserError, ValueError) as exc:
@@ -55,13 +56,13 @@ def register(app: AsyncApp, herald: Herald) -> None:
             return
         await ack()
         await client.views_open(trigger_id=body["trigger_id"],
-                                view=comment_modal(int(body["actions"][0]["value"]), follow_up, current))
+                                view=comment_modal(record_id(body["actions"][0].get("value")), follow_up, current))
 
     @app.action(LINK_ACTION)
     async def on_link(ack, body) -> None:  # noqa: ANN001
         await ack()  # Slack opens the link itself; Herald only counts the press
         try:
-            await record_press(int(body["actions"][0]["value"]), LINK, platform=Platform.SLACK.value,
+            await record_press(record_id(body["actions"][0].get("value")), LINK, platform=Platform.SLACK.value,
                                workspace_id=body["team"]["id"], user_id=body["user"]["id"], now=herald.clock.now())
         except Exception:  # noqa: BLE001 - counting must never bother the person
             log.exception("could not count a link press")

@@ -11,6 +11,6 @@ from bot.service import Herald
 def register(app: AsyncApp, herald: Herald) -> None:
     @app.event("app_home_opened")
     async def on_home_opened(event: dict, context, client) -> None:  # noqa: ANN001
-        if event.get("tab") not in (None, "home"):
+        if event.get("tab") not in (None, "home") or not event.get("user"):
             return
         await publish_home(client, herald.catalog, context.team_id or "", event["user"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.core.commands.refusals import refusal, staff_command_verb
+from bot.core.commands.runner import StaffCommands
 from bot.core.onboarding.assistant import member_for
 from bot.core.ports import Recipient
 from bot.handlers.slack.common import NOT_A_MEMBER
@@ -12,6 +14,8 @@ from storage.models import Platform
 
 
 def register(app: AsyncApp, herald: Herald) -> None:
+    commands = StaffCommands(herald.catalog, herald.clock, wake_outbox=herald.outbox.wake, platform="slack")
+
     @app.event("message")
     async def on_direct_message(event: dict, context, client) -> None:  # noqa: ANN001
         if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
@@ -21,5 +25,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
         member = await member_for(Platform.SLACK.value, team, user)
         if member is None:
             await client.chat_postMessage(channel=channel, text=NOT_A_MEMBER)
+            return
+        if staff_command_verb(event.get("text", "")):
+            await client.chat_postMessage(channel=channel, text=f":no_entry: {await refusal(event['text'], commands)}")
             return
         await herald.answer_question(member, event.get("text", ""), platform=Platform.SLACK.value, recipient=recipient)

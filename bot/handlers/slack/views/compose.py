@@ -18,6 +18,7 @@ from bot.handlers.slack.common import (
     FieldError,
     command_from_form,
     field_of,
+    record_id,
     sent_text,
     staff_of,
 )
@@ -48,7 +49,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
     async def on_preview_send(ack, body, view) -> None:  # noqa: ANN001
         staff = await staff_of(body)
         try:
-            result = await sending.send_draft(int(view["private_metadata"]), staff, herald.catalog,
+            result = await sending.send_draft(record_id(view.get("private_metadata")), staff, herald.catalog,
                                               now=herald.clock.now(), platform_policy=herald.settings.platform_policy)
         except UserError as exc:
             await ack(response_action="update", view=message_modal("Not sent", f":warning: {exc}"))
@@ -61,6 +62,6 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await ack()
         staff = await staff_of(body)
         try:
-            await sending.cancel_draft(int(view["private_metadata"]), staff, now=herald.clock.now())
+            await sending.cancel_draft(record_id(view.get("private_metadata")), staff, now=herald.clock.now())
         except UserError:
             log.info("preview closed for a notice the user cannot cancel")

@@ -7,7 +7,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.channels.slack_blocks import EDIT_CALLBACK, message_modal
 from bot.common.errors import UserError
 from bot.core.notices import revisions
-from bot.handlers.slack.common import field_of, form_value, staff_of
+from bot.handlers.slack.common import field_of, form_value, record_id, staff_of
 from bot.service import Herald
 
 
@@ -19,7 +19,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
         material = bool(values.get("material", {}).get("value", {}).get("selected_options"))
         try:
             result = await revisions.edit_notice(
-                int(view["private_metadata"]), staff, herald.catalog, now=herald.clock.now(),
+                record_id(view.get("private_metadata")), staff, herald.catalog, now=herald.clock.now(),
                 title=form_value(values, "title"), body=form_value(values, "body"), link=form_value(values, "link"),
                 material=material)
         except UserError as exc:

@@ -7,7 +7,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.channels.slack_blocks import REPLY_CALLBACK, message_modal
 from bot.common.errors import UserError
 from bot.core.onboarding.assistant import ON_ITS_WAY
-from bot.handlers.slack.common import form_value, staff_of
+from bot.handlers.slack.common import form_value, record_id, staff_of
 from bot.service import Herald
 
 
@@ -17,7 +17,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
         staff = await staff_of(body)
         text = form_value(view["state"]["values"], "reply")
         try:
-            await herald.relay_reply(int(view["private_metadata"]), staff, text)
+            await herald.relay_reply(record_id(view.get("private_metadata")), staff, text)
         except UserError as exc:
             await ack(response_action="errors", errors={"reply": str(exc)})
             return

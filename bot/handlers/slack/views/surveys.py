@@ -14,7 +14,7 @@ from bot.channels.slack_surveys import (
 from bot.common.errors import UserError
 from bot.core.surveys.answers import comment_on_survey
 from bot.core.surveys.creating import create_survey_draft, survey_from_form
-from bot.handlers.slack.common import form_value, staff_of
+from bot.handlers.slack.common import form_value, record_id, staff_of
 from bot.service import Herald
 from storage.models import Platform
 
@@ -48,7 +48,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
     async def on_comment(ack, body, view) -> None:  # noqa: ANN001
         text = form_value(view["state"]["values"], "comment")
         try:
-            await comment_on_survey(int(view["private_metadata"]), text, platform=Platform.SLACK.value,
+            await comment_on_survey(record_id(view.get("private_metadata")), text, platform=Platform.SLACK.value,
                                     workspace_id=body["team"]["id"], user_id=body["user"]["id"],
                                     now=herald.clock.now())
         except UserError as exc:

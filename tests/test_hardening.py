@@ -1,0 +1,423 @@
+"""Issue 10: crafted tokens, malformed bodies, staff commands from partners, replays.
+
+Every request here is what an attacker or a confused client could send *after* passing the
+platform's authentication (correctly signed Slack requests; Teams with the JWT check off, except
+for the token tests): the outcome must be a short answer, never a 5xx or a traceback in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.fakes.slack_signing import event_body, interaction_body, slash_command_body
+from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness
+from tests.test_teams_e2e import TeamsRig, _start, _stop
+
+CRAFTED_TOKENS = (
+    "eyJhbGciOiJub25lIn0.eyJhdWQiOiJ4In0.",   # alg none, no kid: the SDK raised KeyError('kid')
+    "eyJhbGciOiJIUzI1NiJ9.e30.c2ln",          # HS256, empty claims
+    "not-a-jwt",
+    "a.b.c",
+)
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Records that mean something crashed: ERROR or worse, or anything with a traceback."""
+    return [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+@pytest.fixture
+async def http_slack(db: str) -> AsyncIterator[SlackHarness]:
+    harness = await start_harness(db)
+    await seed_directory(harness.clock)
+    try:
+        yield harness
+    finally:
+        await stop_harness(harness)
+
+
+@pytest.fixture
+async def teams(db: str) -> AsyncIterator[TeamsRig]:
+    rig = await _start(db)
+    try:
+        yield rig
+    finally:
+        await _stop(rig)
+
+
+# ---- 1 and 6: crafted Teams tokens ------------------------------------------------------------
+
+@pytest.mark.parametrize("token", CRAFTED_TOKENS)
+async def test_a_crafted_teams_token_is_a_401_with_one_warning_and_no_token_in_the_log(
+        db: str, token: str, caplog: pytest.LogCaptureFixture) -> None:
+    rig = await _start(db, teams_app_id="00000000-0000-0000-0000-000000000001")
+    try:
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG):
+            status, _ = await rig.post(rig.activity("message", "aad-cam", text="status"),
+                                       headers={"Authorization": f"Bearer {token}"})
+        assert status == 401
+        assert rig.connector.activities("a:conv-aad-cam") == []
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert not _errors(caplog)
+        warning = warnings[0].getMessage()
+        for part in (p for p in token.split(".") if len(p) >= 3):
+            assert part not in warning  # the one line says why, never what
+        logged = "\n".join(r.getMessage() for r in caplog.records)  # DEBUG too ("e30" alone matches addresses)
+        for part in (p for p in [token, *token.split(".")] if len(p) >= 8):
+            assert part not in logged
+    finally:
+        await _stop(rig)
+
+
+# ---- 6: malformed Slack bodies ----------------------------------------------------------------
+
+def _interaction(kind: str, **fields) -> str:  # noqa: ANN003
+    return interaction_body({"type": kind, "team": {"id": TEAM}, "user": {"id": CAM_USER}, "api_app_id": "AHERALD",
+                             **fields})
+
+
+MALFORMED_SLACK = {
+    "payload-not-json": "payload=%7Bnot+json",
+    "payload-a-list": "payload=%5B1%2C2%5D",
+    "payload-a-string": "payload=%22hi%22",
+    "json-array": "[1, 2, 3]",
+    "json-string": '"hello"',
+    "json-not-json": "{not json",
+    "event-not-an-object": json.dumps({"type": "event_callback", "team_id": TEAM, "api_app_id": "AHERALD",
+                                       "event": "surprise", "event_id": "Ev1"}),
+    "event-without-user": event_body({"type": "app_home_opened", "tab": "home"}, TEAM),
+    "dm-with-list-text": event_body({"type": "message", "channel_type": "im", "user": "UANNA", "channel": "DUANNA",
+                                     "text": ["a"]}, TEAM),
+    "view-without-state": _interaction("view_submission", view={"callback_id": "herald_compose", "id": "V1"}),
+    "view-without-metadata": _interaction("view_submission", view={
+        "callback_id": "herald_preview", "id": "V1", "state": {"values": {}}}),
+    "view-metadata-not-a-number": _interaction("view_submission", view={
+        "callback_id": "herald_edit", "id": "V1", "private_metadata": "x", "state": {"values": {}}}),
+    "reply-view-values-a-list": _interaction("view_submission", view={
+        "callback_id": "herald_qa_reply_submit", "id": "V1", "private_metadata": "1", "state": {"values": []}}),
+    "view-closed-without-metadata": _interaction("view_closed", view={"callback_id": "herald_preview", "id": "V1"}),
+    "action-without-value": _interaction("block_actions", actions=[{"action_id": "herald_send", "type": "button"}],
+                                         response_url="https://hooks.slack.com/x"),
+    "action-value-not-a-number": _interaction("block_actions", actions=[
+        {"action_id": "herald_cancel", "type": "button", "value": "abc"}], response_url="https://hooks.slack.com/x"),
+    "reply-button-value-not-a-number": _interaction("block_actions", trigger_id="t", actions=[
+        {"action_id": "herald_qa_reply", "type": "button", "value": "x"}], response_url="https://hooks.slack.com/x"),
+    "action-actions-empty": _interaction("block_actions", actions=[], response_url="https://hooks.slack.com/x"),
+    "action-user-missing": interaction_body({"type": "block_actions", "team": {"id": TEAM}, "api_app_id": "AHERALD",
+                                             "actions": [{"action_id": "herald_ack", "value": "1"}]}),
+    "pref-without-option": _interaction("block_actions", actions=[{"action_id": "herald_pref_digest"}]),
+    "pref-topics-wrong-type": _interaction("block_actions", actions=[
+        {"action_id": "herald_pref_topics", "selected_options": "all"}], view={"blocks": "x"}),
+    "command-without-user": slash_command_body(team_id=TEAM, user_id=None, text="status"),
+    "command-without-trigger": slash_command_body(team_id=TEAM, user_id=CAM_USER, text="send", trigger_id=None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_SLACK))
+async def test_a_malformed_signed_slack_body_is_answered_without_a_crash(
+        http_slack: SlackHarness, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.clear()
+    reply = await http_slack.post_signed(MALFORMED_SLACK[name])
+    await http_slack.herald.settle() if hasattr(http_slack.herald, "settle") else None
+    await _listeners_done(http_slack)
+    assert reply.status < 500, reply.body
+    assert not _errors(caplog), [r.getMessage() for r in _errors(caplog)]
+
+
+async def _listeners_done(h: SlackHarness) -> None:
+    """Bolt runs listeners after the ack, in tasks: wait until every one of them has finished."""
+    import asyncio
+
+    current = asyncio.current_task()
+    for _ in range(100):
+        pending = [t for t in asyncio.all_tasks() if t is not current and "bolt" in repr(t.get_coro()).lower()]
+        if not pending:
+            return
+        await asyncio.wait(pending, timeout=5)
+
+
+# ---- 6: malformed Teams bodies ----------------------------------------------------------------
+
+def _teams_bodies(rig: TeamsRig) -> dict[str, object]:
+    base = rig.activity("message", "aad-cam", text="help")
+    return {
+        "no-from": {k: v for k, v in base.items() if k != "from"},
+        "no-conversation": {k: v for k, v in base.items() if k != "conversation"},
+        "no-service-url": {k: v for k, v in base.items() if k != "serviceUrl"},
+        "from-a-string": {**base, "from": "x"},
+        "text-a-list": {**base, "text": ["x"]},
+        "channel-data-a-list": {**base, "channelData": [1]},
+        "tenant-a-string": {**base, "channelData": {"tenant": "t"}},
+        "invoke-junk-value": rig.activity("invoke", "aad-cam", name="adaptiveCard/action", value="junk"),
+        "invoke-action-a-list": rig.activity("invoke", "aad-cam", name="adaptiveCard/action", value={"action": [1]}),
+        "invoke-data-a-list": rig.activity("invoke", "aad-cam", name="adaptiveCard/action",
+                                           value={"action": {"verb": "herald.send", "data": [1]}}),
+        "invoke-verb-a-dict": rig.activity("invoke", "aad-cam", name="adaptiveCard/action",
+                                           value={"action": {"verb": {"a": 1}}}),
+        "invoke-unknown-verb": rig.activity("invoke", "aad-cam", name="adaptiveCard/action",
+                                            value={"action": {"verb": "herald.nope", "data": {}}}),
+        "invoke-bad-notice": rig.activity("invoke", "aad-cam", name="adaptiveCard/action",
+                                          value={"action": {"verb": "herald.send", "data": {"notice_id": "x"}}}),
+        "members-added-junk": rig.activity("conversationUpdate", "aad-cam", membersAdded="x"),
+        "huge-text": {**base, "text": "x" * 100_000},
+    }
+
+
+async def test_malformed_teams_activities_are_answered_without_a_crash(
+        teams: TeamsRig, caplog: pytest.LogCaptureFixture) -> None:
+    for name, body in _teams_bodies(teams).items():
+        caplog.clear()
+        status, _ = await teams.post(body)  # type: ignore[arg-type]
+        assert status < 500, name
+        assert not _errors(caplog), (name, [r.getMessage() for r in _errors(caplog)])
+
+
+# ---- 4: staff commands typed by partners ------------------------------------------------------
+
+async def test_a_partner_typing_a_staff_command_in_teams_is_refused_like_in_slack(teams: TeamsRig) -> None:
+    from storage.models import Notice
+
+    for text, rule in (("send must-know support all | Recall | Stop", "Only channel account managers and admins"),
+                       ("send must-know nosuchtopic all | Recall | Stop", "Only channel account managers and admins"),
+                       ("send", "Only channel account managers and admins"),
+                       ("pause teamsco", "Only Herald staff")):
+        reply = await teams.say("aad-eve", text)
+        assert f"You tried `{text.split()[0]}`" in reply["text"] and rule in reply["text"], reply
+        assert "attachments" not in reply
+    assert await Notice.all().count() == 0
+
+
+async def test_a_partner_typing_a_staff_command_in_a_slack_dm_is_refused(http_slack: SlackHarness) -> None:
+    from storage.models import Notice
+    from tests.support import wait_until
+
+    body = event_body({"type": "message", "channel_type": "im", "user": "UANNA", "channel": "DUANNA",
+                       "text": "send must-know support all | Recall | Stop", "ts": "1.1"}, TEAM)
+    assert (await http_slack.post_signed(body)).status == 200
+    (post,) = await wait_until(lambda: http_slack.fake.calls_to("chat.postMessage"), what="the refusal")
+    assert "You tried `send`" in post.args["text"] and "Only channel account managers and admins" in post.args["text"]
+    assert await Notice.all().count() == 0
+
+
+# ---- 8: replays -------------------------------------------------------------------------------
+
+async def _replayed(h: SlackHarness, body: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Send `body` twice with the same signature (an attacker's replay inside the window);
+    (calls to the fake Slack, audit events) after the first and after the replay."""
+    import time as _time
+
+    from storage.models import AuditEvent
+
+    from tests.support import wait_until
+
+    stamp, calls = int(_time.time()), len(h.fake.calls)
+    first = await h.post_signed(body, timestamp=stamp)
+    await wait_until(lambda: len(h.fake.calls) > calls, what="the first request's answer")
+    await _listeners_done(h)
+    once = (len(h.fake.calls), await AuditEvent.all().count())
+    again = await h.post_signed(body, timestamp=stamp)
+    await _listeners_done(h)
+    assert first.status == 200 and again.status == 200 and again.body == ""
+    return once, (len(h.fake.calls), await AuditEvent.all().count())
+
+
+async def _two_notices() -> bool:
+    from storage.models import Notice
+
+    return await Notice.all().count() >= 2
+
+
+async def test_a_replayed_slack_request_has_no_second_effect(http_slack: SlackHarness) -> None:
+    from bot.channels.slack_blocks import CANCEL_ACTION, PREF_DIGEST_ACTION, SEND_ACTION
+    from storage.models import AuditEvent, Delivery, Notice
+
+    h = http_slack  # (edit, reply, hand-off and journey Done are requests like these: the guard is per request)
+    for text in ("send must-know operations all | Recall | Stop", "send need-to-know operations all | Other | Text"):
+        await h.command(text)
+    from tests.support import wait_until
+
+    await wait_until(_two_notices, what="two drafts")
+    first, second = await Notice.all().order_by("id").values_list("id", flat=True)
+
+    def click(action: str, value: str, user: str = CAM_USER, **extra) -> str:  # noqa: ANN003
+        return _interaction("block_actions", user={"id": user}, trigger_id="t1", response_url=h.fake.response_url("k"),
+                            actions=[{"action_id": action, "value": value, "type": "button", **extra}])
+
+    before, after = await _replayed(h, click(SEND_ACTION, str(first)))  # Send
+    assert before == after and await Delivery.filter(notice_id=first).count() == 5
+    before, after = await _replayed(h, click(CANCEL_ACTION, str(second)))  # Cancel
+    assert before == after and (await Notice.get(id=second)).status == "cancelled"
+    body = slash_command_body(text=f"retract {first} wrong price", user_id=CAM_USER, team_id=TEAM,
+                              response_url=h.fake.response_url("r"))
+    before, after = await _replayed(h, body)  # retract
+    assert before == after and await AuditEvent.filter(kind__contains="retract").count() == 1
+    pref = _interaction("block_actions", user={"id": "UANNA"}, trigger_id="t2", actions=[
+        {"action_id": PREF_DIGEST_ACTION, "selected_option": {"value": "weekly"}}])
+    before, after = await _replayed(h, pref)  # preferences: one views.publish, not two
+    assert before == after
+
+
+async def test_a_repeated_teams_activity_id_has_no_second_effect(teams: TeamsRig) -> None:
+    from storage.models import Notice
+
+    activity = teams.activity("message", "aad-cam", text="send must-know operations all | Recall | Stop")
+    for _ in range(2):
+        status, _ = await teams.post(activity)
+        assert status == 200
+    assert await Notice.all().count() == 1 and len(teams.connector.activities("a:conv-aad-cam")) == 1
+    notice_id = (await Notice.first()).id
+    send = teams.activity("invoke", "aad-cam", name="adaptiveCard/action",
+                          value={"action": {"type": "Action.Execute", "verb": "herald.send", "data": {"notice_id": notice_id}}})
+    statuses = [(await teams.post(send))[0] for _ in range(2)]
+    assert statuses == [200, 200]
+    from storage.models import AuditEvent
+    assert await AuditEvent.filter(notice_id=notice_id, kind="notice.sent").count() <= 1
+
+
+# ---- 5: the CLI acts --as a staff member ------------------------------------------------------
+
+@pytest.fixture
+def cli_db(db_url: str, tmp_path, monkeypatch):  # noqa: ANN001, ANN201
+    import os
+
+    from click.testing import CliRunner
+
+    from bot.cli import main
+    from tests.support import SAMPLE_DIRECTORY
+
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    runner = CliRunner()
+    csv = tmp_path / "partners.csv"
+    csv.write_text(SAMPLE_DIRECTORY)
+    assert runner.invoke(main, ["directory", "import", str(csv)]).exit_code == 0
+    for email, role in (("cam@vendor.example", "cam"), ("audit@vendor.example", "compliance")):
+        assert runner.invoke(main, ["staff", "add", email, "--role", role]).exit_code == 0
+    return runner, main, db_url
+
+
+def _rows(db_url: str, work):  # noqa: ANN001, ANN202
+    import asyncio
+
+    from storage import db as storage_db
+
+    async def run():  # noqa: ANN202
+        await storage_db.connect(db_url, run_migrations=False)
+        try:
+            return await work()
+        finally:
+            await storage_db.close()
+    return asyncio.run(run())
+
+
+def test_cli_changes_need_an_accountable_staff_member(cli_db) -> None:  # noqa: ANN001
+    import getpass
+
+    from storage.models import AuditEvent, Notice
+
+    runner, main, db_url = cli_db
+    send = ["send", "--topic", "operations", "--importance", "must-know", "--audience", "all", "--title", "Recall",
+            "--body", "Stop", "--yes"]
+    missing = runner.invoke(main, send)
+    assert missing.exit_code == 2 and "--as" in missing.output
+    nobody = runner.invoke(main, [*send, "--as", "ghost@vendor.example"])
+    assert nobody.exit_code == 1 and "no active staff member" in nobody.output and "Traceback" not in nobody.output
+    wrong_role = runner.invoke(main, [*send, "--as", "audit@vendor.example"])
+    assert wrong_role.exit_code == 1 and "Only channel account managers and admins" in wrong_role.output
+    assert _rows(db_url, lambda: Notice.all().count()) == 0
+
+    sent = runner.invoke(main, [*send, "--as", "CAM@vendor.example"])
+    assert sent.exit_code == 0, sent.output
+    notice_id = int(sent.output.split()[1])
+    notice = _rows(db_url, lambda: Notice.get(id=notice_id).prefetch_related("author"))
+    assert notice.author.email == "cam@vendor.example"
+    events = _rows(db_url, lambda: AuditEvent.filter(notice_id=notice_id).order_by("id"))
+    assert events and all(e.actor == "cam@vendor.example" and e.data.get("source") == "cli"
+                          and e.data.get("os_user") == getpass.getuser() for e in events if e.kind.startswith("notice."))
+
+    refused = runner.invoke(main, ["retract", str(notice_id), "--reason", "x", "--as", "audit@vendor.example"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    for args in (["edit", str(notice_id), "--body", "Stop now"], ["retract", str(notice_id), "--reason", "wrong"]):
+        assert runner.invoke(main, args).exit_code == 2  # --as is required
+        done = runner.invoke(main, [*args, "--as", "cam@vendor.example"])
+        assert done.exit_code == 0, done.output
+
+    later = runner.invoke(main, [*send[:-1], "--at", "2099-01-01T09:00Z", "--yes", "--as", "cam@vendor.example"])
+    later_id = int(later.output.split()[1])
+    assert runner.invoke(main, ["cancel", str(later_id)]).exit_code == 2
+    cancelled = runner.invoke(main, ["cancel", str(later_id), "--as", "cam@vendor.example"])
+    assert cancelled.exit_code == 0 and "cancelled" in cancelled.output
+    assert runner.invoke(main, ["pause", "acme", "--as", "audit@vendor.example"]).exit_code == 1
+    paused = runner.invoke(main, ["pause", "acme", "--reason", "stocktake", "--as", "cam@vendor.example"])
+    assert paused.exit_code == 0 and "paused" in paused.output, paused.output
+    resumed = runner.invoke(main, ["resume", "acme", "--as", "cam@vendor.example"])
+    assert resumed.exit_code == 0 and "resumed" in resumed.output
+    pause_events = _rows(db_url, lambda: AuditEvent.filter(kind__startswith="organisation."))
+    assert pause_events and all(e.data.get("source") == "cli" for e in pause_events)
+
+
+async def test_replayed_edit_hand_off_and_reply_have_no_second_effect(http_slack: SlackHarness) -> None:
+    from bot.channels.slack_blocks import EDIT_CALLBACK, REPLY_CALLBACK, SEND_ACTION
+    from bot.core.onboarding.assistant import ASK_CAM_ACTION
+    from storage.models import Member, NoticeRevision, Question
+
+    h = http_slack
+    await h.command("send need-to-know operations all | Depot | Closed Friday")
+    await wait_for_notice()
+    from storage.models import Notice
+
+    notice_id = (await Notice.first()).id
+    click = _interaction("block_actions", trigger_id="t0", response_url=h.fake.response_url("s"),
+                         actions=[{"action_id": SEND_ACTION, "value": str(notice_id), "type": "button"}])
+    await _replayed(h, click)
+    edit = _interaction("view_submission", trigger_id="t1", view={
+        "type": "modal", "id": "V1", "callback_id": EDIT_CALLBACK, "private_metadata": str(notice_id),
+        "state": {"values": {"title": {"value": {"type": "plain_text_input", "value": "Depot"}},
+                             "body": {"value": {"type": "plain_text_input", "value": "Closed Friday and Monday"}}}}})
+    first = await h.post_signed(edit, timestamp=(stamp := __import__("time").time().__int__()))
+    await _listeners_done(h)
+    again = await h.post_signed(edit, timestamp=stamp)
+    assert first.status == again.status == 200 and again.body == ""
+    assert await NoticeRevision.filter(notice_id=notice_id).count() == 2  # the original and one edit
+
+    anna = await Member.get(email="anna@acme.example")
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=h.clock.now(), channel_id="DUANNA")
+    ask = _interaction("block_actions", user={"id": "UANNA"}, trigger_id="t2", response_url=h.fake.response_url("q"),
+                       actions=[{"action_id": ASK_CAM_ACTION, "value": str(question.id), "type": "button"}])
+    before, after = await _replayed(h, ask)  # hand-off: the CAM gets one DM, not two
+    assert before == after and (await Question.get(id=question.id)).handoff_status == "open"
+    reply = _interaction("view_submission", trigger_id="t3", view={
+        "type": "modal", "id": "V2", "callback_id": REPLY_CALLBACK, "private_metadata": str(question.id),
+        "state": {"values": {"reply": {"value": {"type": "plain_text_input", "value": "On the portal."}}}}})
+    posts = len(h.fake.calls_to("chat.postMessage"))
+    before, after = await _replayed(h, reply)  # the partner gets the answer once
+    assert before == after and len(h.fake.calls_to("chat.postMessage")) == posts + 1
+
+
+async def wait_for_notice() -> None:
+    from storage.models import Notice
+    from tests.support import wait_until
+
+    await wait_until(lambda: Notice.all().exists(), what="the draft")
+
+
+async def test_a_replayed_journey_done_has_no_second_effect(http_slack: SlackHarness) -> None:
+    from bot.core.onboarding.journeys import DONE_ACTION
+    from storage.models import JourneyStep, Member
+
+    h = http_slack
+    anna = await Member.get(email="anna@acme.example")
+    step = await JourneyStep.create(member=anna, journey="default", step_key="portal", position=1, status="sent",
+                                    platform="slack", created_at=h.clock.now())
+    done = _interaction("block_actions", user={"id": "UANNA"}, trigger_id="t4", response_url=h.fake.response_url("d"),
+                        actions=[{"action_id": DONE_ACTION, "value": str(step.id), "type": "button"}])
+    before, after = await _replayed(h, done)  # one "Marked done" reply, one audit event
+    assert before == after and (await JourneyStep.get(id=step.id)).status == "done"
