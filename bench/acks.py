@@ -3,7 +3,7 @@
 PostgreSQL, half Slack ``block_actions`` and half Teams ``invoke`` (Action.Execute).
 
     python bench/acks.py [--rate 500] [--seconds 60] [--members N] [--duplicates 0.05]
-                         [--workspaces 10] [--loadgen-processes 1] [--settle 120]
+                         [--workspaces 50] [--loadgen-processes 1] [--settle 300]
                          [--database-url postgres://...] [--keep]
 
 1. PostgreSQL (a throwaway cluster from .ci/postgres.sh, or a fresh database on the server of
@@ -193,6 +193,30 @@ def members_programme(members: int, workspaces: int) -> list[Tenant]:
     return tenants
 
 
+def update_ideal_seconds(clicked: list[tuple[str, str, str]], rate: float) -> dict[str, float]:
+    """The least time, from the first click, until every acknowledged copy can have been updated
+    under the platforms' documented limits (the fakes' defaults): Slack's ``chat.update`` is Tier 3
+    per workspace (50 a minute, a bucket that starts full), Teams' update one request through the
+    tenant's 50 a second. Clicks arrive at ``rate`` a second, so a workspace's last update cannot
+    come before its last click either."""
+    from bench.scale import bucket_seconds
+    from tests.fakes.slack_limits import SlackLimits
+    from tests.fakes.teams_limits import TeamsLimits
+
+    slack, teams = SlackLimits(), TeamsLimits()
+    update = slack.tiers[slack.method_tiers["chat.update"]]
+    per_scope: dict[tuple[str, str], list[int]] = {}
+    for n, (platform, scope, _) in enumerate(clicked):
+        per_scope.setdefault((platform, scope), []).append(n)
+    ideal = {"slack": 0.0, "teams": 0.0}
+    for (platform, _), positions in per_scope.items():
+        rate_s = update.per_second() if platform == "slack" else teams.per_tenant.per_second()
+        burst = update.capacity if platform == "slack" else teams.per_tenant.capacity
+        seconds = max(bucket_seconds(len(positions), rate_s, burst), positions[-1] / rate)
+        ideal[platform] = max(ideal[platform], seconds)
+    return {k: round(v, 1) for k, v in ideal.items()}
+
+
 def post_json(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     base = url.removesuffix("api/") if url.endswith("/api/") else url
     request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
@@ -306,6 +330,7 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
             path.write_text(json.dumps(spec))
             spec_files.append(path)
         cpu_before = server.cpu_seconds()
+        clicks_started = time.monotonic()
         progress(f"{len(clicks)} clicks ({len(clicks) - len(members)} duplicates) at {total_rate:.0f}/s "
                  f"from {args.loadgen_processes} load generator(s)")
         generators = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--loadgen", str(p)],
@@ -322,6 +347,9 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
                 break
             await asyncio.sleep(1.0)
         settle_seconds = time.monotonic() - settle_started
+        first_clicks = list(dict.fromkeys(clicks))  # each member's first click, in click order
+        update_ideal = update_ideal_seconds(first_clicks, total_rate)
+        clicks_seconds = time.monotonic() - clicks_started
 
         latencies = {p: [v for r in results for v in r["latencies"][p]] for p in ("slack", "teams")}
         statuses: dict[str, dict[str, int]] = {"slack": {}, "teams": {}}
@@ -360,6 +388,9 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
             "exactly_once": counts["acknowledgements"] == counts["acknowledged_members"] == len(members)
                             == counts["audit_events"],
             "updates": {"pending_after_settle": counts["updates_pending"], "settle_seconds": round(settle_seconds, 1),
+                        "all_done_after_seconds": (round(clicks_seconds, 1) if not counts["updates_pending"]
+                                                   else None),
+                        "ideal_seconds": update_ideal,
                         "slack": slack_stats, "teams": teams_stats},
             "server_cpu_seconds_during_clicks": round(cpu_clicks, 2),
             "server_peak_rss_mb": server.peak_rss_mb(),
@@ -389,9 +420,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to click (default 60)")
     parser.add_argument("--members", type=int, default=None, help="members who click (default: rate x seconds less the duplicates)")
     parser.add_argument("--duplicates", type=float, default=0.05, help="share of clicks repeated (default 0.05)")
-    parser.add_argument("--workspaces", type=int, default=10, help="Slack workspaces, and as many Teams tenants")
+    parser.add_argument("--workspaces", type=int, default=50, help="Slack workspaces, and as many Teams tenants")
     parser.add_argument("--loadgen-processes", type=int, default=1)
-    parser.add_argument("--settle", type=float, default=120.0, help="seconds to wait for updates afterwards")
+    parser.add_argument("--settle", type=float, default=300.0,
+                        help="seconds to wait for the copies' updates after the last click (default 300)")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--keep", action="store_true")

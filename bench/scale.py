@@ -217,10 +217,11 @@ class Child:
                  capture_stdout: bool = False) -> None:
         self.name = name
         self.log = log
-        out = subprocess.PIPE if capture_stdout else (open(log, "wb") if log else subprocess.DEVNULL)
-        err = open(log, "ab") if log else subprocess.DEVNULL
-        self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err,
-                                        start_new_session=True)
+        sink: Any = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - the child holds it
+        self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE if capture_stdout else sink,
+                                        stderr=sink, start_new_session=True)
+        if log:
+            sink.close()  # the child has its own copy
 
     @property
     def pid(self) -> int:

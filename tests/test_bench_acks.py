@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.acks import members_programme, percentile, slack_click
+from bench.acks import members_programme, percentile, slack_click, update_ideal_seconds
 from tests.fakes.slack_signing import sign
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +22,15 @@ def test_members_split_over_platforms_and_workspaces() -> None:
     assert sum(t.size for t in tenants if t.platform == "slack") == 51
     assert sum(t.size for t in tenants if t.platform == "teams") == 50
     assert len({t.external_id for t in tenants}) == 8
+
+
+def test_update_ideal_follows_the_documented_update_limits() -> None:
+    slack = [("slack", "T0000BENCH", f"U{n}") for n in range(110)]
+    teams = [("teams", "tenant-0000", f"aad-{n}") for n in range(150)]
+    # chat.update: Tier 3, 50 a minute after a full bucket of 50; Teams: 50 a second after 50
+    assert update_ideal_seconds(slack + teams, rate=1000.0) == {"slack": 72.0, "teams": 2.0}
+    # clicks arriving slowly: the last click bounds it
+    assert update_ideal_seconds(teams, rate=1.0) == {"slack": 0.0, "teams": 149.0}
 
 
 def test_percentile() -> None:
