@@ -4,7 +4,7 @@ PostgreSQL, half Slack ``block_actions`` and half Teams ``invoke`` (Action.Execu
 
     python bench/acks.py [--rate 500] [--seconds 60] [--members N] [--duplicates 0.05]
                          [--workspaces 50] [--loadgen-processes 1] [--settle 300]
-                         [--database-url postgres://...] [--keep]
+                         [--database-url postgres://...] [--keep] [--py-spy FILE]
 
 1. PostgreSQL (a throwaway cluster from .ci/postgres.sh, or a fresh database on the server of
    --database-url), migrated once; the fake Slack API and the fake Bot Connector each in its own
@@ -217,6 +217,30 @@ def update_ideal_seconds(clicked: list[tuple[str, str, str]], rate: float) -> di
     return {k: round(v, 1) for k, v in ideal.items()}
 
 
+def profile_summary(raw: Path, top: int = 15) -> dict[str, Any]:
+    """The top frames of a py-spy ``--format raw`` (collapsed stacks) file: by own samples (where
+    the CPU went) and by samples anywhere on the stack (what it went for)."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+
+    def share(table: dict[str, int]) -> list[dict[str, Any]]:
+        ranked = sorted(table.items(), key=lambda kv: kv[1], reverse=True)[:top]
+        return [{"frame": frame, "percent": round(100 * n / total, 1)} for frame, n in ranked]
+
+    return {"samples": total, "own": share(own), "inclusive": share(inclusive)}
+
+
 def post_json(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     base = url.removesuffix("api/") if url.endswith("/api/") else url
     request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
@@ -333,10 +357,20 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
         clicks_started = time.monotonic()
         progress(f"{len(clicks)} clicks ({len(clicks) - len(members)} duplicates) at {total_rate:.0f}/s "
                  f"from {args.loadgen_processes} load generator(s)")
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(server.pid),
+                                    "--duration", str(int(args.seconds) + 1), "--rate", "100", "--format", "raw",
+                                    "--output", str(args.py_spy), "--nonblocking"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         generators = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--loadgen", str(p)],
                                        cwd=ROOT, stdout=subprocess.PIPE, text=True) for p in spec_files]
         results = [json.loads(g.communicate()[0]) for g in generators]
         cpu_clicks = server.cpu_seconds() - cpu_before
+        profile = None
+        if spy is not None:
+            spy.wait(60)
+            profile = profile_summary(Path(args.py_spy)) if Path(args.py_spy).exists() else {"error": "no output"}
         progress("clicks done; waiting for the acknowledgements and the copies' updates")
 
         settle_started = time.monotonic()
@@ -402,6 +436,8 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
                       "PostgreSQL and both fakes share the machine"),
             "verified": not problems,
         }
+        if profile is not None:
+            result["server_profile"] = profile
         if problems:
             result["problems"] = problems
         return result
@@ -427,6 +463,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--py-spy", type=Path, default=None, metavar="FILE",
+                        help="profile the server with py-spy while the clicks run (collapsed stacks to FILE; "
+                             "the top frames go in the JSON)")
     args = parser.parse_args(argv)
     if args.members is None:
         args.members = max(2, round(args.rate * args.seconds / (1 + args.duplicates)))

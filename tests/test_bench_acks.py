@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.acks import members_programme, percentile, slack_click, update_ideal_seconds
+from bench.acks import members_programme, percentile, profile_summary, slack_click, update_ideal_seconds
 from tests.fakes.slack_signing import sign
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +31,15 @@ def test_update_ideal_follows_the_documented_update_limits() -> None:
     assert update_ideal_seconds(slack + teams, rate=1000.0) == {"slack": 72.0, "teams": 2.0}
     # clicks arriving slowly: the last click bounds it
     assert update_ideal_seconds(teams, rate=1.0) == {"slack": 0.0, "teams": 149.0}
+
+
+def test_profile_summary_reads_collapsed_stacks(tmp_path: Path) -> None:
+    raw = tmp_path / "profile.txt"
+    raw.write_text("main;handle;sign 30\nmain;handle;query 60\nmain;idle 10\n")
+    summary = profile_summary(raw, top=2)
+    assert summary["samples"] == 100
+    assert summary["own"] == [{"frame": "query", "percent": 60.0}, {"frame": "sign", "percent": 30.0}]
+    assert summary["inclusive"][0] == {"frame": "main", "percent": 100.0}
 
 
 def test_percentile() -> None:
