@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -241,6 +242,46 @@ def profile_summary(raw: Path, top: int = 15) -> dict[str, Any]:
     return {"samples": total, "own": share(own), "inclusive": share(inclusive)}
 
 
+async def sample_db_activity(database_url: str, generators: list[subprocess.Popen[str]]) -> dict[str, Any]:
+    """Where the server's database sessions are while the clicks run, sampled every 0.25 s from
+    ``pg_stat_activity``: how many sessions it has open (its pool) and what they wait for. Sessions
+    idle outside a transaction are free; ``active`` and ``idle in transaction`` ones are in use."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url.replace("postgres://", "postgresql://", 1))
+    states: dict[str, int] = {}
+    waits: dict[str, int] = {}
+    sessions: list[int] = []
+    busy: list[int] = []
+    blocked: dict[str, int] = {}  # the statements that waited for a lock
+    samples = 0
+    try:
+        name = await conn.fetchval("SELECT current_database()")
+        while any(g.poll() is None for g in generators):
+            rows = await conn.fetch("SELECT state, wait_event_type, wait_event, left(query, 90) AS query "
+                                    "FROM pg_stat_activity "
+                                    "WHERE datname=$1 AND pid <> pg_backend_pid()", name)
+            samples += 1
+            sessions.append(len(rows))
+            busy.append(sum(r["state"] != "idle" for r in rows))
+            for r in rows:
+                states[str(r["state"])] = states.get(str(r["state"]), 0) + 1
+                if r["state"] != "idle" and r["wait_event_type"]:
+                    key = f"{r['wait_event_type']}:{r['wait_event']}"
+                    waits[key] = waits.get(key, 0) + 1
+                if r["wait_event_type"] == "Lock":
+                    blocked[r["query"]] = blocked.get(r["query"], 0) + 1
+            await asyncio.sleep(0.25)
+    finally:
+        await conn.close()
+    return {"samples": samples, "max_sessions": max(sessions, default=0),
+            "mean_busy_sessions": round(statistics.fmean(busy), 2) if busy else 0.0,
+            "share_of_samples_all_busy": round(sum(b == s and s > 0 for b, s in zip(busy, sessions, strict=True))
+                                               / samples, 3) if samples else 0.0,
+            "states": states, "waits": dict(sorted(waits.items(), key=lambda kv: kv[1], reverse=True)[:8]),
+            "lock_waits_by_statement": dict(sorted(blocked.items(), key=lambda kv: kv[1], reverse=True)[:5])}
+
+
 def post_json(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     base = url.removesuffix("api/") if url.endswith("/api/") else url
     request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
@@ -365,6 +406,7 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         generators = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--loadgen", str(p)],
                                        cwd=ROOT, stdout=subprocess.PIPE, text=True) for p in spec_files]
+        db_activity = await sample_db_activity(database.url, generators)
         results = [json.loads(g.communicate()[0]) for g in generators]
         cpu_clicks = server.cpu_seconds() - cpu_before
         profile = None
@@ -427,9 +469,11 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
                         "ideal_seconds": update_ideal,
                         "slack": slack_stats, "teams": teams_stats},
             "server_cpu_seconds_during_clicks": round(cpu_clicks, 2),
+            "server_db_sessions_during_clicks": db_activity,
             "server_peak_rss_mb": server.peak_rss_mb(),
             "workspaces": args.workspaces,
             "loadgen_processes": args.loadgen_processes,
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],  # the machine is shared
             "notes": ("Teams invokes carry no JWT (the Agents SDK's key lookup cannot be pointed at a local fake; "
                       "the server runs with /api/messages unauthenticated); Slack answers come from Bolt's ack() "
                       "before the click is handled, Teams answers after it is stored; load generator, server, "

@@ -590,6 +590,7 @@ async def run_once(args: argparse.Namespace, replicas: int, server_url: str) -> 
                                  else round(finish[t.external_id], 2)} for t in slowest],
             "send_cli_seconds": round(send_cli_seconds, 2),
             "seed_seconds": round(seed_seconds, 2),
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],  # the machine is shared
             "limits": {"slack": {"post_per_workspace": slack.post_per_workspace.as_dict(),
                                  "post_per_channel": slack.post_per_channel.as_dict(),
                                  "conversations.open": slack.tiers[slack.method_tiers["conversations.open"]].as_dict()},
