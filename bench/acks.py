@@ -159,8 +159,11 @@ async def generate(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def loadgen_main(spec_file: str) -> int:
+    """``--loadgen SPEC``: run the clicks of SPEC (JSON) and write the result to ``SPEC.out`` (a
+    file, not stdout: tens of thousands of latencies overflow a pipe nobody reads until the end)."""
     spec = json.loads(Path(spec_file).read_text())
-    print(json.dumps(asyncio.run(generate(spec))))
+    result = asyncio.run(generate(spec))
+    Path(spec_file + ".out").write_text(json.dumps(result))
     return 0
 
 
@@ -242,7 +245,7 @@ def profile_summary(raw: Path, top: int = 15) -> dict[str, Any]:
     return {"samples": total, "own": share(own), "inclusive": share(inclusive)}
 
 
-async def sample_db_activity(database_url: str, generators: list[subprocess.Popen[str]]) -> dict[str, Any]:
+async def sample_db_activity(database_url: str, generators: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
     """Where the server's database sessions are while the clicks run, sampled every 0.25 s from
     ``pg_stat_activity``: how many sessions it has open (its pool) and what they wait for. Sessions
     idle outside a transaction are free; ``active`` and ``idle in transaction`` ones are in use."""
@@ -405,9 +408,12 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
                                     "--output", str(args.py_spy), "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         generators = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--loadgen", str(p)],
-                                       cwd=ROOT, stdout=subprocess.PIPE, text=True) for p in spec_files]
+                                       cwd=ROOT) for p in spec_files]
         db_activity = await sample_db_activity(database.url, generators)
-        results = [json.loads(g.communicate()[0]) for g in generators]
+        for g in generators:
+            if g.wait():
+                raise RuntimeError(f"a load generator failed (exit {g.returncode})")
+        results = [json.loads(Path(str(p) + ".out").read_text()) for p in spec_files]
         cpu_clicks = server.cpu_seconds() - cpu_before
         profile = None
         if spy is not None:
