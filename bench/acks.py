@@ -319,17 +319,13 @@ async def ack_counts(database_url: str, notice_id: int) -> dict[str, int]:
     import asyncpg
 
     conn = await asyncpg.connect(database_url.replace("postgres://", "postgresql://", 1))
-    try:
-        return {
-            "acknowledgements": await conn.fetchval("SELECT count(*) FROM acknowledgement WHERE notice_id=$1",
-                                                    notice_id),
-            "acknowledged_members": await conn.fetchval(
-                "SELECT count(DISTINCT member_id) FROM acknowledgement WHERE notice_id=$1", notice_id),
-            "audit_events": await conn.fetchval(
-                "SELECT count(*) FROM audit_event WHERE notice_id=$1 AND kind='notice.acknowledged'", notice_id),
-            "updates_pending": await conn.fetchval(
-                "SELECT count(*) FROM delivery WHERE notice_id=$1 AND update_pending", notice_id),
-        }
+    try:  # one statement: one snapshot, while the server may still be writing
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM acknowledgement WHERE notice_id=$1) AS acknowledgements, "
+            "(SELECT count(DISTINCT member_id) FROM acknowledgement WHERE notice_id=$1) AS acknowledged_members, "
+            "(SELECT count(*) FROM audit_event WHERE notice_id=$1 AND kind='notice.acknowledged') AS audit_events, "
+            "(SELECT count(*) FROM delivery WHERE notice_id=$1 AND update_pending) AS updates_pending", notice_id)
+        return dict(row)
     finally:
         await conn.close()
 
