@@ -425,6 +425,7 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
                 break
             await asyncio.sleep(1.0)
         settle_seconds = time.monotonic() - settle_started
+        cpu_total = server.cpu_seconds() - cpu_before  # clicks and the work they left behind
         first_clicks = list(dict.fromkeys(clicks))  # each member's first click, in click order
         update_ideal = update_ideal_seconds(first_clicks, total_rate)
         clicks_seconds = time.monotonic() - clicks_started
@@ -471,6 +472,8 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
                         "ideal_seconds": update_ideal,
                         "slack": slack_stats, "teams": teams_stats},
             "server_cpu_seconds_during_clicks": round(cpu_clicks, 2),
+            "server_cpu_ms_per_acknowledgement": (round(cpu_total / counts["acknowledgements"] * 1000, 2)
+                                                  if counts["acknowledgements"] else None),
             "server_db_sessions_during_clicks": db_activity,
             "server_peak_rss_mb": server.peak_rss_mb(),
             "workspaces": args.workspaces,
