@@ -63,6 +63,7 @@ from bench.scale import (  # noqa: E402
     herald_cli,
     herald_env,
     seed_directory,
+    send_must_know,
     start_replica,
     wait_healthy,
 )
@@ -357,9 +358,7 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
         children.append(server)
         wait_healthy([(server, url)])
 
-        out = herald_cli(env, "send", "--topic", "announcements", "--importance", "must-know", "--audience", "all",
-                         "--title", "Partner portal maintenance",
-                         "--body", "The partner portal is unavailable on Saturday 02:00-04:00 UTC.", "--yes")
+        out = send_must_know(env)
         notice_id = int(out.split("notice ", 1)[1].split()[0])
         progress(f"{out.strip()}; waiting for every delivery (fakes' limits off)")
         deadline = time.monotonic() + args.settle + args.members / 100
