@@ -218,11 +218,13 @@ async def _replayed(h: SlackHarness, body: str) -> tuple[tuple[int, int], tuple[
 
     stamp, calls = int(_time.time()), len(h.fake.calls)
     first = await h.post_signed(body, timestamp=stamp)
-    await wait_until(lambda: len(h.fake.calls) > calls, what="the first request's answer")
     await _listeners_done(h)
+    await h.herald.outbox.drain()  # what the request queued (a hand-off DM, a relayed reply) goes out
+    await wait_until(lambda: len(h.fake.calls) > calls, what="the first request's answer")
     once = (len(h.fake.calls), await AuditEvent.all().count())
     again = await h.post_signed(body, timestamp=stamp)
     await _listeners_done(h)
+    await h.herald.outbox.drain()
     assert first.status == 200 and again.status == 200 and again.body == ""
     return once, (len(h.fake.calls), await AuditEvent.all().count())
 

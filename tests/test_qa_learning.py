@@ -45,8 +45,9 @@ async def _click(slack: SlackHarness, action: str, value: str, user: str) -> str
 
 async def _hand_off(slack: SlackHarness, user: str, question: Question) -> list[tuple[str, str]]:
     await _click(slack, ASK_CAM_ACTION, str(question.id), user)
+    await slack.herald.outbox.drain()  # the worker the hand-off wakes
     handoff = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage")
-                                        if c.args["channel"] == f"D{CAM_USER}"], what="the CAM's DM")
+                                        if c.channel == f"D{CAM_USER}"], what="the CAM's DM")
     return _buttons(handoff[-1].args["blocks"])
 
 
@@ -81,6 +82,8 @@ async def test_a_cams_reply_becomes_an_entry_once_an_admin_approves_it(slack: Sl
     reply = "Yes: free visitor parking behind building B; register your plate at reception."
     await slack.submit_view({"callback_id": view["callback_id"], "private_metadata": view["private_metadata"],
                              "state": {"values": {"reply": {"value": {"type": "plain_text_input", "value": reply}}}}})
+    await slack.herald.outbox.drain()  # the reply is relayed to the partner
+    assert any(reply in str(c.args) for c in slack.fake.calls_to("chat.postMessage"))
 
     told = await _click(slack, LEARN_ENTRY_ACTION, qid, CAM_USER)
     proposal = await KBProposal.get()
@@ -114,7 +117,7 @@ async def test_a_not_helpful_answer_is_offered_to_the_cam_as_a_phrasing(slack: S
     qid = str(question.id)
     buttons = await _hand_off(slack, "UANNA", question)
     assert buttons == [(REPLY_ACTION, qid), (LEARN_PHRASING_ACTION, qid), (LEARN_ENTRY_ACTION, qid)]
-    handoff = [c for c in slack.fake.calls_to("chat.postMessage") if c.args["channel"] == f"D{CAM_USER}"][-1]
+    handoff = [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == f"D{CAM_USER}"][-1]
     assert "not helpful" in str(handoff.args["blocks"])
 
     assert "another phrasing of entry deal-registration-how" in await _click(slack, LEARN_PHRASING_ACTION, qid, CAM_USER)
