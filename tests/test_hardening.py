@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -207,9 +208,11 @@ async def test_a_partner_typing_a_staff_command_in_a_slack_dm_is_refused(http_sl
 
 # ---- 8: replays -------------------------------------------------------------------------------
 
-async def _replayed(h: SlackHarness, body: str) -> tuple[tuple[int, int], tuple[int, int]]:
+async def _replayed(h: SlackHarness, body: str, settled: Callable[[], Any] | None = None,
+                    ) -> tuple[tuple[int, int], tuple[int, int]]:
     """Send `body` twice with the same signature (an attacker's replay inside the window);
-    (calls to the fake Slack, audit events) after the first and after the replay."""
+    (calls to the fake Slack, audit events) after the first and after the replay. `settled`
+    says when the first request's effects are all out (a Send's deliveries run after it)."""
     import time as _time
 
     from storage.models import AuditEvent
@@ -221,6 +224,9 @@ async def _replayed(h: SlackHarness, body: str) -> tuple[tuple[int, int], tuple[
     await _listeners_done(h)
     await h.herald.outbox.drain()  # what the request queued (a hand-off DM, a relayed reply) goes out
     await wait_until(lambda: len(h.fake.calls) > calls, what="the first request's answer")
+    if settled is not None:
+        await wait_until(settled, what="the first request's effects")
+        await h.herald.outbox.drain()
     once = (len(h.fake.calls), await AuditEvent.all().count())
     again = await h.post_signed(body, timestamp=stamp)
     await _listeners_done(h)
@@ -251,7 +257,11 @@ async def test_a_replayed_slack_request_has_no_second_effect(http_slack: SlackHa
         return _interaction("block_actions", user={"id": user}, trigger_id="t1", response_url=h.fake.response_url("k"),
                             actions=[{"action_id": action, "value": value, "type": "button", **extra}])
 
-    before, after = await _replayed(h, click(SEND_ACTION, str(first)))  # Send
+    async def all_delivered() -> bool:
+        rows = await Delivery.filter(notice_id=first).values_list("status", flat=True)
+        return len(rows) == 5 and not {"pending", "sending"} & set(rows)
+
+    before, after = await _replayed(h, click(SEND_ACTION, str(first)), settled=all_delivered)  # Send
     assert before == after and await Delivery.filter(notice_id=first).count() == 5
     before, after = await _replayed(h, click(CANCEL_ACTION, str(second)))  # Cancel
     assert before == after and (await Notice.get(id=second)).status == "cancelled"
