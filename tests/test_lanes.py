@@ -18,7 +18,9 @@ from storage.models import Delivery, DeliveryLane
 from storage.wakeups import PgWakeups
 from tests.fakes.rate_limits import ManualMonotonic, Rate
 from tests.fakes.slack_limits import SlackLimits
-from tests.support import TEAM, Rig, directory_csv
+from bot.core.ports import Outcome, Recipient
+from bot.core.notices.views import NoticeView
+from tests.support import TEAM, Rig, directory_csv, wait_until
 
 LANE = ("slack", TEAM)
 SMALL_TEAM, SMALL_TOKEN = "T0SMALL", "xoxb-small-token"
@@ -37,6 +39,26 @@ async def _add_members(rig: Rig, count: int, *, team: str = TEAM, org: str = "bi
     result = await import_directory(directory_csv(rows), now=rig.clock.now(), actor="test")
     assert not result.rejected, result.rejected
     return users
+
+
+class _StalledChannel:
+    """The real Slack channel behind a door: sends wait there until the test opens it, as a
+    replica whose event loop or network stalled (CPU load) between claiming and sending."""
+
+    def __init__(self, channel: object) -> None:
+        self.channel = channel
+        self.door = asyncio.Event()
+        self.waiting = 0
+
+    async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
+                      maybe_sent: bool) -> Outcome:
+        self.waiting += 1
+        await self.door.wait()
+        return await self.channel.deliver(recipient, view, delivery_id=delivery_id,  # type: ignore[attr-defined]
+                                          maybe_sent=maybe_sent)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.channel, name)
 
 
 def _dm_counts(rig: Rig, users: list[str]) -> list[int]:
@@ -104,6 +126,51 @@ async def test_a_heartbeat_keeps_the_lease_and_a_lost_lease_stops_claiming(rig: 
     finally:
         await holder.close()
         await other.close()
+
+
+async def test_a_lease_lost_mid_batch_delivers_exactly_once(rig: Rig) -> None:
+    """Replica A claims the lane's four rows, sends one (stuck on the wire) while the other three
+    wait for its single concurrency slot, and stalls past its lease. Replica B takes the lane over.
+    A must start no send once its lease is gone, its in-flight row must stay A's to record, and B
+    must deliver the rest: every member gets exactly one copy."""
+    users = ["UANNA", "UBO", "UCY", "UDI"]
+    await rig.broadcast()
+    a = _replica(rig, delivery_concurrency=1, delivery_lane_inflight=4)
+    b = _replica(rig)
+    stalled = _StalledChannel(a.outbox.channels["slack"])
+    a.outbox.channels = {**a.outbox.channels, "slack": stalled}
+    try:
+        run_a = asyncio.create_task(a.outbox.drain())
+        await wait_until(lambda: stalled.waiting == 1, what="A's first send on the wire")
+        assert await Delivery.filter(status="sending").count() == 4  # A claimed all four
+        rig.clock.advance(seconds=rig.herald.settings.delivery_lease_seconds + 1)  # A missed its heartbeats
+        await b.outbox.drain()  # B takes the lane over while A's sends are still pending
+        stalled.door.set()  # A wakes up
+        await run_a
+        await b.outbox.drain()
+        rig.clock.advance(seconds=60)  # every claim has run out: anything left is taken over
+        await b.outbox.drain()
+        assert _dm_counts(rig, users) == [1, 1, 1, 1]
+        assert await Delivery.filter(status="delivered").count() == 4
+        assert a.outbox.fenced == 3  # the three waiting sends were put back, not attempted
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_lease_that_ran_out_is_not_renewed(rig: Rig) -> None:
+    """A heartbeat that comes after the lease ran out does not count it as held, even while
+    nobody else has taken it yet (another replica may be taking it at this moment)."""
+    holder = _replica(rig)
+    try:
+        await holder.outbox.lanes.ensure([LANE])
+        assert await holder.outbox.lanes.acquire(LANE, rig.clock.now()) is not None
+        rig.clock.advance(seconds=5)
+        assert await holder.outbox.lanes.renew([LANE], rig.clock.now()) == {LANE}
+        rig.clock.advance(seconds=rig.herald.settings.delivery_lease_seconds + 1)
+        assert await holder.outbox.lanes.renew([LANE], rig.clock.now()) == set()
+    finally:
+        await holder.close()
 
 
 async def test_a_small_workspace_is_not_held_up_by_a_big_one(rig: Rig) -> None:

@@ -73,6 +73,12 @@ class LaneSettings:
     max_lanes: int = 128  # lanes one replica works at once
     flush_ms: float = 5.0  # outcomes are written in groups gathered for this long
     quantum: int = 200  # items a lane sends per turn before it goes to the back of the queue
+    # Fencing (exactly once across replicas): a replica starts a send only while at least
+    # `send_margin` of its lease is left, and its rows' claims outlive the lease by `claim_grace`,
+    # so a request started under the lease has margin + grace to return and be recorded before
+    # another replica may take the row over (in doubt).
+    send_margin: float = 3.0
+    claim_grace: float = 5.0
 
 
 class LaneStore:
@@ -125,11 +131,13 @@ class LaneStore:
         return until if taken else None
 
     async def renew(self, lanes: Iterable[Lane], now: datetime) -> set[Lane]:
-        """Extend our leases; returns the lanes we still hold."""
+        """Extend our leases that have not run out; returns the lanes whose lease was extended
+        (to now + lease). A lease that ran out before this beat is not ours any more, even while
+        nobody else has taken it yet: another replica may be acquiring it right now."""
         until = now + self.lease
         await DeliveryLane.filter(leased_by=self.worker_id, lease_until__gte=now).update(lease_until=until)
-        held = {(r[0], r[1]) for r in await DeliveryLane.filter(leased_by=self.worker_id).values_list(
-            "platform", "workspace_external_id")}
+        held = {(r[0], r[1]) for r in await DeliveryLane.filter(
+            leased_by=self.worker_id, lease_until=until).values_list("platform", "workspace_external_id")}
         return held & set(lanes)
 
     async def release(self, lane: Lane, now: datetime) -> None:

@@ -382,6 +382,7 @@ class Outbox:
         self._paused: dict[Lane, datetime] = {}
         self._next_slot: dict[Lane, float] = {}
         self._gate: asyncio.Semaphore | None = None
+        self.fenced = 0  # sends not started because the lane's lease was lost or running out
         self._wake = asyncio.Event()
         self._stopping = False
         self.notify: Any = None  # async callable telling the other replicas to wake (PostgreSQL NOTIFY)
@@ -518,15 +519,25 @@ class Outbox:
             else:
                 log.warning("lost the lease of delivery lane %s/%s", *lane)
                 self._held.pop(lane, None)
-        for source in self.sources:
+        for source in self.sources:  # rows in flight keep their claims (recorded by us, not taken over)
             renew = getattr(source, "renew", None)
             if renew is not None:
-                await renew(f"{self.worker_id}:", until)
+                await renew(f"{self.worker_id}:", until + self._claim_grace)
 
     # ---- one lane -------------------------------------------------------------------------
 
     def _may_claim(self, lane: Lane) -> bool:
-        return not self._stopping and lane in self._held and self._paused_for(lane) is None
+        return not self._stopping and self._lease_ok(lane) and self._paused_for(lane) is None
+
+    def _lease_ok(self, lane: Lane) -> bool:
+        """We hold the lane's lease with at least `send_margin` of it left. A replica whose
+        heartbeat stalled (CPU, database) stops sending well before another may take over."""
+        until = self._held.get(lane)
+        return until is not None and self.clock.now() + timedelta(seconds=self.settings.send_margin) < until
+
+    @property
+    def _claim_grace(self) -> timedelta:
+        return timedelta(seconds=self.settings.claim_grace)
 
     async def _work_lane(self, lane: Lane) -> int:
         """Keep the lane's in-flight window full while it has due work and we hold it, for one turn
@@ -555,12 +566,12 @@ class Outbox:
                 if ended is not None:
                     ended(token)
             self._held.pop(lane, None)
-            if self._workers.get(lane) is asyncio.current_task():
-                del self._workers[lane]
-            try:
+            try:  # while still listed as our worker, so no new turn of ours starts before this ends
                 await self.lanes.release(lane, self.clock.now())
             except Exception:  # noqa: BLE001 - the lease runs out on its own
                 log.warning("could not release delivery lane %s/%s", *lane, exc_info=True)
+            if self._workers.get(lane) is asyncio.current_task():
+                del self._workers[lane]
             self._wake.set()
         return handled
 
@@ -569,6 +580,7 @@ class Outbox:
         now, until = self.clock.now(), self._held.get(lane)
         if until is None:
             return []
+        until += self._claim_grace  # the rows' claims outlive the lease: see LaneSettings.claim_grace
         items: list[tuple[LaneSource, Any]] = []
         for source in sources or self.sources:
             room = limit - len(items)
@@ -593,6 +605,10 @@ class Outbox:
                 outcome = Outcome.deferred(0)  # shutting down: released, not attempted
             elif blocked is not None:
                 outcome = Outcome.deferred(blocked)
+            elif not self._lease_ok(lane):  # lost or running out while this waited: not attempted
+                self.fenced += 1
+                metrics.lease_fenced(lane[0])
+                outcome = Outcome.deferred(0)
             else:
                 try:
                     outcome = await source.send(item, self.channels.get(lane[0]))
