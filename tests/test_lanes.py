@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from bot.core.directory.importer import import_directory
+from bot.core.delivery.lanes import PriorityGate
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.service import Herald
 from storage import db as storage_db
@@ -59,6 +60,10 @@ class _StalledChannel:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.channel, name)
+
+
+async def _rows_are(count: int, **filters: object) -> bool:
+    return await Delivery.filter(**filters).count() == count
 
 
 def _dm_counts(rig: Rig, users: list[str]) -> list[int]:
@@ -192,6 +197,61 @@ async def test_a_small_workspace_is_not_held_up_by_a_big_one(rig: Rig) -> None:
         assert _dm_counts(rig, big) == [1] * 40 and _dm_counts(rig, small) == [1] * 3
     finally:
         await replica.close()
+
+
+async def test_a_workspace_with_new_work_goes_ahead_of_one_that_has_been_sending(rig: Rig) -> None:
+    """Least attained service first: when the replica's request slots are all taken, a small
+    workspace whose notice just arrived is served before a big one that has been sending, not
+    queued behind its in-flight window (one request slot here; the first send held on the wire
+    until both workspaces have requests waiting)."""
+    await _add_members(rig, 12)
+    rig.fake.add_workspace(SMALL_TEAM, SMALL_TOKEN)
+    await add_slack_workspace(SMALL_TEAM, SMALL_TOKEN, now=rig.clock.now(), actor="test")
+    await _add_members(rig, 3, team=SMALL_TEAM, org="tiny")
+    replica = _replica(rig, delivery_concurrency=1, delivery_lane_inflight=4)
+    stalled = _StalledChannel(replica.outbox.channels["slack"])
+    replica.outbox.channels = {**replica.outbox.channels, "slack": stalled}
+    await rig.broadcast(audience="org:big")
+    loop = asyncio.create_task(replica.outbox.run_forever())
+    try:
+        await wait_until(lambda: stalled.waiting == 1, what="the big workspace's first send")
+        await wait_until(lambda: _rows_are(4, workspace_external_id=TEAM, status="sending"))
+        await rig.broadcast(audience="org:tiny")
+        replica.outbox.wake(broadcast=False)
+        await wait_until(lambda: _rows_are(3, workspace_external_id=SMALL_TEAM, status="sending"))
+        # the big workspace's three other sends and the small one's three wait for the request slot
+        await wait_until(lambda: len(replica.outbox._gate._waiters or ()) == 6, what="six sends waiting")
+        stalled.door.set()
+        await wait_until(lambda: _rows_are(15, status="delivered"), what="both notices delivered")
+        teams = [c.team_id for c in rig.fake.calls_to("chat.postMessage")]
+        assert teams[:4] == [TEAM, SMALL_TEAM, SMALL_TEAM, SMALL_TEAM], teams
+    finally:
+        replica.outbox.stop()
+        await loop
+        await replica.close()
+
+
+async def test_the_priority_gate_serves_the_lowest_priority_first() -> None:
+    gate = PriorityGate(1)
+    order: list[str] = []
+
+    release = asyncio.Event()
+
+    async def use(name: str, priority: float, hold: asyncio.Event | None = None) -> None:
+        async with gate.hold(priority):
+            order.append(name)
+            if hold is not None:
+                await hold.wait()
+
+    first = asyncio.create_task(use("first", 9, release))
+    await wait_until(lambda: order == ["first"])  # holds the only slot
+    waiting = [asyncio.create_task(use(name, p)) for name, p in [("big", 50), ("small", 0), ("mid", 5),
+                                                                   ("gone", 1), ("small-2", 0)]]
+    await asyncio.sleep(0)  # all five wait
+    waiting[3].cancel()  # a cancelled waiter does not take a slot
+    release.set()
+    await asyncio.gather(first, *waiting, return_exceptions=True)
+    assert order == ["first", "small", "small-2", "mid", "big"]
 
 
 async def test_a_storm_of_429s_then_5xx_is_delivered_exactly_once(rig: Rig) -> None:

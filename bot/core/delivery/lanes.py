@@ -14,7 +14,11 @@ at a time, each item one request against the lane's budget. See /work/briefs/eng
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import heapq
+import itertools
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -79,6 +83,52 @@ class LaneSettings:
     # another replica may take the row over (in doubt).
     send_margin: float = 3.0
     claim_grace: float = 5.0
+    claims: int = 4  # claims (database round trips) in progress at once, all lanes together
+
+
+class PriorityGate:
+    """A semaphore whose waiters go in order of a priority (lowest first, then arrival).
+
+    The scheduler keys it by how much a lane has sent since it last ran dry (least attained
+    service first), so when a replica is saturated (CPU, database connections) a lane with little
+    work, or that just got some, goes ahead of lanes that have been sending for a while, and a
+    50-member workspace is not queued behind a 5,000-member one. Equal lanes still alternate.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._busy = 0
+        self._waiters: list[tuple[float, int, asyncio.Future]] = []
+        self._order = itertools.count()
+
+    @asynccontextmanager
+    async def hold(self, priority: float) -> AsyncIterator[None]:
+        await self._acquire(priority)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, priority: float) -> None:
+        if self._busy < self.capacity and not self._waiters:
+            self._busy += 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():  # granted just as we were cancelled
+                self._release()
+            raise
+
+    def _release(self) -> None:
+        self._busy -= 1
+        while self._waiters and self._busy < self.capacity:
+            *_, future = heapq.heappop(self._waiters)
+            if not future.done():
+                self._busy += 1
+                future.set_result(None)
 
 
 class LaneStore:

@@ -29,7 +29,7 @@ from tortoise.transactions import in_transaction
 from bot.common import metrics
 from bot.common.clock import Clock
 from bot.core.compliance.audit import audit_event, record
-from bot.core.delivery.lanes import Lane, LaneSettings, LaneSource, LaneStore
+from bot.core.delivery.lanes import Lane, LaneSettings, LaneSource, LaneStore, PriorityGate
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import RowExtras
@@ -381,7 +381,9 @@ class Outbox:
         self._held: dict[Lane, datetime] = {}  # lane -> our lease's end
         self._paused: dict[Lane, datetime] = {}
         self._next_slot: dict[Lane, float] = {}
-        self._gate: asyncio.Semaphore | None = None
+        self._gate: PriorityGate | None = None  # requests in flight, all lanes
+        self._claim_gate: PriorityGate | None = None  # claims in progress, all lanes
+        self._served: dict[Lane, int] = defaultdict(int)  # sends started since the lane last ran dry
         self.fenced = 0  # sends not started because the lane's lease was lost or running out
         self._wake = asyncio.Event()
         self._stopping = False
@@ -552,8 +554,10 @@ class Outbox:
                 room = cap - len(inflight)
                 if room > 0 and (not inflight or room * 2 >= cap) and handled < self.settings.quantum \
                         and self._may_claim(lane):
-                    items = await self._claim(lane, min(room, self.settings.quantum - handled), token)
+                    items = await self._claim_in_turn(lane, min(room, self.settings.quantum - handled), token)
                     handled += len(items)
+                    if not items and not inflight and self._may_claim(lane):
+                        self._served.pop(lane, None)  # ran dry: next time it is new work
                     inflight |= {asyncio.create_task(self._send_one(lane, source, item)) for source, item in items}
                 if not inflight:
                     break
@@ -574,6 +578,17 @@ class Outbox:
                 del self._workers[lane]
             self._wake.set()
         return handled
+
+    async def _claim_in_turn(self, lane: Lane, limit: int, token: str) -> list[tuple[LaneSource, Any]]:
+        """Claim through the claim gate: at most `claims` at once (each is several database round
+        trips; a replica's connection pool is small and its heartbeat must not queue behind a
+        hundred lanes' claims), lanes that have sent least first."""
+        if self._claim_gate is None:
+            self._claim_gate = PriorityGate(self.settings.claims)
+        async with self._claim_gate.hold(self._served.get(lane, 0)):
+            if not self._may_claim(lane):
+                return []
+            return await self._claim(lane, limit, token)
 
     async def _claim(self, lane: Lane, limit: int, token: str, sources: list[LaneSource] | None = None,
                      ) -> list[tuple[LaneSource, Any]]:
@@ -598,8 +613,9 @@ class Outbox:
         cost = getattr(source, "cost", None)
         await self._pace(lane, cost(item) if cost is not None else 1)
         if self._gate is None:
-            self._gate = asyncio.Semaphore(self.settings.concurrency)
-        async with self._gate:
+            self._gate = PriorityGate(self.settings.concurrency)
+        async with self._gate.hold(self._served[lane]):
+            self._served[lane] += 1
             blocked = self._paused_for(lane)
             if self._stopping:
                 outcome = Outcome.deferred(0)  # shutting down: released, not attempted
