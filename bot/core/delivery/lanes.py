@@ -24,8 +24,10 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
 
 from bot.core.ports import Channel, Outcome
+from storage import db as storage_db
 from storage.models import DeliveryLane
 
 Lane = tuple[str, str]  # (platform, workspace/tenant external id)
@@ -214,3 +216,20 @@ class LaneStore:
             elif r["leased_by"] and r["leased_by"] != self.worker_id and r["lease_until"] is not None:
                 times.append(r["lease_until"])
         return min(times) if times else None
+
+
+async def renew_claims(model: Any, token_prefix: str, until: datetime, **filters: Any) -> None:
+    """Extend the claims of rows held by the scheduler's tokens (the lane heartbeat). On
+    PostgreSQL rows being recorded right now are skipped (`FOR UPDATE SKIP LOCKED`, in id order):
+    one UPDATE over all of them locked rows in its own order against the outcome writes' order,
+    and the deadlock PostgreSQL broke by aborting an outcome write left sent rows claimed, then
+    taken over as in doubt (re-sent to Teams, which cannot be asked). A skipped row is being
+    released by that write anyway."""
+    query = model.filter(claimed_by__startswith=token_prefix, **filters)
+    if storage_db.dialect() != "postgres":
+        await query.update(claimed_until=until)
+        return
+    async with in_transaction():
+        ids = await query.order_by("id").select_for_update(skip_locked=True).values_list("id", flat=True)
+        if ids:
+            await model.filter(id__in=list(ids)).update(claimed_until=until)

@@ -29,7 +29,7 @@ from tortoise.transactions import in_transaction
 from bot.common import metrics
 from bot.common.clock import Clock
 from bot.core.compliance.audit import audit_event, record
-from bot.core.delivery.lanes import Lane, LaneSettings, LaneSource, LaneStore, PriorityGate
+from bot.core.delivery.lanes import Lane, LaneSettings, LaneSource, LaneStore, PriorityGate, renew_claims
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import RowExtras
@@ -164,7 +164,7 @@ class NoticeSource:
             await self._store_updates(updates, now)
 
     async def renew(self, token_prefix: str, until: datetime) -> None:
-        await Delivery.filter(claimed_by__startswith=token_prefix).update(claimed_until=until)
+        await renew_claims(Delivery, token_prefix, until)
 
     async def next_due(self, lanes: Iterable[Lane] | None, now: datetime) -> datetime | None:
         times = [
