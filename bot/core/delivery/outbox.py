@@ -513,9 +513,12 @@ class Outbox:
         if not self._held:
             return
         now = self.clock.now()
-        held = await self.lanes.renew(list(self._held), now)
+        beat = dict(self._held)
+        held = await self.lanes.renew(list(beat), now)
         until = now + self.lanes.lease
-        for lane in list(self._held):
+        for lane, lease_end in beat.items():
+            if self._held.get(lane) != lease_end:  # released or taken again while we renewed: not this beat's
+                continue
             if lane in held:
                 self._held[lane] = until
             else:
