@@ -584,8 +584,7 @@ class Outbox:
 
     async def _claim_in_turn(self, lane: Lane, limit: int, token: str) -> list[tuple[LaneSource, Any]]:
         """Claim through the claim gate: at most `claims` at once (each is several database round
-        trips; a replica's connection pool is small and its heartbeat must not queue behind a
-        hundred lanes' claims), lanes that have sent least first."""
+        trips), lanes that have sent least first."""
         if self._claim_gate is None:
             self._claim_gate = PriorityGate(self.settings.claims)
         async with self._claim_gate.hold(self._served.get(lane, 0)):
