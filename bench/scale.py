@@ -545,6 +545,13 @@ async def run_once(args: argparse.Namespace, replicas: int, server_url: str) -> 
         missing = len(expected - copies.keys())
         duplicated = sum(c - 1 for key, c in copies.items() if c > 1 and key in expected)
         unexpected = sum(c for key, c in copies.items() if key not in expected)
+        platform_of = {t.external_id: t.platform for t in tenants}
+        duplicated_by_platform: dict[str, int] = {}
+        for (tenant_id, _), c in copies.items():
+            if c > 1 and tenant_id in platform_of:
+                duplicated_by_platform[platform_of[tenant_id]] = duplicated_by_platform.get(platform_of[tenant_id], 0) + c - 1
+        lease_losses = sum(Path(child.log).read_text(errors="replace").count("lost the lease")
+                           for child, _ in servers)
         if missing:
             problems.append(f"{missing} recipients missing")
         if duplicated:
@@ -581,6 +588,8 @@ async def run_once(args: argparse.Namespace, replicas: int, server_url: str) -> 
             "missing": missing,
             "duplicated": duplicated,
             "unexpected": unexpected,
+            "duplicated_by_platform": duplicated_by_platform,
+            "lease_losses": lease_losses,  # "lost the lease" warnings in the replicas' logs
             "throttled": {"slack": throttled_summary(fake_get(slack_url, "_fake/stats")),
                           "teams": throttled_summary(fake_get(connector_url, "_fake/stats"))},
             "deliveries_by_status": summary["by_status"],

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from bot.core.directory.importer import import_directory
+from bot.core.delivery.lanes import PriorityGate
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.service import Herald
 from storage import db as storage_db
@@ -18,7 +19,9 @@ from storage.models import Delivery, DeliveryLane
 from storage.wakeups import PgWakeups
 from tests.fakes.rate_limits import ManualMonotonic, Rate
 from tests.fakes.slack_limits import SlackLimits
-from tests.support import TEAM, Rig, directory_csv
+from bot.core.ports import Outcome, Recipient
+from bot.core.notices.views import NoticeView
+from tests.support import TEAM, Rig, directory_csv, wait_until
 
 LANE = ("slack", TEAM)
 SMALL_TEAM, SMALL_TOKEN = "T0SMALL", "xoxb-small-token"
@@ -37,6 +40,30 @@ async def _add_members(rig: Rig, count: int, *, team: str = TEAM, org: str = "bi
     result = await import_directory(directory_csv(rows), now=rig.clock.now(), actor="test")
     assert not result.rejected, result.rejected
     return users
+
+
+class _StalledChannel:
+    """The real Slack channel behind a door: sends wait there until the test opens it, as a
+    replica whose event loop or network stalled (CPU load) between claiming and sending."""
+
+    def __init__(self, channel: object) -> None:
+        self.channel = channel
+        self.door = asyncio.Event()
+        self.waiting = 0
+
+    async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
+                      maybe_sent: bool) -> Outcome:
+        self.waiting += 1
+        await self.door.wait()
+        return await self.channel.deliver(recipient, view, delivery_id=delivery_id,  # type: ignore[attr-defined]
+                                          maybe_sent=maybe_sent)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.channel, name)
+
+
+async def _rows_are(count: int, **filters: object) -> bool:
+    return await Delivery.filter(**filters).count() == count
 
 
 def _dm_counts(rig: Rig, users: list[str]) -> list[int]:
@@ -106,6 +133,51 @@ async def test_a_heartbeat_keeps_the_lease_and_a_lost_lease_stops_claiming(rig: 
         await other.close()
 
 
+async def test_a_lease_lost_mid_batch_delivers_exactly_once(rig: Rig) -> None:
+    """Replica A claims the lane's four rows, sends one (stuck on the wire) while the other three
+    wait for its single concurrency slot, and stalls past its lease. Replica B takes the lane over.
+    A must start no send once its lease is gone, its in-flight row must stay A's to record, and B
+    must deliver the rest: every member gets exactly one copy."""
+    users = ["UANNA", "UBO", "UCY", "UDI"]
+    await rig.broadcast()
+    a = _replica(rig, delivery_concurrency=1, delivery_lane_inflight=4)
+    b = _replica(rig)
+    stalled = _StalledChannel(a.outbox.channels["slack"])
+    a.outbox.channels = {**a.outbox.channels, "slack": stalled}
+    try:
+        run_a = asyncio.create_task(a.outbox.drain())
+        await wait_until(lambda: stalled.waiting == 1, what="A's first send on the wire")
+        assert await Delivery.filter(status="sending").count() == 4  # A claimed all four
+        rig.clock.advance(seconds=rig.herald.settings.delivery_lease_seconds + 1)  # A missed its heartbeats
+        await b.outbox.drain()  # B takes the lane over while A's sends are still pending
+        stalled.door.set()  # A wakes up
+        await run_a
+        await b.outbox.drain()
+        rig.clock.advance(seconds=60)  # every claim has run out: anything left is taken over
+        await b.outbox.drain()
+        assert _dm_counts(rig, users) == [1, 1, 1, 1]
+        assert await Delivery.filter(status="delivered").count() == 4
+        assert a.outbox.fenced == 3  # the three waiting sends were put back, not attempted
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_lease_that_ran_out_is_not_renewed(rig: Rig) -> None:
+    """A heartbeat that comes after the lease ran out does not count it as held, even while
+    nobody else has taken it yet (another replica may be taking it at this moment)."""
+    holder = _replica(rig)
+    try:
+        await holder.outbox.lanes.ensure([LANE])
+        assert await holder.outbox.lanes.acquire(LANE, rig.clock.now()) is not None
+        rig.clock.advance(seconds=5)
+        assert await holder.outbox.lanes.renew([LANE], rig.clock.now()) == {LANE}
+        rig.clock.advance(seconds=rig.herald.settings.delivery_lease_seconds + 1)
+        assert await holder.outbox.lanes.renew([LANE], rig.clock.now()) == set()
+    finally:
+        await holder.close()
+
+
 async def test_a_small_workspace_is_not_held_up_by_a_big_one(rig: Rig) -> None:
     """With more lanes than a replica works at once, lanes take turns (least recently served
     first), so 3 members in a small workspace are not queued behind 40 in a big one."""
@@ -125,6 +197,61 @@ async def test_a_small_workspace_is_not_held_up_by_a_big_one(rig: Rig) -> None:
         assert _dm_counts(rig, big) == [1] * 40 and _dm_counts(rig, small) == [1] * 3
     finally:
         await replica.close()
+
+
+async def test_a_workspace_with_new_work_goes_ahead_of_one_that_has_been_sending(rig: Rig) -> None:
+    """Least attained service first: when the replica's request slots are all taken, a small
+    workspace whose notice just arrived is served before a big one that has been sending, not
+    queued behind its in-flight window (one request slot here; the first send held on the wire
+    until both workspaces have requests waiting)."""
+    await _add_members(rig, 12)
+    rig.fake.add_workspace(SMALL_TEAM, SMALL_TOKEN)
+    await add_slack_workspace(SMALL_TEAM, SMALL_TOKEN, now=rig.clock.now(), actor="test")
+    await _add_members(rig, 3, team=SMALL_TEAM, org="tiny")
+    replica = _replica(rig, delivery_concurrency=1, delivery_lane_inflight=4)
+    stalled = _StalledChannel(replica.outbox.channels["slack"])
+    replica.outbox.channels = {**replica.outbox.channels, "slack": stalled}
+    await rig.broadcast(audience="org:big")
+    loop = asyncio.create_task(replica.outbox.run_forever())
+    try:
+        await wait_until(lambda: stalled.waiting == 1, what="the big workspace's first send")
+        await wait_until(lambda: _rows_are(4, workspace_external_id=TEAM, status="sending"))
+        await rig.broadcast(audience="org:tiny")
+        replica.outbox.wake(broadcast=False)
+        await wait_until(lambda: _rows_are(3, workspace_external_id=SMALL_TEAM, status="sending"))
+        # the big workspace's three other sends and the small one's three wait for the request slot
+        await wait_until(lambda: len(replica.outbox._gate._waiters or ()) == 6, what="six sends waiting")
+        stalled.door.set()
+        await wait_until(lambda: _rows_are(15, status="delivered"), what="both notices delivered")
+        teams = [c.team_id for c in rig.fake.calls_to("chat.postMessage")]
+        assert teams[:4] == [TEAM, SMALL_TEAM, SMALL_TEAM, SMALL_TEAM], teams
+    finally:
+        replica.outbox.stop()
+        await loop
+        await replica.close()
+
+
+async def test_the_priority_gate_serves_the_lowest_priority_first() -> None:
+    gate = PriorityGate(1)
+    order: list[str] = []
+
+    release = asyncio.Event()
+
+    async def use(name: str, priority: float, hold: asyncio.Event | None = None) -> None:
+        async with gate.hold(priority):
+            order.append(name)
+            if hold is not None:
+                await hold.wait()
+
+    first = asyncio.create_task(use("first", 9, release))
+    await wait_until(lambda: order == ["first"])  # holds the only slot
+    waiting = [asyncio.create_task(use(name, p)) for name, p in [("big", 50), ("small", 0), ("mid", 5),
+                                                                   ("gone", 1), ("small-2", 0)]]
+    await asyncio.sleep(0)  # all five wait
+    waiting[3].cancel()  # a cancelled waiter does not take a slot
+    release.set()
+    await asyncio.gather(first, *waiting, return_exceptions=True)
+    assert order == ["first", "small", "small-2", "mid", "big"]
 
 
 async def test_a_storm_of_429s_then_5xx_is_delivered_exactly_once(rig: Rig) -> None:

@@ -43,6 +43,9 @@ DELIVERIES = Counter("herald_deliveries", "Outbox sends recorded, by platform an
                      "(retried: will be tried again; deferred: not attempted, the workspace was rate-limited)",
                      ["platform", "outcome"], registry=REGISTRY)
 RATE_LIMITED = Counter("herald_rate_limited", "HTTP 429 answers from a platform", ["platform"], registry=REGISTRY)
+LEASE_FENCED = Counter("herald_delivery_lease_fenced", "Sends not started because this replica's lease on the "
+                       "workspace/tenant was lost or running out (put back, not attempted)", ["platform"],
+                       registry=REGISTRY)
 RETRY_AFTER = Histogram("herald_rate_limit_retry_after_seconds", "Retry-After a platform asked for with a 429",
                         ["platform"], buckets=_RETRY_AFTER_BUCKETS, registry=REGISTRY)
 ACK_LATENCY = Histogram("herald_acknowledgement_latency_seconds",
@@ -90,6 +93,11 @@ def throttled(platform: str, retry_after: float | None) -> None:
     RATE_LIMITED.labels(platform).inc()
     if retry_after is not None and retry_after >= 0:
         RETRY_AFTER.labels(platform).observe(retry_after)
+
+
+def lease_fenced(platform: str) -> None:
+    """A send was put back because the replica no longer safely held the lane's lease."""
+    LEASE_FENCED.labels(_platform(platform)).inc()
 
 
 def acknowledged(platform: str, seconds_since_delivery: float) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from bot.core.delivery.lanes import Lane
+from bot.core.delivery.lanes import Lane, renew_claims
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef, Outcome, OutcomeKind, Recipient
 from storage import db as storage_db
@@ -277,8 +277,7 @@ class MessageSource:
 
     async def renew(self, token_prefix: str, until: datetime) -> None:
         """Extend the claims of rows held by the scheduler's tokens (the lane heartbeat)."""
-        await OutboundMessage.filter(status=DeliveryStatus.SENDING.value, claimed_by__startswith=token_prefix).update(
-            claimed_until=until)
+        await renew_claims(OutboundMessage, token_prefix, until, status=DeliveryStatus.SENDING.value)
 
     async def _record_one(self, item: Claimed, outcome: Outcome | None, now: datetime) -> None:
         row = item.row

@@ -29,7 +29,7 @@ from tortoise.transactions import in_transaction
 from bot.common import metrics
 from bot.common.clock import Clock
 from bot.core.compliance.audit import audit_event, record
-from bot.core.delivery.lanes import Lane, LaneSettings, LaneSource, LaneStore
+from bot.core.delivery.lanes import Lane, LaneSettings, LaneSource, LaneStore, PriorityGate, renew_claims
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import RowExtras
@@ -164,7 +164,7 @@ class NoticeSource:
             await self._store_updates(updates, now)
 
     async def renew(self, token_prefix: str, until: datetime) -> None:
-        await Delivery.filter(claimed_by__startswith=token_prefix).update(claimed_until=until)
+        await renew_claims(Delivery, token_prefix, until)
 
     async def next_due(self, lanes: Iterable[Lane] | None, now: datetime) -> datetime | None:
         times = [
@@ -381,7 +381,10 @@ class Outbox:
         self._held: dict[Lane, datetime] = {}  # lane -> our lease's end
         self._paused: dict[Lane, datetime] = {}
         self._next_slot: dict[Lane, float] = {}
-        self._gate: asyncio.Semaphore | None = None
+        self._gate: PriorityGate | None = None  # requests in flight, all lanes
+        self._claim_gate: PriorityGate | None = None  # claims in progress, all lanes
+        self._served: dict[Lane, int] = defaultdict(int)  # sends started since the lane last ran dry
+        self.fenced = 0  # sends not started because the lane's lease was lost or running out
         self._wake = asyncio.Event()
         self._stopping = False
         self.notify: Any = None  # async callable telling the other replicas to wake (PostgreSQL NOTIFY)
@@ -510,23 +513,36 @@ class Outbox:
         if not self._held:
             return
         now = self.clock.now()
-        held = await self.lanes.renew(list(self._held), now)
+        beat = dict(self._held)
+        held = await self.lanes.renew(list(beat), now)
         until = now + self.lanes.lease
-        for lane in list(self._held):
+        for lane, lease_end in beat.items():
+            if self._held.get(lane) != lease_end:  # released or taken again while we renewed: not this beat's
+                continue
             if lane in held:
                 self._held[lane] = until
             else:
                 log.warning("lost the lease of delivery lane %s/%s", *lane)
                 self._held.pop(lane, None)
-        for source in self.sources:
+        for source in self.sources:  # rows in flight keep their claims (recorded by us, not taken over)
             renew = getattr(source, "renew", None)
             if renew is not None:
-                await renew(f"{self.worker_id}:", until)
+                await renew(f"{self.worker_id}:", until + self._claim_grace)
 
     # ---- one lane -------------------------------------------------------------------------
 
     def _may_claim(self, lane: Lane) -> bool:
-        return not self._stopping and lane in self._held and self._paused_for(lane) is None
+        return not self._stopping and self._lease_ok(lane) and self._paused_for(lane) is None
+
+    def _lease_ok(self, lane: Lane) -> bool:
+        """We hold the lane's lease with at least `send_margin` of it left. A replica whose
+        heartbeat stalled (CPU, database) stops sending well before another may take over."""
+        until = self._held.get(lane)
+        return until is not None and self.clock.now() + timedelta(seconds=self.settings.send_margin) < until
+
+    @property
+    def _claim_grace(self) -> timedelta:
+        return timedelta(seconds=self.settings.claim_grace)
 
     async def _work_lane(self, lane: Lane) -> int:
         """Keep the lane's in-flight window full while it has due work and we hold it, for one turn
@@ -541,8 +557,10 @@ class Outbox:
                 room = cap - len(inflight)
                 if room > 0 and (not inflight or room * 2 >= cap) and handled < self.settings.quantum \
                         and self._may_claim(lane):
-                    items = await self._claim(lane, min(room, self.settings.quantum - handled), token)
+                    items = await self._claim_in_turn(lane, min(room, self.settings.quantum - handled), token)
                     handled += len(items)
+                    if not items and not inflight and self._may_claim(lane):
+                        self._served.pop(lane, None)  # ran dry: next time it is new work
                     inflight |= {asyncio.create_task(self._send_one(lane, source, item)) for source, item in items}
                 if not inflight:
                     break
@@ -555,20 +573,31 @@ class Outbox:
                 if ended is not None:
                     ended(token)
             self._held.pop(lane, None)
-            if self._workers.get(lane) is asyncio.current_task():
-                del self._workers[lane]
-            try:
+            try:  # while still listed as our worker, so no new turn of ours starts before this ends
                 await self.lanes.release(lane, self.clock.now())
             except Exception:  # noqa: BLE001 - the lease runs out on its own
                 log.warning("could not release delivery lane %s/%s", *lane, exc_info=True)
+            if self._workers.get(lane) is asyncio.current_task():
+                del self._workers[lane]
             self._wake.set()
         return handled
+
+    async def _claim_in_turn(self, lane: Lane, limit: int, token: str) -> list[tuple[LaneSource, Any]]:
+        """Claim through the claim gate: at most `claims` at once (each is several database round
+        trips), lanes that have sent least first."""
+        if self._claim_gate is None:
+            self._claim_gate = PriorityGate(self.settings.claims)
+        async with self._claim_gate.hold(self._served.get(lane, 0)):
+            if not self._may_claim(lane):
+                return []
+            return await self._claim(lane, limit, token)
 
     async def _claim(self, lane: Lane, limit: int, token: str, sources: list[LaneSource] | None = None,
                      ) -> list[tuple[LaneSource, Any]]:
         now, until = self.clock.now(), self._held.get(lane)
         if until is None:
             return []
+        until += self._claim_grace  # the rows' claims outlive the lease: see LaneSettings.claim_grace
         items: list[tuple[LaneSource, Any]] = []
         for source in sources or self.sources:
             room = limit - len(items)
@@ -586,13 +615,18 @@ class Outbox:
         cost = getattr(source, "cost", None)
         await self._pace(lane, cost(item) if cost is not None else 1)
         if self._gate is None:
-            self._gate = asyncio.Semaphore(self.settings.concurrency)
-        async with self._gate:
+            self._gate = PriorityGate(self.settings.concurrency)
+        async with self._gate.hold(self._served[lane]):
+            self._served[lane] += 1
             blocked = self._paused_for(lane)
             if self._stopping:
                 outcome = Outcome.deferred(0)  # shutting down: released, not attempted
             elif blocked is not None:
                 outcome = Outcome.deferred(blocked)
+            elif not self._lease_ok(lane):  # lost or running out while this waited: not attempted
+                self.fenced += 1
+                metrics.lease_fenced(lane[0])
+                outcome = Outcome.deferred(0)
             else:
                 try:
                     outcome = await source.send(item, self.channels.get(lane[0]))
