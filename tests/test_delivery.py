@@ -141,3 +141,41 @@ async def test_two_workers_never_send_the_same_row(rig: Rig) -> None:
     assert len(posted) == 120 and len(set(posted)) == 120
     for worker in workers[1:]:
         await worker.close()
+
+
+def test_slack_renders_each_view_once_and_every_change_anew() -> None:
+    """A broadcast's copies share one rendering; an acknowledgement or an edit is a new view."""
+    from datetime import datetime, timezone
+
+    from bot.channels.slack import SlackChannel, SlackWorkspaces
+    from bot.core.notices.views import NoticeView
+    from bot.topics import parse_importance
+
+    channel = SlackChannel(SlackWorkspaces("http://127.0.0.1:9/api/"))
+    view = NoticeView(notice_id=7, topic_key="operations", topic_title="Operations",
+                      policy=parse_importance("must-know"), title="Recall", body="Stop selling *LX-200*.",
+                      link="", deadline=None)
+    assert channel._render(view) is channel._render(NoticeView(**{**view.__dict__}))
+    acked = view.with_ack("Ana", datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc))
+    assert "Acknowledged by *Ana*" in str(channel._render(acked)[1])
+    assert "Acknowledged" not in str(channel._render(view)[1])
+    edited = NoticeView(**{**view.__dict__, "revision": 2, "body": "Stop selling *LX-300*."})
+    assert "LX-300" in str(channel._render(edited)[1]) and "LX-200" in str(channel._render(view)[1])
+
+
+def test_slack_sdk_formats_no_debug_line_per_request_unless_asked_to() -> None:
+    """slack_sdk builds a debug line with the whole request body whenever its logger's own level
+    is unset; Herald's clients get the level configured for slack_sdk."""
+    import logging
+
+    from bot.channels.slack import _sdk_logger
+
+    sdk = logging.getLogger("slack_sdk")
+    before = sdk.level
+    try:
+        sdk.setLevel(logging.WARNING)
+        assert _sdk_logger().level == logging.WARNING
+        sdk.setLevel(logging.DEBUG)  # an operator debugging Slack calls still gets the lines
+        assert _sdk_logger().level == logging.DEBUG
+    finally:
+        sdk.setLevel(before)

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 METADATA_EVENT = "herald_notice"
 _TOKEN_TTL_SECONDS = 30.0
+_RENDERED_VIEWS = 256  # notice renderings kept: a broadcast sends the same few views to everyone
 
 _PERMANENT_ERRORS = {
     "user_not_found": "Slack user {user} does not exist in workspace {team} (check the directory)",
@@ -118,7 +119,8 @@ class SlackWorkspaces:
         if client is None:
             if self._session is None or self._session.closed:
                 self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
-            client = AsyncWebClient(token=token, base_url=self.api_url, session=self._session, timeout=20)
+            client = AsyncWebClient(token=token, base_url=self.api_url, session=self._session, timeout=20,
+                                    logger=_sdk_logger())
             self._clients[token] = client
         return client
 
@@ -133,6 +135,18 @@ class SlackChannel:
 
     def __init__(self, workspaces: SlackWorkspaces) -> None:
         self.workspaces = workspaces
+        self._rendered: dict[NoticeView, tuple[str, list]] = {}
+
+    def _render(self, view: NoticeView) -> tuple[str, list]:
+        """The message's fallback text and blocks, drawn once per distinct view (the view holds
+        everything they show; the per-recipient delivery id goes in the metadata). Callers must
+        not change the blocks."""
+        rendered = self._rendered.get(view)
+        if rendered is None:
+            if len(self._rendered) >= _RENDERED_VIEWS:
+                del self._rendered[next(iter(self._rendered))]
+            rendered = self._rendered[view] = (notice_fallback_text(view), notice_blocks(view))
+        return rendered
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
                       maybe_sent: bool) -> Outcome:
@@ -159,8 +173,9 @@ class SlackChannel:
             if view.original_ref and view.original_ref[0] == channel and view.original_ref[1]:
                 # a reminder is a reply to the original, also shown in the DM: it links back to it
                 thread = {"thread_ts": view.original_ref[1], "reply_broadcast": True}
+            text, blocks = self._render(view)
             response = await client.chat_postMessage(
-                channel=channel, text=notice_fallback_text(view), blocks=notice_blocks(view),
+                channel=channel, text=text, blocks=blocks,
                 unfurl_links=False, unfurl_media=False, **thread,
                 metadata={"event_type": METADATA_EVENT,
                           "event_payload": {"notice_id": view.notice_id, "delivery_id": delivery_id}},
@@ -204,8 +219,8 @@ class SlackChannel:
             log.warning("cannot update message %s: no token for workspace %s", ref, workspace_id)
             return
         try:
-            await client.chat_update(channel=ref.channel_id, ts=ref.message_id,
-                                     text=notice_fallback_text(view), blocks=notice_blocks(view))
+            text, blocks = self._render(view)
+            await client.chat_update(channel=ref.channel_id, ts=ref.message_id, text=text, blocks=blocks)
         except SlackApiError as exc:
             if exc.response is not None and (exc.response.status_code == 429
                                              or exc.response.get("error") == "ratelimited"):
@@ -214,6 +229,15 @@ class SlackChannel:
 
     async def close(self) -> None:
         await self.workspaces.close()
+
+
+def _sdk_logger() -> logging.Logger:
+    """slack_sdk formats a debug line with the whole request body for every call unless its
+    logger's own level (not the inherited one) is above DEBUG; give it the level that applies."""
+    logger = logging.getLogger("slack_sdk.web.async_client.herald")
+    logger.setLevel(logging.NOTSET)
+    logger.setLevel(logger.getEffectiveLevel())  # what "slack_sdk" is configured to, as of now
+    return logger
 
 
 def _classify(exc: SlackApiError, recipient: Recipient, opened: str, *, to_user: bool = False) -> Outcome:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from tortoise import connections
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -30,11 +31,12 @@ from bot.common import metrics
 from bot.common.clock import Clock
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.lanes import Lane, LaneSettings, LaneSource, LaneStore, PriorityGate, renew_claims
+from bot.core.delivery.notice_rows import SEND_DUE, UPDATE_DUE, ClaimedRow, claim_rows
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import RowExtras
 from bot.core.notices.views import NoticeView, notice_view
-from bot.core.ports import Channel, MessageRef, Outcome, OutcomeKind, RateLimited, Recipient
+from bot.core.ports import Channel, MessageRef, Outcome, OutcomeKind, RateLimited
 from bot.topics import TopicCatalog
 from storage import db as storage_db
 from storage.models import (
@@ -44,7 +46,6 @@ from storage.models import (
     DeliveryStatus,
     Notice,
     NoticeStatus,
-    PlatformAccount,
 )
 
 log = logging.getLogger(__name__)
@@ -53,26 +54,52 @@ log = logging.getLogger(__name__)
 # the ORM builds a CASE expression per column per row, which cost more than the sends
 # (bench/fanout.py). `claimed_by` in the WHERE clause: a row whose claim was taken over is no
 # longer ours to write.
-_STORE_SQL = ("UPDATE delivery SET status=?, attempts=?, next_attempt_at=?, claimed_by='', claimed_until=NULL, "
-              "channel_id=?, message_id=?, error=?, delivered_at=?, rendered_revision=?, next_reminder_at=?, "
+# Columns a send's outcome leaves unchanged are passed as NULL and kept (COALESCE), so the claim need
+# not read them; next_reminder_at may be set to NULL, hence its flag.
+_STORE_SQL = ("UPDATE delivery SET status=?, attempts=?, next_attempt_at=COALESCE(?, next_attempt_at), claimed_by='', "
+              "claimed_until=NULL, channel_id=?, message_id=?, error=COALESCE(?, error), delivered_at=COALESCE(?, delivered_at), "
+              "rendered_revision=?, next_reminder_at=CASE WHEN ?=1 THEN ? ELSE next_reminder_at END, "
               "updated_at=? WHERE id=? AND claimed_by=?")
 _UPDATE_SQL = ("UPDATE delivery SET update_pending=?, rendered_revision=?, claimed_by='', claimed_until=?, error=?, "
                "updated_at=? WHERE id=? AND claimed_by=?")
 _DM_CACHE_SQL = "UPDATE platform_account SET dm_channel=?, updated_at=? WHERE id=?"
+_COMPLETE_SQL = (f"UPDATE notice SET status=?, completed_at=? WHERE id IN ({{ids}}) "
+                 f"AND status='{NoticeStatus.SENDING.value}' AND NOT EXISTS (SELECT 1 FROM delivery d "
+                 f"WHERE d.notice_id=notice.id AND d.kind='{DeliveryKind.NOTICE.value}' "
+                 f"AND d.status IN ('{DeliveryStatus.PENDING.value}', '{DeliveryStatus.SENDING.value}'))")
 UPDATE_RETRY = timedelta(minutes=1)
 UPDATE_LOOK_SECONDS = 0.5
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
     """One claimed row: a send (notice or reminder) or an in-place update of a delivered message."""
 
-    delivery: Delivery
-    maybe_sent: bool  # claimed back from an expired claim: an earlier send may have landed
+    row: ClaimedRow
     token: str
     view: NoticeView
     notice: Notice
     update: bool = False
+
+    @property
+    def maybe_sent(self) -> bool:  # claimed back from an expired claim: an earlier send may have landed
+        return self.row.maybe_sent
+
+
+@dataclass(slots=True)
+class _Result:
+    """A send's outcome as the row's new values (written by _STORE_SQL, audited, counted)."""
+
+    status: str
+    attempts: int
+    error: str | None  # None: unchanged
+    channel_id: str
+    message_id: str
+    rendered_revision: int
+    next_attempt_at: datetime | None = None  # None: unchanged
+    delivered_at: datetime | None = None  # None: unchanged
+    set_reminder: bool = False
+    next_reminder_at: datetime | None = None
 
 
 def _due(now: datetime) -> Q:
@@ -84,10 +111,6 @@ def _due(now: datetime) -> Q:
 def _update_due(now: datetime) -> Q:
     return Q(status=DeliveryStatus.DELIVERED.value, update_pending=True) & (
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-
-
-def _lane_q(lane: Lane) -> Q:
-    return Q(platform=lane[0], workspace_external_id=lane[1])
 
 
 class NoticeSource:
@@ -119,40 +142,37 @@ class NoticeSource:
         looked = self._updates_looked.get(token)
         if only_ids is not None or looked is None or time.monotonic() - looked >= UPDATE_LOOK_SECONDS:
             self._updates_looked[token] = time.monotonic()
-            due = _update_due(now) & _lane_q(lane)
-            if only_ids is not None:
-                due &= Q(id__in=only_ids)
-            rows, prior = await self._claim_rows(due, DeliveryStatus.DELIVERED, limit, token, lease_until)
-            jobs = await self._jobs(rows, prior, token, update=True)
+            rows = await claim_rows(lane, UPDATE_DUE, DeliveryStatus.DELIVERED.value, limit, token, now, lease_until,
+                                    only_ids=only_ids)
+            jobs = await self._jobs(rows, token, update=True)
         room = limit - len(jobs)
         if only_ids is None and room > 0:
-            rows, prior = await self._claim_rows(_due(now) & _lane_q(lane), DeliveryStatus.SENDING, room, token,
-                                                 lease_until)
-            jobs += await self._jobs(rows, prior, token, update=False)
+            rows = await claim_rows(lane, SEND_DUE, DeliveryStatus.SENDING.value, room, token, now, lease_until)
+            jobs += await self._jobs(rows, token, update=False)
         return jobs
 
     def cost(self, job: Job) -> int:
         """Requests the job makes against the lane's budget: a Teams member never messaged before
         needs a 1:1 conversation created first (Slack posts to the user id: one request)."""
-        if not job.update and job.delivery.platform == "teams" and job.delivery.account is not None \
-                and not job.delivery.account.dm_channel:
+        recipient = job.row.recipient
+        if not job.update and job.row.platform == "teams" and recipient is not None and not recipient.dm_channel:
             return 2
         return 1
 
     async def send(self, job: Job, channel: Channel | None) -> Outcome:
-        d = job.delivery
+        row = job.row
         if channel is None:
-            return Outcome.failed(f"{d.platform.title()} is not configured in Herald")
+            return Outcome.failed(f"{row.platform.title()} is not configured in Herald")
         if job.update:
-            ref = MessageRef(d.channel_id, d.message_id)
+            ref = MessageRef(row.channel_id, row.message_id)
             try:
-                await channel.update(d.workspace_external_id, ref, job.view)
+                await channel.update(row.workspace_id, ref, job.view)
             except RateLimited as exc:  # pauses the lane like a send's 429
                 return Outcome.retry(str(exc), retry_after=exc.retry_after, throttled=True)
             return Outcome.delivered(ref)
-        if d.account is None:
+        if row.recipient is None:
             return Outcome.failed("the member's platform account was removed")
-        return await channel.deliver(_recipient(d), job.view, delivery_id=d.id, maybe_sent=job.maybe_sent)
+        return await channel.deliver(row.recipient, job.view, delivery_id=row.id, maybe_sent=row.maybe_sent)
 
     async def record(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
         sends = [(j, o) for j, o in results if not j.update]
@@ -179,63 +199,49 @@ class NoticeSource:
         times = [t for t in times if t is not None]
         return min(times) if times else None
 
-    # ---- claiming -------------------------------------------------------------------------
+    # ---- claiming ------------------------------------------------------------------------
 
-    async def _claim_rows(self, due: Q, status: DeliveryStatus, limit: int, token: str,
-                          lease_until: datetime) -> tuple[list[Delivery], dict[int, str]]:
-        """Lease up to `limit` rows matching `due`; returns them and each row's prior status."""
-        async with in_transaction():
-            query = Delivery.filter(due).order_by("id").limit(limit)
-            if storage_db.dialect() == "postgres":
-                query = query.select_for_update(skip_locked=True)
-            candidates = await query.values("id", "status")
-            if not candidates:
-                return [], {}
-            ids = [row["id"] for row in candidates]
-            await Delivery.filter(due, id__in=ids).update(status=status.value, claimed_by=token,
-                                                          claimed_until=lease_until)
-        prior = {row["id"]: row["status"] for row in candidates}
-        claimed = await Delivery.filter(claimed_by=token, id__in=ids).select_related("account", "member").order_by("id")
-        return claimed, prior
-
-    async def _jobs(self, rows: list[Delivery], prior: dict[int, str], token: str, *, update: bool) -> list[Job]:
+    async def _jobs(self, rows: list[ClaimedRow], token: str, *, update: bool) -> list[Job]:
         if not rows:
             return []
         notices, views = await self._views(rows)
-        return [Job(d, maybe_sent=prior.get(d.id) == DeliveryStatus.SENDING.value, token=token, view=views[d.id],
-                    notice=notices[d.notice_id], update=update) for d in rows]  # type: ignore[attr-defined]
+        return [Job(row, token=token, view=views[row.id], notice=notices[row.notice_id], update=update)
+                for row in rows]
 
     # ---- rendering ------------------------------------------------------------------------
 
-    async def _views(self, rows: list[Delivery]) -> tuple[dict[int, Notice], dict[int, NoticeView]]:
+    async def _views(self, rows: list[ClaimedRow]) -> tuple[dict[int, Notice], dict[int, NoticeView]]:
         """The current view of each row's message: revision, retraction, the member's
         acknowledgement, and for reminders a pointer to the original."""
         catalog, now = self.outbox.catalog, self.outbox.clock.now()
-        notice_ids = {d.notice_id for d in rows}  # type: ignore[attr-defined]
-        member_ids = {d.member_id for d in rows}  # type: ignore[attr-defined]
-        notices = {n.id: n for n in await Notice.filter(id__in=list(notice_ids))}
+        notice_ids = list({r.notice_id for r in rows})
+        member_ids = list({r.member_id for r in rows})
+        notices = {n.id: n for n in await Notice.filter(id__in=notice_ids)}
         base = {nid: notice_view(n, catalog) for nid, n in notices.items()}
-        extras = await RowExtras.load(notice_ids, now=now)  # A/B variants, surveys
+        # A/B variants (only rows that show one), surveys
+        extras = await RowExtras.load(notice_ids, now=now, variants=any(r.variant for r in rows))
         acks = {}
-        for ack in await Acknowledgement.filter(notice_id__in=list(notice_ids), member_id__in=list(member_ids)):
-            if ack.revision == notices[ack.notice_id].ack_revision:  # type: ignore[attr-defined]
-                acks[(ack.notice_id, ack.member_id)] = ack  # type: ignore[attr-defined]
+        for notice_id, member_id, revision, at in await Acknowledgement.filter(
+                notice_id__in=notice_ids, member_id__in=member_ids).values_list(
+                    "notice_id", "member_id", "revision", "acknowledged_at"):
+            if revision == notices[notice_id].ack_revision:
+                acks[(notice_id, member_id)] = at
         originals = {}
-        if any(d.kind == DeliveryKind.REMINDER.value for d in rows):
-            for o in await Delivery.filter(notice_id__in=list(notice_ids), member_id__in=list(member_ids),
+        if any(r.kind == DeliveryKind.REMINDER.value for r in rows):
+            for o in await Delivery.filter(notice_id__in=notice_ids, member_id__in=member_ids,
                                            kind=DeliveryKind.NOTICE.value).values(
                                                "notice_id", "member_id", "platform", "channel_id", "message_id"):
                 originals[(o["notice_id"], o["member_id"], o["platform"])] = (o["channel_id"], o["message_id"])
         views = {}
-        for d in rows:
-            key = (d.notice_id, d.member_id)  # type: ignore[attr-defined]
-            view = extras.apply(base[d.notice_id], d.notice_id, d.variant, member_id=d.member_id,  # type: ignore[attr-defined]
+        for r in rows:
+            key = (r.notice_id, r.member_id)
+            view = extras.apply(base[r.notice_id], r.notice_id, r.variant, member_id=r.member_id,
                                 tracker=self.outbox.link_tracker)
             if key in acks:
-                view = view.with_ack(d.member.name or d.member.email, acks[key].acknowledged_at)
-            if d.kind == DeliveryKind.REMINDER.value:
-                view = view.as_reminder(d.sequence, originals.get((*key, d.platform)))
-            views[d.id] = view
+                view = view.with_ack(r.member_label, acks[key])
+            if r.kind == DeliveryKind.REMINDER.value:
+                view = view.as_reminder(r.sequence, originals.get((*key, r.platform)))
+            views[r.id] = view
         return notices, views
 
     # ---- recording ------------------------------------------------------------------------
@@ -244,14 +250,15 @@ class NoticeSource:
         rows, events, dm_cache = [], [], {}
         first_reminders = self._first_reminders({j.notice.id: j.notice for j, _ in results}, now)
         for job, outcome in results:
-            d = job.delivery
-            if outcome.dm_channel and d.account is not None:
-                dm_cache[d.account.id] = outcome.dm_channel
-            self._apply(d, outcome, now, job.notice, first_reminders)
-            metrics.delivery_recorded(d.platform, d.status, outcome.kind.value)
-            rows.append((d.status, d.attempts, d.next_attempt_at, d.channel_id, d.message_id, d.error,
-                         d.delivered_at, d.rendered_revision, d.next_reminder_at, now, d.id, job.token))
-            event = _result_event(d, now)
+            row = job.row
+            if outcome.dm_channel and row.account_id is not None:
+                dm_cache[row.account_id] = outcome.dm_channel
+            result = self._result(row, outcome, now, job.notice, first_reminders)
+            metrics.delivery_recorded(row.platform, result.status, outcome.kind.value)
+            rows.append((result.status, result.attempts, result.next_attempt_at, result.channel_id,
+                         result.message_id, result.error, result.delivered_at, result.rendered_revision,
+                         int(result.set_reminder), result.next_reminder_at, now, row.id, job.token))
+            event = _result_event(row, result, now)
             if event is not None:
                 events.append(event)
         async with in_transaction() as conn:
@@ -263,17 +270,16 @@ class NoticeSource:
     async def _store_updates(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
         rows = []
         for job, outcome in results:
-            d = job.delivery
+            row = job.row
+            pending, revision, until, error = True, row.rendered_revision, None, ""
             if outcome.kind is OutcomeKind.DELIVERED:
-                d.update_pending, d.claimed_until, d.error = False, None, ""
-                d.rendered_revision = job.notice.revision
+                pending, revision = False, job.notice.revision
             elif outcome.kind is OutcomeKind.DEFERRED:  # not attempted: due again when the pause ends
-                d.claimed_until = now + timedelta(seconds=outcome.retry_after or 1)
+                until = now + timedelta(seconds=outcome.retry_after or 1)
             else:  # keep the intent; try again later
-                d.claimed_until = now + max(UPDATE_RETRY, timedelta(seconds=outcome.retry_after or 0))
-                d.error = f"update pending: {outcome.reason or 'not attempted'}"
-            d.claimed_by = ""
-            rows.append((d.update_pending, d.rendered_revision, d.claimed_until, d.error, now, d.id, job.token))
+                until = now + max(UPDATE_RETRY, timedelta(seconds=outcome.retry_after or 0))
+                error = f"update pending: {outcome.reason or 'not attempted'}"
+            rows.append((pending, revision, until, error, now, row.id, job.token))
         async with in_transaction() as conn:
             await conn.execute_many(_sql(_UPDATE_SQL), rows)
 
@@ -282,41 +288,36 @@ class NoticeSource:
         return {nid: schedule_for(n, self.outbox.catalog).due_at(now, 1, n.deadline)
                 for nid, n in notices.items() if n.importance == "must-know"}
 
-    def _apply(self, d: Delivery, outcome: Outcome, now: datetime, notice: Notice,
-               first_reminders: dict[int, datetime | None]) -> None:
-        d.claimed_by, d.claimed_until = "", None
+    def _result(self, row: ClaimedRow, outcome: Outcome, now: datetime, notice: Notice,
+                first_reminders: dict[int, datetime | None]) -> _Result:
+        """The row's new values after `outcome`."""
         if outcome.kind is OutcomeKind.DELIVERED and outcome.ref is not None:
-            d.attempts += 1
-            d.status, d.delivered_at, d.error = DeliveryStatus.DELIVERED.value, now, ""
-            d.channel_id, d.message_id = outcome.ref.channel_id, outcome.ref.message_id
-            d.rendered_revision = notice.revision
-            if d.kind == DeliveryKind.NOTICE.value:
-                d.next_reminder_at = first_reminders.get(notice.id)
-            return
+            notice_kind = row.kind == DeliveryKind.NOTICE.value
+            return _Result(DeliveryStatus.DELIVERED.value, row.attempts + 1, "", outcome.ref.channel_id,
+                           outcome.ref.message_id, notice.revision, delivered_at=now, set_reminder=notice_kind,
+                           next_reminder_at=first_reminders.get(notice.id) if notice_kind else None)
+        unchanged = dict(channel_id=row.channel_id, message_id=row.message_id,
+                         rendered_revision=row.rendered_revision)
         if outcome.kind is OutcomeKind.DEFERRED:
-            d.status = DeliveryStatus.PENDING.value
-            d.next_attempt_at = now + timedelta(seconds=outcome.retry_after or 1)
-            return
-        d.attempts += 1
+            return _Result(DeliveryStatus.PENDING.value, row.attempts, None,
+                           next_attempt_at=now + timedelta(seconds=outcome.retry_after or 1), **unchanged)
+        attempts = row.attempts + 1
         delay = None
         if outcome.kind is OutcomeKind.RETRY:
-            delay = self.outbox.retry.delay(d.attempts, retry_after=outcome.retry_after, key=d.id)
+            delay = self.outbox.retry.delay(attempts, retry_after=outcome.retry_after, key=row.id)
         if delay is None:
             reason = outcome.reason or "unknown error"
             if outcome.kind is OutcomeKind.RETRY:
-                reason = f"gave up after {d.attempts} attempts: {reason}"
-            d.status, d.error = DeliveryStatus.FAILED.value, reason
-            return
-        d.status, d.error = DeliveryStatus.PENDING.value, outcome.reason
-        d.next_attempt_at = now + timedelta(seconds=delay)
+                reason = f"gave up after {attempts} attempts: {reason}"
+            return _Result(DeliveryStatus.FAILED.value, attempts, reason, **unchanged)
+        return _Result(DeliveryStatus.PENDING.value, attempts, outcome.reason,
+                       next_attempt_at=now + timedelta(seconds=delay), **unchanged)
 
     async def _complete_notices(self, notice_ids: set[int], now: datetime) -> None:
-        for notice_id in notice_ids:
-            open_rows = await Delivery.filter(notice_id=notice_id, kind=DeliveryKind.NOTICE.value, status__in=[
-                DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]).exists()
-            if not open_rows:
-                await Notice.filter(id=notice_id, status=NoticeStatus.SENDING.value).update(
-                    status=NoticeStatus.SENT.value, completed_at=now)
+        """Mark sent the notices none of whose copies is still to be sent (one statement)."""
+        ids = sorted(notice_ids)
+        await connections.get("default").execute_query(_sql(_COMPLETE_SQL.format(ids=",".join("?" * len(ids)))),
+                                                       [NoticeStatus.SENT.value, now, *ids])
 
 class _Recorder:
     """One source's outcomes, written in groups gathered for a few milliseconds (one grouped
@@ -716,22 +717,16 @@ def _sql(query: str) -> str:
     return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
 
 
-def _recipient(d: Delivery) -> Recipient:
-    account: PlatformAccount = d.account  # type: ignore[assignment]
-    return Recipient(workspace_id=account.workspace_external_id, user_id=account.user_id,
-                     dm_channel=account.dm_channel, service_url=account.service_url,
-                     display_name=d.member.name)
-
-
-def _result_event(d: Delivery, now: datetime):  # noqa: ANN202
-    common = dict(now=now, notice_id=d.notice_id, member_id=d.member_id, platform=d.platform,  # type: ignore[attr-defined]
-                  delivery_id=d.id)
-    if d.status == DeliveryStatus.DELIVERED.value:
-        if d.kind == DeliveryKind.REMINDER.value:
-            return audit_event("notice.reminded", reminder=d.sequence, channel=d.channel_id,
-                               message_id=d.message_id, **common)
-        return audit_event("delivery.delivered", channel=d.channel_id, message_id=d.message_id, **common)
-    if d.status == DeliveryStatus.FAILED.value:
-        kind = "reminder.failed" if d.kind == DeliveryKind.REMINDER.value else "delivery.failed"
-        return audit_event(kind, reason=d.error, attempts=d.attempts, **common)
+def _result_event(row: ClaimedRow, result: _Result, now: datetime):  # noqa: ANN202
+    common = dict(now=now, notice_id=row.notice_id, member_id=row.member_id, platform=row.platform,
+                  delivery_id=row.id)
+    reminder = row.kind == DeliveryKind.REMINDER.value
+    if result.status == DeliveryStatus.DELIVERED.value:
+        if reminder:
+            return audit_event("notice.reminded", reminder=row.sequence, channel=result.channel_id,
+                               message_id=result.message_id, **common)
+        return audit_event("delivery.delivered", channel=result.channel_id, message_id=result.message_id, **common)
+    if result.status == DeliveryStatus.FAILED.value:
+        kind = "reminder.failed" if reminder else "delivery.failed"
+        return audit_event(kind, reason=result.error, attempts=result.attempts, **common)
     return None

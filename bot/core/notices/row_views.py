@@ -35,14 +35,16 @@ class RowExtras:
     surveys: dict[int, SurveyView] = field(default_factory=dict)  # notice id -> survey part
 
     @classmethod
-    async def load(cls, notice_ids: Iterable[int], *, now: datetime) -> RowExtras:
+    async def load(cls, notice_ids: Iterable[int], *, now: datetime, variants: bool = True) -> RowExtras:
+        """`variants=False`: none of the rows shows a variant, so their texts are not read."""
         ids = sorted(set(notice_ids))
         extras = cls()
         if not ids:
             return extras
-        for label, notice_id, title, body in await NoticeVariant.filter(notice_id__in=ids).values_list(
-                "label", "notice_id", "title", "body"):
-            extras.variants[(notice_id, label)] = (title, body)
+        if variants:
+            for label, notice_id, title, body in await NoticeVariant.filter(notice_id__in=ids).values_list(
+                    "label", "notice_id", "title", "body"):
+                extras.variants[(notice_id, label)] = (title, body)
         for survey in await Survey.filter(notice_id__in=ids):
             extras.surveys[survey.notice_id] = survey_view(survey, now=now)  # type: ignore[attr-defined]
         return extras

@@ -1,0 +1,128 @@
+"""The outbox's hot path in plain SQL: claiming notice delivery rows and writing their outcomes.
+
+A claim is one statement on PostgreSQL (`FOR UPDATE SKIP LOCKED` in a CTE feeding an
+`UPDATE ... RETURNING`) and two on SQLite (read the due rows, then a conditional
+`UPDATE ... RETURNING id`, which keeps only the rows still as they were read). The rows come
+back as plain values with what sending needs (the member's platform account and name), not as
+ORM models: building models, parsing their datetimes and compiling ORM queries cost more than
+the sends themselves (bench/fanout.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tortoise import connections
+
+from bot.core.ports import Recipient
+from storage import db as storage_db
+from storage.models import DeliveryStatus
+
+PENDING = DeliveryStatus.PENDING.value
+SENDING = DeliveryStatus.SENDING.value
+DELIVERED = DeliveryStatus.DELIVERED.value
+
+_COLUMNS = ("d.id AS id, d.notice_id AS notice_id, d.member_id AS member_id, d.kind AS kind, "
+            "d.sequence AS sequence, d.platform AS platform, d.workspace_external_id AS workspace_id, "
+            "d.variant AS variant, d.attempts AS attempts, d.channel_id AS channel_id, "
+            "d.message_id AS message_id, d.rendered_revision AS rendered_revision, "
+            "a.id AS account_id, a.workspace_external_id AS account_workspace, a.user_id AS user_id, "
+            "a.dm_channel AS dm_channel, a.service_url AS service_url, m.name AS member_name, "
+            "m.email AS member_email")
+
+# What is due, with the parameters each predicate takes (all `now`).
+SEND_DUE = (f"((d.status='{PENDING}' AND d.next_attempt_at<=?) OR (d.status='{SENDING}' AND d.claimed_until<?))", 2)
+UPDATE_DUE = (f"(d.status='{DELIVERED}' AND d.update_pending AND (d.claimed_until IS NULL OR d.claimed_until<?))", 1)
+
+
+@dataclass(slots=True)
+class ClaimedRow:
+    """A delivery row this worker has just claimed, as plain values."""
+
+    id: int
+    notice_id: int
+    member_id: int
+    kind: str
+    sequence: int
+    platform: str
+    workspace_id: str
+    variant: str
+    attempts: int
+    channel_id: str
+    message_id: str
+    rendered_revision: int
+    maybe_sent: bool  # claimed back from an expired claim: an earlier send may have landed
+    account_id: int | None  # None: the member's platform account was removed
+    recipient: Recipient | None
+    member_label: str  # the member's name, or their email when the directory has no name
+
+
+def sql(query: str) -> str:
+    """Statements are written with `?` placeholders; PostgreSQL (asyncpg) numbers them `$1, $2, ...`."""
+    if storage_db.dialect() != "postgres":
+        return query
+    parts = query.split("?")
+    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+async def claim_rows(lane: tuple[str, str], due: tuple[str, int], new_status: str, limit: int, token: str,
+                     now: datetime, lease_until: datetime, *, only_ids: Sequence[int] | None = None,
+                     ) -> list[ClaimedRow]:
+    """Claim up to `limit` rows of the lane matching `due` (SEND_DUE or UPDATE_DUE), oldest first:
+    set `new_status`, claimed by `token` until `lease_until`. Returns them in id order."""
+    predicate, nparams = due
+    where = f"d.platform=? AND d.workspace_external_id=? AND {predicate}"
+    params: list[Any] = [lane[0], lane[1], *([now] * nparams)]
+    conn = connections.get("default")
+    if storage_db.dialect() == "postgres":
+        if only_ids is not None:
+            where += " AND d.id = ANY(?::int[])"
+            params.append(list(only_ids))
+        query = (f"WITH c AS (SELECT d.id, d.status, d.account_id, d.member_id FROM delivery d WHERE {where} "
+                 f"ORDER BY d.id LIMIT ? FOR UPDATE SKIP LOCKED) "
+                 f"UPDATE delivery d SET status=?, claimed_by=?, claimed_until=? "
+                 f"FROM c LEFT JOIN platform_account a ON a.id=c.account_id JOIN member m ON m.id=c.member_id "
+                 f"WHERE d.id=c.id RETURNING {_COLUMNS}, c.status AS prior_status")
+        rows = await conn.execute_query_dict(sql(query), [*params, limit, new_status, token, lease_until])
+        return sorted((_row(r) for r in rows), key=lambda r: r.id)
+    select_where, select_params = where, params
+    if only_ids is not None:
+        select_where += f" AND d.id IN ({','.join('?' * len(only_ids))})"
+        select_params = [*params, *only_ids]
+    candidates = await conn.execute_query_dict(
+        f"SELECT {_COLUMNS}, d.status AS prior_status FROM delivery d "
+        f"LEFT JOIN platform_account a ON a.id=d.account_id JOIN member m ON m.id=d.member_id "
+        f"WHERE {select_where} ORDER BY d.id LIMIT ?", [*select_params, limit])
+    if not candidates:
+        return []
+    # Claim only the rows still as they were read (status and due), so `maybe_sent` is exact.
+    by_status: dict[str, list[int]] = {}
+    for r in candidates:
+        by_status.setdefault(r["prior_status"], []).append(r["id"])
+    clauses, values = [], []
+    for status, ids in by_status.items():
+        clauses.append(f"(d.id IN ({','.join('?' * len(ids))}) AND d.status=?)")
+        values.extend([*ids, status])
+    claimed = await conn.execute_query_dict(
+        f"UPDATE delivery AS d SET status=?, claimed_by=?, claimed_until=? "
+        f"WHERE ({' OR '.join(clauses)}) AND {where} RETURNING id",
+        [new_status, token, lease_until, *values, *params])
+    ids = {r["id"] for r in claimed}
+    return [_row(r) for r in candidates if r["id"] in ids]
+
+
+def _row(r: Any) -> ClaimedRow:
+    account_id = r["account_id"]
+    recipient = None
+    if account_id is not None:
+        recipient = Recipient(workspace_id=r["account_workspace"], user_id=r["user_id"], dm_channel=r["dm_channel"],
+                              service_url=r["service_url"], display_name=r["member_name"])
+    return ClaimedRow(
+        id=r["id"], notice_id=r["notice_id"], member_id=r["member_id"], kind=r["kind"], sequence=r["sequence"],
+        platform=r["platform"], workspace_id=r["workspace_id"], variant=r["variant"], attempts=r["attempts"],
+        channel_id=r["channel_id"], message_id=r["message_id"], rendered_revision=r["rendered_revision"],
+        maybe_sent=r["prior_status"] == SENDING, account_id=account_id, recipient=recipient,
+        member_label=r["member_name"] or r["member_email"])
