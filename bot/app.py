@@ -133,6 +133,7 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
                 wakeups.start()
                 herald.outbox.notify = wakeups.notify
             worker = asyncio.create_task(herald.outbox.run_forever(), name="herald-outbox")
+            herald.worker_running = True
             # The database is the truth; the scheduler is only the clock that wakes the worker
             # for retries that come due and for rows other replicas wrote.
             scheduler.add_job(lambda: herald.outbox.wake(broadcast=False), "interval",

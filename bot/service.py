@@ -87,6 +87,22 @@ class Herald:
         self.outbox.link_tracker = link_tracker(settings.public_url, settings.secret_key)
         # everything else Herald sends (journeys, digests, escalations, hand-offs): the same lanes
         self.outbox.add_source(MessageSource(self.channels, retry=self.outbox.retry))
+        self.worker_running = False  # `serve` runs the outbox loop (bot.app); tests and the CLI may not
+        self._pushes: set[asyncio.Task] = set()  # copy updates pushed without a worker loop
+
+    def acknowledged(self, result: AckResult) -> None:
+        """Have the acknowledged member's copies updated, without waiting for the platform: the
+        click is answered as soon as it is stored. The acknowledgement flagged the copies
+        `update_pending` in its transaction; the outbox's lane workers send the updates within the
+        platform's limits, and a copy clicked several times before its turn is updated once."""
+        if not result.newly_recorded:
+            return  # a double click: the first one's copies are flagged already
+        if self.worker_running:
+            self.outbox.wake(broadcast=False)  # a lane held elsewhere is looked at by its holder
+            return
+        task = asyncio.get_running_loop().create_task(self.update_acknowledged_copies(result))
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
 
     async def update_acknowledged_copies(self, result: AckResult) -> None:
         """Turn every delivered copy (original and reminders) into its acknowledged form now.
@@ -294,6 +310,8 @@ class Herald:
 
     async def close(self) -> None:
         self.outbox.stop()
+        if self._pushes:
+            await asyncio.gather(*self._pushes, return_exceptions=True)
         if self._kb_build is not None and not self._kb_build.done():
             self._kb_build.cancel()  # kills the child process if one is running
             with contextlib.suppress(asyncio.CancelledError):

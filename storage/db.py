@@ -19,7 +19,7 @@ MIGRATIONS_MODULE = "storage.migrations"
 
 def tortoise_config(db_url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": db_url},
+        "connections": {"default": _connection_config(db_url)},
         "apps": {
             "models": {
                 "models": [MODELS_MODULE],
@@ -30,6 +30,26 @@ def tortoise_config(db_url: str) -> dict[str, Any]:
         "use_tz": True,
         "timezone": "UTC",
     }
+
+
+def _connection_config(db_url: str) -> str | dict[str, Any]:
+    """The URL, and on PostgreSQL the pool's `reset` hook (see `_keep_session`)."""
+    if not db_url.startswith(("postgres://", "postgresql://", "asyncpg://")):
+        return db_url
+    from tortoise.backends.base.config_generator import expand_db_url
+
+    config = expand_db_url(db_url)
+    config["credentials"]["reset"] = _keep_session
+    return config
+
+
+async def _keep_session(connection: Any) -> None:
+    """What asyncpg's pool runs when a connection comes back, instead of its default
+    `Connection.reset()`: that sends one more statement (`SELECT pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL`) after EVERY query run outside a transaction, doubling its
+    round trips. Herald leaves no session state on pooled connections (no advisory locks,
+    cursors, LISTEN or SET: LISTEN has a connection of its own, see `storage.wakeups`), and the
+    pool still rolls back a transaction left open before this hook is called."""
 
 
 async def upgrade(db_url: str) -> None:

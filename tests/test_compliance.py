@@ -353,3 +353,38 @@ async def test_a_pause_is_part_of_the_report(rig: Rig) -> None:
     assert "reminders_paused" not in keys
     csv_text = "".join([c async for c in report_chunks(notice_id, "csv", now=rig.clock.now(), actor="t")])
     assert 'reminders_paused_since=' in csv_text and 'reason="site fire"' in csv_text
+
+
+async def test_clicks_arriving_together_are_each_recorded_once(rig: Rig) -> None:
+    """Clicks that arrive while a group is being written are written together (group commit):
+    each member's first click records one acknowledgement and one audit event, a double click in
+    the same group or a later one records nothing, and an outsider is refused alone."""
+    import asyncio
+
+    from bot.core.compliance.verify import verify_chain
+
+    notice_id = await rig.broadcast("all")
+    await rig.herald.outbox.drain()
+    users = [r["account__user_id"] for r in await Delivery.filter(notice_id=notice_id, status="delivered",
+                                                                   platform="slack").values("account__user_id")]
+    assert len(users) >= 2
+    clicks = [*users, users[0], "UOUTSIDER", *users]  # double clicks in the same group and after it
+
+    async def click(user: str):  # noqa: ANN202
+        try:
+            return await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id=user,
+                                          now=rig.clock.now())
+        except PermissionDenied as exc:
+            return exc
+
+    results = await asyncio.gather(*(click(u) for u in clicks))
+    assert isinstance(results[len(users) + 1], PermissionDenied)
+    answered = [r for r in results if not isinstance(r, Exception)]
+    assert sum(r.newly_recorded for r in answered) == len(users)
+    assert all(r.copy_ids for r in answered)
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == len(users)
+    assert await AuditEvent.filter(notice_id=notice_id, kind="notice.acknowledged").count() == len(users)
+    assert await Delivery.filter(notice_id=notice_id, update_pending=True).count() == len(users)
+    again = await click(users[1])
+    assert not again.newly_recorded and again.acknowledgement.member_id == again.member.id  # type: ignore[attr-defined]
+    assert (await verify_chain()).ok

@@ -21,7 +21,7 @@ from config.settings import load_settings
 from storage.models import Acknowledgement, Delivery, PlatformAccount, Staff
 from tests.fakes.bot_connector import FakeBotConnector
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.support import SIGNING_SECRET, TEAM, TOKEN, directory_csv
+from tests.support import SIGNING_SECRET, TEAM, TOKEN, directory_csv, wait_until
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
 
@@ -171,6 +171,9 @@ async def test_install_send_acknowledge_in_teams(teams: TeamsRig) -> None:
         assert "Acknowledged by **Eve Moreau**" in str(answer["value"])
         assert not [a for a in _actions(answer["value"]) if a["type"] == "Action.Execute"]
     assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
+    # the answer does not wait for the platform: the copy is updated by the outbox, once
+    await wait_until(lambda: any(c.route == "update_activity" for c in teams.connector.calls), what="update_activity")
+    await teams.herald.outbox.drain()
     updates = [c for c in teams.connector.calls if c.route == "update_activity"]
     assert len(updates) == 1 and updates[0].conversation_id == "a:conv-aad-eve"
     assert "Acknowledged by" in str(teams.connector.activities("a:conv-aad-eve")[-1])
@@ -191,6 +194,8 @@ async def test_one_acknowledgement_settles_both_platforms(db: str) -> None:
         await rig.herald.outbox.drain()
         assert sorted(d.platform for d in await Delivery.filter(notice_id=notice_id)) == ["slack", "teams"]
         await rig.invoke("aad-gus", "herald.ack", {"notice_id": notice_id})
+        await wait_until(lambda: rig.slack.call_count("chat.update") >= 1, what="chat.update")
+        await rig.herald.outbox.drain()
         (slack_update,) = rig.slack.calls_to("chat.update")
         assert "Acknowledged by *Gus Petit*" in str(slack_update.args["blocks"])
         assert await Acknowledgement.filter(notice_id=notice_id).count() == 1

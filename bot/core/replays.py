@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
+from tortoise import connections
 from tortoise.exceptions import IntegrityError
 
+from storage import db as storage_db
 from storage.models import SeenRequest
 
 SLACK_WINDOW = timedelta(minutes=5)  # bolt refuses signatures older than this
@@ -26,14 +28,29 @@ def request_key(platform: str, *parts: str) -> str:
 
 async def first_sighting(key: str, *, now: datetime, window: timedelta) -> bool:
     """True the first time `key` is seen within `window` (and records it); False for a replay."""
-    try:
-        await SeenRequest.create(key=key, seen_at=now, expires_at=now + window)
+    if await _remember(key, now, now + window):
         return True
-    except IntegrityError:
-        pass
     # Seen before: a replay, unless the old record has outlived its window (then start again).
     renewed = await SeenRequest.filter(key=key, expires_at__lte=now).update(seen_at=now, expires_at=now + window)
     return renewed == 1
+
+
+# Every inbound click pays for this statement: on PostgreSQL it is one plain round trip (no ORM
+# model, no exception on a replay).
+_INSERT_PG = ("WITH added AS (INSERT INTO seen_request (key, seen_at, expires_at) VALUES ($1, $2, $3) "
+              "ON CONFLICT (key) DO NOTHING RETURNING 1) SELECT count(*) AS n FROM added")
+
+
+async def _remember(key: str, now: datetime, expires_at: datetime) -> bool:
+    """Store `key`; False when it is stored already."""
+    if storage_db.dialect() == "postgres":
+        _, rows = await connections.get("default").execute_query(_INSERT_PG, [key, now, expires_at])
+        return bool(rows[0]["n"])
+    try:
+        await SeenRequest.create(key=key, seen_at=now, expires_at=expires_at)
+        return True
+    except IntegrityError:
+        return False
 
 
 async def forget_expired(now: datetime) -> int:

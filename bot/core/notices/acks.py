@@ -1,10 +1,25 @@
-"""Acknowledgements: one per recipient per notice revision, however many times the click arrives."""
+"""Acknowledgements: one per recipient per notice revision, however many times the click arrives.
+
+Clicks are recorded by group commit: while one transaction is being written, the clicks that
+arrive meanwhile queue up and are then written together in the next one (a few reads, a few
+writes and one audit-chain append for the whole group). An idle server writes a lone click at
+once; a busy one spends far fewer round trips, and far less time holding the audit chain's head
+lock, per click. Each caller still gets its own answer (or its own error) only after the
+transaction holding its acknowledgement has committed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextvars
+import logging
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from tortoise.backends.base.client import TransactionalDBClient
+from tortoise import connections
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -21,7 +36,10 @@ from storage.models import (
     NoticeStatus,
 )
 
+log = logging.getLogger(__name__)
+
 NOT_YOURS = "This notice was not sent to you, so you cannot acknowledge it."
+MAX_GROUP = 250  # clicks written in one transaction at most
 
 
 @dataclass(frozen=True)
@@ -35,43 +53,207 @@ class AckResult:
 
 async def acknowledge(notice_id: int, *, platform: str, workspace_id: str, user_id: str, now: datetime) -> AckResult:
     """Record that the platform user acknowledged the notice delivered to them (any copy)."""
-    notice = await Notice.get_or_none(id=notice_id)
-    if notice is None:
-        raise NotFound(f"notice {notice_id} does not exist")
-    delivery = await Delivery.filter(
-        notice_id=notice_id, platform=platform, status=DeliveryStatus.DELIVERED.value,
-        account__workspace_external_id=workspace_id, account__user_id=user_id,
-    ).select_related("member").first()
-    if delivery is None:
-        raise PermissionDenied(NOT_YOURS)
-    if notice.status == NoticeStatus.RETRACTED.value:
-        raise UserError(f"Notice #{notice.id} was retracted, so there is nothing to acknowledge.")
-    member = delivery.member
-    ack, created = await _record_once(notice, member, delivery, platform, now)
-    copy_ids = await Delivery.filter(notice_id=notice_id, member_id=member.id,
-                                     status=DeliveryStatus.DELIVERED.value).values_list("id", flat=True)
-    return AckResult(notice, member, ack, created, list(copy_ids))
+    click = _Click(notice_id, platform, workspace_id, user_id, now, contextvars.copy_context())
+    if _in_caller_transaction():  # the caller's transaction must hold it: no group commit
+        outcome = await _write_alone(click)
+    else:
+        loop = asyncio.get_running_loop()
+        groups = _GROUPS.get(loop)
+        if groups is None:
+            groups = _GROUPS[loop] = _GroupCommit()
+        outcome = await groups.submit(click)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
-async def _record_once(notice: Notice, member: Member, delivery: Delivery, platform: str,
-                       now: datetime) -> tuple[Acknowledgement, bool]:
-    revision = notice.ack_revision
-    existing = await Acknowledgement.get_or_none(notice_id=notice.id, member_id=member.id, revision=revision)
-    if existing is not None:
-        return existing, False
+def _in_caller_transaction() -> bool:
     try:
-        async with in_transaction() as conn:
-            ack = await Acknowledgement.create(notice=notice, member=member, delivery=delivery, platform=platform,
-                                               revision=revision, acknowledged_at=now, using_db=conn)
-            mine = Delivery.filter(notice_id=notice.id, member_id=member.id)
+        return isinstance(connections.get("default"), TransactionalDBClient)
+    except Exception:  # noqa: BLE001 - not initialised: let the query raise the usual error
+        return False
+
+
+@dataclass
+class _Click:
+    notice_id: int
+    platform: str
+    workspace_id: str
+    user_id: str
+    now: datetime
+    context: contextvars.Context  # the caller's (audit origin, log fields), for its audit event
+    future: asyncio.Future | None = field(default=None, repr=False)
+
+
+class _GroupCommit:
+    """Queues clicks while a group is being written; one drain task per busy spell."""
+
+    def __init__(self) -> None:
+        self._queue: list[_Click] = []
+        self._drain: asyncio.Task | None = None
+
+    async def submit(self, click: _Click) -> AckResult | BaseException:
+        loop = asyncio.get_running_loop()
+        click.future = loop.create_future()
+        self._queue.append(click)
+        if self._drain is None or self._drain.done():
+            self._drain = loop.create_task(self._run(), name="herald-ack-group-commit")
+        # shielded: a caller that goes away (client hung up) must not cancel the others' group
+        return await asyncio.shield(click.future)
+
+    async def _run(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+            try:
+                outcomes = await _write_group(group)
+            except Exception as exc:  # noqa: BLE001 - e.g. the database is down: every caller hears it
+                outcomes = [exc] * len(group)
+            for click, outcome in zip(group, outcomes, strict=True):
+                assert click.future is not None
+                if not click.future.done():
+                    click.future.set_result(outcome)
+
+
+_GROUPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = weakref.WeakKeyDictionary()
+
+
+# ---- writing a group ---------------------------------------------------------------------------
+
+
+async def _write_group(group: list[_Click]) -> list[AckResult | BaseException]:
+    """Each click's result, or the error to raise to its caller. Falls back to one transaction per
+    click when another process recorded one of the group's acknowledgements first (the unique
+    constraint refused the group's insert, so the group's transaction wrote nothing)."""
+    try:
+        return await _write_together(group)
+    except IntegrityError:
+        log.info("a concurrent acknowledgement won a race; recording %d clicks one by one", len(group))
+        return [await _write_alone(click) for click in group]
+
+
+async def _write_alone(click: _Click) -> AckResult | BaseException:
+    try:
+        (outcome,) = await _write_together([click])
+    except IntegrityError:  # lost the race for this very click: the winner's row is there now
+        (outcome,) = await _write_together([click])
+    return outcome
+
+
+@dataclass
+class _Pending:
+    """A click that will record a new acknowledgement in this group."""
+
+    click: _Click
+    notice: Notice
+    member: Member
+    delivery: dict
+    ack: Acknowledgement
+
+
+async def _write_together(group: list[_Click]) -> list[AckResult | BaseException]:
+    notices = {n.id: n for n in await Notice.filter(id__in={c.notice_id for c in group})}
+    deliveries = await _delivered_to(group)
+    members = {m.id: m for m in await Member.filter(id__in={d["member_id"] for d in deliveries.values()})}
+    recorded = await _existing(notices.values(), {m for m in members})
+
+    outcomes: list[AckResult | BaseException | _Pending] = []
+    for click in group:
+        notice = notices.get(click.notice_id)
+        delivery = deliveries.get((click.notice_id, click.platform, click.workspace_id, click.user_id))
+        if notice is None:
+            outcomes.append(NotFound(f"notice {click.notice_id} does not exist"))
+        elif delivery is None:
+            outcomes.append(PermissionDenied(NOT_YOURS))
+        elif notice.status == NoticeStatus.RETRACTED.value:
+            outcomes.append(UserError(f"Notice #{notice.id} was retracted, so there is nothing to acknowledge."))
+        else:
+            outcomes.append(_claim_once(click, notice, members[delivery["member_id"]], delivery, recorded))
+    new = [o for o in outcomes if isinstance(o, _Pending)]
+    if new:
+        await _store(new)
+        for p in new:
+            metrics.acknowledged(p.click.platform, (p.click.now - (p.delivery["delivered_at"] or p.click.now))
+                                 .total_seconds())
+    copies = await _copies({(o.notice.id, o.member.id) for o in outcomes if isinstance(o, (_Pending, AckResult))})
+    return [_finish(o, copies) for o in outcomes]
+
+
+def _claim_once(click: _Click, notice: Notice, member: Member, delivery: dict,
+                recorded: dict[tuple[int, int, int], Acknowledgement]) -> AckResult | _Pending:
+    """A new acknowledgement, or the one already recorded (earlier, or by this group's first click)."""
+    key = (notice.id, member.id, notice.ack_revision)
+    existing = recorded.get(key)
+    if existing is not None:
+        return AckResult(notice, member, existing, False, [])
+    ack = Acknowledgement(notice_id=notice.id, member_id=member.id, delivery_id=delivery["id"],
+                          platform=click.platform, revision=notice.ack_revision, acknowledged_at=click.now)
+    recorded[key] = ack
+    return _Pending(click, notice, member, delivery, ack)
+
+
+async def _delivered_to(group: list[_Click]) -> dict[tuple[int, str, str, str], dict]:
+    """The delivered copy each click's presser received, by (notice, platform, workspace, user);
+    the first copy (lowest id) when there are several (the notice and its reminders)."""
+    rows = await Delivery.filter(
+        notice_id__in={c.notice_id for c in group}, platform__in={c.platform for c in group},
+        status=DeliveryStatus.DELIVERED.value, account__user_id__in={c.user_id for c in group},
+    ).order_by("-id").values("id", "notice_id", "member_id", "kind", "delivered_at", "platform",
+                             workspace="account__workspace_external_id", user="account__user_id")
+    return {(r["notice_id"], r["platform"], r["workspace"], r["user"]): r for r in rows}
+
+
+async def _existing(notices: Iterable[Notice], member_ids: set[int]) -> dict[tuple[int, int, int], Acknowledgement]:
+    revisions = {n.id: n.ack_revision for n in notices}
+    if not revisions or not member_ids:
+        return {}
+    rows = await Acknowledgement.filter(notice_id__in=set(revisions), member_id__in=member_ids)
+    return {(a.notice_id, a.member_id, a.revision): a for a in rows  # type: ignore[attr-defined]
+            if revisions.get(a.notice_id) == a.revision}  # type: ignore[attr-defined]
+
+
+async def _store(new: list[_Pending]) -> None:
+    """One transaction: the acknowledgements, their copies flagged for update (and their reminders'
+    schedule cleared), reminders not yet sent cancelled, and the audit events: appended last, so
+    the chain head is locked only for the end of the transaction."""
+    events = [p.click.context.run(
+        audit_event, "notice.acknowledged", now=p.click.now, actor=p.member.email, notice_id=p.notice.id,
+        member_id=p.member.id, platform=p.click.platform, revision=p.notice.ack_revision,
+        delivery_id=p.delivery["id"], via=p.delivery["kind"]) for p in new]
+    by_notice: dict[int, set[int]] = {}
+    for p in new:
+        by_notice.setdefault(p.notice.id, set()).add(p.member.id)
+    async with in_transaction() as conn:
+        await Acknowledgement.bulk_create([p.ack for p in new], using_db=conn)
+        for notice_id, member_ids in by_notice.items():
+            mine = Delivery.filter(notice_id=notice_id, member_id__in=member_ids)
             await mine.filter(status=DeliveryStatus.DELIVERED.value).using_db(conn).update(
                 update_pending=True, next_reminder_at=None)
             await mine.filter(kind=DeliveryKind.REMINDER.value, status=DeliveryStatus.PENDING.value).using_db(
                 conn).update(status=DeliveryStatus.CANCELLED.value, error="acknowledged before it was sent")
-            await record([audit_event("notice.acknowledged", now=now, actor=member.email, notice_id=notice.id,
-                                      member_id=member.id, platform=platform, revision=revision,
-                                      delivery_id=delivery.id, via=delivery.kind)], using_db=conn)
-        metrics.acknowledged(platform, (now - (delivery.delivered_at or now)).total_seconds())
-        return ack, True
-    except IntegrityError:  # a concurrent click won the race; the unique constraint kept one
-        return await Acknowledgement.get(notice_id=notice.id, member_id=member.id, revision=revision), False
+        await record(events, using_db=conn)
+
+
+async def _copies(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
+    """Every delivered copy of each (notice, member), to update in place."""
+    copies: dict[tuple[int, int], list[int]] = {pair: [] for pair in pairs}
+    if not pairs:
+        return copies
+    rows = await Delivery.filter(notice_id__in={n for n, _ in pairs}, member_id__in={m for _, m in pairs},
+                                 status=DeliveryStatus.DELIVERED.value).order_by("id").values_list(
+                                     "id", "notice_id", "member_id")
+    for delivery_id, notice_id, member_id in rows:
+        if (notice_id, member_id) in copies:
+            copies[(notice_id, member_id)].append(delivery_id)
+    return copies
+
+
+def _finish(outcome: AckResult | BaseException | _Pending,
+            copies: dict[tuple[int, int], list[int]]) -> AckResult | BaseException:
+    if isinstance(outcome, BaseException):
+        return outcome
+    if isinstance(outcome, _Pending):
+        return AckResult(outcome.notice, outcome.member, outcome.ack, True,
+                         copies[(outcome.notice.id, outcome.member.id)])
+    return AckResult(outcome.notice, outcome.member, outcome.acknowledgement, False,
+                     copies[(outcome.notice.id, outcome.member.id)])
+

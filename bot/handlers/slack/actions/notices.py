@@ -55,7 +55,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
         except UserError as exc:
             await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
             return
-        await herald.update_acknowledged_copies(result)
+        herald.acknowledged(result)
 
     @app.action(REMIND_NOW_ACTION)
     async def on_remind_now(ack, body, respond) -> None:  # noqa: ANN001
