@@ -23,7 +23,7 @@ from bot.core.insights import notices as insights
 from bot.core.notices.views import notice_view
 from bot.service import Herald
 from bot.topics import IMPORTANCE
-from storage.models import NoticeStatus, StaffRole
+from storage.models import NoticeExperiment, NoticeStatus, StaffRole, Survey
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
             context["warnings"] = await unmatched_value_warnings(parse_audience(notice.audience,
                                                                                 roles=herald.catalog.roles))
             return current.render("draft.html", **context)
+        context["survey_of"] = await Survey.exists(notice_id=notice.id)
+        context["has_variants"] = await NoticeExperiment.exists(notice_id=notice.id)
         overview = await insights.overview(notice)
         line = await insights.timeline(notice, now=now)
         context.update(overview=overview, timeline=line,
