@@ -10,10 +10,7 @@ from collections import Counter
 
 import pytest
 
-from bot.core.commands.parser import SendCommand, SurveyCommand, parse_command
-from bot.core.notices import acks, sending
-from bot.core.surveys.answers import answer_survey
-from bot.core.surveys.creating import create_survey_draft
+from bot.core.notices import acks
 from bot.core.surveys.results import OTHER, results_csv, survey_results
 from storage.models import (
     AuditEvent,
@@ -22,52 +19,30 @@ from storage.models import (
     NoticeExperiment,
     Organisation,
     PlatformAccount,
-    Staff,
 )
-from tests.console_support import CAM, COMPLIANCE, OTHER_CAM, ConsoleHarness
+from tests.console_support import (
+    CAM,
+    COMPLIANCE,
+    OTHER_CAM,
+    SANDBOX,
+    ConsoleHarness,
+    answer_as,
+    delivered_to,
+    send_as_cam,
+)
 
 pytestmark = pytest.mark.storage
-
-SANDBOX = {"platform": "sandbox", "workspace_id": "sandbox"}
-
-
-async def _send(console: ConsoleHarness, text: str) -> int:
-    """`survey …` or `send …` as the sample CAM, through the core calls chat makes; delivered."""
-    author = await Staff.get(email=CAM)
-    command = parse_command(text)
-    if isinstance(command, SurveyCommand):
-        preview = await create_survey_draft(author, command, console.herald.catalog, now=console.clock.now())
-    else:
-        assert isinstance(command, SendCommand), command
-        preview = await sending.create_draft(author, command, console.herald.catalog, now=console.clock.now())
-    await sending.send_draft(preview.notice.id, author, console.herald.catalog, now=console.clock.now())
-    await console.herald.outbox.drain()
-    for _ in range(2):  # the sample partners span Berlin to Sydney: wait out their quiet hours
-        console.clock.advance(hours=12)
-        await console.herald.outbox.drain()
-    return preview.notice.id
-
-
-async def _delivered(notice_id: int) -> list[str]:
-    """The sandbox user ids (e-mails) a notice reached, in member order."""
-    return list(await Delivery.filter(notice_id=notice_id, status="delivered").order_by("member_id").values_list(
-        "member__email", flat=True))
-
-
-async def _answer(console: ConsoleHarness, survey_id: int, email: str, value: int, comment: str | None = None) -> None:
-    await answer_survey(survey_id, value, user_id=email, now=console.clock.now(), comment=comment, **SANDBOX)
-
 
 # ---- surveys --------------------------------------------------------------------------------------
 
 async def test_a_survey_page_shows_response_rate_nps_breakdowns_and_escaped_comments(console: ConsoleHarness) -> None:
-    survey_id = await _send(console, "survey announcements all | How likely are you to recommend us? | "
+    survey_id = await send_as_cam(console, "survey announcements all | How likely are you to recommend us? | "
                                      "scale:0-10 | follow-up: Why?")
-    people = await _delivered(survey_id)
+    people = await delivered_to(survey_id)
     assert len(people) >= 6
     for email, value in zip(people, (10, 9, 7, 3, 10), strict=False):
-        await _answer(console, survey_id, email, value)
-    await _answer(console, survey_id, people[3], 6, comment="<script>alert(1)</script> too **slow**")
+        await answer_as(console, survey_id, email, value)
+    await answer_as(console, survey_id, people[3], 6, comment="<script>alert(1)</script> too **slow**")
 
     casey = await console.signed_in(CAM)
     response, listing = await casey.get("/console/surveys")
@@ -101,18 +76,18 @@ async def test_a_survey_page_shows_response_rate_nps_breakdowns_and_escaped_comm
 
 
 async def test_an_anonymous_survey_shows_nothing_under_five_answers_and_no_names(console: ConsoleHarness) -> None:
-    survey_id = await _send(console, "survey announcements all anonymous | Is the portal useful? | Yes | No | "
+    survey_id = await send_as_cam(console, "survey announcements all anonymous | Is the portal useful? | Yes | No | "
                                      "follow-up: What is missing?")
-    people = await _delivered(survey_id)
+    people = await delivered_to(survey_id)
     for email in people[:4]:
-        await _answer(console, survey_id, email, 0)
+        await answer_as(console, survey_id, email, 0)
     casey = await console.signed_in(CAM)
     _, page = await casey.get(f"/console/surveys/{survey_id}")
     assert 'id="suppressed"' in page and "at least 5 people" in page and "(4 so far)" in page
     assert 'id="by-organisation"' not in page and "Who answered what" not in page
 
-    await _answer(console, survey_id, people[4], 1, comment="Price lists")
-    await _answer(console, survey_id, people[5], 0)
+    await answer_as(console, survey_id, people[4], 1, comment="Price lists")
+    await answer_as(console, survey_id, people[5], 0)
     _, page = await casey.get(f"/console/surveys/{survey_id}")
     assert 'id="suppressed"' not in page and re.search(r'id="answered-count">6<', page)
     results = await survey_results(survey_id, None, operator=True)
@@ -144,7 +119,7 @@ async def _bigger_directory(console: ConsoleHarness, n: int = 48) -> None:
 
 
 async def test_variants_are_compared_and_the_winner_rolled_out_once(console: ConsoleHarness) -> None:
-    notice_id = await _send(console, "send must-know operations all share:50% | Recall A | Stop A || "
+    notice_id = await send_as_cam(console, "send must-know operations all share:50% | Recall A | Stop A || "
                                      "Recall B | <b>Stop</b> B")
     casey = await console.signed_in(CAM)
     _, notice_page = await casey.get(f"/console/notices/{notice_id}")
@@ -189,7 +164,7 @@ async def test_variants_are_compared_and_the_winner_rolled_out_once(console: Con
 
 async def test_with_enough_data_the_page_gives_the_tests_p_value(console: ConsoleHarness) -> None:
     await _bigger_directory(console)
-    notice_id = await _send(console, "send must-know operations org:adatum | Recall A | Stop A || Recall B | Stop B")
+    notice_id = await send_as_cam(console, "send must-know operations org:adatum | Recall A | Stop A || Recall B | Stop B")
     variant = dict(await Delivery.filter(notice_id=notice_id).values_list("member__email", "variant"))
     assert Counter(variant.values()) == {"A": 24, "B": 24}
     a_people = [e for e, v in sorted(variant.items()) if v == "A"]

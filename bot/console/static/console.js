@@ -1,6 +1,6 @@
 /* Small progressive enhancements; every page works without them.
  * - compose: the audience's recipient count while you type;
- * - a notice's page: its counts follow deliveries and acknowledgements as they arrive. */
+ * - a notice's page: its counts and its chart follow deliveries and acknowledgements as they arrive. */
 (function () {
   "use strict";
 
@@ -66,6 +66,8 @@
           if (rate) { rate.textContent = counts.delivered ? Math.round(counts.acknowledged / counts.delivered * 100) + "%" : "–"; }
           bar("delivered", counts.delivered, counts.recipients);
           bar("acknowledged", counts.acknowledged, counts.recipients);
+          var chart = document.querySelector("svg.chart");
+          if (chart && counts.chart) { chart.outerHTML = counts.chart; }  // drawn by the server, as on the load
         })
         .catch(function () { /* the next tick tries again */ });
     }
