@@ -4,6 +4,7 @@ downloads, the directory and engagement views."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -362,6 +363,10 @@ async def test_acknowledgements_are_counted_once_whatever_the_revision(console: 
     casey = await console.signed_in(CAM)
     _, live = await casey.get(f"/console/notices/{SAMPLE}/live.json")
     assert '"acknowledged": 1' in live
+    assert json.loads(live)["chart"] is None  # only when asked: the page asks every third poll
+    _, live = await casey.get(f"/console/notices/{SAMPLE}/live.json?chart=1")
+    chart = json.loads(live)["chart"]  # the page swaps its chart for this one as clicks arrive
+    assert chart.startswith('<svg class="chart"') and "1 of 8 delivered acknowledged" in chart
 
 
 async def test_journey_stages_count_members_who_have_not_started(console: ConsoleHarness) -> None:

@@ -94,8 +94,10 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
     async def live(current: Page) -> web.StreamResponse:
         notice = await insights.readable_notice(notice_id(current), current.me)
         counts = await insights.live_counts(notice)
-        line = await insights.timeline(notice, now=herald.clock.now())
-        chart = str(timeline_svg(line, recipients=counts["recipients"], delivered=counts["delivered"])) if line else None
+        chart = None
+        if current.request.query.get("chart") == "1":  # the page asks every few polls: a GROUP BY over the acks
+            line = await insights.timeline(notice, now=herald.clock.now())
+            chart = str(timeline_svg(line, recipients=counts["recipients"], delivered=counts["delivered"])) if line else None
         return current.json({"status": notice.status, **counts,
                              "outstanding": max(counts["delivered"] - counts["acknowledged"], 0), "chart": chart})
 

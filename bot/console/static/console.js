@@ -52,9 +52,11 @@
       var svg = strong && strong.parentNode.querySelector("svg.bar .fill");
       if (svg) { svg.setAttribute("width", whole ? (value / whole * 100).toFixed(2) : "0"); }
     }
+    var ticks = 0;
     function refresh() {
       if (document.hidden) { return; }
-      fetch(panel.dataset.live, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      var url = panel.dataset.live + (ticks++ % 3 === 0 ? "?chart=1" : "");  // the chart every third poll
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
         .then(function (response) { return response.ok ? response.json() : null; })
         .then(function (counts) {
           if (!counts) { return; }
