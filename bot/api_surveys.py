@@ -11,12 +11,14 @@ from aiohttp import web
 
 from bot.common.errors import UserError
 from bot.core.notices.ab_results import variant_results
+from bot.core.surveys.listing import list_surveys as surveys_page
 from bot.core.surveys.results import results_csv, survey_results
 from bot.core.surveys.stages import survey_stages
-from storage.models import Staff, StaffRole, Survey
+from storage.models import Staff
 
 NO_STORE = {"Cache-Control": "no-store"}
 MAX_ID = 2**31 - 1
+_LIST_FIELDS = ("id", "question", "kind", "anonymous", "status", "open", "journey_step", "recipients")
 
 
 def _id(request: web.Request) -> int:
@@ -37,23 +39,10 @@ def _limit(request: web.Request, name: str, default: int | None, high: int) -> i
 
 async def list_surveys(request: web.Request, staff: Staff) -> web.StreamResponse:
     limit = _limit(request, "limit", 50, 200) or 50
-    before = _limit(request, "before", None, MAX_ID)
-    query = Survey.all().select_related("notice")
-    if staff.role == StaffRole.CAM.value:
-        from tortoise.expressions import Q
-
-        query = query.filter(Q(notice__author_id=staff.id) | Q(key__isnull=False))
-    if before is not None:
-        query = query.filter(notice_id__lt=before)
-    rows = await query.order_by("-notice_id").limit(limit + 1)
-    page = rows[:limit]
-    items = [{"id": s.notice.id, "question": s.question, "kind": s.kind, "anonymous": s.anonymous,
-              "status": s.notice.status, "open": s.closed_at is None,
-              "journey_step": s.key.split(":")[1] if s.key else None, "recipients": s.notice.recipient_count,
-              "results": f"/api/v1/surveys/{s.notice.id}"} for s in page]
-    more = len(rows) > len(page)
-    return web.json_response({"surveys": items, "next_before": page[-1].notice.id if more and page else None},
-                             headers=NO_STORE)
+    found = await surveys_page(staff, before=_limit(request, "before", None, MAX_ID), limit=limit)
+    items = [{**{key: s[key] for key in _LIST_FIELDS}, "results": f"/api/v1/surveys/{s['id']}"}
+             for s in found.surveys]
+    return web.json_response({"surveys": items, "next_before": found.next_before}, headers=NO_STORE)
 
 
 async def get_survey(request: web.Request, staff: Staff) -> web.StreamResponse:

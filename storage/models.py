@@ -90,6 +90,7 @@ class Member(Model):
     class Meta:
         table = "member"
         unique_together = (("organisation", "email"),)
+        indexes = (("active", "role", "organisation_id"),)  # the engagement page's members per role
 
 
 class Workspace(Model):

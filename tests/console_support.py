@@ -14,9 +14,14 @@ from aiohttp.test_utils import TestServer
 
 from bot.app import HERALD_KEY, build_app
 from bot.common.clock import ManualClock
+from bot.core.commands.parser import SendCommand, SurveyCommand, parse_command
 from bot.core.directory.console_access import issue_link_for_email
+from bot.core.notices import sending
+from bot.core.surveys.answers import answer_survey
+from bot.core.surveys.creating import create_survey_draft
 from bot.service import Herald
 from config.settings import load_settings
+from storage.models import Delivery, Staff
 
 CAM = "casey.morgan@northwind.example"
 OTHER_CAM = "jordan.lee@northwind.example"
@@ -114,3 +119,35 @@ async def stop_console(harness: ConsoleHarness) -> None:
     for browser in harness.browsers:
         await browser.close()
     await harness.server.close()
+
+
+# ---- surveys and A/B tests, as the sample CAM ---------------------------------------------------
+
+SANDBOX = {"platform": "sandbox", "workspace_id": "sandbox"}
+
+
+async def send_as_cam(console: ConsoleHarness, text: str) -> int:
+    """`survey …` or `send …` as the sample CAM, through the core calls chat makes; delivered."""
+    author = await Staff.get(email=CAM)
+    command = parse_command(text)
+    if isinstance(command, SurveyCommand):
+        preview = await create_survey_draft(author, command, console.herald.catalog, now=console.clock.now())
+    else:
+        assert isinstance(command, SendCommand), command
+        preview = await sending.create_draft(author, command, console.herald.catalog, now=console.clock.now())
+    await sending.send_draft(preview.notice.id, author, console.herald.catalog, now=console.clock.now())
+    await console.herald.outbox.drain()
+    for _ in range(2):  # the sample partners span Berlin to Sydney: wait out their quiet hours
+        console.clock.advance(hours=12)
+        await console.herald.outbox.drain()
+    return preview.notice.id
+
+
+async def delivered_to(notice_id: int) -> list[str]:
+    """The sandbox user ids (e-mails) a notice reached, in member order."""
+    return list(await Delivery.filter(notice_id=notice_id, status="delivered").order_by("member_id").values_list(
+        "member__email", flat=True))
+
+
+async def answer_as(console: ConsoleHarness, survey_id: int, email: str, value: int, comment: str | None = None) -> None:
+    await answer_survey(survey_id, value, user_id=email, now=console.clock.now(), comment=comment, **SANDBOX)

@@ -42,6 +42,7 @@ def driver(downloads: Path):  # noqa: ANN201
 @pytest.fixture
 def live(tmp_path: Path, driver) -> Iterator[LiveConsole]:  # noqa: ANN001
     console = LiveConsole(tmp_path / "console.db").start()
+    driver.get("about:blank")  # the last test's page stops polling its (stopped) server
     driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
     driver.get_log("browser")  # start each test with an empty console log
     try:
@@ -94,6 +95,11 @@ def _no_script_errors(driver) -> None:  # noqa: ANN001
     assert not severe, severe
 
 
+def _chart_text(driver) -> str:  # noqa: ANN001
+    """The chart's text alternative, as a screen reader gets it."""
+    return driver.execute_script("var d = document.querySelector('svg.chart desc'); return d ? d.textContent : '';")
+
+
 def _click_as_partner(live: LiveConsole, email: str, notice_id: int = 1) -> None:
     """A partner presses Acknowledge in their sandbox inbox: a real POST to the sandbox adapter."""
     async def click() -> None:
@@ -127,8 +133,11 @@ def test_sign_in_watch_the_count_rise_drill_down_and_download(live: LiveConsole,
         _wait(driver, lambda d, n=expected: _css(d, "#acknowledged-count").text == str(n),
               f"the count to reach {expected} without a reload")
     assert "38%" in _css(driver, "[data-rate]").text
+    _wait(driver, lambda d: "3 of 8 delivered acknowledged" in _chart_text(d), "the chart to follow without a reload")
+    path = _css(driver, "svg.chart path.acknowledged").get_attribute("d")
+    assert path.count("L") >= 2  # the line climbs through the clicks
     _no_script_errors(driver)
-    driver.refresh()  # the chart and the tables are drawn by the server
+    driver.refresh()  # the tables are drawn by the server
     assert "3 of 8 delivered acknowledged" in driver.page_source
     _shot(driver, "notice")
     _shot(driver, "notice-phone", width=390)
@@ -251,3 +260,89 @@ def test_the_sandbox_from_inbox_to_acknowledgement(live: LiveConsole, driver) ->
 
     driver.get(live.url("/console/notices/1"))
     assert _css(driver, "#acknowledged-count").text == "2"
+
+
+def test_survey_results_and_an_ab_test_rolled_out_from_the_keyboard(live: LiveConsole, driver) -> None:  # noqa: ANN001
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.console_support import answer_as, delivered_to, send_as_cam
+
+    async def prepare() -> tuple[int, int]:
+        survey_id = await send_as_cam(live.harness, "survey announcements all | How likely are you to recommend "
+                                                    "the partner portal? | scale:0-10 | follow-up: Why?")
+        for email, value in zip(await delivered_to(survey_id), (10, 9, 8, 6, 10, 3), strict=False):
+            await answer_as(live.harness, survey_id, email, value, comment="<b>More</b> webinars" if value == 3 else None)
+        notice_id = await send_as_cam(live.harness, "send must-know operations all share:50% | Recall: stop NW-200 "
+                                                    "installs | Stop A || Action needed: NW-200 firmware | Stop B")
+        return survey_id, notice_id
+    survey_id, notice_id = live.run(prepare(), timeout=60)
+
+    _sign_in(driver, live.sign_in_url(CAM))
+    driver.find_element(By.LINK_TEXT, "Surveys").click()
+    _wait(driver, lambda d: d.current_url.endswith("/console/surveys"), "the survey list")
+    _shot(driver, "surveys")
+    driver.find_element(By.PARTIAL_LINK_TEXT, "How likely are you to recommend").click()
+    _wait(driver, lambda d: f"/console/surveys/{survey_id}" in d.current_url, "the survey's results")
+    assert _css(driver, "#nps").text == "17"  # 3 promoters, 2 detractors of 6
+    assert _css(driver, "#answered-count").text == "6"
+    assert "<b>More</b> webinars" in _css(driver, ".comments").text  # typed by a partner: shown as text
+    assert [t.text for t in _all(driver, "table.breakdown caption")] == [
+        "By tier", "By region", "By role", "By organisation"]
+    _no_script_errors(driver)
+    _shot(driver, "survey")
+    _shot(driver, "survey-phone", width=390)
+
+    driver.get(live.url(f"/console/notices/{notice_id}"))
+    link = _css(driver, "#variants-link")
+    link.send_keys(Keys.ENTER)  # keyboard only from here
+    _wait(driver, lambda d: d.current_url.endswith(f"/console/notices/{notice_id}/variants"), "the A/B test")
+    assert "not enough data yet" in _css(driver, "#compare-ack_rate").text
+    _shot(driver, "variants")
+    choice = _css(driver, "#rollout-form input[value='B']")
+    choice.send_keys(Keys.SPACE)
+    assert choice.is_selected()
+    _css(driver, "#rollout-form button[type='submit']").send_keys(Keys.ENTER)
+    _wait(driver, lambda d: "Variant B is on its way" in d.page_source, "the roll-out")
+    assert "variant B" in _css(driver, "#winner").text and not _all(driver, "#rollout-form")
+    _no_script_errors(driver)
+    _shot(driver, "variants-rolled-out")
+    _shot(driver, "variants-phone", width=390)
+    driver.find_element(By.LINK_TEXT, "A/B tests").click()
+    _wait(driver, lambda d: d.current_url.endswith("/console/ab-tests"), "the A/B test list")
+    assert "variant B" in driver.page_source
+    _shot(driver, "ab-tests")
+
+
+def test_the_sandbox_hands_a_question_to_the_cam_and_shows_the_reply(live: LiveConsole, driver) -> None:  # noqa: ANN001
+    from selenium.webdriver.common.by import By
+
+    _sign_in(driver, live.sign_in_url(CAM))
+    driver.get(live.url("/console/sandbox"))
+    driver.find_element(By.LINK_TEXT, "Jonas Weber").click()
+    _wait(driver, lambda d: _all(d, "#question"), "Jonas's inbox")
+    _css(driver, "#question").send_keys("Can I get a demo unit for a trade fair?")
+    _css(driver, "form.ask button").click()
+    _wait(driver, lambda d: "The assistant answered below" in d.page_source, "the assistant's answer")
+    ask = next(b for b in _all(driver, "button.sk-button") if b.text == "Ask my CAM")
+    ask.click()
+    _wait(driver, lambda d: "noted your question for Casey Morgan" in d.page_source, "the hand-off")
+
+    driver.get(live.url("/console/questions"))
+    assert "Can I get a demo unit for a trade fair?" in driver.page_source and "Jonas Weber" in driver.page_source
+    _css(driver, "textarea[name='reply']").send_keys("Yes: ask for *DEMO-200* in the portal.")
+    _css(driver, "form[action$='/reply'] button").click()
+    _wait(driver, lambda d: d.current_url.endswith("/console/questions"), "the questions page")
+
+    driver.get(live.url("/console/sandbox"))
+    driver.find_element(By.LINK_TEXT, "Jonas Weber").click()
+
+    def arrived(d) -> bool:  # noqa: ANN001 - the reply leaves through the outbox: reload until it is in
+        if "Casey Morgan answered your question" in d.page_source:
+            return True
+        d.refresh()
+        return False
+    _wait(driver, arrived, "the CAM's reply in the inbox")
+    assert "DEMO-200" in driver.page_source
+    _no_script_errors(driver)
+    _shot(driver, "inbox-handoff")

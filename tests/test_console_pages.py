@@ -4,6 +4,7 @@ downloads, the directory and engagement views."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -362,3 +363,25 @@ async def test_acknowledgements_are_counted_once_whatever_the_revision(console: 
     casey = await console.signed_in(CAM)
     _, live = await casey.get(f"/console/notices/{SAMPLE}/live.json")
     assert '"acknowledged": 1' in live
+    assert json.loads(live)["chart"] is None  # only when asked: the page asks every third poll
+    _, live = await casey.get(f"/console/notices/{SAMPLE}/live.json?chart=1")
+    chart = json.loads(live)["chart"]  # the page swaps its chart for this one as clicks arrive
+    assert chart.startswith('<svg class="chart"') and "1 of 8 delivered acknowledged" in chart
+
+
+async def test_journey_stages_count_members_who_have_not_started(console: ConsoleHarness) -> None:
+    from storage.models import JourneyStep
+
+    now = console.clock.now()
+    lena = await Member.get(email="lena.fischer@contoso.example")  # operations
+    for position, done in ((1, True), (2, True), (3, False)):
+        await JourneyStep.create(member=lena, journey="onboarding", step_key=f"s{position}", position=position,
+                                 created_at=now, done_at=now if done else None)
+    casey_staff = await Staff.get(email=CAM)
+    stages = {(r["role"], r["done"]): r["n"] for r in await engagement.journey_stages(casey_staff)}
+    # Casey's partners: Lena and Sam are in operations; Lena has done two steps, Sam none
+    assert stages[("operations", 2)] == 1 and stages[("operations", 0)] == 1
+    everyone = {(r["role"], r["done"]): r["n"] for r in await engagement.journey_stages(
+        await Staff.get(email=COMPLIANCE))}
+    assert everyone[("operations", 0)] == 2  # and Emma, at Jordan's Litware
+    assert sum(everyone.values()) == await Member.filter(active=True).count()

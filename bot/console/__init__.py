@@ -13,6 +13,7 @@ from bot.console.auth_pages import add_auth_routes
 from bot.console.compose_pages import add_compose_routes
 from bot.console.directory_pages import add_directory_routes
 from bot.console.notice_pages import add_notice_routes
+from bot.console.survey_pages import add_survey_routes
 from bot.console.web import HERALD, HERE, TEMPLATES, environment
 from bot.service import Herald
 
@@ -31,6 +32,7 @@ def add_console_routes(app: web.Application, herald: Herald, *,
     add_notice_routes(app, herald)
     add_compose_routes(app, herald)
     add_directory_routes(app, herald)
+    add_survey_routes(app, herald)
     app.router.add_static("/console/static", HERE / "static", append_version=False)
     if herald.sandbox:
         from bot.console.sandbox_pages import add_sandbox_routes

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from aiohttp import web
 
 from bot.console.charts import bar_svg
 from bot.console.web import Page, page, whole_number
+from bot.core.directory.permissions import partner_scope
 from bot.core.insights import directory, engagement
 from bot.core.onboarding import learning
 from bot.core.onboarding.assistant import open_handoffs
@@ -16,6 +18,10 @@ from bot.service import Herald
 from storage.models import StaffRole
 
 WINDOWS = (30, 90, 365)
+# The engagement figures summarise weeks to a year of notices; working them out reads every
+# delivery and acknowledgement in the window, so each replica keeps them for a minute per
+# scope and window (the page says as of when) rather than on every load.
+FRESH = timedelta(seconds=60)
 
 
 def add_directory_routes(app: web.Application, herald: Herald) -> None:
@@ -32,20 +38,19 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
             current.me, current.request.match_info["org"][:100], offset=offset)
         return current.render("organisation.html", org=org, members=members, next_offset=next_offset)
 
+    figures: dict[tuple[str | None, int], Figures] = {}
+
     async def engagement_page(current: Page) -> web.StreamResponse:
         days = whole_number(current.request.query.get("days", ""), 90)
         days = days if days in WINDOWS else 90
-        since = herald.clock.now() - timedelta(days=days)
-        tables = await engagement.breakdowns(current.me, since=since)
-        try:
-            journeys = load_journeys()
-        except JourneyConfigError:
-            journeys = None
-        stages = _stages(await engagement.journey_stages(current.me), journeys)
-        return current.render("engagement.html", days=days, windows=WINDOWS, tables=tables, stages=stages,
-                              questions=await engagement.questions(current.me, since=since),
-                              unanswered=await engagement.unanswered(current.me, since=since),
-                              topics=herald.catalog.topics, bar=bar_svg)
+        now = herald.clock.now()
+        key = (partner_scope(current.me), days)
+        for old in [k for k, v in figures.items() if now - v.at >= FRESH or v.at > now]:
+            del figures[old]
+        if key not in figures:
+            figures[key] = await _figures(current, since=now - timedelta(days=days), now=now)
+        return current.render("engagement.html", days=days, windows=WINDOWS, figures=figures[key],
+                              fresh_seconds=int(FRESH.total_seconds()), topics=herald.catalog.topics, bar=bar_svg)
 
     async def questions_page(current: Page) -> web.StreamResponse:
         return current.render("questions.html", questions=await open_handoffs(current.me))
@@ -75,6 +80,28 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
     app.router.add_get("/console/engagement", page(herald, engagement_page))
     app.router.add_get("/console/questions", page(herald, questions_page))
     app.router.add_post("/console/questions/{id}/reply", page(herald, reply))
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The engagement page's figures for one scope and window, as of `at`."""
+
+    at: datetime
+    tables: dict[str, list[engagement.Row]]
+    stages: list[dict]
+    questions: dict[str, int]
+    unanswered: list[dict]
+
+
+async def _figures(current: Page, *, since: datetime, now: datetime) -> Figures:
+    try:
+        journeys = load_journeys()
+    except JourneyConfigError:
+        journeys = None
+    return Figures(now, await engagement.breakdowns(current.me, since=since),
+                   _stages(await engagement.journey_stages(current.me), journeys),
+                   await engagement.questions(current.me, since=since),
+                   await engagement.unanswered(current.me, since=since))
 
 
 def _stages(rows: list[dict], journeys) -> list[dict]:  # noqa: ANN001

@@ -13,6 +13,11 @@ def when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def when_iso(text: str | None) -> str:
+    """An ISO-8601 time as the core's JSON-ready results give it (`...Z`), shown like `when`."""
+    return when(datetime.fromisoformat(text.replace("Z", "+00:00"))) if text else "–"
+
+
 def iso(moment: datetime | None) -> str:
     return "" if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -55,4 +60,4 @@ def query(params: dict[str, Any], **changes: Any) -> str:
     return ("?" + urlencode(merged)) if merged else "?"
 
 
-FILTERS = {"when": when, "iso": iso, "percent": percent, "ratio": ratio, "number": number, "duration": duration}
+FILTERS = {"when": when, "when_iso": when_iso, "iso": iso, "percent": percent, "ratio": ratio, "number": number, "duration": duration}

@@ -23,7 +23,7 @@ from bot.core.insights import notices as insights
 from bot.core.notices.views import notice_view
 from bot.service import Herald
 from bot.topics import IMPORTANCE
-from storage.models import NoticeStatus, StaffRole
+from storage.models import NoticeExperiment, NoticeStatus, StaffRole, Survey
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
             context["warnings"] = await unmatched_value_warnings(parse_audience(notice.audience,
                                                                                 roles=herald.catalog.roles))
             return current.render("draft.html", **context)
+        context["survey_of"] = await Survey.exists(notice_id=notice.id)
+        context["has_variants"] = await NoticeExperiment.exists(notice_id=notice.id)
         overview = await insights.overview(notice)
         line = await insights.timeline(notice, now=now)
         context.update(overview=overview, timeline=line,
@@ -92,8 +94,12 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
     async def live(current: Page) -> web.StreamResponse:
         notice = await insights.readable_notice(notice_id(current), current.me)
         counts = await insights.live_counts(notice)
+        chart = None
+        if current.request.query.get("chart") == "1":  # the page asks every few polls: a GROUP BY over the acks
+            line = await insights.timeline(notice, now=herald.clock.now())
+            chart = str(timeline_svg(line, recipients=counts["recipients"], delivered=counts["delivered"])) if line else None
         return current.json({"status": notice.status, **counts,
-                             "outstanding": max(counts["delivered"] - counts["acknowledged"], 0)})
+                             "outstanding": max(counts["delivered"] - counts["acknowledged"], 0), "chart": chart})
 
     async def people(current: Page) -> web.StreamResponse:
         notice = await insights.readable_notice(notice_id(current), current.me)

@@ -1,6 +1,6 @@
 /* Small progressive enhancements; every page works without them.
  * - compose: the audience's recipient count while you type;
- * - a notice's page: its counts follow deliveries and acknowledgements as they arrive. */
+ * - a notice's page: its counts and its chart follow deliveries and acknowledgements as they arrive. */
 (function () {
   "use strict";
 
@@ -52,9 +52,11 @@
       var svg = strong && strong.parentNode.querySelector("svg.bar .fill");
       if (svg) { svg.setAttribute("width", whole ? (value / whole * 100).toFixed(2) : "0"); }
     }
+    var ticks = 0;
     function refresh() {
       if (document.hidden) { return; }
-      fetch(panel.dataset.live, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      var url = panel.dataset.live + (ticks++ % 3 === 0 ? "?chart=1" : "");  // the chart every third poll
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
         .then(function (response) { return response.ok ? response.json() : null; })
         .then(function (counts) {
           if (!counts) { return; }
@@ -66,6 +68,8 @@
           if (rate) { rate.textContent = counts.delivered ? Math.round(counts.acknowledged / counts.delivered * 100) + "%" : "–"; }
           bar("delivered", counts.delivered, counts.recipients);
           bar("acknowledged", counts.acknowledged, counts.recipients);
+          var chart = document.querySelector("svg.chart");
+          if (chart && counts.chart) { chart.outerHTML = counts.chart; }  // drawn by the server, as on the load
         })
         .catch(function () { /* the next tick tries again */ });
     }

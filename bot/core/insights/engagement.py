@@ -6,12 +6,18 @@ rate, the median time from the send to a first acknowledgement (revision 1), and
 onboarding: members at each stage of their journey, what became of their questions, and the
 questions asked most often that the knowledge base could not answer.
 
-Every figure is a GROUP BY in the database: deliveries, acknowledgements and the times to
-acknowledge are each one pass, grouped by topic, tier, region and role at once and rolled up. A CAM's view covers the organisations that name them as CAM.
+Every figure is a GROUP BY in the database, shaped so that each row is touched once and looked
+up as little as possible (the page must stay fast with 100,000 recipients on a notice):
+deliveries are counted per (notice, organisation, role), reading the delivery index and the
+member only, and rolled up to topic, tier, region and role here from the window's notices and
+the organisations (small tables); acknowledgements are one pass that counts the revision that
+matters and buckets the times to a first acknowledgement together; opt-outs read only members
+who have any. A CAM's view covers the organisations that name them as CAM.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,9 +26,10 @@ from bot.core.directory.permissions import partner_scope
 from bot.core.insights.sql import as_datetime, postgres, rows, seconds_between
 from storage.models import Staff
 
-GROUPS = {"topic": "n.topic", "tier": "o.tier", "region": "o.region", "role": "m.role"}
-_JOINS = ("JOIN notice n ON n.id = {t}.notice_id JOIN member m ON m.id = {t}.member_id "
-          "JOIN organisation o ON o.id = m.organisation_id")
+GROUPS = ("topic", "tier", "region", "role")
+_SEGMENTS = {"tier": "o.tier", "region": "o.region", "role": "m.role"}
+_IN_WINDOW = "IN (SELECT id FROM notice WHERE sent_at >= ?)"
+_SCOPED = " AND m.organisation_id IN (SELECT id FROM organisation WHERE LOWER(cam_email) = ?)"
 
 
 @dataclass
@@ -39,52 +46,87 @@ class Row:
         return self.acknowledged / self.must_delivered if self.must_delivered else None
 
 
-def _where(since: datetime, scope: str | None) -> tuple[str, list[Any]]:
-    where, params = ["n.sent_at >= ?"], [since]
-    if scope is not None:
-        where.append("LOWER(o.cam_email) = ?")
-        params.append(scope)
-    return " AND ".join(where), params
+class _Tables:
+    """Rows by grouping and key, filled in by the passes below."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, dict[str, Row]] = {by: {} for by in GROUPS}
+
+    def row(self, by: str, key: Any) -> Row:
+        key = str(key or "")
+        return self.found[by].setdefault(key, Row(key))
+
+    def each(self, keys: dict[str, Any]) -> list[Row]:
+        return [self.row(by, keys[by]) for by in GROUPS]
+
+    def sorted(self) -> dict[str, list[Row]]:
+        return {by: sorted(rows_.values(), key=lambda r: (-r.delivered, r.key)) for by, rows_ in self.found.items()}
 
 
 async def breakdowns(staff: Staff | None, *, since: datetime) -> dict[str, list[Row]]:
-    """Rows by topic, tier, region and role. Deliveries and acknowledgements are each counted
-    in one pass, grouped by all four at once and rolled up here; the medians are one window
-    query per grouping."""
+    """Rows by topic, tier, region and role, for notices sent since `since`."""
     scope = partner_scope(staff)
-    where, params = _where(since, scope)
-    tables: dict[str, dict[str, Row]] = {by: {} for by in GROUPS}
-    columns = ", ".join(f"{expr} AS {by}" for by, expr in GROUPS.items())
-    keys = ", ".join(GROUPS.values())
-
-    def row(by: str, key: Any) -> Row:
-        key = str(key or "")
-        return tables[by].setdefault(key, Row(key))
-
+    scope_sql, scope_params = (_SCOPED, [scope]) if scope is not None else ("", [])
+    tables = _Tables()
+    notices = {r["id"]: r for r in await rows("SELECT id, topic, importance FROM notice WHERE sent_at >= ?", [since])}
+    orgs = {r["id"]: r for r in await rows("SELECT id, tier, region, LOWER(cam_email) AS cam FROM organisation")}
+    # the scope is applied to the grouped rows: a filter in the query hides the row count from
+    # PostgreSQL's planner, which then sorts 100,000 rows on disk instead of hashing them
     for r in await rows(
-            f"SELECT {columns}, COUNT(*) AS n, SUM(CASE WHEN n.importance = 'must-know' THEN 1 ELSE 0 END) AS must "
-            f"FROM delivery d {_JOINS.format(t='d')} WHERE d.kind = 'notice' AND d.status = 'delivered' "
-            f"AND {where} GROUP BY {keys}", params):
-        for by in GROUPS:
-            target = row(by, r[by])
+            "SELECT d.notice_id, m.organisation_id AS org, m.role, COUNT(*) AS n FROM delivery d "
+            f"JOIN member m ON m.id = d.member_id WHERE d.notice_id {_IN_WINDOW} AND d.kind = 'notice' "
+            "AND d.status = 'delivered' GROUP BY d.notice_id, m.organisation_id, m.role", [since]):
+        notice, org = notices.get(r["notice_id"]), orgs.get(r["org"]) or {}
+        if notice is None or (scope is not None and org.get("cam") != scope):
+            continue
+        keys = {"topic": notice["topic"], "tier": org.get("tier"), "region": org.get("region"), "role": r["role"]}
+        for target in tables.each(keys):
             target.delivered += r["n"]
-            target.must_delivered += int(r["must"] or 0)
-    for r in await rows(f"SELECT {columns}, COUNT(*) AS n FROM acknowledgement a {_JOINS.format(t='a')} "
-                        f"WHERE a.revision = n.ack_revision AND {where} GROUP BY {keys}", params):
-        for by in GROUPS:
-            row(by, r[by]).acknowledged += r["n"]
-    for by, medians in (await _medians(where, params)).items():
-        for key, median in medians.items():
-            row(by, key).median_seconds = median
-    for by, counts in (await _opt_outs(scope)).items():
+            if notice["importance"] == "must-know":
+                target.must_delivered += r["n"]
+    if scope is not None and postgres():  # an array of ids, which the planner can count
+        scope_sql, scope_params = " AND m.organisation_id = ANY(?)", [[i for i, o in orgs.items() if o["cam"] == scope]]
+    await _acknowledgements(tables, since, scope_sql, scope_params)
+    for by, counts in (await _opt_outs(scope, orgs)).items():
         for key, count in counts.items():
-            row(by, key).opt_outs = count
-    return {by: sorted(found.values(), key=lambda r: (-r.delivered, r.key)) for by, found in tables.items()}
+            tables.row(by, key).opt_outs = count
+    return tables.sorted()
 
 
 async def breakdown(staff: Staff | None, by: str, *, since: datetime) -> list[Row]:
     """Rows for one grouping: `topic`, `tier`, `region` or `role`."""
     return (await breakdowns(staff, since=since))[by]
+
+
+async def _acknowledgements(tables: _Tables, since: datetime, scope_sql: str, scope_params: list[Any]) -> None:
+    """One pass over the window's acknowledgements: those of the revision that counts, and the
+    times to a first acknowledgement (revision 1) as histograms, per topic and segment; the
+    medians come from the histograms of every grouping (see `median_of`)."""
+    columns = ", ".join(f"{expr} AS {by}" for by, expr in _SEGMENTS.items())
+    # the inner query works out each row's seconds once; the fence keeps the database from
+    # inlining it into every branch of the bucket's CASE
+    fence = " OFFSET 0" if postgres() else " LIMIT -1"
+    found = await rows(
+        f"SELECT topic, {', '.join(_SEGMENTS)}, counts, first, {_bucket_sql()} AS b, "
+        f"COUNT(*) AS n FROM (SELECT n.topic AS topic, {columns}, "
+        "CASE WHEN a.revision = n.ack_revision THEN 1 ELSE 0 END AS counts, "
+        "CASE WHEN a.revision = 1 THEN 1 ELSE 0 END AS first, "
+        f"{seconds_between('a.acknowledged_at', 'n.sent_at')} AS s FROM acknowledgement a "
+        "JOIN notice n ON n.id = a.notice_id JOIN member m ON m.id = a.member_id "
+        f"JOIN organisation o ON o.id = m.organisation_id WHERE a.notice_id {_IN_WINDOW}{scope_sql}{fence}) t "
+        f"GROUP BY topic, {', '.join(_SEGMENTS)}, counts, first, b", [since, *scope_params])
+    histograms: dict[str, dict[str, dict[int, int]]] = {by: {} for by in GROUPS}
+    for r in found:
+        for by, target in zip(GROUPS, tables.each(r), strict=True):
+            if r["counts"]:
+                target.acknowledged += r["n"]
+            if r["first"]:
+                bucket = max(int(r["b"] or 0), 0)  # a clock a little behind counts as at once
+                histogram = histograms[by].setdefault(target.key, {})
+                histogram[bucket] = histogram.get(bucket, 0) + r["n"]
+    for by, values in histograms.items():
+        for key, histogram in values.items():
+            tables.row(by, key).median_seconds = median_of(histogram)
 
 
 # Times to acknowledge are counted in buckets that widen with the wait: a minute during the
@@ -94,6 +136,7 @@ _BUCKETS = ((3600, 60), (86400, 900), (604800, 3600), (None, 86400))
 
 
 def _bucket_sql() -> str:
+    """SQL for the bucket of the column `s` (seconds)."""
     parts, offset, floor = [], 0, 0
     for upper, width in _BUCKETS:
         expression = f"{offset} + CAST((s - {floor}) / {width} AS INTEGER)"
@@ -130,59 +173,43 @@ def median_of(histogram: dict[int, int]) -> float | None:
     return sum(found) / 2
 
 
-async def _medians(where: str, params: list[Any]) -> dict[str, dict[str, float | None]]:
-    """Median seconds to a first acknowledgement per value of every grouping, from one GROUP BY
-    (all groupings and time buckets together), rolled up here."""
-    columns = ", ".join(f"{expr} AS {by}" for by, expr in GROUPS.items())
-    found = await rows(
-        f"WITH t AS MATERIALIZED (SELECT {columns}, {seconds_between('a.acknowledged_at', 'n.sent_at')} AS s "
-        f"FROM acknowledgement a {_JOINS.format(t='a')} WHERE a.revision = 1 AND {where}) "
-        f"SELECT {', '.join(GROUPS)}, {_bucket_sql()} AS b, COUNT(*) AS n FROM t "
-        f"GROUP BY {', '.join(GROUPS)}, b", params)
-    histograms: dict[str, dict[str, dict[int, int]]] = {by: {} for by in GROUPS}
-    for r in found:
-        bucket = max(int(r["b"]), 0)
-        for by in GROUPS:
-            histogram = histograms[by].setdefault(str(r[by] or ""), {})
-            histogram[bucket] = histogram.get(bucket, 0) + r["n"]
-    return {by: {key: median_of(h) for key, h in values.items()} for by, values in histograms.items()}
-
-
-async def _opt_outs(scope: str | None) -> dict[str, dict[str, int]]:
+async def _opt_outs(scope: str | None, orgs: dict[int, dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Per topic: members who left it. Per tier, region and role: members who left at least one
-    topic (one pass, grouped by all three and rolled up)."""
-    scope_sql = " AND LOWER(o.cam_email) = ?" if scope is not None else ""
-    params = [scope] if scope is not None else []
-    base = "FROM member m JOIN organisation o ON o.id = m.organisation_id"
-    each = ("jsonb_array_elements_text(m.topic_opt_outs) AS j(value)" if postgres()
-            else "json_each(m.topic_opt_outs) AS j")
+    topic. One pass that returns only the members who left any (few), counted here."""
+    scope_sql, params = (_SCOPED, [scope]) if scope is not None else ("", [])
     out: dict[str, dict[str, int]] = {by: {} for by in GROUPS}
-    for r in await rows(f"SELECT j.value AS g, COUNT(*) AS n {base}, {each} WHERE m.active{scope_sql} "
-                        "GROUP BY j.value", params):
-        out["topic"][str(r["g"])] = r["n"]
-    length = "jsonb_array_length" if postgres() else "json_array_length"
-    segments = [by for by in GROUPS if by != "topic"]
-    for r in await rows(f"SELECT {', '.join(f'{GROUPS[by]} AS {by}' for by in segments)}, COUNT(*) AS n {base} "
-                        f"WHERE m.active{scope_sql} AND {length}(m.topic_opt_outs) > 0 "
-                        f"GROUP BY {', '.join(GROUPS[by] for by in segments)}", params):
-        for by in segments:
-            key = str(r[by] or "")
-            out[by][key] = out[by].get(key, 0) + r["n"]
+    for r in await rows("SELECT m.organisation_id AS org, m.role, m.topic_opt_outs AS topics FROM member m "
+                        f"WHERE m.active AND m.topic_opt_outs <> '[]'{scope_sql}", params):
+        topics = json.loads(r["topics"]) if isinstance(r["topics"], str) else r["topics"]
+        if not topics:
+            continue
+        for topic in set(topics):
+            out["topic"][str(topic)] = out["topic"].get(str(topic), 0) + 1
+        org = orgs.get(r["org"]) or {}
+        for by, key in (("tier", org.get("tier")), ("region", org.get("region")), ("role", r["role"])):
+            out[by][str(key or "")] = out[by].get(str(key or ""), 0) + 1
     return out
 
 
 # ---- onboarding -------------------------------------------------------------------------------
 
 async def journey_stages(staff: Staff | None) -> list[dict[str, Any]]:
-    """Active members by role and number of journey steps done (the page maps roles to journeys)."""
+    """Active members by role and number of journey steps done (the page maps roles to journeys):
+    members per role from the member index, and the steps done of only the members with any."""
     scope = partner_scope(staff)
-    scope_sql = " AND LOWER(o.cam_email) = ?" if scope is not None else ""
-    return await rows(
-        "SELECT m.role, COALESCE(x.done, 0) AS done, COUNT(*) AS n FROM member m "
-        "JOIN organisation o ON o.id = m.organisation_id LEFT JOIN (SELECT member_id, COUNT(*) AS done "
-        "FROM journey_step WHERE position >= 1 AND done_at IS NOT NULL GROUP BY member_id) x ON x.member_id = m.id "
-        f"WHERE m.active{scope_sql} GROUP BY m.role, COALESCE(x.done, 0) ORDER BY m.role, done",
-        [scope] if scope is not None else [])
+    scope_sql, params = (_SCOPED, [scope]) if scope is not None else ("", [])
+    members = await rows(f"SELECT m.role, COUNT(*) AS n FROM member m WHERE m.active = TRUE{scope_sql} "
+                         "GROUP BY m.role", params)
+    started = await rows(
+        "SELECT m.role, x.done, COUNT(*) AS n FROM (SELECT member_id, COUNT(*) AS done FROM journey_step "
+        "WHERE position >= 1 AND done_at IS NOT NULL GROUP BY member_id) x JOIN member m ON m.id = x.member_id "
+        f"WHERE m.active = TRUE{scope_sql} GROUP BY m.role, x.done", params)
+    not_started = {r["role"]: r["n"] for r in members}
+    for r in started:
+        not_started[r["role"]] = not_started.get(r["role"], 0) - r["n"]
+    out = [{"role": role, "done": 0, "n": n} for role, n in not_started.items() if n > 0]
+    out += [{"role": r["role"], "done": r["done"], "n": r["n"]} for r in started]
+    return sorted(out, key=lambda r: (r["role"], r["done"]))
 
 
 async def questions(staff: Staff | None, *, since: datetime) -> dict[str, int]:

@@ -22,8 +22,11 @@ from typing import Any
 from scipy import stats
 from scipy.stats.contingency import expected_freq
 
+from tortoise.functions import Count
+
 from bot.common.errors import NotFound, PermissionDenied
 from bot.core.compliance.reports import can_read_notice, iso
+from bot.core.directory.permissions import require_viewer
 from storage.models import (
     Acknowledgement,
     Delivery,
@@ -34,6 +37,7 @@ from storage.models import (
     NoticeInteraction,
     NoticeVariant,
     Staff,
+    StaffRole,
 )
 
 MIN_DELIVERED = 20
@@ -190,3 +194,25 @@ async def variant_results(notice_id: int, staff: Staff | None, *, operator: bool
         "comparisons": comparisons, "alpha": ALPHA,
     }
 
+
+
+async def list_experiments(staff: Staff | None, *, before: int | None = None, limit: int = 50
+                           ) -> tuple[list[dict[str, Any]], int | None]:
+    """The A/B tests a person may read (the reports' rule: compliance and admins all, a CAM their
+    own), newest first, with `before` for the next page (None on the last)."""
+    staff = require_viewer(staff)
+    query = NoticeExperiment.all().select_related("notice")
+    if staff.role == StaffRole.CAM.value:
+        query = query.filter(notice__author_id=staff.id)
+    if before is not None:
+        query = query.filter(notice_id__lt=before)
+    found = await query.order_by("-notice_id").limit(limit + 1)
+    page = found[:limit]
+    counts = {r["notice_id"]: r["n"] for r in await NoticeVariant.filter(
+        notice_id__in=[e.notice.id for e in page]).annotate(n=Count("id")).group_by("notice_id").values(
+        "notice_id", "n")}
+    items = [{"id": e.notice.id, "title": e.notice.title, "importance": e.notice.importance,
+              "status": e.notice.status, "sent_at": e.notice.sent_at, "variants": counts.get(e.notice.id, 0),
+              "share_percent": e.share_percent, "winner": e.winner or None, "rolled_out_at": e.rolled_out_at}
+             for e in page]
+    return items, page[-1].notice.id if len(found) > limit and page else None
