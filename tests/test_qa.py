@@ -46,9 +46,10 @@ def test_paraphrase_finds_the_entry(kb: KnowledgeBase, question: str, expected: 
     assert answer.entry.id == expected, answer.candidates
     assert answer.score >= kb.threshold
     assert answer.candidates[0][0] == expected
-    # the confidence is the best fused score plus its lead over the runner-up
+    # the confidence is the best fused score plus its lead over the runner-up, less the key-term check's
     (_, best), (_, second) = answer.candidates[:2]
-    assert answer.score == pytest.approx(best + qa._MARGIN_WEIGHT * (best - max(second, 0.0)), abs=1e-3)
+    assert answer.score == pytest.approx(best + qa._MARGIN_WEIGHT * (best - max(second, 0.0))
+                                         - answer.key_term_penalty, abs=1e-3)
 
 
 @pytest.mark.parametrize(("question", "expected"), [
@@ -479,7 +480,7 @@ def test_key_term_verdict_counts_alien_words() -> None:
     # mostly words neither English nor the knowledge base's: probably another language, no verdict
     assert check.verdict(["wie", "registriere", "einen", "deal"], 1) == match_check.Verdict(0, 0)
     # calibration leaves a phrasing out: its own words then count as the knowledge base's no more
-    assert check.verdict(["register", "deal"], 1, held_out=["register", "deal"]) == match_check.Verdict(2, 2)
+    assert check.verdict(["register", "deal"], 1, held_out=[["register", "deal"]]) == match_check.Verdict(2, 2)
 
 
 def test_choose_weight_keeps_the_positives() -> None:

@@ -65,13 +65,15 @@ class KeyTermCheck:
             self._entry.append(counts)
             self._all.update(counts)
 
-    def verdict(self, content_words: Sequence[str], entry: int, held_out: Sequence[str] = ()) -> Verdict:
+    def verdict(self, content_words: Sequence[str], entry: int, held_out: Sequence[Sequence[str]] = ()) -> Verdict:
         """How many of the question's distinct content words are alien to the knowledge base, of
-        those judged. ``held_out``: a text of the entry to leave out (its content words), for
-        calibration on the knowledge base's own phrasings."""
+        those judged. ``held_out``: texts of the knowledge base to leave out (their content words),
+        for calibration on its own phrasings."""
         distinct = list(dict.fromkeys(w for w in content_words if w.isalpha() and len(w) >= 3))
         stems = self._stem(distinct)
-        removed = Counter(set(self._stem(held_out)))
+        removed: Counter[str] = Counter()
+        for text in held_out:
+            removed.update(set(self._stem(text)))
         alien = judged = unjudged = 0
         for word, stem in zip(distinct, stems, strict=True):
             in_kb = self._all[stem] - removed[stem] > 0

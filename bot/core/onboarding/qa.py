@@ -532,22 +532,23 @@ class KnowledgeBase:
         positives, negatives = self._check_positives(), self._check_negatives()
         self.check_weight, self.check_figures = choose_weight(positives, negatives, self.threshold)
 
-    def _phrasings(self) -> list[tuple[int, int, list[str]]]:
-        """(entry, k, words) for every title (k = 0) and alternative question with content words."""
-        return [(i, k, ws) for i, e in enumerate(self._list) for k, t in enumerate((e.title, *e.alt_questions))
-                if _content(ws := words(t))]
-
     def _check_positives(self) -> list[tuple[float, float]]:
-        """(confidence, alien share) of each phrasing asked with itself left out of both indexes and
-        of the key-term check; only those retrieval still answers with their own entry."""
+        """(confidence, alien share) of each phrasing asked as a new question would be: with all of
+        its entry's phrasings (title and alternative questions) left out of both indexes and of the
+        key-term check, so only the answer speaks for the entry. Only those retrieval still answers
+        with their own entry count (the rest are lost with or without the check)."""
         out = []
-        for i, k, ws in self._phrasings():
-            sem = self._sem_start[i] + k if self._encoder is not None else -1
-            vector = self._doc_vectors[sem] if self._encoder is not None else None
-            fused = self._fused(ws, vector=vector, leave_out=(self._lex_start[i] + k, sem))
-            if int(np.argmax(fused)) == i:
-                share = self._check.verdict(_content(ws), i, held_out=_content(ws)).share
-                out.append((self._confidence(fused), share))
+        for i, entry in enumerate(self._list):
+            own = [_content(words(t)) for t in (entry.title, *entry.alt_questions)]
+            lex = list(range(self._lex_start[i], self._lex_start[i] + len(own)))
+            sem = list(range(self._sem_start[i], self._sem_start[i] + len(own))) if self._encoder is not None else []
+            for k, content in enumerate(own):
+                if not content:
+                    continue
+                vector = self._doc_vectors[sem[k]] if sem else None
+                fused = self._fused(words((entry.title, *entry.alt_questions)[k]), vector=vector, leave_out=(lex, sem))
+                if int(np.argmax(fused)) == i:
+                    out.append((self._confidence(fused), self._check.verdict(content, i, held_out=own).share))
         return out
 
     def _check_negatives(self) -> list[tuple[float, float]]:
@@ -557,7 +558,7 @@ class KnowledgeBase:
         rng = random.Random(_NULL_SEED + 1)
         outside = [w for w in english_words().common if not self._check.knows(w)]
         questions = []
-        for _, _, ws in self._phrasings():
+        for ws in (words(t) for e in self._list for t in (e.title, *e.alt_questions)):
             content = [w for w in _content(ws) if w.isalpha()]
             if not content:
                 continue
@@ -621,22 +622,22 @@ class KnowledgeBase:
         """The question's words after normalisation and typo correction."""
         return [self._correct(w) for w in words(question)]
 
-    def _lexical(self, ws: Sequence[str], leave_out: int | None = None) -> np.ndarray:
+    def _lexical(self, ws: Sequence[str], leave_out: Sequence[int] = ()) -> np.ndarray:
         terms = list(dict.fromkeys(_stem_all(_content(ws))))
         scores = np.zeros(len(self._list), dtype=np.float32)
         if not terms:
             return scores
         most = sum(self._idf.get(t, self._idf_unknown) for t in terms)
         per_doc = self._bm25.get_scores(terms) * self._lex_weight / most
-        if leave_out is not None:  # calibration: as if that document were not in the index
-            per_doc[leave_out] = 0.0
+        if len(leave_out):  # calibration: as if those documents were not in the index
+            per_doc[list(leave_out)] = 0.0
         np.maximum.at(scores, self._lex_owner, per_doc.astype(np.float32))
         return scores
 
-    def _semantic(self, vector: np.ndarray, leave_out: int | None = None) -> np.ndarray:
+    def _semantic(self, vector: np.ndarray, leave_out: Sequence[int] = ()) -> np.ndarray:
         cosine = np.append(self._doc_vectors @ vector, -1.0)  # index -1 = padding
-        if leave_out is not None:  # calibration: as if that document were not in the index
-            cosine[leave_out] = -1.0
+        if len(leave_out):  # calibration: as if those documents were not in the index
+            cosine[list(leave_out)] = -1.0
         table = np.sort(cosine[self._doc_table], axis=1)
         best = table[:, -1]
         if table.shape[1] == 1:
@@ -645,14 +646,14 @@ class KnowledgeBase:
         return (best + _SECOND_BEST * second) / (1 + _SECOND_BEST)
 
     def _fused(self, ws: Sequence[str], vector: np.ndarray | None = None,
-               leave_out: tuple[int, int] | None = None) -> np.ndarray:
-        """Fused scores of every entry; ``leave_out``: (lexical, semantic) document to ignore."""
-        lexical = self._lexical(ws, leave_out[0] if leave_out else None)
+               leave_out: tuple[Sequence[int], Sequence[int]] = ((), ())) -> np.ndarray:
+        """Fused scores of every entry; ``leave_out``: (lexical, semantic) documents to ignore."""
+        lexical = self._lexical(ws, leave_out[0])
         if self._encoder is None:
             return lexical
         if vector is None:
             vector = self._encoder.encode([self._for_embedding(" ".join(ws))])[0]
-        semantic = self._semantic(vector, leave_out[1] if leave_out else None)
+        semantic = self._semantic(vector, leave_out[1])
         return _SEMANTIC_WEIGHT * semantic + (1 - _SEMANTIC_WEIGHT) * lexical
 
     def _confidence(self, scores: np.ndarray) -> float:
