@@ -17,10 +17,14 @@ what the knowledge base knows of them:
 
 The alien share (of the judged words) is subtracted, times a weight, from the retrieval confidence
 before it is compared with the abstention threshold. The weight is calibrated per knowledge base
-when it loads (``choose_weight``), on data made from the knowledge base itself: its titles and
-alternative questions asked with themselves left out (positives), and the same phrasings with their
+when it loads (``choose_weight``), on data made from the knowledge base itself: each title and
+alternative question asked as a new question would be, with all of its entry's phrasings left out
+of the indexes and of this check so that only the answer speaks for the entry (positives: at most
+1 in 20 of those retrieval answers may be lost to the check), and the same phrasings with their
 most specific word swapped for a common English word the knowledge base never uses (hard
-negatives, e.g. "reset my portal password" -> "reset my harbour password").
+negatives, e.g. "reset my portal password" -> "reset my harbour password"). A lexical check cannot
+tell a new object ("bank card") from a new way of saying the same thing ("pinged" for
+notifications): the calibration is what keeps the second kind's losses bounded.
 """
 
 from __future__ import annotations

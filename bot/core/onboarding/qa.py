@@ -34,6 +34,12 @@ the embedding index).
   threshold is the 95th percentile of their confidences, i.e. about 1 in 20 unrelated questions would
   still get an answer. ``Answer.score`` is this confidence; ``candidates`` carry the fused scores.
 
+* **Second stage** (``match_check.py``): the best entry is checked against the question's content
+  words; real English words the knowledge base never uses take ``check_weight`` times their share
+  off the confidence before it meets the threshold. The weight is calibrated on the knowledge base
+  when it loads (with the embedding model only: in keyword mode the lexical score already is such a
+  coverage measure).
+
 The fusion weight, the answer weight, the second-best bonus and BM25's k1/b were chosen by
 leave-one-out cross-validation over the sample knowledge base itself (each title and alternative
 question held out in turn and asked as a question, scored by "right entry and above the threshold"),
@@ -44,8 +50,11 @@ That selection was made with the smaller all-MiniLM-L6-v2 model used before; re-
 all-mpnet-base-v2 over a grid of fusion weight, second-best bonus and margin weight, the values kept
 here reach 131 of 147 held-out questions against the grid's best of 133, so they were left as they
 are. The calibration runs on whatever knowledge base is loaded. Without the embedding model (packages missing, or ``semantic=False``) the assistant falls
-back to the lexical score alone with a fixed threshold (a rough fallback: it answers far fewer
-indirect questions), and says so in the log.
+back to the lexical score alone (it answers far fewer indirect questions, and says so in the log),
+its threshold calibrated the same way on the same null questions (best score, no margin: with the
+margin the null percentile rose faster than the answerable questions' scores). Typo correction
+tells real words from typos with the tokenizer's word list shipped as ``english_words.txt``, so it
+works without the model too.
 
 Who sees what (issue 16): ``roles``/``tiers`` say whom an entry is *mainly* for (an empty list means
 everyone); they shape relevance, they do not hide answers. Every entry is ranked; an entry meant for
@@ -529,6 +538,11 @@ class KnowledgeBase:
     def _build_check(self) -> None:
         self._index = {e.id: i for i, e in enumerate(self._list)}
         self._check = self.key_term_tables()
+        if self._encoder is None:
+            # Keyword mode: the lexical score already is a coverage measure (a word the knowledge base
+            # never uses counts as its rarest), so the check would count the same evidence twice.
+            self.check_weight, self.check_figures = 0.0, {}
+            return
         positives, negatives = self._check_positives(), self._check_negatives()
         self.check_weight, self.check_figures = choose_weight(positives, negatives, self.threshold)
 
@@ -660,7 +674,7 @@ class KnowledgeBase:
         """Best fused score plus how far it leads the runner-up."""
         ranked = np.sort(scores)
         best = float(ranked[-1])
-        if self._encoder is None:  # the lexical-only fallback keeps its fixed threshold on the best score
+        if self._encoder is None:  # the lexical-only fallback: the best score alone (see the module docstring)
             return best
         second = max(float(ranked[-2]), 0.0) if len(ranked) > 1 else 0.0
         return best + _MARGIN_WEIGHT * max(best - second, 0.0)
