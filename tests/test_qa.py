@@ -380,7 +380,7 @@ def test_a_knowledge_base_rebuilt_from_its_vector_store_is_the_same(tmp_path: Pa
     write(tmp_path, "solar.yaml", SOLAR_KB)
     store = tmp_path / "vectors"
     first = KnowledgeBase.load(tmp_path, vector_store=store)
-    assert len(list(store.glob("*.npy"))) == 2  # the entries' texts, and the calibration questions
+    assert len(list(store.glob("*.npy"))) == 3  # the entries' texts, the null questions, the hard negatives
     again = KnowledgeBase.load(tmp_path, vector_store=store)
     assert again.threshold == first.threshold
     question = "how oftn do the pannels need washing"

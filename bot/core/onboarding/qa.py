@@ -699,7 +699,7 @@ class KnowledgeBase:
         confidence = self._confidence(fused)  # whether the KB answers it does not depend on who asks
         penalty = self.key_term_penalty(ws, ranked[0]) if check else 0.0
         confidence -= penalty
-        if confidence < self.threshold:
+        if confidence < self.threshold or confidence <= 0.0:  # <= 0: not one word matched (tiny KBs: threshold 0)
             return Answer(entry=None, score=confidence, abstained=True, candidates=candidates,
                           key_term_penalty=penalty)
         best = self._list[ranked[0]]
