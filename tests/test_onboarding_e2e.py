@@ -107,7 +107,9 @@ async def test_confidential_entry_is_withheld_and_the_cam_offered(slack: SlackHa
     assert question.abstained and question.entry_id == "rebate-volume"
 
     await slack.click(ASK_CAM_ACTION, str(question.id), user="UANNA")
-    await slack.herald.outbox.drain()
+    (passed,) = await slack.responses(slack.last_click_key)
+    assert "passed your question to Casey CAM" in passed.args["text"]
+    await slack.herald.outbox.drain()  # the worker the hand-off wakes
     handoff = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "DUCAM1"],
                                what="the CAM's DM")
     assert "confidential answer (rebate-volume)" in str(handoff[0].args["blocks"])
