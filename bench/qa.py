@@ -21,7 +21,11 @@ Prints one JSON object on stdout:
   expected entry (not counted in ``top1_accuracy``); ``top1_or_runner_up``: the share of
   answerable questions answered right or offered the right runner-up;
 * ``p50_ms``/``p95_ms``: answer latency per question (after load; each question asked 5 times);
-* ``load_s`` and ``threshold`` for context.
+* ``load_s`` and ``threshold`` for context;
+* ``key_term_check``: the second stage (issue 16). ``weight`` and its ``calibration`` figures (made
+  from the knowledge base, see match_check.py); ``without_check``: the same figures in the same run
+  with the stage skipped (before vs after); ``stage_p95_ms``: the stage alone per question;
+  ``memory_kb``: what its tables hold.
 
 Each miss goes to stderr with the top candidates, for diagnosis.
 """
@@ -33,6 +37,7 @@ import json
 import statistics
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import yaml
@@ -41,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bot.core.onboarding.qa import ANY, KnowledgeBase, default_directory  # noqa: E402
+from bot.core.onboarding.qa import ANY, Answer, KnowledgeBase, default_directory  # noqa: E402
 
 DEFAULT_QUESTIONS = ROOT.parent / "shared" / "kb" / "dev-questions.yaml"
 REPEATS = 5
@@ -60,6 +65,93 @@ def percentile(values: list[float], pct: float) -> float:
     k = (len(ordered) - 1) * pct / 100
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def _ask_all(kb: KnowledgeBase, questions: list[dict], *, check: bool,
+             repeats: int = REPEATS) -> list[tuple[Answer, list[float]]]:
+    """Each question's answer and its latencies (ms, ``repeats`` times)."""
+    out = []
+    for item in questions:
+        latencies = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            answer = kb.answer(str(item["q"]), role=ANY, tier=ANY, check=check)
+            latencies.append((time.perf_counter() - t0) * 1000)
+        out.append((answer, latencies))
+    return out
+
+
+def _figures(questions: list[dict], outcomes: list[tuple[Answer, list[float]]]) -> dict:
+    correct = answerable = nulls = abstained_on_null = abstentions = offered = rescued = 0
+    for item, (answer, _) in zip(questions, outcomes, strict=True):
+        expect = item.get("expect")
+        got = answer.entry.id if answer.entry else None
+        runner_up = answer.runner_up.id if answer.runner_up else None
+        abstentions += answer.abstained
+        offered += runner_up is not None
+        if expect:
+            answerable += 1
+            correct += got == expect
+            rescued += got is not None and got != expect and runner_up == expect
+        else:
+            nulls += 1
+            abstained_on_null += answer.abstained
+    latencies = [ms for _, run in outcomes for ms in run]
+    return {
+        "answerable": answerable,
+        "top1_accuracy": round(correct / answerable, 4) if answerable else None,
+        "null_questions": nulls,
+        "abstain_precision": round(abstained_on_null / abstentions, 4) if abstentions else 1.0,
+        "abstain_recall": round(abstained_on_null / nulls, 4) if nulls else None,
+        "did_you_mean": {
+            "offered": offered,
+            "rescued": rescued,
+            "top1_or_runner_up": round((correct + rescued) / answerable, 4) if answerable else None,
+        },
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p95_ms": round(percentile(latencies, 95), 2),
+    }
+
+
+def _stage_latencies(kb: KnowledgeBase, questions: list[dict],
+                     unchecked: list[tuple[Answer, list[float]]]) -> list[float]:
+    """The second stage alone (the key-term check of the question against its best entry), in ms."""
+    out = []
+    for item, (answer, _) in zip(questions, unchecked, strict=True):
+        candidates = answer.candidates
+        if not candidates:
+            continue
+        ws = kb.query_words(str(item["q"]))
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            kb.key_term_share(ws, candidates[0][0])
+            out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def _stage_memory_kb(kb: KnowledgeBase) -> float:
+    """Memory the check's tables hold (rebuilt under tracemalloc; its calibration's transient use aside)."""
+    tracemalloc.start()
+    try:
+        tables = kb.key_term_tables()
+        current, _ = tracemalloc.get_traced_memory()
+        del tables
+    finally:
+        tracemalloc.stop()
+    return round(current / 1024, 1)
+
+
+def _report_miss(kb: KnowledgeBase, item: dict, answer: Answer) -> None:
+    expect = item.get("expect")
+    got = answer.entry.id if answer.entry else None
+    if got == expect:
+        return
+    runner_up = answer.runner_up.id if answer.runner_up else None
+    shown = ", ".join(f"{i} {s:.3f}" for i, s in answer.candidates)
+    also = f", did you mean {runner_up}" if runner_up else ""
+    print(f"MISS expected {expect or 'abstain'}, got {got or 'abstain'}{also} (score {answer.score:.3f}, "
+          f"key-term penalty {answer.key_term_penalty:.3f}, threshold {kb.threshold:.3f}; {shown}): {item['q']}",
+          file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,49 +173,23 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.questions}: expected entries not in the knowledge base: {', '.join(unknown)}")
 
     kb.answer("warm up", role=ANY, tier=ANY)
-    latencies: list[float] = []
-    correct = answerable = nulls = abstained_on_null = abstentions = 0
-    offered = rescued = 0
-    for item in questions:
-        text, expect = str(item["q"]), item.get("expect")
-        for _ in range(REPEATS):
-            t0 = time.perf_counter()
-            answer = kb.answer(text, role=ANY, tier=ANY)
-            latencies.append((time.perf_counter() - t0) * 1000)
-        got = answer.entry.id if answer.entry else None
-        abstentions += answer.abstained
-        runner_up = answer.runner_up.id if answer.runner_up else None
-        offered += runner_up is not None
-        if expect:
-            answerable += 1
-            correct += got == expect
-            rescued += got is not None and got != expect and runner_up == expect
-        else:
-            nulls += 1
-            abstained_on_null += answer.abstained
-        if got != expect:
-            shown = ", ".join(f"{i} {s:.3f}" for i, s in answer.candidates)
-            also = f", did you mean {runner_up}" if runner_up else ""
-            print(f"MISS expected {expect or 'abstain'}, got {got or 'abstain'}{also} (score {answer.score:.3f}, "
-                  f"threshold {kb.threshold:.3f}; {shown}): {text}", file=sys.stderr)
-
+    with_check = _ask_all(kb, questions, check=True)
+    without = _ask_all(kb, questions, check=False, repeats=1)  # its latency: the stage's, below
     result = {
-        "answerable": answerable,
-        "top1_accuracy": round(correct / answerable, 4) if answerable else None,
-        "null_questions": nulls,
-        "abstain_precision": round(abstained_on_null / abstentions, 4) if abstentions else 1.0,
-        "abstain_recall": round(abstained_on_null / nulls, 4) if nulls else None,
-        "did_you_mean": {
-            "offered": offered,
-            "rescued": rescued,
-            "top1_or_runner_up": round((correct + rescued) / answerable, 4) if answerable else None,
-        },
-        "p50_ms": round(statistics.median(latencies), 2),
-        "p95_ms": round(percentile(latencies, 95), 2),
+        **_figures(questions, with_check),
         "load_s": round(load_s, 2),
         "threshold": round(kb.threshold, 4),
         "semantic": kb.semantic,
+        "key_term_check": {
+            "weight": kb.check_weight,
+            "calibration": kb.check_figures,  # on data made from the knowledge base itself
+            "without_check": {k: v for k, v in _figures(questions, without).items() if not k.endswith("_ms")},
+            "stage_p95_ms": round(percentile(_stage_latencies(kb, questions, without), 95), 3),
+            "memory_kb": _stage_memory_kb(kb),
+        },
     }
+    for item, (answer, _) in zip(questions, with_check, strict=True):
+        _report_miss(kb, item, answer)
     print(json.dumps(result))
     return 0
 

@@ -88,11 +88,31 @@ async def test_unknown_question_says_so_and_hands_off_to_the_cam(slack: SlackHar
     assert [q.id for q in await unanswered_questions()] == [question.id]  # for knowledge-base authors
 
 
-async def test_partner_sees_only_entries_meant_for_them(slack: SlackHarness) -> None:
-    # lead sharing is for silver/gold/platinum sales & marketing; Cy is operations at a silver partner
-    await _dm(slack, "UCY", "how does northwind share leads with partners")
+async def test_entry_for_another_role_is_answered_saying_whom_it_is_for(slack: SlackHarness) -> None:
+    # deal registration is tagged for sales; Bo is support: he still gets it, told it is mainly for sales
+    answer = await _dm(slack, "UBO", "how do I register a deal with you?")
+    text = str(answer["blocks"])
+    assert "How do I register a deal?" in text and "This is mainly for sales." in text
     question = await Question.get()
-    assert question.entry_id != "lead-sharing"
+    assert question.entry_id == "deal-registration-how" and not question.abstained
+
+
+async def test_confidential_entry_is_withheld_and_the_cam_offered(slack: SlackHarness) -> None:
+    # the volume rebate is confidential to executive/operations at gold/platinum partners; Anna is sales
+    answer = await _dm(slack, "UANNA", "how does the volume rebate work")
+    text = str(answer["blocks"])
+    assert "confidential" in text and "2.5%" not in text and "volume rebate" not in text.lower()
+    assert [a for a, _ in _buttons(answer["blocks"])] == [ASK_CAM_ACTION]
+    question = await Question.get()
+    assert question.abstained and question.entry_id == "rebate-volume"
+
+    await slack.click(ASK_CAM_ACTION, str(question.id), user="UANNA")
+    (passed,) = await slack.responses(slack.last_click_key)
+    assert "passed your question to Casey CAM" in passed.args["text"]
+    await slack.herald.outbox.drain()  # the worker the hand-off wakes
+    handoff = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "DUCAM1"],
+                               what="the CAM's DM")
+    assert "confidential answer (rebate-volume)" in str(handoff[0].args["blocks"])
 
 
 async def test_app_home_shows_and_saves_preferences(slack: SlackHarness) -> None:
@@ -140,6 +160,14 @@ async def test_teams_question_hand_off_reply_and_preferences(db: str) -> None:
         assert "Casey CAM answered your question" in str(relay) and "I'll call you" in str(relay)
         learned = await teams.invoke("aad-cam", LEARN_ENTRY_ACTION, _actions(handoff)[2]["data"])
         assert "Proposed #" in str(learned["value"]) and "new entry with your reply" in str(learned["value"])
+
+        # tags shape relevance: Gus (support) is answered the sales entry, told whom it is for;
+        # Fay (sales) is not shown the confidential volume rebate entry, and is offered her CAM
+        tagged = _card(await teams.say("aad-gus", "how do I register a deal with you?"))
+        assert "How do I register a deal?" in str(tagged) and "This is mainly for sales." in str(tagged)
+        withheld = _card(await teams.say("aad-fay", "how does the volume rebate work"))
+        assert "confidential" in str(withheld) and "2.5%" not in str(withheld)
+        assert [a["verb"] for a in _actions(withheld)] == [ASK_CAM_ACTION]
 
         prefs = _card(await teams.say("aad-fay", "preferences"))
         assert "Your Herald preferences" in str(prefs)

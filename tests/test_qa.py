@@ -10,7 +10,7 @@ from textwrap import dedent
 
 import pytest
 
-from bot.core.onboarding import qa
+from bot.core.onboarding import match_check, qa
 from bot.core.onboarding.qa import ANY, Answer, KBEntry, KnowledgeBase, KnowledgeBaseError
 
 
@@ -46,9 +46,10 @@ def test_paraphrase_finds_the_entry(kb: KnowledgeBase, question: str, expected: 
     assert answer.entry.id == expected, answer.candidates
     assert answer.score >= kb.threshold
     assert answer.candidates[0][0] == expected
-    # the confidence is the best fused score plus its lead over the runner-up
+    # the confidence is the best fused score plus its lead over the runner-up, less the key-term check's
     (_, best), (_, second) = answer.candidates[:2]
-    assert answer.score == pytest.approx(best + qa._MARGIN_WEIGHT * (best - max(second, 0.0)), abs=1e-3)
+    assert answer.score == pytest.approx(best + qa._MARGIN_WEIGHT * (best - max(second, 0.0))
+                                         - answer.key_term_penalty, abs=1e-3)
 
 
 @pytest.mark.parametrize(("question", "expected"), [
@@ -99,46 +100,83 @@ def test_empty_or_stopword_only_question_abstains(kb: KnowledgeBase) -> None:
         assert answer.abstained and answer.entry is None and answer.candidates == []
 
 
-def test_tier_restricted_entry_is_not_offered_to_another_tier(kb: KnowledgeBase) -> None:
+def test_tier_tagged_entry_is_answered_to_another_tier_saying_so(kb: KnowledgeBase) -> None:
     question = "how do I request market development funds for a campaign"
     gold = ask(kb, question, role="marketing", tier="gold")
-    assert gold.entry is not None and gold.entry.id == "mdf-request"
+    assert gold.entry is not None and gold.entry.id == "mdf-request" and not gold.for_others
 
-    silver = ask(kb, question, role="marketing", tier="silver")
-    assert silver.entry is None or silver.entry.id != "mdf-request"
-    assert "mdf-request" not in [c for c, _ in silver.candidates]  # filtered before ranking
-    if silver.entry is not None:  # the next best entry this member may see
-        assert silver.entry.offered_to("marketing", "silver")
-        assert silver.entry.id == "mdf-eligibility"
-
-    no_tier = ask(kb, question, role="marketing", tier=None)  # unknown tier: unrestricted entries only
-    assert all(not kb.entries[c].tiers for c, _ in no_tier.candidates)
+    silver = ask(kb, question, role="marketing", tier="silver")  # tags shape relevance, not hide answers
+    assert silver.entry is not None and silver.entry.id == "mdf-request", silver.candidates
+    assert silver.for_others and silver.withheld is None
+    unknown = ask(kb, question, role="marketing", tier=None)  # an unknown tier is not one of the entry's
+    assert unknown.entry is not None and unknown.entry.id == "mdf-request" and unknown.for_others
 
 
-def test_role_restricted_entry_is_not_offered_to_another_role(kb: KnowledgeBase) -> None:
-    question = "how do I register a deal"
-    assert ask(kb, question, role="sales", tier="silver").entry.id == "deal-registration-how"
-    support = ask(kb, question, role="support", tier="silver")
-    assert "deal-registration-how" not in [c for c, _ in support.candidates]
-    assert support.entry is None or support.entry.offered_to("support", "silver")
-    assert all(kb.entries[c].offered_to("support", "silver") for c, _ in support.candidates)
+def test_role_tagged_entry_is_answered_to_another_role_saying_so(kb: KnowledgeBase) -> None:
+    for question in ("how do I register a deal", "how do I register a deal with you?"):
+        sales = ask(kb, question, role="sales", tier="silver")
+        assert sales.entry.id == "deal-registration-how" and not sales.for_others
+        support = ask(kb, question, role="support", tier="silver")
+        assert support.entry is not None and support.entry.id == "deal-registration-how", support.candidates
+        assert support.for_others and not support.abstained
     # role names are case-insensitive
-    assert ask(kb, question, role="Sales", tier="Gold").entry.id == "deal-registration-how"
+    assert not ask(kb, "how do I register a deal", role="Sales", tier="Gold").for_others
 
 
-def test_member_with_nothing_to_see_gets_an_abstention(tmp_path: Path) -> None:
-    (tmp_path / "kb.yaml").write_text(dedent("""\
-        vendor: Acme
-        entries:
-          - id: secret
-            title: What is the platinum secret?
-            roles: [executive]
-            tiers: [platinum]
-            answer: Only platinum executives may know.
-    """))
-    kb = KnowledgeBase.load(tmp_path)
-    assert kb.answer("what is the platinum secret", role="sales", tier="gold").abstained
-    assert kb.answer("what is the platinum secret", role="executive", tier="platinum").entry.id == "secret"
+def test_audience_tags_break_near_ties_in_the_members_favour(kb: KnowledgeBase) -> None:
+    """An entry meant for others ranks ``_AUDIENCE_PENALTY`` lower: its score in the candidates drops by
+    exactly that, and the confidence (whether the KB answers at all) does not change."""
+    question = "how do I register a deal"
+    sales = ask(kb, question, role="sales", tier="gold")
+    support = ask(kb, question, role="support", tier="gold")
+    assert support.score == pytest.approx(sales.score)
+    sales_scores, support_scores = dict(sales.candidates), dict(support.candidates)
+    assert support_scores["deal-registration-how"] == pytest.approx(
+        sales_scores["deal-registration-how"] - qa._AUDIENCE_PENALTY, abs=1e-3)
+
+
+CONFIDENTIAL_KB = """\
+vendor: Acme
+entries:
+  - id: secret
+    title: What is the platinum rebate schedule?
+    roles: [executive]
+    tiers: [platinum]
+    confidential: true
+    answer: Platinum executives get 4 percent back on every renewal.
+  - id: public
+    title: How do I renew my partner agreement?
+    roles: [executive]
+    answer: Renew in the portal under Agreements, 60 days before the end date.
+"""
+
+
+def test_confidential_entry_is_withheld_from_others_and_never_shown(tmp_path: Path) -> None:
+    write(tmp_path, "kb.yaml", CONFIDENTIAL_KB)
+    kb = KnowledgeBase.load(tmp_path, semantic=False)
+    question = "what is the platinum rebate schedule"
+    withheld = kb.answer(question, role="sales", tier="gold")
+    assert withheld.abstained and withheld.entry is None and withheld.runner_up is None
+    assert withheld.withheld is not None and withheld.withheld.id == "secret"
+    for member in (("executive", "platinum"), ("EXECUTIVE", "Platinum"), (ANY, ANY)):
+        shown = kb.answer(question, role=member[0], tier=member[1])
+        assert shown.entry.id == "secret" and shown.withheld is None and not shown.for_others
+    # a tagged but not confidential entry is answered to anyone, saying whom it is for
+    public = kb.answer("how do I renew the partner agreement", role="sales", tier="gold")
+    assert public.entry.id == "public" and public.for_others
+    # an unrelated question is an ordinary abstention, not a "confidential" one
+    assert kb.answer("what's a good recipe for banana bread", role="sales", tier="gold").withheld is None
+
+
+def test_confidential_entry_needs_an_audience(tmp_path: Path) -> None:
+    write(tmp_path, "kb.yaml", "vendor: Acme\nentries:\n  - id: x\n    title: T?\n    answer: A.\n"
+                               "    confidential: true\n")
+    with pytest.raises(KnowledgeBaseError, match=r"\(x\): a confidential entry needs the roles or tiers"):
+        KnowledgeBase.load(tmp_path, semantic=False)
+    write(tmp_path, "kb.yaml", "vendor: Acme\nentries:\n  - id: x\n    title: T?\n    answer: A.\n"
+                               "    roles: [sales]\n    confidential: maybe\n")
+    with pytest.raises(KnowledgeBaseError, match="'confidential' must be true or false"):
+        KnowledgeBase.load(tmp_path, semantic=False)
 
 
 # ---- loading and validation --------------------------------------------------------------------
@@ -306,11 +344,12 @@ def test_a_different_knowledge_base_abstains_out_of_scope(solar: KnowledgeBase, 
     assert answer.abstained and answer.entry is None, answer.candidates
 
 
-def test_a_different_knowledge_base_filters_by_tier(solar: KnowledgeBase) -> None:
+def test_a_different_knowledge_base_answers_a_tier_tagged_entry_saying_so(solar: KnowledgeBase) -> None:
     question = "where can I watch the premier design webinars"
-    assert solar.answer(question, role="sales", tier="premier").entry.id == "premier-webinars"
+    premier = solar.answer(question, role="sales", tier="premier")
+    assert premier.entry.id == "premier-webinars" and not premier.for_others
     other = solar.answer(question, role="sales", tier="standard")
-    assert other.entry is None or other.entry.id != "premier-webinars"
+    assert other.entry.id == "premier-webinars" and other.for_others
 
 
 def test_keyword_search_alone_still_answers(tmp_path: Path) -> None:
@@ -341,8 +380,113 @@ def test_a_knowledge_base_rebuilt_from_its_vector_store_is_the_same(tmp_path: Pa
     write(tmp_path, "solar.yaml", SOLAR_KB)
     store = tmp_path / "vectors"
     first = KnowledgeBase.load(tmp_path, vector_store=store)
-    assert len(list(store.glob("*.npy"))) == 2  # the entries' texts, and the calibration questions
+    assert len(list(store.glob("*.npy"))) == 3  # the entries' texts, the null questions, the hard negatives
     again = KnowledgeBase.load(tmp_path, vector_store=store)
     assert again.threshold == first.threshold
     question = "how oftn do the pannels need washing"
     assert again.answer(question, role=ANY, tier=ANY) == first.answer(question, role=ANY, tier=ANY)
+
+
+# ---- keyword-only mode abstains as well as the default (issue 16) --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keyword_kb() -> KnowledgeBase:
+    return KnowledgeBase.load(qa.default_directory(), semantic=False)
+
+
+def test_keyword_mode_leaves_real_words_alone(keyword_kb: KnowledgeBase) -> None:
+    """Without the model, real English words were "corrected" to knowledge-base words (weather ->
+    water, bank -> back); the shipped word list tells them from typos."""
+    assert keyword_kb.query_words("what will the weather be like") == ["what", "will", "the", "weather", "be", "like"]
+    assert "back" not in keyword_kb.query_words("reset the PIN of my bank card")
+    assert "password" in keyword_kb.query_words("forgot my pasword")
+
+
+@pytest.mark.parametrize("question", [
+    "what will the weather be like in Lisbon on Saturday",
+    "how do I reset the PIN of my bank card",
+    "what's a good recipe for banana bread",
+])
+def test_keyword_mode_abstains_out_of_scope(keyword_kb: KnowledgeBase, question: str) -> None:
+    answer = keyword_kb.answer(question, role=ANY, tier=ANY)
+    assert answer.abstained and answer.entry is None, answer.candidates
+
+
+def test_keyword_mode_threshold_is_calibrated_on_null_questions(keyword_kb: KnowledgeBase, tmp_path: Path) -> None:
+    """The same principle as the default mode: about 1 in 20 of the null questions made from the
+    knowledge base's own phrasings would still be answered; a different knowledge base gets its own."""
+    nulls = keyword_kb._null_questions()
+    answered = sum(keyword_kb._confidence(keyword_kb._fused(q)) >= keyword_kb.threshold for q in nulls)
+    assert 0.03 <= answered / len(nulls) <= 0.06
+    write(tmp_path, "solar.yaml", SOLAR_KB)
+    assert KnowledgeBase.load(tmp_path, semantic=False).threshold != pytest.approx(keyword_kb.threshold)
+
+
+def test_shipped_english_words_are_the_models(kb: KnowledgeBase) -> None:
+    from bot.core.onboarding.encoder import shared_encoder
+
+    encoder = shared_encoder()
+    assert encoder is not None
+    assert qa.english_words().vocabulary == encoder.vocabulary
+    lo, hi = qa._COMMON_WORDS
+    assert qa.english_words().common == tuple(
+        w for i in range(lo, hi) if (w := encoder.vocab_by_id.get(i, "")).isalpha() and len(w) >= 3)
+
+
+# ---- the second stage: key-term check (issue 16) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("question", [
+    "how do I reset the PIN of my bank card",
+    "what is the exchange rate of the euro today",
+])
+def test_same_words_other_object_is_declined(kb: KnowledgeBase, question: str) -> None:
+    answer = ask(kb, question)
+    assert answer.abstained and answer.entry is None, answer.candidates
+    unchecked = kb.answer(question, role=ANY, tier=ANY, check=False)
+    assert answer.key_term_penalty > 0
+    assert answer.score == pytest.approx(unchecked.score - answer.key_term_penalty)
+
+
+@pytest.mark.parametrize(("question", "expected"), [
+    ("forgot my pasword for the partner portal", "portal-password-reset"),
+    ("Wie registriere ich einen Deal?", "deal-registration-how"),  # not English: the check stays out
+    ("how do i regsiter a deal", "deal-registration-how"),
+])
+def test_the_check_leaves_covered_questions_alone(kb: KnowledgeBase, question: str, expected: str) -> None:
+    answer = ask(kb, question)
+    assert answer.entry is not None and answer.entry.id == expected, answer.candidates
+    assert answer.key_term_penalty == 0.0
+
+
+def test_the_check_is_calibrated_on_the_knowledge_base(kb: KnowledgeBase) -> None:
+    figures = kb.check_figures
+    assert kb.check_weight > 0 and figures["positives"] > 50 and figures["negatives"] > 100
+    assert figures["positives_kept_before"] - figures["positives_kept_after"] <= match_check.MAX_POSITIVE_LOSS
+    assert figures["negatives_declined_after"] > figures["negatives_declined_before"]
+
+
+def _check() -> match_check.KeyTermCheck:
+    entries = [[["reset", "portal", "password"], ["locked", "out", "portal"]], [["register", "deal"]]]
+    return match_check.KeyTermCheck(entries, lambda w: w in {"bank", "card", "pin", "reset", "deal", "register"}, qa._stem_all)
+
+
+def test_key_term_verdict_counts_alien_words() -> None:
+    check = _check()
+    assert check.verdict(["reset", "portal", "password"], 0) == match_check.Verdict(0, 3)
+    assert check.verdict(["reset", "pin", "bank", "card"], 0) == match_check.Verdict(3, 4)
+    assert check.verdict(["register", "portal"], 1).share == 0.0  # in the vendor's world, elsewhere
+    # mostly words neither English nor the knowledge base's: probably another language, no verdict
+    assert check.verdict(["wie", "registriere", "einen", "deal"], 1) == match_check.Verdict(0, 0)
+    # calibration leaves a phrasing out: its own words then count as the knowledge base's no more
+    assert check.verdict(["register", "deal"], 1, held_out=[["register", "deal"]]) == match_check.Verdict(2, 2)
+
+
+def test_choose_weight_keeps_the_positives() -> None:
+    positives = [(0.9, 0.0)] * 18 + [(0.52, 0.25), (0.45, 0.5)]
+    negatives = [(0.55, 0.5)] * 10
+    weight, figures = match_check.choose_weight(positives, negatives, threshold=0.4)
+    assert weight == 0.4  # 0.5 would lose the second to last too: two of 20 positives
+    assert figures["positives_kept_after"] == 0.95 and figures["negatives_declined_after"] == 1.0
+    assert match_check.choose_weight(positives, [], threshold=0.95)[0] == max(match_check.WEIGHTS)

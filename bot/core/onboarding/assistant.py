@@ -50,25 +50,39 @@ async def member_for(platform: str, workspace_id: str, user_id: str) -> Member |
 
 async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, channel_id: str,
               now: datetime) -> Asked:
-    """Answer a question from the knowledge base (only entries meant for this member), or say
-    plainly that we do not know and offer the CAM."""
+    """Answer a question from the knowledge base (saying so when the entry is mainly for other
+    partners), or say plainly that we do not know, or that the answer is confidential, and offer the CAM."""
     text = text.strip()[:MAX_QUESTION]
     organisation = member.organisation
     answer = kb.answer(text, role=member.role, tier=organisation.tier or None)
     async with in_transaction() as conn:
         question = await Question.create(
             member=member, platform=platform, text=text, asked_at=now, channel_id=channel_id,
-            entry_id=answer.entry.id if answer.entry else "", score=answer.score, abstained=answer.abstained,
-            using_db=conn)
+            entry_id=_entry_id(answer), score=answer.score, abstained=answer.abstained, using_db=conn)
         await record([audit_event("question.asked", now=now, actor=member.email, member_id=member.id,
                                   question_id=question.id, entry=question.entry_id or None,
-                                  abstained=answer.abstained, score=round(answer.score, 4))], using_db=conn)
+                                  abstained=answer.abstained, score=round(answer.score, 4),
+                                  withheld=answer.withheld is not None)], using_db=conn)
     metrics.question_answered(answer.abstained)
     return Asked(question, answer, answer_message(question, answer, locale=member.locale))
 
 
+def _entry_id(answer: Answer) -> str:
+    """The entry a question is filed under: the answer's, or the confidential one withheld (so the
+    CAM sees which entry it was); "" when the knowledge base had nothing."""
+    entry = answer.entry or answer.withheld
+    return entry.id if entry else ""
+
+
 def answer_message(question: Question, answer: Answer, *, locale: str = "") -> DirectMessage:
     qid = str(question.id)
+    if answer.withheld is not None:  # never show the entry's text, nor its title
+        return DirectMessage(
+            title="That answer is confidential",
+            lines=("The partner knowledge base has an answer to this, but it is confidential and only "
+                   "shared with some partner roles or tiers.",
+                   "Your channel account manager can help: press Ask my CAM and I'll pass it on."),
+            buttons=(Button("Ask my CAM", ASK_CAM_ACTION, qid, "primary"),))
     if answer.entry is None:
         return DirectMessage(
             title="I don't know that one yet",
@@ -81,21 +95,40 @@ def answer_message(question: Question, answer: Answer, *, locale: str = "") -> D
     if answer.runner_up is not None:  # two entries fit about equally: ask instead of guessing
         buttons.append(Button(_did_you_mean_label(answer.runner_up.title), DID_YOU_MEAN_ACTION,
                               f"{qid}:{answer.runner_up.id}"))
-    title, lines = _entry_text(entry, locale)
+    title, lines = _entry_text(entry, locale, for_others=answer.for_others)
     return DirectMessage(title=title, lines=lines, buttons=tuple(buttons))
 
 
-def _entry_text(entry: KBEntry, locale: str) -> tuple[str, tuple[str, ...]]:
+def _entry_text(entry: KBEntry, locale: str, *, for_others: bool = False) -> tuple[str, tuple[str, ...]]:
     """The entry's title and lines in the member's locale where the knowledge base has a
-    translation; otherwise in English, saying so to a member whose locale is another language."""
+    translation; otherwise in English, saying so to a member whose locale is another language.
+    ``for_others``: the entry is mainly for other roles/tiers, which the answer says."""
     translated = entry.translated(locale)
     title, answer = translated or (entry.title, entry.answer)
     lines = [answer.strip()]
+    if for_others:
+        lines.append(audience_note(entry))
     if translated is None and locale and not locale.strip().lower().startswith("en"):
         lines.append("(This answer is only available in English.)")
     if entry.link:
         lines.append(f"More: {entry.link}")
     return title, tuple(lines)
+
+
+def audience_note(entry: KBEntry) -> str:
+    """Whom the entry is mainly for, e.g. "(This is mainly for sales and marketing at Gold and
+    Platinum partners.)"."""
+    roles = _joined(sorted(entry.roles))
+    tiers = _joined([t.title() for t in sorted(entry.tiers)])
+    if roles and tiers:
+        who = f"{roles} at {tiers} partners"
+    else:
+        who = roles or f"{tiers} partners"
+    return f"(This is mainly for {who}.)"
+
+
+def _joined(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}" if names else ""
 
 
 def _did_you_mean_label(title: str, limit: int = 75) -> str:
@@ -112,7 +145,8 @@ async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase,
         raise UserError("that button is out of date; please ask again")
     question = await _own_question(int(question_id), member)
     entry = kb.entries.get(entry_id)
-    if entry is None or not entry.offered_to(question.member.role, question.member.organisation.tier or None):
+    role, tier = question.member.role, question.member.organisation.tier or None
+    if entry is None or entry.withheld_from(role, tier):
         raise UserError("that answer is no longer in the knowledge base; please ask again")
     async with in_transaction() as conn:
         await Question.filter(id=question.id).using_db(conn).update(entry_id=entry.id)
@@ -120,7 +154,7 @@ async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase,
                                   member_id=question.member.id, question_id=question.id, entry=entry.id,
                                   first_answer=question.entry_id or None)], using_db=conn)
     qid = str(question.id)
-    title, lines = _entry_text(entry, question.member.locale)
+    title, lines = _entry_text(entry, question.member.locale, for_others=not entry.offered_to(role, tier))
     return DirectMessage(title=title, lines=lines, buttons=(
         Button("Helpful", HELPFUL_ACTION, qid), Button("Not helpful", NOT_HELPFUL_ACTION, qid),
         Button("Ask my CAM", ASK_CAM_ACTION, qid)))
@@ -192,12 +226,20 @@ def _handoff_message(question: Question) -> DirectMessage:
     lines = (f"From {member_.name or member_.email} <{member_.email}> ({member_.role}), "
              f"{organisation.name} ({organisation.tier or 'no tier'}):",
              f"\"{question.text}\"",
-             "The knowledge base had no answer." if question.abstained else
-             f"The knowledge base suggested: {question.entry_id}.")
+             _handoff_kb_line(question))
     if question.feedback == "not_helpful":
         lines = (*lines, "The partner marked that answer as not helpful.")
     return DirectMessage(title="A partner asked you a question", lines=lines,
                          buttons=handoff_buttons(question))
+
+
+def _handoff_kb_line(question: Question) -> str:
+    if question.abstained and question.entry_id:
+        return (f"The knowledge base has a confidential answer ({question.entry_id}) that is not shared "
+                "with this partner's role or tier.")
+    if question.abstained:
+        return "The knowledge base had no answer."
+    return f"The knowledge base suggested: {question.entry_id}."
 
 
 def handoff_buttons(question: Question) -> tuple[Button, ...]:

@@ -36,7 +36,7 @@ from bot.core.onboarding.encoder import MODEL_NAME
 log = logging.getLogger(__name__)
 
 #: Bump when the texts the index embeds change shape (qa.py's _build_semantic / _calibrate).
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"  # 2: the key-term check's hard negatives are embedded too
 _MARKER_SUFFIX = ".ready"
 
 _LOADED: dict[str, object] = {}  # fingerprint -> KnowledgeBase, semantic ones loaded in this process

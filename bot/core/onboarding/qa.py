@@ -34,6 +34,12 @@ the embedding index).
   threshold is the 95th percentile of their confidences, i.e. about 1 in 20 unrelated questions would
   still get an answer. ``Answer.score`` is this confidence; ``candidates`` carry the fused scores.
 
+* **Second stage** (``match_check.py``): the best entry is checked against the question's content
+  words; real English words the knowledge base never uses take ``check_weight`` times their share
+  off the confidence before it meets the threshold. The weight is calibrated on the knowledge base
+  when it loads (with the embedding model only: in keyword mode the lexical score already is such a
+  coverage measure).
+
 The fusion weight, the answer weight, the second-best bonus and BM25's k1/b were chosen by
 leave-one-out cross-validation over the sample knowledge base itself (each title and alternative
 question held out in turn and asked as a question, scored by "right entry and above the threshold"),
@@ -44,16 +50,26 @@ That selection was made with the smaller all-MiniLM-L6-v2 model used before; re-
 all-mpnet-base-v2 over a grid of fusion weight, second-best bonus and margin weight, the values kept
 here reach 131 of 147 held-out questions against the grid's best of 133, so they were left as they
 are. The calibration runs on whatever knowledge base is loaded. Without the embedding model (packages missing, or ``semantic=False``) the assistant falls
-back to the lexical score alone with a fixed threshold (a rough fallback: it answers far fewer
-indirect questions), and says so in the log.
+back to the lexical score alone (it answers far fewer indirect questions, and says so in the log),
+its threshold calibrated the same way on the same null questions (best score, no margin: with the
+margin the null percentile rose faster than the answerable questions' scores). Typo correction
+tells real words from typos with the tokenizer's word list shipped as ``english_words.txt``, so it
+works without the model too.
 
-Who sees what: entries with ``roles``/``tiers`` are only offered to members with one of those roles /
-tiers; an empty list means everyone. Entries a member may not see are removed before ranking, so
-they get the best entry they may see, or an honest "I don't know".
+Who sees what (issue 16): ``roles``/``tiers`` say whom an entry is *mainly* for (an empty list means
+everyone); they shape relevance, they do not hide answers. Every entry is ranked; an entry meant for
+other members loses ``_AUDIENCE_PENALTY`` in the ranking (so between two close entries the member's
+own wins, while the only right answer still wins), and the answer says whom it is mainly for
+(``Answer.for_others``). Only an entry marked ``confidential: true`` is withheld from members outside
+its roles/tiers: the answer is then an abstention carrying the entry in ``withheld`` (the member is
+told so and offered their CAM; the entry's text is never shown). The abstention decision uses the
+scores before the audience penalty: whether the knowledge base answers a question does not depend
+on who asks.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -73,7 +89,8 @@ from bm25s.stopwords import STOPWORDS_EN_PLUS
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-from bot.core.onboarding.encoder import MPNetEncoder, shared_encoder
+from bot.core.onboarding.encoder import shared_encoder
+from bot.core.onboarding.match_check import KeyTermCheck, choose_weight
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +108,17 @@ _NULL_PERCENTILE = 95.0  # threshold = this percentile of the best score of unre
 _NULL_COUNT = 1000  # null questions to draw: with 300 the threshold moved by +-0.025 from seed to seed
 _NULL_SEED = 20240601  # fixed: the same knowledge base always gets the same threshold
 _COMMON_WORDS = (2000, 12000)  # WordPiece ids of whole words, roughly by frequency
-_LEXICAL_ONLY_THRESHOLD = 0.15  # without the embedding model: about one informative word of a question matched
 _CANDIDATES = 3
 # "Did you mean" (issue 16): the runner-up is offered when its fused score is within this of the best's.
 # Ranking and abstention do not depend on it; it only adds a button.
 _RUNNER_UP_GAP = 0.05
+# Role/tier tags shape the ranking: an entry meant for other members loses this much of its fused
+# score, i.e. the width of the "Did you mean" band: inside it the member's own entry goes first.
+_AUDIENCE_PENALTY = _RUNNER_UP_GAP
 _SUFFIXES = ("s", "es", "ies", "ed", "ied", "d", "ing", "er", "ers", "ly")
 
-_ENTRY_KEYS = {"id", "title", "topic", "roles", "tiers", "answer", "link", "alt_questions", "translations"}
+_ENTRY_KEYS = {"id", "title", "topic", "roles", "tiers", "answer", "link", "alt_questions", "translations",
+               "confidential"}
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{2,8})*$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
@@ -136,6 +156,8 @@ class KBEntry:
     alt_questions: tuple[str, ...]
     # (locale, title, answer) per translation: the answer shown to members with that locale (issue 16)
     translations: tuple[tuple[str, str, str], ...] = ()
+    # withheld from members outside ``roles``/``tiers`` (who are offered their CAM instead)
+    confidential: bool = False
 
     def translated(self, locale: str | None) -> tuple[str, str] | None:
         """(title, answer) in the member's locale ("de-AT" falls back to "de"), or None."""
@@ -146,9 +168,13 @@ class KBEntry:
         return by_locale.get(wanted) or by_locale.get(wanted.split("-")[0])
 
     def offered_to(self, role: str | None, tier: str | None) -> bool:
-        """Whether a member with this role and tier may be given this entry (None = unknown: only
-        unrestricted entries; ``ANY`` = do not filter)."""
+        """Whether the entry is meant for a member with this role and tier (None = unknown: only
+        unrestricted entries are; ``ANY`` = every entry is)."""
         return _admits(self.roles, role) and _admits(self.tiers, tier)
+
+    def withheld_from(self, role: str | None, tier: str | None) -> bool:
+        """Whether the entry's text must not be shown to this member (confidential, not meant for them)."""
+        return self.confidential and not self.offered_to(role, tier)
 
 
 def _admits(allowed: frozenset[str], value: str | None) -> bool:
@@ -160,10 +186,13 @@ def _admits(allowed: frozenset[str], value: str | None) -> bool:
 @dataclass(frozen=True)
 class Answer:
     entry: KBEntry | None  # None when abstained
-    score: float  # margin-aware confidence in the best entry the member may see (compared to the threshold)
+    score: float  # margin-aware confidence that the knowledge base answers the question (vs the threshold)
     abstained: bool
     candidates: list[tuple[str, float]]  # the top few (entry id, score), for logging
     runner_up: KBEntry | None = None  # a close second entry, offered as "Did you mean: ...?"
+    for_others: bool = False  # the entry is mainly for other roles/tiers (say so with the answer)
+    withheld: KBEntry | None = None  # abstained because the best entry is confidential to others
+    key_term_penalty: float = 0.0  # what the second stage took off the retrieval confidence (in ``score``)
 
 
 # ---- text ---------------------------------------------------------------------------------------
@@ -203,10 +232,30 @@ def _content(ws: Iterable[str]) -> list[str]:
 # ---- the embedding model (loaded once per process, shared: see encoder.py) -----------------------
 
 
-def _common_words(encoder: MPNetEncoder) -> tuple[str, ...]:
-    """Whole words from the model's vocabulary, roughly by frequency (WordPiece ids follow it)."""
+ENGLISH_WORDS_FILE = Path(__file__).with_name("english_words.txt")
+
+
+@dataclass(frozen=True)
+class _English:
+    vocabulary: frozenset[str]  # every whole word of the model's tokenizer
+    common: tuple[str, ...]  # common words of 3+ letters, for the null questions
+
+
+@functools.cache
+def english_words() -> _English:
+    """The model tokenizer's whole English words, shipped as a file so that the keyword-only mode
+    (no model installed) tells real words from typos and calibrates on the same null questions."""
     lo, hi = _COMMON_WORDS
-    return tuple(w for i in range(lo, hi) if (w := encoder.vocab_by_id.get(i, "")).isalpha() and len(w) >= 3)
+    vocabulary: set[str] = set()
+    common: list[str] = []
+    for line in ENGLISH_WORDS_FILE.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        number, word = line.split(" ", 1)
+        vocabulary.add(word)
+        if lo <= int(number) < hi and len(word) >= 3:
+            common.append(word)
+    return _English(frozenset(vocabulary), tuple(common))
 
 
 # ---- loading and validation ----------------------------------------------------------------------
@@ -251,13 +300,20 @@ def _entry(raw: Any, where: str) -> KBEntry:
         alts = [alts]
     if not isinstance(alts, list):
         raise KnowledgeBaseError(f"{where}: 'alt_questions' must be a list of questions")
+    roles, tiers = _names(raw.get("roles"), "roles", where), _names(raw.get("tiers"), "tiers", where)
+    confidential = raw.get("confidential", False)
+    if not isinstance(confidential, bool):
+        raise KnowledgeBaseError(f"{where}: 'confidential' must be true or false")
+    if confidential and not roles and not tiers:
+        raise KnowledgeBaseError(f"{where}: a confidential entry needs the roles or tiers it is confidential to")
     return KBEntry(
         translations=_translations(raw.get("translations"), where),
+        confidential=confidential,
         id=entry_id,
         title=_text(raw.get("title"), "title", where, required=True),
         topic=_text(raw.get("topic"), "topic", where, required=False),
-        roles=_names(raw.get("roles"), "roles", where),
-        tiers=_names(raw.get("tiers"), "tiers", where),
+        roles=roles,
+        tiers=tiers,
         answer=_text(raw.get("answer"), "answer", where, required=True),
         link=_text(raw.get("link"), "link", where, required=False),
         alt_questions=tuple(t for a in alts if (t := _text(a, "alt_questions", where, required=False))),
@@ -361,6 +417,7 @@ class KnowledgeBase:
         if self._encoder is not None:
             self._build_semantic()
         self.threshold = self._calibrate()
+        self._build_check()
 
     @classmethod
     def load(cls, directory: Path, *, semantic: bool = True, vector_store: Path | None = None,
@@ -382,14 +439,16 @@ class KnowledgeBase:
                 counts.update(w for w in words(text) if w.isalpha() and len(w) >= 3 and w not in _STOPWORDS)
         self._kb_words = frozenset(counts)
         self._kb_word_list = [w for w, _ in counts.most_common()]  # ties go to the commoner word
-        self._lexicon = self._encoder.vocabulary if self._encoder is not None else frozenset()
+        self._lexicon = english_words().vocabulary
         self._corrections: dict[str, str] = {}
 
     def _build_lexical(self) -> None:
         docs: list[list[str]] = []
         owners: list[int] = []
         weights: list[float] = []
+        self._lex_start: list[int] = []  # entry -> its title's document (its phrasings follow)
         for i, entry in enumerate(self._list):
+            self._lex_start.append(len(docs))
             for text in (entry.title, *entry.alt_questions):
                 docs.append(_stem_all(_content(words(text))))
                 owners.append(i)
@@ -428,7 +487,9 @@ class KnowledgeBase:
         self._vendor_re = self._vendor_pattern()
         texts: list[str] = []
         owners: list[int] = []
+        self._sem_start: list[int] = []  # entry -> its title's document (its phrasings follow)
         for i, entry in enumerate(self._list):
+            self._sem_start.append(len(texts))
             sentences = [s for s in _SENTENCE.split(entry.answer.strip()) if s.strip()]
             passage = f"{entry.title} {entry.answer}"  # the whole entry, as a question-answer pair
             for text in (entry.title, *entry.alt_questions, *sentences, passage):
@@ -444,18 +505,99 @@ class KnowledgeBase:
         for i, docs in enumerate(per_entry):
             self._doc_table[i, :len(docs)] = docs
 
-    def _calibrate(self) -> float:
-        if self._encoder is None:
-            return _LEXICAL_ONLY_THRESHOLD
+    def _null_questions(self) -> list[list[str]]:
+        """Questions shaped like the knowledge base's own titles and alternative phrasings, their
+        content words replaced by random common English words (fixed seed)."""
         templates = [words(t) for e in self._list for t in (e.title, *e.alt_questions)]
         templates = [t for t in templates if _content(t)]
         rng = random.Random(_NULL_SEED)
-        common = _common_words(self._encoder)
-        nulls = [[w if w in _STOPWORDS else rng.choice(common) for w in templates[k % len(templates)]]
-                 for k in range(_NULL_COUNT)]
-        vectors = self._encoder.encode_cached([self._for_embedding(" ".join(q)) for q in nulls], self._vector_store)
-        confidences = [self._confidence(self._fused(q, vector=v)) for q, v in zip(nulls, vectors, strict=True)]
+        common = english_words().common
+        return [[w if w in _STOPWORDS else rng.choice(common) for w in templates[k % len(templates)]]
+                for k in range(_NULL_COUNT)]
+
+    def _calibrate(self) -> float:
+        """The threshold: the ``_NULL_PERCENTILE`` of the null questions' confidences, in either mode."""
+        nulls = self._null_questions()
+        if self._encoder is None:
+            confidences = [self._confidence(self._fused(q)) for q in nulls]
+        else:
+            vectors = self._encoder.encode_cached([self._for_embedding(" ".join(q)) for q in nulls],
+                                                  self._vector_store)
+            confidences = [self._confidence(self._fused(q, vector=v)) for q, v in zip(nulls, vectors, strict=True)]
         return float(np.percentile(confidences, _NULL_PERCENTILE))
+
+    # -- the second stage: key-term check (match_check.py) -------------------------------------------
+
+    def key_term_tables(self) -> KeyTermCheck:
+        """The check's tables: each entry's words (title, alternative questions, answer, translations)."""
+        texts = [[_content(words(t)) for t in (e.title, *e.alt_questions, e.answer,
+                                               *(x for _, title, answer in e.translations for x in (title, answer)))]
+                 for e in self._list]
+        return KeyTermCheck(texts, self._known, _stem_all)
+
+    def _build_check(self) -> None:
+        self._index = {e.id: i for i, e in enumerate(self._list)}
+        self._check = self.key_term_tables()
+        if self._encoder is None:
+            # Keyword mode: the lexical score already is a coverage measure (a word the knowledge base
+            # never uses counts as its rarest), so the check would count the same evidence twice.
+            self.check_weight, self.check_figures = 0.0, {}
+            return
+        positives, negatives = self._check_positives(), self._check_negatives()
+        self.check_weight, self.check_figures = choose_weight(positives, negatives, self.threshold)
+
+    def _check_positives(self) -> list[tuple[float, float]]:
+        """(confidence, alien share) of each phrasing asked as a new question would be: with all of
+        its entry's phrasings (title and alternative questions) left out of both indexes and of the
+        key-term check, so only the answer speaks for the entry. Only those retrieval still answers
+        with their own entry count (the rest are lost with or without the check)."""
+        out = []
+        for i, entry in enumerate(self._list):
+            own = [_content(words(t)) for t in (entry.title, *entry.alt_questions)]
+            lex = list(range(self._lex_start[i], self._lex_start[i] + len(own)))
+            sem = list(range(self._sem_start[i], self._sem_start[i] + len(own))) if self._encoder is not None else []
+            for k, content in enumerate(own):
+                if not content:
+                    continue
+                vector = self._doc_vectors[sem[k]] if sem else None
+                fused = self._fused(words((entry.title, *entry.alt_questions)[k]), vector=vector, leave_out=(lex, sem))
+                if int(np.argmax(fused)) == i:
+                    out.append((self._confidence(fused), self._check.verdict(content, i, held_out=own).share))
+        return out
+
+    def _check_negatives(self) -> list[tuple[float, float]]:
+        """(confidence, alien share) of each phrasing with its most specific word (highest IDF) swapped
+        for a common English word the knowledge base never uses: same shape, an object from
+        outside the vendor's world ("reset my portal password" -> "reset my harbour password")."""
+        rng = random.Random(_NULL_SEED + 1)
+        outside = [w for w in english_words().common if not self._check.knows(w)]
+        questions = []
+        for ws in (words(t) for e in self._list for t in (e.title, *e.alt_questions)):
+            content = [w for w in _content(ws) if w.isalpha()]
+            if not content:
+                continue
+            target = max(content, key=lambda w: self._idf.get(_stem_all([w])[0], 0.0))
+            swap = rng.choice(outside)
+            questions.append([swap if w == target else w for w in ws])
+        vectors: Sequence[np.ndarray | None] = [None] * len(questions)
+        if self._encoder is not None:
+            vectors = self._encoder.encode_cached([self._for_embedding(" ".join(q)) for q in questions],
+                                                  self._vector_store)
+        out = []
+        for q, vector in zip(questions, vectors, strict=True):
+            fused = self._fused(q, vector=vector)
+            out.append((self._confidence(fused), self._check.verdict(_content(q), int(np.argmax(fused))).share))
+        return out
+
+    def key_term_share(self, ws: Sequence[str], entry_id: str) -> float:
+        """The share of the question's judged content words that are alien to the knowledge base."""
+        return self._check.verdict(_content(ws), self._index[entry_id]).share
+
+    def key_term_penalty(self, ws: Sequence[str], entry: int) -> float:
+        """What the second stage takes off the confidence for this (question, entry) pair."""
+        if not self.check_weight:
+            return 0.0
+        return self.check_weight * self._check.verdict(_content(ws), entry).share
 
     # -- scoring -------------------------------------------------------------------------------------
 
@@ -494,18 +636,22 @@ class KnowledgeBase:
         """The question's words after normalisation and typo correction."""
         return [self._correct(w) for w in words(question)]
 
-    def _lexical(self, ws: Sequence[str]) -> np.ndarray:
+    def _lexical(self, ws: Sequence[str], leave_out: Sequence[int] = ()) -> np.ndarray:
         terms = list(dict.fromkeys(_stem_all(_content(ws))))
         scores = np.zeros(len(self._list), dtype=np.float32)
         if not terms:
             return scores
         most = sum(self._idf.get(t, self._idf_unknown) for t in terms)
         per_doc = self._bm25.get_scores(terms) * self._lex_weight / most
+        if len(leave_out):  # calibration: as if those documents were not in the index
+            per_doc[list(leave_out)] = 0.0
         np.maximum.at(scores, self._lex_owner, per_doc.astype(np.float32))
         return scores
 
-    def _semantic(self, vector: np.ndarray) -> np.ndarray:
+    def _semantic(self, vector: np.ndarray, leave_out: Sequence[int] = ()) -> np.ndarray:
         cosine = np.append(self._doc_vectors @ vector, -1.0)  # index -1 = padding
+        if len(leave_out):  # calibration: as if those documents were not in the index
+            cosine[list(leave_out)] = -1.0
         table = np.sort(cosine[self._doc_table], axis=1)
         best = table[:, -1]
         if table.shape[1] == 1:
@@ -513,43 +659,58 @@ class KnowledgeBase:
         second = np.where(table[:, -2] > -1.0, table[:, -2], best)
         return (best + _SECOND_BEST * second) / (1 + _SECOND_BEST)
 
-    def _fused(self, ws: Sequence[str], vector: np.ndarray | None = None) -> np.ndarray:
-        lexical = self._lexical(ws)
+    def _fused(self, ws: Sequence[str], vector: np.ndarray | None = None,
+               leave_out: tuple[Sequence[int], Sequence[int]] = ((), ())) -> np.ndarray:
+        """Fused scores of every entry; ``leave_out``: (lexical, semantic) documents to ignore."""
+        lexical = self._lexical(ws, leave_out[0])
         if self._encoder is None:
             return lexical
         if vector is None:
             vector = self._encoder.encode([self._for_embedding(" ".join(ws))])[0]
-        return _SEMANTIC_WEIGHT * self._semantic(vector) + (1 - _SEMANTIC_WEIGHT) * lexical
+        semantic = self._semantic(vector, leave_out[1])
+        return _SEMANTIC_WEIGHT * semantic + (1 - _SEMANTIC_WEIGHT) * lexical
 
     def _confidence(self, scores: np.ndarray) -> float:
-        """Best fused score plus how far it leads the runner-up (scores of hidden entries = -inf)."""
-        ranked = np.sort(scores[np.isfinite(scores)])
+        """Best fused score plus how far it leads the runner-up."""
+        ranked = np.sort(scores)
         best = float(ranked[-1])
-        if self._encoder is None:  # the lexical-only fallback keeps its fixed threshold on the best score
+        if self._encoder is None:  # the lexical-only fallback: the best score alone (see the module docstring)
             return best
         second = max(float(ranked[-2]), 0.0) if len(ranked) > 1 else 0.0
         return best + _MARGIN_WEIGHT * max(best - second, 0.0)
 
-    def answer(self, question: str, *, role: str | None = None, tier: str | None = None) -> Answer:
-        """The best entry this member may see, or an abstention when nothing is close enough.
+    def answer(self, question: str, *, role: str | None = None, tier: str | None = None,
+               check: bool = True) -> Answer:
+        """The best entry for this question, or an abstention when nothing is close enough.
 
-        ``role``/``tier``: the member's; None = unknown (only unrestricted entries), ``ANY`` = no filter.
+        ``role``/``tier``: the member's; None = unknown, ``ANY`` = treat every entry as meant for them.
+        Entries meant for others rank a little lower and are answered with ``for_others``; a
+        confidential one is withheld (an abstention with ``withheld`` set). ``check=False`` skips the
+        second stage (for measuring it).
         """
-        allowed = np.array([e.offered_to(role, tier) for e in self._list])
         ws = self.query_words(question)
-        if not allowed.any() or not _content(ws):
+        if not _content(ws):
             return Answer(entry=None, score=0.0, abstained=True, candidates=[])
-        scores = np.where(allowed, self._fused(ws), -np.inf)
-        ranked = [int(i) for i in np.argsort(-scores, kind="stable")[:_CANDIDATES] if allowed[i]]
+        meant = np.array([e.offered_to(role, tier) for e in self._list])
+        fused = self._fused(ws)
+        scores = np.where(meant, fused, fused - _AUDIENCE_PENALTY)
+        ranked = [int(i) for i in np.argsort(-scores, kind="stable")[:_CANDIDATES]]
         candidates = [(self._list[i].id, round(float(scores[i]), 4)) for i in ranked]
-        confidence = self._confidence(scores)
-        if confidence < self.threshold:
-            return Answer(entry=None, score=confidence, abstained=True, candidates=candidates)
+        confidence = self._confidence(fused)  # whether the KB answers it does not depend on who asks
+        penalty = self.key_term_penalty(ws, ranked[0]) if check else 0.0
+        confidence -= penalty
+        if confidence < self.threshold or confidence <= 0.0:  # <= 0: not one word matched (tiny KBs: threshold 0)
+            return Answer(entry=None, score=confidence, abstained=True, candidates=candidates,
+                          key_term_penalty=penalty)
+        best = self._list[ranked[0]]
+        if best.withheld_from(role, tier):
+            return Answer(entry=None, score=confidence, abstained=True, candidates=candidates, withheld=best)
         runner_up = None
         if len(ranked) > 1 and scores[ranked[0]] - scores[ranked[1]] <= _RUNNER_UP_GAP:
-            runner_up = self._list[ranked[1]]
-        return Answer(entry=self._list[ranked[0]], score=confidence, abstained=False, candidates=candidates,
-                      runner_up=runner_up)
+            second = self._list[ranked[1]]
+            runner_up = None if second.withheld_from(role, tier) else second
+        return Answer(entry=best, score=confidence, abstained=False, candidates=candidates,
+                      runner_up=runner_up, for_others=not bool(meant[ranked[0]]), key_term_penalty=penalty)
 
 
 def default_directory() -> Path:

@@ -1,0 +1,119 @@
+"""The assistant's second stage (issue 16): does the best entry cover what the question is about?
+
+Retrieval scores (BM25 and embeddings) reward shared words and shared topics, so "how do I reset the
+PIN of my bank card" lands on the portal-password entry with a good score: same verb, other object.
+This stage looks at the (question, entry) pair once more and counts the question's content words by
+what the knowledge base knows of them:
+
+* **covered**: the word's stem is in the entry (its title, alternative questions, answer or
+  translations; the alternative questions are the knowledge base's own synonyms for the entry);
+* **in the vendor's world**: the stem is elsewhere in the knowledge base (a neighbouring entry may be
+  meant; retrieval already weighs that, so these are not held against the entry);
+* **alien**: a real English word the knowledge base never uses ("bank", "weather", "euro"): the
+  question is about something the vendor's world does not have;
+* **unjudged**: neither English nor in the knowledge base (another language, a product code, a
+  name). When these are a large share of the question (``_MAX_UNJUDGED``), it is probably not in
+  English and the check says nothing: the embedding model, which reads other languages, decides.
+
+The alien share (of the judged words) is subtracted, times a weight, from the retrieval confidence
+before it is compared with the abstention threshold. The weight is calibrated per knowledge base
+when it loads (``choose_weight``), on data made from the knowledge base itself: each title and
+alternative question asked as a new question would be, with all of its entry's phrasings left out
+of the indexes and of this check so that only the answer speaks for the entry (positives: at most
+1 in 20 of those retrieval answers may be lost to the check), and the same phrasings with their
+most specific word swapped for a common English word the knowledge base never uses (hard
+negatives, e.g. "reset my portal password" -> "reset my harbour password"). A lexical check cannot
+tell a new object ("bank card") from a new way of saying the same thing ("pinged" for
+notifications): the calibration is what keeps the second kind's losses bounded.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+#: above this share of unjudged words the question is probably not English: no verdict
+_MAX_UNJUDGED = 1 / 3
+#: the weights tried, smallest first
+WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+#: at most this share of the held-out positives may be lost to the check (as with the null questions,
+#: about 1 in 20)
+MAX_POSITIVE_LOSS = 0.05
+
+
+@dataclass(frozen=True)
+class Verdict:
+    alien: int
+    judged: int
+
+    @property
+    def share(self) -> float:
+        return self.alien / self.judged if self.judged else 0.0
+
+
+class KeyTermCheck:
+    """Counts of the knowledge base's stems, per entry and overall, by the texts that use them."""
+
+    def __init__(self, entry_texts: Sequence[Sequence[list[str]]], is_english: Callable[[str], bool],
+                 stem: Callable[[Iterable[str]], list[str]]) -> None:
+        """``entry_texts``: per entry, its texts as lists of content words."""
+        self._stem = stem
+        self._is_english = is_english
+        self._entry: list[Counter[str]] = []
+        self._all: Counter[str] = Counter()
+        for texts in entry_texts:
+            counts: Counter[str] = Counter()
+            for text in texts:
+                counts.update(set(stem(text)))
+            self._entry.append(counts)
+            self._all.update(counts)
+
+    def verdict(self, content_words: Sequence[str], entry: int, held_out: Sequence[Sequence[str]] = ()) -> Verdict:
+        """How many of the question's distinct content words are alien to the knowledge base, of
+        those judged. ``held_out``: texts of the knowledge base to leave out (their content words),
+        for calibration on its own phrasings."""
+        distinct = list(dict.fromkeys(w for w in content_words if w.isalpha() and len(w) >= 3))
+        stems = self._stem(distinct)
+        removed: Counter[str] = Counter()
+        for text in held_out:
+            removed.update(set(self._stem(text)))
+        alien = judged = unjudged = 0
+        for word, stem in zip(distinct, stems, strict=True):
+            in_kb = self._all[stem] - removed[stem] > 0
+            if in_kb:
+                judged += 1
+            elif self._is_english(word):
+                judged += 1
+                alien += 1
+            else:
+                unjudged += 1
+        if unjudged > _MAX_UNJUDGED * (judged + unjudged):
+            return Verdict(0, 0)
+        return Verdict(alien, judged)
+
+    def knows(self, word: str) -> bool:
+        """Whether the knowledge base uses this word (by stem)."""
+        return self._all[self._stem([word])[0]] > 0
+
+
+def choose_weight(positives: Sequence[tuple[float, float]], negatives: Sequence[tuple[float, float]],
+                  threshold: float) -> tuple[float, dict[str, float]]:
+    """The largest weight that loses at most ``MAX_POSITIVE_LOSS`` more of the positives than no
+    check does, and the figures behind it. Items are (retrieval confidence, alien share)."""
+
+    def kept(items: Sequence[tuple[float, float]], weight: float) -> int:
+        return sum(c - weight * s >= threshold for c, s in items)
+
+    base = kept(positives, 0.0)
+    chosen = 0.0
+    for weight in WEIGHTS:
+        if base - kept(positives, weight) <= MAX_POSITIVE_LOSS * len(positives):
+            chosen = weight
+    n_pos, n_neg = max(len(positives), 1), max(len(negatives), 1)
+    figures = {"positives": len(positives), "negatives": len(negatives),
+               "positives_kept_before": round(base / n_pos, 4),
+               "positives_kept_after": round(kept(positives, chosen) / n_pos, 4),
+               "negatives_declined_before": round(1 - kept(negatives, 0.0) / n_neg, 4),
+               "negatives_declined_after": round(1 - kept(negatives, chosen) / n_neg, 4)}
+    return chosen, figures
