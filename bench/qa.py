@@ -20,6 +20,9 @@ Prints one JSON object on stdout:
   one; ``rescued``: answerable questions whose top-1 was wrong but whose runner-up button was the
   expected entry (not counted in ``top1_accuracy``); ``top1_or_runner_up``: the share of
   answerable questions answered right or offered the right runner-up;
+* ``asked``: abstentions that offer the best entry as "Did you mean" because only the key-term
+  check turned it down (``right_entry``: it was the expected one, also counted in ``rescued``;
+  ``on_null_questions``: an out-of-scope question was shown a guess as a question);
 * ``p50_ms``/``p95_ms``: answer latency per question (after load; each question asked 5 times);
 * ``load_s`` and ``threshold`` for context;
 * ``key_term_check``: the second stage (issue 16). ``weight`` and its ``calibration`` figures (made
@@ -83,19 +86,24 @@ def _ask_all(kb: KnowledgeBase, questions: list[dict], *, check: bool,
 
 def _figures(questions: list[dict], outcomes: list[tuple[Answer, list[float]]]) -> dict:
     correct = answerable = nulls = abstained_on_null = abstentions = offered = rescued = 0
+    asked = asked_right = asked_on_null = 0
     for item, (answer, _) in zip(questions, outcomes, strict=True):
         expect = item.get("expect")
         got = answer.entry.id if answer.entry else None
         runner_up = answer.runner_up.id if answer.runner_up else None
         abstentions += answer.abstained
         offered += runner_up is not None
+        asking = answer.abstained and runner_up is not None  # "not sure: is it about ...?"
+        asked += asking
         if expect:
             answerable += 1
             correct += got == expect
-            rescued += got is not None and got != expect and runner_up == expect
+            rescued += got != expect and runner_up == expect
+            asked_right += asking and runner_up == expect
         else:
             nulls += 1
             abstained_on_null += answer.abstained
+            asked_on_null += asking
     latencies = [ms for _, run in outcomes for ms in run]
     return {
         "answerable": answerable,
@@ -108,6 +116,7 @@ def _figures(questions: list[dict], outcomes: list[tuple[Answer, list[float]]]) 
             "rescued": rescued,
             "top1_or_runner_up": round((correct + rescued) / answerable, 4) if answerable else None,
         },
+        "asked": {"total": asked, "right_entry": asked_right, "on_null_questions": asked_on_null},
         "p50_ms": round(statistics.median(latencies), 2),
         "p95_ms": round(percentile(latencies, 95), 2),
     }

@@ -447,6 +447,22 @@ def test_same_words_other_object_is_declined(kb: KnowledgeBase, question: str) -
     unchecked = kb.answer(question, role=ANY, tier=ANY, check=False)
     assert answer.key_term_penalty > 0
     assert answer.score == pytest.approx(unchecked.score - answer.key_term_penalty)
+    # retrieval alone would have answered: the entry is offered as a question, not as the answer
+    assert answer.runner_up == (None if unchecked.abstained else unchecked.entry)
+
+
+def test_an_answer_only_the_check_turned_down_is_offered_not_given(kb: KnowledgeBase) -> None:
+    from types import SimpleNamespace
+
+    from bot.core.onboarding.assistant import ASK_CAM_ACTION, DID_YOU_MEAN_ACTION, answer_message
+
+    entry = kb.entries["portal-password-reset"]
+    turned_down = qa.Answer(entry=None, score=0.2, abstained=True, candidates=[], runner_up=entry, key_term_penalty=0.2)
+    message = answer_message(SimpleNamespace(id=7), turned_down)  # type: ignore[arg-type]
+    assert [b.action_id for b in message.buttons] == [DID_YOU_MEAN_ACTION, ASK_CAM_ACTION]
+    assert message.buttons[0].value == "7:portal-password-reset" and entry.answer.strip() not in " ".join(message.lines)
+    plain = answer_message(SimpleNamespace(id=7), qa.Answer(entry=None, score=0.0, abstained=True, candidates=[]))  # type: ignore[arg-type]
+    assert [b.action_id for b in plain.buttons] == [ASK_CAM_ACTION] and plain.title == "I don't know that one yet"
 
 
 @pytest.mark.parametrize(("question", "expected"), [
@@ -490,3 +506,18 @@ def test_choose_weight_keeps_the_positives() -> None:
     assert weight == 0.4  # 0.5 would lose the second to last too: two of 20 positives
     assert figures["positives_kept_after"] == 0.95 and figures["negatives_declined_after"] == 1.0
     assert match_check.choose_weight(positives, [], threshold=0.95)[0] == max(match_check.WEIGHTS)
+
+
+def test_bench_counts_asks_apart_from_answers_and_abstentions(kb: KnowledgeBase) -> None:
+    from bench.qa import _figures
+
+    portal, deal = kb.entries["portal-password-reset"], kb.entries["deal-registration-how"]
+    answered = qa.Answer(entry=portal, score=0.9, abstained=False, candidates=[])
+    asked_right = qa.Answer(entry=None, score=0.3, abstained=True, candidates=[], runner_up=deal)
+    asked_null = qa.Answer(entry=None, score=0.3, abstained=True, candidates=[], runner_up=portal)
+    plain = qa.Answer(entry=None, score=0.0, abstained=True, candidates=[])
+    questions = [{"expect": portal.id}, {"expect": deal.id}, {"expect": None}, {"expect": None}]
+    figures = _figures(questions, [(a, [1.0]) for a in (answered, asked_right, asked_null, plain)])
+    assert figures["top1_accuracy"] == 0.5 and figures["abstain_recall"] == 1.0
+    assert figures["did_you_mean"]["rescued"] == 1 and figures["did_you_mean"]["top1_or_runner_up"] == 1.0
+    assert figures["asked"] == {"total": 2, "right_entry": 1, "on_null_questions": 1}

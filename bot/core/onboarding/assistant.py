@@ -83,6 +83,15 @@ def answer_message(question: Question, answer: Answer, *, locale: str = "") -> D
                    "shared with some partner roles or tiers.",
                    "Your channel account manager can help: press Ask my CAM and I'll pass it on."),
             buttons=(Button("Ask my CAM", ASK_CAM_ACTION, qid, "primary"),))
+    if answer.entry is None and answer.runner_up is not None:  # not sure: ask instead of guessing
+        return DirectMessage(
+            title="I'm not sure I have that one",
+            lines=("Your question uses words the partner knowledge base doesn't, so I may not have an answer "
+                   f"to it. If it is about \u201c{answer.runner_up.title.rstrip('?')}\u201d, press the button.",
+                   "Otherwise your channel account manager can help: press Ask my CAM and I'll pass it on."),
+            buttons=(Button(_did_you_mean_label(answer.runner_up.title), DID_YOU_MEAN_ACTION,
+                            f"{qid}:{answer.runner_up.id}"),
+                     Button("Ask my CAM", ASK_CAM_ACTION, qid, "primary")))
     if answer.entry is None:
         return DirectMessage(
             title="I don't know that one yet",

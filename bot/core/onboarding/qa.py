@@ -189,7 +189,8 @@ class Answer:
     score: float  # margin-aware confidence that the knowledge base answers the question (vs the threshold)
     abstained: bool
     candidates: list[tuple[str, float]]  # the top few (entry id, score), for logging
-    runner_up: KBEntry | None = None  # a close second entry, offered as "Did you mean: ...?"
+    runner_up: KBEntry | None = None  # a close second entry, offered as "Did you mean: ...?"; on an
+    # abstention, the best entry when only the key-term check turned it down
     for_others: bool = False  # the entry is mainly for other roles/tiers (say so with the answer)
     withheld: KBEntry | None = None  # abstained because the best entry is confidential to others
     key_term_penalty: float = 0.0  # what the second stage took off the retrieval confidence (in ``score``)
@@ -699,10 +700,13 @@ class KnowledgeBase:
         confidence = self._confidence(fused)  # whether the KB answers it does not depend on who asks
         penalty = self.key_term_penalty(ws, ranked[0]) if check else 0.0
         confidence -= penalty
-        if confidence < self.threshold or confidence <= 0.0:  # <= 0: not one word matched (tiny KBs: threshold 0)
-            return Answer(entry=None, score=confidence, abstained=True, candidates=candidates,
-                          key_term_penalty=penalty)
         best = self._list[ranked[0]]
+        if confidence < self.threshold or confidence <= 0.0:  # <= 0: not one word matched (tiny KBs: threshold 0)
+            # retrieval alone would have answered: the question may be new words for a known entry
+            # ("pinged" for notifications) or another object ("bank card"); ask instead of guessing
+            turned_down = penalty > 0 and confidence + penalty >= self.threshold > 0 and not best.withheld_from(role, tier)
+            return Answer(entry=None, score=confidence, abstained=True, candidates=candidates,
+                          key_term_penalty=penalty, runner_up=best if turned_down else None)
         if best.withheld_from(role, tier):
             return Answer(entry=None, score=confidence, abstained=True, candidates=candidates, withheld=best)
         runner_up = None
