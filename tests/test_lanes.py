@@ -163,6 +163,16 @@ async def test_a_lease_lost_mid_batch_delivers_exactly_once(rig: Rig) -> None:
         await b.close()
 
 
+async def test_two_rounds_at_once_on_one_replica_share_the_lane(rig: Rig) -> None:
+    """The serving loop and a caller's drain() schedule at the same moment: one worker per lane, so
+    neither drops the lease the other is sending under (each send would be put back, unsent)."""
+    await rig.broadcast()
+    await asyncio.gather(rig.herald.outbox.run_once(), rig.herald.outbox.run_once())
+    assert rig.herald.outbox.fenced == 0
+    assert await Delivery.filter(status="delivered").count() == 4
+    assert _dm_counts(rig, ["UANNA", "UBO", "UCY", "UDI"]) == [1, 1, 1, 1]
+
+
 async def test_a_lease_that_ran_out_is_not_renewed(rig: Rig) -> None:
     """A heartbeat that comes after the lease ran out does not count it as held, even while
     nobody else has taken it yet (another replica may be taking it at this moment)."""

@@ -387,6 +387,7 @@ class Outbox:
         self._served: dict[Lane, int] = defaultdict(int)  # sends started since the lane last ran dry
         self.fenced = 0  # sends not started because the lane's lease was lost or running out
         self._wake = asyncio.Event()
+        self._scheduling = asyncio.Lock()
         self._stopping = False
         self.notify: Any = None  # async callable telling the other replicas to wake (PostgreSQL NOTIFY)
 
@@ -459,7 +460,13 @@ class Outbox:
         return sum(r for r in results if isinstance(r, int))
 
     async def _schedule(self) -> int:
-        """Start a worker for each due lane we can lease (fairly, up to the lane cap)."""
+        """Start a worker for each due lane we can lease (fairly, up to the lane cap). One at a
+        time: the loop and a caller's drain() must not both start a worker for the same lane (the
+        first to finish would drop the lease the other is sending under)."""
+        async with self._scheduling:
+            return await self._schedule_locked()
+
+    async def _schedule_locked(self) -> int:
         if self._stopping:
             return 0
         now = self.clock.now()
@@ -472,8 +479,10 @@ class Outbox:
         for lane in await self.lanes.candidates(due, now):
             if started >= room:
                 break
+            if lane in self._workers:  # push_updates() took it meanwhile
+                continue
             until = await self.lanes.acquire(lane, now)
-            if until is None:
+            if until is None or lane in self._workers:
                 continue
             self._held[lane] = until
             self._workers[lane] = asyncio.create_task(self._work_lane(lane), name=f"herald-lane-{lane[0]}-{lane[1]}")
@@ -628,6 +637,7 @@ class Outbox:
                 self.fenced += 1
                 metrics.lease_fenced(lane[0])
                 outcome = Outcome.deferred(0)
+                self._wake.set()  # due again at once: whoever holds the lane next takes it
             else:
                 try:
                     outcome = await source.send(item, self.channels.get(lane[0]))
@@ -690,7 +700,7 @@ class Outbox:
                 continue
             await self.lanes.ensure([lane])
             until = await self.lanes.acquire(lane, now)
-            if until is None:
+            if until is None or lane in self._workers:  # another replica, or our own worker meanwhile
                 self.wake()
                 continue
             self._workers[lane] = asyncio.current_task()  # type: ignore[assignment]
