@@ -35,11 +35,17 @@ def serve(host: str | None, port: int | None) -> None:
     if settings.sandbox_active:
         click.echo(f"herald: SANDBOX MODE (no Slack or Teams configured; HERALD_SANDBOX={settings.sandbox}): "
                    f"database {settings.database_url}", err=True)
+    pending: list[str] = []  # start-up messages (the sandbox's sign-in link), shown once we listen
+
+    def listening(msg: str) -> None:  # aiohttp prints "Running on ..." after the socket is bound
+        for line in [msg, *pending]:
+            click.echo(f"herald: {line}")
+        pending.clear()
+
     try:
-        web.run_app(build_app(settings, sandbox=settings.sandbox_active,
-                              announce=lambda msg: click.echo(f"herald: {msg}")),
+        web.run_app(build_app(settings, sandbox=settings.sandbox_active, announce=pending.append),
                     host=settings.host, port=settings.port, access_log_class=RedactingAccessLogger,
-                    print=lambda msg: click.echo(f"herald: {msg}"))
+                    print=listening)
     except (OSError, ConnectionError) as exc:
         click.echo(f"herald: cannot start: {exc}", err=True)
         sys.exit(2)
