@@ -316,6 +316,7 @@ def test_survey_results_and_an_ab_test_rolled_out_from_the_keyboard(live: LiveCo
 
 def test_the_sandbox_hands_a_question_to_the_cam_and_shows_the_reply(live: LiveConsole, driver) -> None:  # noqa: ANN001
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
 
     _sign_in(driver, live.sign_in_url(CAM))
     driver.get(live.url("/console/sandbox"))
@@ -331,7 +332,10 @@ def test_the_sandbox_hands_a_question_to_the_cam_and_shows_the_reply(live: LiveC
     driver.get(live.url("/console/questions"))
     assert "Can I get a demo unit for a trade fair?" in driver.page_source and "Jonas Weber" in driver.page_source
     _css(driver, "textarea[name='reply']").send_keys("Yes: ask for *DEMO-200* in the portal.")
-    _css(driver, "form[action$='/reply'] button").click()
+    send = _css(driver, "form[action$='/reply'] button")
+    send.click()
+    # the form posts from /console/questions back to it: the URL alone cannot say the post is done
+    _wait(driver, staleness_of(send), "the reply to be posted")
     _wait(driver, lambda d: d.current_url.endswith("/console/questions"), "the questions page")
 
     driver.get(live.url("/console/sandbox"))
