@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bot.core.compliance import audit
 from bot.core.directory.importer import COLUMNS, import_directory, read_directory_csv
 from bot.common.errors import UserError
 from storage.models import AuditEvent, Member, Organisation, PlatformAccount
@@ -523,7 +524,7 @@ async def test_a_failure_while_writing_rolls_everything_back(db: str, monkeypatc
     async def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(AuditEvent, "bulk_create", broken)  # the audit append is the last write
+    monkeypatch.setattr(audit, "_append", broken)  # the audit append is the import's last write
 
     with pytest.raises(RuntimeError):
         await import_directory(BASE, now=NOW)
