@@ -224,9 +224,12 @@ async def _replayed(h: SlackHarness, body: str, settled: Callable[[], Any] | Non
     await _listeners_done(h)
     await h.herald.outbox.drain()  # what the request queued (a hand-off DM, a relayed reply) goes out
     await wait_until(lambda: len(h.fake.calls) > calls, what="the first request's answer")
-    if settled is not None:
-        await wait_until(settled, what="the first request's effects")
-        await h.herald.outbox.drain()
+    if settled is not None:  # the harness runs no outbox loop: drain as it would, until the effects are out
+        async def drained_and_settled() -> bool:
+            await h.herald.outbox.drain()
+            return await settled()
+
+        await wait_until(drained_and_settled, what="the first request's effects")
     once = (len(h.fake.calls), await AuditEvent.all().count())
     again = await h.post_signed(body, timestamp=stamp)
     await _listeners_done(h)
