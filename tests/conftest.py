@@ -41,18 +41,52 @@ async def _admin_execute(sql: str) -> None:
         await conn.close()
 
 
+# Migrating a database takes seconds (every migration, every table); a test's database is a
+# copy of one migrated once per session instead (a file copy on SQLite, CREATE DATABASE ...
+# TEMPLATE on PostgreSQL). The migrations themselves still run, once, at the start.
+_TEMPLATE_DIR = tempfile.mkdtemp(prefix="herald-test-template-")
+atexit.register(shutil.rmtree, _TEMPLATE_DIR, ignore_errors=True)
+_templates: dict[str, str] = {}
+
+
+async def _sqlite_template() -> Path:
+    path = Path(_TEMPLATE_DIR) / "herald.db"
+    if "sqlite" not in _templates:
+        await storage_db.upgrade(f"sqlite://{path}")  # closes its connections: the file is complete
+        _templates["sqlite"] = str(path)
+    return path
+
+
+async def _postgres_template() -> str:
+    if "postgres" not in _templates:
+        name = "herald_template_" + uuid.uuid4().hex[:12]
+        await _admin_execute(f'CREATE DATABASE "{name}"')
+        atexit.register(_drop_postgres_database, name)
+        await storage_db.upgrade(_with_database(POSTGRES_URL, name))  # and disconnects (TEMPLATE needs that)
+        _templates["postgres"] = name
+    return _templates["postgres"]
+
+
+def _drop_postgres_database(name: str) -> None:
+    import asyncio
+
+    try:
+        asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    except Exception:  # noqa: BLE001 - a throwaway cluster: the database goes with it
+        pass
+
+
 @pytest.fixture(params=BACKENDS)
 async def db_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
     """A migrated, empty database URL (not connected)."""
     if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'herald.db'}"
-        await storage_db.upgrade(url)
-        yield url
+        path = tmp_path / "herald.db"
+        shutil.copyfile(await _sqlite_template(), path)
+        yield f"sqlite://{path}"
         return
     name = "herald_test_" + uuid.uuid4().hex[:12]
-    await _admin_execute(f'CREATE DATABASE "{name}"')
+    await _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{await _postgres_template()}"')
     url = _with_database(POSTGRES_URL, name)
-    await storage_db.upgrade(url)
     try:
         yield url
     finally:
