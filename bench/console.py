@@ -77,7 +77,8 @@ async def seed(n: int, orgs: int) -> int:
                name=f"Member {i}", role=("sales", "support", "operations")[i % 3], timezone="Europe/Berlin",
                topic_opt_outs=["incentives"] if i % 50 == 0 else [])
         for i in range(n)], batch_size=batch)
-    member_ids = await Member.all().order_by("id").values_list("id", flat=True)
+    member_orgs = dict(await Member.all().order_by("id").values_list("id", "organisation_id"))
+    member_ids = list(member_orgs)
     await PlatformAccount.bulk_create([
         PlatformAccount(member_id=m, platform="sandbox", workspace_external_id="sandbox", user_id=f"u{m}",
                         dm_channel=f"u{m}") for m in member_ids], batch_size=batch)
@@ -109,7 +110,8 @@ async def seed(n: int, orgs: int) -> int:
         status = "failed" if i % 100 in (7, 57) else "pending" if i % 100 == 99 else "delivered"
         delivered_at = T0 + timedelta(seconds=i // 50) if status == "delivered" else None
         deliveries.append(Delivery(
-            notice_id=notice.id, member_id=member_id, platform="sandbox", status=status, attempts=1,
+            notice_id=notice.id, member_id=member_id, organisation_id=member_orgs[member_id],
+            platform="sandbox", status=status, attempts=1,
             next_attempt_at=T0, created_at=T0, workspace_external_id="sandbox", delivered_at=delivered_at,
             error="the member removed Herald in Teams or blocked it" if status == "failed" else ""))
         seq += 1
@@ -117,8 +119,8 @@ async def seed(n: int, orgs: int) -> int:
                                  member_id=member_id, seq=seq, data={}))
         if status == "delivered" and i % 5 < 3:
             at = T0 + timedelta(minutes=5 + (i * 7919) % (24 * 60))
-            acks.append(Acknowledgement(notice_id=notice.id, member_id=member_id, platform="sandbox", revision=1,
-                                        acknowledged_at=at))
+            acks.append(Acknowledgement(notice_id=notice.id, member_id=member_id, organisation_id=member_orgs[member_id],
+                                        platform="sandbox", revision=1, acknowledged_at=at))
             seq += 1
             events.append(AuditEvent(kind="notice.acknowledged", occurred_at=at, notice_id=notice.id,
                                      member_id=member_id, seq=seq, data={}))

@@ -248,6 +248,9 @@ class Delivery(Model):
     # A/B test: the variant ("A" to "D") this member sees; "" = the notice has no variants. One
     # delivery row per member and platform (the unique key below), so nobody sees two variants.
     variant = fields.CharField(max_length=1, default="")
+    # The member's organisation when the row was written: the console's per-organisation counts
+    # read it from an index (migration 0010). Null on rows from before it: readers fall back.
+    organisation_id = fields.IntField(null=True)
     created_at = fields.DatetimeField()
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -256,7 +259,8 @@ class Delivery(Model):
         unique_together = (("notice", "member", "platform", "kind", "sequence"),)
         # the last one covers the console's per-notice counts and timeline (bench/console.py)
         indexes = (("status", "next_attempt_at"), ("next_reminder_at",),
-                   ("notice_id", "kind", "status", "delivered_at", "member_id"), ("status", "claimed_until"))
+                   ("notice_id", "kind", "status", "delivered_at", "member_id"), ("status", "claimed_until"),
+                   ("notice_id", "kind", "organisation_id", "status"))
 
 
 class DeliveryLane(Model):
@@ -291,11 +295,13 @@ class Acknowledgement(Model):
     platform = fields.CharField(max_length=10)
     revision = fields.IntField(default=1)
     acknowledged_at = fields.DatetimeField()
+    organisation_id = fields.IntField(null=True)  # the member's, at the click (see Delivery.organisation_id)
 
     class Meta:
         table = "acknowledgement"
         unique_together = (("notice", "member", "revision"),)
-        indexes = (("notice_id", "revision", "acknowledged_at", "member_id"),)  # the console's counts and timeline
+        indexes = (("notice_id", "revision", "acknowledged_at", "member_id"),  # the console's counts and timeline
+                   ("notice_id", "revision", "organisation_id", "member_id"))  # ... per organisation
 
 
 class Escalation(Model):

@@ -388,3 +388,15 @@ async def test_clicks_arriving_together_are_each_recorded_once(rig: Rig) -> None
     again = await click(users[1])
     assert not again.newly_recorded and again.acknowledgement.member_id == again.member.id  # type: ignore[attr-defined]
     assert (await verify_chain()).ok
+
+
+async def test_deliveries_and_acknowledgements_record_the_members_organisation(rig: Rig) -> None:
+    """The console's per-organisation counts read it from the rows (migration 0010)."""
+    notice_id = await rig.broadcast(importance="must-know")
+    await rig.herald.outbox.drain()
+    await _ack(rig, notice_id, "UANNA")
+    rows = await Delivery.filter(notice_id=notice_id, kind="notice").values_list(
+        "organisation_id", "member__organisation_id")
+    assert len(rows) == 5 and all(mine == theirs and mine is not None for mine, theirs in rows)
+    [ack] = await Acknowledgement.filter(notice_id=notice_id).values_list("organisation_id", "member__organisation_id")
+    assert ack[0] == ack[1] is not None

@@ -517,3 +517,39 @@ async def test_retracted_notice_counts_cancelled_deliveries(db: str) -> None:
     assert data["notice"]["status"] == "retracted" and data["notice"]["retract_reason"] == "wrong product"
     meta, _ = split_csv(await collect(retracted.id, "csv"))
     assert meta["retracted_at"] == "2026-01-06T09:05:00Z" and meta["cancelled"] == "1"
+
+
+async def _backfill_organisations() -> None:
+    """Migration 0010's own statements: every row gets its member's organisation."""
+    import importlib
+
+    from tortoise import connections
+
+    migration = importlib.import_module("storage.migrations.0010_notice_counts").Migration
+    [backfill] = [op for op in migration.operations if type(op).__name__ == "RunSQL"]
+    for statement in backfill.sql:
+        await connections.get("default").execute_query(statement)
+
+
+async def test_organisation_counts_read_each_rows_organisation_and_older_rows_the_members(db: str) -> None:
+    from bot.core.insights.notices import live_counts
+
+    fx = await seed_reports()  # rows written without an organisation, as before migration 0010
+    assert await Delivery.filter(organisation_id__isnull=False).count() == 0
+    assert await reports.notice_summary(fx.notice.id) == expected_summary(fx.notice.id)
+
+    await _backfill_organisations()
+    assert await Delivery.filter(organisation_id__isnull=True).count() == 0
+    assert await Acknowledgement.filter(organisation_id=fx.members["anna"].organisation_id).count() == 3  # type: ignore[attr-defined]
+    assert await reports.notice_summary(fx.notice.id) == expected_summary(fx.notice.id)
+    await Delivery.filter(member_id=fx.members["cy"].id).update(organisation_id=None)  # some rows from before
+    assert await reports.notice_summary(fx.notice.id) == expected_summary(fx.notice.id)
+
+    # with acknowledgements of two revisions that count, a member who acknowledged both counts once
+    await Notice.filter(id=fx.notice.id).update(ack_revision=1)
+    notice = await Notice.get(id=fx.notice.id)
+    acme = next(o for o in (await reports.notice_summary(notice.id))["organisations"] if o["organisation_id"] == "acme")
+    assert acme["acknowledged"] == 2  # anna (revisions 1 and 2) and bo
+    assert (await live_counts(notice))["acknowledged"] == 2
+    await Notice.filter(id=fx.notice.id).update(ack_revision=2)
+    assert (await live_counts(await Notice.get(id=fx.notice.id)))["acknowledged"] == 1

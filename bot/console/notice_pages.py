@@ -4,6 +4,8 @@ page's script, the report downloads, and the whole-chain check."""
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import logging
 from typing import Any
@@ -81,10 +83,9 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
             context["warnings"] = await unmatched_value_warnings(parse_audience(notice.audience,
                                                                                 roles=herald.catalog.roles))
             return current.render("draft.html", **context)
-        context["survey_of"] = await Survey.exists(notice_id=notice.id)
-        context["has_variants"] = await NoticeExperiment.exists(notice_id=notice.id)
-        overview = await insights.overview(notice)
-        line = await insights.timeline(notice, now=now)
+        context["survey_of"], context["has_variants"], overview, line = await asyncio.gather(
+            Survey.exists(notice_id=notice.id), NoticeExperiment.exists(notice_id=notice.id),
+            insights.overview(notice), insights.timeline(notice, now=now))  # at once on PostgreSQL
         context.update(overview=overview, timeline=line,
                        chart=timeline_svg(line, recipients=overview.summary["recipients"],
                                           delivered=overview.summary["delivered"]) if line else None,

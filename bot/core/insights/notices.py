@@ -10,6 +10,7 @@ can never disagree.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from bot.common.errors import NotFound, PermissionDenied
 from bot.core.compliance.reports import (
     can_read_notice,
     chain_head,
+    latest_acknowledged_revision,
     notice_revisions,
     notice_summary,
 )
@@ -171,16 +173,18 @@ class Overview:
 
 
 async def overview(notice: Notice) -> Overview:
-    summary = await notice_summary(notice.id)
+    """Everything the notice's page shows but the chart. The reads are independent: on
+    PostgreSQL they run at once on the pool's connections (SQLite runs them in turn)."""
+    summary, reasons, reminders, escalations, revisions, audit = await asyncio.gather(
+        notice_summary(notice.id), failure_reasons(notice.id), _reminders(notice.id), _escalations(notice.id),
+        notice_revisions(notice), audit_state(notice.id))
     attributes = await _organisation_attributes([o["organisation_id"] for o in summary["organisations"]])
     organisations = [_segment(o["organisation_id"], o["organisation"], o, paused="reminders_paused" in o)
                      for o in summary["organisations"]]
     tiers, regions = _roll_up(summary["organisations"], attributes, "tier"), _roll_up(
         summary["organisations"], attributes, "region")
     organisations.sort(key=lambda s: (-s.outstanding, s.label))
-    return Overview(notice, summary, organisations, tiers, regions, await failure_reasons(notice.id),
-                    await _reminders(notice.id), await _escalations(notice.id), await notice_revisions(notice),
-                    await audit_state(notice.id))
+    return Overview(notice, summary, organisations, tiers, regions, reasons, reminders, escalations, revisions, audit)
 
 
 def _segment(key: str, label: str, counts: dict[str, Any], *, paused: bool = False) -> Segment:
@@ -259,8 +263,12 @@ async def live_counts(notice: Notice) -> dict[str, int]:
         key = "pending" if r["status"] in ("pending", "sending") else r["status"]
         if key in counts:
             counts[key] += r["n"]
-    acked = await rows("SELECT COUNT(DISTINCT member_id) AS n FROM acknowledgement WHERE notice_id = ? "
-                       "AND revision >= ?", [notice.id, notice.ack_revision])
+    if await latest_acknowledged_revision(notice.id) == notice.ack_revision:  # one revision: rows are members
+        acked = await rows("SELECT COUNT(*) AS n FROM acknowledgement WHERE notice_id = ? AND revision = ?",
+                           [notice.id, notice.ack_revision])
+    else:
+        acked = await rows("SELECT COUNT(DISTINCT member_id) AS n FROM acknowledgement WHERE notice_id = ? "
+                           "AND revision >= ?", [notice.id, notice.ack_revision])
     counts["acknowledged"] = acked[0]["n"] if acked else 0
     return counts
 

@@ -186,6 +186,7 @@ def _claim_once(click: _Click, notice: Notice, member: Member, delivery: dict,
     if existing is not None:
         return AckResult(notice, member, existing, False, [])
     ack = Acknowledgement(notice_id=notice.id, member_id=member.id, delivery_id=delivery["id"],
+                          organisation_id=member.organisation_id,  # type: ignore[attr-defined]
                           platform=click.platform, revision=notice.ack_revision, acknowledged_at=click.now)
     recorded[key] = ack
     return _Pending(click, notice, member, delivery, ack)

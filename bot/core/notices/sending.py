@@ -219,7 +219,8 @@ async def scheduled_notices(staff: Staff | None) -> list[Notice]:
 
 async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: list[int], *, now: datetime,
                        platform_policy: str = "preferred"):
-    accounts = await _target_accounts(member_ids, every_platform=platform_policy == "all")
+    organisations: dict[int, int] = {}
+    accounts = await _target_accounts(member_ids, every_platform=platform_policy == "all", organisations=organisations)
     deliveries: list[Delivery] = []
     events = []
     status = DeliveryStatus.PENDING if policy.dm_now else DeliveryStatus.DIGEST
@@ -229,6 +230,7 @@ async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: lis
         targets = accounts.get(member_id)
         if not targets:
             deliveries.append(Delivery(notice_id=notice.id, member_id=member_id, platform="none",
+                                       organisation_id=organisations.get(member_id),
                                        status=DeliveryStatus.FAILED.value, error=NO_ACCOUNT,
                                        next_attempt_at=now, created_at=now))
             events.append(audit_event("delivery.failed", now=now, notice_id=notice.id,
@@ -236,6 +238,7 @@ async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: lis
             continue
         for account in targets:
             deliveries.append(Delivery(notice_id=notice.id, member_id=member_id, platform=account.platform,
+                                       organisation_id=organisations.get(member_id),
                                        account_id=account.id, workspace_external_id=account.workspace_external_id,
                                        status=status.value, next_attempt_at=held.get(member_id, now),
                                        created_at=now))
@@ -269,15 +272,21 @@ async def _quiet_hours_ends(member_ids: list[int], now: datetime) -> dict[int, d
     return ends
 
 
-async def _target_accounts(member_ids: list[int], *, every_platform: bool) -> dict[int, list[PlatformAccount]]:
+async def _target_accounts(member_ids: list[int], *, every_platform: bool,
+                           organisations: dict[int, int] | None = None) -> dict[int, list[PlatformAccount]]:
     """The accounts each member gets the notice on: their preferred platform's (else Slack, then
-    Teams), or one per platform when `every_platform`."""
+    Teams), or one per platform when `every_platform`. Fills `organisations` (member id ->
+    organisation id) when given."""
     found: dict[int, list[PlatformAccount]] = {}
     preferred: dict[int, str] = {}
     for start in range(0, len(member_ids), 5000):
         chunk = member_ids[start:start + 5000]
-        preferred.update(dict(await Member.filter(id__in=chunk).exclude(preferred_platform="").values_list(
-            "id", "preferred_platform")))
+        for member_id, platform, organisation_id in await Member.filter(id__in=chunk).values_list(
+                "id", "preferred_platform", "organisation_id"):
+            if platform:
+                preferred[member_id] = platform
+            if organisations is not None:
+                organisations[member_id] = organisation_id
         for account in await PlatformAccount.filter(member_id__in=chunk).order_by("id"):
             found.setdefault(account.member_id, []).append(account)  # type: ignore[attr-defined]
     if every_platform:

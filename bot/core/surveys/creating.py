@@ -148,7 +148,8 @@ async def enqueue_journey_survey(survey: Survey, member_id: int, *, now: datetim
     The journey planner calls this in the transaction that records the member reaching the step."""
     if survey.closed_at is not None:
         return []
-    accounts = (await _target_accounts([member_id], every_platform=False)).get(member_id, [])
+    organisations: dict[int, int] = {}
+    accounts = (await _target_accounts([member_id], every_platform=False, organisations=organisations)).get(member_id, [])
     if not accounts:
         return []
     notice_id = survey.notice_id  # type: ignore[attr-defined]
@@ -156,7 +157,7 @@ async def enqueue_journey_survey(survey: Survey, member_id: int, *, now: datetim
         return []
     account = accounts[0]
     await Delivery.create(notice_id=notice_id, member_id=member_id, platform=account.platform, account_id=account.id,
-                          workspace_external_id=account.workspace_external_id, status=DeliveryStatus.PENDING.value,
+                          organisation_id=organisations.get(member_id), workspace_external_id=account.workspace_external_id, status=DeliveryStatus.PENDING.value,
                           next_attempt_at=now, created_at=now, using_db=using_db)
     await Notice.filter(id=notice_id).using_db(using_db).update(recipient_count=F("recipient_count") + 1)
     return [audit_event("survey.queued", now=now, notice_id=notice_id, member_id=member_id, survey=survey.id,
