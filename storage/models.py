@@ -248,8 +248,10 @@ class Delivery(Model):
     # A/B test: the variant ("A" to "D") this member sees; "" = the notice has no variants. One
     # delivery row per member and platform (the unique key below), so nobody sees two variants.
     variant = fields.CharField(max_length=1, default="")
-    # The member's organisation when the row was written: the console's per-organisation counts
-    # read it from an index (migration 0010). Null on rows from before it: readers fall back.
+    # The member's organisation, copied so the console's per-organisation counts read it from an
+    # index (migration 0010). A member never changes organisation (the directory keys members by
+    # organisation and e-mail), so the copy cannot go stale. Null only on rows written without it:
+    # readers fall back to the member's.
     organisation_id = fields.IntField(null=True)
     created_at = fields.DatetimeField()
     updated_at = fields.DatetimeField(auto_now=True)
