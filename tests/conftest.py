@@ -24,6 +24,8 @@ POSTGRES_URL = os.environ.get("HERALD_TEST_POSTGRES_URL", "")
 os.environ["HERALD_CACHE_DIR"] = _CACHE_DIR = tempfile.mkdtemp(prefix="herald-test-cache-")
 atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
+# for a test of a PostgreSQL feature: @pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+POSTGRES_ONLY = [backend for backend in BACKENDS if backend == "postgres"]
 
 
 def _with_database(url: str, name: str) -> str:

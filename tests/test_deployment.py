@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from importlib import resources
 from pathlib import Path
 
@@ -114,12 +114,20 @@ def _healthcheck(env: dict[str, str]) -> int:
 
 
 def _wait_healthy(env: dict[str, str], process: subprocess.Popen, timeout: float = 90) -> None:
-    """Run the HEALTHCHECK command until it passes, as Docker does during the start period."""
-    deadline = time.monotonic() + timeout
-    while _healthcheck(env) != 0:
-        assert process.poll() is None, process.stderr.read() if process.stderr else "the server exited"
-        assert time.monotonic() < deadline, "the server never became healthy"
-        time.sleep(0.2)
+    """Wait until the server says it listens (aiohttp prints "Running on" once the socket is bound,
+    after start-up), then run the HEALTHCHECK command, which must pass at once."""
+    listening = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            if "Running on" in line:
+                listening.set()
+        listening.set()  # the output ended: the server exited
+
+    threading.Thread(target=read, daemon=True).start()
+    assert listening.wait(timeout), "the server never said it listens"
+    assert process.poll() is None, process.stderr.read() if process.stderr else "the server exited"
+    assert _healthcheck(env) == 0
 
 
 def _stop(process: subprocess.Popen) -> int:

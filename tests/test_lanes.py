@@ -16,6 +16,7 @@ from bot.core.directory.workspaces import add_slack_workspace
 from bot.service import Herald
 from storage import db as storage_db
 from storage.models import Delivery, DeliveryLane
+from tests.conftest import POSTGRES_ONLY
 from storage.wakeups import PgWakeups
 from tests.fakes.rate_limits import ManualMonotonic, Rate
 from tests.fakes.slack_limits import SlackLimits
@@ -313,10 +314,10 @@ async def test_a_storm_of_429s_then_5xx_is_delivered_exactly_once(rig: Rig) -> N
         await other.close()
 
 
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)  # SQLite: one process, the in-process wake
 async def test_a_send_accepted_on_one_replica_wakes_the_others_at_once(rig: Rig) -> None:
     """PostgreSQL: LISTEN/NOTIFY on a dedicated connection, not the next poll."""
-    if storage_db.dialect() != "postgres":
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite has one process and the in-process wake")
+    assert storage_db.dialect() == "postgres"
     woken = asyncio.Event()
     listener = PgWakeups(rig.herald.settings.tortoise_db_url, woken.set)
     listener.start()

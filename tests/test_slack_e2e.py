@@ -132,9 +132,8 @@ async def test_nice_to_know_is_kept_for_the_digest_not_sent(slack: SlackHarness)
     assert await Delivery.filter(notice_id=notice_id, status="digest").count() == 4
 
 
+@pytest.mark.parametrize("slack", ["http"], indirect=True)  # Socket Mode envelopes carry no signature
 async def test_forged_or_stale_signature_is_rejected_and_nothing_happens(slack: SlackHarness) -> None:
-    if slack.transport == "socket":
-        pytest.skip("Socket Mode envelopes carry no signature: the app-level token authenticates the connection")
     body = slash_command_body(text="send must-know operations all | X | Y", user_id=CAM_USER, team_id=TEAM,
                               response_url=slack.fake.response_url("forged"))
     forged = await slack.post_signed(body, secret="not-the-secret")

@@ -61,7 +61,7 @@ async def seed(herald: Herald) -> Seeded:
         body=SAMPLE_BODY), herald.catalog, now=now)
     await sending.send_draft(preview.notice.id, author, herald.catalog, now=now,
                              platform_policy=herald.settings.platform_policy)
-    herald.outbox.wake()
+    await herald.outbox.drain()  # the sandbox platform delivers in-process: in the inboxes before the link shows
     return Seeded(True, preview.notice.id)
 
 
