@@ -5,7 +5,6 @@ page's script, the report downloads, and the whole-chain check."""
 from __future__ import annotations
 
 import asyncio
-
 import json
 import logging
 from typing import Any

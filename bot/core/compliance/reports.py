@@ -16,7 +16,6 @@ each consistent with the database at the moment they were read.
 from __future__ import annotations
 
 import asyncio
-
 import csv
 import io
 import json
@@ -27,6 +26,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from tortoise.functions import Count
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, UserError
@@ -282,27 +282,24 @@ async def _status_by_organisation(notice_id: int) -> list[dict[str, Any]]:
 
 
 async def _acknowledged_by_organisation(notice: Notice) -> list[dict[str, Any]]:
-    """Members who acknowledged the revision that counts (the notice's ack_revision) or a later
-    one, once each, per organisation (as `_status_by_organisation`)."""
-    acks = Acknowledgement.filter(notice_id=notice.id, revision__gte=notice.ack_revision)
-    if not await acks.filter(organisation_id__isnull=True).exists():
-        if await latest_acknowledged_revision(notice.id) == notice.ack_revision:
-            # one revision: a member acknowledges it once (unique key), so rows are members,
-            # counted straight off the index without a DISTINCT's sort
-            return await (Acknowledgement.filter(notice_id=notice.id, revision=notice.ack_revision)
-                          .annotate(n=Count("id")).group_by("organisation_id").values("organisation_id", "n"))
-        return await acks.annotate(n=Count("member_id", distinct=True)).group_by("organisation_id").values(
-            "organisation_id", "n")
-    return [{"organisation_id": r["member__organisation_id"], "n": r["n"]} for r in await (
-        acks.annotate(n=Count("member_id", distinct=True)).group_by("member__organisation_id")
-        .values("member__organisation_id", "n"))]
+    """Members who acknowledged the revision that counts, once each, per organisation (as
+    `_status_by_organisation`: the member's when some row was written without one)."""
+    counted, repeats = await acknowledgements_that_count(notice)
+    key = "member__organisation_id" if await counted.filter(organisation_id__isnull=True).exists() else "organisation_id"
+    n = Count("member_id", distinct=True) if repeats else Count("id")
+    return [{"organisation_id": r[key], "n": r["n"]} for r in await counted.annotate(n=n).group_by(key).values(key, "n")]
 
 
-async def latest_acknowledged_revision(notice_id: int) -> int | None:
-    """The highest revision anyone acknowledged (one index lookup)."""
-    found = await Acknowledgement.filter(notice_id=notice_id).order_by("-revision").first().values_list(
+async def acknowledgements_that_count(notice: Notice) -> tuple[QuerySet[Acknowledgement], bool]:
+    """The acknowledgements of the notice's ack_revision or a later one, and whether a member can
+    appear more than once among them (then count distinct members). While nobody has acknowledged
+    a later revision, each row is a different member (unique key): counts read straight off the
+    index, without a DISTINCT's sort."""
+    latest = await Acknowledgement.filter(notice_id=notice.id).order_by("-revision").first().values_list(
         "revision", flat=True)
-    return found  # type: ignore[return-value]
+    if latest == notice.ack_revision:
+        return Acknowledgement.filter(notice_id=notice.id, revision=notice.ack_revision), False
+    return Acknowledgement.filter(notice_id=notice.id, revision__gte=notice.ack_revision), True
 
 
 async def notice_summary(notice_id: int) -> dict[str, Any]:

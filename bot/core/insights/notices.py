@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from tortoise.functions import Count
+
 from bot.common.errors import NotFound, PermissionDenied
 from bot.core.compliance.reports import (
+    acknowledgements_that_count,
     can_read_notice,
     chain_head,
-    latest_acknowledged_revision,
     notice_revisions,
     notice_summary,
 )
@@ -263,13 +265,12 @@ async def live_counts(notice: Notice) -> dict[str, int]:
         key = "pending" if r["status"] in ("pending", "sending") else r["status"]
         if key in counts:
             counts[key] += r["n"]
-    if await latest_acknowledged_revision(notice.id) == notice.ack_revision:  # one revision: rows are members
-        acked = await rows("SELECT COUNT(*) AS n FROM acknowledgement WHERE notice_id = ? AND revision = ?",
-                           [notice.id, notice.ack_revision])
+    counted, repeats = await acknowledgements_that_count(notice)
+    if repeats:
+        [counts["acknowledged"]] = await counted.annotate(n=Count("member_id", distinct=True)).values_list(
+            "n", flat=True)
     else:
-        acked = await rows("SELECT COUNT(DISTINCT member_id) AS n FROM acknowledgement WHERE notice_id = ? "
-                           "AND revision >= ?", [notice.id, notice.ack_revision])
-    counts["acknowledged"] = acked[0]["n"] if acked else 0
+        counts["acknowledged"] = await counted.count()
     return counts
 
 

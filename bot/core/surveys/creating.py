@@ -156,8 +156,9 @@ async def enqueue_journey_survey(survey: Survey, member_id: int, *, now: datetim
     if await Delivery.filter(notice_id=notice_id, member_id=member_id).using_db(using_db).exists():
         return []
     account = accounts[0]
-    await Delivery.create(notice_id=notice_id, member_id=member_id, platform=account.platform, account_id=account.id,
-                          organisation_id=organisations.get(member_id), workspace_external_id=account.workspace_external_id, status=DeliveryStatus.PENDING.value,
+    await Delivery.create(notice_id=notice_id, member_id=member_id, organisation_id=organisations.get(member_id),
+                          platform=account.platform, account_id=account.id,
+                          workspace_external_id=account.workspace_external_id, status=DeliveryStatus.PENDING.value,
                           next_attempt_at=now, created_at=now, using_db=using_db)
     await Notice.filter(id=notice_id).using_db(using_db).update(recipient_count=F("recipient_count") + 1)
     return [audit_event("survey.queued", now=now, notice_id=notice_id, member_id=member_id, survey=survey.id,
