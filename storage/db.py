@@ -116,6 +116,35 @@ def dialect() -> str:
     return connections.get("default").capabilities.dialect
 
 
+def placeholders(query: str, postgres: bool | None = None) -> str:
+    """Raw statements are written with `?` placeholders; PostgreSQL (asyncpg) numbers them
+    `$1, $2, ...`. `postgres` None: as the default connection's dialect."""
+    if not (dialect() == "postgres" if postgres is None else postgres):
+        return query
+    parts = query.split("?")
+    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+async def select_locked(table: str, columns: str, where: str, params: list[Any], *, order_by: str = "id",
+                        limit: int | None = None, skip_locked: bool = False,
+                        conn: Any = None) -> list[dict[str, Any]]:
+    """`SELECT columns FROM table WHERE where ORDER BY order_by [LIMIT]`, with the rows locked
+    (`FOR UPDATE [SKIP LOCKED]`) on PostgreSQL until the caller's transaction ends; `?`
+    placeholders. Use it inside `in_transaction()` (pass its connection, or the default one
+    inside it is used). The ORM cannot do this for plain values: tortoise-orm (1.1.9) drops
+    `select_for_update()` from `.values()` and `.values_list()` queries without a word, so the
+    rows were read but not locked (checked against PostgreSQL 15)."""
+    query = f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {order_by}"
+    args = list(params)
+    if limit is not None:
+        query += " LIMIT ?"
+        args.append(limit)
+    if dialect() == "postgres":
+        query += " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+    client = conn if conn is not None else connections.get("default")
+    return await client.execute_query_dict(placeholders(query), args)
+
+
 async def ping(timeout: float = 3.0) -> bool:
     try:
         await asyncio.wait_for(connections.get("default").execute_query("SELECT 1"), timeout)

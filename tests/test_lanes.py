@@ -6,16 +6,19 @@ Herald services in one process sharing the database, against the fake Slack API.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import os
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.core.directory.importer import import_directory
-from bot.core.delivery.lanes import PriorityGate
+from bot.core.delivery.lanes import PriorityGate, lanes_with_due_rows, renew_claims
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.service import Herald
 from storage import db as storage_db
-from storage.models import Delivery, DeliveryLane
+from storage.models import Delivery, DeliveryLane, Member, Notice, Organisation
 from tests.conftest import POSTGRES_ONLY
 from storage.wakeups import PgWakeups
 from tests.fakes.rate_limits import ManualMonotonic, Rate
@@ -162,6 +165,89 @@ async def test_a_lease_lost_mid_batch_delivers_exactly_once(rig: Rig) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+class _FailingRecords:
+    """The notice source's outcome writes fail (as when PostgreSQL aborts one side of a deadlock)
+    the first `failures` times, then work."""
+
+    def __init__(self, source: object, failures: int) -> None:
+        self.source, self.failures, self.calls = source, failures, 0
+        self.real = source.record  # type: ignore[attr-defined]
+
+    async def __call__(self, results: list, now: datetime) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError("deadlock detected")
+        await self.real(results, now)
+
+
+def _notice_source(herald: Herald):  # noqa: ANN202
+    return next(s for s in herald.outbox.sources if s.name == "notices")
+
+
+async def test_an_outcome_write_that_fails_is_tried_again(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """A failed outcome write (a deadlock) is written on the next attempt: nothing stays
+    claimed, nobody gets a second copy."""
+    users = ["UANNA", "UBO", "UCY", "UDI"]
+    await rig.broadcast()
+    source = _notice_source(rig.herald)
+    source.record = failing = _FailingRecords(source, failures=2)
+    rig.herald.outbox._recorders["notices"].retry_pauses = (0.0, 0.0, 0.0)
+    await rig.herald.outbox.drain()
+    assert failing.calls >= 3
+    assert await Delivery.filter(status="delivered").count() == 4
+    assert _dm_counts(rig, users) == [1, 1, 1, 1]
+    assert "trying again" in caplog.text
+
+
+async def test_outcomes_that_cannot_be_written_are_not_kept_claimed(rig: Rig) -> None:
+    """When every attempt fails the rows are abandoned: the heartbeat no longer extends their
+    claims (it used to, for as long as the replica lived, so they were never sent nor settled),
+    and once the claims run out they are taken over in doubt, looked for, and not sent twice."""
+    users = ["UANNA", "UBO", "UCY", "UDI"]
+    await rig.broadcast()
+    outbox = rig.herald.outbox
+    source = _notice_source(rig.herald)
+    source.record = failing = _FailingRecords(source, failures=10**6)
+    outbox._recorders["notices"].retry_pauses = (0.0,)
+    await outbox.drain()
+    stuck = await Delivery.filter(status="sending").values_list("id", "claimed_until")
+    assert len(stuck) == 4 and outbox._recorders["notices"].abandoned == {i for i, _ in stuck}
+    outbox._held[LANE] = await outbox.lanes.acquire(LANE, rig.clock.now())  # the lane is busy again
+    rig.clock.advance(seconds=2)
+    await outbox.heartbeat()
+    assert await Delivery.filter(status="sending").values_list("id", "claimed_until") == stuck  # not extended
+    await outbox.lanes.release(LANE, rig.clock.now())
+    outbox._held.pop(LANE)
+    source.record = failing.real
+    rig.clock.advance(seconds=60)  # the claims have run out
+    await outbox.drain()
+    assert await Delivery.filter(status="delivered").count() == 4
+    assert _dm_counts(rig, users) == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)  # SQLite has no row locks
+async def test_the_heartbeat_skips_rows_being_recorded_instead_of_waiting_for_them(rig: Rig, db_url: str) -> None:
+    """PostgreSQL: while an outcome write holds a row, renewing the claims skips that row and
+    waits for nothing. It used to read the rows with a lock the ORM silently dropped and then
+    update them in its own order, waiting on (and deadlocking with) the outcome writes."""
+    import asyncpg
+
+    await rig.broadcast()
+    now = rig.clock.now()
+    await Delivery.all().update(status="sending", claimed_by="w1:turn", claimed_until=now)
+    first, *others = await Delivery.all().order_by("id").values_list("id", flat=True)
+    writer = await asyncpg.connect(rig.herald.settings.tortoise_db_url)
+    try:
+        async with writer.transaction():  # an outcome write in progress on another connection
+            await writer.execute("UPDATE delivery SET error='recording' WHERE id=$1", first)
+            until = now + timedelta(seconds=20)
+            await asyncio.wait_for(renew_claims("delivery", "w1:", until), timeout=10)
+    finally:
+        await writer.close()
+    claims = dict(await Delivery.all().values_list("id", "claimed_until"))
+    assert claims[first] == now and all(claims[i] == until for i in others)
 
 
 async def test_two_rounds_at_once_on_one_replica_share_the_lane(rig: Rig) -> None:
@@ -347,3 +433,33 @@ async def test_an_update_that_gets_429_pauses_the_lane_and_stays_pending(rig: Ri
     await rig.herald.outbox.drain()
     assert not (await Delivery.get(notice_id=notice_id)).update_pending
     assert [c.status for c in rig.fake.calls_to("chat.update")] == [429, 200]
+
+
+# ---- finding the lanes with due rows (the open-rows index, migration 0011) -------------------
+
+_ROW = st.tuples(st.sampled_from(["slack", "teams", "sandbox"]), st.sampled_from(["W1", "W2", "W10", "a", "Z"]),
+                 st.sampled_from(["pending", "sending", "delivered", "failed"]),
+                 st.integers(min_value=-3, max_value=3), st.integers(min_value=-3, max_value=3))
+
+
+@settings(max_examples=int(os.environ.get("HERALD_FUZZ_EXAMPLES", "25")), deadline=None, derandomize=True,
+          database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(rows=st.lists(_ROW, max_size=40))
+async def test_lanes_with_due_rows_are_exactly_the_lanes_a_full_scan_finds(db: str, rows: list) -> None:
+    """The skip scan over the open-rows index agrees with the plain reading of "due": a pending
+    row whose time has come, or a sending row whose claim has run out, in any platform and
+    workspace (ids in any order, lanes that sort next to each other, lanes with nothing due)."""
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    await Delivery.all().delete()
+    org = await Organisation.get_or_create(external_id="lanes", defaults={"name": "Lanes"})
+    member = await Member.get_or_create(organisation=org[0], email="m@lanes.example", defaults={"role": "sales"})
+    notice = await Notice.get_or_create(title="lanes", defaults=dict(
+        topic="operations", importance="nice-to-know", body="b", audience="all", created_at=now))
+    await Delivery.bulk_create([
+        Delivery(notice=notice[0], member=member[0], platform=platform, workspace_external_id=workspace,
+                 status=status, sequence=i, next_attempt_at=now + timedelta(minutes=due),
+                 claimed_until=now + timedelta(minutes=claim), created_at=now)
+        for i, (platform, workspace, status, due, claim) in enumerate(rows)])
+    expected = {(p, w) for p, w, status, due, claim in rows
+                if (status == "pending" and due <= 0) or (status == "sending" and claim < 0)}
+    assert await lanes_with_due_rows("delivery", now) == expected

@@ -46,6 +46,9 @@ RATE_LIMITED = Counter("herald_rate_limited", "HTTP 429 answers from a platform"
 LEASE_FENCED = Counter("herald_delivery_lease_fenced", "Sends not started because this replica's lease on the "
                        "workspace/tenant was lost or running out (put back, not attempted)", ["platform"],
                        registry=REGISTRY)
+OUTCOMES_ABANDONED = Counter("herald_delivery_outcomes_abandoned", "Send outcomes that could not be written after "
+                             "every retry (their rows come back in doubt when the claim runs out), by source",
+                             ["source"], registry=REGISTRY)
 RETRY_AFTER = Histogram("herald_rate_limit_retry_after_seconds", "Retry-After a platform asked for with a 429",
                         ["platform"], buckets=_RETRY_AFTER_BUCKETS, registry=REGISTRY)
 ACK_LATENCY = Histogram("herald_acknowledgement_latency_seconds",
@@ -98,6 +101,10 @@ def throttled(platform: str, retry_after: float | None) -> None:
 def lease_fenced(platform: str) -> None:
     """A send was put back because the replica no longer safely held the lane's lease."""
     LEASE_FENCED.labels(_platform(platform)).inc()
+
+
+def delivery_outcomes_abandoned(source: str, count: int) -> None:
+    OUTCOMES_ABANDONED.labels(source).inc(count)
 
 
 def acknowledged(platform: str, seconds_since_delivery: float) -> None:

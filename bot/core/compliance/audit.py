@@ -35,6 +35,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from storage import db as storage_db
 from storage.models import AuditEvent
 
 GENESIS_HASH = "0" * 64  # the prev_hash of event 1
@@ -232,21 +233,13 @@ async def _append(batch: list[AuditEvent], conn: BaseDBAsyncClient) -> None:
     fields = AuditEvent._meta.fields_map
     rows = [[fields[name].to_db_value(getattr(event, name), event) for name in _COLUMNS] for event in batch]
     postgres = conn.capabilities.dialect == "postgres"
-    await conn.execute_many(_placeholders(_INSERT_SQL, postgres), rows)
-    await conn.execute_query(_placeholders("UPDATE audit_chain_head SET seq=?, hash=? WHERE id=?", postgres),
+    await conn.execute_many(storage_db.placeholders(_INSERT_SQL, postgres), rows)
+    await conn.execute_query(storage_db.placeholders("UPDATE audit_chain_head SET seq=?, hash=? WHERE id=?", postgres),
                              [seq, prev_hash, HEAD_ID])
 
 
 _COLUMNS = ("occurred_at", "kind", "actor", "notice_id", "member_id", "data", "seq", "prev_hash", "hash")
 _INSERT_SQL = f"INSERT INTO audit_event ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-
-
-def _placeholders(query: str, postgres: bool) -> str:
-    """`?` placeholders, numbered `$1, $2, ...` for PostgreSQL (asyncpg)."""
-    if not postgres:
-        return query
-    parts = query.split("?")
-    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
 
 
 def _normalise(event: AuditEvent) -> None:

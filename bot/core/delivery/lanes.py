@@ -17,20 +17,28 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from tortoise import connections
 from tortoise.expressions import Q
-from tortoise.transactions import in_transaction
 
 from bot.core.ports import Channel, Outcome
 from storage import db as storage_db
 from storage.models import DeliveryLane
 
 Lane = tuple[str, str]  # (platform, workspace/tenant external id)
+
+# SQL predicates on the outbox's tables (delivery, outbound_message), for a row aliased `d`.
+# OPEN: rows still to be sent. Both tables have a partial index on (platform,
+# workspace_external_id, id) WHERE this (migration 0011); a query must say it as is for SQLite and
+# PostgreSQL to use the index. DUE: pending and its time has come, or claimed by a worker whose
+# claim ran out (takes `now` twice).
+OPEN = "d.status IN ('pending', 'sending')"
+DUE = "((d.status='pending' AND d.next_attempt_at<=?) OR (d.status='sending' AND d.claimed_until<?))"
 
 
 @runtime_checkable
@@ -85,6 +93,8 @@ class LaneSettings:
     # another replica may take the row over (in doubt).
     send_margin: float = 3.0
     claim_grace: float = 5.0
+    # pauses between attempts to write a group of outcomes (about 30 s in all), then it is abandoned
+    record_retry_pauses: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
     claims: int = 64  # claims (database round trips) in progress at once, all lanes together (4 measured no better)
 
 
@@ -218,18 +228,57 @@ class LaneStore:
         return min(times) if times else None
 
 
-async def renew_claims(model: Any, token_prefix: str, until: datetime, **filters: Any) -> None:
-    """Extend the claims of rows held by the scheduler's tokens (the lane heartbeat). On
-    PostgreSQL rows being recorded right now are skipped (`FOR UPDATE SKIP LOCKED`, in id order):
-    one UPDATE over all of them locked rows in its own order against the outcome writes' order,
-    and the deadlock PostgreSQL broke by aborting an outcome write left sent rows claimed, then
-    taken over as in doubt (re-sent to Teams, which cannot be asked). A skipped row is being
-    released by that write anyway."""
-    query = model.filter(claimed_by__startswith=token_prefix, **filters)
-    if storage_db.dialect() != "postgres":
-        await query.update(claimed_until=until)
-        return
-    async with in_transaction():
-        ids = await query.order_by("id").select_for_update(skip_locked=True).values_list("id", flat=True)
-        if ids:
-            await model.filter(id__in=list(ids)).update(claimed_until=until)
+async def lanes_with_due_rows(table: str, now: datetime) -> set[Lane]:
+    """The lanes of `table` (delivery, outbound_message) with a row due now.
+
+    One statement that skips through the open-rows index from one lane to the next (a recursive
+    CTE: a few index probes per lane with unfinished rows, however many rows they hold), then asks
+    each lane for one due row. The DISTINCT over all due rows it replaces cost 170 ms of
+    PostgreSQL CPU at 60,000 pending rows, several times a second during a broadcast. Each step
+    takes the next workspace of the same platform, or else the first of the next platform
+    (`min()` with an equality prefix is an index seek on both databases; a row-value comparison
+    is not on SQLite)."""
+    # SQLite, without statistics, would read the lanes through the status index and sort them
+    # at every step; PostgreSQL has no index hints and needs none here.
+    rows_of = f"{table} d" + (f" INDEXED BY {table}_open_lane" if storage_db.dialect() == "sqlite" else "")
+
+    def first_workspace(platform: str) -> str:
+        return f"SELECT min(d.workspace_external_id) FROM {rows_of} WHERE {OPEN} AND d.platform={platform}"
+
+    next_platform = f"SELECT min(d.platform) FROM {rows_of} WHERE {OPEN} AND d.platform>t.p"
+    next_in_platform = f"{first_workspace('t.p')} AND d.workspace_external_id>t.w"
+    query = (
+        f"WITH RECURSIVE t(p, w) AS ("
+        f"SELECT p, ({first_workspace('p')}) FROM (SELECT min(d.platform) AS p FROM {rows_of} WHERE {OPEN}) AS f "
+        f"UNION ALL SELECT CASE WHEN ({next_in_platform}) IS NULL THEN ({next_platform}) ELSE t.p END, "
+        f"COALESCE(({next_in_platform}), ({first_workspace(f'({next_platform})')})) "
+        f"FROM t WHERE t.p IS NOT NULL) "
+        f"SELECT p, w FROM t WHERE p IS NOT NULL AND EXISTS (SELECT 1 FROM {rows_of} "
+        f"WHERE d.platform=t.p AND d.workspace_external_id=t.w AND {OPEN} AND {DUE})")
+    rows = await connections.get("default").execute_query_dict(storage_db.placeholders(query), [now, now])
+    return {(r["p"], r["w"]) for r in rows}
+
+
+async def renew_claims(table: str, token_prefix: str, until: datetime, *, where: str = "",
+                       exclude_ids: Collection[int] = ()) -> None:
+    """Extend the claims of rows held by the scheduler's tokens (the lane heartbeat), except rows
+    in `exclude_ids`. `where` is an extra predicate on the row (aliased `d`).
+
+    One statement on PostgreSQL: the rows are locked in id order by a subquery that skips rows
+    locked right now (being recorded: that write releases them anyway), and only those are
+    updated. Locking them in a SELECT of its own and updating them in a second statement
+    deadlocked with the outcome writes (bench/scale.py, 5 in one run): the ORM's values_list()
+    drops select_for_update() (see storage.db.select_locked), so nothing was locked and the
+    UPDATE took the rows in its own order.
+    PostgreSQL broke each deadlock by aborting the outcome write, the rows stayed claimed and
+    this heartbeat kept them so."""
+    pattern = token_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    extra = f" AND {where}" if where else ""
+    if exclude_ids:
+        extra += f" AND d.id NOT IN ({','.join(str(int(i)) for i in sorted(exclude_ids))})"
+    if storage_db.dialect() == "postgres":
+        query = (f"UPDATE {table} SET claimed_until=? WHERE id IN (SELECT d.id FROM {table} d "
+                 f"WHERE d.claimed_by LIKE ? ESCAPE '\\'{extra} ORDER BY d.id FOR UPDATE SKIP LOCKED)")
+    else:
+        query = f"UPDATE {table} AS d SET claimed_until=? WHERE d.claimed_by LIKE ? ESCAPE '\\'{extra}"
+    await connections.get("default").execute_query(storage_db.placeholders(query), [until, pattern])

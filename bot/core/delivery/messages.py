@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -29,7 +29,7 @@ from typing import Any
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from bot.core.delivery.lanes import Lane, renew_claims
+from bot.core.delivery.lanes import DUE, OPEN, Lane, lanes_with_due_rows, renew_claims
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef, Outcome, OutcomeKind, Recipient
 from storage import db as storage_db
@@ -174,6 +174,9 @@ class Claimed:
         return self.row.id
 
 
+OPEN_STATUSES = (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)  # lanes.OPEN, for the ORM
+
+
 def _due(now: datetime) -> Q:
     return Q(status=DeliveryStatus.PENDING.value, next_attempt_at__lte=now) | Q(
         status=DeliveryStatus.SENDING.value, claimed_until__lt=now)
@@ -191,9 +194,7 @@ class MessageSource:
         self.retry = retry or RetryPolicy()
 
     async def due_lanes(self, now: datetime) -> set[Lane]:
-        rows = await OutboundMessage.filter(_due(now)).distinct().limit(10_000).values_list(
-            "platform", "workspace_external_id")
-        return {(platform, workspace) for platform, workspace in rows}
+        return await lanes_with_due_rows("outbound_message", now)
 
     async def claim(self, lane: Lane, limit: int, token: str, now: datetime, lease_until: datetime) -> list[Claimed]:
         """Lease up to `limit` due rows of one lane, most urgent first. Rows taken back from an
@@ -206,12 +207,12 @@ class MessageSource:
 
     async def _claim_once(self, lane: Lane, limit: int, token: str, now: datetime,
                           lease_until: datetime) -> tuple[list[Claimed], bool]:
-        due = _due(now) & Q(platform=lane[0], workspace_external_id=lane[1])
+        due = _due(now) & Q(platform=lane[0], workspace_external_id=lane[1], status__in=OPEN_STATUSES)
         async with in_transaction():
-            query = OutboundMessage.filter(due).order_by("priority", "id").limit(limit)
-            if storage_db.dialect() == "postgres":
-                query = query.select_for_update(skip_locked=True)
-            candidates = await query.values("id", "status")
+            candidates = await storage_db.select_locked(
+                "outbound_message d", "d.id AS id, d.status AS status",
+                f"d.platform=? AND d.workspace_external_id=? AND {OPEN} AND {DUE}", [*lane, now, now],
+                order_by="d.priority, d.id", limit=limit, skip_locked=True)
             if not candidates:
                 return [], False
             await OutboundMessage.filter(due, id__in=[c["id"] for c in candidates]).update(
@@ -275,9 +276,11 @@ class MessageSource:
                  *await held.order_by("claimed_until").limit(1).values_list("claimed_until", flat=True)]
         return min(found) if found else None
 
-    async def renew(self, token_prefix: str, until: datetime) -> None:
-        """Extend the claims of rows held by the scheduler's tokens (the lane heartbeat)."""
-        await renew_claims(OutboundMessage, token_prefix, until, status=DeliveryStatus.SENDING.value)
+    async def renew(self, token_prefix: str, until: datetime, exclude: Collection[int] = ()) -> None:
+        """Extend the claims of rows held by the scheduler's tokens (the lane heartbeat), but
+        not those of rows in `exclude` (outcomes that could not be written)."""
+        await renew_claims("outbound_message", token_prefix, until, where=f"d.status='{DeliveryStatus.SENDING.value}'",
+                           exclude_ids=exclude)
 
     async def _record_one(self, item: Claimed, outcome: Outcome | None, now: datetime) -> None:
         row = item.row

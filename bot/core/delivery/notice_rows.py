@@ -17,11 +17,11 @@ from typing import Any
 
 from tortoise import connections
 
+from bot.core.delivery.lanes import DUE, OPEN
 from bot.core.ports import Recipient
 from storage import db as storage_db
 from storage.models import DeliveryStatus
 
-PENDING = DeliveryStatus.PENDING.value
 SENDING = DeliveryStatus.SENDING.value
 DELIVERED = DeliveryStatus.DELIVERED.value
 
@@ -34,7 +34,7 @@ _COLUMNS = ("d.id AS id, d.notice_id AS notice_id, d.member_id AS member_id, d.k
             "m.email AS member_email")
 
 # What is due, with the parameters each predicate takes (all `now`).
-SEND_DUE = (f"((d.status='{PENDING}' AND d.next_attempt_at<=?) OR (d.status='{SENDING}' AND d.claimed_until<?))", 2)
+SEND_DUE = (f"{OPEN} AND {DUE}", 2)
 UPDATE_DUE = (f"(d.status='{DELIVERED}' AND d.update_pending AND (d.claimed_until IS NULL OR d.claimed_until<?))", 1)
 
 
@@ -60,14 +60,6 @@ class ClaimedRow:
     member_label: str  # the member's name, or their email when the directory has no name
 
 
-def sql(query: str) -> str:
-    """Statements are written with `?` placeholders; PostgreSQL (asyncpg) numbers them `$1, $2, ...`."""
-    if storage_db.dialect() != "postgres":
-        return query
-    parts = query.split("?")
-    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
-
-
 async def claim_rows(lane: tuple[str, str], due: tuple[str, int], new_status: str, limit: int, token: str,
                      now: datetime, lease_until: datetime, *, only_ids: Sequence[int] | None = None,
                      ) -> list[ClaimedRow]:
@@ -86,7 +78,7 @@ async def claim_rows(lane: tuple[str, str], due: tuple[str, int], new_status: st
                  f"UPDATE delivery d SET status=?, claimed_by=?, claimed_until=? "
                  f"FROM c LEFT JOIN platform_account a ON a.id=c.account_id JOIN member m ON m.id=c.member_id "
                  f"WHERE d.id=c.id RETURNING {_COLUMNS}, c.status AS prior_status")
-        rows = await conn.execute_query_dict(sql(query), [*params, limit, new_status, token, lease_until])
+        rows = await conn.execute_query_dict(storage_db.placeholders(query), [*params, limit, new_status, token, lease_until])
         return sorted((_row(r) for r in rows), key=lambda r: r.id)
     select_where, select_params = where, params
     if only_ids is not None:

@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +30,15 @@ from tortoise.transactions import in_transaction
 from bot.common import metrics
 from bot.common.clock import Clock
 from bot.core.compliance.audit import audit_event, record
-from bot.core.delivery.lanes import Lane, LaneSettings, LaneSource, LaneStore, PriorityGate, renew_claims
+from bot.core.delivery.lanes import (
+    Lane,
+    LaneSettings,
+    LaneSource,
+    LaneStore,
+    PriorityGate,
+    lanes_with_due_rows,
+    renew_claims,
+)
 from bot.core.delivery.notice_rows import SEND_DUE, UPDATE_DUE, ClaimedRow, claim_rows
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.reminders import schedule_for
@@ -102,12 +110,6 @@ class _Result:
     next_reminder_at: datetime | None = None
 
 
-def _due(now: datetime) -> Q:
-    """Rows to send now: pending and due, or claimed by a worker whose claim has run out."""
-    return Q(status=DeliveryStatus.PENDING.value, next_attempt_at__lte=now) | Q(
-        status=DeliveryStatus.SENDING.value, claimed_until__lt=now)
-
-
 def _update_due(now: datetime) -> Q:
     return Q(status=DeliveryStatus.DELIVERED.value, update_pending=True) & (
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
@@ -129,10 +131,10 @@ class NoticeSource:
     # ---- LaneSource -----------------------------------------------------------------------
 
     async def due_lanes(self, now: datetime) -> set[Lane]:
-        sends = await Delivery.filter(_due(now)).distinct().limit(5000).values_list("platform", "workspace_external_id")
+        sends = await lanes_with_due_rows("delivery", now)
         updates = await Delivery.filter(_update_due(now)).distinct().limit(5000).values_list(
             "platform", "workspace_external_id")
-        return {(p, w) for p, w in [*sends, *updates]}
+        return sends | {(p, w) for p, w in updates}
 
     async def claim(self, lane: Lane, limit: int, token: str, now: datetime, lease_until: datetime,
                     *, only_ids: list[int] | None = None) -> list[Job]:
@@ -183,8 +185,8 @@ class NoticeSource:
         if updates:
             await self._store_updates(updates, now)
 
-    async def renew(self, token_prefix: str, until: datetime) -> None:
-        await renew_claims(Delivery, token_prefix, until)
+    async def renew(self, token_prefix: str, until: datetime, exclude: Collection[int] = ()) -> None:
+        await renew_claims("delivery", token_prefix, until, exclude_ids=exclude)
 
     async def next_due(self, lanes: Iterable[Lane] | None, now: datetime) -> datetime | None:
         times = [
@@ -262,9 +264,9 @@ class NoticeSource:
             if event is not None:
                 events.append(event)
         async with in_transaction() as conn:
-            await conn.execute_many(_sql(_STORE_SQL), rows)
+            await conn.execute_many(storage_db.placeholders(_STORE_SQL), rows)
             if dm_cache:
-                await conn.execute_many(_sql(_DM_CACHE_SQL), [(c, now, a) for a, c in dm_cache.items()])
+                await conn.execute_many(storage_db.placeholders(_DM_CACHE_SQL), [(c, now, a) for a, c in dm_cache.items()])
             await record(events, using_db=conn)
 
     async def _store_updates(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
@@ -281,7 +283,7 @@ class NoticeSource:
                 error = f"update pending: {outcome.reason or 'not attempted'}"
             rows.append((pending, revision, until, error, now, row.id, job.token))
         async with in_transaction() as conn:
-            await conn.execute_many(_sql(_UPDATE_SQL), rows)
+            await conn.execute_many(storage_db.placeholders(_UPDATE_SQL), rows)
 
     def _first_reminders(self, notices: dict[int, Notice], now: datetime) -> dict[int, datetime | None]:
         """When the first reminder falls due for a must-know notice delivered now."""
@@ -316,21 +318,29 @@ class NoticeSource:
     async def _complete_notices(self, notice_ids: set[int], now: datetime) -> None:
         """Mark sent the notices none of whose copies is still to be sent (one statement)."""
         ids = sorted(notice_ids)
-        await connections.get("default").execute_query(_sql(_COMPLETE_SQL.format(ids=",".join("?" * len(ids)))),
+        await connections.get("default").execute_query(storage_db.placeholders(_COMPLETE_SQL.format(ids=",".join("?" * len(ids)))),
                                                        [NoticeStatus.SENT.value, now, *ids])
 
 class _Recorder:
     """One source's outcomes, written in groups gathered for a few milliseconds (one grouped
-    write each), so every send is recorded moments after it returns."""
+    write each), so every send is recorded moments after it returns.
 
-    def __init__(self, source: LaneSource, clock: Clock, flush_seconds: float) -> None:
+    A failed write is tried again (`retry_pauses`): the outcomes are facts the platform already
+    holds, and the usual failures pass (PostgreSQL aborting one side of a deadlock, a failover).
+    If every attempt fails, the rows are *abandoned*: the heartbeat stops extending their claims,
+    so they come back in doubt when the claim runs out and are looked for before any second
+    send, instead of staying claimed for as long as this replica lives."""
+
+    def __init__(self, source: LaneSource, clock: Clock, flush_seconds: float,
+                 retry_pauses: tuple[float, ...]) -> None:
         self.source, self.clock, self.flush_seconds = source, clock, flush_seconds
+        self.retry_pauses = retry_pauses
+        self.abandoned: set[int] = set()  # row ids whose outcome could not be written
         self._pending: list[tuple[Any, Outcome, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
 
     async def put(self, item: Any, outcome: Outcome) -> None:
-        """Queue an outcome; returns once it is written (or the write failed and was logged:
-        the row stays claimed and comes back, in doubt, when its claim runs out)."""
+        """Queue an outcome; returns once it is written (or abandoned, see the class)."""
         future = asyncio.get_running_loop().create_future()
         self._pending.append((item, outcome, future))
         if self._task is None or self._task.done():
@@ -341,13 +351,27 @@ class _Recorder:
         await asyncio.sleep(self.flush_seconds)
         while self._pending:
             batch, self._pending = self._pending, []
-            try:
-                await self.source.record([(item, outcome) for item, outcome, _ in batch], self.clock.now())
-            except Exception:  # noqa: BLE001 - the rows stay claimed; they come back after the claim
-                log.exception("could not record %d outcomes of %s", len(batch), self.source.name)
+            await self._write(sorted(((item, outcome) for item, outcome, _ in batch), key=lambda r: r[0].row.id))
             for *_, future in batch:
                 if not future.done():
                     future.set_result(None)
+
+    async def _write(self, results: list[tuple[Any, Outcome]]) -> None:
+        """Rows in id order, so concurrent writers lock them in the same order."""
+        for attempt, pause in enumerate((*self.retry_pauses, None), 1):
+            try:
+                await self.source.record(results, self.clock.now())
+                return
+            except Exception:  # noqa: BLE001 - see the class docstring
+                if pause is None:
+                    log.exception("could not record %d outcomes of %s after %d attempts; their rows come back "
+                                  "in doubt when their claims run out", len(results), self.source.name, attempt)
+                    self.abandoned.update(item.row.id for item, _ in results)
+                    metrics.delivery_outcomes_abandoned(self.source.name, len(results))
+                    return
+                log.warning("recording %d outcomes of %s failed (attempt %d), trying again in %.2fs",
+                            len(results), self.source.name, attempt, pause, exc_info=True)
+                await asyncio.sleep(pause)
 
 
 class Outbox:
@@ -394,7 +418,8 @@ class Outbox:
     def add_source(self, source: LaneSource) -> None:
         """Register a source of outbound requests (see /work/briefs/engine-seam.md)."""
         self.sources = sorted([*self.sources, source], key=lambda s: s.priority)
-        self._recorders[source.name] = _Recorder(source, self.clock, self.settings.flush_ms / 1000)
+        self._recorders[source.name] = _Recorder(source, self.clock, self.settings.flush_ms / 1000,
+                                                  self.settings.record_retry_pauses)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -537,7 +562,8 @@ class Outbox:
         for source in self.sources:  # rows in flight keep their claims (recorded by us, not taken over)
             renew = getattr(source, "renew", None)
             if renew is not None:
-                await renew(f"{self.worker_id}:", until + self._claim_grace)
+                await renew(f"{self.worker_id}:", until + self._claim_grace,
+                            exclude=self._recorders[source.name].abandoned)
 
     # ---- one lane -------------------------------------------------------------------------
 
@@ -717,14 +743,6 @@ class Outbox:
                     del self._workers[lane]
                 await self.lanes.release(lane, self.clock.now())
         return handled
-
-
-def _sql(query: str) -> str:
-    """Write statements with `?` placeholders; PostgreSQL (asyncpg) numbers them `$1, $2, ...`."""
-    if storage_db.dialect() != "postgres":
-        return query
-    parts = query.split("?")
-    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
 
 
 def _result_event(row: ClaimedRow, result: _Result, now: datetime):  # noqa: ANN202

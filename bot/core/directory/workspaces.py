@@ -147,11 +147,10 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
         workspace.active, workspace.bot_token = False, ""
         await workspace.save(using_db=conn)
 
-        open_rows = Delivery.filter(platform=platform, workspace_external_id=external_id,
-                                    status__in=OPEN_STATUSES).using_db(conn)
-        if postgres:
-            open_rows = open_rows.select_for_update()
-        rows = await open_rows.order_by("id").values("id", "notice_id", "member_id", "kind", "attempts")
+        rows = await storage_db.select_locked(
+            "delivery", "id, notice_id, member_id, kind, attempts",
+            f"platform=? AND workspace_external_id=? AND status IN ({', '.join('?' * len(OPEN_STATUSES))})",
+            [platform, external_id, *OPEN_STATUSES], conn=conn)
         ids = [row["id"] for row in rows]
         if ids:
             await Delivery.filter(id__in=ids).using_db(conn).update(

@@ -16,12 +16,7 @@ def postgres() -> bool:
     return storage_db.dialect() == "postgres"
 
 
-def placeholders(query: str) -> str:
-    """Queries are written with `?`; PostgreSQL (asyncpg) numbers them `$1, $2, ...`."""
-    if not postgres():
-        return query
-    parts = query.split("?")
-    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
+placeholders = storage_db.placeholders
 
 
 async def rows(query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
