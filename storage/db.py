@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,6 +125,15 @@ def placeholders(query: str, postgres: bool | None = None) -> str:
         return query
     parts = query.split("?")
     return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+def in_ids(column: str, ids: Sequence[int]) -> tuple[str, Any]:
+    """A predicate "`column` is one of `ids`" with one parameter, whatever the number of ids:
+    `= ANY(?::int[])` on PostgreSQL, `IN (SELECT value FROM json_each(?))` on SQLite. Building
+    and planning an IN list of thousands of placeholders cost more than the query."""
+    if dialect() == "postgres":
+        return f"{column} = ANY(?::int[])", [int(i) for i in ids]
+    return f"{column} IN (SELECT value FROM json_each(?))", json.dumps([int(i) for i in ids])
 
 
 async def select_locked(table: str, columns: str, where: str, params: list[Any], *, order_by: str = "id",

@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bot.common.errors import UserError
 from bot.core.commands.parser import SendCommand
@@ -28,7 +28,6 @@ from bot.topics import ImportancePolicy
 from bot.topics.importance import Importance
 from storage.models import (
     AuditEvent,
-    Delivery,
     DeliveryStatus,
     Member,
     Notice,
@@ -105,21 +104,30 @@ async def labels_of(notice_id: int, using_db: Any = None) -> list[str]:
     return sorted(await NoticeVariant.filter(notice_id=notice_id).using_db(using_db).values_list("label", flat=True))
 
 
-async def assign_rows(notice: Notice, deliveries: list[Delivery], *, now: datetime, using_db: Any) -> list[AuditEvent]:
+class QueuedRow(Protocol):
+    """A delivery row `publish` is about to write (bot.core.notices.sending.QueuedDelivery)."""
+
+    member_id: int
+    status: str
+    variant: str
+
+
+async def assign_rows(notice: Notice, deliveries: Sequence[QueuedRow], *, now: datetime,
+                      using_db: Any) -> list[AuditEvent]:
     """Give the rows `publish` is about to write their variant, hold back those outside the first
     share, and return one audit event per member. Nothing happens for a notice without variants."""
     labels = await labels_of(notice.id, using_db)
     if not labels:
         return []
     experiment = await NoticeExperiment.get_or_none(notice_id=notice.id, using_db=using_db)
-    member_ids = sorted({d.member_id for d in deliveries})  # type: ignore[attr-defined]
+    member_ids = sorted({d.member_id for d in deliveries})
     orgs: list[tuple[int, int]] = []
     for start in range(0, len(member_ids), 5000):
         orgs += await Member.filter(id__in=member_ids[start:start + 5000]).using_db(using_db).values_list(
             "id", "organisation_id")
     plan = assign(notice.id, orgs, labels, experiment.share_percent if experiment else None)
     for d in deliveries:
-        chosen = plan[d.member_id]  # type: ignore[attr-defined]
+        chosen = plan[d.member_id]
         d.variant = chosen.variant
         if chosen.held and d.status == DeliveryStatus.PENDING.value:
             d.status = DeliveryStatus.HELD.value
