@@ -18,7 +18,7 @@ from bot.core.delivery.lanes import PriorityGate, lanes_with_due_rows, renew_cla
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.service import Herald
 from storage import db as storage_db
-from storage.models import Delivery, DeliveryLane, Member, Notice, Organisation
+from storage.models import AuditEvent, Delivery, DeliveryLane, Member, Notice, Organisation
 from tests.conftest import POSTGRES_ONLY
 from storage.wakeups import PgWakeups
 from tests.fakes.rate_limits import ManualMonotonic, Rate
@@ -199,6 +199,27 @@ async def test_an_outcome_write_that_fails_is_tried_again(rig: Rig, caplog: pyte
     assert await Delivery.filter(status="delivered").count() == 4
     assert _dm_counts(rig, users) == [1, 1, 1, 1]
     assert "trying again" in caplog.text
+
+
+async def test_a_write_retried_after_a_partial_failure_audits_each_delivery_once(rig: Rig) -> None:
+    """The outcomes were stored but completing the notice failed: the retry must not store
+    (and audit) them a second time."""
+    notice_id = await rig.broadcast()
+    source = _notice_source(rig.herald)
+    real, calls = source._complete_notices, []
+
+    async def flaky(ids: set[int], now: datetime) -> None:
+        calls.append(ids)
+        if len(calls) == 1:
+            raise RuntimeError("connection lost")
+        await real(ids, now)
+
+    source._complete_notices = flaky
+    rig.herald.outbox._recorders["notices"].retry_pauses = (0.0,)
+    await rig.herald.outbox.drain()
+    assert len(calls) >= 2
+    assert await AuditEvent.filter(kind="delivery.delivered", notice_id=notice_id).count() == 4
+    assert (await Notice.get(id=notice_id)).status == "sent"
 
 
 async def test_outcomes_that_cannot_be_written_are_not_kept_claimed(rig: Rig) -> None:

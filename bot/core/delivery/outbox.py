@@ -88,6 +88,7 @@ class Job:
     view: NoticeView
     notice: Notice
     update: bool = False
+    stored: bool = False  # its outcome is written (a retried record() must not audit it twice)
 
     @property
     def maybe_sent(self) -> bool:  # claimed back from an expired claim: an earlier send may have landed
@@ -177,13 +178,21 @@ class NoticeSource:
         return await channel.deliver(row.recipient, job.view, delivery_id=row.id, maybe_sent=row.maybe_sent)
 
     async def record(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
+        """Three writes (outcomes with their audit events, notices completed, in-place updates);
+        safe to call again with the same results after any of them failed: what was stored is
+        skipped, and completing notices is a conditional update."""
         sends = [(j, o) for j, o in results if not j.update]
-        updates = [(j, o) for j, o in results if j.update]
+        updates = [(j, o) for j, o in results if j.update and not j.stored]
+        if unstored := [(j, o) for j, o in sends if not j.stored]:
+            await self._store(unstored, now)
+            for job, _ in unstored:
+                job.stored = True
         if sends:
-            await self._store(sends, now)
             await self._complete_notices({j.notice.id for j, _ in sends}, now)
         if updates:
             await self._store_updates(updates, now)
+            for job, _ in updates:
+                job.stored = True
 
     async def renew(self, token_prefix: str, until: datetime, exclude: Collection[int] = ()) -> None:
         await renew_claims("delivery", token_prefix, until, exclude_ids=exclude)
