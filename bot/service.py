@@ -83,6 +83,7 @@ class Herald:
             poll_seconds=settings.outbox_poll_seconds,
             retry=RetryPolicy(max_attempts=settings.delivery_max_attempts),
             rate_limits={"teams": settings.teams_max_per_second, "slack": settings.slack_max_per_second},
+            updates_per_minute={"slack": settings.slack_updates_per_minute},
         )
         self.outbox.link_tracker = link_tracker(settings.public_url, settings.secret_key)
         # everything else Herald sends (journeys, digests, escalations, hand-offs): the same lanes

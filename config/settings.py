@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # Requests per second per workspace/tenant (0 = no pacing; Slack's 429 + Retry-After still apply).
     teams_max_per_second: float = Field(default=50.0, ge=0)
     slack_max_per_second: float = Field(default=0.0, ge=0)
+    # Slack's chat.update (copies updated in place after an acknowledgement, edit or retraction) is
+    # Tier 3: about 50 a minute per workspace. 0 = no budget (429 + Retry-After only).
+    slack_updates_per_minute: float = Field(default=50.0, ge=0)
     # How often scheduled notices, reminders and escalations are looked at.
     tick_seconds: float = Field(default=60.0, gt=0)
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.core.directory.importer import import_directory
-from bot.core.delivery.lanes import PriorityGate, lanes_with_due_rows, renew_claims
+from bot.core.delivery.lanes import LaneBudgets, PriorityGate, lanes_with_due_rows, renew_claims
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.service import Herald
 from storage import db as storage_db
@@ -454,6 +454,27 @@ async def test_an_update_that_gets_429_pauses_the_lane_and_stays_pending(rig: Ri
     await rig.herald.outbox.drain()
     assert not (await Delivery.get(notice_id=notice_id)).update_pending
     assert [c.status for c in rig.fake.calls_to("chat.update")] == [429, 200]
+
+
+async def test_in_place_updates_keep_within_the_workspaces_update_budget(rig: Rig) -> None:
+    """Slack's chat.update is Tier 3 (about 50 a minute per workspace): with a budget of 2 a
+    minute, four copies to update take two calls now and two when the budget has refilled; no
+    429 is drawn (each would pause the workspace's sends too), and the lane is not taken again
+    and again while it waits."""
+    notice_id = await rig.broadcast()
+    outbox = rig.herald.outbox
+    await outbox.drain()
+    outbox.update_budgets = LaneBudgets({"slack": 2}, rig.clock)
+    await Delivery.filter(notice_id=notice_id, status="delivered").update(update_pending=True)
+    assert await outbox.drain() == 2
+    assert await Delivery.filter(notice_id=notice_id, update_pending=True).count() == 2
+    assert await outbox.drain() == 0  # nothing due until a token is back: no busy loop
+    waiting = await outbox.notices.next_due(None, rig.clock.now())
+    assert waiting is not None and 25 <= (waiting - rig.clock.now()).total_seconds() <= 31
+    rig.clock.advance(seconds=61)
+    assert await outbox.drain() == 2
+    assert await Delivery.filter(notice_id=notice_id, update_pending=True).count() == 0
+    assert [c.status for c in rig.fake.calls_to("chat.update")] == [200] * 4
 
 
 # ---- finding the lanes with due rows (the open-rows index, migration 0011) -------------------

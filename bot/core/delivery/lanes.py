@@ -143,6 +143,50 @@ class PriorityGate:
                 future.set_result(None)
 
 
+class LaneBudgets:
+    """Token buckets per lane for one kind of request with a limit of its own: Slack's
+    `chat.update` (the in-place updates of acknowledged, edited and retracted copies) is a Tier 3
+    method, about 50 a minute per workspace, apart from `chat.postMessage`. Spending the budget
+    before the call keeps those updates from drawing 429s (each 429 pauses the whole lane, sends
+    included). Only the lane's lease holder claims in it, so the in-memory bucket is the lane's
+    only one; it runs on the injected clock. A bucket starts full (a minute's worth, as Slack
+    allows bursts)."""
+
+    def __init__(self, per_minute: dict[str, float], clock: Any) -> None:
+        self.per_minute = {platform: rate for platform, rate in per_minute.items() if rate > 0}
+        self.clock = clock
+        self._buckets: dict[Lane, tuple[float, datetime]] = {}  # lane -> (tokens, as of)
+
+    def _tokens(self, lane: Lane) -> float | None:
+        rate = self.per_minute.get(lane[0])
+        if rate is None:
+            return None
+        now = self.clock.now()
+        tokens, since = self._buckets.get(lane, (rate, now))
+        tokens = min(rate, tokens + (now - since).total_seconds() * rate / 60)
+        self._buckets[lane] = (tokens, now)
+        return tokens
+
+    def take(self, lane: Lane, wanted: int) -> int:
+        """Up to `wanted` requests the lane may make now (all of them when it has no budget)."""
+        tokens = self._tokens(lane)
+        if tokens is None:
+            return wanted
+        granted = min(wanted, int(tokens))
+        self._buckets[lane] = (tokens - granted, self._buckets[lane][1])
+        return granted
+
+    def give_back(self, lane: Lane, unused: int) -> None:
+        if unused > 0 and lane in self._buckets and lane[0] in self.per_minute:
+            tokens, since = self._buckets[lane]
+            self._buckets[lane] = (min(self.per_minute[lane[0]], tokens + unused), since)
+
+    def next_token_at(self, lane: Lane) -> datetime:
+        tokens = self._tokens(lane) or 0.0
+        rate = self.per_minute.get(lane[0], 60.0)
+        return self.clock.now() + timedelta(seconds=max(0.0, 1 - tokens) * 60 / rate)
+
+
 class LaneStore:
     """The `delivery_lane` rows: leases, heartbeats and shared pauses (conditional UPDATEs, so two
     replicas never both hold a lane)."""

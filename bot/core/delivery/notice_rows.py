@@ -118,3 +118,12 @@ def _row(r: Any) -> ClaimedRow:
         channel_id=r["channel_id"], message_id=r["message_id"], rendered_revision=r["rendered_revision"],
         maybe_sent=r["prior_status"] == SENDING, account_id=account_id, recipient=recipient,
         member_label=r["member_name"] or r["member_email"])
+
+
+async def defer_updates(lane: tuple[str, str], until: datetime, now: datetime) -> None:
+    """The lane's due in-place updates become due at `until` (its update budget is spent): the
+    scheduler sleeps until then instead of taking the lane again and again for nothing."""
+    predicate, nparams = UPDATE_DUE
+    await connections.get("default").execute_query(storage_db.placeholders(
+        f"UPDATE delivery AS d SET claimed_until=? WHERE d.platform=? AND d.workspace_external_id=? AND {predicate}"),
+        [until, lane[0], lane[1], *([now] * nparams)])

@@ -32,6 +32,7 @@ from bot.common.clock import Clock
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.lanes import (
     Lane,
+    LaneBudgets,
     LaneSettings,
     LaneSource,
     LaneStore,
@@ -39,7 +40,7 @@ from bot.core.delivery.lanes import (
     lanes_with_due_rows,
     renew_claims,
 )
-from bot.core.delivery.notice_rows import SEND_DUE, UPDATE_DUE, ClaimedRow, claim_rows
+from bot.core.delivery.notice_rows import SEND_DUE, UPDATE_DUE, ClaimedRow, claim_rows, defer_updates
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import RowExtras
@@ -145,9 +146,15 @@ class NoticeSource:
         looked = self._updates_looked.get(token)
         if only_ids is not None or looked is None or time.monotonic() - looked >= UPDATE_LOOK_SECONDS:
             self._updates_looked[token] = time.monotonic()
-            rows = await claim_rows(lane, UPDATE_DUE, DeliveryStatus.DELIVERED.value, limit, token, now, lease_until,
-                                    only_ids=only_ids)
-            jobs = await self._jobs(rows, token, update=True)
+            budget = self.outbox.update_budgets
+            allowed = budget.take(lane, limit)
+            if allowed:
+                rows = await claim_rows(lane, UPDATE_DUE, DeliveryStatus.DELIVERED.value, allowed, token, now,
+                                        lease_until, only_ids=only_ids)
+                budget.give_back(lane, allowed - len(rows))
+                jobs = await self._jobs(rows, token, update=True)
+            else:
+                await defer_updates(lane, budget.next_token_at(lane), now)
         room = limit - len(jobs)
         if only_ids is None and room > 0:
             rows = await claim_rows(lane, SEND_DUE, DeliveryStatus.SENDING.value, room, token, now, lease_until)
@@ -395,7 +402,8 @@ class Outbox:
                  concurrency: int = 64, batch_size: int = 200, lease_seconds: float = 10,
                  retry: RetryPolicy | None = None, parallel_workspaces: int = 128,
                  rate_limits: dict[str, float] | None = None, lane_inflight: int = 8,
-                 heartbeat_seconds: float = 3.0, poll_seconds: float = 5.0, flush_ms: float = 5.0) -> None:
+                 heartbeat_seconds: float = 3.0, poll_seconds: float = 5.0, flush_ms: float = 5.0,
+                 updates_per_minute: dict[str, float] | None = None) -> None:
         self.channels = channels
         self.catalog = catalog
         self.clock = clock
@@ -405,6 +413,7 @@ class Outbox:
         self.poll_seconds = poll_seconds
         self.retry = retry or RetryPolicy()
         self.rate_limits = rate_limits or {}  # platform -> requests per second per workspace/tenant
+        self.update_budgets = LaneBudgets(updates_per_minute or {}, clock)  # in-place updates per lane
         self.worker_id = uuid.uuid4().hex[:16]
         self.lanes = LaneStore(self.worker_id, timedelta(seconds=lease_seconds))
         self.sources: list[LaneSource] = []
