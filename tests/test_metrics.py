@@ -114,6 +114,7 @@ async def test_a_broadcast_shows_in_outbox_delivery_and_audit_metrics(served: Sl
 ALLOWED_LABELS = {
     "platform": {"slack", "teams", "other"}, "outcome": {*metrics.DELIVERY_OUTCOMES, "refreshed", "waited"},
     "result": {"answered", "abstained", "handed_off"}, "kind": {"step", "nudge", "milestone", "cam", "other"},
+    "source": {*metrics.OUTBOX_SOURCES, "other"},
     "method": {"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "other"},
 }
 

@@ -103,8 +103,11 @@ def lease_fenced(platform: str) -> None:
     LEASE_FENCED.labels(_platform(platform)).inc()
 
 
+OUTBOX_SOURCES = ("notices", "messages")  # the lane sources (bot.core.delivery); anything else counts as other
+
+
 def delivery_outcomes_abandoned(source: str, count: int) -> None:
-    OUTCOMES_ABANDONED.labels(source).inc(count)
+    OUTCOMES_ABANDONED.labels(source if source in OUTBOX_SOURCES else "other").inc(count)
 
 
 def acknowledged(platform: str, seconds_since_delivery: float) -> None:
