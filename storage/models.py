@@ -44,6 +44,11 @@ class DeliveryStatus(StrEnum):
     HELD = "held"            # A/B test: kept back from the first share until a variant is rolled out
 
 
+# Rows still to be sent (delivery, outbound_message); the outbox's partial indexes say the same
+# (migration 0011, bot.core.delivery.lanes.OPEN).
+OPEN_DELIVERY_STATUSES = (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)
+
+
 class Organisation(Model):
     id = fields.IntField(primary_key=True)
     external_id = fields.CharField(max_length=100, unique=True)

@@ -33,12 +33,11 @@ from bot.common import metrics
 from bot.common.clock import Clock
 from bot.common.logs import bind_context
 from config.settings import Settings
-from storage.models import AuditChainHead, Delivery, DeliveryStatus
+from storage.models import OPEN_DELIVERY_STATUSES, AuditChainHead, Delivery
 
 log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
-OPEN_STATUSES = [DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -60,7 +59,7 @@ class DatabaseGauges(Collector):
     async def refresh(self) -> None:
         try:
             now = self.clock.now()
-            rows = await (Delivery.filter(status__in=OPEN_STATUSES)
+            rows = await (Delivery.filter(status__in=OPEN_DELIVERY_STATUSES)
                           .annotate(depth=Count("id"), oldest=Min("next_attempt_at"))
                           .group_by("platform").values("platform", "depth", "oldest"))
             outbox = {}

@@ -28,7 +28,7 @@ from tortoise.expressions import Q
 
 from bot.core.ports import Channel, Outcome
 from storage import db as storage_db
-from storage.models import DeliveryLane
+from storage.models import OPEN_DELIVERY_STATUSES, DeliveryLane
 
 Lane = tuple[str, str]  # (platform, workspace/tenant external id)
 
@@ -37,7 +37,7 @@ Lane = tuple[str, str]  # (platform, workspace/tenant external id)
 # workspace_external_id, id) WHERE this (migration 0011); a query must say it as is for SQLite and
 # PostgreSQL to use the index. DUE: pending and its time has come, or claimed by a worker whose
 # claim ran out (takes `now` twice).
-OPEN = "d.status IN ('pending', 'sending')"
+OPEN = f"d.status IN ({', '.join(repr(s) for s in OPEN_DELIVERY_STATUSES)})"
 DUE = "((d.status='pending' AND d.next_attempt_at<=?) OR (d.status='sending' AND d.claimed_until<?))"
 
 

@@ -174,9 +174,6 @@ class Claimed:
         return self.row.id
 
 
-OPEN_STATUSES = (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)  # lanes.OPEN, for the ORM
-
-
 def _due(now: datetime) -> Q:
     return Q(status=DeliveryStatus.PENDING.value, next_attempt_at__lte=now) | Q(
         status=DeliveryStatus.SENDING.value, claimed_until__lt=now)
@@ -207,7 +204,7 @@ class MessageSource:
 
     async def _claim_once(self, lane: Lane, limit: int, token: str, now: datetime,
                           lease_until: datetime) -> tuple[list[Claimed], bool]:
-        due = _due(now) & Q(platform=lane[0], workspace_external_id=lane[1], status__in=OPEN_STATUSES)
+        due = _due(now)
         async with in_transaction():
             candidates = await storage_db.select_locked(
                 "outbound_message d", "d.id AS id, d.status AS status",

@@ -78,7 +78,8 @@ async def claim_rows(lane: tuple[str, str], due: tuple[str, int], new_status: st
                  f"UPDATE delivery d SET status=?, claimed_by=?, claimed_until=? "
                  f"FROM c LEFT JOIN platform_account a ON a.id=c.account_id JOIN member m ON m.id=c.member_id "
                  f"WHERE d.id=c.id RETURNING {_COLUMNS}, c.status AS prior_status")
-        rows = await conn.execute_query_dict(storage_db.placeholders(query), [*params, limit, new_status, token, lease_until])
+        rows = await conn.execute_query_dict(storage_db.placeholders(query),
+                                             [*params, limit, new_status, token, lease_until])
         return sorted((_row(r) for r in rows), key=lambda r: r.id)
     select_where, select_params = where, params
     if only_ids is not None:

@@ -282,7 +282,8 @@ class NoticeSource:
         async with in_transaction() as conn:
             await conn.execute_many(storage_db.placeholders(_STORE_SQL), rows)
             if dm_cache:
-                await conn.execute_many(storage_db.placeholders(_DM_CACHE_SQL), [(c, now, a) for a, c in dm_cache.items()])
+                await conn.execute_many(storage_db.placeholders(_DM_CACHE_SQL),
+                                        [(c, now, a) for a, c in dm_cache.items()])
             await record(events, using_db=conn)
 
     async def _store_updates(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
@@ -334,8 +335,9 @@ class NoticeSource:
     async def _complete_notices(self, notice_ids: set[int], now: datetime) -> None:
         """Mark sent the notices none of whose copies is still to be sent (one statement)."""
         ids = sorted(notice_ids)
-        await connections.get("default").execute_query(storage_db.placeholders(_COMPLETE_SQL.format(ids=",".join("?" * len(ids)))),
-                                                       [NoticeStatus.SENT.value, now, *ids])
+        query = storage_db.placeholders(_COMPLETE_SQL.format(ids=",".join("?" * len(ids))))
+        await connections.get("default").execute_query(query, [NoticeStatus.SENT.value, now, *ids])
+
 
 class _Recorder:
     """One source's outcomes, written in groups gathered for a few milliseconds (one grouped

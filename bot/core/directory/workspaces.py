@@ -17,6 +17,7 @@ from bot.common.secrets import TokenCipher, environment_cipher
 from bot.core.compliance.audit import audit_event, record
 from storage import db as storage_db
 from storage.models import (
+    OPEN_DELIVERY_STATUSES,
     AuditEvent,
     Delivery,
     DeliveryKind,
@@ -29,7 +30,6 @@ from storage.models import (
 
 INSTALLED = "workspace.installed"
 UNINSTALLED = "workspace.uninstalled"
-OPEN_STATUSES = [DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]
 
 
 def removed_reason(platform: str, external_id: str) -> str:
@@ -149,8 +149,8 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
 
         rows = await storage_db.select_locked(
             "delivery", "id, notice_id, member_id, kind, attempts",
-            f"platform=? AND workspace_external_id=? AND status IN ({', '.join('?' * len(OPEN_STATUSES))})",
-            [platform, external_id, *OPEN_STATUSES], conn=conn)
+            f"platform=? AND workspace_external_id=? AND status IN ({', '.join('?' * len(OPEN_DELIVERY_STATUSES))})",
+            [platform, external_id, *OPEN_DELIVERY_STATUSES], conn=conn)
         ids = [row["id"] for row in rows]
         if ids:
             await Delivery.filter(id__in=ids).using_db(conn).update(
@@ -172,7 +172,7 @@ async def _complete_notices(conn: BaseDBAsyncClient, notice_ids: set[int], now: 
     """A sending notice with no open deliveries left is sent (as the outbox does it)."""
     for notice_id in sorted(notice_ids):
         still_open = await Delivery.filter(notice_id=notice_id, kind=DeliveryKind.NOTICE.value,
-                                           status__in=OPEN_STATUSES).using_db(conn).exists()
+                                           status__in=OPEN_DELIVERY_STATUSES).using_db(conn).exists()
         if not still_open:
             await Notice.filter(id=notice_id, status=NoticeStatus.SENDING.value).using_db(conn).update(
                 status=NoticeStatus.SENT.value, completed_at=now)
