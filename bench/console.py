@@ -17,9 +17,10 @@ PostgreSQL (a fresh database beside the one named, dropped afterwards):
    warm-up request, the same way and in the same run as the baseline, ``GET /healthz`` (one
    ``SELECT 1``).
 3. Prints one JSON object: per database, per page, the median and 95th percentile in ms, the
-   first (cold) request in ms (the engagement page keeps its figures for a minute, so its cold
-   load is the figure to watch there), the bytes of the answer, and the median minus the
-   baseline's median (the page's own cost).
+   first (cold) request in ms, the bytes of the answer, and the median minus the baseline's
+   median (the page's own cost); and ``engagement_refresh``, the clock's share of the engagement
+   page (run before serving, as `Herald.tick` does): working out every notice's figures, then
+   the once-a-minute check when nothing changed.
 
 Progress goes to stderr. Exits 1 if any page answers other than 200.
 """
@@ -159,6 +160,8 @@ async def measure(db_url: str, *, recipients: int, orgs: int, requests: int) -> 
 
         await connections.get("default").execute_script("VACUUM ANALYZE")  # as autovacuum leaves it
     clock = ManualClock(T0 + timedelta(days=1, hours=2))
+    refresh = await _time_engagement_refresh(clock.now())
+    progress(f"engagement refresh (the clock's work): {refresh}")
     settings = load_settings(database_url=db_url, kb_semantic=False, outbox_poll_seconds=3600)
     app = build_app(settings, clock=clock, run_worker=False, manage_database=False)
     runner = web.AppRunner(app, access_log=None)
@@ -212,7 +215,22 @@ async def measure(db_url: str, *, recipients: int, orgs: int, requests: int) -> 
     baseline = results.get("baseline /healthz", {}).get("median_ms", 0.0)
     for label, figures in results.items():
         figures["over_baseline_ms"] = round(figures["median_ms"] - baseline, 1)
-    return {"pages": results, "failures": failures}
+    return {"pages": results, "engagement_refresh": refresh, "failures": failures}
+
+
+async def _time_engagement_refresh(now: datetime) -> dict[str, Any]:
+    """The clock's share of the engagement page: working out every notice's figures (as after an
+    upgrade), then the check it makes every minute when nothing changed."""
+    from bot.core.insights.engagement import refresh_engagement
+
+    begun = time.perf_counter()
+    notices = await refresh_engagement(now)
+    first = (time.perf_counter() - begun) * 1000
+    begun = time.perf_counter()
+    again = await refresh_engagement(now)
+    unchanged = (time.perf_counter() - begun) * 1000
+    return {"notices_worked_out": notices, "all_ms": round(first, 1), "worked_out_again": again,
+            "unchanged_check_ms": round(unchanged, 1)}
 
 
 async def main() -> int:

@@ -25,6 +25,7 @@ from bot.core.commands.runner import ReportReady
 from bot.core.delivery.messages import MessageSource
 from bot.core.delivery.outbox import Outbox
 from bot.core.delivery.retry import RetryPolicy
+from bot.core.insights.engagement import refresh_engagement
 from bot.core.notices.acks import AckResult
 from bot.core.notices.digests import run_digests
 from bot.core.notices.escalations import plan_escalations, send_escalations
@@ -293,7 +294,8 @@ class Herald:
 
     async def tick(self) -> dict[str, int]:
         """The periodic work: publish scheduled notices, plan reminders and escalations, send
-        escalation DMs, close surveys whose date has passed, then wake the outbox. Safe to run on every replica at once."""
+        escalation DMs, close surveys whose date has passed, work out the engagement figures of notices
+        that changed, then wake the outbox. Safe to run on every replica at once."""
         now = self.clock.now()
         counts = {
             "published": await publish_due(self.catalog, now=now, platform_policy=self.settings.platform_policy),
@@ -304,6 +306,7 @@ class Herald:
             "journeys": sum((await run_journeys(self.channels, now)).values()),
             "surveys_closed": await close_due_surveys(now),
             "kb_reloaded": int(await self.reload_knowledge_base()),
+            "engagement_refreshed": await refresh_engagement(now),
         }
         await forget_expired(now)
         self.outbox.wake()

@@ -311,6 +311,26 @@ class Acknowledgement(Model):
                    ("notice_id", "revision", "organisation_id", "member_id"))  # ... per organisation
 
 
+class NoticeEngagement(Model):
+    """A notice's engagement figures per partner CAM, by tier, region and role, as the clock last
+    worked them out (`bot.core.insights.engagement.refresh_engagement`): the console's engagement page
+    adds these up instead of reading every delivery and acknowledgement of its window.
+
+    `fingerprint` is what the figures were worked out from (revision, counts, last ids); the
+    clock works a notice out again when it changes (the organisations' tier, region and CAM
+    included), and once a day whatever happens (members change role or organisation)."""
+
+    notice: fields.OneToOneRelation[Notice] = fields.OneToOneField(
+        "models.Notice", related_name="engagement", on_delete=fields.CASCADE, primary_key=True
+    )
+    computed_at = fields.DatetimeField()
+    fingerprint = fields.CharField(max_length=200)
+    figures = fields.TextField()  # JSON, see engagement._fold: per CAM, per grouping and key
+
+    class Meta:
+        table = "notice_engagement"
+
+
 class Escalation(Model):
     """One per notice per organisation once the deadline passes: the CAM is told who has not
     acknowledged. Written before the DM is sent."""

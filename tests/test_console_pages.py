@@ -338,6 +338,7 @@ async def test_engagement_is_aggregated_per_topic_and_segment(console: ConsoleHa
         await _ack(console, email)
     await Member.filter(email="noah.kim@tailspin.example").update(topic_opt_outs=["incentives"])
     since = sent - timedelta(days=1)
+    assert await engagement.refresh_engagement(console.clock.now()) >= 1  # the clock's work
     by_topic = {r.key: r for r in await engagement.breakdown(casey_staff, "topic", since=since)}
     operations = by_topic["operations"]
     # Casey's partners: Contoso, Fabrikam, Tailspin (6 recipients of the sample notice; Litware is Jordan's)
@@ -354,6 +355,36 @@ async def test_engagement_is_aggregated_per_topic_and_segment(console: ConsoleHa
     casey = await console.signed_in(CAM)
     response, page = await casey.get("/console/engagement?days=30")
     assert response.status == 200 and "By topic" in page and "30 min" in page and "Onboarding journeys" in page
+    assert "Notice figures as of" in page and "not counted yet" not in page
+
+
+async def test_engagement_figures_are_worked_out_by_the_clock_when_they_change(console: ConsoleHarness) -> None:
+    """The page adds up what the clock stored: a click shows after the next refresh, which works
+    out again only the notices that changed (and, once a day, every one: members change role)."""
+    robin = await Staff.get(email=COMPLIANCE)
+    sent = (await Notice.get(id=SAMPLE)).sent_at
+    since = sent - timedelta(days=1)
+    console.clock.set(sent + timedelta(minutes=5))
+    await engagement.refresh_engagement(console.clock.now())
+    assert await engagement.refresh_engagement(console.clock.now()) == 0  # nothing changed
+    before = {r.key: r for r in await engagement.breakdown(robin, "topic", since=since)}["operations"]
+    await _ack(console, "lena.fischer@contoso.example")
+    assert {r.key: r for r in await engagement.breakdown(robin, "topic", since=since)}["operations"] == before
+    assert await engagement.refresh_engagement(console.clock.now()) == 1  # only the notice clicked
+    after = {r.key: r for r in await engagement.breakdown(robin, "topic", since=since)}["operations"]
+    assert after.acknowledged == before.acknowledged + 1
+
+    lena = await Member.get(email="lena.fischer@contoso.example")
+    await Member.filter(id=lena.id).update(role="finance")
+    console.clock.set(console.clock.now() + timedelta(hours=2))
+    assert await engagement.refresh_engagement(console.clock.now()) == 0
+    console.clock.set(console.clock.now() + engagement.RECOUNT_AFTER)
+    assert await engagement.refresh_engagement(console.clock.now()) >= 1
+    roles = {r.key: r for r in await engagement.breakdown(robin, "role", since=since)}
+    assert roles["finance"].acknowledged == 1 and roles["finance"].delivered == 1
+
+    figures = await engagement.breakdowns(robin, since=since)
+    assert figures.as_of == console.clock.now() and figures.uncounted == 0
 
 
 async def test_acknowledgements_are_counted_once_whatever_the_revision(console: ConsoleHarness) -> None:

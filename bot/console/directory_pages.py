@@ -9,7 +9,6 @@ from aiohttp import web
 
 from bot.console.charts import bar_svg
 from bot.console.web import Page, page, whole_number
-from bot.core.directory.permissions import partner_scope
 from bot.core.insights import directory, engagement
 from bot.core.onboarding import learning
 from bot.core.onboarding.assistant import open_handoffs
@@ -18,10 +17,6 @@ from bot.service import Herald
 from storage.models import StaffRole
 
 WINDOWS = (30, 90, 365)
-# The engagement figures summarise weeks to a year of notices; working them out reads every
-# delivery and acknowledgement in the window, so each replica keeps them for a minute per
-# scope and window (the page says as of when) rather than on every load.
-FRESH = timedelta(seconds=60)
 
 
 def add_directory_routes(app: web.Application, herald: Herald) -> None:
@@ -38,19 +33,12 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
             current.me, current.request.match_info["org"][:100], offset=offset)
         return current.render("organisation.html", org=org, members=members, next_offset=next_offset)
 
-    figures: dict[tuple[str | None, int], Figures] = {}
-
     async def engagement_page(current: Page) -> web.StreamResponse:
         days = whole_number(current.request.query.get("days", ""), 90)
         days = days if days in WINDOWS else 90
-        now = herald.clock.now()
-        key = (partner_scope(current.me), days)
-        for old in [k for k, v in figures.items() if now - v.at >= FRESH or v.at > now]:
-            del figures[old]
-        if key not in figures:
-            figures[key] = await _figures(current, since=now - timedelta(days=days), now=now)
-        return current.render("engagement.html", days=days, windows=WINDOWS, figures=figures[key],
-                              fresh_seconds=int(FRESH.total_seconds()), topics=herald.catalog.topics, bar=bar_svg)
+        figures = await _figures(current, since=herald.clock.now() - timedelta(days=days))
+        return current.render("engagement.html", days=days, windows=WINDOWS, figures=figures,
+                              topics=herald.catalog.topics, bar=bar_svg)
 
     async def questions_page(current: Page) -> web.StreamResponse:
         return current.render("questions.html", questions=await open_handoffs(current.me))
@@ -84,21 +72,20 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
 
 @dataclass(frozen=True)
 class Figures:
-    """The engagement page's figures for one scope and window, as of `at`."""
+    """The engagement page's figures for one scope and window."""
 
-    at: datetime
-    tables: dict[str, list[engagement.Row]]
+    notices: engagement.Breakdowns  # added up from what the clock worked out, as of when it did
     stages: list[dict]
     questions: dict[str, int]
     unanswered: list[dict]
 
 
-async def _figures(current: Page, *, since: datetime, now: datetime) -> Figures:
+async def _figures(current: Page, *, since: datetime) -> Figures:
     try:
         journeys = load_journeys()
     except JourneyConfigError:
         journeys = None
-    return Figures(now, await engagement.breakdowns(current.me, since=since),
+    return Figures(await engagement.breakdowns(current.me, since=since),
                    _stages(await engagement.journey_stages(current.me), journeys),
                    await engagement.questions(current.me, since=since),
                    await engagement.unanswered(current.me, since=since))

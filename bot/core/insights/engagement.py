@@ -6,30 +6,32 @@ rate, the median time from the send to a first acknowledgement (revision 1), and
 onboarding: members at each stage of their journey, what became of their questions, and the
 questions asked most often that the knowledge base could not answer.
 
-Every figure is a GROUP BY in the database, shaped so that each row is touched once and looked
-up as little as possible (the page must stay fast with 100,000 recipients on a notice):
-deliveries are counted per (notice, organisation, role), reading the delivery index and the
-member only, and rolled up to topic, tier, region and role here from the window's notices and
-the organisations (small tables); acknowledgements are one pass that counts the revision that
-matters and buckets the times to a first acknowledgement together; opt-outs read only members
-who have any. A CAM's view covers the organisations that name them as CAM.
+The notices' figures are not read at page load: with 100,000 recipients on a notice, reading
+every delivery and acknowledgement of a window takes 0.3-0.5 s. The clock (`refresh_engagement`,
+from `Herald.tick`) works each notice's figures out per (organisation, role) whenever its
+deliveries or acknowledgements change and keeps them in `notice_engagement`: deliveries counted
+from the delivery index and the member, acknowledgements in one pass that counts the revision
+that matters and buckets the times to a first acknowledgement together. The page adds those up
+to topic, tier, region and role with today's organisations (small tables) and says as of when.
+Opt-outs read only members who have any. A CAM's view covers the organisations that name them
+as CAM.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.core.directory.permissions import partner_scope
-from bot.core.insights.sql import as_datetime, postgres, rows, seconds_between
+from bot.core.insights.sql import as_datetime, execute, postgres, rows, seconds_between
+from storage.db import in_ids
 from storage.models import Staff
 
 GROUPS = ("topic", "tier", "region", "role")
-_SEGMENTS = {"tier": "o.tier", "region": "o.region", "role": "m.role"}
 _IN_WINDOW = "IN (SELECT id FROM notice WHERE sent_at >= ?)"
-_SCOPED = " AND m.organisation_id IN (SELECT id FROM organisation WHERE LOWER(cam_email) = ?)"
 
 
 @dataclass
@@ -56,77 +58,169 @@ class _Tables:
         key = str(key or "")
         return self.found[by].setdefault(key, Row(key))
 
-    def each(self, keys: dict[str, Any]) -> list[Row]:
-        return [self.row(by, keys[by]) for by in GROUPS]
-
     def sorted(self) -> dict[str, list[Row]]:
         return {by: sorted(rows_.values(), key=lambda r: (-r.delivered, r.key)) for by, rows_ in self.found.items()}
 
 
-async def breakdowns(staff: Staff | None, *, since: datetime) -> dict[str, list[Row]]:
-    """Rows by topic, tier, region and role, for notices sent since `since`."""
+@dataclass(frozen=True)
+class Breakdowns:
+    """Rows by topic, tier, region and role, and how fresh they are: `as_of` is when the oldest
+    notice's figures were worked out (None when none were), `uncounted` the window's notices the
+    clock has not worked out yet (sent within the last minute or so)."""
+
+    tables: dict[str, list[Row]]
+    as_of: datetime | None
+    uncounted: int
+
+
+async def breakdowns(staff: Staff | None, *, since: datetime) -> Breakdowns:
+    """Rows by topic, tier, region and role, for notices sent since `since`, added up from the
+    notices' figures as the clock worked them out (`refresh_engagement`)."""
     scope = partner_scope(staff)
-    scope_sql, scope_params = (_SCOPED, [scope]) if scope is not None else ("", [])
     tables = _Tables()
     notices = {r["id"]: r for r in await rows("SELECT id, topic, importance FROM notice WHERE sent_at >= ?", [since])}
-    orgs = {r["id"]: r for r in await rows("SELECT id, tier, region, LOWER(cam_email) AS cam FROM organisation")}
-    # the scope is applied to the grouped rows: a filter in the query hides the row count from
-    # PostgreSQL's planner, which then sorts 100,000 rows on disk instead of hashing them
-    for r in await rows(
-            "SELECT d.notice_id, m.organisation_id AS org, m.role, COUNT(*) AS n FROM delivery d "
-            f"JOIN member m ON m.id = d.member_id WHERE d.notice_id {_IN_WINDOW} AND d.kind = 'notice' "
-            "AND d.status = 'delivered' GROUP BY d.notice_id, m.organisation_id, m.role", [since]):
-        notice, org = notices.get(r["notice_id"]), orgs.get(r["org"]) or {}
-        if notice is None or (scope is not None and org.get("cam") != scope):
+    found = await rows(f"SELECT notice_id, computed_at, figures FROM notice_engagement WHERE notice_id {_IN_WINDOW}",
+                       [since])
+    histograms: dict[str, dict[str, dict[int, int]]] = {by: {} for by in GROUPS}
+    for stored in found:
+        notice = notices.get(stored["notice_id"])
+        if notice is None:
             continue
-        keys = {"topic": notice["topic"], "tier": org.get("tier"), "region": org.get("region"), "role": r["role"]}
-        for target in tables.each(keys):
-            target.delivered += r["n"]
-            if notice["importance"] == "must-know":
-                target.must_delivered += r["n"]
-    if scope is not None and postgres():  # an array of ids, which the planner can count
-        scope_sql, scope_params = " AND m.organisation_id = ANY(?)", [[i for i, o in orgs.items() if o["cam"] == scope]]
-    await _acknowledgements(tables, since, scope_sql, scope_params)
+        figures = json.loads(stored["figures"])
+        for cam in (figures if scope is None else [scope] if scope in figures else []):
+            part = figures[cam]
+            for by in GROUPS:
+                for key, n in part["delivered"][by].items():
+                    row = tables.row(by, key if by != "topic" else notice["topic"])
+                    row.delivered += n
+                    if notice["importance"] == "must-know":
+                        row.must_delivered += n
+                for key, n in part["acknowledged"][by].items():
+                    tables.row(by, key if by != "topic" else notice["topic"]).acknowledged += n
+                for key, buckets in part["first"][by].items():
+                    histogram = histograms[by].setdefault(str(key if by != "topic" else notice["topic"]), {})
+                    for bucket, n in buckets.items():
+                        histogram[int(bucket)] = histogram.get(int(bucket), 0) + n
+    for by, values in histograms.items():
+        for key, histogram in values.items():
+            tables.row(by, key).median_seconds = median_of(histogram)
+    orgs = {r["id"]: r for r in await rows("SELECT id, tier, region FROM organisation")}
     for by, counts in (await _opt_outs(scope, orgs)).items():
         for key, count in counts.items():
             tables.row(by, key).opt_outs = count
-    return tables.sorted()
+    as_of = min((as_datetime(f["computed_at"]) for f in found), default=None)
+    return Breakdowns(tables.sorted(), as_of, len(notices) - len({f["notice_id"] for f in found}))
 
 
 async def breakdown(staff: Staff | None, by: str, *, since: datetime) -> list[Row]:
     """Rows for one grouping: `topic`, `tier`, `region` or `role`."""
-    return (await breakdowns(staff, since=since))[by]
+    return (await breakdowns(staff, since=since)).tables[by]
 
 
-async def _acknowledgements(tables: _Tables, since: datetime, scope_sql: str, scope_params: list[Any]) -> None:
-    """One pass over the window's acknowledgements: those of the revision that counts, and the
-    times to a first acknowledgement (revision 1) as histograms, per topic and segment; the
-    medians come from the histograms of every grouping (see `median_of`)."""
-    columns = ", ".join(f"{expr} AS {by}" for by, expr in _SEGMENTS.items())
+# ---- the figures per notice, worked out by the clock ---------------------------------------------
+
+LONGEST_WINDOW = timedelta(days=365)  # the page's longest window: older notices are left alone
+RECOUNT_AFTER = timedelta(days=1)  # members change role or organisation without a trace here
+
+
+async def refresh_engagement(now: datetime) -> int:
+    """Work out again the figures of every notice sent within the longest window whose
+    deliveries, acknowledgements or organisations changed since (or that were worked out more
+    than a day ago). Returns how many were. Safe on every replica at once: figures are written
+    whole."""
+    since = now - LONGEST_WINDOW
+    orgs = {r["id"]: r for r in await rows("SELECT id, tier, region, LOWER(cam_email) AS cam FROM organisation")}
+    current = await _fingerprints(since, _digest(orgs))
+    stored = {r["notice_id"]: (r["fingerprint"], as_datetime(r["computed_at"])) for r in await rows(
+        f"SELECT notice_id, fingerprint, computed_at FROM notice_engagement WHERE notice_id {_IN_WINDOW}", [since])}
+    changed = [notice_id for notice_id, fingerprint in current.items()
+               if notice_id not in stored or stored[notice_id][0] != fingerprint
+               or now - stored[notice_id][1] >= RECOUNT_AFTER]
+    for notice_id in changed:
+        await _store(notice_id, current[notice_id], orgs, now)
+    return len(changed)
+
+
+def _digest(orgs: dict[int, dict[str, Any]]) -> str:
+    """Short digest of what the figures take from the organisations: tier, region and CAM."""
+    text = json.dumps(sorted((i, o["tier"], o["region"], o["cam"]) for i, o in orgs.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+async def _fingerprints(since: datetime, orgs_digest: str) -> dict[int, str]:
+    """Per notice sent since `since`: its ack revision, delivered count, and acknowledgements'
+    count and last id (read from the indexes), with the organisations' digest."""
+    notices = {r["id"]: r["ack_revision"] for r in await rows(
+        "SELECT id, ack_revision FROM notice WHERE sent_at >= ?", [since])}
+    delivered = {r["notice_id"]: r["n"] for r in await rows(
+        f"SELECT notice_id, COUNT(*) AS n FROM delivery WHERE notice_id {_IN_WINDOW} AND kind = 'notice' "
+        "AND status = 'delivered' GROUP BY notice_id", [since])}
+    acknowledged = {r["notice_id"]: (r["n"], r["last"]) for r in await rows(
+        f"SELECT notice_id, COUNT(*) AS n, MAX(id) AS last FROM acknowledgement WHERE notice_id {_IN_WINDOW} "
+        "GROUP BY notice_id", [since])}
+    return {notice_id: ":".join(map(str, (revision, delivered.get(notice_id, 0),
+                                          *acknowledged.get(notice_id, (0, 0)), orgs_digest)))
+            for notice_id, revision in notices.items()}
+
+
+async def _store(notice_id: int, fingerprint: str, orgs: dict[int, dict[str, Any]], now: datetime) -> None:
+    deliveries = await rows(
+        "SELECT m.organisation_id AS org, m.role, COUNT(*) AS n FROM delivery d JOIN member m ON m.id = d.member_id "
+        "WHERE d.notice_id = ? AND d.kind = 'notice' AND d.status = 'delivered' GROUP BY m.organisation_id, m.role",
+        [notice_id])
+    figures = _fold(deliveries, await _acknowledgement_groups(notice_id), orgs)
+    await execute(
+        "INSERT INTO notice_engagement (notice_id, computed_at, fingerprint, figures) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (notice_id) DO UPDATE SET computed_at = excluded.computed_at, "
+        "fingerprint = excluded.fingerprint, figures = excluded.figures",
+        [notice_id, now, fingerprint, json.dumps(figures, separators=(",", ":"))])
+
+
+def _fold(deliveries: list[dict[str, Any]], acknowledgements: list[dict[str, Any]],
+          orgs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """A notice's grouped rows folded to what the page adds up, per partner CAM (a CAM sees only
+    their own): ``{cam: {"delivered" | "acknowledged": {grouping: {key: n}},
+    "first": {grouping: {key: {bucket: n}}}}}``; the topic grouping's key is "" (the notice's)."""
+    out: dict[str, Any] = {}
+
+    def part(org_id: int) -> tuple[dict[str, Any], dict[str, str]]:
+        org = orgs.get(org_id) or {}
+        cam = str(org.get("cam") or "")
+        if cam not in out:
+            out[cam] = {what: {by: {} for by in GROUPS} for what in ("delivered", "acknowledged", "first")}
+        return out[cam], {"topic": "", "tier": str(org.get("tier") or ""), "region": str(org.get("region") or "")}
+
+    for r in deliveries:
+        target, keys = part(r["org"])
+        for by, key in {**keys, "role": str(r["role"] or "")}.items():
+            target["delivered"][by][key] = target["delivered"][by].get(key, 0) + r["n"]
+    for r in acknowledgements:
+        target, keys = part(r["org"])
+        bucket = str(max(int(r["b"] or 0), 0))  # a clock a little behind counts as at once
+        for by, key in {**keys, "role": str(r["role"] or "")}.items():
+            if r["counts"]:
+                target["acknowledged"][by][key] = target["acknowledged"][by].get(key, 0) + r["n"]
+            if r["first"]:
+                histogram = target["first"][by].setdefault(key, {})
+                histogram[bucket] = histogram.get(bucket, 0) + r["n"]
+    return out
+
+
+async def _acknowledgement_groups(notice_id: int) -> list[dict[str, Any]]:
+    """One pass over a notice's acknowledgements: those of the revision that counts, and the
+    times to a first acknowledgement (revision 1) in buckets, per organisation and role; the
+    medians come from the buckets added up over every grouping (see `median_of`)."""
     # the inner query works out each row's seconds once; the fence keeps the database from
     # inlining it into every branch of the bucket's CASE
     fence = " OFFSET 0" if postgres() else " LIMIT -1"
-    found = await rows(
-        f"SELECT topic, {', '.join(_SEGMENTS)}, counts, first, {_bucket_sql()} AS b, "
-        f"COUNT(*) AS n FROM (SELECT n.topic AS topic, {columns}, "
+    return await rows(
+        f"SELECT org, role, counts, first, {_bucket_sql()} AS b, COUNT(*) AS n FROM (SELECT "
+        "m.organisation_id AS org, m.role AS role, "
         "CASE WHEN a.revision = n.ack_revision THEN 1 ELSE 0 END AS counts, "
         "CASE WHEN a.revision = 1 THEN 1 ELSE 0 END AS first, "
         f"{seconds_between('a.acknowledged_at', 'n.sent_at')} AS s FROM acknowledgement a "
         "JOIN notice n ON n.id = a.notice_id JOIN member m ON m.id = a.member_id "
-        f"JOIN organisation o ON o.id = m.organisation_id WHERE a.notice_id {_IN_WINDOW}{scope_sql}{fence}) t "
-        f"GROUP BY topic, {', '.join(_SEGMENTS)}, counts, first, b", [since, *scope_params])
-    histograms: dict[str, dict[str, dict[int, int]]] = {by: {} for by in GROUPS}
-    for r in found:
-        for by, target in zip(GROUPS, tables.each(r), strict=True):
-            if r["counts"]:
-                target.acknowledged += r["n"]
-            if r["first"]:
-                bucket = max(int(r["b"] or 0), 0)  # a clock a little behind counts as at once
-                histogram = histograms[by].setdefault(target.key, {})
-                histogram[bucket] = histogram.get(bucket, 0) + r["n"]
-    for by, values in histograms.items():
-        for key, histogram in values.items():
-            tables.row(by, key).median_seconds = median_of(histogram)
+        f"WHERE a.notice_id = ?{fence}) t GROUP BY org, role, counts, first, b", [notice_id])
 
 
 # Times to acknowledge are counted in buckets that widen with the wait: a minute during the
@@ -176,7 +270,7 @@ def median_of(histogram: dict[int, int]) -> float | None:
 async def _opt_outs(scope: str | None, orgs: dict[int, dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Per topic: members who left it. Per tier, region and role: members who left at least one
     topic. One pass that returns only the members who left any (few), counted here."""
-    scope_sql, params = (_SCOPED, [scope]) if scope is not None else ("", [])
+    scope_sql, params = await _member_scope(scope)
     out: dict[str, dict[str, int]] = {by: {} for by in GROUPS}
     for r in await rows("SELECT m.organisation_id AS org, m.role, m.topic_opt_outs AS topics FROM member m "
                         f"WHERE m.active AND m.topic_opt_outs <> '[]'{scope_sql}", params):
@@ -191,13 +285,23 @@ async def _opt_outs(scope: str | None, orgs: dict[int, dict[str, Any]]) -> dict[
     return out
 
 
+async def _member_scope(scope: str | None) -> tuple[str, list[Any]]:
+    """SQL and parameters keeping members (`m`) to the organisations of the CAM `scope`: their
+    ids as one array, which the planner can count (a sub-select on LOWER(cam_email) it guesses
+    at two organisations, and walks the member index once per organisation)."""
+    if scope is None:
+        return "", []
+    ids = [r["id"] for r in await rows("SELECT id FROM organisation WHERE LOWER(cam_email) = ?", [scope])]
+    clause, param = in_ids("m.organisation_id", ids)
+    return f" AND {clause}", [param]
+
+
 # ---- onboarding -------------------------------------------------------------------------------
 
 async def journey_stages(staff: Staff | None) -> list[dict[str, Any]]:
     """Active members by role and number of journey steps done (the page maps roles to journeys):
     members per role from the member index, and the steps done of only the members with any."""
-    scope = partner_scope(staff)
-    scope_sql, params = (_SCOPED, [scope]) if scope is not None else ("", [])
+    scope_sql, params = await _member_scope(partner_scope(staff))
     members = await rows(f"SELECT m.role, COUNT(*) AS n FROM member m WHERE m.active = TRUE{scope_sql} "
                          "GROUP BY m.role", params)
     started = await rows(

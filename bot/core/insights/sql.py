@@ -23,6 +23,10 @@ async def rows(query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     return await connections.get("default").execute_query_dict(placeholders(query), [_param(p) for p in params])
 
 
+async def execute(query: str, params: Sequence[Any] = ()) -> None:
+    await connections.get("default").execute_query(placeholders(query), [_param(p) for p in params])
+
+
 def _param(value: Any) -> Any:
     """SQLite compares the text tortoise stores ("2026-01-05 09:00:00+00:00"); PostgreSQL wants
     a datetime."""
