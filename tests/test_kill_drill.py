@@ -1,7 +1,8 @@
-"""The kill -9 drill (issue 12): `herald serve` in its own process sends a must-know notice to a
-few hundred members of a fake Slack workspace; it is SIGKILLed mid-broadcast and started again.
-Nothing is lost, nothing is sent twice, only the requests that were in flight are looked for in
-the conversation history, and the restarted replica resumes within 15 s (the lane lease)."""
+"""The kill -9 drills (issue 12): `herald serve` in its own process sends a must-know notice to a
+few hundred members of a fake Slack workspace and is SIGKILLed mid-broadcast. Either it is started
+again, or a second replica already running takes its work over. Nothing is lost, nothing is sent
+twice, only the requests that were in flight are looked for in the conversation history, and the
+work resumes within 15 s (the lane lease, HERALD_DELIVERY_LEASE_SECONDS)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import aiohttp
+import pytest
+
 from bot.core.commands.parser import SendCommand
 from bot.core.directory.importer import import_directory
 from bot.core.directory.workspaces import add_slack_workspace
@@ -22,6 +26,7 @@ from bot.topics import load_catalog
 from config.settings import load_settings
 from storage import db as storage_db
 from storage.models import Delivery
+from tests.conftest import POSTGRES_ONLY
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.support import TEAM, TOKEN, directory_csv, wait_until
 
@@ -57,15 +62,31 @@ async def _seed(db_url: str, users: list[str]) -> int:
         await storage_db.close()
 
 
-def _serve(db_url: str, fake: FakeSlackAPI, tmp_path: Path) -> subprocess.Popen:
+def _serve(db_url: str, fake: FakeSlackAPI, tmp_path: Path, *, rate: int = RATE,
+           port: int | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT), HERALD_DATABASE_URL=db_url, HERALD_SLACK_API_URL=fake.url,
-               HERALD_SLACK_SIGNING_SECRET="drill", HERALD_SLACK_MAX_PER_SECOND=str(RATE),
+               HERALD_SLACK_SIGNING_SECRET="drill", HERALD_SLACK_MAX_PER_SECOND=str(rate),
                HERALD_DELIVERY_LANE_INFLIGHT=str(LANE_INFLIGHT), HERALD_OUTBOX_POLL_SECONDS="1",
                HERALD_KB_SEMANTIC="false", HERALD_CACHE_DIR=str(tmp_path / "cache"), HERALD_HOST="127.0.0.1")
     log = open(tmp_path / "serve.log", "a")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(_free_port())], cwd=tmp_path,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port or _free_port())],
+                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def _healthy(port: int) -> bool:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as response:
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+def _stop(*processes: subprocess.Popen) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
 
 
 async def test_kill_9_mid_broadcast_loses_and_duplicates_nothing(db_url: str, tmp_path: Path) -> None:
@@ -112,6 +133,57 @@ async def test_kill_9_mid_broadcast_loses_and_duplicates_nothing(db_url: str, tm
     assert fake.call_count("conversations.history") <= LANE_INFLIGHT
     assert resumed_after < 15, f"resumed after {resumed_after:.1f} s"
     assert stopped_after < 10, f"SIGTERM took {stopped_after:.1f} s"
+    assert "Traceback" not in output, output[-3000:]
+    await storage_db.connect(db_url, run_migrations=False)
+    try:
+        statuses = await Delivery.filter(notice_id=notice_id).values_list("status", flat=True)
+    finally:
+        await storage_db.close()
+    assert len(statuses) == MEMBERS and set(statuses) == {"delivered"}
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_kill_9_of_one_of_two_replicas_hands_its_work_to_the_other(db_url: str, tmp_path: Path) -> None:
+    """Two replicas, one workspace: the first holds the workspace's lane and sends; the second,
+    up and idle, takes the lane over once the killed one's lease runs out."""
+    users = [f"UF{i}" for i in range(MEMBERS)]
+    rate = 25  # the broadcast takes about 12 s: the second replica is up long before it ends
+    async with FakeSlackAPI() as fake:
+        fake.add_workspace(TEAM, TOKEN)
+        for user in users:
+            fake.add_user(TEAM, user)
+        notice_id = await _seed(db_url, users)
+        first = _serve(db_url, fake, tmp_path, rate=rate)
+        second_port = _free_port()
+        second = None
+        try:
+            await wait_until(lambda: fake.call_count("chat.postMessage") >= 10, timeout=60,
+                             what="the first replica sending (it holds the lane)")
+            second = _serve(db_url, fake, tmp_path, rate=rate, port=second_port)
+            await wait_until(lambda: _healthy(second_port), timeout=60, what="the second replica up")
+            first.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            first.wait(10)
+            at_kill = fake.call_count("chat.postMessage")
+            assert at_kill < MEMBERS, "killed too late: the broadcast had finished"
+            await wait_until(lambda: fake.call_count("chat.postMessage") > at_kill, timeout=60,
+                             what="the second replica taking the work over")
+            taken_over_after = time.monotonic() - killed
+            await wait_until(lambda: all(fake.messages(fake.dm_channel_id(u)) for u in users), timeout=90,
+                             what="every member reached")
+            second.send_signal(signal.SIGTERM)  # it records the last outcomes before it exits
+            second.wait(15)
+        finally:
+            _stop(first, *([second] if second else []))
+        output = (tmp_path / "serve.log").read_text()
+
+    print(f"failover drill: killed after {at_kill} posts, the other replica sent again after "
+          f"{taken_over_after:.1f} s, history calls {fake.call_count('conversations.history')}")
+    counts = [len(fake.messages(fake.dm_channel_id(u))) for u in users]
+    assert counts.count(0) == 0, "missing"
+    assert max(counts) == 1, f"{sum(c - 1 for c in counts if c > 1)} duplicates"
+    assert fake.call_count("conversations.history") <= LANE_INFLIGHT
+    assert taken_over_after < 15, f"taken over after {taken_over_after:.1f} s"
     assert "Traceback" not in output, output[-3000:]
     await storage_db.connect(db_url, run_migrations=False)
     try:
