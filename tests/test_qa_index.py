@@ -113,3 +113,42 @@ async def test_a_failed_build_keeps_answering_from_keywords(db: str, edited_kb: 
         assert "cannot write the vector store" in caplog.text  # the child's reason, in the service's log
     finally:
         await stop_harness(slack)
+
+
+_SMALL_KB = """vendor: Northwind Security
+entries:
+  - id: portal-password
+    title: How do I reset my Partner Portal password?
+    topic: onboarding
+    answer: Use "Forgot password" on the portal's sign-in page.
+    alt_questions: [forgot my portal password]
+  - id: order-status
+    title: Where is my order?
+    topic: operations
+    answer: The portal's Orders page shows each order's status and tracking number.
+"""
+
+
+def test_the_image_build_leaves_the_vectors_the_first_start_loads(tmp_path: Path) -> None:
+    """`herald qa build-index`, which the Dockerfile runs before declaring /data a volume, stores the
+    vectors where the server looks for them (HERALD_CACHE_DIR/vectors), for that knowledge base."""
+    import os
+    import subprocess
+    import sys
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "faq.yaml").write_text(_SMALL_KB, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env.update(HERALD_KB_DIR=str(kb), HERALD_CACHE_DIR=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "bot.cli", "qa", "build-index"]
+    built = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "stored the vectors" in built.stdout
+    assert index.vectors_ready(kb, tmp_path / "cache" / "vectors")
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already" in again.stdout
+
+    lines = [line.strip() for line in (Path(__file__).resolve().parents[1] / "Dockerfile").read_text().splitlines()]
+    build, volume, user = lines.index("RUN herald qa build-index"), lines.index("VOLUME /data"), lines.index("USER herald")
+    assert user < build < volume  # owned by the server's user; written before the volume (else discarded)

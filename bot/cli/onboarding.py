@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
-from bot.cli.base import main, run
+from bot.cli.base import get_settings, main, run
 
 
 @main.group(help="The onboarding assistant.")
@@ -92,3 +93,21 @@ def qa_approve(proposal_id: int, email: str) -> None:
 @click.option("--as", "email", required=True, help="the rejecting admin's email")
 def qa_reject(proposal_id: int, email: str) -> None:
     _decide(proposal_id, email, False)
+
+
+@qa.command("build-index", help="Compute the knowledge base's vectors (HERALD_KB_DIR) into HERALD_CACHE_DIR now, "
+                                "as an image build does, so that the first start finds them and does not "
+                                "spend a minute of CPU on them.")
+def qa_build_index() -> None:
+    from bot.core.onboarding import index
+
+    settings = get_settings()
+    store = settings.cache_dir / "vectors"
+    if index.vectors_ready(settings.kb_dir, store):
+        click.echo(f"the vectors of {settings.kb_dir} are already in {store}")
+        return
+    code = index.main(["--kb-dir", str(settings.kb_dir), "--store", str(store), "--niceness", "0"])
+    if code:
+        click.echo("herald: could not build the index (see above); the server will build it on start", err=True)
+        sys.exit(code)
+    click.echo(f"stored the vectors of {settings.kb_dir} in {store}")
