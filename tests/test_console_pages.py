@@ -387,6 +387,22 @@ async def test_engagement_figures_are_worked_out_by_the_clock_when_they_change(c
     assert figures.as_of == console.clock.now() and figures.uncounted == 0
 
 
+async def test_an_older_notice_is_looked_at_again_only_when_someone_acknowledges_it(console: ConsoleHarness) -> None:
+    """Past the fortnight in which its counts are read every minute, a notice is worked out again
+    when an acknowledgement newer than those counted arrives for it (and by the daily recount)."""
+    robin = await Staff.get(email=COMPLIANCE)
+    sent = (await Notice.get(id=SAMPLE)).sent_at
+    console.clock.set(sent + engagement.RECENT + timedelta(days=6))
+    await engagement.refresh_engagement(console.clock.now())
+    console.clock.advance(minutes=1)
+    assert await engagement.refresh_engagement(console.clock.now()) == 0
+    await _ack(console, "sam.carter@fabrikam.example")  # three weeks late
+    assert await engagement.refresh_engagement(console.clock.now()) == 1
+    operations = {r.key: r for r in await engagement.breakdown(robin, "topic", since=sent - timedelta(days=1))}
+    assert operations["operations"].acknowledged == 1
+    assert await engagement.refresh_engagement(console.clock.now()) == 0
+
+
 async def test_acknowledgements_are_counted_once_whatever_the_revision(console: ConsoleHarness) -> None:
     await _ack(console, "lena.fischer@contoso.example")
     await _ack(console, "lena.fischer@contoso.example")  # a second click changes nothing

@@ -120,24 +120,46 @@ async def breakdown(staff: Staff | None, by: str, *, since: datetime) -> list[Ro
 # ---- the figures per notice, worked out by the clock ---------------------------------------------
 
 LONGEST_WINDOW = timedelta(days=365)  # the page's longest window: older notices are left alone
+RECENT = timedelta(days=14)  # notices still being sent and clicked: their counts are read every time
 RECOUNT_AFTER = timedelta(days=1)  # members change role or organisation without a trace here
+# An acknowledgement's id is taken before its transaction commits, so one may land after a refresh
+# that saw a higher id: look this far back (the daily recount catches anything older).
+ACK_ID_MARGIN = 10_000
 
 
 async def refresh_engagement(now: datetime) -> int:
     """Work out again the figures of every notice sent within the longest window whose
-    deliveries, acknowledgements or organisations changed since (or that were worked out more
-    than a day ago). Returns how many were. Safe on every replica at once: figures are written
-    whole."""
-    since = now - LONGEST_WINDOW
+    deliveries, acknowledgements, revision or organisations changed since (or that were worked
+    out more than a day ago). Returns how many were. Safe on every replica at once: figures are
+    written whole.
+
+    Finding what changed costs little however many notices the window holds: the counts are read
+    for the last fortnight's notices only; an older notice is looked at again when an
+    acknowledgement newer than those already counted arrives for it (its deliveries are settled;
+    the daily recount covers the rest)."""
     orgs = {r["id"]: r for r in await rows("SELECT id, tier, region, LOWER(cam_email) AS cam FROM organisation")}
-    current = await _fingerprints(since, _digest(orgs))
-    stored = {r["notice_id"]: (r["fingerprint"], as_datetime(r["computed_at"])) for r in await rows(
-        f"SELECT notice_id, fingerprint, computed_at FROM notice_engagement WHERE notice_id {_IN_WINDOW}", [since])}
-    changed = [notice_id for notice_id, fingerprint in current.items()
-               if notice_id not in stored or stored[notice_id][0] != fingerprint
-               or now - stored[notice_id][1] >= RECOUNT_AFTER]
+    digest = _digest(orgs)
+    notices = {r["id"]: (r["ack_revision"], as_datetime(r["sent_at"])) for r in await rows(
+        "SELECT id, ack_revision, sent_at FROM notice WHERE sent_at >= ?", [now - LONGEST_WINDOW])}
+    stored = {r["notice_id"]: (_Fingerprint.parse(r["fingerprint"]), as_datetime(r["computed_at"])) for r in await rows(
+        f"SELECT notice_id, fingerprint, computed_at FROM notice_engagement WHERE notice_id {_IN_WINDOW}",
+        [now - LONGEST_WINDOW])}
+    recent = await _fingerprints([i for i, (_, sent) in notices.items() if sent >= now - RECENT], notices, digest)
+    acked = await _acknowledged_since(max((f.last_ack for f, _ in stored.values() if f is not None), default=0)
+                                      - ACK_ID_MARGIN)
+    changed = []
+    for notice_id, (revision, _) in notices.items():
+        was, computed_at = stored.get(notice_id, (None, None))
+        if was is None or computed_at is None or now - computed_at >= RECOUNT_AFTER:
+            changed.append(notice_id)
+        elif notice_id in recent:
+            if recent[notice_id] != was:
+                changed.append(notice_id)
+        elif (revision, digest) != (was.revision, was.digest) or acked.get(notice_id, 0) > was.last_ack:
+            changed.append(notice_id)
     for notice_id in changed:
-        await _store(notice_id, current[notice_id], orgs, now)
+        fingerprint = recent.get(notice_id) or (await _fingerprints([notice_id], notices, digest))[notice_id]
+        await _store(notice_id, fingerprint.text, orgs, now)
     return len(changed)
 
 
@@ -147,20 +169,49 @@ def _digest(orgs: dict[int, dict[str, Any]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-async def _fingerprints(since: datetime, orgs_digest: str) -> dict[int, str]:
-    """Per notice sent since `since`: its ack revision, delivered count, and acknowledgements'
-    count and last id (read from the indexes), with the organisations' digest."""
-    notices = {r["id"]: r["ack_revision"] for r in await rows(
-        "SELECT id, ack_revision FROM notice WHERE sent_at >= ?", [since])}
+@dataclass(frozen=True)
+class _Fingerprint:
+    """What a notice's figures were worked out from."""
+
+    revision: int
+    delivered: int
+    acknowledgements: int
+    last_ack: int
+    digest: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.revision}:{self.delivered}:{self.acknowledgements}:{self.last_ack}:{self.digest}"
+
+    @classmethod
+    def parse(cls, text: str) -> _Fingerprint | None:
+        parts = text.split(":")
+        if len(parts) != 5 or not all(p.isdigit() for p in parts[:4]):
+            return None  # worked out again
+        return cls(*(int(p) for p in parts[:4]), parts[4])
+
+
+async def _fingerprints(ids: list[int], notices: dict[int, tuple[int, datetime]],
+                        digest: str) -> dict[int, _Fingerprint]:
+    """Per notice: its ack revision, delivered count, and acknowledgements' count and last id
+    (read from the indexes), with the organisations' digest."""
+    if not ids:
+        return {}
+    clause, param = in_ids("notice_id", ids)
     delivered = {r["notice_id"]: r["n"] for r in await rows(
-        f"SELECT notice_id, COUNT(*) AS n FROM delivery WHERE notice_id {_IN_WINDOW} AND kind = 'notice' "
-        "AND status = 'delivered' GROUP BY notice_id", [since])}
+        f"SELECT notice_id, COUNT(*) AS n FROM delivery WHERE {clause} AND kind = 'notice' "
+        "AND status = 'delivered' GROUP BY notice_id", [param])}
     acknowledged = {r["notice_id"]: (r["n"], r["last"]) for r in await rows(
-        f"SELECT notice_id, COUNT(*) AS n, MAX(id) AS last FROM acknowledgement WHERE notice_id {_IN_WINDOW} "
-        "GROUP BY notice_id", [since])}
-    return {notice_id: ":".join(map(str, (revision, delivered.get(notice_id, 0),
-                                          *acknowledged.get(notice_id, (0, 0)), orgs_digest)))
-            for notice_id, revision in notices.items()}
+        f"SELECT notice_id, COUNT(*) AS n, MAX(id) AS last FROM acknowledgement WHERE {clause} "
+        "GROUP BY notice_id", [param])}
+    return {i: _Fingerprint(notices[i][0], delivered.get(i, 0), *acknowledged.get(i, (0, 0)), digest) for i in ids}
+
+
+async def _acknowledged_since(after_id: int) -> dict[int, int]:
+    """The last acknowledgement id per notice among those with an id above `after_id` (a range
+    of the primary key: the acknowledgements since the last refresh)."""
+    return {r["notice_id"]: r["last"] for r in await rows(
+        "SELECT notice_id, MAX(id) AS last FROM acknowledgement WHERE id > ? GROUP BY notice_id", [after_id])}
 
 
 async def _store(notice_id: int, fingerprint: str, orgs: dict[int, dict[str, Any]], now: datetime) -> None:
