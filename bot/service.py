@@ -294,8 +294,8 @@ class Herald:
 
     async def tick(self) -> dict[str, int]:
         """The periodic work: publish scheduled notices, plan reminders and escalations, send
-        escalation DMs, close surveys whose date has passed, work out the engagement figures of notices
-        that changed, then wake the outbox. Safe to run on every replica at once."""
+        escalation DMs, close surveys whose date has passed, wake the outbox, then work out the
+        engagement figures of notices that changed. Safe to run on every replica at once."""
         now = self.clock.now()
         counts = {
             "published": await publish_due(self.catalog, now=now, platform_policy=self.settings.platform_policy),
@@ -306,10 +306,11 @@ class Herald:
             "journeys": sum((await run_journeys(self.channels, now)).values()),
             "surveys_closed": await close_due_surveys(now),
             "kb_reloaded": int(await self.reload_knowledge_base()),
-            "engagement_refreshed": await refresh_engagement(now),
         }
         await forget_expired(now)
         self.outbox.wake()
+        # last: the console's figures wait for everything that reaches partners
+        counts["engagement_refreshed"] = await refresh_engagement(now)
         return counts
 
     async def close(self) -> None:
