@@ -151,15 +151,10 @@ class _Pending:
 
 
 async def _write_together(group: list[_Click]) -> list[AckResult | BaseException]:
-    # two rounds of reads instead of four: on PostgreSQL each pair runs at once on the pool's
-    # connections (SQLite runs them in turn)
-    found, deliveries = await asyncio.gather(Notice.filter(id__in={c.notice_id for c in group}),
-                                             _delivered_to(group))
-    notices = {n.id: n for n in found}
-    member_ids = {d["member_id"] for d in deliveries.values()}
-    found_members, recorded = await asyncio.gather(Member.filter(id__in=member_ids),
-                                                   _existing(notices.values(), member_ids))
-    members = {m.id: m for m in found_members}
+    notices = {n.id: n for n in await Notice.filter(id__in={c.notice_id for c in group})}
+    deliveries = await _delivered_to(group)
+    members = {m.id: m for m in await Member.filter(id__in={d["member_id"] for d in deliveries.values()})}
+    recorded = await _existing(notices.values(), {m for m in members})
 
     outcomes: list[AckResult | BaseException | _Pending] = []
     for click in group:
