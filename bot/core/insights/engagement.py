@@ -8,11 +8,11 @@ questions asked most often that the knowledge base could not answer.
 
 The notices' figures are not read at page load: with 100,000 recipients on a notice, reading
 every delivery and acknowledgement of a window takes 0.3-0.5 s. The clock (`refresh_engagement`,
-from `Herald.tick`) works each notice's figures out per (organisation, role) whenever its
-deliveries or acknowledgements change and keeps them in `notice_engagement`: deliveries counted
+from `Herald.tick`) works each notice's figures out, per partner CAM by tier, region and role,
+whenever they change and keeps them in `notice_engagement`: deliveries counted
 from the delivery index and the member, acknowledgements in one pass that counts the revision
 that matters and buckets the times to a first acknowledgement together. The page adds those up
-to topic, tier, region and role with today's organisations (small tables) and says as of when.
+(all CAMs' for compliance and admins, one CAM's for a CAM) and says as of when.
 Opt-outs read only members who have any. A CAM's view covers the organisations that name them
 as CAM.
 """
@@ -88,19 +88,7 @@ async def breakdowns(staff: Staff | None, *, since: datetime) -> Breakdowns:
             continue
         figures = json.loads(stored["figures"])
         for cam in (figures if scope is None else [scope] if scope in figures else []):
-            part = figures[cam]
-            for by in GROUPS:
-                for key, n in part["delivered"][by].items():
-                    row = tables.row(by, key if by != "topic" else notice["topic"])
-                    row.delivered += n
-                    if notice["importance"] == "must-know":
-                        row.must_delivered += n
-                for key, n in part["acknowledged"][by].items():
-                    tables.row(by, key if by != "topic" else notice["topic"]).acknowledged += n
-                for key, buckets in part["first"][by].items():
-                    histogram = histograms[by].setdefault(str(key if by != "topic" else notice["topic"]), {})
-                    for bucket, n in buckets.items():
-                        histogram[int(bucket)] = histogram.get(int(bucket), 0) + n
+            _add_up(tables, histograms, notice, figures[cam])
     for by, values in histograms.items():
         for key, histogram in values.items():
             tables.row(by, key).median_seconds = median_of(histogram)
@@ -110,6 +98,25 @@ async def breakdowns(staff: Staff | None, *, since: datetime) -> Breakdowns:
             tables.row(by, key).opt_outs = count
     as_of = min((as_datetime(f["computed_at"]) for f in found), default=None)
     return Breakdowns(tables.sorted(), as_of, len(notices) - len({f["notice_id"] for f in found}))
+
+
+def _add_up(tables: _Tables, histograms: dict[str, dict[str, dict[int, int]]], notice: dict[str, Any],
+            part: dict[str, Any]) -> None:
+    """Add one notice's figures for one CAM's partners (see `_fold`) to the rows and histograms."""
+    must = notice["importance"] == "must-know"
+    for by in GROUPS:
+        def key(stored: str, by: str = by) -> str:
+            return notice["topic"] if by == "topic" else stored  # the topic is the notice's own
+        for stored, n in part["delivered"][by].items():
+            row = tables.row(by, key(stored))
+            row.delivered += n
+            row.must_delivered += n if must else 0
+        for stored, n in part["acknowledged"][by].items():
+            tables.row(by, key(stored)).acknowledged += n
+        for stored, buckets in part["first"][by].items():
+            histogram = histograms[by].setdefault(key(stored), {})
+            for bucket, n in buckets.items():
+                histogram[int(bucket)] = histogram.get(int(bucket), 0) + n
 
 
 async def breakdown(staff: Staff | None, by: str, *, since: datetime) -> list[Row]:
