@@ -105,16 +105,15 @@ def _add_up(tables: _Tables, histograms: dict[str, dict[str, dict[int, int]]], n
     """Add one notice's figures for one CAM's partners (see `_fold`) to the rows and histograms."""
     must = notice["importance"] == "must-know"
     for by in GROUPS:
-        def key(stored: str, by: str = by) -> str:
-            return notice["topic"] if by == "topic" else stored  # the topic is the notice's own
-        for stored, n in part["delivered"][by].items():
-            row = tables.row(by, key(stored))
+        own = notice["topic"] if by == "topic" else ""  # stored under "": the topic is the notice's own
+        for key, n in part["delivered"][by].items():
+            row = tables.row(by, own or key)
             row.delivered += n
             row.must_delivered += n if must else 0
-        for stored, n in part["acknowledged"][by].items():
-            tables.row(by, key(stored)).acknowledged += n
-        for stored, buckets in part["first"][by].items():
-            histogram = histograms[by].setdefault(key(stored), {})
+        for key, n in part["acknowledged"][by].items():
+            tables.row(by, own or key).acknowledged += n
+        for key, buckets in part["first"][by].items():
+            histogram = histograms[by].setdefault(own or key, {})
             for bucket, n in buckets.items():
                 histogram[int(bucket)] = histogram.get(int(bucket), 0) + n
 
@@ -154,20 +153,26 @@ async def refresh_engagement(now: datetime) -> int:
     recent = await _fingerprints([i for i, (_, sent) in notices.items() if sent >= now - RECENT], notices, digest)
     acked = await _acknowledged_since(max((f.last_ack for f, _ in stored.values() if f is not None), default=0)
                                       - ACK_ID_MARGIN)
-    changed = []
-    for notice_id, (revision, _) in notices.items():
-        was, computed_at = stored.get(notice_id, (None, None))
-        if was is None or computed_at is None or now - computed_at >= RECOUNT_AFTER:
-            changed.append(notice_id)
-        elif notice_id in recent:
-            if recent[notice_id] != was:
-                changed.append(notice_id)
-        elif (revision, digest) != (was.revision, was.digest) or acked.get(notice_id, 0) > was.last_ack:
-            changed.append(notice_id)
+    changed = [notice_id for notice_id, (revision, _) in notices.items()
+               if _out_of_date(stored.get(notice_id), recent.get(notice_id), now, revision=revision, digest=digest,
+                               newest_ack=acked.get(notice_id, 0))]
     for notice_id in changed:
         fingerprint = recent.get(notice_id) or (await _fingerprints([notice_id], notices, digest))[notice_id]
         await _store(notice_id, fingerprint.text, orgs, now)
     return len(changed)
+
+
+def _out_of_date(stored: tuple[_Fingerprint | None, datetime] | None, current: _Fingerprint | None, now: datetime,
+                 *, revision: int, digest: str, newest_ack: int) -> bool:
+    """Whether a notice's figures are to be worked out again: never worked out (or unreadable), a
+    day old, a recent notice (`current`: its counts now) whose counts moved, or an older one whose
+    revision or organisations changed or that has an acknowledgement newer than those counted."""
+    if stored is None or stored[0] is None or now - stored[1] >= RECOUNT_AFTER:
+        return True
+    was = stored[0]
+    if current is not None:
+        return current != was
+    return (revision, digest) != (was.revision, was.digest) or newest_ack > was.last_ack
 
 
 def _digest(orgs: dict[int, dict[str, Any]]) -> str:
