@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import timedelta
 
 from bot.core.replays import forget_expired
 from bot.channels.sandbox import SandboxChannel
@@ -310,7 +311,8 @@ class Herald:
         await forget_expired(now)
         self.outbox.wake()
         # last: the console's figures wait for everything that reaches partners
-        counts["engagement_refreshed"] = await refresh_engagement(now)
+        counts["engagement_refreshed"] = await refresh_engagement(
+            now, not_within=timedelta(seconds=self.settings.tick_seconds * 0.8))
         return counts
 
     async def close(self) -> None:

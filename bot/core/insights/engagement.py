@@ -133,7 +133,7 @@ RECOUNT_AFTER = timedelta(days=1)  # members change role or organisation without
 ACK_ID_MARGIN = 10_000
 
 
-async def refresh_engagement(now: datetime) -> int:
+async def refresh_engagement(now: datetime, *, not_within: timedelta = timedelta(0)) -> int:
     """Work out again the figures of every notice sent within the longest window whose
     deliveries, acknowledgements, revision or organisations changed since (or that were worked
     out more than a day ago). Returns how many were. Safe on every replica at once: figures are
@@ -142,7 +142,11 @@ async def refresh_engagement(now: datetime) -> int:
     Finding what changed costs little however many notices the window holds: the counts are read
     for the last fortnight's notices only; an older notice is looked at again when an
     acknowledgement newer than those already counted arrives for it (its deliveries are settled;
-    the daily recount covers the rest)."""
+    the daily recount covers the rest).
+
+    `not_within`: a notice worked out less than this long ago is left as it is (`Herald.tick`
+    passes most of its period: with several replicas each notice is worked out once a tick, not
+    once per replica)."""
     orgs = {r["id"]: r for r in await rows("SELECT id, tier, region, LOWER(cam_email) AS cam FROM organisation")}
     digest = _digest(orgs)
     notices = {r["id"]: (r["ack_revision"], as_datetime(r["sent_at"])) for r in await rows(
@@ -155,7 +159,7 @@ async def refresh_engagement(now: datetime) -> int:
                                       - ACK_ID_MARGIN)
     changed = [notice_id for notice_id, (revision, _) in notices.items()
                if _out_of_date(stored.get(notice_id), recent.get(notice_id), now, revision=revision, digest=digest,
-                               newest_ack=acked.get(notice_id, 0))]
+                               newest_ack=acked.get(notice_id, 0), not_within=not_within)]
     for notice_id in changed:
         fingerprint = recent.get(notice_id) or (await _fingerprints([notice_id], notices, digest))[notice_id]
         await _store(notice_id, fingerprint.text, orgs, now)
@@ -163,11 +167,16 @@ async def refresh_engagement(now: datetime) -> int:
 
 
 def _out_of_date(stored: tuple[_Fingerprint | None, datetime] | None, current: _Fingerprint | None, now: datetime,
-                 *, revision: int, digest: str, newest_ack: int) -> bool:
+                 *, revision: int, digest: str, newest_ack: int, not_within: timedelta) -> bool:
     """Whether a notice's figures are to be worked out again: never worked out (or unreadable), a
     day old, a recent notice (`current`: its counts now) whose counts moved, or an older one whose
-    revision or organisations changed or that has an acknowledgement newer than those counted."""
-    if stored is None or stored[0] is None or now - stored[1] >= RECOUNT_AFTER:
+    revision or organisations changed or that has an acknowledgement newer than those counted;
+    but not when they were worked out within `not_within`."""
+    if stored is None or stored[0] is None:
+        return True
+    if now - stored[1] < not_within:
+        return False
+    if now - stored[1] >= RECOUNT_AFTER:
         return True
     was = stored[0]
     if current is not None:
