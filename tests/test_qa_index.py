@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,10 +135,6 @@ entries:
 def test_the_image_build_leaves_the_vectors_the_first_start_loads(tmp_path: Path) -> None:
     """`herald qa build-index`, which the Dockerfile runs before declaring /data a volume, stores the
     vectors where the server looks for them (HERALD_CACHE_DIR/vectors), for that knowledge base."""
-    import os
-    import subprocess
-    import sys
-
     kb = tmp_path / "kb"
     kb.mkdir()
     (kb / "faq.yaml").write_text(_SMALL_KB, encoding="utf-8")
