@@ -265,7 +265,8 @@ async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
         settings = load_settings(database_url=database.url, slack_api_url=fake.url,
                                  slack_signing_secret="bench-signing-secret",
                                  delivery_concurrency=args.concurrency, delivery_batch_size=args.batch_size,
-                                 delivery_lane_inflight=args.concurrency, outbox_poll_seconds=3600, **extra)
+                                 delivery_lane_inflight=args.lane_inflight or args.concurrency,
+                                 outbox_poll_seconds=3600, **extra)
         progress(f"migrating {database.kind} database {redact(database.url)}")
         await storage_db.connect(settings.tortoise_db_url)
         herald = Herald(settings)
@@ -374,6 +375,7 @@ async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
             "seed_seconds": round(seed_seconds, 3),
             "concurrency": args.concurrency,
             "batch_size": args.batch_size,
+            "lane_inflight": args.lane_inflight or args.concurrency,
             "database": database.kind,
             "verified": not problems,
             "latency_ms": args.latency_ms,
@@ -469,6 +471,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=16, help="delivery_concurrency (and the baseline's)")
+    parser.add_argument("--lane-inflight", type=int, default=0,
+                        help="delivery_lane_inflight: the lane's window of sends not yet recorded, so the most "
+                             "rows in doubt after a crash (default: --concurrency)")
     parser.add_argument("--batch-size", type=int, default=200,
                         help="delivery_batch_size (default 200, as in production)")
     parser.add_argument("--database-url", default=None,

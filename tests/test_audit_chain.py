@@ -286,7 +286,7 @@ async def test_event_written_without_seq_is_detected(db: str) -> None:
 
 async def test_event_with_a_seq_beyond_the_head_is_detected(db: str) -> None:
     await _append(4)
-    forged = audit_event("notice.sent", now=T0)
+    forged = AuditEvent(kind="notice.sent", occurred_at=T0, actor="", data={})  # written around record()
     forged.seq, forged.prev_hash = 5, (await AuditEvent.get(seq=4)).hash
     forged.hash = chain_hash(forged.prev_hash, forged)
     await forged.save()

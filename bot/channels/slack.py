@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.channels.slack_blocks import (
     direct_message_blocks,
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 METADATA_EVENT = "herald_notice"
 _TOKEN_TTL_SECONDS = 30.0
 _RENDERED_VIEWS = 256  # notice renderings kept: a broadcast sends the same few views to everyone
+_TIMEOUT = aiohttp.ClientTimeout(total=20)
 
 _PERMANENT_ERRORS = {
     "user_not_found": "Slack user {user} does not exist in workspace {team} (check the directory)",
@@ -113,16 +117,48 @@ class SlackWorkspaces:
 
     async def client_for(self, team_id: str) -> AsyncWebClient | None:
         token = await self.token_for(team_id)
-        if not token:
-            return None
+        return self.client(token) if token else None
+
+    def client(self, token: str) -> AsyncWebClient:
         client = self._clients.get(token)
         if client is None:
-            if self._session is None or self._session.closed:
-                self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
-            client = AsyncWebClient(token=token, base_url=self.api_url, session=self._session, timeout=20,
+            client = AsyncWebClient(token=token, base_url=self.api_url, session=self.session(), timeout=20,
                                     logger=_sdk_logger())
             self._clients[token] = client
         return client
+
+    def session(self) -> aiohttp.ClientSession:
+        """The one HTTP session (connection pool) of every call to Slack."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+        return self._session
+
+    async def post_json(self, token: str, method: str, body: bytes) -> AsyncSlackResponse:
+        """A Web API call with a JSON body made ready by the caller, for the two calls every
+        broadcast makes once per member (chat.postMessage, chat.update). slack_sdk's
+        AsyncWebClient spends as much CPU around a call as the HTTP request itself (URL joining,
+        walking the arguments for block objects, re-encoding the blocks, building the response;
+        bench/fanout.py), and the blocks of a broadcast are the same for everyone, so they are
+        encoded once (SlackChannel._render). Same request and answer as the SDK's: errors raise
+        its SlackApiError with its response object (`ok: false`, any status but 200)."""
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json; charset=utf-8"}
+        url = f"{self.api_url}{method}"
+        async with self.session().post(url, data=body, headers=headers, timeout=_TIMEOUT) as http:
+            raw = await http.read()
+            status, answer_headers = http.status, http.headers
+        try:
+            data: Any = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Slack %s: HTTP %s, %s", method, status, "ok" if data.get("ok") else data.get("error"))
+        response = AsyncSlackResponse(client=None, http_verb="POST", api_url=url, req_args={}, data=data,
+                                      headers=answer_headers, status_code=status)
+        if status == 200 and data.get("ok"):
+            return response
+        raise SlackApiError(f"The request to the Slack API failed. (url: {url}, status: {status})", response)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -135,23 +171,24 @@ class SlackChannel:
 
     def __init__(self, workspaces: SlackWorkspaces) -> None:
         self.workspaces = workspaces
-        self._rendered: dict[NoticeView, tuple[str, list]] = {}
+        self._rendered: dict[NoticeView, bytes] = {}
 
-    def _render(self, view: NoticeView) -> tuple[str, list]:
-        """The message's fallback text and blocks, drawn once per distinct view (the view holds
-        everything they show; the per-recipient delivery id goes in the metadata). Callers must
-        not change the blocks."""
+    def _render(self, view: NoticeView) -> bytes:
+        """The message's fallback text and blocks as the JSON body's `"text":...,"blocks":...`
+        members, drawn and encoded once per distinct view (the view holds everything they show;
+        the per-recipient delivery id goes in the metadata)."""
         rendered = self._rendered.get(view)
         if rendered is None:
             if len(self._rendered) >= _RENDERED_VIEWS:
                 del self._rendered[next(iter(self._rendered))]
-            rendered = self._rendered[view] = (notice_fallback_text(view), notice_blocks(view))
+            rendered = self._rendered[view] = _json_members(text=notice_fallback_text(view),
+                                                            blocks=notice_blocks(view))
         return rendered
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
                       maybe_sent: bool) -> Outcome:
-        client = await self.workspaces.client_for(recipient.workspace_id)
-        if client is None:
+        token = await self.workspaces.token_for(recipient.workspace_id)
+        if not token:
             return Outcome.failed(f"Herald is not installed in Slack workspace {recipient.workspace_id}")
         opened = ""
         try:
@@ -163,6 +200,7 @@ class SlackChannel:
             # value and a direct message conversation will be opened if it isn't open already".
             channel = recipient.dm_channel or recipient.user_id
             if maybe_sent:
+                client = self.workspaces.client(token)
                 if not recipient.dm_channel:  # in doubt and no DM known: its history needs the D... id
                     response = await client.conversations_open(users=recipient.user_id)
                     channel = opened = response["channel"]["id"]
@@ -173,13 +211,11 @@ class SlackChannel:
             if view.original_ref and view.original_ref[0] == channel and view.original_ref[1]:
                 # a reminder is a reply to the original, also shown in the DM: it links back to it
                 thread = {"thread_ts": view.original_ref[1], "reply_broadcast": True}
-            text, blocks = self._render(view)
-            response = await client.chat_postMessage(
-                channel=channel, text=text, blocks=blocks,
-                unfurl_links=False, unfurl_media=False, **thread,
-                metadata={"event_type": METADATA_EVENT,
-                          "event_payload": {"notice_id": view.notice_id, "delivery_id": delivery_id}},
-            )
+            body = _json_body(self._render(view), channel=channel, unfurl_links=False, unfurl_media=False,
+                              **thread, metadata={"event_type": METADATA_EVENT,
+                                                  "event_payload": {"notice_id": view.notice_id,
+                                                                    "delivery_id": delivery_id}})
+            response = await self.workspaces.post_json(token, "chat.postMessage", body)
             dm_channel = "" if recipient.dm_channel else str(response["channel"])
             return Outcome.delivered(MessageRef(response["channel"], response["ts"]), dm_channel=dm_channel)
         except SlackApiError as exc:
@@ -214,13 +250,13 @@ class SlackChannel:
             return Outcome.retry(f"network error talking to Slack ({type(exc).__name__})")
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
-        client = await self.workspaces.client_for(workspace_id)
-        if client is None:
+        token = await self.workspaces.token_for(workspace_id)
+        if not token:
             log.warning("cannot update message %s: no token for workspace %s", ref, workspace_id)
             return
         try:
-            text, blocks = self._render(view)
-            await client.chat_update(channel=ref.channel_id, ts=ref.message_id, text=text, blocks=blocks)
+            body = _json_body(self._render(view), channel=ref.channel_id, ts=ref.message_id)
+            await self.workspaces.post_json(token, "chat.update", body)
         except SlackApiError as exc:
             if exc.response is not None and (exc.response.status_code == 429
                                              or exc.response.get("error") == "ratelimited"):
@@ -229,6 +265,16 @@ class SlackChannel:
 
     async def close(self) -> None:
         await self.workspaces.close()
+
+
+def _json_members(**members: Any) -> bytes:
+    """`"a":1,"b":2`: members of a JSON object, to be joined into one by _json_body."""
+    return json.dumps(members, separators=(",", ":")).encode()[1:-1]
+
+
+def _json_body(rendered: bytes, **members: Any) -> bytes:
+    """One JSON object: these members, then the already-encoded ones."""
+    return b"{" + _json_members(**members) + b"," + rendered + b"}"
 
 
 def _sdk_logger() -> logging.Logger:

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -48,6 +49,23 @@ _FLOAT_EXPONENT_FORM = 1e16
 
 # ---- building events --------------------------------------------------------------------------
 
+@dataclass(slots=True, eq=False)
+class PendingEvent:
+    """An event made by `audit_event`, normalised and not yet appended: what `record` needs of an
+    AuditEvent, without an ORM object per event (a broadcast makes one per delivery)."""
+
+    kind: str
+    occurred_at: datetime
+    actor: str
+    notice_id: int | None
+    member_id: int | None
+    data: dict[str, Any]
+    seq: int | None = None
+    prev_hash: str = ""
+    hash: str = ""
+    pk: None = None
+
+
 def audit_event(
     kind: str,
     *,
@@ -56,16 +74,16 @@ def audit_event(
     notice_id: int | None = None,
     member_id: int | None = None,
     **data: Any,
-) -> AuditEvent:
+) -> PendingEvent:
     """An unsaved event; pass it (with others) to `record`.
 
     `data` is normalised to JSON values that round-trip exactly (see `json_safe`), and `now` to
     UTC with microsecond precision, so the hash computed when the event is appended equals the
     one recomputed later from the stored row. Values JSON cannot hold raise TypeError.
     """
-    return AuditEvent(kind=kind, occurred_at=utc_instant(now), actor=actor,
-                      notice_id=_optional_int(notice_id), member_id=_optional_int(member_id),
-                      data=json_safe({**_origin.get(), **data}))
+    return PendingEvent(kind=kind, occurred_at=utc_instant(now), actor=actor or "",
+                        notice_id=_optional_int(notice_id), member_id=_optional_int(member_id),
+                        data=json_safe({**_origin.get(), **data}))
 
 
 _origin: ContextVar[dict[str, str]] = ContextVar("audit_origin", default={})
@@ -102,6 +120,8 @@ def utc_instant(value: datetime) -> datetime:
 
 def iso_utc(value: datetime) -> str:
     """'2024-05-06T07:08:09.123456+00:00': the form used in the canonical encoding and in data."""
+    if type(value) is datetime and value.tzinfo is UTC:  # already as utc_instant makes it
+        return value.isoformat(timespec="microseconds")
     return utc_instant(value).isoformat(timespec="microseconds")
 
 
@@ -166,7 +186,7 @@ def _optional_int(value: Any) -> int | None:
 
 # ---- hashing ----------------------------------------------------------------------------------
 
-def canonical_encoding(event: AuditEvent) -> str:
+def canonical_encoding(event: AuditEvent | PendingEvent) -> str:
     """The event's content as canonical JSON (its position `seq` included, its id not)."""
     return json.dumps(
         {
@@ -182,13 +202,13 @@ def canonical_encoding(event: AuditEvent) -> str:
     )
 
 
-def chain_hash(prev_hash: str, event: AuditEvent) -> str:
+def chain_hash(prev_hash: str, event: AuditEvent | PendingEvent) -> str:
     return hashlib.sha256((prev_hash + canonical_encoding(event)).encode("utf-8")).hexdigest()
 
 
 # ---- appending --------------------------------------------------------------------------------
 
-async def record(events: Iterable[AuditEvent], *, using_db: BaseDBAsyncClient | None = None) -> None:
+async def record(events: Iterable[AuditEvent | PendingEvent], *, using_db: BaseDBAsyncClient | None = None) -> None:
     """Append `events`, in order, to the audit chain, in the caller's transaction `using_db`.
 
     Call it as the LAST write of the transaction that makes the state change:
@@ -217,28 +237,32 @@ async def record(events: Iterable[AuditEvent], *, using_db: BaseDBAsyncClient | 
         await _append(batch, using_db)
 
 
-async def _append(batch: list[AuditEvent], conn: BaseDBAsyncClient) -> None:
+async def _append(batch: list[AuditEvent | PendingEvent], conn: BaseDBAsyncClient) -> None:
     for event in batch:
         if event.seq is not None or event.pk is not None:
             raise ValueError("an audit event can be recorded only once")
     seq, head_hash = await _lock_head(conn)
     prev_hash = head_hash if seq else GENESIS_HASH
     for event in batch:
-        _normalise(event)
+        if not isinstance(event, PendingEvent):  # built as AuditEvent(...) directly
+            _normalise(event)
         seq += 1
         event.seq, event.prev_hash = seq, prev_hash
         event.hash = prev_hash = chain_hash(prev_hash, event)
-    # Plain statements, values converted by the model's own fields (as bulk_create does): the
-    # ORM's query building cost more than the hashing for the outbox's small, frequent groups.
+    # Plain statements, the time and the data converted by the model's own fields (as
+    # bulk_create does): the ORM's query building cost more than the hashing for the outbox's
+    # small, frequent groups.
     fields = AuditEvent._meta.fields_map
-    rows = [[fields[name].to_db_value(getattr(event, name), event) for name in _COLUMNS] for event in batch]
+    when, data = fields["occurred_at"].to_db_value, fields["data"].to_db_value
+    rows = [(when(e.occurred_at, e), e.kind, e.actor, e.notice_id, e.member_id, data(e.data, e), e.seq,
+             e.prev_hash, e.hash) for e in batch]
     postgres = conn.capabilities.dialect == "postgres"
     await conn.execute_many(storage_db.placeholders(_INSERT_SQL, postgres), rows)
     await conn.execute_query(storage_db.placeholders("UPDATE audit_chain_head SET seq=?, hash=? WHERE id=?", postgres),
                              [seq, prev_hash, HEAD_ID])
 
 
-_COLUMNS = ("occurred_at", "kind", "actor", "notice_id", "member_id", "data", "seq", "prev_hash", "hash")
+_COLUMNS = ("occurred_at", "kind", "actor", "notice_id", "member_id", "data", "seq", "prev_hash", "hash")  # as in rows
 _INSERT_SQL = f"INSERT INTO audit_event ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 

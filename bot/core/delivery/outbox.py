@@ -603,18 +603,21 @@ class Outbox:
     async def _work_lane(self, lane: Lane) -> int:
         """Keep the lane's in-flight window full while it has due work and we hold it, for one turn
         (`quantum` items): then the lane goes back in the queue behind lanes served less recently,
-        so with more lanes than `max_lanes` a big one never starves a small one."""
+        so with more lanes than `max_lanes` a big one never starves a small one (with fewer, it
+        goes straight on to its next turn)."""
         token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
-        cap = self.settings.lane_inflight
+        cap, quantum = self.settings.lane_inflight, self.settings.quantum
         inflight: set[asyncio.Task] = set()
-        handled = 0
+        handled = turn = 0
         try:
             while True:
                 room = cap - len(inflight)
-                if room > 0 and (not inflight or room * 2 >= cap) and handled < self.settings.quantum \
-                        and self._may_claim(lane):
-                    items = await self._claim_in_turn(lane, min(room, self.settings.quantum - handled), token)
+                if turn >= quantum and self._lane_slot_free():
+                    turn = 0  # no lane can be waiting for our slot: a new turn without a pause
+                if room > 0 and (not inflight or room * 2 >= cap) and turn < quantum and self._may_claim(lane):
+                    items = await self._claim_in_turn(lane, min(room, quantum - turn), token)
                     handled += len(items)
+                    turn += len(items)
                     if not items and not inflight and self._may_claim(lane):
                         self._served.pop(lane, None)  # ran dry: next time it is new work
                     inflight |= {asyncio.create_task(self._send_one(lane, source, item)) for source, item in items}
@@ -637,6 +640,12 @@ class Outbox:
                 del self._workers[lane]
             self._wake.set()
         return handled
+
+    def _lane_slot_free(self) -> bool:
+        """This replica works fewer lanes than it may: every due lane it could lease has a worker
+        (the scheduler starts one whenever a slot is free), so a lane at the end of its turn may
+        go on at once instead of stopping, letting its window run empty and being leased again."""
+        return len(self._workers) < self.settings.max_lanes
 
     async def _claim_in_turn(self, lane: Lane, limit: int, token: str) -> list[tuple[LaneSource, Any]]:
         """Claim through the claim gate: at most `claims` at once (each is several database round

@@ -23,11 +23,10 @@ from typing import Any, Protocol
 
 from bot.common.errors import UserError
 from bot.core.commands.parser import SendCommand
-from bot.core.compliance.audit import audit_event
+from bot.core.compliance.audit import PendingEvent, audit_event
 from bot.topics import ImportancePolicy
 from bot.topics.importance import Importance
 from storage.models import (
-    AuditEvent,
     DeliveryStatus,
     Member,
     Notice,
@@ -113,7 +112,7 @@ class QueuedRow(Protocol):
 
 
 async def assign_rows(notice: Notice, deliveries: Sequence[QueuedRow], *, now: datetime,
-                      using_db: Any) -> list[AuditEvent]:
+                      using_db: Any) -> list[PendingEvent]:
     """Give the rows `publish` is about to write their variant, hold back those outside the first
     share, and return one audit event per member. Nothing happens for a notice without variants."""
     labels = await labels_of(notice.id, using_db)

@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import UserError
 from bot.common.secrets import environment_cipher
 from bot.core.commands.parser import SurveyCommand, parse_deadline
-from bot.core.compliance.audit import audit_event, record
+from bot.core.compliance.audit import PendingEvent, audit_event, record
 from bot.core.directory.audiences import (
     count_recipients,
     parse_audience,
@@ -32,7 +32,6 @@ from bot.core.surveys.spec import SurveySpec, build_spec
 from bot.topics import Topic, TopicCatalog, parse_importance
 from bot.topics.importance import Importance
 from storage.models import (
-    AuditEvent,
     Delivery,
     DeliveryStatus,
     Notice,
@@ -143,7 +142,7 @@ async def journey_survey(step_key: str, spec: SurveySpec, *, now: datetime) -> S
 
 
 async def enqueue_journey_survey(survey: Survey, member_id: int, *, now: datetime,
-                                 using_db: object) -> list[AuditEvent]:
+                                 using_db: object) -> list[PendingEvent]:
     """Write the member's outbox row for a journey step's survey (once: the delivery's unique key).
     The journey planner calls this in the transaction that records the member reaching the step."""
     if survey.closed_at is not None:
