@@ -133,14 +133,15 @@ class SlackWorkspaces:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
         return self._session
 
-    async def post_json(self, token: str, method: str, body: bytes) -> AsyncSlackResponse:
+    async def post_json(self, token: str, method: str, body: bytes) -> dict[str, Any]:
         """A Web API call with a JSON body made ready by the caller, for the two calls every
         broadcast makes once per member (chat.postMessage, chat.update). slack_sdk's
         AsyncWebClient spends as much CPU around a call as the HTTP request itself (URL joining,
         walking the arguments for block objects, re-encoding the blocks, building the response;
         bench/fanout.py), and the blocks of a broadcast are the same for everyone, so they are
         encoded once (SlackChannel._render). Same request and answer as the SDK's: errors raise
-        its SlackApiError with its response object (`ok: false`, any status but 200)."""
+        its SlackApiError with its response object (`ok: false`, any status but 200); a success
+        is the answer's JSON object."""
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json; charset=utf-8"}
         url = f"{self.api_url}{method}"
         async with self.session().post(url, data=body, headers=headers, timeout=_TIMEOUT) as http:
@@ -154,10 +155,10 @@ class SlackWorkspaces:
             data = {}
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Slack %s: HTTP %s, %s", method, status, "ok" if data.get("ok") else data.get("error"))
+        if status == 200 and data.get("ok"):
+            return data
         response = AsyncSlackResponse(client=None, http_verb="POST", api_url=url, req_args={}, data=data,
                                       headers=answer_headers, status_code=status)
-        if status == 200 and data.get("ok"):
-            return response
         raise SlackApiError(f"The request to the Slack API failed. (url: {url}, status: {status})", response)
 
     async def close(self) -> None:
@@ -212,9 +213,7 @@ class SlackChannel:
                 # a reminder is a reply to the original, also shown in the DM: it links back to it
                 thread = {"thread_ts": view.original_ref[1], "reply_broadcast": True}
             body = _json_body(self._render(view), channel=channel, unfurl_links=False, unfurl_media=False,
-                              **thread, metadata={"event_type": METADATA_EVENT,
-                                                  "event_payload": {"notice_id": view.notice_id,
-                                                                    "delivery_id": delivery_id}})
+                              tail=_metadata(view.notice_id, delivery_id), **thread)
             response = await self.workspaces.post_json(token, "chat.postMessage", body)
             dm_channel = "" if recipient.dm_channel else str(response["channel"])
             return Outcome.delivered(MessageRef(response["channel"], response["ts"]), dm_channel=dm_channel)
@@ -272,9 +271,16 @@ def _json_members(**members: Any) -> bytes:
     return json.dumps(members, separators=(",", ":")).encode()[1:-1]
 
 
-def _json_body(rendered: bytes, **members: Any) -> bytes:
-    """One JSON object: these members, then the already-encoded ones."""
-    return b"{" + _json_members(**members) + b"," + rendered + b"}"
+def _json_body(rendered: bytes, tail: bytes = b"", **members: Any) -> bytes:
+    """One JSON object: these members, then the already-encoded ones (`rendered`, then `tail`)."""
+    return b"{" + _json_members(**members) + b"," + rendered + tail + b"}"
+
+
+def _metadata(notice_id: int, delivery_id: int) -> bytes:
+    """`,"metadata":{...}`, the message metadata that finds an interrupted send again
+    (SlackChannel._find_earlier_send), for _json_body's `tail`."""
+    return b',"metadata":{"event_type":"%s","event_payload":{"notice_id":%d,"delivery_id":%d}}' % (
+        METADATA_EVENT.encode(), int(notice_id), int(delivery_id))
 
 
 def _sdk_logger() -> logging.Logger:

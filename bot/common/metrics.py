@@ -80,14 +80,14 @@ def set_build_info() -> None:
     BUILD.info({"version": version})
 
 
-def delivery_recorded(platform: str, status: str, reported: str) -> None:
-    """An outbox row's send was recorded: `status` is the row's new status (delivered, failed,
-    pending), `reported` the channel's outcome kind (delivered, retry, failed, deferred)."""
+def delivery_recorded(platform: str, status: str, reported: str, count: int = 1) -> None:
+    """`count` outbox rows' sends were recorded: `status` is the rows' new status (delivered,
+    failed, pending), `reported` the channel's outcome kind (delivered, retry, failed, deferred)."""
     if status in ("delivered", "failed"):
         outcome = status
     else:
         outcome = "deferred" if reported == "deferred" else "retried"
-    DELIVERIES.labels(_platform(platform), outcome).inc()
+    DELIVERIES.labels(_platform(platform), outcome).inc(count)
 
 
 def throttled(platform: str, retry_after: float | None) -> None:

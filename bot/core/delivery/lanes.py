@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Collection, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -113,13 +112,9 @@ class PriorityGate:
         self._waiters: list[tuple[float, int, asyncio.Future]] = []
         self._order = itertools.count()
 
-    @asynccontextmanager
-    async def hold(self, priority: float) -> AsyncIterator[None]:
-        await self._acquire(priority)
-        try:
-            yield
-        finally:
-            self._release()
+    def hold(self, priority: float) -> "_Held":
+        """`async with gate.hold(priority):` a place, given back on leaving the block."""
+        return _Held(self, priority)
 
     async def _acquire(self, priority: float) -> None:
         if self._busy < self.capacity and not self._waiters:
@@ -141,6 +136,21 @@ class PriorityGate:
             if not future.done():
                 self._busy += 1
                 future.set_result(None)
+
+
+class _Held:
+    """PriorityGate.hold's context manager (a class: one is entered per request sent)."""
+
+    __slots__ = ("gate", "priority")
+
+    def __init__(self, gate: PriorityGate, priority: float) -> None:
+        self.gate, self.priority = gate, priority
+
+    async def __aenter__(self) -> None:
+        await self.gate._acquire(self.priority)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.gate._release()
 
 
 class LaneBudgets:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -266,13 +266,14 @@ class NoticeSource:
 
     async def _store(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
         rows, events, dm_cache = [], [], {}
+        counted: Counter[tuple[str, str, str]] = Counter()  # for the metrics, once per group
         first_reminders = self._first_reminders({j.notice.id: j.notice for j, _ in results}, now)
         for job, outcome in results:
             row = job.row
             if outcome.dm_channel and row.account_id is not None:
                 dm_cache[row.account_id] = outcome.dm_channel
             result = self._result(row, outcome, now, job.notice, first_reminders)
-            metrics.delivery_recorded(row.platform, result.status, outcome.kind.value)
+            counted[(row.platform, result.status, outcome.kind.value)] += 1
             rows.append((result.status, result.attempts, result.next_attempt_at, result.channel_id,
                          result.message_id, result.error, result.delivered_at, result.rendered_revision,
                          int(result.set_reminder), result.next_reminder_at, now, row.id, job.token))
@@ -285,6 +286,8 @@ class NoticeSource:
                 await conn.execute_many(storage_db.placeholders(_DM_CACHE_SQL),
                                         [(c, now, a) for a, c in dm_cache.items()])
             await record(events, using_db=conn)
+        for (platform, status, reported), count in counted.items():
+            metrics.delivery_recorded(platform, status, reported, count)
 
     async def _store_updates(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
         rows = []
