@@ -55,6 +55,19 @@ async def test_server_errors_are_retried_with_backoff(rig: Rig) -> None:
     assert row.status == "delivered" and row.attempts == 3 and row.error == ""
 
 
+async def test_a_gateways_html_error_page_is_retried(rig: Rig) -> None:
+    """Slack's edge answers 502/504 with an HTML page, not the API's JSON: retried like a 5xx."""
+    notice_id = await rig.broadcast(audience="member:anna@acme.example")
+    rig.fake.fail_next("chat.postMessage", status=502, html=True)
+    await rig.herald.outbox.drain()
+    row = await Delivery.get(notice_id=notice_id)
+    assert row.status == "pending" and row.attempts == 1 and "HTTP 502" in row.error
+    rig.clock.advance(hours=1)
+    await rig.herald.outbox.drain()
+    row = await Delivery.get(notice_id=notice_id)
+    assert row.status == "delivered" and row.attempts == 2
+
+
 async def test_gives_up_after_max_attempts_with_a_reason(rig: Rig) -> None:
     notice_id = await rig.broadcast(audience="member:bo@acme.example")
     rig.fake.fail_next("chat.postMessage", status=503, times=50)
@@ -184,3 +197,23 @@ def test_slack_sdk_formats_no_debug_line_per_request_unless_asked_to() -> None:
         assert _sdk_logger().level == logging.DEBUG
     finally:
         sdk.setLevel(before)
+
+
+async def test_a_broadcasts_first_sends_read_the_workspace_token_once(rig: Rig, monkeypatch) -> None:  # noqa: ANN001
+    """The first sends of a broadcast all ask for the workspace's token at once: one read."""
+    from storage.models import Workspace
+
+    reads = 0
+    original = Workspace.get_or_none
+
+    async def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        nonlocal reads
+        reads += 1
+        return await original(*args, **kwargs)
+
+    workspaces = rig.herald.channels["slack"].workspaces
+    workspaces.forget(TEAM)
+    monkeypatch.setattr(Workspace, "get_or_none", counted)
+    tokens = await asyncio.gather(*(workspaces.token_for(TEAM) for _ in range(16)))
+    assert tokens == [TOKEN] * 16 and reads == 1
+    assert await workspaces.token_for(TEAM) == TOKEN and reads == 1  # cached

@@ -66,6 +66,7 @@ class SlackWorkspaces:
         # from its settings (bot.handlers.slack.oauth.add_slack_oauth_routes).
         self.cipher = cipher
         self._cache: dict[str, tuple[float, str | None]] = {}
+        self._loading: dict[str, asyncio.Future[str | None]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, AsyncWebClient] = {}
 
@@ -73,6 +74,14 @@ class SlackWorkspaces:
         cached = self._cache.get(team_id)
         if cached and time.monotonic() - cached[0] < _TOKEN_TTL_SECONDS:
             return cached[1]
+        # One read per workspace at a time: a broadcast's first sends all ask at once.
+        loading = self._loading.get(team_id)
+        if loading is None:
+            loading = self._loading[team_id] = asyncio.ensure_future(self._load_token(team_id))
+            loading.add_done_callback(lambda _: self._loading.pop(team_id, None))
+        return await asyncio.shield(loading)
+
+    async def _load_token(self, team_id: str) -> str | None:
         workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
         if workspace is not None and workspace.active and self.rotator is not None and workspace.token_expires_at:
             return await self._rotating(workspace)

@@ -105,6 +105,7 @@ class _Fault:
     error: str | None
     retry_after: float | int | None
     remaining: int
+    html: bool = False  # a gateway's HTML page instead of Slack's JSON
 
 
 @dataclass(slots=True)
@@ -383,6 +384,7 @@ class FakeSlackAPI:
         error: str | None = None,
         retry_after: float | int | None = None,
         times: int = 1,
+        html: bool = False,
     ) -> None:
         """Make the next ``times`` calls of ``method`` fail.
 
@@ -390,6 +392,8 @@ class FakeSlackAPI:
           ``retry_after`` is given, body ``{"ok": false, "error": "ratelimited"}``.
         * ``status>=400``: that HTTP status, body ``{"ok": false, "error": error or "internal_error"}``.
         * ``status=200, error="..."``: HTTP 200 with ``{"ok": false, "error": error}``.
+        * ``html=True`` with a 5xx status: an HTML error page, as a load balancer in front of the
+          API answers 502/503/504.
 
         Faults queue up: several ``fail_next`` calls for one method apply in order.
         ``method`` may be ``"response_url"``.
@@ -400,7 +404,9 @@ class FakeSlackAPI:
             raise ValueError("fail_next needs a non-200 status, an error code or retry_after")
         if times < 1:
             raise ValueError("times must be >= 1")
-        self._faults.setdefault(method, deque()).append(_Fault(status, error, retry_after, times))
+        if html and status < 500:
+            raise ValueError("html=True is for a gateway's 5xx page")
+        self._faults.setdefault(method, deque()).append(_Fault(status, error, retry_after, times, html))
 
     def delay(self, method: str, seconds: float) -> None:
         """Answer every later ``method`` call after ``seconds`` (0 removes the delay)."""
@@ -487,6 +493,9 @@ class FakeSlackAPI:
                 ra = fault.retry_after
                 headers = {"Retry-After": str(int(ra) if float(ra).is_integer() else ra)}
             return _json({"ok": False, "error": error}, status=429, headers=headers), error
+        if fault.html:
+            page = f"<html><body><h1>{fault.status} Bad Gateway</h1></body></html>"
+            return web.Response(text=page, status=fault.status, content_type="text/html"), "html"
         if fault.status != 200:
             error = fault.error or "internal_error"
             return _json({"ok": False, "error": error}, status=fault.status), error
