@@ -86,6 +86,9 @@ class LaneSettings:
     max_lanes: int = 128  # lanes one replica works at once
     flush_ms: float = 5.0  # outcomes are written in groups gathered for this long
     quantum: int = 200  # items a lane sends per turn before it goes to the back of the queue
+    # After a wake the scheduler waits this long before it looks, so a burst of wakes (every
+    # acknowledgement wakes it, to update the clicked copies) is one look instead of one each.
+    wake_gather: float = 0.05
     # Fencing (exactly once across replicas): a replica starts a send only while at least
     # `send_margin` of its lease is left, and its rows' claims outlive the lease by `claim_grace`,
     # so a request started under the lease has margin + grace to return and be recorded before

@@ -432,6 +432,10 @@ class Outbox:
         self._gate: PriorityGate | None = None  # requests in flight, all lanes
         self._claim_gate: PriorityGate | None = None  # claims in progress, all lanes
         self._served: dict[Lane, int] = defaultdict(int)  # sends started since the lane last ran dry
+        # Each source's lanes with due work as the scheduler last saw them (it looks again on every
+        # wake and at least every poll): a lane worker does not ask a source with nothing due in
+        # its lane (a claim is a transaction; an acknowledgement's update is one row).
+        self._source_due: dict[str, set[Lane]] = {}
         self.fenced = 0  # sends not started because the lane's lease was lost or running out
         self._wake = asyncio.Event()
         self._scheduling = asyncio.Lock()
@@ -470,6 +474,7 @@ class Outbox:
                     break
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
+                    await asyncio.sleep(self.settings.wake_gather)  # see LaneSettings.wake_gather
                 except TimeoutError:
                     pass
         finally:
@@ -540,7 +545,8 @@ class Outbox:
     async def _due_lanes(self, now: datetime) -> set[Lane]:
         due: set[Lane] = set()
         for source in self.sources:
-            due |= await source.due_lanes(now)
+            self._source_due[source.name] = lanes = await source.due_lanes(now)
+            due |= lanes
         return due - set(self._workers)
 
     async def _idle_seconds(self) -> float:
@@ -611,14 +617,17 @@ class Outbox:
         token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
         cap, quantum = self.settings.lane_inflight, self.settings.quantum
         inflight: set[asyncio.Task] = set()
+        drained: set[str] = set()  # sources that gave fewer items than asked for in this turn
         handled = turn = 0
         try:
             while True:
                 room = cap - len(inflight)
                 if turn >= quantum and self._lane_slot_free():
                     turn = 0  # no lane can be waiting for our slot: a new turn without a pause
-                if room > 0 and (not inflight or room * 2 >= cap) and turn < quantum and self._may_claim(lane):
-                    items = await self._claim_in_turn(lane, min(room, quantum - turn), token)
+                    drained.clear()
+                if room > 0 and (not inflight or room * 2 >= cap) and turn < quantum and self._may_claim(lane) \
+                        and len(drained) < len(self.sources):
+                    items = await self._claim_in_turn(lane, min(room, quantum - turn), token, drained)
                     handled += len(items)
                     turn += len(items)
                     if not items and not inflight and self._may_claim(lane):
@@ -650,7 +659,7 @@ class Outbox:
         go on at once instead of stopping, letting its window run empty and being leased again."""
         return len(self._workers) < self.settings.max_lanes
 
-    async def _claim_in_turn(self, lane: Lane, limit: int, token: str) -> list[tuple[LaneSource, Any]]:
+    async def _claim_in_turn(self, lane: Lane, limit: int, token: str, drained: set[str]) -> list[tuple[LaneSource, Any]]:
         """Claim through the claim gate: at most `claims` at once (each is several database round
         trips), lanes that have sent least first."""
         if self._claim_gate is None:
@@ -658,24 +667,33 @@ class Outbox:
         async with self._claim_gate.hold(self._served.get(lane, 0)):
             if not self._may_claim(lane):
                 return []
-            return await self._claim(lane, limit, token)
+            return await self._claim(lane, limit, token, drained)
 
-    async def _claim(self, lane: Lane, limit: int, token: str, sources: list[LaneSource] | None = None,
-                     ) -> list[tuple[LaneSource, Any]]:
+    async def _claim(self, lane: Lane, limit: int, token: str, drained: set[str]) -> list[tuple[LaneSource, Any]]:
+        """Up to `limit` items from the lane's sources in priority order. A source that gives
+        fewer than it was asked for joins `drained` and is not asked again this turn (what comes
+        due meanwhile wakes the scheduler, which gives the lane another turn when this one ends)."""
         now, until = self.clock.now(), self._held.get(lane)
         if until is None:
             return []
         until += self._claim_grace  # the rows' claims outlive the lease: see LaneSettings.claim_grace
         items: list[tuple[LaneSource, Any]] = []
-        for source in sources or self.sources:
+        for source in self.sources:
             room = limit - len(items)
             if room <= 0:
                 break
+            if source.name in drained:
+                continue
+            if lane not in self._source_due.get(source.name, (lane,)):
+                drained.add(source.name)
+                continue
             try:
                 claimed = await source.claim(lane, room, token, now, until)
             except Exception:  # noqa: BLE001 - one source's bad row must not stop the others
                 log.exception("claiming from %s in lane %s/%s failed", source.name, *lane)
                 continue
+            if len(claimed) < room:
+                drained.add(source.name)
             items += [(source, item) for item in claimed]
         return items
 
