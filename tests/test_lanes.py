@@ -317,6 +317,58 @@ async def test_a_small_workspace_is_not_held_up_by_a_big_one(rig: Rig) -> None:
         await replica.close()
 
 
+class _CountingLeases:
+    """The replica's lane store, counting the leases it takes (all else unchanged)."""
+
+    def __init__(self, store: object) -> None:
+        self.store, self.acquired = store, 0
+
+    async def acquire(self, *args: object, **kwargs: object) -> object:
+        self.acquired += 1
+        return await self.store.acquire(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+async def test_a_lane_nobody_waits_for_goes_on_past_its_turn(rig: Rig) -> None:
+    """A turn ends after `batch_size` sends only when another lane may be waiting for the slot;
+    with slots free the lane goes straight on (no drained window, no second lease), and with
+    every slot taken it still gives way (test_a_small_workspace_is_not_held_up_by_a_big_one)."""
+    users = await _add_members(rig, 12)
+    replica = _replica(rig, delivery_max_lanes=4, delivery_batch_size=3, delivery_lane_inflight=2)
+    leases = replica.outbox.lanes = _CountingLeases(replica.outbox.lanes)  # type: ignore[assignment]
+    try:
+        await rig.broadcast(audience="org:big")
+        assert await replica.outbox.drain() == 12
+        assert leases.acquired == 1  # one turn after another under one lease
+        assert _dm_counts(rig, users) == [1] * 12
+    finally:
+        await replica.close()
+
+
+async def test_a_lane_asks_only_the_sources_with_work_due_in_it(rig: Rig) -> None:
+    """A lane's claims go to the sources with due work in it: with only notices due, the direct
+    messages' source is not asked (a transaction each time), and the notices' source is not asked
+    again once it gave fewer rows than asked for."""
+    await _add_members(rig, 5)
+    replica = _replica(rig, delivery_lane_inflight=8)
+    asked: dict[str, int] = {}
+    for source in replica.outbox.sources:
+        def counting(original, name):  # noqa: ANN001, ANN202
+            async def claim(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+                asked[name] = asked.get(name, 0) + 1
+                return await original(*args, **kwargs)
+            return claim
+        source.claim = counting(source.claim, source.name)  # type: ignore[method-assign]
+    try:
+        await rig.broadcast(audience="org:big")
+        assert await replica.outbox.drain() == 5
+        assert asked == {"notices": 1}, asked
+    finally:
+        await replica.close()
+
+
 async def test_a_workspace_with_new_work_goes_ahead_of_one_that_has_been_sending(rig: Rig) -> None:
     """Least attained service first: when the replica's request slots are all taken, a small
     workspace whose notice just arrived is served before a big one that has been sending, not
