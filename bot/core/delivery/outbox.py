@@ -672,7 +672,8 @@ class Outbox:
     async def _claim(self, lane: Lane, limit: int, token: str, drained: set[str]) -> list[tuple[LaneSource, Any]]:
         """Up to `limit` items from the lane's sources in priority order. A source that gives
         fewer than it was asked for joins `drained` and is not asked again this turn (what comes
-        due meanwhile wakes the scheduler, which gives the lane another turn when this one ends)."""
+        due in it meanwhile wakes the scheduler, which gives the lane another turn when this one
+        ends); one with nothing due in the lane is not asked until the scheduler sees some."""
         now, until = self.clock.now(), self._held.get(lane)
         if until is None:
             return []
@@ -685,8 +686,7 @@ class Outbox:
             if source.name in drained:
                 continue
             if lane not in self._source_due.get(source.name, (lane,)):
-                drained.add(source.name)
-                continue
+                continue  # nothing due here when the scheduler last looked (it looks on every wake)
             try:
                 claimed = await source.claim(lane, room, token, now, until)
             except Exception:  # noqa: BLE001 - one source's bad row must not stop the others
