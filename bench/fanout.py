@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fan-out benchmark: one must-know notice to N Slack members through the real Herald path.
 
-    python bench/fanout.py [--recipients 10000] [--concurrency 16] [--batch-size 200]
+    python bench/fanout.py [--recipients 10000] [--concurrency 16] [--lane-inflight 16] [--batch-size 200]
                            [--database-url sqlite:///tmp/x.db | postgres://user@host:port/db] [--keep]
                            [--latency-ms 0] [--cold-start]
 

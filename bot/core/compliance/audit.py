@@ -262,7 +262,8 @@ async def _append(batch: list[AuditEvent | PendingEvent], conn: BaseDBAsyncClien
                              [seq, prev_hash, HEAD_ID])
 
 
-_COLUMNS = ("occurred_at", "kind", "actor", "notice_id", "member_id", "data", "seq", "prev_hash", "hash")  # as in rows
+# the order of the values `_append` builds for each event
+_COLUMNS = ("occurred_at", "kind", "actor", "notice_id", "member_id", "data", "seq", "prev_hash", "hash")
 _INSERT_SQL = f"INSERT INTO audit_event ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 

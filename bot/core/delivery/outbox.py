@@ -659,7 +659,8 @@ class Outbox:
         go on at once instead of stopping, letting its window run empty and being leased again."""
         return len(self._workers) < self.settings.max_lanes
 
-    async def _claim_in_turn(self, lane: Lane, limit: int, token: str, drained: set[str]) -> list[tuple[LaneSource, Any]]:
+    async def _claim_in_turn(self, lane: Lane, limit: int, token: str,
+                             drained: set[str]) -> list[tuple[LaneSource, Any]]:
         """Claim through the claim gate: at most `claims` at once (each is several database round
         trips), lanes that have sent least first."""
         if self._claim_gate is None:
