@@ -347,6 +347,30 @@ async def test_a_lane_nobody_waits_for_goes_on_past_its_turn(rig: Rig) -> None:
         await replica.close()
 
 
+async def test_a_lane_going_on_past_its_turn_renews_its_lease(rig: Rig) -> None:
+    """Each turn a lane goes straight on to is under a renewed lease, as a new lease would be,
+    also without the heartbeat task (drain()): here every claim takes 2 s of the injected clock,
+    so a single 10 s lease would have less than its 3 s send margin left by the fourth turn and
+    the rest of the sends would be fenced (deferred, the drain ending short)."""
+    users = await _add_members(rig, 12)
+    replica = _replica(rig, delivery_max_lanes=4, delivery_batch_size=3, delivery_lane_inflight=2)
+    source = replica.outbox.notices
+    claim = source.claim
+
+    async def slow_claim(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        rig.clock.advance(seconds=2)
+        return await claim(*args, **kwargs)
+
+    source.claim = slow_claim  # type: ignore[method-assign]
+    try:
+        await rig.broadcast(audience="org:big")
+        assert await replica.outbox.drain() == 12
+        assert replica.outbox.fenced == 0
+        assert _dm_counts(rig, users) == [1] * 12
+    finally:
+        await replica.close()
+
+
 async def test_a_lane_asks_only_the_sources_with_work_due_in_it(rig: Rig) -> None:
     """A lane's claims go to the sources with due work in it: with only notices due, the direct
     messages' source is not asked (a transaction each time), and the notices' source is not asked

@@ -576,8 +576,17 @@ class Outbox:
         """Renew our lanes' leases and our rows' claims; a lane whose lease we lost stops claiming."""
         if not self._held:
             return
+        until = await self._renew(dict(self._held))
+        for source in self.sources:  # rows in flight keep their claims (recorded by us, not taken over)
+            renew = getattr(source, "renew", None)
+            if renew is not None:
+                await renew(f"{self.worker_id}:", until + self._claim_grace,
+                            exclude=self._recorders[source.name].abandoned)
+
+    async def _renew(self, beat: dict[Lane, datetime]) -> datetime:
+        """Renew these leases (lane -> the lease end we knew); a lane whose lease we lost stops
+        claiming. Returns the renewed leases' end."""
         now = self.clock.now()
-        beat = dict(self._held)
         held = await self.lanes.renew(list(beat), now)
         until = now + self.lanes.lease
         for lane, lease_end in beat.items():
@@ -588,11 +597,7 @@ class Outbox:
             else:
                 log.warning("lost the lease of delivery lane %s/%s", *lane)
                 self._held.pop(lane, None)
-        for source in self.sources:  # rows in flight keep their claims (recorded by us, not taken over)
-            renew = getattr(source, "renew", None)
-            if renew is not None:
-                await renew(f"{self.worker_id}:", until + self._claim_grace,
-                            exclude=self._recorders[source.name].abandoned)
+        return until
 
     # ---- one lane -------------------------------------------------------------------------
 
@@ -622,8 +627,14 @@ class Outbox:
         try:
             while True:
                 room = cap - len(inflight)
-                if turn >= quantum and self._lane_slot_free():
-                    turn = 0  # no lane can be waiting for our slot: a new turn without a pause
+                if turn >= quantum and self._lane_slot_free() and lane in self._held:
+                    # no lane can be waiting for our slot: a new turn without a pause, under a
+                    # renewed lease (as a new lease would be; heartbeats may not be running: drain())
+                    try:
+                        await self._renew({lane: self._held[lane]})
+                    except Exception:  # noqa: BLE001 - the lease's end fences the sends if it is not renewed
+                        log.warning("could not renew delivery lane %s/%s", *lane, exc_info=True)
+                    turn = 0
                     drained.clear()
                 if room > 0 and (not inflight or room * 2 >= cap) and turn < quantum and self._may_claim(lane) \
                         and len(drained) < len(self.sources):
