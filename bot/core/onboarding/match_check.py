@@ -12,8 +12,10 @@ what the knowledge base knows of them:
 * **alien**: a real English word the knowledge base never uses ("bank", "weather", "euro"): the
   question is about something the vendor's world does not have;
 * **unjudged**: neither English nor in the knowledge base (another language, a product code, a
-  name). When these are a large share of the question (``_MAX_UNJUDGED``), it is probably not in
-  English and the check says nothing: the embedding model, which reads other languages, decides.
+  name). When these are a large share of the question's words, its English function words
+  included (``_MAX_UNJUDGED``), it is probably not in English and the check says nothing: the
+  embedding model, which reads other languages, decides. ("how do I reset the admin pin on a
+  honeywell keypad" has three names among five content words, but six English function words.)
 
 The alien share (of the judged words) is subtracted, times a weight, from the retrieval confidence
 before it is compared with the abstention threshold. The weight is calibrated per knowledge base
@@ -69,10 +71,13 @@ class KeyTermCheck:
             self._entry.append(counts)
             self._all.update(counts)
 
-    def verdict(self, content_words: Sequence[str], entry: int, held_out: Sequence[Sequence[str]] = ()) -> Verdict:
+    def verdict(self, content_words: Sequence[str], entry: int, held_out: Sequence[Sequence[str]] = (),
+                function_words: int = 0) -> Verdict:
         """How many of the question's distinct content words are alien to the knowledge base, of
         those judged. ``held_out``: texts of the knowledge base to leave out (their content words),
-        for calibration on its own phrasings."""
+        for calibration on its own phrasings. ``function_words``: how many English function words
+        ("how", "the", "on") the question has; they are evidence that it is in English, so a
+        question with a few names in it ("the admin pin on a honeywell keypad") is still judged."""
         distinct = list(dict.fromkeys(w for w in content_words if w.isalpha() and len(w) >= 3))
         stems = self._stem(distinct)
         removed: Counter[str] = Counter()
@@ -88,7 +93,7 @@ class KeyTermCheck:
                 alien += 1
             else:
                 unjudged += 1
-        if unjudged > _MAX_UNJUDGED * (judged + unjudged):
+        if unjudged > _MAX_UNJUDGED * (judged + unjudged + function_words):
             return Verdict(0, 0)
         return Verdict(alien, judged)
 

@@ -90,7 +90,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from bot.core.onboarding.encoder import shared_encoder
-from bot.core.onboarding.match_check import KeyTermCheck, choose_weight
+from bot.core.onboarding.match_check import KeyTermCheck, Verdict, choose_weight
 
 log = logging.getLogger(__name__)
 
@@ -554,16 +554,18 @@ class KnowledgeBase:
         with their own entry count (the rest are lost with or without the check)."""
         out = []
         for i, entry in enumerate(self._list):
-            own = [_content(words(t)) for t in (entry.title, *entry.alt_questions)]
+            phrasings = [words(t) for t in (entry.title, *entry.alt_questions)]
+            own = [_content(ws) for ws in phrasings]
             lex = list(range(self._lex_start[i], self._lex_start[i] + len(own)))
             sem = list(range(self._sem_start[i], self._sem_start[i] + len(own))) if self._encoder is not None else []
-            for k, content in enumerate(own):
+            for k, (ws, content) in enumerate(zip(phrasings, own, strict=True)):
                 if not content:
                     continue
                 vector = self._doc_vectors[sem[k]] if sem else None
-                fused = self._fused(words((entry.title, *entry.alt_questions)[k]), vector=vector, leave_out=(lex, sem))
+                fused = self._fused(ws, vector=vector, leave_out=(lex, sem))
                 if int(np.argmax(fused)) == i:
-                    out.append((self._confidence(fused), self._check.verdict(content, i, held_out=own).share))
+                    verdict = self._check.verdict(content, i, held_out=own, function_words=len(ws) - len(content))
+                    out.append((self._confidence(fused), verdict.share))
         return out
 
     def _check_negatives(self) -> list[tuple[float, float]]:
@@ -587,18 +589,22 @@ class KnowledgeBase:
         out = []
         for q, vector in zip(questions, vectors, strict=True):
             fused = self._fused(q, vector=vector)
-            out.append((self._confidence(fused), self._check.verdict(_content(q), int(np.argmax(fused))).share))
+            out.append((self._confidence(fused), self._verdict(q, int(np.argmax(fused))).share))
         return out
 
     def key_term_share(self, ws: Sequence[str], entry_id: str) -> float:
         """The share of the question's judged content words that are alien to the knowledge base."""
-        return self._check.verdict(_content(ws), self._index[entry_id]).share
+        return self._verdict(ws, self._index[entry_id]).share
 
     def key_term_penalty(self, ws: Sequence[str], entry: int) -> float:
         """What the second stage takes off the confidence for this (question, entry) pair."""
         if not self.check_weight:
             return 0.0
-        return self.check_weight * self._check.verdict(_content(ws), entry).share
+        return self.check_weight * self._verdict(ws, entry).share
+
+    def _verdict(self, ws: Sequence[str], entry: int) -> Verdict:
+        content = _content(ws)
+        return self._check.verdict(content, entry, function_words=len(ws) - len(content))
 
     # -- scoring -------------------------------------------------------------------------------------
 
