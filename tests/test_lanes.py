@@ -371,6 +371,38 @@ async def test_a_lane_going_on_past_its_turn_renews_its_lease(rig: Rig) -> None:
         await replica.close()
 
 
+class _TickingClock:
+    """The rig's clock, moved on 10 ms by every read: two renewals never share a `now`."""
+
+    def __init__(self, clock: object) -> None:
+        self.clock = clock
+
+    def now(self) -> datetime:
+        return self.clock.advance(seconds=0.01)  # type: ignore[attr-defined]
+
+
+async def test_renewals_at_the_same_moment_keep_every_lease(rig: Rig) -> None:
+    """The heartbeat and a lane going on past its turn may renew at once. The store renews all of
+    the replica's leases and reads back those ending at this renewal's end: interleaved, the
+    first renewal read back nothing and took every lane for lost (bench/scale.py, one replica:
+    "lost the lease" warnings and its lanes idle). Renewals now take turns."""
+    replica = _replica(rig)
+    outbox = replica.outbox
+    lanes = [LANE, (LANE[0], SMALL_TEAM)]
+    try:
+        await outbox.lanes.ensure(lanes)
+        for lane in lanes:
+            outbox._held[lane] = await outbox.lanes.acquire(lane, rig.clock.now())
+        outbox.clock = _TickingClock(rig.clock)  # type: ignore[assignment]
+        await asyncio.gather(outbox._renew(), outbox._renew(), outbox.heartbeat())
+        assert set(outbox._held) == set(lanes)
+        assert {(lane.platform, lane.workspace_external_id) for lane in await DeliveryLane.filter(
+            leased_by=outbox.worker_id)} == set(lanes)
+    finally:
+        outbox.clock = rig.clock
+        await replica.close()
+
+
 async def test_a_lane_asks_only_the_sources_with_work_due_in_it(rig: Rig) -> None:
     """A lane's claims go to the sources with due work in it: with only notices due, the direct
     messages' source is not asked (a transaction each time), and the notices' source is not asked

@@ -439,6 +439,7 @@ class Outbox:
         self.fenced = 0  # sends not started because the lane's lease was lost or running out
         self._wake = asyncio.Event()
         self._scheduling = asyncio.Lock()
+        self._renewing = asyncio.Lock()  # one renewal at a time: see _renew
         self._stopping = False
         self.notify: Any = None  # async callable telling the other replicas to wake (PostgreSQL NOTIFY)
 
@@ -576,28 +577,33 @@ class Outbox:
         """Renew our lanes' leases and our rows' claims; a lane whose lease we lost stops claiming."""
         if not self._held:
             return
-        until = await self._renew(dict(self._held))
+        until = await self._renew()
         for source in self.sources:  # rows in flight keep their claims (recorded by us, not taken over)
             renew = getattr(source, "renew", None)
             if renew is not None:
                 await renew(f"{self.worker_id}:", until + self._claim_grace,
                             exclude=self._recorders[source.name].abandoned)
 
-    async def _renew(self, beat: dict[Lane, datetime]) -> datetime:
-        """Renew these leases (lane -> the lease end we knew); a lane whose lease we lost stops
-        claiming. Returns the renewed leases' end."""
-        now = self.clock.now()
-        held = await self.lanes.renew(list(beat), now)
-        until = now + self.lanes.lease
-        for lane, lease_end in beat.items():
-            if self._held.get(lane) != lease_end:  # released or taken again while we renewed: not this beat's
-                continue
-            if lane in held:
-                self._held[lane] = until
-            else:
-                log.warning("lost the lease of delivery lane %s/%s", *lane)
-                self._held.pop(lane, None)
-        return until
+    async def _renew(self) -> datetime:
+        """Renew our leases; a lane whose lease we lost stops claiming. Returns their new end.
+
+        One at a time (the heartbeat, a lane going on past its turn): the store renews all of our
+        leases and reads back those ending at this renewal's end, so a second renewal in between
+        (another `now`) would make the first read back nothing and take every lane for lost."""
+        async with self._renewing:
+            beat = dict(self._held)
+            now = self.clock.now()
+            held = await self.lanes.renew(list(beat), now)
+            until = now + self.lanes.lease
+            for lane, lease_end in beat.items():
+                if self._held.get(lane) != lease_end:  # released or taken again while we renewed: not this beat's
+                    continue
+                if lane in held:
+                    self._held[lane] = until
+                else:
+                    log.warning("lost the lease of delivery lane %s/%s", *lane)
+                    self._held.pop(lane, None)
+            return until
 
     # ---- one lane -------------------------------------------------------------------------
 
@@ -631,7 +637,7 @@ class Outbox:
                     # no lane can be waiting for our slot: a new turn without a pause, under a
                     # renewed lease (as a new lease would be; heartbeats may not be running: drain())
                     try:
-                        await self._renew({lane: self._held[lane]})
+                        await self._renew()
                     except Exception:  # noqa: BLE001 - the lease's end fences the sends if it is not renewed
                         log.warning("could not renew delivery lane %s/%s", *lane, exc_info=True)
                     turn = 0
