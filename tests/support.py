@@ -51,26 +51,6 @@ SAMPLE_DIRECTORY = directory_csv([
 ])
 
 
-def record_order(monkeypatch: Any, order: list[str], owner: Any, name: str) -> None:
-    """Append "committed" to ``order`` when ``owner.name`` (a coroutine function that writes)
-    returns and "ack" when a Slack listener calls Bolt's ack() (which lets the 200 go)."""
-    from slack_bolt.context.ack.async_ack import AsyncAck
-
-    write, bolt_ack = getattr(owner, name), AsyncAck.__call__
-
-    async def recording_write(*args: Any, **kwargs: Any) -> Any:
-        outcome = await write(*args, **kwargs)
-        order.append("committed")
-        return outcome
-
-    async def recording_ack(self: AsyncAck, *args: Any, **kwargs: Any) -> Any:
-        order.append("ack")
-        return await bolt_ack(self, *args, **kwargs)
-
-    monkeypatch.setattr(owner, name, recording_write)
-    monkeypatch.setattr(AsyncAck, "__call__", recording_ack)
-
-
 async def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll a condition that background work (bolt listeners, the worker) will make true.
 

@@ -12,16 +12,7 @@ from bot.core.notices.views import ACK_ACTION
 from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION
 from storage.models import Acknowledgement, AuditEvent, Delivery, Notice
 from tests.fakes.slack_signing import slash_command_body
-from tests.support import (
-    CAM_USER,
-    TEAM,
-    SlackHarness,
-    record_order,
-    seed_directory,
-    start_harness,
-    stop_harness,
-    wait_until,
-)
+from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
 
 
 
@@ -309,20 +300,3 @@ async def test_a_stranger_is_told_how_to_get_added(slack: SlackHarness) -> None:
     assert response.status == 200
     (reply,) = await wait_until(lambda: slack.fake.calls_to("chat.postMessage"), what="reply")
     assert reply.channel == "DUOUTSIDER" and "don't recognise you as a partner contact" in reply.args["text"]
-
-
-async def test_an_acknowledgement_is_recorded_before_slack_hears_200(slack: SlackHarness,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Slack never resends an interaction it was answered: the click is committed (acknowledgement
-    and audit event) before Bolt's ack() lets the 200 go, so a crash in between cannot lose it."""
-    from bot.core.notices import acks
-
-    notice_id = await _preview(slack, "send must-know operations tier:gold | Recall of LX-200 | Stop selling LX-200")
-    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
-    await slack.herald.outbox.drain()
-    order: list[str] = []
-    record_order(monkeypatch, order, acks, "_write_together")
-    response = await slack.click(ACK_ACTION, str(notice_id), user="UANNA")
-    assert response.status == 200 and order == ["committed", "ack"]
-    assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
-    assert await AuditEvent.filter(notice_id=notice_id, kind="notice.acknowledged").count() == 1

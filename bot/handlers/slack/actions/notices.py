@@ -47,17 +47,14 @@ def register(app: AsyncApp, herald: Herald) -> None:
 
     @app.action(ACK_ACTION)
     async def on_acknowledge(ack, body, respond) -> None:  # noqa: ANN001
-        # Recorded before Slack hears 200: Slack never resends an interaction it
-        # was answered, so a crash between an early answer and the commit would lose the click.
+        await ack()
         try:
             result = await acks.acknowledge(record_id(body["actions"][0].get("value")), platform=Platform.SLACK.value,
                                             workspace_id=body["team"]["id"], user_id=body["user"]["id"],
                                             now=herald.clock.now())
         except UserError as exc:
-            await ack()
             await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
             return
-        await ack()
         herald.acknowledged(result)
 
     @app.action(REMIND_NOW_ACTION)

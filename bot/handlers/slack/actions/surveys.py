@@ -29,18 +29,16 @@ ANSWER = re.compile(rf"^{SURVEY_ANSWER_ACTION}_\d+$")
 def register(app: AsyncApp, herald: Herald) -> None:
     @app.action(ANSWER)
     async def on_answer(ack, body, respond) -> None:  # noqa: ANN001
-        # recorded before Slack hears 200, as an acknowledgement is (see actions/notices.py)
+        await ack()
         notice_id, _, value = (body["actions"][0].get("value") or "").partition(":")
         try:
             result = await answer_survey(record_id(notice_id), int(value), platform=Platform.SLACK.value,
                                          workspace_id=body["team"]["id"], user_id=body["user"]["id"],
                                          now=herald.clock.now())
         except (UserError, ValueError) as exc:
-            await ack()
             text = str(exc) if isinstance(exc, UserError) else "That button's data is not valid any more."
             await respond(text=f":warning: {escape(text)}", response_type="ephemeral", replace_original=False)
             return
-        await ack()
         # The clicked message shows the answer at once, through response_url (no chat.update budget).
         view = result.view(herald.catalog, now=herald.clock.now())
         await respond(replace_original=True, text=notice_fallback_text(view), blocks=notice_blocks(view))
