@@ -6,6 +6,7 @@ work resumes within 15 s (the lane lease, HERALD_DELIVERY_LEASE_SECONDS)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -25,9 +26,11 @@ from bot.core.notices import sending as notices
 from bot.topics import load_catalog
 from config.settings import load_settings
 from storage import db as storage_db
-from storage.models import Delivery
+from bot.core.notices.views import ACK_ACTION
+from storage.models import Acknowledgement, Delivery
 from tests.conftest import POSTGRES_ONLY
 from tests.fakes.slack_api import FakeSlackAPI
+from tests.fakes.slack_signing import interaction_body, signed_headers
 from tests.support import TEAM, TOKEN, directory_csv, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,3 +188,75 @@ async def test_kill_9_of_one_of_two_replicas_hands_its_work_to_the_other(db_url:
           f"{taken_over_after:.1f} s, history calls {fake.call_count('conversations.history')}")
     await _assert_each_member_reached_once(fake, users, db_url, notice_id, output)
     assert taken_over_after < 15, f"taken over after {taken_over_after:.1f} s"
+
+
+async def test_sigterm_in_a_burst_of_clicks_keeps_every_click_slack_was_answered_for(db_url: str,
+                                                                                     tmp_path: Path) -> None:
+    """Bolt answers Slack at ack(), and the Acknowledge listener writes the click after it (waiting
+    for the write would keep Bolt's 10 ms poll loop spinning for every waiting click). Slack never
+    sends an answered click again, so a stop must write every click already answered: SIGTERM in
+    the middle of a burst of clicks, and each click that got its 200 is in the database."""
+    users = [f"UT{i}" for i in range(MEMBERS)]
+    port = _free_port()
+    async with FakeSlackAPI() as fake:
+        fake.add_workspace(TEAM, TOKEN)
+        for user in users:
+            fake.add_user(TEAM, user)
+        notice_id = await _seed(db_url, users)
+        server = _serve(db_url, fake, tmp_path, port=port)
+        try:
+            await wait_until(lambda: all(fake.messages(fake.dm_channel_id(u)) for u in users), timeout=60,
+                             what="every member reached")
+            answered, statuses = await _click_and_stop(server, port, users, notice_id, fake)
+            server.wait(20)
+        finally:
+            _stop(server)
+        output = (tmp_path / "serve.log").read_text()
+
+    await storage_db.connect(db_url, run_migrations=False)
+    try:
+        emails = await Acknowledgement.filter(notice_id=notice_id).values_list("member__email", flat=True)
+    finally:
+        await storage_db.close()
+    recorded = {users[int(email.split("@")[0][1:])] for email in emails}
+    print(f"click drill: {len(answered)} clicks answered 200 before the stop, {len(recorded)} recorded, "
+          f"statuses {statuses}")
+    assert len(answered) >= 30
+    assert answered <= recorded, f"{len(answered - recorded)} clicks answered 200 were not recorded"
+    assert "Traceback" not in output, output[-3000:]
+
+
+async def _click_and_stop(server: subprocess.Popen, port: int, users: list[str], notice_id: int,
+                          fake: FakeSlackAPI) -> tuple[set[str], dict[str, int]]:
+    """Every member clicks Acknowledge at once; SIGTERM once 30 clicks are answered. Returns the
+    members whose click got a 200, and the outcomes by kind."""
+    enough = asyncio.Event()
+    answered: set[str] = set()
+    statuses: dict[str, int] = {}
+
+    async def click(session: aiohttp.ClientSession, user: str) -> None:
+        payload = {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": user}, "api_app_id": "AHERALD",
+                   "trigger_id": "trig", "response_url": fake.response_url(f"drill-{user}"),
+                   "container": {"type": "message"}, "message": {},
+                   "actions": [{"action_id": ACK_ACTION, "value": str(notice_id), "type": "button", "block_id": "b"}]}
+        body = interaction_body(payload)
+        try:
+            async with session.post(f"http://127.0.0.1:{port}/slack/events", data=body,
+                                    headers=signed_headers("drill", body)) as response:
+                outcome = str(response.status)
+                if response.status == 200:
+                    answered.add(user)
+        except aiohttp.ClientError as exc:
+            outcome = type(exc).__name__
+        statuses[outcome] = statuses.get(outcome, 0) + 1
+        if len(answered) >= 30:
+            enough.set()
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        clicks = [asyncio.create_task(click(session, user)) for user in users]
+        await asyncio.wait([asyncio.create_task(enough.wait()), *clicks], return_when=asyncio.FIRST_COMPLETED)
+        await enough.wait()
+        server.send_signal(signal.SIGTERM)
+        await asyncio.gather(*clicks)
+    return answered, statuses

@@ -67,6 +67,15 @@ async def acknowledge(notice_id: int, *, platform: str, workspace_id: str, user_
     return outcome
 
 
+async def written() -> None:
+    """Wait until every click submitted on this loop is written. On shutdown, before the database
+    closes: Slack heard its 200 before its click was written (Bolt answers at ack(), and the
+    listener records the click after it), and Slack does not send an answered click again."""
+    groups = _GROUPS.get(asyncio.get_running_loop())
+    while groups is not None and groups.busy:
+        await groups.idle()
+
+
 def _in_caller_transaction() -> bool:
     try:
         return isinstance(connections.get("default"), TransactionalDBClient)
@@ -100,6 +109,16 @@ class _GroupCommit:
             self._drain = loop.create_task(self._run(), name="herald-ack-group-commit")
         # shielded: a caller that goes away (client hung up) must not cancel the others' group
         return await asyncio.shield(click.future)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue) or (self._drain is not None and not self._drain.done())
+
+    async def idle(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            await asyncio.wait([self._drain])
+        else:
+            await asyncio.sleep(0)  # queued by a caller whose drain task starts on its next step
 
     async def _run(self) -> None:
         while self._queue:
