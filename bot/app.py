@@ -14,7 +14,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.api import add_api_routes
 from bot.common.clock import Clock
 from bot.console import add_console_routes
-from bot.core.notices import acks
 from bot.handlers.downloads import add_download_routes
 from bot.handlers.links import add_link_routes
 from bot.handlers.teams.route import add_teams_routes
@@ -148,9 +147,9 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
         if scheduler.running:
             scheduler.shutdown(wait=False)
         herald.outbox.stop()
-        # Slack heard 200 for clicks still being written (see acks.written): write them first
+        # Slack heard 200 for clicks still being written (see Herald.write_answered): write them first
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(acks.written(), timeout=herald.settings.delivery_lease_seconds)
+            await asyncio.wait_for(herald.settle(), timeout=herald.settings.delivery_lease_seconds)
         if warm_up is not None and not warm_up.done():
             warm_up.cancel()  # herald.close() stops the index build (and its child process)
         if worker is not None:  # in-flight requests finish and are recorded, leases released

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from bot.core.replays import forget_expired
@@ -27,6 +28,7 @@ from bot.core.delivery.messages import MessageSource
 from bot.core.delivery.outbox import Outbox
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.insights.engagement import refresh_engagement
+from bot.core.notices import acks
 from bot.core.notices.acks import AckResult
 from bot.core.notices.digests import run_digests
 from bot.core.notices.escalations import plan_escalations, send_escalations
@@ -92,6 +94,22 @@ class Herald:
         self.outbox.add_source(MessageSource(self.channels, retry=self.outbox.retry))
         self.worker_running = False  # `serve` runs the outbox loop (bot.app); tests and the CLI may not
         self._pushes: set[asyncio.Task] = set()  # copy updates pushed without a worker loop
+        self._answered: set[asyncio.Future] = set()  # writes the platform was already answered for
+
+    async def write_answered[T](self, work: Awaitable[T]) -> T:
+        """Await ``work``, a write the platform was already answered for (Slack hears its 200 when
+        a listener calls ack(), before it writes; an answered interaction is never sent again):
+        a stop waits for it (``settle``). Acknowledgements have their own queue (``acks.written``)."""
+        task = asyncio.ensure_future(work)
+        self._answered.add(task)
+        task.add_done_callback(self._answered.discard)
+        return await asyncio.shield(task)
+
+    async def settle(self) -> None:
+        """Wait until every click and answer the platforms were already answered for is written."""
+        await acks.written()
+        while self._answered:
+            await asyncio.wait(list(self._answered))
 
     def acknowledged(self, result: AckResult) -> None:
         """Have the acknowledged member's copies updated, without waiting for the platform: the

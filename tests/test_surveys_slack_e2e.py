@@ -4,6 +4,7 @@ variant balance, the winner's rollout with no double sends, and escaped user tex
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
@@ -184,3 +185,30 @@ async def test_variants_balanced_then_the_winner_rolled_out_once(slack: SlackHar
     assert len(posts) == 12 and set(Counter(p.channel for p in posts).values()) == {1}
     assert Counter(p.args["blocks"][0]["text"]["text"] for p in posts) == {"Q3 rebate": 3, "Earn more in Q3": 9}
     assert "Held back" not in (await _reply(slack, f"status {notice_id}"))["text"]
+
+
+async def test_a_stop_waits_for_survey_answers_slack_was_already_answered_for(slack: SlackHarness,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slack hears its 200 at ack(), before the answer is written, and never sends an answered
+    click again: `Herald.settle` (run on SIGTERM before the database closes) waits for the write."""
+    from bot.handlers.slack.actions import surveys
+
+    preview = await _reply(slack, "survey announcements all anonymous | How useful is Herald? | scale:0-10")
+    survey_id = await _send_from_preview(slack, preview)
+    release = asyncio.Event()
+    answer_survey = surveys.answer_survey
+
+    async def held_answer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        await release.wait()
+        return await answer_survey(*args, **kwargs)
+
+    monkeypatch.setattr(surveys, "answer_survey", held_answer)
+    response = await slack.click("herald_survey_answer_9", f"{survey_id}:9", user="UACME1")
+    assert response.status == 200 and await SurveyAnswer.all().count() == 0  # answered, not yet written
+    settled = asyncio.create_task(slack.herald.settle())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not settled.done()
+    release.set()
+    await settled
+    assert await SurveyAnswer.all().count() == 1
