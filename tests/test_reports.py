@@ -368,6 +368,22 @@ async def test_tokens_are_stored_hashed_and_authenticate(db: str) -> None:
                                                                       "cam@vendor.example"]
 
 
+async def test_a_fingerprint_of_digits_only_still_finds_its_token(db: str) -> None:
+    """About one fingerprint in 280 has no letter in it; it must not be taken for a missing id."""
+    await seed_reports()
+    token, _ = await api_tokens.create_token("audit@vendor.example", now=T0)
+    await ApiToken.filter(id=token.id).update(token_hash="314159265358" + "a" * 52)
+    revoked, newly = await api_tokens.revoke_token("314159265358", now=T0)
+    assert revoked.id == token.id and newly
+    assert (await api_tokens.revoke_token(str(token.id)))[0].id == token.id  # the id still works
+    with pytest.raises(NotFound, match="id or fingerprint"):
+        await api_tokens.revoke_token("27182818")
+    other, _ = await api_tokens.create_token("audit@vendor.example", now=T0)
+    await ApiToken.filter(id=other.id).update(token_hash=f"{token.id:0>8}" + "b" * 56)
+    with pytest.raises(UserError, match="both"):
+        await api_tokens.revoke_token(f"{token.id:0>8}")
+
+
 async def test_token_errors(db: str) -> None:
     fx = await seed_reports()
     with pytest.raises(UserError, match="no staff member"):

@@ -77,10 +77,7 @@ async def _find(token_id_or_prefix: str | int) -> ApiToken:
     if not ref:
         raise UserError("name the token to revoke: its id, its fingerprint (from `herald token list`) or the token")
     if ref.isdigit():
-        token = await ApiToken.get_or_none(id=int(ref))
-        if token is None:
-            raise NotFound(f"no API token with id {ref}")
-        return token
+        return await _find_by_digits(ref)
     if ref.startswith(TOKEN_PREFIX):
         token = await ApiToken.get_or_none(token_hash=hash_token(ref))
         if token is None:
@@ -90,12 +87,32 @@ async def _find(token_id_or_prefix: str | int) -> ApiToken:
     if len(lowered) < MIN_FINGERPRINT or any(c not in "0123456789abcdef" for c in lowered):
         raise UserError(f"'{ref[:20]}' is not a token id, a fingerprint of at least {MIN_FINGERPRINT} "
                         "hex digits, or a token")
-    matches = await ApiToken.filter(token_hash__startswith=lowered).limit(2)
-    if not matches:
+    token = await _by_fingerprint(lowered)
+    if token is None:
         raise NotFound(f"no API token with fingerprint {lowered}")
+    return token
+
+
+async def _find_by_digits(ref: str) -> ApiToken:
+    """A reference of digits only is an id, or a fingerprint that happens to have no letter in it
+    (one in about 280 twelve-digit fingerprints): both are looked up, and both matching is an error."""
+    by_id = await ApiToken.get_or_none(id=int(ref))
+    by_fingerprint = await _by_fingerprint(ref) if len(ref) >= MIN_FINGERPRINT else None
+    if by_id is not None and by_fingerprint is not None and by_id.id != by_fingerprint.id:
+        raise UserError(f"'{ref}' is both token {by_id.id}'s id and another token's fingerprint; "
+                        "give the token itself")
+    token = by_id or by_fingerprint
+    if token is None:
+        raise NotFound(f"no API token with id or fingerprint {ref}" if len(ref) >= MIN_FINGERPRINT
+                       else f"no API token with id {ref}")
+    return token
+
+
+async def _by_fingerprint(prefix: str) -> ApiToken | None:
+    matches = await ApiToken.filter(token_hash__startswith=prefix).limit(2)
     if len(matches) > 1:
-        raise UserError(f"fingerprint {lowered} matches more than one token; give more digits or the id")
-    return matches[0]
+        raise UserError(f"fingerprint {prefix} matches more than one token; give more digits or the id")
+    return matches[0] if matches else None
 
 
 async def revoke_token(token_id_or_prefix: str | int, *, now: datetime | None = None,
