@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -348,16 +349,19 @@ async def test_a_lane_nobody_waits_for_goes_on_past_its_turn(rig: Rig) -> None:
 
 
 async def test_a_lane_going_on_past_its_turn_renews_its_lease(rig: Rig) -> None:
-    """Each turn a lane goes straight on to is under a renewed lease, as a new lease would be,
+    """A lane working longer than its lease renews it before a claim once less than half is left,
     also without the heartbeat task (drain()): here every claim takes 2 s of the injected clock,
-    so a single 10 s lease would have less than its 3 s send margin left by the fourth turn and
+    so a single 10 s lease would have less than its 3 s send margin left by the fourth claim and
     the rest of the sends would be fenced (deferred, the drain ending short)."""
     users = await _add_members(rig, 12)
     replica = _replica(rig, delivery_max_lanes=4, delivery_batch_size=3, delivery_lane_inflight=2)
     source = replica.outbox.notices
     claim = source.claim
+    renewals = _count_renewals(replica)
+    claims: list[int] = []
 
     async def slow_claim(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        claims.append(1)
         rig.clock.advance(seconds=2)
         return await claim(*args, **kwargs)
 
@@ -367,8 +371,36 @@ async def test_a_lane_going_on_past_its_turn_renews_its_lease(rig: Rig) -> None:
         assert await replica.outbox.drain() == 12
         assert replica.outbox.fenced == 0
         assert _dm_counts(rig, users) == [1] * 12
+        assert 1 <= len(renewals) < len(claims)  # only when the lease ran short, not at every claim
     finally:
         await replica.close()
+
+
+async def test_a_lease_with_time_left_is_not_renewed_at_each_claim(rig: Rig) -> None:
+    """Renewing costs statements for every lease the replica holds; with the clock standing still
+    a lane going on through many claims and turns has no reason to."""
+    users = await _add_members(rig, 12)
+    replica = _replica(rig, delivery_max_lanes=4, delivery_batch_size=2, delivery_lane_inflight=2)
+    renewals = _count_renewals(replica)
+    try:
+        await rig.broadcast(audience="org:big")
+        assert await replica.outbox.drain() == 12
+        assert _dm_counts(rig, users) == [1] * 12
+        assert renewals == []
+    finally:
+        await replica.close()
+
+
+def _count_renewals(replica: Any) -> list[int]:
+    renewals: list[int] = []
+    renew = replica.outbox.lanes.renew
+
+    async def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        renewals.append(1)
+        return await renew(*args, **kwargs)
+
+    replica.outbox.lanes.renew = counted
+    return renewals
 
 
 class _TickingClock:

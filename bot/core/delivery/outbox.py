@@ -578,19 +578,40 @@ class Outbox:
         if not self._held:
             return
         until = await self._renew()
+        assert until is not None  # always renewed when not asked for one lane
         for source in self.sources:  # rows in flight keep their claims (recorded by us, not taken over)
             renew = getattr(source, "renew", None)
             if renew is not None:
                 await renew(f"{self.worker_id}:", until + self._claim_grace,
                             exclude=self._recorders[source.name].abandoned)
 
-    async def _renew(self) -> datetime:
-        """Renew our leases; a lane whose lease we lost stops claiming. Returns their new end.
+    def _lease_short(self, lane: Lane) -> bool:
+        until = self._held.get(lane)
+        return until is not None and until - self.clock.now() < self.lanes.lease / 2
 
-        One at a time (the heartbeat, a lane going on past its turn): the store renews all of our
-        leases and reads back those ending at this renewal's end, so a second renewal in between
+    async def _keep_lease(self, lane: Lane) -> None:
+        """Before a claim: a lease with less than half its length left is renewed (all of ours are).
+        The heartbeat keeps leases longer than that, so this renews only when it is not running
+        (drain()) or fell behind; a lane working past its lease would otherwise have its sends fenced.
+        (Renewing at every turn instead cost two statements per lane per turn, for nothing while the
+        heartbeat runs.)"""
+        if not self._lease_short(lane):
+            return
+        try:
+            await self._renew(unless_renewed=lane)
+        except Exception:  # noqa: BLE001 - the lease's end fences the sends if it is not renewed
+            log.warning("could not renew delivery lane %s/%s", *lane, exc_info=True)
+
+    async def _renew(self, unless_renewed: Lane | None = None) -> datetime | None:
+        """Renew our leases; a lane whose lease we lost stops claiming. Returns their new end, or
+        None when `unless_renewed`'s lease was renewed (by another caller) while this one waited.
+
+        One at a time (the heartbeat, a lane renewing before its claim): the store renews all of
+        our leases and reads back those ending at this renewal's end, so a second renewal in between
         (another `now`) would make the first read back nothing and take every lane for lost."""
         async with self._renewing:
+            if unless_renewed is not None and not self._lease_short(unless_renewed):
+                return None
             beat = dict(self._held)
             now = self.clock.now()
             held = await self.lanes.renew(list(beat), now)
@@ -633,14 +654,8 @@ class Outbox:
         try:
             while True:
                 room = cap - len(inflight)
-                if turn >= quantum and self._lane_slot_free() and lane in self._held:
-                    # no lane can be waiting for our slot: a new turn without a pause, under a
-                    # renewed lease (as a new lease would be; heartbeats may not be running: drain())
-                    try:
-                        await self._renew()
-                    except Exception:  # noqa: BLE001 - the lease's end fences the sends if it is not renewed
-                        log.warning("could not renew delivery lane %s/%s", *lane, exc_info=True)
-                    turn = 0
+                if turn >= quantum and self._lane_slot_free():
+                    turn = 0  # no lane can be waiting for our slot: a new turn without a pause
                     drained.clear()
                 if room > 0 and (not inflight or room * 2 >= cap) and turn < quantum and self._may_claim(lane) \
                         and len(drained) < len(self.sources):
@@ -683,6 +698,7 @@ class Outbox:
         if self._claim_gate is None:
             self._claim_gate = PriorityGate(self.settings.claims)
         async with self._claim_gate.hold(self._served.get(lane, 0)):
+            await self._keep_lease(lane)
             if not self._may_claim(lane):
                 return []
             return await self._claim(lane, limit, token, drained)
