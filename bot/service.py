@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from datetime import timedelta
+from typing import TypeVar
 
 from bot.core.replays import forget_expired
 from bot.channels.sandbox import SandboxChannel
@@ -44,6 +45,7 @@ from config.settings import Settings
 from storage.models import Question
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _teams_channel(settings: Settings) -> TeamsChannel:
@@ -96,7 +98,7 @@ class Herald:
         self._pushes: set[asyncio.Task] = set()  # copy updates pushed without a worker loop
         self._answered: set[asyncio.Future] = set()  # writes the platform was already answered for
 
-    async def write_answered[T](self, work: Awaitable[T]) -> T:
+    async def write_answered(self, work: Awaitable[T]) -> T:
         """Await ``work``, a write the platform was already answered for (Slack hears its 200 when
         a listener calls ack(), before it writes; an answered interaction is never sent again):
         a stop waits for it (``settle``). Acknowledgements have their own queue (``acks.written``)."""
