@@ -31,14 +31,13 @@ from bot.core.compliance.reports import (
     summary_report,
 )
 from bot.topics.importance import Importance
-from storage.models import Notice, Staff, StaffRole
+from storage.models import MAX_ROW_ID, Notice, Staff, StaffRole
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 AUDITORS = {StaffRole.COMPLIANCE.value, StaffRole.ADMIN.value}
 NO_STORE = {"Cache-Control": "no-store"}
 LIST_FIELDS = ("id", "title", "topic", "importance", "status", "audience", "author", "created_at", "sent_at",
@@ -137,7 +136,7 @@ def add_api_routes(app: web.Application, clock: Clock) -> None:
 
     async def list_notices(request: web.Request, staff: Staff) -> web.StreamResponse:
         limit = _int_param(request, "limit", default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
-        before = _int_param(request, "before", default=None, low=1, high=MAX_ID)
+        before = _int_param(request, "before", default=None, low=1, high=MAX_ROW_ID)
         query = Notice.all()
         if staff.role not in AUDITORS:
             query = query.filter(author_id=staff.id)
@@ -304,7 +303,7 @@ OPENAPI: dict[str, Any] = {
                      "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
                     {"name": "before", "in": "query", "required": False,
                      "description": "Only notices with a smaller id (pass the previous page's next_before).",
-                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
+                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ROW_ID}},
                 ],
                 "responses": {
                     "200": {"description": "A page of notices.", "content": {"application/json": {"schema": {

@@ -14,10 +14,9 @@ from bot.core.notices.ab_results import variant_results
 from bot.core.surveys.listing import list_surveys as surveys_page
 from bot.core.surveys.results import results_csv, survey_results
 from bot.core.surveys.stages import survey_stages
-from storage.models import Staff
+from storage.models import MAX_ROW_ID, Staff
 
 NO_STORE = {"Cache-Control": "no-store"}
-MAX_ID = 2**31 - 1
 _LIST_FIELDS = ("id", "question", "kind", "anonymous", "status", "open", "journey_step", "recipients")
 
 
@@ -39,7 +38,7 @@ def _limit(request: web.Request, name: str, default: int | None, high: int) -> i
 
 async def list_surveys(request: web.Request, staff: Staff) -> web.StreamResponse:
     limit = _limit(request, "limit", 50, 200) or 50
-    found = await surveys_page(staff, before=_limit(request, "before", None, MAX_ID), limit=limit)
+    found = await surveys_page(staff, before=_limit(request, "before", None, MAX_ROW_ID), limit=limit)
     items = [{**{key: s[key] for key in _LIST_FIELDS}, "results": f"/api/v1/surveys/{s['id']}"}
              for s in found.surveys]
     return web.json_response({"surveys": items, "next_before": found.next_before}, headers=NO_STORE)

@@ -7,6 +7,9 @@ from enum import StrEnum
 from tortoise import fields
 from tortoise.models import Model
 
+MAX_ROW_ID = 2**31 - 1  # integer primary keys are 32-bit in PostgreSQL: a larger id is no row, not a query
+
+
 
 class Platform(StrEnum):
     SLACK = "slack"

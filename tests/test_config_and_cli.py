@@ -98,6 +98,8 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
     assert status["recipients"] == 4 and status["pending"] == 3 and status["failed"] == 1
     missing = cli_env.invoke(main, ["status", "9999"])
     assert missing.exit_code == 1 and "notice 9999 does not exist" in missing.output
+    beyond = cli_env.invoke(main, ["status", "99999999999"])  # past a 32-bit id: PostgreSQL refuses the query
+    assert beyond.exit_code == 2 and "99999999999 is not in the range" in beyond.output
 
     edited = cli_env.invoke(main, ["edit", str(notice_id), "--body", "Stop selling LX-200 and LX-210", "--material",
                                    "--as", AS_CAM])

@@ -45,6 +45,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+async def _workspace_and_notice(fake: FakeSlackAPI, db_url: str, users: list[str]) -> int:
+    """The workspace with its members in the fake Slack, and a must-know notice queued to them."""
+    fake.add_workspace(TEAM, TOKEN)
+    for user in users:
+        fake.add_user(TEAM, user)
+    return await _seed(db_url, users)
+
+
 async def _seed(db_url: str, users: list[str]) -> int:
     """The directory, the workspace and a must-know notice to everyone (its outbox rows written)."""
     now = datetime.now(timezone.utc)
@@ -95,10 +103,7 @@ def _stop(*processes: subprocess.Popen) -> None:
 async def test_kill_9_mid_broadcast_loses_and_duplicates_nothing(db_url: str, tmp_path: Path) -> None:
     users = [f"UK{i}" for i in range(MEMBERS)]
     async with FakeSlackAPI() as fake:
-        fake.add_workspace(TEAM, TOKEN)
-        for user in users:
-            fake.add_user(TEAM, user)
-        notice_id = await _seed(db_url, users)
+        notice_id = await _workspace_and_notice(fake, db_url, users)
         first = _serve(db_url, fake, tmp_path)
         try:
             await wait_until(lambda: fake.call_count("chat.postMessage") >= MEMBERS // 3, timeout=60,
@@ -156,10 +161,7 @@ async def test_kill_9_of_one_of_two_replicas_hands_its_work_to_the_other(db_url:
     users = [f"UF{i}" for i in range(MEMBERS)]
     rate = 25  # the broadcast takes about 12 s: the second replica is up long before it ends
     async with FakeSlackAPI() as fake:
-        fake.add_workspace(TEAM, TOKEN)
-        for user in users:
-            fake.add_user(TEAM, user)
-        notice_id = await _seed(db_url, users)
+        notice_id = await _workspace_and_notice(fake, db_url, users)
         first = _serve(db_url, fake, tmp_path, rate=rate)
         second_port = _free_port()
         second = None
@@ -199,10 +201,7 @@ async def test_sigterm_in_a_burst_of_clicks_keeps_every_click_slack_was_answered
     users = [f"UT{i}" for i in range(MEMBERS)]
     port = _free_port()
     async with FakeSlackAPI() as fake:
-        fake.add_workspace(TEAM, TOKEN)
-        for user in users:
-            fake.add_user(TEAM, user)
-        notice_id = await _seed(db_url, users)
+        notice_id = await _workspace_and_notice(fake, db_url, users)
         server = _serve(db_url, fake, tmp_path, port=port)
         try:
             await wait_until(lambda: all(fake.messages(fake.dm_channel_id(u)) for u in users), timeout=60,

@@ -378,6 +378,8 @@ async def test_a_fingerprint_of_digits_only_still_finds_its_token(db: str) -> No
     assert (await api_tokens.revoke_token(str(token.id)))[0].id == token.id  # the id still works
     with pytest.raises(NotFound, match="id or fingerprint"):
         await api_tokens.revoke_token("27182818")
+    with pytest.raises(NotFound, match="id or fingerprint"):  # too large for an id: only a fingerprint
+        await api_tokens.revoke_token("271828182845")
     other, _ = await api_tokens.create_token("audit@vendor.example", now=T0)
     await ApiToken.filter(id=other.id).update(token_hash=f"{token.id:0>8}" + "b" * 56)
     with pytest.raises(UserError, match="both"):

@@ -15,9 +15,11 @@ from bot.common.clock import SystemClock
 from bot.common.errors import UserError
 from bot.common.logs import configure_logging
 from config.settings import ConfigError, Settings, load_settings
+from storage.models import MAX_ROW_ID
 
 T = TypeVar("T")
 CLOCK = SystemClock()
+ROW_ID = click.IntRange(1, MAX_ROW_ID)  # an id argument: out of range is a usage error, not a failed query
 
 
 def get_settings() -> Settings:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from bot.cli.base import CLOCK, acting_staff, as_option, get_settings, main, run
+from bot.cli.base import CLOCK, ROW_ID, acting_staff, as_option, get_settings, main, run
 
 
 @main.command(help="Send a notice from a script.")
@@ -80,7 +80,7 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
 
 
 @main.command(help="Correct a sent notice: every delivered copy is updated in place.")
-@click.argument("notice_id", type=int)
+@click.argument("notice_id", type=ROW_ID)
 @click.option("--title", default=None)
 @click.option("--body", default=None)
 @click.option("--link", default=None, help="New link ('' removes it).")
@@ -103,7 +103,7 @@ def edit(notice_id: int, title: str | None, body: str | None, link: str | None, 
 
 
 @main.command(help="Withdraw a notice: every copy becomes 'Retracted: <reason>'.")
-@click.argument("notice_id", type=int)
+@click.argument("notice_id", type=ROW_ID)
 @click.option("--reason", required=True)
 @as_option
 def retract(notice_id: int, reason: str, as_email: str) -> None:
@@ -117,7 +117,7 @@ def retract(notice_id: int, reason: str, as_email: str) -> None:
 
 
 @main.command(help="Cancel a draft or scheduled notice before it is sent.")
-@click.argument("notice_id", type=int)
+@click.argument("notice_id", type=ROW_ID)
 @as_option
 def cancel(notice_id: int, as_email: str) -> None:
     from bot.core.notices.sending import cancel_draft
@@ -190,7 +190,7 @@ def notices_list(as_json: bool, limit: int) -> None:
 
 @main.command(help="Delivery and acknowledgement counts for a notice; --follow watches them until every "
                    "delivery is settled.")
-@click.argument("notice_id", type=int)
+@click.argument("notice_id", type=ROW_ID)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--follow", is_flag=True, help="Show delivered and acknowledged counts live until delivery completes.")
 @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1),

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from bot.cli.base import get_settings, main, run
+from bot.cli.base import ROW_ID, get_settings, main, run
 
 
 @main.group(help="The onboarding assistant.")
@@ -82,14 +82,14 @@ def _decide(proposal_id: int, email: str, approve: bool) -> None:
 
 
 @qa.command("approve", help="Approve a knowledge-base proposal (admins).")
-@click.argument("proposal_id", type=int)
+@click.argument("proposal_id", type=ROW_ID)
 @click.option("--as", "email", required=True, help="the approving admin's email")
 def qa_approve(proposal_id: int, email: str) -> None:
     _decide(proposal_id, email, True)
 
 
 @qa.command("reject", help="Reject a knowledge-base proposal (admins).")
-@click.argument("proposal_id", type=int)
+@click.argument("proposal_id", type=ROW_ID)
 @click.option("--as", "email", required=True, help="the rejecting admin's email")
 def qa_reject(proposal_id: int, email: str) -> None:
     _decide(proposal_id, email, False)

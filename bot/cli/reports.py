@@ -12,12 +12,12 @@ from typing import IO, Any
 
 import click
 
-from bot.cli.base import CLOCK, main, operator_name, run
+from bot.cli.base import CLOCK, ROW_ID, main, operator_name, run
 
 
 @main.command(help="Acknowledgement report of one notice (streamed), or with --since/--until and no "
                     "NOTICE_ID a summary of every notice sent in that window.")
-@click.argument("notice_id", type=int, required=False)
+@click.argument("notice_id", type=ROW_ID, required=False)
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
               help="Write to this file instead of standard output.")

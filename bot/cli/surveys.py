@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from bot.cli.base import CLOCK, get_settings, main, operator_name, run
+from bot.cli.base import CLOCK, ROW_ID, get_settings, main, operator_name, run
 
 
 @main.group(help="Pulse surveys: send one, read its results, close it.")
@@ -64,7 +64,7 @@ def survey_send(topic: str, audience: str, question: str, options: tuple[str, ..
 
 
 @survey.command("results", help="Response rate, distribution, NPS and breakdowns (anonymity rules applied).")
-@click.argument("survey_id", type=int)
+@click.argument("survey_id", type=ROW_ID)
 @click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
 def survey_results_command(survey_id: int, as_json: bool, fmt: str) -> None:
@@ -88,7 +88,7 @@ def _plain(results: dict[str, Any]) -> str:
 
 
 @survey.command("close", help="Stop taking answers now.")
-@click.argument("survey_id", type=int)
+@click.argument("survey_id", type=ROW_ID)
 def survey_close(survey_id: int) -> None:
     from bot.core.surveys.answers import close_survey
 
@@ -131,7 +131,7 @@ def survey_stages_command(as_json: bool) -> None:
 
 
 @main.command(help="Compare an A/B test's variants: acknowledgement rate, button presses, time to acknowledge.")
-@click.argument("notice_id", type=int)
+@click.argument("notice_id", type=ROW_ID)
 @click.option("--json", "as_json", is_flag=True)
 def variants(notice_id: int, as_json: bool) -> None:
     from bot.channels.survey_lines import variant_lines
@@ -145,7 +145,7 @@ def variants(notice_id: int, as_json: bool) -> None:
 
 
 @main.command(help="Send the chosen variant of an A/B test to everyone held back by its share.")
-@click.argument("notice_id", type=int)
+@click.argument("notice_id", type=ROW_ID)
 @click.argument("variant", type=click.Choice(["A", "B", "C", "D"], case_sensitive=False))
 def rollout(notice_id: int, variant: str) -> None:
     from bot.core.notices.rollout import roll_out

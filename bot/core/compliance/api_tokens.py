@@ -15,7 +15,7 @@ from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, UserError
 from bot.core.compliance.audit import audit_event, record
-from storage.models import ApiToken, Staff
+from storage.models import MAX_ROW_ID, ApiToken, Staff
 
 TOKEN_PREFIX = "hrld_"
 MAX_NAME = 100
@@ -96,7 +96,8 @@ async def _find(token_id_or_prefix: str | int) -> ApiToken:
 async def _find_by_digits(ref: str) -> ApiToken:
     """A reference of digits only is an id, or a fingerprint that happens to have no letter in it
     (one in about 280 twelve-digit fingerprints): both are looked up, and both matching is an error."""
-    by_id = await ApiToken.get_or_none(id=int(ref))
+    as_id = int(ref)
+    by_id = await ApiToken.get_or_none(id=as_id) if as_id <= MAX_ROW_ID else None
     by_fingerprint = await _by_fingerprint(ref) if len(ref) >= MIN_FINGERPRINT else None
     if by_id is not None and by_fingerprint is not None and by_id.id != by_fingerprint.id:
         raise UserError(f"'{ref}' is both token {by_id.id}'s id and another token's fingerprint; "
