@@ -223,6 +223,72 @@ async def test_a_write_retried_after_a_partial_failure_audits_each_delivery_once
     assert (await Notice.get(id=notice_id)).status == "sent"
 
 
+class _StalledFor(_StalledChannel):
+    """Only the sends to these user ids wait at the door."""
+
+    def __init__(self, channel: object, users: set[str]) -> None:
+        super().__init__(channel)
+        self.users = users
+
+    async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
+                      maybe_sent: bool) -> Outcome:
+        if recipient.user_id in self.users:
+            return await super().deliver(recipient, view, delivery_id=delivery_id, maybe_sent=maybe_sent)
+        return await self.channel.deliver(recipient, view, delivery_id=delivery_id,  # type: ignore[attr-defined]
+                                          maybe_sent=maybe_sent)
+
+
+def _record_sizes(herald: Herald) -> list[int]:
+    """The size of each group of outcomes the notice source writes, as it writes them."""
+    source, sizes = _notice_source(herald), []
+    real = source.record
+
+    async def counted(results: list, now: datetime) -> None:
+        sizes.append(len(results))
+        await real(results, now)
+
+    source.record = counted
+    return sizes
+
+
+async def test_outcomes_are_written_at_once_when_no_send_is_under_way(rig: Rig) -> None:
+    """Gathering outcomes for a group ends as soon as no other send is under way: no outcome is
+    coming, and waiting would only keep the lane's window of unrecorded sends full. (With a
+    gathering time of a minute, the drain used to take that minute.)"""
+    notice_id = await rig.broadcast()
+    rig.herald.outbox._recorders["notices"].flush_seconds = 60
+    sizes = _record_sizes(rig.herald)
+    drained, _ = await asyncio.wait({asyncio.create_task(rig.herald.outbox.drain())}, timeout=20)
+    assert drained, "the outcomes waited out the whole gathering time"
+    assert sum(sizes) == 4 and await Delivery.filter(notice_id=notice_id, status="delivered").count() == 4
+    assert (await Notice.get(id=notice_id)).status == "sent"
+
+
+async def test_outcomes_are_gathered_while_other_sends_are_under_way(rig: Rig) -> None:
+    """Outcomes that come back while another send is still on the wire wait for it (within the
+    gathering time), so the lane's outcomes are one write, not one each."""
+    replica = _replica(rig, delivery_lane_inflight=8)
+    stalled = _StalledFor(replica.outbox.channels["slack"], {"UDI"})
+    replica.outbox.channels = {**replica.outbox.channels, "slack": stalled}
+    recorder = replica.outbox._recorders["notices"]
+    recorder.flush_seconds = 60
+    sizes = _record_sizes(replica)
+    await rig.broadcast()
+    run = asyncio.create_task(replica.outbox.drain())
+    try:
+        await wait_until(lambda: stalled.waiting == 1 and len(recorder._pending) == 3,
+                         what="every send but UDI's back, UDI's on the wire")
+        assert sizes == []  # nothing written while UDI's send is under way
+        stalled.door.set()
+        drained, _ = await asyncio.wait({run}, timeout=20)
+        assert drained, "the outcomes waited out the whole gathering time"
+    finally:
+        stalled.door.set()
+        await replica.close()
+    assert sizes == [4]
+    assert _dm_counts(rig, ["UANNA", "UBO", "UCY", "UDI"]) == [1, 1, 1, 1]
+
+
 async def test_outcomes_that_cannot_be_written_are_not_kept_claimed(rig: Rig) -> None:
     """When every attempt fails the rows are abandoned: the heartbeat no longer extends their
     claims (it used to, for as long as the replica lived, so they were never sent nor settled),

@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -344,7 +344,9 @@ class NoticeSource:
 
 class _Recorder:
     """One source's outcomes, written in groups gathered for a few milliseconds (one grouped
-    write each), so every send is recorded moments after it returns.
+    write each), so every send is recorded moments after it returns. The gathering ends early
+    when none of the source's sends is still under way (`quiet`): no other outcome is coming, and
+    waiting would only keep the lane's window of unrecorded sends full.
 
     A failed write is tried again (`retry_pauses`): the outcomes are facts the platform already
     holds, and the usual failures pass (PostgreSQL aborting one side of a deadlock, a failover).
@@ -353,9 +355,11 @@ class _Recorder:
     send, instead of staying claimed for as long as this replica lives."""
 
     def __init__(self, source: LaneSource, clock: Clock, flush_seconds: float,
-                 retry_pauses: tuple[float, ...]) -> None:
+                 retry_pauses: tuple[float, ...], quiet: Callable[[], bool] = lambda: False) -> None:
         self.source, self.clock, self.flush_seconds = source, clock, flush_seconds
         self.retry_pauses = retry_pauses
+        self.quiet = quiet
+        self._hurry = asyncio.Event()
         self.abandoned: set[int] = set()  # row ids whose outcome could not be written
         self._pending: list[tuple[Any, Outcome, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
@@ -365,11 +369,17 @@ class _Recorder:
         future = asyncio.get_running_loop().create_future()
         self._pending.append((item, outcome, future))
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush_soon())
+            self._hurry = asyncio.Event()
+            self._task = asyncio.create_task(self._flush_soon(self._hurry))
+        if self.quiet():
+            self._hurry.set()
         await asyncio.shield(future)
 
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.flush_seconds)
+    async def _flush_soon(self, hurry: asyncio.Event) -> None:
+        try:
+            await asyncio.wait_for(hurry.wait(), self.flush_seconds)
+        except TimeoutError:
+            pass
         while self._pending:
             batch, self._pending = self._pending, []
             await self._write(sorted(((item, outcome) for item, outcome, _ in batch), key=lambda r: r[0].row.id))
@@ -432,6 +442,7 @@ class Outbox:
         self._gate: PriorityGate | None = None  # requests in flight, all lanes
         self._claim_gate: PriorityGate | None = None  # claims in progress, all lanes
         self._served: dict[Lane, int] = defaultdict(int)  # sends started since the lane last ran dry
+        self._sending: Counter[str] = Counter()  # per source: sends under way (paced, waiting or on the wire)
         # Each source's lanes with due work as the scheduler last saw them (it looks again on every
         # wake and at least every poll): a lane worker does not ask a source with nothing due in
         # its lane (a claim is a transaction; an acknowledgement's update is one row).
@@ -447,7 +458,8 @@ class Outbox:
         """Register a source of outbound requests (see /work/briefs/engine-seam.md)."""
         self.sources = sorted([*self.sources, source], key=lambda s: s.priority)
         self._recorders[source.name] = _Recorder(source, self.clock, self.settings.flush_ms / 1000,
-                                                  self.settings.record_retry_pauses)
+                                                  self.settings.record_retry_pauses,
+                                                  quiet=lambda: not self._sending[source.name])
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -732,6 +744,20 @@ class Outbox:
         return items
 
     async def _send_one(self, lane: Lane, source: LaneSource, item: Any) -> None:
+        self._sending[source.name] += 1
+        try:
+            outcome = await self._attempt(lane, source, item)
+            if outcome.throttled:
+                metrics.throttled(lane[0], outcome.retry_after)
+                if outcome.retry_after:
+                    await self._pause(lane, outcome.retry_after)
+        finally:
+            self._sending[source.name] -= 1
+        await self._recorders[source.name].put(item, outcome)
+
+    async def _attempt(self, lane: Lane, source: LaneSource, item: Any) -> Outcome:
+        """Send the item within the lane's pace and the replica's concurrency, unless the lane is
+        paused, its lease is lost or Herald is stopping (then it is deferred, not attempted)."""
         cost = getattr(source, "cost", None)
         await self._pace(lane, cost(item) if cost is not None else 1)
         if self._gate is None:
@@ -740,25 +766,19 @@ class Outbox:
             self._served[lane] += 1
             blocked = self._paused_for(lane)
             if self._stopping:
-                outcome = Outcome.deferred(0)  # shutting down: released, not attempted
-            elif blocked is not None:
-                outcome = Outcome.deferred(blocked)
-            elif not self._lease_ok(lane):  # lost or running out while this waited: not attempted
+                return Outcome.deferred(0)  # shutting down: released, not attempted
+            if blocked is not None:
+                return Outcome.deferred(blocked)
+            if not self._lease_ok(lane):  # lost or running out while this waited: not attempted
                 self.fenced += 1
                 metrics.lease_fenced(lane[0])
-                outcome = Outcome.deferred(0)
                 self._wake.set()  # due again at once: whoever holds the lane next takes it
-            else:
-                try:
-                    outcome = await source.send(item, self.channels.get(lane[0]))
-                except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the row
-                    log.exception("%s item in lane %s/%s raised", source.name, *lane)
-                    outcome = Outcome.retry(f"internal error ({type(exc).__name__})")
-        if outcome.throttled:
-            metrics.throttled(lane[0], outcome.retry_after)
-            if outcome.retry_after:
-                await self._pause(lane, outcome.retry_after)
-        await self._recorders[source.name].put(item, outcome)
+                return Outcome.deferred(0)
+            try:
+                return await source.send(item, self.channels.get(lane[0]))
+            except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the row
+                log.exception("%s item in lane %s/%s raised", source.name, *lane)
+                return Outcome.retry(f"internal error ({type(exc).__name__})")
 
     async def _pause(self, lane: Lane, seconds: float) -> None:
         until = self.clock.now() + timedelta(seconds=seconds)
