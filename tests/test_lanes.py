@@ -264,6 +264,23 @@ async def test_outcomes_are_written_at_once_when_no_send_is_under_way(rig: Rig) 
     assert (await Notice.get(id=notice_id)).status == "sent"
 
 
+async def test_a_trickle_of_outcomes_is_still_gathered(rig: Rig) -> None:
+    """One outcome with no send under way is not written at once (fewer than half a window:
+    no lane waits for it), so a trickle (an acknowledgement's updates) is not a transaction each."""
+    notice_id = await rig.broadcast(audience="member:anna@acme.example")
+    recorder = rig.herald.outbox._recorders["notices"]
+    recorder.flush_seconds = 60
+    sizes = _record_sizes(rig.herald)
+    run = asyncio.create_task(rig.herald.outbox.drain())
+    await wait_until(lambda: len(recorder._pending) == 1 and recorder.quiet(), what="Anna's send back")
+    for _ in range(50):  # the event loop runs on: nothing writes it yet
+        await asyncio.sleep(0)
+    assert sizes == [] and not run.done()
+    recorder._hurry.set()  # as the gathering time running out does
+    await run
+    assert sizes == [1] and (await Delivery.get(notice_id=notice_id)).status == "delivered"
+
+
 async def test_outcomes_are_gathered_while_other_sends_are_under_way(rig: Rig) -> None:
     """Outcomes that come back while another send is still on the wire wait for it (within the
     gathering time), so the lane's outcomes are one write, not one each."""

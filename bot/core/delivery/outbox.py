@@ -345,8 +345,10 @@ class NoticeSource:
 class _Recorder:
     """One source's outcomes, written in groups gathered for a few milliseconds (one grouped
     write each), so every send is recorded moments after it returns. The gathering ends early
-    when none of the source's sends is still under way (`quiet`): no other outcome is coming, and
-    waiting would only keep the lane's window of unrecorded sends full.
+    when none of the source's sends is still under way (`quiet`) and at least `early` outcomes
+    wait: no other outcome is coming, and a lane whose window is that full of unrecorded sends
+    (it claims again once half of it is free) would only sit idle. A trickle of outcomes (an
+    acknowledgement's updates) is still gathered, so it does not cost a transaction each.
 
     A failed write is tried again (`retry_pauses`): the outcomes are facts the platform already
     holds, and the usual failures pass (PostgreSQL aborting one side of a deadlock, a failover).
@@ -355,10 +357,11 @@ class _Recorder:
     send, instead of staying claimed for as long as this replica lives."""
 
     def __init__(self, source: LaneSource, clock: Clock, flush_seconds: float,
-                 retry_pauses: tuple[float, ...], quiet: Callable[[], bool] = lambda: False) -> None:
+                 retry_pauses: tuple[float, ...], quiet: Callable[[], bool] = lambda: False,
+                 early: int = 1) -> None:
         self.source, self.clock, self.flush_seconds = source, clock, flush_seconds
         self.retry_pauses = retry_pauses
-        self.quiet = quiet
+        self.quiet, self.early = quiet, early
         self._hurry = asyncio.Event()
         self.abandoned: set[int] = set()  # row ids whose outcome could not be written
         self._pending: list[tuple[Any, Outcome, asyncio.Future]] = []
@@ -371,7 +374,7 @@ class _Recorder:
         if self._task is None or self._task.done():
             self._hurry = asyncio.Event()
             self._task = asyncio.create_task(self._flush_soon(self._hurry))
-        if self.quiet():
+        if len(self._pending) >= self.early and self.quiet():
             self._hurry.set()
         await asyncio.shield(future)
 
@@ -459,7 +462,8 @@ class Outbox:
         self.sources = sorted([*self.sources, source], key=lambda s: s.priority)
         self._recorders[source.name] = _Recorder(source, self.clock, self.settings.flush_ms / 1000,
                                                   self.settings.record_retry_pauses,
-                                                  quiet=lambda: not self._sending[source.name])
+                                                  quiet=lambda: not self._sending[source.name],
+                                                  early=max(1, self.settings.lane_inflight // 2))
 
     # ---- the loop -------------------------------------------------------------------------
 
