@@ -390,6 +390,30 @@ async def test_clicks_arriving_together_are_each_recorded_once(rig: Rig) -> None
     assert (await verify_chain()).ok
 
 
+async def test_a_click_is_matched_by_the_pressers_exact_account(rig: Rig) -> None:
+    """The presser is found by platform, workspace and user id together: the same user id in
+    another workspace is not them. A copy counts for the member it was delivered to, even when its
+    account has since moved to another member (a directory merge)."""
+    from storage.models import Member, PlatformAccount
+
+    notice_id = await rig.broadcast("all")
+    await rig.herald.outbox.drain()
+    first, second = await Delivery.filter(notice_id=notice_id, status="delivered", platform="slack").order_by("id") \
+        .limit(2).prefetch_related("account")
+    with pytest.raises(PermissionDenied):
+        await acks.acknowledge(notice_id, platform="slack", workspace_id="TELSEWHERE", user_id=first.account.user_id,
+                               now=rig.clock.now())
+    source = await Member.get(id=second.member_id)  # type: ignore[attr-defined]
+    merged = await Member.create(organisation_id=source.organisation_id, email="merged@partner.example",  # type: ignore[attr-defined]
+                                 name="Merged", role="operations", timezone="Europe/Berlin")
+    await PlatformAccount.filter(id=second.account.id).update(member_id=merged.id)
+    result = await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id=second.account.user_id,
+                                    now=rig.clock.now())
+    assert result.newly_recorded and result.member.id == second.member_id  # type: ignore[attr-defined]
+    assert result.acknowledgement.delivery_id == second.id  # type: ignore[attr-defined]
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
+
+
 async def test_deliveries_and_acknowledgements_record_the_members_organisation(rig: Rig) -> None:
     """The console's per-organisation counts read it from the rows (migration 0010)."""
     notice_id = await rig.broadcast(importance="must-know")
