@@ -14,10 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("HERALD_TEST_POSTGRES_URL", "")
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+@pytest.mark.parametrize("database", [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.skipif(not POSTGRES_URL, reason="HERALD_TEST_POSTGRES_URL is not set")),
+])
 def test_a_short_run_records_every_click_once(database: str) -> None:
-    if database == "postgres" and not POSTGRES_URL:
-        pytest.skip("HERALD_TEST_POSTGRES_URL is not set")
     argv = [sys.executable, "bench/ack_groups.py", "--sizes", "60", "120", "--groups", "3", "--group-size", "4"]
     if database == "postgres":
         argv += ["--database-url", POSTGRES_URL]

@@ -173,7 +173,7 @@ class _Pending:
 async def _write_together(group: list[_Click]) -> list[AckResult | BaseException]:
     notices = {n.id: n for n in await Notice.filter(id__in={c.notice_id for c in group})}
     deliveries, members = await _delivered_to(group)
-    recorded = await _existing(notices.values(), {m for m in members})
+    recorded = await _existing(notices.values(), set(members))
 
     outcomes: list[AckResult | BaseException | _Pending] = []
     for click in group:
