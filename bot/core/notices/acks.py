@@ -214,41 +214,29 @@ def _claim_once(click: _Click, notice: Notice, member: Member, delivery: dict,
 async def _delivered_to(group: list[_Click]) -> tuple[dict[tuple[int, str, str, str], dict], dict[int, Member]]:
     """The delivered copy each click's presser received, by (notice, platform, workspace, user),
     the first copy (lowest id) when there are several (the notice and its reminders); and the
-    members those copies were delivered to.
+    members those copies were delivered to (an account a directory import has since moved to
+    another member still finds the copy it was sent).
 
-    The pressers' accounts are found first (by their unique key), then their copies by (notice,
-    member): both index lookups the size of the group. Filtering the notice's delivered copies by
+    The pressers' accounts are found by their unique key, then their copies by the accounts'
+    index (migration 0013): rows the size of the group. Filtering the notice's delivered copies by
     the account's user id read every delivered copy of the notice for each group instead (at
-    100,000 recipients 41.8 ms a group instead of 10.7: bench/ack_groups.py). Only a click with
-    no copy found that way (an account a directory import has since moved to another member, or
-    a presser who was never sent the notice) is looked for by account alone (the index of
-    migration 0013). Single-table queries on purpose: joined to the accounts, the copies' query
-    ran for minutes on PostgreSQL before the new rows had statistics (a nested loop over two full
-    reads), where these stay bounded by one read of each table."""
+    100,000 recipients 41.8 ms a group instead of 10.7: bench/ack_groups.py). Single-table queries
+    on purpose: joined to the accounts, the copies' query ran for minutes on PostgreSQL before the
+    new rows had statistics (a nested loop over two full reads), where these stay bounded by one
+    read of each table."""
     wanted = {(c.platform, c.workspace_id, c.user_id) for c in group}
     accounts = await PlatformAccount.filter(
         platform__in={p for p, _, _ in wanted}, workspace_external_id__in={w for _, w, _ in wanted},
         user_id__in={u for _, _, u in wanted}).select_related("member")
-    by_key = {_key(a): a for a in accounts if _key(a) in wanted}
-    if not by_key:
+    by_id = {a.id: a for a in accounts if _key(a) in wanted}
+    if not by_id:
         return {}, {}
-    by_id = {a.id: a for a in by_key.values()}
-    notices = {c.notice_id for c in group}
-    fields = ("id", "notice_id", "member_id", "kind", "delivered_at", "account_id")
-    delivered = Delivery.filter(status=DeliveryStatus.DELIVERED.value)
-    rows = await delivered.filter(notice_id__in=notices, member_id__in={a.member_id for a in by_id.values()},
-                                  account_id__in=set(by_id)).values(*fields)
-    found = {(r["notice_id"], r["account_id"]) for r in rows}
-    missing = {(c.notice_id, by_key[k].id) for c in group
-               if (k := (c.platform, c.workspace_id, c.user_id)) in by_key} - found
-    if missing:
-        rows += await delivered.filter(notice_id__in={n for n, _ in missing},
-                                       account_id__in={a for _, a in missing}).values(*fields)
-    copies: dict[tuple[int, str, str, str], dict] = {}
-    for row in sorted(rows, key=lambda r: r["id"]):  # the lowest id is kept
-        copies.setdefault((row["notice_id"], *_key(by_id[row["account_id"]])), row)
+    rows = await Delivery.filter(
+        notice_id__in={c.notice_id for c in group}, account_id__in=set(by_id), status=DeliveryStatus.DELIVERED.value,
+    ).order_by("-id").values("id", "notice_id", "member_id", "kind", "delivered_at", "account_id")
+    copies = {(r["notice_id"], *_key(by_id[r["account_id"]])): r for r in rows}  # the lowest id is kept
     members = {a.member.id: a.member for a in by_id.values()}
-    strays = {r["member_id"] for r in copies.values()} - members.keys()
+    strays = {r["member_id"] for r in copies.values()} - members.keys()  # copies of accounts moved since
     if strays:
         members.update({m.id: m for m in await Member.filter(id__in=strays)})
     return copies, members
