@@ -229,3 +229,31 @@ async def test_teams_journey_step_and_digest(db: str) -> None:
         assert "Marked done" not in refused["value"]
     finally:
         await _stop(teams)
+
+
+async def test_a_question_is_answered_off_the_event_loop(rig, warm_knowledge_base) -> None:  # noqa: ANN001
+    """The model's forward pass runs in a thread, so the deliveries and clicks on the event loop are
+    not held up meanwhile: here the answer waits until the loop has run a task of its own."""
+    import asyncio
+    import threading
+
+    from bot.core.onboarding.assistant import ask
+
+    loop_ran = threading.Event()
+    seen: list[bool] = []
+
+    class Watched:
+        def answer(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            seen.append(loop_ran.wait(timeout=5))  # on the event loop itself this would time out
+            return warm_knowledge_base.answer(*args, **kwargs)
+
+    async def meanwhile() -> None:
+        loop_ran.set()
+
+    member = await Member.get(email="anna@acme.example").select_related("organisation")
+    task = asyncio.ensure_future(meanwhile())
+    asked = await ask(member, "how do I register a deal?", Watched(), platform="slack",  # type: ignore[arg-type]
+                      channel_id="DUANNA", now=rig.clock.now())
+    await task
+    assert seen == [True]
+    assert asked.answer.entry is not None and asked.answer.entry.id == "deal-registration-how"

@@ -7,6 +7,7 @@ channels render; every step is stored and audited.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -54,7 +55,9 @@ async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, ch
     partners), or say plainly that we do not know, or that the answer is confidential, and offer the CAM."""
     text = text.strip()[:MAX_QUESTION]
     organisation = member.organisation
-    answer = kb.answer(text, role=member.role, tier=organisation.tier or None)
+    # in a thread: the model's forward pass (about 18 ms, ONNX Runtime releases the GIL) must not
+    # hold up the deliveries and clicks this event loop serves meanwhile
+    answer = await asyncio.to_thread(kb.answer, text, role=member.role, tier=organisation.tier or None)
     async with in_transaction() as conn:
         question = await Question.create(
             member=member, platform=platform, text=text, asked_at=now, channel_id=channel_id,
