@@ -134,7 +134,7 @@ class Herald:
         fast path fails the outbox worker retries it.
         """
         try:
-            await self.outbox.push_updates(result.copy_ids)
+            await self.outbox.push_updates(await acks.copies_of(result))
         except Exception:  # noqa: BLE001 - recorded and flagged; the worker will retry
             log.exception("could not update copies of notice %s right away", result.notice.id)
 

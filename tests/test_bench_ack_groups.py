@@ -26,5 +26,6 @@ def test_a_short_run_records_every_click_once(database: str) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["verified"] and result["analyzed"]
-    assert [(r["recipients"], r["recorded"]) for r in result["runs"]] == [(60, 12), (120, 12)]
+    assert [(r["recipients"], r["recorded"], r["copies_flagged_for_update"]) for r in result["runs"]] == [
+        (60, 12, 12), (120, 12, 12)]
     assert all(r["group_ms_p50"] > 0 and r["cpu_ms_per_click"] > 0 for r in result["runs"])

@@ -78,6 +78,27 @@ async def test_reminders_follow_the_schedule_and_stop_after_acknowledgement(rig:
     assert original_row.next_reminder_at is None and original_row.reminders_sent == 2
 
 
+async def test_a_reminder_not_sent_yet_is_cancelled_by_the_acknowledgement(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    notice_id = await rig.broadcast("member:anna@acme.example", deadline=MONDAY_9_UTC + timedelta(days=10))
+    await rig.herald.outbox.drain()
+    rig.clock.advance(hours=24)
+    assert (await rig.herald.tick())["reminders"] == 1  # planned, not sent yet
+    (reminder,) = await _reminders(notice_id, "anna@acme.example")
+    assert reminder.status == "pending"
+
+    result = await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+    assert result.newly_recorded
+    (reminder,) = await _reminders(notice_id, "anna@acme.example")
+    assert (reminder.status, reminder.error) == ("cancelled", "acknowledged before it was sent")
+    original = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example", kind="notice")
+    assert original.status == "delivered" and original.update_pending and original.next_reminder_at is None
+    assert await acks.copies_of(result) == [original.id]
+    await rig.herald.outbox.drain()  # the reminder never goes out (the journey step the tick queued does)
+    assert not [c for c in _posts_to(rig, "DUANNA") if "Reminder" in str(c.args.get("blocks"))]
+    assert len(rig.fake.calls_to("chat.update")) == 1
+
+
 async def test_daily_reminders_until_the_deadline_then_none(rig: Rig) -> None:
     rig.clock.set(MONDAY_9_UTC)
     notice_id = await rig.broadcast("member:bo@acme.example", deadline=MONDAY_9_UTC + timedelta(days=5, hours=1))
@@ -381,7 +402,7 @@ async def test_clicks_arriving_together_are_each_recorded_once(rig: Rig) -> None
     assert isinstance(results[len(users) + 1], PermissionDenied)
     answered = [r for r in results if not isinstance(r, Exception)]
     assert sum(r.newly_recorded for r in answered) == len(users)
-    assert all(r.copy_ids for r in answered)
+    assert all([await acks.copies_of(r) for r in answered])
     assert await Acknowledgement.filter(notice_id=notice_id).count() == len(users)
     assert await AuditEvent.filter(notice_id=notice_id, kind="notice.acknowledged").count() == len(users)
     assert await Delivery.filter(notice_id=notice_id, update_pending=True).count() == len(users)

@@ -14,11 +14,12 @@ import asyncio
 import contextvars
 import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
-from tortoise.backends.base.client import TransactionalDBClient
+from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 from tortoise import connections
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -26,6 +27,7 @@ from tortoise.transactions import in_transaction
 from bot.common import metrics
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
+from storage import db as storage_db
 from storage.models import (
     Acknowledgement,
     Delivery,
@@ -39,6 +41,9 @@ from storage.models import (
 
 log = logging.getLogger(__name__)
 
+_First = TypeVar("_First")
+_Second = TypeVar("_Second")
+
 NOT_YOURS = "This notice was not sent to you, so you cannot acknowledge it."
 MAX_GROUP = 250  # clicks written in one transaction at most
 
@@ -49,7 +54,6 @@ class AckResult:
     member: Member
     acknowledgement: Acknowledgement
     newly_recorded: bool
-    copy_ids: list[int]  # every delivered copy (original and reminders) to update in place
 
 
 async def acknowledge(notice_id: int, *, platform: str, workspace_id: str, user_id: str, now: datetime) -> AckResult:
@@ -171,9 +175,12 @@ class _Pending:
 
 
 async def _write_together(group: list[_Click]) -> list[AckResult | BaseException]:
-    notices = {n.id: n for n in await Notice.filter(id__in={c.notice_id for c in group})}
-    deliveries, members = await _delivered_to(group)
-    recorded = await _existing(notices.values(), set(members))
+    notices, accounts = await _together(_notices(group), _accounts(group))
+    pressers = {a.member.id for a in accounts.values()}
+    (deliveries, members), recorded = await _together(_delivered_to(group, accounts),
+                                                      _existing(notices.values(), pressers))
+    if strays := members.keys() - pressers:
+        recorded.update(await _existing(notices.values(), strays))
 
     outcomes: list[AckResult | BaseException | _Pending] = []
     for click in group:
@@ -193,8 +200,7 @@ async def _write_together(group: list[_Click]) -> list[AckResult | BaseException
         for p in new:
             metrics.acknowledged(p.click.platform, (p.click.now - (p.delivery["delivered_at"] or p.click.now))
                                  .total_seconds())
-    copies = await _copies({(o.notice.id, o.member.id) for o in outcomes if isinstance(o, (_Pending, AckResult))})
-    return [_finish(o, copies) for o in outcomes]
+    return [AckResult(o.notice, o.member, o.ack, True) if isinstance(o, _Pending) else o for o in outcomes]
 
 
 def _claim_once(click: _Click, notice: Notice, member: Member, delivery: dict,
@@ -203,7 +209,7 @@ def _claim_once(click: _Click, notice: Notice, member: Member, delivery: dict,
     key = (notice.id, member.id, notice.ack_revision)
     existing = recorded.get(key)
     if existing is not None:
-        return AckResult(notice, member, existing, False, [])
+        return AckResult(notice, member, existing, False)
     ack = Acknowledgement(notice_id=notice.id, member_id=member.id, delivery_id=delivery["id"],
                           organisation_id=member.organisation_id,  # type: ignore[attr-defined]
                           platform=click.platform, revision=notice.ack_revision, acknowledged_at=click.now)
@@ -211,31 +217,48 @@ def _claim_once(click: _Click, notice: Notice, member: Member, delivery: dict,
     return _Pending(click, notice, member, delivery, ack)
 
 
-async def _delivered_to(group: list[_Click]) -> tuple[dict[tuple[int, str, str, str], dict], dict[int, Member]]:
+async def _together(first: Awaitable[_First], second: Awaitable[_Second]) -> tuple[_First, _Second]:
+    """Two independent reads at once, on two of the pool's connections: a group waits for one
+    round trip instead of two. One after the other inside a caller's transaction (one connection)."""
+    if _in_caller_transaction():
+        return await first, await second
+    return await asyncio.gather(first, second)  # type: ignore[return-value]
+
+
+async def _notices(group: list[_Click]) -> dict[int, Notice]:
+    return {n.id: n for n in await Notice.filter(id__in={c.notice_id for c in group})}
+
+
+async def _accounts(group: list[_Click]) -> dict[int, PlatformAccount]:
+    """The pressers' accounts (with their members) by id, found by their unique key."""
+    wanted = {(c.platform, c.workspace_id, c.user_id) for c in group}
+    accounts = await PlatformAccount.filter(
+        platform__in={p for p, _, _ in wanted}, workspace_external_id__in={w for _, w, _ in wanted},
+        user_id__in={u for _, _, u in wanted}).select_related("member")
+    return {a.id: a for a in accounts if _key(a) in wanted}
+
+
+async def _delivered_to(group: list[_Click], accounts: dict[int, PlatformAccount],
+                        ) -> tuple[dict[tuple[int, str, str, str], dict], dict[int, Member]]:
     """The delivered copy each click's presser received, by (notice, platform, workspace, user),
     the first copy (lowest id) when there are several (the notice and its reminders); and the
     members those copies were delivered to (an account a directory import has since moved to
     another member still finds the copy it was sent).
 
-    The pressers' accounts are found by their unique key, then their copies by the accounts'
-    index (migration 0013): rows the size of the group. Filtering the notice's delivered copies by
-    the account's user id read every delivered copy of the notice for each group instead (at
-    100,000 recipients 41.8 ms a group instead of 8.8: bench/ack_groups.py). Single-table queries
-    on purpose: joined to the accounts, the copies' query ran for minutes on PostgreSQL before the
-    new rows had statistics (a nested loop over two full reads), where these stay bounded by one
-    read of each table."""
-    wanted = {(c.platform, c.workspace_id, c.user_id) for c in group}
-    accounts = await PlatformAccount.filter(
-        platform__in={p for p, _, _ in wanted}, workspace_external_id__in={w for _, w, _ in wanted},
-        user_id__in={u for _, _, u in wanted}).select_related("member")
-    by_id = {a.id: a for a in accounts if _key(a) in wanted}
-    if not by_id:
+    The copies are found by the pressers' accounts (``_accounts``) through the accounts' index
+    (migration 0013): rows the size of the group. Filtering the notice's delivered copies by the
+    account's user id read every delivered copy of the notice for each group instead (at 100,000
+    recipients 41.8 ms a group instead of 8.8: bench/ack_groups.py). Single-table queries on
+    purpose: joined to the accounts, the copies' query ran for minutes on PostgreSQL before the new
+    rows had statistics (a nested loop over two full reads), where these stay bounded by one read
+    of each table."""
+    if not accounts:
         return {}, {}
     rows = await Delivery.filter(
-        notice_id__in={c.notice_id for c in group}, account_id__in=set(by_id), status=DeliveryStatus.DELIVERED.value,
+        notice_id__in={c.notice_id for c in group}, account_id__in=set(accounts), status=DeliveryStatus.DELIVERED.value,
     ).order_by("-id").values("id", "notice_id", "member_id", "kind", "delivered_at", "account_id")
-    copies = {(r["notice_id"], *_key(by_id[r["account_id"]])): r for r in rows}  # the lowest id is kept
-    members = {a.member.id: a.member for a in by_id.values()}
+    copies = {(r["notice_id"], *_key(accounts[r["account_id"]])): r for r in rows}  # the lowest id is kept
+    members = {a.member.id: a.member for a in accounts.values()}
     strays = {r["member_id"] for r in copies.values()} - members.keys()  # copies of accounts moved since
     if strays:
         members.update({m.id: m for m in await Member.filter(id__in=strays)})
@@ -269,35 +292,34 @@ async def _store(new: list[_Pending]) -> None:
     async with in_transaction() as conn:
         await Acknowledgement.bulk_create([p.ack for p in new], using_db=conn)
         for notice_id, member_ids in by_notice.items():
-            mine = Delivery.filter(notice_id=notice_id, member_id__in=member_ids)
-            await mine.filter(status=DeliveryStatus.DELIVERED.value).using_db(conn).update(
-                update_pending=True, next_reminder_at=None)
-            await mine.filter(kind=DeliveryKind.REMINDER.value, status=DeliveryStatus.PENDING.value).using_db(
-                conn).update(status=DeliveryStatus.CANCELLED.value, error="acknowledged before it was sent")
+            await _settle_copies(conn, notice_id, member_ids)
         await record(events, using_db=conn)
 
 
-async def _copies(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
-    """Every delivered copy of each (notice, member), to update in place."""
-    copies: dict[tuple[int, int], list[int]] = {pair: [] for pair in pairs}
-    if not pairs:
-        return copies
-    rows = await Delivery.filter(notice_id__in={n for n, _ in pairs}, member_id__in={m for _, m in pairs},
-                                 status=DeliveryStatus.DELIVERED.value).order_by("id").values_list(
-                                     "id", "notice_id", "member_id")
-    for delivery_id, notice_id, member_id in rows:
-        if (notice_id, member_id) in copies:
-            copies[(notice_id, member_id)].append(delivery_id)
-    return copies
+# One statement for both (a round trip fewer per group, in the transaction that ends holding the
+# audit chain's head): the acknowledged members' delivered copies are flagged for their in-place
+# update and their reminders' schedule cleared; their reminders not sent yet are cancelled.
+_SETTLE_COPIES = f"""
+UPDATE delivery SET
+    update_pending = CASE WHEN status = '{DeliveryStatus.DELIVERED.value}' THEN TRUE ELSE update_pending END,
+    next_reminder_at = CASE WHEN status = '{DeliveryStatus.DELIVERED.value}' THEN NULL ELSE next_reminder_at END,
+    error = CASE WHEN status = '{DeliveryStatus.PENDING.value}' THEN 'acknowledged before it was sent' ELSE error END,
+    status = CASE WHEN status = '{DeliveryStatus.PENDING.value}' THEN '{DeliveryStatus.CANCELLED.value}' ELSE status END
+WHERE notice_id = ? AND {{members}}
+  AND (status = '{DeliveryStatus.DELIVERED.value}'
+       OR (kind = '{DeliveryKind.REMINDER.value}' AND status = '{DeliveryStatus.PENDING.value}'))"""
 
 
-def _finish(outcome: AckResult | BaseException | _Pending,
-            copies: dict[tuple[int, int], list[int]]) -> AckResult | BaseException:
-    if isinstance(outcome, BaseException):
-        return outcome
-    if isinstance(outcome, _Pending):
-        return AckResult(outcome.notice, outcome.member, outcome.ack, True,
-                         copies[(outcome.notice.id, outcome.member.id)])
-    return AckResult(outcome.notice, outcome.member, outcome.acknowledgement, False,
-                     copies[(outcome.notice.id, outcome.member.id)])
+async def _settle_copies(conn: BaseDBAsyncClient, notice_id: int, member_ids: set[int]) -> None:
+    members, ids = storage_db.in_ids("member_id", sorted(member_ids))
+    postgres = conn.capabilities.dialect == "postgres"
+    await conn.execute_query(storage_db.placeholders(_SETTLE_COPIES.format(members=members), postgres),
+                             [notice_id, ids])
 
+
+async def copies_of(result: AckResult) -> list[int]:
+    """Every delivered copy (original and reminders) of the acknowledged notice to the member, to
+    update in place. Asked for only when no outbox worker runs (the CLI, tests): a worker finds them
+    by their ``update_pending`` flag, so a click does not pay for this query."""
+    return await Delivery.filter(notice_id=result.notice.id, member_id=result.member.id,
+                                 status=DeliveryStatus.DELIVERED.value).order_by("id").values_list("id", flat=True)
