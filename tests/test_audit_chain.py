@@ -65,6 +65,9 @@ async def test_appends_form_a_contiguous_chain_that_verifies(db: str) -> None:
     await _append(12, per_call=5)  # 17 events in all
     rows = await AuditEvent.all().order_by("seq")
     assert [r.seq for r in rows] == list(range(1, 18))
+    assert [r.id for r in rows] == sorted(r.id for r in rows)  # written in chain order
+    assert [(r.data["index"], r.notice_id, r.member_id) for r in rows] == [
+        (i, i % 7 or None, i) for i in [*range(1, 6), *range(1, 13)]]  # in chain order, nulls kept
     assert rows[0].prev_hash == GENESIS_HASH
     for before, after in zip(rows, rows[1:]):
         assert after.prev_hash == before.hash
