@@ -36,6 +36,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from storage import db as storage_db
 from storage.models import AuditEvent
 
 GENESIS_HASH = "0" * 64  # the prev_hash of event 1
@@ -255,27 +256,15 @@ async def _append(batch: list[AuditEvent | PendingEvent], conn: BaseDBAsyncClien
     when, data = fields["occurred_at"].to_db_value, fields["data"].to_db_value
     rows = [(when(e.occurred_at, e), e.kind, e.actor, e.notice_id, e.member_id, data(e.data, e), e.seq,
              e.prev_hash, e.hash) for e in batch]
-    if conn.capabilities.dialect == "postgres":  # one round trip, while the head is locked
-        await conn.execute_query(_APPEND_POSTGRES, [*(list(column) for column in zip(*rows, strict=True)),
-                                                    seq, prev_hash, HEAD_ID])
-    else:
-        await conn.execute_many(_INSERT_SQL, rows)
-        await conn.execute_query("UPDATE audit_chain_head SET seq=?, hash=? WHERE id=?", [seq, prev_hash, HEAD_ID])
+    postgres = conn.capabilities.dialect == "postgres"
+    await conn.execute_many(storage_db.placeholders(_INSERT_SQL, postgres), rows)
+    await conn.execute_query(storage_db.placeholders("UPDATE audit_chain_head SET seq=?, hash=? WHERE id=?", postgres),
+                             [seq, prev_hash, HEAD_ID])
 
 
 # the order of the values `_append` builds for each event
 _COLUMNS = ("occurred_at", "kind", "actor", "notice_id", "member_id", "data", "seq", "prev_hash", "hash")
 _INSERT_SQL = f"INSERT INTO audit_event ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-# PostgreSQL: the events (one array per column, in chain order) and the head in one statement
-_APPEND_POSTGRES = f"""
-WITH appended AS (
-    INSERT INTO audit_event ({', '.join(_COLUMNS)})
-    SELECT occurred_at, kind, actor, notice_id, member_id, data::jsonb, seq, prev_hash, hash
-    FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::int[], $5::int[], $6::text[], $7::bigint[],
-                $8::text[], $9::text[]) WITH ORDINALITY AS e({', '.join(_COLUMNS)}, position)
-    ORDER BY position
-)
-UPDATE audit_chain_head SET seq = $10, hash = $11 WHERE id = $12"""
 
 
 def _normalise(event: AuditEvent) -> None:
