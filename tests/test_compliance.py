@@ -445,3 +445,33 @@ async def test_deliveries_and_acknowledgements_record_the_members_organisation(r
     assert len(rows) == 5 and all(mine == theirs and mine is not None for mine, theirs in rows)
     [ack] = await Acknowledgement.filter(notice_id=notice_id).values_list("organisation_id", "member__organisation_id")
     assert ack[0] == ack[1] is not None
+
+
+async def test_paired_reads_raise_the_first_error_and_leave_none_unretrieved() -> None:
+    """A group's reads run two at a time: when both fail (the database closing under them), the
+    caller gets the first error and the second is not left to be logged as a stray traceback."""
+    import asyncio
+    import gc
+
+    loop = asyncio.get_running_loop()
+    unretrieved: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+
+    async def fails(message: str, turns: int) -> None:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        raise RuntimeError(message)
+
+    async def pair() -> None:
+        await acks._together(fails("first", 0), fails("second", 2))
+
+    try:
+        with pytest.raises(RuntimeError, match="first"):
+            await pair()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gc.collect()
+        assert unretrieved == []
+        assert await acks._together(asyncio.sleep(0, "a"), asyncio.sleep(0, "b")) == ("a", "b")
+    finally:
+        loop.set_exception_handler(None)

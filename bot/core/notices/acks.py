@@ -222,7 +222,13 @@ async def _together(first: Awaitable[_First], second: Awaitable[_Second]) -> tup
     round trip instead of two. One after the other inside a caller's transaction (one connection)."""
     if _in_caller_transaction():
         return await first, await second
-    return await asyncio.gather(first, second)  # type: ignore[return-value]
+    # both outcomes collected: an error of the second read must not go unretrieved (it would be
+    # logged as a stray traceback) when the first one failed too, e.g. while the database closes
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results[0], results[1]  # type: ignore[return-value]
 
 
 async def _notices(group: list[_Click]) -> dict[int, Notice]:
