@@ -123,10 +123,17 @@ def model_bytes(weights: Mapping[str, np.ndarray]) -> bytes:
 
 
 def threads() -> int:
-    """``OMP_NUM_THREADS`` when set to a number (the index-build child sets 1), else up to 4 cores:
-    a short question gains little from more."""
+    """``OMP_NUM_THREADS`` when set to a number (the index-build child sets 1), else up to 4 of the
+    cores this process may run on: a short question gains little from more."""
     wanted = os.environ.get("OMP_NUM_THREADS", "")
-    return int(wanted) if wanted.isdigit() and int(wanted) > 0 else min(4, os.cpu_count() or 1)
+    return int(wanted) if wanted.isdigit() and int(wanted) > 0 else min(4, _usable_cores())
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # a container's cpuset, where the platform has it
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def session(model: bytes):  # noqa: ANN201 - onnxruntime.InferenceSession
