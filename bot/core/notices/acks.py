@@ -318,9 +318,7 @@ WHERE notice_id = ? AND {{members}}
 
 async def _settle_copies(conn: BaseDBAsyncClient, notice_id: int, member_ids: set[int]) -> None:
     members, ids = storage_db.in_ids("member_id", sorted(member_ids))
-    postgres = conn.capabilities.dialect == "postgres"
-    await conn.execute_query(storage_db.placeholders(_SETTLE_COPIES.format(members=members), postgres),
-                             [notice_id, ids])
+    await conn.execute_query(storage_db.placeholders(_SETTLE_COPIES.format(members=members)), [notice_id, ids])
 
 
 async def copies_of(result: AckResult) -> list[int]:

@@ -46,7 +46,9 @@ class _Graph:
     """Adds nodes and initialisers straight to a model (its graph holds the only copy of each)."""
 
     def __init__(self) -> None:
-        from onnx import TensorProto, helper
+        from onnx import TensorProto, helper, numpy_helper  # only where the model is loaded
+
+        self._helper, self._numpy_helper = helper, numpy_helper
 
         graph = helper.make_graph(
             [], "all-mpnet-base-v2-layers",
@@ -57,17 +59,13 @@ class _Graph:
                                                              helper.make_opsetid("com.microsoft", 1)])
 
     def constant(self, name: str, value: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        self.model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        self.model.graph.initializer.append(self._numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], output: str, **attributes: object) -> str:
-        from onnx import helper
-
         domain = "com.microsoft" if op_type == "MatMulNBits" else None
-        self.model.graph.node.append(helper.make_node(op_type, inputs, [output], name=output, domain=domain,
-                                                      **attributes))
+        self.model.graph.node.append(self._helper.make_node(op_type, inputs, [output], name=output, domain=domain,
+                                                            **attributes))
         return output
 
     def linear(self, x: str, weight: np.ndarray, bias: np.ndarray, name: str) -> str:
