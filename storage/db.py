@@ -109,7 +109,16 @@ async def database_now() -> datetime:
     else:
         rows = await connections.get("default").execute_query_dict(
             "SELECT strftime('%Y-%m-%dT%H:%M:%f', 'now') AS now")
-        value = datetime.fromisoformat(rows[0]["now"])
+        value = rows[0]["now"]
+    return as_datetime(value)  # type: ignore[return-value]
+
+
+def as_datetime(value: Any) -> datetime | None:
+    """A timestamp read by raw SQL (text on SQLite, datetime on PostgreSQL) as aware UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

@@ -7,7 +7,8 @@ import asyncio
 import json
 from datetime import timedelta
 
-from storage.models import AuditEvent, Delivery, Notice, PlatformAccount
+from bot.core.delivery.outbox import Job
+from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, PlatformAccount
 from tests.support import TEAM, TOKEN, Rig, directory_csv
 
 
@@ -217,3 +218,33 @@ async def test_a_broadcasts_first_sends_read_the_workspace_token_once(rig: Rig, 
     tokens = await asyncio.gather(*(workspaces.token_for(TEAM) for _ in range(16)))
     assert tokens == [TOKEN] * 16 and reads == 1
     assert await workspaces.token_for(TEAM) == TOKEN and reads == 1  # cached
+
+
+async def test_each_claim_draws_the_notice_as_it_is_now(rig: Rig) -> None:
+    """The engine keeps a notice's shared view parts from one claim to the next; an edit, or an
+    acknowledgement made meanwhile (here on the member's other platform), is drawn all the same."""
+    from bot.core.notices.revisions import edit_notice
+
+    notice_id = await rig.broadcast()
+    source, now = rig.herald.outbox.notices, rig.clock.now()
+    rows = await Delivery.filter(notice_id=notice_id, account_id__not_isnull=True).order_by("id")
+
+    async def claim_one() -> Job:
+        [job] = await source.claim(("slack", TEAM), 1, "test-turn", now, now + timedelta(seconds=60))
+        return job
+
+    first = await claim_one()
+    assert (first.row.id, first.view.revision, first.view.body) == (rows[0].id, 1, "Stop selling LX-200")
+    assert (await claim_one()).notice is first.notice  # unchanged: not read again
+
+    await edit_notice(notice_id, None, rig.herald.catalog, now=now, operator="test", body="Stop selling LX-300")
+    edited = await claim_one()
+    assert (edited.view.revision, edited.view.body, edited.notice.revision) == (2, "Stop selling LX-300", 2)
+    assert edited.view.acknowledged is None
+
+    await Acknowledgement.create(notice_id=notice_id, member_id=rows[3].member_id, platform="teams", revision=1,
+                                 acknowledged_at=now)
+    acknowledged = await claim_one()
+    assert acknowledged.row.id == rows[3].id
+    assert acknowledged.view.acknowledged is not None and acknowledged.view.acknowledged.at == now
+    assert acknowledged.notice is edited.notice

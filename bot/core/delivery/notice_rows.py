@@ -20,6 +20,7 @@ from tortoise import connections
 from bot.core.delivery.lanes import DUE, OPEN
 from bot.core.ports import Recipient
 from storage import db as storage_db
+from storage.db import as_datetime
 from storage.models import DeliveryStatus
 
 SENDING = DeliveryStatus.SENDING.value
@@ -31,7 +32,18 @@ _COLUMNS = ("d.id AS id, d.notice_id AS notice_id, d.member_id AS member_id, d.k
             "d.message_id AS message_id, d.rendered_revision AS rendered_revision, "
             "a.id AS account_id, a.workspace_external_id AS account_workspace, a.user_id AS user_id, "
             "a.dm_channel AS dm_channel, a.service_url AS service_url, m.name AS member_name, "
-            "m.email AS member_email")
+            "m.email AS member_email, n.revision AS n_revision, n.ack_revision AS n_ack_revision, "
+            "n.status AS n_status, s.id AS s_id, s.closes_at AS s_closes_at, s.closed_at AS s_closed_at, "
+            "k.acknowledged_at AS acknowledged_at")
+# The notice as of the claim (what its view depends on and an edit, a retraction or a survey's
+# closing changes), and the member's acknowledgement of the revision that counts.
+
+
+def _joins(row: str) -> str:
+    """The joins of _COLUMNS' notice, survey and acknowledgement to the delivery row `row`."""
+    return (f"JOIN notice n ON n.id={row}.notice_id LEFT JOIN survey s ON s.notice_id={row}.notice_id "
+            f"LEFT JOIN acknowledgement k ON k.notice_id={row}.notice_id AND k.member_id={row}.member_id "
+            f"AND k.revision=n.ack_revision")
 
 # What is due, with the parameters each predicate takes (all `now`).
 SEND_DUE = (f"{OPEN} AND {DUE}", 2)
@@ -58,6 +70,21 @@ class ClaimedRow:
     account_id: int | None  # None: the member's platform account was removed
     recipient: Recipient | None
     member_label: str  # the member's name, or their email when the directory has no name
+    notice_stamp: NoticeStamp  # the notice as the claim saw it
+    acknowledged_at: datetime | None  # the member's acknowledgement of the notice's current ack revision
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeStamp:
+    """What a notice's rendered view depends on that changes after it is sent: equal stamps, equal
+    views (its text changes only with its revision; a retraction changes its status)."""
+
+    revision: int
+    ack_revision: int
+    status: str
+    survey_id: int | None
+    survey_closes_at: datetime | None
+    survey_closed_at: datetime | None
 
 
 async def claim_rows(lane: tuple[str, str], due: tuple[str, int], new_status: str, limit: int, token: str,
@@ -73,11 +100,11 @@ async def claim_rows(lane: tuple[str, str], due: tuple[str, int], new_status: st
         if only_ids is not None:
             where += " AND d.id = ANY(?::int[])"
             params.append(list(only_ids))
-        query = (f"WITH c AS (SELECT d.id, d.status, d.account_id, d.member_id FROM delivery d WHERE {where} "
-                 f"ORDER BY d.id LIMIT ? FOR UPDATE SKIP LOCKED) "
+        query = (f"WITH c AS (SELECT d.id, d.status, d.account_id, d.member_id, d.notice_id FROM delivery d "
+                 f"WHERE {where} ORDER BY d.id LIMIT ? FOR UPDATE SKIP LOCKED) "
                  f"UPDATE delivery d SET status=?, claimed_by=?, claimed_until=? "
                  f"FROM c LEFT JOIN platform_account a ON a.id=c.account_id JOIN member m ON m.id=c.member_id "
-                 f"WHERE d.id=c.id RETURNING {_COLUMNS}, c.status AS prior_status")
+                 f"{_joins('c')} WHERE d.id=c.id RETURNING {_COLUMNS}, c.status AS prior_status")
         rows = await conn.execute_query_dict(storage_db.placeholders(query),
                                              [*params, limit, new_status, token, lease_until])
         return sorted((_row(r) for r in rows), key=lambda r: r.id)
@@ -87,7 +114,7 @@ async def claim_rows(lane: tuple[str, str], due: tuple[str, int], new_status: st
         select_params = [*params, *only_ids]
     candidates = await conn.execute_query_dict(
         f"SELECT {_COLUMNS}, d.status AS prior_status FROM delivery d "
-        f"LEFT JOIN platform_account a ON a.id=d.account_id JOIN member m ON m.id=d.member_id "
+        f"LEFT JOIN platform_account a ON a.id=d.account_id JOIN member m ON m.id=d.member_id {_joins('d')} "
         f"WHERE {select_where} ORDER BY d.id LIMIT ?", [*select_params, limit])
     if not candidates:
         return []
@@ -118,7 +145,10 @@ def _row(r: Any) -> ClaimedRow:
         platform=r["platform"], workspace_id=r["workspace_id"], variant=r["variant"], attempts=r["attempts"],
         channel_id=r["channel_id"], message_id=r["message_id"], rendered_revision=r["rendered_revision"],
         maybe_sent=r["prior_status"] == SENDING, account_id=account_id, recipient=recipient,
-        member_label=r["member_name"] or r["member_email"])
+        member_label=r["member_name"] or r["member_email"],
+        notice_stamp=NoticeStamp(r["n_revision"], r["n_ack_revision"], r["n_status"], r["s_id"],
+                                 as_datetime(r["s_closes_at"]), as_datetime(r["s_closed_at"])),
+        acknowledged_at=as_datetime(r["acknowledged_at"]))
 
 
 async def defer_updates(lane: tuple[str, str], until: datetime, now: datetime) -> None:

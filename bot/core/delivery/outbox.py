@@ -40,10 +40,17 @@ from bot.core.delivery.lanes import (
     lanes_with_due_rows,
     renew_claims,
 )
-from bot.core.delivery.notice_rows import SEND_DUE, UPDATE_DUE, ClaimedRow, claim_rows, defer_updates
+from bot.core.delivery.notice_rows import (
+    SEND_DUE,
+    UPDATE_DUE,
+    ClaimedRow,
+    NoticeStamp,
+    claim_rows,
+    defer_updates,
+)
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.reminders import schedule_for
-from bot.core.notices.row_views import RowExtras
+from bot.core.notices.row_views import NoticeExtras, RowExtras, load_extras
 from bot.core.notices.views import NoticeView, notice_view
 from bot.core.ports import Channel, MessageRef, Outcome, OutcomeKind, RateLimited
 from bot.topics import TopicCatalog
@@ -78,6 +85,7 @@ _COMPLETE_SQL = (f"UPDATE notice SET status=?, completed_at=? WHERE id IN ({{ids
                  f"AND d.status IN ('{DeliveryStatus.PENDING.value}', '{DeliveryStatus.SENDING.value}'))")
 UPDATE_RETRY = timedelta(minutes=1)
 UPDATE_LOOK_SECONDS = 0.5
+SHARED_PARTS_KEPT = 256  # notices whose shared view parts a source keeps (NoticeSource._shared_parts)
 
 
 @dataclass(slots=True)
@@ -117,6 +125,23 @@ def _update_due(now: datetime) -> Q:
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
 
 
+@dataclass(frozen=True, slots=True)
+class _SharedParts:
+    """What every row of a notice shows alike, as of `stamp` (the notice as loaded)."""
+
+    stamp: NoticeStamp
+    notice: Notice
+    view: NoticeView
+    extras: NoticeExtras
+
+    @classmethod
+    def of(cls, notice: Notice, extras: NoticeExtras, catalog: TopicCatalog) -> _SharedParts:
+        survey = extras.survey
+        stamp = NoticeStamp(notice.revision, notice.ack_revision, notice.status, survey.id if survey else None,
+                            survey.closes_at if survey else None, survey.closed_at if survey else None)
+        return cls(stamp, notice, notice_view(notice, catalog), extras)
+
+
 class NoticeSource:
     """Notice deliveries, reminders and in-place updates (edits, retractions, acknowledgements)."""
 
@@ -126,6 +151,7 @@ class NoticeSource:
     def __init__(self, outbox: "Outbox") -> None:
         self.outbox = outbox
         self._updates_looked: dict[str, float] = {}  # claim token (one lane turn) -> when updates were looked for
+        self._shared: dict[int, _SharedParts] = {}  # notice id -> its rows' shared view parts, oldest first
 
     def turn_ended(self, token: str) -> None:
         self._updates_looked.pop(token, None)
@@ -231,36 +257,44 @@ class NoticeSource:
     async def _views(self, rows: list[ClaimedRow]) -> tuple[dict[int, Notice], dict[int, NoticeView]]:
         """The current view of each row's message: revision, retraction, the member's
         acknowledgement, and for reminders a pointer to the original."""
-        catalog, now = self.outbox.catalog, self.outbox.clock.now()
-        notice_ids = list({r.notice_id for r in rows})
-        member_ids = list({r.member_id for r in rows})
-        notices = {n.id: n for n in await Notice.filter(id__in=notice_ids)}
-        base = {nid: notice_view(n, catalog) for nid, n in notices.items()}
-        # A/B variants (only rows that show one), surveys
-        extras = await RowExtras.load(notice_ids, now=now, variants=any(r.variant for r in rows))
-        acks = {}
-        for notice_id, member_id, revision, at in await Acknowledgement.filter(
-                notice_id__in=notice_ids, member_id__in=member_ids).values_list(
-                    "notice_id", "member_id", "revision", "acknowledged_at"):
-            if revision == notices[notice_id].ack_revision:
-                acks[(notice_id, member_id)] = at
+        now = self.outbox.clock.now()
+        shared = await self._shared_parts(rows)
+        extras = RowExtras.of({nid: p.extras for nid, p in shared.items()}, now=now)
         originals = {}
         if any(r.kind == DeliveryKind.REMINDER.value for r in rows):
+            notice_ids, member_ids = list(shared), list({r.member_id for r in rows})
             for o in await Delivery.filter(notice_id__in=notice_ids, member_id__in=member_ids,
                                            kind=DeliveryKind.NOTICE.value).values(
                                                "notice_id", "member_id", "platform", "channel_id", "message_id"):
                 originals[(o["notice_id"], o["member_id"], o["platform"])] = (o["channel_id"], o["message_id"])
         views = {}
         for r in rows:
-            key = (r.notice_id, r.member_id)
-            view = extras.apply(base[r.notice_id], r.notice_id, r.variant, member_id=r.member_id,
+            parts = shared[r.notice_id]
+            view = extras.apply(parts.view, r.notice_id, r.variant, member_id=r.member_id,
                                 tracker=self.outbox.link_tracker)
-            if key in acks:
-                view = view.with_ack(r.member_label, acks[key])
+            if r.acknowledged_at is not None and r.notice_stamp.ack_revision == parts.stamp.ack_revision:
+                view = view.with_ack(r.member_label, r.acknowledged_at)
             if r.kind == DeliveryKind.REMINDER.value:
-                view = view.as_reminder(r.sequence, originals.get((*key, r.platform)))
+                view = view.as_reminder(r.sequence, originals.get((r.notice_id, r.member_id, r.platform)))
             views[r.id] = view
-        return notices, views
+        return {nid: p.notice for nid, p in shared.items()}, views
+
+    async def _shared_parts(self, rows: list[ClaimedRow]) -> dict[int, _SharedParts]:
+        """Each notice's parts of its rows' views, loaded again only when the claim saw the notice
+        changed since they were loaded (a claim of a few rows would otherwise cost three more
+        queries than its own, for the same notice every time)."""
+        claimed = {r.notice_id: r.notice_stamp for r in rows}
+        stale = [nid for nid, stamp in claimed.items()
+                 if (cached := self._shared.get(nid)) is None or cached.stamp != stamp]
+        if stale:
+            notices = {n.id: n for n in await Notice.filter(id__in=stale)}
+            extras = await load_extras(stale)
+            for nid, notice in notices.items():
+                self._shared.pop(nid, None)  # re-inserted last: the oldest entries go first
+                self._shared[nid] = _SharedParts.of(notice, extras[nid], self.outbox.catalog)
+            while len(self._shared) > SHARED_PARTS_KEPT:
+                del self._shared[next(iter(self._shared))]
+        return {nid: self._shared[nid] for nid in claimed}
 
     # ---- recording ------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ def postgres() -> bool:
 
 
 placeholders = storage_db.placeholders
+as_datetime = storage_db.as_datetime
 
 
 async def rows(query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -42,10 +43,3 @@ def seconds_between(later: str, earlier: str) -> str:
     return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
 
 
-def as_datetime(value: Any) -> datetime | None:
-    """A timestamp read by raw SQL (text on SQLite, datetime on PostgreSQL) as aware UTC."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

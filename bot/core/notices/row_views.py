@@ -1,9 +1,9 @@
 """The per-row parts of a message view that a notice's shared view does not hold: the A/B variant
 a member sees, and a survey's question, answers and open/closed state.
 
-The delivery engine loads them once per batch (two small queries, only for notices that have
-variants or a survey) and applies them to each row's view; nothing here is cached, so a survey
-that closes, or a variant rolled out, is drawn correctly by the next batch.
+The delivery engine loads them with the notice (two small queries), keeps them while the notice
+is unchanged (bot.core.delivery.outbox.NoticeSource, see notice_rows.NoticeStamp: a survey that
+closes changes the stamp), and applies them to each row's view at the time of the batch.
 """
 
 from __future__ import annotations
@@ -29,25 +29,38 @@ def survey_view(survey: Survey, *, now: datetime, answered: int | None = None, c
                       closed_at=closed_at, answered=answered, comment=comment)
 
 
+@dataclass(frozen=True, slots=True)
+class NoticeExtras:
+    """A notice's A/B variants' texts (label -> title, body) and its survey, as stored; the survey's
+    part of a message also depends on the time (RowExtras.of)."""
+
+    variants: dict[str, tuple[str, str]]
+    survey: Survey | None
+
+
+async def load_extras(notice_ids: Iterable[int]) -> dict[int, NoticeExtras]:
+    """Every listed notice's extras (two small queries)."""
+    ids = sorted(set(notice_ids))
+    if not ids:
+        return {}
+    variants: dict[int, dict[str, tuple[str, str]]] = {i: {} for i in ids}
+    for label, notice_id, title, body in await NoticeVariant.filter(notice_id__in=ids).values_list(
+            "label", "notice_id", "title", "body"):
+        variants[notice_id][label] = (title, body)
+    surveys = {s.notice_id: s for s in await Survey.filter(notice_id__in=ids)}  # type: ignore[attr-defined]
+    return {i: NoticeExtras(variants[i], surveys.get(i)) for i in ids}
+
+
 @dataclass
 class RowExtras:
     variants: dict[tuple[int, str], tuple[str, str]] = field(default_factory=dict)  # (notice, label) -> text
     surveys: dict[int, SurveyView] = field(default_factory=dict)  # notice id -> survey part
 
     @classmethod
-    async def load(cls, notice_ids: Iterable[int], *, now: datetime, variants: bool = True) -> RowExtras:
-        """`variants=False`: none of the rows shows a variant, so their texts are not read."""
-        ids = sorted(set(notice_ids))
-        extras = cls()
-        if not ids:
-            return extras
-        if variants:
-            for label, notice_id, title, body in await NoticeVariant.filter(notice_id__in=ids).values_list(
-                    "label", "notice_id", "title", "body"):
-                extras.variants[(notice_id, label)] = (title, body)
-        for survey in await Survey.filter(notice_id__in=ids):
-            extras.surveys[survey.notice_id] = survey_view(survey, now=now)  # type: ignore[attr-defined]
-        return extras
+    def of(cls, extras: dict[int, NoticeExtras], *, now: datetime) -> RowExtras:
+        """The notices' extras as their messages show them at `now`."""
+        return cls(variants={(nid, label): text for nid, e in extras.items() for label, text in e.variants.items()},
+                   surveys={nid: survey_view(e.survey, now=now) for nid, e in extras.items() if e.survey is not None})
 
     def apply(self, view: NoticeView, notice_id: int, variant: str, *, member_id: int | None = None,
               tracker: LinkTracker | None = None) -> NoticeView:
