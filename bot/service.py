@@ -26,7 +26,7 @@ from bot.channels.teams import (
 from bot.common.clock import Clock, SystemClock
 from bot.core.commands.runner import ReportReady
 from bot.core.delivery.messages import MessageSource
-from bot.core.delivery.outbox import Outbox
+from bot.core.delivery.outbox import Outbox, complete_sent_notices
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.insights.engagement import refresh_engagement
 from bot.core.notices import acks
@@ -326,6 +326,7 @@ class Herald:
             "digests": (await run_digests(self.channels, self.catalog, now))["queued"],
             "journeys": sum((await run_journeys(self.channels, now)).values()),
             "surveys_closed": await close_due_surveys(now),
+            "notices_completed": await complete_sent_notices(now),
             "kb_reloaded": int(await self.reload_knowledge_base()),
         }
         await forget_expired(now)

@@ -248,3 +248,22 @@ async def test_each_claim_draws_the_notice_as_it_is_now(rig: Rig) -> None:
     assert acknowledged.row.id == rows[3].id
     assert acknowledged.view.acknowledged is not None and acknowledged.view.acknowledged.at == now
     assert acknowledged.notice is edited.notice
+
+
+async def test_the_tick_marks_sent_a_notice_whose_replica_died_before_doing_so(rig: Rig) -> None:
+    """A replica killed between storing a notice's last copies and marking it sent left it "sending"
+    with nothing left to send; the clock's tick marks it sent (and leaves one still being sent alone)."""
+    source = rig.herald.outbox.notices
+
+    async def died(results: list, now: object) -> None:
+        return None
+
+    source.after_record = died
+    finished = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    unsent = await rig.broadcast(audience="member:bo@acme.example")
+    assert (await Notice.get(id=finished)).status == "sending"
+    assert (await Delivery.get(notice_id=finished)).status == "delivered"
+    assert (await rig.herald.tick())["notices_completed"] == 1
+    assert (await Notice.get(id=finished)).status == "sent"
+    assert (await Notice.get(id=unsent)).status == "sending"  # its copy is still to be sent
