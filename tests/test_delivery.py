@@ -7,6 +7,8 @@ import asyncio
 import json
 from datetime import timedelta
 
+import pytest
+
 from bot.core.delivery.outbox import Job
 from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, PlatformAccount
 from tests.support import TEAM, TOKEN, Rig, directory_csv
@@ -250,17 +252,19 @@ async def test_each_claim_draws_the_notice_as_it_is_now(rig: Rig) -> None:
     assert acknowledged.notice is edited.notice
 
 
-async def test_the_tick_marks_sent_a_notice_whose_replica_died_before_doing_so(rig: Rig) -> None:
+async def test_the_tick_marks_sent_a_notice_whose_replica_died_before_doing_so(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """A replica killed between storing a notice's last copies and marking it sent left it "sending"
     with nothing left to send; the clock's tick marks it sent (and leaves one still being sent alone)."""
-    source = rig.herald.outbox.notices
+    from bot.core.delivery import outbox as outbox_module
 
-    async def died(results: list, now: object) -> None:
-        return None
+    async def died(now: object, ids: object) -> int:
+        return 0
 
-    source.after_record = died
-    finished = await rig.broadcast(audience="member:anna@acme.example")
-    await rig.herald.outbox.drain()
+    with monkeypatch.context() as patched:
+        patched.setattr(outbox_module, "complete_sent_notices", died)
+        finished = await rig.broadcast(audience="member:anna@acme.example")
+        await rig.herald.outbox.drain()
     unsent = await rig.broadcast(audience="member:bo@acme.example")
     assert (await Notice.get(id=finished)).status == "sending"
     assert (await Delivery.get(notice_id=finished)).status == "delivered"

@@ -202,20 +202,22 @@ async def test_an_outcome_write_that_fails_is_tried_again(rig: Rig, caplog: pyte
     assert "trying again" in caplog.text
 
 
-async def test_a_notice_not_marked_sent_at_first_is_retried_without_storing_its_copies_again(rig: Rig) -> None:
-    """The outcomes were stored but marking the notice sent failed: trying that again must not
-    store (and audit) them a second time."""
-    notice_id = await rig.broadcast()
-    source = _notice_source(rig.herald)
-    real, calls = source.after_record, []
+async def test_a_write_retried_after_a_partial_failure_audits_each_delivery_once(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outcomes were stored but completing the notice failed: the retry must not store
+    (and audit) them a second time."""
+    from bot.core.delivery import outbox as outbox_module
 
-    async def flaky(results: list, now: datetime) -> None:
-        calls.append(results)
+    notice_id = await rig.broadcast()
+    real, calls = outbox_module.complete_sent_notices, []
+
+    async def flaky(now: datetime, ids: set[int]) -> int:
+        calls.append(ids)
         if len(calls) == 1:
             raise RuntimeError("connection lost")
-        await real(results, now)
+        return await real(now, ids)
 
-    source.after_record = flaky
+    monkeypatch.setattr(outbox_module, "complete_sent_notices", flaky)
     rig.herald.outbox._recorders["notices"].retry_pauses = (0.0,)
     await rig.herald.outbox.drain()
     assert len(calls) >= 2
@@ -728,37 +730,3 @@ async def test_lanes_with_due_rows_are_exactly_the_lanes_a_full_scan_finds(db: s
     expected = {(p, w) for p, w, status, due, claim in rows
                 if (status == "pending" and due <= 0) or (status == "sending" and claim < 0)}
     assert await lanes_with_due_rows("delivery", now) == expected
-
-
-async def test_a_lane_claims_again_while_its_notices_are_being_marked_sent(rig: Rig) -> None:
-    """Marking notices sent comes after a group's outcomes are stored and their room in the lane's
-    window is free again: the lane's next group is claimed and sent meanwhile (it used to wait
-    for that statement too). A failure there is tried again and abandons no row."""
-    replica = _replica(rig, delivery_lane_inflight=2)
-    source = _notice_source(replica)
-    door, calls, real = asyncio.Event(), [], source.after_record
-
-    async def slow_after_record(results: list, now: datetime) -> None:
-        calls.append(len(results))
-        if len(calls) == 1:
-            raise RuntimeError("the database went away for a moment")
-        await door.wait()
-        await real(results, now)
-
-    source.after_record = slow_after_record
-    replica.outbox._recorders["notices"].retry_pauses = (0.0,)
-    notice_id = await rig.broadcast()
-    run = asyncio.create_task(replica.outbox.drain())
-    try:
-        await wait_until(lambda: len(calls) == 2, what="the first group stored, marking sent under way")
-        await wait_until(lambda: rig.fake.call_count("chat.postMessage") == 4,
-                         what="the second group sent while the first is being marked sent")
-        assert (await Notice.get(id=notice_id)).status == "sending"
-        door.set()
-        await asyncio.wait_for(run, 20)
-    finally:
-        door.set()
-        await replica.close()
-    assert calls[:2] == [2, 2] and not replica.outbox._recorders["notices"].abandoned
-    assert (await Notice.get(id=notice_id)).status == "sent"
-    assert _dm_counts(rig, ["UANNA", "UBO", "UCY", "UDI"]) == [1, 1, 1, 1]

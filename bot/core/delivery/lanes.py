@@ -68,9 +68,7 @@ class LaneSource(Protocol):
     async def record(self, results: list[tuple[Any, Outcome]], now: datetime) -> None:
         """Store outcomes (one grouped write; only rows still claimed by the item's token).
         A DEFERRED outcome (the lane was paused before the item was sent) means: back to pending,
-        due at now + retry_after, no attempt counted. A source may also have an `after_record(results,
-        now)`: work that follows a stored group but need not hold the lane's window (see
-        outbox._Recorder)."""
+        due at now + retry_after, no attempt counted."""
 
     async def next_due(self, lanes: Iterable[Lane] | None, now: datetime) -> datetime | None:
         """The earliest future time some work of this source becomes due (None: nothing waits),

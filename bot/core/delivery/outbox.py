@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -211,25 +211,21 @@ class NoticeSource:
         return await channel.deliver(row.recipient, job.view, delivery_id=row.id, maybe_sent=row.maybe_sent)
 
     async def record(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
-        """Two writes (outcomes with their audit events, in-place updates); safe to call again with
-        the same results after either failed: what was stored is skipped."""
+        """Three writes (outcomes with their audit events, notices completed, in-place updates);
+        safe to call again with the same results after any of them failed: what was stored is
+        skipped, and completing notices is a conditional update."""
         sends = [(j, o) for j, o in results if not j.update]
         updates = [(j, o) for j, o in results if j.update and not j.stored]
         if unstored := [(j, o) for j, o in sends if not j.stored]:
             await self._store(unstored, now)
             for job, _ in unstored:
                 job.stored = True
+        if sends:
+            await complete_sent_notices(now, {j.notice.id for j, _ in sends})
         if updates:
             await self._store_updates(updates, now)
             for job, _ in updates:
                 job.stored = True
-
-    async def after_record(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
-        """Mark sent the notices whose last copies these were (a conditional update, safe to repeat).
-        Runs once the outcomes are stored and their lane's window has room again: it is not part of
-        any send's record, and the lane's next claim need not wait for it."""
-        if notice_ids := {j.notice.id for j, _ in results if not j.update}:
-            await complete_sent_notices(now, notice_ids)
 
     async def renew(self, token_prefix: str, until: datetime, exclude: Collection[int] = ()) -> None:
         await renew_claims("delivery", token_prefix, until, exclude_ids=exclude)
@@ -385,11 +381,7 @@ class _Recorder:
     holds, and the usual failures pass (PostgreSQL aborting one side of a deadlock, a failover).
     If every attempt fails, the rows are *abandoned*: the heartbeat stops extending their claims,
     so they come back in doubt when the claim runs out and are looked for before any second
-    send, instead of staying claimed for as long as this replica lives.
-
-    A source's `after_record` (the notices': mark sent those whose last copies these were) runs
-    once the group is stored and its sends have left the lane's window, so the lane's next claim
-    does not wait for it; it is tried again the same way, and abandons nothing when it fails."""
+    send, instead of staying claimed for as long as this replica lives."""
 
     def __init__(self, source: LaneSource, clock: Clock, flush_seconds: float,
                  retry_pauses: tuple[float, ...], quiet: Callable[[], bool] = lambda: False,
@@ -418,40 +410,29 @@ class _Recorder:
             await asyncio.wait_for(hurry.wait(), self.flush_seconds)
         except TimeoutError:
             pass
-        after = getattr(self.source, "after_record", None)
         while self._pending:
             batch, self._pending = self._pending, []
-            results = sorted(((item, outcome) for item, outcome, _ in batch), key=lambda r: r[0].row.id)
-            stored = await self._write(self.source.record, results, "recording")
+            await self._write(sorted(((item, outcome) for item, outcome, _ in batch), key=lambda r: r[0].row.id))
             for *_, future in batch:
                 if not future.done():
                     future.set_result(None)
-            if stored and after is not None:
-                await self._write(after, results, "settling")
 
-    async def _write(self, write: Callable[[list[tuple[Any, Outcome]], datetime], Awaitable[None]],
-                     results: list[tuple[Any, Outcome]], what: str) -> bool:
-        """Rows in id order, so concurrent writers lock them in the same order. False when every
-        attempt failed (the rows are abandoned when it was their record, see the class)."""
+    async def _write(self, results: list[tuple[Any, Outcome]]) -> None:
+        """Rows in id order, so concurrent writers lock them in the same order."""
         for attempt, pause in enumerate((*self.retry_pauses, None), 1):
             try:
-                await write(results, self.clock.now())
-                return True
+                await self.source.record(results, self.clock.now())
+                return
             except Exception:  # noqa: BLE001 - see the class docstring
                 if pause is None:
-                    if what != "recording":  # stored already; the clock's tick settles what is left
-                        log.exception("%s %d outcomes of %s failed after %d attempts", what, len(results),
-                                      self.source.name, attempt)
-                        return False
                     log.exception("could not record %d outcomes of %s after %d attempts; their rows come back "
                                   "in doubt when their claims run out", len(results), self.source.name, attempt)
                     self.abandoned.update(item.row.id for item, _ in results)
                     metrics.delivery_outcomes_abandoned(self.source.name, len(results))
-                    return False
-                log.warning("%s %d outcomes of %s failed (attempt %d), trying again in %.2fs", what,
+                    return
+                log.warning("recording %d outcomes of %s failed (attempt %d), trying again in %.2fs",
                             len(results), self.source.name, attempt, pause, exc_info=True)
                 await asyncio.sleep(pause)
-        return False
 
 
 class Outbox:
@@ -901,8 +882,9 @@ class Outbox:
 
 async def complete_sent_notices(now: datetime, notice_ids: Collection[int] | None = None) -> int:
     """Mark sent the notices (these, or every one being sent) none of whose copies is still to be
-    sent, in one statement; returns how many. The outbox runs it after recording a group of copies;
-    the clock's tick runs it for all, for a group whose replica died before it ran."""
+    sent, in one statement; returns how many. The outbox runs it with a group's outcomes; the
+    clock's tick runs it for all, for a replica that died between storing a notice's last copies
+    and marking it sent."""
     ids = sorted(notice_ids) if notice_ids is not None else None
     if ids is not None and not ids:
         return 0
