@@ -35,12 +35,12 @@ _COLUMNS = ("d.id AS id, d.notice_id AS notice_id, d.member_id AS member_id, d.k
             "m.email AS member_email, n.revision AS n_revision, n.ack_revision AS n_ack_revision, "
             "n.status AS n_status, s.id AS s_id, s.closes_at AS s_closes_at, s.closed_at AS s_closed_at, "
             "k.acknowledged_at AS acknowledged_at")
-# The notice as of the claim (what its view depends on and an edit, a retraction or a survey's
-# closing changes), and the member's acknowledgement of the revision that counts.
 
 
 def _joins(row: str) -> str:
-    """The joins of _COLUMNS' notice, survey and acknowledgement to the delivery row `row`."""
+    """The joins of _COLUMNS' notice (as of the claim: what its view depends on that an edit, a
+    retraction or a survey's closing changes), its survey and the member's acknowledgement of the
+    revision that counts, to the delivery row `row`."""
     return (f"JOIN notice n ON n.id={row}.notice_id LEFT JOIN survey s ON s.notice_id={row}.notice_id "
             f"LEFT JOIN acknowledgement k ON k.notice_id={row}.notice_id AND k.member_id={row}.member_id "
             f"AND k.revision=n.ack_revision")

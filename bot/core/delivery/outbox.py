@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,7 +56,6 @@ from bot.core.ports import Channel, MessageRef, Outcome, OutcomeKind, RateLimite
 from bot.topics import TopicCatalog
 from storage import db as storage_db
 from storage.models import (
-    Acknowledgement,
     Delivery,
     DeliveryKind,
     DeliveryStatus,
@@ -368,6 +367,7 @@ class NoticeSource:
             return _Result(DeliveryStatus.FAILED.value, attempts, reason, **unchanged)
         return _Result(DeliveryStatus.PENDING.value, attempts, outcome.reason,
                        next_attempt_at=now + timedelta(seconds=delay), **unchanged)
+
 
 class _Recorder:
     """One source's outcomes, written in groups gathered for a few milliseconds (one grouped
