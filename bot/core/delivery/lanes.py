@@ -200,6 +200,15 @@ class LaneBudgets:
         return self.clock.now() + timedelta(seconds=max(0.0, 1 - tokens) * 60 / rate)
 
 
+# A lane is taken and given back once per turn (for an acknowledgement's update, once per click),
+# so these two are plain statements: the ORM's query building cost more than the round trip.
+_ACQUIRE_SQL = ("UPDATE delivery_lane SET leased_by=?, lease_until=? WHERE platform=? AND workspace_external_id=? "
+                "AND (leased_by=? OR leased_by='' OR lease_until IS NULL OR lease_until<?) "
+                "AND (paused_until IS NULL OR paused_until<=?)")
+_RELEASE_SQL = ("UPDATE delivery_lane SET leased_by='', lease_until=NULL, last_served_at=? "
+                "WHERE platform=? AND workspace_external_id=? AND leased_by=?")
+
+
 class LaneStore:
     """The `delivery_lane` rows: leases, heartbeats and shared pauses (conditional UPDATEs, so two
     replicas never both hold a lane)."""
@@ -242,11 +251,8 @@ class LaneStore:
         """Take the lane's lease if it is free (or already ours) and the lane is not paused;
         returns the lease's end, or None."""
         until = now + self.lease
-        taken = await DeliveryLane.filter(
-            Q(platform=lane[0], workspace_external_id=lane[1]),
-            Q(leased_by=self.worker_id) | Q(leased_by="") | Q(lease_until__isnull=True) | Q(lease_until__lt=now),
-            Q(paused_until__isnull=True) | Q(paused_until__lte=now),
-        ).update(leased_by=self.worker_id, lease_until=until)
+        taken, _ = await connections.get("default").execute_query(
+            storage_db.placeholders(_ACQUIRE_SQL), [self.worker_id, until, *lane, self.worker_id, now, now])
         return until if taken else None
 
     async def renew(self, lanes: Iterable[Lane], now: datetime) -> set[Lane]:
@@ -260,8 +266,8 @@ class LaneStore:
         return held & set(lanes)
 
     async def release(self, lane: Lane, now: datetime) -> None:
-        await DeliveryLane.filter(platform=lane[0], workspace_external_id=lane[1], leased_by=self.worker_id).update(
-            leased_by="", lease_until=None, last_served_at=now)
+        await connections.get("default").execute_query(storage_db.placeholders(_RELEASE_SQL),
+                                                       [now, *lane, self.worker_id])
 
     async def release_all(self, now: datetime) -> None:
         await DeliveryLane.filter(leased_by=self.worker_id).update(leased_by="", lease_until=None, last_served_at=now)
