@@ -26,7 +26,8 @@ from bot.channels.teams import (
 from bot.common.clock import Clock, SystemClock
 from bot.core.commands.runner import ReportReady
 from bot.core.delivery.messages import MessageSource
-from bot.core.delivery.outbox import Outbox, complete_sent_notices
+from bot.core.delivery.notice_rows import complete_sent_notices
+from bot.core.delivery.outbox import Outbox
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.insights.engagement import refresh_engagement
 from bot.core.notices import acks

@@ -10,18 +10,19 @@ the sends themselves (bench/fanout.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from bot.core.delivery.lanes import DUE, OPEN
 from bot.core.ports import Recipient
 from storage import db as storage_db
 from storage.db import as_datetime
-from storage.models import DeliveryStatus
+from storage.models import DeliveryKind, DeliveryStatus, Notice, NoticeStatus, Survey
 
 SENDING = DeliveryStatus.SENDING.value
 DELIVERED = DeliveryStatus.DELIVERED.value
@@ -44,6 +45,11 @@ def _joins(row: str) -> str:
     return (f"JOIN notice n ON n.id={row}.notice_id LEFT JOIN survey s ON s.notice_id={row}.notice_id "
             f"LEFT JOIN acknowledgement k ON k.notice_id={row}.notice_id AND k.member_id={row}.member_id "
             f"AND k.revision=n.ack_revision")
+
+_COMPLETE_SQL = (f"UPDATE notice SET status=?, completed_at=? WHERE {{which}} "
+                 f"status='{NoticeStatus.SENDING.value}' AND NOT EXISTS (SELECT 1 FROM delivery d "
+                 f"WHERE d.notice_id=notice.id AND d.kind='{DeliveryKind.NOTICE.value}' "
+                 f"AND d.status IN ('{DeliveryStatus.PENDING.value}', '{DeliveryStatus.SENDING.value}'))")
 
 # What is due, with the parameters each predicate takes (all `now`).
 SEND_DUE = (f"{OPEN} AND {DUE}", 2)
@@ -85,6 +91,12 @@ class NoticeStamp:
     survey_id: int | None
     survey_closes_at: datetime | None
     survey_closed_at: datetime | None
+
+    @classmethod
+    def of(cls, notice: Notice, survey: Survey | None) -> NoticeStamp:
+        """The stamp of a notice (and its survey) as loaded, to compare with a claim's."""
+        return cls(notice.revision, notice.ack_revision, notice.status, survey.id if survey else None,
+                   survey.closes_at if survey else None, survey.closed_at if survey else None)
 
 
 async def claim_rows(lane: tuple[str, str], due: tuple[str, int], new_status: str, limit: int, token: str,
@@ -149,6 +161,23 @@ def _row(r: Any) -> ClaimedRow:
         notice_stamp=NoticeStamp(r["n_revision"], r["n_ack_revision"], r["n_status"], r["s_id"],
                                  as_datetime(r["s_closes_at"]), as_datetime(r["s_closed_at"])),
         acknowledged_at=as_datetime(r["acknowledged_at"]))
+
+
+async def complete_sent_notices(now: datetime, notice_ids: Collection[int] | None = None, *,
+                                using_db: BaseDBAsyncClient | None = None) -> int:
+    """Mark sent the notices (these, or every one being sent) none of whose copies is still to be
+    sent, in one statement; returns how many. The outbox runs it with a group's outcomes, a
+    workspace's removal with the copies it fails, and the clock's tick for all (a replica may die
+    between storing a notice's last copies and marking it sent)."""
+    ids = sorted(notice_ids) if notice_ids is not None else None
+    if ids is not None and not ids:
+        return 0
+    which = f"id IN ({','.join('?' * len(ids))}) AND" if ids is not None else ""
+    conn = using_db or connections.get("default")
+    postgres = conn.capabilities.dialect == "postgres"
+    changed, _ = await conn.execute_query(storage_db.placeholders(_COMPLETE_SQL.format(which=which), postgres),
+                                          [NoticeStatus.SENT.value, now, *(ids or [])])
+    return changed
 
 
 async def defer_updates(lane: tuple[str, str], until: datetime, now: datetime) -> None:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tortoise import connections
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -46,6 +45,7 @@ from bot.core.delivery.notice_rows import (
     ClaimedRow,
     NoticeStamp,
     claim_rows,
+    complete_sent_notices,
     defer_updates,
 )
 from bot.core.delivery.retry import RetryPolicy
@@ -60,7 +60,6 @@ from storage.models import (
     DeliveryKind,
     DeliveryStatus,
     Notice,
-    NoticeStatus,
 )
 
 log = logging.getLogger(__name__)
@@ -78,10 +77,6 @@ _STORE_SQL = ("UPDATE delivery SET status=?, attempts=?, next_attempt_at=COALESC
 _UPDATE_SQL = ("UPDATE delivery SET update_pending=?, rendered_revision=?, claimed_by='', claimed_until=?, error=?, "
                "updated_at=? WHERE id=? AND claimed_by=?")
 _DM_CACHE_SQL = "UPDATE platform_account SET dm_channel=?, updated_at=? WHERE id=?"
-_COMPLETE_SQL = (f"UPDATE notice SET status=?, completed_at=? WHERE {{which}} "
-                 f"status='{NoticeStatus.SENDING.value}' AND NOT EXISTS (SELECT 1 FROM delivery d "
-                 f"WHERE d.notice_id=notice.id AND d.kind='{DeliveryKind.NOTICE.value}' "
-                 f"AND d.status IN ('{DeliveryStatus.PENDING.value}', '{DeliveryStatus.SENDING.value}'))")
 UPDATE_RETRY = timedelta(minutes=1)
 UPDATE_LOOK_SECONDS = 0.5
 SHARED_PARTS_KEPT = 256  # notices whose shared view parts a source keeps (NoticeSource._shared_parts)
@@ -135,10 +130,7 @@ class _SharedParts:
 
     @classmethod
     def of(cls, notice: Notice, extras: NoticeExtras, catalog: TopicCatalog) -> _SharedParts:
-        survey = extras.survey
-        stamp = NoticeStamp(notice.revision, notice.ack_revision, notice.status, survey.id if survey else None,
-                            survey.closes_at if survey else None, survey.closed_at if survey else None)
-        return cls(stamp, notice, notice_view(notice, catalog), extras)
+        return cls(NoticeStamp.of(notice, extras.survey), notice, notice_view(notice, catalog), extras)
 
 
 class NoticeSource:
@@ -878,20 +870,6 @@ class Outbox:
                     del self._workers[lane]
                 await self.lanes.release(lane, self.clock.now())
         return handled
-
-
-async def complete_sent_notices(now: datetime, notice_ids: Collection[int] | None = None) -> int:
-    """Mark sent the notices (these, or every one being sent) none of whose copies is still to be
-    sent, in one statement; returns how many. The outbox runs it with a group's outcomes; the
-    clock's tick runs it for all, for a replica that died between storing a notice's last copies
-    and marking it sent."""
-    ids = sorted(notice_ids) if notice_ids is not None else None
-    if ids is not None and not ids:
-        return 0
-    which = f"id IN ({','.join('?' * len(ids))}) AND" if ids is not None else ""
-    changed, _ = await connections.get("default").execute_query(
-        storage_db.placeholders(_COMPLETE_SQL.format(which=which)), [NoticeStatus.SENT.value, now, *(ids or [])])
-    return changed
 
 
 def _result_event(row: ClaimedRow, result: _Result, now: datetime):  # noqa: ANN202

@@ -15,6 +15,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import UserError
 from bot.common.secrets import TokenCipher, environment_cipher
 from bot.core.compliance.audit import audit_event, record
+from bot.core.delivery.notice_rows import complete_sent_notices
 from storage import db as storage_db
 from storage.models import (
     OPEN_DELIVERY_STATUSES,
@@ -22,8 +23,6 @@ from storage.models import (
     Delivery,
     DeliveryKind,
     DeliveryStatus,
-    Notice,
-    NoticeStatus,
     Platform,
     Workspace,
 )
@@ -155,7 +154,7 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
         if ids:
             await Delivery.filter(id__in=ids).using_db(conn).update(
                 status=DeliveryStatus.FAILED.value, error=message, claimed_by="", claimed_until=None)
-        await _complete_notices(conn, {row["notice_id"] for row in rows}, now)
+        await complete_sent_notices(now, {row["notice_id"] for row in rows}, using_db=conn)
 
         events = [audit_event(UNINSTALLED, now=now, actor=actor, platform=platform, workspace=external_id,
                               reason=reason, failed_deliveries=len(ids))]
@@ -166,16 +165,6 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
                                       reason=message, attempts=row["attempts"]))
         await record(events, using_db=conn)
     return Deactivation(changed=True, failed_deliveries=len(ids))
-
-
-async def _complete_notices(conn: BaseDBAsyncClient, notice_ids: set[int], now: datetime) -> None:
-    """A sending notice with no open deliveries left is sent (as the outbox does it)."""
-    for notice_id in sorted(notice_ids):
-        still_open = await Delivery.filter(notice_id=notice_id, kind=DeliveryKind.NOTICE.value,
-                                           status__in=OPEN_DELIVERY_STATUSES).using_db(conn).exists()
-        if not still_open:
-            await Notice.filter(id=notice_id, status=NoticeStatus.SENDING.value).using_db(conn).update(
-                status=NoticeStatus.SENT.value, completed_at=now)
 
 
 async def list_workspaces(platform: str | None = None) -> list[Workspace]:
