@@ -12,6 +12,7 @@ from typing import Any
 from tortoise import Tortoise, connections
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.api import migrate
+from tortoise.transactions import in_transaction
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,19 @@ def placeholders(query: str, postgres: bool | None = None) -> str:
         return query
     parts = query.split("?")
     return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+async def execute_many_atomic(query: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run one statement (with `?` placeholders) for each row, all or none. On PostgreSQL asyncpg's
+    executemany is atomic by itself (its rows share one Sync: one round trip); tortoise wraps it in
+    BEGIN and COMMIT, two more round trips. On SQLite, in a transaction."""
+    conn = connections.get("default")
+    if conn.capabilities.dialect == "postgres":
+        async with conn.acquire_connection() as raw:
+            await raw.executemany(placeholders(query, True), rows)
+        return
+    async with in_transaction() as tx:
+        await tx.execute_many(query, list(rows))
 
 
 def in_ids(column: str, ids: Sequence[int]) -> tuple[str, Any]:

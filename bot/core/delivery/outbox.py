@@ -327,8 +327,7 @@ class NoticeSource:
                 until = now + max(UPDATE_RETRY, timedelta(seconds=outcome.retry_after or 0))
                 error = f"update pending: {outcome.reason or 'not attempted'}"
             rows.append((pending, revision, until, error, now, row.id, job.token))
-        async with in_transaction() as conn:
-            await conn.execute_many(storage_db.placeholders(_UPDATE_SQL), rows)
+        await storage_db.execute_many_atomic(_UPDATE_SQL, rows)
 
     def _first_reminders(self, notices: dict[int, Notice], now: datetime) -> dict[int, datetime | None]:
         """When the first reminder falls due for a must-know notice delivered now."""
