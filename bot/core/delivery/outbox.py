@@ -119,6 +119,11 @@ def _update_due(now: datetime) -> Q:
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
 
 
+def _listed(lane: Lane, lanes: set[Lane] | None) -> bool:
+    """The lane is among `lanes`, or nobody has looked yet."""
+    return lanes is None or lane in lanes
+
+
 @dataclass(frozen=True, slots=True)
 class _SharedParts:
     """What every row of a notice shows alike, as of `stamp` (the notice as loaded)."""
@@ -143,6 +148,11 @@ class NoticeSource:
         self.outbox = outbox
         self._updates_looked: dict[str, float] = {}  # claim token (one lane turn) -> when updates were looked for
         self._shared: dict[int, _SharedParts] = {}  # notice id -> its rows' shared view parts, oldest first
+        # Lanes with sends / in-place updates due, as due_lanes last saw them (None: not looked yet).
+        # The scheduler looks on every wake, so a lane's claim asks only for the kind due in it: an
+        # acknowledgement's update otherwise cost an empty claim of sends as well.
+        self._due_sends: set[Lane] | None = None
+        self._due_updates: set[Lane] | None = None
 
     def turn_ended(self, token: str) -> None:
         self._updates_looked.pop(token, None)
@@ -151,9 +161,10 @@ class NoticeSource:
 
     async def due_lanes(self, now: datetime) -> set[Lane]:
         sends = await lanes_with_due_rows("delivery", now)
-        updates = await Delivery.filter(_update_due(now)).distinct().limit(5000).values_list(
-            "platform", "workspace_external_id")
-        return sends | {(p, w) for p, w in updates}
+        updates = {(p, w) for p, w in await Delivery.filter(_update_due(now)).distinct().limit(5000).values_list(
+            "platform", "workspace_external_id")}
+        self._due_sends, self._due_updates = sends, updates
+        return sends | updates
 
     async def claim(self, lane: Lane, limit: int, token: str, now: datetime, lease_until: datetime,
                     *, only_ids: list[int] | None = None) -> list[Job]:
@@ -161,7 +172,8 @@ class NoticeSource:
         looked for at the start of a lane's turn and then at most every UPDATE_LOOK_SECONDS."""
         jobs: list[Job] = []
         looked = self._updates_looked.get(token)
-        if only_ids is not None or looked is None or time.monotonic() - looked >= UPDATE_LOOK_SECONDS:
+        if only_ids is not None or (_listed(lane, self._due_updates) and (
+                looked is None or time.monotonic() - looked >= UPDATE_LOOK_SECONDS)):
             self._updates_looked[token] = time.monotonic()
             budget = self.outbox.update_budgets
             allowed = budget.take(lane, limit)
@@ -173,7 +185,7 @@ class NoticeSource:
             else:
                 await defer_updates(lane, budget.next_token_at(lane), now)
         room = limit - len(jobs)
-        if only_ids is None and room > 0:
+        if only_ids is None and room > 0 and _listed(lane, self._due_sends):
             rows = await claim_rows(lane, SEND_DUE, DeliveryStatus.SENDING.value, room, token, now, lease_until)
             jobs += await self._jobs(rows, token, update=False)
         return jobs
