@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite://herald.db"
+    # PostgreSQL connections per process (a `maxsize` in the URL wins). Inbound clicks share them
+    # with the delivery engine's claims and writes: with asyncpg's pool at tortoise's default of 5,
+    # a burst of lane claims queued every click behind it (bench/acks.py).
+    database_pool_size: int = Field(default=20, ge=2)
     host: str = "0.0.0.0"
     port: int = Field(default=3978, ge=1, le=65535)
 
@@ -199,9 +203,12 @@ class Settings(BaseSettings):
     def tortoise_db_url(self) -> str:
         """The URL in the form tortoise-orm expects (it spells PostgreSQL `postgres://`)."""
         scheme, rest = self.database_url.split("://", 1)
-        if scheme in ("postgresql", "asyncpg"):
-            return "postgres://" + rest
-        return self.database_url
+        if scheme == "sqlite":
+            return self.database_url
+        url = "postgres://" + rest
+        if "maxsize" not in parse_qs(urlsplit(url).query):
+            url += ("&" if urlsplit(url).query else "?") + f"maxsize={self.database_pool_size}"
+        return url
 
     @property
     def slack_enabled(self) -> bool:

@@ -42,7 +42,13 @@ def test_invalid_configuration_is_one_line_and_exit_2(env: dict, message: str) -
 
 def test_settings_defaults_and_postgres_spelling() -> None:
     settings = load_settings(database_url="postgresql://u:p@db:5432/herald")
-    assert settings.port == 3978 and settings.tortoise_db_url == "postgres://u:p@db:5432/herald"
+    assert settings.port == 3978 and settings.tortoise_db_url == "postgres://u:p@db:5432/herald?maxsize=20"
+    # the pool's size: HERALD_DATABASE_POOL_SIZE, unless the URL gives one
+    assert int(storage_db.tortoise_config(settings.tortoise_db_url)["connections"]["default"]["credentials"]["maxsize"]) == 20
+    assert load_settings(database_url="postgres://u@db/herald?ssl=require", database_pool_size=8).tortoise_db_url \
+        == "postgres://u@db/herald?ssl=require&maxsize=8"
+    assert load_settings(database_url="postgres://u@db/herald?maxsize=3").tortoise_db_url == "postgres://u@db/herald?maxsize=3"
+    assert load_settings(database_url="sqlite://herald.db").tortoise_db_url == "sqlite://herald.db"
     assert settings.slack_api_url == "https://slack.com/api/"
     with pytest.raises(ConfigError):
         load_settings(database_url="sqlite://")

@@ -346,7 +346,7 @@ async def test_the_heartbeat_skips_rows_being_recorded_instead_of_waiting_for_th
     now = rig.clock.now()
     await Delivery.all().update(status="sending", claimed_by="w1:turn", claimed_until=now)
     first, *others = await Delivery.all().order_by("id").values_list("id", flat=True)
-    writer = await asyncpg.connect(rig.herald.settings.tortoise_db_url)
+    writer = await asyncpg.connect(rig.herald.settings.database_url)
     try:
         async with writer.transaction():  # an outcome write in progress on another connection
             await writer.execute("UPDATE delivery SET error='recording' WHERE id=$1", first)
