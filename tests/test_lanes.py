@@ -6,7 +6,6 @@ Herald services in one process sharing the database, against the fake Slack API.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -573,70 +572,6 @@ async def test_a_workspace_with_new_work_goes_ahead_of_one_that_has_been_sending
         replica.outbox.stop()
         await loop
         await replica.close()
-
-
-def _count_acquires(replica: Herald) -> list[object]:
-    taken: list[object] = []
-    original = replica.outbox.lanes.acquire
-
-    async def acquire(lane, now):  # noqa: ANN001, ANN202
-        taken.append(lane)
-        return await original(lane, now)
-    replica.outbox.lanes.acquire = acquire  # type: ignore[method-assign]
-    return taken
-
-
-async def test_a_lane_that_ran_dry_keeps_its_lease_for_the_work_that_comes_next(rig: Rig) -> None:
-    """While the loop runs, a lane that ran dry keeps its lease a moment (LaneSettings.
-    idle_lease_seconds): the next notice in it is sent without taking the lease again (two
-    statements a turn: an acknowledgement's update is a turn). Another replica cannot take it
-    meanwhile; it is given back when the moment has passed, and on stopping."""
-    await _add_members(rig, 3)
-    replica, other = _replica(rig), _replica(rig)
-    outbox = replica.outbox
-    outbox.settings = dataclasses.replace(outbox.settings, idle_lease_seconds=3600)
-    taken = _count_acquires(replica)
-    loop = asyncio.create_task(outbox.run_forever())
-    try:
-        await rig.broadcast(audience="org:big")
-        outbox.wake(broadcast=False)
-        await wait_until(lambda: _rows_are(3, status="delivered"), what="the first notice")
-        await wait_until(lambda: LANE in outbox._idle and LANE not in outbox._workers, what="the lane at rest")
-        assert taken == [LANE]
-        assert (await DeliveryLane.get(platform="slack", workspace_external_id=TEAM)).leased_by == outbox.worker_id
-        await rig.broadcast(audience="org:big")
-        assert await other.outbox.drain() == 0  # held by the first replica
-        outbox.wake(broadcast=False)
-        await wait_until(lambda: _rows_are(6, status="delivered"), what="the second notice")
-        assert taken == [LANE], "the lane it held was taken again"
-        outbox.settings = dataclasses.replace(outbox.settings, idle_lease_seconds=0)
-        outbox.wake(broadcast=False)
-        await wait_until(lambda: not outbox._idle, what="the idle lease given back")
-        assert (await DeliveryLane.get(platform="slack", workspace_external_id=TEAM)).leased_by == ""
-    finally:
-        outbox.stop()
-        await loop
-        await replica.close()
-        await other.close()
-
-
-async def test_a_lane_held_at_rest_is_given_back_on_stopping_and_drain_keeps_none(rig: Rig) -> None:
-    await _add_members(rig, 2)
-    replica = _replica(rig)
-    outbox = replica.outbox
-    outbox.settings = dataclasses.replace(outbox.settings, idle_lease_seconds=3600)
-    await rig.broadcast(audience="org:big")
-    assert await outbox.drain() == 2  # drain(): no loop to give an idle lease back later
-    assert not outbox._idle and not outbox._held
-    assert (await DeliveryLane.get(platform="slack", workspace_external_id=TEAM)).leased_by == ""
-    loop = asyncio.create_task(outbox.run_forever())
-    await rig.broadcast(audience="org:big")
-    outbox.wake(broadcast=False)
-    await wait_until(lambda: LANE in outbox._idle, what="the lane at rest")
-    outbox.stop()
-    await loop
-    assert (await DeliveryLane.get(platform="slack", workspace_external_id=TEAM)).leased_by == ""
-    await replica.close()
 
 
 async def test_the_priority_gate_serves_the_lowest_priority_first() -> None:

@@ -89,10 +89,6 @@ class LaneSettings:
     # After a wake the scheduler waits this long before it looks, so a burst of wakes (every
     # acknowledgement wakes it, to update the clicked copies) is one look instead of one each.
     wake_gather: float = 0.05
-    # A lane that runs dry keeps its lease this long (while the loop runs: not in drain()), so the
-    # work that comes next in it (an acknowledgement's update every few hundred milliseconds) is
-    # taken up without taking the lease and giving it back again, two statements a turn.
-    idle_lease_seconds: float = 2.0
     # Fencing (exactly once across replicas): a replica starts a send only while at least
     # `send_margin` of its lease is left, and its rows' claims outlive the lease by `claim_grace`,
     # so a request started under the lease has margin + grace to return and be recorded before

@@ -485,8 +485,6 @@ class Outbox:
         self._scheduling = asyncio.Lock()
         self._renewing = asyncio.Lock()  # one renewal at a time: see _renew
         self._stopping = False
-        self._looping = False  # run_forever() runs: a lane that runs dry keeps its lease a moment (_idle)
-        self._idle: dict[Lane, float] = {}  # lanes held without a worker -> when they ran dry (loop time)
         self.notify: Any = None  # async callable telling the other replicas to wake (PostgreSQL NOTIFY)
 
     def add_source(self, source: LaneSource) -> None:
@@ -510,7 +508,6 @@ class Outbox:
 
     async def run_forever(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeats(), name="herald-lane-heartbeat")
-        self._looping = True
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -528,7 +525,6 @@ class Outbox:
                 except TimeoutError:
                     pass
         finally:
-            self._looping = False
             heartbeat.cancel()
             await self._shut_down()
 
@@ -576,16 +572,10 @@ class Outbox:
         now = self.clock.now()
         due = await self._due_lanes(now)
         room = self.settings.max_lanes - len(self._workers)
-        started = 0
-        if due and len(due) <= room:  # every due lane gets a slot: those we still hold go on at once
-            for lane in due & self._idle.keys():
-                if await self._resume(lane):
-                    started += 1
-            due -= set(self._workers)
-        await self._release_idle(everything=len(due) > room - started)
-        if not due or room - started <= 0:
-            return started
+        if not due or room <= 0:
+            return 0
         await self.lanes.ensure(due)
+        started = 0
         for lane in await self.lanes.candidates(due, now):
             if started >= room:
                 break
@@ -595,47 +585,9 @@ class Outbox:
             if until is None or lane in self._workers:
                 continue
             self._held[lane] = until
-            self._start_worker(lane)
+            self._workers[lane] = asyncio.create_task(self._work_lane(lane), name=f"herald-lane-{lane[0]}-{lane[1]}")
             started += 1
         return started
-
-    def _start_worker(self, lane: Lane) -> None:
-        self._workers[lane] = asyncio.create_task(self._work_lane(lane), name=f"herald-lane-{lane[0]}-{lane[1]}")
-
-    async def _resume(self, lane: Lane) -> bool:
-        """Work a lane we still hold (it ran dry a moment ago) without taking its lease again; one
-        whose lease ran short or that was paused meanwhile is given back instead."""
-        if lane in self._workers:  # push_updates() took it meanwhile
-            return False
-        if not self._may_claim(lane):
-            await self._give_back(lane)
-            return False
-        del self._idle[lane]
-        self._start_worker(lane)
-        return True
-
-    async def _release_idle(self, *, everything: bool = False) -> None:
-        """Give back the leases of lanes that ran dry `idle_lease_seconds` ago (all of them when
-        due lanes wait for a slot: they are then taken in the fair order), or whose lease we lost."""
-        if not self._idle:
-            return
-        now = asyncio.get_running_loop().time()
-        for lane, since in list(self._idle.items()):
-            if everything or lane not in self._held or now - since >= self.settings.idle_lease_seconds:
-                await self._give_back(lane)
-
-    async def _give_back(self, lane: Lane) -> None:
-        self._idle.pop(lane, None)
-        self._held.pop(lane, None)
-        try:
-            await self.lanes.release(lane, self.clock.now())
-        except Exception:  # noqa: BLE001 - the lease runs out on its own
-            log.warning("could not release delivery lane %s/%s", *lane, exc_info=True)
-
-    def _keeps_idle(self, lane: Lane) -> bool:
-        """A lane that ran dry keeps its lease: see LaneSettings.idle_lease_seconds."""
-        return (self._looping and not self._stopping and self.settings.idle_lease_seconds > 0
-                and self._lease_ok(lane))
 
     async def _due_lanes(self, now: datetime) -> set[Lane]:
         due: set[Lane] = set()
@@ -655,13 +607,9 @@ class Outbox:
         if waiting:
             times.append(await self.lanes.next_change(waiting, now))
         times = [t for t in times if t is not None]
-        seconds = self.poll_seconds
-        if times:
-            seconds = min(seconds, max(0.05, (min(times) - now).total_seconds()))
-        if self._idle:  # wake to give their leases back
-            oldest = min(self._idle.values()) + self.settings.idle_lease_seconds
-            seconds = min(seconds, max(0.05, oldest - asyncio.get_running_loop().time()))
-        return seconds
+        if not times:
+            return self.poll_seconds
+        return min(self.poll_seconds, max(0.05, (min(times) - now).total_seconds()))
 
     async def _heartbeats(self) -> None:
         while not self._stopping:
@@ -773,10 +721,11 @@ class Outbox:
                 ended = getattr(source, "turn_ended", None)
                 if ended is not None:
                     ended(token)
-            if self._keeps_idle(lane):
-                self._idle[lane] = asyncio.get_running_loop().time()
-            else:  # while still listed as our worker, so no new turn of ours starts before this ends
-                await self._give_back(lane)
+            self._held.pop(lane, None)
+            try:  # while still listed as our worker, so no new turn of ours starts before this ends
+                await self.lanes.release(lane, self.clock.now())
+            except Exception:  # noqa: BLE001 - the lease runs out on its own
+                log.warning("could not release delivery lane %s/%s", *lane, exc_info=True)
             if self._workers.get(lane) is asyncio.current_task():
                 del self._workers[lane]
             self._wake.set()
@@ -927,9 +876,10 @@ class Outbox:
                 handled += len(jobs)
             finally:
                 self.notices.turn_ended(token)
+                self._held.pop(lane, None)
                 if self._workers.get(lane) is asyncio.current_task():
                     del self._workers[lane]
-                await self._give_back(lane)
+                await self.lanes.release(lane, self.clock.now())
         return handled
 
 
