@@ -542,6 +542,31 @@ async def test_a_lane_asks_only_the_sources_with_work_due_in_it(rig: Rig) -> Non
         await replica.close()
 
 
+async def test_a_lane_claims_only_the_kind_of_work_due_in_it(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sends and in-place updates are claimed by separate statements: a lane with only updates due
+    (every acknowledgement's) does not also claim sends, and one with only sends due does not look
+    for updates."""
+    from bot.core.delivery import notice_rows
+    from bot.core.delivery import outbox as outbox_module
+
+    await _add_members(rig, 3)
+    claimed: list[str] = []
+    real = outbox_module.claim_rows
+
+    async def counting(lane, due, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        claimed.append("sends" if due == notice_rows.SEND_DUE else "updates")
+        return await real(lane, due, *args, **kwargs)
+    monkeypatch.setattr(outbox_module, "claim_rows", counting)
+    outbox = rig.herald.outbox
+    notice_id = await rig.broadcast(audience="org:big")
+    assert await outbox.drain() == 3
+    assert set(claimed) == {"sends"}, claimed
+    claimed.clear()
+    await Delivery.filter(notice_id=notice_id).update(update_pending=True)
+    assert await outbox.drain() == 3
+    assert set(claimed) == {"updates"}, claimed
+
+
 async def test_a_workspace_with_new_work_goes_ahead_of_one_that_has_been_sending(rig: Rig) -> None:
     """Least attained service first: when the replica's request slots are all taken, a small
     workspace whose notice just arrived is served before a big one that has been sending, not
