@@ -25,8 +25,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite://herald.db"
     # PostgreSQL connections per process (a `maxsize` in the URL wins). Inbound clicks share them
-    # with the delivery engine's claims and writes: with asyncpg's pool at tortoise's default of 5,
-    # a burst of lane claims queued every click behind it (bench/acks.py).
+    # with the delivery engine, which may run 64 lane claims at once (LaneSettings.claims): with
+    # tortoise's default pool of 5, such a burst queued every click's statements behind it.
     database_pool_size: int = Field(default=20, ge=2)
     host: str = "0.0.0.0"
     port: int = Field(default=3978, ge=1, le=65535)
