@@ -169,14 +169,15 @@ async def complete_sent_notices(now: datetime, notice_ids: Collection[int] | Non
     sent, in one statement; returns how many. The outbox runs it with a group's outcomes, a
     workspace's removal with the copies it fails, and the clock's tick for all (a replica may die
     between storing a notice's last copies and marking it sent)."""
-    ids = sorted(notice_ids) if notice_ids is not None else None
-    if ids is not None and not ids:
-        return 0
-    which = f"id IN ({','.join('?' * len(ids))}) AND" if ids is not None else ""
+    which, params = "", []
+    if notice_ids is not None:
+        if not notice_ids:
+            return 0
+        predicate, ids = storage_db.in_ids("id", sorted(notice_ids))
+        which, params = f"{predicate} AND", [ids]
     conn = using_db or connections.get("default")
-    postgres = conn.capabilities.dialect == "postgres"
-    changed, _ = await conn.execute_query(storage_db.placeholders(_COMPLETE_SQL.format(which=which), postgres),
-                                          [NoticeStatus.SENT.value, now, *(ids or [])])
+    changed, _ = await conn.execute_query(storage_db.placeholders(_COMPLETE_SQL.format(which=which)),
+                                          [NoticeStatus.SENT.value, now, *params])
     return changed
 
 
