@@ -505,6 +505,18 @@ def test_key_term_verdict_counts_alien_words() -> None:
     assert check.verdict(["register", "deal"], 1, held_out=[["register", "deal"]]) == match_check.Verdict(2, 2)
 
 
+def test_a_light_word_is_never_alien() -> None:
+    """Times, indefinites, light verbs and degree words qualify a question but never name its object:
+    "bonus for reps at the moment" is about bonuses. They count as English function words."""
+    words_of = lambda w: w in {"bank", "card", "reset", "moment", "night", "someone", "stuff", "want"}  # noqa: E731
+    check = match_check.KeyTermCheck([[["reset", "portal", "password"]]], words_of, qa._stem_all)
+    assert {"moment", "night", "someone", "stuff", "want"} <= match_check.LIGHT_WORDS
+    assert check.verdict(["reset", "portal", "moment"], 0) == match_check.Verdict(0, 2)
+    assert check.verdict(["reset", "bank", "card", "night", "someone"], 0) == match_check.Verdict(2, 3)
+    # as function words, they say the question is English: the names in it do not keep the check out
+    assert check.verdict(["want", "stuff", "someone", "bank", "honeywell", "zwave"], 0) == match_check.Verdict(1, 1)
+
+
 def test_choose_weight_keeps_the_positives() -> None:
     positives = [(0.9, 0.0)] * 18 + [(0.52, 0.25), (0.45, 0.5)]
     negatives = [(0.55, 0.5)] * 10

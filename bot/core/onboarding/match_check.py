@@ -11,6 +11,11 @@ what the knowledge base knows of them:
   meant; retrieval already weighs that, so these are not held against the entry);
 * **alien**: a real English word the knowledge base never uses ("bank", "weather", "euro"): the
   question is about something the vendor's world does not have;
+* **light**: an English word that never names what a question is about, whichever domain it is
+  asked in (``LIGHT_WORDS``): times and dates ("moment", "night", "june"), indefinites ("someone",
+  "stuff"), light verbs ("want", "get", "keep") and degree words ("instead", "quick"). "is there any
+  bonus for reps at the moment" asks about bonuses, not moments. A light word the knowledge base
+  does not use counts as a function word (evidence that the question is English), never as alien;
 * **unjudged**: neither English nor in the knowledge base (another language, a product code, a
   name). When these are a large share of the question's words, its English function words
   included (``_MAX_UNJUDGED``), it is probably not in English and the check says nothing: the
@@ -37,6 +42,24 @@ from dataclasses import dataclass
 
 #: above this share of unjudged words the question is probably not English: no verdict
 _MAX_UNJUDGED = 1 / 3
+#: closed classes of English words that qualify a question (when, who, how much) but never name its
+#: object, in any domain; see the module docstring. Chosen by class, not from any question set.
+LIGHT_WORDS = frozenset("""
+    today tomorrow yesterday tonight morning mornings afternoon afternoons evening evenings night nights
+    week weeks weekend weekends month months year years moment moments now later soon time times day
+    days hour hours minute minutes second seconds daily weekly monthly yearly annually quarterly
+    currently recently lately ago
+    monday tuesday wednesday thursday friday saturday sunday january february march april may june
+    july august september october november december
+    someone somebody something somewhere anyone anybody anything anywhere everyone everybody everything
+    everywhere nothing nobody nowhere stuff thing things people person guy guys folks lot lots bit
+    kind sort way ways
+    want wants wanted wanting need needs needed like would get gets got getting give gives gave take
+    takes took make makes made go goes going went come comes came put puts keep keeps kept let lets
+    try tries tried
+    instead actually really still already just quite pretty maybe perhaps please also even much many
+    more most quick quickly fast again ever anyway basically
+""".split())
 #: the weights tried, smallest first
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 #: at most this share of the held-out positives may be lost to the check (as with the null questions,
@@ -88,6 +111,8 @@ class KeyTermCheck:
             in_kb = self._all[stem] - removed[stem] > 0
             if in_kb:
                 judged += 1
+            elif word in LIGHT_WORDS:
+                function_words += 1
             elif self._is_english(word):
                 judged += 1
                 alien += 1

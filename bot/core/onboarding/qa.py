@@ -90,7 +90,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from bot.core.onboarding.encoder import shared_encoder
-from bot.core.onboarding.match_check import KeyTermCheck, Verdict, choose_weight
+from bot.core.onboarding.match_check import LIGHT_WORDS, KeyTermCheck, Verdict, choose_weight
 
 log = logging.getLogger(__name__)
 
@@ -573,7 +573,7 @@ class KnowledgeBase:
         for a common English word the knowledge base never uses: same shape, an object from
         outside the vendor's world ("reset my portal password" -> "reset my harbour password")."""
         rng = random.Random(_NULL_SEED + 1)
-        outside = [w for w in english_words().common if not self._check.knows(w)]
+        outside = [w for w in english_words().common if not self._check.knows(w) and w not in LIGHT_WORDS]
         questions = []
         for ws in (words(t) for e in self._list for t in (e.title, *e.alt_questions)):
             content = [w for w in _content(ws) if w.isalpha()]
