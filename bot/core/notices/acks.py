@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import weakref
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
@@ -25,6 +24,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from bot.common import metrics
+from bot.common.group_commit import GroupCommit
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from storage import db as storage_db
@@ -61,24 +61,17 @@ async def acknowledge(notice_id: int, *, platform: str, workspace_id: str, user_
     click = _Click(notice_id, platform, workspace_id, user_id, now, contextvars.copy_context())
     if _in_caller_transaction():  # the caller's transaction must hold it: no group commit
         outcome = await _write_alone(click)
-    else:
-        loop = asyncio.get_running_loop()
-        groups = _GROUPS.get(loop)
-        if groups is None:
-            groups = _GROUPS[loop] = _GroupCommit()
-        outcome = await groups.submit(click)
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+    return await _CLICKS.submit(click)
 
 
 async def written() -> None:
     """Wait until every click submitted on this loop is written. On shutdown, before the database
     closes: Slack heard its 200 before its click was written (Bolt answers at ack(), and the
     listener records the click after it), and Slack does not send an answered click again."""
-    groups = _GROUPS.get(asyncio.get_running_loop())
-    while groups is not None and groups.busy:
-        await groups.idle()
+    await _CLICKS.written()
 
 
 def _in_caller_transaction() -> bool:
@@ -96,49 +89,6 @@ class _Click:
     user_id: str
     now: datetime
     context: contextvars.Context  # the caller's (audit origin, log fields), for its audit event
-    future: asyncio.Future | None = field(default=None, repr=False)
-
-
-class _GroupCommit:
-    """Queues clicks while a group is being written; one drain task per busy spell."""
-
-    def __init__(self) -> None:
-        self._queue: list[_Click] = []
-        self._drain: asyncio.Task | None = None
-
-    async def submit(self, click: _Click) -> AckResult | BaseException:
-        loop = asyncio.get_running_loop()
-        click.future = loop.create_future()
-        self._queue.append(click)
-        if self._drain is None or self._drain.done():
-            self._drain = loop.create_task(self._run(), name="herald-ack-group-commit")
-        # shielded: a caller that goes away (client hung up) must not cancel the others' group
-        return await asyncio.shield(click.future)
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._queue) or (self._drain is not None and not self._drain.done())
-
-    async def idle(self) -> None:
-        if self._drain is not None and not self._drain.done():
-            await asyncio.wait([self._drain])
-        else:
-            await asyncio.sleep(0)  # queued by a caller whose drain task starts on its next step
-
-    async def _run(self) -> None:
-        while self._queue:
-            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-            try:
-                outcomes = await _write_group(group)
-            except Exception as exc:  # noqa: BLE001 - e.g. the database is down: every caller hears it
-                outcomes = [exc] * len(group)
-            for click, outcome in zip(group, outcomes, strict=True):
-                assert click.future is not None
-                if not click.future.done():
-                    click.future.set_result(outcome)
-
-
-_GROUPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = weakref.WeakKeyDictionary()
 
 
 # ---- writing a group ---------------------------------------------------------------------------
@@ -153,6 +103,9 @@ async def _write_group(group: list[_Click]) -> list[AckResult | BaseException]:
     except IntegrityError:
         log.info("a concurrent acknowledgement won a race; recording %d clicks one by one", len(group))
         return [await _write_alone(click) for click in group]
+
+
+_CLICKS: GroupCommit[_Click, AckResult] = GroupCommit(_write_group, max_group=MAX_GROUP, name="herald-ack-group-commit")
 
 
 async def _write_alone(click: _Click) -> AckResult | BaseException:
