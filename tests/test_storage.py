@@ -20,3 +20,23 @@ async def test_execute_many_atomic_writes_every_row_or_none(db: str) -> None:
     with pytest.raises(Exception):  # noqa: B017, PT011 - each driver raises its own unique-constraint error
         await storage_db.execute_many_atomic(sql, [("c", now, now), ("a", now, now)])
     assert await SeenRequest.all().order_by("key").values_list("key", flat=True) == ["a", "b"]
+
+
+async def test_concurrent_first_sightings_let_each_request_act_once(db: str) -> None:
+    """Requests arriving together are stored together on PostgreSQL (one statement per group): still,
+    of several sightings of one key, in one group or across groups, exactly one is the first."""
+    import asyncio
+    from datetime import timedelta
+
+    from bot.core.replays import first_sighting
+
+    now = await storage_db.database_now()
+    assert await first_sighting("old", now=now, window=timedelta(minutes=5))
+    keys = ["old", *(f"k{i}" for i in range(30))] * 3
+    firsts = await asyncio.gather(*(first_sighting(k, now=now, window=timedelta(minutes=5)) for k in keys))
+    won = [k for k, first in zip(keys, firsts, strict=True) if first]
+    assert sorted(won) == sorted(f"k{i}" for i in range(30))
+    assert await SeenRequest.all().count() == 31
+    # a key whose record outlived its window is a first sighting again, once
+    later = now + timedelta(minutes=6)
+    assert [await first_sighting("old", now=later, window=timedelta(minutes=5)) for _ in range(2)] == [True, False]

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from tortoise import connections
 from tortoise.exceptions import IntegrityError
 
+from bot.common.group_commit import GroupCommit
 from storage import db as storage_db
 from storage.models import SeenRequest
 
@@ -35,22 +36,41 @@ async def first_sighting(key: str, *, now: datetime, window: timedelta) -> bool:
     return renewed == 1
 
 
-# Every inbound click pays for this statement: on PostgreSQL it is one plain round trip (no ORM
-# model, no exception on a replay).
-_INSERT_PG = ("WITH added AS (INSERT INTO seen_request (key, seen_at, expires_at) VALUES ($1, $2, $3) "
-              "ON CONFLICT (key) DO NOTHING RETURNING 1) SELECT count(*) AS n FROM added")
-
-
 async def _remember(key: str, now: datetime, expires_at: datetime) -> bool:
     """Store `key`; False when it is stored already."""
     if storage_db.dialect() == "postgres":
-        _, rows = await connections.get("default").execute_query(_INSERT_PG, [key, now, expires_at])
-        return bool(rows[0]["n"])
+        return await _SIGHTINGS.submit((key, now, expires_at))
     try:
         await SeenRequest.create(key=key, seen_at=now, expires_at=expires_at)
         return True
     except IntegrityError:
         return False
+
+
+# Every inbound request needs this insert before it is acted on. On PostgreSQL the requests that
+# arrive while one insert is in flight are stored together by the next (group commit): one
+# statement for a burst of clicks instead of one each.
+_INSERT_PG = ("INSERT INTO seen_request (key, seen_at, expires_at) "
+              "SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) "
+              "ON CONFLICT (key) DO NOTHING RETURNING key")
+
+
+async def _store_sightings(group: list[tuple[str, datetime, datetime]]) -> list[bool]:
+    """Whether each (key, seen at, expires at) was stored by this group: a key already stored, or
+    earlier in the same group, is not."""
+    first = {key: (now, expires_at) for key, now, expires_at in reversed(group)}  # each key's first item
+    rows = await connections.get("default").execute_query_dict(
+        _INSERT_PG, [list(first), [v[0] for v in first.values()], [v[1] for v in first.values()]])
+    stored = {r["key"] for r in rows}
+    out = []
+    for key, _, _ in group:
+        out.append(key in stored)
+        stored.discard(key)  # a second sighting of a key in the same group is a replay
+    return out
+
+
+_SIGHTINGS: GroupCommit[tuple[str, datetime, datetime], bool] = GroupCommit(
+    _store_sightings, max_group=500, name="herald-replay-group-commit")
 
 
 async def forget_expired(now: datetime) -> int:
