@@ -36,7 +36,6 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from storage import db as storage_db
 from storage.models import AuditEvent
 
 GENESIS_HASH = "0" * 64  # the prev_hash of event 1
@@ -256,15 +255,23 @@ async def _append(batch: list[AuditEvent | PendingEvent], conn: BaseDBAsyncClien
     when, data = fields["occurred_at"].to_db_value, fields["data"].to_db_value
     rows = [(when(e.occurred_at, e), e.kind, e.actor, e.notice_id, e.member_id, data(e.data, e), e.seq,
              e.prev_hash, e.hash) for e in batch]
-    postgres = conn.capabilities.dialect == "postgres"
-    await conn.execute_many(storage_db.placeholders(_INSERT_SQL, postgres), rows)
-    await conn.execute_query(storage_db.placeholders("UPDATE audit_chain_head SET seq=?, hash=? WHERE id=?", postgres),
-                             [seq, prev_hash, HEAD_ID])
+    if conn.capabilities.dialect == "postgres":
+        # the events and the new head in one statement: a round trip fewer per append
+        await conn.execute_query_dict(_APPEND_PG, [*(list(column) for column in zip(*rows, strict=True)),
+                                                   seq, prev_hash, HEAD_ID])
+        return
+    await conn.execute_many(_INSERT_SQL, rows)
+    await conn.execute_query("UPDATE audit_chain_head SET seq=?, hash=? WHERE id=?", [seq, prev_hash, HEAD_ID])
 
 
 # the order of the values `_append` builds for each event
 _COLUMNS = ("occurred_at", "kind", "actor", "notice_id", "member_id", "data", "seq", "prev_hash", "hash")
 _INSERT_SQL = f"INSERT INTO audit_event ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_PG_ARRAY_TYPES = ("timestamptz", "text", "text", "int", "int", "jsonb", "bigint", "text", "text")  # as _COLUMNS
+_APPEND_PG = (
+    "WITH head AS (UPDATE audit_chain_head SET seq=$10, hash=$11 WHERE id=$12) "
+    f"INSERT INTO audit_event ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_PG_ARRAY_TYPES, start=1)) + ")")
 
 
 def _normalise(event: AuditEvent) -> None:
