@@ -411,6 +411,26 @@ async def test_clicks_arriving_together_are_each_recorded_once(rig: Rig) -> None
     assert (await verify_chain()).ok
 
 
+async def test_a_group_of_clicks_on_two_notices_settles_only_each_clicks_own_copies(rig: Rig) -> None:
+    """One group, two notices, two members: each acknowledgement flags its own notice's copy to its
+    own member for update, never the other notice's copy to the same member (the group's copies are
+    settled by (notice, member) pairs in one statement on PostgreSQL)."""
+    import asyncio
+
+    first, second = await rig.broadcast("all"), await rig.broadcast("all")
+    await rig.herald.outbox.drain()
+    users = [r["account__user_id"] for r in await Delivery.filter(notice_id=first, status="delivered",
+                                                                   platform="slack").order_by("id").values("account__user_id")]
+    pressed = {(first, users[0]), (second, users[1])}
+    await asyncio.gather(*(acks.acknowledge(n, platform="slack", workspace_id=TEAM, user_id=u, now=rig.clock.now())
+                           for n, u in pressed))
+    flagged = {(r["notice_id"], r["account__user_id"]) for r in await Delivery.filter(
+        notice_id__in=[first, second], update_pending=True).values("notice_id", "account__user_id")}
+    assert flagged == pressed
+    assert {(a.notice_id, a.member_id) for a in await Acknowledgement.all()} == {  # type: ignore[attr-defined]
+        (r["notice_id"], r["member_id"]) for r in await Delivery.filter(update_pending=True).values("notice_id", "member_id")}
+
+
 async def test_a_click_is_matched_by_the_pressers_exact_account(rig: Rig) -> None:
     """The presser is found by platform, workspace and user id together: the same user id in
     another workspace is not them. A copy counts for the member it was delivered to, even when its

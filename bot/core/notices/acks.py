@@ -249,29 +249,48 @@ async def _store(new: list[_Pending]) -> None:
     for p in new:
         by_notice.setdefault(p.notice.id, set()).add(p.member.id)
     async with in_transaction() as conn:
-        await Acknowledgement.bulk_create([p.ack for p in new], using_db=conn)
-        for notice_id, member_ids in by_notice.items():
-            await _settle_copies(conn, notice_id, member_ids)
+        if conn.capabilities.dialect == "postgres":
+            await _store_and_settle_pg(conn, new)
+        else:
+            await Acknowledgement.bulk_create([p.ack for p in new], using_db=conn)
+            for notice_id, member_ids in by_notice.items():
+                await _settle_copies(conn, notice_id, member_ids)
         await record(events, using_db=conn)
 
 
 # One statement for both (a round trip fewer per group, in the transaction that ends holding the
 # audit chain's head): the acknowledged members' delivered copies are flagged for their in-place
 # update and their reminders' schedule cleared; their reminders not sent yet are cancelled.
-_SETTLE_COPIES = f"""
+_SETTLE_SET = f"""
 UPDATE delivery SET
     update_pending = CASE WHEN status = '{DeliveryStatus.DELIVERED.value}' THEN TRUE ELSE update_pending END,
     next_reminder_at = CASE WHEN status = '{DeliveryStatus.DELIVERED.value}' THEN NULL ELSE next_reminder_at END,
     error = CASE WHEN status = '{DeliveryStatus.PENDING.value}' THEN 'acknowledged before it was sent' ELSE error END,
-    status = CASE WHEN status = '{DeliveryStatus.PENDING.value}' THEN '{DeliveryStatus.CANCELLED.value}' ELSE status END
-WHERE notice_id = ? AND {{members}}
+    status = CASE WHEN status = '{DeliveryStatus.PENDING.value}' THEN '{DeliveryStatus.CANCELLED.value}' ELSE status END"""
+_SETTLE_WHERE = f"""
   AND (status = '{DeliveryStatus.DELIVERED.value}'
        OR (kind = '{DeliveryKind.REMINDER.value}' AND status = '{DeliveryStatus.PENDING.value}'))"""
+_SETTLE_COPIES = _SETTLE_SET + "\nWHERE notice_id = ? AND {members}" + _SETTLE_WHERE
+# PostgreSQL: the group's acknowledgements inserted and their copies settled in one statement.
+_ACK_COLUMNS = ("notice_id", "member_id", "delivery_id", "organisation_id", "platform", "revision", "acknowledged_at")
+_STORE_AND_SETTLE_PG = (
+    f"WITH acks AS (INSERT INTO acknowledgement ({', '.join(_ACK_COLUMNS)}) "
+    "SELECT * FROM unnest($1::int[], $2::int[], $3::int[], $4::int[], $5::text[], $6::int[], $7::timestamptz[]))"
+    + _SETTLE_SET + "\nWHERE (notice_id, member_id) IN (SELECT * FROM unnest($8::int[], $9::int[]))" + _SETTLE_WHERE)
 
 
 async def _settle_copies(conn: BaseDBAsyncClient, notice_id: int, member_ids: set[int]) -> None:
     members, ids = storage_db.in_ids("member_id", sorted(member_ids))
     await conn.execute_query(storage_db.placeholders(_SETTLE_COPIES.format(members=members)), [notice_id, ids])
+
+
+async def _store_and_settle_pg(conn: BaseDBAsyncClient, new: list[_Pending]) -> None:
+    acks = [p.ack for p in new]
+    rows = [(a.notice_id, a.member_id, a.delivery_id, a.organisation_id, a.platform,  # type: ignore[attr-defined]
+             a.revision, a.acknowledged_at) for a in acks]
+    pairs = sorted({(a.notice_id, a.member_id) for a in acks})  # type: ignore[attr-defined]
+    await conn.execute_query_dict(_STORE_AND_SETTLE_PG, [*(list(c) for c in zip(*rows, strict=True)),
+                                                         [n for n, _ in pairs], [m for _, m in pairs]])
 
 
 async def copies_of(result: AckResult) -> list[int]:
