@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tortoise import Tortoise, connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.api import migrate
 from tortoise.transactions import in_transaction
@@ -137,17 +138,25 @@ def placeholders(query: str, postgres: bool | None = None) -> str:
     return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
 
 
-async def execute_many_atomic(query: str, rows: Sequence[Sequence[Any]]) -> None:
-    """Run one statement (with `?` placeholders) for each row, all or none. On PostgreSQL asyncpg's
-    executemany is atomic by itself (its rows share one Sync: one round trip); tortoise wraps it in
-    BEGIN and COMMIT, two more round trips. On SQLite, in a transaction."""
-    conn = connections.get("default")
-    if conn.capabilities.dialect == "postgres":
-        async with conn.acquire_connection() as raw:
-            await raw.executemany(placeholders(query, True), rows)
+async def write_rows(query: str, rows: Sequence[Sequence[Any]], *, postgres: str,
+                     using_db: BaseDBAsyncClient | None = None) -> None:
+    """Write `rows`, all or none, in as few executions as each database allows.
+
+    SQLite: `query` (`?` placeholders) once per row, in `using_db`'s transaction or a new one.
+    PostgreSQL: `postgres`, one statement for every row, its parameters `$1, $2, ...` the rows'
+    columns as arrays (``unnest($1::int[], $2::text[], ...)``): one round trip and one execution
+    where an executemany runs the statement once per row on the server. Atomic by itself, so it
+    needs no transaction of its own."""
+    if not rows:
         return
-    async with in_transaction() as tx:
-        await tx.execute_many(query, list(rows))
+    conn = using_db or connections.get("default")
+    if conn.capabilities.dialect == "postgres":
+        await conn.execute_query_dict(postgres, [list(column) for column in zip(*rows, strict=True)])
+    elif using_db is not None:
+        await using_db.execute_many(query, list(rows))
+    else:
+        async with in_transaction() as tx:
+            await tx.execute_many(query, list(rows))
 
 
 def in_ids(column: str, ids: Sequence[int]) -> tuple[str, Any]:

@@ -755,3 +755,33 @@ async def test_lanes_with_due_rows_are_exactly_the_lanes_a_full_scan_finds(db: s
     expected = {(p, w) for p, w, status, due, claim in rows
                 if (status == "pending" and due <= 0) or (status == "sending" and claim < 0)}
     assert await lanes_with_due_rows("delivery", now) == expected
+
+
+async def test_a_stale_holders_late_outcomes_are_not_written(rig: Rig) -> None:
+    """A replica whose claim was taken over (its lease ran out) may still hear back from the
+    platform; its outcomes, sends and in-place updates alike, must not overwrite the new holder's
+    rows (each write is guarded by the claim's token)."""
+    from bot.core.ports import MessageRef
+
+    await _add_members(rig, 3)
+    outbox = rig.herald.outbox
+    (source,) = [s for s in outbox.sources if s.name == "notices"]
+    await rig.broadcast(audience="org:big")
+    now = rig.clock.now()
+    lane = ("slack", (await Delivery.first()).workspace_external_id)
+    jobs = await source.claim(lane, 10, "stale", now, now + timedelta(seconds=10))
+    assert len(jobs) == 3 and all(not j.update for j in jobs)
+    await Delivery.all().update(claimed_by="new-holder")
+    late = [(j, Outcome.delivered(MessageRef("D1", f"1.{j.row.id}"), dm_channel="DLATE")) for j in jobs]
+    await source.record(late, now)
+    rows = await Delivery.all().values("status", "claimed_by", "message_id")
+    assert rows == [{"status": "sending", "claimed_by": "new-holder", "message_id": ""}] * 3
+    assert not await AuditEvent.filter(kind="notice.delivered").exists()
+
+    await Delivery.all().update(status="delivered", claimed_by="", claimed_until=None, update_pending=True)
+    await source.due_lanes(now)  # as the scheduler looks before a lane's turn
+    updates = await source.claim(lane, 10, "stale-again", now, now + timedelta(seconds=10))
+    assert len(updates) == 3 and all(j.update for j in updates)
+    await Delivery.all().update(claimed_by="new-holder")
+    await source.record([(j, Outcome.delivered(MessageRef("D1", "1.0"))) for j in updates], now)
+    assert await Delivery.filter(update_pending=True, claimed_by="new-holder").count() == 3

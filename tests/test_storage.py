@@ -10,15 +10,25 @@ async def test_migrated_database_round_trips_a_row(db: str) -> None:
     assert await storage_db.ping()
 
 
-async def test_execute_many_atomic_writes_every_row_or_none(db: str) -> None:
-    """One statement for many rows, all or none, on both databases (on PostgreSQL without the
-    BEGIN/COMMIT round trips: asyncpg's executemany is atomic by itself)."""
+async def test_write_rows_writes_every_row_or_none(db: str) -> None:
+    """Many rows, all or none, on both databases: on PostgreSQL one statement for every row (its
+    columns as arrays), on SQLite one per row in a transaction, or in the caller's."""
+    from tortoise.transactions import in_transaction
+
     sql = "INSERT INTO seen_request (key, seen_at, expires_at) VALUES (?, ?, ?)"
+    pg = ("INSERT INTO seen_request (key, seen_at, expires_at) "
+          "SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])")
     now = await storage_db.database_now()
-    await storage_db.execute_many_atomic(sql, [("a", now, now), ("b", now, now)])
+    await storage_db.write_rows(sql, [("a", now, now), ("b", now, now)], postgres=pg)
+    await storage_db.write_rows(sql, [], postgres=pg)
     assert await SeenRequest.all().order_by("key").values_list("key", flat=True) == ["a", "b"]
     with pytest.raises(Exception):  # noqa: B017, PT011 - each driver raises its own unique-constraint error
-        await storage_db.execute_many_atomic(sql, [("c", now, now), ("a", now, now)])
+        await storage_db.write_rows(sql, [("c", now, now), ("a", now, now)], postgres=pg)
+    assert await SeenRequest.all().order_by("key").values_list("key", flat=True) == ["a", "b"]
+    with pytest.raises(RuntimeError):
+        async with in_transaction() as conn:
+            await storage_db.write_rows(sql, [("d", now, now), ("e", now, now)], postgres=pg, using_db=conn)
+            raise RuntimeError("the caller's transaction rolls back")
     assert await SeenRequest.all().order_by("key").values_list("key", flat=True) == ["a", "b"]
 
 

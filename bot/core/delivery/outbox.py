@@ -64,7 +64,7 @@ from storage.models import (
 
 log = logging.getLogger(__name__)
 
-# One parameterised statement per group of outcomes (executemany) instead of an ORM bulk update:
+# One parameterised statement per group of outcomes (storage.db.write_rows) instead of an ORM bulk update:
 # the ORM builds a CASE expression per column per row, which cost more than the sends
 # (bench/fanout.py). `claimed_by` in the WHERE clause: a row whose claim was taken over is no
 # longer ours to write.
@@ -77,6 +77,26 @@ _STORE_SQL = ("UPDATE delivery SET status=?, attempts=?, next_attempt_at=COALESC
 _UPDATE_SQL = ("UPDATE delivery SET update_pending=?, rendered_revision=?, claimed_by='', claimed_until=?, error=?, "
                "updated_at=? WHERE id=? AND claimed_by=?")
 _DM_CACHE_SQL = "UPDATE platform_account SET dm_channel=?, updated_at=? WHERE id=?"
+# PostgreSQL: the same three, each one statement for the whole group (storage.db.write_rows)
+_STORE_PG = (
+    "UPDATE delivery d SET status=v.status, attempts=v.attempts, "
+    "next_attempt_at=COALESCE(v.next_attempt_at, d.next_attempt_at), claimed_by='', claimed_until=NULL, "
+    "channel_id=v.channel_id, message_id=v.message_id, error=COALESCE(v.error, d.error), "
+    "delivered_at=COALESCE(v.delivered_at, d.delivered_at), rendered_revision=v.rendered_revision, "
+    "next_reminder_at=CASE WHEN v.set_reminder=1 THEN v.next_reminder_at ELSE d.next_reminder_at END, "
+    "updated_at=v.updated_at "
+    "FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], "
+    "$8::int[], $9::int[], $10::timestamptz[], $11::timestamptz[], $12::int[], $13::text[]) "
+    "AS v(status, attempts, next_attempt_at, channel_id, message_id, error, delivered_at, rendered_revision, "
+    "set_reminder, next_reminder_at, updated_at, id, token) "
+    "WHERE d.id=v.id AND d.claimed_by=v.token")
+_UPDATE_PG = (
+    "UPDATE delivery d SET update_pending=v.pending, rendered_revision=v.revision, claimed_by='', "
+    "claimed_until=v.until, error=v.error, updated_at=v.updated_at "
+    "FROM unnest($1::boolean[], $2::int[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::int[], $7::text[]) "
+    "AS v(pending, revision, until, error, updated_at, id, token) WHERE d.id=v.id AND d.claimed_by=v.token")
+_DM_CACHE_PG = ("UPDATE platform_account a SET dm_channel=v.dm_channel, updated_at=v.updated_at "
+                "FROM unnest($1::text[], $2::timestamptz[], $3::int[]) AS v(dm_channel, updated_at, id) WHERE a.id=v.id")
 UPDATE_RETRY = timedelta(minutes=1)
 UPDATE_LOOK_SECONDS = 0.5
 SHARED_PARTS_KEPT = 256  # notices whose shared view parts a source keeps (NoticeSource._shared_parts)
@@ -318,10 +338,9 @@ class NoticeSource:
             if event is not None:
                 events.append(event)
         async with in_transaction() as conn:
-            await conn.execute_many(storage_db.placeholders(_STORE_SQL), rows)
-            if dm_cache:
-                await conn.execute_many(storage_db.placeholders(_DM_CACHE_SQL),
-                                        [(c, now, a) for a, c in dm_cache.items()])
+            await storage_db.write_rows(_STORE_SQL, rows, postgres=_STORE_PG, using_db=conn)
+            await storage_db.write_rows(_DM_CACHE_SQL, [(c, now, a) for a, c in dm_cache.items()],
+                                        postgres=_DM_CACHE_PG, using_db=conn)
             await record(events, using_db=conn)
         for (platform, status, reported), count in counted.items():
             metrics.delivery_recorded(platform, status, reported, count)
@@ -339,7 +358,7 @@ class NoticeSource:
                 until = now + max(UPDATE_RETRY, timedelta(seconds=outcome.retry_after or 0))
                 error = f"update pending: {outcome.reason or 'not attempted'}"
             rows.append((pending, revision, until, error, now, row.id, job.token))
-        await storage_db.execute_many_atomic(_UPDATE_SQL, rows)
+        await storage_db.write_rows(_UPDATE_SQL, rows, postgres=_UPDATE_PG)
 
     def _first_reminders(self, notices: dict[int, Notice], now: datetime) -> dict[int, datetime | None]:
         """When the first reminder falls due for a must-know notice delivered now."""
