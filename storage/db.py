@@ -138,6 +138,12 @@ def placeholders(query: str, postgres: bool | None = None) -> str:
     return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
 
 
+def columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as one list per column: the parameters of a PostgreSQL ``unnest($1::int[], ...)``, which
+    writes any number of rows in one statement (one execution, where an executemany runs one per row)."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 async def write_rows(query: str, rows: Sequence[Sequence[Any]], *, postgres: str,
                      using_db: BaseDBAsyncClient | None = None) -> None:
     """Write `rows`, all or none, in as few executions as each database allows.
@@ -151,7 +157,7 @@ async def write_rows(query: str, rows: Sequence[Sequence[Any]], *, postgres: str
         return
     conn = using_db or connections.get("default")
     if conn.capabilities.dialect == "postgres":
-        await conn.execute_query_dict(postgres, [list(column) for column in zip(*rows, strict=True)])
+        await conn.execute_query_dict(postgres, columns(rows))
     elif using_db is not None:
         await using_db.execute_many(query, list(rows))
     else:

@@ -60,7 +60,7 @@ async def _store_sightings(group: list[tuple[str, datetime, datetime]]) -> list[
     earlier in the same group, is not."""
     first = {key: (now, expires_at) for key, now, expires_at in reversed(group)}  # each key's first item
     rows = await connections.get("default").execute_query_dict(
-        _INSERT_PG, [list(first), [v[0] for v in first.values()], [v[1] for v in first.values()]])
+        _INSERT_PG, storage_db.columns([(key, now, expires_at) for key, (now, expires_at) in first.items()]))
     stored = {r["key"] for r in rows}
     out = []
     for key, _, _ in group:

@@ -36,6 +36,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from storage import db as storage_db
 from storage.models import AuditEvent
 
 GENESIS_HASH = "0" * 64  # the prev_hash of event 1
@@ -257,8 +258,7 @@ async def _append(batch: list[AuditEvent | PendingEvent], conn: BaseDBAsyncClien
              e.prev_hash, e.hash) for e in batch]
     if conn.capabilities.dialect == "postgres":
         # the events and the new head in one statement: a round trip fewer per append
-        await conn.execute_query_dict(_APPEND_PG, [*(list(column) for column in zip(*rows, strict=True)),
-                                                   seq, prev_hash, HEAD_ID])
+        await conn.execute_query_dict(_APPEND_PG, [*storage_db.columns(rows), seq, prev_hash, HEAD_ID])
         return
     await conn.execute_many(_INSERT_SQL, rows)
     await conn.execute_query("UPDATE audit_chain_head SET seq=?, hash=? WHERE id=?", [seq, prev_hash, HEAD_ID])

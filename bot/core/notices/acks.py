@@ -245,22 +245,22 @@ async def _store(new: list[_Pending]) -> None:
         audit_event, "notice.acknowledged", now=p.click.now, actor=p.member.email, notice_id=p.notice.id,
         member_id=p.member.id, platform=p.click.platform, revision=p.notice.ack_revision,
         delivery_id=p.delivery["id"], via=p.delivery["kind"]) for p in new]
-    by_notice: dict[int, set[int]] = {}
-    for p in new:
-        by_notice.setdefault(p.notice.id, set()).add(p.member.id)
     async with in_transaction() as conn:
         if conn.capabilities.dialect == "postgres":
             await _store_and_settle_pg(conn, new)
         else:
             await Acknowledgement.bulk_create([p.ack for p in new], using_db=conn)
+            by_notice: dict[int, set[int]] = {}
+            for p in new:
+                by_notice.setdefault(p.notice.id, set()).add(p.member.id)
             for notice_id, member_ids in by_notice.items():
                 await _settle_copies(conn, notice_id, member_ids)
         await record(events, using_db=conn)
 
 
-# One statement for both (a round trip fewer per group, in the transaction that ends holding the
-# audit chain's head): the acknowledged members' delivered copies are flagged for their in-place
-# update and their reminders' schedule cleared; their reminders not sent yet are cancelled.
+# The acknowledged members' delivered copies are flagged for their in-place update and their
+# reminders' schedule cleared; their reminders not sent yet are cancelled: one statement (a round
+# trip fewer per group, in the transaction that ends holding the audit chain's head).
 _SETTLE_SET = f"""
 UPDATE delivery SET
     update_pending = CASE WHEN status = '{DeliveryStatus.DELIVERED.value}' THEN TRUE ELSE update_pending END,
@@ -289,8 +289,7 @@ async def _store_and_settle_pg(conn: BaseDBAsyncClient, new: list[_Pending]) -> 
     rows = [(a.notice_id, a.member_id, a.delivery_id, a.organisation_id, a.platform,  # type: ignore[attr-defined]
              a.revision, a.acknowledged_at) for a in acks]
     pairs = sorted({(a.notice_id, a.member_id) for a in acks})  # type: ignore[attr-defined]
-    await conn.execute_query_dict(_STORE_AND_SETTLE_PG, [*(list(c) for c in zip(*rows, strict=True)),
-                                                         [n for n, _ in pairs], [m for _, m in pairs]])
+    await conn.execute_query_dict(_STORE_AND_SETTLE_PG, [*storage_db.columns(rows), *storage_db.columns(pairs)])
 
 
 async def copies_of(result: AckResult) -> list[int]:
