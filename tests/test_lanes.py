@@ -698,12 +698,28 @@ async def test_an_update_that_gets_429_pauses_the_lane_and_stays_pending(rig: Ri
     lane = await DeliveryLane.get(platform="slack", workspace_external_id=TEAM)
     assert lane.paused_until >= rig.clock.now() + timedelta(seconds=19)
     assert (await Delivery.get(notice_id=notice_id)).update_pending
-    rig.clock.advance(seconds=21)
-    await rig.herald.outbox.drain()  # an update's retry waits at least a minute
-    rig.clock.advance(seconds=60)
-    await rig.herald.outbox.drain()
+    rig.clock.advance(seconds=19)
+    await rig.herald.outbox.drain()  # not before the Retry-After
+    assert [c.status for c in rig.fake.calls_to("chat.update")] == [429]
+    rig.clock.advance(seconds=2)
+    await rig.herald.outbox.drain()  # ... but then at once, not a minute later as other failures
     assert not (await Delivery.get(notice_id=notice_id)).update_pending
     assert [c.status for c in rig.fake.calls_to("chat.update")] == [429, 200]
+
+
+async def test_an_update_that_fails_otherwise_waits_a_minute(rig: Rig) -> None:
+    notice_id = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    await Delivery.filter(notice_id=notice_id).update(update_pending=True)
+    rig.fake.fail_next("chat.update", status=503)
+    await rig.herald.outbox.drain()
+    rig.clock.advance(seconds=30)
+    await rig.herald.outbox.drain()
+    assert len(rig.fake.calls_to("chat.update")) == 1
+    rig.clock.advance(seconds=31)
+    await rig.herald.outbox.drain()
+    assert not (await Delivery.get(notice_id=notice_id)).update_pending
+    assert [c.status for c in rig.fake.calls_to("chat.update")] == [503, 200]
 
 
 async def test_in_place_updates_keep_within_the_workspaces_update_budget(rig: Rig) -> None:

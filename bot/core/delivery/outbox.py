@@ -354,6 +354,9 @@ class NoticeSource:
                 pending, revision = False, job.notice.revision
             elif outcome.kind is OutcomeKind.DEFERRED:  # not attempted: due again when the pause ends
                 until = now + timedelta(seconds=outcome.retry_after or 1)
+            elif outcome.throttled and outcome.retry_after:  # a 429: due again when the platform said
+                until = now + timedelta(seconds=outcome.retry_after)
+                error = f"update pending: {outcome.reason or 'rate limited'}"
             else:  # keep the intent; try again later
                 until = now + max(UPDATE_RETRY, timedelta(seconds=outcome.retry_after or 0))
                 error = f"update pending: {outcome.reason or 'not attempted'}"
