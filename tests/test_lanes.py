@@ -730,7 +730,7 @@ async def test_in_place_updates_keep_within_the_workspaces_update_budget(rig: Ri
     notice_id = await rig.broadcast()
     outbox = rig.herald.outbox
     await outbox.drain()
-    outbox.update_budgets = LaneBudgets({"slack": 2}, rig.clock)
+    outbox.update_budgets = LaneBudgets({"slack": 2}, rig.clock, margin_seconds=0)
     await Delivery.filter(notice_id=notice_id, status="delivered").update(update_pending=True)
     assert await outbox.drain() == 2
     assert await Delivery.filter(notice_id=notice_id, update_pending=True).count() == 2
@@ -741,6 +741,25 @@ async def test_in_place_updates_keep_within_the_workspaces_update_budget(rig: Ri
     assert await outbox.drain() == 2
     assert await Delivery.filter(notice_id=notice_id, update_pending=True).count() == 0
     assert [c.status for c in rig.fake.calls_to("chat.update")] == [200] * 4
+
+
+def test_an_update_budget_holds_back_a_few_seconds_of_refill() -> None:
+    """A burst claimed at once reaches Slack over the next seconds, while Slack's full bucket does
+    not refill: the lane's bucket holds 6 s of refill less than a minute's worth (45 at 50 a minute)."""
+    from bot.common.clock import ManualClock
+
+    clock = ManualClock()
+    budgets = LaneBudgets({"slack": 50}, clock)
+    lane = ("slack", "T1")
+    assert budgets.take(lane, 100) == 45
+    clock.advance(seconds=1.2)
+    assert budgets.take(lane, 100) == 1
+    clock.advance(seconds=600)
+    assert budgets.take(lane, 100) == 45  # never more than the capacity, however long it rested
+    budgets.give_back(lane, 100)
+    assert budgets.take(lane, 100) == 45
+    assert LaneBudgets({"slack": 2}, clock).take(lane, 5) == 1  # at least one request, at small rates
+    assert LaneBudgets({"teams": 50}, clock).take(lane, 5) == 5  # no budget for the platform: no limit
 
 
 # ---- finding the lanes with due rows (the open-rows index, migration 0011) -------------------
