@@ -206,9 +206,10 @@ class Settings(BaseSettings):
         if scheme == "sqlite":
             return self.database_url
         url = "postgres://" + rest
-        if "maxsize" not in parse_qs(urlsplit(url).query):
-            url += ("&" if urlsplit(url).query else "?") + f"maxsize={self.database_pool_size}"
-        return url
+        query = urlsplit(url).query
+        if "maxsize" in parse_qs(query):
+            return url
+        return url + ("&" if query else "?") + f"maxsize={self.database_pool_size}"
 
     @property
     def slack_enabled(self) -> bool:

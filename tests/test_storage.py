@@ -1,5 +1,10 @@
-import pytest
+import asyncio
+from datetime import timedelta
 
+import pytest
+from tortoise.transactions import in_transaction
+
+from bot.core.replays import first_sighting
 from storage import db as storage_db
 from storage.models import Organisation, SeenRequest
 
@@ -13,8 +18,6 @@ async def test_migrated_database_round_trips_a_row(db: str) -> None:
 async def test_write_rows_writes_every_row_or_none(db: str) -> None:
     """Many rows, all or none, on both databases: on PostgreSQL one statement for every row (its
     columns as arrays), on SQLite one per row in a transaction, or in the caller's."""
-    from tortoise.transactions import in_transaction
-
     sql = "INSERT INTO seen_request (key, seen_at, expires_at) VALUES (?, ?, ?)"
     pg = ("INSERT INTO seen_request (key, seen_at, expires_at) "
           "SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])")
@@ -35,11 +38,6 @@ async def test_write_rows_writes_every_row_or_none(db: str) -> None:
 async def test_concurrent_first_sightings_let_each_request_act_once(db: str) -> None:
     """Requests arriving together are stored together on PostgreSQL (one statement per group): still,
     of several sightings of one key, in one group or across groups, exactly one is the first."""
-    import asyncio
-    from datetime import timedelta
-
-    from bot.core.replays import first_sighting
-
     now = await storage_db.database_now()
     assert await first_sighting("old", now=now, window=timedelta(minutes=5))
     keys = ["old", *(f"k{i}" for i in range(30))] * 3
