@@ -413,6 +413,19 @@ def test_keyword_mode_abstains_out_of_scope(keyword_kb: KnowledgeBase, question:
     assert answer.abstained and answer.entry is None, answer.candidates
 
 
+def test_keyword_mode_checks_the_key_terms_too(keyword_kb: KnowledgeBase) -> None:
+    """Keyword mode answered a question about something else at the summit with the summit's entry
+    (the lexical score only counts the words that match); the key-term check, weighted by the
+    threshold in this mode, turns it down while the summit's own question is still answered."""
+    assert keyword_kb.check_weight == pytest.approx(keyword_kb.threshold, abs=1e-3) and keyword_kb.check_weight > 0
+    declined = keyword_kb.answer("can i bring my cat to the partner summit", role=ANY, tier=ANY)
+    assert declined.abstained and declined.entry is None and declined.key_term_penalty > 0, declined.candidates
+    covered = keyword_kb.answer("when is the next partner summit", role=ANY, tier=ANY)
+    assert covered.entry is not None and covered.entry.id == "regional-events" and covered.key_term_penalty == 0
+    figures = keyword_kb.check_figures
+    assert figures["negatives_declined_after"] > figures["negatives_declined_before"]
+
+
 def test_keyword_mode_threshold_is_calibrated_on_null_questions(keyword_kb: KnowledgeBase, tmp_path: Path) -> None:
     """The same principle as the default mode: about 1 in 20 of the null questions made from the
     knowledge base's own phrasings would still be answered; a different knowledge base gets its own."""

@@ -131,19 +131,24 @@ def choose_weight(positives: Sequence[tuple[float, float]], negatives: Sequence[
                   threshold: float) -> tuple[float, dict[str, float]]:
     """The largest weight that loses at most ``MAX_POSITIVE_LOSS`` more of the positives than no
     check does, and the figures behind it. Items are (retrieval confidence, alien share)."""
-
-    def kept(items: Sequence[tuple[float, float]], weight: float) -> int:
-        return sum(c - weight * s >= threshold for c, s in items)
-
-    base = kept(positives, 0.0)
+    base = _kept(positives, 0.0, threshold)
     chosen = 0.0
     for weight in WEIGHTS:
-        if base - kept(positives, weight) <= MAX_POSITIVE_LOSS * len(positives):
+        if base - _kept(positives, weight, threshold) <= MAX_POSITIVE_LOSS * len(positives):
             chosen = weight
+    return chosen, weight_figures(positives, negatives, threshold, chosen)
+
+
+def weight_figures(positives: Sequence[tuple[float, float]], negatives: Sequence[tuple[float, float]],
+                   threshold: float, weight: float) -> dict[str, float]:
+    """What `weight` does to the calibration's positives and hard negatives, against no check."""
     n_pos, n_neg = max(len(positives), 1), max(len(negatives), 1)
-    figures = {"positives": len(positives), "negatives": len(negatives),
-               "positives_kept_before": round(base / n_pos, 4),
-               "positives_kept_after": round(kept(positives, chosen) / n_pos, 4),
-               "negatives_declined_before": round(1 - kept(negatives, 0.0) / n_neg, 4),
-               "negatives_declined_after": round(1 - kept(negatives, chosen) / n_neg, 4)}
-    return chosen, figures
+    return {"positives": len(positives), "negatives": len(negatives),
+            "positives_kept_before": round(_kept(positives, 0.0, threshold) / n_pos, 4),
+            "positives_kept_after": round(_kept(positives, weight, threshold) / n_pos, 4),
+            "negatives_declined_before": round(1 - _kept(negatives, 0.0, threshold) / n_neg, 4),
+            "negatives_declined_after": round(1 - _kept(negatives, weight, threshold) / n_neg, 4)}
+
+
+def _kept(items: Sequence[tuple[float, float]], weight: float, threshold: float) -> int:
+    return sum(c - weight * s >= threshold for c, s in items)

@@ -37,8 +37,9 @@ the embedding index).
 * **Second stage** (``match_check.py``): the best entry is checked against the question's content
   words; real English words the knowledge base never uses take ``check_weight`` times their share
   off the confidence before it meets the threshold. The weight is calibrated on the knowledge base
-  when it loads (with the embedding model only: in keyword mode the lexical score already is such a
-  coverage measure).
+  when it loads; in keyword mode, where that calibration cannot see what the check costs, it is the
+  threshold itself (``_build_check``). Without it, keyword mode answered near-domain questions the
+  default mode declines ("can i bring my dog to the partner summit": the summit's entry).
 
 The fusion weight, the answer weight, the second-best bonus and BM25's k1/b were chosen by
 leave-one-out cross-validation over the sample knowledge base itself (each title and alternative
@@ -90,7 +91,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from bot.core.onboarding.encoder import shared_encoder
-from bot.core.onboarding.match_check import LIGHT_WORDS, KeyTermCheck, Verdict, choose_weight
+from bot.core.onboarding.match_check import LIGHT_WORDS, KeyTermCheck, Verdict, choose_weight, weight_figures
 
 log = logging.getLogger(__name__)
 
@@ -539,12 +540,15 @@ class KnowledgeBase:
     def _build_check(self) -> None:
         self._index = {e.id: i for i, e in enumerate(self._list)}
         self._check = self.key_term_tables()
-        if self._encoder is None:
-            # Keyword mode: the lexical score already is a coverage measure (a word the knowledge base
-            # never uses counts as its rarest), so the check would count the same evidence twice.
-            self.check_weight, self.check_figures = 0.0, {}
-            return
         positives, negatives = self._check_positives(), self._check_negatives()
+        if self._encoder is None:
+            # Keyword mode: only phrasings whose words the answer also uses are found without their
+            # own phrasings, so the positives cannot show what the check costs (every weight keeps
+            # them). The weight is the threshold: a question whose judged words are all alien needs
+            # twice the confidence of one the knowledge base covers, in the lexical score's own scale.
+            self.check_weight = round(self.threshold, 4)
+            self.check_figures = weight_figures(positives, negatives, self.threshold, self.check_weight)
+            return
         self.check_weight, self.check_figures = choose_weight(positives, negatives, self.threshold)
 
     def _check_positives(self) -> list[tuple[float, float]]:
