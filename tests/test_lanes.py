@@ -202,26 +202,50 @@ async def test_an_outcome_write_that_fails_is_tried_again(rig: Rig, caplog: pyte
     assert "trying again" in caplog.text
 
 
-async def test_a_write_retried_after_a_partial_failure_audits_each_delivery_once(
-        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The outcomes were stored but completing the notice failed: the retry must not store
-    (and audit) them a second time."""
+async def test_notices_are_marked_sent_once_per_turn_not_per_group(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Marking a notice sent is one statement at the end of the lane's turn, after all of its
+    outcomes are recorded, not one per group of outcomes (each held the group's rows in the
+    lane's window for another round trip)."""
     from bot.core.delivery import outbox as outbox_module
 
     notice_id = await rig.broadcast()
     real, calls = outbox_module.complete_sent_notices, []
 
-    async def flaky(now: datetime, ids: set[int]) -> int:
-        calls.append(ids)
-        if len(calls) == 1:
-            raise RuntimeError("connection lost")
+    async def counted(now: datetime, ids: set[int]) -> int:
+        calls.append((ids, await Delivery.filter(notice_id=notice_id, status="delivered").count()))
         return await real(now, ids)
 
-    monkeypatch.setattr(outbox_module, "complete_sent_notices", flaky)
-    rig.herald.outbox._recorders["notices"].retry_pauses = (0.0,)
+    monkeypatch.setattr(outbox_module, "complete_sent_notices", counted)
+    replica = _replica(rig, delivery_lane_inflight=1)  # a group of outcomes per copy
+    sizes = _record_sizes(replica)
+    try:
+        await replica.outbox.drain()
+    finally:
+        await replica.close()
+    assert sizes == [1, 1, 1, 1]
+    assert calls == [({notice_id}, 4)]
+    assert (await Notice.get(id=notice_id)).status == "sent"
+
+
+async def test_a_failure_to_mark_a_notice_sent_is_left_to_the_tick(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The outcomes are stored (and audited) once; the notice stays `sending` until the clock's
+    tick, which marks every finished notice sent."""
+    from bot.core.delivery import outbox as outbox_module
+
+    notice_id = await rig.broadcast()
+
+    async def failing(now: datetime, ids: set[int]) -> int:
+        raise RuntimeError("connection lost")
+
+    monkeypatch.setattr(outbox_module, "complete_sent_notices", failing)
     await rig.herald.outbox.drain()
-    assert len(calls) >= 2
     assert await AuditEvent.filter(kind="delivery.delivered", notice_id=notice_id).count() == 4
+    assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 4
+    assert (await Notice.get(id=notice_id)).status == "sending"
+    assert "ending the turn" in caplog.text
+    monkeypatch.undo()
+    assert (await rig.herald.tick())["notices_completed"] == 1
     assert (await Notice.get(id=notice_id)).status == "sent"
 
 

@@ -47,6 +47,9 @@ class LaneSource(Protocol):
     The scheduler calls these only for a lane whose lease this replica holds; `token` identifies
     the holder (write it to your rows' claim column so a stale holder's late writes are refused,
     and so the rows can be found again on takeover).
+
+    A source may also have `async def turn_ended(token)`: called once the turn `token` is over and
+    all of its outcomes are recorded (the notices mark themselves sent there).
     """
 
     name: str  # short, unique among the sources ("notices", "messages")

@@ -173,9 +173,17 @@ class NoticeSource:
         # acknowledgement's update otherwise cost an empty claim of sends as well.
         self._due_sends: set[Lane] | None = None
         self._due_updates: set[Lane] | None = None
+        self._sent_in_turn: dict[str, set[int]] = {}  # claim token -> notices with copies recorded in it
 
-    def turn_ended(self, token: str) -> None:
+    async def turn_ended(self, token: str) -> None:
+        """Mark sent the notices of this turn's copies that have none left to send, once per turn
+        rather than after every group of outcomes (a statement and a round trip each, while the
+        group's rows still held the lane's window). A replica that dies before this leaves them to
+        the clock's tick, which completes every notice."""
         self._updates_looked.pop(token, None)
+        notices = self._sent_in_turn.pop(token, None)
+        if notices:
+            await complete_sent_notices(self.outbox.clock.now(), notices)
 
     # ---- LaneSource -----------------------------------------------------------------------
 
@@ -234,17 +242,15 @@ class NoticeSource:
         return await channel.deliver(row.recipient, job.view, delivery_id=row.id, maybe_sent=row.maybe_sent)
 
     async def record(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
-        """Three writes (outcomes with their audit events, notices completed, in-place updates);
-        safe to call again with the same results after any of them failed: what was stored is
-        skipped, and completing notices is a conditional update."""
-        sends = [(j, o) for j, o in results if not j.update]
+        """Two writes (outcomes with their audit events, in-place updates); safe to call again
+        with the same results after either failed: what was stored is skipped. The notices are
+        marked sent when the turn ends (`turn_ended`)."""
         updates = [(j, o) for j, o in results if j.update and not j.stored]
-        if unstored := [(j, o) for j, o in sends if not j.stored]:
+        if unstored := [(j, o) for j, o in results if not j.update and not j.stored]:
             await self._store(unstored, now)
             for job, _ in unstored:
                 job.stored = True
-        if sends:
-            await complete_sent_notices(now, {j.notice.id for j, _ in sends})
+                self._sent_in_turn.setdefault(job.token, set()).add(job.notice.id)
         if updates:
             await self._store_updates(updates, now)
             for job, _ in updates:
@@ -739,10 +745,7 @@ class Outbox:
         finally:
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
-            for source in self.sources:
-                ended = getattr(source, "turn_ended", None)
-                if ended is not None:
-                    ended(token)
+            await self._end_turn(token)
             self._held.pop(lane, None)
             try:  # while still listed as our worker, so no new turn of ours starts before this ends
                 await self.lanes.release(lane, self.clock.now())
@@ -752,6 +755,18 @@ class Outbox:
                 del self._workers[lane]
             self._wake.set()
         return handled
+
+    async def _end_turn(self, token: str, sources: Iterable[LaneSource] | None = None) -> None:
+        """Tell the sources that have a `turn_ended` hook that the turn `token` is over (all of its
+        outcomes recorded). A failure there is the hook's own: logged, the turn still ends."""
+        for source in self.sources if sources is None else sources:
+            ended = getattr(source, "turn_ended", None)
+            if ended is None:
+                continue
+            try:
+                await ended(token)
+            except Exception:  # noqa: BLE001 - e.g. notices not marked sent: the clock's tick does it
+                log.warning("ending the turn of %s in %s failed", token, source.name, exc_info=True)
 
     def _lane_slot_free(self) -> bool:
         """This replica works fewer lanes than it may: every due lane it could lease has a worker
@@ -897,7 +912,7 @@ class Outbox:
                 await asyncio.gather(*(self._send_one(lane, self.notices, job) for job in jobs))
                 handled += len(jobs)
             finally:
-                self.notices.turn_ended(token)
+                await self._end_turn(token, [self.notices])
                 self._held.pop(lane, None)
                 if self._workers.get(lane) is asyncio.current_task():
                     del self._workers[lane]
