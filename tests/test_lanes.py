@@ -227,6 +227,34 @@ async def test_notices_are_marked_sent_once_per_turn_not_per_group(rig: Rig, mon
     assert (await Notice.get(id=notice_id)).status == "sent"
 
 
+async def test_a_small_notice_is_marked_sent_while_its_lane_goes_on_with_a_big_one(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lane nobody else waits for goes straight on from one turn to the next; a notice whose
+    copies finished in an earlier turn is marked sent then, not when the lane's work runs out."""
+    from bot.core.delivery import outbox as outbox_module
+
+    small = await rig.broadcast()
+    await _add_members(rig, 12)
+    big = await rig.broadcast()
+    real, big_sent_when_small_was = outbox_module.complete_sent_notices, []
+
+    async def watched(now: datetime, ids: set[int]) -> int:
+        changed = await real(now, ids)
+        if not big_sent_when_small_was and (await Notice.get(id=small)).status == "sent":
+            big_sent_when_small_was.append(await Delivery.filter(notice_id=big, status="delivered").count())
+        return changed
+
+    monkeypatch.setattr(outbox_module, "complete_sent_notices", watched)
+    replica = _replica(rig, delivery_batch_size=2, delivery_lane_inflight=1)  # turns of 2 copies, 1 at a time
+    try:
+        await replica.outbox.drain()
+    finally:
+        await replica.close()
+    assert await Delivery.filter(notice_id=big, status="delivered").count() == 16
+    assert big_sent_when_small_was and big_sent_when_small_was[0] < 16
+    assert [n.status for n in await Notice.filter(id__in=[small, big]).order_by("id")] == ["sent", "sent"]
+
+
 async def test_a_failure_to_mark_a_notice_sent_is_left_to_the_tick(
         rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The outcomes are stored (and audited) once; the notice stays `sending` until the clock's

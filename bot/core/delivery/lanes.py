@@ -48,8 +48,10 @@ class LaneSource(Protocol):
     the holder (write it to your rows' claim column so a stale holder's late writes are refused,
     and so the rows can be found again on takeover).
 
-    A source may also have `async def turn_ended(token)`: called once the turn `token` is over and
-    all of its outcomes are recorded (the notices mark themselves sent there).
+    A source may also have `async def turn_ended(token)`, called when a turn of `token` ends: after
+    the last outcomes of the lane's work are recorded, and when a lane nobody waits for goes
+    straight on to a new turn (some sends may still be under way then). The notices mark
+    themselves sent there.
     """
 
     name: str  # short, unique among the sources ("notices", "messages")

@@ -177,9 +177,9 @@ class NoticeSource:
 
     async def turn_ended(self, token: str) -> None:
         """Mark sent the notices of this turn's copies that have none left to send, once per turn
-        rather than after every group of outcomes (a statement and a round trip each, while the
-        group's rows still held the lane's window). A replica that dies before this leaves them to
-        the clock's tick, which completes every notice."""
+        (at most `quantum` items) rather than after every group of outcomes (a statement and a
+        round trip each, while the group's rows still held the lane's window). A replica that dies
+        before this leaves them to the clock's tick, which completes every notice."""
         self._updates_looked.pop(token, None)
         notices = self._sent_in_turn.pop(token, None)
         if notices:
@@ -731,6 +731,7 @@ class Outbox:
                 if turn >= quantum and self._lane_slot_free():
                     turn = 0  # no lane can be waiting for our slot: a new turn without a pause
                     drained.clear()
+                    await self._end_turn(token)  # e.g. a small notice finished here is marked sent now
                 if room > 0 and (not inflight or room * 2 >= cap) and turn < quantum and self._may_claim(lane) \
                         and len(drained) < len(self.sources):
                     items = await self._claim_in_turn(lane, min(room, quantum - turn), token, drained)
