@@ -19,7 +19,7 @@ from bot.core.delivery.lanes import LaneBudgets, PriorityGate, lanes_with_due_ro
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.service import Herald
 from storage import db as storage_db
-from storage.models import AuditEvent, Delivery, DeliveryLane, Member, Notice, Organisation, PlatformAccount
+from storage.models import AuditEvent, Delivery, DeliveryLane, Member, Notice, Organisation
 from tests.conftest import POSTGRES_ONLY
 from storage.wakeups import PgWakeups
 from tests.fakes.rate_limits import ManualMonotonic, Rate
@@ -203,26 +203,19 @@ async def test_an_outcome_write_that_fails_is_tried_again(rig: Rig, caplog: pyte
 
 
 async def test_notices_are_marked_sent_once_per_turn_not_per_group(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Marking a notice sent, and keeping the DM channels learned from first messages, is one
-    statement each at the end of the lane's turn, after all of its outcomes are recorded, not one
-    per group of outcomes (each held the group's rows in the lane's window for another round trip)."""
+    """Marking a notice sent is one statement at the end of the lane's turn, after all of its
+    outcomes are recorded, not one per group of outcomes (each held the group's rows in the
+    lane's window for another round trip)."""
     from bot.core.delivery import outbox as outbox_module
 
     notice_id = await rig.broadcast()
     real, calls = outbox_module.complete_sent_notices, []
-    real_write, dm_writes = storage_db.write_rows, []
 
     async def counted(now: datetime, ids: set[int]) -> int:
         calls.append((ids, await Delivery.filter(notice_id=notice_id, status="delivered").count()))
         return await real(now, ids)
 
-    async def write_rows(query: str, rows: Any, **kwargs: Any) -> None:
-        if query == outbox_module._DM_CACHE_SQL:
-            dm_writes.append(sorted(channel for channel, *_ in rows))
-        await real_write(query, rows, **kwargs)
-
     monkeypatch.setattr(outbox_module, "complete_sent_notices", counted)
-    monkeypatch.setattr(storage_db, "write_rows", write_rows)
     replica = _replica(rig, delivery_lane_inflight=1)  # a group of outcomes per copy
     sizes = _record_sizes(replica)
     try:
@@ -232,9 +225,6 @@ async def test_notices_are_marked_sent_once_per_turn_not_per_group(rig: Rig, mon
     assert sizes == [1, 1, 1, 1]
     assert calls == [({notice_id}, 4)]
     assert (await Notice.get(id=notice_id)).status == "sent"
-    users = ["UANNA", "UBO", "UCY", "UDI"]
-    assert dm_writes == [[f"D{u}" for u in users]]
-    assert {a.user_id: a.dm_channel for a in await PlatformAccount.filter(user_id__in=users)} == {u: f"D{u}" for u in users}
 
 
 async def test_a_small_notice_is_marked_sent_while_its_lane_goes_on_with_a_big_one(

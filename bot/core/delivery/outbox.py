@@ -174,27 +174,16 @@ class NoticeSource:
         self._due_sends: set[Lane] | None = None
         self._due_updates: set[Lane] | None = None
         self._sent_in_turn: dict[str, set[int]] = {}  # claim token -> notices with copies recorded in it
-        self._learned_in_turn: dict[str, dict[int, str]] = {}  # claim token -> account id -> its DM channel
 
     async def turn_ended(self, token: str) -> None:
-        """Mark sent the notices of this turn's copies that have none left to send, and keep the
-        DM channels the platform returned for members messaged for the first time, once per turn
-        (at most `quantum` items) rather than with every group of outcomes (a statement and a
+        """Mark sent the notices of this turn's copies that have none left to send, once per turn
+        (at most `quantum` items) rather than after every group of outcomes (a statement and a
         round trip each, while the group's rows still held the lane's window). A replica that dies
-        before this leaves the notices to the clock's tick, which completes every notice; the DM
-        channels are learned again from the next message (Slack posts to the user id, Teams'
-        conversation create returns the existing 1:1 conversation)."""
+        before this leaves them to the clock's tick, which completes every notice."""
         self._updates_looked.pop(token, None)
         notices = self._sent_in_turn.pop(token, None)
-        learned = self._learned_in_turn.pop(token, None)
-        now = self.outbox.clock.now()
-        try:
-            if notices:
-                await complete_sent_notices(now, notices)
-        finally:
-            if learned:
-                await storage_db.write_rows(_DM_CACHE_SQL, [(c, now, a) for a, c in sorted(learned.items())],
-                                            postgres=_DM_CACHE_PG)
+        if notices:
+            await complete_sent_notices(self.outbox.clock.now(), notices)
 
     # ---- LaneSource -----------------------------------------------------------------------
 
@@ -339,13 +328,13 @@ class NoticeSource:
     # ---- recording ------------------------------------------------------------------------
 
     async def _store(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
-        """The group's outcomes and their audit events, in one transaction (the DM channels learned
-        are kept at the turn's end: `turn_ended`)."""
-        rows, events = [], []
+        rows, events, dm_cache = [], [], {}
         counted: Counter[tuple[str, str, str]] = Counter()  # for the metrics, once per group
         first_reminders = self._first_reminders({j.notice.id: j.notice for j, _ in results}, now)
         for job, outcome in results:
             row = job.row
+            if outcome.dm_channel and row.account_id is not None:
+                dm_cache[row.account_id] = outcome.dm_channel
             result = self._result(row, outcome, now, job.notice, first_reminders)
             counted[(row.platform, result.status, outcome.kind.value)] += 1
             rows.append((result.status, result.attempts, result.next_attempt_at, result.channel_id,
@@ -356,10 +345,9 @@ class NoticeSource:
                 events.append(event)
         async with in_transaction() as conn:
             await storage_db.write_rows(_STORE_SQL, rows, postgres=_STORE_PG, using_db=conn)
+            await storage_db.write_rows(_DM_CACHE_SQL, [(c, now, a) for a, c in dm_cache.items()],
+                                        postgres=_DM_CACHE_PG, using_db=conn)
             await record(events, using_db=conn)
-        for job, outcome in results:
-            if outcome.dm_channel and job.row.account_id is not None:
-                self._learned_in_turn.setdefault(job.token, {})[job.row.account_id] = outcome.dm_channel
         for (platform, status, reported), count in counted.items():
             metrics.delivery_recorded(platform, status, reported, count)
 
