@@ -758,8 +758,10 @@ class Outbox:
         return handled
 
     async def _end_turn(self, token: str, sources: Iterable[LaneSource] | None = None) -> None:
-        """Tell the sources that have a `turn_ended` hook that the turn `token` is over (all of its
-        outcomes recorded). A failure there is the hook's own: logged, the turn still ends."""
+        """Tell the sources that have a `turn_ended` hook that a turn of `token` is over (at the
+        lane's end all of its outcomes are recorded; when the lane goes straight on to a new turn
+        some sends may still be under way). A failure there is the hook's own: logged, the turn
+        still ends."""
         for source in self.sources if sources is None else sources:
             ended = getattr(source, "turn_ended", None)
             if ended is None:
