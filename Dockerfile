@@ -15,9 +15,10 @@ RUN pip install --no-cache-dir /src \
 RUN install -d -o herald -g herald /data
 WORKDIR /data
 USER herald
-# The shipped knowledge base's vectors, computed now (about 40 s of CPU) into HERALD_CACHE_DIR
-# (/data/herald-cache): a new volume starts with them, so the first start loads them (about 3 s)
-# instead of building them. A mounted knowledge base of your own is built on its first start.
+# The knowledge base's vectors: the sample's ship with it (config/kb/vectors), so this finds them;
+# a knowledge base of your own copied into the image is built now (about 40 s of CPU) into
+# HERALD_CACHE_DIR (/data/herald-cache), so a new volume starts with them. One mounted at run time
+# is built on its first start.
 RUN herald qa build-index
 VOLUME /data
 

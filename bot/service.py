@@ -226,15 +226,17 @@ class Herald:
         kb_dir, store = self.settings.kb_dir, self.settings.cache_dir / "vectors"
         overlay = self._overlay or []
         started = time.monotonic()
-        how = "from stored vectors"
         try:
-            if not await asyncio.to_thread(index.vectors_ready, kb_dir, store, overlay):
+            ready = await asyncio.to_thread(index.ready_store, kb_dir, store, overlay)
+            if ready is None:
                 overlay_file = await asyncio.to_thread(index.write_overlay, store, overlay) if overlay else None
                 await self._run_index_child(kb_dir, store, overlay_file)
-                how = "built in a child process"
+                ready, how = store, "built in a child process"
+            else:
+                how = "from stored vectors" if ready == store else "from the vectors shipped with it"
             if self.kb_build_gate is not None:  # tests hold the switch-over here
                 await self.kb_build_gate.wait()
-            kb = await asyncio.to_thread(index.load_semantic, kb_dir, store, overlay)
+            kb = await asyncio.to_thread(index.load_semantic, kb_dir, ready, overlay)
         except asyncio.CancelledError:
             raise
         except RuntimeError as exc:  # the child failed; its last lines say why

@@ -95,6 +95,33 @@ async def test_a_warm_start_loads_the_stored_vectors_without_a_child(
         await stop_harness(slack)
 
 
+async def test_a_first_start_loads_the_vectors_shipped_with_the_knowledge_base(
+        db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The sample knowledge base carries its vectors (issue 16 item 4: a first start must not spend
+    half a minute building them): an empty cache, no child, and the shipped files left as they were."""
+    caplog.set_level(logging.INFO)
+    directory = default_directory()
+    shipped = index.shipped_store(directory)
+    files = {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()}
+    slack = await start_harness(db, extra_settings={"kb_dir": directory, "cache_dir": tmp_path / "cache"})
+    try:
+        kb = await slack.herald.semantic_ready()
+        assert kb.semantic
+        assert "from the vectors shipped with it" in caplog.text
+        assert "building the semantic index in a child" not in caplog.text
+        assert {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()} == files  # read, never written
+        assert not list((tmp_path / "cache").rglob("*.npy"))
+    finally:
+        await stop_harness(slack)
+
+
+def test_the_shipped_vectors_are_those_of_the_shipped_files() -> None:
+    directory = default_directory()
+    assert index.ready_store(directory, Path("/nonexistent")) == index.shipped_store(directory), (
+        "config/kb changed without its vectors: run `.venv/bin/herald qa build-index --ship`")
+    assert len(list(index.shipped_store(directory).glob(f"*{index.MARKER_SUFFIX}"))) == 1  # no stale ones
+
+
 def test_an_edited_knowledge_base_does_not_use_the_vectors_of_the_old_one(edited_kb: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     index._write_marker(index.marker(store, index.fingerprint(edited_kb)))
@@ -149,5 +176,28 @@ def test_the_image_build_leaves_the_vectors_the_first_start_loads(tmp_path: Path
     assert again.returncode == 0 and "already" in again.stdout
 
     lines = [line.strip() for line in (Path(__file__).resolve().parents[1] / "Dockerfile").read_text().splitlines()]
+    assert not index.shipped_store(kb).exists()
     build, volume, user = lines.index("RUN herald qa build-index"), lines.index("VOLUME /data"), lines.index("USER herald")
     assert user < build < volume  # owned by the server's user; written before the volume (else discarded)
+
+
+def test_build_index_ship_stores_the_vectors_with_the_knowledge_base(tmp_path: Path) -> None:
+    """`herald qa build-index --ship` puts them in the knowledge base's own vectors/ (what config/kb
+    carries), replacing those of earlier versions of its files; the plain command then finds them."""
+    kb = tmp_path / "kb"
+    stale = index.shipped_store(kb)
+    stale.mkdir(parents=True)
+    (kb / "faq.yaml").write_text(_SMALL_KB, encoding="utf-8")
+    (stale / "all-mpnet-base-v2-0123456789abcdef0123456789abcdef.npy").write_bytes(b"old")
+    (stale / f"index-0123456789abcdef0123456789abcdef{index.MARKER_SUFFIX}").write_text("old")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env.update(HERALD_KB_DIR=str(kb), HERALD_CACHE_DIR=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "bot.cli", "qa", "build-index"]
+    built = subprocess.run([*command, "--ship"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert index.ready_store(kb, tmp_path / "cache" / "vectors") == stale
+    assert not (stale / "all-mpnet-base-v2-0123456789abcdef0123456789abcdef.npy").exists()
+    assert len(list(stale.glob(f"*{index.MARKER_SUFFIX}"))) == 1
+    assert not (tmp_path / "cache").exists()
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and f"already in {stale}" in again.stdout

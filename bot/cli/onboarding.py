@@ -98,14 +98,20 @@ def qa_reject(proposal_id: int, email: str) -> None:
 @qa.command("build-index", help="Compute the knowledge base's vectors (HERALD_KB_DIR) into HERALD_CACHE_DIR now, "
                                 "as an image build does, so that the first start finds them and does not "
                                 "spend a minute of CPU on them.")
-def qa_build_index() -> None:
+@click.option("--ship", is_flag=True, help="Store them in the knowledge base's own vectors/ directory instead, "
+                                           "to ship with its files (as config/kb does).")
+def qa_build_index(ship: bool) -> None:
     from bot.core.onboarding import index
 
     settings = get_settings()
-    store = settings.cache_dir / "vectors"
-    if index.vectors_ready(settings.kb_dir, store):
-        click.echo(f"the vectors of {settings.kb_dir} are already in {store}")
+    store = index.shipped_store(settings.kb_dir) if ship else settings.cache_dir / "vectors"
+    ready = index.ready_store(settings.kb_dir, store)
+    if ready is not None:
+        click.echo(f"the vectors of {settings.kb_dir} are already in {ready}")
         return
+    if ship:  # the vectors of earlier versions of the files would only weigh down the package
+        for old in [*store.glob("*.npy"), *store.glob(f"index-*{index.MARKER_SUFFIX}")]:
+            old.unlink()
     code = index.main(["--kb-dir", str(settings.kb_dir), "--store", str(store), "--niceness", "0"])
     if code:
         click.echo("herald: could not build the index (see above); the server will build it on start", err=True)

@@ -13,9 +13,11 @@ it while the outbox is delivering, so:
 * the serving process then loads the knowledge base from those stored vectors (the model's
   weights, about 3 s, plus a fraction of a second) and switches over.
 
-A warm start (the marker for this exact knowledge base is there) skips the child. The same command
-can be run ahead of time (e.g. while building a container image) to ship the vectors:
-``python -m bot.core.onboarding.index --kb-dir config/kb --store herald-cache/vectors``. Any change to
+A warm start (the marker for this exact knowledge base is there) skips the child. So does a knowledge
+base that carries its own vectors in a ``vectors/`` directory beside its files (``shipped_store``;
+the sample in ``config/kb`` does, so a first start loads them in about 3 s): they are read from
+there and never written. ``herald qa build-index`` (``--ship``: into the knowledge base's own
+directory) runs the same build ahead of time, e.g. while building a container image. Any change to
 the knowledge base files changes the hash, so stale vectors are never used.
 """
 
@@ -38,7 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Bump when the texts the index embeds change shape (qa.py's _build_semantic / _calibrate).
 INDEX_VERSION = "2"  # 2: the key-term check's hard negatives are embedded too
-_MARKER_SUFFIX = ".ready"
+MARKER_SUFFIX = ".ready"
+SHIPPED_DIRECTORY = "vectors"  # a knowledge base's own vectors, beside its *.yaml files
 
 _LOADED: dict[str, object] = {}  # fingerprint -> KnowledgeBase, semantic ones loaded in this process
 _LOADED_LOCK = threading.Lock()
@@ -57,12 +60,26 @@ def fingerprint(directory: Path, overlay: Sequence[dict[str, Any]] = ()) -> str:
 
 
 def marker(store: Path, print_: str) -> Path:
-    return Path(store) / f"index-{print_}{_MARKER_SUFFIX}"
+    return Path(store) / f"index-{print_}{MARKER_SUFFIX}"
 
 
 def vectors_ready(directory: Path, store: Path, overlay: Sequence[dict[str, Any]] = ()) -> bool:
     """Whether a build already stored every vector this exact knowledge base needs."""
     return marker(store, fingerprint(directory, overlay)).is_file()
+
+
+def shipped_store(directory: Path) -> Path:
+    """Where a knowledge base may carry its own vectors (read-only: builds go to the cache)."""
+    return Path(directory) / SHIPPED_DIRECTORY
+
+
+def ready_store(directory: Path, store: Path, overlay: Sequence[dict[str, Any]] = ()) -> Path | None:
+    """The store holding every vector this exact knowledge base needs: ``store`` (the cache) or the
+    knowledge base's own ``vectors/`` directory; None when they have to be built."""
+    for candidate in (Path(store), shipped_store(directory)):
+        if vectors_ready(directory, candidate, overlay):
+            return candidate
+    return None
 
 
 def already_loaded(directory: Path, overlay: Sequence[dict[str, Any]] = ()):  # noqa: ANN201 - KnowledgeBase | None
@@ -79,7 +96,7 @@ def load_semantic(directory: Path, store: Path | None, overlay: Sequence[dict[st
     print_ = fingerprint(directory, overlay)
     kb = KnowledgeBase.load(directory, semantic=True, vector_store=store, overlay=overlay)
     if kb.semantic:
-        if store is not None:
+        if store is not None and not marker(store, print_).is_file():  # a shipped store stays as it is
             _write_marker(marker(store, print_))
         with _LOADED_LOCK:
             _LOADED[print_] = kb
