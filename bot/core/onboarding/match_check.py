@@ -60,6 +60,40 @@ LIGHT_WORDS = frozenset("""
     instead actually really still already just quite pretty maybe perhaps please also even much many
     more most quick quickly fast again ever anyway basically
 """.split())
+#: function words of the other languages partners write in (German, French, Spanish, Italian,
+#: Portuguese, Dutch; accents dropped as ``qa.words`` drops them): articles, pronouns, prepositions,
+#: conjunctions, auxiliaries and question words. Those that are English function words or common
+#: English words too ("was", "come", "so", "man", "also", "ce") are left out; rarer clashes ("die",
+#: "fur", "de", "un", "en") stay, since one of them never outweighs an English question's own
+#: function words (``foreign``). A question with at least as many of these as English function
+#: words is not judged: many of its words look English to a word list ("demander", "fonds",
+#: "pagan") without being English. Chosen by word class, not from any question set.
+FOREIGN_FUNCTION_WORDS = frozenset("""
+    de un en
+    der die des dem ein eine einen einem einer eines und oder ist sind wird werden wurde kann konnen
+    muss mussen soll ich wir ihr mein meine meinen unser unsere unseren uns sich mich mir nicht kein
+    keine keinen mit fur von vom zu zum zur bei beim uber wie wo wann warum welche welcher welches wer
+    wieviel wieviele gibt haben habe noch auch bitte dass wenn ob
+    le la les une du au aux et est sont suis avons avez peut peuvent puis doit faut je nous vous il
+    elle ils elles mon mes notre nos votre vos leur leurs cette ces qui que quel quelle quels
+    quelles pourquoi quand combien avec pour dans sur chez sans ne pas tres
+    el los las una unos unas pero es soy somos esta estan este hay puedo puede pueden podemos debo
+    debe tengo tiene tenemos yo ella nosotros usted ustedes mis nuestro nuestra nuestros nuestras sus
+    cual cuales quien quienes como cuando donde cuanto cuantos por para con del al mi su lo se muy
+    il gli della delle degli dello nel nella quale quali perche sono siamo posso puo possiamo mio
+    uma umas uns sao sou estao voce meu minha meus nosso nossa sem pelo pela onde qual quais porque
+    het een maar zijn wij jij hij zij mijn onze niet geen voor naar hoe wanneer waar waarom welke wat
+    kunnen moet moeten
+""".split())
+
+
+def foreign(words: Sequence[str], english_function_words: int) -> bool:
+    """Whether a question is in another language: it has at least one of the other languages'
+    function words and no more English ones."""
+    count = sum(w in FOREIGN_FUNCTION_WORDS for w in words)
+    return count > 0 and count >= english_function_words
+
+
 #: the weights tried, smallest first
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 #: at most this share of the held-out positives may be lost to the check (as with the null questions,

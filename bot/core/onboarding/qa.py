@@ -76,6 +76,7 @@ import math
 import random
 import re
 import threading
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -91,7 +92,15 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from bot.core.onboarding.encoder import shared_encoder
-from bot.core.onboarding.match_check import LIGHT_WORDS, KeyTermCheck, Verdict, choose_weight, weight_figures
+from bot.core.onboarding.match_check import (
+    FOREIGN_FUNCTION_WORDS,
+    LIGHT_WORDS,
+    KeyTermCheck,
+    Verdict,
+    choose_weight,
+    foreign,
+    weight_figures,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +131,7 @@ _ENTRY_KEYS = {"id", "title", "topic", "roles", "tiers", "answer", "link", "alt_
                "confidential"}
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{2,8})*$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+_TOKEN = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u2010": "-", "\u2011": "-",
                               "\u2013": "-"})
@@ -208,11 +217,17 @@ def _stem_all(words: Iterable[str]) -> list[str]:
         return _STEMMER.stemWords(list(words))
 
 
+def _fold(text: str) -> str:
+    """Accents dropped ("garantía" -> "garantia", "Gerät" -> "gerat"), as the model's tokenizer does."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).replace("\u00df", "ss")
+
+
 def words(text: str) -> list[str]:
     """Lowercase words: possessives dropped, contractions expanded, hyphenated words split (and
     also kept joined, so "DC-400" meets "dc400")."""
     out: list[str] = []
-    for token in _TOKEN.findall(text.lower().translate(_APOSTROPHES)):
+    for token in _TOKEN.findall(_fold(text.lower().translate(_APOSTROPHES))):
         if token.endswith("'s"):
             token = token[:-2]
         token = token.replace("'", "")
@@ -608,6 +623,8 @@ class KnowledgeBase:
 
     def _verdict(self, ws: Sequence[str], entry: int) -> Verdict:
         content = _content(ws)
+        if foreign(ws, len(ws) - len(content)):  # another language: left to the embedding model
+            return Verdict(0, 0)
         return self._check.verdict(content, entry, function_words=len(ws) - len(content))
 
     # -- scoring -------------------------------------------------------------------------------------
@@ -629,7 +646,8 @@ class KnowledgeBase:
         return False
 
     def _correct(self, word: str) -> str:
-        if len(word) < 4 or not word.isalpha() or word in _STOPWORDS or word in self._kb_words:
+        if (len(word) < 4 or not word.isalpha() or word in _STOPWORDS or word in self._kb_words
+                or word in FOREIGN_FUNCTION_WORDS):  # another language's "welche" is no typo of "which"
             return word
         cached = self._corrections.get(word)
         if cached is None:
