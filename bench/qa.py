@@ -21,7 +21,8 @@ Prints one JSON object on stdout:
   expected entry (not counted in ``top1_accuracy``); ``top1_or_runner_up``: the share of
   answerable questions answered right or offered the right runner-up;
 * ``asked``: abstentions that offer the best entry as "Did you mean" because only the key-term
-  check turned it down (``right_entry``: it was the expected one, also counted in ``rescued``;
+  check turned it down, or because the question is in another language and scored above the
+  calibrated floor (``right_entry``: it was the expected one, also counted in ``rescued``;
   ``on_null_questions``: an out-of-scope question was shown a guess as a question);
 * ``p50_ms``/``p95_ms``: answer latency per question (after load; each question asked 5 times);
 * ``load_s`` and ``threshold`` for context; ``model``, ``rss_mb`` (the process's resident memory

@@ -505,6 +505,30 @@ def test_questions_in_other_languages_are_left_to_the_embedding_model(kb: Knowle
     assert not match_check.foreign(english, len(english) - len(qa._content(english)))
 
 
+def test_a_question_in_another_language_that_scores_low_is_asked_about_not_dropped(kb: KnowledgeBase) -> None:
+    """Another language scores lower against an English knowledge base: between the calibrated floor
+    (three in four unrelated questions score lower) and the threshold, the best entry is offered."""
+    assert 0 < kb.ask_floor < kb.threshold
+    answer = ask(kb, "Wie schnell antwortet der technische Support?")
+    assert answer.abstained and answer.other_language and kb.ask_floor <= answer.score < kb.threshold
+    assert answer.runner_up is not None and answer.runner_up.id == "support-sla"
+    unrelated = ask(kb, "Wie viele Urlaubstage habe ich noch in diesem Jahr?")
+    assert unrelated.abstained and unrelated.other_language and unrelated.runner_up is None
+    english = ask(kb, "how many days of holiday do I have left this year")
+    assert not english.other_language and english.runner_up is None
+
+
+def test_the_offer_says_why_it_is_unsure(kb: KnowledgeBase) -> None:
+    from types import SimpleNamespace
+
+    from bot.core.onboarding.assistant import answer_message
+
+    entry = kb.entries["support-sla"]
+    for other, says in ((True, "is in English"), (False, "uses words the partner knowledge base doesn't")):
+        unsure = qa.Answer(entry=None, score=0.3, abstained=True, candidates=[], runner_up=entry, other_language=other)
+        assert says in answer_message(SimpleNamespace(id=7), unsure).lines[0]  # type: ignore[arg-type]
+
+
 def test_accented_words_stay_whole_and_other_languages_function_words_are_no_typos(kb: KnowledgeBase) -> None:
     assert qa.words("¿Cómo devuelvo un producto? Gerät für Schlösser, Straße") == [
         "como", "devuelvo", "un", "producto", "gerat", "fur", "schlosser", "strasse"]

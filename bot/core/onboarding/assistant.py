@@ -28,6 +28,9 @@ NOT_HELPFUL_ACTION = "herald_qa_not_helpful"
 ASK_CAM_ACTION = "herald_qa_ask_cam"
 REPLY_ACTION = "herald_qa_reply"
 DID_YOU_MEAN_ACTION = "herald_qa_did_you_mean"  # value: "<question id>:<entry id>"
+_UNSURE_WORDS = "Your question uses words the partner knowledge base doesn't, so I may not have an answer to it."
+_UNSURE_LANGUAGE = ("The partner knowledge base is in English, so I may not have understood your question "
+                    "well enough to be sure.")
 MAX_QUESTION = 2000
 MAX_REPLY = 2800
 ON_ITS_WAY = ("Your answer is on its way and will be sent to the partner in a moment. If it cannot be "
@@ -89,8 +92,8 @@ def answer_message(question: Question, answer: Answer, *, locale: str = "") -> D
     if answer.entry is None and answer.runner_up is not None:  # not sure: ask instead of guessing
         return DirectMessage(
             title="I'm not sure I have that one",
-            lines=("Your question uses words the partner knowledge base doesn't, so I may not have an answer "
-                   f"to it. If it is about \u201c{answer.runner_up.title.rstrip('?')}\u201d, press the button.",
+            lines=((_UNSURE_LANGUAGE if answer.other_language else _UNSURE_WORDS)
+                   + f" If it is about \u201c{answer.runner_up.title.rstrip('?')}\u201d, press the button.",
                    "Otherwise your channel account manager can help: press Ask my CAM and I'll pass it on."),
             buttons=(Button(_did_you_mean_label(answer.runner_up.title), DID_YOU_MEAN_ACTION,
                             f"{qid}:{answer.runner_up.id}"),

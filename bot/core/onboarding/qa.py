@@ -115,6 +115,11 @@ _MARGIN_WEIGHT = 1.0  # confidence = best + w * (best - runner-up) entry (semant
 _BM25_K1, _BM25_B = 1.2, 0.75
 # --- calibration ------------------------------------------------------------------------------------
 _NULL_PERCENTILE = 95.0  # threshold = this percentile of the best score of unrelated questions
+# A question in another language scores lower against an English knowledge base (keywords barely
+# match; the model reads it less well): below the threshold but above this percentile of the null
+# questions (three in four unrelated questions score lower), its best entry is offered as a question
+# ("Did you mean: ...?") instead of a plain "I don't know".
+_ASK_PERCENTILE = 75.0
 _NULL_COUNT = 1000  # null questions to draw: with 300 the threshold moved by +-0.025 from seed to seed
 _NULL_SEED = 20240601  # fixed: the same knowledge base always gets the same threshold
 _COMMON_WORDS = (2000, 12000)  # WordPiece ids of whole words, roughly by frequency
@@ -204,6 +209,7 @@ class Answer:
     for_others: bool = False  # the entry is mainly for other roles/tiers (say so with the answer)
     withheld: KBEntry | None = None  # abstained because the best entry is confidential to others
     key_term_penalty: float = 0.0  # what the second stage took off the retrieval confidence (in ``score``)
+    other_language: bool = False  # the question's function words are another language's (``match_check.foreign``)
 
 
 # ---- text ---------------------------------------------------------------------------------------
@@ -433,7 +439,7 @@ class KnowledgeBase:
         self._build_lexical()
         if self._encoder is not None:
             self._build_semantic()
-        self.threshold = self._calibrate()
+        self.threshold, self.ask_floor = self._calibrate()
         self._build_check()
 
     @classmethod
@@ -532,8 +538,9 @@ class KnowledgeBase:
         return [[w if w in _STOPWORDS else rng.choice(common) for w in templates[k % len(templates)]]
                 for k in range(_NULL_COUNT)]
 
-    def _calibrate(self) -> float:
-        """The threshold: the ``_NULL_PERCENTILE`` of the null questions' confidences, in either mode."""
+    def _calibrate(self) -> tuple[float, float]:
+        """The threshold and the floor for asking about a question in another language: the
+        ``_NULL_PERCENTILE`` and ``_ASK_PERCENTILE`` of the null questions' confidences, in either mode."""
         nulls = self._null_questions()
         if self._encoder is None:
             confidences = [self._confidence(self._fused(q)) for q in nulls]
@@ -541,7 +548,8 @@ class KnowledgeBase:
             vectors = self._encoder.encode_cached([self._for_embedding(" ".join(q)) for q in nulls],
                                                   self._vector_store)
             confidences = [self._confidence(self._fused(q, vector=v)) for q, v in zip(nulls, vectors, strict=True)]
-        return float(np.percentile(confidences, _NULL_PERCENTILE))
+        threshold, floor = np.percentile(confidences, [_NULL_PERCENTILE, _ASK_PERCENTILE])
+        return float(threshold), float(floor)
 
     # -- the second stage: key-term check (match_check.py) -------------------------------------------
 
@@ -729,20 +737,26 @@ class KnowledgeBase:
         penalty = self.key_term_penalty(ws, ranked[0]) if check else 0.0
         confidence -= penalty
         best = self._list[ranked[0]]
+        other = foreign(ws, len(ws) - len(_content(ws)))
         if confidence < self.threshold or confidence <= 0.0:  # <= 0: not one word matched (tiny KBs: threshold 0)
             # retrieval alone would have answered: the question may be new words for a known entry
-            # ("pinged" for notifications) or another object ("bank card"); ask instead of guessing
-            turned_down = penalty > 0 and confidence + penalty >= self.threshold > 0 and not best.withheld_from(role, tier)
+            # ("pinged" for notifications) or another object ("bank card"); ask instead of guessing.
+            # So for a question in another language that scores better than most unrelated ones.
+            turned_down = penalty > 0 and confidence + penalty >= self.threshold > 0
+            unsure = other and confidence >= self.ask_floor > 0
+            ask = (turned_down or unsure) and not best.withheld_from(role, tier)
             return Answer(entry=None, score=confidence, abstained=True, candidates=candidates,
-                          key_term_penalty=penalty, runner_up=best if turned_down else None)
+                          key_term_penalty=penalty, runner_up=best if ask else None, other_language=other)
         if best.withheld_from(role, tier):
-            return Answer(entry=None, score=confidence, abstained=True, candidates=candidates, withheld=best)
+            return Answer(entry=None, score=confidence, abstained=True, candidates=candidates, withheld=best,
+                          other_language=other)
         runner_up = None
         if len(ranked) > 1 and scores[ranked[0]] - scores[ranked[1]] <= _RUNNER_UP_GAP:
             second = self._list[ranked[1]]
             runner_up = None if second.withheld_from(role, tier) else second
         return Answer(entry=best, score=confidence, abstained=False, candidates=candidates,
-                      runner_up=runner_up, for_others=not bool(meant[ranked[0]]), key_term_penalty=penalty)
+                      runner_up=runner_up, for_others=not bool(meant[ranked[0]]), key_term_penalty=penalty,
+                      other_language=other)
 
 
 def default_directory() -> Path:
