@@ -670,8 +670,14 @@ class KnowledgeBase:
         return cached
 
     def query_words(self, question: str) -> list[str]:
-        """The question's words after normalisation and typo correction."""
-        return [self._correct(w) for w in words(question)]
+        """The question's words after normalisation and typo correction. In a question in another
+        language, a word close to one of the knowledge base's is a cognate at best ("incentivos",
+        "certificacion") and a false friend as often ("rezept" is not "reset", "portatil" not
+        "portal"): only a one-letter difference in a word of six letters or more is taken."""
+        ws = words(question)
+        if not foreign(ws, len(ws) - len(_content(ws))):
+            return [self._correct(w) for w in ws]
+        return [c if (c := self._correct(w)) == w or (len(w) >= 6 and OSA.distance(w, c) <= 1) else w for w in ws]
 
     def _lexical(self, ws: Sequence[str], leave_out: Sequence[int] = ()) -> np.ndarray:
         terms = list(dict.fromkeys(_stem_all(_content(ws))))
