@@ -16,7 +16,7 @@ from bot.common import metrics
 from bot.core.notices.views import ACK_ACTION
 from bot.core.onboarding.assistant import ask
 from bot.core.onboarding.qa import KnowledgeBase
-from storage.models import Acknowledgement, AuditChainHead, Delivery, Member
+from storage.models import Acknowledgement, AuditChainHead, Member
 from tests.support import CAM_USER, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
 
 METRICS_TOKEN = "metrics-token-0123456789"

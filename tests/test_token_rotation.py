@@ -20,7 +20,7 @@ from bot.core.notices import sending
 from storage.models import AuditEvent, Delivery, Workspace
 from tests.support import SlackHarness, directory_csv, start_harness, stop_harness
 from tests.test_slack_install import (
-    CLIENT_ID, CLIENT_SECRET, NEW_TEAM, NEW_USER, NEWCO_MEMBER, OAUTH_SETTINGS, SECRET_KEY, _finish, _newco_code,
+    CLIENT_ID, CLIENT_SECRET, NEW_TEAM, NEW_USER, NEWCO_MEMBER, OAUTH_SETTINGS, SECRET_KEY, _finish,
     _start,
 )
 
