@@ -529,6 +529,16 @@ def test_in_another_language_only_near_identical_words_are_read_as_english(kb: K
     assert kb.query_words("how do i reset my pasword")[-1] == "password"  # English typos as before
 
 
+def test_another_languages_function_words_are_no_keywords(kb: KnowledgeBase) -> None:
+    """As English stopwords are dropped, so are "wie", "ich", "einen" in a German question: unknown to
+    the knowledge base, they counted against every entry's keyword score."""
+    import numpy as np
+
+    german = kb._lexical(kb.query_words("Wie registriere ich einen Deal?"))
+    assert np.allclose(german, kb._lexical(["registriere", "deal"]))
+    assert german.max() > 0
+
+
 def test_the_offer_says_why_it_is_unsure(kb: KnowledgeBase) -> None:
     from types import SimpleNamespace
 

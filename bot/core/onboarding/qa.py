@@ -680,7 +680,10 @@ class KnowledgeBase:
         return [c if (c := self._correct(w)) == w or (len(w) >= 6 and OSA.distance(w, c) <= 1) else w for w in ws]
 
     def _lexical(self, ws: Sequence[str], leave_out: Sequence[int] = ()) -> np.ndarray:
-        terms = list(dict.fromkeys(_stem_all(_content(ws))))
+        content = _content(ws)
+        if foreign(ws, len(ws) - len(content)):  # another language's function words are no keywords either
+            content = [w for w in content if w not in FOREIGN_FUNCTION_WORDS]
+        terms = list(dict.fromkeys(_stem_all(content)))
         scores = np.zeros(len(self._list), dtype=np.float32)
         if not terms:
             return scores
