@@ -89,3 +89,35 @@ async def _ask_all(slack) -> None:  # noqa: ANN001
     assert "What does the hardware warranty cover?" in answers["UEVA"] and "only available in English" in answers["UEVA"]
     assert "What does the hardware warranty cover?" in answers["UIAN"] and "only available in English" not in answers["UIAN"]
     assert {q.entry_id for q in await Question.all()} == {"warranty-terms"}
+
+
+@pytest.mark.usefixtures("warm_knowledge_base")
+async def test_a_question_in_another_language_is_answered_in_it_where_the_entry_has_it(db: str) -> None:
+    """Ian's directory locale is en-GB; asked in German, the answer is the entry's German text; asked
+    in Spanish, for which the entry has none, it is the English text, saying so."""
+    slack = await start_harness(db)
+    try:
+        await _seed(slack)
+        answers = []
+        for text in ("Was deckt die Garantie für die Hardware ab?", "¿Qué cubre la garantía del hardware?"):
+            before = slack.fake.call_count("chat.postMessage")
+            event = {"type": "message", "channel_type": "im", "channel": "DUIAN", "user": "UIAN", "text": text,
+                     "ts": f"1700000000.00060{len(answers)}"}
+            assert (await slack.post_signed(event_body(event, TEAM))).status == 200
+            await wait_until(lambda: slack.fake.call_count("chat.postMessage") > before, what="the answer")
+            answers.append(str(slack.fake.calls_to("chat.postMessage")[-1].args["blocks"]))
+        german, spanish = answers
+        assert "Was deckt die Hardware-Garantie ab?" in german and "only available in English" not in german
+        assert "What does the hardware warranty cover?" in spanish and "only available in English" in spanish
+    finally:
+        await stop_harness(slack)
+
+
+def test_the_language_of_a_question_is_told_by_its_function_words() -> None:
+    from bot.core.onboarding.qa import language_of
+
+    assert language_of("Was deckt die Garantie für die Hardware ab?") == "de"
+    assert language_of("Que couvre la garantie du matériel ?") == "fr"
+    assert language_of("¿Qué cubre la garantía del hardware?") == "es"
+    assert language_of("Hoe kan ik een deal registreren?") == "nl"
+    assert language_of("what does the hardware warranty cover") == ""

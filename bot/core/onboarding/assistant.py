@@ -19,7 +19,7 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.onboarding.handoffs import cam_target, queue_handoff, queue_relay
 from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
-from bot.core.onboarding.qa import Answer, KBEntry, KnowledgeBase
+from bot.core.onboarding.qa import Answer, KBEntry, KnowledgeBase, language_of
 from bot.core.ports import Button, Channel, DirectMessage
 from storage.models import Member, PlatformAccount, Question, Staff, StaffRole
 
@@ -70,7 +70,8 @@ async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, ch
                                   abstained=answer.abstained, score=round(answer.score, 4),
                                   withheld=answer.withheld is not None)], using_db=conn)
     metrics.question_answered(answer.abstained)
-    return Asked(question, answer, answer_message(question, answer, locale=member.locale))
+    # a question asked in German is answered in German where the entry has it, whatever the directory says
+    return Asked(question, answer, answer_message(question, answer, locale=answer.language or member.locale))
 
 
 def _entry_id(answer: Answer) -> str:
@@ -169,7 +170,8 @@ async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase,
                                   member_id=question.member.id, question_id=question.id, entry=entry.id,
                                   first_answer=question.entry_id or None)], using_db=conn)
     qid = str(question.id)
-    title, lines = _entry_text(entry, question.member.locale, for_others=not entry.offered_to(role, tier))
+    locale = language_of(question.text) or question.member.locale
+    title, lines = _entry_text(entry, locale, for_others=not entry.offered_to(role, tier))
     return DirectMessage(title=title, lines=lines, buttons=(
         Button("Helpful", HELPFUL_ACTION, qid), Button("Not helpful", NOT_HELPFUL_ACTION, qid),
         Button("Ask my CAM", ASK_CAM_ACTION, qid)))

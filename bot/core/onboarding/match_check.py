@@ -68,23 +68,37 @@ LIGHT_WORDS = frozenset("""
 #: function words (``foreign``). A question with at least as many of these as English function
 #: words is not judged: many of its words look English to a word list ("demander", "fonds",
 #: "pagan") without being English. Chosen by word class, not from any question set.
-FOREIGN_FUNCTION_WORDS = frozenset("""
-    de un en
-    der die des dem ein eine einen einem einer eines und oder ist sind wird werden wurde kann konnen
-    muss mussen soll ich wir ihr mein meine meinen unser unsere unseren uns sich mich mir nicht kein
-    keine keinen mit fur von vom zu zum zur bei beim uber wie wo wann warum welche welcher welches wer
-    wieviel wieviele gibt haben habe noch auch bitte dass wenn ob
-    le la les une du au aux et est sont suis avons avez peut peuvent puis doit faut je nous vous il
-    elle ils elles mon mes notre nos votre vos leur leurs cette ces qui que quel quelle quels
-    quelles pourquoi quand combien avec pour dans sur chez sans ne pas tres
-    el los las una unos unas pero es soy somos esta estan este hay puedo puede pueden podemos debo
-    debe tengo tiene tenemos yo ella nosotros usted ustedes mis nuestro nuestra nuestros nuestras sus
-    cual cuales quien quienes como cuando donde cuanto cuantos por para con del al mi su lo se muy
-    il gli della delle degli dello nel nella quale quali perche sono siamo posso puo possiamo mio
-    uma umas uns sao sou estao voce meu minha meus nosso nossa sem pelo pela onde qual quais porque
-    het een maar zijn wij jij hij zij mijn onze niet geen voor naar hoe wanneer waar waarom welke wat
-    kunnen moet moeten
-""".split())
+FUNCTION_WORDS_BY_LANGUAGE = {language: frozenset(words.split()) for language, words in {
+    "de": """der die des dem ein eine einen einem einer eines und oder ist sind wird werden wurde kann
+             konnen muss mussen soll ich wir ihr mein meine meinen unser unsere unseren uns sich mich mir
+             nicht kein keine keinen mit fur von vom zu zum zur bei beim uber wie wo wann warum welche
+             welcher welches wer wieviel wieviele gibt haben habe noch auch bitte dass wenn ob""",
+    "fr": """de un en le la les une des du au aux et est sont suis avons avez peut peuvent puis doit faut
+             je nous vous il elle ils elles mon mes notre nos votre vos leur leurs cette ces qui que quel
+             quelle quels quelles pourquoi quand combien avec pour dans sur chez sans ne pas tres""",
+    "es": """de un en el la los las le les una unos unas que pero es soy somos esta estan este hay puedo
+             puede pueden podemos debo debe tengo tiene tenemos yo ella nosotros usted ustedes mis nuestro
+             nuestra nuestros nuestras sus cual cuales quien quienes como cuando donde cuanto cuantos por
+             para con del al mi su lo se muy""",
+    "it": """un il la le gli della delle degli dello del nel nella quale quali perche sono siamo posso puo
+             possiamo mio""",
+    "pt": """de que como para uma umas uns sao sou estao voce meu minha meus nosso nossa sem pelo pela
+             onde qual quais porque""",
+    "nl": """de en het een maar zijn wij jij hij zij mijn onze niet geen voor naar hoe wanneer waar waarom
+             welke wat kunnen moet moeten""",
+}.items()}
+FOREIGN_FUNCTION_WORDS = frozenset().union(*FUNCTION_WORDS_BY_LANGUAGE.values())
+
+
+def question_language(words: Sequence[str]) -> str | None:
+    """The language whose function words the question uses most ("de", "fr", ...), or None when
+    it uses none or two languages tie ("la" and "que" are French and Spanish alike)."""
+    counts = Counter({language: sum(w in function for w in words)
+                      for language, function in FUNCTION_WORDS_BY_LANGUAGE.items()})
+    (first, most), *rest = counts.most_common()
+    if not most or (rest and rest[0][1] == most):
+        return None
+    return first
 
 
 def foreign(words: Sequence[str], english_function_words: int) -> bool:

@@ -99,6 +99,7 @@ from bot.core.onboarding.match_check import (
     Verdict,
     choose_weight,
     foreign,
+    question_language,
     weight_figures,
 )
 
@@ -210,6 +211,7 @@ class Answer:
     withheld: KBEntry | None = None  # abstained because the best entry is confidential to others
     key_term_penalty: float = 0.0  # what the second stage took off the retrieval confidence (in ``score``)
     other_language: bool = False  # the question's function words are another language's (``match_check.foreign``)
+    language: str = ""  # which one, when its function words say ("de", "fr", ...; see ``language_of``)
 
 
 # ---- text ---------------------------------------------------------------------------------------
@@ -246,6 +248,13 @@ def words(text: str) -> list[str]:
             expansion = _CONTRACTIONS.get(parts[0])
             out.extend(expansion.split() if expansion else parts)
     return out
+
+
+def language_of(question: str) -> str:
+    """The language a question is written in when it is not English and its function words say
+    which ("de", "fr", "es", "it", "pt", "nl"); "" otherwise."""
+    ws = words(question)
+    return (question_language(ws) or "") if foreign(ws, len(ws) - len(_content(ws))) else ""
 
 
 def _content(ws: Iterable[str]) -> list[str]:
@@ -747,6 +756,7 @@ class KnowledgeBase:
         confidence -= penalty
         best = self._list[ranked[0]]
         other = foreign(ws, len(ws) - len(_content(ws)))
+        language = (question_language(ws) or "") if other else ""
         if confidence < self.threshold or confidence <= 0.0:  # <= 0: not one word matched (tiny KBs: threshold 0)
             # retrieval alone would have answered: the question may be new words for a known entry
             # ("pinged" for notifications) or another object ("bank card"); ask instead of guessing.
@@ -755,17 +765,18 @@ class KnowledgeBase:
             unsure = other and confidence >= self.ask_floor > 0
             ask = (turned_down or unsure) and not best.withheld_from(role, tier)
             return Answer(entry=None, score=confidence, abstained=True, candidates=candidates,
-                          key_term_penalty=penalty, runner_up=best if ask else None, other_language=other)
+                          key_term_penalty=penalty, runner_up=best if ask else None, other_language=other,
+                          language=language)
         if best.withheld_from(role, tier):
             return Answer(entry=None, score=confidence, abstained=True, candidates=candidates, withheld=best,
-                          other_language=other)
+                          other_language=other, language=language)
         runner_up = None
         if len(ranked) > 1 and scores[ranked[0]] - scores[ranked[1]] <= _RUNNER_UP_GAP:
             second = self._list[ranked[1]]
             runner_up = None if second.withheld_from(role, tier) else second
         return Answer(entry=best, score=confidence, abstained=False, candidates=candidates,
                       runner_up=runner_up, for_others=not bool(meant[ranked[0]]), key_term_penalty=penalty,
-                      other_language=other)
+                      other_language=other, language=language)
 
 
 def default_directory() -> Path:
