@@ -253,8 +253,16 @@ def words(text: str) -> list[str]:
 def language_of(question: str) -> str:
     """The language a question is written in when it is not English and its function words say
     which ("de", "fr", "es", "it", "pt", "nl"); "" otherwise."""
-    ws = words(question)
-    return (question_language(ws) or "") if foreign(ws, len(ws) - len(_content(ws))) else ""
+    return _language(words(question))
+
+
+def _other_language(ws: Sequence[str]) -> bool:
+    """The question's function words are another language's more than English (``match_check.foreign``)."""
+    return foreign(ws, len(ws) - len(_content(ws)))
+
+
+def _language(ws: Sequence[str]) -> str:
+    return (question_language(ws) or "") if _other_language(ws) else ""
 
 
 def _content(ws: Iterable[str]) -> list[str]:
@@ -639,9 +647,9 @@ class KnowledgeBase:
         return self.check_weight * self._verdict(ws, entry).share
 
     def _verdict(self, ws: Sequence[str], entry: int) -> Verdict:
-        content = _content(ws)
-        if foreign(ws, len(ws) - len(content)):  # another language: left to the embedding model
+        if _other_language(ws):  # another language: left to the embedding model
             return Verdict(0, 0)
+        content = _content(ws)
         return self._check.verdict(content, entry, function_words=len(ws) - len(content))
 
     # -- scoring -------------------------------------------------------------------------------------
@@ -684,13 +692,13 @@ class KnowledgeBase:
         "certificacion") and a false friend as often ("rezept" is not "reset", "portatil" not
         "portal"): only a one-letter difference in a word of six letters or more is taken."""
         ws = words(question)
-        if not foreign(ws, len(ws) - len(_content(ws))):
+        if not _other_language(ws):
             return [self._correct(w) for w in ws]
         return [c if (c := self._correct(w)) == w or (len(w) >= 6 and OSA.distance(w, c) <= 1) else w for w in ws]
 
     def _lexical(self, ws: Sequence[str], leave_out: Sequence[int] = ()) -> np.ndarray:
         content = _content(ws)
-        if foreign(ws, len(ws) - len(content)):  # another language's function words are no keywords either
+        if _other_language(ws):  # another language's function words are no keywords either
             content = [w for w in content if w not in FOREIGN_FUNCTION_WORDS]
         terms = list(dict.fromkeys(_stem_all(content)))
         scores = np.zeros(len(self._list), dtype=np.float32)
@@ -755,8 +763,7 @@ class KnowledgeBase:
         penalty = self.key_term_penalty(ws, ranked[0]) if check else 0.0
         confidence -= penalty
         best = self._list[ranked[0]]
-        other = foreign(ws, len(ws) - len(_content(ws)))
-        language = (question_language(ws) or "") if other else ""
+        other, language = _other_language(ws), _language(ws)
         if confidence < self.threshold or confidence <= 0.0:  # <= 0: not one word matched (tiny KBs: threshold 0)
             # retrieval alone would have answered: the question may be new words for a known entry
             # ("pinged" for notifications) or another object ("bank card"); ask instead of guessing.
