@@ -598,6 +598,39 @@ def test_a_light_word_is_never_alien() -> None:
     assert check.verdict(["want", "stuff", "someone", "bank", "honeywell", "zwave"], 0) == match_check.Verdict(1, 1)
 
 
+@pytest.mark.parametrize(("question", "verbs"), [
+    ("we keep getting pinged about it", {"keep", "getting", "pinged"}),  # "pinged": only a verb
+    ("can our techs push the new firmware", {"push"}),  # a verb before a determiner
+    ("we do not care about those", {"care"}),  # after "not"
+    ("will it rain in lisbon", {"rain"}),  # after a pronoun
+    ("how do i reset the pin of my bank card", {"reset"}),  # "pin", "bank": after a determiner
+    ("what is the parking situation", set()),  # "parking" after "the": a noun
+    ("do you sell cctv cameras", {"sell"}),
+])
+def test_actions_are_the_words_used_as_verbs(question: str, verbs: set[str]) -> None:
+    ws = qa.words(question)
+    assert match_check.actions(ws) & set(qa._content(ws)) == verbs
+
+
+def test_a_verb_is_never_alien() -> None:
+    """A question is about its object; a verb the knowledge base does not use ("pinged" for
+    notified) is a way of saying, like a light word, and counts as an English function word."""
+    check = match_check.KeyTermCheck([[["notification", "settings"]]], lambda w: w in {"pinged", "bank"},
+                                     qa._stem_all)
+    assert check.verdict(["pinged", "notification"], 0) == match_check.Verdict(1, 2)
+    assert check.verdict(["pinged", "notification"], 0, verbs=frozenset({"pinged"})) == match_check.Verdict(0, 1)
+    assert check.verdict(["bank", "notification"], 0, verbs=frozenset({"pinged"})) == match_check.Verdict(1, 2)
+
+
+def test_an_informal_verb_keeps_the_answer(kb: KnowledgeBase) -> None:
+    """"flashed" and "died" are in no entry; used as verbs they take nothing off the confidence (as
+    alien words they took 0.075, and the question was turned down)."""
+    question = "our techs flashed the controller and it died"
+    answer, unchecked = ask(kb, question), kb.answer(question, role=ANY, tier=ANY, check=False)
+    assert answer.entry is not None and answer.entry.id == "rma-process", answer.candidates
+    assert answer.key_term_penalty == 0.0 and answer.score == unchecked.score
+
+
 def test_choose_weight_keeps_the_positives() -> None:
     positives = [(0.9, 0.0)] * 18 + [(0.52, 0.25), (0.45, 0.5)]
     negatives = [(0.55, 0.5)] * 10

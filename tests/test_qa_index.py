@@ -109,7 +109,8 @@ async def test_a_first_start_loads_the_vectors_shipped_with_the_knowledge_base(
         assert kb.semantic
         assert "from the vectors shipped with it" in caplog.text
         assert "building the semantic index in a child" not in caplog.text
-        assert {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()} == files  # read, never written
+        assert {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()} == files, (  # read, never written
+            "the assistant embedded texts the shipped vectors lack: run `.venv/bin/herald qa build-index --ship`")
         assert not list((tmp_path / "cache").rglob("*.npy"))
     finally:
         await stop_harness(slack)
@@ -201,3 +202,7 @@ def test_build_index_ship_stores_the_vectors_with_the_knowledge_base(tmp_path: P
     assert not (tmp_path / "cache").exists()
     again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and f"already in {stale}" in again.stdout
+    # --ship builds afresh even then: the texts embedded can change with the code, not the files
+    shipped_again = subprocess.run([*command, "--ship"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                                   timeout=300)
+    assert shipped_again.returncode == 0 and f"stored the vectors of {kb} in {stale}" in shipped_again.stdout

@@ -105,11 +105,12 @@ def qa_build_index(ship: bool) -> None:
 
     settings = get_settings()
     store = index.shipped_store(settings.kb_dir) if ship else settings.cache_dir / "vectors"
-    ready = index.ready_store(settings.kb_dir, store)
+    ready = None if ship else index.ready_store(settings.kb_dir, store)
     if ready is not None:
         click.echo(f"the vectors of {settings.kb_dir} are already in {ready}")
         return
-    if ship:  # the vectors of earlier versions of the files would only weigh down the package
+    if ship:  # built afresh: the texts embedded may have changed with the code (the calibration's),
+        # not only with the files; earlier versions' vectors would only weigh down the package
         for old in [*store.glob("*.npy"), *store.glob(f"index-*{index.MARKER_SUFFIX}")]:
             old.unlink()
     code = index.main(["--kb-dir", str(settings.kb_dir), "--store", str(store), "--niceness", "0"])

@@ -16,6 +16,15 @@ what the knowledge base knows of them:
   "stuff"), light verbs ("want", "get", "keep") and degree words ("instead", "quick"). "is there any
   bonus for reps at the moment" asks about bonuses, not moments. A light word the knowledge base
   does not use counts as a function word (evidence that the question is English), never as alien;
+* **an action**: an English word the knowledge base does not use, used as a verb in the question
+  ("we keep getting *pinged*", "can my techs *push* the new software", "we don't *care* about"). A
+  question's object is what it is about; its verbs are more often a new way of saying what the
+  knowledge base's own verbs say (notify, install) than a new subject, and the near-domain
+  questions this stage is for keep the verb and change the object ("reset the PIN of my bank
+  card"). So an action counts like a light word. A word is an action when LemmInflect's lexicon
+  (``actions``) has it only as a verb ("pinged", "arrived"), or as a verb and a noun or adjective
+  with a verb's neighbours: after a pronoun, a modal, an auxiliary, "not" or "to", or before a
+  determiner ("push *the*"); never right after a determiner ("the *parking* situation");
 * **unjudged**: neither English nor in the knowledge base (another language, a product code, a
   name). When these are a large share of the question's words, its English function words
   included (``_MAX_UNJUDGED``), it is probably not in English and the check says nothing: the
@@ -39,6 +48,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+
+from lemminflect import getAllLemmas
 
 #: above this share of unjudged words the question is probably not English: no verdict
 _MAX_UNJUDGED = 1 / 3
@@ -88,6 +99,12 @@ FUNCTION_WORDS_BY_LANGUAGE = {language: frozenset(words.split()) for language, w
              welke wat kunnen moet moeten""",
 }.items()}
 FOREIGN_FUNCTION_WORDS = frozenset().union(*FUNCTION_WORDS_BY_LANGUAGE.values())
+#: a word right after one of these is used as a verb (if it can be one): subject pronouns, modals,
+#: auxiliaries, "not" (contractions are spelled out first) and "to"
+_BEFORE_A_VERB = frozenset("""i we you they he she it can could will would should shall must might do does
+                              did not to""".split())
+#: a word right after one of these is a noun (determiners and possessives); a verb can come before them
+_BEFORE_A_NOUN = frozenset("the a an my our your their his her its this that these those".split())
 
 
 def question_language(words: Sequence[str]) -> str | None:
@@ -99,6 +116,29 @@ def question_language(words: Sequence[str]) -> str | None:
     if not most or (rest and rest[0][1] == most):
         return None
     return first
+
+
+def actions(words: Sequence[str]) -> frozenset[str]:
+    """The question's words that are used as verbs (see the module docstring). ``words`` in the
+    question's order, function words included: the neighbours decide."""
+    found = set()
+    for i, word in enumerate(words):
+        before = words[i - 1] if i else ""
+        if before in _BEFORE_A_NOUN:
+            continue
+        readings = getAllLemmas(word)
+        if "VERB" not in readings:
+            continue
+        only_a_verb = not readings.keys() & {"NOUN", "ADJ", "PROPN"}
+        after = words[i + 1] if i + 1 < len(words) else ""
+        if only_a_verb or before in _BEFORE_A_VERB or after in _BEFORE_A_NOUN:
+            found.add(word)
+    return frozenset(found)
+
+
+def can_be_a_noun(word: str) -> bool:
+    """Whether LemmInflect's lexicon has the word as a noun (hard negatives swap in objects)."""
+    return "NOUN" in getAllLemmas(word)
 
 
 def foreign(words: Sequence[str], english_function_words: int) -> bool:
@@ -143,12 +183,13 @@ class KeyTermCheck:
             self._all.update(counts)
 
     def verdict(self, content_words: Sequence[str], entry: int, held_out: Sequence[Sequence[str]] = (),
-                function_words: int = 0) -> Verdict:
+                function_words: int = 0, verbs: frozenset[str] = frozenset()) -> Verdict:
         """How many of the question's distinct content words are alien to the knowledge base, of
         those judged. ``held_out``: texts of the knowledge base to leave out (their content words),
         for calibration on its own phrasings. ``function_words``: how many English function words
         ("how", "the", "on") the question has; they are evidence that it is in English, so a
-        question with a few names in it ("the admin pin on a honeywell keypad") is still judged."""
+        question with a few names in it ("the admin pin on a honeywell keypad") is still judged.
+        ``verbs``: the question's words used as verbs (``actions``), never alien."""
         distinct = list(dict.fromkeys(w for w in content_words if w.isalpha() and len(w) >= 3))
         stems = self._stem(distinct)
         removed: Counter[str] = Counter()
@@ -159,7 +200,7 @@ class KeyTermCheck:
             in_kb = self._all[stem] - removed[stem] > 0
             if in_kb:
                 judged += 1
-            elif word in LIGHT_WORDS:
+            elif word in LIGHT_WORDS or word in verbs:
                 function_words += 1
             elif self._is_english(word):
                 judged += 1

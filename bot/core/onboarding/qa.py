@@ -97,6 +97,8 @@ from bot.core.onboarding.match_check import (
     LIGHT_WORDS,
     KeyTermCheck,
     Verdict,
+    actions,
+    can_be_a_noun,
     choose_weight,
     foreign,
     question_language,
@@ -608,22 +610,27 @@ class KnowledgeBase:
                 vector = self._doc_vectors[sem[k]] if sem else None
                 fused = self._fused(ws, vector=vector, leave_out=(lex, sem))
                 if int(np.argmax(fused)) == i:
-                    verdict = self._check.verdict(content, i, held_out=own, function_words=len(ws) - len(content))
+                    verdict = self._check.verdict(content, i, held_out=own, function_words=len(ws) - len(content),
+                                                  verbs=actions(ws))
                     out.append((self._confidence(fused), verdict.share))
         return out
 
     def _check_negatives(self) -> list[tuple[float, float]]:
-        """(confidence, alien share) of each phrasing with its most specific word (highest IDF) swapped
-        for a common English word the knowledge base never uses: same shape, an object from
-        outside the vendor's world ("reset my portal password" -> "reset my harbour password")."""
+        """(confidence, alien share) of each phrasing with its most specific word (highest IDF) that
+        is not used as a verb swapped for a common English noun the knowledge base never uses: same
+        shape, an object from outside the vendor's world ("reset my portal password" -> "reset my
+        harbour password")."""
         rng = random.Random(_NULL_SEED + 1)
-        outside = [w for w in english_words().common if not self._check.knows(w) and w not in LIGHT_WORDS]
+        outside = [w for w in english_words().common
+                   if not self._check.knows(w) and w not in LIGHT_WORDS and can_be_a_noun(w)]
         questions = []
         for ws in (words(t) for e in self._list for t in (e.title, *e.alt_questions)):
             content = [w for w in _content(ws) if w.isalpha()]
             if not content:
                 continue
-            target = max(content, key=lambda w: self._idf.get(_stem_all([w])[0], 0.0))
+            verbs = actions(ws)
+            objects = [w for w in content if w not in verbs] or content
+            target = max(objects, key=lambda w: self._idf.get(_stem_all([w])[0], 0.0))
             swap = rng.choice(outside)
             questions.append([swap if w == target else w for w in ws])
         vectors: Sequence[np.ndarray | None] = [None] * len(questions)
@@ -650,7 +657,7 @@ class KnowledgeBase:
         if _other_language(ws):  # another language: left to the embedding model
             return Verdict(0, 0)
         content = _content(ws)
-        return self._check.verdict(content, entry, function_words=len(ws) - len(content))
+        return self._check.verdict(content, entry, function_words=len(ws) - len(content), verbs=actions(ws))
 
     # -- scoring -------------------------------------------------------------------------------------
 
