@@ -9,6 +9,7 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+import yaml
 
 from bot.core.onboarding import match_check, qa
 from bot.core.onboarding.qa import ANY, Answer, KBEntry, KnowledgeBase, KnowledgeBaseError
@@ -653,3 +654,11 @@ def test_bench_counts_asks_apart_from_answers_and_abstentions(kb: KnowledgeBase)
     assert figures["top1_accuracy"] == 0.5 and figures["abstain_recall"] == 1.0
     assert figures["did_you_mean"]["rescued"] == 1 and figures["did_you_mean"]["top1_or_runner_up"] == 1.0
     assert figures["asked"] == {"total": 2, "right_entry": 1, "on_null_questions": 1}
+
+
+@pytest.mark.parametrize("questions", sorted(Path(__file__).parent.glob("qa_*.yaml")), ids=lambda p: p.name)
+def test_every_question_sets_expected_entry_exists(kb: KnowledgeBase, questions: Path) -> None:
+    """bench/qa.py counts a question whose expected entry is misspelt as wrong, silently."""
+    items = yaml.safe_load(questions.read_text(encoding="utf-8"))["questions"]
+    assert items and all(item["q"].strip() for item in items)
+    assert {item["expect"] for item in items} - {None} <= set(kb.entries)
