@@ -16,13 +16,13 @@ what the knowledge base knows of them:
   "stuff"), light verbs ("want", "get", "keep") and degree words ("instead", "quick"). "is there any
   bonus for reps at the moment" asks about bonuses, not moments. A light word the knowledge base
   does not use counts as a function word (evidence that the question is English), never as alien;
-* **an action**: an English word the knowledge base does not use, used as a verb in the question
+* **a verb**: an English word the knowledge base does not use, used as a verb in the question
   ("we keep getting *pinged*", "can my techs *push* the new software", "we don't *care* about"). A
   question's object is what it is about; its verbs are more often a new way of saying what the
   knowledge base's own verbs say (notify, install) than a new subject, and the near-domain
   questions this stage is for keep the verb and change the object ("reset the PIN of my bank
-  card"). So an action counts like a light word. A word is an action when LemmInflect's lexicon
-  (``actions``) has it only as a verb ("pinged", "arrived"), or as a verb and a noun or adjective
+  card"). So such a verb counts like a light word. A word is used as a verb when LemmInflect's lexicon
+  (``used_as_verbs``) has it only as a verb ("pinged", "arrived"), or as a verb and a noun or adjective
   with a verb's neighbours: after a pronoun, a modal, an auxiliary, "not" or "to", or before a
   determiner ("push *the*"); never right after a determiner ("the *parking* situation");
 * **unjudged**: neither English nor in the knowledge base (another language, a product code, a
@@ -118,7 +118,7 @@ def question_language(words: Sequence[str]) -> str | None:
     return first
 
 
-def actions(words: Sequence[str]) -> frozenset[str]:
+def used_as_verbs(words: Sequence[str]) -> frozenset[str]:
     """The question's words that are used as verbs (see the module docstring). ``words`` in the
     question's order, function words included: the neighbours decide."""
     found = set()
@@ -189,7 +189,7 @@ class KeyTermCheck:
         for calibration on its own phrasings. ``function_words``: how many English function words
         ("how", "the", "on") the question has; they are evidence that it is in English, so a
         question with a few names in it ("the admin pin on a honeywell keypad") is still judged.
-        ``verbs``: the question's words used as verbs (``actions``), never alien."""
+        ``verbs``: the question's words used as verbs (``used_as_verbs``), never alien."""
         distinct = list(dict.fromkeys(w for w in content_words if w.isalpha() and len(w) >= 3))
         stems = self._stem(distinct)
         removed: Counter[str] = Counter()

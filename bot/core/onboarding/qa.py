@@ -97,11 +97,11 @@ from bot.core.onboarding.match_check import (
     LIGHT_WORDS,
     KeyTermCheck,
     Verdict,
-    actions,
     can_be_a_noun,
     choose_weight,
     foreign,
     question_language,
+    used_as_verbs,
     weight_figures,
 )
 
@@ -611,7 +611,7 @@ class KnowledgeBase:
                 fused = self._fused(ws, vector=vector, leave_out=(lex, sem))
                 if int(np.argmax(fused)) == i:
                     verdict = self._check.verdict(content, i, held_out=own, function_words=len(ws) - len(content),
-                                                  verbs=actions(ws))
+                                                  verbs=used_as_verbs(ws))
                     out.append((self._confidence(fused), verdict.share))
         return out
 
@@ -628,7 +628,7 @@ class KnowledgeBase:
             content = [w for w in _content(ws) if w.isalpha()]
             if not content:
                 continue
-            verbs = actions(ws)
+            verbs = used_as_verbs(ws)
             objects = [w for w in content if w not in verbs] or content
             target = max(objects, key=lambda w: self._idf.get(_stem_all([w])[0], 0.0))
             swap = rng.choice(outside)
@@ -657,7 +657,7 @@ class KnowledgeBase:
         if _other_language(ws):  # another language: left to the embedding model
             return Verdict(0, 0)
         content = _content(ws)
-        return self._check.verdict(content, entry, function_words=len(ws) - len(content), verbs=actions(ws))
+        return self._check.verdict(content, entry, function_words=len(ws) - len(content), verbs=used_as_verbs(ws))
 
     # -- scoring -------------------------------------------------------------------------------------
 
