@@ -45,6 +45,7 @@ notifications): the calibration is what keeps the second kind's losses bounded.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -126,10 +127,10 @@ def used_as_verbs(words: Sequence[str]) -> frozenset[str]:
         before = words[i - 1] if i else ""
         if before in _BEFORE_A_NOUN:
             continue
-        readings = getAllLemmas(word)
+        readings = _readings(word)
         if "VERB" not in readings:
             continue
-        only_a_verb = not readings.keys() & {"NOUN", "ADJ", "PROPN"}
+        only_a_verb = not readings & {"NOUN", "ADJ", "PROPN"}
         after = words[i + 1] if i + 1 < len(words) else ""
         if only_a_verb or before in _BEFORE_A_VERB or after in _BEFORE_A_NOUN:
             found.add(word)
@@ -138,7 +139,13 @@ def used_as_verbs(words: Sequence[str]) -> frozenset[str]:
 
 def can_be_a_noun(word: str) -> bool:
     """Whether LemmInflect's lexicon has the word as a noun (hard negatives swap in objects)."""
-    return "NOUN" in getAllLemmas(word)
+    return "NOUN" in _readings(word)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _readings(word: str) -> frozenset[str]:
+    """The parts of speech LemmInflect's lexicon has for the word ("VERB", "NOUN", ...)."""
+    return frozenset(getAllLemmas(word))
 
 
 def foreign(words: Sequence[str], english_function_words: int) -> bool:
