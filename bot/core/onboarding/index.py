@@ -39,7 +39,7 @@ from bot.core.onboarding.encoder import MODEL_NAME, MODEL_VARIANT
 log = logging.getLogger(__name__)
 
 #: Bump when the texts the index embeds change shape (qa.py's _build_semantic / _calibrate).
-INDEX_VERSION = "2"  # 2: the key-term check's hard negatives are embedded too
+INDEX_VERSION = "3"  # 2: the key-term check's hard negatives are embedded too; 3: they swap objects for nouns
 MARKER_SUFFIX = ".ready"
 SHIPPED_DIRECTORY = "vectors"  # a knowledge base's own vectors, beside its *.yaml files
 
