@@ -162,6 +162,10 @@ WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 MAX_POSITIVE_LOSS = 0.05
 
 
+#: what the check makes of a question's word (``KeyTermCheck.judge``)
+COVERED, KNOWN, LIGHT, VERB, ALIEN, UNJUDGED = "covered", "known", "light", "verb", "alien", "unjudged"
+
+
 @dataclass(frozen=True)
 class Verdict:
     alien: int
@@ -197,26 +201,37 @@ class KeyTermCheck:
         ("how", "the", "on") the question has; they are evidence that it is in English, so a
         question with a few names in it ("the admin pin on a honeywell keypad") is still judged.
         ``verbs``: the question's words used as verbs (``used_as_verbs``), never alien."""
+        kinds = Counter(kind for _, kind in self.judge(content_words, entry, held_out, verbs))
+        judged = kinds[COVERED] + kinds[KNOWN] + kinds[ALIEN]
+        function_words += kinds[LIGHT] + kinds[VERB]
+        if kinds[UNJUDGED] > _MAX_UNJUDGED * (judged + kinds[UNJUDGED] + function_words):
+            return Verdict(0, 0)
+        return Verdict(kinds[ALIEN], judged)
+
+    def judge(self, content_words: Sequence[str], entry: int, held_out: Sequence[Sequence[str]] = (),
+              verbs: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+        """Each distinct content word (3+ letters) with what the check makes of it: ``COVERED``,
+        ``KNOWN``, ``LIGHT``, ``VERB``, ``ALIEN`` or ``UNJUDGED`` (see the module docstring)."""
         distinct = list(dict.fromkeys(w for w in content_words if w.isalpha() and len(w) >= 3))
-        stems = self._stem(distinct)
         removed: Counter[str] = Counter()
         for text in held_out:
             removed.update(set(self._stem(text)))
-        alien = judged = unjudged = 0
-        for word, stem in zip(distinct, stems, strict=True):
-            in_kb = self._all[stem] - removed[stem] > 0
-            if in_kb:
-                judged += 1
-            elif word in LIGHT_WORDS or word in verbs:
-                function_words += 1
+        out = []
+        for word, stem in zip(distinct, self._stem(distinct), strict=True):
+            if self._entry[entry][stem] - removed[stem] > 0:
+                kind = COVERED
+            elif self._all[stem] - removed[stem] > 0:
+                kind = KNOWN
+            elif word in LIGHT_WORDS:
+                kind = LIGHT
+            elif word in verbs:
+                kind = VERB
             elif self._is_english(word):
-                judged += 1
-                alien += 1
+                kind = ALIEN
             else:
-                unjudged += 1
-        if unjudged > _MAX_UNJUDGED * (judged + unjudged + function_words):
-            return Verdict(0, 0)
-        return Verdict(alien, judged)
+                kind = UNJUDGED
+            out.append((word, kind))
+        return out
 
     def knows(self, word: str) -> bool:
         """Whether the knowledge base uses this word (by stem)."""
