@@ -131,3 +131,24 @@ async def test_healthz_reports_database_reachability(db: str) -> None:
     async with TestClient(TestServer(app)) as client:
         response = await client.get("/healthz")
         assert response.status == 503 and (await response.json())["database"] == "unreachable"
+
+
+def test_cli_qa_ask_says_how_a_question_is_answered_and_why(cli_env: CliRunner, tmp_path) -> None:
+    """`herald qa ask` for whoever writes the knowledge base: the outcome, the confidence against the
+    threshold, and what the key-term check made of each word."""
+    declined = cli_env.invoke(main, ["qa", "ask", "how do I reset the PIN of my bank card", "--json"])
+    assert declined.exit_code == 0, declined.output
+    report = json.loads(declined.output)
+    assert not report["answered"] and report["did_you_mean"] == "portal-password-reset"
+    assert report["confidence"] < report["threshold"] and report["key_term_penalty"] > 0
+    assert report["words"] == {"reset": "covered", "pin": "alien", "bank": "alien", "card": "known"}
+    answered = cli_env.invoke(main, ["qa", "ask", "our techs flashed the controller and it died"])
+    assert answered.exit_code == 0, answered.output
+    assert answered.output.startswith("answer: rma-process (")
+    assert "flashed verb" in answered.output and "the key-term check took 0.000" in answered.output
+    broken = tmp_path / "kb"
+    broken.mkdir()
+    (broken / "faq.yaml").write_text("entries: [{id: x}]\n", encoding="utf-8")
+    bad = cli_env.invoke(main, ["qa", "ask", "anything"], env={"HERALD_KB_DIR": str(broken)})
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert bad.output.strip().splitlines()[-1] == "herald: faq.yaml: entry 1 (x): 'title' is required"

@@ -35,6 +35,92 @@ def qa_unanswered(as_json: bool, limit: int) -> None:
         click.echo(f"{r['asked_at'][:16]}  {r['why']:11}  {r['role']:10}  {r['question']}")
 
 
+@qa.command("ask", help="How the assistant answers a question and why: the entry or the abstention, the "
+                        "confidence against the threshold, what the key-term check made of each word, the "
+                        "closest entries. For whoever writes the knowledge base (HERALD_KB_DIR, with the "
+                        "approved learned items, as the server loads it).")
+@click.argument("question")
+@click.option("--role", default=None, help="the asking member's directory role (default: every entry is for them)")
+@click.option("--tier", default=None, help="the asking member's organisation tier (default: every entry is for them)")
+@click.option("--json", "as_json", is_flag=True)
+def qa_ask(question: str, role: str | None, tier: str | None, as_json: bool) -> None:
+    from bot.core.onboarding.qa import ANY
+
+    kb = _knowledge_base()
+    answer = kb.answer(question, role=role or ANY, tier=tier or ANY)
+    best = answer.entry or answer.withheld or answer.runner_up
+    if best is None and answer.candidates:
+        best = kb.entries[answer.candidates[0][0]]
+    report = {
+        "question": question, "answered": answer.entry is not None,
+        "entry": answer.entry.id if answer.entry else None,
+        "did_you_mean": answer.runner_up.id if answer.runner_up else None,
+        "withheld": answer.withheld.id if answer.withheld else None,
+        "confidence": round(answer.score, 4), "threshold": round(kb.threshold, 4),
+        "key_term_penalty": round(answer.key_term_penalty, 4), "semantic": kb.semantic,
+        "language": answer.language or None,
+        "words": dict(kb.key_term_words(question, best.id)) if best is not None else {},
+        "candidates": [{"entry": entry_id, "score": score} for entry_id, score in answer.candidates],
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for line in _ask_lines(report, kb):
+        click.echo(line)
+
+
+def _ask_lines(report: dict, kb) -> list[str]:  # noqa: ANN001 - qa.KnowledgeBase
+    title = lambda entry_id: kb.entries[entry_id].title  # noqa: E731
+    lines = []
+    offer = report["did_you_mean"] and f"Did you mean: {report['did_you_mean']} ({title(report['did_you_mean'])})?"
+    if report["answered"]:
+        lines.append(f"answer: {report['entry']} ({title(report['entry'])})")
+        if offer:
+            lines.append(f"also offered: {offer}")
+    elif report["withheld"]:
+        lines.append(f"withheld: {report['withheld']} is confidential to other roles or tiers (the CAM is offered)")
+    elif offer:
+        lines.append(f"no answer, asked back: {offer}")
+    else:
+        lines.append("no answer: the member is told so and offered their CAM")
+    relation = ">=" if report["confidence"] >= report["threshold"] else "<"
+    lines.append(f"confidence {report['confidence']:.3f} {relation} threshold {report['threshold']:.3f}; "
+                 f"the key-term check took {report['key_term_penalty']:.3f}"
+                 + ("" if report["semantic"] else " (keyword search only)"))
+    if report["language"]:
+        lines.append(f"language: {report['language']} (the key-term check leaves it alone)")
+    if report["words"]:
+        lines.append("words: " + ", ".join(f"{word} {kind}" for word, kind in report["words"].items()))
+    lines.append("closest: " + ", ".join(f"{c['entry']} {c['score']:.3f}" for c in report["candidates"]))
+    return lines
+
+
+def _knowledge_base():  # noqa: ANN202 - qa.KnowledgeBase
+    """The knowledge base as the server loads it: its files, the approved learned items, and the
+    vectors from the cache or shipped with it (built here, once, if neither has them)."""
+    from bot.core.onboarding import index
+    from bot.core.onboarding.learning import approved_overlay
+    from bot.core.onboarding.qa import KnowledgeBase, KnowledgeBaseError
+
+    settings = get_settings()
+    overlay = run(approved_overlay)
+    try:
+        if not settings.kb_semantic:
+            return KnowledgeBase.load(settings.kb_dir, semantic=False, overlay=overlay)
+        loaded = index.already_loaded(settings.kb_dir, overlay)
+        if loaded is not None:
+            return loaded
+        cache = settings.cache_dir / "vectors"
+        store = index.ready_store(settings.kb_dir, cache, overlay)
+        if store is None:
+            click.echo("building the knowledge base's vectors first (once; `herald qa build-index` does it "
+                       "ahead)", err=True)
+        return index.load_semantic(settings.kb_dir, store or cache, overlay)
+    except KnowledgeBaseError as exc:
+        click.echo(f"herald: {exc}", err=True)
+        sys.exit(1)
+
+
 async def _admin(email: str):  # noqa: ANN202
     from storage.models import Staff
 

@@ -653,6 +653,14 @@ class KnowledgeBase:
             return 0.0
         return self.check_weight * self._verdict(ws, entry).share
 
+    def key_term_words(self, question: str, entry_id: str) -> list[tuple[str, str]]:
+        """What the second stage makes of each of the question's content words against this entry
+        (``KeyTermCheck.judge``); nothing for a question in another language, which it leaves alone."""
+        ws = self.query_words(question)
+        if _other_language(ws):
+            return []
+        return self._check.judge(_content(ws), self._index[entry_id], verbs=used_as_verbs(ws))
+
     def _verdict(self, ws: Sequence[str], entry: int) -> Verdict:
         if _other_language(ws):  # another language: left to the embedding model
             return Verdict(0, 0)
