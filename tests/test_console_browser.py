@@ -352,3 +352,19 @@ def test_the_sandbox_hands_a_question_to_the_cam_and_shows_the_reply(live: LiveC
     assert "DEMO-200" in driver.page_source
     _no_script_errors(driver)
     _shot(driver, "inbox-handoff")
+
+
+def test_the_knowledge_base_page_tries_a_question(live: LiveConsole, driver) -> None:  # noqa: ANN001
+    from selenium.webdriver.common.by import By
+
+    _sign_in(driver, live.sign_in_url(CAM))
+    driver.find_element(By.LINK_TEXT, "Knowledge base").click()
+    _wait(driver, lambda d: _all(d, "#q"), "the knowledge base page")
+    _css(driver, "#q").send_keys("how do I reset the PIN of my bank card")
+    _css(driver, "#try button").click()
+    _wait(driver, lambda d: _all(d, "ul.explanation"), "the explanation")
+    text = _css(driver, "ul.explanation").text
+    assert "threshold" in text and "bank alien" in text, text
+    assert _css(driver, "#q").get_attribute("value") == "how do I reset the PIN of my bank card"
+    _no_script_errors(driver)
+    _shot(driver, "kb-try")

@@ -219,3 +219,19 @@ async def test_console_lists_proposals_and_an_admin_decides_there(console) -> No
     assert (await KBProposal.get(id=proposal.id)).status == "approved"
     (event,) = await AuditEvent.filter(kind="kb.approved")
     assert event.actor == ADMIN and event.data["via"] == "console"
+
+
+async def test_the_knowledge_base_page_tries_a_question_and_says_why(console) -> None:  # noqa: ANN001
+    """A CAM or admin types a question and sees what a partner would get and why (as `herald qa ask`)."""
+    from tests.console_support import CAM
+
+    cam = await console.signed_in(CAM)
+    response, page = await cam.get("/console/kb-proposals?q=how+do+I+reset+the+PIN+of+my+bank+card")
+    assert response.status == 200
+    assert 'value="how do I reset the PIN of my bank card"' in page
+    assert "threshold" in page and "the key-term check took" in page
+    assert "bank alien" in page and "reset covered" in page
+    response, page = await cam.get("/console/kb-proposals?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E+deal")
+    assert response.status == 200 and "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
+    response, page = await cam.get("/console/kb-proposals")
+    assert response.status == 200 and "Try a question" in page and "explanation" not in page

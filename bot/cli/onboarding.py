@@ -46,53 +46,12 @@ def qa_unanswered(as_json: bool, limit: int) -> None:
 def qa_ask(question: str, role: str | None, tier: str | None, as_json: bool) -> None:
     from bot.core.onboarding.qa import ANY
 
-    kb = _knowledge_base()
-    answer = kb.answer(question, role=role or ANY, tier=tier or ANY)
-    best = answer.entry or answer.withheld or answer.runner_up
-    if best is None and answer.candidates:
-        best = kb.entries[answer.candidates[0][0]]
-    report = {
-        "question": question, "answered": answer.entry is not None,
-        "entry": answer.entry.id if answer.entry else None,
-        "did_you_mean": answer.runner_up.id if answer.runner_up else None,
-        "withheld": answer.withheld.id if answer.withheld else None,
-        "confidence": round(answer.score, 4), "threshold": round(kb.threshold, 4),
-        "key_term_penalty": round(answer.key_term_penalty, 4), "semantic": kb.semantic,
-        "language": answer.language or None,
-        "words": dict(kb.key_term_words(question, best.id)) if best is not None else {},
-        "candidates": [{"entry": entry_id, "score": score} for entry_id, score in answer.candidates],
-    }
+    explained = _knowledge_base().explain(question, role=role or ANY, tier=tier or ANY)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(explained.as_dict(), indent=2))
         return
-    for line in _ask_lines(report, kb):
+    for line in explained.summary():
         click.echo(line)
-
-
-def _ask_lines(report: dict, kb) -> list[str]:  # noqa: ANN001 - qa.KnowledgeBase
-    title = lambda entry_id: kb.entries[entry_id].title  # noqa: E731
-    lines = []
-    offer = report["did_you_mean"] and f"Did you mean: {report['did_you_mean']} ({title(report['did_you_mean'])})?"
-    if report["answered"]:
-        lines.append(f"answer: {report['entry']} ({title(report['entry'])})")
-        if offer:
-            lines.append(f"also offered: {offer}")
-    elif report["withheld"]:
-        lines.append(f"withheld: {report['withheld']} is confidential to other roles or tiers (the CAM is offered)")
-    elif offer:
-        lines.append(f"no answer, asked back: {offer}")
-    else:
-        lines.append("no answer: the member is told so and offered their CAM")
-    relation = ">=" if report["confidence"] >= report["threshold"] else "<"
-    lines.append(f"confidence {report['confidence']:.3f} {relation} threshold {report['threshold']:.3f}; "
-                 f"the key-term check took {report['key_term_penalty']:.3f}"
-                 + ("" if report["semantic"] else " (keyword search only)"))
-    if report["language"]:
-        lines.append(f"language: {report['language']} (the key-term check leaves it alone)")
-    if report["words"]:
-        lines.append("words: " + ", ".join(f"{word} {kind}" for word, kind in report["words"].items()))
-    lines.append("closest: " + ", ".join(f"{c['entry']} {c['score']:.3f}" for c in report["candidates"]))
-    return lines
 
 
 def _knowledge_base():  # noqa: ANN202 - qa.KnowledgeBase

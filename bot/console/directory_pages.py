@@ -50,7 +50,9 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
         return current.redirect("/console/questions")
 
     async def proposals_page(current: Page) -> web.StreamResponse:
-        return current.render("kb_proposals.html", proposals=await learning.pending(),
+        question = current.request.query.get("q", "")[:500].strip()
+        tried = (await herald.knowledge_base()).explain(question) if question else None
+        return current.render("kb_proposals.html", proposals=await learning.pending(), tried=tried,
                               may_decide=current.me.role == StaffRole.ADMIN.value)
 
     def decision(approve: bool):  # noqa: ANN202

@@ -216,6 +216,56 @@ class Answer:
     language: str = ""  # which one, when its function words say ("de", "fr", ...; see ``language_of``)
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """Why the assistant answers a question as it does (``herald qa ask``, the console's knowledge
+    base page): the answer, the threshold it met or missed, and what the key-term check made of
+    each word against the best entry (``KeyTermCheck.judge``)."""
+
+    question: str
+    answer: Answer
+    threshold: float
+    semantic: bool
+    judged_against: str | None  # the entry the words were judged against
+    words: list[tuple[str, str]]
+
+    def as_dict(self) -> dict[str, Any]:
+        a = self.answer
+        return {"question": self.question, "answered": a.entry is not None,
+                "entry": a.entry.id if a.entry else None,
+                "did_you_mean": a.runner_up.id if a.runner_up else None,
+                "withheld": a.withheld.id if a.withheld else None,
+                "confidence": round(a.score, 4), "threshold": round(self.threshold, 4),
+                "key_term_penalty": round(a.key_term_penalty, 4), "semantic": self.semantic,
+                "language": a.language or None, "judged_against": self.judged_against,
+                "words": dict(self.words),
+                "candidates": [{"entry": entry_id, "score": score} for entry_id, score in a.candidates]}
+
+    def summary(self) -> list[str]:
+        """The explanation as lines of plain text."""
+        a = self.answer
+        offer = a.runner_up and f"Did you mean: {a.runner_up.id} ({a.runner_up.title})?"
+        if a.entry is not None:
+            lines = [f"answer: {a.entry.id} ({a.entry.title})"] + ([f"also offered: {offer}"] if offer else [])
+        elif a.withheld is not None:
+            lines = [f"withheld: {a.withheld.id} is confidential to other roles or tiers (the CAM is offered)"]
+        elif offer:
+            lines = [f"no answer, asked back: {offer}"]
+        else:
+            lines = ["no answer: the member is told so and offered their CAM"]
+        relation = ">=" if a.score >= self.threshold else "<"
+        lines.append(f"confidence {a.score:.3f} {relation} threshold {self.threshold:.3f}; the key-term check "
+                     f"took {a.key_term_penalty:.3f}" + ("" if self.semantic else " (keyword search only)"))
+        if a.language:
+            lines.append(f"language: {a.language} (the key-term check leaves it alone)")
+        if self.words:
+            lines.append(f"words, against {self.judged_against}: "
+                         + ", ".join(f"{word} {kind}" for word, kind in self.words))
+        if a.candidates:
+            lines.append("closest: " + ", ".join(f"{entry_id} {score:.3f}" for entry_id, score in a.candidates))
+        return lines
+
+
 # ---- text ---------------------------------------------------------------------------------------
 
 _STEMMER = Stemmer.Stemmer("english")
@@ -652,6 +702,15 @@ class KnowledgeBase:
         if not self.check_weight:
             return 0.0
         return self.check_weight * self._verdict(ws, entry).share
+
+    def explain(self, question: str, *, role: str | None = ANY, tier: str | None = ANY) -> Explanation:
+        """``answer`` with the reasons behind it (see ``Explanation``)."""
+        answer = self.answer(question, role=role, tier=tier)
+        best = answer.entry or answer.withheld or answer.runner_up
+        if best is None and answer.candidates:
+            best = self.entries[answer.candidates[0][0]]
+        words_ = self.key_term_words(question, best.id) if best is not None else []
+        return Explanation(question, answer, self.threshold, self.semantic, best.id if best else None, words_)
 
     def key_term_words(self, question: str, entry_id: str) -> list[tuple[str, str]]:
         """What the second stage makes of each of the question's content words against this entry
