@@ -5,6 +5,7 @@ Questions here are written for these tests; none comes from the dev set.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -680,8 +681,10 @@ _FUZZ_WORDS = ["how", "do", "i", "we", "the", "my", "our", "not", "to", "can", "
 def test_fuzz_any_question_is_answered_or_declined(kb: KnowledgeBase, text: str) -> None:
     """Whatever a member types: an answer with its entry or an abstention, a finite score, and the
     check's verbs among the question's own words."""
-    answer = kb.answer(text, role=ANY, tier=ANY)
+    explained = kb.explain(text)
+    answer = explained.answer
     assert math.isfinite(answer.score) and 0.0 <= answer.key_term_penalty <= kb.check_weight
     assert answer.abstained or answer.entry is not None
     ws = qa.words(text)
     assert match_check.used_as_verbs(ws) <= set(ws)
+    assert explained.summary() and json.dumps(explained.as_dict())  # what `herald qa ask` shows
