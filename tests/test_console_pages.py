@@ -21,6 +21,7 @@ from storage.models import (
     Notice,
     NoticeRevision,
     PlatformAccount,
+    Question,
     SandboxMessage,
     Staff,
 )
@@ -356,6 +357,20 @@ async def test_engagement_is_aggregated_per_topic_and_segment(console: ConsoleHa
     response, page = await casey.get("/console/engagement?days=30")
     assert response.status == 200 and "By topic" in page and "30 min" in page and "Onboarding journeys" in page
     assert "Notice figures as of" in page and "not counted yet" not in page
+
+
+async def test_an_unanswered_question_links_to_why(console: ConsoleHarness) -> None:
+    """The engagement page's questions asked without a good answer each link to the knowledge base
+    page's explanation of that question."""
+    member = await Member.filter(active=True).first()
+    await Question.create(member=member, platform="slack", text="Can I bring my dog & cat?", abstained=True,
+                          asked_at=console.clock.now())
+    casey = await console.signed_in(CAM)
+    response, page = await casey.get("/console/engagement?days=30")
+    assert response.status == 200 and "can i bring my dog &amp; cat?" in page
+    assert 'href="/console/kb-proposals?q=can%20i%20bring%20my%20dog%20%26%20cat%3F#try"' in page
+    response, page = await casey.get("/console/kb-proposals?q=can%20i%20bring%20my%20dog%20%26%20cat%3F")
+    assert response.status == 200 and 'value="can i bring my dog &amp; cat?"' in page and "dog alien" in page
 
 
 async def test_engagement_figures_are_worked_out_by_the_clock_when_they_change(console: ConsoleHarness) -> None:
