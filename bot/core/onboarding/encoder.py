@@ -108,7 +108,8 @@ class _SplitFile(io.RawIOBase):
         super().close()
 
 
-def _part_paths() -> list[Path]:
+def part_paths() -> list[Path]:
+    """The model's installed files; FileNotFoundError says which package to install."""
     paths = []
     for distribution, name in zip(_PART_DISTRIBUTIONS, _PART_FILES, strict=True):
         try:
@@ -151,7 +152,7 @@ def check_digest(name: str, data: bytes | bytearray) -> None:
 
 def read_model_files() -> tuple[bytearray, bytearray]:
     """``(model.safetensors, tokenizer.json)`` from the installed packages, checked."""
-    with _SplitFile(_part_paths()) as raw, zipfile.ZipFile(io.BufferedReader(raw, 1 << 20)) as archive:
+    with _SplitFile(part_paths()) as raw, zipfile.ZipFile(io.BufferedReader(raw, 1 << 20)) as archive:
         weights, tokenizer = _read_member(archive, _WEIGHTS_MEMBER), _read_member(archive, _TOKENIZER_MEMBER)
     check_digest(_WEIGHTS_MEMBER, weights)
     check_digest(_TOKENIZER_MEMBER, tokenizer)
