@@ -147,6 +147,11 @@ def test_cli_qa_ask_says_how_a_question_is_answered_and_why(cli_env: CliRunner, 
     assert answered.output.startswith("answer: rma-process (")
     assert "against rma-process: " in answered.output and "flashed verb" in answered.output
     assert "the key-term check took 0.000" in answered.output
+    # the deal-registration entry is tagged for sales: a support partner gets it, told so
+    support = cli_env.invoke(main, ["qa", "ask", "how do I register a deal?", "--role", "support"])
+    assert support.exit_code == 0, support.output
+    assert support.output.startswith("answer: deal-registration-how (How do I register a deal?), saying it is "
+                                     "mainly for other roles or tiers")
     broken = tmp_path / "kb"
     broken.mkdir()
     (broken / "faq.yaml").write_text("entries: [{id: x}]\n", encoding="utf-8")

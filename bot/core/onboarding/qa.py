@@ -234,7 +234,7 @@ class Explanation:
         return {"question": self.question, "answered": a.entry is not None,
                 "entry": a.entry.id if a.entry else None,
                 "did_you_mean": a.runner_up.id if a.runner_up else None,
-                "withheld": a.withheld.id if a.withheld else None,
+                "withheld": a.withheld.id if a.withheld else None, "for_others": a.for_others,
                 "confidence": round(a.score, 4), "threshold": round(self.threshold, 4),
                 "key_term_penalty": round(a.key_term_penalty, 4), "semantic": self.semantic,
                 "language": a.language or None, "judged_against": self.judged_against,
@@ -246,7 +246,9 @@ class Explanation:
         a = self.answer
         offer = a.runner_up and f"Did you mean: {a.runner_up.id} ({a.runner_up.title})?"
         if a.entry is not None:
-            lines = [f"answer: {a.entry.id} ({a.entry.title})"] + ([f"also offered: {offer}"] if offer else [])
+            lines = [f"answer: {a.entry.id} ({a.entry.title})"
+                     + (", saying it is mainly for other roles or tiers" if a.for_others else "")]
+            lines += [f"also offered: {offer}"] if offer else []
         elif a.withheld is not None:
             lines = [f"withheld: {a.withheld.id} is confidential to other roles or tiers (the CAM is offered)"]
         elif offer:
