@@ -708,11 +708,9 @@ class KnowledgeBase:
     def explain(self, question: str, *, role: str | None = ANY, tier: str | None = ANY) -> Explanation:
         """``answer`` with the reasons behind it (see ``Explanation``)."""
         answer = self.answer(question, role=role, tier=tier)
-        best = answer.entry or answer.withheld or answer.runner_up
-        if best is None and answer.candidates:
-            best = self.entries[answer.candidates[0][0]]
-        words_ = self.key_term_words(question, best.id) if best is not None else []
-        return Explanation(question, answer, self.threshold, self.semantic, best.id if best else None, words_)
+        best = answer.candidates[0][0] if answer.candidates else None  # the entry the check judged against
+        words_ = self.key_term_words(question, best) if best is not None else []
+        return Explanation(question, answer, self.threshold, self.semantic, best, words_)
 
     def key_term_words(self, question: str, entry_id: str) -> list[tuple[str, str]]:
         """What the second stage makes of each of the question's content words against this entry
