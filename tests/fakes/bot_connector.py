@@ -38,6 +38,7 @@ from aiohttp import web
 
 from tests.fakes.control import add_connector_routes
 from tests.fakes.rate_limits import Clock, LimitStats, retry_after_seconds
+from tests.fakes.server import LocalServer
 from tests.fakes.teams_limits import TeamsLimiter, TeamsLimits
 
 __all__ = ["BotConnectorCall", "FakeBotConnector", "ROUTES", "TeamsLimits"]
@@ -109,7 +110,7 @@ def _error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-class FakeBotConnector:
+class FakeBotConnector(LocalServer):
     """A fake Bot Connector served over real HTTP on 127.0.0.1 (random free port).
 
     Usage::
@@ -138,14 +139,10 @@ class FakeBotConnector:
         self._expected_token: str | None = None
         self._roster: dict[str, dict[str, str]] = {}  # user id -> {email, name, ...}
         self._activity_counter = 0
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        if self._runner is not None:
-            return
+    def build_app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post("/v3/conversations", self._handle_create)
         app.router.add_post("/v3/conversations/{conversation}/activities", self._handle_send)
@@ -154,30 +151,7 @@ class FakeBotConnector:
         app.router.add_delete("/v3/conversations/{conversation}/activities/{activity}", self._handle_delete)
         app.router.add_get("/v3/conversations/{conversation}/members/{member}", self._handle_member)
         add_connector_routes(app, self)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._bind_port, backlog=4096)
-        await site.start()
-        self._runner = runner
-        self._port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeBotConnector:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeBotConnector is not started")
-        return self._port
+        return app
 
     @property
     def url(self) -> str:

@@ -29,16 +29,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.fakes.server import LocalServer
+
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 
 
 @dataclass
-class FakeEntraID:
+class FakeEntraID(LocalServer):
     apps: dict[str, str] = field(default_factory=dict)  # client id -> secret
     token_requests: list[dict[str, str]] = field(default_factory=list)
-    _runner: web.AppRunner | None = None
     _dir: tempfile.TemporaryDirectory | None = None
-    port: int = 0
 
     def add_app(self, client_id: str, secret: str) -> None:
         self.apps[client_id] = secret
@@ -53,22 +53,20 @@ class FakeEntraID:
         assert self._dir is not None
         return str(Path(self._dir.name) / "cert.pem")
 
-    async def start(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="fake-entra-")
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(*_self_signed(Path(self._dir.name)))
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery)
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        return app
+
+    def ssl_context(self) -> ssl.SSLContext:
+        self._dir = tempfile.TemporaryDirectory(prefix="fake-entra-")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*_self_signed(Path(self._dir.name)))
+        return context
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().stop()
         if self._dir is not None:
             self._dir.cleanup()
 

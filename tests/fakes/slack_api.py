@@ -44,6 +44,7 @@ from tests.fakes.block_kit import block_problems
 from tests.fakes.control import add_slack_routes
 from tests.fakes.rate_limits import Clock, LimitStats, retry_after_seconds
 from tests.fakes.seeding import UserRange
+from tests.fakes.server import LocalServer
 from tests.fakes.slack_limits import SlackLimiter, SlackLimits
 
 __all__ = ["Call", "FakeSlackAPI", "SlackLimits"]
@@ -152,7 +153,7 @@ def _json(data: dict[str, Any], status: int = 200, headers: dict[str, str] | Non
     return web.Response(body=json.dumps(data).encode(), status=status, headers=headers, content_type=_JSON_CT)
 
 
-class FakeSlackAPI:
+class FakeSlackAPI(LocalServer):
     """A fake Slack Web API served over real HTTP on 127.0.0.1 (random free port).
 
     Usage::
@@ -181,9 +182,7 @@ class FakeSlackAPI:
         self._delays: dict[str, float] = {}
         self._ts_counter = 0
         self._view_counter = 0
-        self._runner: web.AppRunner | None = None
         self._host, self._bind_port = host, port
-        self._port: int | None = None
         self.clock = clock
         self._limiter: SlackLimiter | None = None
         self.stats = LimitStats("workspace")
@@ -217,39 +216,14 @@ class FakeSlackAPI:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        if self._runner is not None:
-            return
+    def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/oauth.v2.access", self._handle_oauth_v2_access)  # no bot token
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/response/{key}", self._handle_response_url)
         app.router.add_post("/upload/{file_id}", self._handle_upload)
         add_slack_routes(app, self)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._bind_port, backlog=4096)
-        await site.start()
-        self._runner = runner
-        self._port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeSlackAPI:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeSlackAPI is not started")
-        return self._port
+        return app
 
     @property
     def base(self) -> str:

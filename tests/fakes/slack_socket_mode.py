@@ -28,6 +28,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.server import LocalServer
+
 ACK_TIMEOUT = 10.0  # Slack's is 3 s; the fake is generous so a busy test machine does not flake
 
 
@@ -39,11 +41,9 @@ class Envelope:
     ack: asyncio.Future = field(repr=False)
 
 
-class FakeSocketMode:
+class FakeSocketMode(LocalServer):
     def __init__(self, host: str = "127.0.0.1") -> None:
         self._host = host
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
         self._pending: dict[str, Envelope] = {}
@@ -52,20 +52,15 @@ class FakeSocketMode:
         self.acks: list[dict[str, Any]] = []
         self.connected = asyncio.Event()
 
-    async def start(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/link/", self._link)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        return app
 
     async def stop(self) -> None:
         for ws in list(self._sockets):
             await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().stop()
 
     def new_url(self) -> str:
         """What apps.connections.open answers: a URL with a fresh one-time ticket."""

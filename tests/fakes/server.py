@@ -1,0 +1,53 @@
+"""What the fake platform servers share: an aiohttp application served on a local port."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Self
+
+from aiohttp import web
+
+
+class LocalServer:
+    """Serves `build_app()` on `host` (port 0: a free one) from `start()` until `stop()`; also an
+    async context manager. Subclasses set `_host` and `_bind_port` and build the application."""
+
+    _host: str = "127.0.0.1"
+    _bind_port: int = 0
+    _runner: web.AppRunner | None = None
+    _port: int | None = None
+
+    def build_app(self) -> web.Application:
+        raise NotImplementedError
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context to serve with (None: plain HTTP)."""
+        return None
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._bind_port, backlog=4096, ssl_context=self.ssl_context())
+        await site.start()
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self._port
