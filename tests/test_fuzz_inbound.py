@@ -41,16 +41,15 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.fuzzing import fuzz
 from tests.fakes.slack_signing import event_body, interaction_body, slash_command_body
 from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness
 from tests.test_teams_e2e import TeamsRig, _start, _stop
 
-EXAMPLES = int(os.environ.get("HERALD_FUZZ_EXAMPLES", "25"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = fuzz()
 
 ACTION_IDS = ["herald_send", "herald_cancel", "herald_ack", "herald_remind_now", "herald_open_report",
               "herald_qa_helpful", "herald_qa_not_helpful", "herald_qa_ask_cam", "herald_qa_reply",

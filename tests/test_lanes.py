@@ -6,12 +6,11 @@ Herald services in one process sharing the database, against the fake Slack API.
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.core.directory.importer import import_directory
@@ -24,6 +23,7 @@ from tests.conftest import POSTGRES_ONLY
 from storage.wakeups import PgWakeups
 from tests.fakes.rate_limits import ManualMonotonic, Rate
 from tests.fakes.slack_limits import SlackLimits
+from tests.fuzzing import fuzz
 from bot.core.ports import Outcome, Recipient
 from bot.core.notices.views import NoticeView
 from tests.support import TEAM, Rig, directory_csv, wait_until
@@ -821,8 +821,7 @@ _ROW = st.tuples(st.sampled_from(["slack", "teams", "sandbox"]), st.sampled_from
                  st.integers(min_value=-3, max_value=3), st.integers(min_value=-3, max_value=3))
 
 
-@settings(max_examples=int(os.environ.get("HERALD_FUZZ_EXAMPLES", "25")), deadline=None, derandomize=True,
-          database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz()
 @given(rows=st.lists(_ROW, max_size=40))
 async def test_lanes_with_due_rows_are_exactly_the_lanes_a_full_scan_finds(db: str, rows: list) -> None:
     """The skip scan over the open-rows index agrees with the plain reading of "due": a pending

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from textwrap import dedent
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.core.onboarding import match_check, qa
 from bot.core.onboarding.qa import ANY, Answer, KBEntry, KnowledgeBase, KnowledgeBaseError
+from tests.fuzzing import fuzz
 
 
 @pytest.fixture(scope="module")
@@ -675,8 +675,7 @@ _FUZZ_WORDS = ["how", "do", "i", "we", "the", "my", "our", "not", "to", "can", "
                "<!channel>", "*bold*", "0", "é", "北京"]
 
 
-@settings(max_examples=int(os.environ.get("HERALD_FUZZ_EXAMPLES", "25")) * 4, deadline=None, derandomize=True,
-          database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@fuzz(4)
 @given(text=st.text(max_size=300) | st.lists(st.sampled_from(_FUZZ_WORDS), max_size=25).map(" ".join))
 def test_fuzz_any_question_is_answered_or_declined(kb: KnowledgeBase, text: str) -> None:
     """Whatever a member types: an answer with its entry or an abstention, a finite score, and the
