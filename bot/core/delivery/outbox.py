@@ -734,7 +734,11 @@ class Outbox:
                     await self._end_turn(token)  # e.g. a small notice finished here is marked sent now
                 if room > 0 and (not inflight or room * 2 >= cap) and turn < quantum and self._may_claim(lane) \
                         and len(drained) < len(self.sources):
-                    items = await self._claim_in_turn(lane, min(room, quantum - turn), token, drained)
+                    # With no lane waiting for our slot, the turn's last claim fills the window as the
+                    # others do: cut to the turn's end, it was a claim of a few rows (200 = 3 x 64 + 8),
+                    # a round trip and a wait on their sends and outcomes for almost nothing.
+                    limit = room if self._lane_slot_free() else min(room, quantum - turn)
+                    items = await self._claim_in_turn(lane, limit, token, drained)
                     handled += len(items)
                     turn += len(items)
                     if not items and not inflight and self._may_claim(lane):
