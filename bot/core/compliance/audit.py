@@ -132,10 +132,13 @@ def json_safe(value: Any) -> Any:
     tuples/lists lists, sets sorted lists, Decimal and UUID strings, mapping keys strings;
     -0.0 becomes 0.0, integral floats from 1e16 up become ints, NaN/infinity become strings.
     """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # most values: no subclass checks
+        return value
+    if kind is dict:
+        return _json_safe_mapping(value)
     if isinstance(value, enum.Enum):
         return json_safe(value.value)
-    if value is None or isinstance(value, bool):
-        return value
     if isinstance(value, str):
         return str(value)
     if isinstance(value, int):
@@ -149,14 +152,7 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (Decimal, uuid.UUID)):
         return str(value)
     if isinstance(value, Mapping):
-        result: dict[str, Any] = {}
-        for key, item in value.items():
-            name = json_safe(key) if isinstance(key, enum.Enum) else key
-            name = name if isinstance(name, str) else json.dumps(json_safe(name))
-            if name in result:
-                raise ValueError(f"audit data has two keys that both read {name!r}")
-            result[name] = json_safe(item)
-        return result
+        return _json_safe_mapping(value)
     if isinstance(value, (list, tuple)):
         return [json_safe(item) for item in value]
     if isinstance(value, (set, frozenset)):
@@ -164,6 +160,17 @@ def json_safe(value: Any) -> Any:
         return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
     raise TypeError(f"audit data cannot hold a {type(value).__name__} ({value!r}); "
                     "store an id or a string instead")
+
+
+def _json_safe_mapping(value: Mapping[Any, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        name = json_safe(key) if isinstance(key, enum.Enum) else key
+        name = name if isinstance(name, str) else json.dumps(json_safe(name))
+        if name in result:
+            raise ValueError(f"audit data has two keys that both read {name!r}")
+        result[name] = json_safe(item)
+    return result
 
 
 def _json_float(value: float) -> float | int | str:
