@@ -485,6 +485,30 @@ async def test_a_lane_nobody_waits_for_goes_on_past_its_turn(rig: Rig) -> None:
         await replica.close()
 
 
+async def test_a_lane_going_on_fills_its_window_at_a_turns_end(rig: Rig) -> None:
+    """With no lane waiting for the slot, the last claim of a turn asks for the window's room, as
+    every other claim does, not just for what is left of the turn: a turn of 5 with a window of 4
+    used to end on a claim of 1 (a round trip and a wait on its send and write for one row)."""
+    users = await _add_members(rig, 12)
+    replica = _replica(rig, delivery_max_lanes=4, delivery_batch_size=5, delivery_lane_inflight=4)
+    source = replica.outbox.notices
+    claim = source.claim
+    asked: list[int] = []
+
+    async def counted_claim(lane, limit, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        asked.append(limit)
+        return await claim(lane, limit, *args, **kwargs)
+
+    source.claim = counted_claim  # type: ignore[method-assign]
+    try:
+        await rig.broadcast(audience="org:big")
+        assert await replica.outbox.drain() == 12
+        assert _dm_counts(rig, users) == [1] * 12
+        assert asked and min(asked) >= 2, asked  # at least half the window: the claim rule
+    finally:
+        await replica.close()
+
+
 async def test_a_lane_going_on_past_its_turn_renews_its_lease(rig: Rig) -> None:
     """A lane working longer than its lease renews it before a claim once less than half is left,
     also without the heartbeat task (drain()): here every claim takes 2 s of the injected clock,
