@@ -115,6 +115,10 @@ MALFORMED_SLACK = {
     "pref-without-option": _interaction("block_actions", actions=[{"action_id": "herald_pref_digest"}]),
     "pref-topics-wrong-type": _interaction("block_actions", actions=[
         {"action_id": "herald_pref_topics", "selected_options": "all"}], view={"blocks": "x"}),
+    "link-press-without-value": _interaction("block_actions", actions=[{"action_id": "herald_open_link",
+                                                                          "type": "button"}]),
+    "event-from-a-workspace-not-connected": event_body({"type": "message", "channel_type": "im", "user": "UX",
+                                                        "channel": "DX", "text": "hi"}, "TNOTCONNECTED"),
     "command-without-user": slash_command_body(team_id=TEAM, user_id=None, text="status"),
     "command-without-trigger": slash_command_body(team_id=TEAM, user_id=CAM_USER, text="send", trigger_id=None),
 }
@@ -129,6 +133,21 @@ async def test_a_malformed_signed_slack_body_is_answered_without_a_crash(
     await _listeners_done(http_slack)
     assert reply.status < 500, reply.body
     assert not _errors(caplog), [r.getMessage() for r in _errors(caplog)]
+
+
+async def test_a_request_from_a_workspace_herald_is_not_connected_to_is_one_plain_warning(
+        http_slack: SlackHarness, caplog: pytest.LogCaptureFixture) -> None:
+    """Slack may deliver events after an uninstall: bolt's ERROR about a lost installation becomes a
+    warning that says what happened, with the workspace in the log context."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        reply = await http_slack.post_signed(MALFORMED_SLACK["event-from-a-workspace-not-connected"])
+        await _listeners_done(http_slack)
+    assert reply.status < 500
+    assert not _errors(caplog), [r.getMessage() for r in _errors(caplog)]
+    refused = [r for r in caplog.records if "not connected to" in r.getMessage()]
+    assert [r.levelno for r in refused] == [logging.WARNING]
+    assert "from workspace TNOTCONNECTED, which Herald is not connected to" in refused[0].getMessage()
 
 
 async def _listeners_done(h: SlackHarness) -> None:

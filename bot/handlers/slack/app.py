@@ -18,13 +18,44 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.common.logs import bind_context
+from bot.common.logs import bind_context, current_context, reset_context
 from bot.common.errors import UserError
 from bot.core.replays import SLACK_WINDOW, first_sighting, request_key
 from bot.handlers.slack import actions, commands, events, messages, shape, views
 from bot.service import Herald
 
 log = logging.getLogger(__name__)
+
+
+class _NotConnected(logging.Filter):
+    """Bolt logs an ERROR ("Although the app should be installed into this workspace...") when
+    `authorize` finds no token for a request's workspace. For Herald that is a workspace it is not
+    connected to: Slack may still deliver a few events after an uninstall or a revocation, and a
+    button pressed in an old message of a disconnected workspace says so to the person. A warning
+    that says what happened, not an error that suggests a lost installation."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith("Although the app should be installed"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = ("refused a Slack request from workspace %s, which Herald is not connected to (uninstalled, "
+                          "tokens revoked or never connected; `herald workspaces list` shows the connected ones)")
+            record.args = (current_context().get("workspace") or "(unknown)",)
+        return True
+
+
+def _quiet_not_connected() -> None:
+    bolt = logging.getLogger("slack_bolt.AsyncMultiTeamsAuthorization")  # bolt's logger for `authorize`
+    if not any(isinstance(f, _NotConnected) for f in bolt.filters):
+        bolt.addFilter(_NotConnected())
+
+
+def _team_of(payload: dict[str, Any]) -> str:
+    """The workspace a (shape-checked) Slack request comes from, for the log context."""
+    team = payload.get("team")
+    if isinstance(team, dict) and isinstance(team.get("id"), str):
+        return team["id"]
+    team_id = payload.get("team_id")
+    return team_id if isinstance(team_id, str) else ""
 
 
 def build_slack_app(herald: Herald) -> AsyncApp:
@@ -44,6 +75,7 @@ def build_slack_app(herald: Herald) -> AsyncApp:
         process_before_response=False,
         user_facing_authorize_error_message="Herald is not connected to this Slack workspace yet.",
     )
+    _quiet_not_connected()
     @app.middleware
     async def with_log_context(context: AsyncBoltContext, next: Callable[[], Awaitable[Any]]) -> Any:  # noqa: A002
         """Every record logged while handling this request (and by the listeners it starts) names
@@ -86,7 +118,7 @@ def slack_route(app: AsyncApp, herald: Herald):  # noqa: ANN201 - an aiohttp han
             log.warning("refused a Slack request with a bad or stale signature")
             return web.json_response({"error": "invalid request"}, status=401)
         try:
-            shape.parse(text, request.content_type)
+            payload = shape.parse(text, request.content_type)
         except shape.Malformed as exc:
             log.warning("refused a signed Slack request Herald cannot read: %s", exc)
             return web.json_response({"error": f"Herald cannot read this request ({exc})"}, status=400)
@@ -95,5 +127,9 @@ def slack_route(app: AsyncApp, herald: Herald):  # noqa: ANN201 - an aiohttp han
             log.warning("ignored a replayed Slack request (signed at %s)", timestamp)
             return web.Response(status=200)
         bolt_request = AsyncBoltRequest(body=text, query=request.query_string, headers=request.headers)
-        return await to_aiohttp_response(await app.async_dispatch(bolt_request))
+        context = bind_context(platform="slack", workspace=_team_of(payload))  # bolt's own records name it too
+        try:  # the listeners bolt starts keep it (a task copies the context it is started in)
+            return await to_aiohttp_response(await app.async_dispatch(bolt_request))
+        finally:
+            reset_context(context)
     return handle

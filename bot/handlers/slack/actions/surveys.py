@@ -64,5 +64,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
         try:
             await record_press(record_id(body["actions"][0].get("value")), LINK, platform=Platform.SLACK.value,
                                workspace_id=body["team"]["id"], user_id=body["user"]["id"], now=herald.clock.now())
+        except UserError as exc:  # e.g. a crafted or old button value: nothing to count
+            log.warning("a link press was not counted: %s", exc)
         except Exception:  # noqa: BLE001 - counting must never bother the person
             log.exception("could not count a link press")
