@@ -18,7 +18,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.common.logs import bind_context, current_context, reset_context
+from bot.common.logs import bind_context, current_context
 from bot.common.errors import UserError
 from bot.core.replays import SLACK_WINDOW, first_sighting, request_key
 from bot.handlers.slack import actions, commands, events, messages, shape, views
@@ -49,15 +49,6 @@ def _quiet_not_connected() -> None:
         bolt.addFilter(_NotConnected())
 
 
-def _team_of(payload: dict[str, Any]) -> str:
-    """The workspace a (shape-checked) Slack request comes from, for the log context."""
-    team = payload.get("team")
-    if isinstance(team, dict) and isinstance(team.get("id"), str):
-        return team["id"]
-    team_id = payload.get("team_id")
-    return team_id if isinstance(team_id, str) else ""
-
-
 def build_slack_app(herald: Herald) -> AsyncApp:
     settings = herald.settings
     workspaces = herald.slack_workspaces
@@ -68,21 +59,23 @@ def build_slack_app(herald: Herald) -> AsyncApp:
             return None
         return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)
 
+    async def with_log_context(context: AsyncBoltContext, next: Callable[[], Awaitable[Any]]) -> Any:  # noqa: A002
+        """Every record logged while handling this request (and by the listeners it starts) names
+        the workspace and user, bolt's own included: this runs before `authorize`, over HTTP and
+        Socket Mode alike. Bolt runs the listeners after the middleware has returned, in the same
+        task, so the fields are bound for the rest of the task, not in a `with`."""
+        bind_context(platform="slack", workspace=context.team_id, user=context.user_id)
+        return await next()
+
     app = AsyncApp(
         signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else "",
         authorize=authorize,
+        before_authorize=with_log_context,
         client=AsyncWebClient(base_url=settings.slack_api_url),
         process_before_response=False,
         user_facing_authorize_error_message="Herald is not connected to this Slack workspace yet.",
     )
     _quiet_not_connected()
-    @app.middleware
-    async def with_log_context(context: AsyncBoltContext, next: Callable[[], Awaitable[Any]]) -> Any:  # noqa: A002
-        """Every record logged while handling this request (and by the listeners it starts) names
-        the workspace and user. Bolt runs the listeners after the middleware has returned, in
-        the same task, so the fields are bound for the rest of the task, not in a `with`."""
-        bind_context(platform="slack", workspace=context.team_id, user=context.user_id)
-        return await next()
 
     for kind in (commands, actions, views, events, messages):
         kind.register(app, herald)
@@ -118,7 +111,7 @@ def slack_route(app: AsyncApp, herald: Herald):  # noqa: ANN201 - an aiohttp han
             log.warning("refused a Slack request with a bad or stale signature")
             return web.json_response({"error": "invalid request"}, status=401)
         try:
-            payload = shape.parse(text, request.content_type)
+            shape.parse(text, request.content_type)
         except shape.Malformed as exc:
             log.warning("refused a signed Slack request Herald cannot read: %s", exc)
             return web.json_response({"error": f"Herald cannot read this request ({exc})"}, status=400)
@@ -127,9 +120,5 @@ def slack_route(app: AsyncApp, herald: Herald):  # noqa: ANN201 - an aiohttp han
             log.warning("ignored a replayed Slack request (signed at %s)", timestamp)
             return web.Response(status=200)
         bolt_request = AsyncBoltRequest(body=text, query=request.query_string, headers=request.headers)
-        context = bind_context(platform="slack", workspace=_team_of(payload))  # bolt's own records name it too
-        try:  # the listeners bolt starts keep it (a task copies the context it is started in)
-            return await to_aiohttp_response(await app.async_dispatch(bolt_request))
-        finally:
-            reset_context(context)
+        return await to_aiohttp_response(await app.async_dispatch(bolt_request))
     return handle
