@@ -3,6 +3,9 @@ base (or honestly not), feedback, hand-off to the CAM and the reply relayed; pre
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pytest
 
 from bot.core.onboarding.assistant import ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION
@@ -41,6 +44,26 @@ async def test_question_answered_with_source_and_buttons(slack: SlackHarness) ->
     (thanks,) = await slack.responses(slack.last_click_key)
     assert "glad it helped" in thanks.args["text"]
     assert (await Question.get(id=question.id)).feedback == "helpful"
+
+
+async def test_slacks_retry_of_a_question_is_answered_once(slack: SlackHarness,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Slack sends an event again when it got no 200 within 3 s: a new request (over HTTP a new
+    timestamp and signature) with the same event_id. The question is stored and answered once."""
+    event = {"type": "message", "channel_type": "im", "channel": "DUANNA", "user": "UANNA",
+             "text": "how do i register a deal", "ts": "1700000000.000200"}
+    body = event_body(event, TEAM, event_id="EvRETRIED")
+    assert (await slack.post_signed(body)).status == 200
+    await wait_until(lambda: slack.fake.call_count("chat.postMessage") == 1, what="the answer")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="bot.handlers.slack.app"):
+        # signed 30 s earlier than the first: another signature, so only the event_id tells it apart
+        assert (await slack.post_signed(body, timestamp=int(time.time()) - 30)).status == 200
+    # decided before the acknowledgement, so before the request could reach the listener
+    assert any("retry of event EvRETRIED" in r.getMessage() for r in caplog.records)
+    await _dm(slack, "UBO", "how do i register a deal")  # a later question, answered after the retry was seen
+    assert slack.fake.call_count("chat.postMessage") == 2
+    assert await Question.all().count() == 2
 
 
 async def test_unknown_question_says_so_and_hands_off_to_the_cam(slack: SlackHarness) -> None:

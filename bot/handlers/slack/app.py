@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.response import BoltResponse
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
@@ -25,6 +27,8 @@ from bot.handlers.slack import actions, commands, events, messages, shape, views
 from bot.service import Herald
 
 log = logging.getLogger(__name__)
+#: Slack retries an event 3 times within about 5 minutes; its event_id is remembered for an hour
+EVENT_RETRY_WINDOW = timedelta(hours=1)
 
 
 class _NotConnected(logging.Filter):
@@ -76,6 +80,19 @@ def build_slack_app(herald: Herald) -> AsyncApp:
         user_facing_authorize_error_message="Herald is not connected to this Slack workspace yet.",
     )
     _quiet_not_connected()
+
+    @app.middleware
+    async def once_per_event(body: dict[str, Any], next: Callable[[], Awaitable[Any]]) -> Any:  # noqa: A002
+        """Slack sends an event again when it got no 200 within 3 s (a busy replica, a slow
+        network): a new request, with a new signature over HTTP, but the same `event_id`. The
+        retry is acknowledged and dropped, so a question is answered and handed off once."""
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if isinstance(event_id, str) and event_id:
+            key = request_key("slack-event", str(body.get("team_id") or ""), event_id)
+            if not await first_sighting(key, now=herald.clock.now(), window=EVENT_RETRY_WINDOW):
+                log.info("ignored Slack's retry of event %s", event_id)
+                return BoltResponse(status=200, body="")
+        return await next()
 
     for kind in (commands, actions, views, events, messages):
         kind.register(app, herald)
