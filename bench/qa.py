@@ -168,7 +168,8 @@ def _report_miss(kb: KnowledgeBase, item: dict, answer: Answer) -> None:
     runner_up = answer.runner_up.id if answer.runner_up else None
     shown = ", ".join(f"{i} {s:.3f}" for i, s in answer.candidates)
     also = f", did you mean {runner_up}" if runner_up else ""
-    words = " ".join(f"{word}={kind}" for word, kind in kb.explain(item["q"]).words)  # as `herald qa ask`
+    judged = kb.key_term_words(item["q"], answer.candidates[0][0]) if answer.candidates else []  # as `herald qa ask`
+    words = " ".join(f"{word}={kind}" for word, kind in judged)
     print(f"MISS expected {expect or 'abstain'}, got {got or 'abstain'}{also} (score {answer.score:.3f}, "
           f"key-term penalty {answer.key_term_penalty:.3f}, threshold {kb.threshold:.3f}; {shown}; "
           f"words {words or '-'}): {item['q']}", file=sys.stderr)

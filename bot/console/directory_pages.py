@@ -52,9 +52,11 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
 
     async def proposals_page(current: Page) -> web.StreamResponse:
         question = current.request.query.get("q", "")[:500].strip()
-        kb = await herald.knowledge_base()
-        # off the event loop, as the assistant answers (about 20 ms of CPU with the embedding model)
-        tried = await asyncio.to_thread(kb.explain, question) if question else None
+        tried = None
+        if question:  # only then the knowledge base (a first call starts loading it)
+            kb = await herald.knowledge_base()
+            # off the event loop, as the assistant answers (about 20 ms of CPU with the embedding model)
+            tried = await asyncio.to_thread(kb.explain, question)
         return current.render("kb_proposals.html", proposals=await learning.pending(), tried=tried,
                               may_decide=current.me.role == StaffRole.ADMIN.value)
 
