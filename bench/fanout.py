@@ -15,7 +15,8 @@ What it does:
    not exist yet; for a ``postgres://`` URL a uniquely named database is created next to the one
    named and dropped at the end) and migrates it (``storage.db.connect``).
 3. Seeds N members of one organisation through ``import_directory`` (the real path; its time is
-   ``seed_seconds``), stores the workspace token and adds a CAM.
+   ``seed_seconds``), stores the workspace token and adds a CAM. Then it freezes the start-up
+   heap as ``herald serve`` does once started (``bot.common.heap``), before either timed part.
 4. Baseline: a bare ``aiohttp.ClientSession`` doing what SlackChannel does on a fresh directory
    -- ``chat.postMessage`` to the member's user id with the same JSON body (channel, text,
    blocks, unfurl flags, metadata) and the same headers -- for every recipient, with
@@ -247,6 +248,7 @@ async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
     from bot.core.directory.staff import add_staff
     from bot.core.notices.views import notice_view
     from bot.core.directory.workspaces import add_slack_workspace
+    from bot.common.heap import freeze_startup_heap
     from bot.service import Herald
     from config.settings import load_settings
     from storage import db as storage_db
@@ -308,6 +310,8 @@ async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
             baseline_cpu_runs.append(cpu)
             progress(f"baseline ({label}): {wall:.2f}s")
 
+        # As `herald serve` does once started; before the baseline too, so both run under it.
+        freeze_startup_heap()
         await baseline("before")
 
         preview = await create_draft(cam, command, herald.catalog, now=herald.clock.now())

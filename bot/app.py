@@ -13,6 +13,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.api import add_api_routes
 from bot.common.clock import Clock
+from bot.common.heap import freeze_startup_heap
 from bot.console import add_console_routes
 from bot.handlers.downloads import add_download_routes
 from bot.handlers.links import add_link_routes
@@ -48,8 +49,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: bool = True,
               manage_database: bool = True, sandbox: bool = False,
-              announce: Callable[[str], None] | None = None) -> web.Application:
+              announce: Callable[[str], None] | None = None, freeze_heap: bool = False) -> web.Application:
     """Build the server. Tests pass their own clock, and may run the outbox by hand.
+
+    `freeze_heap`: once started (the knowledge base loaded), take what start-up left alive out
+    of the garbage collector's walks (`herald serve`; see bot.common.heap).
 
     `sandbox`: add the sandbox platform and its inboxes, and seed the sample world on start-up
     (`herald serve` decides, from `settings.sandbox_active`, and gives it its own database).
@@ -80,7 +84,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
     else:
         log.warning("Slack is not configured (neither HERALD_SLACK_SIGNING_SECRET nor HERALD_SLACK_APP_TOKEN): "
                     "/slack/events is off")
-    app.cleanup_ctx.append(_lifecycle(herald, manage_database, run_worker))
+    app.cleanup_ctx.append(_lifecycle(herald, manage_database, run_worker, freeze_heap))
     if metrics_app is not None:
         app.cleanup_ctx.append(_metrics_listener(metrics_app, settings))
     if socket_mode is not None:
@@ -111,7 +115,14 @@ def _safely(job):  # noqa: ANN001, ANN202
     return run
 
 
-def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
+async def _freeze_heap_after(warm_up: asyncio.Task | None) -> None:
+    """Freeze the start-up heap once the knowledge base is loaded: it is start-up state too."""
+    if warm_up is not None:
+        await asyncio.wait({warm_up})
+    freeze_startup_heap()
+
+
+def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool, freeze_heap: bool = False):
     async def lifecycle(app: web.Application):
         if manage_database:
             await storage_db.connect(herald.settings.tortoise_db_url,
@@ -143,7 +154,10 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool):
                               id="tick", max_instances=1, coalesce=True)
             scheduler.start()
             warm_up = asyncio.create_task(_safely(herald.knowledge_base)(), name="herald-kb-warm-up")
+        freezing = asyncio.create_task(_freeze_heap_after(warm_up), name="herald-heap-freeze") if freeze_heap else None
         yield
+        if freezing is not None and not freezing.done():
+            freezing.cancel()
         if scheduler.running:
             scheduler.shutdown(wait=False)
         herald.outbox.stop()

@@ -43,7 +43,7 @@ def serve(host: str | None, port: int | None) -> None:
         pending.clear()
 
     try:
-        web.run_app(build_app(settings, sandbox=settings.sandbox_active, announce=pending.append),
+        web.run_app(build_app(settings, sandbox=settings.sandbox_active, announce=pending.append, freeze_heap=True),
                     host=settings.host, port=settings.port, access_log_class=RedactingAccessLogger,
                     print=listening)
     except (OSError, ConnectionError) as exc:
