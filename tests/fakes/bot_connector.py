@@ -38,7 +38,7 @@ from aiohttp import web
 
 from tests.fakes.control import add_connector_routes
 from tests.fakes.rate_limits import Clock, LimitStats, retry_after_seconds
-from tests.fakes.server import LocalServer
+from tests.fakes.server import LocalServer, ScriptedFaults
 from tests.fakes.teams_limits import TeamsLimiter, TeamsLimits
 
 __all__ = ["BotConnectorCall", "FakeBotConnector", "ROUTES", "TeamsLimits"]
@@ -110,7 +110,7 @@ def _error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-class FakeBotConnector(LocalServer):
+class FakeBotConnector(ScriptedFaults, LocalServer):
     """A fake Bot Connector served over real HTTP on 127.0.0.1 (random free port).
 
     Usage::
@@ -133,8 +133,7 @@ class FakeBotConnector(LocalServer):
         self.set_limits(limits)
         self._host, self._bind_port = host, port
         self._conversations: dict[str, _Conversation] = {}
-        self._faults: dict[str, deque[_Fault]] = {}
-        self._delays: dict[str, float] = {}
+        self._no_faults()
         self._blocked: set[str] = set()
         self._expected_token: str | None = None
         self._roster: dict[str, dict[str, str]] = {}  # user id -> {email, name, ...}
@@ -268,17 +267,6 @@ class FakeBotConnector(LocalServer):
             raise ValueError("times must be >= 1")
         self._faults.setdefault(route, deque()).append(_Fault(status, code, message, retry_after, times))
 
-    def delay(self, route: str, seconds: float) -> None:
-        """Answer every later ``route`` call after ``seconds`` (0 removes the delay)."""
-        if seconds and seconds > 0:
-            self._delays[route] = seconds
-        else:
-            self._delays.pop(route, None)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
-        self._delays.clear()
-
     # ------------------------------------------------------------------ inspection
 
     def calls_to(self, route: str) -> list[BotConnectorCall]:
@@ -373,16 +361,6 @@ class FakeBotConnector(LocalServer):
     def _check_auth(self, call: BotConnectorCall) -> None:
         if self._expected_token is not None and call.bearer != self._expected_token:
             raise _ConnectorError(401, "Unauthorized", "Authorization has been denied for this request.")
-
-    def _take_fault(self, route: str) -> _Fault | None:
-        queue = self._faults.get(route)
-        if not queue:
-            return None
-        fault = queue[0]
-        fault.remaining -= 1
-        if fault.remaining <= 0:
-            queue.popleft()
-        return fault
 
     @staticmethod
     def _fault_response(call: BotConnectorCall, fault: _Fault) -> web.Response:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ssl
-from typing import Self
+from collections import deque
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -51,3 +52,37 @@ class LocalServer:
         if self._port is None:
             raise RuntimeError(f"{type(self).__name__} is not started")
         return self._port
+
+
+class ScriptedFaults:
+    """Faults queued per route (or Web API method) and answer delays, for a fake platform. Each fake
+    builds its own fault records in its `fail_next` (what a fault looks like is the platform's); a
+    record needs a `remaining` count."""
+
+    _faults: dict[str, deque[Any]]
+    _delays: dict[str, float]
+
+    def _no_faults(self) -> None:
+        self._faults, self._delays = {}, {}
+
+    def delay(self, route: str, seconds: float) -> None:
+        """Answer every later ``route`` call after ``seconds`` (0 removes the delay)."""
+        if seconds and seconds > 0:
+            self._delays[route] = seconds
+        else:
+            self._delays.pop(route, None)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+        self._delays.clear()
+
+    def _take_fault(self, route: str) -> Any:
+        """The fault for this call of ``route``, if one is queued (each is used ``times`` times)."""
+        queue = self._faults.get(route)
+        if not queue:
+            return None
+        fault = queue[0]
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            queue.popleft()
+        return fault

@@ -44,7 +44,7 @@ from tests.fakes.block_kit import block_problems
 from tests.fakes.control import add_slack_routes
 from tests.fakes.rate_limits import Clock, LimitStats, retry_after_seconds
 from tests.fakes.seeding import UserRange
-from tests.fakes.server import LocalServer
+from tests.fakes.server import LocalServer, ScriptedFaults
 from tests.fakes.slack_limits import SlackLimiter, SlackLimits
 
 __all__ = ["Call", "FakeSlackAPI", "SlackLimits"]
@@ -153,7 +153,7 @@ def _json(data: dict[str, Any], status: int = 200, headers: dict[str, str] | Non
     return web.Response(body=json.dumps(data).encode(), status=status, headers=headers, content_type=_JSON_CT)
 
 
-class FakeSlackAPI(LocalServer):
+class FakeSlackAPI(ScriptedFaults, LocalServer):
     """A fake Slack Web API served over real HTTP on 127.0.0.1 (random free port).
 
     Usage::
@@ -178,8 +178,7 @@ class FakeSlackAPI(LocalServer):
         self._ephemeral: dict[str, list[dict[str, Any]]] = {}
         self.views: dict[str, dict[str, Any]] = {}
         """Views opened/updated/published, by view id."""
-        self._faults: dict[str, deque[_Fault]] = {}
-        self._delays: dict[str, float] = {}
+        self._no_faults()
         self._ts_counter = 0
         self._view_counter = 0
         self._host, self._bind_port = host, port
@@ -382,17 +381,6 @@ class FakeSlackAPI(LocalServer):
             raise ValueError("html=True is for a gateway's 5xx page")
         self._faults.setdefault(method, deque()).append(_Fault(status, error, retry_after, times, html))
 
-    def delay(self, method: str, seconds: float) -> None:
-        """Answer every later ``method`` call after ``seconds`` (0 removes the delay)."""
-        if seconds and seconds > 0:
-            self._delays[method] = seconds
-        else:
-            self._delays.pop(method, None)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
-        self._delays.clear()
-
     # ------------------------------------------------------------------ inspection
 
     def calls_to(self, method: str) -> list[Call]:
@@ -447,16 +435,6 @@ class FakeSlackAPI(LocalServer):
                 for k, v in form.items():
                     args[k] = v if isinstance(v, str) else getattr(v, "filename", None) or "(file)"
         return _normalise(args)
-
-    def _take_fault(self, method: str) -> _Fault | None:
-        queue = self._faults.get(method)
-        if not queue:
-            return None
-        fault = queue[0]
-        fault.remaining -= 1
-        if fault.remaining <= 0:
-            queue.popleft()
-        return fault
 
     @staticmethod
     def _fault_response(fault: _Fault) -> tuple[web.Response, str]:
