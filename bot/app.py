@@ -52,8 +52,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
               announce: Callable[[str], None] | None = None, freeze_heap: bool = False) -> web.Application:
     """Build the server. Tests pass their own clock, and may run the outbox by hand.
 
-    `freeze_heap`: once started (the knowledge base loaded), take what start-up left alive out
-    of the garbage collector's walks (`herald serve`; see bot.common.heap).
+    `freeze_heap`: once connected to the database, take what start-up left alive out of the
+    garbage collector's walks (`herald serve`; see bot.common.heap).
 
     `sandbox`: add the sandbox platform and its inboxes, and seed the sample world on start-up
     (`herald serve` decides, from `settings.sandbox_active`, and gives it its own database).
@@ -115,13 +115,6 @@ def _safely(job):  # noqa: ANN001, ANN202
     return run
 
 
-async def _freeze_heap_after(warm_up: asyncio.Task | None) -> None:
-    """Freeze the start-up heap once the knowledge base is loaded: it is start-up state too."""
-    if warm_up is not None:
-        await asyncio.wait({warm_up})
-    freeze_startup_heap()
-
-
 def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool, freeze_heap: bool = False):
     async def lifecycle(app: web.Application):
         if manage_database:
@@ -133,6 +126,8 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool, freeze_h
                 except storage_db.SchemaNotCurrent:
                     await storage_db.close()  # its connection thread would keep the process alive
                     raise
+        if freeze_heap:  # before the knowledge base is loaded: see bot.common.heap
+            freeze_startup_heap()
         scheduler = AsyncIOScheduler(timezone="UTC")
         worker = warm_up = None
         wakeups = None
@@ -154,10 +149,7 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool, freeze_h
                               id="tick", max_instances=1, coalesce=True)
             scheduler.start()
             warm_up = asyncio.create_task(_safely(herald.knowledge_base)(), name="herald-kb-warm-up")
-        freezing = asyncio.create_task(_freeze_heap_after(warm_up), name="herald-heap-freeze") if freeze_heap else None
         yield
-        if freezing is not None and not freezing.done():
-            freezing.cancel()
         if scheduler.running:
             scheduler.shutdown(wait=False)
         herald.outbox.stop()
