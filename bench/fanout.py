@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fan-out benchmark: one must-know notice to N Slack members through the real Herald path.
 
-    python bench/fanout.py [--recipients 10000] [--concurrency 16] [--lane-inflight 16] [--batch-size 200]
+    python bench/fanout.py [--recipients 10000] [--concurrency 64] [--lane-inflight 64] [--batch-size 200]
                            [--database-url sqlite:///tmp/x.db | postgres://user@host:port/db] [--keep]
                            [--latency-ms 0] [--cold-start]
 
@@ -474,7 +474,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipients", type=int, default=10_000)
-    parser.add_argument("--concurrency", type=int, default=16, help="delivery_concurrency (and the baseline's)")
+    parser.add_argument("--concurrency", type=int, default=64,
+                        help="delivery_concurrency (and the baseline's); default 64, Herald's own default")
     parser.add_argument("--lane-inflight", type=int, default=0,
                         help="delivery_lane_inflight: the lane's window of sends not yet recorded, so the most "
                              "rows in doubt after a crash (default: --concurrency)")
