@@ -132,6 +132,31 @@ async def slack(db: str, request: pytest.FixtureRequest):
         await stop_harness(harness)
 
 
+@pytest.fixture
+async def slack_http(db: str):
+    """The Slack harness over HTTP only (signed requests), with a seeded directory."""
+    from tests.support import seed_directory, start_harness, stop_harness
+
+    harness = await start_harness(db)
+    await seed_directory(harness.clock)
+    try:
+        yield harness
+    finally:
+        await stop_harness(harness)
+
+
+@pytest.fixture
+async def teams(db: str):
+    """The real app on a local port with a fake Bot Connector and a seeded directory (tests.teams_support)."""
+    from tests.teams_support import start_teams_rig, stop_teams_rig
+
+    rig = await start_teams_rig(db)
+    try:
+        yield rig
+    finally:
+        await stop_teams_rig(rig)
+
+
 @pytest.fixture(scope="session")
 def warm_knowledge_base():
     """The sample knowledge base, built once per test session.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -232,3 +233,18 @@ async def start_rig(db_url: str) -> Rig:
 async def stop_rig(rig: Rig) -> None:
     await rig.herald.close()
     await rig.fake.stop()
+
+
+def crashes(caplog: Any) -> list[str]:
+    """What a pytest ``caplog`` holds that means something crashed: ERROR or worse, or a traceback."""
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def listeners_done(h: SlackHarness) -> None:
+    """Bolt runs listeners after the ack, in tasks: wait until every one of them has finished."""
+    current = asyncio.current_task()
+    for _ in range(100):
+        pending = [t for t in asyncio.all_tasks() if t is not current and "bolt" in repr(t.get_coro()).lower()]
+        if not pending:
+            return
+        await asyncio.wait(pending, timeout=5)

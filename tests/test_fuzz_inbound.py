@@ -40,9 +40,7 @@ from a workspace whose token an earlier example's `app_uninstalled` had removed 
 from __future__ import annotations
 
 import json
-import logging
 import os
-from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given
@@ -50,8 +48,8 @@ from hypothesis import strategies as st
 
 from tests.fuzzing import fuzz
 from tests.fakes.slack_signing import event_body, interaction_body, slash_command_body
-from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness
-from tests.test_teams_e2e import TeamsRig, _start, _stop
+from tests.support import CAM_USER, TEAM, SlackHarness, crashes, listeners_done
+from tests.teams_support import TeamsRig
 
 FUZZ = fuzz()
 
@@ -78,33 +76,8 @@ def _drop_none(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 
 
-def _crashes(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
-
-
-@pytest.fixture
-async def slack_http(db: str) -> AsyncIterator[SlackHarness]:
-    harness = await start_harness(db)
-    await seed_directory(harness.clock)
-    try:
-        yield harness
-    finally:
-        await stop_harness(harness)
-
-
-@pytest.fixture
-async def teams_rig(db: str) -> AsyncIterator[TeamsRig]:
-    rig = await _start(db)
-    try:
-        yield rig
-    finally:
-        await _stop(rig)
-
-
 async def _settle(h: SlackHarness) -> None:
-    from tests.test_hardening import _listeners_done
-
-    await _listeners_done(h)
+    await listeners_done(h)
 
 
 async def _post_slack(h: SlackHarness, body: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -114,7 +87,7 @@ async def _post_slack(h: SlackHarness, body: str, caplog: pytest.LogCaptureFixtu
     reply = await h.post_signed(body)
     await _settle(h)
     assert reply.status < 500, reply.body
-    assert not _crashes(caplog), _crashes(caplog)
+    assert not crashes(caplog), crashes(caplog)
     # nothing half-written: every sent notice has its deliveries
     for notice in await Notice.filter(status="sending"):
         assert await Delivery.filter(notice_id=notice.id).exists()
@@ -176,16 +149,16 @@ async def test_fuzz_events(slack_http: SlackHarness, caplog: pytest.LogCaptureFi
            "verb": maybe(st.sampled_from(["herald.send", "herald.cancel", "herald_ack", "herald.compose", "nope"])),
            "data": maybe(st.dictionaries(st.sampled_from(["notice_id", "value", "question_id", "reply"]), ids))}))})),
        who=st.sampled_from(["aad-cam", "aad-eve", "aad-outsider"]), junk_field=maybe(junk))
-async def test_fuzz_teams_activities(teams_rig: TeamsRig, caplog: pytest.LogCaptureFixture, drop, kind: str, text,
+async def test_fuzz_teams_activities(teams: TeamsRig, caplog: pytest.LogCaptureFixture, drop, kind: str, text,
                                      value, who: str, junk_field) -> None:  # noqa: ANN001
-    activity = teams_rig.activity(kind, who, name="adaptiveCard/action", **_drop_none({"text": text, "value": value}))
+    activity = teams.activity(kind, who, name="adaptiveCard/action", **_drop_none({"text": text, "value": value}))
     activity = {k: v for k, v in activity.items() if k not in drop}
     if junk_field is not None:
         activity["from" if drop else "channelData"] = junk_field
     caplog.clear()
-    status, _ = await teams_rig.post(activity)
+    status, _ = await teams.post(activity)
     assert status < 500
-    assert not _crashes(caplog), _crashes(caplog)
+    assert not crashes(caplog), crashes(caplog)
 
 
 @FUZZ
@@ -201,7 +174,7 @@ async def test_fuzz_http_paths_and_queries(slack_http: SlackHarness, caplog: pyt
     url = slack_http.server.make_url(where + quote(path, safe="/"))
     async with slack_http.session.get(url, params=query, allow_redirects=False) as response:
         assert response.status < 500
-    assert not _crashes(caplog), _crashes(caplog)
+    assert not crashes(caplog), crashes(caplog)
 
 
 # ---- `herald directory import` files ------------------------------------------------------------
@@ -318,4 +291,4 @@ async def test_fuzz_oauth_callback_and_link_tokens(slack_http: SlackHarness, cap
                        (slack_http.server.make_url("/go/" + quote(token, safe="")), {})):
         async with slack_http.session.get(url, params=query, headers=headers, allow_redirects=False) as response:
             assert response.status < 500, (str(url), response.status)
-    assert not _crashes(caplog), _crashes(caplog)
+    assert not crashes(caplog), crashes(caplog)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.fakes.slack_signing import event_body, interaction_body, slash_command_body
-from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness
-from tests.test_teams_e2e import TeamsRig, _start, _stop
+from tests.support import CAM_USER, TEAM, SlackHarness, crashes, listeners_done
+from tests.teams_support import TeamsRig, start_teams_rig, stop_teams_rig
 
 CRAFTED_TOKENS = (
     "eyJhbGciOiJub25lIn0.eyJhdWQiOiJ4In0.",   # alg none, no kid: the SDK raised KeyError('kid')
@@ -26,36 +26,12 @@ CRAFTED_TOKENS = (
 )
 
 
-def _errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    """Records that mean something crashed: ERROR or worse, or anything with a traceback."""
-    return [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
-
-
-@pytest.fixture
-async def http_slack(db: str) -> AsyncIterator[SlackHarness]:
-    harness = await start_harness(db)
-    await seed_directory(harness.clock)
-    try:
-        yield harness
-    finally:
-        await stop_harness(harness)
-
-
-@pytest.fixture
-async def teams(db: str) -> AsyncIterator[TeamsRig]:
-    rig = await _start(db)
-    try:
-        yield rig
-    finally:
-        await _stop(rig)
-
-
 # ---- 1 and 6: crafted Teams tokens ------------------------------------------------------------
 
 @pytest.mark.parametrize("token", CRAFTED_TOKENS)
 async def test_a_crafted_teams_token_is_a_401_with_one_warning_and_no_token_in_the_log(
         db: str, token: str, caplog: pytest.LogCaptureFixture) -> None:
-    rig = await _start(db, teams_app_id="00000000-0000-0000-0000-000000000001")
+    rig = await start_teams_rig(db, teams_app_id="00000000-0000-0000-0000-000000000001")
     try:
         caplog.clear()
         with caplog.at_level(logging.DEBUG):
@@ -65,7 +41,7 @@ async def test_a_crafted_teams_token_is_a_401_with_one_warning_and_no_token_in_t
         assert rig.connector.activities("a:conv-aad-cam") == []
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
-        assert not _errors(caplog)
+        assert not crashes(caplog), crashes(caplog)
         warning = warnings[0].getMessage()
         for part in (p for p in token.split(".") if len(p) >= 3):
             assert part not in warning  # the one line says why, never what
@@ -73,7 +49,7 @@ async def test_a_crafted_teams_token_is_a_401_with_one_warning_and_no_token_in_t
         for part in (p for p in [token, *token.split(".")] if len(p) >= 8):
             assert part not in logged
     finally:
-        await _stop(rig)
+        await stop_teams_rig(rig)
 
 
 # ---- 6: malformed Slack bodies ----------------------------------------------------------------
@@ -126,40 +102,28 @@ MALFORMED_SLACK = {
 
 @pytest.mark.parametrize("name", sorted(MALFORMED_SLACK))
 async def test_a_malformed_signed_slack_body_is_answered_without_a_crash(
-        http_slack: SlackHarness, name: str, caplog: pytest.LogCaptureFixture) -> None:
+        slack_http: SlackHarness, name: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.clear()
-    reply = await http_slack.post_signed(MALFORMED_SLACK[name])
-    await http_slack.herald.settle() if hasattr(http_slack.herald, "settle") else None
-    await _listeners_done(http_slack)
+    reply = await slack_http.post_signed(MALFORMED_SLACK[name])
+    await slack_http.herald.settle() if hasattr(slack_http.herald, "settle") else None
+    await listeners_done(slack_http)
     assert reply.status < 500, reply.body
-    assert not _errors(caplog), [r.getMessage() for r in _errors(caplog)]
+    assert not crashes(caplog), crashes(caplog)
 
 
 async def test_a_request_from_a_workspace_herald_is_not_connected_to_is_one_plain_warning(
-        http_slack: SlackHarness, caplog: pytest.LogCaptureFixture) -> None:
+        slack_http: SlackHarness, caplog: pytest.LogCaptureFixture) -> None:
     """Slack may deliver events after an uninstall: bolt's ERROR about a lost installation becomes a
     warning that says what happened, with the workspace in the log context."""
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        reply = await http_slack.post_signed(MALFORMED_SLACK["event-from-a-workspace-not-connected"])
-        await _listeners_done(http_slack)
+        reply = await slack_http.post_signed(MALFORMED_SLACK["event-from-a-workspace-not-connected"])
+        await listeners_done(slack_http)
     assert reply.status < 500
-    assert not _errors(caplog), [r.getMessage() for r in _errors(caplog)]
+    assert not crashes(caplog), crashes(caplog)
     refused = [r for r in caplog.records if "not connected to" in r.getMessage()]
     assert [r.levelno for r in refused] == [logging.WARNING]
     assert "from workspace TNOTCONNECTED, which Herald is not connected to" in refused[0].getMessage()
-
-
-async def _listeners_done(h: SlackHarness) -> None:
-    """Bolt runs listeners after the ack, in tasks: wait until every one of them has finished."""
-    import asyncio
-
-    current = asyncio.current_task()
-    for _ in range(100):
-        pending = [t for t in asyncio.all_tasks() if t is not current and "bolt" in repr(t.get_coro()).lower()]
-        if not pending:
-            return
-        await asyncio.wait(pending, timeout=5)
 
 
 # ---- 6: malformed Teams bodies ----------------------------------------------------------------
@@ -195,7 +159,7 @@ async def test_malformed_teams_activities_are_answered_without_a_crash(
         caplog.clear()
         status, _ = await teams.post(body)  # type: ignore[arg-type]
         assert status < 500, name
-        assert not _errors(caplog), (name, [r.getMessage() for r in _errors(caplog)])
+        assert not crashes(caplog), (name, crashes(caplog))
 
 
 # ---- 4: staff commands typed by partners ------------------------------------------------------
@@ -213,14 +177,14 @@ async def test_a_partner_typing_a_staff_command_in_teams_is_refused_like_in_slac
     assert await Notice.all().count() == 0
 
 
-async def test_a_partner_typing_a_staff_command_in_a_slack_dm_is_refused(http_slack: SlackHarness) -> None:
+async def test_a_partner_typing_a_staff_command_in_a_slack_dm_is_refused(slack_http: SlackHarness) -> None:
     from storage.models import Notice
     from tests.support import wait_until
 
     body = event_body({"type": "message", "channel_type": "im", "user": "UANNA", "channel": "DUANNA",
                        "text": "send must-know support all | Recall | Stop", "ts": "1.1"}, TEAM)
-    assert (await http_slack.post_signed(body)).status == 200
-    (post,) = await wait_until(lambda: http_slack.fake.calls_to("chat.postMessage"), what="the refusal")
+    assert (await slack_http.post_signed(body)).status == 200
+    (post,) = await wait_until(lambda: slack_http.fake.calls_to("chat.postMessage"), what="the refusal")
     assert "You tried `send`" in post.args["text"] and "Only channel account managers and admins" in post.args["text"]
     assert await Notice.all().count() == 0
 
@@ -240,7 +204,7 @@ async def _replayed(h: SlackHarness, body: str, settled: Callable[[], Any] | Non
 
     stamp, calls = int(_time.time()), len(h.fake.calls)
     first = await h.post_signed(body, timestamp=stamp)
-    await _listeners_done(h)
+    await listeners_done(h)
     await h.herald.outbox.drain()  # what the request queued (a hand-off DM, a relayed reply) goes out
     await wait_until(lambda: len(h.fake.calls) > calls, what="the first request's answer")
     if settled is not None:  # the harness runs no outbox loop: drain as it would, until the effects are out
@@ -251,7 +215,7 @@ async def _replayed(h: SlackHarness, body: str, settled: Callable[[], Any] | Non
         await wait_until(drained_and_settled, what="the first request's effects")
     once = (len(h.fake.calls), await AuditEvent.all().count())
     again = await h.post_signed(body, timestamp=stamp)
-    await _listeners_done(h)
+    await listeners_done(h)
     await h.herald.outbox.drain()
     assert first.status == 200 and again.status == 200 and again.body == ""
     return once, (len(h.fake.calls), await AuditEvent.all().count())
@@ -263,11 +227,11 @@ async def _two_notices() -> bool:
     return await Notice.all().count() >= 2
 
 
-async def test_a_replayed_slack_request_has_no_second_effect(http_slack: SlackHarness) -> None:
+async def test_a_replayed_slack_request_has_no_second_effect(slack_http: SlackHarness) -> None:
     from bot.channels.slack_blocks import CANCEL_ACTION, PREF_DIGEST_ACTION, SEND_ACTION
     from storage.models import AuditEvent, Delivery, Notice
 
-    h = http_slack  # (edit, reply, hand-off and journey Done are requests like these: the guard is per request)
+    h = slack_http  # (edit, reply, hand-off and journey Done are requests like these: the guard is per request)
     for text in ("send must-know operations all | Recall | Stop", "send need-to-know operations all | Other | Text"):
         await h.command(text)
     from tests.support import wait_until
@@ -397,12 +361,12 @@ def test_cli_changes_need_an_accountable_staff_member(cli_db) -> None:  # noqa: 
     assert pause_events and all(e.data.get("source") == "cli" for e in pause_events)
 
 
-async def test_replayed_edit_hand_off_and_reply_have_no_second_effect(http_slack: SlackHarness) -> None:
+async def test_replayed_edit_hand_off_and_reply_have_no_second_effect(slack_http: SlackHarness) -> None:
     from bot.channels.slack_blocks import EDIT_CALLBACK, REPLY_CALLBACK, SEND_ACTION
     from bot.core.onboarding.assistant import ASK_CAM_ACTION
     from storage.models import Member, NoticeRevision, Question
 
-    h = http_slack
+    h = slack_http
     await h.command("send need-to-know operations all | Depot | Closed Friday")
     await wait_for_notice()
     from storage.models import Notice
@@ -416,7 +380,7 @@ async def test_replayed_edit_hand_off_and_reply_have_no_second_effect(http_slack
         "state": {"values": {"title": {"value": {"type": "plain_text_input", "value": "Depot"}},
                              "body": {"value": {"type": "plain_text_input", "value": "Closed Friday and Monday"}}}}})
     first = await h.post_signed(edit, timestamp=(stamp := __import__("time").time().__int__()))
-    await _listeners_done(h)
+    await listeners_done(h)
     again = await h.post_signed(edit, timestamp=stamp)
     assert first.status == again.status == 200 and again.body == ""
     assert await NoticeRevision.filter(notice_id=notice_id).count() == 2  # the original and one edit
@@ -443,11 +407,11 @@ async def wait_for_notice() -> None:
     await wait_until(lambda: Notice.all().exists(), what="the draft")
 
 
-async def test_a_replayed_journey_done_has_no_second_effect(http_slack: SlackHarness) -> None:
+async def test_a_replayed_journey_done_has_no_second_effect(slack_http: SlackHarness) -> None:
     from bot.core.onboarding.journeys import DONE_ACTION
     from storage.models import JourneyStep, Member
 
-    h = http_slack
+    h = slack_http
     anna = await Member.get(email="anna@acme.example")
     step = await JourneyStep.create(member=anna, journey="default", step_key="portal", position=1, status="sent",
                                     platform="slack", created_at=h.clock.now())

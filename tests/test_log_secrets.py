@@ -102,9 +102,9 @@ async def test_slack_flows_log_no_secrets(db: str, debug_log: io.StringIO) -> No
 
 
 async def test_teams_flow_and_report_link_log_no_secrets(db: str, debug_log: io.StringIO) -> None:
-    from tests.test_teams_e2e import _start as start_teams, _stop as stop_teams
+    from tests.teams_support import start_teams_rig, stop_teams_rig
 
-    rig = await start_teams(db, secret_key=SECRET_KEY, public_url="https://herald.example.com")
+    rig = await start_teams_rig(db, secret_key=SECRET_KEY, public_url="https://herald.example.com")
     configure_logging("DEBUG", "json", stream=debug_log, secrets=settings_secrets(rig.herald.settings))
     try:
         await rig.post(rig.activity("installationUpdate", "aad-cam", action="add"))
@@ -120,7 +120,7 @@ async def test_teams_flow_and_report_link_log_no_secrets(db: str, debug_log: io.
         async with rig.session.get(rig.server.make_url("/reports/download").with_query(token=token)) as response:
             assert response.status == 200 and b"gus@teamsco.example" in await response.read()
     finally:
-        await stop_teams(rig)
+        await stop_teams_rig(rig)
     lines = _lines(debug_log)
     assert any("/reports/download" in line for line in lines)
     assert any(json.loads(line).get("workspace") == "tenant-1" for line in lines)

@@ -161,9 +161,9 @@ async def test_hand_off_and_relay_go_once_and_a_failed_relay_is_reported_to_the_
 
 async def test_journey_steps_to_teams_keep_to_the_bot_connectors_limits(db: str) -> None:
     from tests.fakes.teams_limits import TeamsLimits
-    from tests.test_teams_e2e import _start, _stop
+    from tests.teams_support import start_teams_rig, stop_teams_rig
 
-    teams = await _start(db)
+    teams = await start_teams_rig(db)
     try:
         monday_paris = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Paris
         teams.clock.set(monday_paris)
@@ -185,4 +185,4 @@ async def test_journey_steps_to_teams_keep_to_the_bot_connectors_limits(db: str)
         assert await JourneyStep.filter(status="sent").count() == 2
         assert await OutboundMessage.filter(status="delivered", platform="teams").count() == 2
     finally:
-        await _stop(teams)
+        await stop_teams_rig(teams)

@@ -157,42 +157,42 @@ async def test_app_home_shows_and_saves_preferences(slack: SlackHarness) -> None
 
 
 async def test_teams_question_hand_off_reply_and_preferences(db: str) -> None:
-    from tests.test_teams_e2e import _actions, _card, _start, _stop
+    from tests.teams_support import actions_of, card_of, start_teams_rig, stop_teams_rig
 
-    teams = await _start(db)
+    teams = await start_teams_rig(db)
     try:
         await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
-        answer = _card(await teams.say("aad-fay", "how do i register a new deal"))
+        answer = card_of(await teams.say("aad-fay", "how do i register a new deal"))
         assert "How do I register a deal?" in str(answer)
-        verbs = [a["verb"] for a in _actions(answer)]
+        verbs = [a["verb"] for a in actions_of(answer)]
         assert verbs == [HELPFUL_ACTION, NOT_HELPFUL_ACTION, ASK_CAM_ACTION]
-        question_id = int(_actions(answer)[2]["data"]["value"])
+        question_id = int(actions_of(answer)[2]["data"]["value"])
 
         told = await teams.invoke("aad-fay", ASK_CAM_ACTION, {"value": str(question_id)})
         assert "passed your question to Casey CAM" in told["value"]
         await teams.herald.outbox.drain()  # the worker the hand-off wakes
-        handoff = _card(teams.connector.activities("a:conv-aad-cam")[-1])
-        assert "Fay Roux" in str(handoff) and [a["verb"] for a in _actions(handoff)] == [
+        handoff = card_of(teams.connector.activities("a:conv-aad-cam")[-1])
+        assert "Fay Roux" in str(handoff) and [a["verb"] for a in actions_of(handoff)] == [
             REPLY_ACTION, LEARN_PHRASING_ACTION, LEARN_ENTRY_ACTION]
-        form = await teams.invoke("aad-cam", REPLY_ACTION, _actions(handoff)[0]["data"])
-        submit = _actions(form["value"])[0]
+        form = await teams.invoke("aad-cam", REPLY_ACTION, actions_of(handoff)[0]["data"])
+        submit = actions_of(form["value"])[0]
         done = await teams.invoke("aad-cam", submit["verb"], {**submit["data"], "reply": "Use the portal, I'll call you"})
         assert "sent to the partner" in str(done["value"])
         assert await teams.herald.outbox.drain() == 1  # the worker the reply wakes: the relay alone
-        relay = _card(teams.connector.activities("a:conv-aad-fay")[-1])
+        relay = card_of(teams.connector.activities("a:conv-aad-fay")[-1])
         assert "Casey CAM answered your question" in str(relay) and "I'll call you" in str(relay)
-        learned = await teams.invoke("aad-cam", LEARN_ENTRY_ACTION, _actions(handoff)[2]["data"])
+        learned = await teams.invoke("aad-cam", LEARN_ENTRY_ACTION, actions_of(handoff)[2]["data"])
         assert "Proposed #" in str(learned["value"]) and "new entry with your reply" in str(learned["value"])
 
         # tags shape relevance: Gus (support) is answered the sales entry, told whom it is for;
         # Fay (sales) is not shown the confidential volume rebate entry, and is offered her CAM
-        tagged = _card(await teams.say("aad-gus", "how do I register a deal with you?"))
+        tagged = card_of(await teams.say("aad-gus", "how do I register a deal with you?"))
         assert "How do I register a deal?" in str(tagged) and "This is mainly for sales." in str(tagged)
-        withheld = _card(await teams.say("aad-fay", "how does the volume rebate work"))
+        withheld = card_of(await teams.say("aad-fay", "how does the volume rebate work"))
         assert "confidential" in str(withheld) and "2.5%" not in str(withheld)
-        assert [a["verb"] for a in _actions(withheld)] == [ASK_CAM_ACTION]
+        assert [a["verb"] for a in actions_of(withheld)] == [ASK_CAM_ACTION]
 
-        prefs = _card(await teams.say("aad-fay", "preferences"))
+        prefs = card_of(await teams.say("aad-fay", "preferences"))
         assert "Your Herald preferences" in str(prefs)
         saved = await teams.invoke("aad-fay", "herald.preferences_save", {"timezone": "Mars/Olympus"})
         assert "Not saved" in str(saved["value"])
@@ -202,7 +202,7 @@ async def test_teams_question_hand_off_reply_and_preferences(db: str) -> None:
         fay = await Member.get(email="fay@teamsco.example")
         assert fay.timezone == "Europe/Lisbon" and fay.digest_frequency == "weekly" and "incentives" in fay.topic_opt_outs
     finally:
-        await _stop(teams)
+        await stop_teams_rig(teams)
 
 
 async def test_journey_step_done_button_and_progress_command(slack: SlackHarness) -> None:
@@ -226,14 +226,14 @@ async def test_journey_step_done_button_and_progress_command(slack: SlackHarness
 async def test_teams_journey_step_and_digest(db: str) -> None:
     from datetime import UTC, datetime
 
-    from tests.test_teams_e2e import _actions, _card, _start, _stop
+    from tests.teams_support import actions_of, card_of, start_teams_rig, stop_teams_rig
 
-    teams = await _start(db)
+    teams = await start_teams_rig(db)
     try:
         await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
         await teams.post(teams.activity("conversationUpdate", "aad-eve", membersAdded=[{"id": "29:aad-eve"}]))
         preview = await teams.say("aad-cam", "send nice-to-know announcements member:eve@teamsco.example | Newsletter | Read it")
-        notice_id = _actions(_card(preview))[0]["data"]["notice_id"]
+        notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
         await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
         await teams.herald.outbox.drain()
 
@@ -241,17 +241,17 @@ async def test_teams_journey_step_and_digest(db: str) -> None:
         counts = await teams.herald.tick()
         assert counts["digests"] == 1
         await teams.herald.outbox.drain()  # the worker the tick wakes
-        cards = [_card(a) for a in teams.connector.activities("a:conv-aad-eve") if a.get("attachments")]
+        cards = [card_of(a) for a in teams.connector.activities("a:conv-aad-eve") if a.get("attachments")]
         digest = next(c for c in cards if "Your Herald digest" in str(c))
         assert "Newsletter" in str(digest)
-        step = next(c for c in cards if any(a.get("verb") == "herald_journey_done" for a in _actions(c)))
-        done = next(a for a in _actions(step) if a["verb"] == "herald_journey_done")
+        step = next(c for c in cards if any(a.get("verb") == "herald_journey_done" for a in actions_of(c)))
+        done = next(a for a in actions_of(step) if a["verb"] == "herald_journey_done")
         answer = await teams.invoke("aad-eve", done["verb"], done["data"])
         assert "Marked done" in answer["value"]
         refused = await teams.invoke("aad-fay", done["verb"], done["data"])
         assert "Marked done" not in refused["value"]
     finally:
-        await _stop(teams)
+        await stop_teams_rig(teams)
 
 
 async def test_a_question_is_answered_off_the_event_loop(rig, warm_knowledge_base) -> None:  # noqa: ANN001

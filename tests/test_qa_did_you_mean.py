@@ -81,12 +81,12 @@ async def test_the_member_presses_did_you_mean_and_gets_the_runner_up(db: str, p
 
 
 async def test_did_you_mean_in_teams_replaces_the_card_with_the_runner_up(db: str, portal_kb: Path) -> None:
-    from tests.test_teams_e2e import _actions, _card, _start, _stop
+    from tests.teams_support import actions_of, card_of, start_teams_rig, stop_teams_rig
 
-    teams = await _start(db, kb_dir=portal_kb, kb_semantic=False)
+    teams = await start_teams_rig(db, kb_dir=portal_kb, kb_semantic=False)
     try:
-        answer = _card(await teams.say("aad-fay", AMBIGUOUS))
-        actions = _actions(answer)
+        answer = card_of(await teams.say("aad-fay", AMBIGUOUS))
+        actions = actions_of(answer)
         assert [a["verb"] for a in actions] == [HELPFUL_ACTION, NOT_HELPFUL_ACTION, ASK_CAM_ACTION, DID_YOU_MEAN_ACTION]
         question = await Question.get()
         chosen = actions[3]["data"]["value"].split(":")[1]
@@ -96,4 +96,4 @@ async def test_did_you_mean_in_teams_replaces_the_card_with_the_runner_up(db: st
         assert "username" in str(replaced["value"]) or "Forgot password" in str(replaced["value"])
         assert (await Question.get(id=question.id)).entry_id == chosen
     finally:
-        await _stop(teams)
+        await stop_teams_rig(teams)

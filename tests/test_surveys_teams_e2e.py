@@ -20,7 +20,7 @@ from bot.core.notices.interactions import link_tracker
 from storage.models import Delivery, NoticeInteraction, SurveyAnswer, SurveyAnswerChange
 from tests.fakes.bot_connector import FakeBotConnector
 from tests.support import SIGNING_SECRET, directory_csv
-from tests.test_teams_e2e import TENANT, TeamsRig, _actions, _card, _texts
+from tests.teams_support import TENANT, TeamsRig, actions_of, card_of, texts_of
 
 PEOPLE = [(org, n) for org, count in (("north", 4), ("south", 2)) for n in range(1, count + 1)]
 DIRECTORY = directory_csv([
@@ -54,7 +54,7 @@ async def teams(db: str):
 
 
 def _last_card(teams: TeamsRig, aad: str) -> dict[str, Any]:
-    return _card(teams.connector.activities(f"a:conv-{aad}")[-1])
+    return card_of(teams.connector.activities(f"a:conv-{aad}")[-1])
 
 
 def _answer_buttons(card: dict[str, Any]) -> list[list[dict[str, Any]]]:
@@ -63,8 +63,8 @@ def _answer_buttons(card: dict[str, Any]) -> list[list[dict[str, Any]]]:
 
 
 async def _send_preview(teams: TeamsRig, text: str) -> int:
-    preview = _card(await teams.say("aad-cam", text))
-    send = next(a for a in _actions(preview) if a["verb"] == "herald.send")
+    preview = card_of(await teams.say("aad-cam", text))
+    send = next(a for a in actions_of(preview) if a["verb"] == "herald.send")
     answer = await teams.invoke("aad-cam", "herald.send", send["data"])
     assert "Sending notice" in str(answer["value"])
     await teams.herald.outbox.drain()
@@ -79,16 +79,16 @@ async def test_survey_cards_answers_changes_and_anonymous_results(teams: TeamsRi
     rows = _answer_buttons(card)
     assert [len(r) for r in rows] == [6, 5] and [a["title"] for r in rows for a in r] == [str(n) for n in range(11)]
     assert all(a["type"] == "Action.Execute" and a["data"]["notice_id"] == survey_id for r in rows for a in r)
-    texts = " ".join(_texts(card))
+    texts = " ".join(texts_of(card))
     assert "\\[portal\\]\\(http://evil\\)" in texts  # no link injection
     assert any(e.get("type") == "Input.Text" and e["id"] == "comment" for e in card["body"])
 
     first = await teams.invoke("aad-north-1", "herald.survey_answer", {"notice_id": survey_id, "value": 8})
     assert first["type"] == "application/vnd.microsoft.card.adaptive"
-    assert "Your answer: **8**" in " ".join(_texts(first["value"]))
+    assert "Your answer: **8**" in " ".join(texts_of(first["value"]))
     again = await teams.invoke("aad-north-1", "herald.survey_answer",
                                {"notice_id": survey_id, "value": 3, "comment": "Too many clicks"})
-    assert "Your answer: **3**" in " ".join(_texts(again["value"]))
+    assert "Your answer: **3**" in " ".join(texts_of(again["value"]))
     comment_box = next(e for e in again["value"]["body"] if e.get("type") == "Input.Text")
     assert comment_box["value"] == "Too many clicks"
     await teams.invoke("aad-north-1", "herald.survey_comment", {"notice_id": survey_id, "comment": "Fewer clicks"})
@@ -111,17 +111,17 @@ async def test_survey_cards_answers_changes_and_anonymous_results(teams: TeamsRi
 
 
 async def test_survey_form_card_in_teams(teams: TeamsRig) -> None:
-    form = _card(await teams.say("aad-cam", "survey"))
+    form = card_of(await teams.say("aad-cam", "survey"))
     assert [e.get("id") for e in form["body"] if e.get("id")][:3] == ["topic", "audience", "question"]
     error = await teams.invoke("aad-cam", "herald.survey_compose", {
         "topic": "announcements", "audience": "all", "question": "Best day?", "kind": "options", "options": "Monday"})
-    assert "2 to 5 options" in " ".join(_texts(error["value"]))
+    assert "2 to 5 options" in " ".join(texts_of(error["value"]))
     preview = await teams.invoke("aad-cam", "herald.survey_compose", {
         "topic": "announcements", "audience": "org:south", "question": "Best day?", "kind": "options",
         "options": "Monday\nFriday", "anonymous": "false"})
-    texts = " ".join(_texts(preview["value"]))
+    texts = " ".join(texts_of(preview["value"]))
     assert "Preview of survey" in texts and "2 recipients" in texts
-    assert [a["verb"] for a in _actions(preview["value"])] == ["herald.send", "herald.cancel"]
+    assert [a["verb"] for a in actions_of(preview["value"])] == ["herald.send", "herald.cancel"]
 
 
 async def test_variants_and_rollout_in_teams(teams: TeamsRig) -> None:
@@ -135,7 +135,7 @@ async def test_variants_and_rollout_in_teams(teams: TeamsRig) -> None:
     await teams.herald.outbox.drain()
     per_person = {aad: len(teams.connector.activities(f"a:conv-{aad}")) for aad in AADS}
     assert set(per_person.values()) == {1}  # nobody got two variants, nobody was missed
-    shown = Counter("Plan B" if "Plan B" in " ".join(_texts(_last_card(teams, aad))) else "Plan A" for aad in AADS)
+    shown = Counter("Plan B" if "Plan B" in " ".join(texts_of(_last_card(teams, aad))) else "Plan A" for aad in AADS)
     assert shown == {"Plan A": 5, "Plan B": 1}  # the first three were dealt A, B, A; the other three got A
     assert Counter(await Delivery.filter(notice_id=notice_id).values_list("variant", flat=True)) == {"A": 5, "B": 1}
     results = (await teams.say("aad-cam", f"variants {notice_id}"))["text"]
@@ -147,7 +147,7 @@ async def test_a_b_link_presses_are_counted_in_teams_through_herald(teams: Teams
     notice_id = await _send_preview(teams, "send need-to-know announcements all link:https://partners.example.com/q3 "
                                            "| Plan A | Body A || Plan B | Body B")
     card = _last_card(teams, "aad-north-1")
-    (open_url,) = [a for a in _actions(card) if a["type"] == "Action.OpenUrl"]
+    (open_url,) = [a for a in actions_of(card) if a["type"] == "Action.OpenUrl"]
     assert open_url["url"].startswith("https://herald.example.com/go/")
     path = open_url["url"].removeprefix("https://herald.example.com")
     async with teams.session.get(teams.server.make_url(path), allow_redirects=False) as response:

@@ -3,132 +3,14 @@ Send → Adaptive Card at the fake Bot Connector → Action.Execute acknowledge 
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from bot.app import HERALD_KEY, build_app
-from bot.common.clock import ManualClock
 from bot.core.directory.importer import import_directory
-from bot.core.directory.staff import add_staff
-from bot.service import Herald
-from config.settings import load_settings
 from storage.models import Acknowledgement, Delivery, PlatformAccount, Staff
-from tests.fakes.bot_connector import FakeBotConnector
-from tests.fakes.slack_api import FakeSlackAPI
-from tests.support import SIGNING_SECRET, TEAM, TOKEN, directory_csv, wait_until
+from tests.support import directory_csv, wait_until
+from tests.teams_support import TENANT, TeamsRig, actions_of, card_of, start_teams_rig, stop_teams_rig, texts_of
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
-
-TENANT = "tenant-1"
-_activity_ids = itertools.count(1)  # Teams gives every activity its own id
-DIRECTORY = directory_csv([
-    f"teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,eve@teamsco.example,Eve Moreau,"
-    f"operations,Europe/Paris,fr,,,{TENANT},aad-eve",
-    f"teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,fay@teamsco.example,Fay Roux,"
-    f"sales,Europe/Paris,fr,,,{TENANT},aad-fay",
-    f"teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,gus@teamsco.example,Gus Petit,"
-    f"support,Europe/Paris,fr,{TEAM},UGUS,{TENANT},aad-gus",
-])
-
-
-@dataclass
-class TeamsRig:
-    connector: FakeBotConnector
-    slack: FakeSlackAPI
-    server: TestServer
-    session: aiohttp.ClientSession
-    clock: ManualClock
-    herald: Herald
-
-    async def post(self, activity: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        async with self.session.post(self.server.make_url("/api/messages"), json=activity, headers=headers or {}) as r:
-            text = await r.text()
-            try:
-                return r.status, (await r.json(content_type=None)) if text else None
-            except ValueError:
-                return r.status, text
-
-    def activity(self, kind: str, aad: str, **extra: Any) -> dict[str, Any]:
-        return {"type": kind, "id": f"act-{next(_activity_ids)}", "channelId": "msteams", "serviceUrl": self.connector.url,
-                "from": {"id": f"29:{aad}", "aadObjectId": aad, "name": aad},
-                "recipient": {"id": "28:herald", "name": "Herald"},
-                "conversation": {"id": f"a:conv-{aad}", "conversationType": "personal", "tenantId": TENANT},
-                "channelData": {"tenant": {"id": TENANT}}, **extra}
-
-    async def say(self, aad: str, text: str) -> dict[str, Any]:
-        before = len(self.connector.activities(f"a:conv-{aad}"))
-        status, _ = await self.post(self.activity("message", aad, text=text))
-        assert status == 200
-        sent = self.connector.activities(f"a:conv-{aad}")
-        assert len(sent) == before + 1, "expected one reply"
-        return sent[-1]
-
-    async def invoke(self, aad: str, verb: str, data: dict[str, Any]) -> dict[str, Any]:
-        status, body = await self.post(self.activity(
-            "invoke", aad, name="adaptiveCard/action", value={"action": {"type": "Action.Execute", "verb": verb,
-                                                                         "data": data}}))
-        assert status == 200
-        return body
-
-
-def _card(activity: dict[str, Any]) -> dict[str, Any]:
-    return activity["attachments"][0]["content"]
-
-
-def _texts(element: Any) -> list[str]:
-    """Every TextBlock text in a card, however nested."""
-    if isinstance(element, dict):
-        found = [element["text"]] if element.get("type") == "TextBlock" else []
-        return found + [t for value in element.values() for t in _texts(value)]
-    if isinstance(element, list):
-        return [t for item in element for t in _texts(item)]
-    return []
-
-
-def _actions(card: dict[str, Any]) -> list[dict[str, Any]]:
-    return card.get("actions", [])
-
-
-async def _start(db_url: str, **settings: Any) -> TeamsRig:
-    connector, slack = FakeBotConnector(), FakeSlackAPI()
-    await connector.start()
-    await slack.start()
-    slack.add_workspace(TEAM, TOKEN)
-    slack.add_user(TEAM, "UGUS")
-    for aad in ("aad-eve", "aad-fay", "aad-gus", "aad-cam", "aad-outsider"):
-        connector.open_conversation(aad, TENANT)
-    clock = ManualClock()
-    config = load_settings(**{"database_url": db_url, "slack_signing_secret": SIGNING_SECRET, "slack_api_url": slack.url,
-                              "slack_bot_token": TOKEN, "teams_check_service_url": False,
-                              "teams_service_url": connector.url, **settings})
-    app = build_app(config, clock=clock, run_worker=False, manage_database=False)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    await import_directory(DIRECTORY, now=clock.now(), actor="test")
-    await add_staff("cam@vendor.example", "cam", name="Casey CAM", teams_aad="aad-cam", now=clock.now(), actor="test")
-    return TeamsRig(connector, slack, server, aiohttp.ClientSession(), clock, app[HERALD_KEY])
-
-
-async def _stop(rig: TeamsRig) -> None:
-    await rig.session.close()
-    await rig.server.close()
-    await rig.connector.stop()
-    await rig.slack.stop()
-
-
-@pytest.fixture
-async def teams(db: str) -> AsyncIterator[TeamsRig]:
-    rig = await _start(db)
-    try:
-        yield rig
-    finally:
-        await _stop(rig)
 
 
 async def test_install_send_acknowledge_in_teams(teams: TeamsRig) -> None:
@@ -141,9 +23,9 @@ async def test_install_send_acknowledge_in_teams(teams: TeamsRig) -> None:
     assert account.dm_channel == "a:conv-aad-eve" and account.service_url == teams.connector.url
 
     preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall of LX-200 | Stop <b>selling</b> [now](http://evil)")
-    card = _card(preview)
-    assert "3 recipients" in str(card) and [a["verb"] for a in _actions(card)] == ["herald.send", "herald.cancel"]
-    notice_id = _actions(card)[0]["data"]["notice_id"]
+    card = card_of(preview)
+    assert "3 recipients" in str(card) and [a["verb"] for a in actions_of(card)] == ["herald.send", "herald.cancel"]
+    notice_id = actions_of(card)[0]["data"]["notice_id"]
 
     answer = await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
     assert answer["type"] == "application/vnd.microsoft.card.adaptive" and "Sending notice" in str(answer["value"])
@@ -151,17 +33,17 @@ async def test_install_send_acknowledge_in_teams(teams: TeamsRig) -> None:
     assert "already" in str(again["value"])
     await teams.herald.outbox.drain()
 
-    eve_card = _card(teams.connector.activities("a:conv-aad-eve")[-1])
+    eve_card = card_of(teams.connector.activities("a:conv-aad-eve")[-1])
     assert eve_card["version"] == "1.5"
-    (ack_button,) = [a for a in _actions(eve_card) if a["type"] == "Action.Execute"]
+    (ack_button,) = [a for a in actions_of(eve_card) if a["type"] == "Action.Execute"]
     assert ack_button["verb"] == "herald.ack" and ack_button["data"] == {"notice_id": notice_id}
-    texts = " ".join(_texts(eve_card))
+    texts = " ".join(texts_of(eve_card))
     # a CAM's [text](url) is a link in Herald's formatting language, in Slack and Teams alike;
     # raw HTML and every other markup stays escaped
     assert "[now](http://evil)" in texts and "\\<b\\>selling\\</b\\>" in texts
     # Fay never talked to Herald: a 1:1 conversation was created for her from the directory's AAD id
     assert any(c.route == "create_conversation" for c in teams.connector.calls)
-    assert _card(teams.connector.activities("a:conv-aad-fay")[-1])["version"] == "1.5"
+    assert card_of(teams.connector.activities("a:conv-aad-fay")[-1])["version"] == "1.5"
     # Gus is on Slack and Teams: one copy, on the first platform on file (Slack)
     assert [d.platform for d in await Delivery.filter(notice_id=notice_id, member__email="gus@teamsco.example")] == ["slack"]
 
@@ -169,7 +51,7 @@ async def test_install_send_acknowledge_in_teams(teams: TeamsRig) -> None:
         answer = await teams.invoke("aad-eve", "herald.ack", {"notice_id": notice_id})
         assert answer["type"] == "application/vnd.microsoft.card.adaptive"
         assert "Acknowledged by **Eve Moreau**" in str(answer["value"])
-        assert not [a for a in _actions(answer["value"]) if a["type"] == "Action.Execute"]
+        assert not [a for a in actions_of(answer["value"]) if a["type"] == "Action.Execute"]
     assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
     # the answer does not wait for the platform: the copy is updated by the outbox, once
     await wait_until(lambda: any(c.route == "update_activity" for c in teams.connector.calls), what="update_activity")
@@ -186,10 +68,10 @@ async def test_install_send_acknowledge_in_teams(teams: TeamsRig) -> None:
 
 
 async def test_one_acknowledgement_settles_both_platforms(db: str) -> None:
-    rig = await _start(db, platform_policy="all")
+    rig = await start_teams_rig(db, platform_policy="all")
     try:
         preview = await rig.say("aad-cam", "send must-know operations member:gus@teamsco.example | Recall | Stop")
-        notice_id = _actions(_card(preview))[0]["data"]["notice_id"]
+        notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
         await rig.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
         await rig.herald.outbox.drain()
         assert sorted(d.platform for d in await Delivery.filter(notice_id=notice_id)) == ["slack", "teams"]
@@ -200,7 +82,7 @@ async def test_one_acknowledgement_settles_both_platforms(db: str) -> None:
         assert "Acknowledged by *Gus Petit*" in str(slack_update.args["blocks"])
         assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
     finally:
-        await _stop(rig)
+        await stop_teams_rig(rig)
 
 
 async def test_commands_are_refused_for_partner_staff_and_help_works(teams: TeamsRig) -> None:
@@ -215,18 +97,18 @@ async def test_commands_are_refused_for_partner_staff_and_help_works(teams: Team
 
 
 async def test_compose_card_round_trip(teams: TeamsRig) -> None:
-    compose = _card(await teams.say("aad-cam", "send"))
+    compose = card_of(await teams.say("aad-cam", "send"))
     ids = [field.get("id") for field in compose["body"] if "id" in field]
     assert ids == ["topic", "importance", "audience", "title", "body", "link", "deadline"]
     data = {"topic": "operations", "importance": "must-know", "audience": "regoin:emea", "title": "T", "body": "B"}
     answer = await teams.invoke("aad-cam", "herald.compose", data)
     assert "did you mean 'region'" in str(answer["value"]) and answer["value"]["body"][1]["color"] == "Attention"
     answer = await teams.invoke("aad-cam", "herald.compose", {**data, "audience": "region:emea"})
-    assert [a["verb"] for a in _actions(answer["value"])] == ["herald.send", "herald.cancel"]
+    assert [a["verb"] for a in actions_of(answer["value"])] == ["herald.send", "herald.cancel"]
 
 
 async def test_unauthenticated_requests_are_refused_when_an_app_id_is_set(db: str) -> None:
-    rig = await _start(db, teams_app_id="00000000-0000-0000-0000-000000000001")
+    rig = await start_teams_rig(db, teams_app_id="00000000-0000-0000-0000-000000000001")
     try:
         activity = rig.activity("message", "aad-cam", text="status")
         status, _ = await rig.post(activity)
@@ -236,31 +118,31 @@ async def test_unauthenticated_requests_are_refused_when_an_app_id_is_set(db: st
         assert rig.connector.activities("a:conv-aad-cam") == []
         assert (await Staff.get(email="cam@vendor.example")).teams_conversation_id == ""
     finally:
-        await _stop(rig)
+        await stop_teams_rig(rig)
 
 
 async def test_untrusted_service_url_is_refused_in_production_mode(db: str) -> None:
-    rig = await _start(db, teams_check_service_url=True)
+    rig = await start_teams_rig(db, teams_check_service_url=True)
     try:
         status, _ = await rig.post(rig.activity("message", "aad-cam", text="help"))
         assert status == 403 and rig.connector.activities("a:conv-aad-cam") == []
     finally:
-        await _stop(rig)
+        await stop_teams_rig(rig)
 
 
 async def test_escalation_reaches_a_cam_who_only_uses_teams(teams: TeamsRig) -> None:
     await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
     preview = await teams.say("aad-cam", "send must-know operations org:teamsco deadline:2026-01-06 | Recall | Stop")
-    notice_id = _actions(_card(preview))[0]["data"]["notice_id"]
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
     await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
     await teams.herald.outbox.drain()
     teams.clock.advance(days=2)
     counts = await teams.herald.tick()
     assert counts["escalations"] == 1 and counts["escalation_messages"] == 1
     await teams.herald.outbox.drain()  # the worker the tick wakes
-    card = _card(teams.connector.activities("a:conv-aad-cam")[-1])
-    assert "Eve Moreau" in str(card) and [a["verb"] for a in _actions(card)] == ["herald_remind_now", "herald_open_report"]
-    answer = await teams.invoke("aad-cam", "herald_remind_now", _actions(card)[0]["data"])
+    card = card_of(teams.connector.activities("a:conv-aad-cam")[-1])
+    assert "Eve Moreau" in str(card) and [a["verb"] for a in actions_of(card)] == ["herald_remind_now", "herald_open_report"]
+    answer = await teams.invoke("aad-cam", "herald_remind_now", actions_of(card)[0]["data"])
     assert "Queued 3 reminders" in answer["value"]
 
 
@@ -270,7 +152,7 @@ async def test_a_slow_tenant_does_not_hold_up_other_workspaces(teams: TeamsRig) 
     from tests.support import wait_until
 
     preview = await teams.say("aad-cam", "send need-to-know operations org:teamsco | Depot closed | Friday")
-    notice_id = _actions(_card(preview))[0]["data"]["notice_id"]
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
     await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
     teams.connector.delay("send_activity", 1.0)
     teams.connector.delay("create_conversation", 1.0)
@@ -318,7 +200,7 @@ async def test_new_members_conversations_are_created_within_the_tenants_budget(d
     from tests.fakes.rate_limits import Rate
     from tests.fakes.teams_limits import TeamsLimits
 
-    rig = await _start(db, teams_max_per_second=5.0)
+    rig = await start_teams_rig(db, teams_max_per_second=5.0)
     try:
         rig.connector.set_limits(TeamsLimits(per_tenant=Rate(8, 1.0, burst=3)))
         await import_directory(directory_csv([
@@ -335,4 +217,4 @@ async def test_new_members_conversations_are_created_within_the_tenants_budget(d
         assert stats["accepted"]["by_method"]["create_conversation"] == 12
         assert stats["throttled"]["total"] == 0
     finally:
-        await _stop(rig)
+        await stop_teams_rig(rig)

@@ -1,0 +1,118 @@
+"""A Teams rig for end-to-end tests: the real app on a local port, a fake Bot Connector (and a fake
+Slack API for members on both platforms), a manual clock and a seeded directory, with helpers to
+send activities as a member and read the cards Herald sends back."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from bot.app import HERALD_KEY, build_app
+from bot.common.clock import ManualClock
+from bot.core.directory.importer import import_directory
+from bot.core.directory.staff import add_staff
+from bot.service import Herald
+from config.settings import load_settings
+from tests.fakes.bot_connector import FakeBotConnector
+from tests.fakes.slack_api import FakeSlackAPI
+from tests.support import SIGNING_SECRET, TEAM, TOKEN, directory_csv
+
+TENANT = "tenant-1"
+_activity_ids = itertools.count(1)  # Teams gives every activity its own id
+DIRECTORY = directory_csv([
+    f"teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,eve@teamsco.example,Eve Moreau,"
+    f"operations,Europe/Paris,fr,,,{TENANT},aad-eve",
+    f"teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,fay@teamsco.example,Fay Roux,"
+    f"sales,Europe/Paris,fr,,,{TENANT},aad-fay",
+    f"teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,gus@teamsco.example,Gus Petit,"
+    f"support,Europe/Paris,fr,{TEAM},UGUS,{TENANT},aad-gus",
+])
+
+
+@dataclass
+class TeamsRig:
+    connector: FakeBotConnector
+    slack: FakeSlackAPI
+    server: TestServer
+    session: aiohttp.ClientSession
+    clock: ManualClock
+    herald: Herald
+
+    async def post(self, activity: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        async with self.session.post(self.server.make_url("/api/messages"), json=activity, headers=headers or {}) as r:
+            text = await r.text()
+            try:
+                return r.status, (await r.json(content_type=None)) if text else None
+            except ValueError:
+                return r.status, text
+
+    def activity(self, kind: str, aad: str, **extra: Any) -> dict[str, Any]:
+        return {"type": kind, "id": f"act-{next(_activity_ids)}", "channelId": "msteams", "serviceUrl": self.connector.url,
+                "from": {"id": f"29:{aad}", "aadObjectId": aad, "name": aad},
+                "recipient": {"id": "28:herald", "name": "Herald"},
+                "conversation": {"id": f"a:conv-{aad}", "conversationType": "personal", "tenantId": TENANT},
+                "channelData": {"tenant": {"id": TENANT}}, **extra}
+
+    async def say(self, aad: str, text: str) -> dict[str, Any]:
+        before = len(self.connector.activities(f"a:conv-{aad}"))
+        status, _ = await self.post(self.activity("message", aad, text=text))
+        assert status == 200
+        sent = self.connector.activities(f"a:conv-{aad}")
+        assert len(sent) == before + 1, "expected one reply"
+        return sent[-1]
+
+    async def invoke(self, aad: str, verb: str, data: dict[str, Any]) -> dict[str, Any]:
+        status, body = await self.post(self.activity(
+            "invoke", aad, name="adaptiveCard/action", value={"action": {"type": "Action.Execute", "verb": verb,
+                                                                         "data": data}}))
+        assert status == 200
+        return body
+
+
+def card_of(activity: dict[str, Any]) -> dict[str, Any]:
+    return activity["attachments"][0]["content"]
+
+
+def texts_of(element: Any) -> list[str]:
+    """Every TextBlock text in a card, however nested."""
+    if isinstance(element, dict):
+        found = [element["text"]] if element.get("type") == "TextBlock" else []
+        return found + [t for value in element.values() for t in texts_of(value)]
+    if isinstance(element, list):
+        return [t for item in element for t in texts_of(item)]
+    return []
+
+
+def actions_of(card: dict[str, Any]) -> list[dict[str, Any]]:
+    return card.get("actions", [])
+
+
+async def start_teams_rig(db_url: str, **settings: Any) -> TeamsRig:
+    connector, slack = FakeBotConnector(), FakeSlackAPI()
+    await connector.start()
+    await slack.start()
+    slack.add_workspace(TEAM, TOKEN)
+    slack.add_user(TEAM, "UGUS")
+    for aad in ("aad-eve", "aad-fay", "aad-gus", "aad-cam", "aad-outsider"):
+        connector.open_conversation(aad, TENANT)
+    clock = ManualClock()
+    config = load_settings(**{"database_url": db_url, "slack_signing_secret": SIGNING_SECRET, "slack_api_url": slack.url,
+                              "slack_bot_token": TOKEN, "teams_check_service_url": False,
+                              "teams_service_url": connector.url, **settings})
+    app = build_app(config, clock=clock, run_worker=False, manage_database=False)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    await import_directory(DIRECTORY, now=clock.now(), actor="test")
+    await add_staff("cam@vendor.example", "cam", name="Casey CAM", teams_aad="aad-cam", now=clock.now(), actor="test")
+    return TeamsRig(connector, slack, server, aiohttp.ClientSession(), clock, app[HERALD_KEY])
+
+
+async def stop_teams_rig(rig: TeamsRig) -> None:
+    await rig.session.close()
+    await rig.server.close()
+    await rig.connector.stop()
+    await rig.slack.stop()
