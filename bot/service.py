@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bot.core.replays import forget_expired
 from bot.channels.sandbox import SandboxChannel
@@ -108,8 +108,16 @@ class Herald:
         task.add_done_callback(self._answered.discard)
         return await asyncio.shield(task)
 
+    def after_answer(self, work: Awaitable[Any]) -> None:
+        """Run ``work`` (a coroutine that logs its own failures) after the platform's request is
+        answered, e.g. a Teams message's reply, which goes out through the Bot Connector: a stop
+        waits for it (``settle``)."""
+        task = asyncio.ensure_future(work)
+        self._answered.add(task)
+        task.add_done_callback(self._answered.discard)
+
     async def settle(self) -> None:
-        """Wait until every click and answer the platforms were already answered for is written."""
+        """Wait until every click, answer and reply the platforms were already answered for is done."""
         await acks.written()
         while self._answered:
             await asyncio.wait(list(self._answered))

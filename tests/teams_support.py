@@ -42,13 +42,19 @@ class TeamsRig:
     clock: ManualClock
     herald: Herald
 
-    async def post(self, activity: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def post(self, activity: dict[str, Any], headers: dict[str, str] | None = None, *,
+                   settle: bool = True) -> tuple[int, Any]:
+        """Deliver the activity as Teams would. Herald answers a message at once and replies
+        afterwards: `settle` waits for that work too, so the replies are there when this returns."""
         async with self.session.post(self.server.make_url("/api/messages"), json=activity, headers=headers or {}) as r:
             text = await r.text()
             try:
-                return r.status, (await r.json(content_type=None)) if text else None
+                answer = r.status, (await r.json(content_type=None)) if text else None
             except ValueError:
-                return r.status, text
+                answer = r.status, text
+        if settle:
+            await self.herald.settle()
+        return answer
 
     def activity(self, kind: str, aad: str, **extra: Any) -> dict[str, Any]:
         return {"type": kind, "id": f"act-{next(_activity_ids)}", "channelId": "msteams", "serviceUrl": self.connector.url,

@@ -27,7 +27,6 @@ seed, inspect and count over HTTP; ``python -m tests.fakes.bot_connector --help`
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import Counter, deque
@@ -315,8 +314,7 @@ class FakeBotConnector(ScriptedFaults, LocalServer):
         self.route_counts[route] += 1
         if self.record_calls:
             self.calls.append(call)
-        if self._delays.get(route):
-            await asyncio.sleep(self._delays[route])
+        await self._slow_as_told(route)
         transient = None
         try:
             self._check_auth(call)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections import deque
 from typing import Any, Self
@@ -61,9 +62,10 @@ class ScriptedFaults:
 
     _faults: dict[str, deque[Any]]
     _delays: dict[str, float]
+    _holds: dict[str, asyncio.Event]
 
     def _no_faults(self) -> None:
-        self._faults, self._delays = {}, {}
+        self._faults, self._delays, self._holds = {}, {}, {}
 
     def delay(self, route: str, seconds: float) -> None:
         """Answer every later ``route`` call after ``seconds`` (0 removes the delay)."""
@@ -72,9 +74,30 @@ class ScriptedFaults:
         else:
             self._delays.pop(route, None)
 
+    def hold(self, *routes: str) -> None:
+        """Keep every later call of these routes waiting, unanswered, until ``release``: a platform
+        as slow as a test needs, with no clock involved (the call is recorded when it arrives)."""
+        for route in routes:
+            self._holds.setdefault(route, asyncio.Event())
+
+    def release(self, *routes: str) -> None:
+        """Answer the held calls of these routes (all held routes if none is named), and later ones at once."""
+        for route in routes or list(self._holds):
+            held = self._holds.pop(route, None)
+            if held is not None:
+                held.set()
+
     def clear_faults(self) -> None:
         self._faults.clear()
         self._delays.clear()
+        self.release()
+
+    async def _slow_as_told(self, route: str) -> None:
+        """What ``delay`` and ``hold`` ask of a call of ``route``, before it is answered."""
+        if seconds := self._delays.get(route):
+            await asyncio.sleep(seconds)
+        if (held := self._holds.get(route)) is not None:
+            await held.wait()
 
     def _take_fault(self, route: str) -> Any:
         """The fault for this call of ``route``, if one is queued (each is used ``times`` times)."""

@@ -30,7 +30,6 @@ Every request, including failed ones, is recorded in ``fake.calls``. ``/_fake/..
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
@@ -490,10 +489,7 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         if method == "apps.connections.open" or (token or "").startswith("xapp-"):
             return self._app_level(method, token, call)
 
-        if self._delays:
-            seconds = self._delays.get(method)
-            if seconds:
-                await asyncio.sleep(seconds)
+        await self._slow_as_told(method)
 
         if self._faults:
             fault = self._take_fault(method)
@@ -558,10 +554,7 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
                 pass
         call = Call("response_url", None, args, key=key)
         self._record(call)
-        if self._delays:
-            seconds = self._delays.get("response_url")
-            if seconds:
-                await asyncio.sleep(seconds)
+        await self._slow_as_told("response_url")
         if self._faults:
             fault = self._take_fault("response_url")
             if fault is not None:
@@ -941,8 +934,7 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
                 client_id = client_secret = None
         call = Call(method, None, {**args, "client_id": client_id})
         self._record(call)
-        if self._delays.get(method):
-            await asyncio.sleep(self._delays[method])
+        await self._slow_as_told(method)
         if self._faults:
             fault = self._take_fault(method)
             if fault is not None:

@@ -4,6 +4,7 @@ actions, dispatched to the core; replies go out through `TeamsChannel`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
@@ -91,19 +92,26 @@ class TeamsHandler:
                 now=self.herald.clock.now(), window=TEAMS_WINDOW):
             log.warning("ignored a repeated Teams activity")
             return web.Response(status=200)
-        try:
-            if activity.type == "invoke":
+        if activity.type == "invoke":  # its answer is the HTTP response: a card or a message
+            try:
                 return await self.on_invoke(turn)
-            if activity.type in ("conversationUpdate", "installationUpdate"):
-                await self.on_install(turn)
-            elif activity.type == "message":
-                await self.on_message(turn)
-        except Exception:  # noqa: BLE001 - never a 500 with a trace to the connector
-            log.exception("Teams %s activity failed", activity.type)
-            if activity.type == "invoke":
+            except Exception:  # noqa: BLE001 - never a 500 with a trace to the connector
+                log.exception("Teams invoke activity failed")
                 return message_response(SORRY)
-            await self.reply(turn, text_activity(SORRY))
+        if activity.type in ("conversationUpdate", "installationUpdate"):
+            self.herald.after_answer(self._replying_sorry(turn, self.on_install(turn)))
+        elif activity.type == "message":
+            self.herald.after_answer(self._replying_sorry(turn, self.on_message(turn)))
+        # Answered at once, the work goes on: Teams gives a bot 15 s to answer the request, and
+        # the replies go out through the Bot Connector, which may be slow or ask for a pause.
         return web.Response(status=200)
+
+    async def _replying_sorry(self, turn: Turn, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception:  # noqa: BLE001 - the person hears that something went wrong; the log says what
+            log.exception("Teams %s activity failed", turn.activity.type)
+            await self.reply(turn, text_activity(SORRY))
 
     # ---- conversation lifecycle -------------------------------------------------------------
 

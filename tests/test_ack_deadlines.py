@@ -1,0 +1,105 @@
+"""Slack wants every request acknowledged within 3 s (else it shows the person an error and sends
+the event again) and Teams an invoke answered within 15 s. Herald answers before any call it makes
+to the platform for that request has returned: here the fakes hold those calls unanswered (no
+clock involved) while the test checks that the answer came, then let them go and check that the
+work was done, once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import pytest
+
+from bot.core.notices.views import ACK_ACTION
+from storage.models import Acknowledgement, Question
+from tests.fakes.bot_connector import ROUTES as CONNECTOR_ROUTES
+from tests.fakes.slack_signing import event_body
+from tests.support import CAM_USER, TEAM, SlackHarness, listeners_done, wait_until
+from tests.teams_support import TeamsRig, actions_of, card_of
+
+pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # the question is answered from it
+
+# every Web API method Herald calls while handling a request, and the response_url
+SLACK_CALLS = ("chat.postMessage", "chat.postEphemeral", "chat.update", "chat.delete", "views.open",
+               "views.update", "views.publish", "conversations.open", "users.info", "response_url")
+# Only when the answer does NOT come: the test fails here instead of hanging.
+NO_ANSWER = 10.0
+
+T = TypeVar("T")
+
+
+async def _answered(request: Awaitable[T]) -> T:
+    try:
+        return await asyncio.wait_for(request, NO_ANSWER)
+    except TimeoutError:
+        raise AssertionError("no answer while the platform's calls were held: Herald waited for them") from None
+
+
+async def _delivered_notice(slack: SlackHarness) -> int:
+    _, _, key = await slack.command("send must-know operations all | Recall of LX-200 | Stop selling LX-200")
+    (preview,) = await slack.responses(key)
+    notice_id = int(next(e["value"] for b in preview.args["blocks"] if b["type"] == "actions"
+                         for e in b["elements"] if e["action_id"] == "herald_send"))
+    await slack.click("herald_send", str(notice_id), user=CAM_USER)
+    await slack.herald.outbox.drain()
+    return notice_id
+
+
+async def test_slack_requests_are_acknowledged_before_slacks_api_answers(slack: SlackHarness) -> None:
+    notice_id = await _delivered_notice(slack)
+    await listeners_done(slack)
+    before = {m: slack.fake.call_count(m) for m in SLACK_CALLS}
+    slack.fake.hold(*SLACK_CALLS)
+    try:
+        status, _, key = await _answered(slack.command(f"status {notice_id}"))
+        assert status.status == 200
+        click = await _answered(slack.click(ACK_ACTION, str(notice_id), user="UANNA"))
+        assert click.status == 200
+        question = {"type": "message", "channel_type": "im", "channel": "DUBO", "user": "UBO",
+                    "text": "how do i register a deal", "ts": "1700000000.000300"}
+        event = await _answered(slack.post_signed(event_body(question, TEAM, event_id="EvHELD")))
+        assert event.status == 200
+        # the work is under way, waiting on Slack: the status reply and the answer were asked for
+        await wait_until(lambda: [c for c in slack.fake.calls_to("response_url") if c.key == key],
+                         what="the status reply, held")
+        await wait_until(lambda: slack.fake.call_count("chat.postMessage") > before["chat.postMessage"],
+                         what="the answer, held")
+    finally:
+        slack.fake.release()
+    await listeners_done(slack)
+    await slack.herald.settle()
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
+    assert await Question.filter(text="how do i register a deal").count() == 1
+    answers = [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "DUBO"]
+    assert len(answers) == 2 and "deal" in json.dumps(answers[-1].args).lower()  # the notice, then the answer
+
+
+async def test_teams_requests_are_answered_before_the_bot_connector_answers(teams: TeamsRig) -> None:
+    """An invoke's answer is the updated card, in the HTTP response; a message's replies go out
+    through the Bot Connector after the request is answered (they were sent inside the request, so
+    a slow or throttling connector made Teams wait for them)."""
+    preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall of LX-200 | Stop selling")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    await teams.herald.outbox.drain()
+    replies = len(teams.connector.activities("a:conv-aad-fay"))
+    teams.connector.hold(*CONNECTOR_ROUTES)
+    try:
+        answer = await _answered(teams.invoke("aad-eve", "herald.ack", {"notice_id": notice_id}))
+        assert "Acknowledged by **Eve Moreau**" in str(answer["value"])
+        question = teams.activity("message", "aad-fay", text="how do i register a deal")
+        status, _ = await _answered(teams.post(question, settle=False))
+        assert status == 200
+        await wait_until(lambda: [c for c in teams.connector.calls if c.conversation_id == "a:conv-aad-fay"
+                                  and c.route in ("send_activity", "reply_activity")][replies:],
+                         what="the answer, held")
+    finally:
+        teams.connector.release()
+    await teams.herald.settle()
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
+    answer = teams.connector.activities("a:conv-aad-fay")[-1]
+    assert len(teams.connector.activities("a:conv-aad-fay")) == replies + 1
+    assert "How do I register a deal?" in str(answer)
