@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from bot.core.replays import forget_expired
 from bot.channels.sandbox import SandboxChannel
@@ -97,24 +97,21 @@ class Herald:
         self.outbox.add_source(MessageSource(self.channels, retry=self.outbox.retry))
         self.worker_running = False  # `serve` runs the outbox loop (bot.app); tests and the CLI may not
         self._pushes: set[asyncio.Task] = set()  # copy updates pushed without a worker loop
-        self._answered: set[asyncio.Future] = set()  # writes the platform was already answered for
+        self._answered: set[asyncio.Future] = set()  # work the platform was already answered for
 
     async def write_answered(self, work: Awaitable[T]) -> T:
         """Await ``work``, a write the platform was already answered for (Slack hears its 200 when
         a listener calls ack(), before it writes; an answered interaction is never sent again):
         a stop waits for it (``settle``). Acknowledgements have their own queue (``acks.written``)."""
-        task = asyncio.ensure_future(work)
-        self._answered.add(task)
-        task.add_done_callback(self._answered.discard)
-        return await asyncio.shield(task)
+        return await asyncio.shield(self.after_answer(work))
 
-    def after_answer(self, work: Awaitable[Any]) -> None:
-        """Run ``work`` (a coroutine that logs its own failures) after the platform's request is
-        answered, e.g. a Teams message's reply, which goes out through the Bot Connector: a stop
-        waits for it (``settle``)."""
+    def after_answer(self, work: Awaitable[T]) -> asyncio.Future[T]:
+        """Run ``work`` after the platform's request is answered (e.g. a Teams message's replies,
+        which go out through the Bot Connector); a stop waits for it (``settle``)."""
         task = asyncio.ensure_future(work)
         self._answered.add(task)
         task.add_done_callback(self._answered.discard)
+        return task
 
     async def settle(self) -> None:
         """Wait until every click, answer and reply the platforms were already answered for is done."""
