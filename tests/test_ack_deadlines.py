@@ -31,7 +31,7 @@ NO_ANSWER = 10.0
 T = TypeVar("T")
 
 
-async def _answered(request: Awaitable[T]) -> T:
+async def answered(request: Awaitable[T]) -> T:
     try:
         return await asyncio.wait_for(request, NO_ANSWER)
     except TimeoutError:
@@ -54,13 +54,13 @@ async def test_slack_requests_are_acknowledged_before_slacks_api_answers(slack: 
     before = {m: slack.fake.call_count(m) for m in SLACK_CALLS}
     slack.fake.hold(*SLACK_CALLS)
     try:
-        status, _, key = await _answered(slack.command(f"status {notice_id}"))
+        status, _, key = await answered(slack.command(f"status {notice_id}"))
         assert status.status == 200
-        click = await _answered(slack.click(ACK_ACTION, str(notice_id), user="UANNA"))
+        click = await answered(slack.click(ACK_ACTION, str(notice_id), user="UANNA"))
         assert click.status == 200
         question = {"type": "message", "channel_type": "im", "channel": "DUBO", "user": "UBO",
                     "text": "how do i register a deal", "ts": "1700000000.000300"}
-        event = await _answered(slack.post_signed(event_body(question, TEAM, event_id="EvHELD")))
+        event = await answered(slack.post_signed(event_body(question, TEAM, event_id="EvHELD")))
         assert event.status == 200
         # the work is under way, waiting on Slack: the status reply and the answer were asked for
         await wait_until(lambda: [c for c in slack.fake.calls_to("response_url") if c.key == key],
@@ -88,10 +88,10 @@ async def test_teams_requests_are_answered_before_the_bot_connector_answers(team
     replies = len(teams.connector.activities("a:conv-aad-fay"))
     teams.connector.hold(*CONNECTOR_ROUTES)
     try:
-        answer = await _answered(teams.invoke("aad-eve", "herald.ack", {"notice_id": notice_id}))
+        answer = await answered(teams.invoke("aad-eve", "herald.ack", {"notice_id": notice_id}))
         assert "Acknowledged by **Eve Moreau**" in str(answer["value"])
         question = teams.activity("message", "aad-fay", text="how do i register a deal")
-        status, _ = await _answered(teams.post(question, settle=False))
+        status, _ = await answered(teams.post(question, settle=False))
         assert status == 200
         await wait_until(lambda: [c for c in teams.connector.calls if c.conversation_id == "a:conv-aad-fay"
                                   and c.route in ("send_activity", "reply_activity")][replies:],

@@ -18,7 +18,7 @@ from bot.core.commands.parser import SendCommand
 from bot.core.directory.importer import import_directory
 from bot.core.notices import sending
 from storage.models import AuditEvent, Delivery, Workspace
-from tests.support import SlackHarness, directory_csv, start_harness, stop_harness
+from tests.support import SlackHarness, directory_csv, start_harness, stop_harness, wait_until
 from tests.test_slack_install import (
     CLIENT_ID, CLIENT_SECRET, NEW_TEAM, NEW_USER, NEWCO_MEMBER, OAUTH_SETTINGS, SECRET_KEY, _finish,
     _start,
@@ -151,3 +151,28 @@ async def test_a_refused_refresh_gives_no_token_and_says_why(rotating: SlackHarn
     assert any("reconnect the workspace" in r.getMessage() for r in caplog.records)
     workspace = await Workspace.get(external_id=NEW_TEAM)
     assert workspace.refresh_claimed_by == ""  # the lease is released for a later attempt
+
+
+async def test_a_request_is_acknowledged_while_its_workspaces_token_is_being_refreshed(
+        rotating: SlackHarness) -> None:
+    """Slack waits 3 s for the acknowledgement. Within the refresh margin the token is still good:
+    a request is answered with it while the refresh (`oauth.v2.access`, held here) goes on."""
+    from tests.fakes.slack_signing import slash_command_body
+    from tests.test_ack_deadlines import answered
+
+    h = rotating
+    h.clock.advance(hours=11, minutes=50)  # within the refresh margin, still valid
+    h.herald.slack_workspaces.forget(NEW_TEAM)
+    h.fake.hold("oauth.v2.access")
+    try:
+        body = slash_command_body(text="help", user_id=NEW_USER, team_id=NEW_TEAM,
+                                  response_url=h.fake.response_url("help"), channel_id="DNEW")
+        assert (await answered(h.post_signed(body))).status == 200
+        await wait_until(lambda: h.fake.calls_to("oauth.v2.access"), what="the refresh, held")
+    finally:
+        h.fake.release()
+    await wait_until(lambda: h.fake.refreshes == 1, what="the refresh")
+    await h.herald.outbox.drain()
+    workspace = await Workspace.get(external_id=NEW_TEAM)
+    assert TokenCipher(SECRET_KEY).open(workspace.bot_token) != FIRST_TOKEN
+    assert workspace.token_expires_at == h.clock.now() + TWELVE_HOURS

@@ -67,6 +67,7 @@ class SlackWorkspaces:
         self.cipher = cipher
         self._cache: dict[str, tuple[float, str | None]] = {}
         self._loading: dict[str, asyncio.Future[str | None]] = {}
+        self._refreshing: set[asyncio.Future] = set()  # refreshes started by token_now
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, AsyncWebClient] = {}
 
@@ -80,6 +81,28 @@ class SlackWorkspaces:
             loading = self._loading[team_id] = asyncio.ensure_future(self._load_token(team_id))
             loading.add_done_callback(lambda _: self._loading.pop(team_id, None))
         return await asyncio.shield(loading)
+
+    async def token_now(self, team_id: str) -> str | None:
+        """A token to answer a request with now (Slack waits 3 s for the acknowledgement): while
+        the workspace's expiring token is still valid, that token, its refresh (when due) going on
+        in the background instead of before the answer. Otherwise as ``token_for``."""
+        cached = self._cache.get(team_id)
+        if (cached and time.monotonic() - cached[0] < _TOKEN_TTL_SECONDS) or self.rotator is None:
+            return await self.token_for(team_id)
+        workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
+        now = self.rotator.clock.now()
+        if (workspace is None or not workspace.active or workspace.token_expires_at is None
+                or workspace.token_expires_at <= now or not self.rotator.due(workspace, now)):
+            return await self.token_for(team_id)
+        refresh = asyncio.ensure_future(self.token_for(team_id))  # one refresh, however many ask
+        self._refreshing.add(refresh)
+        refresh.add_done_callback(self._refreshed)
+        return self._open(workspace)
+
+    def _refreshed(self, refresh: asyncio.Future) -> None:
+        self._refreshing.discard(refresh)
+        if not refresh.cancelled() and refresh.exception() is not None:
+            log.warning("could not refresh a Slack token in the background: %s", refresh.exception())
 
     async def _load_token(self, team_id: str) -> str | None:
         workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
@@ -171,6 +194,8 @@ class SlackWorkspaces:
         raise SlackApiError(f"The request to the Slack API failed. (url: {url}, status: {status})", response)
 
     async def close(self) -> None:
+        if self._refreshing:  # a refresh cut short could leave the workspace with a used refresh token
+            await asyncio.wait(self._refreshing, timeout=10)
         if self._session is not None:
             await self._session.close()
         self._clients.clear()

@@ -58,7 +58,7 @@ def build_slack_app(herald: Herald) -> AsyncApp:
     workspaces = herald.slack_workspaces
 
     async def authorize(enterprise_id: str | None, team_id: str | None, **_: Any) -> AuthorizeResult | None:
-        token = await workspaces.token_for(team_id or "")
+        token = await workspaces.token_now(team_id or "")
         if not token:
             return None
         return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)
