@@ -48,8 +48,16 @@ async def _delivered_notice(slack: SlackHarness) -> int:
     return notice_id
 
 
+def _compose_state(**values: str) -> dict:
+    return {block: {"value": {"type": "static_select", "selected_option": {"value": value}}}
+            if block in ("topic", "importance") else {"value": {"type": "plain_text_input", "value": value}}
+            for block, value in values.items()}
+
+
 async def test_slack_requests_are_acknowledged_before_slacks_api_answers(slack: SlackHarness) -> None:
     notice_id = await _delivered_notice(slack)
+    await slack.command("send")  # the compose modal
+    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="views.open")
     await listeners_done(slack)
     before = {m: slack.fake.call_count(m) for m in SLACK_CALLS}
     slack.fake.hold(*SLACK_CALLS)
@@ -62,6 +70,16 @@ async def test_slack_requests_are_acknowledged_before_slacks_api_answers(slack: 
                     "text": "how do i register a deal", "ts": "1700000000.000300"}
         event = await answered(slack.post_signed(event_body(question, TEAM, event_id="EvHELD")))
         assert event.status == 200
+        # a modal's submission is answered in the acknowledgement itself (its next view)
+        state = _compose_state(topic="operations", importance="must-know", audience="all", title="Drill",
+                               body="Ignore", link="", deadline="")
+        preview = await answered(slack.submit_view({"callback_id": opened.args["view"]["callback_id"],
+                                                    "state": {"values": state}}))
+        assert preview["response_action"] == "update"
+        sent = await answered(slack.submit_view({"callback_id": preview["view"]["callback_id"],
+                                                 "private_metadata": preview["view"]["private_metadata"],
+                                                 "state": {"values": {}}}))
+        assert "Sending notice" in sent["view"]["blocks"][0]["text"]["text"]
         # the work is under way, waiting on Slack: the status reply and the answer were asked for
         await wait_until(lambda: [c for c in slack.fake.calls_to("response_url") if c.key == key],
                          what="the status reply, held")
@@ -85,11 +103,15 @@ async def test_teams_requests_are_answered_before_the_bot_connector_answers(team
     notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
     await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
     await teams.herald.outbox.drain()
+    second = await teams.say("aad-cam", "send nice-to-know operations org:teamsco | Drill | Ignore")
+    second_id = actions_of(card_of(second))[0]["data"]["notice_id"]
     replies = len(teams.connector.activities("a:conv-aad-fay"))
     teams.connector.hold(*CONNECTOR_ROUTES)
     try:
         answer = await answered(teams.invoke("aad-eve", "herald.ack", {"notice_id": notice_id}))
         assert "Acknowledged by **Eve Moreau**" in str(answer["value"])
+        sending = await answered(teams.invoke("aad-cam", "herald.send", {"notice_id": second_id}))
+        assert "Sending notice" in str(sending["value"])
         question = teams.activity("message", "aad-fay", text="how do i register a deal")
         status, _ = await answered(teams.post(question, settle=False))
         assert status == 200
