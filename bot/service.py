@@ -25,7 +25,7 @@ from bot.channels.teams import (
 )
 from bot.common.clock import Clock, SystemClock
 from bot.core.commands.runner import ReportReady
-from bot.core.delivery.messages import MessageSource
+from bot.core.delivery.messages import MessageSource, Target
 from bot.core.delivery.notice_rows import complete_sent_notices
 from bot.core.delivery.outbox import Outbox
 from bot.core.delivery.retry import RetryPolicy
@@ -37,9 +37,9 @@ from bot.core.notices.escalations import plan_escalations, send_escalations
 from bot.core.notices.interactions import link_tracker
 from bot.core.notices.reminders import plan_reminders
 from bot.core.notices.sending import publish_due
-from bot.core.onboarding import handoffs as _handoffs  # noqa: F401 - registers the outbox hooks
+from bot.core.onboarding import handoffs  # also registers the outbox hooks of hand-offs and answers
 from bot.core.onboarding.journeys import run_journeys
-from bot.core.ports import Channel, Recipient
+from bot.core.ports import Channel, OutcomeKind, Recipient
 from bot.core.surveys.answers import close_due_surveys
 from bot.topics import TopicCatalog, load_catalog
 from config.settings import Settings
@@ -285,6 +285,13 @@ class Herald:
         outcome = await self.channels[platform].send_message(recipient, asked.message)
         if outcome.ref is not None:
             await Question.filter(id=asked.question.id).update(answer_message_id=outcome.ref.message_id)
+        elif outcome.kind is OutcomeKind.RETRY:  # throttled, or lost in transit: the outbox sends it, paced
+            if await handoffs.queue_answer(asked.question, Target(platform, recipient), asked.message,
+                                           now=self.clock.now()):
+                log.info("the answer to question %s is queued: %s", asked.question.id, outcome.reason)
+                self.outbox.wake()
+        else:
+            log.warning("the answer to question %s was not delivered: %s", asked.question.id, outcome.reason)
         return asked
 
     async def hand_off_question(self, question_id: int, member) -> str:  # noqa: ANN001

@@ -10,7 +10,7 @@ import pytest
 
 from bot.core.onboarding.assistant import ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION
 from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
-from storage.models import Member, Question
+from storage.models import Member, OutboundMessage, Question
 from tests.fakes.slack_signing import event_body
 from tests.support import CAM_USER, TEAM, SlackHarness, wait_until
 
@@ -280,3 +280,27 @@ async def test_a_question_is_answered_off_the_event_loop(rig, warm_knowledge_bas
     await task
     assert seen == [True]
     assert asked.answer.entry is not None and asked.answer.entry.id == "deal-registration-how"
+
+
+async def test_an_answer_slack_throttles_leaves_through_the_outbox(slack: SlackHarness) -> None:
+    """The answer is sent at once while the partner waits; refused for now (429, e.g. during a
+    broadcast that spent the workspace's budget), it is queued and leaves within the limits."""
+    slack.fake.fail_next("chat.postMessage", status=429, retry_after=1)
+    event = {"type": "message", "channel_type": "im", "channel": "DUANNA", "user": "UANNA",
+             "text": "how do i register a deal", "ts": "1700000000.000400"}
+    assert (await slack.post_signed(event_body(event, TEAM))).status == 200
+
+    async def queued_answer() -> OutboundMessage | None:
+        return await OutboundMessage.get_or_none(purpose="answer")
+
+    queued = await wait_until(queued_answer, what="the queued answer")
+    question = await Question.get()
+    assert queued.reference == question.id and question.answer_message_id == ""
+    assert [c.ok for c in slack.fake.calls_to("chat.postMessage")] == [False]
+    await slack.herald.outbox.drain()
+    (refused, sent) = slack.fake.calls_to("chat.postMessage")
+    assert sent.ok and sent.channel == "DUANNA" and "register a deal" in str(sent.args).lower()
+    (stored,) = slack.fake.messages("DUANNA")
+    assert (await Question.get()).answer_message_id == stored["ts"]
+    await slack.herald.outbox.drain()
+    assert slack.fake.call_count("chat.postMessage") == 2  # once

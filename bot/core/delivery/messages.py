@@ -51,6 +51,7 @@ class Priority:
 PRIORITY = {
     MessagePurpose.HANDOFF: Priority.PERSON_WAITING, MessagePurpose.RELAY: Priority.PERSON_WAITING,
     MessagePurpose.ESCALATION: Priority.PERSON_WAITING, MessagePurpose.STAFF_NOTE: Priority.PERSON_WAITING,
+    MessagePurpose.ANSWER: Priority.PERSON_WAITING,
     MessagePurpose.JOURNEY_STEP: Priority.BACKGROUND, MessagePurpose.JOURNEY_CAM: Priority.BACKGROUND,
     MessagePurpose.JOURNEY_NUDGE: Priority.BACKGROUND, MessagePurpose.DIGEST: Priority.BACKGROUND,
 }

@@ -1,4 +1,5 @@
-"""Hand-offs and relayed answers through the outbox (bot.core.delivery.messages).
+"""Hand-offs, relayed answers and delayed assistant answers through the outbox
+(bot.core.delivery.messages).
 
 A partner's question passed to their CAM, and the CAM's answer relayed to the partner, are queued
 in the transaction that records them and leave at once (the caller wakes the outbox), ahead of
@@ -9,6 +10,9 @@ what happens when it cannot be delivered:
   (where it also is when the CAM has no chat account), and the failure is audited;
 * a relayed answer: the question goes back to open in the CAM's list, and the CAM gets a DM saying
   the partner did not get the answer and why (audited too).
+
+The assistant's own answer is sent at once, while the partner waits; only when that send is
+throttled (429) or fails in transit is it queued here, to leave within the workspace's limits.
 """
 
 from __future__ import annotations
@@ -48,6 +52,22 @@ async def queue_relay(question: Question, staff: Staff, account: PlatformAccount
     return await enqueue(key=f"{MessagePurpose.RELAY.value}:{question.id}:{digest}", purpose=MessagePurpose.RELAY,
                          reference=question.id, target=target, message=relay, now=now,
                          member_id=question.member_id, staff_id=staff.id, using_db=using_db)  # type: ignore[attr-defined]
+
+
+async def queue_answer(question: Question, target: Target, answer: DirectMessage, *, now: datetime) -> bool:
+    """The assistant's answer to `question`, when sending it at once was throttled or failed in
+    transit: the outbox sends it in the workspace's lane, within its limits."""
+    return await enqueue(key=f"{MessagePurpose.ANSWER.value}:{question.id}", purpose=MessagePurpose.ANSWER,
+                         reference=question.id, target=target, message=answer, now=now,
+                         member_id=question.member_id)  # type: ignore[attr-defined]
+
+
+@on_result(MessagePurpose.ANSWER)
+async def _answer_result(message: OutboundMessage, result: MessageResult) -> None:
+    if result.sent and result.ref is not None:
+        await Question.filter(id=message.reference).update(answer_message_id=result.ref.message_id)
+    elif not result.sent:
+        log.warning("the answer to question %s was not delivered: %s", message.reference, result.reason)
 
 
 @on_result(MessagePurpose.HANDOFF)
