@@ -39,7 +39,7 @@ from bot.core.notices.reminders import plan_reminders
 from bot.core.notices.sending import publish_due
 from bot.core.onboarding import handoffs  # also registers the outbox hooks of hand-offs and answers
 from bot.core.onboarding.journeys import run_journeys
-from bot.core.ports import Channel, OutcomeKind, Recipient
+from bot.core.ports import Channel, Recipient
 from bot.core.surveys.answers import close_due_surveys
 from bot.topics import TopicCatalog, load_catalog
 from config.settings import Settings
@@ -285,7 +285,7 @@ class Herald:
         outcome = await self.channels[platform].send_message(recipient, asked.message)
         if outcome.ref is not None:
             await Question.filter(id=asked.question.id).update(answer_message_id=outcome.ref.message_id)
-        elif outcome.kind is OutcomeKind.RETRY:  # throttled, or lost in transit: the outbox sends it, paced
+        elif outcome.throttled:  # a 429: certainly not delivered; the outbox sends it when the pause is over
             if await handoffs.queue_answer(asked.question, Target(platform, recipient), asked.message,
                                            now=self.clock.now()):
                 log.info("the answer to question %s is queued: %s", asked.question.id, outcome.reason)

@@ -706,7 +706,7 @@ class MessagePurpose(StrEnum):
     HANDOFF = "handoff"  # a partner's question passed to their CAM
     RELAY = "relay"  # the CAM's answer relayed to the partner
     STAFF_NOTE = "staff_note"  # a note to staff about another message (e.g. a relay that failed)
-    ANSWER = "answer"  # the assistant's answer, when sending it at once was throttled or failed in transit
+    ANSWER = "answer"  # the assistant's answer, when the platform throttled sending it at once
 
 
 class OutboundMessage(Model):

@@ -11,8 +11,8 @@ what happens when it cannot be delivered:
 * a relayed answer: the question goes back to open in the CAM's list, and the CAM gets a DM saying
   the partner did not get the answer and why (audited too).
 
-The assistant's own answer is sent at once, while the partner waits; only when that send is
-throttled (429) or fails in transit is it queued here, to leave within the workspace's limits.
+The assistant's own answer is sent at once, while the partner waits; only when the platform
+throttles that send (429) is it queued here, to leave within the workspace's limits.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ async def queue_relay(question: Question, staff: Staff, account: PlatformAccount
 
 
 async def queue_answer(question: Question, target: Target, answer: DirectMessage, *, now: datetime) -> bool:
-    """The assistant's answer to `question`, when sending it at once was throttled or failed in
-    transit: the outbox sends it in the workspace's lane, within its limits."""
+    """The assistant's answer to `question`, when the platform throttled sending it at once: the
+    outbox sends it in the workspace's lane, within its limits."""
     return await enqueue(key=f"{MessagePurpose.ANSWER.value}:{question.id}", purpose=MessagePurpose.ANSWER,
                          reference=question.id, target=target, message=answer, now=now,
                          member_id=question.member_id)  # type: ignore[attr-defined]
