@@ -1,5 +1,5 @@
 """Slack wants every request acknowledged within 3 s (else it shows the person an error and sends
-the event again) and Teams an invoke answered within 15 s. Herald answers before any call it makes
+the event again) and Teams every request answered within 15 s. Herald answers before any call it makes
 to the platform for that request has returned: here the fakes hold those calls unanswered (no
 clock involved) while the test checks that the answer came, then let them go and check that the
 work was done, once."""
@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import pytest
 
+from bot.channels.slack_blocks import SEND_ACTION
 from bot.core.notices.views import ACK_ACTION
 from storage.models import Acknowledgement, Question
 from tests.fakes.bot_connector import ROUTES as CONNECTOR_ROUTES
@@ -42,8 +43,8 @@ async def _delivered_notice(slack: SlackHarness) -> int:
     _, _, key = await slack.command("send must-know operations all | Recall of LX-200 | Stop selling LX-200")
     (preview,) = await slack.responses(key)
     notice_id = int(next(e["value"] for b in preview.args["blocks"] if b["type"] == "actions"
-                         for e in b["elements"] if e["action_id"] == "herald_send"))
-    await slack.click("herald_send", str(notice_id), user=CAM_USER)
+                         for e in b["elements"] if e["action_id"] == SEND_ACTION))
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
     await slack.herald.outbox.drain()
     return notice_id
 
