@@ -218,3 +218,26 @@ async def test_new_members_conversations_are_created_within_the_tenants_budget(d
         assert stats["throttled"]["total"] == 0
     finally:
         await stop_teams_rig(rig)
+
+
+async def test_a_throttled_reply_is_sent_again_after_the_pause_it_asks_for(teams: TeamsRig) -> None:
+    """A CAM asks for a status while a broadcast spends the tenant's budget: the Bot Connector
+    answers the reply with 429. The request was answered already, so Herald waits the pause the
+    429 asks for (here recorded, not slept) and sends the reply again."""
+    from bot.handlers.teams.route import TEAMS_HANDLER_KEY
+
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    teams.server.app[TEAMS_HANDLER_KEY].sleep = pause
+    teams.connector.fail_next("send_activity", 429, retry_after=2, times=2)
+    reply = await teams.say("aad-cam", "help")
+    assert "send" in reply["text"].lower() and pauses == [2.0, 2.0]
+    assert [c.status for c in teams.connector.calls_to("send_activity")][-3:] == [429, 429, 201]
+
+    teams.connector.fail_next("send_activity", 429, retry_after=1, times=4)  # never lets up: given up, logged
+    status, _ = await teams.post(teams.activity("message", "aad-cam", text="help"))
+    assert status == 200 and pauses == [2.0, 2.0, 1.0, 1.0, 1.0]
+    assert [c.status for c in teams.connector.calls_to("send_activity")][-4:] == [429] * 4

@@ -3,8 +3,9 @@ actions, dispatched to the core; replies go out through `TeamsChannel`."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -44,6 +45,7 @@ from bot.core.directory.permissions import require_sender
 from bot.core.directory.preferences import preferences_for
 from bot.core.notices import sending
 from bot.core.onboarding.assistant import member_for
+from bot.core.ports import OutcomeKind
 from bot.core.replays import TEAMS_WINDOW, first_sighting, request_key
 from bot.core.surveys.creating import SurveyPreview
 from bot.handlers.teams.cards import VERBS
@@ -54,6 +56,9 @@ from storage.models import Platform, PlatformAccount, Staff
 
 log = logging.getLogger(__name__)
 
+REPLY_ATTEMPTS = 4  # a throttled reply: the first try and three more, each after the pause asked for
+MAX_REPLY_PAUSE = 30.0  # seconds; a longer Retry-After is cut to this
+
 
 class TeamsHandler:
     def __init__(self, herald: Herald) -> None:
@@ -63,6 +68,7 @@ class TeamsHandler:
             raise RuntimeError("the Teams channel is not configured")
         self.channel = channel
         self.commands = StaffCommands(herald.catalog, herald.clock, wake_outbox=herald.outbox.wake, platform="teams")
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests wait on an event instead
 
     async def handle(self, request: web.Request) -> web.Response:
         not_an_activity = web.json_response({"error": "the body is not a Bot Framework activity"}, status=400)
@@ -184,9 +190,17 @@ class TeamsHandler:
         return text_activity(result_markdown(result))
 
     async def reply(self, turn: Turn, activity: dict[str, Any]) -> None:
-        outcome = await self.channel.send_activity(turn.recipient, activity)
-        if outcome.kind.value != "delivered":
-            log.warning("could not reply in Teams: %s", outcome.reason)
+        """Reply in the person's conversation. The request was answered already, so a reply the
+        Bot Connector throttles (429: e.g. a broadcast spent the tenant's budget) is sent again
+        after the pause it asks for, a few times, instead of being lost."""
+        for attempt in range(1, REPLY_ATTEMPTS + 1):
+            outcome = await self.channel.send_activity(turn.recipient, activity)
+            if outcome.kind is OutcomeKind.DELIVERED:
+                return
+            if not outcome.throttled or attempt == REPLY_ATTEMPTS:
+                break
+            await self.sleep(min(outcome.retry_after or 1.0, MAX_REPLY_PAUSE))
+        log.warning("could not reply in Teams: %s", outcome.reason)
 
     # ---- card actions (Action.Execute) ------------------------------------------------------
 

@@ -21,6 +21,7 @@ from bot.service import Herald
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TEAMS_HANDLER_KEY = web.AppKey("teams_handler", TeamsHandler)
 
 
 def auth_configuration(herald: Herald) -> AgentAuthConfiguration:
@@ -71,7 +72,7 @@ def add_teams_routes(app: web.Application, herald: Herald) -> None:
     with warnings.catch_warnings():  # the SDK's JWT check reads this plain string key
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
         app["agent_configuration"] = auth_configuration(herald)
-    handler = TeamsHandler(herald)
+    handler = app[TEAMS_HANDLER_KEY] = TeamsHandler(herald)
     activity_log = logging.getLogger("microsoft_agents.activity.activity")
     if not any(isinstance(f, _DropSdkValidationTraceback) for f in activity_log.filters):
         activity_log.addFilter(_DropSdkValidationTraceback())
