@@ -248,3 +248,10 @@ async def listeners_done(h: SlackHarness) -> None:
         if not pending:
             return
         await asyncio.wait(pending, timeout=5)
+
+
+def modal_state(selects: tuple[str, ...], **values: str) -> dict:
+    """A modal's `state.values` as Slack sends it on submission: the blocks named in `selects` are
+    static selects, the others plain text inputs (each block's one element is named "value")."""
+    return {block: {"value": {"type": "static_select", "selected_option": {"value": value}}} if block in selects
+            else {"value": {"type": "plain_text_input", "value": value}} for block, value in values.items()}

@@ -18,7 +18,7 @@ from bot.core.notices.views import ACK_ACTION
 from storage.models import Acknowledgement, Question
 from tests.fakes.bot_connector import ROUTES as CONNECTOR_ROUTES
 from tests.fakes.slack_signing import event_body
-from tests.support import CAM_USER, TEAM, SlackHarness, listeners_done, wait_until
+from tests.support import CAM_USER, TEAM, SlackHarness, listeners_done, modal_state, wait_until
 from tests.teams_support import TeamsRig, actions_of, card_of
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # the question is answered from it
@@ -49,12 +49,6 @@ async def _delivered_notice(slack: SlackHarness) -> int:
     return notice_id
 
 
-def _compose_state(**values: str) -> dict:
-    return {block: {"value": {"type": "static_select", "selected_option": {"value": value}}}
-            if block in ("topic", "importance") else {"value": {"type": "plain_text_input", "value": value}}
-            for block, value in values.items()}
-
-
 async def test_slack_requests_are_acknowledged_before_slacks_api_answers(slack: SlackHarness) -> None:
     notice_id = await _delivered_notice(slack)
     await slack.command("send")  # the compose modal
@@ -72,8 +66,8 @@ async def test_slack_requests_are_acknowledged_before_slacks_api_answers(slack: 
         event = await answered(slack.post_signed(event_body(question, TEAM, event_id="EvHELD")))
         assert event.status == 200
         # a modal's submission is answered in the acknowledgement itself (its next view)
-        state = _compose_state(topic="operations", importance="must-know", audience="all", title="Drill",
-                               body="Ignore", link="", deadline="")
+        state = modal_state(("topic", "importance"), topic="operations", importance="must-know", audience="all",
+                            title="Drill", body="Ignore", link="", deadline="")
         preview = await answered(slack.submit_view({"callback_id": opened.args["view"]["callback_id"],
                                                     "state": {"values": state}}))
         assert preview["response_action"] == "update"

@@ -12,7 +12,9 @@ from bot.core.notices.views import ACK_ACTION
 from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION
 from storage.models import Acknowledgement, AuditEvent, Delivery, Notice
 from tests.fakes.slack_signing import slash_command_body
-from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
+from tests.support import (
+    CAM_USER, TEAM, SlackHarness, modal_state, seed_directory, start_harness, stop_harness, wait_until,
+)
 
 
 
@@ -176,13 +178,7 @@ async def test_compose_modal_preview_and_send(slack: SlackHarness) -> None:
     assert block_ids == ["topic", "importance", "audience", "title", "body", "link", "deadline"]
 
     def state(**values: str) -> dict:
-        out = {}
-        for block, value in values.items():
-            if block in ("topic", "importance"):
-                out[block] = {"value": {"type": "static_select", "selected_option": {"value": value}}}
-            else:
-                out[block] = {"value": {"type": "plain_text_input", "value": value}}
-        return out
+        return modal_state(("topic", "importance"), **values)
 
     base = dict(topic="incentives", importance="must-know", audience="region:emea", title="Q3 rebate",
                 body="New rebate tiers", link="", deadline="")

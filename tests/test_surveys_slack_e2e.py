@@ -12,7 +12,9 @@ import pytest
 from bot.channels.slack_blocks import SEND_ACTION
 from bot.core.notices.views import LINK_ACTION, SURVEY_COMMENT_ACTION
 from storage.models import AuditEvent, Delivery, NoticeInteraction, SurveyAnswer, SurveyAnswerChange
-from tests.support import CAM_USER, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
+from tests.support import (
+    CAM_USER, SlackHarness, modal_state, seed_directory, start_harness, stop_harness, wait_until,
+)
 from tests.survey_support import big_directory, members
 
 
@@ -125,13 +127,7 @@ async def test_survey_form_preview_and_send(slack: SlackHarness) -> None:
     form = opened.args["view"]
 
     def state(**values: str) -> dict:
-        out: dict = {}
-        for block, value in values.items():
-            if block in ("topic", "kind"):
-                out[block] = {"value": {"type": "static_select", "selected_option": {"value": value}}}
-            else:
-                out[block] = {"value": {"type": "plain_text_input", "value": value}}
-        return out
+        return modal_state(("topic", "kind"), **values)
 
     base = dict(topic="announcements", audience="org:bolt", question="Which format?", kind="options",
                 options="Webinar", follow_up="", closes="")
