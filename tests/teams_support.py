@@ -56,12 +56,12 @@ class TeamsRig:
             await self.herald.settle()
         return answer
 
-    def activity(self, kind: str, aad: str, **extra: Any) -> dict[str, Any]:
+    def activity(self, kind: str, aad: str, *, tenant: str = TENANT, **extra: Any) -> dict[str, Any]:
         return {"type": kind, "id": f"act-{next(_activity_ids)}", "channelId": "msteams", "serviceUrl": self.connector.url,
                 "from": {"id": f"29:{aad}", "aadObjectId": aad, "name": aad},
                 "recipient": {"id": "28:herald", "name": "Herald"},
-                "conversation": {"id": f"a:conv-{aad}", "conversationType": "personal", "tenantId": TENANT},
-                "channelData": {"tenant": {"id": TENANT}}, **extra}
+                "conversation": {"id": f"a:conv-{aad}", "conversationType": "personal", "tenantId": tenant},
+                "channelData": {"tenant": {"id": tenant}}, **extra}
 
     async def say(self, aad: str, text: str) -> dict[str, Any]:
         before = len(self.connector.activities(f"a:conv-{aad}"))

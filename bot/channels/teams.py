@@ -153,6 +153,14 @@ class MsalTokenProvider:
 # ---- the channel --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class RosterEntry:
+    """A conversation member's addresses as the Bot Connector's roster gives them."""
+
+    email: str = ""  # the user's mail attribute, set by their tenant's admin
+    upn: str = ""  # userPrincipalName: its domain is one the user's tenant has verified
+
+
+@dataclass(frozen=True)
 class _Answer:
     status: int
     body: Any
@@ -232,8 +240,8 @@ class TeamsChannel:
         """Send any activity (a command's reply, a preview card) to the recipient's conversation."""
         return await self._send(recipient, activity)
 
-    async def member_email(self, service_url: str, conversation_id: str, user_id: str) -> str:
-        """The member's e-mail from the conversation roster, or "" when the connector will not say."""
+    async def roster_entry(self, service_url: str, conversation_id: str, user_id: str) -> RosterEntry:
+        """The member's addresses from the conversation roster (empty when the connector will not say)."""
         try:
             self._check_service_url(service_url)
             headers = {}
@@ -243,12 +251,14 @@ class TeamsChannel:
             url = f"{_base(service_url)}v3/conversations/{quote(conversation_id, safe='')}/members/{quote(user_id, safe='')}"
             async with self._http().get(url, headers=headers, allow_redirects=False) as resp:
                 if resp.status != 200:
-                    return ""
+                    return RosterEntry()
                 body = await resp.json(content_type=None)
         except (UntrustedServiceUrl, TeamsAuthError, aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             log.warning("could not read the Teams roster entry of %s", user_id)
-            return ""
-        return str(body.get("email") or body.get("userPrincipalName") or "") if isinstance(body, dict) else ""
+            return RosterEntry()
+        if not isinstance(body, dict):
+            return RosterEntry()
+        return RosterEntry(email=str(body.get("email") or ""), upn=str(body.get("userPrincipalName") or ""))
 
     async def close(self) -> None:
         session, self._session = self._session, None

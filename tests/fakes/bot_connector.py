@@ -170,10 +170,12 @@ class FakeBotConnector(ScriptedFaults, LocalServer):
             self._conversations[conversation_id] = _Conversation(conversation_id, tenant_id, user_id, bot_id)
         return conversation_id
 
-    def add_roster_member(self, user_id: str, *, email: str, name: str = "", aad_object_id: str = "") -> None:
-        """What `GET /v3/conversations/{id}/members/{userId}` answers for this user."""
-        self._roster[user_id] = {"id": user_id, "email": email, "userPrincipalName": email, "name": name,
-                                 "aadObjectId": aad_object_id or user_id}
+    def add_roster_member(self, user_id: str, *, email: str, name: str = "", aad_object_id: str = "",
+                          upn: str | None = None) -> None:
+        """What `GET /v3/conversations/{id}/members/{userId}` answers for this user (`email` is the
+        user's mail attribute, `upn` their userPrincipalName, the same address unless given)."""
+        self._roster[user_id] = {"id": user_id, "email": email, "userPrincipalName": email if upn is None else upn,
+                                 "name": name, "aadObjectId": aad_object_id or user_id}
 
     async def _handle_member(self, request: web.Request) -> web.Response:
         member = self._roster.get(request.match_info["member"])

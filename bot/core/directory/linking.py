@@ -2,6 +2,13 @@
 
 Teams gives us a conversation reference at install time or first message; storing it is what
 makes proactive delivery possible later.
+
+Who may be linked by e-mail: the roster's `email` is the user's mail attribute, which the admin of
+the sender's tenant sets as they like, so an address alone proves nothing across tenants. A member
+is linked by address only from a tenant the directory already knows for their organisation, or,
+for an organisation with no Teams tenant known yet, by their userPrincipalName (its domain is
+verified in the sender's tenant). Staff are linked by address only from the vendor's own tenant,
+and only on first contact: a staff member already bound to an AAD object id is never rebound.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from bot.core.compliance.audit import audit_event, record
@@ -21,8 +29,9 @@ class TeamsIdentity:
     aad_object_id: str
     conversation_id: str
     service_url: str
-    email: str = ""  # from the roster, when the platform tells us
+    email: str = ""  # the roster's `email` (the user's mail attribute: set by their tenant's admin)
     name: str = ""
+    upn: str = ""  # the roster's userPrincipalName (its domain is verified in the sender's tenant)
 
 
 @dataclass(frozen=True)
@@ -32,14 +41,26 @@ class LinkResult:
     created: bool  # a new platform account was stored for a member
 
 
-async def link_teams_identity(identity: TeamsIdentity, *, now: datetime) -> LinkResult:
+async def link_teams_identity(identity: TeamsIdentity, *, now: datetime,
+                              staff_tenants: frozenset[str] = frozenset()) -> LinkResult:
     """Store the conversation reference for whoever this is: a directory member (by AAD object id,
-    else by e-mail) and/or a staff member (by AAD object id, else by e-mail). Idempotent."""
+    else by e-mail, see the module) and/or a staff member (by AAD object id, else by e-mail from one
+    of `staff_tenants`, the vendor's own; see `vendor_tenants`). Idempotent."""
     aad = identity.aad_object_id.lower()
     tenant = identity.tenant_id.lower()
     member, created = await _link_member(identity, aad, tenant, now=now)
-    staff = await _link_staff(identity, aad, tenant)
+    staff = await _link_staff(identity, aad, tenant, staff_tenants, now=now)
     return LinkResult(member, staff, created)
+
+
+async def vendor_tenants(configured: str | None) -> frozenset[str]:
+    """The tenants staff may be linked from by e-mail: the app's own (`HERALD_TEAMS_TENANT_ID`), else
+    those of staff already linked by AAD object id (`herald staff add --teams-aad`)."""
+    if configured:
+        return frozenset({configured.lower()})
+    tenants = await Staff.filter(active=True).exclude(teams_tenant_id="").exclude(teams_aad_object_id="") \
+        .distinct().values_list("teams_tenant_id", flat=True)
+    return frozenset(str(t).lower() for t in tenants)
 
 
 async def _link_member(identity: TeamsIdentity, aad: str, tenant: str, *, now: datetime) -> tuple[Member | None, bool]:
@@ -50,9 +71,7 @@ async def _link_member(identity: TeamsIdentity, aad: str, tenant: str, *, now: d
             account.dm_channel, account.service_url = identity.conversation_id, identity.service_url
             await account.save(update_fields=["dm_channel", "service_url", "updated_at"])
         return account.member, False
-    if not identity.email:
-        return None, False
-    member = await Member.filter(email=identity.email.lower(), active=True).first()
+    member = await _member_by_address(identity, tenant)
     if member is None:
         return None, False
     async with in_transaction() as conn:
@@ -64,10 +83,29 @@ async def _link_member(identity: TeamsIdentity, aad: str, tenant: str, *, now: d
     return member, True
 
 
-async def _link_staff(identity: TeamsIdentity, aad: str, tenant: str) -> Staff | None:
-    staff = await Staff.filter(teams_aad_object_id=aad, active=True).first()
-    if staff is None and identity.email:
-        staff = await Staff.filter(email=identity.email.lower(), active=True).first()
+async def _member_by_address(identity: TeamsIdentity, tenant: str) -> Member | None:
+    """The member this sender's roster address names, if the sender's tenant may speak for them."""
+    upn, email = identity.upn.lower(), identity.email.lower()
+    for address in dict.fromkeys(a for a in (upn, email) if a):
+        member = await Member.filter(email=address, active=True).first()
+        if member is None:
+            continue
+        org_tenants = set(await PlatformAccount.filter(
+            platform=Platform.TEAMS.value, member__organisation_id=member.organisation_id,
+        ).distinct().values_list("workspace_external_id", flat=True))
+        if tenant in org_tenants or (not org_tenants and address == upn):
+            return member
+    return None
+
+
+async def _link_staff(identity: TeamsIdentity, aad: str, tenant: str, staff_tenants: frozenset[str], *,
+                      now: datetime) -> Staff | None:
+    staff = await staff_for_teams(tenant, aad)
+    if staff is None and tenant in staff_tenants:
+        for address in dict.fromkeys(a.lower() for a in (identity.upn, identity.email) if a):
+            staff = await Staff.filter(email=address, active=True, teams_aad_object_id="").first()
+            if staff is not None:
+                break
     if staff is None:
         return None
     wanted = {"teams_aad_object_id": aad, "teams_tenant_id": tenant,
@@ -76,9 +114,15 @@ async def _link_staff(identity: TeamsIdentity, aad: str, tenant: str) -> Staff |
     if changed:
         for key in changed:
             setattr(staff, key, wanted[key])
-        await staff.save(update_fields=[*changed, "updated_at"])
+        async with in_transaction() as conn:
+            await staff.save(update_fields=[*changed, "updated_at"], using_db=conn)
+            if {"teams_aad_object_id", "teams_tenant_id"} & set(changed):
+                await record([audit_event("staff.teams_linked", now=now, actor=staff.email, platform="teams",
+                                          tenant=tenant, aad_object_id=aad)], using_db=conn)
     return staff
 
 
 async def staff_for_teams(tenant_id: str, aad_object_id: str) -> Staff | None:
-    return await Staff.filter(teams_aad_object_id=aad_object_id.lower(), active=True).first()
+    """Staff bound to this AAD object id, in this tenant (or with no tenant stored yet)."""
+    return await Staff.filter(Q(teams_tenant_id="") | Q(teams_tenant_id=tenant_id.lower()),
+                              teams_aad_object_id=aad_object_id.lower(), active=True).first()

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from microsoft_agents.activity import Activity
 
-from bot.channels.teams import TeamsChannel, UntrustedServiceUrl
+from bot.channels.teams import RosterEntry, TeamsChannel, UntrustedServiceUrl
 from bot.channels.teams_cards import ACK_VERB
 from bot.channels.teams_replies import (
     card_activity,
@@ -40,6 +40,7 @@ from bot.core.directory.linking import (
     TeamsIdentity,
     link_teams_identity,
     staff_for_teams,
+    vendor_tenants,
 )
 from bot.core.directory.permissions import require_sender
 from bot.core.directory.preferences import preferences_for
@@ -126,12 +127,14 @@ class TeamsHandler:
         known = await PlatformAccount.filter(platform=Platform.TEAMS.value, workspace_external_id=turn.tenant_id,
                                              user_id=turn.aad_object_id).exists()
         staff = await staff_for_teams(turn.tenant_id, turn.aad_object_id)
-        email = ""
-        if not known and staff is None:
-            email = await self.channel.member_email(turn.service_url, turn.conversation_id, turn.user_id)
+        roster, staff_tenants = RosterEntry(), frozenset[str]()
+        if not known and staff is None:  # someone new: who they are by address, see bot/core/directory/linking.py
+            roster = await self.channel.roster_entry(turn.service_url, turn.conversation_id, turn.user_id)
+            staff_tenants = await vendor_tenants(self.herald.settings.teams_tenant_id)
         result = await link_teams_identity(TeamsIdentity(
             tenant_id=turn.tenant_id, aad_object_id=turn.aad_object_id, conversation_id=turn.conversation_id,
-            service_url=turn.service_url, email=email, name=turn.name), now=self.herald.clock.now())
+            service_url=turn.service_url, email=roster.email, upn=roster.upn, name=turn.name),
+            now=self.herald.clock.now(), staff_tenants=staff_tenants)
         return result.staff, result.member is not None
 
     async def on_install(self, turn: Turn) -> None:

@@ -1,0 +1,108 @@
+"""Who a Teams sender is linked to when Herald does not know their AAD object id yet.
+
+The roster's `email` is the sender's mail attribute, which the admin of *their* tenant sets: an
+outsider's tenant can give its user a CAM's or a partner member's address. These tests send
+activities from such tenants over HTTP to the real app and check that an address alone links
+nobody across tenants (bot/core/directory/linking.py)."""
+
+from __future__ import annotations
+
+from bot.core.directory.importer import import_directory
+from bot.core.directory.staff import add_staff
+from bot.handlers.teams.texts import NOT_A_MEMBER
+from storage.models import AuditEvent, Member, PlatformAccount, Staff
+from tests.support import directory_csv
+from tests.teams_support import DIRECTORY, TENANT, TeamsRig
+
+EVIL = "tenant-evil"
+# Hal: a member of Teams Co (whose tenant the directory knows) with no Teams ids of his own;
+# Ivy: a member of New Co, an organisation with no Teams tenant known yet.
+MORE_MEMBERS = directory_csv([
+    *DIRECTORY.strip().splitlines()[1:],
+    "teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,hal@teamsco.example,Hal Blanc,"
+    "sales,Europe/Paris,fr,,,,",
+    "newco,New Co,silver,emea,fr,retail,small,reseller,cam@vendor.example,ivy@newco.example,Ivy Noir,"
+    "sales,Europe/Paris,fr,,,,",
+])
+
+
+async def _say(teams: TeamsRig, aad: str, text: str, *, tenant: str = TENANT) -> str:
+    teams.connector.open_conversation(aad, tenant)
+    status, _ = await teams.post(teams.activity("message", aad, tenant=tenant, text=text))
+    assert status == 200
+    return teams.connector.activities(f"a:conv-{aad}")[-1].get("text", "")
+
+
+async def _accounts_of(email: str) -> list[tuple[str, str]]:
+    member = await Member.get(email=email)
+    return sorted(await PlatformAccount.filter(member=member, platform="teams")
+                  .values_list("workspace_external_id", "user_id"))
+
+
+async def test_an_outsider_with_a_cams_address_does_not_become_the_cam(teams: TeamsRig) -> None:
+    assert "Herald" in await _say(teams, "aad-cam", "help")  # the real CAM, known by AAD id
+    teams.connector.add_roster_member("29:aad-mallory", email="CAM@vendor.example", name="Mallory")
+
+    reply = await _say(teams, "aad-mallory", "console", tenant=EVIL)
+
+    assert "sign-in?token=" not in reply
+    cam = await Staff.get(email="cam@vendor.example")
+    assert (cam.teams_aad_object_id, cam.teams_tenant_id) == ("aad-cam", TENANT)
+    assert "sign-in?token=" in await _say(teams, "aad-cam", "console")  # still the CAM
+
+
+async def test_a_staff_member_is_linked_by_address_only_from_the_vendors_tenant(teams: TeamsRig) -> None:
+    await add_staff("ops@vendor.example", "compliance", name="Olga Ops", now=teams.clock.now(), actor="test")
+    await _say(teams, "aad-cam", "help")  # binds the CAM's tenant: the vendor's
+    teams.connector.add_roster_member("29:aad-mallory", email="ops@vendor.example")
+    teams.connector.add_roster_member("29:aad-olga", email="ops@vendor.example")
+
+    await _say(teams, "aad-mallory", "console", tenant=EVIL)
+    assert (await Staff.get(email="ops@vendor.example")).teams_aad_object_id == ""
+
+    assert "sign-in?token=" in await _say(teams, "aad-olga", "console")
+    olga = await Staff.get(email="ops@vendor.example")
+    assert (olga.teams_aad_object_id, olga.teams_tenant_id) == ("aad-olga", TENANT)
+    linked = await AuditEvent.filter(kind="staff.teams_linked").order_by("id").values_list("actor", "data")
+    assert [(actor, data["aad_object_id"]) for actor, data in linked] == [
+        ("cam@vendor.example", "aad-cam"), ("ops@vendor.example", "aad-olga")]
+
+
+async def test_the_configured_tenant_is_the_vendors_own(db: str) -> None:
+    from tests.teams_support import start_teams_rig, stop_teams_rig
+
+    teams = await start_teams_rig(db, teams_tenant_id="Tenant-Vendor")
+    try:
+        await add_staff("ops@vendor.example", "compliance", now=teams.clock.now(), actor="test")
+        teams.connector.add_roster_member("29:aad-olga", email="ops@vendor.example")
+        teams.connector.add_roster_member("29:aad-mallory", email="ops@vendor.example")
+        await _say(teams, "aad-mallory", "help", tenant=TENANT)  # a partner's tenant is not the vendor's
+        assert (await Staff.get(email="ops@vendor.example")).teams_aad_object_id == ""
+        assert "sign-in?token=" in await _say(teams, "aad-olga", "console", tenant="tenant-vendor")
+    finally:
+        await stop_teams_rig(teams)
+
+
+async def test_a_member_is_linked_by_address_only_from_their_organisations_tenant(teams: TeamsRig) -> None:
+    await import_directory(MORE_MEMBERS, now=teams.clock.now(), actor="test")
+    teams.connector.add_roster_member("29:aad-mallory", email="hal@teamsco.example")
+    teams.connector.add_roster_member("29:aad-hal", email="hal@teamsco.example")
+
+    assert await _say(teams, "aad-mallory", "hello", tenant=EVIL) == NOT_A_MEMBER
+    assert await _accounts_of("hal@teamsco.example") == []
+
+    assert await _say(teams, "aad-hal", "hello") != NOT_A_MEMBER
+    assert await _accounts_of("hal@teamsco.example") == [(TENANT, "aad-hal")]
+
+
+async def test_a_new_organisations_member_is_linked_by_verified_name_not_by_mail_attribute(teams: TeamsRig) -> None:
+    await import_directory(MORE_MEMBERS, now=teams.clock.now(), actor="test")
+    # Mallory's tenant sets her mail attribute to Ivy's address; her sign-in name is her own.
+    teams.connector.add_roster_member("29:aad-mallory", email="ivy@newco.example", upn="mallory@evil.example")
+    teams.connector.add_roster_member("29:aad-ivy", email="ivy.noir@newco.example", upn="ivy@newco.example")
+
+    assert await _say(teams, "aad-mallory", "hello", tenant=EVIL) == NOT_A_MEMBER
+    assert await _accounts_of("ivy@newco.example") == []
+
+    assert await _say(teams, "aad-ivy", "hello", tenant="tenant-newco") != NOT_A_MEMBER
+    assert await _accounts_of("ivy@newco.example") == [("tenant-newco", "aad-ivy")]
