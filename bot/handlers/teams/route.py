@@ -30,8 +30,12 @@ def auth_configuration(herald: Herald) -> AgentAuthConfiguration:
         log.warning("HERALD_TEAMS_APP_ID is not set: /api/messages accepts UNAUTHENTICATED requests. "
                     "Use this for local testing only.")
         return AgentAuthConfiguration(anonymous_allowed=True)
+    # validate_issuer: the SDK checks only the signature and the audience unless told to, so a token
+    # any Entra tenant mints for the app id (a multi-tenant app any admin may consent to) would pass.
+    # With it, only the Bot Framework's issuer, Microsoft's first-party tenants and, when
+    # HERALD_TEAMS_TENANT_ID is set, that tenant's own issuers are accepted.
     return AgentAuthConfiguration(client_id=settings.teams_app_id, tenant_id=settings.teams_tenant_id,
-                                  anonymous_allowed=False)
+                                  anonymous_allowed=False, validate_issuer=True)
 
 
 _AUTHORISED = web.Response(status=204)  # a marker: the SDK's check passed and called through
