@@ -250,6 +250,9 @@ class Delivery(Model):
     # The delivered message must be re-rendered (edit, retraction, acknowledgement): the intent is
     # written with the state change; the outbox pushes the update and clears the flag.
     update_pending = fields.BooleanField(default=False, db_index=True)
+    # Raised by one with every flag: an update's outcome clears `update_pending` only if no flag came
+    # while it was in flight (a retraction during an edit's update must still reach the message).
+    update_seq = fields.IntField(default=0)
     # Original must-know deliveries: when the next reminder is due (None = none due).
     next_reminder_at = fields.DatetimeField(null=True)
     reminders_sent = fields.IntField(default=0)

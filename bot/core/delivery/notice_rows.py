@@ -30,7 +30,7 @@ DELIVERED = DeliveryStatus.DELIVERED.value
 _COLUMNS = ("d.id AS id, d.notice_id AS notice_id, d.member_id AS member_id, d.kind AS kind, "
             "d.sequence AS sequence, d.platform AS platform, d.workspace_external_id AS workspace_id, "
             "d.variant AS variant, d.attempts AS attempts, d.channel_id AS channel_id, "
-            "d.message_id AS message_id, d.rendered_revision AS rendered_revision, "
+            "d.message_id AS message_id, d.rendered_revision AS rendered_revision, d.update_seq AS update_seq, "
             "a.id AS account_id, a.workspace_external_id AS account_workspace, a.user_id AS user_id, "
             "a.dm_channel AS dm_channel, a.service_url AS service_url, m.name AS member_name, "
             "m.email AS member_email, n.revision AS n_revision, n.ack_revision AS n_ack_revision, "
@@ -72,6 +72,7 @@ class ClaimedRow:
     channel_id: str
     message_id: str
     rendered_revision: int
+    update_seq: int  # the flags raised for its in-place update so far (see Delivery.update_seq)
     maybe_sent: bool  # claimed back from an expired claim: an earlier send may have landed
     account_id: int | None  # None: the member's platform account was removed
     recipient: Recipient | None
@@ -156,7 +157,7 @@ def _row(r: Any) -> ClaimedRow:
         id=r["id"], notice_id=r["notice_id"], member_id=r["member_id"], kind=r["kind"], sequence=r["sequence"],
         platform=r["platform"], workspace_id=r["workspace_id"], variant=r["variant"], attempts=r["attempts"],
         channel_id=r["channel_id"], message_id=r["message_id"], rendered_revision=r["rendered_revision"],
-        maybe_sent=r["prior_status"] == SENDING, account_id=account_id, recipient=recipient,
+        update_seq=r["update_seq"], maybe_sent=r["prior_status"] == SENDING, account_id=account_id, recipient=recipient,
         member_label=r["member_name"] or r["member_email"],
         notice_stamp=NoticeStamp(r["n_revision"], r["n_ack_revision"], r["n_status"], r["s_id"],
                                  as_datetime(r["s_closes_at"]), as_datetime(r["s_closed_at"])),

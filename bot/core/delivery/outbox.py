@@ -60,6 +60,7 @@ from storage.models import (
     DeliveryKind,
     DeliveryStatus,
     Notice,
+    NoticeStatus,
 )
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,34 @@ log = logging.getLogger(__name__)
 # longer ours to write.
 # Columns a send's outcome leaves unchanged are passed as NULL and kept (COALESCE), so the claim need
 # not read them; next_reminder_at may be set to NULL, hence its flag.
+# A copy sent while its notice changed (edited, retracted, its survey closed) after the claim read
+# it shows the notice as it was: it is flagged for an in-place update as it is stored. (The change
+# flags copies in flight, but one whose claim read it before the change and marked it in flight
+# after, unseen by the change, would otherwise keep the old text.)
+_CHANGED = ("EXISTS (SELECT 1 FROM notice n WHERE n.id={row}.notice_id AND (n.revision<>{revision} "
+            "OR (n.status='" + NoticeStatus.RETRACTED.value + "')<>{retracted} "
+            "OR EXISTS (SELECT 1 FROM survey s WHERE s.notice_id=n.id AND s.closed_at IS NOT NULL)<>{closed}))")
 _STORE_SQL = ("UPDATE delivery SET status=?, attempts=?, next_attempt_at=COALESCE(?, next_attempt_at), claimed_by='', "
               "claimed_until=NULL, channel_id=?, message_id=?, error=COALESCE(?, error), delivered_at=COALESCE(?, delivered_at), "
-              "rendered_revision=?, next_reminder_at=CASE WHEN ?=1 THEN ? ELSE next_reminder_at END, "
-              "updated_at=? WHERE id=? AND claimed_by=?")
-_UPDATE_SQL = ("UPDATE delivery SET update_pending=?, rendered_revision=?, claimed_by='', claimed_until=?, error=?, "
-               "updated_at=? WHERE id=? AND claimed_by=?")
+              "rendered_revision=?, next_reminder_at=CASE WHEN ?=1 THEN ? ELSE next_reminder_at END, updated_at=?, "
+              "update_pending=CASE WHEN ?='" + DeliveryStatus.DELIVERED.value + "' AND "
+              + _CHANGED.format(row="delivery", revision="?", retracted="?", closed="?")
+              + " THEN TRUE ELSE update_pending END WHERE id=? AND claimed_by=?")
+# An update clears its flag only if no new flag was raised while it was in flight (`update_seq`).
+_UPDATE_SQL = ("UPDATE delivery SET update_pending=CASE WHEN update_seq=? THEN ? ELSE TRUE END, rendered_revision=?, "
+               "claimed_by='', claimed_until=?, error=?, updated_at=? WHERE id=? AND claimed_by=?")
 _DM_CACHE_SQL = "UPDATE platform_account SET dm_channel=?, updated_at=? WHERE id=?"
+# A copy that goes back to pending (a retry, a deferral) is never sent if, meanwhile, its notice was
+# retracted or (a reminder) the member acknowledged: those cancelled the pending copies, but this
+# one was in flight then.
+_RETRACTED = f"notice_id IN (SELECT id FROM notice WHERE status='{NoticeStatus.RETRACTED.value}')"
+_CANCEL_UNWANTED_SQL = (
+    f"UPDATE delivery SET status='{DeliveryStatus.CANCELLED.value}', next_reminder_at=NULL, "
+    f"error=CASE WHEN {_RETRACTED} THEN 'retracted before it was sent' ELSE 'acknowledged before it was sent' END "
+    f"WHERE {{ids}} AND status='{DeliveryStatus.PENDING.value}' AND ({_RETRACTED} "
+    f"OR (kind='{DeliveryKind.REMINDER.value}' AND EXISTS (SELECT 1 FROM acknowledgement k JOIN notice n "
+    f"ON n.id=k.notice_id WHERE k.notice_id=delivery.notice_id AND k.member_id=delivery.member_id "
+    f"AND k.revision=n.ack_revision)))")
 # PostgreSQL: the same three, each one statement for the whole group (storage.db.write_rows)
 _STORE_PG = (
     "UPDATE delivery d SET status=v.status, attempts=v.attempts, "
@@ -84,17 +106,22 @@ _STORE_PG = (
     "channel_id=v.channel_id, message_id=v.message_id, error=COALESCE(v.error, d.error), "
     "delivered_at=COALESCE(v.delivered_at, d.delivered_at), rendered_revision=v.rendered_revision, "
     "next_reminder_at=CASE WHEN v.set_reminder=1 THEN v.next_reminder_at ELSE d.next_reminder_at END, "
-    "updated_at=v.updated_at "
+    "updated_at=v.updated_at, "
+    "update_pending=CASE WHEN v.status='" + DeliveryStatus.DELIVERED.value + "' AND "
+    + _CHANGED.format(row="d", revision="v.rendered_revision", retracted="v.retracted", closed="v.survey_closed")
+    + " THEN TRUE ELSE d.update_pending END "
     "FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], "
-    "$8::int[], $9::int[], $10::timestamptz[], $11::timestamptz[], $12::int[], $13::text[]) "
+    "$8::int[], $9::int[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::int[], $14::boolean[], "
+    "$15::boolean[], $16::int[], $17::text[]) "
     "AS v(status, attempts, next_attempt_at, channel_id, message_id, error, delivered_at, rendered_revision, "
-    "set_reminder, next_reminder_at, updated_at, id, token) "
+    "set_reminder, next_reminder_at, updated_at, status_again, revision_again, retracted, survey_closed, id, token) "
     "WHERE d.id=v.id AND d.claimed_by=v.token")
 _UPDATE_PG = (
-    "UPDATE delivery d SET update_pending=v.pending, rendered_revision=v.revision, claimed_by='', "
-    "claimed_until=v.until, error=v.error, updated_at=v.updated_at "
-    "FROM unnest($1::boolean[], $2::int[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::int[], $7::text[]) "
-    "AS v(pending, revision, until, error, updated_at, id, token) WHERE d.id=v.id AND d.claimed_by=v.token")
+    "UPDATE delivery d SET update_pending=CASE WHEN d.update_seq=v.seq THEN v.pending ELSE TRUE END, "
+    "rendered_revision=v.revision, claimed_by='', claimed_until=v.until, error=v.error, updated_at=v.updated_at "
+    "FROM unnest($1::int[], $2::boolean[], $3::int[], $4::timestamptz[], $5::text[], $6::timestamptz[], $7::int[], "
+    "$8::text[]) AS v(seq, pending, revision, until, error, updated_at, id, token) "
+    "WHERE d.id=v.id AND d.claimed_by=v.token")
 _DM_CACHE_PG = ("UPDATE platform_account a SET dm_channel=v.dm_channel, updated_at=v.updated_at "
                 "FROM unnest($1::text[], $2::timestamptz[], $3::int[]) AS v(dm_channel, updated_at, id) WHERE a.id=v.id")
 UPDATE_RETRY = timedelta(minutes=1)
@@ -239,6 +266,11 @@ class NoticeSource:
             return Outcome.delivered(ref)
         if row.recipient is None:
             return Outcome.failed("the member's platform account was removed")
+        if not row.maybe_sent and (row.notice_stamp.status == NoticeStatus.RETRACTED.value or (
+                row.kind == DeliveryKind.REMINDER.value and row.acknowledged_at is not None)):
+            # not wanted any more: back to pending, where _store cancels it (a copy in doubt is still
+            # looked for: if it landed, it is recorded and updated to show the change)
+            return Outcome.deferred(0)
         return await channel.deliver(row.recipient, job.view, delivery_id=row.id, maybe_sent=row.maybe_sent)
 
     async def record(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
@@ -328,7 +360,7 @@ class NoticeSource:
     # ---- recording ------------------------------------------------------------------------
 
     async def _store(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
-        rows, events, dm_cache = [], [], {}
+        rows, events, dm_cache, back_to_pending = [], [], {}, []
         counted: Counter[tuple[str, str, str]] = Counter()  # for the metrics, once per group
         first_reminders = self._first_reminders({j.notice.id: j.notice for j, _ in results}, now)
         for job, outcome in results:
@@ -339,12 +371,22 @@ class NoticeSource:
             counted[(row.platform, result.status, outcome.kind.value)] += 1
             rows.append((result.status, result.attempts, result.next_attempt_at, result.channel_id,
                          result.message_id, result.error, result.delivered_at, result.rendered_revision,
-                         int(result.set_reminder), result.next_reminder_at, now, row.id, job.token))
+                         int(result.set_reminder), result.next_reminder_at, now,
+                         # _CHANGED's parameters (SQLite's `?` take them in order: status and
+                         # revision again; PostgreSQL's statement names them and skips the repeats)
+                         result.status, result.rendered_revision,
+                         row.notice_stamp.status == NoticeStatus.RETRACTED.value,
+                         row.notice_stamp.survey_closed_at is not None, row.id, job.token))
             event = _result_event(row, result, now)
             if event is not None:
                 events.append(event)
+            if result.status == DeliveryStatus.PENDING.value:
+                back_to_pending.append(row.id)
         async with in_transaction() as conn:
             await storage_db.write_rows(_STORE_SQL, rows, postgres=_STORE_PG, using_db=conn)
+            if back_to_pending:
+                predicate, ids = storage_db.in_ids("id", back_to_pending)
+                await conn.execute_query(storage_db.placeholders(_CANCEL_UNWANTED_SQL.format(ids=predicate)), [ids])
             await storage_db.write_rows(_DM_CACHE_SQL, [(c, now, a) for a, c in dm_cache.items()],
                                         postgres=_DM_CACHE_PG, using_db=conn)
             await record(events, using_db=conn)
@@ -366,7 +408,7 @@ class NoticeSource:
             else:  # keep the intent; try again later
                 until = now + max(UPDATE_RETRY, timedelta(seconds=outcome.retry_after or 0))
                 error = f"update pending: {outcome.reason or 'not attempted'}"
-            rows.append((pending, revision, until, error, now, row.id, job.token))
+            rows.append((row.update_seq, pending, revision, until, error, now, row.id, job.token))
         await storage_db.write_rows(_UPDATE_SQL, rows, postgres=_UPDATE_PG)
 
     def _first_reminders(self, notices: dict[int, Notice], now: datetime) -> dict[int, datetime | None]:

@@ -258,17 +258,20 @@ async def _store(new: list[_Pending]) -> None:
         await record(events, using_db=conn)
 
 
-# The acknowledged members' delivered copies are flagged for their in-place update and their
-# reminders' schedule cleared; their reminders not sent yet are cancelled: one statement (a round
+# The acknowledged members' copies are flagged for their in-place update (delivered ones, and those
+# in flight: a reminder on the wire when the member clicks is updated once it is delivered), their
+# reminders' schedule cleared, and their reminders not sent yet cancelled: one statement (a round
 # trip fewer per group, in the transaction that ends holding the audit chain's head).
+_LIVE = f"status IN ('{DeliveryStatus.DELIVERED.value}', '{DeliveryStatus.SENDING.value}')"
 _SETTLE_SET = f"""
 UPDATE delivery SET
-    update_pending = CASE WHEN status = '{DeliveryStatus.DELIVERED.value}' THEN TRUE ELSE update_pending END,
+    update_pending = CASE WHEN {_LIVE} THEN TRUE ELSE update_pending END,
+    update_seq = CASE WHEN {_LIVE} THEN update_seq + 1 ELSE update_seq END,
     next_reminder_at = CASE WHEN status = '{DeliveryStatus.DELIVERED.value}' THEN NULL ELSE next_reminder_at END,
     error = CASE WHEN status = '{DeliveryStatus.PENDING.value}' THEN 'acknowledged before it was sent' ELSE error END,
     status = CASE WHEN status = '{DeliveryStatus.PENDING.value}' THEN '{DeliveryStatus.CANCELLED.value}' ELSE status END"""
 _SETTLE_WHERE = f"""
-  AND (status = '{DeliveryStatus.DELIVERED.value}'
+  AND ({_LIVE}
        OR (kind = '{DeliveryKind.REMINDER.value}' AND status = '{DeliveryStatus.PENDING.value}'))"""
 _SETTLE_COPIES = _SETTLE_SET + "\nWHERE notice_id = ? AND {members}" + _SETTLE_WHERE
 # PostgreSQL: the group's acknowledgements inserted and their copies settled in one statement.

@@ -10,6 +10,7 @@ import difflib
 from dataclasses import dataclass
 from datetime import datetime
 
+from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
@@ -42,7 +43,7 @@ async def _flag_copies(notice: Notice, conn) -> int:  # noqa: ANN001
     if notice.importance == "nice-to-know":
         return 0
     return await Delivery.filter(notice_id=notice.id, status__in=_LIVE_COPIES).using_db(conn).update(
-        update_pending=True)
+        update_pending=True, update_seq=F("update_seq") + 1)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
@@ -236,8 +237,10 @@ async def _close(survey: Survey, *, actor: str, now: datetime) -> int:
             closed_at=at, respondent_key="")
         if not changed:
             return 0
-        copies = await Delivery.filter(notice_id=survey.notice_id, status=DeliveryStatus.DELIVERED.value).using_db(  # type: ignore[attr-defined]
-            conn).update(update_pending=True)
+        # the copies in flight too: one sent with buttons is updated once it is delivered
+        copies = await Delivery.filter(notice_id=survey.notice_id,  # type: ignore[attr-defined]
+                                       status__in=[DeliveryStatus.DELIVERED.value, DeliveryStatus.SENDING.value],
+                                       ).using_db(conn).update(update_pending=True, update_seq=F("update_seq") + 1)
         answers = await SurveyAnswer.filter(survey_id=survey.id).using_db(conn).count()
         await record([audit_event("survey.closed", now=now, actor=actor, notice_id=survey.notice_id,  # type: ignore[attr-defined]
                                   survey=survey.id, answers=answers, copies=copies,
