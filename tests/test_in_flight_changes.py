@@ -16,7 +16,7 @@ from bot.core.delivery.outbox import Job
 from bot.core.notices import acks
 from bot.core.notices.reminders import remind_now
 from bot.core.notices.revisions import edit_notice, retract_notice
-from bot.core.ports import MessageRef, Outcome
+from bot.core.ports import Outcome
 from storage import db as storage_db
 from storage.models import Delivery, DeliveryStatus, Notice
 from tests.support import TEAM, Rig

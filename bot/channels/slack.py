@@ -225,7 +225,7 @@ class SlackChannel:
         token = await self.workspaces.token_for(recipient.workspace_id)
         if not token:
             return Outcome.failed(f"Herald is not installed in Slack workspace {recipient.workspace_id}")
-        opened = ""
+        opened, checking = "", maybe_sent
         try:
             # No conversations.open on the hot path (Tier 3, ~50 a minute per workspace): a bot
             # token may post to a user id, which lands in the app's DM with that user; the answer's
@@ -242,6 +242,7 @@ class SlackChannel:
                 earlier = await self._find_earlier_send(client, channel, delivery_id)
                 if earlier is not None:
                     return Outcome.delivered(earlier, dm_channel=opened)
+            checking = False
             thread = {}
             if view.original_ref and view.original_ref[0] == channel and view.original_ref[1]:
                 # a reminder is a reply to the original, also shown in the DM: it links back to it
@@ -254,9 +255,18 @@ class SlackChannel:
         except SlackApiError as exc:
             if exc.response is not None and exc.response.get("error") == "token_expired":
                 await self.workspaces.token_expired(recipient.workspace_id)
-            return _classify(exc, recipient, opened, to_user=not recipient.dm_channel)
+            outcome = _classify(exc, recipient, opened, to_user=not recipient.dm_channel)
+            if checking and outcome.throttled:
+                # The check's own method limit (conversations.history: 1 a minute for an app
+                # distributed outside the Marketplace), not chat.postMessage's: this row waits, still
+                # in doubt, and the workspace's other sends go on.
+                return Outcome.deferred(outcome.retry_after or 60.0, in_doubt=True)
+            return outcome
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            return Outcome.retry(f"network error talking to Slack ({type(exc).__name__})", dm_channel=opened)
+            # Only a connection never made proves the message was not posted; after a timeout or a
+            # dropped connection Slack may have posted it, and the retry looks before posting again.
+            return Outcome.retry(f"network error talking to Slack ({type(exc).__name__})", dm_channel=opened,
+                                 in_doubt=not isinstance(exc, aiohttp.ClientConnectorError))
 
     async def _find_earlier_send(self, client: AsyncWebClient, channel: str, delivery_id: int) -> MessageRef | None:
         """Look for a message an interrupted earlier attempt posted (by its metadata)."""
@@ -336,7 +346,13 @@ def _classify(exc: SlackApiError, recipient: Recipient, opened: str, *, to_user:
         return Outcome.retry("Slack rate limit", retry_after=retry_after, throttled=True, dm_channel=opened)
     if status >= 500 or error in ("internal_error", "fatal_error", "service_unavailable", "request_timeout",
                                   "token_expired"):  # an expired rotating token is refreshed before the retry
-        return Outcome.retry(f"Slack answered HTTP {status} {error}".strip(), dm_channel=opened)
+        # 504: a gateway stopped waiting for Slack, which may still have posted the message; the
+        # retry looks first. A fast error is taken as not posted: Slack's reference allows that
+        # internal_error comes after "some aspect of the operation succeeded", but looking after
+        # each one (conversations.history, 1 a minute outside the Marketplace) would hold a
+        # broadcast up for hours through an incident.
+        return Outcome.retry(f"Slack answered HTTP {status} {error}".strip(), dm_channel=opened,
+                             in_doubt=status == 504)
     template = _PERMANENT_ERRORS.get(error, "Slack refused the message ({error})")
     return Outcome.failed(template.format(user=recipient.user_id, team=recipient.workspace_id, error=error),
                           dm_channel=opened)

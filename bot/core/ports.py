@@ -41,6 +41,9 @@ class Outcome:
     reason: str = ""
     retry_after: float | None = None  # seconds the platform asked us to wait
     throttled: bool = False  # the whole workspace/tenant is rate-limited, not just this message
+    # A retry whose request may have reached the platform (its answer was lost: a timeout, a 5xx):
+    # the next attempt looks for the earlier message before sending again, as after a crash.
+    in_doubt: bool = False
 
     @classmethod
     def delivered(cls, ref: MessageRef, dm_channel: str = "") -> "Outcome":
@@ -48,13 +51,14 @@ class Outcome:
 
     @classmethod
     def retry(cls, reason: str, *, retry_after: float | None = None, throttled: bool = False,
-              dm_channel: str = "") -> "Outcome":
+              dm_channel: str = "", in_doubt: bool = False) -> "Outcome":
         return cls(OutcomeKind.RETRY, reason=reason, retry_after=retry_after, throttled=throttled,
-                   dm_channel=dm_channel)
+                   dm_channel=dm_channel, in_doubt=in_doubt)
 
     @classmethod
-    def deferred(cls, seconds: float) -> "Outcome":
-        return cls(OutcomeKind.DEFERRED, reason="waiting for the workspace's rate limit", retry_after=seconds)
+    def deferred(cls, seconds: float, *, in_doubt: bool = False) -> "Outcome":
+        return cls(OutcomeKind.DEFERRED, reason="waiting for the workspace's rate limit", retry_after=seconds,
+                   in_doubt=in_doubt)
 
     @classmethod
     def failed(cls, reason: str, dm_channel: str = "") -> "Outcome":

@@ -106,6 +106,8 @@ class _Fault:
     retry_after: float | int | None
     remaining: int
     html: bool = False  # a gateway's HTML page instead of Slack's JSON
+    landed: bool = False  # the call takes effect first (a message is posted), then the fault is answered
+    drop: bool = False  # no answer at all: the connection is closed (with `landed`, after the effect)
 
 
 @dataclass(slots=True)
@@ -357,6 +359,8 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         retry_after: float | int | None = None,
         times: int = 1,
         html: bool = False,
+        landed: bool = False,
+        drop: bool = False,
     ) -> None:
         """Make the next ``times`` calls of ``method`` fail.
 
@@ -367,18 +371,25 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         * ``html=True`` with a 5xx status: an HTML error page, as a load balancer in front of the
           API answers 502/503/504.
 
+        * ``landed=True``: the call takes effect first (the message is posted) and only its answer
+          fails, as Slack documents for ``internal_error`` ("it's possible some aspect of the
+          operation succeeded") and as a timeout or a dropped connection leaves it.
+        * ``drop=True``: no answer; the connection is closed (``status`` is then ignored).
+
         Faults queue up: several ``fail_next`` calls for one method apply in order.
         ``method`` may be ``"response_url"``.
         """
         if retry_after is not None and status == 200:
             status = 429
+        if drop and status == 200 and error is None:
+            status = 599  # never sent: the connection is closed instead
         if status == 200 and error is None:
             raise ValueError("fail_next needs a non-200 status, an error code or retry_after")
         if times < 1:
             raise ValueError("times must be >= 1")
         if html and status < 500:
             raise ValueError("html=True is for a gateway's 5xx page")
-        self._faults.setdefault(method, deque()).append(_Fault(status, error, retry_after, times, html))
+        self._faults.setdefault(method, deque()).append(_Fault(status, error, retry_after, times, html, landed, drop))
 
     # ------------------------------------------------------------------ inspection
 
@@ -491,11 +502,22 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
 
         await self._slow_as_told(method)
 
-        if self._faults:
-            fault = self._take_fault(method)
-            if fault is not None:
-                return self._injected(fault, call)
+        fault = self._take_fault(method) if self._faults else None
+        if fault is not None and not fault.landed:
+            return self._dropped(request, call) if fault.drop else self._injected(fault, call)
+        answer = self._answer(method, token, ws, args, call)
+        if fault is not None:  # landed: the call took effect, its answer is lost
+            return self._dropped(request, call) if fault.drop else self._injected(fault, call)
+        return answer
 
+    @staticmethod
+    def _dropped(request: web.Request, call: Call) -> web.Response:
+        call.error = "connection dropped"
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=204)  # never reaches the caller
+
+    def _answer(self, method: str, token: str | None, ws: Any, args: dict[str, Any], call: Call) -> web.Response:
         handler = self._methods.get(method)
         if handler is None:
             call.error = "unknown_method"

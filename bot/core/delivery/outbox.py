@@ -75,15 +75,19 @@ log = logging.getLogger(__name__)
 # it shows the notice as it was: it is flagged for an in-place update as it is stored. (The change
 # flags copies in flight, but one whose claim read it before the change and marked it in flight
 # after, unseen by the change, would otherwise keep the old text.)
+# A retry in doubt (Outcome.in_doubt) stays `sending`, unclaimed, until its retry is due: it is
+# then claimed back as after a crash, and the channel looks for the earlier message first.
+_IN_DOUBT_UNTIL = "CASE WHEN {status}='" + DeliveryStatus.SENDING.value + "' THEN {at} ELSE NULL END"
 _CHANGED = ("EXISTS (SELECT 1 FROM notice n WHERE n.id={row}.notice_id AND (n.revision<>{revision} "
             "OR (n.status='" + NoticeStatus.RETRACTED.value + "')<>{retracted} "
             "OR EXISTS (SELECT 1 FROM survey s WHERE s.notice_id=n.id AND s.closed_at IS NOT NULL)<>{closed}))")
 _STORE_SQL = ("UPDATE delivery SET status=?, attempts=?, next_attempt_at=COALESCE(?, next_attempt_at), claimed_by='', "
-              "claimed_until=NULL, channel_id=?, message_id=?, error=COALESCE(?, error), delivered_at=COALESCE(?, delivered_at), "
+              "channel_id=?, message_id=?, error=COALESCE(?, error), delivered_at=COALESCE(?, delivered_at), "
               "rendered_revision=?, next_reminder_at=CASE WHEN ?=1 THEN ? ELSE next_reminder_at END, updated_at=?, "
               "update_pending=CASE WHEN ?='" + DeliveryStatus.DELIVERED.value + "' AND "
               + _CHANGED.format(row="delivery", revision="?", retracted="?", closed="?")
-              + " THEN TRUE ELSE update_pending END WHERE id=? AND claimed_by=?")
+              + " THEN TRUE ELSE update_pending END, claimed_until=" + _IN_DOUBT_UNTIL.format(status="?", at="?")
+              + " WHERE id=? AND claimed_by=?")
 # An update clears its flag only if no new flag was raised while it was in flight (`update_seq`).
 _UPDATE_SQL = ("UPDATE delivery SET update_pending=CASE WHEN update_seq=? THEN ? ELSE TRUE END, rendered_revision=?, "
                "claimed_by='', claimed_until=?, error=?, updated_at=? WHERE id=? AND claimed_by=?")
@@ -102,7 +106,8 @@ _CANCEL_UNWANTED_SQL = (
 # PostgreSQL: the same three, each one statement for the whole group (storage.db.write_rows)
 _STORE_PG = (
     "UPDATE delivery d SET status=v.status, attempts=v.attempts, "
-    "next_attempt_at=COALESCE(v.next_attempt_at, d.next_attempt_at), claimed_by='', claimed_until=NULL, "
+    "next_attempt_at=COALESCE(v.next_attempt_at, d.next_attempt_at), claimed_by='', "
+    "claimed_until=" + _IN_DOUBT_UNTIL.format(status="v.status", at="v.next_attempt_at") + ", "
     "channel_id=v.channel_id, message_id=v.message_id, error=COALESCE(v.error, d.error), "
     "delivered_at=COALESCE(v.delivered_at, d.delivered_at), rendered_revision=v.rendered_revision, "
     "next_reminder_at=CASE WHEN v.set_reminder=1 THEN v.next_reminder_at ELSE d.next_reminder_at END, "
@@ -112,9 +117,10 @@ _STORE_PG = (
     + " THEN TRUE ELSE d.update_pending END "
     "FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], "
     "$8::int[], $9::int[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::int[], $14::boolean[], "
-    "$15::boolean[], $16::int[], $17::text[]) "
+    "$15::boolean[], $16::text[], $17::timestamptz[], $18::int[], $19::text[]) "
     "AS v(status, attempts, next_attempt_at, channel_id, message_id, error, delivered_at, rendered_revision, "
-    "set_reminder, next_reminder_at, updated_at, status_again, revision_again, retracted, survey_closed, id, token) "
+    "set_reminder, next_reminder_at, updated_at, status_again, revision_again, retracted, survey_closed, "
+    "status_once_more, next_attempt_again, id, token) "
     "WHERE d.id=v.id AND d.claimed_by=v.token")
 _UPDATE_PG = (
     "UPDATE delivery d SET update_pending=CASE WHEN d.update_seq=v.seq THEN v.pending ELSE TRUE END, "
@@ -372,11 +378,13 @@ class NoticeSource:
             rows.append((result.status, result.attempts, result.next_attempt_at, result.channel_id,
                          result.message_id, result.error, result.delivered_at, result.rendered_revision,
                          int(result.set_reminder), result.next_reminder_at, now,
-                         # _CHANGED's parameters (SQLite's `?` take them in order: status and
-                         # revision again; PostgreSQL's statement names them and skips the repeats)
+                         # _CHANGED's parameters, then _IN_DOUBT_UNTIL's (SQLite's `?` take them in
+                         # order, status and more again; PostgreSQL's statement names them, skips repeats)
                          result.status, result.rendered_revision,
                          row.notice_stamp.status == NoticeStatus.RETRACTED.value,
-                         row.notice_stamp.survey_closed_at is not None, row.id, job.token))
+                         row.notice_stamp.survey_closed_at is not None,
+                         result.status, result.next_attempt_at,  # _IN_DOUBT_UNTIL's
+                         row.id, job.token))
             event = _result_event(row, result, now)
             if event is not None:
                 events.append(event)
@@ -426,8 +434,12 @@ class NoticeSource:
                            next_reminder_at=first_reminders.get(notice.id) if notice_kind else None)
         unchanged = dict(channel_id=row.channel_id, message_id=row.message_id,
                          rendered_revision=row.rendered_revision)
+        # A row in doubt (claimed back after a crash, or a lost answer) stays so until a channel
+        # has looked for its earlier message: see _IN_DOUBT_UNTIL.
+        in_doubt = outcome.in_doubt or row.maybe_sent
         if outcome.kind is OutcomeKind.DEFERRED:
-            return _Result(DeliveryStatus.PENDING.value, row.attempts, None,
+            status = DeliveryStatus.SENDING if in_doubt else DeliveryStatus.PENDING
+            return _Result(status.value, row.attempts, None,
                            next_attempt_at=now + timedelta(seconds=outcome.retry_after or 1), **unchanged)
         attempts = row.attempts + 1
         delay = None
@@ -438,8 +450,9 @@ class NoticeSource:
             if outcome.kind is OutcomeKind.RETRY:
                 reason = f"gave up after {attempts} attempts: {reason}"
             return _Result(DeliveryStatus.FAILED.value, attempts, reason, **unchanged)
-        return _Result(DeliveryStatus.PENDING.value, attempts, outcome.reason,
-                       next_attempt_at=now + timedelta(seconds=delay), **unchanged)
+        status = DeliveryStatus.SENDING if in_doubt else DeliveryStatus.PENDING
+        return _Result(status.value, attempts, outcome.reason, next_attempt_at=now + timedelta(seconds=delay),
+                       **unchanged)
 
 
 class _Recorder:

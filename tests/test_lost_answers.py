@@ -1,0 +1,82 @@
+"""A send whose answer is lost after Slack may have posted it is not posted twice.
+
+A timeout, a dropped connection or a gateway's 504 lose the answer whatever happened. Such a retry
+is in doubt: it looks for the earlier message (by the delivery id in its metadata) before posting
+again, as after a crash. The fake Slack API posts the message and then answers with the fault
+(`landed=True`), or closes the connection (`drop=True`). A fast error (500 `internal_error`, a 503
+page) is taken as not posted: see `_classify` in bot/channels/slack.py."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from storage.models import Delivery, DeliveryStatus
+from tests.support import Rig
+
+DM = "DUANNA"
+
+
+async def _send_twice(rig: Rig) -> Delivery:
+    notice_id = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()  # the first attempt, whose answer is lost
+    rig.clock.advance(hours=1)
+    await rig.herald.outbox.drain()  # the retry
+    return await Delivery.get(notice_id=notice_id)
+
+
+@pytest.mark.parametrize("fault", [dict(status=504, html=True), dict(drop=True)], ids=["gateway-timeout", "dropped"])
+async def test_a_message_posted_before_its_answer_was_lost_is_not_posted_again(rig: Rig, fault: dict) -> None:
+    rig.fake.fail_next("chat.postMessage", landed=True, **fault)
+
+    row = await _send_twice(rig)
+
+    [message] = rig.fake.messages(DM)
+    assert (row.status, row.message_id, row.channel_id) == (DeliveryStatus.DELIVERED.value, message["ts"], DM)
+    assert len(rig.fake.calls_to("chat.postMessage")) == 1
+    assert len(rig.fake.calls_to("conversations.history")) == 1
+
+
+async def test_a_message_slack_did_not_post_is_posted_by_the_retry(rig: Rig) -> None:
+    rig.fake.fail_next("chat.postMessage", status=500, error="internal_error")
+
+    row = await _send_twice(rig)
+
+    [message] = rig.fake.messages(DM)
+    assert (row.status, row.message_id) == (DeliveryStatus.DELIVERED.value, message["ts"])
+    assert len(rig.fake.calls_to("chat.postMessage")) == 2
+
+
+async def test_a_refused_message_is_retried_without_looking(rig: Rig) -> None:
+    """A rate limit says the message was not posted: no history call (its limit is tight)."""
+    rig.fake.fail_next("chat.postMessage", retry_after=1)
+
+    row = await _send_twice(rig)
+
+    assert row.status == DeliveryStatus.DELIVERED.value
+    assert rig.fake.calls_to("conversations.history") == []
+
+
+async def test_a_rate_limited_look_waits_in_doubt_while_the_workspace_sends_on(rig: Rig) -> None:
+    """conversations.history allows 1 call a minute to an app distributed outside the Marketplace:
+    its 429 holds up the row in doubt, not the workspace's chat.postMessage."""
+    rig.fake.fail_next("chat.postMessage", drop=True, landed=True)
+    rig.fake.fail_next("conversations.history", retry_after=60)
+    first = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    rig.clock.advance(hours=1)
+    await rig.herald.outbox.drain()  # the look is refused for 60 s
+
+    row = await Delivery.get(notice_id=first)
+    assert (row.status, row.attempts) == (DeliveryStatus.SENDING.value, 1)
+    assert row.claimed_until == rig.clock.now() + timedelta(seconds=60)
+    second = await rig.broadcast(audience="member:bo@acme.example")
+    await rig.herald.outbox.drain()
+    assert (await Delivery.get(notice_id=second)).status == DeliveryStatus.DELIVERED.value  # not paused
+
+    rig.clock.advance(seconds=61)
+    await rig.herald.outbox.drain()
+    row = await Delivery.get(notice_id=first)
+    [message] = rig.fake.messages(DM)
+    assert (row.status, row.message_id) == (DeliveryStatus.DELIVERED.value, message["ts"])
