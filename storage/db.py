@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tortoise import Tortoise, connections
@@ -56,8 +57,25 @@ async def _keep_session(connection: Any) -> None:
     pool still rolls back a transaction left open before this hook is called."""
 
 
+def check_sqlite_folder(db_url: str) -> None:
+    """Raise FileNotFoundError (an OSError, which the CLI reports as one line) when a SQLite URL
+    names a file in a folder that does not exist: tortoise's migration engine then waited forever
+    instead of failing (a typo in the path, an unmounted volume)."""
+    if not db_url.startswith("sqlite:"):
+        return
+    from tortoise.backends.base.config_generator import expand_db_url
+
+    path = str(expand_db_url(db_url)["credentials"].get("file_path", ""))
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    folder = Path(path).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the SQLite file {path} is in a folder that does not exist: {folder}")
+
+
 async def upgrade(db_url: str) -> None:
     """Apply every pending migration. Safe to run on every start and on every replica."""
+    check_sqlite_folder(db_url)
     _forget_compiled_sql()
     await migrate(config=tortoise_config(db_url))
     await Tortoise.close_connections()
@@ -70,6 +88,7 @@ def _forget_compiled_sql() -> None:
 
 
 async def connect(db_url: str, *, run_migrations: bool = True) -> None:
+    check_sqlite_folder(db_url)
     _forget_compiled_sql()
     if run_migrations:
         await upgrade(db_url)

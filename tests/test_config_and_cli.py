@@ -40,6 +40,16 @@ def test_invalid_configuration_is_one_line_and_exit_2(env: dict, message: str) -
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_sqlite_file_in_a_missing_folder_is_one_line_and_exit_2(tmp_path) -> None:  # noqa: ANN001
+    """It used to hang in the migration engine, silently, for the CLI and for `serve`."""
+    url = f"sqlite://{tmp_path}/no-such-folder/herald.db"
+    for command in (("notices", "list"), ("db", "upgrade")):
+        result = _herald(*command, HERALD_DATABASE_URL=url)
+        assert result.returncode == 2, result
+        assert result.stderr.strip() == (f"herald: cannot reach the database (the SQLite file {tmp_path}/no-such-folder/"
+                                          f"herald.db is in a folder that does not exist: {tmp_path}/no-such-folder)")
+
+
 def test_settings_defaults_and_postgres_spelling() -> None:
     settings = load_settings(database_url="postgresql://u:p@db:5432/herald")
     assert settings.port == 3978 and settings.tortoise_db_url == "postgres://u:p@db:5432/herald?maxsize=20"
