@@ -57,20 +57,25 @@ async def _keep_session(connection: Any) -> None:
     pool still rolls back a transaction left open before this hook is called."""
 
 
-def check_sqlite_folder(db_url: str) -> None:
-    """Raise FileNotFoundError (an OSError, which the CLI reports as one line) when a SQLite URL
-    names a file in a folder that does not exist: tortoise's migration engine then waited forever
-    instead of failing (a typo in the path, an unmounted volume)."""
+def sqlite_file(db_url: str) -> Path | None:
+    """The file a SQLite URL names (None for PostgreSQL and in-memory databases)."""
     if not db_url.startswith("sqlite:"):
-        return
+        return None
     from tortoise.backends.base.config_generator import expand_db_url
 
     path = str(expand_db_url(db_url)["credentials"].get("file_path", ""))
     if not path or path == ":memory:" or path.startswith("file:"):
-        return
-    folder = Path(path).expanduser().resolve().parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"the SQLite file {path} is in a folder that does not exist: {folder}")
+        return None
+    return Path(path).expanduser().resolve()
+
+
+def check_sqlite_folder(db_url: str) -> None:
+    """Raise FileNotFoundError (an OSError, which the CLI reports as one line) when a SQLite URL
+    names a file in a folder that does not exist: tortoise's migration engine then waited forever
+    instead of failing (a typo in the path, an unmounted volume)."""
+    path = sqlite_file(db_url)
+    if path is not None and not path.parent.is_dir():
+        raise FileNotFoundError(f"the SQLite file {path} is in a folder that does not exist: {path.parent}")
 
 
 async def upgrade(db_url: str) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -21,10 +22,10 @@ from tests.support import SAMPLE_DIRECTORY
 AS_CAM = "cam@vendor.example"
 
 
-def _herald(*args: str, **env: str) -> subprocess.CompletedProcess:
+def _herald(*args: str, cwd: str | None = None, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True,
-                          env={**clean, **env}, timeout=60)
+                          env={**clean, "PYTHONPATH": str(Path(__file__).parent.parent), **env}, timeout=60, cwd=cwd)
 
 
 @pytest.mark.parametrize("env, message", [
@@ -48,6 +49,24 @@ def test_a_sqlite_file_in_a_missing_folder_is_one_line_and_exit_2(tmp_path) -> N
         assert result.returncode == 2, result
         assert result.stderr.strip() == (f"herald: cannot reach the database (the SQLite file {tmp_path}/no-such-folder/"
                                           f"herald.db is in a folder that does not exist: {tmp_path}/no-such-folder)")
+
+
+def test_in_sandbox_mode_a_command_uses_the_sandboxs_database_and_says_so(tmp_path) -> None:  # noqa: ANN001
+    """`serve` runs the sandbox on herald-sandbox.db when no platform is configured; `status` of its
+    notice used to look in an empty herald.db it created next to it."""
+    result = _herald("notices", "list", cwd=str(tmp_path))
+    assert result.returncode == 0, result
+    assert "sandbox mode" in result.stderr and "herald-sandbox.db" in result.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["herald-sandbox.db"]
+    named = _herald("notices", "list", cwd=str(tmp_path), HERALD_DATABASE_URL="sqlite://real.db")
+    assert named.returncode == 0 and "sandbox" not in named.stderr
+    assert (tmp_path / "real.db").exists()
+
+
+def test_the_doctor_does_not_create_a_missing_sqlite_file(tmp_path) -> None:  # noqa: ANN001
+    result = _herald("doctor", cwd=str(tmp_path), HERALD_DATABASE_URL="sqlite://herald.db")
+    assert "the SQLite file" in result.stdout + result.stderr and "does not exist" in result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_settings_defaults_and_postgres_spelling() -> None:

@@ -48,11 +48,23 @@ def setup_logging(level: str, settings: Settings | None = None) -> None:
     configure_logging(level, settings.log_format, secrets=settings_secrets(settings))
 
 
+def database_settings() -> Settings:
+    """The settings a command's database work uses. With neither Slack nor Teams configured `serve`
+    runs the sandbox on the sandbox's database; so does a command, unless HERALD_DATABASE_URL names
+    one (e.g. a directory imported before Slack is connected), and it says so."""
+    settings = get_settings()
+    if settings.sandbox_active and "database_url" not in settings.model_fields_set:
+        click.echo(f"herald: sandbox mode (neither Slack nor Teams is configured): using the sandbox's database, "
+                   f"{settings.sandbox_database_url}; set HERALD_DATABASE_URL for another", err=True)
+        return settings.for_sandbox()
+    return settings
+
+
 def run(work: Callable[[], Awaitable[T]], *, migrate: bool = True) -> T:
     """Connect to the database, run `work`, disconnect; person-facing errors become one line."""
     from storage import db as storage_db
 
-    settings = get_settings()
+    settings = database_settings()
 
     async def runner() -> T:
         await storage_db.connect(settings.tortoise_db_url, run_migrations=migrate)

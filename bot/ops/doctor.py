@@ -71,6 +71,10 @@ async def run_checks(settings: Settings, clock: Clock) -> list[Check]:
 # ---- database -------------------------------------------------------------------------------
 
 async def check_database(settings: Settings) -> list[Check]:
+    missing = storage_db.sqlite_file(settings.tortoise_db_url)
+    if missing is not None and not missing.exists():  # connecting would create it: the doctor writes nothing
+        return [Check("database", FAIL, f"the SQLite file {missing} does not exist",
+                      "check HERALD_DATABASE_URL; `herald db upgrade` (or `herald serve`) creates it")]
     try:
         await asyncio.wait_for(storage_db.connect(settings.tortoise_db_url, run_migrations=False), _TIMEOUT)
         await asyncio.wait_for(storage_db.database_now(), _TIMEOUT)
