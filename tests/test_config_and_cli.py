@@ -95,11 +95,11 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
     csv = tmp_path / "partners.csv"
     csv.write_text(SAMPLE_DIRECTORY + "zed,Zed,gold,emea,de,x,s,reseller,,bad-email,Zed,sales,UTC,en,,,,\n")
     dry = cli_env.invoke(main, ["directory", "import", str(csv), "--dry-run"])
-    assert dry.exit_code == 0, dry.output
+    assert dry.exit_code == 1, dry.output  # a row is rejected: a script hears it
     assert "dry run: would have created 5" in dry.output and "rejected 1" in dry.output
     assert "line 7:" in dry.output
     real = cli_env.invoke(main, ["directory", "import", str(csv)])
-    assert "created 5, updated 0, unchanged 0" in real.output
+    assert "created 5, updated 0, unchanged 0" in real.output and real.exit_code == 1
     again = cli_env.invoke(main, ["directory", "import", str(csv)])
     assert "created 0, updated 0, unchanged 5" in again.output
 
@@ -126,9 +126,15 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
     bad = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "must-know", "--audience",
                                 "teir:gold", "--title", "T", "--body", "B", "--yes", "--as", AS_CAM])
     assert bad.exit_code == 1 and "did you mean 'tier'?" in bad.output
+    nobody = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "must-know", "--audience",
+                                   "tier:diamond", "--title", "T", "--body", "B", "--yes", "--as", AS_CAM])
+    assert nobody.exit_code == 1 and "nobody is in this audience; nothing was sent" in nobody.output
+    late = cli_env.invoke(main, ["cancel", str(notice_id), "--as", AS_CAM])
+    assert late.exit_code == 1 and f"herald retract {notice_id}" in late.output
 
     listing = json.loads(cli_env.invoke(main, ["notices", "list", "--json"]).output)
-    assert [(n["id"], n["status"]) for n in listing][:2] == [(notice_id, "sending"), (notice_id - 1, "cancelled")]
+    assert [(n["id"], n["status"]) for n in listing] == [
+        (notice_id + 1, "cancelled"), (notice_id, "sending"), (notice_id - 1, "cancelled")]  # newest first
     status = json.loads(cli_env.invoke(main, ["status", str(notice_id), "--json"]).output)
     assert status["recipients"] == 4 and status["pending"] == 3 and status["failed"] == 1
     missing = cli_env.invoke(main, ["status", "9999"])

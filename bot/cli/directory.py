@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -14,7 +15,8 @@ def directory() -> None:
     pass
 
 
-@directory.command("import", help="Import partner organisations and members from a CSV file.")
+@directory.command("import", help="Import partner organisations and members from a CSV file. "
+                                   "Exits 1 if any row was rejected (the others are imported).")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Validate and count, write nothing.")
 @click.option("--deactivate-missing", is_flag=True, help="Mark members absent from the file inactive.")
@@ -35,6 +37,8 @@ def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, quiet:
     prefix = "dry run: would have " if dry_run else ""
     click.echo(f"{prefix}created {result.created}, updated {result.updated}, unchanged {result.unchanged}, "
                f"deactivated {result.deactivated}, rejected {len(result.rejected)}")
+    if result.rejected:  # the other rows are imported; a script still hears that some were not
+        sys.exit(1)
 
 
 @main.group(help="Vendor staff and their roles.")

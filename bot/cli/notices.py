@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from bot.cli.base import CLOCK, ROW_ID, acting_staff, as_option, get_settings, main, run
+from bot.common.errors import UserError
 
 
 @main.command(help="Send a notice from a script.")
@@ -61,6 +62,9 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
         preview = await sending.create_draft(staff, command, catalog, now=CLOCK.now())
         for warning in preview.warnings:
             click.echo(f"warning: {warning}", err=True)
+        if preview.recipients == 0 and not send_at:  # a typo in the audience, most likely: see the warnings
+            await sending.cancel_draft(preview.notice.id, staff, now=CLOCK.now())
+            raise UserError(f"nobody is in this audience; nothing was sent (notice {preview.notice.id} cancelled)")
         question = (f"Send {preview.policy.level.value} notice #{preview.notice.id} "
                     f"'{preview.notice.title}' to {preview.recipients} recipients?")
         if not yes and not await asyncio.to_thread(click.confirm, question):
@@ -126,8 +130,11 @@ def cancel(notice_id: int, as_email: str) -> None:
         return await cancel_draft(notice_id, await acting_staff(as_email), now=CLOCK.now())
 
     notice = run(work)
-    verb = "cancelled" if notice.status == "cancelled" else f"already {notice.status}"
-    click.echo(f"notice {notice.id} {verb}")
+    if notice.status != "cancelled":
+        click.echo(f"herald: notice {notice.id} is already {notice.status}, too late to cancel; "
+                   f"`herald retract {notice.id} --reason ...` withdraws it", err=True)
+        sys.exit(1)
+    click.echo(f"notice {notice.id} cancelled")
 
 
 @main.command(help="Stop reminders and escalations for a partner organisation (until a date, or until resumed).")
