@@ -339,6 +339,13 @@ def test_the_sandbox_hands_a_question_to_the_cam_and_shows_the_reply(live: LiveC
     # the form posts from /console/questions back to it: the URL alone cannot say the post is done
     _wait(driver, staleness_of(send), "the reply to be posted")
     _wait(driver, lambda d: d.current_url.endswith("/console/questions"), "the questions page")
+    teach = _css(driver, "#answered-" + str(_answered_id(driver)) + " form button")
+    assert teach.text == "Add my reply as a new entry"
+    teach.click()
+    _wait(driver, lambda d: _all(d, "#learn-note"), "the proposal's note")
+    assert "as a new entry with your reply as its answer" in _css(driver, "#learn-note").text
+    _no_script_errors(driver)
+    _shot(driver, "questions-teach")
 
     driver.get(live.url("/console/sandbox"))
     driver.find_element(By.LINK_TEXT, "Jonas Weber").click()
@@ -352,6 +359,12 @@ def test_the_sandbox_hands_a_question_to_the_cam_and_shows_the_reply(live: LiveC
     assert "DEMO-200" in driver.page_source
     _no_script_errors(driver)
     _shot(driver, "inbox-handoff")
+
+
+def _answered_id(driver) -> int:  # noqa: ANN001 - the first answered hand-off on the questions page
+    from selenium.webdriver.common.by import By
+
+    return int(driver.find_element(By.CSS_SELECTOR, "section[id^='answered-']").get_attribute("id").split("-")[1])
 
 
 def test_the_knowledge_base_page_tries_a_question(live: LiveConsole, driver) -> None:  # noqa: ANN001

@@ -20,6 +20,7 @@ from storage.models import (
     Acknowledgement,
     AuditEvent,
     JourneyStep,
+    KBProposal,
     Member,
     Organisation,
     PlatformAccount,
@@ -136,6 +137,18 @@ async def test_questions_feedback_and_a_hand_off_answered_from_the_console(conso
     _, inbox = await casey.get(f"/console/sandbox/{lena.id}")
     assert "Casey Morgan answered your question" in inbox and "**Sales**" in inbox  # partner-facing text, escaped
     assert await AuditEvent.filter(kind="question.answered").count() == 1
+
+    # The CAM teaches the assistant from the console, as the chat buttons under a hand-off do.
+    _, answered = await casey.get("/console/questions")
+    assert "Answered lately" in answered and "Add my reply as a new entry" in answered
+    assert "Add the question to entry deal-registration-how" in answered
+    _, taught = await casey.post(f"/console/questions/{question.id}/learn", {"kind": "phrasing"})
+    [proposal] = await KBProposal.all()
+    assert (proposal.kind, proposal.entry_id, proposal.proposed_by) == ("phrasing", "deal-registration-how", CAM)
+    assert f"Proposed #{proposal.id}" in taught and "Add the question to entry" not in taught
+    assert "Add my reply as a new entry" in taught  # the other kind is still on offer
+    _, again = await casey.post(f"/console/questions/{question.id}/learn", {"kind": "phrasing"})
+    assert "Already proposed" in again and await KBProposal.all().count() == 1
 
 
 async def test_a_journey_step_is_marked_done_from_the_inbox(console: ConsoleHarness) -> None:

@@ -12,7 +12,7 @@ from bot.console.charts import bar_svg
 from bot.console.web import Page, page, whole_number
 from bot.core.insights import directory, engagement
 from bot.core.onboarding import learning
-from bot.core.onboarding.assistant import open_handoffs
+from bot.core.onboarding.assistant import answered_handoffs, open_handoffs
 from bot.core.onboarding.journeys import JourneyConfigError, load_journeys
 from bot.service import Herald
 from storage.models import StaffRole
@@ -41,14 +41,25 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
         return current.render("engagement.html", days=days, windows=WINDOWS, figures=figures,
                               topics=herald.catalog.topics, bar=bar_svg)
 
-    async def questions_page(current: Page) -> web.StreamResponse:
-        return current.render("questions.html", questions=await open_handoffs(current.me))
+    async def questions_page(current: Page, note: str = "") -> web.StreamResponse:
+        answered = await answered_handoffs(current.me)
+        return current.render("questions.html", questions=await open_handoffs(current.me), answered=answered,
+                              proposals=await learning.proposals_of([q.id for q in answered]), note=note,
+                              phrasing=learning.PHRASING, entry=learning.ENTRY)
 
     async def reply(current: Page) -> web.StreamResponse:
         form = await current.form()
         question_id = whole_number(current.request.match_info["id"])
         await herald.relay_reply(question_id, current.me, form.get("reply", ""))
         return current.redirect("/console/questions")
+
+    async def learn(current: Page) -> web.StreamResponse:
+        """The chat buttons under an answered hand-off, in the console: the question as a phrasing
+        of the entry the assistant suggested, or as a new entry with the CAM's reply."""
+        form = await current.form()
+        proposal, created = await learning.propose(whole_number(current.request.match_info["id"]), current.me,
+                                                   form.get("kind", ""), now=herald.clock.now())
+        return await questions_page(current, learning.proposal_note(proposal, created))
 
     async def proposals_page(current: Page) -> web.StreamResponse:
         question = current.request.query.get("q", "")[:500].strip()
@@ -75,6 +86,7 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
     app.router.add_get("/console/engagement", page(herald, engagement_page))
     app.router.add_get("/console/questions", page(herald, questions_page))
     app.router.add_post("/console/questions/{id}/reply", page(herald, reply))
+    app.router.add_post("/console/questions/{id}/learn", page(herald, learn))
 
 
 @dataclass(frozen=True)

@@ -302,12 +302,21 @@ async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,
 
 
 async def open_handoffs(staff: Staff | None) -> list[Question]:
+    return await _handoffs(staff, "open").order_by("handed_off_at")
+
+
+async def answered_handoffs(staff: Staff | None, limit: int = 10) -> list[Question]:
+    """The hand-offs answered last (what a CAM may add to the knowledge base), newest first."""
+    return await _handoffs(staff, "answered").order_by("-replied_at").limit(limit)
+
+
+def _handoffs(staff: Staff | None, status: str):  # noqa: ANN202 - a QuerySet
     if staff is None or not staff.active or staff.role not in (StaffRole.CAM.value, StaffRole.ADMIN.value):
         raise PermissionDenied("Only CAMs and admins have hand-offs.")
-    query = Question.filter(handoff_status="open")
+    query = Question.filter(handoff_status=status)
     if staff.role == StaffRole.CAM.value:
         query = query.filter(cam_id=staff.id)
-    return await query.select_related("member__organisation").order_by("handed_off_at")
+    return query.select_related("member__organisation")
 
 
 async def unanswered_questions(limit: int = 200) -> list[Question]:

@@ -88,7 +88,16 @@ def proposal_note(proposal: KBProposal, created: bool) -> str:
     if not created:
         return f"Already proposed (#{proposal.id}, {proposal.status}): \"{one_line(proposal.question_text)}\" {what}."
     return (f"Proposed #{proposal.id}: \"{one_line(proposal.question_text)}\" {what}. An admin approves it "
-            f"with `herald qa approve {proposal.id}`; the assistant then uses it without a restart.")
+            f"with `herald qa approve {proposal.id}` or under Knowledge base in the console; the assistant then "
+            f"uses it without a restart.")
+
+
+async def proposals_of(question_ids: list[int]) -> dict[int, list[KBProposal]]:
+    """The proposals made from these questions, by question id."""
+    found: dict[int, list[KBProposal]] = {}
+    for proposal in await KBProposal.filter(question_id__in=question_ids).order_by("id"):
+        found.setdefault(proposal.question_id, []).append(proposal)  # type: ignore[attr-defined]
+    return found
 
 
 async def pending() -> list[KBProposal]:
