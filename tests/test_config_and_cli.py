@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,13 @@ def test_in_sandbox_mode_a_command_uses_the_sandboxs_database_and_says_so(tmp_pa
     named = _herald("notices", "list", cwd=str(tmp_path), HERALD_DATABASE_URL="sqlite://real.db")
     assert named.returncode == 0 and "sandbox" not in named.stderr
     assert (tmp_path / "real.db").exists()
+    # a member imported into the sandbox gets an inbox there (the sandbox has no Slack or Teams)
+    (tmp_path / "more.csv").write_text(SAMPLE_DIRECTORY)
+    imported = _herald("directory", "import", "more.csv", "--quiet", cwd=str(tmp_path))
+    assert imported.returncode == 0, imported
+    with sqlite3.connect(tmp_path / "herald-sandbox.db") as db:
+        inboxes = db.execute("SELECT user_id FROM platform_account WHERE platform='sandbox'").fetchall()
+    assert sorted(u for (u,) in inboxes) == sorted(line.split(",")[9] for line in SAMPLE_DIRECTORY.splitlines()[1:])
 
 
 def test_the_doctor_does_not_create_a_missing_sqlite_file(tmp_path) -> None:  # noqa: ANN001

@@ -48,12 +48,17 @@ def setup_logging(level: str, settings: Settings | None = None) -> None:
     configure_logging(level, settings.log_format, secrets=settings_secrets(settings))
 
 
+def in_sandbox(settings: Settings) -> bool:
+    """With neither Slack nor Teams configured `serve` runs the sandbox on the sandbox's database; so
+    does a command, unless HERALD_DATABASE_URL names one (e.g. a directory imported before Slack is
+    connected)."""
+    return settings.sandbox_active and "database_url" not in settings.model_fields_set
+
+
 def database_settings() -> Settings:
-    """The settings a command's database work uses. With neither Slack nor Teams configured `serve`
-    runs the sandbox on the sandbox's database; so does a command, unless HERALD_DATABASE_URL names
-    one (e.g. a directory imported before Slack is connected), and it says so."""
+    """The settings a command's database work uses (see `in_sandbox`; it says so)."""
     settings = get_settings()
-    if settings.sandbox_active and "database_url" not in settings.model_fields_set:
+    if in_sandbox(settings):
         click.echo(f"herald: sandbox mode (neither Slack nor Teams is configured): using the sandbox's database, "
                    f"{settings.sandbox_database_url}; set HERALD_DATABASE_URL for another", err=True)
         return settings.for_sandbox()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from bot.cli.base import CLOCK, main, operator_name, run
+from bot.cli.base import CLOCK, get_settings, in_sandbox, main, operator_name, run
 
 
 @main.group(help="The partner directory.")
@@ -28,10 +28,19 @@ def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, quiet:
     text, encoding = decode_directory_file(file.read_bytes())
     if encoding not in ("utf-8", "utf-8-sig"):
         click.echo(f"note: {file.name} is not UTF-8; read it as {encoding}", err=True)
+    sandbox = in_sandbox(get_settings())
+
+    async def work():  # noqa: ANN202
+        result = await import_directory(text, now=CLOCK.now(), actor=f"operator:{operator_name()}",
+                                        dry_run=dry_run, deactivate_missing=deactivate_missing, progress=progress)
+        if sandbox and not dry_run:  # the sandbox delivers to its inboxes: give the new members one
+            from bot.console.sandbox_seed import give_sandbox_accounts
+
+            await give_sandbox_accounts()
+        return result
+
     with Reporter("import", enabled=not quiet) as progress:
-        result = run(lambda: import_directory(text, now=CLOCK.now(), actor=f"operator:{operator_name()}",
-                                               dry_run=dry_run, deactivate_missing=deactivate_missing,
-                                               progress=progress))
+        result = run(work)
     for error in result.rejected:
         click.echo(f"line {error.line}: {error.reason}", err=True)
     prefix = "dry run: would have " if dry_run else ""

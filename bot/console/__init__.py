@@ -43,12 +43,14 @@ def add_console_routes(app: web.Application, herald: Herald, *,
 
 def _sandbox_start(herald: Herald, announce: Callable[[str], None] | None):  # noqa: ANN202
     async def start(app: web.Application) -> None:
-        from bot.console.sandbox_seed import seed, welcome_link
+        from bot.console.sandbox_seed import give_sandbox_accounts, seed, welcome_link
 
         log.warning(SANDBOX_BANNER)
         seeded = await seed(herald)
         if seeded.created:
             log.warning("sandbox: loaded the sample directory and sent sample notice #%s", seeded.notice_id)
+        elif added := await give_sandbox_accounts():
+            log.warning("sandbox: gave %d imported members an inbox", added)
         link = await welcome_link(herald)
         message = (f"{SANDBOX_BANNER}.\nOpen the console as the sample CAM (the link works once, for 10 minutes):\n"
                    f"  {herald.sign_in_url(link.token)}\n"

@@ -51,10 +51,7 @@ async def seed(herald: Herald) -> Seeded:
         log.error("sandbox directory rows rejected: %s", result.rejected)
     for email, role, name in STAFF:
         await add_staff(email, role, name=name, now=now, actor="sandbox")
-    members = await Member.all().values_list("id", "email")
-    await PlatformAccount.bulk_create([
-        PlatformAccount(member_id=member_id, platform=Platform.SANDBOX.value, workspace_external_id=WORKSPACE,
-                        user_id=email, dm_channel=email) for member_id, email in members])
+    await give_sandbox_accounts()
     author = await Staff.get(email=CAM)
     preview = await sending.create_draft(author, SendCommand(
         importance="must-know", topic="operations", audience="all", title="Recall of NW-200 firmware 4.2",
@@ -63,6 +60,18 @@ async def seed(herald: Herald) -> Seeded:
                              platform_policy=herald.settings.platform_policy)
     await herald.outbox.drain()  # the sandbox platform delivers in-process: in the inboxes before the link shows
     return Seeded(True, preview.notice.id)
+
+
+async def give_sandbox_accounts() -> int:
+    """An inbox on the sandbox platform for every active member who has none: the sample members,
+    and whoever an operator imports into the sandbox (they have no Slack or Teams there). Returns
+    how many were added."""
+    have = await PlatformAccount.filter(platform=Platform.SANDBOX.value).values_list("member_id", flat=True)
+    members = await Member.filter(active=True).exclude(id__in=list(have)).values_list("id", "email")
+    await PlatformAccount.bulk_create([
+        PlatformAccount(member_id=member_id, platform=Platform.SANDBOX.value, workspace_external_id=WORKSPACE,
+                        user_id=email, dm_channel=email) for member_id, email in members])
+    return len(members)
 
 
 async def welcome_link(herald: Herald) -> SignInLink:
