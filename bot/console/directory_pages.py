@@ -59,7 +59,8 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
         form = await current.form()
         proposal, created = await learning.propose(whole_number(current.request.match_info["id"]), current.me,
                                                    form.get("kind", ""), now=herald.clock.now())
-        return await questions_page(current, learning.proposal_note(proposal, created))
+        note = learning.proposal_note(proposal, created).replace("`", "")  # chat's code marks, plain here
+        return await questions_page(current, note)
 
     async def proposals_page(current: Page) -> web.StreamResponse:
         question = current.request.query.get("q", "")[:500].strip()
