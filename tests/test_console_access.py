@@ -25,11 +25,12 @@ from bot.core.directory.console_access import (
     redeem_link,
     session_staff,
 )
+from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.topics import load_catalog
 from config.settings import load_settings
 from storage.models import AuditEvent, ConsoleSession, ConsoleSignIn, Staff
-from tests.support import CAM_USER
+from tests.support import CAM_USER, SAMPLE_DIRECTORY
 
 pytestmark = pytest.mark.storage
 
@@ -100,6 +101,9 @@ async def test_only_staff_get_links(db: str) -> None:
         await issue_link(await Staff.get(id=staff.id), via="slack", now=clock.now())
     with pytest.raises(UserError, match="no staff member"):
         await issue_link_for_email("nobody@vendor.example", via="cli", now=clock.now(), actor="test")
+    await import_directory(SAMPLE_DIRECTORY, now=clock.now(), actor="test")
+    with pytest.raises(UserError, match="is a partner member, not vendor staff"):
+        await issue_link_for_email("anna@acme.example", via="cli", now=clock.now(), actor="test")
     for role in ("compliance", "admin"):
         other = await _staff(clock, f"{role}@vendor.example", role)
         assert (await issue_link(other, via="teams", now=clock.now())).staff.id == other.id

@@ -19,7 +19,18 @@ from storage.models import MAX_ROW_ID
 
 T = TypeVar("T")
 CLOCK = SystemClock()
-ROW_ID = click.IntRange(1, MAX_ROW_ID)  # an id argument: out of range is a usage error, not a failed query
+class _RowId(click.IntRange):
+    """An id argument: not a number, or out of range, is a usage error, not a failed query."""
+
+    name = "id"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+            self.fail(f"{value!r} is not a number (ids are whole numbers, e.g. 12)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+ROW_ID = _RowId(1, MAX_ROW_ID)
 
 
 def get_settings() -> Settings:

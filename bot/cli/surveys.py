@@ -112,6 +112,8 @@ def survey_list(as_json: bool, limit: int) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
+    if not rows:
+        click.echo("no surveys yet")
     for r in rows:
         state = "open" if r["open"] else "closed"
         click.echo(f"{r['id']:>6}  {state:6}  {r['status']:9}  {r['recipients']:>6}  {r['question']}")

@@ -21,7 +21,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.permissions import require_viewer
-from storage.models import ConsoleSession, ConsoleSignIn, Staff
+from storage.models import ConsoleSession, ConsoleSignIn, Member, Staff
 
 LINK_LIFETIME = timedelta(minutes=10)
 SESSION_LIFETIME = timedelta(hours=8)
@@ -77,6 +77,9 @@ async def issue_link_for_email(email: str, *, via: str, now: datetime, actor: st
     address = (email or "").strip().lower()
     staff = await Staff.get_or_none(email=address)
     if staff is None:
+        if await Member.filter(email=address).exists():
+            raise UserError(f"'{address}' is a partner member, not vendor staff: the console is for CAMs, compliance "
+                            f"and admins (partners use Herald in Slack or Teams, or the sandbox's inboxes)")
         raise UserError(f"no staff member with e-mail '{address}'; add them with `herald staff add` first")
     return await issue_link(staff, via=via, now=now, actor=actor)
 
