@@ -12,11 +12,14 @@ from datetime import timedelta
 import pytest
 from tortoise import connections
 
+from bot.core.commands.parser import parse_command
 from bot.core.delivery.outbox import Job
-from bot.core.notices import acks
+from bot.core.notices import acks, sending
 from bot.core.notices.reminders import remind_now
 from bot.core.notices.revisions import edit_notice, retract_notice
 from bot.core.ports import Outcome
+from bot.core.surveys.answers import close_survey
+from bot.core.surveys.creating import create_survey_draft
 from storage import db as storage_db
 from storage.models import Delivery, DeliveryStatus, Notice
 from tests.support import TEAM, Rig
@@ -175,3 +178,19 @@ async def test_an_edit_between_the_claims_read_and_its_mark_reaches_the_copy(
     row, notice = await Delivery.get(id=second.row.id), await Notice.get(id=notice_id)
     assert (row.rendered_revision, row.update_pending) == (notice.revision, False)
     assert any(c.args.get("ts") == row.message_id and "LX-300" in str(c.args) for c in rig.fake.calls_to("chat.update"))
+
+
+async def test_a_survey_closed_while_a_copy_is_in_flight_takes_its_buttons_away(rig: Rig) -> None:
+    command = parse_command("survey announcements member:anna@acme.example | Ready for Q1? | Yes | No")
+    preview = await create_survey_draft(None, command, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    await sending.send_draft(preview.notice.id, None, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    job = await _claim_one(rig)
+    await close_survey(preview.notice.id, None, now=rig.clock.now(), operator="test")
+    await _finish(rig, job)  # the copy lands with its answer buttons
+
+    await _drain_later(rig)
+
+    [update] = rig.fake.calls_to("chat.update")
+    row = await Delivery.get(id=job.row.id)
+    assert update.args.get("ts") == row.message_id and not row.update_pending
+    assert "Yes" not in str(update.args.get("blocks"))  # no answer buttons on a closed survey
