@@ -96,7 +96,8 @@ async def test_an_edit_during_an_edits_update_reaches_the_message(rig: Rig) -> N
     assert (row.rendered_revision, row.update_pending) == (notice.revision, False)
 
 
-async def test_an_acknowledgement_while_a_reminder_is_in_flight_updates_the_reminder(rig: Rig) -> None:
+async def _acknowledged_while_a_reminder_is_claimed(rig: Rig) -> tuple[Delivery, Job]:
+    """Anna's notice delivered, a reminder claimed (on the wire), then Anna acknowledges."""
     notice_id = await rig.broadcast(audience="member:anna@acme.example")
     await rig.herald.outbox.drain()
     original = await Delivery.get(notice_id=notice_id)
@@ -104,6 +105,11 @@ async def test_an_acknowledgement_while_a_reminder_is_in_flight_updates_the_remi
     reminder = await _claim_one(rig)
     assert reminder.row.kind == "reminder"
     await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+    return original, reminder
+
+
+async def test_an_acknowledgement_while_a_reminder_is_in_flight_updates_the_reminder(rig: Rig) -> None:
+    original, reminder = await _acknowledged_while_a_reminder_is_claimed(rig)
     await _finish(rig, reminder)  # the reminder lands, with its Acknowledge button
 
     await _drain_later(rig)
@@ -114,12 +120,7 @@ async def test_an_acknowledgement_while_a_reminder_is_in_flight_updates_the_remi
 
 
 async def test_a_reminder_in_flight_when_the_member_acknowledges_is_not_sent_after_it(rig: Rig) -> None:
-    notice_id = await rig.broadcast(audience="member:anna@acme.example")
-    await rig.herald.outbox.drain()
-    original = await Delivery.get(notice_id=notice_id)
-    await remind_now(await Notice.get(id=notice_id), [original.member_id], now=rig.clock.now())
-    reminder = await _claim_one(rig)
-    await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+    _, reminder = await _acknowledged_while_a_reminder_is_claimed(rig)
     await _finish(rig, reminder, Outcome.retry("HTTP 503"))
 
     await _drain_later(rig)
