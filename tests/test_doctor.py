@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -142,6 +143,11 @@ async def test_failures_are_named_with_a_fix_and_exit_1(scene: Scene) -> None:
 async def test_a_database_never_migrated_is_reported(tmp_path) -> None:  # noqa: ANN001
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     env["HERALD_DATABASE_URL"] = f"sqlite://{tmp_path / 'fresh.db'}"
+    code, out, _ = await doctor(env, "--json")  # no file at all: said so, and none created
+    checks = _by_name(json.loads(out))
+    assert code == 1 and checks["database"]["status"] == "fail" and "does not exist" in checks["database"]["detail"]
+    assert not (tmp_path / "fresh.db").exists()
+    sqlite3.connect(tmp_path / "fresh.db").close()  # an empty database
     code, out, _ = await doctor(env, "--json")
     checks = _by_name(json.loads(out))
     assert code == 1 and checks["database"]["status"] == "ok"
