@@ -116,11 +116,10 @@ _STORE_PG = (
     + _CHANGED.format(row="d", revision="v.rendered_revision", retracted="v.retracted", closed="v.survey_closed")
     + " THEN TRUE ELSE d.update_pending END "
     "FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], "
-    "$8::int[], $9::int[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::int[], $14::boolean[], "
-    "$15::boolean[], $16::text[], $17::timestamptz[], $18::int[], $19::text[]) "
+    "$8::int[], $9::int[], $10::timestamptz[], $11::timestamptz[], $12::boolean[], $13::boolean[], $14::int[], "
+    "$15::text[]) "
     "AS v(status, attempts, next_attempt_at, channel_id, message_id, error, delivered_at, rendered_revision, "
-    "set_reminder, next_reminder_at, updated_at, status_again, revision_again, retracted, survey_closed, "
-    "status_once_more, next_attempt_again, id, token) "
+    "set_reminder, next_reminder_at, updated_at, retracted, survey_closed, id, token) "
     "WHERE d.id=v.id AND d.claimed_by=v.token")
 _UPDATE_PG = (
     "UPDATE delivery d SET update_pending=CASE WHEN d.update_seq=v.seq THEN v.pending ELSE TRUE END, "
@@ -367,6 +366,7 @@ class NoticeSource:
 
     async def _store(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
         rows, events, dm_cache, back_to_pending = [], [], {}, []
+        postgres = storage_db.dialect() == "postgres"
         counted: Counter[tuple[str, str, str]] = Counter()  # for the metrics, once per group
         first_reminders = self._first_reminders({j.notice.id: j.notice for j, _ in results}, now)
         for job, outcome in results:
@@ -375,16 +375,7 @@ class NoticeSource:
                 dm_cache[row.account_id] = outcome.dm_channel
             result = self._result(row, outcome, now, job.notice, first_reminders)
             counted[(row.platform, result.status, outcome.kind.value)] += 1
-            rows.append((result.status, result.attempts, result.next_attempt_at, result.channel_id,
-                         result.message_id, result.error, result.delivered_at, result.rendered_revision,
-                         int(result.set_reminder), result.next_reminder_at, now,
-                         # _CHANGED's parameters, then _IN_DOUBT_UNTIL's (SQLite's `?` take them in
-                         # order, status and more again; PostgreSQL's statement names them, skips repeats)
-                         result.status, result.rendered_revision,
-                         row.notice_stamp.status == NoticeStatus.RETRACTED.value,
-                         row.notice_stamp.survey_closed_at is not None,
-                         result.status, result.next_attempt_at,  # _IN_DOUBT_UNTIL's
-                         row.id, job.token))
+            rows.append(_store_row(result, row, now, job.token, postgres=postgres))
             event = _result_event(row, result, now)
             if event is not None:
                 events.append(event)
@@ -980,6 +971,20 @@ class Outbox:
                     del self._workers[lane]
                 await self.lanes.release(lane, self.clock.now())
         return handled
+
+
+def _store_row(result: _Result, row: ClaimedRow, now: datetime, token: str, *, postgres: bool) -> tuple:
+    """One row's parameters for _STORE_PG (by column) or _STORE_SQL (by position: its `?` for
+    _CHANGED and _IN_DOUBT_UNTIL take the status, revision and next attempt again)."""
+    retracted = row.notice_stamp.status == NoticeStatus.RETRACTED.value
+    closed = row.notice_stamp.survey_closed_at is not None
+    head = (result.status, result.attempts, result.next_attempt_at, result.channel_id, result.message_id,
+            result.error, result.delivered_at, result.rendered_revision, int(result.set_reminder),
+            result.next_reminder_at, now)
+    if postgres:
+        return (*head, retracted, closed, row.id, token)
+    return (*head, result.status, result.rendered_revision, retracted, closed, result.status,
+            result.next_attempt_at, row.id, token)
 
 
 def _result_event(row: ClaimedRow, result: _Result, now: datetime):  # noqa: ANN202
