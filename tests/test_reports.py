@@ -171,15 +171,15 @@ async def collect(notice_id: int, fmt: str, **kwargs) -> str:
 
 
 def split_csv(text: str) -> tuple[dict[str, str], list[list[str]]]:
-    lines = text.splitlines(keepends=True)
-    meta_lines = [line for line in lines if line.startswith("#")]
-    assert lines[:len(meta_lines)] == meta_lines, "metadata comes first"
+    """The metadata (each line one cell that starts with "# ") and the table after it."""
+    rows = list(csv.reader(io.StringIO(text)))
+    meta_rows = [row for row in rows if len(row) == 1 and row[0].startswith("# ")]
+    assert rows[:len(meta_rows)] == meta_rows, "metadata comes first"
     meta: dict[str, str] = {}
-    for line in meta_lines:
-        key, _, value = line[2:].rstrip("\n").partition(": ")
+    for (line,) in meta_rows:
+        key, _, value = line[2:].partition(": ")
         meta[key] = value if key not in meta else meta[key] + "\n" + value
-    table = list(csv.reader(io.StringIO("".join(lines[len(meta_lines):]))))
-    return meta, table
+    return meta, rows[len(meta_rows):]
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -571,3 +571,17 @@ async def test_organisation_counts_read_each_rows_organisation_and_older_rows_th
     assert (await live_counts(notice))["acknowledged"] == 2
     await Notice.filter(id=fx.notice.id).update(ack_revision=2)
     assert (await live_counts(await Notice.get(id=fx.notice.id)))["acknowledged"] == 1
+
+
+async def test_text_in_the_metadata_lines_cannot_become_a_formula_cell(db: str) -> None:
+    """A title from a CAM, an organisation name from the directory: each metadata line is one cell
+    that starts with '#', however many commas and quotes the text holds."""
+    fx = await seed_reports()
+    title = 'Recall,=HYPERLINK("http://evil.example/x","click"),@SUM(1+1)'
+    await Notice.filter(id=fx.notice.id).update(title=title)
+    text = await collect(fx.notice.id, "csv")
+    meta, table = split_csv(text)
+    assert meta["title"] == title
+    assert table[0] == EXPECTED_HEADER
+    cells = [cell for row in csv.reader(io.StringIO(text)) for cell in row]
+    assert not [cell for cell in cells if cell.startswith(("=", "@", "+", "-"))]

@@ -487,11 +487,15 @@ def _csv_preamble(notice: dict[str, Any], revisions: list[dict[str, Any]], produ
                           since=org["reminders_paused"]["since"], until=org["reminders_paused"]["until"] or "",
                           reason=json.dumps(org["reminders_paused"]["reason"], ensure_ascii=False))
                          if "reminders_paused" in org else "")))
-    out = [f"# {key}: {_one_line('' if value is None else value)}\n" for key, value in lines]
+    # Each metadata line is one CSV cell that starts with "#": quoted when the text holds a comma or
+    # a quote, so a title such as 'Recall, =HYPERLINK("...")' cannot become a cell of its own that a
+    # spreadsheet runs as a formula.
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(COLUMNS)
-    out.append(buffer.getvalue())
-    return "".join(out)
+    writer = csv.writer(buffer, lineterminator="\n")
+    for key, value in lines:
+        writer.writerow([f"# {key}: {_one_line('' if value is None else value)}"])
+    writer.writerow(COLUMNS)
+    return buffer.getvalue()
 
 
 def _csv_rows(rows: list[dict[str, Any]]) -> str:
