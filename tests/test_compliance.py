@@ -499,3 +499,23 @@ async def test_paired_reads_raise_the_first_error_and_leave_none_unretrieved() -
         assert await acks._together(asyncio.sleep(0, "a"), asyncio.sleep(0, "b")) == ("a", "b")
     finally:
         loop.set_exception_handler(None)
+
+
+async def test_resuming_a_timed_pause_early_brings_its_reminders_back(rig: Rig) -> None:
+    """The planner puts reminders due during a pause off to its end; resumed early, they are due again."""
+    monday = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    rig.clock.set(monday)
+    cam = await Staff.get(email="cam@vendor.example")
+    await pause_organisation(cam, "acme", until=monday + timedelta(days=14), reason="site fire", now=rig.clock.now())
+    notice_id = await rig.broadcast("member:anna@acme.example", deadline=monday + timedelta(days=10))
+    await rig.herald.outbox.drain()
+    rig.clock.advance(hours=25)
+    await rig.herald.tick()  # the first reminder is due while Acme is paused: put off to the pause's end
+    assert (await Delivery.get(notice_id=notice_id, kind="notice")).next_reminder_at == monday + timedelta(days=14)
+
+    rig.clock.set(monday + timedelta(days=2))
+    await resume_organisation(cam, "acme", now=rig.clock.now())
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+
+    assert await Delivery.filter(notice_id=notice_id, kind="reminder").count() == 1

@@ -8,7 +8,7 @@ from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
-from storage.models import Organisation, Staff, StaffRole
+from storage.models import Delivery, Member, Organisation, Staff, StaffRole
 
 
 async def _organisation_for(staff: Staff | None, org_id: str) -> Organisation:
@@ -43,6 +43,12 @@ async def resume_organisation(staff: Staff | None, org_id: str, *, now: datetime
     async with in_transaction() as conn:
         await Organisation.filter(id=organisation.id).using_db(conn).update(
             paused_at=None, paused_until=None, pause_reason="", paused_by="")
+        if organisation.paused_until is not None:
+            # the reminder planner put the reminders due during the pause off to its end: due
+            # again now (the planner still checks acknowledgements, deadlines and quiet hours)
+            members = await Member.filter(organisation_id=organisation.id).using_db(conn).values_list("id", flat=True)
+            await Delivery.filter(member_id__in=list(members), next_reminder_at=organisation.paused_until,
+                                  ).using_db(conn).update(next_reminder_at=now)
         await record([audit_event("organisation.resumed", now=now, actor=staff.email,  # type: ignore[union-attr]
                                   organisation=organisation.external_id)], using_db=conn)
     return await Organisation.get(id=organisation.id)
