@@ -14,6 +14,7 @@ from tortoise.exceptions import IntegrityError
 
 from bot.common.errors import UserError
 from bot.core.compliance.reports import notice_summary, report_chunks
+from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.notices.ab_results import MIN_DELIVERED, compare_rates, compare_times, variant_results
 from bot.core.notices.acks import acknowledge
@@ -22,9 +23,9 @@ from bot.core.notices.rollout import roll_out
 from bot.core.notices.status import notice_status
 from bot.core.notices.variants import assign
 from bot.service import Herald
-from storage.models import AuditEvent, Delivery, Notice, Staff
-from tests.support import TEAM
-from tests.survey_support import SurveyRig, members, start_survey_rig, stop_survey_rig
+from storage.models import AuditEvent, Delivery, Member, Notice, Staff
+from tests.support import TEAM, directory_csv
+from tests.survey_support import SurveyRig, big_directory, members, start_survey_rig, stop_survey_rig
 
 AB = "need-to-know announcements all | Title A | Body A || Title B | Body B"
 
@@ -222,3 +223,22 @@ async def test_reminders_show_the_members_own_variant(srig: SurveyRig) -> None:
     texts = {c.channel: str(c.args["blocks"]) for c in srig.fake.calls_to("chat.postMessage")
              if "Reminder" in c.args["blocks"][0]["text"]["text"]}
     assert all(f"Stop {r['variant']}" in texts[r["channel_id"]] for r in reminders)
+
+
+async def test_members_removed_from_the_directory_are_not_sent_the_winner(srig: SurveyRig) -> None:
+    notice_id = await srig.notice("need-to-know announcements all share:50% | Title A | Body A || Title B | Body B")
+    await srig.herald.outbox.drain()
+    held = await Delivery.filter(notice_id=notice_id, status="held").values_list("member_id", flat=True)
+    gone = set(await Member.filter(id__in=held).values_list("email", flat=True))
+    assert gone
+    srig.clock.advance(days=7)  # they left their partner: the next import no longer has them
+    kept = [line for line in big_directory().splitlines()[1:] if line.split(",")[9] not in gone]
+    result = await import_directory(directory_csv(kept), now=srig.clock.now(), actor="test", deactivate_missing=True)
+    assert result.deactivated == len(gone)
+    assert {r.error for r in await Delivery.filter(notice_id=notice_id, member_id__in=held)} == {
+        "removed from the partner directory"}
+
+    await roll_out(notice_id, "B", None, now=srig.clock.now(), operator="test")
+    await srig.herald.outbox.drain()
+
+    assert await Delivery.filter(notice_id=notice_id, member_id__in=held).exclude(status="cancelled").count() == 0

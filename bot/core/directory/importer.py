@@ -34,7 +34,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import UserError
 from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import audit_event, record
-from storage.models import Member, Organisation, Platform, PlatformAccount
+from storage.models import Delivery, DeliveryStatus, Member, Organisation, Platform, PlatformAccount
 
 COLUMNS: tuple[str, ...] = (
     "org_id",
@@ -724,6 +724,10 @@ async def _apply(plan: _Plan, *, now: datetime, progress: Progress = no_progress
         PlatformAccount.bulk_create,
     )
     await in_chunks(plan.deactivate, lambda part: Member.filter(id__in=part).update(active=False, updated_at=now))
+    # what was still to be sent to them (a held-back A/B share, a queued copy) is not sent any more
+    await in_chunks(plan.deactivate, lambda part: Delivery.filter(
+        member_id__in=part, status__in=[DeliveryStatus.PENDING.value, DeliveryStatus.HELD.value],
+    ).update(status=DeliveryStatus.CANCELLED.value, error="removed from the partner directory", updated_at=now))
     if total == 0:
         progress("writing", 0, 0)
 

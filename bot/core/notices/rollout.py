@@ -66,8 +66,10 @@ async def roll_out(notice_id: int, variant: str, staff: Staff | None, *, now: da
                 raise UserError(f"notice #{notice.id} rolled out variant {current.winner} at {when}; "
                                 "a second variant would reach people who already have one")
             return RolloutResult(notice, variant, 0, already=True)
-        held = await Delivery.filter(notice_id=notice.id, status=DeliveryStatus.HELD.value).using_db(conn).values(
-            "id", "member_id")
+        # members since removed from the directory are not sent the winner (their held rows were
+        # cancelled when they were removed; this covers rows of an older Herald)
+        held = await Delivery.filter(notice_id=notice.id, status=DeliveryStatus.HELD.value,
+                                     member__active=True).using_db(conn).values("id", "member_id")
         released = await _release(notice, held, variant, now=now, using_db=conn)
         if released and notice.status == NoticeStatus.SENT.value:
             await Notice.filter(id=notice.id, status=NoticeStatus.SENT.value).using_db(conn).update(
