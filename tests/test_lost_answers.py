@@ -80,3 +80,21 @@ async def test_a_rate_limited_look_waits_in_doubt_while_the_workspace_sends_on(r
     row = await Delivery.get(notice_id=first)
     [message] = rig.fake.messages(DM)
     assert (row.status, row.message_id) == (DeliveryStatus.DELIVERED.value, message["ts"])
+
+
+async def test_an_update_slack_refuses_for_good_is_not_tried_again(rig: Rig) -> None:
+    """The member deleted the message (chat.update answers message_not_found): recorded, not retried
+    every minute for ever."""
+    from bot.core.notices.revisions import edit_notice
+
+    notice_id = await rig.broadcast(audience="member:anna@acme.example", importance="need-to-know")
+    await rig.herald.outbox.drain()
+    rig.fake.fail_next("chat.update", error="message_not_found")
+    await edit_notice(notice_id, None, rig.herald.catalog, now=rig.clock.now(), operator="test", body="LX-300")
+    for _ in range(3):
+        await rig.herald.outbox.drain()
+        rig.clock.advance(minutes=2)
+
+    assert len(rig.fake.calls_to("chat.update")) == 1
+    row = await Delivery.get(notice_id=notice_id)
+    assert not row.update_pending and row.error == "update failed: Slack refused the update (message_not_found)"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.core.ports import Button, DirectMessage, MessageRef, OutcomeKind, Recipient
+from bot.core.ports import Button, DirectMessage, MessageRef, OutcomeKind, Recipient, UpdateRefused
 from bot.channels.teams import (
     DEFAULT_ALLOWED_SERVICE_HOSTS,
     NO_CONVERSATION,
@@ -251,9 +251,10 @@ async def test_update_looks_up_the_service_url_when_it_does_not_know_it(fake: Fa
 async def test_update_of_an_unknown_message_raises(fake: FakeBotConnector, channel: TeamsChannel) -> None:
     outcome = await channel.deliver(recipient(fake), view(), delivery_id=7, maybe_sent=False)
     assert outcome.ref is not None
-    with pytest.raises(TeamsApiError) as raised:
+    with pytest.raises(UpdateRefused, match="no longer exists in Teams") as raised:  # for good: not retried
         await channel.update(TENANT, MessageRef(outcome.ref.channel_id, "1:missing"), view())
-    assert raised.value.status == 404 and raised.value.code == "ActivityNotFound"
+    cause = raised.value.__cause__
+    assert isinstance(cause, TeamsApiError) and cause.status == 404 and cause.code == "ActivityNotFound"
 
 
 async def test_update_without_a_known_service_url_raises(channel: TeamsChannel) -> None:
@@ -393,12 +394,20 @@ async def test_created_conversation_is_reported_even_when_the_send_fails(
     assert outcome.dm_channel == fake.conversation_id(USER)  # cached, so the retry does not create again
 
 
-@pytest.mark.parametrize("status", [412, 500, 502, 504])
+@pytest.mark.parametrize("status", [412, 502, 503, 504])
 async def test_transient_statuses_are_retried(fake: FakeBotConnector, channel: TeamsChannel, status: int) -> None:
     fake.fail_next("send_activity", status, retry_after=1 if status == 412 else None)
     outcome = await channel.deliver(recipient(fake), view(), delivery_id=19, maybe_sent=False)
     assert outcome.kind is OutcomeKind.RETRY and outcome.throttled is False
     assert outcome.retry_after == (1.0 if status == 412 else None)
+
+
+async def test_a_500_service_error_is_not_tried_again(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    """Microsoft's status codes table: 500 ServiceError, "Retry request: No" (the request may have
+    been processed; a bot retries 412, 429, 502, 503 and 504 only)."""
+    fake.fail_next("send_activity", 500)
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=21, maybe_sent=False)
+    assert outcome.kind is OutcomeKind.FAILED and "500" in outcome.reason
 
 
 async def test_403_member_removed_or_blocked_herald(fake: FakeBotConnector, channel: TeamsChannel) -> None:

@@ -241,3 +241,40 @@ async def test_a_throttled_reply_is_sent_again_after_the_pause_it_asks_for(teams
     status, _ = await teams.post(teams.activity("message", "aad-cam", text="help"))
     assert status == 200 and pauses == [2.0, 2.0, 1.0, 1.0, 1.0]
     assert [c.status for c in teams.connector.calls_to("send_activity")][-4:] == [429] * 4
+
+
+def _welcomes(teams: TeamsRig, aad: str) -> int:
+    return sum("Hi, I'm Herald" in (a.get("text") or "") for a in teams.connector.activities(f"a:conv-{aad}"))
+
+
+async def test_a_personal_install_is_greeted_once_and_a_removal_not_at_all(teams: TeamsRig) -> None:
+    """Microsoft ("Subscribe to conversation events"): a personal install sends a conversationUpdate
+    adding the bot and the user, and an installationUpdate (add); members removed also come as a
+    conversationUpdate."""
+    await teams.post(teams.activity("conversationUpdate", "aad-eve",
+                                    membersAdded=[{"id": "28:herald"}, {"id": "29:aad-eve", "aadObjectId": "aad-eve"}]))
+    assert (await PlatformAccount.get(platform="teams", user_id="aad-eve")).dm_channel == "a:conv-aad-eve"
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    assert _welcomes(teams, "aad-eve") == 1
+    await teams.post(teams.activity("conversationUpdate", "aad-fay", membersRemoved=[{"id": "28:herald"}]))
+    assert _welcomes(teams, "aad-fay") == 0
+
+
+async def test_an_update_teams_refuses_for_good_is_not_tried_again(teams: TeamsRig) -> None:
+    """Microsoft's status codes table: 403 BotNotInConversationRoster is "Retry request: No". Eve
+    removed Herald after the notice reached her; the CAM's edit updates the others, and hers stops."""
+    await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+    preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall of LX-200 | Stop selling now")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    await teams.herald.outbox.drain()
+    teams.connector.block("aad-eve")
+    await teams.say("aad-cam", f"edit {notice_id} | Recall of LX-200 (corrected) | Stop selling now, really")
+    for _ in range(5):
+        await teams.herald.outbox.drain()
+        teams.clock.advance(minutes=2)
+
+    refused = [c for c in teams.connector.calls if c.route == "update_activity" and c.conversation_id == "a:conv-aad-eve"]
+    assert len(refused) == 1 and refused[0].status == 403
+    eve = await Delivery.get(notice_id=notice_id, member__email="eve@teamsco.example")
+    assert not eve.update_pending and eve.error.startswith("update failed: the member removed Herald")

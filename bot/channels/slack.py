@@ -28,7 +28,7 @@ from bot.common.secrets import (
     is_sealed,
 )
 from bot.core.notices.views import NoticeView
-from bot.core.ports import DirectMessage, MessageRef, Outcome, RateLimited, Recipient
+from bot.core.ports import DirectMessage, MessageRef, Outcome, RateLimited, Recipient, UpdateRefused
 from storage.models import Platform, Workspace
 
 log = logging.getLogger(__name__)
@@ -304,6 +304,9 @@ class SlackChannel:
             if exc.response is not None and (exc.response.status_code == 429
                                              or exc.response.get("error") == "ratelimited"):
                 raise RateLimited(float(exc.response.headers.get("Retry-After", 1) or 1), "Slack rate limit") from exc
+            error = str(exc.response.get("error", "")) if exc.response is not None else ""
+            if error in _UPDATE_REFUSED:
+                raise UpdateRefused(f"Slack refused the update ({error})") from exc
             raise
 
     async def close(self) -> None:
@@ -334,6 +337,13 @@ def _sdk_logger() -> logging.Logger:
     logger.setLevel(logging.NOTSET)
     logger.setLevel(logger.getEffectiveLevel())  # what "slack_sdk" is configured to, as of now
     return logger
+
+
+# chat.update's errors that no retry changes (its reference's error list): the message or the
+# conversation is gone, the app was removed from the workspace, or the message cannot take the update.
+_UPDATE_REFUSED = frozenset({"message_not_found", "channel_not_found", "cant_update_message", "edit_window_closed",
+                             "is_archived", "not_in_channel", "account_inactive", "token_revoked", "invalid_auth",
+                             "no_permission", "msg_too_long", "invalid_blocks", "restricted_action"})
 
 
 def _classify(exc: SlackApiError, recipient: Recipient, opened: str, *, to_user: bool = False) -> Outcome:

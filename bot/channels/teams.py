@@ -38,7 +38,7 @@ import aiohttp
 
 from bot.channels.teams_cards import direct_message_activity, notice_activity
 from bot.core.notices.views import NoticeView
-from bot.core.ports import DirectMessage, MessageRef, Outcome, RateLimited, Recipient
+from bot.core.ports import DirectMessage, MessageRef, Outcome, RateLimited, Recipient, UpdateRefused
 from storage.models import Platform, PlatformAccount
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,10 @@ DEFAULT_ALLOWED_SERVICE_HOSTS = ("botframework.com", "smba.trafficmanager.net", 
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 NO_CONVERSATION = "no Teams conversation yet: the member must install Herald in Teams or message it once"
 REMOVED = "the member removed Herald in Teams or blocked it"
+# Microsoft's table of the Bot Connector's status codes: retried 412, 429, 502, 503 and 504; not
+# retried 500 ServiceError ("Retry request: No"); an update refused with these is refused for good.
 _RETRYABLE = {412, 429, 502, 503, 504}
+_UPDATE_REFUSED = {400, 403, 404, 413}
 _MEMO_SIZE = 50_000
 
 
@@ -219,8 +222,8 @@ class TeamsChannel:
         return await self._send(recipient, direct_message_activity(message))
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
-        """PUT the re-rendered card over the delivered one. Raises on any failure so the
-        engine keeps the update pending and tries again later."""
+        """PUT the re-rendered card over the delivered one. Raises UpdateRefused when Teams will
+        never take it, else any other failure, so the engine keeps the update pending."""
         service_url = self._service_urls.get(ref.channel_id) or await self.service_url_for(ref.channel_id)
         if not service_url:
             raise TeamsError(f"no Teams service URL is known for conversation {ref.channel_id}")
@@ -233,6 +236,12 @@ class TeamsChannel:
             error = _api_error(answer)
             if error.status == 429:  # the engine pauses the tenant's lane
                 raise TeamsRateLimited(error.status, error.code, error.message, error.retry_after)
+            if error.status in _UPDATE_REFUSED and error.code != "InvalidBotApiHost":
+                # "Retry request: No" in Microsoft's table of the Bot Connector's status codes
+                # (build-conversational-capability#status-codes-from-bot-conversational-apis)
+                reason = ("the message or its conversation no longer exists in Teams" if error.status == 404
+                          else _classify(error, Recipient(workspace_id, ""), "").reason)
+                raise UpdateRefused(reason) from error
             raise error
         self._remember_url(ref.channel_id, service_url)
 
@@ -472,7 +481,7 @@ def _remember(memo: OrderedDict, key: Any, value: Any) -> None:
 
 def _classify(exc: TeamsApiError, recipient: Recipient, opened: str) -> Outcome:
     status, code = exc.status, exc.code
-    if status in _RETRYABLE or status >= 500:
+    if status in _RETRYABLE:
         label = "Teams rate limit" if status == 429 else f"Teams answered HTTP {status} {code}".strip()
         return Outcome.retry(label, retry_after=exc.retry_after, throttled=status == 429, dm_channel=opened)
     if status == 401:

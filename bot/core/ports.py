@@ -91,6 +91,11 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+class UpdateRefused(Exception):
+    """A channel's `update` was refused for good (the message or conversation is gone, Herald was
+    removed or blocked, the card is too large): the engine stops trying and records why."""
+
+
 class Channel(Protocol):
     platform: str
 

@@ -52,7 +52,7 @@ from bot.core.delivery.retry import RetryPolicy
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import NoticeExtras, RowExtras, load_extras
 from bot.core.notices.views import NoticeView, notice_view
-from bot.core.ports import Channel, MessageRef, Outcome, OutcomeKind, RateLimited
+from bot.core.ports import Channel, MessageRef, Outcome, OutcomeKind, RateLimited, UpdateRefused
 from bot.topics import TopicCatalog
 from storage import db as storage_db
 from storage.models import (
@@ -268,6 +268,8 @@ class NoticeSource:
                 await channel.update(row.workspace_id, ref, job.view)
             except RateLimited as exc:  # pauses the lane like a send's 429
                 return Outcome.retry(str(exc), retry_after=exc.retry_after, throttled=True)
+            except UpdateRefused as exc:  # no retry will change it: recorded, not tried again
+                return Outcome.failed(str(exc))
             return Outcome.delivered(ref)
         if row.recipient is None:
             return Outcome.failed("the member's platform account was removed")
@@ -401,6 +403,8 @@ class NoticeSource:
                 pending, revision = False, job.notice.revision
             elif outcome.kind is OutcomeKind.DEFERRED:  # not attempted: due again when the pause ends
                 until = now + timedelta(seconds=outcome.retry_after or 1)
+            elif outcome.kind is OutcomeKind.FAILED:  # refused for good: the message stays as it was
+                pending, error = False, f"update failed: {outcome.reason}"
             elif outcome.throttled and outcome.retry_after:  # a 429: due again when the platform said
                 until = now + timedelta(seconds=outcome.retry_after)
                 error = f"update pending: {outcome.reason or 'rate limited'}"

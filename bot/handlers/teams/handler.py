@@ -138,14 +138,20 @@ class TeamsHandler:
         return result.staff, result.member is not None
 
     async def on_install(self, turn: Turn) -> None:
+        """A personal install sends both a conversationUpdate (members added: the bot and the user)
+        and an installationUpdate (action add): Microsoft's "Subscribe to conversation events".
+        Either links the person; only the installationUpdate greets, so the greeting comes once.
+        A conversationUpdate that adds nobody (members removed) is no arrival at all."""
         activity = turn.activity
-        if activity.type == "installationUpdate" and (activity.action or "").startswith("remove"):
-            return  # uninstalled: deliveries to this person will fail with a clear reason from now on
-        added = [m.id for m in (activity.members_added or [])]
-        if activity.type == "conversationUpdate" and added and turn.user_id not in added:
-            return  # the bot itself was added; the user's own update carries their id
-        await self.link(turn)
-        await self.reply(turn, text_activity(WELCOME))
+        if activity.type == "installationUpdate":
+            if (activity.action or "").startswith("remove"):
+                return  # uninstalled: deliveries to this person will fail with a clear reason from now on
+            await self.link(turn)
+            await self.reply(turn, text_activity(WELCOME))
+            return
+        added = [m.id for m in (activity.members_added or []) if isinstance(getattr(m, "id", None), str)]
+        if turn.user_id in added:
+            await self.link(turn)
 
     # ---- messages ---------------------------------------------------------------------------
 
