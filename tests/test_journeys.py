@@ -457,3 +457,28 @@ async def test_progress_rows_and_who_may_see_them(rig: Rig) -> None:
         await progress(None, None, catalog=FOUR)
     with pytest.raises(NotFound):
         await progress(admin, "nope", catalog=FOUR)
+
+
+async def test_a_milestone_the_tick_finds_waits_for_working_hours(rig: Rig) -> None:
+    """Milestones added to the journeys file after Anna passed halfway are found by the tick, here at
+    03:00 in Berlin: the recognition waits for her morning. (Pressing Done answers at once.)"""
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    plain = _catalog([("portal", 0), ("prefs", 1), ("deals", 2), ("cert", 3)], milestones=False)
+    for day in range(2):  # Monday and Tuesday: a step each day, done at once
+        rig.clock.set(MONDAY_9_UTC + timedelta(days=day))
+        await run_journeys(rig.herald.channels, rig.clock.now(), catalog=plain)
+        await rig.herald.outbox.drain()
+        step = await JourneyStep.filter(member__email="anna@acme.example", position__gte=1).order_by("-position").first()
+        await complete_step(step.id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now(),
+                            catalog=plain)
+    rig.clock.set(datetime(2026, 1, 7, 2, 0, tzinfo=UTC))  # Wednesday 03:00 in Berlin
+    before = len(rig.fake.messages("DUANNA"))
+    await run_journeys(rig.herald.channels, rig.clock.now(), catalog=FOUR)
+    await rig.herald.outbox.drain()
+    assert len(rig.fake.messages("DUANNA")) == before
+
+    rig.clock.set(datetime(2026, 1, 7, 8, 0, tzinfo=UTC))  # 09:00 in Berlin
+    await run_journeys(rig.herald.channels, rig.clock.now(), catalog=FOUR)
+    await rig.herald.outbox.drain()
+    assert any("Halfway" in str(m) for m in rig.fake.messages("DUANNA")[before:])

@@ -480,13 +480,15 @@ async def _send_pending(channels: dict[str, Channel], catalog: JourneyCatalog, n
     for row in await query.order_by("id").limit(5000).select_related("member__organisation"):
         if sent >= SEND_BATCH:
             break
-        sent += await _send_row(row, channels, catalog, now, counts)
+        sent += await _send_row(row, channels, catalog, now, counts, member_acting=member_id is not None)
 
 
 async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: JourneyCatalog, now: datetime,
-                    counts: dict[str, int]) -> int:
+                    counts: dict[str, int], *, member_acting: bool = False) -> int:
     """Render the row's message and queue it for the outbox, in the transaction that claims the
-    row (pending -> sending). Returns 1 when the row was handled (queued or failed)."""
+    row (pending -> sending). Returns 1 when the row was handled (queued or failed).
+    `member_acting`: the member has just pressed Done, so a milestone reached answers them at once,
+    whatever the hour; otherwise (the tick) it waits for their working hours, as steps do."""
     member: Member = row.member
     kind = _row_kind(row.step_key)
     journey = catalog.journeys.get(row.journey) or catalog.for_role(member.role)
@@ -505,6 +507,8 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
             await _settle(row, kind, now, failed="the milestone is no longer in the journeys file", expect=PENDING)
             counts["failed"] += 1
             return 0
+        if not member.active or not (member_acting or _working(member, now)):
+            return 0  # found by the tick (e.g. milestones added to the journeys file) at night
         message = await milestone_message(member, milestone, journey)
     else:
         message = await completion_message(member, journey)
