@@ -519,3 +519,27 @@ async def test_resuming_a_timed_pause_early_brings_its_reminders_back(rig: Rig) 
     await rig.herald.outbox.drain()
 
     assert await Delivery.filter(notice_id=notice_id, kind="reminder").count() == 1
+
+
+async def test_a_report_is_the_trail_as_of_the_head_it_names(rig: Rig) -> None:
+    """A click that lands while a slow client is still downloading the report is in neither its
+    summary nor its rows, and after its head (PostgreSQL reads the report in one snapshot)."""
+    from storage import db as storage_db
+    from bot.core.compliance.reports import report_chunks
+
+    if storage_db.dialect() != "postgres":
+        pytest.skip("SQLite reads a report page by page: a snapshot would hold its one connection")
+    notice_id = await rig.broadcast("all")
+    await rig.herald.outbox.drain()
+    chunks = report_chunks(notice_id, "csv", now=rig.clock.now(), actor="t", page_size=1)
+    first = await anext(chunks)  # what the client has received so far
+    await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UDI", now=rig.clock.now())
+    text = first + "".join([c async for c in chunks])
+
+    rows = list(csv.reader(io.StringIO(text)))
+    meta = dict(row[0][2:].split(": ", 1) for row in rows if len(row) == 1 and row[0].startswith("# "))
+    table = [row for row in rows if not (len(row) == 1 and row[0].startswith("# "))]
+    acknowledged_at = table[0].index("acknowledged_at")
+    assert [r for r in table[1:] if r[acknowledged_at]] == [] and meta["acknowledged"] == "0"
+    event = await AuditEvent.get(kind="notice.acknowledged", notice_id=notice_id)
+    assert event.seq > int(meta["audit_chain_head_seq"])

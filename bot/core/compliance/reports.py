@@ -21,7 +21,7 @@ import io
 import json
 from array import array
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import NotFound, UserError
 from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import audit_event, record
+from storage import db as storage_db
 from storage.models import (
     Acknowledgement,
     AuditChainHead,
@@ -514,15 +515,62 @@ async def report_chunks(notice_id: int, fmt: Format, *, now: datetime, actor: st
                         page_size: int = PAGE_SIZE, progress: Progress = no_progress) -> AsyncIterator[str]:
     """The acknowledgement report of one notice as text chunks (one per page of rows).
 
-    Writes one `report.exported` audit event when the export starts; the audit chain head is
-    read right after it, so the head the report names includes its own export."""
+    Writes one `report.exported` audit event when the export starts; the audit chain head is read
+    after it, so the head the report names includes its own export. On PostgreSQL the head, the
+    summary and every row are read in one snapshot (`_in_snapshot`), so a click that lands while a
+    slow client is still downloading is in none of them: the report is the trail as of its head.
+    (SQLite has one connection per process: a transaction held for a whole download would stop
+    every other query, so there the rows are read page by page as they come.)"""
     if fmt not in FORMATS:
         raise UserError(f"unknown report format '{fmt}'; use csv or json")
     notice = await load_notice(notice_id)
     async with in_transaction() as conn:
         await record([audit_event("report.exported", now=now, actor=actor, notice_id=notice.id, format=fmt)],
                      using_db=conn)
-        head = await chain_head(conn)
+
+    def body() -> AsyncIterator[str]:
+        return _report_text(notice.id, fmt, now=now, page_size=page_size, progress=progress)
+
+    chunks = _in_snapshot(body) if storage_db.dialect() == "postgres" else body()
+    async for chunk in chunks:
+        yield chunk
+
+
+_SNAPSHOT_AHEAD = 2  # chunks read ahead of the client
+
+
+async def _in_snapshot(body: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
+    """`body`'s chunks, read in one REPEATABLE READ READ ONLY transaction of their own task: the
+    transaction's connection is bound to that task's context, so the consumer's own queries between
+    chunks never run inside it. A consumer that stops early (a client gone) ends the transaction."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_SNAPSHOT_AHEAD)
+    done = object()
+
+    async def produce() -> None:
+        try:
+            async with in_transaction() as conn:
+                await conn.execute_script("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                async for chunk in body():
+                    await queue.put(chunk)
+            await queue.put(done)
+        except Exception as exc:  # noqa: BLE001 - raised again in the consumer
+            await queue.put(exc)
+
+    task = asyncio.create_task(produce())
+    try:
+        while (item := await queue.get()) is not done:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _report_text(notice_id: int, fmt: Format, *, now: datetime, page_size: int,
+                       progress: Progress) -> AsyncIterator[str]:
+    notice = await load_notice(notice_id)
+    head = await chain_head()
     produced_at = iso(now)
     document = notice_document(notice)
     revisions = await notice_revisions(notice)
