@@ -11,14 +11,15 @@ from bot.channels.slack_blocks import notice_blocks
 from bot.common.errors import PermissionDenied, UserError
 from bot.core.commands.parser import SurveyCommand, parse_command
 from bot.core.compliance.verify import verify_chain
+from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.notices.revisions import edit_notice, retract_notice
 from bot.core.surveys.answers import close_due_surveys, close_survey, comment_on_survey
 from bot.core.surveys.creating import create_survey_draft
-from bot.core.surveys.results import OTHER, _suppress, results_csv, summarise, survey_results
+from bot.core.surveys.results import OTHER, _pooled_cells, results_csv, summarise, survey_results
 from bot.core.surveys.spec import SurveySpec, build_spec
-from storage.models import AuditEvent, Delivery, Staff, Survey, SurveyAnswer, SurveyAnswerChange
-from tests.support import TEAM
+from storage.models import AuditEvent, Delivery, Member, Staff, Survey, SurveyAnswer, SurveyAnswerChange
+from tests.support import TEAM, directory_csv
 from tests.survey_support import SurveyRig, members, start_survey_rig, stop_survey_rig
 
 
@@ -71,18 +72,45 @@ def test_nps_and_distribution() -> None:
     assert [c["count"] for c in summary["distribution"]][9:] == [2, 2]
 
 
-def test_small_segments_are_pooled_so_nothing_can_be_subtracted() -> None:
-    spec = SurveySpec("Q?", options=("Yes", "No"))
-    values = {"a": [0] * 7, "b": [1] * 6, "c": [0, 1, 0], "d": [1]}
-    rows = [{"segment": k, "recipients": len(v), "answered": len(v)} for k, v in values.items()]
-    shown = _suppress(spec, rows, values)
-    # c and d (4 answers together) would be total minus a minus b: b (the smallest shown) joins the pool
-    assert [r["segment"] for r in shown] == ["a", OTHER]
-    assert shown[1]["answered"] == 10 and shown[1]["segments"] == 3
-    assert all(r["answered"] >= 5 for r in shown)
-    lone = _suppress(spec, rows[:1] + rows[3:], {"a": values["a"], "d": values["d"]})
-    # a small segment next to one big one: both pooled, or the big one would give the small one away
-    assert [(r["segment"], r["answered"]) for r in lone] == [(OTHER, 8)]
+def test_small_cells_are_pooled_so_nothing_can_be_subtracted() -> None:
+    answers = [{"organisation_id": org, "role": role, "value": 0}
+               for org, role, n in (("a", "sales", 7), ("a", "support", 6), ("b", "sales", 3), ("c", "sales", 1))
+               for _ in range(n)]
+    recipients = {i: (a["organisation_id"], a["role"]) for i, a in enumerate(answers)}
+    recipients[99] = ("d", "sales")  # delivered, never answered: a cell of its own, pooled
+    # b and c (4 answers together) would be the total minus the rest: a/support (the smallest) joins
+    assert _pooled_cells(recipients, answers) == {("b", "sales"), ("c", "sales"), ("d", "sales"), ("a", "support")}
+    lone = [a for a in answers if (a["organisation_id"], a["role"]) in {("a", "sales"), ("c", "sales")}]
+    # one small cell next to one big one: both pooled, or the big one would give the small one away
+    assert _pooled_cells({}, lone) == {("a", "sales"), ("c", "sales")}
+
+
+async def test_anonymous_breakdowns_cannot_be_subtracted_across_dimensions(srig: SurveyRig) -> None:
+    """Region amer minus organisation Bolt would be Dash, a one-person partner, if each breakdown hid
+    its small segments on its own."""
+    extra = directory_csv([
+        f"bolt,Bolt Supply,silver,amer,us,security,large,reseller,cam@vendor.example,m5@bolt.example,Member UBOLT5,"
+        f"sales,UTC,en,{TEAM},UBOLT5,,",
+        f"dash,Dash Ltd,silver,amer,us,security,small,reseller,cam@vendor.example,m1@dash.example,Member UDASH1,"
+        f"sales,UTC,en,{TEAM},UDASH1,,"])
+    assert not (await import_directory(extra, now=srig.clock.now(), actor="test")).rejected
+    for user in ("UBOLT5", "UDASH1"):
+        srig.fake.add_user(TEAM, user)
+    await Member.filter(organisation__external_id__in=["acme", "bolt"]).update(role="sales")
+    survey_id = await srig.survey("announcements all anonymous | How useful is Herald? | scale:1-5")
+    await srig.herald.outbox.drain()
+    for n in range(1, 6):
+        await srig.answer(survey_id, f"UACME{n}", 5)
+        await srig.answer(survey_id, f"UBOLT{n}", 5)
+    await srig.answer(survey_id, "UDASH1", 1)  # the lone Dash member is unhappy
+
+    results = await survey_results(survey_id, None, operator=True)
+    rows = {(dim, r["segment"]): r for dim, found in results["breakdowns"].items() for r in found}
+    assert rows[("organisation", "Bolt Supply (bolt)")]["answered"] == 5
+    assert rows[("region", "amer")]["answered"] == 5  # Bolt's: Dash's answer is in the pool only
+    assert all(r["answered"] >= 5 for r in rows.values() if r["answered"])
+    others = {dim: rows[(dim, OTHER)]["answered"] for dim in results["breakdowns"] if (dim, OTHER) in rows}
+    assert set(others.values()) == {6} and len(others) == 4  # the same pool in every breakdown
 
 
 # ---- sending and answering ---------------------------------------------------------------------
@@ -192,7 +220,8 @@ async def test_anonymous_answers_store_no_member_and_unlink_at_close(srig: Surve
     results = await survey_results(survey_id, None, operator=True)
     assert not results["suppressed"] and results["total"]["nps"]["score"] == 17  # 1 promoter of 6, 0 detractors
     by_org = results["breakdowns"]["organisation"]
-    assert [r["segment"] for r in by_org] == ["Acme Locks (acme)"] and by_org[0]["answered"] == 6
+    # Acme's six answers are two per role: every (organisation, role) cell is under five, so pooled
+    assert [r["segment"] for r in by_org] == [OTHER] and by_org[0]["answered"] == 6
     assert all(r["answered"] >= 5 for dim in results["breakdowns"].values() for r in dim)
     assert "m1@acme.example" not in str(results) and "Member" not in str(results)
 

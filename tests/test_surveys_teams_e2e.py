@@ -106,7 +106,7 @@ async def test_survey_cards_answers_changes_and_anonymous_results(teams: TeamsRi
     results = (await teams.say("aad-cam", f"survey results {survey_id}"))["text"]
     assert "answered **5** of 6" in results and "NPS: **+60**" in results  # 4 promoters, 1 detractor
     assert "North Ltd (north): 4/4" not in results  # 4 answers: pooled with south's one
-    assert r"other segments \(under 5 answers each\): 5/6" in results  # escaped for Markdown
+    assert r"other segments \(small groups pooled\): 5/6" in results  # escaped for Markdown
     assert "Fewer clicks" in results and "P1 North" not in results
 
 

@@ -6,9 +6,13 @@ region, role and organisation.
 
 Anonymous surveys never show member-level data (no names, no per-member answers; comments only as
 an unordered list once five people have answered), and neither the total nor any segment is shown
-with fewer than MIN_SEGMENT_ANSWERS answers. Hidden segments are pooled into one "other" row; if
-that pool would itself hold fewer than five answers (so that the total minus the rows shown would
-give a small segment away), the smallest shown segment joins it until it holds five or more.
+with fewer than MIN_SEGMENT_ANSWERS answers. What is hidden is chosen once, for every breakdown
+alike, at the finest level they split by: an organisation's members of one role (the organisation
+fixes tier and region). Such a cell with fewer than five answers is *pooled*; if the pool would hold
+fewer than five answers, the smallest other cells join it until it holds five or more. Every
+breakdown shows its segments without the pooled cells and the pool as one identical "other" row,
+so any difference between shown rows, across breakdowns too, is a union of cells of five or more
+answers: subtracting organisation Bolt from region amer cannot single out a one-person partner.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from storage.models import (
 
 MIN_SEGMENT_ANSWERS = 5
 DIMENSIONS = ("tier", "region", "role", "organisation")
-OTHER = "other segments (under 5 answers each)"
+OTHER = "other segments (small groups pooled)"
 
 
 # ---- access ------------------------------------------------------------------------------------
@@ -98,20 +102,18 @@ def _row(spec: SurveySpec, segment: str, recipients: int, values: list[int]) -> 
             "response_rate": round(len(values) / recipients, 4) if recipients else None, **summarise(spec, values)}
 
 
-def _suppress(spec: SurveySpec, rows: list[dict[str, Any]], values: dict[str, list[int]]) -> list[dict[str, Any]]:
-    """Anonymous surveys: drop segments under the threshold, pooling them (see the module docstring)."""
-    shown = [r for r in rows if r["answered"] >= MIN_SEGMENT_ANSWERS]
-    hidden = [r for r in rows if r["answered"] < MIN_SEGMENT_ANSWERS]
-    while shown and 0 < sum(r["answered"] for r in hidden) < MIN_SEGMENT_ANSWERS:
-        smallest = min(shown, key=lambda r: (r["answered"], r["segment"]))
-        shown.remove(smallest)
-        hidden.append(smallest)
-    if hidden and sum(r["answered"] for r in hidden) >= MIN_SEGMENT_ANSWERS:
-        pooled = [v for r in hidden for v in values[r["segment"]]]
-        other = _row(spec, OTHER, sum(r["recipients"] for r in hidden), pooled)
-        other["segments"] = len(hidden)
-        shown.append(other)
-    return shown
+Cell = tuple[Any, str]  # (organisation id, role): the finest level the breakdowns split by
+
+
+def _pooled_cells(recipients: dict[int, tuple[int, str]], answers: list[dict]) -> set[Cell]:
+    """Anonymous surveys: the cells shown only inside the pool (see the module docstring). The
+    caller has checked that the survey has at least MIN_SEGMENT_ANSWERS answers in all."""
+    counts: Counter[Cell] = Counter((a["organisation_id"], a["role"]) for a in answers)
+    cells = set(counts) | set(recipients.values())
+    pooled = {cell for cell in cells if counts[cell] < MIN_SEGMENT_ANSWERS}
+    while 0 < sum(counts[cell] for cell in pooled) < MIN_SEGMENT_ANSWERS:
+        pooled.add(min(cells - pooled, key=lambda cell: (counts[cell], str(cell))))
+    return pooled
 
 
 # ---- the results -------------------------------------------------------------------------------
@@ -146,6 +148,7 @@ async def survey_results(notice_id: int, staff: Staff | None, *, operator: bool 
     anonymous = survey.anonymous
     values = [a["value"] for a in answers]
     enough = not anonymous or len(values) >= MIN_SEGMENT_ANSWERS
+    pooled = _pooled_cells(recipients, answers) if anonymous and enough else None
     total = {"recipients": len(recipients), "answered": len(values),
              "response_rate": round(len(values) / len(recipients), 4) if recipients else None,
              "changed_answers": sum(1 for a in answers if a["changes"]),
@@ -154,7 +157,7 @@ async def survey_results(notice_id: int, staff: Staff | None, *, operator: bool 
         "survey": _document(survey, spec, notice),
         "anonymous": anonymous, "threshold": MIN_SEGMENT_ANSWERS if anonymous else None,
         "suppressed": not enough, "total": total,
-        "breakdowns": {dim: _breakdown(spec, dim, recipients, answers, orgs, anonymous) if enough else []
+        "breakdowns": {dim: _breakdown(spec, dim, recipients, answers, orgs, pooled) if enough else []
                        for dim in DIMENSIONS},
         "comments": _comments(answers, anonymous, enough),
         "answers": None if anonymous else [_named(a, spec, orgs) for a in answers],
@@ -174,14 +177,33 @@ def _segment_of(dim: str, org_id: int | None, role: str, orgs: dict[int, dict]) 
 
 
 def _breakdown(spec: SurveySpec, dim: str, recipients: dict[int, tuple[int, str]], answers: list[dict],
-               orgs: dict[int, dict], anonymous: bool) -> list[dict[str, Any]]:
-    sizes: Counter[str] = Counter(_segment_of(dim, org, role, orgs) for org, role in recipients.values())
+               orgs: dict[int, dict], pooled: set[Cell] | None) -> list[dict[str, Any]]:
+    """One breakdown's rows; `pooled` (anonymous surveys): the cells counted only in the "other" row."""
+    pooled = pooled or set()
+    sizes: Counter[str] = Counter()
     values: dict[str, list[int]] = defaultdict(list)
+    other_size, other_values, other_segments = 0, [], set()
+    for org, role in recipients.values():
+        segment = _segment_of(dim, org, role, orgs)
+        if (org, role) in pooled:
+            other_size += 1
+            other_segments.add(segment)
+        else:
+            sizes[segment] += 1
     for a in answers:
-        values[_segment_of(dim, a["organisation_id"], a["role"], orgs)].append(a["value"])
+        segment = _segment_of(dim, a["organisation_id"], a["role"], orgs)
+        if (a["organisation_id"], a["role"]) in pooled:
+            other_values.append(a["value"])
+            other_segments.add(segment)
+        else:
+            values[segment].append(a["value"])
     rows = [_row(spec, segment, sizes.get(segment, 0), values.get(segment, []))
             for segment in sorted(set(sizes) | set(values))]
-    return _suppress(spec, rows, values) if anonymous else rows
+    if other_values:  # never fewer than MIN_SEGMENT_ANSWERS (see _pooled_cells)
+        other = _row(spec, OTHER, other_size, other_values)
+        other["segments"] = len(other_segments)
+        rows.append(other)
+    return rows
 
 
 def _comments(answers: list[dict], anonymous: bool, enough: bool) -> list[Any]:
