@@ -543,3 +543,26 @@ async def test_a_report_is_the_trail_as_of_the_head_it_names(rig: Rig) -> None:
     assert [r for r in table[1:] if r[acknowledged_at]] == [] and meta["acknowledged"] == "0"
     event = await AuditEvent.get(kind="notice.acknowledged", notice_id=notice_id)
     assert event.seq > int(meta["audit_chain_head_seq"])
+
+
+async def test_a_click_that_races_a_material_edit_leaves_the_new_revisions_reminders(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The click read revision 1; the CAM's material edit (revision 2) commits before the click is
+    written. The click counts for revision 1; Anna still owes revision 2 and keeps its reminders."""
+    from bot.core.notices import revisions
+
+    notice_id = await rig.broadcast("member:anna@acme.example", deadline=rig.clock.now() + timedelta(days=10))
+    await rig.herald.outbox.drain()
+    store = acks._store
+
+    async def edit_then_store(new):  # noqa: ANN001, ANN202
+        await revisions.edit_notice(notice_id, None, rig.herald.catalog, now=rig.clock.now(),
+                                    body="Stop selling LX-200 and LX-210", material=True, operator="test")
+        await store(new)
+
+    monkeypatch.setattr(acks, "_store", edit_then_store)
+    await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+
+    assert (await Notice.get(id=notice_id)).ack_revision == 2
+    assert await Acknowledgement.filter(notice_id=notice_id).values_list("revision", flat=True) == [1]
+    assert (await Delivery.get(notice_id=notice_id, kind="notice")).next_reminder_at is not None

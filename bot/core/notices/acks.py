@@ -250,11 +250,11 @@ async def _store(new: list[_Pending]) -> None:
             await _store_and_settle_pg(conn, new)
         else:
             await Acknowledgement.bulk_create([p.ack for p in new], using_db=conn)
-            by_notice: dict[int, set[int]] = {}
+            by_notice: dict[tuple[int, int], set[int]] = {}
             for p in new:
-                by_notice.setdefault(p.notice.id, set()).add(p.member.id)
-            for notice_id, member_ids in by_notice.items():
-                await _settle_copies(conn, notice_id, member_ids)
+                by_notice.setdefault((p.notice.id, p.notice.ack_revision), set()).add(p.member.id)
+            for (notice_id, revision), member_ids in by_notice.items():
+                await _settle_copies(conn, notice_id, revision, member_ids)
         await record(events, using_db=conn)
 
 
@@ -273,18 +273,26 @@ UPDATE delivery SET
 _SETTLE_WHERE = f"""
   AND ({_LIVE}
        OR (kind = '{DeliveryKind.REMINDER.value}' AND status = '{DeliveryStatus.PENDING.value}'))"""
-_SETTLE_COPIES = _SETTLE_SET + "\nWHERE notice_id = ? AND {members}" + _SETTLE_WHERE
+# Only while the acknowledged revision is still the notice's: a material edit that commits between
+# the click's read and its write already flagged the copies and planned reminders for the new
+# revision, which the member still owes (their click counts for the revision they saw).
+_CURRENT_REVISION = "notice_id IN (SELECT id FROM notice WHERE id = {notice} AND ack_revision = {revision})"
+_SETTLE_COPIES = (_SETTLE_SET + "\nWHERE notice_id = ? AND {members} AND "
+                  + _CURRENT_REVISION.format(notice="?", revision="?") + _SETTLE_WHERE)
 # PostgreSQL: the group's acknowledgements inserted and their copies settled in one statement.
 _ACK_COLUMNS = ("notice_id", "member_id", "delivery_id", "organisation_id", "platform", "revision", "acknowledged_at")
 _STORE_AND_SETTLE_PG = (
     f"WITH acks AS (INSERT INTO acknowledgement ({', '.join(_ACK_COLUMNS)}) "
     "SELECT * FROM unnest($1::int[], $2::int[], $3::int[], $4::int[], $5::text[], $6::int[], $7::timestamptz[]))"
-    + _SETTLE_SET + "\nWHERE (notice_id, member_id) IN (SELECT * FROM unnest($8::int[], $9::int[]))" + _SETTLE_WHERE)
+    + _SETTLE_SET + "\nWHERE (notice_id, member_id) IN (SELECT * FROM unnest($8::int[], $9::int[])) AND "
+    "(notice_id, (SELECT ack_revision FROM notice n WHERE n.id = delivery.notice_id)) IN "
+    "(SELECT * FROM unnest($10::int[], $11::int[]))" + _SETTLE_WHERE)
 
 
-async def _settle_copies(conn: BaseDBAsyncClient, notice_id: int, member_ids: set[int]) -> None:
+async def _settle_copies(conn: BaseDBAsyncClient, notice_id: int, revision: int, member_ids: set[int]) -> None:
     members, ids = storage_db.in_ids("member_id", sorted(member_ids))
-    await conn.execute_query(storage_db.placeholders(_SETTLE_COPIES.format(members=members)), [notice_id, ids])
+    await conn.execute_query(storage_db.placeholders(_SETTLE_COPIES.format(members=members)),
+                             [notice_id, ids, notice_id, revision])
 
 
 async def _store_and_settle_pg(conn: BaseDBAsyncClient, new: list[_Pending]) -> None:
@@ -292,7 +300,9 @@ async def _store_and_settle_pg(conn: BaseDBAsyncClient, new: list[_Pending]) -> 
     rows = [(a.notice_id, a.member_id, a.delivery_id, a.organisation_id, a.platform,  # type: ignore[attr-defined]
              a.revision, a.acknowledged_at) for a in acks]
     pairs = sorted({(a.notice_id, a.member_id) for a in acks})  # type: ignore[attr-defined]
-    await conn.execute_query_dict(_STORE_AND_SETTLE_PG, [*storage_db.columns(rows), *storage_db.columns(pairs)])
+    revisions = sorted({(a.notice_id, a.revision) for a in acks})  # type: ignore[attr-defined]
+    await conn.execute_query_dict(_STORE_AND_SETTLE_PG, [*storage_db.columns(rows), *storage_db.columns(pairs),
+                                                         *storage_db.columns(revisions)])
 
 
 async def copies_of(result: AckResult) -> list[int]:
