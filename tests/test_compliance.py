@@ -566,3 +566,30 @@ async def test_a_click_that_races_a_material_edit_leaves_the_new_revisions_remin
     assert (await Notice.get(id=notice_id)).ack_revision == 2
     assert await Acknowledgement.filter(notice_id=notice_id).values_list("revision", flat=True) == [1]
     assert (await Delivery.get(notice_id=notice_id, kind="notice")).next_reminder_at is not None
+
+
+async def test_a_member_with_copies_on_both_platforms_counts_once(rig: Rig) -> None:
+    """HERALD_PLATFORM_POLICY=all: Anna gets a Slack and a Teams copy. The report counts members:
+    one recipient, delivered if any copy was, failed only if every copy failed."""
+    from bot.core.commands.parser import SendCommand
+    from bot.core.compliance.reports import notice_summary
+    from storage.models import Member, PlatformAccount
+
+    anna = await Member.get(email="anna@acme.example")
+    await PlatformAccount.create(member=anna, platform="teams", workspace_external_id="tenant-1", user_id="aad-anna",
+                                 dm_channel="a:conv", service_url="http://127.0.0.1:9/")
+    preview = await notices.create_draft(None, SendCommand(
+        importance="must-know", topic="announcements", audience="org:acme", title="Recall", body="Stop"),
+        rig.herald.catalog, now=rig.clock.now(), operator="test")
+    await notices.send_draft(preview.notice.id, None, rig.herald.catalog, now=rig.clock.now(), operator="test",
+                             platform_policy="all")
+    notice_id = preview.notice.id
+    assert await Delivery.filter(notice_id=notice_id, member=anna).count() == 2
+    await Delivery.filter(notice_id=notice_id, platform="slack").update(status="delivered", delivered_at=rig.clock.now())
+    await Delivery.filter(notice_id=notice_id, platform="teams").update(status="failed", error="blocked")
+    await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+
+    summary = await notice_summary(notice_id)
+    # Anna (Slack delivered, Teams failed) and Bo (Slack delivered): two members, both delivered
+    assert {k: summary[k] for k in ("recipients", "delivered", "failed", "acknowledged", "rate")} == {
+        "recipients": 2, "delivered": 2, "failed": 0, "acknowledged": 1, "rate": 0.5}

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
+from tortoise import connections
 from tortoise.functions import Count
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
@@ -240,6 +241,8 @@ async def _notice_summary(notice: Notice) -> dict[str, Any]:
     by_org: dict[int, dict[str, int]] = {}
     statuses, acknowledged, variants = await asyncio.gather(  # at once on PostgreSQL's pool
         _status_by_organisation(notice.id), _acknowledged_by_organisation(notice), _variant_summary(notice))
+    if len({row["platform"] for row in statuses}) > 1:  # members with copies on both: count members
+        statuses = await _best_status_by_organisation(notice.id)
     for row in statuses:
         _add_status(by_org.setdefault(row["organisation_id"], _counts()), row["status"], row["n"])
     for row in acknowledged:
@@ -275,11 +278,32 @@ async def _status_by_organisation(notice_id: int) -> list[dict[str, Any]]:
     """Notice deliveries per (organisation, status): the organisation each row was written with
     (one index), and the member's for rows written without one (from before migration 0010)."""
     rows = await (Delivery.filter(notice_id=notice_id, kind=DeliveryKind.NOTICE.value, organisation_id__isnull=False)
-                  .annotate(n=Count("id")).group_by("organisation_id", "status").values("organisation_id", "status", "n"))
+                  .annotate(n=Count("id")).group_by("organisation_id", "status", "platform")
+                  .values("organisation_id", "status", "platform", "n"))
     older = await (Delivery.filter(notice_id=notice_id, kind=DeliveryKind.NOTICE.value, organisation_id__isnull=True)
-                   .annotate(n=Count("id")).group_by("member__organisation_id", "status")
-                   .values("member__organisation_id", "status", "n"))
-    return rows + [{"organisation_id": r["member__organisation_id"], "status": r["status"], "n": r["n"]} for r in older]
+                   .annotate(n=Count("id")).group_by("member__organisation_id", "status", "platform")
+                   .values("member__organisation_id", "status", "platform", "n"))
+    return rows + [{"organisation_id": r["member__organisation_id"], "status": r["status"], "platform": r["platform"],
+                    "n": r["n"]} for r in older]
+
+
+# A member with copies on several platforms (HERALD_PLATFORM_POLICY=all) counts once, by their best
+# copy: delivered if any was, else still to be sent, held, in a digest, failed only if all failed.
+_BEST = [DeliveryStatus.DELIVERED.value, *_PENDING, DeliveryStatus.HELD.value, DeliveryStatus.DIGEST.value,
+         DeliveryStatus.FAILED.value, DeliveryStatus.CANCELLED.value]
+_BEST_SQL = (
+    "SELECT organisation_id, best, COUNT(*) AS n FROM (SELECT d.member_id, "
+    "COALESCE(d.organisation_id, m.organisation_id) AS organisation_id, MIN(CASE d.status "
+    + " ".join(f"WHEN '{status}' THEN {rank}" for rank, status in enumerate(_BEST)) + f" ELSE {len(_BEST)} END) AS best "
+    "FROM delivery d JOIN member m ON m.id = d.member_id WHERE d.notice_id = ? AND d.kind = '"
+    + DeliveryKind.NOTICE.value + "' GROUP BY d.member_id, COALESCE(d.organisation_id, m.organisation_id)) AS x "
+    "GROUP BY organisation_id, best")
+
+
+async def _best_status_by_organisation(notice_id: int) -> list[dict[str, Any]]:
+    rows = await connections.get("default").execute_query_dict(storage_db.placeholders(_BEST_SQL), [notice_id])
+    return [{"organisation_id": r["organisation_id"], "status": _BEST[r["best"]] if r["best"] < len(_BEST) else "",
+             "n": r["n"]} for r in rows]
 
 
 async def _acknowledged_by_organisation(notice: Notice) -> list[dict[str, Any]]:
