@@ -20,9 +20,10 @@ from bot.core.compliance.audit import GENESIS_HASH, audit_event, canonical_encod
 from bot.core.compliance.verify import verify_chain
 from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
+from bot.core.notices import acks
 from storage import db as storage_db
-from storage.models import AuditChainHead, AuditEvent
-from tests.support import SAMPLE_DIRECTORY
+from storage.models import Acknowledgement, AuditChainHead, AuditEvent, Delivery
+from tests.support import SAMPLE_DIRECTORY, TEAM, Rig
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -343,3 +344,25 @@ def test_cli_audit_verify(cli_env: CliRunner, db_url: str) -> None:
     assert json.loads(as_json.output) == {
         "ok": False, "events": 1, "head_seq": 3, "head_hash": report["head_hash"],
         "first_broken_seq": 2, "reason": "event 2 (workspace.added) was altered"}
+
+
+async def test_an_acknowledgement_the_chain_does_not_record_is_found(rig: Rig) -> None:
+    """Reports read acknowledgements from their table: a row inserted (or back-dated) there with
+    database access must not pass as part of an intact trail."""
+    notice_id = await rig.broadcast("all")
+    await rig.herald.outbox.drain()
+    await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+    assert (await verify_chain()).ok
+
+    real = await Acknowledgement.get(notice_id=notice_id)
+    await Acknowledgement.filter(id=real.id).update(acknowledged_at=real.acknowledged_at - timedelta(days=1))
+    dated = await verify_chain()
+    assert not dated.ok and "is not in the chain" in dated.reason
+    await Acknowledgement.filter(id=real.id).update(acknowledged_at=real.acknowledged_at)
+    assert (await verify_chain()).ok
+
+    bo = await Delivery.get(notice_id=notice_id, member__email="bo@acme.example")
+    await Acknowledgement.create(notice_id=notice_id, member_id=bo.member_id, delivery_id=bo.id, platform="slack",
+                                 revision=1, acknowledged_at=rig.clock.now())
+    forged = await verify_chain()
+    assert not forged.ok and f"member {bo.member_id}" in forged.reason

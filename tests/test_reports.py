@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from bot.core.compliance import api_tokens, reports
+from bot.core.compliance.audit import audit_event, record
 from bot.common.errors import NotFound, UserError
 from storage import db as storage_db
 from storage.models import (
@@ -101,12 +102,12 @@ async def seed_reports() -> Fixture:
                           status="delivered", delivered_at=at(days=1), next_attempt_at=at(days=1), created_at=at(days=1))
     await Delivery.create(notice=notice, member=members["bo"], platform="slack", kind="reminder", sequence=2,
                           status="failed", error="x", next_attempt_at=at(days=2), created_at=at(days=2))
-    await Acknowledgement.create(notice=notice, member=members["anna"], delivery=rows["anna"], platform="slack",
-                                 revision=1, acknowledged_at=at(30))
-    await Acknowledgement.create(notice=notice, member=members["anna"], delivery=rows["anna"], platform="slack",
-                                 revision=2, acknowledged_at=at(days=1, hours=2))
-    await Acknowledgement.create(notice=notice, member=members["bo"], delivery=rows["bo"], platform="slack",
-                                 revision=1, acknowledged_at=at(40))
+    for who, revision, when in (("anna", 1, at(30)), ("anna", 2, at(days=1, hours=2)), ("bo", 1, at(40))):
+        # each with its audit event, as acknowledge() writes them (`herald audit verify` checks the pair)
+        await Acknowledgement.create(notice=notice, member=members[who], delivery=rows[who], platform="slack",
+                                     revision=revision, acknowledged_at=when)
+        await record([audit_event("notice.acknowledged", now=when, actor=members[who].email, notice_id=notice.id,
+                                  member_id=members[who].id, platform="slack", revision=revision)])
     deadline = datetime(2026, 1, 10, 17, 5, tzinfo=UTC)
     await Escalation.create(notice=notice, organisation=acme, staff=cam, member_ids=[members["bo"].id],
                             status="pending", created_at=deadline)

@@ -9,6 +9,9 @@ stays constant however long the trail is), and stops at the first problem:
 - fewer events than the chain head records                       -> "the last 3 events were deleted"
 - the newest event differs from the one the head records, or events beyond the head
 - events with no position at all (written around `record`)
+- an acknowledgement row with no `notice.acknowledged` event of its own (notice, member, revision
+  and time) in the chain: reports read acknowledgements from their table, so a row inserted or
+  back-dated there would show in a report naming an intact chain
 
 The head is read before the events (and again after), so appends running during the check are
 never mistaken for tampering: every event up to the head's seq had committed when it was read.
@@ -17,11 +20,12 @@ never mistaken for tampering: every event up to the head's seq had committed whe
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import GENESIS_HASH, HEAD_ID, chain_hash
-from storage.models import AuditChainHead, AuditEvent
+from storage.models import Acknowledgement, AuditChainHead, AuditEvent
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress) -
 
     expected, prev_hash, last = 1, GENESIS_HASH, None
     cursor: int | None = None
+    acknowledged: dict[tuple[int, int, int], set[datetime]] = {}  # the chain's acknowledgements
     while True:
         query = AuditEvent.filter(seq__lte=head_seq)
         if cursor is not None:
@@ -80,6 +85,8 @@ async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress) -
                                         f"event {event.seq} no longer links to it")
             checked += 1
             expected, prev_hash, last = event.seq + 1, event.hash, event
+            if event.kind == ACKNOWLEDGED:
+                _note_acknowledgement(acknowledged, event)
         progress("verifying", checked, head_seq)
         if len(rows) < chunk:
             break
@@ -113,7 +120,49 @@ async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress) -
         others = f" and {more} more" if more else ""
         return broken(None, f"an event with no seq (id {outside.id}, {outside.kind}){others} was written "
                             "outside the chain")
+    unbacked = await _unbacked_acknowledgement(acknowledged, head_seq, chunk)
+    if unbacked is not None:
+        return broken(None, unbacked)
     return VerifyResult(True, checked, head_seq, head_hash, None, "")
+
+
+ACKNOWLEDGED = "notice.acknowledged"
+
+
+def _note_acknowledgement(acknowledged: dict[tuple[int, int, int], set[datetime]], event: AuditEvent) -> None:
+    revision = (event.data or {}).get("revision")
+    if event.notice_id is not None and event.member_id is not None and isinstance(revision, int):
+        acknowledged.setdefault((event.notice_id, event.member_id, revision), set()).add(_utc(event.occurred_at))
+
+
+def _utc(moment: datetime) -> datetime:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+async def _unbacked_acknowledgement(acknowledged: dict[tuple[int, int, int], set[datetime]], head_seq: int,
+                                    chunk: int) -> str | None:
+    """The first acknowledgement row the chain does not record, in words (None: all are recorded).
+    A click recorded while the check ran has its event beyond the head: looked for there."""
+    cursor = 0
+    while True:
+        rows = await Acknowledgement.filter(id__gt=cursor).order_by("id").limit(chunk).values(
+            "id", "notice_id", "member_id", "revision", "acknowledged_at")
+        for row in rows:
+            key = (row["notice_id"], row["member_id"], row["revision"])
+            if _utc(row["acknowledged_at"]) in acknowledged.get(key, ()):
+                continue
+            later: dict[tuple[int, int, int], set[datetime]] = {}
+            for event in await AuditEvent.filter(seq__gt=head_seq, kind=ACKNOWLEDGED, notice_id=row["notice_id"],
+                                                 member_id=row["member_id"]):
+                _note_acknowledgement(later, event)
+            if _utc(row["acknowledged_at"]) in later.get(key, ()):
+                continue
+            return (f"the acknowledgement of notice {row['notice_id']} by member {row['member_id']} (revision "
+                    f"{row['revision']}, {_utc(row['acknowledged_at']).isoformat()}) is not in the chain: no "
+                    f"{ACKNOWLEDGED} event records it (added or altered outside Herald)")
+        if len(rows) < chunk:
+            return None
+        cursor = rows[-1]["id"]
 
 
 def _missing(first: int, last: int) -> str:
