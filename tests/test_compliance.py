@@ -593,3 +593,12 @@ async def test_a_member_with_copies_on_both_platforms_counts_once(rig: Rig) -> N
     # Anna (Slack delivered, Teams failed) and Bo (Slack delivered): two members, both delivered
     assert {k: summary[k] for k in ("recipients", "delivered", "failed", "acknowledged", "rate")} == {
         "recipients": 2, "delivered": 2, "failed": 0, "acknowledged": 1, "rate": 0.5}
+    # the console's funnel (its live refresh and the notices list) counts the same way
+    from bot.core.insights.notices import NoticeFilters, list_notices, live_counts
+
+    live = await live_counts(await Notice.get(id=notice_id))
+    assert {k: live[k] for k in ("recipients", "delivered", "failed", "acknowledged")} == {
+        "recipients": 2, "delivered": 2, "failed": 0, "acknowledged": 1}
+    admin, _ = await add_staff("admin@vendor.example", "admin", now=rig.clock.now(), actor="test")
+    [listed] = [r for r in (await list_notices(admin, NoticeFilters())).rows if r.notice.id == notice_id]
+    assert (listed.recipients, listed.delivered, listed.failed, listed.acknowledged) == (2, 2, 0, 1)

@@ -242,7 +242,7 @@ async def _notice_summary(notice: Notice) -> dict[str, Any]:
     statuses, acknowledged, variants = await asyncio.gather(  # at once on PostgreSQL's pool
         _status_by_organisation(notice.id), _acknowledged_by_organisation(notice), _variant_summary(notice))
     if len({row["platform"] for row in statuses}) > 1:  # members with copies on both: count members
-        statuses = await _best_status_by_organisation(notice.id)
+        statuses = await member_status_counts(notice.id)
     for row in statuses:
         _add_status(by_org.setdefault(row["organisation_id"], _counts()), row["status"], row["n"])
     for row in acknowledged:
@@ -300,7 +300,8 @@ _BEST_SQL = (
     "GROUP BY organisation_id, best")
 
 
-async def _best_status_by_organisation(notice_id: int) -> list[dict[str, Any]]:
+async def member_status_counts(notice_id: int) -> list[dict[str, Any]]:
+    """Members per (organisation, best copy's status) of a notice (see _BEST)."""
     rows = await connections.get("default").execute_query_dict(storage_db.placeholders(_BEST_SQL), [notice_id])
     return [{"organisation_id": r["organisation_id"], "status": _BEST[r["best"]] if r["best"] < len(_BEST) else "",
              "n": r["n"]} for r in rows]
