@@ -410,6 +410,13 @@ async def test_a_500_service_error_is_not_tried_again(fake: FakeBotConnector, ch
     assert outcome.kind is OutcomeKind.FAILED and "500" in outcome.reason
 
 
+async def test_403_invalid_bot_api_host_names_the_setting(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    """Microsoft's status codes table: 403 InvalidBotApiHost, the tenant is in a government cloud."""
+    fake.fail_next("send_activity", 403, code="InvalidBotApiHost", message="Invalid bot api host")
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=22, maybe_sent=False)
+    assert outcome.kind is OutcomeKind.FAILED and "HERALD_TEAMS_SERVICE_URL" in outcome.reason
+
+
 async def test_403_member_removed_or_blocked_herald(fake: FakeBotConnector, channel: TeamsChannel) -> None:
     conversation = fake.open_conversation(USER, TENANT)
     fake.block(USER)

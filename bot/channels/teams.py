@@ -490,6 +490,9 @@ def _classify(exc: TeamsApiError, recipient: Recipient, opened: str) -> Outcome:
     if status == 403:
         if code == "BotDisabledByAdmin":
             reason = f"a Teams admin disabled Herald in tenant {recipient.workspace_id}"
+        elif code == "InvalidBotApiHost":  # Microsoft: the tenant is in a government cloud (GCC)
+            reason = (f"tenant {recipient.workspace_id} is reached through another Teams host (a government "
+                      "cloud): set HERALD_TEAMS_SERVICE_URL to its service URL")
         else:
             reason = REMOVED
         return Outcome.failed(reason, dm_channel=opened)
