@@ -72,7 +72,11 @@ def _all(driver, selector: str):  # noqa: ANN001, ANN202
 def _sign_in(driver, url: str) -> None:  # noqa: ANN001
     driver.get(url)
     _css(driver, "#continue").click()
-    _wait(driver, lambda d: d.current_url.endswith("/console/notices"), "the notice list")
+    # the list loaded, not only its address committed: a navigation started before it is done can
+    # leave the next page empty (seen once under CI's load)
+    _wait(driver, lambda d: d.current_url.endswith("/console/notices")
+          and d.execute_script("return document.readyState") == "complete" and "Sign out" in d.page_source,
+          "the notice list")
 
 
 def _shot(driver, name: str, *, width: int = 1280) -> None:  # noqa: ANN001
@@ -205,7 +209,8 @@ def test_compose_with_a_preview_drawn_by_microsofts_renderer(live: LiveConsole, 
 def test_a_cam_is_refused_another_cams_notice_and_forged_forms_and_expired_links(live: LiveConsole, driver) -> None:  # noqa: ANN001
     _sign_in(driver, live.sign_in_url(OTHER_CAM))
     driver.get(live.url("/console/notices/1"))
-    assert "it is another CAM's" in driver.page_source and "Lena" not in driver.page_source
+    _wait(driver, lambda d: "it is another CAM's" in d.page_source, "the refusal")
+    assert "Lena" not in driver.page_source
     _shot(driver, "refused")
 
     driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
