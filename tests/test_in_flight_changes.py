@@ -21,7 +21,7 @@ from bot.core.ports import Outcome
 from bot.core.surveys.answers import close_survey
 from bot.core.surveys.creating import create_survey_draft
 from storage import db as storage_db
-from storage.models import Delivery, DeliveryStatus, Notice
+from storage.models import AuditEvent, Delivery, DeliveryStatus, Notice
 from tests.support import TEAM, Rig
 
 LANE = ("slack", TEAM)
@@ -63,6 +63,9 @@ async def test_a_copy_in_flight_when_its_notice_is_retracted_is_not_sent_after_i
     assert rig.fake.calls_to("chat.postMessage") == []
     row = await Delivery.get(id=job.row.id)
     assert (row.status, row.error) == (DeliveryStatus.CANCELLED.value, "retracted before it was sent")
+    [event] = await AuditEvent.filter(kind="delivery.cancelled")
+    assert (event.notice_id, event.data["delivery_id"], event.data["reason"]) == (
+        notice_id, row.id, "retracted before it was sent")
 
 
 async def test_a_retraction_during_an_edits_update_reaches_the_message(rig: Rig) -> None:

@@ -102,7 +102,7 @@ _CANCEL_UNWANTED_SQL = (
     f"WHERE {{ids}} AND status='{DeliveryStatus.PENDING.value}' AND ({_RETRACTED} "
     f"OR (kind='{DeliveryKind.REMINDER.value}' AND EXISTS (SELECT 1 FROM acknowledgement k JOIN notice n "
     f"ON n.id=k.notice_id WHERE k.notice_id=delivery.notice_id AND k.member_id=delivery.member_id "
-    f"AND k.revision=n.ack_revision)))")
+    f"AND k.revision=n.ack_revision))) RETURNING id, notice_id, member_id, platform, kind, error")
 # PostgreSQL: the same three, each one statement for the whole group (storage.db.write_rows)
 _STORE_PG = (
     "UPDATE delivery d SET status=v.status, attempts=v.attempts, "
@@ -387,7 +387,11 @@ class NoticeSource:
             await storage_db.write_rows(_STORE_SQL, rows, postgres=_STORE_PG, using_db=conn)
             if back_to_pending:
                 predicate, ids = storage_db.in_ids("id", back_to_pending)
-                await conn.execute_query(storage_db.placeholders(_CANCEL_UNWANTED_SQL.format(ids=predicate)), [ids])
+                cancelled = await conn.execute_query_dict(
+                    storage_db.placeholders(_CANCEL_UNWANTED_SQL.format(ids=predicate)), [ids])
+                events += [audit_event("delivery.cancelled", now=now, notice_id=c["notice_id"], member_id=c["member_id"],
+                                       platform=c["platform"], delivery_id=c["id"], copy=c["kind"], reason=c["error"])
+                           for c in cancelled]
             await storage_db.write_rows(_DM_CACHE_SQL, [(c, now, a) for a, c in dm_cache.items()],
                                         postgres=_DM_CACHE_PG, using_db=conn)
             await record(events, using_db=conn)
