@@ -98,3 +98,13 @@ async def test_an_update_slack_refuses_for_good_is_not_tried_again(rig: Rig) -> 
     assert len(rig.fake.calls_to("chat.update")) == 1
     row = await Delivery.get(notice_id=notice_id)
     assert not row.update_pending and row.error == "update failed: Slack refused the update (message_not_found)"
+
+
+async def test_chat_post_messages_rate_limited_error_is_a_pause_not_a_failure(rig: Rig) -> None:
+    """chat.postMessage's reference documents `rate_limited` ("Application has posted too many
+    messages"), here with HTTP 200: the copy is sent after the pause, not failed for good."""
+    rig.fake.fail_next("chat.postMessage", error="rate_limited")
+
+    row = await _send_twice(rig)
+
+    assert row.status == DeliveryStatus.DELIVERED.value and len(rig.fake.messages(DM)) == 1

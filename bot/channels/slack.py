@@ -302,7 +302,7 @@ class SlackChannel:
             await self.workspaces.post_json(token, "chat.update", body)
         except SlackApiError as exc:
             if exc.response is not None and (exc.response.status_code == 429
-                                             or exc.response.get("error") == "ratelimited"):
+                                             or exc.response.get("error") in _RATE_LIMITED):
                 raise RateLimited(float(exc.response.headers.get("Retry-After", 1) or 1), "Slack rate limit") from exc
             error = str(exc.response.get("error", "")) if exc.response is not None else ""
             if error in _UPDATE_REFUSED:
@@ -339,6 +339,10 @@ def _sdk_logger() -> logging.Logger:
     return logger
 
 
+# Slack's two spellings: "ratelimited" with a 429, and chat.postMessage's documented "rate_limited"
+# ("Application has posted too many messages"), whatever status it comes with.
+_RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
+
 # chat.update's errors that no retry changes (its reference's error list): the message or the
 # conversation is gone, the app was removed from the workspace, or the message cannot take the update.
 _UPDATE_REFUSED = frozenset({"message_not_found", "channel_not_found", "cant_update_message", "edit_window_closed",
@@ -351,7 +355,7 @@ def _classify(exc: SlackApiError, recipient: Recipient, opened: str, *, to_user:
     error = str(exc.response.get("error", "")) if exc.response is not None else ""
     if to_user and error == "channel_not_found":  # posted to a user id Slack will not DM
         error = "user_not_found"
-    if status == 429 or error == "ratelimited":
+    if status == 429 or error in _RATE_LIMITED:
         retry_after = float(exc.response.headers.get("Retry-After", 1) or 1)
         return Outcome.retry("Slack rate limit", retry_after=retry_after, throttled=True, dm_channel=opened)
     if status >= 500 or error in ("internal_error", "fatal_error", "service_unavailable", "request_timeout",
