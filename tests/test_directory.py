@@ -391,6 +391,31 @@ async def test_deactivate_missing_spares_members_whose_row_was_rejected(db: str)
     assert (await Member.get(email="alice@acme.com")).active is True
 
 
+async def test_deactivate_missing_deactivates_nobody_when_a_row_cannot_be_read(db: str) -> None:
+    """An unquoted comma in Alice's name: her row has a cell too many, so whose it is cannot be told."""
+    await import_directory(BASE, now=NOW)
+    text = base(alice={"member_name": "Smith, Alice"}, bob={"member_email": "bobby@acme.com"})
+
+    result = await import_directory(text, now=NOW, deactivate_missing=True)
+
+    assert [e.line for e in result.rejected] == [2] and "deactivates nobody" in result.rejected[0].reason
+    assert result.deactivated == 0
+    assert await Member.filter(email__in=["alice@acme.com", "bob@acme.com"], active=True).count() == 2
+
+
+async def test_an_org_audience_matches_the_directorys_id_in_any_case(db: str) -> None:
+    """The directory keeps ids as written (ACME-01); a CAM typing them exactly reached nobody."""
+    from bot.core.directory.audiences import count_recipients, parse_audience, unmatched_value_warnings
+    from bot.topics import load_catalog
+
+    await import_directory(csv_text(row(org_id="ACME-01", slack_team_id="T1", slack_user_id="U1")), now=NOW)
+    catalog = load_catalog()
+    for typed in ("org:ACME-01", "org:acme-01"):
+        audience = parse_audience(typed, roles=catalog.roles)
+        assert (await count_recipients(audience, catalog.get("announcements")),
+                await unmatched_value_warnings(audience)) == (1, [])
+
+
 async def test_deactivate_missing_covers_every_organisation(db: str) -> None:
     await import_directory(BASE, now=NOW)
     only_globex = csv_text(row(**CAROL))

@@ -90,8 +90,8 @@ def audience_filter(audience: Audience, topic: Topic) -> Q:
     for attribute, values in audience.terms.items():
         if attribute in ORG_ATTRIBUTES:
             query &= Q(**{f"organisation__{attribute}__in": sorted(values)})
-        elif attribute == "org":
-            query &= Q(organisation__external_id__in=sorted(values))
+        elif attribute == "org":  # ids are kept as the directory writes them (ACME-01): any case matches
+            query &= Q(*(Q(organisation__external_id__iexact=v) for v in sorted(values)), join_type=Q.OR)
         elif attribute == "member":
             query &= Q(email__in=sorted(values))
         elif attribute == "role":

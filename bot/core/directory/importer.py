@@ -214,6 +214,9 @@ class _Parsed:
     # "present" and never deactivated because of a typo elsewhere in their row.
     mentioned: set[tuple[str, str]] = field(default_factory=set)
     data_rows: int = 0
+    # rows that could not be split into the header's cells: whose they are is unknown, so an import
+    # with any deactivates nobody
+    unreadable: int = 0
 
 
 def _records(text: str) -> Iterator[tuple[int, list[str]]]:
@@ -344,8 +347,10 @@ def _parse(text: str, roles: Sequence[str] | None = None, progress: Progress = n
         if parsed.data_rows % 1000 == 0:
             progress("checking rows", parsed.data_rows, max(expected, parsed.data_rows))
         if len(cells) != len(header):
+            parsed.unreadable += 1
             parsed.errors.append(
-                RowError(line, f"expected {len(header)} cells, found {len(cells)}")
+                RowError(line, f"expected {len(header)} cells, found {len(cells)} (a comma inside a cell needs "
+                               f"quotes); a file with such a row deactivates nobody")
             )
             continue
         raw = dict(zip(header, cells, strict=True))
@@ -664,7 +669,7 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
             plan.org_update.append(org)
 
     # -- deactivation: active members the file does not mention at all
-    if deactivate_missing:
+    if deactivate_missing and not parsed.unreadable:
         active = Member.filter(active=True).values("id", "email", "organisation__external_id")
         for m in await active:
             if (m["organisation__external_id"], m["email"].lower()) not in parsed.mentioned:
