@@ -106,3 +106,19 @@ async def test_a_new_organisations_member_is_linked_by_verified_name_not_by_mail
 
     assert await _say(teams, "aad-ivy", "hello", tenant="tenant-newco") != NOT_A_MEMBER
     assert await _accounts_of("ivy@newco.example") == [("tenant-newco", "aad-ivy")]
+
+
+async def test_an_address_in_two_organisations_links_the_one_the_tenant_speaks_for(teams: TeamsRig) -> None:
+    """pat@shared.example is a member of New Co (no tenant known) and of Teams Co (tenant-1)."""
+    await import_directory(directory_csv([
+        *MORE_MEMBERS.strip().splitlines()[1:],
+        "newco,New Co,silver,emea,fr,retail,small,reseller,cam@vendor.example,pat@shared.example,Pat,"
+        "sales,Europe/Paris,fr,,,,",
+        "teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,pat@shared.example,Pat,"
+        "sales,Europe/Paris,fr,,,,"]), now=teams.clock.now(), actor="test")
+    teams.connector.add_roster_member("29:aad-pat", email="pat@shared.example", upn="pat@tenant1.example")
+
+    assert await _say(teams, "aad-pat", "hello") != NOT_A_MEMBER
+
+    [account] = await PlatformAccount.filter(platform="teams", user_id="aad-pat").select_related("member__organisation")
+    assert account.member.organisation.external_id == "teamsco"

@@ -87,14 +87,13 @@ async def _member_by_address(identity: TeamsIdentity, tenant: str) -> Member | N
     """The member this sender's roster address names, if the sender's tenant may speak for them."""
     upn, email = identity.upn.lower(), identity.email.lower()
     for address in dict.fromkeys(a for a in (upn, email) if a):
-        member = await Member.filter(email=address, active=True).first()
-        if member is None:
-            continue
-        org_tenants = set(await PlatformAccount.filter(
-            platform=Platform.TEAMS.value, member__organisation_id=member.organisation_id,
-        ).distinct().values_list("workspace_external_id", flat=True))
-        if tenant in org_tenants or (not org_tenants and address == upn):
-            return member
+        # the same address may be a member of two partners: the one whose organisation the tenant speaks for
+        for member in await Member.filter(email=address, active=True).order_by("id"):
+            org_tenants = set(await PlatformAccount.filter(
+                platform=Platform.TEAMS.value, member__organisation_id=member.organisation_id,
+            ).distinct().values_list("workspace_external_id", flat=True))
+            if tenant in org_tenants or (not org_tenants and address == upn):
+                return member
     return None
 
 
