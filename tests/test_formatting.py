@@ -110,6 +110,24 @@ def test_a_long_body_is_split_between_paragraphs_never_inside_a_link() -> None:
         assert text.count("<https://") == text.count("|link>")
 
 
+@pytest.mark.parametrize("body", [
+    "\n".join(f"- https://partners.example.com/docs/price-list-{i:03d}.pdf" for i in range(50)) + "\n- LAST ITEM",
+    "R&D <-> Sales & Ops " * 130 + "END",  # escaping (&amp; &lt; &gt;) more than doubles it
+    "& " * 600 + "[a link](https://x.example/" + "y" * 1000 + ") then END",  # the link lands on the limit
+], ids=["list-of-bare-links", "one-escaped-paragraph", "a-long-link"])
+def test_one_paragraph_or_list_longer_than_a_section_is_split_not_cut(body: str) -> None:
+    """Within the body's limit (2,800 characters typed) its mrkdwn can pass a section's 3,000."""
+    from bot.core.notices.sending import MAX_BODY
+
+    assert len(body) <= MAX_BODY
+    texts = [section["text"]["text"] for section in formatted_sections(body)]
+    assert len(texts) > 1 and all(len(text) <= 3000 for text in texts)
+    joined = " ".join(texts)
+    assert "END" in joined or "LAST ITEM" in joined
+    assert all(text.count("<") == text.count(">") for text in texts)  # no link cut in half
+    assert re.sub(r"\s+", " ", joined) == re.sub(r"\s+", " ", mrkdwn(body))  # nothing lost
+
+
 def test_text_partners_typed_stays_escaped_everywhere() -> None:
     """Questions and relayed replies are DirectMessages: no formatting language, fully escaped."""
     message = DirectMessage(title="A partner asked", lines=("**bold** _it_ - x [a](https://evil.example) <!channel>",))

@@ -71,17 +71,50 @@ def _mrkdwn_inline(part: formatting.Inline) -> str:
     return f"<{escape(part.url)}|{inner}>"
 
 
+SECTION_TEXT = 3000  # Block Kit: a section's text, at most 3,000 characters
+
+
 def formatted_sections(text: str) -> Blocks:
     """A CAM's text as section blocks: one, or several when the mrkdwn exceeds a section's
-    3,000 characters (split between paragraphs, so no link or bold is cut in half)."""
+    3,000 characters. The body's limit counts the CAM's characters; escaping (& is &amp;) and
+    links (<url|text>) make the mrkdwn longer, so a paragraph or list can outgrow a section on its
+    own: it is split too (`_split_mrkdwn`), never cut."""
     sections: list[str] = []
     for block in formatting.parse(text) or (formatting.Paragraph(((formatting.Text(""),),)),):
-        piece = _mrkdwn_block(block)
-        if sections and len(sections[-1]) + 2 + len(piece) <= 3000:
-            sections[-1] += "\n\n" + piece
-        else:
-            sections.append(piece)
+        for piece in _split_mrkdwn(_mrkdwn_block(block)):
+            if sections and len(sections[-1]) + 2 + len(piece) <= SECTION_TEXT:
+                sections[-1] += "\n\n" + piece
+            else:
+                sections.append(piece)
     return [{"type": "section", "text": _mrkdwn(piece)} for piece in sections]
+
+
+def _split_mrkdwn(text: str, limit: int = SECTION_TEXT) -> list[str]:
+    """Pieces of at most `limit` characters, split at a line break, else at a space, never inside a
+    <link|label> (escaped text has no other '<'; an &entity; holds no space)."""
+    pieces = []
+    while len(text) > limit:
+        cut = _break_before(text, limit)
+        pieces.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    return [*pieces, text]
+
+
+def _break_before(text: str, limit: int) -> int:
+    lines, spaces, link_start = [], [], -1
+    for i, char in enumerate(text[:limit + 1]):
+        if char == "<":
+            link_start = i
+        elif char == ">":
+            link_start = -1
+        elif link_start < 0 and char == "\n":
+            lines.append(i)
+        elif link_start < 0 and char == " ":
+            spaces.append(i)
+    for found in (lines, spaces):
+        if found and found[-1] > 0:
+            return found[-1]
+    return link_start if 0 < link_start <= limit else limit
 
 
 def _plain(text: str, limit: int = 150) -> dict[str, Any]:
