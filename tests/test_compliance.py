@@ -602,3 +602,20 @@ async def test_a_member_with_copies_on_both_platforms_counts_once(rig: Rig) -> N
     admin, _ = await add_staff("admin@vendor.example", "admin", now=rig.clock.now(), actor="test")
     [listed] = [r for r in (await list_notices(admin, NoticeFilters())).rows if r.notice.id == notice_id]
     assert (listed.recipients, listed.delivered, listed.failed, listed.acknowledged) == (2, 2, 0, 1)
+
+
+async def test_the_previews_count_is_the_number_queued_when_members_left_the_topic(rig: Rig) -> None:
+    """Anna left `incentives`: a need-to-know incentives notice to all previews the members it reaches."""
+    from bot.core.commands.parser import SendCommand
+    from bot.core.directory.preferences import update_preferences
+    from storage.models import Member
+
+    anna = await Member.get(email="anna@acme.example")
+    await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), subscriptions={"incentives": False})
+    command = SendCommand(importance="need-to-know", topic="incentives", audience="all", title="t", body="b")
+    preview = await notices.create_draft(None, command, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    result = await notices.send_draft(preview.notice.id, None, rig.herald.catalog, now=rig.clock.now(),
+                                      operator="test")
+
+    queued = await Delivery.filter(notice_id=preview.notice.id).values_list("member_id", flat=True)
+    assert preview.recipients == result.recipients == len(set(queued)) and anna.id not in queued

@@ -251,6 +251,13 @@ async def test_compose_preview_send_edit_and_retract_go_through_the_core(console
     assert '"count": 0' in count and "did you mean" in count
     _, count = await casey.get("/console/audience-count?audience=colour:red&topic=operations")
     assert "unknown attribute" in count
+    ask = "/console/audience-count?audience=tier:gold&topic=product-updates&importance="
+    everyone = json.loads((await casey.get(ask + "must-know"))[1])["count"]
+    left = await Member.filter(organisation__tier="gold", role__in=["sales", "technical", "support"]).first()
+    await Member.filter(id=left.id).update(topic_opt_outs=["product-updates"])  # left the topic
+    assert json.loads((await casey.get(ask + "need-to-know"))[1])["count"] == everyone - 1  # as the send queues
+    assert json.loads((await casey.get(ask + "must-know"))[1])["count"] == everyone  # must-know reaches everyone
+    await Member.filter(id=left.id).update(topic_opt_outs=[])
 
     response, page = await casey.post("/console/compose", {"topic": "operations", "importance": "must-know",
                                                            "audience": "tier:gold", "title": "", "body": "x"})

@@ -25,7 +25,7 @@ from bot.core.directory.permissions import require_sender
 from bot.core.notices import revisions, sending
 from bot.core.notices.formatting import FORMAT_HELP
 from bot.service import Herald
-from bot.topics import IMPORTANCE
+from bot.topics import IMPORTANCE, parse_importance
 
 FIELDS = ("topic", "importance", "audience", "title", "body", "link", "deadline", "at", "reminders")
 
@@ -67,9 +67,10 @@ def add_compose_routes(app: web.Application, herald: Herald) -> None:
         try:
             audience = parse_audience(q.get("audience", "")[:2000], roles=herald.catalog.roles)
             topic = herald.catalog.get(q.get("topic", ""))
+            policy = parse_importance(q["importance"]) if q.get("importance") else None
         except UserError as exc:
             return current.json({"count": None, "error": str(exc), "warnings": []})
-        return current.json({"count": await count_recipients(audience, topic), "error": "",
+        return current.json({"count": await count_recipients(audience, topic, policy), "error": "",
                              "warnings": await unmatched_value_warnings(audience)})
 
     async def send(current: Page) -> web.StreamResponse:

@@ -12,13 +12,15 @@
     var output = document.getElementById("recipient-count");
     var audience = document.getElementById("audience");
     var topic = document.getElementById("topic");
+    var importance = document.getElementById("importance");
     if (!output || !audience || !topic) { return; }
     var timer = null;
     var asked = 0;
     function ask() {
       var mine = ++asked;
       var url = output.dataset.endpoint + "?audience=" + encodeURIComponent(audience.value) +
-        "&topic=" + encodeURIComponent(topic.value);
+        "&topic=" + encodeURIComponent(topic.value) +
+        (importance ? "&importance=" + encodeURIComponent(importance.value) : "");
       fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
         .then(function (response) { return response.json(); })
         .then(function (answer) {
@@ -39,6 +41,7 @@
     function later() { clearTimeout(timer); timer = setTimeout(ask, 250); }
     audience.addEventListener("input", later);
     topic.addEventListener("change", ask);
+    if (importance) { importance.addEventListener("change", ask); }
     if (audience.value) { ask(); }
   }
 

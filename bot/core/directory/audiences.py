@@ -14,7 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 from tortoise.expressions import Q
 
 from bot.common.errors import UserError
-from bot.topics import Topic
+from bot.topics import ImportancePolicy, Topic
 from storage.models import Member, Organisation
 
 ORG_ATTRIBUTES = ("tier", "region", "country", "industry", "size", "partner_type")
@@ -102,8 +102,15 @@ def audience_filter(audience: Audience, topic: Topic) -> Q:
     return query
 
 
-async def count_recipients(audience: Audience, topic: Topic) -> int:
-    return await Member.filter(audience_filter(audience, topic)).count()
+async def count_recipients(audience: Audience, topic: Topic, policy: ImportancePolicy | None = None) -> int:
+    """How many members the notice would reach. With its importance (`policy`): without those who
+    left the topic, when the importance lets them (as sending does), so the preview's count is the
+    number queued."""
+    query = Member.filter(audience_filter(audience, topic))
+    if policy is None or not (policy.respects_opt_outs and topic.opt_out):
+        return await query.count()
+    return sum(1 for opt_outs in await query.values_list("topic_opt_outs", flat=True)
+               if topic.key not in (opt_outs or []))
 
 
 async def recipient_ids(audience: Audience, topic: Topic) -> list[int]:

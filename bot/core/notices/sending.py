@@ -99,7 +99,7 @@ async def create_draft(author: Staff | None, command: SendCommand, catalog: Topi
     if not operator:
         author = require_sender(author)
     topic, policy, audience = validate(command, catalog, now=now)
-    recipients = await count_recipients(audience, topic)
+    recipients = await count_recipients(audience, topic, policy)
     warnings = await unmatched_value_warnings(audience)
     async with in_transaction() as conn:
         notice = await Notice.create(

@@ -80,7 +80,7 @@ async def create_survey_draft(author: Staff | None, command: SurveyCommand, cata
     if command.closes_at is not None and command.closes_at <= (command.scheduled_at or now):
         raise UserError("the close date is in the past" if command.scheduled_at is None
                         else "the close date is before the send time")
-    recipients = await count_recipients(audience, topic)
+    recipients = await count_recipients(audience, topic, parse_importance(Importance.NEED.value))
     warnings = await unmatched_value_warnings(audience)
     actor = author.email if author is not None else f"operator:{operator}"
     async with in_transaction() as conn:
