@@ -587,3 +587,20 @@ def test_windows_line_endings_and_header_case_are_accepted() -> None:
 def test_blank_cells_only_file_is_empty() -> None:
     with pytest.raises(UserError, match="empty"):
         read_directory_csv(",,,\n , \n", roles=ROLES)
+
+
+async def test_an_attribute_of_several_words_can_be_typed_with_hyphens(db: str) -> None:
+    """An expression cannot hold a space: 'Service Provider' is partner_type:service-provider."""
+    from bot.core.directory.audiences import count_recipients, parse_audience, unmatched_value_warnings
+    from bot.topics import load_catalog
+
+    await import_directory(csv_text(row(partner_type="Service Provider", industry="Financial Services",
+                                        slack_team_id="T1", slack_user_id="U1")), now=NOW)
+    catalog = load_catalog()
+    for typed in ("partner_type:service-provider", "partner_type:service_provider", "industry:financial-services"):
+        audience = parse_audience(typed, roles=catalog.roles)
+        assert (await count_recipients(audience, catalog.get("announcements")),
+                await unmatched_value_warnings(audience)) == (1, []), typed
+    typo = parse_audience("partner_type:service-providr", roles=catalog.roles)
+    assert await unmatched_value_warnings(typo) == [
+        "no partner matches partner_type:service-providr (did you mean 'service-provider'?)"]

@@ -8,6 +8,7 @@ Topic role routing then narrows the audience unless it names roles or members ex
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 
 from email_validator import EmailNotValidError, validate_email
@@ -89,7 +90,7 @@ def audience_filter(audience: Audience, topic: Topic) -> Q:
     query = Q(active=True)
     for attribute, values in audience.terms.items():
         if attribute in ORG_ATTRIBUTES:
-            query &= Q(**{f"organisation__{attribute}__in": sorted(values)})
+            query &= Q(**{f"organisation__{attribute}__in": sorted(_written(values))})
         elif attribute == "org":  # ids are kept as the directory writes them (ACME-01): any case matches
             query &= Q(*(Q(organisation__external_id__iexact=v) for v in sorted(values)), join_type=Q.OR)
         elif attribute == "member":
@@ -131,7 +132,23 @@ async def unmatched_value_warnings(audience: Audience) -> list[str]:
             known = set(await Member.filter(email__in=sorted(values)).values_list("email", flat=True))
         else:
             continue
-        for value in sorted(values - {str(k).lower() for k in known}):
-            hint = _did_you_mean(value, sorted(str(k).lower() for k in known if k)) if attribute != "member" else ""
+        lowered = {str(k).lower() for k in known}
+        for value in sorted(v for v in values if not (_written({v}) & lowered)):
+            typable = sorted(_typable(str(k)) for k in lowered if k)
+            hint = _did_you_mean(value, typable) if attribute != "member" else ""
             warnings.append(f"no partner matches {attribute}:{value}{hint}")
     return warnings
+
+
+def _written(values: set[str] | frozenset[str]) -> set[str]:
+    """The ways the directory may write the values typed: an expression cannot hold a space, so
+    partner_type:service-provider (or service_provider) also matches 'service provider'."""
+    found = set()
+    for value in values:
+        spaced = re.sub(r"[-_]+", " ", value)
+        found |= {value, spaced, spaced.replace(" ", "-"), spaced.replace(" ", "_")}
+    return found
+
+
+def _typable(value: str) -> str:
+    return value.replace(" ", "-")
