@@ -156,6 +156,44 @@ async def test_app_home_shows_and_saves_preferences(slack: SlackHarness) -> None
     assert "Saved." in str(slack.fake.calls_to("views.publish")[-1].args["view"])
 
 
+def test_more_than_ten_optional_topics_fit_the_home_tab() -> None:
+    """Block Kit: a checkboxes element holds at most 10 options; with more, Slack refuses the whole tab."""
+    from bot.channels.slack_blocks import home_view
+    from bot.core.directory.preferences import Preferences
+    from bot.topics.catalog import parse_catalog
+
+    keys = [f"topic-{i:02d}" for i in range(12)]
+    catalog = parse_catalog({"roles": ["sales"], "topics": {k: {"title": k.title(), "opt_out": True} for k in keys}})
+    prefs = Preferences("UTC", 20, 8, "daily", {k: k != "topic-11" for k in keys}, [])
+    boxes = [b for b in home_view(prefs, catalog)["blocks"] if b.get("accessory", {}).get("type") == "checkboxes"]
+    assert [len(b["accessory"]["options"]) for b in boxes] == [10, 2]
+    assert len({b["block_id"] for b in boxes}) == 2
+    assert [o["value"] for b in boxes for o in b["accessory"]["initial_options"]] == keys[:11]
+
+
+async def test_a_topics_change_saves_only_the_topics_of_its_block(slack: SlackHarness) -> None:
+    """The Home tab's topics come in blocks of ten; a change carries only its block's selection."""
+    from tests.fakes.slack_signing import interaction_body
+
+    await slack.post_signed(event_body({"type": "app_home_opened", "user": "UANNA", "tab": "home"}, TEAM))
+    (published,) = await wait_until(lambda: slack.fake.calls_to("views.publish"), what="the home tab")
+    view = published.args["view"]
+    [block] = [b for b in view["blocks"] if b.get("accessory", {}).get("action_id") == "herald_pref_topics"]
+    options = block["accessory"]["options"]
+    other = {**block, "block_id": "pref_topics_1", "accessory": {**block["accessory"], "options": [
+        {"text": {"type": "plain_text", "text": "Elsewhere"}, "value": "not-a-topic"}]}}
+    view = {**view, "blocks": [other, *view["blocks"]]}  # another block of topics, before the one changed
+    payload = {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": "UANNA"}, "api_app_id": "AHERALD",
+               "trigger_id": "t", "container": {"type": "view"}, "view": view,
+               "actions": [{"action_id": "herald_pref_topics", "type": "checkboxes", "block_id": block["block_id"],
+                            "selected_options": options[1:]}]}
+    await slack.post_signed(interaction_body(payload))
+    await wait_until(lambda: len(slack.fake.calls_to("views.publish")) >= 2, what="the updated home tab")
+
+    anna = await Member.get(email="anna@acme.example")
+    assert anna.topic_opt_outs == [options[0]["value"]]  # the unknown topic of the other block was not sent
+
+
 async def test_teams_question_hand_off_reply_and_preferences(db: str) -> None:
     from tests.teams_support import actions_of, card_of, start_teams_rig, stop_teams_rig
 

@@ -400,20 +400,34 @@ PREF_QUIET_END_ACTION = "herald_pref_quiet_end"
 PREF_TIMEZONE_ACTION = "herald_pref_timezone"
 
 
+MAX_CHECKBOXES = 10  # Block Kit: a checkboxes element holds at most 10 options
+PREF_TOPICS_BLOCK = "pref_topics_"  # + the group's number: the block a topics change came from
+
+
+def _topic_blocks(options: list[dict[str, Any]], subscribed: dict[str, bool]) -> list[dict[str, Any]]:
+    """The optional topics as checkboxes, ten to a block (more are refused by Slack, and the whole
+    Home tab with them); a change names its block, so only that block's topics are saved."""
+    blocks = []
+    for start in range(0, len(options), MAX_CHECKBOXES):
+        group = options[start:start + MAX_CHECKBOXES]
+        element: dict[str, Any] = {"type": "checkboxes", "action_id": PREF_TOPICS_ACTION, "options": group}
+        if checked := [o for o in group if subscribed[o["value"]]]:
+            element["initial_options"] = checked
+        text = "*Optional topics* (must-know notices always reach you)" if start == 0 else "*More optional topics*"
+        blocks.append({"type": "section", "block_id": f"{PREF_TOPICS_BLOCK}{start // MAX_CHECKBOXES}",
+                       "text": _mrkdwn(text), "accessory": element})
+    return blocks
+
+
 def home_view(prefs, catalog: TopicCatalog, *, note: str = "") -> dict[str, Any]:  # noqa: ANN001
     """The App Home tab: each control saves as soon as it changes."""
     hours = [(str(h), f"{h:02d}:00") for h in range(24)]
     topic_options = [{"text": _plain(catalog.topics[k].title), "value": k} for k in prefs.subscribed]
-    checked = [o for o in topic_options if prefs.subscribed[o["value"]]]
-    topics_element: dict[str, Any] = {"type": "checkboxes", "action_id": PREF_TOPICS_ACTION, "options": topic_options}
-    if checked:
-        topics_element["initial_options"] = checked
     fixed = ", ".join(catalog.topics[k].title for k in prefs.fixed_topics) or "none"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": _plain("Your Herald preferences")},
-        {"type": "section", "text": _mrkdwn("*Optional topics* (must-know notices always reach you)"),
-         "accessory": topics_element} if topic_options else
-        {"type": "section", "text": _mrkdwn("No topics can be switched off.")},
+        *(_topic_blocks(topic_options, prefs.subscribed) if topic_options else
+          [{"type": "section", "text": _mrkdwn("No topics can be switched off.")}]),
         {"type": "context", "elements": [_mrkdwn(f"Always on: {escape(fixed)}")]},
         {"type": "section", "text": _mrkdwn("*Digest* of nice-to-know notices"),
          "accessory": _select(PREF_DIGEST_ACTION, [("daily", "Daily"), ("weekly", "Weekly")], prefs.digest_frequency)},

@@ -33,10 +33,13 @@ def register(app: AsyncApp, herald: Herald) -> None:
     @app.action(PREF_TOPICS_ACTION)
     async def on_pref_topics(ack, body, client) -> None:  # noqa: ANN001
         await ack()
-        chosen = {o["value"] for o in body["actions"][0].get("selected_options", [])}
+        action = body["actions"][0]
+        chosen = {o["value"] for o in action.get("selected_options", [])}
         offered = [b for b in body.get("view", {}).get("blocks", [])
                    if b.get("accessory", {}).get("action_id") == PREF_TOPICS_ACTION]
-        keys = [o["value"] for o in offered[0]["accessory"]["options"]] if offered else sorted(chosen)
+        acting = [b for b in offered if b.get("block_id") == action.get("block_id")] or offered[:1]
+        # only the topics of the block that changed (the others are in blocks of their own)
+        keys = [o["value"] for o in acting[0]["accessory"]["options"]] if acting else sorted(chosen)
         await save(body, client, subscriptions={k: k in chosen for k in keys})
 
     @app.action(PREF_DIGEST_ACTION)
