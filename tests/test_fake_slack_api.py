@@ -512,3 +512,16 @@ async def test_messages_must_keep_block_kit_limits() -> None:
                 await client.chat_postMessage(channel="U1", text="t", blocks=blocks)
             assert raised.value.response["error"] == "invalid_blocks"
             assert any(problem in p for p in raised.value.response["errors"])
+
+
+def test_views_keep_block_kits_limits() -> None:
+    """A Home tab or modal breaking Block Kit's limits is refused (views.publish, views.open, ...)."""
+    from tests.fakes.block_kit import view_problems
+
+    eleven = {"type": "checkboxes", "action_id": "a", "options": [
+        {"text": {"type": "plain_text", "text": str(i)}, "value": str(i)} for i in range(11)]}
+    home = {"type": "home", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "t"}, "accessory": eleven}]}
+    assert view_problems(home) == ["blocks[0].accessory: checkboxes with more than 10 options"]
+    modal = {"type": "modal", "title": {"type": "plain_text", "text": "x" * 25}, "blocks": []}
+    assert view_problems(modal) == ["title longer than 24"]
+    assert view_problems({"type": "home", "blocks": [{"type": "divider"}] * 101}) == ["more than 100 blocks"]

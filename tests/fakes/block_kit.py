@@ -8,8 +8,17 @@ one with ``{"ok": false, "error": "invalid_blocks"}``:
 * an element's action_id at most 255 characters and unique within its block;
 * a button's text at most 75 characters, its value at most 2,000, its url at most 3,000.
 
+and on views (views.open, views.update, views.push, views.publish), refused with
+``invalid_arguments``:
+
+* at most 100 blocks in a modal or a Home tab; a modal's title, submit and close at most 24
+  characters;
+* in both: checkboxes and radio buttons at most 10 options, a static select at most 100, an
+  option's text at most 75 characters.
+
 Sources: api.slack.com/reference/block-kit/blocks (message blocks, actions, context, header,
-section) and /block-elements (button: text, action_id, url, value).
+section) and /block-elements (button: text, action_id, url, value; checkboxes, radio buttons and
+static select: options), /reference/surfaces/views (blocks, title, submit, close).
 """
 
 from __future__ import annotations
@@ -25,6 +34,10 @@ MAX_ACTION_ID = 255
 MAX_BUTTON_TEXT = 75
 MAX_BUTTON_VALUE = 2000
 MAX_URL = 3000
+MAX_VIEW_BLOCKS = 100
+MAX_VIEW_TITLE = 24
+MAX_OPTIONS = {"checkboxes": 10, "radio_buttons": 10, "static_select": 100, "multi_static_select": 100}
+MAX_OPTION_TEXT = 75
 
 
 def _text(value: Any) -> str:
@@ -42,6 +55,13 @@ def _check_element(element: Any, where: str, seen: set[str]) -> list[str]:
         if action_id in seen:
             problems.append(f"{where}: action_id '{action_id}' already exists in the block")
         seen.add(action_id)
+    limit = MAX_OPTIONS.get(str(element.get("type")))
+    if limit is not None:
+        options = element.get("options") or [o for g in element.get("option_groups") or [] for o in g.get("options", [])]
+        if len(options) > limit:
+            problems.append(f"{where}: {element['type']} with more than {limit} options")
+        if any(len(_text(o.get("text"))) > MAX_OPTION_TEXT for o in options if isinstance(o, dict)):
+            problems.append(f"{where}: an option's text longer than {MAX_OPTION_TEXT}")
     if element.get("type") == "button":
         if len(_text(element.get("text"))) > MAX_BUTTON_TEXT:
             problems.append(f"{where}: button text longer than {MAX_BUTTON_TEXT}")
@@ -63,6 +83,8 @@ def _check_block(block: Any, where: str) -> list[str]:
             problems.append(f"{where}: section text longer than {MAX_SECTION_TEXT}")
         if block.get("accessory") is not None:
             problems += _check_element(block["accessory"], f"{where}.accessory", seen)
+    if kind == "input" and block.get("element") is not None:
+        problems += _check_element(block["element"], f"{where}.element", seen)
     if kind in ("actions", "context"):
         elements = block.get("elements") or []
         limit = MAX_ACTIONS if kind == "actions" else MAX_CONTEXT
@@ -80,6 +102,22 @@ def block_problems(blocks: Any) -> list[str]:
     if not isinstance(blocks, list):
         return ["blocks must be an array"]
     problems = [] if len(blocks) <= MAX_BLOCKS else [f"more than {MAX_BLOCKS} blocks"]
+    for index, block in enumerate(blocks):
+        problems += _check_block(block, f"blocks[{index}]")
+    return problems
+
+
+def view_problems(view: Any) -> list[str]:
+    """What Slack would refuse in a view (a modal or a Home tab) ([] = nothing)."""
+    if not isinstance(view, dict):
+        return ["view must be an object"]
+    blocks = view.get("blocks") or []
+    if not isinstance(blocks, list):
+        return ["blocks must be an array"]
+    problems = [] if len(blocks) <= MAX_VIEW_BLOCKS else [f"more than {MAX_VIEW_BLOCKS} blocks"]
+    for part in ("title", "submit", "close"):
+        if len(_text(view.get(part))) > MAX_VIEW_TITLE:
+            problems.append(f"{part} longer than {MAX_VIEW_TITLE}")
     for index, block in enumerate(blocks):
         problems += _check_block(block, f"blocks[{index}]")
     return problems

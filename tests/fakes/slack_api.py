@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from tests.fakes.block_kit import block_problems
+from tests.fakes.block_kit import block_problems, view_problems
 from tests.fakes.control import add_slack_routes
 from tests.fakes.rate_limits import Clock, LimitStats, retry_after_seconds
 from tests.fakes.seeding import UserRange
@@ -850,7 +850,7 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         }
 
     def _store_view(self, ws: _Workspace, view: Any, view_id: str | None = None, **extra: Any) -> dict[str, Any]:
-        if not isinstance(view, dict):
+        if not isinstance(view, dict) or view_problems(view):  # Block Kit's limits: tests/fakes/block_kit.py
             raise _SlackError("invalid_arguments")
         if view_id is None:
             self._view_counter += 1
