@@ -200,12 +200,12 @@ async def chain_head(using_db: Any = None) -> dict[str, Any]:
 
 # ---- the summary (GROUP BY queries only) -------------------------------------------------------
 
-def _counts() -> dict[str, int]:
+def funnel_counts() -> dict[str, int]:
     return {"recipients": 0, "delivered": 0, "failed": 0, "pending": 0, "digest": 0, "cancelled": 0,
             "held": 0, "acknowledged": 0}
 
 
-def _add_status(counts: dict[str, int], status: str, n: int) -> None:
+def add_status(counts: dict[str, int], status: str, n: int) -> None:
     counts["recipients"] += n
     if status == DeliveryStatus.DELIVERED.value:
         counts["delivered"] += n
@@ -228,11 +228,11 @@ async def _variant_summary(notice: Notice) -> list[dict[str, Any]]:
     by_variant: dict[str, dict[str, int]] = {}
     for row in await (Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value)
                       .annotate(n=Count("id")).group_by("variant", "status").values("variant", "status", "n")):
-        _add_status(by_variant.setdefault(row["variant"], _counts()), row["status"], row["n"])
+        add_status(by_variant.setdefault(row["variant"], funnel_counts()), row["status"], row["n"])
     for row in await (Acknowledgement.filter(notice_id=notice.id, revision__gte=notice.ack_revision)
                       .annotate(n=Count("member_id", distinct=True)).group_by("delivery__variant")
                       .values("delivery__variant", "n")):
-        by_variant.setdefault(row["delivery__variant"] or "", _counts())["acknowledged"] += row["n"]
+        by_variant.setdefault(row["delivery__variant"] or "", funnel_counts())["acknowledged"] += row["n"]
     return [{"variant": variant or None, **counts, "rate": rate(counts["acknowledged"], counts["delivered"])}
             for variant, counts in sorted(by_variant.items(), key=lambda item: (not item[0], item[0]))]
 
@@ -244,9 +244,9 @@ async def _notice_summary(notice: Notice) -> dict[str, Any]:
     if len({row["platform"] for row in statuses}) > 1:  # members with copies on both: count members
         statuses = await member_status_counts(notice.id)
     for row in statuses:
-        _add_status(by_org.setdefault(row["organisation_id"], _counts()), row["status"], row["n"])
+        add_status(by_org.setdefault(row["organisation_id"], funnel_counts()), row["status"], row["n"])
     for row in acknowledged:
-        by_org.setdefault(row["organisation_id"], _counts())["acknowledged"] += row["n"]
+        by_org.setdefault(row["organisation_id"], funnel_counts())["acknowledged"] += row["n"]
 
     names: dict[int, tuple[str, str]] = {}
     paused: dict[int, dict[str, Any]] = {}  # reminders paused by the CAM: part of the record
@@ -257,7 +257,7 @@ async def _notice_summary(notice: Notice) -> dict[str, Any]:
             if org["paused_at"] is not None:
                 paused[org["id"]] = {"since": iso(org["paused_at"]), "until": iso(org["paused_until"]),
                                      "reason": org["pause_reason"]}
-    total = _counts()
+    total = funnel_counts()
     organisations = []
     for org_id, counts in by_org.items():
         for key, value in counts.items():
@@ -307,6 +307,23 @@ async def member_status_counts(notice_id: int) -> list[dict[str, Any]]:
              "n": r["n"]} for r in rows]
 
 
+async def funnels_by_notice(copies: list[dict[str, Any]]) -> dict[int, dict[str, int]]:
+    """Each notice's funnel (`funnel_counts`) from its copies per (notice_id, status, platform, n):
+    a copy is a member, unless the notice has copies on more than one platform
+    (HERALD_PLATFORM_POLICY=all); then its members are counted by their best copy (`_BEST`)."""
+    platforms: dict[int, set[str]] = {}
+    for row in copies:
+        platforms.setdefault(row["notice_id"], set()).add(row["platform"])
+    funnels: dict[int, dict[str, int]] = {}
+    for row in copies:
+        if len(platforms[row["notice_id"]]) == 1:
+            add_status(funnels.setdefault(row["notice_id"], funnel_counts()), row["status"], row["n"])
+    for notice_id in (n for n, found in platforms.items() if len(found) > 1):
+        for row in await member_status_counts(notice_id):
+            add_status(funnels.setdefault(notice_id, funnel_counts()), row["status"], row["n"])
+    return funnels
+
+
 async def _acknowledged_by_organisation(notice: Notice) -> list[dict[str, Any]]:
     """Members who acknowledged the revision that counts, once each, per organisation (as
     `_status_by_organisation`: the member's when some row was written without one)."""
@@ -348,12 +365,12 @@ async def summary_report(*, since: datetime, until: datetime, topic: str | None 
         query = query.filter(author_id=author_id)
     notices = await query.order_by("sent_at", "id").values(
         "id", "title", "topic", "importance", "status", "sent_at", "ack_revision")
-    counts: dict[int, dict[str, int]] = {n["id"]: _counts() for n in notices}
+    counts: dict[int, dict[str, int]] = {n["id"]: funnel_counts() for n in notices}
     for batch in _batches([n["id"] for n in notices]):
         rows = await (Delivery.filter(notice_id__in=batch, kind=DeliveryKind.NOTICE.value)
                       .annotate(n=Count("id")).group_by("notice_id", "status").values("notice_id", "status", "n"))
         for row in rows:
-            _add_status(counts[row["notice_id"]], row["status"], row["n"])
+            add_status(counts[row["notice_id"]], row["status"], row["n"])
         by_ack_revision: dict[int, list[int]] = {}
         for n in notices:
             if n["id"] in batch:

@@ -23,7 +23,8 @@ from bot.core.compliance.reports import (
     acknowledgements_that_count,
     can_read_notice,
     chain_head,
-    member_status_counts,
+    funnel_counts,
+    funnels_by_notice,
     notice_revisions,
     notice_summary,
 )
@@ -122,7 +123,7 @@ async def _counts(notices: list[Notice]) -> dict[int, NoticeRow]:
     out = {n.id: NoticeRow(n) for n in notices}
     by_status = await rows(f"SELECT notice_id, status, platform, COUNT(*) AS n FROM delivery WHERE notice_id IN "
                            f"({marks}) AND kind = 'notice' GROUP BY notice_id, status, platform", ids)
-    for notice_id, counts in (await _member_counts(by_status)).items():
+    for notice_id, counts in (await funnels_by_notice(by_status)).items():
         row = out[notice_id]
         row.recipients, row.delivered, row.failed, row.pending = (
             counts["recipients"], counts["delivered"], counts["failed"], counts["pending"])
@@ -252,41 +253,14 @@ async def audit_state(notice_id: int) -> dict[str, Any]:
     return {"kinds": kinds, "events": sum(k["n"] for k in kinds), "last": last, "head": await chain_head()}
 
 
-def _funnel() -> dict[str, int]:
-    return {"recipients": 0, "delivered": 0, "failed": 0, "pending": 0}
-
-
-async def _member_counts(by_status: list[dict[str, Any]]) -> dict[int, dict[str, int]]:
-    """Per notice, the funnel from its copies per (status, platform): a copy is a member, unless
-    the notice has copies on more than one platform (HERALD_PLATFORM_POLICY=all): then members
-    are counted by their best copy, as the compliance report does (`member_status_counts`)."""
-    platforms: dict[int, set[str]] = {}
-    for r in by_status:
-        platforms.setdefault(r["notice_id"], set()).add(r["platform"])
-    out: dict[int, dict[str, int]] = {}
-    for r in by_status:
-        if len(platforms[r["notice_id"]]) == 1:
-            _count(out.setdefault(r["notice_id"], _funnel()), r["status"], r["n"])
-    for notice_id in (n for n, found in platforms.items() if len(found) > 1):
-        for r in await member_status_counts(notice_id):
-            _count(out.setdefault(notice_id, _funnel()), r["status"], r["n"])
-    return out
-
-
-def _count(counts: dict[str, int], status: str, n: int) -> None:
-    counts["recipients"] += n
-    key = "pending" if status in ("pending", "sending") else status
-    if key in counts and key != "recipients":
-        counts[key] += n
-
-
 async def live_counts(notice: Notice) -> dict[str, int]:
     """The funnel's numbers for the page's refresh: two index-only queries (the same definitions
     as `compliance.reports.notice_summary`)."""
     by_status = [{**r, "notice_id": notice.id} for r in await rows(
         "SELECT status, platform, COUNT(*) AS n FROM delivery WHERE notice_id = ? AND kind = 'notice' "
         "GROUP BY status, platform", [notice.id])]
-    counts = {**(await _member_counts(by_status)).get(notice.id, _funnel()), "acknowledged": 0}
+    funnel = (await funnels_by_notice(by_status)).get(notice.id) or funnel_counts()
+    counts = {key: funnel[key] for key in ("recipients", "delivered", "failed", "pending")} | {"acknowledged": 0}
     counted, repeats = await acknowledgements_that_count(notice)
     if repeats:
         [counts["acknowledged"]] = await counted.annotate(n=Count("member_id", distinct=True)).values_list(
