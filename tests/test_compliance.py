@@ -602,6 +602,13 @@ async def test_a_member_with_copies_on_both_platforms_counts_once(rig: Rig) -> N
     admin, _ = await add_staff("admin@vendor.example", "admin", now=rig.clock.now(), actor="test")
     [listed] = [r for r in (await list_notices(admin, NoticeFilters())).rows if r.notice.id == notice_id]
     assert (listed.recipients, listed.delivered, listed.failed, listed.acknowledged) == (2, 2, 0, 1)
+    # and the summary of many notices (`herald report --since`)
+    from bot.core.compliance.reports import summary_report
+
+    [summed] = [n for n in await summary_report(since=rig.clock.now() - timedelta(days=1),
+                                                until=rig.clock.now() + timedelta(days=1)) if n["id"] == notice_id]
+    assert {k: summed[k] for k in ("recipients", "delivered", "failed", "acknowledged", "rate")} == {
+        "recipients": 2, "delivered": 2, "failed": 0, "acknowledged": 1, "rate": 0.5}
 
 
 async def test_the_previews_count_is_the_number_queued_when_members_left_the_topic(rig: Rig) -> None:

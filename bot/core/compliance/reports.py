@@ -367,10 +367,10 @@ async def summary_report(*, since: datetime, until: datetime, topic: str | None 
         "id", "title", "topic", "importance", "status", "sent_at", "ack_revision")
     counts: dict[int, dict[str, int]] = {n["id"]: funnel_counts() for n in notices}
     for batch in _batches([n["id"] for n in notices]):
-        rows = await (Delivery.filter(notice_id__in=batch, kind=DeliveryKind.NOTICE.value)
-                      .annotate(n=Count("id")).group_by("notice_id", "status").values("notice_id", "status", "n"))
-        for row in rows:
-            add_status(counts[row["notice_id"]], row["status"], row["n"])
+        copies = await (Delivery.filter(notice_id__in=batch, kind=DeliveryKind.NOTICE.value).annotate(n=Count("id"))
+                        .group_by("notice_id", "status", "platform").values("notice_id", "status", "platform", "n"))
+        for notice_id, funnel in (await funnels_by_notice(copies)).items():
+            counts[notice_id].update(funnel)  # acknowledged: counted next
         by_ack_revision: dict[int, list[int]] = {}
         for n in notices:
             if n["id"] in batch:
