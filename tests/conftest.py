@@ -158,6 +158,18 @@ async def teams(db: str):
         await stop_teams_rig(rig)
 
 
+@pytest.fixture
+async def srig(db: str):
+    """The Herald service with a directory big enough for surveys and A/B tests (tests.survey_support)."""
+    from tests.survey_support import start_survey_rig, stop_survey_rig
+
+    rig = await start_survey_rig(db)
+    try:
+        yield rig
+    finally:
+        await stop_survey_rig(rig)
+
+
 @pytest.fixture(scope="session")
 def warm_knowledge_base():
     """The sample knowledge base, built once per test session.

@@ -20,16 +20,7 @@ from bot.core.surveys.results import OTHER, _pooled_cells, results_csv, summaris
 from bot.core.surveys.spec import SurveySpec, build_spec
 from storage.models import AuditEvent, Delivery, Member, Staff, Survey, SurveyAnswer, SurveyAnswerChange
 from tests.support import TEAM, directory_csv
-from tests.survey_support import SurveyRig, members, start_survey_rig, stop_survey_rig
-
-
-@pytest.fixture
-async def srig(db: str):
-    rig = await start_survey_rig(db)
-    try:
-        yield rig
-    finally:
-        await stop_survey_rig(rig)
+from tests.survey_support import SurveyRig, members
 
 
 def _buttons(blocks: list[dict]) -> list[dict]:

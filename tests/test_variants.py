@@ -25,18 +25,9 @@ from bot.core.notices.variants import assign
 from bot.service import Herald
 from storage.models import AuditEvent, Delivery, Member, Notice, Staff
 from tests.support import TEAM, directory_csv
-from tests.survey_support import SurveyRig, big_directory, members, start_survey_rig, stop_survey_rig
+from tests.survey_support import SurveyRig, big_directory, members
 
 AB = "need-to-know announcements all | Title A | Body A || Title B | Body B"
-
-
-@pytest.fixture
-async def srig(db: str):
-    rig = await start_survey_rig(db)
-    try:
-        yield rig
-    finally:
-        await stop_survey_rig(rig)
 
 
 # ---- assignment --------------------------------------------------------------------------------
