@@ -20,6 +20,7 @@ from storage.models import (
     AuditEvent,
     Delivery,
     Escalation,
+    Member,
     Notice,
     NoticeRevision,
     Organisation,
@@ -173,6 +174,26 @@ async def test_escalation_tells_the_cam_once_who_has_not_acknowledged(rig: Rig) 
     outsider, _ = await add_staff("other@vendor.example", "cam", now=rig.clock.now())
     with pytest.raises(PermissionDenied):
         await remind_organisation_now(notice_id, "acme", outsider, now=rig.clock.now())
+
+
+async def test_escalation_and_remind_now_leave_out_members_no_longer_active(rig: Rig) -> None:
+    """A member removed from the directory after the send is neither listed to the CAM as missing
+    nor reminded by Remind now."""
+    rig.clock.set(MONDAY_9_UTC)
+    deadline = MONDAY_9_UTC + timedelta(days=2)
+    notice_id = await rig.broadcast("tier:gold", deadline=deadline)
+    await rig.herald.outbox.drain()
+    await _ack(rig, notice_id, "UBO")
+    await Member.filter(email="anna@acme.example").update(active=False)
+    rig.clock.set(deadline)
+    counts = await rig.herald.tick()
+    assert counts["escalations"] == 1  # Keys & Co only: Acme's one missing member has left
+    await rig.herald.outbox.drain()
+    (message,) = _posts_to(rig, "DUCAM1")
+    assert "Keys" in str(message.args["blocks"]) and "Anna Berg" not in str(message.args["blocks"])
+    cam = await Staff.get(email="cam@vendor.example")
+    assert await remind_organisation_now(notice_id, "acme", cam, now=rig.clock.now()) == 0
+    assert await Delivery.filter(notice_id=notice_id, kind="reminder").count() == 0
 
 
 async def test_escalation_goes_to_the_author_when_no_cam_is_on_file(rig: Rig) -> None:

@@ -57,11 +57,14 @@ async def plan_escalations(now: datetime) -> int:
 
 
 async def unacknowledged_by_organisation(notice: Notice) -> dict[int, list[int]]:
-    """organisation id -> member ids who received the notice (or were meant to) and have not acknowledged."""
+    """organisation id -> active member ids who received the notice (or were meant to: a copy that
+    failed counts) and have not acknowledged. Copies cancelled or held back from an A/B test's
+    first share do not count, nor do members the directory has since deactivated."""
     acked = set(await Acknowledgement.filter(notice_id=notice.id, revision=notice.ack_revision)
                 .values_list("member_id", flat=True))
-    rows = await Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value).exclude(
-        status=DeliveryStatus.CANCELLED.value).values("member_id", "member__organisation_id")
+    rows = await Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value, member__active=True).exclude(
+        status__in=[DeliveryStatus.CANCELLED.value, DeliveryStatus.HELD.value]).values(
+        "member_id", "member__organisation_id")
     missing: dict[int, list[int]] = defaultdict(list)
     for row in rows:
         if row["member_id"] not in acked and row["member_id"] not in missing[row["member__organisation_id"]]:

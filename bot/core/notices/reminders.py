@@ -108,11 +108,11 @@ async def _acknowledged(notice: Notice, member_id: int) -> bool:
 
 
 async def remind_now(notice: Notice, member_ids: list[int], *, now: datetime) -> int:
-    """Queue an immediate reminder for each listed member who has not acknowledged (the CAM's
-    **Remind now**); the regular schedule carries on afterwards."""
+    """Queue an immediate reminder for each listed member who is still active and has not
+    acknowledged (the CAM's **Remind now**); the regular schedule carries on afterwards."""
     created = 0
     originals = await Delivery.filter(notice_id=notice.id, member_id__in=member_ids, kind=DeliveryKind.NOTICE.value,
-                                      status=DeliveryStatus.DELIVERED.value)
+                                      status=DeliveryStatus.DELIVERED.value, member__active=True)
     for original in originals:
         if await _acknowledged(notice, original.member_id):  # type: ignore[attr-defined]
             continue
