@@ -191,6 +191,20 @@ async def test_retracted_notices_are_left_out(rig: Rig) -> None:
     assert (await Delivery.get(notice_id=withdrawn)).status == "cancelled"
 
 
+async def test_notices_of_a_topic_the_member_left_after_they_were_kept_are_left_out(rig: Rig) -> None:
+    rig.clock.set(MONDAY_10_UTC)
+    kept = await _nice(rig, "announcements", "Partner summit dates")
+    left = await _nice(rig, "incentives", "Q1 rebates")
+    anna = await Member.get(email="anna@acme.example")
+    await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), subscriptions={"incentives": False})
+    assert await _tick_at(rig, TUESDAY_8_UTC) == 1
+    text = _text(_digests(rig)[0])
+    assert "Partner summit dates" in text and "Q1 rebates" not in text
+    assert (await DigestRun.get()).notice_ids == [kept]
+    unwanted = await Delivery.get(notice_id=left)
+    assert unwanted.status == "cancelled" and "left the topic" in unwanted.error
+
+
 async def test_only_retracted_notices_means_no_digest(rig: Rig) -> None:
     rig.clock.set(MONDAY_10_UTC)
     withdrawn = await _nice(rig, "incentives", "Wrong rebates")

@@ -139,10 +139,12 @@ async def _digest_one(member: Member, period: DigestPeriod, channels: dict[str, 
         "notice_id", "id")
     if not rows:
         return "raced"  # another replica sent them meanwhile
+    left = _left_topics(member, catalog)
     withdrawn = [d.id for d in rows if d.notice.status not in _LIVE]
+    unwanted = [d.id for d in rows if d.notice.status in _LIVE and d.notice.topic in left]
     notices: dict[int, Notice] = {}
     for d in rows:
-        if d.notice.status in _LIVE and len(notices) < MAX_LISTED:
+        if d.notice.status in _LIVE and d.notice.topic not in left and len(notices) < MAX_LISTED:
             notices.setdefault(d.notice.id, d.notice)
     account = _choose_account([d.account for d in rows if d.notice.id in notices and d.account is not None],
                               member.preferred_platform)
@@ -160,6 +162,9 @@ async def _digest_one(member: Member, period: DigestPeriod, channels: dict[str, 
             if withdrawn:
                 await Delivery.filter(id__in=withdrawn, status=DeliveryStatus.DIGEST.value).using_db(conn).update(
                     status=DeliveryStatus.CANCELLED.value, error="retracted before the digest went out")
+            if unwanted:
+                await Delivery.filter(id__in=unwanted, status=DeliveryStatus.DIGEST.value).using_db(conn).update(
+                    status=DeliveryStatus.CANCELLED.value, error="the member left the topic before the digest went out")
             if notices and not problem:
                 await enqueue(key=f"{MessagePurpose.DIGEST.value}:{run.id}", purpose=MessagePurpose.DIGEST,
                               reference=run.id, target=Target.of_account(account, display_name=member.name),  # type: ignore[arg-type]
@@ -172,6 +177,13 @@ async def _digest_one(member: Member, period: DigestPeriod, channels: dict[str, 
     if problem:
         return await _finish(run, member, now, failed=problem)
     return "queued"
+
+
+def _left_topics(member: Member, catalog: TopicCatalog) -> set[str]:
+    """The topics the member has left since (or before) their notices were kept for the digest:
+    a nice-to-know notice is not pushed to someone who has said they no longer want its topic."""
+    return {key for key in member.topic_opt_outs or []
+            if (topic := catalog.topics.get(key)) is None or topic.opt_out}
 
 
 @on_result(MessagePurpose.DIGEST)
