@@ -57,11 +57,11 @@ class _StalledChannel:
         self.waiting = 0
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True) -> Outcome:
         self.waiting += 1
         await self.door.wait()
         return await self.channel.deliver(recipient, view, delivery_id=delivery_id,  # type: ignore[attr-defined]
-                                          maybe_sent=maybe_sent)
+                                          maybe_sent=maybe_sent, wanted=wanted)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.channel, name)
@@ -285,11 +285,11 @@ class _StalledFor(_StalledChannel):
         self.users = users
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True) -> Outcome:
         if recipient.user_id in self.users:
-            return await super().deliver(recipient, view, delivery_id=delivery_id, maybe_sent=maybe_sent)
+            return await super().deliver(recipient, view, delivery_id=delivery_id, maybe_sent=maybe_sent, wanted=wanted)
         return await self.channel.deliver(recipient, view, delivery_id=delivery_id,  # type: ignore[attr-defined]
-                                          maybe_sent=maybe_sent)
+                                          maybe_sent=maybe_sent, wanted=wanted)
 
 
 def _record_sizes(herald: Herald) -> list[int]:

@@ -12,7 +12,8 @@ from datetime import timedelta
 
 import pytest
 
-from storage.models import Delivery, DeliveryStatus
+from bot.core.notices.revisions import retract_notice
+from storage.models import AuditEvent, Delivery, DeliveryStatus
 from tests.support import Rig
 
 DM = "DUANNA"
@@ -36,6 +37,29 @@ async def test_a_message_posted_before_its_answer_was_lost_is_not_posted_again(r
     assert (row.status, row.message_id, row.channel_id) == (DeliveryStatus.DELIVERED.value, message["ts"], DM)
     assert len(rig.fake.calls_to("chat.postMessage")) == 1
     assert len(rig.fake.calls_to("conversations.history")) == 1
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["posted", "not-posted"])
+async def test_a_copy_in_doubt_of_a_notice_retracted_since_is_updated_if_it_landed_and_cancelled_if_not(
+        rig: Rig, landed: bool) -> None:
+    """Nobody is sent "Retracted: ..." for a notice they never had."""
+    rig.fake.fail_next("chat.postMessage", drop=True, landed=landed)
+    notice_id = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()  # the answer is lost: in doubt
+    await retract_notice(notice_id, None, reason="wrong part number", now=rig.clock.now(), operator="test")
+    rig.clock.advance(hours=1)
+    await rig.herald.outbox.drain()  # the retry looks first
+
+    row = await Delivery.get(notice_id=notice_id)
+    assert len(rig.fake.calls_to("chat.postMessage")) == 1 and len(rig.fake.calls_to("conversations.history")) == 1
+    if landed:
+        [message] = rig.fake.messages(DM)
+        assert (row.status, row.message_id, row.update_pending) == (DeliveryStatus.DELIVERED.value, message["ts"], False)
+        assert "Retracted" in str(message["blocks"])  # updated in place
+    else:
+        assert rig.fake.messages(DM) == []
+        assert (row.status, row.error) == (DeliveryStatus.CANCELLED.value, "retracted before it was sent")
+        assert await AuditEvent.filter(notice_id=notice_id, kind="delivery.cancelled").count() == 1
 
 
 async def test_a_message_slack_did_not_post_is_posted_by_the_retry(rig: Rig) -> None:

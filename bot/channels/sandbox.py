@@ -39,8 +39,10 @@ class SandboxChannel:
         return ()
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True) -> Outcome:
         earlier = await SandboxMessage.get_or_none(delivery_id=delivery_id)
+        if earlier is None and not wanted:
+            return Outcome.not_posted()
         if earlier is None:
             earlier, _ = await SandboxMessage.get_or_create(
                 delivery_id=delivery_id,

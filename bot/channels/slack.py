@@ -221,7 +221,7 @@ class SlackChannel:
         return rendered
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True) -> Outcome:
         token = await self.workspaces.token_for(recipient.workspace_id)
         if not token:
             return Outcome.failed(f"Herald is not installed in Slack workspace {recipient.workspace_id}")
@@ -242,6 +242,8 @@ class SlackChannel:
                 earlier = await self._find_earlier_send(client, channel, delivery_id)
                 if earlier is not None:
                     return Outcome.delivered(earlier, dm_channel=opened)
+                if not wanted:
+                    return Outcome.not_posted(dm_channel=opened)
             checking = False
             thread = {}
             if view.original_ref and view.original_ref[0] == channel and view.original_ref[1]:

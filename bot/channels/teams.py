@@ -208,7 +208,10 @@ class TeamsChannel:
     # ---- Channel protocol -------------------------------------------------------------
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True) -> Outcome:
+        # `wanted=False` is not honoured beyond this process's memory: Teams cannot be asked whether
+        # an earlier attempt landed, and a member who may hold the live original is better sent
+        # the retracted copy than left with it.
         if maybe_sent and delivery_id in self._sent:
             ref = self._sent[delivery_id]
             return Outcome.delivered(ref, dm_channel="" if recipient.dm_channel else ref.channel_id)

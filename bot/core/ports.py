@@ -44,6 +44,8 @@ class Outcome:
     # A retry whose request may have reached the platform (its answer was lost: a timeout, a 5xx):
     # the next attempt looks for the earlier message before sending again, as after a crash.
     in_doubt: bool = False
+    # The channel looked for an earlier attempt's message and it is not there: nothing was posted.
+    looked: bool = False
 
     @classmethod
     def delivered(cls, ref: MessageRef, dm_channel: str = "") -> "Outcome":
@@ -59,6 +61,13 @@ class Outcome:
     def deferred(cls, seconds: float, *, in_doubt: bool = False) -> "Outcome":
         return cls(OutcomeKind.DEFERRED, reason="waiting for the workspace's rate limit", retry_after=seconds,
                    in_doubt=in_doubt)
+
+    @classmethod
+    def not_posted(cls, dm_channel: str = "") -> "Outcome":
+        """An unwanted copy in doubt (`deliver(..., wanted=False)`) that the channel looked for and
+        did not find: no attempt counted, and the engine cancels it."""
+        return cls(OutcomeKind.DEFERRED, reason="not wanted any more", retry_after=0, dm_channel=dm_channel,
+                   looked=True)
 
     @classmethod
     def failed(cls, reason: str, dm_channel: str = "") -> "Outcome":
@@ -100,9 +109,12 @@ class Channel(Protocol):
     platform: str
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True) -> Outcome:
         """Send one notice to one person. `maybe_sent`: an earlier attempt may have gone out
-        before a crash; the channel must look for it before sending again."""
+        before a crash; the channel must look for it before sending again. `wanted=False` (only
+        with `maybe_sent`): the notice was retracted, or the reminder acknowledged, since; report
+        the earlier message if it is there (the engine updates it), else send nothing
+        (`Outcome.not_posted`). A channel that cannot look sends as usual."""
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
         """Replace a delivered message in place (e.g. after an acknowledgement)."""

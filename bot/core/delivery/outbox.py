@@ -273,12 +273,14 @@ class NoticeSource:
             return Outcome.delivered(ref)
         if row.recipient is None:
             return Outcome.failed("the member's platform account was removed")
-        if not row.maybe_sent and (row.notice_stamp.status == NoticeStatus.RETRACTED.value or (
-                row.kind == DeliveryKind.REMINDER.value and row.acknowledged_at is not None)):
-            # not wanted any more: back to pending, where _store cancels it (a copy in doubt is still
-            # looked for: if it landed, it is recorded and updated to show the change)
+        wanted = not (row.notice_stamp.status == NoticeStatus.RETRACTED.value or (
+            row.kind == DeliveryKind.REMINDER.value and row.acknowledged_at is not None))
+        if not wanted and not row.maybe_sent:
+            # back to pending, where _store cancels it. A copy in doubt is looked for first: if it
+            # landed, it is recorded and updated to show the change; if not, it is cancelled too.
             return Outcome.deferred(0)
-        return await channel.deliver(row.recipient, job.view, delivery_id=row.id, maybe_sent=row.maybe_sent)
+        return await channel.deliver(row.recipient, job.view, delivery_id=row.id, maybe_sent=row.maybe_sent,
+                                     wanted=wanted)
 
     async def record(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
         """Two writes (outcomes with their audit events, in-place updates); safe to call again
@@ -435,7 +437,7 @@ class NoticeSource:
                          rendered_revision=row.rendered_revision)
         # A row in doubt (claimed back after a crash, or a lost answer) stays so until a channel
         # has looked for its earlier message: see _IN_DOUBT_UNTIL.
-        in_doubt = outcome.in_doubt or row.maybe_sent
+        in_doubt = outcome.in_doubt or (row.maybe_sent and not outcome.looked)
         if outcome.kind is OutcomeKind.DEFERRED:
             status = DeliveryStatus.SENDING if in_doubt else DeliveryStatus.PENDING
             return _Result(status.value, row.attempts, None,
