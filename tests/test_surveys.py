@@ -3,6 +3,8 @@ history and audited, anonymity (what is stored, what results show), NPS, closing
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import timedelta
 
 import pytest
@@ -16,6 +18,7 @@ from bot.core.directory.staff import add_staff
 from bot.core.notices.revisions import edit_notice, retract_notice
 from bot.core.surveys.answers import close_due_surveys, close_survey, comment_on_survey
 from bot.core.surveys.creating import create_survey_draft
+from bot.core.compliance.reports import _FORMULA_START as FORMULA_START
 from bot.core.surveys.results import OTHER, _pooled_cells, results_csv, summarise, survey_results
 from bot.core.surveys.spec import SurveySpec, build_spec
 from storage.models import AuditEvent, Delivery, Member, Staff, Survey, SurveyAnswer, SurveyAnswerChange
@@ -235,6 +238,27 @@ async def test_results_csv_and_named_answers(srig: SurveyRig) -> None:
     text = results_csv(results)
     assert "dimension,segment,recipients,answered,response_rate,mean,nps,Yes,No" in text
     assert "total,all,4,2,0.5,,,1,1" in text and "tier,silver,4,2,0.5,,,1,1" in text
+
+
+def _formula_cells(text: str) -> list[str]:
+    """Cells a spreadsheet would run as a formula (OWASP's CSV-injection starts)."""
+    return [cell for row in csv.reader(io.StringIO(text)) for cell in row if cell.startswith(FORMULA_START)]
+
+
+async def test_results_csv_keeps_a_question_with_a_formula_in_one_text_cell(srig: SurveyRig) -> None:
+    survey_id = await srig.survey('announcements org:bolt | Ready?,=HYPERLINK("http://evil.example") | Yes | No')
+    await srig.herald.outbox.drain()
+    text = results_csv(await survey_results(survey_id, None, operator=True))
+    assert _formula_cells(text) == []
+    assert ['# question: Ready?,=HYPERLINK("http://evil.example")'] in list(csv.reader(io.StringIO(text)))
+
+
+async def test_results_csv_keeps_answer_options_that_look_like_formulas_as_text(srig: SurveyRig) -> None:
+    survey_id = await srig.survey("announcements org:bolt | Which one? | =1+2 | @SUM(1) | -5")
+    await srig.herald.outbox.drain()
+    text = results_csv(await survey_results(survey_id, None, operator=True))
+    assert _formula_cells(text) == []
+    assert "'=1+2,'@SUM(1),'-5" in text
 
 
 async def test_a_cam_sees_their_own_surveys_only(srig: SurveyRig) -> None:

@@ -139,6 +139,13 @@ def _cell(value: Any) -> Any:
 csv_cell = _cell  # for other CSV exports (survey results)
 
 
+def csv_metadata_row(key: str, value: Any) -> list[str]:
+    """A `# key: value` line of a CSV export as one cell that starts with "#": quoted by the CSV
+    writer when the text holds a comma or a quote, so a title such as 'Recall, =HYPERLINK("...")'
+    cannot become a cell of its own that a spreadsheet runs as a formula; line breaks escaped."""
+    return [f"# {key}: {_one_line(value)}"]
+
+
 def _batches(ids: list[int], size: int = ID_BATCH) -> Iterable[list[int]]:
     for start in range(0, len(ids), size):
         yield ids[start:start + size]
@@ -530,13 +537,10 @@ def _csv_preamble(notice: dict[str, Any], revisions: list[dict[str, Any]], produ
                           since=org["reminders_paused"]["since"], until=org["reminders_paused"]["until"] or "",
                           reason=json.dumps(org["reminders_paused"]["reason"], ensure_ascii=False))
                          if "reminders_paused" in org else "")))
-    # Each metadata line is one CSV cell that starts with "#": quoted when the text holds a comma or
-    # a quote, so a title such as 'Recall, =HYPERLINK("...")' cannot become a cell of its own that a
-    # spreadsheet runs as a formula.
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     for key, value in lines:
-        writer.writerow([f"# {key}: {_one_line('' if value is None else value)}"])
+        writer.writerow(csv_metadata_row(key, value))
     writer.writerow(COLUMNS)
     return buffer.getvalue()
 

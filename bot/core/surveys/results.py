@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from bot.common.errors import NotFound, PermissionDenied
-from bot.core.compliance.reports import csv_cell, iso
+from bot.core.compliance.reports import csv_cell, csv_metadata_row, iso
 from bot.core.surveys.spec import SurveySpec, spec_of
 from storage.models import (
     Delivery,
@@ -240,17 +240,20 @@ def results_csv(results: dict[str, Any]) -> str:
     doc = results["survey"]
     labels = [choice["label"] for choice in (results["total"]["distribution"] or [])] or _labels(doc)
     out = io.StringIO()
-    for key in ("id", "question", "kind", "anonymous", "status", "open", "closes_at", "closed_at", "journey_step"):
-        out.write(f"# {key}: {'' if doc[key] is None else doc[key]}\n")
-    out.write(f"# suppressed: {results['suppressed']}\n# scope: {results['scope']}\n")
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["dimension", "segment", "recipients", "answered", "response_rate", "mean", "nps", *labels])
+    for key in ("id", "question", "kind", "anonymous", "status", "open", "closes_at", "closed_at", "journey_step"):
+        writer.writerow(csv_metadata_row(key, doc[key]))
+    writer.writerow(csv_metadata_row("suppressed", results["suppressed"]))
+    writer.writerow(csv_metadata_row("scope", results["scope"]))
+    # the answer options are the CAM's own words: a label such as "=1+2" must stay text
+    writer.writerow(["dimension", "segment", "recipients", "answered", "response_rate", "mean", "nps",
+                     *[csv_cell(label) for label in labels]])
 
     def row(dim: str, r: dict[str, Any]) -> list[Any]:
         return [dim, r.get("segment", "all"), r["recipients"], r["answered"], r["response_rate"], r.get("mean"),
                 (r.get("nps") or {}).get("score"), *[c["count"] for c in (r["distribution"] or [])]]
 
-    writer.writerow(row("total", results["total"]))
+    writer.writerow([csv_cell(v) for v in row("total", results["total"])])
     for dim, rows in results["breakdowns"].items():
         for r in rows:
             writer.writerow([csv_cell(v) for v in row(dim, r)])
