@@ -468,3 +468,17 @@ async def test_a_notice_worked_out_within_the_tick_is_left_to_the_next(console: 
     assert await engagement.refresh_engagement(console.clock.now(), not_within=tick) == 0
     console.clock.advance(seconds=40)
     assert await engagement.refresh_engagement(console.clock.now(), not_within=tick) == 1
+
+
+async def test_control_characters_pasted_into_the_compose_form_are_dropped(console: ConsoleHarness) -> None:
+    """Text pasted from a PDF can hold NUL, which PostgreSQL's text columns refuse: the console
+    drops control characters (but line breaks and tabs) from every form."""
+    casey = await console.signed_in(CAM)
+    response, page = await casey.post("/console/compose", {
+        "topic": "operations", "importance": "need-to-know", "audience": "tier:gold", "title": "Pasted\x07 text",
+        "body": "copied from a PDF: \x007\x00 end\n\tnext line"}, allow_redirects=False)
+    assert response.status == 303, page[-300:]
+    response, page = await casey.get(response.headers["Location"])
+    assert response.status == 200
+    notice = await Notice.get(title="Pasted text")
+    assert notice.body == "copied from a PDF: 7 end\n\tnext line"

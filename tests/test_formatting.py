@@ -128,6 +128,27 @@ def test_one_paragraph_or_list_longer_than_a_section_is_split_not_cut(body: str)
     assert re.sub(r"\s+", " ", joined) == re.sub(r"\s+", " ", mrkdwn(body))  # nothing lost
 
 
+def test_a_long_direct_message_is_split_between_lines_not_inside_an_escaped_character() -> None:
+    """An escalation listing many members with long addresses: each piece of the message ends at a
+    line break, so no "&lt;" is cut into "&" and "lt;" and no member's line into two sections."""
+    lines = ("The deadline of notice #12 passed at 2026-02-01 17:00 UTC",
+             "Contoso Security (gold): 40 members have not acknowledged it:",
+             *(f"• Member {n} <member.{n}@emea-partner-service.contoso-distribution.example> (technical)"
+               for n in range(40)))
+    sections = [b["text"]["text"] for b in direct_message_blocks(DirectMessage(title="Escalation", lines=lines))
+                if b["type"] == "section"]
+    assert len(sections) > 1 and all(len(s) <= 3000 for s in sections)
+    assert "\n".join(sections) == "\n".join(lines).replace("<", "&lt;").replace(">", "&gt;")
+    assert all(s.endswith("(technical)") for s in sections[1:])
+
+
+def test_nul_characters_in_text_are_not_taken_for_the_previews_link_slots() -> None:
+    """The console's Slack drawing marks the links it pulls out with NUL-delimited slots: text that
+    holds such a slot neither breaks the page nor becomes a copy of a link."""
+    html = str(slack_html(mrkdwn("see https://partners.example/a and \x000\x00 then \x007\x00 too")))
+    assert html.count("<a ") == 1 and "\x00" not in html
+
+
 def test_text_partners_typed_stays_escaped_everywhere() -> None:
     """Questions and relayed replies are DirectMessages: no formatting language, fully escaped."""
     message = DirectMessage(title="A partner asked", lines=("**bold** _it_ - x [a](https://evil.example) <!channel>",))

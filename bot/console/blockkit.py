@@ -14,6 +14,8 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from bot.common.text import without_control_characters
+
 # The emoji short names Herald's own messages use, as Slack shows them.
 EMOJI = {
     "rotating_light": "🚨", "large_orange_diamond": "🔶", "information_source": "ℹ️", "link": "🔗",
@@ -41,6 +43,7 @@ def _unescape(text: str) -> str:
 
 def mrkdwn(text: str) -> Markup:
     """Slack mrkdwn as HTML."""
+    text = without_control_characters(text)  # NUL marks the links' slots below: none may come in the text
     links: list[Markup] = []
 
     def keep(match: re.Match[str]) -> str:

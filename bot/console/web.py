@@ -27,6 +27,7 @@ import jinja2
 from aiohttp import web
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
+from bot.common.text import without_control_characters
 from bot.core.directory.console_access import session_staff
 from bot.service import Herald
 from storage.models import ConsoleSession, Staff
@@ -111,8 +112,9 @@ class Page:
         return web.Response(status=303, headers={**HEADERS, "Location": location})
 
     async def form(self) -> dict[str, str]:
+        """The posted fields, without control characters (see bot.common.text)."""
         data = await self.request.post()
-        return {k: v for k, v in data.items() if isinstance(v, str)}
+        return {k: without_control_characters(v) for k, v in data.items() if isinstance(v, str)}
 
     def json(self, data: Any, status: int = 200) -> web.Response:
         return web.json_response(data, status=status, headers=HEADERS)

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 from microsoft_agents.activity import Activity
 
+from bot.common.text import without_control_characters
 from bot.core.commands.runner import StaffCommands
 from bot.core.ports import Recipient
 from bot.service import Herald
@@ -55,8 +56,9 @@ def turn_of(activity: Activity) -> Turn | None:
 
 
 def plain_text(text: str) -> str:
-    """Teams wraps mentions as <at>Herald</at> and may send HTML entities; keep the words."""
-    return html.unescape(re.sub(r"<at>.*?</at>", "", text)).strip()
+    """Teams wraps mentions as <at>Herald</at> and may send HTML entities; keep the words (and no
+    control characters: see bot.common.text)."""
+    return without_control_characters(html.unescape(re.sub(r"<at>.*?</at>", "", text))).strip()
 
 
 @dataclass
