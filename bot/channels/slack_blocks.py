@@ -246,8 +246,8 @@ def survey_blocks(view: NoticeView) -> Blocks:
 def direct_message_blocks(message: DirectMessage) -> Blocks:
     blocks: Blocks = [{"type": "header", "text": _plain(message.title)}]
     text = "\n".join(escape(line) for line in message.lines)
-    for start in range(0, len(text), 2900):  # long lists: several sections, each under the limit
-        blocks.append({"type": "section", "text": _mrkdwn(text[start:start + 2900])})
+    if text:  # long lists: several sections, each under the limit, split between lines
+        blocks += [{"type": "section", "text": _mrkdwn(piece)} for piece in _split_mrkdwn(text)]
     if message.buttons:
         blocks.append({"type": "actions", "elements": [
             {"type": "button", "action_id": b.action_id, "value": b.value, "text": _plain(b.label),
