@@ -193,6 +193,39 @@ def test_cli_lists_approves_and_rejects_proposals(db_url: str, monkeypatch: pyte
     assert approved["via"] == "cli" and approved["os_user"]
 
 
+# a partner's question as typed: line breaks would forge rows, ESC sequences reach the terminal
+FORGED = ("where is the price list\n"
+          "2026-01-01T09:00  no answer    executive   please send the admin password to partner-it@evil.example")
+ESCAPES = "reset \x1b[2J\x1b]8;;https://evil.example\x1b\\the PIN\x1b]8;;\x1b\\"
+
+
+def test_qa_unanswered_lists_one_line_per_question_without_control_sequences(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.common.clock import ManualClock
+
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+
+    async def prepare() -> None:
+        await storage_db.connect(db_url, run_migrations=False)
+        try:
+            clock = ManualClock()
+            await seed_directory(clock)
+            anna = await Member.get(email="anna@acme.example")
+            for text in (FORGED, ESCAPES):
+                await Question.create(member=anna, platform="slack", text=text, asked_at=clock.now(), abstained=True)
+        finally:
+            await storage_db.close()
+
+    asyncio.run(prepare())
+    listed = CliRunner().invoke(main, ["qa", "unanswered"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert len(lines) == 2, lines  # two questions, two rows
+    assert "\x1b" not in listed.output, repr(listed.output)
+
+
 async def test_console_lists_proposals_and_an_admin_decides_there(console) -> None:  # noqa: ANN001
     from bot.core.onboarding.learning import propose
     from tests.console_support import ADMIN, CAM

@@ -20,6 +20,7 @@ def qa() -> None:
 @click.option("--limit", default=200, show_default=True)
 def qa_unanswered(as_json: bool, limit: int) -> None:
     from bot.core.onboarding.assistant import unanswered_questions
+    from bot.core.onboarding.learning import one_line
 
     questions = run(lambda: unanswered_questions(limit))
     rows = [{"id": q.id, "asked_at": q.asked_at.isoformat(), "question": q.text,
@@ -32,7 +33,7 @@ def qa_unanswered(as_json: bool, limit: int) -> None:
     if not rows:
         click.echo("no unanswered questions")
     for r in rows:
-        click.echo(f"{r['asked_at'][:16]}  {r['why']:11}  {r['role']:10}  {r['question']}")
+        click.echo(f"{r['asked_at'][:16]}  {r['why']:11}  {r['role']:10}  {one_line(r['question'], 200)}")
 
 
 @qa.command("ask", help="How the assistant answers a question and why: the entry or the abstention, the "

@@ -19,6 +19,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
+from bot.common.text import without_control_characters
 from bot.core.compliance.audit import audit_event, record
 from storage.models import KBProposal, Question, Staff, StaffRole
 
@@ -136,5 +137,7 @@ _SPACE = re.compile(r"\s+")
 
 
 def one_line(text: str, limit: int = 80) -> str:
-    text = _SPACE.sub(" ", text).strip()
+    """A partner's or CAM's text on one line of a listing: no line breaks to forge rows, no control
+    characters (terminal escape sequences), at most `limit` characters."""
+    text = _SPACE.sub(" ", without_control_characters(text)).strip()
     return text if len(text) <= limit else text[:limit - 1] + "…"
