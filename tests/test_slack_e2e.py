@@ -10,7 +10,8 @@ import pytest
 
 from bot.core.notices.views import ACK_ACTION
 from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION
-from storage.models import Acknowledgement, AuditEvent, Delivery, Notice
+from bot.core.notices import revisions
+from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, Staff
 from tests.fakes.slack_signing import slash_command_body
 from tests.support import (
     CAM_USER, TEAM, SlackHarness, modal_state, seed_directory, start_harness, stop_harness, wait_until,
@@ -296,3 +297,35 @@ async def test_a_stranger_is_told_how_to_get_added(slack: SlackHarness) -> None:
     assert response.status == 200
     (reply,) = await wait_until(lambda: slack.fake.calls_to("chat.postMessage"), what="reply")
     assert reply.channel == "DUOUTSIDER" and "don't recognise you as a partner contact" in reply.args["text"]
+
+
+def _ack_value(message: dict) -> str:
+    return next(e["value"] for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
+                if e["action_id"] == ACK_ACTION)
+
+
+async def test_a_press_on_a_copy_older_than_a_material_edit_does_not_acknowledge_the_new_wording(
+        slack: SlackHarness) -> None:
+    """A material edit asks everyone to acknowledge again. Anna presses Acknowledge on her copy
+    before its in-place update reaches it: she was never shown the new wording, so nothing is
+    recorded and she is told to read the updated message; its own button then acknowledges it."""
+    notice_id = await _preview(slack, "send must-know operations member:anna@acme.example | Recall | Stop selling LX-200")
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    await slack.responses(slack.last_click_key)  # queued
+    await slack.herald.outbox.drain()
+    (old_copy,) = slack.fake.messages("DUANNA")
+    assert _ack_value(old_copy) == f"{notice_id}:1"
+    cam = await Staff.get(email="cam@vendor.example")
+    await revisions.edit_notice(notice_id, cam, slack.herald.catalog, now=slack.clock.now(),
+                                body="Stop selling LX-200 and LX-300", material=True)
+
+    await slack.click(ACK_ACTION, _ack_value(old_copy), user="UANNA", message=old_copy)
+    (refusal,) = await slack.responses(slack.last_click_key)
+    assert "was changed after this copy was sent" in refusal.args["text"]
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 0
+
+    await slack.herald.outbox.drain()  # the in-place update
+    (updated,) = slack.fake.messages("DUANNA")
+    assert "LX-300" in str(updated["blocks"]) and _ack_value(updated) == f"{notice_id}:2"
+    await slack.click(ACK_ACTION, _ack_value(updated), user="UANNA", message=updated)
+    await wait_until(lambda: Acknowledgement.filter(notice_id=notice_id, revision=2).exists(), what="the ack")

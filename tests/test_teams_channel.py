@@ -138,7 +138,7 @@ async def test_first_delivery_creates_the_conversation_then_posts_the_card(
 
     [ack] = execute_actions(card)
     assert ack["verb"] == ACK_VERB == "herald.ack"
-    assert ack["data"] == {"notice_id": 7} and ack["title"] == "Acknowledge"
+    assert ack["data"] == {"notice_id": 7, "revision": 1} and ack["title"] == "Acknowledge"
     [link] = [a for a in card["actions"] if a["type"] == "Action.OpenUrl"]
     assert link["url"] == "https://vendor.example/advisory/7"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bot.core.directory.importer import import_directory
+from bot.core.notices.revisions import edit_notice
 from storage.models import Acknowledgement, Delivery, PlatformAccount, Staff
 from tests.support import directory_csv, wait_until
 from tests.teams_support import TENANT, TeamsRig, actions_of, card_of, start_teams_rig, stop_teams_rig, texts_of
@@ -36,7 +37,7 @@ async def test_install_send_acknowledge_in_teams(teams: TeamsRig) -> None:
     eve_card = card_of(teams.connector.activities("a:conv-aad-eve")[-1])
     assert eve_card["version"] == "1.5"
     (ack_button,) = [a for a in actions_of(eve_card) if a["type"] == "Action.Execute"]
-    assert ack_button["verb"] == "herald.ack" and ack_button["data"] == {"notice_id": notice_id}
+    assert ack_button["verb"] == "herald.ack" and ack_button["data"] == {"notice_id": notice_id, "revision": 1}
     texts = " ".join(texts_of(eve_card))
     # a CAM's [text](url) is a link in Herald's formatting language, in Slack and Teams alike;
     # raw HTML and every other markup stays escaped
@@ -48,7 +49,7 @@ async def test_install_send_acknowledge_in_teams(teams: TeamsRig) -> None:
     assert [d.platform for d in await Delivery.filter(notice_id=notice_id, member__email="gus@teamsco.example")] == ["slack"]
 
     for _ in range(2):
-        answer = await teams.invoke("aad-eve", "herald.ack", {"notice_id": notice_id})
+        answer = await teams.invoke("aad-eve", "herald.ack", ack_button["data"])
         assert answer["type"] == "application/vnd.microsoft.card.adaptive"
         assert "Acknowledged by **Eve Moreau**" in str(answer["value"])
         assert not [a for a in actions_of(answer["value"]) if a["type"] == "Action.Execute"]
@@ -278,3 +279,24 @@ async def test_an_update_teams_refuses_for_good_is_not_tried_again(teams: TeamsR
     assert len(refused) == 1 and refused[0].status == 403
     eve = await Delivery.get(notice_id=notice_id, member__email="eve@teamsco.example")
     assert not eve.update_pending and eve.error.startswith("update failed: the member removed Herald")
+
+
+async def test_a_press_on_a_card_older_than_a_material_edit_is_refused_with_a_reason(teams: TeamsRig) -> None:
+    """As in Slack (test_slack_e2e): the card carries the revision it shows; a press on a card older
+    than the wording to acknowledge records nothing and says why."""
+    await teams.post(teams.activity("conversationUpdate", "aad-eve", membersAdded=[{"id": "29:aad-eve"}]))
+    preview = await teams.say("aad-cam", "send must-know operations member:eve@teamsco.example | Recall | Stop selling LX-200")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    await teams.herald.outbox.drain()
+    (old_button,) = [a for a in actions_of(card_of(teams.connector.activities("a:conv-aad-eve")[-1]))
+                     if a["type"] == "Action.Execute"]
+    cam = await Staff.get(email="cam@vendor.example")
+    await edit_notice(notice_id, cam, teams.herald.catalog, now=teams.clock.now(), body="Stop selling LX-300",
+                      material=True)
+    answer = await teams.invoke("aad-eve", "herald.ack", old_button["data"])
+    assert "was changed after this copy was sent" in str(answer)
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 0
+    answer = await teams.invoke("aad-eve", "herald.ack", {**old_button["data"], "revision": 2})
+    assert answer["type"] == "application/vnd.microsoft.card.adaptive"
+    assert await Acknowledgement.filter(notice_id=notice_id, revision=2).count() == 1

@@ -178,7 +178,8 @@ def notice_blocks(view: NoticeView) -> Blocks:
             f":white_check_mark: Acknowledged by *{escape(view.acknowledged.by)}* at {format_time(view.acknowledged.at)}")]})
     elif view.shows_ack_button:
         blocks.append({"type": "actions", "block_id": f"ack-{view.notice_id}", "elements": [{
-            "type": "button", "action_id": ACK_ACTION, "style": "danger", "value": str(view.notice_id),
+            "type": "button", "action_id": ACK_ACTION, "style": "danger",
+            "value": f"{view.notice_id}:{view.revision}",  # the revision this copy shows: see acks.acknowledge
             "text": _plain("Acknowledge"),
         }]})
     return blocks

@@ -186,7 +186,8 @@ def _notice_card(view: NoticeView, body_text: str) -> Card:
             color="Good")]})
     elif view.shows_ack_button:
         actions.insert(0, {"type": "Action.Execute", "title": "Acknowledge", "verb": ACK_VERB,
-                           "data": {"notice_id": view.notice_id}, "style": "positive"})
+                           "data": {"notice_id": view.notice_id, "revision": view.revision},  # see acks.acknowledge
+                           "style": "positive"})
     return _card(body, actions, notice_summary(view))
 
 

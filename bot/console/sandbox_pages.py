@@ -73,7 +73,7 @@ def button_form(member_id: int, csrf: str, look: str) -> Any:
 def _from_teams(verb: str, data: dict[str, Any]) -> tuple[str, str]:
     """An Action.Execute (verb + data) as the platform-neutral action id and value."""
     if verb == ACK_VERB:
-        return ACK_ACTION, str(data.get("notice_id", ""))
+        return ACK_ACTION, f"{data.get('notice_id', '')}:{data.get('revision', '')}".rstrip(":")
     return verb, str(data.get("value", ""))
 
 
@@ -121,20 +121,22 @@ def add_sandbox_routes(app: web.Application, herald: Herald) -> None:
             action, value = _from_teams(form["verb"], json.loads(form.get("data") or "{}"))
         else:
             action, value = form.get("action_id", ""), form.get("value", "")
-        if action not in ACTIONS or not value.isdigit():
+        # the Acknowledge button's value also carries the revision its copy shows: "<id>:<revision>"
+        value, _, revision = value.partition(":") if action == ACK_ACTION else (value, "", "")
+        if action not in ACTIONS or not value.isdigit() or not (revision.isdigit() or revision == ""):
             raise UserError("This button is not supported in the sandbox.")
-        note = await _dispatch(action, int(value), account)
+        note = await _dispatch(action, int(value), account, int(revision) if revision else None)
         location = f"/console/sandbox/{member_id}?look={look}&note={note}"
         if current.request.headers.get("Accept", "").startswith("application/json"):
             return current.json({"ok": True, "location": location})
         return current.redirect(location)
 
-    async def _dispatch(action: str, value: int, account: PlatformAccount) -> str:
+    async def _dispatch(action: str, value: int, account: PlatformAccount, revision: int | None = None) -> str:
         now = herald.clock.now()
         member: Member = account.member
         if action == ACK_ACTION:
             result = await acks.acknowledge(value, platform=PLATFORM, workspace_id=account.workspace_external_id,
-                                            user_id=account.user_id, now=now)
+                                            user_id=account.user_id, now=now, seen_revision=revision)
             await herald.update_acknowledged_copies(result)
             return "acknowledged"
         if action in (HELPFUL_ACTION, NOT_HELPFUL_ACTION):

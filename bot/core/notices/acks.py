@@ -45,6 +45,8 @@ _First = TypeVar("_First")
 _Second = TypeVar("_Second")
 
 NOT_YOURS = "This notice was not sent to you, so you cannot acknowledge it."
+CHANGED_SINCE = ("Notice #{id} was changed after this copy was sent, and the new version needs acknowledging. "
+                 "Your message is being updated to show it: please read it and press Acknowledge there.")
 MAX_GROUP = 250  # clicks written in one transaction at most
 
 
@@ -56,9 +58,15 @@ class AckResult:
     newly_recorded: bool
 
 
-async def acknowledge(notice_id: int, *, platform: str, workspace_id: str, user_id: str, now: datetime) -> AckResult:
-    """Record that the platform user acknowledged the notice delivered to them (any copy)."""
-    click = _Click(notice_id, platform, workspace_id, user_id, now, contextvars.copy_context())
+async def acknowledge(notice_id: int, *, platform: str, workspace_id: str, user_id: str, now: datetime,
+                      seen_revision: int | None = None) -> AckResult:
+    """Record that the platform user acknowledged the notice delivered to them (any copy).
+
+    `seen_revision`: the notice revision the pressed copy shows (its button carries it). A copy
+    older than the revision that asked for acknowledgement again (a material edit whose in-place
+    update has not reached it, or never will) does not acknowledge wording its reader was never
+    shown: UserError. None (buttons drawn before revisions were carried) takes the click as is."""
+    click = _Click(notice_id, platform, workspace_id, user_id, now, contextvars.copy_context(), seen_revision)
     if _in_caller_transaction():  # the caller's transaction must hold it: no group commit
         outcome = await _write_alone(click)
         if isinstance(outcome, BaseException):
@@ -89,6 +97,7 @@ class _Click:
     user_id: str
     now: datetime
     context: contextvars.Context  # the caller's (audit origin, log fields), for its audit event
+    seen_revision: int | None = None  # the revision the pressed copy shows, if its button says
 
 
 # ---- writing a group ---------------------------------------------------------------------------
@@ -157,12 +166,15 @@ async def _write_together(group: list[_Click]) -> list[AckResult | BaseException
 
 
 def _claim_once(click: _Click, notice: Notice, member: Member, delivery: dict,
-                recorded: dict[tuple[int, int, int], Acknowledgement]) -> AckResult | _Pending:
-    """A new acknowledgement, or the one already recorded (earlier, or by this group's first click)."""
+                recorded: dict[tuple[int, int, int], Acknowledgement]) -> AckResult | _Pending | UserError:
+    """A new acknowledgement, or the one already recorded (earlier, or by this group's first click),
+    or the refusal of a press on a copy older than the wording to acknowledge."""
     key = (notice.id, member.id, notice.ack_revision)
     existing = recorded.get(key)
     if existing is not None:
         return AckResult(notice, member, existing, False)
+    if click.seen_revision is not None and click.seen_revision < notice.ack_revision:
+        return UserError(CHANGED_SINCE.format(id=notice.id))
     ack = Acknowledgement(notice_id=notice.id, member_id=member.id, delivery_id=delivery["id"],
                           organisation_id=member.organisation_id,  # type: ignore[attr-defined]
                           platform=click.platform, revision=notice.ack_revision, acknowledged_at=click.now)

@@ -48,10 +48,12 @@ def register(app: AsyncApp, herald: Herald) -> None:
     @app.action(ACK_ACTION)
     async def on_acknowledge(ack, body, respond) -> None:  # noqa: ANN001
         await ack()
+        # "<notice id>:<revision the copy shows>"; a bare notice id on buttons drawn before that
+        notice_id, _, revision = str(body["actions"][0].get("value") or "").partition(":")
         try:
-            result = await acks.acknowledge(record_id(body["actions"][0].get("value")), platform=Platform.SLACK.value,
+            result = await acks.acknowledge(record_id(notice_id), platform=Platform.SLACK.value,
                                             workspace_id=body["team"]["id"], user_id=body["user"]["id"],
-                                            now=herald.clock.now())
+                                            now=herald.clock.now(), seen_revision=record_id(revision) if revision else None)
         except UserError as exc:
             await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
             return

@@ -35,7 +35,8 @@ from storage.models import Platform
 async def acknowledge(invoke: Invoke) -> web.Response:
     herald, turn = invoke.herald, invoke.turn
     result = await acks.acknowledge(invoke.number("notice_id"), platform=Platform.TEAMS.value,
-                                    workspace_id=turn.tenant_id, user_id=turn.aad_object_id, now=herald.clock.now())
+                                    workspace_id=turn.tenant_id, user_id=turn.aad_object_id, now=herald.clock.now(),
+                                    seen_revision=invoke.number("revision") if "revision" in invoke.data else None)
     herald.acknowledged(result)  # every copy, here and in Slack, through the outbox
     view = notice_view(result.notice, herald.catalog).with_ack(
         result.member.name or result.member.email, result.acknowledgement.acknowledged_at)
