@@ -6,6 +6,7 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 
+from bot.core.commands.parser import parse_command
 from bot.core.notices import acks
 from bot.core.notices import sending as notices
 from bot.common.clock import ManualClock
@@ -314,6 +315,35 @@ async def test_edit_updates_every_copy_and_material_edit_asks_for_acknowledgemen
     await _ack(rig, notice_id, "UANNA")
     acks_kept = await Acknowledgement.filter(notice_id=notice_id).order_by("revision").values_list("revision", flat=True)
     assert list(acks_kept) == [1, 2]  # the earlier acknowledgement stays in the record
+
+
+async def test_a_scheduled_notice_corrected_before_it_goes_out_is_sent_and_acknowledged_as_the_original(
+        rig: Rig) -> None:
+    """Nobody had the uncorrected text: no revision history, no "edited" mark on the message, and
+    acknowledgements bind to the text the members were sent. The correction is on the audit trail."""
+    rig.clock.set(MONDAY_9_UTC)
+    cam = await Staff.get(email="cam@vendor.example")
+    command = parse_command("send must-know operations member:anna@acme.example at:2026-01-05T12:00Z | "
+                            "Recall of LX-200 | Stop selling LX-200")
+    preview = await notices.create_draft(cam, command, rig.herald.catalog, now=rig.clock.now())
+    await notices.send_draft(preview.notice.id, cam, rig.herald.catalog, now=rig.clock.now())
+    rig.clock.advance(hours=1)
+    result = await edit_notice(preview.notice.id, cam, rig.herald.catalog, now=rig.clock.now(),
+                               title="Recall of LX-210", body="Stop selling LX-210")
+    assert result.revision is None and "corrected before it went out" in result.summary
+    rig.clock.set(MONDAY_9_UTC + timedelta(hours=3))
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    (sent,) = [c for c in _posts_to(rig, "DUANNA")
+               if (c.args.get("metadata") or {}).get("event_payload", {}).get("notice_id") == preview.notice.id]
+    assert "LX-210" in str(sent.args["blocks"]) and "revision" not in str(sent.args["blocks"])
+    await _ack(rig, preview.notice.id, "UANNA")
+    notice = await Notice.get(id=preview.notice.id)
+    assert (notice.revision, notice.title) == (1, "Recall of LX-210")
+    assert await NoticeRevision.filter(notice_id=notice.id).count() == 0
+    assert (await Acknowledgement.get(notice_id=notice.id)).revision == 1
+    (edited,) = await AuditEvent.filter(notice_id=notice.id, kind="notice.edited")
+    assert edited.data["before_send"] is True and "+Stop selling LX-210" in edited.data["diff"]
 
 
 async def test_retract_replaces_copies_and_cancels_what_is_pending(rig: Rig) -> None:

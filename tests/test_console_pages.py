@@ -4,6 +4,7 @@ downloads, the directory and engagement views."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import timedelta
@@ -25,7 +26,7 @@ from storage.models import (
     SandboxMessage,
     Staff,
 )
-from tests.console_support import ADMIN, CAM, COMPLIANCE, OTHER_CAM, ConsoleHarness
+from tests.console_support import ADMIN, CAM, COMPLIANCE, OTHER_CAM, ConsoleHarness, send_as_cam
 
 pytestmark = pytest.mark.storage
 
@@ -482,3 +483,17 @@ async def test_control_characters_pasted_into_the_compose_form_are_dropped(conso
     assert response.status == 200
     notice = await Notice.get(title="Pasted text")
     assert notice.body == "copied from a PDF: 7 end\n\tnext line"
+
+
+async def test_a_double_click_on_update_makes_one_revision_and_no_500(console: ConsoleHarness) -> None:
+    """Both requests read revision 1: the second is refused ("changed meanwhile") instead of failing
+    on the revisions' unique key with a 500."""
+    notice_id = await send_as_cam(console, "send must-know operations tier:gold | Hold shipments | Stop shipping")
+    casey = await console.signed_in(CAM)
+    form = {"title": "Hold shipments now", "body": "Stop shipping today", "link": "", "material": "yes"}
+    answers = await asyncio.gather(casey.post(f"/console/notices/{notice_id}/edit", form),
+                                   casey.post(f"/console/notices/{notice_id}/edit", form))
+    assert 500 not in [response.status for response, _ in answers]
+    assert (await Notice.get(id=notice_id)).revision == 2
+    assert await NoticeRevision.filter(notice_id=notice_id).count() == 2
+    assert await AuditEvent.filter(notice_id=notice_id, kind="notice.edited").count() == 1

@@ -172,8 +172,7 @@ def result_markdown(result: Any) -> str:  # noqa: PLR0911 - one branch per resul
         return f"Notice #{n.id} " + ("cancelled." if n.status == "cancelled" else f"is already {n.status}; nothing to cancel.")
     if isinstance(result, EditResult):
         extra = " Everyone is asked to acknowledge it again." if result.reacknowledge else ""
-        return (f"Notice #{result.notice.id} is now revision {result.revision.revision}; updating "
-                f"{result.copies_to_update} delivered copies.{extra}")
+        return f"Notice #{result.notice.id} {result.summary}.{extra}"
     if isinstance(result, Retracted):
         return (f"Notice #{result.notice.id} retracted: {result.copies} delivered copies will show "
                 f"\"Retracted: {escape(result.reason)}\"; {result.cancelled} pending messages cancelled.")

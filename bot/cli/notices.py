@@ -102,8 +102,7 @@ def edit(notice_id: int, title: str | None, body: str | None, link: str | None, 
 
     result = run(work)
     extra = "; everyone is asked to acknowledge it again" if result.reacknowledge else ""
-    click.echo(f"notice {notice_id} is now revision {result.revision.revision}; "
-               f"{result.copies_to_update} delivered copies will be updated{extra}")
+    click.echo(f"notice {notice_id} {result.summary}{extra}")
 
 
 @main.command(help="Withdraw a notice: every copy becomes 'Retracted: <reason>'.")

@@ -49,9 +49,17 @@ async def _flag_copies(notice: Notice, conn) -> int:  # noqa: ANN001
 @dataclass(frozen=True)
 class EditResult:
     notice: Notice
-    revision: NoticeRevision
+    revision: NoticeRevision | None  # None: corrected before it went out (nothing was sent)
     copies_to_update: int
     reacknowledge: bool
+
+    @property
+    def summary(self) -> str:
+        """What happened, after "Notice #N ": the same words on every surface."""
+        if self.revision is None:
+            return "was corrected before it went out: members will get the new text"
+        copies = "copy" if self.copies_to_update == 1 else "copies"
+        return f"is now revision {self.revision.revision}; updating {self.copies_to_update} delivered {copies}"
 
 
 async def _authorised(notice_id: int, staff: Staff | None, operator: str) -> tuple[Notice, str]:
@@ -115,8 +123,18 @@ async def edit_notice(notice_id: int, staff: Staff | None, catalog: TopicCatalog
     diff = _diff(notice, new_title, new_body, new_link)
     if not diff:
         raise UserError("nothing changed")
+    if notice.status == NoticeStatus.SCHEDULED.value:
+        return await _correct_before_send(notice, actor, now, new_title, new_body, new_link, diff)
     reack = material and notice.importance == "must-know"
     async with in_transaction() as conn:
+        changes = dict(title=new_title, body=new_body, link=new_link, revision=notice.revision + 1)
+        if reack:
+            changes["ack_revision"] = notice.revision + 1
+        # conditional: of two edits at once (a double click, two tabs), the second finds the
+        # revision moved on and is refused instead of failing on the revisions' unique key
+        if not await Notice.filter(id=notice.id, revision=notice.revision, status__in=EDITABLE).using_db(
+                conn).update(**changes):
+            raise UserError(_CHANGED_MEANWHILE.format(id=notice.id))
         if not await NoticeRevision.filter(notice_id=notice.id).using_db(conn).exists():
             await NoticeRevision.create(  # keep the original wording: revision 1
                 notice_id=notice.id, revision=1, title=notice.title, body=notice.body, link=notice.link,
@@ -124,10 +142,6 @@ async def edit_notice(notice_id: int, staff: Staff | None, catalog: TopicCatalog
         revision = await NoticeRevision.create(
             notice_id=notice.id, revision=notice.revision + 1, title=new_title, body=new_body, link=new_link,
             material=material, edited_by=actor, edited_at=now, diff=diff, using_db=conn)
-        changes = dict(title=new_title, body=new_body, link=new_link, revision=revision.revision)
-        if reack:
-            changes["ack_revision"] = revision.revision
-        await Notice.filter(id=notice.id).using_db(conn).update(**changes)
         flagged = await _flag_copies(notice, conn)
         if reack:
             first = schedule_for(notice, catalog).due_at(now, 1, notice.deadline)
@@ -137,6 +151,25 @@ async def edit_notice(notice_id: int, staff: Staff | None, catalog: TopicCatalog
                                   revision=revision.revision, material=material, reacknowledge=reack, diff=diff,
                                   copies=flagged)], using_db=conn)
     return EditResult(await Notice.get(id=notice.id), revision, flagged, reack)
+
+
+_CHANGED_MEANWHILE = "notice #{id} changed meanwhile (another edit, or it went out); look at it again and retry"
+
+
+async def _correct_before_send(notice: Notice, actor: str, now: datetime, title: str, body: str, link: str,
+                               diff: str) -> EditResult:
+    """A scheduled notice corrected before it goes out: nobody has it yet, so the text is replaced
+    and stays revision 1 (members get the corrected text as the original, and acknowledge it as
+    such); the audit trail keeps the change."""
+    async with in_transaction() as conn:
+        if not await Notice.filter(id=notice.id, revision=notice.revision,
+                                   status=NoticeStatus.SCHEDULED.value).using_db(conn).update(
+                title=title, body=body, link=link):
+            raise UserError(_CHANGED_MEANWHILE.format(id=notice.id))
+        await record([audit_event("notice.edited", now=now, actor=actor, notice_id=notice.id,
+                                  revision=notice.revision, before_send=True, material=False, reacknowledge=False,
+                                  diff=diff, copies=0)], using_db=conn)
+    return EditResult(await Notice.get(id=notice.id), None, 0, False)
 
 
 async def retract_notice(notice_id: int, staff: Staff | None, *, reason: str, now: datetime,

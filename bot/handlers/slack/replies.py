@@ -90,9 +90,7 @@ def render(result: Any) -> Reply:  # noqa: PLR0911 - one branch per result type
         return {"text": f"Notice #{n.id} {verb}."}
     if isinstance(result, EditResult):
         extra = " Everyone is asked to acknowledge it again." if result.reacknowledge else ""
-        count = result.copies_to_update
-        return {"text": f":pencil2: Notice #{result.notice.id} is now revision {result.revision.revision}; "
-                        f"updating {count} delivered {_plural(count, 'copy', 'copies')}.{extra}"}
+        return {"text": f":pencil2: Notice #{result.notice.id} {result.summary}.{extra}"}
     if isinstance(result, Retracted):
         return {"text": f":no_entry_sign: Notice #{result.notice.id} retracted: {result.copies} delivered "
                         f"{_plural(result.copies, 'copy', 'copies')} will show \"Retracted: {escape(result.reason)}\"; "

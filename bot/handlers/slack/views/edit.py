@@ -27,5 +27,4 @@ def register(app: AsyncApp, herald: Herald) -> None:
             return
         herald.outbox.wake()
         await ack(response_action="update", view=message_modal(
-            "Edited", f"Notice #{result.notice.id} is now revision {result.revision.revision}; "
-                      f"updating {result.copies_to_update} delivered copies."))
+            "Edited", f"Notice #{result.notice.id} {result.summary}."))
