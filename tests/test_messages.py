@@ -159,6 +159,37 @@ async def test_hand_off_and_relay_go_once_and_a_failed_relay_is_reported_to_the_
     assert await AuditEvent.filter(kind="question.answered").count() == 3
 
 
+async def test_the_same_reply_again_after_a_failed_relay_reaches_the_partner(rig: Rig) -> None:
+    """The relay failed (the CAM is told "please reach them another way or reply again" and the
+    question is back in their list). The CAM replies again with the same answer: it goes out,
+    instead of being dropped as a replay of the failed message while the question is marked
+    answered. A replay of that second submission still goes once."""
+    rig.clock.set(MONDAY_9_UTC)
+    anna = await Member.get(email="anna@acme.example")
+    cam = await Staff.get(email="cam@vendor.example")
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
+    await rig.herald.hand_off_question(question.id, anna)
+    await rig.herald.outbox.drain()
+
+    rig.fake.fail_next("chat.postMessage", error="account_inactive")  # the token was inactive for a moment
+    await rig.herald.relay_reply(question.id, cam, "Page 4 of the portal.")
+    await rig.herald.outbox.drain()
+    assert [c for c in _ok_posts(rig) if c.channel == "DUANNA"] == []
+    assert (await Question.get(id=question.id)).handoff_status == "open"
+    note = [c for c in _ok_posts(rig) if c.channel == "DUCAM1" and "not delivered" in str(c.args.get("blocks"))]
+    assert note and "reply again" in str(note[0].args["blocks"])
+
+    # the workspace is reconnected; the CAM does what the note says and replies again (twice: a replay)
+    for _ in range(2):
+        await rig.herald.relay_reply(question.id, cam, "Page 4 of the portal.")
+    await rig.herald.outbox.drain()
+    (relayed,) = [c for c in _ok_posts(rig) if c.channel == "DUANNA"]
+    assert "Page 4 of the portal." in str(relayed.args["blocks"])
+    assert (await Question.get(id=question.id)).handoff_status == "answered"
+    assert await OutboundMessage.filter(purpose="relay").count() == 2
+
+
 async def test_journey_steps_to_teams_keep_to_the_bot_connectors_limits(db: str) -> None:
     from tests.fakes.teams_limits import TeamsLimits
     from tests.teams_support import start_teams_rig, stop_teams_rig

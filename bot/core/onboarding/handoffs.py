@@ -26,9 +26,12 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.messages import MessageResult, ResultKind, Target, enqueue, on_result
 from bot.core.notices.escalations import staff_recipient
 from bot.core.ports import Channel, DirectMessage
-from storage.models import Member, MessagePurpose, OutboundMessage, PlatformAccount, Question, Staff
+from storage.models import DeliveryStatus, Member, MessagePurpose, OutboundMessage, PlatformAccount, Question, Staff
 
 log = logging.getLogger(__name__)
+
+# a relay that ended so never reached the partner: the same answer again is a new message
+_NOT_SENT = (DeliveryStatus.FAILED.value, DeliveryStatus.CANCELLED.value)
 
 
 def cam_target(cam: Staff, channels: dict[str, Channel]) -> Target | None:
@@ -46,10 +49,17 @@ async def queue_handoff(question: Question, cam: Staff, message: DirectMessage, 
 async def queue_relay(question: Question, staff: Staff, account: PlatformAccount, relay: DirectMessage, text: str, *,
                       now: datetime, using_db: Any = None) -> bool:
     """The answer to the partner, in the conversation they asked in. Keyed by the answer's text:
-    a replayed submission is not relayed twice; a different answer is a new message."""
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    a replayed submission is not relayed twice while the first is queued or was delivered (False);
+    a different answer is a new message, and so is the same answer sent again after its relay
+    failed (the CAM was told to reply again), under the key's next attempt number."""
+    key = f"{MessagePurpose.RELAY.value}:{question.id}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    earlier = [status for found, status in await OutboundMessage.filter(
+        purpose=MessagePurpose.RELAY.value, reference=question.id).using_db(using_db).values_list("key", "status")
+        if found == key or found.startswith(f"{key}:")]
+    if any(status not in _NOT_SENT for status in earlier):
+        return False
     target = Target.of_account(account, dm_channel=question.channel_id)
-    return await enqueue(key=f"{MessagePurpose.RELAY.value}:{question.id}:{digest}", purpose=MessagePurpose.RELAY,
+    return await enqueue(key=f"{key}:{len(earlier) + 1}" if earlier else key, purpose=MessagePurpose.RELAY,
                          reference=question.id, target=target, message=relay, now=now,
                          member_id=question.member_id, staff_id=staff.id, using_db=using_db)  # type: ignore[attr-defined]
 
