@@ -34,6 +34,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import UserError
 from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.handoff_owners import follow_organisation_cams
 from storage.models import Delivery, DeliveryStatus, Member, Organisation, Platform, PlatformAccount
 
 COLUMNS: tuple[str, ...] = (
@@ -778,9 +779,12 @@ async def import_directory(
         plan = await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now)
         await _apply(plan, now=now, progress=progress)
         outcome = result(plan)
+        # an organisation given another CAM: its open hand-offs go to them
+        reassigned = await follow_organisation_cams([o.id for o in plan.org_update], now=now, actor=actor)
         await record([audit_event(
             "directory.imported", now=now, actor=actor, rows=parsed.data_rows, created=outcome.created,
             updated=outcome.updated, unchanged=outcome.unchanged, deactivated=outcome.deactivated,
             rejected=len(outcome.rejected), organisations_created=outcome.organisations_created,
-            organisations_updated=outcome.organisations_updated, deactivate_missing=deactivate_missing)])
+            organisations_updated=outcome.organisations_updated, deactivate_missing=deactivate_missing),
+            *reassigned])
     return outcome

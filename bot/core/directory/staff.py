@@ -8,6 +8,7 @@ from tortoise.transactions import in_transaction
 
 from bot.common.errors import UserError
 from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.handoff_owners import follow_organisation_cams
 from bot.core.directory.importer import normalise_email
 from storage.models import Organisation, Staff, StaffRole
 
@@ -63,8 +64,11 @@ async def add_staff(
                 for key in changed:
                     setattr(staff, key, wanted[key])
                 await staff.save(update_fields=[*changed, "updated_at"])
+        # the organisations that name them as CAM: their open hand-offs go to them
+        named = await Organisation.filter(cam_email__iexact=address).values_list("id", flat=True)
+        reassigned = await follow_organisation_cams(named, now=now, actor=actor)
         await record([audit_event("staff.added" if created else "staff.updated", now=now, actor=actor,
-                                  staff_id=staff.id, email=address, role=role_value, changed=changed)])
+                                  staff_id=staff.id, email=address, role=role_value, changed=changed), *reassigned])
     return staff, created
 
 

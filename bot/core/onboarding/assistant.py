@@ -213,8 +213,10 @@ async def hand_off(question_id: int, member: Member | None, *, now: datetime,
     `channels`, the DM to the CAM is queued in the outbox in the same transaction (the caller
     wakes the outbox)."""
     question = await _own_question(question_id, member)
-    organisation = question.member.organisation
-    cam = await cam_for_organisation(organisation)
+    # handed off already: with the CAM it is filed under (the organisation's current CAM when they
+    # are staff, bot.core.directory.handoff_owners), whose list it is in and who may reply
+    filed = question.cam_id if question.handoff_status in ("open", "answered") else None  # type: ignore[attr-defined]
+    cam = await Staff.get_or_none(id=filed) if filed else await cam_for_organisation(question.member.organisation)
     if cam is None:
         raise UserError("Your organisation has no channel account manager on file yet; "
                         "please contact the partner team directly.")
@@ -302,6 +304,8 @@ async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,
 
 
 async def open_handoffs(staff: Staff | None) -> list[Question]:
+    """The open hand-offs filed under a CAM (every one for an admin), oldest first. They follow
+    the organisation's CAM (bot.core.directory.handoff_owners)."""
     return await _handoffs(staff, "open").order_by("handed_off_at")
 
 

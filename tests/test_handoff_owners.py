@@ -1,0 +1,66 @@
+"""Open hand-offs follow their organisation's CAM (bot.core.directory.handoff_owners): the list
+they are in, who may reply and whom the partner is told the question is with agree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.common.errors import PermissionDenied
+from bot.core.directory.importer import import_directory
+from bot.core.directory.staff import add_staff
+from bot.core.onboarding.assistant import open_handoffs
+from storage.models import AuditEvent, Member, Question, Staff
+from tests.support import SAMPLE_DIRECTORY, Rig
+
+MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
+NEW_CAM = SAMPLE_DIRECTORY.replace("acme,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example",
+                                   "acme,Acme Locks,gold,emea,de,security,large,distributor,newcam@vendor.example")
+
+
+async def _handed_off(rig: Rig) -> Question:
+    rig.clock.set(MONDAY_9_UTC)
+    anna = await Member.get(email="anna@acme.example")
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
+    await rig.herald.hand_off_question(question.id, anna)
+    await rig.herald.outbox.drain()
+    return question
+
+
+async def _assert_with_the_new_cam(rig: Rig, question: Question) -> None:
+    anna = await Member.get(email="anna@acme.example")
+    assert "already with Nora New" in await rig.herald.hand_off_question(question.id, anna)
+    old_cam, new_cam = await Staff.get(email="cam@vendor.example"), await Staff.get(email="newcam@vendor.example")
+    assert [q.id for q in await open_handoffs(new_cam)] == [question.id]
+    assert await open_handoffs(old_cam) == []
+    with pytest.raises(PermissionDenied):
+        await rig.herald.relay_reply(question.id, old_cam, "Page 4 of the portal.")
+    await rig.herald.relay_reply(question.id, new_cam, "Page 4 of the portal.")
+    (event,) = await AuditEvent.filter(kind="question.reassigned")
+    assert (event.member_id, event.data["question_id"]) == (anna.id, question.id)
+    assert (event.data["from_cam"], event.data["cam"]) == ("cam@vendor.example", "newcam@vendor.example")
+
+
+async def test_open_handoffs_follow_the_partner_to_the_cam_a_directory_import_names(rig: Rig) -> None:
+    """A CAM leaves: the directory names a new CAM for Acme. The question Anna handed off before
+    is in the new CAM's `questions` list, no longer in the old CAM's, and Anna, pressing Ask my CAM
+    again, is told it is with the new CAM."""
+    question = await _handed_off(rig)
+    await add_staff("newcam@vendor.example", "cam", name="Nora New", now=rig.clock.now(), actor="test")
+    assert not (await import_directory(NEW_CAM, now=rig.clock.now(), actor="test")).rejected
+    await _assert_with_the_new_cam(rig, question)
+
+
+async def test_open_handoffs_follow_when_the_cam_the_directory_names_is_added_as_staff(rig: Rig) -> None:
+    """The import names a CAM who is not staff yet: the hand-off stays with the old CAM (its list,
+    its reply, what Anna is told) until the new CAM is added."""
+    question = await _handed_off(rig)
+    assert not (await import_directory(NEW_CAM, now=rig.clock.now(), actor="test")).rejected
+    anna = await Member.get(email="anna@acme.example")
+    assert "already with" in await rig.herald.hand_off_question(question.id, anna)
+    assert [q.id for q in await open_handoffs(await Staff.get(email="cam@vendor.example"))] == [question.id]
+
+    await add_staff("newcam@vendor.example", "cam", name="Nora New", now=rig.clock.now(), actor="test")
+    await _assert_with_the_new_cam(rig, question)
