@@ -3,15 +3,25 @@ carries the runner-up as a "Did you mean: ...?" button; pressing it gives that e
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from bot.core.onboarding.assistant import ASK_CAM_ACTION, DID_YOU_MEAN_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION
-from bot.core.onboarding.qa import ANY, KnowledgeBase
-from storage.models import AuditEvent, Question
+from bot.core.onboarding.assistant import (
+    ASK_CAM_ACTION,
+    DID_YOU_MEAN_ACTION,
+    HELPFUL_ACTION,
+    NOT_HELPFUL_ACTION,
+    ask,
+    choose_runner_up,
+    hand_off,
+)
+from bot.core.onboarding.learning import LEARN_PHRASING_ACTION
+from bot.core.onboarding.qa import ANY, KnowledgeBase, default_directory
+from storage.models import AuditEvent, Member, Question
 from tests.fakes.slack_signing import event_body
-from tests.support import TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
+from tests.support import TEAM, Rig, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
 
 PORTAL_KB = """\
 vendor: Acme
@@ -97,3 +107,26 @@ async def test_did_you_mean_in_teams_replaces_the_card_with_the_runner_up(db: st
         assert (await Question.get(id=question.id)).entry_id == chosen
     finally:
         await stop_teams_rig(teams)
+
+
+async def test_a_hand_off_after_did_you_mean_names_the_chosen_entry_not_a_confidential_one(rig: Rig) -> None:
+    """Anna (sales, gold) asks in German; the assistant is not sure and offers "Did you mean: Where
+    is the current price list?". She presses it and then Ask my CAM: the CAM is told the knowledge
+    base suggested the price list (no confidential entry, and it was shown to her), and may add
+    the question to it."""
+    rig.clock.set(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+    kb = KnowledgeBase.load(default_directory(), semantic=False)
+    anna = await Member.get(email="anna@acme.example").select_related("organisation")
+    asked = await ask(anna, "Wo finde ich die aktuelle Preisliste?", kb, platform="slack", channel_id="DUANNA",
+                      now=rig.clock.now())
+    assert asked.answer.abstained and asked.answer.runner_up is not None
+    entry = asked.answer.runner_up
+    assert not entry.confidential
+    await choose_runner_up(f"{asked.question.id}:{entry.id}", anna, kb, now=rig.clock.now())
+    stored = await Question.get(id=asked.question.id)
+    assert (stored.entry_id, stored.abstained) == (entry.id, False)  # answered by the entry she chose
+
+    handoff = await hand_off(asked.question.id, anna, now=rig.clock.now(), channels=rig.herald.channels)
+    text = " ".join(handoff.message.lines)
+    assert "confidential" not in text and f"The knowledge base suggested: {entry.id}." in text
+    assert LEARN_PHRASING_ACTION in [b.action_id for b in handoff.message.buttons]

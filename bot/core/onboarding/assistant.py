@@ -155,7 +155,8 @@ def _did_you_mean_label(title: str, limit: int = 75) -> str:
 
 
 async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase, *, now: datetime) -> DirectMessage:
-    """The member pressed "Did you mean: ...?": give them that entry, and remember it was the one."""
+    """The member pressed "Did you mean: ...?": give them that entry, and remember it was the one
+    (the question is answered by it from then on, even when the assistant was not sure at first)."""
     question_id, _, entry_id = value.partition(":")
     if not question_id.isdigit() or not entry_id:
         raise UserError("that button is out of date; please ask again")
@@ -165,7 +166,7 @@ async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase,
     if entry is None or entry.withheld_from(role, tier):
         raise UserError("that answer is no longer in the knowledge base; please ask again")
     async with in_transaction() as conn:
-        await Question.filter(id=question.id).using_db(conn).update(entry_id=entry.id)
+        await Question.filter(id=question.id).using_db(conn).update(entry_id=entry.id, abstained=False)
         await record([audit_event("question.runner_up_chosen", now=now, actor=question.member.email,
                                   member_id=question.member.id, question_id=question.id, entry=entry.id,
                                   first_answer=question.entry_id or None)], using_db=conn)
@@ -253,6 +254,7 @@ def _handoff_message(question: Question) -> DirectMessage:
 
 
 def _handoff_kb_line(question: Question) -> str:
+    # abstained with an entry: the confidential entry withheld (a Did-you-mean choice answers the question)
     if question.abstained and question.entry_id:
         return (f"The knowledge base has a confidential answer ({question.entry_id}) that is not shared "
                 "with this partner's role or tier.")
