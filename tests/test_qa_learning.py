@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
+from bot.common.errors import UserError
 from bot.core.directory.staff import add_staff
 from bot.core.onboarding import index
 from bot.core.onboarding.assistant import ASK_CAM_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION
-from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION, decide
+from bot.core.onboarding.learning import ENTRY, LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION, PHRASING, decide, propose
 from bot.core.onboarding.qa import KBEntry, apply_overlay, default_directory
 from storage import db as storage_db
 from storage.models import AuditEvent, KBProposal, Member, Question, Staff
 from tests.fakes.slack_signing import event_body
-from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
+from tests.support import CAM_USER, TEAM, Rig, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
 
 PARKING = "is there parking for visitors at your headquarters"
 
@@ -96,8 +98,10 @@ async def test_a_cams_reply_becomes_an_entry_once_an_admin_approves_it(slack: Sl
     # pending: the assistant does not know it yet, and the service does not reload
     assert (await slack.herald.tick())["kb_reloaded"] == 0
     with pytest.raises(Exception, match="Only an admin"):
-        await decide(proposal.id, await Staff.get(email="cam@vendor.example"), approve=True, now=slack.clock.now())
-    await decide(proposal.id, await Staff.get(email="admin@vendor.example"), approve=True, now=slack.clock.now())
+        await decide(proposal.id, await Staff.get(email="cam@vendor.example"), approve=True, now=slack.clock.now(),
+                     kb_dir=slack.herald.settings.kb_dir)
+    await decide(proposal.id, await Staff.get(email="admin@vendor.example"), approve=True, now=slack.clock.now(),
+                 kb_dir=slack.herald.settings.kb_dir)
 
     assert (await slack.herald.tick())["kb_reloaded"] == 1  # no restart
     assert (await slack.herald.tick())["kb_reloaded"] == 0
@@ -124,11 +128,58 @@ async def test_a_not_helpful_answer_is_offered_to_the_cam_as_a_phrasing(slack: S
     proposal = await KBProposal.get()
     assert (proposal.kind, proposal.entry_id, proposal.source) == ("phrasing", "deal-registration-how", "not_helpful")
     admin = await Staff.get(email="admin@vendor.example")
-    await decide(proposal.id, admin, approve=False, now=slack.clock.now())
+    await decide(proposal.id, admin, approve=False, now=slack.clock.now(), kb_dir=slack.herald.settings.kb_dir)
     with pytest.raises(Exception, match="already rejected"):
-        await decide(proposal.id, admin, approve=True, now=slack.clock.now())
+        await decide(proposal.id, admin, approve=True, now=slack.clock.now(), kb_dir=slack.herald.settings.kb_dir)
     assert (await slack.herald.tick())["kb_reloaded"] == 0  # a rejection changes nothing
     assert await AuditEvent.filter(kind="kb.rejected").count() == 1
+
+
+@pytest.fixture
+def small_kb(tmp_path: Path) -> Path:
+    directory = tmp_path / "kb"
+    directory.mkdir()
+    (directory / "kb.yaml").write_text(
+        "vendor: Acme\nentries:\n"
+        "  - id: price-list\n    title: Where is the current price list?\n"
+        "    answer: In the portal under Sales > Prices.\n"
+        "  - id: demo-units\n    title: How do I order demo units?\n    answer: Through the portal's demo shop.\n",
+        encoding="utf-8")
+    return directory
+
+
+async def test_a_phrasing_of_an_entry_no_longer_in_the_knowledge_base_is_not_approved(
+        rig: Rig, small_kb: Path) -> None:
+    """A CAM proposes a question as a phrasing of entry demo-units; before an admin decides, the
+    entry is removed from the knowledge base files. Approving it is refused with the reason (the
+    knowledge base would drop the phrasing when it loads): no kb.approved, the proposal stays
+    pending for the admin to reject. A phrasing of a learned entry (not in the files) is approved."""
+    rig.clock.set(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+    await add_staff("admin@vendor.example", "admin", name="Ada Admin", now=rig.clock.now(), actor="test")
+    admin, cam = await Staff.get(email="admin@vendor.example"), await Staff.get(email="cam@vendor.example")
+    anna = await Member.get(email="anna@acme.example")
+    question = await Question.create(member=anna, platform="slack", text="can I get a demo lock to show customers",
+                                     asked_at=rig.clock.now(), entry_id="demo-units", score=0.5,
+                                     channel_id="DUANNA", handoff_status="answered", cam=cam,
+                                     reply_text="Order them in the portal's demo shop.")
+    proposal, _ = await propose(question.id, cam, PHRASING, now=rig.clock.now())
+    (small_kb / "kb.yaml").write_text(  # the knowledge base's author removes the entry meanwhile
+        "vendor: Acme\nentries:\n"
+        "  - id: price-list\n    title: Where is the current price list?\n"
+        "    answer: In the portal under Sales > Prices.\n", encoding="utf-8")
+
+    with pytest.raises(UserError, match="entry demo-units, which is no longer in the knowledge base"):
+        await decide(proposal.id, admin, approve=True, now=rig.clock.now(), kb_dir=small_kb)
+    assert (await KBProposal.get(id=proposal.id)).status == "pending"
+    assert await AuditEvent.filter(kind="kb.approved").count() == 0
+    await decide(proposal.id, admin, approve=False, now=rig.clock.now(), kb_dir=small_kb)
+
+    learned, _ = await propose(question.id, cam, ENTRY, now=rig.clock.now())  # the CAM's reply as an entry
+    await decide(learned.id, admin, approve=True, now=rig.clock.now(), kb_dir=small_kb)
+    again = await Question.create(member=anna, platform="slack", text="demo lock for a customer visit?",
+                                  asked_at=rig.clock.now(), entry_id=learned.entry_id, handoff_status="open", cam=cam)
+    phrasing, _ = await propose(again.id, cam, PHRASING, now=rig.clock.now())
+    assert (await decide(phrasing.id, admin, approve=True, now=rig.clock.now(), kb_dir=small_kb)).status == "approved"
 
 
 def test_an_approved_phrasing_joins_its_entry_and_changes_the_index_fingerprint(tmp_path: Path) -> None:
@@ -164,15 +215,17 @@ def test_cli_lists_approves_and_rejects_proposals(db_url: str, monkeypatch: pyte
             cam = await Staff.get(email="cam@vendor.example")
             anna = await Member.get(email="anna@acme.example")
             ids = []
-            for text in ("how do i register a deal", "where is the price list"):
+            for text, entry in (("how do i register a deal", "deal-registration-how"),
+                                ("where is the price list", "deal-registration-how"),
+                                ("can I get a demo lock", "demo-units")):  # no such entry (any more)
                 q = await Question.create(member=anna, platform="slack", text=text, asked_at=clock.now(),
-                                          entry_id="deal-registration-how", handoff_status="open", cam=cam)
+                                          entry_id=entry, handoff_status="open", cam=cam)
                 ids.append((await propose(q.id, cam, "phrasing", now=clock.now()))[0].id)
             return ids
         finally:
             await storage_db.close()
 
-    first, second = asyncio.run(prepare())
+    first, second, gone = asyncio.run(prepare())
     runner = CliRunner()
     listed = runner.invoke(main, ["qa", "pending"])
     assert listed.exit_code == 0 and f"#{first}" in listed.output and "where is the price list" in listed.output
@@ -180,6 +233,9 @@ def test_cli_lists_approves_and_rejects_proposals(db_url: str, monkeypatch: pyte
     assert refused.exit_code == 1 and "Only an admin" in refused.output
     assert runner.invoke(main, ["qa", "approve", str(first), "--as", "admin@vendor.example"]).exit_code == 0
     assert runner.invoke(main, ["qa", "reject", str(second), "--as", "admin@vendor.example"]).exit_code == 0
+    refused = runner.invoke(main, ["qa", "approve", str(gone), "--as", "admin@vendor.example"])
+    assert refused.exit_code == 1 and "entry demo-units, which is no longer in the knowledge base" in refused.output
+    assert runner.invoke(main, ["qa", "reject", str(gone), "--as", "admin@vendor.example"]).exit_code == 0
     assert "no pending proposals" in runner.invoke(main, ["qa", "pending"]).output
 
     async def audit() -> list[dict]:
@@ -252,6 +308,15 @@ async def test_console_lists_proposals_and_an_admin_decides_there(console) -> No
     assert (await KBProposal.get(id=proposal.id)).status == "approved"
     (event,) = await AuditEvent.filter(kind="kb.approved")
     assert event.actor == ADMIN and event.data["via"] == "console"
+
+    # a phrasing of an entry the knowledge base no longer has: refused, saying why
+    gone = await Question.create(member=member, platform="slack", text="can I get a demo lock",
+                                 asked_at=console.clock.now(), entry_id="demo-units", handoff_status="open")
+    phrasing, _ = await propose(gone.id, admin, "phrasing", now=console.clock.now())
+    response, page = await browser.post(f"/console/kb-proposals/{phrasing.id}/approve")
+    assert response.status == 400 and "entry demo-units, which is no longer in the knowledge base" in page
+    assert (await KBProposal.get(id=phrasing.id)).status == "pending"
+    assert await AuditEvent.filter(kind="kb.approved").count() == 1
 
 
 async def test_the_knowledge_base_page_tries_a_question_and_says_why(console) -> None:  # noqa: ANN001

@@ -120,7 +120,7 @@ def _decide(proposal_id: int, email: str, approve: bool) -> None:
 
     async def work():  # noqa: ANN202
         return await decide(proposal_id, await _admin(email), approve=approve, now=SystemClock().now(),
-                            origin={"via": "cli", "os_user": operator_name()})
+                            kb_dir=get_settings().kb_dir, origin={"via": "cli", "os_user": operator_name()})
 
     proposal = run(work)
     click.echo(f"#{proposal.id} {proposal.status}: {proposal.kind} {proposal.entry_id}"

@@ -75,7 +75,7 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
     def decision(approve: bool):  # noqa: ANN202
         async def decide(current: Page) -> web.StreamResponse:
             await learning.decide(whole_number(current.request.match_info["id"]), current.me, approve=approve,
-                                  now=herald.clock.now(), origin={"via": "console"})
+                                  now=herald.clock.now(), kb_dir=herald.settings.kb_dir, origin={"via": "console"})
             return current.redirect("/console/kb-proposals")
         return decide
 

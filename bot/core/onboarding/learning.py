@@ -11,8 +11,10 @@ tick and rebuilds the index (in a child process, see ``index.py``) when it chang
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
@@ -21,6 +23,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.common.text import without_control_characters
 from bot.core.compliance.audit import audit_event, record
+from bot.core.onboarding.qa import KnowledgeBaseError, entry_ids
 from storage.models import KBProposal, Question, Staff, StaffRole
 
 PHRASING = "phrasing"
@@ -105,12 +108,16 @@ async def pending() -> list[KBProposal]:
     return await KBProposal.filter(status=PENDING).order_by("proposed_at", "id")
 
 
-async def decide(proposal_id: int, staff: Staff | None, *, approve: bool, now: datetime,
+async def decide(proposal_id: int, staff: Staff | None, *, approve: bool, now: datetime, kb_dir: Path,
                  origin: dict[str, str] | None = None) -> KBProposal:
-    """An admin approves or rejects a pending proposal (once). ``origin``: where the decision came
+    """An admin approves or rejects a pending proposal (once). ``kb_dir``: the knowledge base's files
+    (``HERALD_KB_DIR``); a phrasing of an entry that is no longer there (nor an approved learned
+    entry) is refused, since the knowledge base would drop it. ``origin``: where the decision came
     from, for the audit trail (e.g. ``{"via": "cli", "os_user": "ops"}``)."""
     if staff is None or not staff.active or staff.role != StaffRole.ADMIN.value:
         raise PermissionDenied("Only an admin can approve or reject knowledge-base proposals.")
+    if approve:
+        await _refuse_a_phrasing_of_a_missing_entry(proposal_id, kb_dir)
     status = APPROVED if approve else REJECTED
     async with in_transaction() as conn:
         changed = await KBProposal.filter(id=proposal_id, status=PENDING).using_db(conn).update(
@@ -124,6 +131,21 @@ async def decide(proposal_id: int, staff: Staff | None, *, approve: bool, now: d
                                   proposal_kind=proposal.kind, entry=proposal.entry_id, question=proposal.question_text,
                                   answer=proposal.answer or None, **(origin or {}))], using_db=conn)
     return proposal
+
+
+async def _refuse_a_phrasing_of_a_missing_entry(proposal_id: int, kb_dir: Path) -> None:
+    proposal = await KBProposal.get_or_none(id=proposal_id)
+    if proposal is None or proposal.kind != PHRASING or proposal.status != PENDING:
+        return  # the decision says what is wrong
+    try:
+        known = await asyncio.to_thread(entry_ids, kb_dir, await approved_overlay())
+    except KnowledgeBaseError as exc:
+        raise UserError(f"The knowledge base cannot be read, so proposal {proposal_id} cannot be checked: "
+                        f"{exc}") from None
+    if proposal.entry_id not in known:
+        raise UserError(f"Proposal {proposal_id} adds a phrasing to entry {proposal.entry_id}, which is no longer "
+                        "in the knowledge base, so approving it would change nothing. Reject it, or restore "
+                        "the entry and approve it then.")
 
 
 async def approved_overlay() -> list[dict[str, Any]]:

@@ -486,6 +486,13 @@ def apply_overlay(entries: Sequence[KBEntry], overlay: Sequence[dict[str, Any]])
     return list(out.values())
 
 
+def entry_ids(directory: Path, overlay: Sequence[dict[str, Any]] = ()) -> set[str]:
+    """The ids of the entries ``KnowledgeBase.load`` would have: the files' (validated as it does)
+    and the learned entries in ``overlay``, without indexing them."""
+    learned = [item for item in overlay if item.get("kind") == "entry"]
+    return {e.id for e in apply_overlay(_read(Path(directory))[1], learned)}
+
+
 # ---- the knowledge base ----------------------------------------------------------------------------
 
 
