@@ -15,6 +15,7 @@ from tests.fakes.slack_signing import event_body
 from tests.support import CAM_USER, TEAM, SlackHarness, wait_until
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
+PARKING = "is there parking for visitors at your headquarters"
 
 
 def _buttons(blocks: list[dict]) -> list[tuple[str, str]]:
@@ -239,6 +240,29 @@ async def test_teams_question_hand_off_reply_and_preferences(db: str) -> None:
         assert "Saved." in str(saved["value"])
         fay = await Member.get(email="fay@teamsco.example")
         assert fay.timezone == "Europe/Lisbon" and fay.digest_frequency == "weekly" and "incentives" in fay.topic_opt_outs
+    finally:
+        await stop_teams_rig(teams)
+
+
+async def test_the_teams_reply_form_keeps_the_question_it_answers_in_view(db: str) -> None:
+    """Pressing Reply in Teams replaces the hand-off card with the reply form: the question, the
+    partner and the knowledge base's suggestion stay on it above the input (Slack's modal leaves
+    the hand-off message in place)."""
+    from tests.teams_support import start_teams_rig, stop_teams_rig, texts_of
+
+    teams = await start_teams_rig(db, kb_semantic=False)
+    try:
+        await teams.say("aad-cam", "help")  # the CAM has talked to Herald: hand-offs reach them in Teams
+        await teams.say("aad-fay", PARKING)
+        question = await Question.get()
+        await teams.invoke("aad-fay", ASK_CAM_ACTION, {"value": str(question.id)})
+        await teams.herald.outbox.drain()
+        form = await teams.invoke("aad-cam", REPLY_ACTION, {"value": str(question.id)})
+        shown = " ".join(texts_of(form["value"]))
+        assert PARKING in shown and "Fay Roux" in shown and "The knowledge base had no answer." in shown
+        assert "Your answer to the partner" in shown
+        refused = await teams.invoke("aad-fay", REPLY_ACTION, {"value": str(question.id)})  # not the CAM
+        assert "Only the partner's CAM or an admin" in str(refused["value"]) and PARKING not in str(refused)
     finally:
         await stop_teams_rig(teams)
 

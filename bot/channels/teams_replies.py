@@ -6,6 +6,7 @@ Mirrors `bot/handlers/slack/replies.py` + `slack_blocks.py`; user text always go
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bot.channels.status_lines import status_lines
@@ -14,6 +15,7 @@ from bot.channels.teams_cards import (
     CARD_CONTENT_TYPE,
     CARD_VERSION,
     SCHEMA_URL,
+    direct_message_card,
     escape,
     formatted,
 )
@@ -34,6 +36,7 @@ from bot.core.notices.revisions import EditResult
 from bot.core.notices.sending import Preview
 from bot.core.notices.status import NoticeStatusReport
 from bot.core.notices.views import format_time
+from bot.core.ports import DirectMessage
 from bot.topics import IMPORTANCE, TopicCatalog
 from bot.topics.importance import Importance
 from storage.models import Notice
@@ -136,9 +139,11 @@ def compose_card(catalog: TopicCatalog, *, error: str = "", values: dict[str, st
     return card(body, [{"type": "Action.Execute", "title": "Preview", "verb": COMPOSE_VERB, "data": {}}], "New notice")
 
 
-def reply_card(question_id: int) -> Card:
-    """The CAM's answer form, replacing the hand-off card's Reply button."""
-    return card([_text("Your answer to the partner", weight="Bolder"),
+def reply_card(question_id: int, handoff: DirectMessage) -> Card:
+    """The CAM's answer form, which replaces the hand-off card when they press Reply: the hand-off
+    (the question, the partner, the knowledge base's suggestion) stays in view above the input."""
+    shown = direct_message_card(replace(handoff, buttons=()))["body"]
+    return card([*shown, _text("Your answer to the partner", weight="Bolder", separator=True),
                  {"type": "Input.Text", "id": "reply", "isMultiline": True, "isRequired": True, "maxLength": 2800,
                   "label": "Answer"}],
                 [{"type": "Action.Execute", "title": "Send", "verb": REPLY_SUBMIT_VERB,

@@ -274,12 +274,10 @@ def handoff_buttons(question: Question) -> tuple[Button, ...]:
     return tuple(buttons)
 
 
-async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,
-                            now: datetime) -> tuple[Question, DirectMessage]:
-    """Record the CAM's reply and, in the same transaction, queue it in the outbox for the member
-    in the conversation they asked in (the caller wakes the outbox). Returns the question and the
-    relayed message."""
-    question = await Question.get_or_none(id=question_id).select_related("member__organisation", "cam")
+async def _answerable(question_id: int, staff: Staff | None) -> Question:
+    """The handed-off question, if `staff` may answer it: the CAM it is filed under, the
+    organisation's CAM, or an admin."""
+    question = await Question.get_or_none(id=question_id).select_related("member__organisation")
     if question is None:
         raise NotFound("that question no longer exists")
     allowed = staff is not None and staff.active and (
@@ -287,6 +285,21 @@ async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,
         or question.member.organisation.cam_email.lower() == staff.email.lower())
     if not allowed:
         raise PermissionDenied("Only the partner's CAM or an admin can answer this question.")
+    return question
+
+
+async def handoff_for(question_id: int, staff: Staff | None) -> DirectMessage:
+    """The hand-off as the CAM got it (the question, the partner, the knowledge base's suggestion,
+    its buttons), for a platform whose reply form replaces the hand-off message (Teams' cards)."""
+    return _handoff_message(await _answerable(question_id, staff))
+
+
+async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,
+                            now: datetime) -> tuple[Question, DirectMessage]:
+    """Record the CAM's reply and, in the same transaction, queue it in the outbox for the member
+    in the conversation they asked in (the caller wakes the outbox). Returns the question and the
+    relayed message."""
+    question = await _answerable(question_id, staff)
     text = text.strip()
     if not text:
         raise UserError("the reply is empty")

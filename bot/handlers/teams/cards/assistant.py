@@ -16,6 +16,7 @@ from bot.core.onboarding.assistant import (
     REPLY_ACTION,
     choose_runner_up,
     give_feedback,
+    handoff_for,
     member_for,
 )
 from bot.core.onboarding.learning import (
@@ -46,7 +47,8 @@ async def ask_cam(invoke: Invoke) -> web.Response:
 
 
 async def open_reply(invoke: Invoke) -> web.Response:
-    return card_response(reply_card(invoke.number("value")))
+    question_id = invoke.number("value")
+    return card_response(reply_card(question_id, await handoff_for(question_id, invoke.staff)))
 
 
 async def submit_reply(invoke: Invoke) -> web.Response:
