@@ -10,7 +10,7 @@ import pytest
 
 from bot.core.onboarding.assistant import ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION
 from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
-from storage.models import Member, OutboundMessage, Question
+from storage.models import KBProposal, Member, OutboundMessage, Question
 from tests.fakes.slack_signing import event_body
 from tests.support import CAM_USER, TEAM, SlackHarness, wait_until
 
@@ -263,6 +263,43 @@ async def test_the_teams_reply_form_keeps_the_question_it_answers_in_view(db: st
         assert "Your answer to the partner" in shown
         refused = await teams.invoke("aad-fay", REPLY_ACTION, {"value": str(question.id)})  # not the CAM
         assert "Only the partner's CAM or an admin" in str(refused["value"]) and PARKING not in str(refused)
+    finally:
+        await stop_teams_rig(teams)
+
+
+async def test_after_replying_in_teams_the_card_offers_the_reply_as_a_kb_entry(db: str) -> None:
+    """README: under a handed-off question the CAM gets **Add my reply as a KB entry** (after
+    replying). In Teams, Reply replaces the hand-off card with the reply form; after Send the card
+    is the hand-off again, with the reply, "on its way", and the buttons usable now (it used to say
+    only "on its way", so the button was gone exactly when it became usable)."""
+    from tests.teams_support import actions_of, card_of, start_teams_rig, stop_teams_rig, texts_of
+
+    teams = await start_teams_rig(db, kb_semantic=False)
+    try:
+        await teams.say("aad-cam", "help")  # the CAM has talked to Herald: hand-offs reach them in Teams
+        answer = card_of(await teams.say("aad-fay", PARKING))
+        assert [a["verb"] for a in actions_of(answer)] == [ASK_CAM_ACTION]
+        question = await Question.get()
+        await teams.invoke("aad-fay", ASK_CAM_ACTION, {"value": str(question.id)})
+        await teams.herald.outbox.drain()
+        handoff = card_of(teams.connector.activities("a:conv-aad-cam")[-1])
+        assert [a["verb"] for a in actions_of(handoff)] == [REPLY_ACTION, LEARN_ENTRY_ACTION]
+
+        form = await teams.invoke("aad-cam", REPLY_ACTION, {"value": str(question.id)})  # replaces the card
+        submit = actions_of(form["value"])[0]
+        shown = await teams.invoke("aad-cam", submit["verb"], {**submit["data"], "reply": "Yes, behind building B."})
+        await teams.herald.outbox.drain()
+        assert (await Question.get(id=question.id)).handoff_status == "answered"
+        texts = " ".join(texts_of(shown["value"]))
+        assert PARKING in texts and "Your answer:" in texts and "Yes, behind building B." in texts
+        assert "on its way" in texts
+        actions = actions_of(shown["value"])
+        assert [a["verb"] for a in actions] == [REPLY_ACTION, LEARN_ENTRY_ACTION]
+        assert await KBProposal.all().count() == 0
+
+        learned = await teams.invoke("aad-cam", LEARN_ENTRY_ACTION, actions[1]["data"])
+        assert "new entry with your reply" in str(learned["value"])
+        assert (await KBProposal.get()).answer == "Yes, behind building B."
     finally:
         await stop_teams_rig(teams)
 

@@ -8,7 +8,7 @@ channels render; every step is stored and audited.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from tortoise.transactions import in_transaction
@@ -290,8 +290,15 @@ async def _answerable(question_id: int, staff: Staff | None) -> Question:
 
 async def handoff_for(question_id: int, staff: Staff | None) -> DirectMessage:
     """The hand-off as the CAM got it (the question, the partner, the knowledge base's suggestion,
-    its buttons), for a platform whose reply form replaces the hand-off message (Teams' cards)."""
-    return _handoff_message(await _answerable(question_id, staff))
+    its buttons: Reply again, the knowledge-base ones) and the reply once there is one, for a
+    platform whose reply form replaces the hand-off message (Teams' cards)."""
+    question = await _answerable(question_id, staff)
+    message = _handoff_message(question)
+    if not question.reply_text:
+        return message
+    mine = staff is not None and question.replied_by == staff.email
+    who = "Your answer" if mine else f"Answered by {question.replied_by}"
+    return replace(message, lines=(*message.lines, f"{who}: \"{question.reply_text}\""))
 
 
 async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,

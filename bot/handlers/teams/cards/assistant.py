@@ -3,9 +3,11 @@ Reply (opens the reply card) and its Send."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aiohttp import web
 
-from bot.channels.teams_replies import REPLY_SUBMIT_VERB, note_card, reply_card
+from bot.channels.teams_replies import REPLY_SUBMIT_VERB, reply_card
 from bot.channels.teams_cards import direct_message_card
 from bot.core.onboarding.assistant import (
     ASK_CAM_ACTION,
@@ -52,8 +54,12 @@ async def open_reply(invoke: Invoke) -> web.Response:
 
 
 async def submit_reply(invoke: Invoke) -> web.Response:
-    await invoke.herald.relay_reply(invoke.number("question_id"), invoke.staff, str(invoke.data.get("reply", "")))
-    return card_response(note_card(ON_ITS_WAY))
+    """The reply form becomes the hand-off again, with the reply and the buttons usable after it
+    (Add my reply as a KB entry, Reply again)."""
+    question_id = invoke.number("question_id")
+    await invoke.herald.relay_reply(question_id, invoke.staff, str(invoke.data.get("reply", "")))
+    handoff = await handoff_for(question_id, invoke.staff)
+    return card_response(direct_message_card(replace(handoff, lines=(*handoff.lines, ON_ITS_WAY))))
 
 
 async def did_you_mean(invoke: Invoke) -> web.Response:
