@@ -13,17 +13,19 @@ from hypothesis import strategies as st
 from tortoise.exceptions import IntegrityError
 
 from bot.common.errors import UserError
+from bot.core.commands.parser import parse_command
 from bot.core.compliance.reports import notice_summary, report_chunks
 from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.notices.ab_results import MIN_DELIVERED, compare_rates, compare_times, variant_results
+from bot.core.notices import sending
 from bot.core.notices.acks import acknowledge
 from bot.core.notices.revisions import retract_notice
 from bot.core.notices.rollout import roll_out
 from bot.core.notices.status import notice_status
 from bot.core.notices.variants import assign
 from bot.service import Herald
-from storage.models import AuditEvent, Delivery, Member, Notice, Staff
+from storage.models import AuditEvent, Delivery, Member, Notice, PlatformAccount, Staff
 from tests.support import TEAM, directory_csv
 from tests.survey_support import SurveyRig, big_directory, members
 
@@ -180,6 +182,29 @@ async def test_variant_results_count_acks_and_say_when_there_is_too_little_data(
     assert ",variant\n" in report.splitlines(keepends=True)[[i for i, line in enumerate(report.splitlines())
                                                              if line.startswith("organisation_id")][0]]
     assert "# variant: variant=A" in report
+
+
+async def test_the_reports_summary_per_variant_counts_members_not_copies(srig: SurveyRig) -> None:
+    """With HERALD_PLATFORM_POLICY=all a member with a Slack and a Teams copy is one recipient of
+    their variant, by their best copy, as in the notice's totals and in `herald variants`."""
+    member = await Member.get(email="m1@acme.example")
+    await PlatformAccount.create(member=member, platform="teams", workspace_external_id="tenant-1", user_id="aad-1",
+                                 dm_channel="a:conv", service_url="http://127.0.0.1:9/")
+    command = parse_command("send need-to-know announcements org:acme | Title A | Body A || Title B | Body B")
+    preview = await sending.create_draft(None, command, srig.herald.catalog, now=srig.clock.now(), operator="t")
+    await sending.send_draft(preview.notice.id, None, srig.herald.catalog, now=srig.clock.now(), operator="t",
+                             platform_policy="all")
+    notice_id = preview.notice.id
+    assert await Delivery.filter(notice_id=notice_id, member=member).count() == 2  # a Slack and a Teams copy
+    await Delivery.filter(notice_id=notice_id).update(status="delivered", delivered_at=srig.clock.now())
+    await Delivery.filter(notice_id=notice_id, member=member, platform="teams").update(status="failed")
+
+    summary = await notice_summary(notice_id)
+    assert (summary["recipients"], summary["delivered"], summary["failed"]) == (6, 6, 0)  # six members
+    compared = {v["variant"]: v["delivered"] for v in (await variant_results(notice_id, None, operator=True))["variants"]}
+    assert compared == {"A": 3, "B": 3}  # `herald variants` counts members
+    per_variant = {v["variant"]: (v["recipients"], v["delivered"], v["failed"]) for v in summary["variants"]}
+    assert per_variant == {"A": (3, 3, 0), "B": (3, 3, 0)}
 
 
 def test_rate_comparisons_pick_the_right_test() -> None:

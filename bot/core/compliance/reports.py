@@ -233,8 +233,11 @@ async def _variant_summary(notice: Notice) -> list[dict[str, Any]]:
     if not await NoticeVariant.filter(notice_id=notice.id).exists():
         return []
     by_variant: dict[str, dict[str, int]] = {}
-    for row in await (Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value)
-                      .annotate(n=Count("id")).group_by("variant", "status").values("variant", "status", "n")):
+    statuses = await (Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value).annotate(n=Count("id"))
+                      .group_by("variant", "status", "platform").values("variant", "status", "platform", "n"))
+    if len({row["platform"] for row in statuses}) > 1:  # members with copies on both: count members
+        statuses = await member_status_counts(notice.id, by="variant")
+    for row in statuses:
         add_status(by_variant.setdefault(row["variant"], funnel_counts()), row["status"], row["n"])
     for row in await (Acknowledgement.filter(notice_id=notice.id, revision__gte=notice.ack_revision)
                       .annotate(n=Count("member_id", distinct=True)).group_by("delivery__variant")
@@ -298,20 +301,23 @@ async def _status_by_organisation(notice_id: int) -> list[dict[str, Any]]:
 # copy: delivered if any was, else still to be sent, held, in a digest, failed only if all failed.
 _BEST = [DeliveryStatus.DELIVERED.value, *_PENDING, DeliveryStatus.HELD.value, DeliveryStatus.DIGEST.value,
          DeliveryStatus.FAILED.value, DeliveryStatus.CANCELLED.value]
-_BEST_SQL = (
-    "SELECT organisation_id, best, COUNT(*) AS n FROM (SELECT d.member_id, "
-    "COALESCE(d.organisation_id, m.organisation_id) AS organisation_id, MIN(CASE d.status "
+# What a member's copies are counted under: their organisation, or their A/B variant (the same on
+# every copy of a member: one assignment per member).
+_SEGMENTS = {"organisation_id": "COALESCE(d.organisation_id, m.organisation_id)", "variant": "d.variant"}
+_BEST_SQL = {
+    by: "SELECT " + by + ", best, COUNT(*) AS n FROM (SELECT d.member_id, " + segment + " AS " + by
+    + ", MIN(CASE d.status "
     + " ".join(f"WHEN '{status}' THEN {rank}" for rank, status in enumerate(_BEST)) + f" ELSE {len(_BEST)} END) AS best "
     "FROM delivery d JOIN member m ON m.id = d.member_id WHERE d.notice_id = ? AND d.kind = '"
-    + DeliveryKind.NOTICE.value + "' GROUP BY d.member_id, COALESCE(d.organisation_id, m.organisation_id)) AS x "
-    "GROUP BY organisation_id, best")
+    + DeliveryKind.NOTICE.value + "' GROUP BY d.member_id, " + segment + ") AS x GROUP BY " + by + ", best"
+    for by, segment in _SEGMENTS.items()}
 
 
-async def member_status_counts(notice_id: int) -> list[dict[str, Any]]:
-    """Members per (organisation, best copy's status) of a notice (see _BEST)."""
-    rows = await connections.get("default").execute_query_dict(storage_db.placeholders(_BEST_SQL), [notice_id])
-    return [{"organisation_id": r["organisation_id"], "status": _BEST[r["best"]] if r["best"] < len(_BEST) else "",
-             "n": r["n"]} for r in rows]
+async def member_status_counts(notice_id: int, *, by: Literal["organisation_id", "variant"] = "organisation_id",
+                               ) -> list[dict[str, Any]]:
+    """Members per (organisation or variant, best copy's status) of a notice (see _BEST)."""
+    rows = await connections.get("default").execute_query_dict(storage_db.placeholders(_BEST_SQL[by]), [notice_id])
+    return [{by: r[by], "status": _BEST[r["best"]] if r["best"] < len(_BEST) else "", "n": r["n"]} for r in rows]
 
 
 async def funnels_by_notice(copies: list[dict[str, Any]]) -> dict[int, dict[str, int]]:
