@@ -197,3 +197,22 @@ async def test_a_survey_closed_while_a_copy_is_in_flight_takes_its_buttons_away(
     row = await Delivery.get(id=job.row.id)
     assert update.args.get("ts") == row.message_id and not row.update_pending
     assert "Yes" not in str(update.args.get("blocks"))  # no answer buttons on a closed survey
+
+
+@pytest.mark.parametrize("outcome", [Outcome.retry("HTTP 500"), Outcome.deferred(5)], ids=["retry", "deferred"])
+async def test_a_copy_in_flight_when_its_survey_closes_is_not_sent_after_it(rig: Rig, outcome: Outcome) -> None:
+    command = parse_command("survey announcements member:anna@acme.example | Ready for Q1? | Yes | No")
+    preview = await create_survey_draft(None, command, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    await sending.send_draft(preview.notice.id, None, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    job = await _claim_one(rig)
+    await close_survey(preview.notice.id, None, now=rig.clock.now(), operator="test")
+    await _finish(rig, job, outcome)  # the attempt did not land (or was never made)
+
+    await _drain_later(rig)
+
+    assert rig.fake.calls_to("chat.postMessage") == []
+    row = await Delivery.get(id=job.row.id)
+    assert (row.status, row.error) == (DeliveryStatus.CANCELLED.value, "the survey closed before it was sent")
+    [event] = await AuditEvent.filter(kind="delivery.cancelled")
+    assert (event.notice_id, event.data["delivery_id"], event.data["reason"]) == (
+        preview.notice.id, row.id, "the survey closed before it was sent")

@@ -12,7 +12,11 @@ from datetime import timedelta
 
 import pytest
 
+from bot.core.commands.parser import parse_command
+from bot.core.notices import sending
 from bot.core.notices.revisions import retract_notice
+from bot.core.surveys.answers import close_survey
+from bot.core.surveys.creating import create_survey_draft
 from storage.models import AuditEvent, Delivery, DeliveryStatus
 from tests.support import Rig
 
@@ -60,6 +64,30 @@ async def test_a_copy_in_doubt_of_a_notice_retracted_since_is_updated_if_it_land
         assert rig.fake.messages(DM) == []
         assert (row.status, row.error) == (DeliveryStatus.CANCELLED.value, "retracted before it was sent")
         assert await AuditEvent.filter(notice_id=notice_id, kind="delivery.cancelled").count() == 1
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["posted", "not-posted"])
+async def test_a_copy_in_doubt_of_a_survey_closed_since_is_updated_if_it_landed_and_cancelled_if_not(
+        rig: Rig, landed: bool) -> None:
+    """Nobody is sent "This survey closed ..." for a survey they never had."""
+    rig.fake.fail_next("chat.postMessage", drop=True, landed=landed)
+    command = parse_command("survey announcements member:anna@acme.example | Ready for Q1? | Yes | No")
+    preview = await create_survey_draft(None, command, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    await sending.send_draft(preview.notice.id, None, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    await rig.herald.outbox.drain()  # the answer is lost: in doubt
+    await close_survey(preview.notice.id, None, now=rig.clock.now(), operator="test")
+    rig.clock.advance(hours=1)
+    await rig.herald.outbox.drain()  # the retry looks first
+
+    row = await Delivery.get(notice_id=preview.notice.id)
+    assert len(rig.fake.calls_to("chat.postMessage")) == 1 and len(rig.fake.calls_to("conversations.history")) == 1
+    if landed:
+        [message] = rig.fake.messages(DM)
+        assert (row.status, row.message_id, row.update_pending) == (DeliveryStatus.DELIVERED.value, message["ts"], False)
+        assert "This survey closed" in str(message["blocks"])  # updated in place
+    else:
+        assert rig.fake.messages(DM) == []
+        assert (row.status, row.error) == (DeliveryStatus.CANCELLED.value, "the survey closed before it was sent")
 
 
 async def test_a_message_slack_did_not_post_is_posted_by_the_retry(rig: Rig) -> None:

@@ -21,7 +21,7 @@ from bot.core.surveys.creating import create_survey_draft
 from bot.core.compliance.reports import _FORMULA_START as FORMULA_START
 from bot.core.surveys.results import OTHER, _pooled_cells, results_csv, summarise, survey_results
 from bot.core.surveys.spec import SurveySpec, build_spec
-from storage.models import AuditEvent, Delivery, Member, Staff, Survey, SurveyAnswer, SurveyAnswerChange
+from storage.models import AuditEvent, Delivery, Member, Notice, Staff, Survey, SurveyAnswer, SurveyAnswerChange
 from tests.support import TEAM, directory_csv
 from tests.survey_support import SurveyRig, members
 
@@ -162,6 +162,45 @@ async def test_closing_stops_answers_and_redraws_the_messages(srig: SurveyRig) -
     updates = srig.fake.calls_to("chat.update")
     assert len(updates) == 4 and all("This survey closed" in str(u.args["blocks"]) for u in updates)
     assert not any(_buttons(u.args["blocks"]) for u in updates)
+
+
+async def test_a_closed_survey_is_not_sent_to_members_still_waiting_for_it(srig: SurveyRig) -> None:
+    """m2@bolt is in quiet hours when the survey goes out and the CAM closes it before their
+    morning: their copy is cancelled, not sent ("This survey closed ...", nothing to answer) nor
+    counted among the members it was delivered to."""
+    await Member.filter(email="m2@bolt.example").update(timezone="Australia/Sydney")
+    survey_id = await srig.survey("announcements org:bolt | Ready for Q1? | Yes | No")
+    await srig.herald.outbox.drain()
+    assert srig.fake.call_count("chat.postMessage") == 3  # the fourth waits for Sydney's morning
+    await srig.answer(survey_id, "UBOLT1", 0)
+    await close_survey(survey_id, None, now=srig.clock.now(), operator="test")
+
+    srig.clock.advance(hours=14)
+    await srig.herald.outbox.drain()
+
+    assert srig.fake.call_count("chat.postMessage") == 3
+    waiting = await Delivery.get(notice_id=survey_id, member__email="m2@bolt.example")
+    assert (waiting.status, waiting.error) == ("cancelled", "the survey closed before it was sent")
+    closed = await AuditEvent.get(notice_id=survey_id, kind="survey.closed")
+    assert (closed.data["cancelled"], closed.data["copies"]) == (1, 3)
+    assert (await Notice.get(id=survey_id)).status == "sent"  # nothing left to send
+    assert (await survey_results(survey_id, None, operator=True))["total"]["recipients"] == 3
+
+
+async def test_a_survey_past_its_close_date_is_not_sent_before_the_tick_closes_it(srig: SurveyRig) -> None:
+    await Member.filter(email="m2@bolt.example").update(timezone="Australia/Sydney")
+    survey_id = await srig.survey("announcements org:bolt closes:2026-01-06 | Ready for Q1? | Yes | No")
+    await srig.herald.outbox.drain()
+    assert srig.fake.call_count("chat.postMessage") == 3
+
+    srig.clock.advance(days=2)  # Sydney's morning came after the close date; the tick has not run
+    await srig.herald.outbox.drain()
+
+    assert srig.fake.call_count("chat.postMessage") == 3
+    waiting = await Delivery.get(notice_id=survey_id, member__email="m2@bolt.example")
+    assert (waiting.status, waiting.error) == ("cancelled", "the survey closed before it was sent")
+    [event] = await AuditEvent.filter(notice_id=survey_id, kind="delivery.cancelled")
+    assert (event.data["delivery_id"], event.data["reason"]) == (waiting.id, "the survey closed before it was sent")
 
 
 async def test_only_the_author_or_an_admin_closes_and_surveys_cannot_be_edited(srig: SurveyRig) -> None:

@@ -112,9 +112,9 @@ class Channel(Protocol):
                       maybe_sent: bool, wanted: bool = True) -> Outcome:
         """Send one notice to one person. `maybe_sent`: an earlier attempt may have gone out
         before a crash; the channel must look for it before sending again. `wanted=False` (only
-        with `maybe_sent`): the notice was retracted, or the reminder acknowledged, since; report
-        the earlier message if it is there (the engine updates it), else send nothing
-        (`Outcome.not_posted`). A channel that cannot look sends as usual."""
+        with `maybe_sent`): the notice was retracted, its survey closed, or the reminder
+        acknowledged, since; report the earlier message if it is there (the engine updates it),
+        else send nothing (`Outcome.not_posted`). A channel that cannot look sends as usual."""
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
         """Replace a delivered message in place (e.g. after an acknowledgement)."""

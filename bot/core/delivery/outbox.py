@@ -93,13 +93,15 @@ _UPDATE_SQL = ("UPDATE delivery SET update_pending=CASE WHEN update_seq=? THEN ?
                "claimed_by='', claimed_until=?, error=?, updated_at=? WHERE id=? AND claimed_by=?")
 _DM_CACHE_SQL = "UPDATE platform_account SET dm_channel=?, updated_at=? WHERE id=?"
 # A copy that goes back to pending (a retry, a deferral) is never sent if, meanwhile, its notice was
-# retracted or (a reminder) the member acknowledged: those cancelled the pending copies, but this
-# one was in flight then.
+# retracted, its survey closed (or its close date passed; parameter: now) or (a reminder) the
+# member acknowledged: those cancelled the pending copies, but this one was in flight then.
 _RETRACTED = f"notice_id IN (SELECT id FROM notice WHERE status='{NoticeStatus.RETRACTED.value}')"
+_SURVEY_CLOSED = "notice_id IN (SELECT notice_id FROM survey WHERE closed_at IS NOT NULL OR closes_at<=?)"
 _CANCEL_UNWANTED_SQL = (
     f"UPDATE delivery SET status='{DeliveryStatus.CANCELLED.value}', next_reminder_at=NULL, "
-    f"error=CASE WHEN {_RETRACTED} THEN 'retracted before it was sent' ELSE 'acknowledged before it was sent' END "
-    f"WHERE {{ids}} AND status='{DeliveryStatus.PENDING.value}' AND ({_RETRACTED} "
+    f"error=CASE WHEN {_RETRACTED} THEN 'retracted before it was sent' "
+    f"WHEN {_SURVEY_CLOSED} THEN 'the survey closed before it was sent' ELSE 'acknowledged before it was sent' END "
+    f"WHERE {{ids}} AND status='{DeliveryStatus.PENDING.value}' AND ({_RETRACTED} OR {_SURVEY_CLOSED} "
     f"OR (kind='{DeliveryKind.REMINDER.value}' AND EXISTS (SELECT 1 FROM acknowledgement k JOIN notice n "
     f"ON n.id=k.notice_id WHERE k.notice_id=delivery.notice_id AND k.member_id=delivery.member_id "
     f"AND k.revision=n.ack_revision))) RETURNING id, notice_id, member_id, platform, kind, error")
@@ -273,7 +275,9 @@ class NoticeSource:
             return Outcome.delivered(ref)
         if row.recipient is None:
             return Outcome.failed("the member's platform account was removed")
-        wanted = not (row.notice_stamp.status == NoticeStatus.RETRACTED.value or (
+        stamp = row.notice_stamp
+        wanted = not (stamp.status == NoticeStatus.RETRACTED.value or stamp.survey_closed_at is not None or (
+            stamp.survey_closes_at is not None and stamp.survey_closes_at <= self.outbox.clock.now()) or (
             row.kind == DeliveryKind.REMINDER.value and row.acknowledged_at is not None))
         if not wanted and not row.maybe_sent:
             # back to pending, where _store cancels it. A copy in doubt is looked for first: if it
@@ -390,7 +394,7 @@ class NoticeSource:
             if back_to_pending:
                 predicate, ids = storage_db.in_ids("id", back_to_pending)
                 cancelled = await conn.execute_query_dict(
-                    storage_db.placeholders(_CANCEL_UNWANTED_SQL.format(ids=predicate)), [ids])
+                    storage_db.placeholders(_CANCEL_UNWANTED_SQL.format(ids=predicate)), [now, ids, now])
                 events += [audit_event("delivery.cancelled", now=now, notice_id=c["notice_id"], member_id=c["member_id"],
                                        platform=c["platform"], delivery_id=c["id"], copy=c["kind"], reason=c["error"])
                            for c in cancelled]

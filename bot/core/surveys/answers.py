@@ -26,6 +26,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.common.secrets import TokenDecryptError, environment_cipher
 from bot.core.compliance.audit import audit_event, record
+from bot.core.delivery.notice_rows import complete_sent_notices
 from bot.core.notices.revisions import authorise_change
 from bot.core.notices.row_views import survey_view
 from bot.core.notices.views import NoticeView, format_time, notice_view
@@ -230,19 +231,27 @@ async def close_due_surveys(now: datetime) -> int:
 
 
 async def _close(survey: Survey, *, actor: str, now: datetime) -> int:
-    """Close once: erase the respondent key, flag the delivered messages to lose their buttons."""
+    """Close once: erase the respondent key, flag the delivered messages to lose their buttons and
+    cancel the copies not sent yet (a closed survey is nothing to send)."""
     at = min(survey.closes_at, now) if survey.closes_at else now
+    notice_id: int = survey.notice_id  # type: ignore[attr-defined]
     async with in_transaction() as conn:
         changed = await Survey.filter(id=survey.id, closed_at__isnull=True).using_db(conn).update(
             closed_at=at, respondent_key="")
         if not changed:
             return 0
-        # the copies in flight too: one sent with buttons is updated once it is delivered
-        copies = await Delivery.filter(notice_id=survey.notice_id,  # type: ignore[attr-defined]
+        cancelled = await Delivery.filter(
+            notice_id=notice_id, status__in=[DeliveryStatus.PENDING.value, DeliveryStatus.HELD.value]).using_db(
+            conn).update(status=DeliveryStatus.CANCELLED.value, error="the survey closed before it was sent",
+                         updated_at=now)
+        # the copies in flight too: one sent with buttons is updated once it is delivered, and one
+        # that comes back unsent is cancelled (the outbox's _CANCEL_UNWANTED_SQL)
+        copies = await Delivery.filter(notice_id=notice_id,
                                        status__in=[DeliveryStatus.DELIVERED.value, DeliveryStatus.SENDING.value],
                                        ).using_db(conn).update(update_pending=True, update_seq=F("update_seq") + 1)
         answers = await SurveyAnswer.filter(survey_id=survey.id).using_db(conn).count()
-        await record([audit_event("survey.closed", now=now, actor=actor, notice_id=survey.notice_id,  # type: ignore[attr-defined]
-                                  survey=survey.id, answers=answers, copies=copies,
+        await record([audit_event("survey.closed", now=now, actor=actor, notice_id=notice_id, survey=survey.id,
+                                  answers=answers, copies=copies, cancelled=cancelled,
                                   respondent_key_erased=survey.anonymous)], using_db=conn)
+        await complete_sent_notices(now, [notice_id], using_db=conn)  # its last copies may be the cancelled ones
     return 1
