@@ -3,6 +3,8 @@ history and audited, anonymity (what is stored, what results show), NPS, closing
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import csv
 import io
 from datetime import timedelta
@@ -16,6 +18,7 @@ from bot.core.compliance.verify import verify_chain
 from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.notices.revisions import edit_notice, retract_notice
+from bot.core.surveys import answers
 from bot.core.surveys.answers import close_due_surveys, close_survey, comment_on_survey
 from bot.core.surveys.creating import create_survey_draft
 from bot.core.compliance.reports import _FORMULA_START as FORMULA_START
@@ -201,6 +204,53 @@ async def test_a_survey_past_its_close_date_is_not_sent_before_the_tick_closes_i
     assert (waiting.status, waiting.error) == ("cancelled", "the survey closed before it was sent")
     [event] = await AuditEvent.filter(notice_id=survey_id, kind="delivery.cancelled")
     assert (event.data["delivery_id"], event.data["reason"]) == (waiting.id, "the survey closed before it was sent")
+
+
+async def test_an_answer_checked_before_a_close_is_refused_if_the_close_commits_first(
+        srig: SurveyRig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The close (another replica, the CAM, the close date's tick) commits between the answer's
+    check and its write: the write looks again, so no answer lands after `survey.closed` counted
+    them, and the member is told the survey closed."""
+    survey_id = await srig.survey("announcements org:bolt | Ready for Q1? | Yes | No")
+    await srig.herald.outbox.drain()
+    record = answers._record
+
+    async def close_then_record(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        await close_survey(survey_id, None, now=srig.clock.now(), operator="test")
+        return await record(*args, **kwargs)
+
+    monkeypatch.setattr(answers, "_record", close_then_record)
+    with pytest.raises(UserError, match="survey closed at"):
+        await srig.answer(survey_id, "UBOLT1", 0)
+
+    closed = await AuditEvent.get(notice_id=survey_id, kind="survey.closed")
+    assert await SurveyAnswer.filter(survey__notice_id=survey_id).count() == closed.data["answers"] == 0
+    assert not await AuditEvent.filter(notice_id=survey_id, kind="survey.answered").exists()
+
+
+async def test_a_close_waits_for_an_answer_being_written_and_counts_it(
+        srig: SurveyRig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The close starts while the answer's transaction is writing: it waits for it, so the answer
+    stored is in `survey.closed`'s count (PostgreSQL: the answer holds the survey row FOR SHARE)."""
+    survey_id = await srig.survey("announcements org:bolt | Ready for Q1? | Yes | No")
+    await srig.herald.outbox.drain()
+    append = answers.record
+    closing: list[asyncio.Task] = []
+    elsewhere = contextvars.copy_context()  # outside the answer's transaction, as another request
+
+    async def close_meanwhile(events, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if not closing and events[0].kind == "survey.answered":
+            closing.append(asyncio.create_task(
+                close_survey(survey_id, None, now=srig.clock.now(), operator="test"), context=elsewhere))
+            await asyncio.sleep(0.3)  # the close runs meanwhile, and waits for this answer
+        return await append(events, **kwargs)
+
+    monkeypatch.setattr(answers, "record", close_meanwhile)
+    assert (await srig.answer(survey_id, "UBOLT1", 0)).recorded
+    await closing[0]
+
+    closed = await AuditEvent.get(notice_id=survey_id, kind="survey.closed")
+    assert await SurveyAnswer.filter(survey__notice_id=survey_id).count() == closed.data["answers"] == 1
 
 
 async def test_only_the_author_or_an_admin_closes_and_surveys_cannot_be_edited(srig: SurveyRig) -> None:

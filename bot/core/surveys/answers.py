@@ -19,6 +19,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
@@ -32,6 +33,8 @@ from bot.core.notices.row_views import survey_view
 from bot.core.notices.views import NoticeView, format_time, notice_view
 from bot.core.surveys.spec import spec_of
 from bot.topics import TopicCatalog
+from storage import db as storage_db
+from storage.db import as_datetime
 from storage.models import (
     Delivery,
     DeliveryStatus,
@@ -99,9 +102,26 @@ async def _recipient(notice_id: int, platform: str, workspace_id: str, user_id: 
 
 
 def _ensure_open(survey: Survey, now: datetime) -> None:
-    closed = survey.closed_at or (survey.closes_at if survey.closes_at and survey.closes_at <= now else None)
+    _refuse_if_closed(survey.closed_at, survey.closes_at, now)
+
+
+def _refuse_if_closed(closed_at: datetime | None, closes_at: datetime | None, now: datetime) -> None:
+    closed = closed_at or (closes_at if closes_at and closes_at <= now else None)
     if closed is not None:
         raise UserError(f"This survey closed at {format_time(closed)}; answers can no longer be changed.")
+
+
+# The survey as the answer's transaction sees it: a close (the CAM, the close date's tick, another
+# replica) that commits after the first check must not be followed by the answer. On PostgreSQL
+# FOR SHARE makes a close wait for the answers being written (so `survey.closed` counts them) and an
+# answer wait for a close being written (and then see it); SQLite writes one transaction at a time.
+_STILL_OPEN_SQL = "SELECT closed_at, closes_at FROM survey WHERE id=?"
+
+
+async def _ensure_still_open(conn: BaseDBAsyncClient, survey_id: int, now: datetime) -> None:
+    query = _STILL_OPEN_SQL + (" FOR SHARE" if conn.capabilities.dialect == "postgres" else "")
+    [row] = await conn.execute_query_dict(storage_db.placeholders(query), [survey_id])
+    _refuse_if_closed(as_datetime(row["closed_at"]), as_datetime(row["closes_at"]), now)
 
 
 async def answer_survey(notice_id: int, value: int, *, platform: str, workspace_id: str, user_id: str,
@@ -164,6 +184,7 @@ async def _record(survey: Survey, notice: Notice, member: Member, *, value: int,
             return AnswerResult(notice, survey, member, value, new_comment, recorded=False, first=False)
         try:
             async with in_transaction() as conn:
+                await _ensure_still_open(conn, survey.id, now)
                 if current is None:
                     await SurveyAnswer.create(
                         survey_id=survey.id, respondent=respondent, member_id=None if survey.anonymous else member.id,
