@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 from datetime import UTC, datetime
 import os
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from bot.cli import main
 from bot.core.surveys.answers import answer_survey
 from storage import db as storage_db
-from storage.models import Delivery
+from storage.models import AuditEvent, Delivery, Notice
 from tests.support import TEAM
 from tests.survey_support import big_directory, members
 
@@ -44,10 +45,11 @@ def _in_db(db_url: str, work) -> object:  # noqa: ANN001
 def test_survey_from_the_command_line(cli: tuple[CliRunner, str]) -> None:
     runner, db_url = cli
     usage = runner.invoke(main, ["survey", "send", "--topic", "announcements", "--audience", "all", "--question",
-                                 "Q?", "--yes"])
+                                 "Q?", "--yes", "--as", "admin@vendor.example"])
     assert usage.exit_code == 2 and "--scale or 2 to 5 --option" in usage.output
     sent = runner.invoke(main, ["survey", "send", "--topic", "announcements", "--audience", "org:acme", "--question",
-                                "Which format?", "--option", "Webinar", "--option", "Workshop", "--yes"])
+                                "Which format?", "--option", "Webinar", "--option", "Workshop", "--yes",
+                                "--as", "admin@vendor.example"])
     assert sent.exit_code == 0, sent.output
     assert "queued for 6 recipients" in sent.output
     survey_id = int(sent.output.split()[1])
@@ -73,6 +75,32 @@ def test_survey_from_the_command_line(cli: tuple[CliRunner, str]) -> None:
     assert "No journey surveys" in runner.invoke(main, ["survey", "stages"]).output
     missing = runner.invoke(main, ["survey", "results", "999"])
     assert missing.exit_code == 1 and "survey #999 does not exist" in missing.output
+
+
+def test_survey_send_needs_an_accountable_sender(cli: tuple[CliRunner, str]) -> None:
+    """As `herald send`: a survey is a notice, and the shell account alone is no sender."""
+    runner, db_url = cli
+    assert runner.invoke(main, ["staff", "add", "cam@vendor.example", "--role", "cam"]).exit_code == 0
+    assert runner.invoke(main, ["staff", "add", "audit@vendor.example", "--role", "compliance"]).exit_code == 0
+    survey = ["survey", "send", "--topic", "announcements", "--audience", "org:acme", "--question", "Which format?",
+              "--option", "Webinar", "--option", "Workshop", "--yes"]
+
+    nobody = runner.invoke(main, survey)
+    assert nobody.exit_code == 2 and "--as" in nobody.output
+    unknown = runner.invoke(main, [*survey, "--as", "someone@vendor.example"])
+    assert unknown.exit_code == 1 and "no active staff member" in unknown.output
+    not_a_sender = runner.invoke(main, [*survey, "--as", "audit@vendor.example"])
+    assert not_a_sender.exit_code == 1 and "Only channel account managers and admins" in not_a_sender.output
+    assert _in_db(db_url, lambda: Notice.all().count()) == 0
+
+    named = runner.invoke(main, [*survey, "--as", "CAM@vendor.example"])
+    assert named.exit_code == 0, named.output
+    survey_id = int(named.output.split()[1])
+    notice = _in_db(db_url, lambda: Notice.get(id=survey_id).prefetch_related("author"))
+    assert notice.author.email == "cam@vendor.example"  # type: ignore[attr-defined]
+    events = _in_db(db_url, lambda: AuditEvent.filter(notice_id=survey_id, kind__startswith="notice.").order_by("id"))
+    assert events and all(e.actor == "cam@vendor.example" and e.data.get("source") == "cli"  # type: ignore[attr-defined]
+                          and e.data.get("os_user") == getpass.getuser() for e in events)  # type: ignore[attr-defined]
 
 
 def test_variants_and_rollout_from_the_command_line(cli: tuple[CliRunner, str]) -> None:

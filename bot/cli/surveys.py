@@ -1,5 +1,7 @@
 """`herald survey ...` (send, results, close, list, stages), `herald variants` and `herald rollout`:
-pulse surveys and A/B tests from scripts. The operator at the server's shell acts as an admin."""
+pulse surveys and A/B tests from scripts. `survey send` acts `--as` a staff member, as `herald send`
+does (a survey is a notice: it needs an accountable sender); for the others the operator at the
+server's shell acts as an admin."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any
 
 import click
 
-from bot.cli.base import CLOCK, ROW_ID, get_settings, main, operator_name, run
+from bot.cli.base import CLOCK, ROW_ID, acting_staff, as_option, get_settings, main, operator_name, run
 
 
 @main.group(help="Pulse surveys: send one, read its results, close it.")
@@ -29,8 +31,9 @@ def survey() -> None:
 @click.option("--closes", default="", help="Stop taking answers then: ISO-8601 date or time.")
 @click.option("--at", "send_at", default="", help="Send later: ISO-8601 time.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@as_option
 def survey_send(topic: str, audience: str, question: str, options: tuple[str, ...], scale: str | None,
-                follow_up: str, anonymous: bool, closes: str, send_at: str, yes: bool) -> None:
+                follow_up: str, anonymous: bool, closes: str, send_at: str, yes: bool, as_email: str) -> None:
     from bot.core.commands.parser import SurveyCommand, parse_deadline, parse_time
     from bot.core.notices import sending
     from bot.core.surveys.creating import create_survey_draft
@@ -39,21 +42,21 @@ def survey_send(topic: str, audience: str, question: str, options: tuple[str, ..
     if bool(options) == bool(scale):
         raise click.UsageError("give either --scale or 2 to 5 --option answers")
     catalog = load_catalog(get_settings().topics_file)
-    operator = operator_name()
 
     async def work() -> tuple[int, int, bool]:
+        staff = await acting_staff(as_email)
         command = SurveyCommand(topic=topic, audience=audience, question=question,
                                 answers=(f"scale:{scale}",) if scale else options, follow_up=follow_up,
                                 anonymous=anonymous, closes_at=parse_deadline(closes) if closes else None,
                                 scheduled_at=parse_time(send_at, what="send time") if send_at else None)
-        preview = await create_survey_draft(None, command, catalog, now=CLOCK.now(), operator=operator)
+        preview = await create_survey_draft(staff, command, catalog, now=CLOCK.now())
         for warning in preview.warnings:
             click.echo(f"warning: {warning}", err=True)
         ask = f"Send survey #{preview.notice.id} '{preview.spec.question}' to {preview.recipients} recipients?"
         if not yes and not await asyncio.to_thread(click.confirm, ask):
-            await sending.cancel_draft(preview.notice.id, None, now=CLOCK.now(), operator=operator)
+            await sending.cancel_draft(preview.notice.id, staff, now=CLOCK.now())
             return preview.notice.id, 0, False
-        result = await sending.send_draft(preview.notice.id, None, catalog, now=CLOCK.now(), operator=operator)
+        result = await sending.send_draft(preview.notice.id, staff, catalog, now=CLOCK.now())
         return result.notice.id, result.recipients, True
 
     survey_id, recipients, sent = run(work)
