@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from bot.console.filters import when
 from bot.core.notices import acks
 from bot.core.surveys.results import OTHER, results_csv, survey_results
 from storage.models import (
@@ -102,6 +103,30 @@ async def test_an_anonymous_survey_shows_nothing_under_five_answers_and_no_names
     names = await Member.all().values_list("name", flat=True)
     assert not [name for name in names if name in page]  # no member is named anywhere
     assert "Price lists" in page and "Who answered what" not in page
+
+
+async def test_an_anonymous_surveys_notice_page_neither_dates_nor_counts_its_answers(console: ConsoleHarness) -> None:
+    """The survey's notice page (deliveries, audit trail) names no answer event: "the latest event
+    (survey.answered, <time>)" next to the people page's delivery times narrowed a lone answer
+    down to a person. A named survey's page lists them as before."""
+    survey_id = await send_as_cam(console, "survey announcements all anonymous | Is the portal useful? | Yes | No")
+    named_id = await send_as_cam(console, "survey announcements all | Is the wiki useful? | Yes | No")
+    people = await delivered_to(survey_id)
+    console.clock.advance(minutes=7)
+    answered_at = console.clock.now()
+    await answer_as(console, survey_id, people[0], 1)
+    await answer_as(console, survey_id, people[0], 0)  # changed
+    await answer_as(console, named_id, people[0], 1)
+    casey = await console.signed_in(CAM)
+    _, survey_page = await casey.get(f"/console/surveys/{survey_id}")
+    assert 'id="suppressed"' in survey_page  # one answer: the survey page shows nothing
+
+    response, page = await casey.get(f"/console/notices/{survey_id}")
+    assert response.status == 200
+    assert when(answered_at) not in page
+    assert "survey.answered" not in page and "survey.answer_changed" not in page and 'id="answers-hidden"' in page
+    _, named = await casey.get(f"/console/notices/{named_id}")
+    assert "survey.answered" in named and when(answered_at) in named and 'id="answers-hidden"' not in named
 
 
 # ---- A/B tests ----------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from bot.core.compliance.reports import (
 )
 from bot.core.directory.permissions import require_viewer
 from bot.core.insights.sql import as_datetime, rows, seconds_between
-from storage.models import Notice, Staff, StaffRole
+from bot.core.surveys.answers import ANSWER_EVENTS
+from storage.models import Notice, Staff, StaffRole, Survey
 
 PAGE = 25
 PEOPLE_PAGE = 50
@@ -242,15 +243,20 @@ async def _escalations(notice_id: int) -> list[dict[str, Any]]:
 
 
 async def audit_state(notice_id: int) -> dict[str, Any]:
-    """The notice's events by kind, its latest event, and the chain's head (indexes only)."""
-    kinds = await rows("SELECT kind, COUNT(*) AS n FROM audit_event WHERE notice_id = ? GROUP BY kind "
-                       "ORDER BY n DESC, kind", [notice_id])
-    latest = await rows("SELECT seq, kind, occurred_at FROM audit_event WHERE notice_id = ? ORDER BY id DESC "
-                        "LIMIT 1", [notice_id])
+    """The notice's events by kind, its latest event, and the chain's head (indexes only). An
+    anonymous survey's answer events are left out (`answers_hidden`): their count, kinds and times
+    would tell how many answered and when (the trail and its export keep them)."""
+    hidden = ANSWER_EVENTS if await Survey.exists(notice_id=notice_id, anonymous=True) else ()
+    shown = f" AND kind NOT IN ({', '.join('?' * len(hidden))})" if hidden else ""
+    kinds = await rows(f"SELECT kind, COUNT(*) AS n FROM audit_event WHERE notice_id = ?{shown} GROUP BY kind "
+                       "ORDER BY n DESC, kind", [notice_id, *hidden])
+    latest = await rows(f"SELECT seq, kind, occurred_at FROM audit_event WHERE notice_id = ?{shown} "
+                        "ORDER BY id DESC LIMIT 1", [notice_id, *hidden])
     last = latest[0] if latest else None
     if last is not None:
         last["occurred_at"] = as_datetime(last["occurred_at"])
-    return {"kinds": kinds, "events": sum(k["n"] for k in kinds), "last": last, "head": await chain_head()}
+    return {"kinds": kinds, "events": sum(k["n"] for k in kinds), "last": last, "head": await chain_head(),
+            "answers_hidden": bool(hidden)}
 
 
 async def live_counts(notice: Notice) -> dict[str, int]:

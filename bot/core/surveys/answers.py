@@ -48,6 +48,10 @@ from storage.models import (
 )
 
 MAX_COMMENT = 2000
+# The kinds of an answer's audit events (`_event`): of an anonymous survey, Herald shows none of them,
+# nor their count or time, outside the trail itself (they would tell how many answered, and when).
+ANSWERED, ANSWER_CHANGED = "survey.answered", "survey.answer_changed"
+ANSWER_EVENTS = (ANSWERED, ANSWER_CHANGED)
 NOT_YOURS = "This survey was not sent to you, so you cannot answer it."
 
 
@@ -213,7 +217,7 @@ class _Retry(Exception):
 
 def _event(survey: Survey, notice: Notice, member: Member, respondent: str, before: SurveyAnswer | None,
            value: int, comment: str, platform: str, now: datetime):  # noqa: ANN202
-    kind = "survey.answered" if before is None else "survey.answer_changed"
+    kind = ANSWERED if before is None else ANSWER_CHANGED
     who = {"member_id": None, "actor": "", "respondent": respondent} if survey.anonymous else {
         "member_id": member.id, "actor": member.email}
     return audit_event(kind, now=now, notice_id=notice.id, survey=survey.id, value=value,
