@@ -128,7 +128,7 @@ def add_api_routes(app: web.Application, clock: Clock) -> None:
 
     async def readable_notice(notice_id: int, staff: Staff) -> Notice:
         notice = await load_notice(notice_id)
-        if not can_read_notice(staff, notice):
+        if not await can_read_notice(staff, notice):
             raise ApiError(403, "forbidden", f"you may not read notice {notice_id}")
         return notice
 

@@ -321,15 +321,20 @@ def test_window_parsing() -> None:
 
 async def test_access_rule(db: str) -> None:
     fx = await seed_reports()
-    assert reports.can_read_notice(fx.compliance, fx.other) and reports.can_read_notice(fx.admin, fx.notice)
-    assert reports.can_read_notice(fx.cam, fx.notice) and reports.can_read_notice(fx.cam, fx.draft)
-    assert not reports.can_read_notice(fx.cam, fx.other) and not reports.can_read_notice(fx.other_cam, fx.notice)
-    assert not reports.can_read_notice(fx.retired, fx.notice)
-    assert not reports.can_read_notice(None, fx.notice)
+    assert await reports.can_read_notice(fx.compliance, fx.other) and await reports.can_read_notice(fx.admin, fx.notice)
+    assert await reports.can_read_notice(fx.cam, fx.notice) and await reports.can_read_notice(fx.cam, fx.draft)
+    assert not await reports.can_read_notice(fx.cam, fx.other) and not await reports.can_read_notice(fx.other_cam, fx.notice)
+    assert not await reports.can_read_notice(fx.retired, fx.notice)
+    assert not await reports.can_read_notice(None, fx.notice)
     stranger = Staff(id=999, email="x@y", role="intern", active=True)
-    assert not reports.can_read_notice(stranger, fx.notice)
+    assert not await reports.can_read_notice(stranger, fx.notice)
     authorless = Notice(id=77, author_id=None)
-    assert not reports.can_read_notice(fx.cam, authorless) and reports.can_read_notice(fx.compliance, authorless)
+    assert not await reports.can_read_notice(fx.cam, authorless) and await reports.can_read_notice(fx.compliance, authorless)
+    # a partner's CAM reads a colleague's notice escalated to them (its Open report button)
+    corp = await Organisation.create(external_id="corp", name="Corp", tier="gold")
+    await Escalation.create(notice_id=fx.notice.id, organisation=corp, staff=fx.other_cam, member_ids=[],
+                            created_at=fx.notice.created_at)
+    assert await reports.can_read_notice(fx.other_cam, fx.notice) and not await reports.can_read_notice(fx.other_cam, fx.draft)
 
 
 # ---- API tokens ---------------------------------------------------------------------------------

@@ -4,12 +4,14 @@ DMs at the fake → Acknowledge → chat.update → status."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 
 
 from bot.core.notices.views import ACK_ACTION
 from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION
+from bot.core.directory.staff import add_staff
 from bot.core.notices import revisions
 from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, Staff
 from tests.fakes.slack_signing import slash_command_body
@@ -329,3 +331,54 @@ async def test_a_press_on_a_copy_older_than_a_material_edit_does_not_acknowledge
     assert "LX-300" in str(updated["blocks"]) and _ack_value(updated) == f"{notice_id}:2"
     await slack.click(ACK_ACTION, _ack_value(updated), user="UANNA", message=updated)
     await wait_until(lambda: Acknowledgement.filter(notice_id=notice_id, revision=2).exists(), what="the ack")
+
+
+async def test_a_cam_cannot_read_another_cams_notice_through_status(slack: SlackHarness) -> None:
+    """status follows the report's rule (compliance.reports.can_read_notice): a CAM sees their own."""
+    await add_staff("other.cam@vendor.example", "cam", name="Olga Other", slack_user="UOUTSIDER", slack_team=TEAM,
+                    now=slack.clock.now(), actor="test")
+    notice_id = await _sent_notice(slack, "send must-know operations tier:gold | Confidential recall of LX-200 | Stop")
+    assert "Only compliance, admins and the notice's CAM" in await _reply(slack, f"report {notice_id}", user="UOUTSIDER")
+    status = await _reply(slack, f"status {notice_id}", user="UOUTSIDER")
+    assert "Confidential recall" not in status and "another CAM's" in status
+    assert "Confidential recall" in await _reply(slack, f"status {notice_id}")
+
+
+async def test_send_on_a_preview_whose_deadline_has_passed_is_refused(slack: SlackHarness) -> None:
+    slack.clock.set(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+    notice_id = await _preview(slack, "send must-know operations tier:gold deadline:2026-01-05T12:00Z | Recall | Stop")
+    slack.clock.set(datetime(2026, 1, 5, 14, 0, tzinfo=UTC))  # back from lunch, the preview still open
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    (answer,) = await slack.responses(slack.last_click_key)
+    assert "deadline (2026-01-05 12:00 UTC) has passed since the preview" in answer.args["text"]
+    assert (await Notice.get(id=notice_id)).status == "draft"
+    assert await Delivery.filter(notice_id=notice_id).count() == 0
+
+
+async def test_the_partners_cam_can_open_the_report_of_a_colleagues_notice_escalated_to_them(
+        slack: SlackHarness) -> None:
+    """The escalation goes to each partner's CAM with Remind now and Open report: both work for them,
+    although a colleague wrote the notice."""
+    from bot.core.notices.escalations import OPEN_REPORT_ACTION
+
+    slack.clock.set(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+    await add_staff("launch.cam@vendor.example", "cam", name="Lee Launch", slack_user="UOUTSIDER", slack_team=TEAM,
+                    now=slack.clock.now(), actor="test")
+    response, _, key = await slack.command(
+        "send must-know operations tier:gold deadline:2026-01-06T17:00Z | Recall | Stop", user="UOUTSIDER")
+    (preview,) = await slack.responses(key)
+    notice_id = int(next(e["value"] for b in preview.args["blocks"] if b["type"] == "actions"
+                         for e in b["elements"] if e["action_id"] == SEND_ACTION))
+    await slack.click(SEND_ACTION, str(notice_id), user="UOUTSIDER")
+    await slack.responses(slack.last_click_key)
+    await slack.herald.outbox.drain()
+    slack.clock.set(datetime(2026, 1, 6, 18, 0, tzinfo=UTC))
+    await slack.herald.tick()
+    await slack.herald.outbox.drain()
+    escalation = next(c for c in slack.fake.calls_to("chat.postMessage")
+                      if c.channel == f"D{CAM_USER}" and "Escalation" in str(c.args))
+    buttons = {e["action_id"]: e["value"] for b in escalation.args["blocks"] if b["type"] == "actions"
+               for e in b["elements"]}
+    await slack.click(OPEN_REPORT_ACTION, buttons[OPEN_REPORT_ACTION], user=CAM_USER)
+    (answer,) = await slack.responses(slack.last_click_key)
+    assert "Only compliance" not in answer.args["text"] and f"#{notice_id}" in str(answer.args)

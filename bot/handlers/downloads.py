@@ -19,7 +19,7 @@ def add_download_routes(app: web.Application, herald: Herald) -> None:
         notice_id, staff_id = grant
         staff = await Staff.get_or_none(id=staff_id)
         notice = await Notice.get_or_none(id=notice_id)
-        if notice is None or staff is None or not can_read_notice(staff, notice):
+        if notice is None or staff is None or not await can_read_notice(staff, notice):
             return web.json_response({"error": "you may no longer read this report"}, status=403)
         response = web.StreamResponse(headers={
             "Content-Type": "text/csv; charset=utf-8",

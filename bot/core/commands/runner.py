@@ -190,12 +190,19 @@ class StaffCommands:
         raise UserError("that command is not available here")
 
     async def status(self, staff: Staff | None, notice_id: int | None) -> NoticeStatusReport:
+        from bot.core.compliance.reports import can_read_notice
+
         require_viewer(staff)
         if notice_id is None:
             latest = await sending.latest_notice_of(staff)  # type: ignore[arg-type]
             if latest is None:
                 raise NotFound("you have not sent a notice yet; give a notice id, e.g. `status 42`")
             notice_id = latest.id
+        notice = await Notice.get_or_none(id=notice_id)
+        if notice is None:
+            raise NotFound(f"notice {notice_id} does not exist")
+        if not await can_read_notice(staff, notice):  # the report's rule: a CAM sees their own notices
+            raise PermissionDenied(f"You may not see notice #{notice_id}: it is another CAM's.")
         return await notice_status(notice_id)
 
     async def report(self, notice_id: int, staff: Staff | None) -> ReportReady:
@@ -204,7 +211,7 @@ class StaffCommands:
         notice = await Notice.get_or_none(id=notice_id)
         if notice is None:
             raise NotFound(f"notice {notice_id} does not exist")
-        if staff is None or not staff.active or not can_read_notice(staff, notice):
+        if staff is None or not staff.active or not await can_read_notice(staff, notice):
             raise PermissionDenied("Only compliance, admins and the notice's CAM can pull its report.")
         return ReportReady(notice, await notice_summary(notice_id), staff)
 

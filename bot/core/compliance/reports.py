@@ -66,15 +66,19 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 # ---- access ---------------------------------------------------------------------------------
 
-def can_read_notice(staff: Staff | None, notice: Notice) -> bool:
-    """Compliance and admins read every notice; a CAM only the notices they authored."""
+async def can_read_notice(staff: Staff | None, notice: Notice) -> bool:
+    """Compliance and admins read every notice; a CAM the notices they authored, and those
+    escalated to them (a partner's CAM gets the escalation of a colleague's notice, with an
+    **Open report** button): one rule for chat, the console, the API and report downloads."""
     if staff is None or not staff.active:
         return False
     if staff.role in (StaffRole.COMPLIANCE.value, StaffRole.ADMIN.value):
         return True
-    if staff.role == StaffRole.CAM.value:
-        return notice.author_id is not None and notice.author_id == staff.id  # type: ignore[attr-defined]
-    return False
+    if staff.role != StaffRole.CAM.value:
+        return False
+    if notice.author_id is not None and notice.author_id == staff.id:  # type: ignore[attr-defined]
+        return True
+    return await Escalation.filter(notice_id=notice.id, staff_id=staff.id).exists()
 
 
 # ---- small helpers --------------------------------------------------------------------------

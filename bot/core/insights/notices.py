@@ -3,7 +3,8 @@ over time, the breakdown by organisation, tier and region, who has not acknowled
 delivery failed), reminders, escalations, revisions and the notice's audit events.
 
 Who may read what is the reports' rule (`compliance.reports.can_read_notice`, also used by the
-reports API and `report` in chat): compliance and admins every notice, a CAM their own.
+reports API and `report` in chat): compliance and admins every notice, a CAM their own and those
+escalated to them.
 The counts come from `compliance.reports.notice_summary`, so the console and the CSV report
 can never disagree.
 """
@@ -45,7 +46,7 @@ async def readable_notice(notice_id: int, staff: Staff | None) -> Notice:
     notice = await Notice.filter(id=notice_id).select_related("author").first()
     if notice is None:
         raise NotFound(f"notice {notice_id} does not exist")
-    if not can_read_notice(staff, notice):
+    if not await can_read_notice(staff, notice):
         raise PermissionDenied(f"You may not see notice #{notice_id}: it is another CAM's.")
     return notice
 

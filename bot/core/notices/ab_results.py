@@ -170,7 +170,7 @@ async def variant_results(notice_id: int, staff: Staff | None, *, operator: bool
     notice = await Notice.filter(id=notice_id).select_related("author").first()
     if notice is None:
         raise NotFound(f"notice {notice_id} does not exist")
-    if not operator and not can_read_notice(staff, notice):
+    if not operator and not await can_read_notice(staff, notice):
         raise PermissionDenied("Only compliance, admins and the notice's CAM can see its A/B results.")
     variants = await NoticeVariant.filter(notice_id=notice.id).order_by("label")
     if not variants:

@@ -26,6 +26,7 @@ from bot.core.directory.audiences import (
 )
 from bot.core.directory.permissions import require_sender
 from bot.core.notices import variants as ab_variants
+from bot.core.notices.views import format_time
 from bot.topics import ImportancePolicy, Topic, TopicCatalog, parse_importance
 from bot.topics.importance import Importance
 from storage import db as storage_db
@@ -143,6 +144,11 @@ async def send_draft(notice_id: int, actor: Staff | None, catalog: TopicCatalog,
     if not operator:
         actor = require_sender(actor)
     notice = await _own_draft(notice_id, actor)
+    if notice.status == NoticeStatus.DRAFT.value and notice.deadline is not None and notice.deadline <= now:
+        # checked when the draft was made, but a preview can stay open for hours: a must-know
+        # notice sent past its deadline would be escalated to every partner at the next tick
+        raise UserError(f"notice #{notice.id}'s deadline ({format_time(notice.deadline)}) has passed since the "
+                        "preview; compose it again with a new deadline")
     if notice.scheduled_at is not None and notice.scheduled_at > now:
         return await _schedule(notice, _actor(actor, operator), now=now)
     return await publish(notice, catalog, actor=_actor(actor, operator), now=now, from_status=NoticeStatus.DRAFT,
