@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
@@ -23,6 +23,7 @@ from bot.channels.teams import (
     MsalTokenProvider,
     TeamsChannel,
 )
+from bot.common import metrics
 from bot.common.clock import Clock, SystemClock
 from bot.core.commands.runner import ReportReady
 from bot.core.delivery.messages import MessageSource, Target
@@ -331,25 +332,53 @@ class Herald:
     async def tick(self) -> dict[str, int]:
         """The periodic work: publish scheduled notices, plan reminders and escalations, send
         escalation DMs, close surveys whose date has passed, wake the outbox, then work out the
-        engagement figures of notices that changed. Safe to run on every replica at once."""
+        engagement figures of notices that changed. Safe to run on every replica at once.
+
+        Each job runs on its own: one that raises is logged with its traceback and counted
+        (`herald_tick_job_failures_total{job}`, and `failed_jobs` in the result), and the others
+        still run, so one bad row cannot stop reminders and escalations on every replica."""
         now = self.clock.now()
-        counts = {
-            "published": await publish_due(self.catalog, now=now, platform_policy=self.settings.platform_policy),
-            "reminders": await plan_reminders(now, self.catalog),
-            "escalations": await plan_escalations(now),
-            "escalation_messages": await send_escalations(self.channels, now),
-            "digests": (await run_digests(self.channels, self.catalog, now))["queued"],
-            "journeys": sum((await run_journeys(self.channels, now)).values()),
-            "surveys_closed": await close_due_surveys(now),
-            "notices_completed": await complete_sent_notices(now),
-            "kb_reloaded": int(await self.reload_knowledge_base()),
+        policy = self.settings.platform_policy
+
+        async def digests() -> int:
+            return (await run_digests(self.channels, self.catalog, now))["queued"]
+
+        async def journeys() -> int:
+            return sum((await run_journeys(self.channels, now)).values())
+
+        async def kb_reloaded() -> int:
+            return int(await self.reload_knowledge_base())
+
+        jobs: dict[str, Callable[[], Awaitable[int]]] = {
+            "published": lambda: publish_due(self.catalog, now=now, platform_policy=policy, channels=self.channels),
+            "reminders": lambda: plan_reminders(now, self.catalog),
+            "escalations": lambda: plan_escalations(now),
+            "escalation_messages": lambda: send_escalations(self.channels, now),
+            "digests": digests,
+            "journeys": journeys,
+            "surveys_closed": lambda: close_due_surveys(now),
+            "notices_completed": lambda: complete_sent_notices(now),
+            "kb_reloaded": kb_reloaded,
+            "expired_forgotten": lambda: forget_expired(now),
         }
-        await forget_expired(now)
+        counts = {"failed_jobs": 0}
+        for job, run in jobs.items():
+            counts[job] = await self._tick_job(job, run, counts)
         self.outbox.wake()
         # last: the console's figures wait for everything that reaches partners
-        counts["engagement_refreshed"] = await refresh_engagement(
-            now, not_within=timedelta(seconds=self.settings.tick_seconds * 0.8))
+        counts["engagement_refreshed"] = await self._tick_job("engagement_refreshed", lambda: refresh_engagement(
+            now, not_within=timedelta(seconds=self.settings.tick_seconds * 0.8)), counts)
         return counts
+
+    @staticmethod
+    async def _tick_job(job: str, run: Callable[[], Awaitable[int]], counts: dict[str, int]) -> int:
+        try:
+            return await run()
+        except Exception:  # noqa: BLE001 - one job's failure must not stop the others (nor the next tick)
+            log.exception("tick: %s failed; the tick's other jobs still run", job)
+            metrics.tick_job_failed(job)
+            counts["failed_jobs"] += 1
+            return 0
 
     async def close(self) -> None:
         self.outbox.stop()

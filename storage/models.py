@@ -30,6 +30,7 @@ class NoticeStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     RETRACTED = "retracted"
+    FAILED = "failed"  # a scheduled notice that could not be published at its time (see failure_reason)
 
 
 class DeliveryKind(StrEnum):
@@ -192,6 +193,7 @@ class Notice(Model):
     escalated_at = fields.DatetimeField(null=True)
     retracted_at = fields.DatetimeField(null=True)
     retract_reason = fields.CharField(max_length=500, default="")
+    failure_reason = fields.CharField(max_length=500, default="")  # why a scheduled notice was not published
 
     class Meta:
         table = "notice"

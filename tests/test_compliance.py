@@ -6,6 +6,8 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 
+from bot.channels.slack_blocks import status_text
+from bot.common import metrics
 from bot.core.commands.parser import parse_command
 from bot.core.notices import acks
 from bot.core.notices import sending as notices
@@ -16,6 +18,8 @@ from bot.core.notices.revisions import edit_notice, retract_notice
 from bot.core.directory.staff import add_staff
 from bot.core.notices.status import notice_status
 from bot.common.errors import PermissionDenied, UserError
+from bot.service import Herald
+from bot.topics.catalog import TopicCatalog
 from storage.models import (
     Acknowledgement,
     AuditEvent,
@@ -285,6 +289,85 @@ async def test_cancelled_scheduled_notice_never_goes_out(rig: Rig) -> None:
     rig.clock.advance(hours=2)
     assert (await rig.herald.tick())["published"] == 0
     assert await Delivery.filter(notice_id=notice_id).count() == 0
+
+
+def _without_topic(rig: Rig, key: str) -> Herald:
+    """The same Herald restarted after the operator removed topic `key` from config/topics.yaml."""
+    full = rig.herald.catalog
+    trimmed = TopicCatalog(topics={k: t for k, t in full.topics.items() if k != key}, roles=full.roles)
+    return Herald(rig.herald.settings, clock=rig.clock, catalog=trimmed)
+
+
+async def test_a_scheduled_notice_of_a_removed_topic_fails_once_and_the_reminders_still_come(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    # a must-know notice on `operations`, delivered: its first reminder is due 24 h later
+    notice_id = await rig.broadcast("member:anna@acme.example", topic="operations",
+                                    deadline=MONDAY_9_UTC + timedelta(days=10))
+    await rig.herald.outbox.drain()
+    # a notice scheduled for Tuesday on `announcements`, a topic the operator then retires
+    scheduled_id = await rig.broadcast("member:bo@acme.example", importance="need-to-know", topic="announcements",
+                                       scheduled_at=MONDAY_9_UTC + timedelta(days=1))
+    restarted = _without_topic(rig, "announcements")
+    try:
+        rig.clock.advance(hours=24, minutes=1)  # Tuesday 10:01 in Berlin: the reminder is due
+        counts = await restarted.tick()
+        assert counts["failed_jobs"] == 0 and counts["published"] == 0
+        assert await Delivery.filter(notice_id=notice_id, kind="reminder").count() == 1
+        scheduled = await Notice.get(id=scheduled_id)
+        assert scheduled.status == "failed" and "unknown topic 'announcements'" in scheduled.failure_reason
+        assert await Delivery.filter(notice_id=scheduled_id).count() == 0
+        (event,) = await AuditEvent.filter(kind="notice.failed")
+        assert event.notice_id == scheduled_id and event.data["reason"] == scheduled.failure_reason
+        assert "Not sent: unknown topic 'announcements'" in status_text(await notice_status(scheduled_id))
+        rig.clock.advance(minutes=1)  # taken out of the due set: the next tick does not try it again
+        assert (await restarted.tick())["failed_jobs"] == 0
+        assert await AuditEvent.filter(kind="notice.failed").count() == 1
+    finally:
+        await restarted.close()
+
+
+async def test_the_author_of_a_scheduled_notice_that_cannot_go_out_is_told(rig: Rig) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    author, _ = await add_staff("author@vendor.example", "cam", slack_user="UAUTHOR", slack_team=TEAM,
+                                now=rig.clock.now())
+    rig.fake.add_user(TEAM, "UAUTHOR")
+    from bot.core.commands.parser import SendCommand
+
+    command = SendCommand(importance="need-to-know", topic="announcements", audience="org:bolt", title="Price list",
+                          body="New prices", scheduled_at=MONDAY_9_UTC + timedelta(hours=2))
+    preview = await notices.create_draft(author, command, rig.herald.catalog, now=rig.clock.now())
+    await notices.send_draft(preview.notice.id, author, rig.herald.catalog, now=rig.clock.now())
+    restarted = _without_topic(rig, "announcements")
+    try:
+        rig.clock.advance(hours=3)
+        await restarted.tick()
+        await restarted.outbox.drain()
+        (message,) = _posts_to(rig, "DUAUTHOR")
+        text = " ".join(block["text"]["text"] for block in message.args["blocks"])
+        assert f"#{preview.notice.id}" in text and "unknown topic 'announcements'" in text
+        assert (await Notice.get(id=preview.notice.id)).status == "failed"
+    finally:
+        await restarted.close()
+
+
+async def test_a_tick_job_that_raises_is_logged_and_counted_and_the_others_still_run(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    rig.clock.set(MONDAY_9_UTC)
+    notice_id = await rig.broadcast("member:anna@acme.example", topic="operations",
+                                    deadline=MONDAY_9_UTC + timedelta(days=10))
+    await rig.herald.outbox.drain()
+
+    async def broken(*args, **kwargs) -> int:  # noqa: ANN002, ANN003
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr("bot.service.publish_due", broken)
+    before = metrics.sample("herald_tick_job_failures_total", {"job": "published"})
+    rig.clock.advance(hours=24, minutes=1)
+    counts = await rig.herald.tick()
+    assert counts["failed_jobs"] == 1 and counts["published"] == 0
+    assert await Delivery.filter(notice_id=notice_id, kind="reminder").count() == 1  # planned all the same
+    assert metrics.sample("herald_tick_job_failures_total", {"job": "published"}) == before + 1
+    assert any("tick: published failed" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 async def test_edit_updates_every_copy_and_material_edit_asks_for_acknowledgement_again(rig: Rig) -> None:

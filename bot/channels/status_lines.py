@@ -25,6 +25,8 @@ def status_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], esca
         lines.append(f"Scheduled for {format_time(n.scheduled_at)}")
     if n.retract_reason:
         lines.append(f"Retracted: {escape(n.retract_reason)}")
+    if n.failure_reason:
+        lines.append(f"Not sent: {escape(n.failure_reason)}")
     if n.importance == Importance.MUST.value:
         revision = f" (revision {n.ack_revision})" if n.ack_revision > 1 else ""
         lines.append(f"Acknowledged{revision}: {bold(str(report.acknowledged))} of {report.delivered} delivered"

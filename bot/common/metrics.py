@@ -64,6 +64,8 @@ JOURNEY_STEPS = Counter("herald_journey_messages_sent", "Onboarding journey mess
                         ["kind"], registry=REGISTRY)
 TOKEN_REFRESHES = Counter("herald_slack_token_refreshes", "Slack token rotations, by outcome",
                           ["outcome"], registry=REGISTRY)
+TICK_JOB_FAILURES = Counter("herald_tick_job_failures", "Jobs of the periodic tick that raised (logged with the "
+                            "traceback; the tick's other jobs still ran), by job", ["job"], registry=REGISTRY)
 SOCKET_MODE = Gauge("herald_slack_socket_mode_connected", "1 while the Slack Socket Mode connection is up",
                     registry=REGISTRY)
 
@@ -137,6 +139,15 @@ def journey_message_sent(kind: str) -> None:
 def token_refreshed(outcome: str) -> None:
     """outcome: refreshed, failed, or waited (another replica refreshed it)."""
     TOKEN_REFRESHES.labels(outcome if outcome in ("refreshed", "failed", "waited") else OTHER).inc()
+
+
+TICK_JOBS = ("published", "reminders", "escalations", "escalation_messages", "digests", "journeys", "surveys_closed",
+             "notices_completed", "kb_reloaded", "expired_forgotten", "engagement_refreshed")
+
+
+def tick_job_failed(job: str) -> None:
+    """A job of Herald.tick raised; `job` is its name in TICK_JOBS."""
+    TICK_JOB_FAILURES.labels(job if job in TICK_JOBS else OTHER).inc()
 
 
 def socket_mode_connected(up: bool) -> None:

@@ -6,6 +6,7 @@ outbox) in the same transaction, so nothing is lost if the process dies right af
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,7 @@ from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.common.schedule import next_working_moment
 from bot.core.commands.parser import SendCommand
 from bot.core.compliance.audit import audit_event, record
+from bot.core.delivery.messages import Target, enqueue
 from bot.core.directory.audiences import (
     Audience,
     count_recipients,
@@ -26,7 +28,9 @@ from bot.core.directory.audiences import (
 )
 from bot.core.directory.permissions import require_sender
 from bot.core.notices import variants as ab_variants
+from bot.core.notices.escalations import staff_recipient
 from bot.core.notices.views import format_time
+from bot.core.ports import Channel, DirectMessage
 from bot.topics import ImportancePolicy, Topic, TopicCatalog, parse_importance
 from bot.topics.importance import Importance
 from storage import db as storage_db
@@ -34,11 +38,14 @@ from storage.models import (
     DeliveryKind,
     DeliveryStatus,
     Member,
+    MessagePurpose,
     Notice,
     NoticeStatus,
     Staff,
     StaffRole,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_TITLE = 150
 MAX_BODY = 2800  # Slack section text allows 3,000 characters; leave room for markup
@@ -205,14 +212,55 @@ def _held_for_rollout(deliveries: list[QueuedDelivery]) -> dict[str, int]:
     return {"held_for_rollout": held} if held else {}
 
 
-async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: str = "preferred") -> int:
-    """Send every scheduled notice whose time has come. Safe on every replica at once."""
+async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: str = "preferred",
+                      channels: dict[str, Channel] | None = None) -> int:
+    """Send every scheduled notice whose time has come. Safe on every replica at once.
+
+    A notice that can no longer be published (its topic or an audience role was removed from the
+    catalog since it was scheduled) is marked failed with the reason, so it does not fail again
+    on every tick; its author is told when `channels` can reach them."""
     published = 0
     for notice in await Notice.filter(status=NoticeStatus.SCHEDULED.value, scheduled_at__lte=now).order_by("scheduled_at"):
-        result = await publish(notice, catalog, actor="scheduler", now=now, from_status=NoticeStatus.SCHEDULED,
-                               platform_policy=platform_policy)
+        try:
+            result = await publish(notice, catalog, actor="scheduler", now=now, from_status=NoticeStatus.SCHEDULED,
+                                   platform_policy=platform_policy)
+        except UserError as exc:
+            await _fail_scheduled(notice, str(exc), now=now, channels=channels or {})
+            continue
         published += 0 if result.already else 1
     return published
+
+
+async def _fail_scheduled(notice: Notice, reason: str, *, now: datetime, channels: dict[str, Channel]) -> None:
+    """Take a scheduled notice that cannot be published out of the due set: status failed, the
+    reason stored and audited, and a note to its author in the outbox (same transaction)."""
+    reason = reason[:500]
+    author = await Staff.get_or_none(id=notice.author_id) if notice.author_id else None  # type: ignore[attr-defined]
+    found = staff_recipient(author, channels) if author is not None and author.active else None
+    async with in_transaction() as conn:
+        claimed = await Notice.filter(id=notice.id, status=NoticeStatus.SCHEDULED.value).using_db(conn).update(
+            status=NoticeStatus.FAILED.value, failure_reason=reason)
+        if not claimed:
+            return  # another replica got there first
+        await record([audit_event("notice.failed", now=now, actor="scheduler", notice_id=notice.id,
+                                  scheduled_at=notice.scheduled_at, reason=reason,
+                                  author_told=found is not None)], using_db=conn)
+        if found is not None:
+            await enqueue(key=f"{MessagePurpose.STAFF_NOTE.value}:notice-failed:{notice.id}",
+                          purpose=MessagePurpose.STAFF_NOTE, reference=notice.id,
+                          target=Target(found[0].platform, found[1]), message=_not_published(notice, reason),
+                          now=now, staff_id=author.id, using_db=conn)  # type: ignore[union-attr]
+    log.warning("scheduled notice %s was not published and is marked failed: %s", notice.id, reason,
+                extra={"notice_id": notice.id})
+
+
+def _not_published(notice: Notice, reason: str) -> DirectMessage:
+    when = f", scheduled for {format_time(notice.scheduled_at)}," if notice.scheduled_at else ""
+    return DirectMessage(
+        title=f"Not sent: {notice.title}"[:150],
+        lines=(f"Your notice #{notice.id} \"{notice.title}\"{when} could not be sent: {reason}.",
+               "It is marked failed and will not go out. Compose it again with a topic and audience that "
+               "exist now (`send`)."))
 
 
 async def scheduled_notices(staff: Staff | None) -> list[Notice]:

@@ -49,7 +49,8 @@ class NoticeStatusReport:
             "pending": self.pending, "digest": self.digest, "acknowledged": self.acknowledged,
             "failure_reasons": [{"reason": r, "count": c} for r, c in self.failure_reasons],
             "revision": n.revision, "scheduled_at": n.scheduled_at.isoformat() if n.scheduled_at else None,
-            "retract_reason": n.retract_reason or None, "reminders_sent": self.reminders_sent,
+            "retract_reason": n.retract_reason or None, "failure_reason": n.failure_reason or None,
+            "reminders_sent": self.reminders_sent,
             "escalations": self.escalations, "paused_organisations": self.paused_organisations,
             "held": self.held, "variants": self.variants, "survey_answers": self.survey_answers,
         }
