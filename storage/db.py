@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -78,12 +80,43 @@ def check_sqlite_folder(db_url: str) -> None:
         raise FileNotFoundError(f"the SQLite file {path} is in a folder that does not exist: {path.parent}")
 
 
+# pg_advisory_lock's key for migrations: fixed, so every Herald process on a database takes the same one
+MIGRATION_LOCK_KEY = 0x4845_5241_4C44_4442  # "HERALDDB"
+
+
 async def upgrade(db_url: str) -> None:
-    """Apply every pending migration. Safe to run on every start and on every replica."""
+    """Apply every pending migration. Safe to run on every start and on every replica: on
+    PostgreSQL they take turns (`_migration_lock`), so a second replica waits for the first and
+    then finds nothing to do; before, the loser of the race crashed on a unique violation."""
     check_sqlite_folder(db_url)
     _forget_compiled_sql()
-    await migrate(config=tortoise_config(db_url))
-    await Tortoise.close_connections()
+    async with _migration_lock(db_url):
+        await migrate(config=tortoise_config(db_url))
+        await Tortoise.close_connections()
+
+
+@contextlib.asynccontextmanager
+async def _migration_lock(db_url: str) -> AsyncIterator[None]:
+    """On PostgreSQL, a session-level advisory lock held around the migrations on a connection of
+    its own (tortoise's migration engine opens and closes its own); closing it releases the lock,
+    whatever happened. SQLite is one process's file: nothing to take turns for."""
+    if not db_url.startswith(("postgres://", "postgresql://", "asyncpg://")):
+        yield
+        return
+    import asyncpg
+
+    connection = await asyncpg.connect(asyncpg_dsn(db_url))
+    try:
+        await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        yield
+    finally:
+        await connection.close()
+
+
+def asyncpg_dsn(db_url: str) -> str:
+    """A tortoise PostgreSQL URL as asyncpg's DSN, without its query (pool options asyncpg does not know)."""
+    parts = urlsplit(db_url)
+    return urlunsplit(("postgresql", parts.netloc, parts.path, "", ""))
 
 
 def _forget_compiled_sql() -> None:

@@ -13,24 +13,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
-
 from tortoise import Tortoise
+
+from storage.db import asyncpg_dsn
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "herald_outbox"
 
 
-def _dsn(db_url: str) -> str:
-    """The tortoise URL without its query (pool options asyncpg does not know)."""
-    parts = urlsplit(db_url)
-    return urlunsplit(("postgresql", parts.netloc, parts.path, "", ""))
-
-
 class PgWakeups:
     def __init__(self, db_url: str, on_wake: Callable[[], None], *, max_backoff: float = 30.0) -> None:
-        self.dsn = _dsn(db_url)
+        self.dsn = asyncpg_dsn(db_url)
         self.on_wake = on_wake
         self.max_backoff = max_backoff
         self._task: asyncio.Task | None = None

@@ -1,5 +1,10 @@
 import asyncio
+import os
+import subprocess
+import sys
+import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from tortoise.transactions import in_transaction
@@ -7,6 +12,9 @@ from tortoise.transactions import in_transaction
 from bot.core.replays import first_sighting
 from storage import db as storage_db
 from storage.models import Organisation, SeenRequest
+from tests.conftest import POSTGRES_URL, _admin_execute, _with_database
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def test_migrated_database_round_trips_a_row(db: str) -> None:
@@ -48,3 +56,25 @@ async def test_concurrent_first_sightings_let_each_request_act_once(db: str) -> 
     # a key whose record outlived its window is a first sighting again, once
     later = now + timedelta(minutes=6)
     assert [await first_sighting("old", now=later, window=timedelta(minutes=5)) for _ in range(2)] == [True, False]
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="needs HERALD_TEST_POSTGRES_URL")
+async def test_two_replicas_migrating_a_fresh_postgres_database_at_once_both_succeed(tmp_path: Path) -> None:
+    """`herald serve` migrates on start (HERALD_MIGRATE_ON_START=true): two replicas started together
+    take turns under an advisory lock. Before, one crashed (type "tortoise_migrations" already exists)."""
+    name = "herald_migrate_" + uuid.uuid4().hex[:12]
+    await _admin_execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HERALD_DATABASE_URL": _with_database(POSTGRES_URL, name)}
+        replicas = [subprocess.Popen([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env, cwd=tmp_path,
+                                     text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+        results = [(p.wait(timeout=120), p.stderr.read()) for p in replicas]  # type: ignore[union-attr]
+        failed = [err.strip().splitlines()[-1] for code, err in results if code != 0]
+        assert not failed, f"{len(failed)} of 2 replicas failed to migrate a fresh database: {failed[0]}"
+        await storage_db.connect(_with_database(POSTGRES_URL, name), run_migrations=False)
+        try:
+            assert await storage_db.pending_migrations() == []
+        finally:
+            await storage_db.close()
+    finally:
+        await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
