@@ -13,6 +13,12 @@ CONFIG_DIR = Path(__file__).resolve().parent
 
 _DB_SCHEMES = {"sqlite", "postgres", "postgresql", "asyncpg"}
 
+# The delivery engine starts no send in a lane once less than this is left of its lease (fencing:
+# bot.core.delivery.lanes.LaneSettings.send_margin), and renews a lease before a claim once half of
+# it has passed: a lease must be more than twice this, or a lane would stop sending before renewing.
+DELIVERY_SEND_MARGIN_SECONDS = 3.0
+MIN_DELIVERY_LEASE_SECONDS = 7
+
 
 class ConfigError(Exception):
     """Configuration is unusable; the message is one line a person can act on."""
@@ -73,8 +79,8 @@ class Settings(BaseSettings):
     delivery_lane_inflight: int = Field(default=8, ge=1, le=256)
     delivery_max_lanes: int = Field(default=128, ge=1, le=10000)
     delivery_batch_size: int = Field(default=200, ge=1, le=5000)
-    delivery_lease_seconds: int = Field(default=10, ge=3)
-    delivery_heartbeat_seconds: float = Field(default=3.0, gt=0)
+    delivery_lease_seconds: int = 10  # at least MIN_DELIVERY_LEASE_SECONDS (_check_delivery_lease)
+    delivery_heartbeat_seconds: float = Field(default=3.0, gt=0)  # under the lease minus the send margin
     delivery_max_attempts: int = Field(default=6, ge=1)
     outbox_poll_seconds: float = Field(default=5.0, gt=0)
     # Requests per second per workspace/tenant (0 = no pacing; Slack's 429 + Retry-After still apply).
@@ -197,6 +203,22 @@ class Settings(BaseSettings):
         if self.slack_bot_token and not (self.slack_signing_secret or self.slack_app_token):
             raise ValueError("HERALD_SLACK_SIGNING_SECRET is required when HERALD_SLACK_BOT_TOKEN is set "
                              "(or HERALD_SLACK_APP_TOKEN for Socket Mode)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_delivery_lease(self) -> "Settings":
+        """A lease and heartbeat the engine can deliver under: it sends in a lane only while more
+        than DELIVERY_SEND_MARGIN_SECONDS of the lease is left, so a shorter lease never sent anything."""
+        margin = DELIVERY_SEND_MARGIN_SECONDS
+        if self.delivery_lease_seconds < MIN_DELIVERY_LEASE_SECONDS:
+            raise ValueError(f"HERALD_DELIVERY_LEASE_SECONDS must be at least {MIN_DELIVERY_LEASE_SECONDS} "
+                             f"(a replica starts no send with less than {margin:g} s of its lease left), "
+                             f"got {self.delivery_lease_seconds}")
+        if self.delivery_heartbeat_seconds >= self.delivery_lease_seconds - margin:
+            raise ValueError(f"HERALD_DELIVERY_HEARTBEAT_SECONDS must be more than 0 and less than "
+                             f"{self.delivery_lease_seconds - margin:g} with HERALD_DELIVERY_LEASE_SECONDS="
+                             f"{self.delivery_lease_seconds} (the lease minus the {margin:g} s a replica keeps "
+                             f"in hand), got {self.delivery_heartbeat_seconds:g}")
         return self
 
     @property

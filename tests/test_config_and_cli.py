@@ -34,6 +34,9 @@ def _herald(*args: str, cwd: str | None = None, **env: str) -> subprocess.Comple
     ({"HERALD_DATABASE_URL": "postgres://"}, "needs a host and a database name"),
     ({"HERALD_SLACK_BOT_TOKEN": "xoxb-1"}, "HERALD_SLACK_SIGNING_SECRET is required"),
     ({"HERALD_PORT": "lots"}, "HERALD_PORT"),
+    ({"HERALD_DELIVERY_LEASE_SECONDS": "3"}, "HERALD_DELIVERY_LEASE_SECONDS must be at least 7"),
+    ({"HERALD_DELIVERY_HEARTBEAT_SECONDS": "10"},
+     "HERALD_DELIVERY_HEARTBEAT_SECONDS must be more than 0 and less than 7 with HERALD_DELIVERY_LEASE_SECONDS=10"),
 ])
 def test_invalid_configuration_is_one_line_and_exit_2(env: dict, message: str) -> None:
     result = _herald("notices", "list", **env)

@@ -17,6 +17,7 @@ from bot.core.directory.importer import import_directory
 from bot.core.delivery.lanes import LaneBudgets, PriorityGate, lanes_with_due_rows, renew_claims
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.service import Herald
+from config.settings import MIN_DELIVERY_LEASE_SECONDS, ConfigError, load_settings
 from storage import db as storage_db
 from storage.models import AuditEvent, Delivery, DeliveryLane, Member, Notice, Organisation
 from tests.conftest import POSTGRES_ONLY
@@ -533,6 +534,38 @@ async def test_a_lane_going_on_past_its_turn_renews_its_lease(rig: Rig) -> None:
         assert replica.outbox.fenced == 0
         assert _dm_counts(rig, users) == [1] * 12
         assert 1 <= len(renewals) < len(claims)  # only when the lease ran short, not at every claim
+    finally:
+        await replica.close()
+
+
+@pytest.mark.parametrize("lease", [MIN_DELIVERY_LEASE_SECONDS, MIN_DELIVERY_LEASE_SECONDS - 1])
+async def test_the_smallest_lease_the_settings_accept_keeps_delivering(rig: Rig, lease: int) -> None:
+    """A lane sends only while more than the 3 s send margin of its lease is left, and renews it
+    before a claim once half has passed: the smallest lease the settings accept (7 s) renews before
+    the margin stops it, here with claims that take 0.4 s each and no heartbeat task (drain()).
+    One second less is refused, and would fence sends (HERALD_DELIVERY_LEASE_SECONDS=3 used to be
+    accepted and then never sent anything)."""
+    with pytest.raises(ConfigError, match=f"at least {MIN_DELIVERY_LEASE_SECONDS}"):
+        load_settings(**{**rig.herald.settings.model_dump(), "delivery_lease_seconds": MIN_DELIVERY_LEASE_SECONDS - 1})
+    users = await _add_members(rig, 12)
+    replica = _replica(rig, delivery_max_lanes=4, delivery_batch_size=3, delivery_lane_inflight=1,
+                       delivery_lease_seconds=lease)  # model_copy: not validated
+    source = replica.outbox.notices
+    claim = source.claim
+
+    async def slow_claim(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        rig.clock.advance(seconds=0.4)
+        return await claim(*args, **kwargs)
+
+    source.claim = slow_claim  # type: ignore[method-assign]
+    try:
+        await rig.broadcast(audience="org:big")
+        sent = await replica.outbox.drain()
+        if lease >= MIN_DELIVERY_LEASE_SECONDS:
+            assert (sent, replica.outbox.fenced) == (12, 0)
+            assert _dm_counts(rig, users) == [1] * 12
+        else:
+            assert replica.outbox.fenced > 0
     finally:
         await replica.close()
 

@@ -26,6 +26,7 @@ from tortoise import connections
 from tortoise.expressions import Q
 
 from bot.core.ports import Channel, Outcome
+from config.settings import DELIVERY_SEND_MARGIN_SECONDS
 from storage import db as storage_db
 from storage.models import OPEN_DELIVERY_STATUSES, DeliveryLane
 
@@ -98,7 +99,7 @@ class LaneSettings:
     # `send_margin` of its lease is left, and its rows' claims outlive the lease by `claim_grace`,
     # so a request started under the lease has margin + grace to return and be recorded before
     # another replica may take the row over (in doubt).
-    send_margin: float = 3.0
+    send_margin: float = DELIVERY_SEND_MARGIN_SECONDS  # the settings refuse a lease this leaves no room under
     claim_grace: float = 5.0
     # pauses between attempts to write a group of outcomes (about 30 s in all), then it is abandoned
     record_retry_pauses: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
