@@ -13,11 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.channels.slack_blocks import SEND_ACTION
 from bot.common import metrics
+from bot.core.delivery.messages import Target, enqueue
 from bot.core.notices.views import ACK_ACTION
 from bot.core.onboarding.assistant import ask
 from bot.core.onboarding.qa import KnowledgeBase
-from storage.models import Acknowledgement, AuditChainHead, Member
-from tests.support import CAM_USER, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
+from bot.core.ports import DirectMessage, Recipient
+from storage.models import Acknowledgement, AuditChainHead, Member, MessagePurpose
+from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
 
 METRICS_TOKEN = "metrics-token-0123456789"
 
@@ -73,6 +75,30 @@ async def test_metrics_need_the_bearer_token(served: SlackHarness) -> None:
             assert "herald_" not in await response.text()
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert await _scrape(served)
+
+
+async def test_the_outbox_gauges_count_escalations_and_hand_offs_as_well_as_notice_copies(
+        served: SlackHarness) -> None:
+    """README: escalations, hand-offs, relays, journey messages and digests are `outbound_message`
+    rows sent through the same lanes as the notices; the gauges read only `delivery` before."""
+    h = served
+    for reference in (1, 2, 3):  # e.g. three escalation DMs to the CAM, waiting in the Slack lane
+        await enqueue(key=f"escalation:{reference}", purpose=MessagePurpose.ESCALATION, reference=reference,
+                      target=Target("slack", Recipient(workspace_id=TEAM, user_id=CAM_USER)),
+                      message=DirectMessage(title="Escalation", lines=("x",)), now=h.clock.now())
+    h.clock.advance(minutes=30)  # nothing has sent them for half an hour
+    samples = await _scrape(h)
+    assert _value(samples, "herald_outbox_depth", platform="slack") == 3
+    assert _value(samples, "herald_outbox_oldest_due_age_seconds", platform="slack") == 1800
+    await _broadcast(h)  # and three notice copies, due now: one gauge for both
+    h.clock.advance(seconds=60)
+    samples = await _scrape(h)
+    assert _value(samples, "herald_outbox_depth", platform="slack") == 6
+    assert _value(samples, "herald_outbox_oldest_due_age_seconds", platform="slack") == 1860
+    await h.herald.outbox.drain()
+    samples = await _scrape(h)
+    assert _value(samples, "herald_outbox_depth", platform="slack") == 0
+    assert _value(samples, "herald_outbox_oldest_due_age_seconds", platform="slack") == 0
 
 
 async def test_a_broadcast_shows_in_outbox_delivery_and_audit_metrics(served: SlackHarness) -> None:

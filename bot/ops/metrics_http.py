@@ -8,8 +8,9 @@ Where metrics are served (`HERALD_METRICS_*`):
 - `HERALD_METRICS_PORT`: on a listener of their own (`HERALD_METRICS_HOST:PORT`) meant for a private
   network, and not on the main port; with a token as well, that listener checks it too.
 
-The outbox depth, the age of the oldest undelivered due row and the audit chain's length are
-computed at scrape time from the database (one aggregate query each), so they are right whichever
+The outbox depth, the age of the oldest undelivered due row (both over `delivery` and
+`outbound_message`, the two tables the lanes send from) and the audit chain's length are
+computed at scrape time from the database (aggregate queries), so they are right whichever
 replica's engine did the work; every replica exports the same value (aggregate with `max`).
 """
 
@@ -33,7 +34,7 @@ from bot.common import metrics
 from bot.common.clock import Clock
 from bot.common.logs import bind_context
 from config.settings import Settings
-from storage.models import OPEN_DELIVERY_STATUSES, AuditChainHead, Delivery
+from storage.models import OPEN_DELIVERY_STATUSES, AuditChainHead, Delivery, OutboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,16 @@ class DatabaseGauges(Collector):
     async def refresh(self) -> None:
         try:
             now = self.clock.now()
-            rows = await (Delivery.filter(status__in=OPEN_DELIVERY_STATUSES)
-                          .annotate(depth=Count("id"), oldest=Min("next_attempt_at"))
-                          .group_by("platform").values("platform", "depth", "oldest"))
-            outbox = {}
-            for row in rows:
-                oldest = _as_datetime(row["oldest"])
-                age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
-                outbox[row["platform"]] = (int(row["depth"]), age)
+            outbox: dict[str, tuple[int, float]] = {}
+            for model in (Delivery, OutboundMessage):  # notices' copies, and every other message in the lanes
+                rows = await (model.filter(status__in=OPEN_DELIVERY_STATUSES)
+                              .annotate(depth=Count("id"), oldest=Min("next_attempt_at"))
+                              .group_by("platform").values("platform", "depth", "oldest"))
+                for row in rows:
+                    oldest = _as_datetime(row["oldest"])
+                    age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+                    depth, older = outbox.get(row["platform"], (0, 0.0))
+                    outbox[row["platform"]] = (depth + int(row["depth"]), max(age, older))
             head = await AuditChainHead.all().order_by("id").values_list("seq", flat=True)
             self._outbox, self._chain_length, self._ok = outbox, int(head[0]) if head else 0, True
         except Exception:  # noqa: BLE001 - a scrape must answer even when the database does not
@@ -80,7 +83,9 @@ class DatabaseGauges(Collector):
         if not self._ok:
             return
         depth = GaugeMetricFamily("herald_outbox_depth", "Outbox rows not yet delivered or failed (pending or "
-                                  "in flight), by platform; the same on every replica", labels=["platform"])
+                                  "in flight): notice copies and the other messages in the lanes (escalations, "
+                                  "hand-offs, relays, journey messages, digests), by platform; the same on every "
+                                  "replica", labels=["platform"])
         age = GaugeMetricFamily("herald_outbox_oldest_due_age_seconds", "How long the oldest undelivered outbox "
                                 "row has been due, by platform (0 when none is due)", labels=["platform"])
         for platform in sorted(set(metrics.PLATFORMS) | set(self._outbox)):
