@@ -119,6 +119,21 @@ def asyncpg_dsn(db_url: str) -> str:
     return urlunsplit(("postgresql", parts.netloc, parts.path, "", ""))
 
 
+def unavailable(exc: BaseException) -> str | None:
+    """One line for a person when `exc` says the database cannot be reached or refused the login
+    (the drivers' messages name the host, database or role, never the password); None for any
+    other error. asyncpg's refusals (a role that does not exist, a wrong password, a database
+    that does not exist) are not OSErrors and used to come out as a traceback."""
+    import asyncpg
+
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):  # and InvalidPasswordError
+        return f"the database refused the login ({exc})"
+    if isinstance(exc, (OSError, ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError,
+                        asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)):
+        return f"cannot reach the database ({exc})"
+    return None
+
+
 def _forget_compiled_sql() -> None:
     """tortoise caches compiled SQL per table name, not per dialect; one process that talks to
     SQLite and then PostgreSQL (tests, `herald` tools) must not reuse the other's placeholders."""

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -18,6 +19,7 @@ from bot.app import build_app
 from bot.cli import main
 from config.settings import ConfigError, load_settings
 from storage import db as storage_db
+from tests.conftest import POSTGRES_URL
 from tests.support import SAMPLE_DIRECTORY
 
 AS_CAM = "cam@vendor.example"
@@ -53,6 +55,23 @@ def test_a_sqlite_file_in_a_missing_folder_is_one_line_and_exit_2(tmp_path) -> N
         assert result.returncode == 2, result
         assert result.stderr.strip() == (f"herald: cannot reach the database (the SQLite file {tmp_path}/no-such-folder/"
                                           f"herald.db is in a folder that does not exist: {tmp_path}/no-such-folder)")
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="needs HERALD_TEST_POSTGRES_URL")
+@pytest.mark.parametrize("command", [("notices", "list"), ("db", "upgrade"), ("console-link", "cam@vendor.example"),
+                                     ("serve", "--port", "0")], ids=" ".join)
+def test_a_database_that_refuses_the_login_is_one_line_and_exit_2(command: tuple[str, ...]) -> None:
+    """asyncpg's refusals are not OSErrors: a role that does not exist (or a wrong password) was an
+    86-line traceback. Every path to the database says it in one line, without the password."""
+    parts = urlsplit(POSTGRES_URL)
+    url = urlunsplit((parts.scheme, f"herald_no_such_role:Secret-pw-1234@{parts.hostname}:{parts.port}",
+                      parts.path, "", ""))
+    result = _herald(*command, HERALD_DATABASE_URL=url, HERALD_SANDBOX="off", HERALD_KB_SEMANTIC="false")
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr and "Secret-pw-1234" not in result.stderr + result.stdout
+    prefix = "cannot start: " if command[0] == "serve" else ""
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'herald: {prefix}the database refused the login (role "herald_no_such_role" does not exist)')
 
 
 def test_in_sandbox_mode_a_command_uses_the_sandboxs_database_and_says_so(tmp_path) -> None:  # noqa: ANN001

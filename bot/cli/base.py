@@ -4,9 +4,10 @@ command, the operator's login name and the clock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import click
@@ -89,13 +90,27 @@ def run(work: Callable[[], Awaitable[T]], *, migrate: bool = True) -> T:
         finally:
             await storage_db.close()
 
+    with database_errors():
+        try:
+            return asyncio.run(runner())
+        except UserError as exc:
+            click.echo(f"herald: {exc}", err=True)
+            sys.exit(1)
+
+
+@contextlib.contextmanager
+def database_errors(prefix: str = "") -> Iterator[None]:
+    """Around every command's database work: a database that cannot be reached or refuses the
+    login is one line on standard error (`prefix` first) and exit code 2, never a traceback."""
+    from storage import db as storage_db
+
     try:
-        return asyncio.run(runner())
-    except UserError as exc:
-        click.echo(f"herald: {exc}", err=True)
-        sys.exit(1)
-    except (OSError, ConnectionError) as exc:
-        click.echo(f"herald: cannot reach the database ({exc})", err=True)
+        yield
+    except Exception as exc:  # noqa: BLE001 - only the database's refusals are turned into one line
+        reason = storage_db.unavailable(exc)
+        if reason is None:
+            raise
+        click.echo(f"herald: {prefix}{reason}", err=True)
         sys.exit(2)
 
 

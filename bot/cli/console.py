@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from bot.cli.base import CLOCK, main, operator_name
+from bot.cli.base import CLOCK, database_errors, main, operator_name
 from bot.cli.server import serving_settings
 from bot.common.errors import UserError
 
@@ -31,12 +31,10 @@ def console_link(email: str) -> None:
             await storage_db.close()
         return Herald(settings, clock=CLOCK).sign_in_url(link.token)
 
-    try:
-        url = asyncio.run(work())
-    except UserError as exc:
-        click.echo(f"herald: {exc}", err=True)
-        sys.exit(1)
-    except (OSError, ConnectionError) as exc:
-        click.echo(f"herald: cannot reach the database ({exc})", err=True)
-        sys.exit(2)
+    with database_errors():
+        try:
+            url = asyncio.run(work())
+        except UserError as exc:
+            click.echo(f"herald: {exc}", err=True)
+            sys.exit(1)
     click.echo(url)

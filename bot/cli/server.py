@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from bot.cli.base import get_settings, main, setup_logging
+from bot.cli.base import database_errors, get_settings, main, setup_logging
 from config.settings import Settings
 
 
@@ -42,16 +42,18 @@ def serve(host: str | None, port: int | None) -> None:
             click.echo(f"herald: {line}")
         pending.clear()
 
-    try:
-        web.run_app(build_app(settings, sandbox=settings.sandbox_active, announce=pending.append, freeze_heap=True),
-                    host=settings.host, port=settings.port, access_log_class=RedactingAccessLogger,
-                    print=listening)
-    except (OSError, ConnectionError) as exc:
-        click.echo(f"herald: cannot start: {exc}", err=True)
-        sys.exit(2)
-    except SchemaNotCurrent as exc:
-        click.echo(f"herald: cannot start: {exc}", err=True)
-        sys.exit(2)
+    with database_errors(prefix="cannot start: "):  # a database that refuses the login
+        try:
+            web.run_app(build_app(settings, sandbox=settings.sandbox_active, announce=pending.append,
+                                  freeze_heap=True),
+                        host=settings.host, port=settings.port, access_log_class=RedactingAccessLogger,
+                        print=listening)
+        except (OSError, ConnectionError) as exc:  # the port is taken, the database cannot be reached, ...
+            click.echo(f"herald: cannot start: {exc}", err=True)
+            sys.exit(2)
+        except SchemaNotCurrent as exc:
+            click.echo(f"herald: cannot start: {exc}", err=True)
+            sys.exit(2)
 
 
 @main.group(help="Database schema.")
@@ -64,9 +66,6 @@ def db_upgrade() -> None:
     from storage import db as storage_db
 
     settings = get_settings()
-    try:
+    with database_errors():
         asyncio.run(storage_db.upgrade(settings.tortoise_db_url))
-    except (OSError, ConnectionError) as exc:
-        click.echo(f"herald: cannot reach the database ({exc})", err=True)
-        sys.exit(2)
     click.echo("database is up to date")
