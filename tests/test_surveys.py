@@ -39,11 +39,11 @@ def test_survey_spec_validation() -> None:
     assert build_spec("How satisfied?", ["scale:1-5"]).choices() == [(v, str(v)) for v in range(1, 6)]
     assert build_spec("NPS?", ["scale:0-10"]).is_nps
     assert build_spec("Format?", ["Webinar", "Workshop"]).choices() == [(0, "Webinar"), (1, "Workshop")]
-    for answers, message in ((["Only one"], "2 to 5 options"), (["a", "b", "c", "d", "e", "f"], "got 6"),
+    for options, message in ((["Only one"], "2 to 5 options"), (["a", "b", "c", "d", "e", "f"], "got 6"),
                              (["scale:1-7"], "not a scale"), (["scale:1-5", "Yes"], "not both"),
                              (["Yes", "yes"], "same text")):
         with pytest.raises(UserError, match=message):
-            build_spec("Q?", answers)
+            build_spec("Q?", options)
     with pytest.raises(UserError, match="keep it under 150"):
         build_spec("x" * 151, ["scale:1-5"])
 
