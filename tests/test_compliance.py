@@ -172,6 +172,8 @@ async def test_escalation_tells_the_cam_once_who_has_not_acknowledged(rig: Rig) 
     assert await AuditEvent.filter(notice_id=notice_id, kind="notice.escalated").count() == 2
 
     cam = await Staff.get(email="cam@vendor.example")
+    assert await remind_organisation_now(notice_id, "acme", cam, now=rig.clock.now()) == 0  # reminded a minute ago
+    rig.clock.advance(minutes=20)
     queued = await remind_organisation_now(notice_id, "acme", cam, now=rig.clock.now())
     assert queued == 1
     await rig.herald.outbox.drain()
@@ -199,6 +201,19 @@ async def test_escalation_and_remind_now_leave_out_members_no_longer_active(rig:
     cam = await Staff.get(email="cam@vendor.example")
     assert await remind_organisation_now(notice_id, "acme", cam, now=rig.clock.now()) == 0
     assert await Delivery.filter(notice_id=notice_id, kind="reminder").count() == 0
+
+
+async def test_remind_now_pressed_twice_reminds_each_member_once(rig: Rig) -> None:
+    """A double click arrives as two requests: the second finds everyone just reminded."""
+    rig.clock.set(MONDAY_9_UTC)
+    notice_id = await rig.broadcast("org:acme", deadline=MONDAY_9_UTC + timedelta(days=2))
+    await rig.herald.outbox.drain()
+    cam = await Staff.get(email="cam@vendor.example")
+    assert await remind_organisation_now(notice_id, "acme", cam, now=rig.clock.now()) == 2
+    assert await remind_organisation_now(notice_id, "acme", cam, now=rig.clock.now()) == 0
+    rig.clock.advance(minutes=16)
+    assert await remind_organisation_now(notice_id, "acme", cam, now=rig.clock.now()) == 2  # a deliberate second
+    assert await Delivery.filter(notice_id=notice_id, kind="reminder").count() == 4
 
 
 async def test_escalation_goes_to_the_author_when_no_cam_is_on_file(rig: Rig) -> None:

@@ -107,14 +107,24 @@ async def _acknowledged(notice: Notice, member_id: int) -> bool:
     return await Acknowledgement.filter(notice_id=notice.id, member_id=member_id, revision=notice.ack_revision).exists()
 
 
+REMIND_NOW_GAP = timedelta(minutes=15)
+
+
 async def remind_now(notice: Notice, member_ids: list[int], *, now: datetime) -> int:
     """Queue an immediate reminder for each listed member who is still active and has not
-    acknowledged (the CAM's **Remind now**); the regular schedule carries on afterwards."""
+    acknowledged (the CAM's **Remind now**); the regular schedule carries on afterwards.
+
+    A member reminded of the notice within REMIND_NOW_GAP is left alone: a second press (a double
+    click arrives as two requests, each signed) must not send everyone the same reminder twice."""
     created = 0
     originals = await Delivery.filter(notice_id=notice.id, member_id__in=member_ids, kind=DeliveryKind.NOTICE.value,
                                       status=DeliveryStatus.DELIVERED.value, member__active=True)
+    recent = set(await Delivery.filter(
+        notice_id=notice.id, member_id__in=member_ids, kind=DeliveryKind.REMINDER.value,
+        created_at__gt=now - REMIND_NOW_GAP).exclude(status=DeliveryStatus.CANCELLED.value).values_list(
+        "member_id", flat=True))
     for original in originals:
-        if await _acknowledged(notice, original.member_id):  # type: ignore[attr-defined]
+        if original.member_id in recent or await _acknowledged(notice, original.member_id):  # type: ignore[attr-defined]
             continue
         try:
             async with in_transaction() as conn:
