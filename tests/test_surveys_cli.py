@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from bot.cli import main
 from bot.core.surveys.answers import answer_survey
 from storage import db as storage_db
-from storage.models import AuditEvent, Delivery, Notice
+from storage.models import AuditEvent, Delivery, Notice, NoticeExperiment
 from tests.support import TEAM
 from tests.survey_support import big_directory, members
 
@@ -70,8 +70,10 @@ def test_survey_from_the_command_line(cli: tuple[CliRunner, str]) -> None:
     assert "answered 4 of 6 delivered (67%)" in text and "- Webinar: 2 (50%)" in text
     listed = json.loads(runner.invoke(main, ["survey", "list", "--json"]).output)
     assert [(s["id"], s["open"]) for s in listed] == [(survey_id, True)]
-    assert "closed" in runner.invoke(main, ["survey", "close", str(survey_id)]).output
-    assert "already closed" in runner.invoke(main, ["survey", "close", str(survey_id)]).output
+    assert runner.invoke(main, ["survey", "close", str(survey_id)]).exit_code == 2  # --as is required
+    assert "closed" in runner.invoke(main, ["survey", "close", str(survey_id), "--as", "admin@vendor.example"]).output
+    assert "already closed" in runner.invoke(main, ["survey", "close", str(survey_id),
+                                                    "--as", "admin@vendor.example"]).output
     assert "No journey surveys" in runner.invoke(main, ["survey", "stages"]).output
     missing = runner.invoke(main, ["survey", "results", "999"])
     assert missing.exit_code == 1 and "survey #999 does not exist" in missing.output
@@ -118,10 +120,15 @@ def test_variants_and_rollout_from_the_command_line(cli: tuple[CliRunner, str]) 
     assert sorted(rows) == sorted([("pending", "A")] * 2 + [("pending", "B")] + [("held", "")] * 9)  # type: ignore[arg-type]
     compared = json.loads(runner.invoke(main, ["variants", str(notice_id), "--json"]).output)
     assert compared["held"] == 9 and compared["share_percent"] == 25
-    out = runner.invoke(main, ["rollout", str(notice_id), "b"])
+    nobody = runner.invoke(main, ["rollout", str(notice_id), "b"])
+    assert nobody.exit_code == 2 and "--as" in nobody.output  # it sends to everyone held back: someone answers for it
+    admin = ["--as", "admin@vendor.example"]
+    out = runner.invoke(main, ["rollout", str(notice_id), "b", *admin])
     assert out.exit_code == 0 and "queued for 9 held-back recipients" in out.output
-    assert "already rolled out" in runner.invoke(main, ["rollout", str(notice_id), "B"]).output
-    refused = runner.invoke(main, ["rollout", str(notice_id), "A"])
+    rolled_by = _in_db(db_url, lambda: NoticeExperiment.get(notice_id=notice_id).values_list("rolled_out_by", flat=True))
+    assert rolled_by == "admin@vendor.example"
+    assert "already rolled out" in runner.invoke(main, ["rollout", str(notice_id), "B", *admin]).output
+    refused = runner.invoke(main, ["rollout", str(notice_id), "A", *admin])
     assert refused.exit_code == 1 and "rolled out variant B" in refused.output
     text = runner.invoke(main, ["variants", str(notice_id)]).output
     assert "variant B rolled out" in text and "not enough data yet" in text

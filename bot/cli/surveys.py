@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from bot.cli.base import CLOCK, ROW_ID, acting_staff, as_option, get_settings, main, operator_name, run
+from bot.cli.base import CLOCK, ROW_ID, acting_staff, as_option, get_settings, main, run
 
 
 @main.group(help="Pulse surveys: send one, read its results, close it.")
@@ -92,10 +92,14 @@ def _plain(results: dict[str, Any]) -> str:
 
 @survey.command("close", help="Stop taking answers now.")
 @click.argument("survey_id", type=ROW_ID)
-def survey_close(survey_id: int) -> None:
+@as_option
+def survey_close(survey_id: int, as_email: str) -> None:
     from bot.core.surveys.answers import close_survey
 
-    result = run(lambda: close_survey(survey_id, None, now=CLOCK.now(), operator=operator_name()))
+    async def work():  # noqa: ANN202
+        return await close_survey(survey_id, await acting_staff(as_email), now=CLOCK.now())
+
+    result = run(work)
     click.echo(f"survey {survey_id} {'was already closed' if result.already else 'closed'}")
 
 
@@ -152,10 +156,14 @@ def variants(notice_id: int, as_json: bool) -> None:
 @main.command(help="Send the chosen variant of an A/B test to everyone held back by its share.")
 @click.argument("notice_id", type=ROW_ID)
 @click.argument("variant", type=click.Choice(["A", "B", "C", "D"], case_sensitive=False))
-def rollout(notice_id: int, variant: str) -> None:
+@as_option
+def rollout(notice_id: int, variant: str, as_email: str) -> None:
     from bot.core.notices.rollout import roll_out
 
-    result = run(lambda: roll_out(notice_id, variant, None, now=CLOCK.now(), operator=operator_name()))
+    async def work():  # noqa: ANN202
+        return await roll_out(notice_id, variant, await acting_staff(as_email), now=CLOCK.now())
+
+    result = run(work)
     if result.already:
         click.echo(f"variant {result.variant} of notice {notice_id} was already rolled out; nothing new was queued")
         return
