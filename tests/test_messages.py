@@ -156,7 +156,7 @@ async def test_hand_off_and_relay_go_once_and_a_failed_relay_is_reported_to_the_
     assert (await Question.get(id=question.id)).handoff_status == "open"  # back in the CAM's list
     (event,) = await AuditEvent.filter(kind="question.reply_not_delivered")
     assert event.data["question_id"] == question.id and event.data["reason"]
-    assert await AuditEvent.filter(kind="question.answered").count() == 3
+    assert await AuditEvent.filter(kind="question.answered").count() == 2  # the replay recorded nothing
 
 
 async def test_the_same_reply_again_after_a_failed_relay_reaches_the_partner(rig: Rig) -> None:

@@ -317,11 +317,12 @@ async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,
     relay = DirectMessage(title=f"{staff.name or staff.email} answered your question",  # type: ignore[union-attr]
                           lines=(f"You asked: \"{question.text}\"", text))
     async with in_transaction() as conn:
-        await Question.filter(id=question.id).using_db(conn).update(
-            handoff_status="answered", reply_text=text, replied_at=now, replied_by=staff.email)  # type: ignore[union-attr]
-        await record([audit_event("question.answered", now=now, actor=staff.email, member_id=question.member_id,  # type: ignore[union-attr, attr-defined]
-                                  question_id=question.id, reply=text)], using_db=conn)
-        await queue_relay(question, staff, account, relay, text, now=now, using_db=conn)  # type: ignore[arg-type]
+        # a replayed submission (the same reply, already queued or delivered) changes nothing
+        if await queue_relay(question, staff, account, relay, text, now=now, using_db=conn):  # type: ignore[arg-type]
+            await Question.filter(id=question.id).using_db(conn).update(
+                handoff_status="answered", reply_text=text, replied_at=now, replied_by=staff.email)  # type: ignore[union-attr]
+            await record([audit_event("question.answered", now=now, actor=staff.email, member_id=question.member_id,  # type: ignore[union-attr, attr-defined]
+                                      question_id=question.id, reply=text)], using_db=conn)
     return await Question.get(id=question.id).select_related("member"), relay
 
 
