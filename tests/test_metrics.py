@@ -142,6 +142,7 @@ ALLOWED_LABELS = {
     "result": {"answered", "abstained", "handed_off"}, "kind": {"step", "nudge", "milestone", "cam", "other"},
     "source": {*metrics.OUTBOX_SOURCES, "other"},
     "method": {"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "other"},
+    "job": {*metrics.TICK_JOBS, "other"},
 }
 
 
