@@ -7,12 +7,16 @@ nobody across tenants (bot/core/directory/linking.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
-from bot.handlers.teams.texts import NOT_A_MEMBER
+from bot.handlers.teams.texts import NOT_A_MEMBER, ONE_TO_ONE
 from storage.models import AuditEvent, Member, PlatformAccount, Staff
 from tests.support import directory_csv
-from tests.teams_support import DIRECTORY, TENANT, TeamsRig
+from tests.teams_support import DIRECTORY, TENANT, TeamsRig, actions_of, card_of
 
 EVIL = "tenant-evil"
 # Hal: a member of Teams Co (whose tenant the directory knows) with no Teams ids of his own;
@@ -122,3 +126,65 @@ async def test_an_address_in_two_organisations_links_the_one_the_tenant_speaks_f
 
     [account] = await PlatformAccount.filter(platform="teams", user_id="aad-pat").select_related("member__organisation")
     assert account.member.organisation.external_id == "teamsco"
+
+
+# ---- a group chat is not a member's 1:1 conversation -----------------------------------------
+
+GROUP = "19:partners-and-friends@thread.v2"
+
+
+def _in_group_chat(teams: TeamsRig, kind: str, aad: str, **extra: Any) -> dict[str, Any]:
+    activity = teams.activity(kind, aad, **extra)
+    activity["conversation"] = {"id": GROUP, "conversationType": "groupChat", "tenantId": TENANT, "isGroup": True}
+    return activity
+
+
+async def _delivered_notice(teams: TeamsRig) -> int:
+    preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall of LX-200 | Stop selling")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    await teams.herald.outbox.drain()
+    return notice_id
+
+
+@pytest.mark.usefixtures("warm_knowledge_base")  # were the question answered, it would be from it
+async def test_a_group_chat_message_does_not_move_a_members_notices_into_the_group(teams: TeamsRig) -> None:
+    """Herald's app is personal-scope only (bot/teams_package.py) and delivers notices 1:1. A message
+    @mentioning it in a group chat is told where Herald works and stores nothing: the member's next
+    must-know notice still goes to her 1:1 chat, not into a chat other people read."""
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    assert (await PlatformAccount.get(platform="teams", user_id="aad-eve")).dm_channel == "a:conv-aad-eve"
+    from tests.fakes.bot_connector import _Conversation
+
+    teams.connector._conversations[GROUP] = _Conversation(GROUP, TENANT, "aad-eve", "herald-bot")  # the group exists
+    status, _ = await teams.post(_in_group_chat(teams, "message", "aad-eve",
+                                                text="<at>Herald</at> how do I register a deal"))
+    assert status == 200
+    assert [a.get("text") for a in teams.connector.activities(GROUP)] == [ONE_TO_ONE]
+    notice_id = await _delivered_notice(teams)
+    in_group = [a for a in teams.connector.activities(GROUP) if f"'notice_id': {notice_id}" in str(a)]
+    account = await PlatformAccount.get(platform="teams", user_id="aad-eve")
+    assert not in_group and account.dm_channel == "a:conv-aad-eve", \
+        (f"Eve's must-know notice #{notice_id} was posted into the group chat ({len(in_group)} cards there); "
+         f"her stored conversation is now {account.dm_channel!r}")
+
+
+async def test_a_group_chat_message_or_press_from_staff_does_not_move_their_hand_offs_into_the_group(
+        teams: TeamsRig) -> None:
+    """The same for a CAM: escalations and partners' handed-off questions go to
+    `teams_conversation_id`, which neither a group chat's message nor a card pressed there replaces;
+    a group chat's install is not greeted."""
+    await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+    status, _ = await teams.post(_in_group_chat(teams, "message", "aad-cam", text="help"))
+    assert status == 200
+    status, body = await teams.post(_in_group_chat(
+        teams, "invoke", "aad-cam", name="adaptiveCard/action",
+        value={"action": {"type": "Action.Execute", "verb": "herald.cancel", "data": {"notice_id": 1}}}))
+    assert status == 200 and body["value"] == ONE_TO_ONE
+    await teams.post(_in_group_chat(teams, "installationUpdate", "aad-cam", action="add"))
+    staff = await Staff.get(email="cam@vendor.example")
+    assert staff.teams_conversation_id == "a:conv-aad-cam", \
+        f"the CAM's 1:1 conversation was replaced by {staff.teams_conversation_id!r}"
+    # the message is told where Herald works; the press is answered in place; the install is not greeted
+    assert [c.body.get("text") for c in teams.connector.calls_to("send_activity") if c.conversation_id == GROUP] \
+        == [ONE_TO_ONE]

@@ -50,7 +50,7 @@ from bot.core.ports import OutcomeKind
 from bot.core.replays import TEAMS_WINDOW, first_sighting, request_key
 from bot.core.surveys.creating import SurveyPreview
 from bot.handlers.teams.cards import VERBS
-from bot.handlers.teams.texts import NOT_A_MEMBER, SORRY, WELCOME
+from bot.handlers.teams.texts import NOT_A_MEMBER, ONE_TO_ONE, SORRY, WELCOME
 from bot.handlers.teams.turn import Invoke, Turn, message_response, plain_text, turn_of
 from bot.service import Herald
 from storage.models import Platform, PlatformAccount, Staff
@@ -99,6 +99,8 @@ class TeamsHandler:
                 now=self.herald.clock.now(), window=TEAMS_WINDOW):
             log.warning("ignored a repeated Teams activity")
             return web.Response(status=200)
+        if not turn.personal:
+            return self.outside_a_personal_chat(turn)
         if activity.type == "invoke":  # its answer is the HTTP response: a card or a message
             try:
                 return await self.on_invoke(turn)
@@ -111,6 +113,18 @@ class TeamsHandler:
             self.herald.after_answer(self._replying_sorry(turn, self.on_message(turn)))
         # Answered at once, the work goes on: Teams gives a bot 15 s to answer the request, and
         # the replies go out through the Bot Connector, which may be slow or ask for a pause.
+        return web.Response(status=200)
+
+    def outside_a_personal_chat(self, turn: Turn) -> web.Response:
+        """A group chat or a channel (the app is personal-scope only, but can be @mentioned or added to
+        one): nothing is linked or stored, so notices and hand-offs keep going to the person's 1:1 chat.
+        A message or a button press is told where Herald works; an install or a roster change there
+        is nobody asking anything, so the group hears nothing."""
+        log.info("ignored a Teams %s outside a 1:1 chat", turn.activity.type)
+        if turn.activity.type == "invoke":
+            return message_response(ONE_TO_ONE)
+        if turn.activity.type == "message":
+            self.herald.after_answer(self.reply(turn, text_activity(ONE_TO_ONE)))
         return web.Response(status=200)
 
     async def _replying_sorry(self, turn: Turn, work: Awaitable[None]) -> None:

@@ -33,6 +33,7 @@ class Turn:
     conversation_id: str
     service_url: str
     name: str
+    personal: bool  # a 1:1 chat with Herald (not a group chat or a channel: the app is personal-scope only)
 
     @property
     def recipient(self) -> Recipient:
@@ -52,7 +53,9 @@ def turn_of(activity: Activity) -> Turn | None:
     tenant = tenant.lower()
     if not tenant or not aad:
         return None
-    return Turn(activity, tenant, aad, sender.id or "", conversation.id or "", activity.service_url, sender.name or "")
+    personal = (conversation.conversation_type or "personal") == "personal" and not conversation.is_group
+    return Turn(activity, tenant, aad, sender.id or "", conversation.id or "", activity.service_url, sender.name or "",
+                personal)
 
 
 def plain_text(text: str) -> str:
