@@ -261,6 +261,17 @@ async def test_a_personal_install_is_greeted_once_and_a_removal_not_at_all(teams
     assert _welcomes(teams, "aad-fay") == 0
 
 
+async def test_a_repeated_installation_update_greets_once(teams: TeamsRig) -> None:
+    """SPEC: "nothing is sent twice, across ... duplicate platform deliveries". The Bot Connector may
+    deliver the same activity (same id) twice: every activity Herald acts on is acted on once, not
+    only messages and invokes."""
+    install = teams.activity("installationUpdate", "aad-eve", action="add")
+    for _ in range(2):
+        status, _ = await teams.post(install)  # the very same activity, same id
+        assert status == 200
+    assert _welcomes(teams, "aad-eve") == 1, f"greeted {_welcomes(teams, 'aad-eve')} times for one install"
+
+
 async def test_an_update_teams_refuses_for_good_is_not_tried_again(teams: TeamsRig) -> None:
     """Microsoft's status codes table: 403 BotNotInConversationRoster is "Retry request: No". Eve
     removed Herald after the notice reached her; the CAM's edit updates the others, and hers stops."""

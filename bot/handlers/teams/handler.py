@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 
 REPLY_ATTEMPTS = 4  # a throttled reply: the first try and three more, each after the pause asked for
 MAX_REPLY_PAUSE = 30.0  # seconds; a longer Retry-After is cut to this
+# the activities Herald acts on (links, greets, answers, records): each is acted on once, however
+# often the Bot Connector delivers it (same id); others (typing, reactions) are ignored anyway
+ACTED_ON = frozenset({"message", "invoke", "conversationUpdate", "installationUpdate"})
 
 
 class TeamsHandler:
@@ -94,7 +97,7 @@ class TeamsHandler:
             except UntrustedServiceUrl:
                 log.warning("refused an activity with an untrusted serviceUrl")
                 return web.json_response({"error": "untrusted serviceUrl"}, status=403)
-        if activity.type in ("message", "invoke") and activity.id and not await first_sighting(
+        if activity.type in ACTED_ON and activity.id and not await first_sighting(
                 request_key("teams", turn.tenant_id, turn.conversation_id, activity.id),
                 now=self.herald.clock.now(), window=TEAMS_WINDOW):
             log.warning("ignored a repeated Teams activity")
