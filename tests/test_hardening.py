@@ -278,6 +278,38 @@ async def test_a_repeated_teams_activity_id_has_no_second_effect(teams: TeamsRig
     assert await AuditEvent.filter(notice_id=notice_id, kind="notice.sent").count() <= 1
 
 
+async def test_a_repeated_acknowledge_invoke_gets_the_first_answer_again(teams: TeamsRig) -> None:
+    """An Action.Execute press is answered in the HTTP response itself (an AdaptiveCardInvokeResponse:
+    statusCode, type, value). The same invoke again (the connector's retry after the first answer
+    was lost) gets the same card without a second acknowledgement; from a process that no longer has
+    that answer (another replica, a restart), a short message: never an empty body, which Teams
+    shows as an error."""
+    from bot.handlers.teams.route import TEAMS_HANDLER_KEY
+    from bot.handlers.teams.texts import ALREADY_RECEIVED
+    from bot.handlers.teams.turn import InvokeAnswers
+    from storage.models import Acknowledgement
+    from tests.teams_support import actions_of, card_of
+
+    preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall of LX-200 | Stop selling")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    await teams.herald.outbox.drain()
+    press = teams.activity("invoke", "aad-eve", name="adaptiveCard/action",
+                           value={"action": {"type": "Action.Execute", "verb": "herald.ack",
+                                             "data": {"notice_id": notice_id}}})
+    status, first = await teams.post(press)
+    assert status == 200 and first["type"] == "application/vnd.microsoft.card.adaptive"
+    status, again = await teams.post(press)  # the same activity id again
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
+    assert status == 200 and again == first, f"the repeated invoke got {again!r}"
+
+    teams.server.app[TEAMS_HANDLER_KEY].invoke_answers = InvokeAnswers()  # as another replica would be
+    status, elsewhere = await teams.post(press)
+    assert status == 200 and elsewhere == {"statusCode": 200, "type": "application/vnd.microsoft.activity.message",
+                                           "value": ALREADY_RECEIVED}
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
+
+
 # ---- 5: the CLI acts --as a staff member ------------------------------------------------------
 
 @pytest.fixture

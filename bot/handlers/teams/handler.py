@@ -51,7 +51,7 @@ from bot.core.replays import TEAMS_WINDOW, first_sighting, request_key
 from bot.core.surveys.creating import SurveyPreview
 from bot.handlers.teams.cards import VERBS
 from bot.handlers.teams.texts import NOT_A_MEMBER, ONE_TO_ONE, SORRY, WELCOME
-from bot.handlers.teams.turn import Invoke, Turn, message_response, plain_text, turn_of
+from bot.handlers.teams.turn import Invoke, InvokeAnswers, Turn, message_response, plain_text, turn_of
 from bot.service import Herald
 from storage.models import Platform, PlatformAccount, Staff
 
@@ -73,6 +73,7 @@ class TeamsHandler:
         self.channel = channel
         self.commands = StaffCommands(herald.catalog, herald.clock, wake_outbox=herald.outbox.wake, platform="teams")
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests wait on an event instead
+        self.invoke_answers = InvokeAnswers()
 
     async def handle(self, request: web.Request) -> web.Response:
         not_an_activity = web.json_response({"error": "the body is not a Bot Framework activity"}, status=400)
@@ -97,19 +98,19 @@ class TeamsHandler:
             except UntrustedServiceUrl:
                 log.warning("refused an activity with an untrusted serviceUrl")
                 return web.json_response({"error": "untrusted serviceUrl"}, status=403)
-        if activity.type in ACTED_ON and activity.id and not await first_sighting(
-                request_key("teams", turn.tenant_id, turn.conversation_id, activity.id),
-                now=self.herald.clock.now(), window=TEAMS_WINDOW):
+        key = request_key("teams", turn.tenant_id, turn.conversation_id, activity.id) if activity.id else ""
+        if key and activity.type in ACTED_ON and not await first_sighting(
+                key, now=self.herald.clock.now(), window=TEAMS_WINDOW):
             log.warning("ignored a repeated Teams activity")
-            return web.Response(status=200)
+            # an invoke's answer is the response itself: the connector retries one whose answer it lost
+            return self.invoke_answers.again(key) if activity.type == "invoke" else web.Response(status=200)
+        if activity.type == "invoke":  # its answer is the HTTP response: a card or a message
+            answer = await self.answer_invoke(turn)
+            if key:
+                self.invoke_answers.keep(key, answer)
+            return answer
         if not turn.personal:
             return self.outside_a_personal_chat(turn)
-        if activity.type == "invoke":  # its answer is the HTTP response: a card or a message
-            try:
-                return await self.on_invoke(turn)
-            except Exception:  # noqa: BLE001 - never a 500 with a trace to the connector
-                log.exception("Teams invoke activity failed")
-                return message_response(SORRY)
         if activity.type in ("conversationUpdate", "installationUpdate"):
             self.herald.after_answer(self._replying_sorry(turn, self.on_install(turn)))
         elif activity.type == "message":
@@ -129,6 +130,15 @@ class TeamsHandler:
         if turn.activity.type == "message":
             self.herald.after_answer(self.reply(turn, text_activity(ONE_TO_ONE)))
         return web.Response(status=200)
+
+    async def answer_invoke(self, turn: Turn) -> web.Response:
+        if not turn.personal:
+            return self.outside_a_personal_chat(turn)
+        try:
+            return await self.on_invoke(turn)
+        except Exception:  # noqa: BLE001 - never a 500 with a trace to the connector
+            log.exception("Teams invoke activity failed")
+            return message_response(SORRY)
 
     async def _replying_sorry(self, turn: Turn, work: Awaitable[None]) -> None:
         try:

@@ -7,3 +7,4 @@ WELCOME = ("Hi, I'm Herald. Notices from your vendor's partner team will arrive 
            "**Acknowledge** button.")
 ONE_TO_ONE = ("I work in a 1:1 chat only: open a chat with Herald to get your notices, ask a question or give "
               "a command there.")
+ALREADY_RECEIVED = "Herald had received this press already, and acted on it once."

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from microsoft_agents.activity import Activity
 from bot.common.text import without_control_characters
 from bot.core.commands.runner import StaffCommands
 from bot.core.ports import Recipient
+from bot.handlers.teams.texts import ALREADY_RECEIVED
 from bot.service import Herald
 from storage.models import Staff
 
@@ -98,3 +100,29 @@ def card_response(content: dict[str, Any]) -> web.Response:
 def message_response(text: str) -> web.Response:
     """Leave the card as it is and show `text` to the presser."""
     return web.json_response({"statusCode": 200, "type": MESSAGE_RESPONSE, "value": text})
+
+
+class InvokeAnswers:
+    """The latest invoke answers this process gave, by request key (`bot.core.replays`). The Bot
+    Connector sends an invoke again, same id, when it lost the answer; the press was acted on once
+    already, so the repeat gets the same answer, or, once it is forgotten (or another replica gave
+    it), a short message that changes nothing: never an empty body, which Teams shows as an error."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size  # a retry comes within seconds; a card answer is a few kilobytes
+        self._answers: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+
+    def keep(self, key: str, answer: web.Response) -> None:
+        if not isinstance(answer.body, bytes):
+            return
+        self._answers[key] = (answer.status, answer.body)
+        self._answers.move_to_end(key)
+        while len(self._answers) > self.size:
+            self._answers.popitem(last=False)
+
+    def again(self, key: str) -> web.Response:
+        kept = self._answers.get(key)
+        if kept is None:
+            return message_response(ALREADY_RECEIVED)
+        status, body = kept
+        return web.Response(status=status, body=body, content_type="application/json")
