@@ -198,9 +198,12 @@ async def test_compose_modal_preview_and_send(slack: SlackHarness) -> None:
     assert "1 recipient*" in preview["blocks"][0]["text"]["text"]  # incentives → sales in EMEA: Anna
     answer = await slack.submit_view({"callback_id": preview["callback_id"],
                                       "private_metadata": preview["private_metadata"], "state": {"values": {}}})
-    assert "Sending notice" in answer["view"]["blocks"][0]["text"]["text"]
+    assert "Queueing the notice" in answer["view"]["blocks"][0]["text"]["text"]  # answered before it is queued
+    (told,) = await wait_until(lambda: slack.fake.calls_to("chat.postMessage"),  # then the outcome, in a DM
+                               what="the outcome in the CAM's direct messages")
+    assert told.channel == f"D{CAM_USER}" and "Sending notice" in told.args["text"]
     await slack.herald.outbox.drain()
-    assert [c.channel for c in slack.fake.calls_to("chat.postMessage")] == ["DUANNA"]
+    assert [c.channel for c in slack.fake.calls_to("chat.postMessage")][1:] == ["DUANNA"]
 
 
 async def test_closing_the_preview_cancels_the_draft(slack: SlackHarness) -> None:

@@ -140,9 +140,11 @@ async def test_survey_form_preview_and_send(slack: SlackHarness) -> None:
     assert "4 recipients" in preview["blocks"][0]["text"]["text"]
     sent = await slack.submit_view({"callback_id": preview["callback_id"], "private_metadata": preview["private_metadata"],
                                     "state": {"values": {}}})
-    assert "Sending notice" in str(sent["view"])
+    assert "Queueing the notice" in str(sent["view"])
+    (told,) = await wait_until(lambda: slack.fake.calls_to("chat.postMessage"), what="the outcome, in a DM")
+    assert told.channel == f"D{CAM_USER}" and "Sending notice" in told.args["text"]
     await slack.herald.outbox.drain()
-    assert slack.fake.call_count("chat.postMessage") == 4
+    assert slack.fake.call_count("chat.postMessage") == 1 + 4
 
 
 async def test_variants_balanced_then_the_winner_rolled_out_once(slack: SlackHarness) -> None:

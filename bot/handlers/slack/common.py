@@ -4,8 +4,11 @@ into a short ephemeral reply (a person's mistake in words, anything else as an a
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack_blocks import escape
 from bot.common.errors import UserError
@@ -14,6 +17,7 @@ from bot.core.directory.staff import staff_for_slack
 from bot.core.notices import sending
 from bot.core.notices.views import format_time
 from bot.core.onboarding.assistant import member_for
+from bot.service import Herald
 from storage.models import Member, Platform, Staff
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,29 @@ async def respond_or_explain(respond, work: Awaitable[dict[str, Any]]) -> None: 
         await respond(text=SORRY, response_type="ephemeral", replace_original=False)
         return
     await respond(response_type="ephemeral", **payload)
+
+
+def direct_message_respond(client: AsyncWebClient, user_id: str) -> Callable[..., Awaitable[None]]:
+    """A respond() for work a modal's submission started after its answer (a view_submission has no
+    response_url): the reply goes to the person's direct messages with Herald. It is not written
+    into the modal, which Slack may still be replacing with the answer's view."""
+    async def respond(*, text: str, **_: Any) -> None:
+        try:
+            channel = (await client.conversations_open(users=user_id))["channel"]["id"]
+            await client.chat_postMessage(channel=channel, text=text)
+        except SlackApiError as exc:
+            log.warning("could not send %s a direct message (%s): %s", user_id, exc.response.get("error"), text)
+    return respond
+
+
+async def send_previewed(herald: Herald, notice_value: object, body: dict[str, Any]) -> dict[str, Any]:
+    """A preview's Send (the preview message's button, or the preview modal's submission): queue the
+    notice, one delivery row per recipient (seconds for a large audience, so only after Slack's
+    answer), wake the outbox, and the reply that says so."""
+    result = await sending.send_draft(record_id(notice_value), await staff_of(body), herald.catalog,
+                                      now=herald.clock.now(), platform_policy=herald.settings.platform_policy)
+    herald.outbox.wake()
+    return {"replace_original": True, "text": sent_text(result)}
 
 
 def sent_text(result: sending.SendResult) -> str:

@@ -14,7 +14,7 @@ from bot.core.notices.escalations import (
     remind_organisation_now,
 )
 from bot.core.notices.views import ACK_ACTION
-from bot.handlers.slack.common import record_id, respond_or_explain, sent_text, staff_of
+from bot.handlers.slack.common import record_id, respond_or_explain, send_previewed, staff_of
 from bot.handlers.slack.replies import SlackCommands
 from bot.service import Herald
 from storage.models import Platform
@@ -26,13 +26,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
     @app.action(SEND_ACTION)
     async def on_send(ack, body, respond) -> None:  # noqa: ANN001
         await ack()
-
-        async def work():
-            result = await sending.send_draft(record_id(body["actions"][0].get("value")), await staff_of(body), herald.catalog,
-                                              now=herald.clock.now(), platform_policy=herald.settings.platform_policy)
-            herald.outbox.wake()
-            return {"replace_original": True, "text": sent_text(result)}
-        await respond_or_explain(respond, work())
+        await respond_or_explain(respond, send_previewed(herald, body["actions"][0].get("value"), body))
 
     @app.action(CANCEL_ACTION)
     async def on_cancel(ack, body, respond) -> None:  # noqa: ANN001

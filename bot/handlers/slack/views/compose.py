@@ -17,14 +17,19 @@ from bot.core.notices import sending
 from bot.handlers.slack.common import (
     FieldError,
     command_from_form,
+    direct_message_respond,
     field_of,
     record_id,
-    sent_text,
+    respond_or_explain,
+    send_previewed,
     staff_of,
 )
 from bot.service import Herald
 
 log = logging.getLogger(__name__)
+
+QUEUEING = (":hourglass_flowing_sand: Queueing the notice for its recipients. Herald tells you in your direct "
+            "messages when it is on its way, or why not.")
 
 
 def register(app: AsyncApp, herald: Herald) -> None:
@@ -46,16 +51,12 @@ def register(app: AsyncApp, herald: Herald) -> None:
             preview.notice, preview.topic.title, preview.recipients, preview.warnings))
 
     @app.view(PREVIEW_CALLBACK)
-    async def on_preview_send(ack, body, view) -> None:  # noqa: ANN001
-        staff = await staff_of(body)
-        try:
-            result = await sending.send_draft(record_id(view.get("private_metadata")), staff, herald.catalog,
-                                              now=herald.clock.now(), platform_policy=herald.settings.platform_policy)
-        except UserError as exc:
-            await ack(response_action="update", view=message_modal("Not sent", f":warning: {exc}"))
-            return
-        herald.outbox.wake()
-        await ack(response_action="update", view=message_modal("Sending", sent_text(result)))
+    async def on_preview_send(ack, body, view, client) -> None:  # noqa: ANN001
+        # Answered first: queueing a large audience takes longer than the 3 s Slack waits for the
+        # answer. The outcome follows as the preview message's Send button gives it, in a direct message.
+        await ack(response_action="update", view=message_modal("Sending", QUEUEING))
+        await respond_or_explain(direct_message_respond(client, body["user"]["id"]),
+                                 send_previewed(herald, view.get("private_metadata"), body))
 
     @app.view_closed(PREVIEW_CALLBACK)
     async def on_preview_closed(ack, body, view) -> None:  # noqa: ANN001
