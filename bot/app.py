@@ -26,19 +26,36 @@ from storage import db as storage_db
 log = logging.getLogger(__name__)
 
 HERALD_KEY = web.AppKey("herald", Herald)
-_SECRET_PARAMS = {"token", "code", "state"}  # sign-in and report links, OAuth callbacks
+# Query values shown as they are: the rest (sign-in and report tokens, OAuth codes, an audience
+# being typed with partner staff's e-mail addresses) are logged as [redacted].
+_SHOWN_PARAMS = {"page", "before", "format", "look", "note", "since", "until", "status", "kind", "limit"}
+_SECRET_PATH_PARTS = {"token"}  # /go/{token}: an A/B link's signed token
 
 
 class RedactingAccessLogger(AbstractAccessLogger):
-    """aiohttp's access log without secrets: console sign-in links, report download links and
-    OAuth callbacks carry credentials in their query strings, which the default format logs."""
+    """aiohttp's access log without secrets or personal data: console sign-in links, report
+    download links and OAuth callbacks carry credentials in their query strings, a tracked link
+    its signed token in the path, and the console's recipient count the audience being typed."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        query = "&".join(f"{k}=[redacted]" if k.lower() in _SECRET_PARAMS else f"{k}={v}"
+        query = "&".join(f"{k}={v}" if k.lower() in _SHOWN_PARAMS else f"{k}=[redacted]"
                          for k, v in request.query.items())
-        target = request.path + (f"?{query}" if query else "")
+        target = _logged_path(request) + (f"?{query}" if query else "")
         self.logger.info('%s "%s %s" %s %.1f ms', request.remote, request.method, target, response.status,
                          time * 1000)
+
+
+def _logged_path(request: web.BaseRequest) -> str:
+    """The path, with the route's secret parts (`_SECRET_PATH_PARTS`) as [redacted]."""
+    match_info = getattr(request, "match_info", None)
+    if not match_info or not _SECRET_PATH_PARTS & set(match_info):
+        return request.path
+    resource = match_info.route.resource
+    try:
+        return resource.canonical.format_map(  # type: ignore[union-attr]
+            {k: "[redacted]" if k in _SECRET_PATH_PARTS else v for k, v in match_info.items()})
+    except (AttributeError, KeyError, ValueError):
+        return "[redacted]"
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -13,14 +13,19 @@ from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
+from bot.app import HERALD_KEY, RedactingAccessLogger, build_app
 from bot.channels.slack_blocks import SEND_ACTION
 from bot.cli import main
 from bot.cli.base import settings_secrets
+from bot.common.clock import ManualClock
 from bot.common.logs import REDACTED, Redactor, configure_logging, log_context
 from bot.core.notices.views import ACK_ACTION
+from config.settings import load_settings
 from storage.models import Acknowledgement
+from tests.console_support import CAM, ConsoleHarness
 from tests.support import CAM_USER, SIGNING_SECRET, TOKEN, seed_directory, start_harness, stop_harness, wait_until
 from tests.test_slack_install import (
     CLIENT_ID, CLIENT_SECRET, NEW_TOKEN, OAUTH_SETTINGS, SECRET_KEY, _finish, _newco_code, _start,
@@ -182,3 +187,54 @@ def test_text_format_keeps_context_and_redacts(debug_log: io.StringIO) -> None:
     assert line.endswith("[notice_id=42 workspace=T1]") and "INFO bot.test:" in line
     assert "an-app-password-value" not in line and REDACTED in line
     assert not line.startswith("{")
+
+
+# ---- the access log (`herald serve`'s RedactingAccessLogger) ----------------------------------
+
+async def _serve_with_access_log(db_url: str) -> ConsoleHarness:
+    """The console harness, with the access logger `herald serve` installs."""
+    config = load_settings(database_url=db_url, kb_semantic=False, outbox_poll_seconds=3600,
+                           public_url="http://herald.example", secret_key=SECRET_KEY)
+    app = build_app(config, clock=ManualClock(), run_worker=False, manage_database=False, sandbox=True)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(access_log_class=RedactingAccessLogger)
+    return ConsoleHarness(app, server, app[HERALD_KEY].clock)
+
+
+async def _stop(harness: ConsoleHarness) -> None:
+    for browser in harness.browsers:
+        await browser.close()
+    await harness.server.close()
+
+
+def _access_lines(buffer: io.StringIO) -> list[str]:
+    return [line for line in _lines(buffer) if '"aiohttp.access"' in line]
+
+
+async def test_the_access_log_has_no_tracked_link_token(db: str, debug_log: io.StringIO) -> None:
+    """An A/B link in Teams carries its signed token in the path: a replayable, counted press of
+    one member, tied to the address that opened it."""
+    harness = await _serve_with_access_log(db)
+    try:
+        token = harness.herald.outbox.link_tracker.url(1, 7).rsplit("/", 1)[1]  # type: ignore[union-attr]
+        await harness.browser().get(f"/go/{token}", allow_redirects=False)
+    finally:
+        await _stop(harness)
+    lines = _access_lines(debug_log)
+    assert any('GET /go/[redacted]' in line for line in lines), lines
+    _assert_clean(lines, {"the tracked link's signature": token.rsplit(".", 1)[1]})
+
+
+async def test_the_access_log_has_no_audience_typed_in_compose(db: str, debug_log: io.StringIO) -> None:
+    """The console counts recipients as the CAM types: the audience may name partner staff."""
+    harness = await _serve_with_access_log(db)
+    try:
+        browser = await harness.signed_in(CAM)
+        response, _ = await browser.get("/console/audience-count", params={
+            "audience": "member:lena.fischer@contoso.example", "topic": "operations", "importance": "must-know"})
+        assert response.status == 200
+    finally:
+        await _stop(harness)
+    lines = _access_lines(debug_log)
+    assert any("audience=[redacted]&topic=[redacted]" in line for line in lines), lines
+    _assert_clean(lines, {"a partner's e-mail address": "lena.fischer@contoso.example"})
