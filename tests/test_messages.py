@@ -7,13 +7,18 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from bot.common.errors import UserError
 from bot.core.delivery.messages import INTERRUPTED, MessageSource
+from bot.core.directory.importer import import_directory
+from bot.core.onboarding.assistant import open_handoffs
 from bot.core.onboarding.journeys import parse_journeys, run_journeys
 from bot.service import Herald
 from storage.models import AuditEvent, Delivery, JourneyStep, Member, OutboundMessage, Question, Staff
 from tests.fakes.rate_limits import Rate
 from tests.fakes.slack_limits import SlackLimits
-from tests.support import TEAM, Rig, directory_csv, seed_directory
+from tests.support import SAMPLE_DIRECTORY, TEAM, Rig, directory_csv, seed_directory
 
 MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
 STEPS = parse_journeys({"journeys": {"default": {"steps": [
@@ -157,6 +162,28 @@ async def test_hand_off_and_relay_go_once_and_a_failed_relay_is_reported_to_the_
     (event,) = await AuditEvent.filter(kind="question.reply_not_delivered")
     assert event.data["question_id"] == question.id and event.data["reason"]
     assert await AuditEvent.filter(kind="question.answered").count() == 2  # the replay recorded nothing
+
+
+async def test_a_reply_to_a_member_removed_from_the_directory_is_refused_and_not_listed(rig: Rig) -> None:
+    """Anna handed a question off, then left Acme (a re-import without her row): Herald sends her
+    nothing more, the CAM's reply included, and her question leaves the CAM's open hand-offs."""
+    rig.clock.set(MONDAY_9_UTC)
+    anna = await Member.get(email="anna@acme.example")
+    cam = await Staff.get(email="cam@vendor.example")
+    question = await Question.create(member=anna, platform="slack", text="What is our Q3 discount on LX-200?",
+                                     asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
+    await rig.herald.hand_off_question(question.id, anna)
+    await rig.herald.outbox.drain()
+    without_anna = "\n".join(line for line in SAMPLE_DIRECTORY.splitlines() if "anna@acme.example" not in line) + "\n"
+    result = await import_directory(without_anna, now=rig.clock.now(), actor="test", deactivate_missing=True)
+    assert result.deactivated == 1
+
+    assert question.id not in [q.id for q in await open_handoffs(cam)]
+    with pytest.raises(UserError, match="removed from the partner directory"):
+        await rig.herald.relay_reply(question.id, cam, "Your Q3 discount is 32% on LX-200.")
+    await rig.herald.outbox.drain()
+    assert [c for c in _ok_posts(rig) if c.channel == "DUANNA"] == []
+    assert await AuditEvent.filter(kind="question.answered").count() == 0
 
 
 async def test_the_same_reply_again_after_a_failed_relay_reaches_the_partner(rig: Rig) -> None:

@@ -307,6 +307,9 @@ async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,
     in the conversation they asked in (the caller wakes the outbox). Returns the question and the
     relayed message."""
     question = await _answerable(question_id, staff)
+    if not question.member.active:  # removed from the partner directory: Herald sends them nothing more
+        raise UserError(f"{question.member.name or question.member.email} was removed from the partner "
+                        "directory, so the reply was not sent")
     text = text.strip()
     if not text:
         raise UserError("the reply is empty")
@@ -341,6 +344,8 @@ def _handoffs(staff: Staff | None, status: str):  # noqa: ANN202 - a QuerySet
     if staff is None or not staff.active or staff.role not in (StaffRole.CAM.value, StaffRole.ADMIN.value):
         raise PermissionDenied("Only CAMs and admins have hand-offs.")
     query = Question.filter(handoff_status=status)
+    if status == "open":  # a member removed from the directory has nobody to answer
+        query = query.filter(member__active=True)
     if staff.role == StaffRole.CAM.value:
         query = query.filter(cam_id=staff.id)
     return query.select_related("member__organisation")
