@@ -6,13 +6,20 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tortoise.transactions import in_transaction
 
+from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.onboarding.journeys import JourneyConfigError, parse_journeys, run_journeys
 from bot.core.surveys.answers import answer_survey
+from bot.core.surveys.creating import enqueue_journey_survey, journey_survey
+from bot.core.surveys.listing import list_surveys
+from bot.core.surveys.results import survey_results
+from bot.core.surveys.spec import build_spec
 from bot.core.surveys.stages import survey_stages
-from storage.models import Delivery, JourneyStep, Staff, Survey
+from storage.models import Delivery, JourneyStep, Member, Staff, Survey
 from tests.support import TEAM, Rig
+from tests.survey_support import big_directory, members
 from tests.test_journeys import MONDAY_9_UTC, _only
 
 RATING = {"question": "How was your first week?", "scale": "1-5", "follow_up": "What was missing?"}
@@ -85,3 +92,32 @@ async def test_a_reworded_survey_starts_a_new_stage_survey(rig: Rig) -> None:
     for question, email in (("How was your first week?", "anna@acme.example"), ("How was week one?", "bo@acme.example")):
         rows = await Delivery.filter(notice_id=surveys[question].notice_id).values_list("member__email", flat=True)  # type: ignore[attr-defined]
         assert rows == [email]
+
+
+async def test_the_survey_list_shows_a_cam_a_journey_surveys_counts_for_their_own_partners(srig) -> None:  # noqa: ANN001
+    """As its results do: not every partner's participation."""
+    now = srig.clock.now()
+    # Bolt Supply gets a CAM of its own
+    moved = "\n".join(line.replace("cam@vendor.example", "bolt.cam@vendor.example") if line.startswith("bolt,")
+                      else line for line in big_directory().splitlines()) + "\n"
+    assert not (await import_directory(moved, now=now, actor="test")).rejected
+    await add_staff("bolt.cam@vendor.example", "cam", now=now, actor="test")
+    bolt_cam = await Staff.get(email="bolt.cam@vendor.example")
+
+    survey = await journey_survey("week-one", build_spec("How was your first week?", ("scale:1-5",), anonymous=True),
+                                  now=now)
+    for member in await Member.all().order_by("id"):
+        async with in_transaction() as conn:
+            await enqueue_journey_survey(survey, member.id, now=now, using_db=conn)
+    await srig.herald.outbox.drain()
+    for org, _, user in members():
+        if org in ("acme", "bolt"):  # 6 Acme members and 4 Bolt members answer
+            await srig.answer(survey.notice_id, user, 4)
+
+    mine = await survey_results(survey.notice_id, bolt_cam)
+    assert mine["scope"] == "your organisations" and mine["total"]["answered"] == 4
+    (listed,) = (await list_surveys(bolt_cam)).surveys
+    assert (listed["answered"], listed["recipients"]) == (mine["total"]["answered"], mine["total"]["recipients"]), (
+        f"Bolt's CAM is shown {listed['answered']} answers of {listed['recipients']} recipients in the survey list "
+        f"(every partner's), while the survey's results for them are {mine['total']['answered']} of "
+        f"{mine['total']['recipients']} (their own partner)")

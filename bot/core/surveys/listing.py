@@ -1,6 +1,7 @@
 """The surveys a person may read, newest first, a page at a time: for the API's list and the
 console's. Compliance and admins see every survey; a CAM the surveys they wrote and the journeys'
-surveys (whose results `results.survey_results` then scopes to the CAM's own partners)."""
+surveys, whose counts here, as their results (`results.survey_results`), cover only the CAM's
+own partners."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from tortoise.expressions import Q
 from tortoise.functions import Count
 
 from bot.core.directory.permissions import require_viewer
+from bot.core.surveys.results import cam_organisations
 from bot.core.surveys.spec import spec_of
-from storage.models import Staff, StaffRole, Survey, SurveyAnswer
+from storage.models import Delivery, DeliveryKind, DeliveryStatus, Staff, StaffRole, Survey, SurveyAnswer
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,27 @@ async def list_surveys(staff: Staff | None, *, before: int | None = None, limit:
     answered = {r["survey_id"]: r["n"] for r in await SurveyAnswer.filter(
         survey_id__in=[s.id for s in page]).annotate(n=Count("id")).group_by("survey_id").values("survey_id", "n")}
     items = [_item(s, answered.get(s.id, 0)) for s in page]
+    scoped = [item for item, s in zip(items, page, strict=True)
+              if staff.role == StaffRole.CAM.value and s.notice.author_id != staff.id]  # type: ignore[attr-defined]
+    if scoped:
+        await _scope_counts(scoped, {s.notice.id: s.id for s in page}, await cam_organisations(staff))
     return SurveyListPage(items, page[-1].notice.id if len(found) > limit and page else None)
+
+
+async def _scope_counts(items: list[dict[str, Any]], survey_ids: dict[int, int], organisations: set[int]) -> None:
+    """A journey survey's answers and recipients (members it was delivered to) among the CAM's
+    own partners, as its results show them: not every partner's participation."""
+    notice_ids = [item["id"] for item in items]
+    answered = {r["survey_id"]: r["n"] for r in await SurveyAnswer.filter(
+        survey_id__in=[survey_ids[n] for n in notice_ids], organisation_id__in=organisations).annotate(
+        n=Count("id")).group_by("survey_id").values("survey_id", "n")}
+    delivered = {r["notice_id"]: r["n"] for r in await Delivery.filter(
+        notice_id__in=notice_ids, kind=DeliveryKind.NOTICE.value, status=DeliveryStatus.DELIVERED.value,
+        member__organisation_id__in=organisations).annotate(n=Count("member_id", distinct=True)).group_by(
+        "notice_id").values("notice_id", "n")}
+    for item in items:
+        item["answered"] = answered.get(survey_ids[item["id"]], 0)
+        item["recipients"] = delivered.get(item["id"], 0)
 
 
 def _item(survey: Survey, answered: int) -> dict[str, Any]:

@@ -63,7 +63,8 @@ def scope_for(staff: Staff | None, notice: Notice, *, journey: bool, operator: b
     raise PermissionDenied("Only compliance, admins and the survey's CAM can see its results.")
 
 
-async def _cam_organisations(staff: Staff) -> set[int]:
+async def cam_organisations(staff: Staff) -> set[int]:
+    """The organisations whose CAM `staff` is: a CAM's scope of a journey survey they did not write."""
     return {o["id"] for o in await Organisation.all().values("id", "cam_email")
             if (o["cam_email"] or "").strip().lower() == staff.email.lower()}
 
@@ -131,7 +132,7 @@ async def survey_results(notice_id: int, staff: Staff | None, *, operator: bool 
     notice: Notice = survey.notice
     scope = scope_for(staff, notice, journey=survey.key is not None, operator=operator)
     if scope == {-1}:
-        scope = await _cam_organisations(staff)  # type: ignore[arg-type]
+        scope = await cam_organisations(staff)  # type: ignore[arg-type]
     spec = spec_of(survey)
     recipients: dict[int, tuple[int, str]] = {}
     for row in await Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value,
