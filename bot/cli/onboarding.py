@@ -97,7 +97,7 @@ async def _admin(email: str):  # noqa: ANN202
 def qa_pending(as_json: bool) -> None:
     from bot.core.onboarding.learning import one_line, pending
 
-    proposals = run(pending)
+    proposals = run(lambda: pending(operator=True))
     rows = [{"id": p.id, "kind": p.kind, "entry": p.entry_id, "question": p.question_text, "answer": p.answer or None,
              "source": p.source, "proposed_by": p.proposed_by, "proposed_at": p.proposed_at.isoformat()}
             for p in proposals]

@@ -69,7 +69,7 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
             kb = await herald.knowledge_base()
             # off the event loop, as the assistant answers (about 20 ms of CPU with the embedding model)
             tried = await asyncio.to_thread(kb.explain, question)
-        return current.render("kb_proposals.html", proposals=await learning.pending(), tried=tried,
+        return current.render("kb_proposals.html", proposals=await learning.pending(current.me), tried=tried,
                               may_decide=current.me.role == StaffRole.ADMIN.value)
 
     def decision(approve: bool):  # noqa: ANN202

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.common.text import without_control_characters
 from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.permissions import partner_scope
 from bot.core.onboarding.qa import KnowledgeBaseError, entry_ids
 from storage.models import KBProposal, Question, Staff, StaffRole
 
@@ -104,8 +106,15 @@ async def proposals_of(question_ids: list[int]) -> dict[int, list[KBProposal]]:
     return found
 
 
-async def pending() -> list[KBProposal]:
-    return await KBProposal.filter(status=PENDING).order_by("proposed_at", "id")
+async def pending(staff: Staff | None = None, *, operator: bool = False) -> list[KBProposal]:
+    """The proposals waiting for an admin: every one for an admin, compliance or the command line
+    (`operator`); for a CAM only those they made or that come from their own partners' questions
+    (a proposal holds the partner's question and the CAM's reply)."""
+    query = KBProposal.filter(status=PENDING)
+    scope = None if operator else partner_scope(staff)
+    if scope is not None:
+        query = query.filter(Q(proposed_by=scope) | Q(question__member__organisation__cam_email__iexact=scope))
+    return await query.order_by("proposed_at", "id")
 
 
 async def decide(proposal_id: int, staff: Staff | None, *, approve: bool, now: datetime, kb_dir: Path,
