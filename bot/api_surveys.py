@@ -31,7 +31,7 @@ def _limit(request: web.Request, name: str, default: int | None, high: int) -> i
     raw = request.query.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= high:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > len(str(high)) or not 1 <= int(raw) <= high:
         raise UserError(f"{name} must be a whole number between 1 and {high}")
     return int(raw)
 

@@ -68,7 +68,8 @@ def sign(key: bytes, message: str) -> str:
 
 
 def verify(key: bytes, message: str, signature: str) -> bool:
-    return hmac.compare_digest(sign(key, message), signature)
+    # as bytes: compare_digest refuses str holding non-ASCII, which a forged signature may
+    return hmac.compare_digest(sign(key, message).encode(), signature.encode())
 
 
 def is_sealed(stored: str) -> bool:

@@ -46,7 +46,7 @@ def add_auth_routes(app: web.Application, herald: Herald) -> None:
         request = current.request
         form = await current.form()
         pre = request.cookies.get(PRE_COOKIE, "")
-        if not same_origin(request) or not pre or not hmac.compare_digest(pre, form.get("pre", "")):
+        if not same_origin(request) or not pre or not hmac.compare_digest(pre.encode(), form.get("pre", "").encode()):
             raise Forbidden("This sign-in form was not sent from the sign-in page. Open your link again.")
         try:
             opened = await redeem_link(form.get("token", ""), now=herald.clock.now())

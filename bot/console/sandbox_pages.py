@@ -77,6 +77,17 @@ def _from_teams(verb: str, data: dict[str, Any]) -> tuple[str, str]:
     return verb, str(data.get("value", ""))
 
 
+def _card_data(text: str) -> dict[str, Any]:
+    """An Action.Execute's data as posted by the inbox page: a JSON object, else refused."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise UserError("This button is not supported in the sandbox.")
+    return data
+
+
 def add_sandbox_routes(app: web.Application, herald: Herald) -> None:
     channel = herald.channels[PLATFORM]
 
@@ -118,7 +129,7 @@ def add_sandbox_routes(app: web.Application, herald: Herald) -> None:
         form = await current.form()
         look = form.get("look", "slack") if form.get("look") in LOOKS else "slack"
         if form.get("verb"):
-            action, value = _from_teams(form["verb"], json.loads(form.get("data") or "{}"))
+            action, value = _from_teams(form["verb"], _card_data(form.get("data") or "{}"))
         else:
             action, value = form.get("action_id", ""), form.get("value", "")
         # the Acknowledge button's value also carries the revision its copy shows: "<id>:<revision>"

@@ -137,7 +137,8 @@ async def check_csrf(request: web.Request, token: str) -> None:
     sent = request.headers.get(CSRF_HEADER, "")
     if not sent:
         sent = str((await request.post()).get(CSRF_FIELD, ""))
-    if not token or not sent or not hmac.compare_digest(sent, csrf_for(token)):
+    # as bytes: compare_digest refuses str holding non-ASCII (a forged field would be a 500)
+    if not token or not sent or not hmac.compare_digest(sent.encode(), csrf_for(token).encode()):
         raise Forbidden("This form is out of date or was not sent by the console (CSRF check failed). "
                         "Reload the page and try again.")
 

@@ -35,7 +35,8 @@ def verify(settings, token: str, *, now: datetime) -> tuple[int, int] | None:  #
         expected = sign(settings, int(notice_id), int(staff_id), int(expires))
     except ValueError:
         return None
-    if not expected or not hmac.compare_digest(expected, token) or int(expires) < now.timestamp():
+    # as bytes: compare_digest refuses str holding non-ASCII (a forged link would be a 500)
+    if not expected or not hmac.compare_digest(expected.encode(), token.encode()) or int(expires) < now.timestamp():
         return None
     return int(notice_id), int(staff_id)
 

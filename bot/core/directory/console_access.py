@@ -131,9 +131,12 @@ async def session_staff(token: str | None, *, now: datetime) -> tuple[ConsoleSes
 
 
 async def end_session(session: ConsoleSession, *, now: datetime) -> None:
-    """Sign out: the session stops working at once, on every replica."""
+    """Sign out: every console session of that staff member (another browser, a lost laptop) stops
+    working at once, on every replica."""
     async with in_transaction() as conn:
-        ended = await ConsoleSession.filter(id=session.id, ended_at__isnull=True).using_db(conn).update(ended_at=now)
+        ended = await ConsoleSession.filter(staff_id=session.staff.id, ended_at__isnull=True).using_db(conn).update(
+            ended_at=now)
         if ended:
             await record([audit_event("console.signed_out", now=now, actor=session.staff.email,
-                                      staff_id=session.staff.id, session_id=session.id)], using_db=conn)
+                                      staff_id=session.staff.id, session_id=session.id, sessions_ended=ended)],
+                         using_db=conn)
