@@ -112,3 +112,12 @@ async def test_a_cam_sees_no_kb_proposal_made_from_another_cams_partners_questio
     assert PRIVATE_QUESTION not in page and PRIVATE_REPLY not in page, (
         f"another CAM's partner's question and the CAM's reply are shown to {OTHER_CAM} "
         f"(status {response.status}) on /console/kb-proposals")
+
+
+def test_a_signature_with_a_non_ascii_character_is_simply_wrong() -> None:
+    """bot.common.secrets.verify checks the A/B links' signatures (GET /go/<token>)."""
+    from bot.common.secrets import sign, verify
+
+    key = b"k" * 32
+    assert verify(key, "1.7", sign(key, "1.7"))
+    assert not verify(key, "1.7", "\u00e9" * 43)
