@@ -253,7 +253,11 @@ async def test_a_replayed_slack_request_has_no_second_effect(slack_http: SlackHa
     assert before == after and (await Notice.get(id=second)).status == "cancelled"
     body = slash_command_body(text=f"retract {first} wrong price", user_id=CAM_USER, team_id=TEAM,
                               response_url=h.fake.response_url("r"))
-    before, after = await _replayed(h, body)  # retract
+    async def retracted_everywhere() -> bool:  # the command's work runs after its answer, then the updates
+        return (await Notice.get(id=first)).status == "retracted" and not await Delivery.filter(
+            notice_id=first, update_pending=True).exists()
+
+    before, after = await _replayed(h, body, settled=retracted_everywhere)  # retract
     assert before == after and await AuditEvent.filter(kind__contains="retract").count() == 1
     pref = _interaction("block_actions", user={"id": "UANNA"}, trigger_id="t2", actions=[
         {"action_id": PREF_DIGEST_ACTION, "selected_option": {"value": "weekly"}}])
