@@ -39,9 +39,13 @@ def tortoise_config(db_url: str) -> dict[str, Any]:
     }
 
 
+def _is_postgres(db_url: str) -> bool:
+    return db_url.startswith(("postgres://", "postgresql://", "asyncpg://"))
+
+
 def _connection_config(db_url: str) -> str | dict[str, Any]:
     """The URL, and on PostgreSQL the pool's `reset` hook (see `_keep_session`)."""
-    if not db_url.startswith(("postgres://", "postgresql://", "asyncpg://")):
+    if not _is_postgres(db_url):
         return db_url
     from tortoise.backends.base.config_generator import expand_db_url
 
@@ -100,7 +104,7 @@ async def _migration_lock(db_url: str) -> AsyncIterator[None]:
     """On PostgreSQL, a session-level advisory lock held around the migrations on a connection of
     its own (tortoise's migration engine opens and closes its own); closing it releases the lock,
     whatever happened. SQLite is one process's file: nothing to take turns for."""
-    if not db_url.startswith(("postgres://", "postgresql://", "asyncpg://")):
+    if not _is_postgres(db_url):
         yield
         return
     import asyncpg

@@ -48,10 +48,7 @@ def serve(host: str | None, port: int | None) -> None:
                                   freeze_heap=True),
                         host=settings.host, port=settings.port, access_log_class=RedactingAccessLogger,
                         print=listening)
-        except (OSError, ConnectionError) as exc:  # the port is taken, the database cannot be reached, ...
-            click.echo(f"herald: cannot start: {exc}", err=True)
-            sys.exit(2)
-        except SchemaNotCurrent as exc:
+        except (OSError, ConnectionError, SchemaNotCurrent) as exc:  # the port is taken, an old schema, ...
             click.echo(f"herald: cannot start: {exc}", err=True)
             sys.exit(2)
 
