@@ -237,10 +237,9 @@ async def _variant_summary(notice: Notice) -> list[dict[str, Any]]:
     if not await NoticeVariant.filter(notice_id=notice.id).exists():
         return []
     by_variant: dict[str, dict[str, int]] = {}
-    statuses = await (Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value).annotate(n=Count("id"))
-                      .group_by("variant", "status", "platform").values("variant", "status", "platform", "n"))
-    if len({row["platform"] for row in statuses}) > 1:  # members with copies on both: count members
-        statuses = await member_status_counts(notice.id, by="variant")
+    statuses = await _by_member_on_several_platforms(notice.id, await (
+        Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value).annotate(n=Count("id"))
+        .group_by("variant", "status", "platform").values("variant", "status", "platform", "n")), by="variant")
     for row in statuses:
         add_status(by_variant.setdefault(row["variant"], funnel_counts()), row["status"], row["n"])
     for row in await (Acknowledgement.filter(notice_id=notice.id, revision__gte=notice.ack_revision)
@@ -255,8 +254,7 @@ async def _notice_summary(notice: Notice) -> dict[str, Any]:
     by_org: dict[int, dict[str, int]] = {}
     statuses, acknowledged, variants = await asyncio.gather(  # at once on PostgreSQL's pool
         _status_by_organisation(notice.id), _acknowledged_by_organisation(notice), _variant_summary(notice))
-    if len({row["platform"] for row in statuses}) > 1:  # members with copies on both: count members
-        statuses = await member_status_counts(notice.id)
+    statuses = await _by_member_on_several_platforms(notice.id, statuses, by="organisation_id")
     for row in statuses:
         add_status(by_org.setdefault(row["organisation_id"], funnel_counts()), row["status"], row["n"])
     for row in acknowledged:
@@ -322,6 +320,16 @@ async def member_status_counts(notice_id: int, *, by: Literal["organisation_id",
     """Members per (organisation or variant, best copy's status) of a notice (see _BEST)."""
     rows = await connections.get("default").execute_query_dict(storage_db.placeholders(_BEST_SQL[by]), [notice_id])
     return [{by: r[by], "status": _BEST[r["best"]] if r["best"] < len(_BEST) else "", "n": r["n"]} for r in rows]
+
+
+async def _by_member_on_several_platforms(notice_id: int, copies: list[dict[str, Any]], *,
+                                          by: Literal["organisation_id", "variant"]) -> list[dict[str, Any]]:
+    """`copies` (per `by`, status and platform) as they are when each copy is a member; when the
+    notice has copies on more than one platform (HERALD_PLATFORM_POLICY=all), its members by their
+    best copy instead (`member_status_counts`)."""
+    if len({row["platform"] for row in copies}) > 1:
+        return await member_status_counts(notice_id, by=by)
+    return copies
 
 
 async def funnels_by_notice(copies: list[dict[str, Any]]) -> dict[int, dict[str, int]]:
