@@ -202,6 +202,7 @@ async def test_compose_modal_preview_and_send(slack: SlackHarness) -> None:
     (told,) = await wait_until(lambda: slack.fake.calls_to("chat.postMessage"),  # then the outcome, in a DM
                                what="the outcome in the CAM's direct messages")
     assert told.channel == f"D{CAM_USER}" and "Sending notice" in told.args["text"]
+    assert not slack.fake.calls_to("conversations.open")  # posted to the user id (Tier 3 spared)
     await slack.herald.outbox.drain()
     assert [c.channel for c in slack.fake.calls_to("chat.postMessage")][1:] == ["DUANNA"]
 

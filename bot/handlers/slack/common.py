@@ -70,11 +70,11 @@ async def respond_or_explain(respond, work: Awaitable[dict[str, Any]]) -> None: 
 def direct_message_respond(client: AsyncWebClient, user_id: str) -> Callable[..., Awaitable[None]]:
     """A respond() for work a modal's submission started after its answer (a view_submission has no
     response_url): the reply goes to the person's direct messages with Herald. It is not written
-    into the modal, which Slack may still be replacing with the answer's view."""
+    into the modal, which Slack may still be replacing with the answer's view. Posted to the user id,
+    which lands in the app's DM with them, as deliveries do: no conversations.open (Tier 3)."""
     async def respond(*, text: str, **_: Any) -> None:
         try:
-            channel = (await client.conversations_open(users=user_id))["channel"]["id"]
-            await client.chat_postMessage(channel=channel, text=text)
+            await client.chat_postMessage(channel=user_id, text=text)
         except SlackApiError as exc:
             log.warning("could not send %s a direct message (%s): %s", user_id, exc.response.get("error"), text)
     return respond
