@@ -39,6 +39,7 @@ from bot.core.notices.interactions import link_tracker
 from bot.core.notices.reminders import plan_reminders
 from bot.core.notices.sending import publish_due
 from bot.core.onboarding import handoffs  # also registers the outbox hooks of hand-offs and answers
+from bot.core.onboarding.handoff_announcements import announce_open_handoffs
 from bot.core.onboarding.journeys import run_journeys
 from bot.core.ports import Channel, Recipient
 from bot.core.surveys.answers import close_due_surveys
@@ -354,6 +355,7 @@ class Herald:
             "reminders": lambda: plan_reminders(now, self.catalog),
             "escalations": lambda: plan_escalations(now),
             "escalation_messages": lambda: send_escalations(self.channels, now),
+            "handoffs_announced": lambda: announce_open_handoffs(self.channels, now),
             "digests": digests,
             "journeys": journeys,
             "surveys_closed": lambda: close_due_surveys(now),

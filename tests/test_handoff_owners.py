@@ -12,7 +12,7 @@ from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.onboarding.assistant import open_handoffs
 from storage.models import AuditEvent, Member, Question, Staff
-from tests.support import SAMPLE_DIRECTORY, Rig
+from tests.support import CAM_USER, SAMPLE_DIRECTORY, TEAM, Rig
 
 MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
 NEW_CAM = SAMPLE_DIRECTORY.replace("acme,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example",
@@ -35,7 +35,7 @@ async def _assert_with_the_new_cam(rig: Rig, question: Question) -> None:
     old_cam, new_cam = await Staff.get(email="cam@vendor.example"), await Staff.get(email="newcam@vendor.example")
     assert [q.id for q in await open_handoffs(new_cam)] == [question.id]
     assert await open_handoffs(old_cam) == []
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDenied, match="now with Nora New, Acme Locks's CAM"):  # their old Reply button
         await rig.herald.relay_reply(question.id, old_cam, "Page 4 of the portal.")
     await rig.herald.relay_reply(question.id, new_cam, "Page 4 of the portal.")
     (event,) = await AuditEvent.filter(kind="question.reassigned")
@@ -64,3 +64,43 @@ async def test_open_handoffs_follow_when_the_cam_the_directory_names_is_added_as
 
     await add_staff("newcam@vendor.example", "cam", name="Nora New", now=rig.clock.now(), actor="test")
     await _assert_with_the_new_cam(rig, question)
+
+
+async def test_the_cam_an_open_hand_off_moves_to_gets_it_in_chat_once(rig: Rig) -> None:
+    """The new CAM did not get the partner's question when it was asked: the next tick sends them the
+    hand-off, with Reply and whom it was with before, once (later ticks, and another replica's, send
+    nothing more), through the outbox."""
+    question = await _handed_off(rig)
+    rig.fake.add_user(TEAM, "UNORA")
+    await add_staff("newcam@vendor.example", "cam", name="Nora New", slack_user="UNORA", slack_team=TEAM,
+                    now=rig.clock.now(), actor="test")
+    assert not (await import_directory(NEW_CAM, now=rig.clock.now(), actor="test")).rejected
+
+    def to_nora() -> list:
+        return [c for c in rig.fake.calls_to("chat.postMessage") if c.args["channel"] in ("UNORA", "DUNORA")]
+    assert not to_nora()
+    for worker in (rig.herald, rig.another_worker()):
+        await worker.tick()
+        await worker.outbox.drain()
+    (told,) = to_nora()
+    text = str(told.args["blocks"])
+    assert "Where is the price list?" in text and "It was with cam@vendor.example" in text
+    assert f"'value': '{question.id}'" in text  # the Reply button
+    await rig.herald.relay_reply(question.id, await Staff.get(email="newcam@vendor.example"), "Page 4.")
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    assert len(to_nora()) == 1
+
+
+async def test_a_cam_who_connects_chat_after_the_question_gets_the_open_hand_off(rig: Rig) -> None:
+    """The CAM had no chat account when the partner asked (the question was only in their list):
+    once they have one, the next tick sends them the hand-off."""
+    await Staff.filter(email="cam@vendor.example").update(slack_user_id="", slack_team_id="")
+    question = await _handed_off(rig)
+    assert not [c for c in rig.fake.calls_to("chat.postMessage") if c.args["channel"] in (CAM_USER, f"D{CAM_USER}")]
+    await Staff.filter(email="cam@vendor.example").update(slack_user_id=CAM_USER, slack_team_id=TEAM)
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    (told,) = [c for c in rig.fake.calls_to("chat.postMessage") if c.args["channel"] in (CAM_USER, f"D{CAM_USER}")]
+    assert "Where is the price list?" in str(told.args["blocks"]) and "It was with" not in str(told.args["blocks"])
+    assert question.id

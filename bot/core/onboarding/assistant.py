@@ -221,7 +221,7 @@ async def hand_off(question_id: int, member: Member | None, *, now: datetime,
     if cam is None:
         raise UserError("Your organisation has no channel account manager on file yet; "
                         "please contact the partner team directly.")
-    message = _handoff_message(question)
+    message = handoff_message(question)
     target = cam_target(cam, channels) if channels else None
     already = question.handoff_status in ("open", "answered")
     if not already:
@@ -240,7 +240,8 @@ async def hand_off(question_id: int, member: Member | None, *, now: datetime,
     return HandOff(question, cam, message, already, queued=target is not None)
 
 
-def _handoff_message(question: Question) -> DirectMessage:
+def handoff_message(question: Question) -> DirectMessage:
+    """The hand-off as its CAM gets it: who asked, the question, what the knowledge base had, the buttons."""
     organisation = question.member.organisation
     member_ = question.member
     lines = (f"From {member_.name or member_.email} <{member_.email}> ({member_.role}), "
@@ -284,6 +285,10 @@ async def _answerable(question_id: int, staff: Staff | None) -> Question:
         staff.role == StaffRole.ADMIN.value or question.cam_id == staff.id  # type: ignore[attr-defined]
         or question.member.organisation.cam_email.lower() == staff.email.lower())
     if not allowed:
+        filed = await Staff.get_or_none(id=question.cam_id) if question.cam_id else None  # type: ignore[attr-defined]
+        if filed is not None and staff is not None and filed.id != staff.id:  # e.g. moved to the partner's new CAM
+            raise PermissionDenied(f"This question is now with {filed.name or filed.email}, "
+                                   f"{question.member.organisation.name}'s CAM; only they or an admin can answer it.")
         raise PermissionDenied("Only the partner's CAM or an admin can answer this question.")
     return question
 
@@ -293,7 +298,7 @@ async def handoff_for(question_id: int, staff: Staff | None) -> DirectMessage:
     its buttons: Reply again, the knowledge-base ones) and the reply once there is one, for a
     platform whose reply form replaces the hand-off message (Teams' cards)."""
     question = await _answerable(question_id, staff)
-    message = _handoff_message(question)
+    message = handoff_message(question)
     if not question.reply_text:
         return message
     mine = staff is not None and question.replied_by == staff.email

@@ -1,0 +1,66 @@
+"""Open hand-offs announced to the CAM they are filed under, when that CAM never got them.
+
+A hand-off reaches its CAM as a chat message with **Reply** when the partner asks
+(`assistant.hand_off`). A question can later be filed under a CAM who never got that message: the
+directory names another CAM for the organisation (`bot.core.directory.handoff_owners` moves the
+open hand-offs to them), or the CAM had no chat account when the partner asked and has connected
+one since. The periodic tick sends each such CAM the hand-off, once per question and CAM (the
+outbox's unique key; safe on every replica at once), through the outbox like every message, saying
+whom it was with before. Until then the question is in their `questions` list and console page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from bot.core.delivery.messages import Target, enqueue
+from bot.core.onboarding.assistant import handoff_message
+from bot.core.onboarding.handoffs import cam_target
+from bot.core.ports import Channel
+from storage.models import MessagePurpose, OutboundMessage, Question, Staff
+
+
+async def announce_open_handoffs(channels: dict[str, Channel], now: datetime) -> int:
+    """Queue the hand-off for every open question whose CAM has not had it; returns how many."""
+    rows = await Question.filter(handoff_status="open", member__active=True, cam_id__isnull=False).values_list(
+        "id", "cam_id")
+    if not rows:
+        return 0
+    told: dict[int, list[int | None]] = {}
+    for reference, staff_id in await OutboundMessage.filter(
+            purpose=MessagePurpose.HANDOFF.value, reference__in=[q for q, _ in rows]).order_by("id").values_list(
+            "reference", "staff_id"):
+        told.setdefault(reference, []).append(staff_id)
+    waiting = [(q, cam) for q, cam in rows if cam not in told.get(q, [])]
+    if not waiting:
+        return 0
+    cams = {s.id: s for s in await Staff.filter(id__in=sorted({cam for _, cam in waiting}), active=True)}
+    queued = 0
+    for question_id, cam_id in waiting:
+        cam = cams.get(cam_id)
+        target = cam_target(cam, channels) if cam is not None else None
+        if target is None:
+            continue  # no chat account (yet): the question is in their list and console page
+        before = await Staff.filter(id__in=[s for s in told.get(question_id, []) if s]).values_list("email", flat=True)
+        queued += await _queue(question_id, cam, target, before=before[-1] if before else "", now=now)
+    return queued
+
+
+async def _queue(question_id: int, cam: Staff, target: Target, *, before: str, now: datetime) -> bool:
+    question = await Question.get(id=question_id).select_related("member__organisation")
+    message = handoff_message(question)
+    if before:
+        organisation = question.member.organisation
+        message = replace(message, lines=(*message.lines, f"It was with {before}; the directory now names you "
+                                                          f"as {organisation.name}'s CAM."))
+    try:
+        async with in_transaction() as conn:
+            return await enqueue(key=f"{MessagePurpose.HANDOFF.value}:{question_id}:{cam.id}",
+                                 purpose=MessagePurpose.HANDOFF, reference=question_id, target=target,
+                                 message=message, now=now, staff_id=cam.id, using_db=conn)
+    except IntegrityError:  # another replica queued it at the same moment
+        return False
