@@ -1,0 +1,168 @@
+"""Review of the directory and identity: how members get into Herald and how audiences resolve.
+
+Each test states the behaviour a CAM, a compliance officer or an operator expects and fails on the
+current code for the reason in its docstring."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from bot.core.directory.audiences import count_recipients, parse_audience
+from bot.core.directory.importer import import_directory
+from bot.core.directory.workspaces import deactivate_workspace
+from storage.models import Delivery, Member, Organisation, PlatformAccount
+from tests.support import SAMPLE_DIRECTORY, TEAM, Rig, directory_csv
+
+MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
+
+# The sample directory without Anna (a partial export, or the day she was between contracts).
+WITHOUT_ANNA = "\n".join(line for line in SAMPLE_DIRECTORY.splitlines() if "anna@" not in line) + "\n"
+
+
+async def _reminders(notice_id: int, email: str) -> list[Delivery]:
+    return await Delivery.filter(notice_id=notice_id, member__email=email, kind="reminder").order_by("sequence")
+
+
+# --------------------------------------------------------------------------- deactivated, then back
+
+
+async def test_a_member_reactivated_by_the_directory_is_reminded_again_of_an_unacknowledged_must_know(
+        rig: Rig) -> None:
+    """Anna received a must-know recall on Monday and has not acknowledged it. A directory sync with
+    --deactivate-missing leaves her out for a day (her 24 h reminder falls due meanwhile and is
+    skipped), and the next sync brings her back. The spec: must-know notices get "reminders on a
+    schedule until acknowledged". Now the planner, finding her inactive, sets the copy's
+    next_reminder_at to None for good (reminders._plan_one), so once she is back she is never
+    reminded again before the deadline."""
+    rig.clock.set(MONDAY_9_UTC)
+    notice_id = await rig.broadcast("member:anna@acme.example", deadline=MONDAY_9_UTC + timedelta(days=10))
+    await rig.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=notice_id, member__email="anna@acme.example", status="delivered").exists()
+
+    rig.clock.advance(hours=12)
+    left = await import_directory(WITHOUT_ANNA, now=rig.clock.now(), deactivate_missing=True, actor="test")
+    assert left.deactivated == 1
+    rig.clock.advance(hours=12)  # Tuesday 10:00 Berlin: her first reminder is due while she is inactive
+    await rig.herald.tick()
+    back = await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test")
+    assert back.rejected == [] and (await Member.get(email="anna@acme.example")).active
+
+    for _ in range(4):  # Wednesday to Saturday morning: the 72 h reminder, then daily ones
+        rig.clock.advance(days=1)
+        await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    assert await _reminders(notice_id, "anna@acme.example"), (
+        "Anna is active again and has not acknowledged the must-know notice, but no reminder was ever "
+        "planned after she came back: the copy's next_reminder_at was cleared while she was inactive")
+
+
+async def test_a_must_know_copy_cancelled_while_a_member_was_out_of_the_directory_reaches_them_when_back(
+        rig: Rig) -> None:
+    """A must-know notice to gold partners is queued; before the outbox reaches Anna a directory sync
+    with --deactivate-missing leaves her out, and the next sync (minutes later) brings her back. Her
+    copy was cancelled "removed from the partner directory" (importer._apply) and stays cancelled:
+    an active member of the audience never gets the recall, is never reminded, and the deadline's
+    escalation leaves her out too (escalations skip cancelled copies), so nobody learns that she
+    never saw it. Expected: once she is back before the deadline, her copy goes out (or at the very
+    least the CAM is told at the deadline that she has not acknowledged)."""
+    rig.clock.set(MONDAY_9_UTC)
+    deadline = MONDAY_9_UTC + timedelta(days=3)
+    notice_id = await rig.broadcast("tier:gold", deadline=deadline)  # queued, not sent yet
+    left = await import_directory(WITHOUT_ANNA, now=rig.clock.now(), deactivate_missing=True, actor="test")
+    assert left.deactivated == 1
+    rig.clock.advance(minutes=5)
+    await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test")
+    assert (await Member.get(email="anna@acme.example")).active
+
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    copy = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example", kind="notice")
+    missing_at_deadline: list[int] = []
+    if copy.status != "delivered":
+        from bot.core.notices.escalations import unacknowledged_by_organisation
+        from storage.models import Notice
+
+        missing = await unacknowledged_by_organisation(await Notice.get(id=notice_id))
+        missing_at_deadline = [m for ids in missing.values() for m in ids]
+    anna = await Member.get(email="anna@acme.example")
+    assert copy.status == "delivered" or anna.id in missing_at_deadline, (
+        f"Anna is an active member of the audience, but her must-know copy is {copy.status!r} "
+        f"({copy.error!r}) and the deadline's escalation will not name her either")
+
+
+# --------------------------------------------------------------------------- organisation ids
+
+
+async def test_reimporting_an_organisation_id_in_another_case_does_not_make_a_second_organisation(db: str) -> None:
+    """README: "values and `org:` ids match in any case" (audiences use iexact on external_id), but the
+    importer keys organisations by the exact id (importer._make_plan). A spreadsheet export that
+    writes ACME-01 as acme-01 makes a second organisation, and with --deactivate-missing (the usual
+    sync) it deactivates every member of the real one (cancelling what was still to be sent to them,
+    moving their accounts to copies of themselves in the new org, whose CAM pause and history are
+    gone), while `org:acme-01` now selects both organisations."""
+    now = MONDAY_9_UTC
+    row = ("ACME-01,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example,"
+           "anna@acme.example,Anna Berg,sales,Europe/Berlin,de,T1,UANNA,,")
+    first = await import_directory(directory_csv([row]), now=now)
+    assert first.rejected == []
+
+    again = await import_directory(directory_csv([row.replace("ACME-01", "acme-01", 1)]), now=now,
+                                   deactivate_missing=True)
+
+    assert (again.organisations_created, again.created, again.deactivated) == (0, 0, 0), (
+        f"the same organisation with its id in another case: {again.organisations_created} organisation(s) "
+        f"and {again.created} member(s) created, {again.deactivated} deactivated; organisations now: "
+        f"{sorted(await Organisation.all().values_list('external_id', flat=True))}")
+    assert await Member.filter(email="anna@acme.example").count() == 1
+
+
+# --------------------------------------------------------------------------- one person, two platforms
+
+
+async def test_a_member_on_slack_and_teams_gets_the_notice_on_teams_when_their_slack_workspace_is_gone(
+        rig: Rig) -> None:
+    """Anna has a Slack account (workspace T0PARTNER) and a Teams account. Her partner removes Herald
+    from the Slack workspace (README: "Uninstalling the app deactivates the workspace"). With the
+    default HERALD_PLATFORM_POLICY=preferred a member on both gets one copy, and
+    sending._target_accounts picks Slack because it ranks platforms without looking at whether
+    Herald can still reach that workspace: her must-know copy is written for the dead workspace
+    and fails, although her Teams chat works. Expected: the copy goes to the platform that can
+    deliver it."""
+    anna = await Member.get(email="anna@acme.example")
+    await PlatformAccount.create(member=anna, platform="teams", workspace_external_id="tenant-acme",
+                                 user_id="aad-anna", dm_channel="a:conv-anna", service_url="http://127.0.0.1:9/")
+    gone = await deactivate_workspace("slack", TEAM, reason="app_uninstalled", now=rig.clock.now(), actor="test")
+    assert gone.changed
+
+    notice_id = await rig.broadcast("member:anna@acme.example")
+
+    rows = await Delivery.filter(notice_id=notice_id, member=anna, kind="notice").values_list("platform", "status")
+    assert rows == [("teams", "pending")], (
+        f"Anna's copies: {rows}; her Slack workspace uninstalled Herald, so a Slack copy cannot be delivered "
+        "while her Teams account can be reached")
+
+
+# --------------------------------------------------------------------------- Unicode
+
+
+async def test_an_attribute_written_in_decomposed_unicode_matches_the_same_word_typed_composed(db: str) -> None:
+    """A directory exported on a Mac (or pasted from a PDF) often carries decomposed accents (NFD:
+    'e' + U+0301), while Slack and Teams send what a CAM types composed (NFC). The importer lower-cases
+    organisation attributes but does not normalise them (importer._validate_row), and the audience
+    compares them as stored (audiences.audience_filter), so an accented value typed by a CAM can
+    reach nobody: here `industry:sécurité` previews 0 recipients although the partner's industry reads
+    exactly that. The two spellings are the same text (Unicode canonical equivalence)."""
+    import unicodedata
+
+    from bot.topics import load_catalog
+
+    nfd = unicodedata.normalize("NFD", "Sécurité")
+    row = (f"lyon,Serrures de Lyon,gold,emea,fr,{nfd},large,distributor,cam@vendor.example,"
+           "zoe@serrures.example,Zoé Martin,sales,Europe/Paris,fr,T1,UZOE,,")
+    assert (await import_directory(directory_csv([row]), now=MONDAY_9_UTC)).rejected == []
+    catalog = load_catalog()
+    typed = unicodedata.normalize("NFC", "industry:sécurité")
+
+    count = await count_recipients(parse_audience(typed, roles=catalog.roles), catalog.get("announcements"))
+
+    assert count == 1, f"{typed!r} previews {count} recipients; the partner's industry is {nfd!r} (NFD)"
