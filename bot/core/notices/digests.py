@@ -27,6 +27,7 @@ from tortoise.transactions import in_transaction
 from bot.common.schedule import member_zone, next_working_moment
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.messages import MessageResult, ResultKind, Target, enqueue, on_result
+from bot.core.directory.reach import choose_account, unreachable_workspaces
 from bot.core.ports import Channel, DirectMessage
 from bot.topics import TopicCatalog
 from storage.models import (
@@ -38,7 +39,6 @@ from storage.models import (
     Notice,
     NoticeStatus,
     OutboundMessage,
-    PlatformAccount,
 )
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ TITLE = "Your Herald digest"
 MAX_LISTED = 100  # notices in one digest; any more wait for the next one
 BATCH = 200  # digests sent per run; the rest on the next tick
 STALE_AFTER = timedelta(hours=1)  # a run still pending this long was interrupted
-PLATFORM_PREFERENCE = ("slack", "teams")
 _LIVE = (NoticeStatus.SENDING.value, NoticeStatus.SENT.value)
 
 
@@ -146,8 +145,8 @@ async def _digest_one(member: Member, period: DigestPeriod, channels: dict[str, 
     for d in rows:
         if d.notice.status in _LIVE and d.notice.topic not in left and len(notices) < MAX_LISTED:
             notices.setdefault(d.notice.id, d.notice)
-    account = _choose_account([d.account for d in rows if d.notice.id in notices and d.account is not None],
-                              member.preferred_platform)
+    account = choose_account([d.account for d in rows if d.notice.id in notices and d.account is not None],
+                             preferred=member.preferred_platform, unreachable=await unreachable_workspaces())
     problem = ""
     if account is None:
         problem = "no Slack or Teams account on file for this member"
@@ -201,14 +200,6 @@ async def _digest_result(message: OutboundMessage, result: MessageResult) -> Non
         if result.kind is ResultKind.INTERRUPTED:
             reason = "interrupted before the result was recorded; its notices will be in the next digest"
         await _finish(run, member, result.now, failed=reason or "unknown error")
-
-
-def _choose_account(accounts: list[PlatformAccount], preferred: str) -> PlatformAccount | None:
-    """The member's preferred platform's account, else Slack's, then Teams'."""
-    if not accounts:
-        return None
-    rank = {p: i for i, p in enumerate((preferred, *PLATFORM_PREFERENCE)) if p}
-    return min(accounts, key=lambda a: (rank.get(a.platform, 99), a.id))
 
 
 async def _finish(run: DigestRun, member: Member, now: datetime, *, ref: tuple[str, str] | None = None,

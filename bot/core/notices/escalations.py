@@ -18,11 +18,12 @@ from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.reach import staff_recipient
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.notices.reminders import remind_now
 from bot.core.notices.views import format_time
 from bot.core.delivery.messages import MessageResult, Target, enqueue, on_result
-from bot.core.ports import Button, Channel, DirectMessage, Recipient
+from bot.core.ports import Button, Channel, DirectMessage
 from storage.models import (
     Acknowledgement,
     Delivery,
@@ -106,7 +107,7 @@ async def send_escalations(channels: dict[str, Channel], now: datetime, *, batch
     for row in await due.order_by("id").limit(batch).select_related("notice", "organisation", "staff"):
         if await OutboundMessage.filter(key=_key(row)).exists():
             continue  # already with the outbox
-        target = staff_recipient(row.staff, channels) if row.staff is not None else None
+        target = await staff_recipient(row.staff, channels) if row.staff is not None else None
         same_claim = {"claimed_until__isnull": True} if row.claimed_until is None else {"claimed_until": row.claimed_until}
         async with in_transaction() as conn:
             claimed = await Escalation.filter(id=row.id, status=row.status, attempts=row.attempts, **same_claim).using_db(
@@ -135,17 +136,6 @@ async def _escalation_result(message: OutboundMessage, result: MessageResult) ->
         await _finish(row, result.now, ref=(result.ref.channel_id, result.ref.message_id))
     else:
         await _finish(row, result.now, failed=result.reason)
-
-
-def staff_recipient(staff: Staff, channels: dict[str, Channel]) -> tuple[Channel, Recipient] | None:
-    """Where to reach a staff member: Slack if they have an account there, else Teams."""
-    if staff.slack_user_id and "slack" in channels:
-        return channels["slack"], Recipient(workspace_id=staff.slack_team_id, user_id=staff.slack_user_id)
-    if staff.teams_aad_object_id and staff.teams_tenant_id and "teams" in channels:
-        return channels["teams"], Recipient(workspace_id=staff.teams_tenant_id, user_id=staff.teams_aad_object_id,
-                                            dm_channel=staff.teams_conversation_id,
-                                            service_url=staff.teams_service_url)
-    return None
 
 
 async def _finish(row: Escalation, now: datetime, *, ref: tuple[str, str] | None = None, failed: str = "") -> None:

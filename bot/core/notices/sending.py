@@ -27,8 +27,8 @@ from bot.core.directory.audiences import (
     unmatched_value_warnings,
 )
 from bot.core.directory.permissions import require_sender
+from bot.core.directory.reach import choose_account, staff_recipient, unreachable_workspaces
 from bot.core.notices import variants as ab_variants
-from bot.core.notices.escalations import staff_recipient
 from bot.core.notices.views import format_time
 from bot.core.ports import Channel, DirectMessage
 from bot.topics import ImportancePolicy, Topic, TopicCatalog, parse_importance
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 MAX_TITLE = 150
 MAX_BODY = 2800  # Slack section text allows 3,000 characters; leave room for markup
 NO_ACCOUNT = "no Slack or Teams account on file for this member (add their ids to the directory)"
-PLATFORM_PREFERENCE = ("slack", "teams")
 
 
 @dataclass(frozen=True)
@@ -236,7 +235,7 @@ async def _fail_scheduled(notice: Notice, reason: str, *, now: datetime, channel
     reason stored and audited, and a note to its author in the outbox (same transaction)."""
     reason = reason[:500]
     author = await Staff.get_or_none(id=notice.author_id) if notice.author_id else None  # type: ignore[attr-defined]
-    found = staff_recipient(author, channels) if author is not None and author.active else None
+    found = await staff_recipient(author, channels) if author is not None and author.active else None
     async with in_transaction() as conn:
         claimed = await Notice.filter(id=notice.id, status=NoticeStatus.SCHEDULED.value).using_db(conn).update(
             status=NoticeStatus.FAILED.value, failure_reason=reason)
@@ -374,8 +373,8 @@ class TargetAccount:
 
 async def _target_accounts(member_ids: list[int], *, every_platform: bool,
                            organisations: dict[int, int] | None = None) -> dict[int, list[TargetAccount]]:
-    """The accounts each member gets the notice on: their preferred platform's (else Slack, then
-    Teams), or one per platform when `every_platform`. Fills `organisations` (member id ->
+    """The accounts each member gets the notice on: the one `reach.choose_account` picks (in a
+    workspace Herald can still reach), or one per platform when `every_platform`. Fills `organisations` (member id ->
     organisation id) when given. Plain values, not ORM models: 100,000 of those took seconds."""
     found: dict[int, list[TargetAccount]] = {}
     preferred: dict[int, str] = {}
@@ -394,10 +393,11 @@ async def _target_accounts(member_ids: list[int], *, every_platform: bool,
         found.setdefault(row["member_id"], []).append(TargetAccount(**row))
     if every_platform:
         return found
-    chosen = {}
+    unreachable = await unreachable_workspaces()
+    chosen: dict[int, list[TargetAccount]] = {}
     for member_id, accounts in found.items():
-        rank = {p: i for i, p in enumerate((preferred.get(member_id, ""), *PLATFORM_PREFERENCE))}
-        chosen[member_id] = [min(accounts, key=lambda a: rank.get(a.platform, 99))]
+        account = choose_account(accounts, preferred=preferred.get(member_id, ""), unreachable=unreachable)
+        chosen[member_id] = [account] if account is not None else []
     return chosen
 
 

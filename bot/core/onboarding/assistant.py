@@ -222,7 +222,7 @@ async def hand_off(question_id: int, member: Member | None, *, now: datetime,
         raise UserError("Your organisation has no channel account manager on file yet; "
                         "please contact the partner team directly.")
     message = handoff_message(question)
-    target = cam_target(cam, channels) if channels else None
+    target = await cam_target(cam, channels) if channels else None
     already = question.handoff_status in ("open", "answered")
     if not already:
         async with in_transaction() as conn:

@@ -42,7 +42,7 @@ async def announce_open_handoffs(channels: dict[str, Channel], now: datetime) ->
     queued = 0
     for question_id, cam_id in waiting:
         cam = cams.get(cam_id)
-        target = cam_target(cam, channels) if cam is not None else None
+        target = await cam_target(cam, channels) if cam is not None else None
         if target is None:
             continue  # no chat account (yet): the question is in their list and console page
         before = await Staff.filter(id__in=[s for s in told.get(question_id, []) if s]).values_list("email", flat=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.messages import MessageResult, ResultKind, Target, enqueue, on_result
-from bot.core.notices.escalations import staff_recipient
+from bot.core.directory.reach import staff_recipient
 from bot.core.ports import Channel, DirectMessage
 from storage.models import DeliveryStatus, Member, MessagePurpose, OutboundMessage, PlatformAccount, Question, Staff
 
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 _NOT_SENT = (DeliveryStatus.FAILED.value, DeliveryStatus.CANCELLED.value)
 
 
-def cam_target(cam: Staff, channels: dict[str, Channel]) -> Target | None:
-    found = staff_recipient(cam, channels)
+async def cam_target(cam: Staff, channels: dict[str, Channel]) -> Target | None:
+    found = await staff_recipient(cam, channels)
     return Target(found[0].platform, found[1]) if found else None
 
 
@@ -105,7 +105,7 @@ async def _relay_result(message: OutboundMessage, result: MessageResult) -> None
     await Question.filter(id=question.id, handoff_status="answered").update(handoff_status="open")
     await record([audit_event("question.reply_not_delivered", now=result.now, member_id=question.member_id,  # type: ignore[attr-defined]
                               question_id=question.id, actor=staff.email if staff else "", reason=result.reason)])
-    target = cam_target(staff, result.channels) if staff is not None else None
+    target = await cam_target(staff, result.channels) if staff is not None else None
     if target is None:
         return  # the question is back in their console list
     await enqueue(key=f"{MessagePurpose.STAFF_NOTE.value}:{message.id}", purpose=MessagePurpose.STAFF_NOTE,

@@ -47,8 +47,8 @@ from bot.common import metrics
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.common.schedule import member_zone, next_working_moment
 from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.reach import choose_account, staff_recipient, unreachable_workspaces
 from bot.core.directory.staff import cam_for_organisation
-from bot.core.notices.escalations import staff_recipient
 from bot.core.notices.reminders import is_paused
 from bot.core.delivery.messages import MessageResult, ResultKind, Target, enqueue, on_result
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef
@@ -72,7 +72,6 @@ DEFAULT_JOURNEY = "default"
 DEFAULT_NUDGE_AFTER_DAYS = 3
 MILESTONE_PREFIX = "milestone:"
 CAM_COMPLETE_KEY = "cam:complete"
-PLATFORM_PREFERENCE = ("slack", "teams")
 
 LEASE = timedelta(minutes=5)  # a row `sending` this long without an outbound message was interrupted
 SEND_BATCH = 200  # messages one run queues at most; the rest wait for the next tick
@@ -516,7 +515,7 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
     extra: dict[str, Any] = {}
     if kind == "cam":
         cam = await cam_for_organisation(member.organisation)
-        found = staff_recipient(cam, channels) if cam is not None else None
+        found = await staff_recipient(cam, channels) if cam is not None else None
         target = Target(found[0].platform, found[1]) if found else None
         problem = ("the organisation has no active CAM on file" if cam is None
                    else "the CAM has no Slack or Teams account on file")
@@ -619,12 +618,10 @@ async def _interrupted(row: JourneyStep, now: datetime) -> None:
 
 
 async def _member_target(member_id: int, channels: dict[str, Channel], *, prefer: str = "") -> PlatformAccount | None:
-    """The member's account to write to: the preferred platform's, else Slack, else Teams."""
+    """The member's account to write to, among the platforms Herald is configured for
+    (`reach.choose_account`)."""
     accounts = [a for a in await PlatformAccount.filter(member_id=member_id).order_by("id") if a.platform in channels]
-    if not accounts:
-        return None
-    rank = {p: i for i, p in enumerate(dict.fromkeys((prefer, *PLATFORM_PREFERENCE)))}
-    return min(accounts, key=lambda a: rank.get(a.platform, 99))
+    return choose_account(accounts, preferred=prefer, unreachable=await unreachable_workspaces() if accounts else ())
 
 
 # ---- nudges -----------------------------------------------------------------------------------
