@@ -22,6 +22,18 @@ log = logging.getLogger(__name__)
 CHANNEL = "herald_outbox"
 
 
+async def notify_outbox() -> None:
+    """Tell every replica's outbox that new work may be due (PostgreSQL; on SQLite the one process
+    wakes its own outbox, and a command-line process leaves it to the outbox's poll)."""
+    connection = Tortoise.get_connection("default")
+    if connection.capabilities.dialect != "postgres":
+        return
+    try:
+        await connection.execute_query(f"SELECT pg_notify('{CHANNEL}', '')")
+    except Exception:  # noqa: BLE001 - the others still poll
+        log.warning("could not NOTIFY the other replicas", exc_info=True)
+
+
 class PgWakeups:
     def __init__(self, db_url: str, on_wake: Callable[[], None], *, max_backoff: float = 30.0) -> None:
         self.dsn = asyncpg_dsn(db_url)
@@ -43,10 +55,7 @@ class PgWakeups:
 
     async def notify(self) -> None:
         """Tell every replica (this one too) that new work may be due."""
-        try:
-            await Tortoise.get_connection("default").execute_query(f"SELECT pg_notify('{CHANNEL}', '')")
-        except Exception:  # noqa: BLE001 - the others still poll
-            log.warning("could not NOTIFY the other replicas", exc_info=True)
+        await notify_outbox()
 
     async def _listen(self) -> None:
         import asyncpg

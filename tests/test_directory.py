@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot.core.compliance import audit
 from bot.core.directory.importer import COLUMNS, import_directory, read_directory_csv
 from bot.common.errors import UserError
-from storage.models import AuditEvent, Member, Organisation, PlatformAccount
+from storage.models import AuditEvent, Delivery, Member, Notice, Organisation, PlatformAccount
+from tests.support import SAMPLE_DIRECTORY, Rig
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 HEADER = ",".join(COLUMNS)
@@ -378,6 +379,53 @@ async def test_deactivate_missing_members_and_reactivate_them(db: str) -> None:
     back = await import_directory(BASE, now=NOW)
     assert counts(back) == (0, 1, 2, 0, 0)
     assert (await Member.get(email="bob@acme.com")).active is True
+
+
+# The sample directory without Anna (a partial export, or the day she was between contracts).
+WITHOUT_ANNA = "\n".join(line for line in SAMPLE_DIRECTORY.splitlines() if "anna@" not in line) + "\n"
+
+
+async def test_a_must_know_copy_cancelled_while_a_member_was_out_of_the_directory_reaches_them_when_back(
+        rig: Rig) -> None:
+    """A must-know notice to gold partners is queued; before the outbox reaches Anna a sync with
+    --deactivate-missing leaves her out (her copy is cancelled, "removed from the partner
+    directory"), and the next sync brings her back. Her copy goes back to the outbox (audited,
+    counted in the import's result) and is delivered: an active member of the audience is not
+    silently left without the recall, its reminders and its escalation."""
+    rig.clock.set(NOW)
+    notice_id = await rig.broadcast("tier:gold", deadline=NOW + timedelta(days=3))  # queued, not sent yet
+    left = await import_directory(WITHOUT_ANNA, now=rig.clock.now(), deactivate_missing=True, actor="test")
+    assert left.deactivated == 1
+    copy = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example", kind="notice")
+    assert (copy.status, copy.error) == ("cancelled", "removed from the partner directory")
+    rig.clock.advance(minutes=5)
+
+    back = await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test")
+
+    assert back.restored == 1 and (await Member.get(email="anna@acme.example")).active
+    restored = await AuditEvent.filter(kind="delivery.restored").values_list("notice_id", "member_id", "data")
+    assert [(n, m, d["status"]) for n, m, d in restored] == [(notice_id, copy.member_id, "pending")]  # type: ignore[attr-defined]
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    copy = await Delivery.get(id=copy.id)
+    assert copy.status == "delivered", f"Anna's must-know copy is {copy.status!r} ({copy.error!r})"
+    assert (await Notice.get(id=notice_id)).status == "sent"
+
+
+async def test_a_returning_member_gets_no_copy_of_a_notice_retracted_while_they_were_out(rig: Rig) -> None:
+    """Only notices still live come back: a retraction meanwhile keeps the copy cancelled."""
+    from bot.core.notices.revisions import retract_notice
+
+    rig.clock.set(NOW)
+    notice_id = await rig.broadcast("tier:gold")
+    await import_directory(WITHOUT_ANNA, now=rig.clock.now(), deactivate_missing=True, actor="test")
+    await retract_notice(notice_id, None, reason="wrong product", now=rig.clock.now(), operator="test")
+
+    back = await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test")
+
+    assert back.restored == 0
+    copy = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example", kind="notice")
+    assert (copy.status, copy.error) == ("cancelled", "removed from the partner directory")
 
 
 async def test_deactivate_missing_spares_members_whose_row_was_rejected(db: str) -> None:

@@ -258,3 +258,24 @@ async def test_members_removed_from_the_directory_are_not_sent_the_winner(srig: 
     await srig.herald.outbox.drain()
 
     assert await Delivery.filter(notice_id=notice_id, member_id__in=held).exclude(status="cancelled").count() == 0
+
+
+async def test_members_back_in_the_directory_before_the_rollout_are_held_back_again(srig: SurveyRig) -> None:
+    """A held-back member left out of one sync and back in the next is held back again (not sent a
+    variant early), and gets the winner when it is rolled out, like everyone else held back."""
+    notice_id = await srig.notice("need-to-know announcements all share:50% | Title A | Body A || Title B | Body B")
+    await srig.herald.outbox.drain()
+    held = await Delivery.filter(notice_id=notice_id, status="held").values_list("member_id", flat=True)
+    gone = set(await Member.filter(id__in=held).values_list("email", flat=True))
+    kept = [line for line in big_directory().splitlines()[1:] if line.split(",")[9] not in gone]
+    await import_directory(directory_csv(kept), now=srig.clock.now(), actor="test", deactivate_missing=True)
+
+    back = await import_directory(big_directory(), now=srig.clock.now(), actor="test")
+
+    assert back.restored == len(held)
+    assert set(await Delivery.filter(notice_id=notice_id, member_id__in=held).values_list("status", flat=True)) == {
+        "held"}
+    await roll_out(notice_id, "B", None, now=srig.clock.now(), operator="test")
+    await srig.herald.outbox.drain()
+    assert set(await Delivery.filter(notice_id=notice_id, member_id__in=held).values_list("status", "variant")) == {
+        ("delivered", "B")}

@@ -56,40 +56,6 @@ async def test_a_member_reactivated_by_the_directory_is_reminded_again_of_an_una
         "planned after she came back: the copy's next_reminder_at was cleared while she was inactive")
 
 
-async def test_a_must_know_copy_cancelled_while_a_member_was_out_of_the_directory_reaches_them_when_back(
-        rig: Rig) -> None:
-    """A must-know notice to gold partners is queued; before the outbox reaches Anna a directory sync
-    with --deactivate-missing leaves her out, and the next sync (minutes later) brings her back. Her
-    copy was cancelled "removed from the partner directory" (importer._apply) and stays cancelled:
-    an active member of the audience never gets the recall, is never reminded, and the deadline's
-    escalation leaves her out too (escalations skip cancelled copies), so nobody learns that she
-    never saw it. Expected: once she is back before the deadline, her copy goes out (or at the very
-    least the CAM is told at the deadline that she has not acknowledged)."""
-    rig.clock.set(MONDAY_9_UTC)
-    deadline = MONDAY_9_UTC + timedelta(days=3)
-    notice_id = await rig.broadcast("tier:gold", deadline=deadline)  # queued, not sent yet
-    left = await import_directory(WITHOUT_ANNA, now=rig.clock.now(), deactivate_missing=True, actor="test")
-    assert left.deactivated == 1
-    rig.clock.advance(minutes=5)
-    await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test")
-    assert (await Member.get(email="anna@acme.example")).active
-
-    await rig.herald.tick()
-    await rig.herald.outbox.drain()
-    copy = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example", kind="notice")
-    missing_at_deadline: list[int] = []
-    if copy.status != "delivered":
-        from bot.core.notices.escalations import unacknowledged_by_organisation
-        from storage.models import Notice
-
-        missing = await unacknowledged_by_organisation(await Notice.get(id=notice_id))
-        missing_at_deadline = [m for ids in missing.values() for m in ids]
-    anna = await Member.get(email="anna@acme.example")
-    assert copy.status == "delivered" or anna.id in missing_at_deadline, (
-        f"Anna is an active member of the audience, but her must-know copy is {copy.status!r} "
-        f"({copy.error!r}) and the deadline's escalation will not name her either")
-
-
 # --------------------------------------------------------------------------- organisation ids
 
 

@@ -37,6 +37,10 @@ def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, quiet:
             from bot.console.sandbox_seed import give_sandbox_accounts
 
             await give_sandbox_accounts()
+        if result.restored:  # copies back in the outbox: the service's replicas need not wait for their poll
+            from storage.wakeups import notify_outbox
+
+            await notify_outbox()
         return result
 
     with Reporter("import", enabled=not quiet) as progress:
@@ -46,6 +50,9 @@ def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, quiet:
     prefix = "dry run: would have " if dry_run else ""
     click.echo(f"{prefix}created {result.created}, updated {result.updated}, unchanged {result.unchanged}, "
                f"deactivated {result.deactivated}, rejected {len(result.rejected)}")
+    if result.restored:
+        click.echo(f"{result.restored} notice cop{'y' if result.restored == 1 else 'ies'} cancelled when members "
+                   "were left out of the directory are queued for them again")
     if result.rejected:  # the other rows are imported; a script still hears that some were not
         sys.exit(1)
 

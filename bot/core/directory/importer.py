@@ -35,6 +35,7 @@ from bot.common.errors import UserError
 from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.handoff_owners import follow_organisation_cams
+from bot.core.notices.rejoining import REMOVED_FROM_DIRECTORY, restore_copies
 from storage.models import Delivery, DeliveryStatus, Member, Organisation, Platform, PlatformAccount
 
 COLUMNS: tuple[str, ...] = (
@@ -113,6 +114,7 @@ class ImportResult:
     dry_run: bool
     organisations_created: int = 0
     organisations_updated: int = 0
+    restored: int = 0  # copies put back in the outbox for members the file brought back
 
 
 @dataclass(frozen=True)
@@ -498,6 +500,7 @@ class _Plan:
     account_transfer: list[tuple[PlatformAccount, MemberKey]] = field(default_factory=list)
     account_create: list[tuple[MemberKey, tuple[str, str, str]]] = field(default_factory=list)
     deactivate: list[int] = field(default_factory=list)
+    reactivate: list[int] = field(default_factory=list)  # inactive members the file names again
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -621,6 +624,8 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
             if any(member[k] != v for k, v in desired_member.items()):
                 plan.member_update.append(Member(id=member["id"], **desired_member))
                 changed = True
+            if not member["active"]:
+                plan.reactivate.append(member["id"])
             if changed:
                 plan.updated += 1
             else:
@@ -733,7 +738,7 @@ async def _apply(plan: _Plan, *, now: datetime, progress: Progress = no_progress
     # what was still to be sent to them (a held-back A/B share, a queued copy) is not sent any more
     await in_chunks(plan.deactivate, lambda part: Delivery.filter(
         member_id__in=part, status__in=[DeliveryStatus.PENDING.value, DeliveryStatus.HELD.value],
-    ).update(status=DeliveryStatus.CANCELLED.value, error="removed from the partner directory", updated_at=now))
+    ).update(status=DeliveryStatus.CANCELLED.value, error=REMOVED_FROM_DIRECTORY, updated_at=now))
     if total == 0:
         progress("writing", 0, 0)
 
@@ -755,7 +760,9 @@ async def import_directory(
 
     Rejected rows are reported (by CSV line) and skipped; the rest import in one transaction
     with a `directory.imported` audit event. `dry_run` reports the same counts without writing.
-    `deactivate_missing` deactivates every active member the file does not mention.
+    `deactivate_missing` deactivates every active member the file does not mention (their copies
+    still to be sent are cancelled); a member it names again is reactivated and gets those copies
+    of notices still live after all (`bot.core.notices.rejoining`).
     """
     parsed = _parse(text, roles, progress)
     progress("checking rows", parsed.data_rows, parsed.data_rows)
@@ -778,13 +785,16 @@ async def import_directory(
     async with in_transaction():
         plan = await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now)
         await _apply(plan, now=now, progress=progress)
+        # members back in the directory: what was cancelled when they were left out goes out after all
+        restored = await restore_copies(plan.reactivate, now=now, actor=actor)
         outcome = result(plan)
+        outcome.restored = len(restored)
         # an organisation given another CAM: its open hand-offs go to them
         reassigned = await follow_organisation_cams([o.id for o in plan.org_update], now=now, actor=actor)
         await record([audit_event(
             "directory.imported", now=now, actor=actor, rows=parsed.data_rows, created=outcome.created,
             updated=outcome.updated, unchanged=outcome.unchanged, deactivated=outcome.deactivated,
             rejected=len(outcome.rejected), organisations_created=outcome.organisations_created,
-            organisations_updated=outcome.organisations_updated, deactivate_missing=deactivate_missing),
-            *reassigned])
+            organisations_updated=outcome.organisations_updated, deactivate_missing=deactivate_missing,
+            restored=outcome.restored), *reassigned, *restored])
     return outcome

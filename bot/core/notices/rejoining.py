@@ -1,0 +1,79 @@
+"""A member the directory leaves out and then brings back gets what was still to be sent to them.
+
+An import with `--deactivate-missing` cancels the copies still waiting for the members it leaves
+out (`REMOVED_FROM_DIRECTORY`). When a later import brings a member back, their copies of notices
+still live (being sent or sent: not retracted) go back to the outbox: a must-know recall must
+still reach them, be reminded and, unacknowledged at its deadline, be named to the CAM. A copy
+held back from an A/B test's first share is held again until the winner is rolled out (or goes
+out with the winner if that happened meanwhile). A deadline that has passed does not stop it:
+the notice still asks for an acknowledgement, and the escalation's Remind now and the report
+count the member again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from bot.core.compliance.audit import PendingEvent, audit_event
+from bot.core.notices.sending import _quiet_hours_ends
+from bot.topics import parse_importance
+from storage.models import Delivery, DeliveryKind, DeliveryStatus, Notice, NoticeExperiment, NoticeStatus
+
+REMOVED_FROM_DIRECTORY = "removed from the partner directory"
+_LIVE = (NoticeStatus.SENDING.value, NoticeStatus.SENT.value)
+_CHUNK = 500
+
+
+async def restore_copies(member_ids: Sequence[int], *, now: datetime, actor: str) -> list[PendingEvent]:
+    """Put the copies the directory cancelled for these (now active again) members back in the
+    outbox; one `delivery.restored` event per copy. Runs in the import's transaction."""
+    rows: list[dict] = []
+    for start in range(0, len(member_ids), _CHUNK):
+        rows += await Delivery.filter(
+            member_id__in=list(member_ids[start:start + _CHUNK]), kind=DeliveryKind.NOTICE.value,
+            status=DeliveryStatus.CANCELLED.value, error=REMOVED_FROM_DIRECTORY, notice__status__in=_LIVE,
+        ).values("id", "notice_id", "member_id", "platform", "variant")
+    by_notice: dict[int, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_notice[row["notice_id"]].append(row)
+    events: list[PendingEvent] = []
+    for notice_id, group in sorted(by_notice.items()):
+        notice = await Notice.get(id=notice_id)
+        states = await _restore_notice(notice, group, now=now)
+        events += [audit_event("delivery.restored", now=now, actor=actor, notice_id=notice_id,
+                               member_id=row["member_id"], delivery_id=row["id"], platform=row["platform"],
+                               status=states[row["id"]], reason="back in the partner directory")
+                   for row in group]
+    return events
+
+
+async def _restore_notice(notice: Notice, rows: list[dict], *, now: datetime) -> dict[int, str]:
+    """One notice's restored rows, in a few bulk updates: delivery id -> the status it is back in."""
+    experiment = await NoticeExperiment.get_or_none(notice_id=notice.id)
+    policy = parse_importance(notice.importance)
+    member_ids = sorted({row["member_id"] for row in rows})
+    ends = await _quiet_hours_ends(member_ids, now) if policy.respects_quiet_hours else {}
+    held: list[int] = []
+    pending: dict[tuple[str, datetime], list[int]] = defaultdict(list)  # (variant, due) -> ids
+    for row in rows:
+        held_back = experiment is not None and not row["variant"]
+        if held_back and not experiment.winner:  # type: ignore[union-attr]
+            held.append(row["id"])
+        else:
+            variant = experiment.winner if held_back else row["variant"]  # type: ignore[union-attr]
+            pending[(variant, ends.get(row["member_id"], now))].append(row["id"])
+    for start in range(0, len(held), _CHUNK):
+        await Delivery.filter(id__in=held[start:start + _CHUNK]).update(
+            status=DeliveryStatus.HELD.value, error="", updated_at=now)
+    for (variant, due), ids in pending.items():
+        for start in range(0, len(ids), _CHUNK):
+            await Delivery.filter(id__in=ids[start:start + _CHUNK]).update(
+                status=DeliveryStatus.PENDING.value, error="", variant=variant, attempts=0, next_attempt_at=due,
+                claimed_by="", claimed_until=None, updated_at=now)
+    if pending and notice.status == NoticeStatus.SENT.value:
+        await Notice.filter(id=notice.id, status=NoticeStatus.SENT.value).update(
+            status=NoticeStatus.SENDING.value, completed_at=None)  # marked sent again once these are out
+    return {**{i: DeliveryStatus.HELD.value for i in held},
+            **{i: DeliveryStatus.PENDING.value for ids in pending.values() for i in ids}}
