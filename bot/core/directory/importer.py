@@ -2,8 +2,9 @@
 
 The file is the source of truth for the organisations and members it names:
 
-* organisations are matched by ``org_id`` (``Organisation.external_id``), members by
-  (organisation, e-mail), platform accounts by (platform, workspace id, user id);
+* organisations are matched by ``org_id`` (``Organisation.external_id``) in any case, as audiences
+  match it (the stored spelling is kept; a file spelling one id two ways is refused on the later
+  line), members by (organisation, e-mail), platform accounts by (platform, workspace id, user id);
 * empty Slack/Teams cells leave a member's existing accounts alone (they may have been linked
   by other means); changed ids update the member's existing account of that platform;
 * good rows are imported even when other rows are rejected; every rejection names its CSV line
@@ -142,8 +143,12 @@ class DirectoryRow:
     teams_aad_object_id: str
 
     @property
+    def org_key(self) -> str:
+        return org_key(self.org_id)
+
+    @property
     def key(self) -> tuple[str, str]:
-        return (self.org_id, self.member_email)
+        return (self.org_key, self.member_email)
 
     def organisation_fields(self) -> dict[str, str]:
         """The Organisation field values this row states."""
@@ -160,6 +165,11 @@ class DirectoryRow:
 
 
 # --------------------------------------------------------------------------- parsing
+
+
+def org_key(org_id: str) -> str:
+    """How organisation ids compare: in any case (an `org:` audience matches them so too)."""
+    return org_id.strip().lower()
 
 
 def normalise_email(value: str) -> str:
@@ -213,7 +223,7 @@ def _max_lengths() -> dict[str, int]:
 class _Parsed:
     rows: list[DirectoryRow]
     errors: list[RowError]
-    # (org_id, e-mail) of every row in the file, rejected ones included: these members are
+    # (org_key, e-mail) of every row in the file, rejected ones included: these members are
     # "present" and never deactivated because of a typo elsewhere in their row.
     mentioned: set[tuple[str, str]] = field(default_factory=set)
     data_rows: int = 0
@@ -341,7 +351,7 @@ def _parse(text: str, roles: Sequence[str] | None = None, progress: Progress = n
 
     parsed = _Parsed(rows=[], errors=[])
     seen_members: dict[tuple[str, str], int] = {}
-    org_first: dict[str, DirectoryRow] = {}
+    org_first: dict[str, DirectoryRow] = {}  # org_key -> the organisation's first good row
     seen_accounts: dict[tuple[str, str, str], int] = {}
 
     expected = max(text.count("\n") - 1, 1)  # about a line per row after the header (a quoted cell may hold a newline)
@@ -361,7 +371,7 @@ def _parse(text: str, roles: Sequence[str] | None = None, progress: Progress = n
         if row is not None:
             parsed.mentioned.add(row.key)
         else:
-            parsed.mentioned.add((raw["org_id"].strip(), _email_key(raw["member_email"])))
+            parsed.mentioned.add((org_key(raw["org_id"]), _email_key(raw["member_email"])))
             parsed.errors.append(RowError(line, "; ".join(problems)))
             continue
 
@@ -374,7 +384,11 @@ def _parse(text: str, roles: Sequence[str] | None = None, progress: Progress = n
                 )
             )
             continue
-        first = org_first.get(row.org_id)
+        first = org_first.get(row.org_key)
+        if first is not None and first.org_id != row.org_id:
+            parsed.errors.append(RowError(line, f"organisation id '{row.org_id}' is '{first.org_id}' on line "
+                                                f"{first.line}: ids match in any case, write it one way"))
+            continue
         if first is not None:
             conflicts = [
                 column
@@ -399,7 +413,7 @@ def _parse(text: str, roles: Sequence[str] | None = None, progress: Progress = n
             continue
 
         seen_members[row.key] = line
-        org_first.setdefault(row.org_id, row)
+        org_first.setdefault(row.org_key, row)
         for acc in row.accounts():
             seen_accounts[acc] = line
         parsed.rows.append(row)
@@ -471,7 +485,7 @@ async def _filter_in(
     return out
 
 
-MemberKey = tuple[str, str]  # (org_id, normalised e-mail)
+MemberKey = tuple[str, str]  # (org_key, normalised e-mail)
 
 _ORG_UPDATE_FIELDS = [*_ORG_COLUMNS.values(), "updated_at"]
 _MEMBER_UPDATE_FIELDS = [*_MEMBER_FIELDS, "updated_at"]
@@ -489,11 +503,11 @@ _ACCOUNT_UPDATE_FIELDS = [
 class _Plan:
     """Everything an import would write, computed from one read of the database."""
 
-    orgs: dict[str, Organisation] = field(default_factory=dict)  # org_id -> (possibly new) org
+    orgs: dict[str, Organisation] = field(default_factory=dict)  # org_key -> (possibly new) org
     org_create: list[Organisation] = field(default_factory=list)
     org_update: list[Organisation] = field(default_factory=list)
     member_ids: dict[MemberKey, int] = field(default_factory=dict)  # existing members
-    member_create: list[tuple[str, Member]] = field(default_factory=list)  # (org_id, member)
+    member_create: list[tuple[str, Member]] = field(default_factory=list)  # (org_key, member)
     member_update: list[Member] = field(default_factory=list)
     account_delete: list[int] = field(default_factory=list)
     account_update: list[PlatformAccount] = field(default_factory=list)
@@ -517,14 +531,26 @@ async def _load_holders(member_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     return holders
 
 
+async def _existing_organisations(keys: set[str]) -> list[Organisation]:
+    """The stored organisations whose ids are `keys` in any case. Compared here, not in SQL: SQLite's
+    LOWER() leaves non-ASCII letters alone. Where an older import made two spellings of one id,
+    the oldest organisation is the one the file updates."""
+    chosen: dict[str, int] = {}
+    for org_id, external_id in sorted(await Organisation.all().values_list("id", "external_id")):
+        key = org_key(external_id)
+        if key in keys:
+            chosen.setdefault(key, org_id)
+    return await _filter_in(Organisation, "id", chosen.values())
+
+
 async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime) -> _Plan:
     plan = _Plan()
     rows = parsed.rows
 
     # -- load what the file touches, in a few bulk queries
-    existing_orgs = await _filter_in(Organisation, "external_id", (r.org_id for r in rows))
-    plan.orgs = {o.external_id: o for o in existing_orgs}
-    org_external = {o.id: o.external_id for o in existing_orgs}
+    existing_orgs = await _existing_organisations({r.org_key for r in rows})
+    plan.orgs = {org_key(o.external_id): o for o in existing_orgs}
+    org_external = {o.id: org_key(o.external_id) for o in existing_orgs}
     # Members and accounts are loaded as dicts (no model instances, no timestamp parsing);
     # model instances are built only for the rows that change.
     members: dict[MemberKey, dict[str, Any]] = {}
@@ -572,7 +598,7 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
 
     def may_take_over(holder: dict[str, Any]) -> bool:
         """An account may move off a member who is not in the file and is (about to be) inactive."""
-        key = (holder["organisation__external_id"], holder["email"].lower())
+        key = (org_key(holder["organisation__external_id"]), holder["email"].lower())
         if key in parsed.mentioned:
             return False
         return not holder["active"] or deactivate_missing
@@ -617,7 +643,7 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
         }
         if member is None:
             # joining Herald is what onboarding journeys count from: the import's (injected) time
-            plan.member_create.append((row.org_id, Member(**desired_member, joined_at=now)))
+            plan.member_create.append((row.org_key, Member(**desired_member, joined_at=now)))
             plan.created += 1
         else:
             changed = bool(actions)
@@ -660,14 +686,14 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
     # -- organisations of the accepted rows: the first row of each org_id states its attributes
     seen_orgs: set[str] = set()
     for row in accepted:
-        if row.org_id in seen_orgs:
+        if row.org_key in seen_orgs:
             continue
-        seen_orgs.add(row.org_id)
+        seen_orgs.add(row.org_key)
         desired = row.organisation_fields()
-        org = plan.orgs.get(row.org_id)
+        org = plan.orgs.get(row.org_key)
         if org is None:
             org = Organisation(external_id=row.org_id, **desired)
-            plan.orgs[row.org_id] = org
+            plan.orgs[row.org_key] = org
             plan.org_create.append(org)
         elif any(getattr(org, name) != value for name, value in desired.items()):
             for name, value in desired.items():
@@ -678,7 +704,7 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
     if deactivate_missing and not parsed.unreadable:
         active = Member.filter(active=True).values("id", "email", "organisation__external_id")
         for m in await active:
-            if (m["organisation__external_id"], m["email"].lower()) not in parsed.mentioned:
+            if (org_key(m["organisation__external_id"]), m["email"].lower()) not in parsed.mentioned:
                 plan.deactivate.append(m["id"])
     return plan
 
@@ -701,21 +727,20 @@ async def _apply(plan: _Plan, *, now: datetime, progress: Progress = no_progress
         for org in await _filter_in(
             Organisation, "external_id", (o.external_id for o in plan.org_create)
         ):
-            plan.orgs[org.external_id] = org
+            plan.orgs[org_key(org.external_id)] = org
     await in_chunks(plan.org_update, lambda part: Organisation.bulk_update(part, fields=_ORG_UPDATE_FIELDS))
 
     member_ids = dict(plan.member_ids)
     if plan.member_create:
-        for org_id, member in plan.member_create:
-            member.organisation_id = plan.orgs[org_id].id
+        for key, member in plan.member_create:
+            member.organisation_id = plan.orgs[key].id
         await in_chunks([m for _, m in plan.member_create], Member.bulk_create)
-        org_external = {plan.orgs[org_id].id: org_id for org_id, _ in plan.member_create}
+        org_external = {plan.orgs[key].id: key for key, _ in plan.member_create}
         for part in _chunks(sorted(org_external)):
             for m in await Member.filter(organisation_id__in=part).values(
                 "id", "organisation_id", "email"
             ):
-                key = (org_external[m["organisation_id"]], m["email"].lower())
-                member_ids.setdefault(key, m["id"])
+                member_ids.setdefault((org_external[m["organisation_id"]], m["email"].lower()), m["id"])
     await in_chunks(plan.member_update, lambda part: Member.bulk_update(part, fields=_MEMBER_UPDATE_FIELDS))
 
     await in_chunks(plan.account_delete, lambda part: PlatformAccount.filter(id__in=part).delete())
