@@ -678,3 +678,50 @@ async def test_an_attribute_of_several_words_can_be_typed_with_hyphens(db: str) 
     typo = parse_audience("partner_type:service-providr", roles=catalog.roles)
     assert await unmatched_value_warnings(typo) == [
         "no partner matches partner_type:service-providr (did you mean 'service-provider'?)"]
+
+
+async def test_an_attribute_written_in_decomposed_unicode_matches_the_same_word_typed_composed(db: str) -> None:
+    """A directory exported on a Mac (or pasted from a PDF) often carries decomposed accents (NFD:
+    'e' + U+0301), while Slack and Teams send what a CAM types composed (NFC). The import stores
+    every cell composed, and an audience is compared composed, so `industry:sécurité` reaches the
+    partner whose industry reads exactly that, whichever form either side was written in."""
+    import unicodedata
+
+    from bot.core.directory.audiences import count_recipients, parse_audience, unmatched_value_warnings
+    from bot.topics import load_catalog
+
+    nfd = unicodedata.normalize("NFD", "Sécurité")
+    result = await import_directory(csv_text(row(org_id=unicodedata.normalize("NFD", "Sécu-01"), industry=nfd,
+                                                 member_name=unicodedata.normalize("NFD", "Zoé Martin"),
+                                                 **ALICE)), now=NOW)
+    assert result.rejected == []
+    organisation = await Organisation.get()
+    assert (organisation.external_id, organisation.industry, (await Member.get()).name) == (
+        "Sécu-01", "sécurité", "Zoé Martin")  # composed
+    catalog = load_catalog()
+    for typed in ("industry:sécurité", "org:sécu-01"):
+        for form in ("NFC", "NFD"):
+            audience = parse_audience(unicodedata.normalize(form, typed), roles=catalog.roles)
+            assert (await count_recipients(audience, catalog.get("announcements")),
+                    await unmatched_value_warnings(audience)) == (1, []), (typed, form)
+
+
+async def test_an_organisation_id_an_older_import_stored_decomposed_is_the_same_organisation(db: str) -> None:
+    """An id stored decomposed before imports composed their cells is matched by the composed id of
+    the next file (no second organisation, nobody deactivated) and is stored composed from then
+    on, so an `org:` audience typed by a CAM reaches it."""
+    import unicodedata
+
+    from bot.core.directory.audiences import count_recipients, parse_audience
+    from bot.topics import load_catalog
+
+    await import_directory(csv_text(row(org_id="Sécu-01", **ALICE)), now=NOW)
+    await Organisation.filter(external_id="Sécu-01").update(external_id=unicodedata.normalize("NFD", "Sécu-01"))
+
+    again = await import_directory(csv_text(row(org_id="Sécu-01", **ALICE)), now=NOW, deactivate_missing=True)
+
+    assert (again.organisations_created, again.organisations_updated, again.deactivated) == (0, 1, 0)
+    assert await Organisation.all().values_list("external_id", flat=True) == ["Sécu-01"]
+    catalog = load_catalog()
+    assert await count_recipients(parse_audience("org:Sécu-01", roles=catalog.roles),
+                                  catalog.get("announcements")) == 1

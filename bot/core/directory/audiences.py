@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from email_validator import EmailNotValidError, validate_email
@@ -38,8 +39,9 @@ class Audience:
 
 
 def parse_audience(expression: str, *, roles: tuple[str, ...] = ()) -> Audience:
-    """Parse an expression, raising `UserError` with a precise message on any mistake."""
-    words = expression.split()
+    """Parse an expression, raising `UserError` with a precise message on any mistake. Compared in
+    Unicode's composed form (NFC), as the directory import stores values."""
+    words = unicodedata.normalize("NFC", expression).split()
     if not words:
         raise UserError("the audience is empty: give terms like tier:gold region:emea, or all")
     if [w.lower() for w in words] == ["all"]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -167,9 +168,16 @@ class DirectoryRow:
 # --------------------------------------------------------------------------- parsing
 
 
+def nfc(value: str) -> str:
+    """Unicode's composed form: a file exported on a Mac (or pasted from a PDF) may write "é" as
+    "e" and a combining accent, which compares unequal to the "é" a CAM types."""
+    return unicodedata.normalize("NFC", value)
+
+
 def org_key(org_id: str) -> str:
-    """How organisation ids compare: in any case (an `org:` audience matches them so too)."""
-    return org_id.strip().lower()
+    """How organisation ids compare: in any case (an `org:` audience matches them so too), and
+    whatever the Unicode form an older import stored them in."""
+    return nfc(org_id.strip()).lower()
 
 
 def normalise_email(value: str) -> str:
@@ -274,7 +282,7 @@ def _validate_row(
     line: int, raw: dict[str, str], roles: Sequence[str]
 ) -> tuple[DirectoryRow | None, list[str]]:
     problems: list[str] = []
-    values = {column: raw[column].strip() for column in COLUMNS}
+    values = {column: nfc(raw[column]).strip() for column in COLUMNS}
 
     for column in REQUIRED:
         if not values[column]:
@@ -487,7 +495,7 @@ async def _filter_in(
 
 MemberKey = tuple[str, str]  # (org_key, normalised e-mail)
 
-_ORG_UPDATE_FIELDS = [*_ORG_COLUMNS.values(), "updated_at"]
+_ORG_UPDATE_FIELDS = ["external_id", *_ORG_COLUMNS.values(), "updated_at"]
 _MEMBER_UPDATE_FIELDS = [*_MEMBER_FIELDS, "updated_at"]
 _ACCOUNT_UPDATE_FIELDS = [
     "member_id",
@@ -541,6 +549,15 @@ async def _existing_organisations(keys: set[str]) -> list[Organisation]:
         if key in keys:
             chosen.setdefault(key, org_id)
     return await _filter_in(Organisation, "id", chosen.values())
+
+
+async def _composed_id(org: Organisation) -> str:
+    """The organisation's id in composed form (how audiences are typed), unless another
+    organisation already has that spelling; its case as stored."""
+    composed = nfc(org.external_id)
+    if composed == org.external_id or await Organisation.filter(external_id=composed).exists():
+        return org.external_id
+    return composed
 
 
 async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime) -> _Plan:
@@ -695,7 +712,10 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
             org = Organisation(external_id=row.org_id, **desired)
             plan.orgs[row.org_key] = org
             plan.org_create.append(org)
-        elif any(getattr(org, name) != value for name, value in desired.items()):
+            continue
+        composed = await _composed_id(org)
+        if composed != org.external_id or any(getattr(org, name) != value for name, value in desired.items()):
+            org.external_id = composed
             for name, value in desired.items():
                 setattr(org, name, value)
             plan.org_update.append(org)
