@@ -289,6 +289,24 @@ def test_read_directory_csv_normalises_values() -> None:
     assert (r.teams_tenant_id, r.teams_aad_object_id) == ("abc", "def")
 
 
+async def test_slack_ids_typed_in_lower_case_are_stored_as_slack_sends_them(db: str) -> None:
+    """Slack's team and user ids are upper-case in every event and click; an id a spreadsheet
+    lower-cased would never match them, so the import (and `herald staff add`) upper-cases them, and
+    re-importing the corrected file heals an account stored lower-case."""
+    from bot.core.directory.staff import add_staff
+    from storage.models import Staff
+
+    await import_directory(csv_text(row(slack_team_id="t0abc", slack_user_id="u0alice")), now=NOW)
+    assert await PlatformAccount.all().values_list("workspace_external_id", "user_id") == [("T0ABC", "U0ALICE")]
+    await PlatformAccount.all().update(workspace_external_id="t0abc", user_id="u0alice")  # as an older import stored it
+    again = await import_directory(csv_text(row(slack_team_id="T0ABC", slack_user_id="U0ALICE")), now=NOW)
+    assert again.updated == 1
+    assert await PlatformAccount.all().values_list("workspace_external_id", "user_id") == [("T0ABC", "U0ALICE")]
+
+    await add_staff("cam@vendor.example", "cam", slack_user="u0cam", slack_team="t0vendor", now=NOW)
+    assert await Staff.all().values_list("slack_team_id", "slack_user_id") == [("T0VENDOR", "U0CAM")]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

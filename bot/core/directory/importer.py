@@ -324,9 +324,11 @@ def _validate_row(
 
     for column in _LOWERED_ORG_COLUMNS:
         values[column] = values[column].lower()
-    # Teams sends tenant and AAD object ids as lower-case GUIDs.
+    # Teams sends tenant and AAD object ids as lower-case GUIDs; Slack's ids are upper-case.
     values["teams_tenant_id"] = values["teams_tenant_id"].lower()
     values["teams_aad_object_id"] = values["teams_aad_object_id"].lower()
+    values["slack_team_id"] = values["slack_team_id"].upper()
+    values["slack_user_id"] = values["slack_user_id"].upper()
 
     if values["slack_user_id"] and not values["slack_team_id"]:
         problems.append("slack_user_id is set but slack_team_id is empty")

@@ -38,7 +38,7 @@ async def add_staff(
     role_value = role.strip().lower()
     if role_value not in _ROLES:
         raise UserError(f"unknown staff role '{role.strip()}'; use one of: {', '.join(_ROLES)}")
-    name, slack_user, slack_team = name.strip(), slack_user.strip(), slack_team.strip()
+    name, slack_user, slack_team = name.strip(), slack_user.strip().upper(), slack_team.strip().upper()  # as Slack sends them
     teams_aad = teams_aad.strip().lower()  # Teams sends AAD object ids as lower-case GUIDs
     if bool(slack_user) != bool(slack_team):
         raise UserError("give both the Slack team id and the Slack user id, or neither")
