@@ -330,11 +330,31 @@ async def test_access_rule(db: str) -> None:
     assert not await reports.can_read_notice(stranger, fx.notice)
     authorless = Notice(id=77, author_id=None)
     assert not await reports.can_read_notice(fx.cam, authorless) and await reports.can_read_notice(fx.compliance, authorless)
-    # a partner's CAM reads a colleague's notice escalated to them (its Open report button)
-    corp = await Organisation.create(external_id="corp", name="Corp", tier="gold")
+    # a partner's CAM reads a colleague's notice escalated to them (its Open report button); an
+    # escalation goes to the CAM the directory names for the organisation
+    corp = await Organisation.create(external_id="corp", name="Corp", tier="gold", cam_email=fx.other_cam.email)
     await Escalation.create(notice_id=fx.notice.id, organisation=corp, staff=fx.other_cam, member_ids=[],
                             created_at=fx.notice.created_at)
     assert await reports.can_read_notice(fx.other_cam, fx.notice) and not await reports.can_read_notice(fx.other_cam, fx.draft)
+
+
+async def test_the_report_of_an_escalation_follows_the_organisations_cam(db: str) -> None:
+    """The directory gives the partner another CAM after a deadline's escalation: the new CAM, who
+    may press its Remind now, reads the notice's report too; the CAM replaced no longer does (the
+    partner is not theirs any more), as open hand-offs move to the new CAM."""
+    fx = await seed_reports()
+    corp = await Organisation.create(external_id="corp", name="Corp", tier="gold", cam_email="Other@Vendor.example")
+    await Escalation.create(notice_id=fx.notice.id, organisation=corp, staff=fx.other_cam, member_ids=[],
+                            created_at=fx.notice.created_at)
+    successor = await Staff.create(email="new@vendor.example", name="Nia CAM", role="cam")
+    assert await reports.can_read_notice(fx.other_cam, fx.notice)
+    assert not await reports.can_read_notice(successor, fx.notice)
+
+    await Organisation.filter(id=corp.id).update(cam_email=successor.email)
+
+    assert await reports.can_read_notice(successor, fx.notice)
+    assert not await reports.can_read_notice(fx.other_cam, fx.notice)
+    assert await reports.can_read_notice(fx.cam, fx.notice)  # the author still does
 
 
 # ---- API tokens ---------------------------------------------------------------------------------

@@ -67,9 +67,11 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # ---- access ---------------------------------------------------------------------------------
 
 async def can_read_notice(staff: Staff | None, notice: Notice) -> bool:
-    """Compliance and admins read every notice; a CAM the notices they authored, and those
-    escalated to them (a partner's CAM gets the escalation of a colleague's notice, with an
-    **Open report** button): one rule for chat, the console, the API and report downloads."""
+    """Compliance and admins read every notice; a CAM the notices they authored, and those escalated
+    for an organisation they are the CAM of now (a partner's CAM gets the escalation of a
+    colleague's notice, with an **Open report** button): one rule for chat, the console, the API
+    and report downloads. Access follows the organisation, as Remind now and open hand-offs do: a
+    CAM the directory names for it later reads the report; the one it replaced no longer does."""
     if staff is None or not staff.active:
         return False
     if staff.role in (StaffRole.COMPLIANCE.value, StaffRole.ADMIN.value):
@@ -78,7 +80,7 @@ async def can_read_notice(staff: Staff | None, notice: Notice) -> bool:
         return False
     if notice.author_id is not None and notice.author_id == staff.id:  # type: ignore[attr-defined]
         return True
-    return await Escalation.filter(notice_id=notice.id, staff_id=staff.id).exists()
+    return await Escalation.filter(notice_id=notice.id, organisation__cam_email__iexact=staff.email.strip()).exists()
 
 
 # ---- small helpers --------------------------------------------------------------------------
