@@ -10,7 +10,10 @@ import pytest
 
 
 from bot.core.notices.views import ACK_ACTION
-from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION
+from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION, compose_modal
+from bot.common.errors import UserError
+from bot.core.commands.parser import SendCommand
+from bot.core.notices import sending as notices
 from bot.core.directory.staff import add_staff
 from bot.core.notices import revisions
 from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, Staff
@@ -163,6 +166,23 @@ async def test_bad_audience_gets_a_precise_error(slack: SlackHarness) -> None:
     assert "unknown attribute 'teir' (did you mean 'tier'?)" in reply.args["text"]
     response, _, key = await slack.command("status abc")
     assert "not a notice id" in await response.text()
+
+
+async def test_a_link_too_long_to_store_is_refused_with_a_clear_message(slack: SlackHarness) -> None:
+    """Notice.link holds 1,000 characters: a longer link (a pre-signed download, a SafeLinks-wrapped
+    address) is refused by name, not with "Sorry, something went wrong" and a ValidationError in
+    the log; the compose and edit forms cannot take more than that in the first place."""
+    link = "https://files.vendor.example/recall.pdf?X-Amz-Signature=" + "a" * 1_150
+    # refused as the command is read, so in the slash command's own answer (no response_url)
+    _, text, _ = await slack.command(f"send must-know announcements all link:{link} | Recall of LX-200 | Stop")
+    assert f"the link is {len(link):,} characters; keep it to 1,000" in text
+    assert await Notice.all().count() == 0
+    command = SendCommand(importance="must-know", topic="announcements", audience="all", title="Recall",
+                          body="Stop", link=link)
+    with pytest.raises(UserError, match="the link is"):  # a caller that skips the parser (console, CLI)
+        notices.validate(command, slack.herald.catalog, now=slack.clock.now())
+    modal = compose_modal(slack.herald.catalog)
+    assert next(b for b in modal["blocks"] if b["block_id"] == "link")["element"]["max_length"] == 1000
 
 
 async def test_help_and_unknown_subcommands(slack: SlackHarness) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.channels.status_lines import status_lines
-from bot.core.commands.parser import HELP_TEXT
+from bot.core.commands.parser import HELP_TEXT, MAX_LINK
 from bot.core.notices import formatting
 from bot.core.notices.status import NoticeStatusReport
 from bot.core.notices.views import (
@@ -340,7 +340,8 @@ def compose_modal(catalog: TopicCatalog) -> dict[str, Any]:
             _input("title", "Title", {**text, "action_id": "value", "max_length": 150}),
             _input("body", "Message", {**text, "action_id": "value", "multiline": True, "max_length": 2800},
                    hint=f"Formatting: {formatting.FORMAT_HELP}"),
-            _input("link", "Link", {**text, "action_id": "value", "placeholder": _plain("https://...")}, optional=True),
+            _input("link", "Link", {**text, "action_id": "value", "max_length": MAX_LINK,
+                                    "placeholder": _plain("https://...")}, optional=True),
             _input("deadline", "Deadline (must-know only)", {**text, "action_id": "value",
                    "placeholder": _plain("2026-12-01 or 2026-12-01T17:00Z")}, optional=True),
         ],
@@ -352,7 +353,8 @@ def edit_modal(notice: Notice, *, material: bool = False) -> dict[str, Any]:
     blocks = [
         _input("title", "Title", {**text, "max_length": 150, "initial_value": notice.title}),
         _input("body", "Message", {**text, "multiline": True, "max_length": 2800, "initial_value": notice.body}),
-        _input("link", "Link", {**text, **({"initial_value": notice.link} if notice.link else {})}, optional=True),
+        _input("link", "Link", {**text, "max_length": MAX_LINK, **({"initial_value": notice.link} if notice.link else {})},
+               optional=True),
     ]
     if notice.importance == Importance.MUST.value:
         option = {"text": _plain("Material change: ask everyone to acknowledge again"), "value": "material"}

@@ -19,7 +19,7 @@ from bot.channels.teams_cards import (
     escape,
     formatted,
 )
-from bot.core.commands.parser import HELP_TEXT
+from bot.core.commands.parser import HELP_TEXT, MAX_LINK
 from bot.core.commands.runner import (
     Cancelled,
     Handoffs,
@@ -116,9 +116,10 @@ def compose_card(catalog: TopicCatalog, *, error: str = "", values: dict[str, st
                 "value": values.get(id_) or default,
                 "choices": [{"title": title, "value": value} for value, title in options]}
 
-    def text(id_: str, label: str, *, required: bool = True, multiline: bool = False, placeholder: str = "") -> dict:
+    def text(id_: str, label: str, *, required: bool = True, multiline: bool = False, placeholder: str = "",
+             max_length: int = 0) -> dict:
         field = {"type": "Input.Text", "id": id_, "label": label, "isRequired": required, "isMultiline": multiline,
-                 "placeholder": placeholder}
+                 "placeholder": placeholder, **({"maxLength": max_length} if max_length else {})}
         if values.get(id_):
             field["value"] = values[id_]
         return field
@@ -133,7 +134,7 @@ def compose_card(catalog: TopicCatalog, *, error: str = "", values: dict[str, st
         text("audience", "Audience", placeholder="tier:gold region:emea role:support"),
         text("title", "Title"),
         text("body", "Message", multiline=True),
-        text("link", "Link", required=False, placeholder="https://..."),
+        text("link", "Link", required=False, placeholder="https://...", max_length=MAX_LINK),
         text("deadline", "Deadline (must-know only)", required=False, placeholder="2026-12-01 or 2026-12-01T17:00Z"),
     ]
     return card(body, [{"type": "Action.Execute", "title": "Preview", "verb": COMPOSE_VERB, "data": {}}], "New notice")

@@ -298,6 +298,7 @@ def parse_rollout(text: str) -> RolloutCommand:
     return RolloutCommand(parse_notice_id(words[0]), variant)
 
 
+MAX_LINK = 1000  # Notice.link and NoticeRevision.link are CharField(max_length=1000)
 _IMPORTANCE_WORDS = ("nice-to-know", "need-to-know", "must-know")
 
 
@@ -391,10 +392,19 @@ def parse_notice_id(text: str) -> int:
 
 def parse_link(value: str) -> str:
     value = value.strip().strip("<>").split("|", 1)[0]
+    check_link_length(value)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc or any(c in value for c in " <>\"'"):
         raise UserError(f"link '{value}' must be a plain http(s) URL")
     return value
+
+
+def check_link_length(link: str) -> None:
+    """A link longer than Notice.link can store (a pre-signed download, a SafeLinks-wrapped
+    address) is refused here, not by the database on save."""
+    if len(link) > MAX_LINK:
+        raise UserError(f"the link is {len(link):,} characters; keep it to {MAX_LINK:,} "
+                        "(a shortened link or the document's plain address)")
 
 
 def parse_reminders(value: str) -> tuple[float, ...]:

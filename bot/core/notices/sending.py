@@ -16,7 +16,7 @@ from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.common.schedule import next_working_moment
-from bot.core.commands.parser import SendCommand
+from bot.core.commands.parser import SendCommand, check_link_length
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.messages import Target, enqueue
 from bot.core.directory.audiences import (
@@ -82,6 +82,7 @@ def validate(command: SendCommand, catalog: TopicCatalog, *, now: datetime) -> t
         raise UserError("the body is empty")
     if len(command.body) > MAX_BODY:
         raise UserError(f"the body is {len(command.body)} characters; keep it under {MAX_BODY}")
+    check_link_length(command.link)
     if command.scheduled_at is not None and command.scheduled_at <= now:
         raise UserError("the send time is in the past")
     if command.reminder_hours and policy.level is not Importance.MUST:
