@@ -525,3 +525,99 @@ def test_views_keep_block_kits_limits() -> None:
     modal = {"type": "modal", "title": {"type": "plain_text", "text": "x" * 25}, "blocks": []}
     assert view_problems(modal) == ["title longer than 24"]
     assert view_problems({"type": "home", "blocks": [{"type": "divider"}] * 101}) == ["more than 100 blocks"]
+    options = [{"text": {"type": "plain_text", "text": str(i)}, "value": str(i)} for i in range(101)]
+
+    def menu(**element: object) -> dict:
+        return {"type": "modal", "title": {"type": "plain_text", "text": "t"}, "blocks": [{
+            "type": "input", "label": {"type": "plain_text", "text": "Topic"},
+            "element": {"type": "static_select", "action_id": "value", **element}}]}
+
+    grouped = [{"label": {"type": "plain_text", "text": "A"}, "options": options[:100]},
+               {"label": {"type": "plain_text", "text": "B"}, "options": options[100:]}]
+    assert view_problems(menu(option_groups=grouped)) == []  # 100 groups of 100 at most
+    assert view_problems(menu(options=options)) == ["blocks[0].element: static_select with more than 100 options"]
+    assert view_problems(menu(option_groups=[{**grouped[0], "options": options}])) == [
+        "blocks[0].element: an option group with more than 100 options"]
+
+
+_BUTTON = {"type": "button", "action_id": "a", "text": {"type": "plain_text", "text": "ok"}, "value": "1"}
+_OPTION = {"text": {"type": "plain_text", "text": "One"}, "value": "1"}
+
+# Each is a message Slack refuses with invalid_blocks (api.slack.com/reference/block-kit/blocks and
+# /composition-objects): the fake (tests/fakes/block_kit.block_problems) must refuse every one.
+MESSAGES_SLACK_REFUSES = {
+    # "block_id ... Maximum length for this field is 255 characters" (every block)
+    "block_id-256": [{"type": "section", "block_id": "b" * 256, "text": {"type": "mrkdwn", "text": "t"}}],
+    # section "fields ... Maximum number of items is 10. Maximum length for the text in each item is 2000"
+    "section-11-fields": [{"type": "section", "fields": [{"type": "mrkdwn", "text": "f"}] * 11}],
+    "section-field-2001": [{"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * 2001}]}],
+    # text object "minimum length for this field is 1"
+    "section-empty-text": [{"type": "section", "text": {"type": "mrkdwn", "text": ""}}],
+    # option object "value ... Maximum length for this field is 150 characters"
+    "option-value-151": [{"type": "section", "text": {"type": "mrkdwn", "text": "t"}, "accessory": {
+        "type": "static_select", "action_id": "s", "options": [{**_OPTION, "value": "v" * 151}]}}],
+    # context elements are text objects: 3,000 characters at most
+    "context-text-3001": [{"type": "context", "elements": [{"type": "mrkdwn", "text": "c" * 3001}]}],
+}
+
+# Each is a modal Slack refuses (api.slack.com/reference/surfaces/views, /blocks#input,
+# /block-elements#input): the fake (view_problems) must refuse every one.
+_INPUT = {"type": "input", "block_id": "i", "label": {"type": "plain_text", "text": "Label"},
+          "element": {"type": "plain_text_input", "action_id": "value"}}
+VIEWS_SLACK_REFUSES = {
+    # view "private_metadata ... Max length of 3000 characters"
+    "private_metadata-3001": {"private_metadata": "m" * 3001, "blocks": [_INPUT]},
+    # view "callback_id ... Max length of 255 characters"
+    "callback_id-256": {"callback_id": "c" * 256, "blocks": [_INPUT]},
+    # input block "label ... Maximum length for the text in this field is 2000 characters"
+    "input-label-2001": {"blocks": [{**_INPUT, "label": {"type": "plain_text", "text": "l" * 2001}}]},
+    # plain_text_input "max_length ... Maximum value is 3000"
+    "input-max_length-3001": {"blocks": [{**_INPUT, "element": {**_INPUT["element"], "max_length": 3001}}]},
+    # plain_text_input "placeholder ... Maximum length for the text in this field is 150 characters"
+    "input-placeholder-151": {"blocks": [{**_INPUT, "element": {
+        **_INPUT["element"], "placeholder": {"type": "plain_text", "text": "p" * 151}}}]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(MESSAGES_SLACK_REFUSES))
+async def test_the_fake_slack_api_refuses_messages_slack_refuses(case: str) -> None:
+    """A fake that accepts what Slack answers with invalid_blocks hides exactly the defect it exists
+    to catch: Herald's own tests would pass while real members get nothing."""
+    async with FakeSlackAPI() as fake:
+        fake.add_workspace("T1", "xoxb-1")
+        fake.add_user("T1", "U1")
+        client = AsyncWebClient(token="xoxb-1", base_url=fake.url)
+        try:
+            await client.chat_postMessage(channel="U1", text="t", blocks=MESSAGES_SLACK_REFUSES[case])
+        except SlackApiError as exc:
+            assert exc.response["error"] == "invalid_blocks"
+            return
+        pytest.fail(f"the fake Slack API accepted a message Slack refuses with invalid_blocks ({case})")
+
+
+@pytest.mark.parametrize("case", sorted(VIEWS_SLACK_REFUSES))
+async def test_the_fake_slack_api_refuses_views_slack_refuses(case: str) -> None:
+    """The same for views: a modal Slack refuses opens nothing for the person who asked."""
+    async with FakeSlackAPI() as fake:
+        fake.add_workspace("T1", "xoxb-1")
+        client = AsyncWebClient(token="xoxb-1", base_url=fake.url)
+        view = {"type": "modal", "title": {"type": "plain_text", "text": "Herald"}, **VIEWS_SLACK_REFUSES[case]}
+        try:
+            await client.views_open(trigger_id="1.1.t", view=view)
+        except SlackApiError as exc:
+            assert exc.response["error"] == "invalid_arguments"
+            return
+        pytest.fail(f"the fake Slack API opened a modal Slack refuses ({case})")
+
+
+async def test_the_fake_slack_api_truncates_text_as_slack_does() -> None:
+    """chat.postMessage: "Slack will truncate messages containing more than 40,000 characters": a
+    test reading the conversation back sees only the text a member would."""
+    async with FakeSlackAPI() as fake:
+        fake.add_workspace("T1", "xoxb-1")
+        fake.add_user("T1", "U1")
+        client = AsyncWebClient(token="xoxb-1", base_url=fake.url)
+        posted = await client.chat_postMessage(channel="U1", text="x" * 45_000)
+        history = await client.conversations_history(channel=posted["channel"])
+        stored = history["messages"][0]["text"]
+        assert len(stored) <= 40_000, f"the fake kept all {len(stored):,} characters of the text"

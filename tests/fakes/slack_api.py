@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from tests.fakes.block_kit import block_problems, view_problems
+from tests.fakes.block_kit import as_slack_keeps, block_problems, view_problems
 from tests.fakes.control import add_slack_routes
 from tests.fakes.rate_limits import Clock, LimitStats, retry_after_seconds
 from tests.fakes.seeding import UserRange
@@ -714,7 +714,7 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
             "user": ws.bot_user_id,
             "bot_id": ws.bot_id,
             "team": ws.team_id,
-            "text": text or "",
+            "text": as_slack_keeps(text or ""),
             "ts": ts,
         }
         if blocks is not None:
@@ -746,7 +746,7 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         if "text" not in args and "blocks" not in args and "attachments" not in args:
             raise _SlackError("no_text")
         if "text" in args:
-            message["text"] = args["text"] or ""
+            message["text"] = as_slack_keeps(args["text"] or "")
         for name in ("blocks", "attachments", "metadata"):
             if name in args:
                 if args[name] is None or args[name] == "":
@@ -765,7 +765,7 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         if not args.get("text") and not args.get("blocks") and not args.get("attachments"):
             raise _SlackError("no_text")
         ts = self._next_ts()
-        message = {"type": "message", "user": user, "text": args.get("text") or "", "ts": ts}
+        message = {"type": "message", "user": user, "text": as_slack_keeps(args.get("text") or ""), "ts": ts}
         if args.get("blocks") is not None:
             message["blocks"] = args["blocks"]
         self._ephemeral.setdefault(channel_id, []).append(message)
