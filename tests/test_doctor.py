@@ -189,3 +189,23 @@ async def test_the_semantic_index_check_says_whether_the_next_start_builds_vecto
     assert "herald qa build-index" in check["fix"]
     code, out, err = await doctor(scene.env(HERALD_KB_SEMANTIC="false"), "--json")
     assert _by_name(json.loads(out))["semantic index"]["status"] == "skip", out + err
+
+
+def test_the_topics_check_names_titles_slacks_menus_shorten_and_refuses_too_many_topics(tmp_path) -> None:  # noqa: ANN001
+    """Slack shows at most 75 characters of a topic in a menu (the title is shortened, with an
+    ellipsis), and a menu holds at most 100 groups of 100 topics: the operator hears of the first
+    and the catalog refuses the second, instead of Slack refusing the compose modal."""
+    from bot.ops.doctor import check_files
+
+    def topics_check(titles: list[str]) -> tuple[str, str]:
+        path = tmp_path / f"topics-{len(titles)}.yaml"  # load_catalog keeps what it read of a path
+        path.write_text(json.dumps({"roles": ["sales"], "topics": {f"t{i}": {"title": t} for i, t in enumerate(titles)}}))
+        (check,) = [c for c in check_files(load_settings(topics_file=path)) if c.name == "topics"]
+        return check.status, check.detail
+
+    status, detail = topics_check(["Announcements", "x" * 76])
+    assert status == "ok" and detail.endswith("Slack's menus shorten 1 title(s) over 75 characters (t1)")
+    status, detail = topics_check(["Announcements"])
+    assert status == "ok" and "shorten" not in detail
+    status, detail = topics_check([f"Line {i}" for i in range(10_001)])
+    assert status == "fail" and "10,001 topics; at most 10,000" in detail

@@ -3,8 +3,11 @@ DMs at the fake → Acknowledge → chat.update → status."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +20,7 @@ from bot.core.notices import sending as notices
 from bot.core.directory.staff import add_staff
 from bot.core.notices import revisions
 from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, Staff
-from tests.fakes.slack_signing import slash_command_body
+from tests.fakes.slack_signing import event_body, slash_command_body
 from tests.support import (
     CAM_USER, TEAM, SlackHarness, modal_state, seed_directory, start_harness, stop_harness, wait_until,
 )
@@ -406,3 +409,68 @@ async def test_the_partners_cam_can_open_the_report_of_a_colleagues_notice_escal
     await slack.click(OPEN_REPORT_ACTION, buttons[OPEN_REPORT_ACTION], user=CAM_USER)
     (answer,) = await slack.responses(slack.last_click_key)
     assert "Only compliance" not in answer.args["text"] and f"#{notice_id}" in str(answer.args)
+
+
+# ---- the topic catalog vs Block Kit's menus -------------------------------------------------
+
+LONG_TITLE = "Product updates: Industrial Automation, Building Technologies & Smart Infrastructure"  # 84
+
+
+def _topics_file(tmp_path: Path, topics: dict[str, str]) -> Path:
+    lines = ["roles: [sales, support, marketing, technical, executive, operations]", "topics:"]
+    for key, title in topics.items():
+        lines += [f"  {key}:", f"    title: \"{title}\"", "    roles: [all]", "    opt_out: true"]
+    path = tmp_path / "topics.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextlib.asynccontextmanager
+async def _slack_with_topics(db: str, tmp_path: Path, topics: dict[str, str]) -> AsyncIterator[SlackHarness]:
+    harness = await start_harness(db, extra_settings={"topics_file": _topics_file(tmp_path, topics)})
+    await seed_directory(harness.clock)
+    try:
+        yield harness
+    finally:
+        await stop_harness(harness)
+
+
+CATALOGS = {
+    # a vendor with a topic per product line: 101 topics
+    "101-topics": {"announcements": "Announcements", **{f"line-{i:03d}": f"Product line {i:03d}" for i in range(100)}},
+    # one descriptive topic title longer than an option's 75 characters
+    "long-title": {"announcements": "Announcements", "automation": LONG_TITLE},
+}
+
+
+def _menu_options(element: dict) -> list[dict]:
+    return element.get("options") or [o for group in element.get("option_groups", []) for o in group["options"]]
+
+
+@pytest.mark.parametrize("catalog", sorted(CATALOGS))
+async def test_the_compose_modals_open_whatever_the_topic_catalog(db: str, tmp_path: Path, catalog: str) -> None:
+    """Block Kit: a static_select holds at most 100 options (or 100 groups of 100) and an option's
+    text at most 75 characters; Slack refuses a view that breaks either, and the CAM could not
+    compose a notice or a survey at all. Over 100 topics the menu is grouped by hundreds; a long
+    title is shortened with an ellipsis; every topic stays selectable."""
+    topics = CATALOGS[catalog]
+    async with _slack_with_topics(db, tmp_path, topics) as slack:
+        for command in ("send", "survey"):
+            before = len(slack.fake.calls_to("views.open"))
+            await slack.command(command)
+            (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open")[before:], what="views.open")
+            assert opened.error is None, f"Slack refused the `{command}` modal ({opened.error})"
+            options = _menu_options(opened.args["view"]["blocks"][0]["element"])
+            assert [o["value"] for o in options] == list(topics)
+            assert all(len(o["text"]["text"]) <= 75 for o in options)
+        if catalog == "long-title":
+            assert options[-1]["text"]["text"] == LONG_TITLE[:74] + "…"
+
+
+async def test_the_home_tab_shows_a_topic_with_a_long_title(db: str, tmp_path: Path) -> None:
+    """The App Home's topic checkboxes: an option's text is at most 75 characters, or views.publish
+    fails and the member's Home tab (their only place to change preferences in Slack) stays empty."""
+    async with _slack_with_topics(db, tmp_path, CATALOGS["long-title"]) as slack:
+        await slack.post_signed(event_body({"type": "app_home_opened", "user": "UANNA", "tab": "home"}, TEAM))
+        (published,) = await wait_until(lambda: slack.fake.calls_to("views.publish"), what="the home tab")
+        assert published.error is None, f"Slack refused the Home tab: {published.error}"

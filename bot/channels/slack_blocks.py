@@ -117,6 +117,11 @@ def _break_before(text: str, limit: int) -> int:
     return link_start if 0 < link_start <= limit else limit
 
 
+def shortened(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters, an ellipsis marking a cut."""
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
 def _plain(text: str, limit: int = 150) -> dict[str, Any]:
     return {"type": "plain_text", "text": text[:limit], "emoji": True}
 
@@ -310,12 +315,34 @@ def help_text(unknown: str = "") -> str:
     return prefix + HELP_TEXT
 
 
+MAX_OPTION_TEXT = 75  # Block Kit: an option's text (checkboxes, radio buttons, selects)
+MAX_SELECT_OPTIONS = 100  # Block Kit: a static_select's options, and each of its at most 100 option groups
+
+
+def option(label: str, value: str) -> dict[str, Any]:
+    """An option object; Slack refuses the whole view or message if its text exceeds 75 characters."""
+    return {"text": _plain(shortened(label, MAX_OPTION_TEXT), MAX_OPTION_TEXT), "value": value}
+
+
 def _select(action_id: str, options: list[tuple[str, str]], initial: str | None = None) -> dict[str, Any]:
     element: dict[str, Any] = {"type": "static_select", "action_id": action_id,
-                               "options": [{"text": _plain(label), "value": value} for value, label in options]}
+                               "options": [option(label, value) for value, label in options]}
     if initial:
         element["initial_option"] = next(o for o in element["options"] if o["value"] == initial)
     return element
+
+
+def topic_select(catalog: TopicCatalog, action_id: str = "value") -> dict[str, Any]:
+    """Every topic of the catalog in one menu. Slack takes at most 100 options in a static_select,
+    so a larger catalog is shown in option groups of 100 ("Topics 101–200"); the menu filters as
+    the CAM types either way, so a topic is found by name whichever group holds it."""
+    options = [option(t.title, t.key) for t in catalog.topics.values()]
+    if len(options) <= MAX_SELECT_OPTIONS:
+        return {"type": "static_select", "action_id": action_id, "options": options}
+    groups = [{"label": _plain(f"Topics {start + 1}–{min(start + MAX_SELECT_OPTIONS, len(options))}"),
+               "options": options[start:start + MAX_SELECT_OPTIONS]}
+              for start in range(0, len(options), MAX_SELECT_OPTIONS)]
+    return {"type": "static_select", "action_id": action_id, "option_groups": groups}
 
 
 def _input(block_id: str, label: str, element: dict[str, Any], *, optional: bool = False, hint: str = "") -> dict[str, Any]:
@@ -326,14 +353,13 @@ def _input(block_id: str, label: str, element: dict[str, Any], *, optional: bool
 
 
 def compose_modal(catalog: TopicCatalog) -> dict[str, Any]:
-    topics = [(t.key, t.title) for t in catalog.topics.values()]
     levels = [(p.level.value, p.label) for p in IMPORTANCE.values()]
     text = {"type": "plain_text_input"}
     return {
         "type": "modal", "callback_id": COMPOSE_CALLBACK,
         "title": _plain("New notice", 24), "submit": _plain("Preview", 24), "close": _plain("Cancel", 24),
         "blocks": [
-            _input("topic", "Topic", _select("value", topics)),
+            _input("topic", "Topic", topic_select(catalog)),
             _input("importance", "Importance", _select("value", levels, Importance.NEED.value)),
             _input("audience", "Audience", {**text, "action_id": "value", "placeholder": _plain("tier:gold region:emea role:support")},
                    hint="comma = any of, space = and; or all"),
@@ -357,10 +383,10 @@ def edit_modal(notice: Notice, *, material: bool = False) -> dict[str, Any]:
                optional=True),
     ]
     if notice.importance == Importance.MUST.value:
-        option = {"text": _plain("Material change: ask everyone to acknowledge again"), "value": "material"}
-        element: dict[str, Any] = {"type": "checkboxes", "action_id": "value", "options": [option]}
+        material_option = option("Material change: ask everyone to acknowledge again", "material")
+        element: dict[str, Any] = {"type": "checkboxes", "action_id": "value", "options": [material_option]}
         if material:
-            element["initial_options"] = [option]
+            element["initial_options"] = [material_option]
         blocks.append(_input("material", "Re-acknowledgement", element, optional=True))
     return {
         "type": "modal", "callback_id": EDIT_CALLBACK, "private_metadata": str(notice.id),
@@ -425,7 +451,7 @@ def _topic_blocks(options: list[dict[str, Any]], subscribed: dict[str, bool]) ->
 def home_view(prefs, catalog: TopicCatalog, *, note: str = "") -> dict[str, Any]:  # noqa: ANN001
     """The App Home tab: each control saves as soon as it changes."""
     hours = [(str(h), f"{h:02d}:00") for h in range(24)]
-    topic_options = [{"text": _plain(catalog.topics[k].title), "value": k} for k in prefs.subscribed]
+    topic_options = [option(catalog.topics[k].title, k) for k in prefs.subscribed]
     fixed = ", ".join(catalog.topics[k].title for k in prefs.fixed_topics) or "none"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": _plain("Your Herald preferences")},

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION, escape
+from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION, escape, option, topic_select
 from bot.channels.survey_lines import survey_preview_lines
 from bot.core.surveys.creating import SurveyPreview
 from bot.topics import TopicCatalog
@@ -48,26 +48,23 @@ def survey_compose_modal(catalog: TopicCatalog) -> dict[str, Any]:
         return block
 
     kinds = [("options", "Options (one per line)"), ("scale:1-5", "Scale 1–5"), ("scale:0-10", "Scale 0–10 (NPS)")]
-    topics = [(t.key, t.title) for t in catalog.topics.values()]
     return {
         "type": "modal", "callback_id": SURVEY_COMPOSE_CALLBACK,
         "title": _plain("New survey", 24), "submit": _plain("Preview", 24), "close": _plain("Cancel", 24),
         "blocks": [
-            field("topic", "Topic", {"type": "static_select", "action_id": "value",
-                                     "options": [{"text": _plain(t), "value": k} for k, t in topics]}),
+            field("topic", "Topic", topic_select(catalog)),
             field("audience", "Audience", {**text, "placeholder": _plain("tier:gold region:emea role:support", 150)},
                   hint="comma = any of, space = and; or all"),
             field("question", "Question", {**text, "max_length": 150}),
             field("kind", "Answers", {"type": "static_select", "action_id": "value",
-                                      "initial_option": {"text": _plain(kinds[1][1]), "value": kinds[1][0]},
-                                      "options": [{"text": _plain(t), "value": v} for v, t in kinds]}),
+                                      "initial_option": option(kinds[1][1], kinds[1][0]),
+                                      "options": [option(t, v) for v, t in kinds]}),
             field("options", "Options", {**text, "multiline": True}, optional=True,
                   hint="2 to 5, one per line (only for Options)"),
             field("follow_up", "Follow-up question", {**text, "max_length": 150}, optional=True,
                   hint="a free-text question after the answer, e.g. What could be better?"),
             field("anonymous", "Anonymity", {"type": "checkboxes", "action_id": "value", "options": [
-                {"text": _plain("Anonymous: no names in the results, no group under 5 answers"),
-                 "value": "anonymous"}]}, optional=True),
+                option("Anonymous: no names in the results, no group under 5 answers", "anonymous")]}, optional=True),
             field("closes", "Closes", {**text, "placeholder": _plain("2026-12-01 or 2026-12-01T17:00Z", 150)},
                   optional=True),
         ],

@@ -275,8 +275,13 @@ def check_files(settings: Settings) -> list[Check]:
             return Check(name, FAIL, _reason(exc), fix)
 
     def topics() -> str:
+        from bot.topics.catalog import MENU_TITLE
+
         catalog = load_catalog(settings.topics_file)
-        return f"{len(catalog.topics)} topics from {settings.topics_file}"
+        long_titles = [t.key for t in catalog.topics.values() if len(t.title) > MENU_TITLE]
+        shortened = (f"; Slack's menus shorten {len(long_titles)} title(s) over {MENU_TITLE} characters "
+                     f"({', '.join(long_titles[:5])})" if long_titles else "")
+        return f"{len(catalog.topics)} topics from {settings.topics_file}{shortened}"
 
     def journeys() -> str:
         catalog = load_journeys()

@@ -42,6 +42,10 @@ class TopicCatalog:
         return topic
 
 
+MAX_TOPICS = 10_000  # Slack's topic menu: at most 100 option groups of 100 options (slack_blocks.topic_select)
+MENU_TITLE = 75  # Slack shows at most this much of a title in a menu or checkbox (Block Kit's option text)
+
+
 class CatalogError(Exception):
     """The topics file is malformed (an operator problem, reported at start-up)."""
 
@@ -68,6 +72,9 @@ def parse_catalog(data: dict) -> TopicCatalog:
         )
     if not topics:
         raise CatalogError("topics file: no topics defined")
+    if len(topics) > MAX_TOPICS:
+        raise CatalogError(f"topics file: {len(topics):,} topics; at most {MAX_TOPICS:,} fit in Slack's topic menu "
+                           "(100 groups of 100)")
     return TopicCatalog(topics=topics, roles=roles)
 
 
