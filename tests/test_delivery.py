@@ -9,7 +9,9 @@ from datetime import timedelta
 
 import pytest
 
+from bot.core.commands.parser import SendCommand
 from bot.core.delivery.outbox import Job
+from bot.core.notices import sending as notices
 from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, PlatformAccount
 from tests.support import TEAM, TOKEN, Rig, directory_csv
 
@@ -271,3 +273,22 @@ async def test_the_tick_marks_sent_a_notice_whose_replica_died_before_doing_so(
     assert (await rig.herald.tick())["notices_completed"] == 1
     assert (await Notice.get(id=finished)).status == "sent"
     assert (await Notice.get(id=unsent)).status == "sending"  # its copy is still to be sent
+
+
+async def test_a_must_know_title_of_150_characters_is_shown_whole_in_slack(rig: Rig) -> None:
+    """Titles may be 150 characters (sending.MAX_TITLE), a Slack header holds 150: "CRITICAL: "
+    before such a title pushed its last ten characters (here: which lots are recalled) out of the
+    header, and the title appeared nowhere else. Now the marker opens the context line instead."""
+    title = ("Recall: stop selling and quarantine every LX-200 smart lock shipped since March, the latch "
+             "can fail open in cold weather; affected lots no. 4711-47990")
+    assert len(title) == 150
+    command = SendCommand(importance="must-know", topic="announcements", audience="all", title=title,
+                          body="Return them to the distributor.")
+    preview = await notices.create_draft(None, command, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    await notices.send_draft(preview.notice.id, None, rig.herald.catalog, now=rig.clock.now(), operator="test")
+    await rig.herald.outbox.drain()
+    (posted, *_) = rig.fake.calls_to("chat.postMessage")
+    header, context = posted.args["blocks"][:2]
+    assert header["text"]["text"] == title
+    assert context["elements"][0]["text"].startswith("*CRITICAL*  ·  :rotating_light: *Must know*")
+

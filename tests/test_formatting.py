@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -140,6 +141,24 @@ def test_a_long_direct_message_is_split_between_lines_not_inside_an_escaped_char
     assert len(sections) > 1 and all(len(s) <= 3000 for s in sections)
     assert "\n".join(sections) == "\n".join(lines).replace("<", "&lt;").replace(">", "&gt;")
     assert all(s.endswith("(technical)") for s in sections[1:])
+
+
+def test_a_heading_too_long_for_a_slack_header_is_never_cut_off() -> None:
+    """A header holds 150 characters. A reminder's "Reminder: " moves to the context line when the
+    title needs the whole header; a retraction's reason (up to 500) and a direct message's title
+    that do not fit are shortened in the header and shown whole in the section under it."""
+    title = "T" * 145 + " END."
+    reminder = notice_blocks(replace(_view("Body"), title=title).as_reminder(1, None))
+    assert reminder[0]["text"]["text"] == title
+    assert reminder[1]["elements"][0]["text"].startswith("*REMINDER*  ·  ")
+    short = notice_blocks(_view("Body").as_reminder(1, None))
+    assert short[0]["text"]["text"] == "Reminder: Recall" and not short[1]["elements"][0]["text"].startswith("*")
+    reason = "We sent this to the wrong partners; " * 10 + "the corrected notice follows. END"
+    retracted = notice_blocks(replace(_view("Body"), retracted_reason=reason))
+    assert len(retracted[0]["text"]["text"]) == 150 and retracted[0]["text"]["text"].endswith("…")
+    assert retracted[1] == {"type": "section", "text": {"type": "mrkdwn", "text": f"*Retracted: {reason}*"}}
+    message = direct_message_blocks(DirectMessage(title="Not acknowledged: " + title, lines=("x",)))
+    assert message[1]["text"]["text"] == f"*Not acknowledged: {title}*"
 
 
 def test_nul_characters_in_text_are_not_taken_for_the_previews_link_slots() -> None:

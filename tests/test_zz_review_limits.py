@@ -71,26 +71,3 @@ async def test_slack_progress_for_many_members_is_not_cut_by_slack(slack_http: S
     (reply,) = await slack_http.responses(key)
     text = reply.args.get("text", "")
     assert len(text) <= 40_000, f"the `progress` reply is {len(text):,} characters; Slack keeps only the first 40,000"
-
-
-# ---- 5. a must-know title at the documented maximum loses its end in Slack ---------------------
-
-async def test_a_must_know_title_of_150_characters_is_shown_whole_in_slack(rig: Rig) -> None:
-    """Titles may be 150 characters (sending.MAX_TITLE; "keep it under 150"). A must-know notice's
-    Slack header is "CRITICAL: <title>" (a reminder's "Reminder: <title>"), cut at Block Kit's 150
-    (slack_blocks.notice_blocks → `_plain(_heading(view))`), and the title appears nowhere else in
-    the blocks: the last ten characters of the title (here: which lots are recalled) never reach
-    a Slack member. Teams shows the whole title."""
-    title = ("Recall: stop selling and quarantine every LX-200 smart lock shipped since March, the latch "
-             "can fail open in cold weather; affected lots no. 4711-47990")
-    assert len(title) == 150
-    command = SendCommand(importance="must-know", topic="announcements", audience="all", title=title,
-                          body="Return them to the distributor.")
-    preview = await notices.create_draft(None, command, rig.herald.catalog, now=rig.clock.now(), operator="test")
-    await notices.send_draft(preview.notice.id, None, rig.herald.catalog, now=rig.clock.now(), operator="test")
-    await rig.herald.outbox.drain()
-    (posted, *_) = rig.fake.calls_to("chat.postMessage")
-    shown = json.dumps(posted.args["blocks"], ensure_ascii=False)
-    assert title in shown, (
-        f"the Slack copy shows {posted.args['blocks'][0]['text']['text']!r}: the title's end "
-        f"{title[-12:]!r} is cut off")

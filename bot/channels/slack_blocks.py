@@ -139,14 +139,39 @@ def notice_fallback_text(view: NoticeView) -> str:
     return escape(f"[{prefix}] {view.title}")
 
 
-def _heading(view: NoticeView) -> str:
+MAX_HEADER = 150  # Block Kit: a header's text
+
+
+def header_blocks(text: str) -> Blocks:
+    """A header; a text longer than a header holds is shortened there and shown whole in a section
+    below it, so its end always reaches the reader."""
+    if len(text) <= MAX_HEADER:
+        return [{"type": "header", "text": _plain(text)}]
+    return [{"type": "header", "text": _plain(shortened(text, MAX_HEADER))},
+            {"type": "section", "text": _mrkdwn(f"*{escape(text)}*")}]
+
+
+def _marker(view: NoticeView) -> str:
     if view.reminder_number:
-        return f"Reminder: {view.title}"
-    return f"{view.policy.badge}: {view.title}" if view.policy.critical else view.title
+        return "Reminder"
+    return view.policy.badge if view.policy.critical else ""
 
 
-def _context(view: NoticeView) -> str:
+def _title_blocks(view: NoticeView) -> Blocks:
+    """The header ("CRITICAL: <title>", "Reminder: <title>") and the context line. A title of up
+    to MAX_TITLE (150) fills a header on its own: when the marker would push its end out, the
+    marker opens the context line instead, and the title is shown whole."""
+    marker = _marker(view)
+    heading = f"{marker}: {view.title}" if marker else view.title
+    if len(heading) <= MAX_HEADER or not marker:
+        return [*header_blocks(heading), {"type": "context", "elements": [_mrkdwn(_context(view))]}]
+    return [*header_blocks(view.title), {"type": "context", "elements": [_mrkdwn(_context(view, marker))]}]
+
+
+def _context(view: NoticeView, marker: str = "") -> str:
     parts = [f"{_EMOJI[view.policy.level]} *{view.policy.label}*", escape(view.topic_title), f"Notice #{view.notice_id}"]
+    if marker:
+        parts.insert(0, f"*{marker.upper()}*")
     if view.revision > 1:
         parts.append(f"edited (revision {view.revision})")
     if view.deadline:
@@ -156,7 +181,7 @@ def _context(view: NoticeView) -> str:
 
 def retracted_blocks(view: NoticeView) -> Blocks:
     return [
-        {"type": "header", "text": _plain(f"Retracted: {view.retracted_reason}")},
+        *header_blocks(f"Retracted: {view.retracted_reason}"),  # a reason may be 500 characters
         {"type": "context", "elements": [_mrkdwn(
             f"Notice #{view.notice_id} ({escape(view.title)}) was withdrawn by the sender. Please disregard it.")]},
     ]
@@ -167,8 +192,7 @@ def notice_blocks(view: NoticeView) -> Blocks:
         return retracted_blocks(view)
     if view.survey is not None:
         return survey_blocks(view)
-    blocks: Blocks = [{"type": "header", "text": _plain(_heading(view))},
-                      {"type": "context", "elements": [_mrkdwn(_context(view))]}]
+    blocks = _title_blocks(view)
     if view.reminder_number:
         sent = f" sent {format_time(view.sent_at)}" if view.sent_at else ""
         blocks.append({"type": "section", "text": _mrkdwn(
@@ -216,8 +240,7 @@ def survey_blocks(view: NoticeView) -> Blocks:
     """A survey message; `view.survey.answered` marks the member's answer (their click's reply)."""
     survey = view.survey
     assert survey is not None
-    blocks: Blocks = [{"type": "header", "text": _plain(view.title, 150)},
-                      {"type": "context", "elements": [_mrkdwn(_state_line(view, survey))]}]
+    blocks: Blocks = [*header_blocks(view.title), {"type": "context", "elements": [_mrkdwn(_state_line(view, survey))]}]
     chosen = survey.label(survey.answered)
     if not survey.open:
         closed = f"This survey closed at {format_time(survey.closed_at)}. Thank you for taking part."  # type: ignore[arg-type]
@@ -250,7 +273,7 @@ def survey_blocks(view: NoticeView) -> Blocks:
 
 
 def direct_message_blocks(message: DirectMessage) -> Blocks:
-    blocks: Blocks = [{"type": "header", "text": _plain(message.title)}]
+    blocks: Blocks = header_blocks(message.title)
     text = "\n".join(escape(line) for line in message.lines)
     if text:  # long lists: several sections, each under the limit, split between lines
         blocks += [{"type": "section", "text": _mrkdwn(piece)} for piece in _split_mrkdwn(text)]
