@@ -43,6 +43,15 @@ def directory_csv(rows: list[str]) -> str:
     return "\n".join([DIRECTORY_HEADER, *rows]) + "\n"
 
 
+def many_members_csv(count: int, *, orgs: int = 12) -> str:
+    """`count` partner members (no chat accounts) across `orgs` organisations, all managed by
+    cam@vendor.example: a CAM whose list replies outgrow one chat message."""
+    return directory_csv([
+        f"bulk{i % orgs:02d},Bulk Partner {i % orgs:02d} GmbH,silver,emea,de,retail,medium,reseller,cam@vendor.example,"
+        f"person{i:05d}@bulk{i % orgs:02d}.example,Person {i:05d} Lastname,sales,Europe/Berlin,de,,,,"
+        for i in range(count)])
+
+
 SAMPLE_DIRECTORY = directory_csv([
     f"acme,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example,anna@acme.example,Anna Berg,sales,Europe/Berlin,de,{TEAM},UANNA,,",
     f"acme,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example,bo@acme.example,Bo Chen,support,Europe/Berlin,en,{TEAM},UBO,,",

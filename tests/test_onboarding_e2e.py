@@ -8,11 +8,12 @@ import time
 
 import pytest
 
+from bot.core.directory.importer import import_directory
 from bot.core.onboarding.assistant import ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION
 from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
 from storage.models import KBProposal, Member, OutboundMessage, Question
 from tests.fakes.slack_signing import event_body
-from tests.support import CAM_USER, TEAM, SlackHarness, wait_until
+from tests.support import CAM_USER, TEAM, SlackHarness, many_members_csv, wait_until
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
 PARKING = "is there parking for visitors at your headquarters"
@@ -320,6 +321,21 @@ async def test_journey_step_done_button_and_progress_command(slack: SlackHarness
     _, _, key = await slack.command("progress acme")
     (listing,) = await slack.responses(key)
     assert "Anna Berg" in listing.args["text"] and "1/" in listing.args["text"]
+
+
+async def test_progress_for_many_members_is_not_cut_by_slack(slack: SlackHarness) -> None:
+    """Slack keeps the first 40,000 characters of a message's text and drops the rest silently:
+    `progress` for 1,200 members (~60,000 characters) lost its last third without a word. Now it
+    keeps what fits and says how many more there are and where to see them."""
+    result = await import_directory(many_members_csv(1_200), now=slack.clock.now(), actor="test")
+    assert not result.rejected
+    _, _, key = await slack.command("progress")
+    (reply,) = await slack.responses(key)
+    text = reply.args["text"]
+    assert len(text) <= 40_000
+    shown, managed = text.count("\n• "), await Member.filter(active=True, organisation__cam_email="cam@vendor.example").count()
+    assert 100 < shown < 1_200 < managed
+    assert text.endswith(f"\n… and {managed - shown} more members: `progress <org-id>` shows one partner's")
 
 
 async def test_teams_journey_step_and_digest(db: str) -> None:

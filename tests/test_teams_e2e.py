@@ -7,8 +7,9 @@ import pytest
 
 from bot.core.directory.importer import import_directory
 from bot.core.notices.revisions import edit_notice
-from storage.models import Acknowledgement, Delivery, PlatformAccount, Staff
-from tests.support import directory_csv, wait_until
+from storage.models import Acknowledgement, Delivery, Member, PlatformAccount, Staff
+from bot.channels.teams_replies import TOO_LARGE_REPLY
+from tests.support import directory_csv, many_members_csv, wait_until
 from tests.teams_support import TENANT, TeamsRig, actions_of, card_of, start_teams_rig, stop_teams_rig, texts_of
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
@@ -242,6 +243,32 @@ async def test_a_throttled_reply_is_sent_again_after_the_pause_it_asks_for(teams
     status, _ = await teams.post(teams.activity("message", "aad-cam", text="help"))
     assert status == 200 and pauses == [2.0, 2.0, 1.0, 1.0, 1.0]
     assert [c.status for c in teams.connector.calls_to("send_activity")][-4:] == [429] * 4
+
+
+async def test_progress_for_many_members_fits_one_teams_message(teams: TeamsRig) -> None:
+    """Teams refuses a bot message over ~100 KB (counted as UTF-16) with 413 MessageSizeTooBig.
+    `progress` for a CAM with 1,200 partner members (one line each) was ~250 KB: refused, only
+    logged, and the CAM saw nothing. Now the list stops within the budget with how to see the rest."""
+    result = await import_directory(many_members_csv(1_200), now=teams.clock.now(), actor="test")
+    assert not result.rejected
+    conversation = "a:conv-aad-cam"
+    before = len(teams.connector.activities(conversation))
+    reply = await teams.say("aad-cam", "progress")
+    assert not [c for c in teams.connector.calls if c.conversation_id == conversation and c.status == 413]
+    assert len(teams.connector.activities(conversation)) == before + 1
+    text = reply["text"]
+    assert text.startswith("**Onboarding progress**\n\n• Bulk Partner 00 GmbH")
+    shown, managed = text.count("\n\n• "), await Member.filter(active=True, organisation__cam_email="cam@vendor.example").count()
+    assert 100 < shown < 1_200 < managed
+    assert text.endswith(f"\n\n… and {managed - shown} more members: `progress <org-id>` shows one partner's")
+
+
+async def test_a_reply_teams_refuses_as_too_large_is_followed_by_a_short_note(teams: TeamsRig) -> None:
+    """Whatever the reply, a 413 from the Bot Connector no longer leaves the person with silence."""
+    teams.connector.fail_next("send_activity", 413, code="MessageSizeTooBig")
+    reply = await teams.say("aad-cam", "help")
+    assert reply["text"] == TOO_LARGE_REPLY
+    assert [c.status for c in teams.connector.calls_to("send_activity")][-2:] == [413, 201]
 
 
 def _welcomes(teams: TeamsRig, aad: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.channels.status_lines import status_lines
+from bot.common.replies import ReplyBudget
 from bot.core.commands.parser import HELP_TEXT, MAX_LINK
 from bot.core.notices import formatting
 from bot.core.notices.status import NoticeStatusReport
@@ -28,6 +29,9 @@ COMPOSE_CALLBACK = "herald_compose"
 PREVIEW_CALLBACK = "herald_preview"
 EDIT_CALLBACK = "herald_edit"
 REPLY_CALLBACK = "herald_qa_reply_submit"
+
+MAX_SLACK_TEXT = 40_000  # Slack truncates a message's text beyond this, silently (chat.postMessage)
+SLACK_REPLY = ReplyBudget(limit=MAX_SLACK_TEXT)  # a command's text reply
 
 _EMOJI = {Importance.MUST: ":rotating_light:", Importance.NEED: ":large_orange_diamond:",
           Importance.NICE: ":information_source:"}

@@ -12,6 +12,8 @@ from bot.core.notices.status import NoticeStatusReport
 from bot.core.notices.views import format_time
 from bot.topics.importance import Importance
 
+MAX_PAUSED_NAMED = 20  # partners named in chat; `herald status <id> --json` names them all
+
 
 def status_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], escape: Callable[[str], str],
                  bullet: str) -> list[str]:
@@ -32,7 +34,10 @@ def status_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], esca
         lines.append(f"Acknowledged{revision}: {bold(str(report.acknowledged))} of {report.delivered} delivered"
                      f" · reminders sent: {report.reminders_sent} · escalations: {report.escalations}")
     if report.paused_organisations:
-        lines.append("Reminders paused for: " + ", ".join(escape(o) for o in report.paused_organisations))
+        paused = report.paused_organisations
+        named = ", ".join(escape(o) for o in paused[:MAX_PAUSED_NAMED])
+        more = f" and {len(paused) - MAX_PAUSED_NAMED} more" if len(paused) > MAX_PAUSED_NAMED else ""
+        lines.append(f"Reminders paused for: {named}{more}")
     if report.survey_answers is not None:
         lines.append(f"Answered: {bold(str(report.survey_answers))} of {report.delivered} delivered "
                      f"(`survey results {n.id}`)")

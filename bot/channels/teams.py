@@ -53,6 +53,7 @@ DEFAULT_ALLOWED_SERVICE_HOSTS = ("botframework.com", "smba.trafficmanager.net", 
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 NO_CONVERSATION = "no Teams conversation yet: the member must install Herald in Teams or message it once"
 REMOVED = "the member removed Herald in Teams or blocked it"
+TOO_LARGE = "the message is too large for Teams"  # 413 MessageSizeTooBig
 # Microsoft's table of the Bot Connector's status codes: retried 412, 429, 502, 503 and 504; not
 # retried 500 ServiceError ("Retry request: No"); an update refused with these is refused for good.
 _RETRYABLE = {412, 429, 502, 503, 504}
@@ -502,6 +503,6 @@ def _classify(exc: TeamsApiError, recipient: Recipient, opened: str) -> Outcome:
     if status == 404:
         return Outcome.failed("the Teams conversation no longer exists", dm_channel=opened)
     if status == 413:
-        return Outcome.failed("the message is too large for Teams", dm_channel=opened)
+        return Outcome.failed(TOO_LARGE, dm_channel=opened)
     detail = f"{code}: {exc.message}" if code and exc.message else (code or exc.message or f"HTTP {status}")
     return Outcome.failed(f"Teams refused the message ({detail})", dm_channel=opened)

@@ -306,7 +306,13 @@ def direct_message_activity(message: DirectMessage) -> dict[str, Any]:
 
 def _size(card: Card) -> int:
     """Bytes as Teams counts them: the JSON encoded as UTF-16, plus room for the activity wrapper."""
-    return len(json.dumps(card, ensure_ascii=False).encode("utf-16-le")) + 2_000
+    return activity_size(card)
+
+
+def activity_size(payload: dict[str, Any]) -> int:
+    """Bytes of a card or an activity as Teams counts them: the JSON encoded as UTF-16, plus room
+    for what the Bot Connector client adds around it (ids, conversation, service URL)."""
+    return len(json.dumps(payload, ensure_ascii=False).encode("utf-16-le")) + 2_000
 
 
 def _fit(render: Callable[[str], Card], text: str) -> Card:

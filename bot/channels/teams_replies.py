@@ -14,13 +14,16 @@ from bot.channels.survey_lines import experiment_text
 from bot.channels.teams_cards import (
     CARD_CONTENT_TYPE,
     CARD_VERSION,
+    MAX_ACTIVITY_BYTES,
     SCHEMA_URL,
+    activity_size,
     direct_message_card,
     escape,
     formatted,
 )
 from bot.core.commands.parser import HELP_TEXT, MAX_LINK
 from bot.core.commands.runner import (
+    CONSOLE_HINT,
     Cancelled,
     Handoffs,
     Paused,
@@ -32,6 +35,7 @@ from bot.core.commands.runner import (
     handoffs_text,
     progress_text,
 )
+from bot.common.replies import ReplyBudget
 from bot.core.notices.revisions import EditResult
 from bot.core.notices.sending import Preview
 from bot.core.notices.status import NoticeStatusReport
@@ -68,6 +72,12 @@ def card_activity(content: Card, summary: str = "") -> dict[str, Any]:
 
 def text_activity(markdown: str) -> dict[str, Any]:
     return {"type": "message", "textFormat": "markdown", "text": markdown}
+
+
+# a command's Markdown reply, measured as Teams measures the activity that carries it
+TEAMS_REPLY = ReplyBudget(limit=MAX_ACTIVITY_BYTES, join="\n\n", measure=lambda text: activity_size(text_activity(text)))
+TOO_LARGE_REPLY = ("That answer is too long for one Teams message. The console has it in full "
+                   f"({CONSOLE_HINT}).")
 
 
 def help_markdown(unknown: str = "") -> str:
@@ -169,10 +179,11 @@ def result_markdown(result: Any) -> str:  # noqa: PLR0911 - one branch per resul
     if isinstance(result, Scheduled):
         if not result.notices:
             return "No notices are scheduled."
-        lines = ["**Scheduled notices**"]
-        lines += [f"- #{n.id} {format_time(n.scheduled_at)} · {n.importance} · {escape(n.topic)} · "  # type: ignore[arg-type]
-                  f"**{escape(n.title)}** → {escape(n.audience)}" for n in result.notices]
-        return "\n\n".join(lines)
+        items = [f"- #{n.id} {format_time(n.scheduled_at)} · {n.importance} · {escape(n.topic)} · "  # type: ignore[arg-type]
+                 f"**{escape(n.title)}** → {escape(n.audience)}" for n in result.notices]
+        return TEAMS_REPLY.listing(["**Scheduled notices**"], items,
+                                   more=lambda n: f"… and {n} more: the console's Notices page lists them all "
+                                                  f"({CONSOLE_HINT})")
     if isinstance(result, Cancelled):
         n = result.notice
         return f"Notice #{n.id} " + ("cancelled." if n.status == "cancelled" else f"is already {n.status}; nothing to cancel.")
@@ -192,9 +203,9 @@ def result_markdown(result: Any) -> str:  # noqa: PLR0911 - one branch per resul
     if isinstance(result, ReportReady):
         return report_markdown(result)
     if isinstance(result, Handoffs):
-        return handoffs_text(result, bold="**", escape=escape).replace("\n", "\n\n")
+        return handoffs_text(result, bold="**", budget=TEAMS_REPLY, escape=escape)
     if isinstance(result, Progress):
-        return progress_text(result, bold="**", escape=escape).replace("\n", "\n\n")
+        return progress_text(result, bold="**", budget=TEAMS_REPLY, escape=escape)
     raise TypeError(f"no Teams rendering for {type(result).__name__}")
 
 

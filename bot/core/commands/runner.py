@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.common.clock import Clock
 from bot.common.errors import NotFound, PermissionDenied, UserError
+from bot.common.replies import ReplyBudget
 from bot.core.commands.parser import (
     CancelCommand,
     Command,
@@ -216,31 +217,42 @@ class StaffCommands:
         return ReportReady(notice, await notice_summary(notice_id), staff)
 
 
-def handoffs_text(result: Handoffs, *, bold: str, escape: Callable[[str], str] | None = None) -> str:
-    """The open hand-offs as lines; `bold` is the platform's bold marker (`*` Slack, `**` Teams)."""
+CONSOLE_HINT = "`console` sends you a sign-in link"
+
+
+def handoffs_text(result: Handoffs, *, bold: str, budget: ReplyBudget, escape: Callable[[str], str] | None = None) -> str:
+    """The open hand-offs as lines; `bold` is the platform's bold marker (`*` Slack, `**` Teams),
+    `budget` what one reply of the platform holds (the oldest questions come first)."""
     esc = escape or _slack_escape
     if not result.questions:
         return "No partner questions are waiting for you."
-    lines = [f"{bold}Questions waiting for your answer{bold}"]
+    items = []
     for q in result.questions:
         member = q.member
-        lines.append(f"• #{q.id} {esc(member.name or member.email)} ({esc(member.organisation.name)}): "
+        items.append(f"• #{q.id} {esc(member.name or member.email)} ({esc(member.organisation.name)}): "
                      f"\"{esc(q.text[:200])}\"")
-    lines.append("Answer from the Reply button on the hand-off message.")
-    return "\n".join(lines)
+    return budget.listing(
+        [f"{bold}Questions waiting for your answer{bold}"], items,
+        ["Answer from the Reply button on the hand-off message."],
+        more=lambda n: f"… and {n} more: the console's Questions page lists every one ({CONSOLE_HINT})")
 
 
-def progress_text(result: Progress, *, bold: str, escape: Callable[[str], str] | None = None) -> str:
+def progress_text(result: Progress, *, bold: str, budget: ReplyBudget, escape: Callable[[str], str] | None = None) -> str:
+    """One line per member; a list longer than one reply holds ends with how to see the rest."""
     esc = escape or _slack_escape
     if not result.rows:
         return "No onboarding progress to show yet."
-    lines = [f"{bold}Onboarding progress{bold}"]
+    items = []
     for row in result.rows:
         done, total = row.get("done", 0), row.get("total", 0)
         state = "complete" if row.get("completed_at") else f"{done}/{total} steps"
-        lines.append(f"• {esc(str(row.get('organisation', '')))} · {esc(str(row.get('member', '')))} "
+        items.append(f"• {esc(str(row.get('organisation', '')))} · {esc(str(row.get('member', '')))} "
                      f"({esc(str(row.get('role', '')))}): {state}")
-    return "\n".join(lines)
+    if len({row.get("org_id") for row in result.rows}) > 1:
+        where = "`progress <org-id>` shows one partner's"
+    else:
+        where = f"the console's Engagement page counts them by journey stage ({CONSOLE_HINT})"
+    return budget.listing([f"{bold}Onboarding progress{bold}"], items, more=lambda n: f"… and {n} more members: {where}")
 
 
 def _slack_escape(text: str) -> str:

@@ -7,11 +7,12 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channels.slack_blocks import escape, preview_blocks, status_text
+from bot.channels.slack_blocks import SLACK_REPLY, escape, preview_blocks, status_text
 from bot.channels.slack_surveys import survey_preview_blocks
 from bot.channels.survey_lines import experiment_text
 from bot.core.commands.parser import Command
 from bot.core.commands.runner import (
+    CONSOLE_HINT,
     Cancelled,
     Handoffs,
     Paused,
@@ -103,9 +104,9 @@ def render(result: Any) -> Reply:  # noqa: PLR0911 - one branch per result type
     if isinstance(result, Resumed):
         return {"text": f":arrow_forward: Reminders and nudges for *{escape(result.organisation.name)}* are back on."}
     if isinstance(result, Handoffs):
-        return {"text": handoffs_text(result, bold="*")}
+        return {"text": handoffs_text(result, bold="*", budget=SLACK_REPLY)}
     if isinstance(result, Progress):
-        return {"text": progress_text(result, bold="*")}
+        return {"text": progress_text(result, bold="*", budget=SLACK_REPLY)}
     raise TypeError(f"no Slack rendering for {type(result).__name__}")
 
 
@@ -118,11 +119,10 @@ def console_link_text(url: str) -> str:
 def scheduled_text(result: Scheduled) -> str:
     if not result.notices:
         return "No notices are scheduled."
-    lines = ["*Scheduled notices*"]
-    lines += [f"• #{n.id} {format_time(n.scheduled_at)} · {n.importance} · {escape(n.topic)} · *{escape(n.title)}*"  # type: ignore[arg-type]
-              f" → `{escape(n.audience)}`" for n in result.notices]
-    lines.append("Cancel one with `/herald cancel <notice-id>`.")
-    return "\n".join(lines)
+    items = [f"• #{n.id} {format_time(n.scheduled_at)} · {n.importance} · {escape(n.topic)} · *{escape(n.title)}*"  # type: ignore[arg-type]
+             f" → `{escape(n.audience)}`" for n in result.notices]
+    return SLACK_REPLY.listing(["*Scheduled notices*"], items, ["Cancel one with `/herald cancel <notice-id>`."],
+                               more=lambda n: f"… and {n} more: the console's Notices page lists them all ({CONSOLE_HINT})")
 
 
 def summary_text(ready: ReportReady) -> str:

@@ -11,9 +11,10 @@ from typing import Any
 from aiohttp import web
 from microsoft_agents.activity import Activity
 
-from bot.channels.teams import RosterEntry, TeamsChannel, UntrustedServiceUrl
+from bot.channels.teams import TOO_LARGE, RosterEntry, TeamsChannel, UntrustedServiceUrl
 from bot.channels.teams_cards import ACK_VERB
 from bot.channels.teams_replies import (
+    TOO_LARGE_REPLY,
     card_activity,
     compose_card,
     console_link_markdown,
@@ -228,7 +229,8 @@ class TeamsHandler:
     async def reply(self, turn: Turn, activity: dict[str, Any]) -> None:
         """Reply in the person's conversation. The request was answered already, so a reply the
         Bot Connector throttles (429: e.g. a broadcast spent the tenant's budget) is sent again
-        after the pause it asks for, a few times, instead of being lost."""
+        after the pause it asks for, a few times, instead of being lost; one it refuses as too
+        large (413) is followed by a short note, so the person is never left with silence."""
         for attempt in range(1, REPLY_ATTEMPTS + 1):
             outcome = await self.channel.send_activity(turn.recipient, activity)
             if outcome.kind is OutcomeKind.DELIVERED:
@@ -237,6 +239,8 @@ class TeamsHandler:
                 break
             await self.sleep(min(outcome.retry_after or 1.0, MAX_REPLY_PAUSE))
         log.warning("could not reply in Teams: %s", outcome.reason)
+        if outcome.reason == TOO_LARGE and activity.get("text") != TOO_LARGE_REPLY:
+            await self.reply(turn, text_activity(TOO_LARGE_REPLY))
 
     # ---- card actions (Action.Execute) ------------------------------------------------------
 
