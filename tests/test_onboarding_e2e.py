@@ -397,6 +397,23 @@ async def test_a_question_is_answered_off_the_event_loop(rig, warm_knowledge_bas
     assert asked.answer.entry is not None and asked.answer.entry.id == "deal-registration-how"
 
 
+async def test_a_question_longer_than_herald_reads_is_answered_with_a_word_about_it(rig, warm_knowledge_base) -> None:  # noqa: ANN001
+    """A question is stored and answered from its first 2,000 characters (MAX_QUESTION): the rest
+    was dropped without a word, though the partner's CAM, if asked, would see only that part too."""
+    from bot.core.onboarding.assistant import MAX_QUESTION, ask
+
+    member = await Member.get(email="anna@acme.example").select_related("organisation")
+    text = "how do I register a deal? " + "Our situation in detail: " * 100 + "AND THE REAL QUESTION"
+    asked = await ask(member, text, warm_knowledge_base, platform="slack", channel_id="DUANNA", now=rig.clock.now())
+    assert len(asked.question.text) == MAX_QUESTION
+    assert asked.message.lines[-1] == (f"(Your message was {len(text):,} characters; I read only the first 2,000, and "
+                                       "so would your channel account manager if you ask them. Send the rest as a "
+                                       "question of its own.)")
+    short = await ask(member, "how do I register a deal?", warm_knowledge_base, platform="slack", channel_id="DUANNA",
+                      now=rig.clock.now())
+    assert "characters" not in short.message.lines[-1]
+
+
 async def test_an_answer_slack_throttles_leaves_through_the_outbox(slack: SlackHarness) -> None:
     """The answer is sent at once while the partner waits; refused for now (429, e.g. during a
     broadcast that spent the workspace's budget), it is queued and leaves within the limits."""

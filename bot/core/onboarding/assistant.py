@@ -32,6 +32,8 @@ _UNSURE_WORDS = "Your question uses words the partner knowledge base doesn't, so
 _UNSURE_LANGUAGE = ("The partner knowledge base is in English, so I may not have understood your question "
                     "well enough to be sure.")
 MAX_QUESTION = 2000
+LONG_QUESTION = ("(Your message was {asked:,} characters; I read only the first {shown:,}, and so would your channel "
+                 "account manager if you ask them. Send the rest as a question of its own.)")
 MAX_REPLY = 2800
 ON_ITS_WAY = ("Your answer is on its way and will be sent to the partner in a moment. If it cannot be "
               "delivered, I'll tell you here and put the question back in your list.")
@@ -56,7 +58,7 @@ async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, ch
               now: datetime) -> Asked:
     """Answer a question from the knowledge base (saying so when the entry is mainly for other
     partners), or say plainly that we do not know, or that the answer is confidential, and offer the CAM."""
-    text = text.strip()[:MAX_QUESTION]
+    asked, text = text.strip(), text.strip()[:MAX_QUESTION]
     organisation = member.organisation
     # in a thread: the model's forward pass (about 18 ms, ONNX Runtime releases the GIL) must not
     # hold up the deliveries and clicks this event loop serves meanwhile
@@ -71,7 +73,10 @@ async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, ch
                                   withheld=answer.withheld is not None)], using_db=conn)
     metrics.question_answered(answer.abstained)
     # a question asked in German is answered in German where the entry has it, whatever the directory says
-    return Asked(question, answer, answer_message(question, answer, locale=answer.language or member.locale))
+    message = answer_message(question, answer, locale=answer.language or member.locale)
+    if len(asked) > MAX_QUESTION:  # said, not silently dropped: the CAM would get the same first part
+        message = replace(message, lines=(*message.lines, LONG_QUESTION.format(shown=MAX_QUESTION, asked=len(asked))))
+    return Asked(question, answer, message)
 
 
 def _entry_id(answer: Answer) -> str:
