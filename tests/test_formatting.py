@@ -23,7 +23,7 @@ from bot.channels.teams_cards import formatted as card_markdown
 from bot.console.blockkit import mrkdwn as slack_html
 from bot.core.notices.formatting import BulletList, Emphasis, Link, Paragraph, Strong, Text, parse, plain_text
 from bot.core.notices.views import NoticeView
-from bot.core.ports import DirectMessage
+from bot.core.ports import Button, DirectMessage
 from bot.topics import IMPORTANCE
 from bot.topics.importance import Importance
 
@@ -159,6 +159,19 @@ def test_a_heading_too_long_for_a_slack_header_is_never_cut_off() -> None:
     assert retracted[1] == {"type": "section", "text": {"type": "mrkdwn", "text": f"*Retracted: {reason}*"}}
     message = direct_message_blocks(DirectMessage(title="Not acknowledged: " + title, lines=("x",)))
     assert message[1]["text"]["text"] == f"*Not acknowledged: {title}*"
+
+
+def test_a_direct_message_too_long_for_50_blocks_keeps_its_buttons_and_counts_what_it_left_out() -> None:
+    """A message holds 50 blocks; the blocks were cut at 50, dropping lines and the buttons without
+    a word (a long digest or list marked delivered all the same)."""
+    lines = tuple(f"• Notice {n} https://partners.example.com/docs/" + "x" * 80 for n in range(2_000))
+    buttons = (Button("Remind now", "herald_remind_now", "1:acme", "primary"), Button("Open report", "r", "1"))
+    blocks = direct_message_blocks(DirectMessage(title="Digest", lines=lines, buttons=buttons))
+    assert len(blocks) == 50 and blocks[-1]["type"] == "actions" and len(blocks[-1]["elements"]) == 2
+    sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
+    shown = sum(s.count("• Notice ") for s in sections)
+    assert sections[-1].endswith(f"… and {2_000 - shown} more lines, too many for one Slack message")
+    assert all(len(s) <= 3000 for s in sections) and shown > 1_000
 
 
 def test_nul_characters_in_text_are_not_taken_for_the_previews_link_slots() -> None:

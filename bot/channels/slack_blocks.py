@@ -276,16 +276,24 @@ def survey_blocks(view: NoticeView) -> Blocks:
     return blocks
 
 
+MAX_MESSAGE_BLOCKS = 50  # Block Kit: blocks in one message
+
+
 def direct_message_blocks(message: DirectMessage) -> Blocks:
+    """The title, the lines in sections of at most 3,000 characters (split between lines), and
+    the buttons. Lines too many for the 50 blocks a message holds end with "… and N more lines";
+    the buttons are always kept."""
     blocks: Blocks = header_blocks(message.title)
-    text = "\n".join(escape(line) for line in message.lines)
-    if text:  # long lists: several sections, each under the limit, split between lines
+    actions: Blocks = [{"type": "actions", "elements": [
+        {"type": "button", "action_id": b.action_id, "value": b.value, "text": _plain(b.label),
+         **({"style": b.style} if b.style else {})} for b in message.buttons]}] if message.buttons else []
+    sections = ReplyBudget(limit=MAX_MESSAGE_BLOCKS - len(blocks) - len(actions),
+                           measure=lambda text: len(_split_mrkdwn(text)))
+    text = sections.listing([], [escape(line) for line in message.lines],
+                            more=lambda n: f"… and {n} more lines, too many for one Slack message")
+    if text:
         blocks += [{"type": "section", "text": _mrkdwn(piece)} for piece in _split_mrkdwn(text)]
-    if message.buttons:
-        blocks.append({"type": "actions", "elements": [
-            {"type": "button", "action_id": b.action_id, "value": b.value, "text": _plain(b.label),
-             **({"style": b.style} if b.style else {})} for b in message.buttons]})
-    return blocks[:50]
+    return blocks + actions
 
 
 def variant_preview_lines(variants: tuple[tuple[str, str, str], ...], share: int | None) -> list[str]:
