@@ -174,6 +174,19 @@ def test_a_direct_message_too_long_for_50_blocks_keeps_its_buttons_and_counts_wh
     assert all(len(s) <= 3000 for s in sections) and shown > 1_000
 
 
+@pytest.mark.parametrize("text", ["wxyz" + "a & b " * 700, "x" * 2_990 + " <https://x.example/long|a link> after"],
+                         ids=["escaped-characters", "a-link-on-the-limit"])
+def test_mrkdwn_cut_at_3000_never_falls_inside_an_escaped_character_or_a_link(text: str) -> None:
+    """A text still over a section's 3,000 characters after escaping (a survey comment of 2,500
+    ampersands) is shortened with an ellipsis, never into "&am" or an unclosed "<"."""
+    from bot.channels.slack_blocks import cut_mrkdwn
+
+    escaped = text.replace("&", "&amp;") if "<" not in text else text
+    cut = cut_mrkdwn(escaped, 3000)
+    assert len(cut) <= 3000 and cut.endswith("…") and escaped.startswith(cut[:-1])
+    assert re.search(r"&[a-z]*…$", cut) is None and cut.count("<") == cut.count(">")
+
+
 def test_nul_characters_in_text_are_not_taken_for_the_previews_link_slots() -> None:
     """The console's Slack drawing marks the links it pulls out with NUL-delimited slots: text that
     holds such a slot neither breaks the page nor becomes a copy of a link."""

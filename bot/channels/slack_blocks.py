@@ -131,7 +131,22 @@ def _plain(text: str, limit: int = 150) -> dict[str, Any]:
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": text[:3000]}
+    return {"type": "mrkdwn", "text": cut_mrkdwn(text, SECTION_TEXT)}
+
+
+def cut_mrkdwn(text: str, limit: int) -> str:
+    """`text` (escaped mrkdwn) in at most `limit` characters, an ellipsis marking a cut, which
+    never falls inside an escaped character (`&amp;`) or a `<link|label>`: a half "&am" or an
+    unclosed "<" would show as garbage or swallow the rest."""
+    if len(text) <= limit:
+        return text
+    cut = limit - 1
+    entity, link = text.rfind("&", 0, cut), text.rfind("<", 0, cut)
+    if entity >= 0 and ";" not in text[entity:cut]:
+        cut = entity
+    if link >= 0 and ">" not in text[link:cut]:
+        cut = min(cut, link)
+    return text[:cut] + "…"
 
 
 def notice_fallback_text(view: NoticeView) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION, escape, option, topic_select
+from bot.channels.slack_blocks import CANCEL_ACTION, SECTION_TEXT, SEND_ACTION, cut_mrkdwn, escape, option, topic_select
 from bot.channels.survey_lines import survey_preview_lines
 from bot.core.surveys.creating import SurveyPreview
 from bot.topics import TopicCatalog
@@ -23,7 +23,7 @@ def _plain(text: str, limit: int = 75) -> dict[str, Any]:
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": text[:3000]}
+    return {"type": "mrkdwn", "text": cut_mrkdwn(text, SECTION_TEXT)}
 
 
 def comment_modal(notice_id: int, follow_up: str, current: str = "") -> dict[str, Any]:
