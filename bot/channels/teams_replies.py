@@ -21,6 +21,7 @@ from bot.channels.teams_cards import (
     escape,
     formatted,
 )
+from bot.common.replies import ReplyBudget
 from bot.core.commands.parser import HELP_TEXT, MAX_LINK
 from bot.core.commands.runner import (
     CONSOLE_HINT,
@@ -34,8 +35,8 @@ from bot.core.commands.runner import (
     Scheduled,
     handoffs_text,
     progress_text,
+    scheduled_more,
 )
-from bot.common.replies import ReplyBudget
 from bot.core.notices.revisions import EditResult
 from bot.core.notices.sending import Preview
 from bot.core.notices.status import NoticeStatusReport
@@ -181,9 +182,7 @@ def result_markdown(result: Any) -> str:  # noqa: PLR0911 - one branch per resul
             return "No notices are scheduled."
         items = [f"- #{n.id} {format_time(n.scheduled_at)} · {n.importance} · {escape(n.topic)} · "  # type: ignore[arg-type]
                  f"**{escape(n.title)}** → {escape(n.audience)}" for n in result.notices]
-        return TEAMS_REPLY.listing(["**Scheduled notices**"], items,
-                                   more=lambda n: f"… and {n} more: the console's Notices page lists them all "
-                                                  f"({CONSOLE_HINT})")
+        return TEAMS_REPLY.listing(["**Scheduled notices**"], items, more=scheduled_more)
     if isinstance(result, Cancelled):
         n = result.notice
         return f"Notice #{n.id} " + ("cancelled." if n.status == "cancelled" else f"is already {n.status}; nothing to cancel.")

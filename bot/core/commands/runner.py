@@ -220,6 +220,11 @@ class StaffCommands:
 CONSOLE_HINT = "`console` sends you a sign-in link"
 
 
+def scheduled_more(count: int) -> str:
+    """The last line of a `scheduled` list too long for one message."""
+    return f"… and {count} more: the console's Notices page lists them all ({CONSOLE_HINT})"
+
+
 def handoffs_text(result: Handoffs, *, bold: str, budget: ReplyBudget, escape: Callable[[str], str] | None = None) -> str:
     """The open hand-offs as lines; `bold` is the platform's bold marker (`*` Slack, `**` Teams),
     `budget` what one reply of the platform holds (the oldest questions come first)."""

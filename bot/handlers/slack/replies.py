@@ -12,7 +12,6 @@ from bot.channels.slack_surveys import survey_preview_blocks
 from bot.channels.survey_lines import experiment_text
 from bot.core.commands.parser import Command
 from bot.core.commands.runner import (
-    CONSOLE_HINT,
     Cancelled,
     Handoffs,
     Paused,
@@ -24,6 +23,7 @@ from bot.core.commands.runner import (
     StaffCommands,
     handoffs_text,
     progress_text,
+    scheduled_more,
 )
 from bot.core.directory.console_access import SignInLink
 from bot.core.notices.revisions import EditResult
@@ -122,7 +122,7 @@ def scheduled_text(result: Scheduled) -> str:
     items = [f"• #{n.id} {format_time(n.scheduled_at)} · {n.importance} · {escape(n.topic)} · *{escape(n.title)}*"  # type: ignore[arg-type]
              f" → `{escape(n.audience)}`" for n in result.notices]
     return SLACK_REPLY.listing(["*Scheduled notices*"], items, ["Cancel one with `/herald cancel <notice-id>`."],
-                               more=lambda n: f"… and {n} more: the console's Notices page lists them all ({CONSOLE_HINT})")
+                               more=scheduled_more)
 
 
 def summary_text(ready: ReportReady) -> str:
