@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -69,7 +70,7 @@ async def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, wha
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
-        if asyncio.iscoroutine(result):
+        if inspect.isawaitable(result):  # a coroutine, or a query (tortoise's are awaitables, not coroutines)
             result = await result
         if result:
             return result
