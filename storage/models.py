@@ -118,6 +118,11 @@ class Workspace(Model):
     refresh_token = fields.TextField(default="")
     refresh_claimed_by = fields.CharField(max_length=64, default="")
     refresh_claimed_until = fields.DatetimeField(null=True)
+    # A hash of the bot token in use (bot.common.secrets.token_fingerprint), never the token: on an
+    # active row, the stored token's (a refusal of an older token does not deactivate a workspace
+    # reconnected since); on an inactive row, the removed token's, so a new HERALD_SLACK_BOT_TOKEN
+    # is told from the revoked one. "" when unknown (rows stored before it was kept).
+    token_fingerprint = fields.CharField(max_length=64, default="")
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -100,7 +100,7 @@ async def test_revoked_token_fails_with_reconnect_advice(rig: Rig) -> None:
     notice_id = await rig.broadcast(audience="member:anna@acme.example")
     await rig.herald.outbox.drain()
     row = await Delivery.get(notice_id=notice_id)
-    assert row.status == "failed" and "reconnect the workspace" in row.error
+    assert row.status == "failed" and "reconnect it to deliver" in row.error
 
 
 async def test_first_message_posts_to_the_user_id_and_caches_the_dm_channel(rig: Rig) -> None:

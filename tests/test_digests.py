@@ -146,7 +146,7 @@ async def test_several_replicas_send_one_digest_per_member_in_each_time_zone(rig
 async def test_a_failed_digest_is_recorded_and_its_notices_roll_into_the_next(rig: Rig) -> None:
     rig.clock.set(MONDAY_10_UTC)
     first = await _nice(rig, "incentives", "Q1 rebates")
-    rig.fake.fail_next("chat.postMessage", error="account_inactive")
+    rig.fake.fail_next("chat.postMessage", error="is_archived")
     assert await _tick_at(rig, TUESDAY_8_UTC) == 0
     run = await DigestRun.get(period="2026-01-06")
     assert run.status == "failed" and run.error

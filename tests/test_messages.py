@@ -152,7 +152,7 @@ async def test_hand_off_and_relay_go_once_and_a_failed_relay_is_reported_to_the_
     assert "Page 4 of the portal." in str(relay.args["blocks"])
     assert (await Question.get(id=question.id)).handoff_status == "answered"
 
-    rig.fake.fail_next("chat.postMessage", error="account_inactive")  # Anna's account was deactivated
+    rig.fake.fail_next("chat.postMessage", error="user_disabled")  # Anna's account was deactivated
     await rig.herald.relay_reply(question.id, cam, "Also: page 5.")
     await rig.herald.outbox.drain()
     assert [c for c in _ok_posts(rig) if c.channel == "DUANNA"] == [relay]
@@ -199,7 +199,7 @@ async def test_the_same_reply_again_after_a_failed_relay_reaches_the_partner(rig
     await rig.herald.hand_off_question(question.id, anna)
     await rig.herald.outbox.drain()
 
-    rig.fake.fail_next("chat.postMessage", error="account_inactive")  # the token was inactive for a moment
+    rig.fake.fail_next("chat.postMessage", error="is_archived")  # the DM was archived for a moment
     await rig.herald.relay_reply(question.id, cam, "Page 4 of the portal.")
     await rig.herald.outbox.drain()
     assert [c for c in _ok_posts(rig) if c.channel == "DUANNA"] == []
@@ -207,7 +207,7 @@ async def test_the_same_reply_again_after_a_failed_relay_reaches_the_partner(rig
     note = [c for c in _ok_posts(rig) if c.channel == "DUCAM1" and "not delivered" in str(c.args.get("blocks"))]
     assert note and "reply again" in str(note[0].args["blocks"])
 
-    # the workspace is reconnected; the CAM does what the note says and replies again (twice: a replay)
+    # the CAM does what the note says and replies again (twice: a replay)
     for _ in range(2):
         await rig.herald.relay_reply(question.id, cam, "Page 4 of the portal.")
     await rig.herald.outbox.drain()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from datetime import UTC, datetime, timedelta
 import os
 import subprocess
 import sys
@@ -25,10 +27,11 @@ from bot.core.directory.workspaces import add_slack_workspace, deactivate_worksp
 from bot.handlers.slack.oauth import make_state
 from config.settings import ConfigError, load_settings
 from storage import db as storage_db
-from storage.models import AuditEvent, Delivery, Member, Notice, PlatformAccount, Workspace
+from storage.models import AuditEvent, Delivery, Member, Notice, PlatformAccount, Staff, Workspace
 from tests.fakes.slack_signing import event_body
 from tests.support import (
-    TEAM, Rig, SlackHarness, directory_csv, seed_directory, start_harness, stop_harness, wait_until,
+    CAM_USER, SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, directory_csv, seed_directory, start_harness,
+    stop_harness, wait_until,
 )
 
 SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
@@ -570,3 +573,65 @@ def test_slack_manifest() -> None:
         refused = runner.invoke(main, ["slack", "manifest", "--url", bad])
         assert refused.exit_code == 2, bad
         assert "--url" in refused.output
+
+
+# ---- Herald removed without the event, and reconnected ---------------------------------------
+
+MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+async def _event(slack: SlackHarness, body: str) -> None:
+    response = await slack.post_signed(body, timestamp=int(time.time()))
+    assert response.status == 200, response.body
+
+
+@pytest.mark.parametrize("answer", ["account_inactive", "token_revoked"])
+async def test_a_send_refused_because_herald_was_removed_stops_the_workspace(slack_http: SlackHarness,
+                                                                           answer: str) -> None:
+    """Herald missed `app_uninstalled` / `tokens_revoked` (down for the hour Slack retries events),
+    so the first it learns of the removal is Slack's answer to chat.postMessage: `account_inactive`
+    (a bot token of an uninstalled app) or `token_revoked`. That answer is handled as the event is
+    (README "Connecting Slack"): the workspace is deactivated (audited, once), the broadcast's other
+    copies fail with the removal's reason, and the next notice's copies fail without a request."""
+    slack = slack_http
+    rig = Rig(slack.fake, slack.herald, slack.clock)
+    if answer == "token_revoked":
+        slack.fake.revoke(TOKEN)
+    else:
+        slack.fake.uninstall(TOKEN)
+
+    first = await rig.broadcast("org:acme")  # Anna and Bo
+    await slack.herald.outbox.drain()
+    failed = await Delivery.filter(notice_id=first, workspace_external_id=TEAM)
+    reason = f"Herald was removed from Slack workspace {TEAM}; reconnect it to deliver"
+    assert failed and {(d.status, d.error) for d in failed} == {("failed", reason)}
+    refused = len(slack.fake.calls_to("chat.postMessage"))
+    assert refused >= 1 and {c.error for c in slack.fake.calls_to("chat.postMessage")} == {answer}
+
+    second = await rig.broadcast("org:bolt,keys")  # Cy and Di, same workspace
+    await slack.herald.outbox.drain()
+    workspace = await Workspace.get(platform="slack", external_id=TEAM)
+    assert len(slack.fake.calls_to("chat.postMessage")) == refused and not workspace.active
+    (uninstalled,) = await AuditEvent.filter(kind="workspace.uninstalled")
+    assert uninstalled.data["reason"] == answer
+    rows = await Delivery.filter(notice_id=second, workspace_external_id=TEAM)
+    assert rows and {(d.status, d.error) for d in rows} == {("failed", reason)}
+    assert (await verify_chain()).ok
+
+
+async def test_a_refusal_of_a_token_replaced_since_leaves_the_workspace_connected(db: str) -> None:
+    """A send refused with the old token lands after the workspace was reconnected with a new one:
+    the new token is alive, so nothing is deactivated. invalid_auth's reason names its other causes."""
+    from bot.common.clock import ManualClock
+    from bot.common.secrets import token_fingerprint
+
+    now = ManualClock().now()
+    await add_slack_workspace("T0RECON", "xoxb-new", now=now, actor="test")
+    stale = await workspace_core.workspace_refused("slack", "T0RECON", cause="token_revoked",
+                                                   refused_token=token_fingerprint("xoxb-old"), now=now)
+    assert stale.changed is False and (await Workspace.get(external_id="T0RECON")).active
+    dead = await workspace_core.workspace_refused("slack", "T0RECON", cause="invalid_auth",
+                                                  refused_token=token_fingerprint("xoxb-new"), now=now)
+    assert dead.changed and not (await Workspace.get(external_id="T0RECON")).active
+    assert "invalid_auth" in workspace_core.removed_reason("slack", "T0RECON", "invalid_auth")
+    assert "reconnect it to deliver" in workspace_core.removed_reason("slack", "T0RECON", "invalid_auth")

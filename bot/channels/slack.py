@@ -26,7 +26,9 @@ from bot.common.secrets import (
     TokenDecryptError,
     environment_cipher,
     is_sealed,
+    token_fingerprint,
 )
+from bot.core.directory.workspaces import removed_reason
 from bot.core.notices.views import NoticeView
 from bot.core.ports import DirectMessage, MessageRef, Outcome, RateLimited, Recipient, UpdateRefused
 from storage.models import Platform, Workspace
@@ -37,6 +39,13 @@ METADATA_EVENT = "herald_notice"
 _TOKEN_TTL_SECONDS = 30.0
 _RENDERED_VIEWS = 256  # notice renderings kept: a broadcast sends the same few views to everyone
 _TIMEOUT = aiohttp.ClientTimeout(total=20)
+
+# Answers that mean Herald's token is dead for the whole workspace: the app was removed (Slack's
+# error reference: `account_inactive` is what a bot token of a deleted workspace or removed app
+# gets; `token_revoked`), or `invalid_auth` (also a token that was never right: another
+# workspace's, mistyped, or refused by an IP allow-list). The workspace is deactivated as on the
+# uninstall event, so no further request is made with that token.
+_REMOVED_ERRORS = frozenset({"account_inactive", "token_revoked", "invalid_auth"})
 
 _PERMANENT_ERRORS = {
     "user_not_found": "Slack user {user} does not exist in workspace {team} (check the directory)",
@@ -70,6 +79,9 @@ class SlackWorkspaces:
         self._refreshing: set[asyncio.Future] = set()  # refreshes started by token_now
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, AsyncWebClient] = {}
+        # Fingerprints of tokens Slack refused for good (`refused`): not used again by this process,
+        # even before the workspace's deactivation is stored or while the env token is the revoked one.
+        self._refused: set[str] = set()
 
     async def token_for(self, team_id: str) -> str | None:
         cached = self._cache.get(team_id)
@@ -97,7 +109,7 @@ class SlackWorkspaces:
         refresh = asyncio.ensure_future(self.token_for(team_id))  # one refresh, however many ask
         self._refreshing.add(refresh)
         refresh.add_done_callback(self._refreshed)
-        return self._open(workspace)
+        return self._usable(self._open(workspace))
 
     def _refreshed(self, refresh: asyncio.Future) -> None:
         self._refreshing.discard(refresh)
@@ -112,8 +124,24 @@ class SlackWorkspaces:
             token = self._open(workspace) if workspace.active else None
         else:
             token = self.default_token
+        token = self._usable(token)
         self._cache[team_id] = (time.monotonic(), token)
         return token
+
+    def _usable(self, token: str | None) -> str | None:
+        return None if token and token_fingerprint(token) in self._refused else token
+
+    def refused(self, team_id: str, token: str) -> None:
+        """Slack refused `token` for good (the app was removed): never use it again."""
+        self._refused.add(token_fingerprint(token))
+        self.forget(team_id)
+
+    async def missing_reason(self, team_id: str) -> str:
+        """Why there is no token for the workspace, for the copy that cannot go out."""
+        workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
+        if (workspace is not None and not workspace.active) or (workspace is None and self.default_token):
+            return removed_reason(Platform.SLACK.value, team_id)  # removed, or the env token was refused
+        return f"Herald is not installed in Slack workspace {team_id}"
 
     async def _rotating(self, workspace: Workspace, *, expired: bool = False) -> str | None:
         """An expiring token, refreshed when due; cached only until it is due again."""
@@ -224,7 +252,7 @@ class SlackChannel:
                       maybe_sent: bool, wanted: bool = True) -> Outcome:
         token = await self.workspaces.token_for(recipient.workspace_id)
         if not token:
-            return Outcome.failed(f"Herald is not installed in Slack workspace {recipient.workspace_id}")
+            return Outcome.failed(await self.workspaces.missing_reason(recipient.workspace_id))
         opened, checking = "", maybe_sent
         try:
             # No conversations.open on the hot path (Tier 3, ~50 a minute per workspace): a bot
@@ -257,7 +285,9 @@ class SlackChannel:
         except SlackApiError as exc:
             if exc.response is not None and exc.response.get("error") == "token_expired":
                 await self.workspaces.token_expired(recipient.workspace_id)
-            outcome = _classify(exc, recipient, opened, to_user=not recipient.dm_channel)
+            outcome = _classify(exc, recipient, opened, to_user=not recipient.dm_channel, token=token)
+            if outcome.removed_cause:
+                self.workspaces.refused(recipient.workspace_id, token)
             if checking and outcome.throttled:
                 # The check's own method limit (conversations.history: 1 a minute for an app
                 # distributed outside the Marketplace), not chat.postMessage's: this row waits, still
@@ -280,17 +310,20 @@ class SlackChannel:
         return None
 
     async def send_message(self, recipient: Recipient, message: DirectMessage) -> Outcome:
-        client = await self.workspaces.client_for(recipient.workspace_id)
-        if client is None:
-            return Outcome.failed(f"Herald is not installed in Slack workspace {recipient.workspace_id}")
+        token = await self.workspaces.token_for(recipient.workspace_id)
+        if not token:
+            return Outcome.failed(await self.workspaces.missing_reason(recipient.workspace_id))
         try:
             channel = recipient.dm_channel or recipient.user_id  # posting to a user id: see deliver()
-            response = await client.chat_postMessage(channel=channel, text=escape(message.title),
-                                                     blocks=direct_message_blocks(message), unfurl_links=False)
+            response = await self.workspaces.client(token).chat_postMessage(
+                channel=channel, text=escape(message.title), blocks=direct_message_blocks(message), unfurl_links=False)
             dm_channel = "" if recipient.dm_channel else str(response["channel"])
             return Outcome.delivered(MessageRef(response["channel"], response["ts"]), dm_channel=dm_channel)
         except SlackApiError as exc:
-            return _classify(exc, recipient, "", to_user=not recipient.dm_channel)
+            outcome = _classify(exc, recipient, "", to_user=not recipient.dm_channel, token=token)
+            if outcome.removed_cause:
+                self.workspaces.refused(recipient.workspace_id, token)
+            return outcome
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return Outcome.retry(f"network error talking to Slack ({type(exc).__name__})")
 
@@ -352,11 +385,15 @@ _UPDATE_REFUSED = frozenset({"message_not_found", "channel_not_found", "cant_upd
                              "no_permission", "msg_too_long", "invalid_blocks", "restricted_action"})
 
 
-def _classify(exc: SlackApiError, recipient: Recipient, opened: str, *, to_user: bool = False) -> Outcome:
+def _classify(exc: SlackApiError, recipient: Recipient, opened: str, *, to_user: bool = False,
+              token: str = "") -> Outcome:
     status = exc.response.status_code
     error = str(exc.response.get("error", "")) if exc.response is not None else ""
     if to_user and error == "channel_not_found":  # posted to a user id Slack will not DM
         error = "user_not_found"
+    if error in _REMOVED_ERRORS and token:
+        return Outcome.removed(error, removed_reason(Platform.SLACK.value, recipient.workspace_id, error),
+                               token_fingerprint=token_fingerprint(token), dm_channel=opened)
     if status == 429 or error in _RATE_LIMITED:
         retry_after = float(exc.response.headers.get("Retry-After", 1) or 1)
         return Outcome.retry("Slack rate limit", retry_after=retry_after, throttled=True, dm_channel=opened)

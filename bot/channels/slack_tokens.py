@@ -25,7 +25,7 @@ from tortoise.transactions import in_transaction
 
 from bot.common import metrics
 from bot.common.clock import Clock
-from bot.common.secrets import TokenCipher
+from bot.common.secrets import TokenCipher, token_fingerprint
 from bot.core.compliance.audit import audit_event, record
 from storage.models import Platform, Workspace
 
@@ -93,6 +93,7 @@ class TokenRotator:
         async with in_transaction() as conn:
             stored = await Workspace.filter(id=workspace.id, refresh_claimed_by=self.owner).using_db(conn).update(
                 bot_token=cipher.seal(str(answer["access_token"])),
+                token_fingerprint=token_fingerprint(str(answer["access_token"])),
                 refresh_token=cipher.seal(str(answer["refresh_token"])),
                 token_expires_at=expires_at, refresh_claimed_by="", refresh_claimed_until=None)
             if stored:

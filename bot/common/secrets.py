@@ -72,6 +72,14 @@ def verify(key: bytes, message: str, signature: str) -> bool:
     return hmac.compare_digest(sign(key, message).encode(), signature.encode())
 
 
+def token_fingerprint(token: str | None) -> str:
+    """A short hash that tells one bot token from another without revealing it ("" for none).
+    Bot tokens are long random strings, so an unsalted SHA-256 cannot be reversed or guessed."""
+    if not token:
+        return ""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
 def is_sealed(stored: str) -> bool:
     return stored.startswith(PREFIX)
 

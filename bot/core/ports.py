@@ -46,6 +46,11 @@ class Outcome:
     in_doubt: bool = False
     # The channel looked for an earlier attempt's message and it is not there: nothing was posted.
     looked: bool = False
+    # The platform refused Herald's credentials for the whole workspace for good (Slack: the app
+    # was removed, its token revoked): the code it answered. The engine deactivates the workspace
+    # as the uninstall event does (bot.core.directory.workspaces.workspace_refused).
+    removed_cause: str = ""
+    token_fingerprint: str = ""  # of the refused token (a workspace reconnected since is left alone)
 
     @classmethod
     def delivered(cls, ref: MessageRef, dm_channel: str = "") -> "Outcome":
@@ -72,6 +77,12 @@ class Outcome:
     @classmethod
     def failed(cls, reason: str, dm_channel: str = "") -> "Outcome":
         return cls(OutcomeKind.FAILED, reason=reason, dm_channel=dm_channel)
+
+    @classmethod
+    def removed(cls, cause: str, reason: str, *, token_fingerprint: str, dm_channel: str = "") -> "Outcome":
+        """Failed because Herald can no longer act in the workspace at all (see `removed_cause`)."""
+        return cls(OutcomeKind.FAILED, reason=reason, dm_channel=dm_channel, removed_cause=cause,
+                   token_fingerprint=token_fingerprint)
 
 
 @dataclass(frozen=True)

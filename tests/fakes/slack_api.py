@@ -9,7 +9,8 @@ It mirrors how Slack answers the requests ``AsyncWebClient`` sends:
   all three are merged. JSON-valued fields (``blocks``, ``metadata``, ``view`` ...) that
   arrive as JSON strings are decoded before they are recorded or stored.
 * the token comes from ``Authorization: Bearer <token>`` (or a ``token`` parameter); an
-  unknown token answers ``invalid_auth``, a revoked one ``token_revoked`` -- with HTTP 200
+  unknown token answers ``invalid_auth``, a revoked one ``token_revoked``, the bot token of an
+  app uninstalled from its workspace ``account_inactive`` (``uninstall``) -- with HTTP 200
   and ``{"ok": false, ...}`` exactly like Slack.
 * injected rate limits answer HTTP 429 with ``Retry-After`` and ``{"ok": false, "error":
   "ratelimited"}``; injected server errors answer HTTP 5xx with a JSON error body.
@@ -95,6 +96,7 @@ class _Workspace:
     bot_user_id: str
     bot_id: str
     revoked: bool = False
+    revoked_error: str = "token_revoked"  # what a revoked token answers
     scopes: tuple[str, ...] = ()
     expires_at: float | None = None  # token rotation: the token's expiry on `token_clock`
 
@@ -275,6 +277,13 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
     def revoke(self, token: str) -> None:
         """Later calls with ``token`` answer ``token_revoked``."""
         self._workspaces[token].revoked = True
+
+    def uninstall(self, token: str) -> None:
+        """The app was removed from the token's workspace: later calls with this bot token answer
+        ``account_inactive`` (Slack's error reference: "Authentication token is for a deleted user or
+        workspace when using a bot token"), and no event is sent (Herald missed it)."""
+        ws = self._workspaces[token]
+        ws.revoked, ws.revoked_error = True, "account_inactive"
 
     def add_user(self, team_id: str, user_id: str, email: str | None = None, name: str | None = None) -> None:
         name = name or user_id.lower()
@@ -529,8 +538,8 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
             call.error = "invalid_auth"
             return _json({"ok": False, "error": "invalid_auth"})
         if ws.revoked:
-            call.error = "token_revoked"
-            return _json({"ok": False, "error": "token_revoked"})
+            call.error = ws.revoked_error
+            return _json({"ok": False, "error": ws.revoked_error})
         if ws.expires_at is not None and self.token_clock() >= ws.expires_at:
             call.error = "token_expired"
             return _json({"ok": False, "error": "token_expired"})

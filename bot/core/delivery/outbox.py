@@ -49,6 +49,7 @@ from bot.core.delivery.notice_rows import (
     defer_updates,
 )
 from bot.core.delivery.retry import RetryPolicy
+from bot.core.directory.workspaces import deactivate_refused
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import NoticeExtras, RowExtras, load_extras
 from bot.core.notices.views import NoticeView, notice_view
@@ -892,6 +893,8 @@ class Outbox:
         finally:
             self._sending[source.name] -= 1
         await self._recorders[source.name].put(item, outcome)
+        if outcome.removed_cause:  # the platform refused Herald's token for the lane's whole workspace
+            await deactivate_refused([(lane[0], lane[1], outcome)], self.clock.now())
 
     async def _attempt(self, lane: Lane, source: LaneSource, item: Any) -> Outcome:
         """Send the item within the lane's pace and the replica's concurrency, unless the lane is

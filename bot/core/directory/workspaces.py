@@ -2,10 +2,16 @@
 
 Bot tokens are stored sealed (`bot.common.secrets`): encrypted with a key derived from
 `HERALD_SECRET_KEY` when it is set, in plaintext otherwise; plaintext rows stay readable.
+
+Removal: Herald removed from a workspace (Slack's `app_uninstalled` / `tokens_revoked` event, or
+a send refused with a code that means the same) deactivates it and fails what waits for it with
+`removed_reason`, which says to reconnect it.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,9 +19,10 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot.common.errors import UserError
-from bot.common.secrets import TokenCipher, environment_cipher
+from bot.common.secrets import TokenCipher, environment_cipher, token_fingerprint
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.notice_rows import complete_sent_notices
+from bot.core.ports import Outcome
 from storage import db as storage_db
 from storage.models import (
     OPEN_DELIVERY_STATUSES,
@@ -27,12 +34,23 @@ from storage.models import (
     Workspace,
 )
 
+log = logging.getLogger(__name__)
+
 INSTALLED = "workspace.installed"
 UNINSTALLED = "workspace.uninstalled"
+# Slack's answers that mean Herald's token is dead for good (its error reference): the app was
+# removed (`account_inactive` for a bot token, `token_revoked`), or `invalid_auth`, which may also
+# be a token that was never right (another workspace's, mistyped) or an IP allow-list.
+INVALID_AUTH = "invalid_auth"
+_CAUSES = ("app_uninstalled", "tokens_revoked", "account_inactive", "token_revoked", INVALID_AUTH)
 
 
-def removed_reason(platform: str, external_id: str) -> str:
-    """What a delivery that cannot go out because Herald was removed says."""
+def removed_reason(platform: str, external_id: str, cause: str = "") -> str:
+    """What a delivery that cannot go out because Herald was removed says (`cause`: Slack's event
+    or error code)."""
+    if platform == Platform.SLACK.value and cause == INVALID_AUTH:
+        return (f"Slack refused Herald's token for workspace {external_id} (invalid_auth: the app was removed, "
+                "or the token is not this workspace's or is IP-restricted); reconnect it to deliver")
     if platform == Platform.SLACK.value:
         return f"Herald was removed from Slack workspace {external_id}; reconnect it to deliver"
     return f"Herald was removed from {platform.title()} tenant {external_id}; reconnect it to deliver"
@@ -45,18 +63,26 @@ def _check_team_id(team_id: str) -> str:
     return team_id
 
 
+@dataclass(frozen=True)
+class _Stored:
+    created: bool  # the row is new
+    reconnected: bool  # the row was inactive (Herald had been removed)
+
+
 async def _store_slack_workspace(conn: BaseDBAsyncClient, team_id: str, token: str, *, name: str,
                                  bot_user_id: str, cipher: TokenCipher, refresh_token: str = "",
-                                 expires_at: datetime | None = None) -> bool:
-    """Insert or reactivate the workspace with the sealed token; True when the row is new."""
+                                 expires_at: datetime | None = None) -> _Stored:
+    """Insert or reactivate the workspace with the sealed token."""
     query = Workspace.filter(platform=Platform.SLACK.value, external_id=team_id).using_db(conn)
     if storage_db.dialect() == "postgres":
         query = query.select_for_update()
     workspace = await query.first()
     created = workspace is None
+    reconnected = workspace is not None and not workspace.active
     if workspace is None:
         workspace = Workspace(platform=Platform.SLACK.value, external_id=team_id)
     workspace.bot_token, workspace.active = cipher.seal(token), True
+    workspace.token_fingerprint = token_fingerprint(token)
     # token rotation: an expiring token comes with its refresh token (both sealed); none otherwise
     workspace.refresh_token = cipher.seal(refresh_token) if refresh_token else ""
     workspace.token_expires_at = expires_at if refresh_token else None
@@ -64,7 +90,7 @@ async def _store_slack_workspace(conn: BaseDBAsyncClient, team_id: str, token: s
     workspace.name = name or workspace.name
     workspace.bot_user_id = bot_user_id or workspace.bot_user_id
     await workspace.save(using_db=conn)
-    return created
+    return _Stored(created, reconnected)
 
 
 async def add_slack_workspace(team_id: str, token: str, *, name: str = "", bot_user_id: str = "",
@@ -75,11 +101,12 @@ async def add_slack_workspace(team_id: str, token: str, *, name: str = "", bot_u
     team_id = _check_team_id(team_id)
     cipher = cipher or environment_cipher()
     async with in_transaction() as conn:
-        created = await _store_slack_workspace(conn, team_id, token, name=name, bot_user_id=bot_user_id,
-                                               cipher=cipher)
-        await record([audit_event("workspace.added" if created else "workspace.updated", now=now, actor=actor,
-                                  platform="slack", workspace=team_id)], using_db=conn)
-    return created
+        stored = await _store_slack_workspace(conn, team_id, token, name=name, bot_user_id=bot_user_id,
+                                              cipher=cipher)
+        events = [audit_event("workspace.added" if stored.created else "workspace.updated", now=now, actor=actor,
+                              platform="slack", workspace=team_id)]
+        await record(events, using_db=conn)
+    return stored.created
 
 
 class InstallReused(UserError):
@@ -106,14 +133,14 @@ async def install_slack_workspace(team_id: str, token: str, *, name: str, bot_us
     async with in_transaction() as conn:
         if await install_used(install_id, since=issued_at, using_db=conn):
             raise InstallReused("this install link was already used; start again from /slack/install")
-        created = await _store_slack_workspace(conn, team_id, token, name=name, bot_user_id=bot_user_id,
-                                               cipher=cipher, refresh_token=refresh_token, expires_at=expires_at)
-        await record([audit_event(INSTALLED, now=now, actor=actor, platform="slack", workspace=team_id,
-                                  name=name, bot_user_id=bot_user_id, reinstalled=not created,
-                                  install_id=install_id, scopes=scopes, app_id=app_id,
-                                  token_encrypted=cipher.encrypts, token_rotation=bool(refresh_token))],
-                     using_db=conn)
-    return created
+        stored = await _store_slack_workspace(conn, team_id, token, name=name, bot_user_id=bot_user_id,
+                                              cipher=cipher, refresh_token=refresh_token, expires_at=expires_at)
+        events = [audit_event(INSTALLED, now=now, actor=actor, platform="slack", workspace=team_id,
+                              name=name, bot_user_id=bot_user_id, reinstalled=not stored.created,
+                              install_id=install_id, scopes=scopes, app_id=app_id,
+                              token_encrypted=cipher.encrypts, token_rotation=bool(refresh_token))]
+        await record(events, using_db=conn)
+    return stored.created
 
 
 @dataclass(frozen=True)
@@ -123,16 +150,22 @@ class Deactivation:
 
 
 async def deactivate_workspace(platform: str, external_id: str, *, reason: str, now: datetime,
-                               actor: str = "") -> Deactivation:
+                               actor: str = "", refused_token: str = "", env_token: str = "") -> Deactivation:
     """Herald was removed from a workspace: mark it inactive, wipe its token, and fail every
     delivery still waiting for it, in one transaction with the audit events.
 
-    `reason` says why (e.g. the Slack event: "app_uninstalled", "tokens_revoked"). Idempotent:
-    for a workspace that is already inactive nothing is written. A workspace Herald only knew
-    from `HERALD_SLACK_BOT_TOKEN` gets an inactive row, so the revoked env token is not used.
+    `reason` says why: the Slack event ("app_uninstalled", "tokens_revoked") or the error code a
+    send was refused with ("account_inactive", "token_revoked", "invalid_auth"). Idempotent: for a
+    workspace that is already inactive nothing is written.
+
+    `refused_token`: the fingerprint (bot.common.secrets.token_fingerprint) of the token a send
+    was refused with; when the workspace holds another token now (reconnected while that send
+    was on the wire), nothing is done. A workspace Herald only knew from `HERALD_SLACK_BOT_TOKEN`
+    gets an inactive row keeping that token's fingerprint (`env_token`, else `refused_token`), so
+    the revoked env token is not used.
     """
     actor = actor or f"{platform}:{external_id}"
-    message = removed_reason(platform, external_id)
+    message = removed_reason(platform, external_id, reason)
     async with in_transaction() as conn:
         query = Workspace.filter(platform=platform, external_id=external_id).using_db(conn)
         postgres = storage_db.dialect() == "postgres"
@@ -141,9 +174,15 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
         workspace = await query.first()
         if workspace is not None and not workspace.active and not workspace.bot_token:
             return Deactivation(changed=False, failed_deliveries=0)
+        if workspace is not None and refused_token and workspace.token_fingerprint not in ("", refused_token):
+            return Deactivation(changed=False, failed_deliveries=0)  # reconnected since: the new token is alive
         if workspace is None:
             workspace = Workspace(platform=platform, external_id=external_id)
+            workspace.token_fingerprint = env_token or refused_token  # the revoked env token's
+        elif workspace.bot_token:
+            workspace.token_fingerprint = ""  # a stored token: gone with the row's token
         workspace.active, workspace.bot_token = False, ""
+        workspace.refresh_token, workspace.token_expires_at = "", None
         await workspace.save(using_db=conn)
 
         rows = await storage_db.select_locked(
@@ -165,6 +204,36 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
                                       reason=message, attempts=row["attempts"]))
         await record(events, using_db=conn)
     return Deactivation(changed=True, failed_deliveries=len(ids))
+
+
+async def workspace_refused(platform: str, external_id: str, *, cause: str, refused_token: str,
+                            now: datetime) -> Deactivation:
+    """A send was refused with `cause`, an answer that means Herald's token for the workspace is
+    dead for good: handled as the uninstall event is (the event may have been missed: Herald was
+    down for the hour Slack retries it). Logged with how to recover."""
+    result = await deactivate_workspace(platform, external_id, reason=cause, now=now, refused_token=refused_token,
+                                        actor=f"{platform}:{external_id}")
+    if result.changed:
+        log.warning("%s workspace %s refused Herald's token (%s): deactivated, %d waiting deliveries failed. "
+                    "%s To recover, connect it again (\"Add to Slack\", `herald slack add-workspace`, or a new "
+                    "HERALD_SLACK_BOT_TOKEN and a restart): the failed copies of live notices are then sent.",
+                    platform.title(), external_id, cause, result.failed_deliveries,
+                    "invalid_auth can also mean a wrong token (another workspace's, mistyped) or an IP "
+                    "allow-list;" if cause == INVALID_AUTH else "Herald was removed from it.")
+    return result
+
+
+async def deactivate_refused(refusals: Iterable[tuple[str, str, Outcome]], now: datetime) -> None:
+    """After a group of outcomes is stored: each workspace whose token a send found dead
+    (`Outcome.removed_cause`) is deactivated (`workspace_refused`). A failure here is logged and
+    left to the next refused send."""
+    seen = {(platform, workspace, o.removed_cause, o.token_fingerprint)
+            for platform, workspace, o in refusals if o.removed_cause}
+    for platform, workspace, cause, fingerprint in sorted(seen):
+        try:
+            await workspace_refused(platform, workspace, cause=cause, refused_token=fingerprint, now=now)
+        except Exception:  # noqa: BLE001 - the outcomes are stored; the next refusal tries again
+            log.exception("could not deactivate %s workspace %s after it refused Herald's token", platform, workspace)
 
 
 async def list_workspaces(platform: str | None = None) -> list[Workspace]:

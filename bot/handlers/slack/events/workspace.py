@@ -8,6 +8,7 @@ import logging
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.common.secrets import token_fingerprint
 from bot.core.directory import workspaces as workspace_core
 from bot.service import Herald
 from storage.models import Platform
@@ -21,8 +22,10 @@ def register(app: AsyncApp, herald: Herald) -> None:
         if not team_id or (kind == "tokens_revoked" and not (event.get("tokens") or {}).get("bot")):
             return  # no workspace (org-wide event), or only users' tokens: Herald uses the bot token
         retry = (request.headers.get("x-slack-retry-num") or [""])[0]
+        env_token = token_fingerprint(herald.slack_workspaces.default_token)  # kept if it served this workspace
         result = await workspace_core.deactivate_workspace(Platform.SLACK.value, team_id, reason=kind,
-                                                           now=herald.clock.now(), actor=f"slack:{team_id}")
+                                                           now=herald.clock.now(), actor=f"slack:{team_id}",
+                                                           env_token=env_token)
         herald.slack_workspaces.forget(team_id)
         log.warning("Slack %s for workspace %s%s: %s", kind, team_id, f" (retry {retry})" if retry else "",
                     f"deactivated, {result.failed_deliveries} deliveries failed" if result.changed
