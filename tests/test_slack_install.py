@@ -635,3 +635,43 @@ async def test_a_refusal_of_a_token_replaced_since_leaves_the_workspace_connecte
     assert dead.changed and not (await Workspace.get(external_id="T0RECON")).active
     assert "invalid_auth" in workspace_core.removed_reason("slack", "T0RECON", "invalid_auth")
     assert "reconnect it to deliver" in workspace_core.removed_reason("slack", "T0RECON", "invalid_auth")
+
+
+async def test_reconnecting_a_removed_workspace_delivers_the_must_know_notice_that_waited_for_it(
+        slack: SlackHarness) -> None:
+    """The failure reason says "reconnect it to deliver": the partner's admin does ("Add to Slack"
+    again) and the copies of still-live notices that failed because Herald was removed go back to
+    pending (audited `delivery.requeued`) and are delivered with the new token. A retracted
+    notice's copy stays failed. (SPEC "Delivery": a reason a person can act on; nothing is lost.)"""
+    slack.clock.set(MONDAY_9_UTC)
+    await _install_newco(slack)
+    await import_directory(directory_csv([NEWCO_MEMBER]), now=slack.clock.now(), actor="test")
+    rig = Rig(slack.fake, slack.herald, slack.clock)
+    notice_id = await rig.broadcast("org:newco", deadline=MONDAY_9_UTC + timedelta(days=5))
+    retracted_id = await rig.broadcast("org:newco")
+    (waiting,) = await Delivery.filter(notice_id=notice_id, workspace_external_id=NEW_TEAM)
+    assert waiting.status == "pending"
+
+    await _event(slack, event_body({"type": "app_uninstalled"}, NEW_TEAM, event_id="EvGONE1"))
+    await wait_until(lambda: Workspace.filter(external_id=NEW_TEAM, active=False).exists(), what="the uninstall")
+    failed = await Delivery.get(id=waiting.id)
+    assert failed.status == "failed" and "reconnect it to deliver" in failed.error
+    await Notice.filter(id=retracted_id).update(status="retracted")
+
+    slack.clock.advance(minutes=30)  # the admin adds Herald back the same morning
+    await _install_newco(slack, code="code-again", token="xoxb-newco-second")
+    await slack.herald.outbox.drain()
+
+    row = await Delivery.get(id=waiting.id)
+    posted = [c for c in slack.fake.calls_to("chat.postMessage")
+              if c.team_id == NEW_TEAM and c.ok and c.channel in ("D" + NEW_USER, NEW_USER)]
+    assert row.status == "delivered" and len(posted) == 1
+    (retracted,) = await Delivery.filter(notice_id=retracted_id)
+    assert retracted.status == "failed"
+    (requeued,) = await AuditEvent.filter(kind="delivery.requeued")
+    assert requeued.notice_id == notice_id and requeued.data["delivery_id"] == waiting.id
+    assert (await Notice.get(id=notice_id)).status == "sent"
+
+    await _install_newco(slack, code="code-third", token="xoxb-newco-third")  # reinstalled while connected
+    await slack.herald.outbox.drain()
+    assert await AuditEvent.filter(kind="delivery.requeued").count() == 1  # nothing sent twice

@@ -3,9 +3,11 @@
 Bot tokens are stored sealed (`bot.common.secrets`): encrypted with a key derived from
 `HERALD_SECRET_KEY` when it is set, in plaintext otherwise; plaintext rows stay readable.
 
-Removal: Herald removed from a workspace (Slack's `app_uninstalled` / `tokens_revoked` event, or
-a send refused with a code that means the same) deactivates it and fails what waits for it with
-`removed_reason`, which says to reconnect it.
+Removal and reconnection: Herald removed from a workspace (Slack's `app_uninstalled` /
+`tokens_revoked` event, or a send refused with a code that means the same) deactivates it and
+fails what waits for it with `removed_reason`, which says to reconnect it. Reconnecting it ("Add
+to Slack" again, `herald slack add-workspace`) puts the copies of still-live notices that failed so back to
+pending, so the reason's promise holds.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from tortoise.transactions import in_transaction
 
 from bot.common.errors import UserError
 from bot.common.secrets import TokenCipher, environment_cipher, token_fingerprint
-from bot.core.compliance.audit import audit_event, record
+from bot.core.compliance.audit import PendingEvent, audit_event, record
 from bot.core.delivery.notice_rows import complete_sent_notices
+from bot.core.notices.sending import _quiet_hours_ends
 from bot.core.ports import Outcome
 from storage import db as storage_db
 from storage.models import (
@@ -30,14 +33,19 @@ from storage.models import (
     Delivery,
     DeliveryKind,
     DeliveryStatus,
+    Notice,
+    NoticeStatus,
     Platform,
+    Survey,
     Workspace,
 )
+from bot.topics import parse_importance
 
 log = logging.getLogger(__name__)
 
 INSTALLED = "workspace.installed"
 UNINSTALLED = "workspace.uninstalled"
+REQUEUED = "delivery.requeued"  # a copy failed by a removal, pending again after the reconnection
 # Slack's answers that mean Herald's token is dead for good (its error reference): the app was
 # removed (`account_inactive` for a bot token, `token_revoked`), or `invalid_auth`, which may also
 # be a token that was never right (another workspace's, mistyped) or an IP allow-list.
@@ -54,6 +62,11 @@ def removed_reason(platform: str, external_id: str, cause: str = "") -> str:
     if platform == Platform.SLACK.value:
         return f"Herald was removed from Slack workspace {external_id}; reconnect it to deliver"
     return f"Herald was removed from {platform.title()} tenant {external_id}; reconnect it to deliver"
+
+
+def _removed_reasons(platform: str, external_id: str) -> list[str]:
+    """Every reason `removed_reason` gives for this workspace (what a reconnection restores)."""
+    return sorted({removed_reason(platform, external_id, cause) for cause in _CAUSES})
 
 
 def _check_team_id(team_id: str) -> str:
@@ -105,6 +118,8 @@ async def add_slack_workspace(team_id: str, token: str, *, name: str = "", bot_u
                                               cipher=cipher)
         events = [audit_event("workspace.added" if stored.created else "workspace.updated", now=now, actor=actor,
                               platform="slack", workspace=team_id)]
+        if stored.reconnected:
+            events += await requeue_removed_copies(conn, Platform.SLACK.value, team_id, now=now, actor=actor)
         await record(events, using_db=conn)
     return stored.created
 
@@ -139,6 +154,8 @@ async def install_slack_workspace(team_id: str, token: str, *, name: str, bot_us
                               name=name, bot_user_id=bot_user_id, reinstalled=not stored.created,
                               install_id=install_id, scopes=scopes, app_id=app_id,
                               token_encrypted=cipher.encrypts, token_rotation=bool(refresh_token))]
+        if stored.reconnected:
+            events += await requeue_removed_copies(conn, Platform.SLACK.value, team_id, now=now, actor=actor)
         await record(events, using_db=conn)
     return stored.created
 
@@ -234,6 +251,48 @@ async def deactivate_refused(refusals: Iterable[tuple[str, str, Outcome]], now: 
             await workspace_refused(platform, workspace, cause=cause, refused_token=fingerprint, now=now)
         except Exception:  # noqa: BLE001 - the outcomes are stored; the next refusal tries again
             log.exception("could not deactivate %s workspace %s after it refused Herald's token", platform, workspace)
+
+
+async def requeue_removed_copies(conn: BaseDBAsyncClient, platform: str, external_id: str, *, now: datetime,
+                                 actor: str) -> list[PendingEvent]:
+    """In the reconnection's transaction: the notice copies of this workspace that failed only
+    because Herald was removed (`removed_reason`) go back to pending, when their notice is still
+    live (not retracted, its survey not closed). Due now, or when the member's quiet hours end for
+    a notice that respects them. A deadline that passed meanwhile does not stop them: the member
+    still gets a must-know notice, and an acknowledgement after the deadline counts as late (the
+    escalation has named them already). Reminders are not requeued: a delivered copy plans its own.
+    Returns the audit events (`delivery.requeued`, one per copy) and marks their notices sending."""
+    live = [NoticeStatus.SENDING.value, NoticeStatus.SENT.value]
+    rows = await Delivery.filter(
+        platform=platform, workspace_external_id=external_id, kind=DeliveryKind.NOTICE.value,
+        status=DeliveryStatus.FAILED.value, error__in=_removed_reasons(platform, external_id),
+        notice__status__in=live, member__active=True).using_db(conn).values(
+            "id", "notice_id", "member_id", "notice__importance")
+    if rows:
+        closed = set(await Survey.filter(notice_id__in=list({r["notice_id"] for r in rows}), closed_at__isnull=False)
+                     .using_db(conn).values_list("notice_id", flat=True))
+        rows = [r for r in rows if r["notice_id"] not in closed]
+    if not rows:
+        return []
+    quiet = {r["member_id"] for r in rows if parse_importance(r["notice__importance"]).respects_quiet_hours}
+    ends = await _quiet_hours_ends(sorted(quiet), now) if quiet else {}
+    by_moment: dict[datetime, list[int]] = {}
+    for row in rows:
+        moment = ends.get(row["member_id"], now) if row["member_id"] in quiet else now
+        by_moment.setdefault(moment, []).append(row["id"])
+    for moment, ids in by_moment.items():
+        for start in range(0, len(ids), 1000):
+            await Delivery.filter(id__in=ids[start:start + 1000], status=DeliveryStatus.FAILED.value).using_db(
+                conn).update(status=DeliveryStatus.PENDING.value, error="", next_attempt_at=moment, claimed_by="",
+                             claimed_until=None, updated_at=now)
+    notice_ids = sorted({row["notice_id"] for row in rows})
+    await Notice.filter(id__in=notice_ids, status=NoticeStatus.SENT.value).using_db(conn).update(
+        status=NoticeStatus.SENDING.value, completed_at=None)
+    log.info("%s workspace %s reconnected: %d failed copies of %d live notices are pending again",
+             platform.title(), external_id, len(rows), len(notice_ids))
+    return [audit_event(REQUEUED, now=now, actor=actor, notice_id=row["notice_id"], member_id=row["member_id"],
+                        platform=platform, delivery_id=row["id"], reason="the workspace was reconnected")
+            for row in rows]
 
 
 async def list_workspaces(platform: str | None = None) -> list[Workspace]:
