@@ -143,6 +143,10 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool, freeze_h
                 except storage_db.SchemaNotCurrent:
                     await storage_db.close()  # its connection thread would keep the process alive
                     raise
+        try:
+            await herald.readopt_env_token()
+        except Exception:  # noqa: BLE001 - `herald doctor` lists the workspace as inactive with how to recover
+            log.exception("could not check HERALD_SLACK_BOT_TOKEN against the workspaces it was revoked for")
         if freeze_heap:  # before the knowledge base is loaded: see bot.common.heap
             freeze_startup_heap()
         scheduler = AsyncIOScheduler(timezone="UTC")

@@ -30,6 +30,7 @@ from bot.core.delivery.messages import MessageSource, Target
 from bot.core.delivery.notice_rows import complete_sent_notices
 from bot.core.delivery.outbox import Outbox
 from bot.core.delivery.retry import RetryPolicy
+from bot.core.directory import workspaces
 from bot.core.insights.engagement import refresh_engagement
 from bot.core.notices import acks
 from bot.core.notices.acks import AckResult
@@ -329,6 +330,17 @@ class Herald:
         from bot.core.compliance.report_links import signed_report_url
 
         return signed_report_url(self.settings, ready.notice.id, ready.staff.id, now=self.clock.now())
+
+    async def readopt_env_token(self) -> list[str]:
+        """On start-up: workspaces deactivated with a revoked HERALD_SLACK_BOT_TOKEN use the env
+        token again when it is another one (the operator reinstalled the app and set its new
+        token); their removed copies are sent. See bot.core.directory.workspaces.readopt_env_token."""
+        readopted = await workspaces.readopt_env_token(self.slack_workspaces.default_token, now=self.clock.now())
+        for team_id in readopted:
+            self.slack_workspaces.forget(team_id)
+        if readopted:
+            self.outbox.wake()
+        return readopted
 
     async def tick(self) -> dict[str, int]:
         """The periodic work: publish scheduled notices, plan reminders and escalations, send

@@ -675,3 +675,48 @@ async def test_reconnecting_a_removed_workspace_delivers_the_must_know_notice_th
     await _install_newco(slack, code="code-third", token="xoxb-newco-third")  # reinstalled while connected
     await slack.herald.outbox.drain()
     assert await AuditEvent.filter(kind="delivery.requeued").count() == 1  # nothing sent twice
+
+
+async def test_a_new_env_token_after_a_single_workspace_reinstall_is_used(db: str) -> None:
+    """README "Connecting Slack", 2: a single workspace runs on HERALD_SLACK_BOT_TOKEN. Its admin
+    removes the app (Herald stores an inactive row so the revoked env token is not used); the
+    operator reinstalls, sets the new token and restarts. The new token is used (README: the env
+    token serves "any workspace not stored with `herald slack add-workspace`"), audited as
+    `workspace.reconnected`, and the copies the removal failed are sent."""
+    from bot.core.directory.staff import add_staff
+    from bot.ops.doctor import WARN, _removed_workspace
+
+    first = await start_harness(db, extra_settings={"slack_bot_token": TOKEN})
+    try:
+        await import_directory(SAMPLE_DIRECTORY, now=first.clock.now(), actor="test")
+        await add_staff("cam@vendor.example", "cam", name="Casey CAM", slack_user=CAM_USER, slack_team=TEAM,
+                        now=first.clock.now(), actor="test")
+        assert await Workspace.filter(external_id=TEAM).count() == 0  # known from the env token only
+        waiting = await Rig(first.fake, first.herald, first.clock).broadcast("org:acme")
+        await _event(first, event_body({"type": "app_uninstalled"}, TEAM, event_id="EvGONE2"))
+        await wait_until(lambda: Workspace.filter(external_id=TEAM, active=False).exists(), what="the uninstall")
+        assert {d.status for d in await Delivery.filter(notice_id=waiting)} == {"failed"}
+        removed = await Workspace.get(external_id=TEAM)
+        assert TOKEN not in removed.token_fingerprint and removed.token_fingerprint  # a hash, never the token
+        assert "reinstall the app" in _removed_workspace(removed, TOKEN).fix  # herald doctor
+    finally:
+        await stop_harness(first)
+
+    new_token = "xoxb-partner-token-reinstalled"
+    assert _removed_workspace(removed, new_token).status == WARN
+    assert "restart" in _removed_workspace(removed, new_token).fix
+    second = await start_harness(db, extra_settings={"slack_bot_token": new_token})  # the restart
+    try:
+        second.fake.add_workspace(TEAM, new_token)  # Slack issued a new bot token on the reinstall
+        for user in ("UANNA", "UBO", "UCY", "UDI"):
+            second.fake.add_user(TEAM, user)
+        notice_id = await Rig(second.fake, second.herald, second.clock).broadcast("org:acme")
+        await second.herald.outbox.drain()
+        rows = await Delivery.filter(notice_id__in=[waiting, notice_id]).order_by("id")
+        delivered = [c for c in second.fake.calls_to("chat.postMessage") if c.ok]
+        assert rows and all(d.status == "delivered" for d in rows) and len(delivered) == len(rows), (
+            f"with the new HERALD_SLACK_BOT_TOKEN the copies are {[(d.status, d.error) for d in rows]}")
+        assert await AuditEvent.filter(kind="workspace.reconnected").count() == 1
+        assert await Workspace.filter(external_id=TEAM).count() == 0
+    finally:
+        await stop_harness(second)

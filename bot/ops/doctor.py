@@ -114,10 +114,11 @@ async def check_slack(settings: Settings, migrated: bool) -> list[Check]:
     workspaces = SlackWorkspaces(settings.slack_api_url, default_token=default, cipher=cipher_for(settings.secret_key),
                                  rotator=rotator)
     teams: list[tuple[str, str]] = []
-    if migrated:
-        rows = await Workspace.filter(platform=Platform.SLACK.value, active=True).order_by("external_id")
-        teams = [(w.external_id, w.name) for w in rows]
     checks = []
+    if migrated:
+        rows = await Workspace.filter(platform=Platform.SLACK.value).order_by("external_id")
+        teams = [(w.external_id, w.name) for w in rows if w.active]
+        checks += [_removed_workspace(w, default) for w in rows if not w.active]
     try:
         for team_id, name in teams:
             checks.append(await _check_slack_token(workspaces, team_id, name, BOT_SCOPES))
@@ -132,6 +133,21 @@ async def check_slack(settings: Settings, migrated: bool) -> list[Check]:
         checks.append(Check("slack", WARN, "no workspace connected yet",
                             "install the app (\"Add to Slack\" at /slack/install) or `herald slack add-workspace`"))
     return checks
+
+
+def _removed_workspace(workspace, env_token: str | None) -> Check:  # noqa: ANN001
+    """An inactive workspace: Herald was removed from it (or Slack refused its token for good)."""
+    from bot.common.secrets import token_fingerprint
+
+    label = f"slack {workspace.external_id}" + (f" ({workspace.name})" if workspace.name else "")
+    detail = "inactive: Herald was removed from this workspace (or Slack refused its token); nothing is sent there"
+    if workspace.token_fingerprint and env_token and token_fingerprint(env_token) != workspace.token_fingerprint:
+        return Check(label, WARN, detail, "HERALD_SLACK_BOT_TOKEN is no longer the revoked token: restart "
+                                          "`herald serve` and it is used again (the failed copies are then sent)")
+    return Check(label, WARN, detail,
+                 "reinstall the app there (\"Add to Slack\" at /slack/install, or `herald slack add-workspace "
+                 f"{workspace.external_id} --token xoxb-...`; a single-workspace install: set the new "
+                 "HERALD_SLACK_BOT_TOKEN and restart): the failed copies of live notices are then sent")
 
 
 async def _check_slack_token(workspaces, team_id: str, name: str, scopes: tuple[str, ...]) -> Check:  # noqa: ANN001

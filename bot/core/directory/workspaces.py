@@ -6,7 +6,8 @@ Bot tokens are stored sealed (`bot.common.secrets`): encrypted with a key derive
 Removal and reconnection: Herald removed from a workspace (Slack's `app_uninstalled` /
 `tokens_revoked` event, or a send refused with a code that means the same) deactivates it and
 fails what waits for it with `removed_reason`, which says to reconnect it. Reconnecting it ("Add
-to Slack" again, `herald slack add-workspace`) puts the copies of still-live notices that failed so back to
+to Slack" again, `herald slack add-workspace`, or a new `HERALD_SLACK_BOT_TOKEN` for a workspace
+known only from the environment) puts the copies of still-live notices that failed so back to
 pending, so the reason's promise holds.
 """
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 INSTALLED = "workspace.installed"
 UNINSTALLED = "workspace.uninstalled"
+RECONNECTED = "workspace.reconnected"  # a new HERALD_SLACK_BOT_TOKEN for a workspace removed before
 REQUEUED = "delivery.requeued"  # a copy failed by a removal, pending again after the reconnection
 # Slack's answers that mean Herald's token is dead for good (its error reference): the app was
 # removed (`account_inactive` for a bot token, `token_revoked`), or `invalid_auth`, which may also
@@ -179,7 +181,7 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
     was refused with; when the workspace holds another token now (reconnected while that send
     was on the wire), nothing is done. A workspace Herald only knew from `HERALD_SLACK_BOT_TOKEN`
     gets an inactive row keeping that token's fingerprint (`env_token`, else `refused_token`), so
-    the revoked env token is not used.
+    the revoked env token is not used, and a new one is (`readopt_env_token`).
     """
     actor = actor or f"{platform}:{external_id}"
     message = removed_reason(platform, external_id, reason)
@@ -293,6 +295,36 @@ async def requeue_removed_copies(conn: BaseDBAsyncClient, platform: str, externa
     return [audit_event(REQUEUED, now=now, actor=actor, notice_id=row["notice_id"], member_id=row["member_id"],
                         platform=platform, delivery_id=row["id"], reason="the workspace was reconnected")
             for row in rows]
+
+
+async def readopt_env_token(env_token: str | None, *, now: datetime) -> list[str]:
+    """`HERALD_SLACK_BOT_TOKEN` is a token other than the one that was revoked: the workspaces that
+    were deactivated with the revoked env token are known from the environment again (their
+    inactive rows are removed) and their removed copies are requeued, each with the audit event
+    `workspace.reconnected`. The single-workspace set-up's way back after a reinstall: the
+    operator sets the new token and restarts. Returns the workspaces readopted."""
+    fingerprint = token_fingerprint(env_token)
+    if not fingerprint:
+        return []
+    readopted = []
+    stale = await Workspace.filter(platform=Platform.SLACK.value, active=False, bot_token="").exclude(
+        token_fingerprint__in=["", fingerprint]).values_list("external_id", flat=True)
+    for team_id in stale:
+        async with in_transaction() as conn:
+            deleted = await Workspace.filter(platform=Platform.SLACK.value, external_id=team_id, active=False,
+                                             bot_token="").exclude(token_fingerprint__in=["", fingerprint]).using_db(
+                conn).delete()
+            if not deleted:
+                continue  # another replica did it, or the workspace was connected otherwise meanwhile
+            actor = "HERALD_SLACK_BOT_TOKEN"
+            events = [audit_event(RECONNECTED, now=now, actor=actor, platform=Platform.SLACK.value, workspace=team_id,
+                                  reason="a new HERALD_SLACK_BOT_TOKEN (the revoked one was replaced)")]
+            events += await requeue_removed_copies(conn, Platform.SLACK.value, team_id, now=now, actor=actor)
+            await record(events, using_db=conn)
+        log.warning("Slack workspace %s: HERALD_SLACK_BOT_TOKEN differs from the token that was revoked; "
+                    "using it again", team_id)
+        readopted.append(team_id)
+    return readopted
 
 
 async def list_workspaces(platform: str | None = None) -> list[Workspace]:
