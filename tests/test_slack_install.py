@@ -720,3 +720,30 @@ async def test_a_new_env_token_after_a_single_workspace_reinstall_is_used(db: st
         assert await Workspace.filter(external_id=TEAM).count() == 0
     finally:
         await stop_harness(second)
+
+
+async def test_reminders_wait_while_herald_is_removed_from_the_workspace(slack_http: SlackHarness) -> None:
+    """A must-know copy delivered before Herald was removed: no reminder row is planned (each would
+    fail and be audited at every slot); the planner looks again hourly, so reminders resume once
+    the workspace is reconnected."""
+    slack = slack_http
+    slack.clock.set(MONDAY_9_UTC)
+    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast(
+        "member:anna@acme.example", deadline=MONDAY_9_UTC + timedelta(days=5))
+    await slack.herald.outbox.drain()
+    (original,) = await Delivery.filter(notice_id=notice_id)
+    assert original.status == "delivered" and original.next_reminder_at is not None
+    await deactivate_workspace("slack", TEAM, reason="app_uninstalled", now=slack.clock.now())
+
+    for _ in range(3):
+        slack.clock.set(max(slack.clock.now(), (await Delivery.get(id=original.id)).next_reminder_at))
+        await slack.herald.tick()
+    assert not await Delivery.filter(notice_id=notice_id, kind="reminder").exists()
+    assert not await AuditEvent.filter(kind="reminder.failed").exists()
+
+    await add_slack_workspace(TEAM, TOKEN, now=slack.clock.now(), actor="test")  # reconnected
+    slack.clock.set((await Delivery.get(id=original.id)).next_reminder_at)
+    await slack.herald.tick()
+    await slack.herald.outbox.drain()
+    (reminder,) = await Delivery.filter(notice_id=notice_id, kind="reminder")
+    assert reminder.status == "delivered"

@@ -9,6 +9,7 @@ happen once however many replicas plan at the same moment.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from tortoise.exceptions import IntegrityError
@@ -24,12 +25,14 @@ from storage.models import (
     Notice,
     NoticeStatus,
     Organisation,
+    Workspace,
 )
 
 log = logging.getLogger(__name__)
 
 LIVE = [NoticeStatus.SENDING.value, NoticeStatus.SENT.value]
 INACTIVE_LOOK_AGAIN = timedelta(hours=1)  # a member out of the directory: when to look at their reminder again
+REMOVED_LOOK_AGAIN = timedelta(hours=1)  # a workspace Herald was removed from: when to look at its reminders again
 
 
 def schedule_for(notice: Notice, catalog: TopicCatalog) -> ReminderSchedule:
@@ -47,13 +50,20 @@ async def plan_reminders(now: datetime, catalog: TopicCatalog, *, batch: int = 5
     due = await Delivery.filter(
         kind=DeliveryKind.NOTICE.value, status=DeliveryStatus.DELIVERED.value, next_reminder_at__lte=now,
     ).select_related("notice", "member__organisation").order_by("next_reminder_at").limit(batch)
+    removed = await _removed_workspaces() if due else set()
     created = 0
     for original in due:
-        created += await _plan_one(original, now, catalog)
+        created += await _plan_one(original, now, catalog, removed)
     return created
 
 
-async def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog) -> int:
+async def _removed_workspaces() -> set[tuple[str, str]]:
+    """(platform, workspace) pairs Herald was removed from: their reminders could only fail."""
+    return set(await Workspace.filter(active=False).values_list("platform", "external_id"))
+
+
+async def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog,
+                    removed: Collection[tuple[str, str]] = ()) -> int:
     notice: Notice = original.notice
     member = original.member
     organisation = member.organisation
@@ -66,6 +76,11 @@ async def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog) ->
         # left out of the directory: nothing is sent while they are out, but the reminder is kept
         # for when an import brings them back; look again hourly, as for a paused organisation
         await _move(original, moved_from, now + INACTIVE_LOOK_AGAIN)
+        return 0
+    if (original.platform, original.workspace_external_id) in removed:
+        # Herald was removed from the member's workspace: a reminder row would only fail (and be
+        # audited) at every slot. Look again hourly, so reminders resume once it is reconnected.
+        await _move(original, moved_from, now + REMOVED_LOOK_AGAIN)
         return 0
     if is_paused(organisation, now):
         # no automated reminders until the CAM resumes or the pause runs out; look again hourly
