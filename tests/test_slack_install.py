@@ -747,3 +747,36 @@ async def test_reminders_wait_while_herald_is_removed_from_the_workspace(slack_h
     await slack.herald.outbox.drain()
     (reminder,) = await Delivery.filter(notice_id=notice_id, kind="reminder")
     assert reminder.status == "delivered"
+
+
+async def test_the_escalation_says_which_members_never_received_the_notice_because_herald_was_removed(
+        slack_http: SlackHarness) -> None:
+    """Acme removes Herald while a must-know recall is on its way; both Acme copies fail. The CAM's
+    escalation names them apart from "not acknowledged", with the failure's reason, and without
+    Remind now (which reminds delivered copies only): the CAM asks Acme to reconnect Herald
+    instead of chasing people about a message they never got."""
+    from bot.core.notices.escalations import REMIND_NOW_ACTION
+
+    slack = slack_http
+    slack.fake.add_workspace("T0VENDOR", "xoxb-vendor")
+    slack.fake.add_user("T0VENDOR", "UCAMV")
+    await add_slack_workspace("T0VENDOR", "xoxb-vendor", now=slack.clock.now(), actor="test")
+    await Staff.filter(email="cam@vendor.example").update(slack_user_id="UCAMV", slack_team_id="T0VENDOR")
+
+    slack.clock.set(MONDAY_9_UTC)
+    deadline = MONDAY_9_UTC + timedelta(days=2)
+    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast("org:acme", deadline=deadline)
+    await _event(slack, event_body({"type": "app_uninstalled"}, TEAM, event_id="EvGONE3"))
+    await wait_until(lambda: Workspace.filter(external_id=TEAM, active=False).exists(), what="the uninstall")
+    rows = await Delivery.filter(notice_id=notice_id)
+    assert rows and all(d.status == "failed" and "removed" in d.error for d in rows)
+
+    slack.clock.set(deadline)
+    counts = await slack.herald.tick()
+    assert counts["escalations"] == 1
+    await slack.herald.outbox.drain()
+    (message,) = [c for c in slack.fake.calls_to("chat.postMessage") if c.ok and c.channel == "DUCAMV"]
+    text = str(message.args["blocks"])
+    assert "2 members never received it" in text and "not acknowledged" not in text
+    assert "Anna Berg" in text and f"(sales): Herald was removed from Slack workspace {TEAM}" in text
+    assert REMIND_NOW_ACTION not in text

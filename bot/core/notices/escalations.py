@@ -175,24 +175,54 @@ async def remind_organisation_now(notice_id: int, org_id: str, staff: Staff | No
     return queued
 
 
+async def never_reached(notice_id: int, member_ids: list[int]) -> dict[int, str]:
+    """member id -> why the notice never reached them: every copy of theirs failed (Herald was
+    removed from their workspace, their account is gone, ...). Reminders cannot reach them either;
+    the reason says what would (reconnecting Herald, fixing the directory)."""
+    copies = await Delivery.filter(notice_id=notice_id, member_id__in=member_ids, kind=DeliveryKind.NOTICE.value) \
+        .exclude(status__in=[DeliveryStatus.CANCELLED.value, DeliveryStatus.HELD.value]) \
+        .order_by("id").values_list("member_id", "status", "error")
+    reached, failed = set(), {}
+    for member_id, status, error in copies:
+        if status == DeliveryStatus.FAILED.value:
+            failed.setdefault(member_id, error or "could not be delivered")
+        else:
+            reached.add(member_id)
+    return {member_id: reason for member_id, reason in failed.items() if member_id not in reached}
+
+
+def _member_lines(members: list[Member], reasons: dict[int, str] | None = None) -> list[str]:
+    lines = [f"• {m.name or m.email} <{m.email}> ({m.role})" + (f": {reasons[m.id]}" if reasons else "")
+             for m in members[:_LISTED]]
+    if len(members) > _LISTED:
+        lines.append(f"… and {len(members) - _LISTED} more (see the report).")
+    return lines
+
+
 async def escalation_message(row: Escalation) -> DirectMessage:
+    """The CAM's DM: who has not acknowledged, and, apart, who never received the notice (their
+    copy failed) with why, since **Remind now** can do nothing for them."""
     notice: Notice = row.notice
     organisation: Organisation = row.organisation
     members = await Member.filter(id__in=row.member_ids).order_by("name", "email")
+    unreached = await never_reached(notice.id, [m.id for m in members])
+    pending = [m for m in members if m.id not in unreached]
+    failed = [m for m in members if m.id in unreached]
     lines = [
         f"The deadline of notice #{notice.id} \"{notice.title}\" passed at {format_time(notice.deadline)}"
         if notice.deadline else f"Notice #{notice.id} \"{notice.title}\" needs attention.",
-        f"{organisation.name} ({organisation.tier or 'no tier'}): {len(members)} "
-        f"member{'s have' if len(members) != 1 else ' has'} not acknowledged it:",
     ]
-    lines += [f"• {m.name or m.email} <{m.email}> ({m.role})" for m in members[:_LISTED]]
-    if len(members) > _LISTED:
-        lines.append(f"… and {len(members) - _LISTED} more (see the report).")
+    if pending or not failed:
+        lines.append(f"{organisation.name} ({organisation.tier or 'no tier'}): {len(pending)} "
+                     f"member{'s have' if len(pending) != 1 else ' has'} not acknowledged it:")
+        lines += _member_lines(pending)
+    if failed:
+        lines.append(f"{organisation.name}: {len(failed)} member{'s' if len(failed) != 1 else ''} never received it "
+                     "(it could not be delivered; Remind now cannot reach them):")
+        lines += _member_lines(failed, unreached)
     if organisation.paused_at is not None:
         lines.append(f"Automated reminders for {organisation.name} are paused: {organisation.pause_reason or 'no reason given'}.")
     value = f"{notice.id}:{organisation.external_id}"
-    return DirectMessage(
-        title=f"Escalation: {notice.title}"[:150], lines=tuple(lines),
-        buttons=(Button("Remind now", REMIND_NOW_ACTION, value, "primary"),
-                 Button("Open report", OPEN_REPORT_ACTION, str(notice.id))),
-    )
+    remind = (Button("Remind now", REMIND_NOW_ACTION, value, "primary"),) if pending else ()
+    return DirectMessage(title=f"Escalation: {notice.title}"[:150], lines=tuple(lines),
+                         buttons=(*remind, Button("Open report", OPEN_REPORT_ACTION, str(notice.id))))
