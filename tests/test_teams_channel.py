@@ -13,8 +13,11 @@ import pytest
 from bot.core.ports import Button, DirectMessage, MessageRef, OutcomeKind, Recipient, UpdateRefused
 from bot.channels.teams import (
     DEFAULT_ALLOWED_SERVICE_HOSTS,
+    BLOCKED,
     NO_CONVERSATION,
+    NOT_INSTALLED,
     REMOVED,
+    REMOVED_OR_BLOCKED,
     MsalTokenProvider,
     TeamsApiError,
     TeamsAuthError,
@@ -417,14 +420,45 @@ async def test_403_invalid_bot_api_host_names_the_setting(fake: FakeBotConnector
     assert outcome.kind is OutcomeKind.FAILED and "HERALD_TEAMS_SERVICE_URL" in outcome.reason
 
 
-async def test_403_member_removed_or_blocked_herald(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+async def test_403_member_removed_herald(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    """BotNotInConversationRoster on a conversation Herald had: the app was uninstalled since."""
+    conversation = fake.open_conversation(USER, TENANT)
+    fake.remove_app(USER)
+    outcome = await channel.deliver(recipient(fake, dm_channel=conversation), view(), delivery_id=20,
+                                    maybe_sent=False)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.reason == REMOVED == "the member removed Herald in Teams"
+    assert fake.calls_to("send_activity")[0].error_code == "BotNotInConversationRoster"
+
+
+async def test_403_member_blocked_herald(fake: FakeBotConnector, channel: TeamsChannel) -> None:
     conversation = fake.open_conversation(USER, TENANT)
     fake.block(USER)
     outcome = await channel.deliver(recipient(fake, dm_channel=conversation), view(), delivery_id=20,
                                     maybe_sent=False)
-    assert outcome.kind is OutcomeKind.FAILED
-    assert outcome.reason == REMOVED == "the member removed Herald in Teams or blocked it"
-    assert fake.calls_to("send_activity")[0].error_code == "BotNotInConversationRoster"
+    assert outcome.kind is OutcomeKind.FAILED and outcome.reason == BLOCKED
+    assert fake.calls_to("send_activity")[0].error_code == "ConversationBlockedByUser"
+
+
+async def test_403_on_creating_the_conversation_says_herald_is_not_installed_for_the_member(
+        fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    """Creating a 1:1 conversation with someone without the app is refused with
+    BotNotInConversationRoster (MicrosoftDocs/msteams-docs#11125): Herald was never installed for
+    them, which is not something they did (and not "removed or blocked")."""
+    fake.remove_app(USER)
+    outcome = await channel.deliver(recipient(fake), view(), delivery_id=21, maybe_sent=False)
+    (create,) = fake.calls_to("create_conversation")
+    assert (create.status, create.error_code) == (403, "BotNotInConversationRoster")
+    assert outcome.kind is OutcomeKind.FAILED and outcome.reason == NOT_INSTALLED
+    assert "not installed" in outcome.reason and "removed" not in outcome.reason
+
+
+async def test_another_403_for_a_member_may_be_either(fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    conversation = fake.open_conversation(USER, TENANT)
+    fake.fail_next("send_activity", 403, code="Forbidden", message="Forbidden")
+    outcome = await channel.deliver(recipient(fake, dm_channel=conversation), view(), delivery_id=23,
+                                    maybe_sent=False)
+    assert outcome.reason == REMOVED_OR_BLOCKED
 
 
 async def test_403_bot_disabled_by_admin(fake: FakeBotConnector, channel: TeamsChannel) -> None:

@@ -307,7 +307,7 @@ async def test_an_update_teams_refuses_for_good_is_not_tried_again(teams: TeamsR
     notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
     await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
     await teams.herald.outbox.drain()
-    teams.connector.block("aad-eve")
+    teams.connector.remove_app("aad-eve")
     await teams.say("aad-cam", f"edit {notice_id} | Recall of LX-200 (corrected) | Stop selling now, really")
     for _ in range(5):
         await teams.herald.outbox.drain()
@@ -338,3 +338,26 @@ async def test_a_press_on_a_card_older_than_a_material_edit_is_refused_with_a_re
     answer = await teams.invoke("aad-eve", "herald.ack", {**old_button["data"], "revision": 2})
     assert answer["type"] == "application/vnd.microsoft.card.adaptive"
     assert await Acknowledgement.filter(notice_id=notice_id, revision=2).count() == 1
+
+
+async def test_a_member_who_never_installed_herald_is_not_reported_as_having_removed_or_blocked_it(
+        teams: TeamsRig) -> None:
+    """Fay is in the directory with her AAD object id but has never installed Herald. Creating a 1:1
+    conversation with a user without the app is refused with 403 BotNotInConversationRoster
+    (MicrosoftDocs/msteams-docs#11125; OfficeDev/microsoft-teams-apps-company-communicator#744).
+    Her copy says Herald is not installed for her (what the CAM can fix), not that she removed or
+    blocked it: the compliance record must not name an act she never performed."""
+    from bot.core.commands.parser import SendCommand
+    from bot.core.notices import sending as notices
+
+    teams.connector.remove_app("aad-fay")
+    command = SendCommand(importance="must-know", topic="announcements", audience="member:fay@teamsco.example",
+                          title="Recall", body="Stop selling LX-200")
+    preview = await notices.create_draft(None, command, teams.herald.catalog, now=teams.clock.now(), operator="test")
+    await notices.send_draft(preview.notice.id, None, teams.herald.catalog, now=teams.clock.now(), operator="test")
+    await teams.herald.outbox.drain()
+    (row,) = await Delivery.filter(notice_id=preview.notice.id)
+    (create,) = teams.connector.calls_to("create_conversation")
+    assert (create.status, create.error_code) == (403, "BotNotInConversationRoster")
+    assert row.status == "failed" and row.error.startswith("Herald is not installed for the member in Teams")
+    assert "removed" not in row.error and "blocked" not in row.error

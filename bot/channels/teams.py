@@ -52,7 +52,16 @@ DEFAULT_ALLOWED_SERVICE_HOSTS = ("botframework.com", "smba.trafficmanager.net", 
                                  "teams.microsoft.us", "botframework.azure.us")
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 NO_CONVERSATION = "no Teams conversation yet: the member must install Herald in Teams or message it once"
-REMOVED = "the member removed Herald in Teams or blocked it"
+# 403s for one member (Microsoft's table of the Bot Connector's status codes, and what the connector
+# answers in practice): creating the 1:1 conversation with someone who does not have the app
+# installed is refused with BotNotInConversationRoster (MicrosoftDocs/msteams-docs#11125); the same
+# code on an existing conversation means the app was uninstalled since; ConversationBlockedByUser
+# means they blocked it. Any other 403 for a member may be either.
+NOT_INSTALLED = ("Herald is not installed for the member in Teams: have it installed for them (an app setup "
+                 "policy in the Teams admin centre) or ask them to add it")
+REMOVED = "the member removed Herald in Teams"
+BLOCKED = "the member blocked Herald in Teams"
+REMOVED_OR_BLOCKED = "the member removed Herald in Teams or blocked it"
 TOO_LARGE = "the message is too large for Teams"  # 413 MessageSizeTooBig
 # Microsoft's table of the Bot Connector's status codes: retried 412, 429, 502, 503 and 504; not
 # retried 500 ServiceError ("Retry request: No"); an update refused with these is refused for good.
@@ -295,7 +304,10 @@ class TeamsChannel:
             if not conversation:
                 if not (recipient.user_id and recipient.workspace_id):
                     return Outcome.failed(NO_CONVERSATION)
-                conversation = opened = await self._create_conversation(service_url, recipient)
+                try:
+                    conversation = opened = await self._create_conversation(service_url, recipient)
+                except TeamsApiError as exc:
+                    return _classify(exc, recipient, "", creating=True)
             self._remember_url(conversation, service_url)
             activity_id = await self._post(service_url, conversation, activity, reply_to)
             ref = MessageRef(conversation, activity_id)
@@ -483,7 +495,8 @@ def _remember(memo: OrderedDict, key: Any, value: Any) -> None:
         memo.popitem(last=False)
 
 
-def _classify(exc: TeamsApiError, recipient: Recipient, opened: str) -> Outcome:
+def _classify(exc: TeamsApiError, recipient: Recipient, opened: str, *, creating: bool = False) -> Outcome:
+    """The outcome of a refused call. `creating`: the refusal was of creating the 1:1 conversation."""
     status, code = exc.status, exc.code
     if status in _RETRYABLE:
         label = "Teams rate limit" if status == 429 else f"Teams answered HTTP {status} {code}".strip()
@@ -498,7 +511,7 @@ def _classify(exc: TeamsApiError, recipient: Recipient, opened: str) -> Outcome:
             reason = (f"tenant {recipient.workspace_id} is reached through another Teams host (a government "
                       "cloud): set HERALD_TEAMS_SERVICE_URL to its service URL")
         else:
-            reason = REMOVED
+            reason = _member_refusal(code, creating=creating)
         return Outcome.failed(reason, dm_channel=opened)
     if status == 404:
         return Outcome.failed("the Teams conversation no longer exists", dm_channel=opened)
@@ -506,3 +519,12 @@ def _classify(exc: TeamsApiError, recipient: Recipient, opened: str) -> Outcome:
         return Outcome.failed(TOO_LARGE, dm_channel=opened)
     detail = f"{code}: {exc.message}" if code and exc.message else (code or exc.message or f"HTTP {status}")
     return Outcome.failed(f"Teams refused the message ({detail})", dm_channel=opened)
+
+
+def _member_refusal(code: str, *, creating: bool) -> str:
+    """Why a 403 for one member: never installed, removed, or blocked (see NOT_INSTALLED)."""
+    if code == "BotNotInConversationRoster":
+        return NOT_INSTALLED if creating else REMOVED
+    if code == "ConversationBlockedByUser":
+        return BLOCKED
+    return REMOVED_OR_BLOCKED

@@ -13,7 +13,8 @@ Put ``fake.url`` where a real activity carries its ``serviceUrl``
 * ``DELETE /v3/conversations/{id}/activities/{activityId}`` -- delete.
 
 Errors look like the real connector's: ``{"error": {"code": "...", "message": "..."}}`` with the
-HTTP status (404 ``ConversationNotFound``, 403 ``BotNotInConversationRoster``, 413
+HTTP status (404 ``ConversationNotFound``, 403 ``BotNotInConversationRoster`` for a member without
+the app (``remove_app``) or ``ConversationBlockedByUser`` for one who blocked it (``block``), 413
 ``MessageSizeTooBig``, 429 with ``Retry-After`` ...). Every request, failed ones included, is
 recorded in ``fake.calls`` with its ``Authorization`` header.
 
@@ -134,6 +135,7 @@ class FakeBotConnector(ScriptedFaults, LocalServer):
         self._conversations: dict[str, _Conversation] = {}
         self._no_faults()
         self._blocked: set[str] = set()
+        self._without_app: set[str] = set()
         self._expected_token: str | None = None
         self._roster: dict[str, dict[str, str]] = {}  # user id -> {email, name, ...}
         self._activity_counter = 0
@@ -244,9 +246,16 @@ class FakeBotConnector(ScriptedFaults, LocalServer):
         self._conversations.pop(conversation_id, None)
 
     def block(self, user_id: str) -> None:
-        """The member uninstalled or blocked the bot: calls for them answer 403
-        BotNotInConversationRoster."""
+        """The member blocked the bot: creating the conversation still answers its id (the app is
+        installed), sending in it answers 403 ConversationBlockedByUser "User blocked the
+        conversation with the bot." (as the real connector: MicrosoftDocs/msteams-docs#8394)."""
         self._blocked.add(user_id)
+
+    def remove_app(self, user_id: str) -> None:
+        """The member does not have the app (never installed it, or uninstalled it): creating a
+        conversation with them, and sending in one, answer 403 BotNotInConversationRoster "The bot
+        is not part of the conversation roster." (MicrosoftDocs/bot-docs#1527, msteams-docs#11125)."""
+        self._without_app.add(user_id)
 
     @staticmethod
     def conversation_id(user_id: str) -> str:
@@ -394,8 +403,10 @@ class FakeBotConnector(ScriptedFaults, LocalServer):
         conv = self._conversations.get(conversation_id or "")
         if conv is None:
             raise _ConnectorError(404, "ConversationNotFound", "Conversation not found.")
-        if conv.user_id in self._blocked:
+        if conv.user_id in self._without_app:
             raise _ConnectorError(403, "BotNotInConversationRoster", "The bot is not part of the conversation roster.")
+        if conv.user_id in self._blocked:
+            raise _ConnectorError(403, "ConversationBlockedByUser", "User blocked the conversation with the bot.")
         return conv
 
     def _create(self, call: BotConnectorCall) -> dict[str, Any]:
@@ -412,7 +423,7 @@ class FakeBotConnector(ScriptedFaults, LocalServer):
         if not (body.get("bot") or {}).get("id"):
             raise _ConnectorError(400, "BadArgument", "The bot account is required.")
         user_id = str(members[0]["id"])
-        if user_id in self._blocked:
+        if user_id in self._without_app:
             raise _ConnectorError(403, "BotNotInConversationRoster", "The bot is not part of the conversation roster.")
         conversation_id = self.open_conversation(user_id, tenant, body["bot"]["id"])
         return {"id": conversation_id}
