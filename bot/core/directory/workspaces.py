@@ -261,8 +261,8 @@ async def requeue_removed_copies(conn: BaseDBAsyncClient, platform: str, externa
     because Herald was removed (`removed_reason`) go back to pending, when their notice is still
     live (not retracted, its survey not closed). Due now, or when the member's quiet hours end for
     a notice that respects them. A deadline that passed meanwhile does not stop them: the member
-    still gets a must-know notice, and an acknowledgement after the deadline counts as late (the
-    escalation has named them already). Reminders are not requeued: a delivered copy plans its own.
+    still gets a must-know notice, and the report shows their acknowledgement's time after the
+    deadline (the escalation has named them already). Reminders are not requeued: a delivered copy plans its own.
     Returns the audit events (`delivery.requeued`, one per copy) and marks their notices sending."""
     live = [NoticeStatus.SENDING.value, NoticeStatus.SENT.value]
     rows = await Delivery.filter(
