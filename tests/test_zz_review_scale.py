@@ -1,0 +1,179 @@
+"""Review (reads at scale): periodic jobs and read paths whose work or answer grows with the
+directory or the notice, for 100 tenants and notices to 100,000 recipients.
+
+Each test fails on the current code for the reason in its docstring; bench/periodic_scale.py
+prints the figures at 100,000 members.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from tortoise import connections
+
+from bot.core.notices.digests import run_digests
+from bot.core.notices.reminders import plan_reminders
+from storage import db as storage_db
+from storage.models import (
+    Delivery,
+    Member,
+    Notice,
+    Organisation,
+    OutboundMessage,
+    PlatformAccount,
+    Question,
+    Staff,
+)
+from tests.support import TEAM, Rig
+
+MONDAY_10_UTC = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+TUESDAY_8_UTC = datetime(2026, 1, 6, 8, 0, tzinfo=UTC)  # 09:00 in Berlin: the daily digest's moment
+
+
+async def _members(n: int, *, org_external_id: str = "bulk", platform_account: bool = True) -> list[int]:
+    """`n` active members in Europe/Berlin of one new organisation (CAM cam@vendor.example), each
+    with a Slack account in the rig's workspace. Returns their ids."""
+    org = await Organisation.create(external_id=org_external_id, name="Bulk Partner GmbH", tier="gold",
+                                    region="emea", cam_email="cam@vendor.example")
+    await Member.bulk_create([
+        Member(organisation_id=org.id, email=f"m{i:05d}@bulk.example", name=f"Member {i:05d}", role="sales",
+               timezone="Europe/Berlin", joined_at=MONDAY_10_UTC - timedelta(days=400))
+        for i in range(n)], batch_size=500)
+    ids = [m for m in await Member.filter(organisation_id=org.id).order_by("id").values_list("id", flat=True)]
+    if platform_account:
+        await PlatformAccount.bulk_create([
+            PlatformAccount(member_id=m, platform="slack", workspace_external_id=TEAM, user_id=f"UB{m}",
+                            dm_channel=f"DUB{m}") for m in ids], batch_size=500)
+    return ids
+
+
+async def _notice(importance: str, *, sent_at: datetime, deadline: datetime | None = None) -> Notice:
+    return await Notice.create(topic="announcements", importance=importance, title="At scale", body="b",
+                               audience="all", status="sent", recipient_count=0, created_at=sent_at,
+                               sent_at=sent_at, deadline=deadline)
+
+
+# ---- 1. digests: 200 a tick ---------------------------------------------------------------------
+
+async def test_one_tick_queues_every_digest_that_is_due(rig: Rig) -> None:
+    """A nice-to-know notice to N members puts one digest row per member; at their digest moment
+    (09:00 Berlin) every one of them is due. `run_digests` queues at most BATCH (200) a tick
+    (60 s), so 100,000 members' "morning" digests take 500 ticks: the last go out after 17:20
+    (bench/periodic_scale.py). The platforms are not the limit (the outbox sends 100k notices
+    in minutes, bench/scale.py). README: nice-to-know notices "arrive as one digest per period,
+    in the member's morning"."""
+    n = 500
+    ids = await _members(n)
+    notice = await _notice("nice-to-know", sent_at=MONDAY_10_UTC)
+    accounts = dict(await PlatformAccount.filter(member_id__in=ids).values_list("member_id", "id"))
+    await Delivery.bulk_create([
+        Delivery(notice_id=notice.id, member_id=m, platform="slack", status="digest", next_attempt_at=MONDAY_10_UTC,
+                 created_at=MONDAY_10_UTC, workspace_external_id=TEAM, account_id=accounts[m]) for m in ids],
+        batch_size=500)
+
+    counts = await run_digests(rig.herald.channels, rig.herald.catalog, TUESDAY_8_UTC)
+
+    queued = await OutboundMessage.filter(purpose="digest").count()
+    assert counts["queued"] == n and queued == n, (
+        f"one tick at the digest moment queued {queued} of {n} due digests; the rest wait a minute per 200")
+
+
+# ---- 2. reminders: 500 a tick, three statements a row ------------------------------------------
+
+async def test_one_tick_plans_every_reminder_that_is_due(rig: Rig) -> None:
+    """A must-know notice delivered to N members within minutes has N first reminders due 24 h
+    later within the same minutes. `plan_reminders` takes 500 a tick (60 s), each with its own
+    acknowledgement query, conditional update and insert: the reminders of a 100,000-recipient
+    notice's unacknowledged 40 % are planned over 80 minutes, and the last are sent well over an hour
+    late (bench/periodic_scale.py). README: reminders "24 h and 72 h after delivery"."""
+    n = 1000
+    ids = await _members(n)
+    sent = MONDAY_10_UTC
+    notice = await _notice("must-know", sent_at=sent, deadline=sent + timedelta(days=5))
+    due = sent + timedelta(hours=24)
+    accounts = dict(await PlatformAccount.filter(member_id__in=ids).values_list("member_id", "id"))
+    await Delivery.bulk_create([
+        Delivery(notice_id=notice.id, member_id=m, platform="slack", status="delivered", next_attempt_at=sent,
+                 created_at=sent, delivered_at=sent, next_reminder_at=due, workspace_external_id=TEAM,
+                 account_id=accounts[m]) for m in ids], batch_size=500)
+
+    planned = await plan_reminders(due + timedelta(minutes=1), rig.herald.catalog)
+
+    assert planned == n, f"one tick planned {planned} of {n} reminders that were due"
+
+
+# ---- 3. indexes for the per-member reads --------------------------------------------------------
+
+
+@pytest.mark.parametrize("what,query", [
+    ("a member's accounts (journey steps' and digests' target, the hand-off relay, the directory)",
+     lambda: PlatformAccount.filter(member_id=1).order_by("id")),
+    ("a member's digest rows (run_digests, per member, every tick)",
+     lambda: Delivery.filter(member_id=1, status="digest", created_at__lt=TUESDAY_8_UTC)),
+])
+async def test_per_member_reads_use_an_index(db: str, what: str, query) -> None:  # noqa: ANN001
+    """`platform_account` has no index on member_id and `delivery` none that starts with it (its
+    unique key starts with notice_id). On PostgreSQL with 100,000 members (bench/periodic_scale.py
+    `explain`) a member's accounts are a sequential scan of the whole table (~12 ms, 100,000 rows
+    removed by the filter) and a member's digest rows a scan of the whole delivery unique index
+    (1,200 buffers for 250,000 rows, growing with every notice ever sent). The journeys tick does
+    the first for each step it sends, the digests tick the second for each digest, every minute."""
+    sql = query().sql(params_inline=True)
+    conn = connections.get("default")
+    if storage_db.dialect() == "postgres":
+        _, found = await conn.execute_query(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = $1", [query().model._meta.db_table])
+        leading = [r["indexdef"].split("(", 1)[1].split(",")[0].split(")")[0].strip() for r in found]
+        assert "member_id" in leading, f"{what}: no index of {query().model._meta.db_table} starts with member_id"
+        return
+    _, plan = await conn.execute_query(f"EXPLAIN QUERY PLAN {sql}")
+    details = " | ".join(str(dict(r).get("detail")) for r in plan)
+    assert "USING INDEX" in details and "member_id=?" in details.replace(" ", ""), (
+        f"{what}: {sql} -> {details}")
+
+
+# ---- 4. chat lists without bounds ---------------------------------------------------------------
+
+async def test_teams_progress_of_a_large_partner_answers(db: str) -> None:
+    """`progress <org-id>` lists every active member of the organisation, one line each, in one
+    message. For a partner with 1,500 staff (the largest of 100 tenants in bench/scale.py has
+    19,348) that is ~75,000 characters; the Bot Connector refuses the reply (413
+    MessageSizeTooBig, Teams' ~100 KB activity limit) and the CAM gets nothing. The answer should
+    be bounded (a summary, the first N, and the console for the rest)."""
+    from tests.teams_support import start_teams_rig, stop_teams_rig
+
+    teams = await start_teams_rig(db)
+    try:
+        await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+        await _members(1500, org_external_id="bigco", platform_account=False)
+        before = len(teams.connector.activities("a:conv-aad-cam"))
+        status, _ = await teams.post(teams.activity("message", "aad-cam", text="progress bigco"))
+        assert status == 200
+        refused = [c for c in teams.connector.calls if c.status == 413]
+        replies = teams.connector.activities("a:conv-aad-cam")[before:]
+        assert not refused and replies, (
+            f"the CAM got {len(replies)} replies; the connector refused {len(refused)} as too big "
+            f"({[c.error_code for c in refused]})")
+    finally:
+        await stop_teams_rig(teams)
+
+
+async def test_slack_questions_list_fits_a_message(slack) -> None:  # noqa: ANN001
+    """`questions` lists every open hand-off of the CAM (an admin: everyone's) in one message,
+    with up to 200 characters of each question. With 300 open hand-offs the reply is over
+    40,000 characters: Slack truncates message text at 40,000 characters (chat.postMessage
+    reference), so the list is cut off mid-line with nothing to say so. It should be bounded
+    (the oldest N and a count, the console for the rest)."""
+    cam = await Staff.get(email="cam@vendor.example")
+    ids = await _members(300, org_external_id="asks", platform_account=False)
+    now = slack.clock.now()
+    await Question.bulk_create([
+        Question(member_id=m, platform="slack", text="How do I register a deal for a customer that buys through "
+                 "two of our distributors at once, and who gets the rebate when both claim it? " * 2,
+                 asked_at=now, abstained=True, handoff_status="open", handed_off_at=now, cam_id=cam.id)
+        for m in ids], batch_size=500)
+    _, _, key = await slack.command("questions")
+    (listing,) = await slack.responses(key)
+    text = listing.args["text"]
+    assert len(text) <= 40_000, f"the questions reply is {len(text)} characters (Slack keeps 40,000)"
