@@ -149,6 +149,7 @@ class PlatformAccount(Model):
     class Meta:
         table = "platform_account"
         unique_together = (("platform", "workspace_external_id", "user_id"),)
+        indexes = (("member_id",),)  # a member's accounts: journey steps, digests, hand-offs, the directory
 
 
 class Staff(Model):
@@ -280,7 +281,8 @@ class Delivery(Model):
         # the last one covers the console's per-notice counts and timeline (bench/console.py)
         indexes = (("status", "next_attempt_at"), ("next_reminder_at",),
                    ("notice_id", "kind", "status", "delivered_at", "member_id"), ("status", "claimed_until"),
-                   ("notice_id", "kind", "organisation_id", "status"))
+                   ("notice_id", "kind", "organisation_id", "status"),
+                   ("member_id", "status", "created_at"))  # a member's digest rows (run_digests), by member
 
 
 class DeliveryLane(Model):

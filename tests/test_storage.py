@@ -3,15 +3,16 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from bot.core.replays import first_sighting
 from storage import db as storage_db
-from storage.models import Organisation, SeenRequest
+from storage.models import Delivery, Organisation, PlatformAccount, SeenRequest
 from tests.conftest import POSTGRES_URL, _admin_execute, _with_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,3 +79,30 @@ async def test_two_replicas_migrating_a_fresh_postgres_database_at_once_both_suc
             await storage_db.close()
     finally:
         await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("what,query", [
+    ("a member's accounts (journey steps' and digests' target, the hand-off relay, the directory)",
+     lambda: PlatformAccount.filter(member_id=1).order_by("id")),
+    ("a member's digest rows (run_digests, per member, every tick)",
+     lambda: Delivery.filter(member_id=1, status="digest", created_at__lt=datetime(2026, 1, 6, 8, tzinfo=UTC))),
+])
+async def test_per_member_reads_use_an_index(db: str, what: str, query) -> None:  # noqa: ANN001
+    """The periodic jobs read a member's accounts and digest rows once per member they handle.
+    Without an index starting with member_id (migration 0016) those were, on PostgreSQL with
+    100,000 members (bench/periodic_scale.py), a sequential scan of all of platform_account
+    (~12 ms) and a scan of the whole delivery unique index (growing with every notice ever
+    sent), for each step and digest, every minute. PostgreSQL: an index of the table starts with
+    member_id; SQLite: the query plan uses an index on member_id."""
+    sql = query().sql(params_inline=True)
+    conn = connections.get("default")
+    if storage_db.dialect() == "postgres":
+        _, found = await conn.execute_query(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = $1", [query().model._meta.db_table])
+        leading = [r["indexdef"].split("(", 1)[1].split(",")[0].split(")")[0].strip() for r in found]
+        assert "member_id" in leading, f"{what}: no index of {query().model._meta.db_table} starts with member_id"
+        return
+    _, plan = await conn.execute_query(f"EXPLAIN QUERY PLAN {sql}")
+    details = " | ".join(str(dict(r).get("detail")) for r in plan)
+    assert "USING INDEX" in details and "member_id=?" in details.replace(" ", ""), (
+        f"{what}: {sql} -> {details}")

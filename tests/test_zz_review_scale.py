@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from tortoise import connections
 
 from bot.core.notices.digests import run_digests
 from bot.core.notices.reminders import plan_reminders
-from storage import db as storage_db
 from storage.models import (
     Delivery,
     Member,
@@ -99,33 +96,3 @@ async def test_one_tick_plans_every_reminder_that_is_due(rig: Rig) -> None:
     planned = await plan_reminders(due + timedelta(minutes=1), rig.herald.catalog)
 
     assert planned == n, f"one tick planned {planned} of {n} reminders that were due"
-
-
-# ---- 3. indexes for the per-member reads --------------------------------------------------------
-
-
-@pytest.mark.parametrize("what,query", [
-    ("a member's accounts (journey steps' and digests' target, the hand-off relay, the directory)",
-     lambda: PlatformAccount.filter(member_id=1).order_by("id")),
-    ("a member's digest rows (run_digests, per member, every tick)",
-     lambda: Delivery.filter(member_id=1, status="digest", created_at__lt=TUESDAY_8_UTC)),
-])
-async def test_per_member_reads_use_an_index(db: str, what: str, query) -> None:  # noqa: ANN001
-    """`platform_account` has no index on member_id and `delivery` none that starts with it (its
-    unique key starts with notice_id). On PostgreSQL with 100,000 members (bench/periodic_scale.py
-    `explain`) a member's accounts are a sequential scan of the whole table (~12 ms, 100,000 rows
-    removed by the filter) and a member's digest rows a scan of the whole delivery unique index
-    (1,200 buffers for 250,000 rows, growing with every notice ever sent). The journeys tick does
-    the first for each step it sends, the digests tick the second for each digest, every minute."""
-    sql = query().sql(params_inline=True)
-    conn = connections.get("default")
-    if storage_db.dialect() == "postgres":
-        _, found = await conn.execute_query(
-            "SELECT indexdef FROM pg_indexes WHERE tablename = $1", [query().model._meta.db_table])
-        leading = [r["indexdef"].split("(", 1)[1].split(",")[0].split(")")[0].strip() for r in found]
-        assert "member_id" in leading, f"{what}: no index of {query().model._meta.db_table} starts with member_id"
-        return
-    _, plan = await conn.execute_query(f"EXPLAIN QUERY PLAN {sql}")
-    details = " | ".join(str(dict(r).get("detail")) for r in plan)
-    assert "USING INDEX" in details and "member_id=?" in details.replace(" ", ""), (
-        f"{what}: {sql} -> {details}")
