@@ -24,6 +24,7 @@ from bot.channels.teams import (
     TeamsChannel,
 )
 from bot.common import metrics
+from bot.common.budget import TimeBudget
 from bot.common.clock import Clock, SystemClock
 from bot.core.commands.runner import ReportReady
 from bot.core.delivery.messages import MessageSource, Target
@@ -346,15 +347,18 @@ class Herald:
         """The periodic work: publish scheduled notices, plan reminders and escalations, send
         escalation DMs, close surveys whose date has passed, wake the outbox, then work out the
         engagement figures of notices that changed. Safe to run on every replica at once.
+        Digests (and reminders) are taken in batches until none are due or most of the tick
+        interval is used (bot.common.budget), so the next tick starts on time.
 
         Each job runs on its own: one that raises is logged with its traceback and counted
         (`herald_tick_job_failures_total{job}`, and `failed_jobs` in the result), and the others
         still run, so one bad row cannot stop reminders and escalations on every replica."""
         now = self.clock.now()
         policy = self.settings.platform_policy
+        budget = TimeBudget.of_tick(self.settings.tick_seconds)  # shared by the jobs that work in batches
 
         async def digests() -> int:
-            return (await run_digests(self.channels, self.catalog, now))["queued"]
+            return (await run_digests(self.channels, self.catalog, now, budget=budget))["queued"]
 
         async def journeys() -> int:
             return sum((await run_journeys(self.channels, now)).values())

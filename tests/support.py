@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -208,6 +209,25 @@ async def seed_directory(clock: ManualClock, *, csv_text: str = SAMPLE_DIRECTORY
     await add_slack_workspace(TEAM, TOKEN, now=clock.now(), actor="test")
     await add_staff("cam@vendor.example", "cam", name="Casey CAM", slack_user=CAM_USER, slack_team=TEAM,
                     now=clock.now(), actor="test")
+
+
+async def bulk_members(n: int, *, joined_at: datetime, org_external_id: str = "bulk",
+                       platform_account: bool = True) -> list[int]:
+    """`n` active members in Europe/Berlin of one new organisation (CAM cam@vendor.example), each
+    with a Slack account in the rig's workspace unless told otherwise. Returns their ids, in order."""
+    from storage.models import Member, Organisation, PlatformAccount
+
+    org = await Organisation.create(external_id=org_external_id, name="Bulk Partner GmbH", tier="gold",
+                                    region="emea", cam_email="cam@vendor.example")
+    await Member.bulk_create([
+        Member(organisation_id=org.id, email=f"m{i:05d}@bulk.example", name=f"Member {i:05d}", role="sales",
+               timezone="Europe/Berlin", joined_at=joined_at) for i in range(n)], batch_size=500)
+    ids = list(await Member.filter(organisation_id=org.id).order_by("id").values_list("id", flat=True))
+    if platform_account:
+        await PlatformAccount.bulk_create([
+            PlatformAccount(member_id=m, platform="slack", workspace_external_id=TEAM, user_id=f"UB{m}",
+                            dm_channel=f"DUB{m}") for m in ids], batch_size=500)
+    return ids
 
 
 class Rig:

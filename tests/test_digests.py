@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 from bot.core.notices import sending as notices
 from bot.core.commands.parser import SendCommand
+from bot.common.budget import TimeBudget
+from bot.core.notices import digests
 from bot.core.notices.digests import digest_period, run_digests
 from bot.core.directory.preferences import update_preferences
 from bot.core.notices.revisions import edit_notice, retract_notice
-from storage.models import AuditEvent, Delivery, DigestRun, Member, OutboundMessage
-from tests.support import Rig
+from storage.models import AuditEvent, Delivery, DigestRun, Member, Notice, OutboundMessage, PlatformAccount
+from tests.support import TEAM, Rig, bulk_members
 
 MONDAY_10_UTC = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)  # 11:00 Berlin
 TUESDAY_8_UTC = datetime(2026, 1, 6, 8, 0, tzinfo=UTC)  # 09:00 Berlin: Anna's and Bo's digest hour
@@ -231,3 +233,55 @@ async def test_editing_a_notice_after_its_digest_leaves_the_digest_alone(rig: Ri
                       operator="test")
     await rig.herald.outbox.drain()
     assert rig.fake.calls_to("chat.update") == []
+
+
+# ---- at scale: as many digests a tick as its time budget allows ---------------------------------
+
+async def _digest_rows_for(n: int) -> list[int]:
+    """`n` new members with a Slack account, each with one nice-to-know notice kept for their digest
+    since Monday 10:00 UTC. Returns their ids."""
+    ids = await bulk_members(n, joined_at=MONDAY_10_UTC - timedelta(days=400))
+    notice = await Notice.create(topic="announcements", importance="nice-to-know", title="At scale", body="b",
+                                 audience="all", status="sent", recipient_count=n, created_at=MONDAY_10_UTC,
+                                 sent_at=MONDAY_10_UTC)
+    accounts = dict(await PlatformAccount.filter(member_id__in=ids).values_list("member_id", "id"))
+    await Delivery.bulk_create([
+        Delivery(notice_id=notice.id, member_id=m, platform="slack", status="digest", next_attempt_at=MONDAY_10_UTC,
+                 created_at=MONDAY_10_UTC, workspace_external_id=TEAM, account_id=accounts[m]) for m in ids],
+        batch_size=500)
+    return ids
+
+
+async def test_one_tick_queues_every_digest_that_is_due(rig: Rig) -> None:
+    """A nice-to-know notice to N members puts one digest row per member; at their digest moment
+    (09:00 Berlin) every one of them is due. `run_digests` queued at most 200 a tick (60 s), so
+    100,000 members' morning digests took 500 ticks, the last going out after 17:20
+    (bench/periodic_scale.py). It now takes page after page while the tick's time budget lasts.
+    README: nice-to-know notices "arrive as one digest per period, in the member's morning"."""
+    n = 500
+    await _digest_rows_for(n)
+
+    counts = await run_digests(rig.herald.channels, rig.herald.catalog, TUESDAY_8_UTC)
+
+    queued = await OutboundMessage.filter(purpose="digest").count()
+    assert counts["queued"] == n and queued == n, (
+        f"one tick at the digest moment queued {queued} of {n} due digests; the rest wait a minute per 200")
+
+
+async def test_a_tick_whose_time_budget_is_used_queues_one_batch_and_the_next_tick_the_rest(
+        rig: Rig, monkeypatch) -> None:  # noqa: ANN001
+    """The budget bounds a tick (the next one starts on time; several replicas share the work):
+    with it used up, a run still queues BATCH digests; the next run, with time to spare, reads the
+    members a page at a time (keyset on member id) and queues all the others, once each."""
+    monkeypatch.setattr(digests, "BATCH", 3)
+    monkeypatch.setattr(digests, "PAGE", 4)
+    ids = await _digest_rows_for(10)
+    used_up = TimeBudget(0, monotonic=lambda: 0.0)
+
+    first = await run_digests(rig.herald.channels, rig.herald.catalog, TUESDAY_8_UTC, budget=used_up)
+    second = await run_digests(rig.herald.channels, rig.herald.catalog, TUESDAY_8_UTC + timedelta(minutes=1),
+                               budget=TimeBudget(60, monotonic=lambda: 0.0))
+
+    assert (first["queued"], second["queued"]) == (3, 7)
+    runs = await DigestRun.filter(member_id__in=ids).values_list("member_id", flat=True)
+    assert sorted(runs) == ids  # one each, nobody twice

@@ -24,6 +24,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.functions import Min
 from tortoise.transactions import in_transaction
 
+from bot.common.budget import TimeBudget
 from bot.common.schedule import member_zone, next_working_moment
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.messages import MessageResult, ResultKind, Target, enqueue, on_result
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 DIGEST_HOUR = 9  # local time
 TITLE = "Your Herald digest"
 MAX_LISTED = 100  # notices in one digest; any more wait for the next one
-BATCH = 200  # digests sent per run; the rest on the next tick
+BATCH = 200  # digests queued per run at least; more while the tick's time budget lasts
+PAGE = 1000  # members with digest rows read at a time (keyset on member id)
 STALE_AFTER = timedelta(hours=1)  # a run still pending this long was interrupted
 _LIVE = (NoticeStatus.SENDING.value, NoticeStatus.SENT.value)
 
@@ -73,51 +75,63 @@ def digest_period(now: datetime, zone: str, frequency: str, *, quiet_start: int 
     return DigestPeriod(key, due)
 
 
-async def run_digests(channels: dict[str, Channel], catalog: TopicCatalog, now: datetime) -> dict[str, int]:
-    """Queue every digest that is due now; the outbox sends them. Safe on every replica at once.
+async def run_digests(channels: dict[str, Channel], catalog: TopicCatalog, now: datetime, *,
+                      budget: TimeBudget | None = None) -> dict[str, int]:
+    """Queue the digests that are due now, a page of members at a time, until none are left or
+    the tick's time budget is used (at least BATCH a run); the outbox sends them. Safe on every
+    replica at once.
 
     Returns counts: queued, failed (nowhere to send it), empty (only retracted notices were
     waiting), interrupted (stale runs closed).
     """
+    budget = budget or TimeBudget()
     counts = {"queued": 0, "failed": 0, "empty": 0, "interrupted": await _close_interrupted(now)}
-    due = await _due_members(now)
-    for member, period in due[:BATCH]:
-        try:
-            result = await _digest_one(member, period, channels, catalog, now)
-        except Exception:  # noqa: BLE001 - one member's problem must not hold up everyone's digest
-            log.exception("digest for member %s (%s) failed", member.id, period.key)
-            continue
-        if result in counts:
-            counts[result] += 1
+    handled = 0
+    after: int | None = 0
+    while after is not None:
+        due, after = await _due_page(now, after)
+        for member, period in due:
+            if handled >= BATCH and budget.spent():
+                return counts  # the rest on the next tick
+            handled += 1
+            try:
+                result = await _digest_one(member, period, channels, catalog, now)
+            except Exception:  # noqa: BLE001 - one member's problem must not hold up everyone's digest
+                log.exception("digest for member %s (%s) failed", member.id, period.key)
+                continue
+            if result in counts:
+                counts[result] += 1
     return counts
 
 
 # ---- who is due --------------------------------------------------------------------------------
 
-async def _due_members(now: datetime) -> list[tuple[Member, DigestPeriod]]:
-    """Members with digest rows written before their current period's digest moment, past that
-    moment, outside their quiet hours, and without a run for the period."""
-    oldest = {row["member_id"]: row["oldest"] for row in await Delivery.filter(
-        status=DeliveryStatus.DIGEST.value, member__active=True).annotate(oldest=Min("created_at")).group_by(
-        "member_id").values("member_id", "oldest")}
+async def _due_page(now: datetime, after: int) -> tuple[list[tuple[Member, DigestPeriod]], int | None]:
+    """Of the next PAGE members (by id, after `after`) with digest rows: those whose rows were
+    written before their current period's digest moment, past that moment, outside their quiet
+    hours, and without a run for the period. Also the id to read on from (None: the last page)."""
+    rows = await Delivery.filter(
+        status=DeliveryStatus.DIGEST.value, member__active=True, member_id__gt=after).annotate(
+        oldest=Min("created_at")).group_by("member_id").order_by("member_id").limit(PAGE).values(
+        "member_id", "oldest")
+    if not rows:
+        return [], None
+    oldest = {row["member_id"]: row["oldest"] for row in rows}
+    following = rows[-1]["member_id"] if len(rows) == PAGE else None
     candidates: list[tuple[Member, DigestPeriod]] = []
-    ids = sorted(oldest)
-    for start in range(0, len(ids), 5000):
-        for member in await Member.filter(id__in=ids[start:start + 5000], active=True).order_by("id"):
-            period = digest_period(now, member.timezone, member.digest_frequency,
-                                   quiet_start=member.quiet_start_hour, quiet_end=member.quiet_end_hour)
-            quiet_now = next_working_moment(now, member.timezone, quiet_start=member.quiet_start_hour,
-                                            quiet_end=member.quiet_end_hour, skip_weekends=False) > now
-            if now >= period.due_at and not quiet_now and _as_aware(oldest[member.id]) < period.due_at:
-                candidates.append((member, period))
+    for member in await Member.filter(id__in=list(oldest), active=True).order_by("id"):
+        period = digest_period(now, member.timezone, member.digest_frequency,
+                               quiet_start=member.quiet_start_hour, quiet_end=member.quiet_end_hour)
+        quiet_now = next_working_moment(now, member.timezone, quiet_start=member.quiet_start_hour,
+                                        quiet_end=member.quiet_end_hour, skip_weekends=False) > now
+        if now >= period.due_at and not quiet_now and _as_aware(oldest[member.id]) < period.due_at:
+            candidates.append((member, period))
     if not candidates:
-        return []
-    done: set[tuple[int, str]] = set()
-    for start in range(0, len(candidates), 5000):
-        part = candidates[start:start + 5000]
-        runs = DigestRun.filter(member_id__in=[m.id for m, _ in part], period__in=sorted({p.key for _, p in part}))
-        done.update(await runs.values_list("member_id", "period"))
-    return [(m, p) for m, p in candidates if (m.id, p.key) not in done]
+        return [], following
+    done = set(await DigestRun.filter(member_id__in=[m.id for m, _ in candidates],
+                                      period__in=sorted({p.key for _, p in candidates})).values_list(
+        "member_id", "period"))
+    return [(m, p) for m, p in candidates if (m.id, p.key) not in done], following
 
 
 def _as_aware(value: datetime | str) -> datetime:
