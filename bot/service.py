@@ -347,7 +347,7 @@ class Herald:
         """The periodic work: publish scheduled notices, plan reminders and escalations, send
         escalation DMs, close surveys whose date has passed, wake the outbox, then work out the
         engagement figures of notices that changed. Safe to run on every replica at once.
-        Digests (and reminders) are taken in batches until none are due or most of the tick
+        Reminders and digests are taken in batches until none are due or most of the tick
         interval is used (bot.common.budget), so the next tick starts on time.
 
         Each job runs on its own: one that raises is logged with its traceback and counted
@@ -368,7 +368,7 @@ class Herald:
 
         jobs: dict[str, Callable[[], Awaitable[int]]] = {
             "published": lambda: publish_due(self.catalog, now=now, platform_policy=policy, channels=self.channels),
-            "reminders": lambda: plan_reminders(now, self.catalog),
+            "reminders": lambda: plan_reminders(now, self.catalog, budget=budget),
             "escalations": lambda: plan_escalations(now),
             "escalation_messages": lambda: send_escalations(self.channels, now),
             "handoffs_announced": lambda: announce_open_handoffs(self.channels, now),

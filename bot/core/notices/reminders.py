@@ -2,19 +2,25 @@
 
 Each delivered original carries `next_reminder_at`. The planner (run by the scheduler on every
 replica) turns due ones into reminder rows in the outbox, in the member's working hours, and
-moves `next_reminder_at` on. A conditional update plus the outbox's unique key make a reminder
-happen once however many replicas plan at the same moment.
+moves `next_reminder_at` on, a batch at a time in one transaction each: one read of the batch's
+acknowledgements, one update, one insert. On PostgreSQL a batch's rows are locked (`SKIP
+LOCKED`: replicas planning at once take different rows); the update moves only rows still as they
+were read and the insert skips a reminder that exists, so a reminder happens once however many
+replicas plan at the same moment.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from bot.common.budget import TimeBudget
 from bot.common.schedule import ReminderSchedule, next_working_moment
 from bot.topics import TopicCatalog
 from storage.models import (
@@ -27,6 +33,7 @@ from storage.models import (
     Organisation,
     Workspace,
 )
+from storage import db as storage_db
 
 log = logging.getLogger(__name__)
 
@@ -45,52 +52,93 @@ def schedule_for(notice: Notice, catalog: TopicCatalog) -> ReminderSchedule:
         return fallback
 
 
-async def plan_reminders(now: datetime, catalog: TopicCatalog, *, batch: int = 500) -> int:
-    """Create the reminders that are due now. Returns how many were created."""
-    due = await Delivery.filter(
-        kind=DeliveryKind.NOTICE.value, status=DeliveryStatus.DELIVERED.value, next_reminder_at__lte=now,
-    ).select_related("notice", "member__organisation").order_by("next_reminder_at").limit(batch)
-    removed = await _removed_workspaces() if due else set()
+async def plan_reminders(now: datetime, catalog: TopicCatalog, *, batch: int = 500,
+                         budget: TimeBudget | None = None) -> int:
+    """Create the reminders that are due now, a batch at a time until none are due or the tick's
+    time budget is used (at least one batch a run). Returns how many were created."""
+    budget = budget or TimeBudget()
     created = 0
-    for original in due:
-        created += await _plan_one(original, now, catalog, removed)
-    return created
+    while True:
+        taken, planned = await _plan_batch(now, catalog, batch)
+        created += planned
+        if taken < batch or budget.spent():
+            return created
 
 
-async def _removed_workspaces() -> set[tuple[str, str]]:
+async def _plan_batch(now: datetime, catalog: TopicCatalog, size: int) -> tuple[int, int]:
+    """In one transaction: up to `size` due originals, oldest due first (on PostgreSQL locked,
+    skipping those another replica is planning), one read of their acknowledgements, every
+    original moved on in one statement (only if still as read) and the reminders of those moved
+    inserted together. Returns (originals taken, reminders created)."""
+    async with in_transaction() as conn:
+        locked = await storage_db.select_locked(
+            "delivery", "id", "kind=? AND status=? AND next_reminder_at<=?",
+            [DeliveryKind.NOTICE.value, DeliveryStatus.DELIVERED.value, now],
+            order_by="next_reminder_at, id", limit=size, skip_locked=True, conn=conn)
+        if not locked:
+            return 0, 0
+        due = await Delivery.filter(id__in=[r["id"] for r in locked]).select_related(
+            "notice", "member__organisation").using_db(conn)
+        acked = await _acknowledged_among(due, conn)
+        removed = await _removed_workspaces(conn)
+        plans = [_plan_one(original, now, catalog, (original.notice.id, original.member.id) in acked, removed)
+                 for original in due]
+        moved = await _move_all(plans, conn)
+        reminders = [plan.reminder(now) for plan in plans if plan.remind and plan.original.id in moved]
+        if reminders:  # a clash on the unique key: that reminder exists already
+            await Delivery.bulk_create(reminders, ignore_conflicts=True, using_db=conn)
+    return len(locked), len(reminders)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What becomes of one due original: its next reminder time, and whether a reminder goes now."""
+
+    original: Delivery
+    next_at: datetime | None
+    remind: bool = False
+
+    @property
+    def reminders_sent(self) -> int:
+        return self.original.reminders_sent + int(self.remind)
+
+    def reminder(self, now: datetime) -> Delivery:
+        original = self.original
+        return Delivery(
+            notice_id=original.notice.id, member_id=original.member.id, platform=original.platform,
+            kind=DeliveryKind.REMINDER.value, sequence=self.reminders_sent, account_id=original.account_id,  # type: ignore[attr-defined]
+            workspace_external_id=original.workspace_external_id, status=DeliveryStatus.PENDING.value,
+            next_attempt_at=now, created_at=now, variant=original.variant)
+
+
+async def _removed_workspaces(conn: BaseDBAsyncClient) -> set[tuple[str, str]]:
     """(platform, workspace) pairs Herald was removed from: their reminders could only fail."""
-    return set(await Workspace.filter(active=False).values_list("platform", "external_id"))
+    return set(await Workspace.filter(active=False).using_db(conn).values_list("platform", "external_id"))
 
 
-async def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog,
-                    removed: Collection[tuple[str, str]] = ()) -> int:
+def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog, acknowledged: bool,
+              removed: Collection[tuple[str, str]] = ()) -> _Plan:
     notice: Notice = original.notice
     member = original.member
     organisation = member.organisation
-    moved_from = original.next_reminder_at
     past_deadline = notice.deadline is not None and now >= notice.deadline  # escalation takes over
-    if notice.status not in LIVE or past_deadline or await _acknowledged(notice, member.id):
-        await _move(original, moved_from, None)
-        return 0
+    if notice.status not in LIVE or past_deadline or acknowledged:
+        return _Plan(original, None)
     if not member.active:
         # left out of the directory: nothing is sent while they are out, but the reminder is kept
         # for when an import brings them back; look again hourly, as for a paused organisation
-        await _move(original, moved_from, now + INACTIVE_LOOK_AGAIN)
-        return 0
+        return _Plan(original, now + INACTIVE_LOOK_AGAIN)
     if (original.platform, original.workspace_external_id) in removed:
         # Herald was removed from the member's workspace: a reminder row would only fail (and be
         # audited) at every slot. Look again hourly, so reminders resume once it is reconnected.
-        await _move(original, moved_from, now + REMOVED_LOOK_AGAIN)
-        return 0
+        return _Plan(original, now + REMOVED_LOOK_AGAIN)
     if is_paused(organisation, now):
         # no automated reminders until the CAM resumes or the pause runs out; look again hourly
-        await _move(original, moved_from, organisation.paused_until or now + timedelta(hours=1))
-        return 0
+        return _Plan(original, organisation.paused_until or now + timedelta(hours=1))
     working = next_working_moment(now, member.timezone, quiet_start=member.quiet_start_hour,
                                   quiet_end=member.quiet_end_hour)
     if working > now:
-        await _move(original, moved_from, working)
-        return 0
+        return _Plan(original, working)
     number = original.reminders_sent + 1
     schedule = schedule_for(notice, catalog)
     following = schedule.due_at(original.delivered_at, number + 1, notice.deadline)
@@ -98,25 +146,42 @@ async def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog,
         following = now + timedelta(hours=schedule.then_every_hours)
         if notice.deadline is not None and following >= notice.deadline:
             following = None
-    try:
-        async with in_transaction() as conn:
-            moved = await Delivery.filter(id=original.id, next_reminder_at=moved_from,
-                                          reminders_sent=original.reminders_sent).using_db(conn).update(
-                next_reminder_at=following, reminders_sent=number)
-            if not moved:
-                return 0  # another replica planned it
-            await Delivery.create(
-                notice_id=notice.id, member_id=member.id, platform=original.platform, kind=DeliveryKind.REMINDER.value,
-                sequence=number, account_id=original.account_id, workspace_external_id=original.workspace_external_id,  # type: ignore[attr-defined]
-                status=DeliveryStatus.PENDING.value, next_attempt_at=now, created_at=now,
-                    variant=original.variant, using_db=conn)
-    except IntegrityError:
-        return 0
-    return 1
+    return _Plan(original, following, remind=True)
 
 
-async def _move(original: Delivery, expected: datetime | None, to: datetime | None) -> None:
-    await Delivery.filter(id=original.id, next_reminder_at=expected).update(next_reminder_at=to)
+async def _acknowledged_among(originals: list[Delivery], conn: BaseDBAsyncClient) -> set[tuple[int, int]]:
+    """(notice id, member id) of the originals whose member acknowledged the notice's current revision."""
+    revision = {d.notice.id: d.notice.ack_revision for d in originals}
+    rows = await Acknowledgement.filter(notice_id__in=list(revision), member_id__in=list({
+        d.member.id for d in originals})).using_db(conn).values_list("notice_id", "member_id", "revision")
+    return {(notice_id, member_id) for notice_id, member_id, rev in rows if revision.get(notice_id) == rev}
+
+
+# PostgreSQL: every original of a batch moved on in one statement (storage.db.columns), only if it
+# is still as it was read; the ids moved come back.
+_MOVE_PG = (
+    "UPDATE delivery d SET next_reminder_at=v.next_at, reminders_sent=v.sent "
+    "FROM unnest($1::int[], $2::timestamptz[], $3::int[], $4::timestamptz[], $5::int[]) "
+    "AS v(id, expected_at, expected_sent, next_at, sent) "
+    "WHERE d.id=v.id AND d.next_reminder_at=v.expected_at AND d.reminders_sent=v.expected_sent RETURNING d.id")
+
+
+async def _move_all(plans: list[_Plan], conn: BaseDBAsyncClient) -> set[int]:
+    """Move each original's next reminder on (and count the reminder going now) if the row is still
+    as it was read: a replica that planned it meanwhile, or an acknowledgement that cleared it,
+    wins. Returns the ids moved."""
+    if storage_db.dialect() == "postgres":
+        rows = [(p.original.id, p.original.next_reminder_at, p.original.reminders_sent, p.next_at, p.reminders_sent)
+                for p in plans]
+        return {r["id"] for r in await conn.execute_query_dict(_MOVE_PG, storage_db.columns(rows))}
+    moved = set()
+    for plan in plans:  # SQLite: one local statement each, in the batch's transaction
+        original = plan.original
+        if await Delivery.filter(id=original.id, next_reminder_at=original.next_reminder_at,
+                                 reminders_sent=original.reminders_sent).using_db(conn).update(
+                next_reminder_at=plan.next_at, reminders_sent=plan.reminders_sent):
+            moved.add(original.id)
+    return moved
 
 
 def is_paused(organisation: Organisation, now: datetime) -> bool:
