@@ -14,7 +14,7 @@ from bot.core.commands.parser import parse_command
 from bot.core.notices import acks
 from bot.core.notices import sending as notices
 from bot.common.clock import ManualClock
-from bot.core.notices.escalations import remind_organisation_now
+from bot.core.notices.escalations import escalation_message, remind_organisation_now, unacknowledged_by_organisation
 from bot.core.directory.pauses import pause_organisation, resume_organisation
 from bot.core.notices.reminders import plan_reminders
 from bot.core.notices.revisions import edit_notice, retract_notice
@@ -886,3 +886,51 @@ async def test_replicas_planning_the_same_reminders_at_once_create_each_once(rig
     reminded = await Delivery.filter(notice_id=notice_id, kind="reminder").values_list("member_id", flat=True)
     assert sorted(reminded) == ids
     assert set(await Delivery.filter(notice_id=notice_id, kind="notice").values_list("reminders_sent", flat=True)) == {1}
+
+
+# ---- escalation reads at scale -----------------------------------------------------------------
+
+async def test_unacknowledged_members_are_listed_once_per_organisation_and_read_for_one_alone(rig: Rig) -> None:
+    """A member with a Slack and a Teams copy is listed once (the check was a `not in` a list:
+    quadratic in the organisation's size, 4.8 s for 8,000 members in bench/periodic_scale.py);
+    Remind now reads its one organisation in SQL, not the whole notice, and finds the same."""
+    rig.clock.set(MONDAY_9_UTC)
+    ids = await bulk_members(30, joined_at=MONDAY_9_UTC - timedelta(days=400), org_external_id="twice")
+    org = await Organisation.get(external_id="twice")
+    notice_id = await rig.broadcast("all", deadline=MONDAY_9_UTC + timedelta(days=2))
+    notice = await Notice.get(id=notice_id)
+    await Delivery.bulk_create([  # the same members on Teams as well
+        Delivery(notice_id=notice_id, member_id=m, platform="teams", status="delivered", next_attempt_at=MONDAY_9_UTC,
+                 created_at=MONDAY_9_UTC, delivered_at=MONDAY_9_UTC) for m in ids])
+    await Acknowledgement.create(notice_id=notice_id, member_id=ids[0], platform="teams", revision=1,
+                                 acknowledged_at=MONDAY_9_UTC)
+
+    everyone = await unacknowledged_by_organisation(notice)
+    alone = await unacknowledged_by_organisation(notice, organisation_id=org.id)
+
+    assert sorted(everyone[org.id]) == ids[1:]
+    assert alone == {org.id: everyone[org.id]}
+    assert len(everyone) > 1  # the seeded partners too
+
+
+async def test_an_escalation_for_a_partner_beyond_the_query_argument_limit_lists_40_and_counts_them_all(
+        rig: Rig) -> None:
+    """A partner with more unacknowledged members than asyncpg passes query arguments (32,767):
+    the escalation DM loaded every one of them by an `id IN (...)` list to name 40, and failed on
+    PostgreSQL. It now reads the 40 it names and counts the rest, with the ids as one parameter."""
+    rig.clock.set(MONDAY_9_UTC)
+    ids = await bulk_members(33_000, joined_at=MONDAY_9_UTC - timedelta(days=400), org_external_id="huge",
+                             platform_account=False)
+    org = await Organisation.get(external_id="huge")
+    notice = await Notice.create(topic="announcements", importance="must-know", title="Recall", body="b",
+                                 audience="org:huge", status="sent", recipient_count=len(ids),
+                                 created_at=MONDAY_9_UTC, sent_at=MONDAY_9_UTC, deadline=MONDAY_9_UTC)
+    row = await Escalation.create(notice=notice, organisation=org, member_ids=ids, created_at=MONDAY_9_UTC)
+    row = await Escalation.get(id=row.id).select_related("notice", "organisation")
+
+    message = await escalation_message(row)
+
+    listed = [line for line in message.lines if line.startswith("• ")]
+    assert "33000 members have not acknowledged it:" in message.lines[1]
+    assert listed[0] == "• Member 00000 <m00000@bulk.example> (sales)" and len(listed) == 40
+    assert message.lines[-1] == "… and 32960 more (see the report)."

@@ -13,6 +13,7 @@ import logging
 from collections import defaultdict
 from datetime import datetime
 
+from tortoise import connections
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -24,13 +25,13 @@ from bot.core.notices.reminders import remind_now
 from bot.core.notices.views import format_time
 from bot.core.delivery.messages import MessageResult, Target, enqueue, on_result
 from bot.core.ports import Button, Channel, DirectMessage
+from storage import db as storage_db
 from storage.models import (
     Acknowledgement,
     Delivery,
     DeliveryKind,
     DeliveryStatus,
     Escalation,
-    Member,
     MessagePurpose,
     Notice,
     NoticeStatus,
@@ -57,20 +58,23 @@ async def plan_escalations(now: datetime) -> int:
     return created
 
 
-async def unacknowledged_by_organisation(notice: Notice) -> dict[int, list[int]]:
+async def unacknowledged_by_organisation(notice: Notice, *, organisation_id: int | None = None) -> dict[int, list[int]]:
     """organisation id -> active member ids who received the notice (or were meant to: a copy that
     failed counts) and have not acknowledged. Copies cancelled or held back from an A/B test's
-    first share do not count, nor do members the directory has since deactivated."""
-    acked = set(await Acknowledgement.filter(notice_id=notice.id, revision=notice.ack_revision)
-                .values_list("member_id", flat=True))
-    rows = await Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value, member__active=True).exclude(
-        status__in=[DeliveryStatus.CANCELLED.value, DeliveryStatus.HELD.value]).values(
-        "member_id", "member__organisation_id")
-    missing: dict[int, list[int]] = defaultdict(list)
-    for row in rows:
-        if row["member_id"] not in acked and row["member_id"] not in missing[row["member__organisation_id"]]:
-            missing[row["member__organisation_id"]].append(row["member_id"])
-    return {org: members for org, members in missing.items() if members}
+    first share do not count, nor do members the directory has since deactivated.
+    `organisation_id`: that organisation's only (Remind now), read as such."""
+    acks = Acknowledgement.filter(notice_id=notice.id, revision=notice.ack_revision)
+    copies = Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value, member__active=True).exclude(
+        status__in=[DeliveryStatus.CANCELLED.value, DeliveryStatus.HELD.value])
+    if organisation_id is not None:
+        acks = acks.filter(member__organisation_id=organisation_id)
+        copies = copies.filter(member__organisation_id=organisation_id)
+    acked = set(await acks.values_list("member_id", flat=True))
+    missing: dict[int, dict[int, None]] = defaultdict(dict)  # an ordered set per organisation
+    for member_id, org_id in await copies.values_list("member_id", "member__organisation_id"):
+        if member_id not in acked:
+            missing[org_id][member_id] = None
+    return {org: list(members) for org, members in missing.items()}
 
 
 async def _escalate(notice: Notice, now: datetime) -> int:
@@ -167,7 +171,7 @@ async def remind_organisation_now(notice_id: int, org_id: str, staff: Staff | No
         raise PermissionDenied("Only the partner's CAM, the notice's author or an admin can send reminders.")
     if notice.status not in (NoticeStatus.SENDING.value, NoticeStatus.SENT.value):
         raise UserError(f"notice #{notice.id} is {notice.status}; there is nothing to remind about")
-    missing = (await unacknowledged_by_organisation(notice)).get(organisation.id, [])
+    missing = (await unacknowledged_by_organisation(notice, organisation_id=organisation.id)).get(organisation.id, [])
     queued = await remind_now(notice, missing, now=now)
     async with in_transaction() as conn:
         await record([audit_event("notice.remind_requested", now=now, actor=staff.email, notice_id=notice.id,  # type: ignore[union-attr]
@@ -179,11 +183,15 @@ async def never_reached(notice_id: int, member_ids: list[int]) -> dict[int, str]
     """member id -> why the notice never reached them: every copy of theirs failed (Herald was
     removed from their workspace, their account is gone, ...). Reminders cannot reach them either;
     the reason says what would (reconnecting Herald, fixing the directory)."""
-    copies = await Delivery.filter(notice_id=notice_id, member_id__in=member_ids, kind=DeliveryKind.NOTICE.value) \
-        .exclude(status__in=[DeliveryStatus.CANCELLED.value, DeliveryStatus.HELD.value]) \
-        .order_by("id").values_list("member_id", "status", "error")
+    if not member_ids:
+        return {}
+    where, ids = storage_db.in_ids("member_id", member_ids)  # one parameter, however many members
+    copies = await connections.get("default").execute_query_dict(storage_db.placeholders(
+        f"SELECT member_id, status, error FROM delivery WHERE notice_id=? AND kind=? AND status NOT IN (?, ?) "
+        f"AND {where} ORDER BY id"), [notice_id, DeliveryKind.NOTICE.value, DeliveryStatus.CANCELLED.value,
+                                       DeliveryStatus.HELD.value, ids])
     reached, failed = set(), {}
-    for member_id, status, error in copies:
+    for member_id, status, error in ((r["member_id"], r["status"], r["error"]) for r in copies):
         if status == DeliveryStatus.FAILED.value:
             failed.setdefault(member_id, error or "could not be delivered")
         else:
@@ -191,11 +199,12 @@ async def never_reached(notice_id: int, member_ids: list[int]) -> dict[int, str]
     return {member_id: reason for member_id, reason in failed.items() if member_id not in reached}
 
 
-def _member_lines(members: list[Member], reasons: dict[int, str] | None = None) -> list[str]:
-    lines = [f"• {m.name or m.email} <{m.email}> ({m.role})" + (f": {reasons[m.id]}" if reasons else "")
-             for m in members[:_LISTED]]
-    if len(members) > _LISTED:
-        lines.append(f"… and {len(members) - _LISTED} more (see the report).")
+def _member_lines(members: list[dict], count: int, reasons: dict[int, str] | None = None) -> list[str]:
+    """One line per listed member (at most _LISTED of `count`), with why when `reasons` say."""
+    lines = [f"• {m['name'] or m['email']} <{m['email']}> ({m['role']})"
+             + (f": {reasons[m['id']]}" if reasons else "") for m in members]
+    if count > len(members):
+        lines.append(f"… and {count - len(members)} more (see the report).")
     return lines
 
 
@@ -204,25 +213,41 @@ async def escalation_message(row: Escalation) -> DirectMessage:
     copy failed) with why, since **Remind now** can do nothing for them."""
     notice: Notice = row.notice
     organisation: Organisation = row.organisation
-    members = await Member.filter(id__in=row.member_ids).order_by("name", "email")
-    unreached = await never_reached(notice.id, [m.id for m in members])
-    pending = [m for m in members if m.id not in unreached]
-    failed = [m for m in members if m.id in unreached]
+    members = list(row.member_ids)
+    unreached = await never_reached(notice.id, members)
+    pending_ids = [m for m in members if m not in unreached]
+    pending, pending_count = await _listed_members(pending_ids)
+    failed, failed_count = await _listed_members(list(unreached))
     lines = [
         f"The deadline of notice #{notice.id} \"{notice.title}\" passed at {format_time(notice.deadline)}"
         if notice.deadline else f"Notice #{notice.id} \"{notice.title}\" needs attention.",
     ]
-    if pending or not failed:
-        lines.append(f"{organisation.name} ({organisation.tier or 'no tier'}): {len(pending)} "
-                     f"member{'s have' if len(pending) != 1 else ' has'} not acknowledged it:")
-        lines += _member_lines(pending)
-    if failed:
-        lines.append(f"{organisation.name}: {len(failed)} member{'s' if len(failed) != 1 else ''} never received it "
-                     "(it could not be delivered; Remind now cannot reach them):")
-        lines += _member_lines(failed, unreached)
+    if pending_count or not failed_count:
+        lines.append(f"{organisation.name} ({organisation.tier or 'no tier'}): {pending_count} "
+                     f"member{'s have' if pending_count != 1 else ' has'} not acknowledged it:")
+        lines += _member_lines(pending, pending_count)
+    if failed_count:
+        lines.append(f"{organisation.name}: {failed_count} member{'s' if failed_count != 1 else ''} never received "
+                     "it (it could not be delivered; Remind now cannot reach them):")
+        lines += _member_lines(failed, failed_count, unreached)
     if organisation.paused_at is not None:
         lines.append(f"Automated reminders for {organisation.name} are paused: {organisation.pause_reason or 'no reason given'}.")
     value = f"{notice.id}:{organisation.external_id}"
-    remind = (Button("Remind now", REMIND_NOW_ACTION, value, "primary"),) if pending else ()
+    remind = (Button("Remind now", REMIND_NOW_ACTION, value, "primary"),) if pending_count else ()
     return DirectMessage(title=f"Escalation: {notice.title}"[:150], lines=tuple(lines),
                          buttons=(*remind, Button("Open report", OPEN_REPORT_ACTION, str(notice.id))))
+
+
+async def _listed_members(member_ids: list[int]) -> tuple[list[dict], int]:
+    """The first _LISTED of these members by name (id, name, email, role) and how many of them are
+    still on file, read with the ids as one parameter (storage.db.in_ids): a large partner's
+    unacknowledged members would pass asyncpg's 32,767 arguments, and only _LISTED are shown."""
+    if not member_ids:
+        return [], 0
+    where, ids = storage_db.in_ids("id", member_ids)
+    conn = connections.get("default")
+    listed = await conn.execute_query_dict(storage_db.placeholders(
+        f"SELECT id, name, email, role FROM member WHERE {where} ORDER BY name, email LIMIT ?"), [ids, _LISTED])
+    counted = await conn.execute_query_dict(storage_db.placeholders(
+        f"SELECT COUNT(*) AS n FROM member WHERE {where}"), [ids])
+    return listed, int(counted[0]["n"])

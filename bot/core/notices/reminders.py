@@ -189,11 +189,8 @@ def is_paused(organisation: Organisation, now: datetime) -> bool:
         organisation.paused_until is None or organisation.paused_until > now)
 
 
-async def _acknowledged(notice: Notice, member_id: int) -> bool:
-    return await Acknowledgement.filter(notice_id=notice.id, member_id=member_id, revision=notice.ack_revision).exists()
-
-
 REMIND_NOW_GAP = timedelta(minutes=15)
+_IDS_AT_ONCE = 5000  # member ids in one query: a large partner's would pass asyncpg's 32,767 arguments
 
 
 async def remind_now(notice: Notice, member_ids: list[int], *, now: datetime) -> int:
@@ -203,14 +200,23 @@ async def remind_now(notice: Notice, member_ids: list[int], *, now: datetime) ->
     A member reminded of the notice within REMIND_NOW_GAP is left alone: a second press (a double
     click arrives as two requests, each signed) must not send everyone the same reminder twice."""
     created = 0
+    for start in range(0, len(member_ids), _IDS_AT_ONCE):
+        created += await _remind_some(notice, member_ids[start:start + _IDS_AT_ONCE], now=now)
+    return created
+
+
+async def _remind_some(notice: Notice, member_ids: list[int], *, now: datetime) -> int:
+    created = 0
     originals = await Delivery.filter(notice_id=notice.id, member_id__in=member_ids, kind=DeliveryKind.NOTICE.value,
                                       status=DeliveryStatus.DELIVERED.value, member__active=True)
     recent = set(await Delivery.filter(
         notice_id=notice.id, member_id__in=member_ids, kind=DeliveryKind.REMINDER.value,
         created_at__gt=now - REMIND_NOW_GAP).exclude(status=DeliveryStatus.CANCELLED.value).values_list(
         "member_id", flat=True))
+    acked = set(await Acknowledgement.filter(notice_id=notice.id, member_id__in=member_ids,
+                                             revision=notice.ack_revision).values_list("member_id", flat=True))
     for original in originals:
-        if original.member_id in recent or await _acknowledged(notice, original.member_id):  # type: ignore[attr-defined]
+        if original.member_id in recent or original.member_id in acked:  # type: ignore[attr-defined]
             continue
         try:
             async with in_transaction() as conn:
