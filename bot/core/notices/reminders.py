@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from bot.common.budget import TimeBudget
@@ -105,7 +104,7 @@ class _Plan:
     def reminder(self, now: datetime) -> Delivery:
         original = self.original
         return Delivery(
-            notice_id=original.notice.id, member_id=original.member.id, platform=original.platform,
+            notice_id=original.notice_id, member_id=original.member_id, platform=original.platform,  # type: ignore[attr-defined]
             kind=DeliveryKind.REMINDER.value, sequence=self.reminders_sent, account_id=original.account_id,  # type: ignore[attr-defined]
             workspace_external_id=original.workspace_external_id, status=DeliveryStatus.PENDING.value,
             next_attempt_at=now, created_at=now, variant=original.variant)
@@ -163,13 +162,16 @@ _MOVE_PG = (
     "UPDATE delivery d SET next_reminder_at=v.next_at, reminders_sent=v.sent "
     "FROM unnest($1::int[], $2::timestamptz[], $3::int[], $4::timestamptz[], $5::int[]) "
     "AS v(id, expected_at, expected_sent, next_at, sent) "
-    "WHERE d.id=v.id AND d.next_reminder_at=v.expected_at AND d.reminders_sent=v.expected_sent RETURNING d.id")
+    "WHERE d.id=v.id AND d.next_reminder_at IS NOT DISTINCT FROM v.expected_at AND d.reminders_sent=v.expected_sent "
+    "RETURNING d.id")
 
 
 async def _move_all(plans: list[_Plan], conn: BaseDBAsyncClient) -> set[int]:
     """Move each original's next reminder on (and count the reminder going now) if the row is still
-    as it was read: a replica that planned it meanwhile, or an acknowledgement that cleared it,
-    wins. Returns the ids moved."""
+    as it was read: a replica that planned it meanwhile, a Remind now, or an acknowledgement that
+    cleared it, wins. Returns the ids moved."""
+    if not plans:
+        return set()
     if storage_db.dialect() == "postgres":
         rows = [(p.original.id, p.original.next_reminder_at, p.original.reminders_sent, p.next_at, p.reminders_sent)
                 for p in plans]
@@ -206,31 +208,28 @@ async def remind_now(notice: Notice, member_ids: list[int], *, now: datetime) ->
 
 
 async def _remind_some(notice: Notice, member_ids: list[int], *, now: datetime) -> int:
-    created = 0
-    originals = await Delivery.filter(notice_id=notice.id, member_id__in=member_ids, kind=DeliveryKind.NOTICE.value,
-                                      status=DeliveryStatus.DELIVERED.value, member__active=True)
-    recent = set(await Delivery.filter(
-        notice_id=notice.id, member_id__in=member_ids, kind=DeliveryKind.REMINDER.value,
-        created_at__gt=now - REMIND_NOW_GAP).exclude(status=DeliveryStatus.CANCELLED.value).values_list(
-        "member_id", flat=True))
-    acked = set(await Acknowledgement.filter(notice_id=notice.id, member_id__in=member_ids,
-                                             revision=notice.ack_revision).values_list("member_id", flat=True))
-    for original in originals:
-        if original.member_id in recent or original.member_id in acked:  # type: ignore[attr-defined]
-            continue
-        try:
-            async with in_transaction() as conn:
-                bumped = await Delivery.filter(id=original.id, reminders_sent=original.reminders_sent).using_db(conn).update(
-                    reminders_sent=original.reminders_sent + 1)
-                if not bumped:
-                    continue
-                await Delivery.create(
-                    notice_id=notice.id, member_id=original.member_id, platform=original.platform,  # type: ignore[attr-defined]
-                    kind=DeliveryKind.REMINDER.value, sequence=original.reminders_sent + 1,
-                    account_id=original.account_id, workspace_external_id=original.workspace_external_id,  # type: ignore[attr-defined]
-                    status=DeliveryStatus.PENDING.value, next_attempt_at=now, created_at=now,
-                    variant=original.variant, using_db=conn)
-            created += 1
-        except IntegrityError:
-            continue
-    return created
+    """One transaction: the listed members' originals, one read each of those just reminded and of
+    those who acknowledged, the reminder counts raised in one statement (only where unchanged, so a
+    concurrent press or the planner cannot remind twice) and the reminders inserted together.
+    Returns the reminders queued."""
+    members, ids = storage_db.in_ids("member_id", member_ids)
+    async with in_transaction() as conn:
+        # locked in id order (PostgreSQL): two presses at once take turns instead of deadlocking
+        locked = await storage_db.select_locked(
+            "delivery", "id", f"notice_id=? AND kind=? AND status=? AND {members}",
+            [notice.id, DeliveryKind.NOTICE.value, DeliveryStatus.DELIVERED.value, ids], conn=conn)
+        originals = await Delivery.filter(id__in=[r["id"] for r in locked], member__active=True).using_db(conn)
+        recent = set(await Delivery.filter(
+            notice_id=notice.id, member_id__in=member_ids, kind=DeliveryKind.REMINDER.value,
+            created_at__gt=now - REMIND_NOW_GAP).exclude(status=DeliveryStatus.CANCELLED.value).using_db(
+            conn).values_list("member_id", flat=True))
+        acked = set(await Acknowledgement.filter(notice_id=notice.id, member_id__in=member_ids,
+                                                 revision=notice.ack_revision).using_db(conn).values_list(
+            "member_id", flat=True))
+        plans = [_Plan(original, original.next_reminder_at, remind=True) for original in originals
+                 if original.member_id not in recent and original.member_id not in acked]  # type: ignore[attr-defined]
+        moved = await _move_all(plans, conn)
+        reminders = [plan.reminder(now) for plan in plans if plan.original.id in moved]
+        if reminders:
+            await Delivery.bulk_create(reminders, ignore_conflicts=True, using_db=conn)
+    return len(reminders)
