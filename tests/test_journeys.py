@@ -25,7 +25,7 @@ from bot.core.directory.pauses import pause_organisation, resume_organisation
 from bot.core.directory.staff import add_staff
 from bot.topics import load_catalog
 from storage.models import AuditEvent, JourneyStep, Member, Organisation, OutboundMessage, Staff
-from tests.support import TEAM, Rig
+from tests.support import TEAM, Rig, bulk_members
 
 MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin (Anna, Bo)
 NOT_YET = datetime(2030, 1, 1, tzinfo=UTC)  # members who should stay out of a test
@@ -482,3 +482,22 @@ async def test_a_milestone_the_tick_finds_waits_for_working_hours(rig: Rig) -> N
     await run_journeys(rig.herald.channels, rig.clock.now(), catalog=FOUR)
     await rig.herald.outbox.drain()
     assert any("Halfway" in str(m) for m in rig.fake.messages("DUANNA")[before:])
+
+
+async def test_steps_waiting_for_thousands_of_members_do_not_hide_the_ones_that_can_go(rig: Rig) -> None:
+    """Pending rows that cannot go now (a member who has left; one outside working hours) stay
+    pending. The run looked at the oldest 5,000 pending rows only, so with 5,000 such rows ahead of
+    it a new member's first step was never sent. It now reads on, a page at a time."""
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({})
+    left = await bulk_members(5000, joined_at=MONDAY_9_UTC - timedelta(days=30), org_external_id="left")
+    await JourneyStep.bulk_create([JourneyStep(member_id=m, journey="default", step_key="portal", position=1,
+                                               status="pending", created_at=MONDAY_9_UTC) for m in left],
+                                  batch_size=500)
+    await Member.filter(id__in=left).update(active=False)
+    await _only({"anna@acme.example": MONDAY_9_UTC - timedelta(days=30)})
+
+    counts = await _run(rig)
+
+    assert counts["steps"] == 1 and len(_posts(rig, "DUANNA")) == 1
+    assert await JourneyStep.filter(member_id__in=left, status="pending").count() == 5000

@@ -75,6 +75,7 @@ CAM_COMPLETE_KEY = "cam:complete"
 
 LEASE = timedelta(minutes=5)  # a row `sending` this long without an outbound message was interrupted
 SEND_BATCH = 200  # messages one run queues at most; the rest wait for the next tick
+PENDING_PAGE = 1000  # pending rows read at a time while looking for those that can go now
 
 # row statuses
 PENDING, SENDING, SENT, FAILED, DONE = "pending", "sending", "sent", "failed", "done"
@@ -472,14 +473,23 @@ def _row_kind(key: str) -> str:
 
 async def _send_pending(channels: dict[str, Channel], catalog: JourneyCatalog, now: datetime,
                         counts: dict[str, int], *, member_id: int | None = None) -> None:
+    """Queue pending rows, oldest first, a page at a time (keyset on id) until SEND_BATCH are
+    handled or every pending row has been looked at: rows that wait (a member outside working
+    hours, or no longer active) must not hide the rows behind them."""
     query = JourneyStep.filter(status=PENDING)
     if member_id is not None:
         query = query.filter(member_id=member_id)
-    sent = 0
-    for row in await query.order_by("id").limit(5000).select_related("member__organisation"):
-        if sent >= SEND_BATCH:
+    sent, after = 0, 0
+    while sent < SEND_BATCH:
+        page = await query.filter(id__gt=after).order_by("id").limit(PENDING_PAGE).select_related(
+            "member__organisation")
+        for row in page:
+            if sent >= SEND_BATCH:
+                break
+            sent += await _send_row(row, channels, catalog, now, counts, member_acting=member_id is not None)
+        if len(page) < PENDING_PAGE:
             break
-        sent += await _send_row(row, channels, catalog, now, counts, member_acting=member_id is not None)
+        after = page[-1].id
 
 
 async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: JourneyCatalog, now: datetime,
