@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack_blocks import SLACK_REPLY, escape, preview_blocks, status_text
 from bot.channels.slack_surveys import survey_preview_blocks
+from bot.channels.slack_upload import upload_file
 from bot.channels.survey_lines import experiment_text
 from bot.core.commands.parser import Command
 from bot.core.commands.runner import (
@@ -58,16 +60,19 @@ class SlackCommands:
         return await self.deliver_report(await self.core.report(notice_id, staff), client=client, user_id=user_id)
 
     async def deliver_report(self, ready: ReportReady, *, client: AsyncWebClient, user_id: str) -> Reply:
-        """The summary in the reply, the CSV as a file in the requester's DM (Slack's external upload)."""
+        """The summary in the reply, the CSV as a file in the requester's DM (Slack's external upload).
+        The CSV is written to a temporary file as the report streams, and uploaded from it in
+        chunks: a large notice's report is never whole in memory."""
         from bot.core.compliance.reports import report_chunks
 
         notice_id = ready.notice.id
-        csv_text = "".join([c async for c in report_chunks(notice_id, "csv", now=self.herald.clock.now(),
-                                                            actor=ready.staff.email)])
-        dm = (await client.conversations_open(users=user_id))["channel"]["id"]
-        await client.files_upload_v2(channel=dm, content=csv_text, filename=f"notice-{notice_id}-report.csv",
-                                     title=f"Acknowledgement report, notice #{notice_id}",
-                                     initial_comment=f"Acknowledgement report for notice #{notice_id}")
+        with tempfile.TemporaryFile() as spool:
+            async for chunk in report_chunks(notice_id, "csv", now=self.herald.clock.now(), actor=ready.staff.email):
+                spool.write(chunk.encode("utf-8"))
+            dm = (await client.conversations_open(users=user_id))["channel"]["id"]
+            await upload_file(client, spool, filename=f"notice-{notice_id}-report.csv",
+                              title=f"Acknowledgement report, notice #{notice_id}", channel=dm,
+                              initial_comment=f"Acknowledgement report for notice #{notice_id}")
         return {"text": summary_text(ready) + "\nThe full CSV report is in your direct messages with Herald."}
 
 

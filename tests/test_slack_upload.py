@@ -1,0 +1,105 @@
+"""Slack's external file upload, streamed from a file (bot.channels.slack_upload): the report CSV
+of a large notice reaches the requester's DM whole, without being held in memory."""
+
+from __future__ import annotations
+
+import tempfile
+import tracemalloc
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bot.channels.slack_blocks import SEND_ACTION
+from bot.channels.slack_upload import upload_file
+from bot.core.compliance.reports import report_chunks
+from tests.support import CAM_USER, SlackHarness
+
+
+class _UploadEndpoint:
+    """files.getUploadURLExternal / the upload URL / files.completeUploadExternal, counting the bytes
+    posted as they arrive (keeping none), so the measured memory is the sender's."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.server: TestServer | None = None
+        self.session = None  # AsyncWebClient's attributes upload_file reads
+        self.proxy = None
+        self.ssl = None
+        self.timeout = 30
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/upload/F1", self._upload)
+        self.server = TestServer(app)
+        await self.server.start_server()
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        async for chunk in request.content.iter_chunked(1 << 16):
+            self.received += len(chunk)
+        return web.Response(text=f"OK - {self.received}")
+
+    async def files_getUploadURLExternal(self, **args: Any) -> dict[str, Any]:  # noqa: N802 - Slack's name
+        self.calls.append(("files.getUploadURLExternal", args))
+        return {"ok": True, "file_id": "F1", "upload_url": str(self.server.make_url("/upload/F1"))}  # type: ignore[union-attr]
+
+    async def files_completeUploadExternal(self, **args: Any) -> dict[str, Any]:  # noqa: N802
+        self.calls.append(("files.completeUploadExternal", args))
+        return {"ok": True, "files": [{"id": "F1"}]}
+
+
+async def test_a_large_file_is_uploaded_in_chunks_not_held_in_memory() -> None:
+    """slack_sdk's files_upload_v2 reads the whole file into memory before posting it, and Herald
+    built the report CSV as one string first: a 100,000-recipient report sat in memory two or three
+    times over. upload_file declares the length, streams the file and shares it: 16 MB go up with
+    about a megabyte allocated at the peak (the test server included)."""
+    endpoint = _UploadEndpoint()
+    await endpoint.start()
+    size = 16 * 1024 * 1024
+    try:
+        with tempfile.TemporaryFile() as source:
+            for _ in range(size // 65536):
+                source.write(b"x" * 65535 + b"\n")
+            tracemalloc.start()
+            try:
+                await upload_file(endpoint, source, filename="big.csv", title="Big", channel="D1",  # type: ignore[arg-type]
+                                  initial_comment="here")
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+    finally:
+        await endpoint.server.close()  # type: ignore[union-attr]
+
+    assert endpoint.received == size
+    assert endpoint.calls == [("files.getUploadURLExternal", {"filename": "big.csv", "length": size}),
+                              ("files.completeUploadExternal", {"files": [{"id": "F1", "title": "Big"}],
+                                                                "channel_id": "D1", "initial_comment": "here"})]
+    assert peak < size // 8, f"{peak} bytes allocated at the peak to upload {size}"  # whole: at least `size`
+
+
+async def test_the_report_command_shares_the_whole_csv_in_the_requesters_dm(slack: SlackHarness) -> None:
+    """`report <id>`: the CSV goes to the requester's DM through the streamed upload, the length
+    declared up front the length sent, the content the report's."""
+    slack.clock.set(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+    _, _, key = await slack.command("send must-know operations tier:gold | Recall | Stop selling LX-200")
+    (preview,) = await slack.responses(key)
+    notice_id = int(next(e["value"] for b in preview.args["blocks"] if b["type"] == "actions"
+                         for e in b["elements"] if e["action_id"] == SEND_ACTION))
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    await slack.responses(slack.last_click_key)
+    await slack.herald.outbox.drain()
+
+    _, _, key = await slack.command(f"report {notice_id}")
+    (answer,) = await slack.responses(key)
+
+    (shared,) = slack.fake.shared_files
+    expected = "".join([c async for c in report_chunks(notice_id, "csv", now=slack.clock.now(), actor="test")])
+    assert shared["filename"] == f"notice-{notice_id}-report.csv" and shared["channel_id"] == f"D{CAM_USER}"
+    assert shared["length"] == len(shared["content"])
+    def without_head(text: str) -> list[str]:  # each export names the audit chain head after its own event
+        return [line for line in text.splitlines() if not line.startswith("# audit_chain_head")]
+
+    assert without_head(shared["content"].decode("utf-8")) == without_head(expected)
+    assert "direct messages" in answer.args["text"]
