@@ -14,7 +14,7 @@ from tortoise.migrations import operations as ops
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0015_notice_failure')]
+    dependencies = [('models', '0016_workspace_token_fingerprint')]
 
     initial = False
 
