@@ -1,0 +1,215 @@
+"""Review (area: the Teams / Bot Framework protocol and its security): defects found, each a test
+that fails on the current code and passes once the defect is fixed.
+
+Inbound tokens are real RS256 JWTs checked by the Agents SDK as in production; only the key
+download (from Microsoft's fixed JWKS hosts) is replaced by a local key, as in
+tests/test_teams_token_issuer.py."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from microsoft_agents.hosting.core.authorization.jwt import jwt_token_validator
+
+from storage.models import ConsoleSignIn, Staff
+from tests.teams_support import TeamsRig, start_teams_rig, stop_teams_rig
+
+APP_ID = "11111111-2222-3333-4444-555555555555"
+BOT_FRAMEWORK = "https://api.botframework.com"
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+KID = "review-key"
+
+
+def _b64(number: int) -> str:
+    raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _jwks(endorsements: list[str]) -> dict[str, Any]:
+    """The Bot Framework's key document (login.botframework.com/v1/.well-known/keys): JWKs with
+    Microsoft's extra `endorsements` property, the channel ids each key may sign for."""
+    numbers = KEY.public_key().public_numbers()
+    return {"keys": [{"kty": "RSA", "use": "sig", "kid": KID, "n": _b64(numbers.n), "e": _b64(numbers.e),
+                      "endorsements": endorsements}]}
+
+
+@pytest.fixture
+def bot_framework_keys(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Serve the JWKS document from memory instead of downloading it (the SDK's PyJWKClient and
+    anything else that reads the key set see the same document). Returns a one-item list holding the
+    endorsements the key carries, `["msteams"]` unless a test changes it."""
+    endorsements: list[list[str]] = [["msteams"]]
+    monkeypatch.setattr(jwt.PyJWKClient, "fetch_data", lambda self: _jwks(endorsements[0]))
+    monkeypatch.setattr(jwt_token_validator.JwtTokenValidator, "_jwk_client_manager",
+                        jwt_token_validator._JwkClientManager())  # no key set cached by an earlier test
+    return endorsements
+
+
+def _token(service_url: str, *, issuer: str = BOT_FRAMEWORK) -> str:
+    """A Bot Connector → bot token as Microsoft documents it (iss, aud = the app id, serviceurl)."""
+    now = int(time.time())
+    claims = {"aud": APP_ID, "iss": issuer, "iat": now, "nbf": now, "exp": now + 3600, "serviceurl": service_url}
+    return jwt.encode(claims, KEY, algorithm="RS256", headers={"kid": KID})
+
+
+async def _console_links(rig: TeamsRig) -> int:
+    return await ConsoleSignIn.all().count()
+
+
+# ---- 1. the activity's channelId is never checked ---------------------------------------------
+
+async def test_an_activity_from_a_channel_other_than_teams_is_not_acted_on(db: str, bot_framework_keys) -> None:
+    """Herald is a Teams bot, but it acts on an activity whatever its `channelId`. The same Azure Bot
+    (app id) also serves Web Chat / Direct Line (Web Chat is on for every Azure Bot resource), whose
+    client puts what it likes in `from` and `channelData` ("it shows up verbatim on the bot side"),
+    and Herald takes the tenant from `channelData.tenant.id`. Microsoft: channel ids are what keeps
+    channels from spoofing one another, and the bot must rely on them. Here a Direct Line activity
+    claiming to be the CAM asks for a console sign-in link, and gets one."""
+    rig = await start_teams_rig(db, teams_app_id=APP_ID)
+    try:
+        activity = {**rig.activity("message", "aad-cam", text="console"), "channelId": "directline"}
+        before = len(rig.connector.activities("a:conv-aad-cam"))
+        status, _ = await rig.post(activity, headers={"Authorization": f"Bearer {_token(rig.connector.url)}"})
+        issued = await _console_links(rig)
+        replies = rig.connector.activities("a:conv-aad-cam")[before:]
+        assert issued == 0 and not replies, (
+            f"a {activity['channelId']!r} activity was acted on as Teams (HTTP {status}): {issued} console "
+            f"sign-in link(s) issued for the CAM, replies {[r.get('text', '')[:60] for r in replies]}")
+    finally:
+        await stop_teams_rig(rig)
+
+
+# ---- 2. the token's serviceurl claim is never compared with the activity's serviceUrl ----------
+
+async def test_a_token_whose_serviceurl_claim_is_not_the_activitys_serviceurl_is_refused(
+        db: str, bot_framework_keys) -> None:
+    """Microsoft, "Authentication with the Bot Connector API", connector → bot, step 4: the token
+    "contains a serviceUrl claim with value that matches the serviceUrl property at the root of the
+    activity"; otherwise the bot must refuse the request. The Agents SDK's validator checks only the
+    signature, audience and issuer, and Herald adds nothing: a token minted for one service URL
+    carries an activity naming another, and Herald stores that URL as where the CAM (and every
+    later notice, escalation and hand-off to them) is sent."""
+    rig = await start_teams_rig(db, teams_app_id=APP_ID)
+    try:
+        token = _token("https://smba.trafficmanager.net/emea/")  # not the activity's serviceUrl
+        status, _ = await rig.post(rig.activity("message", "aad-cam", text="console"),
+                                   headers={"Authorization": f"Bearer {token}"})
+        staff = await Staff.get(email="cam@vendor.example")
+        assert status in (401, 403) and await _console_links(rig) == 0, (
+            f"HTTP {status}: accepted; console links issued {await _console_links(rig)}, the CAM's stored "
+            f"serviceUrl is now {staff.teams_service_url!r} (the token says https://smba.trafficmanager.net/emea/)")
+    finally:
+        await stop_teams_rig(rig)
+
+
+async def test_a_token_whose_serviceurl_claim_matches_is_accepted(db: str, bot_framework_keys) -> None:
+    """The control for the test above: the same request with a matching claim goes through."""
+    rig = await start_teams_rig(db, teams_app_id=APP_ID)
+    try:
+        status, _ = await rig.post(rig.activity("message", "aad-cam", text="console"),
+                                   headers={"Authorization": f"Bearer {_token(rig.connector.url)}"})
+        assert status == 200 and await _console_links(rig) == 1
+    finally:
+        await stop_teams_rig(rig)
+
+
+# ---- 3. the signing key's endorsements are never checked ---------------------------------------
+
+async def test_a_token_signed_by_a_key_not_endorsed_for_msteams_is_refused(db: str, bot_framework_keys) -> None:
+    """Microsoft, same article: each key of the Bot Framework's JWKS carries `endorsements`, the
+    channel ids it may sign for; an activity whose channelId is not among them must be refused with
+    HTTP 403. Herald (and the SDK's validator, which only looks the key up by `kid`) accepts an
+    msteams activity signed by a key endorsed for webchat only."""
+    bot_framework_keys[0] = ["webchat"]
+    rig = await start_teams_rig(db, teams_app_id=APP_ID)
+    try:
+        status, _ = await rig.post(rig.activity("message", "aad-cam", text="console"),
+                                   headers={"Authorization": f"Bearer {_token(rig.connector.url)}"})
+        assert status in (401, 403) and await _console_links(rig) == 0, (
+            f"HTTP {status}: an msteams activity signed with a key endorsed for ['webchat'] only was accepted "
+            f"({await _console_links(rig)} console link issued)")
+    finally:
+        await stop_teams_rig(rig)
+
+
+# ---- 4. a reply the connector answers with 502/504/412 is dropped ------------------------------
+
+@pytest.mark.parametrize("status", [502, 504, 412])
+async def test_a_reply_the_connector_fails_transiently_is_sent_again(teams: TeamsRig, status: int) -> None:
+    """Microsoft's table of the Bot Connector's status codes (Teams, "Status codes from bot
+    conversational APIs") says 412, 502 and 504 are transient: retry. Herald's own outbox does
+    (`_RETRYABLE`), but a reply to a person (a command's answer, the console link, the welcome, "you
+    are not in the directory") is retried only after a 429; after a 502 it is logged and lost, and the
+    CAM who typed `help` hears nothing while the request was answered 200."""
+    from bot.handlers.teams.route import TEAMS_HANDLER_KEY
+
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    teams.server.app[TEAMS_HANDLER_KEY].sleep = pause
+    teams.connector.fail_next("send_activity", status)
+    before = len(teams.connector.activities("a:conv-aad-cam"))
+    code, _ = await teams.post(teams.activity("message", "aad-cam", text="help"))
+    replies = teams.connector.activities("a:conv-aad-cam")[before:]
+    sends = [c.status for c in teams.connector.calls_to("send_activity")]
+    assert code == 200 and len(replies) == 1, (
+        f"after one transient {status}, the CAM got {len(replies)} replies (connector answers: {sends})")
+
+
+# ---- 5. a US Government cloud (GCC High / DoD) deployment cannot work ------------------------
+
+GOV_AUTHORITY = "https://login.microsoftonline.us"
+
+
+async def test_in_the_us_government_cloud_the_channels_tokens_are_accepted(db: str, bot_framework_keys) -> None:
+    """README: HERALD_TEAMS_AUTHORITY_URL is where Teams credentials get their tokens, "differs in
+    sovereign clouds", and Herald's service-host allow-list names the GCC High/DoD hosts. In Azure
+    Government the Bot Connector's tokens are issued by `https://api.botframework.us` (Microsoft's
+    GovernmentConstants.ToBotFromChannelTokenIssuer). Herald builds the SDK's auth configuration
+    without the authority, so the SDK checks public-cloud issuers only and refuses every activity."""
+    rig = await start_teams_rig(db, teams_app_id=APP_ID, teams_authority_url=GOV_AUTHORITY)
+    try:
+        token = _token(rig.connector.url, issuer="https://api.botframework.us")
+        status, _ = await rig.post(rig.activity("message", "aad-cam", text="console"),
+                                   headers={"Authorization": f"Bearer {token}"})
+        assert status == 200 and await _console_links(rig) == 1, (
+            f"HTTP {status}: a US Government Bot Connector token was refused with "
+            f"HERALD_TEAMS_AUTHORITY_URL={GOV_AUTHORITY}")
+    finally:
+        await stop_teams_rig(rig)
+
+
+async def test_in_the_us_government_cloud_the_connector_token_is_asked_for_the_us_scope(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Microsoft (GovernmentConstants): a bot → channel token in Azure Government is asked of
+    login.microsoftonline.us for the scope `https://api.botframework.us/.default` (default tenant
+    `MicrosoftServices.onmicrosoft.us` for a multi-tenant app). Herald keeps the public scope
+    `https://api.botframework.com/.default` and the tenant `botframework.com` whatever the authority,
+    so the token it gets (if Entra gives one at all) is not one the US Government connector takes.
+    MSAL itself is replaced by a recorder here: login.microsoftonline.us cannot be faked by name."""
+    import msal
+
+    from bot.channels.teams import MsalTokenProvider
+
+    asked: list[tuple[str, list[str]]] = []
+
+    class RecordingApp:
+        def __init__(self, client_id: str, *, authority: str, **kwargs: Any) -> None:
+            self.authority = authority
+
+        def acquire_token_for_client(self, scopes: list[str]) -> dict[str, Any]:
+            asked.append((self.authority, scopes))
+            return {"access_token": "t", "expires_in": 3600}
+
+    monkeypatch.setattr(msal, "ConfidentialClientApplication", RecordingApp)
+    provider = MsalTokenProvider(APP_ID, "secret", authority_host=GOV_AUTHORITY)
+    await provider()
+    ((authority, scopes),) = asked
+    assert scopes == ["https://api.botframework.us/.default"], (authority, scopes)
