@@ -159,6 +159,17 @@ async def teams(db: str):
 
 
 @pytest.fixture
+def bot_framework_keys(monkeypatch: pytest.MonkeyPatch):
+    """The Bot Framework's key set served from memory, one key endorsed for `msteams`; its
+    `token()` signs inbound Teams tokens the SDK accepts (tests.fakes.bot_framework_keys)."""
+    from tests.fakes.bot_framework_keys import LocalBotFrameworkKeys
+
+    keys = LocalBotFrameworkKeys()
+    keys.serve_locally(monkeypatch)
+    return keys
+
+
+@pytest.fixture
 async def srig(db: str):
     """The Herald service with a directory big enough for surveys and A/B tests (tests.survey_support)."""
     from tests.survey_support import start_survey_rig, stop_survey_rig
