@@ -3,12 +3,15 @@ Send → Adaptive Card at the fake Bot Connector → Action.Execute acknowledge 
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from bot.core.directory.importer import import_directory
 from bot.core.notices.revisions import edit_notice
-from storage.models import Acknowledgement, Delivery, Member, PlatformAccount, Staff
 from bot.channels.teams_replies import TOO_LARGE_REPLY
+from storage.models import Acknowledgement, ConsoleSignIn, Delivery, Member, PlatformAccount, Staff
+from tests.fakes.bot_framework_keys import APP_ID, LocalBotFrameworkKeys
 from tests.support import directory_csv, many_members_csv, wait_until
 from tests.teams_support import TENANT, TeamsRig, actions_of, card_of, start_teams_rig, stop_teams_rig, texts_of
 
@@ -119,6 +122,28 @@ async def test_unauthenticated_requests_are_refused_when_an_app_id_is_set(db: st
         assert status == 401
         assert rig.connector.activities("a:conv-aad-cam") == []
         assert (await Staff.get(email="cam@vendor.example")).teams_conversation_id == ""
+    finally:
+        await stop_teams_rig(rig)
+
+
+async def test_an_activity_from_a_channel_other_than_teams_is_not_acted_on(
+        db: str, bot_framework_keys: LocalBotFrameworkKeys, caplog: pytest.LogCaptureFixture) -> None:
+    """The Azure Bot behind Herald also serves Web Chat / Direct Line, whose clients write `from`
+    and `channelData` (the tenant) as they like; their activities come with genuine Bot Framework
+    tokens, signed with a key endorsed for their channel. A Direct Line activity claiming to be the
+    CAM and asking for a console sign-in link is answered 200 with nothing done and one warning."""
+    bot_framework_keys.endorsements = ["directline", "webchat"]
+    rig = await start_teams_rig(db, teams_app_id=APP_ID)
+    try:
+        activity = {**rig.activity("message", "aad-cam", text="console"), "channelId": "directline"}
+        token = bot_framework_keys.token(rig.connector.url)
+        caplog.clear()
+        status, _ = await rig.post(activity, headers={"Authorization": f"Bearer {token}"})
+        assert status == 200 and await ConsoleSignIn.all().count() == 0
+        assert rig.connector.activities("a:conv-aad-cam") == []
+        assert (await Staff.get(email="cam@vendor.example")).teams_conversation_id == ""  # nothing linked
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+            "ignored an activity from channel 'directline': Herald acts on Microsoft Teams (msteams) only"]
     finally:
         await stop_teams_rig(rig)
 

@@ -61,29 +61,6 @@ async def _console_links(rig: TeamsRig) -> int:
     return await ConsoleSignIn.all().count()
 
 
-# ---- 1. the activity's channelId is never checked ---------------------------------------------
-
-async def test_an_activity_from_a_channel_other_than_teams_is_not_acted_on(db: str, bot_framework_keys) -> None:
-    """Herald is a Teams bot, but it acts on an activity whatever its `channelId`. The same Azure Bot
-    (app id) also serves Web Chat / Direct Line (Web Chat is on for every Azure Bot resource), whose
-    client puts what it likes in `from` and `channelData` ("it shows up verbatim on the bot side"),
-    and Herald takes the tenant from `channelData.tenant.id`. Microsoft: channel ids are what keeps
-    channels from spoofing one another, and the bot must rely on them. Here a Direct Line activity
-    claiming to be the CAM asks for a console sign-in link, and gets one."""
-    rig = await start_teams_rig(db, teams_app_id=APP_ID)
-    try:
-        activity = {**rig.activity("message", "aad-cam", text="console"), "channelId": "directline"}
-        before = len(rig.connector.activities("a:conv-aad-cam"))
-        status, _ = await rig.post(activity, headers={"Authorization": f"Bearer {_token(rig.connector.url)}"})
-        issued = await _console_links(rig)
-        replies = rig.connector.activities("a:conv-aad-cam")[before:]
-        assert issued == 0 and not replies, (
-            f"a {activity['channelId']!r} activity was acted on as Teams (HTTP {status}): {issued} console "
-            f"sign-in link(s) issued for the CAM, replies {[r.get('text', '')[:60] for r in replies]}")
-    finally:
-        await stop_teams_rig(rig)
-
-
 # ---- 2. the token's serviceurl claim is never compared with the activity's serviceUrl ----------
 
 async def test_a_token_whose_serviceurl_claim_is_not_the_activitys_serviceurl_is_refused(

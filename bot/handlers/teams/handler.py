@@ -63,6 +63,12 @@ MAX_REPLY_PAUSE = 30.0  # seconds; a longer Retry-After is cut to this
 # the activities Herald acts on (links, greets, answers, records): each is acted on once, however
 # often the Bot Connector delivers it (same id); others (typing, reactions) are ignored anyway
 ACTED_ON = frozenset({"message", "invoke", "conversationUpdate", "installationUpdate"})
+# Herald is a Teams app, but its Azure Bot also serves Web Chat and Direct Line (Web Chat is on for
+# every Azure Bot resource), whose clients write `from` and `channelData` (so the tenant) as they
+# like. Microsoft: the channel id is what a bot relies on to tell channels apart, and the token's
+# key must be endorsed for it ("Authentication with the Bot Connector API", step 3:
+# https://learn.microsoft.com/azure/bot-service/rest-api/bot-framework-rest-connector-authentication).
+TEAMS_CHANNEL_ID = "msteams"
 
 
 class TeamsHandler:
@@ -89,6 +95,10 @@ class TeamsHandler:
         except Exception as exc:  # noqa: BLE001 - ValidationError, or the SDK's own bare Exception
             log.warning("refused a Teams body that is not a valid activity (%s)", type(exc).__name__)
             return not_an_activity
+        if activity.channel_id != TEAMS_CHANNEL_ID:
+            log.warning("ignored an activity from channel %r: Herald acts on Microsoft Teams (msteams) only",
+                        str(activity.channel_id or "")[:40])
+            return web.Response(status=200)
         turn = turn_of(activity)
         if turn is None:
             return web.Response(status=202)  # nothing we act on (no user, conversation or service URL)
