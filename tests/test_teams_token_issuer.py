@@ -1,4 +1,5 @@
-"""Inbound Teams tokens are checked for their issuer, not only their signature and audience.
+"""Inbound Teams tokens are checked for their issuer, not only their signature and audience, and
+against the activity they carry (Microsoft's serviceurl rule).
 
 Microsoft's signing keys are shared by every Entra tenant, so a token that another tenant's admin
 mints for Herald's app id (possible once the app is multi-tenant and consented there) carries a
@@ -9,7 +10,9 @@ Connector's do."""
 
 from __future__ import annotations
 
-from storage.models import ConsoleSignIn
+import pytest
+
+from storage.models import ConsoleSignIn, Staff
 from tests.fakes.bot_framework_keys import APP_ID, BOT_FRAMEWORK_ISSUER, LocalBotFrameworkKeys
 from tests.teams_support import start_teams_rig, stop_teams_rig
 
@@ -49,3 +52,52 @@ async def test_a_single_tenant_apps_own_tenant_is_accepted_and_no_other(
     own, other = (f"https://login.microsoftonline.com/{tenant}/v2.0" for tenant in (OWN_TENANT, OTHER_TENANT))
     assert await _console_as_cam(db, bot_framework_keys, own, OWN_TENANT, teams_tenant_id=OWN_TENANT) == 200
     assert await _console_as_cam(db, bot_framework_keys, other, OTHER_TENANT, teams_tenant_id=OWN_TENANT) == 401
+
+
+# ---- the token's serviceurl claim and the activity's serviceUrl ------------------------------
+
+@pytest.mark.parametrize("claim", ["https://smba.trafficmanager.net/emea/", None])
+async def test_a_token_whose_serviceurl_claim_is_not_the_activitys_serviceurl_is_refused(
+        db: str, bot_framework_keys: LocalBotFrameworkKeys, claim: str | None) -> None:
+    """Microsoft, "Authentication with the Bot Connector API", connector → bot, step 4: the token
+    "contains a serviceUrl claim with value that matches the serviceUrl property at the root of the
+    activity", else the request is refused. The SDK does not compare them: a token minted for one
+    service URL (or for none) carried an activity naming another, and Herald stored that URL as
+    where the CAM's notices, escalations and hand-offs go. Refused with 403, nothing stored."""
+    rig = await start_teams_rig(db, teams_app_id=APP_ID)
+    try:
+        token = bot_framework_keys.token(claim)
+        status, _ = await rig.post(rig.activity("message", "aad-cam", text="console"),
+                                   headers={"Authorization": f"Bearer {token}"})
+        staff = await Staff.get(email="cam@vendor.example")
+        assert status == 403 and await ConsoleSignIn.all().count() == 0
+        assert staff.teams_service_url == "" and rig.connector.activities("a:conv-aad-cam") == []
+    finally:
+        await stop_teams_rig(rig)
+
+
+async def test_a_serviceurl_claim_matches_whatever_its_case_and_trailing_slash(
+        db: str, bot_framework_keys: LocalBotFrameworkKeys) -> None:
+    """The control: the claim and the activity's serviceUrl are compared as the Bot Framework
+    SDKs compare them, case-insensitively and without a trailing /."""
+    rig = await start_teams_rig(db, teams_app_id=APP_ID)
+    try:
+        token = bot_framework_keys.token(rig.connector.url.upper().rstrip("/"))  # the activity has a trailing /
+        status, _ = await rig.post(rig.activity("message", "aad-cam", text="console"),
+                                   headers={"Authorization": f"Bearer {token}"})
+        assert status == 200 and await ConsoleSignIn.all().count() == 1
+    finally:
+        await stop_teams_rig(rig)
+
+
+async def test_an_entra_issued_token_is_held_to_its_serviceurl_only_when_it_has_one() -> None:
+    """Tokens from Microsoft's first-party Entra tenants (which the SDK also accepts) need not
+    carry a `serviceurl`; one that does must match, as a Bot Framework token must."""
+    from bot.handlers.teams.connector_token import TokenRefused, check_connector_token
+
+    entra = {"iss": "https://sts.windows.net/d6d49420-f39b-4df7-a1dc-d59a935871db/", "aud": APP_ID}
+    activity = {"type": "message", "serviceUrl": "https://smba.trafficmanager.net/emea/"}
+    await check_connector_token(entra, activity)
+    await check_connector_token({**entra, "serviceurl": "https://SMBA.trafficmanager.net/emea"}, activity)
+    with pytest.raises(TokenRefused):
+        await check_connector_token({**entra, "serviceurl": "https://smba.trafficmanager.net/amer/"}, activity)

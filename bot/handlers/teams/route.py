@@ -1,7 +1,8 @@
 """`POST /api/messages`: the Agents SDK's JWT check, then Herald's own dispatch.
 
 The Microsoft 365 Agents SDK validates the Bot Framework JWT (`jwt_authorization_decorator`:
-a missing or bad token gets 401 and nothing runs) and parses the activity; Herald dispatches it
+a missing or bad token gets 401 and nothing runs); Herald adds the checks of the token against
+the activity that the SDK leaves out (`connector_token`: 403), parses the activity, dispatches it
 itself and answers through `TeamsChannel`, the same client the outbox uses, so replies and
 proactive sends share one connector client, one token provider and one service-URL guard.
 """
@@ -16,6 +17,7 @@ from aiohttp import web
 from microsoft_agents.hosting.aiohttp import jwt_authorization_decorator
 from microsoft_agents.hosting.core.authorization import AgentAuthConfiguration
 
+from bot.handlers.teams.connector_token import TokenRefused, check_connector_token
 from bot.handlers.teams.handler import TeamsHandler
 from bot.service import Herald
 
@@ -45,7 +47,8 @@ _REFUSED = {"error": "Invalid token or authentication failed."}
 def guarded_jwt_check(handler: Handler) -> Handler:
     """The SDK's JWT check, made total: whatever a crafted token makes the validator raise
     (it raised `KeyError: 'kid'` for a token whose header has no key id) is a 401 with one
-    warning line that names the exception type only, never the token."""
+    warning line that names the exception type only, never the token. A token the SDK accepts
+    must then fit the activity it carries (`check_connector_token`), else 403."""
     sdk_check = jwt_authorization_decorator(_authorised)
 
     async def checked(request: web.Request) -> web.StreamResponse:
@@ -56,8 +59,25 @@ def guarded_jwt_check(handler: Handler) -> Handler:
             return web.json_response(_REFUSED, status=401)
         if outcome is not _AUTHORISED:
             return outcome  # the SDK's own 401 (it logged one warning, without the token)
+        identity = request.get("claims_identity")
+        activity = await _json_object(request) if identity is not None and identity.claims else None
+        if activity is not None:  # None: anonymous (no app id), or a body the handler answers with 400
+            try:
+                await check_connector_token(identity.claims, activity)
+            except TokenRefused as refused:
+                log.warning("refused a Teams request: %s", refused)
+                return web.json_response(_REFUSED, status=403)
         return await handler(request)
     return checked
+
+
+async def _json_object(request: web.Request) -> dict | None:
+    """The body as a JSON object (aiohttp keeps the body, so the handler reads it again)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 async def _authorised(request: web.Request) -> web.Response:
