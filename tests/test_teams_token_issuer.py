@@ -93,11 +93,44 @@ async def test_a_serviceurl_claim_matches_whatever_its_case_and_trailing_slash(
 async def test_an_entra_issued_token_is_held_to_its_serviceurl_only_when_it_has_one() -> None:
     """Tokens from Microsoft's first-party Entra tenants (which the SDK also accepts) need not
     carry a `serviceurl`; one that does must match, as a Bot Framework token must."""
-    from bot.handlers.teams.connector_token import TokenRefused, check_connector_token
+    from bot.handlers.teams.connector_token import BotFrameworkKeys, TokenRefused, check_connector_token
 
     entra = {"iss": "https://sts.windows.net/d6d49420-f39b-4df7-a1dc-d59a935871db/", "aud": APP_ID}
     activity = {"type": "message", "serviceUrl": "https://smba.trafficmanager.net/emea/"}
-    await check_connector_token(entra, activity)
-    await check_connector_token({**entra, "serviceurl": "https://SMBA.trafficmanager.net/emea"}, activity)
+    keys = BotFrameworkKeys()  # not asked: an Entra key has no endorsements
+    await check_connector_token(entra, "", activity, keys)
+    await check_connector_token({**entra, "serviceurl": "https://SMBA.trafficmanager.net/emea"}, "", activity, keys)
     with pytest.raises(TokenRefused):
-        await check_connector_token({**entra, "serviceurl": "https://smba.trafficmanager.net/amer/"}, activity)
+        await check_connector_token({**entra, "serviceurl": "https://smba.trafficmanager.net/amer/"}, "", activity, keys)
+
+
+# ---- the signing key's endorsements ----------------------------------------------------------
+
+async def test_a_token_signed_by_a_key_not_endorsed_for_msteams_is_refused(
+        db: str, bot_framework_keys: LocalBotFrameworkKeys) -> None:
+    """Microsoft, same article, step 3: each key of the Bot Framework's key set carries
+    `endorsements`, the channel ids it may sign for; an activity whose channelId is not among them
+    is refused with 403. The SDK only looks the key up by `kid`: an msteams activity signed with a
+    key endorsed for Web Chat only was accepted. The key set is downloaded once, not per request."""
+    fetches = 0
+    document = bot_framework_keys.document
+
+    def counted() -> dict:
+        nonlocal fetches
+        fetches += 1
+        return document()
+
+    bot_framework_keys.document = counted  # type: ignore[method-assign]
+    rig = await start_teams_rig(db, teams_app_id=APP_ID)
+    try:
+        bot_framework_keys.endorsements = ["webchat"]
+        token = bot_framework_keys.token(rig.connector.url)
+        status, _ = await rig.post(rig.activity("message", "aad-cam", text="console"),
+                                   headers={"Authorization": f"Bearer {token}"})
+        assert status == 403 and await ConsoleSignIn.all().count() == 0
+        assert rig.connector.activities("a:conv-aad-cam") == []
+        status, _ = await rig.post(rig.activity("message", "aad-cam", text="console"),
+                                   headers={"Authorization": f"Bearer {token}"})
+        assert status == 403 and fetches == 2  # one by the SDK, one by Herald's check: both cached
+    finally:
+        await stop_teams_rig(rig)

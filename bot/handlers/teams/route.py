@@ -17,7 +17,7 @@ from aiohttp import web
 from microsoft_agents.hosting.aiohttp import jwt_authorization_decorator
 from microsoft_agents.hosting.core.authorization import AgentAuthConfiguration
 
-from bot.handlers.teams.connector_token import TokenRefused, check_connector_token
+from bot.handlers.teams.connector_token import BotFrameworkKeys, TokenRefused, check_connector_token
 from bot.handlers.teams.handler import TeamsHandler
 from bot.service import Herald
 
@@ -44,11 +44,12 @@ _AUTHORISED = web.Response(status=204)  # a marker: the SDK's check passed and c
 _REFUSED = {"error": "Invalid token or authentication failed."}
 
 
-def guarded_jwt_check(handler: Handler) -> Handler:
+def guarded_jwt_check(handler: Handler, keys: BotFrameworkKeys) -> Handler:
     """The SDK's JWT check, made total: whatever a crafted token makes the validator raise
     (it raised `KeyError: 'kid'` for a token whose header has no key id) is a 401 with one
     warning line that names the exception type only, never the token. A token the SDK accepts
-    must then fit the activity it carries (`check_connector_token`), else 403."""
+    must then fit the activity it carries (`check_connector_token`, with the Bot Framework's
+    key sets cached in `keys`), else 403."""
     sdk_check = jwt_authorization_decorator(_authorised)
 
     async def checked(request: web.Request) -> web.StreamResponse:
@@ -63,7 +64,7 @@ def guarded_jwt_check(handler: Handler) -> Handler:
         activity = await _json_object(request) if identity is not None and identity.claims else None
         if activity is not None:  # None: anonymous (no app id), or a body the handler answers with 400
             try:
-                await check_connector_token(identity.claims, activity)
+                await check_connector_token(identity.claims, identity.security_token or "", activity, keys)
             except TokenRefused as refused:
                 log.warning("refused a Teams request: %s", refused)
                 return web.json_response(_REFUSED, status=403)
@@ -100,4 +101,4 @@ def add_teams_routes(app: web.Application, herald: Herald) -> None:
     activity_log = logging.getLogger("microsoft_agents.activity.activity")
     if not any(isinstance(f, _DropSdkValidationTraceback) for f in activity_log.filters):
         activity_log.addFilter(_DropSdkValidationTraceback())
-    app.router.add_post("/api/messages", guarded_jwt_check(handler.handle))
+    app.router.add_post("/api/messages", guarded_jwt_check(handler.handle, BotFrameworkKeys()))
