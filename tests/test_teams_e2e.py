@@ -296,6 +296,49 @@ async def test_a_reply_teams_refuses_as_too_large_is_followed_by_a_short_note(te
     assert [c.status for c in teams.connector.calls_to("send_activity")][-2:] == [413, 201]
 
 
+@pytest.mark.parametrize("status", [502, 504, 412])
+async def test_a_reply_the_connector_fails_transiently_is_sent_again(teams: TeamsRig, status: int) -> None:
+    """Microsoft's table of the Bot Connector's status codes (Teams, "Status codes from bot
+    conversational APIs") says to retry 412, 502 and 504, as Herald's outbox does (`_RETRYABLE`).
+    A reply to a person (a command's answer, the console link, the welcome) was retried only after
+    a 429, so after a 502 the CAM who typed `help` heard nothing. It is now sent again after a
+    short backoff (no Retry-After here: 1 s, then 2 s), and given up after three more tries."""
+    from bot.handlers.teams.route import TEAMS_HANDLER_KEY
+
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    teams.server.app[TEAMS_HANDLER_KEY].sleep = pause
+    teams.connector.fail_next("send_activity", status, times=2)
+    reply = await teams.say("aad-cam", "help")
+    assert "send" in reply["text"].lower() and pauses == [1.0, 2.0]
+    assert [c.status for c in teams.connector.calls_to("send_activity")][-3:] == [status, status, 201]
+
+    teams.connector.fail_next("send_activity", status, times=4)  # never lets up: given up, logged
+    code, _ = await teams.post(teams.activity("message", "aad-cam", text="help"))
+    assert code == 200 and pauses == [1.0, 2.0, 1.0, 2.0, 4.0]
+    assert [c.status for c in teams.connector.calls_to("send_activity")][-4:] == [status] * 4
+
+
+async def test_a_replys_pauses_are_bounded(teams: TeamsRig) -> None:
+    """However long the connector asks to wait, a reply pauses at most 30 s at a time and 60 s in
+    all: an answer later than that is no answer any more, so it is given up and logged."""
+    from bot.handlers.teams.route import TEAMS_HANDLER_KEY
+
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    teams.server.app[TEAMS_HANDLER_KEY].sleep = pause
+    teams.connector.fail_next("send_activity", 429, retry_after=3600, times=4)
+    code, _ = await teams.post(teams.activity("message", "aad-cam", text="help"))
+    assert code == 200 and pauses == [30.0, 30.0]
+    assert [c.status for c in teams.connector.calls_to("send_activity")][-3:] == [429] * 3
+
+
 def _welcomes(teams: TeamsRig, aad: str) -> int:
     return sum("Hi, I'm Herald" in (a.get("text") or "") for a in teams.connector.activities(f"a:conv-{aad}"))
 

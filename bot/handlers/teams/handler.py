@@ -58,8 +58,9 @@ from storage.models import Platform, PlatformAccount, Staff
 
 log = logging.getLogger(__name__)
 
-REPLY_ATTEMPTS = 4  # a throttled reply: the first try and three more, each after the pause asked for
+REPLY_ATTEMPTS = 4  # a reply the connector fails transiently: the first try and three more
 MAX_REPLY_PAUSE = 30.0  # seconds; a longer Retry-After is cut to this
+MAX_REPLY_WAIT = 60.0  # seconds of pauses in all for one reply; past that it is given up and logged
 # the activities Herald acts on (links, greets, answers, records): each is acted on once, however
 # often the Bot Connector delivers it (same id); others (typing, reactions) are ignored anyway
 ACTED_ON = frozenset({"message", "invoke", "conversationUpdate", "installationUpdate"})
@@ -69,6 +70,11 @@ ACTED_ON = frozenset({"message", "invoke", "conversationUpdate", "installationUp
 # key must be endorsed for it ("Authentication with the Bot Connector API", step 3:
 # https://learn.microsoft.com/azure/bot-service/rest-api/bot-framework-rest-connector-authentication).
 TEAMS_CHANNEL_ID = "msteams"
+
+
+def reply_pause(retry_after: float | None, attempt: int) -> float:
+    """The pause before sending a reply again: what the connector asked for, else 1, 2, 4 s."""
+    return min(retry_after if retry_after else 2.0 ** (attempt - 1), MAX_REPLY_PAUSE)
 
 
 class TeamsHandler:
@@ -238,16 +244,24 @@ class TeamsHandler:
 
     async def reply(self, turn: Turn, activity: dict[str, Any]) -> None:
         """Reply in the person's conversation. The request was answered already, so a reply the
-        Bot Connector throttles (429: e.g. a broadcast spent the tenant's budget) is sent again
-        after the pause it asks for, a few times, instead of being lost; one it refuses as too
-        large (413) is followed by a short note, so the person is never left with silence."""
+        Bot Connector fails transiently is sent again instead of being lost: a 429 (e.g. a
+        broadcast spent the tenant's budget) after the pause it asks for, and the codes Microsoft
+        says to retry (412, 502, 503, 504: see `_RETRYABLE` in bot.channels.teams) or a network
+        error after a short backoff; a few times, within MAX_REPLY_WAIT seconds in all. One it
+        refuses as too large (413) is followed by a short note, so the person is never left with
+        silence."""
+        waited = 0.0
         for attempt in range(1, REPLY_ATTEMPTS + 1):
             outcome = await self.channel.send_activity(turn.recipient, activity)
             if outcome.kind is OutcomeKind.DELIVERED:
                 return
-            if not outcome.throttled or attempt == REPLY_ATTEMPTS:
+            if outcome.kind is not OutcomeKind.RETRY or attempt == REPLY_ATTEMPTS:
                 break
-            await self.sleep(min(outcome.retry_after or 1.0, MAX_REPLY_PAUSE))
+            pause = reply_pause(outcome.retry_after, attempt)
+            if waited + pause > MAX_REPLY_WAIT:
+                break
+            await self.sleep(pause)
+            waited += pause
         log.warning("could not reply in Teams: %s", outcome.reason)
         if outcome.reason == TOO_LARGE and activity.get("text") != TOO_LARGE_REPLY:
             await self.reply(turn, text_activity(TOO_LARGE_REPLY))
