@@ -173,6 +173,49 @@ async def test_escalation_reaches_a_cam_who_only_uses_teams(teams: TeamsRig) -> 
     assert "Queued 3 reminders" in answer["value"]
 
 
+async def test_the_report_button_is_answered_before_the_report_is_sent(teams: TeamsRig) -> None:
+    """A card button's answer is the HTTP response, and Teams gives a bot seconds to give it (the
+    connector sends the invoke again when it does not come). The report a CAM asks for from an
+    escalation card goes out as a message of its own, which the connector may throttle (a reply
+    waits up to a minute then): the press is answered first, and the report follows."""
+    import asyncio
+
+    from bot.handlers.teams.route import TEAMS_HANDLER_KEY
+
+    preview = await teams.say("aad-cam", "send must-know operations org:teamsco deadline:2026-01-06 | Recall | Stop")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    await teams.herald.outbox.drain()
+    teams.clock.advance(days=2)
+    await teams.herald.tick()
+    await teams.herald.outbox.drain()
+    card = card_of(teams.connector.activities("a:conv-aad-cam")[-1])
+    report_button = actions_of(card)[1]
+    assert report_button["verb"] == "herald_open_report"
+
+    pauses: list[float] = []
+    release = asyncio.Event()
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        await release.wait()
+
+    teams.server.app[TEAMS_HANDLER_KEY].sleep = pause
+    teams.connector.fail_next("send_activity", 429, retry_after=20)
+    before = len(teams.connector.activities("a:conv-aad-cam"))
+    press = teams.activity("invoke", "aad-cam", name="adaptiveCard/action",
+                           value={"action": {"type": "Action.Execute", "verb": "herald_open_report",
+                                             "data": report_button["data"]}})
+    status, answer = await asyncio.wait_for(teams.post(press, settle=False), timeout=30)  # a guard, not a wait
+    assert status == 200 and answer["value"] == "The report is on its way to this chat."
+    await wait_until(lambda: pauses, what="the throttled report's pause")
+    assert pauses == [20.0] and len(teams.connector.activities("a:conv-aad-cam")) == before  # still to come
+    release.set()
+    await teams.herald.settle()
+    (report,) = teams.connector.activities("a:conv-aad-cam")[before:]
+    assert f"Report for notice #{notice_id}" in report["text"]
+
+
 async def test_a_slow_tenant_does_not_hold_up_other_workspaces(teams: TeamsRig) -> None:
     import asyncio
 

@@ -82,8 +82,12 @@ async def remind_now(invoke: Invoke) -> web.Response:
 
 async def open_report(invoke: Invoke) -> web.Response:
     ready = await invoke.commands.report(invoke.number("value"), invoke.staff)
-    await invoke.reply(text_activity(report_markdown(ready, await invoke.herald.report_link(ready))))
-    return message_response("The report is in this chat.")
+    report = text_activity(report_markdown(ready, await invoke.herald.report_link(ready)))
+    # The press is answered first: its answer is the HTTP response, which Teams waits for only
+    # seconds, and the report is a message of its own, which a throttled or failing Bot Connector
+    # may hold up to a minute (TeamsHandler.reply), as the Slack side answers before it posts.
+    invoke.herald.after_answer(invoke.reply(report))
+    return message_response("The report is on its way to this chat.")
 
 
 VERBS: dict[str, VerbHandler] = {
