@@ -13,7 +13,12 @@ from __future__ import annotations
 import pytest
 
 from storage.models import ConsoleSignIn, Staff
-from tests.fakes.bot_framework_keys import APP_ID, BOT_FRAMEWORK_ISSUER, LocalBotFrameworkKeys
+from tests.fakes.bot_framework_keys import (
+    APP_ID,
+    BOT_FRAMEWORK_ISSUER,
+    GOV_BOT_FRAMEWORK_ISSUER,
+    LocalBotFrameworkKeys,
+)
 from tests.teams_support import start_teams_rig, stop_teams_rig
 
 OWN_TENANT = "77777777-7777-7777-7777-777777777777"
@@ -52,6 +57,23 @@ async def test_a_single_tenant_apps_own_tenant_is_accepted_and_no_other(
     own, other = (f"https://login.microsoftonline.com/{tenant}/v2.0" for tenant in (OWN_TENANT, OTHER_TENANT))
     assert await _console_as_cam(db, bot_framework_keys, own, OWN_TENANT, teams_tenant_id=OWN_TENANT) == 200
     assert await _console_as_cam(db, bot_framework_keys, other, OTHER_TENANT, teams_tenant_id=OWN_TENANT) == 401
+
+
+# ---- the US Government cloud (GCC High, DoD) ------------------------------------------------
+
+GOV_AUTHORITY = "https://login.microsoftonline.us"
+
+
+async def test_in_the_us_government_cloud_the_channels_tokens_are_accepted(
+        db: str, bot_framework_keys: LocalBotFrameworkKeys) -> None:
+    """In Azure Government the Bot Connector's tokens are issued by https://api.botframework.us
+    (Microsoft's GovernmentConstants.ToBotFromChannelTokenIssuer). Herald built the SDK's
+    configuration without HERALD_TEAMS_AUTHORITY_URL, so the SDK took public-cloud issuers only and
+    refused every activity; the public cloud's issuer is the one refused there now."""
+    gov = {"teams_authority_url": GOV_AUTHORITY}
+    assert await _console_as_cam(db, bot_framework_keys, GOV_BOT_FRAMEWORK_ISSUER, **gov) == 200
+    assert await _console_as_cam(db, bot_framework_keys, BOT_FRAMEWORK_ISSUER, **gov) == 401
+    assert await _console_as_cam(db, bot_framework_keys, GOV_BOT_FRAMEWORK_ISSUER) == 401  # public cloud
 
 
 # ---- the token's serviceurl claim and the activity's serviceUrl ------------------------------

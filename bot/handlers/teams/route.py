@@ -36,8 +36,12 @@ def auth_configuration(herald: Herald) -> AgentAuthConfiguration:
     # any Entra tenant mints for the app id (a multi-tenant app any admin may consent to) would pass.
     # With it, only the Bot Framework's issuer, Microsoft's first-party tenants and, when
     # HERALD_TEAMS_TENANT_ID is set, that tenant's own issuers are accepted.
+    # authority: the cloud those issuers (and the Bot Connector's key set) are taken from; in Azure
+    # Government (login.microsoftonline.us) the connector's tokens come from https://api.botframework.us
+    # (Microsoft's GovernmentConstants.ToBotFromChannelTokenIssuer), which the public default refuses.
     return AgentAuthConfiguration(client_id=settings.teams_app_id, tenant_id=settings.teams_tenant_id,
-                                  anonymous_allowed=False, validate_issuer=True)
+                                  authority=settings.teams_authority_url, anonymous_allowed=False,
+                                  validate_issuer=True)
 
 
 _AUTHORISED = web.Response(status=204)  # a marker: the SDK's check passed and called through
