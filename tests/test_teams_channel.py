@@ -669,3 +669,36 @@ async def test_msal_provider_caches_until_expiry_and_reports_errors() -> None:
     provider.invalidate()
     with pytest.raises(TeamsAuthError, match=r"\(invalid_client\) AADSTS7000215: Invalid client secret provided.$"):
         await provider()
+
+
+@pytest.mark.parametrize(("authority_host", "tenant", "expected_authority", "expected_scope"), [
+    ("https://login.microsoftonline.us", None, "https://login.microsoftonline.us/MicrosoftServices.onmicrosoft.us",
+     "https://api.botframework.us/.default"),
+    ("https://login.microsoftonline.us/", "tenant-1", "https://login.microsoftonline.us/tenant-1",
+     "https://api.botframework.us/.default"),
+    ("https://login.microsoftonline.com", None, "https://login.microsoftonline.com/botframework.com",
+     "https://api.botframework.com/.default"),
+])
+async def test_the_connector_token_is_asked_for_in_the_authoritys_cloud(
+        monkeypatch: pytest.MonkeyPatch, authority_host: str, tenant: str | None, expected_authority: str,
+        expected_scope: str) -> None:
+    """Microsoft (GovernmentConstants): in Azure Government a bot → channel token is asked of
+    login.microsoftonline.us for `https://api.botframework.us/.default`, by default in the tenant
+    `MicrosoftServices.onmicrosoft.us`. Herald asked for the public scope and tenant whatever the
+    authority, a token the US Government connector does not take. MSAL itself is replaced by a
+    recorder: login.microsoftonline.us cannot be faked by name."""
+    import msal
+
+    asked: list[tuple[str, list[str]]] = []
+
+    class RecordingApp:
+        def __init__(self, client_id: str, *, authority: str, **kwargs: Any) -> None:
+            self.authority = authority
+
+        def acquire_token_for_client(self, scopes: list[str]) -> dict[str, Any]:
+            asked.append((self.authority, scopes))
+            return {"access_token": "t", "expires_in": 3600}
+
+    monkeypatch.setattr(msal, "ConfidentialClientApplication", RecordingApp)
+    assert await MsalTokenProvider("app-123", "secret", tenant, authority_host=authority_host)() == "t"
+    assert asked == [(expected_authority, [expected_scope])]

@@ -51,6 +51,13 @@ ServiceUrlLookup = Callable[[str], Awaitable[str | None]]
 DEFAULT_ALLOWED_SERVICE_HOSTS = ("botframework.com", "smba.trafficmanager.net", "teams.microsoft.com",
                                  "teams.microsoft.us", "botframework.azure.us")
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
+# Azure Government (GCC High, DoD): Microsoft's GovernmentConstants (Bot Framework SDKs), a bot →
+# channel token is asked of login.microsoftonline.us for ToChannelFromBotOAuthScope, by default
+# in DefaultChannelAuthTenant. Public cloud: the scope above, tenant botframework.com.
+GOV_AUTHORITY_HOST = "login.microsoftonline.us"
+GOV_BOT_FRAMEWORK_SCOPE = "https://api.botframework.us/.default"
+DEFAULT_CHANNEL_AUTH_TENANT = "botframework.com"
+GOV_DEFAULT_CHANNEL_AUTH_TENANT = "MicrosoftServices.onmicrosoft.us"
 NO_CONVERSATION = "no Teams conversation yet: the member must install Herald in Teams or message it once"
 # 403s for one member (Microsoft's table of the Bot Connector's status codes, and what the connector
 # answers in practice): creating the 1:1 conversation with someone who does not have the app
@@ -104,19 +111,28 @@ class TeamsRateLimited(TeamsApiError, RateLimited):
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 
 
+def is_government_authority(authority_host: str) -> bool:
+    """Whether HERALD_TEAMS_AUTHORITY_URL is Azure Government's Entra ID (login.microsoftonline.us)."""
+    return (urlsplit(authority_host).hostname or "").lower() == GOV_AUTHORITY_HOST
+
+
 class MsalTokenProvider:
     """App-only tokens for the Bot Connector from Entra ID (client credentials), cached until
     shortly before they expire. MSAL is synchronous, so it runs in a worker thread.
 
     `tenant_id` is the bot's home tenant for a single-tenant app registration; without it the
-    multi-tenant authority `botframework.com` is used.
+    multi-tenant authority `botframework.com` is used (`MicrosoftServices.onmicrosoft.us` in Azure
+    Government, whose authority also asks for the US Government connector's scope).
     """
 
     def __init__(self, app_id: str, password: str, tenant_id: str | None = None, *,
                  authority_host: str = DEFAULT_AUTHORITY_HOST, refresh_margin: float = 300.0) -> None:
         self.app_id = app_id
         self._password = password
-        self.authority = f"{authority_host.rstrip('/')}/{tenant_id or 'botframework.com'}"
+        government = is_government_authority(authority_host)
+        default_tenant = GOV_DEFAULT_CHANNEL_AUTH_TENANT if government else DEFAULT_CHANNEL_AUTH_TENANT
+        self.authority = f"{authority_host.rstrip('/')}/{tenant_id or default_tenant}"
+        self.scope = GOV_BOT_FRAMEWORK_SCOPE if government else BOT_FRAMEWORK_SCOPE
         self.refresh_margin = refresh_margin
         self._app: Any = None
         self._token: str | None = None
@@ -156,7 +172,7 @@ class MsalTokenProvider:
             self._app = msal.ConfidentialClientApplication(
                 self.app_id, client_credential=self._password, authority=self.authority,
                 instance_discovery=discovery)
-        return self._app.acquire_token_for_client(scopes=[BOT_FRAMEWORK_SCOPE])
+        return self._app.acquire_token_for_client(scopes=[self.scope])
 
     def invalidate(self) -> None:
         """Forget the cached token (after a 401); a new MSAL app also drops MSAL's own cache."""
