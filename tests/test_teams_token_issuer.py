@@ -23,15 +23,17 @@ from tests.teams_support import start_teams_rig, stop_teams_rig
 
 OWN_TENANT = "77777777-7777-7777-7777-777777777777"
 OTHER_TENANT = "66666666-6666-6666-6666-666666666666"
+BOTFRAMEWORK_TENANT = "d6d49420-f39b-4df7-a1dc-d59a935871db"  # botframework.com, one of Microsoft's own
+OTHER_APP = "99999999-8888-7777-6666-555555555555"  # some other app registration
 
 
 async def _console_as_cam(db: str, keys: LocalBotFrameworkKeys, issuer: str, tenant: str | None = None,
-                          **settings: str) -> int:
-    """Ask for a console link as the CAM with a token from `issuer` (for the rig's service URL);
-    the HTTP status (and no link unless 200)."""
+                          claims: dict[str, str] | None = None, **settings: str) -> int:
+    """Ask for a console link as the CAM with a token from `issuer` (for the rig's service URL,
+    with these extra claims); the HTTP status (and no link unless 200)."""
     rig = await start_teams_rig(db, teams_app_id=APP_ID, **settings)
     try:
-        token = keys.token(rig.connector.url, issuer=issuer, **({"tid": tenant} if tenant else {}))
+        token = keys.token(rig.connector.url, issuer=issuer, **({"tid": tenant} if tenant else {}), **(claims or {}))
         before = await ConsoleSignIn.all().count()
         status, _ = await rig.post(rig.activity("message", "aad-cam", text="console"),
                                    headers={"Authorization": f"Bearer {token}"})
@@ -54,9 +56,29 @@ async def test_a_token_another_tenant_minted_for_the_app_is_refused(
 
 async def test_a_single_tenant_apps_own_tenant_is_accepted_and_no_other(
         db: str, bot_framework_keys: LocalBotFrameworkKeys) -> None:
+    """A v2 token from the app's own tenant that Herald's own credentials asked for (the Bot
+    Framework Emulator signs in with them) is accepted; one from another tenant is not."""
     own, other = (f"https://login.microsoftonline.com/{tenant}/v2.0" for tenant in (OWN_TENANT, OTHER_TENANT))
-    assert await _console_as_cam(db, bot_framework_keys, own, OWN_TENANT, teams_tenant_id=OWN_TENANT) == 200
-    assert await _console_as_cam(db, bot_framework_keys, other, OTHER_TENANT, teams_tenant_id=OWN_TENANT) == 401
+    herald = {"ver": "2.0", "azp": APP_ID}
+    assert await _console_as_cam(db, bot_framework_keys, own, OWN_TENANT, herald, teams_tenant_id=OWN_TENANT) == 200
+    assert await _console_as_cam(db, bot_framework_keys, other, OTHER_TENANT, herald,
+                                 teams_tenant_id=OWN_TENANT) == 401
+
+
+@pytest.mark.parametrize(("issuer", "tenant", "claims"), [
+    (f"https://login.microsoftonline.com/{OWN_TENANT}/v2.0", OWN_TENANT, {"ver": "2.0", "azp": OTHER_APP}),
+    (f"https://sts.windows.net/{OWN_TENANT}/", OWN_TENANT, {"ver": "1.0", "appid": OTHER_APP}),
+    (f"https://sts.windows.net/{BOTFRAMEWORK_TENANT}/", BOTFRAMEWORK_TENANT, {"ver": "1.0", "appid": OTHER_APP}),
+])
+async def test_an_entra_token_another_app_asked_for_is_refused(
+        db: str, bot_framework_keys: LocalBotFrameworkKeys, issuer: str, tenant: str, claims: dict[str, str]) -> None:
+    """Entra issues a token for Herald's app id to any app registration in a tenant where Herald
+    has a service principal: the vendor's own (any employee may register an app there, by default)
+    and the Bot Framework's (botframework.com, where every multi-tenant bot gets its tokens). The
+    SDK checked the issuer and the audience only, so such an app could post activities as the CAM.
+    Microsoft: validate the actor, the client app ("Secure applications and APIs by validating
+    claims"); an Entra token must have been asked for by Herald itself (`appid`, v2 `azp`)."""
+    assert await _console_as_cam(db, bot_framework_keys, issuer, tenant, claims, teams_tenant_id=OWN_TENANT) == 403
 
 
 # ---- the US Government cloud (GCC High, DoD) ------------------------------------------------
@@ -117,7 +139,7 @@ async def test_an_entra_issued_token_is_held_to_its_serviceurl_only_when_it_has_
     carry a `serviceurl`; one that does must match, as a Bot Framework token must."""
     from bot.handlers.teams.connector_token import BotFrameworkKeys, TokenRefused, check_connector_token
 
-    entra = {"iss": "https://sts.windows.net/d6d49420-f39b-4df7-a1dc-d59a935871db/", "aud": APP_ID}
+    entra = {"iss": f"https://sts.windows.net/{BOTFRAMEWORK_TENANT}/", "aud": APP_ID, "ver": "1.0", "appid": APP_ID}
     activity = {"type": "message", "serviceUrl": "https://smba.trafficmanager.net/emea/"}
     keys = BotFrameworkKeys()  # not asked: an Entra key has no endorsements
     await check_connector_token(entra, "", activity, keys)

@@ -16,8 +16,18 @@ for another channel (Web Chat, Direct Line) could sign a Teams activity.
 
 Both rules are the Bot Framework issuer's (`api.botframework.com`, `.us` in Azure Government):
 its tokens must carry a matching `serviceurl` and come from a key endorsed for the channel. An
-Entra-issued token (Microsoft's first-party tenants) is signed with an Entra key, which carries
-no endorsements, and may carry no `serviceurl`; when it has one, it must match all the same.
+Entra-issued token (Microsoft's first-party tenants, HERALD_TEAMS_TENANT_ID's tenant) is signed
+with an Entra key, which carries no endorsements, and may carry no `serviceurl`; when it has one,
+it must match all the same.
+
+An Entra-issued token must also name Herald itself as the app that asked for it (`appid`, `azp`
+in a v2 token). Entra issues a token for Herald's app id to any app registration in a tenant where
+Herald has a service principal, so the issuer and audience alone admit every app there; Microsoft,
+"Secure applications and APIs by validating claims": the actor, the client app, must be checked
+(https://learn.microsoft.com/entra/identity-platform/claims-validation). The Bot Framework SDKs
+take such a token only from the bot's own credentials (EmulatorValidation: the app id must be the
+bot's), and the Agents SDK calls one from another app an agent-to-agent call
+(`ClaimsIdentity.is_agent_claim`), which Herald does not take: it is no Teams activity.
 """
 
 from __future__ import annotations
@@ -93,6 +103,16 @@ async def check_connector_token(claims: dict[str, Any], token: str, activity: di
             raise TokenRefused("its serviceurl claim is missing or not the activity's serviceUrl")
     if from_bot_framework:
         await _check_endorsement(issuer, token, activity.get("channelId"), keys)
+    elif not _asked_for_by_the_audience(claims):
+        raise TokenRefused("it is an Entra token another app asked for (its appid/azp is not Herald's app id)")
+
+
+def _asked_for_by_the_audience(claims: dict[str, Any]) -> bool:
+    """Whether the app that asked Entra for the token (`appid`; `azp` in a v2 token) is the one it
+    is for (`aud`, which the SDK checked is Herald's app id)."""
+    caller = claims.get("azp") if claims.get("ver") == "2.0" else claims.get("appid")
+    audience = claims.get("aud")
+    return isinstance(caller, str) and isinstance(audience, str) and caller.lower() == audience.lower()
 
 
 async def _check_endorsement(issuer: str, token: str, channel: Any, keys: BotFrameworkKeys) -> None:
