@@ -85,6 +85,8 @@ class Member(Model):
     name = fields.CharField(max_length=200, default="")
     role = fields.CharField(max_length=50)
     timezone = fields.CharField(max_length=64, default="UTC")
+    # The member chose `timezone` in their preferences: a directory import no longer changes it.
+    timezone_chosen = fields.BooleanField(default=False)
     locale = fields.CharField(max_length=20, default="")
     # Quiet hours in the member's time zone, as hours of the day; None = the defaults.
     quiet_start_hour = fields.SmallIntField(null=True)

@@ -194,6 +194,25 @@ async def test_role_and_time_zone_are_case_insensitive(db: str) -> None:
     assert (member.role, member.timezone) == ("sales", "America/New_York")
 
 
+async def test_a_blank_time_zone_keeps_the_members_zone_and_a_chosen_zone_stays(db: str) -> None:
+    """A new member without a zone gets UTC; for a known member a blank cell changes nothing (it
+    says nothing about where they are), a new zone in the file moves them, unless they chose their
+    zone themselves (preferences): then the import leaves it and counts them unchanged."""
+    await import_directory(csv_text(row(timezone="")), now=NOW)
+    assert (await Member.get()).timezone == "UTC"
+    await import_directory(csv_text(row(timezone="Europe/London")), now=NOW)
+    assert (await Member.get()).timezone == "Europe/London"
+
+    result = await import_directory(csv_text(row(timezone="")), now=NOW)
+    assert counts(result) == (0, 0, 1, 0, 0)
+    assert (await Member.get()).timezone == "Europe/London"
+
+    await Member.all().update(timezone="America/New_York", timezone_chosen=True)
+    result = await import_directory(csv_text(row(timezone="Europe/Paris")), now=NOW)
+    assert counts(result) == (0, 0, 1, 0, 0)
+    assert (await Member.get()).timezone == "America/New_York"
+
+
 # --------------------------------------------------------------------------- rejections
 
 

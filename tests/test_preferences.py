@@ -10,10 +10,11 @@ import pytest
 from bot.core.notices import sending as notices
 from bot.core.commands.parser import SendCommand
 from bot.common.errors import NotFound, UserError
+from bot.core.directory.importer import import_directory
 from bot.core.directory.preferences import member_for_platform_user, preferences_for, update_preferences
 from bot.topics import TopicCatalog
 from storage.models import AuditEvent, Delivery, Member
-from tests.support import TEAM, Rig
+from tests.support import SAMPLE_DIRECTORY, TEAM, Rig
 
 MONDAY_8_UTC = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # 09:00 Berlin, 02:00 Chicago, 19:00 Sydney
 MONDAY_2030_UTC = datetime(2026, 1, 5, 20, 30, tzinfo=UTC)  # 21:30 Berlin, 14:30 Chicago, Tue 07:30 Sydney
@@ -155,6 +156,27 @@ async def test_opt_outs_apply_to_need_and_nice_to_know_but_not_must_know(rig: Ri
     fixed = replace(catalog, topics={**catalog.topics, "incentives": replace(catalog.topics["incentives"], opt_out=False)})
     later = await _send(rig, "need-to-know", "incentives", catalog=fixed)
     assert await Delivery.filter(notice_id=later, member_id=anna.id).count() == 1
+
+
+async def test_reimporting_the_directory_keeps_the_time_zone_the_member_chose(rig: Rig) -> None:
+    """Anna (Europe/Berlin in the directory) moves to New York and sets her time zone herself. The
+    operator's routine re-import of the same directory file must not put her back on Berlin time:
+    a need-to-know notice at 08:00 UTC (03:00 in New York) then waits for the end of her quiet
+    hours (08:00 New York = 13:00 UTC) instead of reaching her at night."""
+    anna = await _member("anna@acme.example")
+    rig.clock.set(datetime(2026, 1, 4, 12, 0, tzinfo=UTC))
+    await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), timezone="America/New_York")
+
+    result = await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="nightly-sync")
+    assert not result.rejected and result.updated == 0
+    assert (await _member("anna@acme.example")).timezone == "America/New_York"
+
+    rig.clock.set(MONDAY_8_UTC)  # Monday 03:00 in New York (09:00 Berlin)
+    notice_id = await _send(rig, "need-to-know", "announcements", "member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    delivery = await Delivery.get(notice_id=notice_id, member_id=anna.id)
+    assert _posts_to(rig, "DUANNA") == []
+    assert delivery.next_attempt_at == datetime(2026, 1, 5, 13, 0, tzinfo=UTC)
 
 
 # ---- quiet hours -----------------------------------------------------------------------------------

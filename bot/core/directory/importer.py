@@ -71,7 +71,7 @@ _ORG_COLUMNS: dict[str, str] = {
     "cam_email": "cam_email",
 }
 _MEMBER_FIELDS = ("email", "name", "role", "timezone", "locale", "active")
-_MEMBER_COLUMNS = ("id", "organisation_id", *_MEMBER_FIELDS)
+_MEMBER_COLUMNS = ("id", "organisation_id", *_MEMBER_FIELDS, "timezone_chosen")
 _ACCOUNT_COLUMNS = (
     "id",
     "member_id",
@@ -319,8 +319,6 @@ def _validate_row(
             )
         else:
             values["timezone"] = zone
-    else:
-        values["timezone"] = "UTC"
 
     for column in _LOWERED_ORG_COLUMNS:
         values[column] = values[column].lower()
@@ -656,7 +654,7 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
             "email": row.member_email,
             "name": row.member_name,
             "role": row.role,
-            "timezone": row.timezone,
+            "timezone": _imported_timezone(row, member),
             "locale": row.locale,
             "active": True,
         }
@@ -729,6 +727,16 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
             if (org_key(m["organisation__external_id"]), m["email"].lower()) not in parsed.mentioned:
                 plan.deactivate.append(m["id"])
     return plan
+
+
+def _imported_timezone(row: DirectoryRow, member: dict[str, Any] | None) -> str:
+    """The zone a member gets from their row: the row's, except that a zone the member chose in
+    their preferences stays theirs and a blank cell changes nothing (a new member's is UTC)."""
+    if member is None:
+        return row.timezone or "UTC"
+    if member["timezone_chosen"] or not row.timezone:
+        return member["timezone"]
+    return row.timezone
 
 
 async def _apply(plan: _Plan, *, now: datetime, progress: Progress = no_progress) -> None:

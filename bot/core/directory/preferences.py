@@ -95,6 +95,7 @@ async def update_preferences(member_id: int, catalog: TopicCatalog, *, now: date
         changes: dict[str, Any] = {}
         if zone is not None and zone != before.timezone:
             updates["timezone"] = zone
+            updates["timezone_chosen"] = True  # directory imports leave it alone from now on
             changes["timezone"] = {"from": before.timezone, "to": zone}
         if start is not None or end is not None:
             hours = (before.quiet_start if start is None else start, before.quiet_end if end is None else end)
