@@ -149,6 +149,50 @@ async def test_reminders_skip_the_weekend(rig: Rig) -> None:
     assert row.next_reminder_at == datetime(2026, 1, 12, 14, 0, tzinfo=UTC)  # Monday 08:00 Chicago
 
 
+def _reminder_posts(rig: Rig, channel: str) -> list:
+    return [c for c in _posts_to(rig, channel) if "Reminder" in str(c.args.get("blocks"))]
+
+
+async def test_a_reminder_delayed_past_working_hours_waits_for_the_next_working_day(rig: Rig) -> None:
+    """A reminder planned on Tuesday morning is not sent then (Herald is down, or the workspace
+    rate-limited). When the outbox gets to it on Friday at 20:30 Berlin, it puts it back until
+    Monday 08:00 (reminders: in the member's working hours, weekdays) instead of sending it."""
+    rig.clock.set(MONDAY_9_UTC)
+    notice_id = await rig.broadcast("member:anna@acme.example", deadline=MONDAY_9_UTC + timedelta(days=10))
+    await rig.herald.outbox.drain()
+    rig.clock.advance(hours=24)
+    assert (await rig.herald.tick())["reminders"] == 1
+
+    rig.clock.set(datetime(2026, 1, 9, 19, 30, tzinfo=UTC))  # Friday 20:30 Berlin
+    await rig.herald.outbox.drain()
+    assert _reminder_posts(rig, "DUANNA") == []
+    monday = datetime(2026, 1, 12, 7, 0, tzinfo=UTC)  # 08:00 Berlin
+    (reminder,) = await _reminders(notice_id, "anna@acme.example")
+    assert (reminder.status, reminder.next_attempt_at, reminder.attempts) == ("pending", monday, 0)
+    held = await AuditEvent.get(notice_id=notice_id, kind="delivery.held")
+    assert (held.data["copy"], held.data["reason"]) == ("reminder", "outside working hours")
+
+    rig.clock.set(monday)
+    await rig.herald.outbox.drain()
+    assert len(_reminder_posts(rig, "DUANNA")) == 1
+
+
+async def test_remind_now_at_night_reaches_each_member_in_their_working_hours(rig: Rig) -> None:
+    """The CAM presses Remind now at 22:00 Berlin: the reminders are queued at once and reach
+    Anna and Bo at 08:00 their time, not in the night."""
+    rig.clock.set(MONDAY_9_UTC)
+    notice_id = await rig.broadcast("org:acme", deadline=MONDAY_9_UTC + timedelta(days=2))
+    await rig.herald.outbox.drain()
+    rig.clock.set(datetime(2026, 1, 5, 21, 0, tzinfo=UTC))
+    cam = await Staff.get(email="cam@vendor.example")
+    assert await remind_organisation_now(notice_id, "acme", cam, now=rig.clock.now()) == 2
+    await rig.herald.outbox.drain()
+    assert _reminder_posts(rig, "DUANNA") == _reminder_posts(rig, "DUBO") == []
+    rig.clock.set(datetime(2026, 1, 6, 7, 0, tzinfo=UTC))
+    await rig.herald.outbox.drain()
+    assert len(_reminder_posts(rig, "DUANNA")) == len(_reminder_posts(rig, "DUBO")) == 1
+
+
 async def test_escalation_tells_the_cam_once_who_has_not_acknowledged(rig: Rig) -> None:
     rig.clock.set(MONDAY_9_UTC)
     deadline = MONDAY_9_UTC + timedelta(days=2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -212,6 +212,74 @@ async def test_need_to_know_waits_for_the_end_of_quiet_hours(rig: Rig) -> None:
     assert sorted(c.channel for c in rig.fake.calls_to("chat.postMessage")) == ["DUANNA", "DUBO", "DUCY", "DUDI"]
     delivered = await Delivery.filter(notice_id=notice_id, status="delivered").values_list("member__email", "delivered_at")
     assert dict(delivered)["anna@acme.example"] == datetime(2026, 1, 6, 7, 0, tzinfo=UTC)
+
+
+async def test_need_to_know_delayed_into_the_night_waits_for_the_morning(rig: Rig) -> None:
+    """A need-to-know notice is written at 19:59 in Berlin (not quiet yet, so not held). Herald is
+    down for the evening (a crash, a deploy in the night-time maintenance window; a rate limit or
+    a backlog delays it the same way) and comes back at 02:00 Berlin time: the outbox checks the
+    members' quiet hours as it claims the copies and puts them back until 08:00 instead of
+    sending them (SPEC: need-to-know is held until the end of the member's quiet hours)."""
+    rig.clock.set(datetime(2026, 1, 5, 18, 59, tzinfo=UTC))  # Monday 19:59 Berlin
+    notice_id = await _send(rig, "need-to-know", "announcements", "org:acme")
+    assert await Delivery.filter(notice_id=notice_id, status="pending").count() == 2  # written, not sent yet
+
+    rig.clock.set(datetime(2026, 1, 6, 1, 0, tzinfo=UTC))  # Herald back up: Tuesday 02:00 Berlin
+    assert await rig.herald.outbox.drain() == 0
+    assert rig.fake.calls_to("chat.postMessage") == []
+    morning = datetime(2026, 1, 6, 7, 0, tzinfo=UTC)
+    rows = await Delivery.filter(notice_id=notice_id).values_list("status", "next_attempt_at", "attempts", "claimed_by")
+    assert rows == [("pending", morning, 0, "")] * 2
+    held = await AuditEvent.filter(notice_id=notice_id, kind="delivery.held").values_list("data", flat=True)
+    assert [(e["reason"], e["until"], e["copy"]) for e in held] == [("quiet hours", morning.isoformat(timespec="microseconds"), "notice")] * 2
+
+    rig.clock.set(morning)  # 08:00 Berlin
+    await rig.herald.outbox.drain()
+    assert sorted(c.channel for c in rig.fake.calls_to("chat.postMessage") if c.ok) == ["DUANNA", "DUBO"]
+
+
+async def test_a_held_need_to_know_copy_follows_the_members_new_time_zone(rig: Rig) -> None:
+    """Held at 21:30 Berlin until 08:00 Berlin; meanwhile Anna moves to New York: at 08:00 Berlin
+    (02:00 New York) her copy is put back until 08:00 New York, Bo's goes out."""
+    rig.clock.set(MONDAY_2030_UTC)
+    notice_id = await _send(rig, "need-to-know", "announcements", "org:acme")
+    anna = await _member("anna@acme.example")
+    await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), timezone="America/New_York")
+
+    rig.clock.set(datetime(2026, 1, 6, 7, 0, tzinfo=UTC))
+    await rig.herald.outbox.drain()
+    assert [c.channel for c in rig.fake.calls_to("chat.postMessage")] == ["DUBO"]
+    assert (await Delivery.get(notice_id=notice_id, member_id=anna.id)).next_attempt_at == datetime(
+        2026, 1, 6, 13, 0, tzinfo=UTC)
+    rig.clock.set(datetime(2026, 1, 6, 13, 0, tzinfo=UTC))
+    await rig.herald.outbox.drain()
+    assert [c.channel for c in rig.fake.calls_to("chat.postMessage")] == ["DUBO", "DUANNA"]
+
+
+async def test_a_copy_in_doubt_found_in_quiet_hours_is_looked_for_in_the_morning(rig: Rig) -> None:
+    """A worker posted Anna's copy at 19:59 Berlin and died before recording it. Its claim runs out
+    in her quiet hours: the copy stays in doubt, neither looked for nor sent again, until 08:00;
+    then the channel finds the earlier message instead of posting a second one."""
+    rig.clock.set(datetime(2026, 1, 5, 18, 59, tzinfo=UTC))
+    notice_id = await _send(rig, "need-to-know", "announcements", "member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    row = await Delivery.get(notice_id=notice_id)
+    posted_ts = row.message_id
+    await Delivery.filter(id=row.id).update(status="sending", message_id="", delivered_at=None,
+                                            claimed_by="dead-worker", claimed_until=rig.clock.now())
+
+    rig.clock.set(datetime(2026, 1, 6, 1, 0, tzinfo=UTC))  # 02:00 Berlin
+    assert await rig.herald.outbox.drain() == 0
+    morning = datetime(2026, 1, 6, 7, 0, tzinfo=UTC)
+    row = await Delivery.get(id=row.id)
+    assert (row.status, row.claimed_by, row.claimed_until) == ("sending", "", morning)
+    assert rig.fake.call_count("conversations.history") == 0
+
+    rig.clock.set(morning + timedelta(seconds=1))  # in doubt until then (as a retry in doubt)
+    await rig.herald.outbox.drain()
+    row = await Delivery.get(id=row.id)
+    assert row.status == "delivered" and row.message_id == posted_ts
+    assert rig.fake.call_count("chat.postMessage") == 1 and rig.fake.call_count("conversations.history") == 1
 
 
 async def test_must_know_is_not_held_by_quiet_hours(rig: Rig) -> None:

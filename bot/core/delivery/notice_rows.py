@@ -18,13 +18,16 @@ from typing import Any
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from bot.common.schedule import next_working_moment
 from bot.core.delivery.lanes import DUE, OPEN
 from bot.core.ports import Recipient
+from bot.topics.importance import IMPORTANCE
 from storage import db as storage_db
 from storage.db import as_datetime
 from storage.models import DeliveryKind, DeliveryStatus, Notice, NoticeStatus, Survey
 
 SENDING = DeliveryStatus.SENDING.value
+PENDING = DeliveryStatus.PENDING.value
 DELIVERED = DeliveryStatus.DELIVERED.value
 
 _COLUMNS = ("d.id AS id, d.notice_id AS notice_id, d.member_id AS member_id, d.kind AS kind, "
@@ -35,7 +38,8 @@ _COLUMNS = ("d.id AS id, d.notice_id AS notice_id, d.member_id AS member_id, d.k
             "a.dm_channel AS dm_channel, a.service_url AS service_url, m.name AS member_name, "
             "m.email AS member_email, n.revision AS n_revision, n.ack_revision AS n_ack_revision, "
             "n.status AS n_status, s.id AS s_id, s.closes_at AS s_closes_at, s.closed_at AS s_closed_at, "
-            "k.acknowledged_at AS acknowledged_at")
+            "k.acknowledged_at AS acknowledged_at, n.importance AS n_importance, m.timezone AS member_timezone, "
+            "m.quiet_start_hour AS quiet_start, m.quiet_end_hour AS quiet_end")
 
 
 def _joins(row: str) -> str:
@@ -79,6 +83,36 @@ class ClaimedRow:
     member_label: str  # the member's name, or their email when the directory has no name
     notice_stamp: NoticeStamp  # the notice as the claim saw it
     acknowledged_at: datetime | None  # the member's acknowledgement of the notice's current ack revision
+    importance: str  # the notice's
+    member_hours: MemberHours  # the member's, as the claim read them
+
+
+@dataclass(frozen=True, slots=True)
+class MemberHours:
+    """A member's time zone and quiet hours (None: the defaults), as stored."""
+
+    timezone: str
+    quiet_start: int | None
+    quiet_end: int | None
+
+
+# Notice copies held for the end of the member's quiet hours (need-to-know).
+_QUIET_HOURS_LEVELS = frozenset(p.level.value for p in IMPORTANCE.values() if p.dm_now and p.respects_quiet_hours)
+
+
+def not_before(row: ClaimedRow, now: datetime) -> datetime | None:
+    """When a claimed send may reach the member, if not now: a need-to-know copy at the end of
+    their quiet hours (weekends do not count), a reminder in their working hours (weekdays). The
+    time was also checked when the row was written, but a row can be sent much later (Herald was
+    down, the lane paused by a rate limit, a backlog) and the member may have changed their zone
+    or hours since. None: now (must-know copies are not looked at)."""
+    reminder = row.kind == DeliveryKind.REMINDER.value
+    if not reminder and row.importance not in _QUIET_HOURS_LEVELS:
+        return None
+    hours = row.member_hours
+    moment = next_working_moment(now, hours.timezone, quiet_start=hours.quiet_start, quiet_end=hours.quiet_end,
+                                 skip_weekends=reminder)
+    return moment if moment > now else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +195,34 @@ def _row(r: Any) -> ClaimedRow:
         member_label=r["member_name"] or r["member_email"],
         notice_stamp=NoticeStamp(r["n_revision"], r["n_ack_revision"], r["n_status"], r["s_id"],
                                  as_datetime(r["s_closes_at"]), as_datetime(r["s_closed_at"])),
-        acknowledged_at=as_datetime(r["acknowledged_at"]))
+        acknowledged_at=as_datetime(r["acknowledged_at"]), importance=r["n_importance"],
+        member_hours=MemberHours(r["member_timezone"], r["quiet_start"], r["quiet_end"]))
+
+
+# Sends put back unsent until their member's working moment (see `not_before`): due then, as if
+# never claimed; one claimed back in doubt (an earlier attempt may have landed) stays in doubt
+# until then, when the channel looks for the earlier message first (as the outbox's _IN_DOUBT_UNTIL).
+_HOLD_SQL = ("UPDATE delivery SET status=?, next_attempt_at=?, claimed_until=?, claimed_by='', updated_at=? "
+             "WHERE id=? AND claimed_by=? RETURNING id")
+_HOLD_PG = ("UPDATE delivery d SET status=v.status, next_attempt_at=v.until, claimed_until=v.in_doubt_until, "
+            "claimed_by='', updated_at=$5 FROM unnest($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) "
+            "AS v(id, status, until, in_doubt_until) WHERE d.id=v.id AND d.claimed_by=$6 RETURNING d.id")
+
+
+async def hold_rows(held: Sequence[tuple[ClaimedRow, datetime]], token: str, now: datetime,
+                    using_db: BaseDBAsyncClient) -> set[int]:
+    """Put claimed sends back, each due at its time, without an attempt; returns the ids of those
+    still claimed by `token` (the others are no longer ours to change)."""
+    values = [(row.id, SENDING if row.maybe_sent else PENDING, until, until if row.maybe_sent else None)
+              for row, until in held]
+    if using_db.capabilities.dialect == "postgres":
+        rows = await using_db.execute_query_dict(_HOLD_PG, [*storage_db.columns(values), now, token])
+        return {r["id"] for r in rows}
+    done: set[int] = set()
+    for row_id, status, until, in_doubt_until in values:
+        rows = await using_db.execute_query_dict(_HOLD_SQL, [status, until, in_doubt_until, now, row_id, token])
+        done.update(r["id"] for r in rows)
+    return done
 
 
 async def complete_sent_notices(now: datetime, notice_ids: Collection[int] | None = None, *,

@@ -47,6 +47,8 @@ from bot.core.delivery.notice_rows import (
     claim_rows,
     complete_sent_notices,
     defer_updates,
+    hold_rows,
+    not_before,
 )
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.directory.workspaces import deactivate_refused
@@ -134,6 +136,9 @@ _DM_CACHE_PG = ("UPDATE platform_account a SET dm_channel=v.dm_channel, updated_
                 "FROM unnest($1::text[], $2::timestamptz[], $3::int[]) AS v(dm_channel, updated_at, id) WHERE a.id=v.id")
 UPDATE_RETRY = timedelta(minutes=1)
 UPDATE_LOOK_SECONDS = 0.5
+# Claims one claim of sends may make while the rows it finds have to be held (a backlog found in
+# the members' quiet hours); then it returns what it has, and the lane gets another turn.
+HOLD_ROUNDS = 64
 SHARED_PARTS_KEPT = 256  # notices whose shared view parts a source keeps (NoticeSource._shared_parts)
 
 
@@ -172,6 +177,15 @@ class _Result:
 def _update_due(now: datetime) -> Q:
     return Q(status=DeliveryStatus.DELIVERED.value, update_pending=True) & (
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+
+
+def _still_wanted(row: ClaimedRow, now: datetime) -> bool:
+    """The claimed send is still to be made: its notice was not retracted, its survey has not
+    closed, and (a reminder) the member has not acknowledged since it was written."""
+    stamp = row.notice_stamp
+    return not (stamp.status == NoticeStatus.RETRACTED.value or stamp.survey_closed_at is not None or (
+        stamp.survey_closes_at is not None and stamp.survey_closes_at <= now) or (
+        row.kind == DeliveryKind.REMINDER.value and row.acknowledged_at is not None))
 
 
 def _listed(lane: Lane, lanes: set[Lane] | None) -> bool:
@@ -249,9 +263,41 @@ class NoticeSource:
                 await defer_updates(lane, budget.next_token_at(lane), now)
         room = limit - len(jobs)
         if only_ids is None and room > 0 and _listed(lane, self._due_sends):
-            rows = await claim_rows(lane, SEND_DUE, DeliveryStatus.SENDING.value, room, token, now, lease_until)
+            rows = await self._claim_sends(lane, room, token, now, lease_until)
             jobs += await self._jobs(rows, token, update=False)
         return jobs
+
+    async def _claim_sends(self, lane: Lane, limit: int, token: str, now: datetime,
+                           lease_until: datetime) -> list[ClaimedRow]:
+        """Claim up to `limit` due sends. One the member may not get now (`not_before`: a
+        need-to-know copy in their quiet hours, a reminder outside their working hours) is put
+        back until then instead, and its room is claimed again (one no longer wanted, e.g. of a
+        retracted notice, goes on to be cancelled as `send` finds it): fewer rows than `limit` still
+        means the lane has no more sends due (see Outbox._claim)."""
+        sendable: list[ClaimedRow] = []
+        for _ in range(HOLD_ROUNDS):
+            room = limit - len(sendable)
+            rows = await claim_rows(lane, SEND_DUE, DeliveryStatus.SENDING.value, room, token, now, lease_until)
+            held = [(row, until) for row in rows
+                    if (until := not_before(row, now)) is not None and _still_wanted(row, now)]
+            if held:
+                await self._hold(held, token, now)
+                kept = {row.id for row, _ in held}
+                rows = [row for row in rows if row.id not in kept]
+            sendable += rows
+            if not held or len(rows) + len(held) < room:
+                break
+        return sendable
+
+    async def _hold(self, held: list[tuple[ClaimedRow, datetime]], token: str, now: datetime) -> None:
+        """Put the rows back until their time, with a `delivery.held` audit event each."""
+        async with in_transaction() as conn:
+            ids = await hold_rows(held, token, now, conn)
+            await record([audit_event("delivery.held", now=now, notice_id=row.notice_id, member_id=row.member_id,
+                                      platform=row.platform, delivery_id=row.id, copy=row.kind, until=until,
+                                      reason="outside working hours" if row.kind == DeliveryKind.REMINDER.value
+                                      else "quiet hours")
+                          for row, until in held if row.id in ids], using_db=conn)
 
     def cost(self, job: Job) -> int:
         """Requests the job makes against the lane's budget: a Teams member never messaged before
@@ -276,10 +322,7 @@ class NoticeSource:
             return Outcome.delivered(ref)
         if row.recipient is None:
             return Outcome.failed("the member's platform account was removed")
-        stamp = row.notice_stamp
-        wanted = not (stamp.status == NoticeStatus.RETRACTED.value or stamp.survey_closed_at is not None or (
-            stamp.survey_closes_at is not None and stamp.survey_closes_at <= self.outbox.clock.now()) or (
-            row.kind == DeliveryKind.REMINDER.value and row.acknowledged_at is not None))
+        wanted = _still_wanted(row, self.outbox.clock.now())
         if not wanted and not row.maybe_sent:
             # back to pending, where _store cancels it. A copy in doubt is looked for first: if it
             # landed, it is recorded and updated to show the change; if not, it is cancelled too.
