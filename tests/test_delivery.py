@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -292,3 +292,16 @@ async def test_a_must_know_title_of_150_characters_is_shown_whole_in_slack(rig: 
     assert header["text"]["text"] == title
     assert context["elements"][0]["text"].startswith("*CRITICAL*  ·  :rotating_light: *Must know*")
 
+
+async def test_the_deadline_reaches_a_member_in_sydney_in_her_own_time(rig: Rig) -> None:
+    """Di works in Sydney. Her must-know notice, due 2026-01-09 06:00 UTC, said "Acknowledge by
+    2026-01-09 06:00 UTC" and left her to work out that it is 17:00 her time. It now carries
+    Slack's date token for that moment, which Slack draws in each reader's zone and format (the UTC
+    text is its fallback)."""
+    rig.clock.set(datetime(2026, 1, 5, 0, 0, tzinfo=UTC))  # Monday 11:00 Sydney
+    deadline = datetime(2026, 1, 9, 6, 0, tzinfo=UTC)  # Friday 17:00 Sydney
+    await rig.broadcast("member:di@keys.example", deadline=deadline)
+    await rig.herald.outbox.drain()
+    (post,) = [c for c in rig.fake.calls_to("chat.postMessage") if c.channel == "DUDI" and c.ok]
+    context = post.args["blocks"][1]["elements"][0]["text"]
+    assert "Acknowledge by *<!date^1767938400^{date_short_pretty} {time}|2026-01-09 06:00 UTC>*" in context

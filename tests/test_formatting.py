@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -91,6 +92,45 @@ def test_slacks_drawing_of_the_golden_examples_has_the_same_structure() -> None:
 def _view(body: str) -> NoticeView:
     return NoticeView(notice_id=7, topic_key="operations", topic_title="Operations",
                       policy=IMPORTANCE[Importance.MUST], title="Recall", body=body, link="", deadline=None)
+
+
+# Microsoft's renderer (the vendored adaptivecards 3.0.6, as Teams): a DATE()/TIME() function is drawn
+# only in this form (upper case, no spaces inside the braces, RFC 3339 with seconds), else shown raw.
+_CARD_DATE = re.compile(r"\{\{DATE\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:Z|[-+]\d{2}:\d{2}))(?:, ?(?:COMPACT|LONG|SHORT))?\)\}\}")
+_CARD_TIME = re.compile(r"\{\{TIME\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:Z|[-+]\d{2}:\d{2}))\)\}\}")
+
+
+def test_times_are_shown_in_each_readers_own_zone_on_both_platforms() -> None:
+    """A deadline, a reminder's sent time and an acknowledgement's time are drawn by the platform
+    in the reader's zone: Slack's date token (the UTC text its fallback), Teams' DATE()/TIME() in
+    a TextBlock (the only element that evaluates them). The console draws Slack's token as the
+    moment it names, readably."""
+    deadline, sent, acked = (datetime(2026, 1, 9, 6, 0, tzinfo=UTC), datetime(2026, 1, 5, 0, 0, tzinfo=UTC),
+                             datetime(2026, 1, 6, 22, 30, tzinfo=UTC))
+    view = replace(_view("Count the units"), deadline=deadline, sent_at=sent).as_reminder(1, None)
+    slack = json.dumps(notice_blocks(view.with_ack("Di Evans", acked)))
+    for moment, utc in ((deadline, "2026-01-09 06:00 UTC"), (sent, "2026-01-05 00:00 UTC"), (acked, "2026-01-06 22:30 UTC")):
+        assert f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{utc}>" in slack
+
+    card = notice_card(view.with_ack("Di Evans", acked))
+    blocks = [b for b in _all_elements(card) if any("{{" in v for v in b.values() if isinstance(v, str))]
+    assert blocks and all(b["type"] == "TextBlock" for b in blocks)
+    shown = "\n".join(b["text"] for b in blocks)
+    assert _CARD_DATE.findall(shown) == _CARD_TIME.findall(shown) == [
+        "2026-01-09T06:00:00Z", "2026-01-05T00:00:00Z", "2026-01-06T22:30:00Z"]
+    assert "Acknowledge by **{{DATE(2026-01-09T06:00:00Z, SHORT)}} {{TIME(2026-01-09T06:00:00Z)}}**" in shown
+
+    html = str(slack_html(notice_blocks(view)[1]["elements"][0]["text"]))
+    assert 'Acknowledge by <strong><time datetime="2026-01-09T06:00:00Z">2026-01-09 06:00 UTC</time></strong>' in html
+
+
+def _all_elements(node: object) -> list[dict]:
+    if isinstance(node, list):
+        return [e for item in node for e in _all_elements(item)]
+    if isinstance(node, dict):
+        found = [node] if "type" in node else []
+        return found + [e for value in node.values() for e in _all_elements(value)]
+    return []
 
 
 def test_notices_use_the_language_on_both_platforms() -> None:

@@ -151,7 +151,8 @@ async def test_first_delivery_creates_the_conversation_then_posts_the_card(
     assert header["items"][1]["color"] == "Attention"
     assert "Security advisories" in header["items"][0]["text"]
     all_text = texts(card)
-    assert "Acknowledge by **2026-03-09 17:00 UTC**" in all_text
+    # Teams draws DATE()/TIME() in the reader's own zone (tests/test_formatting.py)
+    assert "Acknowledge by **{{DATE(2026-03-09T17:00:00Z, SHORT)}} {{TIME(2026-03-09T17:00:00Z)}}**" in all_text
     assert "All distributors must rotate keys by Friday." in all_text
     assert all(block["wrap"] is True for block in _blocks(card))
 
@@ -226,7 +227,8 @@ async def test_update_puts_the_acknowledged_card_without_the_button(
     assert "notification" not in put.body["channelData"]  # an edit does not alert again
     card = current_card(fake, outcome.ref)
     assert execute_actions(card) == []
-    assert "✅ Acknowledged by **Anna Berg** at 2026-03-03 08:15 UTC" in texts(card)
+    assert "✅ Acknowledged by **Anna Berg** at {{DATE(2026-03-03T08:15:00Z, SHORT)}} {{TIME(2026-03-03T08:15:00Z)}}" \
+        in texts(card)
     assert len(fake.activities(outcome.ref.channel_id)) == 1  # replaced in place
 
 
@@ -305,8 +307,8 @@ async def test_reminder_replies_to_the_original(fake: FakeBotConnector, channel:
     assert stored["summary"] == "[Reminder: please acknowledge] Rotate the master keys"
     card = fake.card_of(stored)
     assert card["body"][0]["items"][1]["text"] == "Reminder: Rotate the master keys"
-    assert ("You have not acknowledged notice #7 sent 2026-03-02 09:30 UTC yet (reminder 2)."
-            in texts(card))
+    assert ("You have not acknowledged notice #7 sent {{DATE(2026-03-02T09:30:00Z, SHORT)}} "
+            "{{TIME(2026-03-02T09:30:00Z)}} yet (reminder 2)." in texts(card))
     assert [a["verb"] for a in execute_actions(card)] == [ACK_VERB]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from bot.channels.status_lines import status_lines
@@ -46,6 +47,12 @@ def escape(text: str) -> str:
     the angle brackets reach it unescaped.
     """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def reader_time(moment: datetime) -> str:
+    """`moment` in the reader's own time zone: a date token Slack draws in each member's zone and
+    format, with the UTC text as its fallback (notifications, clients that cannot draw it)."""
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{format_time(moment)}>"
 
 
 def formatted(text: str) -> str:
@@ -194,7 +201,7 @@ def _context(view: NoticeView, marker: str = "") -> str:
     if view.revision > 1:
         parts.append(f"edited (revision {view.revision})")
     if view.deadline:
-        parts.append(f"Acknowledge by *{format_time(view.deadline)}*")
+        parts.append(f"Acknowledge by *{reader_time(view.deadline)}*")
     return "  ·  ".join(parts)
 
 
@@ -213,7 +220,7 @@ def notice_blocks(view: NoticeView) -> Blocks:
         return survey_blocks(view)
     blocks = _title_blocks(view)
     if view.reminder_number:
-        sent = f" sent {format_time(view.sent_at)}" if view.sent_at else ""
+        sent = f" sent {reader_time(view.sent_at)}" if view.sent_at else ""
         blocks.append({"type": "section", "text": _mrkdwn(
             f"You have not acknowledged notice #{view.notice_id}{sent} yet (reminder {view.reminder_number}).")})
     blocks += formatted_sections(view.body)
@@ -223,7 +230,7 @@ def notice_blocks(view: NoticeView) -> Blocks:
             "text": _plain("Open the details")}]})
     if view.acknowledged:
         blocks.append({"type": "context", "elements": [_mrkdwn(
-            f":white_check_mark: Acknowledged by *{escape(view.acknowledged.by)}* at {format_time(view.acknowledged.at)}")]})
+            f":white_check_mark: Acknowledged by *{escape(view.acknowledged.by)}* at {reader_time(view.acknowledged.at)}")]})
     elif view.shows_ack_button:
         blocks.append({"type": "actions", "block_id": f"ack-{view.notice_id}", "elements": [{
             "type": "button", "action_id": ACK_ACTION, "style": "danger",
@@ -251,7 +258,7 @@ def _state_line(view: NoticeView, survey: SurveyView) -> str:
     if survey.anonymous:
         parts.append("anonymous")
     if survey.open and survey.closes_at:
-        parts.append(f"open until *{format_time(survey.closes_at)}*")
+        parts.append(f"open until *{reader_time(survey.closes_at)}*")
     return "  ·  ".join(parts)
 
 
@@ -262,13 +269,13 @@ def survey_blocks(view: NoticeView) -> Blocks:
     blocks: Blocks = [*header_blocks(view.title), {"type": "context", "elements": [_mrkdwn(_state_line(view, survey))]}]
     chosen = survey.label(survey.answered)
     if not survey.open:
-        closed = f"This survey closed at {format_time(survey.closed_at)}. Thank you for taking part."  # type: ignore[arg-type]
+        closed = f"This survey closed at {reader_time(survey.closed_at)}. Thank you for taking part."  # type: ignore[arg-type]
         if chosen:
             closed += f" Your answer: *{escape(chosen)}*"
         blocks.append({"type": "section", "text": _mrkdwn(closed)})
         return blocks
     if chosen:
-        until = f"until {format_time(survey.closes_at)}" if survey.closes_at else "until the survey closes"
+        until = f"until {reader_time(survey.closes_at)}" if survey.closes_at else "until the survey closes"
         blocks.append({"type": "section", "text": _mrkdwn(
             f":white_check_mark: Your answer: *{escape(chosen)}*. You can change it {until}.")})
     blocks.append({"type": "actions", "block_id": f"survey-{view.notice_id}", "elements": [

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from bot.core.notices import formatting
-from bot.core.notices.views import NoticeView, SurveyView, format_time
+from bot.core.notices.views import NoticeView, SurveyView
 from bot.core.ports import DirectMessage
 from bot.topics.importance import Importance
 
@@ -95,6 +96,13 @@ def _link_target(url: str) -> str:
     return url.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
 
 
+def reader_time(moment: datetime) -> str:
+    """`moment` in the reader's own time zone: the DATE() and TIME() functions Teams evaluates in a
+    TextBlock's text (only there) on the reader's device. They take RFC 3339 with seconds; Z for UTC."""
+    stamp = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{{{{DATE({stamp}, SHORT)}}}} {{{{TIME({stamp})}}}}"
+
+
 def _text(text: str, **style: Any) -> dict[str, Any]:
     """A wrapping TextBlock; `text` must already be escaped (or be our own fixed wording)."""
     return {"type": "TextBlock", "text": text, "wrap": True, **style}
@@ -168,9 +176,9 @@ def _notice_card(view: NoticeView, body_text: str) -> Card:
         header["style"] = "attention"
     body: list[dict[str, Any]] = [header]
     if view.deadline:
-        body.append(_text(f"Acknowledge by **{format_time(view.deadline)}**", color=color, spacing="Small"))
+        body.append(_text(f"Acknowledge by **{reader_time(view.deadline)}**", color=color, spacing="Small"))
     if view.reminder_number:
-        sent = f" sent {format_time(view.sent_at)}" if view.sent_at else ""
+        sent = f" sent {reader_time(view.sent_at)}" if view.sent_at else ""
         body.append(_text(f"You have not acknowledged notice #{view.notice_id}{sent} yet "
                           f"(reminder {view.reminder_number}).", weight="Bolder"))
     body.append(_text(formatted(body_text), spacing="Medium"))
@@ -182,7 +190,7 @@ def _notice_card(view: NoticeView, body_text: str) -> Card:
         body.append(_text(f"Link: {escape(view.link)}", isSubtle=True))
     if view.acknowledged:
         body.append({"type": "Container", "style": "good", "items": [_text(
-            f"✅ Acknowledged by **{escape(view.acknowledged.by)}** at {format_time(view.acknowledged.at)}",
+            f"✅ Acknowledged by **{escape(view.acknowledged.by)}** at {reader_time(view.acknowledged.at)}",
             color="Good")]})
     elif view.shows_ack_button:
         actions.insert(0, {"type": "Action.Execute", "title": "Acknowledge", "verb": ACK_VERB,
@@ -219,17 +227,17 @@ def survey_card(view: NoticeView) -> Card:
     if survey.anonymous:
         badge.append("anonymous")
     if survey.open and survey.closes_at:
-        badge.append(f"open until **{format_time(survey.closes_at)}**")
+        badge.append(f"open until **{reader_time(survey.closes_at)}**")
     body: list[dict[str, Any]] = [{"type": "Container", "bleed": True, "items": [
         _text("  ·  ".join(badge), color="Accent", size="Small", spacing="None"),
         _text(escape(view.title[:_MAX_TITLE]), size="Large", weight="Bolder")]}]
     chosen = survey.label(survey.answered)
     if not survey.open:
-        closed = f"This survey closed at {format_time(survey.closed_at)}. Thank you for taking part."  # type: ignore[arg-type]
+        closed = f"This survey closed at {reader_time(survey.closed_at)}. Thank you for taking part."  # type: ignore[arg-type]
         body.append(_text(closed + (f" Your answer: **{escape(chosen)}**" if chosen else ""), isSubtle=True))
         return _card(body, [], notice_summary(view))
     if chosen:
-        until = f"until {format_time(survey.closes_at)}" if survey.closes_at else "until the survey closes"
+        until = f"until {reader_time(survey.closes_at)}" if survey.closes_at else "until the survey closes"
         body.append({"type": "Container", "style": "good", "items": [_text(
             f"✅ Your answer: **{escape(chosen)}**. You can change it {until}.", color="Good")]})
     body += _answer_sets(view, survey)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -52,6 +53,8 @@ def mrkdwn(text: str) -> Markup:
             shown = Markup(_styled(str(escape(_unescape(label or target)))))
             links.append(Markup('<a href="{}" rel="noopener noreferrer" target="_blank">{}</a>').format(
                 _unescape(target), shown))
+        elif target.startswith("!date^"):
+            links.append(_date_token(target, label))
         elif target.startswith(("@", "#", "!")):
             links.append(Markup('<span class="mention">{}</span>').format(label or target.lstrip("!")))
         else:
@@ -62,6 +65,18 @@ def mrkdwn(text: str) -> Markup:
     html = html.replace("\n", "<br>")
     html = re.sub("\x00(\\d+)\x00", lambda m: str(links[int(m.group(1))]), html)
     return Markup(html)
+
+
+def _date_token(target: str, fallback: str | None) -> Markup:
+    """A Slack date token (`<!date^unix^format|fallback>`), which Slack draws in the reader's own
+    zone: here its fallback (the UTC text), marked up as the moment it names."""
+    stamp = target.split("^")[1]
+    try:
+        moment = datetime.fromtimestamp(int(stamp), UTC)
+    except (ValueError, OverflowError, OSError):
+        return escape(f"<{target}|{fallback}>" if fallback else f"<{target}>")
+    shown = _unescape(fallback) if fallback else moment.strftime("%Y-%m-%d %H:%M UTC")
+    return Markup('<time datetime="{}">{}</time>').format(moment.isoformat().replace("+00:00", "Z"), shown)
 
 
 def _styled(html: str) -> str:
