@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +21,21 @@ from tortoise.migrations.api import migrate
 from tortoise.transactions import in_transaction
 
 log = logging.getLogger(__name__)
+
+
+def _sqlite_timestamp(value: datetime) -> str:
+    """How SQLite is given a timestamp, by the ORM and by raw statements alike. It keeps them as
+    text and compares them as text, so an aware one is written in UTC: the ORM normalised the
+    values of the rows it creates but wrote `.update()` and filter values with their own offset,
+    and `paused_until <= now` then compared 09:00+01:00 with 08:30+00:00 as text (the pause ended
+    an hour late). PostgreSQL's timestamptz compares instants anyway."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ")
+
+
+importlib.import_module("tortoise.backends.sqlite.executor")  # registers tortoise's adapters, so ours replaces its
+sqlite3.register_adapter(datetime, _sqlite_timestamp)
 
 MODELS_MODULE = "storage.models"
 MIGRATIONS_MODULE = "storage.migrations"

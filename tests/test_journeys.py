@@ -21,6 +21,7 @@ from bot.core.onboarding.journeys import (
     progress,
     run_journeys,
 )
+from bot.core.commands.parser import PauseCommand, parse_command
 from bot.core.directory.pauses import pause_organisation, resume_organisation
 from bot.core.directory.staff import add_staff
 from bot.topics import load_catalog
@@ -354,6 +355,26 @@ async def test_paused_organisations_get_steps_but_no_nudges(rig: Rig) -> None:
     assert [_header(c) for c in _posts(rig, "DUANNA", "Reminder:")] == ["Reminder: Do portal"]  # one a day
     await _hourly(rig, 4 * 24, catalog)
     assert [_header(c) for c in _posts(rig, "DUANNA", "Reminder:")] == ["Reminder: Do portal", "Reminder: Do prefs"]
+
+
+async def test_a_pause_typed_with_a_utc_offset_ends_at_that_moment(rig: Rig) -> None:
+    """`pause acme until 2026-01-07T10:00+01:00` ends at 09:00 UTC: Anna's nudge, due on Wednesday
+    at 09:00 UTC, goes out then. On SQLite the end was stored with its offset and compared as text,
+    and the nudges came back an hour late (on PostgreSQL, on time)."""
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    command = parse_command("pause acme until 2026-01-07T10:00+01:00 flood at the depot")
+    assert isinstance(command, PauseCommand) and command.until == datetime(2026, 1, 7, 9, 0, tzinfo=UTC)
+    assert command.until.utcoffset() == timedelta(0)
+    cam = await Staff.get(email="cam@vendor.example")
+    await pause_organisation(cam, "acme", until=command.until, reason=command.reason, now=rig.clock.now())
+    await _run(rig, ONE_NOW)
+
+    rig.clock.set(datetime(2026, 1, 7, 8, 59, tzinfo=UTC))
+    assert (await _run(rig, ONE_NOW))["nudges"] == 0  # still paused
+    rig.clock.set(datetime(2026, 1, 7, 9, 0, tzinfo=UTC))
+    assert (await _run(rig, ONE_NOW))["nudges"] == 1
+    assert _header(_posts(rig, "DUANNA", "Reminder:")[0]) == "Reminder: Do portal"
 
 
 # ---- milestones and completion ----------------------------------------------------------------

@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,28 @@ async def test_migrated_database_round_trips_a_row(db: str) -> None:
     await Organisation.create(external_id="acme", name="Acme")
     assert (await Organisation.get(external_id="acme")).name == "Acme"
     assert await storage_db.ping()
+
+
+async def test_a_time_with_another_offset_is_stored_and_compared_as_the_same_moment(db: str) -> None:
+    """SQLite keeps timestamps as text and compares them as text: a pause end given as 10:00+01:00
+    through `.update()` was stored so, and `paused_until <= 09:30Z` was false for an hour after it
+    (PostgreSQL compared the moments). Every aware timestamp SQLite is given, by the ORM's updates
+    and filters or by raw statements, is now in UTC."""
+    plus_one = timezone(timedelta(hours=1))
+    org = await Organisation.create(external_id="acme", name="Acme")
+    await Organisation.filter(id=org.id).update(paused_until=datetime(2026, 1, 7, 10, 0, tzinfo=plus_one))
+    ended = datetime(2026, 1, 7, 9, 0, tzinfo=UTC)
+    assert await Organisation.filter(paused_until__lte=ended + timedelta(minutes=30)).count() == 1
+    assert await Organisation.filter(paused_until__lte=ended - timedelta(seconds=1)).count() == 0
+    assert (await Organisation.get(id=org.id)).paused_until == ended
+    # a filter's value in another zone, against a value the ORM stored (created_at, in UTC)
+    created = (await Organisation.get(id=org.id)).created_at
+    assert await Organisation.filter(created_at__lt=(created + timedelta(hours=1)).astimezone(
+        timezone(timedelta(hours=-6)))).count() == 1
+    # and a raw statement's parameter
+    found = await connections.get("default").execute_query_dict(storage_db.placeholders(
+        "SELECT id FROM organisation WHERE paused_until <= ?"), [ended.astimezone(plus_one)])
+    assert [r["id"] for r in found] == [org.id]
 
 
 async def test_write_rows_writes_every_row_or_none(db: str) -> None:

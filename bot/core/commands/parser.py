@@ -424,6 +424,9 @@ def parse_deadline(value: str) -> datetime:
 
 
 def parse_time(value: str, *, what: str, bare_date: time = time(0, 0)) -> datetime:
+    """An ISO-8601 date or time as an aware datetime in UTC (no offset: UTC; a bare date at
+    `bare_date`). Typed with another offset (`2026-01-06T09:00+01:00`), it is the same moment in
+    UTC: times are stored, compared and shown in UTC."""
     value = value.strip()
     try:
         if len(value) == 10:
@@ -431,4 +434,4 @@ def parse_time(value: str, *, what: str, bare_date: time = time(0, 0)) -> dateti
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise UserError(f"{what} '{value}' is not an ISO-8601 date or time (e.g. 2026-12-01 or 2026-12-01T17:00Z)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from bot.topics import ImportancePolicy, TopicCatalog, parse_importance
 from storage.models import Notice, NoticeStatus
@@ -94,4 +94,4 @@ def notice_view(notice: Notice, catalog: TopicCatalog) -> NoticeView:
 
 
 def format_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
