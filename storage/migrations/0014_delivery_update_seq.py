@@ -6,11 +6,9 @@ sent) was cleared with it and never reached the message. The outbox now reads th
 claims an update and clears the flag only if the count is unchanged.
 """
 
-import importlib
-
 from tortoise import fields, migrations
 
-_AddColumn = importlib.import_module("storage.migrations.0003_surveys")._AddColumn
+from storage.migrations._columns import AddColumn
 
 
 class Migration(migrations.Migration):
@@ -19,6 +17,6 @@ class Migration(migrations.Migration):
     initial = False
 
     operations = [
-        _AddColumn("Delivery", "update_seq", fields.IntField(default=0),
-                   sql="ALTER TABLE delivery ADD COLUMN update_seq INTEGER NOT NULL DEFAULT 0"),
+        AddColumn("Delivery", "update_seq", fields.IntField(default=0),
+                  sql="ALTER TABLE delivery ADD COLUMN update_seq INTEGER NOT NULL DEFAULT 0"),
     ]

@@ -6,11 +6,9 @@ every tick raise, on every replica, and the tick's other jobs (reminders, escala
 `notice.failed` audit event), and its author is told.
 """
 
-import importlib
-
 from tortoise import fields, migrations
 
-_AddColumn = importlib.import_module("storage.migrations.0003_surveys")._AddColumn
+from storage.migrations._columns import AddColumn
 
 
 class Migration(migrations.Migration):
@@ -19,6 +17,6 @@ class Migration(migrations.Migration):
     initial = False
 
     operations = [
-        _AddColumn("Notice", "failure_reason", fields.CharField(default="", max_length=500),
-                   sql="ALTER TABLE notice ADD COLUMN failure_reason VARCHAR(500) NOT NULL DEFAULT ''"),
+        AddColumn("Notice", "failure_reason", fields.CharField(default="", max_length=500),
+                  sql="ALTER TABLE notice ADD COLUMN failure_reason VARCHAR(500) NOT NULL DEFAULT ''"),
     ]

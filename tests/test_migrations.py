@@ -1,0 +1,181 @@
+"""Upgrades: every migration applies to a database an earlier Herald left with rows in it, on
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tortoise import Tortoise, connections
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.migrations.api import migrate
+from tortoise.migrations.migration import Migration
+
+from storage import db as storage_db
+from tests.conftest import BACKENDS, POSTGRES_URL, _admin_execute, _with_database
+
+MIGRATIONS = sorted(p.stem for p in (Path(storage_db.__file__).parent / "migrations").glob("[0-9][0-9][0-9][0-9]_*.py"))
+
+
+@pytest.fixture(params=BACKENDS)
+async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database with no tables at all (not connected)."""
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path / 'herald.db'}"
+        return
+    name = "herald_upgrade_" + uuid.uuid4().hex[:12]
+    await _admin_execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(POSTGRES_URL, name)
+    finally:
+        await storage_db.close()
+        await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def migrate_to(url: str, revision: str, *statements: str) -> None:
+    """The database as an earlier Herald left it: migrated up to `revision`, with `statements` run on it."""
+    await migrate(config=storage_db.tortoise_config(url), target=f"models.{revision}")
+    for statement in statements:
+        await connections.get("default").execute_query(statement)
+    await Tortoise.close_connections()
+
+
+# ---- one row in every table, whatever the revision ----------------------------------------------
+
+async def _columns(conn: BaseDBAsyncClient) -> dict[str, list[tuple[str, str, bool]]]:
+    """Each table's columns that an INSERT must or may fill: (name, type, nullable), without the
+    generated primary keys."""
+    tables: dict[str, list[tuple[str, str, bool]]] = {}
+    if conn.capabilities.dialect == "postgres":
+        rows = await conn.execute_query_dict(
+            "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns "
+            "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position")
+        for r in rows:
+            if not str(r["column_default"] or "").startswith("nextval("):
+                tables.setdefault(r["table_name"], []).append((r["column_name"], r["data_type"],
+                                                               r["is_nullable"] == "YES"))
+        return tables
+    names = await conn.execute_query_dict("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                          "AND name NOT LIKE 'sqlite_%'")
+    for table in (n["name"] for n in names):
+        for r in await conn.execute_query_dict(f'PRAGMA table_info("{table}")'):
+            if not (r["pk"] and r["type"].upper() == "INTEGER"):  # INTEGER PRIMARY KEY: the rowid
+                tables.setdefault(table, []).append((r["name"], r["type"], not r["notnull"]))
+    return tables
+
+
+async def _foreign_keys(conn: BaseDBAsyncClient) -> dict[tuple[str, str], tuple[str, str]]:
+    """(table, column) -> (referenced table, referenced column)."""
+    if conn.capabilities.dialect == "postgres":
+        rows = await conn.execute_query_dict(
+            "SELECT kcu.table_name, kcu.column_name, ccu.table_name AS ref_table, ccu.column_name AS ref_column "
+            "FROM information_schema.table_constraints tc "
+            "JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = tc.constraint_name "
+            "JOIN information_schema.constraint_column_usage ccu ON ccu.constraint_name = tc.constraint_name "
+            "WHERE tc.constraint_type = 'FOREIGN KEY' AND tc.table_schema = 'public'")
+        return {(r["table_name"], r["column_name"]): (r["ref_table"], r["ref_column"]) for r in rows}
+    keys = {}
+    for table in await _columns(conn):
+        for r in await conn.execute_query_dict(f'PRAGMA foreign_key_list("{table}")'):
+            keys[(table, r["from"])] = (r["table"], r["to"])
+    return keys
+
+
+def _literal(column_type: str) -> str:
+    kind = column_type.lower()
+    if kind == "boolean":
+        return "TRUE"
+    if kind.startswith(("int", "smallint", "bigint", "real", "double")):
+        return "1"
+    if kind.startswith("json"):
+        return "'[]'"
+    if kind.startswith("timestamp"):
+        return "'2026-11-28 09:00:00+00:00'"
+    return "'x'"  # text, varchar(n) and char(n) columns: one character fits every length
+
+
+async def fill_empty_tables(conn: BaseDBAsyncClient) -> None:
+    """One row in every empty table, every column filled (a foreign key points at the row of the
+    table it references, which is filled first)."""
+    tables = {t: cols for t, cols in (await _columns(conn)).items() if t != "tortoise_migrations"}
+    keys = await _foreign_keys(conn)
+    done = [t for t, n in (await _row_counts(conn, list(tables))).items() if n]
+    while len(done) < len(tables):
+        ready = [t for t in tables if t not in done
+                 and all(ref in done or ref == t for (table, _), (ref, _) in keys.items() if table == t)]
+        assert ready, f"foreign keys in a cycle among {sorted(set(tables) - set(done))}"
+        for table in sorted(ready):
+            values = []
+            for name, column_type, _ in tables[table]:
+                ref = keys.get((table, name))
+                if ref is not None and ref[0] == table:
+                    values.append("NULL")  # a row pointing at itself: none here to point at
+                elif ref is not None:
+                    values.append(f'(SELECT MIN("{ref[1]}") FROM "{ref[0]}")')
+                else:
+                    values.append(_literal(column_type))
+            names = ", ".join(f'"{name}"' for name, _, _ in tables[table])
+            await conn.execute_query(f'INSERT INTO "{table}" ({names}) VALUES ({", ".join(values)})')
+            done.append(table)
+
+
+async def _row_counts(conn: BaseDBAsyncClient, tables: list[str]) -> dict[str, int]:
+    return {t: (await conn.execute_query_dict(f'SELECT COUNT(*) AS n FROM "{t}"'))[0]["n"] for t in tables}
+
+
+# ---- upgrades ----------------------------------------------------------------------------------
+
+async def test_each_migration_applies_to_a_database_with_rows_in_every_table(
+        empty_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each migration runs on a database an earlier Herald left with a row in every table (every
+    column filled), and the rows stay. A migration that adds a NOT NULL column without a DEFAULT,
+    or a backfill or index that trips on existing rows, fails here: 0002 did, so no database with a
+    connected Slack workspace could upgrade from 0001. The rows are written just before each
+    migration, in its transaction: one upgrade instead of one per earlier revision (tortoise
+    rebuilds its model state from the first migration on every run, seconds each)."""
+    apply = Migration.apply
+
+    async def apply_to_rows(self: Migration, state: Any, *, dry_run: bool = False,
+                            schema_editor: Any = None, collect_sql: bool = False) -> Any:
+        if schema_editor is not None and not dry_run and not collect_sql:
+            await fill_empty_tables(schema_editor.client)
+        return await apply(self, state, dry_run=dry_run, schema_editor=schema_editor, collect_sql=collect_sql)
+
+    monkeypatch.setattr(Migration, "apply", apply_to_rows)
+    await storage_db.upgrade(empty_db_url)
+    monkeypatch.undo()
+
+    await storage_db.connect(empty_db_url, run_migrations=False)
+    try:
+        conn = connections.get("default")
+        applied = await conn.execute_query_dict("SELECT name FROM tortoise_migrations ORDER BY name")
+        assert [r["name"] for r in applied] == MIGRATIONS
+        tables = [t for t in await _columns(conn) if t != "tortoise_migrations"]
+        assert set((await _row_counts(conn, tables)).values()) == {1}
+    finally:
+        await storage_db.close()
+
+
+async def test_upgrading_a_database_with_a_connected_slack_workspace_from_0001_succeeds(empty_db_url: str) -> None:
+    """Migration 0002 adds `workspace.refresh_token` / `refresh_claimed_by` NOT NULL: with tortoise's
+    plain AddField (no DEFAULT) any database with a stored Slack workspace (`herald slack
+    add-workspace`, "Add to Slack") failed its first upgrade: SQLite "Cannot add a NOT NULL column
+    with default value NULL", PostgreSQL 'column "refresh_token" ... contains null values'. The
+    workspace keeps its token and gets empty rotation fields."""
+    await migrate_to(empty_db_url, "0001_initial",
+                     "INSERT INTO workspace (platform, external_id, name, bot_token, bot_user_id, active, "
+                     "created_at, updated_at) VALUES ('slack', 'T0ACME', 'Acme', 'xoxb-acme', 'UBOT', TRUE, "
+                     "'2026-11-28 09:00:00', '2026-11-28 09:00:00')")
+    await storage_db.upgrade(empty_db_url)
+    await storage_db.connect(empty_db_url, run_migrations=False)
+    try:
+        assert await storage_db.pending_migrations() == []
+        rows = await connections.get("default").execute_query_dict(
+            "SELECT external_id, bot_token, refresh_token, refresh_claimed_by, token_expires_at FROM workspace")
+        assert rows == [{"external_id": "T0ACME", "bot_token": "xoxb-acme", "refresh_token": "",
+                         "refresh_claimed_by": "", "token_expires_at": None}]
+    finally:
+        await storage_db.close()
