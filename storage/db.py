@@ -18,6 +18,7 @@ from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.api import migrate
+from tortoise.migrations.executor import MigrationExecutor
 from tortoise.transactions import in_transaction
 
 log = logging.getLogger(__name__)
@@ -105,15 +106,52 @@ def check_sqlite_folder(db_url: str) -> None:
 MIGRATION_LOCK_KEY = 0x4845_5241_4C44_4442  # "HERALDDB"
 
 
+class SchemaNotCurrent(RuntimeError):
+    """The database lacks migrations this version of Herald needs; the message names them."""
+
+
+class MigrationFailed(RuntimeError):
+    """A migration raised while it was applied; `name` is the migration, `reason` one line of why
+    (the traceback is logged at DEBUG)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"migration {name} failed: {reason}")
+        self.name = name
+        self.reason = reason
+
+
 async def upgrade(db_url: str) -> None:
     """Apply every pending migration. Safe to run on every start and on every replica: on
     PostgreSQL they take turns (`_migration_lock`), so a second replica waits for the first and
-    then finds nothing to do; before, the loser of the race crashed on a unique violation."""
+    then finds nothing to do; before, the loser of the race crashed on a unique violation.
+
+    Raises MigrationFailed when a migration raises. Its connections are closed whatever happens: an
+    aiosqlite connection left open keeps the process alive after the error."""
     check_sqlite_folder(db_url)
     _forget_compiled_sql()
+    running: list[str] = []  # the migration being applied, while it is
+
+    def track(event: str, app_label: str, name: str) -> None:
+        if event == "apply_start":
+            running[:] = [name]
+        elif event == "apply_done":
+            running.clear()
+
     async with _migration_lock(db_url):
-        await migrate(config=tortoise_config(db_url))
-        await Tortoise.close_connections()
+        try:
+            await migrate(config=tortoise_config(db_url), progress=track)
+        except Exception as exc:
+            if not running:
+                raise
+            log.debug("migration %s failed", running[0], exc_info=True)
+            raise MigrationFailed(running[0], _one_line(exc)) from exc
+        finally:
+            await Tortoise.close_connections()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextlib.asynccontextmanager
@@ -174,16 +212,9 @@ async def close() -> None:
     _forget_compiled_sql()
 
 
-class SchemaNotCurrent(RuntimeError):
-    """The database lacks migrations this version of Herald needs; the message names them."""
-
-
 async def pending_migrations() -> list[str]:
     """Names of the migrations not yet applied to the connected database, in the order they run."""
-    from tortoise.migrations.executor import MigrationExecutor
-
-    apps = tortoise_config("sqlite://:memory:")["apps"]
-    executor = MigrationExecutor(connections.get("default"), apps)
+    executor = MigrationExecutor(connections.get("default"), tortoise_config("sqlite://:memory:")["apps"])
     steps = await executor.plan()
     return [f"{step.migration.name}" for step in steps if not step.backward]
 

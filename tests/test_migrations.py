@@ -15,6 +15,7 @@ from tortoise.migrations.api import migrate
 from tortoise.migrations.migration import Migration
 
 from storage import db as storage_db
+from tests.cli_support import herald, serve_until_listening
 from tests.conftest import BACKENDS, POSTGRES_URL, _admin_execute, _with_database
 
 MIGRATIONS = sorted(p.stem for p in (Path(storage_db.__file__).parent / "migrations").glob("[0-9][0-9][0-9][0-9]_*.py"))
@@ -179,3 +180,26 @@ async def test_upgrading_a_database_with_a_connected_slack_workspace_from_0001_s
                          "refresh_claimed_by": "", "token_expires_at": None}]
     finally:
         await storage_db.close()
+
+
+# ---- a migration that fails, a database from a newer Herald ---------------------------------------
+
+def test_a_failed_migration_ends_db_upgrade_and_serve_with_one_line(tmp_path: Path) -> None:
+    """When a migration raised on SQLite, `storage.db.upgrade` left tortoise's aiosqlite connection
+    open: `herald db upgrade` printed an 80-line traceback and then never exited (the connection's
+    thread kept the process alive), and so did `herald serve` (HERALD_MIGRATE_ON_START=true); a
+    deployment's migrate step or an upgrade script waited forever. Now both end with one line
+    naming the migration and why, exit code 2 (the traceback is logged at DEBUG). The failure
+    here is a table left behind by a half-done manual repair."""
+    import asyncio
+
+    url = f"sqlite://{tmp_path / 'herald.db'}"
+    asyncio.run(migrate_to(url, "0007_kb_learning", "CREATE TABLE seen_request (id INTEGER PRIMARY KEY)"))
+
+    result = herald("db", "upgrade", cwd=tmp_path, timeout=90, HERALD_DATABASE_URL=url)
+    assert result.returncode == 2, result
+    assert result.stderr.splitlines() == ["herald: migration 0008_hardening failed: table \"seen_request\" already exists"]
+
+    code, output = serve_until_listening(tmp_path, HERALD_DATABASE_URL=url)
+    assert code == 2, output[-800:]
+    assert "herald: cannot start: migration 0008_hardening failed: " in output and "Traceback" not in output, output

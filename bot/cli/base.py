@@ -49,14 +49,18 @@ def settings_secrets(settings: Settings) -> list[str]:
     return [v.get_secret_value() for v in values if v is not None]
 
 
-def setup_logging(level: str, settings: Settings | None = None) -> None:
-    """Logging for a command: `HERALD_LOG_FORMAT` (text or json), secrets redacted."""
+def setup_logging(level: str | None, settings: Settings | None = None) -> None:
+    """Logging for a command: `HERALD_LOG_FORMAT` (text or json), secrets redacted. `level` None:
+    a command's, WARNING (its output is what it prints), or DEBUG when HERALD_LOG_LEVEL asks for it
+    (e.g. the traceback of a failed migration)."""
     if settings is None:
         try:
             settings = load_settings()
         except ConfigError:
-            configure_logging(level, "text")  # the command itself reports the configuration error
+            configure_logging(level or "WARNING", "text")  # the command itself reports the configuration error
             return
+    if level is None:
+        level = "DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING"
     configure_logging(level, settings.log_format, secrets=settings_secrets(settings))
 
 
@@ -101,11 +105,15 @@ def run(work: Callable[[], Awaitable[T]], *, migrate: bool = True) -> T:
 @contextlib.contextmanager
 def database_errors(prefix: str = "") -> Iterator[None]:
     """Around every command's database work: a database that cannot be reached or refuses the
-    login is one line on standard error (`prefix` first) and exit code 2, never a traceback."""
+    login, a schema this version cannot use, or a migration that failed is one line on standard
+    error (`prefix` first) and exit code 2, never a traceback."""
     from storage import db as storage_db
 
     try:
         yield
+    except (storage_db.SchemaNotCurrent, storage_db.MigrationFailed) as exc:
+        click.echo(f"herald: {prefix}{exc}", err=True)
+        sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - only the database's refusals are turned into one line
         reason = storage_db.unavailable(exc)
         if reason is None:
@@ -144,4 +152,4 @@ async def acting_staff(email: str):  # noqa: ANN201 - a Staff row
 
 @click.group(help="Herald: partner notices with acknowledgement, in Slack and Microsoft Teams.")
 def main() -> None:
-    setup_logging("WARNING")
+    setup_logging(None)

@@ -28,7 +28,6 @@ def serve(host: str | None, port: int | None) -> None:
     from aiohttp import web
 
     from bot.app import RedactingAccessLogger, build_app
-    from storage.db import SchemaNotCurrent
 
     settings = serving_settings(host=host, port=port)
     setup_logging(settings.log_level, settings)
@@ -42,13 +41,13 @@ def serve(host: str | None, port: int | None) -> None:
             click.echo(f"herald: {line}")
         pending.clear()
 
-    with database_errors(prefix="cannot start: "):  # a database that refuses the login
+    with database_errors(prefix="cannot start: "):  # a database that refuses the login, an old schema, ...
         try:
             web.run_app(build_app(settings, sandbox=settings.sandbox_active, announce=pending.append,
                                   freeze_heap=True),
                         host=settings.host, port=settings.port, access_log_class=RedactingAccessLogger,
                         print=listening)
-        except (OSError, ConnectionError, SchemaNotCurrent) as exc:  # the port is taken, an old schema, ...
+        except (OSError, ConnectionError) as exc:  # the port is taken, ...
             click.echo(f"herald: cannot start: {exc}", err=True)
             sys.exit(2)
 
