@@ -107,7 +107,8 @@ MIGRATION_LOCK_KEY = 0x4845_5241_4C44_4442  # "HERALDDB"
 
 
 class SchemaNotCurrent(RuntimeError):
-    """The database lacks migrations this version of Herald needs; the message names them."""
+    """The database's schema is not the one this version of Herald was written for (migrations
+    missing, or applied by a newer Herald); the message names them and what to do."""
 
 
 class MigrationFailed(RuntimeError):
@@ -125,7 +126,8 @@ async def upgrade(db_url: str) -> None:
     PostgreSQL they take turns (`_migration_lock`), so a second replica waits for the first and
     then finds nothing to do; before, the loser of the race crashed on a unique violation.
 
-    Raises MigrationFailed when a migration raises. Its connections are closed whatever happens: an
+    Raises SchemaNotCurrent, before changing anything, on a database a newer Herald migrated, and
+    MigrationFailed when a migration raises. Its connections are closed whatever happens: an
     aiosqlite connection left open keeps the process alive after the error."""
     check_sqlite_folder(db_url)
     _forget_compiled_sql()
@@ -137,9 +139,12 @@ async def upgrade(db_url: str) -> None:
         elif event == "apply_done":
             running.clear()
 
+    async def refuse_a_newer_schema(connection_name: str, *_: Any) -> None:  # migrate's `reporter`: before any step
+        await _refuse_unknown_migrations(connections.get(connection_name))
+
     async with _migration_lock(db_url):
         try:
-            await migrate(config=tortoise_config(db_url), progress=track)
+            await migrate(config=tortoise_config(db_url), reporter=refuse_a_newer_schema, progress=track)
         except Exception as exc:
             if not running:
                 raise
@@ -212,15 +217,36 @@ async def close() -> None:
     _forget_compiled_sql()
 
 
+def _executor(connection: BaseDBAsyncClient) -> MigrationExecutor:
+    return MigrationExecutor(connection, tortoise_config("sqlite://:memory:")["apps"])
+
+
+async def _refuse_unknown_migrations(connection: BaseDBAsyncClient) -> None:
+    """Raise SchemaNotCurrent when the database has migrations applied that this code does not
+    have: a newer Herald migrated it (an upgrade rolled back to the previous image, an old replica
+    beside new ones). Its schema has tables or NOT NULL columns this code does not know and would
+    not write; tortoise takes such a database as up to date."""
+    executor = _executor(connection)
+    await executor.loader.build_graph()
+    applied = await executor.recorder.applied_migrations()
+    unknown = [key.name for key in applied if key not in executor.loader.graph.nodes]
+    if unknown:
+        raise SchemaNotCurrent(f"the database was migrated by a newer Herald ({', '.join(unknown)}); "
+                               "run that version or newer")
+
+
 async def pending_migrations() -> list[str]:
-    """Names of the migrations not yet applied to the connected database, in the order they run."""
-    executor = MigrationExecutor(connections.get("default"), tortoise_config("sqlite://:memory:")["apps"])
-    steps = await executor.plan()
+    """Names of the migrations not yet applied to the connected database, in the order they run.
+    Raises SchemaNotCurrent if a newer Herald migrated it."""
+    connection = connections.get("default")
+    await _refuse_unknown_migrations(connection)
+    steps = await _executor(connection).plan()
     return [f"{step.migration.name}" for step in steps if not step.backward]
 
 
 async def require_current_schema() -> None:
-    """Refuse to serve on a database that `herald db upgrade` has not brought up to date."""
+    """Refuse to serve on a database that `herald db upgrade` has not brought up to date, or that
+    a newer Herald migrated."""
     pending = await pending_migrations()
     if pending:
         raise SchemaNotCurrent(f"the database is not up to date ({len(pending)} pending migrations: "

@@ -3,6 +3,7 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -203,3 +204,31 @@ def test_a_failed_migration_ends_db_upgrade_and_serve_with_one_line(tmp_path: Pa
     code, output = serve_until_listening(tmp_path, HERALD_DATABASE_URL=url)
     assert code == 2, output[-800:]
     assert "herald: cannot start: migration 0008_hardening failed: " in output and "Traceback" not in output, output
+
+
+async def test_a_database_from_a_newer_version_is_refused(db_url: str, tmp_path: Path) -> None:
+    """A database already migrated by a newer Herald (an upgrade rolled back to the previous image,
+    or an old replica still running beside new ones) was accepted without a word: `herald db
+    upgrade` said "database is up to date", `herald doctor` "every migration applied", and `herald
+    serve` with HERALD_MIGRATE_ON_START=false served on a schema it does not know (a NOT NULL column
+    it never writes fails its inserts). All three refuse it now, naming the unknown migration."""
+    await storage_db.connect(db_url, run_migrations=False)
+    try:
+        await connections.get("default").execute_query(storage_db.placeholders(
+            "INSERT INTO tortoise_migrations (app, name, applied_at) VALUES (?, ?, ?)"),
+            ["models", "0099_from_a_newer_herald", await storage_db.database_now()])
+    finally:
+        await storage_db.close()
+    refusal = "the database was migrated by a newer Herald (0099_from_a_newer_herald); run that version or newer"
+
+    upgrade = herald("db", "upgrade", cwd=tmp_path, HERALD_DATABASE_URL=db_url)
+    assert (upgrade.returncode, upgrade.stdout, upgrade.stderr) == (2, "", f"herald: {refusal}\n")
+
+    doctor = herald("doctor", "--json", cwd=tmp_path, HERALD_DATABASE_URL=db_url)
+    schema = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}["schema"]
+    assert (doctor.returncode, schema["status"], schema["detail"]) == (1, "fail", refusal)
+
+    for migrate_on_start in ("false", "true"):
+        code, output = serve_until_listening(tmp_path, HERALD_DATABASE_URL=db_url,
+                                             HERALD_MIGRATE_ON_START=migrate_on_start)
+        assert code == 2 and f"herald: cannot start: {refusal}" in output, f"serve went on: exit {code}\n{output[-800:]}"

@@ -83,7 +83,11 @@ async def check_database(settings: Settings) -> list[Check]:
         return [Check("database", FAIL, f"cannot connect ({_reason(exc)})",
                       "check HERALD_DATABASE_URL, that the server runs and accepts this user")]
     reachable = Check("database", OK, f"reachable ({storage_db.dialect()})")
-    pending = await storage_db.pending_migrations()
+    try:
+        pending = await storage_db.pending_migrations()
+    except storage_db.SchemaNotCurrent as exc:
+        return [reachable, Check("schema", FAIL, str(exc),
+                                 "run the Herald version that migrated this database, or a newer one")]
     if pending:
         return [reachable, Check("schema", FAIL, f"{len(pending)} migrations not applied: {', '.join(pending)}",
                                  "run `herald db upgrade` (before the new version serves)")]
