@@ -206,6 +206,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_teams_pair(self) -> "Settings":
+        """Every reply, notice and reminder to Teams needs a Bot Connector token, which the app's
+        password obtains: without it they are all refused there. Only a local connector (e.g. the
+        Bot Framework Emulator, HERALD_TEAMS_CHECK_SERVICE_URL=false) takes requests without one."""
+        if self.teams_app_id and not self.teams_app_password and self.teams_check_service_url:
+            raise ValueError("HERALD_TEAMS_APP_PASSWORD is required when HERALD_TEAMS_APP_ID is set "
+                             "(the app registration's client secret: the Bot Connector refuses messages without it)")
+        return self
+
+    @model_validator(mode="after")
     def _check_delivery_lease(self) -> "Settings":
         """A lease and heartbeat the engine can deliver under: it sends in a lane only while more
         than DELIVERY_SEND_MARGIN_SECONDS of the lease is left, so a shorter lease never sent anything."""

@@ -19,6 +19,7 @@ from bot.app import build_app
 from bot.cli import main
 from config.settings import ConfigError, load_settings
 from storage import db as storage_db
+from tests.cli_support import herald, serve_until_listening
 from tests.conftest import POSTGRES_URL
 from tests.support import SAMPLE_DIRECTORY
 
@@ -223,3 +224,24 @@ def test_cli_qa_ask_says_how_a_question_is_answered_and_why(cli_env: CliRunner, 
     bad = cli_env.invoke(main, ["qa", "ask", "anything"], env={"HERALD_KB_DIR": str(broken)})
     assert bad.exit_code == 1 and "Traceback" not in bad.output
     assert bad.output.strip().splitlines()[-1] == "herald: faq.yaml: entry 1 (x): 'title' is required"
+
+
+# ---- `serve` refuses what `doctor` fails -------------------------------------------------------
+
+def test_serve_refuses_a_teams_app_id_without_its_password_as_the_doctor_does(tmp_path: Path) -> None:
+    """`herald doctor` failed "HERALD_TEAMS_APP_ID is set without HERALD_TEAMS_APP_PASSWORD", but
+    `herald serve` started: inbound Teams requests were JWT-checked against the app id, and every
+    reply, notice and reminder went to the Bot Connector with no token and was refused there. Now
+    the configuration is invalid (one line, exit 2) for every command, the doctor's first line
+    says so, and only a local connector (HERALD_TEAMS_CHECK_SERVICE_URL=false) goes without one."""
+    url = f"sqlite://{tmp_path / 'herald.db'}"
+    app_id = "00000000-0000-0000-0000-000000000001"
+    code, output = serve_until_listening(tmp_path, HERALD_DATABASE_URL=url, HERALD_TEAMS_APP_ID=app_id)
+    assert code == 2, f"serve started with a Teams app id and no password:\n{output[-600:]}"
+    assert output.strip() == ("herald: invalid configuration: HERALD_TEAMS_APP_PASSWORD is required when "
+                              "HERALD_TEAMS_APP_ID is set (the app registration's client secret: the Bot "
+                              "Connector refuses messages without it)")
+    doctor = herald("doctor", cwd=tmp_path, HERALD_DATABASE_URL=url, HERALD_TEAMS_APP_ID=app_id)
+    assert doctor.returncode == 1 and "FAIL  configuration" in doctor.stdout
+    assert "HERALD_TEAMS_APP_PASSWORD is required" in doctor.stdout
+    assert load_settings(teams_app_id=app_id, teams_check_service_url=False).teams_app_password is None

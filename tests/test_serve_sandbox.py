@@ -113,4 +113,4 @@ async def test_serve_starts_the_sandbox_and_a_newcomer_acknowledges_a_notice(tmp
 def test_a_configured_platform_turns_the_sandbox_off(setting: str) -> None:
     from config.settings import load_settings
 
-    assert not load_settings(**{setting.removeprefix("HERALD_").lower(): "x"}).sandbox_active
+    assert not load_settings(**{setting.removeprefix("HERALD_").lower(): "x", "teams_app_password": "x"}).sandbox_active

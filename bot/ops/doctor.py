@@ -230,8 +230,9 @@ async def check_teams(settings: Settings) -> Check:
     if not settings.teams_app_id:
         return Check("teams", WARN, "no HERALD_TEAMS_APP_ID: /api/messages accepts unauthenticated requests",
                      "set HERALD_TEAMS_APP_ID and HERALD_TEAMS_APP_PASSWORD before Teams users rely on it")
-    if not settings.teams_app_password:
-        return Check("teams", FAIL, "HERALD_TEAMS_APP_ID is set without HERALD_TEAMS_APP_PASSWORD",
+    if not settings.teams_app_password:  # the settings allow it only for a local connector
+        return Check("teams", WARN, "no HERALD_TEAMS_APP_PASSWORD: messages go without a token "
+                     "(HERALD_TEAMS_CHECK_SERVICE_URL=false, a local connector only)",
                      "set the app registration's client secret as HERALD_TEAMS_APP_PASSWORD")
     provider = MsalTokenProvider(settings.teams_app_id, settings.teams_app_password.get_secret_value(),
                                  settings.teams_tenant_id, authority_host=settings.teams_authority_url)
