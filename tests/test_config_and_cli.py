@@ -245,3 +245,26 @@ def test_serve_refuses_a_teams_app_id_without_its_password_as_the_doctor_does(tm
     assert doctor.returncode == 1 and "FAIL  configuration" in doctor.stdout
     assert "HERALD_TEAMS_APP_PASSWORD is required" in doctor.stdout
     assert load_settings(teams_app_id=app_id, teams_check_service_url=False).teams_app_password is None
+
+
+@pytest.mark.parametrize("setting, value, reason", [
+    ("HERALD_TOPICS_FILE", "no-such-topics.yaml", "cannot read topics file no-such-topics.yaml: [Errno 2] No such file"),
+    ("HERALD_TOPICS_FILE", "broken.yaml", "cannot read topics file broken.yaml: while parsing a flow sequence"),
+    ("HERALD_KB_DIR", "no-such-kb", "knowledge base directory no-such-kb does not exist"),
+], ids=["topics-missing", "topics-broken", "kb-missing"])
+def test_serve_refuses_unreadable_content_files_in_one_line_as_the_doctor_does(
+        tmp_path: Path, setting: str, value: str, reason: str) -> None:
+    """`herald doctor` failed each of these naming the file, but `herald serve` printed a 40-line
+    traceback for a missing or broken topics file (Herald() loaded the catalog outside serve's
+    error handling), and with a missing knowledge base started, logged "background job
+    knowledge_base failed", and failed every partner question. Both now read the files through
+    one check (bot.ops.content_files): serve stops with one line naming the setting, exit 2."""
+    (tmp_path / "broken.yaml").write_text("topics:\n  - name: [announcements\n")
+    url = f"sqlite://{tmp_path / 'herald.db'}"
+    code, output = serve_until_listening(tmp_path, HERALD_DATABASE_URL=url, **{setting: value})
+    assert code == 2, f"serve with {setting}={value}: exit {code}\n{output[-900:]}"
+    assert output.startswith(f"herald: cannot start: {setting}: {reason}") and len(output.splitlines()) == 1, output
+    doctor = herald("doctor", "--json", cwd=tmp_path, HERALD_DATABASE_URL=url, **{setting: value})
+    failing = [c for c in json.loads(doctor.stdout)["checks"] if c["status"] == "fail"]
+    same = output.strip().removeprefix(f"herald: cannot start: {setting}: ")
+    assert [c["detail"] for c in failing if c["name"] in ("topics", "knowledge base")] == [same]

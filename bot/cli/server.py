@@ -31,6 +31,7 @@ def serve(host: str | None, port: int | None) -> None:
 
     settings = serving_settings(host=host, port=port)
     setup_logging(settings.log_level, settings)
+    refuse_unusable_content_files(settings)
     if settings.sandbox_active:
         click.echo(f"herald: SANDBOX MODE (no Slack or Teams configured; HERALD_SANDBOX={settings.sandbox}): "
                    f"database {settings.database_url}", err=True)
@@ -50,6 +51,17 @@ def serve(host: str | None, port: int | None) -> None:
         except (OSError, ConnectionError) as exc:  # the port is taken, ...
             click.echo(f"herald: cannot start: {exc}", err=True)
             sys.exit(2)
+
+
+def refuse_unusable_content_files(settings: Settings) -> None:
+    """Exit 2 with one line when the topics file, the journeys or the knowledge base cannot be
+    used (the doctor's checks): a broken topics file used to be a traceback, a missing knowledge
+    base a server whose every partner question failed."""
+    from bot.ops.content_files import check_content_files
+
+    for unusable in (f for f in check_content_files(settings) if not f.usable):
+        click.echo(f"herald: cannot start: {unusable.source}: {unusable.detail}", err=True)
+        sys.exit(2)
 
 
 @main.group(help="Database schema.")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import aiohttp
@@ -279,42 +278,11 @@ async def check_public_url(settings: Settings) -> Check:
 # ---- configuration files --------------------------------------------------------------------
 
 def check_files(settings: Settings) -> list[Check]:
-    from bot.core.onboarding.journeys import (
-        JourneyConfigError,
-        default_journeys_path,
-        load_journeys,
-    )
-    from bot.core.onboarding.qa import KnowledgeBase
-    from bot.topics import load_catalog
+    """The topic catalog, journeys and knowledge base, as `herald serve` checks them before it starts."""
+    from bot.ops.content_files import check_content_files
 
-    def attempt(name: str, load: Callable[[], str], fix: str) -> Check:
-        try:
-            return Check(name, OK, load())
-        except (OSError, ValueError, JourneyConfigError) as exc:
-            return Check(name, FAIL, _reason(exc), fix)
-        except Exception as exc:  # noqa: BLE001 - a loader's own error type
-            return Check(name, FAIL, _reason(exc), fix)
-
-    def topics() -> str:
-        from bot.topics.catalog import MENU_TITLE
-
-        catalog = load_catalog(settings.topics_file)
-        long_titles = [t.key for t in catalog.topics.values() if len(t.title) > MENU_TITLE]
-        shortened = (f"; Slack's menus shorten {len(long_titles)} title(s) over {MENU_TITLE} characters "
-                     f"({', '.join(long_titles[:5])})" if long_titles else "")
-        return f"{len(catalog.topics)} topics from {settings.topics_file}{shortened}"
-
-    def journeys() -> str:
-        catalog = load_journeys()
-        return f"{len(catalog.journeys)} journeys from {default_journeys_path()}"
-
-    def knowledge_base() -> str:
-        kb = KnowledgeBase.load(settings.kb_dir, semantic=False)
-        return f"{len(kb.entries)} entries from {settings.kb_dir} (checked with keyword search)"
-
-    return [attempt("topics", topics, "fix HERALD_TOPICS_FILE (see config/topics.yaml)"),
-            attempt("journeys", journeys, "fix config/journeys.yaml"),
-            attempt("knowledge base", knowledge_base, "fix the YAML files in HERALD_KB_DIR")]
+    return [Check(f.name, OK, f.detail) if f.usable else Check(f.name, FAIL, f.detail, f.fix)
+            for f in check_content_files(settings)]
 
 
 async def check_semantic_index(settings: Settings, migrated: bool) -> Check:

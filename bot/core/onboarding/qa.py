@@ -465,6 +465,12 @@ def _read(directory: Path) -> tuple[str, list[KBEntry]]:
     return vendor, entries
 
 
+def read_knowledge_base(directory: Path) -> list[KBEntry]:
+    """Read and validate every ``*.yaml`` in ``directory``, without indexing them: whether the
+    assistant can start (``herald serve``, ``herald doctor``). Raises KnowledgeBaseError."""
+    return _read(Path(directory))[1]
+
+
 def apply_overlay(entries: Sequence[KBEntry], overlay: Sequence[dict[str, Any]]) -> list[KBEntry]:
     """The entries with the approved learned items: a ``phrasing`` joins its entry's alternative
     questions, an ``entry`` is added (everyone may see it). Items whose entry is gone are skipped."""
