@@ -139,9 +139,13 @@ class Settings(BaseSettings):
             raise ValueError("HERALD_SLACK_API_URL must be an http(s) URL")
         return value if value.endswith("/") else value + "/"
 
-    @field_validator("metrics_token", "slack_app_token")
+    @field_validator("metrics_token", "slack_app_token", "slack_signing_secret", "slack_bot_token",
+                     "teams_app_password")
     @classmethod
     def _empty_secret_is_none(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """An empty value is unset: an uncommented `HERALD_X=` line in .env, or compose passing a
+        variable that is not set. Taken as a secret, an empty signing secret turned Slack on and
+        crashed `serve` in slack_sdk while the doctor called the configuration valid."""
         if value is None or not value.get_secret_value().strip():
             return None
         if info.field_name == "slack_app_token" and not value.get_secret_value().startswith("xapp-"):
@@ -150,10 +154,20 @@ class Settings(BaseSettings):
             raise ValueError("HERALD_METRICS_TOKEN must be at least 16 characters")
         return value
 
-    @field_validator("metrics_port", mode="before")
+    @field_validator("metrics_port", "teams_app_id", "teams_tenant_id", mode="before")
     @classmethod
-    def _empty_port_is_none(cls, value: object) -> object:
+    def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("teams_service_url")
+    @classmethod
+    def _check_teams_service_url(cls, value: str) -> str:
+        if not value.strip():
+            return cls.model_fields["teams_service_url"].default
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("HERALD_TEAMS_SERVICE_URL must be an http(s) URL, e.g. https://smba.trafficmanager.net/teams/")
+        return value.strip()
 
     @field_validator("teams_authority_url")
     @classmethod

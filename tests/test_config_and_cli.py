@@ -268,3 +268,27 @@ def test_serve_refuses_unreadable_content_files_in_one_line_as_the_doctor_does(
     failing = [c for c in json.loads(doctor.stdout)["checks"] if c["status"] == "fail"]
     same = output.strip().removeprefix(f"herald: cannot start: {setting}: ")
     assert [c["detail"] for c in failing if c["name"] in ("topics", "knowledge base")] == [same]
+
+
+def test_an_empty_secret_or_teams_setting_is_unset(tmp_path: Path) -> None:
+    """`HERALD_SLACK_SIGNING_SECRET=` (an empty line in .env: `.env.example`'s commented line
+    uncommented to fill in later) was taken as a secret (`SecretStr('')`): Slack counted as
+    configured, and `herald serve` died in slack_sdk's SignatureVerifier with a traceback
+    ("signing_secret must not be empty") while `herald doctor` said the configuration was valid.
+    Every empty secret, Teams id and URL is now unset (or its default), as HERALD_SECRET_KEY and
+    HERALD_METRICS_TOKEN already were."""
+    url = f"sqlite://{tmp_path / 'herald.db'}"
+    code, output = serve_until_listening(tmp_path, HERALD_DATABASE_URL=url, HERALD_SLACK_SIGNING_SECRET="")
+    assert code is None and "Traceback" not in output, f"serve with an empty HERALD_SLACK_SIGNING_SECRET: exit {code}\n{output[-700:]}"
+    doctor = herald("doctor", "--json", cwd=tmp_path, HERALD_DATABASE_URL=url, HERALD_SLACK_SIGNING_SECRET="")
+    slack = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}["slack"]
+    assert slack["status"] == "skip", slack
+
+    empty = load_settings(slack_signing_secret="", slack_bot_token=" ", teams_app_password="", teams_app_id="",
+                          teams_tenant_id="", teams_service_url="", metrics_token="", slack_app_token="")
+    assert not empty.slack_enabled and empty.sandbox_active
+    assert [empty.slack_signing_secret, empty.slack_bot_token, empty.teams_app_password, empty.teams_app_id,
+            empty.teams_tenant_id, empty.metrics_token, empty.slack_app_token] == [None] * 7
+    assert empty.teams_service_url == "https://smba.trafficmanager.net/teams/"
+    with pytest.raises(ConfigError, match="HERALD_TEAMS_SERVICE_URL must be an http"):
+        load_settings(teams_service_url="smba.trafficmanager.net/teams/")
