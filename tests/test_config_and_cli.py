@@ -19,7 +19,7 @@ from bot.app import build_app
 from bot.cli import main
 from config.settings import ConfigError, load_settings
 from storage import db as storage_db
-from tests.cli_support import herald, serve_until_listening
+from tests.cli_support import herald, herald_env, serve_until_listening
 from tests.conftest import POSTGRES_URL
 from tests.support import SAMPLE_DIRECTORY
 
@@ -292,3 +292,31 @@ def test_an_empty_secret_or_teams_setting_is_unset(tmp_path: Path) -> None:
     assert empty.teams_service_url == "https://smba.trafficmanager.net/teams/"
     with pytest.raises(ConfigError, match="HERALD_TEAMS_SERVICE_URL must be an http"):
         load_settings(teams_service_url="smba.trafficmanager.net/teams/")
+
+
+def test_a_report_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    """`herald report 1 | head` (its standard output closed) printed "herald: cannot reach the
+    database ([Errno 32] Broken pipe)" and exited 2: `database_errors` took every OSError for the
+    database's, and a script saw exit 2 and an operator went looking at a healthy database. Now it
+    ends quietly, as cat, grep or git log do: nothing on standard error, exit code 1."""
+    url = f"sqlite://{tmp_path / 'herald.db'}"
+    header, *_ = SAMPLE_DIRECTORY.splitlines()
+    rows = [f"p{i % 40},Partner {i % 40},gold,emea,de,security,large,distributor,cam@vendor.example,"
+            f"member{i}@partner{i % 40}.example,Member Number {i},sales,Europe/Berlin,en,T0P,U{i:05d},,"
+            for i in range(1500)]
+    (tmp_path / "partners.csv").write_text("\n".join([header, *rows]) + "\n")
+    for args in (("directory", "import", "partners.csv", "--quiet"),
+                 ("staff", "add", "cam@vendor.example", "--role", "cam"),
+                 ("send", "--topic", "operations", "--importance", "must-know", "--audience", "all",
+                  "--title", "Recall", "--body", "Stop selling", "--yes", "--as", "cam@vendor.example")):
+        done = herald(*args, cwd=tmp_path, HERALD_DATABASE_URL=url)
+        assert done.returncode == 0, done
+    process = subprocess.Popen([sys.executable, "-m", "bot.cli", "report", "1"], cwd=tmp_path,
+                               env=herald_env(HERALD_DATABASE_URL=url), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()  # type: ignore[union-attr]  # like `| head -1`: read a line, then close
+    process.stdout.close()  # type: ignore[union-attr]  # the report is far bigger than the pipe's buffer
+    err = process.stderr.read()  # type: ignore[union-attr]
+    process.wait(120)
+    assert first.startswith("#"), first
+    assert (process.returncode, err) == (1, "")

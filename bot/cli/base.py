@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import click
 
@@ -111,6 +112,8 @@ def database_errors(prefix: str = "") -> Iterator[None]:
 
     try:
         yield
+    except BrokenPipeError:
+        raise  # standard output's reader went away (`herald report 1 | head`): HeraldGroup ends quietly
     except (storage_db.SchemaNotCurrent, storage_db.MigrationFailed) as exc:
         click.echo(f"herald: {prefix}{exc}", err=True)
         sys.exit(2)
@@ -150,6 +153,26 @@ async def acting_staff(email: str):  # noqa: ANN201 - a Staff row
     return staff
 
 
-@click.group(help="Herald: partner notices with acknowledgement, in Slack and Microsoft Teams.")
+class HeraldGroup(click.Group):
+    """The `herald` group: a command whose standard output is closed under it ends quietly."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            end_on_closed_pipe()
+
+
+def end_on_closed_pipe() -> NoReturn:
+    """`herald report 1 | head`: the reader has gone, so stop quietly, as cat or grep do, instead of
+    "cannot reach the database ([Errno 32] Broken pipe)" (a BrokenPipeError is an OSError) and exit
+    code 2. Python's recipe (the `signal` module's note on SIGPIPE): point standard output at
+    /dev/null, or the interpreter's last flush of it fails again on the way out."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
+
+
+@click.group(cls=HeraldGroup, help="Herald: partner notices with acknowledgement, in Slack and Microsoft Teams.")
 def main() -> None:
     setup_logging(None)

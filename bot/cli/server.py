@@ -48,6 +48,8 @@ def serve(host: str | None, port: int | None) -> None:
                                   freeze_heap=True),
                         host=settings.host, port=settings.port, access_log_class=RedactingAccessLogger,
                         print=listening)
+        except BrokenPipeError:
+            raise  # its output's reader went away: see HeraldGroup
         except (OSError, ConnectionError) as exc:  # the port is taken, ...
             click.echo(f"herald: cannot start: {exc}", err=True)
             sys.exit(2)
