@@ -94,6 +94,21 @@ def test_in_sandbox_mode_a_command_uses_the_sandboxs_database_and_says_so(tmp_pa
     assert sorted(u for (u,) in inboxes) == sorted(line.split(",")[9] for line in SAMPLE_DIRECTORY.splitlines()[1:])
 
 
+def test_in_sandbox_mode_the_doctor_and_db_upgrade_use_the_sandboxs_database_as_the_other_commands_do(
+        tmp_path: Path) -> None:
+    """The other commands work on herald-sandbox.db in sandbox mode, but `herald doctor` checked
+    herald.db ("the SQLite file herald.db does not exist") and `herald db upgrade` created and
+    migrated it."""
+    upgrade = herald("db", "upgrade", cwd=tmp_path, HERALD_SANDBOX="auto")
+    assert upgrade.returncode == 0 and "herald-sandbox.db" in upgrade.stderr, upgrade
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["herald-sandbox.db"]
+    doctor = herald("doctor", "--json", cwd=tmp_path, HERALD_SANDBOX="auto")
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert (checks["database"]["status"], checks["schema"]["status"]) == ("ok", "ok"), checks
+    assert "herald-sandbox.db" in doctor.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["herald-sandbox.db"]
+
+
 def test_the_doctor_does_not_create_a_missing_sqlite_file(tmp_path) -> None:  # noqa: ANN001
     result = _herald("doctor", cwd=str(tmp_path), HERALD_DATABASE_URL="sqlite://herald.db")
     assert "the SQLite file" in result.stdout + result.stderr and "does not exist" in result.stdout + result.stderr

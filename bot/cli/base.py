@@ -74,7 +74,12 @@ def in_sandbox(settings: Settings) -> bool:
 
 def database_settings() -> Settings:
     """The settings a command's database work uses (see `in_sandbox`; it says so)."""
-    settings = get_settings()
+    return with_commands_database(get_settings())
+
+
+def with_commands_database(settings: Settings) -> Settings:
+    """`settings` on the database the commands use: the sandbox's in sandbox mode (see
+    `in_sandbox`), saying so on standard error."""
     if in_sandbox(settings):
         click.echo(f"herald: sandbox mode (neither Slack nor Teams is configured): using the sandbox's database, "
                    f"{settings.sandbox_database_url}; set HERALD_DATABASE_URL for another", err=True)

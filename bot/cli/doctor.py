@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from bot.cli.base import CLOCK, main
+from bot.cli.base import CLOCK, main, with_commands_database
 
 _MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "skip"}
 
@@ -25,7 +25,7 @@ def doctor(as_json: bool) -> None:
     except ConfigError as exc:
         checks = [Check("configuration", FAIL, str(exc), "fix the HERALD_* variable named (environment or .env)")]
     else:
-        checks = asyncio.run(run_checks(settings, CLOCK))
+        checks = asyncio.run(run_checks(with_commands_database(settings), CLOCK))
     if as_json:
         click.echo(json.dumps({"ok": not failed(checks), "checks": [c.as_dict() for c in checks]}, indent=2))
     else:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from bot.cli.base import database_errors, get_settings, main, setup_logging
+from bot.cli.base import database_errors, database_settings, get_settings, main, setup_logging
 from config.settings import Settings
 
 
@@ -75,7 +75,7 @@ def db() -> None:
 def db_upgrade() -> None:
     from storage import db as storage_db
 
-    settings = get_settings()
+    settings = database_settings()
     with database_errors():
         asyncio.run(storage_db.upgrade(settings.tortoise_db_url))
     click.echo("database is up to date")
