@@ -212,6 +212,24 @@ async def connect(db_url: str, *, run_migrations: bool = True) -> None:
     await Tortoise.init(config=tortoise_config(db_url))
 
 
+async def connect_current(db_url: str) -> None:
+    """Connect for a command other than `serve` and `herald db upgrade`. A new database (no
+    migration applied yet) gets the schema, as the first command on a fresh install needs; an
+    existing one must already be current (SchemaNotCurrent otherwise). Migrating it is
+    `herald db upgrade`'s job, run when the operator chooses (README, Upgrades): a command of a new
+    version must not change the schema under replicas of the old one that still serve from it."""
+    await connect(db_url, run_migrations=False)
+    try:
+        if not await _executor(connections.get("default")).recorder.applied_migrations():
+            await upgrade(db_url)  # closes every connection, ours too
+            await connect(db_url, run_migrations=False)
+        else:
+            await require_current_schema()
+    except BaseException:
+        await close()
+        raise
+
+
 async def close() -> None:
     await Tortoise.close_connections()
     _forget_compiled_sql()

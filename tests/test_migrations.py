@@ -232,3 +232,35 @@ async def test_a_database_from_a_newer_version_is_refused(db_url: str, tmp_path:
         code, output = serve_until_listening(tmp_path, HERALD_DATABASE_URL=db_url,
                                              HERALD_MIGRATE_ON_START=migrate_on_start)
         assert code == 2 and f"herald: cannot start: {refusal}" in output, f"serve went on: exit {code}\n{output[-800:]}"
+
+
+def test_a_command_refuses_a_database_with_pending_migrations_and_leaves_it_as_it_is(tmp_path: Path) -> None:
+    """Every command but `herald audit verify` used to migrate the database first: `herald notices
+    list` from a new version's image changed the schema under the old version's replicas still
+    serving from it, behind the operator's back (README, Upgrades: `herald db upgrade` runs before
+    the new version serves). A command now refuses such a database in one line, as `serve` with
+    HERALD_MIGRATE_ON_START=false does; a new database still gets its schema from the first
+    command of a fresh install."""
+    import asyncio
+
+    url = f"sqlite://{tmp_path / 'herald.db'}"
+    asyncio.run(migrate_to(url, MIGRATIONS[-2]))
+    refusal = (f"herald: the database is not up to date (1 pending migrations: {MIGRATIONS[-1]}); "
+               "run `herald db upgrade` first")
+    for command in (("notices", "list"), ("console-link", "cam@vendor.example")):
+        result = herald(*command, cwd=tmp_path, HERALD_DATABASE_URL=url)
+        assert (result.returncode, result.stderr.strip()) == (2, refusal), result
+
+    async def applied() -> list[str]:
+        await storage_db.connect(url, run_migrations=False)
+        try:
+            rows = await connections.get("default").execute_query_dict("SELECT name FROM tortoise_migrations")
+            return sorted(r["name"] for r in rows)
+        finally:
+            await storage_db.close()
+
+    assert asyncio.run(applied()) == MIGRATIONS[:-1]
+    fresh = herald("notices", "list", cwd=tmp_path, HERALD_DATABASE_URL=f"sqlite://{tmp_path / 'new.db'}")
+    assert fresh.returncode == 0, fresh
+    assert herald("db", "upgrade", cwd=tmp_path, HERALD_DATABASE_URL=url).returncode == 0
+    assert herald("notices", "list", cwd=tmp_path, HERALD_DATABASE_URL=url).returncode == 0

@@ -23,7 +23,7 @@ def audit_verify(as_json: bool) -> None:
 
     # A check must not change what it checks: no migrations.
     with Reporter("audit trail", enabled=not as_json) as progress:
-        result = run(lambda: verify_chain(progress=progress), migrate=False)
+        result = run(lambda: verify_chain(progress=progress), current_schema=False)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     elif result.ok:

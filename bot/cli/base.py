@@ -87,14 +87,19 @@ def with_commands_database(settings: Settings) -> Settings:
     return settings
 
 
-def run(work: Callable[[], Awaitable[T]], *, migrate: bool = True) -> T:
-    """Connect to the database, run `work`, disconnect; person-facing errors become one line."""
+def run(work: Callable[[], Awaitable[T]], *, current_schema: bool = True) -> T:
+    """Connect to the database, run `work`, disconnect; person-facing errors become one line.
+    `current_schema`: a new database gets the schema, an existing one must be up to date
+    (`storage.db.connect_current`); False: the database as it is, unchanged."""
     from storage import db as storage_db
 
     settings = database_settings()
 
     async def runner() -> T:
-        await storage_db.connect(settings.tortoise_db_url, run_migrations=migrate)
+        if current_schema:
+            await storage_db.connect_current(settings.tortoise_db_url)
+        else:
+            await storage_db.connect(settings.tortoise_db_url, run_migrations=False)
         try:
             return await work()
         finally:

@@ -24,7 +24,7 @@ def console_link(email: str) -> None:
     settings = serving_settings()
 
     async def work() -> str:
-        await storage_db.connect(settings.tortoise_db_url)
+        await storage_db.connect_current(settings.tortoise_db_url)
         try:
             link = await issue_link_for_email(email, via="cli", now=CLOCK.now(), actor=f"operator:{operator_name()}")
         finally:
