@@ -88,7 +88,7 @@ async def _foreign_keys(conn: BaseDBAsyncClient) -> dict[tuple[str, str], tuple[
 
 def _literal(column_type: str) -> str:
     kind = column_type.lower()
-    if kind == "boolean":
+    if kind in ("boolean", "bool"):
         return "TRUE"
     if kind.startswith(("int", "smallint", "bigint", "real", "double")):
         return "1"
