@@ -1,0 +1,228 @@
+"""Review (area: audit): the tamper-evident audit trail and the compliance reports, as an auditor
+who distrusts the operator sees them. Each test fails on the current code for the reason in its
+docstring and passes once that defect is fixed."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+from bot.core.compliance.reports import report_chunks
+from bot.core.compliance.verify import verify_chain
+from bot.core.notices import acks
+from storage import db as storage_db
+from storage.models import Acknowledgement, AuditChainHead, AuditEvent, Delivery, Notice
+from tests.support import TEAM, Rig
+
+
+async def _report(rig: Rig, notice_id: int) -> dict:
+    text = "".join([c async for c in report_chunks(notice_id, "json", now=rig.clock.now(), actor="auditor")])
+    return json.loads(text)
+
+
+def _row(document: dict, email: str) -> dict:
+    [row] = [r for r in document["rows"] if r["email"] == email]
+    return row
+
+
+# ---- 1. the report reads deliveries from a table verify never compares with the trail ---------
+
+async def test_verify_notices_a_failed_delivery_rewritten_as_delivered(rig: Rig) -> None:
+    """Ed has no chat account: his copy fails ("delivery.failed" in the chain). Rewriting his
+    delivery row as delivered (one UPDATE, the audit table untouched) makes the report say he
+    was delivered the recall, at a time of the operator's choosing, under an audit chain head
+    that `herald audit verify` still calls intact: the report's "proof" is not the trail's."""
+    notice_id = await rig.broadcast("all")
+    await rig.herald.outbox.drain()
+    ed = await Delivery.get(notice_id=notice_id, member__email="ed@keys.example")
+    assert ed.status == "failed"
+    assert await AuditEvent.filter(kind="delivery.failed", notice_id=notice_id, member_id=ed.member_id).exists()
+    assert (await verify_chain()).ok
+
+    await Delivery.filter(id=ed.id).update(status="delivered", error="", delivered_at=rig.clock.now() - timedelta(days=1))
+
+    document = await _report(rig, notice_id)
+    assert _row(document, "ed@keys.example")["delivered_at"] is not None  # the report now says delivered
+    assert document["summary"]["failed"] == 0
+    result = await verify_chain()
+    assert not result.ok, ("verify calls the trail intact although the report it vouches for says a failed "
+                           f"delivery was delivered: {result}")
+
+
+async def test_verify_notices_a_delivery_time_moved(rig: Rig) -> None:
+    """A delivered copy's `delivered_at` (the report's "delivered at", the time the reminder and
+    deadline clock starts from) moved a week earlier in the delivery table: the chain's
+    `delivery.delivered` event says otherwise, yet verify passes."""
+    notice_id = await rig.broadcast("all")
+    await rig.herald.outbox.drain()
+    anna = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example")
+    assert anna.status == "delivered"
+    await Delivery.filter(id=anna.id).update(delivered_at=anna.delivered_at - timedelta(days=7))
+    document = await _report(rig, notice_id)
+    assert _row(document, "anna@acme.example")["delivered_at"] != _row(document, "bo@acme.example")["delivered_at"]
+    result = await verify_chain()
+    assert not result.ok, f"a back-dated delivery in the report passes verify: {result}"
+
+
+# ---- 1b. what the notice said is in no event: its text can be rewritten after the fact ---------
+
+async def test_verify_notices_the_text_of_an_acknowledged_notice_rewritten(rig: Rig) -> None:
+    """SPEC: must-know notices are acknowledged "with proof that stands up in an audit" (the
+    motivating case: a recall nobody could prove they had been told about). The chain's
+    `notice.created` / `notice.sent` events carry the title but neither the body nor the link nor
+    a digest of them, so what Anna acknowledged is held only in the mutable `notice` row: rewrite
+    the body and the report (JSON: notice.body) shows the new wording as what was sent and
+    acknowledged, under a chain head verify calls intact."""
+    notice_id = await rig.broadcast("all")  # body "Stop selling LX-200"
+    await rig.herald.outbox.drain()
+    await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+    assert (await verify_chain()).ok
+
+    await Notice.filter(id=notice_id).update(body="For information only: no action needed.")
+
+    document = await _report(rig, notice_id)
+    assert document["notice"]["body"] == "For information only: no action needed."
+    assert _row(document, "anna@acme.example")["acknowledged_at"] is not None
+    result = await verify_chain()
+    assert not result.ok, f"the acknowledged notice's wording was replaced and verify calls the trail intact: {result}"
+
+
+# ---- 2. an acknowledgement recorded in the chain but gone from the table -------------------------
+
+async def test_verify_notices_an_acknowledgement_row_deleted(rig: Rig) -> None:
+    """README: verify "checks every acknowledgement row (what reports read) against its
+    notice.acknowledged event". Only one way round: deleting Anna's acknowledgement row makes
+    the report say she never acknowledged, while the chain (intact, named by the report) records
+    that she did."""
+    notice_id = await rig.broadcast("all")
+    await rig.herald.outbox.drain()
+    await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+    assert (await verify_chain()).ok
+
+    await Acknowledgement.filter(notice_id=notice_id).delete()
+
+    document = await _report(rig, notice_id)
+    assert _row(document, "anna@acme.example")["acknowledged_at"] is None
+    assert document["summary"]["acknowledged"] == 0
+    assert await AuditEvent.filter(kind="notice.acknowledged", notice_id=notice_id).count() == 1
+    result = await verify_chain()
+    assert not result.ok, ("the report says Anna never acknowledged, the chain says she did, and verify "
+                           f"calls it intact: {result}")
+
+
+# ---- 3. the newest events deleted and the head rewound: one UPDATE, no hashing -----------------
+
+@pytest.fixture
+def cli_env(db_url: str, monkeypatch) -> CliRunner:
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    return CliRunner()
+
+
+def _with_rig(db_url: str, work):  # noqa: ANN001, ANN202
+    """Run `work(rig)` against the database in an event loop of its own (the CLI runs its own)."""
+    from tests.support import start_rig, stop_rig
+
+    async def go():  # noqa: ANN202
+        await storage_db.connect(db_url, run_migrations=False)
+        rig = await start_rig(db_url)
+        try:
+            return await work(rig)
+        finally:
+            await stop_rig(rig)
+            await storage_db.close()
+
+    return asyncio.run(go())
+
+
+def test_verify_against_a_reports_head_notices_the_newest_events_deleted(cli_env: CliRunner, db_url: str) -> None:
+    """README: verify exits 1 "naming the first altered, deleted or reordered event";
+    storage/models.py: the head row "lets `verify` notice a truncated tail". The head lives in the
+    same database: an operator deletes Anna's acknowledgement (row and event) and the export
+    event after it, and sets `audit_chain_head` to the new last event's seq and hash (copied, no
+    hashing). Every report names its chain head (SPEC: "every report states the chain head it was
+    produced from"), and the compliance officer kept the one they exported, yet verify has no
+    way to check the trail against it: the forged trail, in which Anna never acknowledged, passes.
+    Fails now with click's "No such option: --head"."""
+
+    async def story(rig: Rig) -> dict:
+        notice_id = await rig.broadcast("all")
+        await rig.herald.outbox.drain()
+        rig.clock.advance(hours=2)
+        await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+        document = await _report(rig, notice_id)  # compliance exports and files the report
+        assert _row(document, "anna@acme.example")["acknowledged_at"] is not None
+        head = document["audit_chain_head"]
+
+        # the operator, later, with database access
+        ack_event = await AuditEvent.get(kind="notice.acknowledged", notice_id=notice_id)
+        await Acknowledgement.filter(notice_id=notice_id).delete()
+        await AuditEvent.filter(seq__gte=ack_event.seq).delete()
+        last = await AuditEvent.filter(seq=ack_event.seq - 1).first()
+        await AuditChainHead.filter(id=1).update(seq=last.seq, hash=last.hash)
+        forged = await _report(rig, notice_id)
+        assert _row(forged, "anna@acme.example")["acknowledged_at"] is None
+        return head
+
+    head = _with_rig(db_url, story)
+    anchored = cli_env.invoke(main, ["audit", "verify", "--head", f"{head['seq']}:{head['hash']}"])
+    assert anchored.exit_code == 1, anchored.output
+    assert "deleted" in anchored.output, anchored.output
+
+
+# ---- 4. the period summary names neither its chain head nor (in CSV) its period ---------------
+
+def test_the_period_summary_states_its_chain_head_and_its_window(cli_env: CliRunner, db_url: str) -> None:
+    """SPEC: "every report states the chain head it was produced from". `herald report --since
+    --until` (the summary across notices, also GET /api/v1/reports/summary) gives acknowledgement
+    counts and rates with no chain head and no time of production in either format, and its CSV
+    does not say which period (or time zone) it covers: a file handed to an auditor cannot be
+    tied to the trail, nor told apart from another month's."""
+
+    async def story(rig: Rig) -> str:
+        notice_id = await rig.broadcast("all")
+        await rig.herald.outbox.drain()
+        await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+        return rig.clock.now().date().isoformat()
+
+    day = _with_rig(db_url, story)
+    as_json = cli_env.invoke(main, ["report", "--since", day, "--until", day, "--format", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    document = json.loads(as_json.stdout)
+    assert document["notices"] and document["notices"][0]["acknowledged"] == 1
+    as_csv = cli_env.invoke(main, ["report", "--since", day, "--until", day, "--format", "csv"])
+    assert as_csv.exit_code == 0, as_csv.output
+    assert "audit_chain_head" in document, f"no chain head in the JSON summary: {sorted(document)}"
+    assert "audit_chain_head" in as_csv.stdout, as_csv.stdout
+    preamble = as_csv.stdout[:as_csv.stdout.index("id,title,")]  # what comes before the column header
+    assert day in preamble, f"the CSV summary does not state its period:\n{as_csv.stdout}"
+
+
+# ---- 5. the period summary's CSV drops the members held back for an A/B roll-out ---------------
+
+async def test_the_period_summary_csv_accounts_for_every_recipient(srig) -> None:  # noqa: ANN001
+    """An A/B test with `share:50%` holds half its recipients until the roll-out. The summary's
+    JSON counts them (`held`), its CSV has no such column: recipients=12 next to delivered,
+    failed, pending, digest and cancelled that add up to 6, and an auditor cannot tell where the
+    other six went."""
+    from bot.core.compliance.reports import summary_csv, summary_report
+
+    notice_id = await srig.notice("need-to-know announcements all share:50% | Title A | Body A || Title B | Body B")
+    await srig.herald.outbox.drain()
+    now = srig.clock.now()
+    rows = await summary_report(since=now - timedelta(days=1), until=now + timedelta(days=1))
+    [row] = [r for r in rows if r["id"] == notice_id]
+    assert row["recipients"] == 12 and row["held"] == 6
+    [line] = [r for r in csv.DictReader(io.StringIO(summary_csv(rows))) if r["id"] == str(notice_id)]
+    accounted = sum(int(line[k]) for k in line if k in ("delivered", "failed", "pending", "digest", "cancelled",
+                                                        "held"))
+    assert accounted == int(line["recipients"]), f"the CSV row accounts for {accounted} of {line['recipients']}: {line}"
