@@ -495,7 +495,7 @@ def test_cli_summary_and_usage_errors(cli: tuple[CliRunner, Fixture]) -> None:
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows[0] == list(reports.SUMMARY_COLUMNS)
     assert rows[1:] == [[str(fx.notice.id), "Recall of LX-200", "operations", "must-know", "sent",
-                         "2026-01-05T09:01:00Z", "5", "3", "1", "1", "0", "0", "1", "0.3333"]]
+                         "2026-01-05T09:01:00Z", "5", "3", "1", "1", "0", "0", "0", "1", "0.3333"]]
 
     assert runner.invoke(main, ["report"]).exit_code == 2
     assert runner.invoke(main, ["report", str(fx.notice.id), "--since", "2026-01-01"]).exit_code == 2

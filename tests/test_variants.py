@@ -5,7 +5,10 @@ comparison's tests and minimums, and the reports."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +17,7 @@ from tortoise.exceptions import IntegrityError
 
 from bot.common.errors import UserError
 from bot.core.commands.parser import parse_command
-from bot.core.compliance.reports import notice_summary, report_chunks
+from bot.core.compliance.reports import notice_summary, report_chunks, summary_csv, summary_report
 from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.notices.ab_results import MIN_DELIVERED, compare_rates, compare_times, variant_results
@@ -205,6 +208,20 @@ async def test_the_reports_summary_per_variant_counts_members_not_copies(srig: S
     assert compared == {"A": 3, "B": 3}  # `herald variants` counts members
     per_variant = {v["variant"]: (v["recipients"], v["delivered"], v["failed"]) for v in summary["variants"]}
     assert per_variant == {"A": (3, 3, 0), "B": (3, 3, 0)}
+
+
+async def test_the_period_summary_csv_accounts_for_every_recipient(srig: SurveyRig) -> None:
+    """An A/B test with `share:50%` holds half its recipients back until the roll-out: the period
+    summary's CSV has a `held` column, as its JSON has, so its counts add up to `recipients`."""
+    notice_id = await srig.notice("need-to-know announcements all share:50% | Title A | Body A || Title B | Body B")
+    await srig.herald.outbox.drain()
+    now = srig.clock.now()
+    rows = await summary_report(since=now - timedelta(days=1), until=now + timedelta(days=1))
+    [row] = [r for r in rows if r["id"] == notice_id]
+    assert row["recipients"] == 12 and row["held"] == 6
+    [line] = [r for r in csv.DictReader(io.StringIO(summary_csv(rows))) if r["id"] == str(notice_id)]
+    accounted = sum(int(line[k]) for k in ("delivered", "failed", "pending", "digest", "cancelled", "held"))
+    assert accounted == int(line["recipients"]) == 12, line
 
 
 def test_rate_comparisons_pick_the_right_test() -> None:

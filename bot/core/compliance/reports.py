@@ -418,7 +418,7 @@ async def summary_report(*, since: datetime, until: datetime, topic: str | None 
 
 
 SUMMARY_COLUMNS = ("id", "title", "topic", "importance", "status", "sent_at", "recipients", "delivered",
-                   "failed", "pending", "digest", "cancelled", "acknowledged", "rate")
+                   "failed", "pending", "digest", "cancelled", "held", "acknowledged", "rate")
 
 
 def summary_csv(rows: list[dict[str, Any]]) -> str:
