@@ -22,13 +22,13 @@ from bot.core.compliance.api_tokens import authenticate
 from bot.core.compliance.reports import (
     FORMATS,
     can_read_notice,
+    export_summary,
     load_notice,
     notice_document,
     notice_revisions,
     notice_summary,
     parse_window,
     report_chunks,
-    summary_report,
 )
 from bot.topics.importance import Importance
 from storage.models import MAX_ROW_ID, Notice, Staff, StaffRole
@@ -202,11 +202,9 @@ def add_api_routes(app: web.Application, clock: Clock) -> None:
         importance = request.query.get("importance", "").strip().lower() or None
         if importance is not None and importance not in {i.value for i in Importance}:
             raise _bad_request("importance must be nice-to-know, need-to-know or must-know")
-        rows = await summary_report(since=since, until=until, topic=topic, importance=importance,
-                                    author_id=None if staff.role in AUDITORS else staff.id)
-        return _json({"since": since.isoformat().replace("+00:00", "Z"),
-                      "until": until.isoformat().replace("+00:00", "Z"),
-                      "topic": topic, "importance": importance, "notices": rows})
+        return _json(await export_summary(since=since, until=until, topic=topic, importance=importance,
+                                          author_id=None if staff.role in AUDITORS else staff.id,
+                                          now=clock.now(), actor=f"api:{staff.email}", fmt="json"))
 
     async def audit_verify(request: web.Request, staff: Staff) -> web.StreamResponse:
         import importlib
@@ -234,7 +232,7 @@ def add_api_routes(app: web.Application, clock: Clock) -> None:
     app.router.add_get(f"{PREFIX}/notices/{{id}}", endpoint(get_notice))
     # No automatic HEAD: every GET of a report is an export, written to the audit trail.
     app.router.add_get(f"{PREFIX}/notices/{{id}}/report", endpoint(get_report), allow_head=False)
-    app.router.add_get(f"{PREFIX}/reports/summary", endpoint(get_summary))
+    app.router.add_get(f"{PREFIX}/reports/summary", endpoint(get_summary), allow_head=False)  # an export too
     app.router.add_get(f"{PREFIX}/audit/verify", endpoint(audit_verify, roles=AUDITORS))
     for path, handler in api_surveys.ROUTES:  # surveys and A/B tests
         app.router.add_get(f"{PREFIX}{path}", endpoint(handler))
@@ -364,7 +362,8 @@ OPENAPI: dict[str, Any] = {
         f"{PREFIX}/reports/summary": {
             "get": {
                 "operationId": "getSummaryReport",
-                "summary": "Counts and acknowledgement rate of every notice sent in a window.",
+                "summary": "Counts and acknowledgement rate of every notice sent in a window, with the audit "
+                           "chain head they were read at (an export: recorded as report.exported).",
                 "parameters": [
                     {"name": "since", "in": "query", "required": True,
                      "description": "Start (inclusive): YYYY-MM-DD or an ISO-8601 time (UTC if no offset).",
@@ -378,11 +377,15 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "responses": {
                     "200": {"description": "One entry per notice, by sent time.", "content": {"application/json": {
-                        "schema": {"type": "object", "required": ["since", "until", "notices"], "properties": {
+                        "schema": {"type": "object", "required": [
+                            "since", "until", "produced_at", "audit_chain_head", "notices"], "properties": {
                             "since": {"type": "string", "format": "date-time"},
                             "until": {"type": "string", "format": "date-time"},
                             "topic": {"type": ["string", "null"]},
                             "importance": {"type": ["string", "null"]},
+                            "produced_at": {"type": "string", "format": "date-time"},
+                            "audit_chain_head": {"type": "object", "properties": {
+                                "seq": {"type": "integer"}, "hash": {"type": "string"}}},
                             "notices": {"type": "array", "items": {"$ref": "#/components/schemas/SummaryItem"}},
                         }}}}},
                     "400": {"$ref": "#/components/responses/BadRequest"},

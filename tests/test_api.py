@@ -210,6 +210,17 @@ async def test_summary_endpoint(api: Api) -> None:
         "admin")).json()
     assert [n["id"] for n in filtered["notices"]] == [fx.other.id]
     assert filtered["topic"] == "announcements" and filtered["importance"] == "need-to-know"
+    # an export, as a notice's report is: audited, and it names the chain head it was read at
+    exports = await AuditEvent.filter(kind="report.exported").order_by("seq")
+    assert [e.actor for e in exports] == ["api:audit@vendor.example", "api:cam@vendor.example",
+                                          "api:admin@vendor.example"]
+    assert exports[0].data["report"] == "summary" and exports[1].data["author_id"] == fx.cam.id
+    assert filtered["audit_chain_head"] == {"seq": exports[2].seq, "hash": exports[2].hash}
+    assert filtered["produced_at"]
+    head = await api.client.head(f"{API}/reports/summary?since=2026-01-01&until=2026-01-31",
+                                 headers=api.auth("compliance"))
+    assert head.status == 405  # a link preview's HEAD is not an export
+    assert await AuditEvent.filter(kind="report.exported").count() == 3
 
 
 @pytest.mark.parametrize("query, message", [

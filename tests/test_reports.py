@@ -492,8 +492,10 @@ def test_cli_summary_and_usage_errors(cli: tuple[CliRunner, Fixture]) -> None:
                                                                                 (fx.other.id, 0, 0.0)]
     result = runner.invoke(main, ["report", "--since", "2026-01-01", "--until", "2026-01-31", "--topic", "operations"])
     assert result.exit_code == 0, result.output
-    rows = list(csv.reader(io.StringIO(result.stdout)))
+    meta, rows = split_csv(result.stdout)
     assert rows[0] == list(reports.SUMMARY_COLUMNS)
+    assert (meta["since"], meta["until"], meta["topic"], meta["importance"]) == (
+        "2026-01-01T00:00:00Z (UTC, inclusive)", "2026-02-01T00:00:00Z (UTC, exclusive)", "operations", "any")
     assert rows[1:] == [[str(fx.notice.id), "Recall of LX-200", "operations", "must-know", "sent",
                          "2026-01-05T09:01:00Z", "5", "3", "1", "1", "0", "0", "0", "1", "0.3333"]]
 
@@ -502,6 +504,39 @@ def test_cli_summary_and_usage_errors(cli: tuple[CliRunner, Fixture]) -> None:
     bad = runner.invoke(main, ["report", "--since", "2026-01-31", "--until", "2026-01-01"])
     assert bad.exit_code == 1 and "until must be after since" in bad.output
     assert runner.invoke(main, ["report", "--since", "x", "--until", "2026-01-01"]).exit_code == 1
+
+
+def test_the_period_summary_states_its_chain_head_and_its_window(cli: tuple[CliRunner, Fixture]) -> None:
+    """SPEC: "every report states the chain head it was produced from". The period summary (`herald
+    report --since --until`, GET /api/v1/reports/summary) says when it was produced and from which
+    chain head, in JSON and in CSV (whose `#` lines also say which period and filters it covers, so
+    a file handed to an auditor is tied to the trail and told apart from another month's); and it
+    is recorded as an export (`report.exported`, its head included), as a notice's report is."""
+    runner, fx = cli
+    as_json = runner.invoke(main, ["report", "--since", "2026-01-01", "--until", "2026-01-31", "--format", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    document = json.loads(as_json.stdout)
+    as_csv = runner.invoke(main, ["report", "--since", "2026-01-01", "--until", "2026-01-31"])
+    assert as_csv.exit_code == 0, as_csv.output
+    meta, rows = split_csv(as_csv.stdout)
+    assert rows[0] == list(reports.SUMMARY_COLUMNS) and len(rows) == 3
+
+    async def exports() -> list[AuditEvent]:
+        await storage_db.connect(os.environ["HERALD_DATABASE_URL"], run_migrations=False)
+        try:
+            return await AuditEvent.filter(kind="report.exported").order_by("seq")
+        finally:
+            await storage_db.close()
+
+    first, second = asyncio.run(exports())
+    assert document["audit_chain_head"] == {"seq": first.seq, "hash": first.hash}  # its own export included
+    assert document["produced_at"] and document["notices"][0]["acknowledged"] == 1
+    assert (meta["audit_chain_head_seq"], meta["audit_chain_head_hash"]) == (str(second.seq), second.hash)
+    assert meta["report"] == reports.SUMMARY_REPORT and meta["produced_at"]
+    assert meta["since"].startswith("2026-01-01") and meta["until"].startswith("2026-02-01")
+    assert first.notice_id is None and first.actor.startswith("operator:")
+    assert (first.data["report"], first.data["format"], second.data["format"]) == ("summary", "json", "csv")
+    assert first.data["since"] == "2026-01-01T00:00:00.000000+00:00"
 
 
 def test_cli_tokens(cli: tuple[CliRunner, Fixture]) -> None:

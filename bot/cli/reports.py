@@ -107,19 +107,15 @@ def _notice_report(notice_id: int, fmt: str, output: Path | None) -> None:
 
 def _summary(since: str, until: str, topic: str | None, importance: str | None, fmt: str,
              output: Path | None) -> None:
-    from bot.core.compliance.reports import parse_window, summary_csv, summary_report
+    from bot.core.compliance.reports import export_summary, parse_window, summary_csv
 
-    async def work() -> tuple[Any, Any, list[dict[str, Any]]]:
+    async def work() -> dict[str, Any]:
         start, end = parse_window(since, until)
-        return start, end, await summary_report(since=start, until=end, topic=topic, importance=importance)
+        return await export_summary(since=start, until=end, topic=topic, importance=importance, now=CLOCK.now(),
+                                    actor=f"operator:{operator_name()}", fmt=fmt)  # type: ignore[arg-type]
 
-    start, end, rows = run(work)
-    if fmt == "csv":
-        text = summary_csv(rows)
-    else:
-        text = json.dumps({"since": start.isoformat().replace("+00:00", "Z"),
-                           "until": end.isoformat().replace("+00:00", "Z"),
-                           "topic": topic, "importance": importance, "notices": rows}, indent=2) + "\n"
+    document = run(work)
+    text = summary_csv(document) if fmt == "csv" else json.dumps(document, indent=2) + "\n"
     sink = _Sink(output)
     try:
         sink.write(text)
@@ -128,7 +124,7 @@ def _summary(since: str, until: str, topic: str | None, importance: str | None, 
         sink.discard()
         raise
     if output is not None:
-        click.echo(f"summary of {len(rows)} notices written to {output}", err=True)
+        click.echo(f"summary of {len(document['notices'])} notices written to {output}", err=True)
 
 
 # ---- tokens ---------------------------------------------------------------------------------

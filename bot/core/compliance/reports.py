@@ -421,11 +421,53 @@ SUMMARY_COLUMNS = ("id", "title", "topic", "importance", "status", "sent_at", "r
                    "failed", "pending", "digest", "cancelled", "held", "acknowledged", "rate")
 
 
-def summary_csv(rows: list[dict[str, Any]]) -> str:
+SUMMARY_REPORT = "herald acknowledgement summary"
+
+
+async def export_summary(*, since: datetime, until: datetime, now: datetime, actor: str, fmt: Format,
+                         topic: str | None = None, importance: str | None = None,
+                         author_id: int | None = None) -> dict[str, Any]:
+    """The period summary as handed to an auditor: its window and filters, when it was produced and
+    the audit chain head it was produced from, and one line per notice (`summary_report`).
+
+    Writes one `report.exported` event first, as the report of one notice does, so the head the
+    summary names includes its own export. On PostgreSQL the head and the counts are read in one
+    snapshot (a click landing meanwhile is in neither)."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown report format '{fmt}'; use csv or json")
+    async with in_transaction() as conn:
+        await record([audit_event("report.exported", now=now, actor=actor, report="summary", format=fmt,
+                                  since=since, until=until, topic=topic, importance=importance,
+                                  **({"author_id": author_id} if author_id is not None else {}))], using_db=conn)
+
+    async def read() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        head = await chain_head()
+        return head, await summary_report(since=since, until=until, topic=topic, importance=importance,
+                                          author_id=author_id)
+
+    if storage_db.dialect() == "postgres":
+        async with in_transaction() as conn:
+            await conn.execute_script("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            head, rows = await read()
+    else:
+        head, rows = await read()
+    return {"since": iso(since), "until": iso(until), "topic": topic, "importance": importance,
+            "produced_at": iso(now), "audit_chain_head": head, "notices": rows}
+
+
+def summary_csv(document: dict[str, Any]) -> str:
+    """The summary (`export_summary`) as CSV: `#` metadata lines (what it covers, when it was
+    produced, from which chain head), then the column header and one line per notice."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    for key, value in (("report", SUMMARY_REPORT), ("since", f"{document['since']} (UTC, inclusive)"),
+                       ("until", f"{document['until']} (UTC, exclusive)"), ("topic", document["topic"] or "any"),
+                       ("importance", document["importance"] or "any"), ("produced_at", document["produced_at"]),
+                       ("audit_chain_head_seq", document["audit_chain_head"]["seq"]),
+                       ("audit_chain_head_hash", document["audit_chain_head"]["hash"])):
+        writer.writerow(csv_metadata_row(key, value))
     writer.writerow(SUMMARY_COLUMNS)
-    for row in rows:
+    for row in document["notices"]:
         writer.writerow([_cell(row[c]) for c in SUMMARY_COLUMNS])
     return out.getvalue()
 
