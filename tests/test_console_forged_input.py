@@ -1,6 +1,6 @@
 """Console input an attacker controls and who sees what: forged tokens with characters
-`hmac.compare_digest` refuses as text (a 500 before), malformed sandbox card data and API page
-sizes, sign-out on every device, and knowledge-base proposals scoped like the hand-offs they come
+`hmac.compare_digest` refuses as text (a 500 before), a report link's HEAD (no export), malformed
+sandbox card data and API page sizes, sign-out on every device, and knowledge-base proposals scoped like the hand-offs they come
 from."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 import pytest
 
 from bot.core.onboarding.learning import ENTRY, propose
-from storage.models import Member, Notice, Question, Staff
+from storage.models import AuditEvent, Member, Notice, Question, Staff
 from tests.console_support import CAM, COMPLIANCE, OTHER_CAM, ConsoleHarness, start_console, stop_console
 
 pytestmark = pytest.mark.storage
@@ -74,6 +74,28 @@ async def test_a_report_link_token_with_a_non_ascii_signature_is_refused(db: str
                                                  params={"token": f"{SAMPLE}.{robin.id}.99999999999.é"}) as response:
             status = response.status
         assert status == 403, f"a forged link with a non-ASCII signature answered {status}, not 403"
+    finally:
+        await stop_console(console)
+
+
+async def test_a_head_request_on_a_report_link_exports_nothing(db: str) -> None:
+    """Chat clients and proxies send HEAD to a link before (or instead of) opening it: aiohttp
+    answers HEAD with the GET handler, so a link preview ran the export and wrote a
+    `report.exported` event for a report nobody downloaded. HEAD is refused; GET exports once."""
+    from bot.core.compliance.report_links import signed_report_url
+
+    console = await start_console(db, secret_key="s" * 40, public_url="https://herald.example.com")
+    try:
+        robin = await Staff.get(email=COMPLIANCE)
+        url = signed_report_url(console.herald.settings, SAMPLE, robin.id, now=console.clock.now())
+        path = url.removeprefix("https://herald.example.com")
+        session = console.browser().session
+        async with session.head(console.url(path)) as response:
+            assert response.status == 405, response.status
+        assert await AuditEvent.filter(kind="report.exported").count() == 0
+        async with session.get(console.url(path)) as response:
+            assert response.status == 200 and "# notice_id: 1" in await response.text()
+        assert await AuditEvent.filter(kind="report.exported").values_list("actor", flat=True) == [COMPLIANCE]
     finally:
         await stop_console(console)
 

@@ -31,4 +31,6 @@ def add_download_routes(app: web.Application, herald: Herald) -> None:
         await response.write_eof()
         return response
 
-    app.router.add_get("/reports/download", download)
+    # No automatic HEAD (aiohttp runs the GET handler for it): a link preview's HEAD would be an
+    # export, written to the audit trail, of a report nobody downloaded.
+    app.router.add_get("/reports/download", download, allow_head=False)
