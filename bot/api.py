@@ -8,7 +8,6 @@ notices they authored. Errors are JSON objects `{"error": code, "message": text}
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +18,7 @@ from bot import api_surveys
 from bot.common.clock import Clock
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.api_tokens import authenticate
+from bot.core.compliance.verify import parse_anchor, verify_chain
 from bot.core.compliance.reports import (
     FORMATS,
     can_read_notice,
@@ -207,22 +207,12 @@ def add_api_routes(app: web.Application, clock: Clock) -> None:
                                           now=clock.now(), actor=f"api:{staff.email}", fmt="json"))
 
     async def audit_verify(request: web.Request, staff: Staff) -> web.StreamResponse:
-        import importlib
-
-        verify = None
-        for module in ("bot.core.compliance.audit", "bot.core.compliance.verify"):  # wherever the chain check lives
-            try:
-                verify = getattr(importlib.import_module(module), "verify_chain", None)
-            except ImportError:
-                verify = None
-            if verify is not None:
-                break
-        if verify is None:
-            return _error(501, "not_implemented", "audit chain verification is not available in this version")
-        result = verify()
-        if inspect.isawaitable(result):
-            result = await result
-        return _json(_verification(result))
+        head = request.query.get("head", "").strip()
+        try:
+            anchor = parse_anchor(head) if head else None
+        except UserError as exc:
+            raise _bad_request(str(exc)) from None
+        return _json(_verification(await verify_chain(anchor=anchor)))
 
     async def openapi(request: web.Request) -> web.StreamResponse:
         return web.json_response(OPENAPI)
@@ -397,12 +387,17 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "verifyAuditChain",
                 "summary": "Check the tamper-evident audit chain (compliance and admins only).",
+                "parameters": [
+                    {"name": "head", "in": "query", "required": False,
+                     "description": "SEQ:HASH of a chain head kept outside the database (a report's "
+                                    "audit_chain_head): not ok unless event SEQ still has that hash.",
+                     "schema": {"type": "string", "pattern": "^[0-9]+:[0-9a-fA-F]{64}$"}},
+                ],
                 "responses": {
                     "200": {"description": "The verification result.", "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/Verification"}}}},
+                    "400": {"$ref": "#/components/responses/BadRequest"},
                     **_COMMON_ERRORS,
-                    "501": {"description": "Verification is not available in this version.",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 },
             },
         },

@@ -396,7 +396,8 @@ class ApiToken(Model):
 
 class AuditChainHead(Model):
     """A single row holding the last appended event's sequence and hash. Appends lock it, which
-    serialises them across replicas (PostgreSQL) and lets `verify` notice a truncated tail."""
+    serialises them across replicas (PostgreSQL) and lets `verify` notice a truncated tail (one
+    whose head was rewound too only against an anchor kept outside the database: `verify --head`)."""
 
     id = fields.IntField(primary_key=True)
     seq = fields.BigIntField(default=0)

@@ -245,6 +245,13 @@ async def test_audit_verify_is_for_compliance_and_admins(api: Api) -> None:
         event = await AuditEvent.get(kind="report.exported")
         assert data["ok"] is True and data["head_seq"] == event.seq and data["head_hash"] == event.hash
         assert data["events"] == event.seq and data["first_broken_seq"] is None
+    event = await AuditEvent.get(kind="report.exported")
+    anchored = await (await api.get(f"{API}/audit/verify?head={event.seq}:{event.hash}", "compliance")).json()
+    assert anchored["ok"] is True
+    elsewhere = await (await api.get(f"{API}/audit/verify?head={event.seq + 5}:{event.hash}", "compliance")).json()
+    assert elsewhere["ok"] is False and "deleted" in elsewhere["reason"]
+    await assert_error(await api.get(f"{API}/audit/verify?head=nope", "compliance"), 400, "bad_request",
+                       "is not a chain head")
 
 
 # ---- OpenAPI ------------------------------------------------------------------------------------

@@ -16,8 +16,10 @@ from click.testing import CliRunner
 from tortoise.transactions import in_transaction
 
 from bot.cli import main
+from bot.core.compliance.reports import report_chunks
 from bot.core.compliance.audit import GENESIS_HASH, audit_event, canonical_encoding, chain_hash, record
-from bot.core.compliance.verify import verify_chain
+from bot.common.errors import UserError
+from bot.core.compliance.verify import parse_anchor, verify_chain
 from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.notices import acks
@@ -251,6 +253,48 @@ async def test_deleting_the_tail_is_detected_through_the_head(db: str) -> None:
     await _broken(1, "the last 10 events were deleted")
 
 
+async def test_a_truncated_tail_with_the_head_rewound_is_caught_only_against_an_anchor(db: str) -> None:
+    """The head row lives in the database it guards: deleting the newest events and setting the
+    head to the new last event (one UPDATE, no hashing) passes the plain check. An anchor kept
+    outside (a report's chain head, `herald audit head`) catches it."""
+    await _append(10)
+    kept = await AuditEvent.get(seq=8)
+    await AuditEvent.filter(seq__gte=9).delete()
+    await AuditChainHead.filter(id=1).update(seq=8, hash=kept.hash)
+    assert (await verify_chain()).ok  # what the database alone can show
+    assert (await verify_chain(anchor=(8, kept.hash))).ok
+    result = await verify_chain(chunk=4, anchor=(10, "a" * 64))
+    assert not result.ok and result.first_broken_seq == 9, result
+    assert "the anchor names event 10, but the trail ends at event 8" in result.reason
+    assert "deleted" in result.reason
+
+
+async def test_a_rehashed_trail_is_caught_against_an_anchor(db: str) -> None:
+    """Events rewritten and every later hash recomputed, head included, pass the plain check; the
+    anchored event's hash no longer matches."""
+    await _append(6)
+    anchor = (6, (await AuditEvent.get(seq=6)).hash)
+    prev = (await AuditEvent.get(seq=3)).hash
+    for seq in range(4, 7):
+        row = await AuditEvent.get(seq=seq)
+        row.actor = "forger" if seq == 4 else row.actor
+        row.prev_hash, row.hash = prev, chain_hash(prev, row)
+        await row.save()
+        prev = row.hash
+    await AuditChainHead.filter(id=1).update(hash=prev)
+    assert (await verify_chain()).ok
+    result = await verify_chain(chunk=4, anchor=anchor)
+    assert not result.ok and result.first_broken_seq == 6
+    assert "is not the event the anchor names" in result.reason and "re-hashed" in result.reason
+
+
+def test_parse_anchor() -> None:
+    assert parse_anchor(f" 12:{'AB' * 32} ") == (12, "ab" * 32)
+    for bad in ("", "12", f"0:{'a' * 64}", f"x:{'a' * 64}", "12:abc", f"12:{'g' * 64}"):
+        with pytest.raises(UserError, match="is not a chain head"):
+            parse_anchor(bad)
+
+
 async def test_deleting_the_head_is_detected(db: str) -> None:
     await _append(3)
     await AuditChainHead.all().delete()
@@ -344,6 +388,74 @@ def test_cli_audit_verify(cli_env: CliRunner, db_url: str) -> None:
     assert json.loads(as_json.output) == {
         "ok": False, "events": 1, "head_seq": 3, "head_hash": report["head_hash"],
         "first_broken_seq": 2, "reason": "event 2 (workspace.added) was altered"}
+
+
+def _with_rig(db_url: str, work):  # noqa: ANN001, ANN202
+    """Run `work(rig)` against the database in an event loop of its own (the CLI runs its own)."""
+    from tests.support import start_rig, stop_rig
+
+    async def go():  # noqa: ANN202
+        await storage_db.connect(db_url, run_migrations=False)
+        rig = await start_rig(db_url)
+        try:
+            return await work(rig)
+        finally:
+            await stop_rig(rig)
+            await storage_db.close()
+
+    return asyncio.run(go())
+
+
+async def _json_report(rig: Rig, notice_id: int) -> dict:
+    return json.loads("".join([c async for c in report_chunks(notice_id, "json", now=rig.clock.now(),
+                                                               actor="auditor")]))
+
+
+def _acknowledged_at(document: dict, email: str) -> str | None:
+    [row] = [r for r in document["rows"] if r["email"] == email]
+    return row["acknowledged_at"]
+
+
+def test_verify_against_a_reports_head_notices_the_newest_events_deleted(cli_env: CliRunner, db_url: str) -> None:
+    """The head row lives in the database: an operator deletes Anna's acknowledgement (row and
+    event) and the export event after it, and sets `audit_chain_head` to the new last event's seq
+    and hash (copied, no hashing). The compliance officer kept the report they exported, which
+    names its chain head (SPEC: "every report states the chain head it was produced from"):
+    `herald audit verify --head SEQ:HASH` checks the trail against it and names the deletion,
+    where the plain check cannot. `herald audit head` prints the head in that form."""
+
+    async def story(rig: Rig) -> dict:
+        notice_id = await rig.broadcast("all")
+        await rig.herald.outbox.drain()
+        rig.clock.advance(hours=2)
+        await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+        document = await _json_report(rig, notice_id)  # compliance exports and files the report
+        assert _acknowledged_at(document, "anna@acme.example") is not None
+
+        # the operator, later, with database access
+        ack_event = await AuditEvent.get(kind="notice.acknowledged", notice_id=notice_id)
+        await Acknowledgement.filter(notice_id=notice_id).delete()
+        await AuditEvent.filter(seq__gte=ack_event.seq).delete()
+        last = await AuditEvent.filter(seq=ack_event.seq - 1).first()
+        await AuditChainHead.filter(id=1).update(seq=last.seq, hash=last.hash)
+        assert _acknowledged_at(await _json_report(rig, notice_id), "anna@acme.example") is None
+        await AuditEvent.filter(seq__gt=last.seq).delete()  # and the forged report's export
+        await AuditChainHead.filter(id=1).update(seq=last.seq, hash=last.hash)
+        return {"filed": document["audit_chain_head"], "forged": {"seq": last.seq, "hash": last.hash}}
+
+    heads = _with_rig(db_url, story)
+    filed, forged = heads["filed"], heads["forged"]
+    plain = cli_env.invoke(main, ["audit", "verify"])
+    assert plain.exit_code == 0, plain.output  # the database alone cannot show it
+    printed = cli_env.invoke(main, ["audit", "head"])
+    assert printed.exit_code == 0 and printed.stdout.strip() == f"{forged['seq']}:{forged['hash']}"
+    anchored = cli_env.invoke(main, ["audit", "verify", "--head", f"{filed['seq']}:{filed['hash']}"])
+    assert anchored.exit_code == 1, anchored.output
+    assert "deleted" in anchored.output and f"the anchor names event {filed['seq']}" in anchored.output
+    current = cli_env.invoke(main, ["audit", "verify", "--head", printed.stdout.strip()])
+    assert current.exit_code == 0 and f"event {forged['seq']} matches the given head" in current.output
+    malformed = cli_env.invoke(main, ["audit", "verify", "--head", "12"])
+    assert malformed.exit_code == 2 and "is not a chain head" in malformed.output
 
 
 async def test_an_acknowledgement_the_chain_does_not_record_is_found(rig: Rig) -> None:

@@ -9,6 +9,10 @@ stays constant however long the trail is), and stops at the first problem:
 - fewer events than the chain head records                       -> "the last 3 events were deleted"
 - the newest event differs from the one the head records, or events beyond the head
 - events with no position at all (written around `record`)
+- with an anchor (`anchor=(seq, hash)`: a report's stated chain head, or `herald audit head` kept
+  outside the database) event `seq` missing or with another hash: the newest events deleted and
+  the head row rewound, or the trail re-hashed, by someone who can write to the database, which
+  the head row (in that same database) cannot show
 - an acknowledgement row with no `notice.acknowledged` event of its own (notice, member, revision
   and time) in the chain: reports read acknowledgements from their table, so a row inserted or
   back-dated there would show in a report naming an intact chain
@@ -23,6 +27,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.common.errors import UserError
 from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import GENESIS_HASH, HEAD_ID, chain_hash
 from storage.models import Acknowledgement, AuditChainHead, AuditEvent
@@ -45,7 +50,24 @@ def _describe(event: AuditEvent) -> str:
     return f"event {event.seq} ({event.kind})"
 
 
-async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress) -> VerifyResult:
+Anchor = tuple[int, str]  # (seq, hash) of an event, as a report or `herald audit head` stated it
+
+
+def parse_anchor(text: str) -> Anchor:
+    """`SEQ:HASH` (as `herald audit head` prints it) as an Anchor; UserError when malformed."""
+    seq, _, digest = (text or "").strip().partition(":")
+    digest = digest.strip().lower()
+    if not seq.strip().isdigit() or int(seq) < 1 or len(digest) != 64 or any(c not in HEX for c in digest):
+        raise UserError(f"'{text[:100]}' is not a chain head: give SEQ:HASH, e.g. 1042:{'0' * 8}... "
+                        "(the seq and the 64 hex digits a report or `herald audit head` states)")
+    return int(seq), digest
+
+
+HEX = frozenset("0123456789abcdef")
+
+
+async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress,
+                       anchor: Anchor | None = None) -> VerifyResult:
     if chunk < 1:
         raise ValueError("chunk must be at least 1")
     head = await AuditChainHead.get_or_none(id=HEAD_ID)
@@ -83,6 +105,8 @@ async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress) -
                                              "(earlier events were deleted and the rest re-hashed)")
                 return broken(last.seq, f"{_describe(last)} was altered or replaced: "
                                         f"event {event.seq} no longer links to it")
+            if anchor is not None and event.seq == anchor[0] and event.hash != anchor[1]:
+                return broken(event.seq, _not_the_anchor(event, anchor))
             checked += 1
             expected, prev_hash, last = event.seq + 1, event.hash, event
             if event.kind == ACKNOWLEDGED:
@@ -93,6 +117,10 @@ async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress) -
         cursor = rows[-1].seq
 
     last_seq = last.seq if last is not None else 0
+    if anchor is not None and anchor[0] > head_seq:
+        anchored = await _beyond_the_head(anchor, last_seq)
+        if anchored is not None:
+            return broken(*anchored)
     if last_seq < head_seq:
         count = head_seq - last_seq
         what = "event was" if count == 1 else f"{count} events were"
@@ -124,6 +152,23 @@ async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress) -
     if unbacked is not None:
         return broken(None, unbacked)
     return VerifyResult(True, checked, head_seq, head_hash, None, "")
+
+
+def _not_the_anchor(event: AuditEvent, anchor: Anchor) -> str:
+    return (f"{_describe(event)} is not the event the anchor names (seq {anchor[0]}, hash {anchor[1][:16]}...): "
+            "the trail was rewritten and re-hashed at or before it")
+
+
+async def _beyond_the_head(anchor: Anchor, last_seq: int) -> tuple[int, str] | None:
+    """The anchor names an event beyond the chain head: it must still be there (appended while
+    the check ran), with the anchor's hash. (first broken seq, reason), or None when it is."""
+    event = await AuditEvent.get_or_none(seq=anchor[0])
+    if event is None:
+        return last_seq + 1, (f"the anchor names event {anchor[0]}, but the trail ends at event {last_seq}: "
+                              "the events after it were deleted (and the chain head rewound to hide it)")
+    if event.hash != anchor[1]:
+        return event.seq, _not_the_anchor(event, anchor)
+    return None
 
 
 ACKNOWLEDGED = "notice.acknowledged"
