@@ -24,7 +24,7 @@ from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.notices import acks
 from storage import db as storage_db
-from storage.models import Acknowledgement, AuditChainHead, AuditEvent, Delivery
+from storage.models import Acknowledgement, AuditChainHead, AuditEvent, Delivery, Escalation
 from tests.support import SAMPLE_DIRECTORY, TEAM, Rig
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -478,3 +478,147 @@ async def test_an_acknowledgement_the_chain_does_not_record_is_found(rig: Rig) -
                                  revision=1, acknowledged_at=rig.clock.now())
     forged = await verify_chain()
     assert not forged.ok and f"member {bo.member_id}" in forged.reason
+
+
+# ---- the tables reports read, against the chain -------------------------------------------------
+
+MONDAY_9 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+async def _click(rig: Rig, notice_id: int, user: str) -> None:
+    await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id=user, now=rig.clock.now())
+
+
+async def test_a_busy_trail_verifies_clean_and_its_tables_are_checked(rig: Rig) -> None:
+    """Everything that changes delivery rows after their events (retries, a member with no account,
+    edits' in-place updates, a material edit's new round of acknowledgements, reminders, an
+    escalation, a retraction cancelling pending copies, a digest) leaves a trail that verifies,
+    and then each table reports read is checked against it: a reminder row deleted, an
+    escalation naming another member, a digest copy back-dated."""
+    from bot.core.notices.revisions import edit_notice, retract_notice
+
+    rig.clock.set(MONDAY_9)
+    recall = await rig.broadcast("all", deadline=MONDAY_9 + timedelta(days=2))
+    rig.fake.fail_next("chat.postMessage", status=500)  # one copy is retried
+    await rig.herald.outbox.drain()
+    rig.clock.advance(minutes=5)
+    await rig.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=recall, status="failed").count() == 1  # Ed: no account
+    await _click(rig, recall, "UANNA")
+    await edit_notice(recall, None, rig.herald.catalog, now=rig.clock.now(), operator="test",
+                      body="Stop selling LX-200 and LX-210", material=True)
+    await rig.herald.outbox.drain()
+    await _click(rig, recall, "UBO")
+    for _ in range(6):  # reminders, then the deadline's escalation
+        rig.clock.advance(hours=12)
+        await rig.herald.tick()
+        await rig.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=recall, kind="reminder", status="delivered").exists()
+    assert await AuditEvent.filter(notice_id=recall, kind="escalation.delivered").exists()
+
+    withdrawn = await rig.broadcast("tier:gold", importance="need-to-know")
+    rig.fake.fail_next("chat.postMessage", status=500)
+    await rig.herald.outbox.drain()
+    await retract_notice(withdrawn, None, reason="wrong list", now=rig.clock.now(), operator="test")
+    await rig.herald.outbox.drain()
+    digest = await rig.broadcast("all", importance="nice-to-know")
+    for _ in range(4):
+        rig.clock.advance(hours=12)
+        await rig.herald.tick()
+        await rig.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=withdrawn, status="cancelled").exists()
+    digested = await Delivery.filter(notice_id=digest, status="delivered").first()
+    assert digested is not None and await AuditEvent.filter(kind="digest.sent").exists()
+
+    result = await verify_chain(chunk=3)
+    assert result.ok, result.reason
+
+    reminder = await Delivery.filter(notice_id=recall, kind="reminder", status="delivered").first()
+    await Delivery.filter(id=reminder.id).delete()
+    assert f"delivery {reminder.id}, recorded in the chain as delivered" in (await verify_chain()).reason
+    await Delivery.create(**{k: v for k, v in reminder.__dict__.items() if not k.startswith("_")})
+    assert (await verify_chain()).ok
+
+    escalation = await Escalation.filter(notice_id=recall).first()
+    named = list(escalation.member_ids)
+    others = [m for m in await Delivery.filter(notice_id=recall).values_list("member_id", flat=True) if m not in named]
+    await Escalation.filter(id=escalation.id).update(member_ids=[*named[1:], others[0]])
+    assert "names other members than its notice.escalated event records" in (await verify_chain()).reason
+    await Escalation.filter(id=escalation.id).update(member_ids=named)
+
+    await Delivery.filter(id=digested.id).update(delivered_at=digested.delivered_at - timedelta(hours=1))
+    assert f"delivery {digested.id} (copy of notice {digest}" in (await verify_chain()).reason
+    await Delivery.filter(id=digested.id).update(delivered_at=digested.delivered_at)
+    assert (await verify_chain()).ok
+
+
+async def test_a_trail_with_an_ab_test_and_a_survey_verifies_clean(srig) -> None:  # noqa: ANN001
+    """Held-back A/B members released by the roll-out, a survey answered and closed: clean."""
+    from bot.core.notices.rollout import roll_out
+    from bot.core.surveys.answers import close_survey
+
+    ab = await srig.notice("need-to-know announcements all share:50% | Title A | Body A || Title B | Body B")
+    await srig.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=ab, status="held").exists()
+    await roll_out(ab, "B", None, now=srig.clock.now(), operator="test")
+    await srig.herald.outbox.drain()
+    survey = await srig.survey("announcements all | How useful was the webinar? | scale:1-5")
+    await srig.herald.outbox.drain()
+    await srig.answer(survey, "UACME1", 4)
+    await close_survey(survey, None, now=srig.clock.now(), operator="test")
+    await srig.herald.outbox.drain()
+    assert not await Delivery.filter(status__in=["held", "pending", "sending"]).exists()
+    result = await verify_chain(chunk=5)
+    assert result.ok, result.reason
+
+
+async def test_a_failed_delivery_rewritten_as_delivered_is_found(rig: Rig) -> None:
+    """Ed has no chat account: his copy failed (`delivery.failed` in the chain). Rewritten as
+    delivered in the delivery table alone, the report would say he was told, at a time of the
+    operator's choosing, under a chain head verify called intact."""
+    notice_id = await rig.broadcast("all")
+    await rig.herald.outbox.drain()
+    ed = await Delivery.get(notice_id=notice_id, member__email="ed@keys.example")
+    assert ed.status == "failed" and (await verify_chain()).ok
+
+    await Delivery.filter(id=ed.id).update(status="delivered", error="", delivered_at=rig.clock.now() - timedelta(days=1))
+    document = await _json_report(rig, notice_id)
+    assert document["summary"]["failed"] == 0  # what the report now says
+    result = await verify_chain()
+    assert not result.ok and f"delivery {ed.id} (copy of notice {notice_id} to member {ed.member_id}" in result.reason
+    assert "says delivered at" in result.reason and "no delivery.delivered event records that" in result.reason
+
+    await Delivery.filter(id=ed.id).update(status="failed", error="no account", delivered_at=None)
+    reworded = await verify_chain()  # the failure's reason is what the report prints
+    assert not reworded.ok and "says failed ('no account')" in reworded.reason
+
+
+async def test_a_delivery_time_moved_is_found(rig: Rig) -> None:
+    """A copy's `delivered_at` (the report's "delivered at", where the reminder and deadline
+    clock starts) moved a week earlier: the chain's `delivery.delivered` event says otherwise."""
+    notice_id = await rig.broadcast("all")
+    await rig.herald.outbox.drain()
+    anna = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example")
+    await Delivery.filter(id=anna.id).update(delivered_at=anna.delivered_at - timedelta(days=7))
+    result = await verify_chain()
+    assert not result.ok and f"delivery {anna.id} (copy of notice {notice_id}" in result.reason
+
+    await Delivery.filter(id=anna.id).update(delivered_at=anna.delivered_at, status="cancelled")
+    hidden = await verify_chain()  # a delivered copy made to look never sent
+    assert not hidden.ok and "as delivered at" in hidden.reason and "its row says cancelled" in hidden.reason
+
+
+async def test_an_acknowledgement_row_deleted_is_found(rig: Rig) -> None:
+    """README: verify checks acknowledgement rows against their events; the other way round too:
+    deleting Anna's row makes the report say she never acknowledged, while the chain records
+    that she did."""
+    notice_id = await rig.broadcast("all")
+    await rig.herald.outbox.drain()
+    await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+    assert (await verify_chain()).ok
+
+    await Acknowledgement.filter(notice_id=notice_id).delete()
+    assert (await _json_report(rig, notice_id))["summary"]["acknowledged"] == 0
+    result = await verify_chain()
+    assert not result.ok and "recorded in the chain has no row" in result.reason
+    assert f"notice {notice_id} by member" in result.reason

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from bot.cli import main
 from bot.core.compliance import api_tokens, reports
 from bot.core.compliance.audit import audit_event, record
+from bot.core.compliance.crosscheck import members_digest
 from bot.common.errors import NotFound, UserError
 from storage import db as storage_db
 from storage.models import (
@@ -98,10 +99,18 @@ async def seed_reports() -> Fixture:
     }
     for row in rows.values():
         await row.save()
-    await Delivery.create(notice=notice, member=members["bo"], platform="slack", kind="reminder", sequence=1,
-                          status="delivered", delivered_at=at(days=1), next_attempt_at=at(days=1), created_at=at(days=1))
-    await Delivery.create(notice=notice, member=members["bo"], platform="slack", kind="reminder", sequence=2,
-                          status="failed", error="x", next_attempt_at=at(days=2), created_at=at(days=2))
+    reminded = await Delivery.create(notice=notice, member=members["bo"], platform="slack", kind="reminder", sequence=1,
+                                     status="delivered", delivered_at=at(days=1), next_attempt_at=at(days=1),
+                                     created_at=at(days=1))
+    unreminded = await Delivery.create(notice=notice, member=members["bo"], platform="slack", kind="reminder",
+                                       sequence=2, status="failed", error="x", next_attempt_at=at(days=2),
+                                       created_at=at(days=2))
+    # each copy's outcome with its audit event, as the outbox writes them (`herald audit verify` checks the pairs)
+    for row, kind in ((rows["anna"], "delivery.delivered"), (rows["bo"], "delivery.delivered"),
+                      (rows["cy"], "delivery.delivered"), (rows["di"], "delivery.failed"),
+                      (reminded, "notice.reminded"), (unreminded, "reminder.failed")):
+        await record([audit_event(kind, now=row.delivered_at or at(1), notice_id=notice.id, member_id=row.member_id,
+                                  platform="slack", delivery_id=row.id, reason=row.error or None)])
     for who, revision, when in (("anna", 1, at(30)), ("anna", 2, at(days=1, hours=2)), ("bo", 1, at(40))):
         # each with its audit event, as acknowledge() writes them (`herald audit verify` checks the pair)
         await Acknowledgement.create(notice=notice, member=members[who], delivery=rows[who], platform="slack",
@@ -114,12 +123,19 @@ async def seed_reports() -> Fixture:
     await Escalation.create(notice=notice, organisation=bolt, staff=cam,
                             member_ids=[members["cy"].id, members["ed"].id], status="delivered",
                             created_at=deadline, sent_at=deadline + timedelta(minutes=1))
+    await record([audit_event("notice.escalated", now=deadline, notice_id=notice.id, organisation=org,
+                              unacknowledged=len(named), members_sha256=members_digest(named))
+                  for org, named in (("acme", [members["bo"].id]), ("bolt", [members["cy"].id, members["ed"].id]))])
+    await record([audit_event("escalation.delivered", now=deadline + timedelta(minutes=1), notice_id=notice.id,
+                              organisation="bolt")])
 
     other = await Notice.create(topic="announcements", importance="need-to-know", title="Price list", body="New prices",
                                 audience="all", author=other_cam, status="sent", created_at=at(days=2),
                                 sent_at=at(days=2), recipient_count=1)
-    await Delivery.create(notice=other, member=members["anna"], platform="slack", status="delivered",
-                          delivered_at=at(days=2), next_attempt_at=at(days=2), created_at=at(days=2))
+    copy = await Delivery.create(notice=other, member=members["anna"], platform="slack", status="delivered",
+                                 delivered_at=at(days=2), next_attempt_at=at(days=2), created_at=at(days=2))
+    await record([audit_event("delivery.delivered", now=copy.delivered_at, notice_id=other.id,
+                              member_id=copy.member_id, platform="slack", delivery_id=copy.id)])
     draft = await Notice.create(topic="operations", importance="must-know", title="Draft", body="d", audience="all",
                                 author=cam, status="draft", created_at=at(days=3))
     return Fixture(cam, other_cam, compliance, admin, retired, notice, other, draft, members)

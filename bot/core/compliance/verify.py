@@ -13,9 +13,9 @@ stays constant however long the trail is), and stops at the first problem:
   outside the database) event `seq` missing or with another hash: the newest events deleted and
   the head row rewound, or the trail re-hashed, by someone who can write to the database, which
   the head row (in that same database) cannot show
-- an acknowledgement row with no `notice.acknowledged` event of its own (notice, member, revision
-  and time) in the chain: reports read acknowledgements from their table, so a row inserted or
-  back-dated there would show in a report naming an intact chain
+- a row of a table reports read (acknowledgements, deliveries and reminders, escalations) that
+  disagrees with the events the chain records about it, either way: a row inserted, altered or
+  deleted there would show in a report naming an intact chain (`crosscheck.Ledger`)
 
 The head is read before the events (and again after), so appends running during the check are
 never mistaken for tampering: every event up to the head's seq had committed when it was read.
@@ -24,13 +24,13 @@ never mistaken for tampering: every event up to the head's seq had committed whe
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from bot.common.errors import UserError
 from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import GENESIS_HASH, HEAD_ID, chain_hash
-from storage.models import Acknowledgement, AuditChainHead, AuditEvent
+from bot.core.compliance.crosscheck import Ledger
+from storage.models import AuditChainHead, AuditEvent
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress,
 
     expected, prev_hash, last = 1, GENESIS_HASH, None
     cursor: int | None = None
-    acknowledged: dict[tuple[int, int, int], set[datetime]] = {}  # the chain's acknowledgements
+    ledger = Ledger()  # what the chain records about the rows reports read
     while True:
         query = AuditEvent.filter(seq__lte=head_seq)
         if cursor is not None:
@@ -109,8 +109,7 @@ async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress,
                 return broken(event.seq, _not_the_anchor(event, anchor))
             checked += 1
             expected, prev_hash, last = event.seq + 1, event.hash, event
-            if event.kind == ACKNOWLEDGED:
-                _note_acknowledgement(acknowledged, event)
+            ledger.note(event)
         progress("verifying", checked, head_seq)
         if len(rows) < chunk:
             break
@@ -148,9 +147,9 @@ async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress,
         others = f" and {more} more" if more else ""
         return broken(None, f"an event with no seq (id {outside.id}, {outside.kind}){others} was written "
                             "outside the chain")
-    unbacked = await _unbacked_acknowledgement(acknowledged, head_seq, chunk)
-    if unbacked is not None:
-        return broken(None, unbacked)
+    mismatch = await ledger.first_mismatch(head_seq, chunk)
+    if mismatch is not None:
+        return broken(None, mismatch)
     return VerifyResult(True, checked, head_seq, head_hash, None, "")
 
 
@@ -169,45 +168,6 @@ async def _beyond_the_head(anchor: Anchor, last_seq: int) -> tuple[int, str] | N
     if event.hash != anchor[1]:
         return event.seq, _not_the_anchor(event, anchor)
     return None
-
-
-ACKNOWLEDGED = "notice.acknowledged"
-
-
-def _note_acknowledgement(acknowledged: dict[tuple[int, int, int], set[datetime]], event: AuditEvent) -> None:
-    revision = (event.data or {}).get("revision")
-    if event.notice_id is not None and event.member_id is not None and isinstance(revision, int):
-        acknowledged.setdefault((event.notice_id, event.member_id, revision), set()).add(_utc(event.occurred_at))
-
-
-def _utc(moment: datetime) -> datetime:
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-async def _unbacked_acknowledgement(acknowledged: dict[tuple[int, int, int], set[datetime]], head_seq: int,
-                                    chunk: int) -> str | None:
-    """The first acknowledgement row the chain does not record, in words (None: all are recorded).
-    A click recorded while the check ran has its event beyond the head: looked for there."""
-    cursor = 0
-    while True:
-        rows = await Acknowledgement.filter(id__gt=cursor).order_by("id").limit(chunk).values(
-            "id", "notice_id", "member_id", "revision", "acknowledged_at")
-        for row in rows:
-            key = (row["notice_id"], row["member_id"], row["revision"])
-            if _utc(row["acknowledged_at"]) in acknowledged.get(key, ()):
-                continue
-            later: dict[tuple[int, int, int], set[datetime]] = {}
-            for event in await AuditEvent.filter(seq__gt=head_seq, kind=ACKNOWLEDGED, notice_id=row["notice_id"],
-                                                 member_id=row["member_id"]):
-                _note_acknowledgement(later, event)
-            if _utc(row["acknowledged_at"]) in later.get(key, ()):
-                continue
-            return (f"the acknowledgement of notice {row['notice_id']} by member {row['member_id']} (revision "
-                    f"{row['revision']}, {_utc(row['acknowledged_at']).isoformat()}) is not in the chain: no "
-                    f"{ACKNOWLEDGED} event records it (added or altered outside Herald)")
-        if len(rows) < chunk:
-            return None
-        cursor = rows[-1]["id"]
 
 
 def _missing(first: int, last: int) -> str:

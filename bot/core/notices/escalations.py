@@ -19,6 +19,7 @@ from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
+from bot.core.compliance.crosscheck import members_digest
 from bot.core.directory.reach import staff_recipient
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.notices.reminders import remind_now
@@ -95,7 +96,8 @@ async def _escalate(notice: Notice, now: datetime) -> int:
                 row.status, row.error = DeliveryStatus.FAILED.value, "no CAM on file and the notice has no author"
             rows.append(row)
             events.append(audit_event("notice.escalated", now=now, notice_id=notice.id, organisation=organisation.external_id,
-                                      escalated_to=staff.email if staff else None, unacknowledged=len(member_ids)))
+                                      escalated_to=staff.email if staff else None, unacknowledged=len(member_ids),
+                                      members_sha256=members_digest(member_ids)))
         await Escalation.bulk_create(rows, using_db=conn)
         await record(events, using_db=conn)
     return len(rows)

@@ -1,0 +1,320 @@
+"""The tables reports read, checked against what the audit chain records.
+
+Reports are built from tables, not from the chain: a row inserted, altered or deleted there with
+the chain left alone would change a report that names an intact chain head. So `verify_chain`
+hands every event to a `Ledger` as it walks the chain, and `Ledger.first_mismatch` then streams
+the tables and compares them with it, both ways:
+
+- acknowledgements: every row has its `notice.acknowledged` event (notice, member, revision and
+  time), and every such event its row;
+- deliveries (the notice's copies and its reminders): a row that says delivered has its
+  `delivery.delivered` / `notice.reminded` event (by delivery id) at its `delivered_at` (a copy
+  sent in a digest: the member's `digest.sent` event listing the notice, on that platform, at that
+  time); one that says failed has its `delivery.failed` / `reminder.failed` event with its reason;
+  a copy the chain records as delivered (or failed) whose row says otherwise, or that has no row,
+  is named;
+- escalations: each row has its `notice.escalated` event (notice, organisation, time, how many
+  members it names and, on trails that record it, a digest of them) and, once sent, its
+  `escalation.delivered` event at its `sent_at`; every `notice.escalated` event has its row.
+
+What legitimately changes a row after its event leaves these alone: a retry or a deferral is
+pending again without an event, a copy in doubt stays `sending` (in flight: not compared), a
+cancelled or held-back copy never had a delivered or failed event, an edit's or a click's in-place
+update changes only the update columns. Delivered and failed are final: nothing in Herald moves a
+copy out of them.
+
+Rows written while the check runs have their events beyond the chain head it read: a row that
+does not match is compared again with those later events before it is named.
+
+Memory: one entry per delivery, acknowledgement and escalation in the trail, each a small int
+(a time in microseconds, or the hash of a failure reason), a tuple of ints only for the rare copy
+with several events. Rows are read `chunk` at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from hashlib import sha256
+from typing import Any
+
+from storage.models import Acknowledgement, AuditEvent, Delivery, DeliveryKind, DeliveryStatus, Escalation
+
+ACKNOWLEDGED = "notice.acknowledged"
+_DELIVERED_EVENT = {DeliveryKind.NOTICE.value: "delivery.delivered", DeliveryKind.REMINDER.value: "notice.reminded"}
+_FAILED_EVENT = {DeliveryKind.NOTICE.value: "delivery.failed", DeliveryKind.REMINDER.value: "reminder.failed"}
+_DELIVERED_KINDS = frozenset(_DELIVERED_EVENT.values())
+_FAILED_KINDS = frozenset(_FAILED_EVENT.values())
+_DIGEST_SENT = "digest.sent"
+_ESCALATED, _ESCALATION_DELIVERED = "notice.escalated", "escalation.delivered"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Marks = int | tuple[int, ...]  # one value, or (rarely) several
+
+
+def micros(moment: datetime) -> int:
+    """A time as whole microseconds since 1970 (UTC; naive = UTC, as tortoise stores it)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _iso(value: int) -> str:
+    return (_EPOCH + timedelta(microseconds=value)).isoformat()
+
+
+def _reason(text: str | None) -> int:
+    """A failure reason as an int to compare (Python's string hash: keyed per process, so it
+    cannot be aimed at from outside; only compared within this check)."""
+    return hash(text or "")
+
+
+def members_digest(member_ids: Iterable[int]) -> str:
+    """SHA-256 of the members an escalation names (sorted, comma-separated ids): recorded in
+    `notice.escalated`, so the report's "escalated at" column can be checked member by member."""
+    return sha256(",".join(str(m) for m in sorted(set(member_ids))).encode()).hexdigest()
+
+
+def _add(table: dict[Any, Marks], key: Any, value: int) -> None:
+    seen = table.get(key)
+    if seen is None:
+        table[key] = value
+    elif isinstance(seen, int):
+        if seen != value:
+            table[key] = (seen, value)
+    elif value not in seen:
+        table[key] = (*seen, value)
+
+
+def _has(marks: Marks | None, value: int) -> bool:
+    return marks == value or (isinstance(marks, tuple) and value in marks)
+
+
+def _merge(first: Marks | None, second: Marks | None) -> Marks | None:
+    if first is None or second is None:
+        return first if second is None else second
+    merged: dict[int, Marks] = {0: first}
+    for value in (second,) if isinstance(second, int) else second:
+        _add(merged, 0, value)
+    return merged[0]
+
+
+def _first(marks: Marks) -> int:
+    return marks if isinstance(marks, int) else marks[0]
+
+
+class Ledger:
+    """What the chain records about the rows reports read, noted event by event (`note`)."""
+
+    def __init__(self) -> None:
+        self.acknowledged: dict[tuple[int, int, int], Marks] = {}  # (notice, member, revision) -> time
+        self.delivered: dict[int, Marks] = {}  # delivery id -> time
+        self.failed: dict[int, Marks] = {}  # delivery id -> reason
+        self.unplaced: dict[tuple[int, int], Marks] = {}  # (notice, member) -> reason: failed with no row id
+        self.digests: dict[tuple[int, int, str], Marks] = {}  # (notice, member, platform) -> time
+        self.escalated: dict[tuple[int, str], tuple[int, int, str | None]] = {}  # -> (time, members, digest)
+        self.escalation_sent: dict[tuple[int, str], Marks] = {}  # (notice, organisation) -> time
+
+    def note(self, event: AuditEvent) -> None:
+        noter = _NOTERS.get(event.kind)
+        if noter is not None:
+            noter(self, event, event.data or {})
+
+    def _acknowledgement(self, event: AuditEvent, data: dict[str, Any]) -> None:
+        revision = data.get("revision")
+        if event.notice_id is not None and event.member_id is not None and isinstance(revision, int):
+            _add(self.acknowledged, (event.notice_id, event.member_id, revision), micros(event.occurred_at))
+
+    def _delivered(self, event: AuditEvent, data: dict[str, Any]) -> None:
+        if isinstance(data.get("delivery_id"), int):
+            _add(self.delivered, data["delivery_id"], micros(event.occurred_at))
+
+    def _failed(self, event: AuditEvent, data: dict[str, Any]) -> None:
+        if isinstance(data.get("delivery_id"), int):
+            _add(self.failed, data["delivery_id"], _reason(data.get("reason")))
+        elif event.notice_id is not None and event.member_id is not None:  # no account: failed as written
+            _add(self.unplaced, (event.notice_id, event.member_id), _reason(data.get("reason")))
+
+    def _digest(self, event: AuditEvent, data: dict[str, Any]) -> None:
+        notices, platform = data.get("notices"), data.get("platform")
+        if event.member_id is None or not isinstance(notices, list) or not isinstance(platform, str):
+            return
+        at = micros(event.occurred_at)
+        for notice_id in notices:
+            if isinstance(notice_id, int):
+                _add(self.digests, (notice_id, event.member_id, platform), at)
+
+    def _escalated(self, event: AuditEvent, data: dict[str, Any]) -> None:
+        if event.notice_id is not None and isinstance(data.get("organisation"), str):
+            self.escalated[(event.notice_id, data["organisation"])] = (
+                micros(event.occurred_at), data.get("unacknowledged"), data.get("members_sha256"))
+
+    def _escalation_sent(self, event: AuditEvent, data: dict[str, Any]) -> None:
+        if event.notice_id is not None and isinstance(data.get("organisation"), str):
+            _add(self.escalation_sent, (event.notice_id, data["organisation"]), micros(event.occurred_at))
+
+    # ---- the tables ------------------------------------------------------------------------------
+
+    async def first_mismatch(self, head_seq: int, chunk: int) -> str | None:
+        """The first row (or recorded event) on which the tables and the chain disagree, in
+        words; None when they agree. Consumes the ledger."""
+        for check in (self._acknowledgements, self._deliveries, self._escalations):
+            found = await check(head_seq, chunk)
+            if found is not None:
+                return found
+        return None
+
+    async def _acknowledgements(self, head_seq: int, chunk: int) -> str | None:
+        cursor = 0
+        while True:
+            rows = await Acknowledgement.filter(id__gt=cursor).order_by("id").limit(chunk).values(
+                "id", "notice_id", "member_id", "revision", "acknowledged_at")
+            for row in rows:
+                key = (row["notice_id"], row["member_id"], row["revision"])
+                at = micros(row["acknowledged_at"])
+                if _has(self.acknowledged.pop(key, None), at):
+                    continue
+                later = await _later(head_seq, row["notice_id"], row["member_id"], (ACKNOWLEDGED,))
+                if _has(later.acknowledged.get(key), at):
+                    continue
+                return (f"the acknowledgement of notice {key[0]} by member {key[1]} (revision {key[2]}, "
+                        f"{_iso(at)}) is not in the chain: no {ACKNOWLEDGED} event records it "
+                        "(added or altered outside Herald)")
+            if len(rows) < chunk:
+                break
+            cursor = rows[-1]["id"]
+        if self.acknowledged:
+            (notice_id, member_id, revision), marks = next(iter(self.acknowledged.items()))
+            return (f"the acknowledgement of notice {notice_id} by member {member_id} (revision {revision}, "
+                    f"{_iso(_first(marks))}) recorded in the chain has no row: deleted outside Herald, so "
+                    "reports say the member never acknowledged")
+        return None
+
+    async def _deliveries(self, head_seq: int, chunk: int) -> str | None:
+        cursor = 0
+        while True:
+            rows = await Delivery.filter(id__gt=cursor).order_by("id").limit(chunk).values(
+                "id", "notice_id", "member_id", "kind", "platform", "status", "delivered_at", "error")
+            for row in rows:
+                delivered, failed = self.delivered.pop(row["id"], None), self.failed.pop(row["id"], None)
+                if self._copy_mismatch(row, delivered, failed) is None:
+                    continue
+                later = await _later(head_seq, row["notice_id"], row["member_id"],
+                                     (*_DELIVERED_KINDS, *_FAILED_KINDS), digests=True)
+                for key, marks in later.unplaced.items():  # looked up by notice and member, never counted
+                    self.unplaced[key] = _merge(self.unplaced.get(key), marks)
+                for key, marks in later.digests.items():
+                    self.digests[key] = _merge(self.digests.get(key), marks)
+                found = self._copy_mismatch(row, _merge(delivered, later.delivered.get(row["id"])),
+                                            _merge(failed, later.failed.get(row["id"])))
+                if found is not None:
+                    return found
+            if len(rows) < chunk:
+                break
+            cursor = rows[-1]["id"]
+        if self.delivered:
+            delivery_id, marks = next(iter(self.delivered.items()))
+            return (f"delivery {delivery_id}, recorded in the chain as delivered at {_iso(_first(marks))}, has "
+                    "no row: deleted outside Herald")
+        if self.failed:
+            return (f"delivery {next(iter(self.failed))}, recorded in the chain as failed, has no row: deleted "
+                    "outside Herald")
+        return None
+
+    def _copy_mismatch(self, row: dict[str, Any], delivered: Marks | None, failed: Marks | None) -> str | None:
+        status, kind = row["status"], row["kind"]
+        what = (f"delivery {row['id']} ({'reminder' if kind == DeliveryKind.REMINDER.value else 'copy'} of notice "
+                f"{row['notice_id']} to member {row['member_id']} on {row['platform']})")
+        if status == DeliveryStatus.DELIVERED.value:
+            at = micros(row["delivered_at"]) if row["delivered_at"] is not None else None
+            if at is not None and (_has(delivered, at) or (
+                    kind == DeliveryKind.NOTICE.value
+                    and _has(self.digests.get((row["notice_id"], row["member_id"], row["platform"])), at))):
+                return None
+            when = _iso(at) if at is not None else "no time"
+            return (f"{what} says delivered at {when}: no {_DELIVERED_EVENT.get(kind, 'delivery')} event records "
+                    "that (altered outside Herald)")
+        if status == DeliveryStatus.FAILED.value:
+            reason = _reason(row["error"])
+            if _has(failed, reason) or _has(self.unplaced.get((row["notice_id"], row["member_id"])), reason):
+                return None
+            return (f"{what} says failed ({(row['error'] or '')[:80]!r}): no {_FAILED_EVENT.get(kind, 'delivery')} "
+                    "event records that (altered outside Herald)")
+        if delivered is not None and status != DeliveryStatus.SENDING.value:
+            return (f"the chain records {what} as delivered at {_iso(_first(delivered))}, but its row says "
+                    f"{status} (altered outside Herald)")
+        if failed is not None and status not in (DeliveryStatus.SENDING.value, DeliveryStatus.PENDING.value):
+            return f"the chain records {what} as failed, but its row says {status} (altered outside Herald)"
+        return None
+
+    async def _escalations(self, head_seq: int, chunk: int) -> str | None:
+        cursor = 0
+        while True:
+            rows = await Escalation.filter(id__gt=cursor).order_by("id").limit(chunk).values(
+                "id", "notice_id", "organisation__external_id", "member_ids", "created_at", "sent_at")
+            for row in rows:
+                key = (row["notice_id"], row["organisation__external_id"])
+                recorded, sent = self.escalated.pop(key, None), self.escalation_sent.pop(key, None)
+                if _escalation_mismatch(row, recorded, sent) is None:
+                    continue
+                later = await _later(head_seq, row["notice_id"], None, (_ESCALATED, _ESCALATION_DELIVERED))
+                found = _escalation_mismatch(row, later.escalated.get(key, recorded),
+                                             _merge(sent, later.escalation_sent.get(key)))
+                if found is not None:
+                    return found
+            if len(rows) < chunk:
+                break
+            cursor = rows[-1]["id"]
+        if self.escalated:
+            notice_id, organisation = next(iter(self.escalated))
+            return (f"the escalation of notice {notice_id} to organisation {organisation}'s CAM, recorded in the "
+                    "chain, has no row: deleted outside Herald")
+        return None
+
+
+def _escalation_mismatch(row: dict[str, Any], recorded: tuple[int, int, str | None] | None,
+                         sent: Marks | None) -> str | None:
+    what = f"the escalation of notice {row['notice_id']} to organisation {row['organisation__external_id']}'s CAM"
+    members = row["member_ids"] or []
+    if isinstance(members, str):
+        members = json.loads(members)
+    if recorded is None:
+        return f"{what} is not in the chain: no {_ESCALATED} event records it (added outside Herald)"
+    at, count, digest = recorded
+    if micros(row["created_at"]) != at:
+        return f"{what} says it was made at {row['created_at']}, the chain at {_iso(at)} (altered outside Herald)"
+    if (isinstance(count, int) and count != len(members)) or (digest is not None and digest != members_digest(
+            m for m in members if isinstance(m, int))):
+        return (f"{what} names other members than its {_ESCALATED} event records (altered outside Herald): "
+                "the report's escalated-at column would be wrong")
+    if row["sent_at"] is not None and not _has(sent, micros(row["sent_at"])):
+        return (f"{what} says it was sent at {row['sent_at']}: no {_ESCALATION_DELIVERED} event records that "
+                "(altered outside Herald)")
+    return None
+
+
+async def _later(head_seq: int, notice_id: int, member_id: int | None, kinds: tuple[str, ...], *,
+                 digests: bool = False) -> Ledger:
+    """The events of a notice (and member) appended beyond the chain head, while the check ran."""
+    later = Ledger()
+    query = AuditEvent.filter(seq__gt=head_seq, notice_id=notice_id, kind__in=kinds)
+    if member_id is not None:
+        query = query.filter(member_id=member_id)
+    for event in await query.order_by("seq"):
+        later.note(event)
+    if digests and member_id is not None:
+        for event in await AuditEvent.filter(seq__gt=head_seq, kind=_DIGEST_SENT, member_id=member_id).order_by("seq"):
+            later.note(event)
+    return later
+
+
+_NOTERS = {
+    ACKNOWLEDGED: Ledger._acknowledgement,
+    **{kind: Ledger._delivered for kind in _DELIVERED_KINDS},
+    **{kind: Ledger._failed for kind in _FAILED_KINDS},
+    _DIGEST_SENT: Ledger._digest,
+    _ESCALATED: Ledger._escalated,
+    _ESCALATION_DELIVERED: Ledger._escalation_sent,
+}
