@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import csv
 import io
 from datetime import UTC, datetime, timedelta
@@ -555,6 +556,41 @@ async def test_retract_replaces_copies_and_cancels_what_is_pending(rig: Rig) -> 
     from bot.core.compliance.verify import verify_chain
 
     assert (await verify_chain()).ok  # every step above went through the chain
+
+
+async def test_a_click_read_before_a_retraction_committed_is_not_recorded_after_it(rig: Rig, monkeypatch) -> None:
+    """A group of clicks reads the notices outside its write's transaction: a retraction that
+    commits in between (here: at the start of the write, every time) found the notice still sent
+    at the read, and the acknowledgement was recorded on the retracted notice, after
+    `notice.retracted` in the chain. The write checks again once it holds the chain head: that
+    click is refused (and written nowhere), the group's other clicks are recorded."""
+    from bot.core.compliance.verify import verify_chain
+
+    first, second = await rig.broadcast("member:anna@acme.example"), await rig.broadcast("member:anna@acme.example")
+    other = await rig.broadcast("member:bo@acme.example")
+    await rig.herald.outbox.drain()
+    store, retracting = acks._store, [first, second]
+
+    async def retraction_commits_first(new):  # noqa: ANN001, ANN202
+        if retracting:
+            await retract_notice(retracting.pop(0), None, reason="wrong model", now=rig.clock.now(), operator="test")
+        return await store(new)
+
+    monkeypatch.setattr(acks, "_store", retraction_commits_first)
+    with pytest.raises(UserError, match=f"Notice #{first} was retracted"):
+        await _ack(rig, first, "UANNA")
+    assert not await Acknowledgement.filter(notice_id=first).exists()
+    assert not await AuditEvent.filter(notice_id=first, kind="notice.acknowledged").exists()
+
+    # in one group with a click on another notice: that one is recorded, alone
+    clicks = [acks._Click(n, "slack", TEAM, user, rig.clock.now(), contextvars.copy_context())
+              for n, user in ((second, "UANNA"), (other, "UBO"))]
+    refused, recorded = await acks._write_together(clicks)
+    assert isinstance(refused, UserError) and f"Notice #{second} was retracted" in str(refused)
+    assert isinstance(recorded, acks.AckResult) and recorded.newly_recorded
+    assert await Acknowledgement.filter(notice_id=other).count() == 1
+    assert not await Acknowledgement.filter(notice_id=second).exists()
+    assert (await verify_chain()).ok
 
 
 async def test_failed_message_updates_are_retried(rig: Rig) -> None:

@@ -47,6 +47,7 @@ _Second = TypeVar("_Second")
 NOT_YOURS = "This notice was not sent to you, so you cannot acknowledge it."
 CHANGED_SINCE = ("Notice #{id} was changed after this copy was sent, and the new version needs acknowledging. "
                  "Your message is being updated to show it: please read it and press Acknowledge there.")
+RETRACTED = "Notice #{id} was retracted, so there is nothing to acknowledge."
 MAX_GROUP = 250  # clicks written in one transaction at most
 
 
@@ -153,16 +154,21 @@ async def _write_together(group: list[_Click]) -> list[AckResult | BaseException
         elif delivery is None:
             outcomes.append(PermissionDenied(NOT_YOURS))
         elif notice.status == NoticeStatus.RETRACTED.value:
-            outcomes.append(UserError(f"Notice #{notice.id} was retracted, so there is nothing to acknowledge."))
+            outcomes.append(UserError(RETRACTED.format(id=notice.id)))
         else:
             outcomes.append(_claim_once(click, notice, members[delivery["member_id"]], delivery, recorded))
-    new = [o for o in outcomes if isinstance(o, _Pending)]
-    if new:
-        await _store(new)
-        for p in new:
-            metrics.acknowledged(p.click.platform, (p.click.now - (p.delivery["delivered_at"] or p.click.now))
+    refused = await _store_unless_retracted([o for o in outcomes if isinstance(o, _Pending)])
+    results: list[AckResult | BaseException] = []
+    for o in outcomes:
+        if not isinstance(o, _Pending):
+            results.append(o)
+        elif o.notice.id in refused:
+            results.append(UserError(RETRACTED.format(id=o.notice.id)))
+        else:
+            metrics.acknowledged(o.click.platform, (o.click.now - (o.delivery["delivered_at"] or o.click.now))
                                  .total_seconds())
-    return [AckResult(o.notice, o.member, o.ack, True) if isinstance(o, _Pending) else o for o in outcomes]
+            results.append(AckResult(o.notice, o.member, o.ack, True))
+    return results
 
 
 def _claim_once(click: _Click, notice: Notice, member: Member, delivery: dict,
@@ -249,10 +255,38 @@ async def _existing(notices: Iterable[Notice], member_ids: set[int]) -> dict[tup
             if revisions.get(a.notice_id) == a.revision}  # type: ignore[attr-defined]
 
 
+class _RetractedMeanwhile(Exception):
+    """Raised inside `_store`'s transaction (which it rolls back): these notices were retracted
+    after the group read them."""
+
+    def __init__(self, notice_ids: set[int]) -> None:
+        super().__init__(f"retracted meanwhile: {sorted(notice_ids)}")
+        self.notice_ids = notice_ids
+
+
+async def _store_unless_retracted(new: list[_Pending]) -> set[int]:
+    """Store the group's new acknowledgements but those of notices retracted since the group read
+    them (the group's reads are not in its write's transaction); returns those notices' ids."""
+    refused: set[int] = set()
+    while new:
+        try:
+            await _store(new)
+            return refused
+        except _RetractedMeanwhile as exc:
+            refused |= exc.notice_ids
+            new = [p for p in new if p.notice.id not in refused]
+    return refused
+
+
 async def _store(new: list[_Pending]) -> None:
     """One transaction: the acknowledgements, their copies flagged for update (and their reminders'
     schedule cleared), reminders not yet sent cancelled, and the audit events: appended last, so
-    the chain head is locked only for the end of the transaction."""
+    the chain head is locked only for the end of the transaction.
+
+    Then, holding the head, the notices are read again: a retraction whose event is already in the
+    chain has committed and is seen; the transaction is rolled back (`_RetractedMeanwhile`) rather
+    than record an acknowledgement after it. A retraction not yet appended waits for the head and
+    comes after these acknowledgements in the chain, as it does in time."""
     events = [p.click.context.run(
         audit_event, "notice.acknowledged", now=p.click.now, actor=p.member.email, notice_id=p.notice.id,
         member_id=p.member.id, platform=p.click.platform, revision=p.notice.ack_revision,
@@ -268,6 +302,16 @@ async def _store(new: list[_Pending]) -> None:
             for (notice_id, revision), member_ids in by_notice.items():
                 await _settle_copies(conn, notice_id, revision, member_ids)
         await record(events, using_db=conn)
+        retracted = await _retracted(conn, {p.notice.id for p in new})
+        if retracted:
+            raise _RetractedMeanwhile(retracted)
+
+
+async def _retracted(conn: BaseDBAsyncClient, notice_ids: set[int]) -> set[int]:
+    predicate, ids = storage_db.in_ids("id", sorted(notice_ids))
+    rows = await conn.execute_query_dict(storage_db.placeholders(
+        f"SELECT id FROM notice WHERE {predicate} AND status = '{NoticeStatus.RETRACTED.value}'"), [ids])
+    return {row["id"] for row in rows}
 
 
 # The acknowledged members' copies are flagged for their in-place update (delivered ones, and those
