@@ -18,13 +18,23 @@ from tortoise.transactions import in_transaction
 from bot.cli import main
 from bot.core.compliance.reports import report_chunks
 from bot.core.compliance.audit import GENESIS_HASH, audit_event, canonical_encoding, chain_hash, record
+from bot.core.compliance.crosscheck import text_digest
 from bot.common.errors import UserError
 from bot.core.compliance.verify import parse_anchor, verify_chain
 from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.notices import acks
 from storage import db as storage_db
-from storage.models import Acknowledgement, AuditChainHead, AuditEvent, Delivery, Escalation
+from storage.models import (
+    Acknowledgement,
+    AuditChainHead,
+    AuditEvent,
+    Delivery,
+    Escalation,
+    Notice,
+    NoticeRevision,
+    NoticeVariant,
+)
 from tests.support import SAMPLE_DIRECTORY, TEAM, Rig
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -622,3 +632,61 @@ async def test_an_acknowledgement_row_deleted_is_found(rig: Rig) -> None:
     result = await verify_chain()
     assert not result.ok and "recorded in the chain has no row" in result.reason
     assert f"notice {notice_id} by member" in result.reason
+
+
+async def test_the_text_of_an_acknowledged_notice_rewritten_is_found(rig: Rig) -> None:
+    """SPEC: must-know notices are acknowledged "with proof that stands up in an audit". What a
+    notice said is held in its mutable row (and its revisions'), which reports print: the chain
+    records a digest of it (`text_sha256` in notice.created, notice.sent and notice.edited), so
+    a body rewritten after Anna acknowledged it, or a kept revision's, is named."""
+    from bot.core.notices.revisions import edit_notice
+
+    notice_id = await rig.broadcast("all")  # body "Stop selling LX-200"
+    await rig.herald.outbox.drain()
+    await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
+    sent = await AuditEvent.get(kind="notice.sent", notice_id=notice_id)
+    assert sent.data["text_sha256"] == text_digest("Recall", "Stop selling LX-200", "")
+    assert (await verify_chain()).ok
+
+    await Notice.filter(id=notice_id).update(body="For information only: no action needed.")
+    assert (await _json_report(rig, notice_id))["notice"]["body"] == "For information only: no action needed."
+    result = await verify_chain()
+    assert not result.ok and f"the text of notice {notice_id}" in result.reason
+    await Notice.filter(id=notice_id).update(body="Stop selling LX-200", link="https://example.com/x")
+    assert f"the text of notice {notice_id}" in (await verify_chain()).reason  # the link is part of it
+    await Notice.filter(id=notice_id).update(link="")
+    assert (await verify_chain()).ok
+
+    await edit_notice(notice_id, None, rig.herald.catalog, now=rig.clock.now(), operator="test",
+                      body="Stop selling LX-200 and LX-210", material=True)
+    assert (await verify_chain()).ok
+    await Notice.filter(id=notice_id).update(revision=1)  # the edit made to look never made
+    assert f"the text of notice {notice_id}" in (await verify_chain()).reason
+    await Notice.filter(id=notice_id).update(revision=2)
+    await NoticeRevision.filter(notice_id=notice_id, revision=1).update(body="Nothing to see.")
+    assert f"the text of revision 1 of notice {notice_id}" in (await verify_chain()).reason
+    await NoticeRevision.filter(notice_id=notice_id, revision=1).update(body="Stop selling LX-200")
+    await NoticeRevision.filter(notice_id=notice_id, revision=2).delete()
+    assert f"revision 2 of notice {notice_id}, recorded in the chain (notice.edited), has no row" in (
+        await verify_chain()).reason
+
+
+async def test_the_text_of_an_ab_variant_rewritten_is_found(srig) -> None:  # noqa: ANN001
+    notice_id = await srig.notice("need-to-know announcements all | Title A | Body A || Title B | Body B")
+    created = await AuditEvent.get(kind="notice.created", notice_id=notice_id)
+    assert set(created.data["variants_sha256"]) == {"A", "B"}
+    assert (await verify_chain()).ok
+    await NoticeVariant.filter(notice_id=notice_id, label="B").update(body="Body C")
+    result = await verify_chain()
+    assert not result.ok and f"the text of variant B of notice {notice_id}" in result.reason
+
+
+async def test_a_trail_from_before_text_digests_still_verifies(db: str) -> None:
+    """Trails written before the events carried `text_sha256` have nothing to compare a notice's
+    text with: they verify as before (README says so)."""
+    notice = await Notice.create(topic="announcements", importance="must-know", title="Old", body="Old body",
+                                 audience="all", status="sent", created_at=T0, sent_at=T0)
+    await record([audit_event("notice.created", now=T0, notice_id=notice.id, title="Old"),
+                  audit_event("notice.sent", now=T0, notice_id=notice.id, recipients=0)])
+    await Notice.filter(id=notice.id).update(body="Rewritten")
+    assert (await verify_chain()).ok

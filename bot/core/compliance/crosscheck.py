@@ -15,7 +15,10 @@ the tables and compares them with it, both ways:
   is named;
 - escalations: each row has its `notice.escalated` event (notice, organisation, time, how many
   members it names and, on trails that record it, a digest of them) and, once sent, its
-  `escalation.delivered` event at its `sent_at`; every `notice.escalated` event has its row.
+  `escalation.delivered` event at its `sent_at`; every `notice.escalated` event has its row;
+- what notices said: each notice's title, body and link (and revision number), each kept
+  revision's and each A/B variant's against the digest (`text_digest`) its `notice.created`,
+  `notice.sent` or `notice.edited` event records (trails from before the digests: not compared).
 
 What legitimately changes a row after its event leaves these alone: a retry or a deferral is
 pending again without an event, a copy in doubt stays `sending` (in flight: not compared), a
@@ -28,7 +31,7 @@ does not match is compared again with those later events before it is named.
 
 Memory: one entry per delivery, acknowledgement and escalation in the trail, each a small int
 (a time in microseconds, or the hash of a failure reason), a tuple of ints only for the rare copy
-with several events. Rows are read `chunk` at a time.
+with several events; a digest per notice, revision and variant. Rows are read `chunk` at a time.
 """
 
 from __future__ import annotations
@@ -39,7 +42,17 @@ from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from typing import Any
 
-from storage.models import Acknowledgement, AuditEvent, Delivery, DeliveryKind, DeliveryStatus, Escalation
+from storage.models import (
+    Acknowledgement,
+    AuditEvent,
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Escalation,
+    Notice,
+    NoticeRevision,
+    NoticeVariant,
+)
 
 ACKNOWLEDGED = "notice.acknowledged"
 _DELIVERED_EVENT = {DeliveryKind.NOTICE.value: "delivery.delivered", DeliveryKind.REMINDER.value: "notice.reminded"}
@@ -75,6 +88,29 @@ def members_digest(member_ids: Iterable[int]) -> str:
     """SHA-256 of the members an escalation names (sorted, comma-separated ids): recorded in
     `notice.escalated`, so the report's "escalated at" column can be checked member by member."""
     return sha256(",".join(str(m) for m in sorted(set(member_ids))).encode()).hexdigest()
+
+
+def text_digest(title: str, body: str, link: str = "") -> str:
+    """SHA-256 of what a notice (or one revision or A/B variant of it) says: the JSON text, sorted
+    keys and no spaces, of {"body", "link", "title"} (variants: link ""). Recorded in
+    `notice.created`, `notice.sent` and `notice.edited`, so the wording members were sent and
+    acknowledged can be checked against the tables that reports print it from."""
+    canonical = json.dumps({"title": title, "body": body, "link": link or ""}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    return sha256(canonical.encode("utf-8")).hexdigest()
+
+
+async def text_digests(notice_id: int, *, using_db: Any = None) -> dict[str, Any]:
+    """The audit data that pins a notice's wording as stored now: `text_sha256`, and for an A/B
+    test `variants_sha256` (label -> digest of its title and body). Read inside the transaction
+    that writes the event, so the digest is of what that transaction commits."""
+    notice = await Notice.filter(id=notice_id).using_db(using_db).first().values("title", "body", "link")
+    variants = await NoticeVariant.filter(notice_id=notice_id).using_db(using_db).order_by("label").values(
+        "label", "title", "body")
+    data: dict[str, Any] = {"text_sha256": text_digest(notice["title"], notice["body"], notice["link"])}
+    if variants:
+        data["variants_sha256"] = {v["label"]: text_digest(v["title"], v["body"]) for v in variants}
+    return data
 
 
 def _add(table: dict[Any, Marks], key: Any, value: int) -> None:
@@ -116,6 +152,9 @@ class Ledger:
         self.digests: dict[tuple[int, int, str], Marks] = {}  # (notice, member, platform) -> time
         self.escalated: dict[tuple[int, str], tuple[int, int, str | None]] = {}  # -> (time, members, digest)
         self.escalation_sent: dict[tuple[int, str], Marks] = {}  # (notice, organisation) -> time
+        self.texts: dict[int, tuple[int, str]] = {}  # notice -> (revision, text digest), as last recorded
+        self.revision_texts: dict[tuple[int, int], str] = {}  # (notice, revision) -> text digest
+        self.variant_texts: dict[tuple[int, str], str] = {}  # (notice, label) -> text digest
 
     def note(self, event: AuditEvent) -> None:
         noter = _NOTERS.get(event.kind)
@@ -155,12 +194,28 @@ class Ledger:
         if event.notice_id is not None and isinstance(data.get("organisation"), str):
             _add(self.escalation_sent, (event.notice_id, data["organisation"]), micros(event.occurred_at))
 
+    def _text(self, event: AuditEvent, data: dict[str, Any]) -> None:
+        """What the notice said at creation, at sending (revision 1, a correction before sending
+        included) or at an edit (its new revision). Events from before the digests were recorded
+        have none: nothing is noted, nothing compared."""
+        digest = data.get("text_sha256")
+        if event.notice_id is None or not isinstance(digest, str):
+            return
+        revision = data.get("revision") if event.kind == _EDITED and not data.get("before_send") else 1
+        if not isinstance(revision, int):
+            return
+        self.texts[event.notice_id] = (revision, digest)
+        self.revision_texts[(event.notice_id, revision)] = digest
+        for label, variant in (data.get("variants_sha256") or {}).items():
+            if isinstance(variant, str):
+                self.variant_texts[(event.notice_id, label)] = variant
+
     # ---- the tables ------------------------------------------------------------------------------
 
     async def first_mismatch(self, head_seq: int, chunk: int) -> str | None:
         """The first row (or recorded event) on which the tables and the chain disagree, in
         words; None when they agree. Consumes the ledger."""
-        for check in (self._acknowledgements, self._deliveries, self._escalations):
+        for check in (self._acknowledgements, self._deliveries, self._escalations, self._notice_texts):
             found = await check(head_seq, chunk)
             if found is not None:
                 return found
@@ -274,6 +329,68 @@ class Ledger:
         return None
 
 
+    async def _notice_texts(self, head_seq: int, chunk: int) -> str | None:
+        """Each notice's title, body and link (and revision number), each kept revision's and each
+        A/B variant's, against the digests the chain records: what reports print as sent and
+        acknowledged. An edit committed while the check ran is looked for beyond the head."""
+        for model, recorded, key_of, what in (
+                (Notice, self.texts, lambda r: r["id"], "notice {0}"),
+                (NoticeRevision, self.revision_texts, lambda r: (r["notice_id"], r["revision"]),
+                 "revision {0[1]} of notice {0[0]}"),
+                (NoticeVariant, self.variant_texts, lambda r: (r["notice_id"], r["label"]),
+                 "variant {0[1]} of notice {0[0]}")):
+            cursor = 0
+            while True:
+                rows = await model.filter(id__gt=cursor).order_by("id").limit(chunk).values(
+                    *_TEXT_COLUMNS[model])
+                for row in rows:
+                    key = key_of(row)
+                    expected = recorded.pop(key, None)
+                    if expected is None or _text_matches(row, expected):
+                        continue
+                    notice_id = key if isinstance(key, int) else key[0]
+                    later = await _later(head_seq, notice_id, None, _TEXT_KINDS)
+                    now_expected = {Notice: later.texts, NoticeRevision: later.revision_texts,
+                                    NoticeVariant: later.variant_texts}[model].get(key)
+                    if now_expected is not None and _text_matches(row, now_expected):
+                        continue
+                    return (f"the text of {what.format(key)} (title, body or link) is not what the chain records "
+                            "it said (notice.created, notice.sent, notice.edited): altered outside Herald, so "
+                            "reports show other wording than was sent and acknowledged")
+                if len(rows) < chunk:
+                    break
+                cursor = rows[-1]["id"]
+        if self.texts:
+            return f"notice {next(iter(self.texts))}, recorded in the chain, has no row: deleted outside Herald"
+        for (notice_id, revision), _ in self.revision_texts.items():
+            if revision > 1:  # revision 1 is kept as a row only once the notice is edited
+                return (f"revision {revision} of notice {notice_id}, recorded in the chain (notice.edited), has no "
+                        "row: deleted outside Herald")
+        if self.variant_texts:
+            notice_id, label = next(iter(self.variant_texts))
+            return f"variant {label} of notice {notice_id}, recorded in the chain, has no row: deleted outside Herald"
+        return None
+
+
+_EDITED = "notice.edited"
+_TEXT_KINDS = ("notice.created", "notice.sent", _EDITED)
+_TEXT_COLUMNS: dict[Any, tuple[str, ...]] = {
+    Notice: ("id", "title", "body", "link", "revision"),
+    NoticeRevision: ("id", "notice_id", "revision", "title", "body", "link"),
+    NoticeVariant: ("id", "notice_id", "label", "title", "body"),
+}
+
+
+def _text_matches(row: dict[str, Any], expected: str | tuple[int, str]) -> bool:
+    """A row's text against its recorded digest; a notice's revision number against the last
+    recorded one too (an edit bumps it in the same transaction as its event)."""
+    digest = text_digest(row["title"], row["body"], row.get("link") or "")
+    if isinstance(expected, tuple):
+        revision, recorded = expected
+        return digest == recorded and row["revision"] == revision
+    return digest == expected
+
+
 def _escalation_mismatch(row: dict[str, Any], recorded: tuple[int, int, str | None] | None,
                          sent: Marks | None) -> str | None:
     what = f"the escalation of notice {row['notice_id']} to organisation {row['organisation__external_id']}'s CAM"
@@ -317,4 +434,5 @@ _NOTERS = {
     _DIGEST_SENT: Ledger._digest,
     _ESCALATED: Ledger._escalated,
     _ESCALATION_DELIVERED: Ledger._escalation_sent,
+    **{kind: Ledger._text for kind in _TEXT_KINDS},
 }

@@ -13,9 +13,10 @@ stays constant however long the trail is), and stops at the first problem:
   outside the database) event `seq` missing or with another hash: the newest events deleted and
   the head row rewound, or the trail re-hashed, by someone who can write to the database, which
   the head row (in that same database) cannot show
-- a row of a table reports read (acknowledgements, deliveries and reminders, escalations) that
-  disagrees with the events the chain records about it, either way: a row inserted, altered or
-  deleted there would show in a report naming an intact chain (`crosscheck.Ledger`)
+- a row of a table reports read (acknowledgements, deliveries and reminders, escalations, the
+  notices' text, revisions and variants) that disagrees with the events the chain records about
+  it, either way: a row inserted, altered or deleted there would show in a report naming an
+  intact chain (`crosscheck.Ledger`)
 
 The head is read before the events (and again after), so appends running during the check are
 never mistaken for tampering: every event up to the head's seq had committed when it was read.
@@ -51,6 +52,7 @@ def _describe(event: AuditEvent) -> str:
 
 
 Anchor = tuple[int, str]  # (seq, hash) of an event, as a report or `herald audit head` stated it
+HEX = frozenset("0123456789abcdef")
 
 
 def parse_anchor(text: str) -> Anchor:
@@ -61,9 +63,6 @@ def parse_anchor(text: str) -> Anchor:
         raise UserError(f"'{text[:100]}' is not a chain head: give SEQ:HASH, e.g. 1042:{'0' * 8}... "
                         "(the seq and the 64 hex digits a report or `herald audit head` states)")
     return int(seq), digest
-
-
-HEX = frozenset("0123456789abcdef")
 
 
 async def verify_chain(*, chunk: int = 5000, progress: Progress = no_progress,

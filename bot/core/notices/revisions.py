@@ -16,6 +16,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.commands.parser import parse_link
 from bot.core.compliance.audit import audit_event, record
+from bot.core.compliance.crosscheck import text_digest
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.sending import MAX_BODY, MAX_TITLE
 from bot.topics import TopicCatalog
@@ -149,7 +150,8 @@ async def edit_notice(notice_id: int, staff: Staff | None, catalog: TopicCatalog
                                   status=DeliveryStatus.DELIVERED.value).using_db(conn).update(next_reminder_at=first)
         await record([audit_event("notice.edited", now=now, actor=actor, notice_id=notice.id,
                                   revision=revision.revision, material=material, reacknowledge=reack, diff=diff,
-                                  copies=flagged)], using_db=conn)
+                                  copies=flagged, text_sha256=text_digest(new_title, new_body, new_link))],
+                     using_db=conn)
     return EditResult(await Notice.get(id=notice.id), revision, flagged, reack)
 
 
@@ -168,7 +170,7 @@ async def _correct_before_send(notice: Notice, actor: str, now: datetime, title:
             raise UserError(_CHANGED_MEANWHILE.format(id=notice.id))
         await record([audit_event("notice.edited", now=now, actor=actor, notice_id=notice.id,
                                   revision=notice.revision, before_send=True, material=False, reacknowledge=False,
-                                  diff=diff, copies=0)], using_db=conn)
+                                  diff=diff, copies=0, text_sha256=text_digest(title, body, link))], using_db=conn)
     return EditResult(await Notice.get(id=notice.id), None, 0, False)
 
 

@@ -18,6 +18,7 @@ from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.common.schedule import next_working_moment
 from bot.core.commands.parser import SendCommand, check_link_length
 from bot.core.compliance.audit import audit_event, record
+from bot.core.compliance.crosscheck import text_digests
 from bot.core.delivery.messages import Target, enqueue
 from bot.core.directory.audiences import (
     Audience,
@@ -123,7 +124,8 @@ async def create_draft(author: Staff | None, command: SendCommand, catalog: Topi
         await record([audit_event("notice.created", now=now, actor=_actor(author, operator), notice_id=notice.id,
                                   topic=topic.key, importance=policy.level.value,
                                   audience=notice.audience, title=notice.title,
-                                  recipients_previewed=recipients, **extra)], using_db=conn)
+                                  recipients_previewed=recipients, **extra,
+                                  **await text_digests(notice.id, using_db=conn))], using_db=conn)
     texts = [(notice.title, notice.body), *command.variants] if command.variants else []
     if texts and command.share is not None and recipients * command.share // 100 < len(texts):
         warnings.append(f"share:{command.share}% of {recipients} recipients is fewer than one per variant")
@@ -201,7 +203,8 @@ async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: dat
                                   opted_out=len(opted_out),
                                   held_for_quiet_hours=sum(1 for d in deliveries if d.next_attempt_at > now
                                                            and d.status != DeliveryStatus.HELD.value),
-                                  **_held_for_rollout(deliveries)))
+                                  **_held_for_rollout(deliveries),
+                                  **await text_digests(notice.id, using_db=conn)))  # the wording as sent
         await record(events, using_db=conn)
     notice = await Notice.get(id=notice.id)
     return SendResult(notice, len(member_ids), already=False)

@@ -21,6 +21,7 @@ from bot.common.errors import UserError
 from bot.common.secrets import environment_cipher
 from bot.core.commands.parser import SurveyCommand, parse_deadline
 from bot.core.compliance.audit import PendingEvent, audit_event, record
+from bot.core.compliance.crosscheck import text_digest
 from bot.core.directory.audiences import (
     count_recipients,
     parse_audience,
@@ -94,7 +95,8 @@ async def create_survey_draft(author: Staff | None, command: SurveyCommand, cata
                                   importance=notice.importance, audience=notice.audience, title=notice.title,
                                   recipients_previewed=recipients, survey=survey.id, answers=spec.describe_answers(),
                                   follow_up=spec.follow_up or None, anonymous=spec.anonymous,
-                                  closes_at=command.closes_at)], using_db=conn)
+                                  closes_at=command.closes_at,
+                                  text_sha256=text_digest(notice.title, notice.body, notice.link))], using_db=conn)
     return SurveyPreview(notice, survey, spec, topic, recipients, warnings)
 
 
@@ -135,7 +137,9 @@ async def journey_survey(step_key: str, spec: SurveySpec, *, now: datetime) -> S
             await record([audit_event("notice.created", now=now, actor="journeys", notice_id=notice.id,
                                       topic=JOURNEY_TOPIC, importance=notice.importance, title=notice.title,
                                       survey=survey.id, journey_step=step_key, answers=spec.describe_answers(),
-                                      anonymous=spec.anonymous)], using_db=conn)
+                                      anonymous=spec.anonymous,
+                                      text_sha256=text_digest(notice.title, notice.body, notice.link))],
+                         using_db=conn)
         return survey
     except IntegrityError:  # another replica created it first
         return await Survey.get(key=key)
