@@ -50,5 +50,5 @@ def audit_verify(as_json: bool, anchor_text: str | None) -> None:
 def audit_head() -> None:
     from bot.core.compliance.reports import chain_head
 
-    head = run(chain_head, migrate=False)
+    head = run(chain_head, current_schema=False)
     click.echo(f"{head['seq']}:{head['hash'] or '-'}")
