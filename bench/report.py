@@ -184,12 +184,7 @@ def run_cli(args: list[str], database_url: str) -> dict[str, Any]:
     if use_time:
         _, stderr = child.communicate()
     else:
-        while child.poll() is None:
-            try:
-                peak_kib = max(peak_kib, proc_memory(child.pid).get("VmHWM", 0.0) * 1024)
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-            time.sleep(0.01)
+        peak_kib = watch_peak(child)
         stderr = child.stderr.read() if child.stderr else b""  # type: ignore[union-attr]
     seconds = time.perf_counter() - started
     text = stderr.decode(errors="replace")
@@ -201,6 +196,18 @@ def run_cli(args: list[str], database_url: str) -> dict[str, Any]:
                 peak_kib = float(line.rsplit(":", 1)[1])
     return {"seconds": round(seconds, 2), "peak_rss_mb": mib(peak_kib),
             "measured_by": "/usr/bin/time -v" if use_time else "/proc VmHWM polling"}
+
+
+def watch_peak(child: subprocess.Popen) -> float:
+    """Poll a running child's peak resident memory until it exits, in KiB (VmHWM, as /usr/bin/time -v gives it)."""
+    peak = 0.0
+    while child.poll() is None:
+        try:
+            peak = max(peak, proc_memory(child.pid).get("VmHWM", 0.0) * 1024)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        time.sleep(0.01)
+    return peak
 
 
 def proc_memory(pid: int) -> dict[str, float]:

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.report import T0, TIME, mib, proc_memory, progress, seed  # noqa: E402
+from bench.report import T0, TIME, mib, progress, seed, watch_peak  # noqa: E402
 from bench.scratch_db import ScratchDatabase  # noqa: E402
 
 BATCH = 5000
@@ -123,12 +123,7 @@ def run_verify(code: Path, database_url: str) -> dict[str, Any]:
     if use_time:
         stdout, stderr = child.communicate()
     else:
-        while child.poll() is None:
-            try:
-                peak_kib = max(peak_kib, proc_memory(child.pid).get("VmHWM", 0.0) * 1024)
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-            time.sleep(0.01)
+        peak_kib = watch_peak(child)
         stdout, stderr = child.communicate()
     seconds = time.perf_counter() - started
     for line in stderr.decode(errors="replace").splitlines():
