@@ -243,9 +243,9 @@ async def workspace_refused(platform: str, external_id: str, *, cause: str, refu
 
 
 async def deactivate_refused(refusals: Iterable[tuple[str, str, Outcome]], now: datetime) -> None:
-    """After a group of outcomes is stored: each workspace whose token a send found dead
-    (`Outcome.removed_cause`) is deactivated (`workspace_refused`). A failure here is logged and
-    left to the next refused send."""
+    """After a send's outcome is handed to its recorder: each workspace whose token the send found
+    dead (`Outcome.removed_cause`) is deactivated (`workspace_refused`). A failure here is logged
+    and left to the next refused send."""
     seen = {(platform, workspace, o.removed_cause, o.token_fingerprint)
             for platform, workspace, o in refusals if o.removed_cause}
     for platform, workspace, cause, fingerprint in sorted(seen):

@@ -39,14 +39,17 @@ async def announce_open_handoffs(channels: dict[str, Channel], now: datetime) ->
     if not waiting:
         return 0
     cams = {s.id: s for s in await Staff.filter(id__in=sorted({cam for _, cam in waiting}), active=True)}
+    earlier = {s for q, _ in waiting for s in told.get(q, []) if s}
+    emails = dict(await Staff.filter(id__in=sorted(earlier)).values_list("id", "email")) if earlier else {}
     queued = 0
     for question_id, cam_id in waiting:
         cam = cams.get(cam_id)
         target = await cam_target(cam, channels) if cam is not None else None
         if target is None:
             continue  # no chat account (yet): the question is in their list and console page
-        before = await Staff.filter(id__in=[s for s in told.get(question_id, []) if s]).values_list("email", flat=True)
-        queued += await _queue(question_id, cam, target, before=before[-1] if before else "", now=now)
+        last_told = [s for s in told.get(question_id, []) if s]  # in the order they were told
+        before = emails.get(last_told[-1], "") if last_told else ""
+        queued += await _queue(question_id, cam, target, before=before, now=now)
     return queued
 
 
