@@ -780,3 +780,54 @@ async def test_the_escalation_says_which_members_never_received_the_notice_becau
     assert "2 members never received it" in text and "not acknowledged" not in text
     assert "Anna Berg" in text and f"(sales): Herald was removed from Slack workspace {TEAM}" in text
     assert REMIND_NOW_ACTION not in text
+
+
+@pytest.mark.parametrize("answer", ["account_inactive", "token_revoked", "invalid_auth"])
+async def test_an_update_refused_because_herald_was_removed_stops_the_workspace(slack_http: SlackHarness,
+                                                                              answer: str) -> None:
+    """The first Slack call after a missed `app_uninstalled` may be an in-place update (an edit, an
+    acknowledgement's card) rather than a send: chat.update refused with `account_inactive`,
+    `token_revoked` or `invalid_auth` is handled as chat.postMessage's refusal (README "Connecting
+    Slack"): the workspace is deactivated (audited with the code), the next notice's copies fail
+    with the removal's reason without a request, and the update is recorded as failed for that reason."""
+    from bot.core.notices.revisions import edit_notice
+
+    slack = slack_http
+    rig = Rig(slack.fake, slack.herald, slack.clock)
+    notice_id = await rig.broadcast("member:anna@acme.example")
+    await slack.herald.outbox.drain()
+    (copy,) = await Delivery.filter(notice_id=notice_id)
+    assert copy.status == "delivered"
+    if answer == "token_revoked":
+        slack.fake.revoke(TOKEN)
+    elif answer == "account_inactive":
+        slack.fake.uninstall(TOKEN)
+    else:
+        slack.fake.revoke(TOKEN, error="invalid_auth")
+
+    await edit_notice(notice_id, None, slack.herald.catalog, now=slack.clock.now(), body="Stop selling LX-200 now",
+                      operator="test")
+    await slack.herald.outbox.drain()
+    assert {c.error for c in slack.fake.calls_to("chat.update")} == {answer}
+    workspace = await Workspace.get_or_none(platform="slack", external_id=TEAM)
+    assert workspace is not None and not workspace.active, "chat.update's refusal left the workspace connected"
+    (uninstalled,) = await AuditEvent.filter(kind="workspace.uninstalled")
+    assert uninstalled.data["reason"] == answer
+    updated = await Delivery.get(id=copy.id)
+    assert not updated.update_pending and "reconnect it to deliver" in updated.error
+
+    posts = len(slack.fake.calls_to("chat.postMessage"))
+    second = await rig.broadcast("org:bolt,keys")  # Cy and Di, same workspace
+    await slack.herald.outbox.drain()
+    assert len(slack.fake.calls_to("chat.postMessage")) == posts
+    rows = await Delivery.filter(notice_id=second, workspace_external_id=TEAM)
+    assert rows and all(d.status == "failed" and "reconnect it to deliver" in d.error for d in rows)
+    assert (await verify_chain()).ok
+
+    slack.fake.add_workspace(TEAM, "xoxb-partner-again")  # the partner adds Herald back
+    await add_slack_workspace(TEAM, "xoxb-partner-again", now=slack.clock.now(), actor="test")
+    slack.herald.slack_workspaces.forget(TEAM)  # as "Add to Slack" does (the CLI's process has no cache)
+    await slack.herald.outbox.drain()
+    updated = await Delivery.get(id=copy.id)
+    assert not updated.update_pending and not updated.error and updated.rendered_revision == 2
+    assert [c for c in slack.fake.calls_to("chat.update") if c.ok], "the edit never reached the copy"

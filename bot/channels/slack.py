@@ -329,9 +329,8 @@ class SlackChannel:
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
         token = await self.workspaces.token_for(workspace_id)
-        if not token:
-            log.warning("cannot update message %s: no token for workspace %s", ref, workspace_id)
-            return
+        if not token:  # removed (its updates are flagged again when it is reconnected), or never connected
+            raise UpdateRefused(await self.workspaces.missing_reason(workspace_id))
         try:
             body = _json_body(self._render(view), channel=ref.channel_id, ts=ref.message_id)
             await self.workspaces.post_json(token, "chat.update", body)
@@ -340,6 +339,10 @@ class SlackChannel:
                                              or exc.response.get("error") in _RATE_LIMITED):
                 raise RateLimited(float(exc.response.headers.get("Retry-After", 1) or 1), "Slack rate limit") from exc
             error = str(exc.response.get("error", "")) if exc.response is not None else ""
+            if error in _REMOVED_ERRORS:  # as a refused chat.postMessage: the engine deactivates the workspace
+                self.workspaces.refused(workspace_id, token)
+                raise UpdateRefused(removed_reason(Platform.SLACK.value, workspace_id, error), removed_cause=error,
+                                    token_fingerprint=token_fingerprint(token)) from exc
             if error in _UPDATE_REFUSED:
                 raise UpdateRefused(f"Slack refused the update ({error})") from exc
             raise
@@ -379,10 +382,11 @@ def _sdk_logger() -> logging.Logger:
 _RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
 
 # chat.update's errors that no retry changes (its reference's error list): the message or the
-# conversation is gone, the app was removed from the workspace, or the message cannot take the update.
+# conversation is gone, or the message cannot take the update. (The app removed from the workspace,
+# _REMOVED_ERRORS, is refused for good too, and deactivates the workspace.)
 _UPDATE_REFUSED = frozenset({"message_not_found", "channel_not_found", "cant_update_message", "edit_window_closed",
-                             "is_archived", "not_in_channel", "account_inactive", "token_revoked", "invalid_auth",
-                             "no_permission", "msg_too_long", "invalid_blocks", "restricted_action"})
+                             "is_archived", "not_in_channel", "no_permission", "msg_too_long", "invalid_blocks",
+                             "restricted_action"})
 
 
 def _classify(exc: SlackApiError, recipient: Recipient, opened: str, *, to_user: bool = False,

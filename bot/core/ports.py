@@ -113,7 +113,15 @@ class RateLimited(Exception):
 
 class UpdateRefused(Exception):
     """A channel's `update` was refused for good (the message or conversation is gone, Herald was
-    removed or blocked, the card is too large): the engine stops trying and records why."""
+    removed or blocked, the card is too large): the engine stops trying and records why.
+
+    `removed_cause` / `token_fingerprint`: as on `Outcome` (the platform refused Herald's token for
+    the whole workspace), so the engine deactivates the workspace as after a refused send."""
+
+    def __init__(self, reason: str, *, removed_cause: str = "", token_fingerprint: str = "") -> None:
+        super().__init__(reason)
+        self.removed_cause = removed_cause
+        self.token_fingerprint = token_fingerprint
 
 
 class Channel(Protocol):

@@ -274,9 +274,10 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         connections:write) answers ``server.new_url()`` (tests/fakes/slack_socket_mode.py)."""
         self._app_tokens[app_token] = server
 
-    def revoke(self, token: str) -> None:
-        """Later calls with ``token`` answer ``token_revoked``."""
-        self._workspaces[token].revoked = True
+    def revoke(self, token: str, error: str = "token_revoked") -> None:
+        """Later calls with ``token`` answer ``token_revoked`` (or ``error``, e.g. ``invalid_auth``)."""
+        ws = self._workspaces[token]
+        ws.revoked, ws.revoked_error = True, error
 
     def uninstall(self, token: str) -> None:
         """The app was removed from the token's workspace: later calls with this bot token answer

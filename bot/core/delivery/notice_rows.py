@@ -56,6 +56,7 @@ _COMPLETE_SQL = (f"UPDATE notice SET status=?, completed_at=? WHERE {{which}} "
                  f"AND d.status IN ('{DeliveryStatus.PENDING.value}', '{DeliveryStatus.SENDING.value}'))")
 
 # What is due, with the parameters each predicate takes (all `now`).
+UPDATE_FAILED = "update failed: "  # the error of a delivered copy whose in-place update was refused for good
 SEND_DUE = (f"{OPEN} AND {DUE}", 2)
 UPDATE_DUE = (f"(d.status='{DELIVERED}' AND d.update_pending AND (d.claimed_until IS NULL OR d.claimed_until<?))", 1)
 

@@ -42,6 +42,7 @@ from bot.core.delivery.lanes import (
 from bot.core.delivery.notice_rows import (
     SEND_DUE,
     UPDATE_DUE,
+    UPDATE_FAILED,
     ClaimedRow,
     NoticeStamp,
     claim_rows,
@@ -318,6 +319,8 @@ class NoticeSource:
             except RateLimited as exc:  # pauses the lane like a send's 429
                 return Outcome.retry(str(exc), retry_after=exc.retry_after, throttled=True)
             except UpdateRefused as exc:  # no retry will change it: recorded, not tried again
+                if exc.removed_cause:  # Herald's token is dead for the workspace: _send_one deactivates it
+                    return Outcome.removed(exc.removed_cause, str(exc), token_fingerprint=exc.token_fingerprint)
                 return Outcome.failed(str(exc))
             return Outcome.delivered(ref)
         if row.recipient is None:
@@ -458,7 +461,7 @@ class NoticeSource:
             elif outcome.kind is OutcomeKind.DEFERRED:  # not attempted: due again when the pause ends
                 until = now + timedelta(seconds=outcome.retry_after or 1)
             elif outcome.kind is OutcomeKind.FAILED:  # refused for good: the message stays as it was
-                pending, error = False, f"update failed: {outcome.reason}"
+                pending, error = False, f"{UPDATE_FAILED}{outcome.reason}"
             elif outcome.throttled and outcome.retry_after:  # a 429: due again when the platform said
                 until = now + timedelta(seconds=outcome.retry_after)
                 error = f"update pending: {outcome.reason or 'rate limited'}"

@@ -4,8 +4,8 @@ Bot tokens are stored sealed (`bot.common.secrets`): encrypted with a key derive
 `HERALD_SECRET_KEY` when it is set, in plaintext otherwise; plaintext rows stay readable.
 
 Removal and reconnection: Herald removed from a workspace (Slack's `app_uninstalled` /
-`tokens_revoked` event, or a send refused with a code that means the same) deactivates it and
-fails what waits for it with `removed_reason`, which says to reconnect it. Reconnecting it ("Add
+`tokens_revoked` event, or a send or an in-place update refused with a code that means the same)
+deactivates it and fails what waits for it with `removed_reason`, which says to reconnect it. Reconnecting it ("Add
 to Slack" again, `herald slack add-workspace`, or a new `HERALD_SLACK_BOT_TOKEN` for a workspace
 known only from the environment) puts the copies of still-live notices that failed so back to
 pending, so the reason's promise holds.
@@ -24,7 +24,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import UserError
 from bot.common.secrets import TokenCipher, environment_cipher, token_fingerprint
 from bot.core.compliance.audit import PendingEvent, audit_event, record
-from bot.core.delivery.notice_rows import complete_sent_notices
+from bot.core.delivery.notice_rows import UPDATE_FAILED, complete_sent_notices
 from bot.core.notices.sending import _quiet_hours_ends
 from bot.core.ports import Outcome
 from storage import db as storage_db
@@ -263,7 +263,10 @@ async def requeue_removed_copies(conn: BaseDBAsyncClient, platform: str, externa
     a notice that respects them. A deadline that passed meanwhile does not stop them: the member
     still gets a must-know notice, and the report shows their acknowledgement's time after the
     deadline (the escalation has named them already). Reminders are not requeued: a delivered copy plans its own.
-    Returns the audit events (`delivery.requeued`, one per copy) and marks their notices sending."""
+    Returns the audit events (`delivery.requeued`, one per copy) and marks their notices sending.
+    Delivered copies whose in-place update (an edit, a retraction, an acknowledgement) was refused
+    because Herald was removed are flagged for it again (`_reflag_removed_updates`)."""
+    await _reflag_removed_updates(conn, platform, external_id, now=now)
     live = [NoticeStatus.SENDING.value, NoticeStatus.SENT.value]
     rows = await Delivery.filter(
         platform=platform, workspace_external_id=external_id, kind=DeliveryKind.NOTICE.value,
@@ -295,6 +298,17 @@ async def requeue_removed_copies(conn: BaseDBAsyncClient, platform: str, externa
     return [audit_event(REQUEUED, now=now, actor=actor, notice_id=row["notice_id"], member_id=row["member_id"],
                         platform=platform, delivery_id=row["id"], reason="the workspace was reconnected")
             for row in rows]
+
+
+async def _reflag_removed_updates(conn: BaseDBAsyncClient, platform: str, external_id: str, *,
+                                  now: datetime) -> int:
+    """The workspace's delivered copies whose update failed only because Herald was removed get
+    it again (the outbox renders the notice as it is now): otherwise a copy edited or retracted
+    meanwhile would keep showing the old text."""
+    refused = [UPDATE_FAILED + reason for reason in _removed_reasons(platform, external_id)]
+    return await Delivery.filter(platform=platform, workspace_external_id=external_id,
+                                 status=DeliveryStatus.DELIVERED.value, error__in=refused).using_db(conn).update(
+        update_pending=True, error="", claimed_by="", claimed_until=None, updated_at=now)
 
 
 async def readopt_env_token(env_token: str | None, *, now: datetime) -> list[str]:
