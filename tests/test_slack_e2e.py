@@ -371,6 +371,27 @@ async def test_a_cam_cannot_read_another_cams_notice_through_status(slack: Slack
     assert "Confidential recall" in await _reply(slack, f"status {notice_id}")
 
 
+async def test_the_cam_who_sent_a_notice_keeps_its_report_after_the_partner_gets_another_cam(
+        slack: SlackHarness) -> None:
+    """The directory hands Acme, Bolt and Keys to another CAM after Casey sent them a must-know
+    notice. Casey still pulls its report and status (README: a CAM reads the notices they sent;
+    compliance asks the sender what they sent and who acknowledged), while the new CAM, who got no
+    escalation of it, does not."""
+    from bot.core.directory.importer import import_directory
+    from tests.support import SAMPLE_DIRECTORY
+
+    notice_id = await _sent_notice(slack, "send must-know operations tier:gold | Recall of LX-200 | Stop selling")
+    await add_staff("nia@vendor.example", "cam", name="Nia New", slack_user="UNIA", slack_team=TEAM,
+                    now=slack.clock.now(), actor="test")
+    handed = SAMPLE_DIRECTORY.replace("cam@vendor.example", "nia@vendor.example")
+    assert not (await import_directory(handed, now=slack.clock.now(), actor="test")).rejected
+
+    report = await _reply(slack, f"report {notice_id}")
+    assert "Only compliance" not in report and "full CSV report is in your direct messages" in report
+    assert "Recall of LX-200" in await _reply(slack, f"status {notice_id}")
+    assert "Only compliance, admins and the notice's CAM" in await _reply(slack, f"report {notice_id}", user="UNIA")
+
+
 async def test_send_on_a_preview_whose_deadline_has_passed_is_refused(slack: SlackHarness) -> None:
     slack.clock.set(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
     notice_id = await _preview(slack, "send must-know operations tier:gold deadline:2026-01-05T12:00Z | Recall | Stop")
