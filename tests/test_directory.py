@@ -465,6 +465,43 @@ async def test_a_returning_member_gets_no_copy_of_a_notice_retracted_while_they_
     assert (copy.status, copy.error) == ("cancelled", "removed from the partner directory")
 
 
+async def test_a_member_out_of_the_directory_stops_being_reminded_until_they_are_back(rig: Rig) -> None:
+    """Anna got a must-know notice with no deadline and left the directory before acknowledging
+    it. Her reminders end (`reminder.ended` on the audit trail, with the reason) instead of the
+    planner taking her original up again every hour for as long as the notice lives; when an
+    import brings her back they resume (`reminder.resumed`) and she is reminded."""
+    from bot.core.compliance.verify import verify_chain
+
+    rig.clock.set(NOW)
+    notice_id = await rig.broadcast("member:anna@acme.example")  # must-know, no deadline
+    await rig.herald.outbox.drain()
+    original = await Delivery.get(notice_id=notice_id, kind="notice")
+    assert original.status == "delivered" and original.next_reminder_at is not None
+    await import_directory(WITHOUT_ANNA, now=rig.clock.now(), deactivate_missing=True, actor="test")
+
+    rig.clock.set(original.next_reminder_at)
+    await rig.herald.tick()
+    original = await Delivery.get(id=original.id)
+    assert original.next_reminder_at is None, (
+        f"the reminder of a member out of the directory is looked at again at {original.next_reminder_at}")
+    (ended,) = await AuditEvent.filter(kind="reminder.ended")
+    assert (ended.notice_id, ended.member_id) == (notice_id, original.member_id)  # type: ignore[attr-defined]
+    assert ended.data["reason"] == "the member was removed from the partner directory"
+    assert not await Delivery.filter(notice_id=notice_id, kind="reminder").exists()
+
+    rig.clock.advance(days=1)
+    await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test")
+    (resumed,) = await AuditEvent.filter(kind="reminder.resumed")
+    assert resumed.data["delivery_id"] == original.id
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    (reminder,) = await Delivery.filter(notice_id=notice_id, kind="reminder")
+    assert reminder.status == "delivered"
+    await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test")  # nothing resumed twice
+    assert await AuditEvent.filter(kind="reminder.resumed").count() == 1
+    assert (await verify_chain()).ok
+
+
 async def test_deactivate_missing_spares_members_whose_row_was_rejected(db: str) -> None:
     await import_directory(BASE, now=NOW)
     text = base(alice={"timezone": "Europe/Londn"})  # Alice's row now fails

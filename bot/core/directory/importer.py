@@ -37,7 +37,7 @@ from bot.common.errors import UserError
 from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.handoff_owners import follow_organisation_cams
-from bot.core.notices.rejoining import REMOVED_FROM_DIRECTORY, restore_copies
+from bot.core.notices.rejoining import REMOVED_FROM_DIRECTORY, restore_copies, resume_reminders
 from storage.models import Delivery, DeliveryStatus, Member, Organisation, Platform, PlatformAccount
 
 COLUMNS: tuple[str, ...] = (
@@ -842,6 +842,7 @@ async def import_directory(
         await _apply(plan, now=now, progress=progress)
         # members back in the directory: what was cancelled when they were left out goes out after all
         restored = await restore_copies(plan.reactivate, now=now, actor=actor)
+        restored_reminders = await resume_reminders(plan.reactivate, now=now, actor=actor)
         outcome = result(plan)
         outcome.restored = len(restored)
         # an organisation given another CAM: its open hand-offs go to them
@@ -851,5 +852,5 @@ async def import_directory(
             updated=outcome.updated, unchanged=outcome.unchanged, deactivated=outcome.deactivated,
             rejected=len(outcome.rejected), organisations_created=outcome.organisations_created,
             organisations_updated=outcome.organisations_updated, deactivate_missing=deactivate_missing,
-            restored=outcome.restored), *reassigned, *restored])
+            restored=outcome.restored), *reassigned, *restored, *restored_reminders])
     return outcome

@@ -7,7 +7,8 @@ still reach them, be reminded and, unacknowledged at its deadline, be named to t
 held back from an A/B test's first share is held again until the winner is rolled out (or goes
 out with the winner if that happened meanwhile). A deadline that has passed does not stop it:
 the notice still asks for an acknowledgement, and the escalation's Remind now and the report
-count the member again.
+count the member again. The reminders of copies delivered before they left, which the planner
+ended while they were out (`reminder.ended`), resume (`resume_reminders`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,19 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from bot.core.compliance.audit import PendingEvent, audit_event
+from bot.core.notices.reminders import LEFT_DIRECTORY, REMINDER_ENDED, REMINDER_RESUMED
 from bot.core.notices.sending import _quiet_hours_ends
 from bot.topics import parse_importance
-from storage.models import Delivery, DeliveryKind, DeliveryStatus, Notice, NoticeExperiment, NoticeStatus
+from storage.models import (
+    Acknowledgement,
+    AuditEvent,
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Notice,
+    NoticeExperiment,
+    NoticeStatus,
+)
 
 REMOVED_FROM_DIRECTORY = "removed from the partner directory"
 _LIVE = (NoticeStatus.SENDING.value, NoticeStatus.SENT.value)
@@ -77,3 +88,41 @@ async def _restore_notice(notice: Notice, rows: list[dict], *, now: datetime) ->
             status=NoticeStatus.SENDING.value, completed_at=None)  # marked sent again once these are out
     return {**{i: DeliveryStatus.HELD.value for i in held},
             **{i: DeliveryStatus.PENDING.value for ids in pending.values() for i in ids}}
+
+
+async def resume_reminders(member_ids: Sequence[int], *, now: datetime, actor: str) -> list[PendingEvent]:
+    """The reminders the planner ended because these (now active again) members were out of the
+    directory start again: their delivered originals of live notices, not acknowledged and before
+    the deadline, are due for a reminder now (the planner puts it in the member's working hours);
+    one `reminder.resumed` event each. Runs in the import's transaction."""
+    events: list[PendingEvent] = []
+    for start in range(0, len(member_ids), _CHUNK):
+        for row in await _ended_originals(list(member_ids[start:start + _CHUNK]), now):
+            if await Delivery.filter(id=row["id"], next_reminder_at__isnull=True).update(next_reminder_at=now):
+                events.append(audit_event(REMINDER_RESUMED, now=now, actor=actor, notice_id=row["notice_id"],
+                                          member_id=row["member_id"], platform=row["platform"], delivery_id=row["id"],
+                                          reason="back in the partner directory"))
+    return events
+
+
+async def _ended_originals(member_ids: list[int], now: datetime) -> list[dict]:
+    """The members' delivered, unacknowledged originals of live notices whose reminders were last
+    ended (not resumed since) because the member left the directory."""
+    rows = [r for r in await Delivery.filter(
+        member_id__in=member_ids, kind=DeliveryKind.NOTICE.value, status=DeliveryStatus.DELIVERED.value,
+        next_reminder_at__isnull=True, notice__status__in=_LIVE).values(
+            "id", "notice_id", "member_id", "platform", "notice__deadline", "notice__ack_revision")
+        if r["notice__deadline"] is None or r["notice__deadline"] > now]
+    if not rows:
+        return []
+    notice_ids = sorted({r["notice_id"] for r in rows})
+    last: dict[int, tuple[str, str]] = {}  # delivery id -> (kind, reason) of its latest event of the two
+    for kind, data in await AuditEvent.filter(  # by notice first: the (notice_id, kind) index
+            notice_id__in=notice_ids, kind__in=[REMINDER_ENDED, REMINDER_RESUMED], member_id__in=member_ids,
+    ).order_by("id").values_list("kind", "data"):
+        if isinstance(data, dict) and isinstance(data.get("delivery_id"), int):
+            last[data["delivery_id"]] = (kind, str(data.get("reason", "")))
+    acknowledged = set(await Acknowledgement.filter(notice_id__in=notice_ids, member_id__in=member_ids).values_list(
+        "notice_id", "member_id", "revision"))
+    return [r for r in rows if last.get(r["id"]) == (REMINDER_ENDED, LEFT_DIRECTORY)
+            and (r["notice_id"], r["member_id"], r["notice__ack_revision"]) not in acknowledged]

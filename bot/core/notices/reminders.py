@@ -7,6 +7,11 @@ acknowledgements, one update, one insert. On PostgreSQL a batch's rows are locke
 LOCKED`: replicas planning at once take different rows); the update moves only rows still as they
 were read and the insert skips a reminder that exists, so a reminder happens once however many
 replicas plan at the same moment.
+
+A member out of the directory (deactivated by an import) is reminded no more: their original's
+reminders end (`reminder.ended`, audited with the reason) instead of being looked at again every
+hour for as long as the notice lives; an import that brings them back resumes them
+(`bot.core.notices.rejoining.resume_reminders`, `reminder.resumed`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot.common.budget import TimeBudget
+from bot.core.compliance.audit import audit_event, record
 from bot.common.schedule import ReminderSchedule, next_working_moment
 from bot.topics import TopicCatalog
 from storage.models import (
@@ -37,7 +43,9 @@ from storage import db as storage_db
 log = logging.getLogger(__name__)
 
 LIVE = [NoticeStatus.SENDING.value, NoticeStatus.SENT.value]
-INACTIVE_LOOK_AGAIN = timedelta(hours=1)  # a member out of the directory: when to look at their reminder again
+REMINDER_ENDED = "reminder.ended"  # an original's reminders stopped for good before the notice asked for none
+REMINDER_RESUMED = "reminder.resumed"  # ... and started again (the member is back in the directory)
+LEFT_DIRECTORY = "the member was removed from the partner directory"
 REMOVED_LOOK_AGAIN = timedelta(hours=1)  # a workspace Herald was removed from: when to look at its reminders again
 
 
@@ -86,7 +94,16 @@ async def _plan_batch(now: datetime, catalog: TopicCatalog, size: int) -> tuple[
         reminders = [plan.reminder(now) for plan in plans if plan.remind and plan.original.id in moved]
         if reminders:  # a clash on the unique key: that reminder exists already
             await Delivery.bulk_create(reminders, ignore_conflicts=True, using_db=conn)
+        await record([_ended_event(plan, now) for plan in plans if plan.ended and plan.original.id in moved],
+                     using_db=conn)
     return len(locked), len(reminders)
+
+
+def _ended_event(plan: _Plan, now: datetime):  # noqa: ANN202 - a PendingEvent
+    original = plan.original
+    return audit_event(REMINDER_ENDED, now=now, notice_id=original.notice.id, member_id=original.member.id,
+                       platform=original.platform, delivery_id=original.id, reason=plan.ended,
+                       reminders_sent=original.reminders_sent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +113,7 @@ class _Plan:
     original: Delivery
     next_at: datetime | None
     remind: bool = False
+    ended: str = ""  # why the original's reminders end although the notice still asks for them (audited)
 
     @property
     def reminders_sent(self) -> int:
@@ -124,9 +142,10 @@ def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog, acknowle
     if notice.status not in LIVE or past_deadline or acknowledged:
         return _Plan(original, None)
     if not member.active:
-        # left out of the directory: nothing is sent while they are out, but the reminder is kept
-        # for when an import brings them back; look again hourly, as for a paused organisation
-        return _Plan(original, now + INACTIVE_LOOK_AGAIN)
+        # left out of the directory: nothing is sent to them any more. Their reminders end here
+        # (audited) rather than being looked at hourly for as long as the notice lives; an import
+        # that brings them back resumes them (rejoining.resume_reminders).
+        return _Plan(original, None, ended=LEFT_DIRECTORY)
     if (original.platform, original.workspace_external_id) in removed:
         # Herald was removed from the member's workspace: a reminder row would only fail (and be
         # audited) at every slot. Look again hourly, so reminders resume once it is reconnected.
