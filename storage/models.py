@@ -145,6 +145,8 @@ class PlatformAccount(Model):
     user_id = fields.CharField(max_length=100)  # Slack user id / Teams AAD object id
     dm_channel = fields.CharField(max_length=200, default="")  # Slack DM id / Teams conversation id
     service_url = fields.CharField(max_length=500, default="")  # Teams only
+    # Teams: when the member removed Herald (installationUpdate "remove"); None while it is installed
+    app_removed_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -430,6 +430,51 @@ async def test_an_update_teams_refuses_for_good_is_not_tried_again(teams: TeamsR
     assert not eve.update_pending and eve.error.startswith("update failed: the member removed Herald")
 
 
+async def test_a_member_who_removes_herald_is_not_sent_to_and_gets_the_notice_when_they_add_it_again(
+        teams: TeamsRig) -> None:
+    """Microsoft ("Conversation events in your Teams bot", installation update): removing a
+    personal app sends an installationUpdate with action "remove" in the member's 1:1 chat; adding
+    it, "add". Eve removes Herald; as for a Slack uninstall (README "Connecting Slack"), the removal
+    is recorded (`teams.app_removed`), her copy of the next notice fails at once with the reason,
+    without a request the connector could only refuse with 403, and the CAM's escalation lists her
+    apart. She adds Herald again: her copy is sent after all (`delivery.requeued`)."""
+    from bot.core.compliance.verify import verify_chain
+    from storage.models import AuditEvent
+
+    await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    teams.connector.remove_app("aad-eve")  # what Teams does; then it tells Herald
+    status, _ = await teams.post(teams.activity("installationUpdate", "aad-eve", action="remove"))
+    assert status == 200
+    (removed,) = await AuditEvent.filter(kind="teams.app_removed")
+    eve = await Member.get(email="eve@teamsco.example")
+    assert removed.member_id == eve.id  # type: ignore[attr-defined]
+
+    preview = await teams.say("aad-cam", "send must-know operations org:teamsco deadline:2026-01-06 | Recall | Stop")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    await teams.herald.outbox.drain()
+    copy = await Delivery.get(notice_id=notice_id, member_id=eve.id)
+    assert copy.status == "failed" and "removed Herald in Teams" in copy.error and "add Herald again" in copy.error
+    tried = [c for c in teams.connector.calls if c.conversation_id == "a:conv-aad-eve" and c.status == 403]
+    assert not tried, f"{len(tried)} requests to a conversation Herald was removed from"
+
+    teams.clock.advance(days=2)  # past the deadline: the CAM hears who never got it
+    await teams.herald.tick()
+    await teams.herald.outbox.drain()
+    escalation = str(card_of(teams.connector.activities("a:conv-aad-cam")[-1]))
+    assert "never received it" in escalation and "Eve Moreau" in escalation and "removed Herald" in escalation
+
+    teams.connector.add_app("aad-eve")
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    await teams.herald.outbox.drain()
+    copy = await Delivery.get(id=copy.id)
+    assert copy.status == "delivered", f"Eve's copy after she added Herald again: {copy.status} ({copy.error})"
+    (requeued,) = await AuditEvent.filter(kind="delivery.requeued")
+    assert requeued.data["delivery_id"] == copy.id and await AuditEvent.filter(kind="teams.app_added").count() == 1
+    assert (await verify_chain()).ok
+
+
 async def test_a_press_on_a_card_older_than_a_material_edit_is_refused_with_a_reason(teams: TeamsRig) -> None:
     """As in Slack (test_slack_e2e): the card carries the revision it shows; a press on a card older
     than the wording to acknowledge records nothing and says why."""

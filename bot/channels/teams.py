@@ -37,6 +37,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from bot.channels.teams_cards import direct_message_activity, notice_activity
+from bot.core.directory.app_installs import BLOCKED, NOT_INSTALLED, REMOVED, REMOVED_OR_BLOCKED
 from bot.core.notices.views import NoticeView
 from bot.core.ports import DirectMessage, MessageRef, Outcome, RateLimited, Recipient, UpdateRefused
 from storage.models import Platform, PlatformAccount
@@ -64,11 +65,7 @@ NO_CONVERSATION = "no Teams conversation yet: the member must install Herald in 
 # installed is refused with BotNotInConversationRoster (MicrosoftDocs/msteams-docs#11125); the same
 # code on an existing conversation means the app was uninstalled since; ConversationBlockedByUser
 # means they blocked it. Any other 403 for a member may be either.
-NOT_INSTALLED = ("Herald is not installed for the member in Teams: have it installed for them (an app setup "
-                 "policy in the Teams admin centre) or ask them to add it")
-REMOVED = "the member removed Herald in Teams"
-BLOCKED = "the member blocked Herald in Teams"
-REMOVED_OR_BLOCKED = "the member removed Herald in Teams or blocked it"
+# The reasons are the core's (bot.core.directory.app_installs: an install puts these copies back).
 TOO_LARGE = "the message is too large for Teams"  # 413 MessageSizeTooBig
 # Microsoft's table of the Bot Connector's status codes: retried 412, 429, 502, 503 and 504; not
 # retried 500 ServiceError ("Retry request: No"); an update refused with these is refused for good.

@@ -257,6 +257,10 @@ class FakeBotConnector(ScriptedFaults, LocalServer):
         is not part of the conversation roster." (MicrosoftDocs/bot-docs#1527, msteams-docs#11125)."""
         self._without_app.add(user_id)
 
+    def add_app(self, user_id: str) -> None:
+        """The member (re)installed the app: their conversation takes messages again."""
+        self._without_app.discard(user_id)
+
     @staticmethod
     def conversation_id(user_id: str) -> str:
         """The conversation id ``POST /v3/conversations`` answers for ``user_id``."""

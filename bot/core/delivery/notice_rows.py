@@ -35,7 +35,8 @@ _COLUMNS = ("d.id AS id, d.notice_id AS notice_id, d.member_id AS member_id, d.k
             "d.variant AS variant, d.attempts AS attempts, d.channel_id AS channel_id, "
             "d.message_id AS message_id, d.rendered_revision AS rendered_revision, d.update_seq AS update_seq, "
             "a.id AS account_id, a.workspace_external_id AS account_workspace, a.user_id AS user_id, "
-            "a.dm_channel AS dm_channel, a.service_url AS service_url, m.name AS member_name, "
+            "a.dm_channel AS dm_channel, a.service_url AS service_url, a.app_removed_at AS app_removed_at, "
+            "m.name AS member_name, "
             "m.email AS member_email, n.revision AS n_revision, n.ack_revision AS n_ack_revision, "
             "n.status AS n_status, s.id AS s_id, s.closes_at AS s_closes_at, s.closed_at AS s_closed_at, "
             "k.acknowledged_at AS acknowledged_at, n.importance AS n_importance, m.timezone AS member_timezone, "
@@ -81,6 +82,7 @@ class ClaimedRow:
     maybe_sent: bool  # claimed back from an expired claim: an earlier send may have landed
     account_id: int | None  # None: the member's platform account was removed
     recipient: Recipient | None
+    app_removed: bool  # the member removed Herald on the account's platform (Teams: app_installs)
     member_label: str  # the member's name, or their email when the directory has no name
     notice_stamp: NoticeStamp  # the notice as the claim saw it
     acknowledged_at: datetime | None  # the member's acknowledgement of the notice's current ack revision
@@ -193,6 +195,7 @@ def _row(r: Any) -> ClaimedRow:
         platform=r["platform"], workspace_id=r["workspace_id"], variant=r["variant"], attempts=r["attempts"],
         channel_id=r["channel_id"], message_id=r["message_id"], rendered_revision=r["rendered_revision"],
         update_seq=r["update_seq"], maybe_sent=r["prior_status"] == SENDING, account_id=account_id, recipient=recipient,
+        app_removed=r["app_removed_at"] is not None,
         member_label=r["member_name"] or r["member_email"],
         notice_stamp=NoticeStamp(r["n_revision"], r["n_ack_revision"], r["n_status"], r["s_id"],
                                  as_datetime(r["s_closes_at"]), as_datetime(r["s_closed_at"])),

@@ -52,6 +52,7 @@ from bot.core.delivery.notice_rows import (
     not_before,
 )
 from bot.core.delivery.retry import RetryPolicy
+from bot.core.directory.app_installs import APP_REMOVED
 from bot.core.directory.workspaces import deactivate_refused
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import NoticeExtras, RowExtras, load_extras
@@ -312,6 +313,8 @@ class NoticeSource:
         row = job.row
         if channel is None:
             return Outcome.failed(f"{row.platform.title()} is not configured in Herald")
+        if row.app_removed:  # the platform would refuse it (403); an install puts it back (app_installs)
+            return Outcome.failed(APP_REMOVED)
         if job.update:
             ref = MessageRef(row.channel_id, row.message_id)
             try:

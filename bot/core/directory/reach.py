@@ -6,8 +6,8 @@ uninstall) comes last, whatever the platform, since a message there can only fai
 others, the preferred platform's account, else Slack's, then Teams', then the oldest. When every
 account is unreachable the best of them is still chosen, so the failure names the real reason.
 
-Teams keeps no per-tenant installation state: a removed personal app shows only as a refused
-send. Any platform's inactive `Workspace` row counts the same way.
+A Teams account whose member removed Herald (`app_removed_at`, see `app_installs`) comes last
+too. Any platform's inactive `Workspace` row counts the same way.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def choose_account(accounts: Sequence[AccountT], *, preferred: str = "",
     if not accounts:
         return None
     rank = {p: i for i, p in enumerate(dict.fromkeys(p for p in (preferred, *PLATFORM_PREFERENCE) if p))}
-    return min(accounts, key=lambda a: ((a.platform, a.workspace_external_id) in unreachable,
+    return min(accounts, key=lambda a: ((a.platform, a.workspace_external_id) in unreachable
+                                        or getattr(a, "app_removed_at", None) is not None,
                                         rank.get(a.platform, len(rank)), a.id))
 
 

@@ -204,25 +204,31 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
         workspace.refresh_token, workspace.token_expires_at = "", None
         await workspace.save(using_db=conn)
 
-        rows = await storage_db.select_locked(
-            "delivery", "id, notice_id, member_id, kind, attempts",
-            f"platform=? AND workspace_external_id=? AND status IN ({', '.join('?' * len(OPEN_DELIVERY_STATUSES))})",
-            [platform, external_id, *OPEN_DELIVERY_STATUSES], conn=conn)
-        ids = [row["id"] for row in rows]
-        if ids:
-            await Delivery.filter(id__in=ids).using_db(conn).update(
-                status=DeliveryStatus.FAILED.value, error=message, claimed_by="", claimed_until=None)
-        await complete_sent_notices(now, {row["notice_id"] for row in rows}, using_db=conn)
+        failed = await fail_waiting(conn, "platform=? AND workspace_external_id=?", [platform, external_id],
+                                    platform=platform, reason=message, now=now, actor=actor)
+        await record([audit_event(UNINSTALLED, now=now, actor=actor, platform=platform, workspace=external_id,
+                                  reason=reason, failed_deliveries=len(failed)), *failed], using_db=conn)
+    return Deactivation(changed=True, failed_deliveries=len(failed))
 
-        events = [audit_event(UNINSTALLED, now=now, actor=actor, platform=platform, workspace=external_id,
-                              reason=reason, failed_deliveries=len(ids))]
-        for row in rows:
-            kind = "reminder.failed" if row["kind"] == DeliveryKind.REMINDER.value else "delivery.failed"
-            events.append(audit_event(kind, now=now, actor=actor, notice_id=row["notice_id"],
-                                      member_id=row["member_id"], platform=platform, delivery_id=row["id"],
-                                      reason=message, attempts=row["attempts"]))
-        await record(events, using_db=conn)
-    return Deactivation(changed=True, failed_deliveries=len(ids))
+
+async def fail_waiting(conn: BaseDBAsyncClient, where: str, params: list, *, platform: str, reason: str,
+                       now: datetime, actor: str) -> list[PendingEvent]:
+    """In the caller's transaction: the deliveries matching `where` (SQL on `delivery`) that still
+    wait to be sent fail with `reason` (locked first on PostgreSQL), and their notices with
+    nothing left to send are marked sent. Returns a `delivery.failed` / `reminder.failed` event each."""
+    rows = await storage_db.select_locked(
+        "delivery", "id, notice_id, member_id, kind, attempts",
+        f"{where} AND status IN ({', '.join('?' * len(OPEN_DELIVERY_STATUSES))})",
+        [*params, *OPEN_DELIVERY_STATUSES], conn=conn)
+    ids = [row["id"] for row in rows]
+    if ids:
+        await Delivery.filter(id__in=ids).using_db(conn).update(
+            status=DeliveryStatus.FAILED.value, error=reason, claimed_by="", claimed_until=None)
+    await complete_sent_notices(now, {row["notice_id"] for row in rows}, using_db=conn)
+    return [audit_event("reminder.failed" if row["kind"] == DeliveryKind.REMINDER.value else "delivery.failed",
+                        now=now, actor=actor, notice_id=row["notice_id"], member_id=row["member_id"],
+                        platform=platform, delivery_id=row["id"], reason=reason, attempts=row["attempts"])
+            for row in rows]
 
 
 async def workspace_refused(platform: str, external_id: str, *, cause: str, refused_token: str,
@@ -266,13 +272,22 @@ async def requeue_removed_copies(conn: BaseDBAsyncClient, platform: str, externa
     Returns the audit events (`delivery.requeued`, one per copy) and marks their notices sending.
     Delivered copies whose in-place update (an edit, a retraction, an acknowledgement) was refused
     because Herald was removed are flagged for it again (`_reflag_removed_updates`)."""
-    await _reflag_removed_updates(conn, platform, external_id, now=now)
+    reasons = _removed_reasons(platform, external_id)
+    await reflag_refused_updates(conn, reasons, now=now, platform=platform, workspace_external_id=external_id)
+    return await requeue_failed_copies(conn, reasons, now=now, actor=actor, why="the workspace was reconnected",
+                                       platform=platform, workspace_external_id=external_id)
+
+
+async def requeue_failed_copies(conn: BaseDBAsyncClient, reasons: list[str], *, now: datetime, actor: str,
+                                why: str, **where: object) -> list[PendingEvent]:
+    """In the caller's transaction: the notice copies matching `where` that failed with one of
+    `reasons` go back to pending when their notice is still live (see requeue_removed_copies).
+    Returns a `delivery.requeued` event each (saying `why`)."""
     live = [NoticeStatus.SENDING.value, NoticeStatus.SENT.value]
     rows = await Delivery.filter(
-        platform=platform, workspace_external_id=external_id, kind=DeliveryKind.NOTICE.value,
-        status=DeliveryStatus.FAILED.value, error__in=_removed_reasons(platform, external_id),
-        notice__status__in=live, member__active=True).using_db(conn).values(
-            "id", "notice_id", "member_id", "notice__importance")
+        kind=DeliveryKind.NOTICE.value, status=DeliveryStatus.FAILED.value, error__in=reasons,
+        notice__status__in=live, member__active=True, **where).using_db(conn).values(
+            "id", "notice_id", "member_id", "platform", "notice__importance")
     if rows:
         closed = set(await Survey.filter(notice_id__in=list({r["notice_id"] for r in rows}), closed_at__isnull=False)
                      .using_db(conn).values_list("notice_id", flat=True))
@@ -293,22 +308,20 @@ async def requeue_removed_copies(conn: BaseDBAsyncClient, platform: str, externa
     notice_ids = sorted({row["notice_id"] for row in rows})
     await Notice.filter(id__in=notice_ids, status=NoticeStatus.SENT.value).using_db(conn).update(
         status=NoticeStatus.SENDING.value, completed_at=None)
-    log.info("%s workspace %s reconnected: %d failed copies of %d live notices are pending again",
-             platform.title(), external_id, len(rows), len(notice_ids))
+    log.info("%s: %d failed copies of %d live notices are pending again", why, len(rows), len(notice_ids))
     return [audit_event(REQUEUED, now=now, actor=actor, notice_id=row["notice_id"], member_id=row["member_id"],
-                        platform=platform, delivery_id=row["id"], reason="the workspace was reconnected")
+                        platform=row["platform"], delivery_id=row["id"], reason=why)
             for row in rows]
 
 
-async def _reflag_removed_updates(conn: BaseDBAsyncClient, platform: str, external_id: str, *,
-                                  now: datetime) -> int:
-    """The workspace's delivered copies whose update failed only because Herald was removed get
-    it again (the outbox renders the notice as it is now): otherwise a copy edited or retracted
-    meanwhile would keep showing the old text."""
-    refused = [UPDATE_FAILED + reason for reason in _removed_reasons(platform, external_id)]
-    return await Delivery.filter(platform=platform, workspace_external_id=external_id,
-                                 status=DeliveryStatus.DELIVERED.value, error__in=refused).using_db(conn).update(
-        update_pending=True, error="", claimed_by="", claimed_until=None, updated_at=now)
+async def reflag_refused_updates(conn: BaseDBAsyncClient, reasons: list[str], *, now: datetime,
+                                 **where: object) -> int:
+    """The delivered copies matching `where` whose in-place update failed with one of `reasons`
+    (Herald was removed) get it again (the outbox renders the notice as it is now): otherwise a
+    copy edited or retracted meanwhile would keep showing the old text."""
+    refused = [UPDATE_FAILED + reason for reason in reasons]
+    return await Delivery.filter(status=DeliveryStatus.DELIVERED.value, error__in=refused, **where).using_db(
+        conn).update(update_pending=True, error="", claimed_by="", claimed_until=None, updated_at=now)
 
 
 async def readopt_env_token(env_token: str | None, *, now: datetime) -> list[str]:

@@ -36,6 +36,7 @@ from storage.models import (
     Notice,
     NoticeStatus,
     Organisation,
+    PlatformAccount,
     Workspace,
 )
 from storage import db as storage_db
@@ -88,7 +89,9 @@ async def _plan_batch(now: datetime, catalog: TopicCatalog, size: int) -> tuple[
             "notice", "member__organisation").using_db(conn)
         acked = await _acknowledged_among(due, conn)
         removed = await _removed_workspaces(conn)
-        plans = [_plan_one(original, now, catalog, (original.notice.id, original.member.id) in acked, removed)
+        app_removed = await _removed_accounts([d.account_id for d in due], conn)  # type: ignore[attr-defined]
+        plans = [_plan_one(original, now, catalog, (original.notice.id, original.member.id) in acked, removed,
+                           app_removed=original.account_id in app_removed)  # type: ignore[attr-defined]
                  for original in due]
         moved = await _move_all(plans, conn)
         reminders = [plan.reminder(now) for plan in plans if plan.remind and plan.original.id in moved]
@@ -133,8 +136,17 @@ async def _removed_workspaces(conn: BaseDBAsyncClient) -> set[tuple[str, str]]:
     return set(await Workspace.filter(active=False).using_db(conn).values_list("platform", "external_id"))
 
 
+async def _removed_accounts(account_ids: list[int | None], conn: BaseDBAsyncClient) -> set[int]:
+    """Those of the accounts whose member removed Herald (Teams: bot.core.directory.app_installs)."""
+    ids = sorted({i for i in account_ids if i is not None})
+    if not ids:
+        return set()
+    return set(await PlatformAccount.filter(id__in=ids, app_removed_at__isnull=False).using_db(conn).values_list(
+        "id", flat=True))
+
+
 def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog, acknowledged: bool,
-              removed: Collection[tuple[str, str]] = ()) -> _Plan:
+              removed: Collection[tuple[str, str]] = (), *, app_removed: bool = False) -> _Plan:
     notice: Notice = original.notice
     member = original.member
     organisation = member.organisation
@@ -146,9 +158,10 @@ def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog, acknowle
         # (audited) rather than being looked at hourly for as long as the notice lives; an import
         # that brings them back resumes them (rejoining.resume_reminders).
         return _Plan(original, None, ended=LEFT_DIRECTORY)
-    if (original.platform, original.workspace_external_id) in removed:
-        # Herald was removed from the member's workspace: a reminder row would only fail (and be
-        # audited) at every slot. Look again hourly, so reminders resume once it is reconnected.
+    if (original.platform, original.workspace_external_id) in removed or app_removed:
+        # Herald was removed from the member's workspace (or, in Teams, by the member): a reminder
+        # row would only fail (and be audited) at every slot. Look again hourly, so reminders
+        # resume once it is reconnected (added again).
         return _Plan(original, now + REMOVED_LOOK_AGAIN)
     if is_paused(organisation, now):
         # no automated reminders until the CAM resumes or the pause runs out; look again hourly

@@ -373,6 +373,7 @@ class TargetAccount:
     member_id: int
     platform: str
     workspace_external_id: str
+    app_removed_at: datetime | None = None  # the member removed Herald there (reach.choose_account)
 
 
 async def _target_accounts(member_ids: list[int], *, every_platform: bool,
@@ -392,7 +393,8 @@ async def _target_accounts(member_ids: list[int], *, every_platform: bool,
             organisations[row["id"]] = row["organisation_id"]
     owned_by, param = storage_db.in_ids("member_id", member_ids)
     for row in await conn.execute_query_dict(storage_db.placeholders(
-            f"SELECT id, member_id, platform, workspace_external_id FROM platform_account WHERE {owned_by} "
+            f"SELECT id, member_id, platform, workspace_external_id, app_removed_at FROM platform_account "
+            f"WHERE {owned_by} "
             f"ORDER BY id"), [param]):
         found.setdefault(row["member_id"], []).append(TargetAccount(**row))
     if every_platform:

@@ -36,6 +36,7 @@ from bot.core.commands.parser import (
 )
 from bot.core.commands.refusals import refusal, staff_command_verb
 from bot.core.commands.runner import ReportReady, StaffCommands
+from bot.core.directory.app_installs import app_added, app_removed
 from bot.core.directory.console_access import SignInLink
 from bot.core.directory.linking import (
     TeamsIdentity,
@@ -188,14 +189,23 @@ class TeamsHandler:
         A conversationUpdate that adds nobody (members removed) is no arrival at all."""
         activity = turn.activity
         if activity.type == "installationUpdate":
+            # "remove" / "add" (and the SDKs' "remove-upgrade" / "add-upgrade", handled as they are)
             if (activity.action or "").startswith("remove"):
-                return  # uninstalled: deliveries to this person will fail with a clear reason from now on
-            await self.link(turn)
+                await app_removed(turn.tenant_id, turn.aad_object_id, now=self.herald.clock.now())
+                return
+            await self.installed(turn)
             await self.reply(turn, text_activity(WELCOME))
             return
         added = [m.id for m in (activity.members_added or []) if isinstance(getattr(m, "id", None), str)]
         if turn.user_id in added:
-            await self.link(turn)
+            await self.installed(turn)
+
+    async def installed(self, turn: Turn) -> None:
+        """Link the person, and end a removal recorded before: what failed because Herald was not
+        installed for them goes out again (bot.core.directory.app_installs)."""
+        await self.link(turn)
+        if (await app_added(turn.tenant_id, turn.aad_object_id, now=self.herald.clock.now())).deliveries:
+            self.herald.outbox.wake()
 
     # ---- messages ---------------------------------------------------------------------------
 

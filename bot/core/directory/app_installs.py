@@ -1,0 +1,98 @@
+"""Herald added and removed by a member in Microsoft Teams.
+
+Herald is a personal-scope Teams app: Teams sends an `installationUpdate` in the member's 1:1 chat
+when the app is added for them ("add") or removed ("remove"), by the member or by their tenant's
+admin for them (Microsoft, "Conversation events in your Teams bot": installation update event).
+A removal concerns that one account, unlike Slack, where the whole workspace goes
+(`workspaces.py`); after it, every message Herald posts there is refused with 403.
+
+So the removal is recorded on the account (`PlatformAccount.app_removed_at`, audited
+`teams.app_removed`): what waits for it fails at once with `APP_REMOVED`, later copies fail so
+without a request (the outbox), its reminders wait (the planner), and a member who also has a
+Slack account is reached there (`reach.choose_account`). The next "add" clears it
+(`teams.app_added`) and, as Slack's reconnection does, puts back in the outbox the copies of live
+notices that failed because Herald was not installed for the member (`delivery.requeued`), and the
+in-place updates refused for that reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tortoise.transactions import in_transaction
+
+from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.workspaces import fail_waiting, reflag_refused_updates, requeue_failed_copies
+from storage import db as storage_db
+from storage.models import Platform, PlatformAccount
+
+APP_REMOVED = "the member removed Herald in Teams; it is sent when they add Herald again"
+# What the Teams channel records for a copy the Bot Connector refused with 403 for one member
+# (bot/channels/teams.py: Microsoft's status codes table, and what the connector answers):
+NOT_INSTALLED = ("Herald is not installed for the member in Teams: have it installed for them (an app setup "
+                 "policy in the Teams admin centre) or ask them to add it")
+REMOVED = "the member removed Herald in Teams"
+BLOCKED = "the member blocked Herald in Teams"
+REMOVED_OR_BLOCKED = "the member removed Herald in Teams or blocked it"
+# Failures an install ends: Herald was not installed for the member (a blocked app stays blocked,
+# but "removed or blocked" is most often the removal, and a copy still blocked fails again).
+_NOT_INSTALLED_REASONS = [APP_REMOVED, NOT_INSTALLED, REMOVED, REMOVED_OR_BLOCKED]
+REMOVED_EVENT = "teams.app_removed"
+ADDED_EVENT = "teams.app_added"
+
+
+@dataclass(frozen=True)
+class InstallChange:
+    changed: bool  # False: nothing to do (a repeated event, or an account Herald does not know)
+    deliveries: int  # failed by the removal, or back in the outbox after the install
+
+
+async def _locked_account(conn, tenant_id: str, user_id: str) -> PlatformAccount | None:  # noqa: ANN001
+    query = PlatformAccount.filter(platform=Platform.TEAMS.value, workspace_external_id=tenant_id.lower(),
+                                   user_id=user_id.lower()).using_db(conn)
+    if storage_db.dialect() == "postgres":
+        query = query.select_for_update()
+    return await query.first()
+
+
+async def app_removed(tenant_id: str, user_id: str, *, now: datetime) -> InstallChange:
+    """Teams says Herald was removed for this member (AAD object id `user_id` in `tenant_id`):
+    record it and fail what waits for the account, in one transaction with the audit events.
+    Idempotent: an account already marked removed, or none, is left alone."""
+    actor = f"teams:{tenant_id}"
+    async with in_transaction() as conn:
+        account = await _locked_account(conn, tenant_id, user_id)
+        if account is None or account.app_removed_at is not None:
+            return InstallChange(changed=False, deliveries=0)
+        account.app_removed_at = now
+        await account.save(using_db=conn, update_fields=["app_removed_at", "updated_at"])
+        failed = await fail_waiting(conn, "account_id=?", [account.id], platform=Platform.TEAMS.value,
+                                    reason=APP_REMOVED, now=now, actor=actor)
+        await record([audit_event(REMOVED_EVENT, now=now, actor=actor, member_id=account.member_id,  # type: ignore[attr-defined]
+                                  tenant=account.workspace_external_id, user=account.user_id,
+                                  failed_deliveries=len(failed)), *failed], using_db=conn)
+    return InstallChange(changed=True, deliveries=len(failed))
+
+
+async def app_added(tenant_id: str, user_id: str, *, now: datetime) -> InstallChange:
+    """Teams says Herald is installed for this member: a removal recorded before ends, and the
+    copies of live notices that failed because Herald was not installed for them are pending again
+    (their updates too). Cheap when there is nothing to do (a first install, a repeated event)."""
+    actor = f"teams:{tenant_id}"
+    async with in_transaction() as conn:
+        account = await _locked_account(conn, tenant_id, user_id)
+        if account is None:
+            return InstallChange(changed=False, deliveries=0)
+        events = []
+        if account.app_removed_at is not None:
+            events.append(audit_event(ADDED_EVENT, now=now, actor=actor, member_id=account.member_id,  # type: ignore[attr-defined]
+                                      tenant=account.workspace_external_id, user=account.user_id,
+                                      removed_at=account.app_removed_at))
+            account.app_removed_at = None
+            await account.save(using_db=conn, update_fields=["app_removed_at", "updated_at"])
+        await reflag_refused_updates(conn, _NOT_INSTALLED_REASONS, now=now, account_id=account.id)
+        requeued = await requeue_failed_copies(conn, _NOT_INSTALLED_REASONS, now=now, actor=actor,
+                                               why="Herald was added in Teams again", account_id=account.id)
+        await record([*events, *requeued], using_db=conn)
+    return InstallChange(changed=bool(events or requeued), deliveries=len(requeued))
