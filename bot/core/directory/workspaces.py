@@ -25,7 +25,7 @@ from bot.common.errors import UserError
 from bot.common.secrets import TokenCipher, environment_cipher, token_fingerprint
 from bot.core.compliance.audit import PendingEvent, audit_event, record
 from bot.core.delivery.notice_rows import UPDATE_FAILED, complete_sent_notices
-from bot.core.notices.sending import _quiet_hours_ends
+from bot.core.directory.quiet_hours import quiet_hours_ends
 from bot.core.ports import Outcome
 from storage import db as storage_db
 from storage.models import (
@@ -295,7 +295,7 @@ async def requeue_failed_copies(conn: BaseDBAsyncClient, reasons: list[str], *, 
     if not rows:
         return []
     quiet = {r["member_id"] for r in rows if parse_importance(r["notice__importance"]).respects_quiet_hours}
-    ends = await _quiet_hours_ends(sorted(quiet), now) if quiet else {}
+    ends = await quiet_hours_ends(sorted(quiet), now) if quiet else {}
     by_moment: dict[datetime, list[int]] = {}
     for row in rows:
         moment = ends.get(row["member_id"], now) if row["member_id"] in quiet else now

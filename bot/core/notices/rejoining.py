@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from bot.core.compliance.audit import PendingEvent, audit_event
+from bot.core.directory.quiet_hours import quiet_hours_ends
 from bot.core.notices.reminders import LEFT_DIRECTORY, REMINDER_ENDED, REMINDER_RESUMED
-from bot.core.notices.sending import _quiet_hours_ends
 from bot.topics import parse_importance
 from storage.models import (
     Acknowledgement,
@@ -65,7 +65,7 @@ async def _restore_notice(notice: Notice, rows: list[dict], *, now: datetime) ->
     experiment = await NoticeExperiment.get_or_none(notice_id=notice.id)
     policy = parse_importance(notice.importance)
     member_ids = sorted({row["member_id"] for row in rows})
-    ends = await _quiet_hours_ends(member_ids, now) if policy.respects_quiet_hours else {}
+    ends = await quiet_hours_ends(member_ids, now) if policy.respects_quiet_hours else {}
     held: list[int] = []
     pending: dict[tuple[str, datetime], list[int]] = defaultdict(list)  # (variant, due) -> ids
     for row in rows:

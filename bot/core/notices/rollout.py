@@ -16,8 +16,8 @@ from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, UserError
 from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.quiet_hours import quiet_hours_ends
 from bot.core.notices.revisions import authorise_change
-from bot.core.notices.sending import _quiet_hours_ends
 from bot.core.notices.variants import labels_of
 from bot.core.notices.views import format_time
 from bot.topics import parse_importance
@@ -86,7 +86,7 @@ async def _release(notice: Notice, held: list[dict], variant: str, *, now: datet
     """Held rows -> pending rows of `variant`, due now or when the member's quiet hours end."""
     policy = parse_importance(notice.importance)
     member_ids = sorted({row["member_id"] for row in held})
-    ends = await _quiet_hours_ends(member_ids, now) if policy.respects_quiet_hours else {}
+    ends = await quiet_hours_ends(member_ids, now) if policy.respects_quiet_hours else {}
     by_moment: dict[datetime, list[int]] = defaultdict(list)
     for row in held:
         by_moment[ends.get(row["member_id"], now)].append(row["id"])

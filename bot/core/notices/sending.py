@@ -15,7 +15,6 @@ from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
-from bot.common.schedule import next_working_moment
 from bot.core.commands.parser import SendCommand, check_link_length
 from bot.core.compliance.audit import audit_event, record
 from bot.core.compliance.crosscheck import text_digests
@@ -28,6 +27,7 @@ from bot.core.directory.audiences import (
     unmatched_value_warnings,
 )
 from bot.core.directory.permissions import require_sender
+from bot.core.directory.quiet_hours import quiet_hours_ends
 from bot.core.directory.reach import choose_account, staff_recipient, unreachable_workspaces
 from bot.core.notices import variants as ab_variants
 from bot.core.notices.views import format_time
@@ -322,7 +322,7 @@ async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: lis
     events = []
     status = DeliveryStatus.PENDING if policy.dm_now else DeliveryStatus.DIGEST
     # need-to-know: held until the member's quiet hours end (the outbox sends rows when next_attempt_at comes)
-    held = await _quiet_hours_ends(member_ids, now) if policy.dm_now and policy.respects_quiet_hours else {}
+    held = await quiet_hours_ends(member_ids, now) if policy.dm_now and policy.respects_quiet_hours else {}
     for member_id in member_ids:
         targets = accounts.get(member_id)
         if not targets:
@@ -349,20 +349,6 @@ async def _opted_out(member_ids: list[int], topic: Topic, policy: ImportancePoli
             if topic.key in (opt_outs or []):
                 found.add(member_id)
     return found
-
-
-async def _quiet_hours_ends(member_ids: list[int], now: datetime) -> dict[int, datetime]:
-    """member id -> when their quiet hours end, for members in quiet hours now (weekends do not count)."""
-    ends: dict[int, datetime] = {}
-    for start in range(0, len(member_ids), 5000):
-        chunk = member_ids[start:start + 5000]
-        for member_id, zone, quiet_start, quiet_end in await Member.filter(id__in=chunk).values_list(
-                "id", "timezone", "quiet_start_hour", "quiet_end_hour"):
-            moment = next_working_moment(now, zone, quiet_start=quiet_start, quiet_end=quiet_end,
-                                         skip_weekends=False)
-            if moment > now:
-                ends[member_id] = moment
-    return ends
 
 
 @dataclass(frozen=True, slots=True)
