@@ -225,6 +225,30 @@ async def test_digest_waits_for_the_end_of_the_members_quiet_hours(rig: Rig) -> 
     assert await _tick_at(rig, datetime(2026, 1, 6, 9, 0, tzinfo=UTC)) == 1  # 10:00 Berlin
 
 
+async def test_a_digest_the_outbox_gets_to_at_night_waits_for_the_end_of_the_quiet_hours(rig: Rig) -> None:
+    """Anna's digest is queued at 09:00 in Berlin but the outbox only gets to it at 22:30 (a
+    backlog, an outage, a rate-limit pause): it puts it back until her quiet hours end (08:00),
+    as it does a need-to-know copy, instead of sending it at night."""
+    rig.clock.set(MONDAY_10_UTC)
+    await _nice(rig, "incentives", "Q1 rebates")
+    counts = await run_digests(rig.herald.channels, rig.herald.catalog, TUESDAY_8_UTC)
+    assert counts["queued"] == 1
+
+    rig.clock.set(datetime(2026, 1, 6, 21, 30, tzinfo=UTC))  # Tuesday 22:30 in Berlin
+    await rig.herald.outbox.drain()
+    assert _digests(rig) == []
+    morning = datetime(2026, 1, 7, 7, 0, tzinfo=UTC)  # Wednesday 08:00 in Berlin
+    (message,) = await OutboundMessage.filter(purpose="digest")
+    assert (message.status, message.next_attempt_at, message.attempts) == ("pending", morning, 0)
+    (held,) = await AuditEvent.filter(kind="message.held")
+    assert (held.data["purpose"], datetime.fromisoformat(held.data["until"]), held.data["reason"]) == (
+        "digest", morning, "quiet hours")
+
+    rig.clock.set(morning)
+    await rig.herald.outbox.drain()
+    assert len(_digests(rig, "DUANNA")) == 1 and (await DigestRun.get()).status == "sent"
+
+
 async def test_editing_a_notice_after_its_digest_leaves_the_digest_alone(rig: Rig) -> None:
     rig.clock.set(MONDAY_10_UTC)
     notice_id = await _nice(rig, "incentives", "Q1 rebates")

@@ -206,6 +206,46 @@ async def test_a_step_due_late_in_the_evening_waits_for_working_hours(rig: Rig) 
     assert (await _run(rig))["steps"] == 1
 
 
+async def test_a_step_the_outbox_gets_to_at_night_waits_for_the_members_morning(rig: Rig) -> None:
+    """The step is queued on Monday at 19:30 in Berlin, in Anna's working hours, but the outbox only
+    gets to it at 02:00 (a backlog, an outage, a rate-limit pause): it puts it back until 08:00,
+    as it does a need-to-know copy, instead of waking her."""
+    evening = datetime(2026, 1, 5, 18, 30, tzinfo=UTC)  # Monday 19:30 in Berlin
+    rig.clock.set(evening)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    assert (await run_journeys(rig.herald.channels, rig.clock.now(), catalog=FOUR))["steps"] == 1
+
+    rig.clock.set(datetime(2026, 1, 6, 1, 0, tzinfo=UTC))  # Tuesday 02:00 in Berlin
+    await rig.herald.outbox.drain()
+    assert _posts(rig, "DUANNA") == []
+    morning = datetime(2026, 1, 6, 7, 0, tzinfo=UTC)  # 08:00 in Berlin
+    (message,) = await OutboundMessage.filter(purpose="journey_step")
+    assert (message.status, message.next_attempt_at, message.attempts) == ("pending", morning, 0)
+    (held,) = await AuditEvent.filter(kind="message.held")
+    assert (held.member_id, held.data["purpose"], datetime.fromisoformat(held.data["until"])) == (
+        message.member_id, "journey_step", morning)  # type: ignore[attr-defined]
+
+    rig.clock.set(morning)
+    await rig.herald.outbox.drain()
+    (step,) = _posts(rig, "DUANNA")
+    assert _header(step).startswith("Onboarding 1/4: Do portal")
+    assert (await JourneyStep.get(member__email="anna@acme.example")).status == "sent"
+
+
+async def test_done_at_night_still_answers_at_once(rig: Rig) -> None:
+    """Pressing Done at 23:00 in Berlin answers Anna at once (she is there): the milestone it
+    reaches is not put back until her morning like the steps the tick queues."""
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    single = _catalog([("portal", 0)])
+    await _run(rig, single)
+    (row,) = await _steps("anna@acme.example")
+    rig.clock.set(datetime(2026, 1, 5, 22, 0, tzinfo=UTC))  # Monday 23:00 in Berlin
+    await _done(rig, row, "UANNA", catalog=single, channels=rig.herald.channels)
+    assert len(_posts(rig, "DUANNA", "Onboarding complete")) == 1
+    assert await AuditEvent.filter(kind="message.held").count() == 0
+
+
 async def test_a_late_joiner_starts_at_step_one_on_their_own_dates(rig: Rig) -> None:
     rig.clock.set(MONDAY_9_UTC)
     late = datetime(2026, 1, 8, 9, 0, tzinfo=UTC)  # Thursday

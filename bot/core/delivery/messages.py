@@ -29,8 +29,10 @@ from typing import Any
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.lanes import DUE, OPEN, Lane, lanes_with_due_rows, renew_claims
 from bot.core.delivery.retry import RetryPolicy
+from bot.core.directory.quiet_hours import quiet_hours_ends, working_hours_ends
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef, Outcome, OutcomeKind, Recipient
 from storage import db as storage_db
 from storage.models import DeliveryStatus, MessagePurpose, OutboundMessage, PlatformAccount
@@ -163,6 +165,51 @@ def _hook(purpose: str) -> Hook | None:
     return _HOOKS.get(purpose)
 
 
+# ---- the member's hours ------------------------------------------------------------------------
+
+# Messages to a member that nobody is waiting for (background priority: a journey step or nudge the
+# tick queued, a digest) wait for the member's hours when the outbox gets to them: they were queued
+# in those hours, but can be sent much later (a backlog, an outage, a rate-limit pause). A reply to
+# the member (e.g. the milestone their Done reached, queued as a person waiting) goes at once.
+# purpose -> whether the member's working hours (weekdays) count, not just the end of quiet hours
+# (as journeys.py and digests.py queue them).
+_MEMBER_HOURS: dict[str, bool] = {MessagePurpose.JOURNEY_STEP.value: True, MessagePurpose.JOURNEY_NUDGE.value: True,
+                                  MessagePurpose.DIGEST.value: False}
+
+
+def _waits_for_hours(row: OutboundMessage) -> bool:
+    return row.purpose in _MEMBER_HOURS and row.priority == Priority.BACKGROUND and row.member_id is not None  # type: ignore[attr-defined]
+
+
+async def _hold_outside_hours(claimed: list[Claimed], now: datetime) -> list[Claimed]:
+    """The claimed rows that may go now; the others are put back unsent, due when their member's
+    hours begin, each with a `message.held` audit event."""
+    waiting = [c.row for c in claimed if _waits_for_hours(c.row)]
+    if not waiting:
+        return claimed
+    members = {working: sorted({r.member_id for r in waiting if _MEMBER_HOURS[r.purpose] is working})  # type: ignore[attr-defined]
+               for working in (True, False)}
+    ends = {True: await working_hours_ends(members[True], now) if members[True] else {},
+            False: await quiet_hours_ends(members[False], now) if members[False] else {}}
+    held = [(row, until) for row in waiting
+            if (until := ends[_MEMBER_HOURS[row.purpose]].get(row.member_id)) is not None]  # type: ignore[attr-defined]
+    if not held:
+        return claimed
+    async with in_transaction() as conn:
+        events = []
+        for row, until in held:
+            moved = await OutboundMessage.filter(id=row.id, claimed_by=row.claimed_by).using_db(conn).update(
+                status=DeliveryStatus.PENDING.value, next_attempt_at=until, claimed_by="", claimed_until=None)
+            if moved:
+                events.append(audit_event(
+                    "message.held", now=now, member_id=row.member_id, purpose=row.purpose,  # type: ignore[attr-defined]
+                    outbound_message=row.id, reference=row.reference, until=until,
+                    reason="outside working hours" if _MEMBER_HOURS[row.purpose] else "quiet hours"))
+        await record(events, using_db=conn)
+    kept = {row.id for row, _ in held}
+    return [c for c in claimed if c.row.id not in kept]
+
+
 # ---- the lane source ---------------------------------------------------------------------------
 
 @dataclass
@@ -198,13 +245,18 @@ class MessageSource:
         """Lease up to `limit` due rows of one lane, most urgent first. Rows taken back from an
         expired claim ("maybe sent") are settled as interrupted here and not returned: a plain
         direct message cannot be looked for afterwards, so it is sent at most once."""
-        while True:
-            fresh, claimed_any = await self._claim_once(lane, limit, token, now, lease_until)
-            if fresh or not claimed_any:
-                return fresh
+        fresh: list[Claimed] = []
+        while len(fresh) < limit:
+            found, set_aside = await self._claim_once(lane, limit - len(fresh), token, now, lease_until)
+            fresh += found
+            if not set_aside:
+                break
+        return fresh
 
     async def _claim_once(self, lane: Lane, limit: int, token: str, now: datetime,
-                          lease_until: datetime) -> tuple[list[Claimed], bool]:
+                          lease_until: datetime) -> tuple[list[Claimed], int]:
+        """Claim up to `limit` due rows: those to send, and how many were claimed but set aside
+        (settled as interrupted, or put back for their member's hours)."""
         due = _due(now)
         async with in_transaction():
             candidates = await storage_db.select_locked(
@@ -212,7 +264,7 @@ class MessageSource:
                 f"d.platform=? AND d.workspace_external_id=? AND {OPEN} AND {DUE}", [*lane, now, now],
                 order_by="d.priority, d.id", limit=limit, skip_locked=True)
             if not candidates:
-                return [], False
+                return [], 0
             await OutboundMessage.filter(due, id__in=[c["id"] for c in candidates]).update(
                 status=DeliveryStatus.SENDING.value, claimed_by=token, claimed_until=lease_until)
         prior = {c["id"]: c["status"] for c in candidates}
@@ -225,7 +277,8 @@ class MessageSource:
                                                       channels=self.channels), now, outcome=None)
             else:
                 fresh.append(Claimed(row, maybe_sent=False))
-        return fresh, True
+        sendable = await _hold_outside_hours(fresh, now)
+        return sendable, len(rows) - len(sendable)
 
     def cost(self, item: Claimed) -> int:
         """Requests against the lane's budget: a Teams recipient without a known conversation

@@ -50,7 +50,7 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.reach import choose_account, staff_recipient, unreachable_workspaces
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.notices.reminders import is_paused
-from bot.core.delivery.messages import MessageResult, ResultKind, Target, enqueue, on_result
+from bot.core.delivery.messages import MessageResult, Priority, ResultKind, Target, enqueue, on_result
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef
 from bot.core.surveys.creating import enqueue_journey_survey, journey_survey
 from bot.core.surveys.spec import SurveySpec, spec_from_config
@@ -497,7 +497,8 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
     """Render the row's message and queue it for the outbox, in the transaction that claims the
     row (pending -> sending). Returns 1 when the row was handled (queued or failed).
     `member_acting`: the member has just pressed Done, so a milestone reached answers them at once,
-    whatever the hour; otherwise (the tick) it waits for their working hours, as steps do."""
+    whatever the hour (queued as a person waiting, which the outbox does not hold for the member's
+    hours); otherwise (the tick) it waits for their working hours, as steps do."""
     member: Member = row.member
     kind = _row_kind(row.step_key)
     journey = catalog.journeys.get(row.journey) or catalog.for_role(member.role)
@@ -546,7 +547,8 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
         if not claimed:
             return 0  # another replica has it
         await enqueue(key=f"{purpose.value}:{row.id}", purpose=purpose, reference=row.id, target=target,
-                      message=message, now=now, member_id=member_id, staff_id=staff_id, using_db=conn)
+                      message=message, now=now, member_id=member_id, staff_id=staff_id, using_db=conn,
+                      priority=Priority.PERSON_WAITING if member_acting else None)
     counts[{"step": "steps", "milestone": "milestones", "cam": "cam"}[kind]] += 1
     return 1
 
