@@ -681,6 +681,43 @@ async def test_the_text_of_an_ab_variant_rewritten_is_found(srig) -> None:  # no
     assert not result.ok and f"the text of variant B of notice {notice_id}" in result.reason
 
 
+async def test_a_notices_deadline_sending_retraction_or_audience_altered_is_found(rig: Rig) -> None:
+    """The report counts who acknowledged late against the notice row's deadline, and prints its
+    audience, sent and retracted times. One UPDATE to the row moved them and verify still said
+    intact: the chain records each (notice.created, notice.sent: audience and deadline; the times
+    of notice.sent and notice.retracted), so a change made outside Herald is named."""
+    from bot.core.notices.revisions import retract_notice
+
+    rig.clock.set(MONDAY_9)
+    deadline = MONDAY_9 + timedelta(days=2)
+    notice_id = await rig.broadcast("all", deadline=deadline)
+    await rig.herald.outbox.drain()
+    await _click(rig, notice_id, "UANNA")
+    assert (await verify_chain()).ok
+
+    for changes, words in (({"deadline": deadline + timedelta(days=7)}, f"the deadline of notice {notice_id}"),
+                           ({"deadline": None}, f"the deadline of notice {notice_id}"),
+                           ({"sent_at": MONDAY_9 - timedelta(days=1)}, f"notice {notice_id} says it was sent at"),
+                           ({"audience": "tier:gold"}, f"the audience of notice {notice_id}"),
+                           ({"retracted_at": MONDAY_9 + timedelta(hours=1)},
+                            f"notice {notice_id} says it was retracted at")):
+        await Notice.filter(id=notice_id).update(**changes)
+        result = await verify_chain(chunk=2)
+        assert not result.ok and words in result.reason, (changes, result.reason)
+        await Notice.filter(id=notice_id).update(deadline=deadline, sent_at=MONDAY_9, audience="all",
+                                                 retracted_at=None)
+        assert (await verify_chain()).ok
+
+    rig.clock.advance(hours=3)
+    await retract_notice(notice_id, None, reason="wrong list", now=rig.clock.now(), operator="test")
+    assert (await verify_chain()).ok
+    await Notice.filter(id=notice_id).update(retracted_at=rig.clock.now() + timedelta(days=3))
+    assert f"notice {notice_id} says it was retracted at" in (await verify_chain()).reason
+    await Notice.filter(id=notice_id).update(retracted_at=None, status="sent")  # the retraction made to look undone
+    hidden = await verify_chain()
+    assert not hidden.ok and "notice.retracted" in hidden.reason
+
+
 async def test_a_trail_from_before_text_digests_still_verifies(db: str) -> None:
     """Trails written before the events carried `text_sha256` have nothing to compare a notice's
     text with: they verify as before (README says so)."""

@@ -18,7 +18,13 @@ the tables and compares them with it, both ways:
   `escalation.delivered` event at its `sent_at`; every `notice.escalated` event has its row;
 - what notices said: each notice's title, body and link (and revision number), each kept
   revision's and each A/B variant's against the digest (`text_digest`) its `notice.created`,
-  `notice.sent` or `notice.edited` event records (trails from before the digests: not compared).
+  `notice.sent` or `notice.edited` event records (trails from before the digests: not compared);
+- when and to whom: each notice's `sent_at` against the time of its `notice.sent` event (a
+  journey step's survey: its `notice.created`), its `retracted_at` against its `notice.retracted`
+  event (both ways: a time the chain does not record, or a recorded one the row lost), and its
+  audience and deadline against the ones `notice.created` / `notice.sent` record (trails from
+  before they recorded the deadline: not compared). The report counts late acknowledgements
+  against that deadline.
 
 What legitimately changes a row after its event leaves these alone: a retry or a deferral is
 pending again without an event, a copy in doubt stays `sending` (in flight: not compared), a
@@ -31,13 +37,15 @@ does not match is compared again with those later events before it is named.
 
 Memory: one entry per delivery, acknowledgement and escalation in the trail, each a small int
 (a time in microseconds, or the hash of a failure reason), a tuple of ints only for the rare copy
-with several events; a digest per notice, revision and variant. Rows are read `chunk` at a time.
+with several events; a digest per notice, revision and variant, and a small record per notice.
+Rows are read `chunk` at a time.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from typing import Any
@@ -141,6 +149,34 @@ def _first(marks: Marks) -> int:
     return marks if isinstance(marks, int) else marks[0]
 
 
+_UNRECORDED = -1  # NoticeFacts.deadline when no event recorded one (trails from before it was)
+
+
+@dataclass(slots=True)
+class NoticeFacts:
+    """What the chain records of a notice's row beyond its text (None: not sent, not retracted,
+    no deadline; `audience` None and `deadline` _UNRECORDED: not recorded, not compared)."""
+
+    audience: str | None = None
+    deadline: int | None = _UNRECORDED
+    sent_at: int | None = None
+    retracted_at: int | None = None
+
+    def update(self, other: NoticeFacts) -> None:
+        """Add what later events record (appended while the check ran)."""
+        if other.audience is not None:
+            self.audience = other.audience
+        if other.deadline != _UNRECORDED:
+            self.deadline = other.deadline
+        self.sent_at = other.sent_at if other.sent_at is not None else self.sent_at
+        self.retracted_at = other.retracted_at if other.retracted_at is not None else self.retracted_at
+
+
+def _recorded_time(value: Any) -> int | None:
+    """A time an event's data records (ISO 8601, see audit.json_safe), in microseconds."""
+    return micros(datetime.fromisoformat(value)) if isinstance(value, str) else None
+
+
 class Ledger:
     """What the chain records about the rows reports read, noted event by event (`note`)."""
 
@@ -155,10 +191,10 @@ class Ledger:
         self.texts: dict[int, tuple[int, str]] = {}  # notice -> (revision, text digest), as last recorded
         self.revision_texts: dict[tuple[int, int], str] = {}  # (notice, revision) -> text digest
         self.variant_texts: dict[tuple[int, str], str] = {}  # (notice, label) -> text digest
+        self.notices: dict[int, NoticeFacts] = {}  # notice -> its audience, deadline, sent and retracted times
 
     def note(self, event: AuditEvent) -> None:
-        noter = _NOTERS.get(event.kind)
-        if noter is not None:
+        for noter in _NOTERS.get(event.kind, ()):
             noter(self, event, event.data or {})
 
     def _acknowledgement(self, event: AuditEvent, data: dict[str, Any]) -> None:
@@ -210,12 +246,29 @@ class Ledger:
             if isinstance(variant, str):
                 self.variant_texts[(event.notice_id, label)] = variant
 
+    def _facts(self, event: AuditEvent, data: dict[str, Any]) -> None:
+        """A notice's audience and deadline (as created, as sent), when it was sent (notice.sent; a
+        journey step's survey is sent as it is created) and retracted."""
+        if event.notice_id is None:
+            return
+        facts = self.notices.setdefault(event.notice_id, NoticeFacts())
+        at = micros(event.occurred_at)
+        if isinstance(data.get("audience"), str):
+            facts.audience = data["audience"]
+        if "deadline" in data:
+            facts.deadline = _recorded_time(data["deadline"])
+        if event.kind == _SENT or (event.kind == _CREATED and data.get("journey_step")):
+            facts.sent_at = at
+        elif event.kind == _RETRACTED:
+            facts.retracted_at = at
+
     # ---- the tables ------------------------------------------------------------------------------
 
     async def first_mismatch(self, head_seq: int, chunk: int) -> str | None:
         """The first row (or recorded event) on which the tables and the chain disagree, in
         words; None when they agree. Consumes the ledger."""
-        for check in (self._acknowledgements, self._deliveries, self._escalations, self._notice_texts):
+        for check in (self._acknowledgements, self._deliveries, self._escalations, self._notice_texts,
+                      self._notice_facts):
             found = await check(head_seq, chunk)
             if found is not None:
                 return found
@@ -371,9 +424,56 @@ class Ledger:
             return f"variant {label} of notice {notice_id}, recorded in the chain, has no row: deleted outside Herald"
         return None
 
+    async def _notice_facts(self, head_seq: int, chunk: int) -> str | None:
+        """Each notice's audience, deadline, sent and retracted times against what the chain
+        records (notices it has no event of are not compared, as with their text)."""
+        cursor = 0
+        while True:
+            rows = await Notice.filter(id__gt=cursor).order_by("id").limit(chunk).values(
+                "id", "audience", "deadline", "sent_at", "retracted_at")
+            for row in rows:
+                facts = self.notices.pop(row["id"], None)
+                if facts is None or _facts_mismatch(row, facts) is None:
+                    continue
+                later = await _later(head_seq, row["id"], None, _FACT_KINDS)
+                facts.update(later.notices.get(row["id"], NoticeFacts()))
+                found = _facts_mismatch(row, facts)
+                if found is not None:
+                    return found
+            if len(rows) < chunk:
+                break
+            cursor = rows[-1]["id"]
+        return None
 
-_EDITED = "notice.edited"
-_TEXT_KINDS = ("notice.created", "notice.sent", _EDITED)
+
+def _facts_mismatch(row: dict[str, Any], facts: NoticeFacts) -> str | None:
+    notice = f"notice {row['id']}"
+    if facts.audience is not None and row["audience"] != facts.audience:
+        return (f"the audience of {notice} is {row['audience']!r}, the chain records {facts.audience!r} "
+                "(notice.created, notice.sent): altered outside Herald")
+    deadline = micros(row["deadline"]) if row["deadline"] is not None else None
+    if facts.deadline != _UNRECORDED and deadline != facts.deadline:
+        return (f"the deadline of {notice} is {_iso_or_none(deadline)}, the chain records "
+                f"{_iso_or_none(facts.deadline)} (notice.created, notice.sent): altered outside Herald, so the "
+                "report counts other members as late")
+    for column, kind, verb in (("sent_at", _SENT, "sent"), ("retracted_at", _RETRACTED, "retracted")):
+        at, recorded = (micros(row[column]) if row[column] is not None else None), getattr(facts, column)
+        if at == recorded:
+            continue
+        if at is not None:
+            return f"{notice} says it was {verb} at {_iso(at)}: no {kind} event records that (altered outside Herald)"
+        return (f"the chain records {notice} as {verb} at {_iso(recorded)} ({kind}), but its row says it was not "
+                "(altered outside Herald)")
+    return None
+
+
+def _iso_or_none(value: int | None) -> str:
+    return _iso(value) if value is not None else "none"
+
+
+_CREATED, _SENT, _EDITED, _RETRACTED = "notice.created", "notice.sent", "notice.edited", "notice.retracted"
+_TEXT_KINDS = (_CREATED, _SENT, _EDITED)
+_FACT_KINDS = (_CREATED, _SENT, _RETRACTED)
 _TEXT_COLUMNS: dict[Any, tuple[str, ...]] = {
     Notice: ("id", "title", "body", "link", "revision"),
     NoticeRevision: ("id", "notice_id", "revision", "title", "body", "link"),
@@ -428,11 +528,14 @@ async def _later(head_seq: int, notice_id: int, member_id: int | None, kinds: tu
 
 
 _NOTERS = {
-    ACKNOWLEDGED: Ledger._acknowledgement,
-    **{kind: Ledger._delivered for kind in _DELIVERED_KINDS},
-    **{kind: Ledger._failed for kind in _FAILED_KINDS},
-    _DIGEST_SENT: Ledger._digest,
-    _ESCALATED: Ledger._escalated,
-    _ESCALATION_DELIVERED: Ledger._escalation_sent,
-    **{kind: Ledger._text for kind in _TEXT_KINDS},
+    ACKNOWLEDGED: (Ledger._acknowledgement,),
+    **{kind: (Ledger._delivered,) for kind in _DELIVERED_KINDS},
+    **{kind: (Ledger._failed,) for kind in _FAILED_KINDS},
+    _DIGEST_SENT: (Ledger._digest,),
+    _ESCALATED: (Ledger._escalated,),
+    _ESCALATION_DELIVERED: (Ledger._escalation_sent,),
+    _CREATED: (Ledger._text, Ledger._facts),
+    _SENT: (Ledger._text, Ledger._facts),
+    _EDITED: (Ledger._text,),
+    _RETRACTED: (Ledger._facts,),
 }

@@ -123,7 +123,7 @@ async def create_draft(author: Staff | None, command: SendCommand, catalog: Topi
         extra = {"variants": variant_count, "share_percent": command.share} if variant_count else {}
         await record([audit_event("notice.created", now=now, actor=_actor(author, operator), notice_id=notice.id,
                                   topic=topic.key, importance=policy.level.value,
-                                  audience=notice.audience, title=notice.title,
+                                  audience=notice.audience, deadline=notice.deadline, title=notice.title,
                                   recipients_previewed=recipients, **extra,
                                   **await text_digests(notice.id, using_db=conn))], using_db=conn)
     texts = [(notice.title, notice.body), *command.variants] if command.variants else []
@@ -200,7 +200,7 @@ async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: dat
         await Notice.filter(id=notice.id).using_db(conn).update(recipient_count=len(member_ids))
         events.append(audit_event("notice.sent", now=now, actor=actor, notice_id=notice.id,
                                   recipients=len(member_ids), importance=policy.level.value,
-                                  opted_out=len(opted_out),
+                                  audience=notice.audience, deadline=notice.deadline, opted_out=len(opted_out),
                                   held_for_quiet_hours=sum(1 for d in deliveries if d.next_attempt_at > now
                                                            and d.status != DeliveryStatus.HELD.value),
                                   **_held_for_rollout(deliveries),

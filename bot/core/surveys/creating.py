@@ -92,7 +92,8 @@ async def create_survey_draft(author: Staff | None, command: SurveyCommand, cata
         survey = await Survey.create(notice=notice, closes_at=command.closes_at, created_at=now,
                                      **_survey_fields(spec), using_db=conn)
         await record([audit_event("notice.created", now=now, actor=actor, notice_id=notice.id, topic=topic.key,
-                                  importance=notice.importance, audience=notice.audience, title=notice.title,
+                                  importance=notice.importance, audience=notice.audience,
+                                  deadline=notice.deadline, title=notice.title,
                                   recipients_previewed=recipients, survey=survey.id, answers=spec.describe_answers(),
                                   follow_up=spec.follow_up or None, anonymous=spec.anonymous,
                                   closes_at=command.closes_at,
@@ -136,6 +137,7 @@ async def journey_survey(step_key: str, spec: SurveySpec, *, now: datetime) -> S
             survey = await Survey.create(notice=notice, key=key, created_at=now, **_survey_fields(spec), using_db=conn)
             await record([audit_event("notice.created", now=now, actor="journeys", notice_id=notice.id,
                                       topic=JOURNEY_TOPIC, importance=notice.importance, title=notice.title,
+                                      audience=notice.audience, deadline=notice.deadline,
                                       survey=survey.id, journey_step=step_key, answers=spec.describe_answers(),
                                       anonymous=spec.anonymous,
                                       text_sha256=text_digest(notice.title, notice.body, notice.link))],
