@@ -212,6 +212,8 @@ async def test_escalation_tells_the_cam_once_who_has_not_acknowledged(rig: Rig) 
     acme = next(m for m in messages if "Acme Locks" in str(m.args["blocks"]))
     text = str(acme.args["blocks"])
     assert "Anna Berg" in text and "Bo Chen" not in text and "1 member has not acknowledged" in text
+    # the deadline in the CAM's own zone (Slack's date token), the UTC text as its fallback
+    assert f"passed at <!date^{int(deadline.timestamp())}^{{date_short_pretty}} {{time}}|2026-01-07 09:00 UTC>" in text
     buttons = [e["action_id"] for b in acme.args["blocks"] if b["type"] == "actions" for e in b["elements"]]
     assert buttons == ["herald_remind_now", "herald_open_report"]
     keys = next(m for m in messages if "Keys" in str(m.args["blocks"]))

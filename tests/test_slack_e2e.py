@@ -284,7 +284,8 @@ async def test_edit_retract_pause_schedule_by_slash_command(slack: SlackHarness)
     assert "Retracted: wrong model number" in str(slack.fake.calls_to("chat.update")[-1].args["blocks"])
     assert "Retracted: wrong model number" in await _reply(slack, f"status {notice_id}")
 
-    assert "paused until 2026-02-01" in await _reply(slack, "pause acme until 2026-02-01 flood at the depot")
+    paused = await _reply(slack, "pause acme until 2026-02-01 flood at the depot")
+    assert "paused until <!date^" in paused and "|2026-02-01 00:00 UTC>" in paused
     assert "Only Herald staff can pause" in await _reply(slack, "pause acme", user="UANNA")
     assert "back on" in await _reply(slack, "resume acme")
     assert "no partner organisation has the id 'nope'" in await _reply(slack, "pause nope")
@@ -292,10 +293,13 @@ async def test_edit_retract_pause_schedule_by_slash_command(slack: SlackHarness)
     scheduled_id = await _preview(slack, "send need-to-know announcements all at:2026-03-01T09:00Z | Webinar | Join us")
     await slack.click(SEND_ACTION, str(scheduled_id), user=CAM_USER)
     (confirmation,) = await slack.responses(slack.last_click_key)
-    assert "is scheduled for 2026-03-01 09:00 UTC" in confirmation.args["text"]
+    # staff read times in their own zone: Slack's date token, the UTC text as its fallback
+    local = f"<!date^{int(datetime(2026, 3, 1, 9, 0, tzinfo=UTC).timestamp())}^{{date_short_pretty}} {{time}}" \
+            "|2026-03-01 09:00 UTC>"
+    assert f"is scheduled for {local}" in confirmation.args["text"]
     assert (await Notice.get(id=scheduled_id)).status == "scheduled"
     listing = await _reply(slack, "scheduled")
-    assert f"#{scheduled_id} 2026-03-01 09:00 UTC" in listing and "Webinar" in listing
+    assert f"#{scheduled_id} {local}" in listing and "Webinar" in listing
     assert "cancelled" in await _reply(slack, f"cancel {scheduled_id}")
     assert "No notices are scheduled." == await _reply(slack, "scheduled")
 

@@ -4,13 +4,14 @@ Send → Adaptive Card at the fake Bot Connector → Action.Execute acknowledge 
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 
 import pytest
 
 from bot.core.directory.importer import import_directory
 from bot.core.notices.revisions import edit_notice
 from bot.channels.teams_replies import TOO_LARGE_REPLY
-from storage.models import Acknowledgement, ConsoleSignIn, Delivery, Member, PlatformAccount, Staff
+from storage.models import Acknowledgement, ConsoleSignIn, Delivery, Member, Notice, PlatformAccount, Staff
 from tests.fakes.bot_framework_keys import APP_ID, LocalBotFrameworkKeys
 from tests.support import directory_csv, many_members_csv, wait_until
 from tests.teams_support import TENANT, TeamsRig, actions_of, card_of, start_teams_rig, stop_teams_rig, texts_of
@@ -169,6 +170,8 @@ async def test_escalation_reaches_a_cam_who_only_uses_teams(teams: TeamsRig) -> 
     await teams.herald.outbox.drain()  # the worker the tick wakes
     card = card_of(teams.connector.activities("a:conv-aad-cam")[-1])
     assert "Eve Moreau" in str(card) and [a["verb"] for a in actions_of(card)] == ["herald_remind_now", "herald_open_report"]
+    deadline = (await Notice.get(id=notice_id)).deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"passed at {{{{DATE({deadline}, SHORT)}}}} {{{{TIME({deadline})}}}}" in str(card)  # the CAM's own zone
     answer = await teams.invoke("aad-cam", "herald_remind_now", actions_of(card)[0]["data"])
     assert "Queued 3 reminders" in answer["value"]
 

@@ -18,6 +18,7 @@ from bot.core.notices.views import (
     NoticeView,
     SurveyView,
     format_time,
+    local_stamps,
 )
 from bot.core.ports import DirectMessage
 from bot.topics import IMPORTANCE, TopicCatalog
@@ -311,7 +312,7 @@ def direct_message_blocks(message: DirectMessage) -> Blocks:
          **({"style": b.style} if b.style else {})} for b in message.buttons]}] if message.buttons else []
     sections = ReplyBudget(limit=MAX_MESSAGE_BLOCKS - len(blocks) - len(actions),
                            measure=lambda text: len(_split_mrkdwn(text)))
-    text = sections.listing([], [escape(line) for line in message.lines],
+    text = sections.listing([], [local_stamps(escape(line), reader_time) for line in message.lines],
                             more=lambda n: f"… and {n} more lines, too many for one Slack message")
     if text:
         blocks += [{"type": "section", "text": _mrkdwn(piece)} for piece in _split_mrkdwn(text)]
@@ -339,9 +340,9 @@ def preview_summary(notice: Notice, topic_title: str, recipients: int, warnings:
         f"Audience `{escape(notice.audience)}` → *{recipients} recipient{'s' if recipients != 1 else ''}*",
     ]
     if notice.scheduled_at:
-        lines.append(f"Goes out at {format_time(notice.scheduled_at)} (the audience is resolved again then)")
+        lines.append(f"Goes out at {reader_time(notice.scheduled_at)} (the audience is resolved again then)")
     if notice.deadline:
-        lines.append(f"Deadline: {format_time(notice.deadline)}")
+        lines.append(f"Deadline: {reader_time(notice.deadline)}")
     lines += variant_preview_lines(variants, share)
     lines += [f":warning: {escape(w)}" for w in warnings]
     if recipients == 0:
@@ -364,7 +365,7 @@ def preview_blocks(notice: Notice, topic_title: str, recipients: int, warnings: 
 
 
 def status_text(report: NoticeStatusReport) -> str:
-    return "\n".join(status_lines(report, bold=lambda text: f"*{text}*", escape=escape, bullet="•"))
+    return "\n".join(status_lines(report, bold=lambda text: f"*{text}*", escape=escape, bullet="•", when=reader_time))
 
 
 def help_text(unknown: str = "") -> str:

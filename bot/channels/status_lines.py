@@ -7,6 +7,7 @@ in how a list item starts, so those are parameters; what the lines say is decide
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from bot.core.notices.status import NoticeStatusReport
 from bot.core.notices.views import format_time
@@ -16,7 +17,8 @@ MAX_PAUSED_NAMED = 20  # partners named in chat; `herald status <id> --json` nam
 
 
 def status_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], escape: Callable[[str], str],
-                 bullet: str) -> list[str]:
+                 bullet: str, when: Callable[[datetime], str] = format_time) -> list[str]:
+    """`when` draws a time (a channel's reader_time where its text can show the reader's zone)."""
     n = report.notice
     lines = [
         f"{bold(f'Notice #{n.id}: {escape(n.title)}')} ({n.importance}, {escape(n.topic)}, {n.status})",
@@ -24,7 +26,7 @@ def status_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], esca
         f"Failed: {bold(str(report.failed))} · Pending: {bold(str(report.pending))}",
     ]
     if n.scheduled_at and n.status == "scheduled":
-        lines.append(f"Scheduled for {format_time(n.scheduled_at)}")
+        lines.append(f"Scheduled for {when(n.scheduled_at)}")
     if n.retract_reason:
         lines.append(f"Retracted: {escape(n.retract_reason)}")
     if n.failure_reason:

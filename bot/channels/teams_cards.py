@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.core.notices import formatting
-from bot.core.notices.views import NoticeView, SurveyView
+from bot.core.notices.views import NoticeView, SurveyView, local_stamps
 from bot.core.ports import DirectMessage
 from bot.topics.importance import Importance
 
@@ -285,7 +285,7 @@ def _activity(card: Card, summary: str, channel_data: dict[str, Any] | None = No
 
 def _direct_card(message: DirectMessage, lines: list[str]) -> Card:
     body = [_text(escape(message.title[:_MAX_TITLE]), size="Medium", weight="Bolder")]
-    body += [_text(escape(line), spacing="Small") for line in lines]
+    body += [_text(local_stamps(escape(line), reader_time), spacing="Small") for line in lines]
     actions = [{"type": "Action.Execute", "title": b.label, "verb": b.action_id, "data": {"value": b.value},
                 **({"style": _BUTTON_STYLE[b.style]} if b.style in _BUTTON_STYLE else {})}
                for b in message.buttons]

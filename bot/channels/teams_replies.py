@@ -20,6 +20,7 @@ from bot.channels.teams_cards import (
     direct_message_card,
     escape,
     formatted,
+    reader_time,
 )
 from bot.common.replies import ReplyBudget
 from bot.core.commands.parser import HELP_TEXT, MAX_LINK
@@ -100,9 +101,9 @@ def preview_card(preview: Preview) -> Card:
         _text(f"Audience {escape(notice.audience)} → **{recipients} recipient{'s' if recipients != 1 else ''}**"),
     ]
     if notice.scheduled_at:
-        body.append(_text(f"Goes out at {format_time(notice.scheduled_at)}"))
+        body.append(_text(f"Goes out at {reader_time(notice.scheduled_at)}"))
     if notice.deadline:
-        body.append(_text(f"Deadline: {format_time(notice.deadline)}"))
+        body.append(_text(f"Deadline: {reader_time(notice.deadline)}"))
     if preview.variants:
         split = (f"first to {preview.share}% of them (the rest wait for rollout)" if preview.share
                  else "to all of them")
@@ -230,7 +231,7 @@ def sent_markdown(notice: Notice, recipients: int, already: bool) -> str:
     if already:
         return f"Notice #{notice.id} is already {notice.status}; nothing new was sent."
     if notice.status == "scheduled" and notice.scheduled_at:
-        return f"Notice #{notice.id} **{escape(notice.title)}** is scheduled for {format_time(notice.scheduled_at)}."
+        return f"Notice #{notice.id} **{escape(notice.title)}** is scheduled for {reader_time(notice.scheduled_at)}."
     return f"Sending notice #{notice.id} **{escape(notice.title)}** to {recipients} recipients. Follow it with `status {notice.id}`."
 
 

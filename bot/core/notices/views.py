@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -94,4 +96,19 @@ def notice_view(notice: Notice, catalog: TopicCatalog) -> NoticeView:
 
 
 def format_time(moment: datetime) -> str:
+    """A time as Herald writes it in text: UTC, to the minute ("2026-01-05 09:00 UTC"). Reports,
+    logs and errors keep it so; in chat each channel draws it in the reader's zone (`local_stamps`)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+_STAMP = re.compile(r"\b(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}) UTC\b")
+
+
+def local_stamps(text: str, reader_time: Callable[[datetime], str]) -> str:
+    """`text` with each `format_time` stamp drawn by a channel's `reader_time` (the reader's own
+    zone). Text the core writes for staff (an escalation, a note about a notice that failed) carries
+    its times as stamps; the channel that renders it for chat shows them this way."""
+    def draw(found: re.Match[str]) -> str:
+        year, month, day, hour, minute = (int(part) for part in found.groups())
+        return reader_time(datetime(year, month, day, hour, minute, tzinfo=UTC))
+    return _STAMP.sub(draw, text)

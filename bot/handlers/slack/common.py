@@ -10,12 +10,11 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channels.slack_blocks import escape
+from bot.channels.slack_blocks import escape, reader_time
 from bot.common.errors import UserError
 from bot.core.commands.parser import SendCommand, parse_deadline, parse_link
 from bot.core.directory.staff import staff_for_slack
 from bot.core.notices import sending
-from bot.core.notices.views import format_time
 from bot.core.onboarding.assistant import member_for
 from bot.service import Herald
 from storage.models import Member, Platform, Staff
@@ -95,7 +94,7 @@ def sent_text(result: sending.SendResult) -> str:
     if result.already:
         return f"Notice #{n.id} is already {n.status}; nothing new was sent. `/herald status {n.id}`"
     if n.status == "scheduled" and n.scheduled_at:
-        return (f":calendar: Notice #{n.id} *{escape(n.title)}* is scheduled for {format_time(n.scheduled_at)}. "
+        return (f":calendar: Notice #{n.id} *{escape(n.title)}* is scheduled for {reader_time(n.scheduled_at)}. "
                 f"`/herald scheduled` lists it; `/herald cancel {n.id}` cancels it.")
     return (f":outbox_tray: Sending notice #{n.id} *{escape(n.title)}* to {result.recipients} recipients. "
             f"Follow it with `/herald status {n.id}`.")

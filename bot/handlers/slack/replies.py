@@ -8,7 +8,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channels.slack_blocks import SLACK_REPLY, escape, preview_blocks, status_text
+from bot.channels.slack_blocks import SLACK_REPLY, escape, preview_blocks, reader_time, status_text
 from bot.channels.slack_surveys import survey_preview_blocks
 from bot.channels.slack_upload import upload_file
 from bot.channels.survey_lines import experiment_text
@@ -31,7 +31,6 @@ from bot.core.directory.console_access import SignInLink
 from bot.core.notices.revisions import EditResult
 from bot.core.notices.sending import Preview
 from bot.core.notices.status import NoticeStatusReport
-from bot.core.notices.views import format_time
 from bot.core.surveys.creating import SurveyPreview
 from bot.service import Herald
 from storage.models import Staff
@@ -103,7 +102,7 @@ def render(result: Any) -> Reply:  # noqa: PLR0911 - one branch per result type
                         f"{result.cancelled} pending {_plural(result.cancelled, 'message', 'messages')} cancelled."}
     if isinstance(result, Paused):
         org = result.organisation
-        until = f" until {format_time(org.paused_until)}" if org.paused_until else " until you resume it"
+        until = f" until {reader_time(org.paused_until)}" if org.paused_until else " until you resume it"
         return {"text": f":double_vertical_bar: Reminders and nudges for *{escape(org.name)}* are paused{until}. "
                         "Must-know notices are still delivered."}
     if isinstance(result, Resumed):
@@ -124,7 +123,7 @@ def console_link_text(url: str) -> str:
 def scheduled_text(result: Scheduled) -> str:
     if not result.notices:
         return "No notices are scheduled."
-    items = [f"• #{n.id} {format_time(n.scheduled_at)} · {n.importance} · {escape(n.topic)} · *{escape(n.title)}*"  # type: ignore[arg-type]
+    items = [f"• #{n.id} {reader_time(n.scheduled_at)} · {n.importance} · {escape(n.topic)} · *{escape(n.title)}*"  # type: ignore[arg-type]
              f" → `{escape(n.audience)}`" for n in result.notices]
     return SLACK_REPLY.listing(["*Scheduled notices*"], items, ["Cancel one with `/herald cancel <notice-id>`."],
                                more=scheduled_more)
