@@ -37,6 +37,18 @@ def test_package_contains_a_valid_manifest_and_two_icons(tmp_path, monkeypatch) 
     assert manifest["validDomains"] == ["herald.example.com"]
 
 
+def test_the_app_id_defaults_to_the_configured_one(tmp_path, monkeypatch) -> None:
+    """README's Teams setup sets HERALD_TEAMS_APP_ID first, then runs `herald teams package`
+    without --app-id: the package names the configured app."""
+    monkeypatch.setenv("HERALD_TEAMS_APP_ID", APP_ID)
+    monkeypatch.setenv("HERALD_TEAMS_APP_PASSWORD", "secret")
+    out = tmp_path / "herald-teams.zip"
+    result = CliRunner().invoke(main, ["teams", "package", "--url", "https://herald.example.com", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(out) as package:
+        assert json.loads(package.read("manifest.json"))["bots"][0]["botId"] == APP_ID
+
+
 def test_the_schema_rejects_a_broken_manifest() -> None:
     manifest = build_manifest(app_id=APP_ID, public_url="https://herald.example.com")
     manifest["bots"][0]["scopes"] = ["galaxy"]
