@@ -1,0 +1,89 @@
+"""Review (slackux): what an experienced Slack user or admin would find broken, against Slack's
+documented behaviour. Each test fails on the current code for the reason its docstring states."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.channels.slack_blocks import SEND_ACTION
+from storage.models import Notice, Question
+from tests.fakes.slack_signing import event_body
+from tests.support import CAM_USER, TEAM, SlackHarness, wait_until
+
+
+def _slack_encoded(text: str) -> str:
+    """What Slack puts in a slash command's or a message event's `text` for what the person typed:
+    "&", "<" and ">" are Slack's control characters and arrive as HTML entities (api.slack.com/docs/formatting:
+    "All text in Slack uses the same system of escaping ... & replaced with &amp; < with &lt; > with &gt;")."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+async def _preview_id(slack: SlackHarness, typed: str) -> int:
+    response, _, key = await slack.command(_slack_encoded(typed))
+    assert response.status == 200
+    (call,) = await slack.responses(key)
+    return int(next(e["value"] for b in call.args["blocks"] if b["type"] == "actions" for e in b["elements"]
+                    if e["action_id"] == SEND_ACTION))
+
+
+async def test_slash_command_text_is_decoded_before_it_becomes_a_notice(slack_http: SlackHarness) -> None:
+    """A CAM types `/herald send ... | Q&A session | Prices < 100 EUR & more` with a tracking link
+    `link:https://partners.example/q?a=1&b=2`. Slack sends the text with & < > as &amp; &lt; &gt;.
+    Herald stores those entities as the CAM's words: the title becomes "Q&amp;A session" (shown so
+    in Teams, in reports and, escaped again, in Slack), and the link button points at
+    `...?a=1&amp;b=2`, a different URL."""
+    slack = slack_http
+    notice_id = await _preview_id(slack, "send need-to-know announcements org:acme "
+                                         "link:https://partners.example/q?a=1&b=2 | Q&A session | "
+                                         "Prices < 100 EUR & more")
+    notice = await Notice.get(id=notice_id)
+    assert (notice.title, notice.body, notice.link) == (
+        "Q&A session", "Prices < 100 EUR & more", "https://partners.example/q?a=1&b=2")
+
+
+async def _dm(slack: SlackHarness, user: str, text: str, **extra: str) -> dict:
+    """A direct message to Herald as Slack delivers it (a `message.im` event); returns the reply."""
+    before = slack.fake.call_count("chat.postMessage")
+    event = {"type": "message", "channel_type": "im", "channel": f"D{user}", "user": user, "text": text,
+             "ts": "1700000000.000900", **extra}
+    response = await slack.post_signed(event_body(event, TEAM))
+    assert response.status == 200
+    await wait_until(lambda: slack.fake.call_count("chat.postMessage") > before, what="Herald's reply")
+    return slack.fake.calls_to("chat.postMessage")[-1].args
+
+
+@pytest.mark.usefixtures("warm_knowledge_base")
+async def test_a_partners_question_is_stored_and_handed_off_as_typed(slack_http: SlackHarness) -> None:
+    """A partner asks "Where are the T&C for MDF <funds>?". The message event's text is
+    "Where are the T&amp;C for MDF &lt;funds&gt;?" (Slack escapes its control characters in events
+    too). Herald keeps the entities as the question: the CAM's hand-off and the console show
+    "T&amp;C", and the assistant searched for "amp"/"lt"/"gt"."""
+    slack = slack_http
+    typed = "Where are the T&C for MDF <funds>?"
+    await _dm(slack, "UANNA", _slack_encoded(typed))
+    question = await Question.get()
+    assert question.text == typed
+
+
+@pytest.mark.usefixtures("warm_knowledge_base")
+async def test_a_question_asked_in_a_thread_is_answered_in_that_thread(slack_http: SlackHarness) -> None:
+    """A partner replies in the thread under a notice in Herald's DM ("how do I register a deal
+    for this?"). The event carries `thread_ts`; Herald answers at the top level of the DM, so the
+    answer is not in the thread the person is reading (Slack's chat.postMessage: `thread_ts`,
+    "Provide another message's ts value to make this message a reply")."""
+    slack = slack_http
+    answer = await _dm(slack, "UANNA", "how do i register a deal", thread_ts="1700000000.000100")
+    assert answer["channel"] == "DUANNA"
+    assert answer.get("thread_ts") == "1700000000.000100"
+
+
+async def test_a_cam_writing_to_herald_is_not_told_to_ask_their_cam(slack_http: SlackHarness) -> None:
+    """A CAM (staff, not a partner contact) writes `status 4` in Herald's Messages tab, or types an
+    answer under a hand-off Herald sent them there. Herald answers "I don't recognise you as a
+    partner contact yet; ask your channel account manager to add you to the partner directory",
+    which is wrong for a CAM; they should be pointed at `/herald` (SPEC: CAMs use the slash
+    command in Slack; in Teams the same words typed to the bot work)."""
+    slack = slack_http
+    reply = await _dm(slack, CAM_USER, "status 4")
+    assert reply["channel"] == f"D{CAM_USER}"
+    assert "partner directory" not in reply["text"] and "/herald" in reply["text"]
