@@ -8,7 +8,7 @@ import pytest
 from bot.channels.slack_blocks import SEND_ACTION
 from storage.models import Notice, Question
 from tests.fakes.slack_signing import event_body
-from tests.support import CAM_USER, TEAM, SlackHarness, wait_until
+from tests.support import CAM_USER, TEAM, SlackHarness, listeners_done, wait_until
 
 
 def _slack_encoded(text: str) -> str:
@@ -53,7 +53,7 @@ async def _dm(slack: SlackHarness, user: str, text: str, **extra: str) -> dict:
 
 
 @pytest.mark.usefixtures("warm_knowledge_base")
-async def test_a_partners_question_is_stored_and_handed_off_as_typed(slack_http: SlackHarness) -> None:
+async def test_a_partners_question_is_stored_as_typed(slack_http: SlackHarness) -> None:
     """A partner asks "Where are the T&C for MDF <funds>?". The message event's text is
     "Where are the T&amp;C for MDF &lt;funds&gt;?" (Slack escapes its control characters in events
     too). Herald keeps the entities as the question: the CAM's hand-off and the console show
@@ -87,3 +87,33 @@ async def test_a_cam_writing_to_herald_is_not_told_to_ask_their_cam(slack_http: 
     reply = await _dm(slack, CAM_USER, "status 4")
     assert reply["channel"] == f"D{CAM_USER}"
     assert "partner directory" not in reply["text"] and "/herald" in reply["text"]
+
+
+async def test_a_form_slack_would_not_open_is_explained_to_the_cam(slack_http: SlackHarness) -> None:
+    """`/herald send` opens the compose modal with views.open after the acknowledgement. Slack
+    refuses it when the trigger_id is older than its 3 s (`expired_trigger_id`: a slow database
+    before the ack, a busy host) or the view is invalid. Herald only logs the error: the CAM typed
+    a command and sees nothing at all, no modal and no message saying to try again."""
+    slack = slack_http
+    slack.fake.fail_next("views.open", error="expired_trigger_id")
+    slack.fake.hold("views.open")  # Slack's answer comes after the acknowledgement, as over the internet
+    response, _, key = await slack.command("send")
+    assert response.status == 200
+    await wait_until(lambda: slack.fake.calls_to("views.open"), what="views.open")
+    slack.fake.release("views.open")
+    await listeners_done(slack)
+    told = [c for c in slack.fake.calls_to("response_url") if c.key == key]
+    assert told, "the CAM was told nothing after Slack refused to open the compose form"
+
+
+@pytest.mark.usefixtures("warm_knowledge_base")
+async def test_a_question_with_a_screenshot_attached_is_answered(slack_http: SlackHarness) -> None:
+    """A partner attaches a screenshot to their question ("how do i register a deal" + image).
+    Slack delivers it as a `message` event with subtype `file_share` (Slack's message subtypes:
+    "file_share: A file was shared into a channel"; the person's text is in `text`). Herald drops
+    every message with a subtype, so the partner gets no answer at all, not even "I can't read
+    files"."""
+    slack = slack_http
+    answer = await _dm(slack, "UANNA", "how do i register a deal", subtype="file_share",
+                       files=[{"id": "F0SCREEN", "name": "screenshot.png", "mimetype": "image/png"}])
+    assert answer["channel"] == "DUANNA"
