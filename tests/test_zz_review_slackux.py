@@ -8,7 +8,7 @@ import pytest
 from bot.channels.slack_blocks import SEND_ACTION
 from storage.models import Notice, Question
 from tests.fakes.slack_signing import event_body
-from tests.support import CAM_USER, TEAM, SlackHarness, listeners_done, wait_until
+from tests.support import CAM_USER, TEAM, SlackHarness, listeners_done, modal_state, wait_until
 
 
 def _slack_encoded(text: str) -> str:
@@ -117,3 +117,19 @@ async def test_a_question_with_a_screenshot_attached_is_answered(slack_http: Sla
     answer = await _dm(slack, "UANNA", "how do i register a deal", subtype="file_share",
                        files=[{"id": "F0SCREEN", "name": "screenshot.png", "mimetype": "image/png"}])
     assert answer["channel"] == "DUANNA"
+
+
+async def test_a_bad_close_date_in_the_survey_form_is_shown_under_closes(slack_http: SlackHarness) -> None:
+    """The survey form's Closes field takes a date. "1 Dec 2026" is refused with "deadline '1 Dec
+    2026' is not an ISO-8601 date ...", and Herald's `response_action: errors` puts it under the
+    **Audience** input (Slack shows each error under the input block whose block_id is its key):
+    the CAM is told about a "deadline" the form does not have, next to a field that is fine."""
+    slack = slack_http
+    await slack.command("survey")
+    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="the survey form")
+    form = opened.args["view"]
+    state = modal_state(("topic", "kind"), topic="announcements", audience="org:acme", question="Which format?",
+                        kind="options", options="Webinar\nWorkshop", follow_up="", closes="1 Dec 2026")
+    answer = await slack.submit_view({"callback_id": form["callback_id"], "state": {"values": state}})
+    assert answer["response_action"] == "errors"
+    assert list(answer["errors"]) == ["closes"], answer["errors"]
