@@ -41,6 +41,13 @@ DIRECTORY_HEADER = ("org_id,org_name,tier,region,country,industry,size,partner_t
                     "member_name,role,timezone,locale,slack_team_id,slack_user_id,teams_tenant_id,teams_aad_object_id")
 
 
+def slack_encoded(text: str) -> str:
+    """What Slack puts in a slash command's or a message event's `text` for what the person typed:
+    "&", "<" and ">" are its control characters and arrive as &amp; &lt; &gt;
+    (api.slack.com/docs/formatting: "& replaced with &amp;, < with &lt;, > with &gt;")."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def directory_csv(rows: list[str]) -> str:
     return "\n".join([DIRECTORY_HEADER, *rows]) + "\n"
 

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.channels.slack_blocks import direct_message_blocks, formatted_sections, notice_blocks
+from bot.channels.slack_blocks import escape as slack_escape
 from bot.channels.slack_blocks import formatted as mrkdwn
 from bot.channels.teams_cards import direct_message_card, notice_card
 from bot.channels.teams_cards import formatted as card_markdown
@@ -25,8 +26,10 @@ from bot.console.blockkit import mrkdwn as slack_html
 from bot.core.notices.formatting import BulletList, Emphasis, Link, Paragraph, Strong, Text, parse, plain_text
 from bot.core.notices.views import NoticeView
 from bot.core.ports import Button, DirectMessage
+from bot.handlers.slack.common import typed_text
 from bot.topics import IMPORTANCE
 from bot.topics.importance import Importance
+from tests.support import slack_encoded
 
 # (CAM text, Slack mrkdwn, Teams TextBlock Markdown)
 GOLDEN = [
@@ -243,6 +246,21 @@ def test_text_partners_typed_stays_escaped_everywhere() -> None:
     assert "&lt;!channel&gt;" in slack and "<https://evil.example|a>" not in slack
     card_text = direct_message_card(message)["body"][1]["text"]
     assert card_text == "\\*\\*bold\\*\\* \\_it\\_ - x \\[a\\]\\(https://evil.example\\) \\<!channel\\>"
+
+
+_TYPED = st.lists(st.sampled_from(list("ab &;<>!@|#") + ["&amp;", "&lt;", "&gt;", "&copy;", "<!channel>", "<@U1>",
+                                                         "<https://x.example|x>"]), max_size=40).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TYPED)
+def test_fuzz_what_slack_delivers_is_read_as_typed_and_posted_back_escaped(typed: str) -> None:
+    """Slack delivers a slash command's or a DM's text with & < > encoded; Herald reads back
+    exactly what was typed (a typed "&lt;" included) and escapes it again when it posts it, so
+    words never turn into a mention, a broadcast or a link."""
+    assert typed_text(slack_encoded(typed)) == typed
+    posted = slack_escape(typed_text(slack_encoded(typed)))
+    assert posted == slack_encoded(typed) and "<" not in posted and ">" not in posted
 
 
 _ALPHABET = st.sampled_from(list("ab _*-•[]()<>!@#&|~`\\\n:/.") + ["https://x.example", "<!channel>", "\r\n"])

@@ -19,10 +19,10 @@ from bot.core.commands.parser import SendCommand
 from bot.core.notices import sending as notices
 from bot.core.directory.staff import add_staff
 from bot.core.notices import revisions
-from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, Staff
+from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, Organisation, Staff
 from tests.fakes.slack_signing import event_body, slash_command_body
 from tests.support import (
-    CAM_USER, TEAM, SlackHarness, modal_state, seed_directory, start_harness, stop_harness, wait_until,
+    CAM_USER, TEAM, SlackHarness, modal_state, seed_directory, slack_encoded, start_harness, stop_harness, wait_until,
 )
 
 
@@ -186,6 +186,37 @@ async def test_a_link_too_long_to_store_is_refused_with_a_clear_message(slack: S
         notices.validate(command, slack.herald.catalog, now=slack.clock.now())
     modal = compose_modal(slack.herald.catalog)
     assert next(b for b in modal["blocks"] if b["block_id"] == "link")["element"]["max_length"] == 1000
+
+
+async def test_slash_command_text_is_decoded_before_it_becomes_a_notice(slack_http: SlackHarness) -> None:
+    """Slack sends a slash command's & < > as &amp; &lt; &gt;. The notice keeps what the CAM
+    typed: "Q&amp;A session" would be shown so in Teams and reports (and escaped twice in Slack),
+    and a tracking link `?a=1&amp;b=2` is another URL."""
+    slack = slack_http
+    notice_id = await _preview(slack, slack_encoded("send need-to-know announcements org:acme "
+                                                    "link:https://partners.example/q?a=1&b=2 | Q&A session | "
+                                                    "Prices < 100 EUR & more"))
+    notice = await Notice.get(id=notice_id)
+    assert (notice.title, notice.body, notice.link) == (
+        "Q&A session", "Prices < 100 EUR & more", "https://partners.example/q?a=1&b=2")
+
+
+async def test_every_slash_command_reads_the_text_as_typed_and_escapes_it_when_quoting_it(
+        slack_http: SlackHarness) -> None:
+    """Retract and pause reasons, inline edits and help's echo read the decoded text too; a reply
+    that quotes it (an error, help) escapes it again, so a typed "<!channel>" stays words."""
+    slack = slack_http
+    notice_id = await _sent_notice(slack, "send need-to-know announcements org:acme | Webinar | Join us")
+    await _reply(slack, slack_encoded(f"edit {notice_id} | Q&A <live> |"))
+    assert (await Notice.get(id=notice_id)).title == "Q&A <live>"
+    reply = await _reply(slack, slack_encoded(f"retract {notice_id} wrong date & time <sorry>"))
+    assert "Retracted: wrong date &amp; time &lt;sorry&gt;" in reply  # escaped once, shown as typed
+    assert (await Notice.get(id=notice_id)).retract_reason == "wrong date & time <sorry>"
+    await _reply(slack, slack_encoded("pause acme R&D freeze"))
+    assert (await Organisation.get(external_id="acme")).pause_reason == "R&D freeze"
+    assert "I don't know the command `&lt;!channel&gt;`" in await _reply(slack, slack_encoded("<!channel> hi"))
+    refused = await _reply(slack, slack_encoded("status <@U999>"))
+    assert "'&lt;@U999&gt;' is not a notice id" in refused and "<@U999>" not in refused
 
 
 async def test_help_and_unknown_subcommands(slack: SlackHarness) -> None:

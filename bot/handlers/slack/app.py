@@ -24,6 +24,7 @@ from bot.common.logs import bind_context, current_context
 from bot.common.errors import UserError
 from bot.core.replays import SLACK_WINDOW, first_sighting, request_key
 from bot.handlers.slack import actions, commands, events, messages, shape, views
+from bot.handlers.slack.common import problem_text
 from bot.service import Herald
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def build_slack_app(herald: Herald) -> AsyncApp:
         if isinstance(error, UserError):  # e.g. a button whose value is not one of Herald's ids
             log.warning("Slack request refused: %s", error)
             if respond is not None and body.get("response_url"):
-                await respond(text=f":warning: {error}", response_type="ephemeral", replace_original=False)
+                await respond(text=problem_text(":warning:", error), response_type="ephemeral", replace_original=False)
             return
         log.error("unhandled Slack listener error", exc_info=error)
 

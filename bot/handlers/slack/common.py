@@ -26,6 +26,25 @@ NOT_A_MEMBER = ("I deliver your vendor's partner notices here. I don't recognise
                 "ask your channel account manager to add you to the partner directory.")
 
 
+def typed_text(text: object) -> str:
+    """What the person typed, from the `text` of a slash command or a message event.
+
+    Slack sends its three control characters as entities in every text it delivers ("&" as
+    &amp;, "<" as &lt;, ">" as &gt;: api.slack.com/docs/formatting) and encodes nothing else, so
+    exactly those three are decoded (html.unescape would also turn a typed "&copy;" into "©").
+    &amp; goes last: "&amp;lt;" is the "&lt;" the person typed. Slack's own markup
+    (`<@U123>`, `<!channel>`, `<https://...|label>`) is left as it came; Herald escapes every text
+    it posts (`escape`), so a decoded "<" never becomes a mention or a link there."""
+    if not isinstance(text, str):
+        return ""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def problem_text(emoji: str, exc: Exception) -> str:
+    """A UserError as a Slack reply: its text may quote what the person typed, so it is escaped."""
+    return f"{emoji} {escape(str(exc))}"
+
+
 class StaleData(UserError):
     """A button's value or a modal's metadata that is not one of Herald's ids (crafted, or from an
     old message): the person gets this sentence, the log one warning line."""
@@ -57,7 +76,7 @@ async def respond_or_explain(respond, work: Awaitable[dict[str, Any]]) -> None: 
     try:
         payload = await work
     except UserError as exc:
-        await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+        await respond(text=problem_text(":warning:", exc), response_type="ephemeral", replace_original=False)
         return
     except Exception:
         log.exception("Slack command failed")

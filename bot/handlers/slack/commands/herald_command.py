@@ -17,7 +17,7 @@ from bot.core.commands.parser import (
 from bot.core.directory.permissions import require_sender
 from bot.core.directory.staff import staff_for_slack
 from bot.core.notices import revisions
-from bot.handlers.slack.common import respond_or_explain
+from bot.handlers.slack.common import problem_text, respond_or_explain, typed_text
 from bot.handlers.slack.replies import SlackCommands
 from bot.service import Herald
 
@@ -28,9 +28,9 @@ def register(app: AsyncApp, herald: Herald) -> None:
     @app.command("/herald")
     async def on_command(ack, body, respond, client) -> None:  # noqa: ANN001 - bolt injects these
         try:
-            command = parse_command(body.get("text", ""))
+            command = parse_command(typed_text(body.get("text", "")))
         except UserError as exc:
-            await ack(text=f":warning: {exc}")
+            await ack(text=problem_text(":warning:", exc))
             return
         if isinstance(command, HelpCommand):
             await ack(text=help_text(command.unknown))
@@ -55,7 +55,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
             else:
                 view = compose_modal(herald.catalog)
         except UserError as exc:
-            await ack(text=f":no_entry: {exc}")
+            await ack(text=problem_text(":no_entry:", exc))
             return
         await ack()
         await client.views_open(trigger_id=trigger_id, view=view)
