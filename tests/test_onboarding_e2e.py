@@ -13,7 +13,7 @@ from bot.core.onboarding.assistant import ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HE
 from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
 from storage.models import KBProposal, Member, OutboundMessage, Question
 from tests.fakes.slack_signing import event_body
-from tests.support import CAM_USER, TEAM, SlackHarness, many_members_csv, wait_until
+from tests.support import CAM_USER, TEAM, SlackHarness, many_members_csv, slack_encoded, wait_until
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
 PARKING = "is there parking for visitors at your headquarters"
@@ -23,10 +23,11 @@ def _buttons(blocks: list[dict]) -> list[tuple[str, str]]:
     return [(e["action_id"], e["value"]) for b in blocks if b["type"] == "actions" for e in b["elements"]]
 
 
-async def _dm(slack: SlackHarness, user: str, text: str) -> dict:
+async def _dm(slack: SlackHarness, user: str, text: str, **extra: object) -> dict:
+    """A direct message to Herald as Slack delivers it (a `message.im` event); returns Herald's reply."""
     before = slack.fake.call_count("chat.postMessage")
     event = {"type": "message", "channel_type": "im", "channel": f"D{user}", "user": user, "text": text,
-             "ts": "1700000000.000100"}
+             "ts": "1700000000.000100", **extra}
     response = await slack.post_signed(event_body(event, TEAM))
     assert response.status == 200
     await wait_until(lambda: slack.fake.call_count("chat.postMessage") > before, what="the answer")
@@ -46,6 +47,15 @@ async def test_question_answered_with_source_and_buttons(slack: SlackHarness) ->
     (thanks,) = await slack.responses(slack.last_click_key)
     assert "glad it helped" in thanks.args["text"]
     assert (await Question.get(id=question.id)).feedback == "helpful"
+
+
+async def test_a_partners_question_is_stored_as_typed(slack_http: SlackHarness) -> None:
+    """Slack's message events carry & < > as &amp; &lt; &gt; too. The question is what the partner
+    typed: with the entities the CAM's hand-off and the console showed "T&amp;C", and the
+    assistant searched for "amp", "lt" and "gt"."""
+    typed = "Where are the T&C for MDF <funds>?"
+    await _dm(slack_http, "UANNA", slack_encoded(typed))
+    assert (await Question.get()).text == typed
 
 
 async def test_slacks_retry_of_a_question_is_answered_once(slack: SlackHarness,

@@ -38,19 +38,6 @@ async def _dm(slack: SlackHarness, user: str, text: str, **extra: str) -> dict:
 
 
 @pytest.mark.usefixtures("warm_knowledge_base")
-async def test_a_partners_question_is_stored_as_typed(slack_http: SlackHarness) -> None:
-    """A partner asks "Where are the T&C for MDF <funds>?". The message event's text is
-    "Where are the T&amp;C for MDF &lt;funds&gt;?" (Slack escapes its control characters in events
-    too). Herald keeps the entities as the question: the CAM's hand-off and the console show
-    "T&amp;C", and the assistant searched for "amp"/"lt"/"gt"."""
-    slack = slack_http
-    typed = "Where are the T&C for MDF <funds>?"
-    await _dm(slack, "UANNA", _slack_encoded(typed))
-    question = await Question.get()
-    assert question.text == typed
-
-
-@pytest.mark.usefixtures("warm_knowledge_base")
 async def test_a_question_asked_in_a_thread_is_answered_in_that_thread(slack_http: SlackHarness) -> None:
     """A partner replies in the thread under a notice in Herald's DM ("how do I register a deal
     for this?"). The event carries `thread_ts`; Herald answers at the top level of the DM, so the

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.channels.slack_blocks import escape
 from bot.core.commands.refusals import refusal, staff_command_verb
 from bot.core.commands.runner import StaffCommands
 from bot.core.onboarding.assistant import member_for
 from bot.core.ports import Recipient
-from bot.handlers.slack.common import NOT_A_MEMBER
+from bot.handlers.slack.common import NOT_A_MEMBER, typed_text
 from bot.service import Herald
 from storage.models import Platform
 
@@ -26,7 +27,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
         if member is None:
             await client.chat_postMessage(channel=channel, text=NOT_A_MEMBER)
             return
-        if staff_command_verb(event.get("text", "")):
-            await client.chat_postMessage(channel=channel, text=f":no_entry: {await refusal(event['text'], commands)}")
+        text = typed_text(event.get("text", ""))
+        if staff_command_verb(text):
+            await client.chat_postMessage(channel=channel, text=f":no_entry: {escape(await refusal(text, commands))}")
             return
-        await herald.answer_question(member, event.get("text", ""), platform=Platform.SLACK.value, recipient=recipient)
+        await herald.answer_question(member, text, platform=Platform.SLACK.value, recipient=recipient)
