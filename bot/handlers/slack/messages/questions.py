@@ -1,17 +1,32 @@
-"""A direct message to the bot: a partner's question for the onboarding assistant."""
+"""A direct message to the bot: a partner's question for the onboarding assistant. Staff who write
+there are pointed to `/herald`; anyone else is told how to be added to the partner directory."""
 
 from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.channels.slack_blocks import escape
+from bot.channels.slack_blocks import escape, staff_in_messages
+from bot.common.errors import UserError
+from bot.core.commands.parser import HelpCommand, parse_command
 from bot.core.commands.refusals import refusal, staff_command_verb
 from bot.core.commands.runner import StaffCommands
+from bot.core.directory.staff import staff_for_slack
 from bot.core.onboarding.assistant import member_for
 from bot.core.ports import Recipient
 from bot.handlers.slack.common import NOT_A_MEMBER, typed_text
 from bot.service import Herald
 from storage.models import Platform
+
+
+def _command_words(text: str) -> str:
+    """The words, if they read as a Herald command (a known verb, even with a mistake after it); ""
+    for anything else ("thanks!")."""
+    words = " ".join(text.split())
+    try:
+        command = parse_command(words)
+    except UserError:
+        return words
+    return "" if isinstance(command, HelpCommand) and (command.unknown or not words) else words
 
 
 def register(app: AsyncApp, herald: Herald) -> None:
@@ -24,10 +39,12 @@ def register(app: AsyncApp, herald: Herald) -> None:
         team, user, channel = context.team_id or "", event.get("user", ""), event.get("channel", "")
         recipient = Recipient(workspace_id=team, user_id=user, dm_channel=channel)
         member = await member_for(Platform.SLACK.value, team, user)
-        if member is None:
-            await client.chat_postMessage(channel=channel, text=NOT_A_MEMBER)
-            return
         text = typed_text(event.get("text", ""))
+        if member is None:
+            staff = await staff_for_slack(team, user)
+            reply = staff_in_messages(_command_words(text)) if staff else NOT_A_MEMBER
+            await client.chat_postMessage(channel=channel, text=reply)
+            return
         if staff_command_verb(text):
             await client.chat_postMessage(channel=channel, text=f":no_entry: {escape(await refusal(text, commands))}")
             return
