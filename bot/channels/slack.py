@@ -315,8 +315,10 @@ class SlackChannel:
             return Outcome.failed(await self.workspaces.missing_reason(recipient.workspace_id))
         try:
             channel = recipient.dm_channel or recipient.user_id  # posting to a user id: see deliver()
+            thread = {"thread_ts": recipient.thread_id} if recipient.thread_id else {}
             response = await self.workspaces.client(token).chat_postMessage(
-                channel=channel, text=escape(message.title), blocks=direct_message_blocks(message), unfurl_links=False)
+                channel=channel, text=escape(message.title), blocks=direct_message_blocks(message), unfurl_links=False,
+                **thread)
             dm_channel = "" if recipient.dm_channel else str(response["channel"])
             return Outcome.delivered(MessageRef(response["channel"], response["ts"]), dm_channel=dm_channel)
         except SlackApiError as exc:

@@ -18,6 +18,7 @@ class Recipient:
     dm_channel: str = ""  # cached DM conversation, if known
     service_url: str = ""  # Teams only
     display_name: str = ""
+    thread_id: str = ""  # post as a reply in this thread (Slack: the parent message's ts); Teams: unused
 
 
 @dataclass(frozen=True)

@@ -72,10 +72,12 @@ class Target:
     account_id: int | None = None  # the member's account, to cache a newly opened DM channel
 
     @classmethod
-    def of_account(cls, account: PlatformAccount, *, dm_channel: str = "", display_name: str = "") -> "Target":
+    def of_account(cls, account: PlatformAccount, *, dm_channel: str = "", display_name: str = "",
+                   thread_id: str = "") -> "Target":
         return cls(account.platform, Recipient(workspace_id=account.workspace_external_id, user_id=account.user_id,
                                                dm_channel=dm_channel or account.dm_channel,
-                                               service_url=account.service_url, display_name=display_name),
+                                               service_url=account.service_url, display_name=display_name,
+                                               thread_id=thread_id),
                    account.id)
 
 
@@ -91,8 +93,10 @@ def message_from_json(data: dict[str, Any]) -> DirectMessage:
 
 
 def _recipient_json(recipient: Recipient) -> dict[str, str]:
+    """The row's `recipient` (rows written before `thread_id` existed lack it: no thread)."""
     return {"workspace_id": recipient.workspace_id, "user_id": recipient.user_id, "dm_channel": recipient.dm_channel,
-            "service_url": recipient.service_url, "display_name": recipient.display_name}
+            "service_url": recipient.service_url, "display_name": recipient.display_name,
+            "thread_id": recipient.thread_id}
 
 
 async def enqueue(*, key: str, purpose: MessagePurpose, reference: int, target: Target, message: DirectMessage,

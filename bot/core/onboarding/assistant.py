@@ -55,7 +55,7 @@ async def member_for(platform: str, workspace_id: str, user_id: str) -> Member |
 
 
 async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, channel_id: str,
-              now: datetime) -> Asked:
+              now: datetime, thread_id: str = "") -> Asked:
     """Answer a question from the knowledge base (saying so when the entry is mainly for other
     partners), or say plainly that we do not know, or that the answer is confidential, and offer the CAM."""
     asked, text = text.strip(), text.strip()[:MAX_QUESTION]
@@ -65,7 +65,7 @@ async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, ch
     answer = await asyncio.to_thread(kb.answer, text, role=member.role, tier=organisation.tier or None)
     async with in_transaction() as conn:
         question = await Question.create(
-            member=member, platform=platform, text=text, asked_at=now, channel_id=channel_id,
+            member=member, platform=platform, text=text, asked_at=now, channel_id=channel_id, thread_id=thread_id,
             entry_id=_entry_id(answer), score=answer.score, abstained=answer.abstained, using_db=conn)
         await record([audit_event("question.asked", now=now, actor=member.email, member_id=member.id,
                                   question_id=question.id, entry=question.entry_id or None,

@@ -48,7 +48,7 @@ async def queue_handoff(question: Question, cam: Staff, message: DirectMessage, 
 
 async def queue_relay(question: Question, staff: Staff, account: PlatformAccount, relay: DirectMessage, text: str, *,
                       now: datetime, using_db: Any = None) -> bool:
-    """The answer to the partner, in the conversation they asked in. Keyed by the answer's text:
+    """The answer to the partner, in the conversation (and thread) they asked in. Keyed by the answer's text:
     a replayed submission is not relayed twice while the first is queued or was delivered (False);
     a different answer is a new message, and so is the same answer sent again after its relay
     failed (the CAM was told to reply again), under the key's next attempt number."""
@@ -58,7 +58,7 @@ async def queue_relay(question: Question, staff: Staff, account: PlatformAccount
         if found == key or found.startswith(f"{key}:")]
     if any(status not in _NOT_SENT for status in earlier):
         return False
-    target = Target.of_account(account, dm_channel=question.channel_id)
+    target = Target.of_account(account, dm_channel=question.channel_id, thread_id=question.thread_id)
     return await enqueue(key=f"{key}:{len(earlier) + 1}" if earlier else key, purpose=MessagePurpose.RELAY,
                          reference=question.id, target=target, message=relay, now=now,
                          member_id=question.member_id, staff_id=staff.id, using_db=using_db)  # type: ignore[attr-defined]

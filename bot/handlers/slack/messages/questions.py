@@ -37,15 +37,20 @@ def register(app: AsyncApp, herald: Herald) -> None:
         if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
             return
         team, user, channel = context.team_id or "", event.get("user", ""), event.get("channel", "")
-        recipient = Recipient(workspace_id=team, user_id=user, dm_channel=channel)
+        thread = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else ""
+        recipient = Recipient(workspace_id=team, user_id=user, dm_channel=channel, thread_id=thread)
+
+        async def say(reply: str) -> None:
+            """Herald's reply where the person wrote: in the thread, if they wrote in one."""
+            await client.chat_postMessage(channel=channel, text=reply, **({"thread_ts": thread} if thread else {}))
+
         member = await member_for(Platform.SLACK.value, team, user)
         text = typed_text(event.get("text", ""))
         if member is None:
             staff = await staff_for_slack(team, user)
-            reply = staff_in_messages(_command_words(text)) if staff else NOT_A_MEMBER
-            await client.chat_postMessage(channel=channel, text=reply)
+            await say(staff_in_messages(_command_words(text)) if staff else NOT_A_MEMBER)
             return
         if staff_command_verb(text):
-            await client.chat_postMessage(channel=channel, text=f":no_entry: {escape(await refusal(text, commands))}")
+            await say(f":no_entry: {escape(await refusal(text, commands))}")
             return
         await herald.answer_question(member, text, platform=Platform.SLACK.value, recipient=recipient)
