@@ -13,6 +13,7 @@ import pytest
 
 
 from bot.core.notices.views import ACK_ACTION
+from bot.core.onboarding.assistant import REPLY_ACTION
 from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION, compose_modal
 from bot.common.errors import UserError
 from bot.core.commands.parser import SendCommand
@@ -259,6 +260,28 @@ async def test_compose_modal_preview_and_send(slack: SlackHarness) -> None:
     assert not slack.fake.calls_to("conversations.open")  # posted to the user id (Tier 3 spared)
     await slack.herald.outbox.drain()
     assert [c.channel for c in slack.fake.calls_to("chat.postMessage")][1:] == ["DUANNA"]
+
+
+async def test_a_form_slack_would_not_open_is_explained_to_the_cam(slack_http: SlackHarness) -> None:
+    """`/herald send` opens the compose modal with views.open after the acknowledgement; Slack
+    refuses it when the trigger id is more than 3 s old (`expired_trigger_id`) or the view is
+    invalid. The CAM, who typed a command or pressed a button and saw nothing, is told so
+    (ephemeral); the reply form under a hand-off goes through the same helper."""
+    slack = slack_http
+    slack.fake.fail_next("views.open", error="expired_trigger_id")
+    slack.fake.hold("views.open")  # Slack's answer comes after the acknowledgement, as over the internet
+    response, _, key = await slack.command("send")
+    assert response.status == 200
+    await wait_until(lambda: slack.fake.calls_to("views.open"), what="views.open")
+    slack.fake.release("views.open")
+    (told,) = await slack.responses(key)
+    assert "did not open the form in time; please try again" in told.args["text"]
+    assert told.args["response_type"] == "ephemeral"
+
+    slack.fake.fail_next("views.open", error="invalid_arguments")
+    await slack.click(REPLY_ACTION, "1", user=CAM_USER)
+    (told,) = await slack.responses(slack.last_click_key)
+    assert "could not open the form" in told.args["text"] and told.args["replace_original"] is False
 
 
 async def test_closing_the_preview_cancels_the_draft(slack: SlackHarness) -> None:

@@ -85,6 +85,28 @@ async def respond_or_explain(respond, work: Awaitable[dict[str, Any]]) -> None: 
     await respond(response_type="ephemeral", **payload)
 
 
+async def open_form(client: AsyncWebClient, trigger_id: str, view: dict[str, Any],
+                    respond: Callable[..., Awaitable[Any]] | None) -> bool:
+    """views.open, after the acknowledgement (it needs the click's or command's trigger id). Slack
+    refuses it when the trigger id is more than 3 s old (`expired_trigger_id`: a slow database
+    before the ack, a busy host) or the view is invalid; the person would see nothing at all, so
+    they are told in a short ephemeral reply, and the log has Slack's error. False if not opened."""
+    try:
+        await client.views_open(trigger_id=trigger_id, view=view)
+        return True
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", "")) if exc.response is not None else ""
+        log.warning("Slack did not open the form %s: %s", view.get("callback_id", ""), error or exc)
+        text = (":warning: Slack did not open the form in time; please try again." if error == "expired_trigger_id"
+                else ":warning: Slack could not open the form; please try again. Herald's log has the details.")
+    except Exception:
+        log.exception("opening the form %s failed", view.get("callback_id", ""))
+        text = SORRY
+    if respond is not None:  # a press in the App Home has no response_url: the log is all there is
+        await respond(text=text, response_type="ephemeral", replace_original=False)
+    return False
+
+
 def direct_message_respond(client: AsyncWebClient, user_id: str) -> Callable[..., Awaitable[None]]:
     """A respond() for work a modal's submission started after its answer (a view_submission has no
     response_url): the reply goes to the person's direct messages with Herald. It is not written

@@ -24,7 +24,7 @@ from bot.core.onboarding.learning import (
     propose,
     proposal_note,
 )
-from bot.handlers.slack.common import member_of, record_id, respond_or_explain, staff_of
+from bot.handlers.slack.common import member_of, open_form, record_id, respond_or_explain, staff_of
 from bot.service import Herald
 
 
@@ -53,10 +53,10 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await respond_or_explain(respond, work())
 
     @app.action(REPLY_ACTION)
-    async def on_reply_button(ack, body, client) -> None:  # noqa: ANN001
+    async def on_reply_button(ack, body, client, respond) -> None:  # noqa: ANN001
         await ack()
         question_id = record_id(body["actions"][0].get("value"))
-        await client.views_open(trigger_id=body["trigger_id"], view=reply_modal(question_id))
+        await open_form(client, body["trigger_id"], reply_modal(question_id), respond)
 
     @app.action(LEARN_PHRASING_ACTION)
     @app.action(LEARN_ENTRY_ACTION)

@@ -18,7 +18,7 @@ from bot.core.notices.views import (
     SURVEY_COMMENT_ACTION,
 )
 from bot.core.surveys.answers import answer_survey, comment_form
-from bot.handlers.slack.common import record_id
+from bot.handlers.slack.common import open_form, record_id
 from bot.service import Herald
 from storage.models import Platform
 
@@ -55,8 +55,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
             await respond(text=f":warning: {escape(text)}", response_type="ephemeral", replace_original=False)
             return
         await ack()
-        await client.views_open(trigger_id=body["trigger_id"],
-                                view=comment_modal(record_id(body["actions"][0].get("value")), follow_up, current))
+        await open_form(client, body["trigger_id"],
+                        comment_modal(record_id(body["actions"][0].get("value")), follow_up, current), respond)
 
     @app.action(LINK_ACTION)
     async def on_link(ack, body) -> None:  # noqa: ANN001

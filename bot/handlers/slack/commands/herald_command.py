@@ -17,7 +17,7 @@ from bot.core.commands.parser import (
 from bot.core.directory.permissions import require_sender
 from bot.core.directory.staff import staff_for_slack
 from bot.core.notices import revisions
-from bot.handlers.slack.common import problem_text, respond_or_explain, typed_text
+from bot.handlers.slack.common import open_form, problem_text, respond_or_explain, typed_text
 from bot.handlers.slack.replies import SlackCommands
 from bot.service import Herald
 
@@ -38,12 +38,12 @@ def register(app: AsyncApp, herald: Herald) -> None:
         staff = await staff_for_slack(body["team_id"], body["user_id"])
         if isinstance(command, (ComposeCommand, SurveyComposeCommand)) or (
                 isinstance(command, EditCommand) and not command.inline):
-            await _open_form(ack, client, body["trigger_id"], staff, command)
+            await _open_form(ack, client, body["trigger_id"], staff, command, respond)
             return
         await ack()
         await respond_or_explain(respond, commands.run(command, staff, client=client, user_id=body["user_id"]))
 
-    async def _open_form(ack, client, trigger_id, staff, command) -> None:  # noqa: ANN001
+    async def _open_form(ack, client, trigger_id, staff, command, respond) -> None:  # noqa: ANN001
         """Modals need the trigger id within 3 s, so the checks run before the ack."""
         try:
             require_sender(staff)
@@ -58,4 +58,4 @@ def register(app: AsyncApp, herald: Herald) -> None:
             await ack(text=problem_text(":no_entry:", exc))
             return
         await ack()
-        await client.views_open(trigger_id=trigger_id, view=view)
+        await open_form(client, trigger_id, view, respond)
