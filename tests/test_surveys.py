@@ -59,6 +59,8 @@ def test_inline_survey_syntax() -> None:
     assert isinstance(options, SurveyCommand) and options.answers == ("Webinar", "Workshop", "E-learning")
     with pytest.raises(UserError, match="topic and the audience"):
         parse_command("survey support | Q? | scale:1-5")
+    with pytest.raises(UserError, match="^close date '1-Dec' is not an ISO-8601 date"):  # not "deadline"
+        parse_command("survey support all closes:1-Dec | Q? | scale:1-5")
 
 
 def test_nps_and_distribution() -> None:

@@ -147,6 +147,23 @@ async def test_survey_form_preview_and_send(slack: SlackHarness) -> None:
     assert slack.fake.call_count("chat.postMessage") == 1 + 4
 
 
+async def test_a_bad_close_date_in_the_survey_form_is_shown_under_closes(slack: SlackHarness) -> None:
+    """"1 Dec 2026" in the form's Closes field was refused as "deadline '1 Dec 2026' is not an
+    ISO-8601 date", under the Audience input (Slack shows each error under the block its key
+    names): a "deadline" the form does not have, next to a field that is fine."""
+    await slack.command("survey")
+    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="the survey form")
+    form = opened.args["view"]
+    base = dict(topic="announcements", audience="org:bolt", question="Which format?", kind="options",
+                options="Webinar\nWorkshop", follow_up="")
+    for closes, said in (("1 Dec 2026", "close date '1 Dec 2026' is not an ISO-8601 date"),
+                         ("2020-01-01", "the close date is in the past")):
+        state = modal_state(("topic", "kind"), **base, closes=closes)
+        answer = await slack.submit_view({"callback_id": form["callback_id"], "state": {"values": state}})
+        assert answer["response_action"] == "errors" and list(answer["errors"]) == ["closes"], answer
+        assert answer["errors"]["closes"].startswith(said)
+
+
 async def test_variants_balanced_then_the_winner_rolled_out_once(slack: SlackHarness) -> None:
     preview = await _reply(slack, "send need-to-know announcements all share:50% link:https://partners.example.com/q3 "
                                   "| Q3 rebate | Details <@U999> || Earn more in Q3 | The same, shorter")

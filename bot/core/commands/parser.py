@@ -329,7 +329,7 @@ def parse_survey(text: str) -> Command:
         if term.lower() == "anonymous":
             anonymous = True
         elif key.lower() == "closes" and value:
-            closes_at = parse_deadline(value)
+            closes_at = parse_close_date(value)
         elif key.lower() == "at" and value:
             scheduled_at = parse_time(value, what="send time")
         else:
@@ -421,6 +421,11 @@ def parse_reminders(value: str) -> tuple[float, ...]:
 def parse_deadline(value: str) -> datetime:
     """ISO-8601 date or date-time; a bare date means the end of that day, UTC; naive means UTC."""
     return parse_time(value, what="deadline", bare_date=time(23, 59))
+
+
+def parse_close_date(value: str) -> datetime:
+    """A survey's close date: like a deadline, a bare date is the end of that day, UTC."""
+    return parse_time(value, what="close date", bare_date=time(23, 59))
 
 
 def parse_time(value: str, *, what: str, bare_date: time = time(0, 0)) -> datetime:

@@ -17,9 +17,9 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
-from bot.common.errors import UserError
+from bot.common.errors import FieldError, UserError
 from bot.common.secrets import environment_cipher
-from bot.core.commands.parser import SurveyCommand, parse_deadline
+from bot.core.commands.parser import SurveyCommand, parse_close_date
 from bot.core.compliance.audit import PendingEvent, audit_event, record
 from bot.core.compliance.crosscheck import text_digest
 from bot.core.directory.audiences import (
@@ -79,8 +79,8 @@ async def create_survey_draft(author: Staff | None, command: SurveyCommand, cata
     if command.scheduled_at is not None and command.scheduled_at <= now:
         raise UserError("the send time is in the past")
     if command.closes_at is not None and command.closes_at <= (command.scheduled_at or now):
-        raise UserError("the close date is in the past" if command.scheduled_at is None
-                        else "the close date is before the send time")
+        raise FieldError("closes", "the close date is in the past" if command.scheduled_at is None
+                         else "the close date is before the send time")
     recipients = await count_recipients(audience, topic, parse_importance(Importance.NEED.value))
     warnings = await unmatched_value_warnings(audience)
     actor = author.email if author is not None else f"operator:{operator}"
@@ -103,16 +103,21 @@ async def create_survey_draft(author: Staff | None, command: SurveyCommand, cata
 
 def survey_from_form(values: dict[str, str]) -> SurveyCommand:
     """The survey form (Slack modal, Teams card) as a command: `kind` is `scale:1-5`, `scale:0-10`
-    or `options` (then `options` holds one answer per line); `anonymous` is "true"/"anonymous"."""
+    or `options` (then `options` holds one answer per line); `anonymous` is "true"/"anonymous".
+    A close date that is not one is a FieldError on `closes`, so the form shows it there."""
     kind = (values.get("kind") or "").strip()
     answers = tuple(line for line in (values.get("options") or "").splitlines() if line.strip()) \
         if kind == "options" else (kind,)
     closes = (values.get("closes") or "").strip()
+    try:
+        closes_at = parse_close_date(closes) if closes else None
+    except UserError as exc:
+        raise FieldError("closes", str(exc)) from None
     return SurveyCommand(topic=(values.get("topic") or "").strip(), audience=(values.get("audience") or "").strip(),
                          question=values.get("question") or "", answers=answers,
                          follow_up=values.get("follow_up") or "",
                          anonymous=(values.get("anonymous") or "").strip().lower() in ("true", "anonymous"),
-                         closes_at=parse_deadline(closes) if closes else None)
+                         closes_at=closes_at)
 
 
 # ---- journey surveys ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack_blocks import escape, reader_time
-from bot.common.errors import UserError
+from bot.common.errors import FieldError, UserError
 from bot.core.commands.parser import SendCommand, parse_deadline, parse_link
 from bot.core.directory.staff import staff_for_slack
 from bot.core.notices import sending
@@ -139,14 +139,6 @@ def sent_text(result: sending.SendResult) -> str:
                 f"`/herald scheduled` lists it; `/herald cancel {n.id}` cancels it.")
     return (f":outbox_tray: Sending notice #{n.id} *{escape(n.title)}* to {result.recipients} recipients. "
             f"Follow it with `/herald status {n.id}`.")
-
-
-class FieldError(UserError):
-    """A modal input's value is wrong: Slack shows the message under that input."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 def form_value(values: dict, block: str) -> str:

@@ -11,7 +11,7 @@ from bot.channels.slack_surveys import (
     SURVEY_COMPOSE_CALLBACK,
     survey_preview_modal,
 )
-from bot.common.errors import UserError
+from bot.common.errors import FieldError, UserError
 from bot.core.surveys.answers import comment_on_survey
 from bot.core.surveys.creating import create_survey_draft, survey_from_form
 from bot.handlers.slack.common import form_value, record_id, staff_of
@@ -22,7 +22,8 @@ _FIELDS = ("topic", "audience", "question", "kind", "options", "follow_up", "clo
 
 
 def _field_of(message: str) -> str:
-    for field, words in (("closes", ("close",)), ("options", ("option",)), ("question", ("question",)),
+    """The input a validation message without a field of its own is about (Slack shows it there)."""
+    for field, words in (("options", ("option",)), ("question", ("question",)),
                          ("follow_up", ("follow-up",)), ("topic", ("topic",))):
         if any(w in message for w in words):
             return field
@@ -39,6 +40,9 @@ def register(app: AsyncApp, herald: Herald) -> None:
         try:
             command = survey_from_form(form)
             preview = await create_survey_draft(await staff_of(body), command, herald.catalog, now=herald.clock.now())
+        except FieldError as exc:
+            await ack(response_action="errors", errors={exc.field: str(exc)})
+            return
         except UserError as exc:
             await ack(response_action="errors", errors={_field_of(str(exc)): str(exc)})
             return
