@@ -227,6 +227,19 @@ async def test_help_and_unknown_subcommands(slack: SlackHarness) -> None:
     assert "I don't know the command `frobnicate`" in text and "status [notice-id]" in text
 
 
+async def test_help_is_each_persons_own(slack_http: SlackHarness) -> None:
+    """`/herald help` gave a partner contact the staff commands only, none of which they may use,
+    and nothing about what they can do: Acknowledge, questions in the Messages tab, the Home tab's
+    preferences. A partner gets that; someone not in the directory is told how to be added."""
+    _, text, _ = await slack_http.command("help", user="UANNA")
+    assert "Herald for partners" in text and "*Messages* tab" in text and "*Home* tab" in text
+    assert "send <importance>" not in text
+    _, text, _ = await slack_http.command("frobnicate", user="UANNA")
+    assert text.startswith("I don't know the command `frobnicate`") and "Herald for partners" in text
+    _, text, _ = await slack_http.command("help", user="UOUTSIDER")
+    assert "don't recognise you as a partner contact" in text
+
+
 async def test_compose_modal_preview_and_send(slack: SlackHarness) -> None:
     response, _, _ = await slack.command("send")
     assert response.status == 200

@@ -369,8 +369,26 @@ def status_text(report: NoticeStatusReport) -> str:
 
 
 def help_text(unknown: str = "") -> str:
-    prefix = f"I don't know the command `{escape(unknown)}`.\n" if unknown else ""
-    return prefix + HELP_TEXT
+    """`/herald help` for staff: every command."""
+    return _unknown_prefix(unknown) + HELP_TEXT
+
+
+PARTNER_HELP = """\
+*Herald for partners*
+• Your vendor's notices arrive in your direct messages with Herald; press *Acknowledge* on the ones that ask for it.
+• Questions: write to Herald in its *Messages* tab. The assistant answers from the partner knowledge base, \
+and *Ask my CAM* passes the question to your channel account manager.
+• Preferences (optional topics, digest, quiet hours, time zone): Herald's *Home* tab.
+• The other `/herald` commands are for your vendor's channel account managers."""
+
+
+def partner_help_text(unknown: str = "") -> str:
+    """`/herald help` for a partner contact: what they can do (the staff commands are not theirs)."""
+    return _unknown_prefix(unknown) + PARTNER_HELP
+
+
+def _unknown_prefix(unknown: str) -> str:
+    return f"I don't know the command `{escape(unknown)}`.\n" if unknown else ""
 
 
 MAX_OPTION_TEXT = 75  # Block Kit: an option's text (checkboxes, radio buttons, selects)

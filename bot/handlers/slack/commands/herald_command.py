@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.channels.slack_blocks import compose_modal, edit_modal, help_text
+from bot.channels.slack_blocks import compose_modal, edit_modal, help_text, partner_help_text
 from bot.channels.slack_surveys import survey_compose_modal
 from bot.common.errors import UserError
 from bot.core.commands.parser import (
@@ -17,9 +17,11 @@ from bot.core.commands.parser import (
 from bot.core.directory.permissions import require_sender
 from bot.core.directory.staff import staff_for_slack
 from bot.core.notices import revisions
-from bot.handlers.slack.common import open_form, problem_text, respond_or_explain, typed_text
+from bot.core.onboarding.assistant import member_for
+from bot.handlers.slack.common import NOT_A_MEMBER, open_form, problem_text, respond_or_explain, typed_text
 from bot.handlers.slack.replies import SlackCommands
 from bot.service import Herald
+from storage.models import Platform
 
 
 def register(app: AsyncApp, herald: Herald) -> None:
@@ -32,16 +34,24 @@ def register(app: AsyncApp, herald: Herald) -> None:
         except UserError as exc:
             await ack(text=problem_text(":warning:", exc))
             return
-        if isinstance(command, HelpCommand):
-            await ack(text=help_text(command.unknown))
-            return
         staff = await staff_for_slack(body["team_id"], body["user_id"])
+        if isinstance(command, HelpCommand):
+            await ack(text=await _help(staff, body["team_id"], body["user_id"], command.unknown))
+            return
         if isinstance(command, (ComposeCommand, SurveyComposeCommand)) or (
                 isinstance(command, EditCommand) and not command.inline):
             await _open_form(ack, client, body["trigger_id"], staff, command, respond)
             return
         await ack()
         await respond_or_explain(respond, commands.run(command, staff, client=client, user_id=body["user_id"]))
+
+    async def _help(staff, team: str, user: str, unknown: str) -> str:  # noqa: ANN001
+        """Each person's own help: staff get the commands, partner contacts what they can do."""
+        if staff is not None:
+            return help_text(unknown)
+        if await member_for(Platform.SLACK.value, team, user) is not None:
+            return partner_help_text(unknown)
+        return NOT_A_MEMBER
 
     async def _open_form(ack, client, trigger_id, staff, command, respond) -> None:  # noqa: ANN001
         """Modals need the trigger id within 3 s, so the checks run before the ack."""
