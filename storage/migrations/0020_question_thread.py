@@ -5,15 +5,13 @@ conversation, and so was the CAM's relayed reply, queued later from the question
 in the thread the partner was reading. Both are now replies in that thread; "" is the top level.
 """
 
-import importlib
-
 from tortoise import fields, migrations
 
-_AddColumn = importlib.import_module("storage.migrations.0003_surveys")._AddColumn
+from storage.migrations._columns import AddColumn as _AddColumn
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0018_member_timezone_chosen')]
+    dependencies = [('models', '0019_account_app_removed')]
 
     initial = False
 
