@@ -1,0 +1,154 @@
+"""Review of the acknowledgement reports (area: reports): each test fails on the current code for
+the defect its docstring names, and passes once that defect is fixed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+from bot.core.compliance import reports
+from bot.core.directory.importer import import_directory
+from bot.core.notices import acks
+from storage.models import Delivery, Member, Notice, Organisation, Staff
+from tests.support import SAMPLE_DIRECTORY, TEAM, SlackHarness, directory_csv
+from tests.test_slack_e2e import _sent_notice
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC
+NOW = datetime(2026, 1, 12, 8, 0, tzinfo=UTC)
+
+
+async def _collect(notice_id: int, fmt: str) -> str:
+    return "".join([c async for c in reports.report_chunks(notice_id, fmt, now=NOW, actor="audit@vendor.example")])
+
+
+def _meta_and_table(text: str) -> tuple[dict[str, list[str]], list[list[str]]]:
+    rows = list(csv.reader(io.StringIO(text)))
+    meta: dict[str, list[str]] = {}
+    table = []
+    for row in rows:
+        if len(row) == 1 and row[0].startswith("# "):
+            key, _, value = row[0][2:].partition(": ")
+            meta.setdefault(key, []).append(value)
+        else:
+            table.append(row)
+    return meta, table
+
+
+# ---- 1. the Slack `report` reply never shows an acknowledgement rate ---------------------------
+
+async def test_slack_report_reply_states_the_acknowledgement_rates(slack_http: SlackHarness) -> None:
+    """`/herald report N` in Slack: the summary reply formats `acknowledgement_rate`, a key the
+    summary (reports.notice_summary) does not have (it is `rate`), so the reply never shows the
+    acknowledgement rate, neither in total nor per organisation."""
+    slack = slack_http
+    slack.clock.set(T0)
+    notice_id = await _sent_notice(slack, "send must-know operations tier:gold | Recall of LX-200 | Stop selling")
+    # anna, bo and di delivered (ed has no account); anna acknowledges
+    result = await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=slack.clock.now())
+    assert result.newly_recorded
+    summary = await reports.notice_summary(notice_id)
+    assert (summary["delivered"], summary["acknowledged"], summary["rate"]) == (3, 1, 0.3333)
+
+    _, _, key = await slack.command(f"report {notice_id}")
+    (reply,) = await slack.responses(key)
+    text = reply.args["text"]
+    assert "acknowledged 1" in text and "Acme Locks" in text  # the summary is there ...
+    assert "acknowledged 1 (33%)" in text, text  # ... but not the rate
+    assert "Acme Locks*: 1/2 (50%)" in text or "Acme Locks: 1/2 (50%)" in text, text
+
+
+async def test_slack_report_reply_says_when_organisations_were_left_out(slack_http: SlackHarness) -> None:
+    """The Slack summary lists the first 20 organisations (by id) and silently drops the rest: a
+    CAM with 25 partners reads a list that looks complete, and the five left out (here the ones
+    nobody acknowledged) are not mentioned at all."""
+    slack = slack_http
+    slack.clock.set(T0)
+    rows = [f"p{i:02d},Partner {i:02d},gold,emea,de,retail,small,reseller,cam@vendor.example,"
+            f"x{i:02d}@p{i:02d}.example,Person {i:02d},operations,Europe/Berlin,en,,,," for i in range(25)]
+    result = await import_directory(directory_csv(rows), now=slack.clock.now(), actor="test")
+    assert not result.rejected
+    notice_id = await _sent_notice(slack, "send must-know operations tier:gold | Recall of LX-200 | Stop selling")
+    summary = await reports.notice_summary(notice_id)
+    assert len(summary["organisations"]) == 27  # acme, keys and the 25 new partners
+
+    _, _, key = await slack.command(f"report {notice_id}")
+    (reply,) = await slack.responses(key)
+    text = reply.args["text"]
+    listed = [line for line in text.splitlines() if line.startswith("•")]
+    assert len(listed) == 20
+    assert "Partner 24" in text or "7 more" in text, f"27 organisations, 20 listed, nothing says so:\n{text}"
+
+
+# ---- 2. a member with two copies: each copy's row counts the other copy's reminders ----------
+
+async def test_each_copy_row_counts_its_own_reminders(db: str) -> None:
+    """HERALD_PLATFORM_POLICY=all: a member gets a Slack and a Teams copy, and each copy its own
+    reminders (bot.core.notices.reminders plans them per original). The report's rows "list each
+    copy" (README), but reminders_sent on each row is the member's delivered reminders on every
+    platform: one reminder per copy reads as 2 on the Slack row and 2 on the Teams row (4 in a
+    spreadsheet's sum, for 2 messages sent)."""
+    cam = await Staff.create(email="cam@vendor.example", role="cam")
+    org = await Organisation.create(external_id="acme", name="Acme Locks", tier="gold")
+    anna = await Member.create(organisation=org, email="anna@acme.example", name="Anna Berg", role="sales")
+    notice = await Notice.create(topic="operations", importance="must-know", title="Recall", body="b", audience="all",
+                                 author=cam, status="sent", created_at=T0, sent_at=T0, recipient_count=1)
+    for platform, minutes in (("slack", 1), ("teams", 2)):
+        await Delivery.create(notice=notice, member=anna, platform=platform, status="delivered",
+                              delivered_at=T0 + timedelta(minutes=minutes), next_attempt_at=T0, created_at=T0,
+                              organisation_id=org.id, reminders_sent=1)
+        await Delivery.create(notice=notice, member=anna, platform=platform, kind="reminder", sequence=1,
+                              status="delivered", delivered_at=T0 + timedelta(days=1), next_attempt_at=T0,
+                              created_at=T0 + timedelta(days=1))
+    data = json.loads(await _collect(notice.id, "json"))
+    assert [(r["platform"], r["reminders_sent"]) for r in data["rows"]] == [("slack", 1), ("teams", 1)], data["rows"]
+
+
+# ---- 3. the CSV's per-organisation lines leave out the held copies --------------------------
+
+async def test_csv_organisation_line_accounts_for_every_recipient(db: str) -> None:
+    """An A/B test with a `share:` first wave: members held back for the winning variant. The JSON
+    summary counts them per organisation (`held`), the CSV's `# organisation:` line does not, so
+    its numbers do not add up to its recipients (recipients=3 delivered=1 and nothing else)."""
+    cam = await Staff.create(email="cam@vendor.example", role="cam")
+    org = await Organisation.create(external_id="acme", name="Acme Locks", tier="gold")
+    notice = await Notice.create(topic="operations", importance="must-know", title="Recall", body="b", audience="all",
+                                 author=cam, status="sent", created_at=T0, sent_at=T0, recipient_count=3)
+    for i, (status, variant) in enumerate((("delivered", "A"), ("held", ""), ("held", ""))):
+        member = await Member.create(organisation=org, email=f"m{i}@acme.example", name=f"M {i}", role="sales")
+        await Delivery.create(notice=notice, member=member, platform="slack", status=status, variant=variant,
+                              delivered_at=T0 if status == "delivered" else None, next_attempt_at=T0, created_at=T0,
+                              organisation_id=org.id)
+    summary = await reports.notice_summary(notice.id)
+    (acme,) = summary["organisations"]
+    assert (acme["recipients"], acme["delivered"], acme["held"]) == (3, 1, 2)
+    meta, _ = _meta_and_table(await _collect(notice.id, "csv"))
+    (line,) = meta["organisation"]
+    assert "recipients=3" in line
+    assert "held=2" in line, line
+
+
+# ---- 4. an organisation the audience matched but nobody was left to receive ------------------
+
+async def test_organisation_roll_up_names_a_matched_partner_nobody_received(slack_http: SlackHarness) -> None:
+    """A recall to every gold distributor. Zeta Hardware is gold, but its one contact left (the
+    directory import deactivated her). The notice reached nobody there, and the report, the
+    compliance officer's "proof this recall reached every distributor", does not mention Zeta at
+    all: its per-organisation roll-up is built from the copies written, so it lists Acme and Keys
+    and reads as complete. A matched organisation with no recipient should appear (0 recipients)."""
+    slack = slack_http
+    slack.clock.set(T0)
+    zeta_row = ("zeta,Zeta Hardware,gold,emea,fr,retail,small,distributor,cam@vendor.example,zoe@zeta.example,"
+                "Zoe Zed,operations,Europe/Paris,fr,,,,")
+    with_zeta = SAMPLE_DIRECTORY + zeta_row + "\n"
+    assert not (await import_directory(with_zeta, now=slack.clock.now(), actor="test")).rejected
+    result = await import_directory(SAMPLE_DIRECTORY, now=slack.clock.now(), actor="test", deactivate_missing=True)
+    assert result.deactivated == 1
+    assert not (await Member.get(email="zoe@zeta.example")).active
+
+    notice_id = await _sent_notice(slack, "send must-know operations tier:gold | Recall of LX-200 | Stop selling")
+    summary = await reports.notice_summary(notice_id)
+    ids = [o["organisation_id"] for o in summary["organisations"]]
+    assert "acme" in ids and "keys" in ids
+    assert "zeta" in ids, f"the gold distributor nobody received the recall at is missing: {ids}"
