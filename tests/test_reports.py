@@ -614,6 +614,25 @@ async def test_retracted_notice_counts_cancelled_deliveries(db: str) -> None:
     assert meta["retracted_at"] == "2026-01-06T09:05:00Z" and meta["cancelled"] == "1"
 
 
+async def test_each_copy_row_counts_its_own_reminders(db: str) -> None:
+    """HERALD_PLATFORM_POLICY=all: Anna has a Slack and a Teams copy, each reminded once (reminders
+    are planned per copy). The rows list each copy, each with its own reminders: 1 and 1, not the
+    member's 2 on both rows (4 in a spreadsheet's sum for 2 messages sent)."""
+    cam = await Staff.create(email="cam@vendor.example", role="cam")
+    org = await Organisation.create(external_id="acme", name="Acme Locks", tier="gold")
+    anna = await Member.create(organisation=org, email="anna@acme.example", name="Anna Berg", role="sales")
+    notice = await Notice.create(topic="operations", importance="must-know", title="Recall", body="b", audience="all",
+                                 author=cam, status="sent", created_at=T0, sent_at=T0, recipient_count=1)
+    for platform, minutes in (("slack", 1), ("teams", 2)):
+        await Delivery.create(notice=notice, member=anna, platform=platform, status="delivered",
+                              delivered_at=at(minutes), next_attempt_at=T0, created_at=T0,
+                              organisation_id=org.id, reminders_sent=1)
+        await Delivery.create(notice=notice, member=anna, platform=platform, kind="reminder", sequence=1,
+                              status="delivered", delivered_at=at(days=1), next_attempt_at=T0, created_at=at(days=1))
+    data = json.loads(await collect(notice.id, "json"))
+    assert [(r["platform"], r["reminders_sent"]) for r in data["rows"]] == [("slack", 1), ("teams", 1)]
+
+
 async def _backfill_organisations() -> None:
     """Migration 0010's own statements: every row gets its member's organisation."""
     import importlib

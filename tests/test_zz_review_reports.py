@@ -81,30 +81,6 @@ async def test_slack_report_reply_says_when_organisations_were_left_out(slack_ht
     assert "Partner 24" in text or "7 more" in text, f"27 organisations, 20 listed, nothing says so:\n{text}"
 
 
-# ---- 2. a member with two copies: each copy's row counts the other copy's reminders ----------
-
-async def test_each_copy_row_counts_its_own_reminders(db: str) -> None:
-    """HERALD_PLATFORM_POLICY=all: a member gets a Slack and a Teams copy, and each copy its own
-    reminders (bot.core.notices.reminders plans them per original). The report's rows "list each
-    copy" (README), but reminders_sent on each row is the member's delivered reminders on every
-    platform: one reminder per copy reads as 2 on the Slack row and 2 on the Teams row (4 in a
-    spreadsheet's sum, for 2 messages sent)."""
-    cam = await Staff.create(email="cam@vendor.example", role="cam")
-    org = await Organisation.create(external_id="acme", name="Acme Locks", tier="gold")
-    anna = await Member.create(organisation=org, email="anna@acme.example", name="Anna Berg", role="sales")
-    notice = await Notice.create(topic="operations", importance="must-know", title="Recall", body="b", audience="all",
-                                 author=cam, status="sent", created_at=T0, sent_at=T0, recipient_count=1)
-    for platform, minutes in (("slack", 1), ("teams", 2)):
-        await Delivery.create(notice=notice, member=anna, platform=platform, status="delivered",
-                              delivered_at=T0 + timedelta(minutes=minutes), next_attempt_at=T0, created_at=T0,
-                              organisation_id=org.id, reminders_sent=1)
-        await Delivery.create(notice=notice, member=anna, platform=platform, kind="reminder", sequence=1,
-                              status="delivered", delivered_at=T0 + timedelta(days=1), next_attempt_at=T0,
-                              created_at=T0 + timedelta(days=1))
-    data = json.loads(await _collect(notice.id, "json"))
-    assert [(r["platform"], r["reminders_sent"]) for r in data["rows"]] == [("slack", 1), ("teams", 1)], data["rows"]
-
-
 # ---- 3. the CSV's per-organisation lines leave out the held copies --------------------------
 
 async def test_csv_organisation_line_accounts_for_every_recipient(db: str) -> None:

@@ -5,7 +5,7 @@ export of a notice with 100,000 recipients runs in the same memory as one with f
 
 * one query per page for the original deliveries with their member and organisation,
 * one for those members' acknowledgements of the notice,
-* one for their delivered reminders (grouped by member),
+* one for their delivered reminders (grouped by member and platform: each copy its own),
 * escalations once per notice, the summary with GROUP BY queries before the first row.
 
 The report does not hold a database transaction open while it streams (a slow HTTP client would
@@ -507,6 +507,16 @@ async def _escalations(notice_id: int, *, batch: int = 100) -> dict[int, _Escala
         last_id = rows[-1]["id"]
 
 
+async def _delivered_reminders(notice_id: int, member_ids: list[int]) -> dict[tuple[int, str], int]:
+    """(member id, platform) -> reminders delivered. Each copy has its own reminders, written on
+    the copy's platform (bot.core.notices.reminders), so under HERALD_PLATFORM_POLICY=all a member's
+    Slack row and Teams row each count their own, not the sum of both."""
+    return {(r["member_id"], r["platform"]): r["n"] for r in await (
+        Delivery.filter(notice_id=notice_id, kind=DeliveryKind.REMINDER.value,
+                        status=DeliveryStatus.DELIVERED.value, member_id__in=member_ids)
+        .annotate(n=Count("id")).group_by("member_id", "platform").values("member_id", "platform", "n"))}
+
+
 async def iter_report_rows(notice: Notice, *, page_size: int = PAGE_SIZE,
                            escalations: dict[int, _Escalated] | None = None,
                            ) -> AsyncIterator[list[dict[str, Any]]]:
@@ -530,10 +540,7 @@ async def iter_report_rows(notice: Notice, *, page_size: int = PAGE_SIZE,
             seen = latest.get(ack["member_id"])
             if seen is None or ack["revision"] > seen[0]:
                 latest[ack["member_id"]] = (ack["revision"], ack["acknowledged_at"])
-        reminders = {r["member_id"]: r["n"] for r in await (
-            Delivery.filter(notice_id=notice.id, kind=DeliveryKind.REMINDER.value,
-                            status=DeliveryStatus.DELIVERED.value, member_id__in=member_ids)
-            .annotate(n=Count("id")).group_by("member_id").values("member_id", "n"))}
+        reminders = await _delivered_reminders(notice.id, member_ids)
         rows = []
         for r in page:
             member_id = r["member_id"]
@@ -555,7 +562,7 @@ async def iter_report_rows(notice: Notice, *, page_size: int = PAGE_SIZE,
                 "platform": r["platform"],
                 "delivered_at": iso(r["delivered_at"]) if r["status"] == DeliveryStatus.DELIVERED.value else None,
                 "failure_reason": failure,
-                "reminders_sent": reminders.get(member_id, 0),
+                "reminders_sent": reminders.get((member_id, r["platform"]), 0),
                 "acknowledged_at": iso(ack[1]) if ack else None,
                 "acknowledged_revision": ack[0] if ack else None,
                 "escalated_at": escalated.at if escalated is not None and escalated.names(member_id) else None,
