@@ -228,9 +228,9 @@ async def test_csv_report_cells_metadata_and_summary(db: str) -> None:
     assert meta["acknowledgement_rate"] == "0.3333"
     assert meta["organisation"].splitlines() == [
         'id="acme" name="Acme Locks" recipients=2 delivered=2 failed=0 pending=0 digest=0 cancelled=0 '
-        'acknowledged=1 rate=0.5',
+        'held=0 acknowledged=1 rate=0.5',
         'id="bolt" name="Bolt Supply, Inc." recipients=3 delivered=1 failed=1 pending=1 digest=0 cancelled=0 '
-        'acknowledged=0 rate=0.0',
+        'held=0 acknowledged=0 rate=0.0',
     ]
 
 
@@ -631,6 +631,26 @@ async def test_each_copy_row_counts_its_own_reminders(db: str) -> None:
                               status="delivered", delivered_at=at(days=1), next_attempt_at=T0, created_at=at(days=1))
     data = json.loads(await collect(notice.id, "json"))
     assert [(r["platform"], r["reminders_sent"]) for r in data["rows"]] == [("slack", 1), ("teams", 1)]
+
+
+async def test_csv_organisation_line_accounts_for_every_recipient(db: str) -> None:
+    """An A/B test with a `share:` first wave holds members back for the winning variant: the CSV's
+    `# organisation:` line counts them (held=), as the JSON summary does, so its numbers add up
+    to its recipients."""
+    cam = await Staff.create(email="cam@vendor.example", role="cam")
+    org = await Organisation.create(external_id="acme", name="Acme Locks", tier="gold")
+    notice = await Notice.create(topic="operations", importance="must-know", title="Recall", body="b", audience="all",
+                                 author=cam, status="sent", created_at=T0, sent_at=T0, recipient_count=3)
+    for i, (status, variant) in enumerate((("delivered", "A"), ("held", ""), ("held", ""))):
+        member = await Member.create(organisation=org, email=f"m{i}@acme.example", name=f"M {i}", role="sales")
+        await Delivery.create(notice=notice, member=member, platform="slack", status=status, variant=variant,
+                              delivered_at=T0 if status == "delivered" else None, next_attempt_at=T0, created_at=T0,
+                              organisation_id=org.id)
+    (acme,) = (await reports.notice_summary(notice.id))["organisations"]
+    assert (acme["recipients"], acme["delivered"], acme["held"]) == (3, 1, 2)
+    meta, _ = split_csv(await collect(notice.id, "csv"))
+    assert meta["organisation"] == ('id="acme" name="Acme Locks" recipients=3 delivered=1 failed=0 pending=0 '
+                                    'digest=0 cancelled=0 held=2 acknowledged=0 rate=0.0')
 
 
 async def _backfill_organisations() -> None:

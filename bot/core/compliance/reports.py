@@ -600,7 +600,7 @@ def _csv_preamble(notice: dict[str, Any], revisions: list[dict[str, Any]], produ
                       f"name={json.dumps(org['organisation'], ensure_ascii=False)} "
                       f"recipients={org['recipients']} delivered={org['delivered']} failed={org['failed']} "
                       f"pending={org['pending']} digest={org['digest']} cancelled={org['cancelled']} "
-                      f"acknowledged={org['acknowledged']} "
+                      f"held={org['held']} acknowledged={org['acknowledged']} "
                       f"rate={'' if org['rate'] is None else org['rate']}"
                       + (" reminders_paused_since={since} until={until} reason={reason}".format(
                           since=org["reminders_paused"]["since"], until=org["reminders_paused"]["until"] or "",
