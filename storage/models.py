@@ -48,6 +48,14 @@ class DeliveryStatus(StrEnum):
     HELD = "held"            # A/B test: kept back from the first share until a variant is rolled out
 
 
+class UnreachedReason(StrEnum):
+    """Why an organisation the audience matched got no copy of a notice (`Notice.unreached_organisations`)."""
+
+    NO_ACTIVE_MEMBER = "no_active_member"  # nobody active in the directory (e.g. the contact left)
+    NOT_IN_AUDIENCE = "not_in_audience"    # active members, none with the audience's roles or e-mails
+    OPTED_OUT = "opted_out"                # every member in the audience left the topic
+
+
 # Rows still to be sent (delivery, outbound_message); the outbox's partial indexes say the same
 # (migration 0011, bot.core.delivery.lanes.OPEN).
 OPEN_DELIVERY_STATUSES = (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)
@@ -204,6 +212,9 @@ class Notice(Model):
     retracted_at = fields.DatetimeField(null=True)
     retract_reason = fields.CharField(max_length=500, default="")
     failure_reason = fields.CharField(max_length=500, default="")  # why a scheduled notice was not published
+    # Written when it is sent: the organisations the audience matched that got no copy, as
+    # {UnreachedReason: [organisation id, ...]} (null: sent before migration 0020, not known).
+    unreached_organisations = fields.JSONField(null=True)
 
     class Meta:
         table = "notice"

@@ -19,6 +19,7 @@ from bot.core.compliance import api_tokens, reports
 from bot.core.compliance.audit import audit_event, record
 from bot.core.compliance.crosscheck import members_digest
 from bot.common.errors import NotFound, UserError
+from bot.core.directory.importer import import_directory
 from storage import db as storage_db
 from storage.models import (
     Acknowledgement,
@@ -32,6 +33,7 @@ from storage.models import (
     Organisation,
     Staff,
 )
+from tests.support import SAMPLE_DIRECTORY, Rig
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 1, 12, 8, 0, tzinfo=UTC)
@@ -651,6 +653,66 @@ async def test_csv_organisation_line_accounts_for_every_recipient(db: str) -> No
     meta, _ = split_csv(await collect(notice.id, "csv"))
     assert meta["organisation"] == ('id="acme" name="Acme Locks" recipients=3 delivered=1 failed=0 pending=0 '
                                     'digest=0 cancelled=0 held=2 acknowledged=0 rate=0.0')
+
+
+ZETA = "zeta,Zeta Hardware,gold,emea,fr,retail,small,distributor,cam@vendor.example,zoe@zeta.example,Zoe Zed,{role},Europe/Paris,fr,,,,"
+
+
+async def _add_zeta(rig: Rig, role: str) -> None:
+    """Zeta Hardware: a gold distributor with one contact, Zoe (no chat account)."""
+    result = await import_directory(SAMPLE_DIRECTORY + ZETA.format(role=role) + "\n", now=rig.clock.now(), actor="test")
+    assert not result.rejected
+
+
+async def test_the_roll_up_names_a_matched_partner_nobody_received(rig: Rig) -> None:
+    """A recall to every gold distributor. Zeta Hardware is gold, but its one contact left (a
+    directory import with --deactivate-missing deactivated her). The report, compliance's proof
+    that the recall reached every distributor, lists Zeta with 0 recipients and why, in JSON and
+    CSV, and the send's audit event names it; before, the roll-up was built from the copies written
+    and listed Acme and Keys only, reading as complete."""
+    await _add_zeta(rig, "operations")
+    result = await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test", deactivate_missing=True)
+    assert result.deactivated == 1 and not (await Member.get(email="zoe@zeta.example")).active
+    notice_id = await rig.broadcast("tier:gold", topic="operations")
+
+    summary = await reports.notice_summary(notice_id)
+    assert [o["organisation_id"] for o in summary["organisations"]] == ["acme", "keys", "zeta"]
+    zeta = summary["organisations"][2]
+    assert (zeta["organisation"], zeta["recipients"], zeta["delivered"], zeta["rate"]) == ("Zeta Hardware", 0, 0, None)
+    assert zeta["unreached"] == "no_active_member"
+    assert zeta["note"] == "no active recipient (no active member in the directory)"
+    assert summary["recipients"] == 4  # anna, bo, di and ed: Zeta adds no recipient
+
+    sent = await AuditEvent.get(kind="notice.sent", notice_id=notice_id)
+    assert sent.data["organisations_matched"] == 3
+    assert sent.data["organisations_unreached"] == {"no_active_member": ["zeta"]}
+    meta, _ = split_csv(await collect(notice_id, "csv"))
+    assert meta["organisation"].splitlines()[2] == (
+        'id="zeta" name="Zeta Hardware" recipients=0 delivered=0 failed=0 pending=0 digest=0 cancelled=0 held=0 '
+        'acknowledged=0 rate= note="no active recipient (no active member in the directory)"')
+
+
+async def test_a_matched_partner_nobody_received_is_named_with_the_reason(rig: Rig) -> None:
+    """Why a matched partner got no copy, as of the send: nobody there in the topic's roles (Zeta's
+    one contact is in marketing; product updates go to sales, technical and support), or everyone
+    in the audience left the topic (Ed, Keys' one salesperson). A silver partner is not matched by
+    tier:gold, and an audience of members matches their organisations only."""
+    from bot.core.directory.preferences import update_preferences
+
+    await _add_zeta(rig, "marketing")
+    ed = await Member.get(email="ed@keys.example")
+    await update_preferences(ed.id, rig.herald.catalog, now=rig.clock.now(), subscriptions={"product-updates": False})
+    notice_id = await rig.broadcast("tier:gold", "need-to-know", topic="product-updates")
+
+    summary = await reports.notice_summary(notice_id)
+    assert [(o["organisation_id"], o["recipients"], o.get("unreached")) for o in summary["organisations"]] == [
+        ("acme", 2, None), ("keys", 0, "opted_out"), ("zeta", 0, "not_in_audience")]
+    sent = await AuditEvent.get(kind="notice.sent", notice_id=notice_id)
+    assert sent.data["organisations_unreached"] == {"not_in_audience": ["zeta"], "opted_out": ["keys"]}
+
+    one = await rig.broadcast("member:cy@bolt.example", "need-to-know", topic="product-updates")
+    assert [o["organisation_id"] for o in (await reports.notice_summary(one))["organisations"]] == ["bolt"]
+    assert (await AuditEvent.get(kind="notice.sent", notice_id=one)).data["organisations_matched"] == 1
 
 
 async def _backfill_organisations() -> None:

@@ -47,6 +47,7 @@ from storage.models import (
     Organisation,
     Staff,
     StaffRole,
+    UnreachedReason,
 )
 
 PAGE_SIZE = 2000
@@ -262,9 +263,10 @@ async def _notice_summary(notice: Notice) -> dict[str, Any]:
     for row in acknowledged:
         by_org.setdefault(row["organisation_id"], funnel_counts())["acknowledged"] += row["n"]
 
+    unreached = {org_id: reason for org_id, reason in _unreached(notice) if org_id not in by_org}
     names: dict[int, tuple[str, str]] = {}
     paused: dict[int, dict[str, Any]] = {}  # reminders paused by the CAM: part of the record
-    for batch in _batches(sorted(by_org)):
+    for batch in _batches(sorted({*by_org, *unreached})):
         for org in await Organisation.filter(id__in=batch).values("id", "external_id", "name", "paused_at",
                                                                    "paused_until", "pause_reason"):
             names[org["id"]] = (org["external_id"], org["name"])
@@ -280,12 +282,36 @@ async def _notice_summary(notice: Notice) -> dict[str, Any]:
         organisations.append({"organisation_id": external_id, "organisation": name, **counts,
                               "rate": rate(counts["acknowledged"], counts["delivered"]),
                               **({"reminders_paused": paused[org_id]} if org_id in paused else {})})
+    organisations += [_unreached_entry(names[org_id], reason) for org_id, reason in unreached.items()
+                      if org_id in names]
     organisations.sort(key=lambda o: (o["organisation_id"], o["organisation"]))
     summary = {"notice_id": notice.id, "ack_revision": notice.ack_revision, **total,
                "rate": rate(total["acknowledged"], total["delivered"]), "organisations": organisations}
     if variants:
         summary["variants"] = variants
     return summary
+
+
+UNREACHED_NOTES = {
+    UnreachedReason.NO_ACTIVE_MEMBER.value: "no active recipient (no active member in the directory)",
+    UnreachedReason.NOT_IN_AUDIENCE.value: "no active recipient (none of its active members is in the audience)",
+    UnreachedReason.OPTED_OUT.value: "no recipient (its members in the audience opted out of the topic)",
+}
+
+
+def _unreached(notice: Notice) -> Iterable[tuple[int, str]]:
+    """(organisation id, UnreachedReason) of each organisation the audience matched that got no
+    copy, as `publish` recorded them (nothing for notices sent before migration 0020)."""
+    for reason, org_ids in sorted((notice.unreached_organisations or {}).items()):
+        for org_id in org_ids:
+            yield int(org_id), reason
+
+
+def _unreached_entry(name: tuple[str, str], reason: str) -> dict[str, Any]:
+    """A matched organisation nobody received the notice at: in the roll-up, with 0 recipients
+    and why, so the list of partners is the audience's and not only those written to."""
+    return {"organisation_id": name[0], "organisation": name[1], **funnel_counts(), "rate": None,
+            "unreached": reason, "note": UNREACHED_NOTES.get(reason, "no recipient")}
 
 
 async def _status_by_organisation(notice_id: int) -> list[dict[str, Any]]:
@@ -374,7 +400,8 @@ async def acknowledgements_that_count(notice: Notice) -> tuple[QuerySet[Acknowle
 
 async def notice_summary(notice_id: int) -> dict[str, Any]:
     """Recipients, delivered, failed, pending, digest, cancelled and acknowledged (of the current
-    ack_revision) with the acknowledgement rate, in total and per organisation."""
+    ack_revision) with the acknowledgement rate, in total and per organisation. The organisations
+    include those the audience matched that got no copy (0 recipients, `unreached` and `note`)."""
     return await _notice_summary(await load_notice(notice_id))
 
 
@@ -602,6 +629,7 @@ def _csv_preamble(notice: dict[str, Any], revisions: list[dict[str, Any]], produ
                       f"pending={org['pending']} digest={org['digest']} cancelled={org['cancelled']} "
                       f"held={org['held']} acknowledged={org['acknowledged']} "
                       f"rate={'' if org['rate'] is None else org['rate']}"
+                      + (f" note={json.dumps(org['note'], ensure_ascii=False)}" if "note" in org else "")
                       + (" reminders_paused_since={since} until={until} reason={reason}".format(
                           since=org["reminders_paused"]["since"], until=org["reminders_paused"]["until"] or "",
                           reason=json.dumps(org["reminders_paused"]["reason"], ensure_ascii=False))

@@ -87,15 +87,23 @@ def _did_you_mean(word: str, options: tuple[str, ...] | list[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def audience_filter(audience: Audience, topic: Topic) -> Q:
-    """The member filter for an audience after topic role routing (active members only)."""
-    query = Q(active=True)
+def _organisation_terms(audience: Audience, prefix: str = "") -> list[Q]:
+    """The audience's partner-level terms (tier, region, ..., org) as filters on an organisation's
+    fields, each prefixed by `prefix` (``organisation__`` to filter members)."""
+    terms = []
     for attribute, values in audience.terms.items():
         if attribute in ORG_ATTRIBUTES:
-            query &= Q(**{f"organisation__{attribute}__in": sorted(_written(values))})
+            terms.append(Q(**{f"{prefix}{attribute}__in": sorted(_written(values))}))
         elif attribute == "org":  # ids are kept as the directory writes them (ACME-01): any case matches
-            query &= Q(*(Q(organisation__external_id__iexact=v) for v in sorted(values)), join_type=Q.OR)
-        elif attribute == "member":
+            terms.append(Q(*(Q(**{f"{prefix}external_id__iexact": v}) for v in sorted(values)), join_type=Q.OR))
+    return terms
+
+
+def audience_filter(audience: Audience, topic: Topic) -> Q:
+    """The member filter for an audience after topic role routing (active members only)."""
+    query = Q(*_organisation_terms(audience, prefix="organisation__"), active=True)
+    for attribute, values in audience.terms.items():
+        if attribute == "member":
             query &= Q(email__in=sorted(values))
         elif attribute == "role":
             query &= Q(role__in=sorted(values))
@@ -114,6 +122,18 @@ async def count_recipients(audience: Audience, topic: Topic, policy: ImportanceP
         return await query.count()
     return sum(1 for opt_outs in await query.values_list("topic_opt_outs", flat=True)
                if topic.key not in (opt_outs or []))
+
+
+async def matched_organisation_ids(audience: Audience) -> list[int]:
+    """The organisations the audience selects as partners, whoever is active there now: those its
+    partner-level terms match (every one for `all`), and of those, when it names members, the
+    organisations of the members named. Roles and topic routing pick people within a partner, so
+    they do not narrow this: a gold partner with nobody in the roles is matched, and reached by no
+    one. The report names such partners (`Notice.unreached_organisations`)."""
+    query = Organisation.filter(*_organisation_terms(audience))
+    if "member" in audience.terms:
+        query = query.filter(members__email__in=sorted(audience.terms["member"])).distinct()
+    return list(await query.order_by("id").values_list("id", flat=True))
 
 
 async def recipient_ids(audience: Audience, topic: Topic) -> list[int]:

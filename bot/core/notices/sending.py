@@ -30,6 +30,8 @@ from bot.core.directory.permissions import require_sender
 from bot.core.directory.quiet_hours import quiet_hours_ends
 from bot.core.directory.reach import choose_account, staff_recipient, unreachable_workspaces
 from bot.core.notices import variants as ab_variants
+from bot.core.notices.unreached import audit_fields as unreached_audit_fields
+from bot.core.notices.unreached import unreached_organisations
 from bot.core.notices.views import format_time
 from bot.core.ports import Channel, DirectMessage
 from bot.topics import ImportancePolicy, Topic, TopicCatalog, parse_importance
@@ -197,13 +199,15 @@ async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: dat
         deliveries, events = await _outbox_rows(notice, policy, member_ids, now=now, platform_policy=platform_policy)
         events += await ab_variants.assign_rows(notice, deliveries, now=now, using_db=conn)
         await _insert_queued(conn, notice.id, deliveries, now)
-        await Notice.filter(id=notice.id).using_db(conn).update(recipient_count=len(member_ids))
+        unreached = await unreached_organisations(audience, (d.organisation_id for d in deliveries), opted_out)
+        await Notice.filter(id=notice.id).using_db(conn).update(recipient_count=len(member_ids),
+                                                                unreached_organisations=unreached.by_reason)
         events.append(audit_event("notice.sent", now=now, actor=actor, notice_id=notice.id,
                                   recipients=len(member_ids), importance=policy.level.value,
                                   audience=notice.audience, deadline=notice.deadline, opted_out=len(opted_out),
                                   held_for_quiet_hours=sum(1 for d in deliveries if d.next_attempt_at > now
                                                            and d.status != DeliveryStatus.HELD.value),
-                                  **_held_for_rollout(deliveries),
+                                  **_held_for_rollout(deliveries), **await unreached_audit_fields(unreached),
                                   **await text_digests(notice.id, using_db=conn)))  # the wording as sent
         await record(events, using_db=conn)
     notice = await Notice.get(id=notice.id)
