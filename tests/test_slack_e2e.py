@@ -598,3 +598,50 @@ async def test_the_home_tab_shows_a_topic_with_a_long_title(db: str, tmp_path: P
         await slack.post_signed(event_body({"type": "app_home_opened", "user": "UANNA", "tab": "home"}, TEAM))
         (published,) = await wait_until(lambda: slack.fake.calls_to("views.publish"), what="the home tab")
         assert published.error is None, f"Slack refused the Home tab: {published.error}"
+
+
+# ---- the `report` reply ---------------------------------------------------------------------
+
+async def test_the_report_reply_states_the_acknowledgement_rates(slack_http: SlackHarness) -> None:
+    """`/herald report N`: the reply states the acknowledgement rate in total and per partner
+    (it read a key the summary does not have, `acknowledgement_rate`, and never showed one), and a
+    partner's failed copies on its line."""
+    from bot.core.compliance import reports
+    from bot.core.notices import acks
+
+    slack = slack_http
+    slack.clock.set(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+    notice_id = await _sent_notice(slack, "send must-know operations tier:gold | Recall of LX-200 | Stop selling")
+    # anna, bo and di delivered (ed has no account); anna acknowledges
+    result = await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=slack.clock.now())
+    assert result.newly_recorded
+    summary = await reports.notice_summary(notice_id)
+    assert (summary["delivered"], summary["acknowledged"], summary["rate"]) == (3, 1, 0.3333)
+
+    text = await _reply(slack, f"report {notice_id}")
+    assert "Recipients 4 · delivered 3 · failed 1 · acknowledged 1 (33%)" in text, text
+    assert "• Keys &amp; Co: 0/1 (0%) · 1 failed\n• Acme Locks: 1/2 (50%)\n" in text, text  # least acknowledged first
+    assert text.endswith("The full CSV report is in your direct messages with Herald.")
+
+
+async def test_the_report_reply_says_how_many_organisations_it_left_out(slack_http: SlackHarness) -> None:
+    """A CAM with 27 partners: the reply names 20, those that need attention first (here the 25
+    whose one contact has no chat account, every copy failed: "none delivered · 1 failed", not a
+    bland 0/0), and says that 7 more are in the CSV. It named the first 20 by id and dropped the
+    rest without a word, so the list read as complete."""
+    from bot.core.compliance import reports
+    from bot.core.directory.importer import import_directory
+    from tests.support import directory_csv
+
+    slack = slack_http
+    slack.clock.set(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+    rows = [f"p{i:02d},Partner {i:02d},gold,emea,de,retail,small,reseller,cam@vendor.example,"
+            f"x{i:02d}@p{i:02d}.example,Person {i:02d},operations,Europe/Berlin,en,,,," for i in range(25)]
+    assert not (await import_directory(directory_csv(rows), now=slack.clock.now(), actor="test")).rejected
+    notice_id = await _sent_notice(slack, "send must-know operations tier:gold | Recall of LX-200 | Stop selling")
+    assert len((await reports.notice_summary(notice_id))["organisations"]) == 27  # acme, keys and the 25
+
+    text = await _reply(slack, f"report {notice_id}")
+    listed = [line for line in text.splitlines() if line.startswith("•")]
+    assert listed == [f"• Partner {i:02d}: none delivered · 1 failed" for i in range(20)], text
+    assert "\n… and 7 more organisations (see the CSV)\n" in text, text

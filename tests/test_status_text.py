@@ -46,6 +46,7 @@ def test_a_list_keeps_what_fits_and_says_how_many_more() -> None:
     assert text == "Head\nline 0\nline 1\nline 2\nline 3\nline 4\n… and 15 more\nTail"  # 59 characters
     assert budget.listing(["Head"], items[:3], more=lambda n: "never") == "Head\nline 0\nline 1\nline 2"
     assert ReplyBudget(limit=4).listing(["Head"], items, more=lambda n: f"+{n}") == "Head\n+20"  # nothing fits
+    assert ReplyBudget(limit=1000).listing(["Head"], items, more=lambda n: f"+{n}", at_most=2) == "Head\nline 0\nline 1\n+18"
     assert ReplyBudget(limit=3).measure("é😀") == 3  # counted as UTF-16, never less than Slack or Teams count
 
 

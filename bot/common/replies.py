@@ -28,17 +28,19 @@ class ReplyBudget:
     measure: Callable[[str], int] = utf16_units
 
     def listing(self, head: Sequence[str], items: Sequence[str], tail: Sequence[str] = (), *,
-                more: Callable[[int], str]) -> str:
-        """`head`, as many of `items` as fit, `more(left_out)` if any were left out, and `tail`,
-        joined; the longest such text within the limit (a binary search over the item count)."""
+                more: Callable[[int], str], at_most: int | None = None) -> str:
+        """`head`, as many of `items` as fit (and at most `at_most`), `more(left_out)` if any were
+        left out, and `tail`, joined; the longest such text within the limit (a binary search over
+        the item count)."""
 
         def text(shown: int) -> str:
             rest = [more(len(items) - shown)] if shown < len(items) else []
             return self.join.join([*head, *items[:shown], *rest, *tail])
 
-        if self.measure(text(len(items))) <= self.limit:
-            return text(len(items))
-        low, high = 0, len(items) - 1
+        most = len(items) if at_most is None else min(at_most, len(items))
+        if self.measure(text(most)) <= self.limit:
+            return text(most)
+        low, high = 0, most - 1
         while low < high:
             middle = (low + high + 1) // 2
             if self.measure(text(middle)) <= self.limit:

@@ -8,6 +8,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.channels.report_lines import report_text
 from bot.channels.slack_blocks import SLACK_REPLY, escape, preview_blocks, reader_time, status_text
 from bot.channels.slack_surveys import survey_preview_blocks
 from bot.channels.slack_upload import upload_file
@@ -72,7 +73,7 @@ class SlackCommands:
             await upload_file(client, spool, filename=f"notice-{notice_id}-report.csv",
                               title=f"Acknowledgement report, notice #{notice_id}", channel=dm,
                               initial_comment=f"Acknowledgement report for notice #{notice_id}")
-        return {"text": summary_text(ready) + "\nThe full CSV report is in your direct messages with Herald."}
+        return {"text": summary_text(ready)}
 
 
 def render(result: Any) -> Reply:  # noqa: PLR0911 - one branch per result type
@@ -130,15 +131,6 @@ def scheduled_text(result: Scheduled) -> str:
 
 
 def summary_text(ready: ReportReady) -> str:
-    notice, summary = ready.notice, ready.summary
-    totals = summary.get("totals", summary)
-    rate = totals.get("acknowledgement_rate")
-    lines = [f"*Report for notice #{notice.id}: {escape(notice.title)}*",
-             "Recipients {recipients} · delivered {delivered} · failed {failed} · acknowledged {acknowledged}".format(
-                 **{k: totals.get(k, 0) for k in ("recipients", "delivered", "failed", "acknowledged")})
-             + (f" ({rate:.0%})" if isinstance(rate, (int, float)) else "")]
-    for org in summary.get("organisations", [])[:20]:
-        org_rate = org.get("acknowledgement_rate")
-        lines.append(f"• {escape(str(org.get('organisation', '')))}: {org.get('acknowledged', 0)}/{org.get('delivered', 0)}"
-                     + (f" ({org_rate:.0%})" if isinstance(org_rate, (int, float)) else ""))
-    return "\n".join(lines)
+    """The summary the `report` reply shows (bot.channels.report_lines, as in Teams)."""
+    return report_text(ready, bold=lambda t: f"*{t}*", escape=escape, bullet="•", budget=SLACK_REPLY,
+                       tail=["The full CSV report is in your direct messages with Herald."])
