@@ -1,5 +1,6 @@
-"""A notice's status reads the same in Slack and Teams, in each platform's markup, user text escaped;
-list replies (status, questions, scheduled, progress) keep within what one message may hold."""
+"""A notice's status and its report summary read the same in Slack and Teams, in each platform's
+markup, user text escaped; list replies (status, report, questions, scheduled, progress) keep
+within what one message may hold."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from types import SimpleNamespace
 
 from bot.channels.slack_blocks import SLACK_REPLY, status_text
 from bot.channels.teams_cards import MAX_ACTIVITY_BYTES, activity_size
-from bot.channels.teams_replies import TEAMS_REPLY, result_markdown, status_markdown, text_activity
+from bot.channels.teams_replies import TEAMS_REPLY, report_markdown, result_markdown, status_markdown, text_activity
 from bot.common.replies import ReplyBudget
-from bot.core.commands.runner import Handoffs, Scheduled, handoffs_text
+from bot.core.commands.runner import Handoffs, ReportReady, Scheduled, handoffs_text
 from bot.core.notices.status import NoticeStatusReport
-from bot.handlers.slack.replies import scheduled_text
+from bot.handlers.slack.replies import scheduled_text, summary_text
 from storage.models import Notice
 
 
@@ -85,3 +86,73 @@ def test_a_status_names_twenty_paused_partners_and_counts_the_rest() -> None:
     (line,) = [line for line in status_text(report).split("\n") if line.startswith("Reminders paused")]
     assert line.startswith("Reminders paused for: Partner 000, ") and line.endswith("Partner 019 and 230 more")
 
+
+
+def _organisation(external_id: str, name: str, **counts: int) -> dict:
+    row = {"organisation_id": external_id, "organisation": name, "recipients": 0, "delivered": 0, "failed": 0,
+           "pending": 0, "digest": 0, "cancelled": 0, "held": 0, "acknowledged": 0, **counts}
+    return {**row, "rate": round(row["acknowledged"] / row["delivered"], 4) if row["delivered"] else None}
+
+
+def _ready(organisations: list[dict], importance: str = "must-know") -> ReportReady:
+    notice = Notice(id=7, title="Recall <!channel>", topic="operations", importance=importance, status="sent",
+                    audience="tier:gold", body="")
+    summary = {"recipients": 9, "delivered": 5, "failed": 4, "pending": 0, "digest": 0, "cancelled": 0, "held": 0,
+               "acknowledged": 2, "rate": 0.4, "organisations": organisations}
+    return ReportReady(notice, summary, None)  # type: ignore[arg-type]
+
+
+def test_the_report_reply_says_the_same_things_in_slack_and_teams() -> None:
+    """`report <id>`: one summary (bot.channels.report_lines) in each platform's markup. Teams
+    showed the totals only, without the rate or a line per partner. Partners needing attention
+    come first: nobody received it (a matched partner with no active member), nothing delivered,
+    then the lowest rate."""
+    ready = _ready([
+        _organisation("acme", "Acme <Locks>", recipients=2, delivered=2, acknowledged=1),
+        {**_organisation("keys", "Keys & Co", recipients=3, delivered=3, acknowledged=1, pending=0), "reminders_paused": {}},
+        _organisation("bolt", "Bolt *Supply*", recipients=3, failed=3),
+        {**_organisation("zeta", "Zeta Hardware"), "unreached": "no_active_member",
+         "note": "no active recipient (no active member in the directory)"},
+        _organisation("lynx", "Lynx", recipients=1, delivered=0, failed=1),
+    ])
+    slack = summary_text(ready).split("\n")
+    teams = report_markdown(ready, "https://herald.example/r/x").split("\n\n")
+    assert slack == [
+        "*Report for notice #7: Recall &lt;!channel&gt;*",
+        "Recipients 9 · delivered 5 · failed 4 · acknowledged 2 (40%)",
+        "Matched partners nobody received it at: *1*",
+        "Per partner, acknowledged of delivered, least acknowledged first:",
+        "• Bolt *Supply*: none delivered · 3 failed",
+        "• Lynx: none delivered · 1 failed",
+        "• Zeta Hardware: no active recipient (no active member in the directory)",
+        "• Keys &amp; Co: 1/3 (33%) · reminders paused",
+        "• Acme &lt;Locks&gt;: 1/2 (50%)",
+        "The full CSV report is in your direct messages with Herald.",
+    ]
+    assert teams == [
+        "**Report for notice #7: Recall \\<!channel\\>**",
+        "Recipients 9 · delivered 5 · failed 4 · acknowledged 2 (40%)",
+        "Matched partners nobody received it at: **1**",
+        "Per partner, acknowledged of delivered, least acknowledged first:",
+        "- Bolt \\*Supply\\*: none delivered · 3 failed",
+        "- Lynx: none delivered · 1 failed",
+        "- Zeta Hardware: no active recipient \\(no active member in the directory\\)",
+        "- Keys & Co: 1/3 (33%) · reminders paused",
+        "- Acme \\<Locks\\>: 1/2 (50%)",
+        "[Download the CSV report](https://herald.example/r/x) (the link works for 15 minutes)",
+    ]
+
+
+def test_a_report_of_a_notice_without_acknowledgements_counts_deliveries() -> None:
+    """A need-to-know notice has no Acknowledge button: its reply counts delivered of recipients."""
+    text = summary_text(_ready([_organisation("acme", "Acme", recipients=2, delivered=1, pending=1)], "need-to-know"))
+    assert "Recipients 9 · delivered 5 · failed 4\n" in text and "acknowledged" not in text
+    assert "• Acme: 1/2 · 1 pending" in text
+
+
+def test_a_report_names_twenty_partners_and_counts_the_rest_on_each_platform() -> None:
+    ready = _ready([_organisation(f"p{i:03d}", f"Partner {i:03d}", recipients=1, delivered=1) for i in range(250)])
+    slack, teams = summary_text(ready), report_markdown(ready)
+    assert slack.count("\n• Partner") == 20 and "\n… and 230 more organisations (see the CSV)\n" in slack
+    assert teams.count("\n\n- Partner") == 20 and "\n\n… and 230 more organisations (see the CSV)\n\n" in teams
+    assert teams.endswith("The full CSV: `herald report <id>` or the reports API.")

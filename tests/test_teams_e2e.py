@@ -176,6 +176,23 @@ async def test_escalation_reaches_a_cam_who_only_uses_teams(teams: TeamsRig) -> 
     assert "Queued 3 reminders" in answer["value"]
 
 
+async def test_the_report_command_in_teams_shows_the_rates_and_each_partner_as_in_slack(teams: TeamsRig) -> None:
+    """`report <id>` in Teams: the totals with the acknowledgement rate and a line per partner, as
+    Slack's reply has (bot.channels.report_lines); it showed the totals only."""
+    preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall | Stop")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    await teams.herald.outbox.drain()
+    ack_button = next(a for a in actions_of(card_of(teams.connector.activities("a:conv-aad-eve")[-1]))
+                      if a["type"] == "Action.Execute")
+    await teams.invoke("aad-eve", "herald.ack", ack_button["data"])
+
+    text = (await teams.say("aad-cam", f"report {notice_id}"))["text"]
+    assert "Recipients 3 · delivered 3 · failed 0 · acknowledged 1 (33%)" in text, text
+    assert "\n\n- Teams Co: 1/3 (33%)\n\n" in text, text
+    assert text.endswith("The full CSV: `herald report <id>` or the reports API.")
+
+
 async def test_the_report_button_is_answered_before_the_report_is_sent(teams: TeamsRig) -> None:
     """A card button's answer is the HTTP response, and Teams gives a bot seconds to give it (the
     connector sends the invoke again when it does not come). The report a CAM asks for from an

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from bot.channels.report_lines import report_text
 from bot.channels.status_lines import status_lines
 from bot.channels.survey_lines import experiment_text
 from bot.channels.teams_cards import (
@@ -210,15 +211,11 @@ def result_markdown(result: Any) -> str:  # noqa: PLR0911 - one branch per resul
 
 
 def report_markdown(ready: ReportReady, download_url: str = "") -> str:
-    totals = ready.summary.get("totals", ready.summary)
-    lines = [f"**Report for notice #{ready.notice.id}: {escape(ready.notice.title)}**",
-             "Recipients {recipients} · delivered {delivered} · failed {failed} · acknowledged {acknowledged}".format(
-                 **{k: totals.get(k, 0) for k in ("recipients", "delivered", "failed", "acknowledged")})]
-    if download_url:
-        lines.append(f"[Download the CSV report]({download_url}) (the link works for 15 minutes)")
-    else:
-        lines.append("The full CSV: `herald report <id>` or the reports API.")
-    return "\n\n".join(lines)
+    """The summary the `report` reply shows (bot.channels.report_lines, as in Slack), then where
+    the CSV is: a signed download link when Herald can make one."""
+    where = (f"[Download the CSV report]({download_url}) (the link works for 15 minutes)" if download_url
+             else "The full CSV: `herald report <id>` or the reports API.")
+    return report_text(ready, bold=lambda t: f"**{t}**", escape=escape, bullet="-", budget=TEAMS_REPLY, tail=[where])
 
 
 def console_link_markdown(url: str) -> str:
