@@ -882,6 +882,37 @@ async def test_a_member_with_copies_on_both_platforms_counts_once(rig: Rig) -> N
         "recipients": 2, "delivered": 2, "failed": 0, "acknowledged": 1, "rate": 0.5}
 
 
+async def test_a_member_in_two_slack_workspaces_gets_one_copy_per_platform(rig: Rig) -> None:
+    """HERALD_PLATFORM_POLICY=all: Anna is in two Slack workspaces and on Teams. Each of her accounts
+    got a row, two of them Slack ones, against the outbox's key (notice, member, platform, kind,
+    sequence): the insert failed and nobody got the notice. Now one copy per platform, on the
+    account reach.choose_account picks there (a workspace Herald was removed from comes last)."""
+    from bot.core.commands.parser import SendCommand
+    from storage.models import Member, PlatformAccount, Workspace
+
+    anna = await Member.get(email="anna@acme.example")
+    other = await PlatformAccount.create(member=anna, platform="slack", workspace_external_id="T-OTHER",
+                                         user_id="UANNA2")
+    await PlatformAccount.create(member=anna, platform="teams", workspace_external_id="tenant-1", user_id="aad-anna",
+                                 dm_channel="a:conv", service_url="http://127.0.0.1:9/")
+
+    async def send() -> dict[str, list[str]]:
+        preview = await notices.create_draft(None, SendCommand(
+            importance="must-know", topic="announcements", audience="org:acme", title="Recall", body="Stop"),
+            rig.herald.catalog, now=rig.clock.now(), operator="test")
+        await notices.send_draft(preview.notice.id, None, rig.herald.catalog, now=rig.clock.now(), operator="test",
+                                 platform_policy="all")
+        copies: dict[str, list[str]] = {}
+        for row in await Delivery.filter(notice_id=preview.notice.id).order_by("id").values(
+                "member__email", "platform", "workspace_external_id"):
+            copies.setdefault(row["member__email"], []).append(f"{row['platform']}:{row['workspace_external_id']}")
+        return copies
+
+    assert await send() == {"anna@acme.example": [f"slack:{TEAM}", "teams:tenant-1"], "bo@acme.example": [f"slack:{TEAM}"]}
+    await Workspace.filter(platform="slack", external_id=TEAM).update(active=False)  # Herald removed from it
+    assert (await send())["anna@acme.example"] == [f"slack:{other.workspace_external_id}", "teams:tenant-1"]
+
+
 async def test_the_previews_count_is_the_number_queued_when_members_left_the_topic(rig: Rig) -> None:
     """Anna left `incentives`: a need-to-know incentives notice to all previews the members it reaches."""
     from bot.core.commands.parser import SendCommand

@@ -369,7 +369,9 @@ class TargetAccount:
 async def _target_accounts(member_ids: list[int], *, every_platform: bool,
                            organisations: dict[int, int] | None = None) -> dict[int, list[TargetAccount]]:
     """The accounts each member gets the notice on: the one `reach.choose_account` picks (in a
-    workspace Herald can still reach), or one per platform when `every_platform`. Fills `organisations` (member id ->
+    workspace Herald can still reach), or when `every_platform` one per platform, each picked by the
+    same rule among that platform's accounts (a member in two Slack workspaces gets one Slack copy:
+    the outbox holds one row per member and platform). Fills `organisations` (member id ->
     organisation id) when given. Plain values, not ORM models: 100,000 of those took seconds."""
     found: dict[int, list[TargetAccount]] = {}
     preferred: dict[int, str] = {}
@@ -387,14 +389,24 @@ async def _target_accounts(member_ids: list[int], *, every_platform: bool,
             f"WHERE {owned_by} "
             f"ORDER BY id"), [param]):
         found.setdefault(row["member_id"], []).append(TargetAccount(**row))
-    if every_platform:
-        return found
     unreachable = await unreachable_workspaces()
     chosen: dict[int, list[TargetAccount]] = {}
     for member_id, accounts in found.items():
-        account = choose_account(accounts, preferred=preferred.get(member_id, ""), unreachable=unreachable)
-        chosen[member_id] = [account] if account is not None else []
+        if every_platform:
+            chosen[member_id] = _one_per_platform(accounts, unreachable)
+        else:
+            account = choose_account(accounts, preferred=preferred.get(member_id, ""), unreachable=unreachable)
+            chosen[member_id] = [account] if account is not None else []
     return chosen
+
+
+def _one_per_platform(accounts: list[TargetAccount], unreachable: frozenset[tuple[str, str]]) -> list[TargetAccount]:
+    """HERALD_PLATFORM_POLICY=all: the account `choose_account` picks on each platform, by id."""
+    by_platform: dict[str, list[TargetAccount]] = {}
+    for account in accounts:
+        by_platform.setdefault(account.platform, []).append(account)
+    picked = (choose_account(group, unreachable=unreachable) for group in by_platform.values())
+    return sorted((a for a in picked if a is not None), key=lambda a: a.id)
 
 
 async def cancel_draft(notice_id: int, actor: Staff | None, *, now: datetime, operator: str = "") -> Notice:
