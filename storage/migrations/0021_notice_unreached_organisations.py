@@ -12,7 +12,7 @@ from tortoise.migrations import operations as ops
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0019_account_app_removed')]
+    dependencies = [('models', '0020_question_thread')]
 
     initial = False
 
