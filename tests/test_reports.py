@@ -692,6 +692,28 @@ async def test_the_roll_up_names_a_matched_partner_nobody_received(rig: Rig) -> 
         'acknowledged=0 rate= note="no active recipient (no active member in the directory)"')
 
 
+async def test_a_matched_partner_removed_from_the_roll_up_is_found_by_verify(rig: Rig) -> None:
+    """The roll-up's unreached partners are read from the notice row. Emptying it (the recall
+    then reads as having reached every gold distributor) or adding a partner to it made outside
+    Herald is found by `herald audit verify`: notice.sent records them."""
+    from bot.core.compliance.verify import verify_chain
+
+    await _add_zeta(rig, "operations")
+    await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test", deactivate_missing=True)
+    notice_id = await rig.broadcast("tier:gold", topic="operations")
+    assert (await verify_chain()).ok
+    zeta = (await Notice.get(id=notice_id)).unreached_organisations
+    acme = (await Organisation.get(external_id="acme")).id
+    for altered in (None, {}, {"no_active_member": []}, {"no_active_member": [*zeta["no_active_member"], acme]},
+                    {"opted_out": zeta["no_active_member"]}):
+        await Notice.filter(id=notice_id).update(unreached_organisations=altered)
+        result = await verify_chain(chunk=2)
+        assert not result.ok and f"the partners notice {notice_id} reached nobody at" in result.reason, (
+            altered, result.reason)
+    await Notice.filter(id=notice_id).update(unreached_organisations=zeta)
+    assert (await verify_chain()).ok
+
+
 async def test_a_matched_partner_nobody_received_is_named_with_the_reason(rig: Rig) -> None:
     """Why a matched partner got no copy, as of the send: nobody there in the topic's roles (Zeta's
     one contact is in marketing; product updates go to sales, technical and support), or everyone

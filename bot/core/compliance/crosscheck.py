@@ -24,7 +24,8 @@ the tables and compares them with it, both ways:
   event (both ways: a time the chain does not record, or a recorded one the row lost), and its
   audience and deadline against the ones `notice.created` / `notice.sent` record (trails from
   before they recorded the deadline: not compared). The report counts late acknowledgements
-  against that deadline.
+  against that deadline. The partners the audience matched that got no copy (the report's
+  roll-up names them) against the ones `notice.sent` records.
 
 What legitimately changes a row after its event leaves these alone: a retry or a deferral is
 pending again without an event, a copy in doubt stays `sending` (in flight: not compared), a
@@ -60,6 +61,7 @@ from storage.models import (
     Notice,
     NoticeRevision,
     NoticeVariant,
+    Organisation,
 )
 
 ACKNOWLEDGED = "notice.acknowledged"
@@ -161,11 +163,16 @@ class NoticeFacts:
     deadline: int | None = _UNRECORDED
     sent_at: int | None = None
     retracted_at: int | None = None
+    # The partners matched that got no copy, by reason (directory ids), as notice.sent records them
+    # (None: not recorded, trails from before it was).
+    unreached: dict[str, list[str]] | None = None
 
     def update(self, other: NoticeFacts) -> None:
         """Add what later events record (appended while the check ran)."""
         if other.audience is not None:
             self.audience = other.audience
+        if other.unreached is not None:
+            self.unreached = other.unreached
         if other.deadline != _UNRECORDED:
             self.deadline = other.deadline
         self.sent_at = other.sent_at if other.sent_at is not None else self.sent_at
@@ -257,6 +264,8 @@ class Ledger:
             facts.audience = data["audience"]
         if "deadline" in data:
             facts.deadline = _recorded_time(data["deadline"])
+        if event.kind == _SENT and "organisations_matched" in data:
+            facts.unreached = _unreached(data.get("organisations_unreached"))
         if event.kind == _SENT or (event.kind == _CREATED and data.get("journey_step")):
             facts.sent_at = at
         elif event.kind == _RETRACTED:
@@ -428,16 +437,17 @@ class Ledger:
         """Each notice's audience, deadline, sent and retracted times against what the chain
         records (notices it has no event of are not compared, as with their text)."""
         cursor = 0
+        directory_ids = {o["id"]: o["external_id"] for o in await Organisation.all().values("id", "external_id")}
         while True:
             rows = await Notice.filter(id__gt=cursor).order_by("id").limit(chunk).values(
-                "id", "audience", "deadline", "sent_at", "retracted_at")
+                "id", "audience", "deadline", "sent_at", "retracted_at", "unreached_organisations")
             for row in rows:
                 facts = self.notices.pop(row["id"], None)
-                if facts is None or _facts_mismatch(row, facts) is None:
+                if facts is None or _facts_mismatch(row, facts, directory_ids) is None:
                     continue
                 later = await _later(head_seq, row["id"], None, _FACT_KINDS)
                 facts.update(later.notices.get(row["id"], NoticeFacts()))
-                found = _facts_mismatch(row, facts)
+                found = _facts_mismatch(row, facts, directory_ids)
                 if found is not None:
                     return found
             if len(rows) < chunk:
@@ -446,8 +456,22 @@ class Ledger:
         return None
 
 
-def _facts_mismatch(row: dict[str, Any], facts: NoticeFacts) -> str | None:
+def _unreached(recorded: Any) -> dict[str, list[str]]:
+    """Partners without a copy by reason, as an event or a row holds them, without empty reasons."""
+    if not isinstance(recorded, dict):
+        return {}
+    return {str(reason): sorted(str(i) for i in ids) for reason, ids in recorded.items() if ids}
+
+
+def _facts_mismatch(row: dict[str, Any], facts: NoticeFacts, directory_ids: dict[int, str]) -> str | None:
     notice = f"notice {row['id']}"
+    if facts.unreached is not None:
+        stored = _unreached({reason: [directory_ids.get(i, f"#{i}") for i in ids]
+                             for reason, ids in (row["unreached_organisations"] or {}).items()})
+        if stored != facts.unreached:
+            return (f"the partners {notice} reached nobody at are {stored or 'none'} in its row, the chain records "
+                    f"{facts.unreached or 'none'} (notice.sent): altered outside Herald, so the report's roll-up "
+                    "is not the one the send made")
     if facts.audience is not None and row["audience"] != facts.audience:
         return (f"the audience of {notice} is {row['audience']!r}, the chain records {facts.audience!r} "
                 "(notice.created, notice.sent): altered outside Herald")
