@@ -1,0 +1,237 @@
+"""Review (area: acks): acknowledgements as members meet them in Slack and Teams.
+
+Each test fails on the current code for the reason its docstring states, and passes once fixed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from storage.models import Acknowledgement, Delivery, DeliveryStatus
+
+from bot.core.commands.parser import SendCommand
+from bot.core.notices import sending as notices
+from bot.core.notices.views import ACK_ACTION
+from tests.support import SlackHarness, listeners_done, wait_until
+from tests.teams_support import TeamsRig, actions_of, card_of, texts_of
+
+
+async def _broadcast(herald, clock, audience: str, *, title: str = "Recall", body: str = "Stop selling LX-200",  # noqa: ANN001
+                     variants: tuple = ()) -> int:
+    command = SendCommand(importance="must-know", topic="announcements", audience=audience, title=title, body=body,
+                          variants=variants)
+    preview = await notices.create_draft(None, command, herald.catalog, now=clock.now(), operator="test")
+    await notices.send_draft(preview.notice.id, None, herald.catalog, now=clock.now(), operator="test")
+    return preview.notice.id
+
+
+async def _updates_pushed(herald) -> None:  # noqa: ANN001
+    """Every click written, the clicks' own pushes of their copies' updates done (Herald.acknowledged
+    starts them as tasks), and then whatever else is due now sent (the outbox, as its worker would)."""
+    await herald.settle()
+    while herald._pushes:
+        await asyncio.wait(list(herald._pushes))
+    await herald.outbox.drain()
+
+
+def _ack_value(message: dict) -> str:
+    return next(e["value"] for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
+                if e["action_id"] == ACK_ACTION)
+
+
+# ---- 1. a copy Slack posted but whose answer was lost -------------------------------------------
+
+async def test_a_member_who_got_the_message_can_acknowledge_it_while_its_send_is_in_doubt(
+        slack_http: SlackHarness) -> None:
+    """Slack posted the notice (Anna has it, with its Acknowledge button) but the answer to
+    chat.postMessage was lost (a dropped connection): the row is in doubt (`sending`) until a retry
+    looks for it in the history, seconds to minutes later (longer when conversations.history is
+    rate limited, README). Anna reads the recall and presses Acknowledge meanwhile.
+
+    Now: she is told "This notice was not sent to you, so you cannot acknowledge it." and nothing
+    is recorded. She has the notice in front of her: the click should be recorded (SPEC: "a click
+    is recorded exactly once"; the click itself proves the copy reached her)."""
+    slack = slack_http
+    slack.fake.fail_next("chat.postMessage", drop=True, landed=True)
+    notice_id = await _broadcast(slack.herald, slack.clock, "member:anna@acme.example")
+    await slack.herald.outbox.drain()  # the post lands; its answer is lost
+    (message,) = slack.fake.messages("DUANNA")
+    row = await Delivery.get(notice_id=notice_id)
+    assert row.status == DeliveryStatus.SENDING.value  # in doubt, as designed
+
+    await slack.click(ACK_ACTION, _ack_value(message), user="UANNA", message=message)
+    await listeners_done(slack)
+
+    refusals = [c.args.get("text", "") for c in slack.fake.calls_to("response_url") if c.key == slack.last_click_key]
+    assert not any("not sent to you" in text for text in refusals), (
+        f"a member holding the notice was told it was not sent to them: {refusals}")
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
+
+
+# ---- 2. Teams: the card returned for the click shows another variant's wording ------------------
+
+async def test_the_card_teams_shows_after_acknowledge_keeps_the_members_own_ab_variant(teams: TeamsRig) -> None:
+    """An A/B test: the member assigned variant B gets B's title and body. She presses
+    Acknowledge; the invoke's answer is the card Teams puts in place of hers at once.
+
+    Now: that card is drawn from the notice itself, i.e. variant A's title and body (and its raw
+    link instead of the tracked one), so the member who acknowledged B's wording is shown A's as
+    "Acknowledged by ..." until the outbox's update_activity replaces it again. README: "each member
+    sees one variant" ("One delivery row per member and platform ... means nobody sees two variants",
+    bot/core/notices/variants.py); the outbox itself renders the row's variant."""
+    await teams.post(teams.activity("conversationUpdate", "aad-eve", membersAdded=[{"id": "29:aad-eve"}]))
+    notice_id = await _broadcast(teams.herald, teams.clock, "member:eve@teamsco.example,fay@teamsco.example",
+                                 title="Recall of LX-200 (A)",
+                                 body="Wording A", variants=(("Recall of LX-200 (B)", "Wording B"),))
+    await teams.herald.outbox.drain()
+    rows = await Delivery.filter(notice_id=notice_id).prefetch_related("account")
+    (b_row,) = [r for r in rows if r.platform == "teams" and r.variant == "B"]
+    aad = b_row.account.user_id
+    card = card_of(teams.connector.activities(f"a:conv-{aad}")[-1])
+    assert "Wording B" in " ".join(texts_of(card))  # B's copy, as delivered
+    (button,) = [a for a in actions_of(card) if a["type"] == "Action.Execute"]
+
+    answer = await teams.invoke(aad, "herald.ack", button["data"])
+
+    shown = " ".join(texts_of(answer["value"]))
+    assert "Acknowledged by" in shown
+    assert "Wording B" in shown and "Wording A" not in shown, f"variant B's member is shown: {shown!r}"
+
+
+# ---- 3. Slack: no feedback at all once the workspace's chat.update budget is spent --------------
+
+async def test_every_slack_member_who_presses_acknowledge_sees_it_taken_without_waiting_for_the_update_budget(
+        slack_http: SlackHarness) -> None:
+    """A recall to a partner with 50 people on Slack; they all press Acknowledge within the same
+    minute (as happens right after a must-know notice lands). Herald answers the click with an
+    empty 200 and relies on chat.update for the message to turn into "Acknowledged by ...";
+    chat.update is Tier 3 and Herald budgets it at 45 in a burst, then ~0.8 a second per workspace
+    (HERALD_SLACK_UPDATES_PER_MINUTE, README; bench/acks.py: "every copy updated after 292 s").
+
+    Now: members past the 45th see nothing happen to their message (no reply, no change) for
+    seconds to minutes; a member at the back of a 1,000-person partner waits ~20 minutes. SPEC: "the
+    message turns into 'Acknowledged by <name> at <time>'". Slack's interaction response_url
+    (`replace_original`) updates the clicked message without spending chat.update's budget; Teams
+    answers the click with the acknowledged card at once."""
+    from tests.support import TEAM, bulk_members
+
+    slack = slack_http
+    ids = await bulk_members(50, joined_at=slack.clock.now())
+    for member_id in ids:
+        slack.fake.add_user(TEAM, f"UB{member_id}")
+    notice_id = await _broadcast(slack.herald, slack.clock, "org:bulk")
+    await slack.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 50
+
+    keys = {}
+    for member_id in ids:  # everyone presses within the same minute (the clock does not move)
+        (message,) = slack.fake.messages(f"DUB{member_id}")
+        await slack.click(ACK_ACTION, _ack_value(message), user=f"UB{member_id}", message=message)
+        keys[member_id] = slack.last_click_key
+    await listeners_done(slack)
+    await _updates_pushed(slack.herald)  # everything due now is sent: only the budget holds updates back
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 50
+
+    def shows_acknowledged(member_id: int) -> bool:
+        (message,) = slack.fake.messages(f"DUB{member_id}")
+        if "Acknowledged by" in str(message.get("blocks")):
+            return True
+        return any("Acknowledged by" in str(c.args) for c in slack.fake.calls_to("response_url")
+                   if c.key == keys[member_id])
+    left_waiting = [m for m in ids if not shows_acknowledged(m)]
+    assert not left_waiting, (f"{len(left_waiting)} of 50 members pressed Acknowledge and their message shows no "
+                              f"sign of it (chat.update calls so far: {slack.fake.call_count('chat.update')})")
+
+
+# ---- 4. Slack: a click Herald could not record is met with silence ------------------------------
+
+async def test_a_slack_click_that_could_not_be_recorded_tells_the_member_so(slack_http: SlackHarness,
+                                                                             monkeypatch) -> None:  # noqa: ANN001
+    """The database refuses the acknowledgement's write (SQLite "database is locked", a PostgreSQL
+    failover). Slack already heard its 200 (the listener acks first), so only a response_url
+    message can tell the member.
+
+    Now: `on_acknowledge` catches UserError only; anything else goes to bolt's error handler,
+    which logs it and says nothing. The member pressed Acknowledge on a recall, sees no change and
+    no message, and reasonably believes it was recorded. Every other Slack button goes through
+    `respond_or_explain` (SORRY: "Sorry, something went wrong on Herald's side"), and the Teams
+    Acknowledge answers SORRY too (TeamsHandler.answer_invoke). SPEC: "bad input gets a clear
+    message"; brief: "what the member sees when it fails (a short, specific message)"."""
+    from tortoise.exceptions import OperationalError
+
+    from bot.core.notices import acks
+
+    slack = slack_http
+    notice_id = await _broadcast(slack.herald, slack.clock, "member:anna@acme.example")
+    await slack.herald.outbox.drain()
+    (message,) = slack.fake.messages("DUANNA")
+
+    async def database_unavailable(new):  # noqa: ANN001, ANN202 - the storage layer failing, not the handler
+        raise OperationalError("database is locked")
+    monkeypatch.setattr(acks, "_store", database_unavailable)
+
+    await slack.click(ACK_ACTION, _ack_value(message), user="UANNA", message=message)
+    await listeners_done(slack)
+
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 0
+    told = [c.args.get("text", "") for c in slack.fake.calls_to("response_url") if c.key == slack.last_click_key]
+    assert told, "the member's Acknowledge was not recorded and nobody told them (no response_url message)"
+
+
+# ---- 5. an acknowledged reminder still says "You have not acknowledged" -------------------------
+
+async def test_a_reminder_once_acknowledged_no_longer_says_the_member_has_not_acknowledged(
+        slack_http: SlackHarness) -> None:
+    """Anna gets a reminder (a thread reply broadcast to the DM: the latest message she sees) and
+    presses Acknowledge on it. Every copy is updated in place to show the acknowledgement.
+
+    Now: the updated reminder reads "You have not acknowledged notice #N sent ... yet (reminder 1)."
+    directly above "✅ Acknowledged by Anna Berg at ...": it contradicts itself (slack_blocks.
+    notice_blocks adds the reminder line whatever `view.acknowledged` says; teams_cards._notice_card
+    does the same). SPEC: the message turns into "Acknowledged by <name> at <time>"."""
+    from bot.core.notices.reminders import remind_now
+    from storage.models import Notice
+
+    slack = slack_http
+    notice_id = await _broadcast(slack.herald, slack.clock, "member:anna@acme.example")
+    await slack.herald.outbox.drain()
+    original = await Delivery.get(notice_id=notice_id, kind="notice")
+    assert await remind_now(await Notice.get(id=notice_id), [original.member_id], now=slack.clock.now()) == 1
+    await slack.herald.outbox.drain()
+    reminder_row = await Delivery.get(notice_id=notice_id, kind="reminder")
+    reminder = next(m for m in slack.fake.messages("DUANNA") if m["ts"] == reminder_row.message_id)
+    assert "You have not acknowledged" in str(reminder["blocks"])
+
+    await slack.click(ACK_ACTION, _ack_value(reminder), user="UANNA", message=reminder)
+    await listeners_done(slack)
+    await wait_until(lambda: Acknowledgement.filter(notice_id=notice_id).exists(), what="the acknowledgement")
+    await _updates_pushed(slack.herald)
+
+    updated = next(m for m in slack.fake.messages("DUANNA") if m["ts"] == reminder_row.message_id)
+    text = str(updated["blocks"])
+    assert "Acknowledged by" in text
+    assert "You have not acknowledged" not in text, f"the acknowledged reminder still says: {text}"
+
+
+async def test_a_teams_reminder_once_acknowledged_no_longer_says_the_member_has_not_acknowledged(
+        teams: TeamsRig) -> None:
+    """The same in Teams: Eve acknowledges on the reminder card; the reminder card is updated
+    (update_activity) and still says "You have not acknowledged notice #N ... yet"."""
+    from bot.core.notices.reminders import remind_now
+    from storage.models import Notice
+
+    await teams.post(teams.activity("conversationUpdate", "aad-eve", membersAdded=[{"id": "29:aad-eve"}]))
+    notice_id = await _broadcast(teams.herald, teams.clock, "member:eve@teamsco.example")
+    await teams.herald.outbox.drain()
+    original = await Delivery.get(notice_id=notice_id, kind="notice")
+    assert await remind_now(await Notice.get(id=notice_id), [original.member_id], now=teams.clock.now()) == 1
+    await teams.herald.outbox.drain()
+    reminder_row = await Delivery.get(notice_id=notice_id, kind="reminder")
+    card = card_of(teams.connector.activity("a:conv-aad-eve", reminder_row.message_id))
+    (button,) = [a for a in actions_of(card) if a["type"] == "Action.Execute"]
+
+    await teams.invoke("aad-eve", "herald.ack", button["data"])
+    await _updates_pushed(teams.herald)
+
+    updated = " ".join(texts_of(card_of(teams.connector.activity("a:conv-aad-eve", reminder_row.message_id))))
+    assert "Acknowledged by" in updated
+    assert "You have not acknowledged" not in updated, f"the acknowledged reminder card still says: {updated}"
