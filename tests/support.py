@@ -237,6 +237,25 @@ async def bulk_members(n: int, *, joined_at: datetime, org_external_id: str = "b
     return ids
 
 
+async def broadcast(herald: Herald, clock: ManualClock, audience: str, *, title: str = "Recall",
+                    body: str = "Stop selling LX-200", variants: tuple = ()) -> int:
+    """Send a must-know notice to `audience` as the operator (no preview round trip); its id."""
+    command = SendCommand(importance="must-know", topic="announcements", audience=audience, title=title, body=body,
+                          variants=variants)
+    preview = await notices.create_draft(None, command, herald.catalog, now=clock.now(), operator="test")
+    await notices.send_draft(preview.notice.id, None, herald.catalog, now=clock.now(), operator="test")
+    return preview.notice.id
+
+
+async def updates_pushed(herald: Herald) -> None:
+    """Every click written, the clicks' own pushes of their copies' updates done (Herald.acknowledged
+    starts them as tasks), and then whatever else is due now sent (the outbox, as its worker would)."""
+    await herald.settle()
+    while herald._pushes:
+        await asyncio.wait(list(herald._pushes))
+    await herald.outbox.drain()
+
+
 class Rig:
     def __init__(self, fake: FakeSlackAPI, herald: Herald, clock: ManualClock) -> None:
         self.fake, self.herald, self.clock = fake, herald, clock

@@ -110,17 +110,20 @@ def test_times_are_shown_in_each_readers_own_zone_on_both_platforms() -> None:
     moment it names, readably."""
     deadline, sent, acked = (datetime(2026, 1, 9, 6, 0, tzinfo=UTC), datetime(2026, 1, 5, 0, 0, tzinfo=UTC),
                              datetime(2026, 1, 6, 22, 30, tzinfo=UTC))
+    # the reminder shows when the notice was sent; once acknowledged it shows when instead (and no
+    # longer says the member has not acknowledged it)
     view = replace(_view("Count the units"), deadline=deadline, sent_at=sent).as_reminder(1, None)
-    slack = json.dumps(notice_blocks(view.with_ack("Di Evans", acked)))
+    views = (view, view.with_ack("Di Evans", acked))
+    slack = json.dumps([notice_blocks(v) for v in views])
     for moment, utc in ((deadline, "2026-01-09 06:00 UTC"), (sent, "2026-01-05 00:00 UTC"), (acked, "2026-01-06 22:30 UTC")):
         assert f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{utc}>" in slack
 
-    card = notice_card(view.with_ack("Di Evans", acked))
-    blocks = [b for b in _all_elements(card) if any("{{" in v for v in b.values() if isinstance(v, str))]
+    blocks = [b for shown_view in views for b in _all_elements(notice_card(shown_view))
+              if any("{{" in value for value in b.values() if isinstance(value, str))]
     assert blocks and all(b["type"] == "TextBlock" for b in blocks)
     shown = "\n".join(b["text"] for b in blocks)
     assert _CARD_DATE.findall(shown) == _CARD_TIME.findall(shown) == [
-        "2026-01-09T06:00:00Z", "2026-01-05T00:00:00Z", "2026-01-06T22:30:00Z"]
+        "2026-01-09T06:00:00Z", "2026-01-05T00:00:00Z", "2026-01-09T06:00:00Z", "2026-01-06T22:30:00Z"]
     assert "Acknowledge by **{{DATE(2026-01-09T06:00:00Z, SHORT)}} {{TIME(2026-01-09T06:00:00Z)}}**" in shown
 
     html = str(slack_html(notice_blocks(view)[1]["elements"][0]["text"]))

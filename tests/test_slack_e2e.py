@@ -23,7 +23,8 @@ from bot.core.notices import revisions
 from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, Organisation, Staff
 from tests.fakes.slack_signing import event_body, slash_command_body
 from tests.support import (
-    CAM_USER, TEAM, SlackHarness, modal_state, seed_directory, slack_encoded, start_harness, stop_harness, wait_until,
+    CAM_USER, TEAM, SlackHarness, broadcast, listeners_done, modal_state, seed_directory, slack_encoded, start_harness,
+    stop_harness, updates_pushed, wait_until,
 )
 
 
@@ -645,3 +646,34 @@ async def test_the_report_reply_says_how_many_organisations_it_left_out(slack_ht
     listed = [line for line in text.splitlines() if line.startswith("•")]
     assert listed == [f"• Partner {i:02d}: none delivered · 1 failed" for i in range(20)], text
     assert "\n… and 7 more organisations (see the CSV)\n" in text, text
+
+
+async def test_a_reminder_once_acknowledged_no_longer_says_the_member_has_not_acknowledged(
+        slack_http: SlackHarness) -> None:
+    """Anna gets a reminder (a thread reply broadcast to the DM: the latest message she sees) and
+    presses Acknowledge on it. Every copy, the reminder too, is updated in place to show the
+    acknowledgement, and the reminder stops asking: no "You have not acknowledged ... yet" above
+    "Acknowledged by Anna Berg", no "Reminder: please acknowledge" in its notification text."""
+    from bot.core.notices.reminders import remind_now
+
+    slack = slack_http
+    notice_id = await broadcast(slack.herald, slack.clock, "member:anna@acme.example")
+    await slack.herald.outbox.drain()
+    original = await Delivery.get(notice_id=notice_id, kind="notice")
+    assert await remind_now(await Notice.get(id=notice_id), [original.member_id], now=slack.clock.now()) == 1
+    await slack.herald.outbox.drain()
+    reminder_row = await Delivery.get(notice_id=notice_id, kind="reminder")
+    reminder = next(m for m in slack.fake.messages("DUANNA") if m["ts"] == reminder_row.message_id)
+    assert "You have not acknowledged" in str(reminder["blocks"])
+
+    await slack.click(ACK_ACTION, _ack_value(reminder), user="UANNA", message=reminder)
+    await listeners_done(slack)
+    await wait_until(lambda: Acknowledgement.filter(notice_id=notice_id).exists(), what="the acknowledgement")
+    await updates_pushed(slack.herald)
+
+    updated = next(m for m in slack.fake.messages("DUANNA") if m["ts"] == reminder_row.message_id)
+    text = str(updated["blocks"])
+    assert "Acknowledged by" in text
+    assert "You have not acknowledged" not in text and "Reminder" not in text, text
+    (update,) = [c for c in slack.fake.calls_to("chat.update") if c.args.get("ts") == reminder_row.message_id]
+    assert "please acknowledge" not in update.args["text"]

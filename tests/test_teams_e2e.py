@@ -13,7 +13,7 @@ from bot.core.notices.revisions import edit_notice
 from bot.channels.teams_replies import TOO_LARGE_REPLY
 from storage.models import Acknowledgement, ConsoleSignIn, Delivery, Member, Notice, PlatformAccount, Staff
 from tests.fakes.bot_framework_keys import APP_ID, LocalBotFrameworkKeys
-from tests.support import directory_csv, many_members_csv, wait_until
+from tests.support import broadcast, directory_csv, many_members_csv, updates_pushed, wait_until
 from tests.teams_support import TENANT, TeamsRig, actions_of, card_of, start_teams_rig, stop_teams_rig, texts_of
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
@@ -537,3 +537,30 @@ async def test_a_member_who_never_installed_herald_is_not_reported_as_having_rem
     assert (create.status, create.error_code) == (403, "BotNotInConversationRoster")
     assert row.status == "failed" and row.error.startswith("Herald is not installed for the member in Teams")
     assert "removed" not in row.error and "blocked" not in row.error
+
+
+async def test_a_teams_reminder_once_acknowledged_no_longer_says_the_member_has_not_acknowledged(
+        teams: TeamsRig) -> None:
+    """As in Slack (test_slack_e2e): Eve acknowledges on the reminder card; the reminder card is
+    updated (update_activity) to show the acknowledgement and no longer says "You have not
+    acknowledged notice #N ... yet" nor, in its summary, "Reminder: please acknowledge"."""
+    from bot.core.notices.reminders import remind_now
+
+    await teams.post(teams.activity("conversationUpdate", "aad-eve", membersAdded=[{"id": "29:aad-eve"}]))
+    notice_id = await broadcast(teams.herald, teams.clock, "member:eve@teamsco.example")
+    await teams.herald.outbox.drain()
+    original = await Delivery.get(notice_id=notice_id, kind="notice")
+    assert await remind_now(await Notice.get(id=notice_id), [original.member_id], now=teams.clock.now()) == 1
+    await teams.herald.outbox.drain()
+    reminder_row = await Delivery.get(notice_id=notice_id, kind="reminder")
+    card = card_of(teams.connector.activity("a:conv-aad-eve", reminder_row.message_id))
+    (button,) = [a for a in actions_of(card) if a["type"] == "Action.Execute"]
+
+    await teams.invoke("aad-eve", "herald.ack", button["data"])
+    await updates_pushed(teams.herald)
+
+    activity = teams.connector.activity("a:conv-aad-eve", reminder_row.message_id)
+    updated = " ".join(texts_of(card_of(activity)))
+    assert "Acknowledged by" in updated
+    assert "You have not acknowledged" not in updated and "Reminder" not in updated, updated
+    assert "please acknowledge" not in str(activity.get("summary", "")) + str(card_of(activity).get("fallbackText", ""))

@@ -162,7 +162,7 @@ def notice_fallback_text(view: NoticeView) -> str:
         return escape(f"Retracted: {view.retracted_reason}")
     if view.survey is not None:
         return escape(f"[Survey] {view.title}")
-    prefix = "Reminder: please acknowledge" if view.reminder_number else view.policy.label
+    prefix = "Reminder: please acknowledge" if view.asks_again else view.policy.label
     return escape(f"[{prefix}] {view.title}")
 
 
@@ -179,7 +179,7 @@ def header_blocks(text: str) -> Blocks:
 
 
 def _marker(view: NoticeView) -> str:
-    if view.reminder_number:
+    if view.asks_again:
         return "Reminder"
     return view.policy.badge if view.policy.critical else ""
 
@@ -220,7 +220,7 @@ def notice_blocks(view: NoticeView) -> Blocks:
     if view.survey is not None:
         return survey_blocks(view)
     blocks = _title_blocks(view)
-    if view.reminder_number:
+    if view.asks_again:
         sent = f" sent {reader_time(view.sent_at)}" if view.sent_at else ""
         blocks.append({"type": "section", "text": _mrkdwn(
             f"You have not acknowledged notice #{view.notice_id}{sent} yet (reminder {view.reminder_number}).")})

@@ -135,13 +135,13 @@ def notice_summary(view: NoticeView) -> str:
         return f"Retracted: {view.retracted_reason}"[:500]
     if view.survey is not None:
         return f"[Survey] {view.title}"[:500]
-    prefix = "Reminder: please acknowledge" if view.reminder_number else view.policy.label
+    prefix = "Reminder: please acknowledge" if view.asks_again else view.policy.label
     return f"[{prefix}] {view.title}"[:500]
 
 
 def _heading(view: NoticeView) -> str:
     title = escape(view.title[:_MAX_TITLE])
-    if view.reminder_number:
+    if view.asks_again:
         return f"Reminder: {title}"
     return f"{view.policy.badge}: {title}" if view.policy.critical else title
 
@@ -177,7 +177,7 @@ def _notice_card(view: NoticeView, body_text: str) -> Card:
     body: list[dict[str, Any]] = [header]
     if view.deadline:
         body.append(_text(f"Acknowledge by **{reader_time(view.deadline)}**", color=color, spacing="Small"))
-    if view.reminder_number:
+    if view.asks_again:
         sent = f" sent {reader_time(view.sent_at)}" if view.sent_at else ""
         body.append(_text(f"You have not acknowledged notice #{view.notice_id}{sent} yet "
                           f"(reminder {view.reminder_number}).", weight="Bolder"))

@@ -70,6 +70,13 @@ class NoticeView:
     def shows_ack_button(self) -> bool:
         return self.policy.needs_ack and self.acknowledged is None and self.retracted_reason is None
 
+    @property
+    def asks_again(self) -> bool:
+        """A reminder still asking for the acknowledgement. Once the member acknowledged, the
+        reminder's copy is updated to read like the notice ("Acknowledged by ..."): it no longer
+        says "Reminder" or "You have not acknowledged"."""
+        return self.reminder_number > 0 and self.acknowledged is None
+
     def with_ack(self, by: str, at: datetime) -> "NoticeView":
         return replace(self, acknowledged=Acknowledged(by, at))
 
