@@ -16,9 +16,10 @@ from bot.core.commands.parser import parse_command
 from bot.core.notices import sending
 from bot.core.notices.revisions import retract_notice
 from bot.core.surveys.answers import close_survey
+from bot.core.notices.views import ACK_ACTION
 from bot.core.surveys.creating import create_survey_draft
-from storage.models import AuditEvent, Delivery, DeliveryStatus
-from tests.support import Rig
+from storage.models import Acknowledgement, AuditEvent, Delivery, DeliveryStatus
+from tests.support import Rig, SlackHarness, broadcast, listeners_done, updates_pushed, wait_until
 
 DM = "DUANNA"
 
@@ -160,3 +161,41 @@ async def test_chat_post_messages_rate_limited_error_is_a_pause_not_a_failure(ri
     row = await _send_twice(rig)
 
     assert row.status == DeliveryStatus.DELIVERED.value and len(rig.fake.messages(DM)) == 1
+
+
+async def test_a_member_who_got_the_message_can_acknowledge_it_while_its_send_is_in_doubt(
+        slack_http: SlackHarness) -> None:
+    """Slack posted the notice (Anna has it, with its Acknowledge button) but the answer to
+    chat.postMessage was lost: the row is in doubt (`sending`) until the retry looks for it in the
+    history, seconds to minutes later. Anna presses Acknowledge meanwhile: the click itself proves
+    the copy reached her, so it is recorded, once (SPEC: "a click is recorded exactly once"), not
+    refused with "This notice was not sent to you". The retry then finds the message instead of
+    posting it again, records its id, and updates it to show the acknowledgement."""
+    slack = slack_http
+    slack.fake.fail_next("chat.postMessage", drop=True, landed=True)
+    notice_id = await broadcast(slack.herald, slack.clock, "member:anna@acme.example")
+    await slack.herald.outbox.drain()  # the post lands; its answer is lost
+    (message,) = slack.fake.messages(DM)
+    row = await Delivery.get(notice_id=notice_id)
+    assert row.status == DeliveryStatus.SENDING.value  # in doubt, as designed
+
+    for _ in range(2):  # a double click too
+        await slack.click(ACK_ACTION, _ack_value(message), user="UANNA", message=message)
+        await wait_until(lambda: Acknowledgement.filter(notice_id=notice_id).exists(), what="the acknowledgement")
+        await listeners_done(slack)
+        answers = [c.args.get("text", "") for c in slack.fake.calls_to("response_url") if c.key == slack.last_click_key]
+        assert not any("not sent to you" in text for text in answers), answers
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
+
+    slack.clock.advance(hours=1)
+    await updates_pushed(slack.herald)  # the retry looks, finds the message, and then updates it
+    row = await Delivery.get(notice_id=notice_id)
+    (message,) = slack.fake.messages(DM)
+    assert (row.status, row.message_id, row.channel_id) == (DeliveryStatus.DELIVERED.value, message["ts"], DM)
+    assert len(slack.fake.calls_to("chat.postMessage")) == 1  # never posted again
+    assert "Acknowledged by" in str(message["blocks"]) and not row.update_pending
+
+
+def _ack_value(message: dict) -> str:
+    return next(e["value"] for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
+                if e["action_id"] == ACK_ACTION)

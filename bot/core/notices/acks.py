@@ -222,6 +222,12 @@ async def _delivered_to(group: list[_Click], accounts: dict[int, PlatformAccount
     members those copies were delivered to (an account a directory import has since moved to
     another member still finds the copy it was sent).
 
+    A copy in doubt (`sending`: posted, but the platform's answer was lost) counts as delivered:
+    its button only exists on a message that reached the presser, so the click proves it landed.
+    The outbox still looks for that message before any second send (SlackChannel.deliver with
+    `maybe_sent`) and records its id then; the acknowledgement flagged the copy for its update,
+    which follows once it is recorded as delivered.
+
     The copies are found by the pressers' accounts (``_accounts``) through the accounts' index
     (migration 0013): rows the size of the group. Filtering the notice's delivered copies by the
     account's user id read every delivered copy of the notice for each group instead (at 100,000
@@ -232,7 +238,7 @@ async def _delivered_to(group: list[_Click], accounts: dict[int, PlatformAccount
     if not accounts:
         return {}, {}
     rows = await Delivery.filter(
-        notice_id__in={c.notice_id for c in group}, account_id__in=set(accounts), status=DeliveryStatus.DELIVERED.value,
+        notice_id__in={c.notice_id for c in group}, account_id__in=set(accounts), status__in=_PRESSABLE,
     ).order_by("-id").values("id", "notice_id", "member_id", "kind", "delivered_at", "account_id")
     copies = {(r["notice_id"], *_key(accounts[r["account_id"]])): r for r in rows}  # the lowest id is kept
     members = {a.member.id: a.member for a in accounts.values()}
@@ -240,6 +246,9 @@ async def _delivered_to(group: list[_Click], accounts: dict[int, PlatformAccount
     if strays:
         members.update({m.id: m for m in await Member.filter(id__in=strays)})
     return copies, members
+
+
+_PRESSABLE = [DeliveryStatus.DELIVERED.value, DeliveryStatus.SENDING.value]  # copies a click can come from
 
 
 def _key(account: PlatformAccount) -> tuple[str, str, str]:
