@@ -564,3 +564,29 @@ async def test_a_teams_reminder_once_acknowledged_no_longer_says_the_member_has_
     assert "Acknowledged by" in updated
     assert "You have not acknowledged" not in updated and "Reminder" not in updated, updated
     assert "please acknowledge" not in str(activity.get("summary", "")) + str(card_of(activity).get("fallbackText", ""))
+
+
+async def test_the_card_teams_shows_after_acknowledge_keeps_the_members_own_ab_variant(teams: TeamsRig) -> None:
+    """An A/B test: Eve, assigned variant B, gets B's title and body. She presses Acknowledge; the
+    invoke's answer is the card Teams puts in place of hers at once. It is her copy acknowledged,
+    drawn as the outbox draws it (row_views.copy_view): B's wording, not the notice's own (A's), so
+    nobody sees two variants (README) even for the moment before the outbox's update_activity."""
+    await teams.post(teams.activity("conversationUpdate", "aad-eve", membersAdded=[{"id": "29:aad-eve"}]))
+    notice_id = await broadcast(teams.herald, teams.clock, "member:eve@teamsco.example,fay@teamsco.example",
+                                title="Recall of LX-200 (A)", body="Wording A",
+                                variants=(("Recall of LX-200 (B)", "Wording B"),))
+    await teams.herald.outbox.drain()
+    rows = await Delivery.filter(notice_id=notice_id).prefetch_related("account")
+    (b_row,) = [r for r in rows if r.platform == "teams" and r.variant == "B"]
+    aad = b_row.account.user_id
+    card = card_of(teams.connector.activities(f"a:conv-{aad}")[-1])
+    assert "Wording B" in " ".join(texts_of(card))  # B's copy, as delivered
+    (button,) = [a for a in actions_of(card) if a["type"] == "Action.Execute"]
+
+    answer = await teams.invoke(aad, "herald.ack", button["data"])
+
+    shown = " ".join(texts_of(answer["value"]))
+    assert "Acknowledged by" in shown
+    assert "Wording B" in shown and "Wording A" not in shown, shown
+    await updates_pushed(teams.herald)  # the outbox's update of the same copy draws the same card
+    assert card_of(teams.connector.activities(f"a:conv-{aad}")[-1]) == answer["value"]

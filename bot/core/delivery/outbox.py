@@ -55,8 +55,8 @@ from bot.core.delivery.retry import RetryPolicy
 from bot.core.directory.app_installs import APP_REMOVED
 from bot.core.directory.workspaces import deactivate_refused
 from bot.core.notices.reminders import schedule_for
-from bot.core.notices.row_views import NoticeExtras, RowExtras, load_extras
-from bot.core.notices.views import NoticeView, notice_view
+from bot.core.notices.row_views import NoticeExtras, RowExtras, copy_view, load_extras
+from bot.core.notices.views import Acknowledged, NoticeView, notice_view
 from bot.core.ports import Channel, MessageRef, Outcome, OutcomeKind, RateLimited, UpdateRefused
 from bot.topics import TopicCatalog
 from storage import db as storage_db
@@ -394,13 +394,14 @@ class NoticeSource:
         views = {}
         for r in rows:
             parts = shared[r.notice_id]
-            view = extras.apply(parts.view, r.notice_id, r.variant, member_id=r.member_id,
-                                tracker=self.outbox.link_tracker)
+            acknowledged = None
             if r.acknowledged_at is not None and r.notice_stamp.ack_revision == parts.stamp.ack_revision:
-                view = view.with_ack(r.member_label, r.acknowledged_at)
-            if r.kind == DeliveryKind.REMINDER.value:
-                view = view.as_reminder(r.sequence, originals.get((r.notice_id, r.member_id, r.platform)))
-            views[r.id] = view
+                acknowledged = Acknowledged(r.member_label, r.acknowledged_at)
+            reminder = r.kind == DeliveryKind.REMINDER.value
+            views[r.id] = copy_view(parts.view, extras, notice_id=r.notice_id, member_id=r.member_id,
+                                    variant=r.variant, tracker=self.outbox.link_tracker, acknowledged=acknowledged,
+                                    reminder_number=r.sequence if reminder else 0,
+                                    original_ref=originals.get((r.notice_id, r.member_id, r.platform)))
         return {nid: p.notice for nid, p in shared.items()}, views
 
     async def _shared_parts(self, rows: list[ClaimedRow]) -> dict[int, _SharedParts]:

@@ -27,6 +27,10 @@ from bot.common import metrics
 from bot.common.group_commit import GroupCommit
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
+from bot.core.notices.interactions import LinkTracker
+from bot.core.notices.row_views import RowExtras, copy_view, load_extras
+from bot.core.notices.views import Acknowledged, NoticeView, notice_view
+from bot.topics import TopicCatalog
 from storage import db as storage_db
 from storage.models import (
     Acknowledgement,
@@ -57,6 +61,7 @@ class AckResult:
     member: Member
     acknowledgement: Acknowledgement
     newly_recorded: bool
+    variant: str = ""  # the A/B variant of the presser's copy ("" = none)
 
 
 async def acknowledge(notice_id: int, *, platform: str, workspace_id: str, user_id: str, now: datetime,
@@ -167,7 +172,7 @@ async def _write_together(group: list[_Click]) -> list[AckResult | BaseException
         else:
             metrics.acknowledged(o.click.platform, (o.click.now - (o.delivery["delivered_at"] or o.click.now))
                                  .total_seconds())
-            results.append(AckResult(o.notice, o.member, o.ack, True))
+            results.append(AckResult(o.notice, o.member, o.ack, True, o.delivery["variant"]))
     return results
 
 
@@ -178,7 +183,7 @@ def _claim_once(click: _Click, notice: Notice, member: Member, delivery: dict,
     key = (notice.id, member.id, notice.ack_revision)
     existing = recorded.get(key)
     if existing is not None:
-        return AckResult(notice, member, existing, False)
+        return AckResult(notice, member, existing, False, delivery["variant"])
     if click.seen_revision is not None and click.seen_revision < notice.ack_revision:
         return UserError(CHANGED_SINCE.format(id=notice.id))
     ack = Acknowledgement(notice_id=notice.id, member_id=member.id, delivery_id=delivery["id"],
@@ -239,7 +244,7 @@ async def _delivered_to(group: list[_Click], accounts: dict[int, PlatformAccount
         return {}, {}
     rows = await Delivery.filter(
         notice_id__in={c.notice_id for c in group}, account_id__in=set(accounts), status__in=_PRESSABLE,
-    ).order_by("-id").values("id", "notice_id", "member_id", "kind", "delivered_at", "account_id")
+    ).order_by("-id").values("id", "notice_id", "member_id", "kind", "delivered_at", "account_id", "variant")
     copies = {(r["notice_id"], *_key(accounts[r["account_id"]])): r for r in rows}  # the lowest id is kept
     members = {a.member.id: a.member for a in accounts.values()}
     strays = {r["member_id"] for r in copies.values()} - members.keys()  # copies of accounts moved since
@@ -376,3 +381,16 @@ async def copies_of(result: AckResult) -> list[int]:
     by their ``update_pending`` flag, so a click does not pay for this query."""
     return await Delivery.filter(notice_id=result.notice.id, member_id=result.member.id,
                                  status=DeliveryStatus.DELIVERED.value).order_by("id").values_list("id", flat=True)
+
+
+async def acknowledged_view(result: AckResult, catalog: TopicCatalog, *, tracker: LinkTracker | None,
+                            now: datetime) -> NoticeView:
+    """The pressed copy as it reads once acknowledged, drawn as the outbox draws the presser's
+    copies (row_views.copy_view): their A/B variant, tracked link and survey part, not the
+    notice's own text. Teams shows it at once in place of the pressed card (the invoke's answer);
+    an acknowledged reminder reads like the notice."""
+    extras = RowExtras.of(await load_extras([result.notice.id]), now=now)
+    member = result.member
+    return copy_view(notice_view(result.notice, catalog), extras, notice_id=result.notice.id, member_id=member.id,
+                     variant=result.variant, tracker=tracker,
+                     acknowledged=Acknowledged(member.name or member.email, result.acknowledgement.acknowledged_at))

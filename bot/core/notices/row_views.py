@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bot.core.notices.interactions import LinkTracker
-from bot.core.notices.views import NoticeView, SurveyView
+from bot.core.notices.views import Acknowledged, NoticeView, SurveyView
 from bot.core.surveys.spec import spec_of
 from storage.models import NoticeVariant, Survey
 
@@ -72,3 +72,18 @@ class RowExtras:
             view = view.with_variant(variant, title, body, link)
         survey = self.surveys.get(notice_id)
         return view.with_survey(survey) if survey is not None else view
+
+
+def copy_view(shared: NoticeView, extras: RowExtras, *, notice_id: int, member_id: int, variant: str,
+              tracker: LinkTracker | None, acknowledged: Acknowledged | None = None, reminder_number: int = 0,
+              original_ref: tuple[str, str] | None = None) -> NoticeView:
+    """One delivered copy's view: the notice's shared view with the copy's A/B variant (its
+    tracked link), its survey part, the member's acknowledgement and, for a reminder, its number and
+    the original it answers. The outbox draws every send and in-place update with it, and an
+    Acknowledge press answers with it, so the member sees the same message either way."""
+    view = extras.apply(shared, notice_id, variant, member_id=member_id, tracker=tracker)
+    if acknowledged is not None:
+        view = view.with_ack(acknowledged.by, acknowledged.at)
+    if reminder_number:
+        view = view.as_reminder(reminder_number, original_ref)
+    return view

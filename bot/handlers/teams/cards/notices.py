@@ -27,7 +27,6 @@ from bot.core.notices.escalations import (
     REMIND_NOW_ACTION,
     remind_organisation_now,
 )
-from bot.core.notices.views import notice_view
 from bot.handlers.teams.turn import Invoke, VerbHandler, card_response, message_response
 from storage.models import Platform
 
@@ -38,8 +37,8 @@ async def acknowledge(invoke: Invoke) -> web.Response:
                                     workspace_id=turn.tenant_id, user_id=turn.aad_object_id, now=herald.clock.now(),
                                     seen_revision=invoke.number("revision") if "revision" in invoke.data else None)
     herald.acknowledged(result)  # every copy, here and in Slack, through the outbox
-    view = notice_view(result.notice, herald.catalog).with_ack(
-        result.member.name or result.member.email, result.acknowledgement.acknowledged_at)
+    view = await acks.acknowledged_view(result, herald.catalog, tracker=herald.outbox.link_tracker,
+                                        now=herald.clock.now())
     return card_response(notice_card(view))
 
 
