@@ -677,3 +677,31 @@ async def test_a_reminder_once_acknowledged_no_longer_says_the_member_has_not_ac
     assert "You have not acknowledged" not in text and "Reminder" not in text, text
     (update,) = [c for c in slack.fake.calls_to("chat.update") if c.args.get("ts") == reminder_row.message_id]
     assert "please acknowledge" not in update.args["text"]
+
+
+async def test_a_slack_click_that_could_not_be_recorded_tells_the_member_so(slack_http: SlackHarness,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database refuses the acknowledgement's write (SQLite "database is locked", a PostgreSQL
+    failover). Slack already heard its 200 (the listener acks first), so only a response_url
+    message can tell the member: the apology every other button gives (SORRY, as the Teams
+    Acknowledge answers), so nobody believes an acknowledgement was recorded that was not."""
+    from tortoise.exceptions import OperationalError
+
+    from bot.core.notices import acks
+    from bot.handlers.slack.common import SORRY
+
+    slack = slack_http
+    notice_id = await broadcast(slack.herald, slack.clock, "member:anna@acme.example")
+    await slack.herald.outbox.drain()
+    (message,) = slack.fake.messages("DUANNA")
+
+    async def database_unavailable(new):  # noqa: ANN001, ANN202 - the storage layer failing, not the handler
+        raise OperationalError("database is locked")
+    monkeypatch.setattr(acks, "_store", database_unavailable)
+
+    await slack.click(ACK_ACTION, _ack_value(message), user="UANNA", message=message)
+    (told,) = await slack.responses(slack.last_click_key)
+
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 0
+    assert told.args["text"] == SORRY and told.args.get("replace_original") is False
+    assert told.args.get("response_type") == "ephemeral"

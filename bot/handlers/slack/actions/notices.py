@@ -3,6 +3,8 @@ escalation's Remind now / Open report."""
 
 from __future__ import annotations
 
+import logging
+
 from slack_bolt.async_app import AsyncApp
 
 from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION
@@ -14,10 +16,12 @@ from bot.core.notices.escalations import (
     remind_organisation_now,
 )
 from bot.core.notices.views import ACK_ACTION
-from bot.handlers.slack.common import record_id, respond_or_explain, send_previewed, staff_of
+from bot.handlers.slack.common import SORRY, record_id, respond_or_explain, send_previewed, staff_of
 from bot.handlers.slack.replies import SlackCommands
 from bot.service import Herald
 from storage.models import Platform
+
+log = logging.getLogger(__name__)
 
 
 def register(app: AsyncApp, herald: Herald) -> None:
@@ -50,6 +54,10 @@ def register(app: AsyncApp, herald: Herald) -> None:
                                             now=herald.clock.now(), seen_revision=record_id(revision) if revision else None)
         except UserError as exc:
             await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+            return
+        except Exception:  # the member must not believe it was recorded: say so, as other buttons do
+            log.exception("could not record an acknowledgement")
+            await respond(text=SORRY, response_type="ephemeral", replace_original=False)
             return
         herald.acknowledged(result)
 
