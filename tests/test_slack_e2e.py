@@ -679,6 +679,40 @@ async def test_a_reminder_once_acknowledged_no_longer_says_the_member_has_not_ac
     assert "please acknowledge" not in update.args["text"]
 
 
+async def test_every_slack_member_who_presses_acknowledge_sees_it_taken_without_waiting_for_the_update_budget(
+        slack_http: SlackHarness) -> None:
+    """A recall to a partner with 50 people on Slack; they all press Acknowledge within the same
+    minute. chat.update is Tier 3 and Herald budgets it (HERALD_SLACK_UPDATES_PER_MINUTE: 45 in a
+    burst, then ~0.8 a second per workspace), so the outbox's in-place updates of the later copies
+    wait seconds to minutes. Each click is answered through its own response_url instead
+    (`replace_original`, no chat.update budget): every member's pressed message turns into
+    "Acknowledged by <name> at <time>" at once (SPEC), as Teams answers the click with the card."""
+    from tests.support import bulk_members
+
+    slack = slack_http
+    ids = await bulk_members(50, joined_at=slack.clock.now())
+    for member_id in ids:
+        slack.fake.add_user(TEAM, f"UB{member_id}")
+    notice_id = await broadcast(slack.herald, slack.clock, "org:bulk")
+    await slack.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=notice_id, status="delivered").count() == 50
+
+    keys = {}
+    for member_id in ids:  # everyone presses within the same minute (the clock does not move)
+        (message,) = slack.fake.messages(f"DUB{member_id}")
+        await slack.click(ACK_ACTION, _ack_value(message), user=f"UB{member_id}", message=message)
+        keys[member_id] = slack.last_click_key
+    await listeners_done(slack)
+    await updates_pushed(slack.herald)  # everything due now is sent: only the budget holds updates back
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 50
+    assert slack.fake.call_count("chat.update") < 50  # the budget holds some of the outbox's updates back
+
+    for member_id in ids:
+        (answer,) = await slack.responses(keys[member_id])
+        assert answer.args.get("replace_original") is True and "Acknowledged by" in str(answer.args["blocks"])
+        assert _ack_value_or_none(answer.args) is None  # no Acknowledge button left to press
+
+
 async def test_a_slack_click_that_could_not_be_recorded_tells_the_member_so(slack_http: SlackHarness,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The database refuses the acknowledgement's write (SQLite "database is locked", a PostgreSQL
@@ -705,3 +739,8 @@ async def test_a_slack_click_that_could_not_be_recorded_tells_the_member_so(slac
     assert await Acknowledgement.filter(notice_id=notice_id).count() == 0
     assert told.args["text"] == SORRY and told.args.get("replace_original") is False
     assert told.args.get("response_type") == "ephemeral"
+
+
+def _ack_value_or_none(message: dict) -> str | None:
+    return next((e["value"] for b in message.get("blocks") or [] if b["type"] == "actions" for e in b["elements"]
+                 if e.get("action_id") == ACK_ACTION), None)

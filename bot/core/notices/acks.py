@@ -62,6 +62,7 @@ class AckResult:
     acknowledgement: Acknowledgement
     newly_recorded: bool
     variant: str = ""  # the A/B variant of the presser's copy ("" = none)
+    in_doubt: bool = False  # a copy of the presser's is still in doubt (`sending`): see _delivered_to
 
 
 async def acknowledge(notice_id: int, *, platform: str, workspace_id: str, user_id: str, now: datetime,
@@ -172,7 +173,7 @@ async def _write_together(group: list[_Click]) -> list[AckResult | BaseException
         else:
             metrics.acknowledged(o.click.platform, (o.click.now - (o.delivery["delivered_at"] or o.click.now))
                                  .total_seconds())
-            results.append(AckResult(o.notice, o.member, o.ack, True, o.delivery["variant"]))
+            results.append(AckResult(o.notice, o.member, o.ack, True, o.delivery["variant"], o.delivery["in_doubt"]))
     return results
 
 
@@ -183,7 +184,7 @@ def _claim_once(click: _Click, notice: Notice, member: Member, delivery: dict,
     key = (notice.id, member.id, notice.ack_revision)
     existing = recorded.get(key)
     if existing is not None:
-        return AckResult(notice, member, existing, False, delivery["variant"])
+        return AckResult(notice, member, existing, False, delivery["variant"], delivery["in_doubt"])
     if click.seen_revision is not None and click.seen_revision < notice.ack_revision:
         return UserError(CHANGED_SINCE.format(id=notice.id))
     ack = Acknowledgement(notice_id=notice.id, member_id=member.id, delivery_id=delivery["id"],
@@ -230,8 +231,9 @@ async def _delivered_to(group: list[_Click], accounts: dict[int, PlatformAccount
     A copy in doubt (`sending`: posted, but the platform's answer was lost) counts as delivered:
     its button only exists on a message that reached the presser, so the click proves it landed.
     The outbox still looks for that message before any second send (SlackChannel.deliver with
-    `maybe_sent`) and records its id then; the acknowledgement flagged the copy for its update,
-    which follows once it is recorded as delivered.
+    `maybe_sent`, by the message's metadata) and records its id then; the acknowledgement flagged
+    the copy for its update, which follows once it is recorded as delivered. Until then the
+    message must be left as it is (`in_doubt`): the look finds it by what Herald posted.
 
     The copies are found by the pressers' accounts (``_accounts``) through the accounts' index
     (migration 0013): rows the size of the group. Filtering the notice's delivered copies by the
@@ -244,8 +246,14 @@ async def _delivered_to(group: list[_Click], accounts: dict[int, PlatformAccount
         return {}, {}
     rows = await Delivery.filter(
         notice_id__in={c.notice_id for c in group}, account_id__in=set(accounts), status__in=_PRESSABLE,
-    ).order_by("-id").values("id", "notice_id", "member_id", "kind", "delivered_at", "account_id", "variant")
+    ).order_by("-id").values("id", "notice_id", "member_id", "kind", "delivered_at", "account_id", "variant",
+                             "status")
     copies = {(r["notice_id"], *_key(accounts[r["account_id"]])): r for r in rows}  # the lowest id is kept
+    for copy in copies.values():
+        copy["in_doubt"] = False
+    for r in rows:
+        if r["status"] == DeliveryStatus.SENDING.value:
+            copies[(r["notice_id"], *_key(accounts[r["account_id"]]))]["in_doubt"] = True
     members = {a.member.id: a.member for a in accounts.values()}
     strays = {r["member_id"] for r in copies.values()} - members.keys()  # copies of accounts moved since
     if strays:
@@ -387,8 +395,8 @@ async def acknowledged_view(result: AckResult, catalog: TopicCatalog, *, tracker
                             now: datetime) -> NoticeView:
     """The pressed copy as it reads once acknowledged, drawn as the outbox draws the presser's
     copies (row_views.copy_view): their A/B variant, tracked link and survey part, not the
-    notice's own text. Teams shows it at once in place of the pressed card (the invoke's answer);
-    an acknowledged reminder reads like the notice."""
+    notice's own text. The platforms show it at once in place of the pressed message (Teams'
+    invoke answer, Slack's response_url); an acknowledged reminder reads like the notice."""
     extras = RowExtras.of(await load_extras([result.notice.id]), now=now)
     member = result.member
     return copy_view(notice_view(result.notice, catalog), extras, notice_id=result.notice.id, member_id=member.id,

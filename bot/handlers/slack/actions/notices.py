@@ -4,10 +4,11 @@ escalation's Remind now / Open report."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION
+from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION, escape, notice_blocks, notice_fallback_text
 from bot.common.errors import UserError
 from bot.core.notices import acks, sending
 from bot.core.notices.escalations import (
@@ -22,6 +23,37 @@ from bot.service import Herald
 from storage.models import Platform
 
 log = logging.getLogger(__name__)
+ACKNOWLEDGED = "Notice #{id} acknowledged by {by}. Your message will show it in a moment."
+
+
+async def _acknowledge(herald: Herald, body: dict[str, Any]) -> acks.AckResult:
+    # "<notice id>:<revision the copy shows>"; a bare notice id on buttons drawn before that
+    notice_id, _, revision = str(body["actions"][0].get("value") or "").partition(":")
+    return await acks.acknowledge(record_id(notice_id), platform=Platform.SLACK.value,
+                                  workspace_id=body["team"]["id"], user_id=body["user"]["id"],
+                                  now=herald.clock.now(), seen_revision=record_id(revision) if revision else None)
+
+
+async def _show_acknowledged(herald: Herald, result: acks.AckResult, respond) -> None:  # noqa: ANN001
+    """The pressed message turns into its acknowledged form at once, through the interaction's
+    response_url (which spends none of chat.update's budget, Tier 3: past it, the outbox's update
+    of a busy workspace's copies comes seconds to minutes later). The outbox still updates the
+    member's copies, this one too: the same view again, counted in that budget.
+
+    A copy still in doubt is not touched: the outbox finds it by what Herald posted (its
+    metadata) before recording it, so the member is told in a reply of their own instead."""
+    if result.in_doubt:
+        by = result.member.name or result.member.email
+        reply = {"text": f":white_check_mark: {escape(ACKNOWLEDGED.format(id=result.notice.id, by=by))}",
+                 "response_type": "ephemeral", "replace_original": False}
+    else:
+        view = await acks.acknowledged_view(result, herald.catalog, tracker=herald.outbox.link_tracker,
+                                            now=herald.clock.now())
+        reply = {"text": notice_fallback_text(view), "blocks": notice_blocks(view), "replace_original": True}
+    try:
+        await respond(**reply)
+    except Exception:  # noqa: BLE001 - recorded, and the outbox's update shows it
+        log.warning("could not show notice %s acknowledged through the response_url", result.notice.id, exc_info=True)
 
 
 def register(app: AsyncApp, herald: Herald) -> None:
@@ -46,12 +78,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
     @app.action(ACK_ACTION)
     async def on_acknowledge(ack, body, respond) -> None:  # noqa: ANN001
         await ack()
-        # "<notice id>:<revision the copy shows>"; a bare notice id on buttons drawn before that
-        notice_id, _, revision = str(body["actions"][0].get("value") or "").partition(":")
         try:
-            result = await acks.acknowledge(record_id(notice_id), platform=Platform.SLACK.value,
-                                            workspace_id=body["team"]["id"], user_id=body["user"]["id"],
-                                            now=herald.clock.now(), seen_revision=record_id(revision) if revision else None)
+            result = await _acknowledge(herald, body)
         except UserError as exc:
             await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
             return
@@ -59,7 +87,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
             log.exception("could not record an acknowledgement")
             await respond(text=SORRY, response_type="ephemeral", replace_original=False)
             return
-        herald.acknowledged(result)
+        herald.acknowledged(result)  # the member's other copies, through the outbox
+        await _show_acknowledged(herald, result, respond)
 
     @app.action(REMIND_NOW_ACTION)
     async def on_remind_now(ack, body, respond) -> None:  # noqa: ANN001
