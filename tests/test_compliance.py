@@ -502,6 +502,75 @@ async def test_edit_updates_every_copy_and_material_edit_asks_for_acknowledgemen
     assert list(acks_kept) == [1, 2]  # the earlier acknowledgement stays in the record
 
 
+def _posts_of_notice(rig: Rig, channel: str, notice_id: int) -> list:
+    return [c for c in _posts_to(rig, channel)
+            if ((c.args.get("metadata") or {}).get("event_payload") or {}).get("notice_id") == notice_id]
+
+
+async def _escalated(notice_id: int, email: str) -> bool:
+    member = await Member.get(email=email)
+    return any(member.id in e.member_ids for e in await Escalation.filter(notice_id=notice_id))
+
+
+async def test_a_material_edit_asks_members_who_had_acknowledged_before_they_are_escalated(rig: Rig) -> None:
+    """Monday 09:00 UTC a recall goes out with a deadline of Thursday 09:00 UTC; Anna acknowledges
+    at once, Bo does not. Wednesday 10:00 UTC (11:00 in Berlin) the CAM corrects it materially:
+    everyone is to acknowledge again. The in-place update of Anna's Monday message notifies nobody
+    and her next reminder by the schedule (the edit + 24 h) would be past the deadline, so she is
+    asked again at once, by a reminder (a message of its own). She does not answer it: at the
+    deadline her CAM is told, as about Bo, who keeps the reminders he was owed."""
+    rig.clock.set(MONDAY_9_UTC)
+    notice_id = await rig.broadcast("member:anna@acme.example,bo@acme.example",
+                                    deadline=MONDAY_9_UTC + timedelta(days=3))
+    await rig.herald.outbox.drain()
+    await _ack(rig, notice_id, "UANNA")
+    assert len(_posts_of_notice(rig, "DUANNA", notice_id)) == 1  # the notice itself
+
+    rig.clock.set(MONDAY_9_UTC + timedelta(days=2, hours=1))  # Wednesday 10:00 UTC
+    bo_next = (await Delivery.get(notice_id=notice_id, member__email="bo@acme.example")).next_reminder_at
+    edit = await edit_notice(notice_id, None, rig.herald.catalog, now=rig.clock.now(), operator="test",
+                             body="Stop selling LX-200 and LX-300", material=True)
+    assert edit.reacknowledge
+    assert (await AuditEvent.filter(notice_id=notice_id, kind="notice.edited").get()).data["asked_again"] == 1
+    await rig.herald.outbox.drain()
+    (asked,) = _posts_of_notice(rig, "DUANNA", notice_id)[1:]
+    assert "LX-300" in str(asked.args["blocks"]) and "Acknowledge" in str(asked.args["blocks"])
+    assert (await Delivery.get(notice_id=notice_id, member__email="bo@acme.example")).next_reminder_at == bo_next
+
+    while rig.clock.now() < MONDAY_9_UTC + timedelta(days=3, minutes=1):  # hourly ticks to just past the deadline
+        await rig.herald.tick()
+        await rig.herald.outbox.drain()
+        rig.clock.advance(hours=1)
+    assert len(_posts_of_notice(rig, "DUANNA", notice_id)) == 2  # asked once: the schedule has no slot left
+    assert await _escalated(notice_id, "anna@acme.example") and await _escalated(notice_id, "bo@acme.example")
+
+
+async def test_a_material_edit_after_the_deadline_asks_again_but_does_not_escalate_who_had_acknowledged(
+        rig: Rig) -> None:
+    """The deadline passed (Anna acknowledged, Bo did not); the CAM then corrects the notice
+    materially, before the tick that escalates it. Anna is asked again once, but the deadline was
+    for the wording she acknowledged: the escalation names Bo only (README)."""
+    rig.clock.set(MONDAY_9_UTC)
+    deadline = MONDAY_9_UTC + timedelta(days=1)
+    notice_id = await rig.broadcast("member:anna@acme.example,bo@acme.example", deadline=deadline)
+    await rig.herald.outbox.drain()
+    await _ack(rig, notice_id, "UANNA")
+
+    rig.clock.set(deadline + timedelta(minutes=1))
+    await edit_notice(notice_id, None, rig.herald.catalog, now=rig.clock.now(), operator="test",
+                      body="Stop selling LX-200 and LX-300", material=True)
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+
+    assert len(_posts_of_notice(rig, "DUANNA", notice_id)) == 2  # the notice, and asked again
+    assert not await _escalated(notice_id, "anna@acme.example")
+    assert await _escalated(notice_id, "bo@acme.example")
+    rig.clock.advance(days=3)
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    assert len(_posts_of_notice(rig, "DUANNA", notice_id)) == 2  # and only once
+
+
 async def test_a_scheduled_notice_corrected_before_it_goes_out_is_sent_and_acknowledged_as_the_original(
         rig: Rig) -> None:
     """Nobody had the uncorrected text: no revision history, no "edited" mark on the message, and

@@ -35,6 +35,7 @@ from storage.models import (
     Escalation,
     MessagePurpose,
     Notice,
+    NoticeRevision,
     NoticeStatus,
     Organisation,
     OutboundMessage,
@@ -78,8 +79,37 @@ async def unacknowledged_by_organisation(notice: Notice, *, organisation_id: int
     return {org: list(members) for org, members in missing.items()}
 
 
+async def not_asked_again(notice: Notice) -> set[int]:
+    """Members who acknowledged an earlier wording of the notice, and whom nothing asked to
+    acknowledge the current one before its deadline: no reminder created after the material edit
+    that superseded their acknowledgement was delivered to them by then (the edit came too close to
+    the deadline for their working hours, or after it). Their in-place updated message notified
+    nobody, so the escalation does not name them as not having acknowledged."""
+    if notice.ack_revision <= 1 or notice.deadline is None:
+        return set()
+    latest: dict[int, int] = {}
+    for member_id, revision in await Acknowledgement.filter(notice_id=notice.id).values_list("member_id", "revision"):
+        latest[member_id] = max(latest.get(member_id, 0), revision)
+    earlier = {m: r for m, r in latest.items() if r < notice.ack_revision}
+    if not earlier:
+        return set()
+    material = sorted(await NoticeRevision.filter(notice_id=notice.id, material=True).values_list(
+        "revision", "edited_at"))
+
+    def superseded_at(revision: int) -> datetime | None:  # the edit that asked again after `revision`
+        return next((at for number, at in material if number > revision), None)
+    asked = {member_id for member_id, created_at in await Delivery.filter(
+        notice_id=notice.id, kind=DeliveryKind.REMINDER.value, status=DeliveryStatus.DELIVERED.value,
+        delivered_at__lte=notice.deadline).values_list("member_id", "created_at")
+        if member_id in earlier and (edited := superseded_at(earlier[member_id])) is not None and created_at >= edited}
+    return set(earlier) - asked
+
+
 async def _escalate(notice: Notice, now: datetime) -> int:
     missing = await unacknowledged_by_organisation(notice)
+    if not_asked := await not_asked_again(notice):
+        missing = {org: kept for org, members in missing.items()
+                   if (kept := [m for m in members if m not in not_asked])}
     organisations = {o.id: o for o in await Organisation.filter(id__in=list(missing))}
     author = await Staff.get_or_none(id=notice.author_id) if notice.author_id else None  # type: ignore[attr-defined]
     async with in_transaction() as conn:

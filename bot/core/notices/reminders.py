@@ -260,8 +260,43 @@ async def _remind_some(notice: Notice, member_ids: list[int], *, now: datetime) 
             "member_id", flat=True))
         plans = [_Plan(original, original.next_reminder_at, remind=True) for original in originals
                  if original.member_id not in recent and original.member_id not in acked]  # type: ignore[attr-defined]
-        moved = await _move_all(plans, conn)
-        reminders = [plan.reminder(now) for plan in plans if plan.original.id in moved]
-        if reminders:
-            await Delivery.bulk_create(reminders, ignore_conflicts=True, using_db=conn)
+        return await _queue(plans, now, conn)
+
+
+async def _queue(plans: list[_Plan], now: datetime, conn: BaseDBAsyncClient) -> int:
+    """Move the planned originals on (only those still as read: see _move_all) and insert a
+    reminder, due now, for each one moved. Returns the reminders queued."""
+    moved = await _move_all(plans, conn)
+    reminders = [plan.reminder(now) for plan in plans if plan.original.id in moved]
+    if reminders:
+        await Delivery.bulk_create(reminders, ignore_conflicts=True, using_db=conn)
     return len(reminders)
+
+
+async def ask_again(notice: Notice, previous_ack_revision: int, catalog: TopicCatalog, *, now: datetime,
+                    conn: BaseDBAsyncClient) -> int:
+    """After a material edit of a must-know notice (in its transaction, the notice's ack revision
+    already moved on): ask everyone to acknowledge the new wording. Returns the members' copies
+    asked again at once.
+
+    Those who had acknowledged the previous revision had no reminders left, and the in-place
+    update of their message notifies nobody: each gets a reminder now (sent in their working
+    hours, as Remind now's), whatever the deadline, then the schedule from the edit on. The others
+    still owe an acknowledgement and keep being reminded: their schedule starts again from the
+    edit, unless that leaves no reminder before the deadline (they keep the one they had)."""
+    first = schedule_for(notice, catalog).due_at(now, 1, notice.deadline)
+    acked = set(await Acknowledgement.filter(notice_id=notice.id, revision=previous_ack_revision).using_db(
+        conn).values_list("member_id", flat=True))
+    originals = Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value,
+                                status=DeliveryStatus.DELIVERED.value)
+    if first is not None:
+        await originals.exclude(member_id__in=acked).using_db(conn).update(next_reminder_at=first)
+    if not acked:
+        return 0
+    # locked in id order (PostgreSQL), as Remind now's: a planner or a press at once takes turns
+    members, ids = storage_db.in_ids("member_id", sorted(acked))
+    locked = await storage_db.select_locked(
+        "delivery", "id", f"notice_id=? AND kind=? AND status=? AND {members}",
+        [notice.id, DeliveryKind.NOTICE.value, DeliveryStatus.DELIVERED.value, ids], conn=conn)
+    again = await Delivery.filter(id__in=[r["id"] for r in locked], member__active=True).using_db(conn)
+    return await _queue([_Plan(original, first, remind=True) for original in again], now, conn)

@@ -17,12 +17,11 @@ from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.commands.parser import parse_link
 from bot.core.compliance.audit import audit_event, record
 from bot.core.compliance.crosscheck import text_digest
-from bot.core.notices.reminders import schedule_for
+from bot.core.notices.reminders import ask_again
 from bot.core.notices.sending import MAX_BODY, MAX_TITLE
 from bot.topics import TopicCatalog
 from storage.models import (
     Delivery,
-    DeliveryKind,
     DeliveryStatus,
     Notice,
     NoticeRevision,
@@ -144,13 +143,11 @@ async def edit_notice(notice_id: int, staff: Staff | None, catalog: TopicCatalog
             notice_id=notice.id, revision=notice.revision + 1, title=new_title, body=new_body, link=new_link,
             material=material, edited_by=actor, edited_at=now, diff=diff, using_db=conn)
         flagged = await _flag_copies(notice, conn)
-        if reack:
-            first = schedule_for(notice, catalog).due_at(now, 1, notice.deadline)
-            await Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value,
-                                  status=DeliveryStatus.DELIVERED.value).using_db(conn).update(next_reminder_at=first)
+        asked = await ask_again(notice, notice.ack_revision, catalog, now=now, conn=conn) if reack else 0
         await record([audit_event("notice.edited", now=now, actor=actor, notice_id=notice.id,
                                   revision=revision.revision, material=material, reacknowledge=reack, diff=diff,
-                                  copies=flagged, text_sha256=text_digest(new_title, new_body, new_link))],
+                                  copies=flagged, asked_again=asked,
+                                  text_sha256=text_digest(new_title, new_body, new_link))],
                      using_db=conn)
     return EditResult(await Notice.get(id=notice.id), revision, flagged, reack)
 
