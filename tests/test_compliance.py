@@ -664,6 +664,30 @@ async def test_a_click_read_before_a_retraction_committed_is_not_recorded_after_
     assert (await verify_chain()).ok
 
 
+async def test_a_second_click_in_the_group_of_a_click_refused_as_retracted_is_refused_too(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same member presses twice in one group (a double click, or Slack and Teams at once) and
+    the notice is retracted between the group's read and its write. The first click's new
+    acknowledgement is refused ("retracted"); the second found that very acknowledgement as
+    "already recorded" in the group and was answered as a success, for an acknowledgement never
+    stored. Both are refused now."""
+    notice_id = await rig.broadcast("member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    store, retracting = acks._store, [notice_id]
+
+    async def retraction_commits_first(new):  # noqa: ANN001, ANN202
+        if retracting:
+            await retract_notice(retracting.pop(0), None, reason="wrong model", now=rig.clock.now(), operator="test")
+        return await store(new)
+
+    monkeypatch.setattr(acks, "_store", retraction_commits_first)
+    clicks = [acks._Click(notice_id, "slack", TEAM, "UANNA", rig.clock.now(), contextvars.copy_context())
+              for _ in range(2)]
+    outcomes = await acks._write_together(clicks)
+    assert all(isinstance(o, UserError) and f"Notice #{notice_id} was retracted" in str(o) for o in outcomes), outcomes
+    assert not await Acknowledgement.filter(notice_id=notice_id).exists()
+
+
 async def test_failed_message_updates_are_retried(rig: Rig) -> None:
     notice_id = await rig.broadcast("member:anna@acme.example")
     await rig.herald.outbox.drain()

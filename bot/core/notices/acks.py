@@ -164,9 +164,14 @@ async def _write_together(group: list[_Click]) -> list[AckResult | BaseException
         else:
             outcomes.append(_claim_once(click, notice, members[delivery["member_id"]], delivery, recorded))
     refused = await _store_unless_retracted([o for o in outcomes if isinstance(o, _Pending)])
+    # a later click of the group that found one of these acknowledgements "already recorded" (the
+    # same member's double click, or Slack and Teams at once) is refused with it: it was never stored
+    unstored = {id(o.ack) for o in outcomes if isinstance(o, _Pending) and o.notice.id in refused}
     results: list[AckResult | BaseException] = []
     for o in outcomes:
-        if not isinstance(o, _Pending):
+        if isinstance(o, AckResult) and id(o.acknowledgement) in unstored:
+            results.append(UserError(RETRACTED.format(id=o.notice.id)))
+        elif not isinstance(o, _Pending):
             results.append(o)
         elif o.notice.id in refused:
             results.append(UserError(RETRACTED.format(id=o.notice.id)))
