@@ -1,0 +1,283 @@
+"""Review (journeys): defects in onboarding journeys, each shown by a test that passes once fixed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from bot.core.directory.workspaces import add_slack_workspace
+from bot.core.onboarding.journeys import (
+    JourneyCatalog,
+    complete_step,
+    parse_journeys,
+    progress,
+    run_journeys,
+)
+from storage.models import JourneyStep, Member, Staff, Workspace
+from tests.support import TEAM, TOKEN, Rig
+
+MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin (Anna, Bo)
+NOT_YET = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def _catalog(steps: list[tuple[str, int]], *, nudge_after_days: float = 3, extra: dict | None = None) -> JourneyCatalog:
+    journey = {"steps": [{"key": key, "after_days": days, "title": f"Do {key}", "message": f"Please do {key}.",
+                          "link": f"https://partners.example.com/{key}"} for key, days in steps]}
+    data: dict = {"nudge_after_days": nudge_after_days, "journeys": {"default": journey},
+                  "milestones": [{"at": "half", "message": "Halfway, well done."},
+                                 {"at": "complete", "message": "All done, thank you!"}]}
+    data.update(extra or {})
+    return parse_journeys(data, source="test")
+
+
+FOUR = _catalog([("portal", 0), ("prefs", 1), ("deals", 2), ("cert", 3)])
+
+
+async def _only(joined: dict[str, datetime]) -> None:
+    await Member.all().update(joined_at=NOT_YET)
+    for email, when in joined.items():
+        await Member.filter(email=email).update(joined_at=when)
+
+
+async def _run(rig: Rig, catalog: JourneyCatalog = FOUR) -> dict[str, int]:
+    counts = await run_journeys(rig.herald.channels, rig.clock.now(), catalog=catalog)
+    await rig.herald.outbox.drain()
+    return counts
+
+
+async def _hourly(rig: Rig, hours: int, catalog: JourneyCatalog = FOUR) -> None:
+    for _ in range(hours):
+        rig.clock.advance(hours=1)
+        await _run(rig, catalog)
+
+
+async def _steps(email: str) -> list[JourneyStep]:
+    return await JourneyStep.filter(member__email=email, position__gte=1).order_by("position")
+
+
+def _step_posts(rig: Rig, channel: str) -> list[str]:
+    headers = []
+    for call in rig.fake.calls_to("chat.postMessage"):
+        if call.channel == channel and call.ok:
+            header = call.args["blocks"][0]["text"]["text"]
+            if header.startswith("Onboarding "):
+                headers.append(header)
+    return headers
+
+
+# ---- 1. steps due while the member cannot be reached are lost for good ----------------------------
+
+async def test_steps_due_while_the_workspace_was_removed_reach_the_member_after_it_is_reconnected(rig: Rig) -> None:
+    """Herald is removed from Anna's workspace for a few days. README: while a workspace is removed
+    "its members' reminders wait", and reconnecting it sends the notice copies that failed because
+    Herald was removed. Journey steps instead keep being planned, one a day, each fails ("Herald was
+    removed"), and none is ever sent again: Anna never gets steps 2-4, can never complete her
+    journey, and her CAM is never told."""
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    await _run(rig)
+    assert _step_posts(rig, "DUANNA") == ["Onboarding 1/4: Do portal"]
+
+    rig.clock.set(MONDAY_9_UTC + timedelta(hours=12))  # Monday night: Herald is removed (event missed)
+    rig.fake.uninstall(TOKEN)
+    await _hourly(rig, 3 * 24)  # Tuesday .. Thursday: steps 2-4 fall due
+    assert not (await Workspace.get(platform="slack", external_id=TEAM)).active  # Herald knows it was removed
+    rig.clock.set(datetime(2026, 1, 8, 22, 0, tzinfo=UTC))  # Thursday night: the admin adds Herald back
+    rig.fake.add_workspace(TEAM, "xoxb-partner-second")
+    await add_slack_workspace(TEAM, "xoxb-partner-second", now=rig.clock.now(), actor="test")
+    rig.herald.channels["slack"].workspaces.forget(TEAM)  # the server's token cache (30 s) has run out
+    await _hourly(rig, 7 * 24)  # another week
+
+    rows = await _steps("anna@acme.example")
+    assert [(r.step_key, r.status) for r in rows] == [
+        ("portal", "sent"), ("prefs", "sent"), ("deals", "sent"), ("cert", "sent")], (
+        "steps that fell due while the workspace was removed were never sent: "
+        + ", ".join(f"{r.step_key}={r.status} ({r.error})" for r in rows))
+    assert _step_posts(rig, "DUANNA") == ["Onboarding 1/4: Do portal", "Onboarding 2/4: Do prefs",
+                                          "Onboarding 3/4: Do deals", "Onboarding 4/4: Do cert"]
+
+
+# ---- 2. a member left out of the directory still gets the journey message already queued ----------
+
+async def test_a_member_deactivated_while_a_step_waits_in_the_outbox_is_not_sent_it(rig: Rig) -> None:
+    """README ("The partner directory"): `--deactivate-missing` deactivates the members the file
+    leaves out: "what was still to be sent to them is cancelled, and Herald sends them nothing
+    more". Anna's first step is queued, Slack throttles the workspace for two minutes, and
+    meanwhile an import leaves Anna out. The step still goes to her when the pause is over (the
+    journey row is never told either way about the deactivation)."""
+    from bot.core.directory.importer import import_directory
+    from tests.support import SAMPLE_DIRECTORY
+
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    rig.fake.fail_next("chat.postMessage", status=429, retry_after=120)
+    await _run(rig)
+    (row,) = await _steps("anna@acme.example")
+    assert row.status == "sending"  # queued, waiting out Slack's pause
+
+    without_anna = "\n".join(line for line in SAMPLE_DIRECTORY.splitlines() if "anna@acme.example" not in line) + "\n"
+    result = await import_directory(without_anna, now=rig.clock.now(), actor="test", deactivate_missing=True)
+    assert result.deactivated == 1 and not (await Member.get(email="anna@acme.example")).active
+
+    rig.clock.advance(minutes=3)
+    await rig.herald.outbox.drain()
+    posted = [c for c in rig.fake.calls_to("chat.postMessage")
+              if c.ok and c.args.get("channel") in ("UANNA", "DUANNA")]
+    assert posted == [], f"sent to a member removed from the directory: {[c.args['blocks'][0] for c in posted]}"
+
+
+# ---- 3. the console's journey stages count steps that are not in the member's journey -------------
+
+async def test_the_console_journey_stages_agree_with_progress_after_a_role_change(console) -> None:  # noqa: ANN001
+    """Jonas (sales) has done all six steps of the sales journey; the directory then makes him
+    support. Each member follows the journey of their role, and a step counts for another journey
+    only when it has the same key (config/journeys.yaml), so `progress` rightly says 2 of the
+    support journey's 6 steps (portal-access, notification-preferences). The console's Engagement
+    page counts every step he ever did (6, capped at the journey's length) and shows him in the
+    support journey's "Complete" column: a CAM reads there that a partner's support engineer is
+    fully onboarded when two thirds of it was never sent to him."""
+    import re
+
+    from bot.core.directory.importer import import_directory
+    from bot.core.onboarding.journeys import load_journeys
+    from tests.console_support import CAM
+
+    now = console.clock.now()
+    jonas = await Member.get(email="jonas.weber@contoso.example")
+    sales = load_journeys().journeys["sales"]
+    for step in sales.steps:
+        await JourneyStep.create(member=jonas, journey="sales", step_key=step.key, position=step.position,
+                                 status="done", created_at=now, sent_at=now, done_at=now, platform="sandbox")
+    from tests.support import DIRECTORY_HEADER as header
+    row = ("contoso,Contoso Security,gold,emea,de,security,large,distributor,casey.morgan@northwind.example,"
+           "jonas.weber@contoso.example,Jonas Weber,support,Europe/Berlin,de,,,,")
+    result = await import_directory(f"{header}\n{row}\n", now=now, actor="test")
+    assert not result.rejected and result.updated == 1
+
+    casey = await Staff.get(email=CAM)
+    (mine,) = [r for r in await progress(casey, "contoso") if r["email"] == "jonas.weber@contoso.example"]
+    assert (mine["journey"], mine["done"], mine["total"], mine["completed_at"]) == ("support", 2, 6, None)
+
+    browser = await console.signed_in(CAM)
+    response, page = await browser.get("/console/engagement?days=30")
+    assert response.status == 200
+    support_row = re.search(r'<tr><th scope="row">support .*?</tr>', page, re.S).group(0)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', support_row)
+    members, not_started, complete = cells[0], cells[1], cells[2]
+    assert members == "2"  # Mia Schulz and Jonas
+    assert complete == "0", f"the console shows {complete} of {members} support members complete; progress: 2/6"
+
+
+# ---- 4. the CAM's completion note in Teams names a Slack-only command ------------------------------
+
+async def test_a_teams_cam_is_told_a_command_that_works_in_teams_when_a_member_completes(db: str) -> None:
+    """SPEC: the slash command's "same words work as messages to the bot in Teams", and both
+    platforms are first-class. The note a CAM gets when a member completes onboarding ends with
+    "`/herald progress <org>` shows everyone at <org>", whatever the platform: a CAM on Teams who
+    types it gets "I don't know the command `/herald`" (and sees the backticks escaped)."""
+    import re
+
+    from tests.teams_support import card_of, start_teams_rig, stop_teams_rig, texts_of
+
+    teams = await start_teams_rig(db)
+    try:
+        await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+        await teams.post(teams.activity("conversationUpdate", "aad-eve", membersAdded=[{"id": "29:aad-eve"}]))
+        monday_10_paris = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+        teams.clock.set(monday_10_paris)
+        await _only({"eve@teamsco.example": monday_10_paris})
+        single = _catalog([("portal", 0)])
+        await run_journeys(teams.herald.channels, teams.clock.now(), catalog=single)
+        await teams.herald.outbox.drain()
+        (row,) = await _steps("eve@teamsco.example")
+        await complete_step(row.id, platform="teams", workspace_id="tenant-1", user_id="aad-eve",
+                            now=teams.clock.now(), catalog=single, channels=teams.herald.channels)
+        await teams.herald.outbox.drain()
+
+        notes = [card_of(a) for a in teams.connector.activities("a:conv-aad-cam") if a.get("attachments")]
+        note = next(c for c in notes if "completed onboarding" in str(c))
+        (hint,) = [t for t in texts_of(note) if "shows everyone" in t]
+        typed = re.sub(r"[\\`]", "", hint.split(" shows everyone")[0])
+        reply = await teams.say("aad-cam", typed)
+        answer = str(reply.get("text") or reply.get("attachments"))
+        assert "Onboarding progress" in answer and "Eve Moreau" in answer, (
+            f"the note says {hint!r}; typing {typed!r} in Teams answers {answer[:160]!r}")
+    finally:
+        await stop_teams_rig(teams)
+
+
+# ---- 5. `progress` shows members who are not on a journey as "0/N steps" ---------------------------
+
+async def test_progress_does_not_show_members_left_out_by_enrol_joined_after_as_behind(
+        slack_http, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """config/journeys.yaml: `enrol_joined_after` "enrols only members who joined on or after that
+    date (so switching journeys on does not start everyone already in the directory)". Those
+    members are never sent a step, and `progress()` knows it (`enrolled: False`), but the chat
+    reply drops it: the CAM reads "0/6 steps" for every one of them, the same line as a new member
+    who is ignoring their steps."""
+    slack = slack_http
+    import yaml
+
+    from bot.core.onboarding import journeys as journeys_module
+
+    shipped = yaml.safe_load(journeys_module.default_journeys_path().read_text(encoding="utf-8"))
+    shipped["enrol_joined_after"] = "2030-01-01"  # switched on for people who join from 2030
+    path = tmp_path / "journeys.yaml"
+    path.write_text(yaml.safe_dump(shipped), encoding="utf-8")
+    monkeypatch.setattr(journeys_module, "default_journeys_path", lambda: path)
+    journeys_module.load_journeys.cache_clear()
+    try:
+        await slack.herald.tick()
+        await slack.herald.outbox.drain()
+        assert await JourneyStep.all().count() == 0  # nobody in the directory is on a journey
+        casey = await Staff.get(email="cam@vendor.example")
+        rows = await progress(casey, "acme")
+        assert {r["email"]: r["enrolled"] for r in rows} == {"anna@acme.example": False, "bo@acme.example": False}
+
+        _, _, key = await slack.command("progress acme")
+        (listing,) = await slack.responses(key)
+        text = listing.args["text"]
+        anna = next(line for line in text.splitlines() if "Anna Berg" in line)
+        assert "0/6 steps" not in anna, f"the CAM reads {anna!r} for a member who is not on a journey"
+    finally:
+        journeys_module.load_journeys.cache_clear()
+
+
+# ---- 6. a member moved to another role is nudged about the old journey's steps ---------------------
+
+def _by_role_catalog() -> JourneyCatalog:
+    def step(key: str, days: int) -> dict:
+        return {"key": key, "after_days": days, "title": f"Do {key}", "message": f"Please do {key}."}
+    return parse_journeys({"nudge_after_days": 2, "journeys": {
+        "default": {"steps": [step("portal", 0), step("basics", 1)]},
+        "sales": {"steps": [step("portal", 0), step("deals", 1)]},
+        "support": {"steps": [step("portal", 0), step("cases", 1)]}}}, source="test")
+
+
+async def test_a_member_moved_to_another_role_is_not_nudged_about_the_old_journeys_steps(rig: Rig) -> None:
+    """Each member follows the journey of their directory role. Anna (sales) gets "deals" on
+    Tuesday; that evening the directory makes her support, and from then on she follows the
+    support journey ("deals" no longer counts for her: `progress` says 0 of 2 until she does
+    portal and cases). Two days later Herald still nudges her to "Do deals", a task of a journey
+    she is no longer on, whose Done button counts for nothing."""
+    from bot.core.directory.importer import import_directory
+    from tests.support import SAMPLE_DIRECTORY
+
+    catalog = _by_role_catalog()
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    await _run(rig, catalog)
+    await _hourly(rig, 24, catalog)
+    assert [r.step_key for r in await _steps("anna@acme.example")] == ["portal", "deals"]
+
+    rig.clock.set(datetime(2026, 1, 6, 17, 0, tzinfo=UTC))  # Tuesday evening: Anna moves to support
+    moved = SAMPLE_DIRECTORY.replace("anna@acme.example,Anna Berg,sales,", "anna@acme.example,Anna Berg,support,")
+    assert (await import_directory(moved, now=rig.clock.now(), actor="test")).updated == 1
+    await _hourly(rig, 3 * 24, catalog)  # to Friday evening
+
+    casey = await Staff.get(email="cam@vendor.example")
+    (anna,) = [r for r in await progress(casey, "acme", catalog=catalog) if r["email"] == "anna@acme.example"]
+    assert (anna["journey"], anna["total"]) == ("support", 2)
+    nudges = [c.args["blocks"][0]["text"]["text"] for c in rig.fake.calls_to("chat.postMessage")
+              if c.ok and c.args.get("channel") in ("UANNA", "DUANNA")
+              and c.args["blocks"][0]["text"]["text"].startswith("Reminder:")]
+    assert "Reminder: Do deals" not in nudges, f"nudged about the sales journey after moving to support: {nudges}"
