@@ -24,9 +24,10 @@ from bot.core.onboarding.journeys import (
 from bot.core.commands.parser import PauseCommand, parse_command
 from bot.core.directory.pauses import pause_organisation, resume_organisation
 from bot.core.directory.staff import add_staff
+from bot.core.directory.workspaces import add_slack_workspace, deactivate_workspace
 from bot.topics import load_catalog
-from storage.models import AuditEvent, JourneyStep, Member, Organisation, OutboundMessage, Staff
-from tests.support import TEAM, Rig, bulk_members
+from storage.models import AuditEvent, JourneyStep, Member, Organisation, OutboundMessage, Staff, Workspace
+from tests.support import TEAM, TOKEN, Rig, bulk_members
 
 MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin (Anna, Bo)
 NOT_YET = datetime(2030, 1, 1, tzinfo=UTC)  # members who should stay out of a test
@@ -321,6 +322,60 @@ async def test_refused_and_rate_limited_steps(rig: Rig) -> None:
     rig.clock.advance(days=1)
     await _run(rig)  # the journey carries on the next day
     assert await JourneyStep.filter(step_key="deals", status="sent").count() == 2
+
+
+async def _reconnect(rig: Rig) -> None:
+    """The partner's admin adds Herald back to the workspace (a new token)."""
+    rig.fake.add_workspace(TEAM, "xoxb-partner-second")
+    await add_slack_workspace(TEAM, "xoxb-partner-second", now=rig.clock.now(), actor="test")
+    rig.herald.channels["slack"].workspaces.forget(TEAM)  # the server's token cache (30 s) has run out
+
+
+async def test_steps_due_while_herald_is_removed_from_the_workspace_wait_for_its_reconnection(rig: Rig) -> None:
+    """Herald is removed from Anna's workspace (the event is missed) for a few days. The step that
+    falls due first is refused ("reconnect it to deliver") and Herald learns it was removed; the
+    later ones are not planned while it cannot reach her. After the reconnection the refused step
+    is sent again (`journey.step_requeued`), then the rest, one a day: she still reaches 4/4."""
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    await _run(rig)
+    assert [_header(c) for c in _posts(rig, "DUANNA")] == ["Onboarding 1/4: Do portal"]
+
+    rig.clock.set(MONDAY_9_UTC + timedelta(hours=12))  # Monday night: Herald is removed (event missed)
+    rig.fake.uninstall(TOKEN)
+    await _hourly(rig, 3 * 24)  # Tuesday .. Thursday: steps 2-4 fall due
+    assert not (await Workspace.get(platform="slack", external_id=TEAM)).active  # learnt from the refused send
+    assert [(r.step_key, r.status) for r in await _steps("anna@acme.example")] == [("portal", "sent"), ("prefs", "failed")]
+
+    rig.clock.set(datetime(2026, 1, 8, 22, 0, tzinfo=UTC))  # Thursday night: the admin adds Herald back
+    await _reconnect(rig)
+    await _hourly(rig, 7 * 24)  # another week
+
+    rows = await _steps("anna@acme.example")
+    assert [(r.step_key, r.status) for r in rows] == [
+        ("portal", "sent"), ("prefs", "sent"), ("deals", "sent"), ("cert", "sent")], (
+        ", ".join(f"{r.step_key}={r.status} ({r.error})" for r in rows))
+    assert [_header(c) for c in _posts(rig, "DUANNA", "Onboarding ")] == [
+        "Onboarding 1/4: Do portal", "Onboarding 2/4: Do prefs", "Onboarding 3/4: Do deals", "Onboarding 4/4: Do cert"]
+    assert len({r.sent_at.date() for r in rows}) == 4  # still one a day
+    assert await _events("journey.step_requeued") == 1
+
+
+async def test_a_nudge_due_while_herald_is_removed_waits_for_the_reconnection(rig: Rig) -> None:
+    """README: while a workspace is removed "its members' reminders wait". A journey step's nudge
+    falling due then is not spent on a send that can only fail; it goes after the reconnection."""
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    await _run(rig, ONE_NOW)
+    await deactivate_workspace("slack", TEAM, reason="app_uninstalled", now=rig.clock.now())
+    await _hourly(rig, 4 * 24, ONE_NOW)  # the nudge falls due on Wednesday
+    (row,) = await _steps("anna@acme.example")
+    assert row.nudged_at is None and await _events("journey.nudge_failed") == 0
+
+    await _reconnect(rig)
+    await _hourly(rig, 24, ONE_NOW)
+    assert [_header(c) for c in _posts(rig, "DUANNA", "Reminder:")] == ["Reminder: Do portal"]
+    assert await _events("journey.nudged") == 1
 
 
 # ---- Done -------------------------------------------------------------------------------------

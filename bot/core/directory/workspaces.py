@@ -71,6 +71,11 @@ def _removed_reasons(platform: str, external_id: str) -> list[str]:
     return sorted({removed_reason(platform, external_id, cause) for cause in _CAUSES})
 
 
+def failed_because_removed(error: str, platform: str, external_id: str) -> bool:
+    """Whether `error` says something failed only because Herald was removed from the workspace."""
+    return error in _removed_reasons(platform, external_id)
+
+
 def _check_team_id(team_id: str) -> str:
     team_id = team_id.strip()
     if not team_id.startswith(("T", "E")):

@@ -20,6 +20,11 @@ result through `_message_result`. A message interrupted by a crash may or may no
 so it is never sent again: an interrupted step counts as sent (the nudge follows up if the member
 never saw it); an interrupted milestone or CAM note is recorded as failed.
 
+While Herald is removed from the workspace of every account a member has, their journey waits:
+no new step is planned, and steps and nudges already due stay unsent. A step refused because
+Herald was removed (`workspaces.removed_reason`) goes back to pending once the member can be
+reached again, and is that day's step.
+
 Nudges: a step not done `nudge_after_days` after it was sent gets exactly one nudge (`nudged_at`,
 claimed with a conditional update), in the member's working hours, at most one nudge per member a
 day. Paused organisations get no nudges while the pause lasts; steps keep being sent to them
@@ -49,6 +54,7 @@ from bot.common.schedule import member_zone, next_working_moment
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.reach import choose_account, staff_recipient, unreachable_workspaces
 from bot.core.directory.staff import cam_for_organisation
+from bot.core.directory.workspaces import failed_because_removed
 from bot.core.notices.reminders import is_paused
 from bot.core.delivery.messages import MessageResult, Priority, ResultKind, Target, enqueue, on_result
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef
@@ -390,32 +396,73 @@ def _local_day(moment: datetime, zone: str) -> date:
 
 
 async def _plan(channels: dict[str, Channel], catalog: JourneyCatalog, now: datetime) -> None:
-    """Create the pending rows for steps due now, and any milestone rows a sweep finds missing."""
+    """Create the pending rows for steps due now, and any milestone rows a sweep finds missing.
+
+    A member Herald cannot reach (no account on a configured platform, or only accounts in
+    workspaces Herald was removed from) gets no new step: their journey waits, and once they can
+    be reached again the steps that failed because Herald was removed are sent first."""
     members = Member.filter(active=True, joined_at__lte=now)
     if catalog.enrol_joined_after is not None:
         members = members.filter(joined_at__gte=catalog.enrol_joined_after)
     rows = await members.order_by("id").values("id", "role", "timezone", "quiet_start_hour", "quiet_end_hour",
                                                "joined_at")
-    reachable = set(await PlatformAccount.filter(platform__in=list(channels)).values_list("member_id", flat=True))
+    accounts = await _chat_accounts(channels)
+    unreachable = await unreachable_workspaces()
     for start in range(0, len(rows), 1000):
         chunk = rows[start:start + 1000]
         steps: dict[int, list[dict]] = defaultdict(list)
         for row in await JourneyStep.filter(member_id__in=[m["id"] for m in chunk]).values(
-                "member_id", "step_key", "position", "status", "created_at", "sent_at", "done_at"):
+                "id", "member_id", "journey", "step_key", "position", "status", "error", "created_at", "sent_at", "done_at"):
             steps[row["member_id"]].append(row)
         for member in chunk:
             journey = catalog.for_role(member["role"])
             mine = steps.get(member["id"], [])
             await _plan_milestones(member["id"], journey, mine, catalog, now)
-            if member["id"] in reachable:
+            places = accounts.get(member["id"], [])
+            if not any(place not in unreachable for place in places):
+                continue  # nobody to write to yet: the journey waits
+            if not await _retry_removed_steps(member["id"], mine, places, now):
                 await _plan_next_step(member, journey, mine, now)
+
+
+async def _chat_accounts(channels: dict[str, Channel]) -> dict[int, list[tuple[str, str]]]:
+    """Each member's accounts, as (platform, workspace), on the platforms Herald is configured for."""
+    found: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for member_id, platform, workspace in await PlatformAccount.filter(platform__in=list(channels)).values_list(
+            "member_id", "platform", "workspace_external_id"):
+        found[member_id].append((platform, workspace))
+    return found
+
+
+async def _retry_removed_steps(member_id: int, rows: list[dict], places: list[tuple[str, str]],
+                               now: datetime) -> bool:
+    """Steps that failed only because Herald had been removed from the member's workspace go back
+    to pending now that the member can be reached (audit `journey.step_requeued`): they are part of
+    the journey, not taken. Returns whether any did (they are today's step)."""
+    retried = False
+    for row in rows:
+        if row["position"] < 1 or row["status"] != FAILED or not any(
+                failed_because_removed(row["error"], platform, workspace) for platform, workspace in places):
+            continue
+        async with in_transaction() as conn:
+            moved = await JourneyStep.filter(id=row["id"], status=FAILED).using_db(conn).update(status=PENDING, error="")
+            if moved:
+                await record([audit_event("journey.step_requeued", now=now, member_id=member_id, journey=row["journey"],
+                                          step=row["step_key"],
+                                          step_id=row["id"], reason="Herald can reach the member again")],
+                             using_db=conn)
+        retried = retried or bool(moved)
+    return retried
 
 
 async def _plan_next_step(member: dict, journey: Journey, rows: list[dict], now: datetime) -> None:
     today = _local_day(now, member["timezone"])
     for row in rows:
-        if row["position"] >= 1 and any(
-                t is not None and _local_day(t, member["timezone"]) == today for t in (row["created_at"], row["sent_at"])):
+        if row["position"] < 1:
+            continue
+        if row["status"] == PENDING:
+            return  # a step still waiting to go out holds the next one back
+        if any(t is not None and _local_day(t, member["timezone"]) == today for t in (row["created_at"], row["sent_at"])):
             return  # trickle: one step a day
     have = {row["step_key"] for row in rows}
     step = next((s for s in journey.steps if s.key not in have), None)
@@ -533,7 +580,9 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
         extra = {"cam": cam.email if cam else None}
         purpose, staff_id, member_id = MessagePurpose.JOURNEY_CAM, cam.id if cam else None, None
     else:
-        account = await _member_target(member.id, channels, prefer=row.platform or member.preferred_platform)
+        account, removed = await _member_target(member.id, channels, prefer=row.platform or member.preferred_platform)
+        if removed:
+            return 0  # Herald was removed from the member's workspace: the message waits for it to come back
         target = Target.of_account(account, display_name=member.name) if account else None
         problem = "the member has no Slack or Teams account Herald can reach"
         purpose, staff_id, member_id = MessagePurpose.JOURNEY_STEP, None, member.id
@@ -546,11 +595,18 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
             status=SENDING, sent_at=now, platform=target.platform)
         if not claimed:
             return 0  # another replica has it
-        await enqueue(key=f"{purpose.value}:{row.id}", purpose=purpose, reference=row.id, target=target,
+        await enqueue(key=_message_key(purpose, row), purpose=purpose, reference=row.id, target=target,
                       message=message, now=now, member_id=member_id, staff_id=staff_id, using_db=conn,
                       priority=Priority.PERSON_WAITING if member_acting else None)
     counts[{"step": "steps", "milestone": "milestones", "cam": "cam"}[kind]] += 1
     return 1
+
+
+def _message_key(purpose: MessagePurpose, row: JourneyStep) -> str:
+    """The outbox key of the row's message. A row sent before (`sent_at`: a step retried after
+    Herald was removed from the member's workspace) needs a new one: the failed message keeps its own."""
+    key = f"{purpose.value}:{row.id}"
+    return key if row.sent_at is None else f"{key}:again:{row.sent_at.astimezone(UTC):%Y%m%dT%H%M%S.%f}"
 
 
 @on_result(MessagePurpose.JOURNEY_STEP)
@@ -629,11 +685,15 @@ async def _interrupted(row: JourneyStep, now: datetime) -> None:
                                       journey=row.journey, step=row.step_key, step_id=row.id)], using_db=conn)
 
 
-async def _member_target(member_id: int, channels: dict[str, Channel], *, prefer: str = "") -> PlatformAccount | None:
+async def _member_target(member_id: int, channels: dict[str, Channel], *,
+                         prefer: str = "") -> tuple[PlatformAccount | None, bool]:
     """The member's account to write to, among the platforms Herald is configured for
-    (`reach.choose_account`)."""
+    (`reach.choose_account`), and whether it is in a workspace Herald was removed from (every
+    account is: the message can only fail there, so it waits for the reconnection)."""
     accounts = [a for a in await PlatformAccount.filter(member_id=member_id).order_by("id") if a.platform in channels]
-    return choose_account(accounts, preferred=prefer, unreachable=await unreachable_workspaces() if accounts else ())
+    unreachable = await unreachable_workspaces() if accounts else frozenset()
+    account = choose_account(accounts, preferred=prefer, unreachable=unreachable)
+    return account, account is not None and (account.platform, account.workspace_external_id) in unreachable
 
 
 # ---- nudges -----------------------------------------------------------------------------------
@@ -659,7 +719,9 @@ async def _send_nudges(channels: dict[str, Channel], catalog: JourneyCatalog, no
         step = catalog.find_step(row.step_key, row.journey)
         if step is None:
             continue
-        account = await _member_target(member.id, channels, prefer=row.platform or member.preferred_platform)
+        account, removed = await _member_target(member.id, channels, prefer=row.platform or member.preferred_platform)
+        if removed:
+            continue  # Herald was removed from the member's workspace: the nudge waits for it to come back
         async with in_transaction() as conn:  # the claim (one nudge per step) and the message together
             claimed = await JourneyStep.filter(id=row.id, nudged_at__isnull=True, done_at__isnull=True).using_db(
                 conn).update(nudged_at=now)
