@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.common.errors import UserError
-from bot.core.delivery.messages import INTERRUPTED, MessageSource
+from bot.core.delivery.messages import INTERRUPTED, MEMBER_INACTIVE, MessageSource
 from bot.core.directory.importer import import_directory
 from bot.core.onboarding.assistant import open_handoffs
 from bot.core.onboarding.journeys import parse_journeys, run_journeys
@@ -184,6 +184,72 @@ async def test_a_reply_to_a_member_removed_from_the_directory_is_refused_and_not
     await rig.herald.outbox.drain()
     assert [c for c in _ok_posts(rig) if c.channel == "DUANNA"] == []
     assert await AuditEvent.filter(kind="question.answered").count() == 0
+
+
+async def _leave_out_anna(rig: Rig) -> None:
+    """A directory import with `--deactivate-missing` that leaves Anna out."""
+    without_anna = "\n".join(line for line in SAMPLE_DIRECTORY.splitlines() if "anna@acme.example" not in line) + "\n"
+    result = await import_directory(without_anna, now=rig.clock.now(), actor="test", deactivate_missing=True)
+    assert result.deactivated == 1 and not (await Member.get(email="anna@acme.example")).active
+
+
+async def test_a_journey_step_waiting_in_the_outbox_is_not_sent_to_a_member_removed_meanwhile(rig: Rig) -> None:
+    """README ("The partner directory"): a member the import leaves out has "what was still to be
+    sent to them … cancelled, and Herald sends them nothing more". Anna's first step is queued,
+    Slack throttles the workspace for two minutes, and meanwhile an import leaves Anna out: the
+    outbox cancels the message, and the step waits (`journey.step_cancelled`). When a later
+    import brings her back, she gets it."""
+    rig.clock.set(MONDAY_9_UTC)
+    await Member.all().update(joined_at=datetime(2030, 1, 1, tzinfo=UTC))
+    await Member.filter(email="anna@acme.example").update(joined_at=MONDAY_9_UTC)
+    rig.fake.fail_next("chat.postMessage", status=429, retry_after=120)
+    await run_journeys(rig.herald.channels, rig.clock.now(), catalog=STEPS)
+    await rig.herald.outbox.drain()
+    (row,) = await JourneyStep.filter(member__email="anna@acme.example")
+    assert row.status == "sending"  # queued, waiting out Slack's pause
+
+    await _leave_out_anna(rig)
+    rig.clock.advance(minutes=3)
+    await run_journeys(rig.herald.channels, rig.clock.now(), catalog=STEPS)
+    await rig.herald.outbox.drain()
+    assert [c for c in _ok_posts(rig) if c.channel in ("UANNA", "DUANNA")] == []
+    (message,) = await OutboundMessage.filter(purpose="journey_step")
+    assert message.status == "cancelled" and message.error == MEMBER_INACTIVE
+    row = await JourneyStep.get(id=row.id)
+    assert (row.status, row.error) == ("pending", MEMBER_INACTIVE)
+    assert await AuditEvent.filter(kind="journey.step_cancelled").count() == 1
+
+    await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test")
+    assert (await Member.get(email="anna@acme.example")).active
+    await run_journeys(rig.herald.channels, rig.clock.now(), catalog=STEPS)
+    await rig.herald.outbox.drain()
+    (step,) = [c for c in _ok_posts(rig) if c.channel == "DUANNA"]
+    assert step.args["blocks"][0]["text"]["text"] == "Onboarding 1/2: Open the portal"
+    assert (await JourneyStep.get(id=row.id)).status == "sent"
+
+
+async def test_a_relayed_answer_waiting_in_the_outbox_is_not_sent_to_a_member_removed_meanwhile(rig: Rig) -> None:
+    """The same for every message to a member: the CAM's answer to Anna is queued behind Slack's
+    pause when an import leaves her out. It is not sent, and the CAM is told why."""
+    rig.clock.set(MONDAY_9_UTC)
+    anna = await Member.get(email="anna@acme.example")
+    cam = await Staff.get(email="cam@vendor.example")
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
+    await rig.herald.hand_off_question(question.id, anna)
+    await rig.herald.outbox.drain()
+    rig.fake.fail_next("chat.postMessage", status=429, retry_after=120)
+    await rig.herald.relay_reply(question.id, cam, "Page 4 of the portal.")
+    await rig.herald.outbox.drain()
+
+    await _leave_out_anna(rig)
+    rig.clock.advance(minutes=3)
+    await rig.herald.outbox.drain()
+    assert [c for c in _ok_posts(rig) if c.channel == "DUANNA"] == []
+    (relay,) = await OutboundMessage.filter(purpose="relay")
+    assert relay.status == "cancelled"
+    (note,) = [c for c in _ok_posts(rig) if c.channel == "DUCAM1" and "not delivered" in str(c.args["blocks"])]
+    assert "removed from the partner directory" in str(note.args["blocks"])
 
 
 async def test_the_same_reply_again_after_a_failed_relay_reaches_the_partner(rig: Rig) -> None:

