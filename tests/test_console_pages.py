@@ -457,6 +457,44 @@ async def test_journey_stages_count_members_who_have_not_started(console: Consol
     assert sum(everyone.values()) == await Member.filter(active=True).count()
 
 
+async def test_journey_stages_count_only_steps_of_the_members_current_journey(console: ConsoleHarness) -> None:
+    """Jonas (sales) has done all six steps of the sales journey; the directory then makes him
+    support. A step counts for another journey only when it has the same key
+    (config/journeys.yaml), so `progress` says 2 of the support journey's 6 steps
+    (portal-access, notification-preferences). The Engagement page counts the same way: Jonas is
+    at stage 2 of the support journey, not "Complete"."""
+    from bot.core.directory.importer import import_directory
+    from bot.core.onboarding.journeys import load_journeys, progress
+    from storage.models import JourneyStep
+    from tests.support import DIRECTORY_HEADER
+
+    now = console.clock.now()
+    jonas = await Member.get(email="jonas.weber@contoso.example")
+    journeys = load_journeys()
+    for step in journeys.journeys["sales"].steps:
+        await JourneyStep.create(member=jonas, journey="sales", step_key=step.key, position=step.position,
+                                 status="done", created_at=now, sent_at=now, done_at=now, platform="sandbox")
+    row = ("contoso,Contoso Security,gold,emea,de,security,large,distributor,casey.morgan@northwind.example,"
+           "jonas.weber@contoso.example,Jonas Weber,support,Europe/Berlin,de,,,,")
+    result = await import_directory(f"{DIRECTORY_HEADER}\n{row}\n", now=now, actor="test")
+    assert not result.rejected and result.updated == 1
+
+    casey = await Staff.get(email=CAM)
+    (mine,) = [r for r in await progress(casey, "contoso") if r["email"] == "jonas.weber@contoso.example"]
+    assert (mine["journey"], mine["done"], mine["total"], mine["completed_at"]) == ("support", 2, 6, None)
+    stages = {(r["role"], r["done"]): r["n"] for r in await engagement.journey_stages(casey, journeys)}
+    assert stages[("support", 2)] == 1 and ("support", 6) not in stages
+
+    browser = await console.signed_in(CAM)
+    response, page = await browser.get("/console/engagement?days=30")
+    assert response.status == 200
+    support_row = re.search(r'<tr><th scope="row">support .*?</tr>', page, re.S).group(0)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', support_row)
+    members, complete = cells[0], cells[2]
+    assert members == "2"  # Mia Schulz and Jonas
+    assert complete == "0", f"the console shows {complete} of {members} support members complete; progress: 2/6"
+
+
 async def test_a_notice_worked_out_within_the_tick_is_left_to_the_next(console: ConsoleHarness) -> None:
     """With several replicas ticking, a notice another replica has just worked out is not worked
     out again in the same tick; the next tick picks the change up."""

@@ -64,48 +64,6 @@ def _step_posts(rig: Rig, channel: str) -> list[str]:
     return headers
 
 
-# ---- 3. the console's journey stages count steps that are not in the member's journey -------------
-
-async def test_the_console_journey_stages_agree_with_progress_after_a_role_change(console) -> None:  # noqa: ANN001
-    """Jonas (sales) has done all six steps of the sales journey; the directory then makes him
-    support. Each member follows the journey of their role, and a step counts for another journey
-    only when it has the same key (config/journeys.yaml), so `progress` rightly says 2 of the
-    support journey's 6 steps (portal-access, notification-preferences). The console's Engagement
-    page counts every step he ever did (6, capped at the journey's length) and shows him in the
-    support journey's "Complete" column: a CAM reads there that a partner's support engineer is
-    fully onboarded when two thirds of it was never sent to him."""
-    import re
-
-    from bot.core.directory.importer import import_directory
-    from bot.core.onboarding.journeys import load_journeys
-    from tests.console_support import CAM
-
-    now = console.clock.now()
-    jonas = await Member.get(email="jonas.weber@contoso.example")
-    sales = load_journeys().journeys["sales"]
-    for step in sales.steps:
-        await JourneyStep.create(member=jonas, journey="sales", step_key=step.key, position=step.position,
-                                 status="done", created_at=now, sent_at=now, done_at=now, platform="sandbox")
-    from tests.support import DIRECTORY_HEADER as header
-    row = ("contoso,Contoso Security,gold,emea,de,security,large,distributor,casey.morgan@northwind.example,"
-           "jonas.weber@contoso.example,Jonas Weber,support,Europe/Berlin,de,,,,")
-    result = await import_directory(f"{header}\n{row}\n", now=now, actor="test")
-    assert not result.rejected and result.updated == 1
-
-    casey = await Staff.get(email=CAM)
-    (mine,) = [r for r in await progress(casey, "contoso") if r["email"] == "jonas.weber@contoso.example"]
-    assert (mine["journey"], mine["done"], mine["total"], mine["completed_at"]) == ("support", 2, 6, None)
-
-    browser = await console.signed_in(CAM)
-    response, page = await browser.get("/console/engagement?days=30")
-    assert response.status == 200
-    support_row = re.search(r'<tr><th scope="row">support .*?</tr>', page, re.S).group(0)
-    cells = re.findall(r'<td class="num">([^<]*)</td>', support_row)
-    members, not_started, complete = cells[0], cells[1], cells[2]
-    assert members == "2"  # Mia Schulz and Jonas
-    assert complete == "0", f"the console shows {complete} of {members} support members complete; progress: 2/6"
-
-
 # ---- 4. the CAM's completion note in Teams names a Slack-only command ------------------------------
 
 async def test_a_teams_cam_is_told_a_command_that_works_in_teams_when_a_member_completes(db: str) -> None:

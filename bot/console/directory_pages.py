@@ -106,7 +106,7 @@ async def _figures(current: Page, *, since: datetime) -> Figures:
     except JourneyConfigError:
         journeys = None
     return Figures(await engagement.breakdowns(current.me, since=since),
-                   _stages(await engagement.journey_stages(current.me), journeys),
+                   _stages(await engagement.journey_stages(current.me, journeys), journeys),
                    await engagement.questions(current.me, since=since),
                    await engagement.unanswered(current.me, since=since))
 

@@ -23,12 +23,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.core.directory.permissions import partner_scope
 from bot.core.insights.sql import as_datetime, execute, postgres, rows, seconds_between
 from storage.db import in_ids
 from storage.models import Staff
+
+if TYPE_CHECKING:
+    from bot.core.onboarding.journeys import JourneyCatalog
 
 GROUPS = ("topic", "tier", "region", "role")
 _IN_WINDOW = "IN (SELECT id FROM notice WHERE sent_at >= ?)"
@@ -370,22 +373,45 @@ async def _member_scope(scope: str | None) -> tuple[str, list[Any]]:
 
 # ---- onboarding -------------------------------------------------------------------------------
 
-async def journey_stages(staff: Staff | None) -> list[dict[str, Any]]:
+async def journey_stages(staff: Staff | None, journeys: JourneyCatalog | None = None) -> list[dict[str, Any]]:
     """Active members by role and number of journey steps done (the page maps roles to journeys):
-    members per role from the member index, and the steps done of only the members with any."""
+    members per role from the member index, and the steps done of only the members with any.
+    With `journeys`, a done step counts only when it is in the member's current journey
+    (`Journey.done_count`, as `progress` counts), so a role change does not carry the old
+    journey's steps over."""
     scope_sql, params = await _member_scope(partner_scope(staff))
     members = await rows(f"SELECT m.role, COUNT(*) AS n FROM member m WHERE m.active = TRUE{scope_sql} "
                          "GROUP BY m.role", params)
+    in_journey, journey_params = _in_current_journey(journeys)
     started = await rows(
-        "SELECT m.role, x.done, COUNT(*) AS n FROM (SELECT member_id, COUNT(*) AS done FROM journey_step "
-        "WHERE position >= 1 AND done_at IS NOT NULL GROUP BY member_id) x JOIN member m ON m.id = x.member_id "
-        f"WHERE m.active = TRUE{scope_sql} GROUP BY m.role, x.done", params)
+        "SELECT m.role, x.done, COUNT(*) AS n FROM (SELECT js.member_id, COUNT(*) AS done FROM journey_step js "
+        "JOIN member jm ON jm.id = js.member_id "
+        f"WHERE js.position >= 1 AND js.done_at IS NOT NULL{in_journey} GROUP BY js.member_id) x "
+        f"JOIN member m ON m.id = x.member_id WHERE m.active = TRUE{scope_sql} GROUP BY m.role, x.done",
+        [*journey_params, *params])
     not_started = {r["role"]: r["n"] for r in members}
     for r in started:
         not_started[r["role"]] = not_started.get(r["role"], 0) - r["n"]
     out = [{"role": role, "done": 0, "n": n} for role, n in not_started.items() if n > 0]
     out += [{"role": r["role"], "done": r["done"], "n": r["n"]} for r in started]
     return sorted(out, key=lambda r: (r["role"], r["done"]))
+
+
+def _in_current_journey(journeys: JourneyCatalog | None) -> tuple[str, list[Any]]:
+    """SQL keeping done steps (`js`, of member `jm`) to the keys of the member's current journey:
+    their role's own, else the default one (`JourneyCatalog.for_role`)."""
+    if journeys is None:
+        return "", []
+    named, default = journeys.step_keys_by_role()
+    role = "LOWER(TRIM(jm.role))"
+    parts, params = [], []
+    for name, keys in named.items():
+        parts.append(f"({role} = ? AND js.step_key IN ({', '.join('?' * len(keys))}))")
+        params += [name, *keys]
+    others = f"{role} NOT IN ({', '.join('?' * len(named))})" if named else "TRUE"
+    parts.append(f"({others} AND js.step_key IN ({', '.join('?' * len(default))}))")
+    params += [*named, *default]
+    return f" AND ({' OR '.join(parts)})", params
 
 
 async def questions(staff: Staff | None, *, since: datetime) -> dict[str, int]:

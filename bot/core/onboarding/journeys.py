@@ -37,6 +37,7 @@ import difflib
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -121,6 +122,12 @@ class Journey:
     def step(self, key: str) -> Step | None:
         return next((s for s in self.steps if s.key == key), None)
 
+    def done_count(self, done_keys: Collection[str]) -> int:
+        """How many of this journey's steps are done, given the keys of every step the member has
+        done: only keys in this journey count (after a role change, a step of the earlier journey
+        counts when the new one has the same key)."""
+        return sum(1 for step in self.steps if step.key in done_keys)
+
 
 @dataclass(frozen=True)
 class Milestone:
@@ -150,6 +157,12 @@ class JourneyCatalog:
         if found is None:
             found = next((j.step(key) for j in self.journeys.values() if j.step(key)), None)
         return found
+
+    def step_keys_by_role(self) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+        """The step keys of each role's own journey, and of the default journey (every other
+        role's, as `for_role` picks): for queries that count `Journey.done_count` in SQL."""
+        named = {name: tuple(s.key for s in j.steps) for name, j in self.journeys.items() if name != DEFAULT_JOURNEY}
+        return named, tuple(s.key for s in self.journeys[DEFAULT_JOURNEY].steps)
 
     def enrolled(self, member: Member) -> bool:
         return self.enrol_joined_after is None or member.joined_at >= self.enrol_joined_after
@@ -478,7 +491,7 @@ async def _plan_milestones(member_id: int, journey: Journey, rows: list[dict], c
     note and the journey.completed event. Idempotent: the unique key keeps each to one row."""
     done_keys = {r["step_key"] for r in rows if r["position"] >= 1 and r["done_at"] is not None}
     total = len(journey.steps)
-    done = sum(1 for s in journey.steps if s.key in done_keys)
+    done = journey.done_count(done_keys)
     if not total or not done:
         return
     have = {r["step_key"] for r in rows}
@@ -804,10 +817,9 @@ def nudge_message(row: JourneyStep, step: Step) -> DirectMessage:
 
 
 async def _done_count(member_id: int, journey: Journey) -> int:
-    keys = {s.key for s in journey.steps}
     done = await JourneyStep.filter(member_id=member_id, done_at__isnull=False, position__gte=1).values_list(
         "step_key", flat=True)
-    return len(keys & set(done))
+    return journey.done_count(set(done))
 
 
 async def milestone_message(member: Member, milestone: Milestone, journey: Journey) -> DirectMessage:
@@ -909,7 +921,7 @@ async def progress(staff: Staff | None, org_id: str | None = None, *,
             journey = journeys.for_role(member.role)
             mine = steps.get(member.id, [])
             done_at = {s.step_key: s.done_at for s in mine if s.done_at is not None}
-            done = sum(1 for s in journey.steps if s.key in done_at)
+            done = journey.done_count(done_at.keys())
             last = max(mine, key=lambda s: (s.sent_at or s.created_at, s.id), default=None)
             last_step = journeys.find_step(last.step_key, last.journey) if last else None
             complete = done == len(journey.steps)
