@@ -496,6 +496,7 @@ async def test_halfway_and_completion_messages_and_the_cam_is_told(rig: Rig) -> 
     (told,) = _posts(rig, "DUCAM1")
     assert _header(told) == "Anna Berg completed onboarding"
     assert "anna@acme.example" in str(told.args["blocks"]) and "Acme Locks" in str(told.args["blocks"])
+    assert "`/herald progress acme` shows everyone at Acme Locks." in str(told.args["blocks"])  # a Slack CAM
     await _hourly(rig, 48)
     await _done(rig, rows[3], "UANNA", catalog=FOUR, channels=rig.herald.channels)
     assert len(_posts(rig, "DUANNA", "Onboarding complete")) == 1 and len(_posts(rig, "DUCAM1")) == 1

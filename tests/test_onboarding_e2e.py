@@ -449,6 +449,47 @@ async def test_teams_journey_step_and_digest(db: str) -> None:
         await stop_teams_rig(teams)
 
 
+async def test_a_teams_cam_is_told_a_command_that_works_in_teams_when_a_member_completes(db: str) -> None:
+    """SPEC: the slash command's "same words work as messages to the bot in Teams". The note a CAM
+    on Teams gets when a member completes onboarding names the command as they type it there
+    (`progress <org>`, without backticks a card would show), not Slack's `/herald progress <org>`."""
+    import re
+    from datetime import UTC, datetime
+
+    from bot.core.onboarding.journeys import complete_step, parse_journeys, run_journeys
+    from storage.models import JourneyStep
+    from tests.teams_support import card_of, start_teams_rig, stop_teams_rig, texts_of
+
+    single = parse_journeys({"journeys": {"default": {"steps": [
+        {"key": "portal", "after_days": 0, "title": "Do portal", "message": "Please do portal."}]}}}, source="test")
+    teams = await start_teams_rig(db)
+    try:
+        await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+        await teams.post(teams.activity("conversationUpdate", "aad-eve", membersAdded=[{"id": "29:aad-eve"}]))
+        monday_10_paris = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+        teams.clock.set(monday_10_paris)
+        await Member.all().update(joined_at=datetime(2030, 1, 1, tzinfo=UTC))
+        await Member.filter(email="eve@teamsco.example").update(joined_at=monday_10_paris)
+        await run_journeys(teams.herald.channels, teams.clock.now(), catalog=single)
+        await teams.herald.outbox.drain()
+        (row,) = await JourneyStep.filter(member__email="eve@teamsco.example", position__gte=1)
+        await complete_step(row.id, platform="teams", workspace_id="tenant-1", user_id="aad-eve",
+                            now=teams.clock.now(), catalog=single, channels=teams.herald.channels)
+        await teams.herald.outbox.drain()
+
+        notes = [card_of(a) for a in teams.connector.activities("a:conv-aad-cam") if a.get("attachments")]
+        note = next(c for c in notes if "completed onboarding" in str(c))
+        (hint,) = [t for t in texts_of(note) if "shows everyone" in t]
+        assert "`" not in hint and "/herald" not in hint, hint
+        typed = re.sub(r"[\\`]", "", hint.split(" shows everyone")[0])
+        reply = await teams.say("aad-cam", typed)
+        answer = str(reply.get("text") or reply.get("attachments"))
+        assert "Onboarding progress" in answer and "Eve Moreau" in answer, (
+            f"the note says {hint!r}; typing {typed!r} in Teams answers {answer[:160]!r}")
+    finally:
+        await stop_teams_rig(teams)
+
+
 async def test_a_question_is_answered_off_the_event_loop(rig, warm_knowledge_base) -> None:  # noqa: ANN001
     """The model's forward pass runs in a thread, so the deliveries and clicks on the event loop are
     not held up meanwhile: here the answer waits until the loop has run a task of its own."""

@@ -64,44 +64,6 @@ def _step_posts(rig: Rig, channel: str) -> list[str]:
     return headers
 
 
-# ---- 4. the CAM's completion note in Teams names a Slack-only command ------------------------------
-
-async def test_a_teams_cam_is_told_a_command_that_works_in_teams_when_a_member_completes(db: str) -> None:
-    """SPEC: the slash command's "same words work as messages to the bot in Teams", and both
-    platforms are first-class. The note a CAM gets when a member completes onboarding ends with
-    "`/herald progress <org>` shows everyone at <org>", whatever the platform: a CAM on Teams who
-    types it gets "I don't know the command `/herald`" (and sees the backticks escaped)."""
-    import re
-
-    from tests.teams_support import card_of, start_teams_rig, stop_teams_rig, texts_of
-
-    teams = await start_teams_rig(db)
-    try:
-        await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
-        await teams.post(teams.activity("conversationUpdate", "aad-eve", membersAdded=[{"id": "29:aad-eve"}]))
-        monday_10_paris = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-        teams.clock.set(monday_10_paris)
-        await _only({"eve@teamsco.example": monday_10_paris})
-        single = _catalog([("portal", 0)])
-        await run_journeys(teams.herald.channels, teams.clock.now(), catalog=single)
-        await teams.herald.outbox.drain()
-        (row,) = await _steps("eve@teamsco.example")
-        await complete_step(row.id, platform="teams", workspace_id="tenant-1", user_id="aad-eve",
-                            now=teams.clock.now(), catalog=single, channels=teams.herald.channels)
-        await teams.herald.outbox.drain()
-
-        notes = [card_of(a) for a in teams.connector.activities("a:conv-aad-cam") if a.get("attachments")]
-        note = next(c for c in notes if "completed onboarding" in str(c))
-        (hint,) = [t for t in texts_of(note) if "shows everyone" in t]
-        typed = re.sub(r"[\\`]", "", hint.split(" shows everyone")[0])
-        reply = await teams.say("aad-cam", typed)
-        answer = str(reply.get("text") or reply.get("attachments"))
-        assert "Onboarding progress" in answer and "Eve Moreau" in answer, (
-            f"the note says {hint!r}; typing {typed!r} in Teams answers {answer[:160]!r}")
-    finally:
-        await stop_teams_rig(teams)
-
-
 # ---- 5. `progress` shows members who are not on a journey as "0/N steps" ---------------------------
 
 async def test_progress_does_not_show_members_left_out_by_enrol_joined_after_as_behind(

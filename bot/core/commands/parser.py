@@ -187,6 +187,13 @@ Command = (ComposeCommand | SendCommand | StatusCommand | ScheduledCommand | Can
            | SurveyCloseCommand | SurveyStagesCommand | ConsoleCommand | HelpCommand)
 
 
+def command_hint(platform: str, words: str) -> str:
+    """How someone on `platform` types the command `words`, for a message that names it: the
+    slash command in Slack (as code), the bare words typed to Herald in Teams, whose cards show
+    text as written (backticks would show, and `/herald` is not a Teams command)."""
+    return f"{words}" if platform == "teams" else f"`/herald {words}`"
+
+
 def parse_command(text: str) -> Command:
     text = text.strip()
     word, _, rest = text.partition(" ")

@@ -22,6 +22,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from bot.core.commands.parser import command_hint
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.messages import MessageResult, ResultKind, Target, enqueue, on_result
 from bot.core.directory.reach import staff_recipient
@@ -109,11 +110,13 @@ async def _relay_result(message: OutboundMessage, result: MessageResult) -> None
     if target is None:
         return  # the question is back in their console list
     await enqueue(key=f"{MessagePurpose.STAFF_NOTE.value}:{message.id}", purpose=MessagePurpose.STAFF_NOTE,
-                  reference=message.id, target=target, message=_not_delivered(question, result), now=result.now,
+                  reference=message.id, target=target, message=_not_delivered(question, result, target.platform),
+                  now=result.now,
                   staff_id=staff.id)  # type: ignore[union-attr]
 
 
-def _not_delivered(question: Question, result: MessageResult) -> DirectMessage:
+def _not_delivered(question: Question, result: MessageResult, platform: str) -> DirectMessage:
+    """The note to the CAM (on `platform`) whose answer did not reach the partner."""
     member: Member = question.member
     why = ("Herald stopped while sending it, so it may not have arrived" if result.kind is ResultKind.INTERRUPTED
            else result.reason or "the platform refused it")
@@ -121,8 +124,8 @@ def _not_delivered(question: Question, result: MessageResult) -> DirectMessage:
         title="Your answer was not delivered"[:150],
         lines=(f"{member.name or member.email} <{member.email}> did not get your answer to \"{question.text[:200]}\": "
                f"{why}.",
-               "The question is back in your list (`/herald questions`); please reach them another way or reply "
-               "again."))
+               f"The question is back in your list ({command_hint(platform, 'questions')}); please reach them "
+               "another way or reply again."))
 
 
 @on_result(MessagePurpose.STAFF_NOTE)

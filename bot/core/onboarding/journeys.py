@@ -52,6 +52,7 @@ from tortoise.transactions import in_transaction
 from bot.common import metrics
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.common.schedule import member_zone, next_working_moment
+from bot.core.commands.parser import command_hint
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.reach import choose_account, staff_recipient, unreachable_workspaces
 from bot.core.directory.staff import cam_for_organisation
@@ -580,14 +581,13 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
         if not member.active or not (member_acting or _working(member, now)):
             return 0  # found by the tick (e.g. milestones added to the journeys file) at night
         message = await milestone_message(member, milestone, journey)
-    else:
-        message = await completion_message(member, journey)
 
     extra: dict[str, Any] = {}
     if kind == "cam":
         cam = await cam_for_organisation(member.organisation)
         found = await staff_recipient(cam, channels) if cam is not None else None
         target = Target(found[0].platform, found[1]) if found else None
+        message = await completion_message(member, journey, platform=target.platform if target else "")
         problem = ("the organisation has no active CAM on file" if cam is None
                    else "the CAM has no Slack or Teams account on file")
         extra = {"cam": cam.email if cam else None}
@@ -829,7 +829,8 @@ async def milestone_message(member: Member, milestone: Milestone, journey: Journ
     return DirectMessage(title=title, lines=(milestone.message, f"{done} of {total} steps done."))
 
 
-async def completion_message(member: Member, journey: Journey) -> DirectMessage:
+async def completion_message(member: Member, journey: Journey, *, platform: str = "") -> DirectMessage:
+    """The CAM's note; `platform` is the CAM's, so the command it names is one they can type there."""
     organisation: Organisation = member.organisation
     name = member.name or member.email
     joined = member.joined_at.astimezone(UTC).strftime("%Y-%m-%d")
@@ -838,7 +839,8 @@ async def completion_message(member: Member, journey: Journey) -> DirectMessage:
         lines=(f"{name} <{member.email}> ({member.role}) at {organisation.name} has done all "
                f"{len(journey.steps)} steps of the {journey.name} onboarding journey.",
                f"Joined Herald on {joined}.",
-               f"`/herald progress {organisation.external_id}` shows everyone at {organisation.name}."))
+               f"{command_hint(platform, f'progress {organisation.external_id}')} shows everyone at "
+               f"{organisation.name}."))
 
 
 # ---- the Done button --------------------------------------------------------------------------
