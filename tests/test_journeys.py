@@ -576,6 +576,54 @@ async def test_progress_rows_and_who_may_see_them(rig: Rig) -> None:
         await progress(admin, "nope", catalog=FOUR)
 
 
+async def test_progress_tells_members_not_on_a_journey_from_those_behind(slack_http, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """config/journeys.yaml: `enrol_joined_after` "enrols only members who joined on or after that
+    date". Those members are never sent a step, so `progress` says "not enrolled" for them, not
+    "0/6 steps" like a new member ignoring their steps."""
+    slack = slack_http
+    from bot.core.onboarding import journeys as journeys_module
+
+    shipped = yaml.safe_load(journeys_module.default_journeys_path().read_text(encoding="utf-8"))
+    shipped["enrol_joined_after"] = "2030-01-01"  # switched on for people who join from 2030
+    path = tmp_path / "journeys.yaml"
+    path.write_text(yaml.safe_dump(shipped), encoding="utf-8")
+    monkeypatch.setattr(journeys_module, "default_journeys_path", lambda: path)
+    journeys_module.load_journeys.cache_clear()
+    try:
+        await slack.herald.tick()
+        await slack.herald.outbox.drain()
+        assert await JourneyStep.all().count() == 0  # nobody in the directory is on a journey
+        casey = await Staff.get(email="cam@vendor.example")
+        rows = await progress(casey, "acme")
+        assert {r["email"]: r["enrolled"] for r in rows} == {"anna@acme.example": False, "bo@acme.example": False}
+
+        _, _, key = await slack.command("progress acme")
+        (listing,) = await slack.responses(key)
+        anna = next(line for line in listing.args["text"].splitlines() if "Anna Berg" in line)
+        assert anna.endswith(": not enrolled (joined before onboarding journeys started)"), anna
+    finally:
+        journeys_module.load_journeys.cache_clear()
+
+
+async def test_progress_says_when_herald_cannot_reach_a_member(rig: Rig) -> None:
+    """A member whose only workspace Herald was removed from gets no steps while it lasts (they
+    wait): `progress` says so instead of showing them as merely behind."""
+    from bot.common.replies import ReplyBudget
+    from bot.core.commands.runner import Progress, progress_text
+
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    await _run(rig)
+    await deactivate_workspace("slack", TEAM, reason="app_uninstalled", now=rig.clock.now())
+    cam = await Staff.get(email="cam@vendor.example")
+    rows = await progress(cam, "acme", catalog=FOUR)
+    assert [(r["email"], r["reachable"]) for r in rows] == [("anna@acme.example", False), ("bo@acme.example", False)]
+    text = progress_text(Progress(rows), bold="*", budget=ReplyBudget(40_000))
+    assert "Anna Berg (sales): 0/4 steps, waiting: Herald cannot reach them in Slack or Teams" in text
+    await _reconnect(rig)
+    assert all(r["reachable"] for r in await progress(cam, "acme", catalog=FOUR))
+
+
 async def test_a_milestone_the_tick_finds_waits_for_working_hours(rig: Rig) -> None:
     """Milestones added to the journeys file after Anna passed halfway are found by the tick, here at
     03:00 in Berlin: the recognition waits for her morning. (Pressing Done answers at once.)"""

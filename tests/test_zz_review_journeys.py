@@ -64,43 +64,6 @@ def _step_posts(rig: Rig, channel: str) -> list[str]:
     return headers
 
 
-# ---- 5. `progress` shows members who are not on a journey as "0/N steps" ---------------------------
-
-async def test_progress_does_not_show_members_left_out_by_enrol_joined_after_as_behind(
-        slack_http, tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    """config/journeys.yaml: `enrol_joined_after` "enrols only members who joined on or after that
-    date (so switching journeys on does not start everyone already in the directory)". Those
-    members are never sent a step, and `progress()` knows it (`enrolled: False`), but the chat
-    reply drops it: the CAM reads "0/6 steps" for every one of them, the same line as a new member
-    who is ignoring their steps."""
-    slack = slack_http
-    import yaml
-
-    from bot.core.onboarding import journeys as journeys_module
-
-    shipped = yaml.safe_load(journeys_module.default_journeys_path().read_text(encoding="utf-8"))
-    shipped["enrol_joined_after"] = "2030-01-01"  # switched on for people who join from 2030
-    path = tmp_path / "journeys.yaml"
-    path.write_text(yaml.safe_dump(shipped), encoding="utf-8")
-    monkeypatch.setattr(journeys_module, "default_journeys_path", lambda: path)
-    journeys_module.load_journeys.cache_clear()
-    try:
-        await slack.herald.tick()
-        await slack.herald.outbox.drain()
-        assert await JourneyStep.all().count() == 0  # nobody in the directory is on a journey
-        casey = await Staff.get(email="cam@vendor.example")
-        rows = await progress(casey, "acme")
-        assert {r["email"]: r["enrolled"] for r in rows} == {"anna@acme.example": False, "bo@acme.example": False}
-
-        _, _, key = await slack.command("progress acme")
-        (listing,) = await slack.responses(key)
-        text = listing.args["text"]
-        anna = next(line for line in text.splitlines() if "Anna Berg" in line)
-        assert "0/6 steps" not in anna, f"the CAM reads {anna!r} for a member who is not on a journey"
-    finally:
-        journeys_module.load_journeys.cache_clear()
-
-
 # ---- 6. a member moved to another role is nudged about the old journey's steps ---------------------
 
 def _by_role_catalog() -> JourneyCatalog:

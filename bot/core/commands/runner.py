@@ -249,8 +249,7 @@ def progress_text(result: Progress, *, bold: str, budget: ReplyBudget, escape: C
         return "No onboarding progress to show yet."
     items = []
     for row in result.rows:
-        done, total = row.get("done", 0), row.get("total", 0)
-        state = "complete" if row.get("completed_at") else f"{done}/{total} steps"
+        state = _progress_state(row)
         items.append(f"• {esc(str(row.get('organisation', '')))} · {esc(str(row.get('member', '')))} "
                      f"({esc(str(row.get('role', '')))}): {state}")
     if len({row.get("org_id") for row in result.rows}) > 1:
@@ -258,6 +257,19 @@ def progress_text(result: Progress, *, bold: str, budget: ReplyBudget, escape: C
     else:
         where = f"the console's Engagement page counts them by journey stage ({CONSOLE_HINT})"
     return budget.listing([f"{bold}Onboarding progress{bold}"], items, more=lambda n: f"… and {n} more members: {where}")
+
+
+def _progress_state(row: dict) -> str:
+    """A member's place in their journey, telling apart those who are not on one or cannot get
+    its steps from those who are simply behind."""
+    if row.get("completed_at"):
+        return "complete"
+    if row.get("enrolled") is False:
+        return "not enrolled (joined before onboarding journeys started)"
+    steps = f"{row.get('done', 0)}/{row.get('total', 0)} steps"
+    if row.get("reachable") is False:
+        return f"{steps}, waiting: Herald cannot reach them in Slack or Teams"
+    return steps
 
 
 def _slack_escape(text: str) -> str:

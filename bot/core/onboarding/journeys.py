@@ -891,7 +891,9 @@ async def progress(staff: Staff | None, org_id: str | None = None, *,
 
     Rows (by organisation, then member): organisation (name), org_id, member (name), email, role,
     journey, done, total, last_step (title of the latest step sent, or None), last_step_status,
-    last_sent_at, completed_at (None until every step is done), enrolled.
+    last_sent_at, completed_at (None until every step is done), enrolled (False: left out by
+    `enrol_joined_after`, so never sent a step), reachable (False: no chat account, or only in
+    workspaces Herald was removed from, so their steps wait).
     """
     if staff is None or not staff.active or staff.role not in (StaffRole.CAM.value, StaffRole.ADMIN.value):
         raise PermissionDenied("Only CAMs and admins can see onboarding progress.")
@@ -917,6 +919,7 @@ async def progress(staff: Staff | None, org_id: str | None = None, *,
     steps: dict[int, list[JourneyStep]] = defaultdict(list)
     for step in await JourneyStep.filter(member_id__in=[m.id for m in members], position__gte=1):
         steps[step.member_id].append(step)  # type: ignore[attr-defined]
+    reachable = await _reachable([m.id for m in members])
     result = []
     for organisation in organisations:
         for member in (m for m in members if m.organisation_id == organisation.id):  # type: ignore[attr-defined]
@@ -936,5 +939,14 @@ async def progress(staff: Staff | None, org_id: str | None = None, *,
                 "last_sent_at": last.sent_at if last else None,
                 "completed_at": max(done_at[s.key] for s in journey.steps) if complete else None,
                 "enrolled": journeys.enrolled(member),
+                "reachable": member.id in reachable,
             })
     return result
+
+
+async def _reachable(member_ids: list[int]) -> set[int]:
+    """The members with a chat account in a workspace Herald has not been removed from."""
+    unreachable = await unreachable_workspaces()
+    return {member_id for member_id, platform, workspace in await PlatformAccount.filter(
+        member_id__in=member_ids).values_list("member_id", "platform", "workspace_external_id")
+        if (platform, workspace) not in unreachable}
