@@ -433,6 +433,61 @@ async def test_done_steps_are_not_nudged(rig: Rig) -> None:
     assert _posts(rig, "DUANNA", "Reminder:") == []
 
 
+def _by_role_catalog() -> JourneyCatalog:
+    def step(key: str, days: int) -> dict:
+        return {"key": key, "after_days": days, "title": f"Do {key}", "message": f"Please do {key}."}
+    return parse_journeys({"nudge_after_days": 2, "journeys": {
+        "default": {"steps": [step("portal", 0), step("basics", 1)]},
+        "sales": {"steps": [step("portal", 0), step("deals", 1)]},
+        "support": {"steps": [step("portal", 0), step("cases", 1)]}}}, source="test")
+
+
+async def test_a_member_moved_to_another_role_is_not_nudged_about_the_old_journeys_steps(rig: Rig) -> None:
+    """Each member follows the journey of their directory role. Anna (sales) gets "deals" on
+    Tuesday; that evening the directory makes her support, and from then on she follows the
+    support journey ("deals" no longer counts for her). She is nudged about the steps of the
+    support journey ("portal", shared, and "cases"), never about "deals"."""
+    from bot.core.directory.importer import import_directory
+    from tests.support import SAMPLE_DIRECTORY
+
+    catalog = _by_role_catalog()
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    await _run(rig, catalog)
+    await _hourly(rig, 24, catalog)
+    assert [r.step_key for r in await _steps("anna@acme.example")] == ["portal", "deals"]
+
+    rig.clock.set(datetime(2026, 1, 6, 17, 0, tzinfo=UTC))  # Tuesday evening: Anna moves to support
+    moved = SAMPLE_DIRECTORY.replace("anna@acme.example,Anna Berg,sales,", "anna@acme.example,Anna Berg,support,")
+    assert (await import_directory(moved, now=rig.clock.now(), actor="test")).updated == 1
+    await _hourly(rig, 3 * 24, catalog)  # to Friday evening
+
+    cam = await Staff.get(email="cam@vendor.example")
+    (anna,) = [r for r in await progress(cam, "acme", catalog=catalog) if r["email"] == "anna@acme.example"]
+    assert (anna["journey"], anna["total"]) == ("support", 2)
+    nudges = [_header(c) for c in _posts(rig, "DUANNA", "Reminder:")]
+    assert nudges == ["Reminder: Do portal", "Reminder: Do cases"]
+
+
+async def test_a_step_of_the_old_journey_still_waiting_is_not_sent_after_a_role_change(rig: Rig) -> None:
+    """A step planned in the sales journey that has not gone out yet (e.g. waiting for Herald to
+    be reconnected) is not sent once Anna is in support: it is failed with the reason, and her
+    support journey goes on."""
+    catalog = _by_role_catalog()
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC - timedelta(days=1)})
+    anna = await Member.get(email="anna@acme.example")
+    await JourneyStep.create(member=anna, journey="sales", step_key="deals", position=2, status="pending",
+                             created_at=MONDAY_9_UTC - timedelta(days=1))
+    await Member.filter(id=anna.id).update(role="support")
+    await _run(rig, catalog)
+    deals = await JourneyStep.get(member=anna, step_key="deals")
+    assert (deals.status, deals.error) == ("failed", "the step is not in the member's journey any more (their role changed)")
+    rig.clock.advance(minutes=1)
+    await _run(rig, catalog)  # the next tick
+    assert [_header(c) for c in _posts(rig, "DUANNA")] == ["Onboarding 1/2: Do portal"]
+
+
 async def test_paused_organisations_get_steps_but_no_nudges(rig: Rig) -> None:
     rig.clock.set(MONDAY_9_UTC)
     await _only({"anna@acme.example": MONDAY_9_UTC, "cy@bolt.example": MONDAY_9_UTC})

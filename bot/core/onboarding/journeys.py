@@ -565,8 +565,10 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
     journey = catalog.journeys.get(row.journey) or catalog.for_role(member.role)
     if kind == "step":
         step = catalog.find_step(row.step_key, row.journey)
-        if step is None:
-            await _settle(row, kind, now, failed="the step is no longer in the journeys file", expect=PENDING)
+        if step is None or catalog.for_role(member.role).step(row.step_key) is None:
+            problem = ("the step is no longer in the journeys file" if step is None
+                       else "the step is not in the member's journey any more (their role changed)")
+            await _settle(row, kind, now, failed=problem, expect=PENDING)
             counts["failed"] += 1
             return 0
         if not member.active or not _working(member, now):
@@ -743,9 +745,9 @@ async def _send_nudges(channels: dict[str, Channel], catalog: JourneyCatalog, no
         today = _local_day(now, member.timezone)
         if (member.id, today) in nudged_days or is_paused(member.organisation, now) or not _working(member, now):
             continue
-        step = catalog.find_step(row.step_key, row.journey)
+        step = catalog.for_role(member.role).step(row.step_key)
         if step is None:
-            continue
+            continue  # not in the member's journey (any more: their role changed): it counts for nothing
         account, removed = await _member_target(member.id, channels, prefer=row.platform or member.preferred_platform)
         if removed:
             continue  # Herald was removed from the member's workspace: the nudge waits for it to come back
