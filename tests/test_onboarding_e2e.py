@@ -395,9 +395,12 @@ async def test_journey_step_done_button_and_progress_command(slack: SlackHarness
     await slack.click(action, step_id, user="UBO")  # someone else's step
     (refused,) = await slack.responses(slack.last_click_key)
     assert ":warning:" in refused.args["text"]
-    await slack.click(action, step_id, user="UANNA")
-    (done,) = await slack.responses(slack.last_click_key)
-    assert "Marked done" in done.args["text"]
+    for _ in range(2):  # a double click answers the same
+        await slack.click(action, step_id, user="UANNA")
+        (done,) = await slack.responses(slack.last_click_key)
+        # the step message is replaced: its title (not the internal key), no Done button any more
+        assert done.args["replace_original"] is True and done.args["text"] == "Done: Activate your partner portal account"
+        assert "portal-access" not in str(done.args["blocks"]) and _buttons(done.args["blocks"]) == []
     _, _, key = await slack.command("progress acme")
     (listing,) = await slack.responses(key)
     assert "Anna Berg" in listing.args["text"] and "1/" in listing.args["text"]
@@ -441,10 +444,13 @@ async def test_teams_journey_step_and_digest(db: str) -> None:
         assert "Newsletter" in str(digest)
         step = next(c for c in cards if any(a.get("verb") == "herald_journey_done" for a in actions_of(c)))
         done = next(a for a in actions_of(step) if a["verb"] == "herald_journey_done")
-        answer = await teams.invoke("aad-eve", done["verb"], done["data"])
-        assert "Marked done" in answer["value"]
+        for _ in range(2):  # a double click answers the same
+            answer = await teams.invoke("aad-eve", done["verb"], done["data"])
+            # the card is replaced: the step's title (not its internal key), no Done button any more
+            assert answer["type"] == "application/vnd.microsoft.card.adaptive", answer
+            assert "Done: Activate your partner portal account" in str(answer["value"]) and actions_of(answer["value"]) == []
         refused = await teams.invoke("aad-fay", done["verb"], done["data"])
-        assert "Marked done" not in refused["value"]
+        assert "Done: " not in str(refused["value"])
     finally:
         await stop_teams_rig(teams)
 

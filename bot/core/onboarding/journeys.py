@@ -810,6 +810,15 @@ def step_message(row: JourneyStep, step: Step, journey: Journey) -> DirectMessag
                          buttons=(done_button(row),))
 
 
+def done_message(row: JourneyStep, catalog: JourneyCatalog | None = None) -> DirectMessage:
+    """What a step's message, or its nudge, shows once the member pressed Done: the step's title
+    (not its internal key) and no button. The same however often Done is pressed."""
+    journeys = _catalog_or_none(catalog)
+    step = journeys.find_step(row.step_key, row.journey) if journeys is not None else None
+    return DirectMessage(title=f"Done: {step.title if step else row.step_key}"[:150],
+                         lines=("You marked this onboarding step done. Thank you!",))
+
+
 def nudge_message(row: JourneyStep, step: Step) -> DirectMessage:
     lines = [f"A few days ago I sent you the onboarding step \"{step.title}\"; it is still open."]
     if step.link:

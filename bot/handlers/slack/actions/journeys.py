@@ -1,11 +1,11 @@
-"""The Done button under an onboarding journey step."""
+"""The Done button under an onboarding journey step (or its nudge)."""
 
 from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.channels.slack_blocks import escape
-from bot.core.onboarding.journeys import DONE_ACTION, complete_step
+from bot.channels.slack_blocks import direct_message_blocks
+from bot.core.onboarding.journeys import DONE_ACTION, complete_step, done_message
 from bot.handlers.slack.common import record_id, respond_or_explain
 from bot.service import Herald
 from storage.models import Platform
@@ -21,5 +21,6 @@ def register(app: AsyncApp, herald: Herald) -> None:
                                        workspace_id=body["team"]["id"], user_id=body["user"]["id"],
                                        now=herald.clock.now(), channels=herald.channels)
             herald.outbox.wake()  # a milestone or the CAM's note may have been queued
-            return {"replace_original": False, "text": f":white_check_mark: Marked done: {escape(step.step_key)}."}
+            done = done_message(step)  # the pressed message, without its button
+            return {"replace_original": True, "text": done.title, "blocks": direct_message_blocks(done)}
         await respond_or_explain(respond, work())
