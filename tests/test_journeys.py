@@ -588,6 +588,42 @@ async def test_the_cam_note_fails_cleanly_without_a_cam(rig: Rig) -> None:
     assert await _events("journey.completed") == 1 and await _events("journey.cam_not_told") == 1
 
 
+async def test_completing_the_journey_of_a_new_role_is_recognised_and_the_cam_told_again(rig: Rig) -> None:
+    """Anna completes the sales journey (recognition, the CAM told), then the directory makes her
+    support. When she completes the support journey too, she is recognised for it and her CAM hears
+    of it: milestones and the CAM's note belong to a journey, not to the member once."""
+    from bot.core.directory.importer import import_directory
+    from tests.support import SAMPLE_DIRECTORY
+
+    def step(key: str, days: int) -> dict:
+        return {"key": key, "after_days": days, "title": f"Do {key}", "message": f"Please do {key}."}
+    catalog = parse_journeys({"journeys": {
+        "default": {"steps": [step("portal", 0), step("basics", 1)]},
+        "sales": {"steps": [step("portal", 0), step("deals", 1)]},
+        "support": {"steps": [step("portal", 0), step("cases", 1)]}},
+        "milestones": [{"at": "complete", "message": "All done, thank you!"}]}, source="test")
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"anna@acme.example": MONDAY_9_UTC})
+    await _run(rig, catalog)
+    await _hourly(rig, 24, catalog)
+    for row in await _steps("anna@acme.example"):
+        await _done(rig, row, "UANNA", catalog=catalog, channels=rig.herald.channels)
+    assert len(_posts(rig, "DUANNA", "Onboarding complete")) == 1 and len(_posts(rig, "DUCAM1")) == 1
+
+    moved = SAMPLE_DIRECTORY.replace("anna@acme.example,Anna Berg,sales,", "anna@acme.example,Anna Berg,support,")
+    assert (await import_directory(moved, now=rig.clock.now(), actor="test")).updated == 1
+    await _hourly(rig, 24, catalog)  # "cases" is sent (portal counts already: the same key)
+    (cases,) = [r for r in await _steps("anna@acme.example") if r.step_key == "cases"]
+    await _done(rig, cases, "UANNA", catalog=catalog, channels=rig.herald.channels)
+    await _hourly(rig, 24, catalog)
+
+    assert len(_posts(rig, "DUANNA", "Onboarding complete")) == 2
+    told = [_header(c) for c in _posts(rig, "DUCAM1")]
+    assert told == ["Anna Berg completed onboarding"] * 2
+    assert "support onboarding journey" in str(_posts(rig, "DUCAM1")[-1].args["blocks"])
+    assert await _events("journey.completed") == 2
+
+
 # ---- progress ---------------------------------------------------------------------------------
 
 async def test_progress_rows_and_who_may_see_them(rig: Rig) -> None:

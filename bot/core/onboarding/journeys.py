@@ -11,7 +11,9 @@ Every message is a `JourneyStep` row, written before anything is sent (an outbox
 * the note to the member's CAM when the member completes: `step_key` "cam:complete".
 
 Milestone and CAM rows have `position` 0 and never count as steps. The unique (member, step_key)
-key makes each of them happen once, however many replicas run `run_journeys` at the same moment.
+key makes each of them happen once per journey, however many replicas run `run_journeys` at the
+same moment; a member who completes a second journey after a role change gets them again, keyed
+with the journey's name ("milestone:complete:support", "cam:complete:support").
 
 Sending claims a row with a conditional update (pending -> sending, `sent_at` = when it was queued)
 and, in the same transaction, queues its message in the outbox (bot.core.delivery.messages), which
@@ -489,22 +491,36 @@ async def _plan_next_step(member: dict, journey: Journey, rows: list[dict], now:
 async def _plan_milestones(member_id: int, journey: Journey, rows: list[dict], catalog: JourneyCatalog,
                            now: datetime) -> None:
     """Create the milestone row (the highest newly reached one only) and, on completion, the CAM
-    note and the journey.completed event. Idempotent: the unique key keeps each to one row."""
+    note and the journey.completed event, once per journey: a member whose role changed is
+    recognised again for the new journey (`_journey_key`). Idempotent: the unique key keeps each
+    to one row."""
     done_keys = {r["step_key"] for r in rows if r["position"] >= 1 and r["done_at"] is not None}
     total = len(journey.steps)
     done = journey.done_count(done_keys)
     if not total or not done:
         return
-    have = {r["step_key"] for r in rows}
-    top = max((milestone_percent(k[len(MILESTONE_PREFIX):]) or 0 for k in have if k.startswith(MILESTONE_PREFIX)),
-              default=0)
+    this_journey = [r for r in rows if r["journey"] == journey.name]
+    top = max((milestone_percent(_milestone_label(r["step_key"])) or 0 for r in this_journey
+               if _row_kind(r["step_key"]) == "milestone"), default=0)
     reached = [m for m in catalog.milestones if done * 100 >= m.percent * total and m.percent > top]
     if reached:
         milestone = max(reached, key=lambda m: m.percent)
-        await _create_row(member_id, journey.name, milestone.key, 0, now)
-    if done == total and CAM_COMPLETE_KEY not in have:
-        await _create_row(member_id, journey.name, CAM_COMPLETE_KEY, 0, now, events=[
+        await _create_row(member_id, journey.name, _journey_key(milestone.key, journey, rows), 0, now)
+    if done == total and not any(_row_kind(r["step_key"]) == "cam" for r in this_journey):
+        await _create_row(member_id, journey.name, _journey_key(CAM_COMPLETE_KEY, journey, rows), 0, now, events=[
             audit_event("journey.completed", now=now, member_id=member_id, journey=journey.name, steps=total)])
+
+
+def _journey_key(key: str, journey: Journey, rows: list[dict]) -> str:
+    """The row key of a milestone or CAM note for `journey`: the plain key ("milestone:half",
+    "cam:complete"), or, when the member already has that for an earlier journey (their role
+    changed), the key with the journey's name after a colon ("cam:complete:support")."""
+    return f"{key}:{journey.name}" if any(r["step_key"] == key for r in rows) else key
+
+
+def _milestone_label(key: str) -> str:
+    """"half" of "milestone:half" and of "milestone:half:support"."""
+    return key[len(MILESTONE_PREFIX):].partition(":")[0]
 
 
 async def _create_row(member_id: int, journey: str, key: str, position: int, now: datetime, *,
@@ -527,7 +543,7 @@ async def _create_row(member_id: int, journey: str, key: str, position: int, now
 def _row_kind(key: str) -> str:
     if key.startswith(MILESTONE_PREFIX):
         return "milestone"
-    if key == CAM_COMPLETE_KEY:
+    if key == CAM_COMPLETE_KEY or key.startswith(CAM_COMPLETE_KEY + ":"):
         return "cam"
     return "step"
 
@@ -575,7 +591,7 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
             return 0  # a retry waiting for working hours (or a member who left)
         message = step_message(row, step, journey)
     elif kind == "milestone":
-        milestone = next((m for m in catalog.milestones if m.key == row.step_key), None)
+        milestone = next((m for m in catalog.milestones if m.at == _milestone_label(row.step_key)), None)
         if milestone is None:
             await _settle(row, kind, now, failed="the milestone is no longer in the journeys file", expect=PENDING)
             counts["failed"] += 1
@@ -887,7 +903,7 @@ async def complete_step(step_id: int, *, platform: str, workspace_id: str, user_
         journeys = _catalog_or_none(catalog)
         member = await Member.get(id=row.member_id)  # type: ignore[attr-defined]
         if journeys is not None:
-            rows = await JourneyStep.filter(member_id=member.id).values("step_key", "position", "done_at")
+            rows = await JourneyStep.filter(member_id=member.id).values("journey", "step_key", "position", "done_at")
             await _plan_milestones(member.id, journeys.for_role(member.role), rows, journeys, now)
             if channels:
                 await _send_pending(channels, journeys, now, _counts(), member_id=member.id)
