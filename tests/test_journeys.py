@@ -158,6 +158,31 @@ def test_an_unreadable_journeys_file_is_reported_clearly(tmp_path: Path) -> None
         load_journeys(other)
 
 
+def test_an_edited_journeys_file_is_read_again_without_a_restart(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    """The server follows an edit of the journeys file at its next read; an edit that does not
+    validate is logged once and the version read before stays in use until it is fixed."""
+    path = tmp_path / "journeys.yaml"
+
+    def write(*keys: str) -> None:
+        path.write_text(yaml.safe_dump({"journeys": {"default": {"steps": [
+            {"key": key, "after_days": n, "title": key.title(), "message": f"Do {key}."}
+            for n, key in enumerate(keys)]}}}), encoding="utf-8")
+
+    write("portal")
+    assert [s.key for s in load_journeys(path).journeys["default"].steps] == ["portal"]
+    assert load_journeys(path) is load_journeys(path)  # unchanged: not read again
+    write("portal", "prefs")
+    assert [s.key for s in load_journeys(path).journeys["default"].steps] == ["portal", "prefs"]
+
+    path.write_text("journeys: [unclosed\n", encoding="utf-8")  # a bad edit
+    for _ in range(3):
+        assert [s.key for s in load_journeys(path).journeys["default"].steps] == ["portal", "prefs"]
+    problems = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert len(problems) == 1 and "cannot read journeys file" in problems[0]
+    write("portal", "prefs", "deals")
+    assert len(load_journeys(path).journeys["default"].steps) == 3
+
+
 # ---- sending steps ----------------------------------------------------------------------------
 
 async def test_steps_trickle_one_a_day_from_step_one_through_the_tick(rig: Rig) -> None:
@@ -679,21 +704,17 @@ async def test_progress_tells_members_not_on_a_journey_from_those_behind(slack_h
     path = tmp_path / "journeys.yaml"
     path.write_text(yaml.safe_dump(shipped), encoding="utf-8")
     monkeypatch.setattr(journeys_module, "default_journeys_path", lambda: path)
-    journeys_module.load_journeys.cache_clear()
-    try:
-        await slack.herald.tick()
-        await slack.herald.outbox.drain()
-        assert await JourneyStep.all().count() == 0  # nobody in the directory is on a journey
-        casey = await Staff.get(email="cam@vendor.example")
-        rows = await progress(casey, "acme")
-        assert {r["email"]: r["enrolled"] for r in rows} == {"anna@acme.example": False, "bo@acme.example": False}
+    await slack.herald.tick()
+    await slack.herald.outbox.drain()
+    assert await JourneyStep.all().count() == 0  # nobody in the directory is on a journey
+    casey = await Staff.get(email="cam@vendor.example")
+    rows = await progress(casey, "acme")
+    assert {r["email"]: r["enrolled"] for r in rows} == {"anna@acme.example": False, "bo@acme.example": False}
 
-        _, _, key = await slack.command("progress acme")
-        (listing,) = await slack.responses(key)
-        anna = next(line for line in listing.args["text"].splitlines() if "Anna Berg" in line)
-        assert anna.endswith(": not enrolled (joined before onboarding journeys started)"), anna
-    finally:
-        journeys_module.load_journeys.cache_clear()
+    _, _, key = await slack.command("progress acme")
+    (listing,) = await slack.responses(key)
+    anna = next(line for line in listing.args["text"].splitlines() if "Anna Berg" in line)
+    assert anna.endswith(": not enrolled (joined before onboarding journeys started)"), anna
 
 
 async def test_progress_says_when_herald_cannot_reach_a_member(rig: Rig) -> None:

@@ -42,7 +42,6 @@ from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -349,10 +348,38 @@ def default_journeys_path() -> Path:
     return CONFIG_DIR / "journeys.yaml"
 
 
-@lru_cache(maxsize=8)
+# the catalog last read from each file, with the file's (modification time, size) then
+_loaded: dict[Path, tuple[tuple[int, int], JourneyCatalog]] = {}
+
+
 def load_journeys(path: Path | None = None) -> JourneyCatalog:
-    """Read and validate the journeys file (default `config/journeys.yaml`)."""
+    """The journeys file (default `config/journeys.yaml`), read and validated again whenever it
+    changes (its modification time or size), so a running server follows an edit at its next
+    tick without a restart. An edit that cannot be read or is invalid raises JourneyConfigError
+    on a first read (startup, `herald doctor`); once a version was read, the server logs the
+    problem once and keeps that version until the file is fixed."""
     source = Path(path or default_journeys_path())
+    known = _loaded.get(source)
+    try:
+        stat = source.stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+        if known is not None and known[0] == version:
+            return known[1]
+        catalog = _read_journeys(source)
+    except (OSError, JourneyConfigError) as exc:
+        problem = exc if isinstance(exc, JourneyConfigError) else JourneyConfigError(
+            f"cannot read journeys file {source}: {exc}")
+        if known is None:
+            raise problem from None
+        _report_once(f"the journeys file changed but cannot be used, keeping the version read before: {problem}")
+        return known[1]
+    _loaded[source] = (version, catalog)
+    if known is not None:
+        log.info("journeys file %s changed: %d journeys read again", source, len(catalog.journeys))
+    return catalog
+
+
+def _read_journeys(source: Path) -> JourneyCatalog:
     try:
         data = yaml.safe_load(source.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -363,15 +390,19 @@ def load_journeys(path: Path | None = None) -> JourneyCatalog:
 _reported: set[str] = set()
 
 
+def _report_once(problem: str) -> None:
+    if problem not in _reported:  # once per problem, not every tick
+        _reported.add(problem)
+        log.error("%s", problem)
+
+
 def _catalog_or_none(catalog: JourneyCatalog | None) -> JourneyCatalog | None:
     if catalog is not None:
         return catalog
     try:
         return load_journeys()
     except JourneyConfigError as exc:
-        if str(exc) not in _reported:  # once per problem, not every tick
-            _reported.add(str(exc))
-            log.error("onboarding journeys are off: %s", exc)
+        _report_once(f"onboarding journeys are off: {exc}")
         return None
 
 
