@@ -120,7 +120,9 @@ PATHS: dict[str, Any] = {
         "description": ("Acknowledgement rate (must-know) and button presses: Pearson's chi-square test, or "
                         "Fisher's exact test when an expected count is under 5; time to acknowledge: Mann-Whitney "
                         "U (2 variants) or Kruskal-Wallis. Below 20 delivered per variant (5 acknowledgements for "
-                        "times) the comparison says 'not enough data yet'."),
+                        "times) the comparison says 'not enough data yet'. Only the members given a variant at "
+                        "the send are compared; those held back by the share and sent the winner are under "
+                        "`rollout`."),
         "parameters": [_ID],
         "responses": {"200": {"description": "The comparison.", "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/VariantResults"}}}}, **_ERRORS}}},
@@ -151,7 +153,14 @@ SCHEMAS: dict[str, Any] = {
     "VariantResults": {"type": "object", "properties": {
         "notice_id": {"type": "integer"}, "title": {"type": "string"}, "share_percent": {"type": ["integer", "null"]},
         "held": {"type": "integer"}, "winner": {"type": ["string", "null"]},
-        "variants": {"type": "array", "items": {"type": "object"}},
+        "variants": {"type": "array", "items": {"type": "object"},
+                     "description": "The experiment's members only: those given a variant at the send."},
+        "rollout": {"type": ["object", "null"], "description": (
+            "The winner's rollout to the members held back by the share, not counted in `variants` or "
+            "the tests: members it went to, delivered, pressed a button, acknowledged (must-know)."),
+            "properties": {"variant": {"type": "string"}, "members": {"type": "integer"},
+                           "delivered": {"type": "integer"}, "interacted": {"type": "integer"},
+                           "acknowledged": {"type": "integer"}}},
         "comparisons": {"type": "array", "items": {"type": "object", "properties": {
             "metric": {"type": "string"}, "enough_data": {"type": "boolean"}, "test": {"type": ["string", "null"]},
             "p_value": _NULL_NUMBER, "significant": {"type": "boolean"}, "leader": {"type": "string"},

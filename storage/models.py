@@ -282,6 +282,10 @@ class Delivery(Model):
     # A/B test: the variant ("A" to "D") this member sees; "" = the notice has no variants. One
     # delivery row per member and platform (the unique key below), so nobody sees two variants.
     variant = fields.CharField(max_length=1, default="")
+    # A/B test: this original copy was held back from the first share and sent the winner by the
+    # rollout. Its member was never in the experiment: the comparison leaves it out and shows the
+    # rollout apart (migration 0022 marks the copies rolled out before it).
+    rolled_out = fields.BooleanField(default=False)
     # The member's organisation, copied so the console's per-organisation counts read it from an
     # index (migration 0010). A member never changes organisation (the directory keys members by
     # organisation and e-mail), so the copy cannot go stale. Null only on rows written without it:

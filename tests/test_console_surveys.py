@@ -185,6 +185,11 @@ async def test_variants_are_compared_and_the_winner_rolled_out_once(console: Con
     assert set(per_member.values()) == {1}  # nobody got two variants
     _, page = await casey.get(f"/console/notices/{notice_id}/variants")
     assert "&lt;b&gt;Stop&lt;/b&gt;" not in page or "<b>Stop</b>" not in page  # titles only, escaped anyway
+    rollout = re.search(r'<dd id="rollout">.*?</dd>', page, re.S).group(0)  # apart from the experiment's figures
+    assert f"to {held} held-back members" in rollout and f"{held} delivered, 0 acknowledged" in rollout
+    first_wave = await Delivery.filter(notice_id=notice_id, rolled_out=False).count()
+    figures = re.findall(r'<td class="num">(\d+)</td><td class="num">(\d+)</td>', page)  # assigned, delivered
+    assert len(figures) == 2 and sum(int(d) for _, d in figures) == first_wave == len(per_member) - held
 
 
 async def test_with_enough_data_the_page_gives_the_tests_p_value(console: ConsoleHarness) -> None:

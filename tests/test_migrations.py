@@ -183,6 +183,50 @@ async def test_upgrading_a_database_with_a_connected_slack_workspace_from_0001_s
         await storage_db.close()
 
 
+async def _copy_row(conn: BaseDBAsyncClient, table: str, **values: str) -> None:
+    """A second row in `table`: a copy of its first, with `values` (SQL expressions) in place."""
+    columns = [name for name, _, _ in (await _columns(conn))[table]]
+    values.setdefault("id", f'(SELECT MAX(id) + 1 FROM "{table}")')  # a BIGINT key SQLite does not generate
+    names = ", ".join(f'"{c}"' for c in columns)
+    chosen = ", ".join(values.get(c, f'"{c}"') for c in columns)
+    await conn.execute_query(f'INSERT INTO "{table}" ({names}) SELECT {chosen} FROM "{table}" '
+                             f'WHERE id = (SELECT MIN(id) FROM "{table}")')
+
+
+async def test_copies_rolled_out_before_0022_are_marked_from_the_audit_trail(empty_db_url: str) -> None:
+    """Before 0022 a rolled-out copy had the winner's variant and nothing else told it apart, so the
+    A/B comparison counted its member in the experiment. The upgrade marks `rolled_out` the
+    original copies that have a variant and whose member's `notice.variant_assigned` event says
+    `held: true` (held back at the send), as JSON text on SQLite and JSONB on PostgreSQL; the
+    experiment's members' copies stay unmarked."""
+    await migrate(config=storage_db.tortoise_config(empty_db_url), target="models.0021_notice_unreached_organisations")
+    try:
+        conn = connections.get("default")
+        await fill_empty_tables(conn)
+        await conn.execute_query("UPDATE delivery SET kind = 'notice', variant = 'B'")  # held back, then rolled out
+        await _copy_row(conn, "member", email="'first-wave@acme.example'")
+        await _copy_row(conn, "delivery", member_id="(SELECT MAX(id) FROM member)", variant="'A'")
+        await _copy_row(conn, "audit_event", member_id="(SELECT MAX(id) FROM member)", seq="2")
+        await conn.execute_query(
+            "UPDATE audit_event SET kind = 'notice.variant_assigned', notice_id = (SELECT MIN(notice_id) FROM delivery)")
+        await conn.execute_query("UPDATE audit_event SET data = '{\"held\":true,\"variant\":null}' "
+                                 "WHERE member_id = (SELECT MIN(id) FROM member)")
+        await conn.execute_query("UPDATE audit_event SET data = '{\"held\":false,\"variant\":\"A\"}' "
+                                 "WHERE member_id = (SELECT MAX(id) FROM member)")
+    finally:
+        await Tortoise.close_connections()
+
+    await storage_db.upgrade(empty_db_url)
+
+    await storage_db.connect(empty_db_url, run_migrations=False)
+    try:
+        rows = await connections.get("default").execute_query_dict(
+            "SELECT variant, rolled_out FROM delivery ORDER BY id")
+        assert [(r["variant"], bool(r["rolled_out"])) for r in rows] == [("B", True), ("A", False)]
+    finally:
+        await storage_db.close()
+
+
 # ---- a migration that fails, a database from a newer Herald ---------------------------------------
 
 def test_a_failed_migration_ends_db_upgrade_and_serve_with_one_line(tmp_path: Path) -> None:

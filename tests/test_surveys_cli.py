@@ -132,3 +132,7 @@ def test_variants_and_rollout_from_the_command_line(cli: tuple[CliRunner, str]) 
     assert refused.exit_code == 1 and "rolled out variant B" in refused.output
     text = runner.invoke(main, ["variants", str(notice_id)]).output
     assert "variant B rolled out" in text and "not enough data yet" in text
+    assert "Rollout of variant B to 9 held-back members (not counted above or in the tests): delivered 0" in text
+    compared = json.loads(runner.invoke(main, ["variants", str(notice_id), "--json"]).output)
+    assert [v["assigned"] for v in compared["variants"]] == [2, 1]  # the first share only
+    assert compared["rollout"] == {"variant": "B", "members": 9, "delivered": 0, "interacted": 0}

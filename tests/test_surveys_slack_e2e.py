@@ -201,6 +201,9 @@ async def test_variants_balanced_then_the_winner_rolled_out_once(slack: SlackHar
     assert len(posts) == 12 and set(Counter(p.channel for p in posts).values()) == {1}
     assert Counter(p.args["blocks"][0]["text"]["text"] for p in posts) == {"Q3 rebate": 3, "Earn more in Q3": 9}
     assert "Held back" not in (await _reply(slack, f"status {notice_id}"))["text"]
+    compared = (await _reply(slack, f"variants {notice_id}"))["text"]  # the rollout apart from the experiment
+    assert "delivered 3 ·" in compared and "delivered 9" not in compared
+    assert "Rollout of variant B to 6 held-back members (not counted above or in the tests): delivered 6" in compared
 
 
 async def test_a_stop_waits_for_survey_answers_slack_was_already_answered_for(slack: SlackHarness,

@@ -187,6 +187,45 @@ async def test_variant_results_count_acks_and_say_when_there_is_too_little_data(
     assert "# variant: variant=A" in report
 
 
+async def test_variant_results_after_the_rollout_count_only_the_experiments_members(srig: SurveyRig) -> None:
+    """Rolling out the winner sends it to the members held back from the first share. They were
+    never in the experiment: its per-variant figures and its tests stay those of the first share,
+    and the rollout is shown apart (members it went to, delivered, acknowledged)."""
+    notice_id = await srig.notice("must-know announcements all share:50% | Recall A | Stop A || Recall B | Stop B")
+    await srig.herald.outbox.drain()
+    user_of = {email: user for _, email, user in members()}
+    variant_of = dict(await Delivery.filter(notice_id=notice_id, status="delivered").values_list(
+        "member__email", "variant"))
+    first_wave = sorted(variant_of)
+    for email in first_wave[:2]:
+        await acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id=user_of[email], now=srig.clock.now())
+    before = await variant_results(notice_id, None, operator=True)
+    assert before["held"] == 6 and before["rollout"] is None
+
+    await roll_out(notice_id, "B", None, now=srig.clock.now(), operator="test")
+    await srig.herald.outbox.drain()
+    held_back = await Delivery.filter(notice_id=notice_id, rolled_out=True).values_list("member__email", flat=True)
+    assert len(held_back) == 6 and not set(held_back) & set(first_wave)
+    for email in sorted(held_back)[:4]:
+        srig.clock.advance(minutes=5)
+        await acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id=user_of[email], now=srig.clock.now())
+
+    after = await variant_results(notice_id, None, operator=True)
+    assert after["variants"] == before["variants"]  # B's delivered stays 3, not 3 + 6
+    assert [v["delivered"] for v in after["variants"]] == [3, 3]
+    assert after["comparisons"] == before["comparisons"]
+    assert after["held"] == 0
+    assert after["rollout"] == {"variant": "B", "members": 6, "delivered": 6, "acknowledged": 4, "interacted": 4}
+
+    summary = await notice_summary(notice_id)  # the report's per-variant summary keeps them apart too
+    per_variant = {(v["variant"], v["rolled_out"]): (v["recipients"], v["delivered"], v["acknowledged"])
+                   for v in summary["variants"]}
+    acked = Counter(variant_of[email] for email in first_wave[:2])
+    assert per_variant == {("A", False): (3, 3, acked["A"]), ("B", False): (3, 3, acked["B"]), ("B", True): (6, 6, 4)}
+    report = "".join([c async for c in report_chunks(notice_id, "csv", now=srig.clock.now(), actor="t")])
+    assert "# variant_rollout: variant=B recipients=6 delivered=6" in report
+
+
 async def test_the_reports_summary_per_variant_counts_members_not_copies(srig: SurveyRig) -> None:
     """With HERALD_PLATFORM_POLICY=all a member with a Slack and a Teams copy is one recipient of
     their variant, by their best copy, as in the notice's totals and in `herald variants`."""
@@ -299,3 +338,29 @@ async def test_members_back_in_the_directory_before_the_rollout_are_held_back_ag
     await srig.herald.outbox.drain()
     assert set(await Delivery.filter(notice_id=notice_id, member_id__in=held).values_list("status", "variant")) == {
         ("delivered", "B")}
+
+
+async def test_members_back_in_the_directory_after_the_rollout_get_the_winner_as_the_rollout(srig: SurveyRig) -> None:
+    """A held-back member out of the directory during the rollout and back after it is sent the
+    winner then: their copy is marked as the rollout's (not counted in the experiment) and their
+    variant is audited like the rollout's members'."""
+    notice_id = await srig.notice("need-to-know announcements all share:50% | Title A | Body A || Title B | Body B")
+    await srig.herald.outbox.drain()
+    held = await Delivery.filter(notice_id=notice_id, status="held").values_list("member_id", flat=True)
+    gone = set(await Member.filter(id__in=held).values_list("email", flat=True))
+    kept = [line for line in big_directory().splitlines()[1:] if line.split(",")[9] not in gone]
+    await import_directory(directory_csv(kept), now=srig.clock.now(), actor="test", deactivate_missing=True)
+    before = await variant_results(notice_id, None, operator=True)
+    await roll_out(notice_id, "B", None, now=srig.clock.now(), operator="test")
+
+    await import_directory(big_directory(), now=srig.clock.now(), actor="test")
+    await srig.herald.outbox.drain()
+
+    rows = await Delivery.filter(notice_id=notice_id, member_id__in=held).values_list("status", "variant", "rolled_out")
+    assert set(rows) == {("delivered", "B", True)}
+    after = await variant_results(notice_id, None, operator=True)
+    assert after["variants"] == before["variants"]
+    assert after["rollout"] == {"variant": "B", "members": 6, "delivered": 6, "interacted": 0}
+    audited = await AuditEvent.filter(notice_id=notice_id, kind="notice.variant_assigned", member_id__in=held,
+                                      ).values_list("member_id", "data")
+    assert {m for m, data in audited if data.get("rollout") and data["variant"] == "B"} == set(held)

@@ -111,12 +111,25 @@ def variant_lines(results: dict[str, Any], *, bold: Bold, escape: Escape, bullet
             parts.append(f"median time to acknowledge {_duration(median)}")
         parts.append(f"pressed a button {v['interacted']} ({_pct(v['interaction_rate'])})")
         lines.append(f"{bullet} {bold(v['variant'])} {escape(v['title'])}: " + " · ".join(parts))
+    if results.get("rollout"):
+        lines.append(rollout_line(results["rollout"]))
     names = {"ack_rate": "Acknowledgement rate", "interaction_rate": "Button presses",
              "time_to_acknowledge": "Time to acknowledge"}
     for c in results["comparisons"]:
         test = f" ({c['test']})" if c.get("test") else ""
         lines.append(f"{names[c['metric']]}: {c['note']}{test}")
     return lines
+
+
+def rollout_line(rollout: dict[str, Any]) -> str:
+    """The winner's rollout to the held-back members: apart from the experiment's figures."""
+    n = rollout["members"]
+    parts = [f"delivered {rollout['delivered']}"]
+    if "acknowledged" in rollout:
+        parts.append(f"acknowledged {rollout['acknowledged']}")
+    parts.append(f"pressed a button {rollout['interacted']}")
+    return (f"Rollout of variant {rollout['variant']} to {n} held-back member{'s' if n != 1 else ''} "
+            f"(not counted above or in the tests): " + " · ".join(parts))
 
 
 def _duration(seconds: float | None) -> str:

@@ -236,21 +236,27 @@ def add_status(counts: dict[str, int], status: str, n: int) -> None:
 
 
 async def _variant_summary(notice: Notice) -> list[dict[str, Any]]:
-    """A/B tests: recipients, delivered, held and acknowledged per variant ("" = held, none yet)."""
+    """A/B tests: recipients, delivered, held and acknowledged per variant ("" = held, none yet),
+    the experiment's members and the rollout's (`rolled_out`: held back, then sent the winner) apart."""
     if not await NoticeVariant.filter(notice_id=notice.id).exists():
         return []
-    by_variant: dict[str, dict[str, int]] = {}
+    by_variant: dict[tuple[str, bool], dict[str, int]] = {}
     statuses = await _by_member_on_several_platforms(notice.id, await (
         Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value).annotate(n=Count("id"))
-        .group_by("variant", "status", "platform").values("variant", "status", "platform", "n")), by="variant")
+        .group_by("variant", "rolled_out", "status", "platform")
+        .values("variant", "rolled_out", "status", "platform", "n")), by="variant")
     for row in statuses:
-        add_status(by_variant.setdefault(row["variant"], funnel_counts()), row["status"], row["n"])
+        key = (row["variant"], bool(row["rolled_out"]))
+        add_status(by_variant.setdefault(key, funnel_counts()), row["status"], row["n"])
     for row in await (Acknowledgement.filter(notice_id=notice.id, revision__gte=notice.ack_revision)
-                      .annotate(n=Count("member_id", distinct=True)).group_by("delivery__variant")
-                      .values("delivery__variant", "n")):
-        by_variant.setdefault(row["delivery__variant"] or "", funnel_counts())["acknowledged"] += row["n"]
-    return [{"variant": variant or None, **counts, "rate": rate(counts["acknowledged"], counts["delivered"])}
-            for variant, counts in sorted(by_variant.items(), key=lambda item: (not item[0], item[0]))]
+                      .annotate(n=Count("member_id", distinct=True)).group_by("delivery__variant", "delivery__rolled_out")
+                      .values("delivery__variant", "delivery__rolled_out", "n")):
+        key = (row["delivery__variant"] or "", bool(row["delivery__rolled_out"]))
+        by_variant.setdefault(key, funnel_counts())["acknowledged"] += row["n"]
+    return [{"variant": variant or None, "rolled_out": rolled_out, **counts,
+             "rate": rate(counts["acknowledged"], counts["delivered"])}
+            for (variant, rolled_out), counts in sorted(by_variant.items(),
+                                                        key=lambda item: (not item[0][0], item[0][1], item[0][0]))]
 
 
 async def _notice_summary(notice: Notice) -> dict[str, Any]:
@@ -331,23 +337,33 @@ async def _status_by_organisation(notice_id: int) -> list[dict[str, Any]]:
 # copy: delivered if any was, else still to be sent, held, in a digest, failed only if all failed.
 _BEST = [DeliveryStatus.DELIVERED.value, *_PENDING, DeliveryStatus.HELD.value, DeliveryStatus.DIGEST.value,
          DeliveryStatus.FAILED.value, DeliveryStatus.CANCELLED.value]
-# What a member's copies are counted under: their organisation, or their A/B variant (the same on
-# every copy of a member: one assignment per member).
-_SEGMENTS = {"organisation_id": "COALESCE(d.organisation_id, m.organisation_id)", "variant": "d.variant"}
-_BEST_SQL = {
-    by: "SELECT " + by + ", best, COUNT(*) AS n FROM (SELECT d.member_id, " + segment + " AS " + by
-    + ", MIN(CASE d.status "
-    + " ".join(f"WHEN '{status}' THEN {rank}" for rank, status in enumerate(_BEST)) + f" ELSE {len(_BEST)} END) AS best "
-    "FROM delivery d JOIN member m ON m.id = d.member_id WHERE d.notice_id = ? AND d.kind = '"
-    + DeliveryKind.NOTICE.value + "' GROUP BY d.member_id, " + segment + ") AS x GROUP BY " + by + ", best"
-    for by, segment in _SEGMENTS.items()}
+# What a member's copies are counted under: their organisation, or their A/B variant and whether
+# the rollout sent it (the same on every copy of a member: one assignment per member), as
+# column -> SQL expression.
+_SEGMENTS = {"organisation_id": {"organisation_id": "COALESCE(d.organisation_id, m.organisation_id)"},
+             "variant": {"variant": "d.variant", "rolled_out": "d.rolled_out"}}
+
+
+def _best_sql(segment: dict[str, str]) -> str:
+    columns, expressions = ", ".join(segment), ", ".join(segment.values())
+    ranks = " ".join(f"WHEN '{status}' THEN {rank}" for rank, status in enumerate(_BEST))
+    return ("SELECT " + columns + ", best, COUNT(*) AS n FROM (SELECT d.member_id, "
+            + ", ".join(f"{expression} AS {column}" for column, expression in segment.items())
+            + f", MIN(CASE d.status {ranks} ELSE {len(_BEST)} END) AS best "
+            "FROM delivery d JOIN member m ON m.id = d.member_id WHERE d.notice_id = ? AND d.kind = '"
+            + DeliveryKind.NOTICE.value + "' GROUP BY d.member_id, " + expressions + ") AS x GROUP BY "
+            + columns + ", best")
+
+
+_BEST_SQL = {by: _best_sql(segment) for by, segment in _SEGMENTS.items()}
 
 
 async def member_status_counts(notice_id: int, *, by: Literal["organisation_id", "variant"] = "organisation_id",
                                ) -> list[dict[str, Any]]:
-    """Members per (organisation or variant, best copy's status) of a notice (see _BEST)."""
+    """Members per (organisation, or variant and rolled out, best copy's status) of a notice (see _BEST)."""
     rows = await connections.get("default").execute_query_dict(storage_db.placeholders(_BEST_SQL[by]), [notice_id])
-    return [{by: r[by], "status": _BEST[r["best"]] if r["best"] < len(_BEST) else "", "n": r["n"]} for r in rows]
+    return [{**{column: r[column] for column in _SEGMENTS[by]},
+             "status": _BEST[r["best"]] if r["best"] < len(_BEST) else "", "n": r["n"]} for r in rows]
 
 
 async def _by_member_on_several_platforms(notice_id: int, copies: list[dict[str, Any]], *,
@@ -617,10 +633,11 @@ def _csv_preamble(notice: dict[str, Any], revisions: list[dict[str, Any]], produ
     for key in ("recipients", "delivered", "failed", "pending", "digest", "cancelled", "held", "acknowledged"):
         lines.append((key, summary[key]))
     lines.append(("acknowledgement_rate", summary["rate"]))
-    for v in summary.get("variants", []):
-        lines.append(("variant", f"variant={v['variant'] or 'held'} recipients={v['recipients']} "
-                                 f"delivered={v['delivered']} held={v['held']} acknowledged={v['acknowledged']} "
-                                 f"rate={'' if v['rate'] is None else v['rate']}"))
+    for v in summary.get("variants", []):  # the rollout's members apart: they were not in the experiment
+        lines.append(("variant_rollout" if v.get("rolled_out") else "variant",
+                      f"variant={v['variant'] or 'held'} recipients={v['recipients']} "
+                      f"delivered={v['delivered']} held={v['held']} acknowledged={v['acknowledged']} "
+                      f"rate={'' if v['rate'] is None else v['rate']}"))
     for org in summary["organisations"]:
         lines.append(("organisation",
                       f"id={json.dumps(org['organisation_id'], ensure_ascii=False)} "

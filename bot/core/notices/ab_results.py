@@ -11,12 +11,18 @@ gets a Wilson 95% confidence interval.
 
 Below a stated minimum the comparison says so instead of testing: each variant needs at least
 MIN_DELIVERED members it was delivered to, and MIN_ACKNOWLEDGED acknowledgements for the times.
+
+Only the experiment's members are compared: those given a variant at the send. The members held
+back by `share:` and sent the winner by the rollout (copies marked `rolled_out`) were never
+randomised between the variants; counted with the winner they would inflate its figures and
+skew the tests, so they are reported apart, as the rollout.
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from scipy import stats
@@ -49,11 +55,26 @@ ALPHA = 0.05
 class VariantStats:
     label: str
     title: str
-    assigned: int = 0  # members given this variant (held members have none until the rollout)
+    assigned: int = 0  # members given this variant at the send (the rollout's: members it released)
     delivered: int = 0
     acknowledged: int = 0
     interacted: int = 0  # members who pressed any button: Acknowledge or the link
     ack_seconds: list[float] = field(default_factory=list)
+
+    def count(self, delivered_at: datetime, acknowledged_at: datetime | None, pressed: bool) -> None:
+        """One member delivered to, and what they did."""
+        self.delivered += 1
+        if acknowledged_at is not None:
+            self.acknowledged += 1
+            self.ack_seconds.append(max((acknowledged_at - delivered_at).total_seconds(), 0.0))
+        if acknowledged_at is not None or pressed:
+            self.interacted += 1
+
+    def rollout_dict(self, must_know: bool) -> dict[str, Any]:
+        """The figures of the rollout (`assigned`: the held-back members it released)."""
+        out: dict[str, Any] = {"variant": self.label, "members": self.assigned, "delivered": self.delivered,
+                               "interacted": self.interacted}
+        return (out | {"acknowledged": self.acknowledged}) if must_know else out
 
     def as_dict(self, must_know: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"variant": self.label, "title": self.title, "assigned": self.assigned,
@@ -130,38 +151,52 @@ def compare_times(samples: dict[str, list[float]]) -> dict[str, Any]:
                    "leader": fastest, "note": note}
 
 
-async def _gather(notice: Notice, by_label: dict[str, VariantStats]) -> int:
-    """Fill the per-variant counts from the notice's rows; returns the members still held back."""
-    variant_of: dict[int, str] = {}
-    delivered_at: dict[int, Any] = {}
-    held: set[int] = set()
-    for row in await Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value).values(
-            "member_id", "variant", "status", "delivered_at"):
+@dataclass
+class _Members:
+    """Per member: the variant of their copies and when the first of them was delivered."""
+
+    variant_of: dict[int, str] = field(default_factory=dict)
+    delivered_at: dict[int, datetime] = field(default_factory=dict)
+
+    def add(self, row: dict[str, Any]) -> None:
         member = row["member_id"]
-        if row["status"] == DeliveryStatus.HELD.value:
-            held.add(member)
-        if row["variant"] in by_label:
-            variant_of[member] = row["variant"]
-            if row["status"] == DeliveryStatus.DELIVERED.value and row["delivered_at"] is not None:
-                first = delivered_at.get(member)
-                delivered_at[member] = row["delivered_at"] if first is None else min(first, row["delivered_at"])
-    for label in variant_of.values():
-        by_label[label].assigned += 1
-    acked: dict[int, Any] = {}
+        self.variant_of[member] = row["variant"]
+        if row["status"] == DeliveryStatus.DELIVERED.value and row["delivered_at"] is not None:
+            first = self.delivered_at.get(member)
+            self.delivered_at[member] = row["delivered_at"] if first is None else min(first, row["delivered_at"])
+
+
+async def _first_acknowledgements(notice: Notice) -> dict[int, datetime]:
+    """member id -> their first acknowledgement of the notice's current acknowledgement revision."""
+    acked: dict[int, datetime] = {}
     for ack in await Acknowledgement.filter(notice_id=notice.id, revision__gte=notice.ack_revision).values(
             "member_id", "acknowledged_at"):
         first = acked.get(ack["member_id"])
         acked[ack["member_id"]] = ack["acknowledged_at"] if first is None else min(first, ack["acknowledged_at"])
+    return acked
+
+
+async def _gather(notice: Notice, by_label: dict[str, VariantStats], rollout: VariantStats | None) -> int:
+    """Fill the per-variant counts of the experiment's members from the notice's rows, and
+    `rollout` from the rows the rollout released; returns the members still held back."""
+    experiment, released, held = _Members(), _Members(), set()
+    for row in await Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value).values(
+            "member_id", "variant", "status", "delivered_at", "rolled_out"):
+        if row["status"] == DeliveryStatus.HELD.value:
+            held.add(row["member_id"])
+        if row["variant"] in by_label:
+            (released if row["rolled_out"] else experiment).add(row)
+    acked = await _first_acknowledgements(notice)
     pressed = set(await NoticeInteraction.filter(notice_id=notice.id).values_list("member_id", flat=True))
-    for member, at in delivered_at.items():
-        entry = by_label[variant_of[member]]
-        entry.delivered += 1
-        if member in acked:
-            entry.acknowledged += 1
-            entry.ack_seconds.append(max((acked[member] - at).total_seconds(), 0.0))
-        if member in acked or member in pressed:
-            entry.interacted += 1
-    return len(held - set(variant_of))
+    for label in experiment.variant_of.values():
+        by_label[label].assigned += 1
+    for member, at in experiment.delivered_at.items():
+        by_label[experiment.variant_of[member]].count(at, acked.get(member), member in pressed)
+    if rollout is not None:
+        rollout.assigned = len(released.variant_of)
+        for member, at in released.delivered_at.items():
+            rollout.count(at, acked.get(member), member in pressed)
+    return len(held - set(experiment.variant_of) - set(released.variant_of))
 
 
 async def variant_results(notice_id: int, staff: Staff | None, *, operator: bool = False) -> dict[str, Any]:
@@ -177,7 +212,9 @@ async def variant_results(notice_id: int, staff: Staff | None, *, operator: bool
         raise NotFound(f"notice #{notice.id} has no variants")
     experiment = await NoticeExperiment.get_or_none(notice_id=notice.id)
     by_label = {v.label: VariantStats(v.label, v.title) for v in variants}
-    held = await _gather(notice, by_label)
+    winner = experiment.winner if experiment is not None and experiment.winner in by_label else ""
+    rollout = VariantStats(winner, by_label[winner].title) if winner else None
+    held = await _gather(notice, by_label, rollout)
     must_know = notice.importance == "must-know"
     comparisons = []
     if must_know:
@@ -191,6 +228,7 @@ async def variant_results(notice_id: int, staff: Staff | None, *, operator: bool
         "winner": (experiment.winner or None) if experiment else None,
         "rolled_out_at": iso(experiment.rolled_out_at) if experiment else None,
         "variants": [by_label[label].as_dict(must_know) for label in sorted(by_label)],
+        "rollout": rollout.rollout_dict(must_know) if rollout is not None else None,
         "comparisons": comparisons, "alpha": ALPHA,
     }
 

@@ -5,7 +5,7 @@ out (`REMOVED_FROM_DIRECTORY`). When a later import brings a member back, their 
 still live (being sent or sent: not retracted) go back to the outbox: a must-know recall must
 still reach them, be reminded and, unacknowledged at its deadline, be named to the CAM. A copy
 held back from an A/B test's first share is held again until the winner is rolled out (or goes
-out with the winner if that happened meanwhile). A deadline that has passed does not stop it:
+out with the winner if that happened meanwhile, marked `rolled_out` and audited like the rollout's). A deadline that has passed does not stop it:
 the notice still asks for an acknowledgement, and the escalation's Remind now and the report
 count the member again. The reminders of copies delivered before they left, which the planner
 ended while they were out (`reminder.ended`), resume (`resume_reminders`).
@@ -52,42 +52,50 @@ async def restore_copies(member_ids: Sequence[int], *, now: datetime, actor: str
     events: list[PendingEvent] = []
     for notice_id, group in sorted(by_notice.items()):
         notice = await Notice.get(id=notice_id)
-        states = await _restore_notice(notice, group, now=now)
+        states, winner = await _restore_notice(notice, group, now=now)
         events += [audit_event("delivery.restored", now=now, actor=actor, notice_id=notice_id,
                                member_id=row["member_id"], delivery_id=row["id"], platform=row["platform"],
                                status=states[row["id"]], reason="back in the partner directory")
                    for row in group]
+        events += [audit_event("notice.variant_assigned", now=now, actor=actor, notice_id=notice_id, member_id=m,
+                               variant=winner, held=False, rollout=True)
+                   for m in sorted({row["member_id"] for row in group if winner and not row["variant"]})]
     return events
 
 
-async def _restore_notice(notice: Notice, rows: list[dict], *, now: datetime) -> dict[int, str]:
-    """One notice's restored rows, in a few bulk updates: delivery id -> the status it is back in."""
+async def _restore_notice(notice: Notice, rows: list[dict], *, now: datetime) -> tuple[dict[int, str], str]:
+    """One notice's restored rows, in a few bulk updates: delivery id -> the status it is back in,
+    and the A/B winner the held-back rows among them go out with ("" if none was rolled out)."""
     experiment = await NoticeExperiment.get_or_none(notice_id=notice.id)
+    winner = experiment.winner if experiment is not None else ""
     policy = parse_importance(notice.importance)
     member_ids = sorted({row["member_id"] for row in rows})
     ends = await quiet_hours_ends(member_ids, now) if policy.respects_quiet_hours else {}
     held: list[int] = []
-    pending: dict[tuple[str, datetime], list[int]] = defaultdict(list)  # (variant, due) -> ids
+    pending: dict[tuple[str, bool, datetime], list[int]] = defaultdict(list)  # (variant, rolled out, due) -> ids
     for row in rows:
         held_back = experiment is not None and not row["variant"]
-        if held_back and not experiment.winner:  # type: ignore[union-attr]
+        if held_back and not winner:
             held.append(row["id"])
         else:
-            variant = experiment.winner if held_back else row["variant"]  # type: ignore[union-attr]
-            pending[(variant, ends.get(row["member_id"], now))].append(row["id"])
+            variant = winner if held_back else row["variant"]
+            pending[(variant, held_back, ends.get(row["member_id"], now))].append(row["id"])
     for start in range(0, len(held), _CHUNK):
         await Delivery.filter(id__in=held[start:start + _CHUNK]).update(
             status=DeliveryStatus.HELD.value, error="", updated_at=now)
-    for (variant, due), ids in pending.items():
+    for (variant, rolled_out, due), ids in pending.items():
+        # a copy already rolled out before its member left keeps its mark (not written here)
+        extra = {"rolled_out": True} if rolled_out else {}
         for start in range(0, len(ids), _CHUNK):
             await Delivery.filter(id__in=ids[start:start + _CHUNK]).update(
                 status=DeliveryStatus.PENDING.value, error="", variant=variant, attempts=0, next_attempt_at=due,
-                claimed_by="", claimed_until=None, updated_at=now)
+                claimed_by="", claimed_until=None, updated_at=now, **extra)
     if pending and notice.status == NoticeStatus.SENT.value:
         await Notice.filter(id=notice.id, status=NoticeStatus.SENT.value).update(
             status=NoticeStatus.SENDING.value, completed_at=None)  # marked sent again once these are out
-    return {**{i: DeliveryStatus.HELD.value for i in held},
-            **{i: DeliveryStatus.PENDING.value for ids in pending.values() for i in ids}}
+    states = {**{i: DeliveryStatus.HELD.value for i in held},
+              **{i: DeliveryStatus.PENDING.value for ids in pending.values() for i in ids}}
+    return states, winner
 
 
 async def resume_reminders(member_ids: Sequence[int], *, now: datetime, actor: str) -> list[PendingEvent]:

@@ -4,6 +4,8 @@ One conditional update sets the experiment's winner, and the held rows turn into
 that variant in the same transaction; so a replayed command, or two replicas running it at once,
 release each held row once, and a second, different winner is refused. The held row is the
 member's only delivery row on that platform (a unique key), so nobody ever gets two variants.
+Released rows are marked `rolled_out`, so the A/B comparison (`ab_results.py`) keeps counting the
+experiment's members only and shows the rollout apart.
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ async def roll_out(notice_id: int, variant: str, staff: Staff | None, *, now: da
 
 
 async def _release(notice: Notice, held: list[dict], variant: str, *, now: datetime, using_db: object) -> int:
-    """Held rows -> pending rows of `variant`, due now or when the member's quiet hours end."""
+    """Held rows -> pending rows of `variant`, due now or when the member's quiet hours end, marked
+    `rolled_out`: their members were not in the experiment, and the comparison leaves them out."""
     policy = parse_importance(notice.importance)
     member_ids = sorted({row["member_id"] for row in held})
     ends = await quiet_hours_ends(member_ids, now) if policy.respects_quiet_hours else {}
@@ -94,5 +97,6 @@ async def _release(notice: Notice, held: list[dict], variant: str, *, now: datet
     for moment, ids in by_moment.items():
         for start in range(0, len(ids), 1000):
             released += await Delivery.filter(id__in=ids[start:start + 1000], status=DeliveryStatus.HELD.value).using_db(
-                using_db).update(status=DeliveryStatus.PENDING.value, variant=variant, next_attempt_at=moment)
+                using_db).update(status=DeliveryStatus.PENDING.value, variant=variant, rolled_out=True,
+                                 next_attempt_at=moment)
     return released
