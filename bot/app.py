@@ -174,9 +174,13 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool, freeze_h
         if scheduler.running:
             scheduler.shutdown(wait=False)
         herald.outbox.stop()
-        # Slack heard 200 for clicks still being written (see Herald.write_answered): write them first
-        with contextlib.suppress(TimeoutError):
+        # Slack heard 200 for clicks still being written and listeners' work after their ack(), Teams
+        # for the replies being sent (Herald.answered): finish them first
+        try:
             await asyncio.wait_for(herald.settle(), timeout=herald.settings.delivery_lease_seconds)
+        except TimeoutError:
+            log.warning("stopping with work the platforms were answered for unfinished after %s s",
+                        herald.settings.delivery_lease_seconds)
         if warm_up is not None and not warm_up.done():
             warm_up.cancel()  # herald.close() stops the index build (and its child process)
         if worker is not None:  # in-flight requests finish and are recorded, leases released

@@ -113,9 +113,14 @@ class Herald:
         """Run ``work`` after the platform's request is answered (e.g. a Teams message's replies,
         which go out through the Bot Connector); a stop waits for it (``settle``)."""
         task = asyncio.ensure_future(work)
+        self.answered(task)
+        return task
+
+    def answered(self, task: asyncio.Future) -> None:
+        """Have a stop wait for ``task`` (``settle``): work already running that the platform was
+        answered for, such as a Slack listener's work after its ack(), which Slack never sends again."""
         self._answered.add(task)
         task.add_done_callback(self._answered.discard)
-        return task
 
     async def settle(self) -> None:
         """Wait until every click, answer and reply the platforms were already answered for is done."""

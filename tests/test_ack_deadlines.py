@@ -93,6 +93,36 @@ async def test_slack_requests_are_acknowledged_before_slacks_api_answers(slack: 
     assert len(answers) == 2 and "deal" in json.dumps(answers[-1].args).lower()  # the notice, then the answer
 
 
+async def test_a_stop_waits_for_the_work_slack_was_answered_for(slack: SlackHarness) -> None:
+    """Bolt answers Slack at a listener's ack() and runs the rest in a task of its own, which
+    nothing awaited: on SIGTERM `/herald report`'s upload and an assistant's answer were dropped,
+    although Slack, answered, never sends those requests again. Every listener's task is handed
+    to `Herald.settle`, which a stop awaits (bot.app): it returns only once that work is done."""
+    notice_id = await _delivered_notice(slack)
+    await listeners_done(slack)
+    slack.fake.hold("conversations.open", "chat.postMessage")
+    try:
+        report = await answered(slack.command(f"report {notice_id}"))
+        question = {"type": "message", "channel_type": "im", "channel": "DUBO", "user": "UBO",
+                    "text": "how do i register a deal", "ts": "1700000000.000400"}
+        event = await answered(slack.post_signed(event_body(question, TEAM, event_id="EvSTOP")))
+        assert report[0].status == 200 and event.status == 200
+        await wait_until(lambda: slack.fake.calls_to("conversations.open"), what="the report's DM, held")
+        await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage")
+                                  if c.channel == "DUBO" and "deal" in json.dumps(c.args).lower()],
+                         what="the answer, held")
+        settled = asyncio.create_task(slack.herald.settle())
+        await asyncio.sleep(0)
+        assert not settled.done(), "settle() returned while the answered listeners' work was still held"
+    finally:
+        slack.fake.release()
+    await asyncio.wait_for(settled, NO_ANSWER)
+    # settled: the work is done, nothing left to wait for
+    assert [f["filename"] for f in slack.fake.shared_files] == [f"notice-{notice_id}-report.csv"]
+    assert [c for c in slack.fake.calls_to("response_url") if c.key == report[2]]
+    assert (await Question.get(text="how do i register a deal")).answer_message_id
+
+
 async def test_the_preview_modals_send_is_answered_before_the_notice_is_queued(slack_http: SlackHarness,
                                                                                monkeypatch) -> None:  # noqa: ANN001
     """Send in the preview modal queues the notice, one delivery row per recipient: 3.9 s (SQLite) and

@@ -74,12 +74,14 @@ async def _seed(db_url: str, users: list[str]) -> int:
 
 
 def _serve(db_url: str, fake: FakeSlackAPI, tmp_path: Path, *, rate: int = RATE,
-           port: int | None = None) -> subprocess.Popen:
+           port: int | None = None, **settings: str) -> subprocess.Popen:
+    """`herald serve` in its own process; `settings` are more HERALD_* values (tick_seconds="0.5")."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT), HERALD_DATABASE_URL=db_url, HERALD_SLACK_API_URL=fake.url,
                HERALD_SLACK_SIGNING_SECRET="drill", HERALD_SLACK_MAX_PER_SECOND=str(rate),
                HERALD_DELIVERY_LANE_INFLIGHT=str(LANE_INFLIGHT), HERALD_OUTBOX_POLL_SECONDS="1",
                HERALD_KB_SEMANTIC="false", HERALD_CACHE_DIR=str(tmp_path / "cache"), HERALD_HOST="127.0.0.1")
+    env.update({f"HERALD_{k.upper()}": v for k, v in settings.items()})
     log = open(tmp_path / "serve.log", "a")  # noqa: SIM115 - closed with the process
     return subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port or _free_port())],
                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -259,3 +261,66 @@ async def _click_and_stop(server: subprocess.Popen, port: int, users: list[str],
         server.send_signal(signal.SIGTERM)
         await asyncio.gather(*clicks)
     return answered, statuses
+
+
+async def _add_slack_staff(db_url: str, email: str, role: str, user: str) -> None:
+    from bot.core.directory.staff import add_staff
+
+    await storage_db.connect(db_url, run_migrations=False)
+    try:
+        await add_staff(email, role, slack_user=user, slack_team=TEAM, now=datetime.now(timezone.utc), actor="test")
+    finally:
+        await storage_db.close()
+
+
+async def _post_signed(port: int, body: str, secret: str = "drill") -> int:
+    async with aiohttp.ClientSession() as session, session.post(
+            f"http://127.0.0.1:{port}/slack/events", data=body.encode(), headers={
+                **signed_headers(secret, body), "Content-Type": "application/x-www-form-urlencoded"}) as response:
+        return response.status
+
+
+async def test_sigterm_after_slack_was_answered_still_finishes_the_slash_commands_work(db_url: str,
+                                                                                       tmp_path: Path) -> None:
+    """A compliance officer types `/herald report N` during a rolling deploy: Herald acks the
+    command (Slack hears 200 and never sends it again), writes `report.exported` to the audit
+    trail, and is still opening the DM to upload the CSV when SIGTERM arrives. The stop finishes
+    the work Slack was answered for (bolt's listener tasks are awaited by `Herald.settle`): the
+    CSV arrives and the officer gets the reply. (It used to exit in 1 s with neither.)"""
+    from storage.models import AuditEvent
+    from tests.fakes.slack_signing import slash_command_body
+
+    users = [f"UR{i}" for i in range(3)]
+    port = _free_port()
+    async with FakeSlackAPI() as fake:
+        notice_id = await _workspace_and_notice(fake, db_url, users)
+        fake.add_user(TEAM, "UCOMP")
+        await _add_slack_staff(db_url, "officer@vendor.example", "compliance", "UCOMP")
+        server = _serve(db_url, fake, tmp_path, port=port)
+        try:
+            await wait_until(lambda: all(fake.messages(fake.dm_channel_id(u)) for u in users), timeout=60,
+                             what="the notice delivered")
+            fake.delay("conversations.open", 2.0)  # Slack answering slowly (it is Tier 4: it happens)
+            body = slash_command_body(text=f"report {notice_id}", team_id=TEAM, user_id="UCOMP",
+                                      response_url=fake.response_url("report"))
+            assert await _post_signed(port, body) == 200  # Slack was answered: it never sends this again
+            await wait_until(lambda: fake.call_count("conversations.open") >= 1, timeout=10,
+                             what="the report being delivered (its DM being opened)")
+            server.send_signal(signal.SIGTERM)
+            stopping = time.monotonic()
+            # not server.wait(): the fake Slack answers on this event loop, and the stop waits for it
+            await wait_until(lambda: server.poll() is not None, timeout=30, what="the server stopped")
+            stopped_after = time.monotonic() - stopping
+        finally:
+            _stop(server)
+        uploads = fake.call_count("files.completeUploadExternal")
+        replies = fake.call_count("response_url")
+    await storage_db.connect(db_url, run_migrations=False)
+    try:
+        exported = await AuditEvent.filter(kind="report.exported", notice_id=notice_id).count()
+    finally:
+        await storage_db.close()
+    assert exported == 1
+    assert uploads == 1 and replies >= 1, (
+        f"SIGTERM {stopped_after:.1f} s after the 200: the report's CSV uploads={uploads}, replies to the officer="
+        f"{replies}, yet the audit trail says report.exported (x{exported}): the answered command's work was dropped")

@@ -1,11 +1,13 @@
 """Bolt's AsyncApp inside Herald's aiohttp server: signature check, per-workspace tokens, listeners.
 
 Bolt verifies every request's signature (bad or stale → 401, nothing runs). Each listener acks
-first (Slack wants an answer within 3 s) and does the work afterwards.
+first (Slack wants an answer within 3 s) and does the work afterwards; a stop waits for that work
+(`_StopWaitsForListener`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -15,6 +17,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.listener.async_listener_start_handler import AsyncListenerStartHandler
 from slack_bolt.response import BoltResponse
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
@@ -54,6 +57,22 @@ def _quiet_not_connected() -> None:
         bolt.addFilter(_NotConnected())
 
 
+class _StopWaitsForListener(AsyncListenerStartHandler):
+    """Bolt runs each listener in a task of its own (asyncio.ensure_future) and answers Slack as
+    soon as the listener calls ack(), so the work after the ack (a report's upload, a notice being
+    sent, an assistant's answer, a hand-off) outlives the request. Slack never sends an answered
+    request again: the listener's task is handed to ``Herald.answered`` so that a SIGTERM waits for
+    it (``Herald.settle``). Bolt calls this in that task, before the listener runs, so before its ack."""
+
+    def __init__(self, herald: Herald) -> None:
+        self.herald = herald
+
+    async def handle(self, request: AsyncBoltRequest, response: BoltResponse | None) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.herald.answered(task)
+
+
 def build_slack_app(herald: Herald) -> AsyncApp:
     settings = herald.settings
     workspaces = herald.slack_workspaces
@@ -81,6 +100,7 @@ def build_slack_app(herald: Herald) -> AsyncApp:
         user_facing_authorize_error_message="Herald is not connected to this Slack workspace yet.",
     )
     _quiet_not_connected()
+    app.listener_runner.listener_start_handler = _StopWaitsForListener(herald)
 
     @app.middleware
     async def once_per_event(body: dict[str, Any], next: Callable[[], Awaitable[Any]]) -> Any:  # noqa: A002
