@@ -103,3 +103,30 @@ async def test_the_report_command_shares_the_whole_csv_in_the_requesters_dm(slac
 
     assert without_head(shared["content"].decode("utf-8")) == without_head(expected)
     assert "direct messages" in answer.args["text"]
+    assert [e for e in await _report_events(notice_id) if e[1] != "test"] == [  # "test": `expected` above
+        ("report.exported", "cam@vendor.example", None), ("report.delivered", "cam@vendor.example", "slack")]
+
+
+async def _report_events(notice_id: int) -> list[tuple[str, str, str | None]]:
+    """The notice's report events in the audit trail, in order: (kind, actor, platform)."""
+    from storage.models import AuditEvent
+
+    events = await AuditEvent.filter(notice_id=notice_id, kind__startswith="report.").order_by("seq")
+    return [(e.kind, e.actor, e.data.get("platform")) for e in events]
+
+
+async def test_a_report_whose_upload_fails_is_audited_as_exported_not_delivered(slack: SlackHarness) -> None:
+    """`report.exported` is written as the export starts (the report names a head that includes
+    it); whether the CSV reached the requester is its outcome, `report.delivered`. When Slack
+    refuses the upload the requester is told and the trail shows an export that was not delivered."""
+    _, _, key = await slack.command("send must-know operations tier:gold | Recall | Stop selling LX-200")
+    (preview,) = await slack.responses(key)
+    notice_id = int(next(e["value"] for b in preview.args["blocks"] if b["type"] == "actions"
+                         for e in b["elements"] if e["action_id"] == SEND_ACTION))
+    slack.fake.fail_next("files.completeUploadExternal", error="internal_error")
+
+    _, _, key = await slack.command(f"report {notice_id}")
+    (answer,) = await slack.responses(key)
+
+    assert "went wrong" in answer.args["text"] and not slack.fake.shared_files
+    assert await _report_events(notice_id) == [("report.exported", "cam@vendor.example", None)]

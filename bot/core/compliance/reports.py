@@ -696,6 +696,15 @@ async def report_chunks(notice_id: int, fmt: Format, *, now: datetime, actor: st
         yield chunk
 
 
+async def record_report_delivered(notice_id: int, *, now: datetime, actor: str, platform: str,
+                                  fmt: Format = "csv") -> None:
+    """Audit that a report pushed to a person (Slack: the CSV shared in their direct messages)
+    reached them. `report.exported` is written when the export starts, so that the report names a
+    head that includes it; this is its outcome, and an export without it was not delivered."""
+    await record([audit_event("report.delivered", now=now, actor=actor, notice_id=notice_id, platform=platform,
+                              format=fmt)])
+
+
 _SNAPSHOT_AHEAD = 2  # chunks read ahead of the client
 
 

@@ -63,7 +63,7 @@ class SlackCommands:
         """The summary in the reply, the CSV as a file in the requester's DM (Slack's external upload).
         The CSV is written to a temporary file as the report streams, and uploaded from it in
         chunks: a large notice's report is never whole in memory."""
-        from bot.core.compliance.reports import report_chunks
+        from bot.core.compliance.reports import record_report_delivered, report_chunks
 
         notice_id = ready.notice.id
         with tempfile.TemporaryFile() as spool:
@@ -73,6 +73,7 @@ class SlackCommands:
             await upload_file(client, spool, filename=f"notice-{notice_id}-report.csv",
                               title=f"Acknowledgement report, notice #{notice_id}", channel=dm,
                               initial_comment=f"Acknowledgement report for notice #{notice_id}")
+        await record_report_delivered(notice_id, now=self.herald.clock.now(), actor=ready.staff.email, platform="slack")
         return {"text": summary_text(ready)}
 
 
