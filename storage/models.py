@@ -771,6 +771,9 @@ class OutboundMessage(Model):
     next_attempt_at = fields.DatetimeField()
     claimed_by = fields.CharField(max_length=64, default="")
     claimed_until = fields.DatetimeField(null=True)
+    # the current claim's request may have started (set just before it): only such a row taken back
+    # from an expired claim is in doubt; one still waiting for its lane's pace is sent normally
+    request_started = fields.BooleanField(default=False)
     channel_id = fields.CharField(max_length=200, default="")
     message_id = fields.CharField(max_length=200, default="")
     error = fields.TextField(default="")

@@ -27,7 +27,7 @@ from bot.topics import load_catalog
 from config.settings import load_settings
 from storage import db as storage_db
 from bot.core.notices.views import ACK_ACTION
-from storage.models import Acknowledgement, Delivery
+from storage.models import Acknowledgement, Delivery, OutboundMessage
 from tests.conftest import POSTGRES_ONLY
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_signing import interaction_body, signed_headers
@@ -324,3 +324,73 @@ async def test_sigterm_after_slack_was_answered_still_finishes_the_slash_command
     assert uploads == 1 and replies >= 1, (
         f"SIGTERM {stopped_after:.1f} s after the 200: the report's CSV uploads={uploads}, replies to the officer="
         f"{replies}, yet the audit trail says report.exported (x{exported}): the answered command's work was dropped")
+
+
+async def _settled(db_url: str) -> bool:
+    """No notice delivery and no other message is waiting or being sent."""
+    await storage_db.connect(db_url, run_migrations=False)
+    try:
+        busy = ["pending", "sending"]
+        return not await Delivery.filter(status__in=busy).exists() and \
+            not await OutboundMessage.filter(status__in=busy).exists()
+    finally:
+        await storage_db.close()
+
+
+async def _members_only(db_url: str, fake: FakeSlackAPI, users: list[str]) -> None:
+    """The workspace and its members, no notice: their first journey steps are all there is to send."""
+    fake.add_workspace(TEAM, TOKEN)
+    for user in users:
+        fake.add_user(TEAM, user)
+    now = datetime.now(timezone.utc)
+    await storage_db.connect(db_url, run_migrations=False)
+    try:
+        rows = [f"acme,Acme,gold,emea,de,retail,large,reseller,cam@vendor.example,j{i}@acme.example,J {i},sales,UTC,"
+                f"en,{TEAM},{user},," for i, user in enumerate(users)]
+        result = await import_directory(directory_csv(rows), now=now, actor="test")
+        assert not result.rejected, result.rejected
+        await add_slack_workspace(TEAM, TOKEN, now=now, actor="test")
+    finally:
+        await storage_db.close()
+
+
+async def test_kill_9_loses_no_journey_message_that_was_never_sent(db_url: str, tmp_path: Path) -> None:
+    """README: "after kill -9 only the requests that were in flight are in doubt", and a plain
+    message (journey step, digest, escalation, hand-off, relayed answer) "that was in flight when a
+    replica died is not sent again". A lane claims up to HERALD_DELIVERY_LANE_INFLIGHT rows at
+    once, and they wait for the workspace's pace before their request: every claimed row used to
+    be settled as *interrupted* after a kill, also those whose request never left, so those members
+    never got their first onboarding step. Now only a row whose request had started is in doubt."""
+    users = [f"UJ{i}" for i in range(30)]
+    settings = dict(tick_seconds="0.5", slack_max_per_second="2")
+    async with FakeSlackAPI() as fake:
+        await _members_only(db_url, fake, users)
+        first = _serve(db_url, fake, tmp_path, **settings)
+        try:
+            await wait_until(lambda: fake.call_count("chat.postMessage") >= 1, timeout=60,
+                             what="the first journey step posted")
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        finally:
+            _stop(first)
+        at_kill = fake.call_count("chat.postMessage")
+        second = _serve(db_url, fake, tmp_path, **settings)
+        try:
+            await wait_until(lambda: _settled(db_url), timeout=90, what="every journey message settled")
+            second.send_signal(signal.SIGTERM)
+            second.wait(15)
+        finally:
+            _stop(second)
+        reached = [u for u in users if fake.messages(fake.dm_channel_id(u))]
+        twice = [u for u in users if len(fake.messages(fake.dm_channel_id(u))) > 1]
+    await storage_db.connect(db_url, run_migrations=False)
+    try:
+        interrupted = await OutboundMessage.filter(error__contains="Herald stopped while sending").count()
+    finally:
+        await storage_db.close()
+    missing = len(users) - len(reached)
+    assert missing == 0, (
+        f"killed after {at_kill} posts (at most one request on the wire at 2/s): {interrupted} journey messages "
+        f"settled as interrupted, {missing} members never got their first step though Slack never saw a request "
+        f"for it")
+    assert not twice and interrupted <= 1, f"sent twice to {twice}; {interrupted} in doubt (only the one on the wire may be)"

@@ -16,9 +16,11 @@ hook decides what that means (a journey step waits in case the member comes back
 answer's CAM is told; a digest's notices stay for the next one).
 
 Crash safety is **at most once**: a plain direct message carries nothing a channel could look for
-afterwards (no notice metadata), so a row whose claim expired ("maybe sent") is never sent again;
-it is settled as *interrupted* and its hook decides what that means (a journey step counts as
-sent and its nudge follows up; a digest's notices roll into the next digest; ...).
+afterwards (no notice metadata), so a row whose request may have started before its claim expired
+is never sent again; it is settled as *interrupted* and its hook decides what that means (a
+journey step counts as sent and its nudge follows up; a digest's notices roll into the next
+digest; ...). `request_started` is set just before the request: a row the lane had claimed but
+that was still waiting for its pace or a request slot is sent normally by whoever takes it over.
 """
 
 from __future__ import annotations
@@ -226,7 +228,7 @@ async def _hold_outside_hours(claimed: list[Claimed], now: datetime) -> list[Cla
 @dataclass
 class Claimed:
     row: OutboundMessage
-    maybe_sent: bool  # taken back from an expired claim
+    maybe_sent: bool  # always False: rows whose request may have started are settled at the claim
 
     @property
     def id(self) -> int:
@@ -254,9 +256,10 @@ class MessageSource:
 
     async def claim(self, lane: Lane, limit: int, token: str, now: datetime, lease_until: datetime) -> list[Claimed]:
         """Lease up to `limit` due rows of one lane, most urgent first. Rows taken back from an
-        expired claim ("maybe sent") are settled as interrupted here and not returned: a plain
-        direct message cannot be looked for afterwards, so it is sent at most once. Rows to a
-        member who is no longer active are settled as cancelled and not returned either."""
+        expired claim whose request had started (maybe sent) are settled as interrupted here and
+        not returned: a plain direct message cannot be looked for afterwards, so it is sent at most
+        once. Those whose request had not started come back as fresh rows. Rows to a member who is
+        no longer active are settled as cancelled and not returned either."""
         fresh: list[Claimed] = []
         while len(fresh) < limit:
             found, set_aside = await self._claim_once(lane, limit - len(fresh), token, now, lease_until)
@@ -272,20 +275,20 @@ class MessageSource:
         due = _due(now)
         async with in_transaction():
             candidates = await storage_db.select_locked(
-                "outbound_message d", "d.id AS id, d.status AS status",
+                "outbound_message d", "d.id AS id, d.status AS status, d.request_started AS started",
                 f"d.platform=? AND d.workspace_external_id=? AND {OPEN} AND {DUE}", [*lane, now, now],
                 order_by="d.priority, d.id", limit=limit, skip_locked=True)
             if not candidates:
                 return [], 0
             await OutboundMessage.filter(due, id__in=[c["id"] for c in candidates]).update(
                 status=DeliveryStatus.SENDING.value, claimed_by=token, claimed_until=lease_until)
-        prior = {c["id"]: c["status"] for c in candidates}
-        rows = await OutboundMessage.filter(claimed_by=token, id__in=list(prior)).select_related(
+        in_doubt = {c["id"] for c in candidates if c["status"] == DeliveryStatus.SENDING.value and c["started"]}
+        rows = await OutboundMessage.filter(claimed_by=token, id__in=[c["id"] for c in candidates]).select_related(
             "account").order_by("priority", "id")
         inactive = await _inactive_members(rows)
         fresh = []
         for row in rows:
-            if prior.get(row.id) == DeliveryStatus.SENDING.value:
+            if row.id in in_doubt:
                 await self._settle(row, MessageResult(ResultKind.INTERRUPTED, now, reason=INTERRUPTED,
                                                       channels=self.channels), now, outcome=None)
             elif row.member_id in inactive:  # type: ignore[attr-defined]
@@ -304,10 +307,12 @@ class MessageSource:
         return 2 if row.platform == "teams" and not known else 1
 
     async def send(self, item: Claimed, channel: Channel | None) -> Outcome:
-        """The message's one platform call."""
+        """The message's one platform call, once the row says it may have started."""
         row = item.row
         if channel is None:
             return Outcome.failed(f"{row.platform.title()} is not configured in Herald")
+        if not await self._mark_started(row):
+            return Outcome.deferred(1)  # not attempted: due again in a second (or already another's)
         data = dict(row.recipient)
         account: PlatformAccount | None = row.account
         if account is not None and not data.get("dm_channel"):
@@ -329,6 +334,18 @@ class MessageSource:
                         await self._record_one(item, outcome, now)
                 except Exception:  # noqa: BLE001 - logged; the row is settled when its claim expires
                     log.exception("recording outbound message %s failed", item.id)
+
+    @staticmethod
+    async def _mark_started(row: OutboundMessage) -> bool:
+        """Record that the row's request is about to start (one write per message, not per notice
+        delivery): after a crash only rows so marked are in doubt. False when it could not be
+        written or the claim is no longer ours; then the request is not made."""
+        try:
+            return bool(await OutboundMessage.filter(id=row.id, claimed_by=row.claimed_by).update(
+                request_started=True))
+        except Exception:  # noqa: BLE001 - a database blip: the row is released and tried again
+            log.warning("could not mark outbound message %s as being sent; not sending it now", row.id, exc_info=True)
+            return False
 
     async def next_due(self, lanes: Iterable[Lane] | None, now: datetime) -> datetime | None:
         query = OutboundMessage.filter(status=DeliveryStatus.PENDING.value, next_attempt_at__gt=now)
@@ -378,7 +395,7 @@ class MessageSource:
         async with in_transaction():
             await OutboundMessage.filter(id=row.id, claimed_by=row.claimed_by).update(
                 status=DeliveryStatus.PENDING.value, next_attempt_at=when, attempts=attempts, claimed_by="",
-                claimed_until=None, error=outcome.reason[:2000])
+                claimed_until=None, request_started=False, error=outcome.reason[:2000])
             await _cache_dm(row, outcome, now=now)
 
     async def _settle(self, row: OutboundMessage, result: MessageResult, now: datetime, *,
