@@ -132,11 +132,14 @@ class Herald:
         """Have the acknowledged member's copies updated, without waiting for the platform: the
         click is answered as soon as it is stored. The acknowledgement flagged the copies
         `update_pending` in its transaction; the outbox's lane workers send the updates within the
-        platform's limits, and a copy clicked several times before its turn is updated once."""
+        platform's limits, and a copy clicked several times before its turn is updated once.
+        The other replicas are woken too (PostgreSQL NOTIFY, coalesced in a burst of clicks): the
+        replica holding the workspace's lane may be another one, which would otherwise see the
+        updates only at its next poll (HERALD_OUTBOX_POLL_SECONDS)."""
         if not result.newly_recorded:
             return  # a double click: the first one's copies are flagged already
         if self.worker_running:
-            self.outbox.wake(broadcast=False)  # a lane held elsewhere is looked at by its holder
+            self.outbox.wake()
             return
         task = asyncio.get_running_loop().create_task(self.update_acknowledged_copies(result))
         self._pushes.add(task)

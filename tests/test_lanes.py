@@ -798,6 +798,57 @@ async def test_a_send_accepted_on_one_replica_wakes_the_others_at_once(rig: Rig)
         await listener.stop()
 
 
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)  # SQLite: one process, the in-process wake
+async def test_an_acknowledgement_wakes_the_replica_holding_the_lane(rig: Rig) -> None:
+    """The clicked copies are updated by whichever replica holds the workspace's lane: when that is
+    another one, it hears of the click at once (NOTIFY), not at its next poll (5 s by default)."""
+    from bot.core.notices import acks
+
+    notice_id = await rig.broadcast("member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    woken = asyncio.Event()
+    holder = PgWakeups(rig.herald.settings.tortoise_db_url, woken.set)  # the replica holding the lane
+    holder.start()
+    try:
+        await asyncio.wait_for(holder.listening.wait(), 30)
+        woken.clear()  # the wake-up on connecting (for anything missed while not listening)
+        rig.herald.outbox.notify = PgWakeups(rig.herald.settings.tortoise_db_url, lambda: None).notify
+        rig.herald.worker_running = True  # as under `serve`: the lane workers send the updates
+        result = await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA",
+                                        now=rig.clock.now())
+        rig.herald.acknowledged(result)
+        await asyncio.wait_for(woken.wait(), 30)
+    finally:
+        rig.herald.worker_running = False
+        await holder.stop()
+
+
+async def test_a_burst_of_wakes_is_one_or_two_notifies(rig: Rig) -> None:
+    """Each acknowledgement wakes the other replicas; a burst of 300 clicks must not be 300 NOTIFY
+    statements: the wakes asked for while one NOTIFY is on its way are sent by the next one."""
+    outbox = rig.herald.outbox
+    sent = 0
+    release = asyncio.Event()
+
+    async def notify() -> None:
+        nonlocal sent
+        sent += 1
+        await release.wait()
+
+    outbox.notify = notify
+    for _ in range(150):
+        outbox.wake()
+    await wait_until(lambda: sent == 1, what="the first NOTIFY")  # it tells of those 150 wakes
+    for _ in range(150):
+        outbox.wake()  # while it is on its way
+    release.set()
+    await wait_until(lambda: outbox._notifying is None, what="the NOTIFYs sent")
+    assert sent == 2  # the first, and one for every wake asked for while it was on its way
+    outbox.wake()
+    await wait_until(lambda: outbox._notifying is None, what="the next NOTIFY sent")
+    assert sent == 3  # a later wake is told again
+
+
 async def test_an_update_that_gets_429_pauses_the_lane_and_stays_pending(rig: Rig) -> None:
     notice_id = await rig.broadcast(audience="member:anna@acme.example")
     await rig.herald.outbox.drain()

@@ -625,6 +625,8 @@ class Outbox:
         self._renewing = asyncio.Lock()  # one renewal at a time: see _renew
         self._stopping = False
         self.notify: Any = None  # async callable telling the other replicas to wake (PostgreSQL NOTIFY)
+        self._notifying: asyncio.Task | None = None  # the NOTIFY on its way (see _broadcast)
+        self._notify_again = False  # a wake was asked for meanwhile: NOTIFY once more after it
 
     def add_source(self, source: LaneSource) -> None:
         """Register a source of outbound requests (see /work/briefs/engine-seam.md)."""
@@ -640,10 +642,32 @@ class Outbox:
         """New work may be due: look now, and (on PostgreSQL) tell the other replicas."""
         self._wake.set()
         if broadcast and self.notify is not None:
-            try:
-                asyncio.get_running_loop().create_task(self.notify())
-            except RuntimeError:  # no running loop (a synchronous caller): the poll will see it
-                pass
+            self._broadcast()
+
+    def _broadcast(self) -> None:
+        """NOTIFY the other replicas, one NOTIFY at a time: the wakes asked for while one is on its
+        way are sent together by the next, so a burst of acknowledgements is a NOTIFY or two, not
+        one statement each."""
+        if self._notifying is not None:
+            self._notify_again = True
+            return
+        try:
+            self._notifying = asyncio.get_running_loop().create_task(self._notify_until_told())
+        except RuntimeError:  # no running loop (a synchronous caller): the poll will see it
+            pass
+
+    async def _notify_until_told(self) -> None:
+        try:
+            while True:
+                self._notify_again = False
+                try:
+                    await self.notify()
+                except Exception:  # noqa: BLE001 - the others still poll
+                    log.warning("could not wake the other replicas", exc_info=True)
+                if not self._notify_again:
+                    return
+        finally:
+            self._notifying = None
 
     async def run_forever(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeats(), name="herald-lane-heartbeat")
