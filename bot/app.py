@@ -26,6 +26,17 @@ from storage import db as storage_db
 log = logging.getLogger(__name__)
 
 HERALD_KEY = web.AppKey("herald", Herald)
+# A SIGTERM's bounds: HTTP requests in progress may finish for this long (Teams' answer deadline,
+# the longest a platform waits; aiohttp's default is 60 s), then the answered work and the outbox
+# get HERALD_DELIVERY_LEASE_SECONDS each (_lifecycle), then connections close.
+HTTP_DRAIN_SECONDS = 15.0
+_CLOSE_SECONDS = 5.0
+
+
+def stop_seconds(settings: Settings) -> float:
+    """The longest `herald serve` takes to stop on SIGTERM: what a container's stop grace period
+    (docker-compose.yml's stop_grace_period) must cover, or the stop ends as a kill -9 would."""
+    return HTTP_DRAIN_SECONDS + 2 * settings.delivery_lease_seconds + _CLOSE_SECONDS
 # Query values shown as they are: the rest (sign-in and report tokens, OAuth codes, an audience
 # being typed with partner staff's e-mail addresses) are logged as [redacted].
 _SHOWN_PARAMS = {"page", "before", "format", "look", "note", "since", "until", "status", "kind", "limit"}

@@ -62,6 +62,20 @@ def test_compose_runs_postgres_then_one_migration_then_two_replicas_behind_one_p
     assert str(Settings().port) == "3978"
 
 
+def test_compose_gives_a_replica_the_time_its_stop_takes() -> None:
+    """Docker kills a container 10 s after SIGTERM unless told otherwise, and a stop that is cut
+    short is a kill -9 (work Slack and Teams were answered for is lost). The grace period covers
+    the server's own bounds (bot.app.stop_seconds) with the lease compose runs with."""
+    from bot.app import stop_seconds
+
+    grace = _compose()["services"]["herald"]["stop_grace_period"]
+    seconds = int(re.fullmatch(r"(\d+)s", grace).group(1))  # type: ignore[union-attr]
+    lease = _compose()["x-herald"]["environment"].get("HERALD_DELIVERY_LEASE_SECONDS")
+    settings = Settings(**({"delivery_lease_seconds": int(lease)} if lease else {}))
+    assert seconds >= stop_seconds(settings) > 10
+    assert f"--stop-timeout {seconds}" in (ROOT / "Dockerfile").read_text()
+
+
 @pytest.mark.skipif(shutil.which("caddy") is None, reason="Caddy is not installed (apt-get install caddy)")
 def test_the_caddyfile_is_valid_for_caddy(tmp_path: Path) -> None:
     ok = subprocess.run(["caddy", "validate", "--config", str(ROOT / "deploy" / "Caddyfile"), "--adapter",

@@ -27,7 +27,7 @@ def serving_settings(*, host: str | None = None, port: int | None = None) -> Set
 def serve(host: str | None, port: int | None) -> None:
     from aiohttp import web
 
-    from bot.app import RedactingAccessLogger, build_app
+    from bot.app import HTTP_DRAIN_SECONDS, RedactingAccessLogger, build_app
 
     settings = serving_settings(host=host, port=port)
     setup_logging(settings.log_level, settings)
@@ -47,7 +47,7 @@ def serve(host: str | None, port: int | None) -> None:
             web.run_app(build_app(settings, sandbox=settings.sandbox_active, announce=pending.append,
                                   freeze_heap=True),
                         host=settings.host, port=settings.port, access_log_class=RedactingAccessLogger,
-                        print=listening)
+                        print=listening, shutdown_timeout=HTTP_DRAIN_SECONDS)
         except BrokenPipeError:
             raise  # its output's reader went away: see HeraldGroup
         except (OSError, ConnectionError) as exc:  # the port is taken, ...
