@@ -13,7 +13,7 @@ from storage.migrations._columns import AddColumn
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0018_member_timezone_chosen')]
+    dependencies = [('models', '0022_delivery_rolled_out')]
 
     initial = False
 
