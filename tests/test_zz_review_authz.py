@@ -1,0 +1,144 @@
+"""Review (authz): who may do what, across the lifecycle of vendor staff.
+
+Each test fails on the current code for the reason in its docstring and passes once it is fixed.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from bot.channels.slack_blocks import REPLY_CALLBACK
+from bot.cli import main
+from bot.core.commands.parser import SendCommand
+from bot.core.directory.staff import add_staff
+from bot.core.notices import sending as notices
+from bot.core.notices.escalations import REMIND_NOW_ACTION
+from storage.models import Delivery, Member, Notice, Question, Staff
+from tests.support import CAM_USER, SAMPLE_DIRECTORY, Rig, SlackHarness, listeners_done, modal_state, wait_until
+
+MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin, a working hour
+
+
+# ---- 1. no way to take a CAM's access away ------------------------------------------------------
+
+@pytest.fixture
+def cli_env(db_url: str, monkeypatch) -> CliRunner:
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    return CliRunner()
+
+
+def test_an_operator_can_offboard_a_staff_member_from_the_cli(cli_env: CliRunner, tmp_path) -> None:
+    """A CAM leaves the vendor: the operator must be able to take their access away (every check in
+    the code already refuses a staff member with `active = False`: chat, console, API, report links).
+    But `herald staff` has only `add` (which always sets active) and `list`: there is no
+    `staff remove` / `staff deactivate`, so offboarding means editing the database by hand, and a
+    former CAM keeps /herald, the console and their Teams/Slack powers."""
+    added = cli_env.invoke(main, ["staff", "add", "leaver@vendor.example", "--role", "cam",
+                                  "--slack-user", "ULEAVER", "--slack-team", "T0PARTNER"])
+    assert added.exit_code == 0, added.output
+    attempts = {}
+    for verb in ("remove", "deactivate", "disable"):
+        result = cli_env.invoke(main, ["staff", verb, "leaver@vendor.example"])
+        attempts[verb] = (result.exit_code, result.output.strip()[-200:])
+        if result.exit_code == 0:
+            break
+    listed = cli_env.invoke(main, ["staff", "list"])
+    line = next(x for x in listed.output.splitlines() if "leaver@vendor.example" in x)
+    assert "(inactive)" in line, (
+        f"no `herald staff` command deactivates a staff member; tried {attempts}; `staff list` still shows: {line!r}")
+
+
+# ---- 2. a scheduled notice goes out for an author who may no longer send ----------------------
+
+@pytest.mark.parametrize("change", ["deactivated", "moved to compliance"])
+async def test_a_scheduled_notice_is_not_sent_once_its_author_may_no_longer_send(rig: Rig, change: str) -> None:
+    """A CAM schedules a must-know notice for tomorrow, then leaves (deactivated) or becomes a
+    compliance officer (who "changes nothing", README *The console*). At its time the scheduler
+    publishes it anyway, in their name, to every partner: `publish_due` checks the catalog again
+    (a removed topic fails the notice) but never whether the author may still send
+    (`permissions.require_sender`). It should be failed with a reason (as a notice whose topic was
+    removed is) and reach nobody."""
+    rig.clock.set(MONDAY_9_UTC)
+    cam = await Staff.get(email="cam@vendor.example")
+    command = SendCommand(importance="must-know", topic="announcements", audience="all", title="Recall",
+                          body="Stop selling LX-200", scheduled_at=MONDAY_9_UTC + timedelta(days=1))
+    preview = await notices.create_draft(cam, command, rig.herald.catalog, now=rig.clock.now())
+    scheduled = await notices.send_draft(preview.notice.id, cam, rig.herald.catalog, now=rig.clock.now())
+    assert scheduled.notice.status == "scheduled"
+
+    if change == "deactivated":
+        await Staff.filter(id=cam.id).update(active=False)
+    else:
+        await add_staff("cam@vendor.example", "compliance", now=rig.clock.now(), actor="ops")
+
+    rig.clock.set(MONDAY_9_UTC + timedelta(days=1, minutes=1))
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    notice = await Notice.get(id=preview.notice.id)
+    sent = await Delivery.filter(notice_id=notice.id, status="delivered").count()
+    assert (notice.status, sent) == ("failed", 0), (
+        f"the notice of a {change} author went out: status {notice.status!r}, {sent} copies delivered")
+
+
+# ---- 3. changes allowed to a staff member whose role changes nothing --------------------------
+
+async def _demoted_author_notice(slack: SlackHarness) -> int:
+    """A must-know notice the CAM (Slack UCAM1) sent to Acme, delivered; then the CAM is made a
+    compliance officer (`herald staff add cam@vendor.example --role compliance`)."""
+    slack.clock.set(MONDAY_9_UTC)
+    cam = await Staff.get(email="cam@vendor.example")
+    command = SendCommand(importance="must-know", topic="announcements", audience="org:acme", title="Recall",
+                          body="Stop selling LX-200", deadline=MONDAY_9_UTC + timedelta(days=2))
+    preview = await notices.create_draft(cam, command, slack.herald.catalog, now=slack.clock.now())
+    await notices.send_draft(preview.notice.id, cam, slack.herald.catalog, now=slack.clock.now())
+    await slack.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=preview.notice.id, status="delivered").count() == 2
+    await add_staff("cam@vendor.example", "compliance", now=slack.clock.now(), actor="ops")
+    return preview.notice.id
+
+
+async def test_a_compliance_officer_cannot_press_remind_now(slack_http: SlackHarness) -> None:
+    """README: "compliance reads every notice, report and the audit chain but changes nothing";
+    the edit, retract, pause, rollout and survey-close checks all require the cam or admin role.
+    `remind_organisation_now` does not: it lets in "the notice's author" and "the organisation's
+    CAM" by id / e-mail whatever their role, so a compliance officer (here a former CAM, still the
+    author) pressing Remind now (a signed Slack click; the value is theirs to edit) queues
+    reminders to partner staff."""
+    slack = slack_http
+    notice_id = await _demoted_author_notice(slack)
+    slack.clock.advance(hours=3)
+    await slack.click(REMIND_NOW_ACTION, f"{notice_id}:acme", user=CAM_USER)
+    (answer,) = await slack.responses(slack.last_click_key)
+    reminders = await Delivery.filter(notice_id=notice_id, kind="reminder").count()
+    assert "Queued" not in answer.args["text"] and reminders == 0, (
+        f"a compliance officer's Remind now was carried out: {answer.args['text']!r}, {reminders} reminders queued")
+
+
+async def test_a_compliance_officer_cannot_reply_to_partners_as_their_cam(slack_http: SlackHarness) -> None:
+    """The same hole on hand-offs: `_answerable` (bot/core/onboarding/assistant.py) admits the staff
+    member the question is filed under, or whose e-mail the organisation names, with no role
+    check, while `_handoffs`/`_may_teach` require cam or admin. A CAM made compliance officer still
+    answers Anna's question through the Reply modal, and the text is relayed to the partner in
+    Herald's name: a role that "changes nothing" talks to partners."""
+    slack = slack_http
+    slack.clock.set(MONDAY_9_UTC)
+    cam = await Staff.get(email="cam@vendor.example")
+    anna = await Member.get(email="anna@acme.example")
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=slack.clock.now(), abstained=True, handoff_status="open",
+                                     handed_off_at=slack.clock.now(), cam=cam, channel_id="DUANNA")
+    await add_staff("cam@vendor.example", "compliance", now=slack.clock.now(), actor="ops")
+
+    answer = await slack.submit_view({"callback_id": REPLY_CALLBACK, "private_metadata": str(question.id),
+                                      "state": {"values": modal_state((), reply="Ask me, I am compliance now.")}},
+                                     user=CAM_USER)
+    await listeners_done(slack)
+    stored = await Question.get(id=question.id)
+    assert answer.get("response_action") == "errors" and stored.handoff_status == "open" and not stored.reply_text, (
+        f"a compliance officer's reply was accepted and relayed: {answer}, question now {stored.handoff_status!r}")
