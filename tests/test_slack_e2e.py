@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from bot.core.commands.parser import SendCommand
 from bot.core.notices import sending as notices
 from bot.core.directory.staff import add_staff
 from bot.core.notices import revisions
+from bot.core.notices.escalations import REMIND_NOW_ACTION
 from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, Organisation, Staff
 from tests.fakes.slack_signing import event_body, slash_command_body
 from tests.support import (
@@ -744,3 +745,30 @@ async def test_a_slack_click_that_could_not_be_recorded_tells_the_member_so(slac
 def _ack_value_or_none(message: dict) -> str | None:
     return next((e["value"] for b in message.get("blocks") or [] if b["type"] == "actions" for e in b["elements"]
                  if e.get("action_id") == ACK_ACTION), None)
+
+
+async def test_a_compliance_officer_cannot_press_remind_now(slack_http: SlackHarness) -> None:
+    """README: compliance "reads every notice, report and the audit chain but changes nothing".
+    The CAM who wrote a delivered must-know notice to Acme is made a compliance officer; pressing
+    the escalation's Remind now (a signed Slack click whose value they could edit) is refused and
+    queues no reminder, though they are still the notice's author and the directory still names
+    them as Acme's CAM: the role is checked first (`permissions.may_act_for_partner`)."""
+    slack = slack_http
+    monday_9 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin, a working hour
+    slack.clock.set(monday_9)
+    cam = await Staff.get(email="cam@vendor.example")
+    command = SendCommand(importance="must-know", topic="announcements", audience="org:acme", title="Recall",
+                          body="Stop selling LX-200", deadline=monday_9 + timedelta(days=2))
+    preview = await notices.create_draft(cam, command, slack.herald.catalog, now=slack.clock.now())
+    await notices.send_draft(preview.notice.id, cam, slack.herald.catalog, now=slack.clock.now())
+    await slack.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=preview.notice.id, status="delivered").count() == 2
+    await add_staff("cam@vendor.example", "compliance", now=slack.clock.now(), actor="ops")
+
+    slack.clock.advance(hours=3)
+    await slack.click(REMIND_NOW_ACTION, f"{preview.notice.id}:acme", user=CAM_USER)
+    (answer,) = await slack.responses(slack.last_click_key)
+    reminders = await Delivery.filter(notice_id=preview.notice.id, kind="reminder").count()
+    assert "Queued" not in answer.args["text"] and reminders == 0, (
+        f"a compliance officer's Remind now was carried out: {answer.args['text']!r}, {reminders} reminders queued")
+    assert "Only the partner's CAM" in answer.args["text"]

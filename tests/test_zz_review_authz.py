@@ -103,23 +103,6 @@ async def _demoted_author_notice(slack: SlackHarness) -> int:
     return preview.notice.id
 
 
-async def test_a_compliance_officer_cannot_press_remind_now(slack_http: SlackHarness) -> None:
-    """README: "compliance reads every notice, report and the audit chain but changes nothing";
-    the edit, retract, pause, rollout and survey-close checks all require the cam or admin role.
-    `remind_organisation_now` does not: it lets in "the notice's author" and "the organisation's
-    CAM" by id / e-mail whatever their role, so a compliance officer (here a former CAM, still the
-    author) pressing Remind now (a signed Slack click; the value is theirs to edit) queues
-    reminders to partner staff."""
-    slack = slack_http
-    notice_id = await _demoted_author_notice(slack)
-    slack.clock.advance(hours=3)
-    await slack.click(REMIND_NOW_ACTION, f"{notice_id}:acme", user=CAM_USER)
-    (answer,) = await slack.responses(slack.last_click_key)
-    reminders = await Delivery.filter(notice_id=notice_id, kind="reminder").count()
-    assert "Queued" not in answer.args["text"] and reminders == 0, (
-        f"a compliance officer's Remind now was carried out: {answer.args['text']!r}, {reminders} reminders queued")
-
-
 async def test_a_compliance_officer_cannot_reply_to_partners_as_their_cam(slack_http: SlackHarness) -> None:
     """The same hole on hand-offs: `_answerable` (bot/core/onboarding/assistant.py) admits the staff
     member the question is filed under, or whose e-mail the organisation names, with no role

@@ -16,6 +16,31 @@ def require_sender(staff: Staff | None) -> Staff:
     return staff
 
 
+def may_act_as_cam(staff: Staff | None) -> bool:
+    """Whether the person holds a role that changes things (send, remind, answer partners): an
+    active CAM or admin. Compliance officers read everything and change nothing."""
+    return staff is not None and staff.active and staff.role in SENDERS
+
+
+def named_as_cam(staff: Staff, cam_email: str | None) -> bool:
+    """Whether the directory's `cam_email` of an organisation names this staff member (any case)."""
+    return bool(cam_email) and cam_email.strip().lower() == staff.email.strip().lower()  # type: ignore[union-attr]
+
+
+def may_act_for_partner(staff: Staff | None, *, cam_email: str | None, owner_id: int | None = None) -> bool:
+    """May `staff` act as the CAM on something of a partner organisation (Remind now, a hand-off's
+    reply, teaching the knowledge base, a pause): an admin on anything; a CAM on what is theirs
+    (`owner_id`: the notice they wrote, the question filed under them) or on the organisation
+    whose CAM the directory names them (`cam_email`). The role comes first: a compliance officer
+    or an inactive staff member may do none of it, whatever they wrote or the directory says."""
+    if not may_act_as_cam(staff):
+        return False
+    assert staff is not None
+    if staff.role == StaffRole.ADMIN.value:
+        return True
+    return (owner_id is not None and owner_id == staff.id) or named_as_cam(staff, cam_email)
+
+
 def require_viewer(staff: Staff | None) -> Staff:
     if staff is None or not staff.active or staff.role not in VIEWERS:
         raise PermissionDenied("Only Herald staff (CAMs, compliance, admins) can see notice status.")

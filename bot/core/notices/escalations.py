@@ -20,6 +20,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from bot.core.compliance.crosscheck import members_digest
+from bot.core.directory.permissions import may_act_for_partner
 from bot.core.directory.reach import staff_recipient
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.notices.reminders import remind_now
@@ -40,7 +41,6 @@ from storage.models import (
     Organisation,
     OutboundMessage,
     Staff,
-    StaffRole,
 )
 
 log = logging.getLogger(__name__)
@@ -191,16 +191,15 @@ async def _finish(row: Escalation, now: datetime, *, ref: tuple[str, str] | None
 
 async def remind_organisation_now(notice_id: int, org_id: str, staff: Staff | None, *, now: datetime) -> int:
     """The escalation's **Remind now**: an immediate reminder to every member of the organisation
-    who has not acknowledged. Allowed for the organisation's CAM, the notice's author and admins."""
+    who has not acknowledged. Allowed for the organisation's CAM, the notice's author and admins,
+    while they hold the cam or admin role (`permissions.may_act_for_partner`)."""
     notice = await Notice.get_or_none(id=notice_id)
     organisation = await Organisation.get_or_none(external_id=org_id)
     if notice is None or organisation is None:
         raise NotFound("that notice or organisation no longer exists")
-    allowed = staff is not None and staff.active and (
-        staff.role == StaffRole.ADMIN.value or notice.author_id == staff.id  # type: ignore[attr-defined]
-        or organisation.cam_email.lower() == staff.email.lower())
-    if not allowed:
-        raise PermissionDenied("Only the partner's CAM, the notice's author or an admin can send reminders.")
+    if not may_act_for_partner(staff, cam_email=organisation.cam_email,
+                               owner_id=notice.author_id):  # type: ignore[attr-defined]
+        raise PermissionDenied("Only the partner's CAM, the notice's author (a CAM) or an admin can send reminders.")
     if notice.status not in (NoticeStatus.SENDING.value, NoticeStatus.SENT.value):
         raise UserError(f"notice #{notice.id} is {notice.status}; there is nothing to remind about")
     missing = (await unacknowledged_by_organisation(notice, organisation_id=organisation.id)).get(organisation.id, [])
