@@ -323,6 +323,31 @@ async def test_escalation_goes_to_the_author_when_no_cam_is_on_file(rig: Rig) ->
     assert "Cy Diaz" in str(message.args["blocks"])
 
 
+async def test_an_escalation_is_not_sent_to_an_author_who_may_no_longer_act_on_it(rig: Rig) -> None:
+    """Bolt has no CAM on file, so its escalation would go to the notice's author; the author was
+    made a compliance officer meanwhile and could not press Remind now: the escalation fails with
+    the reason (on the audit trail and the report) instead of reaching them."""
+    rig.clock.set(MONDAY_9_UTC)
+    await Organisation.filter(external_id="bolt").update(cam_email="")
+    author, _ = await add_staff("author@vendor.example", "cam", slack_user="UAUTHOR", slack_team=TEAM,
+                                now=rig.clock.now())
+    rig.fake.add_user(TEAM, "UAUTHOR")
+    from bot.core.commands.parser import SendCommand
+
+    command = SendCommand(importance="must-know", topic="operations", audience="org:bolt", title="Stock check",
+                          body="Count LX-200 units", deadline=MONDAY_9_UTC + timedelta(hours=30))
+    preview = await notices.create_draft(author, command, rig.herald.catalog, now=rig.clock.now())
+    await notices.send_draft(preview.notice.id, author, rig.herald.catalog, now=rig.clock.now())
+    await rig.herald.outbox.drain()
+    await add_staff("author@vendor.example", "compliance", now=rig.clock.now())
+    rig.clock.advance(hours=31)
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    assert not _posts_to(rig, "DUAUTHOR")
+    (row,) = await Escalation.filter(notice_id=preview.notice.id)
+    assert row.status == "failed" and row.staff_id is None and "no CAM on file who may act" in row.error
+
+
 async def test_pause_stops_reminders_but_not_delivery(rig: Rig) -> None:
     rig.clock.set(MONDAY_9_UTC)
     cam = await Staff.get(email="cam@vendor.example")

@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.common.errors import PermissionDenied
+from bot.common.errors import PermissionDenied, UserError
+from bot.channels.slack_blocks import REPLY_CALLBACK
+from bot.core.directory.handoff_owners import unanswerable_ownership
 from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.onboarding.assistant import open_handoffs
 from storage.models import AuditEvent, Member, Question, Staff
-from tests.support import CAM_USER, SAMPLE_DIRECTORY, TEAM, Rig
+from tests.support import CAM_USER, SAMPLE_DIRECTORY, TEAM, Rig, SlackHarness, listeners_done, modal_state
 
 MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
 NEW_CAM = SAMPLE_DIRECTORY.replace("acme,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example",
@@ -104,3 +106,61 @@ async def test_a_cam_who_connects_chat_after_the_question_gets_the_open_hand_off
     (told,) = [c for c in rig.fake.calls_to("chat.postMessage") if c.args["channel"] in (CAM_USER, f"D{CAM_USER}")]
     assert "Where is the price list?" in str(told.args["blocks"]) and "It was with" not in str(told.args["blocks"])
     assert question.id
+
+
+async def test_a_compliance_officer_cannot_reply_to_partners_as_their_cam(slack_http: SlackHarness) -> None:
+    """Anna's question is filed under the CAM, who is then made a compliance officer (a role that
+    "changes nothing"). Their Reply modal is refused with the reason and nothing is relayed to Anna:
+    answering a partner takes the cam or admin role (`permissions.may_act_for_partner`), the same
+    rule as teaching the knowledge base and Remind now; the Slack modal, Teams' reply card and the
+    console's form all go through `assistant.reply_to_question`."""
+    slack = slack_http
+    slack.clock.set(MONDAY_9_UTC)
+    cam = await Staff.get(email="cam@vendor.example")
+    anna = await Member.get(email="anna@acme.example")
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=slack.clock.now(), abstained=True, handoff_status="open",
+                                     handed_off_at=slack.clock.now(), cam=cam, channel_id="DUANNA")
+    await add_staff("cam@vendor.example", "compliance", now=slack.clock.now(), actor="ops")
+
+    answer = await slack.submit_view({"callback_id": REPLY_CALLBACK, "private_metadata": str(question.id),
+                                      "state": {"values": modal_state((), reply="Ask me, I am compliance now.")}},
+                                     user=CAM_USER)
+    await listeners_done(slack)
+    stored = await Question.get(id=question.id)
+    assert answer.get("response_action") == "errors" and stored.handoff_status == "open" and not stored.reply_text, (
+        f"a compliance officer's reply was accepted and relayed: {answer}, question now {stored.handoff_status!r}")
+
+
+async def test_a_cam_made_compliance_officer_leaves_open_handoffs_flagged_until_a_cam_is_named(rig: Rig) -> None:
+    """Acme's CAM, with Anna's question open, becomes a compliance officer while the directory still
+    names them: nobody named may answer it, so `herald doctor` flags Acme and the hand-off; an admin
+    may answer it meanwhile. Once the directory names an active CAM, the hand-off moves to them and
+    the flag clears."""
+    question = await _handed_off(rig)
+    await add_staff("cam@vendor.example", "compliance", now=rig.clock.now(), actor="ops")
+    admin, _ = await add_staff("boss@vendor.example", "admin", now=rig.clock.now(), actor="ops")
+    assert question.id in [q.id for q in await open_handoffs(admin)]  # an admin can answer it meanwhile
+    flagged = await unanswerable_ownership()
+    assert (flagged.organisations, flagged.open_handoffs) == (["acme", "bolt", "keys"], 1)  # all name them
+
+    await add_staff("newcam@vendor.example", "cam", name="Nora New", now=rig.clock.now(), actor="test")
+    assert not (await import_directory(NEW_CAM, now=rig.clock.now(), actor="test")).rejected
+    new_cam = await Staff.get(email="newcam@vendor.example")
+    assert [q.id for q in await open_handoffs(new_cam)] == [question.id]
+    flagged = await unanswerable_ownership()
+    assert (flagged.organisations, flagged.open_handoffs) == (["bolt", "keys"], 0)
+
+
+async def test_ask_my_cam_is_refused_while_the_directory_names_a_compliance_officer(rig: Rig) -> None:
+    """A hand-off goes to someone who can answer it: when the CAM the directory names for Acme is a
+    compliance officer (or inactive), Anna is told there is no CAM on file, as when it names nobody,
+    instead of her question waiting with someone who may not reply."""
+    rig.clock.set(MONDAY_9_UTC)
+    await add_staff("cam@vendor.example", "compliance", now=rig.clock.now(), actor="ops")
+    anna = await Member.get(email="anna@acme.example")
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
+    with pytest.raises(UserError, match="no channel account manager on file"):
+        await rig.herald.hand_off_question(question.id, anna)
+    assert (await Question.get(id=question.id)).handoff_status == ""

@@ -110,3 +110,14 @@ async def test_cam_for_organisation(db: str) -> None:
 
     await Staff.filter(id=cam.id).update(active=False)
     assert await cam_for_organisation(acme) is None
+
+
+async def test_cam_for_organisation_is_only_someone_who_may_act_as_cam(db: str) -> None:
+    """The directory may name a compliance officer (or an inactive person) as a partner's CAM: they
+    could answer neither a hand-off nor an escalation, so nobody is the organisation's CAM then
+    (hand-offs are refused to the partner, escalations go to the notice's author, doctor warns)."""
+    carla, _ = await add_staff("carla.cam@vendor.com", "compliance", now=NOW)
+    acme = await Organisation.create(external_id="acme", name="Acme", cam_email="carla.cam@vendor.com")
+    assert await cam_for_organisation(acme) is None
+    await add_staff("carla.cam@vendor.com", "admin", now=NOW)
+    assert (await cam_for_organisation(acme)).id == carla.id

@@ -101,27 +101,3 @@ async def _demoted_author_notice(slack: SlackHarness) -> int:
     assert await Delivery.filter(notice_id=preview.notice.id, status="delivered").count() == 2
     await add_staff("cam@vendor.example", "compliance", now=slack.clock.now(), actor="ops")
     return preview.notice.id
-
-
-async def test_a_compliance_officer_cannot_reply_to_partners_as_their_cam(slack_http: SlackHarness) -> None:
-    """The same hole on hand-offs: `_answerable` (bot/core/onboarding/assistant.py) admits the staff
-    member the question is filed under, or whose e-mail the organisation names, with no role
-    check, while `_handoffs`/`_may_teach` require cam or admin. A CAM made compliance officer still
-    answers Anna's question through the Reply modal, and the text is relayed to the partner in
-    Herald's name: a role that "changes nothing" talks to partners."""
-    slack = slack_http
-    slack.clock.set(MONDAY_9_UTC)
-    cam = await Staff.get(email="cam@vendor.example")
-    anna = await Member.get(email="anna@acme.example")
-    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
-                                     asked_at=slack.clock.now(), abstained=True, handoff_status="open",
-                                     handed_off_at=slack.clock.now(), cam=cam, channel_id="DUANNA")
-    await add_staff("cam@vendor.example", "compliance", now=slack.clock.now(), actor="ops")
-
-    answer = await slack.submit_view({"callback_id": REPLY_CALLBACK, "private_metadata": str(question.id),
-                                      "state": {"values": modal_state((), reply="Ask me, I am compliance now.")}},
-                                     user=CAM_USER)
-    await listeners_done(slack)
-    stored = await Question.get(id=question.id)
-    assert answer.get("response_action") == "errors" and stored.handoff_status == "open" and not stored.reply_text, (
-        f"a compliance officer's reply was accepted and relayed: {answer}, question now {stored.handoff_status!r}")

@@ -55,8 +55,10 @@ async def run_checks(settings: Settings, clock: Clock) -> list[Check]:
         checks.append(await check_semantic_index(settings, migrated))
         if migrated:
             checks.append(await check_audit_chain())
+            checks.append(await check_partner_cams())
         else:
             checks.append(Check("audit chain", SKIP, "the database is not reachable or not migrated"))
+            checks.append(Check("partner CAMs", SKIP, "the database is not reachable or not migrated"))
         if connected:
             checks.append(await check_clock_skew(clock))
         else:
@@ -322,6 +324,26 @@ async def check_audit_chain() -> Check:
     return Check("audit chain", FAIL, f"broken: {result.reason}",
                  "the audit trail was altered: keep the database as it is, compare with a backup "
                  "(`herald audit verify --json`) and report it")
+
+
+async def check_partner_cams() -> Check:
+    """Partners whose hand-offs nobody named may answer (bot.core.directory.handoff_owners)."""
+    from bot.core.directory.handoff_owners import unanswerable_ownership
+
+    found = await unanswerable_ownership()
+    if not found.organisations and not found.open_handoffs:
+        return Check("partner CAMs", OK, "every CAM the directory names is an active CAM or admin")
+    problems = []
+    if found.organisations:
+        shown = ", ".join(found.organisations[:5]) + (" ..." if len(found.organisations) > 5 else "")
+        problems.append(f"{len(found.organisations)} organisation(s) name a CAM who is not an active CAM or admin "
+                        f"({shown}): their Ask my CAM is refused")
+    if found.open_handoffs:
+        problems.append(f"{found.open_handoffs} open hand-off(s) are filed under staff who may no longer answer "
+                        "(an admin can)")
+    return Check("partner CAMs", WARN, "; ".join(problems),
+                 "name an active CAM for them in the directory (`herald directory import`) or add that person "
+                 "(`herald staff add EMAIL --role cam`): open hand-offs then move to them")
 
 
 async def check_clock_skew(clock: Clock) -> Check:

@@ -8,7 +8,8 @@ from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
-from storage.models import Delivery, Member, Organisation, Staff, StaffRole
+from bot.core.directory.permissions import may_act_for_partner
+from storage.models import Delivery, Member, Organisation, Staff
 
 
 async def _organisation_for(staff: Staff | None, org_id: str) -> Organisation:
@@ -17,8 +18,7 @@ async def _organisation_for(staff: Staff | None, org_id: str) -> Organisation:
         raise NotFound(f"no partner organisation has the id '{org_id}'")
     if staff is None or not staff.active:
         raise PermissionDenied("Only Herald staff can pause reminders.")
-    own = staff.role == StaffRole.CAM.value and organisation.cam_email.lower() == staff.email.lower()
-    if staff.role != StaffRole.ADMIN.value and not own:
+    if not may_act_for_partner(staff, cam_email=organisation.cam_email):
         raise PermissionDenied(f"Only {organisation.name}'s CAM or an admin can pause or resume it.")
     return organisation
 

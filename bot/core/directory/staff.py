@@ -10,7 +10,8 @@ from bot.common.errors import UserError
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.handoff_owners import follow_organisation_cams
 from bot.core.directory.importer import normalise_email
-from storage.models import Organisation, Staff, StaffRole
+from bot.core.directory.permissions import SENDERS
+from storage.models import Organisation, Question, Staff, StaffRole
 
 _ROLES = tuple(role.value for role in StaffRole)
 
@@ -64,12 +65,20 @@ async def add_staff(
                 for key in changed:
                     setattr(staff, key, wanted[key])
                 await staff.save(update_fields=[*changed, "updated_at"])
-        # the organisations that name them as CAM: their open hand-offs go to them
-        named = await Organisation.filter(cam_email__iexact=address).values_list("id", flat=True)
-        reassigned = await follow_organisation_cams(named, now=now, actor=actor)
+        reassigned = await follow_organisation_cams(await _organisations_concerned(staff), now=now, actor=actor)
         await record([audit_event("staff.added" if created else "staff.updated", now=now, actor=actor,
                                   staff_id=staff.id, email=address, role=role_value, changed=changed), *reassigned])
     return staff, created
+
+
+async def _organisations_concerned(staff: Staff) -> set[int]:
+    """Organisations whose open hand-offs may change hands when this person's role or state does:
+    those that name them as CAM (now active: their hand-offs go to them) and those of the open
+    hand-offs filed under them (no longer a CAM: they go to the organisation's current CAM)."""
+    named = await Organisation.filter(cam_email__iexact=staff.email).values_list("id", flat=True)
+    filed = await Question.filter(handoff_status="open", cam_id=staff.id).values_list(
+        "member__organisation_id", flat=True)
+    return {*named, *(org for org in filed if org is not None)}
 
 
 async def list_staff() -> list[Staff]:
@@ -89,7 +98,9 @@ async def staff_for_slack(team_id: str, user_id: str) -> Staff | None:
 
 
 async def cam_for_organisation(org: Organisation) -> Staff | None:
-    """The active staff member named as the organisation's CAM, if any."""
+    """The staff member named as the organisation's CAM, if they may act as one (active, cam or
+    admin role: `permissions.SENDERS`). A compliance officer or an inactive person the directory
+    still names gets no hand-offs or escalations: they could not answer them."""
     if not org.cam_email:
         return None
-    return await Staff.get_or_none(email=org.cam_email.strip().lower(), active=True)
+    return await Staff.get_or_none(email=org.cam_email.strip().lower(), active=True, role__in=sorted(SENDERS))

@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from bot.core.compliance.crosscheck import members_digest
-from bot.core.directory.permissions import may_act_for_partner
+from bot.core.directory.permissions import may_act_as_cam, may_act_for_partner
 from bot.core.directory.reach import staff_recipient
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.notices.reminders import remind_now
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 REMIND_NOW_ACTION = "herald_remind_now"
 OPEN_REPORT_ACTION = "herald_open_report"
 _LISTED = 40  # members named in one message; the report has the rest
+NOBODY_TO_ESCALATE_TO = ("no CAM on file who may act on it, and the notice's author is not an active CAM or admin "
+                         "(or it has none)")
 
 
 async def plan_escalations(now: datetime) -> int:
@@ -119,11 +121,11 @@ async def _escalate(notice: Notice, now: datetime) -> int:
         rows, events = [], []
         for org_id, member_ids in missing.items():
             organisation = organisations[org_id]
-            staff = await cam_for_organisation(organisation) or author
+            staff = await cam_for_organisation(organisation) or (author if may_act_as_cam(author) else None)
             row = Escalation(notice_id=notice.id, organisation_id=org_id, staff=staff, member_ids=member_ids,
                              created_at=now)
             if staff is None:
-                row.status, row.error = DeliveryStatus.FAILED.value, "no CAM on file and the notice has no author"
+                row.status, row.error = DeliveryStatus.FAILED.value, NOBODY_TO_ESCALATE_TO
             rows.append(row)
             events.append(audit_event("notice.escalated", now=now, notice_id=notice.id, organisation=organisation.external_id,
                                       escalated_to=staff.email if staff else None, unacknowledged=len(member_ids),

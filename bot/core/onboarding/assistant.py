@@ -16,6 +16,7 @@ from tortoise.transactions import in_transaction
 from bot.common import metrics
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.permissions import may_act_as_cam, may_act_for_partner
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.onboarding.handoffs import cam_target, queue_handoff, queue_relay
 from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
@@ -282,14 +283,13 @@ def handoff_buttons(question: Question) -> tuple[Button, ...]:
 
 async def _answerable(question_id: int, staff: Staff | None) -> Question:
     """The handed-off question, if `staff` may answer it: the CAM it is filed under, the
-    organisation's CAM, or an admin."""
+    organisation's CAM, or an admin (`permissions.may_act_for_partner`: a compliance officer
+    or an inactive staff member never talks to partners)."""
     question = await Question.get_or_none(id=question_id).select_related("member__organisation")
     if question is None:
         raise NotFound("that question no longer exists")
-    allowed = staff is not None and staff.active and (
-        staff.role == StaffRole.ADMIN.value or question.cam_id == staff.id  # type: ignore[attr-defined]
-        or question.member.organisation.cam_email.lower() == staff.email.lower())
-    if not allowed:
+    if not may_act_for_partner(staff, cam_email=question.member.organisation.cam_email,
+                               owner_id=question.cam_id):  # type: ignore[attr-defined]
         filed = await Staff.get_or_none(id=question.cam_id) if question.cam_id else None  # type: ignore[attr-defined]
         if filed is not None and staff is not None and filed.id != staff.id:  # e.g. moved to the partner's new CAM
             raise PermissionDenied(f"This question is now with {filed.name or filed.email}, "
@@ -351,8 +351,9 @@ async def answered_handoffs(staff: Staff | None, limit: int = 10) -> list[Questi
 
 
 def _handoffs(staff: Staff | None, status: str):  # noqa: ANN202 - a QuerySet
-    if staff is None or not staff.active or staff.role not in (StaffRole.CAM.value, StaffRole.ADMIN.value):
+    if not may_act_as_cam(staff):
         raise PermissionDenied("Only CAMs and admins have hand-offs.")
+    assert staff is not None
     query = Question.filter(handoff_status=status)
     if status == "open":  # a member removed from the directory has nobody to answer
         query = query.filter(member__active=True)

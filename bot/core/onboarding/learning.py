@@ -24,7 +24,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.common.text import without_control_characters
 from bot.core.compliance.audit import audit_event, record
-from bot.core.directory.permissions import partner_scope
+from bot.core.directory.permissions import may_act_for_partner, partner_scope
 from bot.core.onboarding.qa import KnowledgeBaseError, entry_ids
 from storage.models import KBProposal, Question, Staff, StaffRole
 
@@ -38,13 +38,9 @@ NEW_ENTRY_PREFIX = "learned-"
 
 
 def _may_teach(staff: Staff | None, question: Question) -> bool:
-    if staff is None or not staff.active:
-        return False
-    if staff.role == StaffRole.ADMIN.value:
-        return True
-    return staff.role == StaffRole.CAM.value and (
-        question.cam_id == staff.id  # type: ignore[attr-defined]
-        or question.member.organisation.cam_email.lower() == staff.email.lower())
+    """Who may answer the hand-off may teach from it: the same rule (`may_act_for_partner`)."""
+    return may_act_for_partner(staff, cam_email=question.member.organisation.cam_email,
+                               owner_id=question.cam_id)  # type: ignore[attr-defined]
 
 
 async def propose(question_id: int, staff: Staff | None, kind: str, *, now: datetime) -> tuple[KBProposal, bool]:
