@@ -477,6 +477,44 @@ async def test_the_author_of_a_scheduled_notice_that_cannot_go_out_is_told(rig: 
         await restarted.close()
 
 
+@pytest.mark.parametrize("change", ["deactivated", "moved to compliance"])
+async def test_a_scheduled_notice_is_not_sent_once_its_author_may_no_longer_send(rig: Rig, change: str) -> None:
+    """A CAM schedules a must-know notice for tomorrow, then leaves (deactivated) or becomes a
+    compliance officer (who "changes nothing"). At its time the scheduler checks the author again
+    with the rule that let them schedule it (`permissions.require_sender`): the notice is failed
+    with the reason, audited, reaches nobody, and an author still active is told why."""
+    rig.clock.set(MONDAY_9_UTC)
+    cam = await Staff.get(email="cam@vendor.example")
+    from bot.core.commands.parser import SendCommand
+
+    command = SendCommand(importance="must-know", topic="announcements", audience="all", title="Recall",
+                          body="Stop selling LX-200", scheduled_at=MONDAY_9_UTC + timedelta(days=1))
+    preview = await notices.create_draft(cam, command, rig.herald.catalog, now=rig.clock.now())
+    scheduled = await notices.send_draft(preview.notice.id, cam, rig.herald.catalog, now=rig.clock.now())
+    assert scheduled.notice.status == "scheduled"
+    if change == "deactivated":
+        await Staff.filter(id=cam.id).update(active=False)
+    else:
+        await add_staff("cam@vendor.example", "compliance", now=rig.clock.now(), actor="ops")
+
+    rig.clock.set(MONDAY_9_UTC + timedelta(days=1, minutes=1))
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    notice = await Notice.get(id=preview.notice.id)
+    sent = await Delivery.filter(notice_id=notice.id, status="delivered").count()
+    assert (notice.status, sent) == ("failed", 0), (
+        f"the notice of a {change} author went out: status {notice.status!r}, {sent} copies delivered")
+    state = "is no longer active" if change == "deactivated" else "is now compliance, not a CAM or admin"
+    assert notice.failure_reason == f"its author cam@vendor.example {state} and may no longer send notices"
+    (event,) = await AuditEvent.filter(kind="notice.failed")
+    assert event.notice_id == notice.id and event.data["reason"] == notice.failure_reason
+    told = [" ".join(b["text"]["text"] for b in m.args["blocks"] if "text" in b) for m in _posts_to(rig, f"D{CAM_USER}")
+            if "Not sent" in str(m.args)]
+    assert event.data["author_told"] is (change != "deactivated") and len(told) == (change != "deactivated")
+    if told:
+        assert "may no longer send notices" in told[0] and "Ask a CAM or an admin" in told[0]
+
+
 async def test_a_tick_job_that_raises_is_logged_and_counted_and_the_others_still_run(
         rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     rig.clock.set(MONDAY_9_UTC)

@@ -223,11 +223,16 @@ async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: 
                       channels: dict[str, Channel] | None = None) -> int:
     """Send every scheduled notice whose time has come. Safe on every replica at once.
 
-    A notice that can no longer be published (its topic or an audience role was removed from the
-    catalog since it was scheduled) is marked failed with the reason, so it does not fail again
-    on every tick; its author is told when `channels` can reach them."""
+    A notice that can no longer be published (its author may no longer send: inactive or no longer
+    a cam or admin; or its topic or an audience role was removed from the catalog since it was
+    scheduled) is marked failed with the reason, so it does not fail again on every tick; its
+    author is told when they are still active and `channels` can reach them."""
     published = 0
     for notice in await Notice.filter(status=NoticeStatus.SCHEDULED.value, scheduled_at__lte=now).order_by("scheduled_at"):
+        if refusal := await author_refusal(notice):
+            await _fail_scheduled(notice, refusal, now=now, channels=channels or {},
+                                  advice="Ask a CAM or an admin to send it if it is still needed.")
+            continue
         try:
             result = await publish(notice, catalog, actor="scheduler", now=now, from_status=NoticeStatus.SCHEDULED,
                                    platform_policy=platform_policy)
@@ -238,9 +243,29 @@ async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: 
     return published
 
 
-async def _fail_scheduled(notice: Notice, reason: str, *, now: datetime, channels: dict[str, Channel]) -> None:
+async def author_refusal(notice: Notice) -> str:
+    """Why the notice's author may no longer send it, or "" if they may: `require_sender`, the
+    rule applied when it was scheduled, checked again at its time (a CAM who left or became a
+    compliance officer must not speak to partners through a notice queued before). A notice with
+    no author (a trusted operator's, from the command line) is not checked."""
+    if notice.author_id is None:  # type: ignore[attr-defined]
+        return ""
+    author = await Staff.get_or_none(id=notice.author_id)  # type: ignore[attr-defined]
+    try:
+        require_sender(author)
+    except PermissionDenied:
+        who = author.email if author is not None else "its author"
+        state = ("was removed" if author is None else "is no longer active" if not author.active
+                 else f"is now {author.role}, not a CAM or admin")
+        return f"its author {who} {state} and may no longer send notices"
+    return ""
+
+
+async def _fail_scheduled(notice: Notice, reason: str, *, now: datetime, channels: dict[str, Channel],
+                          advice: str = "", actor: str = "scheduler") -> None:
     """Take a scheduled notice that cannot be published out of the due set: status failed, the
-    reason stored and audited, and a note to its author in the outbox (same transaction)."""
+    reason stored and audited, and a note to its author in the outbox (same transaction) when
+    they are still active. `advice` replaces the note's default next step."""
     reason = reason[:500]
     author = await Staff.get_or_none(id=notice.author_id) if notice.author_id else None  # type: ignore[attr-defined]
     found = await staff_recipient(author, channels) if author is not None and author.active else None
@@ -249,25 +274,25 @@ async def _fail_scheduled(notice: Notice, reason: str, *, now: datetime, channel
             status=NoticeStatus.FAILED.value, failure_reason=reason)
         if not claimed:
             return  # another replica got there first
-        await record([audit_event("notice.failed", now=now, actor="scheduler", notice_id=notice.id,
+        await record([audit_event("notice.failed", now=now, actor=actor, notice_id=notice.id,
                                   scheduled_at=notice.scheduled_at, reason=reason,
                                   author_told=found is not None)], using_db=conn)
         if found is not None:
             await enqueue(key=f"{MessagePurpose.STAFF_NOTE.value}:notice-failed:{notice.id}",
                           purpose=MessagePurpose.STAFF_NOTE, reference=notice.id,
-                          target=Target(found[0].platform, found[1]), message=_not_published(notice, reason),
+                          target=Target(found[0].platform, found[1]), message=_not_published(notice, reason, advice),
                           now=now, staff_id=author.id, using_db=conn)  # type: ignore[union-attr]
     log.warning("scheduled notice %s was not published and is marked failed: %s", notice.id, reason,
                 extra={"notice_id": notice.id})
 
 
-def _not_published(notice: Notice, reason: str) -> DirectMessage:
+def _not_published(notice: Notice, reason: str, advice: str = "") -> DirectMessage:
     when = f", scheduled for {format_time(notice.scheduled_at)}," if notice.scheduled_at else ""
+    advice = advice or "Compose it again with a topic and audience that exist now (`send`)."
     return DirectMessage(
         title=f"Not sent: {notice.title}"[:150],
         lines=(f"Your notice #{notice.id} \"{notice.title}\"{when} could not be sent: {reason}.",
-               "It is marked failed and will not go out. Compose it again with a topic and audience that "
-               "exist now (`send`)."))
+               f"It is marked failed and will not go out. {advice}"))
 
 
 async def scheduled_notices(staff: Staff | None) -> list[Notice]:
