@@ -201,6 +201,29 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
     assert later.exit_code == 0 and "scheduled for 2099-01-01T09:00Z" in later.output
 
 
+def test_an_operator_offboards_a_staff_member_from_the_cli_and_staff_add_brings_them_back(cli_env: CliRunner) -> None:
+    """A CAM leaves the vendor: `herald staff remove EMAIL` makes them inactive (every check refuses
+    them from then on), says what it ended, and running it again changes nothing; `staff add`
+    reactivates them. An unknown address is refused."""
+    added = cli_env.invoke(main, ["staff", "add", "leaver@vendor.example", "--role", "cam",
+                                  "--slack-user", "ULEAVER", "--slack-team", "T0PARTNER"])
+    assert added.exit_code == 0, added.output
+    removed = cli_env.invoke(main, ["staff", "remove", "Leaver@Vendor.example"])
+    assert removed.exit_code == 0, removed.output
+    assert removed.output.startswith("removed leaver@vendor.example (cam): 0 console session(s) ended")
+    line = next(x for x in cli_env.invoke(main, ["staff", "list"]).output.splitlines() if "leaver@vendor.example" in x)
+    assert "(inactive)" in line
+    again = cli_env.invoke(main, ["staff", "remove", "leaver@vendor.example"])
+    assert again.exit_code == 0 and again.output.startswith("already inactive: leaver@vendor.example")
+    unknown = cli_env.invoke(main, ["staff", "remove", "nobody@vendor.example"])
+    assert unknown.exit_code == 1 and "no staff member with e-mail 'nobody@vendor.example'" in unknown.output
+
+    back = cli_env.invoke(main, ["staff", "add", "leaver@vendor.example", "--role", "cam"])
+    assert back.exit_code == 0 and "updated leaver@vendor.example as cam" in back.output
+    line = next(x for x in cli_env.invoke(main, ["staff", "list"]).output.splitlines() if "leaver@vendor.example" in x)
+    assert "(inactive)" not in line and "T0PARTNER/ULEAVER" in line  # their Slack identity was kept
+
+
 async def test_healthz_reports_database_reachability(db: str) -> None:
     app = build_app(load_settings(database_url=db), run_worker=False, manage_database=False)
     async with TestClient(TestServer(app)) as client:

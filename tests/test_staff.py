@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot.common.errors import UserError
 from bot.core.directory.staff import add_staff, cam_for_organisation, list_staff, staff_for_slack
-from storage.models import AuditEvent, Organisation, Staff
+from storage.models import AuditEvent, Member, Notice, Organisation, Question, Staff
+from tests.support import Rig
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -121,3 +122,56 @@ async def test_cam_for_organisation_is_only_someone_who_may_act_as_cam(db: str) 
     assert await cam_for_organisation(acme) is None
     await add_staff("carla.cam@vendor.com", "admin", now=NOW)
     assert (await cam_for_organisation(acme)).id == carla.id
+
+
+async def test_removing_a_staff_member_ends_what_they_could_still_use(rig: Rig) -> None:
+    """`remove_staff` (herald staff remove): inactive; console sessions ended and unused sign-in
+    links expired; API tokens revoked for good (a later `staff add` reactivates the person, not
+    them); open hand-offs moved to the organisation's current CAM, or left for an admin where it
+    names nobody able; scheduled notices failed with the reason; `staff.deactivated` on the trail.
+    A second removal records nothing new."""
+    from bot.core.commands.parser import SendCommand
+    from bot.core.compliance.api_tokens import authenticate, create_token
+    from bot.core.directory.console_access import issue_link, redeem_link, session_staff
+    from bot.core.directory.offboarding import remove_staff
+    from bot.core.notices import sending
+
+    rig.clock.set(NOW)
+    now = rig.clock.now()
+    cam = await Staff.get(email="cam@vendor.example")
+    session = await redeem_link((await issue_link(cam, via="cli", now=now)).token, now=now)
+    unused_link = await issue_link(cam, via="cli", now=now)
+    _, token = await create_token(cam.email, now=now)
+    nora, _ = await add_staff("newcam@vendor.example", "cam", name="Nora New", now=now, actor="test")
+    await Organisation.filter(external_id="acme").update(cam_email=nora.email)  # as an import would, minus the move
+    anna, cy = await Member.get(email="anna@acme.example"), await Member.get(email="cy@bolt.example")
+    asked = {"platform": "slack", "text": "Where is the price list?", "asked_at": now, "abstained": True,
+             "handoff_status": "open", "handed_off_at": now, "cam": cam}
+    at_acme, at_bolt = await Question.create(member=anna, **asked), await Question.create(member=cy, **asked)
+    command = SendCommand(importance="need-to-know", topic="announcements", audience="all", title="Depot",
+                          body="Closed", scheduled_at=NOW + timedelta(days=1))
+    preview = await sending.create_draft(cam, command, rig.herald.catalog, now=now)
+    await sending.send_draft(preview.notice.id, cam, rig.herald.catalog, now=now)
+
+    done = await remove_staff("cam@vendor.example", now=now, actor="operator:ops")
+    assert (done.was_active, done.sessions_ended, done.links_expired, done.tokens_revoked) == (True, 1, 1, 1)
+    assert (done.handoffs_moved, done.handoffs_left, done.notices_failed) == (1, 1, [preview.notice.id])
+    assert not (await Staff.get(id=cam.id)).active
+    assert await session_staff(session.token, now=now) is None
+    assert (await Question.get(id=at_acme.id)).cam_id == nora.id  # Acme names Nora: it is with her now
+    assert (await Question.get(id=at_bolt.id)).cam_id == cam.id  # Bolt names nobody able: an admin's to answer
+    notice = await Notice.get(id=preview.notice.id)
+    assert notice.status == "failed" and "cam@vendor.example is no longer active" in notice.failure_reason
+    (event,) = await AuditEvent.filter(kind="staff.deactivated")
+    assert event.actor == "operator:ops" and event.data["tokens_revoked"] == 1 and event.data["handoffs_left"] == 1
+    assert await AuditEvent.filter(kind="question.reassigned").count() == 1
+    assert await AuditEvent.filter(kind="notice.failed", notice_id=notice.id).count() == 1
+
+    again = await remove_staff("cam@vendor.example", now=now, actor="operator:ops")
+    assert not again.was_active and await AuditEvent.filter(kind="staff.deactivated").count() == 1
+
+    await add_staff("cam@vendor.example", "cam", now=now, actor="operator:ops")  # back: a fresh start
+    assert (await Staff.get(id=cam.id)).active
+    assert await authenticate(token, now=now) is None and await session_staff(session.token, now=now) is None
+    with pytest.raises(UserError):
+        await redeem_link(unused_link.token, now=now)

@@ -78,6 +78,25 @@ def staff_add(email: str, role: str, name: str, slack_user: str, slack_team: str
     click.echo(f"{'added' if created else 'updated'} {person.email} as {person.role}")
 
 
+@staff.command("remove", help="Take a staff member's access away (offboarding): inactive, console sessions "
+                              "ended, API tokens revoked, open hand-offs moved to their partners' CAM, "
+                              "scheduled notices failed. `staff add` again reactivates them.")
+@click.argument("email")
+def staff_remove(email: str) -> None:
+    from bot.core.directory.offboarding import remove_staff
+
+    done = run(lambda: remove_staff(email, now=CLOCK.now(), actor=f"operator:{operator_name()}"))
+    click.echo(f"{'removed' if done.was_active else 'already inactive:'} {done.staff.email} ({done.staff.role}): "
+               f"{done.sessions_ended} console session(s) ended, {done.tokens_revoked} API token(s) revoked, "
+               f"{done.handoffs_moved} open hand-off(s) moved to their partners' CAM")
+    if done.handoffs_left:
+        click.echo(f"{done.handoffs_left} open hand-off(s) stay filed under them: their organisation names no "
+                   "active CAM; an admin can answer them (`herald doctor` lists the organisations)", err=True)
+    if done.notices_failed:
+        ids = ", ".join(f"#{n}" for n in done.notices_failed)
+        click.echo(f"scheduled notice(s) {ids} will not go out (failed: their author may no longer send)", err=True)
+
+
 @staff.command("list", help="List staff.")
 def staff_list() -> None:
     from bot.core.directory.staff import list_staff

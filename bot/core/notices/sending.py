@@ -286,6 +286,18 @@ async def _fail_scheduled(notice: Notice, reason: str, *, now: datetime, channel
                 extra={"notice_id": notice.id})
 
 
+async def fail_scheduled_of(author: Staff, *, now: datetime, actor: str) -> list[int]:
+    """Fail every scheduled notice of an author who may no longer send (offboarding), at once
+    rather than at their time, each with `author_refusal`'s reason and its `notice.failed` event.
+    Returns their ids. (`publish_due` would refuse them at their time anyway.)"""
+    failed = []
+    for notice in await Notice.filter(author_id=author.id, status=NoticeStatus.SCHEDULED.value).order_by("id"):
+        if refusal := await author_refusal(notice):
+            await _fail_scheduled(notice, refusal, now=now, channels={}, actor=actor)
+            failed.append(notice.id)
+    return failed
+
+
 def _not_published(notice: Notice, reason: str, advice: str = "") -> DirectMessage:
     when = f", scheduled for {format_time(notice.scheduled_at)}," if notice.scheduled_at else ""
     advice = advice or "Compose it again with a topic and audience that exist now (`send`)."
