@@ -28,6 +28,7 @@ from bot.core.compliance.reports import (
     notice_revisions,
     notice_summary,
     parse_window,
+    readable_notices,
     report_chunks,
 )
 from bot.topics.importance import Importance
@@ -137,9 +138,7 @@ def add_api_routes(app: web.Application, clock: Clock) -> None:
     async def list_notices(request: web.Request, staff: Staff) -> web.StreamResponse:
         limit = _int_param(request, "limit", default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
         before = _int_param(request, "before", default=None, low=1, high=MAX_ROW_ID)
-        query = Notice.all()
-        if staff.role not in AUDITORS:
-            query = query.filter(author_id=staff.id)
+        query = readable_notices(staff)  # can_read_notice's rule, as GET /notices/{id} applies it
         if before is not None:
             query = query.filter(id__lt=before)
         notices = await query.select_related("author").order_by("-id").limit((limit or DEFAULT_LIMIT) + 1)

@@ -15,7 +15,7 @@ from bot.app import build_app
 from bot.core.compliance.api_tokens import create_token, revoke_token
 from bot.common.clock import ManualClock
 from config.settings import load_settings
-from storage.models import ApiToken, AuditEvent
+from storage.models import ApiToken, AuditEvent, Organisation, Staff
 from tests.test_reports import (
     EXPECTED_HEADER,
     EXPECTED_ROWS,
@@ -122,6 +122,25 @@ async def test_list_is_filtered_by_role_and_paged(api: Api) -> None:
     assert [n["id"] for n in page["notices"]] == [fx.draft.id, fx.other.id] and page["next_before"] == fx.other.id
     rest = await (await api.get(f"{API}/notices?limit=2&before={page['next_before']}", "admin")).json()
     assert [n["id"] for n in rest["notices"]] == [fx.notice.id] and rest["next_before"] is None
+
+
+async def test_a_cam_lists_the_notices_escalated_to_them_as_they_open_them(api: Api) -> None:
+    """One rule for reading notices (`reports.can_read_notice`) on every surface: once the directory
+    names the other CAM for Bolt, they may open the notice escalated for Bolt (its Open report
+    button), and it is in their API list and console list too, with its author in the console's
+    author filter. The CAM who wrote it still sees it, as its author."""
+    from bot.core.insights.notices import NoticeFilters, list_notices
+
+    fx = api.fx
+    await Organisation.filter(external_id="bolt").update(cam_email="Other@vendor.example")
+    assert (await api.get(f"{API}/notices/{fx.notice.id}", "other_cam")).status == 200
+    theirs = await (await api.get(f"{API}/notices", "other_cam")).json()
+    assert [n["id"] for n in theirs["notices"]] == [fx.other.id, fx.notice.id]
+    page = await list_notices(await Staff.get(email="other@vendor.example"), NoticeFilters())
+    assert [row.notice.id for row in page.rows] == [fx.other.id, fx.notice.id]
+    assert page.authors == ["cam@vendor.example", "other@vendor.example"]
+    mine = await (await api.get(f"{API}/notices", "cam")).json()
+    assert [n["id"] for n in mine["notices"]] == [fx.draft.id, fx.notice.id]  # still the author's
 
 
 async def test_notice_detail_and_access(api: Api) -> None:

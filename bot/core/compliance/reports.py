@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from tortoise import connections
+from tortoise.expressions import Q, Subquery
 from tortoise.functions import Count
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
@@ -82,6 +83,18 @@ async def can_read_notice(staff: Staff | None, notice: Notice) -> bool:
     if notice.author_id is not None and notice.author_id == staff.id:  # type: ignore[attr-defined]
         return True
     return await Escalation.filter(notice_id=notice.id, organisation__cam_email__iexact=staff.email.strip()).exists()
+
+
+def readable_notices(staff: Staff) -> QuerySet[Notice]:
+    """`can_read_notice` as a query, for lists (the API's and the console's): every notice for
+    compliance and admins; for a CAM their own and those escalated for an organisation they are
+    the CAM of now; nothing for anyone else (an inactive person)."""
+    if not staff.active or staff.role not in (StaffRole.CAM.value, StaffRole.COMPLIANCE.value, StaffRole.ADMIN.value):
+        return Notice.filter(id__in=[])
+    if staff.role != StaffRole.CAM.value:
+        return Notice.all()
+    escalated = Escalation.filter(organisation__cam_email__iexact=staff.email.strip()).values("notice_id")
+    return Notice.filter(Q(author_id=staff.id) | Q(id__in=Subquery(escalated)))
 
 
 # ---- small helpers --------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from bot.core.compliance.reports import (
     funnels_by_notice,
     notice_revisions,
     notice_summary,
+    readable_notices,
 )
 from bot.core.directory.permissions import require_viewer
 from bot.core.insights.sql import as_datetime, rows, seconds_between
@@ -86,11 +87,10 @@ class NoticePage:
 
 async def list_notices(staff: Staff | None, filters: NoticeFilters, *, before: int | None = None,
                        limit: int = PAGE) -> NoticePage:
-    """Newest first, `limit` at a time (keyset on the id); a CAM sees only their own notices."""
+    """Newest first, `limit` at a time (keyset on the id); a CAM sees the notices they may open
+    (`readable_notices`: their own and those escalated to them as a partner's CAM)."""
     staff = require_viewer(staff)
-    query = Notice.all()
-    if staff.role not in _AUDITORS:
-        query = query.filter(author_id=staff.id)
+    query = readable_notices(staff)
     if filters.topic:
         query = query.filter(topic=filters.topic)
     if filters.importance:
@@ -108,10 +108,11 @@ async def list_notices(staff: Staff | None, filters: NoticeFilters, *, before: i
     found = await query.select_related("author").order_by("-id").limit(limit + 1)
     page = found[:limit]
     counted = await _counts(page)
-    authors_query = Staff.filter(notices__id__isnull=False)
-    if staff.role not in _AUDITORS:
-        authors_query = authors_query.filter(id=staff.id)
-    authors = sorted(set(await authors_query.values_list("email", flat=True)))
+    if staff.role in _AUDITORS:
+        authors = sorted(set(await Staff.filter(notices__id__isnull=False).values_list("email", flat=True)))
+    else:
+        authors = sorted(set(await readable_notices(staff).filter(author_id__isnull=False).values_list(
+            "author__email", flat=True)))
     return NoticePage([counted.get(n.id) or NoticeRow(n) for n in page],
                       page[-1].id if len(found) > limit else None, authors)
 
