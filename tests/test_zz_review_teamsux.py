@@ -1,0 +1,124 @@
+"""Review (teamsux): defects an experienced Teams user or admin would meet, each shown over real
+HTTP against the fake Bot Connector (tests/fakes/bot_connector.py) with the project's Teams rig."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bot.app import HERALD_KEY, build_app
+from bot.core.directory.importer import import_directory
+from bot.teams_package import build_manifest
+from storage.models import Member
+from tests.support import directory_csv
+from tests.teams_support import TENANT, TeamsRig, actions_of, card_of, texts_of
+
+pytestmark = pytest.mark.usefixtures("warm_knowledge_base")
+
+
+async def _send_must_know(teams: TeamsRig, audience: str, title: str = "Recall of LX-200") -> int:
+    preview = await teams.say("aad-cam", f"send must-know operations {audience} | {title} | Stop selling it")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    await teams.herald.outbox.drain()
+    return notice_id
+
+
+async def _restart(teams: TeamsRig) -> None:
+    """The same deployment after `herald serve` restarted (or another replica): a new process on the
+    same database and Bot Connector; nothing in the old process's memory survives."""
+    await teams.server.close()
+    app = build_app(teams.herald.settings, clock=teams.clock, run_worker=False, manage_database=False)
+    teams.server = TestServer(app, host="127.0.0.1")
+    await teams.server.start_server()
+    teams.herald = app[HERALD_KEY]
+
+
+# ---- 1 (high): edits/retractions/acknowledgements never reach a chat Herald opened itself, after a restart
+
+async def test_a_retraction_reaches_a_chat_herald_opened_itself_after_a_restart(teams: TeamsRig) -> None:
+    """README (Connecting Microsoft Teams, 3): members Herald never talked to "get a new 1:1 chat
+    when a notice goes out"; README (Using it): `retract` makes "every copy" "Retracted: <reason>".
+    Fay never messaged Herald (the usual case when an admin's setup policy installs the app), so
+    her chat was created by Herald. Her account stores the conversation id but no service URL, and
+    TeamsChannel.update() only knows the URL from process memory or the stored account: after a
+    restart (or on another replica) the retraction of her copy fails for ever with "no Teams
+    service URL is known for conversation ...", and she keeps a live CRITICAL notice with an
+    Acknowledge button."""
+    notice_id = await _send_must_know(teams, "member:fay@teamsco.example")
+    (original,) = teams.connector.activities("a:conv-aad-fay")
+    assert "CRITICAL: Recall of LX-200" in texts_of(card_of(original))
+
+    await _restart(teams)
+    reply = await teams.say("aad-cam", f"retract {notice_id} wrong product")
+    assert "retracted" in reply["text"]
+    await teams.herald.outbox.drain()
+
+    shown = " ".join(texts_of(card_of(teams.connector.activities("a:conv-aad-fay")[-1])))
+    assert "Retracted: wrong product" in shown, f"Fay's copy still shows the live notice: {shown[:200]!r}"
+
+
+# ---- 2 (medium): an app upgrade greets every user again
+
+async def test_an_app_upgrade_does_not_greet_the_member_again(teams: TeamsRig) -> None:
+    """Teams sends installationUpdate with action `add-upgrade` when the admin uploads a new
+    version of the app package (microsoft/botframework-sdk#6139: "allows the bot to distinguish if
+    the bot is being added/removed as part of an app upgrade scenario, rather than a fresh
+    install"). Herald treats every action not starting with "remove" as a fresh install, so every
+    user with the app is sent "Hi, I'm Herald ..." again on each `herald teams package --version`
+    rollout."""
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add-upgrade"))
+    greetings = [a for a in teams.connector.activities("a:conv-aad-eve") if "Hi, I'm Herald" in (a.get("text") or "")]
+    assert len(greetings) == 1, f"greeted {len(greetings)} times: once for the install, again for the upgrade"
+
+
+# ---- 3 (medium): partners are offered only CAM commands; their own `preferences` is undiscoverable
+
+def test_the_teams_command_menu_offers_partners_their_own_command() -> None:
+    """The manifest's commandLists is the menu every user of the personal app sees (partners are
+    most of them). It lists nine CAM-only commands, which a partner is refused, and not
+    `preferences`, the one command README documents for partners in Teams ("Preferences: ...
+    `preferences` typed to the bot in Teams"). Nothing else in Teams tells them it exists."""
+    manifest = build_manifest(app_id="00000000-0000-0000-0000-000000000001", public_url="https://herald.example.com")
+    titles = [c["title"] for c in manifest["bots"][0]["commandLists"][0]["commands"]]
+    assert "preferences" in titles, f"the Teams command menu offers {titles}"
+
+
+async def test_help_from_the_teams_command_menu_helps_a_partner(teams: TeamsRig) -> None:
+    """The command menu offers everyone `help` ("What Herald can do"). A partner who picks it gets
+    the assistant's "I don't know that one yet" and an **Ask my CAM** button (which would hand the
+    word "help" off to their channel account manager), not what Herald can do for them."""
+    reply = await teams.say("aad-eve", "help")
+    shown = (reply.get("text") or "") + " ".join(texts_of(card_of(reply)) if reply.get("attachments") else [])
+    assert "I don't know that one yet" not in shown and "preferences" in shown, shown[:300]
+
+
+# ---- 4 (low): Teams help promises Slack-only behaviour
+
+async def test_teams_help_describes_what_teams_does(teams: TeamsRig) -> None:
+    """Help in Teams is Slack's text minus `/herald`: it promises an edit form (README: "`edit <id>`
+    (form in Slack)"; in Teams `edit 5` answers "give the new text") and the report's "CSV in your
+    DM" (README: in Teams "a 15-minute signed download link")."""
+    reply = await teams.say("aad-cam", "help")
+    assert "CSV in your DM" not in reply["text"], "Teams help says the report CSV comes by DM"
+    assert "correct a sent notice (form)" not in reply["text"], "Teams help promises an edit form Teams does not have"
+
+
+# ---- 5 (low): the member's time zone Teams sends with each message is ignored
+
+async def test_a_members_time_zone_is_taken_from_teams_when_the_directory_has_none(teams: TeamsRig) -> None:
+    """Every Teams message carries the sender's device time zone (entities: clientInfo.timezone).
+    A member imported with a blank `timezone` is UTC (README) and stays UTC after talking to Herald
+    from Teams, so a Los Angeles member's working hours (08:00-20:00) and quiet hours are kept in
+    UTC: must-know reminders and need-to-know copies arrive at midnight-noon their time."""
+    await import_directory(directory_csv([
+        f"teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,lou@teamsco.example,Lou Park,"
+        f"operations,,en,,,{TENANT},aad-lou"]), now=teams.clock.now(), actor="test")
+    teams.connector.open_conversation("aad-lou", TENANT)
+    client_info = {"type": "clientInfo", "locale": "en-US", "country": "US", "platform": "Windows",
+                   "timezone": "America/Los_Angeles"}
+    status, _ = await teams.post(teams.activity("message", "aad-lou", text="preferences", entities=[client_info]))
+    assert status == 200
+    member = await Member.get(email="lou@teamsco.example")
+    assert member.timezone == "America/Los_Angeles", f"the member's zone stayed {member.timezone!r}"
