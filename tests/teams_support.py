@@ -117,6 +117,17 @@ async def start_teams_rig(db_url: str, **settings: Any) -> TeamsRig:
     return TeamsRig(connector, slack, server, aiohttp.ClientSession(), clock, app[HERALD_KEY])
 
 
+async def restart_teams_rig(rig: TeamsRig, **settings: Any) -> None:
+    """The same deployment after `herald serve` restarted (or another replica): a new process on the
+    same database and Bot Connector, with `settings` changed; nothing in the old one's memory survives."""
+    await rig.server.close()
+    config = rig.herald.settings.model_copy(update=settings)
+    app = build_app(config, clock=rig.clock, run_worker=False, manage_database=False)
+    rig.server = TestServer(app, host="127.0.0.1")
+    await rig.server.start_server()
+    rig.herald = app[HERALD_KEY]
+
+
 async def stop_teams_rig(rig: TeamsRig) -> None:
     await rig.session.close()
     await rig.server.close()

@@ -15,7 +15,16 @@ from bot.core.directory.importer import import_directory
 from bot.core.onboarding.assistant import open_handoffs
 from bot.core.onboarding.journeys import parse_journeys, run_journeys
 from bot.service import Herald
-from storage.models import AuditEvent, Delivery, JourneyStep, Member, OutboundMessage, Question, Staff
+from storage.models import (
+    AuditEvent,
+    Delivery,
+    JourneyStep,
+    Member,
+    OutboundMessage,
+    PlatformAccount,
+    Question,
+    Staff,
+)
 from tests.fakes.rate_limits import Rate
 from tests.fakes.slack_limits import SlackLimits
 from tests.support import SAMPLE_DIRECTORY, TEAM, Rig, directory_csv, seed_directory
@@ -314,5 +323,10 @@ async def test_journey_steps_to_teams_keep_to_the_bot_connectors_limits(db: str)
             assert len(cards) == 1, aad  # once each, nothing lost
         assert await JourneyStep.filter(status="sent").count() == 2
         assert await OutboundMessage.filter(status="delivered", platform="teams").count() == 2
+        # the chats the steps opened are stored with the service URL they were opened on, which
+        # later updates of notices sent there need (after a restart, on another replica)
+        opened = await PlatformAccount.filter(platform="teams", user_id__in=["aad-eve", "aad-fay"]).order_by(
+            "user_id").values_list("dm_channel", "service_url")
+        assert opened == [("a:conv-aad-eve", teams.connector.url), ("a:conv-aad-fay", teams.connector.url)]
     finally:
         await stop_teams_rig(teams)

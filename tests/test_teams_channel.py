@@ -118,7 +118,7 @@ async def test_first_delivery_creates_the_conversation_then_posts_the_card(
 
     conversation = fake.conversation_id(USER)
     assert outcome.kind is OutcomeKind.DELIVERED
-    assert outcome.dm_channel == conversation  # for the engine to cache
+    assert (outcome.dm_channel, outcome.service_url) == (conversation, fake.url)  # for the engine to cache
     assert outcome.ref is not None and outcome.ref.channel_id == conversation
     [create] = fake.calls_to("create_conversation")
     assert create.body == {"bot": {"id": "herald-bot"}, "members": [{"id": USER}], "isGroup": False,
@@ -199,6 +199,35 @@ async def test_a_default_service_url_reaches_members_who_never_wrote(fake: FakeB
     finally:
         await teams.close()
     assert outcome.kind is OutcomeKind.DELIVERED and outcome.dm_channel == fake.conversation_id(USER)
+    assert outcome.service_url == fake.url  # stored with the chat: its updates need it in any process
+
+
+async def test_an_update_uses_the_default_service_url_when_none_is_stored(fake: FakeBotConnector) -> None:
+    """A new process knows nothing of the chats the last one opened: an update of a chat whose
+    account has no service URL goes where chats are opened, as a send does."""
+    sender = TeamsChannel(default_service_url=fake.url)
+    try:
+        sent = await sender.deliver(recipient(fake, service_url=""), view(), delivery_id=5, maybe_sent=False)
+    finally:
+        await sender.close()
+    assert sent.ref is not None
+    restarted = TeamsChannel(default_service_url=fake.url, service_url_for=Lookup())
+    try:
+        await restarted.update(TENANT, sent.ref, view().with_ack("Anna Berg", SENT))
+    finally:
+        await restarted.close()
+    assert fake.calls_to("update_activity")[-1].status == 200
+
+
+async def test_an_update_with_no_service_url_known_at_all_is_refused_for_good(fake: FakeBotConnector) -> None:
+    """Not an internal error retried every minute for ever: the engine records and audits it."""
+    teams = TeamsChannel(service_url_for=Lookup())
+    try:
+        with pytest.raises(UpdateRefused, match="no Teams service URL is known for conversation a:conv-x"):
+            await teams.update(TENANT, MessageRef("a:conv-x", "1:1"), view())
+    finally:
+        await teams.close()
+    assert fake.calls == []
 
 
 async def test_maybe_sent_is_answered_from_memory_without_a_second_post(
@@ -206,7 +235,7 @@ async def test_maybe_sent_is_answered_from_memory_without_a_second_post(
     first = await channel.deliver(recipient(fake), view(), delivery_id=21, maybe_sent=False)
     again = await channel.deliver(recipient(fake), view(), delivery_id=21, maybe_sent=True)
     assert again.kind is OutcomeKind.DELIVERED and again.ref == first.ref
-    assert again.dm_channel == first.dm_channel  # the engine may not have cached it yet
+    assert (again.dm_channel, again.service_url) == (first.dm_channel, fake.url)  # the engine may not have cached it yet
     assert len(fake.calls_to("send_activity")) == 1
 
 
@@ -514,8 +543,10 @@ async def test_untrusted_service_url_is_refused_when_the_allow_list_is_set(fake:
                          service_url_for=Lookup({"a:conv-x": fake.url}))
     try:
         outcome = await teams.deliver(recipient(fake), view(), delivery_id=27, maybe_sent=False)
-        with pytest.raises(UntrustedServiceUrl):
+        # refused for good (recorded on the row and audited), not retried for ever as an internal error
+        with pytest.raises(UpdateRefused, match="refusing to send to untrusted service URL") as refused:
             await teams.update(TENANT, MessageRef("a:conv-x", "1:1"), view())
+        assert isinstance(refused.value.__cause__, UntrustedServiceUrl)
     finally:
         await teams.close()
     assert outcome.kind is OutcomeKind.FAILED

@@ -11,10 +11,19 @@ import pytest
 from bot.core.directory.importer import import_directory
 from bot.core.notices.revisions import edit_notice
 from bot.channels.teams_replies import TOO_LARGE_REPLY
-from storage.models import Acknowledgement, ConsoleSignIn, Delivery, Member, Notice, PlatformAccount, Staff
+from storage.models import Acknowledgement, AuditEvent, ConsoleSignIn, Delivery, Member, Notice, PlatformAccount, Staff
 from tests.fakes.bot_framework_keys import APP_ID, LocalBotFrameworkKeys
 from tests.support import broadcast, directory_csv, many_members_csv, updates_pushed, wait_until
-from tests.teams_support import TENANT, TeamsRig, actions_of, card_of, start_teams_rig, stop_teams_rig, texts_of
+from tests.teams_support import (
+    TENANT,
+    TeamsRig,
+    actions_of,
+    card_of,
+    restart_teams_rig,
+    start_teams_rig,
+    stop_teams_rig,
+    texts_of,
+)
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # questions are answered from it
 
@@ -448,6 +457,56 @@ async def test_an_update_teams_refuses_for_good_is_not_tried_again(teams: TeamsR
     assert len(refused) == 1 and refused[0].status == 403
     eve = await Delivery.get(notice_id=notice_id, member__email="eve@teamsco.example")
     assert not eve.update_pending and eve.error.startswith("update failed: the member removed Herald")
+    (event,) = await AuditEvent.filter(kind="delivery.update_failed")
+    assert event.notice_id == notice_id and event.data["delivery_id"] == eve.id  # compliance sees her copy is stale
+    assert event.data["reason"].startswith("the member removed Herald")
+
+
+async def _send_must_know(teams: TeamsRig, audience: str, title: str = "Recall of LX-200") -> int:
+    preview = await teams.say("aad-cam", f"send must-know operations {audience} | {title} | Stop selling it")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    await teams.herald.outbox.drain()
+    return notice_id
+
+
+async def _retract_reaches(teams: TeamsRig, notice_id: int, conversation: str) -> str:
+    """Retract the notice as the CAM; what the member's copy in `conversation` shows after it."""
+    reply = await teams.say("aad-cam", f"retract {notice_id} wrong product")
+    assert "retracted" in reply["text"]
+    await teams.herald.outbox.drain()
+    return " ".join(texts_of(card_of(teams.connector.activities(conversation)[-1])))
+
+
+async def test_a_retraction_reaches_a_chat_herald_opened_itself_after_a_restart(teams: TeamsRig) -> None:
+    """README (Connecting Microsoft Teams, 3): members Herald never talked to "get a new 1:1 chat
+    when a notice goes out". Fay never messaged Herald (the usual case when an admin's setup policy
+    installs the app), so Herald opened her chat: the service URL it opened it on is stored with the
+    conversation, so a new process (after a restart, or another replica) updates her copy there,
+    not only the process that opened it. Her copy must not keep a live Acknowledge button."""
+    notice_id = await _send_must_know(teams, "member:fay@teamsco.example")
+    (original,) = teams.connector.activities("a:conv-aad-fay")
+    assert "CRITICAL: Recall of LX-200" in texts_of(card_of(original))
+    account = await PlatformAccount.get(platform="teams", user_id="aad-fay")
+    assert (account.dm_channel, account.service_url) == ("a:conv-aad-fay", teams.connector.url)
+
+    # the default is elsewhere now: only the stored URL reaches her chat
+    await restart_teams_rig(teams, teams_service_url="http://127.0.0.1:9/")
+    shown = await _retract_reaches(teams, notice_id, "a:conv-aad-fay")
+    assert "Retracted: wrong product" in shown, f"Fay's copy still shows the live notice: {shown[:200]!r}"
+    assert not (await Delivery.get(notice_id=notice_id)).update_pending
+
+
+async def test_an_update_of_a_chat_stored_without_its_service_url_goes_to_the_default_one(teams: TeamsRig) -> None:
+    """Conversations Herald opened before it stored their service URL (or any account without one):
+    an update after a restart uses the service URL chats are opened on, as a send does, instead of
+    failing for ever with "no Teams service URL is known"."""
+    notice_id = await _send_must_know(teams, "member:fay@teamsco.example")
+    await PlatformAccount.filter(platform="teams", user_id="aad-fay").update(service_url="")
+
+    await restart_teams_rig(teams)
+    shown = await _retract_reaches(teams, notice_id, "a:conv-aad-fay")
+    assert "Retracted: wrong product" in shown, shown[:200]
 
 
 async def test_a_member_who_removes_herald_is_not_sent_to_and_gets_the_notice_when_they_add_it_again(

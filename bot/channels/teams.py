@@ -28,7 +28,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -237,7 +237,10 @@ class TeamsChannel:
         # the retracted copy than left with it.
         if maybe_sent and delivery_id in self._sent:
             ref = self._sent[delivery_id]
-            return Outcome.delivered(ref, dm_channel="" if recipient.dm_channel else ref.channel_id)
+            if recipient.dm_channel:
+                return Outcome.delivered(ref)
+            return _opened_on(Outcome.delivered(ref, dm_channel=ref.channel_id),
+                              self._service_urls.get(ref.channel_id, ""))
         reply_to = None
         if view.original_ref and view.original_ref[0] == recipient.dm_channel and view.original_ref[1]:
             reply_to = view.original_ref[1]  # a reminder answers the original message
@@ -249,11 +252,15 @@ class TeamsChannel:
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
         """PUT the re-rendered card over the delivered one. Raises UpdateRefused when Teams will
-        never take it, else any other failure, so the engine keeps the update pending."""
-        service_url = self._service_urls.get(ref.channel_id) or await self.service_url_for(ref.channel_id)
+        never take it (or Herald may not call the conversation's service URL), else any other
+        failure, so the engine keeps the update pending."""
+        service_url = await self._service_url_of(ref.channel_id)
         if not service_url:
-            raise TeamsError(f"no Teams service URL is known for conversation {ref.channel_id}")
-        self._check_service_url(service_url)
+            raise UpdateRefused(f"no Teams service URL is known for conversation {ref.channel_id}")
+        try:
+            self._check_service_url(service_url)
+        except UntrustedServiceUrl as exc:
+            raise UpdateRefused(str(exc)) from exc
         activity = notice_activity(view)
         activity.get("channelData", {}).pop("notification", None)  # an edit must not alert again
         activity["id"] = ref.message_id
@@ -311,6 +318,11 @@ class TeamsChannel:
             self._check_service_url(service_url)
         except UntrustedServiceUrl as exc:
             return Outcome.failed(str(exc))
+        outcome = await self._send_to(service_url, recipient, activity, delivery_id=delivery_id, reply_to=reply_to)
+        return _opened_on(outcome, service_url)
+
+    async def _send_to(self, service_url: str, recipient: Recipient, activity: dict[str, Any], *,
+                       delivery_id: int | None, reply_to: str | None) -> Outcome:
         opened = ""
         try:
             conversation = recipient.dm_channel
@@ -416,6 +428,13 @@ class TeamsChannel:
         if reason:
             raise UntrustedServiceUrl(f"refusing to send to untrusted service URL {service_url[:200]!r}: {reason}")
 
+    async def _service_url_of(self, conversation: str) -> str | None:
+        """Where to reach a conversation: the URL it was last used on in this process, else the one
+        stored with it, else the default one a conversation is opened on (Microsoft's global
+        service URL also reaches conversations opened elsewhere)."""
+        return (self._service_urls.get(conversation) or await self.service_url_for(conversation)
+                or self.default_service_url)
+
     def _remember_url(self, conversation: str, service_url: str) -> None:
         _remember(self._service_urls, conversation, service_url)
 
@@ -506,6 +525,14 @@ def _remember(memo: OrderedDict, key: Any, value: Any) -> None:
     memo.move_to_end(key)
     while len(memo) > _MEMO_SIZE:
         memo.popitem(last=False)
+
+
+def _opened_on(outcome: Outcome, service_url: str) -> Outcome:
+    """The outcome with the service URL a conversation it opened was opened on, for the engine to
+    store with the conversation: its later updates need it, after a restart or on another replica."""
+    if not outcome.dm_channel or not service_url:
+        return outcome
+    return replace(outcome, service_url=service_url)
 
 
 def _classify(exc: TeamsApiError, recipient: Recipient, opened: str, *, creating: bool = False) -> Outcome:

@@ -39,6 +39,9 @@ class Outcome:
     kind: OutcomeKind
     ref: MessageRef | None = None
     dm_channel: str = ""  # a newly opened DM conversation for the engine to cache
+    # Teams: the service URL `dm_channel` was opened on, cached with it. Later updates of the
+    # messages sent there (edits, retractions, acknowledgements) need it, in any process.
+    service_url: str = ""
     reason: str = ""
     retry_after: float | None = None  # seconds the platform asked us to wait
     throttled: bool = False  # the whole workspace/tenant is rate-limited, not just this message

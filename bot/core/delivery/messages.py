@@ -432,7 +432,12 @@ async def _inactive_members(rows: Iterable[OutboundMessage]) -> set[int]:
 
 
 async def _cache_dm(row: OutboundMessage, outcome: Outcome, *, now: datetime) -> None:
+    """Store a newly opened DM conversation on the member's account, with the service URL it was
+    opened on (Teams): updates of the notices sent there later need it."""
     account_id = row.account_id  # type: ignore[attr-defined]
-    if outcome.dm_channel and account_id is not None:
-        await PlatformAccount.filter(id=account_id).exclude(dm_channel=outcome.dm_channel).update(
-            dm_channel=outcome.dm_channel, updated_at=now)
+    if not outcome.dm_channel or account_id is None:
+        return
+    changed: dict[str, Any] = {"dm_channel": outcome.dm_channel}
+    if outcome.service_url:
+        changed["service_url"] = outcome.service_url
+    await PlatformAccount.filter(id=account_id).exclude(**changed).update(**changed, updated_at=now)

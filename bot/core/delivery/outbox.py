@@ -96,7 +96,10 @@ _STORE_SQL = ("UPDATE delivery SET status=?, attempts=?, next_attempt_at=COALESC
 # An update clears its flag only if no new flag was raised while it was in flight (`update_seq`).
 _UPDATE_SQL = ("UPDATE delivery SET update_pending=CASE WHEN update_seq=? THEN ? ELSE TRUE END, rendered_revision=?, "
                "claimed_by='', claimed_until=?, error=?, updated_at=? WHERE id=? AND claimed_by=?")
-_DM_CACHE_SQL = "UPDATE platform_account SET dm_channel=?, updated_at=? WHERE id=?"
+# A newly opened DM conversation, with the service URL it was opened on (Teams; Slack has none and
+# keeps the column as it is).
+_DM_CACHE_SQL = ("UPDATE platform_account SET dm_channel=?, service_url=COALESCE(NULLIF(?, ''), service_url), "
+                 "updated_at=? WHERE id=?")
 # A copy that goes back to pending (a retry, a deferral) is never sent if, meanwhile, its notice was
 # retracted, its survey closed (or its close date passed; parameter: now) or (a reminder) the
 # member acknowledged: those cancelled the pending copies, but this one was in flight then.
@@ -134,8 +137,10 @@ _UPDATE_PG = (
     "FROM unnest($1::int[], $2::boolean[], $3::int[], $4::timestamptz[], $5::text[], $6::timestamptz[], $7::int[], "
     "$8::text[]) AS v(seq, pending, revision, until, error, updated_at, id, token) "
     "WHERE d.id=v.id AND d.claimed_by=v.token")
-_DM_CACHE_PG = ("UPDATE platform_account a SET dm_channel=v.dm_channel, updated_at=v.updated_at "
-                "FROM unnest($1::text[], $2::timestamptz[], $3::int[]) AS v(dm_channel, updated_at, id) WHERE a.id=v.id")
+_DM_CACHE_PG = ("UPDATE platform_account a SET dm_channel=v.dm_channel, "
+                "service_url=COALESCE(NULLIF(v.service_url, ''), a.service_url), updated_at=v.updated_at "
+                "FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[]) "
+                "AS v(dm_channel, service_url, updated_at, id) WHERE a.id=v.id")
 UPDATE_RETRY = timedelta(minutes=1)
 UPDATE_LOOK_SECONDS = 0.5
 # Claims one claim of sends may make while the rows it finds have to be held (a backlog found in
@@ -431,7 +436,7 @@ class NoticeSource:
         for job, outcome in results:
             row = job.row
             if outcome.dm_channel and row.account_id is not None:
-                dm_cache[row.account_id] = outcome.dm_channel
+                dm_cache[row.account_id] = (outcome.dm_channel, outcome.service_url)
             result = self._result(row, outcome, now, job.notice, first_reminders)
             counted[(row.platform, result.status, outcome.kind.value)] += 1
             rows.append(_store_row(result, row, now, job.token, postgres=postgres))
@@ -449,14 +454,17 @@ class NoticeSource:
                 events += [audit_event("delivery.cancelled", now=now, notice_id=c["notice_id"], member_id=c["member_id"],
                                        platform=c["platform"], delivery_id=c["id"], copy=c["kind"], reason=c["error"])
                            for c in cancelled]
-            await storage_db.write_rows(_DM_CACHE_SQL, [(c, now, a) for a, c in dm_cache.items()],
+            await storage_db.write_rows(_DM_CACHE_SQL, [(c, url, now, a) for a, (c, url) in dm_cache.items()],
                                         postgres=_DM_CACHE_PG, using_db=conn)
             await record(events, using_db=conn)
         for (platform, status, reported), count in counted.items():
             metrics.delivery_recorded(platform, status, reported, count)
 
     async def _store_updates(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
-        rows = []
+        """Clear the updated rows' flags. An update refused for good leaves the member's copy as it
+        was (maybe a retracted notice still live): it is recorded on the row and audited as
+        `delivery.update_failed`, not tried again."""
+        rows, events = [], []
         for job, outcome in results:
             row = job.row
             pending, revision, until, error = True, row.rendered_revision, None, ""
@@ -466,6 +474,9 @@ class NoticeSource:
                 until = now + timedelta(seconds=outcome.retry_after or 1)
             elif outcome.kind is OutcomeKind.FAILED:  # refused for good: the message stays as it was
                 pending, error = False, f"{UPDATE_FAILED}{outcome.reason}"
+                events.append(audit_event("delivery.update_failed", now=now, notice_id=row.notice_id,
+                                          member_id=row.member_id, platform=row.platform, delivery_id=row.id,
+                                          revision=job.notice.revision, reason=outcome.reason))
             elif outcome.throttled and outcome.retry_after:  # a 429: due again when the platform said
                 until = now + timedelta(seconds=outcome.retry_after)
                 error = f"update pending: {outcome.reason or 'rate limited'}"
@@ -473,7 +484,12 @@ class NoticeSource:
                 until = now + max(UPDATE_RETRY, timedelta(seconds=outcome.retry_after or 0))
                 error = f"update pending: {outcome.reason or 'not attempted'}"
             rows.append((row.update_seq, pending, revision, until, error, now, row.id, job.token))
-        await storage_db.write_rows(_UPDATE_SQL, rows, postgres=_UPDATE_PG)
+        if not events:
+            await storage_db.write_rows(_UPDATE_SQL, rows, postgres=_UPDATE_PG)
+            return
+        async with in_transaction() as conn:
+            await storage_db.write_rows(_UPDATE_SQL, rows, postgres=_UPDATE_PG, using_db=conn)
+            await record(events, using_db=conn)
 
     def _first_reminders(self, notices: dict[int, Notice], now: datetime) -> dict[int, datetime | None]:
         """When the first reminder falls due for a must-know notice delivered now."""
