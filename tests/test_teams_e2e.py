@@ -439,6 +439,21 @@ async def test_a_repeated_installation_update_greets_once(teams: TeamsRig) -> No
     assert _welcomes(teams, "aad-eve") == 1, f"greeted {_welcomes(teams, 'aad-eve')} times for one install"
 
 
+async def test_an_app_upgrade_does_not_greet_the_member_again(teams: TeamsRig) -> None:
+    """Teams sends installationUpdate `add-upgrade` when the bot is added as part of an app upgrade
+    (microsoft/botframework-sdk#6139: "allows the bot to distinguish if the bot is being
+    added/removed as part of an app upgrade scenario, rather than a fresh install"). A
+    `herald teams package --version` rollout must not greet every user again; the upgrade still
+    links the person (their chat is stored as with an install)."""
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add-upgrade"))
+    assert _welcomes(teams, "aad-eve") == 1, f"greeted {_welcomes(teams, 'aad-eve')} times: again for the upgrade"
+
+    await teams.post(teams.activity("installationUpdate", "aad-fay", action="add-upgrade"))
+    assert _welcomes(teams, "aad-fay") == 0
+    assert (await PlatformAccount.get(platform="teams", user_id="aad-fay")).dm_channel == "a:conv-aad-fay"
+
+
 async def test_an_update_teams_refuses_for_good_is_not_tried_again(teams: TeamsRig) -> None:
     """Microsoft's status codes table: 403 BotNotInConversationRoster is "Retry request: No". Eve
     removed Herald after the notice reached her; the CAM's edit updates the others, and hers stops."""

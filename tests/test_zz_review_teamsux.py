@@ -34,21 +34,6 @@ async def _restart(teams: TeamsRig) -> None:
     teams.herald = app[HERALD_KEY]
 
 
-# ---- 2 (medium): an app upgrade greets every user again
-
-async def test_an_app_upgrade_does_not_greet_the_member_again(teams: TeamsRig) -> None:
-    """Teams sends installationUpdate with action `add-upgrade` when the admin uploads a new
-    version of the app package (microsoft/botframework-sdk#6139: "allows the bot to distinguish if
-    the bot is being added/removed as part of an app upgrade scenario, rather than a fresh
-    install"). Herald treats every action not starting with "remove" as a fresh install, so every
-    user with the app is sent "Hi, I'm Herald ..." again on each `herald teams package --version`
-    rollout."""
-    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
-    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add-upgrade"))
-    greetings = [a for a in teams.connector.activities("a:conv-aad-eve") if "Hi, I'm Herald" in (a.get("text") or "")]
-    assert len(greetings) == 1, f"greeted {len(greetings)} times: once for the install, again for the upgrade"
-
-
 # ---- 3 (medium): partners are offered only CAM commands; their own `preferences` is undiscoverable
 
 def test_the_teams_command_menu_offers_partners_their_own_command() -> None:

@@ -186,15 +186,19 @@ class TeamsHandler:
         """A personal install sends both a conversationUpdate (members added: the bot and the user)
         and an installationUpdate (action add): Microsoft's "Subscribe to conversation events".
         Either links the person; only the installationUpdate greets, so the greeting comes once.
-        A conversationUpdate that adds nobody (members removed) is no arrival at all."""
+        A conversationUpdate that adds nobody (members removed) is no arrival at all.
+        An app upgrade that (re)adds the bot comes as `add-upgrade`: the person is linked as for an
+        install, but greeted only once, at the install (`add`)."""
         activity = turn.activity
         if activity.type == "installationUpdate":
             # "remove" / "add" (and the SDKs' "remove-upgrade" / "add-upgrade", handled as they are)
-            if (activity.action or "").startswith("remove"):
+            action = activity.action or ""
+            if action.startswith("remove"):
                 await app_removed(turn.tenant_id, turn.aad_object_id, now=self.herald.clock.now())
                 return
             await self.installed(turn)
-            await self.reply(turn, text_activity(WELCOME))
+            if action == "add":  # a new version of the app is no new arrival: greeted once
+                await self.reply(turn, text_activity(WELCOME))
             return
         added = [m.id for m in (activity.members_added or []) if isinstance(getattr(m, "id", None), str)]
         if turn.user_id in added:
