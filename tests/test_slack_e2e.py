@@ -225,6 +225,7 @@ async def test_every_slash_command_reads_the_text_as_typed_and_escapes_it_when_q
 async def test_help_and_unknown_subcommands(slack: SlackHarness) -> None:
     _, text, _ = await slack.command("help")
     assert "send <importance> <topic> <audience>" in text
+    assert "correct a sent notice (form)" in text and "CSV in your DM" in text  # what Slack does
     _, text, _ = await slack.command("frobnicate now")
     assert "I don't know the command `frobnicate`" in text and "status [notice-id]" in text
 

@@ -439,6 +439,16 @@ async def test_a_repeated_installation_update_greets_once(teams: TeamsRig) -> No
     assert _welcomes(teams, "aad-eve") == 1, f"greeted {_welcomes(teams, 'aad-eve')} times for one install"
 
 
+async def test_teams_help_describes_what_teams_does(teams: TeamsRig) -> None:
+    """A CAM's help in Teams describes Teams: `edit` is inline there (`edit 5` answers "give the new
+    text"), and a report's CSV comes as a 15-minute download link, not "in your DM" (README)."""
+    reply = await teams.say("aad-cam", "help")
+    assert "CSV in your DM" not in reply["text"], "Teams help says the report CSV comes by DM"
+    assert "correct a sent notice (form)" not in reply["text"], "Teams help promises an edit form Teams does not have"
+    assert "`edit <notice-id> [material] | <title> | <body>` — correct a sent notice" in reply["text"]
+    assert "link to the CSV for 15 minutes" in reply["text"] and "**Herald commands**" in reply["text"]
+
+
 async def test_an_app_upgrade_does_not_greet_the_member_again(teams: TeamsRig) -> None:
     """Teams sends installationUpdate `add-upgrade` when the bot is added as part of an app upgrade
     (microsoft/botframework-sdk#6139: "allows the bot to distinguish if the bot is being

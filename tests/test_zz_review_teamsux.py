@@ -55,17 +55,6 @@ async def test_help_from_the_teams_command_menu_helps_a_partner(teams: TeamsRig)
     assert "I don't know that one yet" not in shown and "preferences" in shown, shown[:300]
 
 
-# ---- 4 (low): Teams help promises Slack-only behaviour
-
-async def test_teams_help_describes_what_teams_does(teams: TeamsRig) -> None:
-    """Help in Teams is Slack's text minus `/herald`: it promises an edit form (README: "`edit <id>`
-    (form in Slack)"; in Teams `edit 5` answers "give the new text") and the report's "CSV in your
-    DM" (README: in Teams "a 15-minute signed download link")."""
-    reply = await teams.say("aad-cam", "help")
-    assert "CSV in your DM" not in reply["text"], "Teams help says the report CSV comes by DM"
-    assert "correct a sent notice (form)" not in reply["text"], "Teams help promises an edit form Teams does not have"
-
-
 # ---- 5 (low): the member's time zone Teams sends with each message is ignored
 
 async def test_a_members_time_zone_is_taken_from_teams_when_the_directory_has_none(teams: TeamsRig) -> None:

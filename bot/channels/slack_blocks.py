@@ -7,7 +7,8 @@ from typing import Any
 
 from bot.channels.status_lines import status_lines
 from bot.common.replies import ReplyBudget
-from bot.core.commands.parser import HELP_TEXT, MAX_LINK
+from bot.core.commands.help import HelpWording, staff_help
+from bot.core.commands.parser import MAX_LINK
 from bot.core.notices import formatting
 from bot.core.notices.status import NoticeStatusReport
 from bot.core.notices.views import (
@@ -368,9 +369,15 @@ def status_text(report: NoticeStatusReport) -> str:
     return "\n".join(status_lines(report, bold=lambda text: f"*{text}*", escape=escape, bullet="•", when=reader_time))
 
 
+SLACK_HELP = HelpWording(
+    edit="`edit <notice-id>` — correct a sent notice (form); inline: `edit <id> [material] | <title> | <body>`",
+    report="summary here, CSV in your DM",
+)
+
+
 def help_text(unknown: str = "") -> str:
     """`/herald help` for staff: every command."""
-    return _unknown_prefix(unknown) + HELP_TEXT
+    return _unknown_prefix(unknown) + staff_help(SLACK_HELP)
 
 
 PARTNER_HELP = """\

@@ -6,6 +6,7 @@ Mirrors `bot/handlers/slack/replies.py` + `slack_blocks.py`; user text always go
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -24,7 +25,8 @@ from bot.channels.teams_cards import (
     reader_time,
 )
 from bot.common.replies import ReplyBudget
-from bot.core.commands.parser import HELP_TEXT, MAX_LINK
+from bot.core.commands.help import HelpWording, staff_help
+from bot.core.commands.parser import MAX_LINK
 from bot.core.commands.runner import (
     CONSOLE_HINT,
     Cancelled,
@@ -83,11 +85,23 @@ TOO_LARGE_REPLY = ("That answer is too long for one Teams message. The console h
                    f"({CONSOLE_HINT}).")
 
 
+TEAMS_HELP = HelpWording(
+    edit="`edit <notice-id> [material] | <title> | <body>` — correct a sent notice",
+    report="summary here, and a link to the CSV for 15 minutes when Herald has a public URL",
+)
+_SLACK_BOLD = re.compile(r"(?<![*\w])\*([^*\n]+)\*(?![*\w])")
+
+
 def help_markdown(unknown: str = "") -> str:
+    """The staff's commands."""
     prefix = f"I don't know the command `{escape(unknown)}`.\n\n" if unknown else ""
-    # the help text is our own wording; Slack's *bold* becomes Markdown **bold**
-    body = HELP_TEXT.replace("*Herald commands*", "**Herald commands**").replace("/herald ", "")
-    return prefix + body.replace("\n", "\n\n")
+    return prefix + _help_markdown(staff_help(TEAMS_HELP))
+
+
+def _help_markdown(text: str) -> str:
+    """The help texts are our own wording in Slack's markup: its *bold* becomes Markdown **bold**,
+    and each line a paragraph of its own (Teams joins lines)."""
+    return _SLACK_BOLD.sub(r"**\1**", text).replace("\n", "\n\n")
 
 
 def preview_card(preview: Preview) -> Card:

@@ -11,41 +11,6 @@ from urllib.parse import urlsplit
 
 from bot.common.errors import UserError
 
-HELP_TEXT = """\
-*Herald commands*
-• `send` — open the compose form
-• `send <importance> <topic> <audience> | <title> | <body>` — compose inline, e.g.
-  `send must-know operations tier:gold region:emea deadline:2026-12-01 | Recall of LX-200 | Stop selling ...`
-  importance: nice-to-know, need-to-know, must-know · optional `link:https://...`, `deadline:YYYY-MM-DD[THH:MM]`
-  and `reminders:8,24` (hours after delivery; default: the topic's schedule)
-  audience: `all`, or terms like `tier:gold,platinum region:emea role:support org:<id> member:<email>`
-  (comma = any of, space = and)
-  add `at:2026-12-01T09:00Z` to schedule it
-  formatting in the body: `**bold**`, `_italics_`, lines starting with `- ` for a list, `[text](https://...)`
-• `status [notice-id]` — delivery and acknowledgement counts (default: your latest notice)
-• `scheduled` — notices waiting for their send time · `cancel <notice-id>` — cancel one
-• `edit <notice-id>` — correct a sent notice (form); inline: `edit <id> [material] | <title> | <body>`
-  (an empty part keeps the old text; `material` asks for acknowledgement again)
-• `retract <notice-id> <reason>` — withdraw a notice everywhere
-• `report <notice-id>` — acknowledgement report (summary here, CSV in your DM)
-• `pause <org-id> [until YYYY-MM-DD] [reason]` · `resume <org-id>` — stop or restart reminders for a partner
-• `console` — a sign-in link to the web console (notices, reports, compose; works once, for 10 minutes)
-• `questions` — partners' questions handed off to you · `progress [org-id]` — onboarding progress
-• A/B test: add `|| <title B> | <body B>` (up to 4 variants, A to D) to an inline `send`, e.g.
-  `send need-to-know incentives tier:gold share:20% | Q3 rebate | Details ... || Earn more in Q3 | Details ...`
-  members are split evenly within each partner; `share:20%` sends to 20% first and holds the rest back
-• `variants <notice-id>` — compare the variants: acknowledgement rate, button presses, time to acknowledge
-• `rollout <notice-id> <variant>` — send the chosen variant to everyone held back
-• `survey` — open the survey form; inline:
-  `survey <topic> <audience> [anonymous] [closes:YYYY-MM-DD] | <question> | <answers> [| follow-up: <question>]`
-  answers: `scale:1-5`, `scale:0-10`, or 2 to 5 options each after a `|`, e.g.
-  `survey support tier:gold anonymous closes:2026-12-01 | How satisfied are you with onboarding? | scale:1-5 | follow-up: What could be better?`
-  `survey announcements all | Which format do you prefer? | Webinar | Workshop | E-learning`
-  members answer with one click and may change their answer until it closes
-• `survey results <id>` — response rate, distribution, NPS (0-10), breakdown by tier, region, role, partner
-• `survey close <id>` — stop taking answers · `survey stages` — results of the journeys' surveys
-• `help` — this message"""
-
 
 @dataclass(frozen=True)
 class ComposeCommand:
