@@ -21,7 +21,11 @@ SCHEMA_FILE = CONFIG_DIR / "teams" / "MicrosoftTeams.v1.17.schema.json"
 MANIFEST_VERSION = "1.17"
 ACCENT = "#1F4E79"
 
+# The personal app's command menu, for everyone who has the app: partners (most of them) have
+# `preferences` and `help`; the rest are the CAMs' (a partner is told so if they try one). Teams
+# shows at most 10.
 COMMANDS = [
+    ("preferences", "Your topics, digest, quiet hours and time zone"),
     ("send", "Compose a notice to partners (or: send <importance> <topic> <audience> | <title> | <body>)"),
     ("status", "Delivery and acknowledgement counts: status [notice-id]"),
     ("scheduled", "Notices waiting for their send time"),
@@ -30,7 +34,7 @@ COMMANDS = [
     ("retract", "Withdraw a notice: retract <notice-id> <reason>"),
     ("pause", "Pause reminders for a partner: pause <org-id> [until YYYY-MM-DD] [reason]"),
     ("resume", "Resume reminders for a partner: resume <org-id>"),
-    ("help", "What Herald can do"),
+    ("help", "What Herald can do for you"),
 ]
 
 

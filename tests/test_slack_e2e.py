@@ -391,6 +391,20 @@ async def test_edit_form_opens_prefilled_and_updates(slack: SlackHarness) -> Non
     assert all("Portal back" in str(u.args["blocks"]) for u in slack.fake.calls_to("chat.update"))
 
 
+async def test_help_written_to_herald_tells_a_partner_what_they_can_do(slack: SlackHarness) -> None:
+    """As in Teams, where typing is the only way to ask: a partner who writes `help` to Herald gets
+    their help (as `/herald help` gives it), not the assistant's "I don't know that one yet" with an
+    Ask my CAM button that would pass the word "help" to their channel account manager."""
+    event = {"type": "message", "channel_type": "im", "channel": "DUANNA", "user": "UANNA", "text": "help",
+             "ts": "1700000000.000200"}
+    response = await slack.post_signed(event_body(event, TEAM))
+    assert response.status == 200
+    (reply,) = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "DUANNA"],
+                                what="the reply to help")
+    assert "Herald for partners" in reply.args["text"] and "*Home* tab" in reply.args["text"]
+    assert "blocks" not in reply.args  # a plain answer: no assistant buttons under it
+
+
 async def test_a_stranger_is_told_how_to_get_added(slack: SlackHarness) -> None:
     from tests.fakes.slack_signing import event_body
 

@@ -439,6 +439,17 @@ async def test_a_repeated_installation_update_greets_once(teams: TeamsRig) -> No
     assert _welcomes(teams, "aad-eve") == 1, f"greeted {_welcomes(teams, 'aad-eve')} times for one install"
 
 
+async def test_help_from_the_teams_command_menu_helps_a_partner(teams: TeamsRig) -> None:
+    """The command menu offers everyone `help`. A partner who picks it is told what Herald does for
+    them (Acknowledge, `preferences`, asking a question), not handed the assistant's "I don't know
+    that one yet" and an Ask my CAM button that would pass the word "help" to their CAM."""
+    reply = await teams.say("aad-eve", "help")
+    shown = reply.get("text") or ""
+    assert "I don't know that one yet" not in shown and "`preferences`" in shown, shown[:300]
+    assert "**Acknowledge**" in shown and "Ask my CAM" in shown and "send <importance>" not in shown
+    assert not reply.get("attachments")  # no assistant buttons
+
+
 async def test_teams_help_describes_what_teams_does(teams: TeamsRig) -> None:
     """A CAM's help in Teams describes Teams: `edit` is inline there (`edit 5` answers "give the new
     text"), and a report's CSV comes as a 15-minute download link, not "in your DM" (README)."""

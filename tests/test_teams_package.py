@@ -49,6 +49,16 @@ def test_the_app_id_defaults_to_the_configured_one(tmp_path, monkeypatch) -> Non
         assert json.loads(package.read("manifest.json"))["bots"][0]["botId"] == APP_ID
 
 
+def test_the_teams_command_menu_offers_partners_their_own_command() -> None:
+    """The manifest's commandLists is the menu every user of the personal app sees, and partners are
+    most of them: besides the CAMs' commands (a partner is refused those) it offers `preferences`,
+    the one command README documents for partners in Teams, within Teams' limit of 10."""
+    manifest = build_manifest(app_id=APP_ID, public_url="https://herald.example.com")
+    titles = [c["title"] for c in manifest["bots"][0]["commandLists"][0]["commands"]]
+    assert "preferences" in titles and "help" in titles, f"the Teams command menu offers {titles}"
+    assert validate_manifest(manifest) == []
+
+
 def test_the_schema_rejects_a_broken_manifest() -> None:
     manifest = build_manifest(app_id=APP_ID, public_url="https://herald.example.com")
     manifest["bots"][0]["scopes"] = ["galaxy"]

@@ -34,27 +34,6 @@ async def _restart(teams: TeamsRig) -> None:
     teams.herald = app[HERALD_KEY]
 
 
-# ---- 3 (medium): partners are offered only CAM commands; their own `preferences` is undiscoverable
-
-def test_the_teams_command_menu_offers_partners_their_own_command() -> None:
-    """The manifest's commandLists is the menu every user of the personal app sees (partners are
-    most of them). It lists nine CAM-only commands, which a partner is refused, and not
-    `preferences`, the one command README documents for partners in Teams ("Preferences: ...
-    `preferences` typed to the bot in Teams"). Nothing else in Teams tells them it exists."""
-    manifest = build_manifest(app_id="00000000-0000-0000-0000-000000000001", public_url="https://herald.example.com")
-    titles = [c["title"] for c in manifest["bots"][0]["commandLists"][0]["commands"]]
-    assert "preferences" in titles, f"the Teams command menu offers {titles}"
-
-
-async def test_help_from_the_teams_command_menu_helps_a_partner(teams: TeamsRig) -> None:
-    """The command menu offers everyone `help` ("What Herald can do"). A partner who picks it gets
-    the assistant's "I don't know that one yet" and an **Ask my CAM** button (which would hand the
-    word "help" off to their channel account manager), not what Herald can do for them."""
-    reply = await teams.say("aad-eve", "help")
-    shown = (reply.get("text") or "") + " ".join(texts_of(card_of(reply)) if reply.get("attachments") else [])
-    assert "I don't know that one yet" not in shown and "preferences" in shown, shown[:300]
-
-
 # ---- 5 (low): the member's time zone Teams sends with each message is ignored
 
 async def test_a_members_time_zone_is_taken_from_teams_when_the_directory_has_none(teams: TeamsRig) -> None:

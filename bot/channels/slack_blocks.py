@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.channels.status_lines import status_lines
 from bot.common.replies import ReplyBudget
-from bot.core.commands.help import HelpWording, staff_help
+from bot.core.commands.help import HelpWording, partner_help, staff_help
 from bot.core.commands.parser import MAX_LINK
 from bot.core.notices import formatting
 from bot.core.notices.status import NoticeStatusReport
@@ -372,6 +372,9 @@ def status_text(report: NoticeStatusReport) -> str:
 SLACK_HELP = HelpWording(
     edit="`edit <notice-id>` — correct a sent notice (form); inline: `edit <id> [material] | <title> | <body>`",
     report="summary here, CSV in your DM",
+    questions="write to Herald in its *Messages* tab",
+    preferences="Herald's *Home* tab",
+    commands="The other `/herald` commands are for your vendor's channel account managers.",
 )
 
 
@@ -380,18 +383,10 @@ def help_text(unknown: str = "") -> str:
     return _unknown_prefix(unknown) + staff_help(SLACK_HELP)
 
 
-PARTNER_HELP = """\
-*Herald for partners*
-• Your vendor's notices arrive in your direct messages with Herald; press *Acknowledge* on the ones that ask for it.
-• Questions: write to Herald in its *Messages* tab. The assistant answers from the partner knowledge base, \
-and *Ask my CAM* passes the question to your channel account manager.
-• Preferences (optional topics, digest, quiet hours, time zone): Herald's *Home* tab.
-• The other `/herald` commands are for your vendor's channel account managers."""
-
-
 def partner_help_text(unknown: str = "") -> str:
-    """`/herald help` for a partner contact: what they can do (the staff commands are not theirs)."""
-    return _unknown_prefix(unknown) + PARTNER_HELP
+    """What a partner contact can do (their `/herald help`, or `help` written to Herald): the staff
+    commands are not theirs."""
+    return _unknown_prefix(unknown) + partner_help(SLACK_HELP)
 
 
 def _unknown_prefix(unknown: str) -> str:

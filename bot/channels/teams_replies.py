@@ -25,7 +25,7 @@ from bot.channels.teams_cards import (
     reader_time,
 )
 from bot.common.replies import ReplyBudget
-from bot.core.commands.help import HelpWording, staff_help
+from bot.core.commands.help import HelpWording, partner_help, staff_help
 from bot.core.commands.parser import MAX_LINK
 from bot.core.commands.runner import (
     CONSOLE_HINT,
@@ -88,6 +88,9 @@ TOO_LARGE_REPLY = ("That answer is too long for one Teams message. The console h
 TEAMS_HELP = HelpWording(
     edit="`edit <notice-id> [material] | <title> | <body>` — correct a sent notice",
     report="summary here, and a link to the CSV for 15 minutes when Herald has a public URL",
+    questions="ask Herald here, in your own words",
+    preferences="type `preferences`",
+    commands="The other commands in Herald's menu are for your vendor's channel account managers.",
 )
 _SLACK_BOLD = re.compile(r"(?<![*\w])\*([^*\n]+)\*(?![*\w])")
 
@@ -96,6 +99,11 @@ def help_markdown(unknown: str = "") -> str:
     """The staff's commands."""
     prefix = f"I don't know the command `{escape(unknown)}`.\n\n" if unknown else ""
     return prefix + _help_markdown(staff_help(TEAMS_HELP))
+
+
+def partner_help_markdown() -> str:
+    """What Herald does for a partner (their `help`)."""
+    return _help_markdown(partner_help(TEAMS_HELP))
 
 
 def _help_markdown(text: str) -> str:

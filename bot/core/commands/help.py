@@ -1,14 +1,19 @@
-"""What `help` shows: the staff's commands.
+"""What `help` shows: staff their commands, partners what Herald does for them.
 
 The wording is Slack's markup (`*bold*`, `•` bullets; Teams' renderer turns it into Markdown).
 The few lines where the platforms work differently (Slack opens a form to edit a notice and sends
-a report's CSV by DM; Teams edits inline and links the CSV) come from the platform's
-`HelpWording`, so help never promises what the platform it is read in does not do.
+a report's CSV by DM; Teams edits inline and links the CSV; preferences live in Slack's Home tab
+and behind `preferences` in Teams) come from the platform's `HelpWording`, so help never promises
+what the platform it is read in does not do.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# A partner's message that asks what Herald can do, rather than a question for the assistant
+# ("help me register a deal" is a question).
+HELP_WORDS = frozenset({"help", "?", "help?", "commands"})
 
 
 @dataclass(frozen=True)
@@ -17,6 +22,9 @@ class HelpWording:
 
     edit: str  # the `edit` line of the staff's help, after its bullet
     report: str  # where `report`'s summary and CSV go, in the staff's help
+    questions: str  # where a partner asks the assistant
+    preferences: str  # how a partner opens their preferences
+    commands: str  # what the platform's other commands are to a partner
 
 
 _STAFF_HELP = """\
@@ -54,8 +62,27 @@ _STAFF_HELP = """\
 • `survey close <id>` — stop taking answers · `survey stages` — results of the journeys' surveys
 • `help` — this message"""
 
+_PARTNER_HELP = """\
+*Herald for partners*
+• Your vendor's notices arrive in your chat with Herald; press *Acknowledge* on the ones that ask for it \
+(until you do, Herald reminds you in your working hours).
+• Questions: {questions}. The assistant answers from the partner knowledge base, \
+and *Ask my CAM* passes the question to your channel account manager.
+• Preferences (optional topics, digest, quiet hours, time zone): {preferences}.
+• {commands}"""
+
 
 def staff_help(wording: HelpWording) -> str:
     """The staff's commands, as `help` shows them."""
     return _STAFF_HELP.format(edit=wording.edit, report=wording.report)
 
+
+def partner_help(wording: HelpWording) -> str:
+    """What a partner can do with Herald, as their `help` shows it."""
+    return _PARTNER_HELP.format(questions=wording.questions, preferences=wording.preferences,
+                                commands=wording.commands)
+
+
+def asks_for_help(text: str) -> bool:
+    """Whether a partner's message asks what Herald can do (not a question for the assistant)."""
+    return text.strip().lower() in HELP_WORDS

@@ -19,6 +19,7 @@ from bot.channels.teams_replies import (
     compose_card,
     console_link_markdown,
     help_markdown,
+    partner_help_markdown,
     preferences_card,
     preview_card,
     report_markdown,
@@ -28,6 +29,7 @@ from bot.channels.teams_replies import (
 from bot.channels.teams_surveys import survey_compose_card, survey_preview_card
 from bot.common.errors import UserError
 from bot.common.logs import bind_context
+from bot.core.commands.help import asks_for_help
 from bot.core.commands.parser import (
     ComposeCommand,
     HelpCommand,
@@ -226,7 +228,9 @@ class TeamsHandler:
         if staff_command_verb(text):
             await self.reply(turn, text_activity(f"⚠ {await refusal(text, self.commands)}"))
             return
-        if text.lower() in ("preferences", "settings"):
+        if asks_for_help(text):
+            await self.reply(turn, text_activity(partner_help_markdown()))
+        elif text.lower() in ("preferences", "settings"):
             prefs = await preferences_for(member.id, self.herald.catalog)
             await self.reply(turn, card_activity(preferences_card(prefs, self.herald.catalog), "Your preferences"))
         elif text:

@@ -1,12 +1,13 @@
-"""A direct message to the bot: a partner's question for the onboarding assistant. Staff who write
+"""A direct message to the bot: a partner's question for the onboarding assistant (or `help`). Staff who write
 there are pointed to `/herald`; anyone else is told how to be added to the partner directory."""
 
 from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.channels.slack_blocks import escape, staff_in_messages
+from bot.channels.slack_blocks import escape, partner_help_text, staff_in_messages
 from bot.common.errors import UserError
+from bot.core.commands.help import asks_for_help
 from bot.core.commands.parser import HelpCommand, parse_command
 from bot.core.commands.refusals import refusal, staff_command_verb
 from bot.core.commands.runner import StaffCommands
@@ -63,5 +64,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
             return
         if staff_command_verb(text):
             await say(f":no_entry: {escape(await refusal(text, commands))}")
+            return
+        if asks_for_help(text):  # what Herald does for them, not a question for the assistant
+            await say(partner_help_text())
             return
         await herald.answer_question(member, text, platform=Platform.SLACK.value, recipient=recipient)
