@@ -95,6 +95,9 @@ class Member(Model):
     timezone = fields.CharField(max_length=64, default="UTC")
     # The member chose `timezone` in their preferences: a directory import no longer changes it.
     timezone_chosen = fields.BooleanField(default=False)
+    # A directory import gave `timezone` (a non-blank cell): the zone a platform reports for the
+    # member's device (Teams' clientInfo) no longer replaces it. Neither flag set: it may.
+    timezone_from_directory = fields.BooleanField(default=False)
     locale = fields.CharField(max_length=20, default="")
     # Quiet hours in the member's time zone, as hours of the day; None = the defaults.
     quiet_start_hour = fields.SmallIntField(null=True)

@@ -6,6 +6,7 @@ import pytest
 
 from bot.core.compliance import audit
 from bot.core.directory.importer import COLUMNS, import_directory, read_directory_csv
+from bot.core.directory.preferences import adopt_device_timezone
 from bot.common.errors import UserError
 from storage.models import AuditEvent, Delivery, Member, Notice, Organisation, PlatformAccount
 from tests.support import SAMPLE_DIRECTORY, Rig
@@ -211,6 +212,25 @@ async def test_a_blank_time_zone_keeps_the_members_zone_and_a_chosen_zone_stays(
     result = await import_directory(csv_text(row(timezone="Europe/Paris")), now=NOW)
     assert counts(result) == (0, 0, 1, 0, 0)
     assert (await Member.get()).timezone == "America/New_York"
+
+
+async def test_a_zone_from_the_members_device_fills_a_blank_cell_until_the_directory_names_one(db: str) -> None:
+    """Teams reports the member's device zone (bot.core.directory.preferences.adopt_device_timezone).
+    It fills in for a blank cell, and a later blank cell keeps it (it says nothing about where they
+    are); a zone in the file replaces it, and from then on the device's no longer does."""
+    await import_directory(csv_text(row(timezone="")), now=NOW)
+    member = await Member.get()
+    assert (member.timezone, member.timezone_from_directory) == ("UTC", False)
+    assert await adopt_device_timezone(member, "america/los_angeles", now=NOW, source="test")
+    assert (await Member.get()).timezone == "America/Los_Angeles"  # the IANA spelling
+
+    await import_directory(csv_text(row(timezone="")), now=NOW)
+    assert (await Member.get()).timezone == "America/Los_Angeles"
+    await import_directory(csv_text(row(timezone="Europe/London")), now=NOW)
+    member = await Member.get()
+    assert (member.timezone, member.timezone_from_directory) == ("Europe/London", True)
+    assert not await adopt_device_timezone(member, "Asia/Tokyo", now=NOW, source="test")
+    assert (await Member.get()).timezone == "Europe/London"
 
 
 # --------------------------------------------------------------------------- rejections

@@ -227,6 +227,30 @@ async def test_copies_rolled_out_before_0022_are_marked_from_the_audit_trail(emp
         await storage_db.close()
 
 
+async def test_upgrading_marks_the_zones_an_import_gave(empty_db_url: str) -> None:
+    """Migration 0023 adds `member.timezone_from_directory` (Teams' device zone fills in only where
+    nobody gave one): a zone other than UTC that the member did not choose came from an import."""
+    await migrate_to(empty_db_url, "0022_delivery_rolled_out")
+    await storage_db.connect(empty_db_url, run_migrations=False)
+    try:
+        conn = connections.get("default")
+        await fill_empty_tables(conn)
+        for email, zone, chosen in (("ann@acme.example", "Europe/Berlin", "FALSE"), ("bo@acme.example", "UTC", "FALSE"),
+                                    ("cy@acme.example", "Asia/Tokyo", "TRUE")):
+            await _copy_row(conn, "member", email=f"'{email}'", timezone=f"'{zone}'", timezone_chosen=chosen)
+    finally:
+        await storage_db.close()
+    await storage_db.upgrade(empty_db_url)
+    await storage_db.connect(empty_db_url, run_migrations=False)
+    try:
+        rows = await connections.get("default").execute_query_dict(
+            "SELECT email, timezone_from_directory FROM member WHERE email <> 'x' ORDER BY email")
+        assert [(r["email"], bool(r["timezone_from_directory"])) for r in rows] == [
+            ("ann@acme.example", True), ("bo@acme.example", False), ("cy@acme.example", False)]
+    finally:
+        await storage_db.close()
+
+
 # ---- a migration that fails, a database from a newer Herald ---------------------------------------
 
 def test_a_failed_migration_ends_db_upgrade_and_serve_with_one_line(tmp_path: Path) -> None:

@@ -460,6 +460,45 @@ async def test_teams_help_describes_what_teams_does(teams: TeamsRig) -> None:
     assert "link to the CSV for 15 minutes" in reply["text"] and "**Herald commands**" in reply["text"]
 
 
+def _client_info(zone: str) -> dict[str, str]:
+    """The entity Teams adds to every message: the sender's client, locale and device time zone."""
+    return {"type": "clientInfo", "locale": "en-US", "country": "US", "platform": "Windows", "timezone": zone}
+
+
+async def test_a_members_time_zone_is_taken_from_teams_when_the_directory_has_none(teams: TeamsRig) -> None:
+    """Every Teams message carries the sender's device time zone (entities: clientInfo.timezone).
+    A member imported with a blank `timezone` is UTC (README); once she talks to Herald from Teams,
+    her working hours (08:00-20:00) and quiet hours are kept in her own zone, not UTC, so must-know
+    reminders and need-to-know copies stop arriving at midnight her time. The change is audited."""
+    await import_directory(directory_csv([
+        f"teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,lou@teamsco.example,Lou Park,"
+        f"operations,,en,,,{TENANT},aad-lou"]), now=teams.clock.now(), actor="test")
+    teams.connector.open_conversation("aad-lou", TENANT)
+    status, _ = await teams.post(teams.activity("message", "aad-lou", text="preferences",
+                                                entities=[_client_info("America/Los_Angeles")]))
+    assert status == 200
+    member = await Member.get(email="lou@teamsco.example")
+    assert member.timezone == "America/Los_Angeles", f"the member's zone stayed {member.timezone!r}"
+    (event,) = await AuditEvent.filter(kind="member.timezone_detected")
+    assert event.member_id == member.id and event.data["changes"] == {
+        "timezone": {"from": "UTC", "to": "America/Los_Angeles"}}
+
+
+async def test_teams_does_not_replace_a_zone_the_directory_or_the_member_gave(teams: TeamsRig) -> None:
+    """The device's zone only fills a gap: Eve's zone is in the directory (Europe/Paris), and once
+    a member picks one in their preferences it is theirs; a name that is no IANA zone is ignored."""
+    await teams.post(teams.activity("message", "aad-eve", text="preferences", entities=[_client_info("Asia/Tokyo")]))
+    assert (await Member.get(email="eve@teamsco.example")).timezone == "Europe/Paris"
+
+    await Member.filter(email="fay@teamsco.example").update(timezone="UTC", timezone_from_directory=False)
+    await teams.post(teams.activity("message", "aad-fay", text="preferences", entities=[_client_info("Mars/Olympus")]))
+    assert (await Member.get(email="fay@teamsco.example")).timezone == "UTC"
+    await Member.filter(email="fay@teamsco.example").update(timezone_chosen=True)
+    await teams.post(teams.activity("message", "aad-fay", text="preferences", entities=[_client_info("Asia/Tokyo")]))
+    assert (await Member.get(email="fay@teamsco.example")).timezone == "UTC"
+    assert not await AuditEvent.filter(kind="member.timezone_detected").exists()
+
+
 async def test_an_app_upgrade_does_not_greet_the_member_again(teams: TeamsRig) -> None:
     """Teams sends installationUpdate `add-upgrade` when the bot is added as part of an app upgrade
     (microsoft/botframework-sdk#6139: "allows the bot to distinguish if the bot is being

@@ -70,7 +70,7 @@ _ORG_COLUMNS: dict[str, str] = {
     **{c: c for c in _LOWERED_ORG_COLUMNS},
     "cam_email": "cam_email",
 }
-_MEMBER_FIELDS = ("email", "name", "role", "timezone", "locale", "active")
+_MEMBER_FIELDS = ("email", "name", "role", "timezone", "timezone_from_directory", "locale", "active")
 _MEMBER_COLUMNS = ("id", "organisation_id", *_MEMBER_FIELDS, "timezone_chosen")
 _ACCOUNT_COLUMNS = (
     "id",
@@ -654,7 +654,7 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
             "email": row.member_email,
             "name": row.member_name,
             "role": row.role,
-            "timezone": _imported_timezone(row, member),
+            **_imported_timezone(row, member),
             "locale": row.locale,
             "active": True,
         }
@@ -729,14 +729,16 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
     return plan
 
 
-def _imported_timezone(row: DirectoryRow, member: dict[str, Any] | None) -> str:
-    """The zone a member gets from their row: the row's, except that a zone the member chose in
-    their preferences stays theirs and a blank cell changes nothing (a new member's is UTC)."""
+def _imported_timezone(row: DirectoryRow, member: dict[str, Any] | None) -> dict[str, Any]:
+    """The zone a member gets from their row (`timezone`, `timezone_from_directory`): the row's,
+    except that a zone the member chose in their preferences stays theirs and a blank cell changes
+    nothing (a new member's is UTC, until Teams tells their device's: see
+    bot.core.directory.preferences.adopt_device_timezone)."""
     if member is None:
-        return row.timezone or "UTC"
+        return {"timezone": row.timezone or "UTC", "timezone_from_directory": bool(row.timezone)}
     if member["timezone_chosen"] or not row.timezone:
-        return member["timezone"]
-    return row.timezone
+        return {"timezone": member["timezone"], "timezone_from_directory": member["timezone_from_directory"]}
+    return {"timezone": row.timezone, "timezone_from_directory": True}
 
 
 async def _apply(plan: _Plan, *, now: datetime, progress: Progress = no_progress) -> None:

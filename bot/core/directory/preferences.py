@@ -124,6 +124,42 @@ async def update_preferences(member_id: int, catalog: TopicCatalog, *, now: date
     return await preferences_for(member_id, catalog)
 
 
+async def adopt_device_timezone(member: Member, reported: object, *, now: datetime, source: str) -> bool:
+    """Give the member the time zone a platform reports for their device (Teams sends it with every
+    message) when nobody gave them one: neither a directory import (`timezone_from_directory`) nor
+    the member, in their preferences (`timezone_chosen`). Their working hours and quiet hours are
+    kept in it from then on, and it follows the device (a later report replaces it). Not an IANA
+    name: ignored. Records `member.timezone_detected`; True when the zone changed."""
+    if member.timezone_chosen or member.timezone_from_directory:
+        return False
+    zone = _device_zone(reported)
+    if zone is None or zone == member.timezone:
+        return False
+    async with in_transaction() as conn:
+        # only if still so: an import or the member may have set it since `member` was read
+        moved = await Member.filter(id=member.id, timezone=member.timezone, timezone_chosen=False,
+                                    timezone_from_directory=False).using_db(conn).update(timezone=zone, updated_at=now)
+        if moved:
+            await record([audit_event("member.timezone_detected", now=now, actor=member.email, member_id=member.id,
+                                      source=source, changes={"timezone": {"from": member.timezone, "to": zone}})],
+                         using_db=conn)
+    if moved:
+        member.timezone = zone
+    return bool(moved)
+
+
+def _device_zone(value: object) -> str | None:
+    """The IANA zone a platform reported, or None (nothing is guessed from a name that is not one)."""
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > MAX_TIMEZONE:
+        return None
+    return _canonical_zones().get(value.strip().lower())
+
+
+@lru_cache(maxsize=1)
+def _canonical_zones() -> dict[str, str]:
+    return {name.lower(): name for name in _zone_names()}
+
+
 # ---- validation ---------------------------------------------------------------------------------
 
 def _valid_timezone(value: str) -> str:

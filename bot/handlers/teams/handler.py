@@ -47,7 +47,7 @@ from bot.core.directory.linking import (
     vendor_tenants,
 )
 from bot.core.directory.permissions import require_sender
-from bot.core.directory.preferences import preferences_for
+from bot.core.directory.preferences import adopt_device_timezone, preferences_for
 from bot.core.notices import sending
 from bot.core.onboarding.assistant import member_for
 from bot.core.ports import OutcomeKind
@@ -55,7 +55,15 @@ from bot.core.replays import TEAMS_WINDOW, first_sighting, request_key
 from bot.core.surveys.creating import SurveyPreview
 from bot.handlers.teams.cards import VERBS
 from bot.handlers.teams.texts import NOT_A_MEMBER, ONE_TO_ONE, SORRY, WELCOME
-from bot.handlers.teams.turn import Invoke, InvokeAnswers, Turn, message_response, plain_text, turn_of
+from bot.handlers.teams.turn import (
+    Invoke,
+    InvokeAnswers,
+    Turn,
+    client_timezone,
+    message_response,
+    plain_text,
+    turn_of,
+)
 from bot.service import Herald
 from storage.models import Platform, PlatformAccount, Staff
 
@@ -225,6 +233,8 @@ class TeamsHandler:
         if member is None:
             await self.reply(turn, text_activity(NOT_A_MEMBER))
             return
+        if zone := client_timezone(turn.activity):
+            await adopt_device_timezone(member, zone, now=self.herald.clock.now(), source="teams clientInfo")
         if staff_command_verb(text):
             await self.reply(turn, text_activity(f"⚠ {await refusal(text, self.commands)}"))
             return

@@ -60,6 +60,16 @@ def turn_of(activity: Activity) -> Turn | None:
                 personal)
 
 
+def client_timezone(activity: Activity) -> str:
+    """The sender's device time zone, as Teams reports it with each message (an entity of type
+    clientInfo, e.g. "America/Los_Angeles"); "" when it does not."""
+    for entity in activity.entities or []:
+        if getattr(entity, "type", None) == "clientInfo":
+            zone = getattr(entity, "timezone", None)
+            return zone if isinstance(zone, str) else ""
+    return ""
+
+
 def plain_text(text: str) -> str:
     """Teams wraps mentions as <at>Herald</at> and may send HTML entities; keep the words (and no
     control characters: see bot.common.text)."""
