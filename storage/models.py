@@ -216,7 +216,7 @@ class Notice(Model):
     retract_reason = fields.CharField(max_length=500, default="")
     failure_reason = fields.CharField(max_length=500, default="")  # why a scheduled notice was not published
     # Written when it is sent: the organisations the audience matched that got no copy, as
-    # {UnreachedReason: [organisation id, ...]} (null: sent before migration 0020, not known).
+    # {UnreachedReason: [organisation id, ...]} (null: sent before migration 0021, not known).
     unreached_organisations = fields.JSONField(null=True)
 
     class Meta:

@@ -320,7 +320,7 @@ UNREACHED_NOTES = {
 
 def _unreached(notice: Notice) -> Iterable[tuple[int, str]]:
     """(organisation id, UnreachedReason) of each organisation the audience matched that got no
-    copy, as `publish` recorded them (nothing for notices sent before migration 0020)."""
+    copy, as `publish` recorded them (nothing for notices sent before migration 0021)."""
     for reason, org_ids in sorted((notice.unreached_organisations or {}).items()):
         for org_id in org_ids:
             yield int(org_id), reason

@@ -17,7 +17,7 @@ from storage.migrations._columns import AddColumn
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0022_delivery_rolled_out')]
+    dependencies = [('models', '0023_outbound_request_started')]
 
     initial = False
 
