@@ -1,0 +1,140 @@
+"""Review `firstrun`: a new operator's first day, following README literally.
+
+Each test fails on the current code for the reason in its docstring and passes once that is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from bot.cli import main
+from tests.cli_support import herald, herald_env, serve_until_listening
+from tests.fakes.slack_api import FakeSlackAPI
+from tests.fakes.slack_socket_mode import FakeSocketMode
+from tests.support import APP_TOKEN, TEAM, TOKEN
+from tests.test_doctor import Scene, doctor, scene  # noqa: F401 - `scene` is a fixture
+from storage.models import Workspace
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- 0. `herald serve` with Socket Mode crashes before it listens ---------------------------------
+
+async def test_serve_with_socket_mode_starts_and_connects(tmp_path: Path) -> None:
+    """README "Behind a firewall": set HERALD_SLACK_APP_TOKEN, and "Herald then opens a WebSocket to
+    Slack itself". `herald serve` instead dies at start-up with a traceback, `RuntimeError: no
+    running event loop`: `build_app` constructs `SocketModeRunner` (slack_sdk's
+    `SocketModeClient`, which makes an `aiohttp.ClientSession`) outside the event loop, before
+    `web.run_app` starts it. The test harness builds the app inside a running loop, so it never
+    showed; the real entry point (and the Docker image's CMD) always does this."""
+    slack, socket_server = FakeSlackAPI(), FakeSocketMode()
+    await slack.start()
+    await socket_server.start()
+    slack.add_workspace(TEAM, TOKEN)
+    slack.enable_socket_mode(APP_TOKEN, socket_server)
+    env = herald_env(HERALD_SLACK_APP_TOKEN=APP_TOKEN, HERALD_SLACK_BOT_TOKEN=TOKEN,
+                     HERALD_SLACK_API_URL=slack.url, HERALD_DATABASE_URL=f"sqlite://{tmp_path / 'herald.db'}")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "serve", "--port", "0", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    seen: list[str] = []
+    try:
+        assert process.stdout is not None
+        while True:
+            line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()
+            if not line:
+                break
+            seen.append(line)
+            if "Running on" in line:
+                break
+        output = "".join(seen)
+        assert "Traceback" not in output, output[-600:]
+        assert "Running on" in output, output[-600:]
+        await asyncio.wait_for(socket_server.connected.wait(), 60)  # Herald opened its WebSocket
+        assert slack.calls_to("apps.connections.open")[0].ok
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        await socket_server.stop()
+        await slack.stop()
+
+
+# ---- 1. Socket Mode, as README's "Behind a firewall" sets it up, runs the sandbox ----------------
+
+SOCKET_MODE_ONLY = {
+    # README, "Behind a firewall": set HERALD_SLACK_APP_TOKEN, create the app with --socket-mode,
+    # "the signing secret is optional". Plus the bot token of the single workspace.
+    "HERALD_SLACK_APP_TOKEN": "xapp-1-A0HERALD-1-firstrun",
+    "HERALD_SLACK_BOT_TOKEN": "xoxb-firstrun-bot-token",
+    "HERALD_SANDBOX": "auto",  # the default an operator has (cli_support turns it off otherwise)
+}
+
+
+def test_socket_mode_without_signing_secret_is_not_the_sandbox(tmp_path: Path) -> None:
+    """An operator behind a firewall configures Slack over Socket Mode exactly as README says
+    (app token, no signing secret: "optional"). `herald serve` then starts in SANDBOX MODE: the
+    real workspace is served from `herald-sandbox.db`, seeded with the sample Northwind world
+    (sample CAMs, compliance, admin and a sample recall notice), and the sample CAM's console
+    sign-in link is printed, because `Settings.sandbox_active` only looks at the signing secret
+    and the Teams app id, not at `slack_app_token` (while `slack_enabled` does)."""
+    unreachable = f"http://127.0.0.1:{_closed_port()}/api/"
+    code, output = serve_until_listening(tmp_path, HERALD_SLACK_API_URL=unreachable, **SOCKET_MODE_ONLY)
+    assert "SANDBOX MODE" not in output, output[:300]
+    assert not (tmp_path / "herald-sandbox.db").exists(), "the real Slack workspace runs on the sandbox database"
+    assert (tmp_path / "herald.db").exists()
+
+
+def test_socket_mode_directory_import_goes_to_the_real_database(tmp_path: Path) -> None:
+    """The same operator's next README step, `herald directory import partners.csv`, writes the
+    partner directory into the sandbox's database (it says "sandbox mode ... using the sandbox's
+    database"), so the real directory lives in a file that README calls "never your real one"."""
+    csv = (Path(__file__).resolve().parent.parent / "config" / "sandbox" / "directory.csv").read_text()
+    (tmp_path / "partners.csv").write_text(csv)
+    result = herald("directory", "import", "partners.csv", "--quiet", cwd=tmp_path, **SOCKET_MODE_ONLY)
+    assert result.returncode == 0, result.stderr
+    assert "sandbox" not in result.stderr.lower(), result.stderr
+    assert not (tmp_path / "herald-sandbox.db").exists()
+
+
+# ---- 2. Scopes: the manifest asks for, and the doctor demands, scopes Herald never uses -----------
+
+# What Herald's Slack calls need (Slack's method docs): chat.postMessage / chat.update: chat:write;
+# conversations.open (a DM): im:write; conversations.history of a DM and the message.im event:
+# im:history; files.getUploadURLExternal / completeUploadExternal: files:write; /herald: commands.
+# views.open, views.publish, auth.test need none. Nothing calls users.info, users.lookupByEmail
+# or users.list.
+NEEDED_SCOPES = ("commands", "chat:write", "im:write", "im:history", "files:write")
+
+
+def test_manifest_asks_only_for_scopes_herald_uses() -> None:
+    """`herald slack manifest` asks for `users:read` and `users:read.email` ("View email addresses
+    of people in the workspace" on Slack's install screen, in every partner workspace that uses
+    "Add to Slack"), though no Slack call Herald makes needs them. Slack: request only the scopes
+    the app needs; a partner's admin is asked to approve access to every member's e-mail."""
+    result = CliRunner().invoke(main, ["slack", "manifest", "--url", "https://herald.example.com"])
+    assert result.exit_code == 0, result.output
+    scopes = json.loads(result.output)["oauth_config"]["scopes"]["bot"]
+    assert set(scopes) == set(NEEDED_SCOPES), f"unused scopes requested: {sorted(set(scopes) - set(NEEDED_SCOPES))}"
+
+
+async def test_doctor_passes_a_token_with_every_scope_herald_uses(scene: Scene) -> None:  # noqa: F811
+    """A workspace whose app was granted every scope Herald's calls need (an admin who trimmed the
+    e-mail scope, or an app made before it was added) is reported FAIL, "missing scopes:
+    users:read, users:read.email", with the fix to reinstall, and `herald doctor` exits 1."""
+    await Workspace.filter(external_id__in=["T0GONE", "T0NARROW"]).delete()
+    scene.slack.set_scopes("xoxb-good-token", NEEDED_SCOPES)
+    code, out, err = await doctor(scene.env(), "--json")
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["slack T0GOOD (T0Good)"]["status"] == "ok", checks["slack T0GOOD (T0Good)"]
+    assert code == 0, out + err
