@@ -27,27 +27,36 @@ from bot.common import metrics
 log = logging.getLogger(__name__)
 
 class SocketModeRunner:
+    """Slack's WebSocket for the life of the server, as an aiohttp cleanup context.
+
+    slack_sdk's handler opens an `aiohttp.ClientSession` when it is constructed, which needs a
+    running event loop: `herald serve` builds the application before `web.run_app` starts the
+    loop, so the handler is made in `lifecycle`, not in `__init__`.
+    """
+
     def __init__(self, app: AsyncApp, app_token: str, *, api_url: str) -> None:
-        self.handler = AsyncSocketModeHandler(app, app_token, web_client=AsyncWebClient(base_url=api_url),
-                                              logger=logging.getLogger("slack_sdk.socket_mode"))
+        self._app, self._app_token, self._api_url = app, app_token, api_url
+        self.handler: AsyncSocketModeHandler | None = None
         self._task: asyncio.Task | None = None
 
-    async def connect(self) -> None:
+    def _build_handler(self) -> AsyncSocketModeHandler:
+        return AsyncSocketModeHandler(self._app, self._app_token, web_client=AsyncWebClient(base_url=self._api_url),
+                                      logger=logging.getLogger("slack_sdk.socket_mode"))
+
+    async def connect(self, handler: AsyncSocketModeHandler) -> None:
         """Open the first connection (slack_sdk retries until it works or the runner closes)."""
-        await self.handler.connect_async()
-        if not self.handler.client.closed:
+        await handler.connect_async()
+        if not handler.client.closed:
             metrics.socket_mode_connected(True)
             log.info("Slack Socket Mode connected")
 
-    async def is_connected(self) -> bool:
-        return await self.handler.client.is_connected()
-
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         """aiohttp cleanup context: connect at start-up (in the background), close at shut-down."""
-        self._task = asyncio.create_task(self.connect(), name="herald-slack-socket-mode")
+        self.handler = handler = self._build_handler()
+        self._task = asyncio.create_task(self.connect(handler), name="herald-slack-socket-mode")
         yield
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        await self.handler.close_async()
+        await handler.close_async()
         metrics.socket_mode_connected(False)
