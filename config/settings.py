@@ -113,7 +113,8 @@ class Settings(BaseSettings):
     teams_authority_url: str = "https://login.microsoftonline.com"
 
     # The sandbox (the console's try-it-in-a-browser mode): `auto` = on when neither Slack
-    # (HERALD_SLACK_SIGNING_SECRET) nor Teams (HERALD_TEAMS_APP_ID) is configured; `on`, `off`.
+    # (HERALD_SLACK_SIGNING_SECRET or HERALD_SLACK_APP_TOKEN) nor Teams (HERALD_TEAMS_APP_ID) is
+    # configured; `on`, `off`.
     # It runs on its own database, seeded with a sample directory on first start.
     sandbox: str = Field(default="auto", pattern="^(auto|on|off)$")
     sandbox_database_url: str = "sqlite://herald-sandbox.db"
@@ -268,10 +269,11 @@ class Settings(BaseSettings):
 
     @property
     def sandbox_active(self) -> bool:
-        """Whether `herald serve` runs the sandbox (see `sandbox`)."""
+        """Whether `herald serve` runs the sandbox (see `sandbox`): in `auto`, only while no
+        platform is configured, Slack counted as `slack_enabled` counts it (HTTP or Socket Mode)."""
         if self.sandbox != "auto":
             return self.sandbox == "on"
-        return self.slack_signing_secret is None and not self.teams_app_id
+        return not self.slack_enabled and not self.teams_app_id
 
     def for_sandbox(self) -> "Settings":
         """These settings as the sandbox runs them: its own database, a quicker clock."""

@@ -164,6 +164,7 @@ def test_cli_console_link_prints_a_link_for_the_database_serve_uses(db_url: str,
 def test_sandbox_mode_is_on_only_without_slack_and_teams() -> None:
     assert load_settings(sandbox="auto").sandbox_active
     assert not load_settings(sandbox="auto", slack_signing_secret="s").sandbox_active
+    assert not load_settings(sandbox="auto", slack_app_token="xapp-1-A0HERALD-1-socket").sandbox_active
     assert not load_settings(sandbox="auto", teams_app_id="app", teams_app_password="secret").sandbox_active
     assert not load_settings(sandbox="off").sandbox_active
     assert load_settings(sandbox="on", slack_signing_secret="s").sandbox_active

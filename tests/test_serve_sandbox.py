@@ -17,6 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.cli_support import herald, serve_until_listening
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -109,8 +111,40 @@ async def test_serve_starts_the_sandbox_and_a_newcomer_acknowledges_a_notice(tmp
     assert token not in re.sub(r"sign-in\?token=hcl_\S+", "", printed)  # the access log never shows it
 
 
-@pytest.mark.parametrize("setting", ["HERALD_SLACK_SIGNING_SECRET", "HERALD_TEAMS_APP_ID"])
+@pytest.mark.parametrize("setting", ["HERALD_SLACK_SIGNING_SECRET", "HERALD_SLACK_APP_TOKEN", "HERALD_TEAMS_APP_ID"])
 def test_a_configured_platform_turns_the_sandbox_off(setting: str) -> None:
     from config.settings import load_settings
 
-    assert not load_settings(**{setting.removeprefix("HERALD_").lower(): "x", "teams_app_password": "x"}).sandbox_active
+    value = "xapp-1-A0HERALD-1-x" if setting == "HERALD_SLACK_APP_TOKEN" else "x"
+    assert not load_settings(**{setting.removeprefix("HERALD_").lower(): value, "teams_app_password": "x"}).sandbox_active
+
+
+# README, "Behind a firewall": an app token, an app made with --socket-mode, "the signing secret is
+# optional"; plus the bot token of the single workspace, and the default HERALD_SANDBOX.
+SOCKET_MODE_ONLY = {"HERALD_SLACK_APP_TOKEN": "xapp-1-A0HERALD-1-firstrun",
+                    "HERALD_SLACK_BOT_TOKEN": "xoxb-firstrun-bot-token", "HERALD_SANDBOX": "auto"}
+
+
+def test_slack_over_socket_mode_without_a_signing_secret_is_served_on_the_real_database(tmp_path: Path) -> None:
+    """An operator configuring Slack over Socket Mode exactly as README says got SANDBOX MODE: the
+    real workspace served from herald-sandbox.db, seeded with the sample Northwind world and its
+    CAM's sign-in link printed, because `sandbox_active` looked at the signing secret and the
+    Teams app id only, not at the app token that `slack_enabled` counts."""
+    unreachable = f"http://127.0.0.1:{_free_port()}/api/"  # nothing listens there: start-up must not care
+    code, output = serve_until_listening(tmp_path, HERALD_SLACK_API_URL=unreachable, **SOCKET_MODE_ONLY)
+    assert code is None, output[-600:]
+    assert "SANDBOX MODE" not in output, output[:300]
+    assert not (tmp_path / "herald-sandbox.db").exists(), "the real Slack workspace ran on the sandbox database"
+    assert (tmp_path / "herald.db").exists()
+
+
+def test_with_slack_over_socket_mode_a_directory_import_goes_to_the_real_database(tmp_path: Path) -> None:
+    """The same operator's next README step, `herald directory import partners.csv`, wrote the
+    partner directory into the sandbox's database ("sandbox mode ... using the sandbox's database"),
+    the file README calls "never your real one"."""
+    (tmp_path / "partners.csv").write_text((ROOT / "config" / "sandbox" / "directory.csv").read_text())
+    result = herald("directory", "import", "partners.csv", "--quiet", cwd=tmp_path, **SOCKET_MODE_ONLY)
+    assert result.returncode == 0, result.stderr
+    assert "sandbox" not in result.stderr.lower(), result.stderr
+    assert not (tmp_path / "herald-sandbox.db").exists()
+    assert (tmp_path / "herald.db").exists()

