@@ -111,6 +111,18 @@ async def test_everything_well_exits_0(scene: Scene) -> None:
     assert all(line.split()[0] in ("ok", "warn", "skip") for line in lines)
 
 
+async def test_a_token_with_exactly_the_scopes_herald_uses_passes(scene: Scene) -> None:
+    """A workspace whose app holds every scope Herald's calls need and no more (an admin who
+    trimmed the e-mail scope) was reported FAIL, "missing scopes: users:read, users:read.email",
+    and `herald doctor` exited 1, though Herald never calls a method that needs them."""
+    await Workspace.filter(external_id__in=["T0GONE", "T0NARROW"]).delete()
+    scene.slack.set_scopes("xoxb-good-token", ("commands", "chat:write", "im:write", "im:history", "files:write"))
+    code, out, err = await doctor(scene.env(), "--json")
+    checks = _by_name(json.loads(out))
+    assert checks["slack T0GOOD (T0Good)"]["status"] == "ok", checks["slack T0GOOD (T0Good)"]
+    assert code == 0, out + err
+
+
 async def test_failures_are_named_with_a_fix_and_exit_1(scene: Scene) -> None:
     scene.slack.revoke("xoxb-revoked-token")
     scene.slack.set_scopes("xoxb-narrow-token", tuple(s for s in DEFAULT_SCOPES if s != "im:history"))

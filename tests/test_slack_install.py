@@ -9,9 +9,11 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -24,7 +26,7 @@ from bot.core.compliance.verify import verify_chain
 from bot.core.directory.importer import import_directory
 from bot.common.secrets import PREFIX, TokenCipher, TokenDecryptError
 from bot.core.directory.workspaces import add_slack_workspace, deactivate_workspace
-from bot.handlers.slack.oauth import make_state
+from bot.handlers.slack.oauth import BOT_SCOPES, make_state
 from config.settings import ConfigError, load_settings
 from storage import db as storage_db
 from storage.models import AuditEvent, Delivery, Member, Notice, PlatformAccount, Staff, Workspace
@@ -42,7 +44,8 @@ REDIRECT_URI = PUBLIC_URL + "/slack/oauth_redirect"
 OAUTH_SETTINGS = {"slack_client_id": CLIENT_ID, "slack_client_secret": CLIENT_SECRET, "secret_key": SECRET_KEY,
                   "public_url": PUBLIC_URL, "slack_oauth_base_url": "https://slack.example"}
 COOKIE = "__Host-herald_slack_install"
-SCOPES = {"commands", "chat:write", "im:write", "im:history", "users:read", "users:read.email", "files:write"}
+ROOT = Path(__file__).resolve().parent.parent
+SCOPES = {"commands", "chat:write", "im:write", "im:history", "files:write"}
 NEW_TEAM, NEW_TOKEN, NEW_USER = "T0NEWCO", "xoxb-newco-very-secret", "UNEW1"
 NEWCO_MEMBER = (f"newco,New Co,gold,emea,de,security,small,reseller,cam@vendor.example,nia@newco.example,Nia Ng,"
                 f"sales,UTC,en,{NEW_TEAM},{NEW_USER},,")
@@ -539,6 +542,46 @@ def test_workspaces_list_and_cli_added_tokens_encrypted(cli: CliRunner, db_url: 
     assert rows["T0CLI"]["name"] == "CLI Co" and rows["T0CLI"]["active"] is True
     assert rows["T0CLI"]["token"] == "encrypted" and rows["T0CLI"]["installed_at"]
     assert "xoxb-" not in as_json.output
+
+
+# Every Slack Web API method Herald calls, with the bot scope Slack's method reference names for it
+# (None: no scope). conversations.history is only called on a member's DM, hence im:history.
+SLACK_METHOD_SCOPES: dict[str, str | None] = {
+    "chat.postMessage": "chat:write", "chat.update": "chat:write", "conversations.open": "im:write",
+    "conversations.history": "im:history", "files.getUploadURLExternal": "files:write",
+    "files.completeUploadExternal": "files:write", "views.open": None, "views.publish": None,
+    "auth.test": None, "oauth.v2.access": None,
+    "apps.connections.open": None,  # Socket Mode: the app-level token's connections:write, not a bot scope
+}
+# Beside the methods: the /herald command, and the message.im event (questions in a DM).
+SCOPES_BESIDE_METHODS = {"commands", "im:history"}
+_SLACK_FAMILIES = r"(?:admin|apps|auth|bots|chat|conversations|dnd|emoji|files|oauth|pins|reactions|reminders|" \
+                  r"search|team|usergroups|users|views)"
+
+
+def _slack_methods_called_by_herald() -> set[str]:
+    """The Slack Web API methods named in bot/: slack_sdk calls (`client.chat_postMessage(`) and
+    method names passed as strings (`post_json(token, "chat.update", ...)`)."""
+    called: set[str] = set()
+    for source in (ROOT / "bot").rglob("*.py"):
+        text = source.read_text()
+        for family, rest in re.findall(rf"\.({_SLACK_FAMILIES})_([a-zA-Z0-9_]+)\(", text):
+            called.add(f"{family}.{rest.replace('_', '.') if family in ('apps', 'oauth') else rest}")
+        called |= set(re.findall(rf"[\"']({_SLACK_FAMILIES}\.[a-zA-Z0-9.]+[a-zA-Z])[\"']", text))
+    return called
+
+
+def test_the_manifest_asks_for_exactly_the_scopes_herald_uses() -> None:
+    """`herald slack manifest`, "Add to Slack" and the doctor asked for `users:read` and
+    `users:read.email` ("View email addresses of people in the workspace" on every partner's
+    install screen), though no Slack method Herald calls needs them. Each method found in bot/ must
+    be in SLACK_METHOD_SCOPES (a new call: add it with its scope from Slack's method reference)."""
+    called = _slack_methods_called_by_herald()
+    assert called - SLACK_METHOD_SCOPES.keys() == set(), "a Slack method whose scope is not known here"
+    needed = {SLACK_METHOD_SCOPES[m] for m in called} - {None} | SCOPES_BESIDE_METHODS
+    assert set(BOT_SCOPES) == needed == SCOPES
+    result = CliRunner().invoke(main, ["slack", "manifest", "--url", "https://herald.example.com"])
+    assert set(json.loads(result.output)["oauth_config"]["scopes"]["bot"]) == needed
 
 
 def test_slack_manifest() -> None:

@@ -57,7 +57,7 @@ _JSON_CT = "application/json"
 _TS_BASE = 1_700_000_000
 # What an app installed from Herald's manifest is granted; Slack names a token's scopes in the
 # X-OAuth-Scopes header of every Web API answer.
-DEFAULT_SCOPES = ("commands", "chat:write", "im:write", "im:history", "users:read", "users:read.email", "files:write")
+DEFAULT_SCOPES = ("commands", "chat:write", "im:write", "im:history", "files:write")
 
 
 @dataclass(slots=True)

@@ -51,8 +51,17 @@ STATE_TTL = timedelta(minutes=10)
 STATE_VERSION = "v1"
 _STATE_PURPOSE = "slack-oauth-state/v1"
 
-# What the Slack app needs; the manifest (`herald slack manifest`) lists the same.
-BOT_SCOPES = ("commands", "chat:write", "im:write", "im:history", "users:read", "users:read.email", "files:write")
+# What the Slack app needs, and no more (every partner workspace's admin approves each one); the
+# manifest (`herald slack manifest`), "Add to Slack" and `herald doctor` use the same list.
+#   commands      the /herald slash command
+#   chat:write    chat.postMessage, chat.update (notices, reminders, replies, in-place updates)
+#   im:write      conversations.open (a member's DM)
+#   im:history    the message.im event (questions to the assistant) and conversations.history of
+#                 a DM (finding a message an interrupted send already posted)
+#   files:write   files.getUploadURLExternal / files.completeUploadExternal (reports sent in Slack)
+# views.open, views.publish and auth.test need none. Herald never looks people up in Slack (the
+# directory names their Slack user ids), so neither users:read nor users:read.email is asked for.
+BOT_SCOPES = ("commands", "chat:write", "im:write", "im:history", "files:write")
 BOT_EVENTS = ("app_home_opened", "message.im", "app_uninstalled", "tokens_revoked")
 
 NOT_CONFIGURED = ("Installing Herald into Slack workspaces is not configured here: "
