@@ -4,6 +4,7 @@ Teams manifest schema pinned in `config/teams/`."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 import uuid
 import zipfile
@@ -20,6 +21,8 @@ from config.settings import CONFIG_DIR
 SCHEMA_FILE = CONFIG_DIR / "teams" / "MicrosoftTeams.v1.17.schema.json"
 MANIFEST_VERSION = "1.17"
 ACCENT = "#1F4E79"
+# The app's own version: Teams replaces an uploaded app only with a package of a higher one.
+_APP_VERSION = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 
 # The personal app's command menu, for everyone who has the app: partners (most of them) have
 # `preferences` and `help`; the rest are the CAMs' (a partner is told so if they try one). Teams
@@ -44,6 +47,8 @@ def build_manifest(*, app_id: str, public_url: str, version: str = "1.0.0", name
         uuid.UUID(app_id)
     except ValueError:
         raise UserError("the Teams app id must be the bot's Microsoft app id (a GUID)") from None
+    if not _APP_VERSION.fullmatch(version):  # the schema only says "semver"; it checks nothing
+        raise UserError(f"--app-version must be MAJOR.MINOR.PATCH (e.g. 1.0.1), got {version!r}")
     parts = urlsplit(public_url)
     if parts.scheme != "https" or not parts.hostname:
         raise UserError("--url must be Herald's public https URL, e.g. https://herald.example.com")

@@ -59,6 +59,26 @@ def test_the_teams_command_menu_offers_partners_their_own_command() -> None:
     assert validate_manifest(manifest) == []
 
 
+def test_a_re_package_can_carry_a_higher_app_version(tmp_path, monkeypatch) -> None:
+    """`herald teams package` always wrote version 1.0.0 unless told otherwise by an undocumented
+    option, and an operator re-packaging after an upgrade could not upload it as an update (Teams
+    replaces an uploaded app only with a higher version). `--app-version` sets it, and says so."""
+    monkeypatch.delenv("HERALD_TEAMS_APP_ID", raising=False)
+    runner, out = CliRunner(), tmp_path / "herald-teams.zip"
+    args = ["teams", "package", "--url", "https://herald.example.com", "--app-id", APP_ID, "--out", str(out)]
+    first = runner.invoke(main, args)
+    assert first.exit_code == 0 and "app version 1.0.0" in first.output, first.output
+    help_text = runner.invoke(main, ["teams", "package", "--help"]).output
+    assert "--app-version" in help_text and "higher version" in help_text
+    update = runner.invoke(main, [*args, "--app-version", "1.2.0"])
+    assert update.exit_code == 0, update.output
+    with zipfile.ZipFile(out) as package:
+        assert json.loads(package.read("manifest.json"))["version"] == "1.2.0"
+    for not_semver in ("2", "1.2", "v1.2.0", "1.02.0", "1.2.0-beta"):
+        refused = runner.invoke(main, [*args, "--app-version", not_semver])
+        assert refused.exit_code == 1 and "MAJOR.MINOR.PATCH" in refused.output, (not_semver, refused.output)
+
+
 def test_the_schema_rejects_a_broken_manifest() -> None:
     manifest = build_manifest(app_id=APP_ID, public_url="https://herald.example.com")
     manifest["bots"][0]["scopes"] = ["galaxy"]

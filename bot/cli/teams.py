@@ -10,6 +10,8 @@ import click
 from bot.cli.base import get_settings, main
 from bot.common.errors import UserError
 
+FIRST_APP_VERSION = "1.0.0"
+
 
 @main.group(help="Microsoft Teams.")
 def teams() -> None:
@@ -21,8 +23,12 @@ def teams() -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("herald-teams.zip"),
               show_default=True)
 @click.option("--app-id", default="", help="The bot's Microsoft app id (default HERALD_TEAMS_APP_ID).")
-@click.option("--version", "app_version", default="1.0.0", show_default=True)
+@click.option("--app-version", "--version", "app_version", default=FIRST_APP_VERSION, show_default=True,
+              help="The app's version (MAJOR.MINOR.PATCH). Teams updates an uploaded app only from a package "
+                   "with a higher version: give one above the last uploaded when re-packaging.")
 def teams_package(public_url: str, out: Path, app_id: str, app_version: str) -> None:
+    """`app_version` defaults to a fixed first version, not Herald's own (0.x, lower than
+    packages already uploaded as 1.0.0), so that a default never goes backwards."""
     from bot.teams_package import write_package
 
     app_id = app_id or get_settings().teams_app_id or ""
@@ -34,4 +40,5 @@ def teams_package(public_url: str, out: Path, app_id: str, app_version: str) -> 
     except UserError as exc:
         click.echo(f"herald: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"wrote {out} (manifest {app_version}, validated against the Teams 1.17 schema)")
+    click.echo(f"wrote {out} (app version {app_version}, validated against the Teams 1.17 schema); "
+               f"to update an app already uploaded, its --app-version must be higher than the uploaded one's")
