@@ -137,6 +137,22 @@ def cli_env(db_url: str, tmp_path, monkeypatch) -> CliRunner:
     return CliRunner()
 
 
+def test_directory_import_says_what_a_workbook_or_a_semicolon_file_is(cli_env: CliRunner, tmp_path) -> None:  # noqa: ANN001
+    """An Excel workbook imported as is got "read it as windows-1252" and binary junk as the
+    unknown column; Excel's semicolon "CSV" got "missing column(s)" for every column."""
+    workbook = tmp_path / "partners.xlsx"
+    workbook.write_bytes(b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)))
+    refused = cli_env.invoke(main, ["directory", "import", str(workbook), "--quiet"])
+    assert refused.exit_code == 1 and "windows-1252" not in refused.output, refused.output
+    assert "partners.xlsx: the directory file is a spreadsheet workbook (.xlsx or .ods), not CSV" in refused.output
+    semicolons = tmp_path / "partners.csv"
+    semicolons.write_text(SAMPLE_DIRECTORY.replace(",", ";"), encoding="cp1252")
+    imported = cli_env.invoke(main, ["directory", "import", str(semicolons), "--quiet"])
+    assert imported.exit_code == 0, imported.output
+    assert "separates its cells with semicolons, not commas" in imported.output
+    assert "created 5, updated 0, unchanged 0" in imported.output
+
+
 def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> None:
     csv = tmp_path / "partners.csv"
     csv.write_text(SAMPLE_DIRECTORY + "zed,Zed,gold,emea,de,x,s,reseller,,bad-email,Zed,sales,UTC,en,,,,\n")

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.core.compliance import audit
-from bot.core.directory.importer import COLUMNS, import_directory, read_directory_csv
+from bot.core.directory.importer import COLUMNS, decode_directory_file, import_directory, read_directory_csv
 from bot.core.directory.preferences import adopt_device_timezone
 from bot.common.errors import UserError
 from storage.models import AuditEvent, Delivery, Member, Notice, Organisation, PlatformAccount
@@ -750,6 +750,31 @@ def test_windows_line_endings_and_header_case_are_accepted() -> None:
 
     assert [r.line for r in rows] == [2]
     assert [e.line for e in errors] == [3]
+
+
+def test_a_semicolon_or_tab_separated_file_is_read_as_such() -> None:
+    """Excel saves "CSV" with semicolons where the decimal separator is a comma (much of Europe),
+    and "Unicode text" with tabs: such a file was refused, "missing column(s): org_id, ..." for
+    every column. The separator is told from the header, and a comma inside a cell is then data."""
+    for delimiter in (";", "\t"):
+        text = "\n".join(line.replace(",", delimiter) for line in (HEADER, row(), row(member_email="x")))
+        text = text.replace("Acme Corp", "Acme, Corp") + "\n"
+
+        rows, errors = read_directory_csv(text, roles=ROLES)
+
+        assert [(r.line, r.org_name) for r in rows] == [(2, "Acme, Corp")], delimiter
+        assert [e.line for e in errors] == [3], delimiter
+
+
+def test_a_workbook_is_refused_with_how_to_export_it() -> None:
+    """An .xlsx imported as is was read "as windows-1252" and refused for a header of binary junk
+    shown as an unknown column; an .xls likewise. Each is named, with how to save it as CSV."""
+    xlsx = b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256))
+    xls = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(range(256))
+    with pytest.raises(UserError, match=r"workbook \(\.xlsx or \.ods\), not CSV: .*CSV UTF-8"):
+        decode_directory_file(xlsx)
+    with pytest.raises(UserError, match=r"Excel 97-2003 workbook \(\.xls\), not CSV"):
+        decode_directory_file(xls)
 
 
 def test_blank_cells_only_file_is_empty() -> None:

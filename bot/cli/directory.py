@@ -23,11 +23,19 @@ def directory() -> None:
 @click.option("--quiet", is_flag=True, help="No progress on standard error.")
 def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, quiet: bool) -> None:
     from bot.cli.progress import Reporter
-    from bot.core.directory.importer import decode_directory_file, import_directory
+    from bot.common.errors import UserError
+    from bot.core.directory.importer import decode_directory_file, detect_delimiter, import_directory
 
-    text, encoding = decode_directory_file(file.read_bytes())
+    try:
+        text, encoding = decode_directory_file(file.read_bytes())
+    except UserError as exc:  # a workbook, not a CSV export
+        click.echo(f"herald: {file.name}: {exc}", err=True)
+        sys.exit(1)
     if encoding not in ("utf-8", "utf-8-sig"):
         click.echo(f"note: {file.name} is not UTF-8; read it as {encoding}", err=True)
+    if (delimiter := detect_delimiter(text)) != ",":  # Excel's "CSV" in many European locales
+        separator = {";": "semicolons", "\t": "tabs"}[delimiter]
+        click.echo(f"note: {file.name} separates its cells with {separator}, not commas; read it so", err=True)
     sandbox = in_sandbox(get_settings())
 
     async def work():  # noqa: ANN202

@@ -1,5 +1,8 @@
 """Partner directory import: one CSV row per (organisation, member), upserted in bulk.
 
+The cells are separated by commas, or by semicolons or tabs as Excel saves CSV in some locales
+(told from the header, see `detect_delimiter`).
+
 The file is the source of truth for the organisations and members it names:
 
 * organisations are matched by ``org_id`` (``Organisation.external_id``) in any case, as audiences
@@ -240,9 +243,28 @@ class _Parsed:
     unreadable: int = 0
 
 
-def _records(text: str) -> Iterator[tuple[int, list[str]]]:
+#: Cell separators a directory file may use: Excel writes ';' for "CSV" where the decimal
+#: separator is a comma (much of Europe), and tabs for "Unicode text".
+DELIMITERS = (",", ";", "\t")
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+
+def detect_delimiter(text: str) -> str:
+    """The separator of a directory file, told from its header: the one that splits it into the
+    most known column names (a comma when none does). The header's cells are fixed names with
+    no separator in them, so this needs no guessing from the data, as csv.Sniffer does."""
+    header = next((line for line in text.lstrip("\ufeff").splitlines() if line.strip()), "")
+
+    def known(delimiter: str) -> int:
+        cells = next(csv.reader([header], delimiter=delimiter), [])
+        return sum(cell.strip().lower() in COLUMNS for cell in cells)
+
+    return max(DELIMITERS, key=lambda d: (known(d), d == ","))
+
+
+def _records(text: str, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
     """(first line number, cells) for each non-blank CSV record."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     while True:
         start = reader.line_num + 1
         try:
@@ -351,7 +373,8 @@ def _parse(text: str, roles: Sequence[str] | None = None, progress: Progress = n
         text = text[1:]
     if not text.strip():
         raise UserError("the directory file is empty")
-    records = _records(text)
+    delimiter = detect_delimiter(text)
+    records = _records(text, delimiter)
     first_record = next(records, None)
     if first_record is None:
         raise UserError("the directory file is empty")
@@ -370,8 +393,8 @@ def _parse(text: str, roles: Sequence[str] | None = None, progress: Progress = n
         if len(cells) != len(header):
             parsed.unreadable += 1
             parsed.errors.append(
-                RowError(line, f"expected {len(header)} cells, found {len(cells)} (a comma inside a cell needs "
-                               f"quotes); a file with such a row deactivates nobody")
+                RowError(line, f"expected {len(header)} cells, found {len(cells)} (a {_DELIMITER_NAMES[delimiter]} "
+                               f"inside a cell needs quotes); a file with such a row deactivates nobody")
             )
             continue
         raw = dict(zip(header, cells, strict=True))
@@ -431,10 +454,26 @@ def _parse(text: str, roles: Sequence[str] | None = None, progress: Progress = n
     return parsed
 
 
+#: How spreadsheet files that are not text begin: a zip (.xlsx, .ods) and an OLE2 compound file (.xls).
+_WORKBOOK_SIGNATURES = ((b"PK\x03\x04", "a spreadsheet workbook (.xlsx or .ods)"),
+                        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 workbook (.xls)"))
+
+
+def refuse_workbook(data: bytes) -> None:
+    """A workbook saved as is, not exported to CSV, would be decoded as Windows-1252 and rejected
+    for a header of binary junk: say what it is and how to export it instead."""
+    for signature, what in _WORKBOOK_SIGNATURES:
+        if data.startswith(signature):
+            raise UserError(f"the directory file is {what}, not CSV: in the spreadsheet, save it as "
+                            f"\"CSV UTF-8 (Comma delimited)\" (or CSV) and import that file")
+
+
 def decode_directory_file(data: bytes) -> tuple[str, str]:
     """(text, encoding) of a directory file as spreadsheets save them: UTF-8 (with or without a
     BOM), UTF-16 (with a BOM, or little/big-endian text without one), else Windows-1252, the
-    "CSV" Excel writes on Windows (Latin-1 for the few bytes it leaves undefined)."""
+    "CSV" Excel writes on Windows (Latin-1 for the few bytes it leaves undefined). A workbook
+    (.xlsx, .xls, .ods) is refused with how to export it (UserError)."""
+    refuse_workbook(data)
     for bom, encoding in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
                           (codecs.BOM_UTF16_BE, "utf-16")):
         if data.startswith(bom):
