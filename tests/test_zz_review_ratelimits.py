@@ -1,0 +1,160 @@
+"""Review (rate limits): delivery under the platforms' documented limits.
+
+Each test fails on the current code for the reason in its docstring and passes once the defect
+is fixed. Two "replicas" are two Herald services in one process sharing the database, as in
+tests/test_lanes.py; the fake Slack API keeps Slack's documented tiers (limits mode) on a manual
+monotonic clock, so nothing depends on wall-clock time.
+"""
+
+from __future__ import annotations
+
+from bot.core.directory.importer import import_directory
+from bot.service import Herald
+from storage.models import Delivery
+from tests.fakes.rate_limits import ManualMonotonic
+from tests.fakes.slack_limits import SlackLimits
+from tests.support import CAM_USER, TEAM, Rig, SlackHarness, broadcast, directory_csv, listeners_done, modal_state, wait_until
+from tests.teams_support import TeamsRig
+
+
+def _replica(rig: Rig) -> Herald:
+    return Herald(rig.herald.settings, clock=rig.clock, catalog=rig.herald.catalog)
+
+
+async def _add_members(rig: Rig, count: int, *, org: str = "big") -> list[str]:
+    users = [f"U{org.upper()}{i}" for i in range(count)]
+    for user in users:
+        rig.fake.add_user(TEAM, user)
+    rows = [f"{org},{org.title()} Co,gold,emea,de,retail,large,reseller,cam@vendor.example,m{i}@{org}.example,"
+            f"M {i},sales,UTC,en,{TEAM},{user},," for i, user in enumerate(users)]
+    result = await import_directory(directory_csv(rows), now=rig.clock.now(), actor="test")
+    assert not result.rejected, result.rejected
+    return users
+
+
+def _limits_on(rig: Rig) -> ManualMonotonic:
+    """Slack's documented limits (chat.update: Tier 3, 50 a minute per workspace), on a clock the
+    test moves."""
+    clock = ManualMonotonic()
+    rig.fake.clock = clock
+    rig.fake.set_limits(SlackLimits())
+    return clock
+
+
+def _throttled(rig: Rig, method: str) -> int:
+    return rig.fake.limits_stats()["throttled"]["by_method"].get(method, 0)
+
+
+async def test_two_replicas_together_keep_chat_update_within_tier_3(rig: Rig) -> None:
+    """README (Running several replicas): "the delivery engine keeps each Slack workspace and Teams
+    tenant within its rate however many there are"; HERALD_SLACK_UPDATES_PER_MINUTE exists so the
+    in-place updates "wait for it instead of drawing 429s that would pause the workspace's sends".
+
+    The chat.update budget (LaneBudgets) lives in each replica's memory and starts full, so every
+    replica that takes the lane (after a click it received, or its turn) spends up to 45 updates of
+    its own: two replicas updating acknowledged copies in the same minute send ~90 chat.update
+    calls against Slack's 50 a minute, draw 429s, and each 429 pauses the workspace's sends too."""
+    await _add_members(rig, 100)
+    notice_id = await rig.broadcast()
+    await rig.herald.outbox.drain()
+    slack_clock = _limits_on(rig)
+    other = _replica(rig)
+    try:
+        # an edit / a burst of acknowledgements: every delivered copy needs its in-place update
+        await Delivery.filter(notice_id=notice_id, status="delivered").update(update_pending=True)
+        await rig.herald.outbox.drain()  # replica A holds the lane: its budget's worth of updates
+        rig.clock.advance(seconds=2)
+        slack_clock.advance(2)
+        await other.outbox.drain()  # replica B takes the lane two seconds later, with a full budget
+        updates = rig.fake.calls_to("chat.update")
+        assert _throttled(rig, "chat.update") == 0, (
+            f"{len(updates)} chat.update calls within 2 s from two replicas; Slack (Tier 3, 50/min) answered "
+            f"429 to {_throttled(rig, 'chat.update')} of them")
+    finally:
+        await other.close()
+
+
+async def test_a_chat_update_429_does_not_hold_up_the_workspaces_new_messages(rig: Rig) -> None:
+    """Slack's rate-limit docs (docs.slack.dev/apis/web-api/rate-limits): limits are "per API method
+    per workspace/team per app", and after a 429 "calls to other methods on behalf of this workspace
+    are not restricted". docs/platform-limits.md says the same.
+
+    Outbox._send_one pauses the whole lane (in the database, for every replica) on any 429, so a
+    429 to chat.update (Tier 3: an edit, a retraction or a burst of acknowledgements) stops a
+    must-know notice's chat.postMessage sends to the whole workspace for the Retry-After."""
+    await _add_members(rig, 30)
+    first = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    await Delivery.filter(notice_id=first).update(update_pending=True)  # e.g. the notice was edited
+    urgent = await rig.broadcast()  # a must-know notice to the whole workspace, queued meanwhile
+    rig.fake.fail_next("chat.update", retry_after=30)
+    await rig.herald.outbox.drain()
+    waiting = await Delivery.filter(notice_id=urgent).exclude(status="delivered").count()
+    total = await Delivery.filter(notice_id=urgent).count()
+    assert waiting == 0, (
+        f"{waiting} of {total} copies of the must-know notice held back for chat.update's Retry-After "
+        "(chat.postMessage was never refused)")
+    # the refused update itself still waits for chat.update's Retry-After
+    assert (await Delivery.get(notice_id=first)).update_pending
+    rig.clock.advance(seconds=31)
+    await rig.herald.outbox.drain()
+    assert not (await Delivery.get(notice_id=first)).update_pending
+
+
+async def test_a_teams_copy_that_is_only_ever_throttled_is_not_given_up(teams: TeamsRig) -> None:
+    """Microsoft (learn.microsoft.com/microsoftteams/platform/bots/how-to/rate-limit): a 429 means
+    "wait for the period specified in the Retry-After response header before you retry the request.
+    If the response doesn't include a Retry-After header, use an exponential backoff with random
+    jitter"; the per-conversation limits have windows of up to an hour (1800 per 3600 s). A 429
+    says "later", never "no": README (How it works) "A 429 pauses that workspace for Retry-After;
+    5xx and network errors are retried with backoff; permanent errors fail".
+
+    The outbox counts every 429 as an attempt (NoticeSource._result -> RetryPolicy.delay,
+    max_attempts 6) and a 429 without Retry-After pauses nothing (Outbox._send_one pauses only
+    when retry_after is set), so a must-know copy throttled six times in a row (about four
+    minutes of backoff) is marked failed for good, "gave up after 6 attempts: Teams rate limit",
+    and its member never gets it."""
+    notice_id = await broadcast(teams.herald, teams.clock, "member:eve@teamsco.example")
+    teams.connector.fail_next("send_activity", 429, times=6)  # throttled, no Retry-After
+    for _ in range(8):
+        await teams.herald.outbox.drain()
+        teams.clock.advance(seconds=600)
+    copy = await Delivery.get(notice_id=notice_id)
+    statuses = [c.status for c in teams.connector.calls_to("send_activity")]
+    assert copy.status == "delivered", (
+        f"the copy is {copy.status!r} ({copy.error}) after the connector answered {statuses}")
+
+
+async def test_the_preview_modals_outcome_reaches_the_cam_after_a_429(slack_http: SlackHarness) -> None:
+    """The preview modal's Send answers "Queueing the notice for its recipients. Herald tells you in
+    your direct messages when it is on its way, or why not." (views/compose.py QUEUEING). That
+    direct message is a chat.postMessage made straight from the listener
+    (common.direct_message_respond), outside the outbox: when Slack answers 429 (the CAM's DM
+    channel: 1 message a second; the workspace: "several hundred a minute", which a broadcast in the
+    same workspace spends) it is logged and dropped, so the CAM is never told whether the notice
+    went out. README: the assistant's answer that Slack throttles "is queued as an
+    `outbound_message` of its own ... instead of being lost"; this message is not."""
+    slack = slack_http
+    await slack.command("send")  # the compose modal
+    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="views.open")
+    await listeners_done(slack)
+    state = modal_state(("topic", "importance"), topic="operations", importance="must-know", audience="all",
+                        title="Recall", body="Stop selling", link="", deadline="")
+    preview = await slack.submit_view({"callback_id": opened.args["view"]["callback_id"], "state": {"values": state}})
+    assert preview["response_action"] == "update"
+    slack.fake.fail_next("chat.postMessage", retry_after=5)  # Slack: 429, Retry-After: 5
+    sent = await slack.submit_view({"callback_id": preview["view"]["callback_id"],
+                                    "private_metadata": preview["view"]["private_metadata"],
+                                    "state": {"values": {}}})
+    assert "Queueing the notice" in str(sent["view"])
+    throttled = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage") if c.status == 429],
+                                 what="the outcome's direct message, refused with 429")
+    await listeners_done(slack)
+    assert "Sending notice" in throttled[0].args["text"]  # the outcome, refused by Slack
+    for _ in range(3):  # the Retry-After passes; the outbox runs as its worker would
+        slack.clock.advance(seconds=10)
+        await slack.herald.outbox.drain()
+        await listeners_done(slack)
+    told = [c for c in slack.fake.calls_to("chat.postMessage")
+            if c.status == 200 and c.channel == f"D{CAM_USER}" and "Sending notice" in c.args.get("text", "")]
+    assert told, "the CAM was never told the outcome of Send: the direct message Slack throttled was dropped"
