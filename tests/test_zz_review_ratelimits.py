@@ -158,3 +158,32 @@ async def test_the_preview_modals_outcome_reaches_the_cam_after_a_429(slack_http
     told = [c for c in slack.fake.calls_to("chat.postMessage")
             if c.status == 200 and c.channel == f"D{CAM_USER}" and "Sending notice" in c.args.get("text", "")]
     assert told, "the CAM was never told the outcome of Send: the direct message Slack throttled was dropped"
+
+
+async def test_a_throttled_report_upload_is_not_reported_as_herald_failing(slack_http: SlackHarness) -> None:
+    """`/herald report <id>` (and the escalation's Open report button) opens the CAM's DM with
+    conversations.open (Tier 3, 50 a minute per workspace, the same budget the outbox's crash
+    checks use) and uploads with files.getUploadURLExternal / files.completeUploadExternal (Tier 4),
+    straight from the listener (handlers/slack/replies.py SlackCommands.deliver_report). A 429 there
+    is Slack saying "in N seconds", yet the CAM is told "Sorry, something went wrong on Herald's
+    side. The details are in its log." and gets no report. Teams does it right for the same button
+    (test_teams_e2e: a throttled report is sent again after the pause it asks for)."""
+    from bot.channels.slack_blocks import SEND_ACTION
+    from bot.handlers.slack.common import SORRY
+
+    slack = slack_http
+    _, _, key = await slack.command("send must-know operations tier:gold | Recall | Stop selling LX-200")
+    (preview,) = await slack.responses(key)
+    notice_id = int(next(e["value"] for b in preview.args["blocks"] if b["type"] == "actions"
+                         for e in b["elements"] if e["action_id"] == SEND_ACTION))
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    await slack.responses(slack.last_click_key)
+    await slack.herald.outbox.drain()
+
+    slack.fake.fail_next("conversations.open", retry_after=2)  # Slack: 429, Retry-After: 2
+    _, _, key = await slack.command(f"report {notice_id}")
+    (answer,) = await slack.responses(key)
+    await listeners_done(slack)
+    assert answer.args["text"] != SORRY, (
+        f"a 429 (Retry-After: 2) on the report's upload was answered {answer.args['text']!r}; "
+        f"files shared: {len(slack.fake.shared_files)}")
