@@ -309,7 +309,8 @@ class Delivery(Model):
 
 class DeliveryLane(Model):
     """One (platform, workspace/tenant) queue of outbound requests: its lease (one replica works a
-    lane at a time, so that replica's pacer is the lane's only one) and its shared 429 pause."""
+    lane at a time, so that replica's pacer is the lane's only one), its shared 429 pause and its
+    in-place update budget."""
 
     id = fields.IntField(primary_key=True)
     platform = fields.CharField(max_length=10)
@@ -318,6 +319,10 @@ class DeliveryLane(Model):
     lease_until = fields.DatetimeField(null=True)
     paused_until = fields.DatetimeField(null=True)  # a 429's Retry-After, honoured by every replica
     last_served_at = fields.DatetimeField(null=True)  # least recently served lanes are picked first
+    # The lane's in-place update budget (bot.core.delivery.lanes.LaneBudgets), handed from one lease
+    # holder to the next: tokens as of a time (null: never spent, full; a future time: paused).
+    update_tokens = fields.FloatField(null=True)
+    update_tokens_at = fields.DatetimeField(null=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:

@@ -462,9 +462,9 @@ class _CountingLeases:
     def __init__(self, store: object) -> None:
         self.store, self.acquired = store, 0
 
-    async def acquire(self, *args: object, **kwargs: object) -> object:
+    async def take(self, *args: object, **kwargs: object) -> object:  # the outbox takes leases with take()
         self.acquired += 1
-        return await self.store.acquire(*args, **kwargs)  # type: ignore[attr-defined]
+        return await self.store.take(*args, **kwargs)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.store, name)
@@ -920,6 +920,50 @@ def test_an_update_budget_holds_back_a_few_seconds_of_refill() -> None:
     assert budgets.take(lane, 100) == 45
     assert LaneBudgets({"slack": 2}, clock).take(lane, 5) == 1  # at least one request, at small rates
     assert LaneBudgets({"teams": 50}, clock).take(lane, 5) == 5  # no budget for the platform: no limit
+
+
+async def test_two_replicas_together_keep_chat_update_within_tier_3(rig: Rig) -> None:
+    """README (Running several replicas): each workspace stays within its rate however many
+    replicas there are. The chat.update budget goes with the lane's lease (delivery_lane
+    update_tokens, migration 0022): a replica that takes the lane two seconds after another spent
+    a minute's worth of updates finds the budget spent, not full, so the two together stay under
+    Slack's Tier 3 (50 a minute) and draw no 429 (each would hold up the workspace's updates)."""
+    await _add_members(rig, 100)
+    notice_id = await rig.broadcast()
+    await rig.herald.outbox.drain()
+    slack_clock = ManualMonotonic()
+    rig.fake.clock = slack_clock
+    rig.fake.set_limits(SlackLimits())  # chat.update: Tier 3, 50 a minute per workspace
+    other = _replica(rig)
+    try:
+        # an edit / a burst of acknowledgements: every delivered copy needs its in-place update
+        await Delivery.filter(notice_id=notice_id, status="delivered").update(update_pending=True)
+        await rig.herald.outbox.drain()  # replica A holds the lane: the budget's worth of updates
+        rig.clock.advance(seconds=2)
+        slack_clock.advance(2)
+        await other.outbox.drain()  # replica B takes the lane two seconds later
+        updates = rig.fake.calls_to("chat.update")
+        throttled = rig.fake.limits_stats()["throttled"]["by_method"].get("chat.update", 0)
+        assert throttled == 0, f"{len(updates)} chat.update calls within 2 s from two replicas, {throttled} refused"
+        assert 45 <= len(updates) <= 47  # B got the two seconds' refill, not a full bucket
+    finally:
+        await other.close()
+
+
+def test_an_update_budget_is_handed_on_with_the_lane() -> None:
+    """What one holder leaves (`state`) is what the next starts from (`load`); a lane never spent
+    from hands on nothing and starts full."""
+    from bot.common.clock import ManualClock
+
+    clock = ManualClock()
+    lane = ("slack", "T1")
+    first, second = LaneBudgets({"slack": 50}, clock), LaneBudgets({"slack": 50}, clock)
+    assert first.state(lane) is None
+    assert first.take(lane, 40) == 40
+    second.load(lane, *first.state(lane))  # type: ignore[misc]
+    assert second.take(lane, 100) == 5
+    second.load(lane, None, None)
+    assert second.take(lane, 100) == 45
 
 
 # ---- finding the lanes with due rows (the open-rows index, migration 0011) -------------------

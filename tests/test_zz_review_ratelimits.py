@@ -45,35 +45,6 @@ def _throttled(rig: Rig, method: str) -> int:
     return rig.fake.limits_stats()["throttled"]["by_method"].get(method, 0)
 
 
-async def test_two_replicas_together_keep_chat_update_within_tier_3(rig: Rig) -> None:
-    """README (Running several replicas): "the delivery engine keeps each Slack workspace and Teams
-    tenant within its rate however many there are"; HERALD_SLACK_UPDATES_PER_MINUTE exists so the
-    in-place updates "wait for it instead of drawing 429s that would pause the workspace's sends".
-
-    The chat.update budget (LaneBudgets) lives in each replica's memory and starts full, so every
-    replica that takes the lane (after a click it received, or its turn) spends up to 45 updates of
-    its own: two replicas updating acknowledged copies in the same minute send ~90 chat.update
-    calls against Slack's 50 a minute, draw 429s, and each 429 pauses the workspace's sends too."""
-    await _add_members(rig, 100)
-    notice_id = await rig.broadcast()
-    await rig.herald.outbox.drain()
-    slack_clock = _limits_on(rig)
-    other = _replica(rig)
-    try:
-        # an edit / a burst of acknowledgements: every delivered copy needs its in-place update
-        await Delivery.filter(notice_id=notice_id, status="delivered").update(update_pending=True)
-        await rig.herald.outbox.drain()  # replica A holds the lane: its budget's worth of updates
-        rig.clock.advance(seconds=2)
-        slack_clock.advance(2)
-        await other.outbox.drain()  # replica B takes the lane two seconds later, with a full budget
-        updates = rig.fake.calls_to("chat.update")
-        assert _throttled(rig, "chat.update") == 0, (
-            f"{len(updates)} chat.update calls within 2 s from two replicas; Slack (Tier 3, 50/min) answered "
-            f"429 to {_throttled(rig, 'chat.update')} of them")
-    finally:
-        await other.close()
-
-
 async def test_a_chat_update_429_does_not_hold_up_the_workspaces_new_messages(rig: Rig) -> None:
     """Slack's rate-limit docs (docs.slack.dev/apis/web-api/rate-limits): limits are "per API method
     per workspace/team per app", and after a 429 "calls to other methods on behalf of this workspace

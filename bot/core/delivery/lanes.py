@@ -166,30 +166,62 @@ class LaneBudgets:
     """Token buckets per lane for one kind of request with a limit of its own: Slack's
     `chat.update` (the in-place updates of acknowledged, edited and retracted copies) is a Tier 3
     method, about 50 a minute per workspace, apart from `chat.postMessage`. Spending the budget
-    before the call keeps those updates from drawing 429s (each 429 pauses the whole lane, sends
-    included). Only the lane's lease holder claims in it, so the in-memory bucket is the lane's
-    only one; it runs on the injected clock. A bucket starts full, as Slack allows bursts.
+    before the call keeps those updates from drawing 429s. It runs on the injected clock. A bucket
+    nobody has spent from is full, as Slack allows bursts.
+
+    The bucket goes with the lane, not the replica: LaneStore.acquire loads it from the lane's
+    row (`load`) and LaneStore.release writes it back (`state`), in the statements that take and
+    give up the lease. Only the lease holder claims in a lane, so between the two this replica's
+    bucket is the lane's only one; a replica taking the lane next starts from what was left, so
+    any number of replicas together stay within the rate.
 
     A bucket holds a minute's worth less ``margin_seconds`` of refill (45 at 50 a minute). The
     budget is spent when rows are claimed, but a burst reaches the platform over the next seconds
     (paced, waiting for request slots); the platform's bucket, full until then, does not refill
     meanwhile while this one does. Holding back a few seconds of refill keeps the two in step: at
     500 clicks a second, 0 of the copies' updates drew a 429 with the margin, against 4-30 per run
-    without it (bench/acks.py)."""
+    without it (bench/acks.py).
+
+    `pause` holds the lane's updates (only them) until a time: the platform refused one with a
+    429 that limits that method alone (Slack's limits are per method per workspace). It is kept as
+    one token at that time, so the bucket refills from there, and it is handed on like the rest;
+    it applies to a platform without a budget too."""
 
     def __init__(self, per_minute: dict[str, float], clock: Any, *, margin_seconds: float = 6.0) -> None:
         self.per_minute = {platform: rate for platform, rate in per_minute.items() if rate > 0}
         self.clock = clock
         self.margin_seconds = margin_seconds
-        self._buckets: dict[Lane, tuple[float, datetime]] = {}  # lane -> (tokens, as of)
+        # lane -> (tokens, as of). A time in the future with tokens below one is a pause: the
+        # tokens count back from then (negative now), so one is there exactly when it ends.
+        self._buckets: dict[Lane, tuple[float, datetime]] = {}
 
     def capacity(self, rate: float) -> float:
         """The most a bucket holds: a minute's worth less the margin, at least one request."""
         return max(1.0, rate * (1 - self.margin_seconds / 60))
 
+    def load(self, lane: Lane, tokens: float | None, as_of: datetime | None) -> None:
+        """The lane's bucket as its previous holder left it (None: never spent, full)."""
+        if tokens is None or as_of is None:
+            self._buckets.pop(lane, None)
+        else:
+            self._buckets[lane] = (tokens, as_of)
+
+    def state(self, lane: Lane) -> tuple[float, datetime] | None:
+        """The lane's bucket to hand on (None: full, nothing to hand on)."""
+        return self._buckets.get(lane)
+
+    def _paused_until(self, lane: Lane) -> datetime | None:
+        state = self._buckets.get(lane)
+        if state is not None and state[1] > self.clock.now():
+            return state[1]
+        return None
+
     def _tokens(self, lane: Lane) -> float | None:
         rate = self.per_minute.get(lane[0])
-        if rate is None:
+        if rate is None:  # no budget: only a pause holds the lane's updates
+            if self._paused_until(lane) is not None:
+                return 0.0
+            self._buckets.pop(lane, None)
             return None
         now = self.clock.now()
         tokens, since = self._buckets.get(lane, (self.capacity(rate), now))
@@ -202,8 +234,9 @@ class LaneBudgets:
         tokens = self._tokens(lane)
         if tokens is None:
             return wanted
-        granted = min(wanted, int(tokens))
-        self._buckets[lane] = (tokens - granted, self._buckets[lane][1])
+        granted = max(0, min(wanted, int(tokens)))
+        if lane[0] in self.per_minute:
+            self._buckets[lane] = (tokens - granted, self._buckets[lane][1])
         return granted
 
     def give_back(self, lane: Lane, unused: int) -> None:
@@ -212,18 +245,40 @@ class LaneBudgets:
             self._buckets[lane] = (min(self.capacity(self.per_minute[lane[0]]), tokens + unused), since)
 
     def next_token_at(self, lane: Lane) -> datetime:
+        paused = self._paused_until(lane)
+        if lane[0] not in self.per_minute:
+            return paused or self.clock.now()
         tokens = self._tokens(lane) or 0.0
-        rate = self.per_minute.get(lane[0], 60.0)
+        rate = self.per_minute[lane[0]]
         return self.clock.now() + timedelta(seconds=max(0.0, 1 - tokens) * 60 / rate)
+
+    def pause(self, lane: Lane, until: datetime) -> None:
+        """No update in the lane before `until` (a 429's Retry-After for that method alone); then
+        one, and the bucket refills from there. A longer wait already due is kept."""
+        if self.next_token_at(lane) < until:
+            self._buckets[lane] = (1.0, until)
 
 
 # A lane is taken and given back once per turn (for an acknowledgement's update, once per click),
 # so these two are plain statements: the ORM's query building cost more than the round trip.
+# Taking the lease reads the lane's update budget as its last holder left it; giving it up writes
+# it back (LaneBudgets), so the budget costs no statement of its own.
 _ACQUIRE_SQL = ("UPDATE delivery_lane SET leased_by=?, lease_until=? WHERE platform=? AND workspace_external_id=? "
                 "AND (leased_by=? OR leased_by='' OR lease_until IS NULL OR lease_until<?) "
-                "AND (paused_until IS NULL OR paused_until<=?)")
-_RELEASE_SQL = ("UPDATE delivery_lane SET leased_by='', lease_until=NULL, last_served_at=? "
+                "AND (paused_until IS NULL OR paused_until<=?) RETURNING update_tokens, update_tokens_at")
+_RELEASE_SQL = ("UPDATE delivery_lane SET leased_by='', lease_until=NULL, last_served_at=?, "
+                "update_tokens=COALESCE(?, update_tokens), update_tokens_at=COALESCE(?, update_tokens_at) "
                 "WHERE platform=? AND workspace_external_id=? AND leased_by=?")
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lane's lease just taken, and the lane's update budget as its last holder left it
+    (LaneBudgets.load)."""
+
+    until: datetime
+    update_tokens: float | None = None
+    update_tokens_at: datetime | None = None
 
 
 class LaneStore:
@@ -264,13 +319,20 @@ class LaneStore:
         free.sort(key=lambda pair: pair[0])
         return [lane for _, lane in free]
 
-    async def acquire(self, lane: Lane, now: datetime) -> datetime | None:
+    async def take(self, lane: Lane, now: datetime) -> Lease | None:
         """Take the lane's lease if it is free (or already ours) and the lane is not paused;
-        returns the lease's end, or None."""
+        returns the lease with the lane's update budget as its last holder left it, or None."""
         until = now + self.lease
-        taken, _ = await connections.get("default").execute_query(
+        taken = await connections.get("default").execute_query_dict(
             storage_db.placeholders(_ACQUIRE_SQL), [self.worker_id, until, *lane, self.worker_id, now, now])
-        return until if taken else None
+        if not taken:
+            return None
+        return Lease(until, taken[0]["update_tokens"], storage_db.as_datetime(taken[0]["update_tokens_at"]))
+
+    async def acquire(self, lane: Lane, now: datetime) -> datetime | None:
+        """`take`, for a caller that needs only the lease's end."""
+        lease = await self.take(lane, now)
+        return lease.until if lease is not None else None
 
     async def renew(self, lanes: Iterable[Lane], now: datetime) -> set[Lane]:
         """Extend our leases that have not run out; returns the lanes whose lease was extended
@@ -282,9 +344,11 @@ class LaneStore:
             leased_by=self.worker_id, lease_until=until).values_list("platform", "workspace_external_id")}
         return held & set(lanes)
 
-    async def release(self, lane: Lane, now: datetime) -> None:
+    async def release(self, lane: Lane, now: datetime, budgets: LaneBudgets | None = None) -> None:
+        """Give the lease up, handing the lane's update budget (`budgets`) on to its next holder."""
+        tokens, as_of = (budgets.state(lane) if budgets is not None else None) or (None, None)
         await connections.get("default").execute_query(storage_db.placeholders(_RELEASE_SQL),
-                                                       [now, *lane, self.worker_id])
+                                                       [now, tokens, as_of, *lane, self.worker_id])
 
     async def release_all(self, now: datetime) -> None:
         await DeliveryLane.filter(leased_by=self.worker_id).update(leased_by="", lease_until=None, last_served_at=now)

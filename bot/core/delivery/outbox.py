@@ -35,6 +35,7 @@ from bot.core.delivery.lanes import (
     LaneSettings,
     LaneSource,
     LaneStore,
+    Lease,
     PriorityGate,
     lanes_with_due_rows,
     renew_claims,
@@ -760,10 +761,10 @@ class Outbox:
                 break
             if lane in self._workers:  # push_updates() took it meanwhile
                 continue
-            until = await self.lanes.acquire(lane, now)
-            if until is None or lane in self._workers:
+            lease = await self.lanes.take(lane, now)
+            if lease is None or lane in self._workers:
                 continue
-            self._held[lane] = until
+            self._hold(lane, lease)
             self._workers[lane] = asyncio.create_task(self._work_lane(lane), name=f"herald-lane-{lane[0]}-{lane[1]}")
             started += 1
         return started
@@ -853,6 +854,12 @@ class Outbox:
 
     # ---- one lane -------------------------------------------------------------------------
 
+    def _hold(self, lane: Lane, lease: Lease) -> None:
+        """We hold the lane now (our worker is listed): its update budget is the one its last
+        holder handed on (see LaneBudgets)."""
+        self._held[lane] = lease.until
+        self.update_budgets.load(lane, lease.update_tokens, lease.update_tokens_at)
+
     def _may_claim(self, lane: Lane) -> bool:
         return not self._stopping and self._lease_ok(lane) and self._paused_for(lane) is None
 
@@ -904,7 +911,7 @@ class Outbox:
             await self._end_turn(token)
             self._held.pop(lane, None)
             try:  # while still listed as our worker, so no new turn of ours starts before this ends
-                await self.lanes.release(lane, self.clock.now())
+                await self.lanes.release(lane, self.clock.now(), self.update_budgets)
             except Exception:  # noqa: BLE001 - the lease runs out on its own
                 log.warning("could not release delivery lane %s/%s", *lane, exc_info=True)
             if self._workers.get(lane) is asyncio.current_task():
@@ -1060,12 +1067,13 @@ class Outbox:
             if lane in self._workers:  # our worker is draining it: updates are claimed first
                 continue
             await self.lanes.ensure([lane])
-            until = await self.lanes.acquire(lane, now)
-            if until is None or lane in self._workers:  # another replica, or our own worker meanwhile
+            lease = await self.lanes.take(lane, now)
+            if lease is None or lane in self._workers:  # another replica, or our own worker meanwhile
                 self.wake()
                 continue
             self._workers[lane] = asyncio.current_task()  # type: ignore[assignment]
-            self._held[lane] = until
+            self._hold(lane, lease)
+            until = lease.until
             token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
             try:
                 jobs = await self.notices.claim(lane, len(only_ids), token, now, until, only_ids=only_ids)
@@ -1074,9 +1082,11 @@ class Outbox:
             finally:
                 await self._end_turn(token, [self.notices])
                 self._held.pop(lane, None)
-                if self._workers.get(lane) is asyncio.current_task():
-                    del self._workers[lane]
-                await self.lanes.release(lane, self.clock.now())
+                try:  # while still listed as our worker, as _work_lane does: no turn of ours starts meanwhile
+                    await self.lanes.release(lane, self.clock.now(), self.update_budgets)
+                finally:
+                    if self._workers.get(lane) is asyncio.current_task():
+                        del self._workers[lane]
         return handled
 
 
