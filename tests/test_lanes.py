@@ -27,7 +27,8 @@ from tests.fakes.slack_limits import SlackLimits
 from tests.fuzzing import fuzz
 from bot.core.ports import Outcome, Recipient
 from bot.core.notices.views import NoticeView
-from tests.support import TEAM, Rig, directory_csv, wait_until
+from tests.support import TEAM, Rig, broadcast, directory_csv, wait_until
+from tests.teams_support import TeamsRig
 
 LANE = ("slack", TEAM)
 SMALL_TEAM, SMALL_TOKEN = "T0SMALL", "xoxb-small-token"
@@ -849,14 +850,20 @@ async def test_a_burst_of_wakes_is_one_or_two_notifies(rig: Rig) -> None:
     assert sent == 3  # a later wake is told again
 
 
-async def test_an_update_that_gets_429_pauses_the_lane_and_stays_pending(rig: Rig) -> None:
+async def test_an_update_that_gets_429_holds_back_the_workspaces_updates_and_stays_pending(rig: Rig) -> None:
+    """A 429 on chat.update is Slack's limit of that method (Slack's limits are "per API method per
+    workspace/team per app"): the update waits for its Retry-After, and so do the workspace's
+    other updates, for every replica (the lane's update budget, handed on with the lease); the
+    lane itself is not paused, since chat.postMessage was not refused (this test asserted a lane
+    pause before: that held up the workspace's new messages for an update's limit)."""
     notice_id = await rig.broadcast(audience="member:anna@acme.example")
     await rig.herald.outbox.drain()
     await Delivery.filter(notice_id=notice_id).update(update_pending=True)
     rig.fake.fail_next("chat.update", status=429, retry_after=20)
     await rig.herald.outbox.drain()
     lane = await DeliveryLane.get(platform="slack", workspace_external_id=TEAM)
-    assert lane.paused_until >= rig.clock.now() + timedelta(seconds=19)
+    assert lane.paused_until is None
+    assert lane.update_tokens_at >= rig.clock.now() + timedelta(seconds=19)  # the updates' pause, shared
     assert (await Delivery.get(notice_id=notice_id)).update_pending
     rig.clock.advance(seconds=19)
     await rig.herald.outbox.drain()  # not before the Retry-After
@@ -865,6 +872,42 @@ async def test_an_update_that_gets_429_pauses_the_lane_and_stays_pending(rig: Ri
     await rig.herald.outbox.drain()  # ... but then at once, not a minute later as other failures
     assert not (await Delivery.get(notice_id=notice_id)).update_pending
     assert [c.status for c in rig.fake.calls_to("chat.update")] == [429, 200]
+
+
+async def test_a_chat_update_429_does_not_hold_up_the_workspaces_new_messages(rig: Rig) -> None:
+    """Slack's rate-limit docs: after a 429 "calls to other methods on behalf of this workspace are
+    not restricted" (docs/platform-limits.md). A 429 to chat.update (an edit, a retraction or a
+    burst of acknowledgements) used to pause the whole lane, so a must-know notice queued meanwhile
+    waited for chat.update's Retry-After; now its copies go at once and only the update waits."""
+    await _add_members(rig, 30)
+    first = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    await Delivery.filter(notice_id=first).update(update_pending=True)  # e.g. the notice was edited
+    urgent = await rig.broadcast()  # a must-know notice to the whole workspace, queued meanwhile
+    rig.fake.fail_next("chat.update", retry_after=30)
+    await rig.herald.outbox.drain()
+    # (the rig's directory has a member with no chat account, whose copy fails at once: not waiting)
+    waiting = await Delivery.filter(notice_id=urgent, status__in=["pending", "sending"]).count()
+    assert waiting == 0, f"{waiting} copies of the must-know notice held back for chat.update's Retry-After"
+    assert await Delivery.filter(notice_id=urgent, status="delivered").count() >= 30
+    assert (await Delivery.get(notice_id=first)).update_pending  # the refused update waits for its Retry-After
+    rig.clock.advance(seconds=31)
+    await rig.herald.outbox.drain()
+    assert not (await Delivery.get(notice_id=first)).update_pending
+
+
+async def test_a_teams_update_429_pauses_the_tenant(teams: TeamsRig) -> None:
+    """The Bot Connector's limit is per app per tenant, for every request: a 429 on an update
+    pauses the tenant's lane (its sends too) until the Retry-After."""
+    notice_id = await broadcast(teams.herald, teams.clock, "member:eve@teamsco.example")
+    await teams.herald.outbox.drain()
+    await Delivery.filter(notice_id=notice_id).update(update_pending=True)
+    teams.connector.fail_next("update_activity", 429, retry_after=20)
+    await teams.herald.outbox.drain()
+    copy = await Delivery.get(notice_id=notice_id)
+    lane = await DeliveryLane.get(platform="teams", workspace_external_id=copy.workspace_external_id)
+    assert lane.paused_until is not None and lane.paused_until >= teams.clock.now() + timedelta(seconds=19)
+    assert copy.update_pending
 
 
 async def test_an_update_that_fails_otherwise_waits_a_minute(rig: Rig) -> None:

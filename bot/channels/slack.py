@@ -339,7 +339,10 @@ class SlackChannel:
         except SlackApiError as exc:
             if exc.response is not None and (exc.response.status_code == 429
                                              or exc.response.get("error") in _RATE_LIMITED):
-                raise RateLimited(float(exc.response.headers.get("Retry-After", 1) or 1), "Slack rate limit") from exc
+                # chat.update's own limit (Tier 3): Slack's limits are per method per workspace, so the
+                # workspace's new messages (chat.postMessage) go on meanwhile.
+                raise RateLimited(float(exc.response.headers.get("Retry-After", 1) or 1), "Slack rate limit",
+                                  method_only=True) from exc
             error = str(exc.response.get("error", "")) if exc.response is not None else ""
             if error in _REMOVED_ERRORS:  # as a refused chat.postMessage: the engine deactivates the workspace
                 self.workspaces.refused(workspace_id, token)

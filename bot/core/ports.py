@@ -45,6 +45,9 @@ class Outcome:
     reason: str = ""
     retry_after: float | None = None  # seconds the platform asked us to wait
     throttled: bool = False  # the whole workspace/tenant is rate-limited, not just this message
+    # A 429 that limits this kind of request alone (Slack's limits are per method per workspace):
+    # the engine holds back that kind only, and the lane's other requests go on.
+    method_only: bool = False
     # A retry whose request may have reached the platform (its answer was lost: a timeout, a 5xx):
     # the next attempt looks for the earlier message before sending again, as after a crash.
     in_doubt: bool = False
@@ -62,9 +65,9 @@ class Outcome:
 
     @classmethod
     def retry(cls, reason: str, *, retry_after: float | None = None, throttled: bool = False,
-              dm_channel: str = "", in_doubt: bool = False) -> "Outcome":
+              dm_channel: str = "", in_doubt: bool = False, method_only: bool = False) -> "Outcome":
         return cls(OutcomeKind.RETRY, reason=reason, retry_after=retry_after, throttled=throttled,
-                   dm_channel=dm_channel, in_doubt=in_doubt)
+                   dm_channel=dm_channel, in_doubt=in_doubt, method_only=method_only)
 
     @classmethod
     def deferred(cls, seconds: float, *, in_doubt: bool = False) -> "Outcome":
@@ -107,12 +110,15 @@ class DirectMessage:
 
 
 class RateLimited(Exception):
-    """A channel's `update` hit the workspace/tenant's rate limit (HTTP 429): the engine pauses the
-    lane for `retry_after` seconds and keeps the update pending."""
+    """A channel's `update` hit a rate limit (HTTP 429): the update stays pending, due again after
+    `retry_after` seconds. `method_only`: the limit is the update method's own (Slack: per method
+    per workspace), so the engine holds back the workspace's updates only; otherwise (Teams: one
+    limit per tenant for every request) it pauses the whole lane."""
 
-    def __init__(self, retry_after: float | None, reason: str = "rate limited") -> None:
+    def __init__(self, retry_after: float | None, reason: str = "rate limited", *, method_only: bool = False) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.method_only = method_only
 
 
 class UpdateRefused(Exception):

@@ -325,8 +325,10 @@ class NoticeSource:
             ref = MessageRef(row.channel_id, row.message_id)
             try:
                 await channel.update(row.workspace_id, ref, job.view)
-            except RateLimited as exc:  # pauses the lane like a send's 429
-                return Outcome.retry(str(exc), retry_after=exc.retry_after, throttled=True)
+            except RateLimited as exc:  # due again after its Retry-After; see _updates_throttled
+                self._updates_throttled(job, exc)
+                return Outcome.retry(str(exc), retry_after=exc.retry_after, throttled=True,
+                                     method_only=exc.method_only)
             except UpdateRefused as exc:  # no retry will change it: recorded, not tried again
                 if exc.removed_cause:  # Herald's token is dead for the workspace: _send_one deactivates it
                     return Outcome.removed(exc.removed_cause, str(exc), token_fingerprint=exc.token_fingerprint)
@@ -341,6 +343,16 @@ class NoticeSource:
             return Outcome.deferred(0)
         return await channel.deliver(row.recipient, job.view, delivery_id=row.id, maybe_sent=row.maybe_sent,
                                      wanted=wanted)
+
+    def _updates_throttled(self, job: Job, exc: RateLimited) -> None:
+        """A 429 on an update that limits the update method alone (Slack: chat.update, Tier 3)
+        holds back the lane's updates until its Retry-After, through the lane's update budget
+        (handed on with the lease); the lane's sends go on. Any other 429 pauses the whole lane
+        (Outbox._send_one)."""
+        if exc.method_only:
+            lane = (job.row.platform, job.row.workspace_id)
+            wait = timedelta(seconds=exc.retry_after) if exc.retry_after else UPDATE_RETRY
+            self.outbox.update_budgets.pause(lane, self.outbox.clock.now() + wait)
 
     async def record(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
         """Two writes (outcomes with their audit events, in-place updates); safe to call again
@@ -985,7 +997,7 @@ class Outbox:
             outcome = await self._attempt(lane, source, item)
             if outcome.throttled:
                 metrics.throttled(lane[0], outcome.retry_after)
-                if outcome.retry_after:
+                if outcome.retry_after and not outcome.method_only:  # one method's limit: the source's own
                     await self._pause(lane, outcome.retry_after)
         finally:
             self._sending[source.name] -= 1
