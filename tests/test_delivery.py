@@ -12,8 +12,10 @@ import pytest
 from bot.core.commands.parser import SendCommand
 from bot.core.delivery.outbox import Job
 from bot.core.notices import sending as notices
-from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, PlatformAccount
-from tests.support import TEAM, TOKEN, Rig, directory_csv
+from bot.core.delivery.retry import RetryPolicy
+from storage.models import Acknowledgement, AuditEvent, Delivery, DeliveryLane, Notice, PlatformAccount
+from tests.support import TEAM, TOKEN, Rig, broadcast, directory_csv
+from tests.teams_support import TeamsRig
 
 
 async def _statuses(notice_id: int) -> dict[str, str]:
@@ -84,6 +86,39 @@ async def test_gives_up_after_max_attempts_with_a_reason(rig: Rig) -> None:
     assert row.error.startswith("gave up after 6 attempts") and "503" in row.error
     assert await AuditEvent.filter(notice_id=notice_id, kind="delivery.failed", member_id=row.member_id).count() == 1  # type: ignore[attr-defined]
     assert (await Notice.get(id=notice_id)).status == "sent"
+
+
+async def test_a_teams_copy_that_is_only_ever_throttled_is_not_given_up(teams: TeamsRig) -> None:
+    """Microsoft (learn.microsoft.com/microsoftteams/platform/bots/how-to/rate-limit): after a 429
+    wait for the Retry-After, "If the response doesn't include a Retry-After header, use an
+    exponential backoff with random jitter". A 429 says "later", never "no": it is not an attempt.
+    Six 429s without Retry-After used to use up RetryPolicy.max_attempts, and the must-know copy
+    was failed for good ("gave up after 6 attempts: Teams rate limit"); now the tenant's lane is
+    paused with growing backoff (at most the policy's 10 minutes) and the copy goes when it ends."""
+    notice_id = await broadcast(teams.herald, teams.clock, "member:eve@teamsco.example")
+    teams.connector.fail_next("send_activity", 429, times=6)  # throttled, no Retry-After
+    pauses = []
+    for _ in range(8):
+        await teams.herald.outbox.drain()
+        lane = await DeliveryLane.get(platform="teams")
+        if lane.paused_until is not None and lane.paused_until > teams.clock.now():
+            pauses.append((lane.paused_until - teams.clock.now()).total_seconds())
+        teams.clock.advance(seconds=600)
+    copy = await Delivery.get(notice_id=notice_id)
+    statuses = [c.status for c in teams.connector.calls_to("send_activity")]
+    assert copy.status == "delivered", f"the copy is {copy.status!r} ({copy.error}) after {statuses}"
+    assert copy.attempts == 1 and statuses == [429] * 6 + [201]
+    assert len(pauses) == 6 and pauses == sorted(pauses) and 2 <= pauses[0] <= 2.5 and pauses[-1] <= 600
+
+
+def test_a_throttle_pause_backs_off_with_jitter_up_to_the_cap() -> None:
+    """RetryPolicy.throttle_pause: 2, 6, 18, ... seconds (+0-25 % jitter), never above the cap,
+    however many 429s in a row."""
+    policy = RetryPolicy()
+    for throttles, base in [(1, 2), (2, 6), (3, 18), (4, 54)]:
+        assert base <= policy.throttle_pause(throttles) <= base * 1.25
+    assert policy.throttle_pause(6) <= policy.cap_seconds
+    assert policy.throttle_pause(10_000) == policy.cap_seconds
 
 
 async def test_permanent_errors_fail_with_an_actionable_reason(rig: Rig) -> None:

@@ -179,6 +179,23 @@ async def test_hand_off_and_relay_go_once_and_a_failed_relay_is_reported_to_the_
     assert await AuditEvent.filter(kind="question.answered").count() == 2  # the replay recorded nothing
 
 
+async def test_a_message_that_is_only_ever_throttled_is_not_given_up(rig: Rig) -> None:
+    """A 429 is not an attempt: a hand-off refused with 429 more times than RetryPolicy's
+    max_attempts waits each Retry-After out and is then delivered, not failed."""
+    rig.clock.set(MONDAY_9_UTC)
+    anna = await Member.get(email="anna@acme.example")
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
+    await rig.herald.hand_off_question(question.id, anna)
+    rig.fake.fail_next("chat.postMessage", status=429, retry_after=30, times=8)
+    for _ in range(10):
+        await rig.herald.outbox.drain()
+        rig.clock.advance(seconds=31)
+    (row,) = await OutboundMessage.all()
+    assert row.status == "delivered" and row.attempts == 1, (row.status, row.error)
+    assert [c.status for c in rig.fake.calls_to("chat.postMessage")] == [429] * 8 + [200]
+
+
 async def test_a_reply_to_a_member_removed_from_the_directory_is_refused_and_not_listed(rig: Rig) -> None:
     """Anna handed a question off, then left Acme (a re-import without her row): Herald sends her
     nothing more, the CAM's reply included, and her question leaves the CAM's open hand-offs."""

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from bot.core.directory.importer import import_directory
 from bot.service import Herald
-from storage.models import Delivery
 from tests.fakes.rate_limits import ManualMonotonic
 from tests.fakes.slack_limits import SlackLimits
-from tests.support import CAM_USER, TEAM, Rig, SlackHarness, broadcast, directory_csv, listeners_done, modal_state, wait_until
-from tests.teams_support import TeamsRig
+from tests.support import CAM_USER, TEAM, Rig, SlackHarness, directory_csv, listeners_done, modal_state, wait_until
 
 
 def _replica(rig: Rig) -> Herald:
@@ -43,30 +41,6 @@ def _limits_on(rig: Rig) -> ManualMonotonic:
 
 def _throttled(rig: Rig, method: str) -> int:
     return rig.fake.limits_stats()["throttled"]["by_method"].get(method, 0)
-
-
-async def test_a_teams_copy_that_is_only_ever_throttled_is_not_given_up(teams: TeamsRig) -> None:
-    """Microsoft (learn.microsoft.com/microsoftteams/platform/bots/how-to/rate-limit): a 429 means
-    "wait for the period specified in the Retry-After response header before you retry the request.
-    If the response doesn't include a Retry-After header, use an exponential backoff with random
-    jitter"; the per-conversation limits have windows of up to an hour (1800 per 3600 s). A 429
-    says "later", never "no": README (How it works) "A 429 pauses that workspace for Retry-After;
-    5xx and network errors are retried with backoff; permanent errors fail".
-
-    The outbox counts every 429 as an attempt (NoticeSource._result -> RetryPolicy.delay,
-    max_attempts 6) and a 429 without Retry-After pauses nothing (Outbox._send_one pauses only
-    when retry_after is set), so a must-know copy throttled six times in a row (about four
-    minutes of backoff) is marked failed for good, "gave up after 6 attempts: Teams rate limit",
-    and its member never gets it."""
-    notice_id = await broadcast(teams.herald, teams.clock, "member:eve@teamsco.example")
-    teams.connector.fail_next("send_activity", 429, times=6)  # throttled, no Retry-After
-    for _ in range(8):
-        await teams.herald.outbox.drain()
-        teams.clock.advance(seconds=600)
-    copy = await Delivery.get(notice_id=notice_id)
-    statuses = [c.status for c in teams.connector.calls_to("send_activity")]
-    assert copy.status == "delivered", (
-        f"the copy is {copy.status!r} ({copy.error}) after the connector answered {statuses}")
 
 
 async def test_the_preview_modals_outcome_reaches_the_cam_after_a_429(slack_http: SlackHarness) -> None:

@@ -373,7 +373,8 @@ class MessageSource:
             await self._settle(row, MessageResult(ResultKind.SENT, now, ref=outcome.ref, channels=self.channels),
                                now, outcome=outcome)
             return
-        if outcome.kind is OutcomeKind.DEFERRED:  # not attempted: the lane is paused
+        if outcome.kind is OutcomeKind.DEFERRED or outcome.throttled:
+            # not attempted (the lane is paused), or a 429: "later", never "no", so no attempt counted
             await self._release(row, now, now + timedelta(seconds=outcome.retry_after or 1), row.attempts, outcome)
             return
         attempts = row.attempts + 1

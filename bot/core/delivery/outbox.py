@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -522,9 +522,11 @@ class NoticeSource:
         # A row in doubt (claimed back after a crash, or a lost answer) stays so until a channel
         # has looked for its earlier message: see _IN_DOUBT_UNTIL.
         in_doubt = outcome.in_doubt or (row.maybe_sent and not outcome.looked)
-        if outcome.kind is OutcomeKind.DEFERRED:
-            status = DeliveryStatus.SENDING if in_doubt else DeliveryStatus.PENDING
-            return _Result(status.value, row.attempts, None,
+        status = DeliveryStatus.SENDING if in_doubt else DeliveryStatus.PENDING
+        if outcome.kind is OutcomeKind.DEFERRED or outcome.throttled:
+            # not attempted (the lane was paused), or a 429, which says "later", never "no": no
+            # attempt counted, so a copy only ever throttled is never given up; due when the wait is over
+            return _Result(status.value, row.attempts, outcome.reason if outcome.throttled else None,
                            next_attempt_at=now + timedelta(seconds=outcome.retry_after or 1), **unchanged)
         attempts = row.attempts + 1
         delay = None
@@ -535,7 +537,6 @@ class NoticeSource:
             if outcome.kind is OutcomeKind.RETRY:
                 reason = f"gave up after {attempts} attempts: {reason}"
             return _Result(DeliveryStatus.FAILED.value, attempts, reason, **unchanged)
-        status = DeliveryStatus.SENDING if in_doubt else DeliveryStatus.PENDING
         return _Result(status.value, attempts, outcome.reason, next_attempt_at=now + timedelta(seconds=delay),
                        **unchanged)
 
@@ -639,6 +640,7 @@ class Outbox:
         self._workers: dict[Lane, asyncio.Task] = {}
         self._held: dict[Lane, datetime] = {}  # lane -> our lease's end
         self._paused: dict[Lane, datetime] = {}
+        self._throttles: dict[Lane, int] = {}  # 429s without Retry-After in a row, per lane (see _throttle_wait)
         self._next_slot: dict[Lane, float] = {}
         self._gate: PriorityGate | None = None  # requests in flight, all lanes
         self._claim_gate: PriorityGate | None = None  # claims in progress, all lanes
@@ -997,13 +999,30 @@ class Outbox:
             outcome = await self._attempt(lane, source, item)
             if outcome.throttled:
                 metrics.throttled(lane[0], outcome.retry_after)
-                if outcome.retry_after and not outcome.method_only:  # one method's limit: the source's own
-                    await self._pause(lane, outcome.retry_after)
+                outcome = self._throttle_wait(lane, outcome)
+                if not outcome.method_only:  # one method's limit is the source's own (NoticeSource)
+                    await self._pause(lane, outcome.retry_after or 1.0)
+            elif outcome.kind is OutcomeKind.DELIVERED:
+                self._throttles.pop(lane, None)
         finally:
             self._sending[source.name] -= 1
         await self._recorders[source.name].put(item, outcome)
         if outcome.removed_cause:  # the platform refused Herald's token for the lane's whole workspace
             await deactivate_refused([(lane[0], lane[1], outcome)], self.clock.now())
+
+    def _throttle_wait(self, lane: Lane, outcome: Outcome) -> Outcome:
+        """The throttled outcome with the wait it asks for: its Retry-After, or else the rest of
+        the lane's pause if one is on (another request of the same burst was refused), or else
+        exponential backoff with jitter on the lane's 429s in a row (RetryPolicy.throttle_pause;
+        a delivery in the lane starts the count again). The sources store it as the row's next
+        try without counting an attempt."""
+        if outcome.retry_after:
+            return outcome
+        remaining = self._paused_for(lane)
+        if remaining is None:
+            self._throttles[lane] = throttles = self._throttles.get(lane, 0) + 1
+            remaining = self.retry.throttle_pause(throttles)
+        return replace(outcome, retry_after=remaining)
 
     async def _attempt(self, lane: Lane, source: LaneSource, item: Any) -> Outcome:
         """Send the item within the lane's pace and the replica's concurrency, unless the lane is
