@@ -278,6 +278,39 @@ async def test_compose_modal_preview_and_send(slack: SlackHarness) -> None:
     assert [c.channel for c in slack.fake.calls_to("chat.postMessage")][1:] == ["DUANNA"]
 
 
+async def test_the_preview_modals_outcome_reaches_the_cam_after_a_429(slack_http: SlackHarness) -> None:
+    """The preview modal's Send answers "Queueing ... Herald tells you in your direct messages when
+    it is on its way, or why not", and posts that outcome straight from the listener. When Slack
+    answers it 429 (the DM's 1 a second, or the workspace's budget a broadcast is spending), it was
+    logged and dropped; now it is queued as an outbound message to the CAM (as a throttled
+    assistant's answer is) and reaches them once the Retry-After has passed, once."""
+    slack = slack_http
+    await slack.command("send")  # the compose modal
+    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="views.open")
+    await listeners_done(slack)
+    state = modal_state(("topic", "importance"), topic="operations", importance="must-know", audience="all",
+                        title="Recall", body="Stop selling", link="", deadline="")
+    preview = await slack.submit_view({"callback_id": opened.args["view"]["callback_id"], "state": {"values": state}})
+    assert preview["response_action"] == "update"
+    slack.fake.fail_next("chat.postMessage", retry_after=5)  # Slack: 429, Retry-After: 5
+    sent = await slack.submit_view({"callback_id": preview["view"]["callback_id"],
+                                    "private_metadata": preview["view"]["private_metadata"],
+                                    "state": {"values": {}}})
+    assert "Queueing the notice" in str(sent["view"])
+    throttled = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage") if c.status == 429],
+                                 what="the outcome's direct message, refused with 429")
+    await listeners_done(slack)
+    assert "Sending notice" in throttled[0].args["text"]  # the outcome, refused by Slack
+    for _ in range(3):  # the Retry-After passes; the outbox runs as its worker would
+        slack.clock.advance(seconds=10)
+        await slack.herald.outbox.drain()
+        await listeners_done(slack)
+    told = [c for c in slack.fake.calls_to("chat.postMessage")
+            if c.status == 200 and c.channel == f"D{CAM_USER}" and "Sending notice" in c.args.get("text", "")]
+    assert len(told) == 1, "the CAM was never told the outcome of Send: the direct message Slack throttled was dropped"
+    assert "*" not in told[0].args["text"] and "Recall" in told[0].args["text"]  # plain text, as a DM's title
+
+
 async def test_a_form_slack_would_not_open_is_explained_to_the_cam(slack_http: SlackHarness) -> None:
     """`/herald send` opens the compose modal with views.open after the acknowledgement; Slack
     refuses it when the trigger id is more than 3 s old (`expired_trigger_id`) or the view is

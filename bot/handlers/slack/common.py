@@ -3,6 +3,7 @@ into a short ephemeral reply (a person's mistake in words, anything else as an a
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,9 +14,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.channels.slack_blocks import escape, reader_time
 from bot.common.errors import FieldError, UserError
 from bot.core.commands.parser import SendCommand, parse_deadline, parse_link
+from bot.core.delivery.messages import Target, queue_throttled_reply
 from bot.core.directory.staff import staff_for_slack
 from bot.core.notices import sending
 from bot.core.onboarding.assistant import member_for
+from bot.core.ports import DirectMessage, Recipient
 from bot.service import Herald
 from storage.models import Member, Platform, Staff
 
@@ -107,17 +110,49 @@ async def open_form(client: AsyncWebClient, trigger_id: str, view: dict[str, Any
     return False
 
 
-def direct_message_respond(client: AsyncWebClient, user_id: str) -> Callable[..., Awaitable[None]]:
+def direct_message_respond(client: AsyncWebClient, herald: Herald, body: dict[str, Any]) -> Callable[..., Awaitable[None]]:
     """A respond() for work a modal's submission started after its answer (a view_submission has no
     response_url): the reply goes to the person's direct messages with Herald. It is not written
     into the modal, which Slack may still be replacing with the answer's view. Posted to the user id,
-    which lands in the app's DM with them, as deliveries do: no conversations.open (Tier 3)."""
+    which lands in the app's DM with them, as deliveries do: no conversations.open (Tier 3).
+
+    A reply Slack throttles (429: the DM's 1 message a second, or the workspace's chat.postMessage
+    budget a broadcast is spending) is queued in the outbox instead (`queue_throttled_reply`, keyed
+    by the modal's view id) and reaches the person when the workspace's pause is over."""
+    team_id, user_id = body["team"]["id"], body["user"]["id"]
+
     async def respond(*, text: str, **_: Any) -> None:
         try:
             await client.chat_postMessage(channel=user_id, text=text)
         except SlackApiError as exc:
-            log.warning("could not send %s a direct message (%s): %s", user_id, exc.response.get("error"), text)
+            if not _rate_limited(exc):
+                log.warning("could not send %s a direct message (%s): %s", user_id, exc.response.get("error"), text)
+                return
+            staff = await staff_of(body)
+            # a view's id is Slack's own for this modal (a replayed submission has it too); without
+            # one, the moment: never the key of an earlier reply, which would swallow this one
+            reply_id = (body.get("view") or {}).get("id") or herald.clock.now().isoformat()
+            queued = await queue_throttled_reply(
+                key=f"slack:{team_id}:{user_id}:{reply_id}",
+                target=Target(Platform.SLACK.value, Recipient(workspace_id=team_id, user_id=user_id)),
+                message=DirectMessage(title=_plain_text(text), lines=()), now=herald.clock.now(),
+                staff_id=staff.id if staff is not None else None)
+            if queued:
+                herald.outbox.wake()
+            log.info("Slack throttled a direct message to %s; %s", user_id, "queued" if queued else "already queued")
     return respond
+
+
+def _rate_limited(exc: SlackApiError) -> bool:
+    response = exc.response
+    return response is not None and (response.status_code == 429 or response.get("error") in ("ratelimited",
+                                                                                               "rate_limited"))
+
+
+def _plain_text(mrkdwn: str) -> str:
+    """A reply written in mrkdwn as the plain text of a DirectMessage's title (rendered escaped
+    again): its markup and escapes taken out."""
+    return html.unescape(mrkdwn.replace("*", "").replace("`", ""))
 
 
 async def send_previewed(herald: Herald, notice_value: object, body: dict[str, Any]) -> dict[str, Any]:

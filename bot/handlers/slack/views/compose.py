@@ -55,7 +55,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
         # Answered first: queueing a large audience takes longer than the 3 s Slack waits for the
         # answer. The outcome follows as the preview message's Send button gives it, in a direct message.
         await ack(response_action="update", view=message_modal("Sending", QUEUEING))
-        await respond_or_explain(direct_message_respond(client, body["user"]["id"]),
+        await respond_or_explain(direct_message_respond(client, herald, body),
                                  send_previewed(herald, view.get("private_metadata"), body))
 
     @app.view_closed(PREVIEW_CALLBACK)
