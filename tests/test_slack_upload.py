@@ -11,10 +11,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+import pytest
+
 from bot.channels.slack_blocks import SEND_ACTION
 from bot.channels.slack_upload import upload_file
 from bot.core.compliance.reports import report_chunks
-from tests.support import CAM_USER, SlackHarness
+from bot.handlers.slack.common import SORRY
+from bot.handlers.slack.replies import SlackCommands
+from tests.support import CAM_USER, SlackHarness, listeners_done
 
 
 class _UploadEndpoint:
@@ -115,14 +119,69 @@ async def _report_events(notice_id: int) -> list[tuple[str, str, str | None]]:
     return [(e.kind, e.actor, e.data.get("platform")) for e in events]
 
 
-async def test_a_report_whose_upload_fails_is_audited_as_exported_not_delivered(slack: SlackHarness) -> None:
-    """`report.exported` is written as the export starts (the report names a head that includes
-    it); whether the CSV reached the requester is its outcome, `report.delivered`. When Slack
-    refuses the upload the requester is told and the trail shows an export that was not delivered."""
+async def _sent_notice(slack: SlackHarness) -> int:
     _, _, key = await slack.command("send must-know operations tier:gold | Recall | Stop selling LX-200")
     (preview,) = await slack.responses(key)
     notice_id = int(next(e["value"] for b in preview.args["blocks"] if b["type"] == "actions"
                          for e in b["elements"] if e["action_id"] == SEND_ACTION))
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    await slack.responses(slack.last_click_key)
+    await slack.herald.outbox.drain()
+    return notice_id
+
+
+def _pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The report's pauses, recorded instead of waited for."""
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(SlackCommands, "sleep", staticmethod(pause))
+    return pauses
+
+
+async def test_a_throttled_report_upload_is_not_reported_as_herald_failing(
+        slack_http: SlackHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`/herald report <id>` opens the CAM's DM (conversations.open, Tier 3, the budget the
+    outbox's crash checks use too) and uploads there (Tier 4) straight from the listener. A 429 is
+    Slack saying "in N seconds": it used to end in "Sorry, something went wrong on Herald's side"
+    and no report; now the step is tried again after the Retry-After and the report arrives."""
+    slack = slack_http
+    pauses = _pauses(monkeypatch)
+    notice_id = await _sent_notice(slack)
+    slack.fake.fail_next("conversations.open", retry_after=2)  # Slack: 429, Retry-After: 2
+    slack.fake.fail_next("files.completeUploadExternal", retry_after=3)
+    _, _, key = await slack.command(f"report {notice_id}")
+    (answer,) = await slack.responses(key)
+    await listeners_done(slack)
+    assert answer.args["text"] != SORRY and "direct messages" in answer.args["text"]
+    assert pauses == [2.0, 3.0]
+    (shared,) = slack.fake.shared_files
+    assert shared["filename"] == f"notice-{notice_id}-report.csv" and shared["channel_id"] == f"D{CAM_USER}"
+
+
+async def test_a_report_slack_keeps_throttling_says_when_to_try_again(
+        slack_http: SlackHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past a few tries (at most a minute of pauses) the CAM gets the summary and "Slack is busy;
+    try again in N s", not Herald's own failure."""
+    slack = slack_http
+    pauses = _pauses(monkeypatch)
+    notice_id = await _sent_notice(slack)
+    slack.fake.fail_next("conversations.open", retry_after=25, times=10)
+    _, _, key = await slack.command(f"report {notice_id}")
+    (answer,) = await slack.responses(key)
+    await listeners_done(slack)
+    assert "Slack is busy" in answer.args["text"] and "try again in 25 s" in answer.args["text"]
+    assert "Recall" in answer.args["text"]  # the summary is still there
+    assert pauses == [25.0, 25.0] and not slack.fake.shared_files
+
+
+async def test_a_report_whose_upload_fails_is_audited_as_exported_not_delivered(slack: SlackHarness) -> None:
+    """`report.exported` is written as the export starts (the report names a head that includes
+    it); whether the CSV reached the requester is its outcome, `report.delivered`. When Slack
+    refuses the upload the requester is told and the trail shows an export that was not delivered."""
+    notice_id = await _sent_notice(slack)
     slack.fake.fail_next("files.completeUploadExternal", error="internal_error")
 
     _, _, key = await slack.command(f"report {notice_id}")

@@ -386,6 +386,15 @@ def _sdk_logger() -> logging.Logger:
 # ("Application has posted too many messages"), whatever status it comes with.
 _RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
 
+
+def rate_limit_wait(exc: SlackApiError) -> float | None:
+    """The seconds Slack asked to wait (its Retry-After, 1 when missing) if `exc` is a rate limit,
+    else None."""
+    response = exc.response
+    if response is None or (response.status_code != 429 and response.get("error") not in _RATE_LIMITED):
+        return None
+    return float(response.headers.get("Retry-After", 1) or 1)
+
 # chat.update's errors that no retry changes (its reference's error list): the message or the
 # conversation is gone, or the message cannot take the update. (The app removed from the workspace,
 # _REMOVED_ERRORS, is refused for good too, and deactivates the workspace.)

@@ -11,28 +11,35 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
-from typing import BinaryIO
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, BinaryIO
 
 import aiohttp
 from slack_sdk.errors import SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
 
+async def _at_once(call: Callable[[], Awaitable[Any]]) -> Any:
+    return await call()
+
+
 async def upload_file(client: AsyncWebClient, source: BinaryIO, *, filename: str, title: str, channel: str,
-                      initial_comment: str = "") -> None:
-    """Share the whole of `source` (a file opened for reading in binary) as `filename` in `channel`."""
+                      initial_comment: str = "",
+                      calling: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] = _at_once) -> None:
+    """Share the whole of `source` (a file opened for reading in binary) as `filename` in `channel`.
+    `calling` makes each of the two Web API calls (e.g. trying one again after a 429); the file
+    itself is sent once (aiohttp closes it when it is sent)."""
     source.flush()  # what is still in the file object's buffer counts too
     length = os.fstat(source.fileno()).st_size
-    ticket = await client.files_getUploadURLExternal(filename=filename, length=length)
+    ticket = await calling(lambda: client.files_getUploadURLExternal(filename=filename, length=length))
     source.seek(0)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=client.timeout, sock_read=client.timeout)
     async with _session(client) as session, session.post(
             ticket["upload_url"], data=source, proxy=client.proxy, ssl=client.ssl, timeout=timeout) as response:
         if response.status != 200:
             raise SlackRequestError(f"Slack refused the upload of {filename} (HTTP {response.status})")
-    await client.files_completeUploadExternal(files=[{"id": ticket["file_id"], "title": title}], channel_id=channel,
-                                              initial_comment=initial_comment)
+    await calling(lambda: client.files_completeUploadExternal(
+        files=[{"id": ticket["file_id"], "title": title}], channel_id=channel, initial_comment=initial_comment))
 
 
 @contextlib.asynccontextmanager

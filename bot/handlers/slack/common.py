@@ -11,6 +11,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.channels.slack import rate_limit_wait
 from bot.channels.slack_blocks import escape, reader_time
 from bot.common.errors import FieldError, UserError
 from bot.core.commands.parser import SendCommand, parse_deadline, parse_link
@@ -125,7 +126,7 @@ def direct_message_respond(client: AsyncWebClient, herald: Herald, body: dict[st
         try:
             await client.chat_postMessage(channel=user_id, text=text)
         except SlackApiError as exc:
-            if not _rate_limited(exc):
+            if rate_limit_wait(exc) is None:
                 log.warning("could not send %s a direct message (%s): %s", user_id, exc.response.get("error"), text)
                 return
             staff = await staff_of(body)
@@ -141,12 +142,6 @@ def direct_message_respond(client: AsyncWebClient, herald: Herald, body: dict[st
                 herald.outbox.wake()
             log.info("Slack throttled a direct message to %s; %s", user_id, "queued" if queued else "already queued")
     return respond
-
-
-def _rate_limited(exc: SlackApiError) -> bool:
-    response = exc.response
-    return response is not None and (response.status_code == 429 or response.get("error") in ("ratelimited",
-                                                                                               "rate_limited"))
 
 
 def _plain_text(mrkdwn: str) -> str:

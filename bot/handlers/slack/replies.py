@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import tempfile
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, BinaryIO
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.report_lines import report_text
+from bot.channels.slack import rate_limit_wait
 from bot.channels.slack_blocks import SLACK_REPLY, escape, preview_blocks, reader_time, status_text
 from bot.channels.slack_surveys import survey_preview_blocks
 from bot.channels.slack_upload import upload_file
@@ -38,12 +44,24 @@ from storage.models import Staff
 
 Reply = dict[str, Any]
 
+log = logging.getLogger(__name__)
+
+# A report's Slack call that Slack throttles (429) is tried again after its Retry-After: the first
+# try and three more, each pause at most REPORT_PAUSE s and REPORT_WAIT s in all for the reply (it
+# goes through the command's response_url, good for 30 minutes); past that the CAM is told when to
+# try again.
+REPORT_ATTEMPTS = 4
+REPORT_PAUSE = 30.0
+REPORT_WAIT = 60.0
+
 
 def _plural(count: int, one: str, many: str) -> str:
     return one if count == 1 else many
 
 
 class SlackCommands:
+    sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)  # tests wait on an event instead
+
     def __init__(self, herald: Herald) -> None:
         self.herald = herald
         self.core = StaffCommands(herald.catalog, herald.clock, wake_outbox=herald.outbox.wake, platform="slack")
@@ -69,12 +87,59 @@ class SlackCommands:
         with tempfile.TemporaryFile() as spool:
             async for chunk in report_chunks(notice_id, "csv", now=self.herald.clock.now(), actor=ready.staff.email):
                 spool.write(chunk.encode("utf-8"))
-            dm = (await client.conversations_open(users=user_id))["channel"]["id"]
-            await upload_file(client, spool, filename=f"notice-{notice_id}-report.csv",
-                              title=f"Acknowledgement report, notice #{notice_id}", channel=dm,
-                              initial_comment=f"Acknowledgement report for notice #{notice_id}")
+            busy = await self._share_report(client, spool, notice_id, user_id)
+        if busy is not None:
+            return {"text": summary_text(ready, tail=[
+                f":hourglass: Slack is busy, so the CSV report could not be sent; try again in {math.ceil(busy)} s "
+                f"(`/herald report {notice_id}`)."])}
         await record_report_delivered(notice_id, now=self.herald.clock.now(), actor=ready.staff.email, platform="slack")
         return {"text": summary_text(ready)}
+
+    async def _share_report(self, client: AsyncWebClient, spool: BinaryIO, notice_id: int, user_id: str) -> float | None:
+        """Open the requester's DM (conversations.open, Tier 3) and upload the CSV there (Tier 4),
+        each Slack call tried again after a 429 (`_Patience`). Returns None when the report was
+        shared, else the wait Slack last asked for."""
+        patience = _Patience(self.sleep)
+        try:
+            dm = (await patience(lambda: client.conversations_open(users=user_id)))["channel"]["id"]
+            await upload_file(client, spool, filename=f"notice-{notice_id}-report.csv",
+                              title=f"Acknowledgement report, notice #{notice_id}", channel=dm,
+                              initial_comment=f"Acknowledgement report for notice #{notice_id}", calling=patience)
+        except _SlackBusy as busy:
+            log.warning("Slack kept throttling the report of notice %s (Retry-After %s s)", notice_id, busy.wait)
+            return busy.wait
+        return None
+
+
+class _SlackBusy(Exception):
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"Slack asked to wait {wait} s")
+        self.wait = wait
+
+
+class _Patience:
+    """The Slack calls of one reply made outside the outbox (a report's upload): a 429 is Slack
+    saying "in N seconds", so the call is tried again after the Retry-After, at most REPORT_PAUSE s
+    each and REPORT_WAIT s in all for the reply (as the Teams handler does for its replies); past
+    that `_SlackBusy` says how long Slack last asked to wait."""
+
+    def __init__(self, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self.sleep, self.waited = sleep, 0.0
+
+    async def __call__(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        for attempt in range(1, REPORT_ATTEMPTS + 1):
+            try:
+                return await call()
+            except SlackApiError as exc:
+                wait = rate_limit_wait(exc)
+                if wait is None:
+                    raise
+                pause = min(wait, REPORT_PAUSE)
+                if attempt == REPORT_ATTEMPTS or self.waited + pause > REPORT_WAIT:
+                    raise _SlackBusy(wait) from exc
+                await self.sleep(pause)
+                self.waited += pause
+        raise AssertionError("not reached: the last attempt returns or raises")
 
 
 def render(result: Any) -> Reply:  # noqa: PLR0911 - one branch per result type
@@ -131,7 +196,8 @@ def scheduled_text(result: Scheduled) -> str:
                                more=scheduled_more)
 
 
-def summary_text(ready: ReportReady) -> str:
-    """The summary the `report` reply shows (bot.channels.report_lines, as in Teams)."""
+def summary_text(ready: ReportReady, tail: list[str] | None = None) -> str:
+    """The summary the `report` reply shows (bot.channels.report_lines, as in Teams), ending with
+    where the CSV is (`tail`: what to say instead)."""
     return report_text(ready, bold=lambda t: f"*{t}*", escape=escape, bullet="•", budget=SLACK_REPLY,
-                       tail=["The full CSV report is in your direct messages with Herald."])
+                       tail=tail or ["The full CSV report is in your direct messages with Herald."])
