@@ -14,7 +14,7 @@ from tortoise.migrations import operations as ops
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0021_notice_unreached_organisations')]
+    dependencies = [('models', '0024_member_timezone_from_directory')]
 
     initial = False
 
