@@ -172,7 +172,12 @@ async def test_a_request_is_acknowledged_while_its_workspaces_token_is_being_ref
     finally:
         h.fake.release()
     await wait_until(lambda: h.fake.refreshes == 1, what="the refresh")
+
+    async def refreshed_token_stored() -> bool:  # Herald stores it after reading Slack's answer
+        workspace = await Workspace.get(external_id=NEW_TEAM)
+        return TokenCipher(SECRET_KEY).open(workspace.bot_token) != FIRST_TOKEN
+
+    await wait_until(refreshed_token_stored, what="the refreshed token stored")
     await h.herald.outbox.drain()
     workspace = await Workspace.get(external_id=NEW_TEAM)
-    assert TokenCipher(SECRET_KEY).open(workspace.bot_token) != FIRST_TOKEN
     assert workspace.token_expires_at == h.clock.now() + TWELVE_HOURS
