@@ -138,6 +138,33 @@ async def test_unknown_question_says_so_and_hands_off_to_the_cam(slack: SlackHar
     assert [q.id for q in await unanswered_questions()] == [question.id]  # for knowledge-base authors
 
 
+async def test_a_question_while_no_knowledge_base_can_be_loaded_is_passed_on_not_left_unanswered(
+        db: str, tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: ANN001
+    """`herald serve` checks the knowledge base at start-up; if its files become unusable before
+    one was loaded, a partner's question used to raise and get no reply at all. It is recorded,
+    the partner is told the knowledge base is not available and offered their CAM, and the log
+    says why once, not for every question."""
+    from tests.support import seed_directory, start_harness, stop_harness
+
+    broken = tmp_path / "kb"
+    broken.mkdir()
+    (broken / "kb.yaml").write_text("vendor: Acme\nentries:\n  - id: a\n    title: A?\n    answr: B.\n",
+                                    encoding="utf-8")
+    slack = await start_harness(db, extra_settings={"kb_dir": broken, "kb_semantic": False})
+    try:
+        await seed_directory(slack.clock)
+        with caplog.at_level(logging.ERROR, logger="bot.service"):
+            answer = await _dm(slack, "UANNA", "how do i register a deal")
+            await _dm(slack, "UBO", "how do i register a deal")
+        assert "not available" in str(answer["blocks"])
+        question = await Question.filter(member__email="anna@acme.example").get()
+        assert question.abstained and _buttons(answer["blocks"]) == [(ASK_CAM_ACTION, str(question.id))]
+        logged = [r.getMessage() for r in caplog.records if r.name == "bot.service"]
+        assert len(logged) == 1 and "unknown field(s) answr" in logged[0], logged
+    finally:
+        await stop_harness(slack)
+
+
 async def test_a_question_asked_in_a_thread_is_answered_in_that_thread(slack_http: SlackHarness) -> None:
     """A partner asks in the thread under a notice in Herald's DM. The answer, a reply that stayed
     to the text, and the CAM's relayed answer (queued later, from the question row, through the

@@ -4,6 +4,7 @@ with one click, an admin approves it, the assistant answers from it without a re
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -333,3 +334,41 @@ async def test_the_knowledge_base_page_tries_a_question_and_says_why(console) ->
     assert response.status == 200 and "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
     response, page = await cam.get("/console/kb-proposals")
     assert response.status == 200 and "Try a question" in page and "explanation" not in page
+
+
+async def test_an_approval_while_the_kb_files_have_a_mistake_keeps_the_loaded_knowledge_base_answering(
+        db: str, small_kb: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Keyword mode. The knowledge base's author saves a file with a misspelt field while the
+    server runs; then an admin approves a learned entry. The tick that picks it up used to drop the
+    loaded knowledge base before reading the files again, which now failed, so every partner's
+    question afterwards raised and got no reply at all. Now the new knowledge base is loaded before
+    it replaces the one in use: the server keeps answering from what it loaded, logs why once (not
+    on every tick), and takes the learned entry at the first tick after the file is fixed."""
+    slack = await start_harness(db, extra_settings={"kb_dir": small_kb, "kb_semantic": False})
+    try:
+        await seed_directory(slack.clock)
+        await add_staff("admin@vendor.example", "admin", name="Ada Admin", now=slack.clock.now(), actor="test")
+        assert "Sales &gt; Prices" in str((await _dm(slack, "UANNA", "where is the current price list"))["blocks"])
+        cam, admin = await Staff.get(email="cam@vendor.example"), await Staff.get(email="admin@vendor.example")
+        anna = await Member.get(email="anna@acme.example")
+        handed = await Question.create(member=anna, platform="slack", text=PARKING, asked_at=slack.clock.now(),
+                                       abstained=True, channel_id="DUANNA", handoff_status="answered", cam=cam,
+                                       reply_text="Yes, behind building B.")
+        proposal, _ = await propose(handed.id, cam, ENTRY, now=slack.clock.now())
+        kb_file = small_kb / "kb.yaml"
+        good = kb_file.read_text(encoding="utf-8")
+        kb_file.write_text(good.replace("    answer: Through", "    answr: Through"), encoding="utf-8")
+        await decide(proposal.id, admin, approve=True, now=slack.clock.now(), kb_dir=small_kb)
+
+        with caplog.at_level(logging.ERROR, logger="bot.service"):
+            assert (await slack.herald.tick())["kb_reloaded"] == 0
+            assert (await slack.herald.tick())["kb_reloaded"] == 0
+        (logged,) = [r.getMessage() for r in caplog.records if r.name == "bot.service"]
+        assert "stays in use until the files are fixed" in logged and "unknown field(s) answr" in logged
+        assert "Sales &gt; Prices" in str((await _dm(slack, "UBO", "where is the current price list"))["blocks"])
+
+        kb_file.write_text(good, encoding="utf-8")  # fixed: the next tick takes the learned entry
+        assert (await slack.herald.tick())["kb_reloaded"] == 1
+        assert "building B" in str((await _dm(slack, "UCY", PARKING))["blocks"])
+    finally:
+        await stop_harness(slack)

@@ -55,15 +55,18 @@ async def member_for(platform: str, workspace_id: str, user_id: str) -> Member |
     return account.member if account else None
 
 
-async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, channel_id: str,
+async def ask(member: Member, text: str, kb: KnowledgeBase | None, *, platform: str, channel_id: str,
               now: datetime, thread_id: str = "") -> Asked:
     """Answer a question from the knowledge base (saying so when the entry is mainly for other
-    partners), or say plainly that we do not know, or that the answer is confidential, and offer the CAM."""
+    partners), or say plainly that we do not know, or that the answer is confidential, and offer the CAM.
+    ``kb`` None: no knowledge base could be loaded; the member is told so and offered the CAM."""
     asked, text = text.strip(), text.strip()[:MAX_QUESTION]
     organisation = member.organisation
-    # in a thread: the model's forward pass (about 18 ms, ONNX Runtime releases the GIL) must not
-    # hold up the deliveries and clicks this event loop serves meanwhile
-    answer = await asyncio.to_thread(kb.answer, text, role=member.role, tier=organisation.tier or None)
+    if kb is None:
+        answer = Answer(entry=None, score=0.0, abstained=True, candidates=[])
+    else:  # in a thread: the model's forward pass (about 18 ms, ONNX Runtime releases the GIL) must not
+        # hold up the deliveries and clicks this event loop serves meanwhile
+        answer = await asyncio.to_thread(kb.answer, text, role=member.role, tier=organisation.tier or None)
     async with in_transaction() as conn:
         question = await Question.create(
             member=member, platform=platform, text=text, asked_at=now, channel_id=channel_id, thread_id=thread_id,
@@ -71,10 +74,12 @@ async def ask(member: Member, text: str, kb: KnowledgeBase, *, platform: str, ch
         await record([audit_event("question.asked", now=now, actor=member.email, member_id=member.id,
                                   question_id=question.id, entry=question.entry_id or None,
                                   abstained=answer.abstained, score=round(answer.score, 4),
-                                  withheld=answer.withheld is not None)], using_db=conn)
+                                  withheld=answer.withheld is not None,
+                                  **({"knowledge_base_unavailable": True} if kb is None else {}))], using_db=conn)
     metrics.question_answered(answer.abstained)
     # a question asked in German is answered in German where the entry has it, whatever the directory says
-    message = answer_message(question, answer, locale=answer.language or member.locale)
+    message = (unavailable_message(question) if kb is None
+               else answer_message(question, answer, locale=answer.language or member.locale))
     if len(asked) > MAX_QUESTION:  # said, not silently dropped: the CAM would get the same first part
         message = replace(message, lines=(*message.lines, LONG_QUESTION.format(shown=MAX_QUESTION, asked=len(asked))))
     return Asked(question, answer, message)
@@ -85,6 +90,15 @@ def _entry_id(answer: Answer) -> str:
     CAM sees which entry it was); "" when the knowledge base had nothing."""
     entry = answer.entry or answer.withheld
     return entry.id if entry else ""
+
+
+def unavailable_message(question: Question) -> DirectMessage:
+    """The answer while no knowledge base can be loaded (its files were broken before one was)."""
+    return DirectMessage(
+        title="I can't look that up right now",
+        lines=("The partner knowledge base is not available at the moment, so I can't answer your question myself.",
+               "Your channel account manager can help: press Ask my CAM and I'll pass it on."),
+        buttons=(Button("Ask my CAM", ASK_CAM_ACTION, str(question.id), "primary"),))
 
 
 def answer_message(question: Question, answer: Answer, *, locale: str = "") -> DirectMessage:
