@@ -30,11 +30,16 @@ def _load(tmp_path: Path, text: str) -> KnowledgeBase:
 
 
 def test_translations_are_chosen_by_locale_with_the_language_as_fallback(tmp_path: Path) -> None:
+    """A BCP 47 lookup, case-insensitive and "_" as "-": the tag, then shorter ones, then another
+    region of the same language. "pt" (what `language_of` tells a Portuguese question by) and
+    "pt-PT" get the "pt-br" text; they used to get English."""
     entry = _load(tmp_path, ENTRY).entries["warranty"]
     assert entry.translated("de") == ("Wie lange gilt die Garantie?", "Drei Jahre.")
-    assert entry.translated("de-AT") == entry.translated("DE_at") == entry.translated("de")
+    assert entry.translated("de-AT") == entry.translated("DE_at") == entry.translated("de-Latn-AT") == \
+        entry.translated("de")
     assert entry.translated("pt-BR") == ("How long is the warranty?", "Três anos.")  # no title: the English one
-    assert entry.translated("pt") is None and entry.translated("fr") is None and entry.translated("") is None
+    assert entry.translated("pt") == entry.translated("pt_PT") == entry.translated("PT-br")
+    assert entry.translated("fr") is None and entry.translated("fr-CA") is None and entry.translated("") is None
 
 
 @pytest.mark.parametrize(("translations", "message"), [
@@ -109,6 +114,59 @@ async def test_a_question_in_another_language_is_answered_in_it_where_the_entry_
         german, spanish = answers
         assert "Was deckt die Hardware-Garantie ab?" in german and "only available in English" not in german
         assert "What does the hardware warranty cover?" in spanish and "only available in English" in spanish
+    finally:
+        await stop_harness(slack)
+
+
+PRICE_KB = """\
+vendor: Acme
+entries:
+  - id: price-list
+    title: Where do I find the current price list?
+    answer: In the partner portal under Sales > Price lists.
+    alt_questions:
+      - Onde encontro a lista de precos?
+    translations:
+      pt-br:
+        title: Onde encontro a lista de preços atual?
+        answer: No portal de parceiros, em Vendas > Listas de preços.
+  - id: demo-units
+    title: How do I order demo units?
+    answer: Through the demo shop in the partner portal.
+"""
+
+
+async def test_a_question_in_portuguese_from_a_pt_br_member_gets_the_pt_br_translation(
+        db: str, tmp_path: Path) -> None:
+    """Lia's directory locale is pt-BR and the entry has a `pt-br` translation. Asked in English she
+    gets Portuguese; asked in Portuguese (which `language_of` reads as "pt") she used to get the
+    English text with "(This answer is only available in English.)": the question's bare language
+    replaced her locale, and "pt" did not fall back to "pt-br". Her own form of the language is
+    kept (`answer_locale`, which Did you mean uses too)."""
+    from bot.core.onboarding.assistant import answer_locale
+
+    assert answer_locale("pt", "pt-BR") == "pt-BR" and answer_locale("de", "pt-BR") == "de"
+    assert answer_locale("", "pt-BR") == "pt-BR" and answer_locale("pt", "") == "pt"
+    kb_dir = tmp_path / "kb"
+    kb_dir.mkdir()
+    (kb_dir / "kb.yaml").write_text(PRICE_KB, encoding="utf-8")
+    slack = await start_harness(db, extra_settings={"kb_dir": kb_dir, "kb_semantic": False})
+    try:
+        await seed_directory(slack.clock, csv_text=directory_csv([
+            f"lusa,Lusa Seguranca,gold,amer,br,security,large,distributor,cam@vendor.example,lia@lusa.example,"
+            f"Lia Souza,sales,America/Sao_Paulo,pt-BR,{TEAM},ULIA,,"]))
+        slack.fake.add_user(TEAM, "ULIA")
+        answers = []
+        for n, text in enumerate(("where do I find the current price list", "Onde encontro a lista de preços?")):
+            before = slack.fake.call_count("chat.postMessage")
+            event = {"type": "message", "channel_type": "im", "channel": "DULIA", "user": "ULIA", "text": text,
+                     "ts": f"1700000000.00070{n}"}
+            assert (await slack.post_signed(event_body(event, TEAM))).status == 200
+            await wait_until(lambda: slack.fake.call_count("chat.postMessage") > before, what="the answer")
+            answers.append(str(slack.fake.calls_to("chat.postMessage")[-1].args["blocks"]))
+        assert {q.entry_id for q in await Question.all()} == {"price-list"}  # the right entry both times
+        for blocks in answers:
+            assert "No portal de parceiros" in blocks and "only available in English" not in blocks, blocks
     finally:
         await stop_harness(slack)
 

@@ -15,7 +15,6 @@ from tests.support import (
     CAM_USER,
     TEAM,
     SlackHarness,
-    directory_csv,
     seed_directory,
     start_harness,
     stop_harness,
@@ -54,31 +53,6 @@ async def _dm(slack: SlackHarness, user: str, text: str, ts: str) -> dict:
     assert (await slack.post_signed(event_body(event, TEAM))).status == 200
     await wait_until(lambda: slack.fake.call_count("chat.postMessage") > before, what="the answer")
     return slack.fake.calls_to("chat.postMessage")[-1].args
-
-
-async def test_a_question_in_portuguese_from_a_pt_br_member_gets_the_pt_br_translation(db: str, price_kb: Path) -> None:
-    """Lia's directory locale is pt-BR and the entry has a `pt-br` translation (the README's own
-    example of a translation locale). Asked in English she gets Portuguese; asked in Portuguese
-    ("Onde encontro a lista de preços?", which `language_of` reads as "pt") she gets the English
-    text and "(This answer is only available in English.)": the question's bare language "pt"
-    replaces her locale, and "pt" does not fall back to the "pt-br" translation.
-    README (Languages): a member whose locale matches gets that text; a question asked in
-    Portuguese "is answered in that language where the entry has it"."""
-    slack = await start_harness(db, extra_settings={"kb_dir": price_kb, "kb_semantic": False})
-    try:
-        await seed_directory(slack.clock, csv_text=directory_csv([
-            f"lusa,Lusa Seguranca,gold,amer,br,security,large,distributor,cam@vendor.example,lia@lusa.example,"
-            f"Lia Souza,sales,America/Sao_Paulo,pt-BR,{TEAM},ULIA,,"]))
-        slack.fake.add_user(TEAM, "ULIA")
-        english = await _dm(slack, "ULIA", "where do I find the current price list", "1700000000.000100")
-        assert "No portal de parceiros" in str(english["blocks"])  # her locale: the pt-br text
-        portuguese = await _dm(slack, "ULIA", "Onde encontro a lista de preços?", "1700000000.000200")
-        assert {q.entry_id for q in await Question.all()} == {"price-list"}  # the right entry both times
-        blocks = str(portuguese["blocks"])
-        assert "only available in English" not in blocks, blocks
-        assert "No portal de parceiros" in blocks, blocks
-    finally:
-        await stop_harness(slack)
 
 
 async def test_the_same_learned_answer_approved_twice_does_not_offer_itself_as_did_you_mean(

@@ -20,7 +20,7 @@ from bot.core.directory.permissions import may_act_as_cam, may_act_for_partner
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.onboarding.handoffs import cam_target, queue_handoff, queue_relay
 from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
-from bot.core.onboarding.qa import Answer, KBEntry, KnowledgeBase, language_of
+from bot.core.onboarding.qa import Answer, KBEntry, KnowledgeBase, language_of, primary_language
 from bot.core.ports import Button, Channel, DirectMessage
 from storage.models import Member, PlatformAccount, Question, Staff, StaffRole
 
@@ -77,12 +77,21 @@ async def ask(member: Member, text: str, kb: KnowledgeBase | None, *, platform: 
                                   withheld=answer.withheld is not None,
                                   **({"knowledge_base_unavailable": True} if kb is None else {}))], using_db=conn)
     metrics.question_answered(answer.abstained)
-    # a question asked in German is answered in German where the entry has it, whatever the directory says
     message = (unavailable_message(question) if kb is None
-               else answer_message(question, answer, locale=answer.language or member.locale))
+               else answer_message(question, answer, locale=answer_locale(answer.language, member.locale)))
     if len(asked) > MAX_QUESTION:  # said, not silently dropped: the CAM would get the same first part
         message = replace(message, lines=(*message.lines, LONG_QUESTION.format(shown=MAX_QUESTION, asked=len(asked))))
     return Asked(question, answer, message)
+
+
+def answer_locale(question_language: str, member_locale: str) -> str:
+    """The locale an answer is given in. A question asked in German is answered in German where the
+    entry has it, whatever the directory says; in the member's own form of that language when it
+    is theirs (a pt-BR member asking in Portuguese, which ``language_of`` tells as "pt", gets pt-BR).
+    Otherwise the member's directory locale."""
+    if not question_language or primary_language(member_locale) == question_language:
+        return member_locale
+    return question_language
 
 
 def _entry_id(answer: Answer) -> str:
@@ -191,7 +200,7 @@ async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase,
                                   member_id=question.member.id, question_id=question.id, entry=entry.id,
                                   first_answer=question.entry_id or None)], using_db=conn)
     qid = str(question.id)
-    locale = language_of(question.text) or question.member.locale
+    locale = answer_locale(language_of(question.text), question.member.locale)
     title, lines = _entry_text(entry, locale, for_others=not entry.offered_to(role, tier))
     return DirectMessage(title=title, lines=lines, buttons=(
         Button("Helpful", HELPFUL_ACTION, qid), Button("Not helpful", NOT_HELPFUL_ACTION, qid),

@@ -178,12 +178,21 @@ class KBEntry:
     confidential: bool = False
 
     def translated(self, locale: str | None) -> tuple[str, str] | None:
-        """(title, answer) in the member's locale ("de-AT" falls back to "de"), or None."""
-        if not locale:
+        """(title, answer) in ``locale``, or None. A BCP 47 lookup (case-insensitive, "_" as "-"):
+        the tag itself, then shorter ones ("de-AT" falls back to "de"), then another region of the
+        same language, the first in the file ("pt" and "pt-PT" get "pt-br"): Portuguese is closer
+        to a Portuguese speaker than English."""
+        wanted = locale_tag(locale or "")
+        if not wanted:
             return None
-        wanted = locale.strip().lower().replace("_", "-")
         by_locale = {loc: (title or self.title, answer) for loc, title, answer in self.translations}
-        return by_locale.get(wanted) or by_locale.get(wanted.split("-")[0])
+        subtags = wanted.split("-")
+        for n in range(len(subtags), 0, -1):
+            if len(subtags[n - 1]) == 1:  # "x" in "de-x-foo": never the end of a tag to look up
+                continue
+            if (found := by_locale.get("-".join(subtags[:n]))) is not None:
+                return found
+        return next((text for loc, text in by_locale.items() if primary_language(loc) == subtags[0]), None)
 
     def offered_to(self, role: str | None, tier: str | None) -> bool:
         """Whether the entry is meant for a member with this role and tier (None = unknown: only
@@ -193,6 +202,16 @@ class KBEntry:
     def withheld_from(self, role: str | None, tier: str | None) -> bool:
         """Whether the entry's text must not be shown to this member (confidential, not meant for them)."""
         return self.confidential and not self.offered_to(role, tier)
+
+
+def locale_tag(locale: str) -> str:
+    """A locale as compared: lowercase, "-" between subtags ("pt_BR" -> "pt-br")."""
+    return locale.strip().lower().replace("_", "-")
+
+
+def primary_language(locale: str) -> str:
+    """A locale's language subtag ("pt-BR" -> "pt")."""
+    return locale_tag(locale).split("-")[0]
 
 
 def _admits(allowed: frozenset[str], value: str | None) -> bool:
@@ -422,7 +441,7 @@ def _translations(value: Any, where: str) -> tuple[tuple[str, str, str], ...]:
         raise KnowledgeBaseError(f"{where}: 'translations' must map a locale (e.g. de) to a title and an answer")
     out = []
     for locale, body in value.items():
-        code = str(locale).strip().lower().replace("_", "-")
+        code = locale_tag(str(locale))
         if not _LOCALE.match(code):
             raise KnowledgeBaseError(f"{where}: translations: {locale!r} is not a locale such as de or pt-br")
         if not isinstance(body, dict) or set(map(str, body)) - {"title", "answer"}:
