@@ -462,6 +462,8 @@ class Question(Model):
     text = fields.TextField()
     asked_at = fields.DatetimeField()
     entry_id = fields.CharField(max_length=100, default="")  # the knowledge-base entry given, if any
+    # the entry offered as "Did you mean" (with an answer, or instead of one when not sure), if any
+    suggested_entry_id = fields.CharField(max_length=100, default="")
     score = fields.FloatField(default=0.0)
     abstained = fields.BooleanField(default=False)
     feedback = fields.CharField(max_length=20, default="")  # "" | helpful | not_helpful

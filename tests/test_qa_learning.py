@@ -372,3 +372,35 @@ async def test_an_approval_while_the_kb_files_have_a_mistake_keeps_the_loaded_kn
         assert "building B" in str((await _dm(slack, "UCY", PARKING))["blocks"])
     finally:
         await stop_harness(slack)
+
+
+async def test_a_hand_off_after_an_unsure_offer_tells_the_cam_what_was_offered_and_lets_them_add_it(
+        slack: SlackHarness) -> None:
+    """Anna asks in German; the assistant is not sure and asks back ("If it is about 'Where can I
+    find the current price list', press the button", Did you mean: price-list). She presses Ask my
+    CAM instead. The hand-off used to say "The knowledge base had no answer." (the offer was not
+    kept on the question) and had no "Add question to the suggested entry", the one-click way to
+    teach the knowledge base this phrasing, exactly where the assistant was unsure. The offer is
+    kept (`question.suggested_entry_id`, and `did_you_mean` in the audit trail); the hand-off says
+    what was offered and that it was not confirmed, and the button proposes the phrasing."""
+    from bot.core.onboarding.assistant import DID_YOU_MEAN_ACTION
+
+    answer = await _dm(slack, "UANNA", "Wo finde ich die aktuelle Preisliste?")
+    question = await Question.get()
+    qid = str(question.id)
+    assert "not sure" in str(answer["blocks"]) and (DID_YOU_MEAN_ACTION, f"{qid}:price-list") in _buttons(
+        answer["blocks"])
+    assert (question.entry_id, question.suggested_entry_id, question.abstained) == ("", "price-list", True)
+    (asked,) = await AuditEvent.filter(kind="question.asked")
+    assert asked.data["did_you_mean"] == "price-list" and asked.data["entry"] is None
+
+    assert await _hand_off(slack, "UANNA", question) == [
+        (REPLY_ACTION, qid), (LEARN_PHRASING_ACTION, qid), (LEARN_ENTRY_ACTION, qid)]
+    handoff = [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == f"D{CAM_USER}"][-1]
+    text = str(handoff.args["blocks"])
+    assert "had no answer" not in text and "not sure" in text and "price-list" in text and "did not confirm" in text
+
+    assert "another phrasing of entry price-list" in await _click(slack, LEARN_PHRASING_ACTION, qid, CAM_USER)
+    proposal = await KBProposal.get()
+    assert (proposal.kind, proposal.entry_id, proposal.question_text) == (
+        "phrasing", "price-list", "Wo finde ich die aktuelle Preisliste?")

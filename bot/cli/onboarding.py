@@ -20,12 +20,12 @@ def qa() -> None:
 @click.option("--limit", default=200, show_default=True)
 def qa_unanswered(as_json: bool, limit: int) -> None:
     from bot.core.onboarding.assistant import unanswered_questions
-    from bot.core.onboarding.learning import one_line
+    from bot.core.onboarding.learning import one_line, suggested_entry
 
     questions = run(lambda: unanswered_questions(limit))
     rows = [{"id": q.id, "asked_at": q.asked_at.isoformat(), "question": q.text,
              "why": "not helpful" if q.feedback == "not_helpful" else "no answer",
-             "suggested": q.entry_id or None, "role": q.member.role, "tier": q.member.organisation.tier,
+             "suggested": suggested_entry(q) or None, "role": q.member.role, "tier": q.member.organisation.tier,
              "handoff": q.handoff_status or None} for q in questions]
     if as_json:
         click.echo(json.dumps(rows, indent=2))

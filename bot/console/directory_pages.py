@@ -45,7 +45,8 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
         answered = await answered_handoffs(current.me)
         return current.render("questions.html", questions=await open_handoffs(current.me), answered=answered,
                               proposals=await learning.proposals_of([q.id for q in answered]), note=note,
-                              phrasing=learning.PHRASING, entry=learning.ENTRY)
+                              phrasing=learning.PHRASING, entry=learning.ENTRY,
+                              suggested_entry=learning.suggested_entry)
 
     async def reply(current: Page) -> web.StreamResponse:
         form = await current.form()

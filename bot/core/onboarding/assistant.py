@@ -19,7 +19,7 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.permissions import may_act_as_cam, may_act_for_partner
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.onboarding.handoffs import cam_target, queue_handoff, queue_relay
-from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION
+from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION, suggested_entry
 from bot.core.onboarding.qa import Answer, KBEntry, KnowledgeBase, language_of, primary_language
 from bot.core.ports import Button, Channel, DirectMessage
 from storage.models import Member, PlatformAccount, Question, Staff, StaffRole
@@ -70,9 +70,11 @@ async def ask(member: Member, text: str, kb: KnowledgeBase | None, *, platform: 
     async with in_transaction() as conn:
         question = await Question.create(
             member=member, platform=platform, text=text, asked_at=now, channel_id=channel_id, thread_id=thread_id,
-            entry_id=_entry_id(answer), score=answer.score, abstained=answer.abstained, using_db=conn)
+            entry_id=_entry_id(answer), suggested_entry_id=answer.runner_up.id if answer.runner_up else "",
+            score=answer.score, abstained=answer.abstained, using_db=conn)
         await record([audit_event("question.asked", now=now, actor=member.email, member_id=member.id,
                                   question_id=question.id, entry=question.entry_id or None,
+                                  did_you_mean=question.suggested_entry_id or None,
                                   abstained=answer.abstained, score=round(answer.score, 4),
                                   withheld=answer.withheld is not None,
                                   **({"knowledge_base_unavailable": True} if kb is None else {}))], using_db=conn)
@@ -288,9 +290,14 @@ def _handoff_kb_line(question: Question) -> str:
     if question.abstained and question.entry_id:
         return (f"The knowledge base has a confidential answer ({question.entry_id}) that is not shared "
                 "with this partner's role or tier.")
+    if question.abstained and question.suggested_entry_id:  # not sure: it asked back instead of answering
+        return (f"The knowledge base was not sure; it asked whether the question is about {question.suggested_entry_id}, "
+                "which the partner did not confirm.")
     if question.abstained:
         return "The knowledge base had no answer."
-    return f"The knowledge base suggested: {question.entry_id}."
+    offered = question.suggested_entry_id
+    also = f" It also offered {offered} (Did you mean)." if offered and offered != question.entry_id else ""
+    return f"The knowledge base suggested: {question.entry_id}.{also}"
 
 
 def handoff_buttons(question: Question) -> tuple[Button, ...]:
@@ -298,7 +305,7 @@ def handoff_buttons(question: Question) -> tuple[Button, ...]:
     the assistant suggested (when it suggested one), or the CAM's reply as a new entry (once replied)."""
     qid = str(question.id)
     buttons = [Button("Reply", REPLY_ACTION, qid, "primary")]
-    if question.entry_id:
+    if suggested_entry(question):
         buttons.append(Button("Add question to the suggested entry", LEARN_PHRASING_ACTION, qid))
     buttons.append(Button("Add my reply as a KB entry", LEARN_ENTRY_ACTION, qid))
     return tuple(buttons)

@@ -37,6 +37,13 @@ LEARN_ENTRY_ACTION = "herald_qa_learn_entry"
 NEW_ENTRY_PREFIX = "learned-"
 
 
+def suggested_entry(question: Question) -> str:
+    """The entry a question may become a phrasing of: the one it was answered with (or withheld
+    from the member as confidential), else the one offered as "Did you mean" when the assistant
+    was not sure; "" when the assistant suggested none."""
+    return question.entry_id or question.suggested_entry_id
+
+
 def _may_teach(staff: Staff | None, question: Question) -> bool:
     """Who may answer the hand-off may teach from it: the same rule (`may_act_for_partner`)."""
     return may_act_for_partner(staff, cam_email=question.member.organisation.cam_email,
@@ -58,9 +65,9 @@ async def propose(question_id: int, staff: Staff | None, kind: str, *, now: date
     if existing is not None:
         return existing, False
     if kind == PHRASING:
-        if not question.entry_id:
+        entry_id, answer = suggested_entry(question), ""
+        if not entry_id:
             raise UserError("The assistant suggested no entry for this question; add your reply as a new entry instead.")
-        entry_id, answer = question.entry_id, ""
     else:
         if not question.reply_text:
             raise UserError("Reply to the partner first; your reply becomes the new entry's answer.")
