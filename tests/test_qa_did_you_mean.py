@@ -56,6 +56,21 @@ def test_a_close_runner_up_is_offered_and_a_clear_winner_has_none(portal_kb: Pat
     assert kb.answer("what's a good recipe for banana bread", role=ANY, tier=ANY).runner_up is None
 
 
+def test_an_entry_with_the_same_answer_is_never_offered_as_did_you_mean(tmp_path: Path) -> None:
+    """Two entries with one answer (a learned copy, or an author's paste) score alike: the answer
+    used to offer the other as "Did you mean", i.e. what the member had just read."""
+    (tmp_path / "kb.yaml").write_text(PORTAL_KB + """\
+  - id: portal-password-copy
+    title: How do I reset the password of my partner portal account?
+    answer: Use "Forgot password" on the sign-in page of the partner portal!
+""", encoding="utf-8")
+    kb = KnowledgeBase.load(tmp_path, semantic=False)
+    scores = dict(kb.answer("reset partner portal password", role=ANY, tier=ANY, check=False).candidates)
+    assert abs(scores["portal-password"] - scores["portal-password-copy"]) <= 0.05  # close enough to offer
+    answer = kb.answer("reset partner portal password", role=ANY, tier=ANY)
+    assert answer.entry.id.startswith("portal-password") and answer.runner_up is None
+
+
 async def test_the_member_presses_did_you_mean_and_gets_the_runner_up(db: str, portal_kb: Path) -> None:
     slack: SlackHarness = await start_harness(db, extra_settings={"kb_dir": portal_kb, "kb_semantic": False})
     await seed_directory(slack.clock)
@@ -86,6 +101,7 @@ async def test_the_member_presses_did_you_mean_and_gets_the_runner_up(db: str, p
         assert (await Question.get(id=question.id)).entry_id == chosen  # the entry that answered it
         event = await AuditEvent.get(kind="question.runner_up_chosen")
         assert event.data["entry"] == chosen and event.data["first_answer"] == first
+
     finally:
         await stop_harness(slack)
 

@@ -404,3 +404,53 @@ async def test_a_hand_off_after_an_unsure_offer_tells_the_cam_what_was_offered_a
     proposal = await KBProposal.get()
     assert (proposal.kind, proposal.entry_id, proposal.question_text) == (
         "phrasing", "price-list", "Wo finde ich die aktuelle Preisliste?")
+
+
+async def test_the_same_learned_answer_taught_twice_is_one_entry_and_never_offers_itself(
+        db: str, small_kb: Path) -> None:
+    """Two partners ask the CAM the same thing; the CAM replies the same to both and presses "Add
+    my reply as a KB entry" under each. The admin used to be able to approve both: two identical
+    entries (learned-1, learned-2), and the answer to that question carried "Did you mean: <the
+    same title>?" offering the copy. The second click now joins the first proposal ("Already
+    proposed"); a copy proposed before that is refused on approval ("the same as #N"); a new
+    entry for a question an entry already asks is refused, saying which entry."""
+    from bot.core.onboarding.assistant import DID_YOU_MEAN_ACTION
+
+    slack = await start_harness(db, extra_settings={"kb_dir": small_kb, "kb_semantic": False})
+    try:
+        await seed_directory(slack.clock)
+        await add_staff("admin@vendor.example", "admin", name="Ada Admin", now=slack.clock.now(), actor="test")
+        cam, admin = await Staff.get(email="cam@vendor.example"), await Staff.get(email="admin@vendor.example")
+        await _dm(slack, "UANNA", "where is the current price list")  # loads the knowledge base
+        reply = "Yes: free visitor parking behind building B; register your plate at reception."
+        proposals = []
+        for email, text in (("anna@acme.example", PARKING), ("bo@acme.example", f"  {PARKING.upper()}?")):
+            asked = await Question.create(member=await Member.get(email=email), platform="slack", text=text,
+                                          asked_at=slack.clock.now(), abstained=True, handoff_status="answered",
+                                          cam=cam, reply_text=reply)
+            proposals.append(await propose(asked.id, cam, ENTRY, now=slack.clock.now()))
+        (first, created), (second, again) = proposals
+        assert created and not again and second.id == first.id  # Bo's click joins Anna's proposal
+        assert await KBProposal.all().count() == 1
+        await decide(first.id, admin, approve=True, now=slack.clock.now(), kb_dir=small_kb)
+
+        # a copy proposed before proposals were joined: refused, saying which one it copies
+        copy = await KBProposal.create(kind=ENTRY, entry_id="learned-99", question_text=PARKING, answer=reply,
+                                       proposed_by=cam.email, proposed_at=slack.clock.now())
+        with pytest.raises(UserError, match=f"the same as #{first.id}, approved already"):
+            await decide(copy.id, admin, approve=True, now=slack.clock.now(), kb_dir=small_kb)
+        # another answer to a question the knowledge base already asks: refused, naming the entry
+        other = await KBProposal.create(kind=ENTRY, entry_id="learned-98", question_text="Where is the current "
+                                        "price list?", answer="Ask your CAM.", proposed_by=cam.email,
+                                        proposed_at=slack.clock.now())
+        with pytest.raises(UserError, match="already a phrasing of entry price-list"):
+            await decide(other.id, admin, approve=True, now=slack.clock.now(), kb_dir=small_kb)
+        assert await KBProposal.filter(status="approved").count() == 1
+        assert await AuditEvent.filter(kind="kb.approved").count() == 1
+
+        await slack.herald.tick()
+        answer = await _dm(slack, "UCY", PARKING)
+        assert "building B" in str(answer["blocks"])
+        assert not [v for a, v in _buttons(answer["blocks"]) if a == DID_YOU_MEAN_ACTION]
+    finally:
+        await stop_harness(slack)

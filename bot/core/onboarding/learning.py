@@ -25,7 +25,7 @@ from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.common.text import without_control_characters
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.permissions import may_act_for_partner, partner_scope
-from bot.core.onboarding.qa import KnowledgeBaseError, entry_ids
+from bot.core.onboarding.qa import KnowledgeBaseError, entry_ids, normalised, phrasings
 from storage.models import KBProposal, Question, Staff, StaffRole
 
 PHRASING = "phrasing"
@@ -72,6 +72,9 @@ async def propose(question_id: int, staff: Staff | None, kind: str, *, now: date
         if not question.reply_text:
             raise UserError("Reply to the partner first; your reply becomes the new entry's answer.")
         entry_id, answer = "", question.reply_text
+    same = await _same_as(kind, entry_id, question.text, answer, statuses=(PENDING, APPROVED))
+    if same is not None:  # another hand-off taught the same: one proposal for the admin, not a copy
+        return same, False
     source = "not_helpful" if question.feedback == "not_helpful" else "reply"
     try:
         async with in_transaction() as conn:
@@ -88,6 +91,22 @@ async def propose(question_id: int, staff: Staff | None, kind: str, *, now: date
     except IntegrityError:  # a concurrent click won
         return await KBProposal.get(question_id=question.id, kind=kind), False
     return proposal, True
+
+
+async def _same_as(kind: str, entry_id: str, question: str, answer: str, *, statuses: tuple[str, ...],
+                   other_than: int | None = None) -> KBProposal | None:
+    """The first proposal in ``statuses`` that teaches the same (``normalised`` question, and the
+    same answer for a new entry or the same entry for a phrasing), or None."""
+    query = KBProposal.filter(kind=kind, status__in=statuses)
+    if kind == PHRASING:
+        query = query.filter(entry_id=entry_id)
+    if other_than is not None:
+        query = query.exclude(id=other_than)
+    wanted = (normalised(question), normalised(answer))
+    for candidate in await query.order_by("id"):
+        if (normalised(candidate.question_text), normalised(candidate.answer)) == wanted:
+            return candidate
+    return None
 
 
 def proposal_note(proposal: KBProposal, created: bool) -> str:
@@ -130,6 +149,7 @@ async def decide(proposal_id: int, staff: Staff | None, *, approve: bool, now: d
         raise PermissionDenied("Only an admin can approve or reject knowledge-base proposals.")
     if approve:
         await _refuse_a_phrasing_of_a_missing_entry(proposal_id, kb_dir)
+        await _refuse_what_the_knowledge_base_has(proposal_id, kb_dir)
     status = APPROVED if approve else REJECTED
     async with in_transaction() as conn:
         changed = await KBProposal.filter(id=proposal_id, status=PENDING).using_db(conn).update(
@@ -158,6 +178,31 @@ async def _refuse_a_phrasing_of_a_missing_entry(proposal_id: int, kb_dir: Path) 
         raise UserError(f"Proposal {proposal_id} adds a phrasing to entry {proposal.entry_id}, which is no longer "
                         "in the knowledge base, so approving it would change nothing. Reject it, or restore "
                         "the entry and approve it then.")
+
+
+async def _refuse_what_the_knowledge_base_has(proposal_id: int, kb_dir: Path) -> None:
+    """A copy of an approved item, or a new entry for a question an entry already asks, would give
+    the knowledge base two entries answering it: the answer would offer one as "Did you mean" for
+    the other, and the assistant's confidence in both would drop."""
+    proposal = await KBProposal.get_or_none(id=proposal_id)
+    if proposal is None or proposal.status != PENDING:
+        return  # the decision says what is wrong
+    same = await _same_as(proposal.kind, proposal.entry_id, proposal.question_text, proposal.answer,
+                          statuses=(APPROVED,), other_than=proposal.id)
+    if same is not None:
+        raise UserError(f"Proposal {proposal_id} is the same as #{same.id}, approved already (the same question "
+                        f"{'and answer' if proposal.kind == ENTRY else 'for entry ' + proposal.entry_id}): reject it.")
+    if proposal.kind != ENTRY:
+        return
+    try:
+        asked = await asyncio.to_thread(phrasings, kb_dir, await approved_overlay())
+    except KnowledgeBaseError:
+        return  # a new entry does not depend on the files; the next load says what is wrong with them
+    entry_id = asked.get(normalised(proposal.question_text))
+    if entry_id is not None:
+        raise UserError(f"Proposal {proposal_id}'s question is already a phrasing of entry {entry_id}, so a new entry "
+                        f"would compete with it. Reject it, and change entry {entry_id}'s answer in the knowledge "
+                        "base files if the reply is better.")
 
 
 async def approved_overlay() -> list[dict[str, Any]]:

@@ -323,6 +323,11 @@ def words(text: str) -> list[str]:
     return out
 
 
+def normalised(text: str) -> str:
+    """Text as compared for sameness: its words (``words``), lowercase, without accents or punctuation."""
+    return " ".join(words(text))
+
+
 def language_of(question: str) -> str:
     """The language a question is written in when it is not English and its function words say
     which ("de", "fr", "es", "it", "pt", "nl"); "" otherwise."""
@@ -509,6 +514,16 @@ def apply_overlay(entries: Sequence[KBEntry], overlay: Sequence[dict[str, Any]])
             out[entry_id] = KBEntry(id=entry_id, title=question, topic="", roles=frozenset(), tiers=frozenset(),
                                     answer=str(item["answer"]).strip(), link="", alt_questions=())
     return list(out.values())
+
+
+def phrasings(directory: Path, overlay: Sequence[dict[str, Any]] = ()) -> dict[str, str]:
+    """Each question the knowledge base ``KnowledgeBase.load`` would have already asks (titles and
+    alternative questions, ``normalised``) -> its entry's id."""
+    found: dict[str, str] = {}
+    for entry in apply_overlay(_read(Path(directory))[1], overlay):
+        for text in (entry.title, *entry.alt_questions):
+            found.setdefault(normalised(text), entry.id)
+    return found
 
 
 def entry_ids(directory: Path, overlay: Sequence[dict[str, Any]] = ()) -> set[str]:
@@ -886,7 +901,9 @@ class KnowledgeBase:
         runner_up = None
         if len(ranked) > 1 and scores[ranked[0]] - scores[ranked[1]] <= _RUNNER_UP_GAP:
             second = self._list[ranked[1]]
-            runner_up = None if second.withheld_from(role, tier) else second
+            # an entry with the same answer (a copy) would offer the member what they just read
+            same = normalised(second.answer) == normalised(best.answer)
+            runner_up = None if second.withheld_from(role, tier) or same else second
         return Answer(entry=best, score=confidence, abstained=False, candidates=candidates,
                       runner_up=runner_up, for_others=not bool(meant[ranked[0]]), key_term_penalty=penalty,
                       other_language=other, language=language)
