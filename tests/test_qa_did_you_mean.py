@@ -3,6 +3,7 @@ carries the runner-up as a "Did you mean: ...?" button; pressing it gives that e
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +46,16 @@ def portal_kb(tmp_path: Path) -> Path:
     directory.mkdir()
     (directory / "portal.yaml").write_text(PORTAL_KB, encoding="utf-8")
     return directory
+
+
+async def _bolt_listeners_done() -> None:
+    """Wait for the Bolt listener tasks (run after the ack). `tests.support.listeners_done` looks
+    for "bolt" in the coroutine's repr, which names only the function
+    (`AsyncioListenerRunner.run.<locals>.run_ack_function_asynchronously`), so it waits for none."""
+    current = asyncio.current_task()
+    while pending := [t for t in asyncio.all_tasks() if t is not current and not t.done()
+                      and "slack_bolt" in getattr(getattr(t.get_coro(), "cr_code", None), "co_filename", "")]:
+        await asyncio.wait(pending)
 
 
 def test_a_close_runner_up_is_offered_and_a_clear_winner_has_none(portal_kb: Path) -> None:
@@ -102,6 +113,11 @@ async def test_the_member_presses_did_you_mean_and_gets_the_runner_up(db: str, p
         event = await AuditEvent.get(kind="question.runner_up_chosen")
         assert event.data["entry"] == chosen and event.data["first_answer"] == first
 
+        # pressed again (a double click): nothing recorded again, and the entry is not posted again
+        await slack.click(DID_YOU_MEAN_ACTION, value, user="UANNA")
+        await _bolt_listeners_done()
+        assert not [c for c in slack.fake.calls_to("response_url") if c.key == slack.last_click_key]
+        assert await AuditEvent.filter(kind="question.runner_up_chosen").count() == 1
     finally:
         await stop_harness(slack)
 
@@ -121,6 +137,9 @@ async def test_did_you_mean_in_teams_replaces_the_card_with_the_runner_up(db: st
         assert "Did you mean" not in str(replaced["value"])
         assert "username" in str(replaced["value"]) or "Forgot password" in str(replaced["value"])
         assert (await Question.get(id=question.id)).entry_id == chosen
+        again = await teams.invoke("aad-fay", DID_YOU_MEAN_ACTION, actions[3]["data"])  # a double press
+        assert again["value"] == replaced["value"]  # the same card, recorded once
+        assert await AuditEvent.filter(kind="question.runner_up_chosen").count() == 1
     finally:
         await stop_teams_rig(teams)
 

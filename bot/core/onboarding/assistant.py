@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from bot.common import metrics
@@ -185,9 +186,16 @@ def _did_you_mean_label(title: str, limit: int = 75) -> str:
     return label if len(label) <= limit else f"Did you mean: {title[:limit - 16]}…?"
 
 
-async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase, *, now: datetime) -> DirectMessage:
+@dataclass(frozen=True)
+class RunnerUpChosen:
+    message: DirectMessage  # the chosen entry, with Helpful / Not helpful / Ask my CAM
+    already: bool  # a press again (a double click, Slack's retry): nothing recorded, nothing to post again
+
+
+async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase, *, now: datetime) -> RunnerUpChosen:
     """The member pressed "Did you mean: ...?": give them that entry, and remember it was the one
-    (the question is answered by it from then on, even when the assistant was not sure at first)."""
+    (the question is answered by it from then on, even when the assistant was not sure at first).
+    Once: pressing it again records nothing (``already``)."""
     question_id, _, entry_id = value.partition(":")
     if not question_id.isdigit() or not entry_id:
         raise UserError("that button is out of date; please ask again")
@@ -197,16 +205,19 @@ async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase,
     if entry is None or entry.withheld_from(role, tier):
         raise UserError("that answer is no longer in the knowledge base; please ask again")
     async with in_transaction() as conn:
-        await Question.filter(id=question.id).using_db(conn).update(entry_id=entry.id, abstained=False)
-        await record([audit_event("question.runner_up_chosen", now=now, actor=question.member.email,
-                                  member_id=question.member.id, question_id=question.id, entry=entry.id,
-                                  first_answer=question.entry_id or None)], using_db=conn)
+        changed = await Question.filter(Q(entry_id__not=entry.id) | Q(abstained=True), id=question.id).using_db(
+            conn).update(entry_id=entry.id, abstained=False)
+        if changed:
+            await record([audit_event("question.runner_up_chosen", now=now, actor=question.member.email,
+                                      member_id=question.member.id, question_id=question.id, entry=entry.id,
+                                      first_answer=question.entry_id or None)], using_db=conn)
     qid = str(question.id)
     locale = answer_locale(language_of(question.text), question.member.locale)
     title, lines = _entry_text(entry, locale, for_others=not entry.offered_to(role, tier))
-    return DirectMessage(title=title, lines=lines, buttons=(
+    message = DirectMessage(title=title, lines=lines, buttons=(
         Button("Helpful", HELPFUL_ACTION, qid), Button("Not helpful", NOT_HELPFUL_ACTION, qid),
         Button("Ask my CAM", ASK_CAM_ACTION, qid)))
+    return RunnerUpChosen(message, already=not changed)
 
 
 async def _own_question(question_id: int, member: Member | None) -> Question:

@@ -75,8 +75,9 @@ async def member_of(body: dict[str, Any]) -> Member | None:
     return await member_for(Platform.SLACK.value, body["team"]["id"], body["user"]["id"])
 
 
-async def respond_or_explain(respond, work: Awaitable[dict[str, Any]]) -> None:  # noqa: ANN001
-    """Await `work` (a coroutine producing respond() kwargs); errors become a short message."""
+async def respond_or_explain(respond, work: Awaitable[dict[str, Any] | None]) -> None:  # noqa: ANN001
+    """Await `work` (a coroutine producing respond() kwargs, or None when there is nothing to post);
+    errors become a short message."""
     try:
         payload = await work
     except UserError as exc:
@@ -86,7 +87,8 @@ async def respond_or_explain(respond, work: Awaitable[dict[str, Any]]) -> None: 
         log.exception("Slack command failed")
         await respond(text=SORRY, response_type="ephemeral", replace_original=False)
         return
-    await respond(response_type="ephemeral", **payload)
+    if payload is not None:
+        await respond(response_type="ephemeral", **payload)
 
 
 async def open_form(client: AsyncWebClient, trigger_id: str, view: dict[str, Any],

@@ -75,8 +75,10 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await ack()
 
         async def work():
-            message = await choose_runner_up(body["actions"][0]["value"], await member_of(body),
-                                             await herald.knowledge_base(), now=herald.clock.now())
-            return {"replace_original": False, "text": escape(message.title),
-                    "blocks": direct_message_blocks(message)}
+            chosen = await choose_runner_up(body["actions"][0]["value"], await member_of(body),
+                                            await herald.knowledge_base(), now=herald.clock.now())
+            if chosen.already:  # pressed again: the entry is in the conversation already
+                return None
+            return {"replace_original": False, "text": escape(chosen.message.title),
+                    "blocks": direct_message_blocks(chosen.message)}
         await respond_or_explain(respond, work())

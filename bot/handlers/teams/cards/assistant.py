@@ -63,9 +63,9 @@ async def submit_reply(invoke: Invoke) -> web.Response:
 
 
 async def did_you_mean(invoke: Invoke) -> web.Response:
-    message = await choose_runner_up(str(invoke.data.get("value", "")), await _asker(invoke),
-                                     await invoke.herald.knowledge_base(), now=invoke.herald.clock.now())
-    return card_response(direct_message_card(message))
+    chosen = await choose_runner_up(str(invoke.data.get("value", "")), await _asker(invoke),
+                                    await invoke.herald.knowledge_base(), now=invoke.herald.clock.now())
+    return card_response(direct_message_card(chosen.message))  # the pressed card becomes the entry, again or not
 
 
 async def learn(invoke: Invoke) -> web.Response:
