@@ -13,7 +13,7 @@ from storage.migrations._columns import AddColumn as _AddColumn
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0021_notice_unreached_organisations')]
+    dependencies = [('models', '0025_lane_update_budget')]
 
     initial = False
 
