@@ -282,6 +282,11 @@ class Delivery(Model):
     # Original must-know deliveries: when the next reminder is due (None = none due).
     next_reminder_at = fields.DatetimeField(null=True)
     reminders_sent = fields.IntField(default=0)
+    # When the send that may have posted this copy was first claimed (set by the claim of a pending
+    # row, kept while the row is in doubt): a copy in doubt is looked for in the conversation's
+    # history from just before then (SlackChannel._find_earlier_send). Null: never claimed since
+    # migration 0027.
+    send_started_at = fields.DatetimeField(null=True)
     # A/B test: the variant ("A" to "D") this member sees; "" = the notice has no variants. One
     # delivery row per member and platform (the unique key below), so nobody sees two variants.
     variant = fields.CharField(max_length=1, default="")

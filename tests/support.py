@@ -193,6 +193,7 @@ async def start_harness(db_url: str, *, run_worker: bool = False, extra_settings
     settings = load_settings(database_url=db_url, slack_api_url=fake.url, outbox_poll_seconds=3600,
                              **{**slack_settings, **(extra_settings or {})})
     clock = ManualClock()
+    fake.message_clock = lambda: clock.now().timestamp()  # Slack's clock agrees with Herald's
     app = build_app(settings, clock=clock, run_worker=run_worker, manage_database=False)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -279,6 +280,7 @@ async def start_rig(db_url: str) -> Rig:
     for user in ("UANNA", "UBO", "UCY", "UDI", CAM_USER):
         fake.add_user(TEAM, user)
     clock = ManualClock()
+    fake.message_clock = lambda: clock.now().timestamp()  # Slack's clock agrees with Herald's
     settings = load_settings(database_url=db_url, slack_signing_secret="s", slack_api_url=fake.url,
                              delivery_batch_size=50)
     herald = Herald(settings, clock=clock)

@@ -19,7 +19,8 @@ from bot.core.surveys.answers import close_survey
 from bot.core.notices.views import ACK_ACTION
 from bot.core.surveys.creating import create_survey_draft
 from storage.models import Acknowledgement, AuditEvent, Delivery, DeliveryStatus
-from tests.support import Rig, SlackHarness, broadcast, listeners_done, updates_pushed, wait_until
+from tests.fakes.slack_limits import SlackLimits
+from tests.support import TEAM, Rig, SlackHarness, broadcast, listeners_done, updates_pushed, wait_until
 
 DM = "DUANNA"
 
@@ -42,6 +43,63 @@ async def test_a_message_posted_before_its_answer_was_lost_is_not_posted_again(r
     assert (row.status, row.message_id, row.channel_id) == (DeliveryStatus.DELIVERED.value, message["ts"], DM)
     assert len(rig.fake.calls_to("chat.postMessage")) == 1
     assert len(rig.fake.calls_to("conversations.history")) == 1
+
+
+def _copies(rig: Rig, delivery_id: int) -> list[dict]:
+    return [m for m in rig.fake.messages(DM)
+            if (m.get("metadata") or {}).get("event_payload", {}).get("delivery_id") == delivery_id]
+
+
+async def test_a_copy_in_doubt_behind_a_busy_dm_is_found_not_posted_again(rig: Rig) -> None:
+    """Outside the Marketplace Slack's history pages hold 15 messages (docs/platform-limits.md):
+    the look reads back to the first attempt, past the 20 notices the DM got since."""
+    rig.fake.set_non_marketplace(TEAM)
+    rig.fake.fail_next("chat.postMessage", drop=True, landed=True)
+    first = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()  # the answer is lost: in doubt
+    for _ in range(20):
+        await rig.broadcast(audience="member:anna@acme.example")
+        await rig.herald.outbox.drain()
+    assert len(rig.fake.messages(DM)) == 21
+    rig.clock.advance(hours=1)
+    await rig.herald.outbox.drain()  # the retry looks first
+
+    row = await Delivery.get(notice_id=first)
+    copies = _copies(rig, row.id)
+    assert len(copies) == 1, f"the copy in doubt was posted {len(copies)} times"
+    assert (row.status, row.message_id) == (DeliveryStatus.DELIVERED.value, copies[0]["ts"])
+    assert len(rig.fake.calls_to("chat.postMessage")) == 21
+    [look, *pages] = rig.fake.calls_to("conversations.history")
+    assert float(look.args["oldest"]) < float(copies[0]["ts"])  # read back to the first attempt only
+    assert pages and all(page.args.get("cursor") for page in pages)
+
+
+async def test_a_look_through_a_busy_dm_cut_short_by_the_rate_limit_goes_on_where_it_stopped(rig: Rig) -> None:
+    """1 history request a minute outside the Marketplace: the look needs three pages, one a
+    minute, and each minute reads the next page instead of the newest one again."""
+    rig.fake.set_non_marketplace(TEAM)
+    rig.fake.fail_next("chat.postMessage", drop=True, landed=True)
+    first = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()  # the answer is lost: in doubt
+    for _ in range(40):
+        await rig.broadcast(audience="member:anna@acme.example")
+        await rig.herald.outbox.drain()
+    rig.fake.clock = lambda: rig.clock.now().timestamp()
+    rig.fake.set_limits(SlackLimits())  # Slack's figures, on Herald's clock
+    rig.clock.advance(hours=1)
+    for _ in range(3):  # a page a minute
+        await rig.herald.outbox.drain()
+        rig.clock.advance(seconds=61)
+
+    row = await Delivery.get(notice_id=first)
+    copies = _copies(rig, row.id)
+    assert len(copies) == 1, f"the copy in doubt was posted {len(copies)} times"
+    assert (row.status, row.message_id) == (DeliveryStatus.DELIVERED.value, copies[0]["ts"])
+    looks = rig.fake.calls_to("conversations.history")
+    assert [call.status for call in looks] == [200, 429, 200, 429, 200]
+    read = [call for call in looks if call.status == 200]
+    assert "latest" not in read[0].args and all(call.args.get("latest") for call in read[1:])
+    assert float(read[1].args["latest"]) > float(read[2].args["latest"])  # on from where it stopped
 
 
 @pytest.mark.parametrize("landed", [True, False], ids=["posted", "not-posted"])

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -39,6 +40,13 @@ METADATA_EVENT = "herald_notice"
 _TOKEN_TTL_SECONDS = 30.0
 _RENDERED_VIEWS = 256  # notice renderings kept: a broadcast sends the same few views to everyone
 _TIMEOUT = aiohttp.ClientTimeout(total=20)
+# The look for a copy in doubt (_find_earlier_send) reads the DM's history from this long before
+# the first attempt began (Herald's clock and Slack's may differ a little), a page at a time.
+# Slack caps a page at 15 messages for an app distributed outside the Marketplace (its `limit` is
+# then ignored above 15: docs/platform-limits.md); 200 is what Slack suggests as a page otherwise.
+_LOOK_BACK_MARGIN_SECONDS = 60.0
+_HISTORY_PAGE = 200
+_LOOKS_CUT_SHORT = 1024  # looks remembered where a rate limit stopped them
 
 # Answers that mean Herald's token is dead for the whole workspace: the app was removed (Slack's
 # error reference: `account_inactive` is what a bot token of a deleted workspace or removed app
@@ -235,6 +243,9 @@ class SlackChannel:
     def __init__(self, workspaces: SlackWorkspaces) -> None:
         self.workspaces = workspaces
         self._rendered: dict[NoticeView, bytes] = {}
+        # (delivery id, channel, oldest) -> the ts of the oldest message a look read before a rate
+        # limit stopped it: the next look for that copy goes on from there (see _find_earlier_send).
+        self._looks_cut_short: dict[tuple[int, str, str], str] = {}
 
     def _render(self, view: NoticeView) -> bytes:
         """The message's fallback text and blocks as the JSON body's `"text":...,"blocks":...`
@@ -249,7 +260,7 @@ class SlackChannel:
         return rendered
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool, wanted: bool = True) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None) -> Outcome:
         token = await self.workspaces.token_for(recipient.workspace_id)
         if not token:
             return Outcome.failed(await self.workspaces.missing_reason(recipient.workspace_id))
@@ -267,7 +278,7 @@ class SlackChannel:
                 if not recipient.dm_channel:  # in doubt and no DM known: its history needs the D... id
                     response = await client.conversations_open(users=recipient.user_id)
                     channel = opened = response["channel"]["id"]
-                earlier = await self._find_earlier_send(client, channel, delivery_id)
+                earlier = await self._find_earlier_send(client, channel, delivery_id, since)
                 if earlier is not None:
                     return Outcome.delivered(earlier, dm_channel=opened)
                 if not wanted:
@@ -300,14 +311,42 @@ class SlackChannel:
             return Outcome.retry(f"network error talking to Slack ({type(exc).__name__})", dm_channel=opened,
                                  in_doubt=not isinstance(exc, aiohttp.ClientConnectorError))
 
-    async def _find_earlier_send(self, client: AsyncWebClient, channel: str, delivery_id: int) -> MessageRef | None:
-        """Look for a message an interrupted earlier attempt posted (by its metadata)."""
-        response = await client.conversations_history(channel=channel, limit=50, include_all_metadata=True)
-        for message in response.get("messages", []):
-            payload = (message.get("metadata") or {}).get("event_payload") or {}
-            if payload.get("delivery_id") == delivery_id:
-                return MessageRef(channel, message["ts"])
-        return None
+    async def _find_earlier_send(self, client: AsyncWebClient, channel: str, delivery_id: int,
+                                 since: datetime | None) -> MessageRef | None:
+        """Look for a message an interrupted earlier attempt posted (by its metadata): the DM's
+        history back to just before `since` (when the first attempt that may have posted it began;
+        None: unknown, the whole history), page by page. Outside the Marketplace a page holds 15
+        messages and Slack answers 1 request a minute, and the look can come long after the
+        attempt: the DM may have had many messages since. A page refused for the rate limit raises
+        (the row waits, still in doubt, deliver()); the next look for the copy goes on from the
+        last message read, not from the newest again: every message newer than that one was read,
+        and the earlier copy was posted before the first look began."""
+        oldest = f"{since.timestamp() - _LOOK_BACK_MARGIN_SECONDS:.6f}" if since is not None else ""
+        key = (delivery_id, channel, oldest)
+        latest = self._looks_cut_short.pop(key, "")
+        bounds = {name: value for name, value in (("oldest", oldest), ("latest", latest)) if value}
+        read_to, cursor = latest, ""
+        while True:
+            try:
+                response = await client.conversations_history(channel=channel, limit=_HISTORY_PAGE,
+                                                              include_all_metadata=True, **bounds,
+                                                              **({"cursor": cursor} if cursor else {}))
+            except SlackApiError:
+                if read_to:
+                    if len(self._looks_cut_short) >= _LOOKS_CUT_SHORT:
+                        del self._looks_cut_short[next(iter(self._looks_cut_short))]
+                    self._looks_cut_short[key] = read_to
+                raise
+            messages = response.get("messages") or []
+            for message in messages:  # newest first
+                payload = (message.get("metadata") or {}).get("event_payload") or {}
+                if payload.get("delivery_id") == delivery_id:
+                    return MessageRef(channel, message["ts"])
+            if messages:
+                read_to = str(messages[-1]["ts"])
+            cursor = str((response.get("response_metadata") or {}).get("next_cursor") or "")
+            if not response.get("has_more") or not cursor:
+                return None
 
     async def send_message(self, recipient: Recipient, message: DirectMessage) -> Outcome:
         token = await self.workspaces.token_for(recipient.workspace_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -138,12 +139,14 @@ class Channel(Protocol):
     platform: str
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool, wanted: bool = True) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None) -> Outcome:
         """Send one notice to one person. `maybe_sent`: an earlier attempt may have gone out
         before a crash; the channel must look for it before sending again. `wanted=False` (only
         with `maybe_sent`): the notice was retracted, its survey closed, or the reminder
         acknowledged, since; report the earlier message if it is there (the engine updates it),
-        else send nothing (`Outcome.not_posted`). A channel that cannot look sends as usual."""
+        else send nothing (`Outcome.not_posted`). A channel that cannot look sends as usual.
+        `since` (with `maybe_sent`): when the first attempt that may have posted it began (None:
+        unknown); an earlier message can only be newer, so a look need not read further back."""
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
         """Replace a delivered message in place (e.g. after an acknowledgement)."""

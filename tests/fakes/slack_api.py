@@ -54,7 +54,6 @@ _JSON_FIELDS = frozenset(
     {"blocks", "attachments", "metadata", "view", "unfurls", "user_auth_blocks", "private_metadata_json"}
 )
 _JSON_CT = "application/json"
-_TS_BASE = 1_700_000_000
 # What an app installed from Herald's manifest is granted; Slack names a token's scopes in the
 # X-OAuth-Scopes header of every Web API answer.
 DEFAULT_SCOPES = ("commands", "chat:write", "im:write", "im:history", "files:write")
@@ -182,7 +181,7 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         self.views: dict[str, dict[str, Any]] = {}
         """Views opened/updated/published, by view id."""
         self._no_faults()
-        self._ts_counter = 0
+        self._last_ts_us = 0  # the newest message ts handed out, in microseconds
         self._view_counter = 0
         self._host, self._bind_port = host, port
         self.clock = clock
@@ -192,6 +191,9 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         self._app_tokens: dict[str, Any] = {}  # app-level token -> Socket Mode server
         self.token_clock: Callable[[], float] = time.time
         """Seconds since the epoch, for expiring tokens (token rotation); tests set a manual clock."""
+        self.message_clock: Callable[[], float] = time.time
+        """Seconds since the epoch that a new message's ``ts`` is taken from (as Slack's: the time it
+        was posted, unique and increasing within the fake); tests set the clock Herald runs on."""
         self._refresh_tokens: dict[str, dict[str, Any]] = {}  # live refresh token -> grant
         self.refreshes = 0
         """Successful refresh-token exchanges (oauth.v2.access with grant_type=refresh_token)."""
@@ -630,9 +632,9 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
     # ------------------------------------------------------------------ helpers
 
     def _next_ts(self) -> str:
-        self._ts_counter += 1
-        n = self._ts_counter
-        return f"{_TS_BASE + n // 1_000_000}.{n % 1_000_000:06d}"
+        """The posting time, one microsecond after the last ts when the clock has not moved on."""
+        self._last_ts_us = n = max(int(self.message_clock() * 1_000_000), self._last_ts_us + 1)
+        return f"{n // 1_000_000}.{n % 1_000_000:06d}"
 
     def _require_user(self, ws: _Workspace, user_id: str) -> dict[str, Any]:
         if user_id == ws.bot_user_id:

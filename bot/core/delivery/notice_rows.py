@@ -34,6 +34,7 @@ _COLUMNS = ("d.id AS id, d.notice_id AS notice_id, d.member_id AS member_id, d.k
             "d.sequence AS sequence, d.platform AS platform, d.workspace_external_id AS workspace_id, "
             "d.variant AS variant, d.attempts AS attempts, d.channel_id AS channel_id, "
             "d.message_id AS message_id, d.rendered_revision AS rendered_revision, d.update_seq AS update_seq, "
+            "d.send_started_at AS send_started_at, "
             "a.id AS account_id, a.workspace_external_id AS account_workspace, a.user_id AS user_id, "
             "a.dm_channel AS dm_channel, a.service_url AS service_url, a.app_removed_at AS app_removed_at, "
             "m.name AS member_name, "
@@ -61,6 +62,11 @@ UPDATE_FAILED = "update failed: "  # the error of a delivered copy whose in-plac
 SEND_DUE = (f"{OPEN} AND {DUE}", 2)
 UPDATE_DUE = (f"(d.status='{DELIVERED}' AND d.update_pending AND (d.claimed_until IS NULL OR d.claimed_until<?))", 1)
 
+# The claim of a pending send starts the window an earlier copy could have landed in (see
+# ClaimedRow.send_started_at); a row claimed back in doubt, or an update's, keeps its start.
+# `{prior}` is the row's status before the claim; one parameter (`now`).
+_SEND_STARTED = f"send_started_at=CASE WHEN {{prior}}='{PENDING}' THEN ? ELSE d.send_started_at END"
+
 
 @dataclass(slots=True)
 class ClaimedRow:
@@ -80,6 +86,10 @@ class ClaimedRow:
     rendered_revision: int
     update_seq: int  # the flags raised for its in-place update so far (see Delivery.update_seq)
     maybe_sent: bool  # claimed back from an expired claim: an earlier send may have landed
+    # When the first attempt that may have posted this copy was claimed (the claim of the row
+    # while pending; kept while it is in doubt): an earlier copy can only be newer. None: unknown
+    # (claimed before migration 0027).
+    send_started_at: datetime | None
     account_id: int | None  # None: the member's platform account was removed
     recipient: Recipient | None
     app_removed: bool  # the member removed Herald on the account's platform (Teams: app_installs)
@@ -152,11 +162,12 @@ async def claim_rows(lane: tuple[str, str], due: tuple[str, int], new_status: st
             params.append(list(only_ids))
         query = (f"WITH c AS (SELECT d.id, d.status, d.account_id, d.member_id, d.notice_id FROM delivery d "
                  f"WHERE {where} ORDER BY d.id LIMIT ? FOR UPDATE SKIP LOCKED) "
-                 f"UPDATE delivery d SET status=?, claimed_by=?, claimed_until=? "
+                 f"UPDATE delivery d SET status=?, claimed_by=?, claimed_until=?, "
+                 f"{_SEND_STARTED.format(prior='c.status')} "
                  f"FROM c LEFT JOIN platform_account a ON a.id=c.account_id JOIN member m ON m.id=c.member_id "
                  f"{_joins('c')} WHERE d.id=c.id RETURNING {_COLUMNS}, c.status AS prior_status")
         rows = await conn.execute_query_dict(storage_db.placeholders(query),
-                                             [*params, limit, new_status, token, lease_until])
+                                             [*params, limit, new_status, token, lease_until, now])
         return sorted((_row(r) for r in rows), key=lambda r: r.id)
     select_where, select_params = where, params
     if only_ids is not None:
@@ -177,11 +188,13 @@ async def claim_rows(lane: tuple[str, str], due: tuple[str, int], new_status: st
         clauses.append(f"(d.id IN ({','.join('?' * len(ids))}) AND d.status=?)")
         values.extend([*ids, status])
     claimed = await conn.execute_query_dict(
-        f"UPDATE delivery AS d SET status=?, claimed_by=?, claimed_until=? "
+        f"UPDATE delivery AS d SET status=?, claimed_by=?, claimed_until=?, {_SEND_STARTED.format(prior='d.status')} "
         f"WHERE ({' OR '.join(clauses)}) AND {where} RETURNING id",
-        [new_status, token, lease_until, *values, *params])
+        [new_status, token, lease_until, now, *values, *params])
     ids = {r["id"] for r in claimed}
-    return [_row(r) for r in candidates if r["id"] in ids]
+    # as the UPDATE wrote it (PostgreSQL's RETURNING gives the written value)
+    return [_row({**r, "send_started_at": now} if r["prior_status"] == PENDING else r)
+            for r in candidates if r["id"] in ids]
 
 
 def _row(r: Any) -> ClaimedRow:
@@ -194,7 +207,8 @@ def _row(r: Any) -> ClaimedRow:
         id=r["id"], notice_id=r["notice_id"], member_id=r["member_id"], kind=r["kind"], sequence=r["sequence"],
         platform=r["platform"], workspace_id=r["workspace_id"], variant=r["variant"], attempts=r["attempts"],
         channel_id=r["channel_id"], message_id=r["message_id"], rendered_revision=r["rendered_revision"],
-        update_seq=r["update_seq"], maybe_sent=r["prior_status"] == SENDING, account_id=account_id, recipient=recipient,
+        update_seq=r["update_seq"], maybe_sent=r["prior_status"] == SENDING,
+        send_started_at=as_datetime(r["send_started_at"]), account_id=account_id, recipient=recipient,
         app_removed=r["app_removed_at"] is not None,
         member_label=r["member_name"] or r["member_email"],
         notice_stamp=NoticeStamp(r["n_revision"], r["n_ack_revision"], r["n_status"], r["s_id"],

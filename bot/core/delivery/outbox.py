@@ -342,7 +342,7 @@ class NoticeSource:
             # landed, it is recorded and updated to show the change; if not, it is cancelled too.
             return Outcome.deferred(0)
         return await channel.deliver(row.recipient, job.view, delivery_id=row.id, maybe_sent=row.maybe_sent,
-                                     wanted=wanted)
+                                     wanted=wanted, since=row.send_started_at)
 
     def _updates_throttled(self, job: Job, exc: RateLimited) -> None:
         """A 429 on an update that limits the update method alone (Slack: chat.update, Tier 3)
