@@ -111,6 +111,47 @@ async def test_must_know_broadcast_acknowledged_end_to_end(slack: SlackHarness) 
     assert {"notice.created", "notice.sent", "delivery.delivered", "delivery.failed", "notice.acknowledged"} <= kinds
 
 
+async def _delivered_copies(slack: SlackHarness, audience: str = "tier:gold") -> tuple[int, dict[str, Delivery]]:
+    notice_id = await broadcast(slack.herald, slack.clock, audience)
+    await slack.herald.outbox.drain()
+    rows = await Delivery.filter(notice_id=notice_id, status="delivered").prefetch_related("account")
+    return notice_id, {row.account.user_id: row for row in rows}
+
+
+async def test_acknowledges_shown_through_the_response_url_cost_no_chat_update(slack: SlackHarness) -> None:
+    """The response_url already replaced the pressed message with its acknowledged form: the outbox
+    does not spend the workspace's chat.update budget (Tier 3) sending it the same view again."""
+    notice_id, copies = await _delivered_copies(slack)
+    assert len(copies) == 3
+    for user, row in copies.items():
+        await slack.click(ACK_ACTION, f"{notice_id}:1", user=user, message={"ts": row.message_id})
+        (shown,) = await slack.responses(slack.last_click_key)
+        assert shown.args["replace_original"] is True and "Acknowledged by" in _texts(shown.args["blocks"])
+    await listeners_done(slack)
+    await updates_pushed(slack.herald)
+
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 3
+    assert slack.fake.call_count("chat.update") == 0
+    assert not await Delivery.filter(notice_id=notice_id, update_pending=True).exists()
+
+
+async def test_an_edit_racing_an_acknowledge_still_reaches_the_pressed_copy(slack: SlackHarness) -> None:
+    notice_id, copies = await _delivered_copies(slack, "member:anna@acme.example")
+    anna = copies["UANNA"]
+    slack.fake.hold("response_url")
+    await slack.click(ACK_ACTION, f"{notice_id}:1", user="UANNA", message={"ts": anna.message_id})
+    await slack.responses(slack.last_click_key)  # the acknowledged form is on its way, drawn before the edit
+    await revisions.edit_notice(notice_id, None, slack.herald.catalog, now=slack.clock.now(),
+                                title="Recall of LX-200 and LX-210", operator="test")
+    slack.fake.release("response_url")
+    await listeners_done(slack)
+    await updates_pushed(slack.herald)
+
+    [update] = slack.fake.calls_to("chat.update")
+    assert update.args["ts"] == anna.message_id and "LX-210" in _texts(update.args["blocks"])
+    assert "Acknowledged by" in _texts(update.args["blocks"])
+
+
 async def test_send_click_twice_writes_one_outbox(slack: SlackHarness) -> None:
     notice_id = await _preview(slack, "send need-to-know announcements org:acme | Hello | Welcome")
     await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
@@ -720,12 +761,15 @@ async def test_a_reminder_once_acknowledged_no_longer_says_the_member_has_not_ac
     await wait_until(lambda: Acknowledgement.filter(notice_id=notice_id).exists(), what="the acknowledgement")
     await updates_pushed(slack.herald)
 
-    updated = next(m for m in slack.fake.messages("DUANNA") if m["ts"] == reminder_row.message_id)
-    text = str(updated["blocks"])
-    assert "Acknowledged by" in text
+    # the pressed reminder is replaced through the click's response_url, the original by chat.update
+    (shown,) = await slack.responses(slack.last_click_key)
+    text = str(shown.args["blocks"])
+    assert shown.args["replace_original"] is True and "Acknowledged by" in text
     assert "You have not acknowledged" not in text and "Reminder" not in text, text
-    (update,) = [c for c in slack.fake.calls_to("chat.update") if c.args.get("ts") == reminder_row.message_id]
-    assert "please acknowledge" not in update.args["text"]
+    assert "please acknowledge" not in shown.args["text"]
+    assert [c.args["ts"] for c in slack.fake.calls_to("chat.update")] == [original.message_id]
+    updated = next(m for m in slack.fake.messages("DUANNA") if m["ts"] == original.message_id)
+    assert "Acknowledged by" in str(updated["blocks"])
 
 
 async def test_every_slack_member_who_presses_acknowledge_sees_it_taken_without_waiting_for_the_update_budget(

@@ -396,6 +396,54 @@ async def copies_of(result: AckResult) -> list[int]:
                                  status=DeliveryStatus.DELIVERED.value).order_by("id").values_list("id", flat=True)
 
 
+@dataclass(frozen=True, slots=True)
+class PressedCopy:
+    """The delivered copy whose button was pressed, as it stood before its acknowledged form was
+    drawn (see `pressed_copy`)."""
+
+    delivery_id: int
+    update_seq: int
+    revision: int  # the notice's, which the acknowledged form shows
+
+
+_PRESSED_SQL = (
+    "SELECT d.id AS id, d.update_seq AS update_seq, n.revision AS revision, n.ack_revision AS ack_revision, "
+    "n.status AS status FROM delivery d JOIN notice n ON n.id=d.notice_id "
+    f"WHERE d.notice_id=? AND d.member_id=? AND d.platform=? AND d.message_id=? AND d.status='{DeliveryStatus.DELIVERED.value}'")
+
+
+async def pressed_copy(result: AckResult, platform: str, message_id: str) -> PressedCopy | None:
+    """The pressed copy (by the platform's id of the message that carried the button), read before
+    its acknowledged form is drawn: every flag of that copy up to its `update_seq` is for a change
+    the form shows, provided the notice is still as the click read it (None otherwise, or when the
+    copy is not known: its update is left to the outbox)."""
+    if not message_id:
+        return None
+    rows = await connections.get("default").execute_query_dict(storage_db.placeholders(_PRESSED_SQL), [
+        result.notice.id, result.member.id, platform, message_id])
+    notice = result.notice
+    for row in rows:
+        if (row["revision"], row["ack_revision"], row["status"]) != (notice.revision, notice.ack_revision, notice.status):
+            return None  # edited or retracted since the click read it: the drawn form would be stale
+        return PressedCopy(row["id"], row["update_seq"], row["revision"])
+    return None
+
+
+_SHOWN_SQL = ("UPDATE delivery SET update_pending=FALSE, rendered_revision=?, updated_at=? "
+              f"WHERE id=? AND update_seq=? AND status='{DeliveryStatus.DELIVERED.value}'")
+
+
+async def shown_acknowledged(copy: PressedCopy, now: datetime) -> bool:
+    """The pressed copy now shows its acknowledged form (the platform replaced the message in
+    place: Slack's response_url): its pending in-place update is done, so the outbox does not send
+    the same update again, spending the workspace's update budget that edits and retractions need.
+    Only if no flag came since `pressed_copy` read it (an edit or a retraction racing the click
+    still reaches the copy); the member's other copies keep theirs. True if it was marked."""
+    changed, _ = await connections.get("default").execute_query(storage_db.placeholders(_SHOWN_SQL), [
+        copy.revision, now, copy.delivery_id, copy.update_seq])
+    return bool(changed)
+
+
 async def acknowledged_view(result: AckResult, catalog: TopicCatalog, *, tracker: LinkTracker | None,
                             now: datetime) -> NoticeView:
     """The pressed copy as it reads once acknowledged, drawn as the outbox draws the presser's

@@ -34,26 +34,46 @@ async def _acknowledge(herald: Herald, body: dict[str, Any]) -> acks.AckResult:
                                   now=herald.clock.now(), seen_revision=record_id(revision) if revision else None)
 
 
-async def _show_acknowledged(herald: Herald, result: acks.AckResult, respond) -> None:  # noqa: ANN001
+async def _show_acknowledged(herald: Herald, result: acks.AckResult, respond,  # noqa: ANN001
+                             message_ts: str = "") -> None:
     """The pressed message turns into its acknowledged form at once, through the interaction's
     response_url (which spends none of chat.update's budget, Tier 3: past it, the outbox's update
-    of a busy workspace's copies comes seconds to minutes later). The outbox still updates the
-    member's copies, this one too: the same view again, counted in that budget.
+    of a busy workspace's copies comes seconds to minutes later). Once Slack has taken the
+    replacement, that copy's pending update is marked done (acks.shown_acknowledged), so the
+    outbox does not send it the same view again out of that budget, unless an edit or a retraction
+    flagged it since its state was read here; the member's other copies (a reminder) are updated
+    by the outbox.
 
     A copy still in doubt is not touched: the outbox finds it by what Herald posted (its
     metadata) before recording it, so the member is told in a reply of their own instead."""
+    pressed = None
     if result.in_doubt:
         by = result.member.name or result.member.email
         reply = {"text": f":white_check_mark: {escape(ACKNOWLEDGED.format(id=result.notice.id, by=by))}",
                  "response_type": "ephemeral", "replace_original": False}
     else:
+        # read before the form is drawn: a flag raised after this read is for a change it may not show
+        pressed = await acks.pressed_copy(result, Platform.SLACK.value, message_ts)
         view = await acks.acknowledged_view(result, herald.catalog, tracker=herald.outbox.link_tracker,
                                             now=herald.clock.now())
         reply = {"text": notice_fallback_text(view), "blocks": notice_blocks(view), "replace_original": True}
     try:
-        await respond(**reply)
+        answer = await respond(**reply)
     except Exception:  # noqa: BLE001 - recorded, and the outbox's update shows it
         log.warning("could not show notice %s acknowledged through the response_url", result.notice.id, exc_info=True)
+        return
+    if getattr(answer, "status_code", 200) != 200:  # bolt's respond returns Slack's answer, refused or not
+        log.warning("Slack refused notice %s's acknowledged form through the response_url (HTTP %s)",
+                    result.notice.id, answer.status_code)
+        return
+    if pressed is not None:
+        await acks.shown_acknowledged(pressed, herald.clock.now())
+
+
+def _message_ts(body: dict[str, Any]) -> str:
+    """The ts of the message whose button was pressed."""
+    container = body.get("container") or {}
+    return str(container.get("message_ts") or (body.get("message") or {}).get("ts") or "")
 
 
 def register(app: AsyncApp, herald: Herald) -> None:
@@ -87,8 +107,10 @@ def register(app: AsyncApp, herald: Herald) -> None:
             log.exception("could not record an acknowledgement")
             await respond(text=SORRY, response_type="ephemeral", replace_original=False)
             return
-        herald.acknowledged(result)  # the member's other copies, through the outbox
-        await _show_acknowledged(herald, result, respond)
+        # the pressed copy first (response_url), then the outbox for the copies still to update,
+        # so it is not sent the same update the replacement already showed
+        await _show_acknowledged(herald, result, respond, _message_ts(body))
+        herald.acknowledged(result)
 
     @app.action(REMIND_NOW_ACTION)
     async def on_remind_now(ack, body, respond) -> None:  # noqa: ANN001
