@@ -299,13 +299,12 @@ def crashes(caplog: Any) -> list[str]:
 
 
 async def listeners_done(h: SlackHarness) -> None:
-    """Bolt runs listeners after the ack, in tasks: wait until every one of them has finished."""
-    current = asyncio.current_task()
-    for _ in range(100):
-        pending = [t for t in asyncio.all_tasks() if t is not current and "bolt" in repr(t.get_coro()).lower()]
-        if not pending:
-            return
-        await asyncio.wait(pending, timeout=5)
+    """Bolt runs listeners after the ack, in tasks: wait until every one of them has finished.
+
+    The app hands each listener's task to ``Herald.answered`` before the listener runs (its
+    ``_StopWaitsForListener``), so before Slack hears the ack: ``Herald.settle`` waits for them, and
+    for the work they start after the ack, as a stop does."""
+    await h.herald.settle()
 
 
 def modal_state(selects: tuple[str, ...], **values: str) -> dict:

@@ -3,6 +3,7 @@ DMs at the fake → Acknowledge → chat.update → status."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -864,3 +865,24 @@ async def test_a_compliance_officer_cannot_press_remind_now(slack_http: SlackHar
     assert "Queued" not in answer.args["text"] and reminders == 0, (
         f"a compliance officer's Remind now was carried out: {answer.args['text']!r}, {reminders} reminders queued")
     assert "Only the partner's CAM" in answer.args["text"]
+
+
+async def test_listeners_done_returns_only_once_the_listeners_work_after_the_ack_is_done(
+        slack: SlackHarness) -> None:
+    """`listeners_done` is what the tests use to wait for bolt's listener tasks (their work runs
+    after the ack, so after Slack's request was answered). It looked for "bolt" in each task's
+    coroutine, which names only the function (`run_ack_function_asynchronously`), so it waited for
+    none; it now waits for every task the app handed to `Herald.answered`, as a stop does."""
+    slack.fake.hold("response_url")  # the listener's reply is asked for only after the ack
+    reply, _, key = await slack.command("status")
+    assert reply.status == 200
+    waiting = asyncio.create_task(listeners_done(slack))
+    try:
+        await wait_until(lambda: [c for c in slack.fake.calls_to("response_url") if c.key == key],
+                         what="the reply, held")
+        await asyncio.sleep(0)
+        assert not waiting.done(), "listeners_done returned while a listener's reply to Slack was still held"
+    finally:
+        slack.fake.release()
+    await asyncio.wait_for(waiting, 10)
+    assert slack.herald._answered == set()
