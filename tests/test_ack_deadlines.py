@@ -46,7 +46,11 @@ async def _delivered_notice(slack: SlackHarness) -> int:
     notice_id = int(next(e["value"] for b in preview.args["blocks"] if b["type"] == "actions"
                          for e in b["elements"] if e["action_id"] == SEND_ACTION))
     await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    # the click is answered at its ack; its listener queues the notice after, then says so
+    await slack.responses(slack.last_click_key)
     await slack.herald.outbox.drain()
+    delivered = {c.channel for c in slack.fake.calls_to("chat.postMessage") if c.status == 200}
+    assert {"DUANNA", "DUBO"} <= delivered, f"the notice was not delivered: {delivered}"
     return notice_id
 
 
