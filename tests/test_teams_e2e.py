@@ -3,6 +3,7 @@ Send → Adaptive Card at the fake Bot Connector → Action.Execute acknowledge 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC
 
@@ -80,6 +81,84 @@ async def test_install_send_acknowledge_in_teams(teams: TeamsRig) -> None:
 
     status_reply = await teams.say("aad-cam", f"status {notice_id}")
     assert "Recipients: **3**" in status_reply["text"] and "Acknowledged: **1**" in status_reply["text"]
+
+
+def _send_press(rig: TeamsRig, notice_id: int) -> dict:
+    return rig.activity("invoke", "aad-cam", name="adaptiveCard/action",
+                        value={"action": {"type": "Action.Execute", "verb": "herald.send",
+                                          "data": {"notice_id": notice_id}}})
+
+
+def _hold_publish(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, list[asyncio.Task]]:
+    """`publish` (the outbox rows) waits for the returned event: the write of a large audience,
+    taking as long as the test wants. The tasks it ran in are listed."""
+    from bot.core.notices import sending
+
+    release, tasks = asyncio.Event(), []
+    real = sending.publish
+
+    async def held(*args, **kwargs):  # noqa: ANN002, ANN003
+        tasks.append(asyncio.current_task())
+        await release.wait()
+        return await real(*args, **kwargs)
+    monkeypatch.setattr(sending, "publish", held)
+    return release, tasks
+
+
+async def test_send_is_answered_before_the_outbox_rows_are_written(teams: TeamsRig,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Teams waits 15 s for an invoke's answer; the rows of 100,000 recipients take seconds to
+    write (bench/publish.py). The Send is stored and answered first, the rows are written after,
+    and the CAM is told in the chat when the notice is out."""
+    preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall | Stop")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    release, _ = _hold_publish(monkeypatch)
+    before = len(teams.connector.activities("a:conv-aad-cam"))
+    press = asyncio.ensure_future(teams.post(_send_press(teams, notice_id), settle=False))
+    try:
+        await wait_until(press.done, what="the Send answered while the outbox rows are still being written")
+        status, answer = press.result()
+        assert status == 200 and "Sending notice" in str(answer["value"])
+        assert await Delivery.filter(notice_id=notice_id).count() == 0
+        assert (await Notice.get(id=notice_id)).status == "scheduled"  # the send is stored: due now
+        _, again = await teams.post(_send_press(teams, notice_id), settle=False)
+    finally:
+        release.set()
+        await press
+    assert "already being sent" in str(again["value"])
+    await teams.herald.settle()
+    assert await Delivery.filter(notice_id=notice_id).count() == 3
+    assert (await Notice.get(id=notice_id)).status == "sending"
+    told = [a.get("text", "") for a in teams.connector.activities("a:conv-aad-cam")[before:]]
+    assert any(f"Notice #{notice_id} **Recall** is out: 3 recipients queued" in t for t in told), told
+    await teams.herald.outbox.drain()
+    assert card_of(teams.connector.activities("a:conv-aad-eve")[-1])["version"] == "1.5"
+
+
+async def test_a_send_answered_before_a_crash_is_finished_by_the_tick(teams: TeamsRig,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 between the answer and the rows: the next process's tick publishes the notice."""
+    preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall | Stop")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    release, tasks = _hold_publish(monkeypatch)
+    press = asyncio.ensure_future(teams.post(_send_press(teams, notice_id), settle=False))
+    try:
+        await wait_until(press.done, what="the Send answered while the outbox rows are still being written")
+        assert "Sending notice" in str(press.result()[1]["value"])
+        await wait_until(lambda: tasks, what="the rows being written")
+    finally:
+        for task in tasks:
+            task.cancel()  # the process dies: the rows are never written by it
+        release.set()
+        await press
+    await asyncio.gather(*tasks, return_exceptions=True)
+    monkeypatch.undo()
+    assert await Delivery.filter(notice_id=notice_id).count() == 0
+    await restart_teams_rig(teams)
+    counts = await teams.herald.tick()
+    assert counts["published"] == 1
+    assert await Delivery.filter(notice_id=notice_id).count() == 3
+    assert await AuditEvent.filter(kind="notice.sent", notice_id=notice_id).count() == 1
 
 
 async def test_one_acknowledgement_settles_both_platforms(db: str) -> None:

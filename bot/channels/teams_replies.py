@@ -246,12 +246,24 @@ def console_link_markdown(url: str) -> str:
             "The link works once, for 10 minutes, and signs **you** in: do not forward it.")
 
 
-def sent_markdown(notice: Notice, recipients: int, already: bool) -> str:
+def sent_markdown(notice: Notice, recipients: int, already: bool, queued: bool = False) -> str:
+    """The answer to Send. `queued`: the send is stored and its outbox rows are written after this
+    answer (`sending.request_send`); `recipients` is then the preview's count."""
     if already:
-        return f"Notice #{notice.id} is already {notice.status}; nothing new was sent."
+        state = "being sent" if queued else notice.status
+        return f"Notice #{notice.id} is already {state}; nothing new was sent."
+    if queued:
+        return (f"Sending notice #{notice.id} **{escape(notice.title)}** to {recipients} recipients. "
+                f"I'll tell you here when every delivery is queued; follow it with `status {notice.id}`.")
     if notice.status == "scheduled" and notice.scheduled_at:
         return f"Notice #{notice.id} **{escape(notice.title)}** is scheduled for {reader_time(notice.scheduled_at)}."
     return f"Sending notice #{notice.id} **{escape(notice.title)}** to {recipients} recipients. Follow it with `status {notice.id}`."
+
+
+def out_markdown(notice: Notice, recipients: int) -> str:
+    """The note after a Teams Send's outbox rows are written (`sending.finish_send`)."""
+    return (f"Notice #{notice.id} **{escape(notice.title)}** is out: {recipients} recipients queued. "
+            f"Follow it with `status {notice.id}`.")
 
 
 PREFERENCES_VERB = "herald.preferences_save"

@@ -71,6 +71,7 @@ class SendResult:
     notice: Notice
     recipients: int
     already: bool  # the draft had been sent (or cancelled) before: nothing new was written
+    queued: bool = False  # `request_send`: the send is stored, its outbox rows are still to be written
 
 
 def validate(command: SendCommand, catalog: TopicCatalog, *, now: datetime) -> tuple[Topic, ImportancePolicy, Audience]:
@@ -163,6 +164,44 @@ async def send_draft(notice_id: int, actor: Staff | None, catalog: TopicCatalog,
     if notice.scheduled_at is not None and notice.scheduled_at > now:
         return await _schedule(notice, _actor(actor, operator), now=now)
     return await publish(notice, catalog, actor=_actor(actor, operator), now=now, from_status=NoticeStatus.DRAFT,
+                         platform_policy=platform_policy)
+
+
+async def request_send(notice_id: int, actor: Staff | None, *, now: datetime) -> SendResult:
+    """The first half of a Send that must be answered within a platform's deadline (Teams' invoke:
+    15 s) whatever the audience's size: the same checks as `send_draft`, then only the intent is
+    stored, in one short transaction: the draft becomes a notice scheduled for `now`
+    (`notice.send_requested` in the audit trail). A second press finds it no longer a draft
+    (`already`). `finish_send`, run after the answer, writes the outbox rows (`publish`: seconds
+    for 100,000 recipients, bench/publish.py); if the process dies before it does, the next tick's
+    `publish_due` finds the notice due and publishes it: nothing is lost. A notice scheduled for
+    later is scheduled as by `send_draft` (`queued` False)."""
+    actor = require_sender(actor)
+    notice = await _own_draft(notice_id, actor)
+    if notice.status == NoticeStatus.DRAFT.value and notice.deadline is not None and notice.deadline <= now:
+        raise UserError(f"notice #{notice.id}'s deadline ({format_time(notice.deadline)}) has passed since the "
+                        "preview; compose it again with a new deadline")
+    if notice.scheduled_at is not None and notice.scheduled_at > now:
+        return await _schedule(notice, _actor(actor, ""), now=now)
+    async with in_transaction() as conn:
+        claimed = await Notice.filter(id=notice.id, status=NoticeStatus.DRAFT.value).using_db(conn).update(
+            status=NoticeStatus.SCHEDULED.value, scheduled_at=now)
+        if claimed:
+            await record([audit_event("notice.send_requested", now=now, actor=_actor(actor, ""),
+                                      notice_id=notice.id)], using_db=conn)
+    current = await Notice.get(id=notice.id)
+    being_sent = current.status == NoticeStatus.SCHEDULED.value and current.scheduled_at is not None \
+        and current.scheduled_at <= now
+    return SendResult(current, current.recipient_count, already=not claimed, queued=being_sent)
+
+
+async def finish_send(notice_id: int, catalog: TopicCatalog, *, actor: str, now: datetime,
+                      platform_policy: str = "preferred") -> SendResult:
+    """The second half of `request_send`, after the platform was answered: the outbox rows
+    (`publish` from scheduled). `already` when the tick (this replica or another) published it
+    first, or it was cancelled in between."""
+    notice = await Notice.get(id=notice_id)
+    return await publish(notice, catalog, actor=actor, now=now, from_status=NoticeStatus.SCHEDULED,
                          platform_policy=platform_policy)
 
 

@@ -3,6 +3,7 @@ escalation's Remind now / Open report."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from bot.channels.teams_replies import (
     SEND_VERB,
     compose_card,
     note_card,
+    out_markdown,
     preview_card,
     report_markdown,
     sent_markdown,
@@ -30,6 +32,8 @@ from bot.core.notices.escalations import (
 from bot.handlers.teams.turn import Invoke, VerbHandler, card_response, message_response
 from storage.models import Platform
 
+log = logging.getLogger(__name__)
+
 
 async def acknowledge(invoke: Invoke) -> web.Response:
     herald, turn = invoke.herald, invoke.turn
@@ -43,11 +47,34 @@ async def acknowledge(invoke: Invoke) -> web.Response:
 
 
 async def send(invoke: Invoke) -> web.Response:
+    """The preview's Send. Teams waits 15 s for the answer, and writing the outbox rows of a large
+    audience takes seconds (bench/publish.py), more on a busy host: only the send itself is stored
+    before the answer (`request_send`, idempotent against a second press); the rows are written
+    after it (`finish_send`), as Slack answers first and queues afterwards, and the CAM is told in
+    the chat when the notice is out. Should the process die in between, the tick publishes it."""
     herald = invoke.herald
-    result = await sending.send_draft(invoke.number("notice_id"), invoke.staff, herald.catalog,
-                                      now=herald.clock.now(), platform_policy=herald.settings.platform_policy)
+    result = await sending.request_send(invoke.number("notice_id"), invoke.staff, now=herald.clock.now())
+    if result.queued and not result.already:
+        herald.after_answer(_finish_send(invoke, result.notice.id))
+    return card_response(note_card(sent_markdown(result.notice, result.recipients, result.already, result.queued)))
+
+
+async def _finish_send(invoke: Invoke, notice_id: int) -> None:
+    herald = invoke.herald
+    try:
+        result = await sending.finish_send(notice_id, herald.catalog, actor=invoke.staff.email,  # type: ignore[union-attr]
+                                           now=herald.clock.now(), platform_policy=herald.settings.platform_policy)
+    except Exception:  # noqa: BLE001 - the notice stays due: the tick publishes it, or fails it and says why
+        log.exception("writing the outbox of notice %s after the Send was answered failed", notice_id)
+        await invoke.reply(text_activity(f"Notice #{notice_id} could not be queued just now; Herald tries again "
+                                         "at its next tick and tells you if it cannot send it."))
+        return
     herald.outbox.wake()
-    return card_response(note_card(sent_markdown(result.notice, result.recipients, result.already)))
+    if result.already:  # the tick got there first, or it was cancelled in between
+        text = f"Notice #{notice_id} is {result.notice.status}. Follow it with `status {notice_id}`."
+    else:
+        text = out_markdown(result.notice, result.recipients)
+    await invoke.reply(text_activity(text))
 
 
 async def cancel(invoke: Invoke) -> web.Response:
