@@ -150,17 +150,21 @@ async def _own_draft(notice_id: int, actor: Staff | None) -> Notice:
     return notice
 
 
+def _refuse_passed_deadline(notice: Notice, now: datetime) -> None:
+    """A draft's deadline was checked when it was made, but a preview can stay open for hours: a
+    must-know notice sent past its deadline would be escalated to every partner at the next tick."""
+    if notice.status == NoticeStatus.DRAFT.value and notice.deadline is not None and notice.deadline <= now:
+        raise UserError(f"notice #{notice.id}'s deadline ({format_time(notice.deadline)}) has passed since the "
+                        "preview; compose it again with a new deadline")
+
+
 async def send_draft(notice_id: int, actor: Staff | None, catalog: TopicCatalog, *, now: datetime,
                      operator: str = "", platform_policy: str = "preferred") -> SendResult:
     """Write the outbox for a draft (or schedule it). Idempotent: a second click finds it done."""
     if not operator:
         actor = require_sender(actor)
     notice = await _own_draft(notice_id, actor)
-    if notice.status == NoticeStatus.DRAFT.value and notice.deadline is not None and notice.deadline <= now:
-        # checked when the draft was made, but a preview can stay open for hours: a must-know
-        # notice sent past its deadline would be escalated to every partner at the next tick
-        raise UserError(f"notice #{notice.id}'s deadline ({format_time(notice.deadline)}) has passed since the "
-                        "preview; compose it again with a new deadline")
+    _refuse_passed_deadline(notice, now)
     if notice.scheduled_at is not None and notice.scheduled_at > now:
         return await _schedule(notice, _actor(actor, operator), now=now)
     return await publish(notice, catalog, actor=_actor(actor, operator), now=now, from_status=NoticeStatus.DRAFT,
@@ -178,9 +182,7 @@ async def request_send(notice_id: int, actor: Staff | None, *, now: datetime) ->
     later is scheduled as by `send_draft` (`queued` False)."""
     actor = require_sender(actor)
     notice = await _own_draft(notice_id, actor)
-    if notice.status == NoticeStatus.DRAFT.value and notice.deadline is not None and notice.deadline <= now:
-        raise UserError(f"notice #{notice.id}'s deadline ({format_time(notice.deadline)}) has passed since the "
-                        "preview; compose it again with a new deadline")
+    _refuse_passed_deadline(notice, now)
     if notice.scheduled_at is not None and notice.scheduled_at > now:
         return await _schedule(notice, _actor(actor, ""), now=now)
     async with in_transaction() as conn:
