@@ -16,7 +16,9 @@ PostgreSQL, half Slack ``block_actions`` and half Teams ``invoke`` (Action.Execu
 3. A separate load-generator process (aiohttp; --loadgen-processes of them) clicks Acknowledge on
    an open-loop schedule, --rate a second for --seconds: every member once, in random order, plus
    --duplicates of the clicks again (a double click; must change nothing). Slack clicks are signed
-   with the signing secret as Slack signs them (v0 HMAC-SHA256); Teams invokes are sent WITHOUT a
+   with the signing secret as Slack signs them (v0 HMAC-SHA256) and carry what Slack's do: the
+   pressed message's channel and ts, and a ``response_url`` (the fake Slack's, which counts its
+   uses as ``response_url`` in its stats); Teams invokes are sent WITHOUT a
    Bot Framework JWT: the Agents SDK fetches its signing keys from Microsoft's fixed hosts, which
    no local fake can stand in for, so the server runs with /api/messages unauthenticated (no
    HERALD_TEAMS_APP_ID), as the Teams tests do.
@@ -84,14 +86,19 @@ def progress(message: str) -> None:
 # --------------------------------------------------------------------------- the load generator
 
 
-def slack_click(notice_id: int, team: str, user: str, n: int) -> tuple[str, dict[str, str]]:
-    """A signed ``block_actions`` body and headers, as Slack sends a button press."""
+def slack_click(notice_id: int, team: str, user: str, n: int, copy: dict[str, str],
+                response_base: str) -> tuple[str, dict[str, str]]:
+    """A signed ``block_actions`` body and headers, as Slack sends a button press on a message:
+    with the pressed message's channel and ts and a ``response_url`` (here the fake Slack's, which
+    records what is posted to it)."""
     from tests.fakes.slack_signing import FORM_CONTENT_TYPE, interaction_body, sign
 
+    channel = copy.get("channel") or "D" + user
     payload = {"type": "block_actions", "team": {"id": team}, "user": {"id": user, "team_id": team},
                "api_app_id": "AHERALD", "token": "verification-token", "trigger_id": f"trig-{n}",
-               "container": {"type": "message", "channel_id": "D" + user, "is_ephemeral": False},
-               "channel": {"id": "D" + user},
+               "container": {"type": "message", "channel_id": channel, "message_ts": copy.get("ts", ""),
+                             "is_ephemeral": False},
+               "channel": {"id": channel}, "response_url": f"{response_base}response/click-{n}",
                "actions": [{"action_id": ACK_ACTION, "value": str(notice_id), "type": "button",
                             "block_id": f"ack-{notice_id}", "action_ts": f"{time.time():.6f}"}]}
     body = interaction_body(payload)
@@ -125,7 +132,8 @@ async def generate(spec: dict[str, Any]) -> dict[str, Any]:
                                      timeout=aiohttp.ClientTimeout(total=30)) as session:
         async def one(n: int, platform: str, scope: str, user: str) -> None:
             if platform == "slack":
-                body, headers = slack_click(notice_id, scope, user, n)
+                body, headers = slack_click(notice_id, scope, user, n, spec["slack_copies"].get(user, {}),
+                                            spec["slack_url"])
                 request = session.post(url + "slack/events", data=body, headers=headers)
             else:
                 request = session.post(url + "api/messages", json=teams_invoke(notice_id, scope, user,
@@ -331,6 +339,21 @@ async def ack_counts(database_url: str, notice_id: int) -> dict[str, int]:
         await conn.close()
 
 
+async def slack_copies_of(database_url: str, notice_id: int) -> dict[str, dict[str, str]]:
+    """Each Slack member's copy of the notice (user id -> its channel and ts), which a real click's
+    payload names (``container``)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url.replace("postgres://", "postgresql://", 1))
+    try:
+        rows = await conn.fetch("SELECT a.user_id, d.channel_id, d.message_id FROM delivery d "
+                                "JOIN platform_account a ON a.id = d.account_id "
+                                "WHERE d.notice_id=$1 AND d.platform='slack' AND d.kind='notice'", notice_id)
+        return {r["user_id"]: {"channel": r["channel_id"], "ts": r["message_id"]} for r in rows}
+    finally:
+        await conn.close()
+
+
 def throttled(stats: dict[str, Any]) -> dict[str, Any]:
     return {"throttled": stats.get("throttled", {}).get("by_method", {}),
             "throttled_by_reason": stats.get("throttled", {}).get("by_reason", {}),
@@ -372,6 +395,7 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
         if summary["by_status"] != {"delivered": args.members}:
             raise RuntimeError(f"set-up: deliveries {summary['by_status']}, errors {summary['errors']}")
 
+        slack_copies = await slack_copies_of(database.url, notice_id)
         for fake_url in (slack_url, connector_url):
             post_json(fake_url, "_fake/limits", {"enabled": True})
             post_json(fake_url, "_fake/stats/reset", {})
@@ -387,7 +411,8 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
         total_rate = args.rate
         spec_files = []
         for i in range(args.loadgen_processes):
-            spec = {"url": url, "service_url": connector_url, "notice_id": notice_id,
+            spec = {"url": url, "service_url": connector_url, "notice_id": notice_id, "slack_url": slack_url.removesuffix("api/"),
+                    "slack_copies": slack_copies,
                     "rate": total_rate / args.loadgen_processes, "clicks": clicks[i::args.loadgen_processes]}
             path = workdir / f"loadgen-{i}.json"
             path.write_text(json.dumps(spec))

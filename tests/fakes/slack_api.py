@@ -588,6 +588,8 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
                 pass
         call = Call("response_url", None, args, key=key)
         self._record(call)
+        if self._limiter is not None:  # Slack documents no rate limit for response_url; counted only
+            self.stats.accept("", "response_url")
         await self._slow_as_told("response_url")
         if self._faults:
             fault = self._take_fault("response_url")
