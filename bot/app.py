@@ -17,6 +17,7 @@ from bot.common.heap import freeze_startup_heap
 from bot.console import add_console_routes
 from bot.handlers.downloads import add_download_routes
 from bot.handlers.links import add_link_routes
+from bot.handlers.policies import add_policy_routes
 from bot.handlers.teams.route import add_teams_routes
 from bot.ops.metrics_http import add_metrics
 from bot.service import Herald
@@ -90,6 +91,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
     app = web.Application()
     app[HERALD_KEY] = herald
     app.router.add_get("/healthz", healthz)
+    add_policy_routes(app, settings)
     metrics_app = add_metrics(app, settings, herald.clock)
     add_api_routes(app, herald.clock)
     add_teams_routes(app, herald)

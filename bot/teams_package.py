@@ -16,13 +16,18 @@ from urllib.parse import urlsplit
 from jsonschema import Draft4Validator
 
 from bot.common.errors import UserError
-from config.settings import CONFIG_DIR
+from config.settings import CONFIG_DIR, MAX_POLICY_URL_LENGTH, is_policy_url
 
 SCHEMA_FILE = CONFIG_DIR / "teams" / "MicrosoftTeams.v1.17.schema.json"
 MANIFEST_VERSION = "1.17"
 ACCENT = "#1F4E79"
 # The app's own version: Teams replaces an uploaded app only with a package of a higher one.
 _APP_VERSION = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
+
+# Herald's own privacy statement and terms of use (bot/handlers/policies.py), linked when the
+# organisation names none of its own (HERALD_PRIVACY_URL, HERALD_TERMS_URL).
+PRIVACY_PATH = "/privacy"
+TERMS_PATH = "/terms"
 
 # The personal app's command menu, for everyone who has the app: partners (most of them) have
 # `preferences` and `help`; the rest are the CAMs' (a partner is told so if they try one). Teams
@@ -42,7 +47,10 @@ COMMANDS = [
 
 
 def build_manifest(*, app_id: str, public_url: str, version: str = "1.0.0", name: str = "Herald",
-                   developer: str = "Herald") -> dict[str, Any]:
+                   developer: str = "Herald", privacy_url: str | None = None,
+                   terms_url: str | None = None) -> dict[str, Any]:
+    """The manifest; its privacy and terms links are `privacy_url` and `terms_url` when given (the
+    organisation's own pages), else Herald's own pages under `public_url`."""
     try:
         uuid.UUID(app_id)
     except ValueError:
@@ -53,13 +61,15 @@ def build_manifest(*, app_id: str, public_url: str, version: str = "1.0.0", name
     if parts.scheme != "https" or not parts.hostname:
         raise UserError("--url must be Herald's public https URL, e.g. https://herald.example.com")
     base = public_url.rstrip("/")
+    privacy_url = _policy_url(privacy_url, "--privacy-url") or base + PRIVACY_PATH
+    terms_url = _policy_url(terms_url, "--terms-url") or base + TERMS_PATH
     return {
         "$schema": f"https://developer.microsoft.com/en-us/json-schemas/teams/v{MANIFEST_VERSION}/MicrosoftTeams.schema.json",
         "manifestVersion": MANIFEST_VERSION,
         "version": version,
         "id": app_id,
-        "developer": {"name": developer, "websiteUrl": base, "privacyUrl": f"{base}/healthz",
-                      "termsOfUseUrl": f"{base}/healthz"},
+        "developer": {"name": developer, "websiteUrl": base, "privacyUrl": privacy_url,
+                      "termsOfUseUrl": terms_url},
         "name": {"short": name, "full": f"{name} partner notices"},
         "description": {
             "short": "Partner notices with one-click acknowledgement.",
@@ -82,6 +92,15 @@ def build_manifest(*, app_id: str, public_url: str, version: str = "1.0.0", name
     }
 
 
+def _policy_url(value: str | None, option: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if not is_policy_url(value.strip()):
+        raise UserError(f"{option} must be an https URL of at most {MAX_POLICY_URL_LENGTH} characters "
+                        "(the page Teams shows as the app's privacy statement or terms of use)")
+    return value.strip()
+
+
 def validate_manifest(manifest: dict[str, Any]) -> list[str]:
     """Schema errors as readable lines (empty when the manifest is valid)."""
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
@@ -90,8 +109,10 @@ def validate_manifest(manifest: dict[str, Any]) -> list[str]:
             for e in sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))]
 
 
-def write_package(out: Path, *, app_id: str, public_url: str, version: str = "1.0.0") -> dict[str, Any]:
-    manifest = build_manifest(app_id=app_id, public_url=public_url, version=version)
+def write_package(out: Path, *, app_id: str, public_url: str, version: str = "1.0.0",
+                  privacy_url: str | None = None, terms_url: str | None = None) -> dict[str, Any]:
+    manifest = build_manifest(app_id=app_id, public_url=public_url, version=version, privacy_url=privacy_url,
+                              terms_url=terms_url)
     errors = validate_manifest(manifest)
     if errors:
         raise UserError("the Teams manifest does not validate: " + "; ".join(errors[:5]))

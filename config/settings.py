@@ -20,6 +20,20 @@ DELIVERY_SEND_MARGIN_SECONDS = 3.0
 MIN_DELIVERY_LEASE_SECONDS = 7
 
 
+MAX_POLICY_URL_LENGTH = 2048  # the Teams manifest schema's limit for privacyUrl and termsOfUseUrl
+
+
+def is_policy_url(value: str) -> bool:
+    """Whether `value` may be linked as a privacy statement or terms of use: https, with a host."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed [ in the host
+        return False
+    return (parts.scheme == "https" and bool(host) and len(value) <= MAX_POLICY_URL_LENGTH
+            and not any(c.isspace() for c in value))
+
+
 class ConfigError(Exception):
     """Configuration is unusable; the message is one line a person can act on."""
 
@@ -47,6 +61,11 @@ class Settings(BaseSettings):
     public_url: str | None = None  # e.g. https://herald.example.com; the OAuth redirect_uri is built from it
     # Encrypts bot tokens at rest and signs install links; required with a Slack client secret.
     secret_key: SecretStr | None = None
+
+    # The privacy statement and terms of use the Teams app package links (Teams and its admin centre
+    # show them to users and admins): the organisation's own pages; unset, Herald's /privacy and /terms.
+    privacy_url: str | None = None
+    terms_url: str | None = None
 
     teams_app_id: str | None = None
     teams_app_password: SecretStr | None = None
@@ -187,6 +206,18 @@ class Settings(BaseSettings):
             raise ValueError(f"HERALD_{info.field_name.upper()} must be an http(s) URL without a query, "
                              "e.g. https://herald.example.com")
         return value.strip().rstrip("/")
+
+    @field_validator("privacy_url", "terms_url")
+    @classmethod
+    def _check_policy_urls(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """An https page, as Teams requires of a manifest's privacy and terms links (at most 2,048
+        characters, the manifest schema's limit)."""
+        if value is None or not value.strip():
+            return None
+        if not is_policy_url(value.strip()):
+            raise ValueError(f"HERALD_{(info.field_name or '').upper()} must be an https URL of at most "
+                             f"{MAX_POLICY_URL_LENGTH} characters, e.g. https://vendor.example/privacy")
+        return value.strip()
 
     @field_validator("secret_key")
     @classmethod

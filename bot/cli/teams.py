@@ -26,17 +26,24 @@ def teams() -> None:
 @click.option("--app-version", "--version", "app_version", default=FIRST_APP_VERSION, show_default=True,
               help="The app's version (MAJOR.MINOR.PATCH). Teams updates an uploaded app only from a package "
                    "with a higher version: give one above the last uploaded when re-packaging.")
-def teams_package(public_url: str, out: Path, app_id: str, app_version: str) -> None:
+@click.option("--privacy-url", default="", help="The privacy statement Teams shows for the app (default "
+              "HERALD_PRIVACY_URL, else Herald's own page, URL/privacy).")
+@click.option("--terms-url", default="", help="The terms of use Teams shows for the app (default HERALD_TERMS_URL, "
+              "else Herald's own page, URL/terms).")
+def teams_package(public_url: str, out: Path, app_id: str, app_version: str, privacy_url: str,
+                  terms_url: str) -> None:
     """`app_version` defaults to a fixed first version, not Herald's own (0.x, lower than
     packages already uploaded as 1.0.0), so that a default never goes backwards."""
     from bot.teams_package import write_package
 
-    app_id = app_id or get_settings().teams_app_id or ""
+    settings = get_settings()
+    app_id = app_id or settings.teams_app_id or ""
     if not app_id:
         click.echo("herald: give --app-id or set HERALD_TEAMS_APP_ID (the bot's Microsoft app id)", err=True)
         sys.exit(2)
     try:
-        write_package(out, app_id=app_id, public_url=public_url, version=app_version)
+        write_package(out, app_id=app_id, public_url=public_url, version=app_version,
+                      privacy_url=privacy_url or settings.privacy_url, terms_url=terms_url or settings.terms_url)
     except UserError as exc:
         click.echo(f"herald: {exc}", err=True)
         sys.exit(1)
