@@ -203,6 +203,31 @@ async def start_harness(db_url: str, *, run_worker: bool = False, extra_settings
     return SlackHarness(fake, server, app, clock, session, transport, socket)
 
 
+async def restart_harness(h: SlackHarness) -> None:
+    """The same deployment after `herald serve` restarted: a new process (HTTP transport) on the same
+    database and fake Slack; nothing in the old one's memory survives."""
+    assert h.transport == "http", "a restart over Socket Mode would need the fake to take a new connection"
+    await h.server.close()
+    h.app = build_app(h.herald.settings, clock=h.clock, run_worker=False, manage_database=False)
+    h.server = TestServer(h.app, host="127.0.0.1")
+    await h.server.start_server()
+
+
+def hold_publish(monkeypatch: Any) -> tuple[asyncio.Event, list[asyncio.Task]]:
+    """`sending.publish` (a Send's outbox rows) waits for the returned event: the write of a large
+    audience, taking as long as the test wants. The tasks it ran in are listed (cancelling them is
+    the process dying while the rows are written)."""
+    release, tasks = asyncio.Event(), []
+    real = notices.publish
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        tasks.append(asyncio.current_task())
+        await release.wait()
+        return await real(*args, **kwargs)
+    monkeypatch.setattr(notices, "publish", held)
+    return release, tasks
+
+
 async def stop_harness(h: SlackHarness) -> None:
     await h.session.close()
     await h.server.close()

@@ -14,12 +14,11 @@ from typing import TypeVar
 import pytest
 
 from bot.channels.slack_blocks import SEND_ACTION
-from bot.core.notices import sending
 from bot.core.notices.views import ACK_ACTION
 from storage.models import Acknowledgement, Notice, Question
 from tests.fakes.bot_connector import ROUTES as CONNECTOR_ROUTES
 from tests.fakes.slack_signing import event_body
-from tests.support import CAM_USER, TEAM, SlackHarness, listeners_done, modal_state, wait_until
+from tests.support import CAM_USER, TEAM, SlackHarness, hold_publish, listeners_done, modal_state, wait_until
 from tests.teams_support import TeamsRig, actions_of, card_of
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # the question is answered from it
@@ -142,22 +141,17 @@ async def test_the_preview_modals_send_is_answered_before_the_notice_is_queued(s
     preview = await slack.submit_view({"callback_id": opened.args["view"]["callback_id"], "state": {"values": state}})
     assert preview["response_action"] == "update"
 
-    gate = asyncio.Event()
-    real_send_draft = sending.send_draft
-
-    async def slow_send_draft(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - a big audience being queued
-        await gate.wait()
-        return await real_send_draft(*args, **kwargs)
-
-    monkeypatch.setattr(sending, "send_draft", slow_send_draft)
+    notice_id = int(preview["view"]["private_metadata"])
+    gate, _ = hold_publish(monkeypatch)  # a big audience's rows being written
     try:  # the queueing is still under way (held) when Slack's request must be answered
         sent = await answered(slack.submit_view({"callback_id": preview["view"]["callback_id"],
                                                  "private_metadata": preview["view"]["private_metadata"],
                                                  "state": {"values": {}}}))
+        # the send itself was stored before the answer: a kill now does not lose it
+        assert (await Notice.get(id=notice_id)).status == "scheduled"
     finally:
         gate.set()
     assert sent["response_action"] == "update" and "Queueing the notice" in str(sent["view"])
-    notice_id = int(preview["view"]["private_metadata"])
 
     def told() -> list:
         return [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == f"D{CAM_USER}"]

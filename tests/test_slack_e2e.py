@@ -25,8 +25,8 @@ from bot.core.notices.escalations import REMIND_NOW_ACTION
 from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, Organisation, Staff
 from tests.fakes.slack_signing import event_body, slash_command_body
 from tests.support import (
-    CAM_USER, TEAM, SlackHarness, broadcast, listeners_done, modal_state, seed_directory, slack_encoded, start_harness,
-    stop_harness, updates_pushed, wait_until,
+    CAM_USER, TEAM, SlackHarness, broadcast, hold_publish, listeners_done, modal_state, restart_harness, seed_directory,
+    slack_encoded, start_harness, stop_harness, updates_pushed, wait_until,
 )
 
 
@@ -166,6 +166,38 @@ async def test_send_click_twice_writes_one_outbox(slack: SlackHarness) -> None:
     posts = slack.fake.calls_to("chat.postMessage")
     assert len(posts) == 2  # 10:00 in Berlin: no quiet hours to wait for
     assert not any(b["type"] == "actions" for b in posts[0].args["blocks"])  # need-to-know: no button
+
+
+async def test_a_send_acknowledged_before_a_crash_is_finished_and_told_after_the_restart(
+        slack_http: SlackHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 between Slack's 200 for Send and the outbox rows: the CAM saw the press accepted, and
+    Slack never sends an answered click again. The send is stored before the ack, so the next
+    process's tick publishes the notice and tells the CAM in a direct message that it is out."""
+    slack = slack_http
+    notice_id = await _preview(slack, "send must-know operations org:acme | Recall | Stop")
+    release, tasks = hold_publish(monkeypatch)
+    try:
+        click = await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+        assert click.status == 200
+        status = (await Notice.get(id=notice_id)).status
+        assert status == "scheduled", f"Slack was answered while the notice was still a {status}: a kill loses it"
+        await wait_until(lambda: tasks, what="the rows being written")
+    finally:
+        for task in tasks:
+            task.cancel()  # the process dies: the rows are never written by it
+        release.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    monkeypatch.undo()
+    assert await Delivery.filter(notice_id=notice_id).count() == 0
+
+    await restart_harness(slack)
+    assert (await slack.herald.tick())["published"] == 1
+    assert await Delivery.filter(notice_id=notice_id).count() == 2
+    assert await AuditEvent.filter(kind="notice.sent", notice_id=notice_id).count() == 1
+    await slack.herald.outbox.drain()
+    told = [str(c.args) for c in slack.fake.calls_to("chat.postMessage") if c.channel == f"D{CAM_USER}"]
+    assert any(f"#{notice_id}" in t and "is out: 2 recipients" in t for t in told), told
+    assert {c.channel for c in slack.fake.calls_to("chat.postMessage")} == {"DUANNA", "DUBO", f"D{CAM_USER}"}
 
 
 async def test_cancel_sends_nothing(slack: SlackHarness) -> None:

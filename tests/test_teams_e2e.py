@@ -14,7 +14,7 @@ from bot.core.notices.revisions import edit_notice
 from bot.channels.teams_replies import TOO_LARGE_REPLY
 from storage.models import Acknowledgement, AuditEvent, ConsoleSignIn, Delivery, Member, Notice, PlatformAccount, Staff
 from tests.fakes.bot_framework_keys import APP_ID, LocalBotFrameworkKeys
-from tests.support import broadcast, directory_csv, many_members_csv, updates_pushed, wait_until
+from tests.support import broadcast, directory_csv, hold_publish, many_members_csv, updates_pushed, wait_until
 from tests.teams_support import (
     TENANT,
     TeamsRig,
@@ -89,22 +89,6 @@ def _send_press(rig: TeamsRig, notice_id: int) -> dict:
                                           "data": {"notice_id": notice_id}}})
 
 
-def _hold_publish(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, list[asyncio.Task]]:
-    """`publish` (the outbox rows) waits for the returned event: the write of a large audience,
-    taking as long as the test wants. The tasks it ran in are listed."""
-    from bot.core.notices import sending
-
-    release, tasks = asyncio.Event(), []
-    real = sending.publish
-
-    async def held(*args, **kwargs):  # noqa: ANN002, ANN003
-        tasks.append(asyncio.current_task())
-        await release.wait()
-        return await real(*args, **kwargs)
-    monkeypatch.setattr(sending, "publish", held)
-    return release, tasks
-
-
 async def test_send_is_answered_before_the_outbox_rows_are_written(teams: TeamsRig,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Teams waits 15 s for an invoke's answer; the rows of 100,000 recipients take seconds to
@@ -112,7 +96,7 @@ async def test_send_is_answered_before_the_outbox_rows_are_written(teams: TeamsR
     and the CAM is told in the chat when the notice is out."""
     preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall | Stop")
     notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    release, _ = _hold_publish(monkeypatch)
+    release, _ = hold_publish(monkeypatch)
     before = len(teams.connector.activities("a:conv-aad-cam"))
     press = asyncio.ensure_future(teams.post(_send_press(teams, notice_id), settle=False))
     try:
@@ -140,7 +124,7 @@ async def test_a_send_answered_before_a_crash_is_finished_by_the_tick(teams: Tea
     """kill -9 between the answer and the rows: the next process's tick publishes the notice."""
     preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall | Stop")
     notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    release, tasks = _hold_publish(monkeypatch)
+    release, tasks = hold_publish(monkeypatch)
     press = asyncio.ensure_future(teams.post(_send_press(teams, notice_id), settle=False))
     try:
         await wait_until(press.done, what="the Send answered while the outbox rows are still being written")

@@ -38,6 +38,7 @@ from bot.topics import ImportancePolicy, Topic, TopicCatalog, parse_importance
 from bot.topics.importance import Importance
 from storage import db as storage_db
 from storage.models import (
+    AuditEvent,
     DeliveryKind,
     DeliveryStatus,
     Member,
@@ -178,8 +179,9 @@ async def request_send(notice_id: int, actor: Staff | None, *, now: datetime) ->
     (`notice.send_requested` in the audit trail). A second press finds it no longer a draft
     (`already`). `finish_send`, run after the answer, writes the outbox rows (`publish`: seconds
     for 100,000 recipients, bench/publish.py); if the process dies before it does, the next tick's
-    `publish_due` finds the notice due and publishes it: nothing is lost. A notice scheduled for
-    later is scheduled as by `send_draft` (`queued` False)."""
+    `publish_due` finds the notice due, publishes it and tells its author it is out: nothing is
+    lost. A notice scheduled for later is scheduled as by `send_draft` (`queued` False). Slack's
+    Send calls it before its ack() (3 s), Teams' before the invoke's answer (15 s)."""
     actor = require_sender(actor)
     notice = await _own_draft(notice_id, actor)
     _refuse_passed_deadline(notice, now)
@@ -218,11 +220,21 @@ async def _schedule(notice: Notice, actor: str, *, now: datetime) -> SendResult:
     return SendResult(current, current.recipient_count, already=not claimed)
 
 
+@dataclass(frozen=True)
+class AuthorNote:
+    """Where `publish` tells a notice's author that it is out (a staff note in the outbox)."""
+
+    staff_id: int
+    target: Target
+
+
 async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: datetime,
-                  from_status: NoticeStatus, platform_policy: str = "preferred") -> SendResult:
+                  from_status: NoticeStatus, platform_policy: str = "preferred",
+                  tell_author: AuthorNote | None = None) -> SendResult:
     """Resolve the audience now and write one outbox row per recipient, in one transaction.
 
     The conditional status change makes this happen once, whichever replica or click gets here first.
+    `tell_author`: queue the author's note that the notice is out in the same transaction.
     """
     topic = catalog.get(notice.topic)
     policy = parse_importance(notice.importance)
@@ -251,6 +263,11 @@ async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: dat
                                   **_held_for_rollout(deliveries), **await unreached_audit_fields(unreached),
                                   **await text_digests(notice.id, using_db=conn)))  # the wording as sent
         await record(events, using_db=conn)
+        if tell_author is not None:
+            await enqueue(key=f"{MessagePurpose.STAFF_NOTE.value}:notice-out:{notice.id}",
+                          purpose=MessagePurpose.STAFF_NOTE, reference=notice.id, target=tell_author.target,
+                          message=_out_note(notice, len(member_ids)), now=now, staff_id=tell_author.staff_id,
+                          using_db=conn)
     notice = await Notice.get(id=notice.id)
     return SendResult(notice, len(member_ids), already=False)
 
@@ -267,7 +284,11 @@ async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: 
     A notice that can no longer be published (its author may no longer send: inactive or no longer
     a cam or admin; or its topic or an audience role was removed from the catalog since it was
     scheduled) is marked failed with the reason, so it does not fail again on every tick; its
-    author is told when they are still active and `channels` can reach them."""
+    author is told when they are still active and `channels` can reach them.
+
+    A notice whose Send was pressed (`request_send`) but whose rows the process that answered the
+    press did not write (killed, or the write failed) is published here too; its author, who was
+    told only that it is being sent, is then told that it is out (`_requested_send_note`)."""
     published = 0
     for notice in await Notice.filter(status=NoticeStatus.SCHEDULED.value, scheduled_at__lte=now).order_by("scheduled_at"):
         if refusal := await author_refusal(notice):
@@ -276,12 +297,35 @@ async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: 
             continue
         try:
             result = await publish(notice, catalog, actor="scheduler", now=now, from_status=NoticeStatus.SCHEDULED,
-                                   platform_policy=platform_policy)
+                                   platform_policy=platform_policy,
+                                   tell_author=await _requested_send_note(notice, channels or {}))
         except UserError as exc:
             await _fail_scheduled(notice, str(exc), now=now, channels=channels or {})
             continue
         published += 0 if result.already else 1
     return published
+
+
+async def _requested_send_note(notice: Notice, channels: dict[str, Channel]) -> AuthorNote | None:
+    """Where to tell the author that a notice whose Send they pressed is out, when it is one
+    (`notice.send_requested` in its audit trail, not a notice scheduled for later) and `channels`
+    can reach them; None otherwise."""
+    if notice.author_id is None or not await AuditEvent.filter(  # type: ignore[attr-defined]
+            notice_id=notice.id, kind="notice.send_requested").exists():
+        return None
+    author = await Staff.get_or_none(id=notice.author_id)  # type: ignore[attr-defined]
+    found = await staff_recipient(author, channels) if author is not None and author.active else None
+    if found is None:
+        return None
+    return AuthorNote(author.id, Target(found[0].platform, found[1]))  # type: ignore[union-attr]
+
+
+def _out_note(notice: Notice, recipients: int) -> DirectMessage:
+    return DirectMessage(
+        title=f"Sent: {notice.title}"[:150],
+        lines=(f"Your notice #{notice.id} \"{notice.title}\" is out: {recipients} recipients queued. "
+               "Herald finished sending it after an interruption.",
+               f"Follow it with `/herald status {notice.id}` in Slack or `status {notice.id}` in Teams."))
 
 
 async def author_refusal(notice: Notice) -> str:

@@ -152,20 +152,46 @@ def _plain_text(mrkdwn: str) -> str:
     return html.unescape(mrkdwn.replace("*", "").replace("`", ""))
 
 
-async def send_previewed(herald: Herald, notice_value: object, body: dict[str, Any]) -> dict[str, Any]:
-    """A preview's Send (the preview message's button, or the preview modal's submission): queue the
-    notice, one delivery row per recipient (seconds for a large audience, so only after Slack's
-    answer), wake the outbox, and the reply that says so."""
-    result = await sending.send_draft(record_id(notice_value), await staff_of(body), herald.catalog,
-                                      now=herald.clock.now(), platform_policy=herald.settings.platform_policy)
+async def send_previewed(herald: Herald, notice_value: object, body: dict[str, Any],
+                         ack: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+    """A preview's Send (the preview message's button, or the preview modal's submission), `ack`
+    being the listener's acknowledgement. The send is stored first (`request_send`: one short
+    transaction, well inside Slack's 3 s), then Slack is answered: once Slack has its 200 it never
+    sends the click again, so a process killed after the ack must find the send in the database
+    (the next tick publishes it and tells the CAM). The outbox rows come after the ack
+    (`finish_send`: seconds for a large audience), then the outbox is woken; returns the reply that
+    says how it went. A refused Send is acknowledged too, and its UserError raised after."""
+    try:
+        staff = await staff_of(body)
+        requested = await sending.request_send(record_id(notice_value), staff, now=herald.clock.now())
+    finally:
+        await ack()
+    if requested.already or not requested.queued:  # a second press, or scheduled for later
+        return {"replace_original": True, "text": sent_text(requested)}
+    actor = staff.email  # type: ignore[union-attr] - request_send refused anyone who is not staff
+    return {"replace_original": True, "text": await _finish_requested(herald, requested.notice.id, actor)}
+
+
+async def _finish_requested(herald: Herald, notice_id: int, actor: str) -> str:
+    """`finish_send` of a Send stored before the ack; what to tell the CAM."""
+    try:
+        result = await sending.finish_send(notice_id, herald.catalog, actor=actor,
+                                           now=herald.clock.now(), platform_policy=herald.settings.platform_policy)
+    except Exception:  # noqa: BLE001 - the notice stays due: the tick publishes it, or fails it and says why
+        log.exception("writing the outbox of notice %s after Slack was answered failed", notice_id)
+        return (f":warning: Notice #{notice_id} could not be queued just now; Herald tries again at its next tick "
+                "and tells you in a direct message when it is out, or why not.")
     herald.outbox.wake()
-    return {"replace_original": True, "text": sent_text(result)}
+    if result.already:  # the tick (this replica or another) got there first, or it was cancelled in between
+        return f"Notice #{notice_id} is {result.notice.status}. Follow it with `/herald status {notice_id}`."
+    return sent_text(result)
 
 
 def sent_text(result: sending.SendResult) -> str:
     n = result.notice
     if result.already:
-        return f"Notice #{n.id} is already {n.status}; nothing new was sent. `/herald status {n.id}`"
+        state = "being sent" if result.queued else n.status
+        return f"Notice #{n.id} is already {state}; nothing new was sent. `/herald status {n.id}`"
     if n.status == "scheduled" and n.scheduled_at:
         return (f":calendar: Notice #{n.id} *{escape(n.title)}* is scheduled for {reader_time(n.scheduled_at)}. "
                 f"`/herald scheduled` lists it; `/herald cancel {n.id}` cancels it.")

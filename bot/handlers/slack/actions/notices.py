@@ -81,8 +81,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
 
     @app.action(SEND_ACTION)
     async def on_send(ack, body, respond) -> None:  # noqa: ANN001
-        await ack()
-        await respond_or_explain(respond, send_previewed(herald, body["actions"][0].get("value"), body))
+        # acknowledged inside, once the send is stored (a kill after the ack must not lose it)
+        await respond_or_explain(respond, send_previewed(herald, body["actions"][0].get("value"), body, ack))
 
     @app.action(CANCEL_ACTION)
     async def on_cancel(ack, body, respond) -> None:  # noqa: ANN001

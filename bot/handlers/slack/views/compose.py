@@ -52,11 +52,13 @@ def register(app: AsyncApp, herald: Herald) -> None:
 
     @app.view(PREVIEW_CALLBACK)
     async def on_preview_send(ack, body, view, client) -> None:  # noqa: ANN001
-        # Answered first: queueing a large audience takes longer than the 3 s Slack waits for the
-        # answer. The outcome follows as the preview message's Send button gives it, in a direct message.
-        await ack(response_action="update", view=message_modal("Sending", QUEUEING))
+        # The send is stored, then answered: queueing a large audience takes longer than the 3 s
+        # Slack waits for the answer, so the rows are written after it. The outcome follows as the
+        # preview message's Send button gives it, in a direct message.
+        async def answer() -> None:
+            await ack(response_action="update", view=message_modal("Sending", QUEUEING))
         await respond_or_explain(direct_message_respond(client, herald, body),
-                                 send_previewed(herald, view.get("private_metadata"), body))
+                                 send_previewed(herald, view.get("private_metadata"), body, answer))
 
     @app.view_closed(PREVIEW_CALLBACK)
     async def on_preview_closed(ack, body, view) -> None:  # noqa: ANN001

@@ -50,8 +50,8 @@ async def send(invoke: Invoke) -> web.Response:
     """The preview's Send. Teams waits 15 s for the answer, and writing the outbox rows of a large
     audience takes seconds (bench/publish.py), more on a busy host: only the send itself is stored
     before the answer (`request_send`, idempotent against a second press); the rows are written
-    after it (`finish_send`), as Slack answers first and queues afterwards, and the CAM is told in
-    the chat when the notice is out. Should the process die in between, the tick publishes it."""
+    after it (`finish_send`), as Slack's Send does around its ack, and the CAM is told in the chat
+    when the notice is out. Should the process die in between, the tick publishes it and tells the CAM."""
     herald = invoke.herald
     result = await sending.request_send(invoke.number("notice_id"), invoke.staff, now=herald.clock.now())
     if result.queued and not result.already:
@@ -67,7 +67,7 @@ async def _finish_send(invoke: Invoke, notice_id: int) -> None:
     except Exception:  # noqa: BLE001 - the notice stays due: the tick publishes it, or fails it and says why
         log.exception("writing the outbox of notice %s after the Send was answered failed", notice_id)
         await invoke.reply(text_activity(f"Notice #{notice_id} could not be queued just now; Herald tries again "
-                                         "at its next tick and tells you if it cannot send it."))
+                                         "at its next tick and tells you when it is out, or why not."))
         return
     herald.outbox.wake()
     if result.already:  # the tick got there first, or it was cancelled in between
