@@ -33,6 +33,29 @@ def _compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
+# a reader sent to a markdown file by the code: `docs/architecture.md`, or a path outside the
+# repository; optionally followed by the section, `docs/architecture.md, "Its heading"`
+_POINTER = re.compile(r'(?P<path>/work/[\w./-]+\.md|\b(?:docs/)?[\w-]+\.md)(?:, "(?P<section>[^"]+)")?')
+
+
+def test_the_files_the_code_points_readers_at_ship_with_it() -> None:
+    """A docstring that says "see <file>" must name a file of the repository (and a section that is
+    in it): one outside it (a brief on the author's machine) is a dead end for the next engineer."""
+    dead = []
+    for source in sorted([*ROOT.joinpath("bot").rglob("*.py"), *ROOT.joinpath("storage").rglob("*.py")]):
+        text = " ".join(source.read_text(encoding="utf-8").split())  # a pointer may wrap across lines
+        for found in _POINTER.finditer(text):
+            target = ROOT / found["path"] if not found["path"].startswith("/") else Path(found["path"])
+            where = f"{source.relative_to(ROOT)}: {found[0]}"
+            if ROOT not in target.parents or not target.is_file():
+                dead.append(where)
+            elif found["section"] and not any(" ".join(line.lstrip("#").split()) == found["section"]
+                                              for line in target.read_text(encoding="utf-8").splitlines()
+                                              if line.startswith("#")):
+                dead.append(f"{where} (no such section)")
+    assert not dead, dead
+
+
 def test_compose_file_follows_the_compose_specification() -> None:
     schema = json.loads((resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text())
     validator = jsonschema.validators.validator_for(schema)(schema)

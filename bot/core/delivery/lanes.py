@@ -9,7 +9,8 @@ only one, so any number of replicas together stay under the lane's rate.
 Work reaches a lane from *sources*: the outbox's notice deliveries (with reminders and in-place
 updates) is one; direct messages (journeys, digests, escalations, hand-offs) are another. The
 scheduler drains a held lane's sources in priority order (lowest `priority` first), a few items
-at a time, each item one request against the lane's budget. See /work/briefs/engine-seam.md.
+at a time, each item one request against the lane's budget. See docs/architecture.md, "The delivery
+engine: lanes and sources".
 """
 
 from __future__ import annotations

@@ -660,7 +660,8 @@ class Outbox:
         self._notify_again = False  # a wake was asked for meanwhile: NOTIFY once more after it
 
     def add_source(self, source: LaneSource) -> None:
-        """Register a source of outbound requests (see /work/briefs/engine-seam.md)."""
+        """Register a source of outbound requests (a `LaneSource`: docs/architecture.md, "The delivery
+        engine: lanes and sources")."""
         self.sources = sorted([*self.sources, source], key=lambda s: s.priority)
         self._recorders[source.name] = _Recorder(source, self.clock, self.settings.flush_ms / 1000,
                                                   self.settings.record_retry_pauses,
