@@ -105,12 +105,6 @@ class Herald:
         self._pushes: set[asyncio.Task] = set()  # copy updates pushed without a worker loop
         self._answered: set[asyncio.Future] = set()  # work the platform was already answered for
 
-    async def write_answered(self, work: Awaitable[T]) -> T:
-        """Await ``work``, a write the platform was already answered for (Slack hears its 200 when
-        a listener calls ack(), before it writes; an answered interaction is never sent again):
-        a stop waits for it (``settle``). Acknowledgements have their own queue (``acks.written``)."""
-        return await asyncio.shield(self.after_answer(work))
-
     def after_answer(self, work: Awaitable[T]) -> asyncio.Future[T]:
         """Run ``work`` after the platform's request is answered (e.g. a Teams message's replies,
         which go out through the Bot Connector); a stop waits for it (``settle``)."""
@@ -120,7 +114,10 @@ class Herald:
 
     def answered(self, task: asyncio.Future) -> None:
         """Have a stop wait for ``task`` (``settle``): work already running that the platform was
-        answered for, such as a Slack listener's work after its ack(), which Slack never sends again."""
+        answered for, such as a Slack listener's work after its ack(), which Slack never sends again
+        (every listener's task is handed here before it runs: bot.handlers.slack.app, so what a
+        listener awaits after its ack(), a survey answer's write included, needs nothing more).
+        Acknowledgements have their own queue (``acks.written``)."""
         self._answered.add(task)
         task.add_done_callback(self._answered.discard)
 

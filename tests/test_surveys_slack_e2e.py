@@ -209,7 +209,8 @@ async def test_variants_balanced_then_the_winner_rolled_out_once(slack: SlackHar
 async def test_a_stop_waits_for_survey_answers_slack_was_already_answered_for(slack: SlackHarness,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Slack hears its 200 at ack(), before the answer is written, and never sends an answered
-    click again: `Herald.settle` (run on SIGTERM before the database closes) waits for the write."""
+    click again: `Herald.settle` (run on SIGTERM before the database closes) waits for the write,
+    which runs in the listener's task, handed to `Herald.answered` before the listener starts."""
     from bot.handlers.slack.actions import surveys
 
     preview = await _reply(slack, "survey announcements all anonymous | How useful is Herald? | scale:0-10")

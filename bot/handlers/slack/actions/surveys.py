@@ -32,9 +32,10 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await ack()
         notice_id, _, value = (body["actions"][0].get("value") or "").partition(":")
         try:
-            result = await herald.write_answered(answer_survey(
+            # after the ack: a stop waits for this listener's task (Herald.answered), so for the write
+            result = await answer_survey(
                 record_id(notice_id), int(value), platform=Platform.SLACK.value, workspace_id=body["team"]["id"],
-                user_id=body["user"]["id"], now=herald.clock.now()))
+                user_id=body["user"]["id"], now=herald.clock.now())
         except (UserError, ValueError) as exc:
             text = str(exc) if isinstance(exc, UserError) else "That button's data is not valid any more."
             await respond(text=f":warning: {escape(text)}", response_type="ephemeral", replace_original=False)
