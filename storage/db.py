@@ -362,6 +362,40 @@ async def select_locked(table: str, columns: str, where: str, params: list[Any],
     return await client.execute_query_dict(placeholders(query), args)
 
 
+@contextlib.asynccontextmanager
+async def read_snapshot() -> AsyncIterator[BaseDBAsyncClient]:
+    """A read-only transaction in which every query of this context (the current task, and tasks
+    it starts) sees the database as of entering it: what compliance reads in several statements
+    (a report's head, summary and rows) then agrees with itself, whatever commits meanwhile.
+
+    PostgreSQL: REPEATABLE READ READ ONLY on a pooled connection. SQLite: a connection of its own
+    to the same file (`query_only`), in a transaction that starts reading at once; in WAL mode
+    (tortoise's default, which Herald keeps) it holds its snapshot without blocking the process's
+    connection, so writers go on while a long download streams. (A transaction on the process's
+    one connection would hold its lock, and every other query, for the whole download.) An
+    in-memory database has no file a second connection could open: its one connection is used."""
+    if dialect() == "postgres":
+        async with in_transaction() as conn:
+            await conn.execute_script("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield conn
+        return
+    main = connections.get("default")
+    path = str(getattr(main, "filename", "") or "")
+    if not path or path == ":memory:" or path.startswith("file:"):
+        async with in_transaction() as conn:
+            yield conn
+        return
+    from tortoise.backends.sqlite.client import SqliteClient
+
+    reader = SqliteClient(file_path=path, connection_name=main.connection_name, query_only="ON")
+    try:
+        async with reader._in_transaction() as conn:
+            await conn.execute_query("SELECT count(*) FROM sqlite_master")  # BEGIN is deferred: take the snapshot now
+            yield conn
+    finally:
+        await reader.close()
+
+
 async def ping(timeout: float = 3.0) -> bool:
     try:
         await asyncio.wait_for(connections.get("default").execute_query("SELECT 1"), timeout)

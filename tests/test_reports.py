@@ -264,6 +264,38 @@ async def test_json_report_is_one_valid_object(db: str) -> None:
     assert data["rows"] == expected_json_rows()
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+async def test_a_click_while_the_report_streams_is_in_neither_its_summary_nor_its_rows(db: str, fmt: str) -> None:
+    """Cy acknowledges after the report's first chunk (its head and summary) went out and before
+    its rows are read: on both databases the report is one snapshot, so its totals agree with its
+    rows and its chain head, and the click is in the next report."""
+    fx = await seed_reports()
+    chunks = reports.report_chunks(fx.notice.id, fmt, now=NOW, actor="audit@vendor.example", page_size=1)
+    first = await anext(chunks)
+    cy = fx.members["cy"]
+    delivery = await Delivery.get(notice_id=fx.notice.id, member_id=cy.id, kind="notice")
+    await Acknowledgement.create(notice=fx.notice, member=cy, delivery=delivery, platform="slack", revision=2,
+                                 acknowledged_at=NOW)
+    await record([audit_event("notice.acknowledged", now=NOW, actor=cy.email, notice_id=fx.notice.id,
+                              member_id=cy.id, platform="slack", revision=2)])
+    text = first + "".join([chunk async for chunk in chunks])
+
+    if fmt == "csv":
+        meta, table = split_csv(text)
+        rows = [dict(zip(table[0], row, strict=True)) for row in table[1:]]
+        acknowledged, head_seq = int(meta["acknowledged"]), int(meta["audit_chain_head_seq"])
+        acked_rows = [r["email"] for r in rows if r["acknowledged_revision"] == "2"]
+    else:
+        data = json.loads(text)
+        acknowledged, head_seq = data["summary"]["acknowledged"], data["audit_chain_head"]["seq"]
+        acked_rows = [r["email"] for r in data["rows"] if r["acknowledged_revision"] == 2]
+    assert acked_rows == ["anna@acme.example"], f"the rows show a click made after the summary: {acked_rows}"
+    assert acknowledged == len(acked_rows) == 1
+    assert head_seq < (await AuditEvent.get(kind="notice.acknowledged", member_id=cy.id)).seq
+    meta, _ = split_csv(await collect(fx.notice.id, "csv"))
+    assert meta["acknowledged"] == "2"
+
+
 async def test_pagination_gives_the_same_rows_and_each_export_is_audited(db: str) -> None:
     fx = await seed_reports()
     one_page = split_csv(await collect(fx.notice.id, "csv"))[1]

@@ -8,9 +8,9 @@ export of a notice with 100,000 recipients runs in the same memory as one with f
 * one for their delivered reminders (grouped by member and platform: each copy its own),
 * escalations once per notice, the summary with GROUP BY queries before the first row.
 
-The report does not hold a database transaction open while it streams (a slow HTTP client would
-otherwise block SQLite writers and hold back PostgreSQL's vacuum); the summary and the rows are
-each consistent with the database at the moment they were read.
+The head, the summary and every row are read in one read-only snapshot (`storage.db.read_snapshot`,
+on SQLite a connection of its own, so writers are not blocked while a slow client downloads): a
+click that lands meanwhile is in none of them, and the totals agree with the rows.
 """
 
 from __future__ import annotations
@@ -488,7 +488,7 @@ async def export_summary(*, since: datetime, until: datetime, now: datetime, act
 
     Writes one `report.exported` event first, as the report of one notice does, so the head the
     summary names includes its own export. On PostgreSQL the head and the counts are read in one
-    snapshot (a click landing meanwhile is in neither)."""
+    snapshot (`storage.db.read_snapshot`: a click landing meanwhile is in neither)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown report format '{fmt}'; use csv or json")
     async with in_transaction() as conn:
@@ -501,11 +501,7 @@ async def export_summary(*, since: datetime, until: datetime, now: datetime, act
         return head, await summary_report(since=since, until=until, topic=topic, importance=importance,
                                           author_id=author_id)
 
-    if storage_db.dialect() == "postgres":
-        async with in_transaction() as conn:
-            await conn.execute_script("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            head, rows = await read()
-    else:
+    async with storage_db.read_snapshot():
         head, rows = await read()
     return {"since": iso(since), "until": iso(until), "topic": topic, "importance": importance,
             "produced_at": iso(now), "audit_chain_head": head, "notices": rows}
@@ -689,11 +685,9 @@ async def report_chunks(notice_id: int, fmt: Format, *, now: datetime, actor: st
     """The acknowledgement report of one notice as text chunks (one per page of rows).
 
     Writes one `report.exported` audit event when the export starts; the audit chain head is read
-    after it, so the head the report names includes its own export. On PostgreSQL the head, the
-    summary and every row are read in one snapshot (`_in_snapshot`), so a click that lands while a
-    slow client is still downloading is in none of them: the report is the trail as of its head.
-    (SQLite has one connection per process: a transaction held for a whole download would stop
-    every other query, so there the rows are read page by page as they come.)"""
+    after it, so the head the report names includes its own export. The head, the summary and
+    every row are read in one snapshot (`_in_snapshot`), so a click that lands while a slow client
+    is still downloading is in none of them: the report is the trail as of its head."""
     if fmt not in FORMATS:
         raise UserError(f"unknown report format '{fmt}'; use csv or json")
     notice = await load_notice(notice_id)
@@ -704,8 +698,7 @@ async def report_chunks(notice_id: int, fmt: Format, *, now: datetime, actor: st
     def body() -> AsyncIterator[str]:
         return _report_text(notice.id, fmt, now=now, page_size=page_size, progress=progress)
 
-    chunks = _in_snapshot(body) if storage_db.dialect() == "postgres" else body()
-    async for chunk in chunks:
+    async for chunk in _in_snapshot(body):
         yield chunk
 
 
@@ -722,16 +715,15 @@ _SNAPSHOT_AHEAD = 2  # chunks read ahead of the client
 
 
 async def _in_snapshot(body: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
-    """`body`'s chunks, read in one REPEATABLE READ READ ONLY transaction of their own task: the
-    transaction's connection is bound to that task's context, so the consumer's own queries between
-    chunks never run inside it. A consumer that stops early (a client gone) ends the transaction."""
+    """`body`'s chunks, read in one read-only snapshot (`storage.db.read_snapshot`) of their own
+    task: the snapshot's connection is bound to that task's context, so the consumer's own queries
+    between chunks never run inside it. A consumer that stops early (a client gone) ends it."""
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_SNAPSHOT_AHEAD)
     done = object()
 
     async def produce() -> None:
         try:
-            async with in_transaction() as conn:
-                await conn.execute_script("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            async with storage_db.read_snapshot():
                 async for chunk in body():
                     await queue.put(chunk)
             await queue.put(done)
