@@ -48,7 +48,7 @@ async def get_survey(request: web.Request, staff: Staff) -> web.StreamResponse:
     fmt = request.query.get("format", "json").strip().lower()
     if fmt not in ("json", "csv"):
         raise UserError("format must be json or csv")
-    results = await survey_results(_id(request), staff)
+    results = await survey_results(_id(request), staff, answers_listed=0 if fmt == "csv" else None)
     if fmt == "csv":
         return web.Response(text=results_csv(results), content_type="text/csv", charset="utf-8", headers={
             **NO_STORE, "Content-Disposition": f'attachment; filename="survey-{results["survey"]["id"]}-results.csv"'})

@@ -7,7 +7,10 @@ import asyncio
 import contextvars
 import csv
 import io
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -24,6 +27,8 @@ from bot.core.surveys.creating import create_survey_draft
 from bot.core.compliance.reports import _FORMULA_START as FORMULA_START
 from bot.core.surveys.results import OTHER, _pooled_cells, results_csv, summarise, survey_results
 from bot.core.surveys.spec import SurveySpec, build_spec
+from tortoise import connections
+
 from storage.models import AuditEvent, Delivery, Member, Notice, Staff, Survey, SurveyAnswer, SurveyAnswerChange
 from tests.support import TEAM, directory_csv
 from tests.survey_support import SurveyRig, members
@@ -65,23 +70,20 @@ def test_inline_survey_syntax() -> None:
 
 def test_nps_and_distribution() -> None:
     spec = SurveySpec("NPS?", scale=(0, 10))
-    summary = summarise(spec, [10, 9, 9, 8, 7, 6, 0, 10])
+    summary = summarise(spec, Counter([10, 9, 9, 8, 7, 6, 0, 10]))
     assert summary["nps"] == {"score": 25, "promoters": 4, "passives": 2, "detractors": 2}  # (4 - 2) / 8
     assert summary["mean"] == 7.38
     assert [c["count"] for c in summary["distribution"]][9:] == [2, 2]
 
 
 def test_small_cells_are_pooled_so_nothing_can_be_subtracted() -> None:
-    answers = [{"organisation_id": org, "role": role, "value": 0}
-               for org, role, n in (("a", "sales", 7), ("a", "support", 6), ("b", "sales", 3), ("c", "sales", 1))
-               for _ in range(n)]
-    recipients = {i: (a["organisation_id"], a["role"]) for i, a in enumerate(answers)}
-    recipients[99] = ("d", "sales")  # delivered, never answered: a cell of its own, pooled
+    answered = Counter({("a", "sales"): 7, ("a", "support"): 6, ("b", "sales"): 3, ("c", "sales"): 1})
+    recipients = answered + Counter({("d", "sales"): 1})  # d: delivered, never answered: a cell of its own, pooled
     # b and c (4 answers together) would be the total minus the rest: a/support (the smallest) joins
-    assert _pooled_cells(recipients, answers) == {("b", "sales"), ("c", "sales"), ("d", "sales"), ("a", "support")}
-    lone = [a for a in answers if (a["organisation_id"], a["role"]) in {("a", "sales"), ("c", "sales")}]
+    assert _pooled_cells(recipients, answered) == {("b", "sales"), ("c", "sales"), ("d", "sales"), ("a", "support")}
+    lone = Counter({cell: n for cell, n in answered.items() if cell in {("a", "sales"), ("c", "sales")}})
     # one small cell next to one big one: both pooled, or the big one would give the small one away
-    assert _pooled_cells({}, lone) == {("a", "sales"), ("c", "sales")}
+    assert _pooled_cells(Counter(), lone) == {("a", "sales"), ("c", "sales")}
 
 
 async def test_anonymous_breakdowns_cannot_be_subtracted_across_dimensions(srig: SurveyRig) -> None:
@@ -110,6 +112,56 @@ async def test_anonymous_breakdowns_cannot_be_subtracted_across_dimensions(srig:
     assert all(r["answered"] >= 5 for r in rows.values() if r["answered"])
     others = {dim: rows[(dim, OTHER)]["answered"] for dim in results["breakdowns"] if (dim, OTHER) in rows}
     assert set(others.values()) == {6} and len(others) == 4  # the same pool in every breakdown
+
+
+async def _rows_fetched(read: Callable[[], Awaitable[Any]]) -> int:
+    """How many rows the database returned to `read` (every statement on the default connection)."""
+    client = connections.get("default")
+    fetched = 0
+
+    def counting(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def run(*args: Any) -> Any:
+            nonlocal fetched
+            result = await method(*args)
+            rows = result[1] if isinstance(result, tuple) else result  # execute_query: (count, rows)
+            fetched += len(rows)
+            return result
+        return run
+
+    originals = client.execute_query, client.execute_query_dict
+    client.execute_query, client.execute_query_dict = counting(originals[0]), counting(originals[1])
+    try:
+        await read()
+    finally:
+        client.execute_query, client.execute_query_dict = originals
+    return fetched
+
+
+async def test_results_are_counted_by_the_database_not_read_answer_by_answer(srig: SurveyRig) -> None:
+    """A survey to 100,000 members: its results read one row per segment and answer value, not one
+    per answer. Four more answers in the same segments, with the same value, read no more rows."""
+    for text in ("announcements all anonymous | How useful? | scale:1-5 | follow-up: Why?",
+                 "announcements all | How useful? | scale:1-5 | follow-up: Why?"):
+        survey_id = await srig.survey(text)
+        await srig.herald.outbox.drain()
+        anonymous = "anonymous" in text
+
+        async def results() -> dict:
+            return await (survey_results(survey_id, None, operator=True) if anonymous else
+                          survey_results(survey_id, None, operator=True, answers_listed=0))
+
+        for user in ("UACME1", "UACME2", "UACME3", "UBOLT1", "UBOLT2", "UBOLT3"):  # each org's three roles
+            await srig.answer(survey_id, user, 4, comment="ok" if user == "UACME1" else None)
+        six = await _rows_fetched(results)
+        for user in ("UACME4", "UACME5", "UACME6", "UBOLT4"):  # the same organisations and roles
+            await srig.answer(survey_id, user, 4)
+        ten = await _rows_fetched(results)
+        assert ten == six, f"{'anonymous' if anonymous else 'named'}: {six} rows read for 6 answers, {ten} for 10"
+        found = await results()
+        assert found["total"]["answered"] == 10 and found["total"]["distribution"][3]["count"] == 10
+        assert found["total"]["mean"] == 4.0 and len(found["comments"]) == 1
+        assert found["answers"] == (None if anonymous else [])
+        assert len((await survey_results(survey_id, None, operator=True))["answers"] or []) == (0 if anonymous else 10)
 
 
 # ---- sending and answering ---------------------------------------------------------------------

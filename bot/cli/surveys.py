@@ -73,8 +73,9 @@ def survey_send(topic: str, audience: str, question: str, options: tuple[str, ..
 def survey_results_command(survey_id: int, as_json: bool, fmt: str) -> None:
     from bot.core.surveys.results import results_csv, survey_results
 
-    results = run(lambda: survey_results(survey_id, None, operator=True))
     fmt = "json" if as_json else fmt
+    results = run(lambda: survey_results(survey_id, None, operator=True,  # text and CSV show figures only
+                                         answers_listed=None if fmt == "json" else 0))
     if fmt == "json":
         click.echo(json.dumps(results, indent=2, ensure_ascii=False))
     elif fmt == "csv":

@@ -32,12 +32,12 @@ def add_survey_routes(app: web.Application, herald: Herald) -> None:
         return current.render("surveys.html", surveys=found.surveys, next_before=found.next_before, bar=bar_svg)
 
     async def survey_page(current: Page) -> web.StreamResponse:
-        results = await survey_results(notice_id(current), current.me)
+        results = await survey_results(notice_id(current), current.me, answers_listed=ANSWERS_SHOWN)
         return current.render("survey.html", r=results, doc=results["survey"], dimensions=DIMENSIONS,
                               threshold=MIN_SEGMENT_ANSWERS, other=OTHER, answers_shown=ANSWERS_SHOWN, bar=bar_svg)
 
     async def survey_csv(current: Page) -> web.StreamResponse:
-        results = await survey_results(notice_id(current), current.me)
+        results = await survey_results(notice_id(current), current.me, answers_listed=0)  # figures only
         return web.Response(text=results_csv(results), content_type="text/csv", charset="utf-8", headers={
             **HEADERS, "Content-Disposition": f'attachment; filename="survey-{results["survey"]["id"]}-results.csv"'})
 

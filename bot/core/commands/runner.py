@@ -171,7 +171,7 @@ class StaffCommands:
         if isinstance(command, SurveyResultsCommand):
             from bot.core.surveys.results import survey_results
 
-            return SurveyResults(await survey_results(command.notice_id, staff))
+            return SurveyResults(await survey_results(command.notice_id, staff, answers_listed=0))  # chat shows figures
         if isinstance(command, SurveyCloseCommand):
             closed = await close_survey(command.notice_id, staff, now=now)
             self.wake_outbox()

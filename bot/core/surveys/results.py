@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import csv
 import io
-import statistics
 from collections import Counter, defaultdict
 from typing import Any
+
+from tortoise.functions import Count
+from tortoise.queryset import QuerySet
 
 from bot.common.errors import NotFound, PermissionDenied
 from bot.core.compliance.reports import csv_cell, csv_metadata_row, iso
@@ -71,18 +73,20 @@ async def cam_organisations(staff: Staff) -> set[int]:
 
 # ---- summaries ---------------------------------------------------------------------------------
 
-def summarise(spec: SurveySpec, values: list[int]) -> dict[str, Any]:
-    """Distribution, mean (scales) and NPS (0-10) of a list of answer values."""
-    counts = Counter(values)
-    n = len(values)
+Values = Counter[int]  # answer value -> how many answered it: every figure is computed from these
+
+
+def summarise(spec: SurveySpec, counts: Values) -> dict[str, Any]:
+    """Distribution, mean (scales) and NPS (0-10) of answers counted per value."""
+    n = sum(counts.values())
     out: dict[str, Any] = {"distribution": [
         {"value": value, "label": label, "count": counts.get(value, 0),
          "share": round(counts.get(value, 0) / n, 4) if n else None} for value, label in spec.choices()]}
     if spec.scale:
-        out["mean"] = round(statistics.fmean(values), 2) if values else None
+        out["mean"] = round(sum(value * k for value, k in counts.items()) / n, 2) if n else None
     if spec.is_nps:
-        promoters = sum(1 for v in values if v >= 9)
-        detractors = sum(1 for v in values if v <= 6)
+        promoters = sum(k for value, k in counts.items() if value >= 9)
+        detractors = sum(k for value, k in counts.items() if value <= 6)
         out["nps"] = {"score": round(100 * (promoters - detractors) / n) if n else None, "promoters": promoters,
                       "passives": n - promoters - detractors, "detractors": detractors}
     return out
@@ -98,22 +102,23 @@ def _blank(spec: SurveySpec) -> dict[str, Any]:
     return out
 
 
-def _row(spec: SurveySpec, segment: str, recipients: int, values: list[int]) -> dict[str, Any]:
-    return {"segment": segment, "recipients": recipients, "answered": len(values),
-            "response_rate": round(len(values) / recipients, 4) if recipients else None, **summarise(spec, values)}
+def _row(spec: SurveySpec, segment: str, recipients: int, counts: Values) -> dict[str, Any]:
+    answered = sum(counts.values())
+    return {"segment": segment, "recipients": recipients, "answered": answered,
+            "response_rate": round(answered / recipients, 4) if recipients else None, **summarise(spec, counts)}
 
 
 Cell = tuple[Any, str]  # (organisation id, role): the finest level the breakdowns split by
 
 
-def _pooled_cells(recipients: dict[int, tuple[int, str]], answers: list[dict]) -> set[Cell]:
-    """Anonymous surveys: the cells shown only inside the pool (see the module docstring). The
-    caller has checked that the survey has at least MIN_SEGMENT_ANSWERS answers in all."""
-    counts: Counter[Cell] = Counter((a["organisation_id"], a["role"]) for a in answers)
-    cells = set(counts) | set(recipients.values())
-    pooled = {cell for cell in cells if counts[cell] < MIN_SEGMENT_ANSWERS}
-    while 0 < sum(counts[cell] for cell in pooled) < MIN_SEGMENT_ANSWERS:
-        pooled.add(min(cells - pooled, key=lambda cell: (counts[cell], str(cell))))
+def _pooled_cells(recipients: Counter[Cell], answered: Counter[Cell]) -> set[Cell]:
+    """Anonymous surveys: the cells shown only inside the pool (see the module docstring), from the
+    number of recipients and of answers per cell. The caller has checked that the survey has at
+    least MIN_SEGMENT_ANSWERS answers in all."""
+    cells = set(answered) | set(recipients)
+    pooled = {cell for cell in cells if answered[cell] < MIN_SEGMENT_ANSWERS}
+    while 0 < sum(answered[cell] for cell in pooled) < MIN_SEGMENT_ANSWERS:
+        pooled.add(min(cells - pooled, key=lambda cell: (answered[cell], str(cell))))
     return pooled
 
 
@@ -126,42 +131,71 @@ async def _survey(notice_id: int) -> Survey:
     return survey
 
 
-async def survey_results(notice_id: int, staff: Staff | None, *, operator: bool = False) -> dict[str, Any]:
-    """Everything any surface shows about a survey's answers, already filtered for anonymity."""
+async def _recipients_per_cell(notice_id: int, scope: set[int] | None) -> Counter[Cell]:
+    """Members the survey was delivered to (once each, whatever their number of copies), counted
+    per cell of their current organisation and role: one row per cell, not per member."""
+    query = Delivery.filter(notice_id=notice_id, kind=DeliveryKind.NOTICE.value, status=DeliveryStatus.DELIVERED.value)
+    if scope is not None:
+        query = query.filter(member__organisation_id__in=sorted(scope))
+    rows = await (query.annotate(n=Count("member_id", distinct=True))
+                  .group_by("member__organisation_id", "member__role")
+                  .values("member__organisation_id", "member__role", "n"))
+    return Counter({(r["member__organisation_id"], r["member__role"]): r["n"] for r in rows})
+
+
+async def _answers_per_cell(survey_id: int, scope: set[int] | None) -> dict[Cell, Values]:
+    """The answers counted per cell (the organisation and role stored with each answer) and value,
+    by the database: one row per cell and value, however many answered."""
+    rows = await (_answers(survey_id, scope).annotate(n=Count("id")).group_by("organisation_id", "role", "value")
+                  .values("organisation_id", "role", "value", "n"))
+    cells: dict[Cell, Values] = defaultdict(Counter)
+    for r in rows:
+        cells[(r["organisation_id"], r["role"])][r["value"]] += r["n"]
+    return cells
+
+
+def _answers(survey_id: int, scope: set[int] | None) -> QuerySet[SurveyAnswer]:
+    query = SurveyAnswer.filter(survey_id=survey_id)
+    return query if scope is None else query.filter(organisation_id__in=sorted(scope))
+
+
+async def survey_results(notice_id: int, staff: Staff | None, *, operator: bool = False,
+                         answers_listed: int | None = None) -> dict[str, Any]:
+    """Everything any surface shows about a survey's answers, already filtered for anonymity.
+
+    Every figure is counted by the database (per cell and value), so the rows read do not grow with
+    the answers; only comments and, for a named survey, the list of who answered what are rows.
+    `answers_listed` caps that list (None: all of them, as the API gives; `total.answered` says how
+    many there are)."""
     survey = await _survey(notice_id)
     notice: Notice = survey.notice
     scope = scope_for(staff, notice, journey=survey.key is not None, operator=operator)
     if scope == {-1}:
         scope = await cam_organisations(staff)  # type: ignore[arg-type]
     spec = spec_of(survey)
-    recipients: dict[int, tuple[int, str]] = {}
-    for row in await Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value,
-                                     status=DeliveryStatus.DELIVERED.value).values(
-            "member_id", "member__organisation_id", "member__role"):
-        if scope is None or row["member__organisation_id"] in scope:
-            recipients[row["member_id"]] = (row["member__organisation_id"], row["member__role"])
-    answers = [a for a in await SurveyAnswer.filter(survey_id=survey.id).order_by("id").values(
-        "organisation_id", "role", "value", "comment", "changes", "answered_at", "changed_at", "platform",
-        "member__name", "member__email") if scope is None or a["organisation_id"] in scope]
-    org_ids = {org for org, _ in recipients.values()} | {a["organisation_id"] for a in answers}
-    orgs = {o["id"]: o for o in await Organisation.filter(id__in=[i for i in org_ids if i is not None]).values(
+    recipients = await _recipients_per_cell(notice.id, scope)
+    cells = await _answers_per_cell(survey.id, scope)
+    answered = Counter({cell: sum(values.values()) for cell, values in cells.items()})
+    org_ids = {org for org, _ in (*recipients, *cells) if org is not None}
+    orgs = {o["id"]: o for o in await Organisation.filter(id__in=sorted(org_ids)).values(
         "id", "external_id", "name", "tier", "region")}
     anonymous = survey.anonymous
-    values = [a["value"] for a in answers]
-    enough = not anonymous or len(values) >= MIN_SEGMENT_ANSWERS
-    pooled = _pooled_cells(recipients, answers) if anonymous and enough else None
-    total = {"recipients": len(recipients), "answered": len(values),
-             "response_rate": round(len(values) / len(recipients), 4) if recipients else None,
-             "changed_answers": sum(1 for a in answers if a["changes"]),
+    values: Values = sum(cells.values(), Counter())
+    n_answers, n_recipients = sum(values.values()), sum(recipients.values())
+    enough = not anonymous or n_answers >= MIN_SEGMENT_ANSWERS
+    pooled = _pooled_cells(recipients, answered) if anonymous and enough else None
+    total = {"recipients": n_recipients, "answered": n_answers,
+             "response_rate": round(n_answers / n_recipients, 4) if n_recipients else None,
+             "changed_answers": await _answers(survey.id, scope).filter(changes__gt=0).count(),
              **(summarise(spec, values) if enough else _blank(spec))}
     return {
         "survey": _document(survey, spec, notice),
         "anonymous": anonymous, "threshold": MIN_SEGMENT_ANSWERS if anonymous else None,
         "suppressed": not enough, "total": total,
-        "breakdowns": {dim: _breakdown(spec, dim, recipients, answers, orgs, pooled) if enough else []
+        "breakdowns": {dim: _breakdown(spec, dim, recipients, cells, orgs, pooled) if enough else []
                        for dim in DIMENSIONS},
-        "comments": _comments(answers, anonymous, enough),
-        "answers": None if anonymous else [_named(a, spec, orgs) for a in answers],
+        "comments": await _comments(survey.id, scope, anonymous, enough),
+        "answers": None if anonymous else await _named_answers(survey.id, scope, spec, orgs, answers_listed),
         "scope": "all" if scope is None else "your organisations",
     }
 
@@ -177,28 +211,28 @@ def _segment_of(dim: str, org_id: int | None, role: str, orgs: dict[int, dict]) 
     return org[dim] or "(none)"
 
 
-def _breakdown(spec: SurveySpec, dim: str, recipients: dict[int, tuple[int, str]], answers: list[dict],
+def _breakdown(spec: SurveySpec, dim: str, recipients: Counter[Cell], cells: dict[Cell, Values],
                orgs: dict[int, dict], pooled: set[Cell] | None) -> list[dict[str, Any]]:
     """One breakdown's rows; `pooled` (anonymous surveys): the cells counted only in the "other" row."""
     pooled = pooled or set()
     sizes: Counter[str] = Counter()
-    values: dict[str, list[int]] = defaultdict(list)
-    other_size, other_values, other_segments = 0, [], set()
-    for org, role in recipients.values():
+    values: dict[str, Values] = defaultdict(Counter)
+    other_size, other_values, other_segments = 0, Counter[int](), set()
+    for (org, role), size in recipients.items():
         segment = _segment_of(dim, org, role, orgs)
         if (org, role) in pooled:
-            other_size += 1
+            other_size += size
             other_segments.add(segment)
         else:
-            sizes[segment] += 1
-    for a in answers:
-        segment = _segment_of(dim, a["organisation_id"], a["role"], orgs)
-        if (a["organisation_id"], a["role"]) in pooled:
-            other_values.append(a["value"])
+            sizes[segment] += size
+    for (org, role), counts in cells.items():
+        segment = _segment_of(dim, org, role, orgs)
+        if (org, role) in pooled:
+            other_values.update(counts)
             other_segments.add(segment)
         else:
-            values[segment].append(a["value"])
-    rows = [_row(spec, segment, sizes.get(segment, 0), values.get(segment, []))
+            values[segment].update(counts)
+    rows = [_row(spec, segment, sizes.get(segment, 0), values.get(segment, Counter()))
             for segment in sorted(set(sizes) | set(values))]
     if other_values:  # never fewer than MIN_SEGMENT_ANSWERS (see _pooled_cells)
         other = _row(spec, OTHER, other_size, other_values)
@@ -207,13 +241,28 @@ def _breakdown(spec: SurveySpec, dim: str, recipients: dict[int, tuple[int, str]
     return rows
 
 
-def _comments(answers: list[dict], anonymous: bool, enough: bool) -> list[Any]:
-    if not anonymous:
-        return [{"member": a["member__name"] or a["member__email"], "email": a["member__email"],
-                 "comment": a["comment"]} for a in answers if a["comment"]]
-    if not enough:
+async def _comments(survey_id: int, scope: set[int] | None, anonymous: bool, enough: bool) -> list[Any]:
+    """The answers' comments (only the rows that have one): named, in the order answered;
+    anonymous, texts only, sorted (no order that could hint who wrote what), and none below the
+    threshold."""
+    if anonymous and not enough:
         return []
-    return sorted(a["comment"] for a in answers if a["comment"])  # no order that could hint who wrote what
+    with_comment = _answers(survey_id, scope).exclude(comment="")
+    if anonymous:
+        return sorted(await with_comment.values_list("comment", flat=True))
+    return [{"member": a["member__name"] or a["member__email"], "email": a["member__email"], "comment": a["comment"]}
+            for a in await with_comment.order_by("id").values("member__name", "member__email", "comment")]
+
+
+async def _named_answers(survey_id: int, scope: set[int] | None, spec: SurveySpec, orgs: dict[int, dict],
+                         limit: int | None) -> list[dict[str, Any]]:
+    """Who answered what (a named survey), in the order answered; the first `limit` (None: all)."""
+    query = _answers(survey_id, scope).order_by("id")
+    if limit is not None:
+        query = query.limit(limit)
+    return [_named(a, spec, orgs) for a in await query.values(
+        "organisation_id", "role", "value", "comment", "changes", "answered_at", "changed_at", "platform",
+        "member__name", "member__email")] if limit != 0 else []
 
 
 def _named(a: dict, spec: SurveySpec, orgs: dict[int, dict]) -> dict[str, Any]:

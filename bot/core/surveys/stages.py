@@ -33,7 +33,8 @@ async def survey_stages(staff: Staff | None, *, operator: bool = False,
     stages = []
     for survey in await Survey.filter(key__startswith="journey:").order_by("id"):
         step_key = survey.key.split(":")[1]  # type: ignore[union-attr]
-        results = await survey_results(survey.notice_id, staff, operator=operator)  # type: ignore[attr-defined]
+        results = await survey_results(survey.notice_id, staff, operator=operator,  # type: ignore[attr-defined]
+                                        answers_listed=0)
         where = places.get(step_key, [])
         stages.append({
             "survey_id": survey.notice_id, "step": step_key, "question": survey.question,  # type: ignore[attr-defined]
