@@ -3,6 +3,7 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -252,6 +253,41 @@ async def test_upgrading_marks_the_zones_an_import_gave(empty_db_url: str) -> No
 
 
 # ---- a migration that fails, a database from a newer Herald ---------------------------------------
+
+def _with_a_broken_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sql: str) -> None:
+    """Migrate from a temporary copy of the shipped migrations, cut after 0001, plus a 0002 whose
+    SQL fails on the database as 0001 left it (the shipped migrations stay as they are)."""
+    name = "broken_migrations_" + uuid.uuid4().hex[:8]
+    package = tmp_path / name
+    package.mkdir()
+    shipped = Path(storage_db.__file__).parent / "migrations"
+    for stem in ("__init__", "_columns", "0001_initial"):
+        (package / f"{stem}.py").write_text((shipped / f"{stem}.py").read_text())
+    (package / "0002_broken.py").write_text(
+        "from tortoise import migrations\nfrom tortoise.migrations import operations as ops\n\n\n"
+        "class Migration(migrations.Migration):\n"
+        "    dependencies = [('models', '0001_initial')]\n"
+        f"    operations = [ops.RunSQL({sql!r})]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(storage_db, "MIGRATIONS_MODULE", name)
+
+
+async def test_a_migration_whose_sql_fails_ends_the_upgrade_with_the_sql_error(
+        empty_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A migration's SQL that fails on the old database ends the upgrade with that error at once,
+    on SQLite and PostgreSQL: no connection is left in the failed transaction or holding a lock
+    (the test's bound only turns a hang into a failure), the migrations before it stay applied,
+    and the database can be connected to and dropped straight after."""
+    _with_a_broken_migration(tmp_path, monkeypatch, "UPDATE workspace SET no_such_column = 1")
+    with pytest.raises(storage_db.MigrationFailed, match="^migration 0002_broken failed: .*no_such_column"):
+        await asyncio.wait_for(storage_db.upgrade(empty_db_url), 120)
+    await asyncio.wait_for(storage_db.connect(empty_db_url, run_migrations=False), 30)
+    try:
+        rows = await connections.get("default").execute_query_dict("SELECT name FROM tortoise_migrations")
+        assert [r["name"] for r in rows] == ["0001_initial"]
+    finally:
+        await storage_db.close()
+
 
 def test_a_failed_migration_ends_db_upgrade_and_serve_with_one_line(tmp_path: Path) -> None:
     """When a migration raised on SQLite, `storage.db.upgrade` left tortoise's aiosqlite connection
