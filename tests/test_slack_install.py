@@ -252,12 +252,36 @@ async def test_slack_refusing_the_code_is_a_502_page(slack: SlackHarness) -> Non
     assert not await AuditEvent.filter(kind="workspace.installed").exists()
 
 
-async def test_enterprise_wide_installs_are_refused(slack: SlackHarness) -> None:
-    slack.fake.add_oauth_code("code-org", team_id="T0ORG", token="xoxb-org", enterprise_install=True)
+ORG, ORG_TOKEN, ORG_WORKSPACE, ORG_USER = "E0ORG", "xoxb-org-wide-token", "T0ORGSALES", "W0ORGPAT"
+ORG_MEMBER = (f"orgco,Org Co,gold,emea,de,security,large,distributor,cam@vendor.example,pat@orgco.example,Pat Ode,"
+              f"sales,UTC,en,{ORG},{ORG_USER},,")
+
+
+async def _install_org(slack: SlackHarness) -> tuple[int, str]:
+    slack.fake.add_oauth_code("code-org", team_id="", token=ORG_TOKEN, enterprise_install=True, enterprise_id=ORG,
+                              enterprise_name="Org <Co>", bot_user_id="WBOT", installer="WADMIN",
+                              scope=",".join(sorted(SCOPES)), redirect_uri=REDIRECT_URI)
+    slack.fake.add_user(ORG, ORG_USER)  # user ids are org-wide
     state, cookie, _ = await _start(slack)
     status, page, _ = await _finish(slack, state=state, code="code-org", cookie=cookie)
-    assert status == 400 and "one workspace" in page
-    assert not await Workspace.filter(external_id="T0ORG").exists()
+    return status, page
+
+
+async def test_an_org_wide_install_is_stored_under_the_enterprise_id(slack: SlackHarness) -> None:
+    """An Org Admin installs Herald across an Enterprise Grid organisation: oauth.v2.access answers
+    with `"team": null`, the enterprise and `is_enterprise_install: true`. The installation is the
+    org's, keyed by its enterprise id, and the page says what the admin still has to do."""
+    status, page = await _install_org(slack)
+    assert status == 200, page
+    assert "Org &lt;Co&gt;" in page and "workspaces" in page
+    workspace = await Workspace.get(platform="slack", external_id=ORG)
+    assert workspace.active and workspace.name == "Org <Co>" and workspace.bot_user_id == "WBOT"
+    assert TokenCipher(SECRET_KEY).open(await _raw_token(ORG)) == ORG_TOKEN
+    (event,) = await AuditEvent.filter(kind="workspace.installed")
+    assert event.actor == f"slack:{ORG}/WADMIN"
+    assert event.data["workspace"] == ORG and event.data["enterprise_install"] is True
+    assert await slack.herald.slack_workspaces.token_for(ORG) == ORG_TOKEN
+    assert (await verify_chain()).ok
 
 
 async def test_install_is_404_without_client_credentials(db: str) -> None:

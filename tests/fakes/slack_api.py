@@ -98,6 +98,9 @@ class _Workspace:
     revoked_error: str = "token_revoked"  # what a revoked token answers
     scopes: tuple[str, ...] = ()
     expires_at: float | None = None  # token rotation: the token's expiry on `token_clock`
+    # An org-wide install (Enterprise Grid): one token for every workspace of the organisation;
+    # `team_id` is then the enterprise id (E...), under which the org's users (W... ids) are kept.
+    enterprise_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -257,6 +260,17 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         self._users.setdefault(team_id, {})
         self._emails.setdefault(team_id, {})
         self.set_non_marketplace(team_id, non_marketplace)
+
+    def add_org(self, enterprise_id: str, token: str, bot_user_id: str = "WBOT", *,
+                scopes: tuple[str, ...] = DEFAULT_SCOPES) -> None:
+        """An org-wide install in an Enterprise Grid organisation (Slack's "Using APIs with
+        organization-wide apps"): one bot token serves every workspace of the org. User ids are
+        org-wide (``W...``): add them with ``add_user(enterprise_id, ...)``. Calls made with the
+        token are counted against the org (``Call.team_id`` and the rate limits): Slack documents
+        its limits "per app per workspace" and says nothing more for an org token, so the fake
+        takes the stricter reading."""
+        self.add_workspace(enterprise_id, token, bot_user_id, scopes=scopes)
+        self._workspaces[token].enterprise_id = enterprise_id
 
     def set_non_marketplace(self, team_id: str, value: bool = True) -> None:
         """Mark (or unmark) a workspace as a distributed non-Marketplace install: its
@@ -664,7 +678,8 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
             "team_id": ws.team_id,
             "user_id": ws.bot_user_id,
             "bot_id": ws.bot_id,
-            "is_enterprise_install": False,
+            **({"enterprise_id": ws.enterprise_id, "is_enterprise_install": True} if ws.enterprise_id
+               else {"is_enterprise_install": False}),
         }
 
     def _conversations_open(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
@@ -938,19 +953,26 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
                        bot_user_id: str = "UBOT", installer: str = "UINSTALLER",
                        scope: str = "commands,chat:write", redirect_uri: str | None = None,
                        enterprise_install: bool = False, rotation: bool = False,
-                       expires_in: int = 43200) -> None:
+                       expires_in: int = 43200, enterprise_id: str = "E0ORG", enterprise_name: str = "Org") -> None:
         """A code Slack would hand to the redirect URL after someone approved the install.
 
         Exchanging it (once) answers with `token` for `team_id`, which is registered as a
         workspace of this fake. `redirect_uri`, when given, must match the one sent. `rotation`:
         the app has token rotation on, so `token` (make it ``xoxe.xoxb-...``) expires `expires_in`
-        seconds after the exchange (on `token_clock`) and comes with a refresh token."""
-        self.add_workspace(team_id, token, bot_user_id=bot_user_id, scopes=tuple(scope.split(",")))
+        seconds after the exchange (on `token_clock`) and comes with a refresh token.
+        `enterprise_install`: an Org Admin installed the app across the Enterprise Grid org
+        `enterprise_id` (`team_id` is not used): the answer has `"team": null`, the enterprise and
+        `is_enterprise_install: true`, and the token is an org token (`add_org`)."""
+        if enterprise_install:
+            self.add_org(enterprise_id, token, bot_user_id=bot_user_id, scopes=tuple(scope.split(",")))
+        else:
+            self.add_workspace(team_id, token, bot_user_id=bot_user_id, scopes=tuple(scope.split(",")))
         codes = getattr(self, "_oauth_codes", {})
         codes[code] = {"team_id": team_id, "token": token, "team_name": team_name or f"Team {team_id}",
                        "bot_user_id": bot_user_id, "installer": installer, "scope": scope,
                        "redirect_uri": redirect_uri, "enterprise_install": enterprise_install, "used": False,
-                       "rotation": rotation, "expires_in": expires_in}
+                       "rotation": rotation, "expires_in": expires_in, "enterprise_id": enterprise_id,
+                       "enterprise_name": enterprise_name}
         self._oauth_codes = codes
 
     async def _handle_oauth_v2_access(self, request: web.Request) -> web.Response:
@@ -996,7 +1018,8 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         answer = {
             "ok": True, "access_token": grant["token"], "token_type": "bot", "scope": grant["scope"],
             "bot_user_id": ws.bot_user_id, "app_id": "AHERALD", "team": team,
-            "enterprise": {"id": "E0ORG", "name": "Org"} if grant["enterprise_install"] else None,
+            "enterprise": ({"id": grant["enterprise_id"], "name": grant["enterprise_name"]}
+                           if grant["enterprise_install"] else None),
             "authed_user": {"id": grant["installer"]}, "is_enterprise_install": grant["enterprise_install"],
         }
         if grant["rotation"]:
@@ -1019,12 +1042,17 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
             return _json({"ok": False, "error": call.error})
         self.refreshes += 1
         token = "xoxe.xoxb-1-" + hashlib.sha256(f"{refresh_token}:{self.refreshes}".encode()).hexdigest()[:40]
-        self.add_workspace(grant["team_id"], token, bot_user_id=grant["bot_user_id"], scopes=grant["scopes"])
+        org = grant.get("enterprise_install", False)
+        if org:
+            self.add_org(grant["enterprise_id"], token, bot_user_id=grant["bot_user_id"], scopes=grant["scopes"])
+        else:
+            self.add_workspace(grant["team_id"], token, bot_user_id=grant["bot_user_id"], scopes=grant["scopes"])
         ws = self._workspaces[token]
         return _json({"ok": True, "access_token": token, "token_type": "bot", "scope": ",".join(ws.scopes),
                       "bot_user_id": ws.bot_user_id, "app_id": "AHERALD",
-                      "team": {"id": grant["team_id"], "name": grant["team_name"]}, "enterprise": None,
-                      "is_enterprise_install": False, **self._rotating_pair(ws, grant)})
+                      "team": None if org else {"id": grant["team_id"], "name": grant["team_name"]},
+                      "enterprise": {"id": grant["enterprise_id"], "name": grant["enterprise_name"]} if org else None,
+                      "is_enterprise_install": org, **self._rotating_pair(ws, grant)})
 
 
 if __name__ == "__main__":  # python -m tests.fakes.slack_api --help

@@ -79,7 +79,8 @@ def failed_because_removed(error: str, platform: str, external_id: str) -> bool:
 def _check_team_id(team_id: str) -> str:
     team_id = team_id.strip()
     if not team_id.startswith(("T", "E")):
-        raise UserError(f"'{team_id}' is not a Slack workspace id (they start with T)")
+        raise UserError(f"'{team_id}' is not a Slack workspace id (they start with T; an Enterprise Grid "
+                        "organisation's with E)")
     return team_id
 
 
@@ -145,8 +146,10 @@ async def install_used(install_id: str, *, since: datetime, using_db: BaseDBAsyn
 async def install_slack_workspace(team_id: str, token: str, *, name: str, bot_user_id: str, now: datetime,
                                   actor: str, cipher: TokenCipher, install_id: str, issued_at: datetime,
                                   scopes: str = "", app_id: str = "", refresh_token: str = "",
-                                  expires_at: datetime | None = None) -> bool:
+                                  expires_at: datetime | None = None, enterprise_install: bool = False) -> bool:
     """Store a workspace connected through "Add to Slack" (audit `workspace.installed`).
+    `enterprise_install`: an org-wide install of an Enterprise Grid organisation, stored under
+    its enterprise id (`team_id` E...), whose token serves every workspace of the org.
 
     `install_id` identifies the install link, issued at `issued_at`; when an installation with it
     was already recorded, `InstallReused` is raised and nothing is stored. Returns True when the
@@ -160,7 +163,8 @@ async def install_slack_workspace(team_id: str, token: str, *, name: str, bot_us
         events = [audit_event(INSTALLED, now=now, actor=actor, platform="slack", workspace=team_id,
                               name=name, bot_user_id=bot_user_id, reinstalled=not stored.created,
                               install_id=install_id, scopes=scopes, app_id=app_id,
-                              token_encrypted=cipher.encrypts, token_rotation=bool(refresh_token))]
+                              token_encrypted=cipher.encrypts, token_rotation=bool(refresh_token),
+                              enterprise_install=enterprise_install)]
         if stored.reconnected:
             events += await requeue_removed_copies(conn, Platform.SLACK.value, team_id, now=now, actor=actor)
         await record(events, using_db=conn)

@@ -25,8 +25,9 @@ import html
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from aiohttp import web
@@ -201,24 +202,21 @@ class _Installer:
         except _Refused as exc:
             return _page(502, "Slack refused the installation", _start_again(str(exc)))
 
-        team = answer.get("team") or {}
-        team_id, team_name = str(team.get("id") or ""), str(team.get("name") or "")[:200]
+        install = _Installation.of(answer)
         token, bot_user_id = str(answer.get("access_token") or ""), str(answer.get("bot_user_id") or "")
-        if answer.get("is_enterprise_install") or not team_id:
-            return _page(400, "Installation not supported",
-                         _start_again("Herald is installed per workspace; install it into one workspace, "
-                                      "not a whole Enterprise Grid organisation"))
+        if not install.external_id:
+            return _page(502, "Slack refused the installation", _start_again("Slack's answer named no workspace"))
         # xoxe.xoxb-: an expiring bot token (token rotation), which comes with a refresh token
         if answer.get("token_type", "bot") != "bot" or not token.startswith(("xoxb-", "xoxe.xoxb-")):
-            log.warning("oauth.v2.access for %s returned no bot token", team_id)
+            log.warning("oauth.v2.access for %s returned no bot token", install.external_id)
             return _page(502, "Slack refused the installation", _start_again("Slack's answer had no bot token"))
         installer = str((answer.get("authed_user") or {}).get("id") or "")
+        actor = f"slack:{install.external_id}/{installer}" if installer else f"slack:{install.external_id}"
         try:
             created = await install_slack_workspace(
-                team_id, token, name=team_name, bot_user_id=bot_user_id, now=now,
-                actor=f"slack:{team_id}/{installer}" if installer else f"slack:{team_id}",
+                install.external_id, token, name=install.name, bot_user_id=bot_user_id, now=now, actor=actor,
                 cipher=self.herald.slack_workspaces.cipher or cipher_for(self.settings.secret_key),
-                install_id=install_id(nonce), issued_at=issued_at,
+                install_id=install_id(nonce), issued_at=issued_at, enterprise_install=install.org_wide,
                 scopes=str(answer.get("scope") or ""), app_id=str(answer.get("app_id") or ""),
                 refresh_token=str(answer.get("refresh_token") or ""),
                 expires_at=now + timedelta(seconds=int(answer["expires_in"])) if answer.get("expires_in") else None)
@@ -226,12 +224,10 @@ class _Installer:
             return _page(400, "Installation link already used", _start_again(str(exc)))
         except UserError as exc:
             return _page(502, "Slack refused the installation", _start_again(str(exc)))
-        self.herald.slack_workspaces.forget(team_id)
-        log.info("Slack workspace %s (%s) %s", team_id, team_name, "installed" if created else "reinstalled")
-        label = html.escape(team_name or team_id)
-        return _page(200, "Herald is installed",
-                     f"Herald is now connected to the Slack workspace <strong>{label}</strong>. "
-                     "You can close this page; notices will reach its members as direct messages.")
+        self.herald.slack_workspaces.forget(install.external_id)
+        log.info("Slack %s %s (%s) %s", "organisation" if install.org_wide else "workspace", install.external_id,
+                 install.name, "installed" if created else "reinstalled")
+        return _page(200, "Herald is installed", _installed_text(install, str(answer.get("app_id") or "")))
 
     async def _exchange(self, code: str, redirect_uri: str) -> dict:
         assert self.settings.slack_client_secret is not None and self.settings.slack_client_id
@@ -255,6 +251,41 @@ class _Installer:
 
 class _Refused(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _Installation:
+    """What an oauth.v2.access answer installed: one workspace (`team`), or, when an Org Admin
+    installed Herald across an Enterprise Grid organisation (`is_enterprise_install: true`,
+    `"team": null`), the whole org, keyed by its enterprise id (E...): Slack's "Using APIs with
+    organization-wide apps"; one bot token then serves every workspace of the org."""
+
+    external_id: str
+    name: str
+    org_wide: bool
+
+    @classmethod
+    def of(cls, answer: dict) -> _Installation:
+        if answer.get("is_enterprise_install"):
+            org = answer.get("enterprise") or {}
+            return cls(str(org.get("id") or ""), str(org.get("name") or "")[:200], True)
+        team = answer.get("team") or {}
+        return cls(str(team.get("id") or ""), str(team.get("name") or "")[:200], False)
+
+
+def _installed_text(install: _Installation, app_id: str) -> str:
+    label = html.escape(install.name or install.external_id)
+    if not install.org_wide:
+        return (f"Herald is now connected to the Slack workspace <strong>{label}</strong>. "
+                "You can close this page; notices will reach its members as direct messages.")
+    # Slack adds an org-wide app to no workspace by itself: an Org Admin chooses them (its docs
+    # suggest sending the installer to this page)
+    add = (f"https://app.slack.com/manage/{quote(install.external_id)}/integrations/profile/{quote(app_id)}"
+           "/workspaces/add")
+    return (f"Herald is now installed across the Enterprise Grid organisation <strong>{label}</strong>. "
+            f"As an Org Admin, <a href=\"{html.escape(add)}\">add it to the organisation's workspaces</a> whose "
+            "members should receive notices; in the partner directory, their slack_team_id is the organisation's "
+            f"id, <code>{html.escape(install.external_id)}</code>.")
 
 
 def add_slack_oauth_routes(app: web.Application, herald: Herald) -> None:
