@@ -48,7 +48,8 @@ def test_percentile() -> None:
 
 
 def test_slack_clicks_are_signed_as_slack_signs_them() -> None:
-    body, headers = slack_click(7, "T0000BENCH", "U0000N000001", 1)
+    body, headers = slack_click(7, "T0000BENCH", "U0000N000001", 1, {"channel": "DU0000N000001", "ts": "1.000001"},
+                                "http://127.0.0.1:9/")
     assert headers["X-Slack-Signature"] == sign("bench-signing-secret", body, headers["X-Slack-Request-Timestamp"])
     assert "herald_ack" in body
 

@@ -20,7 +20,8 @@ FIELDS = sorted({*shape.PAYLOAD_SCHEMA["properties"], "state", "ssl_check"})
 
 
 def _click() -> dict[str, Any]:
-    body, _ = slack_click(7, "T0000BENCH", "U0000N000001", 1)
+    body, _ = slack_click(7, "T0000BENCH", "U0000N000001", 1, {"channel": "DU0000N000001", "ts": "1.000001"},
+                          "http://127.0.0.1:9/")
     return json.loads(dict(parse_qsl(body))["payload"])
 
 
