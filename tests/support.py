@@ -154,13 +154,17 @@ class SlackHarness:
                                 and len(c) >= count and c, what=f"response_url {key}")
 
     async def click(self, action_id: str, value: str, *, user: str, team: str = TEAM,
-                    message: dict | None = None, key: str | None = None) -> Reply:
+                    message: dict | None = None, key: str | None = None, extra: dict | None = None) -> Reply:
+        """`extra` replaces or adds payload fields as Slack sends them in other set-ups (an
+        Enterprise Grid org's `enterprise`, `is_enterprise_install`, a null `team`, a Slack Connect
+        user's `user` with their home `team_id`)."""
         key = key or f"click-{time.monotonic_ns()}"
         payload = {
             "type": "block_actions", "team": {"id": team}, "user": {"id": user},
             "api_app_id": "AHERALD", "trigger_id": "trig", "response_url": self.fake.response_url(key),
             "container": {"type": "message"}, "message": message or {},
             "actions": [{"action_id": action_id, "value": value, "type": "button", "block_id": "b"}],
+            **(extra or {}),
         }
         self.last_click_key = key
         return await self.post_signed(interaction_body(payload))

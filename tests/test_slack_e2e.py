@@ -19,14 +19,16 @@ from bot.channels.slack_blocks import CANCEL_ACTION, SEND_ACTION, compose_modal
 from bot.common.errors import UserError
 from bot.core.commands.parser import SendCommand
 from bot.core.notices import sending as notices
+from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
+from bot.core.directory.workspaces import add_slack_workspace
 from bot.core.notices import revisions
 from bot.core.notices.escalations import REMIND_NOW_ACTION
 from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, Organisation, Staff
 from tests.fakes.slack_signing import event_body, slash_command_body
 from tests.support import (
-    CAM_USER, TEAM, SlackHarness, broadcast, hold_publish, listeners_done, modal_state, restart_harness, seed_directory,
-    slack_encoded, start_harness, stop_harness, updates_pushed, wait_until,
+    CAM_USER, TEAM, SlackHarness, broadcast, directory_csv, hold_publish, listeners_done, modal_state, restart_harness,
+    seed_directory, slack_encoded, start_harness, stop_harness, updates_pushed, wait_until,
 )
 
 
@@ -918,3 +920,58 @@ async def test_listeners_done_returns_only_once_the_listeners_work_after_the_ack
         slack.fake.release()
     await asyncio.wait_for(waiting, 10)
     assert slack.herald._answered == set()
+
+
+# ---- Slack Connect: people of other teams in shared conversations -----------------------------------
+
+STRANGER_TEAM, CONNECTED_TEAM = "T0STRANGER", "T0BOLTHOME"
+
+
+async def test_a_slack_connect_user_of_a_team_herald_is_not_connected_to_is_refused(slack_http: SlackHarness) -> None:
+    """Someone of another company, in a conversation shared with the partner's workspace over Slack
+    Connect, acts in that workspace, but their `user.team_id` / `user_team` is their own team. The
+    directory's entry for that user id filed under the partner's workspace is not theirs to use:
+    their press and their message are refused with a short reason, and nothing is recorded."""
+    slack = slack_http
+    slack.fake.add_user(TEAM, "UEXT1")
+    await import_directory(directory_csv([
+        f"acme,Acme Locks,gold,emea,de,security,large,distributor,cam@vendor.example,ext@acme.example,Ex Ternal,"
+        f"sales,UTC,en,{TEAM},UEXT1,,"]), now=slack.clock.now(), actor="test")
+    notice_id = await broadcast(slack.herald, slack.clock, "org:acme")
+    await slack.herald.outbox.drain()
+    assert (await Delivery.get(notice_id=notice_id, member__email="ext@acme.example")).status == "delivered"
+
+    response = await slack.click(ACK_ACTION, str(notice_id), user="UEXT1", key="ext-ack",
+                                 extra={"user": {"id": "UEXT1", "team_id": STRANGER_TEAM}})
+    assert response.status == 200
+    (answer,) = await slack.responses("ext-ack")
+    assert "Slack Connect" in answer.args["text"] and answer.args.get("replace_original") is False, answer.args
+    await listeners_done(slack)
+    assert not await Acknowledgement.filter(notice_id=notice_id).exists()
+
+    event = {"type": "message", "channel_type": "im", "channel": "DUEXT1", "user": "UEXT1", "text": "help",
+             "ts": "1700000000.000500", "team": TEAM, "user_team": STRANGER_TEAM, "source_team": STRANGER_TEAM}
+    before = len(slack.fake.calls_to("chat.postMessage"))  # the notice itself went to DUEXT1
+    assert (await slack.post_signed(event_body(event, TEAM, is_ext_shared_channel=True))).status == 200
+    (reply,) = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage")[before:]
+                                         if c.channel == "DUEXT1"], what="the reply")
+    assert "Slack Connect" in reply.args["text"] and "Herald for partners" not in reply.args["text"]
+
+
+async def test_a_slack_connect_user_of_a_connected_partner_workspace_is_that_partners_member(
+        slack_http: SlackHarness) -> None:
+    """The same person's home team is a partner workspace Herald is connected to: they are the
+    directory's member filed under their home team, wherever they write from."""
+    slack = slack_http
+    await add_slack_workspace(CONNECTED_TEAM, "xoxb-bolt-home", now=slack.clock.now(), actor="test")
+    await import_directory(directory_csv([
+        f"bolt,Bolt Supply,silver,amer,us,retail,small,reseller,cam@vendor.example,val@bolt.example,Val Kim,"
+        f"operations,UTC,en,{CONNECTED_TEAM},UVAL,,"]), now=slack.clock.now(), actor="test")
+    event = {"type": "message", "channel_type": "im", "channel": "DUVAL", "user": "UVAL", "text": "help",
+             "ts": "1700000000.000600", "team": TEAM, "user_team": CONNECTED_TEAM, "source_team": CONNECTED_TEAM}
+    slack.fake.add_user(TEAM, "UVAL")
+    assert (await slack.post_signed(event_body(event, TEAM, is_ext_shared_channel=True))).status == 200
+    (reply,) = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "DUVAL"],
+                                what="the reply")
+    assert "Herald for partners" in reply.args["text"], reply.args["text"]
+    assert reply.team_id == TEAM  # answered where they wrote, with that workspace's token

@@ -26,10 +26,11 @@ from bot.core.compliance.verify import verify_chain
 from bot.core.directory.importer import import_directory
 from bot.common.secrets import PREFIX, TokenCipher, TokenDecryptError
 from bot.core.directory.workspaces import add_slack_workspace, deactivate_workspace
+from bot.core.notices.views import ACK_ACTION
 from bot.handlers.slack.oauth import BOT_SCOPES, make_state
 from config.settings import ConfigError, load_settings
 from storage import db as storage_db
-from storage.models import AuditEvent, Delivery, Member, Notice, PlatformAccount, Staff, Workspace
+from storage.models import Acknowledgement, AuditEvent, Delivery, Member, Notice, PlatformAccount, Staff, Workspace
 from tests.fakes.slack_signing import event_body
 from tests.support import (
     CAM_USER, SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, directory_csv, seed_directory, start_harness,
@@ -257,6 +258,14 @@ ORG_MEMBER = (f"orgco,Org Co,gold,emea,de,security,large,distributor,cam@vendor.
               f"sales,UTC,en,{ORG},{ORG_USER},,")
 
 
+def _org_authorizations() -> list[dict]:
+    """What Slack puts in `authorizations` of an event for an org-wide install (its Events API
+    reference for organization-wide apps): the org, the workspace where it happened, and
+    `is_enterprise_install: true`."""
+    return [{"enterprise_id": ORG, "team_id": ORG_WORKSPACE, "user_id": "WBOT", "is_bot": True,
+             "is_enterprise_install": True}]
+
+
 async def _install_org(slack: SlackHarness) -> tuple[int, str]:
     slack.fake.add_oauth_code("code-org", team_id="", token=ORG_TOKEN, enterprise_install=True, enterprise_id=ORG,
                               enterprise_name="Org <Co>", bot_user_id="WBOT", installer="WADMIN",
@@ -282,6 +291,65 @@ async def test_an_org_wide_install_is_stored_under_the_enterprise_id(slack: Slac
     assert event.data["workspace"] == ORG and event.data["enterprise_install"] is True
     assert await slack.herald.slack_workspaces.token_for(ORG) == ORG_TOKEN
     assert (await verify_chain()).ok
+
+
+async def test_members_of_an_org_wide_install_get_notices_and_acknowledge_them(slack: SlackHarness) -> None:
+    """The directory names a member of such an org with the org's enterprise id and their org-wide
+    user id: the notice goes out with the org's token, and their click, which Slack sends from the
+    workspace where they pressed it (with the enterprise and `is_enterprise_install`, and with
+    `team` null when they pressed it outside a workspace), is theirs."""
+    status, page = await _install_org(slack)
+    assert status == 200, page
+    await import_directory(directory_csv([ORG_MEMBER]), now=slack.clock.now(), actor="test")
+    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast("org:orgco")
+    await slack.herald.outbox.drain()
+    delivery = await Delivery.get(notice_id=notice_id, member__email="pat@orgco.example")
+    assert delivery.status == "delivered", delivery.error
+    (post,) = [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "D" + ORG_USER]
+    assert post.ok and post.team_id == ORG  # the org's token
+
+    org_fields = {"enterprise": {"id": ORG, "name": "Org"}, "is_enterprise_install": True}
+    pressed_by = {"user": {"id": ORG_USER, "team_id": ORG_WORKSPACE}}
+    response = await slack.click(ACK_ACTION, str(notice_id), user=ORG_USER, team=ORG_WORKSPACE, key="org-ack",
+                                 extra={**org_fields, **pressed_by})
+    assert response.status == 200, response.body
+    (answer,) = await slack.responses("org-ack")
+    assert answer.args.get("replace_original") is True, answer.args
+    assert await Acknowledgement.filter(notice_id=notice_id, member__email="pat@orgco.example").count() == 1
+
+    # the same press from outside any workspace of the org: `team` is null
+    response = await slack.click(ACK_ACTION, str(notice_id), user=ORG_USER, key="org-ack-2",
+                                 extra={**org_fields, **pressed_by, "team": None})
+    assert response.status == 200, response.body
+    (again,) = await slack.responses("org-ack-2")
+    assert "not connected" not in json.dumps(again.args) and "warning" not in json.dumps(again.args), again.args
+    assert await Acknowledgement.filter(notice_id=notice_id).count() == 1
+
+
+async def test_a_member_of_an_org_wide_install_who_writes_to_herald_is_answered(slack: SlackHarness) -> None:
+    status, page = await _install_org(slack)
+    assert status == 200, page
+    await import_directory(directory_csv([ORG_MEMBER]), now=slack.clock.now(), actor="test")
+    event = {"type": "message", "channel_type": "im", "channel": "D" + ORG_USER, "user": ORG_USER, "text": "help",
+             "ts": "1700000000.000300", "team": ORG_WORKSPACE, "user_team": ORG_WORKSPACE}
+    body = event_body(event, ORG_WORKSPACE, enterprise_id=ORG, authorizations=_org_authorizations())
+    assert (await slack.post_signed(body)).status == 200
+    (reply,) = await wait_until(lambda: [c for c in slack.fake.calls_to("chat.postMessage")
+                                         if c.channel == "D" + ORG_USER], what="the reply")
+    assert reply.ok and reply.team_id == ORG
+    assert "Herald for partners" in reply.args["text"], reply.args["text"]
+
+
+async def test_removing_an_org_wide_install_deactivates_the_org(slack: SlackHarness, removals: list) -> None:
+    status, page = await _install_org(slack)
+    assert status == 200, page
+    body = event_body({"type": "app_uninstalled"}, ORG_WORKSPACE, enterprise_id=ORG, event_id="EvORGGONE",
+                      authorizations=_org_authorizations())
+    await _signed_event(slack, body)
+    await wait_until(lambda: len(removals) == 1, what="the uninstall listener")
+    workspace = await Workspace.get(platform="slack", external_id=ORG)
+    assert workspace.active is False and workspace.bot_token == ""
+    assert not await Workspace.filter(external_id=ORG_WORKSPACE).exists()
 
 
 async def test_install_is_404_without_client_credentials(db: str) -> None:

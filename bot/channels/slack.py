@@ -71,7 +71,14 @@ _PERMANENT_ERRORS = {
 
 class SlackWorkspaces:
     """Bot tokens per Slack workspace, read from the database (and decrypted); the env token is
-    the fallback for a single-workspace install."""
+    the fallback for a single-workspace install.
+
+    An org-wide install of an Enterprise Grid organisation is one row under the org's enterprise
+    id (E...), and the directory files the org's members under that id, so their deliveries share
+    one lane and one rate-limit budget. Slack's rate-limit page (docs.slack.dev/apis/web-api/rate-limits:
+    limits apply "per API method per app per workspace") and its page on organization-wide apps
+    (api.slack.com/enterprise/apps/changes-apis) do not say how an org token's calls are counted
+    across the org's workspaces; one budget for the whole org is the reading that cannot exceed them."""
 
     def __init__(self, api_url: str, default_token: str | None = None, cipher: TokenCipher | None = None,
                  rotator: TokenRotator | None = None) -> None:

@@ -363,6 +363,12 @@ async def readopt_env_token(env_token: str | None, *, now: datetime) -> list[str
     return readopted
 
 
+async def is_connected(platform: str, external_id: str) -> bool:
+    """Whether Herald is connected to the workspace (an active row): a Slack Connect user's home
+    team must be, for Herald to take them for a member of the partner the directory files there."""
+    return await Workspace.filter(platform=platform, external_id=external_id, active=True).exists()
+
+
 async def list_workspaces(platform: str | None = None) -> list[Workspace]:
     query = Workspace.all() if platform is None else Workspace.filter(platform=platform)
     return await query.order_by("platform", "external_id")

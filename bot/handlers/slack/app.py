@@ -27,7 +27,7 @@ from bot.common.logs import bind_context, current_context
 from bot.common.errors import UserError
 from bot.core.replays import SLACK_WINDOW, first_sighting, request_key
 from bot.handlers.slack import actions, commands, events, messages, shape, views
-from bot.handlers.slack.common import problem_text
+from bot.handlers.slack.common import install_of, problem_text
 from bot.service import Herald
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,11 @@ def build_slack_app(herald: Herald) -> AsyncApp:
     settings = herald.settings
     workspaces = herald.slack_workspaces
 
-    async def authorize(enterprise_id: str | None, team_id: str | None, **_: Any) -> AuthorizeResult | None:
-        token = await workspaces.token_now(team_id or "")
+    async def authorize(enterprise_id: str | None, team_id: str | None, context: AsyncBoltContext,
+                        **_: Any) -> AuthorizeResult | None:
+        """The token of the installation serving the request: an org-wide install's (stored under
+        the org's enterprise id) when Slack says the request is for one, else the workspace's."""
+        token = await workspaces.token_now(install_of(team_id, enterprise_id, context.is_enterprise_install))
         if not token:
             return None
         return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)

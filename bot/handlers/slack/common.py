@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -17,6 +18,7 @@ from bot.common.errors import FieldError, UserError
 from bot.core.commands.parser import SendCommand, parse_deadline, parse_link
 from bot.core.delivery.messages import Target, queue_throttled_reply
 from bot.core.directory.staff import staff_for_slack
+from bot.core.directory.workspaces import is_connected
 from bot.core.notices import sending
 from bot.core.onboarding.assistant import member_for
 from bot.core.ports import DirectMessage, Recipient
@@ -26,6 +28,9 @@ from storage.models import Member, Platform, Staff
 log = logging.getLogger(__name__)
 
 SORRY = "Sorry, something went wrong on Herald's side. The details are in its log."
+FROM_ELSEWHERE = ("You're using Herald from another organisation's Slack (Slack Connect), which Herald is not "
+                  "connected to, so I can't act for you here. Use Herald in your own workspace, or ask your "
+                  "channel account manager.")
 NOT_A_MEMBER = ("I deliver your vendor's partner notices here. I don't recognise you as a partner contact yet; "
                 "ask your channel account manager to add you to the partner directory.")
 
@@ -65,14 +70,79 @@ def record_id(value: object) -> int:
     return int(text)
 
 
+class FromElsewhere(UserError):
+    """A Slack Connect user (of another company's team, in a shared conversation) whose home team
+    Herald is not connected to: never taken for a directory member of the workspace they act in."""
+
+    def __init__(self) -> None:
+        super().__init__(FROM_ELSEWHERE)
+
+
+@dataclass(frozen=True)
+class SlackPerson:
+    """Who pressed, submitted or wrote, as Herald knows them.
+
+    `install`: the installation whose token answers them (the organisation's enterprise id for
+    an org-wide install of an Enterprise Grid org, else the workspace where they acted).
+    `workspace`: what the directory files them under: the org's enterprise id for an org-wide
+    install (user ids are org-wide there), else their home team (a Slack Connect user's own team,
+    not the one whose shared conversation they act in). `foreign`: a Slack Connect user whose
+    home team Herald is not connected to."""
+
+    install: str
+    workspace: str
+    user: str
+    foreign: bool = False
+
+
+def install_of(team_id: str | None, enterprise_id: str | None, org_wide: bool | None) -> str:
+    """The installation (a Workspace row's external id) serving a request, as bolt reads it."""
+    return enterprise_id if org_wide and enterprise_id else (team_id or "")
+
+
+async def slack_person(*, team_id: str | None, enterprise_id: str | None, org_wide: bool | None, user_id: str,
+                       home_team: str | None) -> SlackPerson:
+    """Slack's ids of a request, as a SlackPerson. Reads the database only for a user whose home
+    team is not the one they act in (Slack Connect)."""
+    install = install_of(team_id, enterprise_id, org_wide)
+    if org_wide and enterprise_id:
+        return SlackPerson(install, enterprise_id, user_id)
+    home = home_team or team_id or ""
+    foreign = home != (team_id or "") and not await is_connected(Platform.SLACK.value, home)
+    return SlackPerson(install, home, user_id, foreign)
+
+
+async def person_of(body: dict[str, Any]) -> SlackPerson:
+    """The person behind an interaction (a press, a modal's submission). FromElsewhere for a
+    Slack Connect user of a team Herald is not connected to. With an org-wide install Slack may
+    send `"team": null` (a press outside any workspace of the org): the user's team is used."""
+    team, user = body.get("team") or {}, body["user"]
+    enterprise = body.get("enterprise")
+    enterprise_id = enterprise.get("id") if isinstance(enterprise, dict) else enterprise or team.get("enterprise_id")
+    org_wide = body.get("is_enterprise_install") in (True, "true")
+    person = await slack_person(team_id=team.get("id") or user.get("team_id"), enterprise_id=enterprise_id,
+                                org_wide=org_wide, user_id=user["id"], home_team=user.get("team_id"))
+    if person.foreign:
+        raise FromElsewhere()
+    return person
+
+
+async def directory_ids(body: dict[str, Any]) -> dict[str, str]:
+    """The core's `workspace_id` and `user_id` of the person behind an interaction (person_of)."""
+    person = await person_of(body)
+    return {"workspace_id": person.workspace, "user_id": person.user}
+
+
 async def staff_of(body: dict[str, Any]) -> Staff | None:
     """The staff member who clicked or submitted (None for anyone else)."""
-    return await staff_for_slack(body["team"]["id"], body["user"]["id"])
+    person = await person_of(body)
+    return await staff_for_slack(person.workspace, person.user)
 
 
 async def member_of(body: dict[str, Any]) -> Member | None:
     """The partner member who clicked (None for anyone else)."""
-    return await member_for(Platform.SLACK.value, body["team"]["id"], body["user"]["id"])
+    person = await person_of(body)
+    return await member_for(Platform.SLACK.value, person.workspace, person.user)
 
 
 async def respond_or_explain(respond, work: Awaitable[dict[str, Any] | None]) -> None:  # noqa: ANN001
@@ -122,7 +192,7 @@ def direct_message_respond(client: AsyncWebClient, herald: Herald, body: dict[st
     A reply Slack throttles (429: the DM's 1 message a second, or the workspace's chat.postMessage
     budget a broadcast is spending) is queued in the outbox instead (`queue_throttled_reply`, keyed
     by the modal's view id) and reaches the person when the workspace's pause is over."""
-    team_id, user_id = body["team"]["id"], body["user"]["id"]
+    user_id = body["user"]["id"]
 
     async def respond(*, text: str, **_: Any) -> None:
         try:
@@ -131,13 +201,14 @@ def direct_message_respond(client: AsyncWebClient, herald: Herald, body: dict[st
             if rate_limit_wait(exc) is None:
                 log.warning("could not send %s a direct message (%s): %s", user_id, exc.response.get("error"), text)
                 return
-            staff = await staff_of(body)
+            person = await person_of(body)
+            staff = await staff_for_slack(person.workspace, person.user)
             # a view's id is Slack's own for this modal (a replayed submission has it too); without
             # one, the moment: never the key of an earlier reply, which would swallow this one
             reply_id = (body.get("view") or {}).get("id") or herald.clock.now().isoformat()
             queued = await queue_throttled_reply(
-                key=f"slack:{team_id}:{user_id}:{reply_id}",
-                target=Target(Platform.SLACK.value, Recipient(workspace_id=team_id, user_id=user_id)),
+                key=f"slack:{person.install}:{user_id}:{reply_id}",
+                target=Target(Platform.SLACK.value, Recipient(workspace_id=person.install, user_id=user_id)),
                 message=DirectMessage(title=_plain_text(text), lines=()), now=herald.clock.now(),
                 staff_id=staff.id if staff is not None else None)
             if queued:

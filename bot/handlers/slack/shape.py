@@ -21,6 +21,7 @@ _OPT_STR = {"type": ["string", "null"]}
 _OPTION = {"type": "object", "properties": {"value": _STR}, "required": ["value"]}
 _OPTIONS = {"type": "array", "items": _OPTION}
 _ID_OBJECT = {"type": "object", "properties": {"id": _STR}, "required": ["id"]}
+_TEAM = {"anyOf": [_ID_OBJECT, {"type": "null"}]}  # null: an org-wide install's press outside a workspace
 _ELEMENT = {
     "type": "object",
     "properties": {"type": _STR, "value": _OPT_STR, "selected_option": {"anyOf": [_OPTION, {"type": "null"}]},
@@ -62,7 +63,7 @@ PAYLOAD_SCHEMA: dict[str, Any] = {
         "team_id": _OPT_STR, "user_id": _STR, "enterprise_id": _OPT_STR, "command": _STR, "text": _STR,
         "channel_id": _STR, "event_id": _STR, "callback_id": _STR, "is_enterprise_install": {"type": ["boolean", "string"]},
         "team": {"anyOf": [_ID_OBJECT, {"type": "null"}]},
-        "user": {"anyOf": [_ID_OBJECT, _STR]},
+        "user": {"anyOf": [{**_ID_OBJECT, "properties": {"id": _STR, "team_id": _STR}}, _STR]},
         "enterprise": {"anyOf": [_ID_OBJECT, {"type": ["string", "null"]}]},
         "channel": {"anyOf": [_ID_OBJECT, {"type": ["string", "null"]}]},
         "container": {"type": "object"},
@@ -79,11 +80,15 @@ PAYLOAD_SCHEMA: dict[str, Any] = {
     "allOf": [
         {"if": {"required": ["command"]}, "then": {"required": ["team_id", "user_id", "trigger_id", "response_url"]}},
         _requires("block_actions", "team", "user", "actions",
-                  extra={"properties": {"team": _ID_OBJECT, "user": _ID_OBJECT}}),
+                  extra={"properties": {"team": _TEAM, "user": _ID_OBJECT}}),
         _requires("view_submission", "team", "user", "view", extra={"properties": {
-            "team": _ID_OBJECT, "user": _ID_OBJECT, "view": {"required": ["callback_id", "type", "state"]}}}),
+            "team": _TEAM, "user": _ID_OBJECT, "view": {"required": ["callback_id", "type", "state"]}}}),
         _requires("view_closed", "team", "user", "view", extra={"properties": {
-            "team": _ID_OBJECT, "user": _ID_OBJECT, "view": {"required": ["callback_id", "type"]}}}),
+            "team": _TEAM, "user": _ID_OBJECT, "view": {"required": ["callback_id", "type"]}}}),
+        # an org-wide install's interaction from outside any workspace of the org has `"team": null`
+        # (bolt reads the user's team then): the user's team must be there
+        {"if": {"properties": {"team": {"type": "null"}}, "required": ["team"]},
+         "then": {"properties": {"user": {"type": "object", "required": ["id", "team_id"]}}}},
         _requires("event_callback", "event", "team_id"),
     ],
 }
@@ -141,6 +146,10 @@ def _id_object(v: Any) -> bool:
     return isinstance(v, dict) and isinstance(v.get("id"), str)
 
 
+def _user(v: Any) -> bool:
+    return _id_object(v) and ("team_id" not in v or isinstance(v["team_id"], str))
+
+
 def _id_object_or_opt_str(v: Any) -> bool:
     return _id_object(v) or _opt_str(v)
 
@@ -161,7 +170,7 @@ _PRESS_FIELDS = {
     "user_id": _str, "text": _str, "channel_id": _str, "event_id": _str, "callback_id": _str,
     "team_id": _opt_str, "enterprise_id": _opt_str,
     "is_enterprise_install": lambda v: isinstance(v, (bool, str)),
-    "team": _id_object, "user": _id_object, "enterprise": _id_object_or_opt_str, "channel": _id_object_or_opt_str,
+    "team": _id_object, "user": _user, "enterprise": _id_object_or_opt_str, "channel": _id_object_or_opt_str,
     "container": lambda v: isinstance(v, dict), "message": lambda v: isinstance(v, dict),
     "actions": _actions,
 }

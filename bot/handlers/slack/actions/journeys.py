@@ -6,7 +6,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.channels.slack_blocks import direct_message_blocks
 from bot.core.onboarding.journeys import DONE_ACTION, complete_step, done_message
-from bot.handlers.slack.common import record_id, respond_or_explain
+from bot.handlers.slack.common import directory_ids, record_id, respond_or_explain
 from bot.service import Herald
 from storage.models import Platform
 
@@ -18,7 +18,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
 
         async def work():
             step = await complete_step(record_id(body["actions"][0].get("value")), platform=Platform.SLACK.value,
-                                       workspace_id=body["team"]["id"], user_id=body["user"]["id"],
+                                       **await directory_ids(body),
                                        now=herald.clock.now(), channels=herald.channels)
             herald.outbox.wake()  # a milestone or the CAM's note may have been queued
             done = done_message(step)  # the pressed message, without its button

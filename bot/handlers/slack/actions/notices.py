@@ -17,7 +17,7 @@ from bot.core.notices.escalations import (
     remind_organisation_now,
 )
 from bot.core.notices.views import ACK_ACTION
-from bot.handlers.slack.common import SORRY, record_id, respond_or_explain, send_previewed, staff_of
+from bot.handlers.slack.common import SORRY, directory_ids, record_id, respond_or_explain, send_previewed, staff_of
 from bot.handlers.slack.replies import SlackCommands
 from bot.service import Herald
 from storage.models import Platform
@@ -30,7 +30,7 @@ async def _acknowledge(herald: Herald, body: dict[str, Any]) -> acks.AckResult:
     # "<notice id>:<revision the copy shows>"; a bare notice id on buttons drawn before that
     notice_id, _, revision = str(body["actions"][0].get("value") or "").partition(":")
     return await acks.acknowledge(record_id(notice_id), platform=Platform.SLACK.value,
-                                  workspace_id=body["team"]["id"], user_id=body["user"]["id"],
+                                  **await directory_ids(body),
                                   now=herald.clock.now(), seen_revision=record_id(revision) if revision else None)
 
 

@@ -13,7 +13,7 @@ from bot.channels.slack_blocks import (
 )
 from bot.common.errors import UserError
 from bot.core.directory.preferences import update_preferences
-from bot.handlers.slack.common import member_of, record_id
+from bot.handlers.slack.common import member_of, person_of, record_id
 from bot.handlers.slack.home import publish_home
 from bot.service import Herald
 
@@ -28,7 +28,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
                 note = "Saved."
             except UserError as exc:
                 note = f"Not saved: {exc}"
-        await publish_home(client, herald.catalog, body["team"]["id"], body["user"]["id"], note)
+        person = await person_of(body)
+        await publish_home(client, herald.catalog, person.workspace, person.user, note)
 
     @app.action(PREF_TOPICS_ACTION)
     async def on_pref_topics(ack, body, client) -> None:  # noqa: ANN001

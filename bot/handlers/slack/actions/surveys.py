@@ -18,7 +18,7 @@ from bot.core.notices.views import (
     SURVEY_COMMENT_ACTION,
 )
 from bot.core.surveys.answers import answer_survey, comment_form
-from bot.handlers.slack.common import open_form, record_id
+from bot.handlers.slack.common import directory_ids, open_form, record_id
 from bot.service import Herald
 from storage.models import Platform
 
@@ -34,8 +34,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
         try:
             # after the ack: a stop waits for this listener's task (Herald.answered), so for the write
             result = await answer_survey(
-                record_id(notice_id), int(value), platform=Platform.SLACK.value, workspace_id=body["team"]["id"],
-                user_id=body["user"]["id"], now=herald.clock.now())
+                record_id(notice_id), int(value), platform=Platform.SLACK.value, **await directory_ids(body),
+                now=herald.clock.now())
         except (UserError, ValueError) as exc:
             text = str(exc) if isinstance(exc, UserError) else "That button's data is not valid any more."
             await respond(text=f":warning: {escape(text)}", response_type="ephemeral", replace_original=False)
@@ -48,7 +48,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
     async def on_comment(ack, body, client, respond) -> None:  # noqa: ANN001
         try:  # the modal needs the trigger id within 3 s, so the checks run before the ack
             follow_up, current = await comment_form(record_id(body["actions"][0].get("value")), platform=Platform.SLACK.value,
-                                                    workspace_id=body["team"]["id"], user_id=body["user"]["id"],
+                                                    **await directory_ids(body),
                                                     now=herald.clock.now())
         except (UserError, ValueError) as exc:
             await ack()
@@ -64,7 +64,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
         await ack()  # Slack opens the link itself; Herald only counts the press
         try:
             await record_press(record_id(body["actions"][0].get("value")), LINK, platform=Platform.SLACK.value,
-                               workspace_id=body["team"]["id"], user_id=body["user"]["id"], now=herald.clock.now())
+                               **await directory_ids(body), now=herald.clock.now())
         except UserError as exc:  # e.g. a crafted or old button value: nothing to count
             log.warning("a link press was not counted: %s", exc)
         except Exception:  # noqa: BLE001 - counting must never bother the person

@@ -10,6 +10,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.common.secrets import token_fingerprint
 from bot.core.directory import workspaces as workspace_core
+from bot.handlers.slack.common import install_of
 from bot.service import Herald
 from storage.models import Platform
 
@@ -18,9 +19,12 @@ log = logging.getLogger(__name__)
 
 def register(app: AsyncApp, herald: Herald) -> None:
     async def on_removed(body: dict, event: dict, context, request) -> None:  # noqa: ANN001
-        team_id, kind = context.team_id or body.get("team_id") or "", event.get("type", "")
+        kind = event.get("type", "")
+        # an org-wide install is removed from the whole Enterprise Grid org: its row is the org's
+        team_id = install_of(context.team_id or body.get("team_id"), context.enterprise_id,
+                             context.is_enterprise_install)
         if not team_id or (kind == "tokens_revoked" and not (event.get("tokens") or {}).get("bot")):
-            return  # no workspace (org-wide event), or only users' tokens: Herald uses the bot token
+            return  # no installation named, or only users' tokens: Herald uses the bot token
         retry = (request.headers.get("x-slack-retry-num") or [""])[0]
         env_token = token_fingerprint(herald.slack_workspaces.default_token)  # kept if it served this workspace
         result = await workspace_core.deactivate_workspace(Platform.SLACK.value, team_id, reason=kind,

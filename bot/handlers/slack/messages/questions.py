@@ -14,7 +14,7 @@ from bot.core.commands.runner import StaffCommands
 from bot.core.directory.staff import staff_for_slack
 from bot.core.onboarding.assistant import member_for
 from bot.core.ports import Recipient
-from bot.handlers.slack.common import NOT_A_MEMBER, typed_text
+from bot.handlers.slack.common import FROM_ELSEWHERE, NOT_A_MEMBER, slack_person, typed_text
 from bot.service import Herald
 from storage.models import Platform
 
@@ -45,18 +45,25 @@ def register(app: AsyncApp, herald: Herald) -> None:
     async def on_direct_message(event: dict, context, client) -> None:  # noqa: ANN001
         if event.get("channel_type") != "im" or event.get("bot_id") or event.get("subtype") not in _WRITTEN:
             return
-        team, user, channel = context.team_id or "", event.get("user", ""), event.get("channel", "")
+        user, channel = event.get("user", ""), event.get("channel", "")
         thread = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else ""
-        recipient = Recipient(workspace_id=team, user_id=user, dm_channel=channel, thread_id=thread)
+        # a Slack Connect user's event names their home team in `user_team`
+        person = await slack_person(team_id=context.team_id, enterprise_id=context.enterprise_id,
+                                    org_wide=context.is_enterprise_install, user_id=user,
+                                    home_team=event.get("user_team") if isinstance(event.get("user_team"), str) else None)
+        recipient = Recipient(workspace_id=person.install, user_id=user, dm_channel=channel, thread_id=thread)
 
         async def say(reply: str) -> None:
             """Herald's reply where the person wrote: in the thread, if they wrote in one."""
             await client.chat_postMessage(channel=channel, text=reply, **({"thread_ts": thread} if thread else {}))
 
-        member = await member_for(Platform.SLACK.value, team, user)
+        if person.foreign:
+            await say(FROM_ELSEWHERE)
+            return
+        member = await member_for(Platform.SLACK.value, person.workspace, user)
         text = typed_text(event.get("text", ""))
         if member is None:
-            staff = await staff_for_slack(team, user)
+            staff = await staff_for_slack(person.workspace, user)
             await say(staff_in_messages(_command_words(text)) if staff else NOT_A_MEMBER)
             return
         if not text.strip() and event.get("files"):

@@ -14,7 +14,7 @@ from bot.channels.slack_surveys import (
 from bot.common.errors import FieldError, UserError
 from bot.core.surveys.answers import comment_on_survey
 from bot.core.surveys.creating import create_survey_draft, survey_from_form
-from bot.handlers.slack.common import form_value, record_id, staff_of
+from bot.handlers.slack.common import directory_ids, form_value, record_id, staff_of
 from bot.service import Herald
 from storage.models import Platform
 
@@ -53,7 +53,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
         text = form_value(view["state"]["values"], "comment")
         try:
             await comment_on_survey(record_id(view.get("private_metadata")), text, platform=Platform.SLACK.value,
-                                    workspace_id=body["team"]["id"], user_id=body["user"]["id"],
+                                    **await directory_ids(body),
                                     now=herald.clock.now())
         except UserError as exc:
             await ack(response_action="errors", errors={"comment": str(exc)})
