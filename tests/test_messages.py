@@ -18,6 +18,7 @@ from bot.service import Herald
 from storage.models import (
     AuditEvent,
     Delivery,
+    Escalation,
     JourneyStep,
     Member,
     OutboundMessage,
@@ -347,3 +348,67 @@ async def test_journey_steps_to_teams_keep_to_the_bot_connectors_limits(db: str)
         assert opened == [("a:conv-aad-eve", teams.connector.url), ("a:conv-aad-fay", teams.connector.url)]
     finally:
         await stop_teams_rig(teams)
+
+
+async def _escalation_queued_to_casey(rig: Rig) -> int:
+    """A must-know notice to Anna whose deadline passes unacknowledged: the tick plans Acme's
+    escalation to its CAM, Casey, and queues the DM (not sent yet). The notice's id."""
+    rig.clock.set(MONDAY_9_UTC)
+    notice_id = await rig.broadcast(audience="member:anna@acme.example", deadline=MONDAY_9_UTC + timedelta(hours=4))
+    await rig.herald.outbox.drain()
+    rig.clock.advance(hours=5)
+    counts = await rig.herald.tick()
+    assert counts["escalations"] == 1 and counts["escalation_messages"] == 1
+    (queued,) = await OutboundMessage.filter(purpose="escalation", status="pending")
+    assert queued.recipient["user_id"] == "UCAM1"
+    return notice_id
+
+
+def _escalation_posts(rig: Rig) -> list:
+    return [c for c in _ok_posts(rig) if "Escalation" in str(c.args)]
+
+
+async def test_an_escalation_queued_before_the_partner_got_another_cam_goes_to_the_new_cam(rig: Rig) -> None:
+    """Acme's escalation was queued for Casey; before the outbox sends it a directory import makes
+    Nora Acme's CAM. The DM goes to Nora, the CAM now, not to Casey, and the trail says so
+    (`escalation.readdressed`, then `escalation.delivered` naming Nora)."""
+    from bot.core.directory.staff import add_staff
+
+    rig.fake.add_user(TEAM, "UNORA")
+    nora, _ = await add_staff("nora@vendor.example", "cam", name="Nora New", slack_user="UNORA", slack_team=TEAM,
+                              now=MONDAY_9_UTC, actor="test")
+    await _escalation_queued_to_casey(rig)
+    acme_to_nora = "\n".join(line.replace("cam@vendor.example", nora.email) if line.startswith("acme,") else line
+                             for line in SAMPLE_DIRECTORY.splitlines()) + "\n"
+    assert not (await import_directory(acme_to_nora, now=rig.clock.now(), actor="test")).rejected
+
+    await rig.herald.outbox.drain()
+
+    assert [c.channel for c in _escalation_posts(rig)] == ["DUNORA"]
+    (row,) = await Escalation.all()
+    assert (row.status, row.staff_id) == ("delivered", nora.id)  # type: ignore[attr-defined]
+    (moved,) = await AuditEvent.filter(kind="escalation.readdressed")
+    assert (moved.data["from_staff"], moved.data["escalated_to"]) == ("cam@vendor.example", nora.email)
+    assert (await AuditEvent.get(kind="escalation.delivered")).data["escalated_to"] == nora.email
+
+
+async def test_an_escalation_queued_before_its_cam_was_removed_is_not_sent_to_them(rig: Rig) -> None:
+    """`herald staff remove` takes Casey away after Acme's escalation was queued for her. The
+    directory names nobody else and the notice has no author who is a CAM (the operator sent it):
+    as when that is so at the deadline, the escalation fails with the reason, and Casey gets nothing."""
+    from bot.core.directory.offboarding import remove_staff
+    from bot.core.notices.escalations import NOBODY_TO_ESCALATE_TO
+
+    await _escalation_queued_to_casey(rig)
+    await remove_staff("cam@vendor.example", now=rig.clock.now(), actor="operator:ops")
+
+    await rig.herald.outbox.drain()
+
+    assert _escalation_posts(rig) == []
+    (row,) = await Escalation.all()
+    assert (row.status, row.staff_id, row.error) == ("failed", None, NOBODY_TO_ESCALATE_TO)  # type: ignore[attr-defined]
+    (message,) = await OutboundMessage.filter(purpose="escalation")
+    assert (message.status, message.error) == ("failed", NOBODY_TO_ESCALATE_TO)
+    (moved,) = await AuditEvent.filter(kind="escalation.readdressed")
+    assert (moved.data["from_staff"], moved.data["escalated_to"]) == ("cam@vendor.example", None)
+    assert (await AuditEvent.get(kind="escalation.failed")).data["reason"] == NOBODY_TO_ESCALATE_TO

@@ -10,6 +10,11 @@ of a lane source: `due_lanes`, `claim`, `send`, `record`). After a final outcome
 purpose's completion hook in the transaction that records the outcome, so each purpose's own row,
 audit events and reports stay as they were when these messages were sent directly.
 
+A message to a person who may have changed by the time it goes (an escalation to a partner's CAM)
+is checked when it is claimed: its purpose's addressee check (`addressed_by`) says whom it is for
+now, and the row is re-addressed to them (back to pending, in their lane), or settled as *failed*
+when nobody may receive it, with the purpose's own record of the change in the same transaction.
+
 A message with a `member_id` is written to that member. One whose member is no longer active
 (removed from the partner directory) is not sent: the claim settles it as *cancelled* and its
 hook decides what that means (a journey step waits in case the member comes back; a relayed
@@ -183,9 +188,53 @@ _HOOK_MODULES = ("bot.core.onboarding.journeys", "bot.core.notices.digests", "bo
 
 def _hook(purpose: str) -> Hook | None:
     if purpose not in _HOOKS:
-        for module in _HOOK_MODULES:
-            importlib.import_module(module)
+        _import_hook_modules()
     return _HOOKS.get(purpose)
+
+
+def _import_hook_modules() -> None:
+    for module in _HOOK_MODULES:
+        importlib.import_module(module)
+
+
+# ---- addressee checks --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Readdress:
+    """A purpose's verdict at send time: the message is no longer for the person it was queued for.
+    `target` None: nobody may receive it now; it fails with `reason`. `record` writes the purpose's
+    own row and audit event; it runs in the transaction that moves or settles the message."""
+
+    staff_id: int | None
+    target: Target | None
+    reason: str
+    record: Callable[[], Awaitable[None]]
+
+
+AddresseeCheck = Callable[[OutboundMessage, dict[str, Channel], datetime], Awaitable[Readdress | None]]
+_ADDRESSEE_CHECKS: dict[str, AddresseeCheck] = {}
+_ADDRESSEES_LOADED = False
+
+
+def addressed_by(purpose: MessagePurpose) -> Callable[[AddresseeCheck], AddresseeCheck]:
+    """Register the purpose's addressee check, run when one of its messages is claimed: None to
+    send it as queued, else a `Readdress`. Reads only; its `record` does the writing."""
+    def register(check: AddresseeCheck) -> AddresseeCheck:
+        _ADDRESSEE_CHECKS[purpose.value] = check
+        return check
+    return register
+
+
+def _addressee_check(purpose: str) -> AddresseeCheck | None:
+    global _ADDRESSEES_LOADED
+    if not _ADDRESSEES_LOADED:
+        _import_hook_modules()
+        _ADDRESSEES_LOADED = True
+    return _ADDRESSEE_CHECKS.get(purpose)
+
+
+class _ClaimLost(Exception):
+    """Our claim on a row was taken over while re-addressing it: nothing is written."""
 
 
 # ---- the member's hours ------------------------------------------------------------------------
@@ -304,10 +353,37 @@ class MessageSource:
             elif row.member_id in inactive:  # type: ignore[attr-defined]
                 await self._settle(row, MessageResult(ResultKind.CANCELLED, now, reason=MEMBER_INACTIVE,
                                                       channels=self.channels), now, outcome=None)
-            else:
+            elif not await self._readdressed(row, now):
                 fresh.append(Claimed(row, maybe_sent=False))
         sendable = await _hold_outside_hours(fresh, now)
         return sendable, len(rows) - len(sendable)
+
+    async def _readdressed(self, row: OutboundMessage, now: datetime) -> bool:
+        """Whether the row's purpose says it is for someone else now (see `addressed_by`): then it
+        was moved back to pending towards them, or settled as failed when nobody may receive it."""
+        check = _addressee_check(row.purpose)
+        verdict = await check(row, self.channels, now) if check is not None else None
+        if verdict is None:
+            return False
+        try:
+            async with in_transaction():
+                if verdict.target is None:
+                    await verdict.record()
+                    result = MessageResult(ResultKind.FAILED, now, reason=verdict.reason, channels=self.channels)
+                    if not await self._settle(row, result, now, outcome=None):
+                        raise _ClaimLost
+                    return True
+                target = verdict.target
+                if not await OutboundMessage.filter(id=row.id, claimed_by=row.claimed_by).update(
+                        staff_id=verdict.staff_id, account_id=target.account_id, platform=target.platform,
+                        workspace_external_id=target.recipient.workspace_id,
+                        recipient=_recipient_json(target.recipient), status=DeliveryStatus.PENDING.value,
+                        next_attempt_at=now, claimed_by="", claimed_until=None, request_started=False):
+                    raise _ClaimLost
+                await verdict.record()
+        except _ClaimLost:
+            pass  # the worker that took it over checks it again
+        return True
 
     def cost(self, item: Claimed) -> int:
         """Requests against the lane's budget: a Teams recipient without a known conversation

@@ -5,6 +5,11 @@ Planning (deciding who is told about whom) and sending are separate steps with t
 between stored as `Escalation` rows, so a crash between them loses nothing. Sending queues the DM
 in the outbox (bot.core.delivery.messages): it goes out in the CAM's workspace lane under the
 platform's limits, ahead of journey steps and digests, at most once.
+
+Whom it is for is decided again when the outbox takes the DM (`_escalation_addressee`): the
+partner's CAM may have changed (an import, `herald staff remove`) while it waited. It then goes to
+whoever the rule names now (the CAM, else the notice's author if a CAM or admin), or fails with
+the reason if nobody, audited `escalation.readdressed`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from bot.core.directory.reach import staff_recipient
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.notices.reminders import remind_now
 from bot.core.notices.views import format_time
-from bot.core.delivery.messages import MessageResult, Target, enqueue, on_result
+from bot.core.delivery.messages import MessageResult, Readdress, Target, addressed_by, enqueue, on_result
 from bot.core.ports import Button, Channel, DirectMessage
 from storage import db as storage_db
 from storage.models import (
@@ -50,6 +55,7 @@ OPEN_REPORT_ACTION = "herald_open_report"
 _LISTED = 40  # members named in one message; the report has the rest
 NOBODY_TO_ESCALATE_TO = ("no CAM on file who may act on it, and the notice's author is not an active CAM or admin "
                          "(or it has none)")
+NO_CHAT_ACCOUNT = "the escalation recipient has no Slack or Teams account on file"
 
 
 async def plan_escalations(now: datetime) -> int:
@@ -121,7 +127,7 @@ async def _escalate(notice: Notice, now: datetime) -> int:
         rows, events = [], []
         for org_id, member_ids in missing.items():
             organisation = organisations[org_id]
-            staff = await cam_for_organisation(organisation) or (author if may_act_as_cam(author) else None)
+            staff = await escalation_addressee(organisation, author)
             row = Escalation(notice_id=notice.id, organisation_id=org_id, staff=staff, member_ids=member_ids,
                              created_at=now)
             if staff is None:
@@ -133,6 +139,12 @@ async def _escalate(notice: Notice, now: datetime) -> int:
         await Escalation.bulk_create(rows, using_db=conn)
         await record(events, using_db=conn)
     return len(rows)
+
+
+async def escalation_addressee(organisation: Organisation, author: Staff | None) -> Staff | None:
+    """Who is told about the organisation's members: its CAM (active, a CAM or admin), else the
+    notice's author if they are an active CAM or admin; None when neither."""
+    return await cam_for_organisation(organisation) or (author if may_act_as_cam(author) else None)
 
 
 async def send_escalations(channels: dict[str, Channel], now: datetime, *, batch: int = 50) -> int:
@@ -155,13 +167,41 @@ async def send_escalations(channels: dict[str, Channel], now: datetime, *, batch
                               target=Target(target[0].platform, target[1]), message=await escalation_message(row),
                               now=now, staff_id=row.staff.id, using_db=conn)  # type: ignore[union-attr]
         if claimed and target is None:
-            await _finish(row, now, failed="the escalation recipient has no Slack or Teams account on file")
+            await _finish(row, now, failed=NO_CHAT_ACCOUNT)
         handled += bool(claimed)
     return handled
 
 
 def _key(row: Escalation) -> str:
     return f"{MessagePurpose.ESCALATION.value}:{row.id}"
+
+
+@addressed_by(MessagePurpose.ESCALATION)
+async def _escalation_addressee(message: OutboundMessage, channels: dict[str, Channel],
+                                now: datetime) -> Readdress | None:
+    """When the outbox takes an escalation DM: None if it is still for the person it was queued for,
+    else where it goes now (the addressee rule applied again), or why it cannot go."""
+    row = await Escalation.get_or_none(id=message.reference).select_related("notice", "organisation", "staff")
+    if row is None:
+        return None
+    author = await Staff.get_or_none(id=row.notice.author_id) if row.notice.author_id else None  # type: ignore[attr-defined]
+    staff = await escalation_addressee(row.organisation, author)
+    if staff is not None and staff.id == message.staff_id:  # type: ignore[attr-defined]
+        return None
+    found = await staff_recipient(staff, channels) if staff is not None else None
+    target = Target(found[0].platform, found[1]) if found is not None else None
+    reason = "" if target is not None else NOBODY_TO_ESCALATE_TO if staff is None else NO_CHAT_ACCOUNT
+    before = await Staff.get_or_none(id=message.staff_id) if message.staff_id else None  # type: ignore[attr-defined]
+
+    async def record_it() -> None:
+        await Escalation.filter(id=row.id).update(staff_id=staff.id if staff is not None else None)
+        await record([audit_event("escalation.readdressed", now=now, notice_id=row.notice_id,
+                                  organisation=row.organisation.external_id,
+                                  from_staff=before.email if before is not None else None,
+                                  escalated_to=staff.email if staff is not None else None,
+                                  reason="the partner's CAM changed or is no longer active staff"
+                                  + ("" if target is not None else f"; not sent: {reason}"))])
+    return Readdress(staff.id if staff is not None else None, target, reason, record_it)
 
 
 @on_result(MessagePurpose.ESCALATION)
