@@ -366,6 +366,38 @@ async def test_install_is_404_without_client_credentials(db: str) -> None:
 
 # ---- Herald removed from a workspace ----------------------------------------------------------
 
+async def test_app_uninstalled_stops_the_plain_messages_waiting_for_the_workspace_too(slack: SlackHarness,
+                                                                                      removals: list) -> None:
+    """Anna's first onboarding step waits overnight for her working hours when Herald is removed
+    from her workspace: it fails then, with the reason her notice copies get, not the next morning
+    (and never with a request), and the journey records why."""
+    from bot.core.onboarding.journeys import parse_journeys, run_journeys
+    from storage.models import JourneyStep, OutboundMessage
+
+    monday_berlin = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
+    slack.clock.set(monday_berlin)
+    await Member.all().update(joined_at=datetime(2030, 1, 1, tzinfo=UTC))
+    await Member.filter(email="anna@acme.example").update(joined_at=monday_berlin)
+    steps = parse_journeys({"journeys": {"default": {"steps": [
+        {"key": "portal", "after_days": 0, "title": "Open the portal", "message": "Sign in once."}]}}}, source="test")
+    assert (await run_journeys(slack.herald.channels, slack.clock.now(), catalog=steps))["steps"] == 1
+    slack.clock.set(datetime(2026, 1, 5, 19, 0, tzinfo=UTC))  # 20:00 in Berlin: held until her morning
+    await slack.herald.outbox.drain()
+    (message,) = await OutboundMessage.filter(purpose="journey_step")
+    assert message.status == "pending" and message.next_attempt_at > slack.clock.now()
+
+    await _signed_event(slack, event_body({"type": "app_uninstalled"}, TEAM, event_id="EvUNINSTALL9"))
+    await wait_until(lambda: len(removals) == 1, what="the uninstall listener")
+    await slack.herald.outbox.drain()
+
+    reason = f"Herald was removed from Slack workspace {TEAM}; reconnect it to deliver"
+    message = await OutboundMessage.get(id=message.id)
+    assert (message.status, message.error) == ("failed", reason)
+    (step,) = await JourneyStep.filter(member__email="anna@acme.example")
+    assert (step.status, step.error) == ("failed", reason)
+    assert slack.fake.calls_to("chat.postMessage") == []
+
+
 async def test_app_uninstalled_deactivates_and_fails_waiting_deliveries_once(slack: SlackHarness,
                                                                              removals: list) -> None:
     # the seeded workspace was stored without a key: a plaintext row from before encryption, still read

@@ -692,6 +692,46 @@ async def test_a_member_who_removes_herald_is_not_sent_to_and_gets_the_notice_wh
     assert (await verify_chain()).ok
 
 
+async def test_a_member_who_removes_herald_is_sent_no_plain_message_either(teams: TeamsRig) -> None:
+    """What waits for Eve in the outbox apart from notices (here her first onboarding step, held
+    overnight for her working hours) stops when she removes Herald, as her notice copies do: it
+    fails at once with the same reason, without a request the connector could only refuse (403),
+    and the journey records why (`journey.step_failed`)."""
+    from datetime import datetime
+
+    from bot.core.directory.app_installs import APP_REMOVED
+    from bot.core.onboarding.journeys import parse_journeys, run_journeys
+    from storage.models import JourneyStep, OutboundMessage
+
+    monday_paris = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Paris
+    teams.clock.set(monday_paris)
+    await Member.all().update(joined_at=datetime(2030, 1, 1, tzinfo=UTC))
+    await Member.filter(email="eve@teamsco.example").update(joined_at=monday_paris)
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    steps = parse_journeys({"journeys": {"default": {"steps": [
+        {"key": "portal", "after_days": 0, "title": "Open the portal", "message": "Sign in once."}]}}}, source="test")
+    assert (await run_journeys(teams.herald.channels, teams.clock.now(), catalog=steps))["steps"] == 1
+    teams.clock.set(datetime(2026, 1, 5, 19, 0, tzinfo=UTC))  # 20:00 in Paris: held until her morning
+    await teams.herald.outbox.drain()
+    (message,) = await OutboundMessage.filter(purpose="journey_step")
+    assert message.status == "pending" and message.next_attempt_at > teams.clock.now()
+
+    teams.connector.remove_app("aad-eve")
+    status, _ = await teams.post(teams.activity("installationUpdate", "aad-eve", action="remove"))
+    assert status == 200
+    await teams.herald.outbox.drain()
+
+    message = await OutboundMessage.get(id=message.id)
+    assert (message.status, message.error) == ("failed", APP_REMOVED)
+    (step,) = await JourneyStep.filter(member__email="eve@teamsco.example")
+    assert (step.status, step.error) == ("failed", APP_REMOVED)
+    assert (await AuditEvent.get(kind="journey.step_failed")).data["reason"] == APP_REMOVED
+    teams.clock.set(datetime(2026, 1, 6, 9, 0, tzinfo=UTC))  # her morning: nothing left to try
+    await teams.herald.outbox.drain()
+    refused = [c for c in teams.connector.calls if c.status == 403]
+    assert not refused, f"{len(refused)} requests for a member who removed Herald"
+
+
 async def test_a_press_on_a_card_older_than_a_material_edit_is_refused_with_a_reason(teams: TeamsRig) -> None:
     """As in Slack (test_slack_e2e): the card carries the revision it shows; a press on a card older
     than the wording to acknowledge records nothing and says why."""

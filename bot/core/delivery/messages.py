@@ -19,6 +19,9 @@ A message with a `member_id` is written to that member. One whose member is no l
 (removed from the partner directory) is not sent: the claim settles it as *cancelled* and its
 hook decides what that means (a journey step waits in case the member comes back; a relayed
 answer's CAM is told; a digest's notices stay for the next one).
+One in a workspace Herald was removed from fails at the claim with `workspaces.removed_reason`,
+and one to an account whose member removed Herald (Teams, `app_installs`) with `APP_REMOVED`: no
+request the platform could only refuse, and no wait for the member's hours first.
 
 Crash safety is **at most once**: a plain direct message carries nothing a channel could look for
 afterwards (no notice metadata), so a row whose request may have started before its claim expired
@@ -44,10 +47,12 @@ from tortoise.transactions import in_transaction
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.lanes import DUE, OPEN, Lane, lanes_with_due_rows, renew_claims
 from bot.core.delivery.retry import RetryPolicy
+from bot.core.directory.app_installs import APP_REMOVED
+from bot.core.directory.workspaces import removed_reason
 from bot.core.directory.quiet_hours import quiet_hours_ends, working_hours_ends
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef, Outcome, OutcomeKind, Recipient
 from storage import db as storage_db
-from storage.models import DeliveryStatus, Member, MessagePurpose, OutboundMessage, PlatformAccount
+from storage.models import DeliveryStatus, Member, MessagePurpose, OutboundMessage, PlatformAccount, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +350,7 @@ class MessageSource:
         rows = await OutboundMessage.filter(claimed_by=token, id__in=[c["id"] for c in candidates]).select_related(
             "account").order_by("priority", "id")
         inactive = await _inactive_members(rows)
+        removed = await Workspace.filter(platform=lane[0], external_id=lane[1], active=False).exists()
         fresh = []
         for row in rows:
             if row.id in in_doubt:
@@ -352,6 +358,11 @@ class MessageSource:
                                                       channels=self.channels), now, outcome=None)
             elif row.member_id in inactive:  # type: ignore[attr-defined]
                 await self._settle(row, MessageResult(ResultKind.CANCELLED, now, reason=MEMBER_INACTIVE,
+                                                      channels=self.channels), now, outcome=None)
+            elif removed or (row.account is not None and row.account.app_removed_at is not None):
+                # Herald was removed from the workspace, or by the member (Teams): it could only be refused
+                reason = removed_reason(*lane) if removed else APP_REMOVED
+                await self._settle(row, MessageResult(ResultKind.FAILED, now, reason=reason,
                                                       channels=self.channels), now, outcome=None)
             elif not await self._readdressed(row, now):
                 fresh.append(Claimed(row, maybe_sent=False))

@@ -7,8 +7,9 @@ A removal concerns that one account, unlike Slack, where the whole workspace goe
 (`workspaces.py`); after it, every message Herald posts there is refused with 403.
 
 So the removal is recorded on the account (`PlatformAccount.app_removed_at`, audited
-`teams.app_removed`): what waits for it fails at once with `APP_REMOVED`, later copies fail so
-without a request (the outbox), its reminders wait (the planner), and a member who also has a
+`teams.app_removed`): what waits for it fails at once with `APP_REMOVED` (notice copies here; the
+direct messages, journey steps, digests, replies, are made due and the outbox fails them without a
+request), later copies and messages fail so without a request (the outbox), its reminders wait (the planner), and a member who also has a
 Slack account is reached there (`reach.choose_account`). The next "add" clears it
 (`teams.app_added`) and, as Slack's reconnection does, puts back in the outbox the copies of live
 notices that failed because Herald was not installed for the member (`delivery.requeued`), and the
@@ -23,7 +24,12 @@ from datetime import datetime
 from tortoise.transactions import in_transaction
 
 from bot.core.compliance.audit import audit_event, record
-from bot.core.directory.workspaces import fail_waiting, reflag_refused_updates, requeue_failed_copies
+from bot.core.directory.workspaces import (
+    fail_waiting,
+    reflag_refused_updates,
+    requeue_failed_copies,
+    stop_waiting_messages,
+)
 from storage import db as storage_db
 from storage.models import Platform, PlatformAccount
 
@@ -46,6 +52,7 @@ ADDED_EVENT = "teams.app_added"
 class InstallChange:
     changed: bool  # False: nothing to do (a repeated event, or an account Herald does not know)
     deliveries: int  # failed by the removal, or back in the outbox after the install
+    messages: int = 0  # direct messages made due by the removal, for the outbox to fail (wake it)
 
 
 async def _locked_account(conn, tenant_id: str, user_id: str) -> PlatformAccount | None:  # noqa: ANN001
@@ -69,10 +76,11 @@ async def app_removed(tenant_id: str, user_id: str, *, now: datetime) -> Install
         await account.save(using_db=conn, update_fields=["app_removed_at", "updated_at"])
         failed = await fail_waiting(conn, "account_id=?", [account.id], platform=Platform.TEAMS.value,
                                     reason=APP_REMOVED, now=now, actor=actor)
+        messages = await stop_waiting_messages(conn, now, account_id=account.id)
         await record([audit_event(REMOVED_EVENT, now=now, actor=actor, member_id=account.member_id,  # type: ignore[attr-defined]
                                   tenant=account.workspace_external_id, user=account.user_id,
                                   failed_deliveries=len(failed)), *failed], using_db=conn)
-    return InstallChange(changed=True, deliveries=len(failed))
+    return InstallChange(changed=True, deliveries=len(failed), messages=messages)
 
 
 async def app_added(tenant_id: str, user_id: str, *, now: datetime) -> InstallChange:

@@ -36,6 +36,7 @@ from storage.models import (
     DeliveryStatus,
     Notice,
     NoticeStatus,
+    OutboundMessage,
     Platform,
     Survey,
     Workspace,
@@ -175,6 +176,7 @@ async def install_slack_workspace(team_id: str, token: str, *, name: str, bot_us
 class Deactivation:
     changed: bool  # False: the workspace was already inactive (a repeated event)
     failed_deliveries: int
+    messages: int = 0  # direct messages made due now, for the outbox to settle (`stop_waiting_messages`)
 
 
 async def deactivate_workspace(platform: str, external_id: str, *, reason: str, now: datetime,
@@ -215,9 +217,21 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
 
         failed = await fail_waiting(conn, "platform=? AND workspace_external_id=?", [platform, external_id],
                                     platform=platform, reason=message, now=now, actor=actor)
+        messages = await stop_waiting_messages(conn, now, platform=platform, workspace_external_id=external_id)
         await record([audit_event(UNINSTALLED, now=now, actor=actor, platform=platform, workspace=external_id,
                                   reason=reason, failed_deliveries=len(failed)), *failed], using_db=conn)
-    return Deactivation(changed=True, failed_deliveries=len(failed))
+    return Deactivation(changed=True, failed_deliveries=len(failed), messages=messages)
+
+
+async def stop_waiting_messages(conn: BaseDBAsyncClient, now: datetime, **where: object) -> int:
+    """In the caller's transaction: the direct messages matching `where` (the outbox's journey
+    steps, digests, hand-offs, escalations, ...) that wait for a later time (a retry, the member's
+    hours) are due now. The outbox then settles them at once without a request, as `fail_waiting`
+    does the notice copies (`removed_reason` for a removed workspace, `APP_REMOVED` for an account
+    whose member removed Herald), and each purpose records the failure as usual (its hook needs the
+    outbox, hence not done here). Returns how many (the caller wakes the outbox)."""
+    return await OutboundMessage.filter(status=DeliveryStatus.PENDING.value, next_attempt_at__gt=now,
+                                        **where).using_db(conn).update(next_attempt_at=now)
 
 
 async def fail_waiting(conn: BaseDBAsyncClient, where: str, params: list, *, platform: str, reason: str,

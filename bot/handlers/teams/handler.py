@@ -204,7 +204,8 @@ class TeamsHandler:
             # "remove" / "add" (and the SDKs' "remove-upgrade" / "add-upgrade", handled as they are)
             action = activity.action or ""
             if action.startswith("remove"):
-                await app_removed(turn.tenant_id, turn.aad_object_id, now=self.herald.clock.now())
+                if (await app_removed(turn.tenant_id, turn.aad_object_id, now=self.herald.clock.now())).messages:
+                    self.herald.outbox.wake()  # it fails the messages that waited for them, without a request
                 return
             await self.installed(turn)
             if action == "add":  # a new version of the app is no new arrival: greeted once

@@ -31,6 +31,8 @@ def register(app: AsyncApp, herald: Herald) -> None:
                                                            now=herald.clock.now(), actor=f"slack:{team_id}",
                                                            env_token=env_token)
         herald.slack_workspaces.forget(team_id)
+        if result.messages:
+            herald.outbox.wake()  # it fails the messages that waited for the workspace, without a request
         log.warning("Slack %s for workspace %s%s: %s", kind, team_id, f" (retry {retry})" if retry else "",
                     f"deactivated, {result.failed_deliveries} deliveries failed" if result.changed
                     else "already inactive")
