@@ -287,6 +287,11 @@ class Delivery(Model):
     # history from just before then (SlackChannel._find_earlier_send). Null: never claimed since
     # migration 0027.
     send_started_at = fields.DatetimeField(null=True)
+    # Where that look goes on (Slack: the ts of the oldest message it read) when the rate limit cut
+    # it short: stored with the copy, so the replica that takes the lane next, or Herald after a
+    # restart, reads on from there instead of from the newest message. "" = start from the newest
+    # (none yet, or the look concluded). Migration 0028.
+    history_read_to = fields.CharField(max_length=32, default="")
     # A/B test: the variant ("A" to "D") this member sees; "" = the notice has no variants. One
     # delivery row per member and platform (the unique key below), so nobody sees two variants.
     variant = fields.CharField(max_length=1, default="")

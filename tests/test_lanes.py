@@ -59,11 +59,12 @@ class _StalledChannel:
         self.waiting = 0
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None,
+                      read_to: str = "") -> Outcome:
         self.waiting += 1
         await self.door.wait()
         return await self.channel.deliver(recipient, view, delivery_id=delivery_id,  # type: ignore[attr-defined]
-                                          maybe_sent=maybe_sent, wanted=wanted, since=since)
+                                          maybe_sent=maybe_sent, wanted=wanted, since=since, read_to=read_to)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.channel, name)
@@ -287,12 +288,13 @@ class _StalledFor(_StalledChannel):
         self.users = users
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None,
+                      read_to: str = "") -> Outcome:
         if recipient.user_id in self.users:
             return await super().deliver(recipient, view, delivery_id=delivery_id, maybe_sent=maybe_sent, wanted=wanted,
-                                         since=since)
+                                         since=since, read_to=read_to)
         return await self.channel.deliver(recipient, view, delivery_id=delivery_id,  # type: ignore[attr-defined]
-                                          maybe_sent=maybe_sent, wanted=wanted, since=since)
+                                          maybe_sent=maybe_sent, wanted=wanted, since=since, read_to=read_to)
 
 
 def _record_sizes(herald: Herald) -> list[int]:

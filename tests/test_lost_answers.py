@@ -102,6 +102,42 @@ async def test_a_look_through_a_busy_dm_cut_short_by_the_rate_limit_goes_on_wher
     assert float(read[1].args["latest"]) > float(read[2].args["latest"])  # on from where it stopped
 
 
+async def test_a_look_cut_short_by_the_rate_limit_goes_on_where_it_stopped_in_another_process(rig: Rig) -> None:
+    """Where a look paused by the rate limit goes on is stored with the copy, not in one process:
+    another replica taking over the lane (or Herald restarted) during the minute's pause reads the
+    next page, not the newest one again (which, at a page a minute, could take many minutes per copy)."""
+    rig.fake.set_non_marketplace(TEAM)
+    rig.fake.fail_next("chat.postMessage", drop=True, landed=True)
+    first = await rig.broadcast(audience="member:anna@acme.example")
+    await rig.herald.outbox.drain()  # the answer is lost: in doubt
+    for _ in range(40):
+        await rig.broadcast(audience="member:anna@acme.example")
+        await rig.herald.outbox.drain()
+    rig.fake.clock = lambda: rig.clock.now().timestamp()
+    rig.fake.set_limits(SlackLimits())  # Slack's figures, on Herald's clock
+    rig.clock.advance(hours=1)
+    await rig.herald.outbox.drain()  # the first page, then a 429 on the second
+    assert [call.status for call in rig.fake.calls_to("conversations.history")] == [200, 429]
+
+    other = rig.another_worker()  # a new Herald on the same database
+    try:
+        for _ in range(2):  # a page a minute
+            rig.clock.advance(seconds=61)
+            await other.outbox.drain()
+    finally:
+        await other.close()
+
+    looks = rig.fake.calls_to("conversations.history")
+    assert "latest" not in looks[0].args
+    assert looks[2].args.get("latest"), "the second process began the look again with the newest page"
+    assert [call.status for call in looks] == [200, 429, 200, 429, 200]  # three pages in all, one a minute
+    row = await Delivery.get(notice_id=first)
+    copies = _copies(rig, row.id)
+    assert len(copies) == 1, f"the copy in doubt was posted {len(copies)} times"
+    assert (row.status, row.message_id) == (DeliveryStatus.DELIVERED.value, copies[0]["ts"])
+    assert row.history_read_to == ""  # the look concluded
+
+
 @pytest.mark.parametrize("landed", [True, False], ids=["posted", "not-posted"])
 async def test_a_copy_in_doubt_of_a_notice_retracted_since_is_updated_if_it_landed_and_cancelled_if_not(
         rig: Rig, landed: bool) -> None:

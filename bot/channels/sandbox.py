@@ -39,7 +39,8 @@ class SandboxChannel:
         return ()
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None,
+                      read_to: str = "") -> Outcome:
         earlier = await SandboxMessage.get_or_none(delivery_id=delivery_id)
         if earlier is None and not wanted:
             return Outcome.not_posted()

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -46,7 +47,6 @@ _TIMEOUT = aiohttp.ClientTimeout(total=20)
 # then ignored above 15: docs/platform-limits.md); 200 is what Slack suggests as a page otherwise.
 _LOOK_BACK_MARGIN_SECONDS = 60.0
 _HISTORY_PAGE = 200
-_LOOKS_CUT_SHORT = 1024  # looks remembered where a rate limit stopped them
 
 # Answers that mean Herald's token is dead for the whole workspace: the app was removed (Slack's
 # error reference: `account_inactive` is what a bot token of a deleted workspace or removed app
@@ -244,15 +244,20 @@ class SlackWorkspaces:
         self._clients.clear()
 
 
+@dataclass
+class _Look:
+    """A look for a copy in doubt: the ts of the oldest message read so far (where it began: the
+    copy's stored resume point, or "" for the newest message)."""
+
+    read_to: str
+
+
 class SlackChannel:
     platform = Platform.SLACK.value
 
     def __init__(self, workspaces: SlackWorkspaces) -> None:
         self.workspaces = workspaces
         self._rendered: dict[NoticeView, bytes] = {}
-        # (delivery id, channel, oldest) -> the ts of the oldest message a look read before a rate
-        # limit stopped it: the next look for that copy goes on from there (see _find_earlier_send).
-        self._looks_cut_short: dict[tuple[int, str, str], str] = {}
 
     def _render(self, view: NoticeView) -> bytes:
         """The message's fallback text and blocks as the JSON body's `"text":...,"blocks":...`
@@ -267,11 +272,12 @@ class SlackChannel:
         return rendered
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None,
+                      read_to: str = "") -> Outcome:
         token = await self.workspaces.token_for(recipient.workspace_id)
         if not token:
             return Outcome.failed(await self.workspaces.missing_reason(recipient.workspace_id))
-        opened, checking = "", maybe_sent
+        opened, checking, look = "", maybe_sent, _Look(read_to)
         try:
             # No conversations.open on the hot path (Tier 3, ~50 a minute per workspace): a bot
             # token may post to a user id, which lands in the app's DM with that user; the answer's
@@ -285,7 +291,7 @@ class SlackChannel:
                 if not recipient.dm_channel:  # in doubt and no DM known: its history needs the D... id
                     response = await client.conversations_open(users=recipient.user_id)
                     channel = opened = response["channel"]["id"]
-                earlier = await self._find_earlier_send(client, channel, delivery_id, since)
+                earlier = await self._find_earlier_send(client, channel, delivery_id, since, look)
                 if earlier is not None:
                     return Outcome.delivered(earlier, dm_channel=opened)
                 if not wanted:
@@ -309,8 +315,10 @@ class SlackChannel:
             if checking and outcome.throttled:
                 # The check's own method limit (conversations.history: 1 a minute for an app
                 # distributed outside the Marketplace), not chat.postMessage's: this row waits, still
-                # in doubt, and the workspace's other sends go on.
-                return Outcome.deferred(outcome.retry_after or 60.0, in_doubt=True)
+                # in doubt, and the workspace's other sends go on; the next look, in any process,
+                # goes on from where this one stopped (the engine stores it with the copy).
+                return Outcome.deferred(outcome.retry_after or 60.0, in_doubt=True,
+                                        read_to=look.read_to if look.read_to != read_to else "")
             return outcome
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             # Only a connection never made proves the message was not posted; after a timeout or a
@@ -319,38 +327,30 @@ class SlackChannel:
                                  in_doubt=not isinstance(exc, aiohttp.ClientConnectorError))
 
     async def _find_earlier_send(self, client: AsyncWebClient, channel: str, delivery_id: int,
-                                 since: datetime | None) -> MessageRef | None:
+                                 since: datetime | None, look: _Look) -> MessageRef | None:
         """Look for a message an interrupted earlier attempt posted (by its metadata): the DM's
         history back to just before `since` (when the first attempt that may have posted it began;
         None: unknown, the whole history), page by page. Outside the Marketplace a page holds 15
         messages and Slack answers 1 request a minute, and the look can come long after the
         attempt: the DM may have had many messages since. A page refused for the rate limit raises
-        (the row waits, still in doubt, deliver()); the next look for the copy goes on from the
-        last message read, not from the newest again: every message newer than that one was read,
-        and the earlier copy was posted before the first look began."""
+        (the row waits, still in doubt, deliver()), `look.read_to` saying where the next look goes
+        on: the last message read, not the newest again (every message newer than that one was
+        read, and the earlier copy was posted before the first look began). The look starts where
+        `look.read_to` says (the copy's stored resume point), else from the newest message."""
         oldest = f"{since.timestamp() - _LOOK_BACK_MARGIN_SECONDS:.6f}" if since is not None else ""
-        key = (delivery_id, channel, oldest)
-        latest = self._looks_cut_short.pop(key, "")
-        bounds = {name: value for name, value in (("oldest", oldest), ("latest", latest)) if value}
-        read_to, cursor = latest, ""
+        bounds = {name: value for name, value in (("oldest", oldest), ("latest", look.read_to)) if value}
+        cursor = ""
         while True:
-            try:
-                response = await client.conversations_history(channel=channel, limit=_HISTORY_PAGE,
-                                                              include_all_metadata=True, **bounds,
-                                                              **({"cursor": cursor} if cursor else {}))
-            except SlackApiError:
-                if read_to:
-                    if len(self._looks_cut_short) >= _LOOKS_CUT_SHORT:
-                        del self._looks_cut_short[next(iter(self._looks_cut_short))]
-                    self._looks_cut_short[key] = read_to
-                raise
+            response = await client.conversations_history(channel=channel, limit=_HISTORY_PAGE,
+                                                          include_all_metadata=True, **bounds,
+                                                          **({"cursor": cursor} if cursor else {}))
             messages = response.get("messages") or []
             for message in messages:  # newest first
                 payload = (message.get("metadata") or {}).get("event_payload") or {}
                 if payload.get("delivery_id") == delivery_id:
                     return MessageRef(channel, message["ts"])
             if messages:
-                read_to = str(messages[-1]["ts"])
+                look.read_to = str(messages[-1]["ts"])
             cursor = str((response.get("response_metadata") or {}).get("next_cursor") or "")
             if not response.get("has_more") or not cursor:
                 return None

@@ -231,7 +231,8 @@ class TeamsChannel:
     # ---- Channel protocol -------------------------------------------------------------
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None,
+                      read_to: str = "") -> Outcome:
         # `wanted=False` is not honoured beyond this process's memory: Teams cannot be asked whether
         # an earlier attempt landed, and a member who may hold the live original is better sent
         # the retracted copy than left with it.

@@ -54,6 +54,9 @@ class Outcome:
     in_doubt: bool = False
     # The channel looked for an earlier attempt's message and it is not there: nothing was posted.
     looked: bool = False
+    # A look cut short by the rate limit: where the next one goes on (`deliver(read_to=...)`), stored
+    # with the copy so any process resumes it. "": nothing read beyond where this look began.
+    read_to: str = ""
     # The platform refused Herald's credentials for the whole workspace for good (Slack: the app
     # was removed, its token revoked): the code it answered. The engine deactivates the workspace
     # as the uninstall event does (bot.core.directory.workspaces.workspace_refused).
@@ -71,9 +74,9 @@ class Outcome:
                    dm_channel=dm_channel, in_doubt=in_doubt, method_only=method_only)
 
     @classmethod
-    def deferred(cls, seconds: float, *, in_doubt: bool = False) -> "Outcome":
+    def deferred(cls, seconds: float, *, in_doubt: bool = False, read_to: str = "") -> "Outcome":
         return cls(OutcomeKind.DEFERRED, reason="waiting for the workspace's rate limit", retry_after=seconds,
-                   in_doubt=in_doubt)
+                   in_doubt=in_doubt, read_to=read_to)
 
     @classmethod
     def not_posted(cls, dm_channel: str = "") -> "Outcome":
@@ -139,14 +142,17 @@ class Channel(Protocol):
     platform: str
 
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
-                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None) -> Outcome:
+                      maybe_sent: bool, wanted: bool = True, since: datetime | None = None,
+                      read_to: str = "") -> Outcome:
         """Send one notice to one person. `maybe_sent`: an earlier attempt may have gone out
         before a crash; the channel must look for it before sending again. `wanted=False` (only
         with `maybe_sent`): the notice was retracted, its survey closed, or the reminder
         acknowledged, since; report the earlier message if it is there (the engine updates it),
         else send nothing (`Outcome.not_posted`). A channel that cannot look sends as usual.
         `since` (with `maybe_sent`): when the first attempt that may have posted it began (None:
-        unknown); an earlier message can only be newer, so a look need not read further back."""
+        unknown); an earlier message can only be newer, so a look need not read further back.
+        `read_to`: where an earlier look for it stopped (its `Outcome.read_to`): everything newer
+        was read, so this one goes on from there."""
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
         """Replace a delivered message in place (e.g. after an acknowledgement)."""

@@ -34,7 +34,7 @@ _COLUMNS = ("d.id AS id, d.notice_id AS notice_id, d.member_id AS member_id, d.k
             "d.sequence AS sequence, d.platform AS platform, d.workspace_external_id AS workspace_id, "
             "d.variant AS variant, d.attempts AS attempts, d.channel_id AS channel_id, "
             "d.message_id AS message_id, d.rendered_revision AS rendered_revision, d.update_seq AS update_seq, "
-            "d.send_started_at AS send_started_at, "
+            "d.send_started_at AS send_started_at, d.history_read_to AS history_read_to, "
             "a.id AS account_id, a.workspace_external_id AS account_workspace, a.user_id AS user_id, "
             "a.dm_channel AS dm_channel, a.service_url AS service_url, a.app_removed_at AS app_removed_at, "
             "m.name AS member_name, "
@@ -90,6 +90,7 @@ class ClaimedRow:
     # while pending; kept while it is in doubt): an earlier copy can only be newer. None: unknown
     # (claimed before migration 0027).
     send_started_at: datetime | None
+    history_read_to: str  # where the look for it in doubt goes on (Delivery.history_read_to)
     account_id: int | None  # None: the member's platform account was removed
     recipient: Recipient | None
     app_removed: bool  # the member removed Herald on the account's platform (Teams: app_installs)
@@ -208,7 +209,8 @@ def _row(r: Any) -> ClaimedRow:
         platform=r["platform"], workspace_id=r["workspace_id"], variant=r["variant"], attempts=r["attempts"],
         channel_id=r["channel_id"], message_id=r["message_id"], rendered_revision=r["rendered_revision"],
         update_seq=r["update_seq"], maybe_sent=r["prior_status"] == SENDING,
-        send_started_at=as_datetime(r["send_started_at"]), account_id=account_id, recipient=recipient,
+        send_started_at=as_datetime(r["send_started_at"]), history_read_to=r["history_read_to"] or "",
+        account_id=account_id, recipient=recipient,
         app_removed=r["app_removed_at"] is not None,
         member_label=r["member_name"] or r["member_email"],
         notice_stamp=NoticeStamp(r["n_revision"], r["n_ack_revision"], r["n_status"], r["s_id"],

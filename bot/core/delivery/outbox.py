@@ -114,6 +114,10 @@ _CANCEL_UNWANTED_SQL = (
     f"OR (kind='{DeliveryKind.REMINDER.value}' AND EXISTS (SELECT 1 FROM acknowledgement k JOIN notice n "
     f"ON n.id=k.notice_id WHERE k.notice_id=delivery.notice_id AND k.member_id=delivery.member_id "
     f"AND k.revision=n.ack_revision))) RETURNING id, notice_id, member_id, platform, kind, error")
+# Where a look for a copy in doubt goes on (Delivery.history_read_to): rare, so a statement of its own.
+_LOOK_SQL = "UPDATE delivery SET history_read_to=? WHERE id=? AND claimed_by=?"
+_LOOK_PG = ("UPDATE delivery d SET history_read_to=v.read_to FROM unnest($1::text[], $2::int[], $3::text[]) "
+            "AS v(read_to, id, token) WHERE d.id=v.id AND d.claimed_by=v.token")
 # PostgreSQL: the same three, each one statement for the whole group (storage.db.write_rows)
 _STORE_PG = (
     "UPDATE delivery d SET status=v.status, attempts=v.attempts, "
@@ -342,7 +346,8 @@ class NoticeSource:
             # landed, it is recorded and updated to show the change; if not, it is cancelled too.
             return Outcome.deferred(0)
         return await channel.deliver(row.recipient, job.view, delivery_id=row.id, maybe_sent=row.maybe_sent,
-                                     wanted=wanted, since=row.send_started_at)
+                                     wanted=wanted, since=row.send_started_at,
+                                     read_to=row.history_read_to if row.maybe_sent else "")
 
     def _updates_throttled(self, job: Job, exc: RateLimited) -> None:
         """A 429 on an update that limits the update method alone (Slack: chat.update, Tier 3)
@@ -442,7 +447,7 @@ class NoticeSource:
     # ---- recording ------------------------------------------------------------------------
 
     async def _store(self, results: list[tuple[Job, Outcome]], now: datetime) -> None:
-        rows, events, dm_cache, back_to_pending = [], [], {}, []
+        rows, events, dm_cache, back_to_pending, looks = [], [], {}, [], []
         postgres = storage_db.dialect() == "postgres"
         counted: Counter[tuple[str, str, str]] = Counter()  # for the metrics, once per group
         first_reminders = self._first_reminders({j.notice.id: j.notice for j, _ in results}, now)
@@ -458,7 +463,11 @@ class NoticeSource:
                 events.append(event)
             if result.status == DeliveryStatus.PENDING.value:
                 back_to_pending.append(row.id)
+            if (read_to := _history_read_to(row, outcome)) != row.history_read_to:
+                looks.append((read_to, row.id, job.token))
         async with in_transaction() as conn:
+            if looks:  # before the outcomes clear the claims it checks
+                await storage_db.write_rows(_LOOK_SQL, looks, postgres=_LOOK_PG, using_db=conn)
             await storage_db.write_rows(_STORE_SQL, rows, postgres=_STORE_PG, using_db=conn)
             if back_to_pending:
                 predicate, ids = storage_db.in_ids("id", back_to_pending)
@@ -1120,6 +1129,17 @@ class Outbox:
                     if self._workers.get(lane) is asyncio.current_task():
                         del self._workers[lane]
         return handled
+
+
+def _history_read_to(row: ClaimedRow, outcome: Outcome) -> str:
+    """Where the next look for the copy in doubt goes on: where a look cut short by the rate limit
+    stopped; unchanged when nothing was tried or read (a paused lane, a 429 on the look's first
+    page); "" once a look concluded or the copy was sent (a later doubt is a new one)."""
+    if outcome.read_to:
+        return outcome.read_to
+    if outcome.kind is OutcomeKind.DEFERRED and not outcome.looked:
+        return row.history_read_to
+    return ""
 
 
 def _store_row(result: _Result, row: ClaimedRow, now: datetime, token: str, *, postgres: bool) -> tuple:
