@@ -84,7 +84,8 @@ class Herald:
         self._keyword_kb = None  # answers while the semantic index is being built
         self._keyword_lock = asyncio.Lock()
         self._kb_build: asyncio.Task | None = None
-        self._overlay: list[dict] | None = None  # the approved learned items the knowledge base has
+        self._index_failed = False  # the start-up semantic build failed: keywords until restart
+        self._overlay: list[dict] | None = None  # the approved learned items the knowledge base has (or is built with)
         self._failed_reload: str | None = None  # the files and items (index.fingerprint) that failed to load
         self._kb_unavailable = ""  # why no knowledge base could be loaded, as last logged
         self.kb_build_gate: asyncio.Event | None = None  # if set, the switch-over waits for it (tests)
@@ -186,7 +187,7 @@ class Herald:
                     if not self.settings.kb_semantic:
                         log.info("onboarding assistant ready: %d entries from %s, keywords only "
                                  "(HERALD_KB_SEMANTIC=false)", len(self._keyword_kb.entries), kb_dir)
-        if not self.settings.kb_semantic:
+        if not self.settings.kb_semantic or self._index_failed:
             self._kb = self._keyword_kb
             return self._kb
         if self._kb is not None:  # the switch-over happened meanwhile
@@ -213,13 +214,20 @@ class Herald:
     def start_index_build(self) -> asyncio.Task:
         """Start building the semantic index (once); the task's result is the semantic knowledge base."""
         if self._kb_build is None:
-            self._kb_build = asyncio.create_task(self._build_index(), name="herald-kb-index")
+            self._kb_build = asyncio.create_task(self._build_index(self._overlay or []), name="herald-kb-index")
         return self._kb_build
 
     async def semantic_ready(self):  # noqa: ANN201
-        """Wait for the semantic index (tests, benchmarks); the knowledge base in use afterwards."""
+        """Wait for the semantic index, or its rebuild after a reload (tests, benchmarks); the
+        knowledge base in use afterwards. The build has the approved learned items, as the
+        server's does (``knowledge_base()`` reads them first)."""
+        if self._overlay is None:
+            self._overlay = await self._read_overlay()
+        build = self._kb_build
         if self._kb is None and self.settings.kb_semantic:
-            await asyncio.shield(self.start_index_build())
+            build = self.start_index_build()
+        if build is not None and not build.done():
+            await asyncio.shield(build)
         return await self.knowledge_base()
 
     async def _read_overlay(self) -> list[dict]:
@@ -234,14 +242,21 @@ class Herald:
 
     async def reload_knowledge_base(self) -> bool:
         """Pick up approved learned items without a restart (every tick): if they changed since the
-        knowledge base was loaded, rebuild it; the current one answers until the new one is ready.
+        knowledge base was loaded, rebuild it, the same kind as start-up settled on; the current one
+        answers until the new one is ready.
 
-        The files are read again for that, and may have been edited meanwhile: the new knowledge
-        base is loaded (keywords, about 0.1 s of CPU) before anything is replaced, so files that
-        cannot be used now leave the one in use answering. That is logged once, and tried again
-        when the files or the learned items change."""
+        * A semantic index in use is rebuilt as one (in a child process, ``_build_index``); should
+          that fail, the one loaded before stays in use.
+        * Keywords in use (HERALD_KB_SEMANTIC=false, no embedding model, or a failed start-up
+          build) are replaced by a keyword knowledge base with the items (about 0.1 s of CPU).
+        * While the start-up build is still running, the keywords answering meanwhile are
+          replaced and the build starts again with the items.
+
+        The files are read again for that, and may have been edited meanwhile: they are read and
+        checked before anything is replaced, so files that cannot be used now leave the one in use
+        answering. That is logged once, and tried again when the files or the learned items change."""
         from bot.core.onboarding import index
-        from bot.core.onboarding.qa import KnowledgeBase, KnowledgeBaseError
+        from bot.core.onboarding.qa import KnowledgeBase, KnowledgeBaseError, read_entries
 
         if self._overlay is None:  # not loaded yet: the first load reads them
             return False
@@ -252,8 +267,13 @@ class Herald:
         attempt = await asyncio.to_thread(index.fingerprint, kb_dir, overlay)
         if attempt == self._failed_reload:  # the same files and items failed before: said already
             return False
+        semantic_in_use = self._kb is not None and self._kb.semantic
         try:
-            keyword_kb = await asyncio.to_thread(KnowledgeBase.load, kb_dir, semantic=False, overlay=overlay)
+            if semantic_in_use:  # the child builds the index; only check the files here
+                await asyncio.to_thread(read_entries, kb_dir, overlay)
+                keyword_kb = None
+            else:
+                keyword_kb = await asyncio.to_thread(KnowledgeBase.load, kb_dir, semantic=False, overlay=overlay)
         except (KnowledgeBaseError, OSError) as exc:
             self._failed_reload = attempt
             log.error("learned knowledge-base items changed (%d approved) but the knowledge base in %s cannot be "
@@ -261,22 +281,44 @@ class Herald:
                       len(overlay), kb_dir, exc)
             return False
         self._failed_reload = None
-        log.info("learned knowledge-base items changed (%d approved): rebuilding the index", len(overlay))
-        self._overlay, self._keyword_kb = overlay, keyword_kb
-        if not self.settings.kb_semantic:
-            self._kb = keyword_kb
+        previous, self._overlay = self._overlay, overlay
+        if keyword_kb is not None:
+            self._keyword_kb = keyword_kb
+        if semantic_in_use or (self._kb is None and self.settings.kb_semantic and not self._index_failed):
+            log.info("learned knowledge-base items changed (%d approved): rebuilding the semantic index; "
+                     "the one in use answers meanwhile", len(overlay))
+            self._restart_index_build(overlay, replacing=previous if semantic_in_use else None, attempt=attempt)
             return True
-        if self._kb_build is not None and not self._kb_build.done():
-            self._kb_build.cancel()
-        self._kb_build = None
-        self.start_index_build()
+        log.info("learned knowledge-base items changed (%d approved): %d entries, keywords only (%s)",
+                 len(overlay), len(keyword_kb.entries), self._why_keywords())
+        self._kb = keyword_kb
         return True
 
-    async def _build_index(self):  # noqa: ANN202
+    def _why_keywords(self) -> str:
+        """Why the assistant answers from keywords alone, for the log."""
+        if not self.settings.kb_semantic:
+            return "HERALD_KB_SEMANTIC=false"
+        if self._index_failed:
+            return "the semantic index build failed at start-up"
+        return "no embedding model"
+
+    def _restart_index_build(self, overlay: list[dict], *, replacing: list[dict] | None, attempt: str) -> None:
+        """Build the semantic index again with ``overlay``, cancelling a build in progress.
+        ``replacing``: the learned items of the semantic index in use, which stays in use (with
+        them) if the build fails; None when keywords answer until the build is ready."""
+        if self._kb_build is not None and not self._kb_build.done():
+            self._kb_build.cancel()
+        rebuild = self._build_index(overlay, replacing=replacing, attempt=attempt)
+        self._kb_build = asyncio.create_task(rebuild, name="herald-kb-index")
+
+    async def _build_index(self, overlay: list[dict], *, replacing: list[dict] | None = None,
+                           attempt: str | None = None):  # noqa: ANN202 - KnowledgeBase | None
+        """Build (or load the stored vectors of) the semantic index with ``overlay`` off the event
+        loop and switch to it. ``replacing``/``attempt``: a rebuild after a reload (see
+        ``_restart_index_build``); its failure keeps the semantic index in use, logged as such."""
         from bot.core.onboarding import index
 
         kb_dir, store = self.settings.kb_dir, self.settings.cache_dir / "vectors"
-        overlay = self._overlay or []
         started = time.monotonic()
         try:
             ready = await asyncio.to_thread(index.ready_store, kb_dir, store, overlay)
@@ -291,18 +333,29 @@ class Herald:
             kb = await asyncio.to_thread(index.load_semantic, kb_dir, ready, overlay)
         except asyncio.CancelledError:
             raise
-        except RuntimeError as exc:  # the child failed; its last lines say why
-            log.error("semantic index build failed, answering from keywords until restart: %s", exc)
-            return None
-        except Exception:
-            log.exception("semantic index build failed, answering from keywords until restart")
+        except Exception as exc:
+            self._index_build_failed(exc, replacing=replacing, attempt=attempt)
             return None
         self._kb = kb
-        log.info("semantic index ready, switching from keywords: %d entries from %s, %s, threshold %.3f, "
-                 "%s, in %.1f s", len(kb.entries), kb_dir,
+        switch = "semantic index rebuilt" if replacing is not None else "semantic index ready, switching from keywords"
+        log.info("%s: %d entries from %s, %s, threshold %.3f, %s, in %.1f s", switch, len(kb.entries), kb_dir,
                  "embedding model + keywords" if kb.semantic else "keywords only (no embedding model)",
                  kb.threshold, how, time.monotonic() - started)
         return kb
+
+    def _index_build_failed(self, exc: Exception, *, replacing: list[dict] | None, attempt: str | None) -> None:
+        """Log a failed build truthfully and settle what answers. A rebuild leaves the semantic
+        index in use answering, without the new learned items, until the files or the items change
+        again; a start-up build leaves keywords answering until restart."""
+        unexpected = not isinstance(exc, (RuntimeError, OSError))  # a RuntimeError: the child's last lines say why
+        if replacing is not None:
+            self._overlay, self._failed_reload = replacing, attempt
+            log.error("semantic index rebuild failed, so the semantic index loaded before stays in use, without "
+                      "the learned items changed since, until the files or the learned items change: %s", exc,
+                      exc_info=unexpected)
+            return
+        self._index_failed = True
+        log.error("semantic index build failed, answering from keywords until restart: %s", exc, exc_info=unexpected)
 
     async def _run_index_child(self, kb_dir, store, overlay_file) -> None:  # noqa: ANN001
         from bot.core.onboarding import index

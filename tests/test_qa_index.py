@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.directory.staff import add_staff
 from bot.core.onboarding import index
+from bot.core.onboarding.learning import ENTRY, decide, propose
 from bot.core.onboarding.qa import default_directory
-from storage.models import Question
+from storage.models import Member, Question, Staff
 from tests.fakes.slack_signing import event_body
 from tests.support import TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
 
@@ -142,6 +144,53 @@ async def test_a_failed_build_keeps_answering_from_keywords(db: str, edited_kb: 
         assert not kb.semantic
         assert "semantic index build failed, answering from keywords until restart" in caplog.text
         assert "cannot write the vector store" in caplog.text  # the child's reason, in the service's log
+    finally:
+        await stop_harness(slack)
+
+
+async def test_a_reload_whose_semantic_rebuild_fails_keeps_the_semantic_index_answering_and_says_so(
+        db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Semantic mode: an admin approves a learned entry and the next tick rebuilds the semantic
+    index with it, which fails here (the vector store cannot be written). The log used to say
+    "answering from keywords until restart" while the semantic index loaded before went on
+    answering. Now the log says that index stays in use without the new items, an indirect
+    question only the semantic index answers is still answered, and the rebuild is not retried on
+    every tick (only when the files or the learned items change)."""
+    caplog.set_level(logging.INFO)
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the cache directory should be")
+    slack = await start_harness(db, extra_settings={"cache_dir": blocked})
+    herald = slack.herald
+    try:
+        await seed_directory(slack.clock)
+        assert (await herald.semantic_ready()).semantic  # the sample's index, loaded by the fixture
+        await add_staff("admin@vendor.example", "admin", name="Ada Admin", now=slack.clock.now(), actor="test")
+        cam, admin = await Staff.get(email="cam@vendor.example"), await Staff.get(email="admin@vendor.example")
+        handed = await Question.create(
+            member=await Member.get(email="anna@acme.example"), platform="slack", abstained=True,
+            text="is there parking for visitors at your headquarters", asked_at=slack.clock.now(),
+            channel_id="DUANNA", handoff_status="answered", cam=cam, reply_text="Yes, behind building B.")
+        proposal, _ = await propose(handed.id, cam, ENTRY, now=slack.clock.now())
+        await decide(proposal.id, admin, approve=True, now=slack.clock.now(), kb_dir=herald.settings.kb_dir)
+
+        assert (await herald.tick())["kb_reloaded"] == 1
+        await wait_until(lambda: [r for r in caplog.records if r.name == "bot.service" and r.levelno >= logging.ERROR],
+                         timeout=120, what="the rebuild's outcome")
+        kb = await herald.semantic_ready()
+        assert kb.semantic and await herald.knowledge_base() is kb
+        logged = caplog.text
+        assert "answering from keywords" not in logged, logged
+        assert "the semantic index loaded before stays in use" in logged
+
+        indirect = "is the instructor-led training free"  # keywords alone miss it; the model does not
+        answer = await _dm(slack, "UDI", indirect)
+        assert "I don't know that one yet" not in str(answer["blocks"])
+        question = await Question.filter(text=indirect).order_by("-id").first()
+        assert question is not None and question.entry_id == "training-cost" and not question.abstained
+
+        caplog.clear()
+        assert (await herald.tick())["kb_reloaded"] == 0  # said once; tried again when something changes
+        assert "rebuilding" not in caplog.text
     finally:
         await stop_harness(slack)
 

@@ -516,11 +516,17 @@ def apply_overlay(entries: Sequence[KBEntry], overlay: Sequence[dict[str, Any]])
     return list(out.values())
 
 
+def read_entries(directory: Path, overlay: Sequence[dict[str, Any]] = ()) -> list[KBEntry]:
+    """The entries ``KnowledgeBase.load`` would index (the files, read and checked, with the
+    approved learned items), without indexing them; raises ``KnowledgeBaseError`` as it would."""
+    return apply_overlay(_read(Path(directory))[1], overlay)
+
+
 def phrasings(directory: Path, overlay: Sequence[dict[str, Any]] = ()) -> dict[str, str]:
     """Each question the knowledge base ``KnowledgeBase.load`` would have already asks (titles and
     alternative questions, ``normalised``) -> its entry's id."""
     found: dict[str, str] = {}
-    for entry in apply_overlay(_read(Path(directory))[1], overlay):
+    for entry in read_entries(directory, overlay):
         for text in (entry.title, *entry.alt_questions):
             found.setdefault(normalised(text), entry.id)
     return found
