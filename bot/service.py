@@ -396,17 +396,14 @@ class Herald:
 
     async def hand_off_question(self, question_id: int, member) -> str:  # noqa: ANN001
         """Queue the question for the member's CAM; returns what to tell the member."""
-        from bot.core.onboarding.assistant import hand_off
+        from bot.core.onboarding.assistant import hand_off, handoff_note
 
         handoff = await hand_off(question_id, member, now=self.clock.now(), channels=self.channels)
-        name = handoff.cam.name or handoff.cam.email
-        if handoff.already:
-            return f"Your question is already with {name}; their answer will appear here."
-        if not handoff.queued:
+        if not handoff.already and not handoff.queued:
             log.warning("CAM %s has no Slack or Teams account for hand-offs", handoff.cam.email)
-            return f"I've noted your question for {name}, who will get back to you."
-        self.outbox.wake()  # a person is waiting: it leaves at once, ahead of journeys and digests
-        return f"I've passed your question to {name}; their answer will appear here."
+        elif not handoff.already:
+            self.outbox.wake()  # a person is waiting: it leaves at once, ahead of journeys and digests
+        return handoff_note(handoff)
 
     async def relay_reply(self, question_id: int, staff, text: str) -> Question:  # noqa: ANN001
         """Record the CAM's reply and queue it for the member where they asked; it leaves at once.

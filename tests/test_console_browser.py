@@ -332,9 +332,9 @@ def test_the_sandbox_hands_a_question_to_the_cam_and_shows_the_reply(live: LiveC
     _css(driver, "#question").send_keys("Can I get a demo unit for a trade fair?")
     _css(driver, "form.ask button").click()
     _wait(driver, lambda d: "The assistant answered below" in d.page_source, "the assistant's answer")
-    ask = next(b for b in _all(driver, "button.sk-button") if b.text == "Ask my CAM")
+    ask = next(b for b in _all(driver, "button.sk-button") if b.text == "Meinen CAM fragen")  # Jonas: de
     ask.click()
-    _wait(driver, lambda d: "noted your question for Casey Morgan" in d.page_source, "the hand-off")
+    _wait(driver, lambda d: "Ihre Frage für Casey Morgan notiert" in d.page_source, "the hand-off")
 
     driver.get(live.url("/console/questions"))
     assert "Can I get a demo unit for a trade fair?" in driver.page_source and "Jonas Weber" in driver.page_source
@@ -356,7 +356,7 @@ def test_the_sandbox_hands_a_question_to_the_cam_and_shows_the_reply(live: LiveC
     driver.find_element(By.LINK_TEXT, "Jonas Weber").click()
 
     def arrived(d) -> bool:  # noqa: ANN001 - the reply leaves through the outbox: reload until it is in
-        if "Casey Morgan answered your question" in d.page_source:
+        if "Casey Morgan hat Ihre Frage beantwortet" in d.page_source:
             return True
         d.refresh()
         return False

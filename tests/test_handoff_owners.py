@@ -33,7 +33,7 @@ async def _handed_off(rig: Rig) -> Question:
 
 async def _assert_with_the_new_cam(rig: Rig, question: Question) -> None:
     anna = await Member.get(email="anna@acme.example")
-    assert "already with Nora New" in await rig.herald.hand_off_question(question.id, anna)
+    assert "bereits bei Nora New" in await rig.herald.hand_off_question(question.id, anna)  # "already with", in German
     old_cam, new_cam = await Staff.get(email="cam@vendor.example"), await Staff.get(email="newcam@vendor.example")
     assert [q.id for q in await open_handoffs(new_cam)] == [question.id]
     assert await open_handoffs(old_cam) == []
@@ -61,7 +61,7 @@ async def test_open_handoffs_follow_when_the_cam_the_directory_names_is_added_as
     question = await _handed_off(rig)
     assert not (await import_directory(NEW_CAM, now=rig.clock.now(), actor="test")).rejected
     anna = await Member.get(email="anna@acme.example")
-    assert "already with" in await rig.herald.hand_off_question(question.id, anna)
+    assert "bereits bei Casey CAM" in await rig.herald.hand_off_question(question.id, anna)  # "already with"
     assert [q.id for q in await open_handoffs(await Staff.get(email="cam@vendor.example"))] == [question.id]
 
     await add_staff("newcam@vendor.example", "cam", name="Nora New", now=rig.clock.now(), actor="test")

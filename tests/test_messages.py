@@ -156,7 +156,7 @@ async def test_hand_off_and_relay_go_once_and_a_failed_relay_is_reported_to_the_
     question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
                                      asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
     told = [await rig.herald.hand_off_question(question.id, anna) for _ in range(2)]  # a double click
-    assert "passed your question" in told[0] and "already with" in told[1]
+    assert "weitergeleitet" in told[0] and "bereits bei" in told[1]  # passed / already with, in Anna's German
     assert await rig.herald.outbox.drain() == 1
     (handoff,) = [c for c in _ok_posts(rig) if c.channel == "DUCAM1"]
     assert "Where is the price list?" in str(handoff.args["blocks"])

@@ -98,7 +98,7 @@ async def test_the_member_presses_did_you_mean_and_gets_the_runner_up(db: str, p
         (value,) = [v for a, v in buttons if a == DID_YOU_MEAN_ACTION]
         assert value == f"{question.id}:{other.pop()}"
         label = [e["text"]["text"] for b in answer.args["blocks"] if b["type"] == "actions" for e in b["elements"]][-1]
-        assert label.startswith("Did you mean: How do I ") and label.endswith("?")
+        assert label.startswith("Meinten Sie: How do I ") and label.endswith("?")  # Anna's locale is de
 
         await slack.click(DID_YOU_MEAN_ACTION, value, user="UBO")  # not Bo's question
         (refused,) = await slack.responses(slack.last_click_key)

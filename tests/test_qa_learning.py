@@ -69,7 +69,7 @@ async def slack(db: str):
 
 async def test_a_cams_reply_becomes_an_entry_once_an_admin_approves_it(slack: SlackHarness) -> None:
     answer = await _dm(slack, "UANNA", PARKING)
-    assert "I don't know that one yet" in str(answer["blocks"])
+    assert "Das weiß ich noch nicht" in str(answer["blocks"])  # "I don't know that one yet": Anna's locale is de
     question = await Question.get()
     qid = str(question.id)
     # nothing suggested, so only "reply as a new entry" is offered next to Reply
@@ -388,7 +388,7 @@ async def test_a_hand_off_after_an_unsure_offer_tells_the_cam_what_was_offered_a
     answer = await _dm(slack, "UANNA", "Wo finde ich die aktuelle Preisliste?")
     question = await Question.get()
     qid = str(question.id)
-    assert "not sure" in str(answer["blocks"]) and (DID_YOU_MEAN_ACTION, f"{qid}:price-list") in _buttons(
+    assert "nicht sicher" in str(answer["blocks"]) and (DID_YOU_MEAN_ACTION, f"{qid}:price-list") in _buttons(
         answer["blocks"])
     assert (question.entry_id, question.suggested_entry_id, question.abstained) == ("", "price-list", True)
     (asked,) = await AuditEvent.filter(kind="question.asked")

@@ -126,7 +126,7 @@ async def test_questions_feedback_and_a_hand_off_answered_from_the_console(conso
     assert (await Question.get(id=question.id)).feedback == "not_helpful"
     _, inbox = await casey.post(f"/console/sandbox/{lena.id}/action", {"action_id": "herald_qa_ask_cam",
                                                                        "value": str(question.id)})
-    assert "noted your question for Casey Morgan" in inbox  # Casey has no chat account: the console lists it
+    assert "Ihre Frage für Casey Morgan notiert" in inbox  # Casey has no chat account: the console lists it (Lena: de)
     assert (await Question.get(id=question.id)).handoff_status == "open"
 
     _, waiting = await casey.get("/console/questions")
@@ -135,7 +135,7 @@ async def test_questions_feedback_and_a_hand_off_answered_from_the_console(conso
     assert (await Question.get(id=question.id)).handoff_status == "answered"
     await console.herald.outbox.drain()  # the worker the reply wakes
     _, inbox = await casey.get(f"/console/sandbox/{lena.id}")
-    assert "Casey Morgan answered your question" in inbox and "**Sales**" in inbox  # partner-facing text, escaped
+    assert "Casey Morgan hat Ihre Frage beantwortet" in inbox and "**Sales**" in inbox  # partner-facing text, escaped
     assert await AuditEvent.filter(kind="question.answered").count() == 1
 
     # The CAM teaches the assistant from the console, as the chat buttons under a hand-off do.

@@ -8,6 +8,7 @@ channels render; every step is stored and audited.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -21,6 +22,7 @@ from bot.core.directory.permissions import may_act_as_cam, may_act_for_partner
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.onboarding.handoffs import cam_target, queue_handoff, queue_relay
 from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION, suggested_entry
+from bot.core.onboarding.phrases import phrase
 from bot.core.onboarding.qa import Answer, KBEntry, KnowledgeBase, language_of, primary_language
 from bot.core.ports import Button, Channel, DirectMessage
 from storage.models import Member, PlatformAccount, Question, Staff, StaffRole
@@ -30,12 +32,7 @@ NOT_HELPFUL_ACTION = "herald_qa_not_helpful"
 ASK_CAM_ACTION = "herald_qa_ask_cam"
 REPLY_ACTION = "herald_qa_reply"
 DID_YOU_MEAN_ACTION = "herald_qa_did_you_mean"  # value: "<question id>:<entry id>"
-_UNSURE_WORDS = "Your question uses words the partner knowledge base doesn't, so I may not have an answer to it."
-_UNSURE_LANGUAGE = ("The partner knowledge base is in English, so I may not have understood your question "
-                    "well enough to be sure.")
 MAX_QUESTION = 2000
-LONG_QUESTION = ("(Your message was {asked:,} characters; I read only the first {shown:,}, and so would your channel "
-                 "account manager if you ask them. Send the rest as a question of its own.)")
 MAX_REPLY = 2800
 ON_ITS_WAY = ("Your answer is on its way and will be sent to the partner in a moment. If it cannot be "
               "delivered, I'll tell you here and put the question back in your list.")
@@ -80,10 +77,12 @@ async def ask(member: Member, text: str, kb: KnowledgeBase | None, *, platform: 
                                   withheld=answer.withheld is not None,
                                   **({"knowledge_base_unavailable": True} if kb is None else {}))], using_db=conn)
     metrics.question_answered(answer.abstained)
-    message = (unavailable_message(question) if kb is None
-               else answer_message(question, answer, locale=answer_locale(answer.language, member.locale)))
+    # the language the knowledge base read the question in; without one, what its words say
+    locale = question_locale(question) if kb is None else answer_locale(answer.language, member.locale)
+    message = unavailable_message(question, locale) if kb is None else answer_message(question, answer, locale=locale)
     if len(asked) > MAX_QUESTION:  # said, not silently dropped: the CAM would get the same first part
-        message = replace(message, lines=(*message.lines, LONG_QUESTION.format(shown=MAX_QUESTION, asked=len(asked))))
+        long = phrase("long_question", locale, shown=MAX_QUESTION, asked=len(asked))
+        message = replace(message, lines=(*message.lines, long))
     return Asked(question, answer, message)
 
 
@@ -97,6 +96,13 @@ def answer_locale(question_language: str, member_locale: str) -> str:
     return question_language
 
 
+def question_locale(question: Question) -> str:
+    """The locale of the answer to ``question`` and of everything the assistant says around it
+    (its buttons, the replies to them, the hand-off's confirmation, the CAM's relayed answer).
+    ``question.member`` must be loaded."""
+    return answer_locale(language_of(question.text), question.member.locale)
+
+
 def _entry_id(answer: Answer) -> str:
     """The entry a question is filed under: the answer's, or the confidential one withheld (so the
     CAM sees which entry it was); "" when the knowledge base had nothing."""
@@ -104,47 +110,61 @@ def _entry_id(answer: Answer) -> str:
     return entry.id if entry else ""
 
 
-def unavailable_message(question: Question) -> DirectMessage:
+def unavailable_message(question: Question, locale: str = "") -> DirectMessage:
     """The answer while no knowledge base can be loaded (its files were broken before one was)."""
     return DirectMessage(
-        title="I can't look that up right now",
-        lines=("The partner knowledge base is not available at the moment, so I can't answer your question myself.",
-               "Your channel account manager can help: press Ask my CAM and I'll pass it on."),
-        buttons=(Button("Ask my CAM", ASK_CAM_ACTION, str(question.id), "primary"),))
+        title=phrase("unavailable_title", locale),
+        lines=(phrase("unavailable", locale), phrase("cam_can_help", locale, ask_cam=phrase("ask_cam", locale))),
+        buttons=(_ask_cam_button(str(question.id), locale, "primary"),))
 
 
 def answer_message(question: Question, answer: Answer, *, locale: str = "") -> DirectMessage:
+    """The answer, or why there is none, with its buttons; the assistant's own words in ``locale``'s
+    language (``phrases``), the entry's in its translation for ``locale`` where it has one."""
     qid = str(question.id)
+    ask_cam = phrase("ask_cam", locale)
     if answer.withheld is not None:  # never show the entry's text, nor its title
         return DirectMessage(
-            title="That answer is confidential",
-            lines=("The partner knowledge base has an answer to this, but it is confidential and only "
-                   "shared with some partner roles or tiers.",
-                   "Your channel account manager can help: press Ask my CAM and I'll pass it on."),
-            buttons=(Button("Ask my CAM", ASK_CAM_ACTION, qid, "primary"),))
+            title=phrase("confidential_title", locale),
+            lines=(phrase("confidential", locale), phrase("cam_can_help", locale, ask_cam=ask_cam)),
+            buttons=(_ask_cam_button(qid, locale, "primary"),))
     if answer.entry is None and answer.runner_up is not None:  # not sure: ask instead of guessing
+        runner_up = answer.runner_up
+        unsure = phrase("unsure_language" if answer.other_language else "unsure_words", locale)
         return DirectMessage(
-            title="I'm not sure I have that one",
-            lines=((_UNSURE_LANGUAGE if answer.other_language else _UNSURE_WORDS)
-                   + f" If it is about \u201c{answer.runner_up.title.rstrip('?')}\u201d, press the button.",
-                   "Otherwise your channel account manager can help: press Ask my CAM and I'll pass it on."),
-            buttons=(Button(_did_you_mean_label(answer.runner_up.title), DID_YOU_MEAN_ACTION,
-                            f"{qid}:{answer.runner_up.id}"),
-                     Button("Ask my CAM", ASK_CAM_ACTION, qid, "primary")))
+            title=phrase("unsure_title", locale),
+            lines=(f"{unsure} {phrase('unsure_offer', locale, title=_title_in(runner_up, locale))}",
+                   phrase("otherwise_cam", locale, ask_cam=ask_cam)),
+            buttons=(_did_you_mean_button(qid, runner_up, locale), _ask_cam_button(qid, locale, "primary")))
     if answer.entry is None:
         return DirectMessage(
-            title="I don't know that one yet",
-            lines=("I couldn't find an answer to your question in the partner knowledge base.",
-                   "Your channel account manager can help: press Ask my CAM and I'll pass it on."),
-            buttons=(Button("Ask my CAM", ASK_CAM_ACTION, qid, "primary"),))
-    entry = answer.entry
-    buttons = [Button("Helpful", HELPFUL_ACTION, qid), Button("Not helpful", NOT_HELPFUL_ACTION, qid),
-               Button("Ask my CAM", ASK_CAM_ACTION, qid)]
+            title=phrase("unknown_title", locale),
+            lines=(phrase("unknown", locale), phrase("cam_can_help", locale, ask_cam=ask_cam)),
+            buttons=(_ask_cam_button(qid, locale, "primary"),))
+    buttons = list(_answer_buttons(qid, locale))
     if answer.runner_up is not None:  # two entries fit about equally: ask instead of guessing
-        buttons.append(Button(_did_you_mean_label(answer.runner_up.title), DID_YOU_MEAN_ACTION,
-                              f"{qid}:{answer.runner_up.id}"))
-    title, lines = _entry_text(entry, locale, for_others=answer.for_others)
+        buttons.append(_did_you_mean_button(qid, answer.runner_up, locale))
+    title, lines = _entry_text(answer.entry, locale, for_others=answer.for_others)
     return DirectMessage(title=title, lines=lines, buttons=tuple(buttons))
+
+
+def _answer_buttons(qid: str, locale: str) -> tuple[Button, ...]:
+    return (Button(phrase("helpful", locale), HELPFUL_ACTION, qid),
+            Button(phrase("not_helpful", locale), NOT_HELPFUL_ACTION, qid), _ask_cam_button(qid, locale))
+
+
+def _ask_cam_button(qid: str, locale: str, style: str | None = None) -> Button:
+    return Button(phrase("ask_cam", locale), ASK_CAM_ACTION, qid, style)
+
+
+def _did_you_mean_button(qid: str, entry: KBEntry, locale: str) -> Button:
+    return Button(_did_you_mean_label(_title_in(entry, locale), locale), DID_YOU_MEAN_ACTION, f"{qid}:{entry.id}")
+
+
+def _title_in(entry: KBEntry, locale: str) -> str:
+    """The entry's title in ``locale`` where the knowledge base has it, without its question mark."""
+    translated = entry.translated(locale)
+    return (translated[0] if translated else entry.title).rstrip("?").rstrip()
 
 
 def _entry_text(entry: KBEntry, locale: str, *, for_others: bool = False) -> tuple[str, tuple[str, ...]]:
@@ -155,35 +175,39 @@ def _entry_text(entry: KBEntry, locale: str, *, for_others: bool = False) -> tup
     title, answer = translated or (entry.title, entry.answer)
     lines = [answer.strip()]
     if for_others:
-        lines.append(audience_note(entry))
+        lines.append(audience_note(entry, locale))
     if translated is None and locale and not locale.strip().lower().startswith("en"):
-        lines.append("(This answer is only available in English.)")
+        lines.append(phrase("english_only", locale))
     if entry.link:
-        lines.append(f"More: {entry.link}")
+        lines.append(phrase("more", locale, link=entry.link))
     return title, tuple(lines)
 
 
-def audience_note(entry: KBEntry) -> str:
+def audience_note(entry: KBEntry, locale: str = "") -> str:
     """Whom the entry is mainly for, e.g. "(This is mainly for sales and marketing at Gold and
-    Platinum partners.)"."""
-    roles = _joined(sorted(entry.roles))
-    tiers = _joined([t.title() for t in sorted(entry.tiers)])
+    Platinum partners.)"; the role and tier names are the directory's."""
+    roles = _joined(sorted(entry.roles), locale)
+    tiers = _joined([t.title() for t in sorted(entry.tiers)], locale)
     if roles and tiers:
-        who = f"{roles} at {tiers} partners"
+        who = phrase("roles_at_tiers", locale, roles=roles, tiers=tiers)
     else:
-        who = roles or f"{tiers} partners"
-    return f"(This is mainly for {who}.)"
+        who = roles or phrase("tiers_partners", locale, tiers=tiers)
+    return phrase("mainly_for", locale, who=who)
 
 
-def _joined(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}" if names else ""
+def _joined(names: list[str], locale: str = "") -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return f"{', '.join(names[:-1])} {phrase('and', locale)} {names[-1]}"
 
 
-def _did_you_mean_label(title: str, limit: int = 75) -> str:
-    """Slack allows 75 characters on a button."""
-    title = title.rstrip("?")
-    label = f"Did you mean: {title}?"
-    return label if len(label) <= limit else f"Did you mean: {title[:limit - 16]}…?"
+def _did_you_mean_label(title: str, locale: str = "", limit: int = 75) -> str:
+    """Slack allows 75 characters on a button: a long title is cut, the frame around it kept."""
+    label = phrase("did_you_mean", locale, title=title)
+    if len(label) <= limit:
+        return label
+    frame = len(label) - len(title) + 1  # the frame and the ellipsis
+    return phrase("did_you_mean", locale, title=f"{title[:limit - frame]}…")
 
 
 @dataclass(frozen=True)
@@ -211,12 +235,9 @@ async def choose_runner_up(value: str, member: Member | None, kb: KnowledgeBase,
             await record([audit_event("question.runner_up_chosen", now=now, actor=question.member.email,
                                       member_id=question.member.id, question_id=question.id, entry=entry.id,
                                       first_answer=question.entry_id or None)], using_db=conn)
-    qid = str(question.id)
-    locale = answer_locale(language_of(question.text), question.member.locale)
+    locale = question_locale(question)
     title, lines = _entry_text(entry, locale, for_others=not entry.offered_to(role, tier))
-    message = DirectMessage(title=title, lines=lines, buttons=(
-        Button("Helpful", HELPFUL_ACTION, qid), Button("Not helpful", NOT_HELPFUL_ACTION, qid),
-        Button("Ask my CAM", ASK_CAM_ACTION, qid)))
+    message = DirectMessage(title=title, lines=lines, buttons=_answer_buttons(str(question.id), locale))
     return RunnerUpChosen(message, already=not changed)
 
 
@@ -239,6 +260,15 @@ async def give_feedback(question_id: int, member: Member | None, *, helpful: boo
                      using_db=conn)
     question.feedback = value
     return question
+
+
+def feedback_note(question: Question, *, helpful: bool, emphasis: Callable[[str], str] = str) -> str:
+    """The reply to Helpful / Not helpful, in the answer's language; ``emphasis`` marks up the
+    button's name as the platform does (Slack: bold)."""
+    locale = question_locale(question)
+    if helpful:
+        return phrase("thanks_helpful", locale)
+    return phrase("thanks_not_helpful", locale, ask_cam=emphasis(phrase("ask_cam", locale)))
 
 
 @dataclass(frozen=True)
@@ -280,6 +310,14 @@ async def hand_off(question_id: int, member: Member | None, *, now: datetime,
         if changed:
             metrics.question_handed_off()
     return HandOff(question, cam, message, already, queued=target is not None)
+
+
+def handoff_note(handoff: HandOff) -> str:
+    """What the member is told after Ask my CAM, in the answer's language."""
+    name, locale = handoff.cam.name or handoff.cam.email, question_locale(handoff.question)
+    if handoff.already:
+        return phrase("handoff_already", locale, name=name)
+    return phrase("handoff_passed" if handoff.queued else "handoff_noted", locale, name=name)
 
 
 def handoff_message(question: Question) -> DirectMessage:
@@ -368,8 +406,9 @@ async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,
     account = await PlatformAccount.filter(member_id=question.member_id, platform=question.platform).first()  # type: ignore[attr-defined]
     if account is None:
         raise UserError("the partner's chat account is gone, so the reply could not be delivered")
-    relay = DirectMessage(title=f"{staff.name or staff.email} answered your question",  # type: ignore[union-attr]
-                          lines=(f"You asked: \"{question.text}\"", text))
+    locale = question_locale(question)
+    relay = DirectMessage(title=phrase("relay_title", locale, name=staff.name or staff.email),  # type: ignore[union-attr]
+                          lines=(phrase("you_asked", locale, question=question.text), text))
     async with in_transaction() as conn:
         # a replayed submission (the same reply, already queued or delivered) changes nothing
         if await queue_relay(question, staff, account, relay, text, now=now, using_db=conn):  # type: ignore[arg-type]

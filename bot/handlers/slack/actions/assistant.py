@@ -14,6 +14,7 @@ from bot.core.onboarding.assistant import (
     NOT_HELPFUL_ACTION,
     REPLY_ACTION,
     choose_runner_up,
+    feedback_note,
     give_feedback,
 )
 from bot.core.onboarding.learning import (
@@ -37,9 +38,9 @@ def register(app: AsyncApp, herald: Herald) -> None:
 
         async def work():
             helpful = action["action_id"] == HELPFUL_ACTION
-            await give_feedback(record_id(action.get("value")), await member_of(body), helpful=helpful, now=herald.clock.now())
-            text = "Thanks, glad it helped." if helpful else \
-                "Thanks for telling me. Press *Ask my CAM* if you'd like a person to answer."
+            question = await give_feedback(record_id(action.get("value")), await member_of(body), helpful=helpful,
+                                           now=herald.clock.now())
+            text = feedback_note(question, helpful=helpful, emphasis=lambda label: f"*{label}*")  # Herald's words
             return {"replace_original": False, "text": text}
         await respond_or_explain(respond, work())
 

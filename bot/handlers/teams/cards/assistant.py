@@ -17,6 +17,7 @@ from bot.core.onboarding.assistant import (
     ON_ITS_WAY,
     REPLY_ACTION,
     choose_runner_up,
+    feedback_note,
     give_feedback,
     handoff_for,
     member_for,
@@ -39,9 +40,9 @@ async def _asker(invoke: Invoke):  # noqa: ANN202
 
 async def feedback(invoke: Invoke) -> web.Response:
     helpful = invoke.verb == HELPFUL_ACTION
-    await give_feedback(invoke.number("value"), await _asker(invoke), helpful=helpful, now=invoke.herald.clock.now())
-    return message_response("Thanks, glad it helped." if helpful else
-                            "Thanks for telling me. Press Ask my CAM if you'd like a person to answer.")
+    question = await give_feedback(invoke.number("value"), await _asker(invoke), helpful=helpful,
+                                   now=invoke.herald.clock.now())
+    return message_response(feedback_note(question, helpful=helpful))
 
 
 async def ask_cam(invoke: Invoke) -> web.Response:
