@@ -6,6 +6,7 @@ Herald services in one process sharing the database, against the fake Slack API.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from storage.wakeups import PgWakeups
 from tests.fakes.rate_limits import ManualMonotonic, Rate
 from tests.fakes.slack_limits import SlackLimits
 from tests.fuzzing import fuzz
+from tests.query_plans import captured, plan_of
 from bot.core.ports import Outcome, Recipient
 from bot.core.notices.views import NoticeView
 from tests.support import TEAM, Rig, broadcast, directory_csv, wait_until
@@ -412,6 +414,45 @@ async def test_the_heartbeat_skips_rows_being_recorded_instead_of_waiting_for_th
         await writer.close()
     claims = dict(await Delivery.all().values_list("id", "claimed_until"))
     assert claims[first] == now and all(claims[i] == until for i in others)
+
+
+async def test_the_heartbeat_renews_exactly_its_own_workers_claims(rig: Rig) -> None:
+    """A worker's prefix ("w1:") renews the rows its tokens claimed and no other worker's, whose
+    ids may share its first characters or sort next to it."""
+    await _add_members(rig, 6)
+    await rig.broadcast()
+    now = rig.clock.now()
+    ids = await Delivery.all().order_by("id").values_list("id", flat=True)
+    tokens = ["w1:a", "w1:ffffffff", "w10:a", "w1;", "w1", "W1:a"]
+    for row_id, token in zip(ids, tokens, strict=False):
+        await Delivery.filter(id=row_id).update(status="sending", claimed_by=token, claimed_until=now)
+    until = now + timedelta(seconds=20)
+    await renew_claims("delivery", "w1:", until)
+    renewed = {token for token, claimed in await Delivery.filter(claimed_by__in=tokens).values_list(
+        "claimed_by", "claimed_until") if claimed == until}
+    assert renewed == {"w1:a", "w1:ffffffff"}
+
+
+async def test_the_outbox_heartbeat_does_not_read_every_delivery_row_ever_written(
+        db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the outbox holds any lane its heartbeat runs every 3 s (`heartbeat_seconds`) on every
+    replica and renews its rows' claims (`renew_claims("delivery", "<worker>:", ...)`). It used to
+    match `claimed_by LIKE '<worker>:%'` with no index on claimed_by and no other indexed
+    predicate, so each beat read every delivery row ever written (~1.5 million after a year), on
+    SQLite holding the write lock for the scan. It now finds the worker's claimed rows from a
+    partial index on the claimed rows."""
+    statements = await captured(monkeypatch, lambda: renew_claims(
+        "delivery", "0123456789abcdef:", datetime(2027, 1, 5, 9, 2, tzinfo=UTC), exclude_ids=[7]))
+    renewals = [(sql, values) for sql, values in statements if "UPDATE" in sql.upper() and "claimed_by" in sql]
+    assert renewals, statements
+    plans = [await plan_of(sql, values) for sql, values in renewals]
+    if storage_db.dialect() == "postgres":  # the node reading `delivery d`: a sequential scan, or a walk
+        # of the whole primary key with claimed_by only as a filter (no index condition)
+        full = [p for p in plans if re.search(r"Seq Scan on delivery d\b", p) or re.search(
+            r"Index (Only )?Scan using delivery_pkey on delivery d  \([^|]*\|\s+Filter:[^|]*claimed_by", p)]
+    else:
+        full = [p for p in plans if re.search(r"\bSCAN d\b(?! USING)", p)]
+    assert not full, f"every heartbeat reads the whole delivery table to renew its claims: {full[0]}"
 
 
 async def test_two_rounds_at_once_on_one_replica_share_the_lane(rig: Rig) -> None:

@@ -22,3 +22,18 @@ class AddColumn(ops.AddField):
     async def database_forward(self, app_label, old_state, new_state, state_editor=None) -> None:  # noqa: ANN001
         if state_editor is not None:
             await state_editor._run_sql(self._sql)
+
+
+class RunSQLByDialect(ops.RunSQL):
+    """RunSQL whose statements differ by database (`postgres` for PostgreSQL, `sqlite` otherwise):
+    an index's COLLATE clause, say, has no spelling both accept."""
+
+    def __init__(self, *, sqlite: list[str], postgres: list[str], reverse_sql: list[str]) -> None:
+        super().__init__(sqlite, reverse_sql=reverse_sql)
+        self._postgres = postgres
+
+    async def database_forward(self, app_label, old_state, new_state, state_editor=None) -> None:  # noqa: ANN001
+        if state_editor is not None and state_editor.client.capabilities.dialect == "postgres":
+            await self._run_sql(state_editor, self._postgres)
+            return
+        await super().database_forward(app_label, old_state, new_state, state_editor)

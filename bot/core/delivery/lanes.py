@@ -404,6 +404,23 @@ async def lanes_with_due_rows(table: str, now: datetime) -> set[Lane]:
     return {(r["p"], r["w"]) for r in rows}
 
 
+def claimed_by_prefix(token_prefix: str) -> tuple[str, list[str]]:
+    """A predicate (and its two values) for the rows of `d` whose claim token starts with
+    `token_prefix`, which an index on the claimed rows can serve on both databases.
+
+    A range, not LIKE: SQLite's LIKE ignores case and uses no index by default, and PostgreSQL's
+    uses one only under the C collation or text_pattern_ops. The range compares in code point
+    order: SQLite's default (BINARY); on PostgreSQL spelled COLLATE "C", as its index is
+    (migration 0028), since a database's own collation (en_US.UTF-8, say) may not keep the strings
+    starting with a prefix between the prefix and its successor. `claimed_by <> ''` as the partial
+    index says it: most rows (every copy sent) hold no claim and are not in it."""
+    if not token_prefix:
+        raise ValueError("a claim token prefix names a worker: it cannot be empty")
+    upper = token_prefix[:-1] + chr(ord(token_prefix[-1]) + 1)
+    column = 'd.claimed_by COLLATE "C"' if storage_db.dialect() == "postgres" else "d.claimed_by"
+    return f"d.claimed_by <> '' AND {column} >= ? AND {column} < ?", [token_prefix, upper]
+
+
 async def renew_claims(table: str, token_prefix: str, until: datetime, *, where: str = "",
                        exclude_ids: Collection[int] = ()) -> None:
     """Extend the claims of rows held by the scheduler's tokens (the lane heartbeat), except rows
@@ -416,14 +433,17 @@ async def renew_claims(table: str, token_prefix: str, until: datetime, *, where:
     drops select_for_update() (see storage.db.select_locked), so nothing was locked and the
     UPDATE took the rows in its own order.
     PostgreSQL broke each deadlock by aborting the outcome write, the rows stayed claimed and
-    this heartbeat kept them so."""
-    pattern = token_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    this heartbeat kept them so.
+
+    The heartbeat runs every few seconds on every replica: the rows are found from the index on
+    the claimed rows (`claimed_by_prefix`), not by reading every row the table ever held."""
+    claimed, values = claimed_by_prefix(token_prefix)
     extra = f" AND {where}" if where else ""
     if exclude_ids:
         extra += f" AND d.id NOT IN ({','.join(str(int(i)) for i in sorted(exclude_ids))})"
     if storage_db.dialect() == "postgres":
         query = (f"UPDATE {table} SET claimed_until=? WHERE id IN (SELECT d.id FROM {table} d "
-                 f"WHERE d.claimed_by LIKE ? ESCAPE '\\'{extra} ORDER BY d.id FOR UPDATE SKIP LOCKED)")
+                 f"WHERE {claimed}{extra} ORDER BY d.id FOR UPDATE SKIP LOCKED)")
     else:
-        query = f"UPDATE {table} AS d SET claimed_until=? WHERE d.claimed_by LIKE ? ESCAPE '\\'{extra}"
-    await connections.get("default").execute_query(storage_db.placeholders(query), [until, pattern])
+        query = f"UPDATE {table} AS d SET claimed_until=? WHERE {claimed}{extra}"
+    await connections.get("default").execute_query(storage_db.placeholders(query), [until, *values])
