@@ -16,7 +16,7 @@ from storage.migrations._columns import RunSQLByDialect
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0027_delivery_send_started_at')]
+    dependencies = [('models', '0028_delivery_history_read_to')]
 
     initial = False
 
