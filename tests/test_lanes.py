@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tortoise import connections
 
 from bot.core.directory.importer import import_directory
 from bot.core.delivery.lanes import LaneBudgets, PriorityGate, lanes_with_due_rows, renew_claims
@@ -453,6 +454,55 @@ async def test_the_outbox_heartbeat_does_not_read_every_delivery_row_ever_writte
     else:
         full = [p for p in plans if re.search(r"\bSCAN d\b(?! USING)", p)]
     assert not full, f"every heartbeat reads the whole delivery table to renew its claims: {full[0]}"
+
+
+async def _a_history_of_delivered_copies(rig: Rig, copies: int, *, awaiting_update: int) -> None:
+    """`copies` delivered copies of one notice in the rig's lane, `awaiting_update` of them flagged
+    for an in-place update, and the tables' statistics taken: the planner sees the shape of a
+    year's history (nearly every copy delivered, a handful waiting for an update)."""
+    await rig.broadcast()
+    first = await Delivery.all().order_by("id").first()
+    columns = [c for c in Delivery._meta.db_fields if c not in ("id", "sequence")]
+    names = ", ".join(columns)
+    await connections.get("default").execute_query(storage_db.placeholders(
+        f"WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {copies}) "
+        f"INSERT INTO delivery ({names}, sequence) SELECT {names}, g.n + 1000 FROM delivery, g WHERE delivery.id=?"),
+        [first.id])
+    await Delivery.all().update(status="delivered", update_pending=False, claimed_by="", claimed_until=None)
+    flagged = await Delivery.all().order_by("-id").limit(awaiting_update).values_list("id", flat=True)
+    await Delivery.filter(id__in=flagged).update(update_pending=True)
+    await connections.get("default").execute_script("ANALYZE")
+
+
+async def test_claiming_a_lanes_in_place_updates_does_not_read_every_delivered_copy_ever(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every acknowledgement flags the member's delivered copies for an in-place update, as do
+    edits, retractions and a survey's closing; the outbox then claims the lane's due updates
+    (`claim_rows(lane, UPDATE_DUE, ...)`) and, when the lane's update budget is spent, defers them
+    (`defer_updates`). UPDATE_DUE said a bare `d.update_pending`, for which SQLite uses no index,
+    so it read through the status index every copy ever delivered (~1.4 million after a year) and
+    sorted them, for each claim of a handful of updates. It now reads the copies waiting for an
+    update from an index (update_pending, or the lane), on both databases."""
+    from bot.core.delivery.notice_rows import DELIVERED, UPDATE_DUE, claim_rows, defer_updates
+
+    await _a_history_of_delivered_copies(rig, 3000, awaiting_update=5)
+    now = rig.clock.now()
+    statements = await captured(monkeypatch, lambda: claim_rows(LANE, UPDATE_DUE, DELIVERED, 50, "w:1", now,
+                                                                now + timedelta(minutes=1)))
+    statements += await captured(monkeypatch, lambda: defer_updates(LANE, now + timedelta(seconds=30), now))
+    reads = [(sql, values) for sql, values in statements if "update_pending" in sql and "claimed_until" in sql]
+    assert len(reads) >= 2, statements
+    plans = [(sql.split()[0], await plan_of(sql, values)) for sql, values in reads]
+    if storage_db.dialect() == "postgres":  # `delivery d` read whole, or by its status alone
+        whole = [f"{verb}: {plan}" for verb, plan in plans if re.search(
+            r"Seq Scan on delivery d(_1)?\b|Scan using delivery_pkey on delivery d(_1)?\s+\([^|]*\|\s+Filter|"
+            r"Scan using idx_delivery_status_\w+ on delivery d(_1)?\s+\([^|]*\|\s+Index Cond: \(\(status\)::text = ",
+            plan)]
+    else:
+        whole = [f"{verb}: {plan}" for verb, plan in plans
+                 if re.search(r"(SCAN d\b|SEARCH d USING INDEX idx_delivery_status_\w+ \(status=\?\))", plan)]
+    assert not whole, ("claiming or deferring a lane's in-place updates reads every delivered copy ever "
+                       f"(through the status index alone): {whole}")
 
 
 async def test_two_rounds_at_once_on_one_replica_share_the_lane(rig: Rig) -> None:

@@ -60,7 +60,7 @@ _COMPLETE_SQL = (f"UPDATE notice SET status=?, completed_at=? WHERE {{which}} "
 # What is due, with the parameters each predicate takes (all `now`).
 UPDATE_FAILED = "update failed: "  # the error of a delivered copy whose in-place update was refused for good
 SEND_DUE = (f"{OPEN} AND {DUE}", 2)
-UPDATE_DUE = (f"(d.status='{DELIVERED}' AND d.update_pending AND (d.claimed_until IS NULL OR d.claimed_until<?))", 1)
+UPDATE_DUE = (f"(d.status='{DELIVERED}' AND d.update_pending=TRUE AND (d.claimed_until IS NULL OR d.claimed_until<?))", 1)
 
 # The claim of a pending send starts the window an earlier copy could have landed in (see
 # ClaimedRow.send_started_at); a row claimed back in doubt, or an update's, keeps its start.
