@@ -412,6 +412,7 @@ class Escalation(Model):
     class Meta:
         table = "escalation"
         unique_together = (("notice", "organisation"),)
+        indexes = (("status", "claimed_until"),)  # the tick's sweep for escalations to send (migration 0030)
 
 
 class ApiToken(Model):
@@ -568,6 +569,7 @@ class DigestRun(Model):
     class Meta:
         table = "digest_run"
         unique_together = (("member", "period"),)
+        indexes = (("status", "created_at"),)  # the tick's sweep for interrupted runs (migration 0030)
 
 
 class NoticeVariant(Model):

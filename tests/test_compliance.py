@@ -15,7 +15,12 @@ from bot.core.commands.parser import parse_command
 from bot.core.notices import acks
 from bot.core.notices import sending as notices
 from bot.common.clock import ManualClock
-from bot.core.notices.escalations import escalation_message, remind_organisation_now, unacknowledged_by_organisation
+from bot.core.notices.escalations import (
+    due_escalations,
+    escalation_message,
+    remind_organisation_now,
+    unacknowledged_by_organisation,
+)
 from bot.core.directory.pauses import pause_organisation, resume_organisation
 from bot.core.notices.reminders import plan_reminders
 from bot.core.notices.revisions import edit_notice, retract_notice
@@ -37,6 +42,7 @@ from storage.models import (
     Staff,
 )
 from tests.conftest import POSTGRES_ONLY
+from tests.query_plans import uses_an_index_on
 from tests.support import CAM_USER, TEAM, Rig, bulk_members
 
 import pytest
@@ -1203,3 +1209,14 @@ async def test_an_escalation_for_a_partner_beyond_the_query_argument_limit_lists
     assert "33000 members have not acknowledged it:" in message.lines[1]
     assert listed[0] == "• Member 00000 <m00000@bulk.example> (sales)" and len(listed) == 40
     assert message.lines[-1] == "… and 32960 more (see the report)."
+
+
+async def test_the_ticks_sweep_for_escalations_to_send_reads_an_index_not_every_escalation_ever(db: str) -> None:
+    """Every tick, on every replica, `send_escalations` looks for rows to send (pending with the
+    claim free or expired, or sending with an expired claim) `.order_by("id").limit(50)`.
+    escalation keeps one row per must-know notice per partner whose deadline passed, forever.
+    With no index on status, the sweep read every escalation of the year every minute, though
+    normally there is nothing to send; it now reads the index on (status, claimed_until)."""
+    now = datetime(2027, 1, 5, 9, 0, tzinfo=UTC)
+    indexed, seen = await uses_an_index_on(due_escalations(now, 50), "status")
+    assert indexed, f"the tick's escalation sweep reads every escalation row ever written (no index on status): {seen}"

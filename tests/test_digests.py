@@ -14,6 +14,7 @@ from bot.core.notices.digests import digest_period, run_digests
 from bot.core.directory.preferences import update_preferences
 from bot.core.notices.revisions import edit_notice, retract_notice
 from storage.models import AuditEvent, Delivery, DigestRun, Member, Notice, OutboundMessage, PlatformAccount
+from tests.query_plans import uses_an_index_on
 from tests.support import TEAM, Rig, bulk_members
 
 MONDAY_10_UTC = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)  # 11:00 Berlin
@@ -309,3 +310,16 @@ async def test_a_tick_whose_time_budget_is_used_queues_one_batch_and_the_next_ti
     assert (first["queued"], second["queued"]) == (3, 7)
     runs = await DigestRun.filter(member_id__in=ids).values_list("member_id", flat=True)
     assert sorted(runs) == ids  # one each, nobody twice
+
+
+async def test_the_ticks_sweep_for_interrupted_digest_runs_reads_an_index_not_every_run_ever(db: str) -> None:
+    """Every tick, on every replica, `run_digests` first calls `_close_interrupted`:
+    `DigestRun.filter(status="pending", created_at__lt=...).order_by("id").limit(50)`. digest_run
+    gets one row per member per digest period with anything in it and nothing deletes them (a
+    year of daily digests: members x ~250 rows). With no index on status, the sweep read the whole
+    table every minute, though normally no run is pending; it now reads the index on
+    (status, created_at)."""
+    now = datetime(2027, 1, 5, 9, 0, tzinfo=UTC)
+    indexed, seen = await uses_an_index_on(digests.stale_runs(now), "status")
+    assert indexed, ("the tick's interrupted-digest sweep reads every digest_run row ever written "
+                     f"(no index on status): {seen}")

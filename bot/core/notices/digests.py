@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from tortoise.exceptions import IntegrityError
 from tortoise.functions import Min
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from bot.common.budget import TimeBudget
@@ -240,12 +241,19 @@ async def _finish(run: DigestRun, member: Member, now: datetime, *, ref: tuple[s
     return "sent" if ref is not None else "failed"
 
 
+def stale_runs(now: datetime) -> QuerySet[DigestRun]:
+    """The next BATCH runs left pending past STALE_AFTER. Read every tick on every replica over a
+    table that keeps a run per member per period: the index on (status, created_at) serves it
+    (migration 0030), not a read of every run ever."""
+    return DigestRun.filter(status="pending", created_at__lt=now - STALE_AFTER).order_by("id").limit(BATCH)
+
+
 async def _close_interrupted(now: datetime) -> int:
     """Mark runs left pending without a message in the outbox (written before Herald queued
     digests there) as failed; their notices go into the next digest."""
     reason = "interrupted before the result was recorded; its notices will be in the next digest"
     closed = 0
-    stale = await DigestRun.filter(status="pending", created_at__lt=now - STALE_AFTER).order_by("id").limit(BATCH)
+    stale = await stale_runs(now)
     queued = set(await OutboundMessage.filter(purpose=MessagePurpose.DIGEST.value, reference__in=[
         r.id for r in stale]).values_list("reference", flat=True)) if stale else set()
     for run in (r for r in stale if r.id not in queued):

@@ -20,6 +20,7 @@ from datetime import datetime
 
 from tortoise import connections
 from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
@@ -147,14 +148,21 @@ async def escalation_addressee(organisation: Organisation, author: Staff | None)
     return await cam_for_organisation(organisation) or (author if may_act_as_cam(author) else None)
 
 
+def due_escalations(now: datetime, batch: int) -> QuerySet[Escalation]:
+    """The next `batch` escalations to send, oldest first. Read every tick on every replica over a
+    table that keeps every escalation: the index on (status, claimed_until) serves it (migration
+    0030), not a read of the whole table. "sending" with a claim that ran out: a row claimed for a
+    direct send before the upgrade to the outbox."""
+    pending = Q(status=DeliveryStatus.PENDING.value) & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    stranded = Q(status=DeliveryStatus.SENDING.value, claimed_until__lt=now)
+    return Escalation.filter(pending | stranded).order_by("id").limit(batch)
+
+
 async def send_escalations(channels: dict[str, Channel], now: datetime, *, batch: int = 50) -> int:
     """Queue pending escalation DMs in the outbox, each in the transaction that claims its row
     (pending -> sending); `_escalation_result` records the outcome. Returns rows handled."""
-    due = Escalation.filter(Q(status=DeliveryStatus.PENDING.value) & (
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)) | Q(  # a row claimed for a direct send before
-        status=DeliveryStatus.SENDING.value, claimed_until__lt=now))  # the upgrade: its lease ran out
     handled = 0
-    for row in await due.order_by("id").limit(batch).select_related("notice", "organisation", "staff"):
+    for row in await due_escalations(now, batch).select_related("notice", "organisation", "staff"):
         if await OutboundMessage.filter(key=_key(row)).exists():
             continue  # already with the outbox
         target = await staff_recipient(row.staff, channels) if row.staff is not None else None
