@@ -266,7 +266,7 @@ class Delivery(Model):
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField()
     # "<worker>:<turn>" while in flight, else "". Partial index on the claimed rows (migration
-    # 0028, plain SQL: the ORM cannot say WHERE or COLLATE), for the heartbeat's renewals.
+    # 0029, plain SQL: the ORM cannot say WHERE or COLLATE), for the heartbeat's renewals.
     claimed_by = fields.CharField(max_length=64, default="")
     claimed_until = fields.DatetimeField(null=True)
     channel_id = fields.CharField(max_length=200, default="")

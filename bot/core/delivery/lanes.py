@@ -411,7 +411,7 @@ def claimed_by_prefix(token_prefix: str) -> tuple[str, list[str]]:
     A range, not LIKE: SQLite's LIKE ignores case and uses no index by default, and PostgreSQL's
     uses one only under the C collation or text_pattern_ops. The range compares in code point
     order: SQLite's default (BINARY); on PostgreSQL spelled COLLATE "C", as its index is
-    (migration 0028), since a database's own collation (en_US.UTF-8, say) may not keep the strings
+    (migration 0029), since a database's own collation (en_US.UTF-8, say) may not keep the strings
     starting with a prefix between the prefix and its successor. `claimed_by <> ''` as the partial
     index says it: most rows (every copy sent) hold no claim and are not in it."""
     if not token_prefix:
