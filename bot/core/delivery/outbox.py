@@ -56,7 +56,7 @@ from bot.core.delivery.retry import RetryPolicy
 from bot.core.directory.app_installs import APP_REMOVED
 from bot.core.directory.workspaces import deactivate_refused
 from bot.core.notices.reminders import schedule_for
-from bot.core.notices.row_views import NoticeExtras, RowExtras, copy_view, load_extras
+from bot.core.notices.row_views import FixedExtras, NoticeExtras, RowExtras, copy_view, load_extras
 from bot.core.notices.views import Acknowledged, NoticeView, notice_view
 from bot.core.ports import Channel, MessageRef, Outcome, OutcomeKind, RateLimited, UpdateRefused
 from bot.topics import TopicCatalog
@@ -633,6 +633,7 @@ class Outbox:
         self.channels = channels
         self.catalog = catalog
         self.clock = clock
+        self.fixed_extras = FixedExtras()  # for the views of pressed copies (acks.acknowledged_view)
         self.settings = LaneSettings(lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
                                      concurrency=concurrency, lane_inflight=max(1, min(lane_inflight, batch_size)),
                                      max_lanes=parallel_workspaces, flush_ms=flush_ms, quantum=batch_size)

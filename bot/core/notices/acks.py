@@ -28,7 +28,7 @@ from bot.common.group_commit import GroupCommit
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from bot.core.notices.interactions import LinkTracker
-from bot.core.notices.row_views import RowExtras, copy_view, load_extras
+from bot.core.notices.row_views import FixedExtras, RowExtras, copy_view
 from bot.core.notices.views import Acknowledged, NoticeView, notice_view
 from bot.topics import TopicCatalog
 from storage import db as storage_db
@@ -445,13 +445,13 @@ async def shown_acknowledged(copy: PressedCopy, now: datetime) -> bool:
 
 
 async def acknowledged_view(result: AckResult, catalog: TopicCatalog, *, tracker: LinkTracker | None,
-                            now: datetime) -> NoticeView:
+                            extras: FixedExtras, now: datetime) -> NoticeView:
     """The pressed copy as it reads once acknowledged, drawn as the outbox draws the presser's
     copies (row_views.copy_view): their A/B variant, tracked link and survey part, not the
     notice's own text. The platforms show it at once in place of the pressed message (Teams'
     invoke answer, Slack's response_url); an acknowledged reminder reads like the notice."""
-    extras = RowExtras.of(await load_extras([result.notice.id]), now=now)
+    row_extras = RowExtras.of({result.notice.id: await extras.of(result.notice.id)}, now=now)
     member = result.member
-    return copy_view(notice_view(result.notice, catalog), extras, notice_id=result.notice.id, member_id=member.id,
+    return copy_view(notice_view(result.notice, catalog), row_extras, notice_id=result.notice.id, member_id=member.id,
                      variant=result.variant, tracker=tracker,
                      acknowledged=Acknowledged(member.name or member.email, result.acknowledgement.acknowledged_at))

@@ -8,6 +8,7 @@ closes changes the stamp), and applies them to each row's view at the time of th
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +50,31 @@ async def load_extras(notice_ids: Iterable[int]) -> dict[int, NoticeExtras]:
         variants[notice_id][label] = (title, body)
     surveys = {s.notice_id: s for s in await Survey.filter(notice_id__in=ids)}  # type: ignore[attr-defined]
     return {i: NoticeExtras(variants[i], surveys.get(i)) for i in ids}
+
+
+class FixedExtras:
+    """Sent notices' extras for drawing a pressed copy (acks.acknowledged_view), per process (one
+    per outbox). A notice's A/B variants' texts, and whether it has a survey, are fixed once it is
+    sent (neither can be edited: revisions._refuse_fixed_text), so they are read once per notice
+    and kept, the last `kept` notices; the survey's own row, whose open or closed state changes,
+    is read every time. At hundreds of clicks a second, load_extras' two ORM queries a click took
+    a sixth of the server's CPU (bench/acks.py)."""
+
+    def __init__(self, kept: int = 512) -> None:
+        self.kept = kept
+        self._fixed: OrderedDict[int, tuple[dict[str, tuple[str, str]], int | None]] = OrderedDict()
+
+    async def of(self, notice_id: int) -> NoticeExtras:
+        fixed = self._fixed.get(notice_id)
+        if fixed is None:
+            loaded = (await load_extras([notice_id]))[notice_id]
+            self._fixed[notice_id] = (loaded.variants, loaded.survey.id if loaded.survey is not None else None)
+            while len(self._fixed) > self.kept:
+                self._fixed.popitem(last=False)
+            return loaded
+        self._fixed.move_to_end(notice_id)
+        variants, survey_id = fixed
+        return NoticeExtras(variants, await Survey.get(id=survey_id) if survey_id is not None else None)
 
 
 @dataclass

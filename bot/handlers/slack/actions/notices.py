@@ -55,7 +55,7 @@ async def _show_acknowledged(herald: Herald, result: acks.AckResult, respond,  #
         # read before the form is drawn: a flag raised after this read is for a change it may not show
         pressed = await acks.pressed_copy(result, Platform.SLACK.value, message_ts)
         view = await acks.acknowledged_view(result, herald.catalog, tracker=herald.outbox.link_tracker,
-                                            now=herald.clock.now())
+                                            extras=herald.outbox.fixed_extras, now=herald.clock.now())
         reply = {"text": notice_fallback_text(view), "blocks": notice_blocks(view), "replace_original": True}
     try:
         answer = await respond(**reply)

@@ -42,7 +42,7 @@ async def acknowledge(invoke: Invoke) -> web.Response:
                                     seen_revision=invoke.number("revision") if "revision" in invoke.data else None)
     herald.acknowledged(result)  # every copy, here and in Slack, through the outbox
     view = await acks.acknowledged_view(result, herald.catalog, tracker=herald.outbox.link_tracker,
-                                        now=herald.clock.now())
+                                        extras=herald.outbox.fixed_extras, now=herald.clock.now())
     return card_response(notice_card(view))
 
 
