@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -839,6 +840,35 @@ async def test_every_slack_member_who_presses_acknowledge_sees_it_taken_without_
         (answer,) = await slack.responses(keys[member_id])
         assert answer.args.get("replace_original") is True and "Acknowledged by" in str(answer.args["blocks"])
         assert _ack_value_or_none(answer.args) is None  # no Acknowledge button left to press
+
+
+async def test_acknowledge_clicks_are_answered_over_kept_open_connections(slack_http: SlackHarness) -> None:
+    """Each click is answered through its response_url. bolt's own respond() opens a new HTTP
+    session, so a new TCP (and in production TLS) connection to hooks.slack.com, per call: at
+    hundreds of clicks a second a connection set up and torn down per click. Herald's answers go
+    through the connection pool of its Web API calls (bot/handlers/slack/respond.py), so each
+    answer comes over a connection that carried other requests too (here the fake stands for both
+    hosts, slack.com and hooks.slack.com)."""
+    from tests.support import bulk_members
+
+    slack = slack_http
+    ids = await bulk_members(3, joined_at=slack.clock.now())
+    for member_id in ids:
+        slack.fake.add_user(TEAM, f"UB{member_id}")
+    await broadcast(slack.herald, slack.clock, "org:bulk")
+    await slack.herald.outbox.drain()
+
+    keys = []
+    for member_id in ids:  # one after the other: a kept-open connection is free again for the next
+        (message,) = slack.fake.messages(f"DUB{member_id}")
+        await slack.click(ACK_ACTION, _ack_value(message), user=f"UB{member_id}", message=message)
+        keys.append(slack.last_click_key)
+        await listeners_done(slack)
+
+    answers = [a for key in keys for a in await slack.responses(key)]
+    assert len(answers) == 3 and all("Acknowledged by" in str(a.args["blocks"]) for a in answers)
+    uses = Counter(c.peer for c in slack.fake.calls)  # requests per connection, Web API calls too
+    assert all(uses[a.peer] > 1 for a in answers), {a.peer: uses[a.peer] for a in answers}  # none opened for one answer
 
 
 async def test_a_slack_click_that_could_not_be_recorded_tells_the_member_so(slack_http: SlackHarness,

@@ -59,6 +59,12 @@ _JSON_CT = "application/json"
 DEFAULT_SCOPES = ("commands", "chat:write", "im:write", "im:history", "files:write")
 
 
+def _peer(request: web.Request) -> str:
+    """The client's "address:port" of the TCP connection the request came over."""
+    peername = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return ":".join(map(str, peername[:2])) if peername else ""
+
+
 @dataclass(slots=True)
 class Call:
     """One request the fake received."""
@@ -75,6 +81,8 @@ class Call:
     """HTTP status the fake answered with."""
     error: str | None = None
     """Slack ``error`` code the fake answered with (``None`` when ``ok`` was true)."""
+    peer: str = ""
+    """The client's address and port: one per TCP connection (Web API and response_url calls)."""
 
     @property
     def ok(self) -> bool:
@@ -521,7 +529,7 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else args.pop("token", None)
         args.pop("token", None)
         ws = self._workspaces.get(token) if token else None
-        call = Call(method, ws.team_id if ws is not None else None, args)
+        call = Call(method, ws.team_id if ws is not None else None, args, peer=_peer(request))
         self._record(call)
         if method == "apps.connections.open" or (token or "").startswith("xapp-"):
             return self._app_level(method, token, call)
@@ -600,7 +608,7 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
                 args = _normalise(json.loads(args["payload"]))
             except ValueError:
                 pass
-        call = Call("response_url", None, args, key=key)
+        call = Call("response_url", None, args, key=key, peer=_peer(request))
         self._record(call)
         if self._limiter is not None:  # Slack documents no rate limit for response_url; counted only
             self.stats.accept("", "response_url")

@@ -26,7 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.common.logs import bind_context, current_context
 from bot.common.errors import UserError
 from bot.core.replays import SLACK_WINDOW, first_sighting, request_key
-from bot.handlers.slack import actions, commands, events, messages, shape, views
+from bot.handlers.slack import actions, commands, events, messages, respond, shape, views
 from bot.handlers.slack.common import install_of, problem_text
 from bot.service import Herald
 
@@ -118,6 +118,7 @@ def build_slack_app(herald: Herald) -> AsyncApp:
                 return BoltResponse(status=200, body="")
         return await next()
 
+    respond.register(app, herald.slack_workspaces.session)
     for kind in (commands, actions, views, events, messages):
         kind.register(app, herald)
 
