@@ -381,6 +381,38 @@ async def test_an_unanswered_question_links_to_why(console: ConsoleHarness) -> N
     assert response.status == 200 and 'value="can i bring my dog &amp; cat?"' in page and "dog alien" in page
 
 
+async def test_the_questions_page_shows_a_page_of_open_hand_offs_and_a_link_on_to_the_rest(
+        console: ConsoleHarness) -> None:
+    """Nothing closes an open hand-off but the CAM's reply, so a year of questions a CAM never got
+    to stays open. The Questions page shows them a page at a time, oldest first, with a link on to
+    the next page (keyset on when they were handed off, then id), as the notice list pages; every
+    one is reachable, once, in order, and two handed off at the same moment are not skipped."""
+    casey = await Staff.get(email=CAM)
+    lena = await Member.get(email="lena.fischer@contoso.example")  # Contoso names Casey as its CAM
+    start = console.clock.now() - timedelta(days=365)
+    await Question.bulk_create([
+        Question(member=lena, platform="sandbox", text=f"Question {i} about deal registration?",
+                 asked_at=start + timedelta(days=2 * (i // 2)), abstained=True, handoff_status="open", cam=casey,
+                 handed_off_at=start + timedelta(days=2 * (i // 2))) for i in range(150)])  # two a moment
+
+    browser = await console.signed_in(CAM)
+    seen: list[int] = []
+    path = "/console/questions"
+    for _ in range(20):
+        response, page = await browser.get(path)
+        assert response.status == 200
+        forms = re.findall(r'action="/console/questions/\d+/reply"', page)
+        onward = re.search(r'href="(/console/questions\?[^"]+)"', page)
+        assert len(forms) <= 100 and (onward or len(seen) + len(forms) == 150), (
+            f"the Questions page renders all {len(forms)} open hand-offs of the year on one page "
+            f"({len(page):,} characters of HTML) with no link to a next page")
+        seen += [int(n) for n in re.findall(r"Question (\d+) about deal registration", page)]
+        if not onward:
+            break
+        path = onward.group(1).replace("&amp;", "&")
+    assert seen == list(range(150))
+
+
 async def test_engagement_figures_are_worked_out_by_the_clock_when_they_change(console: ConsoleHarness) -> None:
     """The page adds up what the clock stored: a click shows after the next refresh, which works
     out again only the notices that changed (and, once a day, every one: members change role)."""

@@ -12,7 +12,7 @@ from bot.console.charts import bar_svg
 from bot.console.web import Page, page, whole_number
 from bot.core.insights import directory, engagement
 from bot.core.onboarding import learning
-from bot.core.onboarding.assistant import answered_handoffs, open_handoffs
+from bot.core.onboarding.assistant import answered_handoffs, open_handoffs_page
 from bot.core.onboarding.journeys import JourneyConfigError, load_journeys
 from bot.service import Herald
 from storage.models import StaffRole
@@ -43,7 +43,9 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
 
     async def questions_page(current: Page, note: str = "") -> web.StreamResponse:
         answered = await answered_handoffs(current.me)
-        return current.render("questions.html", questions=await open_handoffs(current.me), answered=answered,
+        after = whole_number(current.request.query.get("after", "")) or None
+        waiting = await open_handoffs_page(current.me, after=after)
+        return current.render("questions.html", waiting=waiting, answered=answered, paged=after is not None,
                               proposals=await learning.proposals_of([q.id for q in answered]), note=note,
                               phrasing=learning.PHRASING, entry=learning.ENTRY,
                               suggested_entry=learning.suggested_entry)

@@ -419,15 +419,45 @@ async def reply_to_question(question_id: int, staff: Staff | None, text: str, *,
     return await Question.get(id=question.id).select_related("member"), relay
 
 
+HANDOFF_PAGE = 25  # open hand-offs a console page shows (each with its own reply form)
+
+
+@dataclass(frozen=True)
+class HandoffPage:
+    """One page of a CAM's open hand-offs, oldest first."""
+
+    questions: list[Question]
+    next_after: int | None  # the last one's id, to continue after; None on the last page
+
+
 async def open_handoffs(staff: Staff | None) -> list[Question]:
     """The open hand-offs filed under a CAM (every one for an admin), oldest first. They follow
     the organisation's CAM (bot.core.directory.handoff_owners)."""
-    return await _handoffs(staff, "open").order_by("handed_off_at")
+    return await _handoffs(staff, "open").order_by("handed_off_at", "id")
+
+
+async def open_handoffs_page(staff: Staff | None, *, after: int | None = None,
+                             limit: int = HANDOFF_PAGE) -> HandoffPage:
+    """`limit` open hand-offs, oldest first, after the one with id `after`: a keyset on
+    (handed_off_at, id), so replies and new hand-offs between two pages neither skip nor repeat
+    one. Nothing but the CAM's reply closes a hand-off, so the list only grows while unanswered."""
+    query = _handoffs(staff, "open")
+    anchor = await _handed_off_at(after) if after else None
+    if anchor is not None:
+        query = query.filter(Q(handed_off_at__gt=anchor) | Q(handed_off_at=anchor, id__gt=after))
+    found = await query.order_by("handed_off_at", "id").limit(limit + 1)
+    page = found[:limit]
+    return HandoffPage(page, page[-1].id if len(found) > limit else None)
 
 
 async def answered_handoffs(staff: Staff | None, limit: int = 10) -> list[Question]:
     """The hand-offs answered last (what a CAM may add to the knowledge base), newest first."""
     return await _handoffs(staff, "answered").order_by("-replied_at").limit(limit)
+
+
+async def _handed_off_at(question_id: int) -> datetime | None:
+    found = await Question.filter(id=question_id).values_list("handed_off_at", flat=True)
+    return found[0] if found else None
 
 
 def _handoffs(staff: Staff | None, status: str):  # noqa: ANN202 - a QuerySet
