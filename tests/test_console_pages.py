@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -313,6 +313,47 @@ async def test_a_scheduled_notice_waits_and_can_be_cancelled(console: ConsoleHar
     await casey.post(f"/console/notices/{notice_id}/cancel")
     assert (await Notice.get(id=notice_id)).status == "cancelled"
     assert not await Delivery.filter(notice_id=notice_id).exists()
+
+
+async def test_the_notice_lists_date_filter_finds_a_notice_by_the_date_it_shows(console: ConsoleHarness) -> None:
+    """The list shows one date per notice (sent_at, or scheduled_at while it waits) and its date
+    filter is on that date, not on when the draft was made: a notice drafted on 5 January for
+    16 February is found on 16 February, while it waits and once sent, as the period summary
+    compliance pulls for that day counts it; the day it was drafted does not list it."""
+    from bot.core.commands.parser import SendCommand
+    from bot.core.compliance.reports import summary_report
+    from bot.core.notices import sending
+
+    herald = console.herald
+    author = await Staff.get(email=CAM)
+    drafted = console.clock.now()  # 2026-01-05 09:00 UTC
+    goes_out = drafted + timedelta(days=42)  # 2026-02-16 09:00 UTC
+    command = SendCommand(importance="need-to-know", topic="announcements", audience="all",
+                          title="February price list", body="New prices from 16 February.", scheduled_at=goes_out)
+    preview = await sending.create_draft(author, command, herald.catalog, now=drafted)
+    await sending.send_draft(preview.notice.id, author, herald.catalog, now=drafted)
+    day, drafted_day = goes_out.date().isoformat(), drafted.date().isoformat()
+    robin = await console.signed_in(COMPLIANCE)
+    _, waiting = await robin.get(f"/console/notices?since={day}&until={day}")
+    assert "February price list" in waiting, f"From = To = {day}, the day it is scheduled for, does not list it"
+    assert 'Sent from <input type="date"' in waiting
+
+    console.clock.set(goes_out + timedelta(minutes=1))
+    published = await sending.publish_due(herald.catalog, now=console.clock.now(),
+                                          platform_policy=herald.settings.platform_policy, channels=herald.channels)
+    assert published == 1
+    window_start = datetime.fromisoformat(f"{day}T00:00:00+00:00")
+    in_summary = [r["id"] for r in await summary_report(since=window_start, until=window_start + timedelta(days=1))]
+    assert preview.notice.id in in_summary  # compliance's summary: sent that day
+
+    robin = await console.signed_in(COMPLIANCE)  # six weeks on: a new session
+    _, listed = await robin.get(f"/console/notices?since={day}&until={day}")
+    _, on_drafted_day = await robin.get(f"/console/notices?since={drafted_day}&until={drafted_day}")
+    assert "February price list" in listed, (
+        f"From = To = {day} (the day the list shows as Sent, and the summary report counts it) does not "
+        f"list notice #{preview.notice.id}; filtering on the day it was drafted "
+        f"({drafted_day}) {'does' if 'February price list' in on_drafted_day else 'does not either'}")
+    assert "February price list" not in on_drafted_day
 
 
 async def test_bad_addresses_get_a_short_answer(console: ConsoleHarness) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from tortoise.expressions import Q
 from tortoise.functions import Count
 
 from bot.common.errors import NotFound, PermissionDenied
@@ -60,8 +61,9 @@ class NoticeFilters:
     importance: str = ""
     status: str = ""
     author: str = ""  # e-mail
-    since: datetime | None = None  # created at or after
-    until: datetime | None = None  # created before
+    # on the date the list shows (`shown_at`): sent, else scheduled for, else (a draft) made
+    since: datetime | None = None  # at or after
+    until: datetime | None = None  # before
 
 
 @dataclass
@@ -100,9 +102,9 @@ async def list_notices(staff: Staff | None, filters: NoticeFilters, *, before: i
     if filters.author:
         query = query.filter(author__email=filters.author.strip().lower())
     if filters.since:
-        query = query.filter(created_at__gte=filters.since)
+        query = query.filter(_shown_at("gte", filters.since))
     if filters.until:
-        query = query.filter(created_at__lt=filters.until)
+        query = query.filter(_shown_at("lt", filters.until))
     if before:
         query = query.filter(id__lt=before)
     found = await query.select_related("author").order_by("-id").limit(limit + 1)
@@ -115,6 +117,15 @@ async def list_notices(staff: Staff | None, filters: NoticeFilters, *, before: i
             "author__email", flat=True)))
     return NoticePage([counted.get(n.id) or NoticeRow(n) for n in page],
                       page[-1].id if len(found) > limit else None, authors)
+
+
+def _shown_at(op: str, moment: datetime) -> Q:
+    """COALESCE(sent_at, scheduled_at, created_at) `op` `moment`: the date the list shows (sent,
+    else scheduled for, else a draft's making), spelled out so the ORM names the notice's columns
+    (the author's row joined beside them has a created_at too)."""
+    return (Q(**{f"sent_at__{op}": moment})
+            | Q(sent_at__isnull=True, **{f"scheduled_at__{op}": moment})
+            | Q(sent_at__isnull=True, scheduled_at__isnull=True, **{f"created_at__{op}": moment}))
 
 
 async def _counts(notices: list[Notice]) -> dict[int, NoticeRow]:
