@@ -461,7 +461,8 @@ class AuditEvent(Model):
 
     class Meta:
         table = "audit_event"
-        indexes = (("notice_id", "kind"),)  # a notice's events by kind, read from the index alone
+        indexes = (("notice_id", "kind"),  # a notice's events by kind, read from the index alone
+                   ("kind", "occurred_at"))  # the recent events of one kind: a used install link (migration 0031)
 
 
 class Question(Model):

@@ -32,6 +32,7 @@ from config.settings import ConfigError, load_settings
 from storage import db as storage_db
 from storage.models import Acknowledgement, AuditEvent, Delivery, Member, Notice, PlatformAccount, Staff, Workspace
 from tests.fakes.slack_signing import event_body
+from tests.query_plans import captured, plan_of
 from tests.support import (
     CAM_USER, SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, directory_csv, seed_directory, start_harness,
     stop_harness, wait_until,
@@ -237,6 +238,35 @@ async def test_a_used_state_is_refused_even_with_its_cookie(slack: SlackHarness)
     assert slack.fake.call_count("oauth.v2.access") == 1
     assert not await Workspace.filter(external_id="T0OTHER").exists()
     assert await AuditEvent.filter(kind="workspace.installed").count() == 1
+
+
+async def test_an_install_finds_whether_its_link_was_used_from_an_index_not_the_whole_audit_trail(
+        slack: SlackHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Add to Slack" asks whether the install link was used (`install_used`: the
+    `workspace.installed` events since the link was issued), before the code exchange and again
+    inside the install's write transaction. audit_event only grows (~3 million events after a
+    year) and had no index on kind or occurred_at, so every install read the whole trail, JSON
+    data and all, on SQLite holding the write lock. It reads the (kind, occurred_at) index."""
+    _newco_code(slack)
+    state, cookie, _ = await _start(slack)
+
+    async def install() -> None:
+        status, page, _ = await _finish(slack, state=state, code="code-ok", cookie=cookie)
+        assert status == 200, page
+
+    statements = await captured(monkeypatch, install)
+    checks = [(sql, values) for sql, values in statements if "audit_event" in sql and "occurred_at" in sql
+              and sql.lstrip().upper().startswith("SELECT")]
+    assert checks, statements
+    plans = [await plan_of(sql, values) for sql, values in checks]
+    if storage_db.dialect() == "postgres":  # a sequential scan, a walk of another index filtering on kind,
+        # or a walk of the whole (notice_id, kind) index (the statement names no notice)
+        whole = [p for p in plans if re.search(r"Seq Scan on audit_event\b", p)
+                 or re.search(r"Scan using \w+ on audit_event\s+\([^|]*\|\s+Filter:[^|]*kind", p)
+                 or re.search(r"Scan using idx_audit_event_notice_\w+ on audit_event\b", p)]
+    else:
+        whole = [p for p in plans if re.search(r"\bSCAN audit_event\b", p)]
+    assert not whole, f"an install's reuse check reads every audit event ever written: {whole[0]}"
 
 
 async def test_slack_refusing_the_code_is_a_502_page(slack: SlackHarness) -> None:
