@@ -27,6 +27,7 @@ from bot.core.directory.staff import add_staff
 from bot.core.directory.workspaces import add_slack_workspace, deactivate_workspace
 from bot.topics import load_catalog
 from storage.models import AuditEvent, JourneyStep, Member, Organisation, OutboundMessage, Staff, Workspace
+from tests.query_plans import captured
 from tests.support import TEAM, TOKEN, Rig, bulk_members
 
 MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin (Anna, Bo)
@@ -690,6 +691,28 @@ async def test_progress_rows_and_who_may_see_them(rig: Rig) -> None:
         await progress(None, None, catalog=FOUR)
     with pytest.raises(NotFound):
         await progress(admin, "nope", catalog=FOUR)
+
+
+async def test_progress_sends_no_statement_with_a_parameter_per_member(rig: Rig, monkeypatch) -> None:  # noqa: ANN001
+    """`progress` for an admin (or a CAM) covers every active member of the organisations in
+    scope. Their steps and chat accounts were read with every member id as a parameter of one
+    statement, and PostgreSQL's driver (asyncpg) refuses more than 32,767: on a directory of
+    100,000 members (bench/periodic_scale.py) the admin's `progress` failed. The statements now
+    select the members in the database: their parameters do not grow with the directory."""
+    rig.clock.set(MONDAY_9_UTC)
+    admin, _ = await add_staff("admin@vendor.example", "admin", now=rig.clock.now())
+    cam = await Staff.get(email="cam@vendor.example")
+
+    async def widest(staff: Staff) -> int:
+        statements = await captured(monkeypatch, lambda: progress(staff, None, catalog=FOUR))
+        return max(len(values) for _, values in statements)
+
+    before = {"admin": await widest(admin), "cam": await widest(cam)}
+    await bulk_members(300, joined_at=MONDAY_9_UTC)
+    after = {"admin": await widest(admin), "cam": await widest(cam)}
+    assert after == before, (f"progress passes a parameter per member: the widest statement went from {before} "
+                             f"to {after} parameters for 300 more members (asyncpg refuses more than 32,767)")
+    assert len(await progress(admin, None, catalog=FOUR)) == 5 + 300
 
 
 async def test_progress_tells_members_not_on_a_journey_from_those_behind(slack_http, tmp_path, monkeypatch) -> None:  # noqa: ANN001

@@ -47,7 +47,8 @@ from typing import Any
 
 import yaml
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from bot.common import metrics
@@ -55,6 +56,7 @@ from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.common.schedule import member_zone, next_working_moment
 from bot.core.commands.parser import command_hint
 from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.permissions import named_as_cam
 from bot.core.directory.reach import choose_account, staff_recipient, unreachable_workspaces
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.directory.workspaces import failed_because_removed
@@ -955,32 +957,26 @@ async def progress(staff: Staff | None, org_id: str | None = None, *,
     """
     if staff is None or not staff.active or staff.role not in (StaffRole.CAM.value, StaffRole.ADMIN.value):
         raise PermissionDenied("Only CAMs and admins can see onboarding progress.")
-    admin = staff.role == StaffRole.ADMIN.value
-    if org_id:
-        organisation = await Organisation.get_or_none(external_id=org_id.strip())
-        if organisation is None:
-            raise NotFound(f"no partner organisation has the id '{org_id.strip()}'")
-        if not admin and organisation.cam_email.strip().lower() != staff.email.lower():
-            raise PermissionDenied(f"Only {organisation.name}'s CAM or an admin can see its onboarding progress.")
-        organisations = [organisation]
-    elif admin:
-        organisations = await Organisation.all().order_by("name")
-    else:
-        organisations = [o for o in await Organisation.all().order_by("name")
-                         if o.cam_email.strip().lower() == staff.email.lower()]
+    in_scope = await _progress_scope(staff, org_id)
     try:
         journeys = catalog or load_journeys()
     except JourneyConfigError as exc:
         raise UserError(f"onboarding journeys are not available: {exc}") from None
-    by_org = {o.id: o for o in organisations}
-    members = await Member.filter(organisation_id__in=list(by_org), active=True).order_by("name", "email")
+    organisations = await in_scope.order_by("name")
+    # the members are selected in the database, not passed as ids: a directory's worth of ids
+    # is more parameters than PostgreSQL's driver takes (32,767)
+    in_progress = Member.filter(organisation_id__in=Subquery(in_scope.values("id")), active=True)
+    by_org: dict[int, list[Member]] = defaultdict(list)
+    for member in await in_progress.order_by("name", "email"):
+        by_org[member.organisation_id].append(member)  # type: ignore[attr-defined]
+    member_ids = Subquery(in_progress.values("id"))
     steps: dict[int, list[JourneyStep]] = defaultdict(list)
-    for step in await JourneyStep.filter(member_id__in=[m.id for m in members], position__gte=1):
+    for step in await JourneyStep.filter(member_id__in=member_ids, position__gte=1):
         steps[step.member_id].append(step)  # type: ignore[attr-defined]
-    reachable = await _reachable([m.id for m in members])
+    reachable = await _reachable(member_ids)
     result = []
     for organisation in organisations:
-        for member in (m for m in members if m.organisation_id == organisation.id):  # type: ignore[attr-defined]
+        for member in by_org.get(organisation.id, []):
             journey = journeys.for_role(member.role)
             mine = steps.get(member.id, [])
             done_at = {s.step_key: s.done_at for s in mine if s.done_at is not None}
@@ -1002,7 +998,22 @@ async def progress(staff: Staff | None, org_id: str | None = None, *,
     return result
 
 
-async def _reachable(member_ids: list[int]) -> set[int]:
+async def _progress_scope(staff: Staff, org_id: str | None) -> QuerySet[Organisation]:
+    """The organisations whose progress `staff` (a CAM or an admin) asked for: `org_id`'s, else
+    every one for an admin and a CAM's own."""
+    if org_id:
+        organisation = await Organisation.get_or_none(external_id=org_id.strip())
+        if organisation is None:
+            raise NotFound(f"no partner organisation has the id '{org_id.strip()}'")
+        if staff.role != StaffRole.ADMIN.value and not named_as_cam(staff, organisation.cam_email):
+            raise PermissionDenied(f"Only {organisation.name}'s CAM or an admin can see its onboarding progress.")
+        return Organisation.filter(id=organisation.id)
+    if staff.role == StaffRole.ADMIN.value:
+        return Organisation.all()
+    return Organisation.filter(cam_email__iexact=staff.email.strip())
+
+
+async def _reachable(member_ids: Subquery) -> set[int]:
     """The members with a chat account in a workspace Herald has not been removed from."""
     unreachable = await unreachable_workspaces()
     return {member_id for member_id, platform, workspace in await PlatformAccount.filter(
