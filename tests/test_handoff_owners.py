@@ -13,7 +13,7 @@ from bot.core.directory.handoff_owners import unanswerable_ownership
 from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.onboarding.assistant import open_handoffs
-from storage.models import AuditEvent, Member, Question, Staff
+from storage.models import AuditEvent, Member, OutboundMessage, Question, Staff
 from tests.support import CAM_USER, SAMPLE_DIRECTORY, TEAM, Rig, SlackHarness, listeners_done, modal_state
 
 MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
@@ -164,3 +164,87 @@ async def test_ask_my_cam_is_refused_while_the_directory_names_a_compliance_offi
     with pytest.raises(UserError, match="no channel account manager on file"):
         await rig.herald.hand_off_question(question.id, anna)
     assert (await Question.get(id=question.id)).handoff_status == ""
+
+
+# ---- a hand-off still waiting in the outbox when its CAM changes ------------------------------
+
+async def _queued_to_casey(rig: Rig) -> Question:
+    """Anna hands her question off; the DM to Casey, Acme's CAM, is queued, not sent yet."""
+    rig.clock.set(MONDAY_9_UTC)
+    anna = await Member.get(email="anna@acme.example")
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
+    await rig.herald.hand_off_question(question.id, anna)
+    (queued,) = await OutboundMessage.filter(purpose="handoff", status="pending")
+    assert queued.recipient["user_id"] == CAM_USER
+    return question
+
+
+def _handoffs_to(rig: Rig, user: str) -> list:
+    return [c for c in rig.fake.calls_to("chat.postMessage")
+            if c.ok and c.args["channel"] in (user, f"D{user}") and "Where is the price list?" in str(c.args)]
+
+
+async def test_a_hand_off_queued_before_the_partner_got_another_cam_goes_to_the_new_cam_once(rig: Rig) -> None:
+    """The directory names Nora as Acme's CAM while Anna's hand-off to Casey waits in the outbox:
+    the question moves to Nora, and so does the DM (saying whom it was with), once; Casey, no longer
+    Acme's CAM, gets nothing (`question.handoff_readdressed`)."""
+    question = await _queued_to_casey(rig)
+    rig.fake.add_user(TEAM, "UNORA")
+    await add_staff("newcam@vendor.example", "cam", name="Nora New", slack_user="UNORA", slack_team=TEAM,
+                    now=rig.clock.now(), actor="test")
+    assert not (await import_directory(NEW_CAM, now=rig.clock.now(), actor="test")).rejected
+
+    for worker in (rig.herald, rig.another_worker()):
+        await worker.outbox.drain()
+        await worker.tick()  # the tick's announcement of moved hand-offs sends nothing more
+        await worker.outbox.drain()
+
+    assert _handoffs_to(rig, CAM_USER) == []
+    (told,) = _handoffs_to(rig, "UNORA")
+    assert "It was with cam@vendor.example" in str(told.args["blocks"])
+    assert f"'value': '{question.id}'" in str(told.args["blocks"])  # the Reply button
+    (moved,) = await AuditEvent.filter(kind="question.handoff_readdressed")
+    assert (moved.data["from_cam"], moved.data["cam"]) == ("cam@vendor.example", "newcam@vendor.example")
+    assert not await AuditEvent.filter(kind="question.handoff_not_delivered").exists()
+
+
+async def test_a_hand_off_queued_before_its_cam_was_removed_is_not_sent_to_them(rig: Rig) -> None:
+    """`herald staff remove` takes Casey away while the hand-off to her waits, and the directory
+    names nobody else: she gets nothing; the question stays open for an admin, the trail says why."""
+    from bot.core.directory.offboarding import remove_staff
+
+    question = await _queued_to_casey(rig)
+    await remove_staff("cam@vendor.example", now=rig.clock.now(), actor="operator:ops")
+
+    await rig.herald.outbox.drain()
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+
+    assert _handoffs_to(rig, CAM_USER) == []
+    from bot.core.onboarding.handoffs import NOBODY_TO_HAND_OFF_TO
+    (message,) = await OutboundMessage.filter(purpose="handoff")
+    assert (message.status, message.error) == ("failed", NOBODY_TO_HAND_OFF_TO)
+    assert (await Question.get(id=question.id)).handoff_status == "open"
+    admin, _ = await add_staff("boss@vendor.example", "admin", now=rig.clock.now(), actor="ops")
+    assert question.id in [q.id for q in await open_handoffs(admin)]
+    (moved,) = await AuditEvent.filter(kind="question.handoff_readdressed")
+    assert (moved.data["from_cam"], moved.data["cam"]) == ("cam@vendor.example", None)
+    (failed,) = await AuditEvent.filter(kind="question.handoff_not_delivered")
+    assert (failed.data["cam"], failed.data["reason"]) == ("cam@vendor.example", NOBODY_TO_HAND_OFF_TO)
+
+
+async def test_a_hand_off_queued_before_its_cam_was_made_compliance_officer_is_not_sent_to_them(rig: Rig) -> None:
+    """Casey becomes a compliance officer while the hand-off to her waits: she may no longer answer
+    partners, so she is not sent it, and the tick does not queue it for her again."""
+    await _queued_to_casey(rig)
+    await add_staff("cam@vendor.example", "compliance", now=rig.clock.now(), actor="ops")
+    for _ in range(2):
+        await rig.herald.outbox.drain()
+        await rig.herald.tick()
+    await rig.herald.outbox.drain()
+
+    assert _handoffs_to(rig, CAM_USER) == []
+    from bot.core.onboarding.handoffs import NOBODY_TO_HAND_OFF_TO
+    (message,) = await OutboundMessage.filter(purpose="handoff")
+    assert (message.status, message.error) == ("failed", NOBODY_TO_HAND_OFF_TO)

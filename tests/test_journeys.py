@@ -614,6 +614,64 @@ async def test_the_cam_note_fails_cleanly_without_a_cam(rig: Rig) -> None:
     assert await _events("journey.completed") == 1 and await _events("journey.cam_not_told") == 1
 
 
+async def _cam_note_queued_for_casey(rig: Rig) -> None:
+    """Bo completes a one-step journey; the note to Casey, Acme's CAM, is queued, not sent yet."""
+    rig.clock.set(MONDAY_9_UTC)
+    await _only({"bo@acme.example": MONDAY_9_UTC})
+    single = _catalog([("portal", 0)], milestones=False)
+    await _run(rig, single)
+    (row,) = await _steps("bo@acme.example")
+    await complete_step(row.id, platform="slack", workspace_id=TEAM, user_id="UBO", now=rig.clock.now(),
+                        catalog=single, channels=rig.herald.channels)
+    (queued,) = await OutboundMessage.filter(purpose="journey_cam", status="pending")
+    assert queued.recipient["user_id"] == "UCAM1"
+
+
+async def test_a_cam_note_queued_before_the_partner_got_another_cam_goes_to_the_new_cam(rig: Rig) -> None:
+    """The directory names Nora as Acme's CAM while the note that Bo
+    completed onboarding waits for Casey: Nora gets it, Casey does not (`journey.cam_readdressed`,
+    then `journey.cam_told` naming Nora)."""
+    from bot.core.directory.importer import import_directory
+    from tests.support import SAMPLE_DIRECTORY
+
+    await _cam_note_queued_for_casey(rig)
+    rig.fake.add_user(TEAM, "UNORA")
+    await add_staff("nora@vendor.example", "cam", name="Nora New", slack_user="UNORA", slack_team=TEAM,
+                    now=rig.clock.now(), actor="test")
+    to_nora = "\n".join(line.replace("cam@vendor.example", "nora@vendor.example") if line.startswith("acme,")
+                        else line for line in SAMPLE_DIRECTORY.splitlines()) + "\n"
+    assert not (await import_directory(to_nora, now=rig.clock.now(), actor="test")).rejected
+
+    await rig.herald.outbox.drain()
+
+    assert _posts(rig, "DUCAM1") == []
+    (told,) = _posts(rig, "DUNORA")
+    assert _header(told).endswith("completed onboarding") and "bo@acme.example" in str(told.args["blocks"])
+    assert "`/herald progress acme` shows everyone at Acme Locks." in str(told.args["blocks"])
+    (moved,) = await AuditEvent.filter(kind="journey.cam_readdressed")
+    assert (moved.data["from_cam"], moved.data["cam"]) == ("cam@vendor.example", "nora@vendor.example")
+    assert (await AuditEvent.get(kind="journey.cam_told")).data["cam"] == "nora@vendor.example"
+    assert (await JourneyStep.get(step_key="cam:complete")).status == "sent"
+
+
+async def test_a_cam_note_queued_before_the_cam_was_removed_is_not_sent_to_them(rig: Rig) -> None:
+    """`herald staff remove` takes Casey away while the note waits for her, and the directory names
+    nobody else: she gets nothing; the note fails as when there is no CAM at completion."""
+    from bot.core.directory.offboarding import remove_staff
+
+    await _cam_note_queued_for_casey(rig)
+    await remove_staff("cam@vendor.example", now=rig.clock.now(), actor="operator:ops")
+
+    await rig.herald.outbox.drain()
+
+    assert _posts(rig, "DUCAM1") == []
+    note = await JourneyStep.get(step_key="cam:complete")
+    assert note.status == "failed" and "no active CAM" in note.error
+    (moved,) = await AuditEvent.filter(kind="journey.cam_readdressed")
+    assert (moved.data["from_cam"], moved.data["cam"]) == ("cam@vendor.example", None)
+    assert await _events("journey.cam_not_told") == 1 and await _events("journey.cam_told") == 0
+
+
 async def test_completing_the_journey_of_a_new_role_is_recognised_and_the_cam_told_again(rig: Rig) -> None:
     """Anna completes the sales journey (recognition, the CAM told), then the directory makes her
     support. When she completes the support journey too, she is recognised for it and her CAM hears

@@ -10,8 +10,8 @@ of a lane source: `due_lanes`, `claim`, `send`, `record`). After a final outcome
 purpose's completion hook in the transaction that records the outcome, so each purpose's own row,
 audit events and reports stay as they were when these messages were sent directly.
 
-A message to a person who may have changed by the time it goes (an escalation to a partner's CAM)
-is checked when it is claimed: its purpose's addressee check (`addressed_by`) says whom it is for
+A message to a person who may have changed by the time it goes (one to "the partner's CAM": an
+escalation, a hand-off, the note that a member completed onboarding) is checked when it is claimed: its purpose's addressee check (`addressed_by`) says whom it is for
 now, and the row is re-addressed to them (back to pending, in their lane), or settled as *failed*
 when nobody may receive it, with the purpose's own record of the change in the same transaction.
 
@@ -208,12 +208,15 @@ def _import_hook_modules() -> None:
 class Readdress:
     """A purpose's verdict at send time: the message is no longer for the person it was queued for.
     `target` None: nobody may receive it now; it fails with `reason`. `record` writes the purpose's
-    own row and audit event; it runs in the transaction that moves or settles the message."""
+    own row and audit event; it runs in the transaction that moves or settles the message.
+    `message`: the message as worded for the new addressee (e.g. a command hint for their
+    platform), None to send it as queued."""
 
     staff_id: int | None
     target: Target | None
     reason: str
     record: Callable[[], Awaitable[None]]
+    message: DirectMessage | None = None
 
 
 AddresseeCheck = Callable[[OutboundMessage, dict[str, Channel], datetime], Awaitable[Readdress | None]]
@@ -385,8 +388,9 @@ class MessageSource:
                         raise _ClaimLost
                     return True
                 target = verdict.target
+                reworded = {"message": message_json(verdict.message)} if verdict.message is not None else {}
                 if not await OutboundMessage.filter(id=row.id, claimed_by=row.claimed_by).update(
-                        staff_id=verdict.staff_id, account_id=target.account_id, platform=target.platform,
+                        **reworded, staff_id=verdict.staff_id, account_id=target.account_id, platform=target.platform,
                         workspace_external_id=target.recipient.workspace_id,
                         recipient=_recipient_json(target.recipient), status=DeliveryStatus.PENDING.value,
                         next_attempt_at=now, claimed_by="", claimed_until=None, request_started=False):

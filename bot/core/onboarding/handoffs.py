@@ -11,6 +11,13 @@ what happens when it cannot be delivered:
 * a relayed answer: the question goes back to open in the CAM's list, and the CAM gets a DM saying
   the partner did not get the answer and why (audited too).
 
+A hand-off is for the CAM the question is filed under when the outbox takes it
+(`_handoff_addressee`): open hand-offs follow the organisation's CAM
+(bot.core.directory.handoff_owners), so one that waited while the directory named another CAM goes
+to them, saying whom it was with, and one filed under someone who may no longer answer partners (a
+CAM removed or made compliance officer, nobody else named) is not sent: it stays open for the
+admins and `herald doctor` flags it (audited `question.handoff_readdressed`).
+
 The assistant's own answer is sent at once, while the partner waits; only when the platform
 throttles that send (429) is it queued here, to leave within the workspace's limits.
 """
@@ -19,12 +26,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from bot.core.commands.parser import command_hint
 from bot.core.compliance.audit import audit_event, record
-from bot.core.delivery.messages import MessageResult, ResultKind, Target, enqueue, on_result
+from bot.core.delivery.messages import (
+    MessageResult,
+    Readdress,
+    ResultKind,
+    Target,
+    addressed_by,
+    enqueue,
+    message_from_json,
+    on_result,
+)
+from bot.core.directory.permissions import may_act_as_cam
 from bot.core.directory.reach import staff_recipient
 from bot.core.ports import Channel, DirectMessage
 from storage.models import DeliveryStatus, Member, MessagePurpose, OutboundMessage, PlatformAccount, Question, Staff
@@ -33,6 +51,9 @@ log = logging.getLogger(__name__)
 
 # a relay that ended so never reached the partner: the same answer again is a new message
 _NOT_SENT = (DeliveryStatus.FAILED.value, DeliveryStatus.CANCELLED.value)
+NOBODY_TO_HAND_OFF_TO = ("the CAM the question is filed under may no longer answer partners (removed, or not a CAM "
+                         "or admin) and the directory names nobody who may; it stays open for an admin")
+NO_CAM_CHAT_ACCOUNT = "the CAM the question is filed under has no Slack or Teams account on file"
 
 
 async def cam_target(cam: Staff, channels: dict[str, Channel]) -> Target | None:
@@ -73,6 +94,49 @@ async def queue_answer(question: Question, target: Target, answer: DirectMessage
                          member_id=question.member_id)  # type: ignore[attr-defined]
 
 
+@addressed_by(MessagePurpose.HANDOFF)
+async def _handoff_addressee(message: OutboundMessage, channels: dict[str, Channel],
+                             now: datetime) -> Readdress | None:
+    """When the outbox takes a hand-off: None while it is for the CAM the question is filed under
+    and they may answer partners; else it goes to the CAM it is filed under now (saying whom it
+    was with), or fails with why: nobody who may answer it, they already have it, no chat account."""
+    question = await Question.get_or_none(id=message.reference).select_related("cam", "member__organisation")
+    if question is None:
+        return None
+    cam = question.cam if may_act_as_cam(question.cam) else None
+    if cam is not None and cam.id == message.staff_id:  # type: ignore[attr-defined]
+        return None
+    before = await Staff.get_or_none(id=message.staff_id) if message.staff_id else None  # type: ignore[attr-defined]
+    target = await cam_target(cam, channels) if cam is not None else None
+    if cam is None:
+        reason = NOBODY_TO_HAND_OFF_TO
+    elif await OutboundMessage.filter(purpose=MessagePurpose.HANDOFF.value, reference=question.id,
+                                      staff_id=cam.id).exclude(id=message.id).exists():
+        target, reason = None, f"{cam.email} has been sent the hand-off already"  # the tick's announcement
+    else:
+        reason = "" if target is not None else NO_CAM_CHAT_ACCOUNT
+
+    async def record_it() -> None:
+        await record([audit_event("question.handoff_readdressed", now=now, member_id=question.member_id,  # type: ignore[attr-defined]
+                                  question_id=question.id, from_cam=before.email if before is not None else None,
+                                  cam=cam.email if cam is not None else None,
+                                  reason="the question is filed under another CAM, or its CAM may no longer "
+                                         "answer partners" + ("" if target is not None else f"; not sent: {reason}"))])
+    return Readdress(cam.id if cam is not None else None, target, reason, record_it,
+                     message=_handed_on(message, before, question) if target is not None else None)
+
+
+def _handed_on(message: OutboundMessage, before: Staff | None, question: Question) -> DirectMessage:
+    """The queued hand-off, for the CAM the question moved to: whom it was with, as the tick's
+    announcement of a moved hand-off says (bot.core.onboarding.handoff_announcements)."""
+    queued = message_from_json(message.message)
+    if before is None:
+        return queued
+    organisation = question.member.organisation
+    return replace(queued, lines=(*queued.lines, f"It was with {before.email}; the directory now names you as "
+                                                 f"{organisation.name}'s CAM."))
+
+
 @on_result(MessagePurpose.ANSWER)
 async def _answer_result(message: OutboundMessage, result: MessageResult) -> None:
     if result.sent and result.ref is not None:
@@ -85,12 +149,13 @@ async def _answer_result(message: OutboundMessage, result: MessageResult) -> Non
 async def _handoff_result(message: OutboundMessage, result: MessageResult) -> None:
     if result.sent:
         return
-    question = await Question.get_or_none(id=message.reference).select_related("member", "cam")
+    question = await Question.get_or_none(id=message.reference)
     if question is None:
         return
+    cam = await Staff.get_or_none(id=message.staff_id) if message.staff_id else None  # type: ignore[attr-defined]
     log.warning("hand-off of question %s not delivered: %s", question.id, result.reason)
     await record([audit_event("question.handoff_not_delivered", now=result.now, member_id=question.member_id,  # type: ignore[attr-defined]
-                              question_id=question.id, cam=question.cam.email if question.cam else None,
+                              question_id=question.id, cam=cam.email if cam else None,  # whom it was for
                               reason=result.reason)])
 
 

@@ -40,7 +40,7 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,17 @@ from bot.core.directory.reach import choose_account, staff_recipient, unreachabl
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.directory.workspaces import failed_because_removed
 from bot.core.notices.reminders import is_paused
-from bot.core.delivery.messages import MessageResult, Priority, ResultKind, Target, enqueue, on_result
+from bot.core.delivery.messages import (
+    MessageResult,
+    Priority,
+    Readdress,
+    ResultKind,
+    Target,
+    addressed_by,
+    enqueue,
+    message_from_json,
+    on_result,
+)
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef
 from bot.core.surveys.creating import enqueue_journey_survey, journey_survey
 from bot.core.surveys.spec import SurveySpec, spec_from_config
@@ -79,6 +89,8 @@ from storage.models import (
 log = logging.getLogger(__name__)
 
 DONE_ACTION = "herald_journey_done"
+NO_ACTIVE_CAM = "the organisation has no active CAM on file"
+NO_CAM_ACCOUNT = "the CAM has no Slack or Teams account on file"
 DEFAULT_JOURNEY = "default"
 DEFAULT_NUDGE_AFTER_DAYS = 3
 MILESTONE_PREFIX = "milestone:"
@@ -639,8 +651,7 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
         found = await staff_recipient(cam, channels) if cam is not None else None
         target = Target(found[0].platform, found[1]) if found else None
         message = await completion_message(member, journey, platform=target.platform if target else "")
-        problem = ("the organisation has no active CAM on file" if cam is None
-                   else "the CAM has no Slack or Teams account on file")
+        problem = NO_ACTIVE_CAM if cam is None else NO_CAM_ACCOUNT
         extra = {"cam": cam.email if cam else None}
         purpose, staff_id, member_id = MessagePurpose.JOURNEY_CAM, cam.id if cam else None, None
     else:
@@ -664,6 +675,44 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
                       priority=Priority.PERSON_WAITING if member_acting else None)
     counts[{"step": "steps", "milestone": "milestones", "cam": "cam"}[kind]] += 1
     return 1
+
+
+@addressed_by(MessagePurpose.JOURNEY_CAM)
+async def _cam_note_addressee(message: OutboundMessage, channels: dict[str, Channel],
+                              now: datetime) -> Readdress | None:
+    """When the outbox takes the note that a member completed their journey: None while it is for
+    the organisation's CAM; else it goes to whoever is the CAM now (the command it names in their
+    platform's form), or fails with why (`journey.cam_readdressed`, then the usual events)."""
+    row = await JourneyStep.get_or_none(id=message.reference).select_related("member__organisation")
+    if row is None:
+        return None
+    organisation: Organisation = row.member.organisation
+    cam = await cam_for_organisation(organisation)
+    if cam is not None and cam.id == message.staff_id:  # type: ignore[attr-defined]
+        return None
+    found = await staff_recipient(cam, channels) if cam is not None else None
+    target = Target(found[0].platform, found[1]) if found else None
+    reason = "" if target is not None else NO_ACTIVE_CAM if cam is None else NO_CAM_ACCOUNT
+    before = await Staff.get_or_none(id=message.staff_id) if message.staff_id else None  # type: ignore[attr-defined]
+
+    async def record_it() -> None:
+        await record([audit_event("journey.cam_readdressed", now=now, member_id=row.member_id,  # type: ignore[attr-defined]
+                                  journey=row.journey, step=row.step_key, step_id=row.id,
+                                  from_cam=before.email if before is not None else None,
+                                  cam=cam.email if cam is not None else None,
+                                  reason="the partner's CAM changed or is no longer active staff"
+                                  + ("" if target is not None else f"; not sent: {reason}"))])
+    reworded = _hinted_for(message, organisation, target.platform) if target is not None else None
+    return Readdress(cam.id if cam is not None else None, target, reason, record_it, message=reworded)
+
+
+def _hinted_for(message: OutboundMessage, organisation: Organisation, platform: str) -> DirectMessage:
+    """The queued CAM note with its `progress` command in the form typed on `platform`."""
+    queued = message_from_json(message.message)
+    words = f"progress {organisation.external_id}"
+    old, new = command_hint(message.platform, words), command_hint(platform, words)
+    return replace(queued, lines=tuple(line.replace(old, new, 1) if line.startswith(old) else line
+                                       for line in queued.lines))
 
 
 def _message_key(purpose: MessagePurpose, row: JourneyStep) -> str:
