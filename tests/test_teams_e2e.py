@@ -732,6 +732,54 @@ async def test_a_member_who_removes_herald_is_sent_no_plain_message_either(teams
     assert not refused, f"{len(refused)} requests for a member who removed Herald"
 
 
+async def test_a_member_who_removes_herald_has_their_journey_wait_and_resume_when_they_add_it_again(
+        teams: TeamsRig) -> None:
+    """Eve's first onboarding step fails because she removed Herald (her only account). As for a
+    workspace Herald was removed from, her journey waits: the next day's step is not planned only to
+    fail. When she adds Herald again, the failed step is pending again (`journey.step_requeued`) and
+    the next run sends it."""
+    from datetime import datetime
+
+    from bot.core.directory.app_installs import APP_REMOVED
+    from bot.core.onboarding.journeys import parse_journeys, run_journeys
+    from storage.models import JourneyStep
+
+    monday_paris = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Paris
+    teams.clock.set(monday_paris)
+    await Member.all().update(joined_at=datetime(2030, 1, 1, tzinfo=UTC))
+    await Member.filter(email="eve@teamsco.example").update(joined_at=monday_paris)
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    steps = parse_journeys({"journeys": {"default": {"steps": [
+        {"key": "portal", "after_days": 0, "title": "Open the portal", "message": "Sign in once."},
+        {"key": "prefs", "after_days": 1, "title": "Set preferences", "message": "Pick topics."}]}}}, source="test")
+    assert (await run_journeys(teams.herald.channels, teams.clock.now(), catalog=steps))["steps"] == 1
+    teams.connector.remove_app("aad-eve")
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="remove"))
+    await teams.herald.outbox.drain()
+    (portal,) = await JourneyStep.filter(member__email="eve@teamsco.example")
+    assert (portal.status, portal.error) == ("failed", APP_REMOVED)
+
+    for day in (6, 7):  # her next mornings: the journey waits for her
+        teams.clock.set(datetime(2026, 1, day, 9, 0, tzinfo=UTC))
+        await run_journeys(teams.herald.channels, teams.clock.now(), catalog=steps)
+        await teams.herald.outbox.drain()
+    planned = await JourneyStep.filter(member__email="eve@teamsco.example").values_list("step_key", "status", "error")
+    assert planned == [("portal", "failed", APP_REMOVED)], f"planned while Herald is removed: {planned}"
+
+    teams.connector.add_app("aad-eve")
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    portal = await JourneyStep.get(id=portal.id)
+    assert (portal.status, portal.error) == ("pending", "")
+    (requeued,) = await AuditEvent.filter(kind="journey.step_requeued")
+    assert requeued.data["step_id"] == portal.id
+    await run_journeys(teams.herald.channels, teams.clock.now(), catalog=steps)
+    await teams.herald.outbox.drain()
+    assert (await JourneyStep.get(id=portal.id)).status == "sent"
+    assert any("Open the portal" in str(a) for a in teams.connector.activities("a:conv-aad-eve"))
+    refused = [c for c in teams.connector.calls if c.status == 403]
+    assert not refused, f"{len(refused)} requests for a member who removed Herald"
+
+
 async def test_a_press_on_a_card_older_than_a_material_edit_is_refused_with_a_reason(teams: TeamsRig) -> None:
     """As in Slack (test_slack_e2e): the card carries the revision it shows; a press on a card older
     than the wording to acknowledge records nothing and says why."""

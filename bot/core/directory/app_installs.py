@@ -12,8 +12,10 @@ direct messages, journey steps, digests, replies, are made due and the outbox fa
 request), later copies and messages fail so without a request (the outbox), its reminders wait (the planner), and a member who also has a
 Slack account is reached there (`reach.choose_account`). The next "add" clears it
 (`teams.app_added`) and, as Slack's reconnection does, puts back in the outbox the copies of live
-notices that failed because Herald was not installed for the member (`delivery.requeued`), and the
-in-place updates refused for that reason.
+notices that failed because Herald was not installed for the member (`delivery.requeued`), the
+in-place updates refused for that reason, and the journey steps that failed so
+(`journey.step_requeued`). While every account of a member has Herald removed, their journey
+waits (bot.core.onboarding.journeys), as for a removed workspace.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datetime import datetime
 
 from tortoise.transactions import in_transaction
 
-from bot.core.compliance.audit import audit_event, record
+from bot.core.compliance.audit import PendingEvent, audit_event, record
 from bot.core.directory.workspaces import (
     fail_waiting,
     reflag_refused_updates,
@@ -31,7 +33,7 @@ from bot.core.directory.workspaces import (
     stop_waiting_messages,
 )
 from storage import db as storage_db
-from storage.models import Platform, PlatformAccount
+from storage.models import DeliveryStatus, JourneyStep, Platform, PlatformAccount
 
 APP_REMOVED = "the member removed Herald in Teams; it is sent when they add Herald again"
 # What the Teams channel records for a copy the Bot Connector refused with 403 for one member
@@ -102,5 +104,25 @@ async def app_added(tenant_id: str, user_id: str, *, now: datetime) -> InstallCh
         await reflag_refused_updates(conn, _NOT_INSTALLED_REASONS, now=now, account_id=account.id)
         requeued = await requeue_failed_copies(conn, _NOT_INSTALLED_REASONS, now=now, actor=actor,
                                                why="Herald was added in Teams again", account_id=account.id)
-        await record([*events, *requeued], using_db=conn)
-    return InstallChange(changed=bool(events or requeued), deliveries=len(requeued))
+        steps = await _requeue_failed_steps(conn, account, now=now, actor=actor)
+        await record([*events, *requeued, *steps], using_db=conn)
+    return InstallChange(changed=bool(events or requeued or steps), deliveries=len(requeued))
+
+
+async def _requeue_failed_steps(conn, account: PlatformAccount, *, now: datetime,  # noqa: ANN001
+                                actor: str) -> list[PendingEvent]:
+    """In the install's transaction: the member's journey steps (not milestones) that failed in
+    Teams because Herald was not installed for them go back to pending, as the copies do: they
+    are part of the journey, and the next run sends them first, in the member's working hours.
+    Returns a `journey.step_requeued` event each."""
+    rows = await JourneyStep.filter(member_id=account.member_id, member__active=True, position__gte=1,  # type: ignore[attr-defined]
+                                    status=DeliveryStatus.FAILED.value, platform=Platform.TEAMS.value,
+                                    error__in=_NOT_INSTALLED_REASONS).using_db(conn).values(
+        "id", "journey", "step_key")
+    if not rows:
+        return []
+    await JourneyStep.filter(id__in=[r["id"] for r in rows], status=DeliveryStatus.FAILED.value).using_db(
+        conn).update(status=DeliveryStatus.PENDING.value, error="")
+    return [audit_event("journey.step_requeued", now=now, actor=actor, member_id=account.member_id,  # type: ignore[attr-defined]
+                        journey=row["journey"], step=row["step_key"], step_id=row["id"],
+                        reason="Herald was added in Teams again") for row in rows]

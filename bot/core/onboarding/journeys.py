@@ -22,10 +22,12 @@ result through `_message_result`. A message interrupted by a crash may or may no
 so it is never sent again: an interrupted step counts as sent (the nudge follows up if the member
 never saw it); an interrupted milestone or CAM note is recorded as failed.
 
-While Herald is removed from the workspace of every account a member has, their journey waits:
-no new step is planned, and steps and nudges already due stay unsent. A step refused because
-Herald was removed (`workspaces.removed_reason`) goes back to pending once the member can be
-reached again, and is that day's step.
+While Herald is removed from the workspace of every account a member has, or the member removed
+Herald (Teams, `app_installs`) from each, their journey waits: no new step is planned, and steps
+and nudges already due stay unsent. A step refused because Herald was removed from the workspace
+(`workspaces.removed_reason`) goes back to pending once the member can be reached again, and is
+that day's step; one refused because the member removed Herald goes back to pending when they
+add it again (`app_installs.app_added`).
 
 Nudges: a step not done `nudge_after_days` after it was sent gets exactly one nudge (`nudged_at`,
 claimed with a conditional update), in the member's working hours, at most one nudge per member a
@@ -487,9 +489,11 @@ async def _plan(channels: dict[str, Channel], catalog: JourneyCatalog, now: date
 
 
 async def _chat_accounts(channels: dict[str, Channel]) -> dict[int, list[tuple[str, str]]]:
-    """Each member's accounts, as (platform, workspace), on the platforms Herald is configured for."""
+    """Each member's accounts, as (platform, workspace), on the platforms Herald is configured for,
+    but not those whose member removed Herald (Teams, `app_installs`): a step could only fail there."""
     found: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    for member_id, platform, workspace in await PlatformAccount.filter(platform__in=list(channels)).values_list(
+    for member_id, platform, workspace in await PlatformAccount.filter(
+            platform__in=list(channels), app_removed_at__isnull=True).values_list(
             "member_id", "platform", "workspace_external_id"):
         found[member_id].append((platform, workspace))
     return found
@@ -815,12 +819,14 @@ async def _interrupted(row: JourneyStep, now: datetime) -> None:
 async def _member_target(member_id: int, channels: dict[str, Channel], *,
                          prefer: str = "") -> tuple[PlatformAccount | None, bool]:
     """The member's account to write to, among the platforms Herald is configured for
-    (`reach.choose_account`), and whether it is in a workspace Herald was removed from (every
-    account is: the message can only fail there, so it waits for the reconnection)."""
+    (`reach.choose_account`), and whether Herald cannot reach it: it is in a workspace Herald was
+    removed from, or the member removed Herald (Teams). Then every account is (the choice puts
+    those last): the message can only fail there, so it waits for the reconnection or the install."""
     accounts = [a for a in await PlatformAccount.filter(member_id=member_id).order_by("id") if a.platform in channels]
     unreachable = await unreachable_workspaces() if accounts else frozenset()
     account = choose_account(accounts, preferred=prefer, unreachable=unreachable)
-    return account, account is not None and (account.platform, account.workspace_external_id) in unreachable
+    return account, account is not None and ((account.platform, account.workspace_external_id) in unreachable
+                                             or account.app_removed_at is not None)
 
 
 # ---- nudges -----------------------------------------------------------------------------------
@@ -1002,7 +1008,7 @@ async def progress(staff: Staff | None, org_id: str | None = None, *,
     journey, done, total, last_step (title of the latest step sent, or None), last_step_status,
     last_sent_at, completed_at (None until every step is done), enrolled (False: left out by
     `enrol_joined_after`, so never sent a step), reachable (False: no chat account, or only in
-    workspaces Herald was removed from, so their steps wait).
+    workspaces Herald was removed from or accounts the member removed Herald from, so their steps wait).
     """
     if staff is None or not staff.active or staff.role not in (StaffRole.CAM.value, StaffRole.ADMIN.value):
         raise PermissionDenied("Only CAMs and admins can see onboarding progress.")
@@ -1063,8 +1069,10 @@ async def _progress_scope(staff: Staff, org_id: str | None) -> QuerySet[Organisa
 
 
 async def _reachable(member_ids: Subquery) -> set[int]:
-    """The members with a chat account in a workspace Herald has not been removed from."""
+    """The members with a chat account in a workspace Herald has not been removed from, and that
+    has Herald installed (Teams)."""
     unreachable = await unreachable_workspaces()
     return {member_id for member_id, platform, workspace in await PlatformAccount.filter(
-        member_id__in=member_ids).values_list("member_id", "platform", "workspace_external_id")
+        member_id__in=member_ids, app_removed_at__isnull=True).values_list(
+        "member_id", "platform", "workspace_external_id")
         if (platform, workspace) not in unreachable}
