@@ -196,7 +196,14 @@ class TeamsHandler:
         """A personal install sends both a conversationUpdate (members added: the bot and the user)
         and an installationUpdate (action add): Microsoft's "Subscribe to conversation events".
         Either links the person; only the installationUpdate greets, so the greeting comes once.
-        A conversationUpdate that adds nobody (members removed) is no arrival at all.
+        A conversationUpdate that adds nobody (members removed) is no arrival at all, and one
+        removing the bot from a personal chat is deliberately not taken for the removal: Microsoft
+        documents that uninstalling a bot sends an `installationUpdate` with action "remove" in
+        every scope, and lists "the bot is uninstalled and removed from a conversation" as the case
+        a bot-removed `membersRemoved` is sent in, i.e. the same uninstall, which the
+        installationUpdate already records (Microsoft Learn, "Conversation events in your Teams
+        bot": Installation events, Members removed; MicrosoftDocs/msteams-docs
+        msteams-platform/bots/how-to/conversations/subscribe-to-conversation-events.md).
         An app upgrade that (re)adds the bot comes as `add-upgrade`: the person is linked as for an
         install, but greeted only once, at the install (`add`)."""
         activity = turn.activity
