@@ -144,6 +144,22 @@ class Workspace(Model):
         unique_together = (("platform", "external_id"),)
 
 
+class SlackOrgTeam(Model):
+    """A workspace (team, T...) of an Enterprise Grid organisation that the org-wide install under
+    `enterprise_id` (a Workspace row E...) was granted access to: learnt from auth.teams.list at
+    the install and from the team_access_granted / team_access_revoked events. A directory entry
+    naming the workspace is served with the org's token and lane."""
+
+    id = fields.IntField(primary_key=True)
+    team_id = fields.CharField(max_length=100, unique=True)
+    enterprise_id = fields.CharField(max_length=100, db_index=True)
+    name = fields.CharField(max_length=200, default="")
+    granted_at = fields.DatetimeField()
+
+    class Meta:
+        table = "slack_org_team"
+
+
 class PlatformAccount(Model):
     """A directory member's identity on one platform, with the cached DM conversation."""
 

@@ -382,6 +382,78 @@ async def test_removing_an_org_wide_install_deactivates_the_org(slack: SlackHarn
     assert not await Workspace.filter(external_id=ORG_WORKSPACE).exists()
 
 
+ORG_OPS = "T0ORGOPS"
+ORG_WORKSPACE_MEMBER = ORG_MEMBER.replace(f",{ORG},{ORG_USER},", f",{ORG_WORKSPACE},{ORG_USER},")
+
+
+def _team_access_event(kind: str, team_ids: list[str]) -> str:
+    """team_access_granted / team_access_revoked as Slack documents them for an org-ready app: the
+    envelope names the org (`enterprise_id`, `"team_id": null`), the event the workspaces."""
+    return event_body({"type": kind, "team_ids": team_ids, "event_ts": "1700000000.000100"}, None,
+                      enterprise_id=ORG, authorizations=[{"enterprise_id": ORG, "team_id": None, "user_id": "WBOT",
+                                                          "is_bot": True, "is_enterprise_install": True}])
+
+
+async def test_a_member_named_under_a_workspace_of_the_org_is_reached_through_the_org_wide_install(
+        slack: SlackHarness) -> None:
+    """The directory names a member of the org by the workspace they work in (T...), not the org
+    (E...). Herald learnt at the install (auth.teams.list) that the org-wide install was added to
+    that workspace: the notice goes out with the org's token, in the org's lane, and their
+    Acknowledge is theirs."""
+    slack.fake.grant_org_teams(ORG, {ORG_WORKSPACE: "Org Sales"})
+    status, page = await _install_org(slack)
+    assert status == 200, page
+    assert [c.ok for c in slack.fake.calls_to("auth.teams.list")] == [True]
+    granted = await AuditEvent.get(kind="workspace.team_access_granted")
+    assert granted.data["workspace"] == ORG and granted.data["teams"] == [ORG_WORKSPACE]
+    await import_directory(directory_csv([ORG_WORKSPACE_MEMBER]), now=slack.clock.now(), actor="test")
+
+    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast("org:orgco")
+    await slack.herald.outbox.drain()
+    delivery = await Delivery.get(notice_id=notice_id, member__email="pat@orgco.example")
+    assert delivery.status == "delivered", delivery.error
+    assert delivery.workspace_external_id == ORG  # the org's lane
+    (post,) = [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "D" + ORG_USER]
+    assert post.ok and post.team_id == ORG
+
+    response = await slack.click(ACK_ACTION, str(notice_id), user=ORG_USER, team=ORG_WORKSPACE, key="ws-ack",
+                                 extra={"enterprise": {"id": ORG, "name": "Org"}, "is_enterprise_install": True,
+                                        "user": {"id": ORG_USER, "team_id": ORG_WORKSPACE}})
+    assert response.status == 200, response.body
+    (answer,) = await slack.responses("ws-ack")
+    assert answer.args.get("replace_original") is True, answer.args
+    assert await Acknowledgement.filter(notice_id=notice_id, member__email="pat@orgco.example").count() == 1
+    assert (await verify_chain()).ok
+
+
+async def test_team_access_events_add_and_remove_workspaces_of_the_org(slack: SlackHarness) -> None:
+    """The Org Admin adds the org-wide install to a workspace after the install (team_access_granted),
+    then removes it (team_access_revoked): a member named under that workspace gets notices only
+    in between."""
+    status, page = await _install_org(slack)
+    assert status == 200, page
+    ops_member = ORG_MEMBER.replace(f",{ORG},{ORG_USER},", f",{ORG_OPS},{ORG_USER},")
+    await import_directory(directory_csv([ops_member]), now=slack.clock.now(), actor="test")
+    rig = Rig(slack.fake, slack.herald, slack.clock)
+
+    slack.fake.grant_org_teams(ORG, {ORG_OPS: "Org Ops"})
+    await _signed_event(slack, _team_access_event("team_access_granted", [ORG_OPS]))
+    await wait_until(lambda: AuditEvent.filter(kind="workspace.team_access_granted").exists(), what="the grant")
+    notice_id = await rig.broadcast("org:orgco")
+    await slack.herald.outbox.drain()
+    delivery = await Delivery.get(notice_id=notice_id)
+    assert delivery.status == "delivered" and delivery.workspace_external_id == ORG, delivery.error
+
+    slack.fake.revoke_org_teams(ORG, [ORG_OPS])
+    await _signed_event(slack, _team_access_event("team_access_revoked", [ORG_OPS]))
+    await wait_until(lambda: AuditEvent.filter(kind="workspace.team_access_revoked").exists(), what="the revocation")
+    later = await rig.broadcast("org:orgco")
+    await slack.herald.outbox.drain()
+    delivery = await Delivery.get(notice_id=later)
+    assert delivery.status == "failed" and ORG_OPS in delivery.error, delivery.error
+    assert (await verify_chain()).ok
+
+
 async def test_install_is_404_without_client_credentials(db: str) -> None:
     harness = await start_harness(db)
     try:
@@ -704,7 +776,7 @@ SLACK_METHOD_SCOPES: dict[str, str | None] = {
     "chat.postMessage": "chat:write", "chat.update": "chat:write", "conversations.open": "im:write",
     "conversations.history": "im:history", "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write", "views.open": None, "views.publish": None,
-    "auth.test": None, "oauth.v2.access": None,
+    "auth.test": None, "auth.teams.list": None, "oauth.v2.access": None,
     "apps.connections.open": None,  # Socket Mode: the app-level token's connections:write, not a bot scope
 }
 # Beside the methods: the /herald command, and the message.im event (questions in a DM).
@@ -720,7 +792,7 @@ def _slack_methods_called_by_herald() -> set[str]:
     for source in (ROOT / "bot").rglob("*.py"):
         text = source.read_text()
         for family, rest in re.findall(rf"\.({_SLACK_FAMILIES})_([a-zA-Z0-9_]+)\(", text):
-            called.add(f"{family}.{rest.replace('_', '.') if family in ('apps', 'oauth') else rest}")
+            called.add(f"{family}.{rest.replace('_', '.') if family in ('apps', 'auth', 'oauth') else rest}")
         called |= set(re.findall(rf"[\"']({_SLACK_FAMILIES}\.[a-zA-Z0-9.]+[a-zA-Z])[\"']", text))
     return called
 
@@ -753,7 +825,9 @@ def test_slack_manifest() -> None:
     assert settings["interactivity"] == {"is_enabled": True, "request_url": events_url}
     assert settings["event_subscriptions"]["request_url"] == events_url
     assert set(settings["event_subscriptions"]["bot_events"]) == {
-        "app_home_opened", "message.im", "app_uninstalled", "tokens_revoked"}
+        "app_home_opened", "message.im", "app_uninstalled", "tokens_revoked", "team_access_granted",
+        "team_access_revoked"}
+    assert settings["org_deploy_enabled"] is True
     assert manifest["oauth_config"]["redirect_urls"] == ["https://herald.example.com/slack/oauth_redirect"]
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == SCOPES
 

@@ -30,6 +30,7 @@ from bot.common.secrets import (
     is_sealed,
     token_fingerprint,
 )
+from bot.core.directory.slack_orgs import org_install_of
 from bot.core.directory.workspaces import removed_reason
 from bot.core.notices.views import NoticeView
 from bot.core.ports import DirectMessage, MessageRef, Outcome, RateLimited, Recipient, UpdateRefused
@@ -75,7 +76,8 @@ class SlackWorkspaces:
 
     An org-wide install of an Enterprise Grid organisation is one row under the org's enterprise
     id (E...), and the directory files the org's members under that id, so their deliveries share
-    one lane and one rate-limit budget. Slack's rate-limit page (docs.slack.dev/apis/web-api/rate-limits:
+    one lane and one rate-limit budget. A workspace of the org (T...) the org-wide install was
+    granted, with no installation of its own, is served with the org's token (`_installation`). Slack's rate-limit page (docs.slack.dev/apis/web-api/rate-limits:
     limits apply "per API method per app per workspace") and its page on organization-wide apps
     (api.slack.com/enterprise/apps/changes-apis) do not say how an org token's calls are counted
     across the org's workspaces; one budget for the whole org is the reading that cannot exceed them."""
@@ -116,7 +118,7 @@ class SlackWorkspaces:
         cached = self._cache.get(team_id)
         if (cached and time.monotonic() - cached[0] < _TOKEN_TTL_SECONDS) or self.rotator is None:
             return await self.token_for(team_id)
-        workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
+        workspace = await _installation(team_id)
         now = self.rotator.clock.now()
         if (workspace is None or not workspace.active or workspace.token_expires_at is None
                 or workspace.token_expires_at <= now or not self.rotator.due(workspace, now)):
@@ -132,9 +134,12 @@ class SlackWorkspaces:
             log.warning("could not refresh a Slack token in the background: %s", refresh.exception())
 
     async def _load_token(self, team_id: str) -> str | None:
-        workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
+        workspace = await _installation(team_id)
         if workspace is not None and workspace.active and self.rotator is not None and workspace.token_expires_at:
-            return await self._rotating(workspace)
+            token = await self._rotating(workspace)
+            if workspace.external_id != team_id and token and not self.rotator.due(workspace, self.rotator.clock.now()):
+                self._cache[team_id] = (time.monotonic(), token)  # a workspace of the org: cached as the org's
+            return token
         if workspace is not None:
             token = self._open(workspace) if workspace.active else None
         else:
@@ -153,9 +158,11 @@ class SlackWorkspaces:
 
     async def missing_reason(self, team_id: str) -> str:
         """Why there is no token for the workspace, for the copy that cannot go out."""
-        workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
-        if (workspace is not None and not workspace.active) or (workspace is None and self.default_token):
-            return removed_reason(Platform.SLACK.value, team_id)  # removed, or the env token was refused
+        workspace = await _installation(team_id)
+        if workspace is not None and not workspace.active:  # removed (a workspace of an org: the org's install)
+            return removed_reason(Platform.SLACK.value, workspace.external_id)
+        if workspace is None and self.default_token:
+            return removed_reason(Platform.SLACK.value, team_id)  # the env token was refused
         return f"Herald is not installed in Slack workspace {team_id}"
 
     async def _rotating(self, workspace: Workspace, *, expired: bool = False) -> str | None:
@@ -174,8 +181,9 @@ class SlackWorkspaces:
     async def token_expired(self, team_id: str) -> None:
         """Slack answered `token_expired`: refresh now (before the retry), whatever the clock says."""
         self.forget(team_id)
-        workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
+        workspace = await _installation(team_id)
         if workspace is not None and workspace.active and self.rotator is not None and workspace.refresh_token:
+            self.forget(workspace.external_id)
             await self._rotating(workspace, expired=True)
 
     def _open(self, workspace: Workspace) -> str | None:
@@ -242,6 +250,16 @@ class SlackWorkspaces:
         if self._session is not None:
             await self._session.close()
         self._clients.clear()
+
+
+async def _installation(team_id: str) -> Workspace | None:
+    """The installation serving Slack workspace `team_id`: its own row, else, for a workspace of an
+    Enterprise Grid org that the org-wide install was granted (bot.core.directory.slack_orgs), the
+    org's row (E...), whose token reaches every workspace of the org."""
+    workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=team_id)
+    if workspace is None and (org := await org_install_of(team_id)) is not None:
+        workspace = await Workspace.get_or_none(platform=Platform.SLACK.value, external_id=org)
+    return workspace
 
 
 @dataclass

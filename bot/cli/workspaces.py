@@ -105,7 +105,7 @@ def slack_manifest(url: str | None, *, name: str = "Herald", socket_mode: bool =
         "settings": {
             "event_subscriptions": {"request_url": events_url, "bot_events": list(BOT_EVENTS)},
             "interactivity": {"is_enabled": True, "request_url": events_url},
-            "org_deploy_enabled": False,
+            "org_deploy_enabled": True,  # an Enterprise Grid org may install it org-wide (README)
             "socket_mode_enabled": False,
             "token_rotation_enabled": False,
         },

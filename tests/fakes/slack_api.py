@@ -199,6 +199,8 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         self._limiter: SlackLimiter | None = None
         self.stats = LimitStats("workspace")
         self._non_marketplace: set[str] = set()  # team ids of distributed non-Marketplace installs
+        # enterprise id -> the org's workspaces (team id -> name) its org-wide app was added to
+        self._org_teams: dict[str, dict[str, str]] = {}
         self._app_tokens: dict[str, Any] = {}  # app-level token -> Socket Mode server
         self.token_clock: Callable[[], float] = time.time
         """Seconds since the epoch, for expiring tokens (token rotation); tests set a manual clock."""
@@ -211,6 +213,7 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         self.set_limits(limits)
         self._methods: dict[str, Callable[[_Workspace, dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
+            "auth.teams.list": self._auth_teams_list,
             "conversations.open": self._conversations_open,
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
@@ -279,6 +282,16 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
         takes the stricter reading."""
         self.add_workspace(enterprise_id, token, bot_user_id, scopes=scopes)
         self._workspaces[token].enterprise_id = enterprise_id
+
+    def grant_org_teams(self, enterprise_id: str, teams: dict[str, str]) -> None:
+        """An Org Admin added the org-wide app of `enterprise_id` to these workspaces (team id ->
+        name): auth.teams.list lists them from now on (send Herald `team_access_granted` yourself)."""
+        self._org_teams.setdefault(enterprise_id, {}).update(teams)
+
+    def revoke_org_teams(self, enterprise_id: str, team_ids: list[str]) -> None:
+        """The org-wide app of `enterprise_id` was removed from these workspaces (`team_access_revoked`)."""
+        for team_id in team_ids:
+            self._org_teams.get(enterprise_id, {}).pop(team_id, None)
 
     def set_non_marketplace(self, team_id: str, value: bool = True) -> None:
         """Mark (or unmark) a workspace as a distributed non-Marketplace install: its
@@ -689,6 +702,27 @@ class FakeSlackAPI(ScriptedFaults, LocalServer):
             **({"enterprise_id": ws.enterprise_id, "is_enterprise_install": True} if ws.enterprise_id
                else {"is_enterprise_install": False}),
         }
+
+    def _auth_teams_list(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
+        """Slack's auth.teams.list: "the workspaces your org-wide app has been approved for" (for an
+        org token, the ones an Org Admin added it to; a workspace token's own workspace), `limit`
+        1 to 1000 (default 100) and a cursor, `invalid_limit` / `invalid_cursor` otherwise."""
+        teams = (sorted(self._org_teams.get(ws.enterprise_id, {}).items()) if ws.enterprise_id
+                 else [(ws.team_id, f"Team {ws.team_id}")])
+        try:
+            limit = int(args.get("limit") or 100)
+        except ValueError:
+            raise _SlackError("invalid_limit") from None
+        if not 1 <= limit <= 1000:
+            raise _SlackError("invalid_limit")
+        cursor = str(args.get("cursor") or "")
+        if cursor and not (cursor.startswith("teams:") and cursor[6:].isdigit()):
+            raise _SlackError("invalid_cursor")
+        start = int(cursor[6:]) if cursor else 0
+        page = teams[start:start + limit]
+        more = start + limit < len(teams)
+        return {"ok": True, "teams": [{"id": t, "name": name} for t, name in page],
+                "response_metadata": {"next_cursor": f"teams:{start + limit}" if more else ""}}
 
     def _conversations_open(self, ws: _Workspace, args: dict[str, Any]) -> dict[str, Any]:
         channel = args.get("channel")

@@ -29,6 +29,7 @@ from bot.core.directory.audiences import (
 from bot.core.directory.permissions import require_sender
 from bot.core.directory.quiet_hours import quiet_hours_ends
 from bot.core.directory.reach import choose_account, staff_recipient, unreachable_workspaces
+from bot.core.directory.slack_orgs import installs_of
 from bot.core.notices import variants as ab_variants
 from bot.core.notices.unreached import audit_fields as unreached_audit_fields
 from bot.core.notices.unreached import unreached_organisations
@@ -45,6 +46,7 @@ from storage.models import (
     MessagePurpose,
     Notice,
     NoticeStatus,
+    Platform,
     Staff,
     StaffRole,
 )
@@ -506,10 +508,15 @@ async def _target_accounts(member_ids: list[int], *, every_platform: bool,
         if organisations is not None:
             organisations[row["id"]] = row["organisation_id"]
     owned_by, param = storage_db.in_ids("member_id", member_ids)
-    for row in await conn.execute_query_dict(storage_db.placeholders(
-            f"SELECT id, member_id, platform, workspace_external_id, app_removed_at FROM platform_account "
-            f"WHERE {owned_by} "
-            f"ORDER BY id"), [param]):
+    rows = await conn.execute_query_dict(storage_db.placeholders(
+        f"SELECT id, member_id, platform, workspace_external_id, app_removed_at FROM platform_account "
+        f"WHERE {owned_by} "
+        f"ORDER BY id"), [param])
+    # a workspace of an Enterprise Grid org served by the org-wide install: the org's lane (and token)
+    orgs = await installs_of(r["workspace_external_id"] for r in rows if r["platform"] == Platform.SLACK.value)
+    for row in rows:
+        if row["platform"] == Platform.SLACK.value and row["workspace_external_id"] in orgs:
+            row["workspace_external_id"] = orgs[row["workspace_external_id"]]
         found.setdefault(row["member_id"], []).append(TargetAccount(**row))
     unreachable = await unreachable_workspaces()
     chosen: dict[int, list[TargetAccount]] = {}

@@ -25,10 +25,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.common.logs import bind_context, current_context
 from bot.common.errors import UserError
+from bot.core.directory.workspaces import is_connected
 from bot.core.replays import SLACK_WINDOW, first_sighting, request_key
 from bot.handlers.slack import actions, commands, events, messages, respond, shape, views
 from bot.handlers.slack.common import install_of, problem_text
 from bot.service import Herald
+from storage.models import Platform
 
 log = logging.getLogger(__name__)
 #: Slack retries an event 3 times within about 5 minutes; its event_id is remembered for an hour
@@ -82,6 +84,10 @@ def build_slack_app(herald: Herald) -> AsyncApp:
         """The token of the installation serving the request: an org-wide install's (stored under
         the org's enterprise id) when Slack says the request is for one, else the workspace's."""
         token = await workspaces.token_now(install_of(team_id, enterprise_id, context.is_enterprise_install))
+        if not token and enterprise_id and await is_connected(Platform.SLACK.value, enterprise_id):
+            # the org-wide install, for an event Slack sends it about a workspace it was not granted yet
+            # (team_access_granted names the workspace where the Org Admin acted, not the org)
+            token = await workspaces.token_now(enterprise_id)
         if not token:
             return None
         return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)

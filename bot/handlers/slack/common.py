@@ -17,6 +17,8 @@ from bot.channels.slack_blocks import escape, reader_time
 from bot.common.errors import FieldError, UserError
 from bot.core.commands.parser import SendCommand, parse_deadline, parse_link
 from bot.core.delivery.messages import Target, queue_throttled_reply
+from bot.core.directory.slack_orgs import directory_ids as org_directory_ids
+from bot.core.directory.slack_orgs import filed_under
 from bot.core.directory.staff import staff_for_slack
 from bot.core.directory.workspaces import is_connected
 from bot.core.notices import sending
@@ -84,8 +86,9 @@ class SlackPerson:
 
     `install`: the installation whose token answers them (the organisation's enterprise id for
     an org-wide install of an Enterprise Grid org, else the workspace where they acted).
-    `workspace`: what the directory files them under: the org's enterprise id for an org-wide
-    install (user ids are org-wide there), else their home team (a Slack Connect user's own team,
+    `workspace`: what the directory files them under: for an org-wide install the org's
+    enterprise id, or the org's workspace their entry names (user ids are org-wide there), else
+    their home team (a Slack Connect user's own team,
     not the one whose shared conversation they act in). `foreign`: a Slack Connect user whose
     home team Herald is not connected to."""
 
@@ -106,7 +109,8 @@ async def slack_person(*, team_id: str | None, enterprise_id: str | None, org_wi
     team is not the one they act in (Slack Connect)."""
     install = install_of(team_id, enterprise_id, org_wide)
     if org_wide and enterprise_id:
-        return SlackPerson(install, enterprise_id, user_id)
+        filed = await filed_under(user_id, await org_directory_ids(enterprise_id, team_id or ""))
+        return SlackPerson(install, filed or enterprise_id, user_id)
     home = home_team or team_id or ""
     foreign = home != (team_id or "") and not await is_connected(Platform.SLACK.value, home)
     return SlackPerson(install, home, user_id, foreign)

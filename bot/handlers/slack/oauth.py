@@ -36,6 +36,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.common.errors import UserError
 from bot.common.secrets import cipher_for, sign, signing_key, verify, warn_if_plaintext
+from bot.core.directory.slack_orgs import grant_teams
 from bot.core.directory.workspaces import (
     InstallReused,
     install_slack_workspace,
@@ -63,7 +64,10 @@ _STATE_PURPOSE = "slack-oauth-state/v1"
 # views.open, views.publish and auth.test need none. Herald never looks people up in Slack (the
 # directory names their Slack user ids), so neither users:read nor users:read.email is asked for.
 BOT_SCOPES = ("commands", "chat:write", "im:write", "im:history", "files:write")
-BOT_EVENTS = ("app_home_opened", "message.im", "app_uninstalled", "tokens_revoked")
+# team_access_granted / team_access_revoked: which workspaces of an Enterprise Grid org an org-wide
+# install may act in (no scope needed; Slack sends them to org-ready apps only)
+BOT_EVENTS = ("app_home_opened", "message.im", "app_uninstalled", "tokens_revoked", "team_access_granted",
+              "team_access_revoked")
 
 NOT_CONFIGURED = ("Installing Herald into Slack workspaces is not configured here: "
                   "set HERALD_SLACK_CLIENT_ID and HERALD_SLACK_CLIENT_SECRET.")
@@ -225,6 +229,8 @@ class _Installer:
         except UserError as exc:
             return _page(502, "Slack refused the installation", _start_again(str(exc)))
         self.herald.slack_workspaces.forget(install.external_id)
+        if install.org_wide:
+            await learn_org_teams(self.herald, install.external_id, token, actor=actor)
         log.info("Slack %s %s (%s) %s", "organisation" if install.org_wide else "workspace", install.external_id,
                  install.name, "installed" if created else "reinstalled")
         return _page(200, "Herald is installed", _installed_text(install, str(answer.get("app_id") or "")))
@@ -251,6 +257,32 @@ class _Installer:
 
 class _Refused(Exception):
     pass
+
+
+async def learn_org_teams(herald: Herald, enterprise_id: str, token: str, *, actor: str) -> list[str]:
+    """The workspaces of the org its org-wide install may act in, from auth.teams.list (Slack's
+    "full list of workspaces your org-wide app has been approved for"; Tier 2, pages of up to
+    1000), stored (bot.core.directory.slack_orgs). Usually none right after the install (the Org
+    Admin adds the workspaces next: team_access_granted); some on a reinstall. The install is
+    stored already: a failure here is logged, and the events keep the list up to date."""
+    client = herald.slack_workspaces.client(token)
+    teams: list[tuple[str, str]] = []
+    cursor = ""
+    try:
+        while True:
+            page = await client.auth_teams_list(limit=1000, **({"cursor": cursor} if cursor else {}))
+            teams += [(str(t.get("id") or ""), str(t.get("name") or "")) for t in page.get("teams") or []]
+            cursor = str((page.get("response_metadata") or {}).get("next_cursor") or "")
+            if not cursor:
+                break
+    except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        log.warning("Slack organisation %s: auth.teams.list failed (%s); its workspaces are learnt from "
+                    "team_access_granted events", enterprise_id, exc)
+        return []
+    added = await grant_teams(enterprise_id, teams, now=herald.clock.now(), actor=actor)
+    for team_id in added:
+        herald.slack_workspaces.forget(team_id)
+    return added
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """`app_uninstalled` / `tokens_revoked`: Herald was removed from a workspace, so deactivate it and
-fail what waits for it. Bolt runs these without authorizing (the token is gone); Slack's retries
+fail what waits for it. `team_access_granted` / `team_access_revoked`: the workspaces of an
+Enterprise Grid org its org-wide install may act in. Bolt runs these without authorizing (the token is gone); Slack's retries
 land here again, harmlessly."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import logging
 from slack_bolt.async_app import AsyncApp
 
 from bot.common.secrets import token_fingerprint
+from bot.core.directory import slack_orgs
 from bot.core.directory import workspaces as workspace_core
 from bot.handlers.slack.common import install_of
 from bot.service import Herald
@@ -37,5 +39,24 @@ def register(app: AsyncApp, herald: Herald) -> None:
                     f"deactivated, {result.failed_deliveries} deliveries failed" if result.changed
                     else "already inactive")
 
+    async def on_team_access(body: dict, event: dict, context) -> None:  # noqa: ANN001
+        """An Org Admin added Herald's org-wide install to workspaces of the org, or removed it from
+        some: Slack names them in `team_ids` (its team_access_granted / team_access_revoked
+        reference), the org in the envelope's `enterprise_id`."""
+        enterprise_id = body.get("enterprise_id") or context.enterprise_id
+        team_ids = [str(t) for t in event.get("team_ids") or [] if isinstance(t, str)]
+        if not enterprise_id or not team_ids:
+            return
+        actor, now = f"slack:{enterprise_id}", herald.clock.now()
+        if event.get("type") == "team_access_granted":
+            changed = await slack_orgs.grant_teams(enterprise_id, [(t, "") for t in team_ids], now=now, actor=actor)
+        else:
+            changed = await slack_orgs.revoke_teams(enterprise_id, team_ids, now=now, actor=actor)
+        for team_id in team_ids:
+            herald.slack_workspaces.forget(team_id)
+        log.info("Slack %s for organisation %s: %s", event.get("type"), enterprise_id, ", ".join(changed) or "no change")
+
     app.event("app_uninstalled")(on_removed)
     app.event("tokens_revoked")(on_removed)
+    app.event("team_access_granted")(on_team_access)
+    app.event("team_access_revoked")(on_team_access)
