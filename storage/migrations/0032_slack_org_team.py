@@ -12,7 +12,7 @@ from tortoise.migrations import operations as ops
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0030_tick_sweep_indexes')]
+    dependencies = [('models', '0031_audit_event_kind_time')]
 
     initial = False
 
