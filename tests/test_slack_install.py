@@ -25,13 +25,15 @@ from bot.core.directory import workspaces as workspace_core
 from bot.core.compliance.verify import verify_chain
 from bot.core.directory.importer import import_directory
 from bot.common.secrets import PREFIX, TokenCipher, TokenDecryptError
+from bot.core.directory.staff import add_staff
 from bot.core.directory.workspaces import add_slack_workspace, deactivate_workspace
+from bot.channels.slack_blocks import help_text
 from bot.core.notices.views import ACK_ACTION
 from bot.handlers.slack.oauth import BOT_SCOPES, make_state
 from config.settings import ConfigError, load_settings
 from storage import db as storage_db
 from storage.models import Acknowledgement, AuditEvent, Delivery, Member, Notice, PlatformAccount, Staff, Workspace
-from tests.fakes.slack_signing import event_body
+from tests.fakes.slack_signing import event_body, slash_command_body
 from tests.query_plans import captured, plan_of
 from tests.support import (
     CAM_USER, SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, directory_csv, seed_directory, start_harness,
@@ -452,6 +454,25 @@ async def test_team_access_events_add_and_remove_workspaces_of_the_org(slack: Sl
     delivery = await Delivery.get(notice_id=later)
     assert delivery.status == "failed" and ORG_OPS in delivery.error, delivery.error
     assert (await verify_chain()).ok
+
+
+@pytest.mark.parametrize("filed_under", [ORG, ORG_WORKSPACE])
+async def test_a_cam_of_an_org_wide_install_is_recognised_by_herald_command(slack: SlackHarness,
+                                                                           filed_under: str) -> None:
+    """A CAM whose Slack is a workspace of an Enterprise Grid org with Herald installed org-wide
+    runs /herald there: Slack sends the workspace's team_id with the org's enterprise_id and
+    is_enterprise_install. Their staff row names the org (E...) or, once the org-wide install was
+    granted it, the workspace (T...): either way they are staff, not an unknown person."""
+    slack.fake.grant_org_teams(ORG, {ORG_WORKSPACE: "Org Sales"})
+    status, page = await _install_org(slack)
+    assert status == 200, page
+    await add_staff("kim@vendor.example", "cam", slack_user="W0ORGKIM", slack_team=filed_under,
+                    now=slack.clock.now())
+    body = slash_command_body(text="help", user_id="W0ORGKIM", team_id=ORG_WORKSPACE, enterprise_id=ORG,
+                              is_enterprise_install="true", response_url=slack.fake.response_url("org-help"))
+    response = await slack.post_signed(body)
+    assert response.status == 200
+    assert response.body == help_text(), response.body
 
 
 async def test_install_is_404_without_client_credentials(db: str) -> None:

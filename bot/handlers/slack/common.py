@@ -131,6 +131,14 @@ async def person_of(body: dict[str, Any]) -> SlackPerson:
     return person
 
 
+async def command_person(body: dict[str, Any]) -> SlackPerson:
+    """The person behind a slash command: its form names the workspace (`team_id`) and, for an
+    org-wide install, the org (`enterprise_id`, `is_enterprise_install`)."""
+    return await slack_person(team_id=body.get("team_id"), enterprise_id=body.get("enterprise_id"),
+                              org_wide=body.get("is_enterprise_install") in (True, "true"),
+                              user_id=body["user_id"], home_team=None)
+
+
 async def directory_ids(body: dict[str, Any]) -> dict[str, str]:
     """The core's `workspace_id` and `user_id` of the person behind an interaction (person_of)."""
     person = await person_of(body)

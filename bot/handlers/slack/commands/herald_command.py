@@ -18,7 +18,7 @@ from bot.core.directory.permissions import require_sender
 from bot.core.directory.staff import staff_for_slack
 from bot.core.notices import revisions
 from bot.core.onboarding.assistant import member_for
-from bot.handlers.slack.common import NOT_A_MEMBER, open_form, problem_text, respond_or_explain, typed_text
+from bot.handlers.slack.common import NOT_A_MEMBER, command_person, open_form, problem_text, respond_or_explain, typed_text
 from bot.handlers.slack.replies import SlackCommands
 from bot.service import Herald
 from storage.models import Platform
@@ -34,9 +34,10 @@ def register(app: AsyncApp, herald: Herald) -> None:
         except UserError as exc:
             await ack(text=problem_text(":warning:", exc))
             return
-        staff = await staff_for_slack(body["team_id"], body["user_id"])
+        person = await command_person(body)  # an org-wide install's CAM may be filed under the org's id
+        staff = await staff_for_slack(person.workspace, person.user)
         if isinstance(command, HelpCommand):
-            await ack(text=await _help(staff, body["team_id"], body["user_id"], command.unknown))
+            await ack(text=await _help(staff, person.workspace, person.user, command.unknown))
             return
         if isinstance(command, (ComposeCommand, SurveyComposeCommand)) or (
                 isinstance(command, EditCommand) and not command.inline):
