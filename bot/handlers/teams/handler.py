@@ -202,8 +202,7 @@ class TeamsHandler:
         every scope, and lists "the bot is uninstalled and removed from a conversation" as the case
         a bot-removed `membersRemoved` is sent in, i.e. the same uninstall, which the
         installationUpdate already records (Microsoft Learn, "Conversation events in your Teams
-        bot": Installation events, Members removed; MicrosoftDocs/msteams-docs
-        msteams-platform/bots/how-to/conversations/subscribe-to-conversation-events.md).
+        bot": its sections Installation events and Members removed).
         An app upgrade that (re)adds the bot comes as `add-upgrade`: the person is linked as for an
         install, but greeted only once, at the install (`add`)."""
         activity = turn.activity
