@@ -440,8 +440,9 @@ class Herald:
         """The periodic work: publish scheduled notices, plan reminders and escalations, send
         escalation DMs, close surveys whose date has passed, wake the outbox, then work out the
         engagement figures of notices that changed. Safe to run on every replica at once.
-        Reminders and digests are taken in batches until none are due or most of the tick
-        interval is used (bot.common.budget), so the next tick starts on time.
+        Reminders and digests are taken in batches, and engagement figures worked out, until none
+        are due or most of the tick interval is used (bot.common.budget), so the next tick starts
+        on time.
 
         Each job runs on its own: one that raises is logged with its traceback and counted
         (`herald_tick_job_failures_total{job}`, and `failed_jobs` in the result), and the others
@@ -478,7 +479,7 @@ class Herald:
         self.outbox.wake()
         # last: the console's figures wait for everything that reaches partners
         counts["engagement_refreshed"] = await self._tick_job("engagement_refreshed", lambda: refresh_engagement(
-            now, not_within=timedelta(seconds=self.settings.tick_seconds * 0.8)), counts)
+            now, not_within=timedelta(seconds=self.settings.tick_seconds * 0.8), budget=budget), counts)
         return counts
 
     @staticmethod

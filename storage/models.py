@@ -387,8 +387,9 @@ class NoticeEngagement(Model):
     adds these up instead of reading every delivery and acknowledgement of its window.
 
     `fingerprint` is what the figures were worked out from (revision, counts, last ids); the
-    clock works a notice out again when it changes (the organisations' tier, region and CAM
-    included), and once a day whatever happens (members change role or organisation)."""
+    clock works a notice out again when it changes, or when a directory import marks it (""): it
+    changed the role of a member, or the tier, region or CAM of an organisation, it reached
+    (`bot.core.insights.recount`)."""
 
     notice: fields.OneToOneRelation[Notice] = fields.OneToOneField(
         "models.Notice", related_name="engagement", on_delete=fields.CASCADE, primary_key=True

@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -470,17 +471,76 @@ async def test_engagement_figures_are_worked_out_by_the_clock_when_they_change(c
     after = {r.key: r for r in await engagement.breakdown(robin, "topic", since=since)}["operations"]
     assert after.acknowledged == before.acknowledged + 1
 
-    lena = await Member.get(email="lena.fischer@contoso.example")
-    await Member.filter(id=lena.id).update(role="finance")
     console.clock.set(console.clock.now() + timedelta(hours=2))
-    assert await engagement.refresh_engagement(console.clock.now()) == 0
-    console.clock.set(console.clock.now() + engagement.RECOUNT_AFTER)
-    assert await engagement.refresh_engagement(console.clock.now()) >= 1
+    await _import_directory(console, lena="technical")  # the directory gives Lena another role
+    assert await engagement.refresh_engagement(console.clock.now()) == 1  # the notice that reached her
     roles = {r.key: r for r in await engagement.breakdown(robin, "role", since=since)}
-    assert roles["finance"].acknowledged == 1 and roles["finance"].delivered == 1
+    assert roles["technical"].acknowledged == 1 and roles["operations"].acknowledged == 0  # Lena's click moved
 
     figures = await engagement.breakdowns(robin, since=since)
     assert figures.as_of == console.clock.now() and figures.uncounted == 0
+
+
+async def _import_directory(console: ConsoleHarness, *, lena: str = "operations", tailspin_region: str = "apac",
+                            contoso_tier: str = "gold") -> None:
+    """The sandbox's directory imported again, with Lena's role, Tailspin's region and Contoso's
+    tier as given."""
+    from bot.core.directory.importer import import_directory
+
+    text = (Path(__file__).parent.parent / "config" / "sandbox" / "directory.csv").read_text()
+    text = text.replace("Lena Fischer,operations", f"Lena Fischer,{lena}")
+    text = text.replace("Tailspin Locksmiths,platinum,apac", f"Tailspin Locksmiths,platinum,{tailspin_region}")
+    text = text.replace("Contoso Security,gold", f"Contoso Security,{contoso_tier}")
+    result = await import_directory(text, now=console.clock.now(), actor="test")
+    assert not result.rejected
+
+
+async def test_a_settled_notice_is_not_counted_again_until_something_it_counts_changes(
+        console: ConsoleHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notice sent months ago with nothing left to send is not worked out again every day (a
+    year's notices would all be read again in one tick): only when an acknowledgement arrives
+    for it, its copies are sent again, or the directory changes the role of a member it reached
+    or the tier, region or CAM of an organisation it reached."""
+    from tests.query_plans import captured
+
+    robin = await Staff.get(email=COMPLIANCE)
+    sent = (await Notice.get(id=SAMPLE)).sent_at
+    gold = await send_as_cam(console, "send must-know operations tier:gold | Hold shipments | Stop shipping")
+    console.clock.set(sent + timedelta(days=90))
+    assert await engagement.refresh_engagement(console.clock.now()) == 2
+    for _ in range(3):
+        console.clock.advance(hours=13)
+        statements = await captured(monkeypatch, lambda: engagement.refresh_engagement(console.clock.now()))
+        reads = [sql for sql, _ in statements if "FROM delivery" in sql or "FROM acknowledgement a" in sql]
+        assert reads == [], f"settled notices read again: {reads}"
+
+    await _import_directory(console, tailspin_region="emea")  # Tailspin got the sample, not the gold notice
+    assert await engagement.refresh_engagement(console.clock.now()) == 1
+    regions = {r.key: r for r in await engagement.breakdown(robin, "region", since=sent - timedelta(days=1))}
+    assert regions["emea"].delivered == 3 + 3 + 2 and "apac" not in regions  # Contoso twice, Tailspin once
+    await _import_directory(console, tailspin_region="emea", contoso_tier="silver")  # Contoso got both
+    assert await engagement.refresh_engagement(console.clock.now()) == 2
+    assert await engagement.refresh_engagement(console.clock.now()) == 0
+    await _import_directory(console, tailspin_region="emea", contoso_tier="silver")  # the same again
+    assert await engagement.refresh_engagement(console.clock.now()) == 0
+    assert gold
+
+
+async def test_the_recount_stops_when_the_tick_budget_is_spent(console: ConsoleHarness) -> None:
+    """The figures are worked out last in the tick, within what is left of its time budget (as
+    digests and reminders are): one notice at least, the others at the next ticks, those never
+    worked out first."""
+    from bot.common.budget import TimeBudget
+
+    gold = await send_as_cam(console, "send must-know operations tier:gold | Hold shipments | Stop shipping")
+    seconds = [0.0]
+    budget = TimeBudget(10, monotonic=lambda: seconds[0])
+    seconds[0] = 10  # spent by the tick's other jobs
+    assert await engagement.refresh_engagement(console.clock.now(), budget=budget) == 1
+    assert await engagement.refresh_engagement(console.clock.now(), budget=budget) == 1
+    assert await engagement.refresh_engagement(console.clock.now(), budget=budget) == 0
+    await _ack(console, "lena.fischer@contoso.example", gold)
+    assert await engagement.refresh_engagement(console.clock.now(), budget=TimeBudget(10)) == 1
 
 
 async def test_an_older_notice_is_looked_at_again_only_when_someone_acknowledges_it(console: ConsoleHarness) -> None:

@@ -40,6 +40,7 @@ from bot.common.errors import UserError
 from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.handoff_owners import follow_organisation_cams
+from bot.core.insights.recount import mark_for_recount
 from bot.core.notices.rejoining import REMOVED_FROM_DIRECTORY, restore_copies, resume_reminders
 from storage.models import Delivery, DeliveryStatus, Member, Organisation, Platform, PlatformAccount
 
@@ -534,6 +535,7 @@ async def _filter_in(
 
 MemberKey = tuple[str, str]  # (org_key, normalised e-mail)
 
+_GROUPED_ORG_FIELDS = ("tier", "region", "cam_email")  # what the engagement figures take from an organisation
 _ORG_UPDATE_FIELDS = ["external_id", *_ORG_COLUMNS.values(), "updated_at"]
 _MEMBER_UPDATE_FIELDS = [*_MEMBER_FIELDS, "updated_at"]
 _ACCOUNT_UPDATE_FIELDS = [
@@ -562,6 +564,9 @@ class _Plan:
     account_create: list[tuple[MemberKey, tuple[str, str, str]]] = field(default_factory=list)
     deactivate: list[int] = field(default_factory=list)
     reactivate: list[int] = field(default_factory=list)  # inactive members the file names again
+    # what the engagement figures group by changed: members' role, organisations' tier, region, CAM
+    regrouped_members: list[int] = field(default_factory=list)
+    regrouped_orgs: list[int] = field(default_factory=list)
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -706,6 +711,8 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
             if any(member[k] != v for k, v in desired_member.items()):
                 plan.member_update.append(Member(id=member["id"], **desired_member))
                 changed = True
+                if member["role"] != desired_member["role"]:
+                    plan.regrouped_members.append(member["id"])
             if not member["active"]:
                 plan.reactivate.append(member["id"])
             if changed:
@@ -754,6 +761,8 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
             continue
         composed = await _composed_id(org)
         if composed != org.external_id or any(getattr(org, name) != value for name, value in desired.items()):
+            if any(getattr(org, name) != desired[name] for name in _GROUPED_ORG_FIELDS if name in desired):
+                plan.regrouped_orgs.append(org.id)
             org.external_id = composed
             for name, value in desired.items():
                 setattr(org, name, value)
@@ -888,6 +897,8 @@ async def import_directory(
         outcome.restored = len(restored)
         # an organisation given another CAM: its open hand-offs go to them
         reassigned = await follow_organisation_cams([o.id for o in plan.org_update], now=now, actor=actor)
+        # the engagement figures of the notices that reached what changed are worked out again
+        await mark_for_recount(member_ids=plan.regrouped_members, organisation_ids=plan.regrouped_orgs)
         await record([audit_event(
             "directory.imported", now=now, actor=actor, rows=parsed.data_rows, created=outcome.created,
             updated=outcome.updated, unchanged=outcome.unchanged, deactivated=outcome.deactivated,

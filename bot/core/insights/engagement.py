@@ -9,7 +9,8 @@ questions asked most often that the knowledge base could not answer.
 The notices' figures are not read at page load: with 100,000 recipients on a notice, reading
 every delivery and acknowledgement of a window takes 0.3-0.5 s. The clock (`refresh_engagement`,
 from `Herald.tick`) works each notice's figures out, per partner CAM by tier, region and role,
-whenever they change and keeps them in `notice_engagement`: deliveries counted
+whenever they change (never merely because time passed: a year's notices would all be read
+again) and keeps them in `notice_engagement`: deliveries counted
 from the delivery index and the member, acknowledgements in one pass that counts the revision
 that matters and buckets the times to a first acknowledgement together. The page adds those up
 (all CAMs' for compliance and admins, one CAM's for a CAM) and says as of when.
@@ -19,16 +20,17 @@ as CAM.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from bot.common.budget import TimeBudget
 from bot.core.directory.permissions import partner_scope
+from bot.core.insights.recount import RECOUNT as _RECOUNT
 from bot.core.insights.sql import as_datetime, execute, postgres, rows, seconds_between
 from storage.db import in_ids
-from storage.models import Staff
+from storage.models import NoticeStatus, Staff
 
 if TYPE_CHECKING:
     from bot.core.onboarding.journeys import JourneyCatalog
@@ -67,9 +69,11 @@ class _Tables:
 
 @dataclass(frozen=True)
 class Breakdowns:
-    """Rows by topic, tier, region and role, and how fresh they are: `as_of` is when the oldest
-    notice's figures were worked out (None when none were), `uncounted` the window's notices the
-    clock has not worked out yet (sent within the last minute or so)."""
+    """Rows by topic, tier, region and role, and how fresh they are: `as_of` is when the clock
+    last worked figures out (None when it never did: figures are worked out when they change, so
+    each one is current as of then), `uncounted` the window's notices the clock has not worked out
+    yet, or not again since the directory changed what they count (sent within the last minute or
+    so, or a directory import just now)."""
 
     tables: dict[str, list[Row]]
     as_of: datetime | None
@@ -82,8 +86,8 @@ async def breakdowns(staff: Staff | None, *, since: datetime) -> Breakdowns:
     scope = partner_scope(staff)
     tables = _Tables()
     notices = {r["id"]: r for r in await rows("SELECT id, topic, importance FROM notice WHERE sent_at >= ?", [since])}
-    found = await rows(f"SELECT notice_id, computed_at, figures FROM notice_engagement WHERE notice_id {_IN_WINDOW}",
-                       [since])
+    found = await rows(f"SELECT notice_id, computed_at, fingerprint, figures FROM notice_engagement "
+                       f"WHERE notice_id {_IN_WINDOW}", [since])
     histograms: dict[str, dict[str, dict[int, int]]] = {by: {} for by in GROUPS}
     for stored in found:
         notice = notices.get(stored["notice_id"])
@@ -99,8 +103,9 @@ async def breakdowns(staff: Staff | None, *, since: datetime) -> Breakdowns:
     for by, counts in (await _opt_outs(scope, orgs)).items():
         for key, count in counts.items():
             tables.row(by, key).opt_outs = count
-    as_of = min((as_datetime(f["computed_at"]) for f in found), default=None)
-    return Breakdowns(tables.sorted(), as_of, len(notices) - len({f["notice_id"] for f in found}))
+    as_of = max((as_datetime(f["computed_at"]) for f in found), default=None)
+    counted = {f["notice_id"] for f in found if f["fingerprint"] != _RECOUNT}
+    return Breakdowns(tables.sorted(), as_of, len(notices) - len(counted & notices.keys()))
 
 
 def _add_up(tables: _Tables, histograms: dict[str, dict[str, dict[int, int]]], notice: dict[str, Any],
@@ -129,96 +134,109 @@ async def breakdown(staff: Staff | None, by: str, *, since: datetime) -> list[Ro
 # ---- the figures per notice, worked out by the clock ---------------------------------------------
 
 LONGEST_WINDOW = timedelta(days=365)  # the page's longest window: older notices are left alone
-RECENT = timedelta(days=14)  # notices still being sent and clicked: their counts are read every time
-RECOUNT_AFTER = timedelta(days=1)  # members change role or organisation without a trace here
+RECENT = timedelta(days=14)  # notices sent (or done sending) lately: their counts are read every time
 # An acknowledgement's id is taken before its transaction commits, so one may land after a refresh
-# that saw a higher id: look this far back (the daily recount catches anything older).
+# that saw a higher id: look this far back.
 ACK_ID_MARGIN = 10_000
 
 
-async def refresh_engagement(now: datetime, *, not_within: timedelta = timedelta(0)) -> int:
+async def refresh_engagement(now: datetime, *, not_within: timedelta = timedelta(0),
+                             budget: TimeBudget | None = None) -> int:
     """Work out again the figures of every notice sent within the longest window whose
-    deliveries, acknowledgements, revision or organisations changed since (or that were worked
-    out more than a day ago). Returns how many were. Safe on every replica at once: figures are
+    deliveries, acknowledgements or revision changed since, or that the directory marked
+    (`mark_for_recount`). Returns how many were. Safe on every replica at once: figures are
     written whole.
 
     Finding what changed costs little however many notices the window holds: the counts are read
-    for the last fortnight's notices only; an older notice is looked at again when an
-    acknowledgement newer than those already counted arrives for it (its deliveries are settled;
-    the daily recount covers the rest).
+    only for the notices sent, or done sending, within the last fortnight (a settled notice's
+    copies change only when they are sent again, which makes it `sending` again); an older notice
+    is looked at again when an acknowledgement newer than those already counted arrives for it.
 
-    `not_within`: a notice worked out less than this long ago is left as it is (`Herald.tick`
-    passes most of its period: with several replicas each notice is worked out once a tick, not
-    once per replica)."""
+    `budget`: the tick's (shared with digests and reminders): once it is spent no further notice
+    is worked out (one at least, so the figures always move on); the rest wait for the next ticks,
+    those never worked out first, then the longest waiting. `not_within`: a notice worked out
+    less than this long ago is left as it is (`Herald.tick` passes most of its period: with
+    several replicas each notice is worked out once a tick, not once per replica)."""
     orgs = {r["id"]: r for r in await rows("SELECT id, tier, region, LOWER(cam_email) AS cam FROM organisation")}
-    digest = _digest(orgs)
-    notices = {r["id"]: (r["ack_revision"], as_datetime(r["sent_at"])) for r in await rows(
-        "SELECT id, ack_revision, sent_at FROM notice WHERE sent_at >= ?", [now - LONGEST_WINDOW])}
+    notices = {r["id"]: _Notice(r["ack_revision"], as_datetime(r["sent_at"]), r["status"],
+                                as_datetime(r["completed_at"]) if r["completed_at"] else None) for r in await rows(
+        "SELECT id, ack_revision, sent_at, status, completed_at FROM notice WHERE sent_at >= ?",
+        [now - LONGEST_WINDOW])}
     stored = {r["notice_id"]: (_Fingerprint.parse(r["fingerprint"]), as_datetime(r["computed_at"])) for r in await rows(
         f"SELECT notice_id, fingerprint, computed_at FROM notice_engagement WHERE notice_id {_IN_WINDOW}",
         [now - LONGEST_WINDOW])}
-    recent = await _fingerprints([i for i, (_, sent) in notices.items() if sent >= now - RECENT], notices, digest)
+    recent = await _fingerprints([i for i, n in notices.items() if n.settling(now)], notices)
     acked = await _acknowledged_since(max((f.last_ack for f, _ in stored.values() if f is not None), default=0)
                                       - ACK_ID_MARGIN)
-    changed = [notice_id for notice_id, (revision, _) in notices.items()
-               if _out_of_date(stored.get(notice_id), recent.get(notice_id), now, revision=revision, digest=digest,
+    changed = [notice_id for notice_id, notice in notices.items()
+               if _out_of_date(stored.get(notice_id), recent.get(notice_id), now, revision=notice.ack_revision,
                                newest_ack=acked.get(notice_id, 0), not_within=not_within)]
+    changed.sort(key=lambda i: (i in stored, stored[i][1] if i in stored else now, i))
+    done = 0
     for notice_id in changed:
-        fingerprint = recent.get(notice_id) or (await _fingerprints([notice_id], notices, digest))[notice_id]
+        if done and budget is not None and budget.spent():
+            break
+        fingerprint = recent.get(notice_id) or (await _fingerprints([notice_id], notices))[notice_id]
         await _store(notice_id, fingerprint.text, orgs, now)
-    return len(changed)
+        done += 1
+    return done
+
+
+@dataclass(frozen=True)
+class _Notice:
+    ack_revision: int
+    sent_at: datetime
+    status: str
+    completed_at: datetime | None
+
+    def settling(self, now: datetime) -> bool:
+        """Whether its copies may still change: sent within the last fortnight, still being sent
+        (again, after a reconnection or a member's return), or done sending within it."""
+        return (self.sent_at >= now - RECENT or self.status == NoticeStatus.SENDING.value
+                or (self.completed_at is not None and self.completed_at >= now - RECENT))
 
 
 def _out_of_date(stored: tuple[_Fingerprint | None, datetime] | None, current: _Fingerprint | None, now: datetime,
-                 *, revision: int, digest: str, newest_ack: int, not_within: timedelta) -> bool:
-    """Whether a notice's figures are to be worked out again: never worked out (or unreadable), a
-    day old, a recent notice (`current`: its counts now) whose counts moved, or an older one whose
-    revision or organisations changed or that has an acknowledgement newer than those counted;
+                 *, revision: int, newest_ack: int, not_within: timedelta) -> bool:
+    """Whether a notice's figures are to be worked out again: never worked out (or unreadable, or
+    marked by the directory), a settling notice (`current`: its counts now) whose counts moved, or
+    a settled one whose revision changed or that has an acknowledgement newer than those counted;
     but not when they were worked out within `not_within`."""
     if stored is None or stored[0] is None:
         return True
     if now - stored[1] < not_within:
         return False
-    if now - stored[1] >= RECOUNT_AFTER:
-        return True
     was = stored[0]
     if current is not None:
         return current != was
-    return (revision, digest) != (was.revision, was.digest) or newest_ack > was.last_ack
-
-
-def _digest(orgs: dict[int, dict[str, Any]]) -> str:
-    """Short digest of what the figures take from the organisations: tier, region and CAM."""
-    text = json.dumps(sorted((i, o["tier"], o["region"], o["cam"]) for i, o in orgs.items()))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return revision != was.revision or newest_ack > was.last_ack
 
 
 @dataclass(frozen=True)
 class _Fingerprint:
-    """What a notice's figures were worked out from."""
+    """What a notice's figures were worked out from (the members' roles and the organisations'
+    tier, region and CAM are not in it: the directory marks the figures they change)."""
 
     revision: int
     delivered: int
     acknowledgements: int
     last_ack: int
-    digest: str
 
     @property
     def text(self) -> str:
-        return f"{self.revision}:{self.delivered}:{self.acknowledgements}:{self.last_ack}:{self.digest}"
+        return f"{self.revision}:{self.delivered}:{self.acknowledgements}:{self.last_ack}"
 
     @classmethod
     def parse(cls, text: str) -> _Fingerprint | None:
         parts = text.split(":")
-        if len(parts) != 5 or not all(p.isdigit() for p in parts[:4]):
-            return None  # worked out again
-        return cls(*(int(p) for p in parts[:4]), parts[4])
+        if len(parts) != 4 or not all(p.isdigit() for p in parts):
+            return None  # worked out again (marked, or written by an older Herald)
+        return cls(*(int(p) for p in parts))
 
 
-async def _fingerprints(ids: list[int], notices: dict[int, tuple[int, datetime]],
-                        digest: str) -> dict[int, _Fingerprint]:
+async def _fingerprints(ids: list[int], notices: dict[int, _Notice]) -> dict[int, _Fingerprint]:
     """Per notice: its ack revision, delivered count, and acknowledgements' count and last id
-    (read from the indexes), with the organisations' digest."""
+    (read from the indexes)."""
     if not ids:
         return {}
     clause, param = in_ids("notice_id", ids)
@@ -228,7 +246,7 @@ async def _fingerprints(ids: list[int], notices: dict[int, tuple[int, datetime]]
     acknowledged = {r["notice_id"]: (r["n"], r["last"]) for r in await rows(
         f"SELECT notice_id, COUNT(*) AS n, MAX(id) AS last FROM acknowledgement WHERE {clause} "
         "GROUP BY notice_id", [param])}
-    return {i: _Fingerprint(notices[i][0], delivered.get(i, 0), *acknowledged.get(i, (0, 0)), digest) for i in ids}
+    return {i: _Fingerprint(notices[i].ack_revision, delivered.get(i, 0), *acknowledged.get(i, (0, 0))) for i in ids}
 
 
 async def _acknowledged_since(after_id: int) -> dict[int, int]:
