@@ -22,7 +22,8 @@ from bot.core.notices.escalations import (
     unacknowledged_by_organisation,
 )
 from bot.core.directory.pauses import pause_organisation, resume_organisation
-from bot.core.notices.reminders import plan_reminders
+from bot.core.compliance.verify import verify_chain
+from bot.core.notices.reminders import PAUSED, plan_reminders
 from bot.core.notices.revisions import edit_notice, retract_notice
 from bot.core.directory.staff import add_staff
 from bot.core.notices.status import notice_status
@@ -379,6 +380,36 @@ async def test_pause_stops_reminders_but_not_delivery(rig: Rig) -> None:
     assert {"anna@acme.example", "bo@acme.example"} <= reminded
     kinds = await AuditEvent.filter(kind__in=["organisation.paused", "organisation.resumed"]).values_list("kind", flat=True)
     assert list(kinds) == ["organisation.paused", "organisation.resumed"]
+
+
+async def test_an_open_ended_pause_parks_reminders_until_it_is_resumed(rig: Rig) -> None:
+    """Paused until resumed: a must-know copy (no deadline) of a paused organisation is not looked
+    at (and its row written) again every hour for as long as the pause lasts: its reminders wait
+    (`reminder.ended`, with the reason), and resuming the organisation brings them back."""
+    rig.clock.set(MONDAY_9_UTC)
+    cam = await Staff.get(email="cam@vendor.example")
+    await pause_organisation(cam, "acme", until=None, reason="site fire", now=rig.clock.now())
+    notice_id = await rig.broadcast("member:anna@acme.example")
+    await rig.herald.outbox.drain()
+    original = await Delivery.get(notice_id=notice_id, kind="notice")
+
+    rig.clock.set(original.next_reminder_at)
+    await rig.herald.tick()
+    original = await Delivery.get(id=original.id)
+    assert original.next_reminder_at is None, (
+        f"a paused organisation's copy is looked at again at {original.next_reminder_at}")
+    (ended,) = await AuditEvent.filter(kind="reminder.ended")
+    assert ended.data["reason"] == PAUSED and ended.data["delivery_id"] == original.id
+
+    rig.clock.advance(days=2)
+    await resume_organisation(cam, "acme", now=rig.clock.now())
+    (resumed,) = await AuditEvent.filter(kind="reminder.resumed")
+    assert resumed.data["delivery_id"] == original.id
+    for _ in range(24):
+        rig.clock.advance(hours=1)
+        await rig.herald.tick()
+    assert await Delivery.filter(notice_id=notice_id, kind="reminder").exists()
+    assert (await verify_chain()).ok
 
 
 async def test_only_the_organisations_cam_or_an_admin_can_pause(rig: Rig) -> None:

@@ -28,6 +28,7 @@ from bot.common.secrets import PREFIX, TokenCipher, TokenDecryptError
 from bot.core.directory.staff import add_staff
 from bot.core.directory.workspaces import add_slack_workspace, deactivate_workspace
 from bot.channels.slack_blocks import help_text
+from bot.core.notices.reminders import WORKSPACE_REMOVED
 from bot.core.notices.views import ACK_ACTION
 from bot.handlers.slack.oauth import BOT_SCOPES, make_state
 from config.settings import ConfigError, load_settings
@@ -1015,30 +1016,41 @@ async def test_a_new_env_token_after_a_single_workspace_reinstall_is_used(db: st
 
 
 async def test_reminders_wait_while_herald_is_removed_from_the_workspace(slack_http: SlackHarness) -> None:
-    """A must-know copy delivered before Herald was removed: no reminder row is planned (each would
-    fail and be audited at every slot); the planner looks again hourly, so reminders resume once
-    the workspace is reconnected."""
+    """A must-know copy (no deadline) delivered before Herald was removed: no reminder row is
+    planned (each would fail and be audited at every slot), and the planner does not look at the
+    copy again every hour for as long as the workspace stays removed: its reminders wait
+    (`reminder.ended`, with the reason) until the workspace is reconnected, which resumes them
+    (`reminder.resumed`)."""
     slack = slack_http
     slack.clock.set(MONDAY_9_UTC)
-    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast(
-        "member:anna@acme.example", deadline=MONDAY_9_UTC + timedelta(days=5))
+    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast("member:anna@acme.example")
     await slack.herald.outbox.drain()
     (original,) = await Delivery.filter(notice_id=notice_id)
     assert original.status == "delivered" and original.next_reminder_at is not None
     await deactivate_workspace("slack", TEAM, reason="app_uninstalled", now=slack.clock.now())
 
-    for _ in range(3):
-        slack.clock.set(max(slack.clock.now(), (await Delivery.get(id=original.id)).next_reminder_at))
-        await slack.herald.tick()
+    slack.clock.set(original.next_reminder_at)
+    await slack.herald.tick()
+    original = await Delivery.get(id=original.id)
+    assert original.next_reminder_at is None, (
+        f"a copy in a workspace Herald was removed from is looked at again at {original.next_reminder_at}")
+    (ended,) = await AuditEvent.filter(kind="reminder.ended")
+    assert ended.data["reason"] == WORKSPACE_REMOVED and ended.data["delivery_id"] == original.id
+    slack.clock.advance(days=3)
+    await slack.herald.tick()
     assert not await Delivery.filter(notice_id=notice_id, kind="reminder").exists()
     assert not await AuditEvent.filter(kind="reminder.failed").exists()
 
     await add_slack_workspace(TEAM, TOKEN, now=slack.clock.now(), actor="test")  # reconnected
+    (resumed,) = await AuditEvent.filter(kind="reminder.resumed")
+    assert resumed.data["delivery_id"] == original.id
     slack.clock.set((await Delivery.get(id=original.id)).next_reminder_at)
     await slack.herald.tick()
     await slack.herald.outbox.drain()
     (reminder,) = await Delivery.filter(notice_id=notice_id, kind="reminder")
     assert reminder.status == "delivered"
+    await add_slack_workspace(TEAM, TOKEN, now=slack.clock.now(), actor="test")  # nothing resumed twice
+    assert await AuditEvent.filter(kind="reminder.resumed").count() == 1
 
 
 async def test_the_escalation_says_which_members_never_received_the_notice_because_herald_was_removed(

@@ -692,6 +692,41 @@ async def test_a_member_who_removes_herald_is_not_sent_to_and_gets_the_notice_wh
     assert (await verify_chain()).ok
 
 
+async def test_a_member_who_removes_herald_is_not_looked_at_hourly_for_reminders(teams: TeamsRig) -> None:
+    """Eve got a must-know notice with no deadline, then removed Herald. Her copy's reminders wait
+    (`reminder.ended`, with the reason) instead of the planner taking it up (and writing its row)
+    every hour for as long as the notice lives; adding Herald again resumes them."""
+    from bot.core.notices.reminders import TEAMS_APP_REMOVED
+
+    await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    preview = await teams.say("aad-cam", "send must-know operations member:eve@teamsco.example | Recall | Stop")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    await teams.herald.outbox.drain()
+    copy = await Delivery.get(notice_id=notice_id, kind="notice")
+    assert copy.status == "delivered" and copy.next_reminder_at is not None
+    teams.connector.remove_app("aad-eve")
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="remove"))
+
+    teams.clock.set(copy.next_reminder_at)
+    await teams.herald.tick()
+    copy = await Delivery.get(id=copy.id)
+    assert copy.next_reminder_at is None, f"Eve's copy is looked at again at {copy.next_reminder_at}"
+    (ended,) = await AuditEvent.filter(kind="reminder.ended")
+    assert ended.data["reason"] == TEAMS_APP_REMOVED and ended.data["delivery_id"] == copy.id
+
+    teams.connector.add_app("aad-eve")
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    (resumed,) = await AuditEvent.filter(kind="reminder.resumed")
+    assert resumed.data["delivery_id"] == copy.id
+    for _ in range(24):
+        teams.clock.advance(hours=1)
+        await teams.herald.tick()
+    await teams.herald.outbox.drain()
+    assert await Delivery.filter(notice_id=notice_id, kind="reminder", status="delivered").exists()
+
+
 async def test_a_member_who_removes_herald_is_sent_no_plain_message_either(teams: TeamsRig) -> None:
     """What waits for Eve in the outbox apart from notices (here her first onboarding step, held
     overnight for her working hours) stops when she removes Herald, as her notice copies do: it

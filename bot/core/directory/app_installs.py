@@ -13,9 +13,9 @@ request), later copies and messages fail so without a request (the outbox), its 
 Slack account is reached there (`reach.choose_account`). The next "add" clears it
 (`teams.app_added`) and, as Slack's reconnection does, puts back in the outbox the copies of live
 notices that failed because Herald was not installed for the member (`delivery.requeued`), the
-in-place updates refused for that reason, and the journey steps that failed so
-(`journey.step_requeued`). While every account of a member has Herald removed, their journey
-waits (bot.core.onboarding.journeys), as for a removed workspace.
+in-place updates refused for that reason, the reminders that waited (`reminder.resumed`), and the
+journey steps that failed so (`journey.step_requeued`). While every account of a member has
+Herald removed, their journey waits (bot.core.onboarding.journeys), as for a removed workspace.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from bot.core.directory.workspaces import (
     requeue_failed_copies,
     stop_waiting_messages,
 )
+from bot.core.notices.reminders import TEAMS_APP_REMOVED
+from bot.core.notices.rejoining import resume_ended_reminders
 from storage import db as storage_db
 from storage.models import DeliveryStatus, JourneyStep, Platform, PlatformAccount
 
@@ -105,8 +107,10 @@ async def app_added(tenant_id: str, user_id: str, *, now: datetime) -> InstallCh
         requeued = await requeue_failed_copies(conn, _NOT_INSTALLED_REASONS, now=now, actor=actor,
                                                why="Herald was added in Teams again", account_id=account.id)
         steps = await _requeue_failed_steps(conn, account, now=now, actor=actor)
-        await record([*events, *requeued, *steps], using_db=conn)
-    return InstallChange(changed=bool(events or requeued or steps), deliveries=len(requeued))
+        resumed = await resume_ended_reminders(TEAMS_APP_REMOVED, now=now, actor=actor,
+                                               why="Herald was added in Teams again", account_id=account.id)
+        await record([*events, *requeued, *steps, *resumed], using_db=conn)
+    return InstallChange(changed=bool(events or requeued or steps or resumed), deliveries=len(requeued))
 
 
 async def _requeue_failed_steps(conn, account: PlatformAccount, *, now: datetime,  # noqa: ANN001

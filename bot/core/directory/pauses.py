@@ -9,6 +9,8 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.permissions import may_act_for_partner
+from bot.core.notices.reminders import PAUSED
+from bot.core.notices.rejoining import resume_ended_reminders
 from storage.models import Delivery, Member, Organisation, Staff
 
 
@@ -43,12 +45,18 @@ async def resume_organisation(staff: Staff | None, org_id: str, *, now: datetime
     async with in_transaction() as conn:
         await Organisation.filter(id=organisation.id).using_db(conn).update(
             paused_at=None, paused_until=None, pause_reason="", paused_by="")
+        resumed = []
         if organisation.paused_until is not None:
             # the reminder planner put the reminders due during the pause off to its end: due
             # again now (the planner still checks acknowledgements, deadlines and quiet hours)
             members = await Member.filter(organisation_id=organisation.id).using_db(conn).values_list("id", flat=True)
             await Delivery.filter(member_id__in=list(members), next_reminder_at=organisation.paused_until,
                                   ).using_db(conn).update(next_reminder_at=now)
+        else:
+            # paused until resumed: the planner ended the reminders (not looked at hourly): due again
+            resumed = await resume_ended_reminders(PAUSED, now=now, actor=staff.email,  # type: ignore[union-attr]
+                                                   why="the organisation was resumed",
+                                                   member__organisation_id=organisation.id)
         await record([audit_event("organisation.resumed", now=now, actor=staff.email,  # type: ignore[union-attr]
-                                  organisation=organisation.external_id)], using_db=conn)
+                                  organisation=organisation.external_id), *resumed], using_db=conn)
     return await Organisation.get(id=organisation.id)

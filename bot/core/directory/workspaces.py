@@ -26,6 +26,8 @@ from bot.common.secrets import TokenCipher, environment_cipher, token_fingerprin
 from bot.core.compliance.audit import PendingEvent, audit_event, record
 from bot.core.delivery.notice_rows import UPDATE_FAILED, complete_sent_notices
 from bot.core.directory.quiet_hours import quiet_hours_ends
+from bot.core.notices.reminders import WORKSPACE_REMOVED
+from bot.core.notices.rejoining import resume_ended_reminders
 from bot.core.ports import Outcome
 from storage import db as storage_db
 from storage.models import (
@@ -292,13 +294,19 @@ async def requeue_removed_copies(conn: BaseDBAsyncClient, platform: str, externa
     a notice that respects them. A deadline that passed meanwhile does not stop them: the member
     still gets a must-know notice, and the report shows their acknowledgement's time after the
     deadline (the escalation has named them already). Reminders are not requeued: a delivered copy plans its own.
-    Returns the audit events (`delivery.requeued`, one per copy) and marks their notices sending.
+    Returns the audit events (`delivery.requeued`, one per copy; `reminder.resumed`, one per
+    delivered copy whose reminders waited for the reconnection) and marks their notices sending.
     Delivered copies whose in-place update (an edit, a retraction, an acknowledgement) was refused
     because Herald was removed are flagged for it again (`_reflag_removed_updates`)."""
     reasons = _removed_reasons(platform, external_id)
     await reflag_refused_updates(conn, reasons, now=now, platform=platform, workspace_external_id=external_id)
-    return await requeue_failed_copies(conn, reasons, now=now, actor=actor, why="the workspace was reconnected",
-                                       platform=platform, workspace_external_id=external_id)
+    requeued = await requeue_failed_copies(conn, reasons, now=now, actor=actor, why="the workspace was reconnected",
+                                           platform=platform, workspace_external_id=external_id)
+    # the reminders the planner ended while Herald was removed start again
+    resumed = await resume_ended_reminders(WORKSPACE_REMOVED, now=now, actor=actor,
+                                           why="the workspace was reconnected", platform=platform,
+                                           workspace_external_id=external_id)
+    return [*requeued, *resumed]
 
 
 async def requeue_failed_copies(conn: BaseDBAsyncClient, reasons: list[str], *, now: datetime, actor: str,

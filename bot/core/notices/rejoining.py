@@ -21,6 +21,7 @@ from bot.core.compliance.audit import PendingEvent, audit_event
 from bot.core.directory.quiet_hours import quiet_hours_ends
 from bot.core.notices.reminders import LEFT_DIRECTORY, REMINDER_ENDED, REMINDER_RESUMED
 from bot.topics import parse_importance
+from bot.topics.importance import Importance
 from storage.models import (
     Acknowledgement,
     AuditEvent,
@@ -105,25 +106,38 @@ async def resume_reminders(member_ids: Sequence[int], *, now: datetime, actor: s
     one `reminder.resumed` event each. Runs in the import's transaction."""
     events: list[PendingEvent] = []
     for start in range(0, len(member_ids), _CHUNK):
-        for row in await _ended_originals(list(member_ids[start:start + _CHUNK]), now):
-            if await Delivery.filter(id=row["id"], next_reminder_at__isnull=True).update(next_reminder_at=now):
-                events.append(audit_event(REMINDER_RESUMED, now=now, actor=actor, notice_id=row["notice_id"],
-                                          member_id=row["member_id"], platform=row["platform"], delivery_id=row["id"],
-                                          reason="back in the partner directory"))
+        events += await resume_ended_reminders(LEFT_DIRECTORY, now=now, actor=actor, why="back in the partner directory",
+                                               member_id__in=list(member_ids[start:start + _CHUNK]))
     return events
 
 
-async def _ended_originals(member_ids: list[int], now: datetime) -> list[dict]:
-    """The members' delivered, unacknowledged originals of live notices whose reminders were last
-    ended (not resumed since) because the member left the directory."""
+async def resume_ended_reminders(ended: str, *, now: datetime, actor: str, why: str,
+                                 **where: object) -> list[PendingEvent]:
+    """The originals matching `where` (Delivery filters) whose reminders the planner last ended
+    for the reason `ended` are due for a reminder now (the planner puts it in the member's working
+    hours, and ends them again if something else still blocks them): one `reminder.resumed` event
+    each, saying `why`. Runs in the caller's transaction (what ended the block)."""
+    events: list[PendingEvent] = []
+    for row in await _ended_originals(ended, now, **where):
+        if await Delivery.filter(id=row["id"], next_reminder_at__isnull=True).update(next_reminder_at=now):
+            events.append(audit_event(REMINDER_RESUMED, now=now, actor=actor, notice_id=row["notice_id"],
+                                      member_id=row["member_id"], platform=row["platform"], delivery_id=row["id"],
+                                      reason=why))
+    return events
+
+
+async def _ended_originals(ended: str, now: datetime, **where: object) -> list[dict]:
+    """The delivered, unacknowledged originals (matching `where`) of live must-know notices whose
+    reminders were last ended (not resumed since) for the reason `ended`."""
     rows = [r for r in await Delivery.filter(
-        member_id__in=member_ids, kind=DeliveryKind.NOTICE.value, status=DeliveryStatus.DELIVERED.value,
-        next_reminder_at__isnull=True, notice__status__in=_LIVE).values(
+        kind=DeliveryKind.NOTICE.value, status=DeliveryStatus.DELIVERED.value, next_reminder_at__isnull=True,
+        notice__status__in=_LIVE, notice__importance=Importance.MUST.value, **where).values(
             "id", "notice_id", "member_id", "platform", "notice__deadline", "notice__ack_revision")
         if r["notice__deadline"] is None or r["notice__deadline"] > now]
     if not rows:
         return []
     notice_ids = sorted({r["notice_id"] for r in rows})
+    member_ids = sorted({r["member_id"] for r in rows})
     last: dict[int, tuple[str, str]] = {}  # delivery id -> (kind, reason) of its latest event of the two
     for kind, data in await AuditEvent.filter(  # by notice first: the (notice_id, kind) index
             notice_id__in=notice_ids, kind__in=[REMINDER_ENDED, REMINDER_RESUMED], member_id__in=member_ids,
@@ -132,5 +146,5 @@ async def _ended_originals(member_ids: list[int], now: datetime) -> list[dict]:
             last[data["delivery_id"]] = (kind, str(data.get("reason", "")))
     acknowledged = set(await Acknowledgement.filter(notice_id__in=notice_ids, member_id__in=member_ids).values_list(
         "notice_id", "member_id", "revision"))
-    return [r for r in rows if last.get(r["id"]) == (REMINDER_ENDED, LEFT_DIRECTORY)
+    return [r for r in rows if last.get(r["id"]) == (REMINDER_ENDED, ended)
             and (r["notice_id"], r["member_id"], r["notice__ack_revision"]) not in acknowledged]

@@ -8,10 +8,12 @@ LOCKED`: replicas planning at once take different rows); the update moves only r
 were read and the insert skips a reminder that exists, so a reminder happens once however many
 replicas plan at the same moment.
 
-A member out of the directory (deactivated by an import) is reminded no more: their original's
-reminders end (`reminder.ended`, audited with the reason) instead of being looked at again every
-hour for as long as the notice lives; an import that brings them back resumes them
-(`bot.core.notices.rejoining.resume_reminders`, `reminder.resumed`).
+A copy that cannot be reminded until something else changes is not looked at again every hour
+for as long as the notice lives (each look wrote the row): its reminders end (`reminder.ended`,
+audited with the reason) and what ends the block resumes them (`reminder.resumed`,
+bot.core.notices.rejoining): a member out of the directory (deactivated by an import; an import
+that brings them back), a workspace Herald was removed from (its reconnection), a member who
+removed Herald in Teams (adding it again), an organisation paused until resumed (resuming it).
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ LIVE = [NoticeStatus.SENDING.value, NoticeStatus.SENT.value]
 REMINDER_ENDED = "reminder.ended"  # an original's reminders stopped for good before the notice asked for none
 REMINDER_RESUMED = "reminder.resumed"  # ... and started again (the member is back in the directory)
 LEFT_DIRECTORY = "the member was removed from the partner directory"
-REMOVED_LOOK_AGAIN = timedelta(hours=1)  # a workspace Herald was removed from: when to look at its reminders again
+WORKSPACE_REMOVED = "Herald was removed from the member's workspace; they resume when it is connected again"
+TEAMS_APP_REMOVED = "the member removed Herald in Teams; they resume when they add it again"
+PAUSED = "the organisation's reminders are paused until resumed; they resume with it"
 
 
 def schedule_for(notice: Notice, catalog: TopicCatalog) -> ReminderSchedule:
@@ -158,14 +162,17 @@ def _plan_one(original: Delivery, now: datetime, catalog: TopicCatalog, acknowle
         # (audited) rather than being looked at hourly for as long as the notice lives; an import
         # that brings them back resumes them (rejoining.resume_reminders).
         return _Plan(original, None, ended=LEFT_DIRECTORY)
-    if (original.platform, original.workspace_external_id) in removed or app_removed:
-        # Herald was removed from the member's workspace (or, in Teams, by the member): a reminder
-        # row would only fail (and be audited) at every slot. Look again hourly, so reminders
-        # resume once it is reconnected (added again).
-        return _Plan(original, now + REMOVED_LOOK_AGAIN)
+    if (original.platform, original.workspace_external_id) in removed:
+        # a reminder row would only fail (and be audited) at every slot: they wait for the
+        # reconnection (workspaces.requeue_removed_copies resumes them)
+        return _Plan(original, None, ended=WORKSPACE_REMOVED)
+    if app_removed:
+        return _Plan(original, None, ended=TEAMS_APP_REMOVED)  # app_installs.app_added resumes them
     if is_paused(organisation, now):
-        # no automated reminders until the CAM resumes or the pause runs out; look again hourly
-        return _Plan(original, organisation.paused_until or now + timedelta(hours=1))
+        # no automated reminders until the pause runs out, or the CAM resumes (pauses.resume_organisation)
+        if organisation.paused_until is None:
+            return _Plan(original, None, ended=PAUSED)
+        return _Plan(original, organisation.paused_until)
     working = next_working_moment(now, member.timezone, quiet_start=member.quiet_start_hour,
                                   quiet_end=member.quiet_end_hour)
     if working > now:
