@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from tortoise import connections
 
 from bot.common.errors import PermissionDenied, UserError
 from bot.channels.slack_blocks import REPLY_CALLBACK
@@ -92,6 +93,33 @@ async def test_the_cam_an_open_hand_off_moves_to_gets_it_in_chat_once(rig: Rig) 
     await rig.herald.tick()
     await rig.herald.outbox.drain()
     assert len(to_nora()) == 1
+
+
+async def test_the_tick_reads_only_the_open_hand_offs_due_an_announcement(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Open hand-offs wait for their CAM's reply for as long as it takes, so a year leaves many; the
+    tick's announcement must not read them all (nor pass one parameter per question: asyncpg
+    takes 32,767) to find the few whose CAM has not had them. What it sends does not grow with
+    the hand-offs already announced."""
+    from bot.core.onboarding.handoff_announcements import announce_open_handoffs
+    from tests.query_plans import captured
+
+    async def reads() -> list[tuple[str, list]]:
+        return await captured(monkeypatch, lambda: announce_open_handoffs(rig.herald.channels, rig.clock.now()))
+
+    await _handed_off(rig)
+    few = await reads()
+    anna = await Member.get(email="anna@acme.example")
+    for n in range(40):  # each told to its CAM when asked
+        question = await Question.create(member=anna, platform="slack", text=f"Question {n}?",
+                                         asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
+        await rig.herald.hand_off_question(question.id, anna)
+    assert await Question.filter(handoff_status="open").count() == 41
+    many = await reads()
+    assert [len(params) for _, params in many] == [len(params) for _, params in few], many
+    assert len(many) == len(few)
+    _, found = await connections.get("default").execute_query(*many[0])  # the questions it read
+    assert len(found) == 0, f"{len(found)} open hand-offs read, none due an announcement"
 
 
 async def test_a_cam_who_connects_chat_after_the_question_gets_the_open_hand_off(rig: Rig) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from tortoise import connections
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -21,23 +22,32 @@ from bot.core.delivery.messages import Target, enqueue
 from bot.core.onboarding.assistant import handoff_message
 from bot.core.onboarding.handoffs import cam_target
 from bot.core.ports import Channel
+from storage import db as storage_db
 from storage.models import MessagePurpose, OutboundMessage, Question, Staff
+
+
+# The open questions whose CAM has had no hand-off message for them (the one sent when the partner
+# asked, or an announcement): open hand-offs wait for a reply as long as it takes, so a year leaves
+# many; each tick reads only the few due, probing the outbox's (purpose, reference) index per open
+# question in the database instead of fetching them all with every message sent for them.
+_DUE_SQL = (
+    "SELECT q.id, q.cam_id FROM question q JOIN member m ON m.id = q.member_id "
+    "WHERE q.handoff_status = 'open' AND q.cam_id IS NOT NULL AND m.active "
+    "AND NOT EXISTS (SELECT 1 FROM outbound_message o WHERE o.purpose = ? AND o.reference = q.id "
+    "AND o.staff_id = q.cam_id) ORDER BY q.id")
 
 
 async def announce_open_handoffs(channels: dict[str, Channel], now: datetime) -> int:
     """Queue the hand-off for every open question whose CAM has not had it; returns how many."""
-    rows = await Question.filter(handoff_status="open", member__active=True, cam_id__isnull=False).values_list(
-        "id", "cam_id")
-    if not rows:
+    waiting = [(r["id"], r["cam_id"]) for r in await connections.get("default").execute_query_dict(
+        storage_db.placeholders(_DUE_SQL), [MessagePurpose.HANDOFF.value])]
+    if not waiting:
         return 0
     told: dict[int, list[int | None]] = {}
     for reference, staff_id in await OutboundMessage.filter(
-            purpose=MessagePurpose.HANDOFF.value, reference__in=[q for q, _ in rows]).order_by("id").values_list(
+            purpose=MessagePurpose.HANDOFF.value, reference__in=[q for q, _ in waiting]).order_by("id").values_list(
             "reference", "staff_id"):
         told.setdefault(reference, []).append(staff_id)
-    waiting = [(q, cam) for q, cam in rows if cam not in told.get(q, [])]
-    if not waiting:
-        return 0
     cams = {s.id: s for s in await Staff.filter(id__in=sorted({cam for _, cam in waiting}), active=True)}
     earlier = {s for q, _ in waiting for s in told.get(q, []) if s}
     emails = dict(await Staff.filter(id__in=sorted(earlier)).values_list("id", "email")) if earlier else {}
