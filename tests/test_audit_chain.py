@@ -727,3 +727,31 @@ async def test_a_trail_from_before_text_digests_still_verifies(db: str) -> None:
                   audit_event("notice.sent", now=T0, notice_id=notice.id, recipients=0)])
     await Notice.filter(id=notice.id).update(body="Rewritten")
     assert (await verify_chain()).ok
+
+
+def test_what_verify_keeps_of_each_copy_and_acknowledgement_is_a_few_machine_words() -> None:
+    """`herald audit verify` keeps, until it compares the tables, what the chain records of every
+    delivery, acknowledgement and digest copy: a year's trail is millions of them. Each must cost
+    a few 64-bit words (flat arrays), not a dict entry of Python ints and tuples (about 100 to
+    200 bytes: some 500 MB over a year's 3 million events)."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from bot.core.compliance.crosscheck import Ledger
+
+    count, at = 20_000, datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    events = [SimpleNamespace(kind=kind, notice_id=7, member_id=1000 + i, occurred_at=at + timedelta(seconds=i),
+                              data={"delivery_id": 5000 + i, "revision": 1, "platform": "slack", "notices": [7]})
+              for i in range(count) for kind in ("delivery.delivered", "notice.acknowledged", "digest.sent")]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        ledger = Ledger()
+        for event in events:
+            ledger.note(event)  # type: ignore[arg-type]
+        per_event = (tracemalloc.get_traced_memory()[0] - before) / len(events)
+    finally:
+        tracemalloc.stop()
+    assert per_event < 40, f"{per_event:.0f} bytes kept per event"  # 108 with a dict entry each; 25 now
+    assert ledger.delivered.get(5000 + 7) is not None and ledger.acknowledged.get((7, 1007, 1)) is not None
+    assert ledger.digests.get((7, 1007, "slack")) is not None and ledger.digests.get((7, 1007, "teams")) is None

@@ -36,20 +36,24 @@ copy out of them.
 Rows written while the check runs have their events beyond the chain head it read: a row that
 does not match is compared again with those later events before it is named.
 
-Memory: one entry per delivery, acknowledgement and escalation in the trail, each a small int
-(a time in microseconds, or the hash of a failure reason), a tuple of ints only for the rare copy
-with several events; a digest per notice, revision and variant, and a small record per notice.
-Rows are read `chunk` at a time.
+Memory: what the chain records of each delivery, acknowledgement and digest copy is kept in
+flat arrays of 64-bit ints (`_MarkTable`: 24 bytes an entry, sorted once for look-ups, instead of
+a dict entry of Python ints and tuples, about 150 bytes: a year's 3 million events took some
+500 MB); an entry per escalation, a digest per notice, revision and variant, and a small record
+per notice. Rows are read `chunk` at a time.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from typing import Any
+
+import numpy as np
 
 from storage.models import (
     Acknowledgement,
@@ -151,6 +155,131 @@ def _first(marks: Marks) -> int:
     return marks if isinstance(marks, int) else marks[0]
 
 
+_ID_BITS = 31  # ids are 32-bit signed integer columns: two fit in one 64-bit key
+_ID_MASK = (1 << _ID_BITS) - 1
+Key = Any  # a table's own key: a delivery id, (notice, member, revision), (notice, member, platform)
+Encoded = tuple[int, int]  # the key as two 64-bit ints (see _MarkTable)
+
+
+class _MarkTable:
+    """Marks (64-bit ints: times, reason hashes) by key, as the chain records them, in three flat
+    arrays of 64-bit ints (key, sub-key, mark) while the chain is walked (`add`), sorted once
+    when first looked up; then `get`, and `pop` (marks the key's entries taken: what is left at
+    the end the tables have no row for). Marks merged in after the walk (`merge`: events appended
+    while the check ran) are kept apart, in a dict (a few). A key's marks are returned as
+    `Marks`, as `_add` keeps them in a dict."""
+
+    def __init__(self, encode: Callable[[Key], Encoded], decode: Callable[[int, int], Key]) -> None:
+        self._encode, self._decode = encode, decode
+        self._columns: tuple[array, array, array] | None = (array("q"), array("q"), array("q"))
+        self._keys = self._subkeys = self._marks = np.empty(0, dtype=np.int64)
+        self._taken = np.empty(0, dtype=bool)
+        self._extra: dict[Key, Marks] = {}
+
+    def add(self, key: Key, value: int) -> None:
+        assert self._columns is not None, "added to after the first look-up"
+        main, sub = self._encode(key)
+        keys, subkeys, marks = self._columns
+        keys.append(_int64(main))
+        subkeys.append(_int64(sub))
+        marks.append(_int64(value))
+
+    def _sorted(self) -> None:
+        if self._columns is None:
+            return
+        keys, subkeys, marks = (np.frombuffer(column, dtype=np.int64) if len(column) else np.empty(0, dtype=np.int64)
+                                for column in self._columns)
+        order = np.lexsort((marks, subkeys, keys))
+        self._keys, self._subkeys, self._marks = keys[order], subkeys[order], marks[order]
+        self._taken = np.zeros(len(order), dtype=bool)
+        self._columns = None  # the unsorted arrays go
+
+    def _span(self, key: Key) -> tuple[int, int]:
+        self._sorted()
+        main, sub = self._encode(key)
+        low, high = np.searchsorted(self._keys, main, "left"), np.searchsorted(self._keys, main, "right")
+        if high - low > 1:
+            subkeys = self._subkeys[low:high]
+            low, high = low + np.searchsorted(subkeys, sub, "left"), low + np.searchsorted(subkeys, sub, "right")
+        elif high > low and self._subkeys[low] != sub:
+            return 0, 0
+        return int(low), int(high)
+
+    def get(self, key: Key) -> Marks | None:
+        low, high = self._span(key)
+        found: Marks | None = None
+        if high > low and not self._taken[low]:
+            values = self._marks[low:high].tolist()
+            found = values[0] if len(values) == 1 else tuple(dict.fromkeys(values))
+        return _merge(found, self._extra.get(key))
+
+    def pop(self, key: Key, default: None = None) -> Marks | None:
+        found = self.get(key)
+        low, high = self._span(key)
+        self._taken[low:high] = True
+        self._extra.pop(key, None)
+        return found if found is not None else default
+
+    def merge(self, key: Key, marks: Marks | None) -> None:
+        merged = _merge(self._extra.get(key), marks)
+        if merged is not None:
+            self._extra[key] = merged
+
+    def items(self) -> Iterator[tuple[Key, Marks]]:
+        """What is left (not popped), by key: sorted, then the merged-in ones."""
+        self._sorted()
+        left = np.flatnonzero(~self._taken)
+        start = 0
+        while start < len(left):
+            first = int(left[start])
+            key = self._decode(int(self._keys[first]), int(self._subkeys[first]))
+            low, high = self._span(key)
+            marks = self.get(key)
+            if marks is not None:
+                yield key, marks
+            start += high - low
+        for key, marks in self._extra.items():
+            low, high = self._span(key)
+            if low == high or self._taken[low]:
+                yield key, marks
+
+    def __bool__(self) -> bool:
+        return next(self.items(), None) is not None
+
+
+def _int64(value: int) -> int:
+    """`value` within a 64-bit int: one beyond it (an event's data is JSON: any size) becomes the
+    nearest bound, which no row (32-bit ids and revisions, microsecond times) has either."""
+    return min(max(value, -(1 << 63)), (1 << 63) - 1)
+
+
+def _by_id() -> _MarkTable:
+    return _MarkTable(lambda key: (key, 0), lambda main, _: main)
+
+
+def _by_notice_member(third: Callable[[Any], int] = int, back: Callable[[int], Any] = int) -> _MarkTable:
+    """Keys (notice, member, third): notice and member packed in one int, `third` as the sub-key."""
+    return _MarkTable(lambda key: ((key[0] << _ID_BITS) | key[1], third(key[2])),
+                      lambda main, sub: (main >> _ID_BITS, main & _ID_MASK, back(sub)))
+
+
+class _Codes:
+    """Small ints for the few strings a key holds (platforms), and back."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+        self.names: list[str] = []
+
+    def code(self, name: str) -> int:
+        if name not in self.codes:
+            self.codes[name] = len(self.names)
+            self.names.append(name)
+        return self.codes[name]
+
+    def name(self, code: int) -> str:
+        return self.names[code]
+
+
 _UNRECORDED = -1  # NoticeFacts.deadline when no event recorded one (trails from before it was)
 
 
@@ -188,11 +317,12 @@ class Ledger:
     """What the chain records about the rows reports read, noted event by event (`note`)."""
 
     def __init__(self) -> None:
-        self.acknowledged: dict[tuple[int, int, int], Marks] = {}  # (notice, member, revision) -> time
-        self.delivered: dict[int, Marks] = {}  # delivery id -> time
-        self.failed: dict[int, Marks] = {}  # delivery id -> reason
-        self.unplaced: dict[tuple[int, int], Marks] = {}  # (notice, member) -> reason: failed with no row id
-        self.digests: dict[tuple[int, int, str], Marks] = {}  # (notice, member, platform) -> time
+        self.acknowledged = _by_notice_member()  # (notice, member, revision) -> time
+        self.delivered = _by_id()  # delivery id -> time
+        self.failed = _by_id()  # delivery id -> reason
+        self.unplaced: dict[tuple[int, int], Marks] = {}  # (notice, member) -> reason: failed with no row id (rare)
+        platforms = _Codes()
+        self.digests = _by_notice_member(platforms.code, platforms.name)  # (notice, member, platform) -> time
         self.escalated: dict[tuple[int, str], tuple[int, int, str | None]] = {}  # -> (time, members, digest)
         self.escalation_sent: dict[tuple[int, str], Marks] = {}  # (notice, organisation) -> time
         self.texts: dict[int, tuple[int, str]] = {}  # notice -> (revision, text digest), as last recorded
@@ -207,15 +337,15 @@ class Ledger:
     def _acknowledgement(self, event: AuditEvent, data: dict[str, Any]) -> None:
         revision = data.get("revision")
         if event.notice_id is not None and event.member_id is not None and isinstance(revision, int):
-            _add(self.acknowledged, (event.notice_id, event.member_id, revision), micros(event.occurred_at))
+            self.acknowledged.add((event.notice_id, event.member_id, revision), micros(event.occurred_at))
 
     def _delivered(self, event: AuditEvent, data: dict[str, Any]) -> None:
         if isinstance(data.get("delivery_id"), int):
-            _add(self.delivered, data["delivery_id"], micros(event.occurred_at))
+            self.delivered.add(data["delivery_id"], micros(event.occurred_at))
 
     def _failed(self, event: AuditEvent, data: dict[str, Any]) -> None:
         if isinstance(data.get("delivery_id"), int):
-            _add(self.failed, data["delivery_id"], _reason(data.get("reason")))
+            self.failed.add(data["delivery_id"], _reason(data.get("reason")))
         elif event.notice_id is not None and event.member_id is not None:  # no account: failed as written
             _add(self.unplaced, (event.notice_id, event.member_id), _reason(data.get("reason")))
 
@@ -226,7 +356,7 @@ class Ledger:
         at = micros(event.occurred_at)
         for notice_id in notices:
             if isinstance(notice_id, int):
-                _add(self.digests, (notice_id, event.member_id, platform), at)
+                self.digests.add((notice_id, event.member_id, platform), at)
 
     def _escalated(self, event: AuditEvent, data: dict[str, Any]) -> None:
         if event.notice_id is not None and isinstance(data.get("organisation"), str):
@@ -302,8 +432,7 @@ class Ledger:
             if len(rows) < chunk:
                 break
             cursor = rows[-1]["id"]
-        if self.acknowledged:
-            (notice_id, member_id, revision), marks = next(iter(self.acknowledged.items()))
+        for (notice_id, member_id, revision), marks in self.acknowledged.items():
             return (f"the acknowledgement of notice {notice_id} by member {member_id} (revision {revision}, "
                     f"{_iso(_first(marks))}) recorded in the chain has no row: deleted outside Herald, so "
                     "reports say the member never acknowledged")
@@ -323,7 +452,7 @@ class Ledger:
                 for key, marks in later.unplaced.items():  # looked up by notice and member, never counted
                     self.unplaced[key] = _merge(self.unplaced.get(key), marks)
                 for key, marks in later.digests.items():
-                    self.digests[key] = _merge(self.digests.get(key), marks)
+                    self.digests.merge(key, marks)
                 found = self._copy_mismatch(row, _merge(delivered, later.delivered.get(row["id"])),
                                             _merge(failed, later.failed.get(row["id"])))
                 if found is not None:
@@ -331,12 +460,11 @@ class Ledger:
             if len(rows) < chunk:
                 break
             cursor = rows[-1]["id"]
-        if self.delivered:
-            delivery_id, marks = next(iter(self.delivered.items()))
+        for delivery_id, marks in self.delivered.items():
             return (f"delivery {delivery_id}, recorded in the chain as delivered at {_iso(_first(marks))}, has "
                     "no row: deleted outside Herald")
-        if self.failed:
-            return (f"delivery {next(iter(self.failed))}, recorded in the chain as failed, has no row: deleted "
+        for delivery_id, _ in self.failed.items():
+            return (f"delivery {delivery_id}, recorded in the chain as failed, has no row: deleted "
                     "outside Herald")
         return None
 
