@@ -74,9 +74,10 @@ async def test_a_copy_in_doubt_behind_a_busy_dm_is_found_not_posted_again(rig: R
     assert pages and all(page.args.get("cursor") for page in pages)
 
 
-async def test_a_look_through_a_busy_dm_cut_short_by_the_rate_limit_goes_on_where_it_stopped(rig: Rig) -> None:
-    """1 history request a minute outside the Marketplace: the look needs three pages, one a
-    minute, and each minute reads the next page instead of the newest one again."""
+async def _in_doubt_behind_40_under_slacks_limits(rig: Rig) -> int:
+    """Anna's DM outside the Marketplace: a copy posted whose answer was lost (in doubt), then 40
+    notices posted after it; Slack's rate limits on from here, on Herald's clock, an hour later
+    (the retry is due). Returns the notice in doubt."""
     rig.fake.set_non_marketplace(TEAM)
     rig.fake.fail_next("chat.postMessage", drop=True, landed=True)
     first = await rig.broadcast(audience="member:anna@acme.example")
@@ -87,6 +88,13 @@ async def test_a_look_through_a_busy_dm_cut_short_by_the_rate_limit_goes_on_wher
     rig.fake.clock = lambda: rig.clock.now().timestamp()
     rig.fake.set_limits(SlackLimits())  # Slack's figures, on Herald's clock
     rig.clock.advance(hours=1)
+    return first
+
+
+async def test_a_look_through_a_busy_dm_cut_short_by_the_rate_limit_goes_on_where_it_stopped(rig: Rig) -> None:
+    """1 history request a minute outside the Marketplace: the look needs three pages, one a
+    minute, and each minute reads the next page instead of the newest one again."""
+    first = await _in_doubt_behind_40_under_slacks_limits(rig)
     for _ in range(3):  # a page a minute
         await rig.herald.outbox.drain()
         rig.clock.advance(seconds=61)
@@ -106,16 +114,7 @@ async def test_a_look_cut_short_by_the_rate_limit_goes_on_where_it_stopped_in_an
     """Where a look paused by the rate limit goes on is stored with the copy, not in one process:
     another replica taking over the lane (or Herald restarted) during the minute's pause reads the
     next page, not the newest one again (which, at a page a minute, could take many minutes per copy)."""
-    rig.fake.set_non_marketplace(TEAM)
-    rig.fake.fail_next("chat.postMessage", drop=True, landed=True)
-    first = await rig.broadcast(audience="member:anna@acme.example")
-    await rig.herald.outbox.drain()  # the answer is lost: in doubt
-    for _ in range(40):
-        await rig.broadcast(audience="member:anna@acme.example")
-        await rig.herald.outbox.drain()
-    rig.fake.clock = lambda: rig.clock.now().timestamp()
-    rig.fake.set_limits(SlackLimits())  # Slack's figures, on Herald's clock
-    rig.clock.advance(hours=1)
+    first = await _in_doubt_behind_40_under_slacks_limits(rig)
     await rig.herald.outbox.drain()  # the first page, then a 429 on the second
     assert [call.status for call in rig.fake.calls_to("conversations.history")] == [200, 429]
 
