@@ -22,14 +22,31 @@ NEW_CAM = SAMPLE_DIRECTORY.replace("acme,Acme Locks,gold,emea,de,security,large,
                                    "acme,Acme Locks,gold,emea,de,security,large,distributor,newcam@vendor.example")
 
 
-async def _handed_off(rig: Rig) -> Question:
+async def _anna_asks(rig: Rig) -> tuple[Member, Question]:
+    """Monday 10:00 in Berlin: Anna asks a question the assistant cannot answer (not handed off yet)."""
     rig.clock.set(MONDAY_9_UTC)
     anna = await Member.get(email="anna@acme.example")
     question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
                                      asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
+    return anna, question
+
+
+async def _handed_off(rig: Rig) -> Question:
+    anna, question = await _anna_asks(rig)
     await rig.herald.hand_off_question(question.id, anna)
     await rig.herald.outbox.drain()
     return question
+
+
+async def _name_nora_acmes_cam(rig: Rig, *, on_slack: bool = False) -> None:
+    """Nora New becomes staff (a CAM; `on_slack`: with a Slack account in Acme's workspace) and the
+    directory import names her Acme's CAM."""
+    chat: dict[str, str] = {}
+    if on_slack:
+        rig.fake.add_user(TEAM, "UNORA")
+        chat = {"slack_user": "UNORA", "slack_team": TEAM}
+    await add_staff("newcam@vendor.example", "cam", name="Nora New", now=rig.clock.now(), actor="test", **chat)
+    assert not (await import_directory(NEW_CAM, now=rig.clock.now(), actor="test")).rejected
 
 
 async def _assert_with_the_new_cam(rig: Rig, question: Question) -> None:
@@ -51,8 +68,7 @@ async def test_open_handoffs_follow_the_partner_to_the_cam_a_directory_import_na
     is in the new CAM's `questions` list, no longer in the old CAM's, and Anna, pressing Ask my CAM
     again, is told it is with the new CAM."""
     question = await _handed_off(rig)
-    await add_staff("newcam@vendor.example", "cam", name="Nora New", now=rig.clock.now(), actor="test")
-    assert not (await import_directory(NEW_CAM, now=rig.clock.now(), actor="test")).rejected
+    await _name_nora_acmes_cam(rig)
     await _assert_with_the_new_cam(rig, question)
 
 
@@ -74,10 +90,7 @@ async def test_the_cam_an_open_hand_off_moves_to_gets_it_in_chat_once(rig: Rig) 
     hand-off, with Reply and whom it was with before, once (later ticks, and another replica's, send
     nothing more), through the outbox."""
     question = await _handed_off(rig)
-    rig.fake.add_user(TEAM, "UNORA")
-    await add_staff("newcam@vendor.example", "cam", name="Nora New", slack_user="UNORA", slack_team=TEAM,
-                    now=rig.clock.now(), actor="test")
-    assert not (await import_directory(NEW_CAM, now=rig.clock.now(), actor="test")).rejected
+    await _name_nora_acmes_cam(rig, on_slack=True)
 
     def to_nora() -> list:
         return [c for c in rig.fake.calls_to("chat.postMessage") if c.args["channel"] in ("UNORA", "DUNORA")]
@@ -172,8 +185,7 @@ async def test_a_cam_made_compliance_officer_leaves_open_handoffs_flagged_until_
     flagged = await unanswerable_ownership()
     assert (flagged.organisations, flagged.open_handoffs) == (["acme", "bolt", "keys"], 1)  # all name them
 
-    await add_staff("newcam@vendor.example", "cam", name="Nora New", now=rig.clock.now(), actor="test")
-    assert not (await import_directory(NEW_CAM, now=rig.clock.now(), actor="test")).rejected
+    await _name_nora_acmes_cam(rig)
     new_cam = await Staff.get(email="newcam@vendor.example")
     assert [q.id for q in await open_handoffs(new_cam)] == [question.id]
     flagged = await unanswerable_ownership()
@@ -184,11 +196,8 @@ async def test_ask_my_cam_is_refused_while_the_directory_names_a_compliance_offi
     """A hand-off goes to someone who can answer it: when the CAM the directory names for Acme is a
     compliance officer (or inactive), Anna is told there is no CAM on file, as when it names nobody,
     instead of her question waiting with someone who may not reply."""
-    rig.clock.set(MONDAY_9_UTC)
+    anna, question = await _anna_asks(rig)
     await add_staff("cam@vendor.example", "compliance", now=rig.clock.now(), actor="ops")
-    anna = await Member.get(email="anna@acme.example")
-    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
-                                     asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
     with pytest.raises(UserError, match="no channel account manager on file"):
         await rig.herald.hand_off_question(question.id, anna)
     assert (await Question.get(id=question.id)).handoff_status == ""
@@ -198,10 +207,7 @@ async def test_ask_my_cam_is_refused_while_the_directory_names_a_compliance_offi
 
 async def _queued_to_casey(rig: Rig) -> Question:
     """Anna hands her question off; the DM to Casey, Acme's CAM, is queued, not sent yet."""
-    rig.clock.set(MONDAY_9_UTC)
-    anna = await Member.get(email="anna@acme.example")
-    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
-                                     asked_at=rig.clock.now(), abstained=True, channel_id="DUANNA")
+    anna, question = await _anna_asks(rig)
     await rig.herald.hand_off_question(question.id, anna)
     (queued,) = await OutboundMessage.filter(purpose="handoff", status="pending")
     assert queued.recipient["user_id"] == CAM_USER
@@ -218,10 +224,7 @@ async def test_a_hand_off_queued_before_the_partner_got_another_cam_goes_to_the_
     the question moves to Nora, and so does the DM (saying whom it was with), once; Casey, no longer
     Acme's CAM, gets nothing (`question.handoff_readdressed`)."""
     question = await _queued_to_casey(rig)
-    rig.fake.add_user(TEAM, "UNORA")
-    await add_staff("newcam@vendor.example", "cam", name="Nora New", slack_user="UNORA", slack_team=TEAM,
-                    now=rig.clock.now(), actor="test")
-    assert not (await import_directory(NEW_CAM, now=rig.clock.now(), actor="test")).rejected
+    await _name_nora_acmes_cam(rig, on_slack=True)
 
     for worker in (rig.herald, rig.another_worker()):
         await worker.outbox.drain()
