@@ -14,6 +14,8 @@ A message to a person who may have changed by the time it goes (one to "the part
 escalation, a hand-off, the note that a member completed onboarding) is checked when it is claimed: its purpose's addressee check (`addressed_by`) says whom it is for
 now, and the row is re-addressed to them (back to pending, in their lane), or settled as *failed*
 when nobody may receive it, with the purpose's own record of the change in the same transaction.
+Whom it is for is each purpose's own rule; comparing that with whom it was queued for, and where
+they are reached now, is shared (`staff_addressee`).
 
 A message with a `member_id` is written to that member. One whose member is no longer active
 (removed from the partner directory) is not sent: the claim settles it as *cancelled* and its
@@ -50,9 +52,18 @@ from bot.core.delivery.retry import RetryPolicy
 from bot.core.directory.app_installs import APP_REMOVED
 from bot.core.directory.workspaces import removed_reason
 from bot.core.directory.quiet_hours import quiet_hours_ends, working_hours_ends
+from bot.core.directory.reach import staff_recipient
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef, Outcome, OutcomeKind, Recipient
 from storage import db as storage_db
-from storage.models import DeliveryStatus, Member, MessagePurpose, OutboundMessage, PlatformAccount, Workspace
+from storage.models import (
+    DeliveryStatus,
+    Member,
+    MessagePurpose,
+    OutboundMessage,
+    PlatformAccount,
+    Staff,
+    Workspace,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +108,13 @@ class Target:
                                                service_url=account.service_url, display_name=display_name,
                                                thread_id=thread_id),
                    account.id)
+
+
+async def staff_target(staff: Staff, channels: dict[str, Channel]) -> Target | None:
+    """Where the outbox reaches a staff member (`reach.staff_recipient`); None: no chat account
+    on a platform Herald is configured for."""
+    found = await staff_recipient(staff, channels)
+    return Target(found[0].platform, found[1]) if found is not None else None
 
 
 def message_json(message: DirectMessage) -> dict[str, Any]:
@@ -217,6 +235,40 @@ class Readdress:
     reason: str
     record: Callable[[], Awaitable[None]]
     message: DirectMessage | None = None
+
+
+@dataclass(frozen=True)
+class StaffAddressee:
+    """Whom a message to staff is for now, when not whom it was queued for (`staff_addressee`)."""
+
+    staff: Staff | None  # whom the purpose's own rule names now; None: nobody
+    before: Staff | None  # whom it was queued for (None: no longer on file)
+    target: Target | None  # where `staff` is reached; None: it cannot go, for `reason`
+    reason: str
+
+    def why(self, changed: str) -> str:
+        """The purpose's audit reason: what changed, and why it is not sent if it is not."""
+        return changed + ("" if self.target is not None else f"; not sent: {self.reason}")
+
+    def readdress(self, record: Callable[[], Awaitable[None]], message: DirectMessage | None = None) -> Readdress:
+        return Readdress(self.staff.id if self.staff is not None else None, self.target, self.reason, record,
+                         message=message)
+
+
+async def staff_addressee(message: OutboundMessage, staff: Staff | None, channels: dict[str, Channel], *,
+                          nobody: str, no_account: str) -> StaffAddressee | None:
+    """What every addressee check of a message to staff (an escalation, a hand-off, the note that
+    a member completed their journey) does once its purpose's own rule has named `staff`: None
+    while that is whom `message` was queued for; else where it goes now, or why it cannot go
+    (`nobody`: the rule names no one; `no_account`: no chat account Herald can reach), with whom
+    it was for before, for the purpose's audit event. The rule itself (whose CAM, which
+    fallback) and the audit kind stay with each purpose."""
+    if staff is not None and staff.id == message.staff_id:  # type: ignore[attr-defined]
+        return None
+    target = await staff_target(staff, channels) if staff is not None else None
+    reason = "" if target is not None else nobody if staff is None else no_account
+    before = await Staff.get_or_none(id=message.staff_id) if message.staff_id else None  # type: ignore[attr-defined]
+    return StaffAddressee(staff, before, target, reason)
 
 
 AddresseeCheck = Callable[[OutboundMessage, dict[str, Channel], datetime], Awaitable[Readdress | None]]

@@ -8,8 +8,9 @@ platform's limits, ahead of journey steps and digests, at most once.
 
 Whom it is for is decided again when the outbox takes the DM (`_escalation_addressee`): the
 partner's CAM may have changed (an import, `herald staff remove`) while it waited. It then goes to
-whoever the rule names now (the CAM, else the notice's author if a CAM or admin), or fails with
-the reason if nobody, audited `escalation.readdressed`.
+whoever the rule names now (the CAM, else the notice's author if a CAM or admin:
+`escalation_addressee`), or fails with the reason if nobody, audited `escalation.readdressed`
+(the re-addressing itself is the outbox's, `messages.staff_addressee`).
 """
 
 from __future__ import annotations
@@ -27,11 +28,18 @@ from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
 from bot.core.compliance.crosscheck import members_digest
 from bot.core.directory.permissions import may_act_as_cam, may_act_for_partner
-from bot.core.directory.reach import staff_recipient
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.notices.reminders import remind_now
 from bot.core.notices.views import format_time
-from bot.core.delivery.messages import MessageResult, Readdress, Target, addressed_by, enqueue, on_result
+from bot.core.delivery.messages import (
+    MessageResult,
+    Readdress,
+    addressed_by,
+    enqueue,
+    on_result,
+    staff_addressee,
+    staff_target,
+)
 from bot.core.ports import Button, Channel, DirectMessage
 from storage import db as storage_db
 from storage.models import (
@@ -165,14 +173,14 @@ async def send_escalations(channels: dict[str, Channel], now: datetime, *, batch
     for row in await due_escalations(now, batch).select_related("notice", "organisation", "staff"):
         if await OutboundMessage.filter(key=_key(row)).exists():
             continue  # already with the outbox
-        target = await staff_recipient(row.staff, channels) if row.staff is not None else None
+        target = await staff_target(row.staff, channels) if row.staff is not None else None
         same_claim = {"claimed_until__isnull": True} if row.claimed_until is None else {"claimed_until": row.claimed_until}
         async with in_transaction() as conn:
             claimed = await Escalation.filter(id=row.id, status=row.status, attempts=row.attempts, **same_claim).using_db(
                 conn).update(status=DeliveryStatus.SENDING.value, claimed_until=None, attempts=row.attempts + 1)
             if claimed and target is not None:
                 await enqueue(key=_key(row), purpose=MessagePurpose.ESCALATION, reference=row.id,
-                              target=Target(target[0].platform, target[1]), message=await escalation_message(row),
+                              target=target, message=await escalation_message(row),
                               now=now, staff_id=row.staff.id, using_db=conn)  # type: ignore[union-attr]
         if claimed and target is None:
             await _finish(row, now, failed=NO_CHAT_ACCOUNT)
@@ -193,13 +201,11 @@ async def _escalation_addressee(message: OutboundMessage, channels: dict[str, Ch
     if row is None:
         return None
     author = await Staff.get_or_none(id=row.notice.author_id) if row.notice.author_id else None  # type: ignore[attr-defined]
-    staff = await escalation_addressee(row.organisation, author)
-    if staff is not None and staff.id == message.staff_id:  # type: ignore[attr-defined]
+    now_for = await staff_addressee(message, await escalation_addressee(row.organisation, author), channels,
+                                    nobody=NOBODY_TO_ESCALATE_TO, no_account=NO_CHAT_ACCOUNT)
+    if now_for is None:
         return None
-    found = await staff_recipient(staff, channels) if staff is not None else None
-    target = Target(found[0].platform, found[1]) if found is not None else None
-    reason = "" if target is not None else NOBODY_TO_ESCALATE_TO if staff is None else NO_CHAT_ACCOUNT
-    before = await Staff.get_or_none(id=message.staff_id) if message.staff_id else None  # type: ignore[attr-defined]
+    staff, before = now_for.staff, now_for.before
 
     async def record_it() -> None:
         await Escalation.filter(id=row.id).update(staff_id=staff.id if staff is not None else None)
@@ -207,9 +213,8 @@ async def _escalation_addressee(message: OutboundMessage, channels: dict[str, Ch
                                   organisation=row.organisation.external_id,
                                   from_staff=before.email if before is not None else None,
                                   escalated_to=staff.email if staff is not None else None,
-                                  reason="the partner's CAM changed or is no longer active staff"
-                                  + ("" if target is not None else f"; not sent: {reason}"))])
-    return Readdress(staff.id if staff is not None else None, target, reason, record_it)
+                                  reason=now_for.why("the partner's CAM changed or is no longer active staff"))])
+    return now_for.readdress(record_it)
 
 
 @on_result(MessagePurpose.ESCALATION)

@@ -18,9 +18,10 @@ from tortoise.transactions import in_transaction
 from bot.common import metrics
 from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.compliance.audit import audit_event, record
+from bot.core.delivery.messages import staff_target
 from bot.core.directory.permissions import may_act_as_cam, may_act_for_partner
 from bot.core.directory.staff import cam_for_organisation
-from bot.core.onboarding.handoffs import cam_target, queue_handoff, queue_relay
+from bot.core.onboarding.handoffs import queue_handoff, queue_relay
 from bot.core.onboarding.learning import LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION, suggested_entry
 from bot.core.onboarding.phrases import phrase
 from bot.core.onboarding.qa import Answer, KBEntry, KnowledgeBase, language_of, primary_language
@@ -294,7 +295,7 @@ async def hand_off(question_id: int, member: Member | None, *, now: datetime,
         raise UserError("Your organisation has no channel account manager on file yet; "
                         "please contact the partner team directly.")
     message = handoff_message(question)
-    target = await cam_target(cam, channels) if channels else None
+    target = await staff_target(cam, channels) if channels else None
     already = question.handoff_status in ("open", "answered")
     if not already:
         async with in_transaction() as conn:

@@ -18,9 +18,8 @@ from tortoise import connections
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from bot.core.delivery.messages import Target, enqueue
+from bot.core.delivery.messages import Target, enqueue, staff_target
 from bot.core.onboarding.assistant import handoff_message
-from bot.core.onboarding.handoffs import cam_target
 from bot.core.ports import Channel
 from storage import db as storage_db
 from storage.models import MessagePurpose, OutboundMessage, Question, Staff
@@ -54,7 +53,7 @@ async def announce_open_handoffs(channels: dict[str, Channel], now: datetime) ->
     queued = 0
     for question_id, cam_id in waiting:
         cam = cams.get(cam_id)
-        target = await cam_target(cam, channels) if cam is not None else None
+        target = await staff_target(cam, channels) if cam is not None else None
         if target is None:
             continue  # no chat account (yet): the question is in their list and console page
         last_told = [s for s in told.get(question_id, []) if s]  # in the order they were told

@@ -16,7 +16,8 @@ A hand-off is for the CAM the question is filed under when the outbox takes it
 (bot.core.directory.handoff_owners), so one that waited while the directory named another CAM goes
 to them, saying whom it was with, and one filed under someone who may no longer answer partners (a
 CAM removed or made compliance officer, nobody else named) is not sent: it stays open for the
-admins and `herald doctor` flags it (audited `question.handoff_readdressed`).
+admins and `herald doctor` flags it (audited `question.handoff_readdressed`). Unlike an escalation
+or the journey's note, it follows the question, not the directory: no fallback to anyone else.
 
 The assistant's own answer is sent at once, while the partner waits; only when the platform
 throttles that send (429) is it queued here, to leave within the workspace's limits.
@@ -41,9 +42,10 @@ from bot.core.delivery.messages import (
     enqueue,
     message_from_json,
     on_result,
+    staff_addressee,
+    staff_target,
 )
 from bot.core.directory.permissions import may_act_as_cam
-from bot.core.directory.reach import staff_recipient
 from bot.core.ports import Channel, DirectMessage
 from storage.models import DeliveryStatus, Member, MessagePurpose, OutboundMessage, PlatformAccount, Question, Staff
 
@@ -54,11 +56,6 @@ _NOT_SENT = (DeliveryStatus.FAILED.value, DeliveryStatus.CANCELLED.value)
 NOBODY_TO_HAND_OFF_TO = ("the CAM the question is filed under may no longer answer partners (removed, or not a CAM "
                          "or admin) and the directory names nobody who may; it stays open for an admin")
 NO_CAM_CHAT_ACCOUNT = "the CAM the question is filed under has no Slack or Teams account on file"
-
-
-async def cam_target(cam: Staff, channels: dict[str, Channel]) -> Target | None:
-    found = await staff_recipient(cam, channels)
-    return Target(found[0].platform, found[1]) if found else None
 
 
 async def queue_handoff(question: Question, cam: Staff, message: DirectMessage, target: Target, *, now: datetime,
@@ -99,31 +96,31 @@ async def _handoff_addressee(message: OutboundMessage, channels: dict[str, Chann
                              now: datetime) -> Readdress | None:
     """When the outbox takes a hand-off: None while it is for the CAM the question is filed under
     and they may answer partners; else it goes to the CAM it is filed under now (saying whom it
-    was with), or fails with why: nobody who may answer it, they already have it, no chat account."""
+    was with), or fails with why: nobody who may answer it, they already have it, no chat account.
+    The rule is the question's own (`Question.cam`, kept on the organisation's CAM by
+    bot.core.directory.handoff_owners), with no fallback: an admin answers from the list."""
     question = await Question.get_or_none(id=message.reference).select_related("cam", "member__organisation")
     if question is None:
         return None
-    cam = question.cam if may_act_as_cam(question.cam) else None
-    if cam is not None and cam.id == message.staff_id:  # type: ignore[attr-defined]
+    filed = question.cam if may_act_as_cam(question.cam) else None
+    now_for = await staff_addressee(message, filed, channels, nobody=NOBODY_TO_HAND_OFF_TO,
+                                    no_account=NO_CAM_CHAT_ACCOUNT)
+    if now_for is None:
         return None
-    before = await Staff.get_or_none(id=message.staff_id) if message.staff_id else None  # type: ignore[attr-defined]
-    target = await cam_target(cam, channels) if cam is not None else None
-    if cam is None:
-        reason = NOBODY_TO_HAND_OFF_TO
-    elif await OutboundMessage.filter(purpose=MessagePurpose.HANDOFF.value, reference=question.id,
-                                      staff_id=cam.id).exclude(id=message.id).exists():
-        target, reason = None, f"{cam.email} has been sent the hand-off already"  # the tick's announcement
-    else:
-        reason = "" if target is not None else NO_CAM_CHAT_ACCOUNT
+    cam, before = now_for.staff, now_for.before
+    if cam is not None and await OutboundMessage.filter(purpose=MessagePurpose.HANDOFF.value, reference=question.id,
+                                                        staff_id=cam.id).exclude(id=message.id).exists():
+        now_for = replace(now_for, target=None,  # the tick's announcement
+                          reason=f"{cam.email} has been sent the hand-off already")
 
     async def record_it() -> None:
         await record([audit_event("question.handoff_readdressed", now=now, member_id=question.member_id,  # type: ignore[attr-defined]
                                   question_id=question.id, from_cam=before.email if before is not None else None,
                                   cam=cam.email if cam is not None else None,
-                                  reason="the question is filed under another CAM, or its CAM may no longer "
-                                         "answer partners" + ("" if target is not None else f"; not sent: {reason}"))])
-    return Readdress(cam.id if cam is not None else None, target, reason, record_it,
-                     message=_handed_on(message, before, question) if target is not None else None)
+                                  reason=now_for.why("the question is filed under another CAM, or its CAM may no "
+                                                     "longer answer partners"))])
+    handed_on = _handed_on(message, before, question) if now_for.target is not None else None
+    return now_for.readdress(record_it, handed_on)
 
 
 def _handed_on(message: OutboundMessage, before: Staff | None, question: Question) -> DirectMessage:
@@ -171,7 +168,7 @@ async def _relay_result(message: OutboundMessage, result: MessageResult) -> None
     await Question.filter(id=question.id, handoff_status="answered").update(handoff_status="open")
     await record([audit_event("question.reply_not_delivered", now=result.now, member_id=question.member_id,  # type: ignore[attr-defined]
                               question_id=question.id, actor=staff.email if staff else "", reason=result.reason)])
-    target = await cam_target(staff, result.channels) if staff is not None else None
+    target = await staff_target(staff, result.channels) if staff is not None else None
     if target is None:
         return  # the question is back in their console list
     await enqueue(key=f"{MessagePurpose.STAFF_NOTE.value}:{message.id}", purpose=MessagePurpose.STAFF_NOTE,

@@ -59,7 +59,7 @@ from bot.common.schedule import member_zone, next_working_moment
 from bot.core.commands.parser import command_hint
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.permissions import named_as_cam
-from bot.core.directory.reach import choose_account, staff_recipient, unreachable_workspaces
+from bot.core.directory.reach import choose_account, unreachable_workspaces
 from bot.core.directory.staff import cam_for_organisation
 from bot.core.directory.workspaces import failed_because_removed
 from bot.core.notices.reminders import is_paused
@@ -73,6 +73,8 @@ from bot.core.delivery.messages import (
     enqueue,
     message_from_json,
     on_result,
+    staff_addressee,
+    staff_target,
 )
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef
 from bot.core.surveys.creating import enqueue_journey_survey, journey_survey
@@ -652,8 +654,7 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
     extra: dict[str, Any] = {}
     if kind == "cam":
         cam = await cam_for_organisation(member.organisation)
-        found = await staff_recipient(cam, channels) if cam is not None else None
-        target = Target(found[0].platform, found[1]) if found else None
+        target = await staff_target(cam, channels) if cam is not None else None
         message = await completion_message(member, journey, platform=target.platform if target else "")
         problem = NO_ACTIVE_CAM if cam is None else NO_CAM_ACCOUNT
         extra = {"cam": cam.email if cam else None}
@@ -686,28 +687,27 @@ async def _cam_note_addressee(message: OutboundMessage, channels: dict[str, Chan
                               now: datetime) -> Readdress | None:
     """When the outbox takes the note that a member completed their journey: None while it is for
     the organisation's CAM; else it goes to whoever is the CAM now (the command it names in their
-    platform's form), or fails with why (`journey.cam_readdressed`, then the usual events)."""
+    platform's form), or fails with why (`journey.cam_readdressed`, then the usual events). The
+    rule is the organisation's CAM only (`cam_for_organisation`): unlike an escalation, a note
+    about a member's progress has no author to fall back on."""
     row = await JourneyStep.get_or_none(id=message.reference).select_related("member__organisation")
     if row is None:
         return None
     organisation: Organisation = row.member.organisation
-    cam = await cam_for_organisation(organisation)
-    if cam is not None and cam.id == message.staff_id:  # type: ignore[attr-defined]
+    now_for = await staff_addressee(message, await cam_for_organisation(organisation), channels,
+                                    nobody=NO_ACTIVE_CAM, no_account=NO_CAM_ACCOUNT)
+    if now_for is None:
         return None
-    found = await staff_recipient(cam, channels) if cam is not None else None
-    target = Target(found[0].platform, found[1]) if found else None
-    reason = "" if target is not None else NO_ACTIVE_CAM if cam is None else NO_CAM_ACCOUNT
-    before = await Staff.get_or_none(id=message.staff_id) if message.staff_id else None  # type: ignore[attr-defined]
+    cam, before, target = now_for.staff, now_for.before, now_for.target
 
     async def record_it() -> None:
         await record([audit_event("journey.cam_readdressed", now=now, member_id=row.member_id,  # type: ignore[attr-defined]
                                   journey=row.journey, step=row.step_key, step_id=row.id,
                                   from_cam=before.email if before is not None else None,
                                   cam=cam.email if cam is not None else None,
-                                  reason="the partner's CAM changed or is no longer active staff"
-                                  + ("" if target is not None else f"; not sent: {reason}"))])
+                                  reason=now_for.why("the partner's CAM changed or is no longer active staff"))])
     reworded = _hinted_for(message, organisation, target.platform) if target is not None else None
-    return Readdress(cam.id if cam is not None else None, target, reason, record_it, message=reworded)
+    return now_for.readdress(record_it, reworded)
 
 
 def _hinted_for(message: OutboundMessage, organisation: Organisation, platform: str) -> DirectMessage:
