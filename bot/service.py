@@ -139,7 +139,7 @@ class Herald:
         if not result.newly_recorded:
             return  # a double click: the first one's copies are flagged already
         if self.worker_running:
-            self.outbox.wake()
+            self.outbox.wake(urgent=False)  # the presser sees it already: see LaneSettings.update_gather
             return
         task = asyncio.get_running_loop().create_task(self.update_acknowledged_copies(result))
         self._pushes.add(task)

@@ -662,6 +662,7 @@ class Outbox:
         self._source_due: dict[str, set[Lane]] = {}
         self.fenced = 0  # sends not started because the lane's lease was lost or running out
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()  # a wake since the round began was not only for updates
         self._scheduling = asyncio.Lock()
         self._renewing = asyncio.Lock()  # one renewal at a time: see _renew
         self._stopping = False
@@ -680,8 +681,12 @@ class Outbox:
 
     # ---- the loop -------------------------------------------------------------------------
 
-    def wake(self, *, broadcast: bool = True) -> None:
-        """New work may be due: look now, and (on PostgreSQL) tell the other replicas."""
+    def wake(self, *, broadcast: bool = True, urgent: bool = True) -> None:
+        """New work may be due: look now, and (on PostgreSQL) tell the other replicas. Not
+        `urgent`: only copies' in-place updates are asked for, and the look may wait a little for
+        more of them (LaneSettings.update_gather)."""
+        if urgent:
+            self._urgent.set()
         self._wake.set()
         if broadcast and self.notify is not None:
             self._broadcast()
@@ -716,6 +721,7 @@ class Outbox:
         try:
             while not self._stopping:
                 self._wake.clear()
+                self._urgent.clear()
                 try:
                     await self._schedule()
                     timeout = await self._idle_seconds()
@@ -726,16 +732,27 @@ class Outbox:
                     break
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
-                    await asyncio.sleep(self.settings.wake_gather)  # see LaneSettings.wake_gather
                 except TimeoutError:
-                    pass
+                    continue
+                await self._gather()
         finally:
             heartbeat.cancel()
             await self._shut_down()
 
+    async def _gather(self) -> None:
+        """After a wake, let more wakes come before looking: `wake_gather`, or `update_gather` while
+        every wake since the round began asked only for updates (see LaneSettings)."""
+        if not self._urgent.is_set():
+            try:
+                await asyncio.wait_for(self._urgent.wait(), self.settings.update_gather)
+            except TimeoutError:
+                return
+        await asyncio.sleep(self.settings.wake_gather)
+
     def stop(self) -> None:
         """Stop claiming; in-flight requests finish and are recorded, leases are released."""
         self._stopping = True
+        self._urgent.set()
         self._wake.set()
 
     async def _shut_down(self) -> None:
