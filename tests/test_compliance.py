@@ -1022,7 +1022,7 @@ async def test_a_click_that_races_a_material_edit_leaves_the_new_revisions_remin
     async def edit_then_store(new):  # noqa: ANN001, ANN202
         await revisions.edit_notice(notice_id, None, rig.herald.catalog, now=rig.clock.now(),
                                     body="Stop selling LX-200 and LX-210", material=True, operator="test")
-        await store(new)
+        return await store(new)
 
     monkeypatch.setattr(acks, "_store", edit_then_store)
     await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UANNA", now=rig.clock.now())
