@@ -160,6 +160,10 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool, freeze_h
             await herald.readopt_env_token()
         except Exception:  # noqa: BLE001 - `herald doctor` lists the workspace as inactive with how to recover
             log.exception("could not check HERALD_SLACK_BOT_TOKEN against the workspaces it was revoked for")
+        try:
+            await herald.resume_refused_credentials()
+        except Exception:  # noqa: BLE001 - they are due at their re-check anyway
+            log.exception("could not make the rows waiting for Herald's credentials due")
         if freeze_heap:  # before the knowledge base is loaded: see bot.common.heap
             freeze_startup_heap()
         scheduler = AsyncIOScheduler(timezone="UTC")

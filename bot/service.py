@@ -27,6 +27,7 @@ from bot.common import metrics
 from bot.common.budget import TimeBudget
 from bot.common.clock import Clock, SystemClock
 from bot.core.commands.runner import ReportReady
+from bot.core.delivery.credentials import due_after_restart
 from bot.core.delivery.messages import MessageSource, Target
 from bot.core.delivery.notice_rows import complete_sent_notices
 from bot.core.delivery.outbox import Outbox
@@ -435,6 +436,17 @@ class Herald:
         if readopted:
             self.outbox.wake()
         return readopted
+
+    async def resume_refused_credentials(self) -> set[str]:
+        """On start-up: what waits because a platform refused Herald's credentials is due now (a
+        restart is how renewed credentials arrive). See bot.core.delivery.credentials."""
+        platforms = await due_after_restart(self.clock.now())
+        if platforms:
+            log.info("the copies and messages that waited for Herald's %s credentials are due again",
+                     " and ".join(sorted(p.title() for p in platforms)))
+            self.outbox.credentials_in_doubt(platforms)
+            self.outbox.wake()
+        return platforms
 
     async def tick(self) -> dict[str, int]:
         """The periodic work: publish scheduled notices, plan reminders and escalations, send

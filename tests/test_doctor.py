@@ -140,6 +140,7 @@ async def test_failures_are_named_with_a_fix_and_exit_1(scene: Scene) -> None:
     assert narrow["status"] == "fail" and narrow["detail"].endswith("missing scopes: im:history")
     assert "reinstall" in narrow["fix"]
     assert checks["teams"]["status"] == "fail" and "AADSTS7000215" in checks["teams"]["detail"]
+    assert "restart" in checks["teams"]["fix"] and "wait" in checks["teams"]["fix"]
     assert checks["public url"]["status"] == "fail" and str(dead) in checks["public url"]["detail"]
     audit = checks["audit chain"]
     assert audit["status"] == "fail" and "altered" in audit["detail"]

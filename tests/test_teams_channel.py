@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -10,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from bot.core.ports import Button, DirectMessage, MessageRef, OutcomeKind, Recipient, UpdateRefused
+from bot.core.ports import (
+    Button,
+    DirectMessage,
+    MessageRef,
+    OutcomeKind,
+    Recipient,
+    UpdateRefused,
+)
 from bot.channels.teams import (
     DEFAULT_ALLOWED_SERVICE_HOSTS,
     BLOCKED,
@@ -22,6 +30,7 @@ from bot.channels.teams import (
     TeamsApiError,
     TeamsAuthError,
     TeamsChannel,
+    TeamsCredentialsRefused,
     UntrustedServiceUrl,
     _untrusted,
 )
@@ -702,6 +711,38 @@ async def test_msal_provider_caches_until_expiry_and_reports_errors() -> None:
     provider.invalidate()
     with pytest.raises(TeamsAuthError, match=r"\(invalid_client\) AADSTS7000215: Invalid client secret provided.$"):
         await provider()
+
+
+async def test_entra_refusing_the_secret_is_a_refusal_of_herald_asked_once_for_the_waiting_sends(
+        fake: FakeBotConnector) -> None:
+    """AADSTS7000222 (the client secret expired): the sends waiting for a token get that one
+    answer instead of asking Entra ID each (a broadcast would otherwise ask once per copy), and
+    their copies wait for Herald's credentials instead of failing."""
+    expired = {"error": "invalid_client", "error_description": "AADSTS7000222: The provided client secret keys "
+               "for app 'app-123' are expired.\nTrace ID: x"}
+    provider = _ScriptedEntra([expired, expired])
+    teams = TeamsChannel("app-123", provider)
+    try:
+        outcomes = await asyncio.gather(*(teams.deliver(recipient(fake, user_id=f"aad-{i}"), view(), delivery_id=i,
+                                                        maybe_sent=False) for i in range(5)))
+    finally:
+        await teams.close()
+    assert provider.acquired == 1 and fake.calls == []
+    assert all(o.credentials_refused and o.kind is OutcomeKind.DEFERRED and "AADSTS7000222" in o.reason
+               for o in outcomes)
+    with pytest.raises(TeamsCredentialsRefused):  # a later call asks again (the engine's re-check)
+        await provider()
+    assert provider.acquired == 2
+
+
+async def test_entra_unable_to_answer_is_a_passing_failure_not_a_refusal(fake: FakeBotConnector) -> None:
+    provider = _ScriptedEntra([{"error": "temporarily_unavailable", "error_description": "AADSTS50196: busy"}])
+    teams = TeamsChannel("app-123", provider)
+    try:
+        outcome = await teams.deliver(recipient(fake), view(), delivery_id=33, maybe_sent=False)
+    finally:
+        await teams.close()
+    assert outcome.kind is OutcomeKind.RETRY and not outcome.credentials_refused
 
 
 @pytest.mark.parametrize(("authority_host", "tenant", "expected_authority", "expected_scope"), [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC
 
 import pytest
@@ -14,6 +15,7 @@ from bot.core.notices.revisions import edit_notice
 from bot.channels.teams_replies import TOO_LARGE_REPLY
 from storage.models import Acknowledgement, AuditEvent, ConsoleSignIn, Delivery, Member, Notice, PlatformAccount, Staff
 from tests.fakes.bot_framework_keys import APP_ID, LocalBotFrameworkKeys
+from tests.fakes.entra import FakeEntraID
 from tests.support import broadcast, directory_csv, hold_publish, many_members_csv, updates_pushed, wait_until
 from tests.teams_support import (
     TENANT,
@@ -947,3 +949,72 @@ async def test_the_card_teams_shows_after_acknowledge_keeps_the_members_own_ab_v
     assert "Wording B" in shown and "Wording A" not in shown, shown
     await updates_pushed(teams.herald)  # the outbox's update of the same copy draws the same card
     assert card_of(teams.connector.activities(f"a:conv-{aad}")[-1]) == answer["value"]
+
+
+# ---- Herald's own Teams credentials refused -------------------------------------------------
+
+ENTRA_APP_ID = "00000000-1111-2222-3333-555555555555"
+EXPIRED_SECRET, RENEWED_SECRET = "teams-secret-expired-value", "teams-secret-rotated-value"
+
+
+@pytest.fixture
+async def entra(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeEntraID]:
+    fake = FakeEntraID()
+    await fake.start()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", fake.ca_file)  # MSAL trusts the fake's certificate
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+async def _teams_copies(notice_id: int) -> list[Delivery]:
+    return await Delivery.filter(notice_id=notice_id, platform="teams").order_by("id")
+
+
+def _posted_once(rig: TeamsRig, copies: list[Delivery]) -> bool:
+    """Each copy's card is in its member's chat exactly once."""
+    return all(len(rig.connector.activities(copy.channel_id)) == 1 for copy in copies)
+
+
+async def test_teams_copies_refused_for_an_expired_client_secret_go_out_once_it_is_renewed(
+        db: str, entra: FakeEntraID) -> None:
+    """Entra client secrets expire (two years at most): from that moment Entra ID refuses every
+    token request (`invalid_client`, AADSTS7000222 expired / AADSTS7000215 wrong secret) and the
+    Bot Connector cannot be called. That is Herald's problem, not the copies': they wait, no attempt
+    counted, the Teams lanes pause and ask Entra again every few minutes (one request, not one per
+    copy), the refusal is audited once, and when the operator sets the renewed secret and restarts,
+    every copy goes out at once, exactly once. (Before: each copy was retried as a passing error,
+    asking Entra every time, and failed for good after HERALD_DELIVERY_MAX_ATTEMPTS, about four
+    minutes; the restart sent nothing.)"""
+    from pydantic import SecretStr
+
+    from bot.core.compliance.verify import verify_chain
+
+    entra.add_app(ENTRA_APP_ID, RENEWED_SECRET)  # the secret Herald holds has expired
+    rig = await start_teams_rig(db, teams_app_id=ENTRA_APP_ID, teams_app_password=EXPIRED_SECRET,
+                                teams_tenant_id="tenant-herald", teams_authority_url=entra.url)
+    try:
+        notice_id = await broadcast(rig.herald, rig.clock, "org:teamsco")
+        for _ in range(12):  # an hour of the outbox at work
+            await rig.herald.outbox.drain()
+            rig.clock.advance(minutes=5)
+        waiting = await _teams_copies(notice_id)
+        assert waiting and all(c.status == "pending" and c.attempts == 0 for c in waiting), [
+            (c.status, c.attempts, c.error) for c in waiting]
+        assert all("Entra ID refused Herald's Teams credentials (invalid_client)" in c.error for c in waiting)
+        assert len(entra.token_requests) <= 13, f"{len(entra.token_requests)} token requests in an hour"
+        assert not rig.connector.calls
+        (told,) = await AuditEvent.filter(kind="platform.credentials_refused")
+        assert told.data["platform"] == "teams" and "AADSTS7000215" in told.data["reason"]
+
+        # the operator renews the secret and restarts Herald: the copies go at once
+        await restart_teams_rig(rig, teams_app_password=SecretStr(RENEWED_SECRET))
+        await rig.herald.outbox.drain()
+        sent = await _teams_copies(notice_id)
+        assert all(c.status == "delivered" for c in sent), [(c.status, c.error) for c in sent]
+        assert _posted_once(rig, sent)
+        assert await AuditEvent.filter(kind="platform.credentials_restored").count() == 1
+        assert (await verify_chain()).ok
+    finally:
+        await stop_teams_rig(rig)

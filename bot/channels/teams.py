@@ -39,7 +39,15 @@ import aiohttp
 from bot.channels.teams_cards import direct_message_activity, notice_activity
 from bot.core.directory.app_installs import BLOCKED, NOT_INSTALLED, REMOVED, REMOVED_OR_BLOCKED
 from bot.core.notices.views import NoticeView
-from bot.core.ports import DirectMessage, MessageRef, Outcome, RateLimited, Recipient, UpdateRefused
+from bot.core.ports import (
+    CredentialsRefused,
+    DirectMessage,
+    MessageRef,
+    Outcome,
+    RateLimited,
+    Recipient,
+    UpdateRefused,
+)
 from storage.models import Platform, PlatformAccount
 
 log = logging.getLogger(__name__)
@@ -80,6 +88,21 @@ class TeamsError(Exception):
 
 class TeamsAuthError(TeamsError):
     """No bearer token could be obtained for the Bot Connector."""
+
+
+class TeamsCredentialsRefused(TeamsAuthError, CredentialsRefused):
+    """Herald's own credentials were refused by Entra ID (a wrong or expired client secret, an
+    unknown app or tenant). Every conversation
+    is refused alike until an operator fixes them, so the engine pauses Teams (see
+    `Outcome.credentials_refused`) instead of failing the copies."""
+
+
+# Entra ID's OAuth errors that are passing trouble at Entra, not a verdict on Herald's credentials
+# (RFC 6749 5.2 and Entra's error reference); MSAL's own "no answer" too. Any other error it
+# answers (invalid_client: AADSTS7000215 wrong secret, AADSTS7000222 expired secret;
+# unauthorized_client: AADSTS700016 unknown app; invalid_request: AADSTS90002 unknown tenant ...)
+# refuses them.
+_TRANSIENT_TOKEN_ERRORS = {"temporarily_unavailable", "server_error", "no_answer"}
 
 
 class UntrustedServiceUrl(TeamsError):
@@ -135,29 +158,38 @@ class MsalTokenProvider:
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
+        self._answers = 0  # token requests to Entra ID that have ended (answered or failed)
+        self._refusal: TeamsAuthError | None = None  # the last request's failure, if it failed
 
     def __repr__(self) -> str:
         return f"MsalTokenProvider(app_id={self.app_id!r}, authority={self.authority!r})"
 
     async def __call__(self) -> str:
+        """The cached token, else a new one. Callers that waited while a request failed get its
+        failure without asking Entra again: a broadcast's sends in flight make one request, not
+        one each."""
         if self._token and time.monotonic() < self._expires_at:
             return self._token
+        answers_seen = self._answers
         async with self._lock:
             if self._token and time.monotonic() < self._expires_at:
                 return self._token
-            result = await asyncio.to_thread(self._acquire)
-            if not isinstance(result, dict):
-                result = {"error": "no_answer"}
-            token = result.get("access_token")
-            if not token:
-                error = result.get("error") or "unknown_error"
-                # the first line of MSAL's description ("AADSTS7000215: Invalid client secret ...")
-                detail = (str(result.get("error_description") or "").splitlines() or [""])[0][:200]
-                raise TeamsAuthError(f"Entra ID refused Herald's Teams credentials ({error}) {detail}".strip())
+            if self._refusal is not None and self._answers != answers_seen:  # failed while this waited
+                raise type(self._refusal)(str(self._refusal))
+            try:
+                result = await asyncio.to_thread(self._acquire)
+            except Exception as exc:  # noqa: BLE001 - MSAL network/config failures: passing
+                self._refusal = TeamsAuthError(f"{type(exc).__name__}: {str(exc)[:200]}")
+                raise self._refusal from exc
+            finally:
+                self._answers += 1
+            self._refusal = _token_error(result)
+            if self._refusal is not None:
+                raise self._refusal
             lifetime = float(result.get("expires_in") or 3600)
-            self._token = token
+            self._token = result["access_token"]
             self._expires_at = time.monotonic() + max(lifetime - self.refresh_margin, 60.0)
-            return token
+            return self._token
 
     def _acquire(self) -> dict[str, Any]:
         import msal  # ships with microsoft-agents-authentication-msal; only needed with credentials
@@ -174,6 +206,20 @@ class MsalTokenProvider:
     def invalidate(self) -> None:
         """Forget the cached token (after a 401); a new MSAL app also drops MSAL's own cache."""
         self._token, self._expires_at, self._app = None, 0.0, None
+
+
+def _token_error(result: Any) -> TeamsAuthError | None:
+    """The error of MSAL's answer without a token: a refusal of Herald's credentials, or passing."""
+    if not isinstance(result, dict):
+        result = {"error": "no_answer"}
+    if result.get("access_token"):
+        return None
+    error = str(result.get("error") or "unknown_error")
+    # the first line of MSAL's description ("AADSTS7000215: Invalid client secret ...")
+    detail = (str(result.get("error_description") or "").splitlines() or [""])[0][:200]
+    if error in _TRANSIENT_TOKEN_ERRORS:
+        return TeamsAuthError(f"Entra ID could not issue a token ({error}) {detail}".strip())
+    return TeamsCredentialsRefused(f"Entra ID refused Herald's Teams credentials ({error}) {detail}".strip())
 
 
 # ---- the channel --------------------------------------------------------------------------
@@ -253,7 +299,8 @@ class TeamsChannel:
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
         """PUT the re-rendered card over the delivered one. Raises UpdateRefused when Teams will
-        never take it (or Herald may not call the conversation's service URL), else any other
+        never take it (or Herald may not call the conversation's service URL), TeamsCredentialsRefused
+        when Entra ID refuses Herald's credentials (the engine pauses Teams), else any other
         failure, so the engine keeps the update pending."""
         service_url = await self._service_url_of(ref.channel_id)
         if not service_url:
@@ -342,6 +389,8 @@ class TeamsChannel:
             return Outcome.delivered(ref, dm_channel=opened)
         except TeamsApiError as exc:
             return _classify(exc, recipient, opened)
+        except TeamsCredentialsRefused as exc:  # Herald's, not the copy's: the engine pauses Teams
+            return Outcome.refused_credentials(str(exc), dm_channel=opened)
         except TeamsAuthError as exc:
             return Outcome.retry(f"could not get a Bot Connector token: {exc}", dm_channel=opened)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -393,7 +442,7 @@ class TeamsChannel:
             return None
         try:
             return await self.token_provider()
-        except TeamsAuthError:
+        except (TeamsAuthError, CredentialsRefused):
             raise
         except Exception as exc:  # noqa: BLE001 - MSAL network/config failures: retry later
             raise TeamsAuthError(f"{type(exc).__name__}: {str(exc)[:200]}") from exc

@@ -9,6 +9,10 @@ from typing import Protocol
 
 from bot.core.notices.views import NoticeView
 
+# What a copy or message that waits because the platform refused Herald's own credentials says
+# (its error while pending; a restart makes those due at once: bot.core.delivery.credentials).
+CREDENTIALS_REFUSED = "waiting for Herald's credentials to work again: "
+
 
 @dataclass(frozen=True)
 class Recipient:
@@ -62,6 +66,10 @@ class Outcome:
     # as the uninstall event does (bot.core.directory.workspaces.workspace_refused).
     removed_cause: str = ""
     token_fingerprint: str = ""  # of the refused token (a workspace reconnected since is left alone)
+    # The platform refused Herald's own credentials (Teams: Entra ID refused the client secret, or
+    # the Bot Connector refused Herald's token): nothing can go out on the platform, whoever it is
+    # for. Not an attempt of the copy: the engine pauses the platform's lanes and tries again later.
+    credentials_refused: bool = False
 
     @classmethod
     def delivered(cls, ref: MessageRef, dm_channel: str = "") -> "Outcome":
@@ -84,6 +92,13 @@ class Outcome:
         did not find: no attempt counted, and the engine cancels it."""
         return cls(OutcomeKind.DEFERRED, reason="not wanted any more", retry_after=0, dm_channel=dm_channel,
                    looked=True)
+
+    @classmethod
+    def refused_credentials(cls, reason: str, *, dm_channel: str = "") -> "Outcome":
+        """Not sent because the platform refused Herald's own credentials (see `credentials_refused`):
+        pending again, no attempt counted, saying why it waits."""
+        return cls(OutcomeKind.DEFERRED, reason=CREDENTIALS_REFUSED + reason, dm_channel=dm_channel,
+                   credentials_refused=True)
 
     @classmethod
     def failed(cls, reason: str, dm_channel: str = "") -> "Outcome":
@@ -123,6 +138,11 @@ class RateLimited(Exception):
         super().__init__(reason)
         self.retry_after = retry_after
         self.method_only = method_only
+
+
+class CredentialsRefused(Exception):
+    """A channel's call was refused because the platform refused Herald's own credentials (not
+    the message's fault): an update stays pending and the engine pauses the platform's lanes."""
 
 
 class UpdateRefused(Exception):

@@ -241,8 +241,9 @@ async def check_teams(settings: Settings) -> Check:
         await asyncio.wait_for(provider(), _TIMEOUT * 3)
     except TeamsAuthError as exc:
         return Check("teams", FAIL, str(exc),
-                     "check HERALD_TEAMS_APP_ID, HERALD_TEAMS_APP_PASSWORD (not expired) and HERALD_TEAMS_TENANT_ID "
-                     "against the Entra app registration")
+                     "check HERALD_TEAMS_APP_ID, HERALD_TEAMS_APP_PASSWORD (not expired: a client secret lasts two "
+                     "years at most) and HERALD_TEAMS_TENANT_ID against the Entra app registration, then restart "
+                     "`herald serve`: Teams copies and messages wait meanwhile and go out then")
     except Exception as exc:  # noqa: BLE001 - MSAL raises many kinds for an unreachable authority
         return Check("teams", FAIL, f"cannot get a token from {provider.authority} ({_reason(exc)})",
                      "check outbound https access to Entra ID and HERALD_TEAMS_AUTHORITY_URL")

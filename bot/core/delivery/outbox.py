@@ -58,7 +58,16 @@ from bot.core.directory.workspaces import deactivate_refused
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import FixedExtras, NoticeExtras, RowExtras, copy_view, load_extras
 from bot.core.notices.views import Acknowledged, NoticeView, notice_view
-from bot.core.ports import Channel, MessageRef, Outcome, OutcomeKind, RateLimited, UpdateRefused
+from bot.core.ports import (
+    CREDENTIALS_REFUSED,
+    Channel,
+    CredentialsRefused,
+    MessageRef,
+    Outcome,
+    OutcomeKind,
+    RateLimited,
+    UpdateRefused,
+)
 from bot.topics import TopicCatalog
 from storage import db as storage_db
 from storage.models import (
@@ -333,6 +342,8 @@ class NoticeSource:
                 self._updates_throttled(job, exc)
                 return Outcome.retry(str(exc), retry_after=exc.retry_after, throttled=True,
                                      method_only=exc.method_only)
+            except CredentialsRefused as exc:  # Herald's credentials, not the update: pending, Outbox pauses
+                return Outcome.refused_credentials(str(exc))
             except UpdateRefused as exc:  # no retry will change it: recorded, not tried again
                 if exc.removed_cause:  # Herald's token is dead for the workspace: _send_one deactivates it
                     return Outcome.removed(exc.removed_cause, str(exc), token_fingerprint=exc.token_fingerprint)
@@ -535,7 +546,8 @@ class NoticeSource:
         if outcome.kind is OutcomeKind.DEFERRED or outcome.throttled:
             # not attempted (the lane was paused), or a 429, which says "later", never "no": no
             # attempt counted, so a copy only ever throttled is never given up; due when the wait is over
-            return _Result(status.value, row.attempts, outcome.reason if outcome.throttled else None,
+            said = outcome.reason if outcome.throttled or outcome.credentials_refused else None
+            return _Result(status.value, row.attempts, said,
                            next_attempt_at=now + timedelta(seconds=outcome.retry_after or 1), **unchanged)
         attempts = row.attempts + 1
         delay = None
@@ -651,6 +663,11 @@ class Outbox:
         self._held: dict[Lane, datetime] = {}  # lane -> our lease's end
         self._paused: dict[Lane, datetime] = {}
         self._throttles: dict[Lane, int] = {}  # 429s without Retry-After in a row, per lane (see _throttle_wait)
+        # Platforms that refused Herald's own credentials: until when their lanes pause, and the
+        # refusal (None: refused before a restart, `credentials_in_doubt`). Kept past the pause
+        # until a delivery there shows they work (told once each way).
+        self._refused: dict[str, tuple[datetime, Outcome | None]] = {}
+        self._probing: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # see _attempt
         self._next_slot: dict[Lane, float] = {}
         self._gate: PriorityGate | None = None  # requests in flight, all lanes
         self._claim_gate: PriorityGate | None = None  # claims in progress, all lanes
@@ -793,6 +810,7 @@ class Outbox:
             return 0
         now = self.clock.now()
         due = await self._due_lanes(now)
+        due = {lane for lane in due if self._credentials_pause(lane[0]) is None}
         room = self.settings.max_lanes - len(self._workers)
         if not due or room <= 0:
             return 0
@@ -828,6 +846,7 @@ class Outbox:
         waiting = await self._due_lanes(now)
         if waiting:
             times.append(await self.lanes.next_change(waiting, now))
+        times += [until for until, _ in self._refused.values() if until > now]
         times = [t for t in times if t is not None]
         if not times:
             return self.poll_seconds
@@ -1054,28 +1073,45 @@ class Outbox:
 
     async def _attempt(self, lane: Lane, source: LaneSource, item: Any) -> Outcome:
         """Send the item within the lane's pace and the replica's concurrency, unless the lane is
-        paused, its lease is lost or Herald is stopping (then it is deferred, not attempted)."""
+        paused, its lease is lost or Herald is stopping (then it is deferred, not attempted).
+        While the platform's credentials are in doubt (refused before, not yet seen working)
+        one send at a time tries them, so a re-check is one request, not one per lane and row."""
         cost = getattr(source, "cost", None)
         await self._pace(lane, cost(item) if cost is not None else 1)
         if self._gate is None:
             self._gate = PriorityGate(self.settings.concurrency)
         async with self._gate.hold(self._served[lane]):
             self._served[lane] += 1
-            blocked = self._paused_for(lane)
-            if self._stopping:
-                return Outcome.deferred(0)  # shutting down: released, not attempted
-            if blocked is not None:
-                return Outcome.deferred(blocked)
-            if not self._lease_ok(lane):  # lost or running out while this waited: not attempted
-                self.fenced += 1
-                metrics.lease_fenced(lane[0])
-                self._wake.set()  # due again at once: whoever holds the lane next takes it
-                return Outcome.deferred(0)
-            try:
-                return await source.send(item, self.channels.get(lane[0]))
-            except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the row
-                log.exception("%s item in lane %s/%s raised", source.name, *lane)
-                return Outcome.retry(f"internal error ({type(exc).__name__})")
+            if lane[0] not in self._refused:
+                return await self._try(lane, source, item)
+            async with self._probing[lane[0]]:
+                return await self._try(lane, source, item)
+
+    async def _try(self, lane: Lane, source: LaneSource, item: Any) -> Outcome:
+        """`_attempt`'s checks and send, and what the outcome says of the platform's credentials."""
+        blocked = self._paused_for(lane)
+        if self._stopping:
+            return Outcome.deferred(0)  # shutting down: released, not attempted
+        if blocked is not None:
+            refused = self._refused.get(lane[0])
+            if refused is not None and refused[1] is not None and self._credentials_pause(lane[0]) is not None:
+                return replace(refused[1], retry_after=blocked)  # waits for the credentials, saying so
+            return Outcome.deferred(blocked)
+        if not self._lease_ok(lane):  # lost or running out while this waited: not attempted
+            self.fenced += 1
+            metrics.lease_fenced(lane[0])
+            self._wake.set()  # due again at once: whoever holds the lane next takes it
+            return Outcome.deferred(0)
+        try:
+            outcome = await source.send(item, self.channels.get(lane[0]))
+        except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the row
+            log.exception("%s item in lane %s/%s raised", source.name, *lane)
+            return Outcome.retry(f"internal error ({type(exc).__name__})")
+        if outcome.credentials_refused:
+            return await self._credentials_refused(lane[0], outcome)
+        if outcome.kind is OutcomeKind.DELIVERED and lane[0] in self._refused:
+            await self._credentials_work(lane[0])
+        return outcome
 
     async def _pause(self, lane: Lane, seconds: float) -> None:
         until = self.clock.now() + timedelta(seconds=seconds)
@@ -1101,14 +1137,77 @@ class Outbox:
             await asyncio.sleep(slot - loop.time())
 
     def _paused_for(self, lane: Lane) -> float | None:
+        """Seconds the lane is paused for (a 429, or its platform refused Herald's credentials)."""
+        platform = self._credentials_pause(lane[0])
         until = self._paused.get(lane)
         if until is None:
-            return None
+            return platform
         remaining = (until - self.clock.now()).total_seconds()
         if remaining <= 0:
             del self._paused[lane]
+            return platform
+        return max(remaining, platform or 0.0)
+
+    def _credentials_pause(self, platform: str) -> float | None:
+        """Seconds until the platform, which refused Herald's credentials, is asked again."""
+        refused = self._refused.get(platform)
+        if refused is None:
             return None
-        return remaining
+        remaining = (refused[0] - self.clock.now()).total_seconds()
+        return remaining if remaining > 0 else None
+
+    # ---- Herald's own credentials refused --------------------------------------------------
+
+    async def _credentials_refused(self, platform: str, outcome: Outcome) -> Outcome:
+        """The platform refused Herald's own credentials (Teams: an expired client secret): no
+        copy or message of any of its lanes can go out, whoever it is for. Rather than each
+        failing after its retries (lost: nothing sends them again once the credentials are
+        fixed), the platform's lanes pause in this replica for `credentials_recheck_seconds`;
+        what was claimed goes back to pending without an attempt counted, saying why, and the
+        first send after the pause asks again (a restart makes them due at once:
+        `due_after_restart`). The first refusal is logged and audited
+        (`platform.credentials_refused`), not every re-check. Returns the outcome with the wait."""
+        now = self.clock.now()
+        current = self._refused.get(platform)
+        if current is None or current[0] <= now:  # the first refusal, or a re-check refused again
+            until = now + timedelta(seconds=self.retry.credentials_recheck_seconds)
+            self._refused[platform] = (until, outcome)
+            if current is None or current[1] is None:  # audited before the restart already
+                await self._tell_credentials(platform, "platform.credentials_refused", now, audit=current is None,
+                                             reason=outcome.reason.removeprefix(CREDENTIALS_REFUSED))
+        until = self._refused[platform][0]
+        return replace(outcome, retry_after=max((until - now).total_seconds(), 1.0))
+
+    def credentials_in_doubt(self, platforms: Iterable[str]) -> None:
+        """At start-up: these platforms refused Herald's credentials before the restart (rows wait
+        for them): one send at a time tries them until one is delivered (then
+        `platform.credentials_restored` is audited) or they are refused again."""
+        for platform in platforms:
+            self._refused.setdefault(platform, (self.clock.now(), None))
+
+    async def _credentials_work(self, platform: str) -> None:
+        """A delivery on a platform that had refused Herald's credentials: they work again."""
+        if self._refused.pop(platform, None) is not None:
+            await self._tell_credentials(platform, "platform.credentials_restored", self.clock.now())
+
+    async def _tell_credentials(self, platform: str, kind: str, now: datetime, reason: str = "",
+                                audit: bool = True) -> None:
+        """Log (a warning an operator's alerting sees) and audit a change of the platform's credentials."""
+        if reason:
+            log.warning("%s refused Herald's credentials: %s. Nothing is sent on %s until they work: its copies "
+                        "and messages wait (no attempt counted) and go out then; asked again every %.0f s and at "
+                        "each start. Fix the credentials and restart; `herald doctor` checks them.",
+                        platform.title(), reason, platform.title(), self.retry.credentials_recheck_seconds)
+        else:
+            log.warning("%s accepts Herald's credentials again: the waiting copies and messages are being sent",
+                        platform.title())
+        if not audit:
+            return
+        try:
+            await record([audit_event(kind, now=now, actor="herald", platform=platform,
+                                      **({"reason": reason} if reason else {}))])
+        except Exception:  # noqa: BLE001 - the log line says it; the sends must go on
+            log.warning("could not audit %s for %s", kind, platform, exc_info=True)
 
     # ---- in-place updates right away ------------------------------------------------------
 

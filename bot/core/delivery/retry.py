@@ -14,6 +14,9 @@ class RetryPolicy:
     base_seconds: float = 2.0
     factor: float = 3.0
     cap_seconds: float = 600.0
+    # A platform that refused Herald's own credentials is asked again after this long (one request),
+    # and at once after a restart (see Outbox._credentials_refused).
+    credentials_recheck_seconds: float = 300.0
 
     def delay(self, attempt: int, *, retry_after: float | None = None, key: int = 0) -> float | None:
         """Seconds before attempt `attempt + 1`, or None when `attempt` was the last one.
