@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from bot.core.ports import (
+    CREDENTIALS_REFUSED,
     Button,
+    CredentialsRefused,
     DirectMessage,
     MessageRef,
     OutcomeKind,
@@ -633,18 +635,43 @@ async def test_a_rejected_token_is_refreshed_once(fake: FakeBotConnector) -> Non
         ("create_conversation", 401), ("create_conversation", 201), ("send_activity", 201)]
 
 
-async def test_wrong_credentials_fail_with_a_reason(fake: FakeBotConnector) -> None:
-    async def provider() -> str:
-        return "not-the-token"
+async def test_a_401_with_a_fresh_token_too_is_a_refusal_of_herald_not_of_the_copy(fake: FakeBotConnector) -> None:
+    """The connector refuses Herald's token itself (401 again after one fresh token: the Azure Bot
+    is bound to another app registration): every conversation would refuse it, so the copy is not
+    failed but waits for Herald's credentials (`credentials_refused`: the engine pauses Teams)."""
+    fresh = 0
 
-    fake.expect_token("right")
-    teams = TeamsChannel("app-123", provider)
+    class Provider:
+        async def __call__(self) -> str:
+            return f"token-{fresh}"
+
+        def invalidate(self) -> None:
+            nonlocal fresh
+            fresh += 1
+
+    fake.expect_token("the token of another app registration")
+    teams = TeamsChannel("app-123", Provider())
     try:
         outcome = await teams.deliver(recipient(fake), view(), delivery_id=31, maybe_sent=False)
     finally:
         await teams.close()
-    assert outcome.kind is OutcomeKind.FAILED
-    assert "rejected Herald's credentials" in outcome.reason
+    assert outcome.kind is OutcomeKind.DEFERRED and outcome.credentials_refused
+    assert outcome.reason.startswith(CREDENTIALS_REFUSED) and "HTTP 401" in outcome.reason
+    assert [(c.route, c.authorization) for c in fake.calls] == [
+        ("create_conversation", "Bearer token-0"), ("create_conversation", "Bearer token-1")]
+
+
+async def test_an_update_refused_with_401_raises_credentials_refused(fake: FakeBotConnector) -> None:
+    async def provider() -> str:
+        return "not-the-token"
+
+    teams = TeamsChannel("app-123", provider, service_url_for=Lookup({"a:conv": fake.url}))
+    fake.expect_token("right")
+    try:
+        with pytest.raises(CredentialsRefused, match="HTTP 401"):
+            await teams.update(TENANT, MessageRef("a:conv", "1"), view())
+    finally:
+        await teams.close()
 
 
 async def test_a_token_provider_failure_is_retried(fake: FakeBotConnector) -> None:

@@ -1018,3 +1018,38 @@ async def test_teams_copies_refused_for_an_expired_client_secret_go_out_once_it_
         assert (await verify_chain()).ok
     finally:
         await stop_teams_rig(rig)
+
+
+async def test_a_401_from_the_bot_connector_pauses_teams_until_herald_is_let_in_again(
+        db: str, entra: FakeEntraID) -> None:
+    """Entra gives Herald a token but the Bot Connector refuses it (401 after one fresh token: the
+    Azure Bot is bound to another app registration, or was deleted): every conversation would be
+    refused alike, so it is treated as the refused secret is, not as the copy's failure. Once the
+    connector lets Herald in again (the registration is fixed), the next re-check sends them, no
+    restart needed. (Before: each copy failed for good at once, "the Bot Connector rejected
+    Herald's credentials".)"""
+    entra.add_app(ENTRA_APP_ID, RENEWED_SECRET)
+    rig = await start_teams_rig(db, teams_app_id=ENTRA_APP_ID, teams_app_password=RENEWED_SECRET,
+                                teams_tenant_id="tenant-herald", teams_authority_url=entra.url)
+    try:
+        rig.connector.expect_token("a token of the app registration the Azure Bot is bound to now")
+        notice_id = await broadcast(rig.herald, rig.clock, "org:teamsco")
+        for _ in range(6):
+            await rig.herald.outbox.drain()
+            rig.clock.advance(minutes=5)
+        waiting = await _teams_copies(notice_id)
+        assert all(c.status == "pending" and c.attempts == 0 for c in waiting), [
+            (c.status, c.attempts, c.error) for c in waiting]
+        assert all("HTTP 401" in c.error for c in waiting)
+        refused = [c for c in rig.connector.calls if c.status == 401]
+        assert len(refused) <= 2 * 7, f"{len(refused)} refused requests in half an hour"  # one fresh token each
+
+        rig.connector.expect_token(None)  # the Azure Bot is Herald's again
+        rig.clock.advance(minutes=5)
+        await rig.herald.outbox.drain()
+        sent = await _teams_copies(notice_id)
+        assert all(c.status == "delivered" for c in sent), [(c.status, c.error) for c in sent]
+        assert _posted_once(rig, sent)
+        assert await AuditEvent.filter(kind="platform.credentials_refused").count() == 1
+    finally:
+        await stop_teams_rig(rig)

@@ -91,8 +91,8 @@ class TeamsAuthError(TeamsError):
 
 
 class TeamsCredentialsRefused(TeamsAuthError, CredentialsRefused):
-    """Herald's own credentials were refused by Entra ID (a wrong or expired client secret, an
-    unknown app or tenant). Every conversation
+    """Herald's own credentials were refused: by Entra ID (a wrong or expired client secret, an
+    unknown app or tenant) or by the Bot Connector (401 with a fresh token). Every conversation
     is refused alike until an operator fixes them, so the engine pauses Teams (see
     `Outcome.credentials_refused`) instead of failing the copies."""
 
@@ -300,8 +300,8 @@ class TeamsChannel:
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
         """PUT the re-rendered card over the delivered one. Raises UpdateRefused when Teams will
         never take it (or Herald may not call the conversation's service URL), TeamsCredentialsRefused
-        when Entra ID refuses Herald's credentials (the engine pauses Teams), else any other
-        failure, so the engine keeps the update pending."""
+        when Herald's credentials are (the engine pauses Teams), else any other failure, so the
+        engine keeps the update pending."""
         service_url = await self._service_url_of(ref.channel_id)
         if not service_url:
             raise UpdateRefused(f"no Teams service URL is known for conversation {ref.channel_id}")
@@ -448,11 +448,21 @@ class TeamsChannel:
             raise TeamsAuthError(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
 
     async def _call(self, method: str, url: str, body: dict[str, Any]) -> _Answer:
+        """One call; a 401 is tried once more with a fresh token (one revoked or rotated early),
+        and a second 401 raises TeamsCredentialsRefused: the connector refuses Herald's token
+        itself (an Azure Bot bound to another app registration, deleted, another cloud), which no
+        conversation would take either."""
         answer = await self._call_once(method, url, body)
         invalidate = getattr(self.token_provider, "invalidate", None)
         if answer.status == 401 and callable(invalidate):
-            invalidate()  # a token revoked or rotated early: one more try with a fresh one
+            invalidate()
             answer = await self._call_once(method, url, body)
+        if answer.status == 401:
+            error = _api_error(answer)
+            said = ": ".join(part for part in (error.code, error.message) if part)
+            raise TeamsCredentialsRefused(
+                f"the Bot Connector refused Herald's token (HTTP 401 {said}); check that the Azure Bot's "
+                "app registration is HERALD_TEAMS_APP_ID's")
         return answer
 
     async def _call_once(self, method: str, url: str, body: dict[str, Any]) -> _Answer:
@@ -591,9 +601,6 @@ def _classify(exc: TeamsApiError, recipient: Recipient, opened: str, *, creating
     if status in _RETRYABLE:
         label = "Teams rate limit" if status == 429 else f"Teams answered HTTP {status} {code}".strip()
         return Outcome.retry(label, retry_after=exc.retry_after, throttled=status == 429, dm_channel=opened)
-    if status == 401:
-        return Outcome.failed("the Bot Connector rejected Herald's credentials (check the Teams app id and "
-                              "password)", dm_channel=opened)
     if status == 403:
         if code == "BotDisabledByAdmin":
             reason = f"a Teams admin disabled Herald in tenant {recipient.workspace_id}"
