@@ -170,6 +170,13 @@ class Settings(BaseSettings):
             return None
         if info.field_name == "slack_app_token" and not value.get_secret_value().startswith("xapp-"):
             raise ValueError("HERALD_SLACK_APP_TOKEN must be an app-level token (xapp-...) with connections:write")
+        if info.field_name == "slack_bot_token" and value.get_secret_value().startswith("xoxe"):
+            # token rotation: `xoxe.xoxb-` expires in 12 hours, `xoxe-` is a refresh token; Herald
+            # renews only tokens it stored with their refresh token (bot.channels.slack_tokens)
+            raise ValueError("HERALD_SLACK_BOT_TOKEN is an expiring (token rotation) token, dead within 12 hours: "
+                             "connect the workspace through \"Add to Slack\" (HERALD_SLACK_CLIENT_ID and "
+                             "HERALD_SLACK_CLIENT_SECRET), which stores its refresh token, or use a "
+                             "non-expiring xoxb- token")
         if info.field_name == "metrics_token" and len(value.get_secret_value()) < 16:
             raise ValueError("HERALD_METRICS_TOKEN must be at least 16 characters")
         return value

@@ -348,6 +348,18 @@ def test_an_empty_secret_or_teams_setting_is_unset(tmp_path: Path) -> None:
         load_settings(teams_service_url="smba.trafficmanager.net/teams/")
 
 
+def test_an_expiring_env_bot_token_is_refused_at_start_up() -> None:
+    """With token rotation on, the "Bot User OAuth Token" shown in the app's settings is an
+    expiring `xoxe.xoxb-...` token, valid 12 hours (docs.slack.dev/authentication/using-token-rotation).
+    HERALD_SLACK_BOT_TOKEN took it, though Herald holds no refresh token for it: 12 hours later
+    every send was refused `token_expired` and the single-workspace set-up was silently dead. Such
+    a token (or a refresh token, `xoxe-...`) is refused, saying to connect through "Add to Slack"."""
+    for token in ("xoxe.xoxb-1-MS0yLTEyMzQ1Njc4OTAtZXhwaXJpbmc", "xoxe-1-My0xLTEyMzQ1Njc4OTAtcmVmcmVzaA"):
+        with pytest.raises(ConfigError, match="HERALD_SLACK_BOT_TOKEN .*expir.*Add to Slack"):
+            load_settings(slack_signing_secret="s3cret-signing", slack_bot_token=token)
+    assert load_settings(slack_signing_secret="s3cret-signing", slack_bot_token="xoxb-1-lasting").slack_bot_token
+
+
 def test_a_report_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     """`herald report 1 | head` (its standard output closed) printed "herald: cannot reach the
     database ([Errno 32] Broken pipe)" and exited 2: `database_errors` took every OSError for the
