@@ -1,6 +1,7 @@
 """Slack token rotation against the fake: a workspace installed with rotation gets an expiring
 token and a refresh token (stored sealed); the token is refreshed before it expires and after
-Slack answers `token_expired`; two replicas never refresh at once; a refused refresh says so."""
+Slack answers `token_expired`; two replicas never refresh at once; a passing refresh failure is
+retried; a refused refresh says so."""
 
 from __future__ import annotations
 
@@ -151,6 +152,30 @@ async def test_a_refused_refresh_gives_no_token_and_says_why(rotating: SlackHarn
     assert any("reconnect the workspace" in r.getMessage() for r in caplog.records)
     workspace = await Workspace.get(external_id=NEW_TEAM)
     assert workspace.refresh_claimed_by == ""  # the lease is released for a later attempt
+
+
+async def test_a_transient_refresh_error_after_expiry_retries_the_copy_instead_of_failing_it(
+        rotating: SlackHarness) -> None:
+    """Herald refreshes a rotating token when it needs one, so after a quiet night the token has
+    expired by the time a broadcast goes out. A blip of Slack's oauth.v2.access then (HTTP 503)
+    failed the must-know copy for good, "Herald is not installed in Slack workspace T0NEWCO", a
+    reason no reconnection requeues. The copy now waits for its retry, as after a 503 from
+    chat.postMessage, its reason naming the refresh."""
+    h = rotating
+    h.clock.advance(hours=13)  # nothing was sent overnight: the token expired unrefreshed
+    h.herald.slack_workspaces.forget(NEW_TEAM)
+    h.fake.fail_next("oauth.v2.access", status=503)  # one blip at Slack
+    notice_id = await _send(h)
+    await h.herald.outbox.run_once()
+    delivery = await Delivery.get(notice_id=notice_id)
+    assert delivery.status == "pending", (
+        f"the copy {delivery.status} with {delivery.error!r} after one 503 from oauth.v2.access")
+    assert "could not renew Herald's expired token" in delivery.error and "HTTP 503" in delivery.error
+    assert (await Workspace.get(external_id=NEW_TEAM)).active
+    h.clock.advance(minutes=10)
+    await h.herald.outbox.drain()
+    assert (await Delivery.get(notice_id=notice_id)).status == "delivered"
+    assert h.fake.refreshes == 1
 
 
 async def test_a_request_is_acknowledged_while_its_workspaces_token_is_being_refreshed(

@@ -22,7 +22,7 @@ from bot.channels.slack_blocks import (
     notice_blocks,
     notice_fallback_text,
 )
-from bot.channels.slack_tokens import TokenRotator
+from bot.channels.slack_tokens import TokenRefreshFailed, TokenRotator
 from bot.common.secrets import (
     TokenCipher,
     TokenDecryptError,
@@ -101,6 +101,9 @@ class SlackWorkspaces:
         self._refused: set[str] = set()
 
     async def token_for(self, team_id: str) -> str | None:
+        """The workspace's bot token; None when Herald is not installed there (or was removed, or
+        the stored token cannot be read: `missing_reason`). Raises `TokenRefreshFailed` when its
+        rotating token expired and Slack did not renew it."""
         cached = self._cache.get(team_id)
         if cached and time.monotonic() - cached[0] < _TOKEN_TTL_SECONDS:
             return cached[1]
@@ -114,7 +117,15 @@ class SlackWorkspaces:
     async def token_now(self, team_id: str) -> str | None:
         """A token to answer a request with now (Slack waits 3 s for the acknowledgement): while
         the workspace's expiring token is still valid, that token, its refresh (when due) going on
-        in the background instead of before the answer. Otherwise as ``token_for``."""
+        in the background instead of before the answer. Otherwise as ``token_for``, but None
+        when the expired token could not be renewed (the request cannot wait for a retry)."""
+        try:
+            return await self._token_now(team_id)
+        except TokenRefreshFailed as exc:
+            log.warning("cannot answer a request from Slack: %s", exc)
+            return None
+
+    async def _token_now(self, team_id: str) -> str | None:
         cached = self._cache.get(team_id)
         if (cached and time.monotonic() - cached[0] < _TOKEN_TTL_SECONDS) or self.rotator is None:
             return await self.token_for(team_id)
@@ -179,7 +190,8 @@ class SlackWorkspaces:
         return token
 
     async def token_expired(self, team_id: str) -> None:
-        """Slack answered `token_expired`: refresh now (before the retry), whatever the clock says."""
+        """Slack answered `token_expired`: refresh now (before the retry), whatever the clock says.
+        Raises `TokenRefreshFailed` as `token_for` does."""
         self.forget(team_id)
         workspace = await _installation(team_id)
         if workspace is not None and workspace.active and self.rotator is not None and workspace.refresh_token:
@@ -292,7 +304,10 @@ class SlackChannel:
     async def deliver(self, recipient: Recipient, view: NoticeView, *, delivery_id: int,
                       maybe_sent: bool, wanted: bool = True, since: datetime | None = None,
                       read_to: str = "") -> Outcome:
-        token = await self.workspaces.token_for(recipient.workspace_id)
+        try:
+            token = await self.workspaces.token_for(recipient.workspace_id)
+        except TokenRefreshFailed as exc:
+            return _refresh_failed(exc, recipient.workspace_id)
         if not token:
             return Outcome.failed(await self.workspaces.missing_reason(recipient.workspace_id))
         opened, checking, look = "", maybe_sent, _Look(read_to)
@@ -326,7 +341,10 @@ class SlackChannel:
             return Outcome.delivered(MessageRef(response["channel"], response["ts"]), dm_channel=dm_channel)
         except SlackApiError as exc:
             if exc.response is not None and exc.response.get("error") == "token_expired":
-                await self.workspaces.token_expired(recipient.workspace_id)
+                try:
+                    await self.workspaces.token_expired(recipient.workspace_id)
+                except TokenRefreshFailed as failed:
+                    return _refresh_failed(failed, recipient.workspace_id, dm_channel=opened)
             outcome = _classify(exc, recipient, opened, to_user=not recipient.dm_channel, token=token)
             if outcome.removed_cause:
                 self.workspaces.refused(recipient.workspace_id, token)
@@ -374,7 +392,10 @@ class SlackChannel:
                 return None
 
     async def send_message(self, recipient: Recipient, message: DirectMessage) -> Outcome:
-        token = await self.workspaces.token_for(recipient.workspace_id)
+        try:
+            token = await self.workspaces.token_for(recipient.workspace_id)
+        except TokenRefreshFailed as exc:
+            return _refresh_failed(exc, recipient.workspace_id)
         if not token:
             return Outcome.failed(await self.workspaces.missing_reason(recipient.workspace_id))
         try:
@@ -394,7 +415,7 @@ class SlackChannel:
             return Outcome.retry(f"network error talking to Slack ({type(exc).__name__})")
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
-        token = await self.workspaces.token_for(workspace_id)
+        token = await self.workspaces.token_for(workspace_id)  # TokenRefreshFailed: tried again, as after a 5xx
         if not token:  # removed (its updates are flagged again when it is reconnected), or never connected
             raise UpdateRefused(await self.workspaces.missing_reason(workspace_id))
         try:
@@ -465,6 +486,12 @@ def rate_limit_wait(exc: SlackApiError) -> float | None:
 _UPDATE_REFUSED = frozenset({"message_not_found", "channel_not_found", "cant_update_message", "edit_window_closed",
                              "is_archived", "not_in_channel", "no_permission", "msg_too_long", "invalid_blocks",
                              "restricted_action"})
+
+
+def _refresh_failed(exc: TokenRefreshFailed, workspace_id: str, dm_channel: str = "") -> Outcome:
+    """A send whose workspace's expired token Slack did not renew, for a passing reason: tried
+    again later, as after a 5xx."""
+    return Outcome.retry(str(exc), dm_channel=dm_channel)
 
 
 def _classify(exc: SlackApiError, recipient: Recipient, opened: str, *, to_user: bool = False,

@@ -7,6 +7,9 @@ pair, sealed, with the `workspace.token_refreshed` audit event. Slack revokes a 
 it is used, so two replicas refreshing at once would leave one holding a dead token: the refresher
 first takes a lease on the row (a conditional UPDATE, atomic on SQLite and PostgreSQL); the others
 keep using the current token while it is valid, or wait for the new one.
+
+When an expired token cannot be renewed for a passing reason (a 5xx, a rate limit, the
+network), `fresh_token` raises `TokenRefreshFailed` and the caller retries.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ from storage.models import Platform, Workspace
 
 log = logging.getLogger(__name__)
 
+# oauth.v2.access answers that mean the workspace's refresh token is dead for good (the app was
+# uninstalled or the token revoked): only reconnecting the workspace helps.
+_REFRESH_REFUSED = frozenset({"invalid_refresh_token", "invalid_grant", "token_revoked"})
+# Answers that mean Herald's own client credentials are wrong: every workspace's refresh fails
+# until the operator corrects them, so no workspace is taken for removed.
+_CLIENT_REFUSED = frozenset({"invalid_client_id", "bad_client_secret"})
+
 REFRESH_MARGIN = timedelta(minutes=15)
 LEASE = timedelta(seconds=60)
 WAIT_STEP = 0.2  # seconds between looks while another replica refreshes
@@ -54,8 +64,10 @@ class TokenRotator:
         return expired or workspace.token_expires_at - now <= REFRESH_MARGIN
 
     async def fresh_token(self, team_id: str, cipher: TokenCipher, *, expired: bool = False) -> str | None:
-        """The workspace's bot token, refreshed first when it is due. None when there is none
-        to be had (the refresh was refused: the workspace must be reconnected)."""
+        """The workspace's bot token, refreshed first when it is due. None when the workspace is
+        not installed (or removed), or the refresh was refused (the workspace must be
+        reconnected). Raises `TokenRefreshFailed` when the token expired and a passing failure
+        kept it from being renewed."""
         async with self._locks.setdefault(team_id, asyncio.Lock()):  # one refresh per process
             workspace = await _workspace(team_id)
             if workspace is None or not workspace.active:
@@ -86,9 +98,7 @@ class TokenRotator:
         except _Refused as exc:
             await self._release(workspace.id)
             metrics.token_refreshed("failed")
-            log.error("Slack workspace %s: its token could not be refreshed (%s); reconnect the workspace",
-                      workspace.external_id, exc)
-            return None if exc.permanent or workspace.token_expires_at <= now else cipher.open(workspace.bot_token)
+            return await self._after_failed_refresh(workspace, cipher, now, exc)
         expires_at = now + timedelta(seconds=int(answer.get("expires_in") or 43200))
         async with in_transaction() as conn:
             stored = await Workspace.filter(id=workspace.id, refresh_claimed_by=self.owner).using_db(conn).update(
@@ -106,6 +116,26 @@ class TokenRotator:
         log.info("Slack workspace %s: token refreshed, valid until %s", workspace.external_id, expires_at.isoformat())
         return str(answer["access_token"])
 
+    async def _after_failed_refresh(self, workspace: Workspace, cipher: TokenCipher, now: datetime,
+                                    exc: "_Refused") -> str | None:
+        """Slack did not renew the token: refused, None (the workspace must be reconnected);
+        else the current one while it is still valid (the next use tries again), or
+        `TokenRefreshFailed`."""
+        team_id = workspace.external_id
+        if exc.refused:
+            log.error("Slack workspace %s: Slack refused to refresh its token (%s); reconnect the workspace "
+                      "(\"Add to Slack\")", team_id, exc)
+            return None
+        if str(exc) in _CLIENT_REFUSED:
+            log.error("Slack refused Herald's client credentials refreshing workspace %s's token (%s): check "
+                      "HERALD_SLACK_CLIENT_ID and HERALD_SLACK_CLIENT_SECRET", team_id, exc)
+        else:
+            log.warning("Slack workspace %s: its token could not be refreshed (%s); tried again at its next use",
+                        team_id, exc)
+        if workspace.token_expires_at is not None and workspace.token_expires_at > now:
+            return cipher.open(workspace.bot_token)
+        raise TokenRefreshFailed(team_id, str(exc), refused=False, fingerprint=workspace.token_fingerprint)
+
     async def _wait_for_other(self, seen: Workspace, cipher: TokenCipher, expired: bool) -> str | None:
         """Another replica holds the lease. The current token serves while it is valid; an expired
         one is waited for until the new pair is stored (or the other's lease runs out)."""
@@ -120,8 +150,9 @@ class TokenRotator:
             if workspace.bot_token != seen.bot_token:
                 return cipher.open(workspace.bot_token) or None
             if not workspace.refresh_claimed_by:  # the other replica gave up
-                return None
-        return None
+                break
+        raise TokenRefreshFailed(seen.external_id, "another replica's refresh of the token did not finish",
+                                 refused=False, fingerprint=seen.token_fingerprint)
 
     async def _exchange(self, refresh_token: str) -> dict:
         client = AsyncWebClient(base_url=self.api_url, timeout=20)
@@ -129,21 +160,36 @@ class TokenRotator:
             response = await client.oauth_v2_access(client_id=self.client_id, client_secret=self._client_secret,
                                                     grant_type="refresh_token", refresh_token=refresh_token)
         except SlackApiError as exc:
-            error = str(exc.response.get("error", "")) if exc.response is not None else "unknown_error"
-            raise _Refused(error, permanent=error in ("invalid_refresh_token", "invalid_grant", "token_revoked",
-                                                      "invalid_client_id", "bad_client_secret")) from None
+            error = str(exc.response.get("error", "")) if exc.response is not None else ""
+            if error in _REFRESH_REFUSED or error in _CLIENT_REFUSED:
+                raise _Refused(error, refused=error in _REFRESH_REFUSED) from None
+            status = exc.response.status_code if exc.response is not None else 0
+            raise _Refused(f"oauth.v2.access answered HTTP {status} {error}".strip(), refused=False) from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _Refused(f"network error: {type(exc).__name__}", permanent=False) from None
+            raise _Refused(f"network error: {type(exc).__name__}", refused=False) from None
         data = dict(response.data) if isinstance(response.data, dict) else {}
         if not data.get("access_token") or not data.get("refresh_token"):
-            raise _Refused("the answer had no token pair", permanent=False)
+            raise _Refused("the answer had no token pair", refused=False)
         return data
 
 
+class TokenRefreshFailed(Exception):
+    """A workspace's rotating token expired and could not be renewed for a passing reason (a
+    5xx, a rate limit, the network, another replica's refresh that did not finish): a later try
+    may succeed. `fingerprint`: of the token the workspace held then."""
+
+    def __init__(self, team_id: str, error: str, *, refused: bool, fingerprint: str) -> None:
+        what = "Slack refused to renew Herald's token" if refused else "could not renew Herald's expired token"
+        super().__init__(f"{what} for Slack workspace {team_id} ({error})")
+        self.team_id, self.error, self.refused, self.fingerprint = team_id, error, refused, fingerprint
+
+
 class _Refused(Exception):
-    def __init__(self, reason: str, *, permanent: bool) -> None:
+    """oauth.v2.access did not renew the pair; `refused`: the refresh token is dead for good."""
+
+    def __init__(self, reason: str, *, refused: bool) -> None:
         super().__init__(reason)
-        self.permanent = permanent
+        self.refused = refused
 
 
 async def _workspace(team_id: str) -> Workspace | None:
