@@ -1,7 +1,7 @@
 """Slack token rotation against the fake: a workspace installed with rotation gets an expiring
 token and a refresh token (stored sealed); the token is refreshed before it expires and after
 Slack answers `token_expired`; two replicas never refresh at once; a passing refresh failure is
-retried; a refused refresh says so."""
+retried; a refused refresh is a removal (reconnecting sends the copies)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from datetime import timedelta
 import pytest
 
 from bot.channels.slack import SlackWorkspaces
-from bot.channels.slack_tokens import TokenRotator
+from bot.channels.slack_tokens import TokenRefreshFailed, TokenRotator
 from bot.common import metrics
 from bot.common.secrets import PREFIX, TokenCipher
 from bot.core.commands.parser import SendCommand
 from bot.core.directory.importer import import_directory
+from bot.core.directory.workspaces import failed_because_removed
 from bot.core.notices import sending
 from storage.models import AuditEvent, Delivery, Workspace
 from tests.support import SlackHarness, directory_csv, start_harness, stop_harness, wait_until
@@ -147,7 +148,9 @@ async def test_a_refused_refresh_gives_no_token_and_says_why(rotating: SlackHarn
     h.fake._refresh_tokens.clear()  # the refresh token was revoked (the app was reinstalled elsewhere)
     h.clock.advance(hours=13)
     before = metrics.sample("herald_slack_token_refreshes_total", {"outcome": "failed"})
-    assert await h.herald.slack_workspaces.token_for(NEW_TEAM) is None
+    with pytest.raises(TokenRefreshFailed) as refused:
+        await h.herald.slack_workspaces.token_for(NEW_TEAM)
+    assert refused.value.refused and refused.value.error == "invalid_refresh_token"
     assert metrics.sample("herald_slack_token_refreshes_total", {"outcome": "failed"}) - before == 1
     assert any("reconnect the workspace" in r.getMessage() for r in caplog.records)
     workspace = await Workspace.get(external_id=NEW_TEAM)
@@ -176,6 +179,41 @@ async def test_a_transient_refresh_error_after_expiry_retries_the_copy_instead_o
     await h.herald.outbox.drain()
     assert (await Delivery.get(notice_id=notice_id)).status == "delivered"
     assert h.fake.refreshes == 1
+
+
+async def test_a_refused_refresh_fails_copies_as_removed_and_the_reconnection_sends_them(
+        rotating: SlackHarness) -> None:
+    """Slack refuses the refresh (`invalid_refresh_token`: Herald was uninstalled while it was
+    down, so the app_uninstalled event was missed, or the refresh token was revoked). Each copy
+    failed "Herald is not installed in Slack workspace T0NEWCO", which a reconnection does not
+    requeue, and the workspace stayed active. Now the refusal is a removal: the workspace is
+    deactivated (audited), the copy fails saying to reconnect, and "Add to Slack" again sends it."""
+    from bot.core.directory.workspaces import UNINSTALLED
+
+    h = rotating
+    h.fake._refresh_tokens.clear()  # the refresh token is dead (uninstalled meanwhile, event missed)
+    h.clock.advance(hours=13)
+    h.herald.slack_workspaces.forget(NEW_TEAM)
+    notice_id = await _send(h)
+    await h.herald.outbox.drain()
+    delivery = await Delivery.get(notice_id=notice_id)
+    assert delivery.status == "failed"
+    assert failed_because_removed(delivery.error, "slack", NEW_TEAM), (
+        f"the copy failed with {delivery.error!r}, a reason no reconnection restores")
+    assert "invalid_refresh_token" in delivery.error and "reconnect" in delivery.error
+    workspace = await Workspace.get(external_id=NEW_TEAM)
+    assert not workspace.active and not workspace.bot_token and not workspace.refresh_token
+    uninstalled = await AuditEvent.get(kind=UNINSTALLED)
+    assert uninstalled.data["reason"] == "invalid_refresh_token"
+    # the partner's admin installs Herald again ("Add to Slack")
+    h.fake.add_oauth_code("code-again", team_id=NEW_TEAM, token="xoxe.xoxb-1-second-install", team_name="New Co",
+                          rotation=True)
+    state, cookie, _ = await _start(h)
+    status, page, _ = await _finish(h, state=state, code="code-again", cookie=cookie)
+    assert status == 200, page
+    h.herald.slack_workspaces.forget(NEW_TEAM)
+    await h.herald.outbox.drain()
+    assert (await Delivery.get(notice_id=notice_id)).status == "delivered"
 
 
 async def test_a_request_is_acknowledged_while_its_workspaces_token_is_being_refreshed(

@@ -415,7 +415,13 @@ class SlackChannel:
             return Outcome.retry(f"network error talking to Slack ({type(exc).__name__})")
 
     async def update(self, workspace_id: str, ref: MessageRef, view: NoticeView) -> None:
-        token = await self.workspaces.token_for(workspace_id)  # TokenRefreshFailed: tried again, as after a 5xx
+        try:
+            token = await self.workspaces.token_for(workspace_id)
+        except TokenRefreshFailed as exc:
+            if exc.refused:  # as a refused chat.update: the engine deactivates the workspace
+                raise UpdateRefused(removed_reason(Platform.SLACK.value, workspace_id, exc.error),
+                                    removed_cause=exc.error, token_fingerprint=exc.fingerprint) from exc
+            raise  # a passing failure: the engine tries the update again, as after a 5xx
         if not token:  # removed (its updates are flagged again when it is reconnected), or never connected
             raise UpdateRefused(await self.workspaces.missing_reason(workspace_id))
         try:
@@ -489,8 +495,12 @@ _UPDATE_REFUSED = frozenset({"message_not_found", "channel_not_found", "cant_upd
 
 
 def _refresh_failed(exc: TokenRefreshFailed, workspace_id: str, dm_channel: str = "") -> Outcome:
-    """A send whose workspace's expired token Slack did not renew, for a passing reason: tried
-    again later, as after a 5xx."""
+    """A send whose workspace's expired token Slack did not renew: when Slack refused the refresh
+    token, Herald was removed (the engine deactivates the workspace and a reconnection sends the
+    copy); otherwise tried again later, as after a 5xx."""
+    if exc.refused:
+        return Outcome.removed(exc.error, removed_reason(Platform.SLACK.value, workspace_id, exc.error),
+                               token_fingerprint=exc.fingerprint, dm_channel=dm_channel)
     return Outcome.retry(str(exc), dm_channel=dm_channel)
 
 

@@ -8,8 +8,10 @@ it is used, so two replicas refreshing at once would leave one holding a dead to
 first takes a lease on the row (a conditional UPDATE, atomic on SQLite and PostgreSQL); the others
 keep using the current token while it is valid, or wait for the new one.
 
-When an expired token cannot be renewed for a passing reason (a 5xx, a rate limit, the
-network), `fresh_token` raises `TokenRefreshFailed` and the caller retries.
+When an expired token cannot be renewed, `fresh_token` raises `TokenRefreshFailed`: `refused`
+when Slack refused the refresh token itself (the app was removed, or the token revoked: only a
+reconnection helps, and the caller treats the workspace as removed), else a passing failure (a
+5xx, a rate limit, the network) that the caller retries.
 """
 
 from __future__ import annotations
@@ -65,9 +67,8 @@ class TokenRotator:
 
     async def fresh_token(self, team_id: str, cipher: TokenCipher, *, expired: bool = False) -> str | None:
         """The workspace's bot token, refreshed first when it is due. None when the workspace is
-        not installed (or removed), or the refresh was refused (the workspace must be
-        reconnected). Raises `TokenRefreshFailed` when the token expired and a passing failure
-        kept it from being renewed."""
+        not installed (or removed). Raises `TokenRefreshFailed` when the token could not be
+        renewed and the current one cannot serve (expired, or its refresh token refused)."""
         async with self._locks.setdefault(team_id, asyncio.Lock()):  # one refresh per process
             workspace = await _workspace(team_id)
             if workspace is None or not workspace.active:
@@ -117,15 +118,18 @@ class TokenRotator:
         return str(answer["access_token"])
 
     async def _after_failed_refresh(self, workspace: Workspace, cipher: TokenCipher, now: datetime,
-                                    exc: "_Refused") -> str | None:
-        """Slack did not renew the token: refused, None (the workspace must be reconnected);
-        else the current one while it is still valid (the next use tries again), or
-        `TokenRefreshFailed`."""
+                                    exc: "_Refused") -> str:
+        """Slack did not renew the token: the current one while it is still valid (a passing
+        failure; the next use tries again), else `TokenRefreshFailed`. A refusal of the refresh
+        token after another replica stored a new pair (this one's lease ran out) is no refusal."""
         team_id = workspace.external_id
         if exc.refused:
+            current = await Workspace.get(id=workspace.id)
+            if current.active and current.bot_token != workspace.bot_token:
+                return cipher.open(current.bot_token)
             log.error("Slack workspace %s: Slack refused to refresh its token (%s); reconnect the workspace "
                       "(\"Add to Slack\")", team_id, exc)
-            return None
+            raise TokenRefreshFailed(team_id, str(exc), refused=True, fingerprint=workspace.token_fingerprint)
         if str(exc) in _CLIENT_REFUSED:
             log.error("Slack refused Herald's client credentials refreshing workspace %s's token (%s): check "
                       "HERALD_SLACK_CLIENT_ID and HERALD_SLACK_CLIENT_SECRET", team_id, exc)
@@ -174,9 +178,13 @@ class TokenRotator:
 
 
 class TokenRefreshFailed(Exception):
-    """A workspace's rotating token expired and could not be renewed for a passing reason (a
-    5xx, a rate limit, the network, another replica's refresh that did not finish): a later try
-    may succeed. `fingerprint`: of the token the workspace held then."""
+    """A workspace's rotating token could not be renewed, and the current one cannot serve.
+
+    `refused`: Slack refused the refresh token (`error`, e.g. `invalid_refresh_token`: the app was
+    removed, or the token revoked); the workspace must be reconnected. Otherwise a passing failure
+    (a 5xx, a rate limit, the network, another replica's refresh that did not finish): a later try
+    may succeed. `fingerprint`: of the token the workspace held then (a workspace reconnected
+    since is left alone)."""
 
     def __init__(self, team_id: str, error: str, *, refused: bool, fingerprint: str) -> None:
         what = "Slack refused to renew Herald's token" if refused else "could not renew Herald's expired token"

@@ -4,7 +4,8 @@ Bot tokens are stored sealed (`bot.common.secrets`): encrypted with a key derive
 `HERALD_SECRET_KEY` when it is set, in plaintext otherwise; plaintext rows stay readable.
 
 Removal and reconnection: Herald removed from a workspace (Slack's `app_uninstalled` /
-`tokens_revoked` event, or a send or an in-place update refused with a code that means the same)
+`tokens_revoked` event, or a send or an in-place update refused with a code that means the same,
+or the refresh of its expiring token refused)
 deactivates it and fails what waits for it with `removed_reason`, which says to reconnect it. Reconnecting it ("Add
 to Slack" again, `herald slack add-workspace`, or a new `HERALD_SLACK_BOT_TOKEN` for a workspace
 known only from the environment) puts the copies of still-live notices that failed so back to
@@ -55,7 +56,10 @@ REQUEUED = "delivery.requeued"  # a copy failed by a removal, pending again afte
 # removed (`account_inactive` for a bot token, `token_revoked`), or `invalid_auth`, which may also
 # be a token that was never right (another workspace's, mistyped) or an IP allow-list.
 INVALID_AUTH = "invalid_auth"
-_CAUSES = ("app_uninstalled", "tokens_revoked", "account_inactive", "token_revoked", INVALID_AUTH)
+# Slack refused to renew an expiring token (oauth.v2.access): the refresh token is dead, because
+# the app was removed (its event missed) or the token was revoked.
+REFRESH_REFUSED = "invalid_refresh_token"
+_CAUSES = ("app_uninstalled", "tokens_revoked", "account_inactive", "token_revoked", INVALID_AUTH, REFRESH_REFUSED)
 
 
 def removed_reason(platform: str, external_id: str, cause: str = "") -> str:
@@ -64,6 +68,9 @@ def removed_reason(platform: str, external_id: str, cause: str = "") -> str:
     if platform == Platform.SLACK.value and cause == INVALID_AUTH:
         return (f"Slack refused Herald's token for workspace {external_id} (invalid_auth: the app was removed, "
                 "or the token is not this workspace's or is IP-restricted); reconnect it to deliver")
+    if platform == Platform.SLACK.value and cause == REFRESH_REFUSED:
+        return (f"Slack refused to renew Herald's expiring token for workspace {external_id} (invalid_refresh_token: "
+                "the app was removed or the token revoked); reconnect it to deliver")
     if platform == Platform.SLACK.value:
         return f"Herald was removed from Slack workspace {external_id}; reconnect it to deliver"
     return f"Herald was removed from {platform.title()} tenant {external_id}; reconnect it to deliver"
@@ -187,7 +194,8 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
     delivery still waiting for it, in one transaction with the audit events.
 
     `reason` says why: the Slack event ("app_uninstalled", "tokens_revoked") or the error code a
-    send was refused with ("account_inactive", "token_revoked", "invalid_auth"). Idempotent: for a
+    send was refused with ("account_inactive", "token_revoked", "invalid_auth"; "invalid_refresh_token"
+    for the refresh of an expiring token). Idempotent: for a
     workspace that is already inactive nothing is written.
 
     `refused_token`: the fingerprint (bot.common.secrets.token_fingerprint) of the token a send
@@ -268,9 +276,16 @@ async def workspace_refused(platform: str, external_id: str, *, cause: str, refu
                     "%s To recover, connect it again (\"Add to Slack\", `herald slack add-workspace`, or a new "
                     "HERALD_SLACK_BOT_TOKEN and a restart): the failed copies of live notices are then sent.",
                     platform.title(), external_id, cause, result.failed_deliveries,
-                    "invalid_auth can also mean a wrong token (another workspace's, mistyped) or an IP "
-                    "allow-list;" if cause == INVALID_AUTH else "Herald was removed from it.")
+                    _why_refused(cause))
     return result
+
+
+def _why_refused(cause: str) -> str:
+    if cause == INVALID_AUTH:
+        return "invalid_auth can also mean a wrong token (another workspace's, mistyped) or an IP allow-list;"
+    if cause == REFRESH_REFUSED:
+        return "Slack refused to renew its expiring token: Herald was removed from it, or the token revoked."
+    return "Herald was removed from it."
 
 
 async def deactivate_refused(refusals: Iterable[tuple[str, str, Outcome]], now: datetime) -> None:
