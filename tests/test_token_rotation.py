@@ -1,7 +1,7 @@
 """Slack token rotation against the fake: a workspace installed with rotation gets an expiring
 token and a refresh token (stored sealed); the token is refreshed before it expires and after
 Slack answers `token_expired`; two replicas never refresh at once; a passing refresh failure is
-retried; a refused refresh is a removal (reconnecting sends the copies)."""
+retried; a refused refresh is a removal (reconnecting sends the copies) and the doctor says so."""
 
 from __future__ import annotations
 
@@ -214,6 +214,26 @@ async def test_a_refused_refresh_fails_copies_as_removed_and_the_reconnection_se
     h.herald.slack_workspaces.forget(NEW_TEAM)
     await h.herald.outbox.drain()
     assert (await Delivery.get(notice_id=notice_id)).status == "delivered"
+
+
+async def test_doctor_names_a_refused_token_refresh_not_the_secret_key(rotating: SlackHarness) -> None:
+    """README ("Expiring Slack tokens"): a refused refresh "is logged and `herald doctor` says to
+    reconnect". The doctor said "the stored token cannot be read (HERALD_SECRET_KEY differs ...)",
+    sending the operator after the wrong secret. It now says the refresh was refused, and to reconnect."""
+    from datetime import UTC, datetime
+
+    from bot.ops.doctor import check_slack
+
+    h = rotating
+    h.fake._refresh_tokens.clear()  # Slack refuses the refresh token (revoked)
+    # the doctor runs on the real clock: the stored token expired a day ago
+    await Workspace.filter(external_id=NEW_TEAM).update(token_expires_at=datetime.now(UTC) - timedelta(days=1))
+    checks = [c for c in await check_slack(h.herald.settings, True) if c.name.startswith(f"slack {NEW_TEAM}")]
+    assert [c.status for c in checks] == ["fail"]
+    assert "HERALD_SECRET_KEY" not in checks[0].detail + checks[0].fix, (
+        f"doctor says: {checks[0].detail!r}; fix: {checks[0].fix!r}")
+    assert "refused its refresh (invalid_refresh_token" in checks[0].detail and "reconnect" in checks[0].fix
+    assert (await Workspace.get(external_id=NEW_TEAM)).active  # the doctor reports; it changes nothing
 
 
 async def test_a_request_is_acknowledged_while_its_workspaces_token_is_being_refreshed(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -19,6 +20,9 @@ from bot.common.clock import Clock, SystemClock
 from bot.common.secrets import cipher_for
 from config.settings import Settings
 from storage import db as storage_db
+
+if TYPE_CHECKING:
+    from bot.channels.slack_tokens import TokenRefreshFailed
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 MAX_SKEW_SECONDS = 5.0
@@ -157,15 +161,31 @@ def _removed_workspace(workspace, env_token: str | None) -> Check:  # noqa: ANN0
 
 async def _check_slack_token(workspaces, team_id: str, name: str, scopes: tuple[str, ...]) -> Check:  # noqa: ANN001
     label = f"slack {team_id}" + (f" ({name})" if name else "")
+    from bot.channels.slack_tokens import TokenRefreshFailed  # noqa: F811 - at run time
+
     try:
         token = await workspaces.token_for(team_id)
-    except Exception as exc:  # noqa: BLE001 - e.g. a refresh that Slack refused
+    except TokenRefreshFailed as exc:
+        return _refresh_check(label, exc)
+    except Exception as exc:  # noqa: BLE001
         return Check(label, FAIL, f"no usable token ({_reason(exc)})", "reconnect the workspace (Add to Slack)")
     if not token:
         return Check(label, FAIL, "the stored token cannot be read (HERALD_SECRET_KEY differs from the one it "
                                   "was stored with, or it is empty)",
                      "restore the original HERALD_SECRET_KEY, or reconnect the workspace")
     return await _check_token(workspaces.api_url, token, label, team_id, scopes)
+
+
+def _refresh_check(label: str, exc: TokenRefreshFailed) -> Check:
+    """The workspace's expiring token could not be renewed: refused (reconnect), or a passing failure."""
+    if exc.refused:
+        return Check(label, FAIL, f"the token expired and Slack refused its refresh ({exc.error}: the app was "
+                                  "removed or the token revoked)",
+                     "reconnect the workspace (\"Add to Slack\" at /slack/install): the failed copies of live "
+                     "notices are then sent")
+    return Check(label, FAIL, f"the token expired and could not be refreshed ({exc.error})",
+                 "run the check again in a minute; if it persists, check outbound https access to slack.com "
+                 "and HERALD_SLACK_CLIENT_ID / HERALD_SLACK_CLIENT_SECRET")
 
 
 async def _check_token(api_url: str, token: str, label: str, team_id: str | None, scopes: tuple[str, ...]) -> Check:
