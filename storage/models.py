@@ -136,6 +136,9 @@ class Workspace(Model):
     # reconnected since); on an inactive row, the removed token's, so a new HERALD_SLACK_BOT_TOKEN
     # is told from the revoked one. "" when unknown (rows stored before it was kept).
     token_fingerprint = fields.CharField(max_length=64, default="")
+    # When the installation whose token the row holds was stored ("Add to Slack", add-workspace):
+    # a removal event Slack retries late (or out of order) from before it is ignored. None: unknown.
+    installed_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

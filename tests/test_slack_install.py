@@ -618,6 +618,45 @@ async def test_tokens_revoked_deactivates_and_a_reinstall_reconnects(slack: Slac
     assert reinstall is not None and reinstall.data["reinstalled"] is True
 
 
+@pytest.mark.parametrize("removal", [{"type": "app_uninstalled"},
+                                     {"type": "tokens_revoked", "tokens": {"bot": ["UBOTNEW"]}}],
+                         ids=["app_uninstalled", "tokens_revoked"])
+async def test_a_late_retry_of_a_removal_does_not_remove_the_installation_made_after_it(
+        slack: SlackHarness, removals: list, removal: dict) -> None:
+    """A partner's admin removes Herald and adds it again a minute later. The removal's event
+    did not get its 200 the first time and Slack retries it (after 1 and 5 minutes), and Slack does
+    not promise events in order: the retry arrives after the reinstall. It deactivated the
+    workspace whatever its `event_time`, wiping the new token and failing every copy waiting for
+    the partner. A removal older than the installation Herald holds is now ignored (audited);
+    a later one still removes it."""
+    await _install_newco(slack)
+    await import_directory(directory_csv([NEWCO_MEMBER]), now=slack.clock.now(), actor="test")
+    removed_at = int(slack.clock.now().timestamp())  # the admin removes Herald; the event's first try is lost
+    slack.clock.advance(minutes=1)
+    await _install_newco(slack, code="code-back", token="xoxb-newco-reinstalled")
+    slack.clock.advance(minutes=4)
+    await _signed_event(slack, event_body(removal, NEW_TEAM, event_id="EvREMOVED1", event_time=removed_at),
+                        **{"X-Slack-Retry-Num": "2", "X-Slack-Retry-Reason": "http_timeout"})
+    await wait_until(lambda: len(removals) == 1, what="the removal's listener")
+    assert removals[0].changed is False
+    workspace = await Workspace.get(external_id=NEW_TEAM)
+    assert workspace.active and workspace.bot_token, (
+        "the installation made after the removal was deactivated by the removal's late retry")
+    (ignored,) = await AuditEvent.filter(kind="workspace.removal_ignored")
+    assert ignored.data["reason"] == removal["type"] and ignored.data["workspace"] == NEW_TEAM
+    assert ignored.data["removed_at"] < ignored.data["installed_at"]
+    assert not await AuditEvent.filter(kind="workspace.uninstalled").exists()
+    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast("org:newco")
+    await slack.herald.outbox.drain()
+    delivered = await Delivery.get(notice_id=notice_id, workspace_external_id=NEW_TEAM)
+    assert delivered.status == "delivered", delivered.error
+
+    # a removal after the reinstall removes it
+    await _signed_event(slack, event_body(removal, NEW_TEAM, event_time=int(slack.clock.now().timestamp()) + 1))
+    await wait_until(lambda: len(removals) == 2, what="the second removal's listener")
+    assert removals[1].changed and not (await Workspace.get(external_id=NEW_TEAM)).active
+
+
 async def test_deactivating_a_workspace_known_only_from_the_env_token(db: str) -> None:
     from bot.common.clock import ManualClock
 

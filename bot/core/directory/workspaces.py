@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 INSTALLED = "workspace.installed"
 UNINSTALLED = "workspace.uninstalled"
+REMOVAL_IGNORED = "workspace.removal_ignored"  # a removal event from before the installation Herald holds
 RECONNECTED = "workspace.reconnected"  # a new HERALD_SLACK_BOT_TOKEN for a workspace removed before
 REQUEUED = "delivery.requeued"  # a copy failed by a removal, pending again after the reconnection
 # Slack's answers that mean Herald's token is dead for good (its error reference): the app was
@@ -102,8 +103,8 @@ class _Stored:
 
 async def _store_slack_workspace(conn: BaseDBAsyncClient, team_id: str, token: str, *, name: str,
                                  bot_user_id: str, cipher: TokenCipher, refresh_token: str = "",
-                                 expires_at: datetime | None = None) -> _Stored:
-    """Insert or reactivate the workspace with the sealed token."""
+                                 expires_at: datetime | None = None, now: datetime) -> _Stored:
+    """Insert or reactivate the workspace with the sealed token, installed at `now`."""
     query = Workspace.filter(platform=Platform.SLACK.value, external_id=team_id).using_db(conn)
     if storage_db.dialect() == "postgres":
         query = query.select_for_update()
@@ -118,6 +119,7 @@ async def _store_slack_workspace(conn: BaseDBAsyncClient, team_id: str, token: s
     workspace.refresh_token = cipher.seal(refresh_token) if refresh_token else ""
     workspace.token_expires_at = expires_at if refresh_token else None
     workspace.refresh_claimed_by, workspace.refresh_claimed_until = "", None
+    workspace.installed_at = now
     workspace.name = name or workspace.name
     workspace.bot_user_id = bot_user_id or workspace.bot_user_id
     await workspace.save(using_db=conn)
@@ -133,7 +135,7 @@ async def add_slack_workspace(team_id: str, token: str, *, name: str = "", bot_u
     cipher = cipher or environment_cipher()
     async with in_transaction() as conn:
         stored = await _store_slack_workspace(conn, team_id, token, name=name, bot_user_id=bot_user_id,
-                                              cipher=cipher)
+                                              cipher=cipher, now=now)
         events = [audit_event("workspace.added" if stored.created else "workspace.updated", now=now, actor=actor,
                               platform="slack", workspace=team_id)]
         if stored.reconnected:
@@ -169,7 +171,8 @@ async def install_slack_workspace(team_id: str, token: str, *, name: str, bot_us
         if await install_used(install_id, since=issued_at, using_db=conn):
             raise InstallReused("this install link was already used; start again from /slack/install")
         stored = await _store_slack_workspace(conn, team_id, token, name=name, bot_user_id=bot_user_id,
-                                              cipher=cipher, refresh_token=refresh_token, expires_at=expires_at)
+                                              cipher=cipher, refresh_token=refresh_token, expires_at=expires_at,
+                                              now=now)
         events = [audit_event(INSTALLED, now=now, actor=actor, platform="slack", workspace=team_id,
                               name=name, bot_user_id=bot_user_id, reinstalled=not stored.created,
                               install_id=install_id, scopes=scopes, app_id=app_id,
@@ -186,10 +189,12 @@ class Deactivation:
     changed: bool  # False: the workspace was already inactive (a repeated event)
     failed_deliveries: int
     messages: int = 0  # direct messages made due now, for the outbox to settle (`stop_waiting_messages`)
+    stale: bool = False  # ignored: the removal was from before the installation Herald holds
 
 
 async def deactivate_workspace(platform: str, external_id: str, *, reason: str, now: datetime,
-                               actor: str = "", refused_token: str = "", env_token: str = "") -> Deactivation:
+                               actor: str = "", refused_token: str = "", env_token: str = "",
+                               removed_at: datetime | None = None) -> Deactivation:
     """Herald was removed from a workspace: mark it inactive, wipe its token, and fail every
     delivery still waiting for it, in one transaction with the audit events.
 
@@ -203,6 +208,11 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
     was on the wire), nothing is done. A workspace Herald only knew from `HERALD_SLACK_BOT_TOKEN`
     gets an inactive row keeping that token's fingerprint (`env_token`, else `refused_token`), so
     the revoked env token is not used, and a new one is (`readopt_env_token`).
+
+    `removed_at`: when the removal happened (the event's `event_time`, whole seconds). Slack
+    retries an event late and out of order: a removal from before the installation the row holds
+    (`installed_at`: the admin added Herald again meanwhile) is ignored, with the audit event
+    `workspace.removal_ignored`.
     """
     actor = actor or f"{platform}:{external_id}"
     message = removed_reason(platform, external_id, reason)
@@ -216,6 +226,12 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
             return Deactivation(changed=False, failed_deliveries=0)
         if workspace is not None and refused_token and workspace.token_fingerprint not in ("", refused_token):
             return Deactivation(changed=False, failed_deliveries=0)  # reconnected since: the new token is alive
+        if workspace is not None and _removed_before_install(workspace, removed_at):
+            assert removed_at is not None and workspace.installed_at is not None
+            await record([audit_event(REMOVAL_IGNORED, now=now, actor=actor, platform=platform, workspace=external_id,
+                                      reason=reason, removed_at=removed_at.isoformat(),
+                                      installed_at=workspace.installed_at.isoformat())], using_db=conn)
+            return Deactivation(changed=False, failed_deliveries=0, stale=True)
         if workspace is None:
             workspace = Workspace(platform=platform, external_id=external_id)
             workspace.token_fingerprint = env_token or refused_token  # the revoked env token's
@@ -231,6 +247,14 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
         await record([audit_event(UNINSTALLED, now=now, actor=actor, platform=platform, workspace=external_id,
                                   reason=reason, failed_deliveries=len(failed)), *failed], using_db=conn)
     return Deactivation(changed=True, failed_deliveries=len(failed), messages=messages)
+
+
+def _removed_before_install(workspace: Workspace, removed_at: datetime | None) -> bool:
+    """Whether the removal surely happened before the row's installation: Slack's `event_time`
+    is in whole seconds (cut, not rounded), so the removal was within the second after it."""
+    if removed_at is None or workspace.installed_at is None:
+        return False
+    return removed_at + timedelta(seconds=1) <= workspace.installed_at
 
 
 async def stop_waiting_messages(conn: BaseDBAsyncClient, now: datetime, **where: object) -> int:

@@ -1,11 +1,13 @@
 """`app_uninstalled` / `tokens_revoked`: Herald was removed from a workspace, so deactivate it and
 fail what waits for it. `team_access_granted` / `team_access_revoked`: the workspaces of an
 Enterprise Grid org its org-wide install may act in. Bolt runs these without authorizing (the token is gone); Slack's retries
-land here again, harmlessly."""
+land here again, harmlessly; a removal from before the installation Herald holds (a late retry, once
+the admin added Herald again) is ignored."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from slack_bolt.async_app import AsyncApp
 
@@ -17,6 +19,15 @@ from bot.service import Herald
 from storage.models import Platform
 
 log = logging.getLogger(__name__)
+
+
+def _event_time(body: dict) -> datetime | None:
+    """When the event happened (the envelope's `event_time`, Unix seconds), not when it arrives:
+    Slack retries an event late and does not promise order."""
+    value = body.get("event_time")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return datetime.fromtimestamp(value, UTC)
 
 
 def register(app: AsyncApp, herald: Herald) -> None:
@@ -31,13 +42,13 @@ def register(app: AsyncApp, herald: Herald) -> None:
         env_token = token_fingerprint(herald.slack_workspaces.default_token)  # kept if it served this workspace
         result = await workspace_core.deactivate_workspace(Platform.SLACK.value, team_id, reason=kind,
                                                            now=herald.clock.now(), actor=f"slack:{team_id}",
-                                                           env_token=env_token)
+                                                           env_token=env_token, removed_at=_event_time(body))
         herald.slack_workspaces.forget(team_id)
         if result.messages:
             herald.outbox.wake()  # it fails the messages that waited for the workspace, without a request
         log.warning("Slack %s for workspace %s%s: %s", kind, team_id, f" (retry {retry})" if retry else "",
                     f"deactivated, {result.failed_deliveries} deliveries failed" if result.changed
-                    else "already inactive")
+                    else "ignored: from before the current installation" if result.stale else "already inactive")
 
     async def on_team_access(body: dict, event: dict, context) -> None:  # noqa: ANN001
         """An Org Admin added Herald's org-wide install to workspaces of the org, or removed it from
