@@ -173,7 +173,9 @@ def _lifecycle(herald: Herald, manage_database: bool, run_worker: bool, freeze_h
             if storage_db.dialect() == "postgres":  # a send accepted here wakes the other replicas at once
                 from storage.wakeups import PgWakeups
 
-                wakeups = PgWakeups(herald.settings.tortoise_db_url, lambda: herald.outbox.wake(broadcast=False))
+                wakeups = PgWakeups(herald.settings.tortoise_db_url, lambda: herald.outbox.wake(broadcast=False),
+                                    origin=herald.outbox.worker_id,
+                                    on_update_wake=lambda: herald.outbox.wake(broadcast=False, urgent=False))
                 wakeups.start()
                 herald.outbox.notify = wakeups.notify
             worker = asyncio.create_task(herald.outbox.run_forever(), name="herald-outbox")

@@ -22,22 +22,33 @@ log = logging.getLogger(__name__)
 CHANNEL = "herald_outbox"
 
 
-async def notify_outbox() -> None:
+UPDATES_ONLY = "updates"  # the payload's kind: only copies' in-place updates are due (see Outbox.wake)
+
+
+async def notify_outbox(payload: str = "") -> None:
     """Tell every replica's outbox that new work may be due (PostgreSQL; on SQLite the one process
-    wakes its own outbox, and a command-line process leaves it to the outbox's poll)."""
+    wakes its own outbox, and a command-line process leaves it to the outbox's poll). `payload`:
+    "ORIGIN:KIND" (`PgWakeups.notify`); empty, an urgent wake from no replica."""
     connection = Tortoise.get_connection("default")
     if connection.capabilities.dialect != "postgres":
         return
     try:
-        await connection.execute_query(f"SELECT pg_notify('{CHANNEL}', '')")
+        await connection.execute_query(f"SELECT pg_notify('{CHANNEL}', $1)", [payload])
     except Exception:  # noqa: BLE001 - the others still poll
         log.warning("could not NOTIFY the other replicas", exc_info=True)
 
 
 class PgWakeups:
-    def __init__(self, db_url: str, on_wake: Callable[[], None], *, max_backoff: float = 30.0) -> None:
+    """LISTEN for the outbox's wakes on a dedicated connection. A replica's own NOTIFYs (`origin`)
+    are not heard again (it woke itself already); one asking only for updates calls
+    `on_update_wake` (default `on_wake`), so the hearer may gather more of them before it looks."""
+
+    def __init__(self, db_url: str, on_wake: Callable[[], None], *, max_backoff: float = 30.0,
+                 origin: str = "", on_update_wake: Callable[[], None] | None = None) -> None:
         self.dsn = asyncpg_dsn(db_url)
         self.on_wake = on_wake
+        self.origin = origin
+        self.on_update_wake = on_update_wake or on_wake
         self.max_backoff = max_backoff
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -53,9 +64,15 @@ class PgWakeups:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def notify(self) -> None:
-        """Tell every replica (this one too) that new work may be due."""
-        await notify_outbox()
+    async def notify(self, urgent: bool = True) -> None:
+        """Tell the other replicas that new work may be due (`urgent` False: only updates)."""
+        await notify_outbox(f"{self.origin}:{'' if urgent else UPDATES_ONLY}")
+
+    def _heard(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        origin, _, kind = (payload or "").partition(":")
+        if self.origin and origin == self.origin:
+            return
+        (self.on_update_wake if kind == UPDATES_ONLY else self.on_wake)()
 
     async def _listen(self) -> None:
         import asyncpg
@@ -67,7 +84,7 @@ class PgWakeups:
                 conn = await asyncpg.connect(self.dsn)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _conn: lost.set())
-                await conn.add_listener(CHANNEL, lambda *_args: self.on_wake())
+                await conn.add_listener(CHANNEL, self._heard)
                 self.listening.set()
                 self.on_wake()  # anything notified while we were not listening
                 backoff = 0.5

@@ -919,6 +919,44 @@ async def test_an_acknowledgement_wakes_the_replica_holding_the_lane(rig: Rig) -
         await holder.stop()
 
 
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)  # SQLite: one process, the in-process wake
+async def test_a_replica_does_not_hear_its_own_notify_and_hears_which_kind_of_wake_the_others_send(rig: Rig) -> None:
+    """A replica woke itself before it told the others: hearing its own NOTIFY again made every
+    acknowledgement's wake urgent, so the wait for more updates (LaneSettings.update_gather) never
+    happened on PostgreSQL. Another replica's wake for updates only is heard as such."""
+    url = rig.herald.settings.tortoise_db_url
+    urgent, updates = asyncio.Event(), asyncio.Event()
+    listener = PgWakeups(url, urgent.set, origin="replica-a", on_update_wake=updates.set)
+    listener.start()
+    try:
+        await asyncio.wait_for(listener.listening.wait(), 30)
+        urgent.clear()  # the wake-up on connecting (for anything missed while not listening)
+        await PgWakeups(url, lambda: None, origin="replica-a").notify()  # its own
+        await PgWakeups(url, lambda: None, origin="replica-b").notify(urgent=False)
+        await asyncio.wait_for(updates.wait(), 30)  # delivered in order: its own came first
+        assert not urgent.is_set()
+        await PgWakeups(url, lambda: None, origin="replica-b").notify()
+        await asyncio.wait_for(urgent.wait(), 30)
+    finally:
+        await listener.stop()
+
+
+async def test_a_notify_says_whether_any_of_its_wakes_was_urgent(rig: Rig) -> None:
+    outbox = rig.herald.outbox
+    told: list[bool] = []
+
+    async def notify(urgent: bool = True) -> None:
+        told.append(urgent)
+
+    outbox.notify = notify
+    outbox.wake(urgent=False)
+    await wait_until(lambda: outbox._notifying is None and told, what="the NOTIFY")
+    outbox.wake(urgent=False)
+    outbox.wake()
+    await wait_until(lambda: outbox._notifying is None and len(told) == 2, what="the second NOTIFY")
+    assert told == [False, True]
+
+
 async def test_a_burst_of_wakes_is_one_or_two_notifies(rig: Rig) -> None:
     """Each acknowledgement wakes the other replicas; a burst of 300 clicks must not be 300 NOTIFY
     statements: the wakes asked for while one NOTIFY is on its way are sent by the next one."""
@@ -926,7 +964,7 @@ async def test_a_burst_of_wakes_is_one_or_two_notifies(rig: Rig) -> None:
     sent = 0
     release = asyncio.Event()
 
-    async def notify() -> None:
+    async def notify(urgent: bool = True) -> None:
         nonlocal sent
         sent += 1
         await release.wait()

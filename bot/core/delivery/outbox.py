@@ -683,9 +683,10 @@ class Outbox:
         self._scheduling = asyncio.Lock()
         self._renewing = asyncio.Lock()  # one renewal at a time: see _renew
         self._stopping = False
-        self.notify: Any = None  # async callable telling the other replicas to wake (PostgreSQL NOTIFY)
+        self.notify: Any = None  # async callable(urgent) telling the other replicas to wake (PostgreSQL NOTIFY)
         self._notifying: asyncio.Task | None = None  # the NOTIFY on its way (see _broadcast)
         self._notify_again = False  # a wake was asked for meanwhile: NOTIFY once more after it
+        self._notify_urgent = False  # an urgent wake is among those the next NOTIFY tells of
 
     def add_source(self, source: LaneSource) -> None:
         """Register a source of outbound requests (a `LaneSource`: docs/architecture.md, "The delivery
@@ -706,12 +707,13 @@ class Outbox:
             self._urgent.set()
         self._wake.set()
         if broadcast and self.notify is not None:
-            self._broadcast()
+            self._broadcast(urgent)
 
-    def _broadcast(self) -> None:
+    def _broadcast(self, urgent: bool) -> None:
         """NOTIFY the other replicas, one NOTIFY at a time: the wakes asked for while one is on its
         way are sent together by the next, so a burst of acknowledgements is a NOTIFY or two, not
         one statement each."""
+        self._notify_urgent |= urgent
         if self._notifying is not None:
             self._notify_again = True
             return
@@ -724,8 +726,9 @@ class Outbox:
         try:
             while True:
                 self._notify_again = False
+                urgent, self._notify_urgent = self._notify_urgent, False
                 try:
-                    await self.notify()
+                    await self.notify(urgent)
                 except Exception:  # noqa: BLE001 - the others still poll
                     log.warning("could not wake the other replicas", exc_info=True)
                 if not self._notify_again:
