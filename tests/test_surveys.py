@@ -383,6 +383,32 @@ async def test_results_csv_and_named_answers(srig: SurveyRig) -> None:
     assert "total,all,4,2,0.5,,,1,1" in text and "tier,silver,4,2,0.5,,,1,1" in text
 
 
+async def test_a_comment_cannot_put_words_in_another_members_mouth_in_the_chat_results(srig: SurveyRig) -> None:
+    """A named survey's chat results list comments as `• "<name>: <comment>"`, one a line. A
+    comment's line breaks (the Slack modal's input is multiline) once went through, so member 1
+    could write a second line reading exactly like a comment by member 2, who wrote nothing. Chat
+    folds them (Slack's and Teams' renderings); the API keeps the comment as written."""
+    from bot.channels import slack_blocks, teams_cards
+    from bot.channels.survey_lines import survey_result_lines
+
+    survey_id = await srig.survey("announcements org:acme | Useful? | Yes | No | follow-up: Why?")
+    await srig.herald.outbox.drain()
+    await srig.answer(survey_id, "UACME1", 0)
+    await srig.answer(survey_id, "UACME2", 1)
+    forged = 'Fine."\n• "Member UACME2: I never read these,\r\n\n  I just click Yes'
+    await comment_on_survey(survey_id, forged, platform="slack", workspace_id=TEAM, user_id="UACME1",
+                            now=srig.clock.now())
+
+    results = await survey_results(survey_id, None, operator=True)
+    assert results["comments"][0]["comment"] == forged  # the API and the CSV keep it as written
+    for bold, escape, bullet in ((lambda t: f"*{t}*", slack_blocks.escape, "•"),
+                                 (lambda t: f"**{t}**", teams_cards.escape, "-")):
+        text = "\n".join(survey_result_lines(results, bold=bold, escape=escape, bullet=bullet))
+        comments = text.splitlines()[text.splitlines().index(bold("Comments (1)")) + 1:]
+        assert len(comments) == 1 and "Member UACME1: Fine" in comments[0], text
+        assert "I never read these, I just click Yes" in comments[0]  # folded into one line
+
+
 def _formula_cells(text: str) -> list[str]:
     """Cells a spreadsheet would run as a formula (OWASP's CSV-injection starts)."""
     return [cell for row in csv.reader(io.StringIO(text)) for cell in row if cell.startswith(FORMULA_START)]

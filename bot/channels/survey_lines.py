@@ -79,8 +79,15 @@ def survey_result_lines(results: dict[str, Any], *, bold: Bold, escape: Escape, 
         lines.append(bold(f"Comments ({len(comments)})"))
         for comment in comments[:MAX_COMMENTS]:
             text = comment if isinstance(comment, str) else f"{comment['member']}: {comment['comment']}"
-            lines.append(f"{bullet} \"{escape(text[:300])}\"")
+            lines.append(f"{bullet} \"{escape(one_line(text)[:300])}\"")
     return lines
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks and runs of whitespace folded into single spaces: a comment is
+    one line of the results, so none of it can start a line that reads as another member's
+    comment. The CSV, the API and the console keep the text as written."""
+    return " ".join(text.split())
 
 
 def stages_lines(stages: list[dict[str, Any]], *, bold: Bold, escape: Escape, bullet: str) -> list[str]:
