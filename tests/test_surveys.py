@@ -206,6 +206,32 @@ async def test_survey_goes_through_the_outbox_and_answers_can_change(srig: Surve
         await srig.answer(survey_id, "UACME2", 7)
 
 
+async def test_adding_a_comment_is_not_counted_or_audited_as_a_changed_answer(srig: SurveyRig) -> None:
+    """A member who answers Yes and then writes the follow-up comment (in Slack always two steps:
+    the button, then the modal) has not changed their answer: it was counted as one (`changes: 1`,
+    "changed answers: 1") and audited as `survey.answer_changed` with previous = value. The
+    comment is its own event, `survey.commented`; changing the answer later still counts."""
+    survey_id = await srig.survey("announcements org:acme | Useful? | Yes | No | follow-up: Why?")
+    await srig.herald.outbox.drain()
+    await srig.answer(survey_id, "UACME1", 0)
+    commented = await comment_on_survey(survey_id, "The recall notices are clear", platform="slack",
+                                        workspace_id=TEAM, user_id="UACME1", now=srig.clock.now())
+    assert commented.recorded and not commented.first
+
+    async def counted() -> tuple[int, int, list[str]]:
+        results = await survey_results(survey_id, None, operator=True)
+        kinds = await AuditEvent.filter(notice_id=survey_id, kind__startswith="survey.").order_by(
+            "seq").values_list("kind", flat=True)
+        return results["total"]["changed_answers"], results["answers"][0]["changes"], kinds
+
+    assert await counted() == (0, 0, ["survey.answered", "survey.commented"])
+    event = await AuditEvent.get(notice_id=survey_id, kind="survey.commented")
+    assert (event.data["value"], event.data["previous"], event.data["comment_chars"]) == (0, 0, 28)
+    await srig.answer(survey_id, "UACME1", 1, comment="Too many")  # the answer changes, with a new comment
+    assert await counted() == (1, 1, ["survey.answered", "survey.commented", "survey.answer_changed"])
+    assert await SurveyAnswerChange.filter(survey__notice_id=survey_id).count() == 3  # every change kept
+
+
 async def test_closing_stops_answers_and_redraws_the_messages(srig: SurveyRig) -> None:
     survey_id = await srig.survey("announcements org:bolt closes:2026-01-06 | Ready for Q1? | Yes | No")
     await srig.herald.outbox.drain()

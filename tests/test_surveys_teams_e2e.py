@@ -93,7 +93,8 @@ async def test_survey_cards_answers_changes_and_anonymous_results(teams: TeamsRi
     assert comment_box["value"] == "Too many clicks"
     await teams.invoke("aad-north-1", "herald.survey_comment", {"notice_id": survey_id, "comment": "Fewer clicks"})
     stored = await SurveyAnswer.get()
-    assert (stored.value, stored.comment, stored.changes, stored.member_id) == (3, "Fewer clicks", 2, None)  # type: ignore[attr-defined]
+    # one changed answer (8 -> 3); rewording the comment under the same answer is not one
+    assert (stored.value, stored.comment, stored.changes, stored.member_id) == (3, "Fewer clicks", 1, None)  # type: ignore[attr-defined]
     assert await SurveyAnswerChange.all().count() == 3
 
     outsider = await teams.invoke("aad-outsider", "herald.survey_answer", {"notice_id": survey_id, "value": 1})

@@ -50,8 +50,9 @@ from storage.models import (
 MAX_COMMENT = 2000
 # The kinds of an answer's audit events (`_event`): of an anonymous survey, Herald shows none of them,
 # nor their count or time, outside the trail itself (they would tell how many answered, and when).
-ANSWERED, ANSWER_CHANGED = "survey.answered", "survey.answer_changed"
-ANSWER_EVENTS = (ANSWERED, ANSWER_CHANGED)
+# A comment added or changed under the same answer is `survey.commented`, not a changed answer.
+ANSWERED, ANSWER_CHANGED, COMMENTED = "survey.answered", "survey.answer_changed", "survey.commented"
+ANSWER_EVENTS = (ANSWERED, ANSWER_CHANGED, COMMENTED)
 NOT_YOURS = "This survey was not sent to you, so you cannot answer it."
 
 
@@ -195,12 +196,9 @@ async def _record(survey: Survey, notice: Notice, member: Member, *, value: int,
                         organisation_id=member.organisation_id, role=member.role,  # type: ignore[attr-defined]
                         value=value, comment=new_comment, platform=platform, answered_at=now, changed_at=now,
                         using_db=conn)
-                else:
-                    moved = await SurveyAnswer.filter(id=current.id, changes=current.changes).using_db(conn).update(
-                        value=value, comment=new_comment, platform=platform, changed_at=now,
-                        changes=current.changes + 1)
-                    if not moved:
-                        raise _Retry
+                elif not await _update_answer(conn, current, value=value, comment=new_comment, platform=platform,
+                                              now=now):
+                    raise _Retry
                 await SurveyAnswerChange.create(survey_id=survey.id, respondent=respondent, value=value,
                                                 comment=new_comment, platform=platform, changed_at=now, using_db=conn)
                 await record([_event(survey, notice, member, respondent, current, value, new_comment, platform, now)],
@@ -215,9 +213,20 @@ class _Retry(Exception):
     """The answer row changed between reading and writing it."""
 
 
+async def _update_answer(conn: BaseDBAsyncClient, current: SurveyAnswer, *, value: int, comment: str, platform: str,
+                         now: datetime) -> bool:
+    """Write the member's new answer or comment over `current`, if the row is still as read.
+    `changes` counts changed answers only: a comment added or reworded under the same answer
+    (in Slack always a second step, after the button) is not one."""
+    changes = current.changes + (value != current.value)
+    return bool(await SurveyAnswer.filter(
+        id=current.id, changes=current.changes, value=current.value, comment=current.comment).using_db(conn).update(
+        value=value, comment=comment, platform=platform, changed_at=now, changes=changes))
+
+
 def _event(survey: Survey, notice: Notice, member: Member, respondent: str, before: SurveyAnswer | None,
            value: int, comment: str, platform: str, now: datetime):  # noqa: ANN202
-    kind = ANSWERED if before is None else ANSWER_CHANGED
+    kind = ANSWERED if before is None else ANSWER_CHANGED if value != before.value else COMMENTED
     who = {"member_id": None, "actor": "", "respondent": respondent} if survey.anonymous else {
         "member_id": member.id, "actor": member.email}
     return audit_event(kind, now=now, notice_id=notice.id, survey=survey.id, value=value,
