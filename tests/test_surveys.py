@@ -347,12 +347,22 @@ async def test_only_the_author_or_an_admin_closes_and_surveys_cannot_be_edited(s
 
 
 async def test_retracted_survey_takes_no_answers_and_is_closed(srig: SurveyRig) -> None:
+    """The tick closes a retracted survey (an anonymous one's key is erased) but leaves its
+    messages alone: each already shows the retraction, and updating it again cost a chat.update
+    per copy (at 3,000 recipients an hour of a workspace's update budget)."""
     survey_id = await srig.survey("announcements org:keys | Still there? | Yes | No")
     await srig.herald.outbox.drain()
     await retract_notice(survey_id, None, reason="sent by mistake", now=srig.clock.now(), operator="test")
+    await srig.herald.outbox.drain()
+    assert srig.fake.call_count("chat.update") == 2  # each copy shows the retraction
     with pytest.raises(UserError, match="withdrawn"):
         await srig.answer(survey_id, "UKEYS1", 0)
     assert await close_due_surveys(srig.clock.now()) == 1
+    await srig.herald.outbox.drain()
+    assert srig.fake.call_count("chat.update") == 2, "every retracted copy was updated again"
+    assert not await Delivery.filter(notice_id=survey_id, update_pending=True).exists()
+    closed = await AuditEvent.get(notice_id=survey_id, kind="survey.closed")
+    assert (closed.actor, closed.data["copies"]) == ("scheduler", 0)
 
 
 async def test_only_need_to_know(srig: SurveyRig) -> None:

@@ -266,7 +266,9 @@ async def close_due_surveys(now: datetime) -> int:
 
 async def _close(survey: Survey, *, actor: str, now: datetime) -> int:
     """Close once: erase the respondent key, flag the delivered messages to lose their buttons and
-    cancel the copies not sent yet (a closed survey is nothing to send)."""
+    cancel the copies not sent yet (a closed survey is nothing to send). A retracted survey's
+    messages already show the retraction, without buttons: they are left alone, as updating each
+    again would spend the workspace's chat.update budget on the same message."""
     at = min(survey.closes_at, now) if survey.closes_at else now
     notice_id: int = survey.notice_id  # type: ignore[attr-defined]
     async with in_transaction() as conn:
@@ -280,12 +282,16 @@ async def _close(survey: Survey, *, actor: str, now: datetime) -> int:
                          updated_at=now)
         # the copies in flight too: one sent with buttons is updated once it is delivered, and one
         # that comes back unsent is cancelled (the outbox's _CANCEL_UNWANTED_SQL)
-        copies = await Delivery.filter(notice_id=notice_id,
-                                       status__in=[DeliveryStatus.DELIVERED.value, DeliveryStatus.SENDING.value],
-                                       ).using_db(conn).update(update_pending=True, update_seq=F("update_seq") + 1)
+        copies = 0 if await _retracted(conn, notice_id) else await Delivery.filter(
+            notice_id=notice_id, status__in=[DeliveryStatus.DELIVERED.value, DeliveryStatus.SENDING.value],
+        ).using_db(conn).update(update_pending=True, update_seq=F("update_seq") + 1)
         answers = await SurveyAnswer.filter(survey_id=survey.id).using_db(conn).count()
         await record([audit_event("survey.closed", now=now, actor=actor, notice_id=notice_id, survey=survey.id,
                                   answers=answers, copies=copies, cancelled=cancelled,
                                   respondent_key_erased=survey.anonymous)], using_db=conn)
         await complete_sent_notices(now, [notice_id], using_db=conn)  # its last copies may be the cancelled ones
     return 1
+
+
+async def _retracted(conn: BaseDBAsyncClient, notice_id: int) -> bool:
+    return await Notice.filter(id=notice_id, status=NoticeStatus.RETRACTED.value).using_db(conn).exists()
