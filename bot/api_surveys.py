@@ -132,7 +132,9 @@ SCHEMAS: dict[str, Any] = {
     "SurveyListItem": {"type": "object", "properties": {
         "id": {"type": "integer"}, "question": {"type": "string"}, "kind": {"type": "string", "enum": ["options", "scale"]},
         "anonymous": {"type": "boolean"}, "status": {"type": "string"}, "open": {"type": "boolean"},
-        "journey_step": {"type": ["string", "null"]}, "recipients": {"type": "integer"}, "results": {"type": "string"}}},
+        "journey_step": {"type": ["string", "null"]},
+        "recipients": {"type": "integer", "description": "Members the survey was delivered to."},
+        "results": {"type": "string"}}},
     "SurveySegment": {"type": "object", "properties": {
         "segment": {"type": "string"}, **_FIGURES, "segments": {"type": "integer",
                                                                 "description": "Only on the pooled 'other' row."}}},

@@ -76,6 +76,41 @@ async def test_a_survey_page_shows_response_rate_nps_breakdowns_and_escaped_comm
     assert response.status == 200 and 'id="nps">40<' in page
 
 
+async def test_the_survey_list_gives_the_same_response_rate_as_the_survey_page(console: ConsoleHarness) -> None:
+    """The response rate is answers ÷ members it was delivered to (README), and closing cancels
+    the copies not sent yet (held for quiet hours). The survey's page counted so; the Surveys
+    list divided by the notice's recipient count (cancelled copies included), showing the CAM a
+    lower rate than the survey's own page."""
+    from bot.core.commands.parser import SurveyCommand, parse_command
+    from bot.core.notices import sending
+    from bot.core.surveys.answers import close_survey
+    from bot.core.surveys.creating import create_survey_draft
+    from storage.models import Staff
+
+    author = await Staff.get(email=CAM)
+    command = parse_command("survey announcements all | Is the portal useful? | Yes | No")
+    assert isinstance(command, SurveyCommand)
+    preview = await create_survey_draft(author, command, console.herald.catalog, now=console.clock.now())
+    survey_id = preview.notice.id
+    await sending.send_draft(survey_id, author, console.herald.catalog, now=console.clock.now())
+    await console.herald.outbox.drain()  # the partners in their quiet hours wait for their morning
+    people = await delivered_to(survey_id)
+    rows = await Delivery.filter(notice_id=survey_id).count()
+    assert 0 < len(people) < rows, (len(people), rows)  # some copies are held for quiet hours
+    for email in people:
+        await answer_as(console, survey_id, email, 0)
+    await close_survey(survey_id, author, now=console.clock.now())  # cancels the held ones
+
+    casey = await console.signed_in(CAM)
+    _, page = await casey.get(f"/console/surveys/{survey_id}")
+    assert "100%" in page  # every member it was delivered to answered
+    _, listing = await casey.get("/console/surveys")
+    row = re.search(rf"<tr>\s*<td>{survey_id}</td>.*?</tr>", listing, re.S)
+    assert row is not None
+    cells = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row.group(0)))
+    assert f" {len(people)} {len(people)} " in cells and "100%" in cells, cells  # delivered to, answered, rate
+
+
 async def test_an_anonymous_survey_shows_nothing_under_five_answers_and_no_names(console: ConsoleHarness) -> None:
     survey_id = await send_as_cam(console, "survey announcements all anonymous | Is the portal useful? | Yes | No | "
                                      "follow-up: What is missing?")
