@@ -123,6 +123,36 @@ async def test_survey_answers_changes_comments_and_anonymous_results(slack: Slac
     assert kinds["survey.commented"] == 1  # the comment under the same answer is not a changed answer
 
 
+def _answer_button(message: dict, label: str) -> dict:
+    return next(e for e in _elements(message["blocks"]) if e.get("text", {}).get("text") == label)
+
+
+async def test_a_member_who_got_the_survey_can_answer_it_while_its_send_is_in_doubt(slack: SlackHarness) -> None:
+    """Slack posted the survey, but the answer to chat.postMessage was lost: the copy is in doubt
+    (`sending`) until the retry looks for it. Its buttons only exist on a message that reached the
+    member, so an answer is recorded, as an Acknowledge press is; it was refused ("This survey was
+    not sent to you") and lost. The message is left as it is (the retry finds it by what Herald
+    posted), so the member is told in a reply of their own, and the retry posts nothing twice."""
+    slack.fake.fail_next("chat.postMessage", drop=True, landed=True)
+    preview = await _reply(slack, "survey announcements member:m1@acme.example | Ready for Q1? | Yes | No")
+    survey_id = await _send_from_preview(slack, preview)  # the post lands; its answer is lost
+    (message,) = slack.fake.messages("DUACME1")
+    assert (await Delivery.get(notice_id=survey_id)).status == "sending"  # in doubt
+
+    button = _answer_button(message, "Yes")
+    await slack.click(button["action_id"], button["value"], user="UACME1", message=message)
+    (reply,) = await slack.responses(slack.last_click_key)
+    assert reply.args["replace_original"] is False and reply.args["response_type"] == "ephemeral", reply.args
+    assert f"Your answer to survey #{survey_id} is saved: Yes" in reply.args["text"]
+    assert (await SurveyAnswer.get(survey__notice_id=survey_id)).value == 0
+
+    slack.clock.advance(hours=1)
+    await slack.herald.outbox.drain()  # the retry looks for the message first, and finds it
+    row = await Delivery.get(notice_id=survey_id)
+    assert (row.status, row.message_id) == ("delivered", message["ts"])
+    assert slack.fake.call_count("chat.postMessage") == 1 and len(slack.fake.messages("DUACME1")) == 1
+
+
 async def test_survey_form_preview_and_send(slack: SlackHarness) -> None:
     await slack.command("survey")
     (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="the survey form")

@@ -71,6 +71,20 @@ async def _send_preview(teams: TeamsRig, text: str) -> int:
     return send["data"]["notice_id"]
 
 
+async def test_a_member_can_answer_a_survey_card_whose_send_is_in_doubt(teams: TeamsRig) -> None:
+    """The card reached the member but its copy is still `sending` (its outcome not written yet,
+    or the replica that sent it died before writing it): the press proves the card landed. The
+    answer is recorded and the card comes back with it, as for an Acknowledge press on such a
+    copy; it was refused ("This survey was not sent to you") and lost."""
+    survey_id = await _send_preview(teams, "survey announcements all | Ready for Q1? | Yes | No")
+    # the copy as it is between the connector's answer and the outcome's write
+    await Delivery.filter(notice_id=survey_id, member__email="p1@north.example").update(status="sending")
+
+    answered = await teams.invoke("aad-north-1", "herald.survey_answer", {"notice_id": survey_id, "value": 0})
+    assert "Your answer: **Yes**" in " ".join(texts_of(answered["value"])), answered
+    assert (await SurveyAnswer.get(survey__notice_id=survey_id)).value == 0
+
+
 async def test_survey_cards_answers_changes_and_anonymous_results(teams: TeamsRig) -> None:
     survey_id = await _send_preview(
         teams, "survey announcements all anonymous | Rate the [portal](http://evil) | scale:0-10 | follow-up: Why?")

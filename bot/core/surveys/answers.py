@@ -65,6 +65,7 @@ class AnswerResult:
     comment: str
     recorded: bool  # False: the same answer arrived again and nothing changed
     first: bool  # the member's first answer to this survey
+    in_doubt: bool = False  # the member's copy is still in doubt (`sending`): see _recipient
 
     @property
     def label(self) -> str:
@@ -89,21 +90,31 @@ def respondent_code(survey: Survey, member_id: int) -> str:
     return hmac.new(key.encode(), f"{survey.id}:{member_id}".encode(), hashlib.sha256).hexdigest()
 
 
-async def _recipient(notice_id: int, platform: str, workspace_id: str, user_id: str) -> tuple[Survey, Notice, Delivery]:
+# Copies an answer can come from: a copy in doubt (`sending`: posted, the platform's answer lost)
+# too, as for an acknowledgement (acks._delivered_to): its buttons only exist on a message that
+# reached the member, so the click proves it landed. That message is left as it is until the
+# outbox has found it (by what Herald posted) and recorded it: `AnswerResult.in_doubt`.
+_ANSWERABLE = [DeliveryStatus.DELIVERED.value, DeliveryStatus.SENDING.value]
+
+
+async def _recipient(notice_id: int, platform: str, workspace_id: str, user_id: str,
+                     ) -> tuple[Survey, Notice, Delivery, bool]:
+    """The survey, its notice, the member's (first) copy and whether a copy of theirs is in doubt."""
     survey = await Survey.filter(notice_id=notice_id).select_related("notice").first()
     if survey is None:
         raise NotFound(f"survey #{notice_id} does not exist")
     if platform == "teams":  # Teams ids arrive in either case; they are stored lower-case
         workspace_id, user_id = workspace_id.lower(), user_id.lower()
-    delivery = await Delivery.filter(
-        notice_id=notice_id, platform=platform, status=DeliveryStatus.DELIVERED.value,
-        account__workspace_external_id=workspace_id, account__user_id=user_id).select_related("member").first()
-    if delivery is None:
+    copies = await Delivery.filter(
+        notice_id=notice_id, platform=platform, status__in=_ANSWERABLE,
+        account__workspace_external_id=workspace_id, account__user_id=user_id).select_related("member").order_by("id")
+    if not copies:
         raise PermissionDenied(NOT_YOURS)
+    delivery, in_doubt = copies[0], any(c.status == DeliveryStatus.SENDING.value for c in copies)
     notice: Notice = survey.notice
     if notice.status == NoticeStatus.RETRACTED.value:
         raise UserError(f"Survey #{notice.id} was withdrawn, so it takes no answers.")
-    return survey, notice, delivery
+    return survey, notice, delivery, in_doubt
 
 
 def _ensure_open(survey: Survey, now: datetime) -> None:
@@ -133,18 +144,18 @@ async def answer_survey(notice_id: int, value: int, *, platform: str, workspace_
                         now: datetime, comment: str | None = None) -> AnswerResult:
     """Record (or change) the member's answer; `comment` (Teams sends the card's text box along)
     replaces their follow-up comment when given."""
-    survey, notice, delivery = await _recipient(notice_id, platform, workspace_id, user_id)
+    survey, notice, delivery, in_doubt = await _recipient(notice_id, platform, workspace_id, user_id)
     _ensure_open(survey, now)
     if not spec_of(survey).accepts(value):
         raise UserError("That is not one of this survey's answers.")
     return await _record(survey, notice, delivery.member, value=value, comment=_clean(comment, survey),
-                         platform=platform, now=now)
+                         platform=platform, now=now, in_doubt=in_doubt)
 
 
 async def comment_on_survey(notice_id: int, text: str, *, platform: str, workspace_id: str, user_id: str,
                             now: datetime) -> AnswerResult:
     """The member's answer to the follow-up question (they must have answered the question first)."""
-    survey, notice, delivery = await _recipient(notice_id, platform, workspace_id, user_id)
+    survey, notice, delivery, in_doubt = await _recipient(notice_id, platform, workspace_id, user_id)
     _ensure_open(survey, now)
     comment = _clean(text, survey)
     if not comment:
@@ -153,14 +164,14 @@ async def comment_on_survey(notice_id: int, text: str, *, platform: str, workspa
     if current is None:
         raise UserError("Choose an answer first, then add your comment.")
     return await _record(survey, notice, delivery.member, value=current.value, comment=comment, platform=platform,
-                         now=now)
+                         now=now, in_doubt=in_doubt)
 
 
 async def comment_form(notice_id: int, *, platform: str, workspace_id: str, user_id: str,
                        now: datetime) -> tuple[str, str]:
     """(follow-up question, the member's current comment) for the comment form, after the checks an
     answer gets: the survey was sent to them, is open and asks a follow-up."""
-    survey, _, delivery = await _recipient(notice_id, platform, workspace_id, user_id)
+    survey, _, delivery, _ = await _recipient(notice_id, platform, workspace_id, user_id)
     _ensure_open(survey, now)
     if not survey.follow_up:
         raise UserError("This survey has no follow-up question.")
@@ -180,13 +191,14 @@ def _clean(comment: str | None, survey: Survey) -> str | None:
 
 
 async def _record(survey: Survey, notice: Notice, member: Member, *, value: int, comment: str | None,
-                  platform: str, now: datetime) -> AnswerResult:
+                  platform: str, now: datetime, in_doubt: bool = False) -> AnswerResult:
     respondent = respondent_code(survey, member.id)
     for _ in range(3):  # a concurrent click on another copy can win the race; read it and go again
         current = await SurveyAnswer.get_or_none(survey_id=survey.id, respondent=respondent)
         new_comment = comment if comment is not None else (current.comment if current else "")
         if current is not None and current.value == value and current.comment == new_comment:
-            return AnswerResult(notice, survey, member, value, new_comment, recorded=False, first=False)
+            return AnswerResult(notice, survey, member, value, new_comment, recorded=False, first=False,
+                                in_doubt=in_doubt)
         try:
             async with in_transaction() as conn:
                 await _ensure_still_open(conn, survey.id, now)
@@ -203,7 +215,8 @@ async def _record(survey: Survey, notice: Notice, member: Member, *, value: int,
                                                 comment=new_comment, platform=platform, changed_at=now, using_db=conn)
                 await record([_event(survey, notice, member, respondent, current, value, new_comment, platform, now)],
                              using_db=conn)
-            return AnswerResult(notice, survey, member, value, new_comment, recorded=True, first=current is None)
+            return AnswerResult(notice, survey, member, value, new_comment, recorded=True, first=current is None,
+                                in_doubt=in_doubt)
         except (IntegrityError, _Retry):
             continue
     raise UserError("Your answer could not be saved because it changed at the same moment; please click again.")

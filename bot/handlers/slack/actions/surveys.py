@@ -17,13 +17,27 @@ from bot.core.notices.views import (
     SURVEY_ANSWER_ACTION,
     SURVEY_COMMENT_ACTION,
 )
-from bot.core.surveys.answers import answer_survey, comment_form
+from bot.core.surveys.answers import AnswerResult, answer_survey, comment_form
 from bot.handlers.slack.common import directory_ids, open_form, record_id
 from bot.service import Herald
 from storage.models import Platform
 
 log = logging.getLogger(__name__)
 ANSWER = re.compile(rf"^{SURVEY_ANSWER_ACTION}_\d+$")
+ANSWERED = "Your answer to survey #{id} is saved: {answer}. You can change it until the survey closes."
+
+
+async def _show_answer(herald: Herald, result: AnswerResult, respond) -> None:  # noqa: ANN001
+    """The clicked message shows the answer at once, through response_url (no chat.update budget).
+    A copy still in doubt is not touched, as for an acknowledgement (notices._show_acknowledged):
+    the outbox finds it by what Herald posted before recording it, so the member is told in a
+    reply of their own instead."""
+    if result.in_doubt:
+        await respond(text=f":white_check_mark: {escape(ANSWERED.format(id=result.notice.id, answer=result.label))}",
+                      response_type="ephemeral", replace_original=False)
+        return
+    view = result.view(herald.catalog, now=herald.clock.now())
+    await respond(replace_original=True, text=notice_fallback_text(view), blocks=notice_blocks(view))
 
 
 def register(app: AsyncApp, herald: Herald) -> None:
@@ -40,9 +54,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
             text = str(exc) if isinstance(exc, UserError) else "That button's data is not valid any more."
             await respond(text=f":warning: {escape(text)}", response_type="ephemeral", replace_original=False)
             return
-        # The clicked message shows the answer at once, through response_url (no chat.update budget).
-        view = result.view(herald.catalog, now=herald.clock.now())
-        await respond(replace_original=True, text=notice_fallback_text(view), blocks=notice_blocks(view))
+        await _show_answer(herald, result, respond)
 
     @app.action(SURVEY_COMMENT_ACTION)
     async def on_comment(ack, body, client, respond) -> None:  # noqa: ANN001
