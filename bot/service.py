@@ -100,7 +100,8 @@ class Herald:
             rate_limits={"teams": settings.teams_max_per_second, "slack": settings.slack_max_per_second},
             updates_per_minute={"slack": settings.slack_updates_per_minute},
         )
-        self.outbox.link_tracker = link_tracker(settings.public_url, settings.secret_key)
+        self.outbox.link_tracker = link_tracker(settings.public_url, settings.secret_key,
+                                                 settings.previous_secret_keys)
         # everything else Herald sends (journeys, digests, escalations, hand-offs): the same lanes
         self.outbox.add_source(MessageSource(self.channels, retry=self.outbox.retry))
         self.worker_running = False  # `serve` runs the outbox loop (bot.app); tests and the CLI may not

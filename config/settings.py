@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     public_url: str | None = None  # e.g. https://herald.example.com; the OAuth redirect_uri is built from it
     # Encrypts bot tokens at rest and signs install links; required with a Slack client secret.
     secret_key: SecretStr | None = None
+    # While rotating HERALD_SECRET_KEY: the key(s) it replaced, comma-separated. They still open and
+    # verify what they sealed and signed; nothing new uses them (`herald secrets rotate`, README).
+    secret_key_previous: SecretStr | None = None
 
     # The privacy statement and terms of use the Teams app package links (Teams and its admin centre
     # show them to users and admins): the organisation's own pages; unset, Herald's /privacy and /terms.
@@ -235,6 +238,31 @@ class Settings(BaseSettings):
             raise ValueError("HERALD_SECRET_KEY must be at least 32 characters "
                              "(e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
         return value
+
+    @model_validator(mode="after")
+    def _check_previous_secret_keys(self) -> "Settings":
+        """Each previous key as long as a key must be, none the current key itself (a rotation that
+        kept the old key as HERALD_SECRET_KEY would change nothing and look done)."""
+        previous = self.previous_secret_keys
+        if not previous:
+            self.secret_key_previous = None
+            return self
+        if not self.secret_key:
+            raise ValueError("HERALD_SECRET_KEY_PREVIOUS needs HERALD_SECRET_KEY (the new key)")
+        if any(len(key) < 32 for key in previous):
+            raise ValueError("HERALD_SECRET_KEY_PREVIOUS: each key must be at least 32 characters")
+        if self.secret_key.get_secret_value() in previous:
+            raise ValueError("HERALD_SECRET_KEY_PREVIOUS must not contain HERALD_SECRET_KEY "
+                             "(set the new key as HERALD_SECRET_KEY and the old one as previous)")
+        return self
+
+    @property
+    def previous_secret_keys(self) -> tuple[str, ...]:
+        """HERALD_SECRET_KEY_PREVIOUS as a list (comma-separated, blanks dropped)."""
+        if self.secret_key_previous is None:
+            return ()
+        keys = (k.strip() for k in self.secret_key_previous.get_secret_value().split(","))
+        return tuple(dict.fromkeys(k for k in keys if k))
 
     @model_validator(mode="after")
     def _check_slack_oauth(self) -> "Settings":

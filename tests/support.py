@@ -207,12 +207,17 @@ async def start_harness(db_url: str, *, run_worker: bool = False, extra_settings
     return SlackHarness(fake, server, app, clock, session, transport, socket)
 
 
-async def restart_harness(h: SlackHarness) -> None:
+async def restart_harness(h: SlackHarness, **changed: Any) -> None:
     """The same deployment after `herald serve` restarted: a new process (HTTP transport) on the same
-    database and fake Slack; nothing in the old one's memory survives."""
+    database and fake Slack, with the settings `changed` (validated as at start-up; None unsets one);
+    nothing in the old one's memory survives."""
     assert h.transport == "http", "a restart over Socket Mode would need the fake to take a new connection"
     await h.server.close()
-    h.app = build_app(h.herald.settings, clock=h.clock, run_worker=False, manage_database=False)
+    settings = h.herald.settings
+    if changed:
+        kept = {name: getattr(settings, name) for name in settings.model_fields_set}
+        settings = load_settings(**{k: v for k, v in {**kept, **changed}.items() if v is not None})
+    h.app = build_app(settings, clock=h.clock, run_worker=False, manage_database=False)
     h.server = TestServer(h.app, host="127.0.0.1")
     await h.server.start_server()
 

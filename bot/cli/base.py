@@ -47,7 +47,7 @@ def settings_secrets(settings: Settings) -> list[str]:
     """Every secret in the settings, for the log redactor."""
     values = [settings.slack_bot_token, settings.slack_signing_secret, settings.slack_client_secret,
               settings.secret_key, settings.teams_app_password, settings.metrics_token, settings.slack_app_token]
-    return [v.get_secret_value() for v in values if v is not None]
+    return [v.get_secret_value() for v in values if v is not None] + list(settings.previous_secret_keys)
 
 
 def setup_logging(level: str | None, settings: Settings | None = None) -> None:

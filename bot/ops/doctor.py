@@ -120,7 +120,7 @@ async def check_slack(settings: Settings, migrated: bool) -> list[Check]:
 
         rotator = TokenRotator(settings.slack_api_url, settings.slack_client_id,
                                settings.slack_client_secret.get_secret_value(), clock=SystemClock())
-    workspaces = SlackWorkspaces(settings.slack_api_url, default_token=default, cipher=cipher_for(settings.secret_key),
+    workspaces = SlackWorkspaces(settings.slack_api_url, default_token=default, cipher=cipher_for(settings.secret_key, settings.previous_secret_keys),
                                  rotator=rotator)
     teams: list[tuple[str, str]] = []
     checks = []

@@ -11,6 +11,7 @@ same expected share of uncounted presses and the comparison between them stays f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +20,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
-from bot.common.secrets import sign, signing_key, verify
+from bot.common.secrets import sign, signing_keys, verify_any
 from bot.core.compliance.audit import audit_event, record
 from storage.models import (
     Delivery,
@@ -38,25 +39,27 @@ class LinkTracker:
     """Signs and reads the member-specific link of a notice (see the module docstring)."""
 
     base_url: str
-    key: bytes
+    keys: tuple[bytes, ...]  # the current key's (signs), then previous keys' (still verify)
 
     def url(self, notice_id: int, member_id: int) -> str:
         message = f"{notice_id}.{member_id}"
-        return f"{self.base_url}/go/{message}.{sign(self.key, message)}"
+        return f"{self.base_url}/go/{message}.{sign(self.keys[0], message)}"
 
     def read(self, token: str) -> tuple[int, int] | None:
         notice, _, rest = token.partition(".")
         member, _, signature = rest.partition(".")
         if not (notice.isdigit() and member.isdigit() and len(notice) < 10 and len(member) < 10):
             return None
-        return (int(notice), int(member)) if verify(self.key, f"{notice}.{member}", signature) else None
+        return (int(notice), int(member)) if verify_any(self.keys, f"{notice}.{member}", signature) else None
 
 
-def link_tracker(public_url: str | None, secret_key: str | SecretStr | None) -> LinkTracker | None:
-    """A tracker when Herald has a public address and a key to sign with; None otherwise."""
+def link_tracker(public_url: str | None, secret_key: str | SecretStr | None,
+                 previous_keys: Sequence[str] = ()) -> LinkTracker | None:
+    """A tracker when Herald has a public address and a key to sign with; None otherwise. Links
+    signed with a previous key (HERALD_SECRET_KEY_PREVIOUS) are still read."""
     if not public_url or not secret_key:
         return None
-    return LinkTracker(public_url.rstrip("/"), signing_key(secret_key, _PURPOSE))
+    return LinkTracker(public_url.rstrip("/"), signing_keys(secret_key, _PURPOSE, previous_keys))
 
 
 async def open_tracked_link(tracker: LinkTracker, token: str, *, now: datetime) -> str | None:

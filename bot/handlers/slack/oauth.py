@@ -25,6 +25,7 @@ import html
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote, urlencode
@@ -35,7 +36,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.common.errors import UserError
-from bot.common.secrets import cipher_for, sign, signing_key, verify, warn_if_plaintext
+from bot.common.secrets import cipher_for, sign, signing_key, signing_keys, verify_any, warn_if_plaintext
 from bot.core.directory.slack_orgs import grant_teams
 from bot.core.directory.workspaces import (
     InstallReused,
@@ -89,13 +90,16 @@ def make_state(secret_key: str, nonce: str, expires: int) -> str:
     return f"{body}.{sign(signing_key(secret_key, _STATE_PURPOSE), body)}"
 
 
-def check_state(secret_key: str, state: str, cookie_nonce: str | None, now: datetime) -> tuple[str, int]:
-    """The state's (nonce, expiry) when it is genuine, unexpired and bound to this browser."""
+def check_state(secret_key: str, state: str, cookie_nonce: str | None, now: datetime,
+                previous_keys: Sequence[str] = ()) -> tuple[str, int]:
+    """The state's (nonce, expiry) when it is genuine (signed with the key or a previous one, for
+    an install begun before a key rotation), unexpired and bound to this browser."""
     parts = state.split(".")
     if len(parts) != 4 or parts[0] != STATE_VERSION or not parts[2].isdigit():
         raise StateError("the install link is not valid")
     version, nonce, expires, signature = parts
-    if not verify(signing_key(secret_key, _STATE_PURPOSE), f"{version}.{nonce}.{expires}", signature):
+    if not verify_any(signing_keys(secret_key, _STATE_PURPOSE, previous_keys), f"{version}.{nonce}.{expires}",
+                      signature):
         raise StateError("the install link is not valid")
     if now.timestamp() > int(expires):
         raise StateError("the install link has expired (they last 10 minutes)")
@@ -188,7 +192,8 @@ class _Installer:
                          _start_again(f"Slack did not install Herald ({query['error']})"))
         name, _, _ = self._cookie(request)
         try:
-            nonce, expires = check_state(self._secret, query.get("state", ""), request.cookies.get(name), now)
+            nonce, expires = check_state(self._secret, query.get("state", ""), request.cookies.get(name), now,
+                                         self.settings.previous_secret_keys)
         except StateError as exc:
             log.warning("Slack install refused: %s", exc)
             return _page(400, "Installation link not valid", _start_again(str(exc).capitalize()))
@@ -219,7 +224,8 @@ class _Installer:
         try:
             created = await install_slack_workspace(
                 install.external_id, token, name=install.name, bot_user_id=bot_user_id, now=now, actor=actor,
-                cipher=self.herald.slack_workspaces.cipher or cipher_for(self.settings.secret_key),
+                cipher=self.herald.slack_workspaces.cipher
+                or cipher_for(self.settings.secret_key, self.settings.previous_secret_keys),
                 install_id=install_id(nonce), issued_at=issued_at, enterprise_install=install.org_wide,
                 scopes=str(answer.get("scope") or ""), app_id=str(answer.get("app_id") or ""),
                 refresh_token=str(answer.get("refresh_token") or ""),
@@ -323,7 +329,7 @@ def _installed_text(install: _Installation, app_id: str) -> str:
 def add_slack_oauth_routes(app: web.Application, herald: Herald) -> None:
     """The install routes; also gives the Slack token store the cipher for HERALD_SECRET_KEY."""
     settings = herald.settings
-    cipher = cipher_for(settings.secret_key)
+    cipher = cipher_for(settings.secret_key, settings.previous_secret_keys)
     herald.slack_workspaces.cipher = cipher
     warn_if_plaintext(cipher)
     if settings.slack_oauth_enabled and not settings.public_url:
