@@ -5,6 +5,7 @@ no longer verifies. Over real HTTP against the fake Slack API and the fake Bot C
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from urllib.parse import parse_qs, urlsplit
@@ -15,11 +16,15 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 
 from bot.cli import main
-from bot.common.secrets import PREFIX, TokenCipher, TokenDecryptError
+from bot.common.secrets import PREFIX, TokenCipher, TokenDecryptError, cipher_for
+from bot.core.compliance.sealed_values import rotate
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.core.notices.interactions import link_tracker
-from storage.models import Delivery
-from tests.support import TEAM, TOKEN, Rig, SlackHarness, restart_harness, seed_directory, start_harness, stop_harness
+from storage import db as storage_db
+from storage.models import AuditEvent, Delivery, Survey, Workspace
+from tests.support import (
+    SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, restart_harness, seed_directory, start_harness, stop_harness,
+)
 from tests.test_slack_install import (
     CLIENT_ID, CLIENT_SECRET, NEW_TEAM, NEW_TOKEN, PUBLIC_URL, _finish, _newco_code, _raw_token, _start,
 )
@@ -149,11 +154,12 @@ def cli(db_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     ("too-short", "HERALD_SECRET_KEY_PREVIOUS: each key must be at least 32 characters"),
     (f"{KEY_A}, short", "HERALD_SECRET_KEY_PREVIOUS: each key must be at least 32 characters"),
 ])
+@pytest.mark.parametrize("command", [["workspaces", "list"], ["secrets", "rotate"]])
 def test_the_cli_refuses_a_previous_key_that_is_the_current_one_or_too_short(
-        cli: CliRunner, monkeypatch: pytest.MonkeyPatch, previous: str, message: str) -> None:
+        cli: CliRunner, monkeypatch: pytest.MonkeyPatch, previous: str, message: str, command: list[str]) -> None:
     monkeypatch.setenv("HERALD_SECRET_KEY", KEY_B)
     monkeypatch.setenv("HERALD_SECRET_KEY_PREVIOUS", previous)
-    result = cli.invoke(main, ["workspaces", "list"])
+    result = cli.invoke(main, command)
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert KEY_B not in result.output and KEY_A not in result.output
@@ -174,3 +180,120 @@ def test_a_previous_key_needs_a_current_one_and_several_may_be_given(cli: CliRun
     settings = load_settings()
     assert settings.previous_secret_keys == (KEY_A, older)
     assert KEY_A not in repr(settings) and KEY_A not in str(settings.model_dump())
+
+
+# ---- herald secrets rotate --------------------------------------------------------------------
+
+KEY_C = "key-c-nobody-configured-0123456789-abcdefghij"
+
+
+def _in_db(db_url: str, work):  # noqa: ANN001, ANN202
+    async def run():  # noqa: ANN202
+        await storage_db.connect(db_url, run_migrations=False)
+        try:
+            return await work()
+        finally:
+            await storage_db.close()
+    return asyncio.run(run())
+
+
+async def _stored() -> dict[str, str]:
+    """Every sealed column's raw value, by what it is (the survey's by "survey")."""
+    values = {f"{w.external_id}.bot": w.bot_token for w in await Workspace.all()}
+    values |= {f"{w.external_id}.refresh": w.refresh_token for w in await Workspace.all() if w.refresh_token}
+    values |= {"survey": s.respondent_key for s in await Survey.all()}
+    return values
+
+
+def _under_a_then_b(cli: CliRunner, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+    """A deployment that ran with key A (and, before that, with no key), now restarted with B and
+    A as previous: a plaintext token, tokens and an anonymous survey's key under A, a token under
+    a key nobody has any more (C)."""
+    def ok(*args: str) -> None:
+        result = cli.invoke(main, list(args))
+        assert result.exit_code == 0, result.output
+
+    directory = tmp_path / "partners.csv"
+    directory.write_text(SAMPLE_DIRECTORY)
+    ok("directory", "import", str(directory))
+    ok("staff", "add", "admin@vendor.example", "--role", "admin")
+    ok("slack", "add-workspace", "T0PLAIN", "--token", "xoxb-plain")
+    monkeypatch.setenv("HERALD_SECRET_KEY", KEY_C)
+    ok("slack", "add-workspace", "T0LOST", "--token", "xoxb-lost")
+    monkeypatch.setenv("HERALD_SECRET_KEY", KEY_A)
+    ok("slack", "add-workspace", "T0ROT", "--token", "xoxb-rot")
+    ok("survey", "send", "--topic", "announcements", "--audience", "org:acme", "--question", "How was it?",
+       "--scale", "1-5", "--anonymous", "--yes", "--as", "admin@vendor.example")
+    _in_db(db_url, lambda: Workspace.filter(external_id="T0ROT").update(
+        refresh_token=TokenCipher(KEY_A).seal("xoxe-1-refresh")))
+    monkeypatch.setenv("HERALD_SECRET_KEY", KEY_B)
+    monkeypatch.setenv("HERALD_SECRET_KEY_PREVIOUS", KEY_A)
+
+
+def test_rotate_re_encrypts_every_value_under_the_new_key_once(cli: CliRunner, db_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+    _under_a_then_b(cli, db_url, monkeypatch, tmp_path)
+    before = _in_db(db_url, _stored)
+    survey_key = TokenCipher(KEY_A).open(before["survey"])
+
+    result = cli.invoke(main, ["secrets", "rotate"])
+    assert result.exit_code == 1, result.output  # a value no configured key reads
+    assert "re-encrypted 3 values under HERALD_SECRET_KEY (1 survey respondent key, 1 workspace bot token, " \
+           "1 workspace refresh token)" in result.output
+    assert "encrypted 1 plaintext value (1 workspace bot token)" in result.output
+    assert "could not read 1 value with any configured key: workspace bot token T0LOST" in result.output
+    for secret in ("xoxb-", "xoxe-", KEY_A, KEY_B, survey_key, PREFIX):
+        assert secret not in result.output
+
+    after = _in_db(db_url, _stored)
+    new_only, old_only = TokenCipher(KEY_B), TokenCipher(KEY_A)
+    for name, plain in (("T0ROT.bot", "xoxb-rot"), ("T0ROT.refresh", "xoxe-1-refresh"), ("T0PLAIN.bot", "xoxb-plain"),
+                        ("survey", survey_key)):
+        assert after[name].startswith(PREFIX) and new_only.open(after[name]) == plain, name
+        with pytest.raises(TokenDecryptError):
+            old_only.open(after[name])
+    assert after["T0LOST.bot"] == before["T0LOST.bot"]  # left as it was
+
+    (event,) = _in_db(db_url, lambda: AuditEvent.filter(kind="secrets.rotated"))
+    assert event.actor.startswith("operator:") and event.data["source"] == "cli"
+    assert event.data["re_encrypted"] == 3 and event.data["encrypted_plaintext"] == 1
+    assert event.data["unreadable"] == 1 and event.data["unreadable_values"] == ["workspace bot token T0LOST"]
+    assert not any(v in json.dumps(event.data) for v in ("xoxb-", "xoxe-", survey_key, PREFIX))
+
+    again = cli.invoke(main, ["secrets", "rotate", "--json"])
+    assert again.exit_code == 1
+    counts = json.loads(again.output)
+    assert counts["re_encrypted"] == counts["encrypted_plaintext"] == 0 and counts["already_current"] == 4
+    assert _in_db(db_url, _stored) == after  # nothing rewritten
+
+    # once the lost token's workspace is reconnected, the previous key can go
+    cli.invoke(main, ["slack", "add-workspace", "T0LOST", "--token", "xoxb-found"])
+    done = cli.invoke(main, ["secrets", "rotate"])
+    assert done.exit_code == 0, done.output
+    assert "re-encrypted 0 values" in done.output and "HERALD_SECRET_KEY_PREVIOUS can be removed" in done.output
+    monkeypatch.delenv("HERALD_SECRET_KEY_PREVIOUS")
+    listed = cli.invoke(main, ["workspaces", "list", "--json"])
+    assert {r["id"]: r["token"] for r in json.loads(listed.output)}["T0PLAIN"] == "encrypted"
+
+
+def test_rotate_needs_a_key_and_refuses_a_bad_previous_one(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = cli.invoke(main, ["secrets", "rotate"])
+    assert result.exit_code == 1 and "HERALD_SECRET_KEY is not set" in result.output
+    monkeypatch.setenv("HERALD_SECRET_KEY", KEY_B)
+    monkeypatch.setenv("HERALD_SECRET_KEY_PREVIOUS", KEY_B)
+    result = cli.invoke(main, ["secrets", "rotate"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "HERALD_SECRET_KEY_PREVIOUS must not contain HERALD_SECRET_KEY" in result.output
+
+
+async def test_after_rotating_the_old_key_can_be_dropped_and_slack_still_delivers(slack: SlackHarness) -> None:
+    await add_slack_workspace(TEAM, TOKEN, now=slack.clock.now(), actor="test", cipher=TokenCipher(KEY_A))
+    await _switch_to_b(slack)
+    result = await rotate(cipher_for(KEY_B, [KEY_A]), now=slack.clock.now(), actor="operator:test")
+    assert result.resealed["workspace bot token"] == 1 and not result.unreadable
+    await _switch_to_b(slack, keep_a=False)
+
+    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast("org:acme")
+    await slack.herald.outbox.drain()
+    deliveries = await Delivery.filter(notice_id=notice_id)
+    assert deliveries and all(d.status == "delivered" for d in deliveries), [d.error for d in deliveries]

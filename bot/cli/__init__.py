@@ -6,6 +6,7 @@ from bot.cli import (  # noqa: F401
     console,
     directory,
     doctor,
+    keys,
     notices,
     onboarding,
     reports,
