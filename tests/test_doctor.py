@@ -153,6 +153,42 @@ async def test_failures_are_named_with_a_fix_and_exit_1(scene: Scene) -> None:
     assert line.startswith("FAIL") and "im:history" in line and "fix:" in line
 
 
+async def test_values_still_under_a_previous_key_or_under_no_key_are_named(scene: Scene) -> None:
+    """While HERALD_SECRET_KEY is rotated the old key is HERALD_SECRET_KEY_PREVIOUS: the tokens
+    stored with it still work, and the doctor says to re-encrypt them before dropping that key;
+    a token stored with a key that is neither is named, and how to get it back."""
+    await Workspace.filter(external_id__in=["T0GONE", "T0NARROW"]).delete()
+    new_key = "doctor-new-secret-key-0123456789-abcdefghij"
+    rotating = scene.env(HERALD_SECRET_KEY=new_key, HERALD_SECRET_KEY_PREVIOUS=SECRET_KEY)
+    code, out, err = await doctor(rotating, "--json")
+    checks = _by_name(json.loads(out))
+    assert checks["slack T0GOOD (T0Good)"]["status"] == "ok"  # read with the previous key
+    assert checks["secret key"]["status"] == "warn" and "1 stored values are still encrypted" in checks["secret key"]["detail"]
+    assert checks["secret key"]["fix"].startswith("run `herald secrets rotate`")
+    assert code == 0, out + err
+    code, text, _ = await doctor(rotating)
+    (line,) = [x for x in text.splitlines() if x.split()[1:3] == ["secret", "key"]]
+    assert line.startswith("warn") and "→ fix: run `herald secrets rotate`" in line
+
+    await add_slack_workspace("T0LOST", "xoxb-lost-token", now=ManualClock().now(), actor="test",
+                              cipher=TokenCipher("a-key-nobody-has-any-more-0123456789-abcdef"))
+    code, out, err = await doctor(rotating, "--json")
+    checks = _by_name(json.loads(out))
+    lost = checks["secret key"]
+    assert lost["status"] == "fail" and lost["detail"].endswith("with any configured key: workspace bot token T0LOST")
+    assert "HERALD_SECRET_KEY_PREVIOUS" in lost["fix"] and "reconnect" in lost["fix"]
+    assert checks["slack T0LOST"]["status"] == "fail" and "HERALD_SECRET_KEY_PREVIOUS" in checks["slack T0LOST"]["fix"]
+    assert code == 1 and new_key not in out + err and SECRET_KEY not in out + err
+
+    await Workspace.filter(external_id="T0LOST").delete()
+    await Workspace.filter(external_id="T0GOOD").update(
+        bot_token=TokenCipher(new_key).seal("xoxb-good-token"))  # as `herald secrets rotate` leaves it
+    code, out, err = await doctor(rotating, "--json")
+    done = _by_name(json.loads(out))["secret key"]
+    assert done["status"] == "ok" and done["detail"].startswith("every stored value is under HERALD_SECRET_KEY")
+    assert code == 0, out + err
+
+
 async def test_a_database_never_migrated_is_reported(tmp_path) -> None:  # noqa: ANN001
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     env["HERALD_DATABASE_URL"] = f"sqlite://{tmp_path / 'fresh.db'}"

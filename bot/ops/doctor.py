@@ -58,9 +58,11 @@ async def run_checks(settings: Settings, clock: Clock) -> list[Check]:
         checks.extend(check_files(settings))
         checks.append(await check_semantic_index(settings, migrated))
         if migrated:
+            checks.append(await check_sealed_values(settings))
             checks.append(await check_audit_chain())
             checks.append(await check_partner_cams())
         else:
+            checks.append(Check("secret key", SKIP, "the database is not reachable or not migrated"))
             checks.append(Check("audit chain", SKIP, "the database is not reachable or not migrated"))
             checks.append(Check("partner CAMs", SKIP, "the database is not reachable or not migrated"))
         if connected:
@@ -102,6 +104,37 @@ async def check_database(settings: Settings) -> list[Check]:
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+
+
+# ---- values stored encrypted ------------------------------------------------------------------
+
+async def check_sealed_values(settings: Settings) -> Check:
+    """Whether every value stored encrypted is under HERALD_SECRET_KEY: values still under a
+    previous key need `herald secrets rotate` before that key is dropped; a value no configured
+    key opens is lost until its key is given back (or the workspace reconnected)."""
+    from bot.common.secrets import SealState
+    from bot.core.compliance.sealed_values import seal_report
+
+    report = await seal_report(cipher_for(settings.secret_key, settings.previous_secret_keys))
+    if report.unreadable:
+        shown = ", ".join(report.unreadable[:5]) + (", ..." if len(report.unreadable) > 5 else "")
+        return Check("secret key", FAIL, f"{len(report.unreadable)} stored values cannot be read with any configured "
+                                         f"key: {shown}",
+                     "set the key they were stored with in HERALD_SECRET_KEY_PREVIOUS (then `herald secrets rotate`), "
+                     "or reconnect those workspaces")
+    previous, plaintext = report.total(SealState.PREVIOUS), report.total(SealState.PLAINTEXT)
+    if previous:
+        return Check("secret key", WARN, f"{previous} stored values are still encrypted with a key in "
+                                         "HERALD_SECRET_KEY_PREVIOUS",
+                     "run `herald secrets rotate`, then HERALD_SECRET_KEY_PREVIOUS can be removed")
+    if settings.secret_key and plaintext:
+        return Check("secret key", WARN, f"{plaintext} stored values are in plaintext (stored before "
+                                         "HERALD_SECRET_KEY was set)", "run `herald secrets rotate` to encrypt them")
+    if not settings.secret_key:
+        return Check("secret key", OK, "HERALD_SECRET_KEY is not set: tokens are stored in plaintext")
+    rest = ("; HERALD_SECRET_KEY_PREVIOUS is needed only for links signed before the change"
+            if settings.previous_secret_keys else "")
+    return Check("secret key", OK, f"every stored value is under HERALD_SECRET_KEY{rest}")
 
 
 # ---- Slack ----------------------------------------------------------------------------------
@@ -170,9 +203,9 @@ async def _check_slack_token(workspaces, team_id: str, name: str, scopes: tuple[
     except Exception as exc:  # noqa: BLE001
         return Check(label, FAIL, f"no usable token ({_reason(exc)})", "reconnect the workspace (Add to Slack)")
     if not token:
-        return Check(label, FAIL, "the stored token cannot be read (HERALD_SECRET_KEY differs from the one it "
-                                  "was stored with, or it is empty)",
-                     "restore the original HERALD_SECRET_KEY, or reconnect the workspace")
+        return Check(label, FAIL, "the stored token cannot be read (it was stored with a key that is neither "
+                                  "HERALD_SECRET_KEY nor in HERALD_SECRET_KEY_PREVIOUS, or it is empty)",
+                     "set the key it was stored with in HERALD_SECRET_KEY_PREVIOUS, or reconnect the workspace")
     return await _check_token(workspaces.api_url, token, label, team_id, scopes)
 
 
