@@ -5,17 +5,28 @@ variant balance, the winner's rollout with no double sends, and escaped user tex
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.channels.slack_blocks import SEND_ACTION
 from bot.core.notices.views import LINK_ACTION, SURVEY_COMMENT_ACTION
-from storage.models import AuditEvent, Delivery, NoticeInteraction, SurveyAnswer, SurveyAnswerChange
+from storage.models import AuditEvent, Delivery, NoticeInteraction, Survey, SurveyAnswer, SurveyAnswerChange
+from tests.fakes.slack_signing import interaction_body
+from tests.fuzzing import fuzz
 from tests.support import (
-    CAM_USER, SlackHarness, modal_state, seed_directory, start_harness, stop_harness, wait_until,
+    CAM_USER, TEAM, SlackHarness, crashes, listeners_done, modal_state, seed_directory, start_harness, stop_harness,
+    wait_until,
 )
 from tests.survey_support import big_directory, members
+
+FUZZ = fuzz()
+junk = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=30)),
+                    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner,
+                                                                                          max_size=3)), max_leaves=6)
 
 
 @pytest.fixture
@@ -263,3 +274,130 @@ async def test_a_stop_waits_for_survey_answers_slack_was_already_answered_for(sl
     release.set()
     await settled
     assert await SurveyAnswer.all().count() == 1
+
+
+# ---- the comment modal: the saved comment shows on the survey message ------------------------------
+
+async def _comment_form_of_answered_survey(slack: SlackHarness, *, press_key: str) -> tuple[int, dict, dict]:
+    """A survey with a follow-up question, sent to m1@acme; the member answers Yes on its message and
+    presses **Add a comment** there (its response_url under `press_key`): (survey id, the message,
+    the comment modal Slack was asked to open)."""
+    preview = await _reply(slack, "survey announcements member:m1@acme.example | Ready for Q1? | Yes | No "
+                                  "| follow-up: What would help?")
+    survey_id = await _send_from_preview(slack, preview)
+    (message,) = slack.fake.messages("DUACME1")
+    button = _answer_button(message, "Yes")
+    await slack.click(button["action_id"], button["value"], user="UACME1", message=message)
+    await slack.responses(slack.last_click_key)
+    await slack.click(SURVEY_COMMENT_ACTION, str(survey_id), user="UACME1", message=message, key=press_key)
+    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="the comment form")
+    return survey_id, message, opened.args["view"]
+
+
+async def _submit_comment(slack: SlackHarness, modal: dict, text: str, *, metadata: str | None = None) -> dict:
+    metadata = modal["private_metadata"] if metadata is None else metadata
+    return await slack.submit_view({"callback_id": modal["callback_id"], "private_metadata": metadata,
+                                    "state": {"values": {"comment": {"value": {"type": "plain_text_input",
+                                                                               "value": text}}}}},
+                                   user="UACME1")
+
+
+async def test_a_comment_saved_in_slack_shows_on_the_survey_message(slack: SlackHarness) -> None:
+    """In Teams the card comes back with the comment in its box; in Slack the member answers, presses
+    Add a comment, writes it and presses Send: the modal said "Your comment is saved", but the survey
+    message was never updated: it still offered "Add a comment" and showed no comment (SPEC:
+    "whatever a person can do in Slack they can do in Teams"). The message the member pressed is
+    now replaced through that press's response_url, with their answer and comment, spending none of
+    chat.update's budget (Tier 3)."""
+    survey_id, message, modal = await _comment_form_of_answered_survey(slack, press_key="comment-press")
+    done = await _submit_comment(slack, modal, "A price list")
+    assert done["response_action"] == "update" and "comment is saved" in str(done["view"])
+    await listeners_done(slack)
+    await slack.herald.outbox.drain()
+
+    assert (await SurveyAnswer.get(survey__notice_id=survey_id)).comment == "A price list"
+    shown = [c.args for c in slack.fake.calls_to("response_url") if c.key == "comment-press"]
+    assert shown, "the survey message never showed the saved comment"
+    (replaced,) = shown
+    assert replaced["replace_original"] is True, replaced
+    assert "Your comment: A price list" in str(replaced["blocks"]) and "Your answer: *Yes*" in str(replaced["blocks"])
+    assert "Change your comment" in str(replaced["blocks"])
+    assert slack.fake.call_count("chat.update") == 0  # the press's response_url, not the Tier 3 budget
+    assert slack.fake.messages("DUACME1")[0]["ts"] == message["ts"]
+
+
+async def test_a_comment_from_a_copy_in_doubt_leaves_the_message_as_it_is(slack: SlackHarness) -> None:
+    """The copy's send is in doubt (`sending`: posted, the answer lost): the outbox finds it by what
+    Herald posted, so its message is not replaced (as for an answer); the comment is stored and the
+    modal says so."""
+    slack.fake.fail_next("chat.postMessage", drop=True, landed=True)
+    survey_id, _, modal = await _comment_form_of_answered_survey(slack, press_key="doubt-press")
+    assert (await Delivery.get(notice_id=survey_id)).status == "sending"
+    done = await _submit_comment(slack, modal, "A price list")
+    assert "comment is saved" in str(done["view"])
+    await listeners_done(slack)
+    assert (await SurveyAnswer.get(survey__notice_id=survey_id)).comment == "A price list"
+    assert not [c for c in slack.fake.calls_to("response_url") if c.key == "doubt-press"]
+
+
+async def test_a_refused_response_url_or_an_old_modal_still_saves_the_comment(slack: SlackHarness,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """The response_url is valid 30 minutes for 5 uses: a member who wrote longer finds it expired.
+    Slack's refusal is logged and the comment stays saved (the modal says so); a modal opened before
+    the message's response_url was carried (its metadata the bare survey id) saves it too."""
+    survey_id, _, modal = await _comment_form_of_answered_survey(slack, press_key="late-press")
+    slack.fake.fail_next("response_url", status=404, error="expired_url")
+    assert "comment is saved" in str((await _submit_comment(slack, modal, "First"))["view"])
+    await listeners_done(slack)
+    assert [c.error for c in slack.fake.calls_to("response_url") if c.key == "late-press"] == ["expired_url"]
+    assert (await SurveyAnswer.get(survey__notice_id=survey_id)).comment == "First"
+
+    assert "comment is saved" in str((await _submit_comment(slack, modal, "Second", metadata=str(survey_id)))["view"])
+    await listeners_done(slack)
+    assert (await SurveyAnswer.get(survey__notice_id=survey_id)).comment == "Second"
+    assert len([c for c in slack.fake.calls_to("response_url") if c.key == "late-press"]) == 1
+    assert not crashes(caplog), crashes(caplog)
+
+
+_SURVEY, _PRESS = "<the survey id>", "<the press's response_url>"
+_metadata_fields = st.fixed_dictionaries({"notice": st.one_of(st.just(_SURVEY), junk)}, optional={
+    "ts": st.one_of(st.just("1700000000.000100"), junk),
+    "response_url": st.one_of(st.just(_PRESS), st.sampled_from(["", "ftp://127.0.0.1/x", "http://", "/response/x",
+                                                                "http://127.0.0.1:1/x", "https://" + "x" * 3000]),
+                              junk)})
+
+
+@FUZZ
+@given(metadata=st.one_of(_metadata_fields, _metadata_fields, junk, st.text(max_size=60),
+                          st.lists(st.one_of(st.just(_SURVEY), junk), max_size=3)),
+       as_json=st.booleans())
+async def test_fuzz_the_comment_modals_private_metadata(slack: SlackHarness, caplog: pytest.LogCaptureFixture,
+                                                        metadata, as_json: bool) -> None:  # noqa: ANN001
+    """private_metadata comes back in a signed request but is parsed as untrusted input: whatever it
+    holds, Slack gets an answer (no 500), nothing crashes, and only a response_url on Slack's side
+    (here the fake's) is ever posted to."""
+    if not await Survey.exists():
+        await _comment_form_of_answered_survey(slack, press_key="fuzz-press")
+    survey_id = (await Survey.first()).notice_id  # type: ignore[union-attr]
+    press_url = slack.fake.response_url("fuzz-press")
+
+    def filled(value):  # noqa: ANN001, ANN202
+        if isinstance(value, dict):
+            return {k: filled(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [filled(v) for v in value]
+        return {_SURVEY: str(survey_id), _PRESS: press_url}.get(value, value) if isinstance(value, str) else value
+
+    value = filled(metadata)
+    text = json.dumps(value) if as_json or not isinstance(value, str) else value
+    caplog.clear()
+    posted = len(slack.fake.calls_to("response_url"))
+    reply = await slack.post_signed(interaction_body({
+        "type": "view_submission", "team": {"id": TEAM}, "user": {"id": "UACME1"}, "api_app_id": "AHERALD",
+        "view": {"type": "modal", "id": "VFUZZ", "callback_id": "herald_survey_comment_submit",
+                 "private_metadata": text, "state": {"values": {"comment": {"value": {
+                     "type": "plain_text_input", "value": "More training"}}}}}}))
+    await listeners_done(slack)
+    assert reply.status == 200, reply.body
+    assert not crashes(caplog), crashes(caplog)
+    assert all(c.key == "fuzz-press" for c in slack.fake.calls_to("response_url")[posted:])

@@ -4,10 +4,26 @@ wherever Slack reads mrkdwn; modal labels are plain_text, which Slack never turn
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-from bot.channels.slack_blocks import CANCEL_ACTION, SECTION_TEXT, SEND_ACTION, cut_mrkdwn, escape, option, topic_select
+from bot.channels.slack_blocks import (
+    CANCEL_ACTION,
+    SECTION_TEXT,
+    SEND_ACTION,
+    cut_mrkdwn,
+    escape,
+    notice_blocks,
+    notice_fallback_text,
+    option,
+    topic_select,
+)
 from bot.channels.survey_lines import survey_preview_lines
+from bot.core.surveys.answers import AnswerResult
 from bot.core.surveys.creating import SurveyPreview
 from bot.topics import TopicCatalog
 
@@ -26,12 +42,77 @@ def _mrkdwn(text: str) -> dict[str, Any]:
     return {"type": "mrkdwn", "text": cut_mrkdwn(text, SECTION_TEXT)}
 
 
-def comment_modal(notice_id: int, follow_up: str, current: str = "") -> dict[str, Any]:
+def answered_message(result: AnswerResult, catalog: TopicCatalog, *, now: datetime) -> dict[str, Any]:
+    """respond() arguments replacing the pressed survey message with the member's answer (and
+    comment) marked, still changeable."""
+    view = result.view(catalog, now=now)
+    return {"replace_original": True, "text": notice_fallback_text(view), "blocks": notice_blocks(view)}
+
+
+# A response_url of Slack's is about 100 characters; the modal's private_metadata holds 3,000.
+_MAX_RESPONSE_URL = 2000
+_MESSAGE_TS = re.compile(r"^\d{1,12}\.\d{1,9}$")
+
+
+@dataclass(frozen=True)
+class CommentOrigin:
+    """What the comment modal carries in its private_metadata: the survey (`notice`, the id as
+    text, for the handler's record_id) and, when **Add a comment** was pressed on the survey
+    message, that message's ts and the press's response_url (Slack: valid 30 minutes, for 5 uses),
+    through which the submission shows the saved comment on that message."""
+
+    notice: str
+    response_url: str = ""
+    message_ts: str = ""
+
+
+def comment_metadata(origin: CommentOrigin) -> str:
+    fields = {"notice": origin.notice, "response_url": _response_url(origin.response_url),
+              "ts": _message_ts(origin.message_ts)}
+    return json.dumps({k: v for k, v in fields.items() if v}, separators=(",", ":"))
+
+
+def read_comment_metadata(text: object) -> CommentOrigin:
+    """The modal's private_metadata, parsed defensively: it comes back in a signed request, but a
+    value that is not what comment_metadata wrote yields an empty field (an empty `notice` is
+    refused as stale data), never an exception. A bare id is a modal opened before the message's
+    response_url was carried."""
+    if not isinstance(text, str) or len(text) > 3000:
+        return CommentOrigin("")
+    if text.strip().isdigit():
+        return CommentOrigin(text.strip())
+    try:
+        fields = json.loads(text)
+    except ValueError:
+        return CommentOrigin("")
+    if not isinstance(fields, dict):
+        return CommentOrigin("")
+    notice = fields.get("notice")
+    return CommentOrigin(notice if isinstance(notice, str) else "", _response_url(fields.get("response_url")),
+                         _message_ts(fields.get("ts")))
+
+
+def _response_url(value: object) -> str:
+    """An http(s) URL with a host, of a sensible length ("" for anything else)."""
+    if not isinstance(value, str) or len(value) > _MAX_RESPONSE_URL or not value.isascii():
+        return ""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return ""
+    return value if parts.scheme in ("https", "http") and parts.hostname else ""
+
+
+def _message_ts(value: object) -> str:
+    return value if isinstance(value, str) and _MESSAGE_TS.match(value) else ""
+
+
+def comment_modal(origin: CommentOrigin, follow_up: str, current: str = "") -> dict[str, Any]:
     element: dict[str, Any] = {"type": "plain_text_input", "action_id": "value", "multiline": True, "max_length": 2000}
     if current:
         element["initial_value"] = current[:2000]
     return {
-        "type": "modal", "callback_id": SURVEY_COMMENT_CALLBACK, "private_metadata": str(notice_id),
+        "type": "modal", "callback_id": SURVEY_COMMENT_CALLBACK, "private_metadata": comment_metadata(origin),
         "title": _plain("Your comment", 24), "submit": _plain("Send", 24), "close": _plain("Cancel", 24),
         "blocks": [{"type": "input", "block_id": "comment", "label": _plain(follow_up, 2000), "element": element}],
     }

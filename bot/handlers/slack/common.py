@@ -139,6 +139,14 @@ async def command_person(body: dict[str, Any]) -> SlackPerson:
                               user_id=body["user_id"], home_team=None)
 
 
+def pressed_message_ts(body: dict[str, Any]) -> str:
+    """The ts of the message whose button was pressed ("" for a press outside a message)."""
+    container, message = body.get("container"), body.get("message")
+    ts = (container.get("message_ts") if isinstance(container, dict) else None) or (
+        message.get("ts") if isinstance(message, dict) else None)
+    return ts if isinstance(ts, str) else ""
+
+
 async def directory_ids(body: dict[str, Any]) -> dict[str, str]:
     """The core's `workspace_id` and `user_id` of the person behind an interaction (person_of)."""
     person = await person_of(body)

@@ -17,7 +17,15 @@ from bot.core.notices.escalations import (
     remind_organisation_now,
 )
 from bot.core.notices.views import ACK_ACTION
-from bot.handlers.slack.common import SORRY, directory_ids, record_id, respond_or_explain, send_previewed, staff_of
+from bot.handlers.slack.common import (
+    SORRY,
+    directory_ids,
+    pressed_message_ts,
+    record_id,
+    respond_or_explain,
+    send_previewed,
+    staff_of,
+)
 from bot.handlers.slack.replies import SlackCommands
 from bot.service import Herald
 from storage.models import Platform
@@ -70,12 +78,6 @@ async def _show_acknowledged(herald: Herald, result: acks.AckResult, respond,  #
         await acks.shown_acknowledged(pressed, herald.clock.now())
 
 
-def _message_ts(body: dict[str, Any]) -> str:
-    """The ts of the message whose button was pressed."""
-    container = body.get("container") or {}
-    return str(container.get("message_ts") or (body.get("message") or {}).get("ts") or "")
-
-
 def register(app: AsyncApp, herald: Herald) -> None:
     commands = SlackCommands(herald)
 
@@ -109,7 +111,7 @@ def register(app: AsyncApp, herald: Herald) -> None:
             return
         # the pressed copy first (response_url), then the outbox for the copies still to update,
         # so it is not sent the same update the replacement already showed
-        await _show_acknowledged(herald, result, respond, _message_ts(body))
+        await _show_acknowledged(herald, result, respond, pressed_message_ts(body))
         herald.acknowledged(result)
 
     @app.action(REMIND_NOW_ACTION)

@@ -8,8 +8,8 @@ import re
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.channels.slack_blocks import escape, notice_blocks, notice_fallback_text
-from bot.channels.slack_surveys import comment_modal
+from bot.channels.slack_blocks import escape
+from bot.channels.slack_surveys import CommentOrigin, answered_message, comment_modal
 from bot.common.errors import UserError
 from bot.core.notices.interactions import LINK, record_press
 from bot.core.notices.views import (
@@ -18,7 +18,7 @@ from bot.core.notices.views import (
     SURVEY_COMMENT_ACTION,
 )
 from bot.core.surveys.answers import AnswerResult, answer_survey, comment_form
-from bot.handlers.slack.common import directory_ids, open_form, record_id
+from bot.handlers.slack.common import directory_ids, open_form, pressed_message_ts, record_id
 from bot.service import Herald
 from storage.models import Platform
 
@@ -36,8 +36,7 @@ async def _show_answer(herald: Herald, result: AnswerResult, respond) -> None:  
         await respond(text=f":white_check_mark: {escape(ANSWERED.format(id=result.notice.id, answer=result.label))}",
                       response_type="ephemeral", replace_original=False)
         return
-    view = result.view(herald.catalog, now=herald.clock.now())
-    await respond(replace_original=True, text=notice_fallback_text(view), blocks=notice_blocks(view))
+    await respond(**answered_message(result, herald.catalog, now=herald.clock.now()))
 
 
 def register(app: AsyncApp, herald: Herald) -> None:
@@ -68,8 +67,10 @@ def register(app: AsyncApp, herald: Herald) -> None:
             await respond(text=f":warning: {escape(text)}", response_type="ephemeral", replace_original=False)
             return
         await ack()
-        await open_form(client, body["trigger_id"],
-                        comment_modal(record_id(body["actions"][0].get("value")), follow_up, current), respond)
+        # the pressed message and its response_url go with the modal: its submission shows the comment there
+        origin = CommentOrigin(str(record_id(body["actions"][0].get("value"))),
+                               response_url=str(body.get("response_url") or ""), message_ts=pressed_message_ts(body))
+        await open_form(client, body["trigger_id"], comment_modal(origin, follow_up, current), respond)
 
     @app.action(LINK_ACTION)
     async def on_link(ack, body) -> None:  # noqa: ANN001
