@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from tortoise import fields
 from tortoise.models import Model
@@ -264,7 +265,18 @@ class NoticeRevision(Model):
         unique_together = (("notice", "revision"),)
 
 
-class Delivery(Model):
+class _DueSince:
+    """A queued outbox row is due from its first `next_attempt_at`: `create()` (and `save()` of a
+    new row) fills `due_since` from it when the writer did not say. Bulk and raw inserts set it
+    themselves; so does every statement that queues a row again."""
+
+    async def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._saved_in_db and self.due_since is None:  # type: ignore[attr-defined]
+            self.due_since = self.next_attempt_at  # type: ignore[attr-defined]
+        await super().save(*args, **kwargs)  # type: ignore[misc]
+
+
+class Delivery(_DueSince, Model):
     """The outbox: one row per recipient per platform, written before anything is sent."""
 
     id = fields.IntField(primary_key=True)
@@ -284,6 +296,10 @@ class Delivery(Model):
     status = fields.CharField(max_length=20, default=DeliveryStatus.PENDING.value)
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField()
+    # When the row became due to be sent (see `_DueSince`): queued, or queued again (a requeue, a
+    # roll-out, a hold until quiet hours end); retries and deferrals move only next_attempt_at.
+    # Read by herald_outbox_oldest_due_age_seconds (migration 0034; null on rows closed before it).
+    due_since = fields.DatetimeField(null=True)
     # "<worker>:<turn>" while in flight, else "". Partial index on the claimed rows (migration
     # 0029, plain SQL: the ORM cannot say WHERE or COLLATE), for the heartbeat's renewals.
     claimed_by = fields.CharField(max_length=64, default="")
@@ -787,7 +803,7 @@ class MessagePurpose(StrEnum):
     ANSWER = "answer"  # the assistant's answer, when the platform throttled sending it at once
 
 
-class OutboundMessage(Model):
+class OutboundMessage(_DueSince, Model):
     """A direct message (not a notice) waiting for, or sent by, the outbox: everything Herald sends
     apart from notice deliveries. Written in the same transaction as the state change that causes
     it; the outbox sends it in its workspace's lane, under the same pacing and rate-limit pauses as
@@ -814,6 +830,7 @@ class OutboundMessage(Model):
     status = fields.CharField(max_length=20, default=DeliveryStatus.PENDING.value)
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField()
+    due_since = fields.DatetimeField(null=True)  # as Delivery.due_since
     claimed_by = fields.CharField(max_length=64, default="")
     claimed_until = fields.DatetimeField(null=True)
     # the current claim's request may have started (set just before it): only such a row taken back

@@ -18,7 +18,9 @@ from bot.core.notices.views import ACK_ACTION
 from bot.core.onboarding.assistant import ask
 from bot.core.onboarding.qa import KnowledgeBase
 from bot.core.ports import DirectMessage, Recipient
-from storage.models import Acknowledgement, AuditChainHead, Member, MessagePurpose
+from bot.ops.metrics_http import open_outbox
+from storage.models import Acknowledgement, AuditChainHead, Delivery, Member, MessagePurpose, OutboundMessage
+from tests.query_plans import uses_an_index_on
 from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
 
 METRICS_TOKEN = "metrics-token-0123456789"
@@ -195,6 +197,32 @@ async def test_a_429_counts_with_its_retry_after(served: SlackHarness) -> None:
         before, "herald_rate_limit_retry_after_seconds_sum", platform="slack") == 7
     retried = {"platform": "slack", "outcome": "retried"}
     assert _value(after, "herald_deliveries_total", **retried) - _value(before, "herald_deliveries_total", **retried) == 1
+
+
+async def test_a_broadcast_stuck_in_a_429_storm_shows_in_the_oldest_due_age(served: SlackHarness) -> None:
+    """README: `herald_outbox_oldest_due_age_seconds` is how long the oldest undelivered row has
+    been due: the gauge to alert on for a stuck broadcast. It was read from `next_attempt_at`, which
+    every deferral moves forward: an hour of 429 Retry-After 30 kept it under 30 s while not one copy
+    of a must-know notice went out. It is now measured from when the row first became due."""
+    h = served
+    await _broadcast(h)
+    h.fake.fail_next("chat.postMessage", retry_after=30, times=10_000)
+    ages = []
+    for _ in range(120):  # an hour of 30 s pauses
+        await h.herald.outbox.run_once()
+        h.clock.advance(seconds=30)
+        ages.append(_value(await _scrape(h), "herald_outbox_oldest_due_age_seconds", platform="slack"))
+    assert not await Delivery.filter(status="delivered").exists()  # nothing went out in the hour
+    assert ages == sorted(ages) and ages[-1] >= 3600, (
+        f"a must-know broadcast stuck for an hour: the oldest due age peaked at {max(ages):.0f} s")
+
+
+@pytest.mark.parametrize("model", [Delivery, OutboundMessage], ids=["delivery", "outbound_message"])
+async def test_the_outbox_gauges_read_the_open_rows_not_a_year_of_history(db: str, model: type) -> None:
+    """Every scrape, on every replica, reads the outbox gauges; delivery and outbound_message keep
+    every row ever sent (a year: millions). The query reads the open rows from the index on status."""
+    indexed, seen = await uses_an_index_on(open_outbox(model), "status")
+    assert indexed, f"every scrape reads every {model._meta.db_table} row ever written: {seen}"
 
 
 def _free_port() -> int:

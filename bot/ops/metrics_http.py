@@ -8,7 +8,8 @@ Where metrics are served (`HERALD_METRICS_*`):
 - `HERALD_METRICS_PORT`: on a listener of their own (`HERALD_METRICS_HOST:PORT`) meant for a private
   network, and not on the main port; with a token as well, that listener checks it too.
 
-The outbox depth, the age of the oldest undelivered due row (both over `delivery` and
+The outbox depth, the age of the oldest undelivered due row (since it became due: `due_since`, which
+retries and 429 pauses leave alone; both over `delivery` and
 `outbound_message`, the two tables the lanes send from) and the audit chain's length are
 computed at scrape time from the database (aggregate queries), so they are right whichever
 replica's engine did the work; every replica exports the same value (aggregate with `max`).
@@ -29,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from tortoise.functions import Count, Min
+from tortoise.queryset import ValuesQuery
 
 from bot.common import metrics
 from bot.common.clock import Clock
@@ -47,6 +49,20 @@ def _as_datetime(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value))
 
 
+def _earliest(*moments: datetime | None) -> datetime | None:
+    return min((m for m in moments if m is not None), default=None)
+
+
+def open_outbox(model: type[Delivery] | type[OutboundMessage]) -> ValuesQuery:
+    """Per platform: the rows not yet delivered or failed, the earliest moment one became due
+    (`due_since`, which retries and 429 pauses leave alone: a stuck broadcast ages) and the
+    earliest `next_attempt_at` (for rows written without `due_since`). Read from the open rows
+    only (the index on status), never the delivered history."""
+    return (model.filter(status__in=OPEN_DELIVERY_STATUSES)
+            .annotate(depth=Count("id"), first_due=Min("due_since"), next_try=Min("next_attempt_at"))
+            .group_by("platform").values("platform", "depth", "first_due", "next_try"))
+
+
 class DatabaseGauges(Collector):
     """Gauges whose truth is the database. `refresh()` (async) reads them; `collect()` (called by
     prometheus_client while rendering, synchronously) reports the last reading."""
@@ -62,11 +78,8 @@ class DatabaseGauges(Collector):
             now = self.clock.now()
             outbox: dict[str, tuple[int, float]] = {}
             for model in (Delivery, OutboundMessage):  # notices' copies, and every other message in the lanes
-                rows = await (model.filter(status__in=OPEN_DELIVERY_STATUSES)
-                              .annotate(depth=Count("id"), oldest=Min("next_attempt_at"))
-                              .group_by("platform").values("platform", "depth", "oldest"))
-                for row in rows:
-                    oldest = _as_datetime(row["oldest"])
+                for row in await open_outbox(model):
+                    oldest = _earliest(_as_datetime(row["first_due"]), _as_datetime(row["next_try"]))
                     age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
                     depth, older = outbox.get(row["platform"], (0, 0.0))
                     outbox[row["platform"]] = (depth + int(row["depth"]), max(age, older))

@@ -148,7 +148,7 @@ async def enqueue(*, key: str, purpose: MessagePurpose, reference: int, target: 
         priority=PRIORITY.get(purpose, Priority.BACKGROUND) if priority is None else priority,
         member_id=member_id, staff_id=staff_id, account_id=target.account_id, platform=target.platform,
         workspace_external_id=target.recipient.workspace_id, recipient=_recipient_json(target.recipient),
-        message=message_json(message), next_attempt_at=now, created_at=now, using_db=using_db)
+        message=message_json(message), next_attempt_at=now, due_since=now, created_at=now, using_db=using_db)
     return True
 
 
@@ -331,7 +331,8 @@ async def _hold_outside_hours(claimed: list[Claimed], now: datetime) -> list[Cla
         events = []
         for row, until in held:
             moved = await OutboundMessage.filter(id=row.id, claimed_by=row.claimed_by).using_db(conn).update(
-                status=DeliveryStatus.PENDING.value, next_attempt_at=until, claimed_by="", claimed_until=None)
+                status=DeliveryStatus.PENDING.value, next_attempt_at=until, due_since=until, claimed_by="",
+                claimed_until=None)
             if moved:
                 events.append(audit_event(
                     "message.held", now=now, member_id=row.member_id, purpose=row.purpose,  # type: ignore[attr-defined]

@@ -222,10 +222,11 @@ def _row(r: Any) -> ClaimedRow:
 # Sends put back unsent until their member's working moment (see `not_before`): due then, as if
 # never claimed; one claimed back in doubt (an earlier attempt may have landed) stays in doubt
 # until then, when the channel looks for the earlier message first (as the outbox's _IN_DOUBT_UNTIL).
-_HOLD_SQL = ("UPDATE delivery SET status=?, next_attempt_at=?, claimed_until=?, claimed_by='', updated_at=? "
-             "WHERE id=? AND claimed_by=? RETURNING id")
-_HOLD_PG = ("UPDATE delivery d SET status=v.status, next_attempt_at=v.until, claimed_until=v.in_doubt_until, "
-            "claimed_by='', updated_at=$5 FROM unnest($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) "
+_HOLD_SQL = ("UPDATE delivery SET status=?, next_attempt_at=?, due_since=?, claimed_until=?, claimed_by='', "
+             "updated_at=? WHERE id=? AND claimed_by=? RETURNING id")
+_HOLD_PG = ("UPDATE delivery d SET status=v.status, next_attempt_at=v.until, due_since=v.until, "
+            "claimed_until=v.in_doubt_until, claimed_by='', updated_at=$5 "
+            "FROM unnest($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) "
             "AS v(id, status, until, in_doubt_until) WHERE d.id=v.id AND d.claimed_by=$6 RETURNING d.id")
 
 
@@ -240,7 +241,7 @@ async def hold_rows(held: Sequence[tuple[ClaimedRow, datetime]], token: str, now
         return {r["id"] for r in rows}
     done: set[int] = set()
     for row_id, status, until, in_doubt_until in values:
-        rows = await using_db.execute_query_dict(_HOLD_SQL, [status, until, in_doubt_until, now, row_id, token])
+        rows = await using_db.execute_query_dict(_HOLD_SQL, [status, until, until, in_doubt_until, now, row_id, token])
         done.update(r["id"] for r in rows)
     return done
 

@@ -373,7 +373,7 @@ async def requeue_failed_copies(conn: BaseDBAsyncClient, reasons: list[str], *, 
     for moment, ids in by_moment.items():
         for start in range(0, len(ids), 1000):
             await Delivery.filter(id__in=ids[start:start + 1000], status=DeliveryStatus.FAILED.value).using_db(
-                conn).update(status=DeliveryStatus.PENDING.value, error="", next_attempt_at=moment, claimed_by="",
+                conn).update(status=DeliveryStatus.PENDING.value, error="", next_attempt_at=moment, due_since=moment, claimed_by="",
                              claimed_until=None, updated_at=now)
     notice_ids = sorted({row["notice_id"] for row in rows})
     await Notice.filter(id__in=notice_ids, status=NoticeStatus.SENT.value).using_db(conn).update(

@@ -89,7 +89,7 @@ async def _restore_notice(notice: Notice, rows: list[dict], *, now: datetime) ->
         extra = {"rolled_out": True} if rolled_out else {}
         for start in range(0, len(ids), _CHUNK):
             await Delivery.filter(id__in=ids[start:start + _CHUNK]).update(
-                status=DeliveryStatus.PENDING.value, error="", variant=variant, attempts=0, next_attempt_at=due,
+                status=DeliveryStatus.PENDING.value, error="", variant=variant, attempts=0, next_attempt_at=due, due_since=due,
                 claimed_by="", claimed_until=None, updated_at=now, **extra)
     if pending and notice.status == NoticeStatus.SENT.value:
         await Notice.filter(id=notice.id, status=NoticeStatus.SENT.value).update(

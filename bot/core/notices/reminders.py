@@ -132,7 +132,7 @@ class _Plan:
             notice_id=original.notice_id, member_id=original.member_id, platform=original.platform,  # type: ignore[attr-defined]
             kind=DeliveryKind.REMINDER.value, sequence=self.reminders_sent, account_id=original.account_id,  # type: ignore[attr-defined]
             workspace_external_id=original.workspace_external_id, status=DeliveryStatus.PENDING.value,
-            next_attempt_at=now, created_at=now, variant=original.variant)
+            next_attempt_at=now, due_since=now, created_at=now, variant=original.variant)
 
 
 async def _removed_workspaces(conn: BaseDBAsyncClient) -> set[tuple[str, str]]:

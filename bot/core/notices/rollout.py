@@ -98,5 +98,5 @@ async def _release(notice: Notice, held: list[dict], variant: str, *, now: datet
         for start in range(0, len(ids), 1000):
             released += await Delivery.filter(id__in=ids[start:start + 1000], status=DeliveryStatus.HELD.value).using_db(
                 using_db).update(status=DeliveryStatus.PENDING.value, variant=variant, rolled_out=True,
-                                 next_attempt_at=moment)
+                                 next_attempt_at=moment, due_since=moment)
     return released

@@ -422,7 +422,7 @@ class QueuedDelivery:
 
 
 _QUEUED_COLUMNS = ("notice_id", "member_id", "organisation_id", "platform", "account_id", "workspace_external_id",
-                   "status", "error", "next_attempt_at", "variant", "kind", "sequence", "attempts", "claimed_by",
+                   "status", "error", "next_attempt_at", "due_since", "variant", "kind", "sequence", "attempts", "claimed_by",
                    "channel_id", "message_id", "rendered_revision", "update_pending", "reminders_sent",
                    "created_at", "updated_at")
 _QUEUE_SQL = (f"INSERT INTO delivery ({', '.join(_QUEUED_COLUMNS)}) "
@@ -432,7 +432,7 @@ _QUEUE_SQL = (f"INSERT INTO delivery ({', '.join(_QUEUED_COLUMNS)}) "
 async def _insert_queued(conn: Any, notice_id: int, rows: list[QueuedDelivery], now: datetime) -> None:
     """PostgreSQL: COPY (the publish transaction's own connection); SQLite: one prepared INSERT."""
     records = [(notice_id, r.member_id, r.organisation_id, r.platform, r.account_id, r.workspace_external_id,
-                r.status, r.error, r.next_attempt_at, r.variant, DeliveryKind.NOTICE.value, 0, 0, "", "", "", 1,
+                r.status, r.error, r.next_attempt_at, r.next_attempt_at, r.variant, DeliveryKind.NOTICE.value, 0, 0, "", "", "", 1,
                 False, 0, now, now) for r in rows]
     if conn.capabilities.dialect == "postgres":
         async with conn.acquire_connection() as connection:
