@@ -258,3 +258,60 @@ def test_the_topics_check_names_titles_slacks_menus_shorten_and_refuses_too_many
     assert status == "ok" and "shorten" not in detail
     status, detail = topics_check([f"Line {i}" for i in range(10_001)])
     assert status == "fail" and "10,001 topics; at most 10,000" in detail
+
+
+@pytest.fixture
+async def entra(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeEntraID]:
+    fake = FakeEntraID()
+    await fake.start()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", fake.ca_file)  # MSAL trusts the fake's certificate
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+async def test_the_teams_line_fails_while_the_bot_connector_refuses_herald(db: str, entra: FakeEntraID) -> None:
+    """README (Herald's credentials refused): when the Bot Connector answers 401 again with a fresh
+    token, the Teams lanes pause and `herald doctor` fails its teams line. It only asked Entra ID for
+    a token, which works, and said `ok teams` while no Teams copy had gone out for half an hour. It
+    now also reads the refusal (the audit event, the waiting rows), without writing; once the
+    connector accepts Herald again and the copies go out, the line passes."""
+    from storage.models import Delivery
+    from tests.support import broadcast
+    from tests.teams_support import start_teams_rig, stop_teams_rig
+
+    entra.add_app(APP_ID, APP_PASSWORD)
+    rig = await start_teams_rig(db, teams_app_id=APP_ID, teams_app_password=APP_PASSWORD,
+                                teams_tenant_id="tenant-herald", teams_authority_url=entra.url)
+    try:
+        rig.connector.expect_token("a token of the app registration the Azure Bot is bound to now")
+        notice_id = await broadcast(rig.herald, rig.clock, "org:teamsco")
+        for _ in range(6):
+            await rig.herald.outbox.drain()
+            rig.clock.advance(minutes=5)
+        waiting = await Delivery.filter(notice_id=notice_id, platform="teams")
+        assert waiting and all(c.status == "pending" and "HTTP 401" in c.error for c in waiting)
+        events = await AuditEvent.all().count()
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        env.update(HERALD_DATABASE_URL=db, HERALD_TEAMS_APP_ID=APP_ID, HERALD_TEAMS_APP_PASSWORD=APP_PASSWORD,
+                   HERALD_TEAMS_TENANT_ID="tenant-herald", HERALD_TEAMS_AUTHORITY_URL=entra.url,
+                   HERALD_TEAMS_SERVICE_URL=rig.connector.url, HERALD_KB_SEMANTIC="false",
+                   REQUESTS_CA_BUNDLE=entra.ca_file)
+        code, out, err = await doctor(env, "--json")
+        teams = _by_name(json.loads(out))["teams"]
+        assert teams["status"] == "fail", f"doctor says teams {teams['status']}: {teams['detail']!r} (exit {code})"
+        assert code == 1, out + err
+        assert "HTTP 401" in teams["detail"] and f"{len(waiting)} copies and messages wait" in teams["detail"]
+        assert "Azure Bot" in teams["fix"] and "restart" in teams["fix"]
+        assert await AuditEvent.all().count() == events  # the doctor wrote nothing
+
+        rig.connector.expect_token(None)  # fixed on Microsoft's side: the next re-check sends them
+        rig.clock.advance(minutes=5)
+        await rig.herald.outbox.drain()
+        assert not await Delivery.filter(notice_id=notice_id, platform="teams", status="pending").exists()
+        code, out, err = await doctor(env, "--json")
+        assert _by_name(json.loads(out))["teams"]["status"] == "ok", out + err
+    finally:
+        await stop_teams_rig(rig)

@@ -23,6 +23,7 @@ from storage import db as storage_db
 
 if TYPE_CHECKING:
     from bot.channels.slack_tokens import TokenRefreshFailed
+    from bot.core.delivery.credentials import Refusal
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 MAX_SKEW_SECONDS = 5.0
@@ -53,7 +54,7 @@ async def run_checks(settings: Settings, clock: Clock) -> list[Check]:
     migrated = connected and database[1].status == OK
     try:
         checks.extend(await check_slack(settings, migrated))
-        checks.append(await check_teams(settings))
+        checks.append(await check_teams(settings, migrated))
         checks.append(await check_public_url(settings))
         checks.extend(check_files(settings))
         checks.append(await check_semantic_index(settings, migrated))
@@ -278,8 +279,12 @@ async def _check_app_token(settings: Settings) -> Check:
 
 # ---- Teams ----------------------------------------------------------------------------------
 
-async def check_teams(settings: Settings) -> Check:
+async def check_teams(settings: Settings, migrated: bool = False) -> Check:
+    """Entra ID gives the credentials a token, and (with the database) nothing says the Bot
+    Connector refuses it: Entra's token alone passed while every Teams copy waited on a 401."""
     from bot.channels.teams import MsalTokenProvider, TeamsAuthError
+    from bot.core.delivery.credentials import refusal
+    from storage.models import Platform
 
     if not settings.teams_app_id:
         return Check("teams", WARN, "no HERALD_TEAMS_APP_ID: /api/messages accepts unauthenticated requests",
@@ -300,7 +305,20 @@ async def check_teams(settings: Settings) -> Check:
     except Exception as exc:  # noqa: BLE001 - MSAL raises many kinds for an unreachable authority
         return Check("teams", FAIL, f"cannot get a token from {provider.authority} ({_reason(exc)})",
                      "check outbound https access to Entra ID and HERALD_TEAMS_AUTHORITY_URL")
+    refused = await refusal(Platform.TEAMS.value) if migrated else None
+    if refused is not None:
+        return _refused_check(refused)
     return Check("teams", OK, f"credentials obtain a Bot Connector token from {provider.authority}")
+
+
+def _refused_check(refused: Refusal) -> Check:
+    since = f" since {refused.since:%Y-%m-%d %H:%M} UTC" if refused.since is not None else ""
+    detail = (f"Teams refuses Herald's credentials{since}: {refused.reason or 'no reason recorded'}; "
+              f"{refused.waiting} copies and messages wait")
+    return Check("teams", FAIL, detail,
+                 "Entra ID accepts these credentials: if the Bot Connector refused them (HTTP 401), make the Azure "
+                 "Bot's Microsoft App ID the app registration of HERALD_TEAMS_APP_ID; then restart `herald serve`: "
+                 "the waiting copies and messages go out then")
 
 
 # ---- the public URL -------------------------------------------------------------------------
