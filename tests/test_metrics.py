@@ -3,6 +3,7 @@ and the values a broadcast, a 429, an acknowledgement and the assistant leave be
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tortoise import Tortoise
 
 from bot.channels.slack_blocks import SEND_ACTION
 from bot.common import metrics
@@ -19,6 +21,7 @@ from bot.core.onboarding.assistant import ask
 from bot.core.onboarding.qa import KnowledgeBase
 from bot.core.ports import DirectMessage, Recipient
 from bot.ops.metrics_http import open_outbox
+from storage import db as storage_db
 from storage.models import Acknowledgement, AuditChainHead, Delivery, Member, MessagePurpose, OutboundMessage
 from tests.query_plans import uses_an_index_on
 from tests.support import CAM_USER, TEAM, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
@@ -223,6 +226,51 @@ async def test_the_outbox_gauges_read_the_open_rows_not_a_year_of_history(db: st
     every row ever sent (a year: millions). The query reads the open rows from the index on status."""
     indexed, seen = await uses_an_index_on(open_outbox(model), "status")
     assert indexed, f"every scrape reads every {model._meta.db_table} row ever written: {seen}"
+
+
+class _Blackhole:
+    """A database host that accepts TCP connections and never answers (a host gone during a
+    failover, a dropped route): what a hung PostgreSQL looks like to Herald."""
+
+    async def start(self) -> int:
+        self._held: list[asyncio.StreamWriter] = []
+
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._held.append(writer)
+
+        self._server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        for writer in self._held:
+            writer.close()
+        self._server.close()
+
+
+async def test_a_scrape_during_a_hung_database_answers_database_down_in_time(served: SlackHarness) -> None:
+    """README: `herald_database_up` is the last scrape's database read, and the scrape answers
+    even when the database does not. When the database host stops answering (no RST: a failover,
+    a partition), /metrics awaited the outbox queries with no time limit: the scrape outlasted
+    Prometheus' scrape_timeout (10 s by default), Prometheus saw the replica down, never
+    `herald_database_up 0`, and lost every process counter during the outage. The read is now
+    bounded (3 s, as the health check's)."""
+    h = served
+    await _broadcast(h)
+    await h.herald.outbox.drain()
+    hole = _Blackhole()
+    port = await hole.start()
+    try:
+        await storage_db.close()
+        await Tortoise.init(config=storage_db.tortoise_config(f"postgres://herald@127.0.0.1:{port}/herald"))
+        try:
+            samples = await asyncio.wait_for(_scrape(h), 10)  # Prometheus' default scrape_timeout
+        except TimeoutError:
+            pytest.fail("GET /metrics did not answer within 10 s while the database hangs")
+        assert _value(samples, "herald_database_up") == 0
+        assert _value(samples, "herald_deliveries_total", platform="slack", outcome="delivered") >= 3  # still there
+        assert ("herald_outbox_depth", (("platform", "slack"),)) not in samples  # no stale reading
+    finally:
+        await hole.stop()
 
 
 def _free_port() -> int:

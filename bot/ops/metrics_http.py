@@ -17,6 +17,7 @@ replica's engine did the work; every replica exports the same value (aggregate w
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -41,6 +42,7 @@ from storage.models import OPEN_DELIVERY_STATUSES, AuditChainHead, Delivery, Out
 log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
+READ_SECONDS = 3.0  # as the health check's ping (storage.db.ping)
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -74,20 +76,26 @@ class DatabaseGauges(Collector):
         self._ok = False
 
     async def refresh(self) -> None:
+        """Read the gauges, within `READ_SECONDS`: a database that stops answering (a failover, a
+        partition) must show as `herald_database_up 0` in an answer Prometheus gets before its
+        scrape timeout (10 s by default), with the process counters, not as a scrape that hangs."""
         try:
-            now = self.clock.now()
-            outbox: dict[str, tuple[int, float]] = {}
-            for model in (Delivery, OutboundMessage):  # notices' copies, and every other message in the lanes
-                for row in await open_outbox(model):
-                    oldest = _earliest(_as_datetime(row["first_due"]), _as_datetime(row["next_try"]))
-                    age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
-                    depth, older = outbox.get(row["platform"], (0, 0.0))
-                    outbox[row["platform"]] = (depth + int(row["depth"]), max(age, older))
-            head = await AuditChainHead.all().order_by("id").values_list("seq", flat=True)
-            self._outbox, self._chain_length, self._ok = outbox, int(head[0]) if head else 0, True
+            await asyncio.wait_for(self._read(), READ_SECONDS)
         except Exception:  # noqa: BLE001 - a scrape must answer even when the database does not
             log.warning("metrics: could not read the outbox and audit gauges", exc_info=True)
             self._ok = False
+
+    async def _read(self) -> None:
+        now = self.clock.now()
+        outbox: dict[str, tuple[int, float]] = {}
+        for model in (Delivery, OutboundMessage):  # notices' copies, and every other message in the lanes
+            for row in await open_outbox(model):
+                oldest = _earliest(_as_datetime(row["first_due"]), _as_datetime(row["next_try"]))
+                age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+                depth, older = outbox.get(row["platform"], (0, 0.0))
+                outbox[row["platform"]] = (depth + int(row["depth"]), max(age, older))
+        head = await AuditChainHead.all().order_by("id").values_list("seq", flat=True)
+        self._outbox, self._chain_length, self._ok = outbox, int(head[0]) if head else 0, True
 
     def collect(self):  # noqa: ANN201 - prometheus_client's protocol
         up = GaugeMetricFamily("herald_database_up", "1 when the last scrape could read the database")
