@@ -26,6 +26,6 @@ EXPOSE 3978
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('HERALD_PORT', '3978'), timeout=4)"]
 
-# A stop (SIGTERM) may take up to 40 s with the default settings (bot.app.stop_seconds): run the
-# container with `docker run --stop-timeout 45` (compose: stop_grace_period), not Docker's 10 s.
+# A stop (SIGTERM) may take up to 45 s with the default settings (bot.app.stop_seconds): run the
+# container with `docker run --stop-timeout 50` (compose: stop_grace_period), not Docker's 10 s.
 CMD ["herald", "serve"]

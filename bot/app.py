@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Callable
 
 from aiohttp import web
@@ -37,7 +38,18 @@ _CLOSE_SECONDS = 5.0
 def stop_seconds(settings: Settings) -> float:
     """The longest `herald serve` takes to stop on SIGTERM: what a container's stop grace period
     (docker-compose.yml's stop_grace_period) must cover, or the stop ends as a kill -9 would."""
-    return HTTP_DRAIN_SECONDS + 2 * settings.delivery_lease_seconds + _CLOSE_SECONDS
+    return settings.drain_seconds + HTTP_DRAIN_SECONDS + 2 * settings.delivery_lease_seconds + _CLOSE_SECONDS
+
+
+class Draining:
+    """Whether this replica got SIGTERM and is leaving: /healthz says so (503) while it still
+    serves, for `HERALD_DRAIN_SECONDS`, before the listener closes (`drain_on_sigterm`)."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+
+DRAINING_KEY = web.AppKey("draining", Draining)
 # Query values shown as they are: the rest (sign-in and report tokens, OAuth codes, an audience
 # being typed with partner staff's e-mail addresses) are logged as [redacted].
 _SHOWN_PARAMS = {"page", "before", "format", "look", "note", "since", "until", "status", "kind", "limit"}
@@ -71,6 +83,9 @@ def _logged_path(request: web.BaseRequest) -> str:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Readiness: whether this replica should get requests (the database answers, not stopping)."""
+    if request.app[DRAINING_KEY].active:
+        return web.json_response({"status": "draining"}, status=503)
     ok = await storage_db.ping()
     return web.json_response({"status": "ok" if ok else "unavailable", "database": "ok" if ok else "unreachable"},
                              status=200 if ok else 503)
@@ -90,6 +105,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
     herald = Herald(settings, clock=clock, sandbox=sandbox)
     app = web.Application()
     app[HERALD_KEY] = herald
+    app[DRAINING_KEY] = Draining()
     app.router.add_get("/healthz", healthz)
     add_policy_routes(app, settings)
     metrics_app = add_metrics(app, settings, herald.clock)
@@ -121,6 +137,30 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
         app.cleanup_ctx.append(socket_mode.lifecycle)
     add_console_routes(app, herald, announce=announce)  # after the lifecycle: the sandbox seeds on start-up
     return app
+
+
+def _stop() -> None:
+    raise web.GracefulExit()  # out of the event loop, as aiohttp's own SIGTERM handler does
+
+
+def drain_on_sigterm(seconds: float):  # noqa: ANN201
+    """An on_startup hook for `herald serve` (after aiohttp's run_app installed its handlers): on
+    SIGTERM, /healthz answers 503 "draining" while requests are still served, and only after
+    `seconds` does the stop begin (aiohttp's GracefulExit: the listener closes, then as before).
+    Closing the listener at once left a proxy sending requests to a closed port until its next
+    health check: 502s."""
+    async def install(app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm() -> None:
+            if app[DRAINING_KEY].active:  # a second SIGTERM: stop now
+                _stop()
+            app[DRAINING_KEY].active = True
+            log.info("SIGTERM: /healthz says draining; closing the listener in %g s", seconds)
+            loop.call_later(seconds, _stop)
+
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    return install
 
 
 def _metrics_listener(metrics_app: web.Application, settings: Settings):

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     delivery_max_lanes: int = Field(default=128, ge=1, le=10000)
     delivery_batch_size: int = Field(default=200, ge=1, le=5000)
     delivery_lease_seconds: int = 10  # at least MIN_DELIVERY_LEASE_SECONDS (_check_delivery_lease)
+    # On SIGTERM, `herald serve` keeps serving but answers /healthz 503 "draining" for this long
+    # before it closes its listener, so a proxy takes the replica out of its rotation first.
+    drain_seconds: float = Field(default=5.0, ge=0, le=60)
     delivery_heartbeat_seconds: float = Field(default=3.0, gt=0)  # under the lease minus the send margin
     delivery_max_attempts: int = Field(default=6, ge=1)
     outbox_poll_seconds: float = Field(default=5.0, gt=0)

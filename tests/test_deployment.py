@@ -208,3 +208,122 @@ def test_compose_order_migrate_once_then_serve_without_migrating(tmp_path: Path)
     finally:
         codes = [_stop(process) for _, process in replicas]
     assert codes == [0, 0]
+
+
+# ---- a replica stopping behind the proxy --------------------------------------------------------
+
+def _refuses(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except OSError:
+        return True
+
+
+def _serve(env: dict[str, str], tmp_path: Path, port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"serve-{port}.log", "w"))  # noqa: SIM115
+
+
+async def _status(session, url: str) -> int:  # noqa: ANN001
+    import aiohttp
+
+    try:
+        async with session.get(url) as response:
+            return response.status
+    except aiohttp.ClientError:
+        return 0
+
+
+async def test_on_sigterm_healthz_says_draining_before_the_listener_closes(tmp_path: Path) -> None:
+    """On SIGTERM `herald serve` closed its listening socket at once (aiohttp's run_app) and
+    /healthz never said it was leaving: a proxy kept sending requests to the closed port until its
+    next health check. For HERALD_DRAIN_SECONDS it now still serves, /healthz answering 503
+    "draining", then stops as before."""
+    import aiohttp
+
+    from tests.support import wait_until
+
+    port = _free_port()
+    env = _environment(tmp_path, port, HERALD_DRAIN_SECONDS="3", PYTHONPATH=str(ROOT))
+    process = _serve(env, tmp_path, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def serving() -> bool:
+                return await _status(session, f"{url}/healthz") == 200
+
+            await wait_until(serving, timeout=90, what="the replica serving")
+            process.send_signal(signal.SIGTERM)
+
+            async def draining() -> bool:
+                try:
+                    async with session.get(f"{url}/healthz") as response:
+                        return response.status == 503 and (await response.json())["status"] == "draining"
+                except aiohttp.ClientError:  # the listener closed at once
+                    return False
+
+            await wait_until(draining, timeout=5, what="/healthz saying draining")
+            assert await _status(session, f"{url}/privacy") == 200  # still serving meanwhile
+        await wait_until(lambda: _refuses(port), timeout=30, what="the listener closed after the drain")
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.skipif(shutil.which("caddy") is None, reason="Caddy is not installed (apt-get install caddy)")
+async def test_a_replica_stopping_behind_the_shipped_proxy_costs_no_request(tmp_path: Path) -> None:
+    """README (docker-compose): Caddy spreads requests over the replicas; every stop, restart and
+    upgrade sends SIGTERM to one. deploy/Caddyfile neither retried another upstream
+    (`lb_try_duration`) nor noticed a refused connection (passive health checks): until its next
+    active check Caddy sent every other request to the stopped replica and answered 502 (for
+    Slack a lost Acknowledge click, for Teams a message that failed).
+
+    The proxy is deploy/Caddyfile with its Docker-DNS upstream replaced by the two replicas'
+    addresses, on plain HTTP, writing nothing outside tmp_path; every other line as shipped."""
+    import aiohttp
+
+    from tests.support import wait_until
+
+    env = _environment(tmp_path, 3978, PYTHONPATH=str(ROOT), HERALD_MIGRATE_ON_START="false")  # --port says
+    assert subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env, cwd=tmp_path,
+                          capture_output=True, timeout=120).returncode == 0
+    ports = [_free_port(), _free_port()]
+    replicas = [_serve(env, tmp_path, p) for p in ports]
+    proxy_port = _free_port()
+    config, n = re.subn(r"dynamic a herald 3978 \{[^}]*\}", f"to 127.0.0.1:{ports[0]} 127.0.0.1:{ports[1]}",
+                        (ROOT / "deploy" / "Caddyfile").read_text())
+    assert n == 1
+    config = "{\n\tadmin off\n\tauto_https off\n\tskip_install_trust\n}\n" + config.replace(
+        ":3978 {", f"http://127.0.0.1:{proxy_port} {{")
+    (tmp_path / "Caddyfile").write_text(config)
+    caddy_env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
+                 "XDG_CONFIG_HOME": str(tmp_path / "caddy-config")}
+    caddy = subprocess.Popen(["caddy", "run", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
+                             cwd=tmp_path, env=caddy_env, stdout=subprocess.DEVNULL,
+                             stderr=open(tmp_path / "caddy.log", "w"))  # noqa: SIM115
+    url = f"http://127.0.0.1:{proxy_port}/healthz"
+    page = f"http://127.0.0.1:{proxy_port}/privacy"  # a request the draining replica still serves
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def both_serving() -> bool:
+                return [await _status(session, url) for _ in range(4)] == [200] * 4
+
+            await wait_until(both_serving, timeout=90, what="both replicas serving through the proxy")
+            replicas[0].send_signal(signal.SIGTERM)  # docker compose stop/restart/up of an upgrade
+            during = [await _status(session, page) for _ in range(10)]
+            await wait_until(lambda: _refuses(ports[0]), timeout=30, what="the stopping replica's listener closed")
+            after = [await _status(session, url) for _ in range(10)]
+        assert during == after == [200] * 10, (
+            f"through the shipped Caddyfile, requests after one replica got SIGTERM were answered {during} while "
+            f"it drained and {after} once its listener closed, though the other replica was healthy")
+    finally:
+        for process in (caddy, *replicas):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in (caddy, *replicas):
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -27,7 +27,7 @@ def serving_settings(*, host: str | None = None, port: int | None = None) -> Set
 def serve(host: str | None, port: int | None) -> None:
     from aiohttp import web
 
-    from bot.app import HTTP_DRAIN_SECONDS, RedactingAccessLogger, build_app
+    from bot.app import HTTP_DRAIN_SECONDS, RedactingAccessLogger, build_app, drain_on_sigterm
 
     settings = serving_settings(host=host, port=port)
     setup_logging(settings.log_level, settings)
@@ -43,9 +43,10 @@ def serve(host: str | None, port: int | None) -> None:
         pending.clear()
 
     with database_errors(prefix="cannot start: "):  # a database that refuses the login, an old schema, ...
+        app = build_app(settings, sandbox=settings.sandbox_active, announce=pending.append, freeze_heap=True)
+        app.on_startup.append(drain_on_sigterm(settings.drain_seconds))  # /healthz says draining first
         try:
-            web.run_app(build_app(settings, sandbox=settings.sandbox_active, announce=pending.append,
-                                  freeze_heap=True),
+            web.run_app(app,
                         host=settings.host, port=settings.port, access_log_class=RedactingAccessLogger,
                         print=listening, shutdown_timeout=HTTP_DRAIN_SECONDS)
         except BrokenPipeError:
