@@ -207,3 +207,17 @@ async def console(db: str):
         yield harness
     finally:
         await stop_console(harness)
+
+
+@pytest.fixture
+async def entra(monkeypatch: pytest.MonkeyPatch):
+    """A fake Entra ID token service over HTTPS, trusted by MSAL for the test."""
+    from tests.fakes.entra import FakeEntraID
+
+    fake = FakeEntraID()
+    await fake.start()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", fake.ca_file)  # MSAL trusts the fake's certificate
+    try:
+        yield fake
+    finally:
+        await fake.stop()

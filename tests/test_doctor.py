@@ -260,17 +260,6 @@ def test_the_topics_check_names_titles_slacks_menus_shorten_and_refuses_too_many
     assert status == "fail" and "10,001 topics; at most 10,000" in detail
 
 
-@pytest.fixture
-async def entra(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeEntraID]:
-    fake = FakeEntraID()
-    await fake.start()
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", fake.ca_file)  # MSAL trusts the fake's certificate
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
 async def test_the_teams_line_fails_while_the_bot_connector_refuses_herald(db: str, entra: FakeEntraID) -> None:
     """README (Herald's credentials refused): when the Bot Connector answers 401 again with a fresh
     token, the Teams lanes pause and `herald doctor` fails its teams line. It only asked Entra ID for

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from tortoise import connections
 
 from bot.app import build_app
 from bot.core.compliance.api_tokens import create_token
 from bot.core.directory.staff import add_staff
 from bot.core.surveys.answers import close_survey
 from storage.models import Delivery, Member
+from tests.query_plans import captured
 from tests.survey_support import SurveyRig, members, start_survey_rig, stop_survey_rig
 
 API = "/api/v1"
@@ -70,29 +68,8 @@ async def test_survey_results_over_the_api(api: tuple[SurveyRig, TestClient, dic
     assert stages == {"stages": []}
 
 
-async def _statements(read: Callable[[], Awaitable[Any]]) -> int:
-    """How many statements `read` sent to the database (on the default connection)."""
-    client = connections.get("default")
-    sent = 0
-
-    def counting(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def run(*args: Any) -> Any:
-            nonlocal sent
-            sent += 1
-            return await method(*args)
-        return run
-
-    originals = client.execute_query, client.execute_query_dict
-    client.execute_query, client.execute_query_dict = counting(originals[0]), counting(originals[1])
-    try:
-        await read()
-    finally:
-        client.execute_query, client.execute_query_dict = originals
-    return sent
-
-
 async def test_the_survey_list_counts_the_members_each_survey_was_delivered_to(
-        api: tuple[SurveyRig, TestClient, dict]) -> None:
+        api: tuple[SurveyRig, TestClient, dict], monkeypatch: pytest.MonkeyPatch) -> None:
     """A survey's `recipients` in the list are the members it was delivered to, the response
     rate's denominator in its results: not the notice's recipient count, which holds the copies
     the close cancelled (m2@bolt's, held for Sydney's quiet hours). Counted for the whole page in
@@ -110,12 +87,12 @@ async def test_the_survey_list_counts_the_members_each_survey_was_delivered_to(
     detail = await (await client.get(f"{API}/surveys/{survey_id}", headers=auth["compliance"])).json()
     assert [(s["id"], s["recipients"]) for s in await listed()] == [(survey_id, detail["total"]["recipients"])] == [
         (survey_id, 3)]
-    one = await _statements(listed)
+    one = len(await captured(monkeypatch, listed))
     for text in ("announcements org:acme | Useful? | Yes | No", "announcements all | Clear? | Yes | No"):
         await rig.survey(text)
     await rig.herald.outbox.drain()
     assert [s["recipients"] for s in await listed()] == [11, 6, 3]  # m2@bolt's copies wait for Sydney's morning
-    assert await _statements(listed) == one
+    assert len(await captured(monkeypatch, listed)) == one
 
 
 async def test_variant_comparison_over_the_api(api: tuple[SurveyRig, TestClient, dict]) -> None:

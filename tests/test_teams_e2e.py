@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC
 
 import pytest
@@ -955,17 +954,6 @@ async def test_the_card_teams_shows_after_acknowledge_keeps_the_members_own_ab_v
 
 ENTRA_APP_ID = "00000000-1111-2222-3333-555555555555"
 EXPIRED_SECRET, RENEWED_SECRET = "teams-secret-expired-value", "teams-secret-rotated-value"
-
-
-@pytest.fixture
-async def entra(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeEntraID]:
-    fake = FakeEntraID()
-    await fake.start()
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", fake.ca_file)  # MSAL trusts the fake's certificate
-    try:
-        yield fake
-    finally:
-        await fake.stop()
 
 
 async def _teams_copies(notice_id: int) -> list[Delivery]:
