@@ -70,6 +70,20 @@ SAMPLE_DIRECTORY = directory_csv([
 ])
 
 
+def in_database(db_url: str, work: Callable[[], Any]) -> Any:
+    """Run `work()` (a coroutine function) against `db_url` outside any event loop, as a CLI test
+    reads what a command left behind: connect without migrating, run, close."""
+    from storage import db as storage_db
+
+    async def run() -> Any:
+        await storage_db.connect(db_url, run_migrations=False)
+        try:
+            return await work()
+        finally:
+            await storage_db.close()
+    return asyncio.run(run())
+
+
 async def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll a condition that background work (bolt listeners, the worker) will make true.
 

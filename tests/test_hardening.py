@@ -16,7 +16,7 @@ from urllib.parse import quote_plus
 import pytest
 
 from tests.fakes.slack_signing import event_body, interaction_body, slash_command_body
-from tests.support import CAM_USER, TEAM, SlackHarness, crashes, listeners_done
+from tests.support import CAM_USER, TEAM, SlackHarness, crashes, in_database, listeners_done
 from tests.teams_support import TeamsRig, start_teams_rig, stop_teams_rig
 
 CRAFTED_TOKENS = (
@@ -347,18 +347,6 @@ def cli_db(db_url: str, tmp_path, monkeypatch):  # noqa: ANN001, ANN201
     return runner, main, db_url
 
 
-def _rows(db_url: str, work):  # noqa: ANN001, ANN202
-    import asyncio
-
-    from storage import db as storage_db
-
-    async def run():  # noqa: ANN202
-        await storage_db.connect(db_url, run_migrations=False)
-        try:
-            return await work()
-        finally:
-            await storage_db.close()
-    return asyncio.run(run())
 
 
 def test_cli_changes_need_an_accountable_staff_member(cli_db) -> None:  # noqa: ANN001
@@ -375,14 +363,14 @@ def test_cli_changes_need_an_accountable_staff_member(cli_db) -> None:  # noqa: 
     assert nobody.exit_code == 1 and "no active staff member" in nobody.output and "Traceback" not in nobody.output
     wrong_role = runner.invoke(main, [*send, "--as", "audit@vendor.example"])
     assert wrong_role.exit_code == 1 and "Only channel account managers and admins" in wrong_role.output
-    assert _rows(db_url, lambda: Notice.all().count()) == 0
+    assert in_database(db_url, lambda: Notice.all().count()) == 0
 
     sent = runner.invoke(main, [*send, "--as", "CAM@vendor.example"])
     assert sent.exit_code == 0, sent.output
     notice_id = int(sent.output.split()[1])
-    notice = _rows(db_url, lambda: Notice.get(id=notice_id).prefetch_related("author"))
+    notice = in_database(db_url, lambda: Notice.get(id=notice_id).prefetch_related("author"))
     assert notice.author.email == "cam@vendor.example"
-    events = _rows(db_url, lambda: AuditEvent.filter(notice_id=notice_id).order_by("id"))
+    events = in_database(db_url, lambda: AuditEvent.filter(notice_id=notice_id).order_by("id"))
     assert events and all(e.actor == "cam@vendor.example" and e.data.get("source") == "cli"
                           and e.data.get("os_user") == getpass.getuser() for e in events if e.kind.startswith("notice."))
 
@@ -403,7 +391,7 @@ def test_cli_changes_need_an_accountable_staff_member(cli_db) -> None:  # noqa: 
     assert paused.exit_code == 0 and "paused" in paused.output, paused.output
     resumed = runner.invoke(main, ["resume", "acme", "--as", "cam@vendor.example"])
     assert resumed.exit_code == 0 and "resumed" in resumed.output
-    pause_events = _rows(db_url, lambda: AuditEvent.filter(kind__startswith="organisation."))
+    pause_events = in_database(db_url, lambda: AuditEvent.filter(kind__startswith="organisation."))
     assert pause_events and all(e.data.get("source") == "cli" for e in pause_events)
 
 

@@ -5,7 +5,6 @@ no longer verifies. Over real HTTP against the fake Slack API and the fake Bot C
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from urllib.parse import parse_qs, urlsplit
@@ -20,10 +19,9 @@ from bot.common.secrets import PREFIX, TokenCipher, TokenDecryptError, cipher_fo
 from bot.core.compliance.sealed_values import rotate
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.core.notices.interactions import link_tracker
-from storage import db as storage_db
 from storage.models import AuditEvent, Delivery, Survey, Workspace
 from tests.support import (
-    SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, restart_harness, seed_directory, start_harness, stop_harness,
+    SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, in_database, restart_harness, seed_directory, start_harness, stop_harness,
 )
 from tests.test_slack_install import (
     CLIENT_ID, CLIENT_SECRET, NEW_TEAM, NEW_TOKEN, PUBLIC_URL, _finish, _newco_code, _raw_token, _start,
@@ -187,14 +185,6 @@ def test_a_previous_key_needs_a_current_one_and_several_may_be_given(cli: CliRun
 KEY_C = "key-c-nobody-configured-0123456789-abcdefghij"
 
 
-def _in_db(db_url: str, work):  # noqa: ANN001, ANN202
-    async def run():  # noqa: ANN202
-        await storage_db.connect(db_url, run_migrations=False)
-        try:
-            return await work()
-        finally:
-            await storage_db.close()
-    return asyncio.run(run())
 
 
 async def _stored() -> dict[str, str]:
@@ -224,7 +214,7 @@ def _under_a_then_b(cli: CliRunner, db_url: str, monkeypatch: pytest.MonkeyPatch
     ok("slack", "add-workspace", "T0ROT", "--token", "xoxb-rot")
     ok("survey", "send", "--topic", "announcements", "--audience", "org:acme", "--question", "How was it?",
        "--scale", "1-5", "--anonymous", "--yes", "--as", "admin@vendor.example")
-    _in_db(db_url, lambda: Workspace.filter(external_id="T0ROT").update(
+    in_database(db_url, lambda: Workspace.filter(external_id="T0ROT").update(
         refresh_token=TokenCipher(KEY_A).seal("xoxe-1-refresh")))
     monkeypatch.setenv("HERALD_SECRET_KEY", KEY_B)
     monkeypatch.setenv("HERALD_SECRET_KEY_PREVIOUS", KEY_A)
@@ -233,7 +223,7 @@ def _under_a_then_b(cli: CliRunner, db_url: str, monkeypatch: pytest.MonkeyPatch
 def test_rotate_re_encrypts_every_value_under_the_new_key_once(cli: CliRunner, db_url: str,
                                                                  monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
     _under_a_then_b(cli, db_url, monkeypatch, tmp_path)
-    before = _in_db(db_url, _stored)
+    before = in_database(db_url, _stored)
     survey_key = TokenCipher(KEY_A).open(before["survey"])
 
     result = cli.invoke(main, ["secrets", "rotate"])
@@ -245,7 +235,7 @@ def test_rotate_re_encrypts_every_value_under_the_new_key_once(cli: CliRunner, d
     for secret in ("xoxb-", "xoxe-", KEY_A, KEY_B, survey_key, PREFIX):
         assert secret not in result.output
 
-    after = _in_db(db_url, _stored)
+    after = in_database(db_url, _stored)
     new_only, old_only = TokenCipher(KEY_B), TokenCipher(KEY_A)
     for name, plain in (("T0ROT.bot", "xoxb-rot"), ("T0ROT.refresh", "xoxe-1-refresh"), ("T0PLAIN.bot", "xoxb-plain"),
                         ("survey", survey_key)):
@@ -254,7 +244,7 @@ def test_rotate_re_encrypts_every_value_under_the_new_key_once(cli: CliRunner, d
             old_only.open(after[name])
     assert after["T0LOST.bot"] == before["T0LOST.bot"]  # left as it was
 
-    (event,) = _in_db(db_url, lambda: AuditEvent.filter(kind="secrets.rotated"))
+    (event,) = in_database(db_url, lambda: AuditEvent.filter(kind="secrets.rotated"))
     assert event.actor.startswith("operator:") and event.data["source"] == "cli"
     assert event.data["re_encrypted"] == 3 and event.data["encrypted_plaintext"] == 1
     assert event.data["unreadable"] == 1 and event.data["unreadable_values"] == ["workspace bot token T0LOST"]
@@ -264,7 +254,7 @@ def test_rotate_re_encrypts_every_value_under_the_new_key_once(cli: CliRunner, d
     assert again.exit_code == 1
     counts = json.loads(again.output)
     assert counts["re_encrypted"] == counts["encrypted_plaintext"] == 0 and counts["already_current"] == 4
-    assert _in_db(db_url, _stored) == after  # nothing rewritten
+    assert in_database(db_url, _stored) == after  # nothing rewritten
 
     # once the lost token's workspace is reconnected, the previous key can go
     cli.invoke(main, ["slack", "add-workspace", "T0LOST", "--token", "xoxb-found"])

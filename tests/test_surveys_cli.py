@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 from datetime import UTC, datetime
@@ -13,9 +12,8 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from bot.core.surveys.answers import answer_survey
-from storage import db as storage_db
 from storage.models import AuditEvent, Delivery, Notice, NoticeExperiment
-from tests.support import TEAM
+from tests.support import TEAM, in_database
 from tests.survey_support import big_directory, members
 
 
@@ -32,14 +30,6 @@ def cli(db_url: str, tmp_path, monkeypatch) -> tuple[CliRunner, str]:
     return runner, db_url
 
 
-def _in_db(db_url: str, work) -> object:  # noqa: ANN001
-    async def run() -> object:
-        await storage_db.connect(db_url, run_migrations=False)
-        try:
-            return await work()
-        finally:
-            await storage_db.close()
-    return asyncio.run(run())
 
 
 def test_survey_from_the_command_line(cli: tuple[CliRunner, str]) -> None:
@@ -59,7 +49,7 @@ def test_survey_from_the_command_line(cli: tuple[CliRunner, str]) -> None:
         for index, (_, _, user) in enumerate(members()[:4]):
             await answer_survey(survey_id, index % 2, platform="slack", workspace_id=TEAM, user_id=user,
                                 now=datetime.now(UTC))
-    _in_db(db_url, deliver_and_answer)
+    in_database(db_url, deliver_and_answer)
 
     data = json.loads(runner.invoke(main, ["survey", "results", str(survey_id), "--json"]).output)
     assert data["total"]["answered"] == 4 and [c["count"] for c in data["total"]["distribution"]] == [2, 2]
@@ -93,14 +83,14 @@ def test_survey_send_needs_an_accountable_sender(cli: tuple[CliRunner, str]) -> 
     assert unknown.exit_code == 1 and "no active staff member" in unknown.output
     not_a_sender = runner.invoke(main, [*survey, "--as", "audit@vendor.example"])
     assert not_a_sender.exit_code == 1 and "Only channel account managers and admins" in not_a_sender.output
-    assert _in_db(db_url, lambda: Notice.all().count()) == 0
+    assert in_database(db_url, lambda: Notice.all().count()) == 0
 
     named = runner.invoke(main, [*survey, "--as", "CAM@vendor.example"])
     assert named.exit_code == 0, named.output
     survey_id = int(named.output.split()[1])
-    notice = _in_db(db_url, lambda: Notice.get(id=survey_id).prefetch_related("author"))
+    notice = in_database(db_url, lambda: Notice.get(id=survey_id).prefetch_related("author"))
     assert notice.author.email == "cam@vendor.example"  # type: ignore[attr-defined]
-    events = _in_db(db_url, lambda: AuditEvent.filter(notice_id=survey_id, kind__startswith="notice.").order_by("id"))
+    events = in_database(db_url, lambda: AuditEvent.filter(notice_id=survey_id, kind__startswith="notice.").order_by("id"))
     assert events and all(e.actor == "cam@vendor.example" and e.data.get("source") == "cli"  # type: ignore[attr-defined]
                           and e.data.get("os_user") == getpass.getuser() for e in events)  # type: ignore[attr-defined]
 
@@ -116,7 +106,7 @@ def test_variants_and_rollout_from_the_command_line(cli: tuple[CliRunner, str]) 
                                 "--share", "25", "--yes", "--as", "admin@vendor.example"])
     assert sent.exit_code == 0, sent.output
     notice_id = int(sent.output.split()[1])
-    rows = _in_db(db_url, lambda: Delivery.filter(notice_id=notice_id).values_list("status", "variant"))
+    rows = in_database(db_url, lambda: Delivery.filter(notice_id=notice_id).values_list("status", "variant"))
     assert sorted(rows) == sorted([("pending", "A")] * 2 + [("pending", "B")] + [("held", "")] * 9)  # type: ignore[arg-type]
     compared = json.loads(runner.invoke(main, ["variants", str(notice_id), "--json"]).output)
     assert compared["held"] == 9 and compared["share_percent"] == 25
@@ -125,7 +115,7 @@ def test_variants_and_rollout_from_the_command_line(cli: tuple[CliRunner, str]) 
     admin = ["--as", "admin@vendor.example"]
     out = runner.invoke(main, ["rollout", str(notice_id), "b", *admin])
     assert out.exit_code == 0 and "queued for 9 held-back recipients" in out.output
-    rolled_by = _in_db(db_url, lambda: NoticeExperiment.get(notice_id=notice_id).values_list("rolled_out_by", flat=True))
+    rolled_by = in_database(db_url, lambda: NoticeExperiment.get(notice_id=notice_id).values_list("rolled_out_by", flat=True))
     assert rolled_by == "admin@vendor.example"
     assert "already rolled out" in runner.invoke(main, ["rollout", str(notice_id), "B", *admin]).output
     refused = runner.invoke(main, ["rollout", str(notice_id), "A", *admin])
