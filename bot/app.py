@@ -91,6 +91,13 @@ async def healthz(request: web.Request) -> web.Response:
                              status=200 if ok else 503)
 
 
+async def livez(_request: web.Request) -> web.Response:
+    """Liveness: the process answers HTTP, whatever the database does. For an orchestrator that
+    restarts a stuck process (Kubernetes' livenessProbe): pointed at /healthz it would restart
+    every replica, over and over, through a database outage that no restart mends."""
+    return web.json_response({"status": "alive"})
+
+
 def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: bool = True,
               manage_database: bool = True, sandbox: bool = False,
               announce: Callable[[str], None] | None = None, freeze_heap: bool = False) -> web.Application:
@@ -107,6 +114,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
     app[HERALD_KEY] = herald
     app[DRAINING_KEY] = Draining()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     add_policy_routes(app, settings)
     metrics_app = add_metrics(app, settings, herald.clock)
     add_api_routes(app, herald.clock)

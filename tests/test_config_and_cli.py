@@ -251,6 +251,9 @@ async def test_healthz_reports_database_reachability(db: str) -> None:
     async with TestClient(TestServer(app)) as client:
         response = await client.get("/healthz")
         assert response.status == 503 and (await response.json())["database"] == "unreachable"
+        # liveness: the process is fine, a restart would not bring the database back
+        live = await client.get("/livez")
+        assert live.status == 200 and (await live.json()) == {"status": "alive"}
 
 
 def test_cli_qa_ask_says_how_a_question_is_answered_and_why(cli_env: CliRunner, tmp_path) -> None:
