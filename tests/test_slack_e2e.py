@@ -289,6 +289,19 @@ async def test_a_link_too_long_to_store_is_refused_with_a_clear_message(slack: S
     assert next(b for b in modal["blocks"] if b["block_id"] == "link")["element"]["max_length"] == 1000
 
 
+async def test_a_slash_command_whose_text_says_payload_is_read_as_a_command(slack_http: SlackHarness) -> None:
+    """Bolt reads any form body in which the word "payload" appears for an interaction, and with no
+    `payload` field as an empty body: "/herald send ... | New payload limits | ..." was answered
+    "Herald is not connected to this Slack workspace yet". Herald hands Bolt the body it has read."""
+    slack = slack_http
+    notice_id = await _preview(slack, "send need-to-know product-updates org:acme | New payload limits | "
+                                      "The API payload limit is now 10 MB.")
+    notice = await Notice.get(id=notice_id)
+    assert (notice.title, notice.body) == ("New payload limits", "The API payload limit is now 10 MB.")
+    response, text, _ = await slack.command("help payload")
+    assert response.status == 200 and "Herald commands" in text
+
+
 async def test_slash_command_text_is_decoded_before_it_becomes_a_notice(slack_http: SlackHarness) -> None:
     """Slack sends a slash command's & < > as &amp; &lt; &gt;. The notice keeps what the CAM
     typed: "Q&amp;A session" would be shown so in Teams and reports (and escaped twice in Slack),
