@@ -6,6 +6,7 @@ Herald services in one process sharing the database, against the fake Slack API.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -173,6 +174,40 @@ async def test_a_lease_lost_mid_batch_delivers_exactly_once(rig: Rig) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_send_still_unanswered_at_the_stop_is_cancelled_and_looked_for_before_another(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """A stop waits `lease - 2` s for the lanes' sends, then releases the lanes. A lane worker whose
+    request Slack had not answered by then kept running (its task never cancelled) and failed
+    later with a traceback once the database was closed under it. It is cancelled now, its send
+    with it, before the lanes are released; the row stays claimed, in doubt, as after a crash:
+    when the claim runs out it is looked for first (here the request landed after the stop) and
+    not posted again."""
+    notice_id = await rig.broadcast(audience="member:anna@acme.example")
+    replica = _replica(rig, delivery_lease_seconds=4)  # model_copy: a stop that waits 2 s for its sends
+    rig.fake.hold("chat.postMessage")  # Slack answers only when the test says so
+    loop = asyncio.create_task(replica.outbox.run_forever())
+    try:
+        await wait_until(lambda: rig.fake.call_count("chat.postMessage") == 1, what="the send on the wire")
+        replica.outbox.stop()
+        await asyncio.wait_for(loop, 30)  # a guard, not a wait
+        left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("herald-lane-") and not t.done()]
+        assert not left, f"lane workers still running after the outbox stopped: {left}"
+        assert not replica.outbox._workers
+        copy = await Delivery.get(notice_id=notice_id)
+        assert copy.status == "sending" and copy.claimed_by.startswith(replica.outbox.worker_id)  # in doubt
+        assert not await DeliveryLane.filter(leased_by=replica.outbox.worker_id).exists()  # the lane is free
+    finally:
+        await replica.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+    rig.fake.release("chat.postMessage")  # the request Herald gave up on lands after all
+    await wait_until(lambda: _dm_counts(rig, ["UANNA"]) == [1], what="the late post")
+    rig.clock.advance(seconds=4 + replica.outbox.settings.claim_grace + 1)  # the claim runs out
+    await rig.herald.outbox.drain()
+    assert (await Delivery.get(notice_id=notice_id)).status == "delivered"
+    assert _dm_counts(rig, ["UANNA"]) == [1] and rig.fake.call_count("conversations.history") == 1
 
 
 class _FailingRecords:

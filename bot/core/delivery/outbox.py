@@ -80,6 +80,8 @@ from storage.models import (
 
 log = logging.getLogger(__name__)
 
+LANE_WORKER = "herald-lane-"  # a lane worker's task is named so, then its lane: "herald-lane-slack-T0123"
+
 # One parameterised statement per group of outcomes (storage.db.write_rows) instead of an ORM bulk update:
 # the ORM builds a CASE expression per column per row, which cost more than the sends
 # (bench/fanout.py). `claimed_by` in the WHERE clause: a row whose claim was taken over is no
@@ -598,6 +600,11 @@ class _Recorder:
             self._hurry.set()
         await asyncio.shield(future)
 
+    async def written(self) -> None:
+        """Return once the outcomes queued so far are written (or abandoned)."""
+        if self._task is not None and not self._task.done():
+            await asyncio.wait([self._task])
+
     async def _flush_soon(self, hurry: asyncio.Event) -> None:
         try:
             await asyncio.wait_for(hurry.wait(), self.flush_seconds)
@@ -776,13 +783,39 @@ class Outbox:
         self._wake.set()
 
     async def _shut_down(self) -> None:
+        """Give the lanes' sends until shortly before the leases run out to finish and be recorded;
+        then cancel the lane workers still running (a request the platform has not answered) and
+        wait for them, so none outlives the stop (and the database it writes to). Their claimed rows
+        stay claimed: when the claims run out they come back in doubt, looked for before any second
+        send, as after a crash. Then the leases are released."""
         workers = list(self._workers.values())
         if workers:
-            await asyncio.wait(workers, timeout=max(1.0, self.settings.lease_seconds - 2))
+            _, late = await asyncio.wait(workers, timeout=max(1.0, self.settings.lease_seconds - 2))
+            await self._cancel_lane_workers(late)
+        await self._recorders_written()
         try:
             await self.lanes.release_all(self.clock.now())
         except Exception:  # noqa: BLE001 - the leases run out on their own
             log.warning("could not release delivery lanes on shutdown", exc_info=True)
+
+    @staticmethod
+    async def _cancel_lane_workers(workers: Iterable[asyncio.Task]) -> None:
+        """Cancel our own lane workers among `workers` and wait until they have ended. A lane
+        `push_updates` works inline is its caller's task (a click's), not ours to cancel."""
+        ours = [task for task in workers if task.get_name().startswith(LANE_WORKER)]
+        if not ours:
+            return
+        log.warning("stopping with %d delivery lane(s) still sending: their unanswered requests are "
+                    "abandoned, and their rows looked for before any second send", len(ours))
+        for task in ours:
+            task.cancel()
+        await asyncio.wait(ours)
+
+    async def _recorders_written(self) -> None:
+        """Wait for the outcome writes under way: a cancelled send waiting for its outcome's write
+        leaves it to go on (the outcomes are facts the platform holds), not to meet a closed database."""
+        for recorder in self._recorders.values():
+            await recorder.written()
 
     async def drain(self) -> int:
         """Run rounds until nothing is due now that this replica may take. Returns items handled."""
@@ -795,7 +828,7 @@ class Outbox:
         """One round: take the lanes with due work, drain them, wait for them to finish."""
         await self._schedule()
         # lane workers only (push_updates() marks a lane it works inline with its caller's task)
-        workers = [t for t in self._workers.values() if t.get_name().startswith("herald-lane-")]
+        workers = [t for t in self._workers.values() if t.get_name().startswith(LANE_WORKER)]
         if not workers:
             return 0
         results = await asyncio.gather(*workers, return_exceptions=True)
@@ -828,7 +861,7 @@ class Outbox:
             if lease is None or lane in self._workers:
                 continue
             self._hold(lane, lease)
-            self._workers[lane] = asyncio.create_task(self._work_lane(lane), name=f"herald-lane-{lane[0]}-{lane[1]}")
+            self._workers[lane] = asyncio.create_task(self._work_lane(lane), name=f"{LANE_WORKER}{lane[0]}-{lane[1]}")
             started += 1
         return started
 
@@ -969,6 +1002,10 @@ class Outbox:
                 if not inflight:
                     break
                 _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the stop gave up on the lane (_shut_down): its sends with it
+            for send in inflight:
+                send.cancel()
+            raise
         finally:
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
