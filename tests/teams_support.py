@@ -4,7 +4,9 @@ send activities as a member and read the cards Herald sends back."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +20,9 @@ from bot.core.directory.staff import add_staff
 from bot.service import Herald
 from config.settings import load_settings
 from tests.fakes.bot_connector import FakeBotConnector
+from tests.fakes.entra import FakeEntraID
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.support import SIGNING_SECRET, TEAM, TOKEN, directory_csv
+from tests.support import SIGNING_SECRET, TEAM, TOKEN, broadcast, directory_csv
 
 TENANT = "tenant-1"
 _activity_ids = itertools.count(1)  # Teams gives every activity its own id
@@ -133,3 +136,28 @@ async def stop_teams_rig(rig: TeamsRig) -> None:
     await rig.server.close()
     await rig.connector.stop()
     await rig.slack.stop()
+
+
+@contextlib.asynccontextmanager
+async def teams_credentials_refused(db_url: str, entra: FakeEntraID, *, app_id: str, secret: str,
+                                    entra_secret: str | None = None, connector_refuses: bool = False,
+                                    rounds: int) -> AsyncIterator[tuple[TeamsRig, int]]:
+    """README "Herald's credentials refused": Herald signs in to the fake Entra ID as `app_id`
+    with `secret`. Entra knows the app's secret as `entra_secret` (the same unless told; another
+    one: Herald's has expired, Entra answers `invalid_client`). `connector_refuses`: the Bot
+    Connector answers Entra's tokens 401 (the Azure Bot is bound to another app registration) until
+    the test calls `rig.connector.expect_token(None)`. A must-know notice goes to Teams Co and the
+    outbox runs `rounds` times, five minutes apart (12: an hour). Yields the rig and the notice's id."""
+    entra.add_app(app_id, entra_secret or secret)
+    rig = await start_teams_rig(db_url, teams_app_id=app_id, teams_app_password=secret,
+                                teams_tenant_id="tenant-herald", teams_authority_url=entra.url)
+    try:
+        if connector_refuses:
+            rig.connector.expect_token("a token of the app registration the Azure Bot is bound to now")
+        notice_id = await broadcast(rig.herald, rig.clock, "org:teamsco")
+        for _ in range(rounds):
+            await rig.herald.outbox.drain()
+            rig.clock.advance(minutes=5)
+        yield rig, notice_id
+    finally:
+        await stop_teams_rig(rig)

@@ -267,18 +267,10 @@ async def test_the_teams_line_fails_while_the_bot_connector_refuses_herald(db: s
     now also reads the refusal (the audit event, the waiting rows), without writing; once the
     connector accepts Herald again and the copies go out, the line passes."""
     from storage.models import Delivery
-    from tests.support import broadcast
-    from tests.teams_support import start_teams_rig, stop_teams_rig
+    from tests.teams_support import teams_credentials_refused
 
-    entra.add_app(APP_ID, APP_PASSWORD)
-    rig = await start_teams_rig(db, teams_app_id=APP_ID, teams_app_password=APP_PASSWORD,
-                                teams_tenant_id="tenant-herald", teams_authority_url=entra.url)
-    try:
-        rig.connector.expect_token("a token of the app registration the Azure Bot is bound to now")
-        notice_id = await broadcast(rig.herald, rig.clock, "org:teamsco")
-        for _ in range(6):
-            await rig.herald.outbox.drain()
-            rig.clock.advance(minutes=5)
+    async with teams_credentials_refused(db, entra, app_id=APP_ID, secret=APP_PASSWORD, connector_refuses=True,
+                                         rounds=6) as (rig, notice_id):
         waiting = await Delivery.filter(notice_id=notice_id, platform="teams")
         assert waiting and all(c.status == "pending" and "HTTP 401" in c.error for c in waiting)
         events = await AuditEvent.all().count()
@@ -302,5 +294,3 @@ async def test_the_teams_line_fails_while_the_bot_connector_refuses_herald(db: s
         assert not await Delivery.filter(notice_id=notice_id, platform="teams", status="pending").exists()
         code, out, err = await doctor(env, "--json")
         assert _by_name(json.loads(out))["teams"]["status"] == "ok", out + err
-    finally:
-        await stop_teams_rig(rig)

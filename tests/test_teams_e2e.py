@@ -24,6 +24,7 @@ from tests.teams_support import (
     restart_teams_rig,
     start_teams_rig,
     stop_teams_rig,
+    teams_credentials_refused,
     texts_of,
 )
 
@@ -979,14 +980,8 @@ async def test_teams_copies_refused_for_an_expired_client_secret_go_out_once_it_
 
     from bot.core.compliance.verify import verify_chain
 
-    entra.add_app(ENTRA_APP_ID, RENEWED_SECRET)  # the secret Herald holds has expired
-    rig = await start_teams_rig(db, teams_app_id=ENTRA_APP_ID, teams_app_password=EXPIRED_SECRET,
-                                teams_tenant_id="tenant-herald", teams_authority_url=entra.url)
-    try:
-        notice_id = await broadcast(rig.herald, rig.clock, "org:teamsco")
-        for _ in range(12):  # an hour of the outbox at work
-            await rig.herald.outbox.drain()
-            rig.clock.advance(minutes=5)
+    async with teams_credentials_refused(db, entra, app_id=ENTRA_APP_ID, secret=EXPIRED_SECRET,  # it has expired
+                                         entra_secret=RENEWED_SECRET, rounds=12) as (rig, notice_id):  # an hour
         waiting = await _teams_copies(notice_id)
         assert waiting and all(c.status == "pending" and c.attempts == 0 for c in waiting), [
             (c.status, c.attempts, c.error) for c in waiting]
@@ -1004,8 +999,6 @@ async def test_teams_copies_refused_for_an_expired_client_secret_go_out_once_it_
         assert _posted_once(rig, sent)
         assert await AuditEvent.filter(kind="platform.credentials_restored").count() == 1
         assert (await verify_chain()).ok
-    finally:
-        await stop_teams_rig(rig)
 
 
 async def test_a_401_from_the_bot_connector_pauses_teams_until_herald_is_let_in_again(
@@ -1016,15 +1009,8 @@ async def test_a_401_from_the_bot_connector_pauses_teams_until_herald_is_let_in_
     connector lets Herald in again (the registration is fixed), the next re-check sends them, no
     restart needed. (Before: each copy failed for good at once, "the Bot Connector rejected
     Herald's credentials".)"""
-    entra.add_app(ENTRA_APP_ID, RENEWED_SECRET)
-    rig = await start_teams_rig(db, teams_app_id=ENTRA_APP_ID, teams_app_password=RENEWED_SECRET,
-                                teams_tenant_id="tenant-herald", teams_authority_url=entra.url)
-    try:
-        rig.connector.expect_token("a token of the app registration the Azure Bot is bound to now")
-        notice_id = await broadcast(rig.herald, rig.clock, "org:teamsco")
-        for _ in range(6):
-            await rig.herald.outbox.drain()
-            rig.clock.advance(minutes=5)
+    async with teams_credentials_refused(db, entra, app_id=ENTRA_APP_ID, secret=RENEWED_SECRET, connector_refuses=True,
+                                         rounds=6) as (rig, notice_id):
         waiting = await _teams_copies(notice_id)
         assert all(c.status == "pending" and c.attempts == 0 for c in waiting), [
             (c.status, c.attempts, c.error) for c in waiting]
@@ -1039,5 +1025,3 @@ async def test_a_401_from_the_bot_connector_pauses_teams_until_herald_is_let_in_
         assert all(c.status == "delivered" for c in sent), [(c.status, c.error) for c in sent]
         assert _posted_once(rig, sent)
         assert await AuditEvent.filter(kind="platform.credentials_refused").count() == 1
-    finally:
-        await stop_teams_rig(rig)
