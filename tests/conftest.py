@@ -7,7 +7,6 @@ PostgreSQL as well; `.ci/run` starts a throwaway cluster and sets it.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import shutil
 import tempfile
@@ -119,30 +118,22 @@ async def rig(db: str):
         await stop_rig(harness)
 
 
-@contextlib.asynccontextmanager
-async def _seeded_slack(db: str, transport: str = "http") -> AsyncIterator:
-    from tests.support import seed_directory, start_harness, stop_harness
-
-    harness = await start_harness(db, transport=transport)
-    await seed_directory(harness.clock)
-    try:
-        yield harness
-    finally:
-        await stop_harness(harness)
-
-
 @pytest.fixture(params=["http", "socket"])
 async def slack(db: str, request: pytest.FixtureRequest):
     """The real app on a local port with a seeded directory and a fake Slack API; Slack's requests
     arrive signed over HTTP, or as envelopes over Socket Mode (every scenario runs both ways)."""
-    async with _seeded_slack(db, request.param) as harness:
+    from tests.support import seeded_slack
+
+    async with seeded_slack(db, transport=request.param) as harness:
         yield harness
 
 
 @pytest.fixture
 async def slack_http(db: str):
     """The Slack harness over HTTP only (signed requests), with a seeded directory."""
-    async with _seeded_slack(db) as harness:
+    from tests.support import seeded_slack
+
+    async with seeded_slack(db) as harness:
         yield harness
 
 

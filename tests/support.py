@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -210,6 +211,8 @@ async def start_harness(db_url: str, *, run_worker: bool = False, extra_settings
         slack_settings = {"slack_app_token": APP_TOKEN}
     settings = load_settings(database_url=db_url, slack_api_url=fake.url, outbox_poll_seconds=3600,
                              **{**slack_settings, **(extra_settings or {})})
+    if settings.slack_client_id and settings.slack_client_secret:  # "Add to Slack": Slack knows Herald's app
+        fake.add_oauth_app(settings.slack_client_id, settings.slack_client_secret.get_secret_value())
     clock = ManualClock()
     fake.message_clock = lambda: clock.now().timestamp()  # Slack's clock agrees with Herald's
     app = build_app(settings, clock=clock, run_worker=run_worker, manage_database=False)
@@ -234,6 +237,18 @@ async def restart_harness(h: SlackHarness, **changed: Any) -> None:
     h.app = build_app(settings, clock=h.clock, run_worker=False, manage_database=False)
     h.server = TestServer(h.app, host="127.0.0.1")
     await h.server.start_server()
+
+
+@contextlib.asynccontextmanager
+async def seeded_slack(db_url: str, *, transport: str = "http",
+                       extra_settings: dict | None = None) -> AsyncIterator[SlackHarness]:
+    """`start_harness` with the sample directory seeded, stopped on leaving."""
+    harness = await start_harness(db_url, transport=transport, extra_settings=extra_settings)
+    await seed_directory(harness.clock)
+    try:
+        yield harness
+    finally:
+        await stop_harness(harness)
 
 
 def hold_publish(monkeypatch: Any) -> tuple[asyncio.Event, list[asyncio.Task]]:

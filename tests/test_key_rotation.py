@@ -20,28 +20,20 @@ from bot.core.compliance.sealed_values import rotate
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.core.notices.interactions import link_tracker
 from storage.models import AuditEvent, Delivery, Survey, Workspace
-from tests.support import (
-    SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, in_database, restart_harness, seed_directory, start_harness, stop_harness,
-)
+from tests.support import SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, in_database, restart_harness, seeded_slack
 from tests.test_slack_install import (
-    CLIENT_ID, CLIENT_SECRET, NEW_TEAM, NEW_TOKEN, PUBLIC_URL, _finish, _newco_code, _raw_token, _start,
+    NEW_TEAM, NEW_TOKEN, OAUTH_SETTINGS, PUBLIC_URL, _finish, _newco_code, _raw_token, _start,
 )
 
 KEY_A = "key-a-the-old-one-0123456789-abcdefghijklmnop"
 KEY_B = "key-b-the-new-one-0123456789-abcdefghijklmnop"
-OAUTH = {"slack_client_id": CLIENT_ID, "slack_client_secret": CLIENT_SECRET, "public_url": PUBLIC_URL,
-         "slack_oauth_base_url": "https://slack.example"}
 
 
 @pytest.fixture
 async def slack(db: str):  # noqa: ANN201
-    harness = await start_harness(db, extra_settings={**OAUTH, "secret_key": KEY_A})
-    harness.fake.add_oauth_app(CLIENT_ID, CLIENT_SECRET)
-    await seed_directory(harness.clock)
-    try:
+    """test_slack_install's harness, its secrets sealed and signed with KEY_A."""
+    async with seeded_slack(db, extra_settings={**OAUTH_SETTINGS, "secret_key": KEY_A}) as harness:
         yield harness
-    finally:
-        await stop_harness(harness)
 
 
 async def _switch_to_b(slack: SlackHarness, *, keep_a: bool = True) -> None:

@@ -28,7 +28,7 @@ from storage.models import Acknowledgement
 from tests.console_support import CAM, ConsoleHarness
 from tests.support import CAM_USER, SIGNING_SECRET, TOKEN, seed_directory, start_harness, stop_harness, wait_until
 from tests.test_slack_install import (
-    CLIENT_ID, CLIENT_SECRET, NEW_TOKEN, OAUTH_SETTINGS, SECRET_KEY, _finish, _newco_code, _start,
+    CLIENT_SECRET, NEW_TOKEN, OAUTH_SETTINGS, SECRET_KEY, _finish, _newco_code, _start,
 )
 
 
@@ -69,7 +69,6 @@ def _assert_clean(lines: list[str], secrets: dict[str, str]) -> None:
 async def test_slack_flows_log_no_secrets(db: str, debug_log: io.StringIO) -> None:
     h = await start_harness(db, extra_settings=OAUTH_SETTINGS)
     configure_logging("DEBUG", "json", stream=debug_log, secrets=settings_secrets(h.herald.settings))
-    h.fake.add_oauth_app(CLIENT_ID, CLIENT_SECRET)
     await seed_directory(h.clock)
     try:
         # /herald send -> Send -> delivered -> Acknowledge -> report (CSV uploaded to the DM)

@@ -37,7 +37,7 @@ from storage.models import Acknowledgement, AuditEvent, Delivery, Member, Notice
 from tests.fakes.slack_signing import event_body, slash_command_body
 from tests.query_plans import captured, plan_of
 from tests.support import (
-    CAM_USER, SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, directory_csv, seed_directory, start_harness,
+    CAM_USER, SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, directory_csv, seeded_slack, start_harness,
     stop_harness, wait_until,
 )
 
@@ -58,13 +58,9 @@ NEWCO_MEMBER = (f"newco,New Co,gold,emea,de,security,small,reseller,cam@vendor.e
 
 @pytest.fixture
 async def slack(db: str) -> AsyncIterator[SlackHarness]:
-    harness = await start_harness(db, extra_settings=OAUTH_SETTINGS)
-    harness.fake.add_oauth_app(CLIENT_ID, CLIENT_SECRET)
-    await seed_directory(harness.clock)
-    try:
+    """The Slack harness with "Add to Slack" configured (HTTP only: the install is a browser's)."""
+    async with seeded_slack(db, extra_settings=OAUTH_SETTINGS) as harness:
         yield harness
-    finally:
-        await stop_harness(harness)
 
 
 @pytest.fixture

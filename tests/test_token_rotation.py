@@ -33,7 +33,6 @@ TWELVE_HOURS = timedelta(hours=12)
 @pytest.fixture
 async def rotating(db: str) -> AsyncIterator[SlackHarness]:
     h = await start_harness(db, extra_settings=OAUTH_SETTINGS)
-    h.fake.add_oauth_app(CLIENT_ID, CLIENT_SECRET)
     h.fake.token_clock = lambda: h.clock.now().timestamp()
     h.fake.add_oauth_code("code-rotation", team_id=NEW_TEAM, token=FIRST_TOKEN, team_name="New Co", rotation=True)
     h.fake.add_user(NEW_TEAM, NEW_USER)
