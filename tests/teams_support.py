@@ -161,3 +161,13 @@ async def teams_credentials_refused(db_url: str, entra: FakeEntraID, *, app_id: 
         yield rig, notice_id
     finally:
         await stop_teams_rig(rig)
+
+
+async def sent_from_teams(rig: TeamsRig, command: str) -> int:
+    """The CAM types `command` (`send must-know operations org:teamsco | Recall | Stop`) to Herald in
+    Teams, presses Send on the preview card, and the outbox sends the copies: the notice's id."""
+    preview = await rig.say("aad-cam", command)
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    await rig.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    await rig.herald.outbox.drain()
+    return notice_id

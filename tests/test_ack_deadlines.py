@@ -19,7 +19,7 @@ from storage.models import Acknowledgement, Notice, Question
 from tests.fakes.bot_connector import ROUTES as CONNECTOR_ROUTES
 from tests.fakes.slack_signing import event_body
 from tests.support import CAM_USER, TEAM, SlackHarness, hold_publish, listeners_done, modal_state, wait_until
-from tests.teams_support import TeamsRig, actions_of, card_of
+from tests.teams_support import TeamsRig, actions_of, card_of, sent_from_teams
 
 pytestmark = pytest.mark.usefixtures("warm_knowledge_base")  # the question is answered from it
 
@@ -164,10 +164,7 @@ async def test_teams_requests_are_answered_before_the_bot_connector_answers(team
     """An invoke's answer is the updated card, in the HTTP response; a message's replies go out
     through the Bot Connector after the request is answered (they were sent inside the request, so
     a slow or throttling connector made Teams wait for them)."""
-    preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall of LX-200 | Stop selling")
-    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-    await teams.herald.outbox.drain()
+    notice_id = await sent_from_teams(teams, "send must-know operations org:teamsco | Recall of LX-200 | Stop selling")
     second = await teams.say("aad-cam", "send nice-to-know operations org:teamsco | Drill | Ignore")
     second_id = actions_of(card_of(second))[0]["data"]["notice_id"]
     replies = len(teams.connector.activities("a:conv-aad-fay"))

@@ -302,12 +302,9 @@ async def test_a_repeated_acknowledge_invoke_gets_the_first_answer_again(teams: 
     from bot.handlers.teams.texts import ALREADY_RECEIVED
     from bot.handlers.teams.turn import InvokeAnswers
     from storage.models import Acknowledgement
-    from tests.teams_support import actions_of, card_of
+    from tests.teams_support import sent_from_teams
 
-    preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall of LX-200 | Stop selling")
-    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-    await teams.herald.outbox.drain()
+    notice_id = await sent_from_teams(teams, "send must-know operations org:teamsco | Recall of LX-200 | Stop selling")
     press = teams.activity("invoke", "aad-eve", name="adaptiveCard/action",
                            value={"action": {"type": "Action.Execute", "verb": "herald.ack",
                                              "data": {"notice_id": notice_id}}})

@@ -86,15 +86,12 @@ async def test_an_install_begun_under_the_old_key_finishes_during_the_overlap_an
 
 
 async def test_a_report_link_handed_out_under_the_old_key_works_during_the_overlap_and_not_after(db: str) -> None:
-    from tests.teams_support import restart_teams_rig, start_teams_rig, stop_teams_rig
+    from tests.teams_support import restart_teams_rig, sent_from_teams, start_teams_rig, stop_teams_rig
 
     rig = await start_teams_rig(db, secret_key=KEY_A, public_url="https://herald.example.com")
     try:
         await rig.post(rig.activity("installationUpdate", "aad-cam", action="add"))
-        preview = await rig.say("aad-cam", "send must-know operations org:teamsco | Recall | Stop")
-        notice_id = preview["attachments"][0]["content"]["actions"][0]["data"]["notice_id"]
-        await rig.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-        await rig.herald.outbox.drain()
+        notice_id = await sent_from_teams(rig, "send must-know operations org:teamsco | Recall | Stop")
         reply = await rig.say("aad-cam", f"report {notice_id}")
         link = next(word.strip("()<>[]") for word in json.dumps(reply).replace('"', " ").split()
                     if "/reports/download?token=" in word)

@@ -106,16 +106,13 @@ async def test_slack_flows_log_no_secrets(db: str, debug_log: io.StringIO) -> No
 
 
 async def test_teams_flow_and_report_link_log_no_secrets(db: str, debug_log: io.StringIO) -> None:
-    from tests.teams_support import start_teams_rig, stop_teams_rig
+    from tests.teams_support import sent_from_teams, start_teams_rig, stop_teams_rig
 
     rig = await start_teams_rig(db, secret_key=SECRET_KEY, public_url="https://herald.example.com")
     configure_logging("DEBUG", "json", stream=debug_log, secrets=settings_secrets(rig.herald.settings))
     try:
         await rig.post(rig.activity("installationUpdate", "aad-cam", action="add"))
-        preview = await rig.say("aad-cam", "send must-know operations org:teamsco | Recall | Stop")
-        notice_id = preview["attachments"][0]["content"]["actions"][0]["data"]["notice_id"]
-        await rig.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-        await rig.herald.outbox.drain()
+        notice_id = await sent_from_teams(rig, "send must-know operations org:teamsco | Recall | Stop")
         await rig.invoke("aad-eve", "herald.ack", {"notice_id": notice_id})
         reply = await rig.say("aad-cam", f"report {notice_id}")
         link = next(word.strip("()<>[]") for word in json.dumps(reply).replace('"', " ").split()

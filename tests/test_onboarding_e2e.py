@@ -451,16 +451,13 @@ async def test_progress_for_many_members_is_not_cut_by_slack(slack: SlackHarness
 async def test_teams_journey_step_and_digest(db: str) -> None:
     from datetime import UTC, datetime
 
-    from tests.teams_support import actions_of, card_of, start_teams_rig, stop_teams_rig
+    from tests.teams_support import actions_of, card_of, sent_from_teams, start_teams_rig, stop_teams_rig
 
     teams = await start_teams_rig(db)
     try:
         await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
         await teams.post(teams.activity("conversationUpdate", "aad-eve", membersAdded=[{"id": "29:aad-eve"}]))
-        preview = await teams.say("aad-cam", "send nice-to-know announcements member:eve@teamsco.example | Newsletter | Read it")
-        notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-        await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-        await teams.herald.outbox.drain()
+        await sent_from_teams(teams, "send nice-to-know announcements member:eve@teamsco.example | Newsletter | Read it")
 
         teams.clock.set(datetime(2026, 1, 6, 9, 30, tzinfo=UTC))  # Tuesday 10:30 in Paris
         counts = await teams.herald.tick()

@@ -24,6 +24,7 @@ from tests.teams_support import (
     restart_teams_rig,
     start_teams_rig,
     stop_teams_rig,
+    sent_from_teams,
     teams_credentials_refused,
     texts_of,
 )
@@ -150,10 +151,7 @@ async def test_a_send_answered_before_a_crash_is_finished_by_the_tick(teams: Tea
 async def test_one_acknowledgement_settles_both_platforms(db: str) -> None:
     rig = await start_teams_rig(db, platform_policy="all")
     try:
-        preview = await rig.say("aad-cam", "send must-know operations member:gus@teamsco.example | Recall | Stop")
-        notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-        await rig.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-        await rig.herald.outbox.drain()
+        notice_id = await sent_from_teams(rig, "send must-know operations member:gus@teamsco.example | Recall | Stop")
         assert sorted(d.platform for d in await Delivery.filter(notice_id=notice_id)) == ["slack", "teams"]
         await rig.invoke("aad-gus", "herald.ack", {"notice_id": notice_id})
         await wait_until(lambda: rig.slack.call_count("chat.update") >= 1, what="chat.update")
@@ -234,10 +232,7 @@ async def test_untrusted_service_url_is_refused_in_production_mode(db: str) -> N
 
 async def test_escalation_reaches_a_cam_who_only_uses_teams(teams: TeamsRig) -> None:
     await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
-    preview = await teams.say("aad-cam", "send must-know operations org:teamsco deadline:2026-01-06 | Recall | Stop")
-    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-    await teams.herald.outbox.drain()
+    notice_id = await sent_from_teams(teams, "send must-know operations org:teamsco deadline:2026-01-06 | Recall | Stop")
     teams.clock.advance(days=2)
     counts = await teams.herald.tick()
     assert counts["escalations"] == 1 and counts["escalation_messages"] == 1
@@ -253,10 +248,7 @@ async def test_escalation_reaches_a_cam_who_only_uses_teams(teams: TeamsRig) -> 
 async def test_the_report_command_in_teams_shows_the_rates_and_each_partner_as_in_slack(teams: TeamsRig) -> None:
     """`report <id>` in Teams: the totals with the acknowledgement rate and a line per partner, as
     Slack's reply has (bot.channels.report_lines); it showed the totals only."""
-    preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall | Stop")
-    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-    await teams.herald.outbox.drain()
+    notice_id = await sent_from_teams(teams, "send must-know operations org:teamsco | Recall | Stop")
     ack_button = next(a for a in actions_of(card_of(teams.connector.activities("a:conv-aad-eve")[-1]))
                       if a["type"] == "Action.Execute")
     await teams.invoke("aad-eve", "herald.ack", ack_button["data"])
@@ -276,10 +268,7 @@ async def test_the_report_button_is_answered_before_the_report_is_sent(teams: Te
 
     from bot.handlers.teams.route import TEAMS_HANDLER_KEY
 
-    preview = await teams.say("aad-cam", "send must-know operations org:teamsco deadline:2026-01-06 | Recall | Stop")
-    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-    await teams.herald.outbox.drain()
+    notice_id = await sent_from_teams(teams, "send must-know operations org:teamsco deadline:2026-01-06 | Recall | Stop")
     teams.clock.advance(days=2)
     await teams.herald.tick()
     await teams.herald.outbox.drain()
@@ -583,10 +572,7 @@ async def test_an_update_teams_refuses_for_good_is_not_tried_again(teams: TeamsR
     """Microsoft's status codes table: 403 BotNotInConversationRoster is "Retry request: No". Eve
     removed Herald after the notice reached her; the CAM's edit updates the others, and hers stops."""
     await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
-    preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall of LX-200 | Stop selling now")
-    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-    await teams.herald.outbox.drain()
+    notice_id = await sent_from_teams(teams, "send must-know operations org:teamsco | Recall of LX-200 | Stop selling now")
     teams.connector.remove_app("aad-eve")
     await teams.say("aad-cam", f"edit {notice_id} | Recall of LX-200 (corrected) | Stop selling now, really")
     for _ in range(5):
@@ -603,11 +589,7 @@ async def test_an_update_teams_refuses_for_good_is_not_tried_again(teams: TeamsR
 
 
 async def _send_must_know(teams: TeamsRig, audience: str, title: str = "Recall of LX-200") -> int:
-    preview = await teams.say("aad-cam", f"send must-know operations {audience} | {title} | Stop selling it")
-    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-    await teams.herald.outbox.drain()
-    return notice_id
+    return await sent_from_teams(teams, f"send must-know operations {audience} | {title} | Stop selling it")
 
 
 async def _retract_reaches(teams: TeamsRig, notice_id: int, conversation: str) -> str:
@@ -669,10 +651,7 @@ async def test_a_member_who_removes_herald_is_not_sent_to_and_gets_the_notice_wh
     eve = await Member.get(email="eve@teamsco.example")
     assert removed.member_id == eve.id  # type: ignore[attr-defined]
 
-    preview = await teams.say("aad-cam", "send must-know operations org:teamsco deadline:2026-01-06 | Recall | Stop")
-    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-    await teams.herald.outbox.drain()
+    notice_id = await sent_from_teams(teams, "send must-know operations org:teamsco deadline:2026-01-06 | Recall | Stop")
     copy = await Delivery.get(notice_id=notice_id, member_id=eve.id)
     assert copy.status == "failed" and "removed Herald in Teams" in copy.error and "add Herald again" in copy.error
     tried = [c for c in teams.connector.calls if c.conversation_id == "a:conv-aad-eve" and c.status == 403]
@@ -702,10 +681,7 @@ async def test_a_member_who_removes_herald_is_not_looked_at_hourly_for_reminders
 
     await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
     await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
-    preview = await teams.say("aad-cam", "send must-know operations member:eve@teamsco.example | Recall | Stop")
-    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-    await teams.herald.outbox.drain()
+    notice_id = await sent_from_teams(teams, "send must-know operations member:eve@teamsco.example | Recall | Stop")
     copy = await Delivery.get(notice_id=notice_id, kind="notice")
     assert copy.status == "delivered" and copy.next_reminder_at is not None
     teams.connector.remove_app("aad-eve")
@@ -821,10 +797,7 @@ async def test_a_press_on_a_card_older_than_a_material_edit_is_refused_with_a_re
     """As in Slack (test_slack_e2e): the card carries the revision it shows; a press on a card older
     than the wording to acknowledge records nothing and says why."""
     await teams.post(teams.activity("conversationUpdate", "aad-eve", membersAdded=[{"id": "29:aad-eve"}]))
-    preview = await teams.say("aad-cam", "send must-know operations member:eve@teamsco.example | Recall | Stop selling LX-200")
-    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-    await teams.herald.outbox.drain()
+    notice_id = await sent_from_teams(teams, "send must-know operations member:eve@teamsco.example | Recall | Stop selling LX-200")
     (old_button,) = [a for a in actions_of(card_of(teams.connector.activities("a:conv-aad-eve")[-1]))
                      if a["type"] == "Action.Execute"]
     cam = await Staff.get(email="cam@vendor.example")

@@ -16,7 +16,7 @@ from bot.core.directory.staff import add_staff
 from bot.handlers.teams.texts import NOT_A_MEMBER, ONE_TO_ONE
 from storage.models import AuditEvent, Member, PlatformAccount, Staff
 from tests.support import directory_csv
-from tests.teams_support import DIRECTORY, TENANT, TeamsRig, actions_of, card_of
+from tests.teams_support import DIRECTORY, TENANT, TeamsRig, sent_from_teams
 
 EVIL = "tenant-evil"
 # Hal: a member of Teams Co (whose tenant the directory knows) with no Teams ids of his own;
@@ -140,11 +140,7 @@ def _in_group_chat(teams: TeamsRig, kind: str, aad: str, **extra: Any) -> dict[s
 
 
 async def _delivered_notice(teams: TeamsRig) -> int:
-    preview = await teams.say("aad-cam", "send must-know operations org:teamsco | Recall of LX-200 | Stop selling")
-    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
-    await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
-    await teams.herald.outbox.drain()
-    return notice_id
+    return await sent_from_teams(teams, "send must-know operations org:teamsco | Recall of LX-200 | Stop selling")
 
 
 @pytest.mark.usefixtures("warm_knowledge_base")  # were the question answered, it would be from it
