@@ -12,8 +12,19 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def in_process_cli(monkeypatch: pytest.MonkeyPatch, db_url: str, **settings: str) -> CliRunner:
+    """A CliRunner for `herald` in this process, with none of the test run's HERALD_* settings:
+    HERALD_DATABASE_URL=db_url and `settings` (e.g. HERALD_LOG_FORMAT="json")."""
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    for key, value in {"HERALD_DATABASE_URL": db_url, **settings}.items():
+        monkeypatch.setenv(key, value)
+    return CliRunner()
 
 
 def herald_env(**extra: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ import asyncio
 import enum
 import hashlib
 import json
-import os
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -36,6 +35,7 @@ from storage.models import (
     NoticeVariant,
 )
 from tests.support import SAMPLE_DIRECTORY, TEAM, Rig
+from tests.cli_support import in_process_cli
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -363,10 +363,7 @@ async def test_events_recorded_by_every_operation_stay_in_the_chain(db: str) -> 
 
 @pytest.fixture
 def cli_env(db_url: str, monkeypatch) -> CliRunner:
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
-    return CliRunner()
+    return in_process_cli(monkeypatch, db_url)
 
 
 def test_cli_audit_verify(cli_env: CliRunner, db_url: str) -> None:

@@ -19,7 +19,7 @@ from bot.app import build_app
 from bot.cli import main
 from config.settings import ConfigError, load_settings
 from storage import db as storage_db
-from tests.cli_support import herald, herald_env, serve_until_listening
+from tests.cli_support import herald, herald_env, in_process_cli, serve_until_listening
 from tests.conftest import POSTGRES_URL
 from tests.support import SAMPLE_DIRECTORY
 
@@ -131,10 +131,7 @@ def test_settings_defaults_and_postgres_spelling() -> None:
 
 @pytest.fixture
 def cli_env(db_url: str, tmp_path, monkeypatch) -> CliRunner:
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
-    return CliRunner()
+    return in_process_cli(monkeypatch, db_url)
 
 
 def test_directory_import_says_what_a_workbook_or_a_semicolon_file_is(cli_env: CliRunner, tmp_path) -> None:  # noqa: ANN001

@@ -3,12 +3,10 @@ chat and CLI entry points (`/herald console`, `console` in Teams, `herald consol
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from click.testing import CliRunner
 
 from bot.cli import main
 from bot.common.clock import ManualClock
@@ -31,6 +29,7 @@ from bot.topics import load_catalog
 from config.settings import load_settings
 from storage.models import AuditEvent, ConsoleSession, ConsoleSignIn, Staff
 from tests.support import CAM_USER, SAMPLE_DIRECTORY
+from tests.cli_support import in_process_cli
 
 pytestmark = pytest.mark.storage
 
@@ -139,11 +138,7 @@ def test_cli_console_link_prints_a_link_for_the_database_serve_uses(db_url: str,
 
     from storage import db as storage_db
 
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
-    monkeypatch.setenv("HERALD_SANDBOX", "off")
-    monkeypatch.setenv("HERALD_PUBLIC_URL", "https://herald.example.com")
+    runner = in_process_cli(monkeypatch, db_url, HERALD_SANDBOX="off", HERALD_PUBLIC_URL="https://herald.example.com")
 
     async def seed() -> None:
         await storage_db.connect(db_url, run_migrations=False)
@@ -153,7 +148,6 @@ def test_cli_console_link_prints_a_link_for_the_database_serve_uses(db_url: str,
             await storage_db.close()
     asyncio.run(seed())
 
-    runner = CliRunner()
     printed = runner.invoke(main, ["console-link", "Robin@Vendor.example"])
     assert printed.exit_code == 0, printed.output
     assert printed.output.startswith("https://herald.example.com/console/sign-in?token=hcl_")

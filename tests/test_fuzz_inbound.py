@@ -40,12 +40,12 @@ from a workspace whose token an earlier example's `app_uninstalled` had removed 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.cli_support import in_process_cli
 from tests.fuzzing import fuzz
 from tests.fakes.slack_signing import event_body, interaction_body, slash_command_body
 from tests.support import CAM_USER, TEAM, SlackHarness, crashes, listeners_done
@@ -180,12 +180,7 @@ async def test_fuzz_http_paths_and_queries(slack_http: SlackHarness, caplog: pyt
 # ---- `herald directory import` files ------------------------------------------------------------
 
 def _directory_cli(db_url: str, monkeypatch):  # noqa: ANN001, ANN202
-    from click.testing import CliRunner
-
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
-    return CliRunner()
+    return in_process_cli(monkeypatch, db_url)
 
 
 def _directory_rows(db_url: str) -> tuple[int, int, int]:

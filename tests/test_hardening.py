@@ -18,6 +18,7 @@ import pytest
 from tests.fakes.slack_signing import event_body, interaction_body, slash_command_body
 from tests.support import CAM_USER, TEAM, SlackHarness, crashes, in_database, listeners_done
 from tests.teams_support import TeamsRig, start_teams_rig, stop_teams_rig
+from tests.cli_support import in_process_cli
 
 CRAFTED_TOKENS = (
     "eyJhbGciOiJub25lIn0.eyJhdWQiOiJ4In0.",   # alg none, no kid: the SDK raised KeyError('kid')
@@ -325,17 +326,10 @@ async def test_a_repeated_acknowledge_invoke_gets_the_first_answer_again(teams: 
 
 @pytest.fixture
 def cli_db(db_url: str, tmp_path, monkeypatch):  # noqa: ANN001, ANN201
-    import os
-
-    from click.testing import CliRunner
-
     from bot.cli import main
     from tests.support import SAMPLE_DIRECTORY
 
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
-    runner = CliRunner()
+    runner = in_process_cli(monkeypatch, db_url)
     csv = tmp_path / "partners.csv"
     csv.write_text(SAMPLE_DIRECTORY)
     assert runner.invoke(main, ["directory", "import", str(csv)]).exit_code == 0

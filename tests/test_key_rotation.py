@@ -6,7 +6,6 @@ no longer verifies. Over real HTTP against the fake Slack API and the fake Bot C
 from __future__ import annotations
 
 import json
-import os
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -24,6 +23,7 @@ from tests.support import SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, in_d
 from tests.test_slack_install import (
     NEW_TEAM, NEW_TOKEN, OAUTH_SETTINGS, PUBLIC_URL, _finish, _newco_code, _raw_token, _start,
 )
+from tests.cli_support import in_process_cli
 
 KEY_A = "key-a-the-old-one-0123456789-abcdefghijklmnop"
 KEY_B = "key-b-the-new-one-0123456789-abcdefghijklmnop"
@@ -129,10 +129,7 @@ async def test_a_tracked_link_signed_under_the_old_key_is_read_during_the_overla
 
 @pytest.fixture
 def cli(db_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
-    return CliRunner()
+    return in_process_cli(monkeypatch, db_url)
 
 
 @pytest.mark.parametrize(("previous", "message"), [

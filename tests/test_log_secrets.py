@@ -14,7 +14,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from aiohttp.test_utils import TestServer
-from click.testing import CliRunner
 
 from bot.app import HERALD_KEY, RedactingAccessLogger, build_app
 from bot.channels.slack_blocks import SEND_ACTION
@@ -30,6 +29,7 @@ from tests.support import CAM_USER, SIGNING_SECRET, TOKEN, seed_directory, start
 from tests.test_slack_install import (
     CLIENT_SECRET, NEW_TOKEN, OAUTH_SETTINGS, SECRET_KEY, _finish, _newco_code, _start,
 )
+from tests.cli_support import in_process_cli
 
 
 @pytest.fixture
@@ -129,13 +129,7 @@ async def test_teams_flow_and_report_link_log_no_secrets(db: str, debug_log: io.
 
 
 def test_cli_token_create_logs_no_token(db_url: str, debug_log: io.StringIO, monkeypatch) -> None:  # noqa: ANN001
-    import os
-
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
-    monkeypatch.setenv("HERALD_LOG_FORMAT", "json")
-    runner = CliRunner()
+    runner = in_process_cli(monkeypatch, db_url, HERALD_LOG_FORMAT="json")
     assert runner.invoke(main, ["staff", "add", "auditor@vendor.example", "--role", "compliance"]).exit_code == 0
     configure_logging("DEBUG", "json", stream=debug_log)
     logging.getLogger("tortoise").setLevel(logging.DEBUG)  # every SQL statement, with its parameters

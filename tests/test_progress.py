@@ -4,7 +4,6 @@ bar on a (forced) terminal, nothing with --json; `herald status ID --follow` unt
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
@@ -14,18 +13,16 @@ import bot.cli.notices as notices_cli
 from bot.cli import main
 from storage.models import Delivery
 from tests.support import DIRECTORY_HEADER, SAMPLE_DIRECTORY
+from tests.cli_support import in_process_cli
 
 ROWS = 20_000  # progress behaves the same for 100,000 (the README shows such a run); this keeps CI quick
 
 
 @pytest.fixture
 def cli(db_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
     for key in ("TTY_COMPATIBLE", "FORCE_COLOR", "TTY_INTERACTIVE"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
-    return CliRunner()
+    return in_process_cli(monkeypatch, db_url)
 
 
 def _big_directory(path, rows: int = ROWS) -> None:  # noqa: ANN001

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from bot.cli import main
 from bot.common.errors import UserError
@@ -23,6 +21,7 @@ from storage import db as storage_db
 from storage.models import AuditEvent, KBProposal, Member, Question, Staff
 from tests.fakes.slack_signing import event_body
 from tests.support import CAM_USER, TEAM, Rig, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
+from tests.cli_support import in_process_cli
 
 PARKING = "is there parking for visitors at your headquarters"
 
@@ -203,9 +202,7 @@ def test_cli_lists_approves_and_rejects_proposals(db_url: str, monkeypatch: pyte
     from bot.core.onboarding.learning import propose
     from tests.support import seed_directory as seed
 
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    runner = in_process_cli(monkeypatch, db_url)
 
     async def prepare() -> list[int]:
         await storage_db.connect(db_url, run_migrations=False)
@@ -227,7 +224,6 @@ def test_cli_lists_approves_and_rejects_proposals(db_url: str, monkeypatch: pyte
             await storage_db.close()
 
     first, second, gone = asyncio.run(prepare())
-    runner = CliRunner()
     listed = runner.invoke(main, ["qa", "pending"])
     assert listed.exit_code == 0 and f"#{first}" in listed.output and "where is the price list" in listed.output
     refused = runner.invoke(main, ["qa", "approve", str(first), "--as", "cam@vendor.example"])
@@ -260,9 +256,7 @@ def test_qa_unanswered_lists_one_line_per_question_without_control_sequences(
         db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from bot.common.clock import ManualClock
 
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    runner = in_process_cli(monkeypatch, db_url)
 
     async def prepare() -> None:
         await storage_db.connect(db_url, run_migrations=False)
@@ -276,7 +270,7 @@ def test_qa_unanswered_lists_one_line_per_question_without_control_sequences(
             await storage_db.close()
 
     asyncio.run(prepare())
-    listed = CliRunner().invoke(main, ["qa", "unanswered"])
+    listed = runner.invoke(main, ["qa", "unanswered"])
     assert listed.exit_code == 0, listed.output
     lines = listed.output.splitlines()
     assert len(lines) == 2, lines  # two questions, two rows

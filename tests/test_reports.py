@@ -34,6 +34,7 @@ from storage.models import (
     Staff,
 )
 from tests.support import SAMPLE_DIRECTORY, Rig
+from tests.cli_support import in_process_cli
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 1, 12, 8, 0, tzinfo=UTC)
@@ -484,9 +485,7 @@ async def test_token_errors(db: str) -> None:
 
 @pytest.fixture
 def cli(db_url: str, monkeypatch) -> tuple[CliRunner, Fixture]:
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    runner = in_process_cli(monkeypatch, db_url)
 
     async def seed() -> Fixture:
         await storage_db.connect(db_url, run_migrations=False)
@@ -495,7 +494,7 @@ def cli(db_url: str, monkeypatch) -> tuple[CliRunner, Fixture]:
         finally:
             await storage_db.close()
 
-    return CliRunner(), asyncio.run(seed())
+    return runner, asyncio.run(seed())
 
 
 def test_cli_report_csv_json_and_file(cli: tuple[CliRunner, Fixture], tmp_path) -> None:

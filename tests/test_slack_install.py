@@ -40,6 +40,7 @@ from tests.support import (
     CAM_USER, SAMPLE_DIRECTORY, TEAM, TOKEN, Rig, SlackHarness, directory_csv, seeded_slack, start_harness,
     stop_harness, wait_until,
 )
+from tests.cli_support import in_process_cli
 
 SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
 CLIENT_ID = "1111.2222"
@@ -778,10 +779,7 @@ def test_missing_secret_key_is_one_line_and_exit_2() -> None:
 
 @pytest.fixture
 def cli(db_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
-    return CliRunner()
+    return in_process_cli(monkeypatch, db_url)
 
 
 def _raw_tokens(db_url: str) -> dict[str, str]:

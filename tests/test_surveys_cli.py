@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import json
 from datetime import UTC, datetime
-import os
 
 import pytest
 from click.testing import CliRunner
@@ -15,14 +14,12 @@ from bot.core.surveys.answers import answer_survey
 from storage.models import AuditEvent, Delivery, Notice, NoticeExperiment
 from tests.support import TEAM, in_database
 from tests.survey_support import big_directory, members
+from tests.cli_support import in_process_cli
 
 
 @pytest.fixture
 def cli(db_url: str, tmp_path, monkeypatch) -> tuple[CliRunner, str]:
-    for key in [k for k in os.environ if k.startswith("HERALD_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
-    runner = CliRunner()
+    runner = in_process_cli(monkeypatch, db_url)
     directory = tmp_path / "partners.csv"
     directory.write_text(big_directory())
     assert runner.invoke(main, ["directory", "import", str(directory)]).exit_code == 0
