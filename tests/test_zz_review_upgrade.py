@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from storage import db as storage_db
-from tests.cli_support import ROOT, herald, herald_env
-from tests.conftest import BACKENDS, POSTGRES_ONLY
+from tests.cli_support import herald, herald_env
+from tests.conftest import POSTGRES_ONLY
 from tests.test_migrations import MIGRATIONS, empty_db_url, fill_empty_tables, migrate_to  # noqa: F401 - fixture
 
 LAST = MIGRATIONS[-1]  # 0034_outbox_due_since: ALTER TABLE delivery / outbound_message ADD COLUMN due_since
