@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -17,9 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.executor import EXECUTOR_CACHE
-from tortoise.migrations.api import migrate
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.transactions import in_transaction
+
+from storage.migrating import BlockerWatch, LockWaits, RecordingExecutor
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ sqlite3.register_adapter(datetime, _sqlite_timestamp)
 
 MODELS_MODULE = "storage.models"
 MIGRATIONS_MODULE = "storage.migrations"
+LOCK_WAITS = LockWaits()  # how long migrations wait for a lock on PostgreSQL, and how often they try
 
 
 def tortoise_config(db_url: str) -> dict[str, Any]:
@@ -104,6 +107,7 @@ def check_sqlite_folder(db_url: str) -> None:
 
 # pg_advisory_lock's key for migrations: fixed, so every Herald process on a database takes the same one
 MIGRATION_LOCK_KEY = 0x4845_5241_4C44_4442  # "HERALDDB"
+MIGRATION_LOCK_POLL_SECONDS = 0.5
 
 
 class SchemaNotCurrent(RuntimeError):
@@ -111,8 +115,12 @@ class SchemaNotCurrent(RuntimeError):
     missing, or applied by a newer Herald); the message names them and what to do."""
 
 
-class MigrationFailed(RuntimeError):
-    """A migration raised while it was applied; `name` is the migration, `reason` one line of why
+class UpgradeFailed(RuntimeError):
+    """`upgrade` failed; the message is one line (the traceback is logged at DEBUG)."""
+
+
+class MigrationFailed(UpgradeFailed):
+    """A migration raised while it was applied, or never got its locks; `name` is the migration, `reason` one line of why
     (the traceback is logged at DEBUG)."""
 
     def __init__(self, name: str, reason: str) -> None:
@@ -121,14 +129,17 @@ class MigrationFailed(RuntimeError):
         self.reason = reason
 
 
-async def upgrade(db_url: str) -> None:
-    """Apply every pending migration. Safe to run on every start and on every replica: on
-    PostgreSQL they take turns (`_migration_lock`), so a second replica waits for the first and
-    then finds nothing to do; before, the loser of the race crashed on a unique violation.
+async def upgrade(db_url: str, *, lock_waits: LockWaits = LOCK_WAITS) -> None:
+    """Apply every pending migration, each recorded in its own transaction (storage.migrating).
+    Safe to run on every start and on every replica: on PostgreSQL they take turns
+    (`_migration_lock`), so a second replica waits for the first and then finds nothing to do;
+    before, the loser of the race crashed on a unique violation. On PostgreSQL a statement waits
+    at most `lock_waits.timeout` for a lock, and a migration that timed out is tried again.
 
-    Raises SchemaNotCurrent, before changing anything, on a database a newer Herald migrated, and
-    MigrationFailed when a migration raises. Its connections are closed whatever happens: an
-    aiosqlite connection left open keeps the process alive after the error."""
+    Raises SchemaNotCurrent, before changing anything, on a database a newer Herald migrated,
+    MigrationFailed when a migration raises or never gets its locks, UpgradeFailed for anything
+    else but an unreachable database. Its connections are closed whatever happens: an aiosqlite
+    connection left open keeps the process alive after the error."""
     check_sqlite_folder(db_url)
     _forget_compiled_sql()
     running: list[str] = []  # the migration being applied, while it is
@@ -139,19 +150,52 @@ async def upgrade(db_url: str) -> None:
         elif event == "apply_done":
             running.clear()
 
-    async def refuse_a_newer_schema(connection_name: str, *_: Any) -> None:  # migrate's `reporter`: before any step
-        await _refuse_unknown_migrations(connections.get(connection_name))
-
-    async with _migration_lock(db_url):
+    config = _migration_config(db_url, lock_waits)
+    async with _migration_lock(db_url) as lock_connection:
         try:
-            await migrate(config=tortoise_config(db_url), reporter=refuse_a_newer_schema, progress=track)
+            await Tortoise.init(config=config, init_connections=False)
+            connection = connections.get("default")
+            await _refuse_unknown_migrations(connection)
+            async with _blocker_watch(lock_connection, lock_waits) as watch:
+                executor = RecordingExecutor(connection, config["apps"], lock_waits=lock_waits, watch=watch)
+                await executor.apply_pending(progress=track)
         except Exception as exc:
-            if not running:
-                raise
-            log.debug("migration %s failed", running[0], exc_info=True)
-            raise MigrationFailed(running[0], _one_line(exc)) from exc
+            raise _upgrade_failure(exc, running[0] if running else None) from exc
         finally:
             await Tortoise.close_connections()
+
+
+def _upgrade_failure(exc: Exception, migration: str | None) -> Exception:
+    """What `upgrade` raises for `exc`: one line for a person, the traceback logged at DEBUG."""
+    if isinstance(exc, SchemaNotCurrent) or unavailable(exc) is not None:
+        return exc
+    log.debug("upgrade failed (migration %s)", migration, exc_info=exc)
+    if migration is not None:
+        return MigrationFailed(migration, _one_line(exc))
+    return UpgradeFailed(f"upgrade failed: {_one_line(exc)}")
+
+
+def _migration_config(db_url: str, lock_waits: LockWaits) -> dict[str, Any]:
+    """tortoise's config for the migrations: on PostgreSQL every session of their pool has a
+    `lock_timeout` and an application_name of this process's own (what `_blocker_watch` looks for)."""
+    config = tortoise_config(db_url)
+    connection = config["connections"]["default"]
+    if isinstance(connection, dict):
+        connection["credentials"]["server_settings"] = {
+            "lock_timeout": f"{int(lock_waits.timeout * 1000)}ms", "application_name": _MIGRATION_APPLICATION}
+    return config
+
+
+_MIGRATION_APPLICATION = f"herald db upgrade {os.getpid()}"
+
+
+@contextlib.asynccontextmanager
+async def _blocker_watch(lock_connection: Any, lock_waits: LockWaits) -> AsyncIterator[BlockerWatch | None]:
+    if lock_connection is None:
+        yield None
+        return
+    async with BlockerWatch(lock_connection, _MIGRATION_APPLICATION, min(0.25, lock_waits.timeout / 4)) as watch:
+        yield watch
 
 
 def _one_line(exc: BaseException) -> str:
@@ -160,19 +204,23 @@ def _one_line(exc: BaseException) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _migration_lock(db_url: str) -> AsyncIterator[None]:
+async def _migration_lock(db_url: str) -> AsyncIterator[Any]:
     """On PostgreSQL, a session-level advisory lock held around the migrations on a connection of
     its own (tortoise's migration engine opens and closes its own); closing it releases the lock,
-    whatever happened. SQLite is one process's file: nothing to take turns for."""
+    whatever happened. It yields that connection (None on SQLite: one process's file, nothing to
+    take turns for). The lock is tried every MIGRATION_LOCK_POLL_SECONDS rather than waited for: a
+    session waiting in pg_advisory_lock holds a snapshot, which the other replica's CREATE INDEX
+    CONCURRENTLY waits to see end, while it holds the lock (a deadlock PostgreSQL cannot see)."""
     if not _is_postgres(db_url):
-        yield
+        yield None
         return
     import asyncpg
 
     connection = await asyncpg.connect(asyncpg_dsn(db_url))
     try:
-        await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
-        yield
+        while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):
+            await asyncio.sleep(MIGRATION_LOCK_POLL_SECONDS)
+        yield connection
     finally:
         await connection.close()
 

@@ -4,7 +4,10 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,10 +20,11 @@ from tortoise.migrations.api import migrate
 from tortoise.migrations.migration import Migration
 
 from storage import db as storage_db
-from tests.cli_support import herald, serve_until_listening
-from tests.conftest import BACKENDS, POSTGRES_URL, _admin_execute, _with_database
+from tests.cli_support import herald, herald_env, serve_until_listening
+from tests.conftest import BACKENDS, POSTGRES_ONLY, POSTGRES_URL, _admin_execute, _with_database
 
 MIGRATIONS = sorted(p.stem for p in (Path(storage_db.__file__).parent / "migrations").glob("[0-9][0-9][0-9][0-9]_*.py"))
+LAST = MIGRATIONS[-1]  # 0034_outbox_due_since: ALTER TABLE delivery / outbound_message ADD COLUMN due_since
 
 
 @pytest.fixture(params=BACKENDS)
@@ -372,3 +376,206 @@ def test_a_command_refuses_a_database_with_pending_migrations_and_leaves_it_as_i
     assert fresh.returncode == 0, fresh
     assert herald("db", "upgrade", cwd=tmp_path, HERALD_DATABASE_URL=url).returncode == 0
     assert herald("notices", "list", cwd=tmp_path, HERALD_DATABASE_URL=url).returncode == 0
+
+
+# ---- upgrading a deployment that has a year of data, while the old version serves ----------------
+
+async def _pg(url: str):  # noqa: ANN202
+    import asyncpg
+
+    return await asyncpg.connect(storage_db.asyncpg_dsn(url))
+
+
+async def _start_upgrade(tmp_path: Path, url: str) -> asyncio.subprocess.Process:
+    """`herald db upgrade` started as its own process, not waited for."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "db", "upgrade", cwd=tmp_path, env=herald_env(HERALD_DATABASE_URL=url),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def _upgrade_backend_waiting(watch, upgrade) -> int:  # noqa: ANN001
+    """The pid of the backend on which the upgrade (a `herald db upgrade` process, or a task) waits
+    for a lock (polled, bounded)."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        pid = await watch.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND wait_event_type = 'Lock' AND query NOT ILIKE '%pg_advisory_lock%' LIMIT 1")
+        if pid is not None:
+            return pid
+        if isinstance(upgrade, asyncio.Task) and upgrade.done():
+            pytest.fail(f"the upgrade ended before it waited for a lock: {upgrade.exception()!r}")
+        if not isinstance(upgrade, asyncio.Task) and upgrade.returncode is not None:
+            out, err = await upgrade.communicate()
+            pytest.fail(f"herald db upgrade ended before it waited for a lock: {upgrade.returncode} {err.decode()[-800:]}")
+        await asyncio.sleep(0.05)
+    pytest.fail("herald db upgrade never waited for a table lock")
+
+
+async def _finish(upgrade: asyncio.subprocess.Process) -> None:
+    try:
+        await asyncio.wait_for(upgrade.communicate(), 120)
+    except TimeoutError:
+        upgrade.kill()
+        await upgrade.wait()
+
+
+async def _run_sql(url: str, *statements: str) -> None:
+    await storage_db.connect(url, run_migrations=False)
+    try:
+        from tortoise import connections
+
+        for statement in statements:
+            await connections.get("default").execute_query(statement)
+    finally:
+        await storage_db.close()
+
+
+# ---- 1. the applied-migrations record is not in the migration's transaction ---------------------
+
+def _fail_the_record_of(url: str, name: str) -> list[str]:
+    """Statements that make the INSERT of `name` into tortoise_migrations fail as a full disk does:
+    the moment after the migration's own transaction committed and before its record is written
+    (a full disk, a statement timeout, the connection lost, the process killed there)."""
+    if url.startswith("sqlite"):
+        return [f"CREATE TRIGGER full_disk BEFORE INSERT ON tortoise_migrations WHEN NEW.name = '{name}' "
+                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"]
+    return ["CREATE FUNCTION full_disk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$",
+            "CREATE TRIGGER full_disk BEFORE INSERT ON tortoise_migrations FOR EACH ROW "
+            f"WHEN (NEW.name = '{name}') EXECUTE FUNCTION full_disk()"]
+
+
+async def test_an_upgrade_interrupted_after_a_migration_committed_can_be_run_again(
+        empty_db_url: str, tmp_path: Path) -> None:  # noqa: F811 - the fixture
+    """tortoise's executor applies a migration in one transaction and writes its row in
+    `tortoise_migrations` afterwards, in another statement (MigrationExecutor.migrate: `apply` in
+    `in_transaction`, then `recorder.record_applied` outside it). When the upgrade stops between the
+    two (here the record's INSERT fails as on a full disk; a kill or a lost connection there does the
+    same) the schema has the migration but the database says it is pending. Every command of the new
+    version then refuses the database ("run `herald db upgrade` first"), and `herald db upgrade`
+    itself now fails for good: it runs the migration again and `ADD COLUMN due_since` finds the
+    column there. The operator's only way out is hand-editing tortoise_migrations.
+
+    README, Upgrades: a failed migration stops the upgrade with one line, and (implicitly) running it
+    again once the cause is fixed finishes it. The record must commit with the migration."""
+    await migrate_to(empty_db_url, MIGRATIONS[-2], *_fail_the_record_of(empty_db_url, LAST))
+
+    first = herald("db", "upgrade", cwd=tmp_path, HERALD_DATABASE_URL=empty_db_url)
+    assert first.returncode == 2, first  # the disk was full: one line, not a traceback
+    assert len(first.stderr.splitlines()) == 1 and first.stderr.startswith(
+        f"herald: migration {LAST} failed: "), first.stderr[-800:]
+
+    await _run_sql(empty_db_url, "DROP TRIGGER full_disk" + (
+        "" if empty_db_url.startswith("sqlite") else " ON tortoise_migrations"))  # space freed
+
+    again = herald("db", "upgrade", cwd=tmp_path, HERALD_DATABASE_URL=empty_db_url)
+    assert (again.returncode, again.stdout.strip()) == (0, "database is up to date"), (
+        f"running `herald db upgrade` again after the failure does not finish the upgrade:\n{again.stderr[-600:]}")
+
+
+# ---- 2. no lock_timeout: an ALTER TABLE waiting for a report download stalls every query ---------
+
+_SHORT_WAITS = storage_db.LockWaits(timeout=0.3, tries=40, first_pause=0.05)  # tries for ~15 s in all
+
+
+async def _with_a_report_download(url: str) -> tuple:  # noqa: ANN202
+    """A database as 0033 left it with rows, and a report download's snapshot open on delivery
+    (what read_snapshot does on PostgreSQL): (its connection, its transaction)."""
+    await migrate_to(url, MIGRATIONS[-2])
+    filler = await _pg(url)
+    await fill_empty_tables(_AsyncpgAsTortoise(filler))
+    await filler.close()
+    import asyncpg
+
+    snapshot = await asyncpg.connect(storage_db.asyncpg_dsn(url), server_settings={"application_name": "herald report"})
+    report = snapshot.transaction(isolation="repeatable_read", readonly=True)
+    await report.start()
+    await snapshot.fetchval("SELECT count(*) FROM delivery WHERE notice_id = (SELECT MIN(id) FROM notice)")
+    return snapshot, report
+
+
+@pytest.mark.parametrize("empty_db_url", POSTGRES_ONLY, indirect=True)
+async def test_an_upgrade_waiting_behind_a_report_download_does_not_stall_the_old_replicas(
+        empty_db_url: str) -> None:  # noqa: F811 - the fixture
+    """README, Upgrades and docker-compose.yml: `migrate` runs `herald db upgrade` while the old
+    version's replicas still serve. A report download (`/reports/download`, `herald report`) reads
+    the notice's copies in one REPEATABLE READ snapshot held for as long as the client takes to
+    read the stream (storage.db.read_snapshot, reports._in_snapshot). Migration 0034's `ALTER TABLE
+    delivery ADD COLUMN` needs ACCESS EXCLUSIVE on `delivery`: it waited for the download to end,
+    with no lock_timeout, and every later statement on `delivery` queued behind it, reads too. So
+    every acknowledgement, Send, outbox claim and console page of the old replicas hung for as long
+    as the download lasted (measured on a copy of a year's data, 2M deliveries: a one-row SELECT on
+    delivery by an old replica took 33.1 s while a 40 s snapshot was open; the migration itself
+    needs 0.1 s). Slack wants its acknowledgement within 3 s.
+
+    The migration now gives up waiting after a short lock_timeout (here 0.3 s) and tries again
+    later: the old replica's one-row read gets through meanwhile, and the upgrade completes once
+    the download has ended."""
+    snapshot, report = await _with_a_report_download(empty_db_url)
+    upgrade = asyncio.create_task(storage_db.upgrade(empty_db_url, lock_waits=_SHORT_WAITS))
+    replica = await _pg(empty_db_url)
+    watch = await _pg(empty_db_url)
+    try:
+        await _upgrade_backend_waiting(watch, upgrade)
+        await replica.execute("SET statement_timeout = '3s'")
+        started = time.monotonic()
+        try:
+            await replica.fetchval("SELECT id FROM delivery WHERE id = (SELECT MIN(id) FROM delivery)")
+        except Exception as exc:  # noqa: BLE001 - asyncpg's QueryCanceledError
+            pytest.fail(f"an old replica's one-row read of delivery waited {time.monotonic() - started:.1f} s and was "
+                        f"cancelled ({type(exc).__name__}): it queued behind the upgrade's ALTER TABLE, itself "
+                        "waiting for a report download's snapshot, with no lock_timeout")
+        assert not upgrade.done(), "the upgrade gave up while the download was still being read"
+        await report.rollback()  # the download ends
+        await asyncio.wait_for(upgrade, 60)
+        assert await watch.fetchval("SELECT count(*) FROM tortoise_migrations WHERE name = $1", LAST) == 1
+    finally:
+        if not upgrade.done():
+            upgrade.cancel()
+        for conn in (snapshot, replica, watch):
+            await conn.close()
+
+
+@pytest.mark.parametrize("empty_db_url", POSTGRES_ONLY, indirect=True)
+async def test_an_upgrade_that_never_gets_its_lock_names_who_holds_it(
+        empty_db_url: str, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811 - the fixture
+    """When the download outlasts every try, the upgrade stops with one line that names the session
+    in the way (pid, application, state, how long its transaction has been open) and says to try
+    again; each try that timed out is logged. Nothing of 0034 is left behind."""
+    snapshot, report = await _with_a_report_download(empty_db_url)
+    waits = storage_db.LockWaits(timeout=0.2, tries=3, first_pause=0.05)
+    try:
+        with caplog.at_level("WARNING", logger="storage.migrating"):
+            with pytest.raises(storage_db.MigrationFailed) as failed:
+                await asyncio.wait_for(storage_db.upgrade(empty_db_url, lock_waits=waits), 60)
+        message = str(failed.value)
+        assert message.startswith(f"migration {LAST} failed: could not lock its tables in 3 tries over 1 s, "
+                                  f"held by pid {snapshot.get_server_pid()} (herald report, idle in transaction, "
+                                  "its transaction open for "), message
+        assert message.endswith("; try again once that has ended") and "\n" not in message, message
+        retries = [r.getMessage() for r in caplog.records if "trying again" in r.getMessage()]
+        assert len(retries) == 2 and all(f"pid {snapshot.get_server_pid()} (herald report" in r for r in retries), retries
+    finally:
+        await report.rollback()
+        await snapshot.close()
+    conn = await _pg(empty_db_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM information_schema.columns WHERE column_name = 'due_since'") == 0
+        assert await conn.fetchval("SELECT count(*) FROM tortoise_migrations WHERE name = $1", LAST) == 0
+    finally:
+        await conn.close()
+
+
+class _AsyncpgAsTortoise:
+    """Just enough of a tortoise client over an asyncpg connection for `fill_empty_tables`."""
+
+    def __init__(self, conn) -> None:  # noqa: ANN001
+        self.conn = conn
+        self.capabilities = type("Caps", (), {"dialect": "postgres"})()
+
+    async def execute_query_dict(self, sql: str, values=None):  # noqa: ANN001, ANN201
+        return [dict(r) for r in await self.conn.fetch(sql, *(values or []))]
+
+    async def execute_query(self, sql: str, values=None):  # noqa: ANN001, ANN201
+        return await self.conn.execute(sql, *(values or []))

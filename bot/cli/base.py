@@ -124,7 +124,7 @@ def database_errors(prefix: str = "") -> Iterator[None]:
         yield
     except BrokenPipeError:
         raise  # standard output's reader went away (`herald report 1 | head`): HeraldGroup ends quietly
-    except (storage_db.SchemaNotCurrent, storage_db.MigrationFailed) as exc:
+    except (storage_db.SchemaNotCurrent, storage_db.UpgradeFailed) as exc:
         click.echo(f"herald: {prefix}{exc}", err=True)
         sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - only the database's refusals are turned into one line
