@@ -579,3 +579,139 @@ class _AsyncpgAsTortoise:
 
     async def execute_query(self, sql: str, values=None):  # noqa: ANN001, ANN201
         return await self.conn.execute(sql, *(values or []))
+
+
+# ---- 3. an index on a table with millions of rows is built without CONCURRENTLY ------------------
+
+_BLOCKS_WRITES = {"ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"}
+
+
+@pytest.mark.parametrize("empty_db_url", POSTGRES_ONLY, indirect=True)
+async def test_the_audit_trail_index_is_built_without_stopping_audit_writes(
+        empty_db_url: str, tmp_path: Path) -> None:  # noqa: F811 - the fixture
+    """Migration 0031 adds an index on audit_event (kind, occurred_at) with tortoise's AddIndex:
+    a plain `CREATE INDEX`, which holds a SHARE lock on audit_event for the whole build, so no row
+    can be inserted meanwhile. audit_event is the largest table (its docstring: "a year: millions of
+    events") and every acknowledgement, Send, edit, survey answer and delivery outcome of the old
+    replicas writes to it, in the same transaction as the change it records. Measured on the shared
+    PostgreSQL with 5,000,000 events (1.7 GB): the migration took 11.9 s and an audit insert by an
+    old replica waited 11.8 s; a Send from Slack stores its audit event before answering Slack, so
+    it missed Slack's 3 s. 0017 and 0029 (delivery) and 0030 are built the same way.
+
+    PostgreSQL's answer is CREATE INDEX CONCURRENTLY (SHARE UPDATE EXCLUSIVE: inserts go on), run
+    outside the migration's transaction. Here an old replica's audit write is in flight when the
+    upgrade starts, which keeps the build from finishing so its lock can be seen."""
+    await migrate_to(empty_db_url, "0030_tick_sweep_indexes")
+    in_flight = await _pg(empty_db_url)  # an old replica's acknowledgement, its audit event being written
+    write = in_flight.transaction()
+    await write.start()
+    await in_flight.execute("INSERT INTO audit_event (occurred_at, kind, actor, data) "
+                            "VALUES (now(), 'notice.acknowledged', 'system', '{}')")
+
+    upgrade = await _start_upgrade(tmp_path, empty_db_url)
+    watch = await _pg(empty_db_url)
+    try:
+        pid = await _upgrade_backend_waiting(watch, upgrade)
+        modes = {r["mode"] for r in await watch.fetch(
+            "SELECT mode FROM pg_locks WHERE pid = $1 AND relation = 'audit_event'::regclass", pid)}
+        assert modes and not modes & _BLOCKS_WRITES, (
+            f"the upgrade's index build on audit_event takes {sorted(modes)}: every audit write of the "
+            "old replicas waits for the whole build (CREATE INDEX without CONCURRENTLY)")
+    finally:
+        await write.rollback()
+        await _finish(upgrade)
+        await in_flight.close()
+        await watch.close()
+
+
+# Migrations from before the rule whose index builds on existing tables share the migration with a
+# new table (CreateModel): made non-atomic, a re-run after a failure would find the table there.
+# They ran in 2026's first weeks, on small tables; every later migration follows the rule.
+_INDEXES_BUILT_IN_A_TRANSACTION = {"0004_console", "0005_lanes", "0012_notice_engagement"}
+
+
+def test_no_migration_builds_an_index_on_an_existing_table_while_holding_it() -> None:
+    """Guards future migrations (the audit-trail index above, measured at 11.8 s of stopped audit
+    writes, was one): on PostgreSQL an index on a table an earlier migration created is built
+    CONCURRENTLY (`AddIndexConcurrently`, `CreateIndexConcurrently` from storage/migrations/_columns.py,
+    in a migration marked `atomic = False`), never by tortoise's AddIndex or a raw CREATE INDEX in a
+    RunSQL, which hold a SHARE lock on the table (no writes) for the whole build."""
+    from tortoise.migrations import operations as ops
+
+    from storage.migrations import _columns
+
+    offences = []
+    for name in MIGRATIONS:
+        migration = importlib.import_module(f"storage.migrations.{name}").Migration
+        created = {op.name.lower() for op in migration.operations if isinstance(op, ops.CreateModel)}
+        for op in migration.operations:
+            concurrent = isinstance(op, (_columns.AddIndexConcurrently, _columns.CreateIndexConcurrently))
+            if concurrent and migration.atomic:
+                offences.append(f"{name}: builds an index CONCURRENTLY but is not marked `atomic = False`")
+            if concurrent or name in _INDEXES_BUILT_IN_A_TRANSACTION:
+                continue
+            if isinstance(op, (ops.AddIndex, ops.AddConstraint)) and op.model_name.lower() not in created:
+                offences.append(f"{name}: {type(op).__name__} on {op.model_name}")
+            if isinstance(op, ops.RunSQL):
+                statements = [*op.sql, *getattr(op, "_postgres", [])] if isinstance(op.sql, list) else [op.sql]
+                offences += [f"{name}: {sql[:60]}" for sql in statements
+                             if "INDEX" in str(sql).upper() and "CREATE" in str(sql).upper()]
+    assert not offences, "indexes built while holding their table on PostgreSQL:\n" + "\n".join(offences)
+
+
+@pytest.mark.parametrize("empty_db_url", POSTGRES_ONLY, indirect=True)
+async def test_an_interrupted_0010_is_finished_by_running_the_upgrade_again(
+        empty_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811 - the fixture
+    """On PostgreSQL 0010 is not one transaction: it adds its columns, backfills them a batch at a
+    time (each its own transaction, so old replicas' writes to delivery wait for one batch at most,
+    not the whole table: ~74 s at 2 million rows) and builds its indexes CONCURRENTLY. Cut short
+    (here: the columns added, part of the rows backfilled, the delivery index left invalid by a
+    failed CONCURRENTLY build, the migration unrecorded), running the upgrade again finishes it:
+    every row gets its member's organisation, across batches, and the invalid index is rebuilt."""
+    migration = importlib.import_module("storage.migrations.0010_notice_counts").Migration
+    for op in migration.operations:
+        if hasattr(op, "batch"):
+            monkeypatch.setattr(op, "batch", 7)
+    await migrate_to(empty_db_url, "0009_engagement")
+    await storage_db.connect(empty_db_url, run_migrations=False)
+    try:
+        conn = connections.get("default")
+        await fill_empty_tables(conn)
+        for i in range(2):
+            await _copy_row(conn, "organisation", external_id=f"'org{i}'", name=f"'Org {i}'")
+        for i in range(20):
+            await _copy_row(conn, "member", email=f"'m{i}@acme.example'",
+                            organisation_id=f"(SELECT MIN(id) + {i % 3} FROM organisation)")
+        for i in range(30):
+            await _copy_row(conn, "delivery", member_id=f"(SELECT MIN(id) + {i % 21} FROM member)", kind=f"'k{i}'")
+    finally:
+        await storage_db.close()
+    await migrate_to(empty_db_url, "0010_notice_counts")
+    index = await _index_on(empty_db_url, "delivery", "organisation_id")
+    await _run_sql(empty_db_url, "DELETE FROM tortoise_migrations WHERE name = '0010_notice_counts'",
+                   "UPDATE delivery SET organisation_id = NULL WHERE id % 2 = 0",
+                   f"UPDATE pg_index SET indisvalid = FALSE WHERE indexrelid = '{index}'::regclass")
+
+    await storage_db.upgrade(empty_db_url)
+
+    conn = await _pg(empty_db_url)
+    try:
+        wrong = await conn.fetch("SELECT d.id, d.organisation_id, m.organisation_id AS member_org FROM delivery d "
+                                 "JOIN member m ON m.id = d.member_id "
+                                 "WHERE d.organisation_id IS DISTINCT FROM m.organisation_id")
+        assert [dict(r) for r in wrong] == []
+        assert await conn.fetchval("SELECT count(DISTINCT organisation_id) FROM delivery") == 3
+        assert await conn.fetchval("SELECT indisvalid FROM pg_index WHERE indexrelid = $1::regclass", index) is True
+        assert await conn.fetchval("SELECT count(*) FROM tortoise_migrations") == len(MIGRATIONS)
+    finally:
+        await conn.close()
+
+
+async def _index_on(url: str, table: str, column: str) -> str:
+    conn = await _pg(url)
+    try:
+        return await conn.fetchval("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                                   "WHERE i.indrelid = $1::regclass AND pg_get_indexdef(c.oid) LIKE $2",
+                                   table, f"%{column}%")
+    finally:
+        await conn.close()

@@ -6,27 +6,43 @@ New columns: delivery.organisation_id, acknowledgement.organisation_id (plain in
 rows written before this migration and not backfilled; readers fall back to the member's
 organisation for those). New indexes: delivery (notice_id, kind, organisation_id, status) and
 acknowledgement (notice_id, revision, organisation_id, member_id).
+
+On PostgreSQL the columns are added IF NOT EXISTS, the backfill runs in batches of short transactions
+(only the rows not done yet) and the indexes are built CONCURRENTLY
+(storage/migrations/_columns.py): the migration is not atomic (`atomic = False`), and every
+operation is safe to run again. Same end schema as before.
 """
 
 from tortoise import fields, migrations
 from tortoise.indexes import Index
-from tortoise.migrations import operations as ops
+
+from storage.migrations._columns import AddIndexConcurrently, AddNullableColumn, BackfillInBatches
+
+_ORGANISATION = "organisation_id = (SELECT m.organisation_id FROM member m WHERE m.id = {table}.member_id)"
+_NOT_YET = "organisation_id IS NULL"  # the rows a run cut short did not reach
 
 
 class Migration(migrations.Migration):
     dependencies = [('models', '0009_engagement')]
 
     initial = False
+    atomic = False  # PostgreSQL: CREATE INDEX CONCURRENTLY runs outside a transaction
 
     operations = [
-        ops.AddField(model_name='Delivery', name='organisation_id', field=fields.IntField(null=True)),
-        ops.AddField(model_name='Acknowledgement', name='organisation_id', field=fields.IntField(null=True)),
-        ops.RunSQL([
-            "UPDATE delivery SET organisation_id = (SELECT m.organisation_id FROM member m WHERE m.id = delivery.member_id)",
-            "UPDATE acknowledgement SET organisation_id = "
-            "(SELECT m.organisation_id FROM member m WHERE m.id = acknowledgement.member_id)",
-        ]),
-        ops.AddIndex(model_name='Delivery', index=Index(fields=['notice_id', 'kind', 'organisation_id', 'status'])),
-        ops.AddIndex(model_name='Acknowledgement',
-                     index=Index(fields=['notice_id', 'revision', 'organisation_id', 'member_id'])),
+        AddNullableColumn('Delivery', 'organisation_id', fields.IntField(null=True),
+                          table='delivery', postgres_type='INT'),
+        AddNullableColumn('Acknowledgement', 'organisation_id', fields.IntField(null=True),
+                          table='acknowledgement', postgres_type='INT'),
+        BackfillInBatches(
+            sqlite=["UPDATE delivery SET organisation_id = "
+                    "(SELECT m.organisation_id FROM member m WHERE m.id = delivery.member_id)"],
+            table='delivery', assignment=_ORGANISATION.format(table='delivery'), pending=_NOT_YET),
+        BackfillInBatches(
+            sqlite=["UPDATE acknowledgement SET organisation_id = "
+                    "(SELECT m.organisation_id FROM member m WHERE m.id = acknowledgement.member_id)"],
+            table='acknowledgement', assignment=_ORGANISATION.format(table='acknowledgement'), pending=_NOT_YET),
+        AddIndexConcurrently(model_name='Delivery',
+                             index=Index(fields=['notice_id', 'kind', 'organisation_id', 'status'])),
+        AddIndexConcurrently(model_name='Acknowledgement',
+                             index=Index(fields=['notice_id', 'revision', 'organisation_id', 'member_id'])),
     ]

@@ -9,28 +9,29 @@ reads the lane's next rows directly and the lanes are found by skipping from one
 
 Partial indexes are plain SQL: the ORM's index declarations cannot say WHERE. The same statement
 works on SQLite and PostgreSQL.
+
+On PostgreSQL the indexes are built CONCURRENTLY (storage/migrations/_columns.py): the migration is not
+atomic (`atomic = False`), and building again is harmless. Same end schema as before.
 """
 
 from tortoise import migrations
-from tortoise.migrations import operations as ops
+
+from storage.migrations._columns import CreateIndexConcurrently
 
 
 class Migration(migrations.Migration):
     dependencies = [('models', '0010_notice_counts')]
 
     initial = False
+    atomic = False  # PostgreSQL: CREATE INDEX CONCURRENTLY runs outside a transaction
 
     operations = [
-        ops.RunSQL(
-            [
-                "CREATE INDEX IF NOT EXISTS delivery_open_lane ON delivery "
-                "(platform, workspace_external_id, id) WHERE status IN ('pending', 'sending')",
-                "CREATE INDEX IF NOT EXISTS outbound_message_open_lane ON outbound_message "
-                "(platform, workspace_external_id, id) WHERE status IN ('pending', 'sending')",
-            ],
-            reverse_sql=[
-                "DROP INDEX IF EXISTS delivery_open_lane",
-                "DROP INDEX IF EXISTS outbound_message_open_lane",
-            ],
-        ),
+        CreateIndexConcurrently(
+            "delivery_open_lane",
+            sqlite="CREATE INDEX IF NOT EXISTS delivery_open_lane ON delivery "
+                   "(platform, workspace_external_id, id) WHERE status IN ('pending', 'sending')"),
+        CreateIndexConcurrently(
+            "outbound_message_open_lane",
+            sqlite="CREATE INDEX IF NOT EXISTS outbound_message_open_lane ON outbound_message "
+                   "(platform, workspace_external_id, id) WHERE status IN ('pending', 'sending')"),
     ]
