@@ -40,14 +40,17 @@ LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout (and NO
 class LockWaits:
     """How long a migration's statement waits for a lock on PostgreSQL, and how often the
     migration is tried: `tries` attempts with pauses of `first_pause`, doubled each time between
-    them (the defaults: 5 tries, 2 s waits, pauses 1+2+4+8 s: about 25 s in all)."""
+    them up to `longest_pause` (the defaults: 10 tries, 0.5 s waits, pauses 0.5+1+2+4+8+8+8+8+8 s:
+    about 50 s in all). Every wait stalls the old replicas' statements on that table for as long
+    (they queue behind the waiting ALTER), so it stays well inside Slack's 3 s."""
 
-    timeout: float = 2.0
-    tries: int = 5
-    first_pause: float = 1.0
+    timeout: float = 0.5
+    tries: int = 10
+    first_pause: float = 0.5
+    longest_pause: float = 8.0
 
     def pauses(self) -> list[float]:
-        return [self.first_pause * 2 ** i for i in range(self.tries - 1)]
+        return [min(self.first_pause * 2 ** i, self.longest_pause) for i in range(self.tries - 1)]
 
 
 @dataclass(frozen=True)
