@@ -1,0 +1,170 @@
+"""Review (area: scripts): Herald driven by other tools — the `herald` command line in cron jobs
+and pipelines, and the /api/v1 reports API. Each test demonstrates a defect and passes once it is
+fixed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from click.testing import CliRunner
+
+from bot.app import build_app
+from bot.cli import main
+from bot.common.clock import ManualClock
+from bot.core.compliance.api_tokens import create_token
+from bot.core.directory.importer import import_directory
+from config.settings import load_settings
+from tests.cli_support import herald
+from tests.conftest import POSTGRES_ONLY
+from tests.support import SAMPLE_DIRECTORY, directory_csv, in_database
+from tests.test_reports import NOW, seed_reports
+
+AS_CAM = "cam@vendor.example"
+RECALL = ["send", "--topic", "operations", "--importance", "must-know", "--audience", "tier:gold",
+          "--title", "Recall of LX-200", "--body", "Stop selling LX-200 today.", "--deadline", "2099-01-01",
+          "--yes", "--as", AS_CAM]
+
+
+@pytest.fixture
+def cli_env(db_url: str, tmp_path, monkeypatch) -> CliRunner:  # noqa: ANN001
+    """The CLI on a migrated database with the sample directory, a CAM and a Slack workspace."""
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HERALD_DATABASE_URL", db_url)
+    monkeypatch.setenv("HERALD_SANDBOX", "off")
+    monkeypatch.setenv("HERALD_KB_SEMANTIC", "false")
+    runner = CliRunner()
+    partners = tmp_path / "partners.csv"
+    partners.write_text(SAMPLE_DIRECTORY)
+    for args in (["directory", "import", str(partners), "--quiet"],
+                 ["staff", "add", AS_CAM, "--role", "cam", "--slack-user", "UCAM1", "--slack-team", "T0PARTNER"],
+                 ["slack", "add-workspace", "T0PARTNER", "--token", "xoxb-abc"]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+    return runner
+
+
+def _notices(db_url: str) -> list[tuple[int, str, int]]:
+    from storage.models import Delivery, Notice
+
+    async def work() -> list[tuple[int, str, int]]:
+        rows = []
+        for n in await Notice.all().order_by("id"):
+            rows.append((n.id, n.status, await Delivery.filter(notice_id=n.id, kind="notice").count()))
+        return rows
+    return in_database(db_url, work)
+
+
+# ---- 1. a retried `herald send --yes` sends the must-know notice twice ------------------------------
+
+def test_a_retried_send_from_a_script_does_not_send_the_notice_twice(cli_env: CliRunner, db_url: str) -> None:
+    """A cron job or CI step runs `herald send ... --yes`; its SSH session drops (or the job's
+    timeout fires) after Herald queued the notice, so the runner retries the same command. SPEC:
+    "Nothing is lost and nothing is sent twice, across restarts, retries ...". In chat the
+    preview's Send is idempotent (a second click finds the draft sent); from a script every run
+    creates and sends a new notice, so every partner gets the recall twice, with two Acknowledge
+    buttons, two reminder series and two escalations. The same command again within minutes
+    should find the notice it already sent (name it, and queue nothing)."""
+    first = cli_env.invoke(main, RECALL)
+    assert first.exit_code == 0, first.output
+    first_id = int(first.output.split()[1])
+
+    retried = cli_env.invoke(main, RECALL)  # the very same command, a minute later at most
+
+    live = [(i, status, copies) for i, status, copies in _notices(db_url) if status not in ("cancelled", "draft")]
+    assert live == [(first_id, "sending", 4)], (
+        f"the retried command queued another notice: {live}; it printed {retried.output!r}")
+    assert str(first_id) in retried.output, retried.output
+
+
+# ---- 2. overlapping directory imports ------------------------------------------------------------
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_two_overlapping_directory_imports_both_succeed(db: str) -> None:
+    """Two runs of the nightly HR import overlap (a slow run and the next cron tick, or the job on
+    two hosts). README: "re-importing the same file changes nothing". On PostgreSQL the second run
+    planned its inserts before the first committed, so it dies on a unique key: `herald directory
+    import` prints a 40-line IntegrityError traceback ('duplicate key value violates unique
+    constraint "organisation_external_id_key"') and exits 1, the code README reserves for
+    "some rows were rejected". The second should wait for the first (a lock) and then find
+    everything unchanged."""
+    text = directory_csv([f"org{i % 40},Org {i % 40},gold,emea,de,x,large,reseller,cam@vendor.example,"
+                          f"m{i}@org.example,Member {i},sales,UTC,en,,,," for i in range(2000)])
+    now = ManualClock(NOW).now()
+    outcomes = await asyncio.gather(import_directory(text, now=now, actor="cron-a"),
+                                    import_directory(text, now=now, actor="cron-b"), return_exceptions=True)
+    failures = [repr(o) for o in outcomes if isinstance(o, BaseException)]
+    assert not failures, f"an overlapping import failed: {failures}"
+    assert sorted((o.created, o.unchanged) for o in outcomes) == [(0, 2000), (2000, 0)]
+
+
+# ---- 3. `herald send` without --yes, stdin not a terminal ------------------------------------------
+
+def test_send_without_yes_from_a_script_leaves_no_draft_behind(cli_env: CliRunner, db_url: str) -> None:
+    """A script forgets --yes (stdin is /dev/null or closed): click's prompt hits end of input and
+    the command ends "Aborted!" (exit 1), without saying --yes is needed. The draft it created
+    before asking stays a `draft` for ever: no command can send or cancel-list it from the CLI,
+    and it shows in `notices list`, the API's notice list and the console as a notice that is
+    neither sent nor cancelled. Answering "n" cancels the draft; end of input should too (or the
+    command should refuse before creating anything when it cannot ask)."""
+    result = cli_env.invoke(main, [a for a in RECALL if a != "--yes"], input="")  # EOF, as from /dev/null
+    assert result.exit_code != 0
+    drafts = [(i, status) for i, status, _ in _notices(db_url) if status == "draft"]
+    assert drafts == [], f"an unsendable draft was left behind: {drafts}; output {result.output!r}"
+    assert "--yes" in result.output, result.output
+
+
+# ---- 4. `herald notices list --limit -1` -------------------------------------------------------------
+
+def test_notices_list_with_a_negative_limit_is_a_usage_error_not_a_traceback(db_url: str, tmp_path) -> None:  # noqa: ANN001
+    """SPEC: "bad input gets a clear message, never a stack trace". `--limit` takes any integer:
+    `herald notices list --limit -1` (a script computing the number) prints tortoise's
+    ParamsError traceback and exits 1."""
+    result = herald("notices", "list", "--limit", "-1", cwd=tmp_path, HERALD_DATABASE_URL=db_url)
+    assert "Traceback" not in result.stderr, result.stderr[-600:]
+    assert result.returncode == 2, (result.returncode, result.stderr[-300:])
+
+
+# ---- 5. the API's own errors are JSON, except a wrong path or method ------------------------------
+
+async def test_api_errors_for_a_wrong_path_or_method_are_json(db: str) -> None:
+    """bot/api.py: "Errors are JSON objects {"error": code, "message": text}" (OpenAPI: the Error
+    schema). A GRC tool with a typo in the path (/api/v1/notice/12, /notices/12/reports) or a POST
+    gets aiohttp's `text/plain` "404: Not Found" / "405: Method Not Allowed", which its JSON
+    parser cannot read; a 404 for an unknown route should look like the API's own 404s."""
+    await seed_reports()
+    token = (await create_token("audit@vendor.example", now=NOW))[1]
+    app = build_app(load_settings(database_url=db), clock=ManualClock(NOW), run_worker=False, manage_database=False)
+    auth = {"Authorization": f"Bearer {token}"}
+    async with TestClient(TestServer(app)) as client:
+        known = await client.get("/api/v1/notices/999", headers=auth)
+        assert known.status == 404 and known.content_type == "application/json"  # the API's own 404
+        for method, path in (("GET", "/api/v1/notice/1"), ("GET", "/api/v1/notices/1/reports"),
+                             ("POST", "/api/v1/notices")):
+            response = await client.request(method, path, headers=auth)
+            assert response.status in (404, 405)
+            assert response.content_type == "application/json", (
+                f"{method} {path}: {response.status} {response.content_type} {await response.text()!r}")
+            body = await response.json()
+            assert set(body) >= {"error", "message"}
+
+
+# ---- 6. the scheduled time a script is told back ---------------------------------------------------
+
+def test_a_scheduled_send_confirms_the_time_it_will_go_out_in_utc(cli_env: CliRunner) -> None:
+    """README: "CSV and JSON reports and the CLI give UTC (ISO 8601)"; a time typed without an
+    offset is taken as UTC. `herald send --at` echoes the operator's own text instead: typed
+    `--at 2099-01-06T09:00` by someone in Berlin who meant their morning, it answers "scheduled for
+    2099-01-06T09:00", confirming the mistake instead of showing it is 09:00 UTC (10:00 in
+    Berlin); typed with an offset, the reply is not in UTC at all. The confirmation should state
+    the moment Herald stored, with its zone."""
+    later = [a.replace("2099-01-01", "2099-02-01") for a in RECALL]
+    naive = cli_env.invoke(main, [*later, "--at", "2099-01-06T09:00"])
+    assert naive.exit_code == 0, naive.output
+    offset = cli_env.invoke(main, [*later, "--at", "2099-01-06T09:00+01:00"])
+    assert offset.exit_code == 0, offset.output
+    assert "2099-01-06T09:00:00Z" in naive.output or "2099-01-06T09:00:00+00:00" in naive.output, naive.output
+    assert "2099-01-06T08:00:00Z" in offset.output or "2099-01-06T08:00:00+00:00" in offset.output, offset.output
