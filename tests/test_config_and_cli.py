@@ -21,7 +21,7 @@ from config.settings import ConfigError, load_settings
 from storage import db as storage_db
 from tests.cli_support import herald, herald_env, in_process_cli, serve_until_listening
 from tests.conftest import POSTGRES_URL
-from tests.support import SAMPLE_DIRECTORY
+from tests.support import SAMPLE_DIRECTORY, in_database
 
 AS_CAM = "cam@vendor.example"
 
@@ -134,6 +134,34 @@ def cli_env(db_url: str, tmp_path, monkeypatch) -> CliRunner:
     return in_process_cli(monkeypatch, db_url)
 
 
+RECALL = ["send", "--topic", "operations", "--importance", "must-know", "--audience", "tier:gold",
+          "--title", "Recall of LX-200", "--body", "Stop selling LX-200 today.", "--deadline", "2099-01-01",
+          "--yes", "--as", AS_CAM]
+
+
+@pytest.fixture
+def cli_sender(cli_env: CliRunner, tmp_path: Path) -> CliRunner:
+    """`cli_env` with the sample directory, a CAM (AS_CAM) and a Slack workspace: ready for `herald send`."""
+    partners = tmp_path / "partners.csv"
+    partners.write_text(SAMPLE_DIRECTORY)
+    for args in (["directory", "import", str(partners), "--quiet"],
+                 ["staff", "add", AS_CAM, "--role", "cam", "--slack-user", "UCAM1", "--slack-team", "T0PARTNER"],
+                 ["slack", "add-workspace", "T0PARTNER", "--token", "xoxb-abc"]):
+        result = cli_env.invoke(main, args)
+        assert result.exit_code == 0, result.output
+    return cli_env
+
+
+def _notices(db_url: str) -> list[tuple[int, str, int]]:
+    """(id, status, copies of the notice in the outbox) for every notice, oldest first."""
+    from storage.models import Delivery, Notice
+
+    async def work() -> list[tuple[int, str, int]]:
+        return [(n.id, n.status, await Delivery.filter(notice_id=n.id, kind="notice").count())
+                for n in await Notice.all().order_by("id")]
+    return in_database(db_url, work)
+
+
 def test_directory_import_says_what_a_workbook_or_a_semicolon_file_is(cli_env: CliRunner, tmp_path) -> None:  # noqa: ANN001
     """An Excel workbook imported as is got "read it as windows-1252" and binary junk as the
     unknown column; Excel's semicolon "CSV" got "missing column(s)" for every column."""
@@ -211,7 +239,21 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
     later = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "need-to-know", "--audience", "all",
                                   "--title", "Depot", "--body", "Closed", "--at", "2099-01-01T09:00Z", "--yes",
                                   "--as", AS_CAM])
-    assert later.exit_code == 0 and "scheduled for 2099-01-01T09:00Z" in later.output
+    assert later.exit_code == 0 and "scheduled for 2099-01-01T09:00:00Z" in later.output
+
+
+def test_a_scheduled_send_confirms_the_time_it_will_go_out_in_utc(cli_sender: CliRunner) -> None:
+    """README: the CLI gives UTC (ISO 8601); a time typed without an offset is UTC. `send --at`
+    echoed the operator's own text: `--at 2099-01-06T09:00`, typed in Berlin meaning their
+    morning, was confirmed as typed instead of as 09:00 UTC; with an offset, not in UTC at all.
+    The confirmation states the moment Herald stored, in UTC."""
+    later = [a.replace("2099-01-01", "2099-02-01") for a in RECALL]
+    naive = cli_sender.invoke(main, [*later, "--at", "2099-01-06T09:00"])
+    assert naive.exit_code == 0, naive.output
+    offset = cli_sender.invoke(main, [*later, "--at", "2099-01-06T09:00+01:00"])
+    assert offset.exit_code == 0, offset.output
+    assert naive.output.rstrip().endswith("scheduled for 2099-01-06T09:00:00Z"), naive.output
+    assert offset.output.rstrip().endswith("scheduled for 2099-01-06T08:00:00Z"), offset.output
 
 
 def test_an_operator_offboards_a_staff_member_from_the_cli_and_staff_add_brings_them_back(cli_env: CliRunner) -> None:

@@ -150,21 +150,3 @@ async def test_api_errors_for_a_wrong_path_or_method_are_json(db: str) -> None:
                 f"{method} {path}: {response.status} {response.content_type} {await response.text()!r}")
             body = await response.json()
             assert set(body) >= {"error", "message"}
-
-
-# ---- 6. the scheduled time a script is told back ---------------------------------------------------
-
-def test_a_scheduled_send_confirms_the_time_it_will_go_out_in_utc(cli_env: CliRunner) -> None:
-    """README: "CSV and JSON reports and the CLI give UTC (ISO 8601)"; a time typed without an
-    offset is taken as UTC. `herald send --at` echoes the operator's own text instead: typed
-    `--at 2099-01-06T09:00` by someone in Berlin who meant their morning, it answers "scheduled for
-    2099-01-06T09:00", confirming the mistake instead of showing it is 09:00 UTC (10:00 in
-    Berlin); typed with an offset, the reply is not in UTC at all. The confirmation should state
-    the moment Herald stored, with its zone."""
-    later = [a.replace("2099-01-01", "2099-02-01") for a in RECALL]
-    naive = cli_env.invoke(main, [*later, "--at", "2099-01-06T09:00"])
-    assert naive.exit_code == 0, naive.output
-    offset = cli_env.invoke(main, [*later, "--at", "2099-01-06T09:00+01:00"])
-    assert offset.exit_code == 0, offset.output
-    assert "2099-01-06T09:00:00Z" in naive.output or "2099-01-06T09:00:00+00:00" in naive.output, naive.output
-    assert "2099-01-06T08:00:00Z" in offset.output or "2099-01-06T08:00:00+00:00" in offset.output, offset.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import datetime
 from typing import Any
 
 import click
@@ -39,6 +40,7 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
         parse_reminders,
         parse_time,
     )
+    from bot.core.compliance.reports import iso
     from bot.core.notices import sending
     from bot.topics import load_catalog
 
@@ -51,7 +53,7 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
             raise click.UsageError("--variant takes 'TITLE | BODY'")
         texts.append((variant_title.strip(), variant_body.strip()))
 
-    async def work() -> tuple[int, int, bool]:
+    async def work() -> tuple[int, int, bool, datetime | None]:
         staff = await acting_staff(as_email)
         command = SendCommand(importance=importance, topic=topic, audience=audience, title=title, body=body,
                               link=parse_link(link) if link else "",
@@ -69,16 +71,16 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
                     f"'{preview.notice.title}' to {preview.recipients} recipients?")
         if not yes and not await asyncio.to_thread(click.confirm, question):
             await sending.cancel_draft(preview.notice.id, staff, now=CLOCK.now())
-            return preview.notice.id, 0, False
+            return preview.notice.id, 0, False, None
         result = await sending.send_draft(preview.notice.id, staff, catalog, now=CLOCK.now())
-        return result.notice.id, result.recipients, True
+        return result.notice.id, result.recipients, True, result.notice.scheduled_at
 
-    notice_id, recipients, sent = run(work)
+    notice_id, recipients, sent, scheduled_at = run(work)
     if not sent:
         click.echo(f"notice {notice_id} cancelled")
         sys.exit(1)
-    if send_at:
-        click.echo(f"notice {notice_id} scheduled for {send_at}")
+    if send_at:  # the moment stored, in UTC: not the operator's text, which may lack or use another zone
+        click.echo(f"notice {notice_id} scheduled for {iso(scheduled_at)}")
         return
     click.echo(f"notice {notice_id} queued for {recipients} recipients")
 
