@@ -256,6 +256,20 @@ def test_a_scheduled_send_confirms_the_time_it_will_go_out_in_utc(cli_sender: Cl
     assert offset.output.rstrip().endswith("scheduled for 2099-01-06T08:00:00Z"), offset.output
 
 
+def test_a_negative_or_zero_limit_is_a_usage_error_not_a_traceback(db_url: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC: bad input gets a clear message, never a stack trace. `--limit` took any integer:
+    `herald notices list --limit -1` (a script computing the number) printed tortoise's
+    ParamsError traceback and exited 1; so did the other listings' --limit."""
+    result = herald("notices", "list", "--limit", "-1", cwd=tmp_path, HERALD_DATABASE_URL=db_url)
+    assert "Traceback" not in result.stderr, result.stderr[-600:]
+    assert result.returncode == 2 and "-1 is not in the range 1<=x" in result.stderr, result.stderr[-300:]
+    runner = in_process_cli(monkeypatch, db_url)
+    for command in (["survey", "list"], ["qa", "unanswered"]):
+        refused = runner.invoke(main, [*command, "--limit", "0"])
+        assert refused.exit_code == 2 and "0 is not in the range 1<=x" in refused.output, (command, refused.output)
+
+
 def test_an_operator_offboards_a_staff_member_from_the_cli_and_staff_add_brings_them_back(cli_env: CliRunner) -> None:
     """A CAM leaves the vendor: `herald staff remove EMAIL` makes them inactive (every check refuses
     them from then on), says what it ended, and running it again changes nothing; `staff add`

@@ -33,6 +33,8 @@ class _RowId(click.IntRange):
 
 
 ROW_ID = _RowId(1, MAX_ROW_ID)
+# `--limit N` of the listing commands: 0 or less is a usage error (exit 2), not a failed query's traceback
+LIMIT = click.IntRange(1, MAX_ROW_ID)
 
 
 def get_settings() -> Settings:

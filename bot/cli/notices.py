@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from bot.cli.base import CLOCK, ROW_ID, acting_staff, as_option, get_settings, main, run
+from bot.cli.base import CLOCK, LIMIT, ROW_ID, acting_staff, as_option, get_settings, main, run
 from bot.common.errors import UserError
 
 
@@ -176,7 +176,7 @@ def notices() -> None:
 
 @notices.command("list", help="List notices, newest first.")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=LIMIT)
 def notices_list(as_json: bool, limit: int) -> None:
     from storage.models import Notice
 

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from bot.cli.base import ROW_ID, get_settings, main, run
+from bot.cli.base import LIMIT, ROW_ID, get_settings, main, run
 
 
 @main.group(help="The onboarding assistant.")
@@ -17,7 +17,7 @@ def qa() -> None:
 
 @qa.command("unanswered", help="Questions the knowledge base could not answer or answered unhelpfully.")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--limit", default=200, show_default=True)
+@click.option("--limit", default=200, show_default=True, type=LIMIT)
 def qa_unanswered(as_json: bool, limit: int) -> None:
     from bot.core.onboarding.assistant import unanswered_questions
     from bot.core.onboarding.learning import one_line, suggested_entry

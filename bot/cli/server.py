@@ -23,7 +23,7 @@ def serving_settings(*, host: str | None = None, port: int | None = None) -> Set
 @main.command(help="Run the HTTP server (Slack, Teams, console, health, API). Migrates the database first. "
                    "With neither Slack nor Teams configured it runs the sandbox (HERALD_SANDBOX).")
 @click.option("--host", default=None, help="Interface to listen on (default HERALD_HOST or 0.0.0.0).")
-@click.option("--port", default=None, type=int, help="Port (default HERALD_PORT or 3978).")
+@click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port (default HERALD_PORT or 3978).")
 def serve(host: str | None, port: int | None) -> None:
     from aiohttp import web
 

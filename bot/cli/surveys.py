@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from bot.cli.base import CLOCK, ROW_ID, acting_staff, as_option, get_settings, main, run
+from bot.cli.base import CLOCK, LIMIT, ROW_ID, acting_staff, as_option, get_settings, main, run
 
 
 @main.group(help="Pulse surveys: send one, read its results, close it.")
@@ -106,7 +106,7 @@ def survey_close(survey_id: int, as_email: str) -> None:
 
 @survey.command("list", help="Surveys, newest first.")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=LIMIT)
 def survey_list(as_json: bool, limit: int) -> None:
     from storage.models import Survey
 
