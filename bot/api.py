@@ -90,8 +90,27 @@ def _notice_id(request: web.Request) -> int:
     return int(raw)
 
 
+@web.middleware
+async def json_routing_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                              ) -> web.StreamResponse:
+    """A path or method under /api/v1 that no route takes is answered in the API's JSON error
+    form, as the API's own errors are (a client's JSON parser could not read aiohttp's text/plain
+    "404: Not Found"); 405 keeps its `Allow` header. Paths outside /api/v1 are left as they are."""
+    if not request.path.startswith(PREFIX + "/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}; use {allowed}",
+                      {"Allow": exc.headers.get("Allow", allowed)})
+    except web.HTTPNotFound:
+        return _error(404, "not_found", f"no such API path: {request.path} (see {PREFIX}/openapi.json)")
+
+
 def add_api_routes(app: web.Application, clock: Clock) -> None:
     """Register the /api/v1 routes on `app`; `clock` stamps audit events and token use."""
+    app.middlewares.append(json_routing_errors)
 
     async def current_staff(request: web.Request) -> Staff:
         header = request.headers.get("Authorization", "")

@@ -202,6 +202,21 @@ async def test_report_errors(api: Api) -> None:
     assert await AuditEvent.filter(kind="report.exported").count() == 0  # refused exports are not exports
 
 
+async def test_a_wrong_path_or_method_under_the_api_gets_a_json_error(api: Api) -> None:
+    """The API's errors are JSON `{"error", "message"}` (OpenAPI: Error); a typo in the path
+    (/notice/1, /notices/1/reports) or a POST got aiohttp's text/plain "404: Not Found" / "405:
+    Method Not Allowed", which a GRC tool's JSON parser cannot read. Outside /api/v1, unchanged."""
+    for path in (f"{API}/notice/1", f"{API}/notices/1/reports", f"{API}/"):
+        await assert_error(await api.get(path, "compliance"), 404, "not_found", "no such API path")
+    wrong_method = await api.client.post(f"{API}/notices", headers=api.auth("compliance"))
+    await assert_error(wrong_method, 405, "method_not_allowed", "POST is not allowed")
+    assert "GET" in wrong_method.headers["Allow"]
+    head = await api.client.head(f"{API}/notices/{api.fx.notice.id}/report", headers=api.auth("compliance"))
+    assert head.status == 405 and head.headers["Allow"] == "GET"
+    elsewhere = await api.client.get("/no-such-page")
+    assert elsewhere.status == 404 and elsewhere.content_type == "text/plain"
+
+
 @pytest.mark.parametrize("query, message", [
     ("limit=abc", "limit must be a whole number"), ("limit=0", "limit must be between 1 and 200"),
     ("limit=201", "limit must be between"), ("before=-1", "before must be a whole number"),
