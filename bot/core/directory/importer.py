@@ -42,6 +42,7 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.handoff_owners import follow_organisation_cams
 from bot.core.insights.recount import mark_for_recount
 from bot.core.notices.rejoining import REMOVED_FROM_DIRECTORY, restore_copies, resume_reminders
+from storage import db as storage_db
 from storage.models import Delivery, DeliveryStatus, Member, Organisation, Platform, PlatformAccount
 
 COLUMNS: tuple[str, ...] = (
@@ -887,7 +888,11 @@ async def import_directory(
     if dry_run:
         return result(await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now))
 
-    async with in_transaction():
+    async with in_transaction() as conn:
+        # Overlapping imports (a slow run and the next cron tick) take turns: planned side by side,
+        # both would insert the same new rows and the second die on a unique key. It waits, then
+        # plans against what the first wrote (unchanged).
+        await storage_db.take_turns(conn, storage_db.DIRECTORY_IMPORT_LOCK_KEY)
         plan = await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now)
         await _apply(plan, now=now, progress=progress)
         # members back in the directory: what was cancelled when they were left out goes out after all
