@@ -43,6 +43,29 @@ def herald(*args: str, cwd: Path, timeout: float = 120, **env: str) -> subproces
         pytest.fail(f"`herald {' '.join(args)}` did not exit within {timeout:.0f} s; it printed:\n{err[-1500:]}")
 
 
+def herald_at_a_terminal(*args: str, typed: str, cwd: Path, timeout: float = 120,
+                         **env: str) -> subprocess.CompletedProcess:
+    """`herald ARGS` run from a terminal: its standard input is a pseudo-terminal on which `typed`
+    was typed ahead ("n\\n"; "\\x04" is Ctrl-D, end of input); its output is captured."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], stdin=terminal, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=herald_env(**env), cwd=cwd)
+        os.write(controller, typed.encode())
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            pytest.fail(f"`herald {' '.join(args)}` did not exit within {timeout:.0f} s; it printed:\n{err[-1500:]}")
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+
+
 def serve_until_listening(cwd: Path, **env: str) -> tuple[int | None, str]:
     """Start `herald serve --port 0`; return (its exit code, everything it printed) once it exits,
     or (None, output) as soon as it says it is listening (then it is stopped): no fixed wait."""

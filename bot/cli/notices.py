@@ -6,12 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import datetime
 from typing import Any
 
 import click
 
-from bot.cli.base import CLOCK, LIMIT, ROW_ID, acting_staff, as_option, get_settings, main, run
+from bot.cli.base import (
+    CLOCK,
+    LIMIT,
+    ROW_ID,
+    acting_staff,
+    as_option,
+    confirmed,
+    get_settings,
+    main,
+    refuse_unconfirmable_send,
+    run,
+)
 from bot.common.errors import UserError
 
 
@@ -53,7 +63,9 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
             raise click.UsageError("--variant takes 'TITLE | BODY'")
         texts.append((variant_title.strip(), variant_body.strip()))
 
-    async def work() -> tuple[int, int, bool, datetime | None]:
+    refuse_unconfirmable_send(yes)
+
+    async def draft() -> tuple[int, str]:
         staff = await acting_staff(as_email)
         command = SendCommand(importance=importance, topic=topic, audience=audience, title=title, body=body,
                               link=parse_link(link) if link else "",
@@ -67,22 +79,25 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
         if preview.recipients == 0 and not send_at:  # a typo in the audience, most likely: see the warnings
             await sending.cancel_draft(preview.notice.id, staff, now=CLOCK.now())
             raise UserError(f"nobody is in this audience; nothing was sent (notice {preview.notice.id} cancelled)")
-        question = (f"Send {preview.policy.level.value} notice #{preview.notice.id} "
-                    f"'{preview.notice.title}' to {preview.recipients} recipients?")
-        if not yes and not await asyncio.to_thread(click.confirm, question):
-            await sending.cancel_draft(preview.notice.id, staff, now=CLOCK.now())
-            return preview.notice.id, 0, False, None
-        result = await sending.send_draft(preview.notice.id, staff, catalog, now=CLOCK.now())
-        return result.notice.id, result.recipients, True, result.notice.scheduled_at
+        return preview.notice.id, (f"Send {preview.policy.level.value} notice #{preview.notice.id} "
+                                   f"'{preview.notice.title}' to {preview.recipients} recipients?")
 
-    notice_id, recipients, sent, scheduled_at = run(work)
-    if not sent:
+    async def cancel(notice_id: int) -> None:
+        await sending.cancel_draft(notice_id, await acting_staff(as_email), now=CLOCK.now())
+
+    async def send_it(notice_id: int) -> sending.SendResult:
+        return await sending.send_draft(notice_id, await acting_staff(as_email), catalog, now=CLOCK.now())
+
+    notice_id, question = run(draft)
+    if not yes and not confirmed(question):  # asked outside the event loop, so Ctrl-C is a plain "no"
+        run(lambda: cancel(notice_id))
         click.echo(f"notice {notice_id} cancelled")
         sys.exit(1)
+    result = run(lambda: send_it(notice_id))
     if send_at:  # the moment stored, in UTC: not the operator's text, which may lack or use another zone
-        click.echo(f"notice {notice_id} scheduled for {iso(scheduled_at)}")
+        click.echo(f"notice {notice_id} scheduled for {iso(result.notice.scheduled_at)}")
         return
-    click.echo(f"notice {notice_id} queued for {recipients} recipients")
+    click.echo(f"notice {notice_id} queued for {result.recipients} recipients")
 
 
 @main.command(help="Correct a sent notice: every delivered copy is updated in place.")

@@ -5,14 +5,24 @@ server's shell acts as an admin."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from typing import Any
 
 import click
 
-from bot.cli.base import CLOCK, LIMIT, ROW_ID, acting_staff, as_option, get_settings, main, run
+from bot.cli.base import (
+    CLOCK,
+    LIMIT,
+    ROW_ID,
+    acting_staff,
+    as_option,
+    confirmed,
+    get_settings,
+    main,
+    refuse_unconfirmable_send,
+    run,
+)
 
 
 @main.group(help="Pulse surveys: send one, read its results, close it.")
@@ -43,7 +53,9 @@ def survey_send(topic: str, audience: str, question: str, options: tuple[str, ..
         raise click.UsageError("give either --scale or 2 to 5 --option answers")
     catalog = load_catalog(get_settings().topics_file)
 
-    async def work() -> tuple[int, int, bool]:
+    refuse_unconfirmable_send(yes, "survey")
+
+    async def draft() -> tuple[int, str]:
         staff = await acting_staff(as_email)
         command = SurveyCommand(topic=topic, audience=audience, question=question,
                                 answers=(f"scale:{scale}",) if scale else options, follow_up=follow_up,
@@ -52,17 +64,21 @@ def survey_send(topic: str, audience: str, question: str, options: tuple[str, ..
         preview = await create_survey_draft(staff, command, catalog, now=CLOCK.now())
         for warning in preview.warnings:
             click.echo(f"warning: {warning}", err=True)
-        ask = f"Send survey #{preview.notice.id} '{preview.spec.question}' to {preview.recipients} recipients?"
-        if not yes and not await asyncio.to_thread(click.confirm, ask):
-            await sending.cancel_draft(preview.notice.id, staff, now=CLOCK.now())
-            return preview.notice.id, 0, False
-        result = await sending.send_draft(preview.notice.id, staff, catalog, now=CLOCK.now())
-        return result.notice.id, result.recipients, True
+        return preview.notice.id, (f"Send survey #{preview.notice.id} '{preview.spec.question}' "
+                                   f"to {preview.recipients} recipients?")
 
-    survey_id, recipients, sent = run(work)
-    if not sent:
+    async def cancel(survey_id: int) -> None:
+        await sending.cancel_draft(survey_id, await acting_staff(as_email), now=CLOCK.now())
+
+    async def send_it(survey_id: int) -> sending.SendResult:
+        return await sending.send_draft(survey_id, await acting_staff(as_email), catalog, now=CLOCK.now())
+
+    survey_id, ask = run(draft)
+    if not yes and not confirmed(ask):  # asked outside the event loop, so Ctrl-C is a plain "no"
+        run(lambda: cancel(survey_id))
         click.echo(f"survey {survey_id} cancelled")
         sys.exit(1)
+    recipients = run(lambda: send_it(survey_id)).recipients
     click.echo(f"survey {survey_id} {'scheduled' if send_at else 'queued'} for {recipients} recipients")
 
 
