@@ -241,7 +241,8 @@ class Notice(Model):
 
     class Meta:
         table = "notice"
-        indexes = (("status", "scheduled_at"),)
+        # an author's recent notices: `herald send`'s check for a retried command (migration 0035)
+        indexes = (("status", "scheduled_at"), ("author_id", "created_at"))
 
 
 class NoticeRevision(Model):

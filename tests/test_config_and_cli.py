@@ -242,6 +242,57 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
     assert later.exit_code == 0 and "scheduled for 2099-01-01T09:00:00Z" in later.output
 
 
+def test_a_retried_send_from_a_script_does_not_send_the_notice_twice(cli_sender: CliRunner, db_url: str) -> None:
+    """A cron job runs `herald send ... --yes`; its SSH session drops (or the job's timeout fires)
+    after Herald queued the notice, and the runner retries the very same command. SPEC: nothing is
+    sent twice, across restarts, retries. Chat's Send is once-only per draft; from a script every
+    run made and sent a new notice, so every partner got the recall twice, with two reminder
+    series and two escalations. The identical command within 10 minutes now names the notice it
+    already sent and queues nothing (exit 0); --again sends another; a changed command is new."""
+    first = cli_sender.invoke(main, RECALL)
+    assert first.exit_code == 0, first.output
+    first_id = int(first.output.split()[1])
+
+    retried = cli_sender.invoke(main, RECALL)
+
+    assert retried.exit_code == 0, retried.output
+    assert retried.output.startswith(f"notice {first_id} was already sent from an identical command at "), retried.output
+    assert "not sending it again (--again sends another)" in retried.output
+    live = [(i, status, copies) for i, status, copies in _notices(db_url) if status not in ("cancelled", "draft")]
+    assert live == [(first_id, "sending", 4)], f"the retried command queued another notice: {live}"
+
+    changed = cli_sender.invoke(main, [*RECALL, "--link", "https://vendor.example/lx-200"])
+    again = cli_sender.invoke(main, [*RECALL, "--again"])
+    assert changed.exit_code == 0 and again.exit_code == 0, (changed.output, again.output)
+    assert "queued for 4 recipients" in changed.output and "queued for 4 recipients" in again.output
+    assert [status for _, status, _ in _notices(db_url)] == ["sending"] * 3
+
+    later = [*[a.replace("2099-01-01", "2099-02-01") for a in RECALL], "--at", "2099-01-06T09:00Z"]
+    scheduled = cli_sender.invoke(main, later)
+    scheduled_id = int(scheduled.output.split()[1])
+    retried_later = cli_sender.invoke(main, later)
+    assert retried_later.output.startswith(
+        f"notice {scheduled_id} was already scheduled for 2099-01-06T09:00:00Z from an identical command at "), \
+        retried_later.output
+    cancelled = cli_sender.invoke(main, ["cancel", str(scheduled_id), "--as", AS_CAM])
+    assert cancelled.exit_code == 0, cancelled.output
+    resent = cli_sender.invoke(main, later)  # what was cancelled never went out: the same command sends it
+    assert resent.exit_code == 0 and "scheduled for 2099-01-06T09:00:00Z" in resent.output, resent.output
+    assert int(resent.output.split()[1]) == scheduled_id + 1
+
+
+async def test_the_check_for_a_retried_send_reads_the_authors_recent_notices_from_an_index(db: str) -> None:
+    """Every `herald send` looks for its author's notices of the last minutes; notice only grows."""
+    from datetime import UTC, datetime, timedelta
+
+    from storage.models import Notice
+    from tests.query_plans import uses_an_index_on
+
+    recent = Notice.filter(author_id=1, created_at__gte=datetime(2026, 1, 5, tzinfo=UTC) - timedelta(minutes=10))
+    indexed, plan = await uses_an_index_on(recent, "author_id")
+    assert indexed, plan
+
+
 def test_a_scheduled_send_confirms_the_time_it_will_go_out_in_utc(cli_sender: CliRunner) -> None:
     """README: the CLI gives UTC (ISO 8601); a time typed without an offset is UTC. `send --at`
     echoed the operator's own text: `--at 2099-01-06T09:00`, typed in Berlin meaning their

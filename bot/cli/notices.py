@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from typing import Any
 
@@ -23,6 +24,9 @@ from bot.cli.base import (
     run,
 )
 from bot.common.errors import UserError
+from storage.models import Notice, NoticeStatus
+
+log = logging.getLogger(__name__)
 
 
 @main.command(help="Send a notice from a script.")
@@ -40,9 +44,12 @@ from bot.common.errors import UserError
 @click.option("--share", type=click.IntRange(1, 99), default=None,
               help="A/B test: percent of the audience sent first; the rest waits for `herald rollout`.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--again", is_flag=True, help="Send even if an identical command sent this notice in the last "
+                                             "10 minutes (otherwise a retried command sends nothing).")
 @as_option
 def send(topic: str, importance: str, audience: str, title: str, body: str, link: str, deadline: str,
-         send_at: str, reminders: str, variants: tuple[str, ...], share: int | None, yes: bool, as_email: str) -> None:
+         send_at: str, reminders: str, variants: tuple[str, ...], share: int | None, yes: bool, again: bool,
+         as_email: str) -> None:
     from bot.core.commands.parser import (
         SendCommand,
         parse_deadline,
@@ -65,7 +72,7 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
 
     refuse_unconfirmable_send(yes)
 
-    async def draft() -> tuple[int, str]:
+    async def draft() -> tuple[int, str] | Notice:
         staff = await acting_staff(as_email)
         command = SendCommand(importance=importance, topic=topic, audience=audience, title=title, body=body,
                               link=parse_link(link) if link else "",
@@ -73,6 +80,8 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
                               scheduled_at=parse_time(send_at, what="send time") if send_at else None,
                               reminder_hours=parse_reminders(reminders) if reminders else None,
                               variants=tuple(texts), share=share)
+        if not again and (earlier := await sending.identical_recent_notice(staff, command, catalog, now=CLOCK.now())):
+            return earlier
         preview = await sending.create_draft(staff, command, catalog, now=CLOCK.now())
         for warning in preview.warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -88,7 +97,11 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
     async def send_it(notice_id: int) -> sending.SendResult:
         return await sending.send_draft(notice_id, await acting_staff(as_email), catalog, now=CLOCK.now())
 
-    notice_id, question = run(draft)
+    drafted = run(draft)
+    if isinstance(drafted, Notice):
+        _not_again(drafted)
+        return
+    notice_id, question = drafted
     if not yes and not confirmed(question):  # asked outside the event loop, so Ctrl-C is a plain "no"
         run(lambda: cancel(notice_id))
         click.echo(f"notice {notice_id} cancelled")
@@ -98,6 +111,18 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
         click.echo(f"notice {notice_id} scheduled for {iso(result.notice.scheduled_at)}")
         return
     click.echo(f"notice {notice_id} queued for {result.recipients} recipients")
+
+
+def _not_again(earlier: Notice) -> None:
+    """A retried `send`: say which notice the identical command already sent, and send nothing (exit 0)."""
+    from bot.core.compliance.reports import iso
+
+    done = (f"scheduled for {iso(earlier.scheduled_at)}" if earlier.status == NoticeStatus.SCHEDULED.value
+            else "sent")
+    log.info("send refused: identical to notice %s (%s), made by the same author at %s",
+                earlier.id, earlier.status, iso(earlier.created_at))
+    click.echo(f"notice {earlier.id} was already {done} from an identical command at {iso(earlier.created_at)}; "
+               "not sending it again (--again sends another)")
 
 
 @main.command(help="Correct a sent notice: every delivered copy is updated in place.")
@@ -193,8 +218,6 @@ def notices() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--limit", default=50, show_default=True, type=LIMIT)
 def notices_list(as_json: bool, limit: int) -> None:
-    from storage.models import Notice
-
     async def work() -> list[dict[str, Any]]:
         rows = await Notice.all().order_by("-id").limit(limit)
         return [{"id": n.id, "status": n.status, "importance": n.importance, "topic": n.topic,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise import connections
@@ -45,7 +45,9 @@ from storage.models import (
     Member,
     MessagePurpose,
     Notice,
+    NoticeExperiment,
     NoticeStatus,
+    NoticeVariant,
     Platform,
     Staff,
     StaffRole,
@@ -138,6 +140,51 @@ async def create_draft(author: Staff | None, command: SendCommand, catalog: Topi
     return Preview(notice, topic, policy, recipients, warnings,
                    tuple((label, t, b) for label, (t, b) in zip(ab_variants.LABELS, texts, strict=False)),
                    command.share if texts else None)
+
+
+# How far back `identical_recent_notice` looks: a retried cron job or a lost SSH session is minutes
+IDENTICAL_WINDOW = timedelta(minutes=10)
+NOT_OUT = (NoticeStatus.DRAFT.value, NoticeStatus.CANCELLED.value, NoticeStatus.FAILED.value)
+
+
+async def identical_recent_notice(author: Staff, command: SendCommand, catalog: TopicCatalog, *,
+                                  now: datetime) -> Notice | None:
+    """The notice `author` sent or scheduled in the last IDENTICAL_WINDOW from the same command
+    (topic, importance, audience, title, body, link, deadline, reminders, variants and share, send
+    time), if any: a script's retry (a cron job retried after a timeout, a lost SSH session) would
+    otherwise send everything again, reminders and escalations included. Drafts, cancelled and
+    failed notices never went out, so they do not count. Reads the author's few recent notices
+    (index: notice (author_id, created_at))."""
+    topic, policy, audience = validate(command, catalog, now=now)
+    wanted = {"topic": topic.key, "importance": policy.level.value, "audience": audience.describe(),
+              "title": command.title.strip(), "body": command.body.strip(), "link": command.link,
+              "deadline": command.deadline,
+              "reminder_hours": {"after_hours": list(command.reminder_hours)} if command.reminder_hours else None}
+    recent = await Notice.filter(author_id=author.id, created_at__gte=now - IDENTICAL_WINDOW).exclude(
+        status__in=NOT_OUT).order_by("-id")
+    for notice in recent:
+        if all(getattr(notice, name) == value for name, value in wanted.items()) \
+                and _same_send_time(notice, command.scheduled_at, now) and await _same_variants(notice, command):
+            return notice
+    return None
+
+
+def _same_send_time(notice: Notice, scheduled_at: datetime | None, now: datetime) -> bool:
+    """"Now" matches a notice sent straight away (chat's Send stores its moment as the send time);
+    a time matches that time."""
+    if scheduled_at is None:
+        return notice.scheduled_at is None or notice.scheduled_at <= now
+    return notice.scheduled_at == scheduled_at
+
+
+async def _same_variants(notice: Notice, command: SendCommand) -> bool:
+    """The A/B variants after A (the notice's own text) and the share sent first, as `command` has them."""
+    stored = await NoticeVariant.filter(notice_id=notice.id).exclude(label="A").order_by("label").values_list(
+        "title", "body")
+    if [tuple(v) for v in stored] != [(t.strip(), b.strip()) for t, b in command.variants]:
+        return False
+    experiment = await NoticeExperiment.get_or_none(notice_id=notice.id)
+    return (experiment.share_percent if experiment else None) == (command.share if command.variants else None)
 
 
 def _actor(staff: Staff | None, operator: str) -> str:
