@@ -152,12 +152,21 @@ def edit(notice_id: int, title: str | None, body: str | None, link: str | None, 
 @click.option("--reason", required=True)
 @as_option
 def retract(notice_id: int, reason: str, as_email: str) -> None:
-    from bot.core.notices.revisions import retract_notice
+    from bot.core.compliance.reports import iso
+    from bot.core.notices.revisions import AlreadyRetracted, retract_notice
 
     async def work():  # noqa: ANN202
-        return await retract_notice(notice_id, await acting_staff(as_email), reason=reason, now=CLOCK.now())
+        try:
+            return await retract_notice(notice_id, await acting_staff(as_email), reason=reason, now=CLOCK.now())
+        except AlreadyRetracted as done:  # run again (a retried script): what it asked for is so
+            return done.notice
 
-    notice, copies, cancelled = run(work)
+    outcome = run(work)
+    if isinstance(outcome, Notice):
+        click.echo(f"notice {outcome.id} already retracted at {iso(outcome.retracted_at)} "
+                   f"(reason: {outcome.retract_reason}); nothing changed")
+        return
+    notice, copies, cancelled = outcome
     click.echo(f"notice {notice.id} retracted: {copies} copies will be updated, {cancelled} pending sends cancelled")
 
 

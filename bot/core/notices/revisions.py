@@ -46,6 +46,16 @@ async def _flag_copies(notice: Notice, conn) -> int:  # noqa: ANN001
         update_pending=True, update_seq=F("update_seq") + 1)
 
 
+class AlreadyRetracted(UserError):
+    """A retraction of a notice already retracted: nothing to do. Chat and the console show it as
+    any refusal; `herald retract` run again (a retried script) reports it done, as `staff remove`
+    does an inactive member."""
+
+    def __init__(self, notice: Notice) -> None:
+        super().__init__(f"notice #{notice.id} is retracted and cannot be retracted")
+        self.notice = notice
+
+
 @dataclass(frozen=True)
 class EditResult:
     notice: Notice
@@ -181,6 +191,8 @@ async def retract_notice(notice_id: int, staff: Staff | None, *, reason: str, no
     reason = reason.strip()
     if not reason:
         raise UserError("say why the notice is retracted: `retract <notice-id> <reason>`")
+    if notice.status == NoticeStatus.RETRACTED.value:
+        raise AlreadyRetracted(notice)
     if notice.status not in EDITABLE:
         raise UserError(f"notice #{notice.id} is {notice.status} and cannot be retracted")
     async with in_transaction() as conn:
