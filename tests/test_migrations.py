@@ -24,7 +24,10 @@ from tests.cli_support import herald, herald_env, serve_until_listening
 from tests.conftest import BACKENDS, POSTGRES_ONLY, POSTGRES_URL, _admin_execute, _with_database
 
 MIGRATIONS = sorted(p.stem for p in (Path(storage_db.__file__).parent / "migrations").glob("[0-9][0-9][0-9][0-9]_*.py"))
-LAST = MIGRATIONS[-1]  # 0034_outbox_due_since: ALTER TABLE delivery / outbound_message ADD COLUMN due_since
+# the migration the interrupted-upgrade and lock-wait tests apply (ALTER TABLE delivery / outbound_message
+# ADD COLUMN due_since), named rather than "the last one": later migrations come after it
+DUE_SINCE = "0034_outbox_due_since"
+BEFORE_DUE_SINCE = MIGRATIONS[MIGRATIONS.index(DUE_SINCE) - 1]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -459,12 +462,12 @@ async def test_an_upgrade_interrupted_after_a_migration_committed_can_be_run_aga
 
     README, Upgrades: a failed migration stops the upgrade with one line, and (implicitly) running it
     again once the cause is fixed finishes it. The record must commit with the migration."""
-    await migrate_to(empty_db_url, MIGRATIONS[-2], *_fail_the_record_of(empty_db_url, LAST))
+    await migrate_to(empty_db_url, BEFORE_DUE_SINCE, *_fail_the_record_of(empty_db_url, DUE_SINCE))
 
     first = herald("db", "upgrade", cwd=tmp_path, HERALD_DATABASE_URL=empty_db_url)
     assert first.returncode == 2, first  # the disk was full: one line, not a traceback
     assert len(first.stderr.splitlines()) == 1 and first.stderr.startswith(
-        f"herald: migration {LAST} failed: "), first.stderr[-800:]
+        f"herald: migration {DUE_SINCE} failed: "), first.stderr[-800:]
 
     await _run_sql(empty_db_url, "DROP TRIGGER full_disk" + (
         "" if empty_db_url.startswith("sqlite") else " ON tortoise_migrations"))  # space freed
@@ -482,7 +485,7 @@ _SHORT_WAITS = storage_db.LockWaits(timeout=0.3, tries=40, first_pause=0.05)  # 
 async def _with_a_report_download(url: str) -> tuple:  # noqa: ANN202
     """A database as 0033 left it with rows, and a report download's snapshot open on delivery
     (what read_snapshot does on PostgreSQL): (its connection, its transaction)."""
-    await migrate_to(url, MIGRATIONS[-2])
+    await migrate_to(url, BEFORE_DUE_SINCE)
     filler = await _pg(url)
     await fill_empty_tables(_AsyncpgAsTortoise(filler))
     await filler.close()
@@ -529,7 +532,7 @@ async def test_an_upgrade_waiting_behind_a_report_download_does_not_stall_the_ol
         assert not upgrade.done(), "the upgrade gave up while the download was still being read"
         await report.rollback()  # the download ends
         await asyncio.wait_for(upgrade, 60)
-        assert await watch.fetchval("SELECT count(*) FROM tortoise_migrations WHERE name = $1", LAST) == 1
+        assert await watch.fetchval("SELECT count(*) FROM tortoise_migrations WHERE name = $1", DUE_SINCE) == 1
     finally:
         if not upgrade.done():
             upgrade.cancel()
@@ -550,7 +553,7 @@ async def test_an_upgrade_that_never_gets_its_lock_names_who_holds_it(
             with pytest.raises(storage_db.MigrationFailed) as failed:
                 await asyncio.wait_for(storage_db.upgrade(empty_db_url, lock_waits=waits), 60)
         message = str(failed.value)
-        assert message.startswith(f"migration {LAST} failed: could not lock its tables in 3 tries over 1 s, "
+        assert message.startswith(f"migration {DUE_SINCE} failed: could not lock its tables in 3 tries over 1 s, "
                                   f"held by pid {snapshot.get_server_pid()} (herald report, idle in transaction, "
                                   "its transaction open for "), message
         assert message.endswith("; try again once that has ended") and "\n" not in message, message
@@ -562,7 +565,7 @@ async def test_an_upgrade_that_never_gets_its_lock_names_who_holds_it(
     conn = await _pg(empty_db_url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM information_schema.columns WHERE column_name = 'due_since'") == 0
-        assert await conn.fetchval("SELECT count(*) FROM tortoise_migrations WHERE name = $1", LAST) == 0
+        assert await conn.fetchval("SELECT count(*) FROM tortoise_migrations WHERE name = $1", DUE_SINCE) == 0
     finally:
         await conn.close()
 

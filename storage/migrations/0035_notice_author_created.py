@@ -4,18 +4,23 @@
 (bot.core.notices.sending.identical_recent_notice), so a retried script does not send it twice.
 notice had no index on its author (only (status, scheduled_at)), so every send from a script
 would read every notice ever written.
+
+On PostgreSQL the index is built CONCURRENTLY (storage/migrations/_columns.py): the migration is
+not atomic, and running it again is safe.
 """
 
 from tortoise import migrations
 from tortoise.indexes import Index
-from tortoise.migrations import operations as ops
+
+from storage.migrations._columns import AddIndexConcurrently
 
 
 class Migration(migrations.Migration):
     dependencies = [('models', '0034_outbox_due_since')]
 
     initial = False
+    atomic = False  # PostgreSQL: CREATE INDEX CONCURRENTLY runs outside a transaction
 
     operations = [
-        ops.AddIndex(model_name='Notice', index=Index(fields=['author_id', 'created_at'])),
+        AddIndexConcurrently(model_name='Notice', index=Index(fields=['author_id', 'created_at'])),
     ]
