@@ -21,7 +21,7 @@ PostgreSQL, half Slack ``block_actions`` and half Teams ``invoke`` (Action.Execu
    uses as ``response_url`` in its stats); Teams invokes are sent WITHOUT a
    Bot Framework JWT: the Agents SDK fetches its signing keys from Microsoft's fixed hosts, which
    no local fake can stand in for, so the server runs with /api/messages unauthenticated (no
-   HERALD_TEAMS_APP_ID), as the Teams tests do.
+   HERALD_TEAMS_APP_ID, HERALD_TEAMS_CHECK_SERVICE_URL=false: a local connector), as the Teams tests do.
 4. Afterwards it waits (up to --settle seconds) for the acknowledged copies to be updated, then
    checks: one Acknowledgement row and one ``notice.acknowledged`` audit event per clicked member
    (duplicates none), copies still waiting for their update, and the 429s each fake sent for the

@@ -344,6 +344,14 @@ class Settings(BaseSettings):
             return self.sandbox == "on"
         return not self.slack_enabled and not self.teams_app_id
 
+    @property
+    def teams_unauthenticated(self) -> bool:
+        """Whether /api/messages takes activities without a token: only without an app id, and then
+        only against a local connector (HERALD_TEAMS_CHECK_SERVICE_URL=false) or in the sandbox.
+        Otherwise, without an app id, it refuses every request: a deployment whose Teams credentials
+        were left out must not let anyone act (acknowledge, send) in a member's or CAM's name."""
+        return not self.teams_app_id and (not self.teams_check_service_url or self.sandbox_active)
+
     def for_sandbox(self) -> "Settings":
         """These settings as the sandbox runs them: its own database, a quicker clock."""
         return self.model_copy(update={"database_url": self.sandbox_database_url,

@@ -221,11 +221,49 @@ async def test_an_activity_from_a_channel_other_than_teams_is_not_acted_on(
         await stop_teams_rig(rig)
 
 
-async def test_untrusted_service_url_is_refused_in_production_mode(db: str) -> None:
-    rig = await start_teams_rig(db, teams_check_service_url=True)
+async def test_untrusted_service_url_is_refused_in_production_mode(
+        db: str, bot_framework_keys: LocalBotFrameworkKeys) -> None:
+    """Microsoft's hosts only (HERALD_TEAMS_CHECK_SERVICE_URL=true): an authenticated activity whose
+    serviceUrl is another host is refused (403) and nothing is sent there."""
+    rig = await start_teams_rig(db, teams_app_id=APP_ID, teams_app_password="client-secret",
+                                teams_check_service_url=True)
     try:
-        status, _ = await rig.post(rig.activity("message", "aad-cam", text="help"))
+        token = bot_framework_keys.token(rig.connector.url)
+        status, _ = await rig.post(rig.activity("message", "aad-cam", text="help"),
+                                   headers={"Authorization": f"Bearer {token}"})
         assert status == 403 and rig.connector.activities("a:conv-aad-cam") == []
+    finally:
+        await stop_teams_rig(rig)
+
+
+async def test_a_deployment_without_teams_takes_no_forged_teams_acknowledgement(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    """README: without an app id /api/messages is unauthenticated only against a local connector
+    (HERALD_TEAMS_CHECK_SERVICE_URL=false) or in the sandbox. A Slack-only deployment with the
+    production settings (Microsoft's hosts only, sandbox off) took a forged, unsigned Action.Execute
+    and recorded a must-know acknowledgement in a member's name: it refuses every request (401,
+    one JSON reason), changes nothing, and says so once at start-up."""
+    rig = await start_teams_rig(db)  # Slack configured; no HERALD_TEAMS_APP_ID; a local connector
+    try:
+        notice_id = await broadcast(rig.herald, rig.clock, "org:teamsco")
+        await rig.herald.outbox.drain()
+        caplog.clear()
+        await restart_teams_rig(rig, teams_check_service_url=True, sandbox="off")
+        forged = rig.activity("invoke", "aad-eve", tenant=TENANT, name="adaptiveCard/action",
+                              value={"action": {"type": "Action.Execute", "verb": "herald.ack",
+                                                "data": {"notice_id": notice_id, "revision": 1}}})
+        forged["serviceUrl"] = "https://smba.trafficmanager.net/teams/"
+        status, answer = await rig.post(forged)  # no Authorization header at all
+        acknowledged = await Acknowledgement.filter(notice_id=notice_id).count()
+        assert (status, acknowledged) == (401, 0), (
+            f"an unauthenticated, forged Teams invoke was answered {status} and recorded {acknowledged} "
+            f"acknowledgement(s) in Eve's name: {str(answer)[:300]}")
+        assert answer == {"error": "Teams is not configured on this server"}
+        status, _ = await rig.post(rig.activity("message", "aad-cam", text="console"))  # a staff command
+        assert status == 401 and await ConsoleSignIn.all().count() == 0
+        warnings = [r.getMessage() for r in caplog.records
+                    if r.levelno >= logging.WARNING and "/api/messages" in r.getMessage()]
+        assert len(warnings) == 1 and "refuses" in warnings[0] and "HERALD_TEAMS_APP_ID" in warnings[0], warnings
     finally:
         await stop_teams_rig(rig)
 

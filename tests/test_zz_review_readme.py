@@ -114,39 +114,3 @@ def test_socket_mode_with_add_to_slack_needs_no_signing_secret() -> None:
     except ConfigError as exc:
         pytest.fail(f"Socket Mode + \"Add to Slack\" without a signing secret is refused: {exc}")
     assert settings.slack_enabled and settings.slack_oauth_enabled and not settings.slack_http_enabled
-
-
-async def test_a_deployment_without_teams_takes_no_forged_teams_acknowledgement(db: str) -> None:
-    """README (Configuration): "without an app id `/api/messages` accepts unauthenticated requests
-    (local testing only; a warning says so at start-up)"; docker-compose.yml (which the README's
-    deployment section runs): "A deployment never falls back to the try-it-in-a-browser sandbox when
-    a credential is missing: it refuses to run on an unconfigured platform instead of serving sample
-    data". It does not refuse: a Slack-only deployment (or one whose Teams credentials were left out
-    of .env) serves an unauthenticated /api/messages on its public port with the production
-    settings (HERALD_TEAMS_CHECK_SERVICE_URL=true, sandbox off), and anyone who knows a member's
-    tenant and AAD object id (directory columns) records a must-know acknowledgement in their name,
-    on the compliance record, by POSTing a forged Action.Execute. "Local testing" is what
-    HERALD_TEAMS_CHECK_SERVICE_URL=false (a local connector) already says; with Microsoft's hosts
-    only, an unauthenticated activity should be refused (401) and change nothing."""
-    from storage.models import Acknowledgement
-    from tests.support import broadcast
-    from tests.teams_support import TENANT, restart_teams_rig, start_teams_rig, stop_teams_rig
-
-    _readme_says("without an app id `/api/messages` accepts unauthenticated requests (local testing only")
-    rig = await start_teams_rig(db)  # Slack configured; no HERALD_TEAMS_APP_ID
-    try:
-        notice_id = await broadcast(rig.herald, rig.clock, "org:teamsco")
-        await rig.herald.outbox.drain()
-        # the production settings of such a deployment: Microsoft's hosts only, no sandbox (compose)
-        await restart_teams_rig(rig, teams_check_service_url=True, sandbox="off")
-        forged = rig.activity("invoke", "aad-eve", tenant=TENANT, name="adaptiveCard/action",
-                              value={"action": {"type": "Action.Execute", "verb": "herald.ack",
-                                                "data": {"notice_id": notice_id, "revision": 1}}})
-        forged["serviceUrl"] = "https://smba.trafficmanager.net/teams/"
-        status, answer = await rig.post(forged)  # no Authorization header at all
-        acknowledged = await Acknowledgement.filter(notice_id=notice_id).count()
-        assert (status, acknowledged) == (401, 0), (
-            f"an unauthenticated, forged Teams invoke was answered {status} and recorded {acknowledged} "
-            f"acknowledgement(s) in Eve's name: {str(answer)[:300]}")
-    finally:
-        await stop_teams_rig(rig)

@@ -287,7 +287,9 @@ async def check_teams(settings: Settings, migrated: bool = False) -> Check:
     from storage.models import Platform
 
     if not settings.teams_app_id:
-        return Check("teams", WARN, "no HERALD_TEAMS_APP_ID: /api/messages accepts unauthenticated requests",
+        endpoint = ("accepts unauthenticated requests" if settings.teams_unauthenticated
+                    else "refuses every request (401)")
+        return Check("teams", WARN, f"no HERALD_TEAMS_APP_ID: /api/messages {endpoint}",
                      "set HERALD_TEAMS_APP_ID and HERALD_TEAMS_APP_PASSWORD before Teams users rely on it")
     if not settings.teams_app_password:  # the settings allow it only for a local connector
         return Check("teams", WARN, "no HERALD_TEAMS_APP_PASSWORD: messages go without a token "

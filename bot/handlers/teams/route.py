@@ -28,7 +28,7 @@ TEAMS_HANDLER_KEY = web.AppKey("teams_handler", TeamsHandler)
 
 def auth_configuration(herald: Herald) -> AgentAuthConfiguration:
     settings = herald.settings
-    if not settings.teams_app_id:
+    if not settings.teams_app_id:  # add_teams_routes lets only a local connector or the sandbox here
         log.warning("HERALD_TEAMS_APP_ID is not set: /api/messages accepts UNAUTHENTICATED requests. "
                     "Use this for local testing only.")
         return AgentAuthConfiguration(anonymous_allowed=True)
@@ -97,7 +97,20 @@ class _DropSdkValidationTraceback(logging.Filter):
         return not record.getMessage().startswith("Validation error for Activity")
 
 
+_NOT_CONFIGURED = {"error": "Teams is not configured on this server"}
+
+
+async def _teams_not_configured(request: web.Request) -> web.Response:
+    return web.json_response(_NOT_CONFIGURED, status=401)
+
+
 def add_teams_routes(app: web.Application, herald: Herald) -> None:
+    if not herald.settings.teams_app_id and not herald.settings.teams_unauthenticated:
+        log.warning("HERALD_TEAMS_APP_ID is not set: /api/messages refuses every request (401) until it is "
+                    "(unauthenticated requests are taken only from a local connector, "
+                    "HERALD_TEAMS_CHECK_SERVICE_URL=false, or in the sandbox)")
+        app.router.add_post("/api/messages", _teams_not_configured)
+        return
     with warnings.catch_warnings():  # the SDK's JWT check reads this plain string key
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
         app["agent_configuration"] = auth_configuration(herald)
