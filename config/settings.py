@@ -278,8 +278,9 @@ class Settings(BaseSettings):
         if self.slack_client_secret and not self.secret_key:
             raise ValueError("HERALD_SECRET_KEY is required when HERALD_SLACK_CLIENT_SECRET is set "
                              "(it encrypts bot tokens and signs install links)")
-        if self.slack_client_id and not self.slack_signing_secret:
-            raise ValueError("HERALD_SLACK_SIGNING_SECRET is required when HERALD_SLACK_CLIENT_ID is set")
+        if self.slack_client_id and not self.slack_enabled:  # OAuth v2 itself needs no signing secret
+            raise ValueError("HERALD_SLACK_SIGNING_SECRET (or HERALD_SLACK_APP_TOKEN for Socket Mode) is required "
+                             "when HERALD_SLACK_CLIENT_ID is set")
         return self
 
     @model_validator(mode="after")

@@ -191,6 +191,20 @@ async def test_good_state_and_code_store_the_workspace_with_an_encrypted_token(s
     assert (await verify_chain()).ok
 
 
+async def test_add_to_slack_works_over_socket_mode_without_a_signing_secret(db: str) -> None:
+    """README "Behind a firewall": with Socket Mode the signing secret is optional, and partners may
+    still install through "Add to Slack" (OAuth v2 needs no signing secret). The settings refused
+    that set-up; over Socket Mode alone the install stores the workspace."""
+    harness = await start_harness(db, transport="socket", extra_settings=OAUTH_SETTINGS)
+    try:
+        assert not harness.herald.settings.slack_http_enabled
+        await _install_newco(harness)
+        workspace = await Workspace.get(platform="slack", external_id=NEW_TEAM)
+        assert workspace.active and await harness.herald.slack_workspaces.token_for(NEW_TEAM) == NEW_TOKEN
+    finally:
+        await stop_harness(harness)
+
+
 async def test_forged_expired_and_foreign_states_are_refused_and_store_nothing(slack: SlackHarness) -> None:
     _newco_code(slack)
     state, cookie, _ = await _start(slack)

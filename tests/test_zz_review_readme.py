@@ -93,24 +93,3 @@ def test_the_documented_default_topics_file_and_kb_dir_work_when_written_out(tmp
     assert (checks["topics"]["status"], checks["knowledge base"]["status"]) == ("ok", "ok"), (
         "the defaults .env.example shows, written out, in another working directory:\n"
         f"  topics: {checks['topics']['detail']}\n  knowledge base: {checks['knowledge base']['detail']}")
-
-
-def test_socket_mode_with_add_to_slack_needs_no_signing_secret() -> None:
-    """README (Behind a firewall): "set `HERALD_SLACK_APP_TOKEN` ... and create the app from
-    `herald slack manifest --socket-mode` (add `--url` only if partners install it with "Add to
-    Slack", for the OAuth redirect). ... only outbound https to slack.com is needed, and the
-    signing secret is optional." With Socket Mode and "Add to Slack" configured as the Slack
-    set-up section says (client id and secret, HERALD_SECRET_KEY, HERALD_PUBLIC_URL), every
-    command stops with "HERALD_SLACK_SIGNING_SECRET is required when HERALD_SLACK_CLIENT_ID is set",
-    although the OAuth routes (/slack/install, /slack/oauth_redirect) need no signing secret and
-    bot.app adds them in Socket Mode too."""
-    _readme_says("the signing secret is optional")
-    _readme_says("add `--url` only if partners install it with \"Add to Slack\", for the OAuth redirect")
-    try:
-        settings = load_settings(slack_app_token="xapp-1-A0HERALD-1-socketmode", slack_client_id="1111.2222",
-                                 slack_client_secret="test-client-secret",
-                                 secret_key="test-secret-key-0123456789-abcdefghijklmnop",
-                                 public_url="https://herald.example.com", database_url="sqlite://herald.db")
-    except ConfigError as exc:
-        pytest.fail(f"Socket Mode + \"Add to Slack\" without a signing secret is refused: {exc}")
-    assert settings.slack_enabled and settings.slack_oauth_enabled and not settings.slack_http_enabled
