@@ -125,6 +125,20 @@ class SchemaNotCurrent(RuntimeError):
     missing, or applied by a newer Herald); the message names them and what to do."""
 
 
+class NoHeraldDatabase(RuntimeError):
+    """The URL names no Herald database: a SQLite file that does not exist, or a database no Herald
+    migration was applied to (a restore that did not happen, a wrong HERALD_DATABASE_URL)."""
+
+
+def shown_url(db_url: str) -> str:
+    """`db_url` fit to print: without its password and query (pool size, TLS options)."""
+    parts = urlsplit(db_url)
+    if parts.password is None and not parts.query:
+        return db_url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1) if parts.password else parts.netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 class UpgradeFailed(RuntimeError):
     """`upgrade` failed; the message is one line (the traceback is logged at DEBUG)."""
 
@@ -286,6 +300,20 @@ async def connect_current(db_url: str) -> None:
     except BaseException:
         await close()
         raise
+
+
+async def connect_existing(db_url: str) -> None:
+    """Connect to a Herald database as it is, for a command that only reads it (`herald audit
+    verify`): NoHeraldDatabase, with nothing created, when there is none. Connecting would create a
+    missing SQLite file, and a check run on a database without the schema must not look like a
+    trail that was altered."""
+    missing = sqlite_file(db_url)
+    if missing is not None and not missing.exists():
+        raise NoHeraldDatabase(f"no Herald database at {shown_url(db_url)}")
+    await connect(db_url, run_migrations=False)
+    if not await _executor(connections.get("default")).recorder.applied_migrations():
+        await close()
+        raise NoHeraldDatabase(f"no Herald database at {shown_url(db_url)}")
 
 
 async def close() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import enum
 import hashlib
 import json
+import sqlite3
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -395,6 +396,29 @@ def test_cli_audit_verify(cli_env: CliRunner, db_url: str) -> None:
     assert json.loads(as_json.output) == {
         "ok": False, "events": 1, "head_seq": 3, "head_hash": report["head_hash"],
         "first_broken_seq": 2, "reason": "event 2 (workspace.added) was altered"}
+
+
+@pytest.mark.parametrize("command", [["audit", "verify"], ["audit", "verify", "--json"], ["audit", "head"]])
+def test_audit_commands_on_no_herald_database_say_so_create_nothing_and_exit_2(
+        tmp_path, monkeypatch, command: list[str]) -> None:  # noqa: ANN001
+    """README (Upgrades): `herald audit verify` "exits 0, or 1 naming the first altered, deleted or
+    reordered event". Run on a new database (a restore that did not happen, a wrong
+    HERALD_DATABASE_URL) it died with "no such table: audit_chain_head" and exit 1, the code that
+    says the trail was altered, and left an empty SQLite file behind. A URL with no Herald database
+    (no file, or a database Herald never migrated) is one line and exit 2, and nothing is created."""
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE something_else (x INTEGER)")
+    for path in (tmp_path / "fresh.db", other):
+        url = f"sqlite://{path}"
+        result = in_process_cli(monkeypatch, url).invoke(main, command)
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit), (
+            f"`herald {' '.join(command)}` on {path.name}: exit {result.exit_code}\n{result.output[-600:]}")
+        assert result.stdout == "" and result.stderr.strip() == f"herald: no Herald database at {url}: nothing to check"
+    assert not (tmp_path / "fresh.db").exists()
+    with sqlite3.connect(other) as connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert tables == ["something_else"]
 
 
 def _with_rig(db_url: str, work):  # noqa: ANN001, ANN202

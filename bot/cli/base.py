@@ -92,7 +92,8 @@ def with_commands_database(settings: Settings) -> Settings:
 def run(work: Callable[[], Awaitable[T]], *, current_schema: bool = True) -> T:
     """Connect to the database, run `work`, disconnect; person-facing errors become one line.
     `current_schema`: a new database gets the schema, an existing one must be up to date
-    (`storage.db.connect_current`); False: the database as it is, unchanged."""
+    (`storage.db.connect_current`); False: the database as it is, unchanged, and none is created
+    (a URL with no Herald database is one line and exit 2: `storage.db.connect_existing`)."""
     from storage import db as storage_db
 
     settings = database_settings()
@@ -101,7 +102,7 @@ def run(work: Callable[[], Awaitable[T]], *, current_schema: bool = True) -> T:
         if current_schema:
             await storage_db.connect_current(settings.tortoise_db_url)
         else:
-            await storage_db.connect(settings.tortoise_db_url, run_migrations=False)
+            await storage_db.connect_existing(settings.tortoise_db_url)
         try:
             return await work()
         finally:
@@ -113,6 +114,9 @@ def run(work: Callable[[], Awaitable[T]], *, current_schema: bool = True) -> T:
         except UserError as exc:
             click.echo(f"herald: {exc}", err=True)
             sys.exit(1)
+        except storage_db.NoHeraldDatabase as exc:
+            click.echo(f"herald: {exc}: nothing to check", err=True)
+            sys.exit(2)
 
 
 @contextlib.contextmanager
