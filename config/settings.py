@@ -39,8 +39,10 @@ class ConfigError(Exception):
 
 
 class Settings(BaseSettings):
+    # env_ignore_empty: `HERALD_X=` (a line of .env.example uncommented to fill in later, compose's
+    # `${X:-}`) is the same as not set, as README says of every variable, in the environment and in .env.
     model_config = SettingsConfigDict(
-        env_prefix="HERALD_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="HERALD_", env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
     )
 
     database_url: str = "sqlite://herald.db"

@@ -17,7 +17,7 @@ from tortoise import Tortoise
 
 from bot.app import build_app
 from bot.cli import main
-from config.settings import ConfigError, load_settings
+from config.settings import ConfigError, Settings, load_settings
 from storage import db as storage_db
 from tests.cli_support import herald, herald_at_a_terminal, herald_env, in_process_cli, serve_until_listening
 from tests.conftest import POSTGRES_URL
@@ -513,6 +513,36 @@ def test_socket_mode_with_add_to_slack_needs_no_signing_secret() -> None:
     with pytest.raises(ConfigError, match="HERALD_SLACK_SIGNING_SECRET .or HERALD_SLACK_APP_TOKEN"):
         load_settings(slack_client_id="1111.2222", slack_client_secret="test-client-secret",
                       secret_key="test-secret-key-0123456789-abcdefghijklmnop")  # no Slack transport at all
+
+
+def test_a_variable_set_to_nothing_is_the_same_as_one_not_set(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    """README (Configuration): "A variable set to nothing (`HERALD_SLACK_SIGNING_SECRET=`) is the
+    same as one not set." Only the secrets, Teams ids and a few URLs keep that promise. An empty
+    HERALD_DATABASE_URL, HERALD_PORT, HERALD_SANDBOX, HERALD_LOG_LEVEL, ... stops every command
+    ("invalid configuration"); worse, an empty HERALD_CACHE_DIR / HERALD_KB_DIR / HERALD_TOPICS_FILE
+    silently becomes the working directory ("."), and an empty HERALD_HOST / HERALD_METRICS_HOST
+    the empty string instead of 0.0.0.0. Every setting, in the environment or in .env (a line of
+    .env.example uncommented to fill in later, or compose's `${X:-}`), is now unset when empty."""
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    unset = load_settings()
+    wrong: dict[str, str] = {}
+    for field in Settings.model_fields:
+        monkeypatch.setenv(f"HERALD_{field.upper()}", "")
+        try:
+            value = getattr(load_settings(), field)
+        except ConfigError as exc:
+            wrong[f"HERALD_{field.upper()}="] = str(exc)
+        else:
+            if value != getattr(unset, field):
+                wrong[f"HERALD_{field.upper()}="] = f"{value!r} instead of the default {getattr(unset, field)!r}"
+        monkeypatch.delenv(f"HERALD_{field.upper()}")
+    assert not wrong, "set to nothing, these are not the same as unset:\n" + "\n".join(
+        f"  {k} -> {v}" for k, v in wrong.items())
+    (tmp_path / ".env").write_text("".join(f"HERALD_{field.upper()}=\n" for field in Settings.model_fields))
+    assert load_settings() == unset
 
 
 def test_an_expiring_env_bot_token_is_refused_at_start_up() -> None:
