@@ -121,6 +121,31 @@ def test_env_example_lists_every_setting_and_loads() -> None:
     assert loaded.database_url == "sqlite://herald.db"
 
 
+def test_a_default_env_example_shows_is_the_default_when_written_out(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """.env.example: "a commented line shows the default" (for a setting with none, an example).
+    It showed HERALD_TOPICS_FILE=config/topics.yaml and HERALD_KB_DIR=config/kb, while the defaults
+    are the installed package's files: uncommented in a .env read from another working directory
+    (the image and compose run in /data), `serve` refused to start ("cannot read topics file
+    config/topics.yaml"). Each default shown, written out there, is the setting's default."""
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith("HERALD_")]:
+        monkeypatch.delenv(key)
+    defaults = Settings(_env_file=None)
+    shown = re.findall(r"^#\s*(HERALD_[A-Z0-9_]+)=(.*)$", (ROOT / ".env.example").read_text(), flags=re.M)
+    differs = {}
+    for name, value in shown:
+        field = name.removeprefix("HERALD_").lower()
+        if field not in Settings.model_fields or getattr(defaults, field) is None:
+            continue  # docker compose's own, or a setting with no default (the line is an example)
+        monkeypatch.setenv(name, value)
+        written_out = getattr(Settings(_env_file=None), field)
+        monkeypatch.delenv(name)
+        if written_out != getattr(defaults, field):
+            differs[name] = f"{value!r} is {written_out!r}, the default {getattr(defaults, field)!r}"
+    assert not differs, f"written out in {tmp_path}, these lines of .env.example are not the default: {differs}"
+
+
 # ---- the image's entry point and HEALTHCHECK, run without Docker -------------------------------
 
 def _dockerfile_json(instruction: str) -> list[str]:
