@@ -187,7 +187,8 @@ def cancel(notice_id: int, as_email: str) -> None:
     click.echo(f"notice {notice.id} cancelled")
 
 
-@main.command(help="Stop reminders and escalations for a partner organisation (until a date, or until resumed).")
+@main.command(help="Stop automated reminders and nudges for a partner organisation (until a date, or until "
+                   "resumed); notices and escalations still go out.")
 @click.argument("org_id")
 @click.option("--until", "until", default="", help="ISO-8601 date or time the pause ends.")
 @click.option("--reason", default="")
