@@ -811,12 +811,13 @@ def test_workspaces_list_and_cli_added_tokens_encrypted(cli: CliRunner, db_url: 
     empty = cli.invoke(main, ["workspaces", "list"])
     assert empty.exit_code == 0 and "no workspaces connected" in empty.output
 
-    # zero-config: no HERALD_SECRET_KEY, the token is stored as it is
+    # zero-config: no HERALD_SECRET_KEY, the token is stored as it is, and a warning says so (README)
     added = cli.invoke(main, ["slack", "add-workspace", "T0PLAIN", "--token", "xoxb-plain-token"])
     assert added.exit_code == 0, added.output
+    assert added.stderr == "herald: HERALD_SECRET_KEY is not set: the token is stored in the database in plaintext\n"
     monkeypatch.setenv("HERALD_SECRET_KEY", SECRET_KEY)
     added = cli.invoke(main, ["slack", "add-workspace", "T0CLI", "--token", "xoxb-cli-token", "--name", "CLI Co"])
-    assert added.exit_code == 0, added.output
+    assert added.exit_code == 0 and added.stderr == "", added.output
 
     raw = _raw_tokens(db_url)
     assert raw["T0PLAIN"] == "xoxb-plain-token"

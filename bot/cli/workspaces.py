@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from bot.cli.base import CLOCK, main, operator_name, run
+from bot.cli.base import CLOCK, get_settings, main, operator_name, run
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -59,6 +59,8 @@ def slack_add_workspace(team_id: str, token: str, name: str) -> None:
     if not token.startswith("xoxb-"):
         click.echo("herald: a Slack bot token starts with xoxb-", err=True)
         sys.exit(1)
+    if not get_settings().secret_key:
+        click.echo("herald: HERALD_SECRET_KEY is not set: the token is stored in the database in plaintext", err=True)
     created = run(lambda: add_slack_workspace(team_id, token, name=name, now=CLOCK.now(),
                                                actor=f"operator:{operator_name()}"))
     click.echo(f"{'added' if created else 'updated'} Slack workspace {team_id}")
