@@ -30,6 +30,7 @@ from bot.core.compliance.reports import (
     parse_window,
     readable_notices,
     report_chunks,
+    report_scope,
 )
 from bot.topics.importance import Importance
 from storage.models import MAX_ROW_ID, Notice, Staff, StaffRole
@@ -173,7 +174,7 @@ def add_api_routes(app: web.Application, clock: Clock) -> None:
     async def get_notice(request: web.Request, staff: Staff) -> web.StreamResponse:
         notice = await readable_notice(_notice_id(request), staff)
         return _json({"notice": notice_document(notice), "revisions": await notice_revisions(notice),
-                      "summary": await notice_summary(notice.id)})
+                      "summary": await notice_summary(notice.id, await report_scope(staff, notice))})
 
     async def get_report(request: web.Request, staff: Staff) -> web.StreamResponse:
         notice_id = _notice_id(request)
@@ -181,7 +182,8 @@ def add_api_routes(app: web.Application, clock: Clock) -> None:
         if fmt not in FORMATS:
             raise _bad_request("format must be csv or json")
         notice = await readable_notice(notice_id, staff)
-        chunks = report_chunks(notice.id, fmt, now=clock.now(), actor=f"api:{staff.email}")  # type: ignore[arg-type]
+        chunks = report_chunks(notice.id, fmt, now=clock.now(), actor=f"api:{staff.email}",  # type: ignore[arg-type]
+                               reader=staff)
         try:
             first = await anext(chunks)  # errors before any byte is sent still get a JSON answer
         except BaseException:

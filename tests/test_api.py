@@ -12,6 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import build_app
+from bot.core.commands.runner import StaffCommands
+from bot.handlers.slack.replies import summary_text
 from bot.core.compliance.api_tokens import create_token, revoke_token
 from bot.common.clock import ManualClock
 from config.settings import load_settings
@@ -186,6 +188,47 @@ async def test_json_report(api: Api) -> None:
     assert data["rows"] == expected_json_rows() and data["summary"] == expected_summary(fx.notice.id)
     event = await AuditEvent.get(kind="report.exported", notice_id=fx.notice.id)
     assert data["audit_chain_head"] == {"seq": event.seq, "hash": event.hash}
+
+
+async def test_an_escalated_report_gives_a_cam_only_their_own_partners_rows(api: Api) -> None:
+    """A CAM who may open a colleague's notice only because it was escalated for a partner the
+    directory names them CAM of (its **Open report** button) downloaded the whole notice's report:
+    every other partner's contacts (names, e-mail addresses, roles, acknowledgement status), for
+    partners the directory gives to another CAM. Everywhere else Herald scopes a CAM to their own
+    partners (directory, engagement, survey results). The escalated report lists that CAM's
+    partners only, says so, and its export's audit event records the scope; compliance, admins
+    and the author still get the whole notice."""
+    fx = api.fx
+    await Organisation.filter(external_id="bolt").update(cam_email="other@vendor.example")
+    response = await api.get(f"{API}/notices/{fx.notice.id}/report?format=csv", "other_cam")
+    assert response.status == 200, await response.text()
+    meta, table = split_csv(await response.text())
+    header, rows = table[0], table[1:]
+    orgs = {row[header.index("organisation_id")] for row in rows}
+    emails = {row[header.index("email")] for row in rows}
+    assert orgs == {"bolt"}, (
+        f"other@vendor.example is only Bolt's CAM, yet the report lists {sorted(orgs)} "
+        f"with {sorted(e for e in emails if not e.endswith('@bolt.example'))}")
+    assert meta["scope"].startswith("limited to your partners: 1 of 2 organisations"), meta.get("scope")
+    assert meta["recipients"] == "3" and "Acme" not in "\n".join(meta.values())
+    event = await AuditEvent.get(kind="report.exported", actor="api:other@vendor.example")
+    assert event.data == {"format": "csv", "scope": "partners", "cam": "other@vendor.example",
+                          "organisations": ["bolt"]}
+
+    document = json.loads(await (await api.get(f"{API}/notices/{fx.notice.id}/report?format=json", "other_cam")).text())
+    assert {r["organisation_id"] for r in document["rows"]} == {"bolt"}
+    assert [o["organisation_id"] for o in document["summary"]["organisations"]] == ["bolt"]
+    assert document["summary"]["scope"] == {"cam": "other@vendor.example", "organisations": 1, "of_organisations": 2}
+    detail = await (await api.get(f"{API}/notices/{fx.notice.id}", "other_cam")).json()
+    assert [o["organisation_id"] for o in detail["summary"]["organisations"]] == ["bolt"]
+    ready = await StaffCommands(None, api.clock, wake_outbox=lambda: None).report(  # type: ignore[arg-type]
+        fx.notice.id, await Staff.get(email="other@vendor.example"))  # `report` in chat
+    assert "Limited to your partners: 1 of 2 organisations" in summary_text(ready)
+    assert "Acme" not in summary_text(ready) and "Bolt" in summary_text(ready)
+
+    for who in ("compliance", "cam"):  # compliance and the author: the whole notice, as before
+        meta, table = split_csv(await (await api.get(f"{API}/notices/{fx.notice.id}/report", who)).text())
+        assert table == [EXPECTED_HEADER, *EXPECTED_ROWS] and "scope" not in meta
 
 
 async def test_report_errors(api: Api) -> None:

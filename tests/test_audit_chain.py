@@ -438,7 +438,7 @@ def _with_rig(db_url: str, work):  # noqa: ANN001, ANN202
 
 
 async def _json_report(rig: Rig, notice_id: int) -> dict:
-    return json.loads("".join([c async for c in report_chunks(notice_id, "json", now=rig.clock.now(),
+    return json.loads("".join([c async for c in report_chunks(notice_id, "json", reader=None, now=rig.clock.now(),
                                                                actor="auditor")]))
 
 

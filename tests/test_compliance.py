@@ -834,12 +834,12 @@ async def test_a_pause_is_part_of_the_report(rig: Rig) -> None:
     await pause_organisation(cam, "acme", until=None, reason="site fire", now=rig.clock.now())
     notice_id = await rig.broadcast("tier:gold")
     await rig.herald.outbox.drain()
-    document = json.loads("".join([c async for c in report_chunks(notice_id, "json", now=rig.clock.now(), actor="t")]))
+    document = json.loads("".join([c async for c in report_chunks(notice_id, "json", reader=None, now=rig.clock.now(), actor="t")]))
     acme = next(o for o in document["summary"]["organisations"] if o["organisation_id"] == "acme")
     assert acme["reminders_paused"]["reason"] == "site fire"
     keys = next(o for o in document["summary"]["organisations"] if o["organisation_id"] == "keys")
     assert "reminders_paused" not in keys
-    csv_text = "".join([c async for c in report_chunks(notice_id, "csv", now=rig.clock.now(), actor="t")])
+    csv_text = "".join([c async for c in report_chunks(notice_id, "csv", reader=None, now=rig.clock.now(), actor="t")])
     [acme_line] = [row[0] for row in csv.reader(io.StringIO(csv_text))
                    if row and row[0].startswith('# organisation: id="acme"')]
     assert 'reminders_paused_since=' in acme_line and 'reason="site fire"' in acme_line
@@ -995,7 +995,7 @@ async def test_a_report_is_the_trail_as_of_the_head_it_names(rig: Rig) -> None:
 
     notice_id = await rig.broadcast("all")
     await rig.herald.outbox.drain()
-    chunks = report_chunks(notice_id, "csv", now=rig.clock.now(), actor="t", page_size=1)
+    chunks = report_chunks(notice_id, "csv", reader=None, now=rig.clock.now(), actor="t", page_size=1)
     first = await anext(chunks)  # what the client has received so far
     await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UDI", now=rig.clock.now())
     text = first + "".join([c async for c in chunks])

@@ -19,9 +19,11 @@ from storage.models import (
     Acknowledgement,
     AuditEvent,
     Delivery,
+    Escalation,
     Member,
     Notice,
     NoticeRevision,
+    Organisation,
     PlatformAccount,
     Question,
     SandboxMessage,
@@ -207,6 +209,29 @@ async def test_the_notice_page_shows_the_funnel_breakdown_and_people_who_have_no
     assert "Emma Roy" not in people and "Sam Carter" not in people
     _, people = await casey.get(f"/console/notices/{SAMPLE}/people?tier=platinum")
     assert "Ruby Walsh" in people and "Noah Kim" in people and "Jonas" not in people
+
+
+async def test_a_cam_reading_a_colleagues_escalated_notice_sees_only_their_partners_people(
+        console: ConsoleHarness) -> None:
+    """The sample notice is Casey's; the directory names Jordan CAM of Litware, and the notice was
+    escalated for Litware: Jordan may open it, and its people page and report list Litware's members
+    only, saying so. Before, they listed every partner's people (names, e-mail addresses, roles),
+    partners the directory gives to Casey."""
+    litware = await Organisation.get(external_id="litware")
+    await Escalation.create(notice_id=SAMPLE, organisation=litware, member_ids=[], status="delivered",
+                            created_at=console.clock.now())
+    jordan = await console.signed_in(OTHER_CAM)
+    response, people = await jordan.get(f"/console/notices/{SAMPLE}/people")
+    assert response.status == 200
+    assert "Jonas Weber" not in people and "Ruby Walsh" not in people, "another CAM's partners' people are listed"
+    assert "Emma Roy" in people and "Limited to your partners" in people
+    async with jordan.session.get(console.url(f"/console/notices/{SAMPLE}/report.csv")) as response:
+        text = await response.text()
+    assert "# scope: limited to your partners: 1 of 4 organisations" in text and "emma.roy@litware.example" in text
+    assert "contoso" not in text.lower() and "tailspin" not in text.lower()
+    robin = await console.signed_in(COMPLIANCE)
+    _, people = await robin.get(f"/console/notices/{SAMPLE}/people")
+    assert "Ruby Walsh" in people and "Limited to your partners" not in people
 
 
 async def test_failed_deliveries_say_why(console: ConsoleHarness) -> None:

@@ -186,7 +186,7 @@ def expected_json_rows() -> list[dict]:
 
 
 async def collect(notice_id: int, fmt: str, **kwargs) -> str:
-    return "".join([chunk async for chunk in reports.report_chunks(notice_id, fmt, now=NOW, actor="audit@vendor.example",
+    return "".join([chunk async for chunk in reports.report_chunks(notice_id, fmt, reader=None, now=NOW, actor="audit@vendor.example",
                                                                    **kwargs)])
 
 
@@ -239,7 +239,7 @@ async def test_csv_report_cells_metadata_and_summary(db: str) -> None:
 
 async def test_json_report_is_one_valid_object(db: str) -> None:
     fx = await seed_reports()
-    chunks = [c async for c in reports.report_chunks(fx.notice.id, "json", now=NOW, actor="x", page_size=2)]
+    chunks = [c async for c in reports.report_chunks(fx.notice.id, "json", reader=None, now=NOW, actor="x", page_size=2)]
     assert len(chunks) == 1 + 3 + 1  # opening, three pages of rows (2 + 2 + 1), closing
     data = json.loads("".join(chunks))
     assert list(data) == ["notice", "revisions", "produced_at", "audit_chain_head", "summary", "rows"]
@@ -271,7 +271,7 @@ async def test_a_click_while_the_report_streams_is_in_neither_its_summary_nor_it
     its rows are read: on both databases the report is one snapshot, so its totals agree with its
     rows and its chain head, and the click is in the next report."""
     fx = await seed_reports()
-    chunks = reports.report_chunks(fx.notice.id, fmt, now=NOW, actor="audit@vendor.example", page_size=1)
+    chunks = reports.report_chunks(fx.notice.id, fmt, reader=None, now=NOW, actor="audit@vendor.example", page_size=1)
     first = await anext(chunks)
     cy = fx.members["cy"]
     delivery = await Delivery.get(notice_id=fx.notice.id, member_id=cy.id, kind="notice")

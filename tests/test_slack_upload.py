@@ -99,7 +99,7 @@ async def test_the_report_command_shares_the_whole_csv_in_the_requesters_dm(slac
     (answer,) = await slack.responses(key)
 
     (shared,) = slack.fake.shared_files
-    expected = "".join([c async for c in report_chunks(notice_id, "csv", now=slack.clock.now(), actor="test")])
+    expected = "".join([c async for c in report_chunks(notice_id, "csv", reader=None, now=slack.clock.now(), actor="test")])
     assert shared["filename"] == f"notice-{notice_id}-report.csv" and shared["channel_id"] == f"D{CAM_USER}"
     assert shared["length"] == len(shared["content"])
     def without_head(text: str) -> list[str]:  # each export names the audit chain head after its own event

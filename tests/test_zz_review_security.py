@@ -6,32 +6,9 @@ Each test fails on the current code for the reason its docstring states, and pas
 from __future__ import annotations
 
 from tests.console_support import COMPLIANCE, ConsoleHarness
-from tests.test_api import API, Api, api  # noqa: F401 - the reports API fixture (seeded, real HTTP)
-from tests.test_reports import split_csv
-from storage.models import AuditEvent, Organisation
+from storage.models import AuditEvent
 
 SAMPLE = 1  # the sandbox's sample must-know notice
-
-
-async def test_an_escalated_report_gives_a_cam_only_their_own_partners_rows(api: Api) -> None:  # noqa: F811
-    """A CAM who may open a colleague's notice only because it was escalated for a partner the
-    directory names them CAM of (its **Open report** button) downloads the whole notice's report:
-    every other partner's contacts (names, e-mail addresses, roles, acknowledgement status), for
-    partners the directory gives to another CAM. Everywhere else Herald scopes a CAM to their own
-    partners (README "The console": directory and engagement views show "the partners that name
-    them as CAM"; survey results: "Only your partners' answers are counted"). The escalated report
-    should list the rows of that CAM's partners only (or the summary of the others)."""
-    fx = api.fx
-    await Organisation.filter(external_id="bolt").update(cam_email="other@vendor.example")
-    response = await api.get(f"{API}/notices/{fx.notice.id}/report?format=csv", "other_cam")
-    assert response.status == 200, await response.text()
-    _, table = split_csv(await response.text())
-    header, rows = table[0], table[1:]
-    orgs = {row[header.index("organisation_id")] for row in rows}
-    emails = {row[header.index("email")] for row in rows}
-    assert orgs == {"bolt"}, (
-        f"other@vendor.example is only Bolt's CAM, yet the report lists {sorted(orgs)} "
-        f"with {sorted(e for e in emails if not e.endswith('@bolt.example'))}")
 
 
 async def test_a_cross_site_navigation_does_not_export_an_audited_report(console: ConsoleHarness) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.common.replies import ReplyBudget
 from bot.core.commands.runner import ReportReady
+from bot.core.compliance.reports import scope_line
 from bot.topics.importance import Importance
 
 MAX_ORGANISATIONS_NAMED = 20  # partners named in chat; the CSV lists them all
@@ -42,6 +43,9 @@ def _head(ready: ReportReady, *, bold: Callable[[str], str], escape: Callable[[s
     if acknowledging:
         totals += f" · acknowledged {summary.get('acknowledged', 0)}{_percent(summary.get('rate'))}"
     lines = [bold(f"Report for notice #{notice.id}: {escape(notice.title)}"), totals]
+    if "scope" in summary:  # a CAM reading a colleague's notice escalated for their partners
+        line = scope_line(summary["scope"])
+        lines.insert(1, escape(line[:1].upper() + line[1:]) + ".")
     unreached = sum(1 for org in ready.summary.get("organisations", []) if "unreached" in org)
     if unreached:
         lines.append(f"Matched partners nobody received it at: {bold(str(unreached))}")

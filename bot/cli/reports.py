@@ -85,7 +85,7 @@ def _notice_report(notice_id: int, fmt: str, output: Path | None) -> None:
     actor = f"operator:{operator_name()}"
 
     async def work(progress: Reporter) -> None:
-        chunks = report_chunks(notice_id, fmt, now=CLOCK.now(), actor=actor,  # type: ignore[arg-type]
+        chunks = report_chunks(notice_id, fmt, now=CLOCK.now(), actor=actor, reader=None,  # type: ignore[arg-type]
                                progress=progress)
         try:
             async for chunk in chunks:

@@ -17,7 +17,7 @@ from bot.common.errors import PermissionDenied, UserError
 from bot.console.blockkit import blocks_html
 from bot.console.charts import bar_svg, timeline_svg
 from bot.console.web import HEADERS, Page, page, whole_number
-from bot.core.compliance.reports import FORMATS, parse_moment, report_chunks
+from bot.core.compliance.reports import FORMATS, parse_moment, report_chunks, report_scope
 from bot.core.compliance.verify import verify_chain
 from bot.core.directory.audiences import parse_audience, unmatched_value_warnings
 from bot.core.insights import notices as insights
@@ -107,17 +107,19 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
         wanted = insights.PeopleFilter(organisation=q.get("org", "")[:100], tier=q.get("tier", "")[:50],
                                        region=q.get("region", "")[:50],
                                        state=q.get("state", "") if q.get("state", "") in STATES else "")
-        result = await insights.not_acknowledged(notice, wanted, after=q.get("after", "")[:40])
+        scope = await report_scope(current.me, notice)
+        result = await insights.not_acknowledged(notice, wanted, scope=scope, after=q.get("after", "")[:40])
         reasons = await insights.failure_reasons(notice.id) if wanted.state == "failed" else []
         return current.render("people.html", notice=notice, wanted=wanted, result=result, states=STATES,
-                              reasons=reasons)
+                              reasons=reasons, scope=scope)
 
     async def report(current: Page) -> web.StreamResponse:
         fmt = current.request.match_info["format"]
         if fmt not in FORMATS:
             raise UserError("Reports come as csv or json.")
         notice = await insights.readable_notice(notice_id(current), current.me)
-        chunks = report_chunks(notice.id, fmt, now=herald.clock.now(), actor=f"console:{current.me.email}")  # type: ignore[arg-type]
+        chunks = report_chunks(notice.id, fmt, now=herald.clock.now(), actor=f"console:{current.me.email}",  # type: ignore[arg-type]
+                               reader=current.me)
         first = await anext(chunks)
         response = web.StreamResponse(headers={
             **HEADERS, "Content-Disposition": f'attachment; filename="notice-{notice.id}-report.{fmt}"'})

@@ -26,7 +26,7 @@ def add_download_routes(app: web.Application, herald: Herald) -> None:
             "Content-Disposition": f'attachment; filename="notice-{notice_id}-report.csv"',
             "Cache-Control": "no-store"})
         await response.prepare(request)
-        async for chunk in report_chunks(notice_id, "csv", now=herald.clock.now(), actor=staff.email):
+        async for chunk in report_chunks(notice_id, "csv", now=herald.clock.now(), actor=staff.email, reader=staff):
             await response.write(chunk.encode("utf-8"))
         await response.write_eof()
         return response

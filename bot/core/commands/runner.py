@@ -207,14 +207,14 @@ class StaffCommands:
         return await notice_status(notice_id)
 
     async def report(self, notice_id: int, staff: Staff | None) -> ReportReady:
-        from bot.core.compliance.reports import can_read_notice, notice_summary
+        from bot.core.compliance.reports import can_read_notice, notice_summary, report_scope
 
         notice = await Notice.get_or_none(id=notice_id)
         if notice is None:
             raise NotFound(f"notice {notice_id} does not exist")
         if staff is None or not staff.active or not await can_read_notice(staff, notice):
             raise PermissionDenied("Only compliance, admins and the notice's CAM can pull its report.")
-        return ReportReady(notice, await notice_summary(notice_id), staff)
+        return ReportReady(notice, await notice_summary(notice_id, await report_scope(staff, notice)), staff)
 
 
 CONSOLE_HINT = "`console` sends you a sign-in link"

@@ -22,6 +22,7 @@ import json
 from array import array
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
@@ -34,6 +35,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import NotFound, UserError
 from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import audit_event, record
+from bot.core.directory.permissions import partner_scope
 from storage import db as storage_db
 from storage.models import (
     Acknowledgement,
@@ -95,6 +97,42 @@ def readable_notices(staff: Staff) -> QuerySet[Notice]:
         return Notice.all()
     escalated = Escalation.filter(organisation__cam_email__iexact=staff.email.strip()).values("notice_id")
     return Notice.filter(Q(author_id=staff.id) | Q(id__in=Subquery(escalated)))
+
+
+@dataclass(frozen=True)
+class PartnerScope:
+    """A report limited to the partners that name one CAM: a CAM who reads a colleague's notice
+    only because it was escalated for a partner of theirs gets those partners' rows, not every
+    partner's members (as their directory and engagement views, `partner_scope`)."""
+
+    cam_email: str
+    organisations: dict[int, str]  # organisation id -> external id
+
+    def covers(self, organisation_id: int) -> bool:
+        return organisation_id in self.organisations
+
+    def audit_data(self) -> dict[str, Any]:
+        """What the export's audit event records of the scope."""
+        return {"scope": "partners", "cam": self.cam_email, "organisations": sorted(self.organisations.values())}
+
+
+async def report_scope(reader: Staff | None, notice: Notice) -> PartnerScope | None:
+    """Whose rows of `notice` `reader` gets (call after `can_read_notice`): None for the whole
+    notice (the operator on the command line, passed as None; compliance, admins, the author);
+    a `PartnerScope` for any other CAM."""
+    if reader is None:
+        return None
+    cam_email = partner_scope(reader)
+    if cam_email is None or (notice.author_id is not None and notice.author_id == reader.id):  # type: ignore[attr-defined]
+        return None
+    found = await Organisation.filter(cam_email__iexact=cam_email).values_list("id", "external_id")
+    return PartnerScope(cam_email, dict(found))
+
+
+def scope_line(scope: dict[str, Any]) -> str:
+    """The sentence a limited report opens with, so nobody takes it for the whole notice."""
+    return (f"limited to your partners: {scope['organisations']} of {scope['of_organisations']} organisations "
+            f"(those that name {scope['cam']} as CAM)")
 
 
 # ---- small helpers --------------------------------------------------------------------------
@@ -272,7 +310,7 @@ async def _variant_summary(notice: Notice) -> list[dict[str, Any]]:
                                                         key=lambda item: (not item[0][0], item[0][1], item[0][0]))]
 
 
-async def _notice_summary(notice: Notice) -> dict[str, Any]:
+async def _notice_summary(notice: Notice, scope: PartnerScope | None = None) -> dict[str, Any]:
     by_org: dict[int, dict[str, int]] = {}
     statuses, acknowledged, variants = await asyncio.gather(  # at once on PostgreSQL's pool
         _status_by_organisation(notice.id), _acknowledged_by_organisation(notice), _variant_summary(notice))
@@ -283,6 +321,13 @@ async def _notice_summary(notice: Notice) -> dict[str, Any]:
         by_org.setdefault(row["organisation_id"], funnel_counts())["acknowledged"] += row["n"]
 
     unreached = {org_id: reason for org_id, reason in _unreached(notice) if org_id not in by_org}
+    limited: dict[str, Any] | None = None
+    if scope is not None:  # the totals are then the scoped partners' sums; the variants (whole notice) left out
+        whole = len({*by_org, *unreached})
+        by_org = {org_id: counts for org_id, counts in by_org.items() if scope.covers(org_id)}
+        unreached = {org_id: reason for org_id, reason in unreached.items() if scope.covers(org_id)}
+        variants = []
+        limited = {"cam": scope.cam_email, "organisations": len({*by_org, *unreached}), "of_organisations": whole}
     names: dict[int, tuple[str, str]] = {}
     paused: dict[int, dict[str, Any]] = {}  # reminders paused by the CAM: part of the record
     for batch in _batches(sorted({*by_org, *unreached})):
@@ -308,6 +353,8 @@ async def _notice_summary(notice: Notice) -> dict[str, Any]:
                "rate": rate(total["acknowledged"], total["delivered"]), "organisations": organisations}
     if variants:
         summary["variants"] = variants
+    if limited is not None:
+        summary["scope"] = limited
     return summary
 
 
@@ -427,11 +474,12 @@ async def acknowledgements_that_count(notice: Notice) -> tuple[QuerySet[Acknowle
     return Acknowledgement.filter(notice_id=notice.id, revision__gte=notice.ack_revision), True
 
 
-async def notice_summary(notice_id: int) -> dict[str, Any]:
+async def notice_summary(notice_id: int, scope: PartnerScope | None = None) -> dict[str, Any]:
     """Recipients, delivered, failed, pending, digest, cancelled and acknowledged (of the current
     ack_revision) with the acknowledgement rate, in total and per organisation. The organisations
-    include those the audience matched that got no copy (0 recipients, `unreached` and `note`)."""
-    return await _notice_summary(await load_notice(notice_id))
+    include those the audience matched that got no copy (0 recipients, `unreached` and `note`).
+    With a `scope` (`report_scope`), only its partners, and `scope` says how many of how many."""
+    return await _notice_summary(await load_notice(notice_id), scope)
 
 
 async def summary_report(*, since: datetime, until: datetime, topic: str | None = None,
@@ -569,15 +617,25 @@ async def _delivered_reminders(notice_id: int, member_ids: list[int]) -> dict[tu
         .annotate(n=Count("id")).group_by("member_id", "platform").values("member_id", "platform", "n"))}
 
 
+def _original_copies(notice: Notice, scope: PartnerScope | None) -> QuerySet[Delivery]:
+    """The notice's original deliveries; with a scope, those of its partners (by the organisation
+    the row was written with, else the member's: as the summary counts them)."""
+    copies = Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value)
+    if scope is None:
+        return copies
+    ids = list(scope.organisations)
+    return copies.filter(Q(organisation_id__in=ids) | Q(organisation_id__isnull=True, member__organisation_id__in=ids))
+
+
 async def iter_report_rows(notice: Notice, *, page_size: int = PAGE_SIZE,
-                           escalations: dict[int, _Escalated] | None = None,
+                           escalations: dict[int, _Escalated] | None = None, scope: PartnerScope | None = None,
                            ) -> AsyncIterator[list[dict[str, Any]]]:
     """Pages of report rows (dicts keyed by COLUMNS), one per original delivery, by delivery id."""
     if escalations is None:
         escalations = await _escalations(notice.id)
     last_id = 0
     while True:
-        page = await (Delivery.filter(notice_id=notice.id, kind=DeliveryKind.NOTICE.value, id__gt=last_id)
+        page = await (_original_copies(notice, scope).filter(id__gt=last_id)
                       .order_by("id").limit(page_size)
                       .values("id", "member_id", "platform", "status", "delivered_at", "error", "variant",
                               "member__name", "member__email", "member__role", "member__organisation_id",
@@ -630,6 +688,8 @@ async def iter_report_rows(notice: Notice, *, page_size: int = PAGE_SIZE,
 def _csv_preamble(notice: dict[str, Any], revisions: list[dict[str, Any]], produced_at: str | None,
                   head: dict[str, Any], summary: dict[str, Any]) -> str:
     lines: list[tuple[str, Any]] = [("report", "herald acknowledgement report")]
+    if "scope" in summary:
+        lines.append(("scope", scope_line(summary["scope"])))
     for key in ("id", "title", "topic", "importance", "status", "audience", "author", "created_at", "sent_at",
                 "deadline", "retracted_at", "retract_reason", "revision", "ack_revision"):
         lines.append(("notice_id" if key == "id" else key, notice[key]))
@@ -680,23 +740,27 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-async def report_chunks(notice_id: int, fmt: Format, *, now: datetime, actor: str,
+async def report_chunks(notice_id: int, fmt: Format, *, now: datetime, actor: str, reader: Staff | None,
                         page_size: int = PAGE_SIZE, progress: Progress = no_progress) -> AsyncIterator[str]:
-    """The acknowledgement report of one notice as text chunks (one per page of rows).
+    """The acknowledgement report of one notice as text chunks (one per page of rows), as
+    `reader` may see it (`report_scope`; None is the operator on the command line: all of it).
 
-    Writes one `report.exported` audit event when the export starts; the audit chain head is read
-    after it, so the head the report names includes its own export. The head, the summary and
-    every row are read in one snapshot (`_in_snapshot`), so a click that lands while a slow client
-    is still downloading is in none of them: the report is the trail as of its head."""
+    Writes one `report.exported` audit event when the export starts (with the scope, when the
+    report is limited to a CAM's partners); the audit chain head is read after it, so the head the
+    report names includes its own export. The head, the summary and every row are read in one
+    snapshot (`_in_snapshot`), so a click that lands while a slow client is still downloading is
+    in none of them: the report is the trail as of its head."""
     if fmt not in FORMATS:
         raise UserError(f"unknown report format '{fmt}'; use csv or json")
     notice = await load_notice(notice_id)
+    scope = await report_scope(reader, notice)
+    limited = scope.audit_data() if scope is not None else {}
     async with in_transaction() as conn:
-        await record([audit_event("report.exported", now=now, actor=actor, notice_id=notice.id, format=fmt)],
-                     using_db=conn)
+        await record([audit_event("report.exported", now=now, actor=actor, notice_id=notice.id, format=fmt,
+                                  **limited)], using_db=conn)
 
     def body() -> AsyncIterator[str]:
-        return _report_text(notice.id, fmt, now=now, page_size=page_size, progress=progress)
+        return _report_text(notice.id, fmt, now=now, page_size=page_size, progress=progress, scope=scope)
 
     async for chunk in _in_snapshot(body):
         yield chunk
@@ -742,20 +806,20 @@ async def _in_snapshot(body: Callable[[], AsyncIterator[str]]) -> AsyncIterator[
 
 
 async def _report_text(notice_id: int, fmt: Format, *, now: datetime, page_size: int,
-                       progress: Progress) -> AsyncIterator[str]:
+                       progress: Progress, scope: PartnerScope | None) -> AsyncIterator[str]:
     notice = await load_notice(notice_id)
     head = await chain_head()
     produced_at = iso(now)
     document = notice_document(notice)
     revisions = await notice_revisions(notice)
-    summary = await _notice_summary(notice)
+    summary = await _notice_summary(notice, scope)
     escalations = await _escalations(notice.id)
 
     total = int(summary.get("recipients") or 0)
     written = 0
     if fmt == "csv":
         yield _csv_preamble(document, revisions, produced_at, head, summary)
-        async for rows in iter_report_rows(notice, page_size=page_size, escalations=escalations):
+        async for rows in iter_report_rows(notice, page_size=page_size, escalations=escalations, scope=scope):
             yield _csv_rows(rows)
             written += len(rows)
             progress("rows", written, max(total, written))
@@ -765,7 +829,7 @@ async def _report_text(notice_id: int, fmt: Format, *, now: datetime, page_size:
            + ',"produced_at":' + _json(produced_at) + ',"audit_chain_head":' + _json(head)
            + ',"summary":' + _json(summary) + ',"rows":[')
     first = True
-    async for rows in iter_report_rows(notice, page_size=page_size, escalations=escalations):
+    async for rows in iter_report_rows(notice, page_size=page_size, escalations=escalations, scope=scope):
         parts = []
         for row in rows:
             parts.append(("\n" if first else ",\n") + _json(row))

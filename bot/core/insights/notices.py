@@ -22,6 +22,7 @@ from tortoise.functions import Count
 
 from bot.common.errors import NotFound, PermissionDenied
 from bot.core.compliance.reports import (
+    PartnerScope,
     acknowledgements_that_count,
     can_read_notice,
     chain_head,
@@ -352,15 +353,20 @@ def _after(value: str) -> tuple[int, str]:
     return (int(member), platform[:10]) if member.isascii() and member.isdigit() and len(member) < 10 else (0, "")
 
 
-async def not_acknowledged(notice: Notice, wanted: PeopleFilter, *, after: str = "",
+async def not_acknowledged(notice: Notice, wanted: PeopleFilter, *, scope: PartnerScope | None, after: str = "",
                            limit: int = PEOPLE_PAGE) -> PeoplePage:
     """Recipients without an acknowledgement of the revision that counts, by member (keyset on
-    member and platform, the delivery table's own order, so a page stops after `limit` rows)."""
+    member and platform, the delivery table's own order, so a page stops after `limit` rows);
+    with a `scope` (`report_scope`: a CAM reading a colleague's escalated notice), its partners'."""
     member_after, platform_after = _after(after)
     where = ["d.notice_id = ?", "d.kind = 'notice'", "(d.member_id > ? OR (d.member_id = ? AND d.platform > ?))",
              "NOT EXISTS (SELECT 1 FROM acknowledgement a WHERE a.notice_id = d.notice_id "
              "AND a.member_id = d.member_id AND a.revision >= ?)"]
     params: list[Any] = [notice.id, member_after, member_after, platform_after, notice.ack_revision]
+    if scope is not None:  # the organisation the copy was written with, else the member's (as the report)
+        ids = sorted(scope.organisations) or [0]
+        where.append(f"COALESCE(d.organisation_id, m.organisation_id) IN ({','.join('?' * len(ids))})")
+        params += ids
     for column, value in (("o.external_id", wanted.organisation), ("o.tier", wanted.tier),
                           ("o.region", wanted.region)):
         if value:

@@ -85,7 +85,8 @@ class SlackCommands:
 
         notice_id = ready.notice.id
         with tempfile.TemporaryFile() as spool:
-            async for chunk in report_chunks(notice_id, "csv", now=self.herald.clock.now(), actor=ready.staff.email):
+            async for chunk in report_chunks(notice_id, "csv", now=self.herald.clock.now(), actor=ready.staff.email,
+                                           reader=ready.staff):
                 spool.write(chunk.encode("utf-8"))
             busy = await self._share_report(client, spool, notice_id, user_id)
         if busy is not None:
