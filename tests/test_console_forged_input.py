@@ -1,5 +1,5 @@
 """Console input an attacker controls and who sees what: forged tokens with characters
-`hmac.compare_digest` refuses as text (a 500 before), a report link's HEAD (no export), malformed
+`hmac.compare_digest` refuses as text (a 500 before), a report link's HEAD (no export), a report export another site navigates to, malformed
 sandbox card data and API page sizes, sign-out on every device, and knowledge-base proposals scoped like the hand-offs they come
 from."""
 
@@ -76,6 +76,38 @@ async def test_a_report_link_token_with_a_non_ascii_signature_is_refused(db: str
         assert status == 403, f"a forged link with a non-ASCII signature answered {status}, not 403"
     finally:
         await stop_console(console)
+
+
+async def test_a_cross_site_navigation_does_not_export_an_audited_report(console: ConsoleHarness) -> None:
+    """The console's report downloads are GETs that export and audit (`report.exported`, actor
+    `console:<officer>`). The session cookie is SameSite=Lax, which browsers send on a top-level
+    cross-site navigation, so any web page a signed-in compliance officer visited could navigate
+    them to /console/notices/1/report.csv: the export ran and the tamper-evident audit trail
+    recorded an export the officer never asked for. Refused now when the browser says another
+    site sent it; the page's own links (same-origin), a typed address (none) and clients that send
+    no Sec-Fetch headers (old browsers, curl with the cookie) still download."""
+    robin = await console.signed_in(COMPLIANCE)
+    cross_site = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document",
+                  "Referer": "https://evil.example/page"}
+    async with robin.session.get(console.url(f"/console/notices/{SAMPLE}/report.csv"),
+                                 headers=cross_site) as response:
+        status = response.status
+        text = await response.text()
+    exports = await AuditEvent.filter(kind="report.exported").values_list("actor", flat=True)
+    assert status == 403 and exports == [], (
+        f"a cross-site navigation exported the report (HTTP {status}); audit trail: {exports}")
+    assert "Another site sent you to this export" in text
+    async with robin.session.get(console.url(f"/console/notices/{SAMPLE}/report.json"),
+                                 headers={"Sec-Fetch-Site": "same-site"}) as response:
+        assert response.status == 403  # a sibling site is not one of our pages either
+    for headers in ({"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}):
+        async with robin.session.get(console.url(f"/console/notices/{SAMPLE}/report.csv"),
+                                     headers=headers) as response:
+            assert response.status == 200 and "# notice_id: 1" in await response.text(), headers
+    exports = await AuditEvent.filter(kind="report.exported").values_list("actor", flat=True)
+    assert exports == [f"console:{COMPLIANCE}"] * 3
+    _, page = await robin.get(f"/console/notices/{SAMPLE}", headers={"Sec-Fetch-Site": "cross-site"})
+    assert "report.csv" in page  # a link from elsewhere (chat) still opens the notice's page
 
 
 async def test_a_head_request_on_a_report_link_exports_nothing(db: str) -> None:

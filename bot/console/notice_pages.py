@@ -148,5 +148,5 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
     app.router.add_get("/console/notices/{id}", page(herald, notice_page))
     app.router.add_get("/console/notices/{id}/live.json", page(herald, live, json=True))
     app.router.add_get("/console/notices/{id}/people", page(herald, people))
-    app.router.add_get("/console/notices/{id}/report.{format}", page(herald, report), allow_head=False)
+    app.router.add_get("/console/notices/{id}/report.{format}", page(herald, report, audited=True), allow_head=False)
     app.router.add_post("/console/audit/verify", page(herald, verify))

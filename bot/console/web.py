@@ -8,7 +8,8 @@ holds its SHA-256 (`bot.core.directory.console_access`).
 CSRF: every form carries a synchronizer token bound to the session, an HMAC of the session
 token, so it needs no storage and dies with the session; fetch() calls send it in a header.
 Requests that change anything are POSTs, and a POST whose Origin is another site is refused
-before the token is even looked at. The sign-in form, which has no session yet, uses a
+before the token is even looked at; a GET that writes to the audit trail (a report export) is
+refused when the browser says another site sent it (Sec-Fetch-Site). The sign-in form, which has no session yet, uses a
 double-submit cookie instead.
 """
 
@@ -131,6 +132,14 @@ def same_origin(request: web.Request) -> bool:
     return urlsplit(origin).netloc.lower() == request.host.lower()
 
 
+def from_our_pages(request: web.Request) -> bool:
+    """Whether a GET may be one of our own pages' links, by the browser's Sec-Fetch-Site: a page
+    of ours (same-origin), or typed or bookmarked (none). Another site (a top-level navigation
+    carries the SameSite=Lax cookie) is not; no header (old browsers, curl) is let through, as a
+    POST without Origin is."""
+    return request.headers.get("Sec-Fetch-Site", "same-origin").strip().lower() in ("same-origin", "none")
+
+
 async def check_csrf(request: web.Request, token: str) -> None:
     if not same_origin(request):
         raise Forbidden("This form was sent from another site, so Herald refused it.")
@@ -143,9 +152,13 @@ async def check_csrf(request: web.Request, token: str) -> None:
                         "Reload the page and try again.")
 
 
-def page(herald: Herald, handler: Handler, *, signed_in: bool = True, json: bool = False
+def page(herald: Herald, handler: Handler, *, signed_in: bool = True, json: bool = False, audited: bool = False
          ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Wrap a handler: load the session, check CSRF on POST, turn errors into short answers."""
+    """Wrap a handler: load the session, check CSRF on POST, turn errors into short answers.
+
+    `audited`: a GET that writes to the audit trail (a report export) is refused when another
+    site sent the browser there (`from_our_pages`), so no web page can make a signed-in officer's
+    browser export a report that the trail then records as theirs."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         token = request.cookies.get(COOKIE, "")
@@ -159,6 +172,9 @@ def page(herald: Herald, handler: Handler, *, signed_in: bool = True, json: bool
                 raise PermissionDenied("Your console session has ended. Ask Herald for a new sign-in link.")
             if request.method == "POST" and signed_in:
                 await check_csrf(request, token)
+            if audited and request.method == "GET" and not from_our_pages(request):
+                raise Forbidden("Another site sent you to this export, so Herald refused it. "
+                                "Download the report from its notice's page in the console.")
             return await handler(current)
         except web.HTTPException:
             raise
