@@ -1,5 +1,5 @@
 """Console input an attacker controls and who sees what: forged tokens with characters
-`hmac.compare_digest` refuses as text (a 500 before), a report link's HEAD (no export), a report export another site navigates to, malformed
+`hmac.compare_digest` refuses as text (a 500 before), a report link's HEAD and GET (no export until Download is pressed), a report export another site navigates to, malformed
 sandbox card data and API page sizes, sign-out on every device, and knowledge-base proposals scoped like the hand-offs they come
 from."""
 
@@ -110,10 +110,11 @@ async def test_a_cross_site_navigation_does_not_export_an_audited_report(console
     assert "report.csv" in page  # a link from elsewhere (chat) still opens the notice's page
 
 
-async def test_a_head_request_on_a_report_link_exports_nothing(db: str) -> None:
-    """Chat clients and proxies send HEAD to a link before (or instead of) opening it: aiohttp
-    answers HEAD with the GET handler, so a link preview ran the export and wrote a
-    `report.exported` event for a report nobody downloaded. HEAD is refused; GET exports once."""
+async def test_opening_a_report_link_exports_nothing_until_download_is_pressed(db: str) -> None:
+    """Chat clients, link scanners and preview fetchers (Safe Links, mail gateways) GET a link
+    before (or instead of) the person: every GET of /reports/download exported the report and wrote
+    `report.exported` for a report nobody downloaded (HEAD was already refused). Opening the link
+    now shows a Download button only; the button POSTs the same signed token, which exports once."""
     from bot.core.compliance.report_links import signed_report_url
 
     console = await start_console(db, secret_key="s" * 40, public_url="https://herald.example.com")
@@ -124,10 +125,21 @@ async def test_a_head_request_on_a_report_link_exports_nothing(db: str) -> None:
         session = console.browser().session
         async with session.head(console.url(path)) as response:
             assert response.status == 405, response.status
-        assert await AuditEvent.filter(kind="report.exported").count() == 0
-        async with session.get(console.url(path)) as response:
+        async with session.get(console.url(path)) as response:  # a preview fetcher, or the person
+            status, page = response.status, await response.text()
+        exports = await AuditEvent.filter(kind="report.exported").values_list("actor", flat=True)
+        assert exports == [], f"opening the link (GET, HTTP {status}) exported the report: {exports}"
+        assert status == 200 and 'method="post"' in page and "# notice_id" not in page
+        token = re.search(r'name="token" value="([^"]+)"', page).group(1)
+        async with session.post(console.url("/reports/download"), data={"token": token}) as response:
             assert response.status == 200 and "# notice_id: 1" in await response.text()
         assert await AuditEvent.filter(kind="report.exported").values_list("actor", flat=True) == [COMPLIANCE]
+        async with session.post(console.url("/reports/download"), data={"token": token[:-2] + "xx"}) as response:
+            assert response.status == 403  # the signature is checked on the POST too
+        console.clock.advance(minutes=16)
+        async with session.post(console.url("/reports/download"), data={"token": token}) as response:
+            assert response.status == 403  # and the 15-minute expiry
+        assert await AuditEvent.filter(kind="report.exported").count() == 1
     finally:
         await stop_console(console)
 

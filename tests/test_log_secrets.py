@@ -119,6 +119,8 @@ async def test_teams_flow_and_report_link_log_no_secrets(db: str, debug_log: io.
                     if "/reports/download?token=" in word)
         token = parse_qs(urlsplit(link).query)["token"][0]
         async with rig.session.get(rig.server.make_url("/reports/download").with_query(token=token)) as response:
+            assert response.status == 200  # the page with the Download button
+        async with rig.session.post(rig.server.make_url("/reports/download"), data={"token": token}) as response:
             assert response.status == 200 and b"gus@teamsco.example" in await response.read()
     finally:
         await stop_teams_rig(rig)
