@@ -276,6 +276,33 @@ async def test_a_replayed_slack_request_has_no_second_effect(slack_http: SlackHa
     assert before == after
 
 
+async def test_a_replay_after_five_minutes_of_herald_time_still_has_no_effect(slack_http: SlackHarness) -> None:
+    """Slack's signature check accepts a timestamp up to 5 minutes either side of now, but a
+    request's replay key was kept only 5 minutes after its first sighting: with Herald's clock
+    behind Slack's by d, a captured request could be replayed, and acted on again, for about d
+    after its key expired. Here Herald's (injected) clock moves on 6 minutes while the signature
+    check still accepts the timestamp: the replay must still be ignored (one views.publish)."""
+    import time as _time
+
+    from bot.channels.slack_blocks import PREF_DIGEST_ACTION
+    from tests.support import wait_until
+
+    h = slack_http
+    pref = _interaction("block_actions", user={"id": "UANNA"}, trigger_id="t2", actions=[
+        {"action_id": PREF_DIGEST_ACTION, "selected_option": {"value": "weekly"}}])
+    stamp, calls = int(_time.time()), len(h.fake.calls)
+    first = await h.post_signed(pref, timestamp=stamp)
+    await listeners_done(h)
+    await wait_until(lambda: len(h.fake.calls) > calls, what="the first request's views.publish")
+    once = len(h.fake.calls)
+    h.clock.advance(minutes=6)
+    again = await h.post_signed(pref, timestamp=stamp)
+    await listeners_done(h)
+    assert first.status == 200 and again.status == 200
+    assert again.body == "" and len(h.fake.calls) == once, (
+        f"a replay 6 minutes after the first sighting was acted on again: {[c.method for c in h.fake.calls[once:]]}")
+
+
 async def test_a_repeated_teams_activity_id_has_no_second_effect(teams: TeamsRig) -> None:
     from storage.models import Notice
 

@@ -1,7 +1,8 @@
 """Replay protection for inbound requests: each authenticated request is acted on once.
 
-A correctly signed Slack request stays valid for five minutes, so anyone who captures one can
-send it again; Teams may deliver the same activity twice. The key of every request acted on is
+A correctly signed Slack request passes the check while its timestamp is within five minutes of
+now, either side, so anyone who captures one can send it again; Teams may deliver the same
+activity twice. The key of every request acted on is
 written to `seen_request` (a unique column, so two replicas racing on the same replay agree on
 which one acts) and kept until a replay could no longer pass the platform's own check.
 """
@@ -18,7 +19,11 @@ from bot.common.group_commit import GroupCommit
 from storage import db as storage_db
 from storage.models import SeenRequest
 
-SLACK_WINDOW = timedelta(minutes=5)  # bolt refuses signatures older than this
+SLACK_SKEW = timedelta(minutes=5)  # the signature check accepts a timestamp this far either side of now
+# A timestamp accepted at a request's first sighting can be up to SLACK_SKEW ahead of Herald's
+# clock, and passes the check until SLACK_SKEW after itself: its key is kept that whole span
+# (twice the skew), plus a minute for the check's whole seconds and a clock that steps.
+SLACK_WINDOW = 2 * SLACK_SKEW + timedelta(minutes=1)
 TEAMS_WINDOW = timedelta(hours=1)  # a Bot Framework token lives about an hour
 
 
