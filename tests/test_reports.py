@@ -769,14 +769,18 @@ async def test_a_matched_partner_nobody_received_is_named_with_the_reason(rig: R
 
 
 async def _backfill_organisations() -> None:
-    """Migration 0010's own statements: every row gets its member's organisation."""
+    """Migration 0010's own backfill statements (as SQLite runs them, in one statement a table;
+    PostgreSQL's batches run the same assignment): every row gets its member's organisation."""
     import importlib
 
     from tortoise import connections
 
+    from storage.migrations._columns import BackfillInBatches
+
     migration = importlib.import_module("storage.migrations.0010_notice_counts").Migration
-    [backfill] = [op for op in migration.operations if type(op).__name__ == "RunSQL"]
-    for statement in backfill.sql:
+    backfills = [op for op in migration.operations if isinstance(op, BackfillInBatches)]
+    assert {op.table for op in backfills} == {"delivery", "acknowledgement"}
+    for statement in (s for op in backfills for s in op.sql):
         await connections.get("default").execute_query(statement)
 
 
