@@ -297,6 +297,21 @@ async def test_a_click_while_the_report_streams_is_in_neither_its_summary_nor_it
     assert meta["acknowledged"] == "2"
 
 
+async def test_a_report_closed_after_its_first_chunk_has_ended_its_snapshot_when_aclose_returns(db: str) -> None:
+    """`herald report 1 | head`, a client gone mid-download: the consumer closes the report. Its
+    snapshot (a reading task, and on SQLite a connection of its own) must be over when aclose()
+    returns, before the caller closes the database and the event loop; left to the loop's
+    async-generator finaliser, the reader's thread answered a closed loop ("Exception in thread
+    ... Event loop is closed" on the CLI's standard error, under load)."""
+    fx = await seed_reports()
+    before = asyncio.all_tasks()
+    chunks = reports.report_chunks(fx.notice.id, "csv", reader=None, now=NOW, actor="x", page_size=1)
+    assert await anext(chunks)
+    assert asyncio.all_tasks() - before, "the snapshot's reading task is running"
+    await chunks.aclose()
+    assert not [t for t in asyncio.all_tasks() - before if not t.done()], "the snapshot outlived the report"
+
+
 async def test_pagination_gives_the_same_rows_and_each_export_is_audited(db: str) -> None:
     fx = await seed_reports()
     one_page = split_csv(await collect(fx.notice.id, "csv"))[1]

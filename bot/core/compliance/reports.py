@@ -16,6 +16,7 @@ click that lands meanwhile is in none of them, and the totals agree with the row
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -762,8 +763,11 @@ async def report_chunks(notice_id: int, fmt: Format, *, now: datetime, actor: st
     def body() -> AsyncIterator[str]:
         return _report_text(notice.id, fmt, now=now, page_size=page_size, progress=progress, scope=scope)
 
-    async for chunk in _in_snapshot(body):
-        yield chunk
+    # closed with the report, not left to the loop's finaliser: a consumer that stops early (`herald
+    # report 1 | head`, a client gone) must find the snapshot's task and connection ended on return
+    async with contextlib.aclosing(_in_snapshot(body)) as snapshot:
+        async for chunk in snapshot:
+            yield chunk
 
 
 async def record_report_delivered(notice_id: int, *, now: datetime, actor: str, platform: str,
