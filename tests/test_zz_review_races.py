@@ -1,0 +1,291 @@
+"""Review (races): two things at once about the same thing, on PostgreSQL (several replicas, or
+several tasks of one, each on its own pooled connection). Every test shows a double effect or a
+crash a user sees; each passes once the defect it names is fixed."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bot.common.errors import UserError
+from bot.core.commands.parser import SendCommand
+from bot.core.directory.importer import import_directory
+from bot.core.directory.staff import add_staff
+from bot.core.notices import escalations, sending
+from bot.core.notices.revisions import retract_notice
+from bot.core.onboarding import assistant, learning
+from bot.core.onboarding.qa import default_directory, phrasings
+from bot.handlers.teams.texts import SORRY, WELCOME
+from storage.models import AuditEvent, KBProposal, Member, Notice, OutboundMessage, PlatformAccount, Question, Staff
+from tests.console_support import CAM, ConsoleHarness
+from tests.conftest import POSTGRES_ONLY
+from tests.fakes.bot_connector import FakeBotConnector
+from tests.support import Rig
+from tests.test_compliance import MONDAY_9_UTC, _posts_to
+from tests.test_teams_linking import MORE_MEMBERS
+
+
+def _held_until_both(real: Any, parties: int = 2) -> Any:
+    """`real` (a coroutine function) that returns to its callers only once `parties` calls of it have
+    returned: the point where each concurrent caller has done its check, before it acts."""
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        nonlocal arrived
+        found = await real(*args, **kwargs)
+        arrived += 1
+        if arrived >= parties:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), timeout=10)
+        return found
+    return held
+
+
+def _started_together(real: Any, parties: int = 2) -> Any:
+    """`real` (a coroutine function), entered by each caller only once `parties` callers got to it."""
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def together(*args: Any, **kwargs: Any) -> Any:
+        nonlocal arrived
+        arrived += 1
+        if arrived >= parties:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), timeout=10)
+        return await real(*args, **kwargs)
+    return together
+
+
+# ---- 1. a Teams personal install: conversationUpdate and installationUpdate at once -------------
+
+class _RosterHeldUntilBothAsk(FakeBotConnector):
+    """The Bot Connector answering `GET .../members/{id}` only once `waiting` look-ups are under way:
+    the two activities of one install arrive together (Microsoft sends both) and their handlers
+    look the new person up at the same moment. Widens the window deterministically; no sleeps."""
+
+    waiting = 2
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._asked = 0
+        self._all_asked = asyncio.Event()
+
+    async def _handle_member(self, request: web.Request) -> web.Response:
+        self._asked += 1
+        if self._asked >= self.waiting:
+            self._all_asked.set()
+        await asyncio.wait_for(self._all_asked.wait(), timeout=10)
+        return await super()._handle_member(request)
+
+
+@pytest.fixture
+async def held_teams(db: str, monkeypatch: pytest.MonkeyPatch):
+    import tests.teams_support as support
+
+    monkeypatch.setattr(support, "FakeBotConnector", _RosterHeldUntilBothAsk)
+    rig = await support.start_teams_rig(db)
+    try:
+        yield rig
+    finally:
+        await support.stop_teams_rig(rig)
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_a_personal_install_linked_by_address_greets_once_and_never_says_sorry(held_teams) -> None:
+    """Microsoft ("Conversation events in your Teams bot"; the handler's own docstring): a personal
+    install sends a conversationUpdate (membersAdded: the bot and the user) AND an installationUpdate
+    (action add), together. For a member Herald knows only by address (no Teams ids in the
+    directory yet), both handlers find no platform account, both look the person up in the roster
+    and both insert the account: the second insert breaks the unique key, its handler fails and
+    the new partner contact is told "Sorry, something went wrong"; when the loser is the
+    installationUpdate, the welcome is never sent either. PostgreSQL: the two handlers run at once
+    (two replicas behind the proxy, or two tasks of one)."""
+    teams = held_teams
+    await import_directory(MORE_MEMBERS, now=teams.clock.now(), actor="test")
+    teams.connector.open_conversation("aad-hal")
+    teams.connector.add_roster_member("29:aad-hal", email="hal@teamsco.example")
+
+    added = teams.activity("conversationUpdate", "aad-hal",
+                           membersAdded=[{"id": "28:herald"}, {"id": "29:aad-hal", "aadObjectId": "aad-hal"}])
+    install = teams.activity("installationUpdate", "aad-hal", action="add")
+    answers = await asyncio.gather(teams.post(added, settle=False), teams.post(install, settle=False))
+    await teams.herald.settle()
+
+    assert [status for status, _ in answers] == [200, 200]
+    said = [a.get("text") or "" for a in teams.connector.activities("a:conv-aad-hal")]
+    assert SORRY not in said, f"the new member was told {said!r}"
+    assert said.count(WELCOME) == 1, f"greeted {said.count(WELCOME)} times: {said!r}"
+    hal = await Member.get(email="hal@teamsco.example")
+    assert await PlatformAccount.filter(member=hal, platform="teams").count() == 1
+
+
+# ---- 2. a retraction racing the deadline's escalation -------------------------------------------
+
+async def _must_know_past_its_deadline(rig: Rig) -> int:
+    rig.clock.set(MONDAY_9_UTC)
+    deadline = MONDAY_9_UTC + timedelta(days=2)
+    notice_id = await rig.broadcast("tier:gold", deadline=deadline)
+    await rig.herald.outbox.drain()
+    rig.clock.set(deadline)
+    return notice_id
+
+
+def _escalation_dms(rig: Rig) -> list:
+    return [c for c in _posts_to(rig, "DUCAM1") if "Escalation" in str(c.args)]
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_a_notice_retracted_while_its_escalation_is_worked_out_is_not_escalated(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline's tick (any replica) reads the due notices (status sent) and who has not
+    acknowledged; the CAM retracts the notice at that moment ("the deadline was wrong, it was for
+    another tier"). The tick's claim (`escalated_at IS NULL`) does not look at the status again, so
+    the retracted notice is escalated: the CAM gets "N members have not acknowledged" with a Remind
+    now button for a notice they withdrew (README: retract: "pending sends and reminders stop")."""
+    notice_id = await _must_know_past_its_deadline(rig)
+    read, go = asyncio.Event(), asyncio.Event()
+    real = escalations.unacknowledged_by_organisation
+
+    async def tick_reads(notice: Notice, **kwargs: Any) -> dict:
+        found = await real(notice, **kwargs)  # the tick's check is done ...
+        read.set()
+        await asyncio.wait_for(go.wait(), timeout=10)  # ... and it acts after the retraction committed
+        return found
+    monkeypatch.setattr(escalations, "unacknowledged_by_organisation", tick_reads)
+
+    async def cam_retracts() -> None:
+        await asyncio.wait_for(read.wait(), timeout=10)
+        try:
+            await retract_notice(notice_id, None, reason="wrong tier", now=rig.clock.now(), operator="test")
+        finally:
+            go.set()
+
+    planned, _ = await asyncio.gather(escalations.plan_escalations(rig.clock.now()), cam_retracts())
+    monkeypatch.undo()
+    await escalations.send_escalations(rig.herald.channels, rig.clock.now())
+    await rig.herald.outbox.drain()
+
+    assert (await Notice.get(id=notice_id)).status == "retracted"
+    assert planned == 0, f"{planned} escalations planned for a notice retracted before they were written"
+    assert _escalation_dms(rig) == [], "the CAM was sent an escalation of a notice they had retracted"
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_a_notice_retracted_while_its_escalation_waits_in_the_outbox_is_not_escalated(rig: Rig) -> None:
+    """The same race one step later: the escalation DM is queued (the CAM's workspace lane is
+    paused by a 429, or busy with a broadcast) when the CAM retracts. The retraction cancels the
+    notice's pending copies and reminders, not its queued escalation DMs, and the outbox sends them."""
+    notice_id = await _must_know_past_its_deadline(rig)
+    assert await escalations.plan_escalations(rig.clock.now()) == 2
+    assert await escalations.send_escalations(rig.herald.channels, rig.clock.now()) == 2  # queued, not sent yet
+
+    await retract_notice(notice_id, None, reason="wrong tier", now=rig.clock.now(), operator="test")
+    await rig.herald.outbox.drain()
+
+    assert _escalation_dms(rig) == [], "the CAM was sent an escalation of a notice they had retracted"
+
+
+# ---- 3. two admins approving two new entries for the same question at once ---------------------
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_two_new_entries_for_one_question_approved_at_once_are_not_both_approved(
+        db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two partners asked the same question and their CAMs replied differently: two pending
+    proposals of a new entry, the same question. Approved one after the other, the second is refused
+    (learning._refuse_what_the_knowledge_base_has: "a new entry would compete with it", the
+    assistant's confidence in both would drop). Approved by two admins at the same moment (the
+    console and `herald qa approve`), both checks read the overlay before either approval
+    committed, and both are approved: the knowledge base gets two entries answering one question."""
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    ada, _ = await add_staff("ada@vendor.example", "admin", now=now, actor="test")
+    ben, _ = await add_staff("ben@vendor.example", "admin", now=now, actor="test")
+    question = "Is there parking for visitors at your headquarters?"
+    proposals = []
+    for answer, cam in (("Yes, behind building B.", "cam@vendor.example"), ("Yes: level -2, ask reception.",
+                                                                           "cam2@vendor.example")):
+        proposal = await KBProposal.create(kind=learning.ENTRY, entry_id="", question_text=question, answer=answer,
+                                           source="reply", proposed_by=cam, proposed_at=now)
+        proposal.entry_id = f"{learning.NEW_ENTRY_PREFIX}{proposal.id}"
+        await proposal.save()
+        proposals.append(proposal)
+    kb_dir = default_directory()
+    monkeypatch.setattr(learning, "approved_overlay", _held_until_both(learning.approved_overlay))
+
+    outcomes = await asyncio.gather(
+        learning.decide(proposals[0].id, ada, approve=True, now=now, kb_dir=kb_dir),
+        learning.decide(proposals[1].id, ben, approve=True, now=now, kb_dir=kb_dir), return_exceptions=True)
+    monkeypatch.undo()
+
+    assert not [o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, UserError)], outcomes
+    approved = await KBProposal.filter(status=learning.APPROVED).count()
+    assert approved == 1, f"{approved} new entries approved for the one question {question!r}"
+    overlay = await learning.approved_overlay()
+    entries = [item["entry_id"] for item in overlay if item["kind"] == learning.ENTRY]
+    assert len(entries) == 1, f"the knowledge base now has entries {entries} asking the same question"
+
+
+# ---- 4. a double click on the console's "Send the answer" ------------------------------------------
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_a_double_click_on_send_the_answer_relays_it_once_and_no_500(
+        console: ConsoleHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's reply form has no guard against a double click (console.js adds none); both
+    requests find no relay queued (`queue_relay` reads, then `enqueue` reads again and inserts) and
+    the second insert breaks the outbound message's unique key: the CAM gets "Something went
+    wrong on Herald's side" (500) for an answer that was in fact sent. The console's edit form
+    has the same double click handled (test_console_pages: "makes one revision and no 500")."""
+    casey = await Staff.get(email=CAM)
+    lena = await Member.get(email="lena.fischer@contoso.example")  # Contoso names Casey as its CAM
+    question = await Question.create(member=lena, platform="sandbox", text="Where do I register a deal?",
+                                     asked_at=console.clock.now(), abstained=True, handoff_status="open", cam=casey,
+                                     handed_off_at=console.clock.now())
+    monkeypatch.setattr(assistant, "queue_relay", _started_together(assistant.queue_relay))
+    browser = await console.signed_in(CAM)
+    form = {"reply": "In the partner portal, Sales tab."}
+
+    answers = await asyncio.gather(browser.post(f"/console/questions/{question.id}/reply", form),
+                                   browser.post(f"/console/questions/{question.id}/reply", form))
+
+    statuses = [response.status for response, _ in answers]
+    assert 500 not in statuses, f"a double click on Send the answer: {statuses}"
+    assert await OutboundMessage.filter(purpose="relay", reference=question.id).count() == 1
+    assert await AuditEvent.filter(kind="question.answered").count() == 1
+
+
+# ---- 5. the tick of another replica between a Send's answer and its finish_send ----------------
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_a_send_being_finished_is_not_reported_as_finished_after_an_interruption(rig: Rig) -> None:
+    """A Send is stored (`request_send`: the notice due now), the platform answered, and the
+    answering replica goes on to `finish_send`. Another replica's tick at that moment finds the
+    notice due and publishes it itself, as if the answering process had died (`publish_due`: "its
+    author ... is then told that it is out"): the CAM is sent "Herald finished sending it after an
+    interruption" although nothing was interrupted, on top of the Send's own outcome ("Notice #N is
+    sending"), and the audit trail says the scheduler, not the CAM, sent it. The window is every
+    Send's (milliseconds to seconds for a large audience) on every replica's tick."""
+    cam = await Staff.get(email="cam@vendor.example")
+    command = SendCommand(importance="must-know", topic="announcements", audience="tier:gold", title="Recall",
+                          body="Stop selling LX-200")
+    preview = await sending.create_draft(cam, command, rig.herald.catalog, now=rig.clock.now())
+    requested = await sending.request_send(preview.notice.id, cam, now=rig.clock.now())
+    assert requested.queued and not requested.already
+
+    other = rig.another_worker()  # its tick, in the moment between the answer and finish_send
+    try:
+        await other.tick()
+    finally:
+        await other.close()
+    finished = await sending.finish_send(preview.notice.id, rig.herald.catalog, actor=cam.email, now=rig.clock.now())
+    await rig.herald.outbox.drain()
+
+    told = [c for c in _posts_to(rig, "DUCAM1") if "after an interruption" in str(c.args)]
+    assert told == [], "the CAM was told Herald finished the send after an interruption; none happened"
+    sent = await AuditEvent.get(notice_id=preview.notice.id, kind="notice.sent")
+    assert sent.actor == cam.email and not finished.already, f"notice.sent by {sent.actor!r}"
