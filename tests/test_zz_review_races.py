@@ -18,7 +18,7 @@ from bot.core.directory.staff import add_staff
 from bot.core.notices import escalations, sending
 from bot.core.notices.revisions import retract_notice
 from bot.core.onboarding import assistant, learning
-from bot.core.onboarding.qa import default_directory, phrasings
+from bot.core.onboarding.qa import default_directory
 from bot.handlers.teams.texts import SORRY, WELCOME
 from storage.models import AuditEvent, KBProposal, Member, Notice, OutboundMessage, PlatformAccount, Question, Staff
 from tests.console_support import CAM, ConsoleHarness
