@@ -7,14 +7,18 @@ nobody across tenants (bot/core/directory/linking.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
-from bot.handlers.teams.texts import NOT_A_MEMBER, ONE_TO_ONE
+from bot.handlers.teams.texts import NOT_A_MEMBER, ONE_TO_ONE, SORRY, WELCOME
 from storage.models import AuditEvent, Member, PlatformAccount, Staff
+from tests.conftest import POSTGRES_ONLY
+from tests.fakes.bot_connector import FakeBotConnector
 from tests.support import directory_csv
 from tests.teams_support import DIRECTORY, TENANT, TeamsRig, sent_from_teams
 
@@ -184,3 +188,66 @@ async def test_a_group_chat_message_or_press_from_staff_does_not_move_their_hand
     # the message is told where Herald works; the press is answered in place; the install is not greeted
     assert [c.body.get("text") for c in teams.connector.calls_to("send_activity") if c.conversation_id == GROUP] \
         == [ONE_TO_ONE]
+
+
+# ---- a personal install: conversationUpdate and installationUpdate at once ----------------------
+
+class _RosterHeldUntilBothAsk(FakeBotConnector):
+    """The Bot Connector answering `GET .../members/{id}` only once `waiting` look-ups are under way:
+    the two activities of one install arrive together (Microsoft sends both) and their handlers
+    look the new person up at the same moment. Widens the window deterministically; no sleeps."""
+
+    waiting = 2
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._asked = 0
+        self._all_asked = asyncio.Event()
+
+    async def _handle_member(self, request: web.Request) -> web.Response:
+        self._asked += 1
+        if self._asked >= self.waiting:
+            self._all_asked.set()
+        await asyncio.wait_for(self._all_asked.wait(), timeout=10)
+        return await super()._handle_member(request)
+
+
+@pytest.fixture
+async def held_teams(db: str, monkeypatch: pytest.MonkeyPatch):
+    import tests.teams_support as support
+
+    monkeypatch.setattr(support, "FakeBotConnector", _RosterHeldUntilBothAsk)
+    rig = await support.start_teams_rig(db)
+    try:
+        yield rig
+    finally:
+        await support.stop_teams_rig(rig)
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_a_personal_install_linked_by_address_greets_once_and_never_says_sorry(held_teams: TeamsRig) -> None:
+    """Microsoft ("Conversation events in your Teams bot"; the handler's own docstring): a personal
+    install sends a conversationUpdate (membersAdded: the bot and the user) AND an installationUpdate
+    (action add), together. For a member Herald knows only by address (no Teams ids in the
+    directory yet), both handlers find no platform account, look the person up in the roster and
+    insert the account at once (two replicas behind the proxy, or two tasks of one): the one that
+    loses the unique key takes the winner's account, so nobody is told "Sorry, something went
+    wrong", the installationUpdate greets once, and the link is audited once."""
+    teams = held_teams
+    await import_directory(MORE_MEMBERS, now=teams.clock.now(), actor="test")
+    teams.connector.open_conversation("aad-hal")
+    teams.connector.add_roster_member("29:aad-hal", email="hal@teamsco.example")
+
+    added = teams.activity("conversationUpdate", "aad-hal",
+                           membersAdded=[{"id": "28:herald"}, {"id": "29:aad-hal", "aadObjectId": "aad-hal"}])
+    install = teams.activity("installationUpdate", "aad-hal", action="add")
+    answers = await asyncio.gather(teams.post(added, settle=False), teams.post(install, settle=False))
+    await teams.herald.settle()
+
+    assert [status for status, _ in answers] == [200, 200]
+    said = [a.get("text") or "" for a in teams.connector.activities("a:conv-aad-hal")]
+    assert SORRY not in said, f"the new member was told {said!r}"
+    assert said.count(WELCOME) == 1, f"greeted {said.count(WELCOME)} times: {said!r}"
+    hal = await Member.get(email="hal@teamsco.example")
+    assert await PlatformAccount.filter(member=hal, platform="teams").count() == 1
+    assert await AuditEvent.filter(kind="member.linked", member_id=hal.id).count() == 1

@@ -9,24 +9,19 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from bot.common.errors import UserError
 from bot.core.commands.parser import SendCommand
-from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.notices import escalations, sending
 from bot.core.notices.revisions import retract_notice
 from bot.core.onboarding import assistant, learning
 from bot.core.onboarding.qa import default_directory
-from bot.handlers.teams.texts import SORRY, WELCOME
-from storage.models import AuditEvent, KBProposal, Member, Notice, OutboundMessage, PlatformAccount, Question, Staff
+from storage.models import AuditEvent, KBProposal, Member, Notice, OutboundMessage, Question, Staff
 from tests.console_support import CAM, ConsoleHarness
 from tests.conftest import POSTGRES_ONLY
-from tests.fakes.bot_connector import FakeBotConnector
 from tests.support import Rig
 from tests.test_compliance import MONDAY_9_UTC, _posts_to
-from tests.test_teams_linking import MORE_MEMBERS
 
 
 def _held_until_both(real: Any, parties: int = 2) -> Any:
@@ -59,69 +54,6 @@ def _started_together(real: Any, parties: int = 2) -> Any:
         await asyncio.wait_for(all_in.wait(), timeout=10)
         return await real(*args, **kwargs)
     return together
-
-
-# ---- 1. a Teams personal install: conversationUpdate and installationUpdate at once -------------
-
-class _RosterHeldUntilBothAsk(FakeBotConnector):
-    """The Bot Connector answering `GET .../members/{id}` only once `waiting` look-ups are under way:
-    the two activities of one install arrive together (Microsoft sends both) and their handlers
-    look the new person up at the same moment. Widens the window deterministically; no sleeps."""
-
-    waiting = 2
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._asked = 0
-        self._all_asked = asyncio.Event()
-
-    async def _handle_member(self, request: web.Request) -> web.Response:
-        self._asked += 1
-        if self._asked >= self.waiting:
-            self._all_asked.set()
-        await asyncio.wait_for(self._all_asked.wait(), timeout=10)
-        return await super()._handle_member(request)
-
-
-@pytest.fixture
-async def held_teams(db: str, monkeypatch: pytest.MonkeyPatch):
-    import tests.teams_support as support
-
-    monkeypatch.setattr(support, "FakeBotConnector", _RosterHeldUntilBothAsk)
-    rig = await support.start_teams_rig(db)
-    try:
-        yield rig
-    finally:
-        await support.stop_teams_rig(rig)
-
-
-@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
-async def test_a_personal_install_linked_by_address_greets_once_and_never_says_sorry(held_teams) -> None:
-    """Microsoft ("Conversation events in your Teams bot"; the handler's own docstring): a personal
-    install sends a conversationUpdate (membersAdded: the bot and the user) AND an installationUpdate
-    (action add), together. For a member Herald knows only by address (no Teams ids in the
-    directory yet), both handlers find no platform account, both look the person up in the roster
-    and both insert the account: the second insert breaks the unique key, its handler fails and
-    the new partner contact is told "Sorry, something went wrong"; when the loser is the
-    installationUpdate, the welcome is never sent either. PostgreSQL: the two handlers run at once
-    (two replicas behind the proxy, or two tasks of one)."""
-    teams = held_teams
-    await import_directory(MORE_MEMBERS, now=teams.clock.now(), actor="test")
-    teams.connector.open_conversation("aad-hal")
-    teams.connector.add_roster_member("29:aad-hal", email="hal@teamsco.example")
-
-    added = teams.activity("conversationUpdate", "aad-hal",
-                           membersAdded=[{"id": "28:herald"}, {"id": "29:aad-hal", "aadObjectId": "aad-hal"}])
-    install = teams.activity("installationUpdate", "aad-hal", action="add")
-    answers = await asyncio.gather(teams.post(added, settle=False), teams.post(install, settle=False))
-    await teams.herald.settle()
-
-    assert [status for status, _ in answers] == [200, 200]
-    said = [a.get("text") or "" for a in teams.connector.activities("a:conv-aad-hal")]
-    assert SORRY not in said, f"the new member was told {said!r}"
-    assert said.count(WELCOME) == 1, f"greeted {said.count(WELCOME)} times: {said!r}"
-    hal = await Member.get(email="hal@teamsco.example")
-    assert await PlatformAccount.filter(member=hal, platform="teams").count() == 1
 
 
 # ---- 2. a retraction racing the deadline's escalation -------------------------------------------

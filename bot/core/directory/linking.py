@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -64,23 +65,40 @@ async def vendor_tenants(configured: str | None) -> frozenset[str]:
 
 
 async def _link_member(identity: TeamsIdentity, aad: str, tenant: str, *, now: datetime) -> tuple[Member | None, bool]:
-    account = await PlatformAccount.filter(platform=Platform.TEAMS.value, workspace_external_id=tenant,
-                                           user_id=aad).select_related("member").first()
-    if account is not None:
-        if (account.dm_channel, account.service_url) != (identity.conversation_id, identity.service_url):
-            account.dm_channel, account.service_url = identity.conversation_id, identity.service_url
-            await account.save(update_fields=["dm_channel", "service_url", "updated_at"])
-        return account.member, False
+    known = await _refresh_account(identity, aad, tenant)
+    if known is not None:
+        return known, False
     member = await _member_by_address(identity, tenant)
     if member is None:
         return None, False
-    async with in_transaction() as conn:
-        await PlatformAccount.create(member=member, platform=Platform.TEAMS.value, workspace_external_id=tenant,
-                                     user_id=aad, dm_channel=identity.conversation_id,
-                                     service_url=identity.service_url, using_db=conn)
-        await record([audit_event("member.linked", now=now, actor=member.email, member_id=member.id,
-                                  platform="teams", tenant=tenant, matched_by="email")], using_db=conn)
+    try:
+        async with in_transaction() as conn:
+            await PlatformAccount.create(member=member, platform=Platform.TEAMS.value, workspace_external_id=tenant,
+                                         user_id=aad, dm_channel=identity.conversation_id,
+                                         service_url=identity.service_url, using_db=conn)
+            await record([audit_event("member.linked", now=now, actor=member.email, member_id=member.id,
+                                      platform="teams", tenant=tenant, matched_by="email")], using_db=conn)
+    except IntegrityError:
+        # A personal install sends a conversationUpdate and an installationUpdate together: the
+        # other one (another task or replica) linked this person first, and audited it.
+        linked = await _refresh_account(identity, aad, tenant)
+        if linked is None:
+            raise  # not that race (e.g. the member was deleted meanwhile)
+        return linked, False
     return member, True
+
+
+async def _refresh_account(identity: TeamsIdentity, aad: str, tenant: str) -> Member | None:
+    """The member of this sender's stored Teams account (None if there is none yet), with the
+    conversation reference brought up to date."""
+    account = await PlatformAccount.filter(platform=Platform.TEAMS.value, workspace_external_id=tenant,
+                                           user_id=aad).select_related("member").first()
+    if account is None:
+        return None
+    if (account.dm_channel, account.service_url) != (identity.conversation_id, identity.service_url):
+        account.dm_channel, account.service_url = identity.conversation_id, identity.service_url
+        await account.save(update_fields=["dm_channel", "service_url", "updated_at"])
+    return account.member
 
 
 async def _member_by_address(identity: TeamsIdentity, tenant: str) -> Member | None:
