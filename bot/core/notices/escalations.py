@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import datetime
+from typing import Any
 
 from tortoise import connections
 from tortoise.expressions import Q
@@ -67,10 +68,13 @@ NOBODY_TO_ESCALATE_TO = ("no CAM on file who may act on it, and the notice's aut
 NO_CHAT_ACCOUNT = "the escalation recipient has no Slack or Teams account on file"
 
 
+_ESCALATED_STATUSES = [NoticeStatus.SENDING.value, NoticeStatus.SENT.value]  # a notice still out
+
+
 async def plan_escalations(now: datetime) -> int:
     """Create escalation rows for notices whose deadline has passed. Returns rows created."""
     due = await Notice.filter(importance="must-know", deadline__lte=now, escalated_at__isnull=True,
-                              status__in=[NoticeStatus.SENDING.value, NoticeStatus.SENT.value])
+                              status__in=_ESCALATED_STATUSES)
     created = 0
     for notice in due:
         created += await _escalate(notice, now)
@@ -130,9 +134,11 @@ async def _escalate(notice: Notice, now: datetime) -> int:
     organisations = {o.id: o for o in await Organisation.filter(id__in=list(missing))}
     author = await Staff.get_or_none(id=notice.author_id) if notice.author_id else None  # type: ignore[attr-defined]
     async with in_transaction() as conn:
-        claimed = await Notice.filter(id=notice.id, escalated_at__isnull=True).using_db(conn).update(escalated_at=now)
+        # the status again in the claim: a notice retracted since it was read is not escalated
+        claimed = await Notice.filter(id=notice.id, escalated_at__isnull=True, status__in=_ESCALATED_STATUSES).using_db(
+            conn).update(escalated_at=now)
         if not claimed:
-            return 0  # another replica escalated it
+            return 0  # another replica escalated it, or it was retracted meanwhile
         rows, events = [], []
         for org_id, member_ids in missing.items():
             organisation = organisations[org_id]
@@ -190,6 +196,28 @@ async def send_escalations(channels: dict[str, Channel], now: datetime, *, batch
 
 def _key(row: Escalation) -> str:
     return f"{MessagePurpose.ESCALATION.value}:{row.id}"
+
+
+async def cancel_escalations(notice_id: int, reason: str, *, conn: Any) -> int:
+    """Cancel the notice's escalations not sent yet (its retraction: nothing more goes out about
+    it), in the caller's transaction: those still to be queued, and those whose DM waits in the
+    outbox (the DM too). A DM the outbox has taken already goes, and its row records how it went.
+    Rows still to be queued first: one being queued meanwhile is then waited for, and its DM is
+    found pending by the next statement. Returns the escalations cancelled."""
+    error = reason[:2000]
+    mine = Escalation.filter(notice_id=notice_id)
+    cancelled = await mine.filter(status=DeliveryStatus.PENDING.value).using_db(conn).update(
+        status=DeliveryStatus.CANCELLED.value, error=error, claimed_until=None)
+    queued = await mine.filter(status=DeliveryStatus.SENDING.value).using_db(conn).values_list("id", flat=True)
+    if not queued:
+        return cancelled
+    messages = OutboundMessage.filter(purpose=MessagePurpose.ESCALATION.value, reference__in=list(queued))
+    await messages.filter(status=DeliveryStatus.PENDING.value).using_db(conn).update(
+        status=DeliveryStatus.CANCELLED.value, error=error, claimed_by="", claimed_until=None)
+    stopped = await messages.filter(status=DeliveryStatus.CANCELLED.value).using_db(conn).values_list(
+        "reference", flat=True)
+    return cancelled + await Escalation.filter(id__in=list(stopped), status=DeliveryStatus.SENDING.value).using_db(
+        conn).update(status=DeliveryStatus.CANCELLED.value, error=error, claimed_until=None)
 
 
 @addressed_by(MessagePurpose.ESCALATION)

@@ -17,6 +17,7 @@ from bot.common.errors import NotFound, PermissionDenied, UserError
 from bot.core.commands.parser import parse_link
 from bot.core.compliance.audit import audit_event, record
 from bot.core.compliance.crosscheck import text_digest
+from bot.core.notices.escalations import cancel_escalations
 from bot.core.notices.reminders import ask_again
 from bot.core.notices.sending import MAX_BODY, MAX_TITLE
 from bot.topics import TopicCatalog
@@ -206,6 +207,8 @@ async def retract_notice(notice_id: int, staff: Staff | None, *, reason: str, no
             status=DeliveryStatus.CANCELLED.value, error=f"retracted: {reason[:200]}")
         flagged = await _flag_copies(notice, conn)
         await mine.using_db(conn).update(next_reminder_at=None)
+        escalations = await cancel_escalations(notice.id, f"retracted: {reason[:200]}", conn=conn)
         await record([audit_event("notice.retracted", now=now, actor=actor, notice_id=notice.id, reason=reason,
-                                  copies=flagged, cancelled=cancelled)], using_db=conn)
+                                  copies=flagged, cancelled=cancelled, escalations_cancelled=escalations)],
+                     using_db=conn)
     return await Notice.get(id=notice.id), flagged, cancelled
