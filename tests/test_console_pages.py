@@ -9,12 +9,14 @@ import json
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.core.directory.console_access import issue_link_for_email
 from bot.core.insights import engagement
 from bot.core.notices import acks
+from bot.core.onboarding import assistant
 from storage.models import (
     Acknowledgement,
     AuditEvent,
@@ -24,11 +26,13 @@ from storage.models import (
     Notice,
     NoticeRevision,
     Organisation,
+    OutboundMessage,
     PlatformAccount,
     Question,
     SandboxMessage,
     Staff,
 )
+from tests.conftest import POSTGRES_ONLY
 from tests.console_support import ADMIN, CAM, COMPLIANCE, OTHER_CAM, ConsoleHarness, send_as_cam
 
 pytestmark = pytest.mark.storage
@@ -693,3 +697,45 @@ async def test_a_double_click_on_update_makes_one_revision_and_no_500(console: C
     assert (await Notice.get(id=notice_id)).revision == 2
     assert await NoticeRevision.filter(notice_id=notice_id).count() == 2
     assert await AuditEvent.filter(notice_id=notice_id, kind="notice.edited").count() == 1
+
+
+def _started_together(real: Any, parties: int = 2) -> Any:
+    """`real` (a coroutine function), entered by each caller only once `parties` callers got to it."""
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def together(*args: Any, **kwargs: Any) -> Any:
+        nonlocal arrived
+        arrived += 1
+        if arrived >= parties:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), timeout=10)
+        return await real(*args, **kwargs)
+    return together
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_a_double_click_on_send_the_answer_relays_it_once_and_no_500(
+        console: ConsoleHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's reply form has no guard against a double click (console.js adds none); both
+    requests find no relay queued (`queue_relay` reads, then `enqueue` reads again and inserts) and
+    the second insert broke the outbound message's unique key: the CAM got "Something went wrong
+    on Herald's side" (500) for an answer that was in fact sent. `enqueue` takes the concurrent
+    duplicate for "already queued" now, and the second click is answered as a replayed one."""
+    casey = await Staff.get(email=CAM)
+    lena = await Member.get(email="lena.fischer@contoso.example")  # Contoso names Casey as its CAM
+    question = await Question.create(member=lena, platform="sandbox", text="Where do I register a deal?",
+                                     asked_at=console.clock.now(), abstained=True, handoff_status="open", cam=casey,
+                                     handed_off_at=console.clock.now())
+    monkeypatch.setattr(assistant, "queue_relay", _started_together(assistant.queue_relay))
+    browser = await console.signed_in(CAM)
+    form = {"reply": "In the partner portal, Sales tab."}
+
+    answers = await asyncio.gather(browser.post(f"/console/questions/{question.id}/reply", form),
+                                   browser.post(f"/console/questions/{question.id}/reply", form))
+
+    statuses = [response.status for response, _ in answers]
+    assert 500 not in statuses, f"a double click on Send the answer: {statuses}"
+    assert statuses[0] == statuses[1], statuses
+    assert await OutboundMessage.filter(purpose="relay", reference=question.id).count() == 1
+    assert await AuditEvent.filter(kind="question.answered").count() == 1

@@ -13,10 +13,9 @@ from bot.common.errors import UserError
 from bot.core.commands.parser import SendCommand
 from bot.core.directory.staff import add_staff
 from bot.core.notices import sending
-from bot.core.onboarding import assistant, learning
+from bot.core.onboarding import learning
 from bot.core.onboarding.qa import default_directory
-from storage.models import AuditEvent, KBProposal, Member, OutboundMessage, Question, Staff
-from tests.console_support import CAM, ConsoleHarness
+from storage.models import AuditEvent, KBProposal, Staff
 from tests.conftest import POSTGRES_ONLY
 from tests.support import Rig
 from tests.test_compliance import _posts_to
@@ -93,34 +92,6 @@ async def test_two_new_entries_for_one_question_approved_at_once_are_not_both_ap
     overlay = await learning.approved_overlay()
     entries = [item["entry_id"] for item in overlay if item["kind"] == learning.ENTRY]
     assert len(entries) == 1, f"the knowledge base now has entries {entries} asking the same question"
-
-
-# ---- 4. a double click on the console's "Send the answer" ------------------------------------------
-
-@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
-async def test_a_double_click_on_send_the_answer_relays_it_once_and_no_500(
-        console: ConsoleHarness, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The console's reply form has no guard against a double click (console.js adds none); both
-    requests find no relay queued (`queue_relay` reads, then `enqueue` reads again and inserts) and
-    the second insert breaks the outbound message's unique key: the CAM gets "Something went
-    wrong on Herald's side" (500) for an answer that was in fact sent. The console's edit form
-    has the same double click handled (test_console_pages: "makes one revision and no 500")."""
-    casey = await Staff.get(email=CAM)
-    lena = await Member.get(email="lena.fischer@contoso.example")  # Contoso names Casey as its CAM
-    question = await Question.create(member=lena, platform="sandbox", text="Where do I register a deal?",
-                                     asked_at=console.clock.now(), abstained=True, handoff_status="open", cam=casey,
-                                     handed_off_at=console.clock.now())
-    monkeypatch.setattr(assistant, "queue_relay", _started_together(assistant.queue_relay))
-    browser = await console.signed_in(CAM)
-    form = {"reply": "In the partner portal, Sales tab."}
-
-    answers = await asyncio.gather(browser.post(f"/console/questions/{question.id}/reply", form),
-                                   browser.post(f"/console/questions/{question.id}/reply", form))
-
-    statuses = [response.status for response, _ in answers]
-    assert 500 not in statuses, f"a double click on Send the answer: {statuses}"
-    assert await OutboundMessage.filter(purpose="relay", reference=question.id).count() == 1
-    assert await AuditEvent.filter(kind="question.answered").count() == 1
 
 
 # ---- 5. the tick of another replica between a Send's answer and its finish_send ----------------

@@ -43,6 +43,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -139,16 +140,26 @@ async def enqueue(*, key: str, purpose: MessagePurpose, reference: int, target: 
                   now: datetime, member_id: int | None = None, staff_id: int | None = None,
                   priority: int | None = None, using_db: Any = None) -> bool:
     """Queue one message; False when its key is already queued (a replayed request, another
-    replica). `member_id`: the member it is written to (none for a message to staff). Call it inside the transaction of the state change that causes the message: a
-    concurrent duplicate then fails that transaction on the unique key instead of sending twice."""
+    replica). `member_id`: the member it is written to (none for a message to staff). Call it
+    inside the transaction of the state change that causes the message, and write that change only
+    when it returns True: a concurrent duplicate (a double click, two replicas) waits for the
+    other's transaction and then gets False too, its insert undone in a savepoint, so the caller's
+    transaction goes on instead of failing on the unique key."""
+    key = key[:200]
     if await OutboundMessage.filter(key=key).using_db(using_db).exists():
         return False
-    await OutboundMessage.create(
-        key=key[:200], purpose=purpose.value, reference=reference,
-        priority=PRIORITY.get(purpose, Priority.BACKGROUND) if priority is None else priority,
-        member_id=member_id, staff_id=staff_id, account_id=target.account_id, platform=target.platform,
-        workspace_external_id=target.recipient.workspace_id, recipient=_recipient_json(target.recipient),
-        message=message_json(message), next_attempt_at=now, due_since=now, created_at=now, using_db=using_db)
+    try:
+        async with using_db._in_transaction() if using_db is not None else in_transaction() as savepoint:
+            await OutboundMessage.create(
+                key=key, purpose=purpose.value, reference=reference,
+                priority=PRIORITY.get(purpose, Priority.BACKGROUND) if priority is None else priority,
+                member_id=member_id, staff_id=staff_id, account_id=target.account_id, platform=target.platform,
+                workspace_external_id=target.recipient.workspace_id, recipient=_recipient_json(target.recipient),
+                message=message_json(message), next_attempt_at=now, due_since=now, created_at=now, using_db=savepoint)
+    except IntegrityError:
+        if await OutboundMessage.filter(key=key).using_db(using_db).exists():
+            return False  # queued by the concurrent duplicate, which committed first
+        raise
     return True
 
 
