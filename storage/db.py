@@ -110,6 +110,8 @@ MIGRATION_LOCK_KEY = 0x4845_5241_4C44_4442  # "HERALDDB"
 MIGRATION_LOCK_POLL_SECONDS = 0.5
 # pg_advisory_xact_lock's key for directory imports (`take_turns`): one import at a time
 DIRECTORY_IMPORT_LOCK_KEY = 0x4845_5241_4C44_4449  # "HERALDDI"
+# pg_advisory_xact_lock's key for knowledge-base approvals: each checks what the others approved
+KB_APPROVAL_LOCK_KEY = 0x4845_5241_4C44_4B42  # "HERALDKB"
 
 
 async def take_turns(conn: Any, key: int) -> None:

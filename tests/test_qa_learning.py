@@ -7,18 +7,20 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.cli import main
 from bot.common.errors import UserError
 from bot.core.directory.staff import add_staff
-from bot.core.onboarding import index
+from bot.core.onboarding import index, learning
 from bot.core.onboarding.assistant import ASK_CAM_ACTION, NOT_HELPFUL_ACTION, REPLY_ACTION
 from bot.core.onboarding.learning import ENTRY, LEARN_ENTRY_ACTION, LEARN_PHRASING_ACTION, PHRASING, decide, propose
 from bot.core.onboarding.qa import KBEntry, apply_overlay, default_directory
 from storage import db as storage_db
 from storage.models import AuditEvent, KBProposal, Member, Question, Staff
+from tests.conftest import POSTGRES_ONLY
 from tests.fakes.slack_signing import event_body
 from tests.support import CAM_USER, TEAM, Rig, SlackHarness, seed_directory, start_harness, stop_harness, wait_until
 from tests.cli_support import in_process_cli
@@ -448,3 +450,74 @@ async def test_the_same_learned_answer_taught_twice_is_one_entry_and_never_offer
         assert not [v for a, v in _buttons(answer["blocks"]) if a == DID_YOU_MEAN_ACTION]
     finally:
         await stop_harness(slack)
+
+
+# ---- two admins approving at once ----------------------------------------------------------------
+
+def _checks_held_until_both_or_the_other_waits(real_check: Any, real_lock: Any) -> tuple[Any, Any]:
+    """`real_check` (the approval's read of what is approved) returning to each caller only once
+    the other caller has read it too, the moment where both checks are done before either approval
+    commits; or once the other caller waits for the approvals' lock (`storage.db.take_turns`),
+    which it cannot pass before this one commits. No sleeps."""
+    read = locking = 0
+    go = asyncio.Event()
+
+    async def check(*args: Any, **kwargs: Any) -> Any:
+        nonlocal read
+        found = await real_check(*args, **kwargs)
+        read += 1
+        if read >= 2:
+            go.set()
+        await asyncio.wait_for(go.wait(), timeout=10)
+        return found
+
+    async def lock(*args: Any, **kwargs: Any) -> None:
+        nonlocal locking
+        locking += 1
+        if locking >= 2:
+            go.set()
+        await real_lock(*args, **kwargs)
+    return check, lock
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_two_new_entries_for_one_question_approved_at_once_are_not_both_approved(
+        db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two partners asked the same question and their CAMs replied differently: two pending
+    proposals of a new entry, the same question. Approved one after the other, the second is refused
+    (learning._refuse_what_the_knowledge_base_has: "a new entry would compete with it", the
+    assistant's confidence in both would drop). Approved by two admins at the same moment (the
+    console and `herald qa approve`), both checks read the overlay before either approval
+    committed, and both were approved: two entries answering one question. The check and the
+    approval are one transaction now, approvals taking turns (an advisory lock on PostgreSQL)."""
+    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    ada, _ = await add_staff("ada@vendor.example", "admin", now=now, actor="test")
+    ben, _ = await add_staff("ben@vendor.example", "admin", now=now, actor="test")
+    question = "Is there parking for visitors at your headquarters?"
+    proposals = []
+    for answer, cam in (("Yes, behind building B.", "cam@vendor.example"), ("Yes: level -2, ask reception.",
+                                                                           "cam2@vendor.example")):
+        proposal = await KBProposal.create(kind=ENTRY, entry_id="", question_text=question, answer=answer,
+                                           source="reply", proposed_by=cam, proposed_at=now)
+        proposal.entry_id = f"{learning.NEW_ENTRY_PREFIX}{proposal.id}"
+        await proposal.save()
+        proposals.append(proposal)
+    kb_dir = default_directory()
+    check, lock = _checks_held_until_both_or_the_other_waits(learning.approved_overlay, storage_db.take_turns)
+    monkeypatch.setattr(learning, "approved_overlay", check)
+    monkeypatch.setattr(storage_db, "take_turns", lock)
+
+    outcomes = await asyncio.gather(
+        decide(proposals[0].id, ada, approve=True, now=now, kb_dir=kb_dir),
+        decide(proposals[1].id, ben, approve=True, now=now, kb_dir=kb_dir), return_exceptions=True)
+    monkeypatch.undo()
+
+    assert not [o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, UserError)], outcomes
+    approved = await KBProposal.filter(status=learning.APPROVED).count()
+    assert approved == 1, f"{approved} new entries approved for the one question {question!r}"
+    refused = [o for o in outcomes if isinstance(o, UserError)]
+    assert len(refused) == 1 and "would compete with it" in str(refused[0]), outcomes
+    overlay = await learning.approved_overlay()
+    entries = [item["entry_id"] for item in overlay if item["kind"] == ENTRY]
+    assert len(entries) == 1, f"the knowledge base now has entries {entries} asking the same question"
+    assert await AuditEvent.filter(kind="kb.approved").count() == 1

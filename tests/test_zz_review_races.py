@@ -9,13 +9,9 @@ from typing import Any
 
 import pytest
 
-from bot.common.errors import UserError
 from bot.core.commands.parser import SendCommand
-from bot.core.directory.staff import add_staff
 from bot.core.notices import sending
-from bot.core.onboarding import learning
-from bot.core.onboarding.qa import default_directory
-from storage.models import AuditEvent, KBProposal, Staff
+from storage.models import AuditEvent, Staff
 from tests.conftest import POSTGRES_ONLY
 from tests.support import Rig
 from tests.test_compliance import _posts_to
@@ -51,47 +47,6 @@ def _started_together(real: Any, parties: int = 2) -> Any:
         await asyncio.wait_for(all_in.wait(), timeout=10)
         return await real(*args, **kwargs)
     return together
-
-
-# ---- 3. two admins approving two new entries for the same question at once ---------------------
-
-@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
-async def test_two_new_entries_for_one_question_approved_at_once_are_not_both_approved(
-        db: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two partners asked the same question and their CAMs replied differently: two pending
-    proposals of a new entry, the same question. Approved one after the other, the second is refused
-    (learning._refuse_what_the_knowledge_base_has: "a new entry would compete with it", the
-    assistant's confidence in both would drop). Approved by two admins at the same moment (the
-    console and `herald qa approve`), both checks read the overlay before either approval
-    committed, and both are approved: the knowledge base gets two entries answering one question."""
-    from datetime import UTC, datetime
-
-    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-    ada, _ = await add_staff("ada@vendor.example", "admin", now=now, actor="test")
-    ben, _ = await add_staff("ben@vendor.example", "admin", now=now, actor="test")
-    question = "Is there parking for visitors at your headquarters?"
-    proposals = []
-    for answer, cam in (("Yes, behind building B.", "cam@vendor.example"), ("Yes: level -2, ask reception.",
-                                                                           "cam2@vendor.example")):
-        proposal = await KBProposal.create(kind=learning.ENTRY, entry_id="", question_text=question, answer=answer,
-                                           source="reply", proposed_by=cam, proposed_at=now)
-        proposal.entry_id = f"{learning.NEW_ENTRY_PREFIX}{proposal.id}"
-        await proposal.save()
-        proposals.append(proposal)
-    kb_dir = default_directory()
-    monkeypatch.setattr(learning, "approved_overlay", _held_until_both(learning.approved_overlay))
-
-    outcomes = await asyncio.gather(
-        learning.decide(proposals[0].id, ada, approve=True, now=now, kb_dir=kb_dir),
-        learning.decide(proposals[1].id, ben, approve=True, now=now, kb_dir=kb_dir), return_exceptions=True)
-    monkeypatch.undo()
-
-    assert not [o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, UserError)], outcomes
-    approved = await KBProposal.filter(status=learning.APPROVED).count()
-    assert approved == 1, f"{approved} new entries approved for the one question {question!r}"
-    overlay = await learning.approved_overlay()
-    entries = [item["entry_id"] for item in overlay if item["kind"] == learning.ENTRY]
-    assert len(entries) == 1, f"the knowledge base now has entries {entries} asking the same question"
 
 
 # ---- 5. the tick of another replica between a Send's answer and its finish_send ----------------

@@ -26,6 +26,7 @@ from bot.common.text import without_control_characters
 from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.permissions import may_act_for_partner, partner_scope
 from bot.core.onboarding.qa import KnowledgeBaseError, entry_ids, normalised, phrasings
+from storage import db as storage_db
 from storage.models import KBProposal, Question, Staff, StaffRole
 
 PHRASING = "phrasing"
@@ -147,11 +148,14 @@ async def decide(proposal_id: int, staff: Staff | None, *, approve: bool, now: d
     from, for the audit trail (e.g. ``{"via": "cli", "os_user": "ops"}``)."""
     if staff is None or not staff.active or staff.role != StaffRole.ADMIN.value:
         raise PermissionDenied("Only an admin can approve or reject knowledge-base proposals.")
-    if approve:
-        await _refuse_a_phrasing_of_a_missing_entry(proposal_id, kb_dir)
-        await _refuse_what_the_knowledge_base_has(proposal_id, kb_dir)
     status = APPROVED if approve else REJECTED
     async with in_transaction() as conn:
+        if approve:
+            # approvals take turns, each checking what those before it approved: two admins
+            # approving two new entries for one question at once would otherwise approve both
+            await storage_db.take_turns(conn, storage_db.KB_APPROVAL_LOCK_KEY)
+            await _refuse_a_phrasing_of_a_missing_entry(proposal_id, kb_dir)
+            await _refuse_what_the_knowledge_base_has(proposal_id, kb_dir)
         changed = await KBProposal.filter(id=proposal_id, status=PENDING).using_db(conn).update(
             status=status, decided_by=staff.email, decided_at=now)
         proposal = await KBProposal.get_or_none(id=proposal_id).using_db(conn)
