@@ -474,7 +474,8 @@ class Herald:
             return int(await self.reload_knowledge_base())
 
         jobs: dict[str, Callable[[], Awaitable[int]]] = {
-            "published": lambda: publish_due(self.catalog, now=now, platform_policy=policy, channels=self.channels),
+            "published": lambda: publish_due(self.catalog, now=now, platform_policy=policy, channels=self.channels,
+                                             lease_seconds=self.settings.delivery_lease_seconds),
             "reminders": lambda: plan_reminders(now, self.catalog, budget=budget),
             "escalations": lambda: plan_escalations(now),
             "escalation_messages": lambda: send_escalations(self.channels, now),

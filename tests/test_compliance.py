@@ -12,7 +12,7 @@ from typing import Any
 from bot.channels.slack_blocks import status_text
 from bot.common import metrics
 from bot.common.budget import TimeBudget
-from bot.core.commands.parser import parse_command
+from bot.core.commands.parser import SendCommand, parse_command
 from bot.core.notices import acks, escalations
 from bot.core.notices import sending as notices
 from bot.common.clock import ManualClock
@@ -447,6 +447,49 @@ async def test_scheduled_notice_goes_out_once_at_its_time(rig: Rig) -> None:
     assert (await Notice.get(id=notice_id)).sent_at == at
     for replica in replicas[1:]:
         await replica.close()
+
+
+async def test_a_send_being_finished_is_not_reported_as_finished_after_an_interruption(rig: Rig) -> None:
+    """A Send is stored (`request_send`: the notice due now), the platform answered, and the
+    answering replica goes on to `finish_send`. Another replica's tick at that moment found the
+    notice due and published it itself, as if the answering process had died: the CAM was sent
+    "Herald finished sending it after an interruption" although nothing was interrupted, and the
+    audit trail said the scheduler, not the CAM, sent it. The tick now leaves a requested Send to
+    its own process for the lease and 5 s (`requested_send_grace`); one still due after that was
+    interrupted, and is published and told as before.
+    """
+    cam = await Staff.get(email="cam@vendor.example")
+    command = SendCommand(importance="must-know", topic="announcements", audience="tier:gold", title="Recall",
+                          body="Stop selling LX-200")
+    preview = await notices.create_draft(cam, command, rig.herald.catalog, now=rig.clock.now())
+    requested = await notices.request_send(preview.notice.id, cam, now=rig.clock.now())
+    assert requested.queued and not requested.already
+
+    other = rig.another_worker()  # its tick, in the moment between the answer and finish_send
+    try:
+        await other.tick()
+    finally:
+        await other.close()
+    finished = await notices.finish_send(preview.notice.id, rig.herald.catalog, actor=cam.email, now=rig.clock.now())
+    await rig.herald.outbox.drain()
+
+    told = [c for c in _posts_to(rig, "DUCAM1") if "after an interruption" in str(c.args)]
+    assert told == [], "the CAM was told Herald finished the send after an interruption; none happened"
+    sent = await AuditEvent.get(notice_id=preview.notice.id, kind="notice.sent")
+    assert sent.actor == cam.email and not finished.already, f"notice.sent by {sent.actor!r}"
+
+    # a Send whose process died after the answer is still published, by the first tick after the grace
+    crashed = await notices.create_draft(cam, command, rig.herald.catalog, now=rig.clock.now())
+    assert (await notices.request_send(crashed.notice.id, cam, now=rig.clock.now())).queued
+    grace = notices.requested_send_grace(rig.herald.settings.delivery_lease_seconds)
+    rig.clock.advance(seconds=grace.total_seconds() - 1)
+    assert (await rig.herald.tick())["published"] == 0
+    rig.clock.advance(seconds=1)
+    assert (await rig.herald.tick())["published"] == 1
+    recovered = await AuditEvent.get(notice_id=crashed.notice.id, kind="notice.sent")
+    assert recovered.actor == "scheduler"
+    await rig.herald.outbox.drain()
+    assert len([c for c in _posts_to(rig, "DUCAM1") if "after an interruption" in str(c.args)]) == 1
 
 
 async def test_cancelled_scheduled_notice_never_goes_out(rig: Rig) -> None:

@@ -10,6 +10,7 @@ from datetime import UTC
 import pytest
 
 from bot.core.directory.importer import import_directory
+from bot.core.notices import sending
 from bot.core.notices.revisions import edit_notice
 from bot.channels.teams_replies import TOO_LARGE_REPLY
 from storage.models import Acknowledgement, AuditEvent, ConsoleSignIn, Delivery, Member, Notice, PlatformAccount, Staff
@@ -142,6 +143,9 @@ async def test_a_send_answered_before_a_crash_is_finished_by_the_tick(teams: Tea
     monkeypatch.undo()
     assert await Delivery.filter(notice_id=notice_id).count() == 0
     await restart_teams_rig(teams)
+    grace = sending.requested_send_grace(teams.herald.settings.delivery_lease_seconds)
+    assert (await teams.herald.tick())["published"] == 0  # a Send so young is left to its own process
+    teams.clock.advance(seconds=grace.total_seconds())
     counts = await teams.herald.tick()
     assert counts["published"] == 1
     assert await Delivery.filter(notice_id=notice_id).count() == 3

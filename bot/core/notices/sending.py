@@ -229,7 +229,8 @@ async def request_send(notice_id: int, actor: Staff | None, *, now: datetime) ->
     (`already`). `finish_send`, run after the answer, writes the outbox rows (`publish`: seconds
     for 100,000 recipients, bench/publish.py); if the process dies before it does, the next tick's
     `publish_due` finds the notice due, publishes it and tells its author it is out: nothing is
-    lost. A notice scheduled for later is scheduled as by `send_draft` (`queued` False). Slack's
+    lost (once the request is older than `requested_send_grace`). A notice scheduled for later is
+    scheduled as by `send_draft` (`queued` False). Slack's
     Send calls it before its ack() (3 s), Teams' before the invoke's answer (15 s)."""
     actor = require_sender(actor)
     notice = await _own_draft(notice_id, actor)
@@ -326,8 +327,18 @@ def _held_for_rollout(deliveries: list[QueuedDelivery]) -> dict[str, int]:
     return {"held_for_rollout": held} if held else {}
 
 
+# How long after a Send was stored (`request_send`) the tick still leaves it to the process that
+# answered the press, whose `finish_send` is about to write it: that process's lease (how long a
+# live replica may be held up) and a margin. Only after that is the Send taken as interrupted.
+REQUESTED_SEND_MARGIN = timedelta(seconds=5)
+
+
+def requested_send_grace(lease_seconds: float) -> timedelta:
+    return timedelta(seconds=lease_seconds) + REQUESTED_SEND_MARGIN
+
+
 async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: str = "preferred",
-                      channels: dict[str, Channel] | None = None) -> int:
+                      channels: dict[str, Channel] | None = None, lease_seconds: float = 10) -> int:
     """Send every scheduled notice whose time has come. Safe on every replica at once.
 
     A notice that can no longer be published (its author may no longer send: inactive or no longer
@@ -336,18 +347,25 @@ async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: 
     author is told when they are still active and `channels` can reach them.
 
     A notice whose Send was pressed (`request_send`) but whose rows the process that answered the
-    press did not write (killed, or the write failed) is published here too; its author, who was
-    told only that it is being sent, is then told that it is out (`_requested_send_note`)."""
+    press did not write (killed, or the write failed) is published here too, once the request is
+    older than `requested_send_grace(lease_seconds)` (before that, that process's `finish_send` is
+    on its way: taking it here would tell the author of an interruption that did not happen); its
+    author, who was told only that it is being sent, is then told that it is out
+    (`_requested_send_note`)."""
     published = 0
+    left_to_its_send = now - requested_send_grace(lease_seconds)
     for notice in await Notice.filter(status=NoticeStatus.SCHEDULED.value, scheduled_at__lte=now).order_by("scheduled_at"):
+        requested = await _send_requested(notice)
+        if requested and notice.scheduled_at > left_to_its_send:  # type: ignore[operator]
+            continue
         if refusal := await author_refusal(notice):
             await _fail_scheduled(notice, refusal, now=now, channels=channels or {},
                                   advice="Ask a CAM or an admin to send it if it is still needed.")
             continue
         try:
+            note = await _requested_send_note(notice, channels or {}) if requested else None
             result = await publish(notice, catalog, actor="scheduler", now=now, from_status=NoticeStatus.SCHEDULED,
-                                   platform_policy=platform_policy,
-                                   tell_author=await _requested_send_note(notice, channels or {}))
+                                   platform_policy=platform_policy, tell_author=note)
         except UserError as exc:
             await _fail_scheduled(notice, str(exc), now=now, channels=channels or {})
             continue
@@ -355,12 +373,16 @@ async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: 
     return published
 
 
+async def _send_requested(notice: Notice) -> bool:
+    """Whether the notice is due because its Send was pressed (`request_send`, which stored the
+    press's time as `scheduled_at`), not because it was scheduled for later."""
+    return await AuditEvent.filter(notice_id=notice.id, kind="notice.send_requested").exists()
+
+
 async def _requested_send_note(notice: Notice, channels: dict[str, Channel]) -> AuthorNote | None:
-    """Where to tell the author that a notice whose Send they pressed is out, when it is one
-    (`notice.send_requested` in its audit trail, not a notice scheduled for later) and `channels`
-    can reach them; None otherwise."""
-    if notice.author_id is None or not await AuditEvent.filter(  # type: ignore[attr-defined]
-            notice_id=notice.id, kind="notice.send_requested").exists():
+    """Where to tell the author that a notice whose Send they pressed is out, when `channels` can
+    reach them; None otherwise."""
+    if notice.author_id is None:  # type: ignore[attr-defined]
         return None
     author = await Staff.get_or_none(id=notice.author_id)  # type: ignore[attr-defined]
     found = await staff_recipient(author, channels) if author is not None and author.active else None
