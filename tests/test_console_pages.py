@@ -15,7 +15,7 @@ import pytest
 
 from bot.core.directory.console_access import issue_link_for_email
 from bot.core.insights import engagement
-from bot.core.notices import acks
+from bot.core.notices import acks, revisions
 from bot.core.onboarding import assistant
 from storage.models import (
     Acknowledgement,
@@ -697,6 +697,43 @@ async def test_a_double_click_on_update_makes_one_revision_and_no_500(console: C
     assert (await Notice.get(id=notice_id)).revision == 2
     assert await NoticeRevision.filter(notice_id=notice_id).count() == 2
     assert await AuditEvent.filter(notice_id=notice_id, kind="notice.edited").count() == 1
+
+
+def _returning_together(real: Any, parties: int = 2) -> Any:
+    """`real` (a coroutine function), returning to each caller only once `parties` calls of it
+    have returned: each concurrent caller has done its check before any acts."""
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def together(*args: Any, **kwargs: Any) -> Any:
+        nonlocal arrived
+        found = await real(*args, **kwargs)
+        arrived += 1
+        if arrived >= parties:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), timeout=10)
+        return found
+    return together
+
+
+async def test_a_double_click_on_retract_is_answered_as_already_retracted(
+        console: ConsoleHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both requests find the notice sent; the second's conditional update then finds it retracted
+    by the first. It was told "changed meanwhile; try again", and a retry then "already retracted";
+    it is told the latter at once now (and `herald retract` run twice at once exits 0 for both)."""
+    notice_id = await send_as_cam(console, "send must-know operations tier:gold | Hold shipments | Stop shipping")
+    casey = await console.signed_in(CAM)
+    monkeypatch.setattr(revisions, "_authorised", _returning_together(revisions._authorised))
+
+    answers = await asyncio.gather(casey.post(f"/console/notices/{notice_id}/retract", {"reason": "too early"}),
+                                   casey.post(f"/console/notices/{notice_id}/retract", {"reason": "too early"}))
+    monkeypatch.undo()
+
+    pages = [page for response, page in answers if response.status == 400]
+    assert len(pages) == 1 and 500 not in [response.status for response, _ in answers], answers
+    assert "is retracted and cannot be retracted" in pages[0], \
+        f"the second click was told {'to try again' if 'changed meanwhile' in pages[0] else 'something else'}"
+    assert await AuditEvent.filter(notice_id=notice_id, kind="notice.retracted").count() == 1
 
 
 def _started_together(real: Any, parties: int = 2) -> Any:

@@ -200,6 +200,9 @@ async def retract_notice(notice_id: int, staff: Staff | None, *, reason: str, no
         changed = await Notice.filter(id=notice.id, status__in=EDITABLE).using_db(conn).update(
             status=NoticeStatus.RETRACTED.value, retracted_at=now, retract_reason=reason[:500])
         if not changed:
+            current = await Notice.get(id=notice.id).using_db(conn)
+            if current.status == NoticeStatus.RETRACTED.value:  # by a concurrent retraction: a double click
+                raise AlreadyRetracted(current)
             raise UserError(f"notice #{notice.id} changed meanwhile; try again")
         mine = Delivery.filter(notice_id=notice.id)
         cancelled = await mine.filter(status__in=[DeliveryStatus.PENDING.value, DeliveryStatus.HELD.value]).using_db(
