@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
@@ -345,8 +345,16 @@ async def _settled(db_url: str) -> bool:
         await storage_db.close()
 
 
-async def _members_only(db_url: str, fake: FakeSlackAPI, users: list[str]) -> None:
-    """The workspace and its members, no notice: their first journey steps are all there is to send."""
+async def _answers_queued(db_url: str, fake: FakeSlackAPI, users: list[str]) -> None:
+    """The workspace and its members, no notice, and one queued assistant answer for each member
+    (`ANSWER`: what the outbox sends when Slack throttled answering at once). Not their journey
+    steps: those wait for the member's working hours (weekdays, outside quiet hours) on the real
+    clock `herald serve` runs on, so a drill built on them failed every evening and weekend. The
+    members join next year, so the journeys' tick queues nothing for them meanwhile."""
+    from bot.core.delivery.messages import Target, enqueue
+    from bot.core.ports import DirectMessage
+    from storage.models import Member, MessagePurpose, PlatformAccount
+
     fake.add_workspace(TEAM, TOKEN)
     for user in users:
         fake.add_user(TEAM, user)
@@ -358,25 +366,31 @@ async def _members_only(db_url: str, fake: FakeSlackAPI, users: list[str]) -> No
         result = await import_directory(directory_csv(rows), now=now, actor="test")
         assert not result.rejected, result.rejected
         await add_slack_workspace(TEAM, TOKEN, now=now, actor="test")
+        await Member.all().update(joined_at=now + timedelta(days=365))
+        for n, account in enumerate(await PlatformAccount.filter(platform="slack").order_by("id")):
+            assert await enqueue(key=f"answer:drill:{n}", purpose=MessagePurpose.ANSWER, reference=0,
+                                 target=Target.of_account(account), now=now, member_id=account.member_id,  # type: ignore[attr-defined]
+                                 message=DirectMessage(title="Your answer", lines=(f"Answer {n}",)))
     finally:
         await storage_db.close()
 
 
-async def test_kill_9_loses_no_journey_message_that_was_never_sent(db_url: str, tmp_path: Path) -> None:
+async def test_kill_9_loses_no_queued_message_that_was_never_sent(db_url: str, tmp_path: Path) -> None:
     """README: "after kill -9 only the requests that were in flight are in doubt", and a plain
     message (journey step, digest, escalation, hand-off, relayed answer) "that was in flight when a
     replica died is not sent again". A lane claims up to HERALD_DELIVERY_LANE_INFLIGHT rows at
     once, and they wait for the workspace's pace before their request: every claimed row used to
     be settled as *interrupted* after a kill, also those whose request never left, so those members
-    never got their first onboarding step. Now only a row whose request had started is in doubt."""
+    never got their message (their first onboarding step, when this was found). Now only a row
+    whose request had started is in doubt."""
     users = [f"UJ{i}" for i in range(30)]
     settings = dict(tick_seconds="0.5", slack_max_per_second="2")
     async with FakeSlackAPI() as fake:
-        await _members_only(db_url, fake, users)
+        await _answers_queued(db_url, fake, users)
         first = _serve(db_url, fake, tmp_path, **settings)
         try:
             await wait_until(lambda: fake.call_count("chat.postMessage") >= 1, timeout=60,
-                             what="the first journey step posted")
+                             what="the first answer posted")
             first.send_signal(signal.SIGKILL)
             first.wait(10)
         finally:
@@ -384,7 +398,7 @@ async def test_kill_9_loses_no_journey_message_that_was_never_sent(db_url: str, 
         at_kill = fake.call_count("chat.postMessage")
         second = _serve(db_url, fake, tmp_path, **settings)
         try:
-            await wait_until(lambda: _settled(db_url), timeout=90, what="every journey message settled")
+            await wait_until(lambda: _settled(db_url), timeout=90, what="every queued answer settled")
             second.send_signal(signal.SIGTERM)
             second.wait(15)
         finally:
@@ -398,7 +412,7 @@ async def test_kill_9_loses_no_journey_message_that_was_never_sent(db_url: str, 
         await storage_db.close()
     missing = len(users) - len(reached)
     assert missing == 0, (
-        f"killed after {at_kill} posts (at most one request on the wire at 2/s): {interrupted} journey messages "
-        f"settled as interrupted, {missing} members never got their first step though Slack never saw a request "
+        f"killed after {at_kill} posts (at most one request on the wire at 2/s): {interrupted} queued answers "
+        f"settled as interrupted, {missing} members never got their answer though Slack never saw a request "
         f"for it")
     assert not twice and interrupted <= 1, f"sent twice to {twice}; {interrupted} in doubt (only the one on the wire may be)"
