@@ -118,7 +118,7 @@ async def take_turns(conn: Any, key: int) -> None:
     """Inside a transaction on `conn`: wait until no other transaction holds `key`, and hold it
     until this one ends (PostgreSQL's pg_advisory_xact_lock). On SQLite nothing: one writer at a
     time already."""
-    if conn.capabilities.dialect == "postgres":
+    if dialect(conn) == "postgres":
         await conn.execute_query("SELECT pg_advisory_xact_lock($1)", [key])
 
 
@@ -380,9 +380,9 @@ def as_datetime(value: Any) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def dialect() -> str:
-    """'sqlite' or 'postgres' for the default connection."""
-    return connections.get("default").capabilities.dialect
+def dialect(conn: BaseDBAsyncClient | None = None) -> str:
+    """'sqlite' or 'postgres' for `conn` (a connection or transaction), the default connection if None."""
+    return (conn if conn is not None else connections.get("default")).capabilities.dialect
 
 
 def placeholders(query: str, postgres: bool | None = None) -> str:
@@ -412,7 +412,7 @@ async def write_rows(query: str, rows: Sequence[Sequence[Any]], *, postgres: str
     if not rows:
         return
     conn = using_db or connections.get("default")
-    if conn.capabilities.dialect == "postgres":
+    if dialect(conn) == "postgres":
         await conn.execute_query_dict(postgres, columns(rows))
     elif using_db is not None:
         await using_db.execute_many(query, list(rows))

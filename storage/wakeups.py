@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from tortoise import Tortoise
 
-from storage.db import asyncpg_dsn
+from storage.db import asyncpg_dsn, dialect
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ async def notify_outbox(payload: str = "") -> None:
     wakes its own outbox, and a command-line process leaves it to the outbox's poll). `payload`:
     "ORIGIN:KIND" (`PgWakeups.notify`); empty, an urgent wake from no replica."""
     connection = Tortoise.get_connection("default")
-    if connection.capabilities.dialect != "postgres":
+    if dialect(connection) != "postgres":
         return
     try:
         await connection.execute_query(f"SELECT pg_notify('{CHANNEL}', $1)", [payload])

@@ -13,6 +13,8 @@ from typing import Any
 
 from tortoise.migrations import operations as ops
 
+from storage.db import dialect
+
 
 class AddColumn(ops.AddField):
     def __init__(self, model_name: str, name: str, field: Any, *, sql: str) -> None:
@@ -22,21 +24,6 @@ class AddColumn(ops.AddField):
     async def database_forward(self, app_label, old_state, new_state, state_editor=None) -> None:  # noqa: ANN001
         if state_editor is not None:
             await state_editor._run_sql(self._sql)
-
-
-class RunSQLByDialect(ops.RunSQL):
-    """RunSQL whose statements differ by database (`postgres` for PostgreSQL, `sqlite` otherwise):
-    an index's COLLATE clause, say, has no spelling both accept."""
-
-    def __init__(self, *, sqlite: list[str], postgres: list[str], reverse_sql: list[str]) -> None:
-        super().__init__(sqlite, reverse_sql=reverse_sql)
-        self._postgres = postgres
-
-    async def database_forward(self, app_label, old_state, new_state, state_editor=None) -> None:  # noqa: ANN001
-        if state_editor is not None and state_editor.client.capabilities.dialect == "postgres":
-            await self._run_sql(state_editor, self._postgres)
-            return
-        await super().database_forward(app_label, old_state, new_state, state_editor)
 
 
 # ---- PostgreSQL: indexes and backfills on big tables, without holding them ------------------------
@@ -51,7 +38,7 @@ class RunSQLByDialect(ops.RunSQL):
 # anyway: there they do what they always did, in the migration's transaction.
 
 def _is_postgres(state_editor: Any) -> bool:
-    return state_editor.client.capabilities.dialect == "postgres"
+    return dialect(state_editor.client) == "postgres"
 
 
 async def build_index_concurrently(state_editor: Any, name: str, create_sql: str) -> None:
