@@ -26,7 +26,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.acks import percentile  # noqa: E402
-from bench.scratch_db import ScratchDatabase, progress, redact  # noqa: E402
+from bench.scratch_db import ScratchDatabase, progress  # noqa: E402
+from storage.db import shown_url  # noqa: E402
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 WORKSPACE = "T0BENCH"
@@ -111,7 +112,7 @@ async def run_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     runs = [await run_size(args, n) for n in args.sizes]
-    return {"benchmark": "ack_groups", "database": redact(args.database_url or "sqlite (temporary file)"),
+    return {"benchmark": "ack_groups", "database": shown_url(args.database_url or "sqlite (temporary file)"),
             "groups": args.groups, "group_size": args.group_size, "analyzed": args.analyze, "runs": runs,
             "verified": all(r["exactly_once"] and r["copies_flagged_for_update"] == r["recorded"] for r in runs),
             "notes": "one process, no other load; group_ms is the wall time of one group of concurrent clicks"}

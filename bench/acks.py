@@ -69,7 +69,8 @@ from bench.scale import (  # noqa: E402
     start_replica,
     wait_healthy,
 )
-from bench.scratch_db import ScratchDatabase, redact  # noqa: E402
+from bench.scratch_db import ScratchDatabase  # noqa: E402
+from storage.db import shown_url  # noqa: E402
 
 SIGNING_SECRET = "bench-signing-secret"
 ACK_ACTION = "herald_ack"
@@ -368,7 +369,7 @@ async def run(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
     children: list[Child] = []
     problems: list[str] = []
     try:
-        progress(f"database {redact(database.url)}, logs in {workdir}")
+        progress(f"database {shown_url(database.url)}, logs in {workdir}")
         slack_fake, slack_url = start_fake("slack", [t for t in tenants if t.platform == "slack"], workdir)
         children.append(slack_fake)
         connector, connector_url = start_fake("teams", [t for t in tenants if t.platform == "teams"], workdir)

@@ -60,7 +60,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `tests.fakes` is not part of the installed package
 
-from bench.scratch_db import ScratchDatabase, redact  # noqa: E402
+from bench.scratch_db import ScratchDatabase  # noqa: E402
+from storage.db import shown_url  # noqa: E402
 
 TEAM = "T0BENCH"
 TOKEN = "xoxb-bench-token"
@@ -269,7 +270,7 @@ async def run(args: argparse.Namespace, fake: FakeHandle) -> dict[str, Any]:
                                  delivery_concurrency=args.concurrency, delivery_batch_size=args.batch_size,
                                  delivery_lane_inflight=args.lane_inflight or args.concurrency,
                                  outbox_poll_seconds=3600, **extra)
-        progress(f"migrating {database.kind} database {redact(database.url)}")
+        progress(f"migrating {database.kind} database {shown_url(database.url)}")
         await storage_db.connect(settings.tortoise_db_url)
         herald = Herald(settings)
         now = herald.clock.now()

@@ -68,7 +68,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `tests.fakes` is not part of the installed package
 
-from bench.scratch_db import ScratchDatabase, redact  # noqa: E402
+from bench.scratch_db import ScratchDatabase  # noqa: E402
+from storage.db import shown_url  # noqa: E402
 from tests.fakes.seeding import generated_tenant, generated_workspace  # noqa: E402
 from tests.fakes.slack_limits import SlackLimits  # noqa: E402
 from tests.fakes.teams_limits import TeamsLimits  # noqa: E402
@@ -497,7 +498,7 @@ async def run_once(args: argparse.Namespace, replicas: int, server_url: str) -> 
     workdir = Path(tempfile.mkdtemp(prefix="herald-scale-"))
     problems: list[str] = []
     try:
-        progress(f"{replicas} replica(s): database {redact(database.url)}, logs in {workdir}")
+        progress(f"{replicas} replica(s): database {shown_url(database.url)}, logs in {workdir}")
         slack_fake, slack_url = start_fake("slack", args, [t for t in tenants if t.platform == "slack"], workdir)
         state.children.append(slack_fake)
         connector, connector_url = start_fake("teams", args, [t for t in tenants if t.platform == "teams"], workdir)

@@ -10,17 +10,11 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from storage.db import shown_url
+
 
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return url
 
 
 class ScratchDatabase:
@@ -72,7 +66,7 @@ class ScratchDatabase:
 
     async def drop(self) -> None:
         if self.keep:
-            progress(f"kept the database: {redact(self.url)}")
+            progress(f"kept the database: {shown_url(self.url)}")
             return
         if self.kind == "postgres" and self._pg_name:
             import asyncpg
