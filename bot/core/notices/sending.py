@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from tortoise import connections
 from tortoise.transactions import in_transaction
@@ -79,7 +79,16 @@ class SendResult:
     queued: bool = False  # `request_send`: the send is stored, its outbox rows are still to be written
 
 
-def validate(command: SendCommand, catalog: TopicCatalog, *, now: datetime) -> tuple[Topic, ImportancePolicy, Audience]:
+class Resolved(NamedTuple):
+    """What `validate` resolved from a SendCommand: a caller that checks for a retried command
+    before drafting (`herald send`) resolves once and passes it to both."""
+
+    topic: Topic
+    policy: ImportancePolicy
+    audience: Audience
+
+
+def validate(command: SendCommand, catalog: TopicCatalog, *, now: datetime) -> Resolved:
     policy = parse_importance(command.importance)
     topic = catalog.get(command.topic)
     audience = parse_audience(command.audience, roles=catalog.roles)
@@ -103,19 +112,20 @@ def validate(command: SendCommand, catalog: TopicCatalog, *, now: datetime) -> t
             raise UserError("the deadline is in the past" if command.scheduled_at is None
                             else "the deadline is before the send time")
     ab_variants.validate_variants(command, policy, max_title=MAX_TITLE, max_body=MAX_BODY)
-    return topic, policy, audience
+    return Resolved(topic, policy, audience)
 
 
 async def create_draft(author: Staff | None, command: SendCommand, catalog: TopicCatalog, *, now: datetime,
-                       operator: str = "") -> Preview:
+                       operator: str = "", resolved: Resolved | None = None) -> Preview:
     """Validate, resolve the audience and store a draft the author can send or cancel.
 
     `operator` names a trusted command-line operator (shell access to the server) acting
-    without a staff record; chat users always need the cam or admin role.
+    without a staff record; chat users always need the cam or admin role. `resolved`: what
+    `validate` already returned for this command at `now` (it is not validated again).
     """
     if not operator:
         author = require_sender(author)
-    topic, policy, audience = validate(command, catalog, now=now)
+    topic, policy, audience = resolved if resolved is not None else validate(command, catalog, now=now)
     recipients = await count_recipients(audience, topic, policy)
     warnings = await unmatched_value_warnings(audience)
     async with in_transaction() as conn:
@@ -147,15 +157,15 @@ IDENTICAL_WINDOW = timedelta(minutes=10)
 NOT_OUT = (NoticeStatus.DRAFT.value, NoticeStatus.CANCELLED.value, NoticeStatus.FAILED.value)
 
 
-async def identical_recent_notice(author: Staff, command: SendCommand, catalog: TopicCatalog, *,
+async def identical_recent_notice(author: Staff, command: SendCommand, resolved: Resolved, *,
                                   now: datetime) -> Notice | None:
     """The notice `author` sent or scheduled in the last IDENTICAL_WINDOW from the same command
     (topic, importance, audience, title, body, link, deadline, reminders, variants and share, send
     time), if any: a script's retry (a cron job retried after a timeout, a lost SSH session) would
     otherwise send everything again, reminders and escalations included. Drafts, cancelled and
     failed notices never went out, so they do not count. Reads the author's few recent notices
-    (index: notice (author_id, created_at))."""
-    topic, policy, audience = validate(command, catalog, now=now)
+    (index: notice (author_id, created_at)). `resolved`: `validate(command, ...)`."""
+    topic, policy, audience = resolved
     wanted = {"topic": topic.key, "importance": policy.level.value, "audience": audience.describe(),
               "title": command.title.strip(), "body": command.body.strip(), "link": command.link,
               "deadline": command.deadline,
