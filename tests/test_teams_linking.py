@@ -224,6 +224,20 @@ async def held_teams(db: str, monkeypatch: pytest.MonkeyPatch):
         await support.stop_teams_rig(rig)
 
 
+async def _installed_at_once(teams: TeamsRig, aad: str, *, email: str) -> list[str]:
+    """A personal install by `aad` (the roster gives `email`): its conversationUpdate and
+    installationUpdate posted together, both answered 200; what the person was told."""
+    teams.connector.open_conversation(aad)
+    teams.connector.add_roster_member(f"29:{aad}", email=email)
+    added = teams.activity("conversationUpdate", aad,
+                           membersAdded=[{"id": "28:herald"}, {"id": f"29:{aad}", "aadObjectId": aad}])
+    install = teams.activity("installationUpdate", aad, action="add")
+    answers = await asyncio.gather(teams.post(added, settle=False), teams.post(install, settle=False))
+    await teams.herald.settle()
+    assert [status for status, _ in answers] == [200, 200]
+    return [a.get("text") or "" for a in teams.connector.activities(f"a:conv-{aad}")]
+
+
 @pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
 async def test_a_personal_install_linked_by_address_greets_once_and_never_says_sorry(held_teams: TeamsRig) -> None:
     """Microsoft ("Conversation events in your Teams bot"; the handler's own docstring): a personal
@@ -235,19 +249,27 @@ async def test_a_personal_install_linked_by_address_greets_once_and_never_says_s
     wrong", the installationUpdate greets once, and the link is audited once."""
     teams = held_teams
     await import_directory(MORE_MEMBERS, now=teams.clock.now(), actor="test")
-    teams.connector.open_conversation("aad-hal")
-    teams.connector.add_roster_member("29:aad-hal", email="hal@teamsco.example")
-
-    added = teams.activity("conversationUpdate", "aad-hal",
-                           membersAdded=[{"id": "28:herald"}, {"id": "29:aad-hal", "aadObjectId": "aad-hal"}])
-    install = teams.activity("installationUpdate", "aad-hal", action="add")
-    answers = await asyncio.gather(teams.post(added, settle=False), teams.post(install, settle=False))
-    await teams.herald.settle()
-
-    assert [status for status, _ in answers] == [200, 200]
-    said = [a.get("text") or "" for a in teams.connector.activities("a:conv-aad-hal")]
+    said = await _installed_at_once(teams, "aad-hal", email="hal@teamsco.example")
     assert SORRY not in said, f"the new member was told {said!r}"
     assert said.count(WELCOME) == 1, f"greeted {said.count(WELCOME)} times: {said!r}"
     hal = await Member.get(email="hal@teamsco.example")
     assert await PlatformAccount.filter(member=hal, platform="teams").count() == 1
     assert await AuditEvent.filter(kind="member.linked", member_id=hal.id).count() == 1
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_a_personal_install_links_a_staff_member_known_by_address_once(held_teams: TeamsRig) -> None:
+    """The same two activities of one install from a staff member Herald knows only by address
+    (from the vendor's tenant): both handlers read the staff row unlinked and both bound it and
+    audited `staff.teams_linked`, so the trail said the account was linked twice. The binding is
+    now written only while the row is still as read; the other handler finds it bound to this
+    person and audits nothing."""
+    teams = held_teams
+    await Staff.filter(email="cam@vendor.example").update(teams_tenant_id=TENANT)  # the vendor's tenant is known
+    await add_staff("ops@vendor.example", "compliance", name="Olga Ops", now=teams.clock.now(), actor="test")
+    said = await _installed_at_once(teams, "aad-olga", email="ops@vendor.example")
+    assert SORRY not in said, f"the staff member was told {said!r}"
+    olga = await Staff.get(email="ops@vendor.example")
+    assert (olga.teams_aad_object_id, olga.teams_tenant_id) == ("aad-olga", TENANT)
+    linked = await AuditEvent.filter(kind="staff.teams_linked", actor="ops@vendor.example").count()
+    assert linked == 1, f"staff.teams_linked audited {linked} times"

@@ -127,16 +127,35 @@ async def _link_staff(identity: TeamsIdentity, aad: str, tenant: str, staff_tena
         return None
     wanted = {"teams_aad_object_id": aad, "teams_tenant_id": tenant,
               "teams_conversation_id": identity.conversation_id, "teams_service_url": identity.service_url}
-    changed = [k for k, v in wanted.items() if getattr(staff, k) != v]
-    if changed:
-        for key in changed:
-            setattr(staff, key, wanted[key])
-        async with in_transaction() as conn:
-            await staff.save(update_fields=[*changed, "updated_at"], using_db=conn)
-            if {"teams_aad_object_id", "teams_tenant_id"} & set(changed):
-                await record([audit_event("staff.teams_linked", now=now, actor=staff.email, platform="teams",
-                                          tenant=tenant, aad_object_id=aad)], using_db=conn)
+    changed = {k: v for k, v in wanted.items() if getattr(staff, k) != v}
+    if not changed:
+        return staff
+    if not BINDING & changed.keys():  # the same person in a new conversation: nothing to audit
+        await Staff.filter(id=staff.id).update(**changed, updated_at=now)
+    elif not await _bind_staff(staff, changed, now=now):
+        # A personal install sends a conversationUpdate and an installationUpdate together: the
+        # other one (another task or replica) bound this staff member first, and audited it.
+        return await staff_for_teams(tenant, aad)
+    for key, value in changed.items():
+        setattr(staff, key, value)
     return staff
+
+
+BINDING = frozenset({"teams_aad_object_id", "teams_tenant_id"})  # who a staff member is on Teams
+
+
+async def _bind_staff(staff: Staff, changed: dict[str, str], *, now: datetime) -> bool:
+    """Write `changed` (a new binding, see BINDING) and audit it, only while the staff row is
+    bound as `staff` was read; False (nothing written) when a concurrent link changed it first."""
+    async with in_transaction() as conn:
+        bound = await Staff.filter(id=staff.id, **{key: getattr(staff, key) for key in BINDING}).using_db(conn) \
+            .update(**changed, updated_at=now)
+        if bound:
+            await record([audit_event("staff.teams_linked", now=now, actor=staff.email, platform="teams",
+                                      tenant=changed.get("teams_tenant_id", staff.teams_tenant_id),
+                                      aad_object_id=changed.get("teams_aad_object_id", staff.teams_aad_object_id))],
+                         using_db=conn)
+    return bool(bound)
 
 
 async def staff_for_teams(tenant_id: str, aad_object_id: str) -> Staff | None:
