@@ -20,6 +20,7 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.compliance.crosscheck import members_digest
 from bot.common.errors import NotFound, UserError
 from bot.core.directory.importer import import_directory
+from bot.core.notices.revisions import retract_notice
 from storage import db as storage_db
 from storage.models import (
     Acknowledgement,
@@ -640,6 +641,23 @@ async def test_escalations_are_read_in_batches(db: str) -> None:
     assert rows == expected_json_rows()
     acme = escalations[fx.members["bo"].organisation_id]
     assert acme.names(fx.members["bo"].id) and not acme.names(fx.members["anna"].id)
+
+
+async def test_an_escalation_cancelled_before_it_went_out_is_not_in_the_report(db: str) -> None:
+    """Retracting a notice cancels its escalations not sent yet (`cancel_escalations`), but the
+    report still said "escalated at" (the row's created_at) for the members such an escalation
+    named: the CAM was never told. Only escalations that were not cancelled are in the report."""
+    fx = await seed_reports()  # Acme's escalation (Bo) is still to go out; Bolt's (Cy, Ed) went out
+    await retract_notice(fx.notice.id, fx.cam, reason="wrong product", now=NOW)
+    assert (await Escalation.get(notice=fx.notice, organisation__external_id="acme")).status == "cancelled"
+
+    rows = {row[2]: row for row in split_csv(await collect(fx.notice.id, "csv"))[1][1:]}
+    escalated_at = EXPECTED_HEADER.index("escalated_at")
+    assert rows["Bo Chen"][escalated_at] == "", rows["Bo Chen"]
+    assert [rows[name][escalated_at] for name in ("Cy Diaz", "'=Ed Fox")] == ["2026-01-10T17:06:00Z"] * 2
+    document = json.loads(await collect(fx.notice.id, "json"))
+    assert {r["member"]: r["escalated_at"] for r in document["rows"] if r["organisation_id"] == "acme"} == {
+        "Anna Berg": None, "Bo Chen": None}
 
 
 async def test_retracted_notice_counts_cancelled_deliveries(db: str) -> None:
