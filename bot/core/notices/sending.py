@@ -364,8 +364,10 @@ async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: 
     (`_requested_send_note`)."""
     published = 0
     left_to_its_send = now - requested_send_grace(lease_seconds)
-    for notice in await Notice.filter(status=NoticeStatus.SCHEDULED.value, scheduled_at__lte=now).order_by("scheduled_at"):
-        requested = await _send_requested(notice)
+    due = await Notice.filter(status=NoticeStatus.SCHEDULED.value, scheduled_at__lte=now).order_by("scheduled_at")
+    sends_requested = await _sends_requested([notice.id for notice in due])
+    for notice in due:
+        requested = notice.id in sends_requested
         if requested and notice.scheduled_at > left_to_its_send:  # type: ignore[operator]
             continue
         if refusal := await author_refusal(notice):
@@ -383,10 +385,14 @@ async def publish_due(catalog: TopicCatalog, *, now: datetime, platform_policy: 
     return published
 
 
-async def _send_requested(notice: Notice) -> bool:
-    """Whether the notice is due because its Send was pressed (`request_send`, which stored the
-    press's time as `scheduled_at`), not because it was scheduled for later."""
-    return await AuditEvent.filter(notice_id=notice.id, kind="notice.send_requested").exists()
+async def _sends_requested(notice_ids: list[int]) -> set[int]:
+    """Those of the notices that are due because their Send was pressed (`request_send`, which
+    stored the press's time as `scheduled_at`), not because they were scheduled for later: one
+    query for all the due notices."""
+    if not notice_ids:
+        return set()
+    return set(await AuditEvent.filter(notice_id__in=notice_ids, kind="notice.send_requested")
+               .values_list("notice_id", flat=True))
 
 
 async def _requested_send_note(notice: Notice, channels: dict[str, Channel]) -> AuthorNote | None:
