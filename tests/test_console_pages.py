@@ -238,6 +238,31 @@ async def test_a_cam_reading_a_colleagues_escalated_notice_sees_only_their_partn
     assert "Ruby Walsh" in people and "Limited to your partners" not in people
 
 
+async def test_a_cam_reading_a_colleagues_escalated_notice_sees_only_their_partners_on_its_page(
+        console: ConsoleHarness) -> None:
+    """The notice's own page (the funnel, the breakdown by organisation, tier and region, the
+    reminders and the escalations) was the whole notice's for a CAM who may read it only because
+    it was escalated for a partner of theirs, while its people page and report were limited to
+    those partners: Jordan saw Casey's partners by name with their counts and their escalations.
+    The page and its live counts now have the report's scope."""
+    litware = await Organisation.get(external_id="litware")
+    await Escalation.create(notice_id=SAMPLE, organisation=litware, member_ids=[], status="delivered",
+                            created_at=console.clock.now())
+    recipients = await Delivery.filter(notice_id=SAMPLE, kind="notice", member__organisation=litware).count()
+    jordan = await console.signed_in(OTHER_CAM)
+    response, page = await jordan.get(f"/console/notices/{SAMPLE}")
+    assert response.status == 200
+    assert "Contoso Security" not in page and "Tailspin" not in page, "another CAM's partners are on the page"
+    assert "Litware" in page and re.search(rf'data-count="recipients">{recipients}<', page)
+    assert "Limited to your partners" in page
+    _, live = await jordan.get(f"/console/notices/{SAMPLE}/live.json")
+    assert json.loads(live)["recipients"] == recipients
+    casey = await console.signed_in(CAM)
+    _, page = await casey.get(f"/console/notices/{SAMPLE}")
+    assert "Contoso Security" in page and re.search(r'data-count="recipients">8<', page)
+    assert "Limited to your partners" not in page
+
+
 async def test_failed_deliveries_say_why(console: ConsoleHarness) -> None:
     lena = await Member.get(email="lena.fischer@contoso.example")
     await PlatformAccount.filter(member_id=lena.id).delete()

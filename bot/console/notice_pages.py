@@ -82,10 +82,11 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
             context["warnings"] = await unmatched_value_warnings(parse_audience(notice.audience,
                                                                                 roles=herald.catalog.roles))
             return current.render("draft.html", **context)
+        scope = await report_scope(current.me, notice)  # a colleague's notice escalated to me: my partners'
         context["survey_of"], context["has_variants"], overview, line = await asyncio.gather(
             Survey.exists(notice_id=notice.id), NoticeExperiment.exists(notice_id=notice.id),
-            insights.overview(notice), insights.timeline(notice, now=now))  # at once on PostgreSQL
-        context.update(overview=overview, timeline=line,
+            insights.overview(notice, scope), insights.timeline(notice, now=now, scope=scope))  # at once on PostgreSQL
+        context.update(overview=overview, timeline=line, scope=scope,
                        chart=timeline_svg(line, recipients=overview.summary["recipients"],
                                           delivered=overview.summary["delivered"]) if line else None,
                        is_auditor=current.me.role in (StaffRole.COMPLIANCE.value, StaffRole.ADMIN.value))
@@ -93,10 +94,11 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
 
     async def live(current: Page) -> web.StreamResponse:
         notice = await insights.readable_notice(notice_id(current), current.me)
-        counts = await insights.live_counts(notice)
+        scope = await report_scope(current.me, notice)
+        counts = await insights.live_counts(notice, scope)
         chart = None
         if current.request.query.get("chart") == "1":  # the page asks every few polls: a GROUP BY over the acks
-            line = await insights.timeline(notice, now=herald.clock.now())
+            line = await insights.timeline(notice, now=herald.clock.now(), scope=scope)
             chart = str(timeline_svg(line, recipients=counts["recipients"], delivered=counts["delivered"])) if line else None
         return current.json({"status": notice.status, **counts,
                              "outstanding": max(counts["delivered"] - counts["acknowledged"], 0), "chart": chart})
@@ -109,7 +111,7 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
                                        state=q.get("state", "") if q.get("state", "") in STATES else "")
         scope = await report_scope(current.me, notice)
         result = await insights.not_acknowledged(notice, wanted, scope=scope, after=q.get("after", "")[:40])
-        reasons = await insights.failure_reasons(notice.id) if wanted.state == "failed" else []
+        reasons = await insights.failure_reasons(notice.id, scope) if wanted.state == "failed" else []
         return current.render("people.html", notice=notice, wanted=wanted, result=result, states=STATES,
                               reasons=reasons, scope=scope)
 

@@ -187,12 +187,14 @@ class Overview:
     audit: dict[str, Any]
 
 
-async def overview(notice: Notice) -> Overview:
-    """Everything the notice's page shows but the chart. The reads are independent: on
-    PostgreSQL they run at once on the pool's connections (SQLite runs them in turn)."""
+async def overview(notice: Notice, scope: PartnerScope | None = None) -> Overview:
+    """Everything the notice's page shows but the chart; with a `scope` (`report_scope`: a CAM
+    reading a colleague's escalated notice), the counts, reasons, reminders and escalations of its
+    partners only, as their report. The reads are independent: on PostgreSQL they run at once on
+    the pool's connections (SQLite runs them in turn)."""
     summary, reasons, reminders, escalations, revisions, audit = await asyncio.gather(
-        notice_summary(notice.id), failure_reasons(notice.id), _reminders(notice.id), _escalations(notice.id),
-        notice_revisions(notice), audit_state(notice.id))
+        notice_summary(notice.id, scope), failure_reasons(notice.id, scope), _reminders(notice.id, scope),
+        _escalations(notice.id, scope), notice_revisions(notice), audit_state(notice.id))
     attributes = await _organisation_attributes([o["organisation_id"] for o in summary["organisations"]])
     organisations = [_segment(o["organisation_id"], o["organisation"], o, paused="reminders_paused" in o)
                      for o in summary["organisations"]]
@@ -229,23 +231,37 @@ def _roll_up(organisations: list[dict[str, Any]], attributes: dict[str, dict[str
     return sorted(segments, key=lambda s: (-s.outstanding, s.label))
 
 
-async def failure_reasons(notice_id: int) -> list[tuple[str, int]]:
-    found = await rows("SELECT error, COUNT(*) AS n FROM delivery WHERE notice_id = ? AND kind = 'notice' "
-                       "AND status = 'failed' GROUP BY error ORDER BY n DESC LIMIT 20", [notice_id])
+def _in_scope(scope: PartnerScope | None, copy: str = "d") -> tuple[str, list[int]]:
+    """A condition (" AND ...") keeping the delivery rows `copy` of `scope`'s partners: by the
+    organisation the row was written with, else the member's (as the report); none without a scope."""
+    if scope is None:
+        return "", []
+    ids = sorted(scope.organisations) or [0]
+    return (f" AND COALESCE({copy}.organisation_id, (SELECT m.organisation_id FROM member m WHERE m.id = "
+            f"{copy}.member_id)) IN ({','.join('?' * len(ids))})", ids)
+
+
+async def failure_reasons(notice_id: int, scope: PartnerScope | None = None) -> list[tuple[str, int]]:
+    scoped, ids = _in_scope(scope)
+    found = await rows("SELECT error, COUNT(*) AS n FROM delivery d WHERE notice_id = ? AND kind = 'notice' "
+                       f"AND status = 'failed'{scoped} GROUP BY error ORDER BY n DESC LIMIT 20", [notice_id, *ids])
     return [(r["error"] or "failed (no reason recorded)", r["n"]) for r in found]
 
 
-async def _reminders(notice_id: int) -> list[tuple[int, int]]:
-    found = await rows("SELECT sequence, COUNT(*) AS n FROM delivery WHERE notice_id = ? AND kind = 'reminder' "
-                       "AND status = 'delivered' GROUP BY sequence ORDER BY sequence", [notice_id])
+async def _reminders(notice_id: int, scope: PartnerScope | None) -> list[tuple[int, int]]:
+    scoped, ids = _in_scope(scope)
+    found = await rows("SELECT sequence, COUNT(*) AS n FROM delivery d WHERE notice_id = ? AND kind = 'reminder' "
+                       f"AND status = 'delivered'{scoped} GROUP BY sequence ORDER BY sequence", [notice_id, *ids])
     return [(r["sequence"], r["n"]) for r in found]
 
 
-async def _escalations(notice_id: int) -> list[dict[str, Any]]:
+async def _escalations(notice_id: int, scope: PartnerScope | None) -> list[dict[str, Any]]:
+    ids = [] if scope is None else sorted(scope.organisations) or [0]
+    scoped = f" AND e.organisation_id IN ({','.join('?' * len(ids))})" if scope is not None else ""
     found = await rows(
         "SELECT o.external_id, o.name, e.status, e.created_at, e.sent_at, e.error, s.email AS cam, e.member_ids "
         "FROM escalation e JOIN organisation o ON o.id = e.organisation_id LEFT JOIN staff s ON s.id = e.staff_id "
-        "WHERE e.notice_id = ? ORDER BY o.name LIMIT 200", [notice_id])
+        f"WHERE e.notice_id = ?{scoped} ORDER BY o.name LIMIT 200", [notice_id, *ids])
     out = []
     for r in found:
         members = r.pop("member_ids")
@@ -273,9 +289,12 @@ async def audit_state(notice_id: int) -> dict[str, Any]:
             "answers_hidden": bool(hidden)}
 
 
-async def live_counts(notice: Notice) -> dict[str, int]:
+async def live_counts(notice: Notice, scope: PartnerScope | None = None) -> dict[str, int]:
     """The funnel's numbers for the page's refresh: two index-only queries (the same definitions
-    as `compliance.reports.notice_summary`)."""
+    as `compliance.reports.notice_summary`); with a `scope`, the scoped summary's."""
+    if scope is not None:
+        summary = await notice_summary(notice.id, scope)
+        return {key: summary[key] for key in ("recipients", "delivered", "failed", "pending", "acknowledged")}
     by_status = [{**r, "notice_id": notice.id} for r in await rows(
         "SELECT status, platform, COUNT(*) AS n FROM delivery WHERE notice_id = ? AND kind = 'notice' "
         "GROUP BY status, platform", [notice.id])]
@@ -309,9 +328,10 @@ def _bucket_for(span: timedelta) -> timedelta:
     return timedelta(days=1)
 
 
-async def timeline(notice: Notice, *, now: datetime, max_points: int = 120) -> Timeline | None:
+async def timeline(notice: Notice, *, now: datetime, max_points: int = 120,
+                   scope: PartnerScope | None = None) -> Timeline | None:
     """Acknowledgements (of the revision that counts), cumulative, from the send to now: one
-    GROUP BY over the acknowledgement index."""
+    GROUP BY over the acknowledgement index; with a `scope`, of its partners' copies."""
     if notice.sent_at is None:
         return None
     start = notice.sent_at
@@ -320,10 +340,14 @@ async def timeline(notice: Notice, *, now: datetime, max_points: int = 120) -> T
     count = min(int((end - start) / width) + 1, max_points)
     seconds = max(max(width, (end - start) / count).total_seconds(), 1.0)
     buckets = [0] * count
+    scoped, ids = _in_scope(scope)
+    if scoped:
+        scoped = (" AND EXISTS (SELECT 1 FROM delivery d WHERE d.notice_id = a.notice_id AND d.member_id = a.member_id "
+                  f"AND d.kind = 'notice'{scoped})")
     for r in await rows(
             f"SELECT CAST({seconds_between('acknowledged_at', '?')} / ? AS INTEGER) AS b, COUNT(*) AS n "
-            "FROM acknowledgement WHERE notice_id = ? AND revision = ? GROUP BY b",
-            [start, seconds, notice.id, notice.ack_revision]):
+            f"FROM acknowledgement a WHERE notice_id = ? AND revision = ?{scoped} GROUP BY b",
+            [start, seconds, notice.id, notice.ack_revision, *ids]):
         buckets[min(max(int(r["b"] or 0), 0), count - 1)] += r["n"]
     total, cumulative = 0, []
     for n in buckets:
