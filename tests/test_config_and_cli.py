@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -423,6 +425,23 @@ def test_cli_qa_ask_says_how_a_question_is_answered_and_why(cli_env: CliRunner, 
     bad = cli_env.invoke(main, ["qa", "ask", "anything"], env={"HERALD_KB_DIR": str(broken)})
     assert bad.exit_code == 1 and "Traceback" not in bad.output
     assert bad.output.strip().splitlines()[-1] == "herald: faq.yaml: entry 1 (x): 'title' is required"
+
+
+def test_serve_port_0_listens_on_a_port_the_system_chooses_and_says_which(tmp_path: Path) -> None:
+    """`herald serve --port 0` took 0 as "no port given" and listened on HERALD_PORT (or 3978):
+    two such servers (the tests' own) collided, and one stopped on "address already in use".
+    0 now asks the system for a free port, and the "Running on" line names the one it got."""
+    url = f"sqlite://{tmp_path / 'herald.db'}"
+    with socket.socket() as taken:  # HERALD_PORT names a port that is in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        configured = taken.getsockname()[1]
+        code, output = serve_until_listening(tmp_path, HERALD_DATABASE_URL=url, HERALD_HOST="127.0.0.1",
+                                             HERALD_PORT=str(configured))
+    assert code is None, f"serve --port 0 did not start (exit {code}):\n{output[-600:]}"
+    listening = re.search(r"Running on http://127\.0\.0\.1:(\d+)", output)
+    assert listening is not None, output[-600:]
+    assert int(listening.group(1)) not in (0, configured), output[-600:]
 
 
 # ---- `serve` refuses what `doctor` fails -------------------------------------------------------
