@@ -35,6 +35,7 @@ that was still waiting for its pace or a request slot is sent normally by whoeve
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
@@ -43,7 +44,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from tortoise.exceptions import IntegrityError
+from tortoise import connections
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -143,24 +144,34 @@ async def enqueue(*, key: str, purpose: MessagePurpose, reference: int, target: 
     replica). `member_id`: the member it is written to (none for a message to staff). Call it
     inside the transaction of the state change that causes the message, and write that change only
     when it returns True: a concurrent duplicate (a double click, two replicas) waits for the
-    other's transaction and then gets False too, its insert undone in a savepoint, so the caller's
-    transaction goes on instead of failing on the unique key."""
-    key = key[:200]
-    if await OutboundMessage.filter(key=key).using_db(using_db).exists():
-        return False
-    try:
-        async with using_db._in_transaction() if using_db is not None else in_transaction() as savepoint:
-            await OutboundMessage.create(
-                key=key, purpose=purpose.value, reference=reference,
-                priority=PRIORITY.get(purpose, Priority.BACKGROUND) if priority is None else priority,
-                member_id=member_id, staff_id=staff_id, account_id=target.account_id, platform=target.platform,
-                workspace_external_id=target.recipient.workspace_id, recipient=_recipient_json(target.recipient),
-                message=message_json(message), next_attempt_at=now, due_since=now, created_at=now, using_db=savepoint)
-    except IntegrityError:
-        if await OutboundMessage.filter(key=key).using_db(using_db).exists():
-            return False  # queued by the concurrent duplicate, which committed first
-        raise
-    return True
+    other's transaction and then gets False too (`INSERT ... ON CONFLICT (key) DO NOTHING`, one
+    statement on both databases), so the caller's transaction goes on instead of failing on the
+    unique key. Any other integrity error is raised."""
+    row = OutboundMessage(
+        key=key[:200], purpose=purpose.value, reference=reference,
+        priority=PRIORITY.get(purpose, Priority.BACKGROUND) if priority is None else priority,
+        member_id=member_id, staff_id=staff_id, account_id=target.account_id, platform=target.platform,
+        workspace_external_id=target.recipient.workspace_id, recipient=_recipient_json(target.recipient),
+        message=message_json(message), next_attempt_at=now, due_since=now, created_at=now)
+    conn = using_db if using_db is not None else connections.get("default")
+    names, query = _insert_unless_queued()
+    fields = OutboundMessage._meta.fields_map
+    values = [fields[name].to_db_value(getattr(row, name), row) for name in names]
+    return bool(await conn.execute_query_dict(storage_db.placeholders(query, storage_db.dialect(conn) == "postgres"),
+                                              values))
+
+
+@functools.cache
+def _insert_unless_queued() -> tuple[tuple[str, ...], str]:
+    """The fields written and the statement: one row of every column but the id (the values
+    converted by each field, as OutboundMessage.create does: defaults and auto_now included),
+    nothing when its key is queued already, the id returned only for a row inserted. Built on
+    first use: the foreign keys' columns are in the model's fields once tortoise is initialised."""
+    projection = OutboundMessage._meta.fields_db_projection
+    names = tuple(name for name in projection if name != "id")
+    columns = ", ".join(f'"{projection[name]}"' for name in names)
+    return names, (f'INSERT INTO "{OutboundMessage._meta.db_table}" ({columns}) VALUES ({", ".join("?" * len(names))}) '
+                   'ON CONFLICT ("key") DO NOTHING RETURNING id')
 
 
 async def queue_throttled_reply(*, key: str, target: Target, message: DirectMessage, now: datetime,
