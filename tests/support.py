@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bot.app import HERALD_KEY, build_app
+from bot.channels.slack_blocks import SEND_ACTION
 from bot.core.notices import sending as notices
 from bot.common.clock import ManualClock
 from bot.core.commands.parser import SendCommand
@@ -375,3 +376,33 @@ def modal_state(selects: tuple[str, ...], **values: str) -> dict:
     static selects, the others plain text inputs (each block's one element is named "value")."""
     return {block: {"value": {"type": "static_select", "selected_option": {"value": value}}} if block in selects
             else {"value": {"type": "plain_text_input", "value": value}} for block, value in values.items()}
+
+
+def block_texts(blocks: list[dict]) -> str:
+    """The text of a Slack message's sections and context/action elements, one per line."""
+    out = []
+    for block in blocks:
+        if "text" in block:
+            out.append(block["text"]["text"])
+        for element in block.get("elements", []):
+            text = element.get("text")
+            out.append(text.get("text", "") if isinstance(text, dict) else (text or ""))
+    return "\n".join(out)
+
+
+async def preview_notice(slack: SlackHarness, text: str) -> tuple[str, int]:
+    """`/herald <text>` as the CAM: the preview's text and the draft's id (its Send button; 0: none)."""
+    response, _, key = await slack.command(text)
+    assert response.status == 200, response.body
+    (call,) = await slack.responses(key)
+    blocks = call.args.get("blocks") or []
+    notice_id = next((int(e["value"]) for b in blocks if b["type"] == "actions" for e in b["elements"]
+                      if e["action_id"] == SEND_ACTION), 0)
+    return block_texts(blocks) or call.args.get("text", ""), notice_id
+
+
+async def add_partner_contact(slack: SlackHarness, row: str, user: str) -> None:
+    """One more partner contact (with a Slack account the fake knows) in the seeded directory."""
+    slack.fake.add_user(TEAM, user)
+    result = await import_directory(directory_csv([row]), now=slack.clock.now(), actor="test")
+    assert not result.rejected, result.rejected

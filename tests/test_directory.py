@@ -10,7 +10,16 @@ from bot.core.directory.importer import COLUMNS, decode_directory_file, import_d
 from bot.core.directory.preferences import adopt_device_timezone
 from bot.common.errors import UserError
 from storage.models import AuditEvent, Delivery, Member, Notice, Organisation, PlatformAccount
-from tests.support import SAMPLE_DIRECTORY, Rig, directory_csv
+from bot.channels.slack_blocks import SEND_ACTION
+from tests.support import (
+    CAM_USER,
+    SAMPLE_DIRECTORY,
+    TEAM,
+    Rig,
+    add_partner_contact,
+    directory_csv,
+    preview_notice,
+)
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 HEADER = ",".join(COLUMNS)
@@ -861,3 +870,47 @@ async def test_an_organisation_id_an_older_import_stored_decomposed_is_the_same_
     catalog = load_catalog()
     assert await count_recipients(parse_audience("org:Sécu-01", roles=catalog.roles),
                                   catalog.get("announcements")) == 1
+
+
+# ---- audiences typed in chat: what a value matches ------------------------------------------------
+
+async def test_a_value_written_with_a_hyphen_and_a_space_is_reached_typed_with_hyphens(slack_http) -> None:
+    """README ("Audience terms"): a value of several words is typed with hyphens. "Value-Added
+    Reseller", "Sub-Saharan Africa" or "51-200 employees" mix hyphens and spaces: the matcher once
+    tried only the typed value with every hyphen a space (or an underscore), so the preview said 0
+    recipients and the warning's "did you mean" proposed exactly what had been typed."""
+    slack = slack_http
+    await add_partner_contact(slack, f"varco,VAR Co,gold,Sub-Saharan Africa,za,retail,51-200 employees,"
+                                     f"Value-Added Reseller,cam@vendor.example,vi@varco.example,Vi Var,sales,"
+                                     f"Africa/Johannesburg,en,{TEAM},UVI,,", "UVI")
+
+    for audience in ("partner_type:value-added-reseller", "region:sub-saharan-africa", "size:51-200-employees",
+                     "partner_type:Value_Added_Reseller"):
+        text, notice_id = await preview_notice(slack, f"send need-to-know announcements {audience} | Q3 price list | "
+                                                      "Attached")
+        assert "no partner matches" not in text, (audience, text)
+        assert "1 recipient*" in text, (audience, text)
+
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    await slack.responses(slack.last_click_key)
+    assert await Delivery.filter(notice_id=notice_id).count() == 1
+
+
+async def test_a_value_with_a_comma_is_reached_and_the_spelling_herald_suggests_works(slack_http) -> None:
+    """A comma separates values, so a directory value holding one (ISO's "Korea, Republic of")
+    could be typed no way at all, and Herald's "did you mean" proposed `korea,-republic-of`, read
+    as two values. Punctuation now compares as a hyphen, and the spelling suggested selects the value."""
+    import re
+
+    slack = slack_http
+    await add_partner_contact(slack, f'kor,Seoul Security,gold,apac,"Korea, Republic of",security,large,distributor,'
+                                     f"cam@vendor.example,min@kor.example,Min Park,sales,Asia/Seoul,ko,{TEAM},UMIN,,",
+                              "UMIN")
+
+    text, _ = await preview_notice(slack, "send need-to-know announcements country:korea-republic-of | Q3 | Prices")
+    assert "1 recipient*" in text and "no partner matches" not in text, text
+    text, _ = await preview_notice(slack, "send need-to-know announcements country:korea-republik-of | Q3 | Prices")
+    suggested = re.search(r"did you mean '([^']+)'", text)
+    assert suggested, text  # the typo is noticed and a spelling proposed
+    text, _ = await preview_notice(slack, f"send need-to-know announcements country:{suggested.group(1)} | Q3 | Prices")
+    assert "1 recipient*" in text and "no partner matches" not in text, (suggested.group(1), text)

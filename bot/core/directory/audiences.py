@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from email_validator import EmailNotValidError, validate_email
@@ -87,21 +88,23 @@ def _did_you_mean(word: str, options: tuple[str, ...] | list[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def _organisation_terms(audience: Audience, prefix: str = "") -> list[Q]:
+async def _organisation_terms(audience: Audience, prefix: str = "") -> list[Q]:
     """The audience's partner-level terms (tier, region, ..., org) as filters on an organisation's
-    fields, each prefixed by `prefix` (``organisation__`` to filter members)."""
+    fields, each prefixed by `prefix` (``organisation__`` to filter members). Each term is matched
+    against the directory's own spellings (`_directory_spellings`), filtered with `__in`: a
+    comparison in SQL would fold case for ASCII letters only."""
     terms = []
     for attribute, values in audience.terms.items():
         if attribute in ORG_ATTRIBUTES:
-            terms.append(Q(**{f"{prefix}{attribute}__in": sorted(_written(values))}))
+            terms.append(Q(**{f"{prefix}{attribute}__in": await _directory_spellings(attribute, values)}))
         elif attribute == "org":  # ids are kept as the directory writes them (ACME-01): any case matches
             terms.append(Q(*(Q(**{f"{prefix}external_id__iexact": v}) for v in sorted(values)), join_type=Q.OR))
     return terms
 
 
-def audience_filter(audience: Audience, topic: Topic) -> Q:
+async def audience_filter(audience: Audience, topic: Topic) -> Q:
     """The member filter for an audience after topic role routing (active members only)."""
-    query = Q(*_organisation_terms(audience, prefix="organisation__"), active=True)
+    query = Q(*await _organisation_terms(audience, prefix="organisation__"), active=True)
     for attribute, values in audience.terms.items():
         if attribute == "member":
             query &= Q(email__in=sorted(values))
@@ -117,7 +120,7 @@ async def count_recipients(audience: Audience, topic: Topic, policy: ImportanceP
     """How many members the notice would reach. With its importance (`policy`): without those who
     left the topic, when the importance lets them (as sending does), so the preview's count is the
     number queued."""
-    query = Member.filter(audience_filter(audience, topic))
+    query = Member.filter(await audience_filter(audience, topic))
     if policy is None or not (policy.respects_opt_outs and topic.opt_out):
         return await query.count()
     return sum(1 for opt_outs in await query.values_list("topic_opt_outs", flat=True)
@@ -130,7 +133,7 @@ async def matched_organisation_ids(audience: Audience) -> list[int]:
     organisations of the members named. Roles and topic routing pick people within a partner, so
     they do not narrow this: a gold partner with nobody in the roles is matched, and reached by no
     one. The report names such partners (`Notice.unreached_organisations`)."""
-    query = Organisation.filter(*_organisation_terms(audience))
+    query = Organisation.filter(*await _organisation_terms(audience))
     if "member" in audience.terms:
         query = query.filter(members__email__in=sorted(audience.terms["member"])).distinct()
     return list(await query.order_by("id").values_list("id", flat=True))
@@ -138,28 +141,58 @@ async def matched_organisation_ids(audience: Audience) -> list[int]:
 
 async def recipient_ids(audience: Audience, topic: Topic) -> list[int]:
     return list(
-        await Member.filter(audience_filter(audience, topic)).order_by("id").values_list("id", flat=True)
+        await Member.filter(await audience_filter(audience, topic)).order_by("id").values_list("id", flat=True)
     )
 
 
 async def unmatched_value_warnings(audience: Audience) -> list[str]:
-    """Warn about values nothing in the directory has, e.g. a misspelt tier."""
+    """Warn about values nothing in the directory has (a misspelt tier, with the closest spelling
+    that works), compared as the filter compares them."""
     warnings: list[str] = []
     for attribute, values in audience.terms.items():
-        if attribute in ORG_ATTRIBUTES:
-            known = set(await Organisation.all().distinct().values_list(attribute, flat=True))
-        elif attribute == "org":
-            known = set(await Organisation.all().values_list("external_id", flat=True))
-        elif attribute == "member":
-            known = set(await Member.filter(email__in=sorted(values)).values_list("email", flat=True))
-        else:
-            continue
-        lowered = {str(k).lower() for k in known}
-        for value in sorted(v for v in values if not (_written({v}) & lowered)):
-            typable = sorted(_typable(str(k)) for k in lowered if k)
-            hint = _did_you_mean(value, typable) if attribute != "member" else ""
-            warnings.append(f"no partner matches {attribute}:{value}{hint}")
+        if attribute in ("org", "member"):
+            if attribute == "org":
+                known = set(await Organisation.all().values_list("external_id", flat=True))
+            else:
+                known = set(await Member.filter(email__in=sorted(values)).values_list("email", flat=True))
+            lowered = {str(k).lower() for k in known}
+            for value in sorted(v for v in values if not (_written({v}) & lowered)):
+                typable = sorted(k.replace(" ", "-") for k in lowered if k)
+                hint = _did_you_mean(value, typable) if attribute != "member" else ""
+                warnings.append(f"no partner matches {attribute}:{value}{hint}")
+        elif attribute in _MATCHED_AS:
+            key = _MATCHED_AS[attribute]
+            known = await _known_spellings(attribute)
+            keys = {key(k) for k in known}
+            for value in sorted(v for v in values if key(v) not in keys):
+                warnings.append(f"no partner matches {attribute}:{value}{_did_you_mean(key(value), sorted(keys))}")
     return warnings
+
+
+def canonical(value: str) -> str:
+    """How an attribute value typed in an audience compares with the directory's: composed
+    (NFC), case-folded, and every run of spaces, hyphens, underscores and punctuation one hyphen.
+    An expression cannot hold a space, and a comma separates values, so "Value-Added Reseller" is
+    `value-added-reseller` and "Korea, Republic of" `korea-republic-of`; it is also the spelling
+    a warning suggests, so a suggestion always selects what it names."""
+    folded = unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).casefold())
+    return re.sub(r"[\W_]+", "-", folded).strip("-") or folded
+
+
+# How each partner-level attribute's typed values compare with the directory's.
+_MATCHED_AS: dict[str, Callable[[str], str]] = {a: canonical for a in ORG_ATTRIBUTES}
+
+
+async def _known_spellings(attribute: str) -> list[str]:
+    """The attribute's distinct values in the directory, as written there."""
+    return [str(v) for v in await Organisation.all().distinct().values_list(attribute, flat=True) if v]
+
+
+async def _directory_spellings(attribute: str, values: frozenset[str]) -> list[str]:
+    """The directory's spellings of the values typed for a partner-level attribute (`_MATCHED_AS`)."""
+    key = _MATCHED_AS[attribute]
+    wanted = {key(v) for v in values}
+    return sorted(k for k in await _known_spellings(attribute) if key(k) in wanted)
 
 
 def _written(values: set[str] | frozenset[str]) -> set[str]:
@@ -170,7 +203,3 @@ def _written(values: set[str] | frozenset[str]) -> set[str]:
         spaced = re.sub(r"[-_]+", " ", value)
         found |= {value, spaced, spaced.replace(" ", "-"), spaced.replace(" ", "_")}
     return found
-
-
-def _typable(value: str) -> str:
-    return value.replace(" ", "-")
