@@ -896,6 +896,40 @@ async def test_a_value_written_with_a_hyphen_and_a_space_is_reached_typed_with_h
     assert await Delivery.filter(notice_id=notice_id).count() == 1
 
 
+async def test_an_org_id_with_a_non_ascii_capital_is_reached_in_any_case(slack_http) -> None:
+    """README: `org:` ids match in any case. The filter compared them in SQL (`UPPER(external_id) =
+    UPPER('öko-01')`), and SQLite's UPPER (PostgreSQL's under the C locale) folds ASCII letters
+    only: `org:ÖKO-01`, typed exactly as the directory writes it, reached nobody, and the warning
+    (which lower-cased in Python) gave the CAM no reason."""
+    slack = slack_http
+    await add_partner_contact(slack, f"ÖKO-01,Öko Schlösser GmbH,gold,emea,at,security,small,reseller,"
+                                     f"cam@vendor.example,uli@oeko.example,Uli Öz,sales,Europe/Vienna,de,{TEAM},UULI,,",
+                              "UULI")
+
+    for audience in ("org:ÖKO-01", "org:öko-01"):
+        text, notice_id = await preview_notice(slack, f"send need-to-know announcements {audience} | Winter hours | "
+                                                      "Closed 24-26 Dec")
+        assert "1 recipient*" in text and "no partner matches" not in text, (audience, text)
+
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    await slack.responses(slack.last_click_key)
+    assert await Delivery.filter(notice_id=notice_id).count() == 1
+
+
+async def test_an_org_id_the_filter_does_not_match_is_warned_about_with_a_spelling_that_matches(db: str) -> None:
+    """The warning and the filter follow one rule for `org:` ids: any case, but the id's own
+    punctuation (ACME-01 and ACME_01 may be two partners). `org:acme_01` reached nobody with no
+    warning, since the warning tried the value with its underscore a hyphen and the filter did not."""
+    from bot.core.directory.audiences import count_recipients, parse_audience, unmatched_value_warnings
+    from bot.topics import load_catalog
+
+    await import_directory(csv_text(row(org_id="ACME-01", slack_team_id="T1", slack_user_id="U1")), now=NOW)
+    catalog = load_catalog()
+    typo = parse_audience("org:acme_01", roles=catalog.roles)
+    assert (await count_recipients(typo, catalog.get("announcements")), await unmatched_value_warnings(typo)) == (
+        0, ["no partner matches org:acme_01 (did you mean 'acme-01'?)"])
+
+
 async def test_a_value_with_a_comma_is_reached_and_the_spelling_herald_suggests_works(slack_http) -> None:
     """A comma separates values, so a directory value holding one (ISO's "Korea, Republic of")
     could be typed no way at all, and Herald's "did you mean" proposed `korea,-republic-of`, read

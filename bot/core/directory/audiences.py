@@ -17,6 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 from tortoise.expressions import Q
 
 from bot.common.errors import UserError
+from bot.core.directory.importer import org_key
 from bot.topics import ImportancePolicy, Topic
 from storage.models import Member, Organisation
 
@@ -97,8 +98,8 @@ async def _organisation_terms(audience: Audience, prefix: str = "") -> list[Q]:
     for attribute, values in audience.terms.items():
         if attribute in ORG_ATTRIBUTES:
             terms.append(Q(**{f"{prefix}{attribute}__in": await _directory_spellings(attribute, values)}))
-        elif attribute == "org":  # ids are kept as the directory writes them (ACME-01): any case matches
-            terms.append(Q(*(Q(**{f"{prefix}external_id__iexact": v}) for v in sorted(values)), join_type=Q.OR))
+        elif attribute == "org":
+            terms.append(Q(**{f"{prefix}external_id__in": await _directory_spellings(attribute, values)}))
     return terms
 
 
@@ -147,19 +148,12 @@ async def recipient_ids(audience: Audience, topic: Topic) -> list[int]:
 
 async def unmatched_value_warnings(audience: Audience) -> list[str]:
     """Warn about values nothing in the directory has (a misspelt tier, with the closest spelling
-    that works), compared as the filter compares them."""
+    that works), compared as the filter compares them, and about members named it does not have."""
     warnings: list[str] = []
     for attribute, values in audience.terms.items():
-        if attribute in ("org", "member"):
-            if attribute == "org":
-                known = set(await Organisation.all().values_list("external_id", flat=True))
-            else:
-                known = set(await Member.filter(email__in=sorted(values)).values_list("email", flat=True))
-            lowered = {str(k).lower() for k in known}
-            for value in sorted(v for v in values if not (_written({v}) & lowered)):
-                typable = sorted(k.replace(" ", "-") for k in lowered if k)
-                hint = _did_you_mean(value, typable) if attribute != "member" else ""
-                warnings.append(f"no partner matches {attribute}:{value}{hint}")
+        if attribute == "member":
+            known = set(await Member.filter(email__in=sorted(values)).values_list("email", flat=True))
+            warnings += [f"no partner matches member:{email}" for email in sorted(values - known)]
         elif attribute in _MATCHED_AS:
             key = _MATCHED_AS[attribute]
             known = await _known_spellings(attribute)
@@ -179,13 +173,15 @@ def canonical(value: str) -> str:
     return re.sub(r"[\W_]+", "-", folded).strip("-") or folded
 
 
-# How each partner-level attribute's typed values compare with the directory's.
-_MATCHED_AS: dict[str, Callable[[str], str]] = {a: canonical for a in ORG_ATTRIBUTES}
+# How each partner-level attribute's typed values compare with the directory's: ids in any case
+# and Unicode form only (ACME-01 and ACME_01 may be two partners), as the import compares them.
+_MATCHED_AS: dict[str, Callable[[str], str]] = {**{a: canonical for a in ORG_ATTRIBUTES}, "org": org_key}
 
 
 async def _known_spellings(attribute: str) -> list[str]:
     """The attribute's distinct values in the directory, as written there."""
-    return [str(v) for v in await Organisation.all().distinct().values_list(attribute, flat=True) if v]
+    column = "external_id" if attribute == "org" else attribute
+    return [str(v) for v in await Organisation.all().distinct().values_list(column, flat=True) if v]
 
 
 async def _directory_spellings(attribute: str, values: frozenset[str]) -> list[str]:
@@ -193,13 +189,3 @@ async def _directory_spellings(attribute: str, values: frozenset[str]) -> list[s
     key = _MATCHED_AS[attribute]
     wanted = {key(v) for v in values}
     return sorted(k for k in await _known_spellings(attribute) if key(k) in wanted)
-
-
-def _written(values: set[str] | frozenset[str]) -> set[str]:
-    """The ways the directory may write the values typed: an expression cannot hold a space, so
-    partner_type:service-provider (or service_provider) also matches 'service provider'."""
-    found = set()
-    for value in values:
-        spaced = re.sub(r"[-_]+", " ", value)
-        found |= {value, spaced, spaced.replace(" ", "-"), spaced.replace(" ", "_")}
-    return found
