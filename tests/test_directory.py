@@ -948,3 +948,19 @@ async def test_a_value_with_a_comma_is_reached_and_the_spelling_herald_suggests_
     assert suggested, text  # the typo is noticed and a spelling proposed
     text, _ = await preview_notice(slack, f"send need-to-know announcements country:{suggested.group(1)} | Q3 | Prices")
     assert "1 recipient*" in text and "no partner matches" not in text, (suggested.group(1), text)
+
+
+async def test_naming_a_deactivated_member_is_warned_about(db: str) -> None:
+    """`member:` naming someone the directory deactivated reached nobody, and the count left them
+    out without a word: the CAM is told, as for any term that matches nobody."""
+    from bot.core.directory.audiences import count_recipients, parse_audience, unmatched_value_warnings
+    from bot.topics import load_catalog
+
+    await import_directory(BASE, now=NOW)
+    left = await import_directory(csv_text(row(**ALICE), row(**CAROL)), now=NOW, deactivate_missing=True)
+    assert left.deactivated == 1 and not (await Member.get(email="bob@acme.com")).active
+    catalog = load_catalog()
+    audience = parse_audience("member:bob@acme.com,alice@acme.com,nobody@acme.com", roles=catalog.roles)
+    assert (await count_recipients(audience, catalog.get("announcements")),
+            await unmatched_value_warnings(audience)) == (
+        1, ["member:bob@acme.com is deactivated", "no partner matches member:nobody@acme.com"])

@@ -148,12 +148,11 @@ async def recipient_ids(audience: Audience, topic: Topic) -> list[int]:
 
 async def unmatched_value_warnings(audience: Audience) -> list[str]:
     """Warn about values nothing in the directory has (a misspelt tier, with the closest spelling
-    that works), compared as the filter compares them, and about members named it does not have."""
+    that works), compared as the filter compares them, and about members named who are deactivated."""
     warnings: list[str] = []
     for attribute, values in audience.terms.items():
         if attribute == "member":
-            known = set(await Member.filter(email__in=sorted(values)).values_list("email", flat=True))
-            warnings += [f"no partner matches member:{email}" for email in sorted(values - known)]
+            warnings += await _member_warnings(values)
         elif attribute in _MATCHED_AS:
             key = _MATCHED_AS[attribute]
             known = await _known_spellings(attribute)
@@ -161,6 +160,15 @@ async def unmatched_value_warnings(audience: Audience) -> list[str]:
             for value in sorted(v for v in values if key(v) not in keys):
                 warnings.append(f"no partner matches {attribute}:{value}{_did_you_mean(key(value), sorted(keys))}")
     return warnings
+
+
+async def _member_warnings(emails: frozenset[str]) -> list[str]:
+    """Members named who are not in the directory, or are no longer active in it (they get nothing)."""
+    found: dict[str, bool] = {}
+    for email, active in await Member.filter(email__in=sorted(emails)).values_list("email", "active"):
+        found[email] = found.get(email, False) or active
+    return [f"no partner matches member:{email}" if email not in found else f"member:{email} is deactivated"
+            for email in sorted(emails) if not found.get(email)]
 
 
 def canonical(value: str) -> str:
