@@ -591,7 +591,7 @@ async def test_a_trail_with_an_ab_test_and_a_survey_verifies_clean(srig) -> None
     ab = await srig.notice("need-to-know announcements all share:50% | Title A | Body A || Title B | Body B")
     await srig.herald.outbox.drain()
     assert await Delivery.filter(notice_id=ab, status="held").exists()
-    await roll_out(ab, "B", None, now=srig.clock.now(), operator="test")
+    await roll_out(ab, "B", None, catalog=srig.herald.catalog, now=srig.clock.now(), operator="test")
     await srig.herald.outbox.drain()
     survey = await srig.survey("announcements all | How useful was the webinar? | scale:1-5")
     await srig.herald.outbox.drain()

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tortoise.exceptions import IntegrityError
 
+from bot.channels.slack_blocks import SEND_ACTION
 from bot.common.errors import UserError
 from bot.core.commands.parser import parse_command
 from bot.core.compliance.reports import export_summary, notice_summary, report_chunks, summary_csv
@@ -24,12 +25,13 @@ from bot.core.notices.ab_results import MIN_DELIVERED, compare_rates, compare_ti
 from bot.core.notices import sending
 from bot.core.notices.acks import acknowledge
 from bot.core.notices.revisions import retract_notice
-from bot.core.notices.rollout import roll_out
+from bot.core.notices.rollout import LEFT_TOPIC, roll_out
 from bot.core.notices.status import notice_status
 from bot.core.notices.variants import assign
 from bot.service import Herald
 from storage.models import AuditEvent, Delivery, Member, Notice, PlatformAccount, Staff
-from tests.support import TEAM, directory_csv
+from tests.fakes.slack_signing import event_body, interaction_body
+from tests.support import CAM_USER, TEAM, SlackHarness, directory_csv, preview_notice, wait_until
 from tests.survey_support import SurveyRig, big_directory, members
 
 AB = "need-to-know announcements all | Title A | Body A || Title B | Body B"
@@ -117,12 +119,12 @@ async def test_share_holds_the_rest_until_the_rollout_and_nobody_gets_two(srig: 
     summary = await notice_summary(notice_id)
     assert summary["held"] == 6 and [v["variant"] for v in summary["variants"]] == ["A", "B", None]
 
-    first = await roll_out(notice_id, "b", None, now=srig.clock.now(), operator="test")
+    first = await roll_out(notice_id, "b", None, catalog=srig.herald.catalog, now=srig.clock.now(), operator="test")
     assert (first.variant, first.released, first.already) == ("B", 6, False)
-    replay = await roll_out(notice_id, "B", None, now=srig.clock.now(), operator="test")
+    replay = await roll_out(notice_id, "B", None, catalog=srig.herald.catalog, now=srig.clock.now(), operator="test")
     assert replay.already and replay.released == 0
     with pytest.raises(UserError, match="rolled out variant B"):
-        await roll_out(notice_id, "A", None, now=srig.clock.now(), operator="test")
+        await roll_out(notice_id, "A", None, catalog=srig.herald.catalog, now=srig.clock.now(), operator="test")
     await srig.herald.outbox.drain()
     posts = srig.fake.calls_to("chat.postMessage")
     per_channel = Counter(c.channel for c in posts)
@@ -136,9 +138,9 @@ async def test_share_holds_the_rest_until_the_rollout_and_nobody_gets_two(srig: 
 async def test_two_replicas_rolling_out_at_once_release_each_member_once(srig: SurveyRig) -> None:
     notice_id = await srig.notice("need-to-know announcements all share:25% | A | Body A || B | Body B || C | Body C")
     results = await asyncio.gather(
-        roll_out(notice_id, "B", None, now=srig.clock.now(), operator="replica-1"),
-        roll_out(notice_id, "B", None, now=srig.clock.now(), operator="replica-2"),
-        roll_out(notice_id, "C", None, now=srig.clock.now(), operator="replica-3"),
+        roll_out(notice_id, "B", None, catalog=srig.herald.catalog, now=srig.clock.now(), operator="replica-1"),
+        roll_out(notice_id, "B", None, catalog=srig.herald.catalog, now=srig.clock.now(), operator="replica-2"),
+        roll_out(notice_id, "C", None, catalog=srig.herald.catalog, now=srig.clock.now(), operator="replica-3"),
         return_exceptions=True)
     winners = [r for r in results if not isinstance(r, BaseException) and not r.already]
     assert len(winners) == 1 and winners[0].released == 9
@@ -158,7 +160,64 @@ async def test_retraction_cancels_the_held_rows(srig: SurveyRig) -> None:
     await retract_notice(notice_id, None, reason="wrong prices", now=srig.clock.now(), operator="test")
     assert await Delivery.filter(notice_id=notice_id, status="held").count() == 0
     with pytest.raises(UserError, match="retracted"):
-        await roll_out(notice_id, "A", None, now=srig.clock.now(), operator="test")
+        await roll_out(notice_id, "A", None, catalog=srig.herald.catalog, now=srig.clock.now(), operator="test")
+
+
+async def test_a_rollout_does_not_send_to_a_member_who_left_the_topic_meanwhile(slack_http: SlackHarness) -> None:
+    """The held-back share gets nothing until the rollout, days later maybe; roll_out released
+    every held row of an active member without looking at the topic's opt-outs again, so a partner
+    who unticked "Incentives" in their App Home after the first share still got the need-to-know
+    incentives DM. Their held row is now cancelled (and audited) as publish would have left them out."""
+    slack = slack_http
+    users = ["UL1", "UL2", "UL3", "UL4"]
+    for user in users:
+        slack.fake.add_user(TEAM, user)
+    result = await import_directory(directory_csv([
+        f"lockco,Lock Co,gold,emea,gb,security,small,reseller,cam@vendor.example,{u.lower()}@lockco.example,"
+        f"Person {u},sales,UTC,en,{TEAM},{u},," for u in users]), now=slack.clock.now(), actor="test")
+    assert not result.rejected
+
+    text, notice_id = await preview_notice(slack, "send need-to-know incentives org:lockco share:50% | Spring rebate | "
+                                                  "Up to 5% back || Spring rebate: act now | 5% back until March")
+    assert "4 recipients*" in text, text
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    await slack.responses(slack.last_click_key)
+    await slack.herald.outbox.drain()
+    held = await Delivery.filter(notice_id=notice_id, status="held").values_list("member_id", flat=True)
+    assert len(held) == 2, "the 50% share holds two members back"
+    leaver = await Member.get(id=held[0])
+    leaver_user = next(u for u in users if f"{u.lower()}@lockco.example" == leaver.email)
+
+    # the held-back member leaves Incentives in their App Home (the checkbox unticked)
+    publishes = len(slack.fake.calls_to("views.publish"))
+    await slack.post_signed(event_body({"type": "app_home_opened", "user": leaver_user, "tab": "home"}, TEAM))
+    await wait_until(lambda: len(slack.fake.calls_to("views.publish")) > publishes, what="the home tab")
+    view = slack.fake.calls_to("views.publish")[-1].args["view"]
+    [block] = [b for b in view["blocks"] if b.get("accessory", {}).get("action_id") == "herald_pref_topics"]
+    kept = [o for o in block["accessory"]["options"] if o["value"] != "incentives"]
+    await slack.post_signed(interaction_body({
+        "type": "block_actions", "team": {"id": TEAM}, "user": {"id": leaver_user}, "api_app_id": "AHERALD",
+        "trigger_id": "t", "container": {"type": "view"}, "view": view,
+        "actions": [{"action_id": "herald_pref_topics", "type": "checkboxes", "block_id": block["block_id"],
+                     "selected_options": kept}]}))
+    await wait_until(lambda: len(slack.fake.calls_to("views.publish")) > publishes + 1, what="the saved home tab")
+    assert "incentives" in (await Member.get(id=leaver.id)).topic_opt_outs
+
+    slack.clock.advance(days=3)
+    _, _, key = await slack.command(f"rollout {notice_id} B")
+    await slack.responses(key)
+    await slack.herald.outbox.drain()
+
+    assert [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == f"D{leaver_user}"] == [], (
+        "the member who left Incentives was sent the rolled-out incentives notice")
+    assert await Delivery.filter(notice_id=notice_id, member_id=held[1]).values_list("status", "variant") == [
+        ("delivered", "B")]  # the other held-back member gets the winner
+    assert await Delivery.filter(notice_id=notice_id, member_id=leaver.id).values_list("status", "error") == [
+        ("cancelled", LEFT_TOPIC)]
+    cancelled = await AuditEvent.filter(notice_id=notice_id, kind="delivery.cancelled").values_list("member_id", "data")
+    assert [(m, data["reason"]) for m, data in cancelled] == [(leaver.id, LEFT_TOPIC)]
+    rolled = await AuditEvent.get(notice_id=notice_id, kind="notice.rolled_out")
+    assert (rolled.data["members"], rolled.data["opted_out"]) == (1, 1)
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -202,7 +261,7 @@ async def test_variant_results_after_the_rollout_count_only_the_experiments_memb
     before = await variant_results(notice_id, None, operator=True)
     assert before["held"] == 6 and before["rollout"] is None
 
-    await roll_out(notice_id, "B", None, now=srig.clock.now(), operator="test")
+    await roll_out(notice_id, "B", None, catalog=srig.herald.catalog, now=srig.clock.now(), operator="test")
     await srig.herald.outbox.drain()
     held_back = await Delivery.filter(notice_id=notice_id, rolled_out=True).values_list("member__email", flat=True)
     assert len(held_back) == 6 and not set(held_back) & set(first_wave)
@@ -313,7 +372,7 @@ async def test_members_removed_from_the_directory_are_not_sent_the_winner(srig: 
     assert {r.error for r in await Delivery.filter(notice_id=notice_id, member_id__in=held)} == {
         "removed from the partner directory"}
 
-    await roll_out(notice_id, "B", None, now=srig.clock.now(), operator="test")
+    await roll_out(notice_id, "B", None, catalog=srig.herald.catalog, now=srig.clock.now(), operator="test")
     await srig.herald.outbox.drain()
 
     assert await Delivery.filter(notice_id=notice_id, member_id__in=held).exclude(status="cancelled").count() == 0
@@ -334,7 +393,7 @@ async def test_members_back_in_the_directory_before_the_rollout_are_held_back_ag
     assert back.restored == len(held)
     assert set(await Delivery.filter(notice_id=notice_id, member_id__in=held).values_list("status", flat=True)) == {
         "held"}
-    await roll_out(notice_id, "B", None, now=srig.clock.now(), operator="test")
+    await roll_out(notice_id, "B", None, catalog=srig.herald.catalog, now=srig.clock.now(), operator="test")
     await srig.herald.outbox.drain()
     assert set(await Delivery.filter(notice_id=notice_id, member_id__in=held).values_list("status", "variant")) == {
         ("delivered", "B")}
@@ -351,7 +410,7 @@ async def test_members_back_in_the_directory_after_the_rollout_get_the_winner_as
     kept = [line for line in big_directory().splitlines()[1:] if line.split(",")[9] not in gone]
     await import_directory(directory_csv(kept), now=srig.clock.now(), actor="test", deactivate_missing=True)
     before = await variant_results(notice_id, None, operator=True)
-    await roll_out(notice_id, "B", None, now=srig.clock.now(), operator="test")
+    await roll_out(notice_id, "B", None, catalog=srig.herald.catalog, now=srig.clock.now(), operator="test")
 
     await import_directory(big_directory(), now=srig.clock.now(), actor="test")
     await srig.herald.outbox.drain()

@@ -176,9 +176,12 @@ def variants(notice_id: int, as_json: bool) -> None:
 @as_option
 def rollout(notice_id: int, variant: str, as_email: str) -> None:
     from bot.core.notices.rollout import roll_out
+    from bot.topics import load_catalog
+
+    catalog = load_catalog(get_settings().topics_file)
 
     async def work():  # noqa: ANN202
-        return await roll_out(notice_id, variant, await acting_staff(as_email), now=CLOCK.now())
+        return await roll_out(notice_id, variant, await acting_staff(as_email), catalog=catalog, now=CLOCK.now())
 
     result = run(work)
     if result.already:

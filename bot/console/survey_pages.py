@@ -57,7 +57,8 @@ def add_survey_routes(app: web.Application, herald: Herald) -> None:
         variant = (await current.form()).get("variant", "").strip().upper()
         if len(variant) != 1:
             raise UserError("Choose the variant to send to the rest of the audience.")
-        result = await roll_out(notice_id(current), variant, current.me, now=herald.clock.now())
+        result = await roll_out(notice_id(current), variant, current.me, catalog=herald.catalog,
+                                now=herald.clock.now())
         herald.outbox.wake()
         return current.redirect(f"/console/notices/{result.notice.id}/variants?rolled={result.variant}")
 

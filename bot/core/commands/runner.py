@@ -181,7 +181,7 @@ class StaffCommands:
 
             return SurveyStages(await survey_stages(staff))
         if isinstance(command, RolloutCommand):
-            rolled = await roll_out(command.notice_id, command.variant, staff, now=now)
+            rolled = await roll_out(command.notice_id, command.variant, staff, catalog=self.catalog, now=now)
             self.wake_outbox()
             return rolled
         if isinstance(command, VariantsCommand):

@@ -306,7 +306,7 @@ async def publish(notice: Notice, catalog: TopicCatalog, *, actor: str, now: dat
             current = await Notice.get(id=notice.id).using_db(conn)
             return SendResult(current, current.recipient_count, already=True)
         member_ids = await recipient_ids(audience, topic)
-        opted_out = await _opted_out(member_ids, topic, policy)
+        opted_out = await opted_out_members(member_ids, topic, policy)
         if opted_out:  # they get no delivery row at all (must-know ignores opt-outs)
             member_ids = [m for m in member_ids if m not in opted_out]
         deliveries, events = await _outbox_rows(notice, policy, member_ids, now=now, platform_policy=platform_policy)
@@ -551,8 +551,9 @@ async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: lis
     return deliveries, events
 
 
-async def _opted_out(member_ids: list[int], topic: Topic, policy: ImportancePolicy) -> set[int]:
-    """Members who left the topic, when the importance and the topic's catalog entry allow it."""
+async def opted_out_members(member_ids: list[int], topic: Topic, policy: ImportancePolicy) -> set[int]:
+    """Members who left the topic, when the importance and the topic's catalog entry allow it
+    (publish leaves them out; an A/B test's rollout too)."""
     if not (policy.respects_opt_outs and topic.opt_out):
         return set()
     found: set[int] = set()
