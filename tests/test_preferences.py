@@ -11,9 +11,10 @@ from bot.core.notices import sending as notices
 from bot.core.commands.parser import SendCommand
 from bot.common.errors import NotFound, UserError
 from bot.core.directory.importer import import_directory
+from bot.core.delivery.outbox import LEFT_TOPIC
 from bot.core.directory.preferences import member_for_platform_user, preferences_for, update_preferences
 from bot.topics import TopicCatalog
-from storage.models import AuditEvent, Delivery, Member
+from storage.models import AuditEvent, Delivery, Member, Notice
 from tests.support import SAMPLE_DIRECTORY, TEAM, Rig
 
 MONDAY_8_UTC = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # 09:00 Berlin, 02:00 Chicago, 19:00 Sydney
@@ -280,6 +281,28 @@ async def test_a_copy_in_doubt_found_in_quiet_hours_is_looked_for_in_the_morning
     row = await Delivery.get(id=row.id)
     assert row.status == "delivered" and row.message_id == posted_ts
     assert rig.fake.call_count("chat.postMessage") == 1 and rig.fake.call_count("conversations.history") == 1
+
+
+async def test_a_need_to_know_copy_held_for_quiet_hours_is_not_sent_after_its_member_left_the_topic(rig: Rig) -> None:
+    """README: leaving a topic takes its notices out of a digest not yet sent. A need-to-know copy
+    held for the member's quiet hours is the same case: Anna leaves Product updates in the night,
+    and the outbox, which checked retractions and closed surveys as it claimed the copy in the
+    morning but never opt-outs, sent it anyway. It is now cancelled and audited; Bo's goes out."""
+    rig.clock.set(MONDAY_2030_UTC)  # 21:30 Berlin: held until 08:00
+    notice_id = await _send(rig, "need-to-know", "product-updates", "org:acme")
+    assert await rig.herald.outbox.drain() == 0
+    anna = await _member("anna@acme.example")
+    await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), subscriptions={"product-updates": False})
+
+    rig.clock.set(datetime(2026, 1, 6, 7, 0, tzinfo=UTC))  # 08:00 Berlin
+    await rig.herald.outbox.drain()
+
+    assert _posts_to(rig, "DUANNA") == [] and len(_posts_to(rig, "DUBO")) == 1
+    assert await Delivery.filter(notice_id=notice_id, member_id=anna.id).values_list("status", "error") == [
+        ("cancelled", LEFT_TOPIC)]
+    cancelled = await AuditEvent.filter(notice_id=notice_id, kind="delivery.cancelled").values_list("member_id", "data")
+    assert [(m, data["reason"]) for m, data in cancelled] == [(anna.id, LEFT_TOPIC)]
+    assert (await Notice.get(id=notice_id)).status == "sent"
 
 
 async def test_must_know_is_not_held_by_quiet_hours(rig: Rig) -> None:

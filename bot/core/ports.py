@@ -166,8 +166,8 @@ class Channel(Protocol):
                       read_to: str = "") -> Outcome:
         """Send one notice to one person. `maybe_sent`: an earlier attempt may have gone out
         before a crash; the channel must look for it before sending again. `wanted=False` (only
-        with `maybe_sent`): the notice was retracted, its survey closed, or the reminder
-        acknowledged, since; report the earlier message if it is there (the engine updates it),
+        with `maybe_sent`): the notice was retracted, its survey closed, the reminder
+        acknowledged, or the member left its topic, since; report the earlier message if it is there (the engine updates it),
         else send nothing (`Outcome.not_posted`). A channel that cannot look sends as usual.
         `since` (with `maybe_sent`): when the first attempt that may have posted it began (None:
         unknown); an earlier message can only be newer, so a look need not read further back.

@@ -10,6 +10,7 @@ the sends themselves (bench/fanout.py).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +42,8 @@ _COLUMNS = ("d.id AS id, d.notice_id AS notice_id, d.member_id AS member_id, d.k
             "m.email AS member_email, n.revision AS n_revision, n.ack_revision AS n_ack_revision, "
             "n.status AS n_status, s.id AS s_id, s.closes_at AS s_closes_at, s.closed_at AS s_closed_at, "
             "k.acknowledged_at AS acknowledged_at, n.importance AS n_importance, m.timezone AS member_timezone, "
-            "m.quiet_start_hour AS quiet_start, m.quiet_end_hour AS quiet_end")
+            "m.quiet_start_hour AS quiet_start, m.quiet_end_hour AS quiet_end, n.topic AS n_topic, "
+            "m.topic_opt_outs AS topic_opt_outs")
 
 
 def _joins(row: str) -> str:
@@ -99,6 +101,8 @@ class ClaimedRow:
     acknowledged_at: datetime | None  # the member's acknowledgement of the notice's current ack revision
     importance: str  # the notice's
     member_hours: MemberHours  # the member's, as the claim read them
+    topic: str  # the notice's
+    topic_opt_outs: frozenset[str]  # the topics the member has left, as the claim read them
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +220,16 @@ def _row(r: Any) -> ClaimedRow:
         notice_stamp=NoticeStamp(r["n_revision"], r["n_ack_revision"], r["n_status"], r["s_id"],
                                  as_datetime(r["s_closes_at"]), as_datetime(r["s_closed_at"])),
         acknowledged_at=as_datetime(r["acknowledged_at"]), importance=r["n_importance"],
-        member_hours=MemberHours(r["member_timezone"], r["quiet_start"], r["quiet_end"]))
+        member_hours=MemberHours(r["member_timezone"], r["quiet_start"], r["quiet_end"]),
+        topic=r["n_topic"], topic_opt_outs=_opt_outs(r["topic_opt_outs"]))
+
+
+def _opt_outs(stored: Any) -> frozenset[str]:
+    """Member.topic_opt_outs as a raw query returns it: JSON text (SQLite, and PostgreSQL's jsonb
+    without a codec) or already a list."""
+    if isinstance(stored, (str, bytes)):
+        stored = json.loads(stored)
+    return frozenset(stored or ())
 
 
 # Sends put back unsent until their member's working moment (see `not_before`): due then, as if

@@ -54,6 +54,7 @@ from bot.core.delivery.notice_rows import (
 )
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.directory.app_installs import APP_REMOVED
+from bot.core.directory.preferences import opt_outs_apply
 from bot.core.directory.workspaces import deactivate_refused
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import FixedExtras, NoticeExtras, RowExtras, copy_view, load_extras
@@ -68,7 +69,7 @@ from bot.core.ports import (
     RateLimited,
     UpdateRefused,
 )
-from bot.topics import TopicCatalog
+from bot.topics import TopicCatalog, parse_importance
 from storage import db as storage_db
 from storage.models import (
     Delivery,
@@ -125,6 +126,12 @@ _CANCEL_UNWANTED_SQL = (
     f"OR (kind='{DeliveryKind.REMINDER.value}' AND EXISTS (SELECT 1 FROM acknowledgement k JOIN notice n "
     f"ON n.id=k.notice_id WHERE k.notice_id=delivery.notice_id AND k.member_id=delivery.member_id "
     f"AND k.revision=n.ack_revision))) RETURNING id, notice_id, member_id, platform, kind, error")
+# A copy whose member has left its topic since it was written (`_left_topic`), cancelled as it is
+# claimed: parameters error, now, the ids (storage_db.in_ids), the claim's token.
+LEFT_TOPIC = "left the topic before it was sent"
+_CANCEL_LEFT_TOPIC_SQL = (f"UPDATE delivery SET status='{DeliveryStatus.CANCELLED.value}', error=?, next_reminder_at=NULL, "
+                          "claimed_by='', claimed_until=NULL, updated_at=? WHERE {ids} AND claimed_by=? "
+                          "RETURNING id, notice_id, member_id, platform, kind")
 # Where a look for a copy in doubt goes on (Delivery.history_read_to): rare, so a statement of its own.
 _LOOK_SQL = "UPDATE delivery SET history_read_to=? WHERE id=? AND claimed_by=?"
 _LOOK_PG = ("UPDATE delivery d SET history_read_to=v.read_to FROM unnest($1::text[], $2::int[], $3::text[]) "
@@ -202,13 +209,23 @@ def _update_due(now: datetime) -> Q:
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
 
 
-def _still_wanted(row: ClaimedRow, now: datetime) -> bool:
+def _still_wanted(row: ClaimedRow, now: datetime, catalog: TopicCatalog) -> bool:
     """The claimed send is still to be made: its notice was not retracted, its survey has not
-    closed, and (a reminder) the member has not acknowledged since it was written."""
+    closed, (a reminder) the member has not acknowledged, and the member has not left its topic
+    (`_left_topic`), since it was written."""
     stamp = row.notice_stamp
     return not (stamp.status == NoticeStatus.RETRACTED.value or stamp.survey_closed_at is not None or (
         stamp.survey_closes_at is not None and stamp.survey_closes_at <= now) or (
-        row.kind == DeliveryKind.REMINDER.value and row.acknowledged_at is not None))
+        row.kind == DeliveryKind.REMINDER.value and row.acknowledged_at is not None) or _left_topic(row, catalog))
+
+
+def _left_topic(row: ClaimedRow, catalog: TopicCatalog) -> bool:
+    """The member has left the copy's topic since it was written (held for their quiet hours, a
+    backlog), and its importance and the topic let them (publish's rule, `opt_outs_apply`): as a
+    digest not yet sent drops the topic. A topic no longer in the catalog cannot say: kept."""
+    topic = catalog.topics.get(row.topic)
+    return (row.topic in row.topic_opt_outs and topic is not None
+            and opt_outs_apply(topic, parse_importance(row.importance)))
 
 
 def _listed(lane: Lane, lanes: set[Lane] | None) -> bool:
@@ -301,16 +318,36 @@ class NoticeSource:
         for _ in range(HOLD_ROUNDS):
             room = limit - len(sendable)
             rows = await claim_rows(lane, SEND_DUE, DeliveryStatus.SENDING.value, room, token, now, lease_until)
+            claimed = len(rows)
+            # one in doubt is looked for first (`send`, not wanted): if it did not land, it is pending
+            # again, and cancelled here when next claimed
+            left = [row for row in rows if not row.maybe_sent and _left_topic(row, self.outbox.catalog)]
+            if left:
+                await self._cancel_left_topic(left, token, now)
+                gone = {row.id for row in left}
+                rows = [row for row in rows if row.id not in gone]
             held = [(row, until) for row in rows
-                    if (until := not_before(row, now)) is not None and _still_wanted(row, now)]
+                    if (until := not_before(row, now)) is not None and _still_wanted(row, now, self.outbox.catalog)]
             if held:
                 await self._hold(held, token, now)
                 kept = {row.id for row, _ in held}
                 rows = [row for row in rows if row.id not in kept]
             sendable += rows
-            if not held or len(rows) + len(held) < room:
+            if not (held or left) or claimed < room:
                 break
         return sendable
+
+    async def _cancel_left_topic(self, rows: list[ClaimedRow], token: str, now: datetime) -> None:
+        """Cancel claimed copies whose members have left their topic (`LEFT_TOPIC`), each audited
+        as `delivery.cancelled`, and mark sent the notices that leaves with nothing to send."""
+        predicate, ids = storage_db.in_ids("id", [row.id for row in rows])
+        async with in_transaction() as conn:
+            cancelled = await conn.execute_query_dict(storage_db.placeholders(
+                _CANCEL_LEFT_TOPIC_SQL.format(ids=predicate)), [LEFT_TOPIC, now, ids, token])
+            await record([audit_event("delivery.cancelled", now=now, notice_id=c["notice_id"], member_id=c["member_id"],
+                                      platform=c["platform"], delivery_id=c["id"], copy=c["kind"], reason=LEFT_TOPIC)
+                          for c in cancelled], using_db=conn)
+            await complete_sent_notices(now, {c["notice_id"] for c in cancelled}, using_db=conn)
 
     async def _hold(self, held: list[tuple[ClaimedRow, datetime]], token: str, now: datetime) -> None:
         """Put the rows back until their time, with a `delivery.held` audit event each."""
@@ -353,7 +390,7 @@ class NoticeSource:
             return Outcome.delivered(ref)
         if row.recipient is None:
             return Outcome.failed("the member's platform account was removed")
-        wanted = _still_wanted(row, self.outbox.clock.now())
+        wanted = _still_wanted(row, self.outbox.clock.now(), self.outbox.catalog)
         if not wanted and not row.maybe_sent:
             # back to pending, where _store cancels it. A copy in doubt is looked for first: if it
             # landed, it is recorded and updated to show the change; if not, it is cancelled too.

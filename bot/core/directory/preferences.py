@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import NotFound, UserError
 from bot.common.schedule import DEFAULT_QUIET_END, DEFAULT_QUIET_START
 from bot.core.compliance.audit import audit_event, record
-from bot.topics import TopicCatalog
+from bot.topics import ImportancePolicy, Topic, TopicCatalog
 from storage import db as storage_db
 from storage.models import Member, PlatformAccount
 
@@ -36,6 +36,12 @@ class Preferences:
     digest_frequency: str  # daily | weekly
     subscribed: dict[str, bool]  # every opt-out-able topic (catalog order) -> subscribed?
     fixed_topics: list[str]  # topics nobody can leave (opt_out: false), catalog order
+
+
+def opt_outs_apply(topic: Topic, policy: ImportancePolicy) -> bool:
+    """Whether members who left `topic` are spared its notices of this importance: the
+    importance respects opt-outs (not must-know) and the topic's catalog entry allows them."""
+    return policy.respects_opt_outs and topic.opt_out
 
 
 async def member_for_platform_user(platform: str, workspace_id: str, user_id: str) -> Member | None:

@@ -27,6 +27,7 @@ from bot.core.directory.audiences import (
     unmatched_value_warnings,
 )
 from bot.core.directory.permissions import require_sender
+from bot.core.directory.preferences import opt_outs_apply
 from bot.core.directory.quiet_hours import quiet_hours_ends
 from bot.core.directory.reach import choose_account, staff_recipient, unreachable_workspaces
 from bot.core.directory.slack_orgs import installs_of
@@ -554,7 +555,7 @@ async def _outbox_rows(notice: Notice, policy: ImportancePolicy, member_ids: lis
 async def opted_out_members(member_ids: list[int], topic: Topic, policy: ImportancePolicy) -> set[int]:
     """Members who left the topic, when the importance and the topic's catalog entry allow it
     (publish leaves them out; an A/B test's rollout too)."""
-    if not (policy.respects_opt_outs and topic.opt_out):
+    if not opt_outs_apply(topic, policy):
         return set()
     found: set[int] = set()
     for start in range(0, len(member_ids), 5000):
