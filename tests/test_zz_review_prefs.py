@@ -1,0 +1,215 @@
+"""Review (area: prefs): members' preferences and the CAM's pause, through the real surfaces
+(signed Slack requests to the running app, the fake Slack API, the injected clock).
+
+Each test fails on the current code for the reason its docstring states."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.channels.slack_blocks import PREF_TIMEZONE_ACTION, PREF_TOPICS_ACTION
+from bot.core.commands.parser import SendCommand
+from bot.core.notices import sending as notices
+from storage.models import AuditEvent, Delivery, Member
+from tests.fakes.slack_signing import event_body, interaction_body
+from tests.support import CAM_USER, TEAM, SlackHarness, wait_until
+
+MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin (Anna, Bo of Acme Locks)
+
+
+async def _reply(slack: SlackHarness, text: str, user: str = CAM_USER) -> str:
+    """`/herald <text>` as a signed slash command; the text Herald answered with."""
+    response, body, key = await slack.command(text, user=user)
+    assert response.status == 200
+    if body:
+        return body
+    (call,) = await slack.responses(key)
+    return call.args.get("text", "")
+
+
+async def _must_know(slack: SlackHarness, audience: str, *, deadline: datetime | None = None,
+                     title: str = "Recall LX-200") -> int:
+    command = SendCommand(importance="must-know", topic="operations", audience=audience, title=title,
+                          body="Stop selling LX-200", deadline=deadline)
+    preview = await notices.create_draft(None, command, slack.herald.catalog, now=slack.clock.now(), operator="test")
+    await notices.send_draft(preview.notice.id, None, slack.herald.catalog, now=slack.clock.now(), operator="test")
+    await slack.herald.outbox.drain()
+    return preview.notice.id
+
+
+async def _hours(slack: SlackHarness, hours: int) -> None:
+    """Let `hours` hours pass, the scheduler ticking every hour and the outbox sending what is due."""
+    for _ in range(hours):
+        slack.clock.advance(hours=1)
+        await slack.herald.tick()
+        await slack.herald.outbox.drain()
+
+
+# ---- the CAM's pause -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("then", ["runs out", "resumed"])
+async def test_reminders_parked_by_an_open_ended_pause_come_back_after_the_cam_gives_it_an_end(
+        slack_http: SlackHarness, then: str) -> None:
+    """A CAM pauses Acme until resumed (`pause acme site fire`); Anna's must-know reminder falls
+    due and is parked (`reminder.ended`, "they resume with it"). The CAM then gives the pause an end
+    date (`pause acme until 2026-01-09 ...`). When that pause runs out, or the CAM resumes Acme,
+    Anna's reminders must come back (README: "paused until resumed, ended (`reminder.ended`) and
+    resumed with it"). Now they never do: `resume_organisation` only brings back parked reminders
+    when the *current* pause has no end date, and a pause that runs out brings back nothing, so the
+    unacknowledged must-know notice is never reminded again."""
+    slack = slack_http
+    slack.clock.set(MONDAY_9_UTC)
+    assert "paused" in await _reply(slack, "pause acme site fire")
+    notice_id = await _must_know(slack, "member:anna@acme.example")
+    original = await Delivery.get(notice_id=notice_id, kind="notice")
+    slack.clock.set(original.next_reminder_at)
+    await slack.herald.tick()
+    assert (await AuditEvent.filter(kind="reminder.ended").count()) == 1  # parked, to resume with the pause
+
+    slack.clock.advance(hours=1)
+    assert "paused until" in await _reply(slack, "pause acme until 2026-01-09 clean-up continues")
+    if then == "resumed":
+        slack.clock.set(datetime(2026, 1, 8, 9, 0, tzinfo=UTC))  # Thursday, 10:00 in Berlin
+        assert "back on" in await _reply(slack, "resume acme")
+    else:
+        slack.clock.set(datetime(2026, 1, 12, 8, 0, tzinfo=UTC))  # the Monday after the pause ran out
+    await _hours(slack, 24)
+
+    reminders = await Delivery.filter(notice_id=notice_id, kind="reminder").count()
+    resumed = await AuditEvent.filter(kind="reminder.resumed").count()
+    assert reminders >= 1, (
+        f"the pause {then}, but Anna's parked reminders never came back: {reminders} reminders, "
+        f"{resumed} reminder.resumed events, next_reminder_at="
+        f"{(await Delivery.get(id=original.id)).next_reminder_at}")
+
+
+async def test_a_pause_that_ran_out_is_not_reported_as_current(slack_http: SlackHarness) -> None:
+    """Acme was paused until Tuesday 00:00 UTC; its members were reminded as usual from then on.
+    At the deadline on Thursday the CAM's escalation still says "Automated reminders for Acme Locks
+    are paused: stocktake", and `status` says "Reminders paused for: Acme Locks": both read
+    `paused_at` only, not whether the pause has run out (reminders.is_paused does), so the CAM is
+    told something false about why members have not acknowledged."""
+    slack = slack_http
+    slack.clock.set(MONDAY_9_UTC)
+    assert "paused until" in await _reply(slack, "pause acme until 2026-01-06 stocktake")
+    deadline = MONDAY_9_UTC + timedelta(days=3)
+    notice_id = await _must_know(slack, "org:acme", deadline=deadline)
+    await _hours(slack, 72)  # reminders go out on Tuesday and Wednesday: the pause is over
+    assert await Delivery.filter(notice_id=notice_id, kind="reminder", status="delivered").count() >= 2
+
+    await slack.herald.outbox.drain()
+    escalations = [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "DUCAM1" and c.ok
+                   and "Acme Locks" in str(c.args.get("blocks"))]
+    assert escalations, "no escalation reached the CAM"
+    text = str(escalations[-1].args["blocks"])
+    status = await _reply(slack, f"status {notice_id}")
+    assert "are paused" not in text and "Reminders paused for" not in status, (
+        f"a pause that ended on 2026-01-06 is reported as current on {slack.clock.now():%Y-%m-%d}:\n"
+        f"escalation: {text[text.find('Automated'):][:90]!r}\nstatus: {status!r}")
+
+
+# ---- preferences in the Slack App Home ----------------------------------------------------------
+
+async def _home(slack: SlackHarness, user: str) -> dict:
+    """The member opens Herald's Home tab (a signed `app_home_opened` event): the view published."""
+    before = len(slack.fake.calls_to("views.publish"))
+    response = await slack.post_signed(event_body({"type": "app_home_opened", "user": user, "tab": "home"}, TEAM))
+    assert response.status == 200
+    published = await wait_until(lambda: (c := slack.fake.calls_to("views.publish")) and len(c) > before and c,
+                                 what="the home tab")
+    return published[-1].args["view"]
+
+
+async def _home_action(slack: SlackHarness, user: str, action: dict) -> dict:
+    """One control of the Home tab changed (a signed block_actions request, as Slack sends it from
+    the view); the view Herald published after it."""
+    view = await _home(slack, user)
+    before = len(slack.fake.calls_to("views.publish"))
+    payload = {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": user}, "api_app_id": "AHERALD",
+               "trigger_id": "t", "container": {"type": "view", "view_id": "VHOME"}, "view": view,
+               "actions": [action]}
+    response = await slack.post_signed(interaction_body(payload))
+    assert response.status == 200
+    published = await wait_until(lambda: (c := slack.fake.calls_to("views.publish")) and len(c) > before and c,
+                                 what="the home tab after the change")
+    return published[-1].args["view"]
+
+
+def _need_to_know(slack: SlackHarness, audience: str, topic: str = "support") -> SendCommand:
+    return SendCommand(importance="need-to-know", topic=topic, audience=audience, title="Portal maintenance",
+                       body="The partner portal is down on Wednesday")
+
+
+async def _send(slack: SlackHarness, command: SendCommand) -> int:
+    preview = await notices.create_draft(None, command, slack.herald.catalog, now=slack.clock.now(), operator="test")
+    await notices.send_draft(preview.notice.id, None, slack.herald.catalog, now=slack.clock.now(), operator="test")
+    return preview.notice.id
+
+
+def _dms(slack: SlackHarness, channel: str, text: str = "Portal maintenance") -> list:
+    """The DMs posted to `channel` that show `text` (the notice; not a journey step sent meanwhile)."""
+    return [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == channel and c.ok
+            and text in str(c.args.get("blocks") or c.args.get("text"))]
+
+
+async def test_a_held_need_to_know_copy_comes_at_the_end_of_the_quiet_hours_of_the_zone_the_member_just_chose(
+        slack_http: SlackHarness) -> None:
+    """A need-to-know notice goes out at 20:30 UTC: 21:30 for Anna in Berlin, her directory zone, so
+    it is held until 08:00 Berlin (07:00 UTC). Anna, who works from Tokyo, sets Asia/Tokyo in her
+    Home tab at once. SPEC: need-to-know is "held until the end of the member's quiet hours, in
+    their time zone": 08:00 Tokyo, 23:00 UTC. Now the held copy keeps the old zone's time
+    (next_attempt_at is never moved earlier; notice_rows.not_before only ever holds a copy longer)
+    and reaches her at 16:00 in Tokyo, eight hours into her working day."""
+    slack = slack_http
+    slack.clock.set(datetime(2026, 1, 5, 20, 30, tzinfo=UTC))  # Mon 21:30 Berlin, Tue 05:30 Tokyo
+    notice_id = await _send(slack, _need_to_know(slack, "member:anna@acme.example"))
+    await slack.herald.outbox.drain()
+    assert not _dms(slack, "DUANNA")  # held: quiet hours in Berlin
+
+    slack.clock.advance(minutes=5)
+    view = await _home_action(slack, "UANNA", {"action_id": PREF_TIMEZONE_ACTION, "type": "plain_text_input",
+                                               "block_id": "timezone", "value": "Asia/Tokyo"})
+    assert "Saved." in str(view) and (await Member.get(email="anna@acme.example")).timezone == "Asia/Tokyo"
+
+    slack.clock.set(datetime(2026, 1, 5, 23, 5, tzinfo=UTC))  # Tue 08:05 in Tokyo: her quiet hours are over
+    await slack.herald.tick()
+    await slack.herald.outbox.drain()
+    copy = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example")
+    assert _dms(slack, "DUANNA"), (
+        f"at 08:05 in Tokyo (her zone since 20:35 UTC) Anna's need-to-know copy is still {copy.status}, "
+        f"held until {copy.next_attempt_at:%Y-%m-%d %H:%M} UTC "
+        f"({copy.next_attempt_at.astimezone(ZoneInfo('Asia/Tokyo')):%H:%M} in Tokyo)")
+
+
+async def test_leaving_a_topic_in_the_home_tab_cancels_its_need_to_know_copy_still_held_for_quiet_hours(
+        slack_http: SlackHarness) -> None:
+    """A need-to-know Support notice is held for Anna's quiet hours (21:30 in Berlin). That evening
+    she leaves Support in her Home tab ("Saved."). README: "Opt-outs apply to nice- and need-to-know
+    notices" and "Leaving a topic also takes its notices out of a digest not yet sent" (digests.py:
+    "a nice-to-know notice is not pushed to someone who has said they no longer want its topic").
+    A need-to-know copy not sent yet is in the same position, yet at 08:00 it is pushed to her
+    anyway: nothing looks at the opt-out after the copy was written."""
+    slack = slack_http
+    slack.clock.set(datetime(2026, 1, 5, 20, 30, tzinfo=UTC))  # Mon 21:30 in Berlin
+    notice_id = await _send(slack, _need_to_know(slack, "member:anna@acme.example", topic="support"))
+    await slack.herald.outbox.drain()
+    assert not _dms(slack, "DUANNA")  # held for her quiet hours
+
+    slack.clock.advance(minutes=10)
+    view = await _home(slack, "UANNA")
+    [block] = [b for b in view["blocks"] if b.get("accessory", {}).get("action_id") == PREF_TOPICS_ACTION]
+    kept = [o for o in block["accessory"]["options"] if o["value"] != "support"]
+    view = await _home_action(slack, "UANNA", {"action_id": PREF_TOPICS_ACTION, "type": "checkboxes",
+                                               "block_id": block["block_id"], "selected_options": kept})
+    assert "Saved." in str(view)
+    assert (await Member.get(email="anna@acme.example")).topic_opt_outs == ["support"]
+
+    slack.clock.set(datetime(2026, 1, 6, 7, 5, tzinfo=UTC))  # Tue 08:05 in Berlin
+    await slack.herald.tick()
+    await slack.herald.outbox.drain()
+    copy = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example")
+    assert not _dms(slack, "DUANNA"), (
+        f"Anna left Support at 21:40 and still got its need-to-know notice at 08:05 (copy {copy.status})")
