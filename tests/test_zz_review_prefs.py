@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.channels.slack_blocks import PREF_TIMEZONE_ACTION, PREF_TOPICS_ACTION
+from bot.channels.slack_blocks import PREF_TIMEZONE_ACTION, PREF_TOPICS_ACTION, SEND_ACTION
 from bot.core.commands.parser import SendCommand
 from bot.core.notices import sending as notices
 from storage.models import AuditEvent, Delivery, Member
@@ -84,6 +84,30 @@ async def test_reminders_parked_by_an_open_ended_pause_come_back_after_the_cam_g
         f"the pause {then}, but Anna's parked reminders never came back: {reminders} reminders, "
         f"{resumed} reminder.resumed events, next_reminder_at="
         f"{(await Delivery.get(id=original.id)).next_reminder_at}")
+
+
+async def test_reminders_put_off_by_a_pause_follow_it_when_the_cam_shortens_it(slack_http: SlackHarness) -> None:
+    """Acme is paused until 16 January; a must-know recall (deadline 14 January) goes out, and the
+    planner puts Anna's and Bo's reminders off to the pause's end (16 January). On Tuesday the CAM
+    shortens the pause (`pause acme until 2026-01-07 ...`). From Wednesday Acme is not paused, so
+    its members must be reminded before the deadline. Now no reminder ever reaches them: their
+    reminders stay put off to the first pause's end, which is after the deadline (re-pausing re-times
+    nothing, and `resume` would only bring back rows put off to the *current* pause's end)."""
+    slack = slack_http
+    slack.clock.set(MONDAY_9_UTC)
+    assert "paused until" in await _reply(slack, "pause acme until 2026-01-16 flood at the depot")
+    deadline = datetime(2026, 1, 14, 9, 0, tzinfo=UTC)
+    notice_id = await _must_know(slack, "org:acme", deadline=deadline)
+    await _hours(slack, 12)  # the first reminders (8 h) fall due during the pause: put off to its end
+    assert "paused until" in await _reply(slack, "pause acme until 2026-01-07 water is gone, back soon")
+
+    slack.clock.set(datetime(2026, 1, 7, 6, 0, tzinfo=UTC))
+    await _hours(slack, 24 * 6)  # Wednesday to the deadline's eve: working days, Acme not paused
+    reminders = await Delivery.filter(notice_id=notice_id, kind="reminder").count()
+    parked = await Delivery.filter(notice_id=notice_id, kind="notice").values_list("next_reminder_at", flat=True)
+    assert reminders >= 2, (
+        f"the pause ended on 2026-01-07, yet Acme's members got {reminders} reminders before the deadline "
+        f"on 2026-01-14; their next reminders are still set to {sorted({str(p) for p in parked})}")
 
 
 async def test_a_pause_that_ran_out_is_not_reported_as_current(slack_http: SlackHarness) -> None:
@@ -213,3 +237,75 @@ async def test_leaving_a_topic_in_the_home_tab_cancels_its_need_to_know_copy_sti
     copy = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example")
     assert not _dms(slack, "DUANNA"), (
         f"Anna left Support at 21:40 and still got its need-to-know notice at 08:05 (copy {copy.status})")
+
+
+# ---- digests ------------------------------------------------------------------------------------
+
+async def test_a_notice_retracted_while_its_digest_waits_in_the_outbox_is_not_listed_in_it(
+        slack_http: SlackHarness) -> None:
+    """A CAM sends a nice-to-know notice on Sunday evening; at 09:00 in Berlin on Monday the tick
+    queues Anna's digest in the outbox, which sends digests in the workspace's lane after every
+    notice copy (README), so behind a broadcast it can wait there a long while. Meanwhile the CAM
+    retracts the notice (`retract`: "pending sends ... stop"). The digest then goes out still
+    listing the retracted notice, title, id and link: `digest_message` is rendered once when the
+    run is queued, and a retraction drops a notice only from digests not queued yet (README:
+    a digest's retracted notices are left out; "Leaving a topic also takes its notices out of a
+    digest not yet sent")."""
+    slack = slack_http
+    slack.clock.set(datetime(2026, 1, 4, 19, 0, tzinfo=UTC))  # Sunday evening
+    response, _, key = await slack.command(
+        "send nice-to-know product-updates member:anna@acme.example | LX-300 datasheet v2 | Updated specs")
+    assert response.status == 200
+    (preview,) = await slack.responses(key)
+    notice_id = int(next(e["value"] for b in preview.args["blocks"] if b["type"] == "actions"
+                         for e in b["elements"] if e["action_id"] == SEND_ACTION))
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    await slack.responses(slack.last_click_key)
+
+    slack.clock.set(MONDAY_9_UTC - timedelta(hours=1))  # Monday 09:00 in Berlin: Anna's digest moment
+    assert (await slack.herald.tick())["digests"] == 1  # queued; the outbox sends it when it gets to it
+    slack.clock.advance(minutes=2)
+    assert "Retracted" in await _reply(slack, f"retract {notice_id} wrong specs, do not use")
+    await slack.herald.outbox.drain()
+
+    digests = [c for c in slack.fake.calls_to("chat.postMessage") if c.ok and c.channel == "DUANNA"
+               and "Your Herald digest" in str(c.args.get("text"))]
+    listed = [c for c in digests if "LX-300 datasheet v2" in str(c.args.get("blocks"))]
+    assert not listed, (
+        f"Anna's digest, sent at {slack.clock.now():%H:%M} UTC, lists notice #{notice_id} retracted at 08:02 UTC: "
+        f"{[b['text']['text'] for b in listed[0].args['blocks'] if b['type'] == 'section']}")
+
+
+async def test_the_report_records_a_pause_that_held_back_the_notices_reminders_after_it_was_resumed(
+        slack_http: SlackHarness) -> None:
+    """Acme is paused (flood at the depot) when a must-know recall goes out on Monday: its members get
+    no reminders until the CAM resumes it on Thursday, while Bolt's do. The compliance officer pulls
+    the report (HTTP reports API) after the deadline: Acme's entry must say its reminders were
+    paused, and when, as it does while the pause lasts (reports.py: "reminders paused by the CAM:
+    part of the record"; test_a_pause_is_part_of_the_report). Now the report reads only the
+    organisation's current pause, so once resumed the pause is gone from every report of the
+    notices it held back, and Acme's missing reminders have no explanation in the report."""
+    from bot.core.compliance.api_tokens import create_token
+    from bot.core.directory.staff import add_staff
+
+    slack = slack_http
+    slack.clock.set(MONDAY_9_UTC)
+    assert "paused" in await _reply(slack, "pause acme flood at the depot")
+    deadline = MONDAY_9_UTC + timedelta(days=7)
+    notice_id = await _must_know(slack, "tier:gold,silver", deadline=deadline)
+    await _hours(slack, 72)
+    slack.clock.set(datetime(2026, 1, 8, 9, 0, tzinfo=UTC))
+    assert "back on" in await _reply(slack, "resume acme")
+    slack.clock.set(deadline + timedelta(hours=1))
+    await slack.herald.tick()
+
+    await add_staff("audit@vendor.example", "compliance", now=slack.clock.now(), actor="test")
+    token = (await create_token("audit@vendor.example", now=slack.clock.now()))[1]
+    url = str(slack.server.make_url(f"/api/v1/notices/{notice_id}/report?format=json"))
+    async with slack.session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+        assert response.status == 200, await response.text()
+        document = await response.json()
+    acme = next(o for o in document["summary"]["organisations"] if o["organisation_id"] == "acme")
+    assert "reminders_paused" in acme, (
+        f"Acme's reminders were paused from 2026-01-05 to 2026-01-08 while this notice was out, "
+        f"but its report entry says nothing of it: {acme}")
