@@ -46,7 +46,7 @@ from storage.models import (
 )
 from tests.conftest import POSTGRES_ONLY
 from tests.query_plans import uses_an_index_on
-from tests.support import CAM_USER, TEAM, Rig, bulk_members
+from tests.support import CAM_USER, TEAM, Rig, SlackHarness, bulk_members
 
 import pytest
 
@@ -1103,6 +1103,70 @@ async def test_resuming_a_timed_pause_early_brings_its_reminders_back(rig: Rig) 
     await rig.herald.outbox.drain()
 
     assert await Delivery.filter(notice_id=notice_id, kind="reminder").count() == 1
+
+
+async def _reply(slack: SlackHarness, text: str, user: str = CAM_USER) -> str:
+    """`/herald <text>` as a signed slash command; the text Herald answered with."""
+    response, body, key = await slack.command(text, user=user)
+    assert response.status == 200
+    if body:
+        return body
+    (call,) = await slack.responses(key)
+    return call.args.get("text", "")
+
+
+async def _must_know(slack: SlackHarness, audience: str, *, deadline: datetime | None = None,
+                     title: str = "Recall LX-200") -> int:
+    command = SendCommand(importance="must-know", topic="operations", audience=audience, title=title,
+                          body="Stop selling LX-200", deadline=deadline)
+    preview = await notices.create_draft(None, command, slack.herald.catalog, now=slack.clock.now(), operator="test")
+    await notices.send_draft(preview.notice.id, None, slack.herald.catalog, now=slack.clock.now(), operator="test")
+    await slack.herald.outbox.drain()
+    return preview.notice.id
+
+
+async def _hours(slack: SlackHarness, hours: int) -> None:
+    """Let `hours` hours pass, the scheduler ticking every hour and the outbox sending what is due."""
+    for _ in range(hours):
+        slack.clock.advance(hours=1)
+        await slack.herald.tick()
+        await slack.herald.outbox.drain()
+
+
+@pytest.mark.parametrize("then", ["runs out", "resumed"])
+async def test_reminders_parked_by_an_open_ended_pause_come_back_after_the_cam_gives_it_an_end(
+        slack_http: SlackHarness, then: str) -> None:
+    """A CAM pauses Acme until resumed (`pause acme site fire`); Anna's must-know reminder falls
+    due and is parked (`reminder.ended`, "they resume with it"). The CAM then gives the pause an end
+    date (`pause acme until 2026-01-09 ...`). When that pause runs out, or the CAM resumes Acme,
+    Anna's reminders must come back (README: "paused until resumed, ended (`reminder.ended`) and
+    resumed with it"). Now they never do: `resume_organisation` only brings back parked reminders
+    when the *current* pause has no end date, and a pause that runs out brings back nothing, so the
+    unacknowledged must-know notice is never reminded again."""
+    slack = slack_http
+    slack.clock.set(MONDAY_9_UTC)
+    assert "paused" in await _reply(slack, "pause acme site fire")
+    notice_id = await _must_know(slack, "member:anna@acme.example")
+    original = await Delivery.get(notice_id=notice_id, kind="notice")
+    slack.clock.set(original.next_reminder_at)
+    await slack.herald.tick()
+    assert (await AuditEvent.filter(kind="reminder.ended").count()) == 1  # parked, to resume with the pause
+
+    slack.clock.advance(hours=1)
+    assert "paused until" in await _reply(slack, "pause acme until 2026-01-09 clean-up continues")
+    if then == "resumed":
+        slack.clock.set(datetime(2026, 1, 8, 9, 0, tzinfo=UTC))  # Thursday, 10:00 in Berlin
+        assert "back on" in await _reply(slack, "resume acme")
+    else:
+        slack.clock.set(datetime(2026, 1, 12, 8, 0, tzinfo=UTC))  # the Monday after the pause ran out
+    await _hours(slack, 24)
+
+    reminders = await Delivery.filter(notice_id=notice_id, kind="reminder").count()
+    resumed = await AuditEvent.filter(kind="reminder.resumed").count()
+    assert reminders >= 1, (
+        f"the pause {then}, but Anna's parked reminders never came back: {reminders} reminders, "
+        f"{resumed} reminder.resumed events, next_reminder_at="
+        f"{(await Delivery.get(id=original.id)).next_reminder_at}")
 
 
 @pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)  # SQLite reads a report page by page

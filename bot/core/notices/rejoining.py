@@ -111,18 +111,21 @@ async def resume_reminders(member_ids: Sequence[int], *, now: datetime, actor: s
     return events
 
 
-async def resume_ended_reminders(ended: str, *, now: datetime, actor: str, why: str,
+async def resume_ended_reminders(ended: str, *, now: datetime, actor: str, why: str, at: datetime | None = None,
                                  **where: object) -> list[PendingEvent]:
     """The originals matching `where` (Delivery filters) whose reminders the planner last ended
-    for the reason `ended` are due for a reminder now (the planner puts it in the member's working
-    hours, and ends them again if something else still blocks them): one `reminder.resumed` event
-    each, saying `why`. Runs in the caller's transaction (what ended the block)."""
+    for the reason `ended` are due for a reminder now, or at `at` (the planner puts it in the
+    member's working hours, and ends them again if something else still blocks them): one
+    `reminder.resumed` event each, saying `why` (and `at`, if given). Runs in the caller's
+    transaction (what ended the block)."""
     events: list[PendingEvent] = []
+    due = at or now
+    when = {"at": due} if at is not None else {}
     for row in await _ended_originals(ended, now, **where):
-        if await Delivery.filter(id=row["id"], next_reminder_at__isnull=True).update(next_reminder_at=now):
+        if await Delivery.filter(id=row["id"], next_reminder_at__isnull=True).update(next_reminder_at=due):
             events.append(audit_event(REMINDER_RESUMED, now=now, actor=actor, notice_id=row["notice_id"],
                                       member_id=row["member_id"], platform=row["platform"], delivery_id=row["id"],
-                                      reason=why))
+                                      reason=why, **when))
     return events
 
 
