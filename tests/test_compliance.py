@@ -1169,6 +1169,30 @@ async def test_reminders_parked_by_an_open_ended_pause_come_back_after_the_cam_g
         f"{(await Delivery.get(id=original.id)).next_reminder_at}")
 
 
+async def test_reminders_put_off_by_a_pause_follow_it_when_the_cam_shortens_it(slack_http: SlackHarness) -> None:
+    """Acme is paused until 16 January; a must-know recall (deadline 14 January) goes out, and the
+    planner puts Anna's and Bo's reminders off to the pause's end (16 January). On Tuesday the CAM
+    shortens the pause (`pause acme until 2026-01-07 ...`). From Wednesday Acme is not paused, so
+    its members must be reminded before the deadline. Now no reminder ever reaches them: their
+    reminders stay put off to the first pause's end, which is after the deadline (re-pausing re-times
+    nothing, and `resume` would only bring back rows put off to the *current* pause's end)."""
+    slack = slack_http
+    slack.clock.set(MONDAY_9_UTC)
+    assert "paused until" in await _reply(slack, "pause acme until 2026-01-16 flood at the depot")
+    deadline = datetime(2026, 1, 14, 9, 0, tzinfo=UTC)
+    notice_id = await _must_know(slack, "org:acme", deadline=deadline)
+    await _hours(slack, 12)  # the first reminders (8 h) fall due during the pause: put off to its end
+    assert "paused until" in await _reply(slack, "pause acme until 2026-01-07 water is gone, back soon")
+
+    slack.clock.set(datetime(2026, 1, 7, 6, 0, tzinfo=UTC))
+    await _hours(slack, 24 * 6)  # Wednesday to the deadline's eve: working days, Acme not paused
+    reminders = await Delivery.filter(notice_id=notice_id, kind="reminder").count()
+    parked = await Delivery.filter(notice_id=notice_id, kind="notice").values_list("next_reminder_at", flat=True)
+    assert reminders >= 2, (
+        f"the pause ended on 2026-01-07, yet Acme's members got {reminders} reminders before the deadline "
+        f"on 2026-01-14; their next reminders are still set to {sorted({str(p) for p in parked})}")
+
+
 @pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)  # SQLite reads a report page by page
 async def test_a_report_is_the_trail_as_of_the_head_it_names(rig: Rig) -> None:
     """A click that lands while a slow client is still downloading the report is in neither its

@@ -33,7 +33,9 @@ async def pause_organisation(staff: Staff | None, org_id: str, *, until: datetim
                              now: datetime) -> Organisation:
     """Pause the organisation's automated reminders (or change the pause: its end or its reason).
 
-    The reminders a pause until resumed ended come back at the end it is given (`reminder.resumed`)."""
+    A pause that changes moves the reminders the previous one stopped: those put off to its end
+    follow the new end (or are due now under a pause until resumed: the planner ends them), and
+    those a pause until resumed ended come back at the new end (`reminder.resumed`)."""
     organisation = await _organisation_for(staff, org_id)
     if until is not None and until <= now:
         raise UserError("the pause must end in the future")
@@ -60,11 +62,16 @@ async def _locked(organisation_id: int, conn: BaseDBAsyncClient) -> Organisation
 async def _follow_the_new_end(previous: Organisation, until: datetime | None, *, now: datetime,
                               actor: str) -> list[PendingEvent]:
     """The reminders the organisation's previous pause stopped follow the pause that replaces it
-    (in its transaction): otherwise they would wait for a resume that may never come (the pause
-    now runs out). Returns the `reminder.resumed` events of those brought back."""
+    (in its transaction): otherwise they would wait for an end that no longer comes, possibly
+    after the notice's deadline. Returns the `reminder.resumed` events of those brought back."""
     if previous.paused_at is None:
         return []
-    if previous.paused_until is not None or until is None:
+    if previous.paused_until is not None:
+        # put off to the old end by the planner: now at the new end (a pause until resumed: due
+        # now, and the planner ends them for it, to come back when it is resumed)
+        await _move_put_off(previous, previous.paused_until, until or now)
+        return []
+    if until is None:
         return []  # still paused until resumed: they stay ended
     return await resume_ended_reminders(PAUSED, now=now, at=until, actor=actor,
                                         why="the organisation's pause now has an end",
