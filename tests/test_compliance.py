@@ -364,7 +364,7 @@ async def test_pause_stops_reminders_but_not_delivery(rig: Rig) -> None:
     notice_id = await rig.broadcast("tier:gold,silver")
     await rig.herald.outbox.drain()
     assert {c.channel for c in rig.fake.calls_to("chat.postMessage")} == {"DUANNA", "DUBO", "DUCY", "DUDI"}
-    status = await notice_status(notice_id)
+    status = await notice_status(notice_id, now=rig.clock.now())
     assert status.paused_organisations == ["Acme Locks"]
 
     for _ in range(48):  # two days, so every time zone has had its working hours
@@ -527,7 +527,7 @@ async def test_a_scheduled_notice_of_a_removed_topic_fails_once_and_the_reminder
         assert await Delivery.filter(notice_id=scheduled_id).count() == 0
         (event,) = await AuditEvent.filter(kind="notice.failed")
         assert event.notice_id == scheduled_id and event.data["reason"] == scheduled.failure_reason
-        assert "Not sent: unknown topic 'announcements'" in status_text(await notice_status(scheduled_id))
+        assert "Not sent: unknown topic 'announcements'" in status_text(await notice_status(scheduled_id, now=rig.clock.now()))
         rig.clock.advance(minutes=1)  # taken out of the due set: the next tick does not try it again
         assert (await restarted.tick())["failed_jobs"] == 0
         assert await AuditEvent.filter(kind="notice.failed").count() == 1
@@ -640,7 +640,7 @@ async def test_edit_updates_every_copy_and_material_edit_asks_for_acknowledgemen
     revisions = await NoticeRevision.filter(notice_id=notice_id).order_by("revision")
     assert [(r.revision, r.material) for r in revisions] == [(1, False), (2, True)]
     assert "+Stop selling LX-200 and LX-210" in revisions[1].diff and revisions[0].body == "Stop selling LX-200"
-    assert (await notice_status(notice_id)).acknowledged == 0
+    assert (await notice_status(notice_id, now=rig.clock.now())).acknowledged == 0
 
     await _ack(rig, notice_id, "UANNA")
     acks_kept = await Acknowledgement.filter(notice_id=notice_id).order_by("revision").values_list("revision", flat=True)
@@ -1193,6 +1193,31 @@ async def test_reminders_put_off_by_a_pause_follow_it_when_the_cam_shortens_it(s
         f"on 2026-01-14; their next reminders are still set to {sorted({str(p) for p in parked})}")
 
 
+async def test_a_pause_that_ran_out_is_not_reported_as_current(slack_http: SlackHarness) -> None:
+    """Acme was paused until Tuesday 00:00 UTC; its members were reminded as usual from then on.
+    At the deadline on Thursday the CAM's escalation still says "Automated reminders for Acme Locks
+    are paused: stocktake", and `status` says "Reminders paused for: Acme Locks": both read
+    `paused_at` only, not whether the pause has run out (reminders.is_paused does), so the CAM is
+    told something false about why members have not acknowledged."""
+    slack = slack_http
+    slack.clock.set(MONDAY_9_UTC)
+    assert "paused until" in await _reply(slack, "pause acme until 2026-01-06 stocktake")
+    deadline = MONDAY_9_UTC + timedelta(days=3)
+    notice_id = await _must_know(slack, "org:acme", deadline=deadline)
+    await _hours(slack, 72)  # reminders go out on Tuesday and Wednesday: the pause is over
+    assert await Delivery.filter(notice_id=notice_id, kind="reminder", status="delivered").count() >= 2
+
+    await slack.herald.outbox.drain()
+    escalations = [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == "DUCAM1" and c.ok
+                   and "Acme Locks" in str(c.args.get("blocks"))]
+    assert escalations, "no escalation reached the CAM"
+    text = str(escalations[-1].args["blocks"])
+    status = await _reply(slack, f"status {notice_id}")
+    assert "are paused" not in text and "Reminders paused for" not in status, (
+        f"a pause that ended on 2026-01-06 is reported as current on {slack.clock.now():%Y-%m-%d}:\n"
+        f"escalation: {text[text.find('Automated'):][:90]!r}\nstatus: {status!r}")
+
+
 @pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)  # SQLite reads a report page by page
 async def test_a_report_is_the_trail_as_of_the_head_it_names(rig: Rig) -> None:
     """A click that lands while a slow client is still downloading the report is in neither its
@@ -1441,7 +1466,7 @@ async def test_an_escalation_for_a_partner_beyond_the_query_argument_limit_lists
     row = await Escalation.create(notice=notice, organisation=org, member_ids=ids, created_at=MONDAY_9_UTC)
     row = await Escalation.get(id=row.id).select_related("notice", "organisation")
 
-    message = await escalation_message(row)
+    message = await escalation_message(row, now=MONDAY_9_UTC)
 
     listed = [line for line in message.lines if line.startswith("• ")]
     assert "33000 members have not acknowledged it:" in message.lines[1]

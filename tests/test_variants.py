@@ -79,7 +79,7 @@ async def test_each_member_sees_one_variant_and_it_is_audited(srig: SurveyRig) -
     bodies = {c.channel: str(c.args["blocks"]) for c in srig.fake.calls_to("chat.postMessage")}
     for row in await Delivery.filter(notice_id=notice_id).values("channel_id", "variant"):
         assert f"Body {row['variant']}" in bodies[row["channel_id"]]
-    status = await notice_status(notice_id)
+    status = await notice_status(notice_id, now=srig.clock.now())
     assert status.variants == {"A": 6, "B": 6} and status.held == 0
 
 

@@ -262,7 +262,7 @@ def status(notice_id: int, as_json: bool, follow: bool, interval: float) -> None
         with Reporter(f"notice {notice_id}", enabled=not as_json) as progress:
             data = run(lambda: _follow(notice_id, interval, progress))
     else:
-        data = run(lambda: notice_status(notice_id)).as_dict()
+        data = run(lambda: notice_status(notice_id, now=CLOCK.now())).as_dict()
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -287,7 +287,7 @@ async def _follow(notice_id: int, interval: float, progress: Any) -> dict[str, A
     from bot.core.notices.status import notice_status
 
     while True:
-        data = (await notice_status(notice_id)).as_dict()
+        data = (await notice_status(notice_id, now=CLOCK.now())).as_dict()
         to_send = max(data["recipients"] - data["digest"], 0)
         progress("settled", data["delivered"] + data["failed"], to_send)
         if data["importance"] == "must-know":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bot.common.clock import Clock
@@ -127,7 +128,7 @@ class StaffCommands:
         if isinstance(command, SendCommand):
             return await sending.create_draft(staff, command, self.catalog, now=now)
         if isinstance(command, StatusCommand):
-            return await self.status(staff, command.notice_id)
+            return await self.status(staff, command.notice_id, now=now)
         if isinstance(command, ScheduledCommand):
             return Scheduled(await sending.scheduled_notices(staff))
         if isinstance(command, CancelCommand):
@@ -190,7 +191,7 @@ class StaffCommands:
             return VariantResults(await variant_results(command.notice_id, staff))
         raise UserError("that command is not available here")
 
-    async def status(self, staff: Staff | None, notice_id: int | None) -> NoticeStatusReport:
+    async def status(self, staff: Staff | None, notice_id: int | None, *, now: datetime) -> NoticeStatusReport:
         from bot.core.compliance.reports import can_read_notice
 
         require_viewer(staff)
@@ -204,7 +205,7 @@ class StaffCommands:
             raise NotFound(f"notice {notice_id} does not exist")
         if not await can_read_notice(staff, notice):  # the report's rule: a CAM sees their own notices
             raise PermissionDenied(f"You may not see notice #{notice_id}: it is another CAM's.")
-        return await notice_status(notice_id)
+        return await notice_status(notice_id, now=now)
 
     async def report(self, notice_id: int, staff: Staff | None) -> ReportReady:
         from bot.core.compliance.reports import can_read_notice, notice_summary, report_scope

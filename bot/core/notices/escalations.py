@@ -30,7 +30,7 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.compliance.crosscheck import members_digest
 from bot.core.directory.permissions import may_act_as_cam, may_act_for_partner
 from bot.core.directory.staff import cam_for_organisation
-from bot.core.notices.reminders import remind_now
+from bot.core.notices.reminders import is_paused, remind_now
 from bot.core.notices.views import format_time
 from bot.core.delivery.messages import (
     MessageResult,
@@ -186,7 +186,7 @@ async def send_escalations(channels: dict[str, Channel], now: datetime, *, batch
                 conn).update(status=DeliveryStatus.SENDING.value, claimed_until=None, attempts=row.attempts + 1)
             if claimed and target is not None:
                 await enqueue(key=_key(row), purpose=MessagePurpose.ESCALATION, reference=row.id,
-                              target=target, message=await escalation_message(row),
+                              target=target, message=await escalation_message(row, now=now),
                               now=now, staff_id=row.staff.id, using_db=conn)  # type: ignore[union-attr]
         if claimed and target is None:
             await _finish(row, now, failed=NO_CHAT_ACCOUNT)
@@ -322,9 +322,10 @@ def _member_lines(members: list[dict], count: int, reasons: dict[int, str] | Non
     return lines
 
 
-async def escalation_message(row: Escalation) -> DirectMessage:
+async def escalation_message(row: Escalation, *, now: datetime) -> DirectMessage:
     """The CAM's DM: who has not acknowledged, and, apart, who never received the notice (their
-    copy failed) with why, since **Remind now** can do nothing for them."""
+    copy failed) with why, since **Remind now** can do nothing for them; and the organisation's
+    pause if it still holds its reminders back at `now` (not one that ran out)."""
     notice: Notice = row.notice
     organisation: Organisation = row.organisation
     members = list(row.member_ids)
@@ -344,7 +345,7 @@ async def escalation_message(row: Escalation) -> DirectMessage:
         lines.append(f"{organisation.name}: {failed_count} member{'s' if failed_count != 1 else ''} never received "
                      "it (it could not be delivered; Remind now cannot reach them):")
         lines += _member_lines(failed, failed_count, unreached)
-    if organisation.paused_at is not None:
+    if is_paused(organisation, now):
         lines.append(f"Automated reminders for {organisation.name} are paused: {organisation.pause_reason or 'no reason given'}.")
     value = f"{notice.id}:{organisation.external_id}"
     remind = (Button("Remind now", REMIND_NOW_ACTION, value, "primary"),) if pending_count else ()

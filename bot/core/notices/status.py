@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from tortoise.expressions import Q
 from tortoise.functions import Count
 
 from bot.common.errors import NotFound
@@ -56,7 +58,7 @@ class NoticeStatusReport:
         }
 
 
-async def notice_status(notice_id: int) -> NoticeStatusReport:
+async def notice_status(notice_id: int, *, now: datetime) -> NoticeStatusReport:
     notice = await Notice.get_or_none(id=notice_id)
     if notice is None:
         raise NotFound(f"notice {notice_id} does not exist")
@@ -80,8 +82,9 @@ async def notice_status(notice_id: int) -> NoticeStatusReport:
     survey = await Survey.get_or_none(notice_id=notice_id)
     if survey is not None:
         report.survey_answers = await SurveyAnswer.filter(survey_id=survey.id).count()
-    report.paused_organisations = sorted(set(await Organisation.filter(
-        paused_at__isnull=False, members__deliveries__notice_id=notice_id).values_list("name", flat=True)))
+    report.paused_organisations = sorted(set(await Organisation.filter(  # paused now: not a pause that ran out
+        Q(paused_until__isnull=True) | Q(paused_until__gt=now), paused_at__isnull=False,
+        members__deliveries__notice_id=notice_id).values_list("name", flat=True)))
     if report.failed:
         reasons = await Delivery.filter(notice_id=notice_id, kind=DeliveryKind.NOTICE.value,
                                         status=DeliveryStatus.FAILED.value).annotate(
