@@ -964,6 +964,52 @@ async def test_a_pause_is_part_of_the_report(rig: Rig) -> None:
     assert 'reminders_paused_since=' in acme_line and 'reason="site fire"' in acme_line
 
 
+async def test_the_report_records_a_pause_that_held_back_the_notices_reminders_after_it_was_resumed(
+        slack_http: SlackHarness) -> None:
+    """Acme is paused (flood at the depot) when a must-know recall goes out on Monday: its members get
+    no reminders until the CAM resumes it on Thursday, while Bolt's do. The compliance officer pulls
+    the report (HTTP reports API) after the deadline: Acme's entry must say its reminders were
+    paused, and when, as it does while the pause lasts (reports.py: "reminders paused by the CAM:
+    part of the record"; test_a_pause_is_part_of_the_report). Now the report reads only the
+    organisation's current pause, so once resumed the pause is gone from every report of the
+    notices it held back, and Acme's missing reminders have no explanation in the report."""
+    from bot.core.compliance.api_tokens import create_token
+    from bot.core.directory.staff import add_staff
+
+    slack = slack_http
+    slack.clock.set(MONDAY_9_UTC)
+    assert "paused" in await _reply(slack, "pause acme flood at the depot")
+    deadline = MONDAY_9_UTC + timedelta(days=7)
+    notice_id = await _must_know(slack, "tier:gold,silver", deadline=deadline)
+    await _hours(slack, 72)
+    slack.clock.set(datetime(2026, 1, 8, 9, 0, tzinfo=UTC))
+    assert "back on" in await _reply(slack, "resume acme")
+    slack.clock.set(deadline + timedelta(hours=1))
+    await slack.herald.tick()
+
+    await add_staff("audit@vendor.example", "compliance", now=slack.clock.now(), actor="test")
+    token = (await create_token("audit@vendor.example", now=slack.clock.now()))[1]
+    url = str(slack.server.make_url(f"/api/v1/notices/{notice_id}/report?format=json"))
+    async with slack.session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+        assert response.status == 200, await response.text()
+        document = await response.json()
+    acme = next(o for o in document["summary"]["organisations"] if o["organisation_id"] == "acme")
+    assert "reminders_paused" in acme, (
+        f"Acme's reminders were paused from 2026-01-05 to 2026-01-08 while this notice was out, "
+        f"but its report entry says nothing of it: {acme}")
+    assert acme["reminders_paused"] == {"since": "2026-01-05T09:00:00Z", "until": "2026-01-08T09:00:00Z",
+                                        "reason": "flood at the depot"}
+    bolt = next(o for o in document["summary"]["organisations"] if o["organisation_id"] == "bolt")
+    assert "reminders_paused" not in bolt
+
+    # a pause started after the deadline held nothing of this notice back: not on its report
+    assert "paused" in await _reply(slack, "pause acme stocktake")
+    async with slack.session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+        later = await response.json()
+    acme_later = next(o for o in later["summary"]["organisations"] if o["organisation_id"] == "acme")
+    assert acme_later["reminders_paused"] == acme["reminders_paused"]
+
+
 async def test_clicks_arriving_together_are_each_recorded_once(rig: Rig) -> None:
     """Clicks that arrive while a group is being written are written together (group commit):
     each member's first click records one acknowledgement and one audit event, a double click in

