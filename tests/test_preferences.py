@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.channels.slack_blocks import PREF_TIMEZONE_ACTION
 from bot.core.notices import sending as notices
 from bot.core.commands.parser import SendCommand
 from bot.common.errors import NotFound, UserError
@@ -15,7 +17,8 @@ from bot.core.delivery.outbox import LEFT_TOPIC
 from bot.core.directory.preferences import member_for_platform_user, preferences_for, update_preferences
 from bot.topics import TopicCatalog
 from storage.models import AuditEvent, Delivery, Member, Notice
-from tests.support import SAMPLE_DIRECTORY, TEAM, Rig
+from tests.fakes.slack_signing import event_body, interaction_body
+from tests.support import SAMPLE_DIRECTORY, TEAM, Rig, SlackHarness, wait_until
 
 MONDAY_8_UTC = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # 09:00 Berlin, 02:00 Chicago, 19:00 Sydney
 MONDAY_2030_UTC = datetime(2026, 1, 5, 20, 30, tzinfo=UTC)  # 21:30 Berlin, 14:30 Chicago, Tue 07:30 Sydney
@@ -255,6 +258,77 @@ async def test_a_held_need_to_know_copy_follows_the_members_new_time_zone(rig: R
     rig.clock.set(datetime(2026, 1, 6, 13, 0, tzinfo=UTC))
     await rig.herald.outbox.drain()
     assert [c.channel for c in rig.fake.calls_to("chat.postMessage")] == ["DUBO", "DUANNA"]
+
+
+async def _home(slack: SlackHarness, user: str) -> dict:
+    """The member opens Herald's Home tab (a signed `app_home_opened` event): the view published."""
+    before = len(slack.fake.calls_to("views.publish"))
+    response = await slack.post_signed(event_body({"type": "app_home_opened", "user": user, "tab": "home"}, TEAM))
+    assert response.status == 200
+    published = await wait_until(lambda: (c := slack.fake.calls_to("views.publish")) and len(c) > before and c,
+                                 what="the home tab")
+    return published[-1].args["view"]
+
+
+async def _home_action(slack: SlackHarness, user: str, action: dict) -> dict:
+    """One control of the Home tab changed (a signed block_actions request, as Slack sends it from
+    the view); the view Herald published after it."""
+    view = await _home(slack, user)
+    before = len(slack.fake.calls_to("views.publish"))
+    payload = {"type": "block_actions", "team": {"id": TEAM}, "user": {"id": user}, "api_app_id": "AHERALD",
+               "trigger_id": "t", "container": {"type": "view", "view_id": "VHOME"}, "view": view,
+               "actions": [action]}
+    response = await slack.post_signed(interaction_body(payload))
+    assert response.status == 200
+    published = await wait_until(lambda: (c := slack.fake.calls_to("views.publish")) and len(c) > before and c,
+                                 what="the home tab after the change")
+    return published[-1].args["view"]
+
+
+def _need_to_know(slack: SlackHarness, audience: str, topic: str = "support") -> SendCommand:
+    return SendCommand(importance="need-to-know", topic=topic, audience=audience, title="Portal maintenance",
+                       body="The partner portal is down on Wednesday")
+
+
+async def _send_command(slack: SlackHarness, command: SendCommand) -> int:
+    preview = await notices.create_draft(None, command, slack.herald.catalog, now=slack.clock.now(), operator="test")
+    await notices.send_draft(preview.notice.id, None, slack.herald.catalog, now=slack.clock.now(), operator="test")
+    return preview.notice.id
+
+
+def _dms(slack: SlackHarness, channel: str, text: str = "Portal maintenance") -> list:
+    """The DMs posted to `channel` that show `text` (the notice; not a journey step sent meanwhile)."""
+    return [c for c in slack.fake.calls_to("chat.postMessage") if c.channel == channel and c.ok
+            and text in str(c.args.get("blocks") or c.args.get("text"))]
+
+
+async def test_a_held_need_to_know_copy_comes_at_the_end_of_the_quiet_hours_of_the_zone_the_member_just_chose(
+        slack_http: SlackHarness) -> None:
+    """A need-to-know notice goes out at 20:30 UTC: 21:30 for Anna in Berlin, her directory zone, so
+    it is held until 08:00 Berlin (07:00 UTC). Anna, who works from Tokyo, sets Asia/Tokyo in her
+    Home tab at once. SPEC: need-to-know is "held until the end of the member's quiet hours, in
+    their time zone": 08:00 Tokyo, 23:00 UTC. Now the held copy keeps the old zone's time
+    (next_attempt_at is never moved earlier; notice_rows.not_before only ever holds a copy longer)
+    and reaches her at 16:00 in Tokyo, eight hours into her working day."""
+    slack = slack_http
+    slack.clock.set(datetime(2026, 1, 5, 20, 30, tzinfo=UTC))  # Mon 21:30 Berlin, Tue 05:30 Tokyo
+    notice_id = await _send_command(slack, _need_to_know(slack, "member:anna@acme.example"))
+    await slack.herald.outbox.drain()
+    assert not _dms(slack, "DUANNA")  # held: quiet hours in Berlin
+
+    slack.clock.advance(minutes=5)
+    view = await _home_action(slack, "UANNA", {"action_id": PREF_TIMEZONE_ACTION, "type": "plain_text_input",
+                                               "block_id": "timezone", "value": "Asia/Tokyo"})
+    assert "Saved." in str(view) and (await Member.get(email="anna@acme.example")).timezone == "Asia/Tokyo"
+
+    slack.clock.set(datetime(2026, 1, 5, 23, 5, tzinfo=UTC))  # Tue 08:05 in Tokyo: her quiet hours are over
+    await slack.herald.tick()
+    await slack.herald.outbox.drain()
+    copy = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example")
+    assert _dms(slack, "DUANNA"), (
+        f"at 08:05 in Tokyo (her zone since 20:35 UTC) Anna's need-to-know copy is still {copy.status}, "
+        f"held until {copy.next_attempt_at:%Y-%m-%d %H:%M} UTC "
+        f"({copy.next_attempt_at.astimezone(ZoneInfo('Asia/Tokyo')):%H:%M} in Tokyo)")
 
 
 async def test_a_copy_in_doubt_found_in_quiet_hours_is_looked_for_in_the_morning(rig: Rig) -> None:

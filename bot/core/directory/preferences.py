@@ -15,11 +15,14 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, UserError
 from bot.common.schedule import DEFAULT_QUIET_END, DEFAULT_QUIET_START
 from bot.core.compliance.audit import audit_event, record
+from bot.core.delivery.messages import retime_held_messages
+from bot.core.delivery.notice_rows import MemberHours, retime_held_copies
 from bot.topics import ImportancePolicy, Topic, TopicCatalog
 from storage import db as storage_db
 from storage.models import Member, PlatformAccount
@@ -121,13 +124,32 @@ async def update_preferences(member_id: int, catalog: TopicCatalog, *, now: date
                 changes["unsubscribed"] = left
             if rejoined:
                 changes["subscribed"] = rejoined
+        retimed = 0
         if updates:
             updates["updated_at"] = now
             await Member.filter(id=member.id).using_db(conn).update(**updates)
+            if _HOURS_COLUMNS & set(updates):
+                retimed = await _retime_held(member.id, updates.get("timezone", member.timezone),
+                                             updates.get("quiet_start_hour", member.quiet_start_hour),
+                                             updates.get("quiet_end_hour", member.quiet_end_hour), now, conn)
         if changes:
             await record([audit_event("preferences.updated", now=now, actor=member.email, member_id=member.id,
-                                      changes=changes)], using_db=conn)
+                                      changes=changes, **({"held_retimed": retimed} if retimed else {}))],
+                         using_db=conn)
     return await preferences_for(member_id, catalog)
+
+
+_HOURS_COLUMNS = {"timezone", "quiet_start_hour", "quiet_end_hour"}
+
+
+async def _retime_held(member_id: int, zone: str, quiet_start: int | None, quiet_end: int | None, now: datetime,
+                       conn: BaseDBAsyncClient) -> int:
+    """What is held for the member's quiet hours (need-to-know copies; digests and journey
+    messages the outbox put back) follows the zone and hours they now have, in the transaction
+    that changed them: held for the old ones, it would come hours early or late (SPEC: held until
+    the end of the member's quiet hours, in their time zone). Returns how many moved."""
+    copies = await retime_held_copies(member_id, MemberHours(zone, quiet_start, quiet_end), now, conn)
+    return copies + await retime_held_messages(member_id, zone, quiet_start, quiet_end, now, conn)
 
 
 async def adopt_device_timezone(member: Member, reported: object, *, now: datetime, source: str) -> bool:
@@ -146,8 +168,10 @@ async def adopt_device_timezone(member: Member, reported: object, *, now: dateti
         moved = await Member.filter(id=member.id, timezone=member.timezone, timezone_chosen=False,
                                     timezone_from_directory=False).using_db(conn).update(timezone=zone, updated_at=now)
         if moved:
+            retimed = await _retime_held(member.id, zone, member.quiet_start_hour, member.quiet_end_hour, now, conn)
             await record([audit_event("member.timezone_detected", now=now, actor=member.email, member_id=member.id,
-                                      source=source, changes={"timezone": {"from": member.timezone, "to": zone}})],
+                                      source=source, changes={"timezone": {"from": member.timezone, "to": zone}},
+                                      **({"held_retimed": retimed} if retimed else {}))],
                          using_db=conn)
     if moved:
         member.timezone = zone
