@@ -352,6 +352,17 @@ async def test_teams_question_hand_off_reply_and_preferences(db: str) -> None:
         await stop_teams_rig(teams)
 
 
+async def test_the_teams_preferences_card_refuses_an_empty_time_zone_as_slack_does(teams) -> None:  # noqa: ANN001
+    """Clearing the time zone on the Teams card and pressing Save must say why nothing was saved
+    (Slack's Home tab answers "the time zone is empty"), not "Saved." with nothing changed."""
+    before = (await Member.get(email="fay@teamsco.example")).timezone
+    for cleared in ("", "   "):
+        saved = await teams.invoke("aad-fay", "herald.preferences_save", {"timezone": cleared, "digest_frequency": "weekly"})
+        assert "Not saved: the time zone is empty" in str(saved["value"]), saved["value"]
+    fay = await Member.get(email="fay@teamsco.example")
+    assert fay.timezone == before and fay.digest_frequency != "weekly"
+
+
 async def test_the_teams_reply_form_keeps_the_question_it_answers_in_view(db: str) -> None:
     """Pressing Reply in Teams replaces the hand-off card with the reply form: the question, the
     partner and the knowledge base's suggestion stay on it above the input (Slack's modal leaves

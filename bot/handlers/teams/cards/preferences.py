@@ -23,7 +23,8 @@ async def save(invoke: Invoke) -> web.Response:
     try:
         prefs = await update_preferences(
             member.id, catalog, now=invoke.herald.clock.now(), subscriptions=subscriptions or None,
-            timezone=str(data["timezone"]).strip() if data.get("timezone") else None,
+            # a cleared field is refused with why (as in Slack), not saved as "unchanged"
+            timezone=str(data["timezone"] or "") if "timezone" in data else None,
             quiet_start=int(data["quiet_start"]) if str(data.get("quiet_start", "")).isdigit() else None,
             quiet_end=int(data["quiet_end"]) if str(data.get("quiet_end", "")).isdigit() else None,
             digest_frequency=str(data["digest_frequency"]) if data.get("digest_frequency") else None)
