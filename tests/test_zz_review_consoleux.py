@@ -1,0 +1,208 @@
+"""Review (console UX): defects a CAM, a compliance officer or an admin meets in the console,
+each shown over real HTTP against the real app in sandbox mode (the `console` fixture: the
+sample directory and must-know notice #1 delivered to 8 members, a manual clock, a real
+signed-in cookie jar and the pages' CSRF tokens)."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+
+import pytest
+
+from storage.models import Member, Organisation
+from tests.console_support import CAM, COMPLIANCE, ConsoleHarness, send_as_cam
+
+pytestmark = pytest.mark.storage
+
+SAMPLE = 1  # the sandbox's sample notice: must-know, to all; 3 of its 8 recipients are at contoso
+
+
+def _links(page: str, prefix: str) -> list[str]:
+    return [html.unescape(h) for h in re.findall(r'href="(' + re.escape(prefix) + r'[^"]*)"', page)]
+
+
+def _people_rows(page: str) -> int:
+    return len(re.findall(r'<tr>\s*<th scope="row">', page))
+
+
+# ---- 1. the breakdown's drill-down says "everyone has acknowledged" when 3 have not -----------------
+
+async def test_a_breakdown_row_without_a_tier_links_to_the_people_it_counts(console: ConsoleHarness) -> None:
+    """The directory's tier (and region) is optional. The notice page rolls organisations without
+    one up as "(none)" and links its outstanding count to people?tier=(none), which filters on the
+    literal text "(none)": the page then says 'Nobody here: everyone matching has acknowledged'
+    for 3 people who have not."""
+    await Organisation.filter(external_id="contoso").update(tier="")  # 3 of notice #1's recipients
+    robin = await console.signed_in(COMPLIANCE)
+    _, page = await robin.get(f"/console/notices/{SAMPLE}")
+    row = re.search(r'<th scope="row">\(none\)</th>.*?</tr>', page, re.S)
+    assert row, "the tier breakdown has no (none) row"
+    link = _links(row.group(0), f"/console/notices/{SAMPLE}/people?")
+    outstanding = re.search(r'people\?tier=[^"]*">(\d+)</a>', row.group(0))
+    assert link and outstanding and int(outstanding.group(1)) == 3, row.group(0)
+
+    response, people = await robin.get(link[0])
+    assert response.status == 200
+    assert _people_rows(people) == 3, (
+        f"the tier breakdown says 3 outstanding without a tier and links to {link[0]}, which lists "
+        f"{_people_rows(people)} people"
+        + (" and says 'Nobody here: everyone matching has acknowledged'" if "Nobody here" in people else ""))
+
+
+async def test_a_breakdown_row_links_to_its_people_after_one_moved_to_another_partner(
+        console: ConsoleHarness) -> None:
+    """The organisation breakdown counts each copy under the organisation it was sent for (the
+    report's rule); the drill-down filters on the member's organisation now. After a directory
+    import moves one of contoso's three recipients to fabrikam, contoso's row still says 3
+    outstanding but its link lists 2, and fabrikam's says 1 but lists 2."""
+    moved = await Member.filter(organisation__external_id="contoso").order_by("id").first()
+    await Member.filter(id=moved.id).update(organisation_id=(await Organisation.get(external_id="fabrikam")).id)
+    robin = await console.signed_in(COMPLIANCE)
+    _, page = await robin.get(f"/console/notices/{SAMPLE}")
+    found = dict(re.findall(r'people\?org=(contoso|fabrikam)">(\d+)</a>', page))
+    assert found == {"contoso": "3", "fabrikam": "1"}, found  # as the CSV report counts them
+    for org, counted in found.items():
+        _, people = await robin.get(f"/console/notices/{SAMPLE}/people?org={org}")
+        assert _people_rows(people) == int(counted), (
+            f"notice #{SAMPLE}'s breakdown says {counted} outstanding at {org} and links to a list of "
+            f"{_people_rows(people)}")
+
+
+# ---- 2. a refused edit throws away what the CAM typed ---------------------------------------------
+
+async def test_a_refused_edit_gives_the_form_back_with_what_was_typed(console: ConsoleHarness) -> None:
+    """The compose form comes back with the values and the reason (status 400); the Edit form of a
+    sent notice answers a refused edit with the error page ('That did not work … Back to the
+    notices'), and the new title and body the CAM typed are gone. Here the link is ftp://, which
+    the field's type=url lets through and the core refuses."""
+    notice_id = await send_as_cam(console, "send must-know operations all | Hold shipments | Please stop shipping")
+    casey = await console.signed_in(CAM)  # the send took a day of the clock
+    await casey.get(f"/console/notices/{notice_id}")
+    typed = "Please stop shipping pallets from batch 7 until the inspection on Friday is done."
+    response, page = await casey.post(f"/console/notices/{notice_id}/edit", {
+        "title": "Hold shipments of batch 7", "body": typed, "link": "ftp://files.northwind.example/batch7.pdf"})
+    assert response.status == 400 and "must be a plain http(s) URL" in page
+    assert f"/console/notices/{notice_id}/edit" in page and typed in page, (
+        "the edit was refused with the error page only: the title and message the CAM typed are lost "
+        f"(page says: {re.sub(r'<[^>]+>', ' ', page.split('<main', 1)[1])[:200].split()})")
+
+
+# ---- 3. a session that ends while the CAM writes loses the notice ----------------------------------
+
+async def test_a_notice_composed_as_the_session_ends_is_not_lost(console: ConsoleHarness) -> None:
+    """Sessions last 8 hours from sign-in. A CAM who opens Compose late in the session and presses
+    Preview after it ended gets 'Your console session has ended' and nothing of the notice:
+    the page holds neither the title nor the message (and Cache-Control: no-store means Back
+    re-fetches an empty form)."""
+    casey = await console.signed_in(CAM)
+    console.clock.advance(hours=7, minutes=50)
+    _, form = await casey.get("/console/compose")
+    assert 'name="body"' in form
+    console.clock.advance(minutes=20)  # writing it took 20 minutes
+    body = "From 1 March every order over 10 pallets needs a booking reference; the form is linked below."
+    response, page = await casey.post("/console/compose", {
+        "topic": "operations", "importance": "must-know", "audience": "all", "title": "Booking references",
+        "body": body, "deadline": "2026-03-01"})
+    assert response.status == 401 and "session has ended" in page
+    assert body in page, "the notice the CAM wrote is gone: the page after the ended session does not hold it"
+
+
+# ---- 4. an organisation id with a slash: the directory's link is a bare 404 -----------------------
+
+async def test_an_organisation_whose_id_has_a_slash_opens_from_the_directory(console: ConsoleHarness) -> None:
+    """The directory import takes any org_id (a CRM's 'EMEA/1042'). The directory and people pages
+    link to /console/directory/{{ id|urlencode }}, and Jinja's urlencode leaves '/' as it is, so
+    the link is /console/directory/EMEA/1042: aiohttp's plain-text '404: Not Found'. The page
+    itself opens at /console/directory/EMEA%2F1042."""
+    await Organisation.create(external_id="EMEA/1042", name="Adatum Partners", tier="gold", region="emea",
+                              cam_email=CAM)
+    casey = await console.signed_in(CAM)
+    _, page = await casey.get("/console/directory")
+    link = [h for h in _links(page, "/console/directory/") if "1042" in h]
+    assert link, "the directory does not list the organisation"
+    response, opened = await casey.get(link[0])
+    assert response.status == 200 and "Adatum Partners" in opened, (
+        f"the directory links Adatum Partners to {link[0]}: {response.status} {opened[:40]!r}")
+
+
+# ---- 5. an unknown console address is a bare text 404 -----------------------------------------------
+
+async def test_a_mistyped_console_address_gets_a_console_page(console: ConsoleHarness) -> None:
+    """Every console error is a short page with the console's navigation and a way back; a
+    mistyped or outdated address (/console/notice/1, /console/reports) gets aiohttp's plain
+    text '404: Not Found' with no way back into the console."""
+    casey = await console.signed_in(CAM)
+    response, page = await casey.get("/console/notice/1")
+    assert response.status == 404
+    assert response.content_type == "text/html" and "Back to the notices" in page, (
+        f"{response.content_type}: {page!r}")
+
+
+# ---- 6. the revisions list prints raw ISO times -----------------------------------------------------
+
+async def test_revision_times_are_shown_like_every_other_time_on_the_page(console: ConsoleHarness) -> None:
+    """Every time on the console reads '2026-01-05 09:00 UTC'; the Revisions list prints the
+    core's ISO strings ('2026-01-06T09:00:00.123456Z' with the microseconds an edit's clock has)."""
+    notice_id = await send_as_cam(console, "send must-know operations all | Hold shipments | Please stop shipping")
+    casey = await console.signed_in(CAM)
+    await casey.get(f"/console/notices/{notice_id}")
+    console.clock.advance(seconds=1.25)
+    await casey.post(f"/console/notices/{notice_id}/edit", {"title": "Hold shipments", "body": "Please stop now",
+                                                            "link": ""})
+    _, page = await casey.get(f"/console/notices/{notice_id}")
+    revisions = re.findall(r"<li>Revision \d.*?</li>", page)
+    assert len(revisions) == 2, revisions
+    assert all(re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", r) for r in revisions), revisions
+
+
+# ---- 7. in a browser: a partner's long link pushes the Questions page wider than a phone -----------
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from tests.browser_support import chromium, close_chromium, require_browser
+
+    require_browser()
+    browser = chromium(tmp_path_factory.mktemp("downloads"))
+    yield browser
+    close_chromium(browser)
+
+
+@pytest.mark.browser
+def test_a_partners_long_link_does_not_make_the_questions_page_wider_than_a_phone(
+        tmp_path, driver) -> None:  # noqa: ANN001
+    """README: 'readable on a phone'. Partners paste links into their questions; the console's
+    CSS has no overflow-wrap anywhere, so one long unbroken word (the link) in the question's
+    blockquote makes the whole Questions page wider than a 390-pixel phone screen: the page
+    scrolls sideways and the reply box is cut off."""
+    from tests.browser_support import LiveConsole
+
+    live = LiveConsole(tmp_path / "console.db").start()
+    try:
+        async def hand_off() -> None:
+            from storage.models import Member, Question, Staff
+
+            lena = await Member.get(email="lena.fischer@contoso.example")  # Contoso names Casey as CAM
+            now = live.harness.clock.now()
+            await Question.create(
+                member=lena, platform="sandbox", asked_at=now, abstained=True, handoff_status="open",
+                cam=await Staff.get(email=CAM), handed_off_at=now,
+                text="Is this the current price list? https://partners.northwind.example/portal/documents/"
+                     "pricing/2026/Q1/NW-200-series-reseller-price-list-EMEA-final-v3.xlsx")
+        live.run(hand_off())
+        driver.get("about:blank")
+        driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+        driver.set_window_size(390, 844)
+        driver.get(live.sign_in_url(CAM))
+        driver.find_element("css selector", "#continue").click()
+        driver.get(live.url("/console/questions"))
+        assert "NW-200-series-reseller-price-list" in driver.page_source
+        inner, scroll = driver.execute_script(
+            "return [document.documentElement.clientWidth, document.documentElement.scrollWidth];")
+        assert scroll <= inner, (
+            f"at a phone's 390 px the Questions page is {scroll} px wide (viewport {inner} px): the partner's "
+            "link does not wrap, so the page scrolls sideways")
+    finally:
+        driver.set_window_size(1280, 900)
+        live.stop()
