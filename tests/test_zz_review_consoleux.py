@@ -164,7 +164,9 @@ def driver(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     from tests.browser_support import chromium, close_chromium, require_browser
 
     require_browser()
-    browser = chromium(tmp_path_factory.mktemp("downloads"))
+    downloads = tmp_path_factory.mktemp("downloads")
+    browser = chromium(downloads)
+    browser.downloads = downloads
     yield browser
     close_chromium(browser)
 
@@ -206,3 +208,56 @@ def test_a_partners_long_link_does_not_make_the_questions_page_wider_than_a_phon
     finally:
         driver.set_window_size(1280, 900)
         live.stop()
+
+
+def _signed_in_on_the_sample_notice(live, driver) -> None:  # noqa: ANN001
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get("about:blank")
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    driver.get(live.sign_in_url(CAM))
+    driver.find_element("css selector", "#continue").click()
+    WebDriverWait(driver, 15, 0.1).until(lambda d: d.current_url.endswith("/console/notices"))
+    driver.get(live.url(f"/console/notices/{SAMPLE}"))
+    WebDriverWait(driver, 15, 0.1).until(
+        lambda d: not d.find_element("css selector", ".live-note").get_attribute("hidden"))
+
+
+@pytest.mark.browser
+def test_the_live_counts_say_so_when_the_session_has_ended(tmp_path, driver) -> None:  # noqa: ANN001
+    """The notice page says its counts 'update by themselves'. Once the 8-hour session ends, every
+    poll of live.json gets a 401 that the script drops without a word: a partner acknowledges,
+    the page keeps showing 0 acknowledged and still claims to be live, and the CAM watching it
+    has no way to know the figures are frozen."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.browser_support import LiveConsole
+
+    live = LiveConsole(tmp_path / "console.db").start()
+    try:
+        _signed_in_on_the_sample_notice(live, driver)
+        assert driver.find_element("css selector", "#acknowledged-count").text == "0"
+        live.harness.clock.advance(hours=8, minutes=5)  # the session has ended
+
+        async def acknowledge() -> None:
+            from bot.core.notices import acks
+
+            result = await acks.acknowledge(SAMPLE, platform="sandbox", workspace_id="sandbox",
+                                            user_id="lena.fischer@contoso.example", now=live.harness.clock.now())
+            await live.herald.update_acknowledged_copies(result)
+        live.run(acknowledge())
+
+        def told(d) -> bool:  # noqa: ANN001 - the count followed, or the page says it no longer can
+            page = d.find_element("css selector", "[data-live]").text.lower()
+            return d.find_element("css selector", "#acknowledged-count").text == "1" or "session" in page \
+                or "sign in" in page
+        try:
+            WebDriverWait(driver, 10, 0.2).until(told)
+        except TimeoutException:
+            note = driver.find_element("css selector", "[data-live]").text
+            pytest.fail("a partner acknowledged after the session ended: the page still shows 0 acknowledged and "
+                        f"says nothing of the ended session (the panel reads: {note!r})")
+    finally:
+        live.stop()
+
