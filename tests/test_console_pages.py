@@ -5,6 +5,7 @@ downloads, the directory and engagement views."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 from datetime import datetime, timedelta
@@ -44,6 +45,14 @@ async def _ack(console: ConsoleHarness, email: str, notice_id: int = SAMPLE) -> 
     result = await acks.acknowledge(notice_id, platform="sandbox", workspace_id="sandbox", user_id=email,
                                     now=console.clock.now())
     await console.herald.update_acknowledged_copies(result)
+
+
+def _links(page: str, prefix: str) -> list[str]:
+    return [html.unescape(h) for h in re.findall(r'href="(' + re.escape(prefix) + r'[^"]*)"', page)]
+
+
+def _people_rows(page: str) -> int:
+    return len(re.findall(r'<tr>\s*<th scope="row">', page))
 
 
 def _cookie(response, name: str = "herald_console") -> str:  # noqa: ANN001
@@ -278,6 +287,47 @@ async def test_failed_deliveries_say_why(console: ConsoleHarness) -> None:
     assert re.search(r'data-count="failed">1<', page) and "no Slack or Teams account on file" in page
     _, people = await casey.get(f"/console/notices/{notice_id}/people?state=failed")
     assert "Lena Fischer" in people and "Jonas Weber" not in people and "no Slack or Teams account" in people
+
+
+async def test_a_breakdown_row_without_a_tier_links_to_the_people_it_counts(console: ConsoleHarness) -> None:
+    """The directory's tier (and region) is optional. The notice page rolls organisations without
+    one up as "(none)" and links its outstanding count to people?tier=(none). Before, that filtered
+    on the literal text "(none)": the page said 'Nobody here: everyone matching has acknowledged'
+    for 3 people who had not."""
+    await Organisation.filter(external_id="contoso").update(tier="")  # 3 of notice #1's recipients
+    robin = await console.signed_in(COMPLIANCE)
+    _, page = await robin.get(f"/console/notices/{SAMPLE}")
+    row = re.search(r'<th scope="row">\(none\)</th>.*?</tr>', page, re.S)
+    assert row, "the tier breakdown has no (none) row"
+    link = _links(row.group(0), f"/console/notices/{SAMPLE}/people?")
+    outstanding = re.search(r'people\?tier=[^"]*">(\d+)</a>', row.group(0))
+    assert link and outstanding and int(outstanding.group(1)) == 3, row.group(0)
+
+    response, people = await robin.get(link[0])
+    assert response.status == 200
+    assert _people_rows(people) == 3, (
+        f"the tier breakdown says 3 outstanding without a tier and links to {link[0]}, which lists "
+        f"{_people_rows(people)} people"
+        + (" and says 'Nobody here: everyone matching has acknowledged'" if "Nobody here" in people else ""))
+
+
+async def test_a_breakdown_row_links_to_its_people_after_one_moved_to_another_partner(
+        console: ConsoleHarness) -> None:
+    """The organisation breakdown counts each copy under the organisation it was sent for (the
+    report's rule), and so does the drill-down. Before, it filtered on the member's organisation
+    now: after a directory import moved one of contoso's three recipients to fabrikam, contoso's
+    row said 3 outstanding but its link listed 2, and fabrikam's said 1 but listed 2."""
+    moved = await Member.filter(organisation__external_id="contoso").order_by("id").first()
+    await Member.filter(id=moved.id).update(organisation_id=(await Organisation.get(external_id="fabrikam")).id)
+    robin = await console.signed_in(COMPLIANCE)
+    _, page = await robin.get(f"/console/notices/{SAMPLE}")
+    found = dict(re.findall(r'people\?org=(contoso|fabrikam)">(\d+)</a>', page))
+    assert found == {"contoso": "3", "fabrikam": "1"}, found  # as the CSV report counts them
+    for org, counted in found.items():
+        _, people = await robin.get(f"/console/notices/{SAMPLE}/people?org={org}")
+        assert _people_rows(people) == int(counted), (
+            f"notice #{SAMPLE}'s breakdown says {counted} outstanding at {org} and links to a list of "
+            f"{_people_rows(people)}")
 
 
 async def test_report_downloads_stream_the_same_report_and_are_audited(console: ConsoleHarness) -> None:

@@ -29,47 +29,6 @@ def _people_rows(page: str) -> int:
 
 # ---- 1. the breakdown's drill-down says "everyone has acknowledged" when 3 have not -----------------
 
-async def test_a_breakdown_row_without_a_tier_links_to_the_people_it_counts(console: ConsoleHarness) -> None:
-    """The directory's tier (and region) is optional. The notice page rolls organisations without
-    one up as "(none)" and links its outstanding count to people?tier=(none), which filters on the
-    literal text "(none)": the page then says 'Nobody here: everyone matching has acknowledged'
-    for 3 people who have not."""
-    await Organisation.filter(external_id="contoso").update(tier="")  # 3 of notice #1's recipients
-    robin = await console.signed_in(COMPLIANCE)
-    _, page = await robin.get(f"/console/notices/{SAMPLE}")
-    row = re.search(r'<th scope="row">\(none\)</th>.*?</tr>', page, re.S)
-    assert row, "the tier breakdown has no (none) row"
-    link = _links(row.group(0), f"/console/notices/{SAMPLE}/people?")
-    outstanding = re.search(r'people\?tier=[^"]*">(\d+)</a>', row.group(0))
-    assert link and outstanding and int(outstanding.group(1)) == 3, row.group(0)
-
-    response, people = await robin.get(link[0])
-    assert response.status == 200
-    assert _people_rows(people) == 3, (
-        f"the tier breakdown says 3 outstanding without a tier and links to {link[0]}, which lists "
-        f"{_people_rows(people)} people"
-        + (" and says 'Nobody here: everyone matching has acknowledged'" if "Nobody here" in people else ""))
-
-
-async def test_a_breakdown_row_links_to_its_people_after_one_moved_to_another_partner(
-        console: ConsoleHarness) -> None:
-    """The organisation breakdown counts each copy under the organisation it was sent for (the
-    report's rule); the drill-down filters on the member's organisation now. After a directory
-    import moves one of contoso's three recipients to fabrikam, contoso's row still says 3
-    outstanding but its link lists 2, and fabrikam's says 1 but lists 2."""
-    moved = await Member.filter(organisation__external_id="contoso").order_by("id").first()
-    await Member.filter(id=moved.id).update(organisation_id=(await Organisation.get(external_id="fabrikam")).id)
-    robin = await console.signed_in(COMPLIANCE)
-    _, page = await robin.get(f"/console/notices/{SAMPLE}")
-    found = dict(re.findall(r'people\?org=(contoso|fabrikam)">(\d+)</a>', page))
-    assert found == {"contoso": "3", "fabrikam": "1"}, found  # as the CSV report counts them
-    for org, counted in found.items():
-        _, people = await robin.get(f"/console/notices/{SAMPLE}/people?org={org}")
-        assert _people_rows(people) == int(counted), (
-            f"notice #{SAMPLE}'s breakdown says {counted} outstanding at {org} and links to a list of "
-            f"{_people_rows(people)}")
-
-
 # ---- 2. a refused edit throws away what the CAM typed ---------------------------------------------
 
 async def test_a_refused_edit_gives_the_form_back_with_what_was_typed(console: ConsoleHarness) -> None:

@@ -41,6 +41,9 @@ PAGE = 25
 PEOPLE_PAGE = 50
 _AUDITORS = (StaffRole.COMPLIANCE.value, StaffRole.ADMIN.value)
 # (bucket width, used while the span since the send is at most this long)
+# The breakdown's label for organisations without a tier (or region); filtering people on it means
+# "empty or unset" (`not_acknowledged`), so a row's count and its drill-down agree.
+NO_VALUE = "(none)"
 _BUCKETS = ((timedelta(minutes=1), timedelta(hours=2)), (timedelta(minutes=15), timedelta(hours=24)),
             (timedelta(hours=1), timedelta(days=4)), (timedelta(hours=6), timedelta(days=21)))
 
@@ -222,7 +225,7 @@ async def _organisation_attributes(external_ids: list[str]) -> dict[str, dict[st
 def _roll_up(organisations: list[dict[str, Any]], attributes: dict[str, dict[str, str]], key: str) -> list[Segment]:
     totals: dict[str, dict[str, int]] = {}
     for org in organisations:
-        value = attributes.get(org["organisation_id"], {}).get(key) or "(none)"
+        value = attributes.get(org["organisation_id"], {}).get(key) or NO_VALUE
         bucket = totals.setdefault(value, {"recipients": 0, "delivered": 0, "failed": 0, "pending": 0,
                                            "acknowledged": 0})
         for name in bucket:
@@ -377,11 +380,23 @@ def _after(value: str) -> tuple[int, str]:
     return (int(member), platform[:10]) if member.isascii() and member.isdigit() and len(member) < 10 else (0, "")
 
 
+def _matches(column: str, value: str) -> tuple[str, list[Any]]:
+    """The condition for one filter of the people list; NO_VALUE (the breakdown's "(none)")
+    matches what `_roll_up` put under it: empty, unset, or that very text."""
+    if value == NO_VALUE:
+        return f"(COALESCE({column}, '') IN ('', ?))", [NO_VALUE]
+    return f"{column} = ?", [value]
+
+
 async def not_acknowledged(notice: Notice, wanted: PeopleFilter, *, scope: PartnerScope | None, after: str = "",
                            limit: int = PEOPLE_PAGE) -> PeoplePage:
     """Recipients without an acknowledgement of the revision that counts, by member (keyset on
     member and platform, the delivery table's own order, so a page stops after `limit` rows);
-    with a `scope` (`report_scope`: a CAM reading a colleague's escalated notice), its partners'."""
+    with a `scope` (`report_scope`: a CAM reading a colleague's escalated notice), its partners'.
+
+    Each copy belongs to the organisation it was sent for (the member's only for copies written
+    without one), as the breakdown and the report count it: after a directory import moved a
+    recipient, a row's count and its list still agree."""
     member_after, platform_after = _after(after)
     where = ["d.notice_id = ?", "d.kind = 'notice'", "(d.member_id > ? OR (d.member_id = ? AND d.platform > ?))",
              "NOT EXISTS (SELECT 1 FROM acknowledgement a WHERE a.notice_id = d.notice_id "
@@ -394,8 +409,9 @@ async def not_acknowledged(notice: Notice, wanted: PeopleFilter, *, scope: Partn
     for column, value in (("o.external_id", wanted.organisation), ("o.tier", wanted.tier),
                           ("o.region", wanted.region)):
         if value:
-            where.append(f"{column} = ?")
-            params.append(value)
+            condition, values = _matches(column, value)
+            where.append(condition)
+            params += values
     if wanted.state == "pending":
         where.append("d.status IN ('pending', 'sending')")
     elif wanted.state in ("delivered", "failed", "digest", "cancelled"):
@@ -404,7 +420,8 @@ async def not_acknowledged(notice: Notice, wanted: PeopleFilter, *, scope: Partn
     found = await rows(
         "SELECT d.id, d.member_id, d.platform, d.status, d.error, d.delivered_at, d.reminders_sent, d.attempts, "
         "m.name, m.email, m.role, o.external_id AS org_id, o.name AS organisation, o.tier, o.region "
-        "FROM delivery d JOIN member m ON m.id = d.member_id JOIN organisation o ON o.id = m.organisation_id "
+        "FROM delivery d JOIN member m ON m.id = d.member_id "
+        "JOIN organisation o ON o.id = COALESCE(d.organisation_id, m.organisation_id) "
         f"WHERE {' AND '.join(where)} ORDER BY d.member_id, d.platform LIMIT ?", [*params, limit + 1])
     page = found[:limit]
     for r in page:
