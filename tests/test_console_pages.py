@@ -405,6 +405,27 @@ async def test_compose_preview_send_edit_and_retract_go_through_the_core(console
     assert "notice.edited" in kinds and "notice.retracted" in kinds
 
 
+async def test_a_refused_edit_gives_the_form_back_with_what_was_typed(console: ConsoleHarness) -> None:
+    """The compose form comes back with the values and the reason (status 400), and so does the
+    Edit form of a sent notice: the notice's page with the form open. Before, a refused edit got
+    the error page ('That did not work … Back to the notices') and the new title and body the CAM
+    typed were gone. Here the link is ftp://, which the field's type=url lets through and the core
+    refuses."""
+    notice_id = await send_as_cam(console, "send must-know operations all | Hold shipments | Please stop shipping")
+    casey = await console.signed_in(CAM)  # the send took a day of the clock
+    await casey.get(f"/console/notices/{notice_id}")
+    typed = "Please stop shipping pallets from batch 7 until the inspection on Friday is done."
+    response, page = await casey.post(f"/console/notices/{notice_id}/edit", {
+        "title": "Hold shipments of batch 7", "body": typed, "link": "ftp://files.northwind.example/batch7.pdf"})
+    assert response.status == 400 and "must be a plain http(s) URL" in page
+    assert f"/console/notices/{notice_id}/edit" in page and typed in page, (
+        "the edit was refused with the error page only: the title and message the CAM typed are lost "
+        f"(page says: {re.sub(r'<[^>]+>', ' ', page.split('<main', 1)[1])[:200].split()})")
+    assert 'value="Hold shipments of batch 7"' in page and 'value="ftp://files.northwind.example/batch7.pdf"' in page
+    assert '<details class="change" id="edit" open>' in page  # the Edit form is open, not folded away
+    assert (await Notice.get(id=notice_id)).revision == 1  # nothing was changed
+
+
 async def test_a_scheduled_notice_waits_and_can_be_cancelled(console: ConsoleHarness) -> None:
     casey = await console.signed_in(CAM)
     await casey.get("/console/compose")

@@ -4,10 +4,12 @@ run through the same core calls as chat (`sending.create_draft`, `send_draft`, `
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from bot.common.errors import UserError
-from bot.console.notice_pages import notice_id
+from bot.common.errors import NotFound, PermissionDenied, UserError
+from bot.console.notice_pages import editable, notice_id, render_notice
 from bot.console.web import Page, page
 from bot.core.commands.parser import (
     SendCommand,
@@ -22,6 +24,7 @@ from bot.core.directory.audiences import (
     unmatched_value_warnings,
 )
 from bot.core.directory.permissions import require_sender
+from bot.core.insights.notices import readable_notice
 from bot.core.notices import revisions, sending
 from bot.core.notices.formatting import FORMAT_HELP
 from bot.service import Herald
@@ -85,12 +88,25 @@ def add_compose_routes(app: web.Application, herald: Herald) -> None:
 
     async def edit(current: Page) -> web.StreamResponse:
         form = await current.form()
-        result = await revisions.edit_notice(
-            notice_id(current), current.me, herald.catalog, now=herald.clock.now(),
-            title=form.get("title", ""), body=form.get("body", "").replace("\r\n", "\n"),
-            link=form.get("link", "").strip(), material=form.get("material") == "yes")
+        typed = {"title": form.get("title", ""), "body": form.get("body", "").replace("\r\n", "\n"),
+                 "link": form.get("link", "").strip(), "material": form.get("material") == "yes"}
+        try:
+            result = await revisions.edit_notice(notice_id(current), current.me, herald.catalog,
+                                                 now=herald.clock.now(), **typed)
+        except (PermissionDenied, NotFound):
+            raise
+        except UserError as exc:
+            return await refused_edit(current, typed, str(exc))
         herald.outbox.wake()
         return current.redirect(f"/console/notices/{result.notice.id}")
+
+    async def refused_edit(current: Page, typed: dict[str, Any], reason: str) -> web.StreamResponse:
+        """The notice's page again (400) with the Edit form open, holding what was typed, and
+        the reason, as Compose answers; the error page when the form is not on offer (any more)."""
+        notice = await readable_notice(notice_id(current), current.me)
+        if not editable(current, notice):
+            raise UserError(reason)
+        return await render_notice(current, herald, notice, edit=typed, edit_error=reason, status=400)
 
     async def retract(current: Page) -> web.StreamResponse:
         form = await current.form()

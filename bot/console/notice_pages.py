@@ -56,6 +56,39 @@ def may_change(current: Page, notice) -> bool:  # noqa: ANN001
         staff.role == StaffRole.CAM.value and notice.author_id == staff.id)
 
 
+def editable(current: Page, notice) -> bool:  # noqa: ANN001
+    """Whether the notice's page offers the Edit form (as notice.html decides)."""
+    return may_change(current, notice) and notice.status in (
+        NoticeStatus.SCHEDULED.value, NoticeStatus.SENDING.value, NoticeStatus.SENT.value)
+
+
+async def render_notice(current: Page, herald: Herald, notice, *, edit: dict[str, Any] | None = None,  # noqa: ANN001
+                        edit_error: str = "", status: int = 200) -> web.Response:
+    """A notice's page (a draft's, or a sent notice's with its figures). `edit`: what a refused
+    edit posted, put back in the open Edit form beside `edit_error`, so nothing typed is lost."""
+    now = herald.clock.now()
+    context: dict[str, Any] = {"notice": notice, "may_change": may_change(current, notice),
+                               "bar": bar_svg, "states": STATES, **previews(herald, notice)}
+    topic = herald.catalog.topics.get(notice.topic)
+    context["topic_title"] = topic.title if topic else notice.topic
+    if notice.status in (NoticeStatus.DRAFT.value, NoticeStatus.CANCELLED.value):
+        context["warnings"] = await unmatched_value_warnings(parse_audience(notice.audience,
+                                                                            roles=herald.catalog.roles))
+        return current.render("draft.html", status=status, **context)
+    scope = await report_scope(current.me, notice)  # a colleague's notice escalated to me: my partners'
+    context["survey_of"], context["has_variants"], overview, line = await asyncio.gather(
+        Survey.exists(notice_id=notice.id), NoticeExperiment.exists(notice_id=notice.id),
+        insights.overview(notice, scope), insights.timeline(notice, now=now, scope=scope))  # at once on PostgreSQL
+    context.update(overview=overview, timeline=line, scope=scope,
+                   chart=timeline_svg(line, recipients=overview.summary["recipients"],
+                                      delivered=overview.summary["delivered"]) if line else None,
+                   is_auditor=current.me.role in (StaffRole.COMPLIANCE.value, StaffRole.ADMIN.value),
+                   edit=edit or {"title": notice.title, "body": notice.body, "link": notice.link or "",
+                                 "material": False},
+                   edit_error=edit_error)
+    return current.render("notice.html", status=status, **context)
+
+
 def add_notice_routes(app: web.Application, herald: Herald) -> None:
     async def list_page(current: Page) -> web.StreamResponse:
         q = current.request.query
@@ -73,24 +106,7 @@ def add_notice_routes(app: web.Application, herald: Herald) -> None:
 
     async def notice_page(current: Page) -> web.StreamResponse:
         notice = await insights.readable_notice(notice_id(current), current.me)
-        now = herald.clock.now()
-        context: dict[str, Any] = {"notice": notice, "may_change": may_change(current, notice),
-                                   "bar": bar_svg, "states": STATES, **previews(herald, notice)}
-        topic = herald.catalog.topics.get(notice.topic)
-        context["topic_title"] = topic.title if topic else notice.topic
-        if notice.status in (NoticeStatus.DRAFT.value, NoticeStatus.CANCELLED.value):
-            context["warnings"] = await unmatched_value_warnings(parse_audience(notice.audience,
-                                                                                roles=herald.catalog.roles))
-            return current.render("draft.html", **context)
-        scope = await report_scope(current.me, notice)  # a colleague's notice escalated to me: my partners'
-        context["survey_of"], context["has_variants"], overview, line = await asyncio.gather(
-            Survey.exists(notice_id=notice.id), NoticeExperiment.exists(notice_id=notice.id),
-            insights.overview(notice, scope), insights.timeline(notice, now=now, scope=scope))  # at once on PostgreSQL
-        context.update(overview=overview, timeline=line, scope=scope,
-                       chart=timeline_svg(line, recipients=overview.summary["recipients"],
-                                          delivered=overview.summary["delivered"]) if line else None,
-                       is_auditor=current.me.role in (StaffRole.COMPLIANCE.value, StaffRole.ADMIN.value))
-        return current.render("notice.html", **context)
+        return await render_notice(current, herald, notice)
 
     async def live(current: Page) -> web.StreamResponse:
         notice = await insights.readable_notice(notice_id(current), current.me)
