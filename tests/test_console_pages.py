@@ -141,6 +141,38 @@ async def test_signing_out_ends_the_session(console: ConsoleHarness) -> None:
     assert response.status == 401
 
 
+async def test_a_notice_composed_as_the_session_ends_is_not_lost(console: ConsoleHarness) -> None:
+    """Sessions last 8 hours from sign-in. A CAM who opens Compose late in the session and presses
+    Preview after it ended gets 'Your console session has ended' with the title and message to
+    copy (nothing is done with them). Before, the page held neither (and Cache-Control: no-store
+    means Back re-fetches an empty form). An edit posted after the end is kept the same way,
+    escaped."""
+    casey = await console.signed_in(CAM)
+    console.clock.advance(hours=7, minutes=50)
+    _, form = await casey.get("/console/compose")
+    assert 'name="body"' in form
+    console.clock.advance(minutes=20)  # writing it took 20 minutes
+    body = "From 1 March every order over 10 pallets needs a booking reference; the form is linked below."
+    response, page = await casey.post("/console/compose", {
+        "topic": "operations", "importance": "must-know", "audience": "all", "title": "Booking references",
+        "body": body, "deadline": "2026-03-01"})
+    assert response.status == 401 and "session has ended" in page
+    assert body in page, "the notice the CAM wrote is gone: the page after the ended session does not hold it"
+    assert "Booking references" in page and "Sign in with a link from Herald" in page
+    assert not await Notice.filter(title="Booking references").exists()  # nothing done without a session
+
+    response, page = await casey.post(f"/console/notices/{SAMPLE}/edit", {
+        "title": "Stock <b>check</b>", "body": "Count the pallets </textarea><script>alert(1)</script>"})
+    assert response.status == 401 and "Stock &lt;b&gt;check&lt;/b&gt;" in page
+    assert "&lt;/textarea&gt;&lt;script&gt;" in page and "<script>alert" not in page
+    assert (await Notice.get(id=SAMPLE)).revision == 1
+    response, page = await casey.post("/console/compose", {"title": "Urgent: re-enter your password", "body": "x"},
+                                      headers={"Origin": "https://elsewhere.example"})
+    assert response.status == 401 and "re-enter your password" not in page  # another site's text is not shown
+    response, page = await casey.post("/console/questions/1/reply", {"reply": "Yes, the Q1 list is current."})
+    assert response.status == 401 and "Yes, the Q1 list is current." in page  # a hand-off's reply too
+
+
 # ---- CSRF -------------------------------------------------------------------------------------------
 
 async def test_forged_forms_are_refused(console: ConsoleHarness) -> None:

@@ -30,6 +30,7 @@ from bot.core.notices.formatting import FORMAT_HELP
 from bot.service import Herald
 from bot.topics import IMPORTANCE, parse_importance
 
+WRITTEN = ("title", "body")  # given back to copy when the session ended before the form was sent
 FIELDS = ("topic", "importance", "audience", "title", "body", "link", "deadline", "at", "reminders")
 
 
@@ -116,9 +117,9 @@ def add_compose_routes(app: web.Application, herald: Herald) -> None:
         return current.redirect(f"/console/notices/{notice.id}")
 
     app.router.add_get("/console/compose", page(herald, compose_form))
-    app.router.add_post("/console/compose", page(herald, compose))
+    app.router.add_post("/console/compose", page(herald, compose, keeps=WRITTEN))
     app.router.add_get("/console/audience-count", page(herald, audience_count, json=True))
     app.router.add_post("/console/notices/{id}/send", page(herald, send))
     app.router.add_post("/console/notices/{id}/cancel", page(herald, cancel))
-    app.router.add_post("/console/notices/{id}/edit", page(herald, edit))
+    app.router.add_post("/console/notices/{id}/edit", page(herald, edit, keeps=WRITTEN))
     app.router.add_post("/console/notices/{id}/retract", page(herald, retract))

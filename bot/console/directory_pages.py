@@ -89,7 +89,7 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
     app.router.add_get("/console/directory/{org}", page(herald, organisation_page))
     app.router.add_get("/console/engagement", page(herald, engagement_page))
     app.router.add_get("/console/questions", page(herald, questions_page))
-    app.router.add_post("/console/questions/{id}/reply", page(herald, reply))
+    app.router.add_post("/console/questions/{id}/reply", page(herald, reply, keeps=("reply",)))
     app.router.add_post("/console/questions/{id}/learn", page(herald, learn))
 
 

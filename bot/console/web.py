@@ -152,13 +152,31 @@ async def check_csrf(request: web.Request, token: str) -> None:
                         "Reload the page and try again.")
 
 
-def page(herald: Herald, handler: Handler, *, signed_in: bool = True, json: bool = False, audited: bool = False
-         ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+SESSION_ENDED = "Your console session has ended. Ask Herald for a new sign-in link."
+
+
+async def signed_out_keeping(current: Page, fields: tuple[str, ...]) -> web.Response:
+    """The signed-out page (401) for a form posted after the session ended, holding what was
+    written in `fields` to copy: the console does nothing with it (no session, no CSRF check),
+    and Back would fetch an empty form (no-store). Only for a POST from our own pages, so
+    another site cannot put its text on a console page."""
+    written = ""
+    if same_origin(current.request):
+        form = await current.form()
+        written = "\n\n".join(value for value in (form.get(name, "").strip() for name in fields) if value)
+    return current.render("signed_out.html", status=401, reason=SESSION_ENDED, kept=written)
+
+
+def page(herald: Herald, handler: Handler, *, signed_in: bool = True, json: bool = False, audited: bool = False,
+         keeps: tuple[str, ...] = ()) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Wrap a handler: load the session, check CSRF on POST, turn errors into short answers.
 
     `audited`: a GET that writes to the audit trail (a report export) is refused when another
     site sent the browser there (`from_our_pages`), so no web page can make a signed-in officer's
-    browser export a report that the trail then records as theirs."""
+    browser export a report that the trail then records as theirs.
+
+    `keeps`: the fields of a form where someone writes (a notice's title and message): posted
+    after the session ended, they come back on the signed-out page (`signed_out_keeping`)."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         token = request.cookies.get(COOKIE, "")
@@ -169,7 +187,9 @@ def page(herald: Herald, handler: Handler, *, signed_in: bool = True, json: bool
             if signed_in and staff is None:
                 if request.method == "GET" and not json:
                     return current.render("signed_out.html", status=401, reason="")
-                raise PermissionDenied("Your console session has ended. Ask Herald for a new sign-in link.")
+                if request.method == "POST" and keeps:
+                    return await signed_out_keeping(current, keeps)
+                raise PermissionDenied(SESSION_ENDED)
             if request.method == "POST" and signed_in:
                 await check_csrf(request, token)
             if audited and request.method == "GET" and not from_our_pages(request):
