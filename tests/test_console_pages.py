@@ -458,6 +458,22 @@ async def test_a_refused_edit_gives_the_form_back_with_what_was_typed(console: C
     assert (await Notice.get(id=notice_id)).revision == 1  # nothing was changed
 
 
+async def test_revision_times_are_shown_like_every_other_time_on_the_page(console: ConsoleHarness) -> None:
+    """Every time on the console reads '2026-01-05 09:00 UTC', and so do the Revisions list's.
+    Before, it printed the core's ISO strings ('2026-01-06T09:00:00.123456Z' with the
+    microseconds an edit's clock has)."""
+    notice_id = await send_as_cam(console, "send must-know operations all | Hold shipments | Please stop shipping")
+    casey = await console.signed_in(CAM)
+    await casey.get(f"/console/notices/{notice_id}")
+    console.clock.advance(seconds=1.25)
+    await casey.post(f"/console/notices/{notice_id}/edit", {"title": "Hold shipments", "body": "Please stop now",
+                                                            "link": ""})
+    _, page = await casey.get(f"/console/notices/{notice_id}")
+    revisions = re.findall(r"<li>Revision \d.*?</li>", page)
+    assert len(revisions) == 2, revisions
+    assert all(re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", r) for r in revisions), revisions
+
+
 async def test_a_scheduled_notice_waits_and_can_be_cancelled(console: ConsoleHarness) -> None:
     casey = await console.signed_in(CAM)
     await casey.get("/console/compose")
