@@ -538,6 +538,33 @@ async def test_bad_addresses_get_a_short_answer(console: ConsoleHarness) -> None
     assert response.status == 404 and "does not exist" in page and "Traceback" not in page
 
 
+async def test_a_mistyped_console_address_gets_a_console_page(console: ConsoleHarness) -> None:
+    """Every console error is a short page with the console's navigation and a way back, and so
+    is a mistyped or outdated address (/console/notice/1, /console/reports). Before, it got
+    aiohttp's plain text '404: Not Found' with no way back into the console. Other methods keep
+    their answers: 405 where another method is taken, else 404; the API's 404 stays JSON."""
+    casey = await console.signed_in(CAM)
+    response, page = await casey.get("/console/notice/1")
+    assert response.status == 404
+    assert response.content_type == "text/html" and "Back to the notices" in page, (
+        f"{response.content_type}: {page!r}")
+    assert "There is no console page at /console/notice/1" in page
+    session = casey.session
+    async with session.head(console.url("/console/reports")) as response:
+        assert response.status == 404
+    async with session.head(console.url(f"/console/notices/{SAMPLE}/report.csv")) as response:
+        assert response.status == 405 and response.headers["Allow"] == "GET"  # a HEAD is not an export
+    response, _ = await casey.post(f"/console/notices/{SAMPLE}", {})
+    assert response.status == 405
+    response, _ = await casey.post("/console/notice/1/send", {})
+    assert response.status == 404
+    assert (await Notice.get(id=SAMPLE)).status == "sent"
+    async with session.get(console.url("/api/v1/nothing")) as response:
+        assert response.status == 404 and response.content_type == "application/json"
+    response, page = await console.browser().get("/console/notice/1")
+    assert response.status == 401 and "Sign in with a link from Herald" in page  # nothing said without a session
+
+
 # ---- directory and engagement -----------------------------------------------------------------------
 
 async def test_the_directory_is_scoped_like_chat(console: ConsoleHarness) -> None:

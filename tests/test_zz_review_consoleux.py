@@ -37,17 +37,6 @@ def _people_rows(page: str) -> int:
 
 # ---- 5. an unknown console address is a bare text 404 -----------------------------------------------
 
-async def test_a_mistyped_console_address_gets_a_console_page(console: ConsoleHarness) -> None:
-    """Every console error is a short page with the console's navigation and a way back; a
-    mistyped or outdated address (/console/notice/1, /console/reports) gets aiohttp's plain
-    text '404: Not Found' with no way back into the console."""
-    casey = await console.signed_in(CAM)
-    response, page = await casey.get("/console/notice/1")
-    assert response.status == 404
-    assert response.content_type == "text/html" and "Back to the notices" in page, (
-        f"{response.content_type}: {page!r}")
-
-
 # ---- 6. the revisions list prints raw ISO times -----------------------------------------------------
 
 # ---- 7. in a browser: a partner's long link pushes the Questions page wider than a phone -----------

@@ -14,7 +14,7 @@ from bot.console.compose_pages import add_compose_routes
 from bot.console.directory_pages import add_directory_routes
 from bot.console.notice_pages import add_notice_routes
 from bot.console.survey_pages import add_survey_routes
-from bot.console.web import HERALD, HERE, TEMPLATES, environment
+from bot.console.web import HERALD, HERE, TEMPLATES, environment, unknown_address
 from bot.service import Herald
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ def add_console_routes(app: web.Application, herald: Herald, *,
 
         add_sandbox_routes(app, herald)
         app.on_startup.append(_sandbox_start(herald, announce))
+    app.router.add_route("*", "/console/{address:.*}", unknown_address(herald))  # last: what no route took
 
 
 def _sandbox_start(herald: Herald, announce: Callable[[str], None] | None):  # noqa: ANN202

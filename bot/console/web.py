@@ -215,6 +215,40 @@ def page(herald: Herald, handler: Handler, *, signed_in: bool = True, json: bool
     return wrapped
 
 
+def unknown_address(herald: Herald) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The catch-all under /console, registered last: a mistyped or outdated address (GET or
+    HEAD) gets the console's 404 page, with its navigation and a way back, instead of aiohttp's
+    text. A method another route takes at that address keeps aiohttp's 405 (with `Allow`), and
+    any other method a plain 404, as before."""
+    async def no_such_page(current: Page) -> web.StreamResponse:
+        raise NotFound(f"There is no console page at {current.request.path[:200]}. "
+                       "It may have been mistyped, or the address has changed.")
+
+    console_page = page(herald, no_such_page)
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        allowed = await _methods_elsewhere(request)
+        if allowed:
+            raise web.HTTPMethodNotAllowed(request.method, allowed)
+        if request.method in ("GET", "HEAD"):
+            return await console_page(request)
+        raise web.HTTPNotFound()
+
+    return answer
+
+
+async def _methods_elsewhere(request: web.Request) -> set[str]:
+    """The methods the app's other routes take at this request's path (the router tells only
+    the first route that takes the path and method, and the catch-all takes every method)."""
+    catch_all = request.match_info.route.resource
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not catch_all:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    return allowed
+
+
 def whole_number(value: str, default: int = 0) -> int:
     """A query or form value as a small non-negative integer, else `default`."""
     value = (value or "").strip()
