@@ -1,7 +1,7 @@
 """The console in a real browser (headless Chromium): sign in through a link, watch a notice's
 count rise as clicks arrive, drill down to a non-acknowledger, download a report, compose with a
 preview drawn by Microsoft's Adaptive Cards renderer, a CAM refused another CAM's notice, a forged
-form refused, an expired link refused, and the sandbox from inbox to acknowledgement.
+form refused, an expired link refused, the sandbox from inbox to acknowledgement, and a partner's long link wrapped on a phone.
 
 Screenshots of the main pages are kept in tests/artifacts/ (git-ignored) to be looked at.
 """
@@ -386,3 +386,36 @@ def test_the_knowledge_base_page_tries_a_question(live: LiveConsole, driver) -> 
     assert _css(driver, "#q").get_attribute("value") == "how do I reset the PIN of my bank card"
     _no_script_errors(driver)
     _shot(driver, "kb-try")
+
+
+def test_a_partners_long_link_does_not_make_the_questions_page_wider_than_a_phone(
+        live: LiveConsole, driver) -> None:  # noqa: ANN001
+    """README: 'readable on a phone'. Partners paste links into their questions: one long unbroken
+    word (the link) in the question's blockquote wraps inside a 390-pixel phone screen. Before,
+    the console's CSS had no overflow-wrap, so it made the whole Questions page wider than the
+    phone: the page scrolled sideways and the reply box was cut off."""
+    async def hand_off() -> None:
+        from storage.models import Member, Question, Staff
+
+        lena = await Member.get(email="lena.fischer@contoso.example")  # Contoso names Casey as CAM
+        now = live.harness.clock.now()
+        await Question.create(
+            member=lena, platform="sandbox", asked_at=now, abstained=True, handoff_status="open",
+            cam=await Staff.get(email=CAM), handed_off_at=now,
+            text="Is this the current price list? https://partners.northwind.example/portal/documents/"
+                 "pricing/2026/Q1/NW-200-series-reseller-price-list-EMEA-final-v3.xlsx")
+    live.run(hand_off())
+    _sign_in(driver, live.sign_in_url(CAM))
+    try:
+        driver.set_window_size(390, 844)
+        driver.get(live.url("/console/questions"))
+        assert "NW-200-series-reseller-price-list" in driver.page_source
+        inner, scroll = driver.execute_script(
+            "return [document.documentElement.clientWidth, document.documentElement.scrollWidth];")
+        assert scroll <= inner, (
+            f"at a phone's 390 px the Questions page is {scroll} px wide (viewport {inner} px): the partner's "
+            "link does not wrap, so the page scrolls sideways")
+    finally:
+        driver.set_window_size(1280, 900)
+    _shot(driver, "questions-phone", width=390)
+
