@@ -1,7 +1,8 @@
 """The console in a real browser (headless Chromium): sign in through a link, watch a notice's
 count rise as clicks arrive, drill down to a non-acknowledger, download a report, compose with a
 preview drawn by Microsoft's Adaptive Cards renderer, a CAM refused another CAM's notice, a forged
-form refused, an expired link refused, the sandbox from inbox to acknowledgement, and a partner's long link wrapped on a phone.
+form refused, an expired link refused, the sandbox from inbox to acknowledgement, a partner's long
+link wrapped on a phone, and the live counts saying so when the session has ended.
 
 Screenshots of the main pages are kept in tests/artifacts/ (git-ignored) to be looked at.
 """
@@ -419,3 +420,37 @@ def test_a_partners_long_link_does_not_make_the_questions_page_wider_than_a_phon
         driver.set_window_size(1280, 900)
     _shot(driver, "questions-phone", width=390)
 
+
+def test_the_live_counts_say_so_when_the_session_has_ended(live: LiveConsole, driver) -> None:  # noqa: ANN001
+    """The notice page says its counts 'update by themselves'. Once the 8-hour session ends, it
+    says the figures have stopped and why, and stops asking. Before, every poll of live.json got
+    a 401 that the script dropped without a word: a partner acknowledged, the page kept showing
+    0 acknowledged and still claimed to be live."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _sign_in(driver, live.sign_in_url(CAM))
+    driver.get(live.url("/console/notices/1"))
+    _wait(driver, lambda d: not _css(d, ".live-note").get_attribute("hidden"), "the live note")
+    assert _css(driver, "#acknowledged-count").text == "0"
+    live.harness.clock.advance(hours=8, minutes=5)  # the session has ended
+
+    async def acknowledge() -> None:
+        from bot.core.notices import acks
+
+        result = await acks.acknowledge(1, platform="sandbox", workspace_id="sandbox",
+                                        user_id="lena.fischer@contoso.example", now=live.harness.clock.now())
+        await live.herald.update_acknowledged_copies(result)
+    live.run(acknowledge())
+
+    def told(d) -> bool:  # noqa: ANN001 - the count followed, or the page says it no longer can
+        page = d.find_element("css selector", "[data-live]").text.lower()
+        return d.find_element("css selector", "#acknowledged-count").text == "1" or "session" in page \
+            or "sign in" in page
+    try:
+        WebDriverWait(driver, 10, 0.2).until(told)
+    except TimeoutException:
+        note = _css(driver, "[data-live]").text
+        pytest.fail("a partner acknowledged after the session ended: the page still shows 0 acknowledged and "
+                    f"says nothing of the ended session (the panel reads: {note!r})")
+    assert _css(driver, ".live-note").text == "Your session has ended: sign in again to see new figures."

@@ -1,6 +1,7 @@
 /* Small progressive enhancements; every page works without them.
  * - compose: the audience's recipient count while you type;
- * - a notice's page: its counts and its chart follow deliveries and acknowledgements as they arrive. */
+ * - a notice's page: its counts and its chart follow deliveries and acknowledgements as they arrive,
+ *   until the session ends (then it says so and stops asking). */
 (function () {
   "use strict";
 
@@ -56,11 +57,25 @@
       if (svg) { svg.setAttribute("width", whole ? (value / whole * 100).toFixed(2) : "0"); }
     }
     var ticks = 0;
+    var timer = null;
+    function sessionEnded() {
+      // the figures would freeze without a word: say so, and stop asking
+      clearInterval(timer);
+      if (note) {
+        note.textContent = "Your session has ended: sign in again to see new figures.";
+        note.className = "live-note bad";
+        note.setAttribute("role", "status");
+        note.hidden = false;
+      }
+    }
     function refresh() {
       if (document.hidden) { return; }
       var url = panel.dataset.live + (ticks++ % 3 === 0 ? "?chart=1" : "");  // the chart every third poll
       fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
-        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (response) {
+          if (response.status === 401) { sessionEnded(); return null; }
+          return response.ok ? response.json() : null;
+        })
         .then(function (counts) {
           if (!counts) { return; }
           Object.keys(counts).forEach(function (key) {
@@ -76,7 +91,7 @@
         })
         .catch(function () { /* the next tick tries again */ });
     }
-    setInterval(refresh, 2000);
+    timer = setInterval(refresh, 2000);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
