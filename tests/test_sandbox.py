@@ -28,7 +28,7 @@ from storage.models import (
     SandboxMessage,
     Staff,
 )
-from tests.console_support import CAM, ConsoleHarness
+from tests.console_support import CAM, OTHER_CAM, ConsoleHarness
 
 pytestmark = pytest.mark.storage
 
@@ -149,6 +149,37 @@ async def test_questions_feedback_and_a_hand_off_answered_from_the_console(conso
     assert "Add my reply as a new entry" in taught  # the other kind is still on offer
     _, again = await casey.post(f"/console/questions/{question.id}/learn", {"kind": "phrasing"})
     assert "Already proposed" in again and await KBProposal.all().count() == 1
+
+
+async def test_teaching_from_the_console_redirects_so_a_refresh_proposes_nothing(console: ConsoleHarness) -> None:
+    """'Add my reply as a new entry' answers with a redirect to the questions page (Post/Redirect/
+    Get), which says what was proposed: a refresh reloads that page and proposes nothing. Before,
+    the POST rendered the page itself, so a refresh asked to send the form again. An edited
+    address speaks only of the CAM's own answered hand-offs."""
+    lena = await Member.get(email=LENA)
+    now = console.clock.now()
+    question = await Question.create(
+        member=lena, platform="sandbox", text="Where is the Q1 price list?", asked_at=now, abstained=True,
+        handoff_status="answered", handed_off_at=now, cam=await Staff.get(email=CAM),
+        reply_text="In the portal, under Pricing.", replied_at=now, replied_by=CAM)
+    casey = await console.signed_in(CAM)
+    await casey.get("/console/questions")
+    response, _ = await casey.post(f"/console/questions/{question.id}/learn", {"kind": "entry"},
+                                   allow_redirects=False)
+    assert response.status == 303, f"the learn POST answered {response.status} itself: a refresh sends it again"
+    [proposal] = await KBProposal.all()
+    location = response.headers["Location"]
+    assert location.startswith("/console/questions?") and location.endswith(f"#answered-{question.id}")
+    for _ in range(2):  # the redirected page, then a refresh of it
+        response, page = await casey.get(location)
+        assert response.status == 200 and f"Proposed #{proposal.id}" in page and "Where is the Q1 price list?" in page
+    assert await KBProposal.all().count() == 1 and await AuditEvent.filter(kind="kb.proposed").count() == 1
+    response, page = await casey.post(f"/console/questions/{question.id}/learn", {"kind": "entry"})
+    assert "Already proposed" in page and await KBProposal.all().count() == 1
+
+    jordan = await console.signed_in(OTHER_CAM)  # another CAM: not their hand-off
+    _, page = await jordan.get(location)
+    assert "learn-note" not in page and "Where is the Q1 price list?" not in page
 
 
 async def test_a_journey_step_is_marked_done_from_the_inbox(console: ConsoleHarness) -> None:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aiohttp import web
 
 from bot.console.charts import bar_svg
+from bot.console.filters import query
 from bot.console.web import Page, page, whole_number
 from bot.core.insights import directory, engagement
 from bot.core.onboarding import learning
 from bot.core.onboarding.assistant import answered_handoffs, open_handoffs_page
 from bot.core.onboarding.journeys import JourneyConfigError, load_journeys
 from bot.service import Herald
-from storage.models import StaffRole
+from storage.models import KBProposal, Question, StaffRole
 
 WINDOWS = (30, 90, 365)
 
@@ -41,12 +43,13 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
         return current.render("engagement.html", days=days, windows=WINDOWS, figures=figures,
                               topics=herald.catalog.topics, bar=bar_svg)
 
-    async def questions_page(current: Page, note: str = "") -> web.StreamResponse:
+    async def questions_page(current: Page) -> web.StreamResponse:
         answered = await answered_handoffs(current.me)
         after = whole_number(current.request.query.get("after", "")) or None
         waiting = await open_handoffs_page(current.me, after=after)
+        proposals = await learning.proposals_of([q.id for q in answered])
         return current.render("questions.html", waiting=waiting, answered=answered, paged=after is not None,
-                              proposals=await learning.proposals_of([q.id for q in answered]), note=note,
+                              proposals=proposals, note=await _taught_note(current.request.query, answered, proposals),
                               phrasing=learning.PHRASING, entry=learning.ENTRY,
                               suggested_entry=learning.suggested_entry)
 
@@ -60,10 +63,12 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
         """The chat buttons under an answered hand-off, in the console: the question as a phrasing
         of the entry the assistant suggested, or as a new entry with the CAM's reply."""
         form = await current.form()
-        proposal, created = await learning.propose(whole_number(current.request.match_info["id"]), current.me,
-                                                   form.get("kind", ""), now=herald.clock.now())
-        note = learning.proposal_note(proposal, created).replace("`", "")  # chat's code marks, plain here
-        return await questions_page(current, note)
+        question_id = whole_number(current.request.match_info["id"])
+        proposal, created = await learning.propose(question_id, current.me, form.get("kind", ""),
+                                                   now=herald.clock.now())
+        # Post/Redirect/Get: the questions page says what was done, and a refresh proposes nothing
+        said = {"taught": question_id, "kind": proposal.kind, "proposal": proposal.id, "already": "" if created else 1}
+        return current.redirect(f"/console/questions{query({}, **said)}#answered-{question_id}")
 
     async def proposals_page(current: Page) -> web.StreamResponse:
         question = current.request.query.get("q", "")[:500].strip()
@@ -127,3 +132,21 @@ def _stages(rows: list[dict], journeys) -> list[dict]:  # noqa: ANN001
         entry["counts"][done] += row["n"]
         entry["members"] += row["n"]
     return sorted(by_journey.values(), key=lambda e: e["journey"])
+
+
+async def _taught_note(asked: Mapping[str, str], answered: list[Question],
+                       proposals: dict[int, list[KBProposal]]) -> str:
+    """The note the questions page shows after a click on 'teach' (`learn` redirects here saying
+    which question, kind and proposal). Read from the page's own answered hand-offs, so an edited
+    address can only speak of those: another hand-off's proposal (the same question taught
+    before) is named by number and state, never by its text."""
+    question_id = whole_number(asked.get("taught", ""))
+    if question_id not in {q.id for q in answered}:
+        return ""
+    mine = [p for p in proposals.get(question_id, []) if p.kind == asked.get("kind")]
+    if mine:  # chat's code marks, plain here
+        return learning.proposal_note(mine[0], not asked.get("already")).replace("`", "")
+    other = await KBProposal.get_or_none(id=whole_number(asked.get("proposal", "")))
+    if other is None:
+        return ""
+    return f"Already proposed (#{other.id}, {other.status}) from another hand-off with the same question."
