@@ -112,14 +112,22 @@ MIGRATION_LOCK_POLL_SECONDS = 0.5
 DIRECTORY_IMPORT_LOCK_KEY = 0x4845_5241_4C44_4449  # "HERALDDI"
 # pg_advisory_xact_lock's key for knowledge-base approvals: each checks what the others approved
 KB_APPROVAL_LOCK_KEY = 0x4845_5241_4C44_4B42  # "HERALDKB"
+# pg_advisory_xact_lock's class for a script's send (`take_turns(..., of=author id)`): one author's
+# identical-command check and draft at a time (a 32-bit key: the two-key form, apart from those above)
+SCRIPT_SEND_LOCK_CLASS = 0x4853_4E44  # "HSND"
 
 
-async def take_turns(conn: Any, key: int) -> None:
-    """Inside a transaction on `conn`: wait until no other transaction holds `key`, and hold it
-    until this one ends (PostgreSQL's pg_advisory_xact_lock). On SQLite nothing: one writer at a
-    time already."""
-    if dialect(conn) == "postgres":
+async def take_turns(conn: Any, key: int, *, of: int | None = None) -> None:
+    """Inside a transaction on `conn`: wait until no other transaction holds `key` (with `of`: the
+    pair (key, of), e.g. one author's turn; `key` then fits 32 bits), and hold it until this one
+    ends (PostgreSQL's pg_advisory_xact_lock). On SQLite nothing: one writer at a time already,
+    as long as what must take turns reads inside the write transaction."""
+    if dialect(conn) != "postgres":
+        return
+    if of is None:
         await conn.execute_query("SELECT pg_advisory_xact_lock($1)", [key])
+    else:
+        await conn.execute_query("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [key, of])
 
 
 class SchemaNotCurrent(RuntimeError):

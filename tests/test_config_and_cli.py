@@ -22,7 +22,7 @@ from bot.cli import main
 from config.settings import ConfigError, Settings, load_settings
 from storage import db as storage_db
 from tests.cli_support import herald, herald_at_a_terminal, herald_env, in_process_cli, serve_until_listening
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_ONLY, POSTGRES_URL
 from tests.support import SAMPLE_DIRECTORY, in_database
 
 AS_CAM = "cam@vendor.example"
@@ -284,6 +284,41 @@ def test_a_retried_send_from_a_script_does_not_send_the_notice_twice(cli_sender:
     resent = cli_sender.invoke(main, later)  # what was cancelled never went out: the same command sends it
     assert resent.exit_code == 0 and "scheduled for 2099-01-06T09:00:00Z" in resent.output, resent.output
     assert int(resent.output.split()[1]) == scheduled_id + 1
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+async def test_two_identical_sends_at_the_same_instant_send_one_notice(rig) -> None:  # noqa: ANN001
+    """A cron job's `herald send ... --yes` and its retry start together (the runner gave up on a
+    slow first run): each looked for an identical recent notice, found none, made a draft and sent
+    it, so every partner got the recall twice (the check ran outside the draft's transaction, and
+    the other run's notice was still a draft, which the check ignores). The runs now take turns
+    per author, the check and the draft, its send already requested, in one transaction: one
+    notice goes out, the other run is told it is a repeat."""
+    import asyncio
+    from datetime import timedelta
+
+    from bot.core.commands.parser import SendCommand
+    from bot.core.notices import sending
+    from storage.models import Delivery, Notice, Staff
+
+    cam, now = await Staff.get(email=AS_CAM), rig.clock.now()
+    command = SendCommand(importance="must-know", topic="operations", audience="tier:gold", title="Recall of LX-200",
+                          body="Stop selling LX-200 today.", deadline=now + timedelta(days=7))
+
+    async def cron_run() -> sending.SendResult | Notice:  # the core calls of `herald send ... --yes`
+        drafted = await sending.draft_unless_repeated(cam, command, rig.herald.catalog, now=now, confirmed=True)
+        if isinstance(drafted, Notice):
+            return drafted
+        return await sending.send_draft(drafted.notice.id, cam, rig.herald.catalog, now=now)
+
+    outcomes = await asyncio.gather(cron_run(), cron_run())
+
+    sent = [o for o in outcomes if isinstance(o, sending.SendResult)]
+    repeats = [o for o in outcomes if isinstance(o, Notice)]
+    live = await Notice.exclude(status__in=["draft", "cancelled"]).values_list("id", "status")
+    assert len(sent) == 1 and len(repeats) == 1, f"both runs sent the notice: {live}"
+    assert live == [(sent[0].notice.id, "sending")] and repeats[0].id == sent[0].notice.id
+    assert set(await Delivery.filter(kind="notice").values_list("notice_id", flat=True)) == {sent[0].notice.id}
 
 
 async def test_the_check_for_a_retried_send_reads_the_authors_recent_notices_from_an_index(db: str) -> None:

@@ -80,12 +80,12 @@ def send(topic: str, importance: str, audience: str, title: str, body: str, link
                               scheduled_at=parse_time(send_at, what="send time") if send_at else None,
                               reminder_hours=parse_reminders(reminders) if reminders else None,
                               variants=tuple(texts), share=share)
-        now, resolved = CLOCK.now(), None
-        if not again:  # validated once here, for the retry check and the draft
-            resolved = sending.validate(command, catalog, now=now)
-            if earlier := await sending.identical_recent_notice(staff, command, resolved, now=now):
-                return earlier
-        preview = await sending.create_draft(staff, command, catalog, now=now, resolved=resolved)
+        if again:
+            preview = await sending.create_draft(staff, command, catalog, now=CLOCK.now())
+        else:
+            preview = await sending.draft_unless_repeated(staff, command, catalog, now=CLOCK.now(), confirmed=yes)
+            if isinstance(preview, Notice):
+                return preview
         for warning in preview.warnings:
             click.echo(f"warning: {warning}", err=True)
         if preview.recipients == 0 and not send_at:  # a typo in the audience, most likely: see the warnings

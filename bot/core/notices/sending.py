@@ -126,25 +126,44 @@ async def create_draft(author: Staff | None, command: SendCommand, catalog: Topi
     """
     if not operator:
         author = require_sender(author)
-    topic, policy, audience = resolved if resolved is not None else validate(command, catalog, now=now)
-    recipients = await count_recipients(audience, topic, policy)
-    warnings = await unmatched_value_warnings(audience)
+    resolved = resolved if resolved is not None else validate(command, catalog, now=now)
+    recipients, warnings = await _audience_counted(resolved)
     async with in_transaction() as conn:
-        notice = await Notice.create(
-            topic=topic.key, importance=policy.level.value, title=command.title.strip(),
-            body=command.body.strip(), link=command.link, deadline=command.deadline,
-            audience=audience.describe(), author=author, status=NoticeStatus.DRAFT.value,
-            recipient_count=recipients, scheduled_at=command.scheduled_at, created_at=now,
-            reminder_hours={"after_hours": list(command.reminder_hours)} if command.reminder_hours else None,
-            using_db=conn,
-        )
-        variant_count = await ab_variants.store_variants(notice, command, now=now, using_db=conn)
-        extra = {"variants": variant_count, "share_percent": command.share} if variant_count else {}
-        await record([audit_event("notice.created", now=now, actor=_actor(author, operator), notice_id=notice.id,
-                                  topic=topic.key, importance=policy.level.value,
-                                  audience=notice.audience, deadline=notice.deadline, title=notice.title,
-                                  recipients_previewed=recipients, **extra,
-                                  **await text_digests(notice.id, using_db=conn))], using_db=conn)
+        notice = await _store_draft(conn, author, operator, command, resolved, recipients, now=now)
+    return _preview(notice, command, resolved, recipients, warnings)
+
+
+async def _audience_counted(resolved: Resolved) -> tuple[int, list[str]]:
+    """The preview's recipient count and the audience's warnings."""
+    topic, policy, audience = resolved
+    return await count_recipients(audience, topic, policy), await unmatched_value_warnings(audience)
+
+
+async def _store_draft(conn: Any, author: Staff | None, operator: str, command: SendCommand, resolved: Resolved,
+                       recipients: int, *, now: datetime) -> Notice:
+    """The draft, its A/B variants and `notice.created`, in the caller's transaction."""
+    topic, policy, audience = resolved
+    notice = await Notice.create(
+        topic=topic.key, importance=policy.level.value, title=command.title.strip(),
+        body=command.body.strip(), link=command.link, deadline=command.deadline,
+        audience=audience.describe(), author=author, status=NoticeStatus.DRAFT.value,
+        recipient_count=recipients, scheduled_at=command.scheduled_at, created_at=now,
+        reminder_hours={"after_hours": list(command.reminder_hours)} if command.reminder_hours else None,
+        using_db=conn,
+    )
+    variant_count = await ab_variants.store_variants(notice, command, now=now, using_db=conn)
+    extra = {"variants": variant_count, "share_percent": command.share} if variant_count else {}
+    await record([audit_event("notice.created", now=now, actor=_actor(author, operator), notice_id=notice.id,
+                              topic=topic.key, importance=policy.level.value,
+                              audience=notice.audience, deadline=notice.deadline, title=notice.title,
+                              recipients_previewed=recipients, **extra,
+                              **await text_digests(notice.id, using_db=conn))], using_db=conn)
+    return notice
+
+
+def _preview(notice: Notice, command: SendCommand, resolved: Resolved, recipients: int,
+             warnings: list[str]) -> Preview:
+    topic, policy, _ = resolved
     texts = [(notice.title, notice.body), *command.variants] if command.variants else []
     if texts and command.share is not None and recipients * command.share // 100 < len(texts):
         warnings.append(f"share:{command.share}% of {recipients} recipients is fewer than one per variant")
@@ -178,6 +197,29 @@ async def identical_recent_notice(author: Staff, command: SendCommand, resolved:
                 and _same_send_time(notice, command.scheduled_at, now) and await _same_variants(notice, command):
             return notice
     return None
+
+
+async def draft_unless_repeated(author: Staff, command: SendCommand, catalog: TopicCatalog, *, now: datetime,
+                                confirmed: bool) -> Preview | Notice:
+    """`herald send` without --again: the notice an identical recent command already sent or
+    scheduled (`identical_recent_notice`), or a new draft. A cron job and its retry may run at the
+    same instant: the author's runs take turns (an advisory lock on PostgreSQL; SQLite's one
+    writer, the check being read inside the write transaction), the check and the draft in one
+    transaction. `confirmed` (--yes: no question is asked) stores the send in that transaction
+    too, scheduled or requested now as `request_send` stores it, so the run that comes next finds
+    a notice that is going out, not a draft (which the check ignores); `send_draft` then finishes
+    it, or `publish_due` does if this process dies. A draft for nobody, sent now, stays a draft."""
+    author = require_sender(author)
+    resolved = validate(command, catalog, now=now)
+    recipients, warnings = await _audience_counted(resolved)
+    async with in_transaction() as conn:
+        await storage_db.take_turns(conn, storage_db.SCRIPT_SEND_LOCK_CLASS, of=author.id)
+        if earlier := await identical_recent_notice(author, command, resolved, now=now):
+            return earlier
+        notice = await _store_draft(conn, author, "", command, resolved, recipients, now=now)
+        if confirmed and (recipients or command.scheduled_at is not None):
+            await _claim_draft(conn, notice, author.email, now=now)
+    return _preview(notice, command, resolved, recipients, warnings)
 
 
 def _same_send_time(notice: Notice, scheduled_at: datetime | None, now: datetime) -> bool:
@@ -228,7 +270,9 @@ async def send_draft(notice_id: int, actor: Staff | None, catalog: TopicCatalog,
     _refuse_passed_deadline(notice, now)
     if notice.scheduled_at is not None and notice.scheduled_at > now:
         return await _schedule(notice, _actor(actor, operator), now=now)
-    return await publish(notice, catalog, actor=_actor(actor, operator), now=now, from_status=NoticeStatus.DRAFT,
+    # a draft whose send was stored with it (`draft_unless_repeated`) is due: finish it
+    stored = NoticeStatus.SCHEDULED if notice.status == NoticeStatus.SCHEDULED.value else NoticeStatus.DRAFT
+    return await publish(notice, catalog, actor=_actor(actor, operator), now=now, from_status=stored,
                          platform_policy=platform_policy)
 
 
@@ -249,11 +293,7 @@ async def request_send(notice_id: int, actor: Staff | None, *, now: datetime) ->
     if notice.scheduled_at is not None and notice.scheduled_at > now:
         return await _schedule(notice, _actor(actor, ""), now=now)
     async with in_transaction() as conn:
-        claimed = await Notice.filter(id=notice.id, status=NoticeStatus.DRAFT.value).using_db(conn).update(
-            status=NoticeStatus.SCHEDULED.value, scheduled_at=now)
-        if claimed:
-            await record([audit_event("notice.send_requested", now=now, actor=_actor(actor, ""),
-                                      notice_id=notice.id)], using_db=conn)
+        claimed = await _claim_draft(conn, notice, _actor(actor, ""), now=now)
     current = await Notice.get(id=notice.id)
     being_sent = current.status == NoticeStatus.SCHEDULED.value and current.scheduled_at is not None \
         and current.scheduled_at <= now
@@ -272,13 +312,25 @@ async def finish_send(notice_id: int, catalog: TopicCatalog, *, actor: str, now:
 
 async def _schedule(notice: Notice, actor: str, *, now: datetime) -> SendResult:
     async with in_transaction() as conn:
-        claimed = await Notice.filter(id=notice.id, status=NoticeStatus.DRAFT.value).using_db(conn).update(
-            status=NoticeStatus.SCHEDULED.value)
-        if claimed:
-            await record([audit_event("notice.scheduled", now=now, actor=actor, notice_id=notice.id,
-                                      scheduled_at=notice.scheduled_at)], using_db=conn)
+        claimed = await _claim_draft(conn, notice, actor, now=now)
     current = await Notice.get(id=notice.id)
     return SendResult(current, current.recipient_count, already=not claimed)
+
+
+async def _claim_draft(conn: Any, notice: Notice, actor: str, *, now: datetime) -> bool:
+    """In the caller's transaction, a draft's send stored, once: scheduled for its later time
+    (`notice.scheduled`), or due now (`notice.send_requested`: `finish_send` or the tick publishes
+    it). False if it was no longer a draft."""
+    later = notice.scheduled_at is not None and notice.scheduled_at > now
+    claimed = await Notice.filter(id=notice.id, status=NoticeStatus.DRAFT.value).using_db(conn).update(
+        status=NoticeStatus.SCHEDULED.value, **({} if later else {"scheduled_at": now}))
+    if claimed and later:
+        await record([audit_event("notice.scheduled", now=now, actor=actor, notice_id=notice.id,
+                                  scheduled_at=notice.scheduled_at)], using_db=conn)
+    elif claimed:
+        await record([audit_event("notice.send_requested", now=now, actor=actor, notice_id=notice.id)],
+                     using_db=conn)
+    return bool(claimed)
 
 
 @dataclass(frozen=True)
