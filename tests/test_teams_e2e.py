@@ -93,6 +93,15 @@ def _send_press(rig: TeamsRig, notice_id: int) -> dict:
                                           "data": {"notice_id": notice_id}}})
 
 
+async def test_the_preview_of_a_scheduled_notice_says_the_audience_is_resolved_again(teams: TeamsRig) -> None:
+    """Parity with Slack's preview: a notice scheduled for later reaches whoever matches its
+    audience then, not the count shown now; the Teams card gave the time alone."""
+    preview = await teams.say("aad-cam", "send need-to-know operations org:teamsco at:2026-01-06T09:00Z | Depot | Friday")
+
+    texts = " ".join(texts_of(card_of(preview)))
+    assert "Goes out at " in texts and "(the audience is resolved again then)" in texts, texts
+
+
 async def test_send_is_answered_before_the_outbox_rows_are_written(teams: TeamsRig,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Teams waits 15 s for an invoke's answer; the rows of 100,000 recipients take seconds to

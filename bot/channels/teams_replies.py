@@ -124,7 +124,7 @@ def preview_card(preview: Preview) -> Card:
         _text(f"Audience {escape(notice.audience)} → **{recipients} recipient{'s' if recipients != 1 else ''}**"),
     ]
     if notice.scheduled_at:
-        body.append(_text(f"Goes out at {reader_time(notice.scheduled_at)}"))
+        body.append(_text(f"Goes out at {reader_time(notice.scheduled_at)} (the audience is resolved again then)"))
     if notice.deadline:
         body.append(_text(f"Deadline: {reader_time(notice.deadline)}"))
     if preview.variants:
