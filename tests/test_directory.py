@@ -964,3 +964,13 @@ async def test_naming_a_deactivated_member_is_warned_about(db: str) -> None:
     assert (await count_recipients(audience, catalog.get("announcements")),
             await unmatched_value_warnings(audience)) == (
         1, ["member:bob@acme.com is deactivated", "no partner matches member:nobody@acme.com"])
+
+
+async def test_the_preview_says_how_many_recipients_have_no_account_yet(slack_http) -> None:  # noqa: ANN001
+    """Ed Fox (Keys & Co, gold) is in the directory without Slack or Teams ids and never wrote to
+    Herald: the preview counted him among 4 recipients without a word, and his copy failed at once
+    ("no Slack or Teams account on file"). The preview now says so in one line."""
+    text, _ = await preview_notice(slack_http, "send must-know operations tier:gold | Recall | Stop")
+
+    assert "4 recipients" in text, text
+    assert "1 of them has no Slack or Teams account on file yet: its copy will fail" in text, text

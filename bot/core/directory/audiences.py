@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from email_validator import EmailNotValidError, validate_email
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
+from tortoise.queryset import QuerySet
 
 from bot.common.errors import UserError
 from bot.core.directory.importer import org_key
 from bot.topics import ImportancePolicy, Topic
-from storage.models import Member, Organisation
+from storage.models import Member, Organisation, PlatformAccount
 
 ORG_ATTRIBUTES = ("tier", "region", "country", "industry", "size", "partner_type")
 ATTRIBUTES = (*ORG_ATTRIBUTES, "role", "org", "member")
@@ -121,7 +122,18 @@ async def count_recipients(audience: Audience, topic: Topic, policy: ImportanceP
     """How many members the notice would reach. With its importance (`policy`): without those who
     left the topic, when the importance lets them (as sending does), so the preview's count is the
     number queued."""
-    query = Member.filter(await audience_filter(audience, topic))
+    return await _counted(Member.filter(await audience_filter(audience, topic)), topic, policy)
+
+
+async def count_without_account(audience: Audience, topic: Topic, policy: ImportancePolicy | None = None) -> int:
+    """Of `count_recipients`, the members with no Slack or Teams account on file (the directory
+    has no ids for them and they never wrote to Herald): sending fails their copies at once."""
+    query = Member.filter(await audience_filter(audience, topic)).exclude(
+        id__in=Subquery(PlatformAccount.all().values("member_id")))
+    return await _counted(query, topic, policy)
+
+
+async def _counted(query: QuerySet[Member], topic: Topic, policy: ImportancePolicy | None) -> int:
     if policy is None or not (policy.respects_opt_outs and topic.opt_out):
         return await query.count()
     return sum(1 for opt_outs in await query.values_list("topic_opt_outs", flat=True)

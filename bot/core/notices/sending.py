@@ -22,6 +22,7 @@ from bot.core.delivery.messages import Target, enqueue
 from bot.core.directory.audiences import (
     Audience,
     count_recipients,
+    count_without_account,
     parse_audience,
     recipient_ids,
     unmatched_value_warnings,
@@ -136,7 +137,16 @@ async def create_draft(author: Staff | None, command: SendCommand, catalog: Topi
 async def _audience_counted(resolved: Resolved) -> tuple[int, list[str]]:
     """The preview's recipient count and the audience's warnings."""
     topic, policy, audience = resolved
-    return await count_recipients(audience, topic, policy), await unmatched_value_warnings(audience)
+    recipients, warnings = await count_recipients(audience, topic, policy), await unmatched_value_warnings(audience)
+    if without := await count_without_account(audience, topic, policy):
+        warnings.append(without_account_warning(without))
+    return recipients, warnings
+
+
+def without_account_warning(count: int) -> str:
+    """The preview's line for recipients who cannot be reached yet (their copies fail: NO_ACCOUNT)."""
+    them = "1 of them has" if count == 1 else f"{count} of them have"
+    return f"{them} no Slack or Teams account on file yet: {'its copy' if count == 1 else 'their copies'} will fail"
 
 
 async def _store_draft(conn: Any, author: Staff | None, operator: str, command: SendCommand, resolved: Resolved,
