@@ -103,7 +103,7 @@ class Herald:
         self.outbox.link_tracker = link_tracker(settings.public_url, settings.secret_key,
                                                  settings.previous_secret_keys)
         # everything else Herald sends (journeys, digests, escalations, hand-offs): the same lanes
-        self.outbox.add_source(MessageSource(self.channels, retry=self.outbox.retry))
+        self.outbox.add_source(MessageSource(self.channels, self.outbox.catalog, retry=self.outbox.retry))
         self.worker_running = False  # `serve` runs the outbox loop (bot.app); tests and the CLI may not
         self._pushes: set[asyncio.Task] = set()  # copy updates pushed without a worker loop
         self._answered: set[asyncio.Future] = set()  # work the platform was already answered for

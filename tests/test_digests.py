@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 
+from bot.channels.slack_blocks import SEND_ACTION
 from bot.core.notices import sending as notices
 from bot.core.commands.parser import SendCommand
 from bot.common.budget import TimeBudget
@@ -15,8 +16,9 @@ from bot.core.directory.preferences import update_preferences
 from bot.core.notices.revisions import edit_notice, retract_notice
 from storage.models import AuditEvent, Delivery, DigestRun, Member, Notice, OutboundMessage, PlatformAccount
 from tests.query_plans import uses_an_index_on
-from tests.support import TEAM, Rig, bulk_members
+from tests.support import CAM_USER, TEAM, Rig, SlackHarness, bulk_members
 
+MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 Berlin
 MONDAY_10_UTC = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)  # 11:00 Berlin
 TUESDAY_8_UTC = datetime(2026, 1, 6, 8, 0, tzinfo=UTC)  # 09:00 Berlin: Anna's and Bo's digest hour
 
@@ -45,6 +47,16 @@ async def _tick_at(rig: Rig, moment: datetime) -> int:
     await rig.herald.tick()
     await rig.herald.outbox.drain()
     return await AuditEvent.filter(kind="digest.sent").count() - before
+
+
+async def _reply(slack: SlackHarness, text: str, user: str = CAM_USER) -> str:
+    """`/herald <text>` as a signed slash command; the text Herald answered with."""
+    response, body, key = await slack.command(text, user=user)
+    assert response.status == 200
+    if body:
+        return body
+    (call,) = await slack.responses(key)
+    return call.args.get("text", "")
 
 
 def test_digest_periods() -> None:
@@ -215,6 +227,76 @@ async def test_only_retracted_notices_means_no_digest(rig: Rig) -> None:
     assert await _tick_at(rig, TUESDAY_8_UTC) == 0
     assert _digests(rig) == []
     assert (await DigestRun.get()).status == "empty"
+
+
+async def test_a_notice_retracted_while_its_digest_waits_in_the_outbox_is_not_listed_in_it(
+        slack_http: SlackHarness) -> None:
+    """A CAM sends a nice-to-know notice on Sunday evening; at 09:00 in Berlin on Monday the tick
+    queues Anna's digest in the outbox, which sends digests in the workspace's lane after every
+    notice copy (README), so behind a broadcast it can wait there a long while. Meanwhile the CAM
+    retracts the notice (`retract`: "pending sends ... stop"). The digest must not go out listing
+    the retracted notice (README: a digest's retracted notices are left out): with nothing else to
+    list, nothing is sent."""
+    slack = slack_http
+    slack.clock.set(datetime(2026, 1, 4, 19, 0, tzinfo=UTC))  # Sunday evening
+    response, _, key = await slack.command(
+        "send nice-to-know product-updates member:anna@acme.example | LX-300 datasheet v2 | Updated specs")
+    assert response.status == 200
+    (preview,) = await slack.responses(key)
+    notice_id = int(next(e["value"] for b in preview.args["blocks"] if b["type"] == "actions"
+                         for e in b["elements"] if e["action_id"] == SEND_ACTION))
+    await slack.click(SEND_ACTION, str(notice_id), user=CAM_USER)
+    await slack.responses(slack.last_click_key)
+
+    slack.clock.set(MONDAY_9_UTC - timedelta(hours=1))  # Monday 09:00 in Berlin: Anna's digest moment
+    assert (await slack.herald.tick())["digests"] == 1  # queued; the outbox sends it when it gets to it
+    slack.clock.advance(minutes=2)
+    assert "Retracted" in await _reply(slack, f"retract {notice_id} wrong specs, do not use")
+    await slack.herald.outbox.drain()
+
+    digests = [c for c in slack.fake.calls_to("chat.postMessage") if c.ok and c.channel == "DUANNA"
+               and "Your Herald digest" in str(c.args.get("text"))]
+    listed = [c for c in digests if "LX-300 datasheet v2" in str(c.args.get("blocks"))]
+    assert not listed, (
+        f"Anna's digest, sent at {slack.clock.now():%H:%M} UTC, lists notice #{notice_id} retracted at 08:02 UTC: "
+        f"{[b['text']['text'] for b in listed[0].args['blocks'] if b['type'] == 'section']}")
+    assert digests == []  # nothing else was waiting: no digest at all
+    (run,) = await DigestRun.all()
+    (message,) = await OutboundMessage.filter(purpose="digest", reference=run.id)
+    assert (run.status, message.status) == ("empty", "cancelled")
+    copy = await Delivery.get(notice_id=notice_id)
+    assert copy.status == "cancelled" and "retracted" in copy.error
+    assert await AuditEvent.filter(kind__in=["digest.sent", "digest.failed"]).count() == 0
+
+
+async def test_a_digest_waiting_in_the_outbox_leaves_out_the_notices_of_a_topic_the_member_left(rig: Rig) -> None:
+    """README: "Leaving a topic also takes its notices out of a digest not yet sent": also out of
+    one already queued in the outbox and waiting for its turn. The digest goes with the notices
+    still wanted, and its run and `digest.sent` event list those only."""
+    rig.clock.set(MONDAY_10_UTC)
+    kept = await _nice(rig, "announcements", "Partner summit dates")
+    left = await _nice(rig, "incentives", "Q1 rebates")
+    withdrawn = await _nice(rig, "product-updates", "LX-300 datasheet v2")
+    rig.clock.set(TUESDAY_8_UTC)
+    assert (await run_digests(rig.herald.channels, rig.herald.catalog, rig.clock.now()))["queued"] == 1
+    anna = await Member.get(email="anna@acme.example")
+    rig.clock.advance(minutes=1)
+    await update_preferences(anna.id, rig.herald.catalog, now=rig.clock.now(), subscriptions={"incentives": False})
+    await retract_notice(withdrawn, None, reason="wrong specs", now=rig.clock.now(), operator="test")
+    await rig.herald.outbox.drain()
+
+    (digest,) = _digests(rig, "DUANNA")
+    assert _text(digest).splitlines()[:3] == [
+        "1 nice-to-know notice since your last digest:", "Announcements:", f"• Partner summit dates (notice #{kept})"]
+    assert "Q1 rebates" not in _text(digest) and "LX-300" not in _text(digest)
+    run = await DigestRun.get()
+    assert (run.status, run.notice_ids) == ("sent", [kept])
+    (event,) = await AuditEvent.filter(kind="digest.sent")
+    assert event.data["notices"] == [kept]
+    assert (await Delivery.get(notice_id=kept)).status == "delivered"
+    unwanted = await Delivery.get(notice_id=left)
+    assert unwanted.status == "cancelled" and "left the topic" in unwanted.error
+    assert (await Delivery.get(notice_id=withdrawn)).status == "cancelled"
 
 
 async def test_digest_waits_for_the_end_of_the_members_quiet_hours(rig: Rig) -> None:

@@ -73,7 +73,8 @@ async def test_journey_steps_after_a_directory_import_keep_to_slacks_limits(rig:
     await rig.herald.outbox.drain()
     assert len(_ok_posts(rig)) == 10 and _throttled(rig) >= 1  # the budget, then a 429 paused the lane
     assert await JourneyStep.filter(status="sent").count() == 10
-    source = MessageSource(rig.herald.channels)  # the scheduler sleeps until the lane's next due message
+    # the scheduler sleeps until the lane's next due message
+    source = MessageSource(rig.herald.channels, rig.herald.catalog)
     due = await source.next_due([("slack", TEAM)], rig.clock.now())
     assert due is not None and rig.clock.now() < due <= rig.clock.now() + timedelta(minutes=1)
     assert await source.next_due([("teams", "elsewhere")], rig.clock.now()) is None
@@ -124,7 +125,7 @@ async def test_a_crash_mid_send_sends_each_message_at_most_once(rig: Rig) -> Non
     rig.clock.set(MONDAY_9_UTC)
     await _import_members(rig, 3)
     await run_journeys(rig.herald.channels, rig.clock.now(), catalog=STEPS)
-    dead = MessageSource(rig.herald.channels)
+    dead = MessageSource(rig.herald.channels, rig.herald.catalog)
     now = rig.clock.now()
     claimed = await dead.claim(("slack", TEAM), 10, "deadbeef:1", now, now + timedelta(seconds=10))
     assert len(claimed) == 3

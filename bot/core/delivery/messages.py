@@ -17,6 +17,11 @@ when nobody may receive it, with the purpose's own record of the change in the s
 Whom it is for is each purpose's own rule; comparing that with whom it was queued for, and where
 they are reached now, is shared (`staff_addressee`).
 
+A message that lists things which may change while it waits (a digest, behind the lane's notice
+copies) is rendered again when it is claimed, before its request is marked started: its purpose's
+render check (`rendered_by`) gives the text as it reads now, stored on the row with the purpose's
+own record, or cancels it when nothing is left to say. So it is still sent at most once.
+
 A message with a `member_id` is written to that member. One whose member is no longer active
 (removed from the partner directory) is not sent: the claim settles it as *cancelled* and its
 hook decides what that means (a journey step waits in case the member comes back; a relayed
@@ -58,6 +63,7 @@ from bot.core.directory.workspaces import removed_reason
 from bot.core.directory.quiet_hours import quiet_hours_ends, working_hours_ends
 from bot.core.directory.reach import staff_recipient
 from bot.core.ports import Button, Channel, DirectMessage, MessageRef, Outcome, OutcomeKind, Recipient
+from bot.topics import TopicCatalog
 from storage import db as storage_db
 from storage.models import (
     DeliveryStatus,
@@ -297,7 +303,7 @@ async def staff_addressee(message: OutboundMessage, staff: Staff | None, channel
 
 AddresseeCheck = Callable[[OutboundMessage, dict[str, Channel], datetime], Awaitable[Readdress | None]]
 _ADDRESSEE_CHECKS: dict[str, AddresseeCheck] = {}
-_ADDRESSEES_LOADED = False
+_CHECKS_LOADED = False
 
 
 def addressed_by(purpose: MessagePurpose) -> Callable[[AddresseeCheck], AddresseeCheck]:
@@ -309,12 +315,49 @@ def addressed_by(purpose: MessagePurpose) -> Callable[[AddresseeCheck], Addresse
     return register
 
 
-def _addressee_check(purpose: str) -> AddresseeCheck | None:
-    global _ADDRESSEES_LOADED
-    if not _ADDRESSEES_LOADED:
+def _load_checks() -> None:
+    """Import the modules that register checks, once (a worker that only sends has not yet)."""
+    global _CHECKS_LOADED
+    if not _CHECKS_LOADED:
         _import_hook_modules()
-        _ADDRESSEES_LOADED = True
+        _CHECKS_LOADED = True
+
+
+def _addressee_check(purpose: str) -> AddresseeCheck | None:
+    _load_checks()
     return _ADDRESSEE_CHECKS.get(purpose)
+
+
+# ---- render checks -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rerender:
+    """A purpose's verdict at send time: its message reads differently now. `message` None:
+    nothing is left to say; the message is cancelled with `reason`. `record` writes the purpose's
+    own rows; it runs in the transaction that stores the new text or cancels the message."""
+
+    message: DirectMessage | None
+    record: Callable[[], Awaitable[None]]
+    reason: str = ""
+
+
+RenderCheck = Callable[[OutboundMessage, TopicCatalog, datetime], Awaitable[Rerender | None]]
+_RENDER_CHECKS: dict[str, RenderCheck] = {}
+
+
+def rendered_by(purpose: MessagePurpose) -> Callable[[RenderCheck], RenderCheck]:
+    """Register the purpose's render check, run when one of its messages is claimed (after the
+    addressee check and the member's hours, before the request is marked started): None to send
+    it as it is, else a `Rerender`. Reads only; its `record` does the writing."""
+    def register(check: RenderCheck) -> RenderCheck:
+        _RENDER_CHECKS[purpose.value] = check
+        return check
+    return register
+
+
+def _render_check(purpose: str) -> RenderCheck | None:
+    _load_checks()
+    return _RENDER_CHECKS.get(purpose)
 
 
 class _ClaimLost(Exception):
@@ -412,8 +455,10 @@ class MessageSource:
     name = "messages"
     priority = 20  # after the notices (10) within a lane
 
-    def __init__(self, channels: dict[str, Channel], *, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, channels: dict[str, Channel], catalog: TopicCatalog, *,
+                 retry: RetryPolicy | None = None) -> None:
         self.channels = channels
+        self.catalog = catalog  # for the render checks (a digest lists topics the member is still in)
         self.retry = retry or RetryPolicy()
 
     async def due_lanes(self, now: datetime) -> set[Lane]:
@@ -467,7 +512,7 @@ class MessageSource:
                                                       channels=self.channels), now, outcome=None)
             elif not await self._readdressed(row, now):
                 fresh.append(Claimed(row, maybe_sent=False))
-        sendable = await _hold_outside_hours(fresh, now)
+        sendable = [c for c in await _hold_outside_hours(fresh, now) if await self._rendered(c.row, now)]
         return sendable, len(rows) - len(sendable)
 
     async def _readdressed(self, row: OutboundMessage, now: datetime) -> bool:
@@ -496,6 +541,30 @@ class MessageSource:
                 await verdict.record()
         except _ClaimLost:
             pass  # the worker that took it over checks it again
+        return True
+
+    async def _rendered(self, row: OutboundMessage, now: datetime) -> bool:
+        """Whether the row is still ours to send, as its purpose's render check has it read now
+        (see `rendered_by`): re-rendered (stored on the row, claim kept), or else cancelled when
+        nothing is left to say."""
+        check = _render_check(row.purpose)
+        verdict = await check(row, self.catalog, now) if check is not None else None
+        if verdict is None:
+            return True
+        try:
+            async with in_transaction():
+                await verdict.record()
+                if verdict.message is None:
+                    result = MessageResult(ResultKind.CANCELLED, now, reason=verdict.reason, channels=self.channels)
+                    if not await self._settle(row, result, now, outcome=None):
+                        raise _ClaimLost
+                    return False
+                text = message_json(verdict.message)
+                if not await OutboundMessage.filter(id=row.id, claimed_by=row.claimed_by).update(message=text):
+                    raise _ClaimLost
+                row.message = text
+        except _ClaimLost:
+            return False  # the worker that took it over checks it again
         return True
 
     def cost(self, item: Claimed) -> int:

@@ -8,7 +8,10 @@ wait for the next period. Nothing is sent when there is nothing to list.
 Once per member per period, across replicas: the `DigestRun` row (unique per member and period)
 is written, with the digest's message queued in the outbox (bot.core.delivery.messages) in the same
 transaction; the outbox sends it in the workspace's lane after any notices, under the platform's
-limits, and `_digest_result` records the outcome. A digest that could not be sent is marked
+limits, and `_digest_result` records the outcome. When the outbox gets to it, which may be long
+after (it waits behind the lane's notice copies), `_digest_now` renders it again from its rows:
+notices retracted meanwhile, or of a topic the member has left, are left out, and with nothing
+left it is not sent. A digest that could not be sent is marked
 failed with the reason and its notices roll into the member's next digest; so do the notices of a
 digest interrupted by a crash (sent at most once), or of a run left pending without a message.
 """
@@ -20,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.functions import Min
 from tortoise.queryset import QuerySet
@@ -28,7 +32,16 @@ from tortoise.transactions import in_transaction
 from bot.common.budget import TimeBudget
 from bot.common.schedule import member_zone, next_working_moment
 from bot.core.compliance.audit import audit_event, record
-from bot.core.delivery.messages import MessageResult, ResultKind, Target, enqueue, on_result
+from bot.core.delivery.messages import (
+    MessageResult,
+    Rerender,
+    ResultKind,
+    Target,
+    enqueue,
+    message_json,
+    on_result,
+    rendered_by,
+)
 from bot.core.directory.reach import choose_account, unreachable_workspaces
 from bot.core.ports import Channel, DirectMessage
 from bot.topics import TopicCatalog
@@ -52,6 +65,7 @@ BATCH = 200  # digests queued per run at least; more while the tick's time budge
 PAGE = 1000  # members with digest rows read at a time (keyset on member id)
 STALE_AFTER = timedelta(hours=1)  # a run still pending this long was interrupted
 _LIVE = (NoticeStatus.SENDING.value, NoticeStatus.SENT.value)
+NOTHING_LEFT = "not sent: its notices were retracted or their topics left while it waited in the outbox"
 
 
 @dataclass(frozen=True)
@@ -153,13 +167,7 @@ async def _digest_one(member: Member, period: DigestPeriod, channels: dict[str, 
         "notice_id", "id")
     if not rows:
         return "raced"  # another replica sent them meanwhile
-    left = _left_topics(member, catalog)
-    withdrawn = [d.id for d in rows if d.notice.status not in _LIVE]
-    unwanted = [d.id for d in rows if d.notice.status in _LIVE and d.notice.topic in left]
-    notices: dict[int, Notice] = {}
-    for d in rows:
-        if d.notice.status in _LIVE and d.notice.topic not in left and len(notices) < MAX_LISTED:
-            notices.setdefault(d.notice.id, d.notice)
+    withdrawn, unwanted, notices = _listing(rows, _left_topics(member, catalog))
     account = choose_account([d.account for d in rows if d.notice.id in notices and d.account is not None],
                              preferred=member.preferred_platform, unreachable=await unreachable_workspaces())
     problem = ""
@@ -173,12 +181,7 @@ async def _digest_one(member: Member, period: DigestPeriod, channels: dict[str, 
                 member_id=member.id, period=period.key, notice_ids=sorted(notices),
                 status="pending" if notices else "empty", platform=account.platform if account else "",
                 created_at=now, using_db=conn)
-            if withdrawn:
-                await Delivery.filter(id__in=withdrawn, status=DeliveryStatus.DIGEST.value).using_db(conn).update(
-                    status=DeliveryStatus.CANCELLED.value, error="retracted before the digest went out")
-            if unwanted:
-                await Delivery.filter(id__in=unwanted, status=DeliveryStatus.DIGEST.value).using_db(conn).update(
-                    status=DeliveryStatus.CANCELLED.value, error="the member left the topic before the digest went out")
+            await _cancel_unlisted(withdrawn, unwanted, conn)
             if notices and not problem:
                 await enqueue(key=f"{MessagePurpose.DIGEST.value}:{run.id}", purpose=MessagePurpose.DIGEST,
                               reference=run.id, target=Target.of_account(account, display_name=member.name),  # type: ignore[arg-type]
@@ -193,11 +196,60 @@ async def _digest_one(member: Member, period: DigestPeriod, channels: dict[str, 
     return "queued"
 
 
+def _listing(rows: list[Delivery], left: set[str]) -> tuple[list[int], list[int], dict[int, Notice]]:
+    """Of the member's digest rows (with their notices): those of retracted notices, those of
+    topics the member has left, and the notices to list (at most MAX_LISTED, by id)."""
+    withdrawn = [d.id for d in rows if d.notice.status not in _LIVE]
+    unwanted = [d.id for d in rows if d.notice.status in _LIVE and d.notice.topic in left]
+    notices: dict[int, Notice] = {}
+    for d in rows:
+        if d.notice.status in _LIVE and d.notice.topic not in left and len(notices) < MAX_LISTED:
+            notices.setdefault(d.notice.id, d.notice)
+    return withdrawn, unwanted, notices
+
+
+async def _cancel_unlisted(withdrawn: list[int], unwanted: list[int], conn: BaseDBAsyncClient | None) -> None:
+    """Cancel the digest rows left out of the digest, saying why (`conn` None: in the current
+    transaction)."""
+    if withdrawn:
+        await Delivery.filter(id__in=withdrawn, status=DeliveryStatus.DIGEST.value).using_db(conn).update(
+            status=DeliveryStatus.CANCELLED.value, error="retracted before the digest went out")
+    if unwanted:
+        await Delivery.filter(id__in=unwanted, status=DeliveryStatus.DIGEST.value).using_db(conn).update(
+            status=DeliveryStatus.CANCELLED.value, error="the member left the topic before the digest went out")
+
+
 def _left_topics(member: Member, catalog: TopicCatalog) -> set[str]:
     """The topics the member has left since (or before) their notices were kept for the digest:
     a nice-to-know notice is not pushed to someone who has said they no longer want its topic."""
     return {key for key in member.topic_opt_outs or []
             if (topic := catalog.topics.get(key)) is None or topic.opt_out}
+
+
+@rendered_by(MessagePurpose.DIGEST)
+async def _digest_now(message: OutboundMessage, catalog: TopicCatalog, now: datetime) -> Rerender | None:
+    """The digest as it reads when the outbox gets to it: rendered again from its run's rows, so
+    notices retracted since it was queued, or of a topic the member has left since, are not
+    listed (their rows cancelled). Nothing left: the run is empty and the message cancelled.
+    None while it reads as queued."""
+    run = await DigestRun.get_or_none(id=message.reference)
+    member = await Member.get_or_none(id=run.member_id) if run is not None else None  # type: ignore[attr-defined]
+    if run is None or member is None or run.status != "pending":
+        return None
+    rows = await Delivery.filter(member_id=member.id, notice_id__in=run.notice_ids, status=DeliveryStatus.DIGEST.value
+                                 ).select_related("notice").order_by("notice_id", "id")
+    withdrawn, unwanted, notices = _listing(rows, _left_topics(member, catalog))
+    text = digest_message(list(notices.values()), catalog) if notices else None
+    if text is not None and message_json(text) == message.message and not withdrawn and not unwanted:
+        return None
+
+    async def record() -> None:  # in the transaction the outbox opened for the verdict
+        await _cancel_unlisted(withdrawn, unwanted, None)
+        if notices:
+            await DigestRun.filter(id=run.id).update(notice_ids=sorted(notices))
+        else:
+            await DigestRun.filter(id=run.id).update(status="empty", error=NOTHING_LEFT)
+    return Rerender(text, record, reason=NOTHING_LEFT)
 
 
 @on_result(MessagePurpose.DIGEST)
