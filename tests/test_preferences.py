@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.channels.slack_blocks import PREF_TIMEZONE_ACTION
+from bot.channels.slack_blocks import PREF_QUIET_END_ACTION, PREF_TIMEZONE_ACTION
 from bot.core.notices import sending as notices
 from bot.core.commands.parser import SendCommand
 from bot.common.errors import NotFound, UserError
@@ -329,6 +329,39 @@ async def test_a_held_need_to_know_copy_comes_at_the_end_of_the_quiet_hours_of_t
         f"at 08:05 in Tokyo (her zone since 20:35 UTC) Anna's need-to-know copy is still {copy.status}, "
         f"held until {copy.next_attempt_at:%Y-%m-%d %H:%M} UTC "
         f"({copy.next_attempt_at.astimezone(ZoneInfo('Asia/Tokyo')):%H:%M} in Tokyo)")
+
+
+async def test_quiet_hours_starting_and_ending_at_the_same_hour_show_as_none_in_the_home_tab(
+        slack_http: SlackHarness) -> None:
+    """Quiet hours whose start and end are the same hour are no quiet hours (README), so a
+    need-to-know notice at 21:30 in Berlin reaches Anna at once. The Home tab she saved them in
+    must say so, not just show 20:00 to 20:00 as if she had a day-long quiet spell."""
+    slack = slack_http
+    slack.clock.set(datetime(2026, 1, 5, 20, 30, tzinfo=UTC))  # Mon 21:30 in Berlin
+    assert "No quiet hours" not in str(await _home(slack, "UANNA"))  # 20:00-08:00 by default
+    view = await _home_action(slack, "UANNA", {"action_id": PREF_QUIET_END_ACTION, "type": "static_select",
+                                               "selected_option": {"value": "20"}})
+    anna = await Member.get(email="anna@acme.example")
+    assert "Saved." in str(view) and (anna.quiet_start_hour, anna.quiet_end_hour) == (20, 20)
+    notes = [e["text"] for b in view["blocks"] if b["type"] == "context" for e in b["elements"]]
+    assert any(n.startswith("No quiet hours") for n in notes), notes
+
+    await _send_command(slack, _need_to_know(slack, "member:anna@acme.example"))
+    await slack.herald.outbox.drain()
+    assert _dms(slack, "DUANNA")  # not held: she has no quiet hours
+
+
+async def test_quiet_hours_starting_and_ending_at_the_same_hour_show_as_none_on_the_teams_card(
+        teams) -> None:  # noqa: ANN001
+    """The Teams preferences card, saved with quiet hours from 09:00 to 09:00, says there are
+    none (README), as Slack's Home tab does."""
+    from tests.teams_support import texts_of
+
+    saved = await teams.invoke("aad-fay", "herald.preferences_save", {"quiet_start": "9", "quiet_end": "9"})
+    texts = texts_of(saved["value"])  # the card that replaces the one pressed
+    assert "Saved." in texts and any(t.startswith("No quiet hours") for t in texts), texts
+    fay = await Member.get(email="fay@teamsco.example")
+    assert (fay.quiet_start_hour, fay.quiet_end_hour) == (9, 9)
 
 
 async def test_a_copy_in_doubt_found_in_quiet_hours_is_looked_for_in_the_morning(rig: Rig) -> None:

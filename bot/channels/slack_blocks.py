@@ -9,6 +9,7 @@ from bot.channels.status_lines import status_lines
 from bot.common.replies import ReplyBudget
 from bot.core.commands.help import HelpWording, partner_help, staff_help
 from bot.core.commands.parser import MAX_LINK
+from bot.core.directory.preferences import NO_QUIET_HOURS
 from bot.core.notices import formatting
 from bot.core.notices.status import NoticeStatusReport
 from bot.core.notices.views import (
@@ -542,6 +543,7 @@ def home_view(prefs, catalog: TopicCatalog, *, note: str = "") -> dict[str, Any]
          "accessory": _select(PREF_QUIET_START_ACTION, hours, str(prefs.quiet_start))},
         {"type": "section", "text": _mrkdwn("*Quiet hours end*"),
          "accessory": _select(PREF_QUIET_END_ACTION, hours, str(prefs.quiet_end))},
+        *([{"type": "context", "elements": [_mrkdwn(NO_QUIET_HOURS)]}] if prefs.no_quiet_hours else []),
         {"type": "input", "block_id": "timezone", "dispatch_action": True, "label": _plain("Time zone"),
          "element": {"type": "plain_text_input", "action_id": PREF_TIMEZONE_ACTION, "initial_value": prefs.timezone,
                      "dispatch_action_config": {"trigger_actions_on": ["on_enter_pressed"]}},

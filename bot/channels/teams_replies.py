@@ -27,6 +27,7 @@ from bot.channels.teams_cards import (
 from bot.common.replies import ReplyBudget
 from bot.core.commands.help import HelpWording, partner_help, staff_help
 from bot.core.commands.parser import MAX_LINK
+from bot.core.directory.preferences import NO_QUIET_HOURS
 from bot.core.commands.runner import (
     CONSOLE_HINT,
     Cancelled,
@@ -286,6 +287,7 @@ def preferences_card(prefs, catalog: TopicCatalog, *, note: str = "") -> Card:  
          "choices": hours},
         {"type": "Input.ChoiceSet", "id": "quiet_end", "label": "Quiet hours end", "value": str(prefs.quiet_end),
          "choices": hours},
+        *([_text(NO_QUIET_HOURS, isSubtle=True)] if prefs.no_quiet_hours else []),
         {"type": "Input.Text", "id": "timezone", "label": "Time zone (e.g. Europe/Paris)", "value": prefs.timezone},
     ]
     return card(body, [{"type": "Action.Execute", "title": "Save", "verb": PREFERENCES_VERB, "data": {},

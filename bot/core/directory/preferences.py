@@ -28,6 +28,7 @@ from storage import db as storage_db
 from storage.models import Member, PlatformAccount
 
 DIGEST_FREQUENCIES = ("daily", "weekly")
+NO_QUIET_HOURS = "No quiet hours: they start and end at the same hour, so nothing waits for the night."
 MAX_TIMEZONE = 64  # Member.timezone's column width
 
 
@@ -39,6 +40,12 @@ class Preferences:
     digest_frequency: str  # daily | weekly
     subscribed: dict[str, bool]  # every opt-out-able topic (catalog order) -> subscribed?
     fixed_topics: list[str]  # topics nobody can leave (opt_out: false), catalog order
+
+    @property
+    def no_quiet_hours(self) -> bool:
+        """Start and end at the same hour: no quiet hours at all (`schedule.in_quiet_hours`), not a
+        whole day of them. The preference views say so (NO_QUIET_HOURS)."""
+        return self.quiet_start == self.quiet_end
 
 
 def opt_outs_apply(topic: Topic, policy: ImportancePolicy) -> bool:
