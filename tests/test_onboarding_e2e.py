@@ -363,6 +363,26 @@ async def test_the_teams_preferences_card_refuses_an_empty_time_zone_as_slack_do
     assert fay.timezone == before and fay.digest_frequency != "weekly"
 
 
+async def test_a_picture_sent_to_herald_in_teams_without_words_is_answered_as_in_slack(teams) -> None:  # noqa: ANN001
+    """A partner who pastes a screenshot (or shares a file) in their Teams chat with Herald sends a
+    message with attachments and no text: Slack answers such a message with a sentence saying files
+    are not read, Teams answered nothing at all. Words with the picture are still a question."""
+    from tests.teams_support import card_of
+
+    screenshot = [{"contentType": "image/*", "contentUrl": "https://smba.example/v3/attachments/1/views/original"},
+                  {"contentType": "text/html", "content": '<div><img src="https://smba.example/1" alt="image"></div>'}]
+    before = len(teams.connector.activities("a:conv-aad-fay"))
+    status, _ = await teams.post(teams.activity("message", "aad-fay", attachments=screenshot))
+    replies = teams.connector.activities("a:conv-aad-fay")[before:]
+    assert status == 200 and len(replies) == 1, "Herald said nothing to a partner who sent a picture"
+    assert "I can only read text, not files or images" in replies[0]["text"]
+    assert await Question.all().count() == 0
+    status, _ = await teams.post(teams.activity("message", "aad-fay", text="how do i register a new deal",
+                                                attachments=screenshot))
+    assert "How do I register a deal?" in str(card_of(teams.connector.activities("a:conv-aad-fay")[-1]))
+    assert await Question.all().count() == 1
+
+
 async def test_the_teams_reply_form_keeps_the_question_it_answers_in_view(db: str) -> None:
     """Pressing Reply in Teams replaces the hand-off card with the reply form: the question, the
     partner and the knowledge base's suggestion stay on it above the input (Slack's modal leaves

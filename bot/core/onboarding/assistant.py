@@ -37,6 +37,9 @@ MAX_QUESTION = 2000
 MAX_REPLY = 2800
 ON_ITS_WAY = ("Your answer is on its way and will be sent to the partner in a moment. If it cannot be "
               "delivered, I'll tell you here and put the question back in your list.")
+# a partner's message with files or pictures and no words (Slack's file_share, Teams' attachments)
+FILES_NOT_READ = ("I can only read text, not files or images. Please type your question and I'll answer it, "
+                  "or pass it to your channel account manager.")
 
 
 @dataclass(frozen=True)

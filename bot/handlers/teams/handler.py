@@ -49,7 +49,7 @@ from bot.core.directory.linking import (
 from bot.core.directory.permissions import require_sender
 from bot.core.directory.preferences import adopt_device_timezone, preferences_for
 from bot.core.notices import sending
-from bot.core.onboarding.assistant import member_for
+from bot.core.onboarding.assistant import FILES_NOT_READ, member_for
 from bot.core.ports import OutcomeKind
 from bot.core.replays import TEAMS_WINDOW, first_sighting, request_key
 from bot.core.surveys.creating import SurveyPreview
@@ -242,6 +242,9 @@ class TeamsHandler:
             return
         if zone := client_timezone(turn.activity):
             await adopt_device_timezone(member, zone, now=self.herald.clock.now(), source="teams clientInfo")
+        if not text and turn.activity.attachments:  # a picture or a file and no words, as Slack's file_share
+            await self.reply(turn, text_activity(FILES_NOT_READ))
+            return
         if staff_command_verb(text):
             await self.reply(turn, text_activity(f"⚠ {await refusal(text, self.commands)}"))
             return

@@ -12,7 +12,7 @@ from bot.core.commands.parser import HelpCommand, parse_command
 from bot.core.commands.refusals import refusal, staff_command_verb
 from bot.core.commands.runner import StaffCommands
 from bot.core.directory.staff import staff_for_slack
-from bot.core.onboarding.assistant import member_for
+from bot.core.onboarding.assistant import FILES_NOT_READ, member_for
 from bot.core.ports import Recipient
 from bot.handlers.slack.common import FROM_ELSEWHERE, NOT_A_MEMBER, slack_person, typed_text
 from bot.service import Herald
@@ -23,8 +23,6 @@ from storage.models import Platform
 # shared with or without words, and a thread reply also sent to the conversation. Edits
 # (message_changed), deletions, bot and system messages are not questions.
 _WRITTEN = (None, "file_share", "thread_broadcast")
-FILES_NOT_READ = ("I can only read text, not files or images. Please type your question and I'll answer it, "
-                  "or pass it to your channel account manager.")
 
 
 def _command_words(text: str) -> str:
