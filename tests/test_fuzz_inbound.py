@@ -146,8 +146,8 @@ async def test_fuzz_events(slack_http: SlackHarness, caplog: pytest.LogCaptureFi
        kind=st.sampled_from(["message", "invoke", "conversationUpdate", "installationUpdate", "typing", "x"]),
        text=maybe(st.one_of(st.text(max_size=300), st.just("x" * 100_000), st.just("send must-know operations all | A | B"))),
        value=maybe(st.fixed_dictionaries({"action": maybe(st.fixed_dictionaries({
-           "verb": maybe(st.sampled_from(["herald.send", "herald.cancel", "herald_ack", "herald.compose", "nope"])),
-           "data": maybe(st.dictionaries(st.sampled_from(["notice_id", "value", "question_id", "reply"]), ids))}))})),
+           "verb": maybe(st.sampled_from(["herald.send", "herald.cancel", "herald_ack", "herald.compose", "herald.edit", "nope"])),
+           "data": maybe(st.dictionaries(st.sampled_from(["notice_id", "value", "question_id", "reply", "title", "link"]), ids))}))})),
        who=st.sampled_from(["aad-cam", "aad-eve", "aad-outsider"]), junk_field=maybe(junk))
 async def test_fuzz_teams_activities(teams: TeamsRig, caplog: pytest.LogCaptureFixture, drop, kind: str, text,
                                      value, who: str, junk_field) -> None:  # noqa: ANN001

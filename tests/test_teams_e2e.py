@@ -556,12 +556,12 @@ async def test_help_from_the_teams_command_menu_helps_a_partner(teams: TeamsRig)
 
 
 async def test_teams_help_describes_what_teams_does(teams: TeamsRig) -> None:
-    """A CAM's help in Teams describes Teams: `edit` is inline there (`edit 5` answers "give the new
-    text"), and a report's CSV comes as a 15-minute download link, not "in your DM" (README)."""
+    """A CAM's help in Teams describes Teams: `edit <id>` opens a form there as in Slack (a card), and
+    a report's CSV comes as a 15-minute download link, not "in your DM" (README)."""
     reply = await teams.say("aad-cam", "help")
     assert "CSV in your DM" not in reply["text"], "Teams help says the report CSV comes by DM"
-    assert "correct a sent notice (form)" not in reply["text"], "Teams help promises an edit form Teams does not have"
-    assert "`edit <notice-id> [material] | <title> | <body>` — correct a sent notice" in reply["text"]
+    assert "`edit <notice-id>` — correct a sent notice (form)" in reply["text"]
+    assert "inline: `edit <id> [material] | <title> | <body>`" in reply["text"]
     assert "link to the CSV for 15 minutes" in reply["text"] and "**Herald commands**" in reply["text"]
 
 
@@ -637,6 +637,44 @@ async def test_an_update_teams_refuses_for_good_is_not_tried_again(teams: TeamsR
     (event,) = await AuditEvent.filter(kind="delivery.update_failed")
     assert event.notice_id == notice_id and event.data["delivery_id"] == eve.id  # compliance sees her copy is stale
     assert event.data["reason"].startswith("the member removed Herald")
+
+
+async def test_edit_opens_a_form_in_teams_that_corrects_the_link_as_slacks_modal_does(teams: TeamsRig) -> None:
+    """Slack's `/herald edit <id>` opens a form with the title, the message, the link and (must-know)
+    the material-change box; Teams answered `edit <id>` with "give the new text", and its inline
+    form has no link, so a CAM in Teams could never correct or remove a notice's wrong link.
+    `edit <id>` now answers a card with the same fields, filled in; its Update edits the notice."""
+    await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+    notice_id = await sent_from_teams(
+        teams, "send must-know operations org:teamsco link:https://wrong.example/lx200 | Recall of LX-200 | Stop selling it")
+    reply = await teams.say("aad-cam", f"edit {notice_id} material")
+    assert reply.get("attachments"), f"`edit {notice_id}` answered {reply.get('text')!r} instead of a form"
+    form = card_of(reply)
+    fields = {f["id"]: f for f in form["body"] if "id" in f}
+    assert list(fields) == ["title", "body", "link", "material"]
+    assert fields["title"]["value"] == "Recall of LX-200" and fields["body"]["value"] == "Stop selling it"
+    assert fields["link"]["value"] == "https://wrong.example/lx200" and fields["material"]["value"] == "true"
+    (update,) = actions_of(form)
+    typed = {"title": "Recall of LX-200", "body": "Stop selling it", "link": "https://right.example/lx200",
+             "material": "true"}
+
+    refused = await teams.invoke("aad-cam", update["verb"], {**update["data"], **typed, "title": " "})
+    assert "the title and the body cannot be empty" in " ".join(texts_of(refused["value"]))
+    assert {f["id"]: f.get("value") for f in refused["value"]["body"] if "id" in f}["link"] == typed["link"]
+    done = await teams.invoke("aad-cam", update["verb"], {**update["data"], **typed})
+    assert done["type"] == "application/vnd.microsoft.card.adaptive"
+    said = " ".join(texts_of(done["value"]))
+    assert f"Notice #{notice_id}" in said and "Everyone is asked to acknowledge it again" in said, said
+    notice = await Notice.get(id=notice_id)
+    assert notice.link == "https://right.example/lx200" and notice.revision == 2 and notice.ack_revision == 2
+    await teams.herald.outbox.drain()
+    assert "https://right.example/lx200" in str(card_of(teams.connector.activities("a:conv-aad-eve")[-1]))
+
+    form = card_of(await teams.say("aad-cam", f"edit {notice_id}"))  # the link removed, as an emptied Slack field does
+    (update,) = actions_of(form)
+    await teams.invoke("aad-cam", update["verb"], {**update["data"], **typed, "link": "", "material": "false"})
+    notice = await Notice.get(id=notice_id)
+    assert notice.link == "" and notice.revision == 3 and notice.ack_revision == 2
 
 
 async def _send_must_know(teams: TeamsRig, audience: str, title: str = "Recall of LX-200") -> int:

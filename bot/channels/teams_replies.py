@@ -43,7 +43,7 @@ from bot.core.commands.runner import (
     scheduled_more,
 )
 from bot.core.notices.revisions import EditResult
-from bot.core.notices.sending import Preview
+from bot.core.notices.sending import MAX_BODY, MAX_TITLE, Preview
 from bot.core.notices.status import NoticeStatusReport
 from bot.core.notices.views import format_time
 from bot.core.ports import DirectMessage
@@ -54,6 +54,7 @@ from storage.models import Notice
 SEND_VERB = "herald.send"
 CANCEL_VERB = "herald.cancel"
 COMPOSE_VERB = "herald.compose"
+EDIT_VERB = "herald.edit"
 REPLY_SUBMIT_VERB = "herald.qa_reply_submit"
 
 Card = dict[str, Any]
@@ -87,7 +88,7 @@ TOO_LARGE_REPLY = ("That answer is too long for one Teams message. The console h
 
 
 TEAMS_HELP = HelpWording(
-    edit="`edit <notice-id> [material] | <title> | <body>` — correct a sent notice",
+    edit="`edit <notice-id>` — correct a sent notice (form); inline: `edit <id> [material] | <title> | <body>`",
     report="summary here, and a link to the CSV for 15 minutes when Herald has a public URL",
     questions="ask Herald here, in your own words",
     preferences="type `preferences`",
@@ -174,6 +175,36 @@ def compose_card(catalog: TopicCatalog, *, error: str = "", values: dict[str, st
         text("deadline", "Deadline (must-know only)", required=False, placeholder="2026-12-01 or 2026-12-01T17:00Z"),
     ]
     return card(body, [{"type": "Action.Execute", "title": "Preview", "verb": COMPOSE_VERB, "data": {}}], "New notice")
+
+
+def edit_card(notice: Notice, *, material: bool = False, error: str = "",
+              values: dict[str, str] | None = None) -> Card:
+    """The form of `edit <id>` (Slack's edit modal): the title, the message and the link as they are
+    (or as the CAM typed them, shown again with the error), and for a must-know notice the
+    material-change toggle. Its Update sends them all; an emptied link removes the notice's link."""
+    shown = {"title": notice.title, "body": notice.body, "link": notice.link or "",
+             "material": "true" if material else "false", **(values or {})}
+
+    def text(id_: str, label: str, *, required: bool = True, multiline: bool = False, max_length: int = 0,
+             placeholder: str = "") -> dict[str, Any]:
+        return {"type": "Input.Text", "id": id_, "label": label, "isRequired": required, "isMultiline": multiline,
+                "placeholder": placeholder, "value": shown[id_], **({"maxLength": max_length} if max_length else {})}
+
+    body: list[dict[str, Any]] = [
+        _text(f"Edit notice #{notice.id}", weight="Bolder", size="Medium"),
+        _text("Every delivered copy is updated in place and the change is kept as a new revision.", isSubtle=True),
+    ]
+    if error:
+        body.append(_text(f"⚠ {escape(error)}", color="Attention"))
+    body += [text("title", "Title", max_length=MAX_TITLE), text("body", "Message", multiline=True, max_length=MAX_BODY),
+             text("link", "Link", required=False, max_length=MAX_LINK, placeholder="https://...")]
+    if notice.importance == Importance.MUST.value:
+        body.append({"type": "Input.Toggle", "id": "material",
+                     "title": "Material change: ask everyone to acknowledge again",
+                     "value": "true" if shown["material"] == "true" else "false",
+                     "valueOn": "true", "valueOff": "false"})
+    return card(body, [{"type": "Action.Execute", "title": "Update", "verb": EDIT_VERB,
+                        "data": {"notice_id": notice.id}, "style": "positive"}], f"Edit notice #{notice.id}")
 
 
 def reply_card(question_id: int, handoff: DirectMessage) -> Card:

@@ -1,10 +1,9 @@
 """What `help` shows: staff their commands, partners what Herald does for them.
 
 The wording is Slack's markup (`*bold*`, `•` bullets; Teams' renderer turns it into Markdown).
-The few lines where the platforms work differently (Slack opens a form to edit a notice and sends
-a report's CSV by DM; Teams edits inline and links the CSV; preferences live in Slack's Home tab
-and behind `preferences` in Teams) come from the platform's `HelpWording`, so help never promises
-what the platform it is read in does not do.
+The few lines where the platforms work differently (Slack sends a report's CSV by DM, Teams links
+it; preferences live in Slack's Home tab and behind `preferences` in Teams) come from the platform's
+`HelpWording`, so help never promises what the platform it is read in does not do.
 """
 
 from __future__ import annotations

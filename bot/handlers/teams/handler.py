@@ -18,6 +18,7 @@ from bot.channels.teams_replies import (
     card_activity,
     compose_card,
     console_link_markdown,
+    edit_card,
     help_markdown,
     partner_help_markdown,
     preferences_card,
@@ -32,6 +33,7 @@ from bot.common.logs import bind_context
 from bot.core.commands.help import asks_for_help
 from bot.core.commands.parser import (
     ComposeCommand,
+    EditCommand,
     HelpCommand,
     SurveyComposeCommand,
     parse_command,
@@ -48,7 +50,7 @@ from bot.core.directory.linking import (
 )
 from bot.core.directory.permissions import require_sender
 from bot.core.directory.preferences import adopt_device_timezone, preferences_for
-from bot.core.notices import sending
+from bot.core.notices import revisions, sending
 from bot.core.onboarding.assistant import FILES_NOT_READ, member_for
 from bot.core.ports import OutcomeKind
 from bot.core.replays import TEAMS_WINDOW, first_sighting, request_key
@@ -267,6 +269,9 @@ class TeamsHandler:
             if isinstance(command, SurveyComposeCommand):
                 require_sender(staff)
                 return card_activity(survey_compose_card(self.herald.catalog), "New survey")
+            if isinstance(command, EditCommand) and not command.inline:  # the form, as Slack's modal
+                notice = await revisions.editable_notice(command.notice_id, staff)
+                return card_activity(edit_card(notice, material=command.material), f"Edit notice #{notice.id}")
             result = await self.commands.run(command, staff)
         except UserError as exc:
             return text_activity(f"⚠ {exc}")

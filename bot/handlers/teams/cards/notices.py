@@ -12,18 +12,21 @@ from bot.channels.teams_cards import ACK_VERB, notice_card
 from bot.channels.teams_replies import (
     CANCEL_VERB,
     COMPOSE_VERB,
+    EDIT_VERB,
     SEND_VERB,
     compose_card,
+    edit_card,
     note_card,
     out_markdown,
     preview_card,
     report_markdown,
+    result_markdown,
     sent_markdown,
     text_activity,
 )
 from bot.common.errors import UserError
 from bot.core.commands.parser import SendCommand, parse_deadline, parse_link
-from bot.core.notices import acks, sending
+from bot.core.notices import acks, revisions, sending
 from bot.core.notices.escalations import (
     OPEN_REPORT_ACTION,
     REMIND_NOW_ACTION,
@@ -98,6 +101,23 @@ async def compose(invoke: Invoke) -> web.Response:
     return card_response(preview_card(preview))
 
 
+async def edit(invoke: Invoke) -> web.Response:
+    """The edit card's Update (Slack's edit modal): every delivered copy is updated in place. An
+    emptied link removes it; a refusal shows the card again with why, keeping what was typed."""
+    herald, staff, notice_id = invoke.herald, invoke.staff, invoke.number("notice_id")
+    values = {key: str(invoke.data.get(key) or "").strip() for key in ("title", "body", "link", "material")}
+    material = values["material"].lower() == "true"
+    try:
+        result = await revisions.edit_notice(notice_id, staff, herald.catalog, now=herald.clock.now(),
+                                             title=values["title"], body=values["body"], link=values["link"],
+                                             material=material)
+    except UserError as exc:
+        notice = await revisions.editable_notice(notice_id, staff)  # refused as the edit was, if it may not be edited
+        return card_response(edit_card(notice, material=material, error=str(exc), values=values))
+    herald.outbox.wake()
+    return card_response(note_card(result_markdown(result)))
+
+
 async def remind_now(invoke: Invoke) -> web.Response:
     herald, staff = invoke.herald, invoke.staff
     notice_id, _, org_id = str(invoke.data.get("value", "")).partition(":")
@@ -118,5 +138,5 @@ async def open_report(invoke: Invoke) -> web.Response:
 
 VERBS: dict[str, VerbHandler] = {
     ACK_VERB: acknowledge, SEND_VERB: send, CANCEL_VERB: cancel, COMPOSE_VERB: compose,
-    REMIND_NOW_ACTION: remind_now, OPEN_REPORT_ACTION: open_report,
+    EDIT_VERB: edit, REMIND_NOW_ACTION: remind_now, OPEN_REPORT_ACTION: open_report,
 }
