@@ -200,6 +200,39 @@ async def test_a_partner_typing_a_staff_command_in_a_slack_dm_is_refused(slack_h
     assert await Notice.all().count() == 0
 
 
+async def test_every_staff_command_a_partner_types_in_teams_is_refused_with_the_reason(teams: TeamsRig) -> None:
+    """A partner who types a staff command gets the refusal Slack's `/herald` gives them. `edit <id>`
+    without text (the form, for staff), `survey results` of a notice that is no survey and
+    `survey stages` were not: the first two answered "Sorry, something went wrong on Herald's side"
+    (the refusal ran the command, which refused it for another reason first), the last "You tried
+    `survey`, a Herald staff command." with no reason (survey_stages checked nobody while no journey
+    survey existed)."""
+    from tests.support import broadcast
+
+    notice_id = await broadcast(teams.herald, teams.clock, "org:teamsco")
+    for typed in ("send", f"edit {notice_id}", f"edit {notice_id} material", f"edit {notice_id} | A | B",
+                  f"status {notice_id}", "scheduled", f"cancel {notice_id}", f"retract {notice_id} wrong",
+                  "pause teamsco", "resume teamsco", f"report {notice_id}", "questions", "progress",
+                  f"variants {notice_id}", f"rollout {notice_id} B", "survey", f"survey results {notice_id}",
+                  f"survey close {notice_id}", "survey stages"):
+        reply = await teams.say("aad-eve", typed)
+        assert reply["text"].startswith("⚠ You tried `"), f"{typed!r} answered {reply['text']!r}"
+        assert "staff command. " in reply["text"], f"{typed!r} gave no reason: {reply['text']!r}"
+    edit = await teams.say("aad-eve", f"edit {notice_id}")
+    assert "Only channel account managers and admins" in edit["text"]  # as `/herald edit <id>` says
+
+
+async def test_a_partner_typing_edit_in_a_slack_dm_is_refused_as_by_the_slash_command(slack_http: SlackHarness) -> None:
+    """`edit <id>` written to Herald by a partner in Slack got no answer at all (the refusal raised)."""
+    from tests.support import wait_until
+
+    body = event_body({"type": "message", "channel_type": "im", "user": "UANNA", "channel": "DUANNA",
+                       "text": "edit 1", "ts": "1.1"}, TEAM)
+    assert (await slack_http.post_signed(body)).status == 200
+    (post,) = await wait_until(lambda: slack_http.fake.calls_to("chat.postMessage"), what="the refusal")
+    assert "You tried `edit`" in post.args["text"] and "Only channel account managers and admins" in post.args["text"]
+
+
 # ---- 8: replays -------------------------------------------------------------------------------
 
 async def _replayed(h: SlackHarness, body: str, settled: Callable[[], Any] | None = None,

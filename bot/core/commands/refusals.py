@@ -8,7 +8,7 @@ permission check of that very command: who may do it), after what they tried.
 from __future__ import annotations
 
 from bot.common.errors import PermissionDenied, UserError
-from bot.core.commands.parser import ComposeCommand, HelpCommand, SurveyComposeCommand, parse_command
+from bot.core.commands.parser import ComposeCommand, EditCommand, HelpCommand, SurveyComposeCommand, parse_command
 from bot.core.commands.runner import StaffCommands
 from bot.core.directory.permissions import require_sender
 
@@ -38,10 +38,14 @@ async def refusal(text: str, commands: StaffCommands) -> str:
     except UserError:
         command = ComposeCommand()  # a malformed send/survey: the senders' rule applies
     try:
-        if isinstance(command, (ComposeCommand, SurveyComposeCommand)):
+        # the forms (`/herald send`, `survey`, `edit <id>` without text) check who may send before opening
+        if isinstance(command, (ComposeCommand, SurveyComposeCommand)) or (
+                isinstance(command, EditCommand) and not command.inline):
             require_sender(None)
         else:
             await commands.run(command, None)
     except PermissionDenied as denied:
         return f"You tried `{verb}`, a Herald staff command. {denied}"
+    except UserError as refused:  # refused before its permission check (e.g. no such survey), as `/herald` says
+        return f"You tried `{verb}`, a Herald staff command. {refused}"
     return f"You tried `{verb}`, a Herald staff command."

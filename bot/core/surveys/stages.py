@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.common.errors import UserError
+from bot.common.errors import PermissionDenied, UserError
 from bot.core.onboarding.journeys import (
     JourneyCatalog,
     JourneyConfigError,
@@ -21,6 +21,8 @@ _SUMMARY = ("recipients", "answered", "response_rate", "mean", "nps", "distribut
 async def survey_stages(staff: Staff | None, *, operator: bool = False,
                         catalog: JourneyCatalog | None = None) -> list[dict[str, Any]]:
     """Every journey survey: where in which journeys it is asked, and its results summary."""
+    if not operator and (staff is None or not staff.active):  # checked first: with no journey survey yet too
+        raise PermissionDenied("Only Herald staff can see survey results.")
     try:
         journeys = catalog or load_journeys()
     except JourneyConfigError as exc:
