@@ -198,6 +198,19 @@ async def test_compose_card_round_trip(teams: TeamsRig) -> None:
     assert [a["verb"] for a in actions_of(answer["value"])] == ["herald.send", "herald.cancel"]
 
 
+async def test_cancel_on_a_preview_already_sent_says_it_was_sent_already_as_in_slack(teams: TeamsRig) -> None:
+    """The preview card's Cancel on a notice that went out meanwhile (Send pressed on another device,
+    or on another preview of it) answered "Notice #N sent.", as if Cancel had sent it; Slack's Cancel
+    says "Notice #N already sent." and a draft's Cancel "Notice #N cancelled." in both."""
+    await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+    notice_id = await sent_from_teams(teams, "send must-know operations org:teamsco | Recall of LX-200 | Stop")
+    answer = await teams.invoke("aad-cam", "herald.cancel", {"notice_id": notice_id})
+    assert texts_of(answer["value"]) == [f"Notice #{notice_id} already sent."], answer["value"]
+    draft = actions_of(card_of(await teams.say("aad-cam", "send need-to-know operations org:teamsco | A | B")))
+    answer = await teams.invoke("aad-cam", "herald.cancel", draft[1]["data"])
+    assert texts_of(answer["value"]) == [f"Notice #{draft[1]['data']['notice_id']} cancelled."]
+
+
 async def test_unauthenticated_requests_are_refused_when_an_app_id_is_set(db: str) -> None:
     rig = await start_teams_rig(db, teams_app_id="00000000-0000-0000-0000-000000000001")
     try:

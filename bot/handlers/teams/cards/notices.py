@@ -82,7 +82,8 @@ async def _finish_send(invoke: Invoke, notice_id: int) -> None:
 
 async def cancel(invoke: Invoke) -> web.Response:
     notice = await sending.cancel_draft(invoke.number("notice_id"), invoke.staff, now=invoke.herald.clock.now())
-    return card_response(note_card(f"Notice #{notice.id} {notice.status}."))
+    verb = "cancelled" if notice.status == "cancelled" else f"already {notice.status}"  # as Slack's Cancel says
+    return card_response(note_card(f"Notice #{notice.id} {verb}."))
 
 
 async def compose(invoke: Invoke) -> web.Response:
