@@ -211,6 +211,20 @@ async def test_cancel_on_a_preview_already_sent_says_it_was_sent_already_as_in_s
     assert texts_of(answer["value"]) == [f"Notice #{draft[1]['data']['notice_id']} cancelled."]
 
 
+async def test_a_scheduled_send_says_how_to_list_and_cancel_it_as_in_slack(teams: TeamsRig) -> None:
+    """Slack's answer to Send on a scheduled notice ends "`/herald scheduled` lists it; `/herald cancel
+    N` cancels it."; the Teams card said only when it goes out, so the CAM was not told how to stop it."""
+    await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+    preview = await teams.say("aad-cam", "send need-to-know announcements all at:2026-03-01T09:00Z | Webinar | Join us")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    answer = await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    (said,) = texts_of(answer["value"])
+    assert f"Notice #{notice_id} **Webinar** is scheduled for " in said
+    assert said.endswith(f"**scheduled** lists it; **cancel {notice_id}** cancels it."), said  # a card shows no `code`
+    assert f"#{notice_id}" in (await teams.say("aad-cam", "scheduled"))["text"]
+    assert "cancelled" in (await teams.say("aad-cam", f"cancel {notice_id}"))["text"]
+
+
 async def test_unauthenticated_requests_are_refused_when_an_app_id_is_set(db: str) -> None:
     rig = await start_teams_rig(db, teams_app_id="00000000-0000-0000-0000-000000000001")
     try:

@@ -288,7 +288,8 @@ def sent_markdown(notice: Notice, recipients: int, already: bool, queued: bool =
         return (f"Sending notice #{notice.id} **{escape(notice.title)}** to {recipients} recipients. "
                 f"I'll tell you here when every delivery is queued; follow it with `status {notice.id}`.")
     if notice.status == "scheduled" and notice.scheduled_at:
-        return f"Notice #{notice.id} **{escape(notice.title)}** is scheduled for {reader_time(notice.scheduled_at)}."
+        return (f"Notice #{notice.id} **{escape(notice.title)}** is scheduled for {reader_time(notice.scheduled_at)}. "
+                f"**scheduled** lists it; **cancel {notice.id}** cancels it.")  # bold: a card shows no `code`
     return f"Sending notice #{notice.id} **{escape(notice.title)}** to {recipients} recipients. Follow it with `status {notice.id}`."
 
 
