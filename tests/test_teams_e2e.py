@@ -323,6 +323,19 @@ async def test_escalation_reaches_a_cam_who_only_uses_teams(teams: TeamsRig) -> 
     assert "Queued 3 reminders" in answer["value"]
 
 
+async def test_remind_now_for_one_member_says_one_reminder_as_in_slack(teams: TeamsRig) -> None:
+    """Slack's Remind now answers "Queued 1 reminder for notice #N."; Teams said "Queued 1 reminders"."""
+    await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+    notice_id = await sent_from_teams(
+        teams, "send must-know operations member:eve@teamsco.example deadline:2026-01-06 | Recall | Stop")
+    teams.clock.advance(days=2)
+    await teams.herald.tick()
+    await teams.herald.outbox.drain()
+    card = card_of(teams.connector.activities("a:conv-aad-cam")[-1])
+    answer = await teams.invoke("aad-cam", "herald_remind_now", actions_of(card)[0]["data"])
+    assert answer["value"] == f"Queued 1 reminder for notice #{notice_id}.", answer["value"]
+
+
 async def test_the_report_command_in_teams_shows_the_rates_and_each_partner_as_in_slack(teams: TeamsRig) -> None:
     """`report <id>` in Teams: the totals with the acknowledgement rate and a line per partner, as
     Slack's reply has (bot.channels.report_lines); it showed the totals only."""

@@ -124,7 +124,7 @@ async def remind_now(invoke: Invoke) -> web.Response:
     notice_id, _, org_id = str(invoke.data.get("value", "")).partition(":")
     queued = await remind_organisation_now(int(notice_id or 0), org_id, staff, now=herald.clock.now())
     herald.outbox.wake()
-    return message_response(f"Queued {queued} reminders for notice #{notice_id}.")
+    return message_response(f"Queued {queued} reminder{'s' if queued != 1 else ''} for notice #{notice_id}.")
 
 
 async def open_report(invoke: Invoke) -> web.Response:
