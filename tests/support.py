@@ -165,6 +165,16 @@ class SlackHarness:
         response = await self.post_signed(body)
         return response, response.body, key
 
+    async def reply(self, text: str, *, user: str = CAM_USER) -> str:
+        """`/herald <text>` as a signed slash command; the text Herald answered with (in the
+        acknowledgement itself, or through the response_url)."""
+        response, body, key = await self.command(text, user=user)
+        assert response.status == 200
+        if body:
+            return body
+        (call,) = await self.responses(key)
+        return call.args.get("text", "")
+
     async def responses(self, key: str, count: int = 1) -> list[Call]:
         return await wait_until(lambda: (c := [x for x in self.fake.calls_to("response_url") if x.key == key])
                                 and len(c) >= count and c, what=f"response_url {key}")

@@ -978,12 +978,12 @@ async def test_the_report_records_a_pause_that_held_back_the_notices_reminders_a
 
     slack = slack_http
     slack.clock.set(MONDAY_9_UTC)
-    assert "paused" in await _reply(slack, "pause acme flood at the depot")
+    assert "paused" in await slack.reply("pause acme flood at the depot")
     deadline = MONDAY_9_UTC + timedelta(days=7)
     notice_id = await _must_know(slack, "tier:gold,silver", deadline=deadline)
     await _hours(slack, 72)
     slack.clock.set(datetime(2026, 1, 8, 9, 0, tzinfo=UTC))
-    assert "back on" in await _reply(slack, "resume acme")
+    assert "back on" in await slack.reply("resume acme")
     slack.clock.set(deadline + timedelta(hours=1))
     await slack.herald.tick()
 
@@ -1003,7 +1003,7 @@ async def test_the_report_records_a_pause_that_held_back_the_notices_reminders_a
     assert "reminders_paused" not in bolt
 
     # a pause started after the deadline held nothing of this notice back: not on its report
-    assert "paused" in await _reply(slack, "pause acme stocktake")
+    assert "paused" in await slack.reply("pause acme stocktake")
     async with slack.session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
         later = await response.json()
     acme_later = next(o for o in later["summary"]["organisations"] if o["organisation_id"] == "acme")
@@ -1151,14 +1151,6 @@ async def test_resuming_a_timed_pause_early_brings_its_reminders_back(rig: Rig) 
     assert await Delivery.filter(notice_id=notice_id, kind="reminder").count() == 1
 
 
-async def _reply(slack: SlackHarness, text: str, user: str = CAM_USER) -> str:
-    """`/herald <text>` as a signed slash command; the text Herald answered with."""
-    response, body, key = await slack.command(text, user=user)
-    assert response.status == 200
-    if body:
-        return body
-    (call,) = await slack.responses(key)
-    return call.args.get("text", "")
 
 
 async def _must_know(slack: SlackHarness, audience: str, *, deadline: datetime | None = None,
@@ -1191,7 +1183,7 @@ async def test_reminders_parked_by_an_open_ended_pause_come_back_after_the_cam_g
     unacknowledged must-know notice is never reminded again."""
     slack = slack_http
     slack.clock.set(MONDAY_9_UTC)
-    assert "paused" in await _reply(slack, "pause acme site fire")
+    assert "paused" in await slack.reply("pause acme site fire")
     notice_id = await _must_know(slack, "member:anna@acme.example")
     original = await Delivery.get(notice_id=notice_id, kind="notice")
     slack.clock.set(original.next_reminder_at)
@@ -1199,10 +1191,10 @@ async def test_reminders_parked_by_an_open_ended_pause_come_back_after_the_cam_g
     assert (await AuditEvent.filter(kind="reminder.ended").count()) == 1  # parked, to resume with the pause
 
     slack.clock.advance(hours=1)
-    assert "paused until" in await _reply(slack, "pause acme until 2026-01-09 clean-up continues")
+    assert "paused until" in await slack.reply("pause acme until 2026-01-09 clean-up continues")
     if then == "resumed":
         slack.clock.set(datetime(2026, 1, 8, 9, 0, tzinfo=UTC))  # Thursday, 10:00 in Berlin
-        assert "back on" in await _reply(slack, "resume acme")
+        assert "back on" in await slack.reply("resume acme")
     else:
         slack.clock.set(datetime(2026, 1, 12, 8, 0, tzinfo=UTC))  # the Monday after the pause ran out
     await _hours(slack, 24)
@@ -1224,11 +1216,11 @@ async def test_reminders_put_off_by_a_pause_follow_it_when_the_cam_shortens_it(s
     nothing, and `resume` would only bring back rows put off to the *current* pause's end)."""
     slack = slack_http
     slack.clock.set(MONDAY_9_UTC)
-    assert "paused until" in await _reply(slack, "pause acme until 2026-01-16 flood at the depot")
+    assert "paused until" in await slack.reply("pause acme until 2026-01-16 flood at the depot")
     deadline = datetime(2026, 1, 14, 9, 0, tzinfo=UTC)
     notice_id = await _must_know(slack, "org:acme", deadline=deadline)
     await _hours(slack, 12)  # the first reminders (8 h) fall due during the pause: put off to its end
-    assert "paused until" in await _reply(slack, "pause acme until 2026-01-07 water is gone, back soon")
+    assert "paused until" in await slack.reply("pause acme until 2026-01-07 water is gone, back soon")
 
     slack.clock.set(datetime(2026, 1, 7, 6, 0, tzinfo=UTC))
     await _hours(slack, 24 * 6)  # Wednesday to the deadline's eve: working days, Acme not paused
@@ -1247,7 +1239,7 @@ async def test_a_pause_that_ran_out_is_not_reported_as_current(slack_http: Slack
     told something false about why members have not acknowledged."""
     slack = slack_http
     slack.clock.set(MONDAY_9_UTC)
-    assert "paused until" in await _reply(slack, "pause acme until 2026-01-06 stocktake")
+    assert "paused until" in await slack.reply("pause acme until 2026-01-06 stocktake")
     deadline = MONDAY_9_UTC + timedelta(days=3)
     notice_id = await _must_know(slack, "org:acme", deadline=deadline)
     await _hours(slack, 72)  # reminders go out on Tuesday and Wednesday: the pause is over
@@ -1258,7 +1250,7 @@ async def test_a_pause_that_ran_out_is_not_reported_as_current(slack_http: Slack
                    and "Acme Locks" in str(c.args.get("blocks"))]
     assert escalations, "no escalation reached the CAM"
     text = str(escalations[-1].args["blocks"])
-    status = await _reply(slack, f"status {notice_id}")
+    status = await slack.reply(f"status {notice_id}")
     assert "are paused" not in text and "Reminders paused for" not in status, (
         f"a pause that ended on 2026-01-06 is reported as current on {slack.clock.now():%Y-%m-%d}:\n"
         f"escalation: {text[text.find('Automated'):][:90]!r}\nstatus: {status!r}")

@@ -49,14 +49,6 @@ async def _tick_at(rig: Rig, moment: datetime) -> int:
     return await AuditEvent.filter(kind="digest.sent").count() - before
 
 
-async def _reply(slack: SlackHarness, text: str, user: str = CAM_USER) -> str:
-    """`/herald <text>` as a signed slash command; the text Herald answered with."""
-    response, body, key = await slack.command(text, user=user)
-    assert response.status == 200
-    if body:
-        return body
-    (call,) = await slack.responses(key)
-    return call.args.get("text", "")
 
 
 def test_digest_periods() -> None:
@@ -251,7 +243,7 @@ async def test_a_notice_retracted_while_its_digest_waits_in_the_outbox_is_not_li
     slack.clock.set(MONDAY_9_UTC - timedelta(hours=1))  # Monday 09:00 in Berlin: Anna's digest moment
     assert (await slack.herald.tick())["digests"] == 1  # queued; the outbox sends it when it gets to it
     slack.clock.advance(minutes=2)
-    assert "Retracted" in await _reply(slack, f"retract {notice_id} wrong specs, do not use")
+    assert "Retracted" in await slack.reply(f"retract {notice_id} wrong specs, do not use")
     await slack.herald.outbox.drain()
 
     digests = [c for c in slack.fake.calls_to("chat.postMessage") if c.ok and c.channel == "DUANNA"

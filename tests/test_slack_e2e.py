@@ -324,15 +324,15 @@ async def test_every_slash_command_reads_the_text_as_typed_and_escapes_it_when_q
     that quotes it (an error, help) escapes it again, so a typed "<!channel>" stays words."""
     slack = slack_http
     notice_id = await _sent_notice(slack, "send need-to-know announcements org:acme | Webinar | Join us")
-    await _reply(slack, slack_encoded(f"edit {notice_id} | Q&A <live> |"))
+    await slack.reply(slack_encoded(f"edit {notice_id} | Q&A <live> |"))
     assert (await Notice.get(id=notice_id)).title == "Q&A <live>"
-    reply = await _reply(slack, slack_encoded(f"retract {notice_id} wrong date & time <sorry>"))
+    reply = await slack.reply(slack_encoded(f"retract {notice_id} wrong date & time <sorry>"))
     assert "Retracted: wrong date &amp; time &lt;sorry&gt;" in reply  # escaped once, shown as typed
     assert (await Notice.get(id=notice_id)).retract_reason == "wrong date & time <sorry>"
-    await _reply(slack, slack_encoded("pause acme R&D freeze"))
+    await slack.reply(slack_encoded("pause acme R&D freeze"))
     assert (await Organisation.get(external_id="acme")).pause_reason == "R&D freeze"
-    assert "I don't know the command `&lt;!channel&gt;`" in await _reply(slack, slack_encoded("<!channel> hi"))
-    refused = await _reply(slack, slack_encoded("status <@U999>"))
+    assert "I don't know the command `&lt;!channel&gt;`" in await slack.reply(slack_encoded("<!channel> hi"))
+    refused = await slack.reply(slack_encoded("status <@U999>"))
     assert "'&lt;@U999&gt;' is not a notice id" in refused and "<@U999>" not in refused
 
 
@@ -476,36 +476,30 @@ async def _sent_notice(slack: SlackHarness, text: str) -> int:
     return notice_id
 
 
-async def _reply(slack: SlackHarness, text: str, user: str = CAM_USER) -> str:
-    response, body, key = await slack.command(text, user=user)
-    if body:  # answered in the acknowledgement itself
-        return body
-    (call,) = await slack.responses(key)
-    return call.args.get("text", "")
 
 
 async def test_edit_retract_pause_schedule_by_slash_command(slack: SlackHarness) -> None:
     notice_id = await _sent_notice(slack, "send must-know operations tier:gold | Recall LX-200 | Stop selling")
-    reply = await _reply(slack, f"edit {notice_id} material | Recall LX-200 and LX-210 |")
+    reply = await slack.reply(f"edit {notice_id} material | Recall LX-200 and LX-210 |")
     assert f"Notice #{notice_id} is now revision 2" in reply and "updating 3 delivered copies" in reply
     assert "acknowledge it again" in reply
     await slack.herald.outbox.drain()
     assert all("LX-210" in str(u.args["blocks"]) for u in slack.fake.calls_to("chat.update"))
     assert "Stop selling" in str(slack.fake.calls_to("chat.update")[0].args["blocks"])  # empty part kept the body
 
-    assert "Only the notice's author or an admin" in await _reply(slack, f"edit {notice_id} | x |", user="UANNA")
+    assert "Only the notice's author or an admin" in await slack.reply(f"edit {notice_id} | x |", user="UANNA")
 
-    reply = await _reply(slack, f"retract {notice_id} wrong model number")
+    reply = await slack.reply(f"retract {notice_id} wrong model number")
     assert "retracted" in reply and "Retracted: wrong model number" in reply
     await slack.herald.outbox.drain()
     assert "Retracted: wrong model number" in str(slack.fake.calls_to("chat.update")[-1].args["blocks"])
-    assert "Retracted: wrong model number" in await _reply(slack, f"status {notice_id}")
+    assert "Retracted: wrong model number" in await slack.reply(f"status {notice_id}")
 
-    paused = await _reply(slack, "pause acme until 2026-02-01 flood at the depot")
+    paused = await slack.reply("pause acme until 2026-02-01 flood at the depot")
     assert "paused until <!date^" in paused and "|2026-02-01 00:00 UTC>" in paused
-    assert "Only Herald staff can pause" in await _reply(slack, "pause acme", user="UANNA")
-    assert "back on" in await _reply(slack, "resume acme")
-    assert "no partner organisation has the id 'nope'" in await _reply(slack, "pause nope")
+    assert "Only Herald staff can pause" in await slack.reply("pause acme", user="UANNA")
+    assert "back on" in await slack.reply("resume acme")
+    assert "no partner organisation has the id 'nope'" in await slack.reply("pause nope")
 
     scheduled_id = await _preview(slack, "send need-to-know announcements all at:2026-03-01T09:00Z | Webinar | Join us")
     await slack.click(SEND_ACTION, str(scheduled_id), user=CAM_USER)
@@ -515,10 +509,10 @@ async def test_edit_retract_pause_schedule_by_slash_command(slack: SlackHarness)
             "|2026-03-01 09:00 UTC>"
     assert f"is scheduled for {local}" in confirmation.args["text"]
     assert (await Notice.get(id=scheduled_id)).status == "scheduled"
-    listing = await _reply(slack, "scheduled")
+    listing = await slack.reply("scheduled")
     assert f"#{scheduled_id} {local}" in listing and "Webinar" in listing
-    assert "cancelled" in await _reply(slack, f"cancel {scheduled_id}")
-    assert "No notices are scheduled." == await _reply(slack, "scheduled")
+    assert "cancelled" in await slack.reply(f"cancel {scheduled_id}")
+    assert "No notices are scheduled." == await slack.reply("scheduled")
 
 
 async def test_edit_form_opens_prefilled_and_updates(slack: SlackHarness) -> None:
@@ -632,10 +626,10 @@ async def test_a_cam_cannot_read_another_cams_notice_through_status(slack: Slack
     await add_staff("other.cam@vendor.example", "cam", name="Olga Other", slack_user="UOUTSIDER", slack_team=TEAM,
                     now=slack.clock.now(), actor="test")
     notice_id = await _sent_notice(slack, "send must-know operations tier:gold | Confidential recall of LX-200 | Stop")
-    assert "Only compliance, admins and the notice's CAM" in await _reply(slack, f"report {notice_id}", user="UOUTSIDER")
-    status = await _reply(slack, f"status {notice_id}", user="UOUTSIDER")
+    assert "Only compliance, admins and the notice's CAM" in await slack.reply(f"report {notice_id}", user="UOUTSIDER")
+    status = await slack.reply(f"status {notice_id}", user="UOUTSIDER")
     assert "Confidential recall" not in status and "another CAM's" in status
-    assert "Confidential recall" in await _reply(slack, f"status {notice_id}")
+    assert "Confidential recall" in await slack.reply(f"status {notice_id}")
 
 
 async def test_the_cam_who_sent_a_notice_keeps_its_report_after_the_partner_gets_another_cam(
@@ -653,10 +647,10 @@ async def test_the_cam_who_sent_a_notice_keeps_its_report_after_the_partner_gets
     handed = SAMPLE_DIRECTORY.replace("cam@vendor.example", "nia@vendor.example")
     assert not (await import_directory(handed, now=slack.clock.now(), actor="test")).rejected
 
-    report = await _reply(slack, f"report {notice_id}")
+    report = await slack.reply(f"report {notice_id}")
     assert "Only compliance" not in report and "full CSV report is in your direct messages" in report
-    assert "Recall of LX-200" in await _reply(slack, f"status {notice_id}")
-    assert "Only compliance, admins and the notice's CAM" in await _reply(slack, f"report {notice_id}", user="UNIA")
+    assert "Recall of LX-200" in await slack.reply(f"status {notice_id}")
+    assert "Only compliance, admins and the notice's CAM" in await slack.reply(f"report {notice_id}", user="UNIA")
 
 
 async def test_send_on_a_preview_whose_deadline_has_passed_is_refused(slack: SlackHarness) -> None:
@@ -782,7 +776,7 @@ async def test_the_report_reply_states_the_acknowledgement_rates(slack_http: Sla
     summary = await reports.notice_summary(notice_id)
     assert (summary["delivered"], summary["acknowledged"], summary["rate"]) == (3, 1, 0.3333)
 
-    text = await _reply(slack, f"report {notice_id}")
+    text = await slack.reply(f"report {notice_id}")
     assert "Recipients 4 · delivered 3 · failed 1 · acknowledged 1 (33%)" in text, text
     assert "• Keys &amp; Co: 0/1 (0%) · 1 failed\n• Acme Locks: 1/2 (50%)\n" in text, text  # least acknowledged first
     assert text.endswith("The full CSV report is in your direct messages with Herald.")
@@ -805,7 +799,7 @@ async def test_the_report_reply_says_how_many_organisations_it_left_out(slack_ht
     notice_id = await _sent_notice(slack, "send must-know operations tier:gold | Recall of LX-200 | Stop selling")
     assert len((await reports.notice_summary(notice_id))["organisations"]) == 27  # acme, keys and the 25
 
-    text = await _reply(slack, f"report {notice_id}")
+    text = await slack.reply(f"report {notice_id}")
     listed = [line for line in text.splitlines() if line.startswith("•")]
     assert listed == [f"• Partner {i:02d}: none delivered · 1 failed" for i in range(20)], text
     assert "\n… and 7 more organisations (see the CSV)\n" in text, text
