@@ -225,6 +225,19 @@ async def test_a_scheduled_send_says_how_to_list_and_cancel_it_as_in_slack(teams
     assert "cancelled" in (await teams.say("aad-cam", f"cancel {notice_id}"))["text"]
 
 
+async def test_the_answer_to_send_shows_no_backticks_a_card_cannot_render(teams: TeamsRig) -> None:
+    """The card that replaces the preview after Send said "Follow it with `status N`": a card's
+    Markdown has no code spans, so Teams showed the backticks. Herald's command is bold there now;
+    a backtick in the CAM's own title stays escaped (shown as typed)."""
+    await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+    preview = await teams.say("aad-cam", "send need-to-know announcements all | Use `beta` now | Details")
+    notice_id = actions_of(card_of(preview))[0]["data"]["notice_id"]
+    answer = await teams.invoke("aad-cam", "herald.send", {"notice_id": notice_id})
+    (said,) = texts_of(answer["value"])
+    assert said.endswith(f"follow it with **status {notice_id}**."), said
+    assert "Use \\`beta\\` now" in said, said
+
+
 async def test_unauthenticated_requests_are_refused_when_an_app_id_is_set(db: str) -> None:
     rig = await start_teams_rig(db, teams_app_id="00000000-0000-0000-0000-000000000001")
     try:

@@ -218,8 +218,14 @@ def reply_card(question_id: int, handoff: DirectMessage) -> Card:
                   "data": {"question_id": question_id}, "style": "positive"}], "Answer a partner")
 
 
+# a `code` span of Herald's own (user text has its backticks escaped: teams_cards.escape)
+_CODE_SPAN = re.compile(r"(?<!\\)`([^`\\]+)`")
+
+
 def note_card(text: str) -> Card:
-    """A small card that replaces a preview after Send/Cancel."""
+    """A small card that replaces a preview after Send/Cancel. Its text is a card's Markdown,
+    which has no `code` (a TextBlock shows the backticks): Herald's command spans are bold."""
+    text = _CODE_SPAN.sub(r"**\1**", text)
     return card([_text(text)], None, text[:200])
 
 
