@@ -623,6 +623,10 @@ async def test_engagement_is_aggregated_per_topic_and_segment(console: ConsoleHa
     casey = await console.signed_in(CAM)
     response, page = await casey.get("/console/engagement?days=30")
     assert response.status == 200 and "By topic" in page and "30 min" in page and "Onboarding journeys" in page
+    assert "changed every minute (at its tick)" in page  # HERALD_TICK_SECONDS=60
+    console.herald.settings = console.herald.settings.model_copy(update={"tick_seconds": 300})
+    _, page = await casey.get("/console/engagement?days=30")
+    assert "changed every 5 minutes (at its tick)" in page  # it said "every minute" whatever the tick
     assert "Notice figures as of" in page and "not counted yet" not in page
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from aiohttp import web
 
 from bot.console.charts import bar_svg
-from bot.console.filters import query
+from bot.console.filters import every, query
 from bot.console.web import Page, page, whole_number
 from bot.core.insights import directory, engagement
 from bot.core.onboarding import learning
@@ -41,7 +41,8 @@ def add_directory_routes(app: web.Application, herald: Herald) -> None:
         days = days if days in WINDOWS else 90
         figures = await _figures(current, since=herald.clock.now() - timedelta(days=days))
         return current.render("engagement.html", days=days, windows=WINDOWS, figures=figures,
-                              topics=herald.catalog.topics, bar=bar_svg)
+                              topics=herald.catalog.topics, bar=bar_svg,
+                              refreshed_every=every(herald.settings.tick_seconds))
 
     async def questions_page(current: Page) -> web.StreamResponse:
         answered = await answered_handoffs(current.me)

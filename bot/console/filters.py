@@ -49,6 +49,15 @@ def duration(seconds: float | None) -> str:
     return f"{span.days} d {span.seconds // 3600} h"
 
 
+def every(seconds: float) -> str:
+    """How often a periodic job runs, in words: "every minute", "every 5 minutes", "every 30 seconds"."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"every {unit}" if count == 1 else f"every {count} {unit}s"
+    return f"every {seconds:g} seconds"
+
+
 def query(params: dict[str, Any], **changes: Any) -> str:
     """The current query string with some parameters changed (None drops one)."""
     merged = {k: v for k, v in params.items()}
