@@ -18,6 +18,7 @@ from tests.support import (
     Rig,
     add_partner_contact,
     directory_csv,
+    in_database,
     preview_notice,
 )
 
@@ -429,7 +430,7 @@ async def test_dry_run_against_existing_data(db: str) -> None:
         row(member_email="new@acme.com", member_name="New"),
     )
 
-    dry = await import_directory(text, now=NOW, dry_run=True, deactivate_missing=True)
+    dry = await import_directory(text, now=NOW, dry_run=True, deactivate_missing=True, allow_mass_deactivation=True)
 
     assert counts(dry) == (1, 1, 0, 2, 0)
     members = await members_by_email()
@@ -437,7 +438,7 @@ async def test_dry_run_against_existing_data(db: str) -> None:
     assert all(m.active for m in members.values()) and len(members) == 3
     assert await AuditEvent.all().count() == 1
 
-    real = await import_directory(text, now=NOW, deactivate_missing=True)
+    real = await import_directory(text, now=NOW, deactivate_missing=True, allow_mass_deactivation=True)
     assert counts(real) == counts(dry)
 
 
@@ -612,12 +613,62 @@ async def test_a_file_spelling_one_organisation_id_in_two_cases_is_refused_on_th
 
 async def test_deactivate_missing_covers_every_organisation(db: str) -> None:
     await import_directory(BASE, now=NOW)
+    without_bob = csv_text(row(**ALICE), row(**CAROL))
+    await import_directory(csv_text(row(**ALICE), row(**BOB), row(**CAROL),
+                                    row(**{**CAROL, "member_email": "dan@globex.com", "slack_user_id": "U8"})), now=NOW)
+
+    result = await import_directory(without_bob, now=NOW, deactivate_missing=True)
+
+    assert counts(result) == (0, 0, 2, 2, 0)  # Bob of acme, Dan of globex
+    assert await Member.filter(active=True).count() == 2
+
+
+async def test_deactivate_missing_refuses_a_file_that_would_deactivate_most_of_the_directory(db: str) -> None:
+    """One partner's export imported with --deactivate-missing (a partial file, or a CRM export cut
+    short) deactivated every member of every other partner and cancelled what was queued for them.
+    An import that would deactivate more than half of the active members is refused, nothing
+    written, its dry run likewise, unless the operator confirms it (allow_mass_deactivation)."""
+    await import_directory(BASE, now=NOW)
     only_globex = csv_text(row(**CAROL))
 
-    result = await import_directory(only_globex, now=NOW, deactivate_missing=True)
+    for dry_run in (True, False):
+        with pytest.raises(UserError) as excinfo:
+            await import_directory(only_globex, now=NOW, deactivate_missing=True, dry_run=dry_run)
+        message = str(excinfo.value)
+        assert "would deactivate 2 of the 3 active members" in message, message
+        assert "organisation acme, which the file does not name" in message, message
+        assert "--allow-mass-deactivation" in message, message
+    assert await Member.filter(active=True).count() == 3
+    assert await AuditEvent.filter(kind="directory.imported").count() == 1
 
-    assert counts(result) == (0, 0, 1, 2, 0)
+    confirmed = await import_directory(only_globex, now=NOW, deactivate_missing=True, allow_mass_deactivation=True)
+    assert counts(confirmed) == (0, 0, 1, 2, 0)
     assert await Member.filter(active=True).count() == 1
+
+
+def test_the_cli_refuses_a_partial_file_with_deactivate_missing_and_says_how_to_confirm(
+        db_url: str, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from bot.cli import main
+    from tests.cli_support import in_process_cli
+
+    cli = in_process_cli(monkeypatch, db_url)
+    full, partial = tmp_path / "all.csv", tmp_path / "globex.csv"
+    full.write_text(BASE)
+    partial.write_text(csv_text(row(**CAROL)))
+    assert cli.invoke(main, ["directory", "import", str(full), "--quiet"]).exit_code == 0
+
+    for extra in (["--dry-run"], []):
+        refused = cli.invoke(main, ["directory", "import", str(partial), "--quiet", "--deactivate-missing", *extra])
+        assert refused.exit_code == 1, refused.output
+        assert "would deactivate 2 of the 3 active members" in refused.output, refused.output
+        assert "deactivated 2" not in refused.output
+    assert in_database(db_url, lambda: Member.filter(active=True).count()) == 3
+
+    confirmed = cli.invoke(main, ["directory", "import", str(partial), "--quiet", "--deactivate-missing",
+                                  "--allow-mass-deactivation"])
+    assert confirmed.exit_code == 0, confirmed.output
+    assert "deactivated 2" in confirmed.output
+    assert in_database(db_url, lambda: Member.filter(active=True).count()) == 1
 
 
 # --------------------------------------------------------------------------- accounts

@@ -20,8 +20,11 @@ def directory() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Validate and count, write nothing.")
 @click.option("--deactivate-missing", is_flag=True, help="Mark members absent from the file inactive.")
+@click.option("--allow-mass-deactivation", is_flag=True,
+              help="With --deactivate-missing, go ahead even if more than half of the active members would go.")
 @click.option("--quiet", is_flag=True, help="No progress on standard error.")
-def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, quiet: bool) -> None:
+def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, allow_mass_deactivation: bool,
+                     quiet: bool) -> None:
     from bot.cli.progress import Reporter
     from bot.common.errors import UserError
     from bot.core.directory.importer import decode_directory_file, detect_delimiter, import_directory
@@ -40,7 +43,8 @@ def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, quiet:
 
     async def work():  # noqa: ANN202
         result = await import_directory(text, now=CLOCK.now(), actor=f"operator:{operator_name()}",
-                                        dry_run=dry_run, deactivate_missing=deactivate_missing, progress=progress)
+                                        dry_run=dry_run, deactivate_missing=deactivate_missing,
+                                        allow_mass_deactivation=allow_mass_deactivation, progress=progress)
         if sandbox and not dry_run:  # the sandbox delivers to its inboxes: give the new members one
             from bot.console.sandbox_seed import give_sandbox_accounts
 

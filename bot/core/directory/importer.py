@@ -605,7 +605,8 @@ async def _composed_id(org: Organisation) -> str:
     return composed
 
 
-async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime) -> _Plan:
+async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime,
+                     allow_mass_deactivation: bool = False) -> _Plan:
     plan = _Plan()
     rows = parsed.rows
 
@@ -771,11 +772,28 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
 
     # -- deactivation: active members the file does not mention at all
     if deactivate_missing and not parsed.unreadable:
-        active = Member.filter(active=True).values("id", "email", "organisation__external_id")
-        for m in await active:
-            if (org_key(m["organisation__external_id"]), m["email"].lower()) not in parsed.mentioned:
+        active = await Member.filter(active=True).values("id", "email", "organisation__external_id")
+        unnamed: dict[str, str] = {}  # org_key -> id of organisations the file names nobody of
+        named_orgs = {org for org, _ in parsed.mentioned}
+        for m in active:
+            key = org_key(m["organisation__external_id"])
+            if (key, m["email"].lower()) not in parsed.mentioned:
                 plan.deactivate.append(m["id"])
+                if key not in named_orgs:
+                    unnamed.setdefault(key, m["organisation__external_id"])
+        if len(plan.deactivate) * 2 > len(active) and not allow_mass_deactivation:
+            raise UserError(_mass_deactivation_refused(len(plan.deactivate), len(active), sorted(unnamed.values())))
     return plan
+
+
+def _mass_deactivation_refused(leaving: int, active: int, unnamed: list[str]) -> str:
+    """Why an import that would deactivate most of the directory is refused, and what to do."""
+    shown = ", ".join(unnamed[:5]) + (f" and {len(unnamed) - 5} more" if len(unnamed) > 5 else "")
+    which = (f", all of organisation{'s' if len(unnamed) > 1 else ''} {shown}, which the file does not name"
+             if unnamed else "")
+    return (f"--deactivate-missing would deactivate {leaving} of the {active} active members{which}: "
+            "is this one partner's export, or a file cut short? Nothing was imported. Import it without "
+            "--deactivate-missing, or add --allow-mass-deactivation if they really are to go")
 
 
 def _imported_timezone(row: DirectoryRow, member: dict[str, Any] | None) -> dict[str, Any]:
@@ -859,6 +877,7 @@ async def import_directory(
     actor: str = "cli",
     dry_run: bool = False,
     deactivate_missing: bool = False,
+    allow_mass_deactivation: bool = False,
     roles: Sequence[str] | None = None,
     progress: Progress = no_progress,
 ) -> ImportResult:
@@ -868,7 +887,9 @@ async def import_directory(
     with a `directory.imported` audit event. `dry_run` reports the same counts without writing.
     `deactivate_missing` deactivates every active member the file does not mention (their copies
     still to be sent are cancelled); a member it names again is reactivated and gets those copies
-    of notices still live after all (`bot.core.notices.rejoining`).
+    of notices still live after all (`bot.core.notices.rejoining`). An import (or dry run) that
+    would so deactivate more than half of the active members is refused (UserError, nothing
+    written) unless `allow_mass_deactivation`: a partial export would otherwise empty the directory.
     """
     parsed = _parse(text, roles, progress)
     progress("checking rows", parsed.data_rows, parsed.data_rows)
@@ -886,14 +907,16 @@ async def import_directory(
         )
 
     if dry_run:
-        return result(await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now))
+        return result(await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now,
+                                allow_mass_deactivation=allow_mass_deactivation))
 
     async with in_transaction() as conn:
         # Overlapping imports (a slow run and the next cron tick) take turns: planned side by side,
         # both would insert the same new rows and the second die on a unique key. It waits, then
         # plans against what the first wrote (unchanged).
         await storage_db.take_turns(conn, storage_db.DIRECTORY_IMPORT_LOCK_KEY)
-        plan = await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now)
+        plan = await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now,
+                                allow_mass_deactivation=allow_mass_deactivation)
         await _apply(plan, now=now, progress=progress)
         # members back in the directory: what was cancelled when they were left out goes out after all
         restored = await restore_copies(plan.reactivate, now=now, actor=actor)
