@@ -496,6 +496,35 @@ async def test_a_must_know_copy_cancelled_while_a_member_was_out_of_the_director
     assert (await Notice.get(id=notice_id)).status == "sent"
 
 
+async def test_the_audit_trail_names_who_an_import_deactivated_and_brought_back_and_the_copies_it_cancelled(
+        rig: Rig) -> None:
+    """Compliance asks when Anna stopped getting notices and why her recall copy never went out.
+    The trail had one `directory.imported` event saying "deactivated 1" (not who) and nothing for
+    the copy the import cancelled, while the copy put back when she returned was audited
+    (`delivery.restored`). Each member an import deactivates or brings back now has an event, and
+    each copy it cancels a `delivery.cancelled` with the reason, as other cancellations have."""
+    rig.clock.set(NOW)
+    notice_id = await rig.broadcast("tier:gold", deadline=NOW + timedelta(days=3))  # queued, not sent yet
+    anna = await Member.get(email="anna@acme.example")
+
+    await import_directory(WITHOUT_ANNA, now=rig.clock.now(), deactivate_missing=True, actor="operator:ops")
+
+    copy = await Delivery.get(notice_id=notice_id, member_id=anna.id, kind="notice")
+    left = await AuditEvent.filter(kind="member.deactivated").values("member_id", "actor", "data")
+    assert [(e["member_id"], e["actor"], e["data"]["organisation"], e["data"]["reason"]) for e in left] == [
+        (anna.id, "operator:ops", "acme", "left out of a directory import with --deactivate-missing")]
+    cancelled = await AuditEvent.filter(kind="delivery.cancelled").values("notice_id", "member_id", "data")
+    assert [(e["notice_id"], e["member_id"], e["data"]["delivery_id"], e["data"]["reason"]) for e in cancelled] == [
+        (notice_id, anna.id, copy.id, "removed from the partner directory")]
+
+    rig.clock.advance(minutes=5)
+    await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="operator:ops")
+
+    back = await AuditEvent.filter(kind="member.reactivated").values("member_id", "data")
+    assert [(e["member_id"], e["data"]["organisation"]) for e in back] == [(anna.id, "acme")]
+    assert await AuditEvent.filter(kind__in=["member.deactivated", "member.reactivated"]).count() == 2
+
+
 async def test_a_returning_member_gets_no_copy_of_a_notice_retracted_while_they_were_out(rig: Rig) -> None:
     """Only notices still live come back: a retraction meanwhile keeps the copy cancelled."""
     from bot.core.notices.revisions import retract_notice

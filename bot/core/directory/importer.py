@@ -12,8 +12,9 @@ The file is the source of truth for the organisations and members it names:
   by other means); changed ids update the member's existing account of that platform;
 * good rows are imported even when other rows are rejected; every rejection names its CSV line
   (the header is line 1) and why;
-* everything is written in one transaction together with one ``directory.imported`` audit event,
-  and re-importing the same file changes nothing.
+* everything is written in one transaction together with one ``directory.imported`` audit event
+  (and ``member.deactivated`` / ``member.reactivated`` for each member left out or named again,
+  ``delivery.cancelled`` for each copy cancelled so), and re-importing the same file changes nothing.
 
 Work is done in a handful of bulk queries (load what the file touches, compute a plan, apply it)
 so that tens of thousands of rows import in seconds. A dry run computes the same plan and stops
@@ -38,7 +39,7 @@ from tortoise.transactions import in_transaction
 
 from bot.common.errors import UserError
 from bot.common.progress import Progress, no_progress
-from bot.core.compliance.audit import audit_event, record
+from bot.core.compliance.audit import PendingEvent, audit_event, record
 from bot.core.directory.handoff_owners import follow_organisation_cams
 from bot.core.insights.recount import mark_for_recount
 from bot.core.notices.rejoining import REMOVED_FROM_DIRECTORY, restore_copies, resume_reminders
@@ -565,6 +566,7 @@ class _Plan:
     account_create: list[tuple[MemberKey, tuple[str, str, str]]] = field(default_factory=list)
     deactivate: list[int] = field(default_factory=list)
     reactivate: list[int] = field(default_factory=list)  # inactive members the file names again
+    organisation_of: dict[int, str] = field(default_factory=dict)  # member id -> org_id, of those two
     # what the engagement figures group by changed: members' role, organisations' tier, region, CAM
     regrouped_members: list[int] = field(default_factory=list)
     regrouped_orgs: list[int] = field(default_factory=list)
@@ -717,6 +719,7 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
                     plan.regrouped_members.append(member["id"])
             if not member["active"]:
                 plan.reactivate.append(member["id"])
+                plan.organisation_of[member["id"]] = plan.orgs[row.org_key].external_id
             if changed:
                 plan.updated += 1
             else:
@@ -779,6 +782,7 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
             key = org_key(m["organisation__external_id"])
             if (key, m["email"].lower()) not in parsed.mentioned:
                 plan.deactivate.append(m["id"])
+                plan.organisation_of[m["id"]] = m["organisation__external_id"]
                 if key not in named_orgs:
                     unnamed.setdefault(key, m["organisation__external_id"])
         if len(plan.deactivate) * 2 > len(active) and not allow_mass_deactivation:
@@ -808,7 +812,10 @@ def _imported_timezone(row: DirectoryRow, member: dict[str, Any] | None) -> dict
     return {"timezone": row.timezone, "timezone_from_directory": True}
 
 
-async def _apply(plan: _Plan, *, now: datetime, progress: Progress = no_progress) -> None:
+async def _apply(plan: _Plan, *, now: datetime, actor: str, progress: Progress = no_progress) -> list[PendingEvent]:
+    """Write the plan; the audit events of what it did to members one by one: each deactivated
+    (`member.deactivated`, and `delivery.cancelled` for each copy no longer to be sent to them)
+    and each brought back (`member.reactivated`)."""
     changed_accounts = plan.account_update + [acc for acc, _ in plan.account_transfer]
     total = (len(plan.org_create) + len(plan.org_update) + len(plan.member_create) + len(plan.member_update)
              + len(plan.account_delete) + len(changed_accounts) + len(plan.account_create) + len(plan.deactivate))
@@ -860,11 +867,33 @@ async def _apply(plan: _Plan, *, now: datetime, progress: Progress = no_progress
     )
     await in_chunks(plan.deactivate, lambda part: Member.filter(id__in=part).update(active=False, updated_at=now))
     # what was still to be sent to them (a held-back A/B share, a queued copy) is not sent any more
-    await in_chunks(plan.deactivate, lambda part: Delivery.filter(
-        member_id__in=part, status__in=[DeliveryStatus.PENDING.value, DeliveryStatus.HELD.value],
-    ).update(status=DeliveryStatus.CANCELLED.value, error=REMOVED_FROM_DIRECTORY, updated_at=now))
+    unsent = [DeliveryStatus.PENDING.value, DeliveryStatus.HELD.value]
+    to_cancel: list[int] = []
+    for part in _chunks(sorted(plan.deactivate)):
+        to_cancel += await Delivery.filter(member_id__in=part, status__in=unsent).values_list("id", flat=True)
+    await in_chunks(plan.deactivate, lambda part: Delivery.filter(member_id__in=part, status__in=unsent).update(
+        status=DeliveryStatus.CANCELLED.value, error=REMOVED_FROM_DIRECTORY, updated_at=now))
     if total == 0:
         progress("writing", 0, 0)
+
+    events = [audit_event("member.deactivated", now=now, actor=actor, member_id=member_id,
+                          organisation=plan.organisation_of[member_id], reason=LEFT_OUT)
+              for member_id in sorted(plan.deactivate)]
+    for part in _chunks(sorted(to_cancel)):
+        cancelled = await Delivery.filter(
+            id__in=part, status=DeliveryStatus.CANCELLED.value, error=REMOVED_FROM_DIRECTORY,
+        ).order_by("id").values("id", "notice_id", "member_id", "platform", "kind")
+        events += [audit_event("delivery.cancelled", now=now, actor=actor, notice_id=c["notice_id"],
+                               member_id=c["member_id"], platform=c["platform"], delivery_id=c["id"], copy=c["kind"],
+                               reason=REMOVED_FROM_DIRECTORY) for c in cancelled]
+    events += [audit_event("member.reactivated", now=now, actor=actor, member_id=member_id,
+                           organisation=plan.organisation_of[member_id], reason="named again in a directory import")
+               for member_id in sorted(plan.reactivate)]
+    return events
+
+
+#: Why a member was deactivated (the `member.deactivated` event's reason).
+LEFT_OUT = "left out of a directory import with --deactivate-missing"
 
 
 # --------------------------------------------------------------------------- import
@@ -917,7 +946,7 @@ async def import_directory(
         await storage_db.take_turns(conn, storage_db.DIRECTORY_IMPORT_LOCK_KEY)
         plan = await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now,
                                 allow_mass_deactivation=allow_mass_deactivation)
-        await _apply(plan, now=now, progress=progress)
+        member_events = await _apply(plan, now=now, actor=actor, progress=progress)
         # members back in the directory: what was cancelled when they were left out goes out after all
         restored = await restore_copies(plan.reactivate, now=now, actor=actor)
         restored_reminders = await resume_reminders(plan.reactivate, now=now, actor=actor)
@@ -932,5 +961,5 @@ async def import_directory(
             updated=outcome.updated, unchanged=outcome.unchanged, deactivated=outcome.deactivated,
             rejected=len(outcome.rejected), organisations_created=outcome.organisations_created,
             organisations_updated=outcome.organisations_updated, deactivate_missing=deactivate_missing,
-            restored=outcome.restored), *reassigned, *restored, *restored_reminders])
+            restored=outcome.restored), *member_events, *reassigned, *restored, *restored_reminders])
     return outcome
