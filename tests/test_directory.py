@@ -380,7 +380,7 @@ async def test_slack_ids_typed_in_lower_case_are_stored_as_slack_sends_them(db: 
         ("  \n\n", "empty"),
         (HEADER + "\n", "no member rows"),
         (HEADER.replace(",locale", "") + "\n" + row(), "missing column(s): locale"),
-        (HEADER + ",notes\n" + row() + ",x", "unknown column(s): 'notes'"),
+        (HEADER.replace(",locale", ",notes") + "\n" + row(), "missing column(s): locale; unknown column(s): 'notes'"),
         (
             HEADER.replace("role,timezone", "rank,timezone") + "\n" + row(),
             "missing column(s): role; unknown column(s): 'rank'",
@@ -881,6 +881,30 @@ def test_a_workbook_is_refused_with_how_to_export_it() -> None:
         decode_directory_file(xlsx)
     with pytest.raises(UserError, match=r"Excel 97-2003 workbook \(\.xls\), not CSV"):
         decode_directory_file(xls)
+
+
+def test_a_crm_export_with_columns_of_its_own_is_imported_and_says_which_it_ignored(
+        db_url: str, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """A Salesforce or HubSpot export carries columns of its own (Record ID, Owner, Notes...), with
+    every directory column too: the whole file was refused, "unknown column(s)". Columns that are
+    not the directory's are now ignored, and the command says which; a file missing one of the
+    directory's columns is still refused (a misspelt column is missing, so it is never ignored)."""
+    from bot.cli import main
+    from tests.cli_support import in_process_cli
+
+    cli = in_process_cli(monkeypatch, db_url)
+    export = tmp_path / "salesforce.csv"
+    export.write_text(csv_text(*(f"0015e00000{i},{line},Notes here,Owner" for i, line in enumerate(BASE.splitlines()[1:])),
+                               header=f"Record ID,{HEADER},Notes, Owner "))
+
+    imported = cli.invoke(main, ["directory", "import", str(export), "--quiet"])
+
+    assert imported.exit_code == 0, imported.output
+    assert "created 3, updated 0, unchanged 0, deactivated 0, rejected 0" in imported.output
+    assert "salesforce.csv: ignored column(s) that are not the directory's: 'record id', 'notes', 'owner'" \
+        in imported.output, imported.output
+    names = in_database(db_url, lambda: Member.all().order_by("id").values_list("name", flat=True))
+    assert names == ["Alice Smith", "Bob", "Carol"]
 
 
 def test_blank_cells_only_file_is_empty() -> None:

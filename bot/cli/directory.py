@@ -57,6 +57,11 @@ def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, allow_
 
     with Reporter("import", enabled=not quiet) as progress:
         result = run(work)
+    if result.ignored_columns:  # a CRM export's own columns
+        from bot.core.directory.importer import describe_columns
+
+        click.echo(f"note: {file.name}: ignored column(s) that are not the directory's: "
+                   f"{describe_columns(result.ignored_columns)}", err=True)
     for error in result.rejected:
         click.echo(f"line {error.line}: {error.reason}", err=True)
     prefix = "dry run: would have " if dry_run else ""

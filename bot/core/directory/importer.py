@@ -123,6 +123,7 @@ class ImportResult:
     organisations_created: int = 0
     organisations_updated: int = 0
     restored: int = 0  # copies put back in the outbox for members the file brought back
+    ignored_columns: list[str] = field(default_factory=list)  # the file's columns that are not the directory's
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,7 @@ class _Parsed:
     # rows that could not be split into the header's cells: whose they are is unknown, so an import
     # with any deactivates nobody
     unreadable: int = 0
+    ignored_columns: list[str] = field(default_factory=list)  # header names that are not directory columns
 
 
 #: Cell separators a directory file may use: Excel writes ';' for "CSV" where the decimal
@@ -280,27 +282,34 @@ def _records(text: str, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]
             yield start, cells
 
 
-def _read_header(cells: list[str]) -> list[str]:
+def describe_columns(names: Sequence[str]) -> str:
+    shown = [repr(c if len(c) <= 40 else c[:40] + "…") for c in names[:5]]
+    return ", ".join(shown) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _read_header(cells: list[str]) -> tuple[list[str], list[str]]:
+    """(the header's column names, those that are not directory columns). A CRM or spreadsheet
+    export has columns of its own: with every directory column present they are ignored; with
+    one missing (perhaps misspelt as one of them) the file is refused, naming both."""
     header = [cell.strip().lower() for cell in cells]
-    duplicated = sorted({c for c in header if header.count(c) > 1})
+    duplicated = sorted({c for c in header if c in COLUMNS and header.count(c) > 1})
     missing = [c for c in COLUMNS if c not in header]
-    unknown = [c for c in header if c not in COLUMNS]
+    unknown = list(dict.fromkeys(c for c in header if c not in COLUMNS))
     problems = []
     if missing:
         problems.append("missing column(s): " + ", ".join(missing))
-    if unknown:
-        shown = [repr(c if len(c) <= 40 else c[:40] + "…") for c in unknown[:5]]
-        problems.append("unknown column(s): " + ", ".join(shown) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
+        if unknown:
+            problems.append("unknown column(s): " + describe_columns(unknown))
     if duplicated:
         problems.append("repeated column(s): " + ", ".join(duplicated))
     if problems:
         raise UserError(
             "the directory file's header is wrong: "
             + "; ".join(problems)
-            + ". Expected exactly these columns (any order): "
+            + ". Expected these columns (any order; others are ignored): "
             + ",".join(COLUMNS)
         )
-    return header
+    return header, unknown
 
 
 def _validate_row(
@@ -381,9 +390,9 @@ def _parse(text: str, roles: Sequence[str] | None = None, progress: Progress = n
     first_record = next(records, None)
     if first_record is None:
         raise UserError("the directory file is empty")
-    header = _read_header(first_record[1])
+    header, ignored = _read_header(first_record[1])
 
-    parsed = _Parsed(rows=[], errors=[])
+    parsed = _Parsed(rows=[], errors=[], ignored_columns=ignored)
     seen_members: dict[tuple[str, str], int] = {}
     org_first: dict[str, DirectoryRow] = {}  # org_key -> the organisation's first good row
     seen_accounts: dict[tuple[str, str, str], int] = {}
@@ -933,6 +942,7 @@ async def import_directory(
             dry_run=dry_run,
             organisations_created=len(plan.org_create),
             organisations_updated=len(plan.org_update),
+            ignored_columns=parsed.ignored_columns,
         )
 
     if dry_run:
