@@ -779,9 +779,35 @@ async def test_account_linked_to_an_active_member_elsewhere_is_rejected(db: str)
     result = await import_directory(text, now=NOW)
 
     assert [(e.line, e.reason) for e in result.rejected] == [
-        (2, "slack user T1/U1 is already linked to alice@acme.com in organisation acme")
+        (2, "slack user T1/U1 is already linked to alice@acme.com in organisation acme, whom this file leaves "
+            "out: if they moved here, import it with --deactivate-missing (they are deactivated there and "
+            "the account moves here), or remove the ids from this row")
     ]
     assert not await Member.filter(email="alice@globex.com").exists()
+
+
+async def test_a_member_moving_organisation_is_told_how_to_move_them(db: str) -> None:
+    """Alice moves from acme to globex: the next full export names her under globex with her Slack
+    id. The row was refused, "already linked to alice@acme.com in organisation acme", with nothing
+    on what to do; the reason now says how (the full file with --deactivate-missing moves her). A
+    file that names the holder too is told the two rows claim one account."""
+    await import_directory(BASE, now=NOW)
+    moved = csv_text(row(**BOB), row(**CAROL), row(**{**ALICE, **GLOBEX}))
+
+    refused = await import_directory(moved, now=NOW)
+    [error] = refused.rejected
+    assert error.line == 4 and "import it with --deactivate-missing" in error.reason, error.reason
+
+    both = await import_directory(csv_text(row(), row(**BOB), row(**CAROL),
+                                           row(**{**ALICE, **GLOBEX, "member_email": "alice2@globex.com"})), now=NOW)
+    [error] = both.rejected
+    assert error.reason == ("slack user T1/U1 is already linked to alice@acme.com in organisation acme, whom this "
+                            "file names too (a blank id cell leaves an account where it is): give the ids on one "
+                            "of the two rows only"), error.reason
+
+    result = await import_directory(moved, now=NOW, deactivate_missing=True)
+    assert counts(result) == (1, 0, 2, 1, 0)
+    assert await PlatformAccount.filter(user_id="U1", member__organisation__external_id="globex").exists()
 
 
 async def test_account_moves_to_new_member_when_the_old_one_is_deactivated(db: str) -> None:

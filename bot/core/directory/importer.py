@@ -677,6 +677,14 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
             return False
         return not holder["active"] or deactivate_missing
 
+    def _how_to_move(holder: dict[str, Any]) -> str:
+        """What to do about a row naming an account another member holds (a member moving organisation)."""
+        if (org_key(holder["organisation__external_id"]), holder["email"].lower()) in parsed.mentioned:
+            return ("whom this file names too (a blank id cell leaves an account where it is): give the ids on "
+                    "one of the two rows only")
+        return ("whom this file leaves out: if they moved here, import it with --deactivate-missing (they are "
+                "deactivated there and the account moves here), or remove the ids from this row")
+
     # -- members and their accounts
     accepted: list[DirectoryRow] = []
     for row in rows:
@@ -694,7 +702,8 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
                 if not may_take_over(holder):
                     problem = (
                         f"{platform} user {workspace}/{user} is already linked to "
-                        f"{holder['email']} in organisation {holder['organisation__external_id']}"
+                        f"{holder['email']} in organisation {holder['organisation__external_id']}, "
+                        + _how_to_move(holder)
                     )
                     break
                 actions.append(("transfer", (current, own.get(platform))))
