@@ -933,6 +933,30 @@ def test_a_crm_export_with_columns_of_its_own_is_imported_and_says_which_it_igno
     assert names == ["Alice Smith", "Bob", "Carol"]
 
 
+def test_an_import_naming_a_cam_herald_does_not_know_says_so(db_url: str, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """A CRM's account-owner column with a typo ("carla.cam@vendr.com"), or a CAM not added as
+    staff yet: the import took it without a word, and those partners' Ask my CAM was refused and
+    their escalations went to the notice's author until someone ran `herald doctor`. The import
+    now names each such address with its organisations and how to add them (rows still import)."""
+    from bot.cli import main
+    from tests.cli_support import in_process_cli
+
+    cli = in_process_cli(monkeypatch, db_url)
+    partners = tmp_path / "partners.csv"
+    partners.write_text(base(carol={"cam_email": "Carla.Cam@Vendr.com"}))
+
+    first = cli.invoke(main, ["directory", "import", str(partners), "--quiet", "--dry-run"])
+    assert first.exit_code == 0, first.output
+    assert ("note: cam_email carla.cam@vendor.com (acme) is not an active CAM or admin in Herald: "
+            "`herald staff add carla.cam@vendor.com --role cam`") in first.output, first.output
+    assert "note: cam_email carla.cam@vendr.com (globex) is not an active CAM or admin" in first.output
+
+    assert cli.invoke(main, ["staff", "add", "carla.cam@vendor.com", "--role", "cam"]).exit_code == 0
+    again = cli.invoke(main, ["directory", "import", str(partners), "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert "carla.cam@vendor.com (acme)" not in again.output and "carla.cam@vendr.com (globex)" in again.output
+
+
 def test_blank_cells_only_file_is_empty() -> None:
     with pytest.raises(UserError, match="empty"):
         read_directory_csv(",,,\n , \n", roles=ROLES)

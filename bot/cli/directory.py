@@ -62,6 +62,10 @@ def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, allow_
 
         click.echo(f"note: {file.name}: ignored column(s) that are not the directory's: "
                    f"{describe_columns(result.ignored_columns)}", err=True)
+    for cam, organisations in result.unknown_cams.items():  # a typo, or a CAM not added as staff yet
+        shown = ", ".join(organisations[:5]) + (f" and {len(organisations) - 5} more" if len(organisations) > 5 else "")
+        click.echo(f"note: cam_email {cam} ({shown}) is not an active CAM or admin in Herald: "
+                   f"`herald staff add {cam} --role cam`", err=True)
     for error in result.rejected:
         click.echo(f"line {error.line}: {error.reason}", err=True)
     prefix = "dry run: would have " if dry_run else ""

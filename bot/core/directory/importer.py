@@ -41,10 +41,11 @@ from bot.common.errors import UserError
 from bot.common.progress import Progress, no_progress
 from bot.core.compliance.audit import PendingEvent, audit_event, record
 from bot.core.directory.handoff_owners import follow_organisation_cams
+from bot.core.directory.permissions import SENDERS
 from bot.core.insights.recount import mark_for_recount
 from bot.core.notices.rejoining import REMOVED_FROM_DIRECTORY, restore_copies, resume_reminders
 from storage import db as storage_db
-from storage.models import Delivery, DeliveryStatus, Member, Organisation, Platform, PlatformAccount
+from storage.models import Delivery, DeliveryStatus, Member, Organisation, Platform, PlatformAccount, Staff
 
 COLUMNS: tuple[str, ...] = (
     "org_id",
@@ -124,6 +125,8 @@ class ImportResult:
     organisations_updated: int = 0
     restored: int = 0  # copies put back in the outbox for members the file brought back
     ignored_columns: list[str] = field(default_factory=list)  # the file's columns that are not the directory's
+    # cam_email -> the file's organisations naming it, for addresses that are no active CAM or admin
+    unknown_cams: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -818,6 +821,19 @@ def _mass_deactivation_refused(leaving: int, active: int, unnamed: list[str]) ->
             "--deactivate-missing, or add --allow-mass-deactivation if they really are to go")
 
 
+async def _cams_unknown(organisations: Iterable[Organisation]) -> dict[str, list[str]]:
+    """The CAM addresses the file's organisations name that are no active CAM or admin (a typo,
+    or someone not added as staff yet), each with those organisations: their partners' questions
+    and escalations have nobody to go to (`herald doctor` warns of it too)."""
+    named: dict[str, list[str]] = {}
+    for org in organisations:
+        if org.cam_email:
+            named.setdefault(org.cam_email.strip().lower(), []).append(org.external_id)
+    able = {s["email"].lower() for s in await _filter_in(Staff, "email", named, only=("email",), active=True,
+                                                         role__in=sorted(SENDERS))}
+    return {email: sorted(orgs) for email, orgs in sorted(named.items()) if email not in able}
+
+
 def _imported_timezone(row: DirectoryRow, member: dict[str, Any] | None) -> dict[str, Any]:
     """The zone a member gets from their row (`timezone`, `timezone_from_directory`): the row's,
     except that a zone the member chose in their preferences stays theirs and a blank cell changes
@@ -941,7 +957,7 @@ async def import_directory(
     parsed = _parse(text, roles, progress)
     progress("checking rows", parsed.data_rows, parsed.data_rows)
 
-    def result(plan: _Plan) -> ImportResult:
+    async def result(plan: _Plan) -> ImportResult:
         return ImportResult(
             created=plan.created,
             updated=plan.updated,
@@ -952,10 +968,11 @@ async def import_directory(
             organisations_created=len(plan.org_create),
             organisations_updated=len(plan.org_update),
             ignored_columns=parsed.ignored_columns,
+            unknown_cams=await _cams_unknown(plan.orgs.values()),
         )
 
     if dry_run:
-        return result(await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now,
+        return await result(await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now,
                                 allow_mass_deactivation=allow_mass_deactivation))
 
     async with in_transaction() as conn:
@@ -969,7 +986,7 @@ async def import_directory(
         # members back in the directory: what was cancelled when they were left out goes out after all
         restored = await restore_copies(plan.reactivate, now=now, actor=actor)
         restored_reminders = await resume_reminders(plan.reactivate, now=now, actor=actor)
-        outcome = result(plan)
+        outcome = await result(plan)
         outcome.restored = len(restored)
         # an organisation given another CAM: its open hand-offs go to them
         reassigned = await follow_organisation_cams([o.id for o in plan.org_update], now=now, actor=actor)
