@@ -525,6 +525,28 @@ async def test_the_audit_trail_names_who_an_import_deactivated_and_brought_back_
     assert await AuditEvent.filter(kind__in=["member.deactivated", "member.reactivated"]).count() == 2
 
 
+async def test_a_dry_run_says_how_many_copies_the_import_would_cancel_and_put_back(rig: Rig) -> None:
+    """`--dry-run` reports what the real run would do, but of the copies it said nothing: not how
+    many still-queued copies (a must-know recall's) leaving members out cancels, nor (restored 0)
+    how many bringing them back puts in the outbox again. Both runs now count both."""
+    rig.clock.set(NOW)
+    notice_id = await rig.broadcast("tier:gold", deadline=NOW + timedelta(days=3))  # queued, not sent yet
+    anna = await Member.get(email="anna@acme.example")
+
+    dry_leave = await import_directory(WITHOUT_ANNA, now=rig.clock.now(), deactivate_missing=True, dry_run=True)
+    assert (dry_leave.deactivated, dry_leave.cancelled) == (1, 1)
+    copy = await Delivery.get(notice_id=notice_id, member_id=anna.id, kind="notice")
+    assert copy.status == "pending"
+    leave = await import_directory(WITHOUT_ANNA, now=rig.clock.now(), deactivate_missing=True, actor="test")
+    assert (leave.deactivated, leave.cancelled) == (1, 1)
+
+    dry_back = await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), dry_run=True)
+    assert dry_back.restored == 1
+    assert (await Delivery.get(id=copy.id)).status == "cancelled"
+    back = await import_directory(SAMPLE_DIRECTORY, now=rig.clock.now(), actor="test")
+    assert (back.restored, back.cancelled) == (1, 0)
+
+
 async def test_a_returning_member_gets_no_copy_of_a_notice_retracted_while_they_were_out(rig: Rig) -> None:
     """Only notices still live come back: a retraction meanwhile keeps the copy cancelled."""
     from bot.core.notices.revisions import retract_notice

@@ -71,9 +71,15 @@ def directory_import(file: Path, dry_run: bool, deactivate_missing: bool, allow_
     prefix = "dry run: would have " if dry_run else ""
     click.echo(f"{prefix}created {result.created}, updated {result.updated}, unchanged {result.unchanged}, "
                f"deactivated {result.deactivated}, rejected {len(result.rejected)}")
+    def copies(n: int) -> str:
+        return f"{n} notice cop{'y' if n == 1 else 'ies'}"
+
+    if result.cancelled:
+        click.echo(f"{copies(result.cancelled)} still to be sent to the members deactivated "
+                   f"{'would be' if dry_run else 'are'} cancelled")
     if result.restored:
-        click.echo(f"{result.restored} notice cop{'y' if result.restored == 1 else 'ies'} cancelled when members "
-                   "were left out of the directory are queued for them again")
+        click.echo(f"{copies(result.restored)} cancelled when members were left out of the directory "
+                   f"{'would be' if dry_run else 'are'} queued for them again")
     if result.rejected:  # the other rows are imported; a script still hears that some were not
         sys.exit(1)
 

@@ -43,7 +43,7 @@ from bot.core.compliance.audit import PendingEvent, audit_event, record
 from bot.core.directory.handoff_owners import follow_organisation_cams
 from bot.core.directory.permissions import SENDERS
 from bot.core.insights.recount import mark_for_recount
-from bot.core.notices.rejoining import REMOVED_FROM_DIRECTORY, restore_copies, resume_reminders
+from bot.core.notices.rejoining import REMOVED_FROM_DIRECTORY, restorable_copies, restore_copies, resume_reminders
 from storage import db as storage_db
 from storage.models import Delivery, DeliveryStatus, Member, Organisation, Platform, PlatformAccount, Staff
 
@@ -105,6 +105,8 @@ _LENGTH_SOURCES: dict[str, tuple[type, str]] = {
 }
 
 _CHUNK = 500  # ids per IN (...) query / rows per bulk UPDATE
+# a deactivated member's copies in these states are cancelled (a queued copy, a held-back A/B share)
+_UNSENT = [DeliveryStatus.PENDING.value, DeliveryStatus.HELD.value]
 
 
 @dataclass
@@ -124,6 +126,7 @@ class ImportResult:
     organisations_created: int = 0
     organisations_updated: int = 0
     restored: int = 0  # copies put back in the outbox for members the file brought back
+    cancelled: int = 0  # copies still to be sent to the members it deactivated, cancelled
     ignored_columns: list[str] = field(default_factory=list)  # the file's columns that are not the directory's
     # cam_email -> the file's organisations naming it, for addresses that are no active CAM or admin
     unknown_cams: dict[str, list[str]] = field(default_factory=dict)
@@ -585,6 +588,7 @@ class _Plan:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    cancelled: int = 0  # copies still to be sent to the members deactivated
     rejected: list[RowError] = field(default_factory=list)
 
 
@@ -808,6 +812,8 @@ async def _make_plan(parsed: _Parsed, *, deactivate_missing: bool, now: datetime
                     unnamed.setdefault(key, m["organisation__external_id"])
         if len(plan.deactivate) * 2 > len(active) and not allow_mass_deactivation:
             raise UserError(_mass_deactivation_refused(len(plan.deactivate), len(active), sorted(unnamed.values())))
+        for part in _chunks(sorted(plan.deactivate)):
+            plan.cancelled += await Delivery.filter(member_id__in=part, status__in=_UNSENT).count()
     return plan
 
 
@@ -901,11 +907,10 @@ async def _apply(plan: _Plan, *, now: datetime, actor: str, progress: Progress =
     )
     await in_chunks(plan.deactivate, lambda part: Member.filter(id__in=part).update(active=False, updated_at=now))
     # what was still to be sent to them (a held-back A/B share, a queued copy) is not sent any more
-    unsent = [DeliveryStatus.PENDING.value, DeliveryStatus.HELD.value]
     to_cancel: list[int] = []
     for part in _chunks(sorted(plan.deactivate)):
-        to_cancel += await Delivery.filter(member_id__in=part, status__in=unsent).values_list("id", flat=True)
-    await in_chunks(plan.deactivate, lambda part: Delivery.filter(member_id__in=part, status__in=unsent).update(
+        to_cancel += await Delivery.filter(member_id__in=part, status__in=_UNSENT).values_list("id", flat=True)
+    await in_chunks(plan.deactivate, lambda part: Delivery.filter(member_id__in=part, status__in=_UNSENT).update(
         status=DeliveryStatus.CANCELLED.value, error=REMOVED_FROM_DIRECTORY, updated_at=now))
     if total == 0:
         progress("writing", 0, 0)
@@ -969,11 +974,15 @@ async def import_directory(
             organisations_updated=len(plan.org_update),
             ignored_columns=parsed.ignored_columns,
             unknown_cams=await _cams_unknown(plan.orgs.values()),
+            cancelled=plan.cancelled,
         )
 
     if dry_run:
-        return await result(await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now,
-                                allow_mass_deactivation=allow_mass_deactivation))
+        plan = await _make_plan(parsed, deactivate_missing=deactivate_missing, now=now,
+                                allow_mass_deactivation=allow_mass_deactivation)
+        outcome = await result(plan)
+        outcome.restored = await restorable_copies(plan.reactivate)  # what the real run would put back
+        return outcome
 
     async with in_transaction() as conn:
         # Overlapping imports (a slow run and the next cron tick) take turns: planned side by side,

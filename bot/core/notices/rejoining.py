@@ -38,15 +38,25 @@ _LIVE = (NoticeStatus.SENDING.value, NoticeStatus.SENT.value)
 _CHUNK = 500
 
 
+def _restorable(member_ids: Sequence[int]):  # noqa: ANN202
+    return Delivery.filter(member_id__in=list(member_ids), kind=DeliveryKind.NOTICE.value,
+                           status=DeliveryStatus.CANCELLED.value, error=REMOVED_FROM_DIRECTORY,
+                           notice__status__in=_LIVE)
+
+
+async def restorable_copies(member_ids: Sequence[int]) -> int:
+    """How many copies `restore_copies` would put back for these members (a dry run's count)."""
+    return sum([await _restorable(member_ids[start:start + _CHUNK]).count()
+                for start in range(0, len(member_ids), _CHUNK)])
+
+
 async def restore_copies(member_ids: Sequence[int], *, now: datetime, actor: str) -> list[PendingEvent]:
     """Put the copies the directory cancelled for these (now active again) members back in the
     outbox; one `delivery.restored` event per copy. Runs in the import's transaction."""
     rows: list[dict] = []
     for start in range(0, len(member_ids), _CHUNK):
-        rows += await Delivery.filter(
-            member_id__in=list(member_ids[start:start + _CHUNK]), kind=DeliveryKind.NOTICE.value,
-            status=DeliveryStatus.CANCELLED.value, error=REMOVED_FROM_DIRECTORY, notice__status__in=_LIVE,
-        ).values("id", "notice_id", "member_id", "platform", "variant")
+        rows += await _restorable(member_ids[start:start + _CHUNK]).values(
+            "id", "notice_id", "member_id", "platform", "variant")
     by_notice: dict[int, list[dict]] = defaultdict(list)
     for row in rows:
         by_notice[row["notice_id"]].append(row)
