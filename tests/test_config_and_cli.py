@@ -210,7 +210,7 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
                                  "tier:gold", "--title", "Recall", "--body", "Stop", "--deadline", "2099-01-01", "--yes", "--as", AS_CAM])
     assert sent.exit_code == 0, sent.output
     assert "queued for 4 recipients" in sent.output
-    notice_id = int(sent.output.split()[1])
+    notice_id = int(sent.stdout.split()[1])
 
     bad = cli_env.invoke(main, ["send", "--topic", "operations", "--importance", "must-know", "--audience",
                                 "teir:gold", "--title", "T", "--body", "B", "--yes", "--as", AS_CAM])

@@ -410,7 +410,7 @@ def test_cli_changes_need_an_accountable_staff_member(cli_db) -> None:  # noqa: 
 
     sent = runner.invoke(main, [*send, "--as", "CAM@vendor.example"])
     assert sent.exit_code == 0, sent.output
-    notice_id = int(sent.output.split()[1])
+    notice_id = int(sent.stdout.split()[1])  # warnings go to stderr
     notice = in_database(db_url, lambda: Notice.get(id=notice_id).prefetch_related("author"))
     assert notice.author.email == "cam@vendor.example"
     events = in_database(db_url, lambda: AuditEvent.filter(notice_id=notice_id).order_by("id"))
@@ -425,10 +425,10 @@ def test_cli_changes_need_an_accountable_staff_member(cli_db) -> None:  # noqa: 
         assert done.exit_code == 0, done.output
 
     later = runner.invoke(main, [*send[:-1], "--at", "2099-01-01T09:00Z", "--yes", "--as", "cam@vendor.example"])
-    later_id = int(later.output.split()[1])
+    later_id = int(later.stdout.split()[1])
     assert runner.invoke(main, ["cancel", str(later_id)]).exit_code == 2
     cancelled = runner.invoke(main, ["cancel", str(later_id), "--as", "cam@vendor.example"])
-    assert cancelled.exit_code == 0 and "cancelled" in cancelled.output
+    assert cancelled.exit_code == 0 and "cancelled" in cancelled.output, (later.output, cancelled.output)
     assert runner.invoke(main, ["pause", "acme", "--as", "audit@vendor.example"]).exit_code == 1
     paused = runner.invoke(main, ["pause", "acme", "--reason", "stocktake", "--as", "cam@vendor.example"])
     assert paused.exit_code == 0 and "paused" in paused.output, paused.output

@@ -39,7 +39,7 @@ def test_survey_from_the_command_line(cli: tuple[CliRunner, str]) -> None:
                                 "--as", "admin@vendor.example"])
     assert sent.exit_code == 0, sent.output
     assert "queued for 6 recipients" in sent.output
-    survey_id = int(sent.output.split()[1])
+    survey_id = int(sent.stdout.split()[1])
 
     async def deliver_and_answer() -> None:
         await Delivery.filter(notice_id=survey_id).update(status="delivered", channel_id="D", message_id="1")
@@ -84,7 +84,7 @@ def test_survey_send_needs_an_accountable_sender(cli: tuple[CliRunner, str]) -> 
 
     named = runner.invoke(main, [*survey, "--as", "CAM@vendor.example"])
     assert named.exit_code == 0, named.output
-    survey_id = int(named.output.split()[1])
+    survey_id = int(named.stdout.split()[1])
     notice = in_database(db_url, lambda: Notice.get(id=survey_id).prefetch_related("author"))
     assert notice.author.email == "cam@vendor.example"  # type: ignore[attr-defined]
     events = in_database(db_url, lambda: AuditEvent.filter(notice_id=survey_id, kind__startswith="notice.").order_by("id"))
@@ -102,7 +102,7 @@ def test_variants_and_rollout_from_the_command_line(cli: tuple[CliRunner, str]) 
                                 "--title", "Title A", "--body", "Body A", "--variant", "Title B | Body B",
                                 "--share", "25", "--yes", "--as", "admin@vendor.example"])
     assert sent.exit_code == 0, sent.output
-    notice_id = int(sent.output.split()[1])
+    notice_id = int(sent.stdout.split()[1])
     rows = in_database(db_url, lambda: Delivery.filter(notice_id=notice_id).values_list("status", "variant"))
     assert sorted(rows) == sorted([("pending", "A")] * 2 + [("pending", "B")] + [("held", "")] * 9)  # type: ignore[arg-type]
     compared = json.loads(runner.invoke(main, ["variants", str(notice_id), "--json"]).output)
