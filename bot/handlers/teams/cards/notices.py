@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 
 async def acknowledge(invoke: Invoke) -> web.Response:
+    """The click's answer shows the pressed card acknowledged at once. That answer is a view for
+    the presser only, which Teams may draw again from the stored message later (a reload, another
+    device: botbuilder-js issue 4635), so the pressed copy is updated through the outbox too, unlike
+    Slack's response_url, which replaces the stored message (acks.shown_acknowledged)."""
     herald, turn = invoke.herald, invoke.turn
     result = await acks.acknowledge(invoke.number("notice_id"), platform=Platform.TEAMS.value,
                                     workspace_id=turn.tenant_id, user_id=turn.aad_object_id, now=herald.clock.now(),
