@@ -815,6 +815,32 @@ async def test_a_member_who_removes_herald_is_not_sent_to_and_gets_the_notice_wh
     assert (await verify_chain()).ok
 
 
+async def test_a_member_who_writes_to_herald_after_removing_it_is_reached_again(teams: TeamsRig) -> None:
+    """Eve removed Herald, then added it back while Herald was restarting: the installationUpdate
+    "add" never reached it (the Bot Connector does not retry it). She writes to Herald in her 1:1
+    chat, which proves Herald is installed for her. She was still taken for someone who removed
+    Herald: her recall copy stayed failed ("it is sent when they add Herald again") and every
+    later notice failed without a request, while she chatted with Herald. Her message now ends the
+    removal as the "add" does: the failed copy is sent (`delivery.requeued`) and so is the next."""
+    await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    teams.connector.remove_app("aad-eve")
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="remove"))
+    first = await sent_from_teams(teams, "send must-know operations member:eve@teamsco.example | Recall | Stop")
+    copy = await Delivery.get(notice_id=first)
+    assert copy.status == "failed" and "add Herald again" in copy.error
+
+    teams.connector.add_app("aad-eve")  # she adds Herald again; its "add" is lost
+    await teams.say("aad-eve", "help")
+    await teams.herald.outbox.drain()
+    copy = await Delivery.get(id=copy.id)
+    assert copy.status == "delivered", f"Eve wrote to Herald, yet her copy is {copy.status} ({copy.error})"
+    assert await AuditEvent.filter(kind="teams.app_added").count() == 1
+    second = await sent_from_teams(teams, "send need-to-know operations member:eve@teamsco.example | Update | Read")
+    later = await Delivery.get(notice_id=second)
+    assert later.status == "delivered", f"the next notice to Eve: {later.status} ({later.error})"
+
+
 async def test_a_member_who_removes_herald_is_not_looked_at_hourly_for_reminders(teams: TeamsRig) -> None:
     """Eve got a must-know notice with no deadline, then removed Herald. Her copy's reminders wait
     (`reminder.ended`, with the reason) instead of the planner taking it up (and writing its row)

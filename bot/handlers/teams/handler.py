@@ -180,9 +180,13 @@ class TeamsHandler:
     # ---- conversation lifecycle -------------------------------------------------------------
 
     async def link(self, turn: Turn) -> tuple[Staff | None, bool]:
-        """Store the conversation reference; returns (staff if the sender is staff, member linked)."""
-        known = await PlatformAccount.filter(platform=Platform.TEAMS.value, workspace_external_id=turn.tenant_id,
-                                             user_id=turn.aad_object_id).exists()
+        """Store the conversation reference; returns (staff if the sender is staff, member linked).
+        A member taken for someone who removed Herald (`app_removed_at`) who writes to it or presses
+        a button in their 1:1 chat has it installed: Teams' "add" was missed (Herald was down), so
+        the removal ends here as it would have then (`installed`)."""
+        removed = await PlatformAccount.filter(platform=Platform.TEAMS.value, workspace_external_id=turn.tenant_id,
+                                               user_id=turn.aad_object_id).values_list("app_removed_at", flat=True)
+        known = bool(removed)
         staff = await staff_for_teams(turn.tenant_id, turn.aad_object_id)
         roster, staff_tenants = RosterEntry(), frozenset[str]()
         if not known and staff is None:  # someone new: who they are by address, see bot/core/directory/linking.py
@@ -192,6 +196,8 @@ class TeamsHandler:
             tenant_id=turn.tenant_id, aad_object_id=turn.aad_object_id, conversation_id=turn.conversation_id,
             service_url=turn.service_url, email=roster.email, upn=roster.upn, name=turn.name),
             now=self.herald.clock.now(), staff_tenants=staff_tenants)
+        if any(at is not None for at in removed) and turn.activity.type in ("message", "invoke"):
+            await self._app_added(turn)
         return result.staff, result.member is not None
 
     async def on_install(self, turn: Turn) -> None:
@@ -227,6 +233,9 @@ class TeamsHandler:
         """Link the person, and end a removal recorded before: what failed because Herald was not
         installed for them goes out again (bot.core.directory.app_installs)."""
         await self.link(turn)
+        await self._app_added(turn)
+
+    async def _app_added(self, turn: Turn) -> None:
         if (await app_added(turn.tenant_id, turn.aad_object_id, now=self.herald.clock.now())).deliveries:
             self.herald.outbox.wake()
 
