@@ -841,6 +841,47 @@ async def test_a_member_who_writes_to_herald_after_removing_it_is_reached_again(
     assert later.status == "delivered", f"the next notice to Eve: {later.status} ({later.error})"
 
 
+async def test_a_send_refused_because_the_member_removed_herald_is_taken_for_the_removal(teams: TeamsRig) -> None:
+    """Eve removed Herald while Herald was down: the installationUpdate "remove" never reached it.
+    The first it learns of it is the Bot Connector refusing the next notice in her existing chat
+    (403 BotNotInConversationRoster: "the member removed Herald in Teams"). Slack's refusal of a
+    removed app is handled as its uninstall event (README "Connecting Slack"); here nothing was
+    recorded: each later notice, and a reminder at every slot of her earlier recall, was another
+    request refused with 403 and another failure on the record. The refusal now records the
+    removal as the event does (`teams.app_removed`): her reminders wait (`reminder.ended`), the next
+    notice fails without a request, and adding Herald again sends both and resumes the reminders."""
+    from bot.core.notices.reminders import TEAMS_APP_REMOVED
+
+    await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    recall = await sent_from_teams(teams, "send must-know operations member:eve@teamsco.example | Recall | Stop")
+    original = await Delivery.get(notice_id=recall)
+    assert original.status == "delivered" and original.next_reminder_at is not None
+
+    teams.connector.remove_app("aad-eve")  # Herald never hears of it
+    second = await sent_from_teams(teams, "send must-know operations member:eve@teamsco.example | Update | Read")
+    refused = [c for c in teams.connector.calls if c.status == 403]
+    assert len(refused) == 1 and (await Delivery.get(notice_id=second)).status == "failed"
+    (removed,) = await AuditEvent.filter(kind="teams.app_removed")
+    assert removed.member_id == original.member_id  # type: ignore[attr-defined]
+
+    teams.clock.set(original.next_reminder_at)
+    await teams.herald.tick()
+    await teams.herald.outbox.drain()
+    third = await sent_from_teams(teams, "send must-know operations member:eve@teamsco.example | Later | Read")
+    assert len([c for c in teams.connector.calls if c.status == 403]) == 1, "requests Teams could only refuse"
+    (ended,) = await AuditEvent.filter(kind="reminder.ended")
+    assert ended.data["reason"] == TEAMS_APP_REMOVED and ended.data["delivery_id"] == original.id
+    assert not await AuditEvent.filter(kind="reminder.failed").exists()
+
+    teams.connector.add_app("aad-eve")
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))
+    await teams.herald.outbox.drain()
+    statuses = [(await Delivery.get(notice_id=n, kind="notice")).status for n in (second, third)]
+    assert statuses == ["delivered", "delivered"]
+    assert await AuditEvent.filter(kind="reminder.resumed").count() == 1
+
+
 async def test_a_member_who_removes_herald_is_not_looked_at_hourly_for_reminders(teams: TeamsRig) -> None:
     """Eve got a must-know notice with no deadline, then removed Herald. Her copy's reminders wait
     (`reminder.ended`, with the reason) instead of the planner taking it up (and writing its row)

@@ -609,6 +609,11 @@ def _classify(exc: TeamsApiError, recipient: Recipient, opened: str, *, creating
                       "cloud): set HERALD_TEAMS_SERVICE_URL to its service URL")
         else:
             reason = _member_refusal(code, creating=creating)
+            if reason == REMOVED and recipient.workspace_id and recipient.user_id:
+                # Herald was in this chat and is no longer: the member removed it, as an
+                # installationUpdate "remove" would have said (the engine records it)
+                return replace(Outcome.failed(reason, dm_channel=opened),
+                               app_removed_by=(recipient.workspace_id, recipient.user_id))
         return Outcome.failed(reason, dm_channel=opened)
     if status == 404:
         return Outcome.failed("the Teams conversation no longer exists", dm_channel=opened)

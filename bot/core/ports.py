@@ -70,6 +70,10 @@ class Outcome:
     # the Bot Connector refused Herald's token): nothing can go out on the platform, whoever it is
     # for. Not an attempt of the copy: the engine pauses the platform's lanes and tries again later.
     credentials_refused: bool = False
+    # The platform said the member removed Herald (Teams: 403 BotNotInConversationRoster in a chat
+    # it had): (tenant, user id). The engine records the removal as the platform's own event does
+    # (bot.core.directory.app_installs.app_removed), which it may have missed.
+    app_removed_by: tuple[str, str] | None = None
 
     @classmethod
     def delivered(cls, ref: MessageRef, dm_channel: str = "") -> "Outcome":

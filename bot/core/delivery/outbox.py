@@ -53,7 +53,7 @@ from bot.core.delivery.notice_rows import (
     not_before,
 )
 from bot.core.delivery.retry import RetryPolicy
-from bot.core.directory.app_installs import APP_REMOVED
+from bot.core.directory.app_installs import APP_REMOVED, app_removed
 from bot.core.directory.preferences import opt_outs_apply
 from bot.core.directory.workspaces import deactivate_refused
 from bot.core.notices.reminders import schedule_for
@@ -1133,6 +1133,25 @@ class Outbox:
         await self._recorders[source.name].put(item, outcome)
         if outcome.removed_cause:  # the platform refused Herald's token for the lane's whole workspace
             await deactivate_refused([(lane[0], lane[1], outcome)], self.clock.now())
+        if outcome.app_removed_by:  # the member removed Herald (Teams), its event missed
+            await self._app_removed(outcome.app_removed_by)
+
+    async def _app_removed(self, account: tuple[str, str]) -> None:
+        """A send was refused because the member removed Herald: recorded as Teams' own removal
+        event is (app_installs.app_removed), so what waits for them fails without a request and
+        their reminders wait, until they add Herald again. A failure is logged and left to the next refusal."""
+        tenant, user = account
+        try:
+            change = await app_removed(tenant, user, now=self.clock.now(), refused=True)
+        except Exception:  # noqa: BLE001 - the outcome is stored; the next refusal tries again
+            log.exception("could not record that a member removed Herald in tenant %s", tenant)
+            return
+        if change.changed:
+            log.warning("Teams refused a message to %s in tenant %s: the member removed Herald (its removal event "
+                        "was missed). %d waiting copies failed; they are sent when the member adds Herald again",
+                        user, tenant, change.deliveries)
+        if change.messages:
+            self.wake()
 
     def _throttle_wait(self, lane: Lane, outcome: Outcome) -> Outcome:
         """The throttled outcome with the wait it asks for: its Retry-After, or else the rest of

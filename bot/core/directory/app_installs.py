@@ -67,9 +67,11 @@ async def _locked_account(conn, tenant_id: str, user_id: str) -> PlatformAccount
     return await query.first()
 
 
-async def app_removed(tenant_id: str, user_id: str, *, now: datetime) -> InstallChange:
+async def app_removed(tenant_id: str, user_id: str, *, now: datetime, refused: bool = False) -> InstallChange:
     """Teams says Herald was removed for this member (AAD object id `user_id` in `tenant_id`):
     record it and fail what waits for the account, in one transaction with the audit events.
+    `refused`: Teams said so by refusing a message in the member's chat (403
+    BotNotInConversationRoster), the installationUpdate having been missed (Herald was down).
     Idempotent: an account already marked removed, or none, is left alone."""
     actor = f"teams:{tenant_id}"
     async with in_transaction() as conn:
@@ -83,7 +85,9 @@ async def app_removed(tenant_id: str, user_id: str, *, now: datetime) -> Install
         messages = await stop_waiting_messages(conn, now, account_id=account.id)
         await record([audit_event(REMOVED_EVENT, now=now, actor=actor, member_id=account.member_id,  # type: ignore[attr-defined]
                                   tenant=account.workspace_external_id, user=account.user_id,
-                                  failed_deliveries=len(failed)), *failed], using_db=conn)
+                                  failed_deliveries=len(failed),
+                                  **({"learned_from": "a message Teams refused"} if refused else {})),
+                      *failed], using_db=conn)
     return InstallChange(changed=True, deliveries=len(failed), messages=messages)
 
 
