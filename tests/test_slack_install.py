@@ -1183,3 +1183,33 @@ async def test_an_update_refused_because_herald_was_removed_stops_the_workspace(
     updated = await Delivery.get(id=copy.id)
     assert not updated.update_pending and not updated.error and updated.rendered_revision == 2
     assert [c for c in slack.fake.calls_to("chat.update") if c.ok], "the edit never reached the copy"
+
+
+async def test_a_copy_in_doubt_when_herald_was_removed_is_looked_for_before_it_is_sent_again(
+        slack_http: SlackHarness) -> None:
+    """Anna's recall was posted, but Slack's answer was lost (a gateway's 504): her copy is in doubt,
+    to be looked for in her DM before any second post (README "Running several replicas"). Acme
+    then removes Herald, which fails the copy, and adds it back an hour later. The reconnection put
+    the copy back as never sent, so it was posted again without a look: Anna got the recall twice.
+    A copy that was in doubt (or on the wire) when it failed is now in doubt again after the
+    reconnection: found in her DM, it is recorded as delivered, once."""
+    slack = slack_http
+    slack.clock.set(MONDAY_9_UTC)
+    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast("member:anna@acme.example")
+    slack.fake.fail_next("chat.postMessage", status=504, landed=True)
+    await slack.herald.outbox.drain()
+    (copy,) = await Delivery.filter(notice_id=notice_id)
+    assert copy.status == "sending" and len(slack.fake.messages("DUANNA")) == 1  # posted; the answer lost
+
+    await _event(slack, event_body({"type": "app_uninstalled"}, TEAM, event_id="EvGONE4"))
+    await wait_until(lambda: Workspace.filter(external_id=TEAM, active=False).exists(), what="the uninstall")
+    assert (await Delivery.get(id=copy.id)).status == "failed"
+
+    slack.clock.advance(hours=1)
+    await add_slack_workspace(TEAM, TOKEN, now=slack.clock.now(), actor="test")  # reconnected
+    slack.herald.slack_workspaces.forget(TEAM)
+    slack.clock.advance(seconds=1)
+    await slack.herald.outbox.drain()
+    copy = await Delivery.get(id=copy.id)
+    assert len(slack.fake.messages("DUANNA")) == 1, "Anna got the recall twice"
+    assert copy.status == "delivered" and copy.message_id == slack.fake.messages("DUANNA")[0]["ts"]

@@ -274,13 +274,16 @@ async def fail_waiting(conn: BaseDBAsyncClient, where: str, params: list, *, pla
     wait to be sent fail with `reason` (locked first on PostgreSQL), and their notices with
     nothing left to send are marked sent. Returns a `delivery.failed` / `reminder.failed` event each."""
     rows = await storage_db.select_locked(
-        "delivery", "id, notice_id, member_id, kind, attempts",
+        "delivery", "id, notice_id, member_id, kind, attempts, status",
         f"{where} AND status IN ({', '.join('?' * len(OPEN_DELIVERY_STATUSES))})",
         [*params, *OPEN_DELIVERY_STATUSES], conn=conn)
-    ids = [row["id"] for row in rows]
-    if ids:
-        await Delivery.filter(id__in=ids).using_db(conn).update(
-            status=DeliveryStatus.FAILED.value, error=reason, claimed_by="", claimed_until=None)
+    for status, in_doubt_since in ((DeliveryStatus.PENDING.value, None), (DeliveryStatus.SENDING.value, now)):
+        ids = [row["id"] for row in rows if row["status"] == status]
+        if ids:
+            # A copy on the wire or in doubt (`sending`) may have been posted: its failure keeps a
+            # `claimed_until`, so a reconnection (requeue_failed_copies) looks for it before posting again.
+            await Delivery.filter(id__in=ids).using_db(conn).update(
+                status=DeliveryStatus.FAILED.value, error=reason, claimed_by="", claimed_until=in_doubt_since)
     await complete_sent_notices(now, {row["notice_id"] for row in rows}, using_db=conn)
     return [audit_event("reminder.failed" if row["kind"] == DeliveryKind.REMINDER.value else "delivery.failed",
                         now=now, actor=actor, notice_id=row["notice_id"], member_id=row["member_id"],
@@ -357,7 +360,7 @@ async def requeue_failed_copies(conn: BaseDBAsyncClient, reasons: list[str], *, 
     rows = await Delivery.filter(
         kind=DeliveryKind.NOTICE.value, status=DeliveryStatus.FAILED.value, error__in=reasons,
         notice__status__in=live, member__active=True, **where).using_db(conn).values(
-            "id", "notice_id", "member_id", "platform", "notice__importance")
+            "id", "notice_id", "member_id", "platform", "notice__importance", "claimed_until")
     if rows:
         closed = set(await Survey.filter(notice_id__in=list({r["notice_id"] for r in rows}), closed_at__isnull=False)
                      .using_db(conn).values_list("notice_id", flat=True))
@@ -366,15 +369,18 @@ async def requeue_failed_copies(conn: BaseDBAsyncClient, reasons: list[str], *, 
         return []
     quiet = {r["member_id"] for r in rows if parse_importance(r["notice__importance"]).respects_quiet_hours}
     ends = await quiet_hours_ends(sorted(quiet), now) if quiet else {}
-    by_moment: dict[datetime, list[int]] = {}
+    by_moment: dict[tuple[datetime, bool], list[int]] = {}
     for row in rows:
         moment = ends.get(row["member_id"], now) if row["member_id"] in quiet else now
-        by_moment.setdefault(moment, []).append(row["id"])
-    for moment, ids in by_moment.items():
+        by_moment.setdefault((moment, row["claimed_until"] is not None), []).append(row["id"])
+    for (moment, in_doubt), ids in by_moment.items():
+        # one that may have been posted before it failed (`fail_waiting`) is in doubt again: claimed
+        # back as after a crash, the channel looks for the earlier message before posting it again
+        status = DeliveryStatus.SENDING.value if in_doubt else DeliveryStatus.PENDING.value
         for start in range(0, len(ids), 1000):
             await Delivery.filter(id__in=ids[start:start + 1000], status=DeliveryStatus.FAILED.value).using_db(
-                conn).update(status=DeliveryStatus.PENDING.value, error="", next_attempt_at=moment, due_since=moment, claimed_by="",
-                             claimed_until=None, updated_at=now)
+                conn).update(status=status, error="", next_attempt_at=moment, due_since=moment, claimed_by="",
+                             claimed_until=moment if in_doubt else None, updated_at=now)
     notice_ids = sorted({row["notice_id"] for row in rows})
     await Notice.filter(id__in=notice_ids, status=NoticeStatus.SENT.value).using_db(conn).update(
         status=NoticeStatus.SENDING.value, completed_at=None)
