@@ -701,6 +701,34 @@ async def test_a_member_on_slack_and_teams_gets_notices_on_teams_once_herald_is_
         "while her Teams account can be reached")
 
 
+async def test_a_copy_waiting_when_herald_is_removed_from_slack_goes_to_the_members_teams_account(teams) -> None:  # noqa: ANN001
+    """Gus is on Slack and Teams; the recall for him is queued for Slack (the first platform on
+    file) when his partner removes Herald from the Slack workspace. His copy failed ("reconnect it
+    to deliver") although Herald reaches him in Teams, where every later notice goes: the
+    must-know notice never reached him unless the partner reconnected Slack. A copy still waiting
+    is now moved to the member's account Herald can reach (`delivery.rerouted`) and delivered
+    there, once: reconnecting Slack sends nothing more."""
+    from tests.support import broadcast
+
+    notice_id = await broadcast(teams.herald, teams.clock, "member:gus@teamsco.example")
+    (copy,) = await Delivery.filter(notice_id=notice_id)
+    assert (copy.platform, copy.status) == ("slack", "pending")
+
+    await deactivate_workspace("slack", TEAM, reason="app_uninstalled", now=teams.clock.now(), actor="test")
+    await teams.herald.outbox.drain()
+    copy = await Delivery.get(id=copy.id)
+    assert (copy.platform, copy.status) == ("teams", "delivered"), f"Gus's copy: {copy.platform} {copy.status} ({copy.error})"
+    assert len(teams.connector.activities("a:conv-aad-gus")) == 1
+    (rerouted,) = await AuditEvent.filter(kind="delivery.rerouted")
+    assert rerouted.data["delivery_id"] == copy.id and rerouted.data["to_platform"] == "teams"
+
+    teams.slack.add_workspace(TEAM, "xoxb-partner-again")
+    await add_slack_workspace(TEAM, "xoxb-partner-again", now=teams.clock.now(), actor="test")  # reconnected
+    await teams.herald.outbox.drain()
+    assert not teams.slack.calls_to("chat.postMessage") and len(await Delivery.filter(notice_id=notice_id)) == 1
+    assert (await verify_chain()).ok
+
+
 def test_an_account_herald_cannot_reach_comes_last_whatever_the_platform() -> None:
     """reach.choose_account, the one rule for every message to a person: reachable accounts
     first (preferred platform, then Slack, then Teams, then the oldest); when none is reachable

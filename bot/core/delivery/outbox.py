@@ -1132,7 +1132,8 @@ class Outbox:
             self._sending[source.name] -= 1
         await self._recorders[source.name].put(item, outcome)
         if outcome.removed_cause:  # the platform refused Herald's token for the lane's whole workspace
-            await deactivate_refused([(lane[0], lane[1], outcome)], self.clock.now())
+            if await deactivate_refused([(lane[0], lane[1], outcome)], self.clock.now()):
+                self.wake()  # messages to settle, copies moved to their members' other accounts
         if outcome.app_removed_by:  # the member removed Herald (Teams), its event missed
             await self._app_removed(outcome.app_removed_by)
 

@@ -28,6 +28,7 @@ from tortoise.transactions import in_transaction
 from bot.core.compliance.audit import PendingEvent, audit_event, record
 from bot.core.directory.workspaces import (
     fail_waiting,
+    failures,
     reflag_refused_updates,
     requeue_failed_copies,
     stop_waiting_messages,
@@ -56,7 +57,7 @@ ADDED_EVENT = "teams.app_added"
 class InstallChange:
     changed: bool  # False: nothing to do (a repeated event, or an account Herald does not know)
     deliveries: int  # failed by the removal, or back in the outbox after the install
-    messages: int = 0  # direct messages made due by the removal, for the outbox to fail (wake it)
+    messages: int = 0  # direct messages made due by the removal, and copies moved to another account (wake the outbox)
 
 
 async def _locked_account(conn, tenant_id: str, user_id: str) -> PlatformAccount | None:  # noqa: ANN001
@@ -80,15 +81,17 @@ async def app_removed(tenant_id: str, user_id: str, *, now: datetime, refused: b
             return InstallChange(changed=False, deliveries=0)
         account.app_removed_at = now
         await account.save(using_db=conn, update_fields=["app_removed_at", "updated_at"])
-        failed = await fail_waiting(conn, "account_id=?", [account.id], platform=Platform.TEAMS.value,
+        events = await fail_waiting(conn, "account_id=?", [account.id], platform=Platform.TEAMS.value,
                                     reason=APP_REMOVED, now=now, actor=actor)
+        failed, rerouted = failures(events)
         messages = await stop_waiting_messages(conn, now, account_id=account.id)
         await record([audit_event(REMOVED_EVENT, now=now, actor=actor, member_id=account.member_id,  # type: ignore[attr-defined]
                                   tenant=account.workspace_external_id, user=account.user_id,
-                                  failed_deliveries=len(failed),
+                                  failed_deliveries=failed,
+                                  **({"rerouted_deliveries": rerouted} if rerouted else {}),
                                   **({"learned_from": "a message Teams refused"} if refused else {})),
-                      *failed], using_db=conn)
-    return InstallChange(changed=True, deliveries=len(failed), messages=messages)
+                      *events], using_db=conn)
+    return InstallChange(changed=True, deliveries=failed, messages=messages + rerouted)
 
 
 async def app_added(tenant_id: str, user_id: str, *, now: datetime) -> InstallChange:

@@ -27,6 +27,8 @@ from bot.common.secrets import TokenCipher, environment_cipher, token_fingerprin
 from bot.core.compliance.audit import PendingEvent, audit_event, record
 from bot.core.delivery.notice_rows import UPDATE_FAILED, complete_sent_notices
 from bot.core.directory.quiet_hours import quiet_hours_ends
+from bot.core.directory.reach import choose_account
+from bot.core.directory.slack_orgs import installs_of
 from bot.core.notices.reminders import WORKSPACE_REMOVED
 from bot.core.notices.rejoining import resume_ended_reminders
 from bot.core.ports import Outcome
@@ -37,10 +39,12 @@ from storage.models import (
     Delivery,
     DeliveryKind,
     DeliveryStatus,
+    Member,
     Notice,
     NoticeStatus,
     OutboundMessage,
     Platform,
+    PlatformAccount,
     Survey,
     Workspace,
 )
@@ -53,6 +57,7 @@ UNINSTALLED = "workspace.uninstalled"
 REMOVAL_IGNORED = "workspace.removal_ignored"  # a removal event from before the installation Herald holds
 RECONNECTED = "workspace.reconnected"  # a new HERALD_SLACK_BOT_TOKEN for a workspace removed before
 REQUEUED = "delivery.requeued"  # a copy failed by a removal, pending again after the reconnection
+REROUTED = "delivery.rerouted"  # a copy waiting when Herald was removed, moved to the member's other account
 # Slack's answers that mean Herald's token is dead for good (its error reference): the app was
 # removed (`account_inactive` for a bot token, `token_revoked`), or `invalid_auth`, which may also
 # be a token that was never right (another workspace's, mistyped) or an IP allow-list.
@@ -190,6 +195,12 @@ class Deactivation:
     failed_deliveries: int
     messages: int = 0  # direct messages made due now, for the outbox to settle (`stop_waiting_messages`)
     stale: bool = False  # ignored: the removal was from before the installation Herald holds
+    rerouted: int = 0  # copies moved to their members' other accounts (`_reroute`): the outbox sends them
+
+    @property
+    def wake(self) -> bool:
+        """Whether the outbox has work from it now."""
+        return bool(self.messages or self.rerouted)
 
 
 async def deactivate_workspace(platform: str, external_id: str, *, reason: str, now: datetime,
@@ -241,12 +252,20 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
         workspace.refresh_token, workspace.token_expires_at = "", None
         await workspace.save(using_db=conn)
 
-        failed = await fail_waiting(conn, "platform=? AND workspace_external_id=?", [platform, external_id],
+        events = await fail_waiting(conn, "platform=? AND workspace_external_id=?", [platform, external_id],
                                     platform=platform, reason=message, now=now, actor=actor)
+        failed, rerouted = failures(events)
         messages = await stop_waiting_messages(conn, now, platform=platform, workspace_external_id=external_id)
         await record([audit_event(UNINSTALLED, now=now, actor=actor, platform=platform, workspace=external_id,
-                                  reason=reason, failed_deliveries=len(failed)), *failed], using_db=conn)
-    return Deactivation(changed=True, failed_deliveries=len(failed), messages=messages)
+                                  reason=reason, failed_deliveries=failed,
+                                  **({"rerouted_deliveries": rerouted} if rerouted else {})), *events], using_db=conn)
+    return Deactivation(changed=True, failed_deliveries=failed, messages=messages, rerouted=rerouted)
+
+
+def failures(events: list[PendingEvent]) -> tuple[int, int]:
+    """(copies failed, copies moved to another account) among `fail_waiting`'s events."""
+    rerouted = sum(event.kind == REROUTED for event in events)
+    return len(events) - rerouted, rerouted
 
 
 def _removed_before_install(workspace: Workspace, removed_at: datetime | None) -> bool:
@@ -272,11 +291,16 @@ async def fail_waiting(conn: BaseDBAsyncClient, where: str, params: list, *, pla
                        now: datetime, actor: str) -> list[PendingEvent]:
     """In the caller's transaction: the deliveries matching `where` (SQL on `delivery`) that still
     wait to be sent fail with `reason` (locked first on PostgreSQL), and their notices with
-    nothing left to send are marked sent. Returns a `delivery.failed` / `reminder.failed` event each."""
+    nothing left to send are marked sent. A notice copy not yet sent whose member has an account
+    Herald can still reach goes there instead (`_reroute`). Returns a `delivery.failed` /
+    `reminder.failed` event each (`delivery.rerouted` for a copy moved)."""
     rows = await storage_db.select_locked(
-        "delivery", "id, notice_id, member_id, kind, attempts, status",
+        "delivery", "id, notice_id, member_id, kind, attempts, status, platform, account_id",
         f"{where} AND status IN ({', '.join('?' * len(OPEN_DELIVERY_STATUSES))})",
         [*params, *OPEN_DELIVERY_STATUSES], conn=conn)
+    rerouted = await _reroute(conn, rows, reason=reason, now=now, actor=actor)
+    moved = {event.data["delivery_id"] for event in rerouted}
+    rows = [row for row in rows if row["id"] not in moved]
     for status, in_doubt_since in ((DeliveryStatus.PENDING.value, None), (DeliveryStatus.SENDING.value, now)):
         ids = [row["id"] for row in rows if row["status"] == status]
         if ids:
@@ -285,10 +309,70 @@ async def fail_waiting(conn: BaseDBAsyncClient, where: str, params: list, *, pla
             await Delivery.filter(id__in=ids).using_db(conn).update(
                 status=DeliveryStatus.FAILED.value, error=reason, claimed_by="", claimed_until=in_doubt_since)
     await complete_sent_notices(now, {row["notice_id"] for row in rows}, using_db=conn)
-    return [audit_event("reminder.failed" if row["kind"] == DeliveryKind.REMINDER.value else "delivery.failed",
-                        now=now, actor=actor, notice_id=row["notice_id"], member_id=row["member_id"],
-                        platform=platform, delivery_id=row["id"], reason=reason, attempts=row["attempts"])
-            for row in rows]
+    return [*rerouted, *(audit_event("reminder.failed" if row["kind"] == DeliveryKind.REMINDER.value
+                                     else "delivery.failed", now=now, actor=actor, notice_id=row["notice_id"],
+                                     member_id=row["member_id"], platform=platform, delivery_id=row["id"],
+                                     reason=reason, attempts=row["attempts"])
+                         for row in rows)]
+
+
+@dataclass(frozen=True)
+class _Account:
+    """A member's platform account, shaped for `reach.choose_account`."""
+
+    id: int
+    platform: str
+    workspace_external_id: str
+    app_removed_at: datetime | None
+
+
+async def _reroute(conn: BaseDBAsyncClient, rows: list[dict], *, reason: str, now: datetime,
+                   actor: str) -> list[PendingEvent]:
+    """In `fail_waiting`'s transaction: the notice copies among `rows` not yet sent (pending: a
+    copy on the wire or in doubt may have landed, and a reminder belongs with its original) whose
+    member has another account Herald can reach, chosen as a new notice's would be
+    (`reach.choose_account`), are moved to it, still pending, instead of failing: Herald was
+    removed from where they were going, and the member would otherwise miss the notice until it is
+    added back there. Not when the member already has a copy on that platform. Returns a
+    `delivery.rerouted` event each."""
+    waiting = [r for r in rows if r["status"] == DeliveryStatus.PENDING.value
+               and r["kind"] == DeliveryKind.NOTICE.value]
+    if not waiting:
+        return []
+    member_ids = sorted({r["member_id"] for r in waiting})
+    accounts: dict[int, list[_Account]] = {}
+    found = await PlatformAccount.filter(member_id__in=member_ids).using_db(conn).values(
+        "id", "member_id", "platform", "workspace_external_id", "app_removed_at")
+    orgs = await installs_of(a["workspace_external_id"] for a in found if a["platform"] == Platform.SLACK.value)
+    for a in found:
+        workspace = a["workspace_external_id"]
+        if a["platform"] == Platform.SLACK.value:
+            workspace = orgs.get(workspace, workspace)  # served by its Enterprise Grid org's install
+        accounts.setdefault(a["member_id"], []).append(_Account(a["id"], a["platform"], workspace, a["app_removed_at"]))
+    unreachable = frozenset(await Workspace.filter(active=False).using_db(conn).values_list("platform", "external_id"))
+    preferred = dict(await Member.filter(id__in=member_ids).using_db(conn).values_list("id", "preferred_platform"))
+    taken = set(await Delivery.filter(notice_id__in=sorted({r["notice_id"] for r in waiting}), member_id__in=member_ids,
+                                      kind=DeliveryKind.NOTICE.value).using_db(conn).values_list(
+        "notice_id", "member_id", "platform"))
+    events = []
+    for row in waiting:
+        reachable = [a for a in accounts.get(row["member_id"], []) if a.id != row["account_id"]
+                     and (a.platform, a.workspace_external_id) not in unreachable and a.app_removed_at is None]
+        target = choose_account(reachable, preferred=preferred.get(row["member_id"]) or "")
+        if target is None or (target.platform != row["platform"]
+                              and (row["notice_id"], row["member_id"], target.platform) in taken):
+            continue
+        await Delivery.filter(id=row["id"], status=DeliveryStatus.PENDING.value).using_db(conn).update(
+            platform=target.platform, account_id=target.id, workspace_external_id=target.workspace_external_id,
+            error="", claimed_by="", claimed_until=None, history_read_to="", updated_at=now)
+        taken.add((row["notice_id"], row["member_id"], target.platform))
+        events.append(audit_event(REROUTED, now=now, actor=actor, notice_id=row["notice_id"],
+                                  member_id=row["member_id"], delivery_id=row["id"], from_platform=row["platform"],
+                                  to_platform=target.platform, workspace=target.workspace_external_id,
+                                  reason=reason))
+    if events:
+        log.info("%d waiting copies moved to the members' other accounts: %s", len(events), reason)
+    return events
 
 
 async def workspace_refused(platform: str, external_id: str, *, cause: str, refused_token: str,
@@ -315,17 +399,20 @@ def _why_refused(cause: str) -> str:
     return "Herald was removed from it."
 
 
-async def deactivate_refused(refusals: Iterable[tuple[str, str, Outcome]], now: datetime) -> None:
+async def deactivate_refused(refusals: Iterable[tuple[str, str, Outcome]], now: datetime) -> bool:
     """After a send's outcome is handed to its recorder: each workspace whose token the send found
     dead (`Outcome.removed_cause`) is deactivated (`workspace_refused`). A failure here is logged
-    and left to the next refused send."""
+    and left to the next refused send. Returns whether the outbox has work from it now."""
     seen = {(platform, workspace, o.removed_cause, o.token_fingerprint)
             for platform, workspace, o in refusals if o.removed_cause}
+    wake = False
     for platform, workspace, cause, fingerprint in sorted(seen):
         try:
-            await workspace_refused(platform, workspace, cause=cause, refused_token=fingerprint, now=now)
+            wake |= (await workspace_refused(platform, workspace, cause=cause, refused_token=fingerprint,
+                                             now=now)).wake
         except Exception:  # noqa: BLE001 - the outcomes are stored; the next refusal tries again
             log.exception("could not deactivate %s workspace %s after it refused Herald's token", platform, workspace)
+    return wake
 
 
 async def requeue_removed_copies(conn: BaseDBAsyncClient, platform: str, external_id: str, *, now: datetime,

@@ -44,8 +44,9 @@ def register(app: AsyncApp, herald: Herald) -> None:
                                                            now=herald.clock.now(), actor=f"slack:{team_id}",
                                                            env_token=env_token, removed_at=_event_time(body))
         herald.slack_workspaces.forget(team_id)
-        if result.messages:
-            herald.outbox.wake()  # it fails the messages that waited for the workspace, without a request
+        if result.wake:
+            herald.outbox.wake()  # it fails the messages that waited for the workspace, without a request,
+            # and sends the copies moved to their members' other accounts
         log.warning("Slack %s for workspace %s%s: %s", kind, team_id, f" (retry {retry})" if retry else "",
                     f"deactivated, {result.failed_deliveries} deliveries failed" if result.changed
                     else "ignored: from before the current installation" if result.stale else "already inactive")
