@@ -21,6 +21,8 @@ A message that lists things which may change while it waits (a digest, behind th
 copies) is rendered again when it is claimed, before its request is marked started: its purpose's
 render check (`rendered_by`) gives the text as it reads now, stored on the row with the purpose's
 own record, or cancels it when nothing is left to say. So it is still sent at most once.
+Both are one claim-time mechanism: each check returns a `ClaimVerdict` (registered by
+`ClaimStage` and purpose), applied in one place (`MessageSource._still_ours`).
 
 A message with a `member_id` is written to that member. One whose member is no longer active
 (removed from the partner directory) is not sent: the claim settles it as *cancelled* and its
@@ -250,21 +252,49 @@ def _import_hook_modules() -> None:
         importlib.import_module(module)
 
 
-# ---- addressee checks --------------------------------------------------------------------------
+# ---- claim-time checks -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Readdress:
-    """A purpose's verdict at send time: the message is no longer for the person it was queued for.
-    `target` None: nobody may receive it now; it fails with `reason`. `record` writes the purpose's
-    own row and audit event; it runs in the transaction that moves or settles the message.
-    `message`: the message as worded for the new addressee (e.g. a command hint for their
-    platform), None to send it as queued."""
+class ClaimVerdict:
+    """A purpose's verdict on one of its messages as it is claimed: it is not to be sent as
+    queued. `record` writes the purpose's own rows and audit event; it runs first in the
+    transaction that applies the verdict, so it is undone if the claim was taken over meanwhile.
+    `end` set: not sent; settled so (failed: nobody may receive it; cancelled: nothing is left to
+    say) with `reason`. Else `target` set: re-addressed, back to pending in the target's lane
+    (`staff_id`: whom it is for now). Else it is sent now. `message`: the message as it reads now,
+    stored on the row (None: as queued)."""
 
-    staff_id: int | None
-    target: Target | None
-    reason: str
     record: Callable[[], Awaitable[None]]
     message: DirectMessage | None = None
+    target: Target | None = None
+    staff_id: int | None = None
+    end: ResultKind | None = None
+    reason: str = ""
+
+    @classmethod
+    def readdress(cls, staff_id: int | None, target: Target | None, reason: str,
+                  record: Callable[[], Awaitable[None]], message: DirectMessage | None = None) -> ClaimVerdict:
+        """For someone else now (an addressee check): to `target`, worded as `message`; or, with
+        no target, nobody may receive it: it fails with `reason`."""
+        if target is None:
+            return cls(record, end=ResultKind.FAILED, reason=reason)
+        return cls(record, message=message, target=target, staff_id=staff_id)
+
+    @classmethod
+    def rerender(cls, message: DirectMessage | None, record: Callable[[], Awaitable[None]],
+                 reason: str = "") -> ClaimVerdict:
+        """Reads differently now (a render check): sent as `message`, claim kept; or, with no
+        message, nothing is left to say: it is cancelled with `reason`."""
+        if message is None:
+            return cls(record, end=ResultKind.CANCELLED, reason=reason)
+        return cls(record, message=message)
+
+
+class ClaimStage(StrEnum):
+    """When in the claim a purpose's check runs, in this order."""
+
+    ADDRESSEE = "addressee"  # before the member's hours are looked at (`addressed_by`)
+    RENDER = "render"  # after them, just before the request is marked started (`rendered_by`)
 
 
 @dataclass(frozen=True)
@@ -280,9 +310,9 @@ class StaffAddressee:
         """The purpose's audit reason: what changed, and why it is not sent if it is not."""
         return changed + ("" if self.target is not None else f"; not sent: {self.reason}")
 
-    def readdress(self, record: Callable[[], Awaitable[None]], message: DirectMessage | None = None) -> Readdress:
-        return Readdress(self.staff.id if self.staff is not None else None, self.target, self.reason, record,
-                         message=message)
+    def readdress(self, record: Callable[[], Awaitable[None]], message: DirectMessage | None = None) -> ClaimVerdict:
+        return ClaimVerdict.readdress(self.staff.id if self.staff is not None else None, self.target, self.reason,
+                                      record, message=message)
 
 
 async def staff_addressee(message: OutboundMessage, staff: Staff | None, channels: dict[str, Channel], *,
@@ -301,67 +331,46 @@ async def staff_addressee(message: OutboundMessage, staff: Staff | None, channel
     return StaffAddressee(staff, before, target, reason)
 
 
-AddresseeCheck = Callable[[OutboundMessage, dict[str, Channel], datetime], Awaitable[Readdress | None]]
-_ADDRESSEE_CHECKS: dict[str, AddresseeCheck] = {}
+ClaimCheck = Callable[[OutboundMessage, "MessageSource", datetime], Awaitable[ClaimVerdict | None]]
+_CLAIM_CHECKS: dict[tuple[ClaimStage, str], ClaimCheck] = {}
 _CHECKS_LOADED = False
+
+AddresseeCheck = Callable[[OutboundMessage, dict[str, Channel], datetime], Awaitable[ClaimVerdict | None]]
+RenderCheck = Callable[[OutboundMessage, TopicCatalog, datetime], Awaitable[ClaimVerdict | None]]
 
 
 def addressed_by(purpose: MessagePurpose) -> Callable[[AddresseeCheck], AddresseeCheck]:
-    """Register the purpose's addressee check, run when one of its messages is claimed: None to
-    send it as queued, else a `Readdress`. Reads only; its `record` does the writing."""
+    """Register the purpose's addressee check, run when one of its messages is claimed (before the
+    member's hours): None to send it as queued, else a `ClaimVerdict.readdress`. Reads only; its
+    `record` does the writing."""
     def register(check: AddresseeCheck) -> AddresseeCheck:
-        _ADDRESSEE_CHECKS[purpose.value] = check
+        _CLAIM_CHECKS[ClaimStage.ADDRESSEE, purpose.value] = lambda row, source, now: check(row, source.channels, now)
         return check
     return register
-
-
-def _load_checks() -> None:
-    """Import the modules that register checks, once (a worker that only sends has not yet)."""
-    global _CHECKS_LOADED
-    if not _CHECKS_LOADED:
-        _import_hook_modules()
-        _CHECKS_LOADED = True
-
-
-def _addressee_check(purpose: str) -> AddresseeCheck | None:
-    _load_checks()
-    return _ADDRESSEE_CHECKS.get(purpose)
-
-
-# ---- render checks -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Rerender:
-    """A purpose's verdict at send time: its message reads differently now. `message` None:
-    nothing is left to say; the message is cancelled with `reason`. `record` writes the purpose's
-    own rows; it runs in the transaction that stores the new text or cancels the message."""
-
-    message: DirectMessage | None
-    record: Callable[[], Awaitable[None]]
-    reason: str = ""
-
-
-RenderCheck = Callable[[OutboundMessage, TopicCatalog, datetime], Awaitable[Rerender | None]]
-_RENDER_CHECKS: dict[str, RenderCheck] = {}
 
 
 def rendered_by(purpose: MessagePurpose) -> Callable[[RenderCheck], RenderCheck]:
     """Register the purpose's render check, run when one of its messages is claimed (after the
     addressee check and the member's hours, before the request is marked started): None to send
-    it as it is, else a `Rerender`. Reads only; its `record` does the writing."""
+    it as it is, else a `ClaimVerdict.rerender`. Reads only; its `record` does the writing."""
     def register(check: RenderCheck) -> RenderCheck:
-        _RENDER_CHECKS[purpose.value] = check
+        _CLAIM_CHECKS[ClaimStage.RENDER, purpose.value] = lambda row, source, now: check(row, source.catalog, now)
         return check
     return register
 
 
-def _render_check(purpose: str) -> RenderCheck | None:
-    _load_checks()
-    return _RENDER_CHECKS.get(purpose)
+def _claim_check(stage: ClaimStage, purpose: str) -> ClaimCheck | None:
+    """The purpose's check at `stage`, once the modules that register checks are imported (a worker
+    that only sends has not yet)."""
+    global _CHECKS_LOADED
+    if not _CHECKS_LOADED:
+        _import_hook_modules()
+        _CHECKS_LOADED = True
+    return _CLAIM_CHECKS.get((stage, purpose))
 
 
 class _ClaimLost(Exception):
-    """Our claim on a row was taken over while re-addressing it: nothing is written."""
+    """Our claim on a row was taken over while applying a verdict to it: nothing is written."""
 
 
 # ---- the member's hours ------------------------------------------------------------------------
@@ -510,62 +519,43 @@ class MessageSource:
                 reason = removed_reason(*lane) if removed else APP_REMOVED
                 await self._settle(row, MessageResult(ResultKind.FAILED, now, reason=reason,
                                                       channels=self.channels), now, outcome=None)
-            elif not await self._readdressed(row, now):
+            elif await self._still_ours(row, ClaimStage.ADDRESSEE, now):
                 fresh.append(Claimed(row, maybe_sent=False))
-        sendable = [c for c in await _hold_outside_hours(fresh, now) if await self._rendered(c.row, now)]
+        sendable = [c for c in await _hold_outside_hours(fresh, now)
+                    if await self._still_ours(c.row, ClaimStage.RENDER, now)]
         return sendable, len(rows) - len(sendable)
 
-    async def _readdressed(self, row: OutboundMessage, now: datetime) -> bool:
-        """Whether the row's purpose says it is for someone else now (see `addressed_by`): then it
-        was moved back to pending towards them, or settled as failed when nobody may receive it."""
-        check = _addressee_check(row.purpose)
-        verdict = await check(row, self.channels, now) if check is not None else None
-        if verdict is None:
-            return False
-        try:
-            async with in_transaction():
-                if verdict.target is None:
-                    await verdict.record()
-                    result = MessageResult(ResultKind.FAILED, now, reason=verdict.reason, channels=self.channels)
-                    if not await self._settle(row, result, now, outcome=None):
-                        raise _ClaimLost
-                    return True
-                target = verdict.target
-                reworded = {"message": message_json(verdict.message)} if verdict.message is not None else {}
-                if not await OutboundMessage.filter(id=row.id, claimed_by=row.claimed_by).update(
-                        **reworded, staff_id=verdict.staff_id, account_id=target.account_id, platform=target.platform,
-                        workspace_external_id=target.recipient.workspace_id,
-                        recipient=_recipient_json(target.recipient), status=DeliveryStatus.PENDING.value,
-                        next_attempt_at=now, claimed_by="", claimed_until=None, request_started=False):
-                    raise _ClaimLost
-                await verdict.record()
-        except _ClaimLost:
-            pass  # the worker that took it over checks it again
-        return True
-
-    async def _rendered(self, row: OutboundMessage, now: datetime) -> bool:
-        """Whether the row is still ours to send, as its purpose's render check has it read now
-        (see `rendered_by`): re-rendered (stored on the row, claim kept), or else cancelled when
-        nothing is left to say."""
-        check = _render_check(row.purpose)
-        verdict = await check(row, self.catalog, now) if check is not None else None
+    async def _still_ours(self, row: OutboundMessage, stage: ClaimStage, now: datetime) -> bool:
+        """Whether the claimed row is still ours to send after its purpose's check at `stage`
+        (see `ClaimVerdict`): as queued, or as it reads now (the new text stored on the row, claim
+        kept); else it was re-addressed (back to pending, in its new addressee's lane) or settled
+        (failed, cancelled), with the purpose's record in the same transaction."""
+        check = _claim_check(stage, row.purpose)
+        verdict = await check(row, self, now) if check is not None else None
         if verdict is None:
             return True
         try:
             async with in_transaction():
                 await verdict.record()
-                if verdict.message is None:
-                    result = MessageResult(ResultKind.CANCELLED, now, reason=verdict.reason, channels=self.channels)
+                if verdict.end is not None:
+                    result = MessageResult(verdict.end, now, reason=verdict.reason, channels=self.channels)
                     if not await self._settle(row, result, now, outcome=None):
                         raise _ClaimLost
                     return False
-                text = message_json(verdict.message)
-                if not await OutboundMessage.filter(id=row.id, claimed_by=row.claimed_by).update(message=text):
+                values: dict[str, Any] = {}
+                if verdict.message is not None:
+                    values["message"] = message_json(verdict.message)
+                if (target := verdict.target) is not None:
+                    values.update(staff_id=verdict.staff_id, account_id=target.account_id, platform=target.platform,
+                                  workspace_external_id=target.recipient.workspace_id,
+                                  recipient=_recipient_json(target.recipient), status=DeliveryStatus.PENDING.value,
+                                  next_attempt_at=now, claimed_by="", claimed_until=None, request_started=False)
+                if values and not await OutboundMessage.filter(id=row.id, claimed_by=row.claimed_by).update(**values):
                     raise _ClaimLost
-                row.message = text
+                row.message = values.get("message", row.message)
         except _ClaimLost:
             return False  # the worker that took it over checks it again
-        return True
+        return verdict.target is None
 
     def cost(self, item: Claimed) -> int:
         """Requests against the lane's budget: a Teams recipient without a known conversation

@@ -33,8 +33,8 @@ from bot.common.budget import TimeBudget
 from bot.common.schedule import member_zone, next_working_moment
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.messages import (
+    ClaimVerdict,
     MessageResult,
-    Rerender,
     ResultKind,
     Target,
     enqueue,
@@ -227,7 +227,7 @@ def _left_topics(member: Member, catalog: TopicCatalog) -> set[str]:
 
 
 @rendered_by(MessagePurpose.DIGEST)
-async def _digest_now(message: OutboundMessage, catalog: TopicCatalog, now: datetime) -> Rerender | None:
+async def _digest_now(message: OutboundMessage, catalog: TopicCatalog, now: datetime) -> ClaimVerdict | None:
     """The digest as it reads when the outbox gets to it: rendered again from its run's rows, so
     notices retracted since it was queued, or of a topic the member has left since, are not
     listed (their rows cancelled). Nothing left: the run is empty and the message cancelled.
@@ -249,7 +249,7 @@ async def _digest_now(message: OutboundMessage, catalog: TopicCatalog, now: date
             await DigestRun.filter(id=run.id).update(notice_ids=sorted(notices))
         else:
             await DigestRun.filter(id=run.id).update(status="empty", error=NOTHING_LEFT)
-    return Rerender(text, record, reason=NOTHING_LEFT)
+    return ClaimVerdict.rerender(text, record, reason=NOTHING_LEFT)
 
 
 @on_result(MessagePurpose.DIGEST)

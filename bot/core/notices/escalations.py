@@ -33,8 +33,8 @@ from bot.core.directory.staff import cam_for_organisation
 from bot.core.notices.reminders import is_paused, remind_now
 from bot.core.notices.views import format_time
 from bot.core.delivery.messages import (
+    ClaimVerdict,
     MessageResult,
-    Readdress,
     addressed_by,
     enqueue,
     on_result,
@@ -222,7 +222,7 @@ async def cancel_escalations(notice_id: int, reason: str, *, conn: Any) -> int:
 
 @addressed_by(MessagePurpose.ESCALATION)
 async def _escalation_addressee(message: OutboundMessage, channels: dict[str, Channel],
-                                now: datetime) -> Readdress | None:
+                                now: datetime) -> ClaimVerdict | None:
     """When the outbox takes an escalation DM: None if it is still for the person it was queued for,
     else where it goes now (the addressee rule applied again), or why it cannot go."""
     row = await Escalation.get_or_none(id=message.reference).select_related("notice", "organisation", "staff")

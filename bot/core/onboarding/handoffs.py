@@ -34,8 +34,8 @@ from typing import Any
 from bot.core.commands.parser import command_hint
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.messages import (
+    ClaimVerdict,
     MessageResult,
-    Readdress,
     ResultKind,
     Target,
     addressed_by,
@@ -93,7 +93,7 @@ async def queue_answer(question: Question, target: Target, answer: DirectMessage
 
 @addressed_by(MessagePurpose.HANDOFF)
 async def _handoff_addressee(message: OutboundMessage, channels: dict[str, Channel],
-                             now: datetime) -> Readdress | None:
+                             now: datetime) -> ClaimVerdict | None:
     """When the outbox takes a hand-off: None while it is for the CAM the question is filed under
     and they may answer partners; else it goes to the CAM it is filed under now (saying whom it
     was with), or fails with why: nobody who may answer it, they already have it, no chat account.

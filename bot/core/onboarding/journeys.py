@@ -64,9 +64,9 @@ from bot.core.directory.staff import cam_for_organisation
 from bot.core.directory.workspaces import failed_because_removed
 from bot.core.notices.reminders import is_paused
 from bot.core.delivery.messages import (
+    ClaimVerdict,
     MessageResult,
     Priority,
-    Readdress,
     ResultKind,
     Target,
     addressed_by,
@@ -684,7 +684,7 @@ async def _send_row(row: JourneyStep, channels: dict[str, Channel], catalog: Jou
 
 @addressed_by(MessagePurpose.JOURNEY_CAM)
 async def _cam_note_addressee(message: OutboundMessage, channels: dict[str, Channel],
-                              now: datetime) -> Readdress | None:
+                              now: datetime) -> ClaimVerdict | None:
     """When the outbox takes the note that a member completed their journey: None while it is for
     the organisation's CAM; else it goes to whoever is the CAM now (the command it names in their
     platform's form), or fails with why (`journey.cam_readdressed`, then the usual events). The
