@@ -1150,3 +1150,23 @@ async def test_the_preview_says_how_many_recipients_have_no_account_yet(slack_ht
 
     assert "4 recipients" in text, text
     assert "1 of them has no Slack or Teams account on file yet: its copy will fail" in text, text
+
+
+@pytest.mark.parametrize(("importance", "counts"), [("must", (3, 2)), ("need", (2, 1)), (None, (3, 2))])
+async def test_the_preview_counts_recipients_and_those_without_an_account_in_one_pass(
+        db: str, importance: str | None, counts: tuple[int, int]) -> None:
+    """The preview's two numbers come from one resolution of the audience: Acme's sales staff for
+    incentives are Alice (Slack), Dave and Erin (no ids); Bob (support) is routed out. Erin left
+    the topic, which a need-to-know notice respects and a must-know one does not."""
+    from bot.core.directory.audiences import count_recipients, count_recipients_and_without_account, parse_audience
+    from bot.topics import load_catalog, parse_importance
+
+    await import_directory(csv_text(row(**ALICE), row(**BOB), row(member_email="dave@acme.com", member_name="Dave"),
+                                    row(member_email="erin@acme.com", member_name="Erin")), now=NOW)
+    await Member.filter(email="erin@acme.com").update(topic_opt_outs=["incentives"])
+    catalog = load_catalog()
+    audience, topic = parse_audience("org:acme", roles=catalog.roles), catalog.get("incentives")
+    policy = parse_importance(importance) if importance else None
+
+    assert await count_recipients_and_without_account(audience, topic, policy) == counts
+    assert await count_recipients(audience, topic, policy) == counts[0]

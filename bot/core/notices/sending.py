@@ -21,8 +21,7 @@ from bot.core.compliance.crosscheck import text_digests
 from bot.core.delivery.messages import Target, enqueue
 from bot.core.directory.audiences import (
     Audience,
-    count_recipients,
-    count_without_account,
+    count_recipients_and_without_account,
     parse_audience,
     recipient_ids,
     unmatched_value_warnings,
@@ -137,8 +136,9 @@ async def create_draft(author: Staff | None, command: SendCommand, catalog: Topi
 async def _audience_counted(resolved: Resolved) -> tuple[int, list[str]]:
     """The preview's recipient count and the audience's warnings."""
     topic, policy, audience = resolved
-    recipients, warnings = await count_recipients(audience, topic, policy), await unmatched_value_warnings(audience)
-    if without := await count_without_account(audience, topic, policy):
+    recipients, without = await count_recipients_and_without_account(audience, topic, policy)
+    warnings = await unmatched_value_warnings(audience)
+    if without:
         warnings.append(without_account_warning(without))
     return recipients, warnings
 
