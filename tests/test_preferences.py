@@ -7,16 +7,18 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from tortoise.queryset import UpdateQuery
 
 from bot.channels.slack_blocks import PREF_QUIET_END_ACTION, PREF_TIMEZONE_ACTION
 from bot.core.notices import sending as notices
 from bot.core.commands.parser import SendCommand
 from bot.common.errors import NotFound, UserError
 from bot.core.directory.importer import import_directory
+from bot.core.delivery.messages import Priority
 from bot.core.delivery.outbox import LEFT_TOPIC
 from bot.core.directory.preferences import member_for_platform_user, preferences_for, update_preferences
 from bot.topics import TopicCatalog
-from storage.models import AuditEvent, Delivery, Member, Notice
+from storage.models import AuditEvent, Delivery, Member, MessagePurpose, Notice, OutboundMessage
 from tests.fakes.slack_signing import event_body, interaction_body
 from tests.support import SAMPLE_DIRECTORY, TEAM, Rig, SlackHarness, wait_until
 
@@ -258,6 +260,50 @@ async def test_a_held_need_to_know_copy_follows_the_members_new_time_zone(rig: R
     rig.clock.set(datetime(2026, 1, 6, 13, 0, tzinfo=UTC))
     await rig.herald.outbox.drain()
     assert [c.channel for c in rig.fake.calls_to("chat.postMessage")] == ["DUBO", "DUANNA"]
+
+
+async def test_several_held_messages_follow_the_members_new_time_zone_in_one_update_per_new_time(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Friday 21:30 in Berlin: the outbox put back Anna's two digests until her quiet hours end
+    (Saturday 08:00 Berlin) and a journey step and nudge until her working hours (Monday 08:00
+    Berlin). She moves to Tokyo, where it is Saturday 05:30: the digests now come at 08:00 Tokyo
+    that morning, the step and nudge at 08:00 Tokyo on Monday. A digest due again after a failed
+    try (not a hold) and Bo's held digest stay as they were. The four rows move in two UPDATE
+    statements, one per new time, not one per row."""
+    friday = datetime(2026, 1, 9, 20, 30, tzinfo=UTC)
+    rig.clock.set(friday)
+    anna, bo = await _member("anna@acme.example"), await _member("bo@acme.example")
+    saturday_berlin, monday_berlin = datetime(2026, 1, 10, 7, 0, tzinfo=UTC), datetime(2026, 1, 12, 7, 0, tzinfo=UTC)
+
+    async def held(key: str, purpose: MessagePurpose, member: Member, until: datetime, **extra: object) -> int:
+        row = await OutboundMessage.create(
+            key=key, purpose=purpose.value, priority=Priority.BACKGROUND, member_id=member.id, platform="slack",
+            workspace_external_id=TEAM, next_attempt_at=until, due_since=until, created_at=friday, **extra)
+        return row.id
+    digests = [await held(f"digest:{n}", MessagePurpose.DIGEST, anna, saturday_berlin) for n in (1, 2)]
+    journey = [await held("journey_step:1", MessagePurpose.JOURNEY_STEP, anna, monday_berlin),
+               await held("journey_nudge:1", MessagePurpose.JOURNEY_NUDGE, anna, monday_berlin)]
+    retried = await held("digest:3", MessagePurpose.DIGEST, anna, saturday_berlin, attempts=1)
+    bos = await held("digest:4", MessagePurpose.DIGEST, bo, saturday_berlin)
+
+    updates: list[str] = []
+    execute = UpdateQuery._execute
+
+    async def counted(query: UpdateQuery) -> int:
+        updates.append(query.model.__name__)
+        return await execute(query)
+    monkeypatch.setattr(UpdateQuery, "_execute", counted)
+    await update_preferences(anna.id, rig.herald.catalog, now=friday, timezone="Asia/Tokyo")
+    monkeypatch.undo()
+
+    saturday_tokyo, monday_tokyo = datetime(2026, 1, 9, 23, 0, tzinfo=UTC), datetime(2026, 1, 11, 23, 0, tzinfo=UTC)
+    due = {row.id: (row.next_attempt_at, row.due_since) for row in await OutboundMessage.all()}
+    assert [due[i] for i in digests] == [(saturday_tokyo, saturday_tokyo)] * 2
+    assert [due[i] for i in journey] == [(monday_tokyo, monday_tokyo)] * 2
+    assert due[retried] == due[bos] == (saturday_berlin, saturday_berlin)
+    (event,) = await AuditEvent.filter(kind="preferences.updated")
+    assert event.data["held_retimed"] == 4
+    assert updates.count("OutboundMessage") == 2, updates
 
 
 async def _home(slack: SlackHarness, user: str) -> dict:

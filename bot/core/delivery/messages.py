@@ -59,6 +59,7 @@ from tortoise.transactions import in_transaction
 from bot.common.schedule import next_working_moment
 from bot.core.compliance.audit import audit_event, record
 from bot.core.delivery.lanes import DUE, OPEN, Lane, lanes_with_due_rows, renew_claims
+from bot.core.delivery.notice_rows import MemberHours
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.directory.app_installs import APP_REMOVED
 from bot.core.directory.workspaces import removed_reason
@@ -419,23 +420,30 @@ async def _hold_outside_hours(claimed: list[Claimed], now: datetime) -> list[Cla
     return [c for c in claimed if c.row.id not in kept]
 
 
-async def retime_held_messages(member_id: int, zone: str, quiet_start: int | None, quiet_end: int | None,
-                               now: datetime, using_db: BaseDBAsyncClient) -> int:
+async def retime_held_messages(member_id: int, hours: MemberHours, now: datetime,
+                               using_db: BaseDBAsyncClient) -> int:
     """The member's messages `_hold_outside_hours` put back (pending, unclaimed, never tried,
-    due later, due_since set with next_attempt_at) become due when the member's hours, in the zone
-    and quiet hours just chosen, begin, or now: earlier or later than the hours they were held for.
-    Returns how many moved."""
+    due later, due_since set with next_attempt_at) become due when the member's hours (`hours`: the
+    zone and quiet hours just chosen) begin, or now: earlier or later than the hours they were held
+    for. One UPDATE per new time (at most two: working hours, end of quiet hours). Returns how
+    many moved."""
     rows = await OutboundMessage.filter(
         member_id=member_id, purpose__in=list(_MEMBER_HOURS), priority=Priority.BACKGROUND,
         status=DeliveryStatus.PENDING.value, claimed_by="", attempts=0, next_attempt_at__gt=now,
     ).using_db(using_db).values_list("id", "purpose", "next_attempt_at", "due_since")
-    moved = 0
+    held: dict[datetime, list[int]] = {}
+    moments: dict[bool, datetime] = {}
     for row_id, purpose, due, since in rows:
         if since is None or storage_db.as_datetime(since) != storage_db.as_datetime(due):
             continue  # not a hold
-        moment = max(now, next_working_moment(now, zone, quiet_start=quiet_start, quiet_end=quiet_end,
-                                              skip_weekends=_MEMBER_HOURS[purpose]))
-        moved += await OutboundMessage.filter(id=row_id, status=DeliveryStatus.PENDING.value, claimed_by="").using_db(
+        working = _MEMBER_HOURS[purpose]
+        if working not in moments:
+            moments[working] = max(now, next_working_moment(now, hours.timezone, quiet_start=hours.quiet_start,
+                                                            quiet_end=hours.quiet_end, skip_weekends=working))
+        held.setdefault(moments[working], []).append(row_id)
+    moved = 0
+    for moment, ids in held.items():
+        moved += await OutboundMessage.filter(id__in=ids, status=DeliveryStatus.PENDING.value, claimed_by="").using_db(
             using_db).update(next_attempt_at=moment, due_since=moment)
     return moved
 

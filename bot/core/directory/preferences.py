@@ -155,8 +155,9 @@ async def _retime_held(member_id: int, zone: str, quiet_start: int | None, quiet
     messages the outbox put back) follows the zone and hours they now have, in the transaction
     that changed them: held for the old ones, it would come hours early or late (SPEC: held until
     the end of the member's quiet hours, in their time zone). Returns how many moved."""
-    copies = await retime_held_copies(member_id, MemberHours(zone, quiet_start, quiet_end), now, conn)
-    return copies + await retime_held_messages(member_id, zone, quiet_start, quiet_end, now, conn)
+    hours = MemberHours(zone, quiet_start, quiet_end)
+    copies = await retime_held_copies(member_id, hours, now, conn)
+    return copies + await retime_held_messages(member_id, hours, now, conn)
 
 
 async def adopt_device_timezone(member: Member, reported: object, *, now: datetime, source: str) -> bool:
