@@ -676,6 +676,28 @@ async def test_the_questions_page_shows_a_page_of_open_hand_offs_and_a_link_on_t
     assert seen == list(range(150))
 
 
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (None, "–"), (0, "under 1 min"), (59.4, "under 1 min"), (59.5, "1 min"), (3599, "59 min"),
+    (3600, "1 h 0 min"), (5430, "1 h 30 min"), (86399, "23 h 59 min"), (86400, "1 d 0 h"), (90061, "1 d 1 h"),
+])
+def test_the_duration_filter_shows_a_time_to_acknowledge_in_words(seconds: float | None, shown: str) -> None:
+    """The engagement page's median time to acknowledge (`duration`), to the minute under a day."""
+    from bot.console.filters import duration
+
+    assert duration(seconds) == shown
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (30, "every 30 seconds"), (0.5, "every 0.5 seconds"), (60, "every minute"), (90, "every 90 seconds"),
+    (300.0, "every 5 minutes"), (3600, "every hour"), (5400, "every 90 minutes"), (86400, "every 24 hours"),
+])
+def test_the_every_filter_says_how_often_a_job_runs(seconds: float, shown: str) -> None:
+    """How often the tick works out engagement figures and the directory is synced (`every`)."""
+    from bot.console.filters import every
+
+    assert every(seconds) == shown
+
+
 async def test_engagement_figures_are_worked_out_by_the_clock_when_they_change(console: ConsoleHarness) -> None:
     """The page adds up what the clock stored: a click shows after the next refresh, which works
     out again only the notices that changed (and, once a day, every one: members change role)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -36,25 +36,39 @@ def number(value: int | float | None) -> str:
     return f"{value:,.0f}".replace(",", "\u202f")  # a narrow no-break space groups thousands
 
 
+_MINUTE, _HOUR, _DAY = 60, 3600, 86400
+
+
+def _in_units(seconds: float, *sizes: int) -> tuple[float, ...]:
+    """`seconds` as whole counts of each unit in `sizes` (largest first), then what is left over:
+    `_in_units(90061, _DAY, _HOUR, _MINUTE)` is (1, 1, 1, 1)."""
+    counts = []
+    for size in sizes:
+        count, seconds = divmod(seconds, size)
+        counts.append(count)
+    return (*counts, seconds)
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
-    span = timedelta(seconds=round(seconds))
-    if span < timedelta(minutes=1):
+    total = round(seconds)
+    days, hours, minutes, _ = _in_units(total, _DAY, _HOUR, _MINUTE)
+    if total < _MINUTE:
         return "under 1 min"
-    if span < timedelta(hours=1):
-        return f"{span.seconds // 60} min"
-    if span < timedelta(days=1):
-        return f"{span.seconds // 3600} h {span.seconds % 3600 // 60} min"
-    return f"{span.days} d {span.seconds // 3600} h"
+    if total < _HOUR:
+        return f"{minutes} min"
+    if total < _DAY:
+        return f"{hours} h {minutes} min"
+    return f"{days} d {hours} h"
 
 
 def every(seconds: float) -> str:
     """How often a periodic job runs, in words: "every minute", "every 5 minutes", "every 30 seconds"."""
-    for unit, size in (("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = int(seconds // size)
-            return f"every {unit}" if count == 1 else f"every {count} {unit}s"
+    for unit, size in (("hour", _HOUR), ("minute", _MINUTE)):
+        count, rest = _in_units(seconds, size)
+        if count >= 1 and not rest:
+            return f"every {unit}" if count == 1 else f"every {int(count)} {unit}s"
     return f"every {seconds:g} seconds"
 
 
