@@ -660,6 +660,27 @@ async def test_an_escalation_cancelled_before_it_went_out_is_not_in_the_report(d
         "Anna Berg": None, "Bo Chen": None}
 
 
+async def test_an_escalation_that_failed_is_not_in_the_report_as_escalated(db: str) -> None:
+    """Acme's escalation could not go out (its CAM has no Slack or Teams account on file): nobody
+    was told Bo had not acknowledged, yet the report said "escalated at" the deadline for him, as
+    if the CAM had been. A compliance officer showing it in an audit would claim an escalation that
+    never happened. Only escalations that did not fail (or were cancelled) are in the report."""
+    from bot.core.notices.escalations import NO_CHAT_ACCOUNT, _finish
+
+    fx = await seed_reports()  # Acme's escalation (Bo) is still to go out; Bolt's (Cy, Ed) went out
+    acme = await Escalation.get(notice=fx.notice, organisation__external_id="acme").select_related(
+        "organisation", "staff")
+    await _finish(acme, NOW, failed=NO_CHAT_ACCOUNT)  # as send_escalations records it
+
+    rows = {row[2]: row for row in split_csv(await collect(fx.notice.id, "csv"))[1][1:]}
+    escalated_at = EXPECTED_HEADER.index("escalated_at")
+    assert rows["Bo Chen"][escalated_at] == "", rows["Bo Chen"]
+    assert [rows[name][escalated_at] for name in ("Cy Diaz", "'=Ed Fox")] == ["2026-01-10T17:06:00Z"] * 2
+    document = json.loads(await collect(fx.notice.id, "json"))
+    assert {r["member"]: r["escalated_at"] for r in document["rows"] if r["organisation_id"] == "acme"} == {
+        "Anna Berg": None, "Bo Chen": None}
+
+
 async def test_retracted_notice_counts_cancelled_deliveries(db: str) -> None:
     fx = await seed_reports()
     retracted = await Notice.create(topic="operations", importance="must-know", title="Oops", body="b", audience="all",

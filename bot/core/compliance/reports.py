@@ -615,12 +615,14 @@ class _Escalated:
 
 async def _escalations(notice_id: int, *, batch: int = 100) -> dict[int, _Escalated]:
     """organisation id -> its escalation, read `batch` escalations at a time. One cancelled before
-    it went out (`cancel_escalations`: the notice was retracted) told nobody: it is left out."""
+    it went out (`cancel_escalations`: the notice was retracted) or one that failed (nobody who may
+    act on it, no chat account, the platform refused it) told nobody: it is left out."""
     result: dict[int, _Escalated] = {}
     last_id = 0
     while True:
         rows = await (Escalation.filter(notice_id=notice_id, id__gt=last_id)
-                      .exclude(status=DeliveryStatus.CANCELLED.value).order_by("id").limit(batch)
+                      .exclude(status__in=[DeliveryStatus.CANCELLED.value, DeliveryStatus.FAILED.value])
+                      .order_by("id").limit(batch)
                       .values("id", "organisation_id", "member_ids", "sent_at", "created_at"))
         for esc in rows:
             members = esc["member_ids"] or []
