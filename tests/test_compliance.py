@@ -357,6 +357,37 @@ async def test_an_escalation_is_not_sent_to_an_author_who_may_no_longer_act_on_i
     assert row.status == "failed" and row.staff_id is None and "no CAM on file who may act" in row.error
 
 
+async def test_status_does_not_count_an_escalation_that_reached_nobody(rig: Rig) -> None:
+    """Acme's CAM has no Slack or Teams account on file, so the deadline's escalation fails: nobody
+    is told who has not acknowledged. `status` said "escalations: 1" all the same, and the CAM
+    who sent the recall took the partner's CAM to be chasing them. It counts the escalations that
+    went out and names the ones that did not, with why; a retraction's cancelled ones count neither."""
+    rig.clock.set(MONDAY_9_UTC)
+    await Staff.filter(email="cam@vendor.example").update(slack_user_id="", slack_team_id="")
+    deadline = MONDAY_9_UTC + timedelta(days=2)
+    notice_id = await rig.broadcast("org:acme", deadline=deadline)
+    await rig.herald.outbox.drain()
+    rig.clock.set(deadline)
+    assert (await rig.herald.tick())["escalations"] == 1
+    await rig.herald.outbox.drain()
+    assert (await Escalation.get(notice_id=notice_id)).status == "failed"
+
+    report = await notice_status(notice_id, now=rig.clock.now())
+    text = status_text(report)
+    assert "escalations: 0" in text, text
+    assert "Escalations not sent, so nobody was told: *1*" in text
+    assert f"• 1 × {escalations.NO_CHAT_ACCOUNT}" in text
+    assert report.as_dict()["escalation_failures"] == [{"reason": escalations.NO_CHAT_ACCOUNT, "count": 1}]
+
+    later = await rig.broadcast("org:bolt", deadline=deadline + timedelta(days=2))  # Cy's CAM: the same
+    await Staff.filter(email="cam@vendor.example").update(slack_user_id=CAM_USER, slack_team_id=TEAM)
+    rig.clock.set(deadline + timedelta(days=2))
+    assert await escalations.plan_escalations(rig.clock.now()) == 1
+    await retract_notice(later, None, reason="wrong product", now=rig.clock.now(), operator="test")
+    retracted = await notice_status(later, now=rig.clock.now())
+    assert retracted.escalations == 0 and retracted.escalation_failures == []
+
+
 async def test_pause_stops_reminders_but_not_delivery(rig: Rig) -> None:
     rig.clock.set(MONDAY_9_UTC)
     cam = await Staff.get(email="cam@vendor.example")

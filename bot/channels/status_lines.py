@@ -35,6 +35,10 @@ def status_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], esca
         revision = f" (revision {n.ack_revision})" if n.ack_revision > 1 else ""
         lines.append(f"Acknowledged{revision}: {bold(str(report.acknowledged))} of {report.delivered} delivered"
                      f" · reminders sent: {report.reminders_sent} · escalations: {report.escalations}")
+    if report.escalation_failures:
+        failed = sum(count for _, count in report.escalation_failures)
+        lines.append(f"Escalations not sent, so nobody was told: {bold(str(failed))}")
+        lines += [f"{bullet} {count} × {escape(reason)}" for reason, count in report.escalation_failures]
     if report.paused_organisations:
         paused = report.paused_organisations
         named = ", ".join(escape(o) for o in paused[:MAX_PAUSED_NAMED])

@@ -34,7 +34,8 @@ class NoticeStatusReport:
     acknowledged: int = 0
     failure_reasons: list[tuple[str, int]] = field(default_factory=list)
     reminders_sent: int = 0
-    escalations: int = 0
+    escalations: int = 0  # sent or on their way to a partner's CAM (not failed, not cancelled)
+    escalation_failures: list[tuple[str, int]] = field(default_factory=list)  # (reason, count): nobody was told
     paused_organisations: list[str] = field(default_factory=list)
     held: int = 0  # A/B test: held back until a variant is rolled out
     variants: dict[str, int] = field(default_factory=dict)  # A/B test: variant -> delivered
@@ -53,7 +54,9 @@ class NoticeStatusReport:
             "revision": n.revision, "scheduled_at": n.scheduled_at.isoformat() if n.scheduled_at else None,
             "retract_reason": n.retract_reason or None, "failure_reason": n.failure_reason or None,
             "reminders_sent": self.reminders_sent,
-            "escalations": self.escalations, "paused_organisations": self.paused_organisations,
+            "escalations": self.escalations,
+            "escalation_failures": [{"reason": r, "count": c} for r, c in self.escalation_failures],
+            "paused_organisations": self.paused_organisations,
             "held": self.held, "variants": self.variants, "survey_answers": self.survey_answers,
         }
 
@@ -78,7 +81,16 @@ async def notice_status(notice_id: int, *, now: datetime) -> NoticeStatusReport:
     report.acknowledged = await Acknowledgement.filter(notice_id=notice_id, revision=notice.ack_revision).count()
     report.reminders_sent = await Delivery.filter(notice_id=notice_id, kind=DeliveryKind.REMINDER.value,
                                                   status=DeliveryStatus.DELIVERED.value).count()
-    report.escalations = await Escalation.filter(notice_id=notice_id).count()
+    # a failed escalation told nobody and a cancelled one (a retraction) was never sent: not counted
+    # as escalations; the failed ones are listed with why, as failed copies are
+    escalations = await Escalation.filter(notice_id=notice_id).exclude(status=DeliveryStatus.CANCELLED.value).annotate(
+        n=Count("id")).group_by("status", "error").values("status", "error", "n")
+    report.escalations = sum(r["n"] for r in escalations if r["status"] != DeliveryStatus.FAILED.value)
+    failures: Counter[str] = Counter()
+    for r in escalations:
+        if r["status"] == DeliveryStatus.FAILED.value:
+            failures[r["error"] or "failed (no reason recorded)"] += r["n"]
+    report.escalation_failures = failures.most_common(5)
     survey = await Survey.get_or_none(notice_id=notice_id)
     if survey is not None:
         report.survey_answers = await SurveyAnswer.filter(survey_id=survey.id).count()
