@@ -23,9 +23,9 @@ from bot.core.notices import sending as notices
 from bot.core.directory.importer import import_directory
 from bot.core.directory.staff import add_staff
 from bot.core.directory.workspaces import add_slack_workspace
-from bot.core.notices import revisions
+from bot.core.notices import acks, revisions
 from bot.core.notices.escalations import REMIND_NOW_ACTION
-from storage.models import Acknowledgement, AuditEvent, Delivery, Notice, Organisation, Staff
+from storage.models import Acknowledgement, AuditEvent, Delivery, Member, Notice, Organisation, Staff
 from tests.fakes.slack_signing import event_body, slash_command_body
 from tests.query_plans import captured
 from tests.support import (
@@ -960,6 +960,46 @@ async def test_a_compliance_officer_cannot_press_remind_now(slack_http: SlackHar
     assert "Queued" not in answer.args["text"] and reminders == 0, (
         f"a compliance officer's Remind now was carried out: {answer.args['text']!r}, {reminders} reminders queued")
     assert "Only the partner's CAM" in answer.args["text"]
+
+
+async def test_remind_now_says_why_it_queued_fewer_reminders_than_members_waiting(slack_http: SlackHarness) -> None:
+    """The deadline of a must-know notice to Keys & Co passes: Di has not acknowledged, and Ed never
+    received it (no Slack account on file). The CAM presses the escalation's Remind now twice, a
+    minute apart, then once more after Di acknowledged. Herald answered "Queued 1 reminder", then
+    "Queued 0 reminders" twice, with nothing on why: the CAM could not tell a button that did
+    nothing from one that had just been used, or from a partner with nobody left to remind. Each
+    answer now says why fewer reminders were queued than members are waiting."""
+    slack = slack_http
+    monday_9 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    slack.clock.set(monday_9)
+    cam = await Staff.get(email="cam@vendor.example")
+    command = SendCommand(importance="must-know", topic="announcements", audience="org:keys", title="Recall",
+                          body="Stop selling LX-200", deadline=monday_9 + timedelta(days=2))
+    preview = await notices.create_draft(cam, command, slack.herald.catalog, now=slack.clock.now())
+    await notices.send_draft(preview.notice.id, cam, slack.herald.catalog, now=slack.clock.now())
+    await slack.herald.outbox.drain()
+    slack.clock.set(monday_9 + timedelta(days=2))
+    await slack.herald.tick()
+    await slack.herald.outbox.drain()
+    notice_id = preview.notice.id
+
+    async def press() -> str:
+        await slack.click(REMIND_NOW_ACTION, f"{notice_id}:keys", user=CAM_USER)
+        (answer,) = await slack.responses(slack.last_click_key)
+        return answer.args["text"]
+
+    unreached = "1 member never received it (it could not be delivered): a reminder cannot reach them."
+    assert await press() == f":bell: Queued 1 reminder for notice #{notice_id}. {unreached}"
+    slack.clock.advance(minutes=1)
+    assert await press() == (
+        f":bell: No reminder was queued for notice #{notice_id}. 1 member of Keys &amp; Co who has not acknowledged "
+        f"was reminded in the last 15 minutes and is left alone. {unreached}")
+    await acks.acknowledge(notice_id, platform="slack", workspace_id=TEAM, user_id="UDI", now=slack.clock.now())
+    assert await press() == f":bell: No reminder was queued for notice #{notice_id}. {unreached}"
+    await Member.filter(email="ed@keys.example").update(active=False)  # Ed left Keys & Co
+    assert await press() == (f":bell: Nobody at Keys &amp; Co still has to acknowledge notice #{notice_id}: "
+                             "no reminder was queued.")
+    assert await Delivery.filter(notice_id=notice_id, kind="reminder").count() == 1
 
 
 async def test_listeners_done_returns_only_once_the_listeners_work_after_the_ack_is_done(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +31,7 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.compliance.crosscheck import members_digest
 from bot.core.directory.permissions import may_act_as_cam, may_act_for_partner
 from bot.core.directory.staff import cam_for_organisation
-from bot.core.notices.reminders import is_paused, remind_now
+from bot.core.notices.reminders import REMIND_NOW_GAP, is_paused, remind_now_counted
 from bot.core.notices.views import format_time
 from bot.core.delivery.messages import (
     ClaimVerdict,
@@ -272,7 +273,45 @@ async def _finish(row: Escalation, now: datetime, *, ref: tuple[str, str] | None
                      using_db=conn)
 
 
+@dataclass(frozen=True)
+class RemindedNow:
+    """What a press of **Remind now** did, for the person who pressed it."""
+
+    notice_id: int
+    organisation: str  # its name
+    queued: int  # reminders queued
+    waiting: int  # active members who have not acknowledged
+    unreached: int  # of them, never received the notice (every copy failed): nothing reaches them
+    recently: int  # of them, left alone as reminded within the last REMIND_NOW_GAP
+
+    def text(self) -> str:
+        """One short paragraph: how many were queued and, when not everyone waiting, why not."""
+        if self.waiting == 0:
+            return (f"Nobody at {self.organisation} still has to acknowledge notice #{self.notice_id}: "
+                    "no reminder was queued.")
+        lines = [f"Queued {_count(self.queued, 'reminder')} for notice #{self.notice_id}." if self.queued
+                 else f"No reminder was queued for notice #{self.notice_id}."]
+        if self.recently:
+            one = self.recently == 1
+            lines.append(f"{_count(self.recently, 'member')} of {self.organisation} who {'has' if one else 'have'} "
+                         f"not acknowledged {'was' if one else 'were'} reminded in the last "
+                         f"{int(REMIND_NOW_GAP.total_seconds() // 60)} minutes and {'is' if one else 'are'} left alone.")
+        if self.unreached:
+            lines.append(f"{_count(self.unreached, 'member')} never received it (it could not be delivered): "
+                         "a reminder cannot reach them.")
+        return " ".join(lines)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
 async def remind_organisation_now(notice_id: int, org_id: str, staff: Staff | None, *, now: datetime) -> int:
+    """The escalation's **Remind now** (`remind_partner_now`): the reminders queued."""
+    return (await remind_partner_now(notice_id, org_id, staff, now=now)).queued
+
+
+async def remind_partner_now(notice_id: int, org_id: str, staff: Staff | None, *, now: datetime) -> RemindedNow:
     """The escalation's **Remind now**: an immediate reminder to every member of the organisation
     who has not acknowledged. Allowed for the organisation's CAM, the notice's author and admins,
     while they hold the cam or admin role (`permissions.may_act_for_partner`)."""
@@ -286,11 +325,12 @@ async def remind_organisation_now(notice_id: int, org_id: str, staff: Staff | No
     if notice.status not in (NoticeStatus.SENDING.value, NoticeStatus.SENT.value):
         raise UserError(f"notice #{notice.id} is {notice.status}; there is nothing to remind about")
     missing = (await unacknowledged_by_organisation(notice, organisation_id=organisation.id)).get(organisation.id, [])
-    queued = await remind_now(notice, missing, now=now)
+    queued, recently = await remind_now_counted(notice, missing, now=now)
     async with in_transaction() as conn:
         await record([audit_event("notice.remind_requested", now=now, actor=staff.email, notice_id=notice.id,  # type: ignore[union-attr]
                                   organisation=organisation.external_id, reminders=queued)], using_db=conn)
-    return queued
+    unreached = len(await never_reached(notice.id, missing)) if queued + recently < len(missing) else 0
+    return RemindedNow(notice.id, organisation.name, queued, len(missing), unreached, recently)
 
 
 async def never_reached(notice_id: int, member_ids: list[int]) -> dict[int, str]:

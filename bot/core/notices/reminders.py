@@ -240,17 +240,24 @@ async def remind_now(notice: Notice, member_ids: list[int], *, now: datetime) ->
 
     A member reminded of the notice within REMIND_NOW_GAP is left alone: a second press (a double
     click arrives as two requests, each signed) must not send everyone the same reminder twice."""
-    created = 0
+    return (await remind_now_counted(notice, member_ids, now=now))[0]
+
+
+async def remind_now_counted(notice: Notice, member_ids: list[int], *, now: datetime) -> tuple[int, int]:
+    """`remind_now`, and how many of the members it left alone because they were reminded within
+    REMIND_NOW_GAP (what the person who pressed it is told when it queues fewer than they expect)."""
+    created = recently = 0
     for start in range(0, len(member_ids), _IDS_AT_ONCE):
-        created += await _remind_some(notice, member_ids[start:start + _IDS_AT_ONCE], now=now)
-    return created
+        queued, recent = await _remind_some(notice, member_ids[start:start + _IDS_AT_ONCE], now=now)
+        created, recently = created + queued, recently + recent
+    return created, recently
 
 
-async def _remind_some(notice: Notice, member_ids: list[int], *, now: datetime) -> int:
+async def _remind_some(notice: Notice, member_ids: list[int], *, now: datetime) -> tuple[int, int]:
     """One transaction: the listed members' originals, one read each of those just reminded and of
     those who acknowledged, the reminder counts raised in one statement (only where unchanged, so a
     concurrent press or the planner cannot remind twice) and the reminders inserted together.
-    Returns the reminders queued."""
+    Returns the reminders queued, and the members left alone as reminded just now."""
     members, ids = storage_db.in_ids("member_id", member_ids)
     async with in_transaction() as conn:
         # locked in id order (PostgreSQL): two presses at once take turns instead of deadlocking
@@ -267,7 +274,7 @@ async def _remind_some(notice: Notice, member_ids: list[int], *, now: datetime) 
             "member_id", flat=True))
         plans = [_Plan(original, original.next_reminder_at, remind=True) for original in originals
                  if original.member_id not in recent and original.member_id not in acked]  # type: ignore[attr-defined]
-        return await _queue(plans, now, conn)
+        return await _queue(plans, now, conn), len(recent - acked)
 
 
 async def _queue(plans: list[_Plan], now: datetime, conn: BaseDBAsyncClient) -> int:

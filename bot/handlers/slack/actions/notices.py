@@ -14,7 +14,7 @@ from bot.core.notices import acks, sending
 from bot.core.notices.escalations import (
     OPEN_REPORT_ACTION,
     REMIND_NOW_ACTION,
-    remind_organisation_now,
+    remind_partner_now,
 )
 from bot.core.notices.views import ACK_ACTION
 from bot.handlers.slack.common import (
@@ -120,10 +120,9 @@ def register(app: AsyncApp, herald: Herald) -> None:
 
         async def work():
             notice_id, _, org_id = (body["actions"][0].get("value") or "").partition(":")
-            queued = await remind_organisation_now(record_id(notice_id), org_id, await staff_of(body), now=herald.clock.now())
+            reminded = await remind_partner_now(record_id(notice_id), org_id, await staff_of(body), now=herald.clock.now())
             herald.outbox.wake()
-            return {"replace_original": False,
-                    "text": f":bell: Queued {queued} reminder{'s' if queued != 1 else ''} for notice #{notice_id}."}
+            return {"replace_original": False, "text": f":bell: {escape(reminded.text())}"}
         await respond_or_explain(respond, work())
 
     @app.action(OPEN_REPORT_ACTION)

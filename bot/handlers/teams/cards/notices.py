@@ -30,7 +30,7 @@ from bot.core.notices import acks, revisions, sending
 from bot.core.notices.escalations import (
     OPEN_REPORT_ACTION,
     REMIND_NOW_ACTION,
-    remind_organisation_now,
+    remind_partner_now,
 )
 from bot.handlers.teams.turn import Invoke, VerbHandler, card_response, message_response
 from storage.models import Platform
@@ -126,9 +126,9 @@ async def edit(invoke: Invoke) -> web.Response:
 async def remind_now(invoke: Invoke) -> web.Response:
     herald, staff = invoke.herald, invoke.staff
     notice_id, _, org_id = str(invoke.data.get("value", "")).partition(":")
-    queued = await remind_organisation_now(int(notice_id or 0), org_id, staff, now=herald.clock.now())
+    reminded = await remind_partner_now(int(notice_id or 0), org_id, staff, now=herald.clock.now())
     herald.outbox.wake()
-    return message_response(f"Queued {queued} reminder{'s' if queued != 1 else ''} for notice #{notice_id}.")
+    return message_response(reminded.text())
 
 
 async def open_report(invoke: Invoke) -> web.Response:
