@@ -181,6 +181,32 @@ async def test_hand_off_and_relay_go_once_and_a_failed_relay_is_reported_to_the_
     assert await AuditEvent.filter(kind="question.answered").count() == 2  # the replay recorded nothing
 
 
+async def test_ask_my_cam_pressed_again_after_the_answer_came_says_it_was_answered(rig: Rig) -> None:
+    """Bo asked, pressed Ask my CAM, and an admin answered for his CAM. Not satisfied, he pressed
+    Ask my CAM again under the assistant's answer: Herald told him the question was "already with
+    Casey CAM; their answer will appear here", so he waited for an answer that had come and would
+    not come again, and nobody heard of his follow-up. He is told who answered it, that the answer
+    is in the conversation, and how to ask more."""
+    from bot.core.directory.staff import add_staff
+
+    rig.clock.set(MONDAY_9_UTC)
+    bo = await Member.get(email="bo@acme.example")
+    question = await Question.create(member=bo, platform="slack", text="Where is the price list?",
+                                     asked_at=rig.clock.now(), abstained=True, channel_id="DUBO")
+    assert "passed your question to Casey CAM" in await rig.herald.hand_off_question(question.id, bo)
+    assert "already with Casey CAM" in await rig.herald.hand_off_question(question.id, bo)  # not answered yet
+    admin, _ = await add_staff("ada@vendor.example", "admin", name="Ada Admin", now=rig.clock.now())
+    await rig.herald.relay_reply(question.id, admin, "Page 4 of the portal.")
+    await rig.herald.outbox.drain()
+    assert "Page 4 of the portal." in str([c.args["blocks"] for c in _ok_posts(rig) if c.channel == "DUBO"])
+
+    told = await rig.herald.hand_off_question(question.id, bo)
+    assert told == ("Ada Admin has answered this question already: their answer is in this conversation. If you "
+                    "need more, write your question again and press Ask my CAM under my answer."), told
+    assert await rig.herald.outbox.drain() == 0  # nothing more to the CAM
+    assert await AuditEvent.filter(kind="question.handed_off").count() == 1
+
+
 async def test_a_message_that_is_only_ever_throttled_is_not_given_up(rig: Rig) -> None:
     """A 429 is not an attempt: a hand-off refused with 429 more times than RetryPolicy's
     max_attempts waits each Retry-After out and is then delivered, not failed."""

@@ -282,6 +282,7 @@ class HandOff:
     message: DirectMessage
     already: bool
     queued: bool = False  # the DM to the CAM is in the outbox (False: the CAM has no chat account)
+    answered_by: str = ""  # handed off before and answered: who answered (their name, else e-mail)
 
 
 async def hand_off(question_id: int, member: Member | None, *, now: datetime,
@@ -313,12 +314,22 @@ async def hand_off(question_id: int, member: Member | None, *, now: datetime,
             already = not changed
         if changed:
             metrics.question_handed_off()
-    return HandOff(question, cam, message, already, queued=target is not None)
+        return HandOff(question, cam, message, already, queued=target is not None)
+    # pressed again: answered already (nothing more is coming), or still with the CAM
+    answered_by = ""
+    if question.handoff_status == "answered":
+        replier = await Staff.get_or_none(email=question.replied_by) if question.replied_by else None
+        answered_by = (replier.name or replier.email) if replier is not None else question.replied_by or cam.name or cam.email
+    return HandOff(question, cam, message, already, queued=target is not None, answered_by=answered_by)
 
 
-def handoff_note(handoff: HandOff) -> str:
-    """What the member is told after Ask my CAM, in the answer's language."""
+def handoff_note(handoff: HandOff, *, emphasis: Callable[[str], str] = str) -> str:
+    """What the member is told after Ask my CAM, in the answer's language; ``emphasis`` marks up a
+    button's name as the platform does (Slack: bold)."""
     name, locale = handoff.cam.name or handoff.cam.email, question_locale(handoff.question)
+    if handoff.answered_by:
+        return phrase("handoff_answered", locale, name=handoff.answered_by,
+                      ask_cam=emphasis(phrase("ask_cam", locale)))
     if handoff.already:
         return phrase("handoff_already", locale, name=name)
     return phrase("handoff_passed" if handoff.queued else "handoff_noted", locale, name=name)

@@ -128,6 +128,15 @@ PHRASES: dict[str, dict[str, str]] = {
         "de": "Ihre Frage liegt bereits bei {name}; die Antwort erscheint hier.",
         "fr": "Votre question est déjà entre les mains de {name} ; sa réponse apparaîtra ici.",
         "es": "Su pregunta ya la tiene {name}; su respuesta aparecerá aquí."},
+    "handoff_answered": {
+        "en": "{name} has answered this question already: their answer is in this conversation. If you need "
+              "more, write your question again and press {ask_cam} under my answer.",
+        "de": "{name} hat diese Frage bereits beantwortet: Die Antwort steht in diesem Chat. Wenn Sie mehr wissen "
+              "möchten, stellen Sie Ihre Frage erneut und drücken Sie unter meiner Antwort {ask_cam}.",
+        "fr": "{name} a déjà répondu à cette question : sa réponse se trouve dans cette conversation. S'il vous "
+              "faut davantage, posez à nouveau votre question et appuyez sur {ask_cam} sous ma réponse.",
+        "es": "{name} ya ha respondido a esta pregunta: su respuesta está en esta conversación. Si necesita más, "
+              "escriba de nuevo su pregunta y pulse {ask_cam} bajo mi respuesta."},
     "relay_title": {"en": "{name} answered your question", "de": "{name} hat Ihre Frage beantwortet",
                     "fr": "{name} a répondu à votre question", "es": "{name} ha respondido a su pregunta"},
     "you_asked": {"en": "You asked: \"{question}\"", "de": "Ihre Frage: \u201e{question}\u201c",
