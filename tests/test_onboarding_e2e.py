@@ -138,6 +138,35 @@ async def test_unknown_question_says_so_and_hands_off_to_the_cam(slack: SlackHar
     assert [q.id for q in await unanswered_questions()] == [question.id]  # for knowledge-base authors
 
 
+async def test_the_slack_reply_form_shows_the_answer_a_colleague_already_sent(slack_http: SlackHarness) -> None:
+    """Anna's question went to Casey, her CAM; an admin answered it from the console while Casey was
+    away. Casey, back, pressed Reply on the hand-off in Slack: the form was an empty box, with no
+    word that Anna had her answer, so Casey answered again and Anna got two answers (Teams' reply
+    card shows the answer and who sent it). The Slack form now shows the hand-off as it stands,
+    the answer sent and by whom; and a press by someone who may not answer opens no form at all."""
+    from bot.core.directory.staff import add_staff
+
+    slack = slack_http
+    anna = await Member.get(email="anna@acme.example")
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=slack.clock.now(), abstained=True, channel_id="DUANNA")
+    await slack.herald.hand_off_question(question.id, anna)
+    admin, _ = await add_staff("ada@vendor.example", "admin", name="Ada Admin", now=slack.clock.now())
+    await slack.herald.relay_reply(question.id, admin, "Page 4 of the partner portal.")
+    await slack.herald.outbox.drain()
+
+    await slack.click(REPLY_ACTION, str(question.id), user=CAM_USER)
+    (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="the reply form")
+    shown = str(opened.args["view"]["blocks"])
+    assert "Where is the price list?" in shown and "Anna Berg" in shown
+    assert 'Answered by ada@vendor.example: "Page 4 of the partner portal."' in shown, shown
+
+    await slack.click(REPLY_ACTION, str(question.id), user="UBO")  # a partner contact, not staff
+    (refused,) = await slack.responses(slack.last_click_key)
+    assert "Only the partner's CAM or an admin" in refused.args["text"]
+    assert len(slack.fake.calls_to("views.open")) == 1
+
+
 async def test_a_question_while_no_knowledge_base_can_be_loaded_is_passed_on_not_left_unanswered(
         db: str, tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: ANN001
     """`herald serve` checks the knowledge base at start-up; if its files become unusable before

@@ -25,7 +25,7 @@ from bot.core.directory.staff import add_staff
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.core.notices import acks, revisions
 from bot.core.notices.escalations import REMIND_NOW_ACTION
-from storage.models import Acknowledgement, AuditEvent, Delivery, Member, Notice, Organisation, Staff
+from storage.models import Acknowledgement, AuditEvent, Delivery, Member, Notice, Organisation, Question, Staff
 from tests.fakes.slack_signing import event_body, slash_command_body
 from tests.query_plans import captured
 from tests.support import (
@@ -441,8 +441,12 @@ async def test_a_form_slack_would_not_open_is_explained_to_the_cam(slack_http: S
     assert "did not open the form in time; please try again" in told.args["text"]
     assert told.args["response_type"] == "ephemeral"
 
+    anna = await Member.get(email="anna@acme.example")  # a hand-off the CAM may answer
+    question = await Question.create(member=anna, platform="slack", text="Where is the price list?",
+                                     asked_at=slack.clock.now(), abstained=True, channel_id="DUANNA")
+    await slack.herald.hand_off_question(question.id, anna)
     slack.fake.fail_next("views.open", error="invalid_arguments")
-    await slack.click(REPLY_ACTION, "1", user=CAM_USER)
+    await slack.click(REPLY_ACTION, str(question.id), user=CAM_USER)
     (told,) = await slack.responses(slack.last_click_key)
     assert "could not open the form" in told.args["text"] and told.args["replace_original"] is False
 

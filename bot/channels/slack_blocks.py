@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -485,12 +486,16 @@ def preview_modal(notice: Notice, topic_title: str, recipients: int, warnings: l
     }
 
 
-def reply_modal(question_id: int) -> dict[str, Any]:
+def reply_modal(question_id: int, handoff: DirectMessage | None = None) -> dict[str, Any]:
+    """The CAM's answer form. `handoff`: the hand-off as it stands (`assistant.handoff_for`: the
+    question, the partner, and the answer already sent and by whom), shown above the input as
+    Teams' reply card shows it, so an answer a colleague or an admin sent is not sent again unseen."""
+    shown = direct_message_blocks(replace(handoff, buttons=())) if handoff is not None else []
     return {
         "type": "modal", "callback_id": REPLY_CALLBACK, "private_metadata": str(question_id),
         "title": _plain("Answer a partner", 24), "submit": _plain("Send", 24), "close": _plain("Cancel", 24),
-        "blocks": [_input("reply", "Your answer", {"type": "plain_text_input", "action_id": "value",
-                                                   "multiline": True, "max_length": 2800})],
+        "blocks": [*shown, _input("reply", "Your answer", {"type": "plain_text_input", "action_id": "value",
+                                                            "multiline": True, "max_length": 2800})],
     }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.channels.slack_blocks import direct_message_blocks, escape, reply_modal
+from bot.common.errors import UserError
 from bot.core.onboarding.assistant import (
     ASK_CAM_ACTION,
     DID_YOU_MEAN_ACTION,
@@ -16,6 +17,7 @@ from bot.core.onboarding.assistant import (
     choose_runner_up,
     feedback_note,
     give_feedback,
+    handoff_for,
 )
 from bot.core.onboarding.learning import (
     ENTRY,
@@ -57,7 +59,12 @@ def register(app: AsyncApp, herald: Herald) -> None:
     async def on_reply_button(ack, body, client, respond) -> None:  # noqa: ANN001
         await ack()
         question_id = record_id(body["actions"][0].get("value"))
-        await open_form(client, body["trigger_id"], reply_modal(question_id), respond)
+        try:  # who may answer, and the hand-off as it stands (answered already? by whom?)
+            handoff = await handoff_for(question_id, await staff_of(body))
+        except UserError as exc:
+            await respond(text=f":warning: {escape(str(exc))}", response_type="ephemeral", replace_original=False)
+            return
+        await open_form(client, body["trigger_id"], reply_modal(question_id, handoff), respond)
 
     @app.action(LEARN_PHRASING_ACTION)
     @app.action(LEARN_ENTRY_ACTION)
