@@ -17,7 +17,7 @@ from aiohttp import web
 from bot import api_surveys
 from bot.common.clock import Clock
 from bot.common.errors import NotFound, PermissionDenied, UserError
-from bot.core.compliance.api_tokens import authenticate
+from bot.core.compliance.api_tokens import TOKEN_PREFIX, authenticate
 from bot.core.compliance.verify import parse_anchor, verify_chain
 from bot.core.compliance.reports import (
     FORMATS,
@@ -84,6 +84,18 @@ def _int_param(request: web.Request, name: str, *, default: int | None, low: int
     return value
 
 
+_TOKEN_PARAMS = {"token", "access_token", "api_token", "api_key", "apikey", "key", "bearer", "auth",
+                 "authorization"}
+
+
+def _token_in_query(request: web.Request) -> bool:
+    """Whether the query string carries what looks like an API token (`?access_token=hrld_...`, as
+    some tools send one): such a request is told how to send it instead, not just that a token is
+    missing."""
+    return any(key.lower() in _TOKEN_PARAMS or value.strip().startswith(TOKEN_PREFIX)
+               for key, value in request.query.items())
+
+
 def _notice_id(request: web.Request) -> int:
     raw = request.match_info["id"]
     if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
@@ -116,6 +128,10 @@ def add_api_routes(app: web.Application, clock: Clock) -> None:
     async def current_staff(request: web.Request) -> Staff:
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
+        if not header and _token_in_query(request):
+            raise _unauthorized("an API token in the URL is not accepted: send it as `Authorization: Bearer "
+                                "<token>`. A URL is kept in logs and proxies along the way: revoke that token "
+                                "(`herald token revoke`) and create a new one")
         if not header:
             raise _unauthorized("an API token is required: send `Authorization: Bearer <token>`")
         if scheme.lower() != "bearer" or not credentials.strip():

@@ -82,6 +82,19 @@ async def test_every_endpoint_needs_a_token(api: Api, path: str) -> None:
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+async def test_a_token_in_the_query_string_is_refused_saying_how_to_send_it(api: Api) -> None:
+    """A BI tool configured with `?access_token=hrld_...` (as some APIs take it) was told 'an API
+    token is required', though it had sent one: nothing said the URL is the wrong place, nor that
+    a token put in a URL has been through logs and proxies. It is still refused (401), saying so."""
+    token = api.tokens["compliance"]
+    for query in (f"access_token={token}", f"token={token}", f"api_key={token}", f"t={token}"):
+        response = await api.client.get(f"{API}/notices?{query}")
+        body = await assert_error(response, 401, "unauthorized", "in the URL is not accepted")
+        assert "Authorization: Bearer" in body["message"] and "herald token revoke" in body["message"]
+        assert token not in body["message"]
+    await assert_error(await api.client.get(f"{API}/notices?limit=5"), 401, "unauthorized", "token is required")
+
+
 async def test_revoked_token_and_inactive_staff_are_refused(api: Api) -> None:
     assert (await api.get(f"{API}/notices", "cam")).status == 200
     row = await ApiToken.filter(staff_id=api.fx.cam.id).first()
