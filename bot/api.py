@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -121,8 +121,10 @@ async def json_routing_errors(request: web.Request, handler: Callable[[web.Reque
         return _error(404, "not_found", f"no such API path: {request.path} (see {PREFIX}/openapi.json)")
 
 
-def add_api_routes(app: web.Application, clock: Clock) -> None:
-    """Register the /api/v1 routes on `app`; `clock` stamps audit events and token use."""
+def add_api_routes(app: web.Application, clock: Clock, topics: Iterable[str] = ()) -> None:
+    """Register the /api/v1 routes on `app`; `clock` stamps audit events and token use; `topics`
+    are the catalog's (the summary's topic filter is checked against them)."""
+    known_topics = tuple(topics)
     app.middlewares.append(json_routing_errors)
 
     async def current_staff(request: web.Request) -> Staff:
@@ -240,7 +242,8 @@ def add_api_routes(app: web.Application, clock: Clock) -> None:
             raise _bad_request("importance must be nice-to-know, need-to-know or must-know")
         return _json(await export_summary(since=since, until=until, topic=topic, importance=importance,
                                           author_id=None if staff.role in AUDITORS else staff.id,
-                                          now=clock.now(), actor=f"api:{staff.email}", fmt="json"))
+                                          now=clock.now(), actor=f"api:{staff.email}", fmt="json",
+                                          known_topics=known_topics))
 
     async def audit_verify(request: web.Request, staff: Staff) -> web.StreamResponse:
         head = request.query.get("head", "").strip()

@@ -117,7 +117,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, run_worker: boo
     app.router.add_get("/livez", livez)
     add_policy_routes(app, settings)
     metrics_app = add_metrics(app, settings, herald.clock)
-    add_api_routes(app, herald.clock)
+    add_api_routes(app, herald.clock, herald.catalog.topics)
     add_teams_routes(app, herald)
     add_download_routes(app, herald)
     socket_mode = None

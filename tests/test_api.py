@@ -313,6 +313,25 @@ async def test_summary_endpoint(api: Api) -> None:
     assert await AuditEvent.filter(kind="report.exported").count() == 3
 
 
+async def test_a_summary_topic_is_matched_as_stored_and_an_unknown_one_refused(api: Api) -> None:
+    """A compliance system pulling `topic=Operations` (as the topic reads in Slack), or a typo,
+    got 200 with no notices at all, which it took for 'nothing was sent on that topic'; the
+    export was even audited. Topics are matched as notices store them (lower case), and one that
+    is neither in the catalog nor on any notice is refused (400), naming the closest; a topic of
+    the catalog that no notice has yet is still an empty summary."""
+    fx = api.fx
+    window = "since=2026-01-01&until=2026-01-31"
+    capital = await (await api.get(f"{API}/reports/summary?{window}&topic=%20Operations", "compliance")).json()
+    assert [n["id"] for n in capital["notices"]] == [fx.notice.id] and capital["topic"] == "operations"
+    exports = await AuditEvent.filter(kind="report.exported").count()
+    body = await assert_error(await api.get(f"{API}/reports/summary?{window}&topic=operatoins", "compliance"),
+                              400, "bad_request", "unknown topic 'operatoins' (did you mean 'operations'?)")
+    assert "announcements" in body["message"]
+    assert await AuditEvent.filter(kind="report.exported").count() == exports  # refused: not an export
+    unused = await (await api.get(f"{API}/reports/summary?{window}&topic=incentives", "compliance")).json()
+    assert unused["notices"] == [] and unused["topic"] == "incentives"  # in config/topics.yaml, never sent
+
+
 @pytest.mark.parametrize("query, message", [
     ("", "since and until are required"), ("since=2026-01-01", "required"),
     ("since=nope&until=2026-01-02", "is not a date"), ("since=2026-02-01&until=2026-01-01", "until must be after"),

@@ -569,6 +569,8 @@ def test_cli_summary_and_usage_errors(cli: tuple[CliRunner, Fixture]) -> None:
     bad = runner.invoke(main, ["report", "--since", "2026-01-31", "--until", "2026-01-01"])
     assert bad.exit_code == 1 and "until must be after since" in bad.output
     assert runner.invoke(main, ["report", "--since", "x", "--until", "2026-01-01"]).exit_code == 1
+    typo = runner.invoke(main, ["report", "--since", "2026-01-01", "--until", "2026-01-31", "--topic", "operatoins"])
+    assert typo.exit_code == 1 and "did you mean 'operations'?" in typo.output
 
 
 def test_the_period_summary_states_its_chain_head_and_its_window(cli: tuple[CliRunner, Fixture]) -> None:

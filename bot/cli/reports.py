@@ -107,12 +107,17 @@ def _notice_report(notice_id: int, fmt: str, output: Path | None) -> None:
 
 def _summary(since: str, until: str, topic: str | None, importance: str | None, fmt: str,
              output: Path | None) -> None:
+    from bot.cli.base import get_settings
     from bot.core.compliance.reports import export_summary, parse_window, summary_csv
+    from bot.topics.catalog import load_catalog
+
+    known_topics = load_catalog(get_settings().topics_file).topics if topic else {}
 
     async def work() -> dict[str, Any]:
         start, end = parse_window(since, until)
         return await export_summary(since=start, until=end, topic=topic, importance=importance, now=CLOCK.now(),
-                                    actor=f"operator:{operator_name()}", fmt=fmt)  # type: ignore[arg-type]
+                                    actor=f"operator:{operator_name()}", fmt=fmt,  # type: ignore[arg-type]
+                                    known_topics=known_topics)
 
     document = run(work)
     text = summary_csv(document) if fmt == "csv" else json.dumps(document, indent=2) + "\n"

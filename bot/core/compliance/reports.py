@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import difflib
 import io
 import json
 from array import array
@@ -552,17 +553,44 @@ SUMMARY_COLUMNS = ("id", "title", "topic", "importance", "status", "sent_at", "r
 SUMMARY_REPORT = "herald acknowledgement summary"
 
 
+_TOPICS_NAMED = 20  # at most this many known topics listed in the refusal of an unknown one
+
+
+async def summary_topic(topic: str | None, known_topics: Iterable[str] = ()) -> str | None:
+    """The topic filter of a period summary as notices store it (a catalog key, in lower case), or
+    None for any topic. One that is neither in the catalog (`known_topics`) nor on any notice is
+    refused, with the closest: a typo, or 'Operations' for 'operations', would otherwise give an
+    empty summary that a compliance system takes for 'nothing was sent'."""
+    text = (topic or "").strip()
+    if not text:
+        return None
+    key = text.lower()
+    catalog = {str(t).lower() for t in known_topics}
+    if key in catalog or await Notice.filter(topic=key).exists():
+        return key
+    known = sorted(catalog | set(await Notice.all().distinct().values_list("topic", flat=True)))
+    hint = difflib.get_close_matches(key, known, n=1)
+    listed = ", ".join(known[:_TOPICS_NAMED]) + (f" and {len(known) - _TOPICS_NAMED} more"
+                                                  if len(known) > _TOPICS_NAMED else "")
+    raise UserError(f"unknown topic '{text[:50]}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                    + (f"; topics: {listed}" if known else "; no notice has a topic yet"))
+
+
 async def export_summary(*, since: datetime, until: datetime, now: datetime, actor: str, fmt: Format,
                          topic: str | None = None, importance: str | None = None,
-                         author_id: int | None = None) -> dict[str, Any]:
+                         author_id: int | None = None, known_topics: Iterable[str] = ()) -> dict[str, Any]:
     """The period summary as handed to an auditor: its window and filters, when it was produced and
     the audit chain head it was produced from, and one line per notice (`summary_report`).
+
+    `topic` is checked against the catalog's topics (`known_topics`) and those of the notices
+    (`summary_topic`); an unknown one is refused before anything is exported.
 
     Writes one `report.exported` event first, as the report of one notice does, so the head the
     summary names includes its own export. On PostgreSQL the head and the counts are read in one
     snapshot (`storage.db.read_snapshot`: a click landing meanwhile is in neither)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown report format '{fmt}'; use csv or json")
+    topic = await summary_topic(topic, known_topics)
     async with in_transaction() as conn:
         await record([audit_event("report.exported", now=now, actor=actor, report="summary", format=fmt,
                                   since=since, until=until, topic=topic, importance=importance,
