@@ -31,6 +31,7 @@ from bot.core.compliance.reports import (
     readable_notices,
     report_chunks,
     report_scope,
+    summary_csv,
 )
 from bot.topics.importance import Importance
 from storage.models import MAX_ROW_ID, Notice, Staff, StaffRole
@@ -240,10 +241,18 @@ def add_api_routes(app: web.Application, clock: Clock, topics: Iterable[str] = (
         importance = request.query.get("importance", "").strip().lower() or None
         if importance is not None and importance not in {i.value for i in Importance}:
             raise _bad_request("importance must be nice-to-know, need-to-know or must-know")
-        return _json(await export_summary(since=since, until=until, topic=topic, importance=importance,
-                                          author_id=None if staff.role in AUDITORS else staff.id,
-                                          now=clock.now(), actor=f"api:{staff.email}", fmt="json",
-                                          known_topics=known_topics))
+        fmt = request.query.get("format", "json").strip().lower() or "json"
+        if fmt not in FORMATS:
+            raise _bad_request("format must be json or csv")
+        document = await export_summary(since=since, until=until, topic=topic, importance=importance,
+                                        author_id=None if staff.role in AUDITORS else staff.id,
+                                        now=clock.now(), actor=f"api:{staff.email}", fmt=fmt,  # type: ignore[arg-type]
+                                        known_topics=known_topics)
+        if fmt == "json":
+            return _json(document)
+        name = f"summary-{since.strftime('%Y%m%dT%H%M%SZ')}-{until.strftime('%Y%m%dT%H%M%SZ')}.csv"
+        return web.Response(text=summary_csv(document), content_type="text/csv", charset="utf-8",
+                            headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'})
 
     async def audit_verify(request: web.Request, staff: Staff) -> web.StreamResponse:
         head = request.query.get("head", "").strip()
@@ -403,9 +412,16 @@ OPENAPI: dict[str, Any] = {
                     {"name": "topic", "in": "query", "required": False, "schema": {"type": "string"}},
                     {"name": "importance", "in": "query", "required": False,
                      "schema": {"type": "string", "enum": [i.value for i in Importance]}},
+                    {"name": "format", "in": "query", "required": False,
+                     "description": "csv: `# key: value` lines (report, window, filters, produced_at, audit chain "
+                                    "head), then a header row and one row per notice, as `herald report --since` "
+                                    "writes it; an attachment `summary-<since>-<until>.csv`.",
+                     "schema": {"type": "string", "enum": list(FORMATS), "default": "json"}},
                 ],
                 "responses": {
-                    "200": {"description": "One entry per notice, by sent time.", "content": {"application/json": {
+                    "200": {"description": "One entry per notice, by sent time.", "content": {
+                        "text/csv": {"schema": {"type": "string"}},
+                        "application/json": {
                         "schema": {"type": "object", "required": [
                             "since", "until", "produced_at", "audit_chain_head", "notices"], "properties": {
                             "since": {"type": "string", "format": "date-time"},

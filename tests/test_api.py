@@ -17,6 +17,7 @@ from bot.handlers.slack.replies import summary_text
 from bot.core.compliance.api_tokens import create_token, revoke_token
 from bot.common.clock import ManualClock
 from config.settings import load_settings
+from bot.core.compliance.reports import SUMMARY_COLUMNS
 from storage.models import ApiToken, AuditEvent, Organisation, Staff
 from tests.test_reports import (
     EXPECTED_HEADER,
@@ -311,6 +312,27 @@ async def test_summary_endpoint(api: Api) -> None:
                                  headers=api.auth("compliance"))
     assert head.status == 405  # a link preview's HEAD is not an export
     assert await AuditEvent.filter(kind="report.exported").count() == 3
+
+
+async def test_the_summary_comes_as_csv_when_asked(api: Api) -> None:
+    """`format=csv` was ignored: JSON came back (200) to a compliance system that files the summary
+    as CSV, as `herald report --since` writes it, and the export was audited as JSON. It is now
+    the CLI's CSV, an attachment, audited as csv; JSON stays the default; another format is a 400."""
+    fx = api.fx
+    response = await api.get(f"{API}/reports/summary?since=2026-01-01&until=2026-01-31&format=csv", "compliance")
+    assert response.status == 200 and response.content_type == "text/csv" and response.charset == "utf-8"
+    assert response.headers["Content-Disposition"] == (
+        'attachment; filename="summary-20260101T000000Z-20260201T000000Z.csv"')
+    meta, rows = split_csv(await response.text())
+    assert meta["since"] == "2026-01-01T00:00:00Z (UTC, inclusive)"
+    assert rows[0] == list(SUMMARY_COLUMNS) and [r[0] for r in rows[1:]] == [str(fx.notice.id), str(fx.other.id)]
+    event = await AuditEvent.get(kind="report.exported")
+    assert event.data["format"] == "csv" and meta["audit_chain_head_seq"] == str(event.seq)
+    default = await api.get(f"{API}/reports/summary?since=2026-01-01&until=2026-01-31", "compliance")
+    assert default.content_type == "application/json" and len((await default.json())["notices"]) == 2
+    await assert_error(await api.get(f"{API}/reports/summary?since=2026-01-01&until=2026-01-31&format=xlsx",
+                                     "compliance"), 400, "bad_request", "format must be json or csv")
+    assert await AuditEvent.filter(kind="report.exported").count() == 2
 
 
 async def test_a_summary_topic_is_matched_as_stored_and_an_unknown_one_refused(api: Api) -> None:
