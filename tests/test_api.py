@@ -335,6 +335,19 @@ async def test_the_summary_comes_as_csv_when_asked(api: Api) -> None:
     assert await AuditEvent.filter(kind="report.exported").count() == 2
 
 
+async def test_a_basic_form_date_as_until_includes_that_day(api: Api) -> None:
+    """`until=20260107` (ISO-8601's basic form, as some schedulers write dates) was read as the
+    instant 2026-01-07T00:00, so that day's notices were left out of the nightly pull without a
+    word, where `until=2026-01-07` includes the whole day. Any bare date now means the whole day."""
+    fx = api.fx
+    basic = await (await api.get(f"{API}/reports/summary?since=20260101&until=20260107", "compliance")).json()
+    extended = await (await api.get(f"{API}/reports/summary?since=2026-01-01&until=2026-01-07", "compliance")).json()
+    assert [n["id"] for n in basic["notices"]] == [n["id"] for n in extended["notices"]] == [fx.notice.id, fx.other.id]
+    assert basic["since"] == "2026-01-01T00:00:00Z" and basic["until"] == "2026-01-08T00:00:00Z"
+    one_day = await (await api.get(f"{API}/reports/summary?since=20260105&until=20260105", "compliance")).json()
+    assert [n["id"] for n in one_day["notices"]] == [fx.notice.id]
+
+
 async def test_a_summary_topic_is_matched_as_stored_and_an_unknown_one_refused(api: Api) -> None:
     """A compliance system pulling `topic=Operations` (as the topic reads in Slack), or a typo,
     got 200 with no notices at all, which it took for 'nothing was sent on that topic'; the

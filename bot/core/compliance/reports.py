@@ -156,13 +156,14 @@ def rate(acknowledged: int, delivered: int) -> float | None:
 
 def parse_moment(value: str, *, what: str, end_of_day: bool = False) -> datetime:
     """`YYYY-MM-DD` or an ISO-8601 time (naive = UTC). A bare date as an upper bound means the
-    end of that day (the next midnight, exclusive)."""
+    end of that day (the next midnight, exclusive): any ISO-8601 date without a time, the basic
+    form `YYYYMMDD` too (a time parser reads that as the day's first instant, leaving the day out)."""
     text = (value or "").strip()
     if not text:
         raise UserError(f"{what} is required (YYYY-MM-DD or an ISO-8601 time)")
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
+        day = _bare_date(text)
+        if day is not None:
             moment = datetime.combine(day, time(0), tzinfo=UTC)
             return moment + timedelta(days=1) if end_of_day else moment
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -171,6 +172,16 @@ def parse_moment(value: str, *, what: str, end_of_day: bool = False) -> datetime
         raise UserError(f"{what} '{text[:40]}' is not a date (YYYY-MM-DD) or an ISO-8601 time") from None
     except OverflowError:
         raise UserError(f"{what} '{text[:40]}' is out of range") from None
+
+
+def _bare_date(text: str) -> date | None:
+    """The date `text` names when it is a date and nothing more (2026-01-31, 20260131)."""
+    if len(text) > 10 or any(c in text for c in "Tt :"):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def parse_window(since: str, until: str) -> tuple[datetime, datetime]:
