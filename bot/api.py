@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -95,6 +96,16 @@ def _token_in_query(request: web.Request) -> bool:
     missing."""
     return any(key.lower() in _TOKEN_PARAMS or value.strip().startswith(TOKEN_PREFIX)
                for key, value in request.query.items())
+
+
+# A date and time followed by a space and an offset: an unencoded "+01:00" in a query string, whose
+# "+" the URL decoding turned into a space (`curl '...?since=2026-01-05T09:00+01:00'`).
+_PLUS_AS_SPACE = re.compile(r"^(\d{4}-?\d{2}-?\d{2}[Tt ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?) (\d{2}(?::?\d{2})?)$")
+
+
+def _query_time(raw: str) -> str:
+    """A time from the query string, with the offset's "+" put back where it was decoded as a space."""
+    return _PLUS_AS_SPACE.sub(r"\1+\2", raw.strip())
 
 
 def _notice_id(request: web.Request) -> int:
@@ -234,7 +245,7 @@ def add_api_routes(app: web.Application, clock: Clock, topics: Iterable[str] = (
         since_raw, until_raw = request.query.get("since", ""), request.query.get("until", "")
         if not since_raw or not until_raw:
             raise _bad_request("since and until are required (YYYY-MM-DD or ISO-8601 times)")
-        since, until = parse_window(since_raw, until_raw)
+        since, until = parse_window(_query_time(since_raw), _query_time(until_raw))
         topic = request.query.get("topic", "").strip() or None
         if topic is not None and len(topic) > 50:
             raise _bad_request("topic is too long")

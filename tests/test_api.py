@@ -348,6 +348,20 @@ async def test_a_basic_form_date_as_until_includes_that_day(api: Api) -> None:
     assert [n["id"] for n in one_day["notices"]] == [fx.notice.id]
 
 
+async def test_a_time_with_an_unencoded_plus_offset_is_read_as_that_offset(api: Api) -> None:
+    """`curl '.../reports/summary?since=2026-01-05T09:00:00+01:00&...'`: the URL decoding made the
+    offset's "+" a space, and the pull was refused as "since '2026-01-05T09:00:00 01:00' is not a
+    date", though the caller wrote a valid ISO-8601 time. The "+" is read back; a negative offset and
+    an encoded %2B were never affected."""
+    fx = api.fx
+    for since in ("2026-01-05T10:01:00+01:00", "2026-01-05T10:01:00%2B01:00", "2026-01-05T08:01:00-01:00"):
+        response = await api.get(f"{API}/reports/summary?since={since}&until=2026-01-06T00:00:00+0100", "compliance")
+        assert response.status == 200, await response.text()
+        data = await response.json()
+        assert (data["since"], data["until"]) == ("2026-01-05T09:01:00Z", "2026-01-05T23:00:00Z")
+        assert [n["id"] for n in data["notices"]] == [fx.notice.id]
+
+
 async def test_a_summary_topic_is_matched_as_stored_and_an_unknown_one_refused(api: Api) -> None:
     """A compliance system pulling `topic=Operations` (as the topic reads in Slack), or a typo,
     got 200 with no notices at all, which it took for 'nothing was sent on that topic'; the
