@@ -30,6 +30,7 @@ from bot.core.compliance.reports import (
     notice_summary,
     parse_window,
     readable_notices,
+    record_report_delivered,
     report_chunks,
     report_scope,
     summary_csv,
@@ -230,6 +231,14 @@ def add_api_routes(app: web.Application, clock: Clock, topics: Iterable[str] = (
             await response.write(first.encode("utf-8"))
             async for chunk in chunks:
                 await response.write(chunk.encode("utf-8"))
+            # every byte written: the export's outcome, recorded before the body ends so that a
+            # client that has read the report whole finds it on the trail (an export without it
+            # was cut off, as chat's)
+            try:
+                await record_report_delivered(notice.id, now=clock.now(), actor=f"api:{staff.email}",
+                                              platform="api", fmt=fmt)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - the client has the report; do not cut it off now
+                log.exception("report of notice %s: could not record its delivery", notice.id)
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
             log.info("report of notice %s: the client went away", notice.id)
@@ -387,7 +396,9 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "getNoticeReport",
                 "summary": "The acknowledgement report: one row per recipient, streamed.",
-                "description": ("Writes a `report.exported` audit event. CSV: `# key: value` metadata lines, "
+                "description": ("Writes a `report.exported` audit event as it starts and `report.delivered` "
+                                "(platform `api`) once the whole report is sent: a download cut off (the client "
+                                "gone, an error mid-stream) has none. CSV: `# key: value` metadata lines, "
                                 "then a header row and one row per recipient. JSON: one object with notice, "
                                 "revisions, produced_at, audit_chain_head, summary and rows."),
                 "parameters": [_NOTICE_ID,

@@ -193,6 +193,58 @@ async def test_csv_report_streams_with_headers(api: Api) -> None:
     assert list(csv.reader(io.StringIO((await default.text()).split("\norganisation_id,", 1)[1])))[1:] == EXPECTED_ROWS
 
 
+async def test_a_download_cut_off_is_told_apart_from_one_received_whole(api: Api, monkeypatch) -> None:
+    """The audit trail said `report.exported` for every API download, whole or not: a compliance
+    tool whose connection dropped halfway left the same trail as one that filed the report, and
+    nothing told an auditor the export never completed (chat's reports record `report.delivered`
+    once the CSV is in the DM). A download sent whole is now followed by `report.delivered`
+    (platform api); one the client walked away from has none."""
+    import asyncio
+
+    import bot.api as api_module
+
+    fx = api.fx
+    whole = await api.get(f"{API}/notices/{fx.notice.id}/report?format=json", "compliance")
+    assert whole.status == 200 and json.loads(await whole.text())["rows"] == expected_json_rows()
+    exported = await AuditEvent.get(kind="report.exported")
+    delivered = await AuditEvent.get(kind="report.delivered")
+    assert (delivered.notice_id, delivered.actor, delivered.data) == (
+        fx.notice.id, "api:audit@vendor.example", {"platform": "api", "format": "json"})
+    assert delivered.seq > exported.seq
+
+    real, gate, ended = api_module.report_chunks, asyncio.Event(), asyncio.Event()
+
+    async def held_after_the_first_chunk(*args, **kwargs):  # the rest waits until the client has gone
+        chunks = real(*args, **kwargs)
+        try:
+            async for chunk in chunks:
+                yield chunk
+                await gate.wait()
+        finally:
+            await chunks.aclose()
+            ended.set()
+
+    recorded = []  # called, if at all, before `ended` wakes this test: the handler goes on from aclose() at once
+
+    async def record_delivered(*args, **kwargs):
+        recorded.append(kwargs)
+
+    monkeypatch.setattr(api_module, "report_chunks", held_after_the_first_chunk)
+    monkeypatch.setattr(api_module, "record_report_delivered", record_delivered)
+    server = api.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(f"GET {API}/notices/{fx.notice.id}/report HTTP/1.1\r\nHost: herald\r\n"
+                 f"Authorization: Bearer {api.tokens['admin']}\r\n\r\n".encode())
+    await writer.drain()
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    writer.close()
+    await writer.wait_closed()
+    gate.set()
+    await asyncio.wait_for(ended.wait(), 10)
+    assert await AuditEvent.filter(kind="report.exported", actor="api:admin@vendor.example").count() == 1
+    assert recorded == [], "a download the client walked away from was recorded as delivered"
+
+
 async def test_json_report(api: Api) -> None:
     fx = api.fx
     response = await api.get(f"{API}/notices/{fx.notice.id}/report?format=json", "admin")
@@ -394,13 +446,13 @@ async def test_summary_bad_parameters(api: Api, query: str, message: str) -> Non
 
 async def test_audit_verify_is_for_compliance_and_admins(api: Api) -> None:
     await assert_error(await api.get(f"{API}/audit/verify", "cam"), 403, "forbidden")
-    await api.get(f"{API}/notices/{api.fx.notice.id}/report", "compliance")
+    await (await api.get(f"{API}/notices/{api.fx.notice.id}/report", "compliance")).text()  # read whole
     for who in ("compliance", "admin"):
         response = await api.get(f"{API}/audit/verify", who)
         assert response.status == 200, await response.text()
         data = await response.json()
         assert set(data) >= {"ok", "events", "head_seq", "head_hash", "first_broken_seq", "reason"}
-        event = await AuditEvent.get(kind="report.exported")
+        event = await AuditEvent.get(kind="report.delivered")  # the download's last event
         assert data["ok"] is True and data["head_seq"] == event.seq and data["head_hash"] == event.hash
         assert data["events"] == event.seq and data["first_broken_seq"] is None
     event = await AuditEvent.get(kind="report.exported")
