@@ -613,6 +613,8 @@ def test_cli_tokens(cli: tuple[CliRunner, Fixture]) -> None:
     plaintext = created.stdout.strip()
     assert plaintext.startswith("hrld_") and "\n" not in plaintext
     assert "cannot be shown again" in created.stderr and "created token 1 for audit@vendor.example" in created.stderr
+    # what the token reads, so an operator handing it to a tool knows what they hand over
+    assert "every notice's acknowledgement report" in created.stderr and "herald token revoke 1" in created.stderr
 
     listing = runner.invoke(main, ["token", "list"])
     assert listing.exit_code == 0 and "audit@vendor.example" in listing.output and "dashboard" in listing.output
@@ -632,6 +634,9 @@ def test_cli_tokens(cli: tuple[CliRunner, Fixture]) -> None:
     nobody = runner.invoke(main, ["token", "create", "nobody@vendor.example"])
     assert nobody.exit_code == 1 and "no staff member" in nobody.output
     assert runner.invoke(main, ["token", "list"]).exit_code == 0
+    for_cam = runner.invoke(main, ["token", "create", "cam@vendor.example"])
+    assert for_cam.exit_code == 0 and "the notices they sent and those escalated to them" in for_cam.stderr
+    assert "not the audit chain check" in for_cam.stderr and "every notice's" not in for_cam.stderr
 
 
 async def test_escalations_are_read_in_batches(db: str) -> None:

@@ -139,7 +139,8 @@ def token() -> None:
     pass
 
 
-@token.command("create", help="Create an API token for a staff member; it is shown once.")
+@token.command("create", help="Create an API token for a staff member; it is shown once, and reads what "
+                                    "that person may by their role (all reports for compliance and admins).")
 @click.argument("email")
 @click.option("--name", default="", help="What the token is for, e.g. 'compliance dashboard'.")
 def token_create(email: str, name: str) -> None:
@@ -151,6 +152,19 @@ def token_create(email: str, name: str) -> None:
                + (f" named '{row.name}'" if row.name else ""), err=True)
     click.echo(plaintext)
     click.echo("warning: store this token now; it cannot be shown again (only its hash is kept).", err=True)
+    click.echo(_token_reach(row.staff.email, row.staff.role, row.id), err=True)
+
+
+def _token_reach(email: str, role: str, token_id: int) -> str:
+    """What a new token reads through /api/v1: what its staff member may, by their role now."""
+    if role == "cam":
+        reads = ("the notices they sent and those escalated to them (their own partners' rows only), "
+                 "their surveys and A/B tests; not the audit chain check")
+    else:
+        reads = ("every notice's acknowledgement report (names and e-mail addresses of every partner's "
+                 "recipients), the period summary, every survey and A/B test, and the audit chain check")
+    return (f"it reads, as {email} ({role}) may: {reads}. It follows their role if that changes, and stops "
+            f"working when revoked (`herald token revoke {token_id}`) or when they are removed.")
 
 
 @token.command("list", help="List API tokens (never the tokens themselves).")
