@@ -33,6 +33,7 @@ from bot.core.compliance.reports import (
     record_report_delivered,
     report_chunks,
     report_scope,
+    scoped_recipient_counts,
     summary_csv,
 )
 from bot.topics.importance import Importance
@@ -194,18 +195,27 @@ def add_api_routes(app: web.Application, clock: Clock, topics: Iterable[str] = (
             query = query.filter(id__lt=before)
         notices = await query.select_related("author").order_by("-id").limit((limit or DEFAULT_LIMIT) + 1)
         page = notices[:limit]
+        recipients = {n.id: n.recipient_count for n in page}
+        # a colleague's notice escalated to this CAM: its recipients among their partners, as its report
+        colleagues = [n for n in page if n.author_id != staff.id]  # type: ignore[attr-defined]
+        scope = await report_scope(staff, colleagues[0]) if colleagues else None
+        if scope is not None:
+            counts = await scoped_recipient_counts([n.id for n in colleagues], scope)
+            recipients.update({n.id: counts.get(n.id, 0) for n in colleagues})
         items = []
         for n in page:
             doc = notice_document(n)
             items.append({key: doc[key] for key in LIST_FIELDS}
-                         | {"recipients": n.recipient_count, "report": f"{PREFIX}/notices/{n.id}/report"})
+                         | {"recipients": recipients[n.id], "report": f"{PREFIX}/notices/{n.id}/report"})
         more = len(notices) > len(page)
         return _json({"notices": items, "next_before": page[-1].id if more and page else None})
 
     async def get_notice(request: web.Request, staff: Staff) -> web.StreamResponse:
         notice = await readable_notice(_notice_id(request), staff)
-        return _json({"notice": notice_document(notice), "revisions": await notice_revisions(notice),
-                      "summary": await notice_summary(notice.id, await report_scope(staff, notice))})
+        document, summary = notice_document(notice), await notice_summary(notice.id, await report_scope(staff, notice))
+        if "scope" in summary:  # a colleague's escalated notice: its reach among this CAM's partners
+            document["recipient_count"] = summary["recipients"]
+        return _json({"notice": document, "revisions": await notice_revisions(notice), "summary": summary})
 
     async def get_report(request: web.Request, staff: Staff) -> web.StreamResponse:
         notice_id = _notice_id(request)

@@ -297,6 +297,29 @@ async def test_an_escalated_report_gives_a_cam_only_their_own_partners_rows(api:
         assert table == [EXPECTED_HEADER, *EXPECTED_ROWS] and "scope" not in meta
 
 
+async def test_an_escalated_notice_gives_a_cam_their_partners_recipient_count(api: Api) -> None:
+    """A CAM reading a colleague's notice escalated for their partner (Bolt: 3 recipients) was told
+    `recipients: 5` by the list and `recipient_count: 5` by the notice and its JSON report, next to
+    a summary and rows of 3: a count a BI tool cannot reconcile, and the reach of partners the
+    directory gives another CAM. They now get their partners' count, as the summary; the author,
+    compliance and admins the whole notice's."""
+    fx = api.fx
+    await Organisation.filter(external_id="bolt").update(cam_email="other@vendor.example")
+    listed = await (await api.get(f"{API}/notices", "other_cam")).json()
+    assert {n["id"]: n["recipients"] for n in listed["notices"]} == {fx.other.id: 1, fx.notice.id: 3}
+    detail = await (await api.get(f"{API}/notices/{fx.notice.id}", "other_cam")).json()
+    assert detail["notice"]["recipient_count"] == detail["summary"]["recipients"] == 3
+    report = json.loads(await (await api.get(f"{API}/notices/{fx.notice.id}/report?format=json", "other_cam")).text())
+    assert report["notice"]["recipient_count"] == report["summary"]["recipients"] == len(report["rows"]) == 3
+    for who in ("cam", "compliance"):
+        listed = await (await api.get(f"{API}/notices", who)).json()
+        assert next(n for n in listed["notices"] if n["id"] == fx.notice.id)["recipients"] == 5
+        detail = await (await api.get(f"{API}/notices/{fx.notice.id}", who)).json()
+        assert detail["notice"]["recipient_count"] == 5
+        report = json.loads(await (await api.get(f"{API}/notices/{fx.notice.id}/report?format=json", who)).text())
+        assert report["notice"]["recipient_count"] == 5
+
+
 async def test_report_errors(api: Api) -> None:
     fx = api.fx
     await assert_error(await api.get(f"{API}/notices/{fx.other.id}/report", "cam"), 403, "forbidden")

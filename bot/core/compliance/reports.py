@@ -132,6 +132,20 @@ async def report_scope(reader: Staff | None, notice: Notice) -> PartnerScope | N
     return PartnerScope(cam_email, dict(found))
 
 
+async def scoped_recipient_counts(notice_ids: list[int], scope: PartnerScope) -> dict[int, int]:
+    """Each notice's recipients among `scope`'s partners (members with an original copy, by the
+    organisation the copy was written with, else the member's, as the scoped report picks them):
+    the `recipient_count` a CAM reading a colleague's escalated notice is shown, not the whole
+    notice's reach."""
+    ids = list(scope.organisations)
+    if not notice_ids or not ids:
+        return {}
+    rows = await (Delivery.filter(notice_id__in=notice_ids, kind=DeliveryKind.NOTICE.value)
+                  .filter(Q(organisation_id__in=ids) | Q(organisation_id__isnull=True, member__organisation_id__in=ids))
+                  .annotate(n=Count("member_id", distinct=True)).group_by("notice_id").values("notice_id", "n"))
+    return {r["notice_id"]: r["n"] for r in rows}
+
+
 def scope_line(scope: dict[str, Any]) -> str:
     """The sentence a limited report opens with, so nobody takes it for the whole notice."""
     return (f"limited to your partners: {scope['organisations']} of {scope['of_organisations']} organisations "
@@ -882,6 +896,8 @@ async def _report_text(notice_id: int, fmt: Format, *, now: datetime, page_size:
     document = notice_document(notice)
     revisions = await notice_revisions(notice)
     summary = await _notice_summary(notice, scope)
+    if scope is not None:  # the notice's reach as far as the scope goes, as its summary and rows
+        document["recipient_count"] = summary["recipients"]
     escalations = await _escalations(notice.id)
 
     total = int(summary.get("recipients") or 0)
