@@ -337,7 +337,9 @@ _COMMON_ERRORS = {"401": {"$ref": "#/components/responses/Unauthorized"},
                   "403": {"$ref": "#/components/responses/Forbidden"}}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 _COUNTS = {
-    "recipients": {"type": "integer", "description": "Original deliveries (one per recipient and platform)."},
+    "recipients": {"type": "integer", "description": (
+        "Members the notice was sent to: one with copies on Slack and Teams (HERALD_PLATFORM_POLICY=all) is one "
+        "recipient, counted by their best copy (delivered if any copy was); a report's rows list each copy.")},
     "delivered": {"type": "integer"},
     "failed": {"type": "integer"},
     "pending": {"type": "integer", "description": "Pending or being sent."},

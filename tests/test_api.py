@@ -506,6 +506,10 @@ async def test_openapi_document_is_public_and_complete(api: Api) -> None:
     assert set(report["responses"]["200"]["content"]) == {"text/csv", "application/json"}
     assert {"400", "401", "403", "404"} <= set(report["responses"])
 
+    # the counts are members, as README and the summary count them, not copies per platform
+    recipients = doc["components"]["schemas"]["Summary"]["properties"]["recipients"]["description"]
+    assert "one per recipient and platform" not in recipients and "is one recipient" in recipients
+
     # every $ref resolves
     def refs(node):
         if isinstance(node, dict):
