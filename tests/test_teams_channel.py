@@ -503,11 +503,21 @@ async def test_another_403_for_a_member_may_be_either(fake: FakeBotConnector, ch
     assert outcome.reason == REMOVED_OR_BLOCKED
 
 
-async def test_403_bot_disabled_by_admin(fake: FakeBotConnector, channel: TeamsChannel) -> None:
-    fake.fail_next("create_conversation", 403, code="BotDisabledByAdmin")
+async def test_403_bot_disabled_by_admin_says_whom_to_ask_and_stops_the_tenant(
+        fake: FakeBotConnector, channel: TeamsChannel) -> None:
+    """The whole tenant refuses Herald: the outcome names the tenant's admin and the Teams admin
+    center, and carries the code for the engine to mark the tenant unreachable (an update too)."""
+    fake.disable_bot(TENANT)
     outcome = await channel.deliver(recipient(fake), view(), delivery_id=22, maybe_sent=False)
-    assert outcome.kind is OutcomeKind.FAILED
-    assert outcome.reason == f"a Teams admin disabled Herald in tenant {TENANT}"
+    assert outcome.kind is OutcomeKind.FAILED and outcome.removed_cause == "BotDisabledByAdmin"
+    assert outcome.reason == (f"a Teams admin of tenant {TENANT} blocked Herald: ask them to allow it in the Teams "
+                              "admin center; the copies are sent when it is allowed again")
+    fake.enable_bot(TENANT)
+    sent = await channel.deliver(recipient(fake), view(), delivery_id=23, maybe_sent=False)
+    fake.disable_bot(TENANT)
+    with pytest.raises(UpdateRefused) as refused:
+        await channel.update(TENANT, sent.ref, view())
+    assert refused.value.removed_cause == "BotDisabledByAdmin" and str(refused.value) == outcome.reason
 
 
 async def test_404_conversation_gone(fake: FakeBotConnector, channel: TeamsChannel) -> None:

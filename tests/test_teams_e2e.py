@@ -882,6 +882,44 @@ async def test_a_send_refused_because_the_member_removed_herald_is_taken_for_the
     assert await AuditEvent.filter(kind="reminder.resumed").count() == 1
 
 
+async def test_a_tenant_whose_admin_blocks_herald_is_not_sent_to_until_it_is_allowed_again(teams: TeamsRig) -> None:
+    """A Teams admin blocks Herald for the whole tenant: the Bot Connector answers every call there
+    403 BotDisabledByAdmin. Each copy was another refused request failing with a reason that gave
+    nothing to do, `herald doctor` said nothing, and nothing was sent once the admin allowed Herald
+    again. As for a Slack workspace whose token is dead: the tenant is marked unreachable, its
+    copies fail without a request saying whom to ask, doctor warns, and the first activity from
+    the tenant sends them."""
+    from bot.ops.doctor import WARN, check_blocked_tenants
+    from storage.models import Workspace
+
+    for aad in ("aad-cam", "aad-eve", "aad-fay"):
+        await teams.post(teams.activity("installationUpdate", aad, action="add"))
+    teams.connector.disable_bot(TENANT)
+    first = await broadcast(teams.herald, teams.clock, "member:eve@teamsco.example")
+    await teams.herald.outbox.drain()
+    second = await broadcast(teams.herald, teams.clock, "member:eve@teamsco.example,fay@teamsco.example",
+                             title="Later")
+    await teams.herald.outbox.drain()
+
+    refused = [c for c in teams.connector.calls if c.error_code == "BotDisabledByAdmin"]
+    assert len(refused) == 1, f"{len(refused)} requests the tenant could only refuse"
+    copies = await Delivery.filter(notice_id__in=[first, second], kind="notice")
+    assert [c.status for c in copies] == ["failed"] * 3
+    assert all(f"a Teams admin of tenant {TENANT} blocked Herald" in c.error and "Teams admin center" in c.error
+               for c in copies), copies[0].error
+    assert not (await Workspace.get(platform="teams", external_id=TENANT)).active
+    (check,) = await check_blocked_tenants()
+    assert check.status == WARN and TENANT in check.name and "Teams admin center" in check.fix
+
+    teams.connector.enable_bot(TENANT)
+    await teams.post(teams.activity("message", "aad-fay", text="hello"))
+    await teams.herald.outbox.drain()
+    copies = await Delivery.filter(notice_id__in=[first, second], kind="notice")
+    assert [c.status for c in copies] == ["delivered"] * 3, [c.error for c in copies]
+    assert await AuditEvent.filter(kind="delivery.requeued").count() == 3
+    assert await check_blocked_tenants() == []
+
+
 async def test_a_member_who_removes_herald_is_not_looked_at_hourly_for_reminders(teams: TeamsRig) -> None:
     """Eve got a must-know notice with no deadline, then removed Herald. Her copy's reminders wait
     (`reminder.ended`, with the reason) instead of the planner taking it up (and writing its row)

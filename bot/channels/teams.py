@@ -38,6 +38,7 @@ import aiohttp
 
 from bot.channels.teams_cards import direct_message_activity, notice_activity
 from bot.core.directory.app_installs import BLOCKED, NOT_INSTALLED, REMOVED, REMOVED_OR_BLOCKED
+from bot.core.directory.workspaces import TEAMS_BLOCKED, removed_reason
 from bot.core.notices.views import NoticeView
 from bot.core.ports import (
     CredentialsRefused,
@@ -320,9 +321,10 @@ class TeamsChannel:
             if error.status in _UPDATE_REFUSED and error.code != "InvalidBotApiHost":
                 # "Retry request: No" in Microsoft's table of the Bot Connector's status codes
                 # (build-conversational-capability#status-codes-from-bot-conversational-apis)
+                refused = _classify(error, Recipient(workspace_id, ""), "")
                 reason = ("the message or its conversation no longer exists in Teams" if error.status == 404
-                          else _classify(error, Recipient(workspace_id, ""), "").reason)
-                raise UpdateRefused(reason) from error
+                          else refused.reason)
+                raise UpdateRefused(reason, removed_cause=refused.removed_cause) from error
             raise error
         self._remember_url(ref.channel_id, service_url)
 
@@ -602,8 +604,12 @@ def _classify(exc: TeamsApiError, recipient: Recipient, opened: str, *, creating
         label = "Teams rate limit" if status == 429 else f"Teams answered HTTP {status} {code}".strip()
         return Outcome.retry(label, retry_after=exc.retry_after, throttled=status == 429, dm_channel=opened)
     if status == 403:
-        if code == "BotDisabledByAdmin":
-            reason = f"a Teams admin disabled Herald in tenant {recipient.workspace_id}"
+        if code == TEAMS_BLOCKED and recipient.workspace_id:
+            # the whole tenant refuses Herald: the engine marks it unreachable (workspaces.workspace_refused)
+            return Outcome.removed(code, removed_reason(Platform.TEAMS.value, recipient.workspace_id, code),
+                                   token_fingerprint="", dm_channel=opened)
+        if code == TEAMS_BLOCKED:
+            reason = "a Teams admin blocked Herald in the member's tenant"
         elif code == "InvalidBotApiHost":  # Microsoft: the tenant is in a government cloud (GCC)
             reason = (f"tenant {recipient.workspace_id} is reached through another Teams host (a government "
                       "cloud): set HERALD_TEAMS_SERVICE_URL to its service URL")

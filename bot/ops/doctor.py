@@ -55,6 +55,8 @@ async def run_checks(settings: Settings, clock: Clock) -> list[Check]:
     try:
         checks.extend(await check_slack(settings, migrated))
         checks.append(await check_teams(settings, migrated))
+        if migrated:
+            checks.extend(await check_blocked_tenants())
         checks.append(await check_public_url(settings))
         checks.extend(check_files(settings))
         checks.append(await check_semantic_index(settings, migrated))
@@ -311,6 +313,20 @@ async def check_teams(settings: Settings, migrated: bool = False) -> Check:
     if refused is not None:
         return _refused_check(refused)
     return Check("teams", OK, f"credentials obtain a Bot Connector token from {provider.authority}")
+
+
+async def check_blocked_tenants() -> list[Check]:
+    """A warning for each Teams tenant whose admin blocked Herald (the Bot Connector's 403
+    BotDisabledByAdmin: an inactive row, bot.core.directory.workspaces.TEAMS_BLOCKED)."""
+    from storage.models import Platform, Workspace
+
+    rows = await Workspace.filter(platform=Platform.TEAMS.value, active=False).order_by("external_id")
+    return [Check(f"teams tenant {w.external_id}", WARN,
+                  "a Teams admin of this tenant blocked Herald (BotDisabledByAdmin): nothing is sent there",
+                  "ask the tenant's Teams admin to allow Herald in the Teams admin center (Manage apps): the "
+                  "first activity from the tenant (a message, a button press, an install) then sends the failed "
+                  "copies of live notices")
+            for w in rows]
 
 
 def _refused_check(refused: Refusal) -> Check:

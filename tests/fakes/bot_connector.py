@@ -136,6 +136,7 @@ class FakeBotConnector(ScriptedFaults, LocalServer):
         self._no_faults()
         self._blocked: set[str] = set()
         self._without_app: set[str] = set()
+        self._disabled_tenants: set[str] = set()
         self._expected_token: str | None = None
         self._roster: dict[str, dict[str, str]] = {}  # user id -> {email, name, ...}
         self._activity_counter = 0
@@ -260,6 +261,16 @@ class FakeBotConnector(ScriptedFaults, LocalServer):
     def add_app(self, user_id: str) -> None:
         """The member (re)installed the app: their conversation takes messages again."""
         self._without_app.discard(user_id)
+
+    def disable_bot(self, tenant_id: str) -> None:
+        """A Teams admin of the tenant blocked the app: every call for it (creating a conversation,
+        sending, updating) answers 403 BotDisabledByAdmin, as in Microsoft's table of the Bot
+        Connector's status codes."""
+        self._disabled_tenants.add(tenant_id)
+
+    def enable_bot(self, tenant_id: str) -> None:
+        """The tenant's admin allowed the app again."""
+        self._disabled_tenants.discard(tenant_id)
 
     @staticmethod
     def conversation_id(user_id: str) -> str:
@@ -407,6 +418,8 @@ class FakeBotConnector(ScriptedFaults, LocalServer):
         conv = self._conversations.get(conversation_id or "")
         if conv is None:
             raise _ConnectorError(404, "ConversationNotFound", "Conversation not found.")
+        if conv.tenant_id in self._disabled_tenants:
+            raise _ConnectorError(403, "BotDisabledByAdmin", "The bot is disabled by the tenant admin.")
         if conv.user_id in self._without_app:
             raise _ConnectorError(403, "BotNotInConversationRoster", "The bot is not part of the conversation roster.")
         if conv.user_id in self._blocked:
@@ -427,6 +440,8 @@ class FakeBotConnector(ScriptedFaults, LocalServer):
         if not (body.get("bot") or {}).get("id"):
             raise _ConnectorError(400, "BadArgument", "The bot account is required.")
         user_id = str(members[0]["id"])
+        if tenant in self._disabled_tenants:
+            raise _ConnectorError(403, "BotDisabledByAdmin", "The bot is disabled by the tenant admin.")
         if user_id in self._without_app:
             raise _ConnectorError(403, "BotNotInConversationRoster", "The bot is not part of the conversation roster.")
         conversation_id = self.open_conversation(user_id, tenant, body["bot"]["id"])

@@ -55,7 +55,7 @@ from bot.core.delivery.notice_rows import (
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.directory.app_installs import APP_REMOVED, app_removed
 from bot.core.directory.preferences import opt_outs_apply
-from bot.core.directory.workspaces import deactivate_refused
+from bot.core.directory.workspaces import deactivate_refused, removed_reason
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import FixedExtras, NoticeExtras, RowExtras, copy_view, load_extras
 from bot.core.notices.views import Acknowledged, NoticeView, notice_view
@@ -77,6 +77,8 @@ from storage.models import (
     DeliveryStatus,
     Notice,
     NoticeStatus,
+    Platform,
+    Workspace,
 )
 
 log = logging.getLogger(__name__)
@@ -182,6 +184,7 @@ class Job:
     notice: Notice
     update: bool = False
     stored: bool = False  # its outcome is written (a retried record() must not audit it twice)
+    unreachable: str = ""  # why nothing can go out in its lane (a Teams tenant whose admin blocked Herald)
 
     @property
     def maybe_sent(self) -> bool:  # claimed back from an expired claim: an earlier send may have landed
@@ -305,6 +308,12 @@ class NoticeSource:
         if only_ids is None and room > 0 and _listed(lane, self._due_sends):
             rows = await self._claim_sends(lane, room, token, now, lease_until)
             jobs += await self._jobs(rows, token, update=False)
+        if jobs and lane[0] == Platform.TEAMS.value and await Workspace.filter(
+                platform=lane[0], external_id=lane[1], active=False).exists():
+            # its admin blocked Herald: every request would be refused (Slack's channel knows a removed
+            # workspace from its token); they fail without one, and are sent when it is allowed again
+            for job in jobs:
+                job.unreachable = removed_reason(*lane)
         return jobs
 
     async def _claim_sends(self, lane: Lane, limit: int, token: str, now: datetime,
@@ -371,6 +380,8 @@ class NoticeSource:
         row = job.row
         if channel is None:
             return Outcome.failed(f"{row.platform.title()} is not configured in Herald")
+        if job.unreachable:  # see claim
+            return Outcome.failed(job.unreachable)
         if row.app_removed:  # the platform would refuse it (403); an install puts it back (app_installs)
             return Outcome.failed(APP_REMOVED)
         if job.update:

@@ -10,6 +10,10 @@ deactivates it and fails what waits for it with `removed_reason`, which says to 
 to Slack" again, `herald slack add-workspace`, or a new `HERALD_SLACK_BOT_TOKEN` for a workspace
 known only from the environment) puts the copies of still-live notices that failed so back to
 pending, so the reason's promise holds.
+
+A Teams tenant whose admin blocked Herald (the Bot Connector's 403 `BotDisabledByAdmin`) is
+handled alike: an inactive row, its waiting copies failed saying whom to ask, until the first
+activity from the tenant (`tenant_allowed`) requeues them.
 """
 
 from __future__ import annotations
@@ -65,7 +69,13 @@ INVALID_AUTH = "invalid_auth"
 # Slack refused to renew an expiring token (oauth.v2.access): the refresh token is dead, because
 # the app was removed (its event missed) or the token was revoked.
 REFRESH_REFUSED = "invalid_refresh_token"
-_CAUSES = ("app_uninstalled", "tokens_revoked", "account_inactive", "token_revoked", INVALID_AUTH, REFRESH_REFUSED)
+# The Bot Connector's 403 code for a Teams tenant whose admin blocked Herald (Microsoft's table of
+# its status codes): every member there is refused alike, as a removed Slack workspace's. The
+# tenant gets an inactive row (Teams tenants have none otherwise) until an activity comes from
+# it again (`tenant_allowed`).
+TEAMS_BLOCKED = "BotDisabledByAdmin"
+_CAUSES = ("app_uninstalled", "tokens_revoked", "account_inactive", "token_revoked", INVALID_AUTH, REFRESH_REFUSED,
+           TEAMS_BLOCKED)
 
 
 def removed_reason(platform: str, external_id: str, cause: str = "") -> str:
@@ -79,6 +89,9 @@ def removed_reason(platform: str, external_id: str, cause: str = "") -> str:
                 "the app was removed or the token revoked); reconnect it to deliver")
     if platform == Platform.SLACK.value:
         return f"Herald was removed from Slack workspace {external_id}; reconnect it to deliver"
+    if platform == Platform.TEAMS.value:  # a tenant is only made inactive by its admin's block (TEAMS_BLOCKED)
+        return (f"a Teams admin of tenant {external_id} blocked Herald: ask them to allow it in the Teams admin "
+                "center; the copies are sent when it is allowed again")
     return f"Herald was removed from {platform.title()} tenant {external_id}; reconnect it to deliver"
 
 
@@ -382,7 +395,12 @@ async def workspace_refused(platform: str, external_id: str, *, cause: str, refu
     down for the hour Slack retries it). Logged with how to recover."""
     result = await deactivate_workspace(platform, external_id, reason=cause, now=now, refused_token=refused_token,
                                         actor=f"{platform}:{external_id}")
-    if result.changed:
+    if result.changed and platform == Platform.TEAMS.value:
+        log.warning("Teams tenant %s refused Herald (%s: a Teams admin blocked the app there): marked unreachable, "
+                    "%d waiting deliveries failed. To recover, ask the tenant's Teams admin to allow Herald in the "
+                    "Teams admin center: the first activity from the tenant then sends the failed copies of live "
+                    "notices.", external_id, cause, result.failed_deliveries)
+    elif result.changed:
         log.warning("%s workspace %s refused Herald's token (%s): deactivated, %d waiting deliveries failed. "
                     "%s To recover, connect it again (\"Add to Slack\", `herald slack add-workspace`, or a new "
                     "HERALD_SLACK_BOT_TOKEN and a restart): the failed copies of live notices are then sent.",
@@ -515,6 +533,30 @@ async def readopt_env_token(env_token: str | None, *, now: datetime) -> list[str
                     "using it again", team_id)
         readopted.append(team_id)
     return readopted
+
+
+async def tenant_allowed(tenant_id: str, *, now: datetime) -> bool:
+    """An activity came from a Teams tenant (a message, a button press, an installationUpdate):
+    Herald is allowed there. When the tenant was marked unreachable because its admin blocked
+    Herald (`TEAMS_BLOCKED`), its row goes and what failed for that reason is sent again, as a
+    Slack reconnection does (`requeue_removed_copies`), with the audit event
+    `workspace.reconnected`. One indexed look when there is nothing to do. Returns whether the
+    outbox has work from it."""
+    platform = Platform.TEAMS.value
+    if not await Workspace.filter(platform=platform, external_id=tenant_id, active=False).exists():
+        return False
+    actor = f"{platform}:{tenant_id}"
+    async with in_transaction() as conn:
+        deleted = await Workspace.filter(platform=platform, external_id=tenant_id, active=False).using_db(conn).delete()
+        if not deleted:
+            return False  # another replica, or another activity, did it
+        events = [audit_event(RECONNECTED, now=now, actor=actor, platform=platform, workspace=tenant_id,
+                              reason="an activity from the tenant: its Teams admin allowed Herald again")]
+        events += await requeue_removed_copies(conn, platform, tenant_id, now=now, actor=actor)
+        await record(events, using_db=conn)
+    log.warning("Teams tenant %s: an activity came from it, so Herald is allowed there again; its failed copies "
+                "of live notices are sent", tenant_id)
+    return True
 
 
 async def is_connected(platform: str, external_id: str) -> bool:

@@ -49,6 +49,7 @@ from bot.core.directory.linking import (
     vendor_tenants,
 )
 from bot.core.directory.permissions import require_sender
+from bot.core.directory.workspaces import tenant_allowed
 from bot.core.directory.preferences import adopt_device_timezone, preferences_for
 from bot.core.notices import revisions, sending
 from bot.core.onboarding.assistant import FILES_NOT_READ, member_for
@@ -128,6 +129,7 @@ class TeamsHandler:
             except UntrustedServiceUrl:
                 log.warning("refused an activity with an untrusted serviceUrl")
                 return web.json_response({"error": "untrusted serviceUrl"}, status=403)
+        await self._tenant_allowed(turn)
         key = request_key("teams", turn.tenant_id, turn.conversation_id, activity.id) if activity.id else ""
         if key and activity.type in ACTED_ON and not await first_sighting(
                 key, now=self.herald.clock.now(), window=TEAMS_WINDOW):
@@ -176,6 +178,16 @@ class TeamsHandler:
         except Exception:  # noqa: BLE001 - the person hears that something went wrong; the log says what
             log.exception("Teams %s activity failed", turn.activity.type)
             await self.reply(turn, text_activity(SORRY))
+
+    async def _tenant_allowed(self, turn: Turn) -> None:
+        """Any activity from a tenant shows Herald is allowed there: a tenant marked unreachable
+        because its Teams admin blocked Herald is reached again, and what failed for it is sent
+        (bot.core.directory.workspaces.tenant_allowed). A failure is logged; the next activity tries again."""
+        try:
+            if await tenant_allowed(turn.tenant_id, now=self.herald.clock.now()):
+                self.herald.outbox.wake()
+        except Exception:  # noqa: BLE001 - the activity itself is still answered
+            log.exception("could not mark Teams tenant %s reachable again", turn.tenant_id)
 
     # ---- conversation lifecycle -------------------------------------------------------------
 
