@@ -1046,6 +1046,27 @@ async def test_reconnecting_a_removed_workspace_delivers_the_must_know_notice_th
     assert await AuditEvent.filter(kind="delivery.requeued").count() == 1  # nothing sent twice
 
 
+async def test_reconnecting_through_add_to_slack_wakes_the_outbox_for_the_copies_it_puts_back(
+        slack: SlackHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Add to Slack" after a removal put the failed copies back to pending but did not wake the
+    outbox: they waited for its next poll. The reconnection wakes it; a reinstall of a connected
+    workspace has nothing to wake it for."""
+    await _install_newco(slack)
+    await import_directory(directory_csv([NEWCO_MEMBER]), now=slack.clock.now(), actor="test")
+    notice_id = await Rig(slack.fake, slack.herald, slack.clock).broadcast("org:newco")
+    await _event(slack, event_body({"type": "app_uninstalled"}, NEW_TEAM, event_id="EvGONE2"))
+    await wait_until(lambda: Workspace.filter(external_id=NEW_TEAM, active=False).exists(), what="the uninstall")
+    wakes: list[dict] = []
+    real_wake = slack.herald.outbox.wake
+    monkeypatch.setattr(slack.herald.outbox, "wake", lambda **kw: (wakes.append(kw), real_wake(**kw)))
+
+    await _install_newco(slack, code="code-again", token="xoxb-newco-second")
+    (copy,) = await Delivery.filter(notice_id=notice_id, workspace_external_id=NEW_TEAM)
+    assert copy.status == "pending" and len(wakes) == 1, f"{copy.status}, {len(wakes)} wakes"
+    await _install_newco(slack, code="code-third", token="xoxb-newco-third")  # reinstalled while connected
+    assert len(wakes) == 1
+
+
 async def test_a_new_env_token_after_a_single_workspace_reinstall_is_used(db: str) -> None:
     """README "Connecting Slack", 2: a single workspace runs on HERALD_SLACK_BOT_TOKEN. Its admin
     removes the app (Herald stores an inactive row so the revoked env token is not used); the

@@ -173,17 +173,23 @@ async def install_used(install_id: str, *, since: datetime, using_db: BaseDBAsyn
     return any(isinstance(data, dict) and data.get("install_id") == install_id for data in rows)
 
 
+@dataclass(frozen=True)
+class Installed:
+    created: bool  # the workspace is new
+    reconnected: bool  # Herald had been removed from it: what failed so is back in the outbox (wake it)
+
+
 async def install_slack_workspace(team_id: str, token: str, *, name: str, bot_user_id: str, now: datetime,
                                   actor: str, cipher: TokenCipher, install_id: str, issued_at: datetime,
                                   scopes: str = "", app_id: str = "", refresh_token: str = "",
-                                  expires_at: datetime | None = None, enterprise_install: bool = False) -> bool:
+                                  expires_at: datetime | None = None, enterprise_install: bool = False) -> Installed:
     """Store a workspace connected through "Add to Slack" (audit `workspace.installed`).
     `enterprise_install`: an org-wide install of an Enterprise Grid organisation, stored under
     its enterprise id (`team_id` E...), whose token serves every workspace of the org.
 
     `install_id` identifies the install link, issued at `issued_at`; when an installation with it
-    was already recorded, `InstallReused` is raised and nothing is stored. Returns True when the
-    workspace is new."""
+    was already recorded, `InstallReused` is raised and nothing is stored. Returns whether the
+    workspace is new, and whether it was reconnected (its removed copies requeued)."""
     team_id = _check_team_id(team_id)
     async with in_transaction() as conn:
         if await install_used(install_id, since=issued_at, using_db=conn):
@@ -199,7 +205,7 @@ async def install_slack_workspace(team_id: str, token: str, *, name: str, bot_us
         if stored.reconnected:
             events += await requeue_removed_copies(conn, Platform.SLACK.value, team_id, now=now, actor=actor)
         await record(events, using_db=conn)
-    return stored.created
+    return Installed(stored.created, stored.reconnected)
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,7 @@ class _Installer:
         installer = str((answer.get("authed_user") or {}).get("id") or "")
         actor = f"slack:{install.external_id}/{installer}" if installer else f"slack:{install.external_id}"
         try:
-            created = await install_slack_workspace(
+            installed = await install_slack_workspace(
                 install.external_id, token, name=install.name, bot_user_id=bot_user_id, now=now, actor=actor,
                 cipher=self.herald.slack_workspaces.cipher
                 or cipher_for(self.settings.secret_key, self.settings.previous_secret_keys),
@@ -235,6 +235,9 @@ class _Installer:
         except UserError as exc:
             return _page(502, "Slack refused the installation", _start_again(str(exc)))
         self.herald.slack_workspaces.forget(install.external_id)
+        if installed.reconnected:  # the copies that failed because Herald was removed are pending again
+            self.herald.outbox.wake()
+        created = installed.created
         if install.org_wide:
             await learn_org_teams(self.herald, install.external_id, token, actor=actor)
         log.info("Slack %s %s (%s) %s", "organisation" if install.org_wide else "workspace", install.external_id,
