@@ -729,6 +729,41 @@ async def test_a_copy_waiting_when_herald_is_removed_from_slack_goes_to_the_memb
     assert (await verify_chain()).ok
 
 
+async def test_removing_herald_from_a_large_workspace_moves_its_waiting_copies_in_one_statement(
+        teams, caplog: pytest.LogCaptureFixture) -> None:  # noqa: ANN001
+    """The copies moved to the members' Teams accounts when Herald is removed from their Slack
+    workspace were updated one UPDATE a row inside the removal's transaction: a 5,000-member
+    workspace's uninstall was 5,000 statements (round trips on PostgreSQL) while it held the locks
+    on the rows. They are moved all at once (SQLite: one executemany), with the same result."""
+    import logging
+
+    from tests.support import broadcast
+    from tests.teams_support import TENANT
+
+    await import_directory(directory_csv([
+        f"teamsco,Teams Co,gold,emea,fr,retail,large,distributor,cam@vendor.example,p{i}@teamsco.example,P {i},"
+        f"support,Europe/Paris,fr,{TEAM},UP{i},{TENANT},aad-p{i}" for i in range(30)]),
+        now=teams.clock.now(), actor="test")
+    notice_id = await broadcast(teams.herald, teams.clock, "org:teamsco")
+    ids = await Delivery.filter(notice_id=notice_id, platform="slack", status="pending").values_list("id", flat=True)
+    waiting = len(ids)
+    assert waiting > 30  # and Gus's
+
+    with caplog.at_level(logging.DEBUG, logger="tortoise.db_client"):  # every statement the ORM's clients send
+        await deactivate_workspace("slack", TEAM, reason="app_uninstalled", now=teams.clock.now(), actor="test")
+    statements = [str(r.args[0]) for r in caplog.records if r.name == "tortoise.db_client" and r.args]
+    moves = [sql for sql in statements if re.match(r'\s*UPDATE "?delivery"?', sql, re.I) and "platform" in sql]
+    assert len(moves) == 1, f"{len(moves)} statements to move {waiting} copies"
+    copies = await Delivery.filter(id__in=ids).values_list("platform", "workspace_external_id", "status", "error",
+                                                          "claimed_until")
+    assert copies == [("teams", TENANT, "pending", "", None)] * waiting
+    owners = await Delivery.filter(id__in=ids).values_list("member_id", "account__member_id", "account__platform")
+    assert all(member == owner and platform == "teams" for member, owner, platform in owners)  # their own accounts
+    assert await AuditEvent.filter(kind="delivery.rerouted").count() == waiting
+    await teams.herald.outbox.drain()
+    assert await Delivery.filter(id__in=ids, status="delivered").count() == waiting
+
+
 def test_an_account_herald_cannot_reach_comes_last_whatever_the_platform() -> None:
     """reach.choose_account, the one rule for every message to a person: reachable accounts
     first (preferred platform, then Slack, then Teams, then the oldest); when none is reachable

@@ -373,7 +373,7 @@ async def _reroute(conn: BaseDBAsyncClient, rows: list[dict], *, reason: str, no
     taken = set(await Delivery.filter(notice_id__in=sorted({r["notice_id"] for r in waiting}), member_id__in=member_ids,
                                       kind=DeliveryKind.NOTICE.value).using_db(conn).values_list(
         "notice_id", "member_id", "platform"))
-    events = []
+    events, moves = [], []
     for row in waiting:
         reachable = [a for a in accounts.get(row["member_id"], []) if a.id != row["account_id"]
                      and (a.platform, a.workspace_external_id) not in unreachable and a.app_removed_at is None]
@@ -381,17 +381,30 @@ async def _reroute(conn: BaseDBAsyncClient, rows: list[dict], *, reason: str, no
         if target is None or (target.platform != row["platform"]
                               and (row["notice_id"], row["member_id"], target.platform) in taken):
             continue
-        await Delivery.filter(id=row["id"], status=DeliveryStatus.PENDING.value).using_db(conn).update(
-            platform=target.platform, account_id=target.id, workspace_external_id=target.workspace_external_id,
-            error="", claimed_by="", claimed_until=None, history_read_to="", updated_at=now)
+        moves.append((target.platform, target.id, target.workspace_external_id, now, row["id"]))
         taken.add((row["notice_id"], row["member_id"], target.platform))
         events.append(audit_event(REROUTED, now=now, actor=actor, notice_id=row["notice_id"],
                                   member_id=row["member_id"], delivery_id=row["id"], from_platform=row["platform"],
                                   to_platform=target.platform, workspace=target.workspace_external_id,
                                   reason=reason))
+    # all of them at once (a workspace of thousands of members: one statement, not one a row, while
+    # the removal's transaction holds its locks)
+    await storage_db.write_rows(_REROUTE_SQL, moves, postgres=_REROUTE_PG, using_db=conn)
     if events:
         log.info("%d waiting copies moved to the members' other accounts: %s", len(events), reason)
     return events
+
+
+# `_reroute`'s move of a copy still pending (the rows are locked by `fail_waiting`): parameters the
+# target's platform, account id and workspace, now, the copy's id (storage.db.write_rows).
+_REROUTE_SET = ("error='', claimed_by='', claimed_until=NULL, history_read_to=''")
+_REROUTE_SQL = (f"UPDATE delivery SET platform=?, account_id=?, workspace_external_id=?, {_REROUTE_SET}, updated_at=? "
+                f"WHERE id=? AND status='{DeliveryStatus.PENDING.value}'")
+_REROUTE_PG = ("UPDATE delivery d SET platform=v.platform, account_id=v.account_id, workspace_external_id=v.workspace, "
+               f"{_REROUTE_SET}, updated_at=v.updated_at "
+               "FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::int[]) "
+               "AS v(platform, account_id, workspace, updated_at, id) "
+               f"WHERE d.id=v.id AND d.status='{DeliveryStatus.PENDING.value}'")
 
 
 async def workspace_refused(platform: str, external_id: str, *, cause: str, refused_token: str,
