@@ -920,6 +920,20 @@ async def test_a_tenant_whose_admin_blocks_herald_is_not_sent_to_until_it_is_all
     assert await check_blocked_tenants() == []
 
 
+async def test_activities_from_a_tenant_nobody_blocked_do_not_read_the_workspace_table_each_time(
+        teams: TeamsRig, caplog: pytest.LogCaptureFixture) -> None:
+    """Every inbound activity asks whether its tenant was blocked by its admin (to clear the block),
+    an Acknowledge click included: the blocked tenants are read once and kept a few seconds, not
+    looked up per activity."""
+    await teams.post(teams.activity("installationUpdate", "aad-eve", action="add"))  # the list is read once
+    with caplog.at_level(logging.DEBUG, logger="tortoise.db_client"):
+        for n in range(3):
+            await teams.post(teams.activity("message", "aad-eve", text=f"hello {n}"))
+    statements = [str(r.args[0]) for r in caplog.records if r.name == "tortoise.db_client" and r.args]
+    looks = [sql for sql in statements if '"workspace"' in sql and "active" in sql]
+    assert looks == [], f"{len(looks)} reads of the workspace table for 3 activities"
+
+
 async def test_a_member_who_removes_herald_is_not_looked_at_hourly_for_reminders(teams: TeamsRig) -> None:
     """Eve got a must-know notice with no deadline, then removed Herald. Her copy's reminders wait
     (`reminder.ended`, with the reason) instead of the planner taking it up (and writing its row)

@@ -19,6 +19,7 @@ activity from the tenant (`tenant_allowed`) requeues them.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -278,6 +279,8 @@ async def deactivate_workspace(platform: str, external_id: str, *, reason: str, 
         await record([audit_event(UNINSTALLED, now=now, actor=actor, platform=platform, workspace=external_id,
                                   reason=reason, failed_deliveries=failed,
                                   **({"rerouted_deliveries": rerouted} if rerouted else {})), *events], using_db=conn)
+    if platform == Platform.TEAMS.value:
+        _BLOCKED_TENANTS.forget()
     return Deactivation(changed=True, failed_deliveries=failed, messages=messages, rerouted=rerouted)
 
 
@@ -554,16 +557,42 @@ async def readopt_env_token(env_token: str | None, *, now: datetime) -> list[str
     return readopted
 
 
+class _BlockedTenants:
+    """The Teams tenants marked unreachable (`TEAMS_BLOCKED`: inactive rows), read at most every
+    `ttl` seconds: every inbound Teams activity asks (`tenant_allowed`), an Acknowledge click
+    included, and a blocked tenant is rare. A tenant this process marks or clears is seen at once
+    (`forget`); one another replica marks, within `ttl`."""
+
+    def __init__(self, ttl: float = 10.0) -> None:
+        self.ttl = ttl
+        self._until = 0.0
+        self._tenants: frozenset[str] = frozenset()
+
+    async def get(self) -> frozenset[str]:
+        if time.monotonic() >= self._until:
+            tenants = await Workspace.filter(platform=Platform.TEAMS.value, active=False).values_list(
+                "external_id", flat=True)
+            self._tenants, self._until = frozenset(tenants), time.monotonic() + self.ttl
+        return self._tenants
+
+    def forget(self) -> None:
+        self._until = 0.0
+
+
+_BLOCKED_TENANTS = _BlockedTenants()
+
+
 async def tenant_allowed(tenant_id: str, *, now: datetime) -> bool:
     """An activity came from a Teams tenant (a message, a button press, an installationUpdate):
     Herald is allowed there. When the tenant was marked unreachable because its admin blocked
     Herald (`TEAMS_BLOCKED`), its row goes and what failed for that reason is sent again, as a
     Slack reconnection does (`requeue_removed_copies`), with the audit event
-    `workspace.reconnected`. One indexed look when there is nothing to do. Returns whether the
+    `workspace.reconnected`. Nothing is read when there is nothing to do (`_BlockedTenants`). Returns whether the
     outbox has work from it."""
     platform = Platform.TEAMS.value
-    if not await Workspace.filter(platform=platform, external_id=tenant_id, active=False).exists():
+    if tenant_id not in await _BLOCKED_TENANTS.get():
         return False
+    _BLOCKED_TENANTS.forget()
     actor = f"{platform}:{tenant_id}"
     async with in_transaction() as conn:
         deleted = await Workspace.filter(platform=platform, external_id=tenant_id, active=False).using_db(conn).delete()
