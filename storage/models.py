@@ -798,6 +798,7 @@ class MessagePurpose(StrEnum):
     JOURNEY_NUDGE = "journey_nudge"
     DIGEST = "digest"
     ESCALATION = "escalation"
+    ESCALATION_FALLBACK = "escalation_fallback"  # an escalation its partner's CAM could not receive, to the author
     HANDOFF = "handoff"  # a partner's question passed to their CAM
     RELAY = "relay"  # the CAM's answer relayed to the partner
     STAFF_NOTE = "staff_note"  # a note to staff about another message (e.g. a relay that failed)

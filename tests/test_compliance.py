@@ -388,6 +388,86 @@ async def test_status_does_not_count_an_escalation_that_reached_nobody(rig: Rig)
     assert retracted.escalations == 0 and retracted.escalation_failures == []
 
 
+async def _notice_by(rig: Rig, author: Staff, audience: str, deadline: datetime) -> int:
+    command = SendCommand(importance="must-know", topic="operations", audience=audience, title="Stock check",
+                          body="Count LX-200 units", deadline=deadline)
+    preview = await notices.create_draft(author, command, rig.herald.catalog, now=rig.clock.now())
+    await notices.send_draft(preview.notice.id, author, rig.herald.catalog, now=rig.clock.now())
+    return preview.notice.id
+
+
+async def test_an_escalation_the_partners_cam_cannot_receive_goes_once_to_the_notices_author(rig: Rig) -> None:
+    """Acme's CAM has no Slack or Teams account on file, and Slack refuses the DM to Bolt's: their
+    escalations failed and only the audit trail and the console said so, so nobody learnt that the
+    partners' members were overdue. The notice's author (another CAM, reachable) now gets the
+    escalation once, told that the partner's CAM could not be reached and why, with its buttons."""
+    rig.clock.set(MONDAY_9_UTC)
+    author, _ = await add_staff("author@vendor.example", "cam", name="Ada Author", slack_user="UAUTHOR",
+                                slack_team=TEAM, now=rig.clock.now())
+    rig.fake.add_user(TEAM, "UAUTHOR")
+    await Staff.filter(email="cam@vendor.example").update(slack_user_id="", slack_team_id="")
+    deadline = MONDAY_9_UTC + timedelta(days=2)
+    notice_id = await _notice_by(rig, author, "org:acme", deadline)
+    await rig.herald.outbox.drain()
+    rig.clock.set(deadline)
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    row = await Escalation.get(notice_id=notice_id)
+    assert (row.status, row.error) == ("failed", escalations.NO_CHAT_ACCOUNT)  # the partner's CAM was not told
+    (message,) = _posts_to(rig, "DUAUTHOR")
+    text = str(message.args["blocks"])
+    assert "Casey CAM" in text and "could not be reached" in text and "no Slack or Teams account on file" in text
+    assert "Anna Berg" in text and "Bo Chen" in text
+    buttons = [e["action_id"] for b in message.args["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert buttons == ["herald_remind_now", "herald_open_report"]
+    (failed,) = await AuditEvent.filter(notice_id=notice_id, kind="escalation.failed")
+    assert failed.data["fallback_to"] == "author@vendor.example"
+    (told,) = await AuditEvent.filter(notice_id=notice_id, kind="escalation.fallback_delivered")
+    assert told.data["escalated_to"] == "author@vendor.example"
+    rig.clock.advance(hours=1)
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    assert len(_posts_to(rig, "DUAUTHOR")) == 1  # once
+    assert await remind_organisation_now(notice_id, "acme", author, now=rig.clock.now()) == 2  # the author may
+    report = await notice_status(notice_id, now=rig.clock.now())
+    assert report.escalation_failures == [] and report.escalation_fallbacks == [(escalations.NO_CHAT_ACCOUNT, 1)]
+    assert "told the notice's author instead: *1*" in status_text(report)
+
+    # Slack refuses the DM to Bolt's CAM: the account on file is not in the workspace (any more)
+    await Staff.filter(email="cam@vendor.example").update(slack_user_id="UCAMGONE", slack_team_id=TEAM)
+    later = await _notice_by(rig, author, "org:bolt", rig.clock.now() + timedelta(days=2))
+    await rig.herald.outbox.drain()
+    rig.clock.advance(days=2)
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    row = await Escalation.get(notice_id=later)
+    assert row.status == "failed" and row.error
+    told = _posts_to(rig, "DUAUTHOR")[-1]
+    assert "Cy Diaz" in str(told.args["blocks"]) and row.error in str(told.args["blocks"]), row.error
+    assert "could not be reached" in str(told.args["blocks"])
+
+
+async def test_an_escalation_that_reached_nobody_is_named_by_the_doctor(rig: Rig) -> None:
+    """The partner's CAM has no chat account and the notice has no author to fall back to (or it is
+    the CAM themself): nobody is told, and `herald doctor` names the notice and the partner."""
+    from bot.ops.doctor import check_unreached_escalations
+
+    rig.clock.set(MONDAY_9_UTC)
+    assert (await check_unreached_escalations(rig.herald.clock)).status == "ok"
+    await Staff.filter(email="cam@vendor.example").update(slack_user_id="", slack_team_id="")
+    deadline = MONDAY_9_UTC + timedelta(days=2)
+    notice_id = await rig.broadcast("org:acme", deadline=deadline)
+    await rig.herald.outbox.drain()
+    rig.clock.set(deadline)
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    assert (await Escalation.get(notice_id=notice_id)).status == "failed"
+    assert await OutboundMessage.filter(purpose="escalation_fallback").count() == 0
+    check = await check_unreached_escalations(rig.herald.clock)
+    assert check.status == "warn" and f"notice #{notice_id}" in check.detail and "Acme Locks" in check.detail
+    assert escalations.NO_CHAT_ACCOUNT in check.detail
+
+
 async def test_pause_stops_reminders_but_not_delivery(rig: Rig) -> None:
     rig.clock.set(MONDAY_9_UTC)
     cam = await Staff.get(email="cam@vendor.example")

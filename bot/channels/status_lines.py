@@ -39,6 +39,10 @@ def status_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], esca
         failed = sum(count for _, count in report.escalation_failures)
         lines.append(f"Escalations not sent, so nobody was told: {bold(str(failed))}")
         lines += [f"{bullet} {count} × {escape(reason)}" for reason, count in report.escalation_failures]
+    if report.escalation_fallbacks:
+        told = sum(count for _, count in report.escalation_fallbacks)
+        lines.append(f"Escalations the partner's CAM could not receive, told the notice's author instead: {bold(str(told))}")
+        lines += [f"{bullet} {count} × {escape(reason)}" for reason, count in report.escalation_fallbacks]
     if report.paused_organisations:
         paused = report.paused_organisations
         named = ", ".join(escape(o) for o in paused[:MAX_PAUSED_NAMED])

@@ -64,10 +64,12 @@ async def run_checks(settings: Settings, clock: Clock) -> list[Check]:
             checks.append(await check_sealed_values(settings))
             checks.append(await check_audit_chain())
             checks.append(await check_partner_cams())
+            checks.append(await check_unreached_escalations(clock))
         else:
             checks.append(Check("secret key", SKIP, "the database is not reachable or not migrated"))
             checks.append(Check("audit chain", SKIP, "the database is not reachable or not migrated"))
             checks.append(Check("partner CAMs", SKIP, "the database is not reachable or not migrated"))
+            checks.append(Check("escalations", SKIP, "the database is not reachable or not migrated"))
         if connected:
             checks.append(await check_clock_skew(clock))
         else:
@@ -434,6 +436,24 @@ async def check_partner_cams() -> Check:
     return Check("partner CAMs", WARN, "; ".join(problems),
                  "name an active CAM for them in the directory (`herald directory import`) or add that person "
                  "(`herald staff add EMAIL --role cam`): open hand-offs then move to them")
+
+
+async def check_unreached_escalations(clock: Clock) -> Check:
+    """Escalations of the last 30 days that told nobody: the partner's CAM could not be reached and
+    the notice's author could not be told instead (bot.core.notices.escalations)."""
+    from bot.core.notices.escalations import UNREACHED_WINDOW, unreached_escalations
+
+    found = await unreached_escalations(clock.now())
+    days = UNREACHED_WINDOW.days
+    if not found:
+        return Check("escalations", OK, f"every escalation of the last {days} days reached the partner's CAM "
+                                        "or the notice's author")
+    shown = "; ".join(f"notice #{u.notice_id} {u.organisation}: {u.reason}" for u in found[:5])
+    more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    return Check("escalations", WARN, f"{len(found)} escalation(s) of the last {days} days told nobody that members "
+                 f"are overdue ({shown}{more})",
+                 "give the partner's CAM a Slack or Teams account (`herald staff add EMAIL --role cam --slack-user ...`) "
+                 "or name a reachable CAM in the directory; `herald status N` lists who has not acknowledged")
 
 
 async def check_clock_skew(clock: Clock) -> Check:

@@ -93,7 +93,8 @@ class Priority:
 
 PRIORITY = {
     MessagePurpose.HANDOFF: Priority.PERSON_WAITING, MessagePurpose.RELAY: Priority.PERSON_WAITING,
-    MessagePurpose.ESCALATION: Priority.PERSON_WAITING, MessagePurpose.STAFF_NOTE: Priority.PERSON_WAITING,
+    MessagePurpose.ESCALATION: Priority.PERSON_WAITING, MessagePurpose.ESCALATION_FALLBACK: Priority.PERSON_WAITING,
+    MessagePurpose.STAFF_NOTE: Priority.PERSON_WAITING,
     MessagePurpose.ANSWER: Priority.PERSON_WAITING,
     MessagePurpose.JOURNEY_STEP: Priority.BACKGROUND, MessagePurpose.JOURNEY_CAM: Priority.BACKGROUND,
     MessagePurpose.JOURNEY_NUDGE: Priority.BACKGROUND, MessagePurpose.DIGEST: Priority.BACKGROUND,

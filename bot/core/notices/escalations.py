@@ -11,6 +11,14 @@ partner's CAM may have changed (an import, `herald staff remove`) while it waite
 whoever the rule names now (the CAM, else the notice's author if a CAM or admin:
 `escalation_addressee`), or fails with the reason if nobody, audited `escalation.readdressed`
 (the re-addressing itself is the outbox's, `messages.staff_addressee`).
+
+An escalation the partner's CAM cannot receive (no Slack or Teams account on file, or the platform
+refused it) goes once to the notice's author instead, if they are another person who may act on it
+(an active CAM or admin) and Herald reaches them: the same message, opening with whom it could not
+reach and why (`_fall_back_to_author`, purpose `escalation_fallback`). The escalation itself stays
+failed (the partner's CAM was not told); its `escalation.failed` event names whom it fell back to,
+and `escalation.fallback_delivered` / `escalation.fallback_failed` record how that went. One that
+reached nobody is named by `herald doctor` (`unreached_escalations`).
 """
 
 from __future__ import annotations
@@ -18,11 +26,11 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise import connections
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
@@ -36,6 +44,7 @@ from bot.core.notices.views import format_time
 from bot.core.delivery.messages import (
     ClaimVerdict,
     MessageResult,
+    ResultKind,
     addressed_by,
     enqueue,
     on_result,
@@ -190,7 +199,7 @@ async def send_escalations(channels: dict[str, Channel], now: datetime, *, batch
                               target=target, message=await escalation_message(row, now=now),
                               now=now, staff_id=row.staff.id, using_db=conn)  # type: ignore[union-attr]
         if claimed and target is None:
-            await _finish(row, now, failed=NO_CHAT_ACCOUNT)
+            await _finish(row, now, failed=NO_CHAT_ACCOUNT, channels=channels)
         handled += bool(claimed)
     return handled
 
@@ -207,6 +216,10 @@ async def cancel_escalations(notice_id: int, reason: str, *, conn: Any) -> int:
     found pending by the next statement. Returns the escalations cancelled."""
     error = reason[:2000]
     mine = Escalation.filter(notice_id=notice_id)
+    await OutboundMessage.filter(  # one to the notice's author not taken by the outbox yet stops too
+        purpose=MessagePurpose.ESCALATION_FALLBACK.value, status=DeliveryStatus.PENDING.value,
+        reference__in=Subquery(mine.values("id"))).using_db(conn).update(
+        status=DeliveryStatus.CANCELLED.value, error=error, claimed_by="", claimed_until=None)
     cancelled = await mine.filter(status=DeliveryStatus.PENDING.value).using_db(conn).update(
         status=DeliveryStatus.CANCELLED.value, error=error, claimed_until=None)
     queued = await mine.filter(status=DeliveryStatus.SENDING.value).using_db(conn).values_list("id", flat=True)
@@ -254,12 +267,19 @@ async def _escalation_result(message: OutboundMessage, result: MessageResult) ->
         return
     if result.sent and result.ref is not None:
         await _finish(row, result.now, ref=(result.ref.channel_id, result.ref.message_id))
-    else:
-        await _finish(row, result.now, failed=result.reason)
+    else:  # refused or given up (not one interrupted, which may have arrived): the author is told instead
+        await _finish(row, result.now, failed=result.reason,
+                      channels=result.channels if result.kind is ResultKind.FAILED else None)
 
 
-async def _finish(row: Escalation, now: datetime, *, ref: tuple[str, str] | None = None, failed: str = "") -> None:
+async def _finish(row: Escalation, now: datetime, *, ref: tuple[str, str] | None = None, failed: str = "",
+                  channels: dict[str, Channel] | None = None) -> None:
+    """Record the escalation's outcome. A failure with `channels` (the partner's CAM could not be
+    reached) falls back to the notice's author, queued in the same transaction."""
     async with in_transaction() as conn:
+        fallback_to = None
+        if ref is None and channels is not None:
+            fallback_to = await _fall_back_to_author(row, failed, now, channels, using_db=conn)
         if ref is not None:
             await Escalation.filter(id=row.id).using_db(conn).update(
                 status=DeliveryStatus.DELIVERED.value, channel_id=ref[0], message_id=ref[1], sent_at=now,
@@ -269,8 +289,93 @@ async def _finish(row: Escalation, now: datetime, *, ref: tuple[str, str] | None
                 status=DeliveryStatus.FAILED.value, error=failed, claimed_until=None)
         await record([audit_event("escalation.delivered" if ref else "escalation.failed", now=now,
                                   notice_id=row.notice_id, organisation=row.organisation.external_id,  # type: ignore[attr-defined]
-                                  escalated_to=row.staff.email if row.staff else None, reason=failed or None)],
+                                  escalated_to=row.staff.email if row.staff else None, reason=failed or None,
+                                  **({"fallback_to": fallback_to} if fallback_to else {}))],
                      using_db=conn)
+
+
+def _fallback_key(row: Escalation) -> str:
+    return f"{MessagePurpose.ESCALATION_FALLBACK.value}:{row.id}"
+
+
+async def _fall_back_to_author(row: Escalation, reason: str, now: datetime, channels: dict[str, Channel], *,
+                               using_db: Any) -> str | None:
+    """Queue the escalation to the notice's author, once, when they are not whom it failed to
+    reach, may act on it (an active CAM or admin: Remind now is theirs) and have a chat account
+    Herald reaches. Returns their email when queued, else None (nobody else to tell)."""
+    author_id = row.notice.author_id  # type: ignore[attr-defined]
+    if author_id is None or author_id == row.staff_id:  # type: ignore[attr-defined]
+        return None
+    author = await Staff.get_or_none(id=author_id)
+    if not may_act_as_cam(author):
+        return None
+    target = await staff_target(author, channels)  # type: ignore[arg-type]
+    if target is None:
+        return None
+    queued = await enqueue(key=_fallback_key(row), purpose=MessagePurpose.ESCALATION_FALLBACK, reference=row.id,
+                           target=target, message=await fallback_message(row, reason, now=now), now=now,
+                           staff_id=author.id, using_db=using_db)  # type: ignore[union-attr]
+    return author.email if queued else None  # type: ignore[union-attr]
+
+
+def _unreached_why(reason: str) -> str:
+    if reason == NO_CHAT_ACCOUNT:
+        return "they have no Slack or Teams account on file"
+    return f"the message to them failed: {reason}" if reason else "the message to them failed"
+
+
+async def fallback_message(row: Escalation, reason: str, *, now: datetime) -> DirectMessage:
+    """The escalation as its partner's CAM would have had it, for the notice's author, opening with
+    whom it could not reach and why."""
+    escalation = await escalation_message(row, now=now)
+    organisation: Organisation = row.organisation
+    cam: Staff | None = row.staff
+    who = (f"{organisation.name}'s CAM {cam.name or cam.email} <{cam.email}>" if cam is not None
+           else f"{organisation.name}'s CAM")
+    opening = (f"{who} could not be reached ({_unreached_why(reason)}), so this escalation comes to you "
+               "as the notice's author.")
+    return DirectMessage(title=escalation.title, lines=(opening, *escalation.lines), buttons=escalation.buttons)
+
+
+@on_result(MessagePurpose.ESCALATION_FALLBACK)
+async def _fallback_result(message: OutboundMessage, result: MessageResult) -> None:
+    """How the escalation sent to the notice's author went, on the audit trail."""
+    row = await Escalation.get_or_none(id=message.reference).select_related("organisation")
+    if row is None:
+        return
+    author = await Staff.get_or_none(id=message.staff_id) if message.staff_id else None  # type: ignore[attr-defined]
+    await record([audit_event("escalation.fallback_delivered" if result.sent else "escalation.fallback_failed",
+                              now=result.now, notice_id=row.notice_id, organisation=row.organisation.external_id,
+                              escalated_to=author.email if author is not None else None,
+                              reason=None if result.sent else result.reason or None)])
+
+
+UNREACHED_WINDOW = timedelta(days=30)  # how far back `herald doctor` looks for escalations that told nobody
+
+
+@dataclass(frozen=True)
+class Unreached:
+    """An escalation that told nobody: its CAM was not reached and nobody was told instead."""
+
+    notice_id: int
+    organisation: str  # its name
+    reason: str
+
+
+async def unreached_escalations(now: datetime, *, since: timedelta = UNREACHED_WINDOW) -> list[Unreached]:
+    """Failed escalations of notices still out, created within `since`, that did not fall back to
+    the notice's author (none queued, or it failed too): nobody learnt who is overdue."""
+    rows = await Escalation.filter(status=DeliveryStatus.FAILED.value, created_at__gte=now - since,
+                                   notice__status__in=_ESCALATED_STATUSES).order_by("id").values_list(
+        "id", "notice_id", "organisation__name", "error")
+    if not rows:
+        return []
+    told = set(await OutboundMessage.filter(
+        purpose=MessagePurpose.ESCALATION_FALLBACK.value, reference__in=[r[0] for r in rows],
+        status__in=[DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value, DeliveryStatus.DELIVERED.value],
+    ).values_list("reference", flat=True))
+    return [Unreached(notice_id, name, error or "failed (no reason recorded)")
+            for row_id, notice_id, name, error in rows if row_id not in told]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 from tortoise.functions import Count
 
 from bot.common.errors import NotFound
@@ -16,7 +16,9 @@ from storage.models import (
     DeliveryKind,
     DeliveryStatus,
     Escalation,
+    MessagePurpose,
     Notice,
+    OutboundMessage,
     Organisation,
     Survey,
     SurveyAnswer,
@@ -36,6 +38,8 @@ class NoticeStatusReport:
     reminders_sent: int = 0
     escalations: int = 0  # sent or on their way to a partner's CAM (not failed, not cancelled)
     escalation_failures: list[tuple[str, int]] = field(default_factory=list)  # (reason, count): nobody was told
+    # (reason, count): the partner's CAM could not be reached, the notice's author was told instead
+    escalation_fallbacks: list[tuple[str, int]] = field(default_factory=list)
     paused_organisations: list[str] = field(default_factory=list)
     held: int = 0  # A/B test: held back until a variant is rolled out
     variants: dict[str, int] = field(default_factory=dict)  # A/B test: variant -> delivered
@@ -56,6 +60,7 @@ class NoticeStatusReport:
             "reminders_sent": self.reminders_sent,
             "escalations": self.escalations,
             "escalation_failures": [{"reason": r, "count": c} for r, c in self.escalation_failures],
+            "escalation_fallbacks": [{"reason": r, "count": c} for r, c in self.escalation_fallbacks],
             "paused_organisations": self.paused_organisations,
             "held": self.held, "variants": self.variants, "survey_answers": self.survey_answers,
         }
@@ -81,8 +86,9 @@ async def notice_status(notice_id: int, *, now: datetime) -> NoticeStatusReport:
     report.acknowledged = await Acknowledgement.filter(notice_id=notice_id, revision=notice.ack_revision).count()
     report.reminders_sent = await Delivery.filter(notice_id=notice_id, kind=DeliveryKind.REMINDER.value,
                                                   status=DeliveryStatus.DELIVERED.value).count()
-    # a failed escalation told nobody and a cancelled one (a retraction) was never sent: not counted
-    # as escalations; the failed ones are listed with why, as failed copies are
+    # a failed escalation did not tell the partner's CAM and a cancelled one (a retraction) was never
+    # sent: not counted as escalations; the failed ones are listed with why, as failed copies are,
+    # apart those that went to the notice's author instead (sent or on their way)
     escalations = await Escalation.filter(notice_id=notice_id).exclude(status=DeliveryStatus.CANCELLED.value).annotate(
         n=Count("id")).group_by("status", "error").values("status", "error", "n")
     report.escalations = sum(r["n"] for r in escalations if r["status"] != DeliveryStatus.FAILED.value)
@@ -90,6 +96,15 @@ async def notice_status(notice_id: int, *, now: datetime) -> NoticeStatusReport:
     for r in escalations:
         if r["status"] == DeliveryStatus.FAILED.value:
             failures[r["error"] or "failed (no reason recorded)"] += r["n"]
+    if failures:
+        fallbacks: Counter[str] = Counter(
+            error or "failed (no reason recorded)" for error in await Escalation.filter(
+                notice_id=notice_id, status=DeliveryStatus.FAILED.value, id__in=Subquery(OutboundMessage.filter(
+                    purpose=MessagePurpose.ESCALATION_FALLBACK.value, status__in=[
+                        DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value, DeliveryStatus.DELIVERED.value],
+                ).values("reference"))).values_list("error", flat=True))
+        failures -= fallbacks
+        report.escalation_fallbacks = fallbacks.most_common(5)
     report.escalation_failures = failures.most_common(5)
     survey = await Survey.get_or_none(notice_id=notice_id)
     if survey is not None:
