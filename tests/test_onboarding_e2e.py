@@ -159,12 +159,16 @@ async def test_the_slack_reply_form_shows_the_answer_a_colleague_already_sent(sl
     (opened,) = await wait_until(lambda: slack.fake.calls_to("views.open"), what="the reply form")
     shown = str(opened.args["view"]["blocks"])
     assert "Where is the price list?" in shown and "Anna Berg" in shown
-    assert 'Answered by ada@vendor.example: "Page 4 of the partner portal."' in shown, shown
+    assert 'Answered by Ada Admin: "Page 4 of the partner portal."' in shown, shown  # her name, not her email
 
     await slack.click(REPLY_ACTION, str(question.id), user="UBO")  # a partner contact, not staff
     (refused,) = await slack.responses(slack.last_click_key)
     assert "Only the partner's CAM or an admin" in refused.args["text"]
     assert len(slack.fake.calls_to("views.open")) == 1
+    await Staff.filter(email="ada@vendor.example").update(name="")  # no name on file: her email says who
+    await slack.click(REPLY_ACTION, str(question.id), user=CAM_USER)
+    again = await wait_until(lambda: slack.fake.calls_to("views.open")[1:], what="the reply form again")
+    assert 'Answered by ada@vendor.example: "Page 4' in str(again[0].args["view"]["blocks"])
 
 
 async def test_a_question_while_no_knowledge_base_can_be_loaded_is_passed_on_not_left_unanswered(

@@ -318,8 +318,7 @@ async def hand_off(question_id: int, member: Member | None, *, now: datetime,
     # pressed again: answered already (nothing more is coming), or still with the CAM
     answered_by = ""
     if question.handoff_status == "answered":
-        replier = await Staff.get_or_none(email=question.replied_by) if question.replied_by else None
-        answered_by = (replier.name or replier.email) if replier is not None else question.replied_by or cam.name or cam.email
+        answered_by = await replier_name(question) or cam.name or cam.email
     return HandOff(question, cam, message, already, queued=target is not None, answered_by=answered_by)
 
 
@@ -392,6 +391,15 @@ async def _answerable(question_id: int, staff: Staff | None) -> Question:
     return question
 
 
+async def replier_name(question: Question) -> str:
+    """Who answered the question, as people know them: their name where Herald has one on file,
+    else the email the answer was recorded under ("" when none was)."""
+    if not question.replied_by:
+        return ""
+    replier = await Staff.get_or_none(email=question.replied_by)
+    return (replier.name if replier is not None and replier.name else "") or question.replied_by
+
+
 async def handoff_for(question_id: int, staff: Staff | None) -> DirectMessage:
     """The hand-off as the CAM got it (the question, the partner, the knowledge base's suggestion,
     its buttons: Reply again, the knowledge-base ones) and the reply once there is one, for a
@@ -401,7 +409,7 @@ async def handoff_for(question_id: int, staff: Staff | None) -> DirectMessage:
     if not question.reply_text:
         return message
     mine = staff is not None and question.replied_by == staff.email
-    who = "Your answer" if mine else f"Answered by {question.replied_by}"
+    who = "Your answer" if mine else f"Answered by {await replier_name(question)}"
     return replace(message, lines=(*message.lines, f"{who}: \"{question.reply_text}\""))
 
 
