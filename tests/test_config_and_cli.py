@@ -247,6 +247,31 @@ def test_cli_directory_staff_send_list_status(cli_env: CliRunner, tmp_path) -> N
     assert later.exit_code == 0 and "scheduled for 2099-01-01T09:00:00Z" in later.output
 
 
+def test_the_status_text_lists_the_escalations_as_chat_does(cli_sender: CliRunner, db_url: str) -> None:
+    """`herald status N` printed recipients and acknowledgements but no escalation at all, so an
+    operator could not tell from it whether the partners' CAMs were told, while chat's status says
+    how many went out and which failed with why. The text now has the same escalation lines."""
+    from datetime import UTC, datetime
+
+    from bot.core.notices import escalations
+
+    sent = cli_sender.invoke(main, RECALL)
+    assert sent.exit_code == 0, sent.output
+    notice_id = int(sent.stdout.split()[1])
+    after_the_deadline = datetime(2099, 1, 2, tzinfo=UTC)
+
+    async def escalate() -> None:  # the deadline passed; the CAM's Slack is not configured here: they fail
+        assert await escalations.plan_escalations(after_the_deadline) == 2
+        await escalations.send_escalations({}, after_the_deadline)
+    in_database(db_url, escalate)
+
+    text = cli_sender.invoke(main, ["status", str(notice_id)])
+    assert text.exit_code == 0, text.output
+    assert "escalations: 0" in text.output, text.output
+    assert "Escalations not sent, so nobody was told: 2" in text.output
+    assert f"2 x {escalations.NO_CHAT_ACCOUNT}" in text.output
+
+
 def test_a_retried_send_from_a_script_does_not_send_the_notice_twice(cli_sender: CliRunner, db_url: str) -> None:
     """A cron job runs `herald send ... --yes`; its SSH session drops (or the job's timeout fires)
     after Herald queued the notice, and the runner retries the very same command. SPEC: nothing is

@@ -35,14 +35,7 @@ def status_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], esca
         revision = f" (revision {n.ack_revision})" if n.ack_revision > 1 else ""
         lines.append(f"Acknowledged{revision}: {bold(str(report.acknowledged))} of {report.delivered} delivered"
                      f" · reminders sent: {report.reminders_sent} · escalations: {report.escalations}")
-    if report.escalation_failures:
-        failed = sum(count for _, count in report.escalation_failures)
-        lines.append(f"Escalations not sent, so nobody was told: {bold(str(failed))}")
-        lines += [f"{bullet} {count} × {escape(reason)}" for reason, count in report.escalation_failures]
-    if report.escalation_fallbacks:
-        told = sum(count for _, count in report.escalation_fallbacks)
-        lines.append(f"Escalations the partner's CAM could not receive, told the notice's author instead: {bold(str(told))}")
-        lines += [f"{bullet} {count} × {escape(reason)}" for reason, count in report.escalation_fallbacks]
+    lines += escalation_lines(report, bold=bold, escape=escape, bullet=bullet)
     if report.paused_organisations:
         paused = report.paused_organisations
         named = ", ".join(escape(o) for o in paused[:MAX_PAUSED_NAMED])
@@ -58,4 +51,20 @@ def status_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], esca
     if report.digest:
         lines.append(f"Waiting for the digest: {bold(str(report.digest))}")
     lines += [f"{bullet} {count} × {escape(reason)}" for reason, count in report.failure_reasons]
+    return lines
+
+
+def escalation_lines(report: NoticeStatusReport, *, bold: Callable[[str], str], escape: Callable[[str], str],
+                     bullet: str, times: str = "×") -> list[str]:
+    """The escalations that did not reach the partner's CAM, with why: those that told nobody, and
+    those that went to the notice's author instead (chat's status, and `herald status`'s text)."""
+    lines = []
+    if report.escalation_failures:
+        failed = sum(count for _, count in report.escalation_failures)
+        lines.append(f"Escalations not sent, so nobody was told: {bold(str(failed))}")
+        lines += [f"{bullet} {count} {times} {escape(reason)}" for reason, count in report.escalation_failures]
+    if report.escalation_fallbacks:
+        told = sum(count for _, count in report.escalation_fallbacks)
+        lines.append(f"Escalations the partner's CAM could not receive, told the notice's author instead: {bold(str(told))}")
+        lines += [f"{bullet} {count} {times} {escape(reason)}" for reason, count in report.escalation_fallbacks]
     return lines

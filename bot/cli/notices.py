@@ -258,11 +258,14 @@ def status(notice_id: int, as_json: bool, follow: bool, interval: float) -> None
     from bot.cli.progress import Reporter
     from bot.core.notices.status import notice_status
 
+    from bot.channels.status_lines import escalation_lines
+
     if follow:
         with Reporter(f"notice {notice_id}", enabled=not as_json) as progress:
-            data = run(lambda: _follow(notice_id, interval, progress))
+            report = run(lambda: _follow(notice_id, interval, progress))
     else:
-        data = run(lambda: notice_status(notice_id, now=CLOCK.now())).as_dict()
+        report = run(lambda: notice_status(notice_id, now=CLOCK.now()))
+    data = report.as_dict()
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -271,6 +274,10 @@ def status(notice_id: int, as_json: bool, follow: bool, interval: float) -> None
                "acknowledged {acknowledged}  digest {digest}".format(**data))
     for reason in data["failure_reasons"]:
         click.echo(f"  {reason['count']} x {reason['reason']}")
+    if data["importance"] == "must-know":  # as chat's status: escalations sent or on their way, then the others
+        click.echo("reminders sent {reminders_sent}  escalations: {escalations}".format(**data))
+    for line in escalation_lines(report, bold=str, escape=str, bullet=" ", times="x"):
+        click.echo(line)
 
 
 async def follow_sleep(seconds: float) -> None:
@@ -282,16 +289,18 @@ def _settled(data: dict[str, Any]) -> bool:
     return data["pending"] == 0 and data["status"] not in ("draft", "scheduled", "sending")
 
 
-async def _follow(notice_id: int, interval: float, progress: Any) -> dict[str, Any]:
-    """Look at the notice every `interval` seconds until nothing is pending; report each look."""
+async def _follow(notice_id: int, interval: float, progress: Any) -> Any:
+    """Look at the notice every `interval` seconds until nothing is pending; report each look.
+    Returns the last look (a NoticeStatusReport)."""
     from bot.core.notices.status import notice_status
 
     while True:
-        data = (await notice_status(notice_id, now=CLOCK.now())).as_dict()
+        report = await notice_status(notice_id, now=CLOCK.now())
+        data = report.as_dict()
         to_send = max(data["recipients"] - data["digest"], 0)
         progress("settled", data["delivered"] + data["failed"], to_send)
         if data["importance"] == "must-know":
             progress("acknowledged", data["acknowledged"], data["delivered"])
         if _settled(data):
-            return data
+            return report
         await follow_sleep(interval)
