@@ -149,6 +149,32 @@ async def test_a_cam_who_connects_chat_after_the_question_gets_the_open_hand_off
     assert question.id
 
 
+async def test_a_cam_whose_hand_off_failed_gets_it_once_they_connect_another_account(rig: Rig) -> None:
+    """Slack refused the hand-off to the CAM (the account on file is not in the workspace), and once
+    the CAM connected their real account the tick still took the failed message for "already
+    told": the partner's question was never announced to them. It is now sent again, once per new
+    account, and not again to the account that refused it."""
+    await Staff.filter(email="cam@vendor.example").update(slack_user_id="UCAMGONE")
+    question = await _handed_off(rig)
+    (failed,) = await OutboundMessage.filter(purpose="handoff", reference=question.id)
+    assert failed.status == "failed"
+    def refused() -> list:
+        return [c for c in rig.fake.calls_to("chat.postMessage") if c.args["channel"] == "UCAMGONE"]
+    assert len(refused()) == 1
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    assert len(refused()) == 1  # not tried again where it was refused
+
+    await Staff.filter(email="cam@vendor.example").update(slack_user_id=CAM_USER)
+    for _ in range(2):
+        await rig.herald.tick()
+        await rig.herald.outbox.drain()
+    (told,) = [c for c in rig.fake.calls_to("chat.postMessage") if c.args["channel"] in (CAM_USER, f"D{CAM_USER}")]
+    assert "Where is the price list?" in str(told.args["blocks"]) and "It was with" not in str(told.args["blocks"])
+    assert [m.status for m in await OutboundMessage.filter(purpose="handoff", reference=question.id).order_by("id")] \
+        == ["failed", "delivered"]
+
+
 async def test_a_compliance_officer_cannot_reply_to_partners_as_their_cam(slack_http: SlackHarness) -> None:
     """Anna's question is filed under the CAM, who is then made a compliance officer (a role that
     "changes nothing"). Their Reply modal is refused with the reason and nothing is relayed to Anna:
