@@ -447,6 +447,56 @@ async def test_an_escalation_the_partners_cam_cannot_receive_goes_once_to_the_no
     assert "could not be reached" in str(told.args["blocks"])
 
 
+async def _escalation_waiting_for_its_author(rig: Rig) -> tuple[Staff, int, OutboundMessage]:
+    """Acme's CAM has no chat account: the escalation goes to the notice's author instead, and
+    waits in the outbox (Slack asked for a minute's pause)."""
+    rig.clock.set(MONDAY_9_UTC)
+    author, _ = await add_staff("author@vendor.example", "cam", name="Ada Author", slack_user="UAUTHOR",
+                                slack_team=TEAM, now=rig.clock.now())
+    rig.fake.add_user(TEAM, "UAUTHOR")
+    await Staff.filter(email="cam@vendor.example").update(slack_user_id="", slack_team_id="")
+    deadline = MONDAY_9_UTC + timedelta(days=2)
+    notice_id = await _notice_by(rig, author, "org:acme", deadline)
+    await rig.herald.outbox.drain()
+    rig.clock.set(deadline)
+    rig.fake.fail_next("chat.postMessage", retry_after=60)
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    (fallback,) = await OutboundMessage.filter(purpose="escalation_fallback")
+    assert fallback.status == "pending" and not _posts_to(rig, "DUAUTHOR")
+    return author, notice_id, fallback
+
+
+async def test_an_escalation_for_the_author_is_not_sent_once_they_may_no_longer_act_on_it(rig: Rig) -> None:
+    """Meanwhile the author becomes a compliance officer, who may not press Remind now. It is not
+    sent to them: it fails saying why, and `herald doctor` names the escalation as having told nobody."""
+    from bot.ops.doctor import check_unreached_escalations
+
+    author, notice_id, fallback = await _escalation_waiting_for_its_author(rig)
+    await Staff.filter(id=author.id).update(role="compliance")
+    rig.clock.advance(minutes=2)
+    await rig.herald.outbox.drain()
+    fallback = await OutboundMessage.get(id=fallback.id)
+    assert (fallback.status, fallback.error) == ("failed", escalations.AUTHOR_NO_LONGER_CAM)
+    assert not _posts_to(rig, "DUAUTHOR")
+    (failed,) = await AuditEvent.filter(notice_id=notice_id, kind="escalation.fallback_failed")
+    assert failed.data["reason"] == escalations.AUTHOR_NO_LONGER_CAM
+    check = await check_unreached_escalations(rig.herald.clock)
+    assert check.status == "warn" and f"notice #{notice_id}" in check.detail
+
+
+async def test_an_escalation_for_the_author_stops_when_the_notice_is_retracted(rig: Rig) -> None:
+    """The notice is retracted while its escalation waits for the author: nothing more goes out
+    about it, this message included."""
+    author, notice_id, fallback = await _escalation_waiting_for_its_author(rig)
+    await retract_notice(notice_id, author, reason="wrong batch", now=rig.clock.now())
+    rig.clock.advance(minutes=2)
+    await rig.herald.outbox.drain()
+    fallback = await OutboundMessage.get(id=fallback.id)
+    assert (fallback.status, fallback.error) == ("cancelled", "retracted: wrong batch")
+    assert not _posts_to(rig, "DUAUTHOR")
+
+
 async def test_an_escalation_that_reached_nobody_is_named_by_the_doctor(rig: Rig) -> None:
     """The partner's CAM has no chat account and the notice has no author to fall back to (or it is
     the CAM themself): nobody is told, and `herald doctor` names the notice and the partner."""

@@ -337,6 +337,25 @@ async def fallback_message(row: Escalation, reason: str, *, now: datetime) -> Di
     return DirectMessage(title=escalation.title, lines=(opening, *escalation.lines), buttons=escalation.buttons)
 
 
+AUTHOR_NO_LONGER_CAM = "the notice's author is no longer an active CAM or admin"
+
+
+@addressed_by(MessagePurpose.ESCALATION_FALLBACK)
+async def _fallback_addressee(message: OutboundMessage, channels: dict[str, Channel],
+                              now: datetime) -> ClaimVerdict | None:
+    """When the outbox takes the escalation sent to the notice's author instead: still theirs
+    while they may act on it (an active CAM or admin, as when it was queued); else it fails, and
+    `herald doctor` names the escalation as having told nobody. It is never passed on to someone
+    else: the partner's CAM was not reachable, and the author was the one other person to tell."""
+    author = await Staff.get_or_none(id=message.staff_id) if message.staff_id else None  # type: ignore[attr-defined]
+    if may_act_as_cam(author):
+        return None
+
+    async def nothing_more() -> None:  # the outcome's hook records `escalation.fallback_failed`
+        return None
+    return ClaimVerdict.readdress(None, None, AUTHOR_NO_LONGER_CAM, nothing_more)
+
+
 @on_result(MessagePurpose.ESCALATION_FALLBACK)
 async def _fallback_result(message: OutboundMessage, result: MessageResult) -> None:
     """How the escalation sent to the notice's author went, on the audit trail."""
