@@ -204,7 +204,9 @@ async def claim_rows(lane: tuple[str, str], due: tuple[str, int], new_status: st
         f"WHERE {select_where} ORDER BY d.id LIMIT ?", [*select_params, limit])
     if not candidates:
         return []
-    # Claim only the rows still as they were read (status and due), so `maybe_sent` is exact.
+    # Claim only the rows still as they were read (status and due), so `maybe_sent` is exact. By id
+    # (NOT INDEXED: rowid look-ups only): SQLite otherwise answers the repeated due predicate from
+    # the status indexes, reading every due row of the lane for each window claimed.
     by_status: dict[str, list[int]] = {}
     for r in candidates:
         by_status.setdefault(r["prior_status"], []).append(r["id"])
@@ -213,7 +215,8 @@ async def claim_rows(lane: tuple[str, str], due: tuple[str, int], new_status: st
         clauses.append(f"(d.id IN ({','.join('?' * len(ids))}) AND d.status=?)")
         values.extend([*ids, status])
     claimed = await conn.execute_query_dict(
-        f"UPDATE delivery AS d SET status=?, claimed_by=?, claimed_until=?, {_SEND_STARTED.format(prior='d.status')} "
+        f"UPDATE delivery AS d NOT INDEXED SET status=?, claimed_by=?, claimed_until=?, "
+        f"{_SEND_STARTED.format(prior='d.status')} "
         f"WHERE ({' OR '.join(clauses)}) AND {where} RETURNING id",
         [new_status, token, lease_until, now, *values, *params])
     ids = {r["id"] for r in claimed}
