@@ -221,6 +221,24 @@ def test_slack_renders_each_view_once_and_every_change_anew() -> None:
     assert "LX-300" in blocks(edited) and "LX-200" in blocks(view)
 
 
+@pytest.mark.parametrize("members", [
+    {"channel": "UB0000001", "unfurl_links": False, "unfurl_media": False},
+    {"channel": 'D"q\\uote\n', "ts": "1712345678.000100", "thread_ts": "1.2", "reply_broadcast": True},
+    {"text": "Réunion 😀 <b>&", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "ü\""}}],
+     "count": 3, "share": 0.5, "none": None},
+])
+def test_slack_request_members_are_the_json_the_standard_encoder_writes(members: dict) -> None:
+    """Each copy's chat.postMessage / chat.update body is put together from JSON members (the
+    cached rendering, then the channel, ts and flags encoded per copy): the same bytes as
+    json.dumps writes, escapes and non-ASCII text included, and one JSON object once joined."""
+    from bot.channels.slack import _json_body, _json_members
+
+    assert _json_members(**members) == json.dumps(members, separators=(",", ":")).encode()[1:-1]
+    body = _json_body(_json_members(text="t", blocks=[]), channel=members.get("channel", "U1"), unfurl_links=False)
+    assert json.loads(body) == {"channel": members.get("channel", "U1"), "unfurl_links": False, "text": "t",
+                                "blocks": []}
+
+
 def test_slack_sdk_formats_no_debug_line_per_request_unless_asked_to() -> None:
     """slack_sdk builds a debug line with the whole request body whenever its logger's own level
     is unset; Herald's clients get the level configured for slack_sdk."""
