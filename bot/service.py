@@ -43,6 +43,7 @@ from bot.core.notices.reminders import plan_reminders
 from bot.core.notices.sending import publish_due
 from bot.core.onboarding import handoffs  # also registers the outbox hooks of hand-offs and answers
 from bot.core.onboarding.handoff_announcements import announce_open_handoffs
+from bot.core.onboarding.handoff_reminders import remind_waiting_handoffs
 from bot.core.onboarding.journeys import run_journeys
 from bot.core.ports import Channel, Recipient
 from bot.core.surveys.answers import close_due_surveys
@@ -480,6 +481,8 @@ class Herald:
             "escalations": lambda: plan_escalations(now),
             "escalation_messages": lambda: send_escalations(self.channels, now),
             "handoffs_announced": lambda: announce_open_handoffs(self.channels, now),
+            "handoffs_reminded": lambda: remind_waiting_handoffs(
+                self.channels, now, after=timedelta(hours=self.settings.handoff_remind_hours)),
             "digests": digests,
             "journeys": journeys,
             "surveys_closed": lambda: close_due_surveys(now),

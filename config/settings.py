@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     slack_updates_per_minute: float = Field(default=50.0, ge=0)
     # How often scheduled notices, reminders and escalations are looked at.
     tick_seconds: float = Field(default=60.0, gt=0)
+    # A hand-off nobody has answered this many hours after its CAM got it: the CAM is reminded
+    # (once per CAM) and the partner told it is still with them (0 = off).
+    handoff_remind_hours: float = Field(default=24.0, ge=0)
 
     log_level: str = Field(default="INFO", pattern="(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     # "text": one human-readable line per record; "json": one JSON object per line for log shippers.

@@ -803,6 +803,8 @@ class MessagePurpose(StrEnum):
     RELAY = "relay"  # the CAM's answer relayed to the partner
     STAFF_NOTE = "staff_note"  # a note to staff about another message (e.g. a relay that failed)
     ANSWER = "answer"  # the assistant's answer, when the platform throttled sending it at once
+    HANDOFF_REMINDER = "handoff_reminder"  # a hand-off still unanswered, to the CAM it is filed under
+    HANDOFF_WAITING = "handoff_waiting"  # to the partner: their question is still with the CAM, who was reminded
 
 
 class OutboundMessage(_DueSince, Model):

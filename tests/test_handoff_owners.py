@@ -108,6 +108,41 @@ async def test_the_cam_an_open_hand_off_moves_to_gets_it_in_chat_once(rig: Rig) 
     assert len(to_nora()) == 1
 
 
+async def test_a_reassigned_hand_off_reminds_the_new_cam_not_the_old_one(rig: Rig) -> None:
+    """Nobody answered Anna's hand-off for a day: the tick queued its CAM's reminder, and before it
+    went the directory named Nora Acme's CAM. The old CAM is not reminded of a question that is no
+    longer theirs; Nora gets the hand-off, and a day after she got it, the reminder; Anna is told
+    it is still with Nora."""
+    question = await _handed_off(rig)
+    rig.clock.advance(hours=25)  # Tuesday
+    assert (await rig.herald.tick())["handoffs_reminded"] == 1  # for the old CAM, still in the outbox
+    await _name_nora_acmes_cam(rig, on_slack=True)
+    await rig.herald.tick()  # Nora is sent the hand-off
+    await rig.herald.outbox.drain()
+
+    def texts(channel: str) -> list[str]:
+        return [str(c.args["blocks"]) for c in rig.fake.calls_to("chat.postMessage")
+                if c.ok and c.args["channel"] in (channel, f"D{channel}")]
+    assert [t for t in texts(CAM_USER) if "still waiting" in t] == []
+    (old,) = await OutboundMessage.filter(purpose="handoff_reminder")
+    assert (old.status, old.error) == ("cancelled", "the question is now with newcam@vendor.example")
+    assert len(texts("UNORA")) == 1 and "It was with cam@vendor.example" in texts("UNORA")[0]
+
+    rig.clock.advance(hours=23)
+    assert (await rig.herald.tick())["handoffs_reminded"] == 0  # Nora has had it less than a day
+    rig.clock.advance(hours=2)
+    assert (await rig.herald.tick())["handoffs_reminded"] == 1
+    await rig.herald.outbox.drain()
+    await rig.herald.outbox.drain()
+    (_, reminder) = texts("UNORA")
+    assert "still waiting for your answer" in reminder and "Where is the price list?" in reminder
+    assert f"'value': '{question.id}'" in reminder  # Reply
+    (note,) = [t for t in texts("UANNA") if "noch bei" in t]
+    assert "Ihre Frage liegt noch bei Nora New" in note
+    assert [e.data["cam"] for e in await AuditEvent.filter(kind="question.handoff_reminded")] == [
+        "newcam@vendor.example"]
+
+
 async def test_the_tick_reads_only_the_open_hand_offs_due_an_announcement(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """Open hand-offs wait for their CAM's reply for as long as it takes, so a year leaves many; the

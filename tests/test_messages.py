@@ -28,7 +28,7 @@ from storage.models import (
 )
 from tests.fakes.rate_limits import Rate
 from tests.fakes.slack_limits import SlackLimits
-from tests.support import SAMPLE_DIRECTORY, TEAM, Rig, directory_csv, seed_directory
+from tests.support import SAMPLE_DIRECTORY, TEAM, Rig, block_texts, directory_csv, seed_directory
 
 MONDAY_9_UTC = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
 STEPS = parse_journeys({"journeys": {"default": {"steps": [
@@ -205,6 +205,94 @@ async def test_ask_my_cam_pressed_again_after_the_answer_came_says_it_was_answer
                     "need more, write your question again and press Ask my CAM under my answer."), told
     assert await rig.herald.outbox.drain() == 0  # nothing more to the CAM
     assert await AuditEvent.filter(kind="question.handed_off").count() == 1
+
+
+def _posts_to(rig: Rig, channel: str) -> list[str]:
+    return [block_texts(c.args["blocks"]) for c in _ok_posts(rig) if c.channel == channel]
+
+
+async def _anna_hands_off(rig: Rig, text: str = "Where is the price list?") -> Question:
+    anna = await Member.get(email="anna@acme.example")
+    question = await Question.create(member=anna, platform="slack", text=text, asked_at=rig.clock.now(),
+                                     abstained=True, channel_id="DUANNA")
+    await rig.herald.hand_off_question(question.id, anna)
+    await rig.herald.outbox.drain()
+    return question
+
+
+async def test_an_unanswered_hand_off_reminds_the_cam_once_and_tells_the_partner(rig: Rig) -> None:
+    """Anna pressed Ask my CAM on Monday and nobody answered: nothing ever raised it again. A day
+    after the CAM got it (HERALD_HANDOFF_REMIND_HOURS), the tick reminds the CAM, with the wait,
+    the question and Reply, and tells Anna (in German) that it is still with Casey CAM, once: later
+    ticks, another replica and a restart queue nothing more."""
+    rig.clock.set(MONDAY_9_UTC)
+    question = await _anna_hands_off(rig)
+    assert len(_posts_to(rig, "DUCAM1")) == 1  # the hand-off
+    rig.clock.advance(hours=23)
+    await rig.herald.tick()
+    await rig.herald.outbox.drain()
+    assert len(_posts_to(rig, "DUCAM1")) == 1  # not a day yet
+
+    rig.clock.advance(hours=2)  # Tuesday 11:00 in Berlin
+    off = Herald(rig.herald.settings.model_copy(update={"handoff_remind_hours": 0}), clock=rig.clock,
+                 catalog=rig.herald.catalog)
+    assert (await off.tick())["handoffs_reminded"] == 0  # 0: never
+    await off.close()
+    assert (await rig.herald.tick())["handoffs_reminded"] == 1
+    await rig.herald.outbox.drain()
+    await rig.herald.outbox.drain()  # the note to Anna, queued when the reminder went
+    _, reminder = _posts_to(rig, "DUCAM1")
+    assert "still waiting for your answer" in reminder and "Anna Berg has waited 25 hours" in reminder, reminder
+    assert "Where is the price list?" in reminder and "Acme Locks" in reminder
+    (call,) = [c for c in _ok_posts(rig) if c.channel == "DUCAM1"][1:]
+    assert ("herald_qa_reply", str(question.id)) in [(e["action_id"], e["value"]) for b in call.args["blocks"]
+                                                     if b["type"] == "actions" for e in b["elements"]]
+    (note,) = [t for t in _posts_to(rig, "DUANNA") if "noch bei" in t]  # not her journey's steps
+    assert "Ihre Frage liegt noch bei Casey CAM" in note and "Where is the price list?" in note, note
+
+    for worker in (rig.herald, rig.another_worker(), rig.another_worker()):  # ticks, a replica, a restart
+        rig.clock.advance(days=2)
+        await worker.tick()
+        await worker.outbox.drain()
+    assert len(_posts_to(rig, "DUCAM1")) == 2 and len([t for t in _posts_to(rig, "DUANNA") if "noch bei" in t]) == 1
+    (reminded,) = await AuditEvent.filter(kind="question.handoff_reminded")
+    assert reminded.data["question_id"] == question.id and reminded.data["cam"] == "cam@vendor.example"
+    assert await AuditEvent.filter(kind="question.handoff_waiting_told").count() == 1
+
+
+async def test_an_answered_hand_off_is_never_reminded(rig: Rig) -> None:
+    """A hand-off answered before its day is up is not reminded; one answered after the tick queued
+    its reminder, before the outbox sent it, is not either (cancelled, saying why), nor is the
+    partner told it is still waiting."""
+    rig.clock.set(MONDAY_9_UTC)
+    cam = await Staff.get(email="cam@vendor.example")
+    answered = await _anna_hands_off(rig)
+    late = await _anna_hands_off(rig, "Who signs the NDA?")
+    await rig.herald.relay_reply(answered.id, cam, "Page 4 of the portal.")
+    await rig.herald.outbox.drain()
+    rig.clock.advance(hours=25)
+    assert (await rig.herald.tick())["handoffs_reminded"] == 1  # the other one
+    await rig.herald.relay_reply(late.id, cam, "Legal does.")
+    await rig.herald.outbox.drain()
+    await rig.herald.outbox.drain()
+    assert [t for t in _posts_to(rig, "DUCAM1") if "still waiting" in t] == []
+    assert [t for t in _posts_to(rig, "DUANNA") if "noch bei" in t] == []
+    (row,) = await OutboundMessage.filter(purpose="handoff_reminder")
+    assert (row.status, row.error) == ("cancelled", "the question was answered before the reminder went")
+    assert await AuditEvent.filter(kind="question.handoff_reminded").count() == 0
+
+
+async def test_a_hand_off_left_on_friday_is_reminded_in_the_partners_working_hours(rig: Rig) -> None:
+    """A day after a Friday afternoon hand-off is Saturday: the reminder waits for Monday morning
+    in the partner's time zone (Anna: Berlin), not the CAM's weekend."""
+    rig.clock.set(datetime(2026, 1, 9, 14, 0, tzinfo=UTC))  # Friday 15:00 in Berlin
+    await _anna_hands_off(rig)
+    rig.clock.advance(hours=25)
+    for _ in range(4):  # Saturday and Sunday
+        assert (await rig.herald.tick())["handoffs_reminded"] == 0
+        rig.clock.advance(hours=12)
+    rig.clock.set(datetime(2026, 1, 12, 7, 0, tzinfo=UTC))  # Monday 08:00 in Berlin
+    assert (await rig.herald.tick())["handoffs_reminded"] == 1
 
 
 async def test_a_message_that_is_only_ever_throttled_is_not_given_up(rig: Rig) -> None:

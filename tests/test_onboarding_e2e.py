@@ -385,6 +385,44 @@ async def test_teams_question_hand_off_reply_and_preferences(db: str) -> None:
         await stop_teams_rig(teams)
 
 
+async def test_a_teams_hand_off_nobody_answers_is_reminded_once_and_the_partner_told(db: str) -> None:
+    """In Teams as in Slack: Fay's hand-off waits a day unanswered; the tick reminds Casey CAM
+    (a card with the wait, Fay, her question and Reply) and tells Fay, in French, that her question
+    is still with Casey CAM. After a restart nothing is sent again."""
+    from tests.teams_support import actions_of, card_of, restart_teams_rig, start_teams_rig, stop_teams_rig, texts_of
+
+    teams = await start_teams_rig(db)
+    try:
+        await teams.post(teams.activity("installationUpdate", "aad-cam", action="add"))
+        answer = card_of(await teams.say("aad-fay", "how do i register a new deal"))
+        question_id = int(actions_of(answer)[2]["data"]["value"])
+        await teams.invoke("aad-fay", ASK_CAM_ACTION, {"value": str(question_id)})
+        await teams.herald.outbox.drain()
+        to_cam, to_fay = (len(teams.connector.activities(c)) for c in ("a:conv-aad-cam", "a:conv-aad-fay"))
+
+        teams.clock.advance(hours=25)
+        assert (await teams.herald.tick())["handoffs_reminded"] == 1
+        await teams.herald.outbox.drain()
+        await teams.herald.outbox.drain()  # the note to Fay, queued when the reminder went
+        (reminder,) = [card_of(a) for a in teams.connector.activities("a:conv-aad-cam")[to_cam:]]
+        text = " ".join(texts_of(reminder))
+        assert "still waiting for your answer" in text and "Fay Roux has waited 25 hours" in text, text
+        assert "how do i register a new deal" in text
+        assert [a["verb"] for a in actions_of(reminder)][0] == REPLY_ACTION
+        notes = [" ".join(texts_of(card_of(a))) for a in teams.connector.activities("a:conv-aad-fay")[to_fay:]]
+        assert [n for n in notes if "toujours entre les mains de Casey CAM" in n], notes
+
+        await restart_teams_rig(teams)
+        teams.clock.advance(days=3)
+        await teams.herald.tick()
+        await teams.herald.outbox.drain()
+        assert len(teams.connector.activities("a:conv-aad-cam")) == to_cam + 1
+        assert len([a for a in teams.connector.activities("a:conv-aad-fay")[to_fay:]
+                    if "toujours" in " ".join(texts_of(card_of(a)))]) == 1
+    finally:
+        await stop_teams_rig(teams)
+
+
 async def test_the_teams_preferences_card_refuses_an_empty_time_zone_as_slack_does(teams) -> None:  # noqa: ANN001
     """Clearing the time zone on the Teams card and pressing Save must say why nothing was saved
     (Slack's Home tab answers "the time zone is empty"), not "Saved." with nothing changed."""

@@ -141,8 +141,9 @@ def token_refreshed(outcome: str) -> None:
     TOKEN_REFRESHES.labels(outcome if outcome in ("refreshed", "failed", "waited") else OTHER).inc()
 
 
-TICK_JOBS = ("published", "reminders", "escalations", "escalation_messages", "handoffs_announced", "digests",
-             "journeys", "surveys_closed", "notices_completed", "kb_reloaded", "expired_forgotten", "engagement_refreshed")
+TICK_JOBS = ("published", "reminders", "escalations", "escalation_messages", "handoffs_announced", "handoffs_reminded",
+             "digests", "journeys", "surveys_closed", "notices_completed", "kb_reloaded", "expired_forgotten",
+             "engagement_refreshed")
 
 
 def tick_job_failed(job: str) -> None:

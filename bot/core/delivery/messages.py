@@ -95,9 +95,10 @@ PRIORITY = {
     MessagePurpose.HANDOFF: Priority.PERSON_WAITING, MessagePurpose.RELAY: Priority.PERSON_WAITING,
     MessagePurpose.ESCALATION: Priority.PERSON_WAITING, MessagePurpose.ESCALATION_FALLBACK: Priority.PERSON_WAITING,
     MessagePurpose.STAFF_NOTE: Priority.PERSON_WAITING,
-    MessagePurpose.ANSWER: Priority.PERSON_WAITING,
+    MessagePurpose.ANSWER: Priority.PERSON_WAITING, MessagePurpose.HANDOFF_REMINDER: Priority.PERSON_WAITING,
     MessagePurpose.JOURNEY_STEP: Priority.BACKGROUND, MessagePurpose.JOURNEY_CAM: Priority.BACKGROUND,
     MessagePurpose.JOURNEY_NUDGE: Priority.BACKGROUND, MessagePurpose.DIGEST: Priority.BACKGROUND,
+    MessagePurpose.HANDOFF_WAITING: Priority.BACKGROUND,  # in the partner's working hours
 }
 
 INTERRUPTED = "Herald stopped while sending this; it may not have arrived and is not sent again"
@@ -240,7 +241,7 @@ def on_result(purpose: MessagePurpose) -> Callable[[Hook], Hook]:
 # the modules that register hooks: imported before a result is recorded, so a worker that has not
 # imported them yet (e.g. a replica that only sends) still runs them
 _HOOK_MODULES = ("bot.core.onboarding.journeys", "bot.core.notices.digests", "bot.core.notices.escalations",
-                 "bot.core.onboarding.handoffs")
+                 "bot.core.onboarding.handoffs", "bot.core.onboarding.handoff_reminders")
 
 
 def _hook(purpose: str) -> Hook | None:
@@ -378,13 +379,13 @@ class _ClaimLost(Exception):
 # ---- the member's hours ------------------------------------------------------------------------
 
 # Messages to a member that nobody is waiting for (background priority: a journey step or nudge the
-# tick queued, a digest) wait for the member's hours when the outbox gets to them: they were queued
+# tick queued, a digest, the note that their hand-off is still with the CAM) wait for the member's hours when the outbox gets to them: they were queued
 # in those hours, but can be sent much later (a backlog, an outage, a rate-limit pause). A reply to
 # the member (e.g. the milestone their Done reached, queued as a person waiting) goes at once.
 # purpose -> whether the member's working hours (weekdays) count, not just the end of quiet hours
 # (as journeys.py and digests.py queue them).
 _MEMBER_HOURS: dict[str, bool] = {MessagePurpose.JOURNEY_STEP.value: True, MessagePurpose.JOURNEY_NUDGE.value: True,
-                                  MessagePurpose.DIGEST.value: False}
+                                  MessagePurpose.DIGEST.value: False, MessagePurpose.HANDOFF_WAITING.value: True}
 
 
 def _waits_for_hours(row: OutboundMessage) -> bool:

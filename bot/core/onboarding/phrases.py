@@ -137,6 +137,14 @@ PHRASES: dict[str, dict[str, str]] = {
               "faut davantage, posez à nouveau votre question et appuyez sur {ask_cam} sous ma réponse.",
         "es": "{name} ya ha respondido a esta pregunta: su respuesta está en esta conversación. Si necesita más, "
               "escriba de nuevo su pregunta y pulse {ask_cam} bajo mi respuesta."},
+    "handoff_waiting_title": {"en": "Your question is still with {name}", "de": "Ihre Frage liegt noch bei {name}",
+                              "fr": "Votre question est toujours entre les mains de {name}",
+                              "es": "Su pregunta la sigue teniendo {name}"},
+    "handoff_waiting": {
+        "en": "There is no answer yet, so I've reminded {name}; their answer will appear here.",
+        "de": "Es gibt noch keine Antwort, daher habe ich {name} daran erinnert; die Antwort erscheint hier.",
+        "fr": "Il n'y a pas encore de réponse, j'ai donc relancé {name} ; sa réponse apparaîtra ici.",
+        "es": "Todavía no hay respuesta, así que se lo he recordado a {name}; su respuesta aparecerá aquí."},
     "relay_title": {"en": "{name} answered your question", "de": "{name} hat Ihre Frage beantwortet",
                     "fr": "{name} a répondu à votre question", "es": "{name} ha respondido a su pregunta"},
     "you_asked": {"en": "You asked: \"{question}\"", "de": "Ihre Frage: \u201e{question}\u201c",
