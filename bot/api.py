@@ -2,7 +2,8 @@
 
 Every endpoint but /api/v1/openapi.json needs `Authorization: Bearer <token>` (tokens come from
 `herald token create`). Compliance officers and admins read every notice; a CAM reads only the
-notices they authored. Errors are JSON objects `{"error": code, "message": text}`.
+notices they authored. A token reads with the role it was created with (what both it and its
+person's current role allow). Errors are JSON objects `{"error": code, "message": text}`.
 """
 
 from __future__ import annotations
@@ -357,7 +358,8 @@ OPENAPI: dict[str, Any] = {
         "version": "1.0.0",
         "description": ("Acknowledgement reports for compliance, survey results and A/B tests. Authenticate with a bearer token from "
                         "`herald token create EMAIL`. Compliance officers and admins read every notice; "
-                        "a CAM reads only the notices they authored."),
+                        "a CAM reads only the notices they authored. A token reads with the role it was "
+                        "created with (what both it and its person's current role allow)."),
     },
     "servers": [{"url": "/"}],
     "security": [{"bearerAuth": []}],

@@ -464,6 +464,9 @@ class ApiToken(Model):
     created_at = fields.DatetimeField()
     last_used_at = fields.DatetimeField(null=True)
     revoked_at = fields.DatetimeField(null=True)
+    # The role the token was created with (migration 0036): it reads at most what this role may,
+    # and what both this and the person's current role may when that is less.
+    role = fields.CharField(max_length=20)
 
     class Meta:
         table = "api_token"

@@ -109,6 +109,31 @@ async def test_revoked_token_and_inactive_staff_are_refused(api: Api) -> None:
     await assert_error(await api.get(f"{API}/notices", "compliance"), 401, "unauthorized")
 
 
+async def test_a_token_reads_with_the_role_it_was_created_with(api: Api) -> None:
+    """A CAM's token handed to a dashboard acted with the CAM's current role: once they were made
+    admin it listed and opened every notice, with every partner's recipients, and ran the audit
+    check. A token keeps the role it was created with; should the person's role change to one that
+    reads less, it reads only what both allow."""
+    fx = api.fx
+    await Staff.filter(id=fx.cam.id).update(role="admin")  # the CAM is promoted
+    mine = await (await api.get(f"{API}/notices", "cam")).json()
+    assert [n["id"] for n in mine["notices"]] == [fx.draft.id, fx.notice.id]  # still a CAM's list
+    await assert_error(await api.get(f"{API}/notices/{fx.other.id}", "cam"), 403, "forbidden")
+    await assert_error(await api.get(f"{API}/audit/verify", "cam"), 403, "forbidden")
+    fresh = (await create_token("cam@vendor.example", now=api.clock.now()))[1]  # a new token: the new role
+    everything = await (await api.client.get(f"{API}/notices", headers={"Authorization": f"Bearer {fresh}"})).json()
+    assert [n["id"] for n in everything["notices"]] == [fx.draft.id, fx.other.id, fx.notice.id]
+
+    await Staff.filter(id=fx.admin.id).update(role="cam")  # an admin made a CAM: their token reads as a CAM
+    assert (await (await api.get(f"{API}/notices", "admin")).json())["notices"] == []
+    await assert_error(await api.get(f"{API}/notices/{fx.notice.id}", "admin"), 403, "forbidden")
+    await assert_error(await api.get(f"{API}/audit/verify", "admin"), 403, "forbidden")
+
+    await Staff.filter(id=fx.compliance.id).update(role="admin")  # both read every notice
+    assert len((await (await api.get(f"{API}/notices", "compliance")).json())["notices"]) == 3
+    assert [t.role for t in await ApiToken.filter(staff_id=fx.cam.id).order_by("id")] == ["cam", "admin"]
+
+
 async def test_token_use_is_recorded(api: Api) -> None:
     await api.get(f"{API}/notices", "admin")
     row = await ApiToken.get(staff_id=api.fx.admin.id)
@@ -485,6 +510,7 @@ async def test_audit_verify_is_for_compliance_and_admins(api: Api) -> None:
     assert elsewhere["ok"] is False and "deleted" in elsewhere["reason"]
     await assert_error(await api.get(f"{API}/audit/verify?head=nope", "compliance"), 400, "bad_request",
                        "is not a chain head")
+
 
 
 # ---- OpenAPI ------------------------------------------------------------------------------------

@@ -263,6 +263,30 @@ async def test_upgrading_marks_the_zones_an_import_gave(empty_db_url: str) -> No
         await storage_db.close()
 
 
+async def test_tokens_created_before_0036_keep_their_persons_role(empty_db_url: str) -> None:
+    """Migration 0036 binds each API token to a role (it acted with its person's current role, so
+    a CAM's token read every partner once they were promoted): a token created before it takes the
+    role its person has at the upgrade."""
+    await migrate_to(empty_db_url, "0035_notice_author_created")
+    await storage_db.connect(empty_db_url, run_migrations=False)
+    try:
+        conn = connections.get("default")
+        await fill_empty_tables(conn)
+        await conn.execute_query("UPDATE staff SET role = 'compliance'")
+        await _copy_row(conn, "staff", email="'cam@vendor.example'", role="'cam'")
+        await _copy_row(conn, "api_token", staff_id="(SELECT MAX(id) FROM staff)", token_hash="'y'")
+    finally:
+        await storage_db.close()
+    await storage_db.upgrade(empty_db_url)
+    await storage_db.connect(empty_db_url, run_migrations=False)
+    try:
+        rows = await connections.get("default").execute_query_dict(
+            "SELECT role FROM api_token ORDER BY id")
+        assert [r["role"] for r in rows] == ["compliance", "cam"]
+    finally:
+        await storage_db.close()
+
+
 # ---- a migration that fails, a database from a newer Herald ---------------------------------------
 
 def _with_a_broken_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sql: str) -> None:

@@ -639,6 +639,30 @@ def test_cli_tokens(cli: tuple[CliRunner, Fixture]) -> None:
     assert "not the audit chain check" in for_cam.stderr and "every notice's" not in for_cam.stderr
 
 
+def test_cli_token_list_shows_the_role_a_token_reads_with(cli: tuple[CliRunner, Fixture]) -> None:
+    """`token list` showed the person's role, and the token followed it: a CAM's token read every
+    partner once they were promoted. A token keeps the role it was created with; `token list`
+    shows it, and the person's role when that has changed."""
+    runner, _ = cli
+    created = runner.invoke(main, ["token", "create", "cam@vendor.example", "--name", "dashboard"])
+    assert created.exit_code == 0 and "(cam)" in created.stderr and "It keeps the role cam" in created.stderr
+    assert runner.invoke(main, ["token", "create", "audit@vendor.example"]).exit_code == 0
+
+    async def promote() -> None:
+        await storage_db.connect(os.environ["HERALD_DATABASE_URL"], run_migrations=False)
+        try:
+            await Staff.filter(email="cam@vendor.example").update(role="admin")
+        finally:
+            await storage_db.close()
+
+    asyncio.run(promote())
+    listed = json.loads(runner.invoke(main, ["token", "list", "--json"]).output)
+    assert [(t["role"], t["staff_role"], t["reads_as"]) for t in listed] == [
+        ("cam", "admin", "cam"), ("compliance", "compliance", "compliance")]
+    text = runner.invoke(main, ["token", "list"]).output.splitlines()
+    assert "cam (now admin)" in text[0] and "(now" not in text[1]
+
+
 async def test_escalations_are_read_in_batches(db: str) -> None:
     fx = await seed_reports()
     escalations = await reports._escalations(fx.notice.id, batch=1)

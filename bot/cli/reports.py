@@ -140,7 +140,7 @@ def token() -> None:
 
 
 @token.command("create", help="Create an API token for a staff member; it is shown once, and reads what "
-                                    "that person may by their role (all reports for compliance and admins).")
+                                    "their role allows now (all reports for compliance and admins).")
 @click.argument("email")
 @click.option("--name", default="", help="What the token is for, e.g. 'compliance dashboard'.")
 def token_create(email: str, name: str) -> None:
@@ -148,32 +148,34 @@ def token_create(email: str, name: str) -> None:
 
     row, plaintext = run(lambda: create_token(email, name=name, now=CLOCK.now(),
                                                    actor=f"operator:{operator_name()}"))
-    click.echo(f"created token {row.id} for {row.staff.email} ({row.staff.role})"
+    click.echo(f"created token {row.id} for {row.staff.email} ({row.role})"
                + (f" named '{row.name}'" if row.name else ""), err=True)
     click.echo(plaintext)
     click.echo("warning: store this token now; it cannot be shown again (only its hash is kept).", err=True)
-    click.echo(_token_reach(row.staff.email, row.staff.role, row.id), err=True)
+    click.echo(_token_reach(row.staff.email, row.role, row.id), err=True)
 
 
 def _token_reach(email: str, role: str, token_id: int) -> str:
-    """What a new token reads through /api/v1: what its staff member may, by their role now."""
+    """What a new token reads through /api/v1: what its role allows (the person's role now)."""
     if role == "cam":
         reads = ("the notices they sent and those escalated to them (their own partners' rows only), "
                  "their surveys and A/B tests; not the audit chain check")
     else:
         reads = ("every notice's acknowledgement report (names and e-mail addresses of every partner's "
                  "recipients), the period summary, every survey and A/B test, and the audit chain check")
-    return (f"it reads, as {email} ({role}) may: {reads}. It follows their role if that changes, and stops "
-            f"working when revoked (`herald token revoke {token_id}`) or when they are removed.")
+    return (f"it reads, as {email} ({role}) may: {reads}. It keeps the role {role}: should theirs change to "
+            f"one that reads less, it reads only what both allow. It stops working when revoked "
+            f"(`herald token revoke {token_id}`) or when they are removed.")
 
 
-@token.command("list", help="List API tokens (never the tokens themselves).")
+@token.command("list", help="List API tokens (never the tokens themselves), with each one's role.")
 @click.option("--json", "as_json", is_flag=True)
 def token_list(as_json: bool) -> None:
-    from bot.core.compliance.api_tokens import fingerprint, list_tokens
+    from bot.core.compliance.api_tokens import acting_role, fingerprint, list_tokens
     from bot.core.compliance.reports import iso
 
-    rows = [{"id": t.id, "fingerprint": fingerprint(t), "staff": t.staff.email, "role": t.staff.role,
+    rows = [{"id": t.id, "fingerprint": fingerprint(t), "staff": t.staff.email, "role": t.role,
+             "staff_role": t.staff.role, "reads_as": acting_role(t.role, t.staff.role) if t.staff.active else None,
              "name": t.name, "created_at": iso(t.created_at), "last_used_at": iso(t.last_used_at),
              "revoked_at": iso(t.revoked_at)} for t in run(list_tokens)]
     if as_json:
@@ -185,7 +187,8 @@ def token_list(as_json: bool) -> None:
     for r in rows:
         state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
         used = r["last_used_at"] or "never used"
-        click.echo(f"{r['id']:>5}  {r['fingerprint']}  {r['staff']:32} {r['role']:11} {r['name'] or '-':24} "
+        role = r["role"] if r["staff_role"] == r["role"] else f"{r['role']} (now {r['staff_role']})"
+        click.echo(f"{r['id']:>5}  {r['fingerprint']}  {r['staff']:32} {role:11} {r['name'] or '-':24} "
                    f"created {r['created_at']}  {used}  {state}")
 
 

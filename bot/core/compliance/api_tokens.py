@@ -1,12 +1,15 @@
 """Bearer tokens for the reports API.
 
 A token is shown once, when it is created; the database keeps only its SHA-256 (hex), so a
-leaked database does not leak usable tokens. A token acts as the staff member it belongs to and
-stops working when it is revoked or the staff member is made inactive.
+leaked database does not leak usable tokens. A token acts as the staff member it belongs to,
+with the role it was created with: it reads at most what that role may, and, should the person's
+role change to one that may read less, only what both may (`acting_role`). It stops working when
+it is revoked or the staff member is made inactive.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -15,13 +18,25 @@ from tortoise.transactions import in_transaction
 
 from bot.common.errors import NotFound, UserError
 from bot.core.compliance.audit import audit_event, record
-from storage.models import MAX_ROW_ID, ApiToken, Staff
+from storage.models import MAX_ROW_ID, ApiToken, Staff, StaffRole
 
 TOKEN_PREFIX = "hrld_"
 MAX_NAME = 100
 MAX_TOKEN_LENGTH = 200
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # last_used_at is written at most once a minute
 MIN_FINGERPRINT = 8
+
+# How much each role reads through the API: compliance and admins every notice, a CAM their own
+# and those escalated to them (bot.core.compliance.reports.can_read_notice).
+_READS = {StaffRole.CAM.value: 1, StaffRole.COMPLIANCE.value: 2, StaffRole.ADMIN.value: 2}
+
+
+def acting_role(token_role: str, staff_role: str) -> str | None:
+    """The role a token reads with: the one it was created with, or its person's current role if
+    that may read less (what both allow); None if either is not a role that reads reports."""
+    if token_role not in _READS or staff_role not in _READS:
+        return None
+    return staff_role if _READS[staff_role] < _READS[token_role] else token_role
 
 
 def hash_token(plaintext: str) -> str:
@@ -34,7 +49,8 @@ def fingerprint(token: ApiToken) -> str:
 
 
 async def create_token(email: str, *, name: str = "", now: datetime, actor: str = "") -> tuple[ApiToken, str]:
-    """A new token for the active staff member with this e-mail; returns (row, plaintext).
+    """A new token for the active staff member with this e-mail, bound to their role now; returns
+    (row, plaintext).
 
     The plaintext is not stored anywhere: the caller must show it now or never."""
     address = (email or "").strip().lower()
@@ -46,10 +62,12 @@ async def create_token(email: str, *, name: str = "", now: datetime, actor: str 
         raise UserError(f"no staff member with e-mail '{address}'; add them with `herald staff add` first")
     if not staff.active:
         raise UserError(f"staff member {address} is inactive; reactivate them before creating a token")
+    if staff.role not in _READS:
+        raise UserError(f"staff member {address} has the role '{staff.role}', which reads no reports")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     async with in_transaction() as conn:
-        token = await ApiToken.create(staff=staff, token_hash=hash_token(plaintext), name=name,
-                                      created_at=now, using_db=conn)
+        token = await ApiToken.create(staff=staff, token_hash=hash_token(plaintext), name=name, created_at=now,
+                                      role=staff.role, using_db=conn)
         await record([audit_event("token.created", now=now, actor=actor or address, token_id=token.id,
                                   staff_id=staff.id, staff_email=address, role=staff.role, name=name,
                                   fingerprint=fingerprint(token))], using_db=conn)
@@ -58,7 +76,8 @@ async def create_token(email: str, *, name: str = "", now: datetime, actor: str 
 
 
 async def authenticate(plaintext: str | None, *, now: datetime) -> Staff | None:
-    """The active staff member a valid, unrevoked token belongs to; None for anything else."""
+    """The active staff member a valid, unrevoked token belongs to, as the token reads: `role`
+    is `acting_role` (a copy of the row, never saved); None for anything else."""
     if not plaintext or len(plaintext) > MAX_TOKEN_LENGTH:
         return None
     token = await ApiToken.filter(token_hash=hash_token(plaintext)).select_related("staff").first()
@@ -67,9 +86,14 @@ async def authenticate(plaintext: str | None, *, now: datetime) -> Staff | None:
     staff = token.staff
     if staff is None or not staff.active:
         return None
+    role = acting_role(token.role, staff.role)
+    if role is None:
+        return None
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
         await ApiToken.filter(id=token.id).update(last_used_at=now)
-    return staff
+    acting = copy.copy(staff)
+    acting.role = role
+    return acting
 
 
 async def _find(token_id_or_prefix: str | int) -> ApiToken:
