@@ -3,7 +3,7 @@
 Every endpoint but /api/v1/openapi.json needs `Authorization: Bearer <token>` (tokens come from
 `herald token create`). Compliance officers and admins read every notice; a CAM reads only the
 notices they authored. A token reads with the role it was created with (what both it and its
-person's current role allow). Errors are JSON objects `{"error": code, "message": text}`.
+person's current role allow) until it expires. Errors are JSON objects `{"error": code, "message": text}`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from aiohttp import web
 from bot import api_surveys
 from bot.common.clock import Clock
 from bot.common.errors import NotFound, PermissionDenied, UserError
-from bot.core.compliance.api_tokens import TOKEN_PREFIX, authenticate
+from bot.core.compliance.api_tokens import TOKEN_PREFIX, TokenExpired, authenticate
 from bot.core.compliance.verify import parse_anchor, verify_chain
 from bot.core.compliance.reports import (
     FORMATS,
@@ -153,7 +153,12 @@ def add_api_routes(app: web.Application, clock: Clock, topics: Iterable[str] = (
             raise _unauthorized("an API token is required: send `Authorization: Bearer <token>`")
         if scheme.lower() != "bearer" or not credentials.strip():
             raise _unauthorized("invalid Authorization header: use `Authorization: Bearer <token>`")
-        staff = await authenticate(credentials.strip(), now=clock.now())
+        try:
+            staff = await authenticate(credentials.strip(), now=clock.now())
+        except TokenExpired as exc:
+            raise ApiError(401, "token_expired", f"{exc}; create a new one with `herald token create`",
+                           {"WWW-Authenticate": 'Bearer realm="herald", error="invalid_token", '
+                                                'error_description="The access token expired"'}) from None
         if staff is None:
             raise _unauthorized("invalid or revoked API token", invalid_token=True)
         return staff
@@ -359,7 +364,8 @@ OPENAPI: dict[str, Any] = {
         "description": ("Acknowledgement reports for compliance, survey results and A/B tests. Authenticate with a bearer token from "
                         "`herald token create EMAIL`. Compliance officers and admins read every notice; "
                         "a CAM reads only the notices they authored. A token reads with the role it was "
-                        "created with (what both it and its person's current role allow)."),
+                        "created with (what both it and its person's current role allow) and expires "
+                        "(365 days after creation unless set otherwise)."),
     },
     "servers": [{"url": "/"}],
     "security": [{"bearerAuth": []}],
@@ -510,7 +516,8 @@ OPENAPI: dict[str, Any] = {
         "responses": {
             "BadRequest": _error_response("A parameter is missing or invalid."),
             "Unauthorized": {
-                "description": "No token, or an invalid or revoked one.",
+                "description": ("No token, or an invalid or revoked one (error `unauthorized`), or one past its "
+                                "expiry (error `token_expired`, the message saying when it expired)."),
                 "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             },

@@ -467,6 +467,7 @@ class ApiToken(Model):
     # The role the token was created with (migration 0036): it reads at most what this role may,
     # and what both this and the person's current role may when that is less.
     role = fields.CharField(max_length=20)
+    expires_at = fields.DatetimeField(null=True)  # null: no expiry (`token create --no-expiry`, tokens before 0036)
 
     class Meta:
         table = "api_token"

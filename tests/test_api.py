@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -132,6 +133,25 @@ async def test_a_token_reads_with_the_role_it_was_created_with(api: Api) -> None
     await Staff.filter(id=fx.compliance.id).update(role="admin")  # both read every notice
     assert len((await (await api.get(f"{API}/notices", "compliance")).json())["notices"]) == 3
     assert [t.role for t in await ApiToken.filter(staff_id=fx.cam.id).order_by("id")] == ["cam", "admin"]
+
+
+async def test_an_expired_token_is_refused_saying_when_and_what_to_do(api: Api) -> None:
+    """Tokens never expired: one handed to a tool years ago still read every report. A token now
+    expires (365 days after creation by default); past it, a 401 says when it expired and how to
+    get a new one, and its use is not recorded."""
+    expiry = NOW + timedelta(days=365)
+    api.clock.set(expiry - timedelta(seconds=1))
+    assert (await api.get(f"{API}/notices", "compliance")).status == 200
+    api.clock.set(expiry)
+    response = await api.get(f"{API}/notices", "compliance")
+    body = await assert_error(response, 401, "token_expired", "this token expired on 2027-01-12 08:00 UTC")
+    assert "herald token create" in body["message"]
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    row = await ApiToken.get(staff_id=api.fx.compliance.id)
+    assert row.expires_at == expiry and row.last_used_at == expiry - timedelta(seconds=1)
+    _, forever = await create_token("audit@vendor.example", now=api.clock.now(), expires_at=None)
+    api.clock.set(NOW + timedelta(days=3650))
+    assert (await api.client.get(f"{API}/notices", headers={"Authorization": f"Bearer {forever}"})).status == 200
 
 
 async def test_token_use_is_recorded(api: Api) -> None:

@@ -14,6 +14,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -25,7 +26,7 @@ from bot.core.compliance.audit import audit_event, record
 from bot.core.directory.workspaces import add_slack_workspace
 from bot.core.onboarding.qa import default_directory
 from config.settings import load_settings
-from storage.models import AuditEvent, Workspace
+from storage.models import AuditEvent, Staff, Workspace
 from tests.fakes.entra import FakeEntraID
 from tests.fakes.slack_api import DEFAULT_SCOPES, FakeSlackAPI
 
@@ -294,3 +295,34 @@ async def test_the_teams_line_fails_while_the_bot_connector_refuses_herald(db: s
         assert not await Delivery.filter(notice_id=notice_id, platform="teams", status="pending").exists()
         code, out, err = await doctor(env, "--json")
         assert _by_name(json.loads(out))["teams"]["status"] == "ok", out + err
+
+
+async def test_api_tokens_expiring_within_two_weeks_are_named(db: str) -> None:
+    """API tokens expire now (365 days by default): the doctor names those in use that expire
+    within 14 days, so the tool holding one gets a new one before it meets 401. Revoked tokens,
+    those of people removed and those already expired are not named."""
+    from bot.core.compliance.api_tokens import create_token, revoke_token
+    from bot.core.directory.staff import add_staff
+    from bot.ops.doctor import check_api_tokens
+
+    clock = ManualClock()
+    now = clock.now()
+    for email in ("audit@vendor.example", "leaver@vendor.example"):
+        await add_staff(email, "compliance", now=now, actor="test")
+    assert (await check_api_tokens(clock)).status == "ok"
+    soon, _ = await create_token("audit@vendor.example", name="GRC export", now=now, expires_at=now + timedelta(days=10))
+    await create_token("audit@vendor.example", now=now)  # the default: a year
+    await create_token("audit@vendor.example", now=now, expires_at=None)
+    revoked, _ = await create_token("audit@vendor.example", now=now, expires_at=now + timedelta(days=3))
+    await revoke_token(revoked.id, now=now)
+    await create_token("leaver@vendor.example", now=now, expires_at=now + timedelta(days=3))
+    await Staff.filter(email="leaver@vendor.example").update(active=False)
+    await create_token("audit@vendor.example", now=now, expires_at=now + timedelta(hours=1))
+
+    check = await check_api_tokens(clock)
+    assert check.status == "warn" and check.detail.startswith("2 token(s) expire within 14 days: ")
+    assert f"{soon.id} of audit@vendor.example ('GRC export') on " in check.detail
+    assert "leaver" not in check.detail and f"{revoked.id} of" not in check.detail
+    assert "herald token create" in check.fix
+    clock.set(now + timedelta(days=11))  # one expired, the other too: nothing left to warn of
+    assert (await check_api_tokens(clock)).status == "ok"

@@ -263,10 +263,10 @@ async def test_upgrading_marks_the_zones_an_import_gave(empty_db_url: str) -> No
         await storage_db.close()
 
 
-async def test_tokens_created_before_0036_keep_their_persons_role(empty_db_url: str) -> None:
+async def test_tokens_created_before_0036_keep_their_persons_role_and_no_expiry(empty_db_url: str) -> None:
     """Migration 0036 binds each API token to a role (it acted with its person's current role, so
     a CAM's token read every partner once they were promoted): a token created before it takes the
-    role its person has at the upgrade."""
+    role its person has at the upgrade, and has no expiry (it never had one)."""
     await migrate_to(empty_db_url, "0035_notice_author_created")
     await storage_db.connect(empty_db_url, run_migrations=False)
     try:
@@ -281,8 +281,8 @@ async def test_tokens_created_before_0036_keep_their_persons_role(empty_db_url: 
     await storage_db.connect(empty_db_url, run_migrations=False)
     try:
         rows = await connections.get("default").execute_query_dict(
-            "SELECT role FROM api_token ORDER BY id")
-        assert [r["role"] for r in rows] == ["compliance", "cam"]
+            "SELECT role, expires_at FROM api_token ORDER BY id")
+        assert [(r["role"], r["expires_at"]) for r in rows] == [("compliance", None), ("cam", None)]
     finally:
         await storage_db.close()
 

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
+from bot.common.clock import ManualClock
 from bot.core.compliance import api_tokens, reports
 from bot.core.compliance.audit import audit_event, record
 from bot.core.compliance.crosscheck import members_digest
@@ -661,6 +662,50 @@ def test_cli_token_list_shows_the_role_a_token_reads_with(cli: tuple[CliRunner, 
         ("cam", "admin", "cam"), ("compliance", "compliance", "compliance")]
     text = runner.invoke(main, ["token", "list"]).output.splitlines()
     assert "cam (now admin)" in text[0] and "(now" not in text[1]
+
+
+def test_cli_token_expiry(cli: tuple[CliRunner, Fixture], monkeypatch) -> None:
+    """`token create` made tokens that never expired. A token now expires (365 days by default;
+    --expires-in, --expires, --no-expiry); `token list` shows when, and which have; token.created
+    records the expiry with the role."""
+    import bot.cli.reports
+
+    monkeypatch.setattr(bot.cli.reports, "CLOCK", ManualClock(NOW))
+    runner_invoke = cli[0].invoke
+    default = runner_invoke(main, ["token", "create", "cam@vendor.example", "--name", "dashboard"])
+    assert default.exit_code == 0, default.output
+    assert "(cam), expires 2027-01-12 08:00 UTC" in default.stderr and "It keeps the role cam" in default.stderr
+    assert runner_invoke(main, ["token", "create", "audit@vendor.example", "--expires-in", "90d"]).exit_code == 0
+    on_date = runner_invoke(main, ["token", "create", "audit@vendor.example", "--expires", "2026-03-31"])
+    assert on_date.exit_code == 0 and "expires 2026-04-01 00:00 UTC" in on_date.stderr
+    forever = runner_invoke(main, ["token", "create", "admin@vendor.example", "--no-expiry"])
+    assert forever.exit_code == 0 and "never expires" in forever.stderr
+    for wrong, message in ((["--expires-in", "3m"], "is not a lifetime"), (["--expires", "31/03/2026"], "is not a date"),
+                           (["--expires", "2026-01-01"], "is not in the future"),
+                           (["--no-expiry", "--expires-in", "9d"], "give one of")):
+        refused = runner_invoke(main, ["token", "create", "cam@vendor.example", *wrong])
+        assert refused.exit_code != 0 and message in refused.output, (wrong, refused.output)
+
+    async def promote_and_read_events() -> list[AuditEvent]:
+        await storage_db.connect(os.environ["HERALD_DATABASE_URL"], run_migrations=False)
+        try:
+            await Staff.filter(email="cam@vendor.example").update(role="admin")
+            return await AuditEvent.filter(kind="token.created").order_by("seq")
+        finally:
+            await storage_db.close()
+
+    events = asyncio.run(promote_and_read_events())
+    assert [(e.data["role"], e.data["expires_at"]) for e in events] == [
+        ("cam", "2027-01-12T08:00:00.000000+00:00"), ("compliance", "2026-04-12T08:00:00.000000+00:00"),
+        ("compliance", "2026-04-01T00:00:00.000000+00:00"), ("admin", None)]
+    listed = json.loads(runner_invoke(main, ["token", "list", "--json"]).output)
+    assert [(t["role"], t["staff_role"], t["reads_as"], t["expires_at"]) for t in listed] == [
+        ("cam", "admin", "cam", "2027-01-12T08:00:00Z"), ("compliance", "compliance", "compliance", "2026-04-12T08:00:00Z"),
+        ("compliance", "compliance", "compliance", "2026-04-01T00:00:00Z"), ("admin", "admin", "admin", None)]
+    text = runner_invoke(main, ["token", "list"]).output.splitlines()
+    assert "cam (now admin)" in text[0] and "expires 2027-01-12T08:00:00Z" in text[0] and "no expiry" in text[3]
+    monkeypatch.setattr(bot.cli.reports, "CLOCK", ManualClock(datetime(2026, 4, 2, tzinfo=UTC)))
+    assert "expired 2026-04-01T00:00:00Z" in runner_invoke(main, ["token", "list"]).output.splitlines()[2]
 
 
 async def test_escalations_are_read_in_batches(db: str) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import sys
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -139,20 +140,62 @@ def token() -> None:
     pass
 
 
-@token.command("create", help="Create an API token for a staff member; it is shown once, and reads what "
-                                    "their role allows now (all reports for compliance and admins).")
+@token.command("create", help="Create an API token for a staff member; it is shown once, reads what their role "
+                                    "allows now (all reports for compliance and admins) and expires after 365 days "
+                                    "unless --expires-in, --expires or --no-expiry says otherwise.")
 @click.argument("email")
 @click.option("--name", default="", help="What the token is for, e.g. 'compliance dashboard'.")
-def token_create(email: str, name: str) -> None:
-    from bot.core.compliance.api_tokens import create_token
+@click.option("--expires-in", "expires_in", default=None, metavar="N[d|w|y]",
+              help="Expire after N days (90d), weeks (12w) or years (1y); default 365d.")
+@click.option("--expires", "expires_on", default=None, metavar="DATE",
+              help="Expire at the end of this day (YYYY-MM-DD, UTC), or at this ISO-8601 time.")
+@click.option("--no-expiry", is_flag=True, help="Never expire (revoke it by hand when it is no longer needed).")
+def token_create(email: str, name: str, expires_in: str | None, expires_on: str | None, no_expiry: bool) -> None:
+    from bot.core.compliance.api_tokens import DEFAULT_LIFETIME, create_token, when
 
-    row, plaintext = run(lambda: create_token(email, name=name, now=CLOCK.now(),
-                                                   actor=f"operator:{operator_name()}"))
-    click.echo(f"created token {row.id} for {row.staff.email} ({row.role})"
-               + (f" named '{row.name}'" if row.name else ""), err=True)
+    now = CLOCK.now()
+    if [expires_in is not None, expires_on is not None, no_expiry].count(True) > 1:
+        raise click.UsageError("give one of --expires-in, --expires and --no-expiry")
+    if no_expiry:
+        expires_at = None
+    elif expires_on is not None:
+        expires_at = _expiry_date(expires_on)
+    else:
+        expires_at = now + (_lifetime(expires_in) if expires_in is not None else DEFAULT_LIFETIME)
+    row, plaintext = run(lambda: create_token(email, name=name, now=now, expires_at=expires_at,
+                                              actor=f"operator:{operator_name()}"))
+    until = f"expires {when(row.expires_at)}" if row.expires_at else "never expires"
+    click.echo(f"created token {row.id} for {row.staff.email} ({row.role}), {until}"
+               + (f", named '{row.name}'" if row.name else ""), err=True)
     click.echo(plaintext)
     click.echo("warning: store this token now; it cannot be shown again (only its hash is kept).", err=True)
     click.echo(_token_reach(row.staff.email, row.role, row.id), err=True)
+
+
+_UNITS = {"d": 1, "w": 7, "y": 365}
+
+
+def _lifetime(text: str) -> timedelta:
+    """`--expires-in`: 90d, 12w, 1y (a bare number is days)."""
+    raw = text.strip().lower()
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in _UNITS else (raw, "d")
+    if not number.isascii() or not number.isdigit() or not 0 < int(number) <= 100 * 365:
+        raise click.BadParameter(f"'{text}' is not a lifetime: give days, weeks or years, e.g. 90d, 12w, 1y",
+                                 param_hint="--expires-in")
+    return timedelta(days=int(number) * _UNITS[unit])
+
+
+def _expiry_date(text: str) -> datetime:
+    """`--expires`: a date is the end of that day (UTC); a time without an offset is UTC."""
+    raw = text.strip()
+    try:
+        if len(raw) == 10:
+            return datetime.combine(date.fromisoformat(raw) + timedelta(days=1), time(), tzinfo=UTC)
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a date (YYYY-MM-DD) or an ISO-8601 time",
+                                 param_hint="--expires") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _token_reach(email: str, role: str, token_id: int) -> str:
@@ -164,19 +207,21 @@ def _token_reach(email: str, role: str, token_id: int) -> str:
         reads = ("every notice's acknowledgement report (names and e-mail addresses of every partner's "
                  "recipients), the period summary, every survey and A/B test, and the audit chain check")
     return (f"it reads, as {email} ({role}) may: {reads}. It keeps the role {role}: should theirs change to "
-            f"one that reads less, it reads only what both allow. It stops working when revoked "
-            f"(`herald token revoke {token_id}`) or when they are removed.")
+            f"one that reads less, it reads only what both allow. It stops working when it expires, when "
+            f"revoked (`herald token revoke {token_id}`) or when they are removed.")
 
 
-@token.command("list", help="List API tokens (never the tokens themselves), with each one's role.")
+@token.command("list", help="List API tokens (never the tokens themselves), with each one's role and expiry.")
 @click.option("--json", "as_json", is_flag=True)
 def token_list(as_json: bool) -> None:
-    from bot.core.compliance.api_tokens import acting_role, fingerprint, list_tokens
+    from bot.core.compliance.api_tokens import acting_role, expired, fingerprint, list_tokens
     from bot.core.compliance.reports import iso
 
+    now = CLOCK.now()
     rows = [{"id": t.id, "fingerprint": fingerprint(t), "staff": t.staff.email, "role": t.role,
              "staff_role": t.staff.role, "reads_as": acting_role(t.role, t.staff.role) if t.staff.active else None,
              "name": t.name, "created_at": iso(t.created_at), "last_used_at": iso(t.last_used_at),
+             "expires_at": iso(t.expires_at), "expired": expired(t, now),
              "revoked_at": iso(t.revoked_at)} for t in run(list_tokens)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -185,11 +230,17 @@ def token_list(as_json: bool) -> None:
         click.echo("no API tokens")
         return
     for r in rows:
-        state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
+        if r["revoked_at"]:
+            state = f"revoked {r['revoked_at']}"
+        elif r["expired"]:
+            state = f"expired {r['expires_at']}"
+        else:
+            state = "active"
         used = r["last_used_at"] or "never used"
+        until = f"expires {r['expires_at']}" if r["expires_at"] else "no expiry"
         role = r["role"] if r["staff_role"] == r["role"] else f"{r['role']} (now {r['staff_role']})"
         click.echo(f"{r['id']:>5}  {r['fingerprint']}  {r['staff']:32} {role:11} {r['name'] or '-':24} "
-                   f"created {r['created_at']}  {used}  {state}")
+                   f"created {r['created_at']}  {until}  {used}  {state}")
 
 
 @token.command("revoke", help="Revoke a token by its id, its fingerprint (from `token list`) or the token itself.")

@@ -65,11 +65,13 @@ async def run_checks(settings: Settings, clock: Clock) -> list[Check]:
             checks.append(await check_audit_chain())
             checks.append(await check_partner_cams())
             checks.append(await check_unreached_escalations(clock))
+            checks.append(await check_api_tokens(clock))
         else:
             checks.append(Check("secret key", SKIP, "the database is not reachable or not migrated"))
             checks.append(Check("audit chain", SKIP, "the database is not reachable or not migrated"))
             checks.append(Check("partner CAMs", SKIP, "the database is not reachable or not migrated"))
             checks.append(Check("escalations", SKIP, "the database is not reachable or not migrated"))
+            checks.append(Check("API tokens", SKIP, "the database is not reachable or not migrated"))
         if connected:
             checks.append(await check_clock_skew(clock))
         else:
@@ -454,6 +456,23 @@ async def check_unreached_escalations(clock: Clock) -> Check:
                  f"are overdue ({shown}{more})",
                  "give the partner's CAM a Slack or Teams account (`herald staff add EMAIL --role cam --slack-user ...`) "
                  "or name a reachable CAM in the directory; `herald status N` lists who has not acknowledged")
+
+
+async def check_api_tokens(clock: Clock) -> Check:
+    """Reports API tokens in use that expire within two weeks: the BI tool or compliance system
+    holding one gets 401 from that day on."""
+    from bot.core.compliance.api_tokens import EXPIRY_WARNING, expiring_tokens, when
+
+    soon = await expiring_tokens(clock.now())
+    if not soon:
+        return Check("API tokens", OK, f"none in use expires within {EXPIRY_WARNING.days} days")
+    named = [f"{t.id} of {t.staff.email}" + (f" ('{t.name}')" if t.name else "") + f" on {when(t.expires_at)}"
+             for t in soon[:5]]
+    more = f" and {len(soon) - 5} more" if len(soon) > 5 else ""
+    return Check("API tokens", WARN, f"{len(soon)} token(s) expire within {EXPIRY_WARNING.days} days: "
+                                     f"{', '.join(named)}{more}",
+                 "create a new one (`herald token create EMAIL`), hand it to the tool using the old one, "
+                 "then `herald token revoke` the old one")
 
 
 async def check_clock_skew(clock: Clock) -> Check:

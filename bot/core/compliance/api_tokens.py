@@ -4,7 +4,7 @@ A token is shown once, when it is created; the database keeps only its SHA-256 (
 leaked database does not leak usable tokens. A token acts as the staff member it belongs to,
 with the role it was created with: it reads at most what that role may, and, should the person's
 role change to one that may read less, only what both may (`acting_role`). It stops working when
-it is revoked or the staff member is made inactive.
+it expires, when it is revoked, or when the staff member is made inactive.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import copy
 import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tortoise.transactions import in_transaction
 
@@ -25,10 +26,29 @@ MAX_NAME = 100
 MAX_TOKEN_LENGTH = 200
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # last_used_at is written at most once a minute
 MIN_FINGERPRINT = 8
+# A token lives a year unless told otherwise: a BI tool's or a GRC system's token is renewed at
+# most once a year (the yearly access review), and one forgotten in a retired dashboard stops.
+DEFAULT_LIFETIME = timedelta(days=365)
+EXPIRY_WARNING = timedelta(days=14)  # `herald doctor` names tokens expiring this soon
 
 # How much each role reads through the API: compliance and admins every notice, a CAM their own
 # and those escalated to them (bot.core.compliance.reports.can_read_notice).
 _READS = {StaffRole.CAM.value: 1, StaffRole.COMPLIANCE.value: 2, StaffRole.ADMIN.value: 2}
+
+
+class TokenExpired(Exception):
+    """A valid token past its expiry."""
+
+    def __init__(self, expired_at: datetime) -> None:
+        super().__init__(f"this token expired on {when(expired_at)}")
+        self.expired_at = expired_at
+
+
+def when(moment: datetime) -> str:
+    """A token's expiry as people read it: `2027-01-05 09:00 UTC`."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def acting_role(token_role: str, staff_role: str) -> str | None:
@@ -37,6 +57,10 @@ def acting_role(token_role: str, staff_role: str) -> str | None:
     if token_role not in _READS or staff_role not in _READS:
         return None
     return staff_role if _READS[staff_role] < _READS[token_role] else token_role
+
+
+def expired(token: ApiToken, now: datetime) -> bool:
+    return token.expires_at is not None and token.expires_at <= now
 
 
 def hash_token(plaintext: str) -> str:
@@ -48,15 +72,23 @@ def fingerprint(token: ApiToken) -> str:
     return token.token_hash[:12]
 
 
-async def create_token(email: str, *, name: str = "", now: datetime, actor: str = "") -> tuple[ApiToken, str]:
+_DEFAULT: Any = object()
+
+
+async def create_token(email: str, *, name: str = "", now: datetime, actor: str = "",
+                       expires_at: datetime | None = _DEFAULT) -> tuple[ApiToken, str]:
     """A new token for the active staff member with this e-mail, bound to their role now; returns
-    (row, plaintext).
+    (row, plaintext). It expires at `expires_at` (None: never; by default DEFAULT_LIFETIME from now).
 
     The plaintext is not stored anywhere: the caller must show it now or never."""
     address = (email or "").strip().lower()
     name = (name or "").strip()
     if len(name) > MAX_NAME:
         raise UserError(f"the token name is {len(name)} characters; keep it under {MAX_NAME}")
+    if expires_at is _DEFAULT:
+        expires_at = now + DEFAULT_LIFETIME
+    if expires_at is not None and expires_at <= now:
+        raise UserError(f"the expiry {when(expires_at)} is not in the future")
     staff = await Staff.get_or_none(email=address)
     if staff is None:
         raise UserError(f"no staff member with e-mail '{address}'; add them with `herald staff add` first")
@@ -67,17 +99,19 @@ async def create_token(email: str, *, name: str = "", now: datetime, actor: str 
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     async with in_transaction() as conn:
         token = await ApiToken.create(staff=staff, token_hash=hash_token(plaintext), name=name, created_at=now,
-                                      role=staff.role, using_db=conn)
+                                      role=staff.role, expires_at=expires_at, using_db=conn)
         await record([audit_event("token.created", now=now, actor=actor or address, token_id=token.id,
                                   staff_id=staff.id, staff_email=address, role=staff.role, name=name,
-                                  fingerprint=fingerprint(token))], using_db=conn)
+                                  fingerprint=fingerprint(token),
+                                  expires_at=expires_at)], using_db=conn)
     token.staff = staff
     return token, plaintext
 
 
 async def authenticate(plaintext: str | None, *, now: datetime) -> Staff | None:
     """The active staff member a valid, unrevoked token belongs to, as the token reads: `role`
-    is `acting_role` (a copy of the row, never saved); None for anything else."""
+    is `acting_role` (a copy of the row, never saved); None for anything else. Raises
+    TokenExpired for a token that would be valid but for its expiry."""
     if not plaintext or len(plaintext) > MAX_TOKEN_LENGTH:
         return None
     token = await ApiToken.filter(token_hash=hash_token(plaintext)).select_related("staff").first()
@@ -89,6 +123,8 @@ async def authenticate(plaintext: str | None, *, now: datetime) -> Staff | None:
     role = acting_role(token.role, staff.role)
     if role is None:
         return None
+    if expired(token, now):
+        raise TokenExpired(token.expires_at)  # type: ignore[arg-type]
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
         await ApiToken.filter(id=token.id).update(last_used_at=now)
     acting = copy.copy(staff)
@@ -164,3 +200,11 @@ async def revoke_token(token_id_or_prefix: str | int, *, now: datetime | None = 
 async def list_tokens() -> list[ApiToken]:
     """Every token, revoked or not, oldest first, with its staff member loaded."""
     return await ApiToken.all().select_related("staff").order_by("id")
+
+
+async def expiring_tokens(now: datetime, within: timedelta = EXPIRY_WARNING) -> list[ApiToken]:
+    """Tokens still in use (not revoked, their person active) that expire within `within` of
+    `now`, soonest first, with their staff member loaded."""
+    return await (ApiToken.filter(revoked_at__isnull=True, staff__active=True, expires_at__gt=now,
+                                  expires_at__lte=now + within)
+                  .select_related("staff").order_by("expires_at", "id"))
