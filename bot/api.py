@@ -307,7 +307,8 @@ def add_api_routes(app: web.Application, clock: Clock, topics: Iterable[str] = (
     # No automatic HEAD: every GET of a report is an export, written to the audit trail.
     app.router.add_get(f"{PREFIX}/notices/{{id}}/report", endpoint(get_report), allow_head=False)
     app.router.add_get(f"{PREFIX}/reports/summary", endpoint(get_summary), allow_head=False)  # an export too
-    app.router.add_get(f"{PREFIX}/audit/verify", endpoint(audit_verify, roles=AUDITORS))
+    # No automatic HEAD: it would run the whole chain's verification to send no body.
+    app.router.add_get(f"{PREFIX}/audit/verify", endpoint(audit_verify, roles=AUDITORS), allow_head=False)
     for path, handler in api_surveys.ROUTES:  # surveys and A/B tests
         app.router.add_get(f"{PREFIX}{path}", endpoint(handler))
 

@@ -532,6 +532,21 @@ async def test_audit_verify_is_for_compliance_and_admins(api: Api) -> None:
                        "is not a chain head")
 
 
+async def test_a_head_on_audit_verify_is_refused_without_verifying(api: Api, monkeypatch) -> None:
+    """HEAD /api/v1/audit/verify ran the GET handler: the whole chain's verification (minutes at
+    millions of events) for a response without a body. It is refused, 405, as a report's HEAD is."""
+    import bot.api
+
+    runs = []
+
+    async def counted(**kwargs):
+        runs.append(kwargs)
+        raise AssertionError("verified")
+
+    monkeypatch.setattr(bot.api, "verify_chain", counted)
+    head = await api.client.head(f"{API}/audit/verify", headers=api.auth("compliance"))
+    assert head.status == 405 and head.headers["Allow"] == "GET" and runs == []
+
 
 # ---- OpenAPI ------------------------------------------------------------------------------------
 
