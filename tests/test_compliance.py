@@ -396,11 +396,9 @@ async def _notice_by(rig: Rig, author: Staff, audience: str, deadline: datetime)
     return preview.notice.id
 
 
-async def test_an_escalation_the_partners_cam_cannot_receive_goes_once_to_the_notices_author(rig: Rig) -> None:
-    """Acme's CAM has no Slack or Teams account on file, and Slack refuses the DM to Bolt's: their
-    escalations failed and only the audit trail and the console said so, so nobody learnt that the
-    partners' members were overdue. The notice's author (another CAM, reachable) now gets the
-    escalation once, told that the partner's CAM could not be reached and why, with its buttons."""
+async def _deadline_passed_for_an_unreachable_cam(rig: Rig) -> tuple[Staff, int]:
+    """Acme's CAM has no Slack or Teams account on file; another CAM, Ada (reachable), wrote a
+    must-know notice to Acme, whose deadline has just come (the tick not run yet)."""
     rig.clock.set(MONDAY_9_UTC)
     author, _ = await add_staff("author@vendor.example", "cam", name="Ada Author", slack_user="UAUTHOR",
                                 slack_team=TEAM, now=rig.clock.now())
@@ -410,6 +408,15 @@ async def test_an_escalation_the_partners_cam_cannot_receive_goes_once_to_the_no
     notice_id = await _notice_by(rig, author, "org:acme", deadline)
     await rig.herald.outbox.drain()
     rig.clock.set(deadline)
+    return author, notice_id
+
+
+async def test_an_escalation_the_partners_cam_cannot_receive_goes_once_to_the_notices_author(rig: Rig) -> None:
+    """Acme's CAM has no Slack or Teams account on file, and Slack refuses the DM to Bolt's: their
+    escalations failed and only the audit trail and the console said so, so nobody learnt that the
+    partners' members were overdue. The notice's author (another CAM, reachable) now gets the
+    escalation once, told that the partner's CAM could not be reached and why, with its buttons."""
+    author, notice_id = await _deadline_passed_for_an_unreachable_cam(rig)
     await rig.herald.tick()
     await rig.herald.outbox.drain()
     row = await Escalation.get(notice_id=notice_id)
@@ -450,15 +457,7 @@ async def test_an_escalation_the_partners_cam_cannot_receive_goes_once_to_the_no
 async def _escalation_waiting_for_its_author(rig: Rig) -> tuple[Staff, int, OutboundMessage]:
     """Acme's CAM has no chat account: the escalation goes to the notice's author instead, and
     waits in the outbox (Slack asked for a minute's pause)."""
-    rig.clock.set(MONDAY_9_UTC)
-    author, _ = await add_staff("author@vendor.example", "cam", name="Ada Author", slack_user="UAUTHOR",
-                                slack_team=TEAM, now=rig.clock.now())
-    rig.fake.add_user(TEAM, "UAUTHOR")
-    await Staff.filter(email="cam@vendor.example").update(slack_user_id="", slack_team_id="")
-    deadline = MONDAY_9_UTC + timedelta(days=2)
-    notice_id = await _notice_by(rig, author, "org:acme", deadline)
-    await rig.herald.outbox.drain()
-    rig.clock.set(deadline)
+    author, notice_id = await _deadline_passed_for_an_unreachable_cam(rig)
     rig.fake.fail_next("chat.postMessage", retry_after=60)
     await rig.herald.tick()
     await rig.herald.outbox.drain()
