@@ -55,7 +55,7 @@ from bot.core.delivery.notice_rows import (
 from bot.core.delivery.retry import RetryPolicy
 from bot.core.directory.app_installs import APP_REMOVED, app_removed
 from bot.core.directory.preferences import opt_outs_apply
-from bot.core.directory.workspaces import deactivate_refused, removed_reason
+from bot.core.directory.workspaces import deactivate_refused, removed_reason, tenant_blocked
 from bot.core.notices.reminders import schedule_for
 from bot.core.notices.row_views import FixedExtras, NoticeExtras, RowExtras, copy_view, load_extras
 from bot.core.notices.views import Acknowledged, NoticeView, notice_view
@@ -78,7 +78,6 @@ from storage.models import (
     Notice,
     NoticeStatus,
     Platform,
-    Workspace,
 )
 
 log = logging.getLogger(__name__)
@@ -308,8 +307,7 @@ class NoticeSource:
         if only_ids is None and room > 0 and _listed(lane, self._due_sends):
             rows = await self._claim_sends(lane, room, token, now, lease_until)
             jobs += await self._jobs(rows, token, update=False)
-        if jobs and lane[0] == Platform.TEAMS.value and await Workspace.filter(
-                platform=lane[0], external_id=lane[1], active=False).exists():
+        if jobs and lane[0] == Platform.TEAMS.value and await tenant_blocked(lane[1]):
             # its admin blocked Herald: every request would be refused (Slack's channel knows a removed
             # workspace from its token); they fail without one, and are sent when it is allowed again
             for job in jobs:

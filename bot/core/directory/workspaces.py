@@ -582,6 +582,12 @@ class _BlockedTenants:
 _BLOCKED_TENANTS = _BlockedTenants()
 
 
+async def tenant_blocked(tenant_id: str) -> bool:
+    """Whether the Teams tenant is marked unreachable because its admin blocked Herald (asked at
+    every claim in a Teams lane and every inbound activity: read through `_BlockedTenants`)."""
+    return tenant_id in await _BLOCKED_TENANTS.get()
+
+
 async def tenant_allowed(tenant_id: str, *, now: datetime) -> bool:
     """An activity came from a Teams tenant (a message, a button press, an installationUpdate):
     Herald is allowed there. When the tenant was marked unreachable because its admin blocked
@@ -590,7 +596,7 @@ async def tenant_allowed(tenant_id: str, *, now: datetime) -> bool:
     `workspace.reconnected`. Nothing is read when there is nothing to do (`_BlockedTenants`). Returns whether the
     outbox has work from it."""
     platform = Platform.TEAMS.value
-    if tenant_id not in await _BLOCKED_TENANTS.get():
+    if not await tenant_blocked(tenant_id):
         return False
     _BLOCKED_TENANTS.forget()
     actor = f"{platform}:{tenant_id}"
